@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything Lattice-rs needs to build and test on a fresh Debian machine.
+# Idempotent: safe to run again; skips apt when every package is already present.
+set -euo pipefail
+
+PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Debian starts etcd as a service on install; tests run their own etcd on free ports.
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true; fi
+  $SUDO pkill -x etcd >/dev/null 2>&1 || true
+fi
+
+command -v protoc >/dev/null || { echo "setup: protoc missing after install" >&2; exit 1; }
+command -v etcd >/dev/null || { echo "setup: etcd missing after install" >&2; exit 1; }

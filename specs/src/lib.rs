@@ -1,0 +1,80 @@
+//! The contract every Lattice-rs component shares: the protobuf model and the
+//! internal gRPC APIs (generated), their validation, the Task and ActualLRP
+//! state machines, the crash-restart policy, rootfs URLs and the public
+//! receptor-shaped JSON types. Nothing in this crate does I/O.
+
+pub mod actual_lrp;
+pub mod receptor;
+pub mod restart;
+pub mod rootfs;
+pub mod task;
+pub mod validation;
+
+/// Generated model messages (`proto/models.proto`).
+#[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
+pub mod models {
+    tonic::include_proto!("lattice.models");
+}
+
+/// Generated event messages (`proto/events.proto`).
+#[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
+pub mod events {
+    tonic::include_proto!("lattice.events");
+}
+
+/// Generated BBS gRPC API (`proto/bbs.proto`): messages, client and server.
+#[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
+pub mod bbs_api {
+    tonic::include_proto!("lattice.bbs");
+}
+
+/// Wall-clock time in Unix nanoseconds, the unit every `since`/`created_at` uses.
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a model operation was refused. `name()` is the error name the APIs use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Invalid(#[from] validation::ValidationErrors),
+    #[error("cannot {op} actual LRP {process_guid}/{index} in state {from}{detail}")]
+    ActualLrpTransition {
+        op: &'static str,
+        process_guid: String,
+        index: i32,
+        from: &'static str,
+        detail: String,
+    },
+    #[error("cannot {op} task {task_guid} in state {from}{detail}")]
+    TaskTransition {
+        op: &'static str,
+        task_guid: String,
+        from: &'static str,
+        detail: String,
+    },
+}
+
+impl ModelError {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelError::Invalid(_) => "InvalidRequest",
+            ModelError::ActualLrpTransition { op, .. } => match *op {
+                "claim" => "ActualLRPCannotBeClaimed",
+                "start" => "ActualLRPCannotBeStarted",
+                "crash" => "ActualLRPCannotBeCrashed",
+                "fail" => "ActualLRPCannotBeFailed",
+                "unclaim" => "ActualLRPCannotBeUnclaimed",
+                _ => "InvalidStateTransition",
+            },
+            ModelError::TaskTransition { op, .. } => match *op {
+                "cancel" => "TaskNotCancelable",
+                "delete" | "resolve" => "TaskNotResolvable",
+                _ => "InvalidStateTransition",
+            },
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! Validation of every model, with messages that name the offending field.
+//! A model that fails validation is never written to the store.
+
+use std::fmt;
+
+use crate::models::{
+    action, check, Action, CellPresence, CheckDefinition, DesiredLrp, DesiredLrpUpdate, Domain, SecurityGroupRule, TaskDefinition,
+    VolumeMount,
+};
+use crate::rootfs::RootFs;
+
+pub const MAX_ANNOTATION_BYTES: usize = 10 * 1024;
+pub const MAX_ROUTES_BYTES: usize = 128 * 1024;
+pub const MAX_ACTION_DEPTH: usize = 32;
+pub const MAX_GUID_LEN: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// One or more fields that are wrong. Displays as
+/// `invalid field process_guid: …; invalid field instances: …`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "invalid field {}: {}", e.field, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+impl ValidationErrors {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), message: message.into() });
+    }
+
+    fn into_result(self) -> Result<(), ValidationErrors> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+
+    pub fn fields(&self) -> Vec<&str> {
+        self.0.iter().map(|e| e.field.as_str()).collect()
+    }
+}
+
+/// A guid: 1–255 characters of a-z, A-Z, 0-9, `_` and `-`.
+pub fn check_guid(errs: &mut ValidationErrors, field: &str, v: &str) {
+    if v.is_empty() {
+        errs.add(field, "is required");
+    } else if v.len() > MAX_GUID_LEN {
+        errs.add(field, format!("must be at most {MAX_GUID_LEN} characters"));
+    } else if !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        errs.add(field, "must contain only a-z, A-Z, 0-9, _ and -");
+    }
+}
+
+fn check_required(errs: &mut ValidationErrors, field: &str, v: &str) {
+    if v.trim().is_empty() {
+        errs.add(field, "is required");
+    }
+}
+
+fn check_rootfs(errs: &mut ValidationErrors, v: &str) {
+    if v.is_empty() {
+        errs.add("rootfs", "is required");
+    } else if let Err(e) = RootFs::parse(v) {
+        errs.add("rootfs", e.to_string());
+    }
+}
+
+fn check_non_negative(errs: &mut ValidationErrors, field: &str, v: i32) {
+    if v < 0 {
+        errs.add(field, "must be >= 0");
+    }
+}
+
+fn check_cpu_weight(errs: &mut ValidationErrors, v: u32) {
+    if !(1..=100).contains(&v) {
+        errs.add("cpu_weight", "must be between 1 and 100");
+    }
+}
+
+fn check_annotation(errs: &mut ValidationErrors, v: &str) {
+    if v.len() > MAX_ANNOTATION_BYTES {
+        errs.add("annotation", format!("must be at most {MAX_ANNOTATION_BYTES} bytes (got {})", v.len()));
+    }
+}
+
+fn check_env(errs: &mut ValidationErrors, field: &str, env: &[crate::models::EnvironmentVariable]) {
+    for (i, e) in env.iter().enumerate() {
+        if e.name.is_empty() || e.name.contains('=') || e.name.contains('\0') {
+            errs.add(format!("{field}[{i}].name"), "must be non-empty and contain no '=' or NUL");
+        }
+    }
+}
+
+fn check_routes(errs: &mut ValidationErrors, routes: &std::collections::HashMap<String, String>) {
+    let total: usize = routes.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_ROUTES_BYTES {
+        errs.add("routes", format!("must be at most {MAX_ROUTES_BYTES} bytes (got {total})"));
+    }
+    for (name, raw) in routes {
+        if serde_json::from_str::<serde_json::Value>(raw).is_err() {
+            errs.add(format!("routes.{name}"), "must be valid JSON");
+        }
+    }
+}
+
+fn check_placement_tags(errs: &mut ValidationErrors, tags: &[String]) {
+    for (i, t) in tags.iter().enumerate() {
+        if t.trim().is_empty() {
+            errs.add(format!("placement_tags[{i}]"), "must not be empty");
+        }
+    }
+}
+
+fn check_volume_mounts(errs: &mut ValidationErrors, mounts: &[VolumeMount]) {
+    let mut paths = std::collections::HashSet::new();
+    for (i, m) in mounts.iter().enumerate() {
+        let f = format!("volume_mounts[{i}]");
+        if m.volume.is_empty() {
+            errs.add(format!("{f}.volume"), "is required");
+        } else if !m.volume.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+            errs.add(format!("{f}.volume"), "must contain only a-z, A-Z, 0-9, _, - and .");
+        }
+        if !m.container_path.starts_with('/') {
+            errs.add(format!("{f}.container_path"), "must be an absolute path");
+        } else if !paths.insert(m.container_path.as_str()) {
+            errs.add(format!("{f}.container_path"), "is mounted twice");
+        }
+    }
+}
+
+fn check_egress(errs: &mut ValidationErrors, rules: &[SecurityGroupRule]) {
+    for (i, r) in rules.iter().enumerate() {
+        if !matches!(r.protocol.as_str(), "tcp" | "udp" | "icmp" | "all") {
+            errs.add(format!("egress_rules[{i}].protocol"), "must be tcp, udp, icmp or all");
+        }
+        if r.destinations.is_empty() {
+            errs.add(format!("egress_rules[{i}].destinations"), "is required");
+        }
+        if let Some(pr) = &r.port_range {
+            if pr.start == 0 || pr.start > pr.end || pr.end > 65535 {
+                errs.add(format!("egress_rules[{i}].port_range"), "must satisfy 1 <= start <= end <= 65535");
+            }
+        }
+    }
+}
+
+fn check_port(errs: &mut ValidationErrors, field: &str, p: u32) {
+    if p == 0 || p > 65535 {
+        errs.add(field, "must be a port between 1 and 65535");
+    }
+}
+
+/// Validate an action tree (`field` is where it sits, e.g. "action" or "setup").
+pub fn check_action(errs: &mut ValidationErrors, field: &str, a: &Action) {
+    check_action_at(errs, field, a, 0)
+}
+
+fn check_action_at(errs: &mut ValidationErrors, field: &str, a: &Action, depth: usize) {
+    if depth > MAX_ACTION_DEPTH {
+        errs.add(field, format!("actions nest deeper than {MAX_ACTION_DEPTH} levels"));
+        return;
+    }
+    let inner = |errs: &mut ValidationErrors, name: &str, sub: &Option<Box<Action>>| match sub {
+        None => errs.add(format!("{field}.{name}.action"), "is required"),
+        Some(s) => check_action_at(errs, &format!("{field}.{name}.action"), s, depth + 1),
+    };
+    let list = |errs: &mut ValidationErrors, name: &str, subs: &[Action]| {
+        if subs.is_empty() {
+            errs.add(format!("{field}.{name}.actions"), "must contain at least one action");
+        }
+        for (i, s) in subs.iter().enumerate() {
+            check_action_at(errs, &format!("{field}.{name}.actions[{i}]"), s, depth + 1);
+        }
+    };
+    match &a.action {
+        None => errs.add(field, "must be one of run, download, upload, timeout, emit_progress, try, parallel, serial, codependent"),
+        Some(action::Action::Run(r)) => {
+            check_required(errs, &format!("{field}.run.path"), &r.path);
+            check_env(errs, &format!("{field}.run.env"), &r.env);
+        }
+        Some(action::Action::Download(d)) => {
+            check_required(errs, &format!("{field}.download.from"), &d.from);
+            check_required(errs, &format!("{field}.download.to"), &d.to);
+            if !d.checksum_algorithm.is_empty() || !d.checksum_value.is_empty() {
+                if !matches!(d.checksum_algorithm.as_str(), "sha256" | "sha1" | "md5") {
+                    errs.add(format!("{field}.download.checksum_algorithm"), "must be sha256, sha1 or md5");
+                }
+                if d.checksum_value.is_empty() || !d.checksum_value.chars().all(|c| c.is_ascii_hexdigit()) {
+                    errs.add(format!("{field}.download.checksum_value"), "must be a hex digest");
+                }
+            }
+        }
+        Some(action::Action::Upload(u)) => {
+            check_required(errs, &format!("{field}.upload.from"), &u.from);
+            check_required(errs, &format!("{field}.upload.to"), &u.to);
+        }
+        Some(action::Action::Timeout(t)) => {
+            inner(errs, "timeout", &t.action);
+            if t.timeout <= 0 {
+                errs.add(format!("{field}.timeout.timeout"), "must be > 0 (nanoseconds)");
+            }
+        }
+        Some(action::Action::EmitProgress(e)) => inner(errs, "emit_progress", &e.action),
+        Some(action::Action::Try(t)) => inner(errs, "try", &t.action),
+        Some(action::Action::Parallel(p)) => list(errs, "parallel", &p.actions),
+        Some(action::Action::Serial(s)) => list(errs, "serial", &s.actions),
+        Some(action::Action::Codependent(c)) => list(errs, "codependent", &c.actions),
+    }
+}
+
+fn check_health(errs: &mut ValidationErrors, cd: &CheckDefinition) {
+    for (i, c) in cd.checks.iter().enumerate() {
+        match &c.check {
+            None => errs.add(format!("check_definition.checks[{i}]"), "must be tcp or http"),
+            Some(check::Check::Tcp(t)) => check_port(errs, &format!("check_definition.checks[{i}].tcp.port"), t.port),
+            Some(check::Check::Http(h)) => {
+                check_port(errs, &format!("check_definition.checks[{i}].http.port"), h.port);
+                if !h.path.is_empty() && !h.path.starts_with('/') {
+                    errs.add(format!("check_definition.checks[{i}].http.path"), "must start with /");
+                }
+            }
+        }
+    }
+}
+
+pub fn validate_desired_lrp(d: &DesiredLrp) -> Result<(), ValidationErrors> {
+    let mut e = ValidationErrors::default();
+    check_guid(&mut e, "process_guid", &d.process_guid);
+    check_required(&mut e, "domain", &d.domain);
+    check_rootfs(&mut e, &d.rootfs);
+    check_non_negative(&mut e, "instances", d.instances);
+    match &d.action {
+        None => e.add("action", "is required"),
+        Some(a) => check_action(&mut e, "action", a),
+    }
+    if let Some(a) = &d.setup {
+        check_action(&mut e, "setup", a);
+    }
+    if let Some(a) = &d.monitor {
+        check_action(&mut e, "monitor", a);
+    }
+    if let Some(cd) = &d.check_definition {
+        check_health(&mut e, cd);
+    }
+    check_env(&mut e, "env", &d.env);
+    for (i, p) in d.ports.iter().enumerate() {
+        check_port(&mut e, &format!("ports[{i}]"), *p);
+    }
+    check_routes(&mut e, &d.routes);
+    check_non_negative(&mut e, "memory_mb", d.memory_mb);
+    check_non_negative(&mut e, "disk_mb", d.disk_mb);
+    check_non_negative(&mut e, "max_pids", d.max_pids);
+    check_cpu_weight(&mut e, d.cpu_weight);
+    check_placement_tags(&mut e, &d.placement_tags);
+    check_volume_mounts(&mut e, &d.volume_mounts);
+    check_annotation(&mut e, &d.annotation);
+    check_egress(&mut e, &d.egress_rules);
+    if !d.working_dir.is_empty() && !d.working_dir.starts_with('/') {
+        e.add("working_dir", "must be an absolute path");
+    }
+    e.into_result()
+}
+
+pub fn validate_desired_lrp_update(u: &DesiredLrpUpdate) -> Result<(), ValidationErrors> {
+    let mut e = ValidationErrors::default();
+    if let Some(i) = u.instances {
+        check_non_negative(&mut e, "instances", i);
+    }
+    if u.has_routes {
+        check_routes(&mut e, &u.routes);
+    }
+    if let Some(a) = &u.annotation {
+        check_annotation(&mut e, a);
+    }
+    e.into_result()
+}
+
+pub fn validate_task(task_guid: &str, domain: &str, d: &TaskDefinition) -> Result<(), ValidationErrors> {
+    let mut e = ValidationErrors::default();
+    check_guid(&mut e, "task_guid", task_guid);
+    check_required(&mut e, "domain", domain);
+    check_rootfs(&mut e, &d.rootfs);
+    match &d.action {
+        None => e.add("action", "is required"),
+        Some(a) => check_action(&mut e, "action", a),
+    }
+    check_env(&mut e, "env", &d.env);
+    check_non_negative(&mut e, "memory_mb", d.memory_mb);
+    check_non_negative(&mut e, "disk_mb", d.disk_mb);
+    check_non_negative(&mut e, "max_pids", d.max_pids);
+    check_cpu_weight(&mut e, d.cpu_weight);
+    check_annotation(&mut e, &d.annotation);
+    check_placement_tags(&mut e, &d.placement_tags);
+    check_volume_mounts(&mut e, &d.volume_mounts);
+    check_egress(&mut e, &d.egress_rules);
+    if !d.completion_callback_url.is_empty()
+        && !(d.completion_callback_url.starts_with("http://") || d.completion_callback_url.starts_with("https://"))
+    {
+        e.add("completion_callback_url", "must be an http:// or https:// URL");
+    }
+    if !d.result_file.is_empty() && !d.result_file.starts_with('/') {
+        e.add("result_file", "must be an absolute path");
+    }
+    e.into_result()
+}
+
+pub fn validate_cell(c: &CellPresence) -> Result<(), ValidationErrors> {
+    let mut e = ValidationErrors::default();
+    check_guid(&mut e, "cell_id", &c.cell_id);
+    check_required(&mut e, "rep_address", &c.rep_address);
+    match &c.capacity {
+        None => e.add("capacity", "is required"),
+        Some(cap) => {
+            check_non_negative(&mut e, "capacity.memory_mb", cap.memory_mb);
+            check_non_negative(&mut e, "capacity.disk_mb", cap.disk_mb);
+            check_non_negative(&mut e, "capacity.containers", cap.containers);
+        }
+    }
+    e.into_result()
+}
+
+pub fn validate_domain(d: &Domain) -> Result<(), ValidationErrors> {
+    let mut e = ValidationErrors::default();
+    check_required(&mut e, "domain", &d.name);
+    if d.name.contains('/') {
+        e.add("domain", "must not contain '/'");
+    }
+    if d.ttl_seconds < 0 {
+        e.add("ttl", "must be >= 0");
+    }
+    e.into_result()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{EnvironmentVariable, RunAction, TimeoutAction};
+
+    fn run(path: &str) -> Action {
+        Action { action: Some(action::Action::Run(RunAction { path: path.into(), ..Default::default() })) }
+    }
+
+    fn lrp() -> DesiredLrp {
+        DesiredLrp {
+            process_guid: "web-1".into(),
+            domain: "lattice".into(),
+            rootfs: "preloaded:busybox".into(),
+            instances: 2,
+            action: Some(run("/bin/httpd")),
+            cpu_weight: 100,
+            ..Default::default()
+        }
+    }
+
+    fn fields_of(d: &DesiredLrp) -> Vec<String> {
+        validate_desired_lrp(d).unwrap_err().fields().into_iter().map(String::from).collect()
+    }
+
+    #[test]
+    fn a_good_lrp_passes() {
+        validate_desired_lrp(&lrp()).unwrap();
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        type Mutation = fn(&mut DesiredLrp);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|d| d.process_guid = "bad guid!".into(), "process_guid"),
+            (|d| d.process_guid.clear(), "process_guid"),
+            (|d| d.process_guid = "x".repeat(256), "process_guid"),
+            (|d| d.domain.clear(), "domain"),
+            (|d| d.rootfs = "nope".into(), "rootfs"),
+            (|d| d.instances = -1, "instances"),
+            (|d| d.action = None, "action"),
+            (|d| d.action = Some(Action::default()), "action"),
+            (|d| d.action = Some(run("")), "action.run.path"),
+            (|d| d.setup = Some(run("")), "setup.run.path"),
+            (|d| d.cpu_weight = 0, "cpu_weight"),
+            (|d| d.cpu_weight = 101, "cpu_weight"),
+            (|d| d.memory_mb = -5, "memory_mb"),
+            (|d| d.disk_mb = -5, "disk_mb"),
+            (|d| d.max_pids = -1, "max_pids"),
+            (|d| d.annotation = "a".repeat(10 * 1024 + 1), "annotation"),
+            (|d| { d.routes.insert("cf-router".into(), "x".repeat(128 * 1024 + 1)); }, "routes"),
+            (|d| { d.routes.insert("cf-router".into(), "{not json".into()); }, "routes.cf-router"),
+            (|d| d.ports = vec![0], "ports[0]"),
+            (|d| d.ports = vec![70000], "ports[0]"),
+            (|d| d.env = vec![EnvironmentVariable { name: "".into(), value: "v".into() }], "env[0].name"),
+            (|d| d.placement_tags = vec!["".into()], "placement_tags[0]"),
+            (|d| d.volume_mounts = vec![VolumeMount { volume: "v".into(), container_path: "data".into(), ..Default::default() }], "volume_mounts[0].container_path"),
+            (|d| d.working_dir = "app".into(), "working_dir"),
+        ];
+        for (mutate, field) in cases {
+            let mut d = lrp();
+            mutate(&mut d);
+            let fields = fields_of(&d);
+            assert!(fields.iter().any(|f| f == field), "expected {field}, got {fields:?}");
+            let msg = validate_desired_lrp(&d).unwrap_err().to_string();
+            assert!(msg.contains(&format!("invalid field {field}")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn annotation_and_routes_at_the_limit_pass() {
+        let mut d = lrp();
+        d.annotation = "a".repeat(10 * 1024);
+        d.routes.insert("r".into(), format!("\"{}\"", "x".repeat(128 * 1024 - 3)));
+        validate_desired_lrp(&d).unwrap();
+    }
+
+    #[test]
+    fn nested_actions_are_checked_with_their_path() {
+        let mut d = lrp();
+        d.action = Some(Action {
+            action: Some(action::Action::Timeout(Box::new(TimeoutAction { action: Some(Box::new(run(""))), timeout: 0, log_source: String::new() }))),
+        });
+        let f = fields_of(&d);
+        assert!(f.contains(&"action.timeout.action.run.path".to_string()), "{f:?}");
+        assert!(f.contains(&"action.timeout.timeout".to_string()), "{f:?}");
+        // serial with no actions
+        d.action = Some(Action { action: Some(action::Action::Serial(Default::default())) });
+        assert!(fields_of(&d).contains(&"action.serial.actions".to_string()));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let mut a = run("/bin/true");
+        for _ in 0..100 {
+            a = Action { action: Some(action::Action::Try(Box::new(crate::models::TryAction { action: Some(Box::new(a)), log_source: String::new() }))) };
+        }
+        let mut d = lrp();
+        d.action = Some(a);
+        let msg = validate_desired_lrp(&d).unwrap_err().to_string();
+        assert!(msg.contains("nest deeper"), "{msg}");
+    }
+
+    #[test]
+    fn tasks_cells_domains_updates() {
+        let def = TaskDefinition { rootfs: "preloaded:busybox".into(), action: Some(run("/bin/true")), cpu_weight: 1, ..Default::default() };
+        validate_task("t-1", "d", &def).unwrap();
+        let e = validate_task("t 1", "", &TaskDefinition { result_file: "rel".into(), completion_callback_url: "ftp://x".into(), ..def.clone() }).unwrap_err();
+        for f in ["task_guid", "domain", "result_file", "completion_callback_url"] {
+            assert!(e.fields().contains(&f), "{f} in {e}");
+        }
+        let e = validate_task("t", "d", &TaskDefinition { action: None, ..def }).unwrap_err();
+        assert_eq!(e.fields(), vec!["action"]);
+
+        let e = validate_cell(&CellPresence { cell_id: "c/1".into(), ..Default::default() }).unwrap_err();
+        assert_eq!(e.fields(), vec!["cell_id", "rep_address", "capacity"]);
+
+        assert!(validate_domain(&Domain { name: "".into(), ttl_seconds: -1 }).is_err());
+        validate_domain(&Domain { name: "cf-apps".into(), ttl_seconds: 0 }).unwrap();
+
+        let e = validate_desired_lrp_update(&DesiredLrpUpdate { instances: Some(-1), ..Default::default() }).unwrap_err();
+        assert_eq!(e.fields(), vec!["instances"]);
+    }
+}
