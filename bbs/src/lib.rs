@@ -1,1 +1,10 @@
-//! placeholder
+//! The Bulletin Board System: the only owner of Lattice-rs state.
+//!
+//! Layers, as in Diego's bbs: `grpc` and `api` (the wire: internal gRPC and
+//! the public receptor-shaped JSON API) → `db` (decisions: model operations
+//! checked by `lattice_specs`, applied with compare-and-swap) → `store` (the
+//! key-value seam, etcd or embedded). `events` turns the store's change feed
+//! into model events.
+
+pub mod store;
+pub mod testing;
