@@ -8,3 +8,9 @@
 
 pub mod store;
 pub mod testing;
+pub mod db;
+pub mod events;
+pub mod grpc;
+pub mod metrics;
+pub mod api;
+pub mod server;

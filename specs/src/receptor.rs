@@ -1,1 +1,532 @@
-//! placeholder
+//! The public JSON API's shapes, as Lattice's receptor spoke them (snake_case
+//! field names, actions as one-key objects, states as strings, `since` and
+//! `created_at` in Unix nanoseconds), plus our extensions as extra fields that
+//! old clients simply do not send. `ltc`, curl and old receptor clients all
+//! use these; conversions to and from the model live here too.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::models::{
+    actual_lrp, task, Action, ActualLrp, CellPresence, CheckDefinition, CrashPolicy, DesiredLrp, DesiredLrpUpdate, EnvironmentVariable,
+    ModificationTag, SecurityGroupRule, Task, TaskDefinition, VolumeMount,
+};
+
+/// The CPU weight given to requests that do not say (receptor clients often send 0).
+pub const DEFAULT_CPU_WEIGHT: u32 = 100;
+pub const DEFAULT_DOMAIN: &str = "lattice";
+
+fn is_empty<T>(v: &[T]) -> bool {
+    v.is_empty()
+}
+
+fn str_empty(s: &str) -> bool {
+    s.is_empty()
+}
+
+/// `{"name": "TaskNotFound", "message": "…"}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Error {
+    pub name: String,
+    pub message: String,
+}
+
+// ------------------------------------------------------------------ tasks
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TaskCreateRequest {
+    pub task_guid: String,
+    pub domain: String,
+    pub rootfs: String,
+    pub action: Option<Action>,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub env: Vec<EnvironmentVariable>,
+    pub cpu_weight: u32,
+    pub disk_mb: i32,
+    pub memory_mb: i32,
+    pub log_guid: String,
+    pub log_source: String,
+    pub metrics_guid: String,
+    pub result_file: String,
+    pub completion_callback_url: String,
+    #[serde(skip_serializing_if = "str_empty")]
+    pub annotation: String,
+    pub privileged: bool,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub egress_rules: Vec<SecurityGroupRule>,
+    // extensions
+    #[serde(skip_serializing_if = "is_empty")]
+    pub placement_tags: Vec<String>,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_pids: i32,
+}
+
+fn is_zero(v: &i32) -> bool {
+    *v == 0
+}
+
+impl TaskCreateRequest {
+    /// The guid, domain and definition the BBS stores (defaults filled in).
+    pub fn into_model(self) -> (String, String, TaskDefinition) {
+        let def = TaskDefinition {
+            rootfs: self.rootfs,
+            env: self.env,
+            action: self.action,
+            disk_mb: self.disk_mb,
+            memory_mb: self.memory_mb,
+            cpu_weight: if self.cpu_weight == 0 { DEFAULT_CPU_WEIGHT } else { self.cpu_weight },
+            max_pids: self.max_pids,
+            privileged: self.privileged,
+            log_guid: self.log_guid,
+            log_source: self.log_source,
+            metrics_guid: self.metrics_guid,
+            result_file: self.result_file,
+            completion_callback_url: self.completion_callback_url,
+            annotation: self.annotation,
+            egress_rules: self.egress_rules,
+            placement_tags: self.placement_tags,
+            volume_mounts: self.volume_mounts,
+        };
+        let domain = if self.domain.is_empty() { DEFAULT_DOMAIN.to_string() } else { self.domain };
+        (self.task_guid, domain, def)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TaskResponse {
+    #[serde(flatten)]
+    pub request: TaskCreateRequest,
+    pub cell_id: String,
+    pub created_at: i64,
+    pub failed: bool,
+    pub failure_reason: String,
+    pub result: String,
+    pub state: String,
+}
+
+pub fn task_state_name(s: i32) -> &'static str {
+    crate::task::state_name(task::State::try_from(s).unwrap_or(task::State::Invalid))
+}
+
+impl From<Task> for TaskResponse {
+    fn from(t: Task) -> TaskResponse {
+        let d = t.definition.unwrap_or_default();
+        TaskResponse {
+            request: TaskCreateRequest {
+                task_guid: t.task_guid,
+                domain: t.domain,
+                rootfs: d.rootfs,
+                action: d.action,
+                env: d.env,
+                cpu_weight: d.cpu_weight,
+                disk_mb: d.disk_mb,
+                memory_mb: d.memory_mb,
+                log_guid: d.log_guid,
+                log_source: d.log_source,
+                metrics_guid: d.metrics_guid,
+                result_file: d.result_file,
+                completion_callback_url: d.completion_callback_url,
+                annotation: d.annotation,
+                privileged: d.privileged,
+                egress_rules: d.egress_rules,
+                placement_tags: d.placement_tags,
+                volume_mounts: d.volume_mounts,
+                max_pids: d.max_pids,
+            },
+            cell_id: t.cell_id,
+            created_at: t.created_at,
+            failed: t.failed,
+            failure_reason: t.failure_reason,
+            result: t.result,
+            state: task_state_name(t.state).to_string(),
+        }
+    }
+}
+
+// ----------------------------------------------------------- desired LRPs
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct DesiredLrpCreateRequest {
+    pub process_guid: String,
+    pub domain: String,
+    pub rootfs: String,
+    pub instances: i32,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub env: Vec<EnvironmentVariable>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup: Option<Action>,
+    pub action: Option<Action>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<Action>,
+    /// Seconds.
+    pub start_timeout: u64,
+    pub disk_mb: i32,
+    pub memory_mb: i32,
+    pub cpu_weight: u32,
+    pub privileged: bool,
+    pub ports: Vec<u32>,
+    /// Router name → that router's raw JSON.
+    pub routes: BTreeMap<String, serde_json::Value>,
+    pub log_guid: String,
+    pub log_source: String,
+    pub metrics_guid: String,
+    #[serde(skip_serializing_if = "str_empty")]
+    pub annotation: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub egress_rules: Vec<SecurityGroupRule>,
+    // extensions
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_definition: Option<CheckDefinition>,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub placement_tags: Vec<String>,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_pids: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crash_policy: Option<CrashPolicy>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+}
+
+fn routes_to_model(routes: BTreeMap<String, serde_json::Value>) -> HashMap<String, String> {
+    routes.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+}
+
+fn routes_from_model(routes: HashMap<String, String>) -> BTreeMap<String, serde_json::Value> {
+    routes
+        .into_iter()
+        .map(|(k, v)| {
+            let value = serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
+            (k, value)
+        })
+        .collect()
+}
+
+impl DesiredLrpCreateRequest {
+    pub fn into_model(self) -> DesiredLrp {
+        DesiredLrp {
+            process_guid: self.process_guid,
+            domain: if self.domain.is_empty() { DEFAULT_DOMAIN.to_string() } else { self.domain },
+            rootfs: self.rootfs,
+            instances: self.instances,
+            env: self.env,
+            setup: self.setup,
+            action: self.action,
+            monitor: self.monitor,
+            check_definition: self.check_definition,
+            ports: self.ports,
+            routes: routes_to_model(self.routes),
+            memory_mb: self.memory_mb,
+            disk_mb: self.disk_mb,
+            cpu_weight: if self.cpu_weight == 0 { DEFAULT_CPU_WEIGHT } else { self.cpu_weight },
+            max_pids: self.max_pids,
+            privileged: self.privileged,
+            placement_tags: self.placement_tags,
+            volume_mounts: self.volume_mounts,
+            log_guid: self.log_guid,
+            log_source: self.log_source,
+            metrics_guid: self.metrics_guid,
+            start_timeout_ms: self.start_timeout.saturating_mul(1000),
+            annotation: self.annotation,
+            modification_tag: None,
+            egress_rules: self.egress_rules,
+            crash_policy: self.crash_policy,
+            host_network: self.host_network,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct DesiredLrpResponse {
+    #[serde(flatten)]
+    pub request: DesiredLrpCreateRequest,
+    pub modification_tag: ModificationTag,
+}
+
+impl From<DesiredLrp> for DesiredLrpResponse {
+    fn from(d: DesiredLrp) -> DesiredLrpResponse {
+        DesiredLrpResponse {
+            modification_tag: d.modification_tag.clone().unwrap_or_default(),
+            request: DesiredLrpCreateRequest {
+                process_guid: d.process_guid,
+                domain: d.domain,
+                rootfs: d.rootfs,
+                instances: d.instances,
+                env: d.env,
+                setup: d.setup,
+                action: d.action,
+                monitor: d.monitor,
+                start_timeout: d.start_timeout_ms / 1000,
+                disk_mb: d.disk_mb,
+                memory_mb: d.memory_mb,
+                cpu_weight: d.cpu_weight,
+                privileged: d.privileged,
+                ports: d.ports,
+                routes: routes_from_model(d.routes),
+                log_guid: d.log_guid,
+                log_source: d.log_source,
+                metrics_guid: d.metrics_guid,
+                annotation: d.annotation,
+                egress_rules: d.egress_rules,
+                check_definition: d.check_definition,
+                placement_tags: d.placement_tags,
+                volume_mounts: d.volume_mounts,
+                max_pids: d.max_pids,
+                crash_policy: d.crash_policy,
+                host_network: d.host_network,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct DesiredLrpUpdateRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routes: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotation: Option<String>,
+}
+
+impl DesiredLrpUpdateRequest {
+    pub fn into_model(self) -> DesiredLrpUpdate {
+        DesiredLrpUpdate {
+            instances: self.instances,
+            has_routes: self.routes.is_some(),
+            routes: self.routes.map(routes_to_model).unwrap_or_default(),
+            annotation: self.annotation,
+        }
+    }
+}
+
+// ------------------------------------------------------------ actual LRPs
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct PortMapping {
+    pub container_port: u32,
+    pub host_port: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ActualLrpResponse {
+    pub process_guid: String,
+    pub instance_guid: String,
+    pub cell_id: String,
+    pub domain: String,
+    pub index: i32,
+    pub address: String,
+    pub ports: Vec<PortMapping>,
+    pub state: String,
+    pub crash_count: i32,
+    pub crash_reason: String,
+    pub placement_error: String,
+    /// Unix nanoseconds of the last state change.
+    pub since: i64,
+    pub evacuating: bool,
+    pub modification_tag: ModificationTag,
+}
+
+pub fn actual_state_name(s: i32) -> &'static str {
+    crate::actual_lrp::state_name(actual_lrp::State::try_from(s).unwrap_or(actual_lrp::State::Unclaimed))
+}
+
+impl From<ActualLrp> for ActualLrpResponse {
+    fn from(l: ActualLrp) -> ActualLrpResponse {
+        let key = l.key.clone().unwrap_or_default();
+        let ik = l.instance_key.clone().unwrap_or_default();
+        let net = l.net_info.clone().unwrap_or_default();
+        ActualLrpResponse {
+            process_guid: key.process_guid,
+            instance_guid: ik.instance_guid,
+            cell_id: ik.cell_id,
+            domain: key.domain,
+            index: key.index,
+            address: net.address,
+            ports: net.ports.into_iter().map(|p| PortMapping { container_port: p.container_port, host_port: p.host_port }).collect(),
+            state: actual_state_name(l.state).to_string(),
+            crash_count: l.crash_count,
+            crash_reason: l.crash_reason,
+            placement_error: l.placement_error,
+            since: l.since,
+            evacuating: l.presence == actual_lrp::Presence::Evacuating as i32,
+            modification_tag: l.modification_tag.unwrap_or_default(),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ cells
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct CellCapacity {
+    pub memory_mb: i32,
+    pub disk_mb: i32,
+    pub containers: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct CellResponse {
+    pub cell_id: String,
+    pub zone: String,
+    pub capacity: CellCapacity,
+    pub rootfs_providers: BTreeMap<String, Vec<String>>,
+    // extensions
+    pub rep_address: String,
+    pub placement_tags: Vec<String>,
+    pub optional_placement_tags: Vec<String>,
+    pub volume_drivers: Vec<String>,
+}
+
+impl From<CellPresence> for CellResponse {
+    fn from(c: CellPresence) -> CellResponse {
+        let cap = c.capacity.unwrap_or_default();
+        CellResponse {
+            cell_id: c.cell_id,
+            zone: c.zone,
+            capacity: CellCapacity { memory_mb: cap.memory_mb, disk_mb: cap.disk_mb, containers: cap.containers },
+            rootfs_providers: c.rootfs_providers.into_iter().map(|p| (p.name, p.properties)).collect(),
+            rep_address: c.rep_address,
+            placement_tags: c.placement_tags,
+            optional_placement_tags: c.optional_placement_tags,
+            volume_drivers: c.volume_drivers,
+        }
+    }
+}
+
+// ----------------------------------------------------------------- events
+
+/// Server-sent event payloads, keyed as the receptor's event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EventPayload {
+    DesiredLrp { desired_lrp: DesiredLrpResponse },
+    DesiredLrpChanged { desired_lrp_before: DesiredLrpResponse, desired_lrp_after: DesiredLrpResponse },
+    ActualLrp { actual_lrp: ActualLrpResponse },
+    ActualLrpChanged { actual_lrp_before: ActualLrpResponse, actual_lrp_after: ActualLrpResponse },
+    Task { task: TaskResponse },
+    TaskChanged { task_before: TaskResponse, task_after: TaskResponse },
+    Cell { cell: CellResponse },
+}
+
+impl EventPayload {
+    pub fn from_event(e: &crate::events::Event) -> Option<EventPayload> {
+        use crate::events::event::Event as K;
+        let d = |x: &Option<DesiredLrp>| DesiredLrpResponse::from(x.clone().unwrap_or_default());
+        let a = |x: &Option<ActualLrp>| ActualLrpResponse::from(x.clone().unwrap_or_default());
+        let t = |x: &Option<Task>| TaskResponse::from(x.clone().unwrap_or_default());
+        let c = |x: &Option<CellPresence>| CellResponse::from(x.clone().unwrap_or_default());
+        Some(match e.event.as_ref()? {
+            K::DesiredLrpCreated(v) => EventPayload::DesiredLrp { desired_lrp: d(&v.desired_lrp) },
+            K::DesiredLrpChanged(v) => EventPayload::DesiredLrpChanged { desired_lrp_before: d(&v.before), desired_lrp_after: d(&v.after) },
+            K::DesiredLrpRemoved(v) => EventPayload::DesiredLrp { desired_lrp: d(&v.desired_lrp) },
+            K::ActualLrpCreated(v) => EventPayload::ActualLrp { actual_lrp: a(&v.actual_lrp) },
+            K::ActualLrpChanged(v) => EventPayload::ActualLrpChanged { actual_lrp_before: a(&v.before), actual_lrp_after: a(&v.after) },
+            K::ActualLrpRemoved(v) => EventPayload::ActualLrp { actual_lrp: a(&v.actual_lrp) },
+            K::ActualLrpCrashed(v) => EventPayload::ActualLrp { actual_lrp: a(&v.actual_lrp) },
+            K::TaskCreated(v) => EventPayload::Task { task: t(&v.task) },
+            K::TaskChanged(v) => EventPayload::TaskChanged { task_before: t(&v.before), task_after: t(&v.after) },
+            K::TaskRemoved(v) => EventPayload::Task { task: t(&v.task) },
+            K::CellAppeared(v) => EventPayload::Cell { cell: c(&v.cell) },
+            K::CellDisappeared(v) => EventPayload::Cell { cell: c(&v.cell) },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn task_request_reads_receptor_json_with_one_key_actions() {
+        let body = json!({
+            "task_guid": "t-1", "domain": "d", "rootfs": "preloaded:busybox",
+            "action": {"serial": {"actions": [
+                {"run": {"path": "sh", "args": ["-c", "echo hi > /tmp/out"], "resource_limits": {"nofile": 1024}}},
+                {"timeout": {"action": {"run": {"path": "true"}}, "timeout": 5000000000i64}},
+                {"emit_progress": {"action": {"try": {"action": {"download": {"from": "http://x/y.tgz", "to": "/app"}}}}, "start_message": "go"}}
+            ]}},
+            "env": [{"name": "A", "value": "1"}], "result_file": "/tmp/out", "unknown_field": 1
+        });
+        let r: TaskCreateRequest = serde_json::from_value(body).unwrap();
+        let (guid, domain, def) = r.into_model();
+        assert_eq!((guid.as_str(), domain.as_str()), ("t-1", "d"));
+        assert_eq!(def.cpu_weight, DEFAULT_CPU_WEIGHT, "missing cpu_weight gets the default");
+        crate::validation::validate_task(&guid, &domain, &def).unwrap();
+        let back = serde_json::to_value(def.action.as_ref().unwrap()).unwrap();
+        assert_eq!(back["serial"]["actions"][0]["run"]["args"][1], "echo hi > /tmp/out");
+        assert_eq!(back["serial"]["actions"][0]["run"]["resource_limits"]["nofile"], 1024);
+        assert_eq!(back["serial"]["actions"][1]["timeout"]["timeout"], 5000000000i64);
+        assert_eq!(back["serial"]["actions"][2]["emit_progress"]["action"]["try"]["action"]["download"]["to"], "/app");
+    }
+
+    #[test]
+    fn task_response_has_receptor_field_names() {
+        let mut t = crate::task::new_task("t".into(), "d".into(), TaskDefinition { rootfs: "preloaded:x".into(), ..Default::default() }, 5);
+        t.cell_id = "cell-1".into();
+        let v = serde_json::to_value(TaskResponse::from(t)).unwrap();
+        for f in ["task_guid", "domain", "rootfs", "action", "cpu_weight", "disk_mb", "memory_mb", "log_guid", "log_source", "metrics_guid",
+            "result_file", "completion_callback_url", "privileged", "cell_id", "created_at", "failed", "failure_reason", "result", "state"]
+        {
+            assert!(v.get(f).is_some(), "missing {f} in {v}");
+        }
+        assert_eq!(v["state"], "PENDING");
+        assert_eq!(v["created_at"], 5);
+    }
+
+    #[test]
+    fn desired_lrp_round_trips_routes_as_raw_json() {
+        let body = json!({
+            "process_guid": "web", "rootfs": "docker:///cloudfoundry/lattice-app#latest", "instances": 2,
+            "action": {"run": {"path": "/lattice-app"}}, "monitor": {"run": {"path": "nc", "args": ["-z", "127.0.0.1", "8080"]}},
+            "ports": [8080], "start_timeout": 60,
+            "routes": {"cf-router": [{"hostnames": ["web.lattice.localhost"], "port": 8080}]}
+        });
+        let r: DesiredLrpCreateRequest = serde_json::from_value(body).unwrap();
+        let d = r.into_model();
+        assert_eq!(d.domain, DEFAULT_DOMAIN);
+        assert_eq!(d.start_timeout_ms, 60_000);
+        crate::validation::validate_desired_lrp(&d).unwrap();
+        let v = serde_json::to_value(DesiredLrpResponse::from(d)).unwrap();
+        assert_eq!(v["routes"]["cf-router"][0]["hostnames"][0], "web.lattice.localhost");
+        assert_eq!(v["start_timeout"], 60);
+        assert!(v["modification_tag"].get("epoch").is_some() && v["modification_tag"].get("index").is_some());
+        assert!(v.get("setup").is_none(), "absent setup is omitted as the receptor did");
+    }
+
+    #[test]
+    fn actual_lrp_response_shape() {
+        let mut l = crate::actual_lrp::new_unclaimed("web", 3, "d", 42);
+        l.set_presence(actual_lrp::Presence::Evacuating);
+        let v = serde_json::to_value(ActualLrpResponse::from(l)).unwrap();
+        assert_eq!(v["state"], "UNCLAIMED");
+        assert_eq!(v["index"], 3);
+        assert_eq!(v["since"], 42);
+        assert_eq!(v["evacuating"], true);
+        for f in ["process_guid", "instance_guid", "cell_id", "domain", "address", "ports", "crash_count", "crash_reason", "placement_error", "modification_tag"] {
+            assert!(v.get(f).is_some(), "missing {f}");
+        }
+    }
+
+    #[test]
+    fn update_request_distinguishes_absent_from_empty_routes() {
+        let u: DesiredLrpUpdateRequest = serde_json::from_value(json!({"instances": 5})).unwrap();
+        let m = u.into_model();
+        assert_eq!((m.instances, m.has_routes), (Some(5), false));
+        let u: DesiredLrpUpdateRequest = serde_json::from_value(json!({"routes": {}})).unwrap();
+        assert!(u.into_model().has_routes);
+    }
+}

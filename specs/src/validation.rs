@@ -272,9 +272,6 @@ pub fn validate_desired_lrp(d: &DesiredLrp) -> Result<(), ValidationErrors> {
     check_volume_mounts(&mut e, &d.volume_mounts);
     check_annotation(&mut e, &d.annotation);
     check_egress(&mut e, &d.egress_rules);
-    if !d.working_dir.is_empty() && !d.working_dir.starts_with('/') {
-        e.add("working_dir", "must be an absolute path");
-    }
     e.into_result()
 }
 
@@ -405,7 +402,6 @@ mod tests {
             (|d| d.env = vec![EnvironmentVariable { name: "".into(), value: "v".into() }], "env[0].name"),
             (|d| d.placement_tags = vec!["".into()], "placement_tags[0]"),
             (|d| d.volume_mounts = vec![VolumeMount { volume: "v".into(), container_path: "data".into(), ..Default::default() }], "volume_mounts[0].container_path"),
-            (|d| d.working_dir = "app".into(), "working_dir"),
         ];
         for (mutate, field) in cases {
             let mut d = lrp();

@@ -1,0 +1,138 @@
+//! Model events, derived from the store's change feed: whatever changed the
+//! store (this BBS, another BBS replica, a lease expiring) shows up here, so
+//! events never disagree with the state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lattice_specs::events::{event::Event as Kind, *};
+use lattice_specs::models::{ActualLrp, CellPresence, DesiredLrp, Task};
+use prost::Message;
+use tokio::sync::broadcast;
+
+use crate::db::{ACTUAL, CELL, DESIRED, EVACUATING, ROOT, TASK};
+use crate::store::{Change, Store};
+
+/// Events buffered per subscriber before it is considered too slow and cut off.
+pub const SUBSCRIBER_BUFFER: usize = 1 << 14;
+
+fn decode<T: Message + Default>(v: &Option<Vec<u8>>) -> Option<T> {
+    v.as_ref().and_then(|b| T::decode(b.as_slice()).ok())
+}
+
+/// Turn one store change into zero or more model events.
+pub fn translate(c: &Change) -> Vec<Event> {
+    let ev = |kind| Event { revision: c.revision, event: Some(kind) };
+    let k = c.key.as_str();
+    if k.starts_with(DESIRED) {
+        match (decode::<DesiredLrp>(&c.prev_value), decode::<DesiredLrp>(&c.value)) {
+            (None, Some(d)) => vec![ev(Kind::DesiredLrpCreated(DesiredLrpCreatedEvent { desired_lrp: Some(d) }))],
+            (Some(b), Some(a)) => vec![ev(Kind::DesiredLrpChanged(DesiredLrpChangedEvent { before: Some(b), after: Some(a) }))],
+            (Some(d), None) => vec![ev(Kind::DesiredLrpRemoved(DesiredLrpRemovedEvent { desired_lrp: Some(d) }))],
+            (None, None) => vec![],
+        }
+    } else if k.starts_with(ACTUAL) || k.starts_with(EVACUATING) {
+        match (decode::<ActualLrp>(&c.prev_value), decode::<ActualLrp>(&c.value)) {
+            (None, Some(a)) => vec![ev(Kind::ActualLrpCreated(ActualLrpCreatedEvent { actual_lrp: Some(a) }))],
+            (Some(b), Some(a)) => {
+                let crashed = a.crash_count > b.crash_count;
+                let mut out = vec![];
+                if crashed {
+                    out.push(ev(Kind::ActualLrpCrashed(ActualLrpCrashedEvent { actual_lrp: Some(a.clone()) })));
+                }
+                out.push(ev(Kind::ActualLrpChanged(ActualLrpChangedEvent { before: Some(b), after: Some(a) })));
+                out
+            }
+            (Some(a), None) => vec![ev(Kind::ActualLrpRemoved(ActualLrpRemovedEvent { actual_lrp: Some(a) }))],
+            (None, None) => vec![],
+        }
+    } else if k.starts_with(TASK) {
+        match (decode::<Task>(&c.prev_value), decode::<Task>(&c.value)) {
+            (None, Some(t)) => vec![ev(Kind::TaskCreated(TaskCreatedEvent { task: Some(t) }))],
+            (Some(b), Some(a)) => vec![ev(Kind::TaskChanged(TaskChangedEvent { before: Some(b), after: Some(a) }))],
+            (Some(t), None) => vec![ev(Kind::TaskRemoved(TaskRemovedEvent { task: Some(t) }))],
+            (None, None) => vec![],
+        }
+    } else if k.starts_with(CELL) {
+        match (decode::<CellPresence>(&c.prev_value), decode::<CellPresence>(&c.value)) {
+            (None, Some(cell)) => vec![ev(Kind::CellAppeared(CellAppearedEvent { cell: Some(cell) }))],
+            (Some(cell), None) => vec![ev(Kind::CellDisappeared(CellDisappearedEvent { cell: Some(cell) }))],
+            _ => vec![],
+        }
+    } else {
+        vec![]
+    }
+}
+
+/// Fans the store's changes out to every subscriber.
+#[derive(Clone)]
+pub struct EventHub {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl EventHub {
+    /// Start following the store. Runs until the process ends, re-watching
+    /// after any interruption.
+    pub async fn start(store: Arc<dyn Store>) -> EventHub {
+        let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        let hub = EventHub { tx: tx.clone() };
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                let mut rx = match store.watch(ROOT).await {
+                    Ok(rx) => rx,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event hub cannot watch the store; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+                while let Some(change) = rx.recv().await {
+                    match change {
+                        Ok(c) => {
+                            for e in translate(&c) {
+                                crate::metrics::EVENTS.with_label_values(&[event_name(&e)]).inc();
+                                let _ = tx.send(Arc::new(e));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "event hub lost the store's change feed; re-watching");
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        // Give the watch a moment to be established so early writes are seen.
+        let _ = tokio::time::timeout(Duration::from_secs(2), ready_rx).await;
+        hub
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}
+
+/// The event's name on the wire (receptor style, snake_case).
+pub fn event_name(e: &Event) -> &'static str {
+    match &e.event {
+        Some(Kind::DesiredLrpCreated(_)) => "desired_lrp_created",
+        Some(Kind::DesiredLrpChanged(_)) => "desired_lrp_changed",
+        Some(Kind::DesiredLrpRemoved(_)) => "desired_lrp_removed",
+        Some(Kind::ActualLrpCreated(_)) => "actual_lrp_created",
+        Some(Kind::ActualLrpChanged(_)) => "actual_lrp_changed",
+        Some(Kind::ActualLrpRemoved(_)) => "actual_lrp_removed",
+        Some(Kind::ActualLrpCrashed(_)) => "actual_lrp_crashed",
+        Some(Kind::TaskCreated(_)) => "task_created",
+        Some(Kind::TaskChanged(_)) => "task_changed",
+        Some(Kind::TaskRemoved(_)) => "task_removed",
+        Some(Kind::CellAppeared(_)) => "cell_appeared",
+        Some(Kind::CellDisappeared(_)) => "cell_disappeared",
+        None => "unknown",
+    }
+}

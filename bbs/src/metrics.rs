@@ -1,0 +1,67 @@
+//! Prometheus metrics of the BBS, served at `/metrics` on the API listener.
+
+use std::future::Future;
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use prometheus::{Encoder, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::db::DbError;
+use crate::store::StoreError;
+
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap();
+    REGISTRY.register(Box::new(c.clone())).unwrap();
+    c
+}
+
+pub static REQUESTS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter("bbs_requests_total", "Requests handled, by API (grpc/http) and call.", &["api", "call"]));
+pub static ERRORS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter("bbs_request_errors_total", "Requests that failed, by API, call and error name.", &["api", "call", "error"]));
+pub static STORE_ERRORS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter("bbs_store_errors_total", "Store failures seen by requests, by kind.", &["kind"]));
+pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| counter("bbs_events_total", "Events published, by type.", &["event"]));
+pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let h = HistogramVec::new(
+        prometheus::HistogramOpts::new("bbs_request_duration_seconds", "Request latency, by API and call.")
+            .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        &["api", "call"],
+    )
+    .unwrap();
+    REGISTRY.register(Box::new(h.clone())).unwrap();
+    h
+});
+
+/// Count, time and classify one request.
+pub async fn observe<T>(api: &str, call: &str, f: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
+    let start = Instant::now();
+    let r = f.await;
+    REQUESTS.with_label_values(&[api, call]).inc();
+    LATENCY.with_label_values(&[api, call]).observe(start.elapsed().as_secs_f64());
+    if let Err(e) = &r {
+        ERRORS.with_label_values(&[api, call, e.name()]).inc();
+        if let DbError::Store(se) = e {
+            let kind = match se {
+                StoreError::Unavailable(_) => "unavailable",
+                StoreError::LeaseNotFound(_) => "lease_not_found",
+                StoreError::WatchLost(_) => "watch_lost",
+                StoreError::TooManyOps(_) => "too_many_ops",
+                StoreError::Internal(_) => "internal",
+            };
+            STORE_ERRORS.with_label_values(&[kind]).inc();
+        }
+    }
+    r
+}
+
+/// The text exposition of every metric.
+pub fn render() -> String {
+    // Touch the lazies so every family is listed even before its first use.
+    let _ = (&*REQUESTS, &*ERRORS, &*STORE_ERRORS, &*EVENTS, &*LATENCY);
+    let mut buf = Vec::new();
+    TextEncoder::new().encode(&REGISTRY.gather(), &mut buf).unwrap();
+    String::from_utf8(buf).unwrap()
+}

@@ -1,0 +1,149 @@
+//! Running a BBS: open the store, start the event hub, serve gRPC and the
+//! public JSON API until told to stop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiState};
+use crate::db::Db;
+use crate::events::EventHub;
+use crate::grpc::BbsGrpc;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::etcd::EtcdStore;
+use crate::store::Store;
+
+/// Where state lives: `etcd://HOST:PORT[,HOST:PORT…]` or `file:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Etcd(Vec<String>),
+    File(PathBuf),
+}
+
+impl FromStr for StoreUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<StoreUrl, String> {
+        let usage = "use etcd://HOST:PORT[,HOST:PORT…] or file:PATH";
+        if let Some(rest) = s.strip_prefix("etcd://") {
+            let eps: Vec<String> = rest.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from).collect();
+            if eps.is_empty() || eps.iter().any(|e| e.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err())) {
+                return Err(format!("bad etcd endpoints in {s:?}: each must be HOST:PORT; {usage}"));
+            }
+            return Ok(StoreUrl::Etcd(eps));
+        }
+        if let Some(path) = s.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err(format!("empty path in {s:?}; {usage}"));
+            }
+            return Ok(StoreUrl::File(PathBuf::from(path)));
+        }
+        Err(format!("unknown store {s:?}; {usage}"))
+    }
+}
+
+pub async fn open_store(url: &StoreUrl, etcd_timeout: Duration) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match url {
+        StoreUrl::Etcd(eps) => Arc::new(EtcdStore::connect(eps, etcd_timeout).await.context("connecting to etcd")?),
+        StoreUrl::File(p) => Arc::new(EmbeddedStore::open(p).with_context(|| format!("opening the embedded store {}", p.display()))?),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct BbsConfig {
+    pub store: StoreUrl,
+    /// Internal gRPC API.
+    pub listen: SocketAddr,
+    /// Public JSON API and /metrics.
+    pub api_listen: SocketAddr,
+    /// `user:password` for the public API.
+    pub basic_auth: Option<String>,
+    /// How long a store call may take before the request fails as unavailable.
+    pub store_timeout: Duration,
+}
+
+pub struct RunningBbs {
+    pub grpc_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub db: Db,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningBbs {
+    /// Stop serving and wait for in-flight requests to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+pub async fn start(cfg: BbsConfig) -> anyhow::Result<RunningBbs> {
+    let store = open_store(&cfg.store, cfg.store_timeout).await?;
+    start_with_store(store, cfg).await
+}
+
+pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::Result<RunningBbs> {
+    let backend = store.backend();
+    let db = Db::new(store.clone());
+    let hub = EventHub::start(store).await;
+    let (stop, stopped) = watch::channel(false);
+
+    let grpc_listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding the gRPC listener {}", cfg.listen))?;
+    let api_listener = TcpListener::bind(cfg.api_listen).await.with_context(|| format!("binding the API listener {}", cfg.api_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let svc = BbsGrpc::new(db.clone(), hub.clone()).into_server();
+    let grpc_stop = wait(stopped.clone());
+    let grpc = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        if let Err(e) = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, grpc_stop)
+            .await
+        {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    });
+
+    let app = api::router(ApiState { db: db.clone(), hub, basic_auth: cfg.basic_auth.clone() });
+    let api_stop = wait(stopped);
+    let http = tokio::spawn(async move {
+        if let Err(e) = axum::serve(api_listener, app).with_graceful_shutdown(api_stop).await {
+            tracing::error!(error = %e, "API server failed");
+        }
+    });
+
+    tracing::info!(%grpc_addr, %api_addr, store = backend, "bbs serving");
+    Ok(RunningBbs { grpc_addr, api_addr, db, stop, tasks: vec![grpc, http] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        assert_eq!("etcd://127.0.0.1:2379".parse(), Ok(StoreUrl::Etcd(vec!["127.0.0.1:2379".into()])));
+        assert_eq!("etcd://a:1,b:2".parse(), Ok(StoreUrl::Etcd(vec!["a:1".into(), "b:2".into()])));
+        assert_eq!("file:/var/lib/lattice/bbs.db".parse(), Ok(StoreUrl::File("/var/lib/lattice/bbs.db".into())));
+        for bad in ["", "etcd://", "etcd://host", "etcd://h:x", "file:", "redis://x"] {
+            let e = bad.parse::<StoreUrl>().unwrap_err();
+            assert!(e.contains("etcd://HOST:PORT"), "{bad}: {e}");
+        }
+    }
+}
