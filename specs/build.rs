@@ -11,10 +11,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .message_attribute(".lattice.models", "#[serde(default)]")
         // A oneof is one key naming its kind: {"run": {...}}.
-        .enum_attribute(".lattice.models.Action.action", "#[serde(rename_all = \"snake_case\")]")
-        .enum_attribute(".lattice.models.Check.check", "#[serde(rename_all = \"snake_case\")]")
+        .enum_attribute(
+            ".lattice.models.Action.action",
+            "#[serde(rename_all = \"snake_case\")]",
+        )
+        .enum_attribute(
+            ".lattice.models.Check.check",
+            "#[serde(rename_all = \"snake_case\")]",
+        )
         .message_attribute(".lattice.models.Action", "#[serde(transparent)]")
         .message_attribute(".lattice.models.Check", "#[serde(transparent)]")
-        .compile_protos(&["proto/models.proto", "proto/events.proto", "proto/bbs.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/models.proto",
+                "proto/events.proto",
+                "proto/bbs.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

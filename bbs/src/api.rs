@@ -22,7 +22,9 @@ use axum::{Json, Router};
 use base64::Engine;
 use futures::{Stream, StreamExt};
 use lattice_specs::models::Domain;
-use lattice_specs::receptor::{self, ActualLrpResponse, CellResponse, DesiredLrpResponse, EventPayload, TaskResponse};
+use lattice_specs::receptor::{
+    self, ActualLrpResponse, CellResponse, DesiredLrpResponse, EventPayload, TaskResponse,
+};
 use serde::de::DeserializeOwned;
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -50,7 +52,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, name: &str, message: impl Into<String>) -> ApiError {
-        ApiError { status, name: name.into(), message: message.into() }
+        ApiError {
+            status,
+            name: name.into(),
+            message: message.into(),
+        }
     }
 
     fn invalid_request(message: impl Into<String>) -> ApiError {
@@ -72,9 +78,11 @@ impl ApiError {
                 };
                 ApiError::new(StatusCode::CONFLICT, name, msg)
             }
-            DbError::Store(StoreError::Unavailable(_)) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable", format!("{msg}; retry when the store is back"))
-            }
+            DbError::Store(StoreError::Unavailable(_)) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "StoreUnavailable",
+                format!("{msg}; retry when the store is back"),
+            ),
             DbError::Contended(_) => ApiError::new(StatusCode::CONFLICT, "ResourceConflict", msg),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Unknown", msg),
         }
@@ -83,7 +91,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(receptor::Error { name: self.name, message: self.message })).into_response()
+        (
+            self.status,
+            Json(receptor::Error {
+                name: self.name,
+                message: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -97,7 +112,13 @@ fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {
     }
     serde_json::from_slice::<Option<T>>(body)
         .map(Option::unwrap_or_default)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "InvalidJSON", format!("request body is not valid JSON for this call: {e}")))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidJSON",
+                format!("request body is not valid JSON for this call: {e}"),
+            )
+        })
 }
 
 fn created() -> Response {
@@ -117,18 +138,42 @@ fn domain_filter(q: &HashMap<String, String>) -> &str {
 async fn create_task(State(s): State<ApiState>, body: Bytes) -> ApiResult<Response> {
     let req: receptor::TaskCreateRequest = parse_body(&body)?;
     let (guid, domain, def) = req.into_model();
-    s.db.desire_task(&guid, &domain, def).await.map_err(|e| ApiError::from_db(e, "InvalidTask"))?;
+    s.db.desire_task(&guid, &domain, def)
+        .await
+        .map_err(|e| ApiError::from_db(e, "InvalidTask"))?;
     tracing::info!(task_guid = %guid, "task desired");
     Ok(created())
 }
 
-async fn list_tasks(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Vec<TaskResponse>>> {
-    let tasks = s.db.tasks(domain_filter(&q), q.get("cell_id").map(String::as_str).unwrap_or("")).await;
-    Ok(Json(tasks.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?.into_iter().map(TaskResponse::from).collect()))
+async fn list_tasks(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Vec<TaskResponse>>> {
+    let tasks =
+        s.db.tasks(
+            domain_filter(&q),
+            q.get("cell_id").map(String::as_str).unwrap_or(""),
+        )
+        .await;
+    Ok(Json(
+        tasks
+            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?
+            .into_iter()
+            .map(TaskResponse::from)
+            .collect(),
+    ))
 }
 
-async fn get_task(State(s): State<ApiState>, Path(guid): Path<String>) -> ApiResult<Json<TaskResponse>> {
-    Ok(Json(s.db.task(&guid).await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?.into()))
+async fn get_task(
+    State(s): State<ApiState>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<TaskResponse>> {
+    Ok(Json(
+        s.db.task(&guid)
+            .await
+            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?
+            .into(),
+    ))
 }
 
 /// The receptor's delete: mark the completed task resolving, then remove it.
@@ -136,7 +181,12 @@ async fn delete_task(State(s): State<ApiState>, Path(guid): Path<String>) -> Api
     match s.db.resolving_task(&guid).await {
         Ok(_) => {}
         // Already resolving (a retried delete): go on and remove it.
-        Err(DbError::Refused(_)) if s.db.task(&guid).await.is_ok_and(|t| t.state == lattice_specs::models::task::State::Resolving as i32) => {}
+        Err(DbError::Refused(_))
+            if s.db
+                .task(&guid)
+                .await
+                .is_ok_and(|t| t.state == lattice_specs::models::task::State::Resolving as i32) => {
+        }
         Err(DbError::Refused(_)) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -146,12 +196,16 @@ async fn delete_task(State(s): State<ApiState>, Path(guid): Path<String>) -> Api
         }
         Err(e) => return Err(ApiError::from_db(e, "InvalidRequest")),
     }
-    s.db.delete_task(&guid).await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+    s.db.delete_task(&guid)
+        .await
+        .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
     Ok(no_content())
 }
 
 async fn cancel_task(State(s): State<ApiState>, Path(guid): Path<String>) -> ApiResult<Response> {
-    s.db.cancel_task(&guid).await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+    s.db.cancel_task(&guid)
+        .await
+        .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
     Ok(no_content())
 }
 
@@ -161,100 +215,186 @@ async fn create_desired_lrp(State(s): State<ApiState>, body: Bytes) -> ApiResult
     let req: receptor::DesiredLrpCreateRequest = parse_body(&body)?;
     let d = req.into_model();
     let guid = d.process_guid.clone();
-    s.db.desire_lrp(d).await.map_err(|e| ApiError::from_db(e, "InvalidLRP"))?;
+    s.db.desire_lrp(d)
+        .await
+        .map_err(|e| ApiError::from_db(e, "InvalidLRP"))?;
     tracing::info!(process_guid = %guid, "LRP desired");
     Ok(created())
 }
 
-async fn list_desired_lrps(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Vec<DesiredLrpResponse>>> {
-    let all = s.db.desired_lrps(domain_filter(&q)).await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
-    Ok(Json(all.into_iter().map(DesiredLrpResponse::from).collect()))
+async fn list_desired_lrps(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Vec<DesiredLrpResponse>>> {
+    let all =
+        s.db.desired_lrps(domain_filter(&q))
+            .await
+            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+    Ok(Json(
+        all.into_iter().map(DesiredLrpResponse::from).collect(),
+    ))
 }
 
-async fn get_desired_lrp(State(s): State<ApiState>, Path(guid): Path<String>) -> ApiResult<Json<DesiredLrpResponse>> {
-    Ok(Json(s.db.desired_lrp(&guid).await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?.into()))
+async fn get_desired_lrp(
+    State(s): State<ApiState>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<DesiredLrpResponse>> {
+    Ok(Json(
+        s.db.desired_lrp(&guid)
+            .await
+            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?
+            .into(),
+    ))
 }
 
-async fn update_desired_lrp(State(s): State<ApiState>, Path(guid): Path<String>, body: Bytes) -> ApiResult<Response> {
+async fn update_desired_lrp(
+    State(s): State<ApiState>,
+    Path(guid): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let req: receptor::DesiredLrpUpdateRequest = parse_body(&body)?;
-    s.db.update_desired_lrp(&guid, req.into_model()).await.map_err(|e| ApiError::from_db(e, "InvalidLRP"))?;
+    s.db.update_desired_lrp(&guid, req.into_model())
+        .await
+        .map_err(|e| ApiError::from_db(e, "InvalidLRP"))?;
     Ok(no_content())
 }
 
-async fn delete_desired_lrp(State(s): State<ApiState>, Path(guid): Path<String>) -> ApiResult<Response> {
-    s.db.remove_desired_lrp(&guid).await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+async fn delete_desired_lrp(
+    State(s): State<ApiState>,
+    Path(guid): Path<String>,
+) -> ApiResult<Response> {
+    s.db.remove_desired_lrp(&guid)
+        .await
+        .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
     Ok(no_content())
 }
 
 // ------------------------------------------------------------ actual LRPs
 
-async fn list_actual_lrps(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Vec<ActualLrpResponse>>> {
-    let all = s.db.actual_lrps(domain_filter(&q), "", "", None).await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+async fn list_actual_lrps(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Vec<ActualLrpResponse>>> {
+    let all =
+        s.db.actual_lrps(domain_filter(&q), "", "", None)
+            .await
+            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
     Ok(Json(all.into_iter().map(ActualLrpResponse::from).collect()))
 }
 
-async fn actual_lrps_by_guid(State(s): State<ApiState>, Path(guid): Path<String>) -> ApiResult<Json<Vec<ActualLrpResponse>>> {
-    let all = s.db.actual_lrps("", "", &guid, None).await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+async fn actual_lrps_by_guid(
+    State(s): State<ApiState>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<Vec<ActualLrpResponse>>> {
+    let all =
+        s.db.actual_lrps("", "", &guid, None)
+            .await
+            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
     Ok(Json(all.into_iter().map(ActualLrpResponse::from).collect()))
 }
 
 fn parse_index(raw: &str) -> ApiResult<i32> {
-    raw.parse::<i32>().ok().filter(|i| *i >= 0).ok_or_else(|| ApiError::invalid_request(format!("index must be a non-negative integer, got {raw:?}")))
+    raw.parse::<i32>().ok().filter(|i| *i >= 0).ok_or_else(|| {
+        ApiError::invalid_request(format!("index must be a non-negative integer, got {raw:?}"))
+    })
 }
 
-async fn actual_lrp_by_index(State(s): State<ApiState>, Path((guid, index)): Path<(String, String)>) -> ApiResult<Json<ActualLrpResponse>> {
+async fn actual_lrp_by_index(
+    State(s): State<ApiState>,
+    Path((guid, index)): Path<(String, String)>,
+) -> ApiResult<Json<ActualLrpResponse>> {
     let index = parse_index(&index)?;
-    let all = s.db.actual_lrps("", "", &guid, Some(index)).await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+    let all =
+        s.db.actual_lrps("", "", &guid, Some(index))
+            .await
+            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
     // Prefer the ordinary record; an evacuating one alone is still reported.
     let mut all: Vec<_> = all.into_iter().map(ActualLrpResponse::from).collect();
     all.sort_by_key(|a| a.evacuating);
     all.into_iter().next().map(Json).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "ActualLRPIndexNotFound", format!("actual LRP {guid} index {index} not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ActualLRPIndexNotFound",
+            format!("actual LRP {guid} index {index} not found"),
+        )
     })
 }
 
 /// Kill one instance: its record goes, the cell stops it, convergence restarts it.
-async fn kill_actual_lrp(State(s): State<ApiState>, Path((guid, index)): Path<(String, String)>) -> ApiResult<Response> {
+async fn kill_actual_lrp(
+    State(s): State<ApiState>,
+    Path((guid, index)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let index = parse_index(&index)?;
-    s.db.retire_actual_lrp(&guid, index).await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+    s.db.retire_actual_lrp(&guid, index)
+        .await
+        .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
     Ok(no_content())
 }
 
 // ---------------------------------------------------- cells and domains
 
 async fn list_cells(State(s): State<ApiState>) -> ApiResult<Json<Vec<CellResponse>>> {
-    let cells = s.db.cells().await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+    let cells =
+        s.db.cells()
+            .await
+            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
     Ok(Json(cells.into_iter().map(CellResponse::from).collect()))
 }
 
 /// TTL from `Cache-Control: max-age=N`; none means fresh forever.
 fn max_age(headers: &HeaderMap) -> ApiResult<i64> {
-    let Some(v) = headers.get(header::CACHE_CONTROL) else { return Ok(0) };
-    let v = v.to_str().map_err(|_| ApiError::invalid_request("Cache-Control must be ASCII"))?;
+    let Some(v) = headers.get(header::CACHE_CONTROL) else {
+        return Ok(0);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::invalid_request("Cache-Control must be ASCII"))?;
     for part in v.split(',') {
         if let Some(n) = part.trim().strip_prefix("max-age=") {
-            return n.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::invalid_request(format!("Cache-Control max-age must be a non-negative integer, got {n:?}"))
-            });
+            return n
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    ApiError::invalid_request(format!(
+                        "Cache-Control max-age must be a non-negative integer, got {n:?}"
+                    ))
+                });
         }
     }
     Ok(0)
 }
 
-async fn upsert_domain(State(s): State<ApiState>, Path(domain): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
+async fn upsert_domain(
+    State(s): State<ApiState>,
+    Path(domain): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let ttl = max_age(&headers)?;
-    s.db.upsert_domain(&Domain { name: domain, ttl_seconds: ttl }).await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+    s.db.upsert_domain(&Domain {
+        name: domain,
+        ttl_seconds: ttl,
+    })
+    .await
+    .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
     Ok(no_content())
 }
 
 async fn list_domains(State(s): State<ApiState>) -> ApiResult<Json<Vec<String>>> {
-    let d = s.db.domains().await.map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+    let d =
+        s.db.domains()
+            .await
+            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
     Ok(Json(d.into_iter().map(|d| d.name).collect()))
 }
 
 // ------------------------------------------------------ events, version
 
-async fn events(State(s): State<ApiState>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+async fn events(
+    State(s): State<ApiState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let stream = BroadcastStream::new(s.hub.subscribe())
         // A subscriber that fell behind is cut off: it reconnects and resyncs.
         .take_while(|r| futures::future::ready(r.is_ok()))
@@ -262,7 +402,10 @@ async fn events(State(s): State<ApiState>) -> Sse<impl Stream<Item = Result<SseE
             let e = r.ok()?;
             let payload = EventPayload::from_event(&e)?;
             let data = serde_json::to_string(&payload).ok()?;
-            Some(Ok(SseEvent::default().event(event_name(&e)).id(e.revision.to_string()).data(data)))
+            Some(Ok(SseEvent::default()
+                .event(event_name(&e))
+                .id(e.revision.to_string())
+                .data(data)))
         });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
@@ -272,7 +415,10 @@ async fn version() -> Json<serde_json::Value> {
 }
 
 async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
 }
 
 // ------------------------------------------------------------ middleware
@@ -284,11 +430,18 @@ async fn basic_auth(State(s): State<ApiState>, req: Request, next: Next) -> Resp
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok());
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            });
         if given.as_deref() != Some(expected.as_bytes()) {
             let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "missing or wrong credentials: use HTTP Basic auth (ltc target URL with user and password)")
                 .into_response();
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"lattice\""));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"lattice\""),
+            );
             return r;
         }
     }
@@ -302,10 +455,16 @@ async fn observe(req: Request, next: Next) -> Response {
     };
     let start = Instant::now();
     let resp = next.run(req).await;
-    crate::metrics::REQUESTS.with_label_values(&["http", &call]).inc();
-    crate::metrics::LATENCY.with_label_values(&["http", &call]).observe(start.elapsed().as_secs_f64());
+    crate::metrics::REQUESTS
+        .with_label_values(&["http", &call])
+        .inc();
+    crate::metrics::LATENCY
+        .with_label_values(&["http", &call])
+        .observe(start.elapsed().as_secs_f64());
     if resp.status().as_u16() >= 400 {
-        crate::metrics::ERRORS.with_label_values(&["http", &call, resp.status().as_str()]).inc();
+        crate::metrics::ERRORS
+            .with_label_values(&["http", &call, resp.status().as_str()])
+            .inc();
     }
     resp
 }
@@ -315,11 +474,22 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tasks", post(create_task).get(list_tasks))
         .route("/v1/tasks/{task_guid}", get(get_task).delete(delete_task))
         .route("/v1/tasks/{task_guid}/cancel", post(cancel_task))
-        .route("/v1/desired_lrps", post(create_desired_lrp).get(list_desired_lrps))
-        .route("/v1/desired_lrps/{process_guid}", get(get_desired_lrp).put(update_desired_lrp).delete(delete_desired_lrp))
+        .route(
+            "/v1/desired_lrps",
+            post(create_desired_lrp).get(list_desired_lrps),
+        )
+        .route(
+            "/v1/desired_lrps/{process_guid}",
+            get(get_desired_lrp)
+                .put(update_desired_lrp)
+                .delete(delete_desired_lrp),
+        )
         .route("/v1/actual_lrps", get(list_actual_lrps))
         .route("/v1/actual_lrps/{process_guid}", get(actual_lrps_by_guid))
-        .route("/v1/actual_lrps/{process_guid}/index/{index}", get(actual_lrp_by_index).delete(kill_actual_lrp))
+        .route(
+            "/v1/actual_lrps/{process_guid}/index/{index}",
+            get(actual_lrp_by_index).delete(kill_actual_lrp),
+        )
         .route("/v1/cells", get(list_cells))
         .route("/v1/domains", get(list_domains))
         .route("/v1/domains/{domain}", put(upsert_domain))

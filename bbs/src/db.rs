@@ -21,8 +21,8 @@ use std::time::Duration;
 use lattice_specs::actual_lrp as alrp;
 use lattice_specs::models::actual_lrp::{Presence, State as LrpState};
 use lattice_specs::models::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, CellPresence, DesiredLrp, DesiredLrpUpdate, Domain, ModificationTag, Task,
-    TaskDefinition,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, CellPresence, DesiredLrp, DesiredLrpUpdate,
+    Domain, ModificationTag, Task, TaskDefinition,
 };
 use lattice_specs::restart::RestartPolicy;
 use lattice_specs::validation::{self, ValidationErrors};
@@ -92,20 +92,32 @@ impl DbError {
     }
 
     fn desired_not_found(guid: &str) -> DbError {
-        DbError::NotFound { name: "DesiredLRPNotFound", message: format!("desired LRP {guid} not found") }
+        DbError::NotFound {
+            name: "DesiredLRPNotFound",
+            message: format!("desired LRP {guid} not found"),
+        }
     }
     fn actual_not_found(guid: &str, index: i32) -> DbError {
-        DbError::NotFound { name: "ActualLRPIndexNotFound", message: format!("actual LRP {guid} index {index} not found") }
+        DbError::NotFound {
+            name: "ActualLRPIndexNotFound",
+            message: format!("actual LRP {guid} index {index} not found"),
+        }
     }
     fn task_not_found(guid: &str) -> DbError {
-        DbError::NotFound { name: "TaskNotFound", message: format!("task {guid} not found") }
+        DbError::NotFound {
+            name: "TaskNotFound",
+            message: format!("task {guid} not found"),
+        }
     }
 }
 
 pub type Result<T> = std::result::Result<T, DbError>;
 
 fn decode<T: Message + Default>(kv: &KeyValue) -> Result<T> {
-    T::decode(kv.value.as_slice()).map_err(|e| DbError::Corrupt { key: kv.key.clone(), reason: e.to_string() })
+    T::decode(kv.value.as_slice()).map_err(|e| DbError::Corrupt {
+        key: kv.key.clone(),
+        reason: e.to_string(),
+    })
 }
 
 /// What a read-modify-write closure decided.
@@ -137,7 +149,10 @@ pub struct Db {
 
 impl Db {
     pub fn new(store: Arc<dyn Store>) -> Db {
-        Db { store, max_task_retries: task_sm::DEFAULT_MAX_RETRIES }
+        Db {
+            store,
+            max_task_retries: task_sm::DEFAULT_MAX_RETRIES,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -158,7 +173,11 @@ impl Db {
     /// Read-modify-write `key` with compare-and-swap, retrying when another
     /// writer changed it in between. `f` sees the current value (None if
     /// absent) and decides; its error aborts with nothing written.
-    async fn modify<T, R>(&self, key: &str, mut f: impl FnMut(Option<T>) -> Result<(Write<T>, R)>) -> Result<R>
+    async fn modify<T, R>(
+        &self,
+        key: &str,
+        mut f: impl FnMut(Option<T>) -> Result<(Write<T>, R)>,
+    ) -> Result<R>
     where
         T: Message + Default,
     {
@@ -173,7 +192,16 @@ impl Db {
                 Write::Put(v) => Op::put(key, v.encode_to_vec()),
                 Write::Delete => Op::delete(key),
             };
-            if self.store.txn(Txn::new().when(Compare::ModRevision(key.into(), rev)).then(op)).await?.succeeded {
+            if self
+                .store
+                .txn(
+                    Txn::new()
+                        .when(Compare::ModRevision(key.into(), rev))
+                        .then(op),
+                )
+                .await?
+                .succeeded
+            {
                 return Ok(out);
             }
         }
@@ -184,40 +212,73 @@ impl Db {
 
     pub async fn desire_lrp(&self, mut d: DesiredLrp) -> Result<()> {
         validation::validate_desired_lrp(&d)?;
-        d.modification_tag = Some(ModificationTag { epoch: uuid::Uuid::new_v4().to_string(), index: 0 });
+        d.modification_tag = Some(ModificationTag {
+            epoch: uuid::Uuid::new_v4().to_string(),
+            index: 0,
+        });
         let key = desired_key(&d.process_guid);
-        let created = self.store.txn(Txn::new().when(Compare::absent(&key)).then(Op::put(&key, d.encode_to_vec()))).await?;
+        let created = self
+            .store
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(&key))
+                    .then(Op::put(&key, d.encode_to_vec())),
+            )
+            .await?;
         if !created.succeeded {
             return Err(DbError::AlreadyExists {
                 name: "DesiredLRPAlreadyExists",
                 message: format!("desired LRP {} already exists", d.process_guid),
             });
         }
-        self.create_missing_actuals(&d.process_guid, &d.domain, 0, d.instances).await
+        self.create_missing_actuals(&d.process_guid, &d.domain, 0, d.instances)
+            .await
     }
 
     /// Create UNCLAIMED records for indices in `from..to` that have none.
     /// Best effort per chunk: the converger creates whatever is still missing.
-    async fn create_missing_actuals(&self, guid: &str, domain: &str, from: i32, to: i32) -> Result<()> {
+    async fn create_missing_actuals(
+        &self,
+        guid: &str,
+        domain: &str,
+        from: i32,
+        to: i32,
+    ) -> Result<()> {
         if from >= to {
             return Ok(());
         }
-        let existing: std::collections::HashSet<String> =
-            self.store.list(&format!("{ACTUAL}{guid}/")).await?.into_iter().map(|kv| kv.key).collect();
+        let existing: std::collections::HashSet<String> = self
+            .store
+            .list(&format!("{ACTUAL}{guid}/"))
+            .await?
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
         let now = now_nanos();
-        let missing: Vec<i32> = (from..to).filter(|i| !existing.contains(&actual_key(guid, *i))).collect();
+        let missing: Vec<i32> = (from..to)
+            .filter(|i| !existing.contains(&actual_key(guid, *i)))
+            .collect();
         for chunk in missing.chunks(MAX_TXN_OPS / 2) {
             let mut txn = Txn::new();
             for i in chunk {
                 let key = actual_key(guid, *i);
-                txn = txn.when(Compare::absent(&key)).then(Op::put(&key, alrp::new_unclaimed(guid, *i, domain, now).encode_to_vec()));
+                txn = txn.when(Compare::absent(&key)).then(Op::put(
+                    &key,
+                    alrp::new_unclaimed(guid, *i, domain, now).encode_to_vec(),
+                ));
             }
             if !self.store.txn(txn).await?.succeeded {
                 // Someone created some of them meanwhile: fall back to one by one.
                 for i in chunk {
                     let key = actual_key(guid, *i);
                     let lrp = alrp::new_unclaimed(guid, *i, domain, now);
-                    self.store.txn(Txn::new().when(Compare::absent(&key)).then(Op::put(&key, lrp.encode_to_vec()))).await?;
+                    self.store
+                        .txn(
+                            Txn::new()
+                                .when(Compare::absent(&key))
+                                .then(Op::put(&key, lrp.encode_to_vec())),
+                        )
+                        .await?;
                 }
             }
         }
@@ -245,7 +306,8 @@ impl Db {
             })
             .await?;
         if after.instances > before.instances {
-            self.create_missing_actuals(guid, &after.domain, before.instances, after.instances).await?;
+            self.create_missing_actuals(guid, &after.domain, before.instances, after.instances)
+                .await?;
         } else if after.instances < before.instances {
             self.retire_indices_from(guid, after.instances).await?;
         }
@@ -259,7 +321,9 @@ impl Db {
         for l in lrps {
             let index = l.key.as_ref().map(|k| k.index).unwrap_or(0);
             if index >= from {
-                self.store.txn(Txn::new().then(Op::delete(actual_key(guid, index)))).await?;
+                self.store
+                    .txn(Txn::new().then(Op::delete(actual_key(guid, index))))
+                    .await?;
             }
         }
         Ok(())
@@ -280,17 +344,29 @@ impl Db {
 
     pub async fn desired_lrps(&self, domain: &str) -> Result<Vec<DesiredLrp>> {
         let all: Vec<DesiredLrp> = self.list(DESIRED).await?;
-        Ok(all.into_iter().filter(|d| domain.is_empty() || d.domain == domain).collect())
+        Ok(all
+            .into_iter()
+            .filter(|d| domain.is_empty() || d.domain == domain)
+            .collect())
     }
 
     pub async fn desired_lrp(&self, guid: &str) -> Result<DesiredLrp> {
-        self.get(&desired_key(guid)).await?.map(|(d, _)| d).ok_or_else(|| DbError::desired_not_found(guid))
+        self.get(&desired_key(guid))
+            .await?
+            .map(|(d, _)| d)
+            .ok_or_else(|| DbError::desired_not_found(guid))
     }
 
     // ------------------------------------------------------------- actual
 
     /// Actual LRPs (ordinary and evacuating), filtered by any of the non-empty criteria.
-    pub async fn actual_lrps(&self, domain: &str, cell_id: &str, guid: &str, index: Option<i32>) -> Result<Vec<ActualLrp>> {
+    pub async fn actual_lrps(
+        &self,
+        domain: &str,
+        cell_id: &str,
+        guid: &str,
+        index: Option<i32>,
+    ) -> Result<Vec<ActualLrp>> {
         let (ord, evac) = if guid.is_empty() {
             (ACTUAL.to_string(), EVACUATING.to_string())
         } else {
@@ -304,12 +380,20 @@ impl Db {
                 let k = l.key.clone().unwrap_or_default();
                 (domain.is_empty() || k.domain == domain)
                     && (index.is_none() || Some(k.index) == index)
-                    && (cell_id.is_empty() || l.instance_key.as_ref().is_some_and(|ik| ik.cell_id == cell_id))
+                    && (cell_id.is_empty()
+                        || l.instance_key
+                            .as_ref()
+                            .is_some_and(|ik| ik.cell_id == cell_id))
             })
             .collect())
     }
 
-    async fn modify_actual<R>(&self, guid: &str, index: i32, mut f: impl FnMut(&mut ActualLrp) -> Result<R>) -> Result<(ActualLrp, R)> {
+    async fn modify_actual<R>(
+        &self,
+        guid: &str,
+        index: i32,
+        mut f: impl FnMut(&mut ActualLrp) -> Result<R>,
+    ) -> Result<(ActualLrp, R)> {
         self.modify(&actual_key(guid, index), |cur: Option<ActualLrp>| {
             let mut l = cur.ok_or_else(|| DbError::actual_not_found(guid, index))?;
             let before = l.clone();
@@ -322,21 +406,37 @@ impl Db {
         .await
     }
 
-    pub async fn claim_actual_lrp(&self, guid: &str, index: i32, ik: &ActualLrpInstanceKey) -> Result<ActualLrp> {
+    pub async fn claim_actual_lrp(
+        &self,
+        guid: &str,
+        index: i32,
+        ik: &ActualLrpInstanceKey,
+    ) -> Result<ActualLrp> {
         let now = now_nanos();
-        Ok(self.modify_actual(guid, index, |l| Ok(alrp::claim(l, ik, now)?)).await?.0)
+        Ok(self
+            .modify_actual(guid, index, |l| Ok(alrp::claim(l, ik, now)?))
+            .await?
+            .0)
     }
 
     /// Mark an instance RUNNING. A rep re-adopting an instance whose record is
     /// gone recreates it, as long as the LRP still desires that index.
-    pub async fn start_actual_lrp(&self, guid: &str, index: i32, ik: &ActualLrpInstanceKey, net: ActualLrpNetInfo) -> Result<ActualLrp> {
+    pub async fn start_actual_lrp(
+        &self,
+        guid: &str,
+        index: i32,
+        ik: &ActualLrpInstanceKey,
+        net: ActualLrpNetInfo,
+    ) -> Result<ActualLrp> {
         let now = now_nanos();
         let desired: Option<(DesiredLrp, i64)> = self.get(&desired_key(guid)).await?;
         self.modify(&actual_key(guid, index), |cur: Option<ActualLrp>| {
             let mut l = match cur {
                 Some(l) => l,
                 None => match &desired {
-                    Some((d, _)) if index < d.instances => alrp::new_unclaimed(guid, index, &d.domain, now),
+                    Some((d, _)) if index < d.instances => {
+                        alrp::new_unclaimed(guid, index, &d.domain, now)
+                    }
                     _ => return Err(DbError::actual_not_found(guid, index)),
                 },
             };
@@ -353,28 +453,50 @@ impl Db {
 
     /// Returns the instance after the crash: UNCLAIMED if it is to be
     /// re-placed at once, CRASHED if it waits for its backoff.
-    pub async fn crash_actual_lrp(&self, guid: &str, index: i32, ik: &ActualLrpInstanceKey, reason: &str) -> Result<ActualLrp> {
+    pub async fn crash_actual_lrp(
+        &self,
+        guid: &str,
+        index: i32,
+        ik: &ActualLrpInstanceKey,
+        reason: &str,
+    ) -> Result<ActualLrp> {
         let policy = match self.get::<DesiredLrp>(&desired_key(guid)).await? {
             Some((d, _)) => RestartPolicy::from_overrides(d.crash_policy.as_ref()),
             None => RestartPolicy::default(),
         };
         let now = now_nanos();
-        Ok(self.modify_actual(guid, index, |l| Ok(alrp::crash(l, ik, reason, now, &policy)?)).await?.0)
+        Ok(self
+            .modify_actual(guid, index, |l| {
+                Ok(alrp::crash(l, ik, reason, now, &policy)?)
+            })
+            .await?
+            .0)
     }
 
     pub async fn fail_actual_lrp(&self, guid: &str, index: i32, reason: &str) -> Result<ActualLrp> {
         let now = now_nanos();
-        Ok(self.modify_actual(guid, index, |l| Ok(alrp::fail_placement(l, reason, now)?)).await?.0)
+        Ok(self
+            .modify_actual(guid, index, |l| Ok(alrp::fail_placement(l, reason, now)?))
+            .await?
+            .0)
     }
 
     /// The system takes an instance back (restart after backoff, lost cell, stale claim).
     pub async fn unclaim_actual_lrp(&self, guid: &str, index: i32) -> Result<ActualLrp> {
         let now = now_nanos();
-        Ok(self.modify_actual(guid, index, |l| Ok(alrp::unclaim(l, now)?)).await?.0)
+        Ok(self
+            .modify_actual(guid, index, |l| Ok(alrp::unclaim(l, now)?))
+            .await?
+            .0)
     }
 
     /// Delete an instance record; with `ik`, only if it still belongs to that instance.
-    pub async fn remove_actual_lrp(&self, guid: &str, index: i32, ik: Option<&ActualLrpInstanceKey>) -> Result<()> {
+    pub async fn remove_actual_lrp(
+        &self,
+        guid: &str,
+        index: i32,
+        ik: Option<&ActualLrpInstanceKey>,
+    ) -> Result<()> {
         self.modify(&actual_key(guid, index), |cur: Option<ActualLrp>| {
             let l = cur.ok_or_else(|| DbError::actual_not_found(guid, index))?;
             if let Some(ik) = ik.filter(|ik| !alrp::instance_key_is_empty(ik)) {
@@ -405,15 +527,28 @@ impl Db {
         l.instance_key.as_ref() == Some(ik)
     }
 
-    async fn remove_evacuating_if_owned(&self, guid: &str, index: i32, ik: &ActualLrpInstanceKey) -> Result<()> {
-        self.modify(&evacuating_key(guid, index), |cur: Option<ActualLrp>| match cur {
-            Some(l) if Self::owned_by(&l, ik) => Ok((Write::Delete, ())),
-            _ => Ok((Write::Nothing, ())),
-        })
+    async fn remove_evacuating_if_owned(
+        &self,
+        guid: &str,
+        index: i32,
+        ik: &ActualLrpInstanceKey,
+    ) -> Result<()> {
+        self.modify(
+            &evacuating_key(guid, index),
+            |cur: Option<ActualLrp>| match cur {
+                Some(l) if Self::owned_by(&l, ik) => Ok((Write::Delete, ())),
+                _ => Ok((Write::Nothing, ())),
+            },
+        )
         .await
     }
 
-    pub async fn evacuate_claimed(&self, guid: &str, index: i32, ik: &ActualLrpInstanceKey) -> Result<KeepContainer> {
+    pub async fn evacuate_claimed(
+        &self,
+        guid: &str,
+        index: i32,
+        ik: &ActualLrpInstanceKey,
+    ) -> Result<KeepContainer> {
         self.remove_evacuating_if_owned(guid, index, ik).await?;
         let now = now_nanos();
         match self
@@ -433,7 +568,13 @@ impl Db {
     /// A RUNNING instance on an evacuating cell: keep serving (an EVACUATING
     /// copy of the record) while its ordinary record is re-placed; stop once
     /// the replacement runs.
-    pub async fn evacuate_running(&self, guid: &str, index: i32, ik: &ActualLrpInstanceKey, net: ActualLrpNetInfo) -> Result<KeepContainer> {
+    pub async fn evacuate_running(
+        &self,
+        guid: &str,
+        index: i32,
+        ik: &ActualLrpInstanceKey,
+        net: ActualLrpNetInfo,
+    ) -> Result<KeepContainer> {
         let now = now_nanos();
         let ordinary: Option<(ActualLrp, i64)> = self.get(&actual_key(guid, index)).await?;
         if let Some((o, _)) = &ordinary {
@@ -453,17 +594,22 @@ impl Db {
         evac.set_state(LrpState::Running);
         evac.set_presence(Presence::Evacuating);
         evac.since = now;
-        self.modify(&evacuating_key(guid, index), |cur: Option<ActualLrp>| match cur {
-            Some(l) if !Self::owned_by(&l, ik) => Err(DbError::Refused(ModelError::ActualLrpTransition {
-                op: "evacuate",
-                process_guid: guid.into(),
-                index,
-                from: "EVACUATING",
-                detail: " (another instance is evacuating)".into(),
-            })),
-            Some(l) if l.net_info == evac.net_info => Ok((Write::Nothing, ())),
-            _ => Ok((Write::Put(evac.clone()), ())),
-        })
+        self.modify(
+            &evacuating_key(guid, index),
+            |cur: Option<ActualLrp>| match cur {
+                Some(l) if !Self::owned_by(&l, ik) => {
+                    Err(DbError::Refused(ModelError::ActualLrpTransition {
+                        op: "evacuate",
+                        process_guid: guid.into(),
+                        index,
+                        from: "EVACUATING",
+                        detail: " (another instance is evacuating)".into(),
+                    }))
+                }
+                Some(l) if l.net_info == evac.net_info => Ok((Write::Nothing, ())),
+                _ => Ok((Write::Put(evac.clone()), ())),
+            },
+        )
         .await?;
         if Self::owned_by(&o, ik) {
             self.modify_actual(guid, index, |l| {
@@ -477,49 +623,97 @@ impl Db {
         Ok(KeepContainer(true))
     }
 
-    pub async fn evacuate_stopped(&self, guid: &str, index: i32, ik: &ActualLrpInstanceKey) -> Result<KeepContainer> {
+    pub async fn evacuate_stopped(
+        &self,
+        guid: &str,
+        index: i32,
+        ik: &ActualLrpInstanceKey,
+    ) -> Result<KeepContainer> {
         self.remove_evacuating_if_owned(guid, index, ik).await?;
         match self.remove_actual_lrp(guid, index, Some(ik)).await {
-            Ok(()) | Err(DbError::NotFound { .. }) | Err(DbError::Refused(_)) => Ok(KeepContainer(false)),
+            Ok(()) | Err(DbError::NotFound { .. }) | Err(DbError::Refused(_)) => {
+                Ok(KeepContainer(false))
+            }
             Err(e) => Err(e),
         }
     }
 
-    pub async fn evacuate_crashed(&self, guid: &str, index: i32, ik: &ActualLrpInstanceKey, reason: &str) -> Result<KeepContainer> {
+    pub async fn evacuate_crashed(
+        &self,
+        guid: &str,
+        index: i32,
+        ik: &ActualLrpInstanceKey,
+        reason: &str,
+    ) -> Result<KeepContainer> {
         self.remove_evacuating_if_owned(guid, index, ik).await?;
         match self.crash_actual_lrp(guid, index, ik, reason).await {
-            Ok(_) | Err(DbError::NotFound { .. }) | Err(DbError::Refused(_)) => Ok(KeepContainer(false)),
+            Ok(_) | Err(DbError::NotFound { .. }) | Err(DbError::Refused(_)) => {
+                Ok(KeepContainer(false))
+            }
             Err(e) => Err(e),
         }
     }
 
-    pub async fn remove_evacuating(&self, guid: &str, index: i32, ik: &ActualLrpInstanceKey) -> Result<()> {
+    pub async fn remove_evacuating(
+        &self,
+        guid: &str,
+        index: i32,
+        ik: &ActualLrpInstanceKey,
+    ) -> Result<()> {
         self.remove_evacuating_if_owned(guid, index, ik).await
     }
 
     // -------------------------------------------------------------- tasks
 
-    pub async fn desire_task(&self, task_guid: &str, domain: &str, def: TaskDefinition) -> Result<Task> {
+    pub async fn desire_task(
+        &self,
+        task_guid: &str,
+        domain: &str,
+        def: TaskDefinition,
+    ) -> Result<Task> {
         validation::validate_task(task_guid, domain, &def)?;
         let task = task_sm::new_task(task_guid.into(), domain.into(), def, now_nanos());
         let key = task_key(task_guid);
-        let r = self.store.txn(Txn::new().when(Compare::absent(&key)).then(Op::put(&key, task.encode_to_vec()))).await?;
+        let r = self
+            .store
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(&key))
+                    .then(Op::put(&key, task.encode_to_vec())),
+            )
+            .await?;
         if !r.succeeded {
-            return Err(DbError::AlreadyExists { name: "TaskGuidAlreadyExists", message: format!("task {task_guid} already exists") });
+            return Err(DbError::AlreadyExists {
+                name: "TaskGuidAlreadyExists",
+                message: format!("task {task_guid} already exists"),
+            });
         }
         Ok(task)
     }
 
     pub async fn tasks(&self, domain: &str, cell_id: &str) -> Result<Vec<Task>> {
         let all: Vec<Task> = self.list(TASK).await?;
-        Ok(all.into_iter().filter(|t| (domain.is_empty() || t.domain == domain) && (cell_id.is_empty() || t.cell_id == cell_id)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|t| {
+                (domain.is_empty() || t.domain == domain)
+                    && (cell_id.is_empty() || t.cell_id == cell_id)
+            })
+            .collect())
     }
 
     pub async fn task(&self, guid: &str) -> Result<Task> {
-        self.get(&task_key(guid)).await?.map(|(t, _)| t).ok_or_else(|| DbError::task_not_found(guid))
+        self.get(&task_key(guid))
+            .await?
+            .map(|(t, _)| t)
+            .ok_or_else(|| DbError::task_not_found(guid))
     }
 
-    async fn modify_task<R>(&self, guid: &str, mut f: impl FnMut(&mut Task) -> std::result::Result<R, ModelError>) -> Result<(Task, R)> {
+    async fn modify_task<R>(
+        &self,
+        guid: &str,
+        mut f: impl FnMut(&mut Task) -> std::result::Result<R, ModelError>,
+    ) -> Result<(Task, R)> {
         self.modify(&task_key(guid), |cur: Option<Task>| {
             let mut t = cur.ok_or_else(|| DbError::task_not_found(guid))?;
             let before = t.clone();
@@ -535,7 +729,10 @@ impl Db {
     /// Returns whether the cell should run the task (false: it already does).
     pub async fn start_task(&self, guid: &str, cell_id: &str) -> Result<bool> {
         let now = now_nanos();
-        Ok(self.modify_task(guid, |t| task_sm::start(t, cell_id, now)).await?.1)
+        Ok(self
+            .modify_task(guid, |t| task_sm::start(t, cell_id, now))
+            .await?
+            .1)
     }
 
     pub async fn cancel_task(&self, guid: &str) -> Result<Task> {
@@ -545,23 +742,44 @@ impl Db {
 
     pub async fn fail_task(&self, guid: &str, reason: &str) -> Result<Task> {
         let now = now_nanos();
-        Ok(self.modify_task(guid, |t| task_sm::fail(t, reason, now)).await?.0)
+        Ok(self
+            .modify_task(guid, |t| task_sm::fail(t, reason, now))
+            .await?
+            .0)
     }
 
     pub async fn reject_task(&self, guid: &str, reason: &str) -> Result<Task> {
         let now = now_nanos();
         let max = self.max_task_retries;
-        Ok(self.modify_task(guid, |t| task_sm::reject(t, reason, max, now)).await?.0)
+        Ok(self
+            .modify_task(guid, |t| task_sm::reject(t, reason, max, now))
+            .await?
+            .0)
     }
 
-    pub async fn complete_task(&self, guid: &str, cell_id: &str, failed: bool, reason: &str, result: &str) -> Result<Task> {
+    pub async fn complete_task(
+        &self,
+        guid: &str,
+        cell_id: &str,
+        failed: bool,
+        reason: &str,
+        result: &str,
+    ) -> Result<Task> {
         let now = now_nanos();
-        Ok(self.modify_task(guid, |t| task_sm::complete(t, cell_id, failed, reason, result, now)).await?.0)
+        Ok(self
+            .modify_task(guid, |t| {
+                task_sm::complete(t, cell_id, failed, reason, result, now)
+            })
+            .await?
+            .0)
     }
 
     pub async fn resolving_task(&self, guid: &str) -> Result<Task> {
         let now = now_nanos();
-        Ok(self.modify_task(guid, |t| task_sm::resolving(t, now)).await?.0)
+        Ok(self
+            .modify_task(guid, |t| task_sm::resolving(t, now))
+            .await?
+            .0)
     }
 
     pub async fn delete_task(&self, guid: &str) -> Result<()> {
@@ -591,7 +809,13 @@ impl Db {
     pub async fn set_cell_presence(&self, cell: &CellPresence, lease: LeaseId) -> Result<()> {
         validation::validate_cell(cell)?;
         let key = cell_key(&cell.cell_id);
-        self.store.txn(Txn::new().then(Op::Put { key, value: cell.encode_to_vec(), lease })).await?;
+        self.store
+            .txn(Txn::new().then(Op::Put {
+                key,
+                value: cell.encode_to_vec(),
+                lease,
+            }))
+            .await?;
         Ok(())
     }
 
@@ -602,10 +826,22 @@ impl Db {
     /// Mark a domain fresh for `ttl_seconds` (0: forever).
     pub async fn upsert_domain(&self, d: &Domain) -> Result<()> {
         validation::validate_domain(d)?;
-        let lease = if d.ttl_seconds > 0 { self.store.grant_lease(Duration::from_secs(d.ttl_seconds as u64)).await? } else { 0 };
+        let lease = if d.ttl_seconds > 0 {
+            self.store
+                .grant_lease(Duration::from_secs(d.ttl_seconds as u64))
+                .await?
+        } else {
+            0
+        };
         let key = format!("{DOMAIN}{}", d.name);
         let previous = self.store.get(&key).await?;
-        self.store.txn(Txn::new().then(Op::Put { key, value: d.encode_to_vec(), lease })).await?;
+        self.store
+            .txn(Txn::new().then(Op::Put {
+                key,
+                value: d.encode_to_vec(),
+                lease,
+            }))
+            .await?;
         if let Some(p) = previous.filter(|p| p.lease != 0 && p.lease != lease) {
             let _ = self.store.revoke_lease(p.lease).await;
         }
@@ -623,11 +859,26 @@ impl Db {
         for _ in 0..CAS_ATTEMPTS {
             if let Some(kv) = self.store.get(&key).await? {
                 let holder = String::from_utf8_lossy(&kv.value).into_owned();
-                return Ok(LockState { acquired: kv.lease == lease && holder == owner, owner: holder, revision: kv.create_revision });
+                return Ok(LockState {
+                    acquired: kv.lease == lease && holder == owner,
+                    owner: holder,
+                    revision: kv.create_revision,
+                });
             }
-            let r = self.store.txn(Txn::new().when(Compare::absent(&key)).then(Op::Put { key: key.clone(), value: owner.as_bytes().to_vec(), lease })).await?;
+            let r = self
+                .store
+                .txn(Txn::new().when(Compare::absent(&key)).then(Op::Put {
+                    key: key.clone(),
+                    value: owner.as_bytes().to_vec(),
+                    lease,
+                }))
+                .await?;
             if r.succeeded {
-                return Ok(LockState { acquired: true, owner: owner.into(), revision: r.revision });
+                return Ok(LockState {
+                    acquired: true,
+                    owner: owner.into(),
+                    revision: r.revision,
+                });
             }
         }
         Err(DbError::Contended(key))
@@ -637,7 +888,13 @@ impl Db {
         let key = format!("{LOCK}{name}");
         if let Some(kv) = self.store.get(&key).await? {
             if kv.lease == lease {
-                self.store.txn(Txn::new().when(Compare::ModRevision(key, kv.mod_revision)).then(Op::delete(&kv.key))).await?;
+                self.store
+                    .txn(
+                        Txn::new()
+                            .when(Compare::ModRevision(key, kv.mod_revision))
+                            .then(Op::delete(&kv.key)),
+                    )
+                    .await?;
             }
         }
         Ok(())

@@ -22,41 +22,76 @@ fn decode<T: Message + Default>(v: &Option<Vec<u8>>) -> Option<T> {
 
 /// Turn one store change into zero or more model events.
 pub fn translate(c: &Change) -> Vec<Event> {
-    let ev = |kind| Event { revision: c.revision, event: Some(kind) };
+    let ev = |kind| Event {
+        revision: c.revision,
+        event: Some(kind),
+    };
     let k = c.key.as_str();
     if k.starts_with(DESIRED) {
-        match (decode::<DesiredLrp>(&c.prev_value), decode::<DesiredLrp>(&c.value)) {
-            (None, Some(d)) => vec![ev(Kind::DesiredLrpCreated(DesiredLrpCreatedEvent { desired_lrp: Some(d) }))],
-            (Some(b), Some(a)) => vec![ev(Kind::DesiredLrpChanged(DesiredLrpChangedEvent { before: Some(b), after: Some(a) }))],
-            (Some(d), None) => vec![ev(Kind::DesiredLrpRemoved(DesiredLrpRemovedEvent { desired_lrp: Some(d) }))],
+        match (
+            decode::<DesiredLrp>(&c.prev_value),
+            decode::<DesiredLrp>(&c.value),
+        ) {
+            (None, Some(d)) => vec![ev(Kind::DesiredLrpCreated(DesiredLrpCreatedEvent {
+                desired_lrp: Some(d),
+            }))],
+            (Some(b), Some(a)) => vec![ev(Kind::DesiredLrpChanged(DesiredLrpChangedEvent {
+                before: Some(b),
+                after: Some(a),
+            }))],
+            (Some(d), None) => vec![ev(Kind::DesiredLrpRemoved(DesiredLrpRemovedEvent {
+                desired_lrp: Some(d),
+            }))],
             (None, None) => vec![],
         }
     } else if k.starts_with(ACTUAL) || k.starts_with(EVACUATING) {
-        match (decode::<ActualLrp>(&c.prev_value), decode::<ActualLrp>(&c.value)) {
-            (None, Some(a)) => vec![ev(Kind::ActualLrpCreated(ActualLrpCreatedEvent { actual_lrp: Some(a) }))],
+        match (
+            decode::<ActualLrp>(&c.prev_value),
+            decode::<ActualLrp>(&c.value),
+        ) {
+            (None, Some(a)) => vec![ev(Kind::ActualLrpCreated(ActualLrpCreatedEvent {
+                actual_lrp: Some(a),
+            }))],
             (Some(b), Some(a)) => {
                 let crashed = a.crash_count > b.crash_count;
                 let mut out = vec![];
                 if crashed {
-                    out.push(ev(Kind::ActualLrpCrashed(ActualLrpCrashedEvent { actual_lrp: Some(a.clone()) })));
+                    out.push(ev(Kind::ActualLrpCrashed(ActualLrpCrashedEvent {
+                        actual_lrp: Some(a.clone()),
+                    })));
                 }
-                out.push(ev(Kind::ActualLrpChanged(ActualLrpChangedEvent { before: Some(b), after: Some(a) })));
+                out.push(ev(Kind::ActualLrpChanged(ActualLrpChangedEvent {
+                    before: Some(b),
+                    after: Some(a),
+                })));
                 out
             }
-            (Some(a), None) => vec![ev(Kind::ActualLrpRemoved(ActualLrpRemovedEvent { actual_lrp: Some(a) }))],
+            (Some(a), None) => vec![ev(Kind::ActualLrpRemoved(ActualLrpRemovedEvent {
+                actual_lrp: Some(a),
+            }))],
             (None, None) => vec![],
         }
     } else if k.starts_with(TASK) {
         match (decode::<Task>(&c.prev_value), decode::<Task>(&c.value)) {
             (None, Some(t)) => vec![ev(Kind::TaskCreated(TaskCreatedEvent { task: Some(t) }))],
-            (Some(b), Some(a)) => vec![ev(Kind::TaskChanged(TaskChangedEvent { before: Some(b), after: Some(a) }))],
+            (Some(b), Some(a)) => vec![ev(Kind::TaskChanged(TaskChangedEvent {
+                before: Some(b),
+                after: Some(a),
+            }))],
             (Some(t), None) => vec![ev(Kind::TaskRemoved(TaskRemovedEvent { task: Some(t) }))],
             (None, None) => vec![],
         }
     } else if k.starts_with(CELL) {
-        match (decode::<CellPresence>(&c.prev_value), decode::<CellPresence>(&c.value)) {
-            (None, Some(cell)) => vec![ev(Kind::CellAppeared(CellAppearedEvent { cell: Some(cell) }))],
-            (Some(cell), None) => vec![ev(Kind::CellDisappeared(CellDisappearedEvent { cell: Some(cell) }))],
+        match (
+            decode::<CellPresence>(&c.prev_value),
+            decode::<CellPresence>(&c.value),
+        ) {
+            (None, Some(cell)) => vec![ev(Kind::CellAppeared(CellAppearedEvent {
+                cell: Some(cell),
+            }))],
+            (Some(cell), None) => vec![ev(Kind::CellDisappeared(CellDisappearedEvent {
+                cell: Some(cell),
+            }))],
             _ => vec![],
         }
     } else {
@@ -95,7 +130,9 @@ impl EventHub {
                     match change {
                         Ok(c) => {
                             for e in translate(&c) {
-                                crate::metrics::EVENTS.with_label_values(&[event_name(&e)]).inc();
+                                crate::metrics::EVENTS
+                                    .with_label_values(&[event_name(&e)])
+                                    .inc();
                                 let _ = tx.send(Arc::new(e));
                             }
                         }

@@ -22,7 +22,9 @@ pub const ERROR_NAME_KEY: &str = "lattice-error";
 pub fn status_of(e: &DbError) -> Status {
     let code = match e {
         DbError::Invalid(_) => tonic::Code::InvalidArgument,
-        DbError::NotFound { .. } | DbError::Store(StoreError::LeaseNotFound(_)) => tonic::Code::NotFound,
+        DbError::NotFound { .. } | DbError::Store(StoreError::LeaseNotFound(_)) => {
+            tonic::Code::NotFound
+        }
         DbError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
         DbError::Refused(_) => tonic::Code::FailedPrecondition,
         DbError::Store(StoreError::Unavailable(_)) => tonic::Code::Unavailable,
@@ -38,11 +40,16 @@ pub fn status_of(e: &DbError) -> Status {
 
 /// The error name a BBS status carries (e.g. "ActualLRPCannotBeClaimed").
 pub fn error_name(s: &Status) -> Option<&str> {
-    s.metadata().get(ERROR_NAME_KEY).and_then(|v| v.to_str().ok())
+    s.metadata()
+        .get(ERROR_NAME_KEY)
+        .and_then(|v| v.to_str().ok())
 }
 
 fn missing(field: &str) -> DbError {
-    DbError::Invalid(ValidationErrors(vec![FieldError { field: field.into(), message: "is required".into() }]))
+    DbError::Invalid(ValidationErrors(vec![FieldError {
+        field: field.into(),
+        message: "is required".into(),
+    }]))
 }
 
 fn key_of(k: Option<ActualLrpRef>) -> Result<(String, i32), DbError> {
@@ -56,7 +63,9 @@ fn key_of(k: Option<ActualLrpRef>) -> Result<(String, i32), DbError> {
 fn ik_of(ik: Option<ActualLrpInstanceKey>) -> Result<ActualLrpInstanceKey, DbError> {
     let ik = ik.ok_or_else(|| missing("instance_key"))?;
     if ik.instance_guid.is_empty() || ik.cell_id.is_empty() {
-        return Err(missing("instance_key.instance_guid and instance_key.cell_id"));
+        return Err(missing(
+            "instance_key.instance_guid and instance_key.cell_id",
+        ));
     }
     Ok(ik)
 }
@@ -72,11 +81,16 @@ impl BbsGrpc {
     }
 
     pub fn into_server(self) -> BbsServer<BbsGrpc> {
-        BbsServer::new(self).max_decoding_message_size(16 << 20).max_encoding_message_size(256 << 20)
+        BbsServer::new(self)
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(256 << 20)
     }
 }
 
-async fn call<T>(name: &str, f: impl std::future::Future<Output = Result<T, DbError>>) -> Result<Response<T>, Status> {
+async fn call<T>(
+    name: &str,
+    f: impl std::future::Future<Output = Result<T, DbError>>,
+) -> Result<Response<T>, Status> {
     match observe("grpc", name, f).await {
         Ok(v) => Ok(Response::new(v)),
         Err(e) => {
@@ -96,147 +110,276 @@ impl Bbs for BbsGrpc {
 
     async fn desire_lrp(&self, r: Request<DesireLrpRequest>) -> Result<Response<Empty>, Status> {
         call("DesireLRP", async {
-            let d = r.into_inner().desired_lrp.ok_or_else(|| missing("desired_lrp"))?;
+            let d = r
+                .into_inner()
+                .desired_lrp
+                .ok_or_else(|| missing("desired_lrp"))?;
             self.db.desire_lrp(d).await.map(|_| Empty {})
         })
         .await
     }
 
-    async fn update_desired_lrp(&self, r: Request<UpdateDesiredLrpRequest>) -> Result<Response<Empty>, Status> {
+    async fn update_desired_lrp(
+        &self,
+        r: Request<UpdateDesiredLrpRequest>,
+    ) -> Result<Response<Empty>, Status> {
         call("UpdateDesiredLRP", async {
             let r = r.into_inner();
-            self.db.update_desired_lrp(&r.process_guid, r.update.unwrap_or_default()).await.map(|_| Empty {})
+            self.db
+                .update_desired_lrp(&r.process_guid, r.update.unwrap_or_default())
+                .await
+                .map(|_| Empty {})
         })
         .await
     }
 
-    async fn remove_desired_lrp(&self, r: Request<ProcessGuidRequest>) -> Result<Response<Empty>, Status> {
-        call("RemoveDesiredLRP", async { self.db.remove_desired_lrp(&r.into_inner().process_guid).await.map(|_| Empty {}) }).await
+    async fn remove_desired_lrp(
+        &self,
+        r: Request<ProcessGuidRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        call("RemoveDesiredLRP", async {
+            self.db
+                .remove_desired_lrp(&r.into_inner().process_guid)
+                .await
+                .map(|_| Empty {})
+        })
+        .await
     }
 
-    async fn desired_lr_ps(&self, r: Request<DesiredLrPsRequest>) -> Result<Response<DesiredLrPsResponse>, Status> {
+    async fn desired_lr_ps(
+        &self,
+        r: Request<DesiredLrPsRequest>,
+    ) -> Result<Response<DesiredLrPsResponse>, Status> {
         call("DesiredLRPs", async {
-            Ok(DesiredLrPsResponse { desired_lrps: self.db.desired_lrps(&r.into_inner().domain).await? })
+            Ok(DesiredLrPsResponse {
+                desired_lrps: self.db.desired_lrps(&r.into_inner().domain).await?,
+            })
         })
         .await
     }
 
-    async fn desired_lrp_by_process_guid(&self, r: Request<ProcessGuidRequest>) -> Result<Response<DesiredLrpResponse>, Status> {
+    async fn desired_lrp_by_process_guid(
+        &self,
+        r: Request<ProcessGuidRequest>,
+    ) -> Result<Response<DesiredLrpResponse>, Status> {
         call("DesiredLRPByProcessGuid", async {
-            Ok(DesiredLrpResponse { desired_lrp: Some(self.db.desired_lrp(&r.into_inner().process_guid).await?) })
+            Ok(DesiredLrpResponse {
+                desired_lrp: Some(self.db.desired_lrp(&r.into_inner().process_guid).await?),
+            })
         })
         .await
     }
 
-    async fn actual_lr_ps(&self, r: Request<ActualLrPsRequest>) -> Result<Response<ActualLrPsResponse>, Status> {
+    async fn actual_lr_ps(
+        &self,
+        r: Request<ActualLrPsRequest>,
+    ) -> Result<Response<ActualLrPsResponse>, Status> {
         call("ActualLRPs", async {
             let r = r.into_inner();
-            Ok(ActualLrPsResponse { actual_lrps: self.db.actual_lrps(&r.domain, &r.cell_id, &r.process_guid, r.index).await? })
+            Ok(ActualLrPsResponse {
+                actual_lrps: self
+                    .db
+                    .actual_lrps(&r.domain, &r.cell_id, &r.process_guid, r.index)
+                    .await?,
+            })
         })
         .await
     }
 
-    async fn claim_actual_lrp(&self, r: Request<ClaimActualLrpRequest>) -> Result<Response<ActualLrpResponse>, Status> {
+    async fn claim_actual_lrp(
+        &self,
+        r: Request<ClaimActualLrpRequest>,
+    ) -> Result<Response<ActualLrpResponse>, Status> {
         call("ClaimActualLRP", async {
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            let l = self.db.claim_actual_lrp(&guid, index, &ik_of(r.instance_key)?).await?;
-            Ok(ActualLrpResponse { actual_lrp: Some(l) })
+            let l = self
+                .db
+                .claim_actual_lrp(&guid, index, &ik_of(r.instance_key)?)
+                .await?;
+            Ok(ActualLrpResponse {
+                actual_lrp: Some(l),
+            })
         })
         .await
     }
 
-    async fn start_actual_lrp(&self, r: Request<StartActualLrpRequest>) -> Result<Response<ActualLrpResponse>, Status> {
+    async fn start_actual_lrp(
+        &self,
+        r: Request<StartActualLrpRequest>,
+    ) -> Result<Response<ActualLrpResponse>, Status> {
         call("StartActualLRP", async {
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            let l = self.db.start_actual_lrp(&guid, index, &ik_of(r.instance_key)?, r.net_info.unwrap_or_default()).await?;
-            Ok(ActualLrpResponse { actual_lrp: Some(l) })
+            let l = self
+                .db
+                .start_actual_lrp(
+                    &guid,
+                    index,
+                    &ik_of(r.instance_key)?,
+                    r.net_info.unwrap_or_default(),
+                )
+                .await?;
+            Ok(ActualLrpResponse {
+                actual_lrp: Some(l),
+            })
         })
         .await
     }
 
-    async fn crash_actual_lrp(&self, r: Request<CrashActualLrpRequest>) -> Result<Response<ActualLrpResponse>, Status> {
+    async fn crash_actual_lrp(
+        &self,
+        r: Request<CrashActualLrpRequest>,
+    ) -> Result<Response<ActualLrpResponse>, Status> {
         call("CrashActualLRP", async {
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            let l = self.db.crash_actual_lrp(&guid, index, &ik_of(r.instance_key)?, &r.error_message).await?;
-            Ok(ActualLrpResponse { actual_lrp: Some(l) })
+            let l = self
+                .db
+                .crash_actual_lrp(&guid, index, &ik_of(r.instance_key)?, &r.error_message)
+                .await?;
+            Ok(ActualLrpResponse {
+                actual_lrp: Some(l),
+            })
         })
         .await
     }
 
-    async fn fail_actual_lrp(&self, r: Request<FailActualLrpRequest>) -> Result<Response<ActualLrpResponse>, Status> {
+    async fn fail_actual_lrp(
+        &self,
+        r: Request<FailActualLrpRequest>,
+    ) -> Result<Response<ActualLrpResponse>, Status> {
         call("FailActualLRP", async {
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            Ok(ActualLrpResponse { actual_lrp: Some(self.db.fail_actual_lrp(&guid, index, &r.error_message).await?) })
+            Ok(ActualLrpResponse {
+                actual_lrp: Some(
+                    self.db
+                        .fail_actual_lrp(&guid, index, &r.error_message)
+                        .await?,
+                ),
+            })
         })
         .await
     }
 
-    async fn remove_actual_lrp(&self, r: Request<RemoveActualLrpRequest>) -> Result<Response<Empty>, Status> {
+    async fn remove_actual_lrp(
+        &self,
+        r: Request<RemoveActualLrpRequest>,
+    ) -> Result<Response<Empty>, Status> {
         call("RemoveActualLRP", async {
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            self.db.remove_actual_lrp(&guid, index, r.instance_key.as_ref()).await.map(|_| Empty {})
+            self.db
+                .remove_actual_lrp(&guid, index, r.instance_key.as_ref())
+                .await
+                .map(|_| Empty {})
         })
         .await
     }
 
-    async fn retire_actual_lrp(&self, r: Request<RetireActualLrpRequest>) -> Result<Response<Empty>, Status> {
+    async fn retire_actual_lrp(
+        &self,
+        r: Request<RetireActualLrpRequest>,
+    ) -> Result<Response<Empty>, Status> {
         call("RetireActualLRP", async {
             let (guid, index) = key_of(r.into_inner().key)?;
-            self.db.retire_actual_lrp(&guid, index).await.map(|_| Empty {})
+            self.db
+                .retire_actual_lrp(&guid, index)
+                .await
+                .map(|_| Empty {})
         })
         .await
     }
 
-    async fn evacuate_claimed_actual_lrp(&self, r: Request<EvacuateRequest>) -> Result<Response<EvacuationResponse>, Status> {
+    async fn evacuate_claimed_actual_lrp(
+        &self,
+        r: Request<EvacuateRequest>,
+    ) -> Result<Response<EvacuationResponse>, Status> {
         call("EvacuateClaimedActualLRP", async {
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            let k = self.db.evacuate_claimed(&guid, index, &ik_of(r.instance_key)?).await?;
-            Ok(EvacuationResponse { keep_container: k.0 })
+            let k = self
+                .db
+                .evacuate_claimed(&guid, index, &ik_of(r.instance_key)?)
+                .await?;
+            Ok(EvacuationResponse {
+                keep_container: k.0,
+            })
         })
         .await
     }
 
-    async fn evacuate_running_actual_lrp(&self, r: Request<EvacuateRequest>) -> Result<Response<EvacuationResponse>, Status> {
+    async fn evacuate_running_actual_lrp(
+        &self,
+        r: Request<EvacuateRequest>,
+    ) -> Result<Response<EvacuationResponse>, Status> {
         call("EvacuateRunningActualLRP", async {
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            let k = self.db.evacuate_running(&guid, index, &ik_of(r.instance_key)?, r.net_info.unwrap_or_default()).await?;
-            Ok(EvacuationResponse { keep_container: k.0 })
+            let k = self
+                .db
+                .evacuate_running(
+                    &guid,
+                    index,
+                    &ik_of(r.instance_key)?,
+                    r.net_info.unwrap_or_default(),
+                )
+                .await?;
+            Ok(EvacuationResponse {
+                keep_container: k.0,
+            })
         })
         .await
     }
 
-    async fn evacuate_stopped_actual_lrp(&self, r: Request<EvacuateRequest>) -> Result<Response<EvacuationResponse>, Status> {
+    async fn evacuate_stopped_actual_lrp(
+        &self,
+        r: Request<EvacuateRequest>,
+    ) -> Result<Response<EvacuationResponse>, Status> {
         call("EvacuateStoppedActualLRP", async {
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            let k = self.db.evacuate_stopped(&guid, index, &ik_of(r.instance_key)?).await?;
-            Ok(EvacuationResponse { keep_container: k.0 })
+            let k = self
+                .db
+                .evacuate_stopped(&guid, index, &ik_of(r.instance_key)?)
+                .await?;
+            Ok(EvacuationResponse {
+                keep_container: k.0,
+            })
         })
         .await
     }
 
-    async fn evacuate_crashed_actual_lrp(&self, r: Request<EvacuateRequest>) -> Result<Response<EvacuationResponse>, Status> {
+    async fn evacuate_crashed_actual_lrp(
+        &self,
+        r: Request<EvacuateRequest>,
+    ) -> Result<Response<EvacuationResponse>, Status> {
         call("EvacuateCrashedActualLRP", async {
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            let k = self.db.evacuate_crashed(&guid, index, &ik_of(r.instance_key)?, &r.error_message).await?;
-            Ok(EvacuationResponse { keep_container: k.0 })
+            let k = self
+                .db
+                .evacuate_crashed(&guid, index, &ik_of(r.instance_key)?, &r.error_message)
+                .await?;
+            Ok(EvacuationResponse {
+                keep_container: k.0,
+            })
         })
         .await
     }
 
-    async fn remove_evacuating_actual_lrp(&self, r: Request<EvacuateRequest>) -> Result<Response<Empty>, Status> {
+    async fn remove_evacuating_actual_lrp(
+        &self,
+        r: Request<EvacuateRequest>,
+    ) -> Result<Response<Empty>, Status> {
         call("RemoveEvacuatingActualLRP", async {
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            self.db.remove_evacuating(&guid, index, &ik_of(r.instance_key)?).await.map(|_| Empty {})
+            self.db
+                .remove_evacuating(&guid, index, &ik_of(r.instance_key)?)
+                .await
+                .map(|_| Empty {})
         })
         .await
     }
@@ -245,7 +388,10 @@ impl Bbs for BbsGrpc {
         call("DesireTask", async {
             let r = r.into_inner();
             let def = r.definition.ok_or_else(|| missing("definition"))?;
-            self.db.desire_task(&r.task_guid, &r.domain, def).await.map(|_| Empty {})
+            self.db
+                .desire_task(&r.task_guid, &r.domain, def)
+                .await
+                .map(|_| Empty {})
         })
         .await
     }
@@ -253,34 +399,58 @@ impl Bbs for BbsGrpc {
     async fn tasks(&self, r: Request<TasksRequest>) -> Result<Response<TasksResponse>, Status> {
         call("Tasks", async {
             let r = r.into_inner();
-            Ok(TasksResponse { tasks: self.db.tasks(&r.domain, &r.cell_id).await? })
+            Ok(TasksResponse {
+                tasks: self.db.tasks(&r.domain, &r.cell_id).await?,
+            })
         })
         .await
     }
 
-    async fn task_by_guid(&self, r: Request<TaskGuidRequest>) -> Result<Response<TaskResponse>, Status> {
-        call("TaskByGuid", async { Ok(TaskResponse { task: Some(self.db.task(&r.into_inner().task_guid).await?) }) }).await
+    async fn task_by_guid(
+        &self,
+        r: Request<TaskGuidRequest>,
+    ) -> Result<Response<TaskResponse>, Status> {
+        call("TaskByGuid", async {
+            Ok(TaskResponse {
+                task: Some(self.db.task(&r.into_inner().task_guid).await?),
+            })
+        })
+        .await
     }
 
-    async fn start_task(&self, r: Request<StartTaskRequest>) -> Result<Response<StartTaskResponse>, Status> {
+    async fn start_task(
+        &self,
+        r: Request<StartTaskRequest>,
+    ) -> Result<Response<StartTaskResponse>, Status> {
         call("StartTask", async {
             let r = r.into_inner();
             if r.cell_id.is_empty() {
                 return Err(missing("cell_id"));
             }
-            Ok(StartTaskResponse { should_start: self.db.start_task(&r.task_guid, &r.cell_id).await? })
+            Ok(StartTaskResponse {
+                should_start: self.db.start_task(&r.task_guid, &r.cell_id).await?,
+            })
         })
         .await
     }
 
     async fn cancel_task(&self, r: Request<TaskGuidRequest>) -> Result<Response<Empty>, Status> {
-        call("CancelTask", async { self.db.cancel_task(&r.into_inner().task_guid).await.map(|_| Empty {}) }).await
+        call("CancelTask", async {
+            self.db
+                .cancel_task(&r.into_inner().task_guid)
+                .await
+                .map(|_| Empty {})
+        })
+        .await
     }
 
     async fn fail_task(&self, r: Request<FailTaskRequest>) -> Result<Response<Empty>, Status> {
         call("FailTask", async {
             let r = r.into_inner();
-            self.db.fail_task(&r.task_guid, &r.failure_reason).await.map(|_| Empty {})
+            self.db
+                .fail_task(&r.task_guid, &r.failure_reason)
+                .await
+                .map(|_| Empty {})
         })
         .await
     }
@@ -288,49 +458,99 @@ impl Bbs for BbsGrpc {
     async fn reject_task(&self, r: Request<RejectTaskRequest>) -> Result<Response<Empty>, Status> {
         call("RejectTask", async {
             let r = r.into_inner();
-            self.db.reject_task(&r.task_guid, &r.rejection_reason).await.map(|_| Empty {})
+            self.db
+                .reject_task(&r.task_guid, &r.rejection_reason)
+                .await
+                .map(|_| Empty {})
         })
         .await
     }
 
-    async fn complete_task(&self, r: Request<CompleteTaskRequest>) -> Result<Response<Empty>, Status> {
+    async fn complete_task(
+        &self,
+        r: Request<CompleteTaskRequest>,
+    ) -> Result<Response<Empty>, Status> {
         call("CompleteTask", async {
             let r = r.into_inner();
-            self.db.complete_task(&r.task_guid, &r.cell_id, r.failed, &r.failure_reason, &r.result).await.map(|_| Empty {})
+            self.db
+                .complete_task(
+                    &r.task_guid,
+                    &r.cell_id,
+                    r.failed,
+                    &r.failure_reason,
+                    &r.result,
+                )
+                .await
+                .map(|_| Empty {})
         })
         .await
     }
 
     async fn resolving_task(&self, r: Request<TaskGuidRequest>) -> Result<Response<Empty>, Status> {
-        call("ResolvingTask", async { self.db.resolving_task(&r.into_inner().task_guid).await.map(|_| Empty {}) }).await
-    }
-
-    async fn delete_task(&self, r: Request<TaskGuidRequest>) -> Result<Response<Empty>, Status> {
-        call("DeleteTask", async { self.db.delete_task(&r.into_inner().task_guid).await.map(|_| Empty {}) }).await
-    }
-
-    async fn cells(&self, _: Request<Empty>) -> Result<Response<CellsResponse>, Status> {
-        call("Cells", async { Ok(CellsResponse { cells: self.db.cells().await? }) }).await
-    }
-
-    async fn grant_lease(&self, r: Request<GrantLeaseRequest>) -> Result<Response<LeaseResponse>, Status> {
-        call("GrantLease", async {
-            let ttl = r.into_inner().ttl_seconds;
-            if ttl <= 0 {
-                return Err(DbError::Invalid(ValidationErrors(vec![FieldError { field: "ttl_seconds".into(), message: "must be > 0".into() }])));
-            }
-            let id = self.db.grant_lease(Duration::from_secs(ttl as u64)).await?;
-            Ok(LeaseResponse { lease_id: id, ttl_seconds: ttl })
+        call("ResolvingTask", async {
+            self.db
+                .resolving_task(&r.into_inner().task_guid)
+                .await
+                .map(|_| Empty {})
         })
         .await
     }
 
-    async fn keep_alive_lease(&self, r: Request<LeaseRequest>) -> Result<Response<LeaseResponse>, Status> {
+    async fn delete_task(&self, r: Request<TaskGuidRequest>) -> Result<Response<Empty>, Status> {
+        call("DeleteTask", async {
+            self.db
+                .delete_task(&r.into_inner().task_guid)
+                .await
+                .map(|_| Empty {})
+        })
+        .await
+    }
+
+    async fn cells(&self, _: Request<Empty>) -> Result<Response<CellsResponse>, Status> {
+        call("Cells", async {
+            Ok(CellsResponse {
+                cells: self.db.cells().await?,
+            })
+        })
+        .await
+    }
+
+    async fn grant_lease(
+        &self,
+        r: Request<GrantLeaseRequest>,
+    ) -> Result<Response<LeaseResponse>, Status> {
+        call("GrantLease", async {
+            let ttl = r.into_inner().ttl_seconds;
+            if ttl <= 0 {
+                return Err(DbError::Invalid(ValidationErrors(vec![FieldError {
+                    field: "ttl_seconds".into(),
+                    message: "must be > 0".into(),
+                }])));
+            }
+            let id = self.db.grant_lease(Duration::from_secs(ttl as u64)).await?;
+            Ok(LeaseResponse {
+                lease_id: id,
+                ttl_seconds: ttl,
+            })
+        })
+        .await
+    }
+
+    async fn keep_alive_lease(
+        &self,
+        r: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseResponse>, Status> {
         call("KeepAliveLease", async {
             let id = r.into_inner().lease_id;
             match self.db.keep_alive(id).await {
-                Ok(ttl) => Ok(LeaseResponse { lease_id: id, ttl_seconds: ttl }),
-                Err(DbError::Store(StoreError::LeaseNotFound(_))) => Ok(LeaseResponse { lease_id: id, ttl_seconds: 0 }),
+                Ok(ttl) => Ok(LeaseResponse {
+                    lease_id: id,
+                    ttl_seconds: ttl,
+                }),
+                Err(DbError::Store(StoreError::LeaseNotFound(_))) => Ok(LeaseResponse {
+                    lease_id: id,
+                    ttl_seconds: 0,
+                }),
                 Err(e) => Err(e),
             }
         })
@@ -338,19 +558,34 @@ impl Bbs for BbsGrpc {
     }
 
     async fn revoke_lease(&self, r: Request<LeaseRequest>) -> Result<Response<Empty>, Status> {
-        call("RevokeLease", async { self.db.revoke_lease(r.into_inner().lease_id).await.map(|_| Empty {}) }).await
-    }
-
-    async fn set_cell_presence(&self, r: Request<SetCellPresenceRequest>) -> Result<Response<Empty>, Status> {
-        call("SetCellPresence", async {
-            let r = r.into_inner();
-            let cell = r.cell.ok_or_else(|| missing("cell"))?;
-            self.db.set_cell_presence(&cell, r.lease_id).await.map(|_| Empty {})
+        call("RevokeLease", async {
+            self.db
+                .revoke_lease(r.into_inner().lease_id)
+                .await
+                .map(|_| Empty {})
         })
         .await
     }
 
-    async fn upsert_domain(&self, r: Request<UpsertDomainRequest>) -> Result<Response<Empty>, Status> {
+    async fn set_cell_presence(
+        &self,
+        r: Request<SetCellPresenceRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        call("SetCellPresence", async {
+            let r = r.into_inner();
+            let cell = r.cell.ok_or_else(|| missing("cell"))?;
+            self.db
+                .set_cell_presence(&cell, r.lease_id)
+                .await
+                .map(|_| Empty {})
+        })
+        .await
+    }
+
+    async fn upsert_domain(
+        &self,
+        r: Request<UpsertDomainRequest>,
+    ) -> Result<Response<Empty>, Status> {
         call("UpsertDomain", async {
             let d = r.into_inner().domain.ok_or_else(|| missing("domain"))?;
             self.db.upsert_domain(&d).await.map(|_| Empty {})
@@ -359,32 +594,53 @@ impl Bbs for BbsGrpc {
     }
 
     async fn domains(&self, _: Request<Empty>) -> Result<Response<DomainsResponse>, Status> {
-        call("Domains", async { Ok(DomainsResponse { domains: self.db.domains().await? }) }).await
+        call("Domains", async {
+            Ok(DomainsResponse {
+                domains: self.db.domains().await?,
+            })
+        })
+        .await
     }
 
-    async fn acquire_lock(&self, r: Request<AcquireLockRequest>) -> Result<Response<LockResponse>, Status> {
+    async fn acquire_lock(
+        &self,
+        r: Request<AcquireLockRequest>,
+    ) -> Result<Response<LockResponse>, Status> {
         call("AcquireLock", async {
             let r = r.into_inner();
             if r.key.is_empty() || r.owner.is_empty() || r.lease_id == 0 {
                 return Err(missing("key, owner and lease_id"));
             }
             let s = self.db.acquire_lock(&r.key, &r.owner, r.lease_id).await?;
-            Ok(LockResponse { acquired: s.acquired, owner: s.owner, revision: s.revision })
+            Ok(LockResponse {
+                acquired: s.acquired,
+                owner: s.owner,
+                revision: s.revision,
+            })
         })
         .await
     }
 
-    async fn release_lock(&self, r: Request<ReleaseLockRequest>) -> Result<Response<Empty>, Status> {
+    async fn release_lock(
+        &self,
+        r: Request<ReleaseLockRequest>,
+    ) -> Result<Response<Empty>, Status> {
         call("ReleaseLock", async {
             let r = r.into_inner();
-            self.db.release_lock(&r.key, r.lease_id).await.map(|_| Empty {})
+            self.db
+                .release_lock(&r.key, r.lease_id)
+                .await
+                .map(|_| Empty {})
         })
         .await
     }
 
     type SubscribeEventsStream = EventStream;
 
-    async fn subscribe_events(&self, _: Request<SubscribeRequest>) -> Result<Response<EventStream>, Status> {
+    async fn subscribe_events(
+        &self,
+        _: Request<SubscribeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
         let mut rx = self.hub.subscribe();
         let stream = async_stream_events(move |tx| async move {
             loop {
@@ -395,7 +651,11 @@ impl Bbs for BbsGrpc {
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx.send(Err(Status::data_loss(format!("subscriber fell {n} events behind; resubscribe and resync")))).await;
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "subscriber fell {n} events behind; resubscribe and resync"
+                            ))))
+                            .await;
                         return;
                     }
                     Err(_) => return,

@@ -6,11 +6,11 @@
 //! key-value seam, etcd or embedded). `events` turns the store's change feed
 //! into model events.
 
-pub mod store;
-pub mod testing;
+pub mod api;
 pub mod db;
 pub mod events;
 pub mod grpc;
 pub mod metrics;
-pub mod api;
 pub mod server;
+pub mod store;
+pub mod testing;

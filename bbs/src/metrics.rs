@@ -17,17 +17,39 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     c
 }
 
-pub static REQUESTS: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter("bbs_requests_total", "Requests handled, by API (grpc/http) and call.", &["api", "call"]));
-pub static ERRORS: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter("bbs_request_errors_total", "Requests that failed, by API, call and error name.", &["api", "call", "error"]));
-pub static STORE_ERRORS: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter("bbs_store_errors_total", "Store failures seen by requests, by kind.", &["kind"]));
-pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| counter("bbs_events_total", "Events published, by type.", &["event"]));
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_requests_total",
+        "Requests handled, by API (grpc/http) and call.",
+        &["api", "call"],
+    )
+});
+pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_request_errors_total",
+        "Requests that failed, by API, call and error name.",
+        &["api", "call", "error"],
+    )
+});
+pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_store_errors_total",
+        "Store failures seen by requests, by kind.",
+        &["kind"],
+    )
+});
+pub static EVENTS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter("bbs_events_total", "Events published, by type.", &["event"]));
 pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     let h = HistogramVec::new(
-        prometheus::HistogramOpts::new("bbs_request_duration_seconds", "Request latency, by API and call.")
-            .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        prometheus::HistogramOpts::new(
+            "bbs_request_duration_seconds",
+            "Request latency, by API and call.",
+        )
+        .buckets(vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0,
+        ]),
         &["api", "call"],
     )
     .unwrap();
@@ -36,11 +58,17 @@ pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 
 /// Count, time and classify one request.
-pub async fn observe<T>(api: &str, call: &str, f: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
+pub async fn observe<T>(
+    api: &str,
+    call: &str,
+    f: impl Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
     let start = Instant::now();
     let r = f.await;
     REQUESTS.with_label_values(&[api, call]).inc();
-    LATENCY.with_label_values(&[api, call]).observe(start.elapsed().as_secs_f64());
+    LATENCY
+        .with_label_values(&[api, call])
+        .observe(start.elapsed().as_secs_f64());
     if let Err(e) = &r {
         ERRORS.with_label_values(&[api, call, e.name()]).inc();
         if let DbError::Store(se) = e {
@@ -62,6 +90,8 @@ pub fn render() -> String {
     // Touch the lazies so every family is listed even before its first use.
     let _ = (&*REQUESTS, &*ERRORS, &*STORE_ERRORS, &*EVENTS, &*LATENCY);
     let mut buf = Vec::new();
-    TextEncoder::new().encode(&REGISTRY.gather(), &mut buf).unwrap();
+    TextEncoder::new()
+        .encode(&REGISTRY.gather(), &mut buf)
+        .unwrap();
     String::from_utf8(buf).unwrap()
 }

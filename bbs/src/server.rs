@@ -32,9 +32,21 @@ impl FromStr for StoreUrl {
     fn from_str(s: &str) -> Result<StoreUrl, String> {
         let usage = "use etcd://HOST:PORT[,HOST:PORT…] or file:PATH";
         if let Some(rest) = s.strip_prefix("etcd://") {
-            let eps: Vec<String> = rest.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from).collect();
-            if eps.is_empty() || eps.iter().any(|e| e.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err())) {
-                return Err(format!("bad etcd endpoints in {s:?}: each must be HOST:PORT; {usage}"));
+            let eps: Vec<String> = rest
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect();
+            if eps.is_empty()
+                || eps.iter().any(|e| {
+                    e.rsplit_once(':')
+                        .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+                })
+            {
+                return Err(format!(
+                    "bad etcd endpoints in {s:?}: each must be HOST:PORT; {usage}"
+                ));
             }
             return Ok(StoreUrl::Etcd(eps));
         }
@@ -50,8 +62,15 @@ impl FromStr for StoreUrl {
 
 pub async fn open_store(url: &StoreUrl, etcd_timeout: Duration) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match url {
-        StoreUrl::Etcd(eps) => Arc::new(EtcdStore::connect(eps, etcd_timeout).await.context("connecting to etcd")?),
-        StoreUrl::File(p) => Arc::new(EmbeddedStore::open(p).with_context(|| format!("opening the embedded store {}", p.display()))?),
+        StoreUrl::Etcd(eps) => Arc::new(
+            EtcdStore::connect(eps, etcd_timeout)
+                .await
+                .context("connecting to etcd")?,
+        ),
+        StoreUrl::File(p) => Arc::new(
+            EmbeddedStore::open(p)
+                .with_context(|| format!("opening the embedded store {}", p.display()))?,
+        ),
     })
 }
 
@@ -97,8 +116,12 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
     let hub = EventHub::start(store).await;
     let (stop, stopped) = watch::channel(false);
 
-    let grpc_listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding the gRPC listener {}", cfg.listen))?;
-    let api_listener = TcpListener::bind(cfg.api_listen).await.with_context(|| format!("binding the API listener {}", cfg.api_listen))?;
+    let grpc_listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding the gRPC listener {}", cfg.listen))?;
+    let api_listener = TcpListener::bind(cfg.api_listen)
+        .await
+        .with_context(|| format!("binding the API listener {}", cfg.api_listen))?;
     let grpc_addr = grpc_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
 
@@ -120,16 +143,29 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         }
     });
 
-    let app = api::router(ApiState { db: db.clone(), hub, basic_auth: cfg.basic_auth.clone() });
+    let app = api::router(ApiState {
+        db: db.clone(),
+        hub,
+        basic_auth: cfg.basic_auth.clone(),
+    });
     let api_stop = wait(stopped);
     let http = tokio::spawn(async move {
-        if let Err(e) = axum::serve(api_listener, app).with_graceful_shutdown(api_stop).await {
+        if let Err(e) = axum::serve(api_listener, app)
+            .with_graceful_shutdown(api_stop)
+            .await
+        {
             tracing::error!(error = %e, "API server failed");
         }
     });
 
     tracing::info!(%grpc_addr, %api_addr, store = backend, "bbs serving");
-    Ok(RunningBbs { grpc_addr, api_addr, db, stop, tasks: vec![grpc, http] })
+    Ok(RunningBbs {
+        grpc_addr,
+        api_addr,
+        db,
+        stop,
+        tasks: vec![grpc, http],
+    })
 }
 
 #[cfg(test)]
@@ -138,10 +174,26 @@ mod tests {
 
     #[test]
     fn store_urls() {
-        assert_eq!("etcd://127.0.0.1:2379".parse(), Ok(StoreUrl::Etcd(vec!["127.0.0.1:2379".into()])));
-        assert_eq!("etcd://a:1,b:2".parse(), Ok(StoreUrl::Etcd(vec!["a:1".into(), "b:2".into()])));
-        assert_eq!("file:/var/lib/lattice/bbs.db".parse(), Ok(StoreUrl::File("/var/lib/lattice/bbs.db".into())));
-        for bad in ["", "etcd://", "etcd://host", "etcd://h:x", "file:", "redis://x"] {
+        assert_eq!(
+            "etcd://127.0.0.1:2379".parse(),
+            Ok(StoreUrl::Etcd(vec!["127.0.0.1:2379".into()]))
+        );
+        assert_eq!(
+            "etcd://a:1,b:2".parse(),
+            Ok(StoreUrl::Etcd(vec!["a:1".into(), "b:2".into()]))
+        );
+        assert_eq!(
+            "file:/var/lib/lattice/bbs.db".parse(),
+            Ok(StoreUrl::File("/var/lib/lattice/bbs.db".into()))
+        );
+        for bad in [
+            "",
+            "etcd://",
+            "etcd://host",
+            "etcd://h:x",
+            "file:",
+            "redis://x",
+        ] {
             let e = bad.parse::<StoreUrl>().unwrap_err();
             assert!(e.contains("etcd://HOST:PORT"), "{bad}: {e}");
         }

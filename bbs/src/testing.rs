@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 /// A free loopback port (bound, then released for the caller to use).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("binding a loopback port").local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("binding a loopback port")
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct EtcdServer {
@@ -23,7 +27,12 @@ pub struct EtcdServer {
 impl EtcdServer {
     pub fn start() -> EtcdServer {
         let dir = tempfile::tempdir().expect("creating a temp dir for etcd");
-        let mut s = EtcdServer { child: None, dir, client_port: free_port(), peer_port: free_port() };
+        let mut s = EtcdServer {
+            child: None,
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
         s.spawn();
         s
     }
@@ -47,7 +56,11 @@ impl EtcdServer {
         let deadline = Instant::now() + Duration::from_secs(20);
         let addr: SocketAddr = format!("127.0.0.1:{}", self.client_port).parse().unwrap();
         while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not listen within 20 s; log: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not listen within 20 s; log: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -67,6 +80,11 @@ impl EtcdServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The etcd process id (to pause it with SIGSTOP in fault tests).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
     /// Start etcd again on the same ports with the same data.

@@ -13,7 +13,12 @@ use lattice_specs::models::task::State as TaskState;
 use lattice_specs::models::*;
 
 fn run(path: &str) -> Action {
-    Action { action: Some(action::Action::Run(RunAction { path: path.into(), ..Default::default() })) }
+    Action {
+        action: Some(action::Action::Run(RunAction {
+            path: path.into(),
+            ..Default::default()
+        })),
+    }
 }
 
 fn lrp(guid: &str, instances: i32) -> DesiredLrp {
@@ -29,11 +34,19 @@ fn lrp(guid: &str, instances: i32) -> DesiredLrp {
 }
 
 fn ik(guid: &str, cell: &str) -> ActualLrpInstanceKey {
-    ActualLrpInstanceKey { instance_guid: guid.into(), cell_id: cell.into() }
+    ActualLrpInstanceKey {
+        instance_guid: guid.into(),
+        cell_id: cell.into(),
+    }
 }
 
 fn task_def() -> TaskDefinition {
-    TaskDefinition { rootfs: "preloaded:busybox".into(), action: Some(run("/bin/true")), cpu_weight: 1, ..Default::default() }
+    TaskDefinition {
+        rootfs: "preloaded:busybox".into(),
+        action: Some(run("/bin/true")),
+        cpu_weight: 1,
+        ..Default::default()
+    }
 }
 
 async fn desire_creates_unclaimed_instances_and_refuses_duplicates(db: Db) {
@@ -41,7 +54,10 @@ async fn desire_creates_unclaimed_instances_and_refuses_duplicates(db: Db) {
     let actuals = db.actual_lrps("", "", "web", None).await.unwrap();
     assert_eq!(actuals.len(), 3);
     assert!(actuals.iter().all(|a| a.state() == State::Unclaimed));
-    let mut idx: Vec<i32> = actuals.iter().map(|a| a.key.as_ref().unwrap().index).collect();
+    let mut idx: Vec<i32> = actuals
+        .iter()
+        .map(|a| a.key.as_ref().unwrap().index)
+        .collect();
     idx.sort();
     assert_eq!(idx, [0, 1, 2]);
     let mut other = lrp("web", 5);
@@ -49,7 +65,11 @@ async fn desire_creates_unclaimed_instances_and_refuses_duplicates(db: Db) {
     let err = db.desire_lrp(other).await.unwrap_err();
     assert_eq!(err.name(), "DesiredLRPAlreadyExists");
     let d = db.desired_lrp("web").await.unwrap();
-    assert_eq!((d.instances, d.annotation.as_str()), (3, ""), "the refused desire changed nothing");
+    assert_eq!(
+        (d.instances, d.annotation.as_str()),
+        (3, ""),
+        "the refused desire changed nothing"
+    );
     assert_eq!(db.actual_lrps("", "", "web", None).await.unwrap().len(), 3);
 }
 
@@ -57,12 +77,28 @@ async fn invalid_models_are_refused_and_nothing_is_written(db: Db) {
     let mut bad = lrp("bad guid", -1);
     bad.cpu_weight = 500;
     let err = db.desire_lrp(bad).await.unwrap_err();
-    let DbError::Invalid(v) = &err else { panic!("{err:?}") };
+    let DbError::Invalid(v) = &err else {
+        panic!("{err:?}")
+    };
     assert_eq!(v.fields(), ["process_guid", "instances", "cpu_weight"]);
     assert!(db.desired_lrps("").await.unwrap().is_empty());
     assert!(db.actual_lrps("", "", "", None).await.unwrap().is_empty());
-    let err = db.desire_task("t1", "", TaskDefinition { action: None, ..task_def() }).await.unwrap_err();
-    assert!(err.to_string().contains("invalid field domain") && err.to_string().contains("invalid field action"), "{err}");
+    let err = db
+        .desire_task(
+            "t1",
+            "",
+            TaskDefinition {
+                action: None,
+                ..task_def()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("invalid field domain")
+            && err.to_string().contains("invalid field action"),
+        "{err}"
+    );
     assert!(db.tasks("", "").await.unwrap().is_empty());
 }
 
@@ -75,7 +111,12 @@ async fn racing_claimers_exactly_one_wins(db: Db) {
         for cell in ["cell-a", "cell-b"] {
             let db = db.clone();
             handles.push(tokio::spawn(async move {
-                (index, cell, db.claim_actual_lrp("race", index, &ik(&format!("{cell}-{index}"), cell)).await)
+                (
+                    index,
+                    cell,
+                    db.claim_actual_lrp("race", index, &ik(&format!("{cell}-{index}"), cell))
+                        .await,
+                )
             }));
         }
     }
@@ -83,11 +124,18 @@ async fn racing_claimers_exactly_one_wins(db: Db) {
     for h in handles {
         let (index, cell, r) = h.await.unwrap();
         match r {
-            Ok(_) => assert!(winners.insert(index, cell).is_none(), "two winners for index {index}"),
+            Ok(_) => assert!(
+                winners.insert(index, cell).is_none(),
+                "two winners for index {index}"
+            ),
             Err(e) => assert_eq!(e.name(), "ActualLRPCannotBeClaimed", "{e}"),
         }
     }
-    assert_eq!(winners.len(), n as usize, "every index has exactly one winner");
+    assert_eq!(
+        winners.len(),
+        n as usize,
+        "every index has exactly one winner"
+    );
     for a in db.actual_lrps("", "", "race", None).await.unwrap() {
         let index = a.key.as_ref().unwrap().index;
         assert_eq!(a.state(), State::Claimed);
@@ -99,26 +147,67 @@ async fn claim_start_crash_and_restart(db: Db) {
     db.desire_lrp(lrp("app", 1)).await.unwrap();
     let me = ik("i-1", "cell-1");
     db.claim_actual_lrp("app", 0, &me).await.unwrap();
-    let net = ActualLrpNetInfo { address: "10.0.0.5".into(), ports: vec![PortMapping { container_port: 8080, host_port: 61001 }], ..Default::default() };
-    let running = db.start_actual_lrp("app", 0, &me, net.clone()).await.unwrap();
+    let net = ActualLrpNetInfo {
+        address: "10.0.0.5".into(),
+        ports: vec![PortMapping {
+            container_port: 8080,
+            host_port: 61001,
+        }],
+        ..Default::default()
+    };
+    let running = db
+        .start_actual_lrp("app", 0, &me, net.clone())
+        .await
+        .unwrap();
     assert_eq!(running.state(), State::Running);
     assert_eq!(running.net_info.as_ref().unwrap().ports[0].host_port, 61001);
-    let err = db.crash_actual_lrp("app", 0, &ik("i-2", "cell-2"), "x").await.unwrap_err();
+    let err = db
+        .crash_actual_lrp("app", 0, &ik("i-2", "cell-2"), "x")
+        .await
+        .unwrap_err();
     assert_eq!(err.name(), "ActualLRPCannotBeCrashed");
-    let crashed = db.crash_actual_lrp("app", 0, &me, "exited with status 2").await.unwrap();
-    assert_eq!((crashed.state(), crashed.crash_count, crashed.crash_reason.as_str()), (State::Unclaimed, 1, "exited with status 2"));
+    let crashed = db
+        .crash_actual_lrp("app", 0, &me, "exited with status 2")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            crashed.state(),
+            crashed.crash_count,
+            crashed.crash_reason.as_str()
+        ),
+        (State::Unclaimed, 1, "exited with status 2")
+    );
     // 4th crash waits for the backoff in CRASHED.
     for n in 2..=4 {
         let who = ik(&format!("i-{n}"), "cell-1");
         db.claim_actual_lrp("app", 0, &who).await.unwrap();
-        db.start_actual_lrp("app", 0, &who, net.clone()).await.unwrap();
-        let c = db.crash_actual_lrp("app", 0, &who, "health check failed").await.unwrap();
+        db.start_actual_lrp("app", 0, &who, net.clone())
+            .await
+            .unwrap();
+        let c = db
+            .crash_actual_lrp("app", 0, &who, "health check failed")
+            .await
+            .unwrap();
         assert_eq!(c.crash_count, n);
-        assert_eq!(c.state(), if n <= 3 { State::Unclaimed } else { State::Crashed });
+        assert_eq!(
+            c.state(),
+            if n <= 3 {
+                State::Unclaimed
+            } else {
+                State::Crashed
+            }
+        );
     }
     let restarted = db.unclaim_actual_lrp("app", 0).await.unwrap();
-    assert_eq!((restarted.state(), restarted.crash_count), (State::Unclaimed, 4));
-    let failed = db.fail_actual_lrp("app", 0, "insufficient resources: memory").await.unwrap();
+    assert_eq!(
+        (restarted.state(), restarted.crash_count),
+        (State::Unclaimed, 4)
+    );
+    let failed = db
+        .fail_actual_lrp("app", 0, "insufficient resources: memory")
+        .await
+        .unwrap();
     assert_eq!(failed.placement_error, "insufficient resources: memory");
     let err = db.claim_actual_lrp("app", 9, &me).await.unwrap_err();
     assert_eq!(err.name(), "ActualLRPIndexNotFound");
@@ -126,54 +215,130 @@ async fn claim_start_crash_and_restart(db: Db) {
 
 async fn scaling_creates_and_retires_indices(db: Db) {
     db.desire_lrp(lrp("scale", 2)).await.unwrap();
-    db.update_desired_lrp("scale", DesiredLrpUpdate { instances: Some(5), ..Default::default() }).await.unwrap();
-    assert_eq!(db.actual_lrps("", "", "scale", None).await.unwrap().len(), 5);
+    db.update_desired_lrp(
+        "scale",
+        DesiredLrpUpdate {
+            instances: Some(5),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        db.actual_lrps("", "", "scale", None).await.unwrap().len(),
+        5
+    );
     let d = db.desired_lrp("scale").await.unwrap();
     assert_eq!(d.modification_tag.as_ref().unwrap().index, 1);
     let mut routes = std::collections::HashMap::new();
-    routes.insert("cf-router".to_string(), r#"[{"hostnames":["scale.lattice.localhost"],"port":8080}]"#.to_string());
-    db.update_desired_lrp("scale", DesiredLrpUpdate { instances: Some(1), routes: routes.clone(), has_routes: true, annotation: Some("a".into()) })
-        .await
-        .unwrap();
+    routes.insert(
+        "cf-router".to_string(),
+        r#"[{"hostnames":["scale.lattice.localhost"],"port":8080}]"#.to_string(),
+    );
+    db.update_desired_lrp(
+        "scale",
+        DesiredLrpUpdate {
+            instances: Some(1),
+            routes: routes.clone(),
+            has_routes: true,
+            annotation: Some("a".into()),
+        },
+    )
+    .await
+    .unwrap();
     let left = db.actual_lrps("", "", "scale", None).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].key.as_ref().unwrap().index, 0);
     let d = db.desired_lrp("scale").await.unwrap();
-    assert_eq!((d.instances, d.routes, d.annotation.as_str()), (1, routes, "a"));
-    let err = db.update_desired_lrp("nope", DesiredLrpUpdate::default()).await.unwrap_err();
+    assert_eq!(
+        (d.instances, d.routes, d.annotation.as_str()),
+        (1, routes, "a")
+    );
+    let err = db
+        .update_desired_lrp("nope", DesiredLrpUpdate::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.name(), "DesiredLRPNotFound");
     db.remove_desired_lrp("scale").await.unwrap();
-    assert!(db.actual_lrps("", "", "scale", None).await.unwrap().is_empty());
-    assert_eq!(db.remove_desired_lrp("scale").await.unwrap_err().name(), "DesiredLRPNotFound");
+    assert!(db
+        .actual_lrps("", "", "scale", None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        db.remove_desired_lrp("scale").await.unwrap_err().name(),
+        "DesiredLRPNotFound"
+    );
 }
 
 async fn task_lifecycle_and_racing_starters(db: Db) {
     db.desire_task("t1", "d", task_def()).await.unwrap();
-    assert_eq!(db.desire_task("t1", "d", task_def()).await.unwrap_err().name(), "TaskGuidAlreadyExists");
+    assert_eq!(
+        db.desire_task("t1", "d", task_def())
+            .await
+            .unwrap_err()
+            .name(),
+        "TaskGuidAlreadyExists"
+    );
     // Two cells race to start it: one wins.
     let (a, b) = tokio::join!(db.start_task("t1", "cell-a"), db.start_task("t1", "cell-b"));
-    assert!(a.is_ok() != b.is_ok(), "exactly one starter wins: {a:?} {b:?}");
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "exactly one starter wins: {a:?} {b:?}"
+    );
     let winner = if a.is_ok() { "cell-a" } else { "cell-b" };
-    assert_eq!(db.start_task("t1", winner).await.unwrap(), false, "a retried start is a no-op");
-    let loser = if winner == "cell-a" { "cell-b" } else { "cell-a" };
+    assert!(
+        !db.start_task("t1", winner).await.unwrap(),
+        "a retried start is a no-op"
+    );
+    let loser = if winner == "cell-a" {
+        "cell-b"
+    } else {
+        "cell-a"
+    };
     assert!(db.complete_task("t1", loser, false, "", "x").await.is_err());
-    let t = db.complete_task("t1", winner, false, "", "42").await.unwrap();
-    assert_eq!((t.state(), t.result.as_str(), t.failed), (TaskState::Completed, "42", false));
-    assert_eq!(db.cancel_task("t1").await.unwrap_err().name(), "TaskNotCancelable");
-    assert!(db.delete_task("t1").await.is_err(), "completed but not resolving");
+    let t = db
+        .complete_task("t1", winner, false, "", "42")
+        .await
+        .unwrap();
+    assert_eq!(
+        (t.state(), t.result.as_str(), t.failed),
+        (TaskState::Completed, "42", false)
+    );
+    assert_eq!(
+        db.cancel_task("t1").await.unwrap_err().name(),
+        "TaskNotCancelable"
+    );
+    assert!(
+        db.delete_task("t1").await.is_err(),
+        "completed but not resolving"
+    );
     db.resolving_task("t1").await.unwrap();
     db.delete_task("t1").await.unwrap();
     assert_eq!(db.task("t1").await.unwrap_err().name(), "TaskNotFound");
 
     db.desire_task("t2", "d", task_def()).await.unwrap();
     let c = db.cancel_task("t2").await.unwrap();
-    assert_eq!((c.state(), c.failed, c.failure_reason.as_str()), (TaskState::Completed, true, "task was cancelled"));
+    assert_eq!(
+        (c.state(), c.failed, c.failure_reason.as_str()),
+        (TaskState::Completed, true, "task was cancelled")
+    );
 
     db.desire_task("t3", "d", task_def()).await.unwrap();
     for n in 1..=3 {
-        let t = db.reject_task("t3", "insufficient resources: memory").await.unwrap();
+        let t = db
+            .reject_task("t3", "insufficient resources: memory")
+            .await
+            .unwrap();
         assert_eq!(t.rejection_count, n);
-        assert_eq!(t.state(), if n < 3 { TaskState::Pending } else { TaskState::Completed });
+        assert_eq!(
+            t.state(),
+            if n < 3 {
+                TaskState::Pending
+            } else {
+                TaskState::Completed
+            }
+        );
     }
     assert_eq!(db.tasks("d", "").await.unwrap().len(), 2);
     assert_eq!(db.tasks("other", "").await.unwrap().len(), 0);
@@ -185,16 +350,32 @@ async fn cells_live_as_long_as_their_lease(db: Db) {
         cell_id: "cell-1".into(),
         rep_address: "127.0.0.1:1800".into(),
         zone: "z1".into(),
-        capacity: Some(CellCapacity { memory_mb: 1024, disk_mb: 4096, containers: 10 }),
+        capacity: Some(CellCapacity {
+            memory_mb: 1024,
+            disk_mb: 4096,
+            containers: 10,
+        }),
         ..Default::default()
     };
     db.set_cell_presence(&cell, lease).await.unwrap();
     assert_eq!(db.cells().await.unwrap(), vec![cell.clone()]);
-    let err = db.set_cell_presence(&CellPresence { cell_id: "".into(), ..cell.clone() }, lease).await.unwrap_err();
+    let err = db
+        .set_cell_presence(
+            &CellPresence {
+                cell_id: "".into(),
+                ..cell.clone()
+            },
+            lease,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.name(), "InvalidRequest");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
     while !db.cells().await.unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "cell did not vanish after its lease expired");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cell did not vanish after its lease expired"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -206,7 +387,13 @@ async fn locks_have_one_holder_and_fencing_revisions(db: Db) {
     let b = db.acquire_lock("brain", "brain-b", l2).await.unwrap();
     assert!(a.acquired && !b.acquired);
     assert_eq!(b.owner, "brain-a");
-    assert!(db.acquire_lock("brain", "brain-a", l1).await.unwrap().acquired, "re-acquiring is idempotent");
+    assert!(
+        db.acquire_lock("brain", "brain-a", l1)
+            .await
+            .unwrap()
+            .acquired,
+        "re-acquiring is idempotent"
+    );
     // brain-a stops renewing: its lease expires and brain-b takes over with a higher fencing revision.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
     let b2 = loop {
@@ -219,10 +406,21 @@ async fn locks_have_one_holder_and_fencing_revisions(db: Db) {
     };
     assert!(b2.revision > a.revision);
     db.release_lock("brain", l1).await.unwrap();
-    assert!(db.acquire_lock("brain", "brain-b", l2).await.unwrap().acquired, "releasing with the wrong lease does nothing");
+    assert!(
+        db.acquire_lock("brain", "brain-b", l2)
+            .await
+            .unwrap()
+            .acquired,
+        "releasing with the wrong lease does nothing"
+    );
     db.release_lock("brain", l2).await.unwrap();
     let l3 = db.grant_lease(Duration::from_secs(30)).await.unwrap();
-    assert!(db.acquire_lock("brain", "brain-c", l3).await.unwrap().acquired);
+    assert!(
+        db.acquire_lock("brain", "brain-c", l3)
+            .await
+            .unwrap()
+            .acquired
+    );
 }
 
 async fn events_follow_every_change(db: Db) {
@@ -231,12 +429,19 @@ async fn events_follow_every_change(db: Db) {
     db.desire_lrp(lrp("ev", 1)).await.unwrap();
     let me = ik("i", "c");
     db.claim_actual_lrp("ev", 0, &me).await.unwrap();
-    db.start_actual_lrp("ev", 0, &me, ActualLrpNetInfo::default()).await.unwrap();
+    db.start_actual_lrp("ev", 0, &me, ActualLrpNetInfo::default())
+        .await
+        .unwrap();
     db.crash_actual_lrp("ev", 0, &me, "boom").await.unwrap();
     db.desire_task("evt", "d", task_def()).await.unwrap();
     db.remove_desired_lrp("ev").await.unwrap();
     let lease = db.grant_lease(Duration::from_secs(1)).await.unwrap();
-    let cell = CellPresence { cell_id: "c1".into(), rep_address: "x:1".into(), capacity: Some(Default::default()), ..Default::default() };
+    let cell = CellPresence {
+        cell_id: "c1".into(),
+        rep_address: "x:1".into(),
+        capacity: Some(Default::default()),
+        ..Default::default()
+    };
     db.set_cell_presence(&cell, lease).await.unwrap();
     let want = [
         "desired_lrp_created",
@@ -254,7 +459,10 @@ async fn events_follow_every_change(db: Db) {
     let mut got = vec![];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while got.len() < want.len() {
-        let e = tokio::time::timeout_at(deadline, rx.recv()).await.unwrap_or_else(|_| panic!("only got {got:?}")).unwrap();
+        let e = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only got {got:?}"))
+            .unwrap();
         if let Some(Kind::ActualLrpCrashed(c)) = &e.event {
             assert_eq!(c.actual_lrp.as_ref().unwrap().crash_reason, "boom");
         }
@@ -292,7 +500,9 @@ mod etcd {
     use lattice_bbs::store::etcd::EtcdStore;
     db_contract!({
         let etcd = lattice_bbs::testing::EtcdServer::start();
-        let s = EtcdStore::connect(&[etcd.endpoint()], Duration::from_secs(3)).await.unwrap();
+        let s = EtcdStore::connect(&[etcd.endpoint()], Duration::from_secs(3))
+            .await
+            .unwrap();
         (Arc::new(s) as Arc<dyn Store>, etcd)
     });
 }
@@ -302,6 +512,9 @@ mod embedded {
     use lattice_bbs::store::embedded::EmbeddedStore;
     db_contract!({
         let dir = tempfile::tempdir().unwrap();
-        (Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap()) as Arc<dyn Store>, dir)
+        (
+            Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap()) as Arc<dyn Store>,
+            dir,
+        )
     });
 }

@@ -12,7 +12,9 @@ mod etcd {
     use super::*;
     lattice_bbs::store_contract_tests!({
         let etcd = EtcdServer::start();
-        let s = EtcdStore::connect(&[etcd.endpoint()], Duration::from_secs(3)).await.unwrap();
+        let s = EtcdStore::connect(&[etcd.endpoint()], Duration::from_secs(3))
+            .await
+            .unwrap();
         (Arc::new(s) as Arc<dyn Store>, etcd)
     });
 }
@@ -33,9 +35,19 @@ async fn embedded_store_keeps_everything_across_reopen() {
     let (rev, lease) = {
         let s = EmbeddedStore::open(&path).unwrap();
         let lease = s.grant_lease(Duration::from_secs(30)).await.unwrap();
-        s.txn(lattice_bbs::store::Txn::new().then(lattice_bbs::store::Op::put("/k", b"v".to_vec()))).await.unwrap();
+        s.txn(
+            lattice_bbs::store::Txn::new().then(lattice_bbs::store::Op::put("/k", b"v".to_vec())),
+        )
+        .await
+        .unwrap();
         let r = s
-            .txn(lattice_bbs::store::Txn::new().then(lattice_bbs::store::Op::Put { key: "/leased".into(), value: b"l".to_vec(), lease }))
+            .txn(
+                lattice_bbs::store::Txn::new().then(lattice_bbs::store::Op::Put {
+                    key: "/leased".into(),
+                    value: b"l".to_vec(),
+                    lease,
+                }),
+            )
             .await
             .unwrap();
         (r.revision, lease)
@@ -50,7 +62,10 @@ async fn embedded_store_keeps_everything_across_reopen() {
     assert_eq!(s.revision().await.unwrap(), rev);
     assert_eq!(s.get("/k").await.unwrap().unwrap().value, b"v");
     assert_eq!(s.get("/leased").await.unwrap().unwrap().lease, lease);
-    assert!(s.keep_alive(lease).await.unwrap() > 0, "leases survive a restart with a fresh TTL");
+    assert!(
+        s.keep_alive(lease).await.unwrap() > 0,
+        "leases survive a restart with a fresh TTL"
+    );
     let next = s.grant_lease(Duration::from_secs(5)).await.unwrap();
     assert!(next > lease, "lease ids are never reused");
 }

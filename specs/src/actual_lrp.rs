@@ -7,7 +7,9 @@
 //! instance key) may send an instance back to UNCLAIMED.
 
 use crate::models::actual_lrp::{Presence, State};
-use crate::models::{ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, ModificationTag};
+use crate::models::{
+    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, ModificationTag,
+};
 use crate::restart::RestartPolicy;
 use crate::ModelError;
 
@@ -52,9 +54,16 @@ pub fn allows_transition(before: &ActualLrp, ik: &ActualLrpInstanceKey, to: Stat
 /// A fresh UNCLAIMED instance record.
 pub fn new_unclaimed(process_guid: &str, index: i32, domain: &str, now: i64) -> ActualLrp {
     ActualLrp {
-        key: Some(ActualLrpKey { process_guid: process_guid.into(), index, domain: domain.into() }),
+        key: Some(ActualLrpKey {
+            process_guid: process_guid.into(),
+            index,
+            domain: domain.into(),
+        }),
         since: now,
-        modification_tag: Some(ModificationTag { epoch: new_epoch(now, process_guid, index), index: 0 }),
+        modification_tag: Some(ModificationTag {
+            epoch: new_epoch(now, process_guid, index),
+            index: 0,
+        }),
         ..Default::default()
     }
 }
@@ -65,7 +74,9 @@ fn new_epoch(now: i64, guid: &str, index: i32) -> String {
 }
 
 fn fxhash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn refuse(lrp: &ActualLrp, op: &'static str, detail: String) -> ModelError {
@@ -79,13 +90,21 @@ fn refuse(lrp: &ActualLrp, op: &'static str, detail: String) -> ModelError {
     }
 }
 
-fn check(lrp: &ActualLrp, ik: &ActualLrpInstanceKey, op: &'static str, to: State) -> Result<(), ModelError> {
+fn check(
+    lrp: &ActualLrp,
+    ik: &ActualLrpInstanceKey,
+    op: &'static str,
+    to: State,
+) -> Result<(), ModelError> {
     if allows_transition(lrp, ik, to) {
         return Ok(());
     }
     let detail = match &lrp.instance_key {
         Some(owner) if !instance_key_is_empty(owner) && owner != ik => {
-            format!(" (held by instance {} on cell {})", owner.instance_guid, owner.cell_id)
+            format!(
+                " (held by instance {} on cell {})",
+                owner.instance_guid, owner.cell_id
+            )
         }
         _ => String::new(),
     };
@@ -116,7 +135,12 @@ pub fn claim(lrp: &mut ActualLrp, ik: &ActualLrpInstanceKey, now: i64) -> Result
 }
 
 /// The instance is up and healthy on its cell (or the cell re-adopts it).
-pub fn start(lrp: &mut ActualLrp, ik: &ActualLrpInstanceKey, net: ActualLrpNetInfo, now: i64) -> Result<(), ModelError> {
+pub fn start(
+    lrp: &mut ActualLrp,
+    ik: &ActualLrpInstanceKey,
+    net: ActualLrpNetInfo,
+    now: i64,
+) -> Result<(), ModelError> {
     check(lrp, ik, "start", State::Running)?;
     lrp.instance_key = Some(ik.clone());
     lrp.net_info = Some(net);
@@ -144,7 +168,11 @@ pub fn crash(
     lrp.net_info = None;
     let immediately = policy.restart_immediately(count);
     lrp.since = now;
-    lrp.set_state(if immediately { State::Unclaimed } else { State::Crashed });
+    lrp.set_state(if immediately {
+        State::Unclaimed
+    } else {
+        State::Crashed
+    });
     bump(lrp);
     Ok(immediately)
 }
@@ -152,7 +180,12 @@ pub fn crash(
 /// The system takes the instance back (restart after backoff, vanished or
 /// evacuating cell, stale claim): UNCLAIMED, ready for the auction.
 pub fn unclaim(lrp: &mut ActualLrp, now: i64) -> Result<(), ModelError> {
-    check(lrp, &ActualLrpInstanceKey::default(), "unclaim", State::Unclaimed)?;
+    check(
+        lrp,
+        &ActualLrpInstanceKey::default(),
+        "unclaim",
+        State::Unclaimed,
+    )?;
     lrp.instance_key = None;
     lrp.net_info = None;
     set_state(lrp, State::Unclaimed, now);
@@ -171,17 +204,26 @@ pub fn fail_placement(lrp: &mut ActualLrp, reason: &str, now: i64) -> Result<(),
 
 /// Is this CRASHED instance due for a restart at `now`?
 pub fn should_restart(lrp: &ActualLrp, now: i64, policy: &RestartPolicy) -> bool {
-    lrp.state() == State::Crashed && policy.should_restart(now, lrp.since, lrp.crash_count.max(0) as u32)
+    lrp.state() == State::Crashed
+        && policy.should_restart(now, lrp.since, lrp.crash_count.max(0) as u32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ALL: [State; 4] = [State::Unclaimed, State::Claimed, State::Running, State::Crashed];
+    const ALL: [State; 4] = [
+        State::Unclaimed,
+        State::Claimed,
+        State::Running,
+        State::Crashed,
+    ];
 
     fn ik(guid: &str, cell: &str) -> ActualLrpInstanceKey {
-        ActualLrpInstanceKey { instance_guid: guid.into(), cell_id: cell.into() }
+        ActualLrpInstanceKey {
+            instance_guid: guid.into(),
+            cell_id: cell.into(),
+        }
     }
 
     fn lrp_in(state: State) -> ActualLrp {
@@ -235,7 +277,11 @@ mod tests {
             for who in [Owner, Other, System] {
                 for to in ALL {
                     let got = allows_transition(&lrp_in(from), &key_of(who), to);
-                    assert_eq!(got, allowed.contains(&(from, who, to)), "{from:?} by {who:?} -> {to:?}");
+                    assert_eq!(
+                        got,
+                        allowed.contains(&(from, who, to)),
+                        "{from:?} by {who:?} -> {to:?}"
+                    );
                     checked += 1;
                 }
             }
@@ -255,7 +301,10 @@ mod tests {
         let before = l.clone();
         let err = claim(&mut l, &ik("i2", "c2"), 8).unwrap_err();
         assert_eq!(err.name(), "ActualLRPCannotBeClaimed");
-        assert!(err.to_string().contains("held by instance i1 on cell c1"), "{err}");
+        assert!(
+            err.to_string().contains("held by instance i1 on cell c1"),
+            "{err}"
+        );
         assert_eq!(l, before, "a refused claim changes nothing");
         // the owner re-claiming is idempotent on state, not on `since`
         claim(&mut l, &ik("i1", "c1"), 9).unwrap();
@@ -265,7 +314,11 @@ mod tests {
     #[test]
     fn start_records_net_info() {
         let mut l = lrp_in(State::Claimed);
-        let net = ActualLrpNetInfo { address: "10.0.0.1".into(), ports: vec![], instance_address: String::new() };
+        let net = ActualLrpNetInfo {
+            address: "10.0.0.1".into(),
+            ports: vec![],
+            instance_address: String::new(),
+        };
         start(&mut l, &ik("i1", "c1"), net.clone(), 11).unwrap();
         assert_eq!(l.state(), State::Running);
         assert_eq!(l.net_info, Some(net.clone()));
@@ -279,14 +332,21 @@ mod tests {
         for n in 1..=3 {
             l.instance_key = Some(ik("i1", "c1"));
             l.set_state(State::Running);
-            assert_eq!(crash(&mut l, &ik("i1", "c1"), "exited with status 2", 100, &p), Ok(true), "crash {n}");
+            assert_eq!(
+                crash(&mut l, &ik("i1", "c1"), "exited with status 2", 100, &p),
+                Ok(true),
+                "crash {n}"
+            );
             assert_eq!(l.state(), State::Unclaimed);
             assert_eq!(l.crash_count, n);
             assert!(l.instance_key.is_none() && l.net_info.is_none());
         }
         l.instance_key = Some(ik("i1", "c1"));
         l.set_state(State::Running);
-        assert_eq!(crash(&mut l, &ik("i1", "c1"), "health check failed", 200, &p), Ok(false));
+        assert_eq!(
+            crash(&mut l, &ik("i1", "c1"), "health check failed", 200, &p),
+            Ok(false)
+        );
         assert_eq!(l.state(), State::Crashed);
         assert_eq!(l.crash_count, 4);
         assert_eq!(l.crash_reason, "health check failed");
@@ -303,7 +363,10 @@ mod tests {
         let mut l = lrp_in(State::Running);
         l.crash_count = 50;
         l.since = 0;
-        assert_eq!(crash(&mut l, &ik("i1", "c1"), "x", 301_000_000_000, &p), Ok(true));
+        assert_eq!(
+            crash(&mut l, &ik("i1", "c1"), "x", 301_000_000_000, &p),
+            Ok(true)
+        );
         assert_eq!(l.crash_count, 1);
     }
 
@@ -319,7 +382,10 @@ mod tests {
     fn placement_errors_only_on_unclaimed() {
         for s in ALL {
             let mut l = lrp_in(s);
-            assert_eq!(fail_placement(&mut l, "insufficient resources: memory", 1).is_ok(), s == State::Unclaimed);
+            assert_eq!(
+                fail_placement(&mut l, "insufficient resources: memory", 1).is_ok(),
+                s == State::Unclaimed
+            );
         }
     }
 }

@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::models::{
-    actual_lrp, task, Action, ActualLrp, CellPresence, CheckDefinition, CrashPolicy, DesiredLrp, DesiredLrpUpdate, EnvironmentVariable,
-    ModificationTag, SecurityGroupRule, Task, TaskDefinition, VolumeMount,
+    actual_lrp, task, Action, ActualLrp, CellPresence, CheckDefinition, CrashPolicy, DesiredLrp,
+    DesiredLrpUpdate, EnvironmentVariable, ModificationTag, SecurityGroupRule, Task,
+    TaskDefinition, VolumeMount,
 };
 
 /// The CPU weight given to requests that do not say (receptor clients often send 0).
@@ -78,7 +79,11 @@ impl TaskCreateRequest {
             action: self.action,
             disk_mb: self.disk_mb,
             memory_mb: self.memory_mb,
-            cpu_weight: if self.cpu_weight == 0 { DEFAULT_CPU_WEIGHT } else { self.cpu_weight },
+            cpu_weight: if self.cpu_weight == 0 {
+                DEFAULT_CPU_WEIGHT
+            } else {
+                self.cpu_weight
+            },
             max_pids: self.max_pids,
             privileged: self.privileged,
             log_guid: self.log_guid,
@@ -91,7 +96,11 @@ impl TaskCreateRequest {
             placement_tags: self.placement_tags,
             volume_mounts: self.volume_mounts,
         };
-        let domain = if self.domain.is_empty() { DEFAULT_DOMAIN.to_string() } else { self.domain };
+        let domain = if self.domain.is_empty() {
+            DEFAULT_DOMAIN.to_string()
+        } else {
+            self.domain
+        };
         (self.task_guid, domain, def)
     }
 }
@@ -196,7 +205,10 @@ pub struct DesiredLrpCreateRequest {
 }
 
 fn routes_to_model(routes: BTreeMap<String, serde_json::Value>) -> HashMap<String, String> {
-    routes.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+    routes
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect()
 }
 
 fn routes_from_model(routes: HashMap<String, String>) -> BTreeMap<String, serde_json::Value> {
@@ -213,7 +225,11 @@ impl DesiredLrpCreateRequest {
     pub fn into_model(self) -> DesiredLrp {
         DesiredLrp {
             process_guid: self.process_guid,
-            domain: if self.domain.is_empty() { DEFAULT_DOMAIN.to_string() } else { self.domain },
+            domain: if self.domain.is_empty() {
+                DEFAULT_DOMAIN.to_string()
+            } else {
+                self.domain
+            },
             rootfs: self.rootfs,
             instances: self.instances,
             env: self.env,
@@ -225,7 +241,11 @@ impl DesiredLrpCreateRequest {
             routes: routes_to_model(self.routes),
             memory_mb: self.memory_mb,
             disk_mb: self.disk_mb,
-            cpu_weight: if self.cpu_weight == 0 { DEFAULT_CPU_WEIGHT } else { self.cpu_weight },
+            cpu_weight: if self.cpu_weight == 0 {
+                DEFAULT_CPU_WEIGHT
+            } else {
+                self.cpu_weight
+            },
             max_pids: self.max_pids,
             privileged: self.privileged,
             placement_tags: self.placement_tags,
@@ -339,7 +359,9 @@ pub struct ActualLrpResponse {
 }
 
 pub fn actual_state_name(s: i32) -> &'static str {
-    crate::actual_lrp::state_name(actual_lrp::State::try_from(s).unwrap_or(actual_lrp::State::Unclaimed))
+    crate::actual_lrp::state_name(
+        actual_lrp::State::try_from(s).unwrap_or(actual_lrp::State::Unclaimed),
+    )
 }
 
 impl From<ActualLrp> for ActualLrpResponse {
@@ -354,7 +376,14 @@ impl From<ActualLrp> for ActualLrpResponse {
             domain: key.domain,
             index: key.index,
             address: net.address,
-            ports: net.ports.into_iter().map(|p| PortMapping { container_port: p.container_port, host_port: p.host_port }).collect(),
+            ports: net
+                .ports
+                .into_iter()
+                .map(|p| PortMapping {
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                })
+                .collect(),
             state: actual_state_name(l.state).to_string(),
             crash_count: l.crash_count,
             crash_reason: l.crash_reason,
@@ -396,8 +425,16 @@ impl From<CellPresence> for CellResponse {
         CellResponse {
             cell_id: c.cell_id,
             zone: c.zone,
-            capacity: CellCapacity { memory_mb: cap.memory_mb, disk_mb: cap.disk_mb, containers: cap.containers },
-            rootfs_providers: c.rootfs_providers.into_iter().map(|p| (p.name, p.properties)).collect(),
+            capacity: CellCapacity {
+                memory_mb: cap.memory_mb,
+                disk_mb: cap.disk_mb,
+                containers: cap.containers,
+            },
+            rootfs_providers: c
+                .rootfs_providers
+                .into_iter()
+                .map(|p| (p.name, p.properties))
+                .collect(),
             rep_address: c.rep_address,
             placement_tags: c.placement_tags,
             optional_placement_tags: c.optional_placement_tags,
@@ -411,14 +448,32 @@ impl From<CellPresence> for CellResponse {
 /// Server-sent event payloads, keyed as the receptor's event stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // built once per event, serialized right away
 pub enum EventPayload {
-    DesiredLrp { desired_lrp: DesiredLrpResponse },
-    DesiredLrpChanged { desired_lrp_before: DesiredLrpResponse, desired_lrp_after: DesiredLrpResponse },
-    ActualLrp { actual_lrp: ActualLrpResponse },
-    ActualLrpChanged { actual_lrp_before: ActualLrpResponse, actual_lrp_after: ActualLrpResponse },
-    Task { task: TaskResponse },
-    TaskChanged { task_before: TaskResponse, task_after: TaskResponse },
-    Cell { cell: CellResponse },
+    DesiredLrp {
+        desired_lrp: DesiredLrpResponse,
+    },
+    DesiredLrpChanged {
+        desired_lrp_before: DesiredLrpResponse,
+        desired_lrp_after: DesiredLrpResponse,
+    },
+    ActualLrp {
+        actual_lrp: ActualLrpResponse,
+    },
+    ActualLrpChanged {
+        actual_lrp_before: ActualLrpResponse,
+        actual_lrp_after: ActualLrpResponse,
+    },
+    Task {
+        task: TaskResponse,
+    },
+    TaskChanged {
+        task_before: TaskResponse,
+        task_after: TaskResponse,
+    },
+    Cell {
+        cell: CellResponse,
+    },
 }
 
 impl EventPayload {
@@ -429,15 +484,34 @@ impl EventPayload {
         let t = |x: &Option<Task>| TaskResponse::from(x.clone().unwrap_or_default());
         let c = |x: &Option<CellPresence>| CellResponse::from(x.clone().unwrap_or_default());
         Some(match e.event.as_ref()? {
-            K::DesiredLrpCreated(v) => EventPayload::DesiredLrp { desired_lrp: d(&v.desired_lrp) },
-            K::DesiredLrpChanged(v) => EventPayload::DesiredLrpChanged { desired_lrp_before: d(&v.before), desired_lrp_after: d(&v.after) },
-            K::DesiredLrpRemoved(v) => EventPayload::DesiredLrp { desired_lrp: d(&v.desired_lrp) },
-            K::ActualLrpCreated(v) => EventPayload::ActualLrp { actual_lrp: a(&v.actual_lrp) },
-            K::ActualLrpChanged(v) => EventPayload::ActualLrpChanged { actual_lrp_before: a(&v.before), actual_lrp_after: a(&v.after) },
-            K::ActualLrpRemoved(v) => EventPayload::ActualLrp { actual_lrp: a(&v.actual_lrp) },
-            K::ActualLrpCrashed(v) => EventPayload::ActualLrp { actual_lrp: a(&v.actual_lrp) },
+            K::DesiredLrpCreated(v) => EventPayload::DesiredLrp {
+                desired_lrp: d(&v.desired_lrp),
+            },
+            K::DesiredLrpChanged(v) => EventPayload::DesiredLrpChanged {
+                desired_lrp_before: d(&v.before),
+                desired_lrp_after: d(&v.after),
+            },
+            K::DesiredLrpRemoved(v) => EventPayload::DesiredLrp {
+                desired_lrp: d(&v.desired_lrp),
+            },
+            K::ActualLrpCreated(v) => EventPayload::ActualLrp {
+                actual_lrp: a(&v.actual_lrp),
+            },
+            K::ActualLrpChanged(v) => EventPayload::ActualLrpChanged {
+                actual_lrp_before: a(&v.before),
+                actual_lrp_after: a(&v.after),
+            },
+            K::ActualLrpRemoved(v) => EventPayload::ActualLrp {
+                actual_lrp: a(&v.actual_lrp),
+            },
+            K::ActualLrpCrashed(v) => EventPayload::ActualLrp {
+                actual_lrp: a(&v.actual_lrp),
+            },
             K::TaskCreated(v) => EventPayload::Task { task: t(&v.task) },
-            K::TaskChanged(v) => EventPayload::TaskChanged { task_before: t(&v.before), task_after: t(&v.after) },
+            K::TaskChanged(v) => EventPayload::TaskChanged {
+                task_before: t(&v.before),
+                task_after: t(&v.after),
+            },
             K::TaskRemoved(v) => EventPayload::Task { task: t(&v.task) },
             K::CellAppeared(v) => EventPayload::Cell { cell: c(&v.cell) },
             K::CellDisappeared(v) => EventPayload::Cell { cell: c(&v.cell) },
@@ -464,23 +538,65 @@ mod tests {
         let r: TaskCreateRequest = serde_json::from_value(body).unwrap();
         let (guid, domain, def) = r.into_model();
         assert_eq!((guid.as_str(), domain.as_str()), ("t-1", "d"));
-        assert_eq!(def.cpu_weight, DEFAULT_CPU_WEIGHT, "missing cpu_weight gets the default");
+        assert_eq!(
+            def.cpu_weight, DEFAULT_CPU_WEIGHT,
+            "missing cpu_weight gets the default"
+        );
         crate::validation::validate_task(&guid, &domain, &def).unwrap();
         let back = serde_json::to_value(def.action.as_ref().unwrap()).unwrap();
-        assert_eq!(back["serial"]["actions"][0]["run"]["args"][1], "echo hi > /tmp/out");
-        assert_eq!(back["serial"]["actions"][0]["run"]["resource_limits"]["nofile"], 1024);
-        assert_eq!(back["serial"]["actions"][1]["timeout"]["timeout"], 5000000000i64);
-        assert_eq!(back["serial"]["actions"][2]["emit_progress"]["action"]["try"]["action"]["download"]["to"], "/app");
+        assert_eq!(
+            back["serial"]["actions"][0]["run"]["args"][1],
+            "echo hi > /tmp/out"
+        );
+        assert_eq!(
+            back["serial"]["actions"][0]["run"]["resource_limits"]["nofile"],
+            1024
+        );
+        assert_eq!(
+            back["serial"]["actions"][1]["timeout"]["timeout"],
+            5000000000i64
+        );
+        assert_eq!(
+            back["serial"]["actions"][2]["emit_progress"]["action"]["try"]["action"]["download"]
+                ["to"],
+            "/app"
+        );
     }
 
     #[test]
     fn task_response_has_receptor_field_names() {
-        let mut t = crate::task::new_task("t".into(), "d".into(), TaskDefinition { rootfs: "preloaded:x".into(), ..Default::default() }, 5);
+        let mut t = crate::task::new_task(
+            "t".into(),
+            "d".into(),
+            TaskDefinition {
+                rootfs: "preloaded:x".into(),
+                ..Default::default()
+            },
+            5,
+        );
         t.cell_id = "cell-1".into();
         let v = serde_json::to_value(TaskResponse::from(t)).unwrap();
-        for f in ["task_guid", "domain", "rootfs", "action", "cpu_weight", "disk_mb", "memory_mb", "log_guid", "log_source", "metrics_guid",
-            "result_file", "completion_callback_url", "privileged", "cell_id", "created_at", "failed", "failure_reason", "result", "state"]
-        {
+        for f in [
+            "task_guid",
+            "domain",
+            "rootfs",
+            "action",
+            "cpu_weight",
+            "disk_mb",
+            "memory_mb",
+            "log_guid",
+            "log_source",
+            "metrics_guid",
+            "result_file",
+            "completion_callback_url",
+            "privileged",
+            "cell_id",
+            "created_at",
+            "failed",
+            "failure_reason",
+            "result",
+            "state",
+        ] {
             assert!(v.get(f).is_some(), "missing {f} in {v}");
         }
         assert_eq!(v["state"], "PENDING");
@@ -501,10 +617,19 @@ mod tests {
         assert_eq!(d.start_timeout_ms, 60_000);
         crate::validation::validate_desired_lrp(&d).unwrap();
         let v = serde_json::to_value(DesiredLrpResponse::from(d)).unwrap();
-        assert_eq!(v["routes"]["cf-router"][0]["hostnames"][0], "web.lattice.localhost");
+        assert_eq!(
+            v["routes"]["cf-router"][0]["hostnames"][0],
+            "web.lattice.localhost"
+        );
         assert_eq!(v["start_timeout"], 60);
-        assert!(v["modification_tag"].get("epoch").is_some() && v["modification_tag"].get("index").is_some());
-        assert!(v.get("setup").is_none(), "absent setup is omitted as the receptor did");
+        assert!(
+            v["modification_tag"].get("epoch").is_some()
+                && v["modification_tag"].get("index").is_some()
+        );
+        assert!(
+            v.get("setup").is_none(),
+            "absent setup is omitted as the receptor did"
+        );
     }
 
     #[test]
@@ -516,7 +641,18 @@ mod tests {
         assert_eq!(v["index"], 3);
         assert_eq!(v["since"], 42);
         assert_eq!(v["evacuating"], true);
-        for f in ["process_guid", "instance_guid", "cell_id", "domain", "address", "ports", "crash_count", "crash_reason", "placement_error", "modification_tag"] {
+        for f in [
+            "process_guid",
+            "instance_guid",
+            "cell_id",
+            "domain",
+            "address",
+            "ports",
+            "crash_count",
+            "crash_reason",
+            "placement_error",
+            "modification_tag",
+        ] {
             assert!(v.get(f).is_some(), "missing {f}");
         }
     }

@@ -35,12 +35,26 @@ impl RestartPolicy {
     pub fn from_overrides(p: Option<&CrashPolicy>) -> Self {
         let d = RestartPolicy::default();
         let Some(p) = p else { return d };
-        let ms = |v: u64, dflt: Duration| if v == 0 { dflt } else { Duration::from_millis(v) };
+        let ms = |v: u64, dflt: Duration| {
+            if v == 0 {
+                dflt
+            } else {
+                Duration::from_millis(v)
+            }
+        };
         RestartPolicy {
-            immediate_restarts: if p.immediate_restarts == 0 { d.immediate_restarts } else { p.immediate_restarts },
+            immediate_restarts: if p.immediate_restarts == 0 {
+                d.immediate_restarts
+            } else {
+                p.immediate_restarts
+            },
             base_backoff: ms(p.base_backoff_ms, d.base_backoff),
             max_backoff: ms(p.max_backoff_ms, d.max_backoff),
-            max_restarts: if p.max_restarts == 0 { d.max_restarts } else { p.max_restarts },
+            max_restarts: if p.max_restarts == 0 {
+                d.max_restarts
+            } else {
+                p.max_restarts
+            },
             healthy_reset: ms(p.healthy_reset_ms, d.healthy_reset),
         }
     }
@@ -79,9 +93,16 @@ impl RestartPolicy {
 
     /// The crash count after a crash at `now_ns` of an instance that was
     /// RUNNING since `running_since_ns` (None if it was not running).
-    pub fn next_crash_count(&self, previous: u32, running_since_ns: Option<i64>, now_ns: i64) -> u32 {
+    pub fn next_crash_count(
+        &self,
+        previous: u32,
+        running_since_ns: Option<i64>,
+        now_ns: i64,
+    ) -> u32 {
         match running_since_ns {
-            Some(since) if now_ns.saturating_sub(since) >= self.healthy_reset.as_nanos() as i64 => 1,
+            Some(since) if now_ns.saturating_sub(since) >= self.healthy_reset.as_nanos() as i64 => {
+                1
+            }
             _ => previous.saturating_add(1),
         }
     }
@@ -107,7 +128,17 @@ mod tests {
     #[test]
     fn backoff_doubles_from_30s_and_caps_at_16_minutes() {
         let p = RestartPolicy::default();
-        let expect = [(4, 30), (5, 60), (6, 120), (7, 240), (8, 480), (9, 960), (10, 960), (60, 960), (200, 960)];
+        let expect = [
+            (4, 30),
+            (5, 60),
+            (6, 120),
+            (7, 240),
+            (8, 480),
+            (9, 960),
+            (10, 960),
+            (60, 960),
+            (200, 960),
+        ];
         for (n, secs) in expect {
             assert_eq!(p.backoff(n), Some(Duration::from_secs(secs)), "crash {n}");
         }
@@ -157,6 +188,9 @@ mod tests {
         assert_eq!(p.backoff(3), Some(Duration::from_secs(2)));
         assert_eq!(p.backoff(6), None);
         assert_eq!(p.max_backoff, RestartPolicy::default().max_backoff);
-        assert_eq!(RestartPolicy::from_overrides(None), RestartPolicy::default());
+        assert_eq!(
+            RestartPolicy::from_overrides(None),
+            RestartPolicy::default()
+        );
     }
 }

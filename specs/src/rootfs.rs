@@ -10,9 +10,18 @@ use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootFs {
-    Preloaded { name: String },
-    Oci { path: String, tag: Option<String> },
-    Docker { registry: Option<String>, repository: String, tag: String },
+    Preloaded {
+        name: String,
+    },
+    Oci {
+        path: String,
+        tag: Option<String>,
+    },
+    Docker {
+        registry: Option<String>,
+        repository: String,
+        tag: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,27 +32,43 @@ pub struct RootFsError {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 fn valid_repo(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('/')
         && !s.ends_with('/')
-        && s.split('/').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)))
+        && s.split('/').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        })
 }
 
 impl RootFs {
     pub fn parse(url: &str) -> Result<RootFs, RootFsError> {
-        let err = |reason| RootFsError { url: url.to_string(), reason };
+        let err = |reason| RootFsError {
+            url: url.to_string(),
+            reason,
+        };
         if let Some(name) = url.strip_prefix("preloaded:") {
-            return if valid_name(name) { Ok(RootFs::Preloaded { name: name.into() }) } else { Err(err("bad preloaded rootfs name")) };
+            return if valid_name(name) {
+                Ok(RootFs::Preloaded { name: name.into() })
+            } else {
+                Err(err("bad preloaded rootfs name"))
+            };
         }
         if let Some(rest) = url.strip_prefix("oci:") {
             // The tag is what follows the last ':' after the last '/'.
             let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
             let (path, tag) = match rest[last_slash..].rfind(':') {
-                Some(i) => (&rest[..last_slash + i], Some(rest[last_slash + i + 1..].to_string())),
+                Some(i) => (
+                    &rest[..last_slash + i],
+                    Some(rest[last_slash + i + 1..].to_string()),
+                ),
                 None => (rest, None),
             };
             if !path.starts_with('/') {
@@ -52,13 +77,25 @@ impl RootFs {
             if tag.as_deref() == Some("") {
                 return Err(err("empty tag"));
             }
-            return Ok(RootFs::Oci { path: path.into(), tag });
+            return Ok(RootFs::Oci {
+                path: path.into(),
+                tag,
+            });
         }
         if let Some(rest) = url.strip_prefix("docker://") {
-            let (host, path) = rest.split_once('/').ok_or_else(|| err("missing repository"))?;
-            let registry = if host.is_empty() { None } else { Some(host.to_string()) };
+            let (host, path) = rest
+                .split_once('/')
+                .ok_or_else(|| err("missing repository"))?;
+            let registry = if host.is_empty() {
+                None
+            } else {
+                Some(host.to_string())
+            };
             if let Some(h) = &registry {
-                let (name, port) = h.rsplit_once(':').map(|(n, p)| (n, Some(p))).unwrap_or((h.as_str(), None));
+                let (name, port) = h
+                    .rsplit_once(':')
+                    .map(|(n, p)| (n, Some(p)))
+                    .unwrap_or((h.as_str(), None));
                 if !valid_name(name) || port.is_some_and(|p| p.parse::<u16>().is_err()) {
                     return Err(err("bad registry host"));
                 }
@@ -73,12 +110,18 @@ impl RootFs {
                 }
             };
             if !valid_repo(repo) {
-                return Err(err("bad repository name (lowercase letters, digits, . _ - and /)"));
+                return Err(err(
+                    "bad repository name (lowercase letters, digits, . _ - and /)",
+                ));
             }
             if !valid_name(tag) {
                 return Err(err("bad tag"));
             }
-            return Ok(RootFs::Docker { registry, repository: repo.into(), tag: tag.into() });
+            return Ok(RootFs::Docker {
+                registry,
+                repository: repo.into(),
+                tag: tag.into(),
+            });
         }
         Err(err("unknown scheme"))
     }
@@ -99,8 +142,16 @@ impl fmt::Display for RootFs {
             RootFs::Preloaded { name } => write!(f, "preloaded:{name}"),
             RootFs::Oci { path, tag: Some(t) } => write!(f, "oci:{path}:{t}"),
             RootFs::Oci { path, tag: None } => write!(f, "oci:{path}"),
-            RootFs::Docker { registry, repository, tag } => {
-                write!(f, "docker://{}/{repository}:{tag}", registry.as_deref().unwrap_or(""))
+            RootFs::Docker {
+                registry,
+                repository,
+                tag,
+            } => {
+                write!(
+                    f,
+                    "docker://{}/{repository}:{tag}",
+                    registry.as_deref().unwrap_or("")
+                )
             }
         }
     }
@@ -111,21 +162,63 @@ mod tests {
     use super::*;
 
     fn docker(reg: Option<&str>, repo: &str, tag: &str) -> RootFs {
-        RootFs::Docker { registry: reg.map(Into::into), repository: repo.into(), tag: tag.into() }
+        RootFs::Docker {
+            registry: reg.map(Into::into),
+            repository: repo.into(),
+            tag: tag.into(),
+        }
     }
 
     #[test]
     fn parses_every_form() {
         let cases = [
-            ("preloaded:busybox", RootFs::Preloaded { name: "busybox".into() }),
-            ("oci:/var/images/app", RootFs::Oci { path: "/var/images/app".into(), tag: None }),
-            ("oci:/var/images/app:v1", RootFs::Oci { path: "/var/images/app".into(), tag: Some("v1".into()) }),
-            ("oci:/a:b/app", RootFs::Oci { path: "/a:b/app".into(), tag: None }),
-            ("docker://127.0.0.1:5000/lib/app:1.2", docker(Some("127.0.0.1:5000"), "lib/app", "1.2")),
-            ("docker://registry.local/app", docker(Some("registry.local"), "app", "latest")),
-            ("docker:///cloudfoundry/lattice-app#v2", docker(None, "cloudfoundry/lattice-app", "v2")),
-            ("docker:///cloudfoundry/lattice-app", docker(None, "cloudfoundry/lattice-app", "latest")),
-            ("docker://localhost:5000/app#edge", docker(Some("localhost:5000"), "app", "edge")),
+            (
+                "preloaded:busybox",
+                RootFs::Preloaded {
+                    name: "busybox".into(),
+                },
+            ),
+            (
+                "oci:/var/images/app",
+                RootFs::Oci {
+                    path: "/var/images/app".into(),
+                    tag: None,
+                },
+            ),
+            (
+                "oci:/var/images/app:v1",
+                RootFs::Oci {
+                    path: "/var/images/app".into(),
+                    tag: Some("v1".into()),
+                },
+            ),
+            (
+                "oci:/a:b/app",
+                RootFs::Oci {
+                    path: "/a:b/app".into(),
+                    tag: None,
+                },
+            ),
+            (
+                "docker://127.0.0.1:5000/lib/app:1.2",
+                docker(Some("127.0.0.1:5000"), "lib/app", "1.2"),
+            ),
+            (
+                "docker://registry.local/app",
+                docker(Some("registry.local"), "app", "latest"),
+            ),
+            (
+                "docker:///cloudfoundry/lattice-app#v2",
+                docker(None, "cloudfoundry/lattice-app", "v2"),
+            ),
+            (
+                "docker:///cloudfoundry/lattice-app",
+                docker(None, "cloudfoundry/lattice-app", "latest"),
+            ),
+            (
+                "docker://localhost:5000/app#edge",
+                docker(Some("localhost:5000"), "app", "edge"),
+            ),
         ];
         for (url, want) in cases {
             assert_eq!(RootFs::parse(url), Ok(want), "{url}");
@@ -155,7 +248,10 @@ mod tests {
 
     #[test]
     fn provider_and_display() {
-        assert_eq!(RootFs::parse("preloaded:busybox").unwrap().provider(), "preloaded");
+        assert_eq!(
+            RootFs::parse("preloaded:busybox").unwrap().provider(),
+            "preloaded"
+        );
         assert_eq!(RootFs::parse("oci:/x").unwrap().provider(), "oci");
         let d = RootFs::parse("docker:///a/b#c").unwrap();
         assert_eq!(d.provider(), "docker");

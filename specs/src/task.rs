@@ -55,7 +55,12 @@ fn check(task: &Task, op: &'static str, to: Option<State>) -> Result<(), ModelEr
 }
 
 /// A new task as the BBS stores it on creation.
-pub fn new_task(task_guid: String, domain: String, definition: crate::models::TaskDefinition, now: i64) -> Task {
+pub fn new_task(
+    task_guid: String,
+    domain: String,
+    definition: crate::models::TaskDefinition,
+    now: i64,
+) -> Task {
     let mut t = Task {
         task_guid,
         domain,
@@ -75,7 +80,11 @@ pub fn start(task: &mut Task, cell_id: &str, now: i64) -> Result<bool, ModelErro
         return Ok(false);
     }
     if task.state() == State::Running {
-        return Err(refuse(task, "start", format!(" (running on cell {})", task.cell_id)));
+        return Err(refuse(
+            task,
+            "start",
+            format!(" (running on cell {})", task.cell_id),
+        ));
     }
     check(task, "start", Some(State::Running))?;
     task.set_state(State::Running);
@@ -87,7 +96,11 @@ pub fn start(task: &mut Task, cell_id: &str, now: i64) -> Result<bool, ModelErro
 fn to_completed(task: &mut Task, failed: bool, reason: &str, result: &str, now: i64) {
     task.set_state(State::Completed);
     task.failed = failed;
-    task.failure_reason = if failed { reason.to_string() } else { String::new() };
+    task.failure_reason = if failed {
+        reason.to_string()
+    } else {
+        String::new()
+    };
     task.result = result.to_string();
     task.updated_at = now;
     task.first_completed_at = now;
@@ -124,9 +137,20 @@ pub fn reject(task: &mut Task, reason: &str, max_retries: i32, now: i64) -> Resu
 }
 
 /// The cell running the task reports its end.
-pub fn complete(task: &mut Task, cell_id: &str, failed: bool, reason: &str, result: &str, now: i64) -> Result<(), ModelError> {
+pub fn complete(
+    task: &mut Task,
+    cell_id: &str,
+    failed: bool,
+    reason: &str,
+    result: &str,
+    now: i64,
+) -> Result<(), ModelError> {
     if task.state() == State::Running && task.cell_id != cell_id {
-        return Err(refuse(task, "complete", format!(" (running on cell {}, not {cell_id})", task.cell_id)));
+        return Err(refuse(
+            task,
+            "complete",
+            format!(" (running on cell {}, not {cell_id})", task.cell_id),
+        ));
     }
     if task.state() != State::Running {
         return Err(refuse(task, "complete", ""));
@@ -152,10 +176,20 @@ pub fn check_delete(task: &Task) -> Result<(), ModelError> {
 mod tests {
     use super::*;
 
-    const ALL: [State; 5] = [State::Invalid, State::Pending, State::Running, State::Completed, State::Resolving];
+    const ALL: [State; 5] = [
+        State::Invalid,
+        State::Pending,
+        State::Running,
+        State::Completed,
+        State::Resolving,
+    ];
 
     fn task_in(state: State, cell: &str) -> Task {
-        let mut t = Task { task_guid: "t".into(), cell_id: cell.into(), ..Default::default() };
+        let mut t = Task {
+            task_guid: "t".into(),
+            cell_id: cell.into(),
+            ..Default::default()
+        };
         t.set_state(state);
         t
     }
@@ -234,7 +268,10 @@ mod tests {
     fn reject_returns_to_pending_until_max_retries() {
         let mut t = task_in(State::Running, "c");
         reject(&mut t, "insufficient resources: memory", 3, 1).unwrap();
-        assert_eq!((t.state(), t.rejection_count, t.cell_id.as_str()), (State::Pending, 1, ""));
+        assert_eq!(
+            (t.state(), t.rejection_count, t.cell_id.as_str()),
+            (State::Pending, 1, "")
+        );
         reject(&mut t, "insufficient resources: memory", 3, 2).unwrap();
         assert_eq!(t.state(), State::Pending);
         reject(&mut t, "insufficient resources: memory", 3, 3).unwrap();
@@ -267,7 +304,11 @@ mod tests {
         for s in ALL {
             let mut t = task_in(s, "");
             assert_eq!(resolving(&mut t, 1).is_ok(), s == State::Completed, "{s:?}");
-            assert_eq!(check_delete(&task_in(s, "")).is_ok(), s == State::Resolving, "{s:?}");
+            assert_eq!(
+                check_delete(&task_in(s, "")).is_ok(),
+                s == State::Resolving,
+                "{s:?}"
+            );
         }
     }
 }

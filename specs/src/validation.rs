@@ -4,8 +4,8 @@
 use std::fmt;
 
 use crate::models::{
-    action, check, Action, CellPresence, CheckDefinition, DesiredLrp, DesiredLrpUpdate, Domain, SecurityGroupRule, TaskDefinition,
-    VolumeMount,
+    action, check, Action, CellPresence, CheckDefinition, DesiredLrp, DesiredLrpUpdate, Domain,
+    SecurityGroupRule, TaskDefinition, VolumeMount,
 };
 use crate::rootfs::RootFs;
 
@@ -41,7 +41,10 @@ impl std::error::Error for ValidationErrors {}
 
 impl ValidationErrors {
     fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { field: field.into(), message: message.into() });
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
 
     fn into_result(self) -> Result<(), ValidationErrors> {
@@ -63,7 +66,10 @@ pub fn check_guid(errs: &mut ValidationErrors, field: &str, v: &str) {
         errs.add(field, "is required");
     } else if v.len() > MAX_GUID_LEN {
         errs.add(field, format!("must be at most {MAX_GUID_LEN} characters"));
-    } else if !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    } else if !v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         errs.add(field, "must contain only a-z, A-Z, 0-9, _ and -");
     }
 }
@@ -96,14 +102,23 @@ fn check_cpu_weight(errs: &mut ValidationErrors, v: u32) {
 
 fn check_annotation(errs: &mut ValidationErrors, v: &str) {
     if v.len() > MAX_ANNOTATION_BYTES {
-        errs.add("annotation", format!("must be at most {MAX_ANNOTATION_BYTES} bytes (got {})", v.len()));
+        errs.add(
+            "annotation",
+            format!(
+                "must be at most {MAX_ANNOTATION_BYTES} bytes (got {})",
+                v.len()
+            ),
+        );
     }
 }
 
 fn check_env(errs: &mut ValidationErrors, field: &str, env: &[crate::models::EnvironmentVariable]) {
     for (i, e) in env.iter().enumerate() {
         if e.name.is_empty() || e.name.contains('=') || e.name.contains('\0') {
-            errs.add(format!("{field}[{i}].name"), "must be non-empty and contain no '=' or NUL");
+            errs.add(
+                format!("{field}[{i}].name"),
+                "must be non-empty and contain no '=' or NUL",
+            );
         }
     }
 }
@@ -111,7 +126,10 @@ fn check_env(errs: &mut ValidationErrors, field: &str, env: &[crate::models::Env
 fn check_routes(errs: &mut ValidationErrors, routes: &std::collections::HashMap<String, String>) {
     let total: usize = routes.iter().map(|(k, v)| k.len() + v.len()).sum();
     if total > MAX_ROUTES_BYTES {
-        errs.add("routes", format!("must be at most {MAX_ROUTES_BYTES} bytes (got {total})"));
+        errs.add(
+            "routes",
+            format!("must be at most {MAX_ROUTES_BYTES} bytes (got {total})"),
+        );
     }
     for (name, raw) in routes {
         if serde_json::from_str::<serde_json::Value>(raw).is_err() {
@@ -134,8 +152,15 @@ fn check_volume_mounts(errs: &mut ValidationErrors, mounts: &[VolumeMount]) {
         let f = format!("volume_mounts[{i}]");
         if m.volume.is_empty() {
             errs.add(format!("{f}.volume"), "is required");
-        } else if !m.volume.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
-            errs.add(format!("{f}.volume"), "must contain only a-z, A-Z, 0-9, _, - and .");
+        } else if !m
+            .volume
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            errs.add(
+                format!("{f}.volume"),
+                "must contain only a-z, A-Z, 0-9, _, - and .",
+            );
         }
         if !m.container_path.starts_with('/') {
             errs.add(format!("{f}.container_path"), "must be an absolute path");
@@ -148,14 +173,20 @@ fn check_volume_mounts(errs: &mut ValidationErrors, mounts: &[VolumeMount]) {
 fn check_egress(errs: &mut ValidationErrors, rules: &[SecurityGroupRule]) {
     for (i, r) in rules.iter().enumerate() {
         if !matches!(r.protocol.as_str(), "tcp" | "udp" | "icmp" | "all") {
-            errs.add(format!("egress_rules[{i}].protocol"), "must be tcp, udp, icmp or all");
+            errs.add(
+                format!("egress_rules[{i}].protocol"),
+                "must be tcp, udp, icmp or all",
+            );
         }
         if r.destinations.is_empty() {
             errs.add(format!("egress_rules[{i}].destinations"), "is required");
         }
         if let Some(pr) = &r.port_range {
             if pr.start == 0 || pr.start > pr.end || pr.end > 65535 {
-                errs.add(format!("egress_rules[{i}].port_range"), "must satisfy 1 <= start <= end <= 65535");
+                errs.add(
+                    format!("egress_rules[{i}].port_range"),
+                    "must satisfy 1 <= start <= end <= 65535",
+                );
             }
         }
     }
@@ -174,7 +205,10 @@ pub fn check_action(errs: &mut ValidationErrors, field: &str, a: &Action) {
 
 fn check_action_at(errs: &mut ValidationErrors, field: &str, a: &Action, depth: usize) {
     if depth > MAX_ACTION_DEPTH {
-        errs.add(field, format!("actions nest deeper than {MAX_ACTION_DEPTH} levels"));
+        errs.add(
+            field,
+            format!("actions nest deeper than {MAX_ACTION_DEPTH} levels"),
+        );
         return;
     }
     let inner = |errs: &mut ValidationErrors, name: &str, sub: &Option<Box<Action>>| match sub {
@@ -183,7 +217,10 @@ fn check_action_at(errs: &mut ValidationErrors, field: &str, a: &Action, depth: 
     };
     let list = |errs: &mut ValidationErrors, name: &str, subs: &[Action]| {
         if subs.is_empty() {
-            errs.add(format!("{field}.{name}.actions"), "must contain at least one action");
+            errs.add(
+                format!("{field}.{name}.actions"),
+                "must contain at least one action",
+            );
         }
         for (i, s) in subs.iter().enumerate() {
             check_action_at(errs, &format!("{field}.{name}.actions[{i}]"), s, depth + 1);
@@ -228,12 +265,26 @@ fn check_action_at(errs: &mut ValidationErrors, field: &str, a: &Action, depth: 
 fn check_health(errs: &mut ValidationErrors, cd: &CheckDefinition) {
     for (i, c) in cd.checks.iter().enumerate() {
         match &c.check {
-            None => errs.add(format!("check_definition.checks[{i}]"), "must be tcp or http"),
-            Some(check::Check::Tcp(t)) => check_port(errs, &format!("check_definition.checks[{i}].tcp.port"), t.port),
+            None => errs.add(
+                format!("check_definition.checks[{i}]"),
+                "must be tcp or http",
+            ),
+            Some(check::Check::Tcp(t)) => check_port(
+                errs,
+                &format!("check_definition.checks[{i}].tcp.port"),
+                t.port,
+            ),
             Some(check::Check::Http(h)) => {
-                check_port(errs, &format!("check_definition.checks[{i}].http.port"), h.port);
+                check_port(
+                    errs,
+                    &format!("check_definition.checks[{i}].http.port"),
+                    h.port,
+                );
                 if !h.path.is_empty() && !h.path.starts_with('/') {
-                    errs.add(format!("check_definition.checks[{i}].http.path"), "must start with /");
+                    errs.add(
+                        format!("check_definition.checks[{i}].http.path"),
+                        "must start with /",
+                    );
                 }
             }
         }
@@ -289,7 +340,11 @@ pub fn validate_desired_lrp_update(u: &DesiredLrpUpdate) -> Result<(), Validatio
     e.into_result()
 }
 
-pub fn validate_task(task_guid: &str, domain: &str, d: &TaskDefinition) -> Result<(), ValidationErrors> {
+pub fn validate_task(
+    task_guid: &str,
+    domain: &str,
+    d: &TaskDefinition,
+) -> Result<(), ValidationErrors> {
     let mut e = ValidationErrors::default();
     check_guid(&mut e, "task_guid", task_guid);
     check_required(&mut e, "domain", domain);
@@ -307,10 +362,12 @@ pub fn validate_task(task_guid: &str, domain: &str, d: &TaskDefinition) -> Resul
     check_placement_tags(&mut e, &d.placement_tags);
     check_volume_mounts(&mut e, &d.volume_mounts);
     check_egress(&mut e, &d.egress_rules);
-    if !d.completion_callback_url.is_empty()
-        && !(d.completion_callback_url.starts_with("http://") || d.completion_callback_url.starts_with("https://"))
-    {
-        e.add("completion_callback_url", "must be an http:// or https:// URL");
+    let url = d.completion_callback_url.as_str();
+    if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+        e.add(
+            "completion_callback_url",
+            "must be an http:// or https:// URL",
+        );
     }
     if !d.result_file.is_empty() && !d.result_file.starts_with('/') {
         e.add("result_file", "must be an absolute path");
@@ -351,7 +408,12 @@ mod tests {
     use crate::models::{EnvironmentVariable, RunAction, TimeoutAction};
 
     fn run(path: &str) -> Action {
-        Action { action: Some(action::Action::Run(RunAction { path: path.into(), ..Default::default() })) }
+        Action {
+            action: Some(action::Action::Run(RunAction {
+                path: path.into(),
+                ..Default::default()
+            })),
+        }
     }
 
     fn lrp() -> DesiredLrp {
@@ -367,7 +429,12 @@ mod tests {
     }
 
     fn fields_of(d: &DesiredLrp) -> Vec<String> {
-        validate_desired_lrp(d).unwrap_err().fields().into_iter().map(String::from).collect()
+        validate_desired_lrp(d)
+            .unwrap_err()
+            .fields()
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 
     #[test]
@@ -395,19 +462,50 @@ mod tests {
             (|d| d.disk_mb = -5, "disk_mb"),
             (|d| d.max_pids = -1, "max_pids"),
             (|d| d.annotation = "a".repeat(10 * 1024 + 1), "annotation"),
-            (|d| { d.routes.insert("cf-router".into(), "x".repeat(128 * 1024 + 1)); }, "routes"),
-            (|d| { d.routes.insert("cf-router".into(), "{not json".into()); }, "routes.cf-router"),
+            (
+                |d| {
+                    d.routes
+                        .insert("cf-router".into(), "x".repeat(128 * 1024 + 1));
+                },
+                "routes",
+            ),
+            (
+                |d| {
+                    d.routes.insert("cf-router".into(), "{not json".into());
+                },
+                "routes.cf-router",
+            ),
             (|d| d.ports = vec![0], "ports[0]"),
             (|d| d.ports = vec![70000], "ports[0]"),
-            (|d| d.env = vec![EnvironmentVariable { name: "".into(), value: "v".into() }], "env[0].name"),
+            (
+                |d| {
+                    d.env = vec![EnvironmentVariable {
+                        name: "".into(),
+                        value: "v".into(),
+                    }]
+                },
+                "env[0].name",
+            ),
             (|d| d.placement_tags = vec!["".into()], "placement_tags[0]"),
-            (|d| d.volume_mounts = vec![VolumeMount { volume: "v".into(), container_path: "data".into(), ..Default::default() }], "volume_mounts[0].container_path"),
+            (
+                |d| {
+                    d.volume_mounts = vec![VolumeMount {
+                        volume: "v".into(),
+                        container_path: "data".into(),
+                        ..Default::default()
+                    }]
+                },
+                "volume_mounts[0].container_path",
+            ),
         ];
         for (mutate, field) in cases {
             let mut d = lrp();
             mutate(&mut d);
             let fields = fields_of(&d);
-            assert!(fields.iter().any(|f| f == field), "expected {field}, got {fields:?}");
+            assert!(
+                fields.iter().any(|f| f == field),
+                "expected {field}, got {fields:?}"
+            );
             let msg = validate_desired_lrp(&d).unwrap_err().to_string();
             assert!(msg.contains(&format!("invalid field {field}")), "{msg}");
         }
@@ -417,7 +515,8 @@ mod tests {
     fn annotation_and_routes_at_the_limit_pass() {
         let mut d = lrp();
         d.annotation = "a".repeat(10 * 1024);
-        d.routes.insert("r".into(), format!("\"{}\"", "x".repeat(128 * 1024 - 3)));
+        d.routes
+            .insert("r".into(), format!("\"{}\"", "x".repeat(128 * 1024 - 3)));
         validate_desired_lrp(&d).unwrap();
     }
 
@@ -425,13 +524,22 @@ mod tests {
     fn nested_actions_are_checked_with_their_path() {
         let mut d = lrp();
         d.action = Some(Action {
-            action: Some(action::Action::Timeout(Box::new(TimeoutAction { action: Some(Box::new(run(""))), timeout: 0, log_source: String::new() }))),
+            action: Some(action::Action::Timeout(Box::new(TimeoutAction {
+                action: Some(Box::new(run(""))),
+                timeout: 0,
+                log_source: String::new(),
+            }))),
         });
         let f = fields_of(&d);
-        assert!(f.contains(&"action.timeout.action.run.path".to_string()), "{f:?}");
+        assert!(
+            f.contains(&"action.timeout.action.run.path".to_string()),
+            "{f:?}"
+        );
         assert!(f.contains(&"action.timeout.timeout".to_string()), "{f:?}");
         // serial with no actions
-        d.action = Some(Action { action: Some(action::Action::Serial(Default::default())) });
+        d.action = Some(Action {
+            action: Some(action::Action::Serial(Default::default())),
+        });
         assert!(fields_of(&d).contains(&"action.serial.actions".to_string()));
     }
 
@@ -439,7 +547,12 @@ mod tests {
     fn deep_nesting_is_refused_not_overflowed() {
         let mut a = run("/bin/true");
         for _ in 0..100 {
-            a = Action { action: Some(action::Action::Try(Box::new(crate::models::TryAction { action: Some(Box::new(a)), log_source: String::new() }))) };
+            a = Action {
+                action: Some(action::Action::Try(Box::new(crate::models::TryAction {
+                    action: Some(Box::new(a)),
+                    log_source: String::new(),
+                }))),
+            };
         }
         let mut d = lrp();
         d.action = Some(a);
@@ -449,22 +562,65 @@ mod tests {
 
     #[test]
     fn tasks_cells_domains_updates() {
-        let def = TaskDefinition { rootfs: "preloaded:busybox".into(), action: Some(run("/bin/true")), cpu_weight: 1, ..Default::default() };
+        let def = TaskDefinition {
+            rootfs: "preloaded:busybox".into(),
+            action: Some(run("/bin/true")),
+            cpu_weight: 1,
+            ..Default::default()
+        };
         validate_task("t-1", "d", &def).unwrap();
-        let e = validate_task("t 1", "", &TaskDefinition { result_file: "rel".into(), completion_callback_url: "ftp://x".into(), ..def.clone() }).unwrap_err();
-        for f in ["task_guid", "domain", "result_file", "completion_callback_url"] {
+        let e = validate_task(
+            "t 1",
+            "",
+            &TaskDefinition {
+                result_file: "rel".into(),
+                completion_callback_url: "ftp://x".into(),
+                ..def.clone()
+            },
+        )
+        .unwrap_err();
+        for f in [
+            "task_guid",
+            "domain",
+            "result_file",
+            "completion_callback_url",
+        ] {
             assert!(e.fields().contains(&f), "{f} in {e}");
         }
-        let e = validate_task("t", "d", &TaskDefinition { action: None, ..def }).unwrap_err();
+        let e = validate_task(
+            "t",
+            "d",
+            &TaskDefinition {
+                action: None,
+                ..def
+            },
+        )
+        .unwrap_err();
         assert_eq!(e.fields(), vec!["action"]);
 
-        let e = validate_cell(&CellPresence { cell_id: "c/1".into(), ..Default::default() }).unwrap_err();
+        let e = validate_cell(&CellPresence {
+            cell_id: "c/1".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert_eq!(e.fields(), vec!["cell_id", "rep_address", "capacity"]);
 
-        assert!(validate_domain(&Domain { name: "".into(), ttl_seconds: -1 }).is_err());
-        validate_domain(&Domain { name: "cf-apps".into(), ttl_seconds: 0 }).unwrap();
+        assert!(validate_domain(&Domain {
+            name: "".into(),
+            ttl_seconds: -1
+        })
+        .is_err());
+        validate_domain(&Domain {
+            name: "cf-apps".into(),
+            ttl_seconds: 0,
+        })
+        .unwrap();
 
-        let e = validate_desired_lrp_update(&DesiredLrpUpdate { instances: Some(-1), ..Default::default() }).unwrap_err();
+        let e = validate_desired_lrp_update(&DesiredLrpUpdate {
+            instances: Some(-1),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert_eq!(e.fields(), vec!["instances"]);
     }
 }

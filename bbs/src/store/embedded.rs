@@ -25,7 +25,10 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{Change, Compare, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn, TxnResult, MAX_TXN_OPS};
+use super::{
+    Change, Compare, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn, TxnResult,
+    MAX_TXN_OPS,
+};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
@@ -51,10 +54,18 @@ fn encode(create: Revision, modr: Revision, lease: LeaseId, value: &[u8]) -> Vec
 
 fn decode(key: &str, raw: &[u8]) -> Result<KeyValue> {
     if raw.len() < HEADER {
-        return Err(StoreError::Internal(format!("corrupt record for key {key}")));
+        return Err(StoreError::Internal(format!(
+            "corrupt record for key {key}"
+        )));
     }
     let n = |i: usize| i64::from_le_bytes(raw[i..i + 8].try_into().unwrap());
-    Ok(KeyValue { key: key.to_string(), create_revision: n(0), mod_revision: n(8), lease: n(16), value: raw[HEADER..].to_vec() })
+    Ok(KeyValue {
+        key: key.to_string(),
+        create_revision: n(0),
+        mod_revision: n(8),
+        lease: n(16),
+        value: raw[HEADER..].to_vec(),
+    })
 }
 
 fn lease_key(lease: LeaseId, key: &str) -> String {
@@ -102,10 +113,12 @@ impl EmbeddedStore {
         let path = path.as_ref();
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| internal(format!("creating {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| internal(format!("creating {}: {e}", dir.display())))?;
             }
         }
-        let db = Database::create(path).map_err(|e| internal(format!("opening {}: {e}", path.display())))?;
+        let db = Database::create(path)
+            .map_err(|e| internal(format!("opening {}: {e}", path.display())))?;
         // Make sure every table exists so readers never see "table missing".
         let w = db.begin_write().map_err(internal)?;
         {
@@ -128,14 +141,22 @@ impl EmbeddedStore {
             }
         }
         let (changes, _) = broadcast::channel(WATCH_BUFFER);
-        let shared = Arc::new(Shared { db, leases: Mutex::new(live), changes });
+        let shared = Arc::new(Shared {
+            db,
+            leases: Mutex::new(live),
+            changes,
+        });
         let (tx, rx) = std::sync::mpsc::channel::<WriteReq>();
         let writer_shared = shared.clone();
         std::thread::Builder::new()
             .name("bbs-store-writer".into())
             .spawn(move || writer_loop(writer_shared, rx))
             .map_err(internal)?;
-        let store = EmbeddedStore { shared, writer: tx, alive: Arc::new(()) };
+        let store = EmbeddedStore {
+            shared,
+            writer: tx,
+            alive: Arc::new(()),
+        };
         store.spawn_reaper();
         Ok(store)
     }
@@ -155,12 +176,22 @@ impl EmbeddedStore {
                 let now = Instant::now();
                 let expired: Vec<LeaseId> = {
                     let leases = shared.leases.lock().unwrap();
-                    leases.iter().filter(|(_, (_, deadline))| *deadline <= now).map(|(id, _)| *id).collect()
+                    leases
+                        .iter()
+                        .filter(|(_, (_, deadline))| *deadline <= now)
+                        .map(|(id, _)| *id)
+                        .collect()
                 };
                 drop(shared);
                 for id in expired {
                     let (reply, _rx) = oneshot::channel();
-                    if writer.send(WriteReq { op: WriteOp::Revoke(id), reply }).is_err() {
+                    if writer
+                        .send(WriteReq {
+                            op: WriteOp::Revoke(id),
+                            reply,
+                        })
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -170,13 +201,23 @@ impl EmbeddedStore {
 
     async fn write(&self, op: WriteOp) -> Result<WriteOut> {
         let (reply, rx) = oneshot::channel();
-        self.writer.send(WriteReq { op, reply }).map_err(|_| StoreError::Unavailable("embedded store writer stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Unavailable("embedded store writer stopped".into()))?
+        self.writer
+            .send(WriteReq { op, reply })
+            .map_err(|_| StoreError::Unavailable("embedded store writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("embedded store writer stopped".into()))?
     }
 
-    fn read<T: Send + 'static>(&self, f: impl FnOnce(&Database) -> Result<T> + Send + 'static) -> impl std::future::Future<Output = Result<T>> {
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T>> {
         let shared = self.shared.clone();
-        async move { tokio::task::spawn_blocking(move || f(&shared.db)).await.map_err(internal)? }
+        async move {
+            tokio::task::spawn_blocking(move || f(&shared.db))
+                .await
+                .map_err(internal)?
+        }
     }
 }
 
@@ -196,7 +237,13 @@ fn writer_loop(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<WriteReq>) {
             let w = shared.db.begin_write().map_err(internal)?;
             let mut outs = Vec::with_capacity(batch.len());
             for req in &batch {
-                outs.push(apply(&w, &req.op, &shared, &mut changes, &mut lease_updates)?);
+                outs.push(apply(
+                    &w,
+                    &req.op,
+                    &shared,
+                    &mut changes,
+                    &mut lease_updates,
+                )?);
             }
             w.commit().map_err(internal)?;
             Ok(outs)
@@ -244,17 +291,34 @@ fn apply(
     lease_updates: &mut Vec<(LeaseId, Option<Duration>)>,
 ) -> Result<Result<WriteOut>> {
     let mut meta = w.open_table(META).map_err(internal)?;
-    let revision = meta.get("revision").map_err(internal)?.map(|v| v.value()).unwrap_or(0);
+    let revision = meta
+        .get("revision")
+        .map_err(internal)?
+        .map(|v| v.value())
+        .unwrap_or(0);
     match op {
         WriteOp::Grant(ttl) => {
-            let id = meta.get("next_lease").map_err(internal)?.map(|v| v.value()).unwrap_or(0) + 1;
+            let id = meta
+                .get("next_lease")
+                .map_err(internal)?
+                .map(|v| v.value())
+                .unwrap_or(0)
+                + 1;
             meta.insert("next_lease", id).map_err(internal)?;
-            w.open_table(LEASES).map_err(internal)?.insert(id, *ttl).map_err(internal)?;
+            w.open_table(LEASES)
+                .map_err(internal)?
+                .insert(id, *ttl)
+                .map_err(internal)?;
             lease_updates.push((id, Some(Duration::from_secs(*ttl as u64))));
             Ok(Ok(WriteOut::Lease(id)))
         }
         WriteOp::Revoke(id) => {
-            let existed = w.open_table(LEASES).map_err(internal)?.remove(*id).map_err(internal)?.is_some();
+            let existed = w
+                .open_table(LEASES)
+                .map_err(internal)?
+                .remove(*id)
+                .map_err(internal)?
+                .is_some();
             lease_updates.push((*id, None));
             if !existed {
                 return Ok(Err(StoreError::LeaseNotFound(*id)));
@@ -281,9 +345,17 @@ fn apply(
             let mut lk = w.open_table(LEASE_KEYS).map_err(internal)?;
             for key in keys {
                 lk.remove(lease_key(*id, &key).as_str()).map_err(internal)?;
-                let prev = kv.remove(key.as_str()).map_err(internal)?.map(|v| v.value()[HEADER..].to_vec());
+                let prev = kv
+                    .remove(key.as_str())
+                    .map_err(internal)?
+                    .map(|v| v.value()[HEADER..].to_vec());
                 if prev.is_some() {
-                    changes.push(Change { key, value: None, prev_value: prev, revision: rev });
+                    changes.push(Change {
+                        key,
+                        value: None,
+                        prev_value: prev,
+                        revision: rev,
+                    });
                 }
             }
             meta.insert("revision", rev).map_err(internal)?;
@@ -301,7 +373,10 @@ fn apply(
                     None => 0,
                 };
                 if have != *want {
-                    return Ok(Ok(WriteOut::Txn(TxnResult { succeeded: false, revision })));
+                    return Ok(Ok(WriteOut::Txn(TxnResult {
+                        succeeded: false,
+                        revision,
+                    })));
                 }
             }
             // Leases named by puts must exist.
@@ -317,39 +392,67 @@ fn apply(
                 }
             }
             if txn.ops.is_empty() {
-                return Ok(Ok(WriteOut::Txn(TxnResult { succeeded: true, revision })));
+                return Ok(Ok(WriteOut::Txn(TxnResult {
+                    succeeded: true,
+                    revision,
+                })));
             }
             let rev = revision + 1;
             let mut lk = w.open_table(LEASE_KEYS).map_err(internal)?;
             for op in &txn.ops {
                 match op {
                     Op::Put { key, value, lease } => {
-                        let prev = kv.get(key.as_str()).map_err(internal)?.map(|v| decode(key, v.value())).transpose()?;
+                        let prev = kv
+                            .get(key.as_str())
+                            .map_err(internal)?
+                            .map(|v| decode(key, v.value()))
+                            .transpose()?;
                         let create = prev.as_ref().map(|p| p.create_revision).unwrap_or(rev);
                         if let Some(p) = &prev {
                             if p.lease != 0 && p.lease != *lease {
-                                lk.remove(lease_key(p.lease, key).as_str()).map_err(internal)?;
+                                lk.remove(lease_key(p.lease, key).as_str())
+                                    .map_err(internal)?;
                             }
                         }
                         if *lease != 0 {
-                            lk.insert(lease_key(*lease, key).as_str(), ()).map_err(internal)?;
+                            lk.insert(lease_key(*lease, key).as_str(), ())
+                                .map_err(internal)?;
                         }
-                        kv.insert(key.as_str(), encode(create, rev, *lease, value).as_slice()).map_err(internal)?;
-                        changes.push(Change { key: key.clone(), value: Some(value.clone()), prev_value: prev.map(|p| p.value), revision: rev });
+                        kv.insert(key.as_str(), encode(create, rev, *lease, value).as_slice())
+                            .map_err(internal)?;
+                        changes.push(Change {
+                            key: key.clone(),
+                            value: Some(value.clone()),
+                            prev_value: prev.map(|p| p.value),
+                            revision: rev,
+                        });
                     }
                     Op::Delete { key } => {
-                        let prev = kv.remove(key.as_str()).map_err(internal)?.map(|v| decode(key, v.value())).transpose()?;
+                        let prev = kv
+                            .remove(key.as_str())
+                            .map_err(internal)?
+                            .map(|v| decode(key, v.value()))
+                            .transpose()?;
                         if let Some(p) = prev {
                             if p.lease != 0 {
-                                lk.remove(lease_key(p.lease, key).as_str()).map_err(internal)?;
+                                lk.remove(lease_key(p.lease, key).as_str())
+                                    .map_err(internal)?;
                             }
-                            changes.push(Change { key: key.clone(), value: None, prev_value: Some(p.value), revision: rev });
+                            changes.push(Change {
+                                key: key.clone(),
+                                value: None,
+                                prev_value: Some(p.value),
+                                revision: rev,
+                            });
                         }
                     }
                 }
             }
             meta.insert("revision", rev).map_err(internal)?;
-            Ok(Ok(WriteOut::Txn(TxnResult { succeeded: true, revision: rev })))
+            Ok(Ok(WriteOut::Txn(TxnResult {
+                succeeded: true,
+                revision: rev,
+            })))
         }
     }
 }
@@ -434,7 +537,11 @@ impl Store for EmbeddedStore {
                     }
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx.send(Err(StoreError::WatchLost(format!("fell {n} changes behind")))).await;
+                        let _ = tx
+                            .send(Err(StoreError::WatchLost(format!(
+                                "fell {n} changes behind"
+                            ))))
+                            .await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -448,7 +555,10 @@ impl Store for EmbeddedStore {
         self.read(|db| {
             let r = db.begin_read().map_err(internal)?;
             let t = r.open_table(META).map_err(internal)?;
-            Ok(t.get("revision").map_err(internal)?.map(|v| v.value()).unwrap_or(0))
+            Ok(t.get("revision")
+                .map_err(internal)?
+                .map(|v| v.value())
+                .unwrap_or(0))
         })
         .await
     }

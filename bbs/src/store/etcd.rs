@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare as ECompare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn as ETxn, TxnOp, WatchOptions,
+    Client, Compare as ECompare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions,
+    Txn as ETxn, TxnOp, WatchOptions,
 };
 use tokio::sync::mpsc;
 
-use super::{Change, Compare, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn, TxnResult, MAX_TXN_OPS};
+use super::{
+    Change, Compare, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn, TxnResult,
+    MAX_TXN_OPS,
+};
 
 #[derive(Clone)]
 pub struct EtcdStore {
@@ -26,18 +30,28 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 fn map_err(e: etcd_client::Error) -> StoreError {
     match &e {
-        etcd_client::Error::LeaseKeepAliveError(m) if m.contains("not found") => StoreError::LeaseNotFound(0),
+        etcd_client::Error::LeaseKeepAliveError(m) if m.contains("not found") => {
+            StoreError::LeaseNotFound(0)
+        }
         etcd_client::Error::GRpcStatus(s) if s.message().contains("requested lease not found") => {
             StoreError::LeaseNotFound(0)
         }
         etcd_client::Error::GRpcStatus(s)
-            if matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition)
-                && s.message().contains("too many operations") =>
+            if matches!(
+                s.code(),
+                tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+            ) && s.message().contains("too many operations") =>
         {
             StoreError::TooManyOps(0)
         }
         etcd_client::Error::GRpcStatus(s)
-            if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown | tonic::Code::Cancelled) =>
+            if !matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+            ) =>
         {
             StoreError::Internal(format!("etcd: {e}"))
         }
@@ -47,7 +61,10 @@ fn map_err(e: etcd_client::Error) -> StoreError {
 
 fn kv_of(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
     Ok(KeyValue {
-        key: kv.key_str().map_err(|e| StoreError::Internal(e.to_string()))?.to_string(),
+        key: kv
+            .key_str()
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .to_string(),
         value: kv.value().to_vec(),
         create_revision: kv.create_revision(),
         mod_revision: kv.mod_revision(),
@@ -65,20 +82,33 @@ impl EtcdStore {
             .with_keep_alive(Duration::from_secs(5), timeout);
         let urls: Vec<String> = endpoints
             .iter()
-            .map(|e| if e.contains("://") { e.clone() } else { format!("http://{e}") })
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                }
+            })
             .collect();
         let client = tokio::time::timeout(timeout, Client::connect(&urls, Some(opts)))
             .await
             .map_err(|_| unavailable("connect timed out"))?
             .map_err(map_err)?;
-        Ok(EtcdStore { client, timeout, endpoints: urls })
+        Ok(EtcdStore {
+            client,
+            timeout,
+            endpoints: urls,
+        })
     }
 
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }
 
-    async fn bounded<T>(&self, f: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>) -> Result<T> {
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
         match tokio::time::timeout(self.timeout, f).await {
             Ok(r) => r.map_err(map_err),
             Err(_) => Err(unavailable(format!("no answer within {:?}", self.timeout))),
@@ -100,7 +130,9 @@ impl Store for EtcdStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>> {
         let mut kv = self.client.kv_client();
-        let resp = self.bounded(kv.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
+        let resp = self
+            .bounded(kv.get(prefix, Some(GetOptions::new().with_prefix())))
+            .await?;
         resp.kvs().iter().map(kv_of).collect()
     }
 
@@ -112,7 +144,9 @@ impl Store for EtcdStore {
             .compares
             .iter()
             .map(|c| match c {
-                Compare::ModRevision(k, r) => ECompare::mod_revision(k.as_str(), CompareOp::Equal, *r),
+                Compare::ModRevision(k, r) => {
+                    ECompare::mod_revision(k.as_str(), CompareOp::Equal, *r)
+                }
             })
             .collect();
         let ops: Vec<TxnOp> = txn
@@ -120,21 +154,32 @@ impl Store for EtcdStore {
             .into_iter()
             .map(|op| match op {
                 Op::Put { key, value, lease } => {
-                    let opts = if lease != 0 { Some(PutOptions::new().with_lease(lease)) } else { None };
+                    let opts = if lease != 0 {
+                        Some(PutOptions::new().with_lease(lease))
+                    } else {
+                        None
+                    };
                     TxnOp::put(key, value, opts)
                 }
                 Op::Delete { key } => TxnOp::delete(key, None),
             })
             .collect();
         let mut kv = self.client.kv_client();
-        let resp = self.bounded(kv.txn(ETxn::new().when(compares).and_then(ops))).await?;
+        let resp = self
+            .bounded(kv.txn(ETxn::new().when(compares).and_then(ops)))
+            .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-        Ok(TxnResult { succeeded: resp.succeeded(), revision })
+        Ok(TxnResult {
+            succeeded: resp.succeeded(),
+            revision,
+        })
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
         let mut lc = self.client.lease_client();
-        let resp = self.bounded(lc.grant(ttl.as_secs().max(1) as i64, None)).await?;
+        let resp = self
+            .bounded(lc.grant(ttl.as_secs().max(1) as i64, None))
+            .await?;
         Ok(resp.id())
     }
 
@@ -176,7 +221,10 @@ impl Store for EtcdStore {
                 if tx.is_closed() {
                     return;
                 }
-                let opts = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(next);
+                let opts = WatchOptions::new()
+                    .with_prefix()
+                    .with_prev_key()
+                    .with_start_revision(next);
                 let mut wc = client.watch_client();
                 let mut stream = match wc.watch(prefix.as_str(), Some(opts)).await {
                     Ok(s) => s,
@@ -194,7 +242,11 @@ impl Store for EtcdStore {
                     match msg {
                         Ok(Some(resp)) => {
                             if resp.compact_revision() > 0 {
-                                let _ = tx.send(Err(StoreError::WatchLost(format!("etcd compacted past revision {next}")))).await;
+                                let _ = tx
+                                    .send(Err(StoreError::WatchLost(format!(
+                                        "etcd compacted past revision {next}"
+                                    ))))
+                                    .await;
                                 return;
                             }
                             for ev in resp.events() {
@@ -229,7 +281,9 @@ impl Store for EtcdStore {
 
     async fn revision(&self) -> Result<Revision> {
         let mut kv = self.client.kv_client();
-        let resp = self.bounded(kv.get("\0", Some(GetOptions::new().with_count_only()))).await?;
+        let resp = self
+            .bounded(kv.get("\0", Some(GetOptions::new().with_count_only())))
+            .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 }

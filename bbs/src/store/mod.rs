@@ -48,13 +48,23 @@ impl Compare {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Vec<u8>, lease: LeaseId },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: LeaseId,
+    },
+    Delete {
+        key: String,
+    },
 }
 
 impl Op {
     pub fn put(key: impl Into<String>, value: Vec<u8>) -> Op {
-        Op::Put { key: key.into(), value, lease: 0 }
+        Op::Put {
+            key: key.into(),
+            value,
+            lease: 0,
+        }
     }
     pub fn delete(key: impl Into<String>) -> Op {
         Op::Delete { key: key.into() }

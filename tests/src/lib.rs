@@ -1,0 +1,155 @@
+//! Support for end-to-end tests: the `lattice` binary run as a real process,
+//! killed and restarted like a crashing component would be.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use lattice_bbs::testing::{free_port, EtcdServer};
+
+/// The `lattice` binary, built (or confirmed fresh) once per test process.
+pub fn lattice_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "lattice-cli", "--bin", "lattice"])
+            .current_dir(&root)
+            .status()
+            .expect("running cargo build for the lattice binary");
+        assert!(status.success(), "building the lattice binary failed");
+        // target/<profile>/deps/<test> → target/<profile>/lattice
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe.parent().unwrap().parent().unwrap().join("lattice");
+        assert!(
+            bin.exists(),
+            "lattice binary not found at {}",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+/// A `lattice bbs` process.
+pub struct BbsProcess {
+    child: Option<Child>,
+    args: Vec<String>,
+    pub grpc: String,
+    pub api: String,
+}
+
+impl BbsProcess {
+    /// Start `lattice bbs --store STORE` on fixed free ports (kept across restarts).
+    pub fn start(store: &str, extra: &[&str]) -> BbsProcess {
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let api = format!("127.0.0.1:{}", free_port());
+        let mut args: Vec<String> = vec![
+            "bbs".into(),
+            "--store".into(),
+            store.into(),
+            "--listen".into(),
+            grpc.clone(),
+            "--api-listen".into(),
+            api.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut p = BbsProcess {
+            child: None,
+            args,
+            grpc,
+            api,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(lattice_bin())
+            .args(&self.args)
+            .env("LATTICE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting lattice bbs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("lattice bbs ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = child.kill();
+            panic!("lattice bbs did not report ready within 20 s");
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        // The ports were just released; retry briefly if the OS is slow to free them.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn()));
+            match r {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => std::panic::resume_unwind(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub async fn client(
+        &self,
+    ) -> lattice_specs::bbs_api::bbs_client::BbsClient<tonic::transport::Channel> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match lattice_specs::bbs_api::bbs_client::BbsClient::connect(format!(
+                "http://{}",
+                self.grpc
+            ))
+            .await
+            {
+                Ok(c) => return c,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("cannot connect to the BBS at {}: {e}", self.grpc)
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+impl Drop for BbsProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Send a signal to a process (SIGSTOP/SIGCONT to pause and resume etcd).
+pub fn signal(pid: u32, sig: i32) {
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
