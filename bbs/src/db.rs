@@ -429,23 +429,26 @@ impl Db {
         net: ActualLrpNetInfo,
     ) -> Result<ActualLrp> {
         let now = now_nanos();
-        let desired: Option<(DesiredLrp, i64)> = self.get(&desired_key(guid)).await?;
-        self.modify(&actual_key(guid, index), |cur: Option<ActualLrp>| {
-            let mut l = match cur {
-                Some(l) => l,
-                None => match &desired {
-                    Some((d, _)) if index < d.instances => {
-                        alrp::new_unclaimed(guid, index, &d.domain, now)
-                    }
-                    _ => return Err(DbError::actual_not_found(guid, index)),
-                },
-            };
-            let before = l.clone();
-            alrp::start(&mut l, ik, net.clone(), now)?;
+        let start = |l: &mut ActualLrp| -> Result<()> {
+            alrp::start(l, ik, net.clone(), now)?;
             l.presence = Presence::Ordinary as i32;
-            if l == before {
-                return Ok((Write::Nothing, l));
-            }
+            Ok(())
+        };
+        match self.modify_actual(guid, index, start).await {
+            Err(DbError::NotFound { .. }) => {}
+            other => return other.map(|(l, _)| l),
+        }
+        // The record is gone (e.g. lost with its store): recreate it if still desired.
+        let d = self
+            .desired_lrp(guid)
+            .await
+            .map_err(|_| DbError::actual_not_found(guid, index))?;
+        if index >= d.instances {
+            return Err(DbError::actual_not_found(guid, index));
+        }
+        self.modify(&actual_key(guid, index), |cur: Option<ActualLrp>| {
+            let mut l = cur.unwrap_or_else(|| alrp::new_unclaimed(guid, index, &d.domain, now));
+            start(&mut l)?;
             Ok((Write::Put(l.clone()), l))
         })
         .await

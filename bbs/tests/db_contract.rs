@@ -213,6 +213,38 @@ async fn claim_start_crash_and_restart(db: Db) {
     assert_eq!(err.name(), "ActualLRPIndexNotFound");
 }
 
+async fn start_recreates_a_lost_record_of_a_desired_index(db: Db) {
+    db.desire_lrp(lrp("adopt", 2)).await.unwrap();
+    db.remove_actual_lrp("adopt", 1, None).await.unwrap();
+    let me = ik("i-9", "cell-9");
+    let l = db
+        .start_actual_lrp("adopt", 1, &me, ActualLrpNetInfo::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (l.state(), l.instance_key.as_ref().unwrap().cell_id.as_str()),
+        (State::Running, "cell-9")
+    );
+    assert_eq!(
+        db.actual_lrps("", "", "adopt", Some(1)).await.unwrap(),
+        vec![l]
+    );
+    let err = db
+        .start_actual_lrp("adopt", 2, &me, ActualLrpNetInfo::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.name(),
+        "ActualLRPIndexNotFound",
+        "an index beyond the desired count is not recreated"
+    );
+    let err = db
+        .start_actual_lrp("nobody", 0, &me, ActualLrpNetInfo::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "ActualLRPIndexNotFound");
+}
+
 async fn scaling_creates_and_retires_indices(db: Db) {
     db.desire_lrp(lrp("scale", 2)).await.unwrap();
     db.update_desired_lrp(
@@ -478,6 +510,7 @@ macro_rules! db_contract {
             invalid_models_are_refused_and_nothing_is_written,
             racing_claimers_exactly_one_wins,
             claim_start_crash_and_restart,
+            start_recreates_a_lost_record_of_a_desired_index,
             scaling_creates_and_retires_indices,
             task_lifecycle_and_racing_starters,
             cells_live_as_long_as_their_lease,
