@@ -253,7 +253,7 @@ async fn main() {
 
     let raw = raw_etcd(&endpoint, n, c).await;
     let etcd_store: Arc<dyn Store> = Arc::new(
-        EtcdStore::connect(&[endpoint.clone()], Duration::from_secs(10))
+        EtcdStore::connect(std::slice::from_ref(&endpoint), Duration::from_secs(10))
             .await
             .unwrap(),
     );

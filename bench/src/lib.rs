@@ -1,1 +1,0 @@
-//! Benchmarks live in src/bin; see bench/RESULTS.md for how to run them.
