@@ -166,6 +166,34 @@ impl Db {
         }
     }
 
+    /// Create `key` unless it exists: the revision it was created at, or None.
+    async fn create(&self, key: &str, value: Vec<u8>, lease: LeaseId) -> Result<Option<i64>> {
+        let put = Op::Put {
+            key: key.into(),
+            value,
+            lease,
+        };
+        let r = self
+            .store
+            .txn(Txn::new().when(Compare::absent(key)).then(put))
+            .await?;
+        Ok(r.succeeded.then_some(r.revision))
+    }
+
+    /// Delete `keys`, up to the store's transaction size at a time.
+    async fn delete_all(&self, keys: Vec<String>) -> Result<()> {
+        for chunk in keys.chunks(MAX_TXN_OPS) {
+            let ops = chunk.iter().map(Op::delete).collect();
+            self.store
+                .txn(Txn {
+                    compares: vec![],
+                    ops,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn list<T: Message + Default>(&self, prefix: &str) -> Result<Vec<T>> {
         self.store.list(prefix).await?.iter().map(decode).collect()
     }
@@ -217,15 +245,7 @@ impl Db {
             index: 0,
         });
         let key = desired_key(&d.process_guid);
-        let created = self
-            .store
-            .txn(
-                Txn::new()
-                    .when(Compare::absent(&key))
-                    .then(Op::put(&key, d.encode_to_vec())),
-            )
-            .await?;
-        if !created.succeeded {
+        if self.create(&key, d.encode_to_vec(), 0).await?.is_none() {
             return Err(DbError::AlreadyExists {
                 name: "DesiredLRPAlreadyExists",
                 message: format!("desired LRP {} already exists", d.process_guid),
@@ -270,14 +290,8 @@ impl Db {
             if !self.store.txn(txn).await?.succeeded {
                 // Someone created some of them meanwhile: fall back to one by one.
                 for i in chunk {
-                    let key = actual_key(guid, *i);
                     let lrp = alrp::new_unclaimed(guid, *i, domain, now);
-                    self.store
-                        .txn(
-                            Txn::new()
-                                .when(Compare::absent(&key))
-                                .then(Op::put(&key, lrp.encode_to_vec())),
-                        )
+                    self.create(&actual_key(guid, *i), lrp.encode_to_vec(), 0)
                         .await?;
                 }
             }
@@ -317,16 +331,18 @@ impl Db {
     /// Remove the records of indices >= `from`; cells stop the containers of
     /// instances whose records are gone (ActualLRPRemoved events / bulk sync).
     async fn retire_indices_from(&self, guid: &str, from: i32) -> Result<()> {
-        let lrps: Vec<ActualLrp> = self.list(&format!("{ACTUAL}{guid}/")).await?;
-        for l in lrps {
-            let index = l.key.as_ref().map(|k| k.index).unwrap_or(0);
-            if index >= from {
-                self.store
-                    .txn(Txn::new().then(Op::delete(actual_key(guid, index))))
-                    .await?;
-            }
-        }
-        Ok(())
+        let keys = self
+            .store
+            .list(&format!("{ACTUAL}{guid}/"))
+            .await?
+            .into_iter()
+            .map(|kv| kv.key);
+        let index_of = |k: &str| k.rsplit('/').next().and_then(|i| i.parse::<i32>().ok());
+        self.delete_all(
+            keys.filter(|k| index_of(k).is_some_and(|i| i >= from))
+                .collect(),
+        )
+        .await
     }
 
     pub async fn remove_desired_lrp(&self, guid: &str) -> Result<()> {
@@ -336,10 +352,9 @@ impl Db {
         })
         .await?;
         self.retire_indices_from(guid, 0).await?;
-        for kv in self.store.list(&format!("{EVACUATING}{guid}/")).await? {
-            self.store.txn(Txn::new().then(Op::delete(kv.key))).await?;
-        }
-        Ok(())
+        let evacuating = self.store.list(&format!("{EVACUATING}{guid}/")).await?;
+        self.delete_all(evacuating.into_iter().map(|kv| kv.key).collect())
+            .await
     }
 
     pub async fn desired_lrps(&self, domain: &str) -> Result<Vec<DesiredLrp>> {
@@ -677,15 +692,7 @@ impl Db {
         validation::validate_task(task_guid, domain, &def)?;
         let task = task_sm::new_task(task_guid.into(), domain.into(), def, now_nanos());
         let key = task_key(task_guid);
-        let r = self
-            .store
-            .txn(
-                Txn::new()
-                    .when(Compare::absent(&key))
-                    .then(Op::put(&key, task.encode_to_vec())),
-            )
-            .await?;
-        if !r.succeeded {
+        if self.create(&key, task.encode_to_vec(), 0).await?.is_none() {
             return Err(DbError::AlreadyExists {
                 name: "TaskGuidAlreadyExists",
                 message: format!("task {task_guid} already exists"),
@@ -868,19 +875,11 @@ impl Db {
                     revision: kv.create_revision,
                 });
             }
-            let r = self
-                .store
-                .txn(Txn::new().when(Compare::absent(&key)).then(Op::Put {
-                    key: key.clone(),
-                    value: owner.as_bytes().to_vec(),
-                    lease,
-                }))
-                .await?;
-            if r.succeeded {
+            if let Some(revision) = self.create(&key, owner.as_bytes().to_vec(), lease).await? {
                 return Ok(LockState {
                     acquired: true,
                     owner: owner.into(),
-                    revision: r.revision,
+                    revision,
                 });
             }
         }
