@@ -26,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/models.proto",
                 "proto/events.proto",
                 "proto/bbs.proto",
+                "proto/rep.proto",
             ],
             &["proto"],
         )?;

@@ -22,6 +22,12 @@ pub mod events {
     tonic::include_proto!("lattice.events");
 }
 
+/// Generated cell (rep) gRPC API (`proto/rep.proto`), used by the auctioneer.
+#[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
+pub mod rep_api {
+    tonic::include_proto!("lattice.rep");
+}
+
 /// Generated BBS gRPC API (`proto/bbs.proto`): messages, client and server.
 #[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
 pub mod bbs_api {

@@ -1,0 +1,669 @@
+//! The placement core: a pure function of (cell states, work) → (placements,
+//! failures). No I/O; the auction runner fetches states and sends work.
+//!
+//! For each piece of work, in order (index-0 LRP instances, then tasks, then
+//! the other LRP indices; larger memory first within each group):
+//! 1. keep the cells that can run it: not evacuating, offering its rootfs,
+//!    with compatible placement tags (cell's required ⊆ work's tags ⊆ cell's
+//!    required ∪ optional) and its volume drivers;
+//! 2. keep those with room (memory, disk, a container slot);
+//! 3. score each, lowest wins (Diego's function):
+//!    `((1−mem'/mem) + (1−disk'/disk) + (1−slots'/slots))/3 + 0.25·starting
+//!     + 1000·(instances of the same process on the cell) + bin_pack·ordinal`
+//!    where `x'` is what remains after placing; an LRP goes first to the zone
+//!    holding the fewest of its instances;
+//! 4. reserve the resources in this in-memory view before the next decision.
+//!
+//! Work that fits nowhere gets a precise reason.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lattice_specs::rootfs::RootFs;
+
+/// Memory (MB), disk (MB) and container slots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub memory_mb: i32,
+    pub disk_mb: i32,
+    pub containers: i32,
+}
+
+/// What the auction knows of a cell.
+#[derive(Debug, Clone, Default)]
+pub struct CellView {
+    pub cell_id: String,
+    pub zone: String,
+    pub total: Resources,
+    pub available: Resources,
+    /// Provider name → properties (e.g. "preloaded" → ["busybox"]).
+    pub rootfs_providers: Vec<(String, Vec<String>)>,
+    pub placement_tags: Vec<String>,
+    pub optional_placement_tags: Vec<String>,
+    pub volume_drivers: Vec<String>,
+    /// Process guids of the LRP instances on the cell (one entry per instance).
+    pub lrps: Vec<Arc<str>>,
+    pub starting: u32,
+    pub evacuating: bool,
+}
+
+/// What a piece of work needs from a cell besides resources. Shared between
+/// work with the same needs, so compatibility is computed once per auction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Constraints {
+    pub rootfs: String,
+    pub placement_tags: Vec<String>,
+    pub volume_drivers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkKind {
+    Lrp { process_guid: Arc<str>, index: i32 },
+    Task { task_guid: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkItem {
+    pub kind: WorkKind,
+    pub memory_mb: i32,
+    pub disk_mb: i32,
+    pub constraints: Arc<Constraints>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AuctionConfig {
+    /// Weight of containers already starting on a cell (Diego: 0.25).
+    pub starting_weight: f64,
+    /// Penalty per instance of the same process already on a cell (Diego: 1000).
+    pub same_process_weight: f64,
+    /// Added per cell ordinal: > 0 packs work onto the first cells instead of spreading.
+    pub bin_pack_weight: f64,
+}
+
+impl Default for AuctionConfig {
+    fn default() -> Self {
+        AuctionConfig {
+            starting_weight: 0.25,
+            same_process_weight: 1000.0,
+            bin_pack_weight: 0.0,
+        }
+    }
+}
+
+/// Work placed and work refused, by index into the input work.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub placed: Vec<(usize, usize)>,
+    pub failed: Vec<(usize, String)>,
+}
+
+impl Outcome {
+    pub fn cell_of(&self, work: usize) -> Option<usize> {
+        self.placed
+            .iter()
+            .find(|(w, _)| *w == work)
+            .map(|(_, c)| *c)
+    }
+    pub fn reason_of(&self, work: usize) -> Option<&str> {
+        self.failed
+            .iter()
+            .find(|(w, _)| *w == work)
+            .map(|(_, r)| r.as_str())
+    }
+}
+
+fn offers_rootfs(cell: &CellView, rootfs: &RootFs) -> bool {
+    let provider = rootfs.provider();
+    cell.rootfs_providers.iter().any(|(name, props)| {
+        name == provider
+            && match rootfs {
+                RootFs::Preloaded { name } => props.iter().any(|p| p == name),
+                _ => true,
+            }
+    })
+}
+
+/// required ⊆ work ⊆ required ∪ optional
+fn tags_fit(cell: &CellView, tags: &[String]) -> bool {
+    cell.placement_tags.iter().all(|t| tags.contains(t))
+        && tags
+            .iter()
+            .all(|t| cell.placement_tags.contains(t) || cell.optional_placement_tags.contains(t))
+}
+
+fn quote_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|t| format!("{t:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Which cells can run work with these constraints, or why none can.
+fn compatible(cells: &[CellView], c: &Constraints) -> Result<Vec<bool>, String> {
+    if cells.is_empty() {
+        return Err("found no compatible cell: no cell is registered".into());
+    }
+    let live: Vec<bool> = cells.iter().map(|cell| !cell.evacuating).collect();
+    if !live.iter().any(|x| *x) {
+        return Err("found no compatible cell: every cell is evacuating".into());
+    }
+    let rootfs = RootFs::parse(&c.rootfs).map_err(|e| e.to_string())?;
+    let by_rootfs: Vec<bool> = cells
+        .iter()
+        .zip(&live)
+        .map(|(cell, l)| *l && offers_rootfs(cell, &rootfs))
+        .collect();
+    if !by_rootfs.iter().any(|x| *x) {
+        return Err("found no compatible cell for required rootfs".into());
+    }
+    let by_tags: Vec<bool> = cells
+        .iter()
+        .zip(&by_rootfs)
+        .map(|(cell, ok)| *ok && tags_fit(cell, &c.placement_tags))
+        .collect();
+    if !by_tags.iter().any(|x| *x) {
+        return Err(match c.placement_tags.len() {
+            0 => {
+                "found no compatible cell without placement tags (every cell requires some)".into()
+            }
+            1 => format!(
+                "found no compatible cell with placement tag {:?}",
+                c.placement_tags[0]
+            ),
+            _ => format!(
+                "found no compatible cell with placement tags {}",
+                quote_list(&c.placement_tags)
+            ),
+        });
+    }
+    let all: Vec<bool> = cells
+        .iter()
+        .zip(&by_tags)
+        .map(|(cell, ok)| {
+            *ok && c
+                .volume_drivers
+                .iter()
+                .all(|d| cell.volume_drivers.contains(d))
+        })
+        .collect();
+    if !all.iter().any(|x| *x) {
+        let missing: Vec<String> = c
+            .volume_drivers
+            .iter()
+            .filter(|d| !cells.iter().any(|cell| cell.volume_drivers.contains(d)))
+            .cloned()
+            .collect();
+        let named = if missing.is_empty() {
+            c.volume_drivers.clone()
+        } else {
+            missing
+        };
+        return Err(format!(
+            "found no compatible cell with volume driver {}",
+            quote_list(&named)
+        ));
+    }
+    Ok(all)
+}
+
+fn group(w: &WorkItem) -> u8 {
+    match &w.kind {
+        WorkKind::Lrp { index: 0, .. } => 0,
+        WorkKind::Task { .. } => 1,
+        WorkKind::Lrp { .. } => 2,
+    }
+}
+
+/// Place `work` on `cells`.
+pub fn place(cells: &[CellView], work: &[WorkItem], cfg: &AuctionConfig) -> Outcome {
+    let n = cells.len();
+    let mut out = Outcome::default();
+    let mut avail: Vec<Resources> = cells.iter().map(|c| c.available).collect();
+    let inv = |t: i32| if t > 0 { 1.0 / t as f64 } else { 0.0 };
+    let inv_total: Vec<[f64; 3]> = cells
+        .iter()
+        .map(|c| {
+            [
+                inv(c.total.memory_mb),
+                inv(c.total.disk_mb),
+                inv(c.total.containers),
+            ]
+        })
+        .collect();
+    let mut starting: Vec<f64> = cells.iter().map(|c| c.starting as f64).collect();
+
+    let mut zones: HashMap<&str, usize> = HashMap::new();
+    let cell_zone: Vec<usize> = cells
+        .iter()
+        .map(|c| {
+            let next = zones.len();
+            *zones.entry(c.zone.as_str()).or_insert(next)
+        })
+        .collect();
+    let zone_count = zones.len().max(1);
+
+    // Where each process of this batch already runs: (cell, instances).
+    let mut hosts: HashMap<Arc<str>, Vec<(usize, u32)>> = HashMap::new();
+    for w in work {
+        if let WorkKind::Lrp { process_guid, .. } = &w.kind {
+            hosts.entry(process_guid.clone()).or_default();
+        }
+    }
+    for (ci, cell) in cells.iter().enumerate() {
+        for p in &cell.lrps {
+            if let Some(h) = hosts.get_mut(p) {
+                match h.iter_mut().find(|(c, _)| *c == ci) {
+                    Some((_, k)) => *k += 1,
+                    None => h.push((ci, 1)),
+                }
+            }
+        }
+    }
+
+    let mut order: Vec<usize> = (0..work.len()).collect();
+    order.sort_by_key(|&i| (group(&work[i]), Reverse(work[i].memory_mb)));
+
+    let mut compat_cache: HashMap<Arc<Constraints>, Result<Vec<bool>, String>> = HashMap::new();
+    let mut same_process = vec![0u32; n];
+    let mut best = vec![(f64::INFINITY, usize::MAX); zone_count];
+    let mut per_zone = vec![0u32; zone_count];
+
+    for i in order {
+        let w = &work[i];
+        let compat = compat_cache
+            .entry(w.constraints.clone())
+            .or_insert_with(|| compatible(cells, &w.constraints));
+        let compat = match compat {
+            Ok(c) => c,
+            Err(reason) => {
+                out.failed.push((i, reason.clone()));
+                continue;
+            }
+        };
+        let process_hosts = match &w.kind {
+            WorkKind::Lrp { process_guid, .. } => hosts.get(process_guid),
+            WorkKind::Task { .. } => None,
+        };
+        per_zone.iter_mut().for_each(|z| *z = 0);
+        if let Some(h) = process_hosts {
+            for &(c, k) in h {
+                same_process[c] = k;
+                per_zone[cell_zone[c]] += k;
+            }
+        }
+        best.iter_mut()
+            .for_each(|b| *b = (f64::INFINITY, usize::MAX));
+        let (mut fits_mem, mut fits_disk, mut fits_slot) = (false, false, false);
+        for c in 0..n {
+            if !compat[c] {
+                continue;
+            }
+            let a = avail[c];
+            let (mem, disk, slots) = (
+                a.memory_mb - w.memory_mb,
+                a.disk_mb - w.disk_mb,
+                a.containers - 1,
+            );
+            fits_mem |= mem >= 0;
+            fits_disk |= disk >= 0;
+            fits_slot |= slots >= 0;
+            if mem < 0 || disk < 0 || slots < 0 {
+                continue;
+            }
+            let t = &inv_total[c];
+            let resources = ((1.0 - mem as f64 * t[0])
+                + (1.0 - disk as f64 * t[1])
+                + (1.0 - slots as f64 * t[2]))
+                / 3.0;
+            let score = resources
+                + cfg.starting_weight * starting[c]
+                + cfg.same_process_weight * same_process[c] as f64
+                + cfg.bin_pack_weight * c as f64;
+            let z = cell_zone[c];
+            if score < best[z].0 {
+                best[z] = (score, c);
+            }
+        }
+        if let Some(h) = process_hosts {
+            for &(c, _) in h {
+                same_process[c] = 0;
+            }
+        }
+        // The zone with the fewest instances of this process, then the best score.
+        let chosen = (0..zone_count)
+            .filter(|&z| best[z].1 != usize::MAX)
+            .min_by(|&a, &b| {
+                per_zone[a]
+                    .cmp(&per_zone[b])
+                    .then(best[a].0.total_cmp(&best[b].0))
+            })
+            .map(|z| best[z].1);
+        let Some(c) = chosen else {
+            let mut short: Vec<&str> = vec![];
+            if !fits_mem {
+                short.push("memory");
+            }
+            if !fits_disk {
+                short.push("disk");
+            }
+            if !fits_slot {
+                short.push("containers");
+            }
+            if short.is_empty() {
+                // Each resource exists somewhere, but never all together.
+                short = vec!["memory", "disk", "containers"]
+                    .into_iter()
+                    .filter(|r| {
+                        (0..n).any(|c| {
+                            compat[c]
+                                && match *r {
+                                    "memory" => avail[c].memory_mb < w.memory_mb,
+                                    "disk" => avail[c].disk_mb < w.disk_mb,
+                                    _ => avail[c].containers < 1,
+                                }
+                        })
+                    })
+                    .collect();
+            }
+            out.failed
+                .push((i, format!("insufficient resources: {}", short.join(", "))));
+            continue;
+        };
+        avail[c].memory_mb -= w.memory_mb;
+        avail[c].disk_mb -= w.disk_mb;
+        avail[c].containers -= 1;
+        starting[c] += 1.0;
+        if let WorkKind::Lrp { process_guid, .. } = &w.kind {
+            let h = hosts
+                .get_mut(process_guid)
+                .expect("every batch process has an entry");
+            match h.iter_mut().find(|(hc, _)| *hc == c) {
+                Some((_, k)) => *k += 1,
+                None => h.push((c, 1)),
+            }
+        }
+        out.placed.push((i, c));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(id: &str, zone: &str, mem: i32) -> CellView {
+        let total = Resources {
+            memory_mb: mem,
+            disk_mb: 10_000,
+            containers: 100,
+        };
+        CellView {
+            cell_id: id.into(),
+            zone: zone.into(),
+            total,
+            available: total,
+            rootfs_providers: vec![
+                ("preloaded".into(), vec!["busybox".into()]),
+                ("docker".into(), vec![]),
+            ],
+            volume_drivers: vec!["local".into()],
+            ..Default::default()
+        }
+    }
+
+    fn constraints(rootfs: &str, tags: &[&str]) -> Arc<Constraints> {
+        Arc::new(Constraints {
+            rootfs: rootfs.into(),
+            placement_tags: tags.iter().map(|t| t.to_string()).collect(),
+            volume_drivers: vec![],
+        })
+    }
+
+    fn lrp(guid: &str, index: i32, mem: i32) -> WorkItem {
+        WorkItem {
+            kind: WorkKind::Lrp {
+                process_guid: guid.into(),
+                index,
+            },
+            memory_mb: mem,
+            disk_mb: 10,
+            constraints: constraints("preloaded:busybox", &[]),
+        }
+    }
+
+    fn task(guid: &str, mem: i32) -> WorkItem {
+        WorkItem {
+            kind: WorkKind::Task {
+                task_guid: guid.into(),
+            },
+            memory_mb: mem,
+            disk_mb: 10,
+            constraints: constraints("preloaded:busybox", &[]),
+        }
+    }
+
+    fn cells_of(o: &Outcome, cells: &[CellView]) -> Vec<String> {
+        let mut placed = o.placed.clone();
+        placed.sort();
+        placed
+            .into_iter()
+            .map(|(_, c)| cells[c].cell_id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn instances_of_one_process_spread_over_cells() {
+        let cells = vec![
+            cell("a", "z1", 1000),
+            cell("b", "z1", 1000),
+            cell("c", "z1", 1000),
+        ];
+        let work: Vec<_> = (0..3).map(|i| lrp("web", i, 100)).collect();
+        let o = place(&cells, &work, &AuctionConfig::default());
+        let mut got = cells_of(&o, &cells);
+        got.sort();
+        assert_eq!(got, ["a", "b", "c"]);
+        // a 4th and 5th instance go to cells with the fewest instances
+        let work: Vec<_> = (0..6).map(|i| lrp("web", i, 100)).collect();
+        let o = place(&cells, &work, &AuctionConfig::default());
+        let mut counts = HashMap::new();
+        for c in cells_of(&o, &cells) {
+            *counts.entry(c).or_insert(0) += 1;
+        }
+        assert_eq!(counts.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn the_emptier_cell_wins() {
+        let mut cells = vec![cell("busy", "z1", 1000), cell("free", "z1", 1000)];
+        cells[0].available.memory_mb = 200;
+        let o = place(&cells, &[lrp("web", 0, 100)], &AuctionConfig::default());
+        assert_eq!(cells_of(&o, &cells), ["free"]);
+    }
+
+    #[test]
+    fn starting_containers_weigh_against_a_cell() {
+        let mut cells = vec![cell("a", "z1", 1000), cell("b", "z1", 1000)];
+        cells[1].available.memory_mb = 900; // b is slightly fuller…
+        cells[0].starting = 2; // …but a is busy starting containers
+        let o = place(&cells, &[task("t", 10)], &AuctionConfig::default());
+        assert_eq!(cells_of(&o, &cells), ["b"]);
+    }
+
+    #[test]
+    fn existing_instances_of_the_process_count() {
+        let mut cells = vec![cell("a", "z1", 1000), cell("b", "z1", 1000)];
+        cells[1].lrps = vec!["web".into()];
+        cells[0].available.memory_mb = 100; // a is nearly full, but b already runs web
+        let o = place(&cells, &[lrp("web", 1, 50)], &AuctionConfig::default());
+        assert_eq!(cells_of(&o, &cells), ["a"]);
+    }
+
+    #[test]
+    fn lrps_spread_across_zones_first() {
+        // Zone z1 has two roomy cells, z2 one fuller cell: instances alternate zones.
+        let mut cells = vec![
+            cell("a1", "z1", 4000),
+            cell("a2", "z1", 4000),
+            cell("b1", "z2", 4000),
+        ];
+        cells[2].available.memory_mb = 1000;
+        let work: Vec<_> = (0..4).map(|i| lrp("web", i, 100)).collect();
+        let o = place(&cells, &work, &AuctionConfig::default());
+        let zones: Vec<&str> = (0..4)
+            .map(|w| cells[o.cell_of(w).unwrap()].zone.as_str())
+            .collect();
+        assert_eq!(zones.iter().filter(|z| **z == "z1").count(), 2, "{zones:?}");
+        assert_eq!(zones.iter().filter(|z| **z == "z2").count(), 2, "{zones:?}");
+    }
+
+    #[test]
+    fn resources_are_reserved_as_work_is_placed() {
+        let cells = vec![cell("a", "z1", 250)];
+        let work: Vec<_> = (0..3).map(|i| task(&format!("t{i}"), 100)).collect();
+        let o = place(&cells, &work, &AuctionConfig::default());
+        assert_eq!(o.placed.len(), 2);
+        assert_eq!(o.failed.len(), 1);
+        assert_eq!(o.failed[0].1, "insufficient resources: memory");
+    }
+
+    #[test]
+    fn order_is_index_zero_then_tasks_then_other_indices_largest_first() {
+        // Room for exactly two: index 0 of "small" and the task must win over index 1 of "big".
+        let mut c = cell("a", "z1", 10_000);
+        c.available.containers = 2;
+        c.total.containers = 2;
+        let work = vec![lrp("big", 1, 500), task("t", 10), lrp("small", 0, 10)];
+        let o = place(&[c], &work, &AuctionConfig::default());
+        assert!(o.cell_of(1).is_some() && o.cell_of(2).is_some(), "{o:?}");
+        assert_eq!(o.reason_of(0), Some("insufficient resources: containers"));
+        // larger memory first within a group
+        let cells = vec![cell("a", "z1", 600)];
+        let work = vec![task("small", 200), task("large", 500)];
+        let o = place(&cells, &work, &AuctionConfig::default());
+        assert_eq!(o.cell_of(1), Some(0));
+        assert_eq!(o.reason_of(0), Some("insufficient resources: memory"));
+    }
+
+    #[test]
+    fn placement_tags_follow_required_and_optional() {
+        let mut cells = vec![
+            cell("plain", "z1", 1000),
+            cell("gpu", "z1", 1000),
+            cell("ssd-opt", "z1", 1000),
+        ];
+        cells[1].placement_tags = vec!["gpu".into()];
+        cells[2].optional_placement_tags = vec!["ssd".into()];
+        let mk = |tags: &[&str]| WorkItem {
+            constraints: constraints("preloaded:busybox", tags),
+            ..task("t", 10)
+        };
+        let cases: Vec<(&[&str], Result<&str, &str>)> = vec![
+            (&[], Ok("plain")), // gpu requires its tag; plain is emptier than nothing else… all equal: first best
+            (&["gpu"], Ok("gpu")),
+            (&["ssd"], Ok("ssd-opt")),
+            (
+                &["gpu", "ssd"],
+                Err("found no compatible cell with placement tags \"gpu\", \"ssd\""),
+            ),
+            (
+                &["nvme"],
+                Err("found no compatible cell with placement tag \"nvme\""),
+            ),
+        ];
+        for (tags, want) in cases {
+            let o = place(&cells, &[mk(tags)], &AuctionConfig::default());
+            match want {
+                Ok(id) if !tags.is_empty() => {
+                    assert_eq!(cells[o.cell_of(0).unwrap()].cell_id, id, "{tags:?}")
+                }
+                Ok(_) => assert_ne!(
+                    cells[o.cell_of(0).unwrap()].cell_id,
+                    "gpu",
+                    "untagged work never lands on a cell that requires tags"
+                ),
+                Err(r) => assert_eq!(o.reason_of(0), Some(r), "{tags:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rootfs_and_volume_driver_compatibility() {
+        let mut cells = vec![cell("a", "z1", 1000)];
+        let mk = |rootfs: &str, drivers: &[&str]| WorkItem {
+            constraints: Arc::new(Constraints {
+                rootfs: rootfs.into(),
+                placement_tags: vec![],
+                volume_drivers: drivers.iter().map(|d| d.to_string()).collect(),
+            }),
+            ..task("t", 10)
+        };
+        let cases = vec![
+            (mk("preloaded:busybox", &[]), None),
+            (mk("docker://127.0.0.1:5000/app:1", &[]), None),
+            (
+                mk("preloaded:ubuntu", &[]),
+                Some("found no compatible cell for required rootfs"),
+            ),
+            (
+                mk("oci:/images/app", &[]),
+                Some("found no compatible cell for required rootfs"),
+            ),
+            (mk("preloaded:busybox", &["local"]), None),
+            (
+                mk("preloaded:busybox", &["nfs"]),
+                Some("found no compatible cell with volume driver \"nfs\""),
+            ),
+        ];
+        for (w, want) in cases {
+            let o = place(&cells, std::slice::from_ref(&w), &AuctionConfig::default());
+            assert_eq!(o.reason_of(0), want, "{:?}", w.constraints);
+        }
+        cells[0].evacuating = true;
+        let o = place(&cells, &[task("t", 1)], &AuctionConfig::default());
+        assert_eq!(
+            o.reason_of(0),
+            Some("found no compatible cell: every cell is evacuating")
+        );
+        let o = place(&[], &[task("t", 1)], &AuctionConfig::default());
+        assert_eq!(
+            o.reason_of(0),
+            Some("found no compatible cell: no cell is registered")
+        );
+    }
+
+    #[test]
+    fn insufficient_resources_name_what_is_missing() {
+        let mut cells = vec![cell("a", "z1", 1000), cell("b", "z1", 100)];
+        cells[0].available.disk_mb = 5;
+        let mut w = task("t", 500);
+        w.disk_mb = 50;
+        // a has memory but no disk, b has disk but no memory: neither fits.
+        let o = place(&cells, &[w.clone()], &AuctionConfig::default());
+        assert_eq!(o.reason_of(0), Some("insufficient resources: memory, disk"));
+        w.memory_mb = 5000;
+        let o = place(&cells, &[w], &AuctionConfig::default());
+        assert_eq!(o.reason_of(0), Some("insufficient resources: memory"));
+    }
+
+    #[test]
+    fn bin_pack_weight_packs_instead_of_spreading() {
+        let cells = vec![
+            cell("a", "z1", 10_000),
+            cell("b", "z1", 10_000),
+            cell("c", "z1", 10_000),
+        ];
+        let work: Vec<_> = (0..5).map(|i| task(&format!("t{i}"), 100)).collect();
+        let cfg = AuctionConfig {
+            bin_pack_weight: 10.0,
+            ..Default::default()
+        };
+        let o = place(&cells, &work, &cfg);
+        assert!(
+            o.placed.iter().all(|(_, c)| *c == 0),
+            "all on the first cell: {o:?}"
+        );
+    }
+}
