@@ -7,14 +7,18 @@
 //!    with compatible placement tags (cell's required ⊆ work's tags ⊆ cell's
 //!    required ∪ optional) and its volume drivers;
 //! 2. keep those with room (memory, disk, a container slot);
-//! 3. score each, lowest wins (Diego's function):
-//!    `((1−mem'/mem) + (1−disk'/disk) + (1−slots'/slots))/3 + 0.25·starting
-//!     + 1000·(instances of the same process on the cell) + bin_pack·ordinal`
-//!    where `x'` is what remains after placing; an LRP goes first to the zone
-//!    holding the fewest of its instances;
+//! 3. score each, lowest wins (Diego's function, below), an LRP going first
+//!    to the zone holding the fewest of its instances;
 //! 4. reserve the resources in this in-memory view before the next decision.
 //!
-//! Work that fits nowhere gets a precise reason.
+//! ```text
+//! score = ((1−mem'/mem) + (1−disk'/disk) + (1−slots'/slots)) / 3
+//!       + 0.25 × containers starting on the cell
+//!       + 1000 × instances of the same process on the cell
+//!       + bin_pack_weight × cell ordinal
+//! ```
+//! where `x'` is what remains of `x` after placing. Work that fits nowhere
+//! gets a precise reason.
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
