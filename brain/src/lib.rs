@@ -3,3 +3,4 @@
 //! the I/O around them talks to the BBS and the cells.
 
 pub mod auction;
+pub mod converger;
