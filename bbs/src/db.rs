@@ -76,6 +76,9 @@ pub enum DbError {
     Contended(String),
     #[error("corrupt record at {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    /// The caller's lock (e.g. the brain's leadership) changed hands: it must stop acting.
+    #[error("lock {lock} is no longer held at revision {revision}: this caller lost it and must not write")]
+    Fenced { lock: String, revision: i64 },
 }
 
 impl DbError {
@@ -88,6 +91,7 @@ impl DbError {
             DbError::Store(StoreError::LeaseNotFound(_)) => "LeaseNotFound",
             DbError::Store(_) | DbError::Corrupt { .. } => "Unknown",
             DbError::Contended(_) => "ResourceConflict",
+            DbError::Fenced { .. } => "LockLost",
         }
     }
 
@@ -145,6 +149,8 @@ pub struct Db {
     store: Arc<dyn Store>,
     /// Task rejections allowed before the task is failed.
     pub max_task_retries: i32,
+    /// Writes only succeed while this lock key still has this revision.
+    fence: Option<(String, i64)>,
 }
 
 impl Db {
@@ -152,11 +158,46 @@ impl Db {
         Db {
             store,
             max_task_retries: task_sm::DEFAULT_MAX_RETRIES,
+            fence: None,
         }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// A view whose every write also requires that lock `name` is still held
+    /// at `revision` (the holder's fencing token, from `acquire_lock`): a
+    /// paused or partitioned ex-leader cannot write once it has lost the lock.
+    pub fn fenced(&self, name: &str, revision: i64) -> Db {
+        Db {
+            fence: Some((format!("{LOCK}{name}"), revision)),
+            ..self.clone()
+        }
+    }
+
+    /// Every write goes through here, so the fence guards them all.
+    async fn txn(&self, mut txn: Txn) -> Result<crate::store::TxnResult> {
+        let Some((lock, revision)) = &self.fence else {
+            return Ok(self.store.txn(txn).await?);
+        };
+        txn.compares
+            .push(Compare::ModRevision(lock.clone(), *revision));
+        let r = self.store.txn(txn).await?;
+        if !r.succeeded
+            && self
+                .store
+                .get(lock)
+                .await?
+                .is_none_or(|kv| kv.mod_revision != *revision)
+        {
+            let lock = lock.strip_prefix(LOCK).unwrap_or(lock).to_string();
+            return Err(DbError::Fenced {
+                lock,
+                revision: *revision,
+            });
+        }
+        Ok(r)
     }
 
     async fn get<T: Message + Default>(&self, key: &str) -> Result<Option<(T, i64)>> {
@@ -174,7 +215,6 @@ impl Db {
             lease,
         };
         let r = self
-            .store
             .txn(Txn::new().when(Compare::absent(key)).then(put))
             .await?;
         Ok(r.succeeded.then_some(r.revision))
@@ -184,12 +224,11 @@ impl Db {
     async fn delete_all(&self, keys: Vec<String>) -> Result<()> {
         for chunk in keys.chunks(MAX_TXN_OPS) {
             let ops = chunk.iter().map(Op::delete).collect();
-            self.store
-                .txn(Txn {
-                    compares: vec![],
-                    ops,
-                })
-                .await?;
+            self.txn(Txn {
+                compares: vec![],
+                ops,
+            })
+            .await?;
         }
         Ok(())
     }
@@ -221,7 +260,6 @@ impl Db {
                 Write::Delete => Op::delete(key),
             };
             if self
-                .store
                 .txn(
                     Txn::new()
                         .when(Compare::ModRevision(key.into(), rev))
@@ -287,7 +325,7 @@ impl Db {
                     alrp::new_unclaimed(guid, *i, domain, now).encode_to_vec(),
                 ));
             }
-            if !self.store.txn(txn).await?.succeeded {
+            if !self.txn(txn).await?.succeeded {
                 // Someone created some of them meanwhile: fall back to one by one.
                 for i in chunk {
                     let lrp = alrp::new_unclaimed(guid, *i, domain, now);
@@ -297,6 +335,16 @@ impl Db {
             }
         }
         Ok(())
+    }
+
+    /// Create the UNCLAIMED record of one desired index if it is missing (the converger's repair).
+    pub async fn create_actual_lrp(&self, guid: &str, index: i32) -> Result<()> {
+        let d = self.desired_lrp(guid).await?;
+        if index < 0 || index >= d.instances {
+            return Err(DbError::actual_not_found(guid, index));
+        }
+        self.create_missing_actuals(guid, &d.domain, index, index + 1)
+            .await
     }
 
     pub async fn update_desired_lrp(&self, guid: &str, update: DesiredLrpUpdate) -> Result<()> {
@@ -819,13 +867,12 @@ impl Db {
     pub async fn set_cell_presence(&self, cell: &CellPresence, lease: LeaseId) -> Result<()> {
         validation::validate_cell(cell)?;
         let key = cell_key(&cell.cell_id);
-        self.store
-            .txn(Txn::new().then(Op::Put {
-                key,
-                value: cell.encode_to_vec(),
-                lease,
-            }))
-            .await?;
+        self.txn(Txn::new().then(Op::Put {
+            key,
+            value: cell.encode_to_vec(),
+            lease,
+        }))
+        .await?;
         Ok(())
     }
 
@@ -845,13 +892,12 @@ impl Db {
         };
         let key = format!("{DOMAIN}{}", d.name);
         let previous = self.store.get(&key).await?;
-        self.store
-            .txn(Txn::new().then(Op::Put {
-                key,
-                value: d.encode_to_vec(),
-                lease,
-            }))
-            .await?;
+        self.txn(Txn::new().then(Op::Put {
+            key,
+            value: d.encode_to_vec(),
+            lease,
+        }))
+        .await?;
         if let Some(p) = previous.filter(|p| p.lease != 0 && p.lease != lease) {
             let _ = self.store.revoke_lease(p.lease).await;
         }
@@ -890,13 +936,12 @@ impl Db {
         let key = format!("{LOCK}{name}");
         if let Some(kv) = self.store.get(&key).await? {
             if kv.lease == lease {
-                self.store
-                    .txn(
-                        Txn::new()
-                            .when(Compare::ModRevision(key, kv.mod_revision))
-                            .then(Op::delete(&kv.key)),
-                    )
-                    .await?;
+                self.txn(
+                    Txn::new()
+                        .when(Compare::ModRevision(key, kv.mod_revision))
+                        .then(Op::delete(&kv.key)),
+                )
+                .await?;
             }
         }
         Ok(())

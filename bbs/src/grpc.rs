@@ -18,6 +18,8 @@ use crate::metrics::observe;
 use crate::store::StoreError;
 
 pub const ERROR_NAME_KEY: &str = "lattice-error";
+/// Request metadata carrying a lock holder's fencing token: `NAME@REVISION`.
+pub const FENCE_KEY: &str = "lattice-fence";
 
 pub fn status_of(e: &DbError) -> Status {
     let code = match e {
@@ -26,7 +28,7 @@ pub fn status_of(e: &DbError) -> Status {
             tonic::Code::NotFound
         }
         DbError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
-        DbError::Refused(_) => tonic::Code::FailedPrecondition,
+        DbError::Refused(_) | DbError::Fenced { .. } => tonic::Code::FailedPrecondition,
         DbError::Store(StoreError::Unavailable(_)) => tonic::Code::Unavailable,
         DbError::Contended(_) => tonic::Code::Aborted,
         _ => tonic::Code::Internal,
@@ -80,6 +82,25 @@ impl BbsGrpc {
         BbsGrpc { db, hub }
     }
 
+    /// The db view for a request: fenced when the caller sent a fencing token.
+    fn db_for<T>(&self, r: &Request<T>) -> Result<Db, DbError> {
+        let Some(v) = r.metadata().get(FENCE_KEY) else {
+            return Ok(self.db.clone());
+        };
+        let parsed = v
+            .to_str()
+            .ok()
+            .and_then(|v| v.rsplit_once('@'))
+            .and_then(|(n, rev)| Some((n.to_string(), rev.parse::<i64>().ok()?)));
+        match parsed {
+            Some((name, rev)) if !name.is_empty() => Ok(self.db.fenced(&name, rev)),
+            _ => Err(DbError::Invalid(ValidationErrors(vec![FieldError {
+                field: FENCE_KEY.into(),
+                message: "must be NAME@REVISION".into(),
+            }]))),
+        }
+    }
+
     pub fn into_server(self) -> BbsServer<BbsGrpc> {
         BbsServer::new(self)
             .max_decoding_message_size(16 << 20)
@@ -110,11 +131,12 @@ impl Bbs for BbsGrpc {
 
     async fn desire_lrp(&self, r: Request<DesireLrpRequest>) -> Result<Response<Empty>, Status> {
         call("DesireLRP", async {
+            let db = self.db_for(&r)?;
             let d = r
                 .into_inner()
                 .desired_lrp
                 .ok_or_else(|| missing("desired_lrp"))?;
-            self.db.desire_lrp(d).await.map(|_| Empty {})
+            db.desire_lrp(d).await.map(|_| Empty {})
         })
         .await
     }
@@ -124,9 +146,9 @@ impl Bbs for BbsGrpc {
         r: Request<UpdateDesiredLrpRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("UpdateDesiredLRP", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
-            self.db
-                .update_desired_lrp(&r.process_guid, r.update.unwrap_or_default())
+            db.update_desired_lrp(&r.process_guid, r.update.unwrap_or_default())
                 .await
                 .map(|_| Empty {})
         })
@@ -138,8 +160,8 @@ impl Bbs for BbsGrpc {
         r: Request<ProcessGuidRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("RemoveDesiredLRP", async {
-            self.db
-                .remove_desired_lrp(&r.into_inner().process_guid)
+            let db = self.db_for(&r)?;
+            db.remove_desired_lrp(&r.into_inner().process_guid)
                 .await
                 .map(|_| Empty {})
         })
@@ -151,8 +173,9 @@ impl Bbs for BbsGrpc {
         r: Request<DesiredLrPsRequest>,
     ) -> Result<Response<DesiredLrPsResponse>, Status> {
         call("DesiredLRPs", async {
+            let db = self.db_for(&r)?;
             Ok(DesiredLrPsResponse {
-                desired_lrps: self.db.desired_lrps(&r.into_inner().domain).await?,
+                desired_lrps: db.desired_lrps(&r.into_inner().domain).await?,
             })
         })
         .await
@@ -163,8 +186,9 @@ impl Bbs for BbsGrpc {
         r: Request<ProcessGuidRequest>,
     ) -> Result<Response<DesiredLrpResponse>, Status> {
         call("DesiredLRPByProcessGuid", async {
+            let db = self.db_for(&r)?;
             Ok(DesiredLrpResponse {
-                desired_lrp: Some(self.db.desired_lrp(&r.into_inner().process_guid).await?),
+                desired_lrp: Some(db.desired_lrp(&r.into_inner().process_guid).await?),
             })
         })
         .await
@@ -250,14 +274,11 @@ impl Bbs for BbsGrpc {
         r: Request<FailActualLrpRequest>,
     ) -> Result<Response<ActualLrpResponse>, Status> {
         call("FailActualLRP", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
             Ok(ActualLrpResponse {
-                actual_lrp: Some(
-                    self.db
-                        .fail_actual_lrp(&guid, index, &r.error_message)
-                        .await?,
-                ),
+                actual_lrp: Some(db.fail_actual_lrp(&guid, index, &r.error_message).await?),
             })
         })
         .await
@@ -268,10 +289,10 @@ impl Bbs for BbsGrpc {
         r: Request<RemoveActualLrpRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("RemoveActualLRP", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            self.db
-                .remove_actual_lrp(&guid, index, r.instance_key.as_ref())
+            db.remove_actual_lrp(&guid, index, r.instance_key.as_ref())
                 .await
                 .map(|_| Empty {})
         })
@@ -283,11 +304,32 @@ impl Bbs for BbsGrpc {
         r: Request<RetireActualLrpRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("RetireActualLRP", async {
+            let db = self.db_for(&r)?;
             let (guid, index) = key_of(r.into_inner().key)?;
-            self.db
-                .retire_actual_lrp(&guid, index)
-                .await
-                .map(|_| Empty {})
+            db.retire_actual_lrp(&guid, index).await.map(|_| Empty {})
+        })
+        .await
+    }
+
+    async fn create_actual_lrp(&self, r: Request<ActualLrpRef>) -> Result<Response<Empty>, Status> {
+        call("CreateActualLRP", async {
+            let db = self.db_for(&r)?;
+            let (guid, index) = key_of(Some(r.into_inner()))?;
+            db.create_actual_lrp(&guid, index).await.map(|_| Empty {})
+        })
+        .await
+    }
+
+    async fn unclaim_actual_lrp(
+        &self,
+        r: Request<ActualLrpRef>,
+    ) -> Result<Response<ActualLrpResponse>, Status> {
+        call("UnclaimActualLRP", async {
+            let db = self.db_for(&r)?;
+            let (guid, index) = key_of(Some(r.into_inner()))?;
+            Ok(ActualLrpResponse {
+                actual_lrp: Some(db.unclaim_actual_lrp(&guid, index).await?),
+            })
         })
         .await
     }
@@ -374,10 +416,10 @@ impl Bbs for BbsGrpc {
         r: Request<EvacuateRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("RemoveEvacuatingActualLRP", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            self.db
-                .remove_evacuating(&guid, index, &ik_of(r.instance_key)?)
+            db.remove_evacuating(&guid, index, &ik_of(r.instance_key)?)
                 .await
                 .map(|_| Empty {})
         })
@@ -386,10 +428,10 @@ impl Bbs for BbsGrpc {
 
     async fn desire_task(&self, r: Request<DesireTaskRequest>) -> Result<Response<Empty>, Status> {
         call("DesireTask", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
             let def = r.definition.ok_or_else(|| missing("definition"))?;
-            self.db
-                .desire_task(&r.task_guid, &r.domain, def)
+            db.desire_task(&r.task_guid, &r.domain, def)
                 .await
                 .map(|_| Empty {})
         })
@@ -398,9 +440,10 @@ impl Bbs for BbsGrpc {
 
     async fn tasks(&self, r: Request<TasksRequest>) -> Result<Response<TasksResponse>, Status> {
         call("Tasks", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
             Ok(TasksResponse {
-                tasks: self.db.tasks(&r.domain, &r.cell_id).await?,
+                tasks: db.tasks(&r.domain, &r.cell_id).await?,
             })
         })
         .await
@@ -411,8 +454,9 @@ impl Bbs for BbsGrpc {
         r: Request<TaskGuidRequest>,
     ) -> Result<Response<TaskResponse>, Status> {
         call("TaskByGuid", async {
+            let db = self.db_for(&r)?;
             Ok(TaskResponse {
-                task: Some(self.db.task(&r.into_inner().task_guid).await?),
+                task: Some(db.task(&r.into_inner().task_guid).await?),
             })
         })
         .await
@@ -423,12 +467,13 @@ impl Bbs for BbsGrpc {
         r: Request<StartTaskRequest>,
     ) -> Result<Response<StartTaskResponse>, Status> {
         call("StartTask", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
             if r.cell_id.is_empty() {
                 return Err(missing("cell_id"));
             }
             Ok(StartTaskResponse {
-                should_start: self.db.start_task(&r.task_guid, &r.cell_id).await?,
+                should_start: db.start_task(&r.task_guid, &r.cell_id).await?,
             })
         })
         .await
@@ -436,8 +481,8 @@ impl Bbs for BbsGrpc {
 
     async fn cancel_task(&self, r: Request<TaskGuidRequest>) -> Result<Response<Empty>, Status> {
         call("CancelTask", async {
-            self.db
-                .cancel_task(&r.into_inner().task_guid)
+            let db = self.db_for(&r)?;
+            db.cancel_task(&r.into_inner().task_guid)
                 .await
                 .map(|_| Empty {})
         })
@@ -446,9 +491,9 @@ impl Bbs for BbsGrpc {
 
     async fn fail_task(&self, r: Request<FailTaskRequest>) -> Result<Response<Empty>, Status> {
         call("FailTask", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
-            self.db
-                .fail_task(&r.task_guid, &r.failure_reason)
+            db.fail_task(&r.task_guid, &r.failure_reason)
                 .await
                 .map(|_| Empty {})
         })
@@ -457,9 +502,9 @@ impl Bbs for BbsGrpc {
 
     async fn reject_task(&self, r: Request<RejectTaskRequest>) -> Result<Response<Empty>, Status> {
         call("RejectTask", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
-            self.db
-                .reject_task(&r.task_guid, &r.rejection_reason)
+            db.reject_task(&r.task_guid, &r.rejection_reason)
                 .await
                 .map(|_| Empty {})
         })
@@ -471,25 +516,25 @@ impl Bbs for BbsGrpc {
         r: Request<CompleteTaskRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("CompleteTask", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
-            self.db
-                .complete_task(
-                    &r.task_guid,
-                    &r.cell_id,
-                    r.failed,
-                    &r.failure_reason,
-                    &r.result,
-                )
-                .await
-                .map(|_| Empty {})
+            db.complete_task(
+                &r.task_guid,
+                &r.cell_id,
+                r.failed,
+                &r.failure_reason,
+                &r.result,
+            )
+            .await
+            .map(|_| Empty {})
         })
         .await
     }
 
     async fn resolving_task(&self, r: Request<TaskGuidRequest>) -> Result<Response<Empty>, Status> {
         call("ResolvingTask", async {
-            self.db
-                .resolving_task(&r.into_inner().task_guid)
+            let db = self.db_for(&r)?;
+            db.resolving_task(&r.into_inner().task_guid)
                 .await
                 .map(|_| Empty {})
         })
@@ -498,8 +543,8 @@ impl Bbs for BbsGrpc {
 
     async fn delete_task(&self, r: Request<TaskGuidRequest>) -> Result<Response<Empty>, Status> {
         call("DeleteTask", async {
-            self.db
-                .delete_task(&r.into_inner().task_guid)
+            let db = self.db_for(&r)?;
+            db.delete_task(&r.into_inner().task_guid)
                 .await
                 .map(|_| Empty {})
         })
@@ -520,6 +565,7 @@ impl Bbs for BbsGrpc {
         r: Request<GrantLeaseRequest>,
     ) -> Result<Response<LeaseResponse>, Status> {
         call("GrantLease", async {
+            let db = self.db_for(&r)?;
             let ttl = r.into_inner().ttl_seconds;
             if ttl <= 0 {
                 return Err(DbError::Invalid(ValidationErrors(vec![FieldError {
@@ -527,7 +573,7 @@ impl Bbs for BbsGrpc {
                     message: "must be > 0".into(),
                 }])));
             }
-            let id = self.db.grant_lease(Duration::from_secs(ttl as u64)).await?;
+            let id = db.grant_lease(Duration::from_secs(ttl as u64)).await?;
             Ok(LeaseResponse {
                 lease_id: id,
                 ttl_seconds: ttl,
@@ -541,8 +587,9 @@ impl Bbs for BbsGrpc {
         r: Request<LeaseRequest>,
     ) -> Result<Response<LeaseResponse>, Status> {
         call("KeepAliveLease", async {
+            let db = self.db_for(&r)?;
             let id = r.into_inner().lease_id;
-            match self.db.keep_alive(id).await {
+            match db.keep_alive(id).await {
                 Ok(ttl) => Ok(LeaseResponse {
                     lease_id: id,
                     ttl_seconds: ttl,
@@ -559,8 +606,8 @@ impl Bbs for BbsGrpc {
 
     async fn revoke_lease(&self, r: Request<LeaseRequest>) -> Result<Response<Empty>, Status> {
         call("RevokeLease", async {
-            self.db
-                .revoke_lease(r.into_inner().lease_id)
+            let db = self.db_for(&r)?;
+            db.revoke_lease(r.into_inner().lease_id)
                 .await
                 .map(|_| Empty {})
         })
@@ -572,10 +619,10 @@ impl Bbs for BbsGrpc {
         r: Request<SetCellPresenceRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("SetCellPresence", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
             let cell = r.cell.ok_or_else(|| missing("cell"))?;
-            self.db
-                .set_cell_presence(&cell, r.lease_id)
+            db.set_cell_presence(&cell, r.lease_id)
                 .await
                 .map(|_| Empty {})
         })
@@ -587,8 +634,9 @@ impl Bbs for BbsGrpc {
         r: Request<UpsertDomainRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("UpsertDomain", async {
+            let db = self.db_for(&r)?;
             let d = r.into_inner().domain.ok_or_else(|| missing("domain"))?;
-            self.db.upsert_domain(&d).await.map(|_| Empty {})
+            db.upsert_domain(&d).await.map(|_| Empty {})
         })
         .await
     }
@@ -607,11 +655,12 @@ impl Bbs for BbsGrpc {
         r: Request<AcquireLockRequest>,
     ) -> Result<Response<LockResponse>, Status> {
         call("AcquireLock", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
             if r.key.is_empty() || r.owner.is_empty() || r.lease_id == 0 {
                 return Err(missing("key, owner and lease_id"));
             }
-            let s = self.db.acquire_lock(&r.key, &r.owner, r.lease_id).await?;
+            let s = db.acquire_lock(&r.key, &r.owner, r.lease_id).await?;
             Ok(LockResponse {
                 acquired: s.acquired,
                 owner: s.owner,
@@ -626,11 +675,9 @@ impl Bbs for BbsGrpc {
         r: Request<ReleaseLockRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("ReleaseLock", async {
+            let db = self.db_for(&r)?;
             let r = r.into_inner();
-            self.db
-                .release_lock(&r.key, r.lease_id)
-                .await
-                .map(|_| Empty {})
+            db.release_lock(&r.key, r.lease_id).await.map(|_| Empty {})
         })
         .await
     }

@@ -455,6 +455,58 @@ async fn locks_have_one_holder_and_fencing_revisions(db: Db) {
     );
 }
 
+async fn a_fenced_writer_stops_once_its_lock_changes_hands(db: Db) {
+    db.desire_lrp(lrp("fence", 2)).await.unwrap();
+    let l1 = db.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let held = db.acquire_lock("brain", "brain-a", l1).await.unwrap();
+    let leader = db.fenced("brain", held.revision);
+    leader.remove_actual_lrp("fence", 1, None).await.unwrap();
+    leader.create_actual_lrp("fence", 1).await.unwrap();
+    assert_eq!(
+        leader.unclaim_actual_lrp("fence", 1).await.unwrap().state(),
+        State::Unclaimed
+    );
+    // brain-a loses the lock; brain-b takes it.
+    db.revoke_lease(l1).await.unwrap();
+    let l2 = db.grant_lease(Duration::from_secs(30)).await.unwrap();
+    assert!(
+        db.acquire_lock("brain", "brain-b", l2)
+            .await
+            .unwrap()
+            .acquired
+    );
+    let err = leader
+        .fail_actual_lrp("fence", 0, "stale decision")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::Fenced { .. }), "{err:?}");
+    assert_eq!(err.name(), "LockLost");
+    assert!(
+        db.actual_lrps("", "", "fence", Some(0)).await.unwrap()[0]
+            .placement_error
+            .is_empty(),
+        "the fenced write changed nothing"
+    );
+    let err = leader
+        .desire_task("fenced-task", "d", task_def())
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "LockLost");
+    assert_eq!(
+        db.task("fenced-task").await.unwrap_err().name(),
+        "TaskNotFound"
+    );
+    assert_eq!(
+        db.create_actual_lrp("fence", 2).await.unwrap_err().name(),
+        "ActualLRPIndexNotFound",
+        "only desired indices"
+    );
+    assert_eq!(
+        db.create_actual_lrp("nope", 0).await.unwrap_err().name(),
+        "DesiredLRPNotFound"
+    );
+}
+
 async fn events_follow_every_change(db: Db) {
     let hub = EventHub::start(db.store().clone()).await;
     let mut rx = hub.subscribe();
@@ -515,6 +567,7 @@ macro_rules! db_contract {
             task_lifecycle_and_racing_starters,
             cells_live_as_long_as_their_lease,
             locks_have_one_holder_and_fencing_revisions,
+            a_fenced_writer_stops_once_its_lock_changes_hands,
             events_follow_every_change);
     };
     (@one $make:expr, $($name:ident),*) => {
