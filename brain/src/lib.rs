@@ -1,6 +1,16 @@
 //! The brain: the auctioneer (where work goes) and the converger (keeping
-//! actual state equal to desired). Their decisions are pure functions here;
-//! the I/O around them talks to the BBS and the cells.
+//! actual state equal to desired), with one active brain and hot standbys.
+//!
+//! The decisions are pure functions (`auction`, `converger`); the I/O around
+//! them (`auctioneer`, `convergence`, `leader`) talks to the BBS over gRPC and
+//! to cells through a `cells::CellDirectory`.
 
 pub mod auction;
+pub mod auctioneer;
+pub mod bbs;
+pub mod cells;
+pub mod convergence;
 pub mod converger;
+pub mod leader;
+pub mod metrics;
+pub mod testing;

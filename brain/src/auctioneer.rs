@@ -1,0 +1,520 @@
+//! The auctioneer: batches start requests, runs the placement core over the
+//! live cells' states and hands every cell its work in one call.
+//!
+//! There is no timer: whatever arrived while an auction ran makes the next
+//! batch, which starts as soon as the previous auction is done. Cells are
+//! asked for their state in parallel; a cell that does not answer within the
+//! fetch timeout is left out of this auction. Work a cell refuses goes into
+//! the next batch, and after `max_attempts` refusals is failed with a reason.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{stream, StreamExt};
+use lattice_specs::bbs_api::{
+    ActualLrPsRequest, ActualLrpRef, DesiredLrPsRequest, Empty, FailActualLrpRequest,
+    ProcessGuidRequest, RejectTaskRequest, TaskGuidRequest, TasksRequest,
+};
+use lattice_specs::models::actual_lrp::{Presence, State};
+use lattice_specs::models::task::State as TaskState;
+use lattice_specs::models::{DesiredLrp, Task};
+use lattice_specs::rep_api::{LrpStart, TaskStart, Work};
+use tokio::sync::mpsc;
+
+use crate::auction::{place, AuctionConfig, Constraints, WorkItem, WorkKind};
+use crate::bbs::{is_lock_lost, Bbs};
+use crate::cells::{view_of, CellDirectory};
+use crate::converger::LrpKey;
+use crate::metrics as m;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StartRequest {
+    Lrp(LrpKey),
+    Task(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrainError {
+    /// Another brain holds the lock now: stop acting at once.
+    #[error("this brain lost its lock to another brain")]
+    LockLost,
+    #[error("BBS call failed: {0}")]
+    Bbs(#[from] tonic::Status),
+}
+
+/// Turn a BBS status into the brain's error, noticing a lost lock.
+pub fn bbs_err(s: tonic::Status) -> BrainError {
+    if is_lock_lost(&s) {
+        BrainError::LockLost
+    } else {
+        BrainError::Bbs(s)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AuctioneerConfig {
+    pub fetch_timeout: Duration,
+    pub auction: AuctionConfig,
+    /// Times a piece of work may be refused by cells before it fails.
+    pub max_attempts: u32,
+}
+
+impl Default for AuctioneerConfig {
+    fn default() -> Self {
+        AuctioneerConfig {
+            fetch_timeout: Duration::from_secs(5),
+            auction: AuctionConfig::default(),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// The result of one auction round.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Round {
+    pub placed: usize,
+    pub failed: usize,
+    /// Work cells refused or could not be reached for, with why: to retry.
+    pub refused: Vec<(StartRequest, String)>,
+}
+
+pub struct Auctioneer {
+    bbs: Bbs,
+    cells: Arc<dyn CellDirectory>,
+    cfg: AuctioneerConfig,
+}
+
+fn constraints_of(d: &DesiredLrp) -> Constraints {
+    Constraints {
+        rootfs: d.rootfs.clone(),
+        placement_tags: d.placement_tags.clone(),
+        volume_drivers: drivers(&d.volume_mounts),
+    }
+}
+
+fn drivers(mounts: &[lattice_specs::models::VolumeMount]) -> Vec<String> {
+    let mut d: Vec<String> = mounts
+        .iter()
+        .map(|m| {
+            if m.driver.is_empty() {
+                "local".to_string()
+            } else {
+                m.driver.clone()
+            }
+        })
+        .collect();
+    d.sort();
+    d.dedup();
+    d
+}
+
+impl Auctioneer {
+    pub fn new(bbs: Bbs, cells: Arc<dyn CellDirectory>, cfg: AuctioneerConfig) -> Auctioneer {
+        Auctioneer { bbs, cells, cfg }
+    }
+
+    /// Auction whatever arrives on `rx` until the channel closes or the lock is lost.
+    pub async fn run(
+        &self,
+        mut rx: mpsc::UnboundedReceiver<StartRequest>,
+    ) -> Result<(), BrainError> {
+        let mut retry: HashMap<StartRequest, (u32, String)> = HashMap::new();
+        loop {
+            let mut batch = HashSet::new();
+            if retry.is_empty() {
+                match rx.recv().await {
+                    Some(r) => {
+                        batch.insert(r);
+                    }
+                    None => return Ok(()),
+                }
+            } else {
+                // Give the refusing cells a moment before asking again.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            while let Ok(r) = rx.try_recv() {
+                batch.insert(r);
+            }
+            let attempts: HashMap<StartRequest, (u32, String)> = std::mem::take(&mut retry);
+            batch.extend(attempts.keys().cloned());
+            let round = self.auction(batch).await?;
+            let mut gave_up = vec![];
+            for (req, reason) in round.refused {
+                let n = attempts.get(&req).map(|(n, _)| *n).unwrap_or(0) + 1;
+                if n >= self.cfg.max_attempts {
+                    gave_up.push((req, reason));
+                } else {
+                    retry.insert(req, (n, reason));
+                }
+            }
+            self.record_failures(gave_up).await?;
+        }
+    }
+
+    /// One auction over `batch`: returns what was placed, failed, and refused.
+    pub async fn auction(&self, batch: HashSet<StartRequest>) -> Result<Round, BrainError> {
+        let started = Instant::now();
+        let r = self.auction_inner(batch).await;
+        m::AUCTION_DURATION.observe(started.elapsed().as_secs_f64());
+        m::AUCTIONS
+            .with_label_values(&[if r.is_ok() { "succeeded" } else { "failed" }])
+            .inc();
+        r
+    }
+
+    async fn auction_inner(&self, batch: HashSet<StartRequest>) -> Result<Round, BrainError> {
+        let mut client = self.bbs.client();
+        let mut lrp_keys = vec![];
+        let mut task_guids = vec![];
+        for r in batch {
+            match r {
+                StartRequest::Lrp(k) => lrp_keys.push(k),
+                StartRequest::Task(g) => task_guids.push(g),
+            }
+        }
+
+        // What is still waiting to be placed.
+        let guids: HashSet<&str> = lrp_keys.iter().map(|k| k.process_guid.as_str()).collect();
+        let mut desired: HashMap<String, Arc<DesiredLrp>> = HashMap::new();
+        let mut unclaimed: HashSet<(String, i32)> = HashSet::new();
+        let bulk = guids.len() > 32;
+        if bulk {
+            let ds = client
+                .desired_lr_ps(self.bbs.req(DesiredLrPsRequest::default()))
+                .await
+                .map_err(bbs_err)?
+                .into_inner();
+            desired = ds
+                .desired_lrps
+                .into_iter()
+                .map(|d| (d.process_guid.clone(), Arc::new(d)))
+                .collect();
+        }
+        for g in &guids {
+            if !bulk {
+                match client
+                    .desired_lrp_by_process_guid(self.bbs.req(ProcessGuidRequest {
+                        process_guid: g.to_string(),
+                    }))
+                    .await
+                {
+                    Ok(r) => {
+                        if let Some(d) = r.into_inner().desired_lrp {
+                            desired.insert(g.to_string(), Arc::new(d));
+                        }
+                    }
+                    Err(s) if s.code() == tonic::Code::NotFound => {}
+                    Err(s) => return Err(bbs_err(s)),
+                }
+            }
+        }
+        let actual_req = |guid: &str| ActualLrPsRequest {
+            process_guid: guid.to_string(),
+            ..Default::default()
+        };
+        let actuals = if bulk {
+            client
+                .actual_lr_ps(self.bbs.req(actual_req("")))
+                .await
+                .map_err(bbs_err)?
+                .into_inner()
+                .actual_lrps
+        } else {
+            let mut all = vec![];
+            for g in &guids {
+                all.extend(
+                    client
+                        .actual_lr_ps(self.bbs.req(actual_req(g)))
+                        .await
+                        .map_err(bbs_err)?
+                        .into_inner()
+                        .actual_lrps,
+                );
+            }
+            all
+        };
+        for a in actuals {
+            if a.state() == State::Unclaimed && a.presence() != Presence::Evacuating {
+                let k = a.key.unwrap_or_default();
+                unclaimed.insert((k.process_guid, k.index));
+            }
+        }
+        let tasks: Vec<Task> = if task_guids.len() > 32 {
+            let wanted: HashSet<&str> = task_guids.iter().map(String::as_str).collect();
+            let all = client
+                .tasks(self.bbs.req(TasksRequest::default()))
+                .await
+                .map_err(bbs_err)?
+                .into_inner()
+                .tasks;
+            all.into_iter()
+                .filter(|t| wanted.contains(t.task_guid.as_str()))
+                .collect()
+        } else {
+            let mut out = vec![];
+            for g in &task_guids {
+                match client
+                    .task_by_guid(self.bbs.req(TaskGuidRequest {
+                        task_guid: g.clone(),
+                    }))
+                    .await
+                {
+                    Ok(r) => out.extend(r.into_inner().task),
+                    Err(s) if s.code() == tonic::Code::NotFound => {}
+                    Err(s) => return Err(bbs_err(s)),
+                }
+            }
+            out
+        };
+
+        let mut interned: HashMap<Constraints, Arc<Constraints>> = HashMap::new();
+        let mut intern = |c: Constraints| {
+            interned
+                .entry(c.clone())
+                .or_insert_with(|| Arc::new(c))
+                .clone()
+        };
+        let mut items: Vec<WorkItem> = vec![];
+        let mut lrp_of: Vec<Option<(Arc<DesiredLrp>, i32)>> = vec![];
+        let mut task_of: Vec<Option<Task>> = vec![];
+        let mut guid_arcs: HashMap<String, Arc<str>> = HashMap::new();
+        for k in lrp_keys {
+            let (Some(d), true) = (
+                desired.get(&k.process_guid),
+                unclaimed.contains(&(k.process_guid.clone(), k.index)),
+            ) else {
+                continue;
+            };
+            if k.index >= d.instances {
+                continue;
+            }
+            let guid = guid_arcs
+                .entry(k.process_guid.clone())
+                .or_insert_with(|| Arc::from(k.process_guid.as_str()))
+                .clone();
+            items.push(WorkItem {
+                kind: WorkKind::Lrp {
+                    process_guid: guid,
+                    index: k.index,
+                },
+                memory_mb: d.memory_mb,
+                disk_mb: d.disk_mb,
+                constraints: intern(constraints_of(d)),
+            });
+            lrp_of.push(Some((d.clone(), k.index)));
+            task_of.push(None);
+        }
+        for t in tasks {
+            if t.state() != TaskState::Pending {
+                continue;
+            }
+            let def = t.definition.clone().unwrap_or_default();
+            items.push(WorkItem {
+                kind: WorkKind::Task {
+                    task_guid: t.task_guid.clone(),
+                },
+                memory_mb: def.memory_mb,
+                disk_mb: def.disk_mb,
+                constraints: intern(Constraints {
+                    rootfs: def.rootfs.clone(),
+                    placement_tags: def.placement_tags.clone(),
+                    volume_drivers: drivers(&def.volume_mounts),
+                }),
+            });
+            lrp_of.push(None);
+            task_of.push(Some(t));
+        }
+        if items.is_empty() {
+            return Ok(Round::default());
+        }
+        m::BATCH_SIZE.observe(items.len() as f64);
+
+        // Every live cell's state, in parallel, each bounded by the fetch timeout.
+        let fetch_started = Instant::now();
+        let presences = client
+            .cells(self.bbs.req(Empty {}))
+            .await
+            .map_err(bbs_err)?
+            .into_inner()
+            .cells;
+        let timeout = self.cfg.fetch_timeout;
+        let fetched = futures::future::join_all(presences.iter().map(|p| {
+            let c = self.cells.client(p);
+            async move { (c.clone(), tokio::time::timeout(timeout, c.state()).await) }
+        }))
+        .await;
+        let mut views = vec![];
+        let mut clients = vec![];
+        for (c, r) in fetched {
+            match r {
+                Ok(Ok(state)) => {
+                    views.push(view_of(&state));
+                    clients.push(c);
+                }
+                Ok(Err(e)) => {
+                    m::CELL_FETCH_FAILURES.inc();
+                    tracing::warn!(error = %e, "cell state fetch failed; leaving the cell out of this auction");
+                }
+                Err(_) => {
+                    m::CELL_FETCH_FAILURES.inc();
+                    tracing::warn!(
+                        "cell state fetch timed out; leaving the cell out of this auction"
+                    );
+                }
+            }
+        }
+        m::CELLS_FETCHED.set(views.len() as i64);
+        m::FETCH_DURATION.observe(fetch_started.elapsed().as_secs_f64());
+
+        let cfg = self.cfg.auction;
+        let (views, items, outcome) = if items.len() > 2000 {
+            tokio::task::spawn_blocking(move || {
+                let o = place(&views, &items, &cfg);
+                (views, items, o)
+            })
+            .await
+            .expect("placement does not panic")
+        } else {
+            let o = place(&views, &items, &cfg);
+            (views, items, o)
+        };
+
+        let request_of = |i: usize| match &items[i].kind {
+            WorkKind::Lrp {
+                process_guid,
+                index,
+            } => StartRequest::Lrp(LrpKey {
+                process_guid: process_guid.to_string(),
+                index: *index,
+            }),
+            WorkKind::Task { task_guid } => StartRequest::Task(task_guid.clone()),
+        };
+
+        // One Perform per cell, all in parallel.
+        let mut per_cell: HashMap<usize, (Work, Vec<usize>)> = HashMap::new();
+        for (w, c) in &outcome.placed {
+            let entry = per_cell.entry(*c).or_default();
+            if let Some((d, index)) = &lrp_of[*w] {
+                entry.0.lrps.push(LrpStart {
+                    desired: Some((**d).clone()),
+                    index: *index,
+                });
+                m::LRP_AUCTIONS_STARTED.inc();
+            } else if let Some(t) = &task_of[*w] {
+                entry.0.tasks.push(TaskStart {
+                    task: Some(t.clone()),
+                });
+                m::TASK_AUCTIONS_STARTED.inc();
+            }
+            entry.1.push(*w);
+        }
+        let results = futures::future::join_all(per_cell.into_iter().map(|(c, (work, ws))| {
+            let client = clients[c].clone();
+            let cell_id = views[c].cell_id.clone();
+            async move { (cell_id, ws, client.perform(work).await) }
+        }))
+        .await;
+        let mut round = Round {
+            placed: outcome.placed.len(),
+            failed: outcome.failed.len(),
+            refused: vec![],
+        };
+        for (cell_id, ws, r) in results {
+            match r {
+                Ok(failed) => {
+                    let refused_lrps: HashSet<(String, i32)> = failed
+                        .lrps
+                        .iter()
+                        .map(|l| {
+                            (
+                                l.desired
+                                    .as_ref()
+                                    .map(|d| d.process_guid.clone())
+                                    .unwrap_or_default(),
+                                l.index,
+                            )
+                        })
+                        .collect();
+                    let refused_tasks: HashSet<String> = failed
+                        .tasks
+                        .iter()
+                        .filter_map(|t| t.task.as_ref().map(|t| t.task_guid.clone()))
+                        .collect();
+                    for w in ws {
+                        let req = request_of(w);
+                        let refused = match &req {
+                            StartRequest::Lrp(k) => {
+                                refused_lrps.contains(&(k.process_guid.clone(), k.index))
+                            }
+                            StartRequest::Task(g) => refused_tasks.contains(g),
+                        };
+                        if refused {
+                            round.placed -= 1;
+                            round
+                                .refused
+                                .push((req, format!("cell {cell_id} refused the work")));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(cell = %cell_id, error = %e, "perform failed; the work goes to the next auction");
+                    for w in ws {
+                        round.placed -= 1;
+                        round.refused.push((
+                            request_of(w),
+                            format!("cell {cell_id} could not be reached: {e}"),
+                        ));
+                    }
+                }
+            }
+        }
+        let failures: Vec<(StartRequest, String)> = outcome
+            .failed
+            .iter()
+            .map(|(w, reason)| (request_of(*w), reason.clone()))
+            .collect();
+        self.record_failures(failures).await?;
+        Ok(round)
+    }
+
+    /// Store why work could not be placed: a placement error on the
+    /// instance, or a rejection of the task (failed after its max retries).
+    async fn record_failures(
+        &self,
+        failures: Vec<(StartRequest, String)>,
+    ) -> Result<(), BrainError> {
+        let results: Vec<Result<(), tonic::Status>> = stream::iter(failures)
+            .map(|(req, reason)| {
+                let bbs = self.bbs.clone();
+                async move {
+                    let mut c = bbs.client();
+                    let r = match req {
+                        StartRequest::Lrp(k) => {
+                            m::LRP_AUCTIONS_FAILED.inc();
+                            tracing::info!(process_guid = %k.process_guid, index = k.index, %reason, "instance could not be placed");
+                            let key = Some(ActualLrpRef { process_guid: k.process_guid, index: k.index });
+                            c.fail_actual_lrp(bbs.req(FailActualLrpRequest { key, error_message: reason })).await.map(|_| ())
+                        }
+                        StartRequest::Task(g) => {
+                            m::TASK_AUCTIONS_FAILED.inc();
+                            tracing::info!(task_guid = %g, %reason, "task could not be placed");
+                            c.reject_task(bbs.req(RejectTaskRequest { task_guid: g, rejection_reason: reason })).await.map(|_| ())
+                        }
+                    };
+                    // The work may have moved on meanwhile (claimed, removed): that is fine.
+                    match r {
+                        Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition) && !is_lock_lost(&s) => Ok(()),
+                        other => other,
+                    }
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        for r in results {
+            r.map_err(bbs_err)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,295 @@
+//! One active brain, the others on standby.
+//!
+//! Every brain holds a lease in the BBS and tries to take the `brain` lock
+//! with it. The holder is active: it auctions, converges, and writes under the
+//! fencing token `brain@REVISION`, so once its lock is gone (its lease expired
+//! because it died, paused or lost the network) the BBS refuses its writes and
+//! it steps down. Standbys retry the lock about once a second and take over
+//! within the lease TTL of the active brain's end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lattice_specs::bbs_api::{
+    AcquireLockRequest, GrantLeaseRequest, LeaseRequest, ReleaseLockRequest, SubscribeRequest,
+};
+use lattice_specs::events::event::Event as Kind;
+use lattice_specs::models::actual_lrp::{Presence, State};
+use lattice_specs::models::task::State as TaskState;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::auctioneer::{Auctioneer, AuctioneerConfig, BrainError, StartRequest};
+use crate::bbs::Bbs;
+use crate::cells::CellDirectory;
+use crate::convergence::Convergence;
+use crate::converger::{ConvergeConfig, LrpKey};
+use crate::metrics as m;
+
+pub const LOCK: &str = "brain";
+
+#[derive(Debug, Clone)]
+pub struct BrainConfig {
+    /// This brain's name in the lock (e.g. its host name).
+    pub id: String,
+    /// How long the lock outlives a brain that stopped renewing it.
+    pub lock_ttl: Duration,
+    pub convergence_interval: Duration,
+    pub auctioneer: AuctioneerConfig,
+    pub converge: ConvergeConfig,
+}
+
+impl Default for BrainConfig {
+    fn default() -> Self {
+        BrainConfig {
+            id: format!("brain-{}", uuid::Uuid::new_v4()),
+            lock_ttl: Duration::from_secs(5),
+            convergence_interval: Duration::from_secs(30),
+            auctioneer: AuctioneerConfig::default(),
+            converge: ConvergeConfig::default(),
+        }
+    }
+}
+
+/// The work an event announces, if any.
+fn start_request(e: &Kind) -> Option<StartRequest> {
+    let lrp = |a: &lattice_specs::models::ActualLrp| {
+        let k = a.key.clone().unwrap_or_default();
+        StartRequest::Lrp(LrpKey {
+            process_guid: k.process_guid,
+            index: k.index,
+        })
+    };
+    match e {
+        Kind::ActualLrpCreated(c) => {
+            let a = c.actual_lrp.as_ref()?;
+            (a.state() == State::Unclaimed && a.presence() != Presence::Evacuating).then(|| lrp(a))
+        }
+        Kind::ActualLrpChanged(c) => {
+            let (b, a) = (c.before.as_ref()?, c.after.as_ref()?);
+            (a.state() == State::Unclaimed
+                && b.state() != State::Unclaimed
+                && a.presence() != Presence::Evacuating)
+                .then(|| lrp(a))
+        }
+        Kind::TaskCreated(c) => {
+            let t = c.task.as_ref()?;
+            (t.state() == TaskState::Pending).then(|| StartRequest::Task(t.task_guid.clone()))
+        }
+        Kind::TaskChanged(c) => {
+            let (b, a) = (c.before.as_ref()?, c.after.as_ref()?);
+            (a.state() == TaskState::Pending && b.state() != TaskState::Pending)
+                .then(|| StartRequest::Task(a.task_guid.clone()))
+        }
+        _ => None,
+    }
+}
+
+fn wants_convergence(e: &Kind) -> bool {
+    matches!(
+        e,
+        Kind::CellDisappeared(_) | Kind::DesiredLrpCreated(_) | Kind::DesiredLrpChanged(_)
+    )
+}
+
+/// Follow BBS events: announced work goes to the auctioneer; events that need
+/// convergence wake it. A broken stream is resubscribed, and convergence then
+/// re-sends everything waiting (events may have been missed).
+async fn follow_events(
+    bbs: Bbs,
+    auction: mpsc::UnboundedSender<StartRequest>,
+    converge_now: Arc<Notify>,
+    resend: Arc<Notify>,
+) -> Result<(), BrainError> {
+    loop {
+        let stream = bbs
+            .client()
+            .subscribe_events(bbs.req(SubscribeRequest {}))
+            .await;
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to BBS events; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        while let Ok(Some(e)) = stream.message().await {
+            let Some(kind) = e.event.as_ref() else {
+                continue;
+            };
+            if let Some(r) = start_request(kind) {
+                let _ = auction.send(r);
+            }
+            if wants_convergence(kind) {
+                converge_now.notify_one();
+            }
+        }
+        tracing::warn!("BBS event stream ended; resubscribing");
+        resend.notify_one();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn converge_loop(
+    mut conv: Convergence,
+    auction: mpsc::UnboundedSender<StartRequest>,
+    interval: Duration,
+    converge_now: Arc<Notify>,
+    resend: Arc<Notify>,
+) -> Result<(), BrainError> {
+    let mut resend_all = true;
+    loop {
+        match conv.run_once(&auction, resend_all).await {
+            Ok(_) => resend_all = false,
+            Err(BrainError::LockLost) => return Err(BrainError::LockLost),
+            Err(e) => tracing::warn!(error = %e, "convergence failed; retrying at the next tick"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = converge_now.notified() => {}
+            _ = resend.notified() => resend_all = true,
+        }
+    }
+}
+
+/// Renew the lease; fail once it is gone or has not been renewed for a TTL.
+async fn keep_lease(bbs: Bbs, lease: i64, ttl: Duration) -> Result<(), BrainError> {
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        match bbs
+            .client()
+            .keep_alive_lease(bbs.req(LeaseRequest { lease_id: lease }))
+            .await
+        {
+            Ok(r) if r.get_ref().ttl_seconds > 0 => last_ok = Instant::now(),
+            Ok(_) => return Err(BrainError::LockLost),
+            Err(e) if last_ok.elapsed() >= ttl => {
+                tracing::warn!(error = %e, "could not renew the lock's lease for a whole TTL");
+                return Err(BrainError::LockLost);
+            }
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
+        }
+    }
+}
+
+/// Wait until this brain holds the lock: returns (lease, fencing revision).
+async fn acquire(
+    bbs: &Bbs,
+    cfg: &BrainConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(i64, i64)> {
+    let ttl = cfg.lock_ttl.as_secs().max(1) as i64;
+    let poll = (cfg.lock_ttl / 3).min(Duration::from_secs(1));
+    let mut lease = 0;
+    let mut announced = String::new();
+    loop {
+        if *shutdown.borrow() {
+            return None;
+        }
+        let mut c = bbs.client();
+        if lease == 0 {
+            match c.grant_lease(GrantLeaseRequest { ttl_seconds: ttl }).await {
+                Ok(r) => lease = r.into_inner().lease_id,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the BBS to compete for the brain lock")
+                }
+            }
+        }
+        if lease != 0 {
+            match c
+                .acquire_lock(AcquireLockRequest {
+                    key: LOCK.into(),
+                    owner: cfg.id.clone(),
+                    lease_id: lease,
+                })
+                .await
+            {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    if r.acquired {
+                        return Some((lease, r.revision));
+                    }
+                    if announced != r.owner {
+                        tracing::info!(active = %r.owner, "standing by");
+                        announced = r.owner;
+                    }
+                    match c.keep_alive_lease(LeaseRequest { lease_id: lease }).await {
+                        Ok(r) if r.get_ref().ttl_seconds > 0 => {}
+                        _ => lease = 0,
+                    }
+                }
+                Err(e) if e.code() == tonic::Code::NotFound => lease = 0,
+                Err(e) => tracing::warn!(error = %e, "brain lock request failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Run a brain until `shutdown` turns true: stand by, lead when the lock is
+/// free, step down when it is lost, and release it on shutdown.
+pub async fn run(
+    bbs: Bbs,
+    cells: Arc<dyn CellDirectory>,
+    cfg: BrainConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let Some((lease, revision)) = acquire(&bbs, &cfg, &mut shutdown).await else {
+            return;
+        };
+        tracing::info!(id = %cfg.id, revision, "became the active brain");
+        m::IS_LEADER.set(1);
+        let fenced = bbs.fenced(LOCK, revision);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let converge_now = Arc::new(Notify::new());
+        let resend = Arc::new(Notify::new());
+        let auctioneer = Auctioneer::new(fenced.clone(), cells.clone(), cfg.auctioneer);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move { auctioneer.run(rx).await });
+        tasks.spawn(follow_events(
+            fenced.clone(),
+            tx.clone(),
+            converge_now.clone(),
+            resend.clone(),
+        ));
+        tasks.spawn(converge_loop(
+            Convergence::new(fenced.clone(), cfg.converge),
+            tx,
+            cfg.convergence_interval,
+            converge_now,
+            resend,
+        ));
+        tasks.spawn(keep_lease(bbs.clone(), lease, cfg.lock_ttl));
+        let stopping = tokio::select! {
+            r = tasks.join_next() => {
+                match r {
+                    Some(Ok(Err(BrainError::LockLost))) => tracing::warn!(id = %cfg.id, "lost the brain lock; standing by"),
+                    Some(Ok(Err(e))) => tracing::error!(id = %cfg.id, error = %e, "active brain failed; standing by"),
+                    other => tracing::error!(id = %cfg.id, ?other, "an active brain task ended; standing by"),
+                }
+                false
+            }
+            _ = shutdown.wait_for(|s| *s) => true,
+        };
+        tasks.shutdown().await;
+        m::IS_LEADER.set(0);
+        // Let go of the lock so a standby takes over at once, not after a TTL.
+        let mut c = bbs.client();
+        let _ = c
+            .release_lock(ReleaseLockRequest {
+                key: LOCK.into(),
+                lease_id: lease,
+            })
+            .await;
+        let _ = c.revoke_lease(LeaseRequest { lease_id: lease }).await;
+        if stopping {
+            tracing::info!(id = %cfg.id, "brain stopped");
+            return;
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Simulated cells for tests and benchmarks: each registers with the BBS
+//! under a real lease, answers State and Perform in-process, and claims and
+//! starts the work it is given through the BBS as a rep would — without
+//! running containers. Stopping its heartbeat makes it vanish like a dead cell.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lattice_specs::bbs_api::{
+    ActualLrpRef, ClaimActualLrpRequest, GrantLeaseRequest, LeaseRequest, SetCellPresenceRequest,
+    StartActualLrpRequest, StartTaskRequest,
+};
+use lattice_specs::models::{
+    ActualLrpInstanceKey, ActualLrpNetInfo, CellCapacity, CellPresence, PortMapping, Provider,
+};
+use lattice_specs::rep_api::{self, CellState, LrpOnCell, Work};
+
+use crate::auction::Resources;
+use crate::bbs::Bbs;
+use crate::cells::{CellClient, CellDirectory};
+
+#[derive(Default)]
+struct Held {
+    lrps: Vec<LrpOnCell>,
+    tasks: Vec<(String, i32, i32)>,
+}
+
+pub struct SimCell {
+    pub id: String,
+    zone: String,
+    total: Resources,
+    bbs: Bbs,
+    held: Mutex<Held>,
+    heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// When set, `state` never answers (a hung cell).
+    pub hang: std::sync::atomic::AtomicBool,
+}
+
+impl SimCell {
+    /// Register a cell with `total` resources under a lease of `ttl`, renewed until `stop_heartbeat`.
+    pub async fn start(
+        bbs: Bbs,
+        id: &str,
+        zone: &str,
+        total: Resources,
+        ttl: Duration,
+    ) -> Arc<SimCell> {
+        let mut c = bbs.client();
+        let lease = c
+            .grant_lease(GrantLeaseRequest {
+                ttl_seconds: ttl.as_secs().max(1) as i64,
+            })
+            .await
+            .expect("lease for a simulated cell")
+            .into_inner()
+            .lease_id;
+        let presence = CellPresence {
+            cell_id: id.into(),
+            rep_address: format!("sim://{id}"),
+            zone: zone.into(),
+            capacity: Some(CellCapacity {
+                memory_mb: total.memory_mb,
+                disk_mb: total.disk_mb,
+                containers: total.containers,
+            }),
+            rootfs_providers: vec![
+                Provider {
+                    name: "preloaded".into(),
+                    properties: vec!["busybox".into()],
+                },
+                Provider {
+                    name: "docker".into(),
+                    properties: vec![],
+                },
+            ],
+            volume_drivers: vec!["local".into()],
+            ..Default::default()
+        };
+        c.set_cell_presence(SetCellPresenceRequest {
+            cell: Some(presence),
+            lease_id: lease,
+        })
+        .await
+        .expect("registering a simulated cell");
+        let hb_bbs = bbs.clone();
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let _ = hb_bbs
+                    .client()
+                    .keep_alive_lease(LeaseRequest { lease_id: lease })
+                    .await;
+            }
+        });
+        Arc::new(SimCell {
+            id: id.into(),
+            zone: zone.into(),
+            total,
+            bbs,
+            held: Mutex::new(Held::default()),
+            heartbeat: Mutex::new(Some(heartbeat)),
+            hang: Default::default(),
+        })
+    }
+
+    /// The cell dies: its lease is no longer renewed and expires.
+    pub fn stop_heartbeat(&self) {
+        if let Some(h) = self.heartbeat.lock().unwrap().take() {
+            h.abort();
+        }
+    }
+
+    /// (process_guid, index) of the instances this cell started.
+    pub fn instances(&self) -> Vec<(String, i32)> {
+        self.held
+            .lock()
+            .unwrap()
+            .lrps
+            .iter()
+            .map(|l| (l.process_guid.clone(), l.index))
+            .collect()
+    }
+
+    pub fn task_guids(&self) -> Vec<String> {
+        self.held
+            .lock()
+            .unwrap()
+            .tasks
+            .iter()
+            .map(|t| t.0.clone())
+            .collect()
+    }
+
+    fn available(&self) -> Resources {
+        let h = self.held.lock().unwrap();
+        let mut a = self.total;
+        for l in &h.lrps {
+            a.memory_mb -= l.memory_mb;
+            a.disk_mb -= l.disk_mb;
+            a.containers -= 1;
+        }
+        for (_, mem, disk) in &h.tasks {
+            a.memory_mb -= mem;
+            a.disk_mb -= disk;
+            a.containers -= 1;
+        }
+        a
+    }
+
+    fn reserve(&self, mem: i32, disk: i32) -> bool {
+        let a = self.available();
+        a.memory_mb >= mem && a.disk_mb >= disk && a.containers >= 1
+    }
+}
+
+impl Drop for SimCell {
+    fn drop(&mut self) {
+        self.stop_heartbeat();
+    }
+}
+
+#[async_trait]
+impl CellClient for SimCell {
+    async fn state(&self) -> anyhow::Result<CellState> {
+        if self.hang.load(std::sync::atomic::Ordering::Relaxed) {
+            futures::future::pending::<()>().await;
+        }
+        let r = |x: Resources| {
+            Some(rep_api::Resources {
+                memory_mb: x.memory_mb,
+                disk_mb: x.disk_mb,
+                containers: x.containers,
+            })
+        };
+        Ok(CellState {
+            cell_id: self.id.clone(),
+            zone: self.zone.clone(),
+            total: r(self.total),
+            available: r(self.available()),
+            rootfs_providers: vec![
+                Provider {
+                    name: "preloaded".into(),
+                    properties: vec!["busybox".into()],
+                },
+                Provider {
+                    name: "docker".into(),
+                    properties: vec![],
+                },
+            ],
+            volume_drivers: vec!["local".into()],
+            lrps: self.held.lock().unwrap().lrps.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn perform(&self, work: Work) -> anyhow::Result<Work> {
+        let mut failed = Work::default();
+        let mut c = self.bbs.client();
+        for l in work.lrps {
+            let d = l.desired.clone().unwrap_or_default();
+            if !self.reserve(d.memory_mb, d.disk_mb) {
+                failed.lrps.push(l);
+                continue;
+            }
+            let ik = ActualLrpInstanceKey {
+                instance_guid: uuid::Uuid::new_v4().to_string(),
+                cell_id: self.id.clone(),
+            };
+            let key = Some(ActualLrpRef {
+                process_guid: d.process_guid.clone(),
+                index: l.index,
+            });
+            if c.claim_actual_lrp(ClaimActualLrpRequest {
+                key: key.clone(),
+                instance_key: Some(ik.clone()),
+            })
+            .await
+            .is_err()
+            {
+                continue; // someone else has it: nothing to run here
+            }
+            self.held.lock().unwrap().lrps.push(LrpOnCell {
+                process_guid: d.process_guid.clone(),
+                index: l.index,
+                memory_mb: d.memory_mb,
+                disk_mb: d.disk_mb,
+            });
+            let net = ActualLrpNetInfo {
+                address: "127.0.0.1".into(),
+                ports: d
+                    .ports
+                    .iter()
+                    .map(|p| PortMapping {
+                        container_port: *p,
+                        host_port: 61000,
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let _ = c
+                .start_actual_lrp(StartActualLrpRequest {
+                    key,
+                    instance_key: Some(ik),
+                    net_info: Some(net),
+                })
+                .await;
+        }
+        for t in work.tasks {
+            let task = t.task.clone().unwrap_or_default();
+            let def = task.definition.clone().unwrap_or_default();
+            if !self.reserve(def.memory_mb, def.disk_mb) {
+                failed.tasks.push(t);
+                continue;
+            }
+            if let Ok(r) = c
+                .start_task(StartTaskRequest {
+                    task_guid: task.task_guid.clone(),
+                    cell_id: self.id.clone(),
+                })
+                .await
+            {
+                if r.into_inner().should_start {
+                    self.held.lock().unwrap().tasks.push((
+                        task.task_guid,
+                        def.memory_mb,
+                        def.disk_mb,
+                    ));
+                }
+            }
+        }
+        Ok(failed)
+    }
+}
+
+/// A directory of simulated cells, by cell id.
+#[derive(Default)]
+pub struct SimCells {
+    cells: Mutex<HashMap<String, Arc<SimCell>>>,
+}
+
+struct Unreachable(String);
+
+#[async_trait]
+impl CellClient for Unreachable {
+    async fn state(&self) -> anyhow::Result<CellState> {
+        anyhow::bail!("no simulated cell {}", self.0)
+    }
+    async fn perform(&self, _: Work) -> anyhow::Result<Work> {
+        anyhow::bail!("no simulated cell {}", self.0)
+    }
+}
+
+impl SimCells {
+    pub fn add(&self, cell: Arc<SimCell>) {
+        self.cells.lock().unwrap().insert(cell.id.clone(), cell);
+    }
+    pub fn get(&self, id: &str) -> Option<Arc<SimCell>> {
+        self.cells.lock().unwrap().get(id).cloned()
+    }
+}
+
+impl CellDirectory for SimCells {
+    fn client(&self, cell: &CellPresence) -> Arc<dyn CellClient> {
+        match self.get(&cell.cell_id) {
+            Some(c) => c,
+            None => Arc::new(Unreachable(cell.cell_id.clone())),
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The brain against a real etcd and BBS, with simulated cells that claim and
+//! start work through the BBS like reps.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lattice_bbs::server::{self, BbsConfig, RunningBbs, StoreUrl};
+use lattice_bbs::store::etcd::EtcdStore;
+use lattice_bbs::testing::EtcdServer;
+use lattice_brain::auction::Resources;
+use lattice_brain::auctioneer::AuctioneerConfig;
+use lattice_brain::bbs::Bbs;
+use lattice_brain::converger::ConvergeConfig;
+use lattice_brain::leader::{self, BrainConfig};
+use lattice_brain::testing::{SimCell, SimCells};
+use lattice_specs::bbs_api::*;
+use lattice_specs::models::actual_lrp::State;
+use lattice_specs::models::*;
+use tokio::sync::watch;
+
+struct Cluster {
+    _etcd: EtcdServer,
+    _bbs: RunningBbs,
+    bbs: Bbs,
+    cells: Arc<SimCells>,
+}
+
+async fn cluster() -> Cluster {
+    let etcd = EtcdServer::start();
+    let store = Arc::new(
+        EtcdStore::connect(&[etcd.endpoint()], Duration::from_secs(3))
+            .await
+            .unwrap(),
+    );
+    let cfg = BbsConfig {
+        store: StoreUrl::Etcd(vec![etcd.endpoint()]),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        basic_auth: None,
+        store_timeout: Duration::from_secs(3),
+    };
+    let running = server::start_with_store(store, cfg).await.unwrap();
+    let bbs = Bbs::connect_lazy(&running.grpc_addr.to_string()).unwrap();
+    Cluster {
+        _etcd: etcd,
+        _bbs: running,
+        bbs,
+        cells: Arc::new(SimCells::default()),
+    }
+}
+
+const TTL: Duration = Duration::from_secs(2);
+
+impl Cluster {
+    async fn add_cell(&self, id: &str, zone: &str, memory_mb: i32) -> Arc<SimCell> {
+        let c = SimCell::start(
+            self.bbs.clone(),
+            id,
+            zone,
+            Resources {
+                memory_mb,
+                disk_mb: 100_000,
+                containers: 100,
+            },
+            TTL,
+        )
+        .await;
+        self.cells.add(c.clone());
+        c
+    }
+
+    fn brain(
+        &self,
+        id: &str,
+        tweak: impl FnOnce(&mut BrainConfig),
+    ) -> (tokio::task::JoinHandle<()>, watch::Sender<bool>) {
+        let mut cfg = BrainConfig {
+            id: id.into(),
+            lock_ttl: TTL,
+            convergence_interval: Duration::from_secs(1),
+            auctioneer: AuctioneerConfig {
+                fetch_timeout: Duration::from_millis(500),
+                ..Default::default()
+            },
+            converge: ConvergeConfig::default(),
+        };
+        tweak(&mut cfg);
+        let (tx, rx) = watch::channel(false);
+        (
+            tokio::spawn(leader::run(self.bbs.clone(), self.cells.clone(), cfg, rx)),
+            tx,
+        )
+    }
+
+    async fn desire(&self, guid: &str, instances: i32, memory_mb: i32) {
+        let d = DesiredLrp {
+            process_guid: guid.into(),
+            domain: "test".into(),
+            rootfs: "preloaded:busybox".into(),
+            instances,
+            memory_mb,
+            cpu_weight: 10,
+            ports: vec![8080],
+            action: Some(Action {
+                action: Some(action::Action::Run(RunAction {
+                    path: "/bin/httpd".into(),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        };
+        self.bbs
+            .client()
+            .desire_lrp(DesireLrpRequest {
+                desired_lrp: Some(d),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn actuals(&self, guid: &str) -> Vec<ActualLrp> {
+        let r = ActualLrPsRequest {
+            process_guid: guid.into(),
+            ..Default::default()
+        };
+        self.bbs
+            .client()
+            .actual_lr_ps(r)
+            .await
+            .unwrap()
+            .into_inner()
+            .actual_lrps
+    }
+
+    /// Wait until every instance of `guid` is RUNNING; returns their cells.
+    async fn running_on(&self, guid: &str, n: usize, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let a = self.actuals(guid).await;
+            let running: Vec<String> = a
+                .iter()
+                .filter(|a| a.state() == State::Running)
+                .map(|a| a.instance_key.clone().unwrap_or_default().cell_id)
+                .collect();
+            if running.len() == n && a.len() == n {
+                return running;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{guid}: wanted {n} RUNNING, have {a:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn lock_holder(&self) -> String {
+        let mut c = self.bbs.client();
+        let lease = c
+            .grant_lease(GrantLeaseRequest { ttl_seconds: 5 })
+            .await
+            .unwrap()
+            .into_inner()
+            .lease_id;
+        let r = c
+            .acquire_lock(AcquireLockRequest {
+                key: "brain".into(),
+                owner: "probe".into(),
+                lease_id: lease,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        c.revoke_lease(LeaseRequest { lease_id: lease })
+            .await
+            .unwrap();
+        assert!(!r.acquired, "no brain holds the lock");
+        r.owner
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_is_placed_spread_and_a_standby_takes_over_when_the_active_brain_dies() {
+    let c = cluster().await;
+    for (id, zone) in [("cell-a", "z1"), ("cell-b", "z2"), ("cell-c", "z3")] {
+        c.add_cell(id, zone, 4096).await;
+    }
+    let (brain_a, _stop_a) = c.brain("brain-a", |_| {});
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_brain_b, _stop_b) = c.brain("brain-b", |_| {});
+
+    c.desire("web", 3, 256).await;
+    let cells: HashSet<String> = c
+        .running_on("web", 3, Duration::from_secs(10))
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(cells.len(), 3, "three instances on three cells: {cells:?}");
+    assert_eq!(c.lock_holder().await, "brain-a");
+
+    // A crash of a fresh instance restarts it at once.
+    let a = c
+        .actuals("web")
+        .await
+        .into_iter()
+        .find(|a| a.key.as_ref().unwrap().index == 1)
+        .unwrap();
+    c.bbs
+        .client()
+        .crash_actual_lrp(CrashActualLrpRequest {
+            key: Some(ActualLrpRef {
+                process_guid: "web".into(),
+                index: 1,
+            }),
+            instance_key: a.instance_key.clone(),
+            error_message: "exited with status 2".into(),
+        })
+        .await
+        .unwrap();
+    c.running_on("web", 3, Duration::from_secs(10)).await;
+    let restarted = c
+        .actuals("web")
+        .await
+        .into_iter()
+        .find(|a| a.key.as_ref().unwrap().index == 1)
+        .unwrap();
+    assert_eq!(
+        (restarted.crash_count, restarted.crash_reason.as_str()),
+        (1, "exited with status 2")
+    );
+
+    // Kill the active brain: no goodbye, its lease just stops being renewed.
+    brain_a.abort();
+    let killed_at = Instant::now();
+    c.desire("api", 2, 256).await;
+    c.running_on("api", 2, Duration::from_secs(15)).await;
+    let took = killed_at.elapsed();
+    assert_eq!(c.lock_holder().await, "brain-b");
+    assert!(
+        took < Duration::from_secs(10),
+        "the standby placed new work {took:?} after the active brain died"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_a_cell_whose_lease_expires_are_placed_elsewhere() {
+    let c = cluster().await;
+    let a = c.add_cell("cell-a", "z1", 4096).await;
+    c.add_cell("cell-b", "z1", 4096).await;
+    let (_brain, _stop) = c.brain("brain", |_| {});
+    c.desire("web", 2, 256).await;
+    let cells = c.running_on("web", 2, Duration::from_secs(10)).await;
+    assert!(
+        cells.contains(&"cell-a".to_string()) && cells.contains(&"cell-b".to_string()),
+        "{cells:?}"
+    );
+
+    a.stop_heartbeat();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let cells = c.running_on("web", 2, Duration::from_secs(15)).await;
+        if cells.iter().all(|c| c == "cell-b") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instances were not re-placed off the dead cell: {cells:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_cell_is_skipped_and_unplaceable_work_says_why() {
+    let c = cluster().await;
+    let hung = c.add_cell("cell-hung", "z1", 100_000).await;
+    hung.hang.store(true, std::sync::atomic::Ordering::Relaxed);
+    c.add_cell("cell-ok", "z1", 1024).await;
+    let (_brain, _stop) = c.brain("brain", |cfg| {
+        cfg.converge.kick_task = Duration::from_secs(1)
+    });
+
+    let started = Instant::now();
+    c.desire("web", 1, 256).await;
+    assert_eq!(
+        c.running_on("web", 1, Duration::from_secs(10)).await,
+        ["cell-ok"]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the hung cell held the auction up"
+    );
+
+    c.desire("huge", 1, 4096).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = c.actuals("huge").await;
+        if a[0].placement_error == "insufficient resources: memory" {
+            assert_eq!(a[0].state(), State::Unclaimed);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no placement error: {a:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let def = TaskDefinition {
+        rootfs: "preloaded:busybox".into(),
+        action: Some(Action {
+            action: Some(action::Action::Run(RunAction {
+                path: "/bin/true".into(),
+                ..Default::default()
+            })),
+        }),
+        cpu_weight: 1,
+        placement_tags: vec!["gpu".into()],
+        ..Default::default()
+    };
+    c.bbs
+        .client()
+        .desire_task(DesireTaskRequest {
+            task_guid: "needs-gpu".into(),
+            domain: "test".into(),
+            definition: Some(def),
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = c
+            .bbs
+            .client()
+            .task_by_guid(TaskGuidRequest {
+                task_guid: "needs-gpu".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        if t.failed {
+            assert_eq!(t.rejection_count, 3, "rejected three times, then failed");
+            assert_eq!(
+                t.failure_reason,
+                "found no compatible cell with placement tag \"gpu\""
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "task never failed: {t:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
