@@ -37,34 +37,20 @@ pub fn lattice_bin() -> PathBuf {
     .clone()
 }
 
-/// A `lattice bbs` process.
-pub struct BbsProcess {
+/// A `lattice` subcommand run as a child process, ready once it prints its
+/// ready line; killed (SIGKILL) when dropped.
+pub struct Process {
     child: Option<Child>,
     args: Vec<String>,
-    pub grpc: String,
-    pub api: String,
+    ready_prefix: String,
 }
 
-impl BbsProcess {
-    /// Start `lattice bbs --store STORE` on fixed free ports (kept across restarts).
-    pub fn start(store: &str, extra: &[&str]) -> BbsProcess {
-        let grpc = format!("127.0.0.1:{}", free_port());
-        let api = format!("127.0.0.1:{}", free_port());
-        let mut args: Vec<String> = vec![
-            "bbs".into(),
-            "--store".into(),
-            store.into(),
-            "--listen".into(),
-            grpc.clone(),
-            "--api-listen".into(),
-            api.clone(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut p = BbsProcess {
+impl Process {
+    pub fn start(args: Vec<String>, ready_prefix: &str) -> Process {
+        let mut p = Process {
             child: None,
             args,
-            grpc,
-            api,
+            ready_prefix: ready_prefix.into(),
         };
         p.spawn();
         p
@@ -77,19 +63,23 @@ impl BbsProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("starting lattice bbs");
+            .expect("starting lattice");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let prefix = self.ready_prefix.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("lattice bbs ready") {
+                if line.starts_with(&prefix) {
                     let _ = tx.send(());
                 }
             }
         });
         if rx.recv_timeout(Duration::from_secs(20)).is_err() {
             let _ = child.kill();
-            panic!("lattice bbs did not report ready within 20 s");
+            panic!(
+                "`lattice {}` did not report ready within 20 s",
+                self.args.join(" ")
+            );
         }
         self.child = Some(child);
     }
@@ -102,6 +92,7 @@ impl BbsProcess {
         }
     }
 
+    /// Kill and start again with the same arguments (same ports).
     pub fn restart(&mut self) {
         self.kill();
         // The ports were just released; retry briefly if the OS is slow to free them.
@@ -118,6 +109,50 @@ impl BbsProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `lattice bbs` process on fixed free ports (kept across restarts).
+pub struct BbsProcess {
+    pub process: Process,
+    pub grpc: String,
+    pub api: String,
+}
+
+impl BbsProcess {
+    /// Start `lattice bbs --store STORE`.
+    pub fn start(store: &str, extra: &[&str]) -> BbsProcess {
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let api = format!("127.0.0.1:{}", free_port());
+        let mut args: Vec<String> = vec![
+            "bbs".into(),
+            "--store".into(),
+            store.into(),
+            "--listen".into(),
+            grpc.clone(),
+            "--api-listen".into(),
+            api.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        BbsProcess {
+            process: Process::start(args, "lattice bbs ready"),
+            grpc,
+            api,
+        }
+    }
+
+    pub fn kill(&mut self) {
+        self.process.kill()
+    }
+
+    pub fn restart(&mut self) {
+        self.process.restart()
     }
 
     pub async fn client(
@@ -141,9 +176,31 @@ impl BbsProcess {
     }
 }
 
-impl Drop for BbsProcess {
-    fn drop(&mut self) {
-        self.kill();
+/// A `lattice brain` process.
+pub struct BrainProcess {
+    pub process: Process,
+    pub id: String,
+    pub metrics: String,
+}
+
+impl BrainProcess {
+    pub fn start(bbs_grpc: &str, id: &str, extra: &[&str]) -> BrainProcess {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut args: Vec<String> = vec![
+            "brain".into(),
+            "--bbs".into(),
+            bbs_grpc.into(),
+            "--id".into(),
+            id.into(),
+            "--metrics-listen".into(),
+            metrics.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        BrainProcess {
+            process: Process::start(args, "lattice brain ready"),
+            id: id.into(),
+            metrics,
+        }
     }
 }
 

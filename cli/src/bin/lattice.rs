@@ -1,4 +1,5 @@
-//! `lattice`: the server binary. `lattice bbs` runs the Bulletin Board System.
+//! `lattice`: the server binary. `lattice bbs` runs the Bulletin Board System,
+//! `lattice brain` an auctioneer and converger.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,6 +26,37 @@ struct Cli {
 enum Command {
     /// Run the BBS: the state store's only owner, its gRPC API and the public JSON API.
     Bbs(BbsArgs),
+    /// Run a brain (auctioneer + converger); several brains elect one active, the others stand by.
+    Brain(BrainArgs),
+}
+
+#[derive(clap::Args)]
+struct BrainArgs {
+    /// The BBS's gRPC address.
+    #[arg(long, env = "LATTICE_BBS", default_value = "127.0.0.1:8889")]
+    bbs: String,
+    /// This brain's name in the leadership lock (default: a fresh one).
+    #[arg(long, env = "LATTICE_BRAIN_ID")]
+    id: Option<String>,
+    /// How long the lock outlives a brain that died, in seconds (takeover time).
+    #[arg(long, env = "LATTICE_BRAIN_LOCK_TTL", default_value_t = 5)]
+    lock_ttl: u64,
+    /// Seconds between convergence passes (events trigger extra ones).
+    #[arg(long, env = "LATTICE_BRAIN_CONVERGENCE_INTERVAL", default_value_t = 30)]
+    convergence_interval: u64,
+    /// Cells that do not report their state within this many ms are left out of an auction.
+    #[arg(long, env = "LATTICE_BRAIN_FETCH_TIMEOUT_MS", default_value_t = 5000)]
+    fetch_timeout_ms: u64,
+    /// > 0 packs work onto the first cells instead of spreading it (added per cell ordinal).
+    #[arg(long, env = "LATTICE_BRAIN_BIN_PACK_WEIGHT", default_value_t = 0.0)]
+    bin_pack_weight: f64,
+    /// Where to serve /metrics.
+    #[arg(
+        long,
+        env = "LATTICE_BRAIN_METRICS_LISTEN",
+        default_value = "127.0.0.1:8890"
+    )]
+    metrics_listen: SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -83,6 +115,52 @@ async fn run_bbs(a: BbsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
+    use lattice_brain::{auctioneer::AuctioneerConfig, leader::BrainConfig};
+    anyhow::ensure!(a.lock_ttl >= 1, "--lock-ttl must be at least 1 second");
+    anyhow::ensure!(a.bin_pack_weight >= 0.0, "--bin-pack-weight must be >= 0");
+    let bbs = lattice_brain::bbs::Bbs::connect_lazy(&a.bbs)
+        .with_context(|| format!("bad --bbs address {:?}", a.bbs))?;
+    let mut cfg = BrainConfig {
+        lock_ttl: Duration::from_secs(a.lock_ttl),
+        convergence_interval: Duration::from_secs(a.convergence_interval.max(1)),
+        auctioneer: AuctioneerConfig {
+            fetch_timeout: Duration::from_millis(a.fetch_timeout_ms),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    cfg.auctioneer.auction.bin_pack_weight = a.bin_pack_weight;
+    if let Some(id) = a.id {
+        cfg.id = id;
+    }
+    let listener = tokio::net::TcpListener::bind(a.metrics_listen)
+        .await
+        .with_context(|| format!("binding --metrics-listen {}", a.metrics_listen))?;
+    let metrics_addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async { lattice_brain::metrics::render() }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    println!(
+        "lattice brain ready id={} bbs={} metrics={}",
+        cfg.id, a.bbs, metrics_addr
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let brain = tokio::spawn(lattice_brain::leader::run(
+        bbs,
+        std::sync::Arc::new(lattice_brain::cells::GrpcCells::default()),
+        cfg,
+        stopped,
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    let _ = brain.await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -96,6 +174,7 @@ async fn main() {
         .init();
     let r = match cli.command {
         Command::Bbs(a) => run_bbs(a).await,
+        Command::Brain(a) => run_brain(a).await,
     };
     if let Err(e) = r {
         eprintln!("lattice: {e:#}");
