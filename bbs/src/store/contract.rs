@@ -52,6 +52,32 @@ pub async fn put_get_list_and_revisions(s: Arc<dyn Store>) {
     assert!(s.revision().await.unwrap() > r3.revision);
 }
 
+/// A list larger than any one read page comes back whole and in key order.
+pub async fn large_lists_are_complete_and_ordered(s: Arc<dyn Store>) {
+    let n = 12_345;
+    let value = vec![7u8; 300];
+    for chunk in (0..n).collect::<Vec<_>>().chunks(MAX_TXN_OPS) {
+        let ops = chunk
+            .iter()
+            .map(|i| Op::put(format!("/big/{i:06}"), value.clone()))
+            .collect();
+        s.txn(Txn {
+            compares: vec![],
+            ops,
+        })
+        .await
+        .unwrap();
+    }
+    s.txn(Txn::new().then(Op::put("/big0", b"outside".to_vec())))
+        .await
+        .unwrap();
+    let all = s.list("/big/").await.unwrap();
+    assert_eq!(all.len(), n);
+    assert!(all.windows(2).all(|w| w[0].key < w[1].key), "in key order");
+    assert_eq!(all[0].key, "/big/000000");
+    assert_eq!(all[n - 1].key, format!("/big/{:06}", n - 1));
+}
+
 pub async fn compare_and_swap_is_all_or_nothing(s: Arc<dyn Store>) {
     let created = s
         .txn(
@@ -278,6 +304,7 @@ macro_rules! store_contract_tests {
     ($make:expr) => {
         $crate::store_contract_tests!(@one $make, put_get_list_and_revisions);
         $crate::store_contract_tests!(@one $make, compare_and_swap_is_all_or_nothing);
+        $crate::store_contract_tests!(@one $make, large_lists_are_complete_and_ordered);
         $crate::store_contract_tests!(@one $make, concurrent_writers_never_both_win);
         $crate::store_contract_tests!(@one $make, leases_expire_renew_and_revoke);
         $crate::store_contract_tests!(@one $make, watch_sees_puts_updates_deletes_and_expiries);

@@ -17,6 +17,21 @@ use super::{
     MAX_TXN_OPS,
 };
 
+/// Keys per range read when listing a prefix.
+const LIST_PAGE: i64 = 5_000;
+
+/// The first key after every key starting with `prefix` (etcd's range end).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
@@ -128,12 +143,37 @@ impl Store for EtcdStore {
         resp.kvs().first().map(kv_of).transpose()
     }
 
+    /// Pages of `LIST_PAGE` keys, all read at the revision of the first page,
+    /// so a large prefix (250,000 instances) is one consistent snapshot and no
+    /// single response grows past gRPC's message limits.
     async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>> {
-        let mut kv = self.client.kv_client();
-        let resp = self
-            .bounded(kv.get(prefix, Some(GetOptions::new().with_prefix())))
-            .await?;
-        resp.kvs().iter().map(kv_of).collect()
+        let end = prefix_end(prefix.as_bytes());
+        let mut kv = self.client.kv_client().max_decoding_message_size(64 << 20);
+        let mut out = Vec::new();
+        let mut start = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = self.bounded(kv.get(start.clone(), Some(opts))).await?;
+            if revision == 0 {
+                revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            for k in resp.kvs() {
+                out.push(kv_of(k)?);
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult> {
