@@ -209,35 +209,28 @@ impl Auctioneer {
                 }
             }
         }
-        let actual_req = |guid: &str| ActualLrPsRequest {
-            process_guid: guid.to_string(),
-            ..Default::default()
-        };
-        let actuals = if bulk {
-            client
-                .actual_lr_ps(self.bbs.req(actual_req("")))
-                .await
-                .map_err(bbs_err)?
-                .into_inner()
-                .actual_lrps
-        } else {
-            let mut all = vec![];
+        // For a few processes, check which instances still wait (a converger
+        // re-send may be stale). For many, skip the check: listing every
+        // instance per batch would cost more than it saves, and a cell's
+        // compare-and-swap claim refuses anything no longer UNCLAIMED.
+        if !bulk {
             for g in &guids {
-                all.extend(
-                    client
-                        .actual_lr_ps(self.bbs.req(actual_req(g)))
-                        .await
-                        .map_err(bbs_err)?
-                        .into_inner()
-                        .actual_lrps,
-                );
-            }
-            all
-        };
-        for a in actuals {
-            if a.state() == State::Unclaimed && a.presence() != Presence::Evacuating {
-                let k = a.key.unwrap_or_default();
-                unclaimed.insert((k.process_guid, k.index));
+                let r = ActualLrPsRequest {
+                    process_guid: g.to_string(),
+                    ..Default::default()
+                };
+                for a in client
+                    .actual_lr_ps(self.bbs.req(r))
+                    .await
+                    .map_err(bbs_err)?
+                    .into_inner()
+                    .actual_lrps
+                {
+                    if a.state() == State::Unclaimed && a.presence() != Presence::Evacuating {
+                        let k = a.key.unwrap_or_default();
+                        unclaimed.insert((k.process_guid, k.index));
+                    }
+                }
             }
         }
         let tasks: Vec<Task> = if task_guids.len() > 32 {
@@ -280,10 +273,8 @@ impl Auctioneer {
         let mut task_of: Vec<Option<Task>> = vec![];
         let mut guid_arcs: HashMap<String, Arc<str>> = HashMap::new();
         for k in lrp_keys {
-            let (Some(d), true) = (
-                desired.get(&k.process_guid),
-                unclaimed.contains(&(k.process_guid.clone(), k.index)),
-            ) else {
+            let waiting = bulk || unclaimed.contains(&(k.process_guid.clone(), k.index));
+            let (Some(d), true) = (desired.get(&k.process_guid), waiting) else {
                 continue;
             };
             if k.index >= d.instances {
