@@ -138,7 +138,15 @@ impl Auctioneer {
             }
             let attempts: HashMap<StartRequest, (u32, String)> = std::mem::take(&mut retry);
             batch.extend(attempts.keys().cloned());
-            let round = self.auction(batch).await?;
+            let round = match self.auction(batch).await {
+                Ok(r) => r,
+                Err(BrainError::LockLost) => return Err(BrainError::LockLost),
+                // A BBS hiccup: this batch is dropped; convergence re-sends what still waits.
+                Err(e) => {
+                    tracing::warn!(error = %e, "auction round failed");
+                    continue;
+                }
+            };
             let mut gave_up = vec![];
             for (req, reason) in round.refused {
                 let n = attempts.get(&req).map(|(n, _)| *n).unwrap_or(0) + 1;
@@ -148,7 +156,11 @@ impl Auctioneer {
                     retry.insert(req, (n, reason));
                 }
             }
-            self.record_failures(gave_up).await?;
+            match self.record_failures(gave_up).await {
+                Err(BrainError::LockLost) => return Err(BrainError::LockLost),
+                Err(e) => tracing::warn!(error = %e, "recording placement failures failed"),
+                Ok(()) => {}
+            }
         }
     }
 
@@ -359,6 +371,7 @@ impl Auctioneer {
         m::FETCH_DURATION.observe(fetch_started.elapsed().as_secs_f64());
 
         let cfg = self.cfg.auction;
+        let decide_started = Instant::now();
         let (views, items, outcome) = if items.len() > 2000 {
             tokio::task::spawn_blocking(move || {
                 let o = place(&views, &items, &cfg);
@@ -371,6 +384,7 @@ impl Auctioneer {
             (views, items, o)
         };
 
+        m::DECISION_DURATION.observe(decide_started.elapsed().as_secs_f64());
         let request_of = |i: usize| match &items[i].kind {
             WorkKind::Lrp {
                 process_guid,

@@ -71,6 +71,13 @@ pub static AUCTION_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
         prometheus::exponential_buckets(0.0005, 2.5, 14).unwrap(),
     )
 });
+pub static DECISION_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "brain_auction_decision_seconds",
+        "Time the placement core took to decide an auction round.",
+        prometheus::exponential_buckets(0.00005, 2.0, 20).unwrap(),
+    )
+});
 pub static CELLS_FETCHED: LazyLock<IntGauge> = LazyLock::new(|| {
     reg(IntGauge::new(
         "brain_cells_fetched",
