@@ -308,9 +308,9 @@ async fn actual_lrp_by_index(
         s.db.actual_lrps("", "", &guid, Some(index))
             .await
             .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
-    // Prefer the ordinary record; an evacuating one alone is still reported.
+    // Prefer the ordinary record; an evacuating or suspect copy alone is still reported.
     let mut all: Vec<_> = all.into_iter().map(ActualLrpResponse::from).collect();
-    all.sort_by_key(|a| a.evacuating);
+    all.sort_by_key(|a| a.presence != "ORDINARY");
     all.into_iter().next().map(Json).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

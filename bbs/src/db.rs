@@ -10,6 +10,7 @@
 //! | `/lattice/v1/desired/<process_guid>`        | DesiredLRP               |       |
 //! | `/lattice/v1/actual/<process_guid>/<index>` | ActualLRP (ordinary)     |       |
 //! | `/lattice/v1/evacuating/<guid>/<index>`     | ActualLRP (EVACUATING)   |       |
+//! | `/lattice/v1/suspect/<guid>/<index>`        | ActualLRP (SUSPECT)      |       |
 //! | `/lattice/v1/task/<task_guid>`              | Task                     |       |
 //! | `/lattice/v1/cell/<cell_id>`                | CellPresence             | cell's|
 //! | `/lattice/v1/domain/<domain>`               | Domain                   | TTL   |
@@ -35,6 +36,7 @@ pub const ROOT: &str = "/lattice/v1/";
 pub const DESIRED: &str = "/lattice/v1/desired/";
 pub const ACTUAL: &str = "/lattice/v1/actual/";
 pub const EVACUATING: &str = "/lattice/v1/evacuating/";
+pub const SUSPECT: &str = "/lattice/v1/suspect/";
 pub const TASK: &str = "/lattice/v1/task/";
 pub const CELL: &str = "/lattice/v1/cell/";
 pub const DOMAIN: &str = "/lattice/v1/domain/";
@@ -51,6 +53,9 @@ pub fn actual_key(guid: &str, index: i32) -> String {
 }
 pub fn evacuating_key(guid: &str, index: i32) -> String {
     format!("{EVACUATING}{guid}/{index}")
+}
+pub fn suspect_key(guid: &str, index: i32) -> String {
+    format!("{SUSPECT}{guid}/{index}")
 }
 pub fn task_key(guid: &str) -> String {
     format!("{TASK}{guid}")
@@ -400,8 +405,9 @@ impl Db {
         })
         .await?;
         self.retire_indices_from(guid, 0).await?;
-        let evacuating = self.store.list(&format!("{EVACUATING}{guid}/")).await?;
-        self.delete_all(evacuating.into_iter().map(|kv| kv.key).collect())
+        let mut copies = self.store.list(&format!("{EVACUATING}{guid}/")).await?;
+        copies.extend(self.store.list(&format!("{SUSPECT}{guid}/")).await?);
+        self.delete_all(copies.into_iter().map(|kv| kv.key).collect())
             .await
     }
 
@@ -422,7 +428,7 @@ impl Db {
 
     // ------------------------------------------------------------- actual
 
-    /// Actual LRPs (ordinary and evacuating), filtered by any of the non-empty criteria.
+    /// Actual LRPs (ordinary, evacuating and suspect), filtered by any of the non-empty criteria.
     pub async fn actual_lrps(
         &self,
         domain: &str,
@@ -430,13 +436,16 @@ impl Db {
         guid: &str,
         index: Option<i32>,
     ) -> Result<Vec<ActualLrp>> {
-        let (ord, evac) = if guid.is_empty() {
-            (ACTUAL.to_string(), EVACUATING.to_string())
-        } else {
-            (format!("{ACTUAL}{guid}/"), format!("{EVACUATING}{guid}/"))
+        let prefix = |p: &str| {
+            if guid.is_empty() {
+                p.to_string()
+            } else {
+                format!("{p}{guid}/")
+            }
         };
-        let mut all: Vec<ActualLrp> = self.list(&ord).await?;
-        all.extend(self.list::<ActualLrp>(&evac).await?);
+        let mut all: Vec<ActualLrp> = self.list(&prefix(ACTUAL)).await?;
+        all.extend(self.list::<ActualLrp>(&prefix(EVACUATING)).await?);
+        all.extend(self.list::<ActualLrp>(&prefix(SUSPECT)).await?);
         Ok(all
             .into_iter()
             .filter(|l| {
@@ -585,6 +594,63 @@ impl Db {
     /// the cell stops the container. The converger recreates it if still desired.
     pub async fn retire_actual_lrp(&self, guid: &str, index: i32) -> Result<()> {
         self.remove_actual_lrp(guid, index, None).await
+    }
+
+    /// The instance's cell vanished, but the instance may still be running
+    /// (a partition): keep it, as SUSPECT under its own key, and put a fresh
+    /// UNCLAIMED record in its place so a replacement is placed. The suspect
+    /// copy is removed once the replacement runs. Returns the new record.
+    pub async fn suspect_actual_lrp(&self, guid: &str, index: i32) -> Result<ActualLrp> {
+        let (key, skey) = (actual_key(guid, index), suspect_key(guid, index));
+        let now = now_nanos();
+        for _ in 0..CAS_ATTEMPTS {
+            let kv = self
+                .store
+                .get(&key)
+                .await?
+                .ok_or_else(|| DbError::actual_not_found(guid, index))?;
+            let current: ActualLrp = decode(&kv)?;
+            if current.state() != LrpState::Running {
+                return Err(DbError::Refused(ModelError::ActualLrpTransition {
+                    op: "suspect",
+                    process_guid: guid.into(),
+                    index,
+                    from: alrp::state_name(current.state()),
+                    detail: " (only a RUNNING instance can become suspect)".into(),
+                }));
+            }
+            let mut suspect = current.clone();
+            suspect.set_presence(Presence::Suspect);
+            let mut fresh = current;
+            alrp::unclaim(&mut fresh, now)?;
+            let previous = self
+                .store
+                .get(&skey)
+                .await?
+                .map(|kv| kv.mod_revision)
+                .unwrap_or(0);
+            let txn = Txn::new()
+                .when(Compare::ModRevision(key.clone(), kv.mod_revision))
+                .when(Compare::ModRevision(skey.clone(), previous))
+                .then(Op::put(&skey, suspect.encode_to_vec()))
+                .then(Op::put(&key, fresh.encode_to_vec()));
+            if self.txn(txn).await?.succeeded {
+                return Ok(fresh);
+            }
+        }
+        Err(DbError::Contended(key))
+    }
+
+    /// Drop the suspect copy of an instance (its replacement runs, or it is no longer desired).
+    pub async fn remove_suspect_actual_lrp(&self, guid: &str, index: i32) -> Result<()> {
+        self.modify(
+            &suspect_key(guid, index),
+            |cur: Option<ActualLrp>| match cur {
+                None => Err(DbError::actual_not_found(guid, index)),
+                Some(_) => Ok((Write::Delete, ())),
+            },
+        )
+        .await
     }
 
     // --------------------------------------------------------- evacuation

@@ -10,7 +10,7 @@ use lattice_specs::models::{ActualLrp, CellPresence, DesiredLrp, Task};
 use prost::Message;
 use tokio::sync::broadcast;
 
-use crate::db::{ACTUAL, CELL, DESIRED, EVACUATING, ROOT, TASK};
+use crate::db::{ACTUAL, CELL, DESIRED, EVACUATING, ROOT, SUSPECT, TASK};
 use crate::store::{Change, Store};
 
 /// Events buffered per subscriber before it is considered too slow and cut off.
@@ -44,7 +44,7 @@ pub fn translate(c: &Change) -> Vec<Event> {
             }))],
             (None, None) => vec![],
         }
-    } else if k.starts_with(ACTUAL) || k.starts_with(EVACUATING) {
+    } else if k.starts_with(ACTUAL) || k.starts_with(EVACUATING) || k.starts_with(SUSPECT) {
         match (
             decode::<ActualLrp>(&c.prev_value),
             decode::<ActualLrp>(&c.value),

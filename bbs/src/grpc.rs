@@ -334,6 +334,34 @@ impl Bbs for BbsGrpc {
         .await
     }
 
+    async fn suspect_actual_lrp(
+        &self,
+        r: Request<ActualLrpRef>,
+    ) -> Result<Response<ActualLrpResponse>, Status> {
+        call("SuspectActualLRP", async {
+            let db = self.db_for(&r)?;
+            let (guid, index) = key_of(Some(r.into_inner()))?;
+            Ok(ActualLrpResponse {
+                actual_lrp: Some(db.suspect_actual_lrp(&guid, index).await?),
+            })
+        })
+        .await
+    }
+
+    async fn remove_suspect_actual_lrp(
+        &self,
+        r: Request<ActualLrpRef>,
+    ) -> Result<Response<Empty>, Status> {
+        call("RemoveSuspectActualLRP", async {
+            let db = self.db_for(&r)?;
+            let (guid, index) = key_of(Some(r.into_inner()))?;
+            db.remove_suspect_actual_lrp(&guid, index)
+                .await
+                .map(|_| Empty {})
+        })
+        .await
+    }
+
     async fn evacuate_claimed_actual_lrp(
         &self,
         r: Request<EvacuateRequest>,

@@ -507,6 +507,58 @@ async fn a_fenced_writer_stops_once_its_lock_changes_hands(db: Db) {
     );
 }
 
+async fn a_running_instance_on_a_lost_cell_becomes_suspect(db: Db) {
+    use lattice_specs::models::actual_lrp::Presence;
+    db.desire_lrp(lrp("sus", 1)).await.unwrap();
+    let me = ik("i-1", "lost-cell");
+    assert_eq!(
+        db.suspect_actual_lrp("sus", 0).await.unwrap_err().name(),
+        "InvalidStateTransition",
+        "only RUNNING instances"
+    );
+    db.claim_actual_lrp("sus", 0, &me).await.unwrap();
+    db.start_actual_lrp("sus", 0, &me, ActualLrpNetInfo::default())
+        .await
+        .unwrap();
+    let fresh = db.suspect_actual_lrp("sus", 0).await.unwrap();
+    assert_eq!(
+        (fresh.state(), fresh.presence()),
+        (State::Unclaimed, Presence::Ordinary)
+    );
+    let all = db.actual_lrps("", "", "sus", Some(0)).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let suspect = all
+        .iter()
+        .find(|a| a.presence() == Presence::Suspect)
+        .unwrap();
+    assert_eq!(
+        (suspect.state(), suspect.instance_key.as_ref()),
+        (State::Running, Some(&me))
+    );
+    db.remove_suspect_actual_lrp("sus", 0).await.unwrap();
+    assert_eq!(db.actual_lrps("", "", "sus", None).await.unwrap().len(), 1);
+    assert_eq!(
+        db.remove_suspect_actual_lrp("sus", 0)
+            .await
+            .unwrap_err()
+            .name(),
+        "ActualLRPIndexNotFound"
+    );
+    // Removing the LRP removes suspect copies too.
+    let other = ik("i-2", "cell-2");
+    db.claim_actual_lrp("sus", 0, &other).await.unwrap();
+    db.start_actual_lrp("sus", 0, &other, ActualLrpNetInfo::default())
+        .await
+        .unwrap();
+    db.suspect_actual_lrp("sus", 0).await.unwrap();
+    db.remove_desired_lrp("sus").await.unwrap();
+    assert!(db
+        .actual_lrps("", "", "sus", None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn events_follow_every_change(db: Db) {
     let hub = EventHub::start(db.store().clone()).await;
     let mut rx = hub.subscribe();
@@ -568,6 +620,7 @@ macro_rules! db_contract {
             cells_live_as_long_as_their_lease,
             locks_have_one_holder_and_fencing_revisions,
             a_fenced_writer_stops_once_its_lock_changes_hands,
+            a_running_instance_on_a_lost_cell_becomes_suspect,
             events_follow_every_change);
     };
     (@one $make:expr, $($name:ident),*) => {

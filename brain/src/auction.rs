@@ -73,6 +73,8 @@ pub struct WorkItem {
     pub memory_mb: i32,
     pub disk_mb: i32,
     pub constraints: Arc<Constraints>,
+    /// Cells (by index into the auction's cells) that refused this work before.
+    pub avoid: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -300,8 +302,13 @@ pub fn place(cells: &[CellView], work: &[WorkItem], cfg: &AuctionConfig) -> Outc
         best.iter_mut()
             .for_each(|b| *b = (f64::INFINITY, usize::MAX));
         let (mut fits_mem, mut fits_disk, mut fits_slot) = (false, false, false);
+        let mut avoided: Vec<usize> = vec![];
         for c in 0..n {
             if !compat[c] {
+                continue;
+            }
+            if w.avoid.contains(&c) {
+                avoided.push(c);
                 continue;
             }
             let a = avail[c];
@@ -345,6 +352,19 @@ pub fn place(cells: &[CellView], work: &[WorkItem], cfg: &AuctionConfig) -> Outc
             })
             .map(|z| best[z].1);
         let Some(c) = chosen else {
+            if !avoided.is_empty() && !fits_mem && !fits_disk && !fits_slot {
+                // Nothing else was even a candidate: only the cells that refused it could take it.
+                let names: Vec<&str> = avoided.iter().map(|c| cells[*c].cell_id.as_str()).collect();
+                out.failed.push((
+                    i,
+                    format!(
+                        "{} {} refused the work",
+                        if names.len() == 1 { "cell" } else { "cells" },
+                        names.join(", ")
+                    ),
+                ));
+                continue;
+            }
             let mut short: Vec<&str> = vec![];
             if !fits_mem {
                 short.push("memory");
@@ -434,6 +454,7 @@ mod tests {
             memory_mb: mem,
             disk_mb: 10,
             constraints: constraints("preloaded:busybox", &[]),
+            avoid: vec![],
         }
     }
 
@@ -445,6 +466,7 @@ mod tests {
             memory_mb: mem,
             disk_mb: 10,
             constraints: constraints("preloaded:busybox", &[]),
+            avoid: vec![],
         }
     }
 
@@ -650,6 +672,18 @@ mod tests {
         w.memory_mb = 5000;
         let o = place(&cells, &[w], &AuctionConfig::default());
         assert_eq!(o.reason_of(0), Some("insufficient resources: memory"));
+    }
+
+    #[test]
+    fn cells_that_refused_work_are_avoided() {
+        let cells = vec![cell("a", "z1", 1000), cell("b", "z1", 1000)];
+        let mut w = task("t", 10);
+        w.avoid = vec![0];
+        let o = place(&cells, &[w.clone()], &AuctionConfig::default());
+        assert_eq!(cells_of(&o, &cells), ["b"]);
+        w.avoid = vec![0, 1];
+        let o = place(&cells, &[w], &AuctionConfig::default());
+        assert_eq!(o.reason_of(0), Some("cells a, b refused the work"));
     }
 
     #[test]

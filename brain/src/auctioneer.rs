@@ -34,6 +34,22 @@ pub enum StartRequest {
     Task(String),
 }
 
+impl StartRequest {
+    /// The request a piece of auction work came from.
+    pub fn of(kind: &WorkKind) -> StartRequest {
+        match kind {
+            WorkKind::Lrp {
+                process_guid,
+                index,
+            } => StartRequest::Lrp(LrpKey {
+                process_guid: process_guid.to_string(),
+                index: *index,
+            }),
+            WorkKind::Task { task_guid } => StartRequest::Task(task_guid.clone()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrainError {
     /// Another brain holds the lock now: stop acting at once.
@@ -75,8 +91,8 @@ impl Default for AuctioneerConfig {
 pub struct Round {
     pub placed: usize,
     pub failed: usize,
-    /// Work cells refused or could not be reached for, with why: to retry.
-    pub refused: Vec<(StartRequest, String)>,
+    /// Work cells refused or could not be reached for: (work, why, which cell), to retry elsewhere.
+    pub refused: Vec<(StartRequest, String, String)>,
 }
 
 pub struct Auctioneer {
@@ -119,7 +135,8 @@ impl Auctioneer {
         &self,
         mut rx: mpsc::UnboundedReceiver<StartRequest>,
     ) -> Result<(), BrainError> {
-        let mut retry: HashMap<StartRequest, (u32, String)> = HashMap::new();
+        // Work to retry: attempts so far and the cells that refused it.
+        let mut retry: HashMap<StartRequest, (u32, Vec<String>)> = HashMap::new();
         loop {
             let mut batch = HashSet::new();
             if retry.is_empty() {
@@ -136,9 +153,13 @@ impl Auctioneer {
             while let Ok(r) = rx.try_recv() {
                 batch.insert(r);
             }
-            let attempts: HashMap<StartRequest, (u32, String)> = std::mem::take(&mut retry);
+            let attempts: HashMap<StartRequest, (u32, Vec<String>)> = std::mem::take(&mut retry);
             batch.extend(attempts.keys().cloned());
-            let round = match self.auction(batch).await {
+            let avoid: HashMap<StartRequest, Vec<String>> = attempts
+                .iter()
+                .map(|(r, (_, cells))| (r.clone(), cells.clone()))
+                .collect();
+            let round = match self.auction(batch, &avoid).await {
                 Ok(r) => r,
                 Err(BrainError::LockLost) => return Err(BrainError::LockLost),
                 // A BBS hiccup: this batch is dropped; convergence re-sends what still waits.
@@ -148,12 +169,13 @@ impl Auctioneer {
                 }
             };
             let mut gave_up = vec![];
-            for (req, reason) in round.refused {
-                let n = attempts.get(&req).map(|(n, _)| *n).unwrap_or(0) + 1;
-                if n >= self.cfg.max_attempts {
+            for (req, reason, cell) in round.refused {
+                let (n, mut cells) = attempts.get(&req).cloned().unwrap_or_default();
+                if n + 1 >= self.cfg.max_attempts {
                     gave_up.push((req, reason));
                 } else {
-                    retry.insert(req, (n, reason));
+                    cells.push(cell);
+                    retry.insert(req, (n + 1, cells));
                 }
             }
             match self.record_failures(gave_up).await {
@@ -164,10 +186,15 @@ impl Auctioneer {
         }
     }
 
-    /// One auction over `batch`: returns what was placed, failed, and refused.
-    pub async fn auction(&self, batch: HashSet<StartRequest>) -> Result<Round, BrainError> {
+    /// One auction over `batch`, keeping work off the cells listed in `avoid`
+    /// for it: returns what was placed, failed, and refused.
+    pub async fn auction(
+        &self,
+        batch: HashSet<StartRequest>,
+        avoid: &HashMap<StartRequest, Vec<String>>,
+    ) -> Result<Round, BrainError> {
         let started = Instant::now();
-        let r = self.auction_inner(batch).await;
+        let r = self.auction_inner(batch, avoid).await;
         m::AUCTION_DURATION.observe(started.elapsed().as_secs_f64());
         m::AUCTIONS
             .with_label_values(&[if r.is_ok() { "succeeded" } else { "failed" }])
@@ -175,7 +202,11 @@ impl Auctioneer {
         r
     }
 
-    async fn auction_inner(&self, batch: HashSet<StartRequest>) -> Result<Round, BrainError> {
+    async fn auction_inner(
+        &self,
+        batch: HashSet<StartRequest>,
+        avoid: &HashMap<StartRequest, Vec<String>>,
+    ) -> Result<Round, BrainError> {
         let mut client = self.bbs.client();
         let mut lrp_keys = vec![];
         let mut task_guids = vec![];
@@ -304,6 +335,7 @@ impl Auctioneer {
                 memory_mb: d.memory_mb,
                 disk_mb: d.disk_mb,
                 constraints: intern(constraints_of(d)),
+                avoid: vec![],
             });
             lrp_of.push(Some((d.clone(), k.index)));
             task_of.push(None);
@@ -324,6 +356,7 @@ impl Auctioneer {
                     placement_tags: def.placement_tags.clone(),
                     volume_drivers: drivers(&def.volume_mounts),
                 }),
+                avoid: vec![],
             });
             lrp_of.push(None);
             task_of.push(Some(t));
@@ -370,6 +403,22 @@ impl Auctioneer {
         m::CELLS_FETCHED.set(views.len() as i64);
         m::FETCH_DURATION.observe(fetch_started.elapsed().as_secs_f64());
 
+        // Keep retried work off the cells that refused it.
+        if !avoid.is_empty() {
+            let index: HashMap<&str, usize> = views
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.cell_id.as_str(), i))
+                .collect();
+            for item in items.iter_mut() {
+                if let Some(cells) = avoid.get(&StartRequest::of(&item.kind)) {
+                    item.avoid = cells
+                        .iter()
+                        .filter_map(|c| index.get(c.as_str()).copied())
+                        .collect();
+                }
+            }
+        }
         let cfg = self.cfg.auction;
         let decide_started = Instant::now();
         let (views, items, outcome) = if items.len() > 2000 {
@@ -385,16 +434,7 @@ impl Auctioneer {
         };
 
         m::DECISION_DURATION.observe(decide_started.elapsed().as_secs_f64());
-        let request_of = |i: usize| match &items[i].kind {
-            WorkKind::Lrp {
-                process_guid,
-                index,
-            } => StartRequest::Lrp(LrpKey {
-                process_guid: process_guid.to_string(),
-                index: *index,
-            }),
-            WorkKind::Task { task_guid } => StartRequest::Task(task_guid.clone()),
-        };
+        let request_of = |i: usize| StartRequest::of(&items[i].kind);
 
         // One Perform per cell, all in parallel.
         let mut per_cell: HashMap<usize, (Work, Vec<usize>)> = HashMap::new();
@@ -456,9 +496,11 @@ impl Auctioneer {
                         };
                         if refused {
                             round.placed -= 1;
-                            round
-                                .refused
-                                .push((req, format!("cell {cell_id} refused the work")));
+                            round.refused.push((
+                                req,
+                                format!("cell {cell_id} refused the work"),
+                                cell_id.clone(),
+                            ));
                         }
                     }
                 }
@@ -469,6 +511,7 @@ impl Auctioneer {
                         round.refused.push((
                             request_of(w),
                             format!("cell {cell_id} could not be reached: {e}"),
+                            cell_id.clone(),
                         ));
                     }
                 }

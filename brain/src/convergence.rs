@@ -126,6 +126,8 @@ impl Convergence {
                     let r = match a {
                         Action::CreateMissing(k) => c.create_actual_lrp(bbs.req(key(&k).unwrap())).await.map(|_| ()),
                         Action::Restart(k) | Action::ReplaceLost { key: k, .. } => c.unclaim_actual_lrp(bbs.req(key(&k).unwrap())).await.map(|_| ()),
+                        Action::MarkSuspect { key: k, .. } => c.suspect_actual_lrp(bbs.req(key(&k).unwrap())).await.map(|_| ()),
+                        Action::RemoveSuspect(k) => c.remove_suspect_actual_lrp(bbs.req(key(&k).unwrap())).await.map(|_| ()),
                         Action::Auction(k) => {
                             let _ = auction.send(StartRequest::Lrp(k));
                             Ok(())

@@ -5,7 +5,8 @@
 //!
 //! LRPs: create and place missing indices; restart CRASHED instances whose
 //! backoff has passed (crash policy in `lattice_specs::restart`); re-place
-//! instances whose cell vanished; re-auction instances UNCLAIMED for too long;
+//! instances whose cell vanished (a RUNNING one stays, SUSPECT, until its
+//! replacement runs: the cell may only be cut off); re-auction instances UNCLAIMED for too long;
 //! retire extra indices and orphans, but only in fresh domains (a stale domain
 //! means the desired state may be incomplete); drop evacuating copies whose
 //! cell is gone.
@@ -63,11 +64,18 @@ pub enum Action {
     Auction(LrpKey),
     /// A CRASHED instance's backoff has passed: unclaim and auction it.
     Restart(LrpKey),
-    /// The instance's cell vanished: unclaim and auction it elsewhere.
+    /// A CLAIMED instance's cell vanished: unclaim and auction it elsewhere.
     ReplaceLost {
         key: LrpKey,
         cell_id: String,
     },
+    /// A RUNNING instance's cell vanished: keep it as SUSPECT, auction a replacement.
+    MarkSuspect {
+        key: LrpKey,
+        cell_id: String,
+    },
+    /// The replacement of a suspect instance runs (or the index is gone): drop the suspect copy.
+    RemoveSuspect(LrpKey),
     /// Retire an index beyond the desired count, or of an LRP no longer desired.
     Retire {
         key: LrpKey,
@@ -157,8 +165,24 @@ pub fn converge(s: &Snapshot, cfg: &ConvergeConfig, memory: &mut Memory) -> (Vec
         }
     };
 
+    let ordinary: HashMap<LrpKey, State> = s
+        .actual
+        .iter()
+        .filter(|a| a.presence() == Presence::Ordinary)
+        .map(|a| (key_of(a), a.state()))
+        .collect();
+
     for a in s.actual {
         let key = key_of(a);
+        if a.presence() == Presence::Suspect {
+            let still_desired = desired
+                .get(key.process_guid.as_str())
+                .is_some_and(|d| key.index < d.instances);
+            if !still_desired || ordinary.get(&key) == Some(&State::Running) {
+                actions.push(Action::RemoveSuspect(key));
+            }
+            continue;
+        }
         if a.presence() == Presence::Evacuating {
             if let Some(cell) = cell_of(a) {
                 if !s.live_cells.contains(cell) {
@@ -198,9 +222,11 @@ pub fn converge(s: &Snapshot, cfg: &ConvergeConfig, memory: &mut Memory) -> (Vec
                     if !s.live_cells.contains(cell) {
                         counts.lost += 1;
                         memory.lrp_auctions.insert(key.clone(), s.now);
-                        actions.push(Action::ReplaceLost {
-                            key,
-                            cell_id: cell.to_string(),
+                        let cell_id = cell.to_string();
+                        actions.push(if a.state() == State::Running {
+                            Action::MarkSuspect { key, cell_id }
+                        } else {
+                            Action::ReplaceLost { key, cell_id }
                         });
                     }
                 }
@@ -296,9 +322,10 @@ pub fn converge(s: &Snapshot, cfg: &ConvergeConfig, memory: &mut Memory) -> (Vec
     let created: HashSet<LrpKey> = actions
         .iter()
         .filter_map(|a| match a {
-            Action::CreateMissing(k) | Action::Restart(k) | Action::ReplaceLost { key: k, .. } => {
-                Some(k.clone())
-            }
+            Action::CreateMissing(k)
+            | Action::Restart(k)
+            | Action::ReplaceLost { key: k, .. }
+            | Action::MarkSuspect { key: k, .. } => Some(k.clone()),
             _ => None,
         })
         .collect();
@@ -466,7 +493,7 @@ mod tests {
         assert_eq!(
             acts,
             vec![
-                Action::ReplaceLost {
+                Action::MarkSuspect {
                     key: key("web", 0),
                     cell_id: "dead".into()
                 },
@@ -477,6 +504,28 @@ mod tests {
             ]
         );
         assert_eq!(counts.lost, 2);
+        // The suspect copy stays until its replacement runs, or the index is no longer desired.
+        let mut suspect = actual("web", 0, State::Running, "dead", NOW);
+        suspect.set_presence(Presence::Suspect);
+        let alive = |i, state| actual("web", i, state, "alive", NOW);
+        let waiting = [
+            suspect.clone(),
+            alive(0, State::Claimed),
+            alive(1, State::Running),
+        ];
+        assert!(run(&d, &waiting, &["alive"], &["d"], &[]).0.is_empty());
+        let replaced = [
+            suspect.clone(),
+            alive(0, State::Running),
+            alive(1, State::Running),
+        ];
+        assert_eq!(
+            run(&d, &replaced, &["alive"], &["d"], &[]).0,
+            vec![Action::RemoveSuspect(key("web", 0))]
+        );
+        let scaled_down = [suspect, actual("web", 0, State::Unclaimed, "", NOW)];
+        let (acts, _) = run(&[desired("web", 0)], &scaled_down, &["alive"], &["d"], &[]);
+        assert_eq!(acts.first(), Some(&Action::RemoveSuspect(key("web", 0))));
         let mut evac = actual("web", 0, State::Running, "dead", NOW);
         evac.set_presence(Presence::Evacuating);
         let (acts, _) = run(
@@ -667,6 +716,16 @@ mod tests {
                 Action::Restart(k) | Action::ReplaceLost { key: k, .. } => {
                     let rec = actual_state.iter_mut().find(|a| key_of(a) == k).unwrap();
                     alrp::unclaim(rec, NOW).unwrap();
+                }
+                Action::MarkSuspect { key: k, .. } => {
+                    let rec = actual_state
+                        .iter_mut()
+                        .find(|a| key_of(a) == k && a.presence() == Presence::Ordinary)
+                        .unwrap();
+                    let mut suspect = rec.clone();
+                    suspect.set_presence(Presence::Suspect);
+                    alrp::unclaim(rec, NOW).unwrap();
+                    actual_state.push(suspect);
                 }
                 Action::Retire { key: k, .. } => actual_state.retain(|a| key_of(a) != k),
                 Action::Auction(_) => {}

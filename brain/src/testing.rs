@@ -36,6 +36,8 @@ pub struct SimCell {
     heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// When set, `state` never answers (a hung cell).
     pub hang: std::sync::atomic::AtomicBool,
+    /// When set, `perform` hands all work back (a cell that refuses).
+    pub refuse: std::sync::atomic::AtomicBool,
 }
 
 impl SimCell {
@@ -102,6 +104,7 @@ impl SimCell {
             held: Mutex::new(Held::default()),
             heartbeat: Mutex::new(Some(heartbeat)),
             hang: Default::default(),
+            refuse: Default::default(),
         })
     }
 
@@ -196,6 +199,9 @@ impl CellClient for SimCell {
     }
 
     async fn perform(&self, work: Work) -> anyhow::Result<Work> {
+        if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(work);
+        }
         let mut failed = Work::default();
         let mut c = self.bbs.client();
         for l in work.lrps {

@@ -134,10 +134,12 @@ impl Cluster {
     }
 
     /// Wait until every instance of `guid` is RUNNING; returns their cells.
+    /// Only ordinary records count (not suspect or evacuating copies).
     async fn running_on(&self, guid: &str, n: usize, within: Duration) -> Vec<String> {
         let deadline = Instant::now() + within;
         loop {
-            let a = self.actuals(guid).await;
+            let mut a = self.actuals(guid).await;
+            a.retain(|a| a.presence() == actual_lrp::Presence::Ordinary);
             let running: Vec<String> = a
                 .iter()
                 .filter(|a| a.state() == State::Running)
@@ -150,6 +152,27 @@ impl Cluster {
                 Instant::now() < deadline,
                 "{guid}: wanted {n} RUNNING, have {a:?}"
             );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until at least `n` instances of `guid` are RUNNING; returns their cells.
+    async fn running_on_any(&self, guid: &str, n: usize, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let running: Vec<String> = self
+                .actuals(guid)
+                .await
+                .iter()
+                .filter(|a| {
+                    a.state() == State::Running && a.presence() == actual_lrp::Presence::Ordinary
+                })
+                .map(|a| a.instance_key.clone().unwrap_or_default().cell_id)
+                .collect();
+            if running.len() >= n {
+                return running;
+            }
+            assert!(Instant::now() < deadline, "{guid}: fewer than {n} RUNNING");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -266,8 +289,67 @@ async fn instances_on_a_cell_whose_lease_expires_are_placed_elsewhere() {
             Instant::now() < deadline,
             "instances were not re-placed off the dead cell: {cells:?}"
         );
+        // Until the replacement runs, the lost instance stays listed as SUSPECT.
+        let suspects = c
+            .actuals("web")
+            .await
+            .into_iter()
+            .filter(|a| a.presence() == actual_lrp::Presence::Suspect)
+            .count();
+        assert!(suspects <= 1, "{suspects} suspects");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Once the replacement runs, the suspect copy goes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c
+        .actuals("web")
+        .await
+        .iter()
+        .any(|a| a.presence() != actual_lrp::Presence::Ordinary)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the suspect copy was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_a_cell_refuses_is_retried_then_failed_with_a_reason() {
+    let c = cluster().await;
+    let stubborn = c.add_cell("cell-stubborn", "z1", 4096).await;
+    stubborn
+        .refuse
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_brain, _stop) = c.brain("brain", |_| {});
+    c.desire("web", 1, 256).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = c.actuals("web").await;
+        if !a[0].placement_error.is_empty() {
+            assert_eq!(a[0].placement_error, "cell cell-stubborn refused the work");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refused work never failed: {a:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A willing cell appears and the LRP scales up: the new instance is first
+    // offered to the stubborn cell (it sorts first), then retried elsewhere.
+    c.add_cell("cell-willing", "z1", 4096).await;
+    let update = UpdateDesiredLrpRequest {
+        process_guid: "web".into(),
+        update: Some(DesiredLrpUpdate {
+            instances: Some(2),
+            ..Default::default()
+        }),
+    };
+    c.bbs.client().update_desired_lrp(update).await.unwrap();
+    let cells = c.running_on_any("web", 1, Duration::from_secs(10)).await;
+    assert_eq!(cells, ["cell-willing"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -356,6 +356,8 @@ pub struct ActualLrpResponse {
     pub since: i64,
     pub evacuating: bool,
     pub modification_tag: ModificationTag,
+    /// Extension: ORDINARY, EVACUATING or SUSPECT (cell vanished; a replacement is being placed).
+    pub presence: String,
 }
 
 pub fn actual_state_name(s: i32) -> &'static str {
@@ -391,6 +393,11 @@ impl From<ActualLrp> for ActualLrpResponse {
             since: l.since,
             evacuating: l.presence == actual_lrp::Presence::Evacuating as i32,
             modification_tag: l.modification_tag.unwrap_or_default(),
+            presence: crate::actual_lrp::presence_name(
+                actual_lrp::Presence::try_from(l.presence)
+                    .unwrap_or(actual_lrp::Presence::Ordinary),
+            )
+            .to_string(),
         }
     }
 }

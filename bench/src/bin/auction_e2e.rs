@@ -217,6 +217,7 @@ async fn main() {
             memory_mb: [128, 256, 512][(i / per) % 3],
             disk_mb: 1024,
             constraints: c.clone(),
+            avoid: vec![],
         })
         .collect();
     let t = Instant::now();

@@ -64,6 +64,7 @@ fn work(instances: usize) -> Vec<WorkItem> {
                 memory_mb: [128, 256, 512][p % 3],
                 disk_mb: 1024,
                 constraints: c.clone(),
+                avoid: vec![],
             }
         })
         .collect()
