@@ -17,8 +17,10 @@ use super::{
     MAX_TXN_OPS,
 };
 
-/// Keys per range read when listing a prefix.
-const LIST_PAGE: i64 = 5_000;
+/// Keys per range read when listing a prefix. etcd walks the whole range to
+/// count it on every limited read, so few large pages beat many small ones
+/// (250,000 instances: 1.0 s at 5,000 per page, 0.44 s at 100,000).
+const LIST_PAGE: i64 = 50_000;
 
 /// The first key after every key starting with `prefix` (etcd's range end).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
@@ -148,7 +150,7 @@ impl Store for EtcdStore {
     /// single response grows past gRPC's message limits.
     async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>> {
         let end = prefix_end(prefix.as_bytes());
-        let mut kv = self.client.kv_client().max_decoding_message_size(64 << 20);
+        let mut kv = self.client.kv_client().max_decoding_message_size(256 << 20);
         let mut out = Vec::new();
         let mut start = prefix.as_bytes().to_vec();
         let mut revision = 0;
