@@ -11,7 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{stream, StreamExt};
 use lattice_specs::bbs_api::{
     ActualLrPsRequest, ActualLrpRef, DesiredLrPsRequest, Empty, FailActualLrpRequest,
     ProcessGuidRequest, RejectTaskRequest, TaskGuidRequest, TasksRequest,
@@ -23,7 +22,7 @@ use lattice_specs::rep_api::{LrpStart, TaskStart, Work};
 use tokio::sync::mpsc;
 
 use crate::auction::{place, AuctionConfig, Constraints, WorkItem, WorkKind};
-use crate::bbs::{is_lock_lost, Bbs};
+use crate::bbs::{apply_all, is_lock_lost, Bbs};
 use crate::cells::{view_of, CellDirectory};
 use crate::converger::LrpKey;
 use crate::metrics as m;
@@ -532,37 +531,26 @@ impl Auctioneer {
         &self,
         failures: Vec<(StartRequest, String)>,
     ) -> Result<(), BrainError> {
-        let results: Vec<Result<(), tonic::Status>> = stream::iter(failures)
-            .map(|(req, reason)| {
-                let bbs = self.bbs.clone();
-                async move {
-                    let mut c = bbs.client();
-                    let r = match req {
-                        StartRequest::Lrp(k) => {
-                            m::LRP_AUCTIONS_FAILED.inc();
-                            tracing::info!(process_guid = %k.process_guid, index = k.index, %reason, "instance could not be placed");
-                            let key = Some(ActualLrpRef { process_guid: k.process_guid, index: k.index });
-                            c.fail_actual_lrp(bbs.req(FailActualLrpRequest { key, error_message: reason })).await.map(|_| ())
-                        }
-                        StartRequest::Task(g) => {
-                            m::TASK_AUCTIONS_FAILED.inc();
-                            tracing::info!(task_guid = %g, %reason, "task could not be placed");
-                            c.reject_task(bbs.req(RejectTaskRequest { task_guid: g, rejection_reason: reason })).await.map(|_| ())
-                        }
-                    };
-                    // The work may have moved on meanwhile (claimed, removed): that is fine.
-                    match r {
-                        Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition) && !is_lock_lost(&s) => Ok(()),
-                        other => other,
+        let calls = failures.into_iter().map(|(req, reason)| {
+            let bbs = self.bbs.clone();
+            async move {
+                let mut c = bbs.client();
+                match req {
+                    StartRequest::Lrp(k) => {
+                        m::LRP_AUCTIONS_FAILED.inc();
+                        tracing::info!(process_guid = %k.process_guid, index = k.index, %reason, "instance could not be placed");
+                        let key = Some(ActualLrpRef { process_guid: k.process_guid, index: k.index });
+                        c.fail_actual_lrp(bbs.req(FailActualLrpRequest { key, error_message: reason })).await.map(|_| ())
+                    }
+                    StartRequest::Task(g) => {
+                        m::TASK_AUCTIONS_FAILED.inc();
+                        tracing::info!(task_guid = %g, %reason, "task could not be placed");
+                        c.reject_task(bbs.req(RejectTaskRequest { task_guid: g, rejection_reason: reason })).await.map(|_| ())
                     }
                 }
-            })
-            .buffer_unordered(64)
-            .collect()
-            .await;
-        for r in results {
-            r.map_err(bbs_err)?;
-        }
-        Ok(())
+            }
+        });
+        // Work that moved on meanwhile (claimed, removed) is fine.
+        apply_all(calls).await.map_err(bbs_err)
     }
 }

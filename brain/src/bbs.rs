@@ -2,6 +2,9 @@
 //! fencing token on every request once it leads, so a brain that lost its
 //! lock cannot write anything (the BBS answers "LockLost").
 
+use std::future::Future;
+
+use futures::{stream, StreamExt};
 use lattice_specs::bbs_api::bbs_client::BbsClient;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -68,4 +71,25 @@ impl Bbs {
     pub fn client(&self) -> BbsClient<Channel> {
         self.client.clone()
     }
+}
+
+/// Make many BBS writes, 64 at a time. A write refused because the state moved
+/// on since the decision (NotFound, FailedPrecondition) is not an error; a lost
+/// lock is, and so is any other failure (the first one is returned).
+pub async fn apply_all<F>(calls: impl IntoIterator<Item = F>) -> Result<(), Status>
+where
+    F: Future<Output = Result<(), Status>>,
+{
+    let results: Vec<Result<(), Status>> = stream::iter(calls).buffer_unordered(64).collect().await;
+    for r in results {
+        match r {
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                ) && !is_lock_lost(&s) => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }

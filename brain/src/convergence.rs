@@ -9,13 +9,12 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use futures::{stream, StreamExt};
 use lattice_specs::bbs_api::*;
 use lattice_specs::models::task::State as TaskState;
 use tokio::sync::mpsc;
 
 use crate::auctioneer::{bbs_err, BrainError, StartRequest};
-use crate::bbs::{is_lock_lost, Bbs};
+use crate::bbs::{apply_all, Bbs};
 use crate::converger::{converge, Action, ConvergeConfig, Counts, LrpKey, Memory, Snapshot};
 use crate::metrics as m;
 
@@ -50,43 +49,39 @@ impl Convergence {
         resend_all: bool,
     ) -> Result<Counts, BrainError> {
         let started = Instant::now();
-        let mut c = self.bbs.client();
-        let desired = c
-            .desired_lr_ps(self.bbs.req(DesiredLrPsRequest::default()))
-            .await
-            .map_err(bbs_err)?
-            .into_inner()
-            .desired_lrps;
-        let actual = c
-            .actual_lr_ps(self.bbs.req(ActualLrPsRequest::default()))
-            .await
-            .map_err(bbs_err)?
-            .into_inner()
-            .actual_lrps;
-        let cells: HashSet<String> = c
-            .cells(self.bbs.req(Empty {}))
-            .await
-            .map_err(bbs_err)?
+        // The five reads are independent: make them at once.
+        let b = &self.bbs;
+        let (desired, actual, cells, domains, tasks) = tokio::try_join!(
+            async {
+                b.client()
+                    .desired_lr_ps(b.req(DesiredLrPsRequest::default()))
+                    .await
+            },
+            async {
+                b.client()
+                    .actual_lr_ps(b.req(ActualLrPsRequest::default()))
+                    .await
+            },
+            async { b.client().cells(b.req(Empty {})).await },
+            async { b.client().domains(b.req(Empty {})).await },
+            async { b.client().tasks(b.req(TasksRequest::default())).await },
+        )
+        .map_err(bbs_err)?;
+        let desired = desired.into_inner().desired_lrps;
+        let actual = actual.into_inner().actual_lrps;
+        let cells: HashSet<String> = cells
             .into_inner()
             .cells
             .into_iter()
             .map(|c| c.cell_id)
             .collect();
-        let fresh: HashSet<String> = c
-            .domains(self.bbs.req(Empty {}))
-            .await
-            .map_err(bbs_err)?
+        let fresh: HashSet<String> = domains
             .into_inner()
             .domains
             .into_iter()
             .map(|d| d.name)
             .collect();
-        let tasks = c
-            .tasks(self.bbs.req(TasksRequest::default()))
-            .await
-            .map_err(bbs_err)?
-            .into_inner()
-            .tasks;
+        let tasks = tasks.into_inner().tasks;
 
         let snapshot = Snapshot {
             now: lattice_specs::now_nanos(),
@@ -116,8 +111,7 @@ impl Convergence {
             tracing::info!(actions = actions.len(), ?counts, "converging");
         }
 
-        let results: Vec<Result<(), tonic::Status>> = stream::iter(actions)
-            .map(|a| {
+        let calls = actions.into_iter().map(|a| {
                 let bbs = self.bbs.clone();
                 let auction = auction.clone();
                 let was_completed = matches!(&a, Action::DeleteTask { task_guid } if completed.contains(task_guid.as_str()));
@@ -155,19 +149,11 @@ impl Convergence {
                             }
                         }
                     };
-                    // State that moved on since the snapshot is not an error.
-                    match r {
-                        Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition) && !is_lock_lost(&s) => Ok(()),
-                        other => other,
-                    }
+                    r
                 }
-            })
-            .buffer_unordered(64)
-            .collect()
-            .await;
-        for r in results {
-            r.map_err(bbs_err)?;
-        }
+            });
+        // State that moved on since the snapshot is not an error.
+        apply_all(calls).await.map_err(bbs_err)?;
         for (kind, n) in [
             ("missing", counts.missing),
             ("extra", counts.extra),

@@ -21,6 +21,20 @@ use crate::auction::Resources;
 use crate::bbs::Bbs;
 use crate::cells::{CellClient, CellDirectory};
 
+/// What every simulated cell offers: the busybox preloaded rootfs and docker images.
+fn providers() -> Vec<Provider> {
+    vec![
+        Provider {
+            name: "preloaded".into(),
+            properties: vec!["busybox".into()],
+        },
+        Provider {
+            name: "docker".into(),
+            properties: vec![],
+        },
+    ]
+}
+
 #[derive(Default)]
 struct Held {
     lrps: Vec<LrpOnCell>,
@@ -67,16 +81,7 @@ impl SimCell {
                 disk_mb: total.disk_mb,
                 containers: total.containers,
             }),
-            rootfs_providers: vec![
-                Provider {
-                    name: "preloaded".into(),
-                    properties: vec!["busybox".into()],
-                },
-                Provider {
-                    name: "docker".into(),
-                    properties: vec![],
-                },
-            ],
+            rootfs_providers: providers(),
             volume_drivers: vec!["local".into()],
             ..Default::default()
         };
@@ -182,16 +187,7 @@ impl CellClient for SimCell {
             zone: self.zone.clone(),
             total: r(self.total),
             available: r(self.available()),
-            rootfs_providers: vec![
-                Provider {
-                    name: "preloaded".into(),
-                    properties: vec!["busybox".into()],
-                },
-                Provider {
-                    name: "docker".into(),
-                    properties: vec![],
-                },
-            ],
+            rootfs_providers: providers(),
             volume_drivers: vec!["local".into()],
             lrps: self.held.lock().unwrap().lrps.clone(),
             ..Default::default()

@@ -10,6 +10,7 @@
 //!
 //! Usage: cargo run --release -p lattice-bench --bin auction-e2e -- [--cells N] [--processes N] [--per N]
 
+use lattice_bench::arg;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,15 +31,6 @@ use lattice_specs::bbs_api::{ActualLrPsRequest, DesireLrpRequest, DesiredLrPsReq
 use lattice_specs::models::actual_lrp::State;
 use lattice_specs::models::{action, Action, DesiredLrp, RunAction};
 use prometheus::core::Collector;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const CELL: Resources = Resources {
     memory_mb: 128 * 1024,

@@ -7,21 +7,13 @@
 //!
 //! Usage: cargo run --release -p lattice-bench --bin auction-scale -- [--cells N] [--instances N]
 
+use lattice_bench::arg;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lattice_brain::auction::{
     place, AuctionConfig, CellView, Constraints, Resources, WorkItem, WorkKind,
 };
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn cells(n: usize) -> Vec<CellView> {
     (0..n)

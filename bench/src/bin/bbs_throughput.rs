@@ -9,6 +9,7 @@
 //!
 //! Usage: cargo run --release -p lattice-bench --bin bbs-throughput -- [--instances N] [--concurrency C]
 
+use lattice_bench::arg;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,15 +27,6 @@ use lattice_specs::bbs_api::{
 use lattice_specs::models::actual_lrp::State;
 use lattice_specs::models::*;
 use prost::Message;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn desired(guid: &str, n: i32) -> DesiredLrp {
     DesiredLrp {
