@@ -396,6 +396,8 @@ async fn events(
     State(s): State<ApiState>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let stream = BroadcastStream::new(s.hub.subscribe())
+        // The BBS shutting down ends the stream.
+        .take_until(s.hub.closing())
         // A subscriber that fell behind is cut off: it reconnects and resyncs.
         .take_while(|r| futures::future::ready(r.is_ok()))
         .filter_map(|r| async move {

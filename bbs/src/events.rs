@@ -103,6 +103,8 @@ pub fn translate(c: &Change) -> Vec<Event> {
 #[derive(Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<Arc<Event>>,
+    /// Turns true when the BBS shuts down: every subscriber stream ends.
+    closed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl EventHub {
@@ -110,7 +112,10 @@ impl EventHub {
     /// after any interruption.
     pub async fn start(store: Arc<dyn Store>) -> EventHub {
         let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
-        let hub = EventHub { tx: tx.clone() };
+        let hub = EventHub {
+            tx: tx.clone(),
+            closed: Arc::new(tokio::sync::watch::channel(false).0),
+        };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let mut ready = Some(ready_tx);
@@ -152,6 +157,19 @@ impl EventHub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// End every subscriber's stream (so a shutting-down server can drain).
+    pub fn close(&self) {
+        let _ = self.closed.send(true);
+    }
+
+    /// Resolves once `close` was called.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closed.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
     }
 }
 

@@ -717,9 +717,15 @@ impl Bbs for BbsGrpc {
         _: Request<SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let mut rx = self.hub.subscribe();
+        let closing = self.hub.closing();
         let stream = async_stream_events(move |tx| async move {
+            tokio::pin!(closing);
             loop {
-                match rx.recv().await {
+                let next = tokio::select! {
+                    e = rx.recv() => e,
+                    _ = &mut closing => return,
+                };
+                match next {
                     Ok(e) => {
                         if tx.send(Ok((*e).clone())).await.is_err() {
                             return;

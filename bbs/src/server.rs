@@ -91,6 +91,7 @@ pub struct RunningBbs {
     pub grpc_addr: SocketAddr,
     pub api_addr: SocketAddr,
     pub db: Db,
+    hub: EventHub,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -98,6 +99,8 @@ pub struct RunningBbs {
 impl RunningBbs {
     /// Stop serving and wait for in-flight requests to finish.
     pub async fn shutdown(self) {
+        // Event streams never end by themselves: close them so the servers can drain.
+        self.hub.close();
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -145,7 +148,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
 
     let app = api::router(ApiState {
         db: db.clone(),
-        hub,
+        hub: hub.clone(),
         basic_auth: cfg.basic_auth.clone(),
     });
     let api_stop = wait(stopped);
@@ -163,6 +166,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         grpc_addr,
         api_addr,
         db,
+        hub,
         stop,
         tasks: vec![grpc, http],
     })

@@ -684,3 +684,38 @@ async fn metrics_count_requests_per_call() {
     );
     assert!(m.contains("bbs_request_duration_seconds_bucket"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_prompt_with_event_subscribers_connected() {
+    let (bbs, _dir) = start(None).await;
+    let mut sse = reqwest::get(format!("http://{}/v1/events", bbs.api_addr))
+        .await
+        .unwrap();
+    let mut grpc =
+        lattice_specs::bbs_api::bbs_client::BbsClient::connect(format!("http://{}", bbs.grpc_addr))
+            .await
+            .unwrap();
+    let mut stream = grpc
+        .subscribe_events(lattice_specs::bbs_api::SubscribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let t0 = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), bbs.shutdown())
+        .await
+        .expect("shutdown waited on event streams");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    // Both streams end instead of hanging.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), stream.message())
+            .await
+            .is_ok()
+    );
+    assert!(tokio::time::timeout(Duration::from_secs(2), sse.chunk())
+        .await
+        .is_ok());
+}
