@@ -1,0 +1,129 @@
+//! The route-emitter's job, inside the router: build the table from a BBS
+//! snapshot, keep it current from the BBS event stream, and re-read the whole
+//! snapshot periodically to correct anything missed.
+//!
+//! Losing the BBS keeps the last good table (instances still answer) while it
+//! reconnects; an instance that an event said is gone is never served again.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use lattice_specs::bbs_api::bbs_client::BbsClient;
+use lattice_specs::bbs_api::{ActualLrPsRequest, DesiredLrPsRequest, SubscribeRequest};
+use lattice_specs::events::event::Event as Kind;
+use tokio::sync::watch;
+
+use crate::metrics as m;
+use crate::table::{HostEntry, RouteTable};
+
+/// The table shared between the emitter (writer) and the proxy (readers).
+#[derive(Default)]
+pub struct Routes {
+    table: RwLock<RouteTable>,
+}
+
+impl Routes {
+    pub fn lookup(&self, host: &str) -> Option<Arc<HostEntry>> {
+        self.table.read().unwrap().lookup(host)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut RouteTable)) {
+        let mut t = self.table.write().unwrap();
+        f(&mut t);
+        m::ROUTES.set(t.route_count() as i64);
+    }
+
+    pub fn apply(&self, e: &Kind) {
+        self.update(|t| match e {
+            Kind::DesiredLrpCreated(c) => c.desired_lrp.iter().for_each(|d| t.upsert_desired(d)),
+            Kind::DesiredLrpChanged(c) => c.after.iter().for_each(|d| t.upsert_desired(d)),
+            Kind::DesiredLrpRemoved(c) => c.desired_lrp.iter().for_each(|d| t.remove_desired(d)),
+            Kind::ActualLrpCreated(c) => c.actual_lrp.iter().for_each(|a| t.upsert_actual(a)),
+            Kind::ActualLrpChanged(c) => c.after.iter().for_each(|a| t.upsert_actual(a)),
+            Kind::ActualLrpRemoved(c) => c.actual_lrp.iter().for_each(|a| t.remove_actual(a)),
+            _ => {}
+        });
+    }
+}
+
+async fn snapshot(
+    client: &mut BbsClient<tonic::transport::Channel>,
+    routes: &Routes,
+) -> Result<(), tonic::Status> {
+    let desired = client
+        .desired_lr_ps(DesiredLrPsRequest::default())
+        .await?
+        .into_inner()
+        .desired_lrps;
+    let actual = client
+        .actual_lr_ps(ActualLrPsRequest::default())
+        .await?
+        .into_inner()
+        .actual_lrps;
+    routes.update(|t| t.reset(&desired, &actual));
+    Ok(())
+}
+
+/// Follow the BBS at `bbs` forever. `ready` turns true after the first snapshot.
+pub async fn follow(
+    bbs: String,
+    routes: Arc<Routes>,
+    resync_every: Duration,
+    ready: watch::Sender<bool>,
+) {
+    let url = if bbs.contains("://") {
+        bbs.clone()
+    } else {
+        format!("http://{bbs}")
+    };
+    let channel = match tonic::transport::Endpoint::from_shared(url) {
+        Ok(e) => e.connect_timeout(Duration::from_secs(3)).connect_lazy(),
+        Err(e) => {
+            tracing::error!(error = %e, %bbs, "bad BBS address");
+            return;
+        }
+    };
+    let mut client = BbsClient::new(channel).max_decoding_message_size(256 << 20);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        // Subscribe before reading the snapshot so that nothing falls between them.
+        let stream = client.subscribe_events(SubscribeRequest {}).await;
+        let result: Result<(), tonic::Status> = match stream {
+            Err(e) => Err(e),
+            Ok(stream) => match snapshot(&mut client, &routes).await {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let _ = ready.send(true);
+                    backoff = Duration::from_millis(200);
+                    let mut stream = stream.into_inner();
+                    let mut resync = tokio::time::interval(resync_every);
+                    resync.tick().await;
+                    loop {
+                        tokio::select! {
+                            msg = stream.message() => match msg {
+                                Ok(Some(e)) => {
+                                    if let Some(kind) = &e.event {
+                                        routes.apply(kind);
+                                    }
+                                }
+                                Ok(None) => break Err(tonic::Status::unavailable("event stream ended")),
+                                Err(e) => break Err(e),
+                            },
+                            _ = resync.tick() => {
+                                if let Err(e) = snapshot(&mut client, &routes).await {
+                                    break Err(e);
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        };
+        if let Err(e) = result {
+            m::BBS_ERRORS.inc();
+            tracing::warn!(error = %e, "lost the BBS; keeping the last routes and reconnecting");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

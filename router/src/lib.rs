@@ -1,0 +1,8 @@
+//! The router: sends `Host: APP.DOMAIN` traffic to the RUNNING instances of
+//! the LRP whose routes name that host. `table` holds the routes (pure),
+//! `emitter` keeps it current from the BBS, `proxy` serves HTTP.
+
+pub mod emitter;
+pub mod metrics;
+pub mod proxy;
+pub mod table;

@@ -1,0 +1,72 @@
+//! Router metrics: requests by app and status, latency, backend errors, routes.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(c: T) -> T {
+    REGISTRY.register(Box::new(c.clone())).unwrap();
+    c
+}
+
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "router_requests_total",
+            "Requests by app (process guid, or - when unrouted) and status.",
+        ),
+        &["app", "status"],
+    )
+    .unwrap())
+});
+pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    reg(HistogramVec::new(
+        HistogramOpts::new(
+            "router_request_duration_seconds",
+            "Time to the response headers, by app.",
+        )
+        .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).unwrap()),
+        &["app"],
+    )
+    .unwrap())
+});
+pub static BACKEND_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "router_backend_errors_total",
+            "Failed attempts to reach an instance, by kind (connect/timeout/other).",
+        ),
+        &["kind"],
+    )
+    .unwrap())
+});
+pub static ROUTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new("router_routes", "Routes (host, instance) in the table.").unwrap())
+});
+pub static BBS_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "router_bbs_errors_total",
+        "Times the router lost the BBS and reconnected.",
+    )
+    .unwrap())
+});
+
+pub fn render() -> String {
+    let _ = (
+        &*REQUESTS,
+        &*LATENCY,
+        &*BACKEND_ERRORS,
+        &*ROUTES,
+        &*BBS_ERRORS,
+    );
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&REGISTRY.gather(), &mut buf)
+        .unwrap();
+    String::from_utf8(buf).unwrap()
+}

@@ -1,0 +1,634 @@
+//! The HTTP reverse proxy: `Host: APP.DOMAIN` → a RUNNING instance.
+//!
+//! - HTTP/1.1 and HTTP/2 (h2c) from clients; keep-alive pools to backends.
+//! - Round-robin by default, least-connections as an option.
+//! - A refused connection is retried on another instance, and the refusing
+//!   instance is benched briefly; 404 for an unknown host, 503 when the app has
+//!   no running instance, 502 when every attempt failed, 504 on timeout.
+//! - Headers: `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Request-Id` (kept or
+//!   generated) to the backend; `X-Lattice-Instance` (index) on responses.
+//! - WebSocket (any `Upgrade`) passed through byte for byte.
+//! - Limits: header size and header read time (slowloris), request bodies
+//!   buffered up to a limit (so a refused attempt can be retried), backend
+//!   response timeout. A slow client or backend never stalls other requests.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::emitter::Routes;
+use crate::metrics as m;
+use crate::table::{Endpoint, HostEntry};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
+
+pub const INSTANCE_HEADER: &str = "x-lattice-instance";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConnections,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub balance: Balance,
+    /// Time for a backend to answer with its response headers.
+    pub request_timeout: Duration,
+    /// How long an instance that refused a connection is tried last.
+    pub bench_for: Duration,
+    /// Instances tried per request.
+    pub max_attempts: usize,
+    /// Time a client has to send its request headers (slowloris bound).
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Largest request body accepted (bodies are buffered to allow a retry).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            balance: Balance::RoundRobin,
+            request_timeout: Duration::from_secs(60),
+            bench_for: Duration::from_secs(2),
+            max_attempts: 3,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct Proxy {
+    routes: Arc<Routes>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    benched: Mutex<HashMap<SocketAddr, Instant>>,
+    cfg: ProxyConfig,
+}
+
+fn full(status: StatusCode, msg: String) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(msg + "\n"))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1).
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// The host a request is for: the URI authority (HTTP/2, absolute form) or
+/// the Host header, without port, lowercased.
+pub fn host_of<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?.to_string(),
+    };
+    let raw = raw.rsplit_once('@').map(|(_, h)| h).unwrap_or(&raw);
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        raw.split(':').next().unwrap_or("")
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Counts a request in flight to an instance until dropped.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(e: &Endpoint) -> InFlight {
+        e.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(e.in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the access log and metrics record about one request.
+struct Access<'a> {
+    started: Instant,
+    method: String,
+    path: String,
+    host: &'a str,
+    app: &'a str,
+    request_id: &'a str,
+}
+
+impl Access<'_> {
+    fn done(&self, status: StatusCode, instance: Option<i32>) {
+        let elapsed = self.started.elapsed();
+        m::REQUESTS
+            .with_label_values(&[self.app, status.as_str()])
+            .inc();
+        m::LATENCY
+            .with_label_values(&[self.app])
+            .observe(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "rtr",
+            source = "RTR",
+            app = self.app,
+            host = self.host,
+            method = %self.method,
+            path = %self.path,
+            status = status.as_u16(),
+            latency_ms = elapsed.as_secs_f64() * 1e3,
+            instance = instance.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            request_id = self.request_id,
+            "request"
+        );
+    }
+}
+
+impl Proxy {
+    pub fn new(routes: Arc<Routes>, cfg: ProxyConfig) -> Arc<Proxy> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Arc::new(Proxy {
+            routes,
+            client,
+            benched: Mutex::new(HashMap::new()),
+            cfg,
+        })
+    }
+
+    /// Serve connections from `listener` until `shutdown` turns true.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            tokio::spawn(async move {
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(proxy.cfg.header_read_timeout)
+                    .max_buf_size(proxy.cfg.max_header_bytes.max(8192));
+                let svc = service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                });
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }
+
+    /// Instances in the order to try them: the balancing choice first, benched ones last.
+    fn candidates(&self, entry: &HostEntry) -> Vec<Arc<Endpoint>> {
+        let n = entry.endpoints.len();
+        let start = entry.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut order: Vec<Arc<Endpoint>> = (0..n)
+            .map(|i| entry.endpoints[(start + i) % n].clone())
+            .collect();
+        if self.cfg.balance == Balance::LeastConnections {
+            order.sort_by_key(|e| e.in_flight.load(Ordering::Relaxed));
+        }
+        let now = Instant::now();
+        let mut benched = self.benched.lock().unwrap();
+        benched.retain(|_, until| *until > now);
+        order.sort_by_key(|e| benched.contains_key(&e.addr));
+        order
+    }
+
+    fn bench(&self, addr: SocketAddr) {
+        self.benched
+            .lock()
+            .unwrap()
+            .insert(addr, Instant::now() + self.cfg.bench_for);
+    }
+
+    fn forward_headers(
+        &self,
+        from: &HeaderMap,
+        peer: SocketAddr,
+        request_id: &str,
+        keep_upgrade: bool,
+    ) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(from.len() + 3);
+        for (k, v) in from {
+            if !hop_by_hop(k) || (keep_upgrade && (k == header::UPGRADE || k == header::CONNECTION))
+            {
+                h.append(k.clone(), v.clone());
+            }
+        }
+        let xff = match from.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert("x-forwarded-for", v);
+        }
+        if !h.contains_key("x-forwarded-proto") {
+            h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        }
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert(REQUEST_ID_HEADER, v);
+        }
+        h
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .map(String::from)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let Some(host) = host_of(&req) else {
+            m::REQUESTS.with_label_values(&["-", "400"]).inc();
+            return full(
+                StatusCode::BAD_REQUEST,
+                "no Host header: say which app you want, e.g. Host: APP.lattice.localhost".into(),
+            );
+        };
+        let method = req.method().to_string();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".into());
+        let Some(entry) = self.routes.lookup(&host) else {
+            let a = Access {
+                started,
+                method,
+                path,
+                host: &host,
+                app: "-",
+                request_id: &request_id,
+            };
+            a.done(StatusCode::NOT_FOUND, None);
+            return full(StatusCode::NOT_FOUND, format!("404 Not Found: no app is routed at {host}. `ltc list` shows the apps and their routes."));
+        };
+        let app = entry.process_guids.first().cloned().unwrap_or_default();
+        let access = Access {
+            started,
+            method,
+            path,
+            host: &host,
+            app: &app,
+            request_id: &request_id,
+        };
+        if entry.endpoints.is_empty() {
+            access.done(StatusCode::SERVICE_UNAVAILABLE, None);
+            return full(StatusCode::SERVICE_UNAVAILABLE, format!("503 Service Unavailable: {app} has no running instance right now. `ltc status {app}` says why."));
+        }
+        let candidates = self.candidates(&entry);
+        let (resp, instance) = if is_upgrade(&req) {
+            self.upgrade(req, &candidates, peer, &request_id).await
+        } else {
+            self.forward(req, &candidates, peer, &request_id).await
+        };
+        access.done(resp.status(), instance);
+        resp
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        candidates: &[Arc<Endpoint>],
+        peer: SocketAddr,
+        request_id: &str,
+    ) -> (Response<Body>, Option<i32>) {
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, self.cfg.max_body_bytes).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                let too_big = e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                return if too_big {
+                    (
+                        full(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("request body larger than {} bytes", self.cfg.max_body_bytes),
+                        ),
+                        None,
+                    )
+                } else {
+                    (
+                        full(
+                            StatusCode::BAD_REQUEST,
+                            format!("could not read the request body: {e}"),
+                        ),
+                        None,
+                    )
+                };
+            }
+        };
+        let headers = self.forward_headers(&parts.headers, peer, request_id, false);
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        let mut last_error = String::new();
+        for ep in candidates.iter().take(self.cfg.max_attempts.max(1)) {
+            let mut fwd = Request::builder()
+                .method(parts.method.clone())
+                .uri(format!("http://{}{}", ep.addr, path));
+            *fwd.headers_mut().unwrap() = headers.clone();
+            let fwd = match fwd.body(Full::new(body.clone())) {
+                Ok(r) => r,
+                Err(e) => {
+                    return (
+                        full(StatusCode::BAD_REQUEST, format!("bad request: {e}")),
+                        None,
+                    )
+                }
+            };
+            let guard = InFlight::new(ep);
+            let r = tokio::time::timeout(self.cfg.request_timeout, self.client.request(fwd)).await;
+            drop(guard);
+            match r {
+                Ok(Ok(resp)) => {
+                    let (mut p, b) = resp.into_parts();
+                    let hop: Vec<HeaderName> = p
+                        .headers
+                        .keys()
+                        .filter(|k| hop_by_hop(k))
+                        .cloned()
+                        .collect();
+                    for k in hop {
+                        p.headers.remove(k);
+                    }
+                    p.headers
+                        .insert(INSTANCE_HEADER, HeaderValue::from(ep.index));
+                    return (
+                        Response::from_parts(p, b.map_err(|e| Box::new(e) as BoxError).boxed()),
+                        Some(ep.index),
+                    );
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    m::BACKEND_ERRORS.with_label_values(&["connect"]).inc();
+                    tracing::warn!(instance = ep.index, addr = %ep.addr, error = %e, "instance refused the connection; trying another");
+                    self.bench(ep.addr);
+                    last_error = e.to_string();
+                }
+                Ok(Err(e)) => {
+                    // The request may have reached the app: not retried.
+                    m::BACKEND_ERRORS.with_label_values(&["other"]).inc();
+                    return (
+                        full(
+                            StatusCode::BAD_GATEWAY,
+                            format!("502 Bad Gateway: instance {} failed: {e}", ep.index),
+                        ),
+                        Some(ep.index),
+                    );
+                }
+                Err(_) => {
+                    m::BACKEND_ERRORS.with_label_values(&["timeout"]).inc();
+                    let secs = self.cfg.request_timeout.as_secs_f64();
+                    return (
+                        full(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!(
+                                "504 Gateway Timeout: instance {} did not answer within {secs} s",
+                                ep.index
+                            ),
+                        ),
+                        Some(ep.index),
+                    );
+                }
+            }
+        }
+        (
+            full(
+                StatusCode::BAD_GATEWAY,
+                format!("502 Bad Gateway: no instance accepted the connection ({last_error})"),
+            ),
+            None,
+        )
+    }
+
+    /// Pass an upgraded connection (WebSocket…) through to an instance.
+    async fn upgrade(
+        &self,
+        mut req: Request<Incoming>,
+        candidates: &[Arc<Endpoint>],
+        peer: SocketAddr,
+        request_id: &str,
+    ) -> (Response<Body>, Option<i32>) {
+        let client_side = hyper::upgrade::on(&mut req);
+        let headers = self.forward_headers(req.headers(), peer, request_id, true);
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        for ep in candidates.iter().take(self.cfg.max_attempts.max(1)) {
+            let stream = match tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect(ep.addr),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                _ => {
+                    m::BACKEND_ERRORS.with_label_values(&["connect"]).inc();
+                    self.bench(ep.addr);
+                    continue;
+                }
+            };
+            let Ok((mut sender, conn)) =
+                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                    .await
+            else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+            });
+            let mut fwd = Request::builder()
+                .method(req.method().clone())
+                .uri(path.clone());
+            *fwd.headers_mut().unwrap() = headers.clone();
+            let Ok(fwd) = fwd.body(Empty::new()) else {
+                break;
+            };
+            let mut resp = match tokio::time::timeout(
+                self.cfg.request_timeout,
+                sender.send_request(fwd),
+            )
+            .await
+            {
+                Ok(Ok(r)) => r,
+                _ => {
+                    m::BACKEND_ERRORS.with_label_values(&["other"]).inc();
+                    return (
+                        full(
+                            StatusCode::BAD_GATEWAY,
+                            format!("502 Bad Gateway: instance {} failed the upgrade", ep.index),
+                        ),
+                        Some(ep.index),
+                    );
+                }
+            };
+            let mut out = Response::builder().status(resp.status());
+            for (k, v) in resp.headers() {
+                out = out.header(k, v);
+            }
+            out = out.header(INSTANCE_HEADER, ep.index);
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let backend_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    if let (Ok(c), Ok(b)) = tokio::join!(client_side, backend_side) {
+                        let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+                    }
+                });
+                return (
+                    out.body(Empty::new().map_err(|e| match e {}).boxed())
+                        .unwrap(),
+                    Some(ep.index),
+                );
+            }
+            let body = resp
+                .into_body()
+                .map_err(|e| Box::new(e) as BoxError)
+                .boxed();
+            return (out.body(body).unwrap(), Some(ep.index));
+        }
+        (
+            full(
+                StatusCode::BAD_GATEWAY,
+                "502 Bad Gateway: no instance accepted the connection".into(),
+            ),
+            None,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(host: Option<&str>, uri: &str) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn host_comes_from_authority_or_header_without_port() {
+        assert_eq!(
+            host_of(&req(Some("Hello.Lattice.Localhost:8080"), "/")),
+            Some("hello.lattice.localhost".into())
+        );
+        assert_eq!(
+            host_of(&req(Some("hello.lattice.localhost."), "/")),
+            Some("hello.lattice.localhost".into())
+        );
+        assert_eq!(
+            host_of(&req(None, "http://app.x:81/p")),
+            Some("app.x".into())
+        );
+        assert_eq!(host_of(&req(Some("[::1]:8080"), "/")), Some("::1".into()));
+        assert_eq!(host_of(&req(None, "/")), None);
+        assert_eq!(host_of(&req(Some(""), "/")), None);
+    }
+
+    #[test]
+    fn upgrade_requests_are_recognised() {
+        let r = Request::builder()
+            .header("connection", "keep-alive, Upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(is_upgrade(&r));
+        let r = Request::builder()
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(!is_upgrade(&r));
+    }
+}

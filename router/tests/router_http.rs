@@ -1,0 +1,461 @@
+//! The router over real HTTP: a real BBS, plain tokio/hyper backends standing
+//! in for instances, requests through the router.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lattice_bbs::server::{self, BbsConfig, RunningBbs, StoreUrl};
+use lattice_bbs::store::embedded::EmbeddedStore;
+use lattice_router::emitter::{self, Routes};
+use lattice_router::proxy::{Proxy, ProxyConfig};
+use lattice_specs::bbs_api::bbs_client::BbsClient;
+use lattice_specs::bbs_api::*;
+use lattice_specs::models::*;
+use tokio::sync::watch;
+
+struct Bbs {
+    running: RunningBbs,
+    _dir: tempfile::TempDir,
+}
+
+async fn bbs() -> Bbs {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap());
+    let cfg = BbsConfig {
+        store: StoreUrl::File(dir.path().join("bbs.db")),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        basic_auth: None,
+        store_timeout: Duration::from_secs(3),
+    };
+    Bbs {
+        running: server::start_with_store(store, cfg).await.unwrap(),
+        _dir: dir,
+    }
+}
+
+impl Bbs {
+    async fn client(&self) -> BbsClient<tonic::transport::Channel> {
+        BbsClient::connect(format!("http://{}", self.running.grpc_addr))
+            .await
+            .unwrap()
+    }
+
+    async fn desire(&self, guid: &str, host: &str, instances: i32) {
+        let mut d = DesiredLrp {
+            process_guid: guid.into(),
+            domain: "d".into(),
+            rootfs: "preloaded:busybox".into(),
+            instances,
+            cpu_weight: 1,
+            ports: vec![8080],
+            action: Some(Action {
+                action: Some(action::Action::Run(RunAction {
+                    path: "/bin/httpd".into(),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        };
+        d.routes.insert(
+            "cf-router".into(),
+            format!(r#"[{{"hostnames":["{host}"],"port":8080}}]"#),
+        );
+        self.client()
+            .await
+            .desire_lrp(DesireLrpRequest {
+                desired_lrp: Some(d),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Mark instance `index` RUNNING at 127.0.0.1:`port`.
+    async fn run(&self, guid: &str, index: i32, port: u16) -> ActualLrpInstanceKey {
+        let ik = ActualLrpInstanceKey {
+            instance_guid: format!("{guid}-{index}-{port}"),
+            cell_id: "cell-1".into(),
+        };
+        let key = Some(ActualLrpRef {
+            process_guid: guid.into(),
+            index,
+        });
+        let mut c = self.client().await;
+        c.claim_actual_lrp(ClaimActualLrpRequest {
+            key: key.clone(),
+            instance_key: Some(ik.clone()),
+        })
+        .await
+        .unwrap();
+        let net = ActualLrpNetInfo {
+            address: "127.0.0.1".into(),
+            ports: vec![PortMapping {
+                container_port: 8080,
+                host_port: port as u32,
+            }],
+            ..Default::default()
+        };
+        c.start_actual_lrp(StartActualLrpRequest {
+            key,
+            instance_key: Some(ik.clone()),
+            net_info: Some(net),
+        })
+        .await
+        .unwrap();
+        ik
+    }
+}
+
+struct Router {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.follower.abort();
+    }
+}
+
+async fn router(bbs: &Bbs, cfg: ProxyConfig) -> Router {
+    let routes = Arc::new(Routes::default());
+    let (ready_tx, mut ready) = watch::channel(false);
+    let follower = tokio::spawn(emitter::follow(
+        bbs.running.grpc_addr.to_string(),
+        routes.clone(),
+        Duration::from_secs(30),
+        ready_tx,
+    ));
+    tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+        .await
+        .expect("router got its first snapshot")
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(Proxy::new(routes, cfg).serve(listener, stopped));
+    Router {
+        addr,
+        stop,
+        follower,
+    }
+}
+
+/// A backend answering with its name and echoing what it saw in headers.
+async fn backend(name: &'static str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| async move {
+                    let mut r = Response::new(Full::new(Bytes::from(name)));
+                    for h in [
+                        "x-forwarded-for",
+                        "x-forwarded-proto",
+                        "x-request-id",
+                        "host",
+                    ] {
+                        if let Some(v) = req.headers().get(h) {
+                            r.headers_mut().insert(
+                                format!("seen-{h}")
+                                    .parse::<hyper::header::HeaderName>()
+                                    .unwrap(),
+                                v.clone(),
+                            );
+                        }
+                    }
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+async fn get(router: SocketAddr, host: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("http://{router}/hello?x=1"))
+        .header("host", host)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_over_three_instances_with_forwarding_headers() {
+    let b = bbs().await;
+    b.desire("web", "web.lattice.localhost", 3).await;
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let port = backend(name).await.port();
+        b.run("web", i as i32, port).await;
+    }
+    let r = router(&b, ProxyConfig::default()).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..30 {
+        let resp = get(r.addr, "Web.Lattice.Localhost:8080").await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().contains_key("x-lattice-instance"));
+        assert_eq!(resp.headers()["seen-x-forwarded-for"], "127.0.0.1");
+        assert_eq!(resp.headers()["seen-x-forwarded-proto"], "http");
+        assert_eq!(
+            resp.headers()["seen-host"],
+            "Web.Lattice.Localhost:8080",
+            "the app sees the host it was called by"
+        );
+        let id = resp.headers()["seen-x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(id.len(), 36, "a generated request id: {id}");
+        *counts.entry(resp.text().await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![10, 10, 10],
+        "{counts:?}"
+    );
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/", r.addr))
+        .header("host", "web.lattice.localhost")
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["seen-x-request-id"],
+        "abc-123",
+        "an incoming request id is kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_instance_stops_getting_traffic_within_a_second() {
+    let b = bbs().await;
+    b.desire("web", "web.x", 2).await;
+    let ik0 = b.run("web", 0, backend("zero").await.port()).await;
+    b.run("web", 1, backend("one").await.port()).await;
+    let r = router(&b, ProxyConfig::default()).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        seen.insert(get(r.addr, "web.x").await.text().await.unwrap());
+    }
+    assert_eq!(seen.len(), 2);
+    let crashed_at = Instant::now();
+    b.client()
+        .await
+        .crash_actual_lrp(CrashActualLrpRequest {
+            key: Some(ActualLrpRef {
+                process_guid: "web".into(),
+                index: 0,
+            }),
+            instance_key: Some(ik0),
+            error_message: "boom".into(),
+        })
+        .await
+        .unwrap();
+    // Until the event arrives requests may still reach it; after, never again.
+    loop {
+        let mut hits = 0;
+        for _ in 0..6 {
+            if get(r.addr, "web.x").await.text().await.unwrap() == "zero" {
+                hits += 1;
+            }
+        }
+        if hits == 0 {
+            break;
+        }
+        assert!(
+            crashed_at.elapsed() < Duration::from_secs(1),
+            "still routed to the crashed instance after a second"
+        );
+    }
+    assert!(crashed_at.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_404_nothing_running_503_everything_refused_502_refused_one_retried() {
+    let b = bbs().await;
+    b.desire("idle", "idle.x", 1).await;
+    b.desire("dead", "dead.x", 2).await;
+    b.run("dead", 0, closed_port()).await;
+    b.run("dead", 1, closed_port()).await;
+    b.desire("half", "half.x", 2).await;
+    b.run("half", 0, closed_port()).await;
+    b.run("half", 1, backend("alive").await.port()).await;
+    let r = router(&b, ProxyConfig::default()).await;
+
+    let resp = get(r.addr, "nope.x").await;
+    assert_eq!(resp.status(), 404);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("no app is routed at nope.x"));
+    let resp = get(r.addr, "idle.x").await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("idle has no running instance"));
+    let resp = get(r.addr, "dead.x").await;
+    assert_eq!(resp.status(), 502);
+    for _ in 0..10 {
+        let resp = get(r.addr, "half.x").await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "a refused connection is retried on another instance"
+        );
+        assert_eq!(resp.text().await.unwrap(), "alive");
+    }
+    let m = lattice_router::metrics::render();
+    assert!(
+        m.contains("router_backend_errors_total{kind=\"connect\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("router_requests_total{app=\"half\",status=\"200\"}"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_through_the_router() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        ws.send(msg).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let b = bbs().await;
+    b.desire("ws", "ws.x", 1).await;
+    b.run("ws", 0, ws_port).await;
+    let r = router(&b, ProxyConfig::default()).await;
+    let stream = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("ws://ws.x/echo", stream)
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-lattice-instance"], "0");
+    for text in ["hello", "through", "the router"] {
+        ws.send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_is_rebuilt_by_a_restarted_router_and_survives_losing_the_bbs() {
+    let b = bbs().await;
+    b.desire("web", "web.x", 1).await;
+    b.run("web", 0, backend("only").await.port()).await;
+    let first = router(&b, ProxyConfig::default()).await;
+    assert_eq!(get(first.addr, "web.x").await.text().await.unwrap(), "only");
+    drop(first);
+    let second = router(&b, ProxyConfig::default()).await;
+    assert_eq!(
+        get(second.addr, "web.x").await.text().await.unwrap(),
+        "only",
+        "a new router builds its table from a snapshot"
+    );
+    // The BBS goes away: the last good table keeps serving.
+    b.running.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        assert_eq!(get(second.addr, "web.x").await.status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_and_hanging_backends_are_bounded() {
+    // A backend that accepts and never answers.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((s, _)) = hang.accept().await {
+            held.push(s);
+        }
+    });
+    let b = bbs().await;
+    b.desire("slow", "slow.x", 1).await;
+    b.run("slow", 0, hang_port).await;
+    b.desire("fast", "fast.x", 1).await;
+    b.run("fast", 0, backend("fast").await.port()).await;
+    let cfg = ProxyConfig {
+        request_timeout: Duration::from_millis(500),
+        header_read_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let r = router(&b, cfg).await;
+
+    // A slowloris client sends half a request head and stalls.
+    let mut loris = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut loris, b"GET / HTTP/1.1\r\nHost: fast.x\r\n")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let slow = tokio::spawn(get(r.addr, "slow.x"));
+    // Meanwhile other requests are served at once.
+    assert_eq!(get(r.addr, "fast.x").await.text().await.unwrap(), "fast");
+    assert!(
+        t0.elapsed() < Duration::from_millis(400),
+        "a hanging backend or a slow client stalled other requests"
+    );
+    assert_eq!(slow.await.unwrap().status(), 504);
+    // The slowloris connection is closed by the header read timeout.
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::io::AsyncReadExt::read(&mut loris, &mut buf),
+    )
+    .await
+    .expect("the router closes a stalled connection");
+    let text = String::from_utf8_lossy(&buf[..n.unwrap_or(0)]).to_string();
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // Oversized headers are refused.
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/", r.addr))
+        .header("host", "fast.x")
+        .header("x-big", "a".repeat(100 * 1024))
+        .send()
+        .await;
+    assert!(
+        resp.map(|r| r.status() == 431 || r.status() == 400)
+            .unwrap_or(true),
+        "oversized headers are refused"
+    );
+}
