@@ -64,6 +64,8 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// Largest request body accepted (bodies are buffered to allow a retry).
     pub max_body_bytes: usize,
+    /// The apps' domain, named in "unknown host" answers.
+    pub domain: String,
 }
 
 impl Default for ProxyConfig {
@@ -76,6 +78,7 @@ impl Default for ProxyConfig {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             max_body_bytes: 16 * 1024 * 1024,
+            domain: "lattice.localhost".into(),
         }
     }
 }
@@ -84,6 +87,11 @@ pub struct Proxy {
     routes: Arc<Routes>,
     client: Client<HttpConnector, Full<Bytes>>,
     benched: Mutex<HashMap<SocketAddr, Instant>>,
+    /// How many instances are benched (lets the common case skip the lock).
+    benched_count: std::sync::atomic::AtomicUsize,
+    /// Request ids: a random base per process plus a counter (no syscall per request).
+    id_base: (u64, u64),
+    id_next: std::sync::atomic::AtomicU64,
     cfg: ProxyConfig,
 }
 
@@ -211,6 +219,9 @@ impl Proxy {
             routes,
             client,
             benched: Mutex::new(HashMap::new()),
+            benched_count: Default::default(),
+            id_base: uuid::Uuid::new_v4().as_u64_pair(),
+            id_next: Default::default(),
             cfg,
         })
     }
@@ -263,18 +274,25 @@ impl Proxy {
         if self.cfg.balance == Balance::LeastConnections {
             order.sort_by_key(|e| e.in_flight.load(Ordering::Relaxed));
         }
-        let now = Instant::now();
-        let mut benched = self.benched.lock().unwrap();
-        benched.retain(|_, until| *until > now);
-        order.sort_by_key(|e| benched.contains_key(&e.addr));
+        if self.benched_count.load(Ordering::Relaxed) > 0 {
+            let now = Instant::now();
+            let mut benched = self.benched.lock().unwrap();
+            benched.retain(|_, until| *until > now);
+            self.benched_count.store(benched.len(), Ordering::Relaxed);
+            order.sort_by_key(|e| benched.contains_key(&e.addr));
+        }
         order
     }
 
     fn bench(&self, addr: SocketAddr) {
-        self.benched
-            .lock()
-            .unwrap()
-            .insert(addr, Instant::now() + self.cfg.bench_for);
+        let mut benched = self.benched.lock().unwrap();
+        benched.insert(addr, Instant::now() + self.cfg.bench_for);
+        self.benched_count.store(benched.len(), Ordering::Relaxed);
+    }
+
+    fn new_request_id(&self) -> String {
+        let n = self.id_next.fetch_add(1, Ordering::Relaxed);
+        uuid::Uuid::from_u64_pair(self.id_base.0, self.id_base.1.wrapping_add(n)).to_string()
     }
 
     fn forward_headers(
@@ -319,7 +337,7 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 200)
             .map(String::from)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .unwrap_or_else(|| self.new_request_id());
         let Some(host) = host_of(&req) else {
             m::REQUESTS.with_label_values(&["-", "400"]).inc();
             return full(
@@ -343,7 +361,8 @@ impl Proxy {
                 request_id: &request_id,
             };
             a.done(StatusCode::NOT_FOUND, None);
-            return full(StatusCode::NOT_FOUND, format!("404 Not Found: no app is routed at {host}. `ltc list` shows the apps and their routes."));
+            let domain = &self.cfg.domain;
+            return full(StatusCode::NOT_FOUND, format!("404 Not Found: no app is routed at {host}. Apps answer at APP.{domain}; `ltc list` shows the apps and their routes."));
         };
         let app = entry.process_guids.first().cloned().unwrap_or_default();
         let access = Access {
@@ -376,8 +395,16 @@ impl Proxy {
         request_id: &str,
     ) -> (Response<Body>, Option<i32>) {
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, self.cfg.max_body_bytes).collect().await {
-            Ok(b) => b.to_bytes(),
+        let body = if hyper::body::Body::is_end_stream(&body) {
+            Ok(Bytes::new())
+        } else {
+            Limited::new(body, self.cfg.max_body_bytes)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+        };
+        let body = match body {
+            Ok(b) => b,
             Err(e) => {
                 let too_big = e
                     .downcast_ref::<http_body_util::LengthLimitError>()
@@ -401,7 +428,6 @@ impl Proxy {
                 };
             }
         };
-        let headers = self.forward_headers(&parts.headers, peer, request_id, false);
         let path = parts
             .uri
             .path_and_query()
@@ -413,7 +439,8 @@ impl Proxy {
             let mut fwd = Request::builder()
                 .method(parts.method.clone())
                 .uri(format!("http://{}{}", ep.addr, path));
-            *fwd.headers_mut().unwrap() = headers.clone();
+            *fwd.headers_mut().unwrap() =
+                self.forward_headers(&parts.headers, peer, request_id, false);
             let fwd = match fwd.body(Full::new(body.clone())) {
                 Ok(r) => r,
                 Err(e) => {

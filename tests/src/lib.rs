@@ -204,6 +204,34 @@ impl BrainProcess {
     }
 }
 
+/// A `lattice router` process on fixed free ports (kept across restarts).
+pub struct RouterProcess {
+    pub process: Process,
+    pub listen: String,
+    pub metrics: String,
+}
+
+impl RouterProcess {
+    pub fn start(bbs_grpc: &str) -> RouterProcess {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let args = vec![
+            "router".into(),
+            "--bbs".into(),
+            bbs_grpc.into(),
+            "--listen".into(),
+            listen.clone(),
+            "--metrics-listen".into(),
+            metrics.clone(),
+        ];
+        RouterProcess {
+            process: Process::start(args, "lattice router ready"),
+            listen,
+            metrics,
+        }
+    }
+}
+
 /// Send a signal to a process (SIGSTOP/SIGCONT to pause and resume etcd).
 pub fn signal(pid: u32, sig: i32) {
     unsafe {

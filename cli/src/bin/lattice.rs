@@ -1,5 +1,5 @@
 //! `lattice`: the server binary. `lattice bbs` runs the Bulletin Board System,
-//! `lattice brain` an auctioneer and converger.
+//! `lattice brain` an auctioneer and converger, `lattice router` the HTTP router.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,6 +28,48 @@ enum Command {
     Bbs(BbsArgs),
     /// Run a brain (auctioneer + converger); several brains elect one active, the others stand by.
     Brain(BrainArgs),
+    /// Run the HTTP router: Host APP.DOMAIN to the app's RUNNING instances.
+    Router(RouterArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Balance {
+    RoundRobin,
+    LeastConnections,
+}
+
+#[derive(clap::Args)]
+struct RouterArgs {
+    /// The BBS's gRPC address.
+    #[arg(long, env = "LATTICE_BBS", default_value = "127.0.0.1:8889")]
+    bbs: String,
+    /// Where to serve HTTP.
+    #[arg(long, env = "LATTICE_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// The apps' domain (routes are APP.DOMAIN); lattice.localhost resolves to loopback.
+    #[arg(long, env = "LATTICE_DOMAIN", default_value = "lattice.localhost")]
+    domain: String,
+    /// How requests are spread over an app's instances.
+    #[arg(
+        long,
+        env = "LATTICE_ROUTER_BALANCE",
+        value_enum,
+        default_value = "round-robin"
+    )]
+    balance: Balance,
+    /// Seconds an instance has to answer with its response headers.
+    #[arg(long, env = "LATTICE_ROUTER_REQUEST_TIMEOUT", default_value_t = 60)]
+    request_timeout: u64,
+    /// Seconds between full re-reads of the routes from the BBS.
+    #[arg(long, env = "LATTICE_ROUTER_RESYNC", default_value_t = 30)]
+    resync: u64,
+    /// Where to serve /metrics.
+    #[arg(
+        long,
+        env = "LATTICE_ROUTER_METRICS_LISTEN",
+        default_value = "127.0.0.1:8891"
+    )]
+    metrics_listen: SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -161,6 +203,58 @@ async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
+    use lattice_router::{emitter, proxy};
+    let routes = std::sync::Arc::new(emitter::Routes::default());
+    let (ready_tx, mut ready) = tokio::sync::watch::channel(false);
+    tokio::spawn(emitter::follow(
+        a.bbs.clone(),
+        routes.clone(),
+        Duration::from_secs(a.resync.max(1)),
+        ready_tx,
+    ));
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    let metrics = tokio::net::TcpListener::bind(a.metrics_listen)
+        .await
+        .with_context(|| format!("binding --metrics-listen {}", a.metrics_listen))?;
+    let metrics_addr = metrics.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async { lattice_router::metrics::render() }),
+    );
+    tokio::spawn(async move { axum::serve(metrics, app).await });
+    // Serve only with a table: wait for the first snapshot (the BBS may still be starting).
+    if tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+        .await
+        .is_err()
+    {
+        tracing::warn!(bbs = %a.bbs, "no routes from the BBS yet; serving 404s until it answers");
+    }
+    let cfg = proxy::ProxyConfig {
+        balance: match a.balance {
+            Balance::RoundRobin => proxy::Balance::RoundRobin,
+            Balance::LeastConnections => proxy::Balance::LeastConnections,
+        },
+        request_timeout: Duration::from_secs(a.request_timeout.max(1)),
+        domain: a.domain.clone(),
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(proxy::Proxy::new(routes, cfg).serve(listener, stopped));
+    println!(
+        "lattice router ready listen={addr} domain={} bbs={} metrics={metrics_addr}",
+        a.domain, a.bbs
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    let _ = server.await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -175,6 +269,7 @@ async fn main() {
     let r = match cli.command {
         Command::Bbs(a) => run_bbs(a).await,
         Command::Brain(a) => run_brain(a).await,
+        Command::Router(a) => run_router(a).await,
     };
     if let Err(e) = r {
         eprintln!("lattice: {e:#}");

@@ -1,0 +1,339 @@
+//! Router throughput and latency with wrk, in one run:
+//! direct to a backend, through nginx configured as a reverse proxy to the
+//! same backends (keep-alive upstream, no access log), and through our router
+//! (`lattice router`, access logs off) fed by a real BBS.
+//!
+//! Needs `scripts/setup-bench.sh` (nginx, wrk) and the release binaries:
+//!     cargo build --release -p lattice-cli -p lattice-bench
+//!     ./target/release/router-wrk [--seconds 10] [--connections 64]
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lattice_bbs::server::{self, BbsConfig, StoreUrl};
+use lattice_bbs::store::embedded::EmbeddedStore;
+use lattice_bench::arg;
+use lattice_specs::bbs_api::bbs_client::BbsClient;
+use lattice_specs::bbs_api::*;
+use lattice_specs::models::*;
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process stopped with SIGTERM (nginx's master then stops its workers).
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Backend mode: answer every request with a small body, forever.
+fn run_backend(port: u16) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                        b"hello from lattice\n",
+                    ))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+}
+
+fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on {port}");
+}
+
+struct Wrk {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn ms(v: &str) -> f64 {
+    let v = v.trim();
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn wrk(port: u16, host: Option<&str>, seconds: usize, connections: usize) -> Wrk {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
+    if let Some(h) = host {
+        cmd.args(["-H", &format!("Host: {h}")]);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("running wrk: install it with scripts/setup-bench.sh");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!text.contains("Non-2xx"), "errors during the run:\n{text}");
+    let field = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .map(|l| l.trim_start()[prefix.len()..].trim().to_string())
+            .unwrap_or_default()
+    };
+    Wrk {
+        rps: field("Requests/sec:").parse().unwrap_or(f64::NAN),
+        p50_ms: ms(&field("50%")),
+        p99_ms: ms(&field("99%")),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--backend") {
+        return run_backend(args[2].parse().unwrap());
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(measure());
+}
+
+async fn measure() {
+    let seconds = arg("--seconds", 10);
+    let connections = arg("--connections", 64);
+    let exe = std::env::current_exe().unwrap();
+    let lattice = exe.parent().unwrap().join("lattice");
+    assert!(
+        lattice.exists(),
+        "build the router first: cargo build --release -p lattice-cli"
+    );
+
+    // Two backends, each its own process.
+    let backends: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let _procs: Vec<Kill> = backends
+        .iter()
+        .map(|p| {
+            Kill(
+                Command::new(&exe)
+                    .args(["--backend", &p.to_string()])
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    backends.iter().for_each(|p| wait_port(*p));
+
+    // A BBS that routes bench.lattice.localhost to both.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap());
+    let bbs = server::start_with_store(
+        store,
+        BbsConfig {
+            store: StoreUrl::File(dir.path().join("bbs.db")),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            api_listen: "127.0.0.1:0".parse().unwrap(),
+            basic_auth: None,
+            store_timeout: Duration::from_secs(5),
+        },
+    )
+    .await
+    .unwrap();
+    let mut c = BbsClient::connect(format!("http://{}", bbs.grpc_addr))
+        .await
+        .unwrap();
+    let mut d = DesiredLrp {
+        process_guid: "bench".into(),
+        domain: "bench".into(),
+        rootfs: "preloaded:busybox".into(),
+        instances: 2,
+        cpu_weight: 1,
+        ports: vec![8080],
+        action: Some(Action {
+            action: Some(action::Action::Run(RunAction {
+                path: "/bin/httpd".into(),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
+    d.routes.insert(
+        "cf-router".into(),
+        r#"[{"hostnames":["bench.lattice.localhost"],"port":8080}]"#.into(),
+    );
+    c.desire_lrp(DesireLrpRequest {
+        desired_lrp: Some(d),
+    })
+    .await
+    .unwrap();
+    for (i, port) in backends.iter().enumerate() {
+        let ik = ActualLrpInstanceKey {
+            instance_guid: format!("bench-{i}"),
+            cell_id: "cell".into(),
+        };
+        let key = Some(ActualLrpRef {
+            process_guid: "bench".into(),
+            index: i as i32,
+        });
+        c.claim_actual_lrp(ClaimActualLrpRequest {
+            key: key.clone(),
+            instance_key: Some(ik.clone()),
+        })
+        .await
+        .unwrap();
+        let net = ActualLrpNetInfo {
+            address: "127.0.0.1".into(),
+            ports: vec![PortMapping {
+                container_port: 8080,
+                host_port: *port as u32,
+            }],
+            ..Default::default()
+        };
+        c.start_actual_lrp(StartActualLrpRequest {
+            key,
+            instance_key: Some(ik),
+            net_info: Some(net),
+        })
+        .await
+        .unwrap();
+    }
+
+    // Our router, as the real binary, access logs off.
+    let router_port = free_port();
+    let _router = Kill(
+        Command::new(&lattice)
+            .args([
+                "router",
+                "--bbs",
+                &bbs.grpc_addr.to_string(),
+                "--listen",
+                &format!("127.0.0.1:{router_port}"),
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .env("LATTICE_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(router_port);
+
+    // nginx, same backends, keep-alive upstream.
+    let nginx_port = free_port();
+    let upstreams: String = backends
+        .iter()
+        .map(|p| format!("server 127.0.0.1:{p};\n"))
+        .collect();
+    let conf = format!(
+        "worker_processes auto;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log stderr error;\nevents {{ worker_connections 4096; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {dir};\n proxy_temp_path {dir};\n fastcgi_temp_path {dir};\n uwsgi_temp_path {dir};\n scgi_temp_path {dir};\n\
+         upstream apps {{\n{upstreams} keepalive 128;\n}}\n server {{\n listen 127.0.0.1:{nginx_port};\n location / {{\n proxy_pass http://apps;\n proxy_http_version 1.1;\n proxy_set_header Connection \"\";\n proxy_set_header Host $host;\n }}\n }}\n}}\n",
+        dir = dir.path().display()
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let _nginx = Kill(
+        Command::new("nginx")
+            .args([
+                "-c",
+                conf_path.to_str().unwrap(),
+                "-p",
+                dir.path().to_str().unwrap(),
+            ])
+            .spawn()
+            .expect("running nginx: install it with scripts/setup-bench.sh"),
+    );
+    wait_port(nginx_port);
+
+    // Warm up every path, then measure each in turn.
+    for (p, h) in [
+        (backends[0], None),
+        (nginx_port, Some("bench.lattice.localhost")),
+        (router_port, Some("bench.lattice.localhost")),
+    ] {
+        wrk(p, h, 1, connections);
+    }
+    println!("wrk -t2 -c{connections} -d{seconds}s, 2 backends, one machine (2 cores shared by wrk, proxy and backends)");
+    let direct = wrk(backends[0], None, seconds, connections);
+    let nginx = wrk(
+        nginx_port,
+        Some("bench.lattice.localhost"),
+        seconds,
+        connections,
+    );
+    let ours = wrk(
+        router_port,
+        Some("bench.lattice.localhost"),
+        seconds,
+        connections,
+    );
+    println!(
+        "{:<28} {:>12} {:>10} {:>10}",
+        "path", "requests/s", "p50 ms", "p99 ms"
+    );
+    for (name, r) in [
+        ("direct to one backend", &direct),
+        ("nginx reverse proxy (peer)", &nginx),
+        ("lattice router", &ours),
+    ] {
+        println!(
+            "{:<28} {:>12.0} {:>10.2} {:>10.2}",
+            name, r.rps, r.p50_ms, r.p99_ms
+        );
+    }
+    println!(
+        "throughput lattice / nginx:   {:.2}  (goal >= 1.0)",
+        ours.rps / nginx.rps
+    );
+    println!(
+        "added p99 latency vs direct:  lattice {:.2} ms, nginx {:.2} ms  (goal < 1 ms)",
+        ours.p99_ms - direct.p99_ms,
+        nginx.p99_ms - direct.p99_ms
+    );
+}
