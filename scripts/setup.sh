@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs everything Lattice-rs needs to build and test on a fresh Debian machine.
+# Installs everything Lattice-rs needs to build and test on a fresh Debian machine,
+# plus any extra Debian packages named as arguments (scripts/setup-bench.sh uses that).
 # Idempotent: safe to run again; skips apt when every package is already present.
 set -euo pipefail
 
-PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2)
+PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 "$@")
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -16,9 +17,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  # Debian starts etcd as a service on install; tests run their own etcd on free ports.
-  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true; fi
-  $SUDO pkill -x etcd >/dev/null 2>&1 || true
+  # Debian starts etcd and nginx as services on install; tests and benchmarks run their own.
+  for svc in etcd nginx; do
+    if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
+    $SUDO pkill -x "$svc" >/dev/null 2>&1 || true
+  done
 fi
 
 command -v protoc >/dev/null || { echo "setup: protoc missing after install" >&2; exit 1; }

@@ -99,3 +99,80 @@ impl Drop for EtcdServer {
         self.kill();
     }
 }
+
+/// Model fixtures shared by tests and benchmarks.
+pub mod fixtures {
+    use lattice_specs::bbs_api::bbs_client::BbsClient;
+    use lattice_specs::bbs_api::{ActualLrpRef, ClaimActualLrpRequest, StartActualLrpRequest};
+    use lattice_specs::models::*;
+
+    /// A valid LRP of `instances` running `/bin/httpd` from `preloaded:busybox` on port 8080.
+    pub fn desired_lrp(guid: &str, instances: i32) -> DesiredLrp {
+        DesiredLrp {
+            process_guid: guid.into(),
+            domain: "test".into(),
+            rootfs: "preloaded:busybox".into(),
+            instances,
+            cpu_weight: 1,
+            ports: vec![8080],
+            action: Some(Action {
+                action: Some(action::Action::Run(RunAction {
+                    path: "/bin/httpd".into(),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The same, routed at `host` (container port 8080) by the router.
+    pub fn routed_lrp(guid: &str, instances: i32, host: &str) -> DesiredLrp {
+        let mut d = desired_lrp(guid, instances);
+        d.routes.insert(
+            "cf-router".into(),
+            format!(r#"[{{"hostnames":["{host}"],"port":8080}}]"#),
+        );
+        d
+    }
+
+    /// Claim and start instance `index` as a cell would, listening at 127.0.0.1:`port`.
+    pub async fn run_instance(
+        client: &mut BbsClient<tonic::transport::Channel>,
+        guid: &str,
+        index: i32,
+        port: u16,
+    ) -> ActualLrpInstanceKey {
+        let ik = ActualLrpInstanceKey {
+            instance_guid: format!("{guid}-{index}-{port}"),
+            cell_id: "cell-1".into(),
+        };
+        let key = Some(ActualLrpRef {
+            process_guid: guid.into(),
+            index,
+        });
+        client
+            .claim_actual_lrp(ClaimActualLrpRequest {
+                key: key.clone(),
+                instance_key: Some(ik.clone()),
+            })
+            .await
+            .expect("claim");
+        let net = ActualLrpNetInfo {
+            address: "127.0.0.1".into(),
+            ports: vec![PortMapping {
+                container_port: 8080,
+                host_port: port as u32,
+            }],
+            ..Default::default()
+        };
+        client
+            .start_actual_lrp(StartActualLrpRequest {
+                key,
+                instance_key: Some(ik.clone()),
+                net_info: Some(net),
+            })
+            .await
+            .expect("start");
+        ik
+    }
+}

@@ -95,20 +95,8 @@ impl Cluster {
 
     async fn desire(&self, guid: &str, instances: i32, memory_mb: i32) {
         let d = DesiredLrp {
-            process_guid: guid.into(),
-            domain: "test".into(),
-            rootfs: "preloaded:busybox".into(),
-            instances,
             memory_mb,
-            cpu_weight: 10,
-            ports: vec![8080],
-            action: Some(Action {
-                action: Some(action::Action::Run(RunAction {
-                    path: "/bin/httpd".into(),
-                    ..Default::default()
-                })),
-            }),
-            ..Default::default()
+            ..lattice_bbs::testing::fixtures::desired_lrp(guid, instances)
         };
         self.bbs
             .client()

@@ -14,6 +14,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lattice_bbs::server::{self, BbsConfig, RunningBbs, StoreUrl};
 use lattice_bbs::store::embedded::EmbeddedStore;
+use lattice_bbs::testing::fixtures;
 use lattice_router::emitter::{self, Routes};
 use lattice_router::proxy::{Proxy, ProxyConfig};
 use lattice_specs::bbs_api::bbs_client::BbsClient;
@@ -50,25 +51,7 @@ impl Bbs {
     }
 
     async fn desire(&self, guid: &str, host: &str, instances: i32) {
-        let mut d = DesiredLrp {
-            process_guid: guid.into(),
-            domain: "d".into(),
-            rootfs: "preloaded:busybox".into(),
-            instances,
-            cpu_weight: 1,
-            ports: vec![8080],
-            action: Some(Action {
-                action: Some(action::Action::Run(RunAction {
-                    path: "/bin/httpd".into(),
-                    ..Default::default()
-                })),
-            }),
-            ..Default::default()
-        };
-        d.routes.insert(
-            "cf-router".into(),
-            format!(r#"[{{"hostnames":["{host}"],"port":8080}}]"#),
-        );
+        let d = fixtures::routed_lrp(guid, instances, host);
         self.client()
             .await
             .desire_lrp(DesireLrpRequest {
@@ -80,37 +63,7 @@ impl Bbs {
 
     /// Mark instance `index` RUNNING at 127.0.0.1:`port`.
     async fn run(&self, guid: &str, index: i32, port: u16) -> ActualLrpInstanceKey {
-        let ik = ActualLrpInstanceKey {
-            instance_guid: format!("{guid}-{index}-{port}"),
-            cell_id: "cell-1".into(),
-        };
-        let key = Some(ActualLrpRef {
-            process_guid: guid.into(),
-            index,
-        });
-        let mut c = self.client().await;
-        c.claim_actual_lrp(ClaimActualLrpRequest {
-            key: key.clone(),
-            instance_key: Some(ik.clone()),
-        })
-        .await
-        .unwrap();
-        let net = ActualLrpNetInfo {
-            address: "127.0.0.1".into(),
-            ports: vec![PortMapping {
-                container_port: 8080,
-                host_port: port as u32,
-            }],
-            ..Default::default()
-        };
-        c.start_actual_lrp(StartActualLrpRequest {
-            key,
-            instance_key: Some(ik.clone()),
-            net_info: Some(net),
-        })
-        .await
-        .unwrap();
-        ik
+        fixtures::run_instance(&mut self.client().await, guid, index, port).await
     }
 }
 

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use lattice_bbs::testing::fixtures;
 use lattice_specs::bbs_api::*;
-use lattice_specs::models::*;
 use lattice_tests::{BbsProcess, RouterProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -61,60 +61,13 @@ async fn the_router_process_serves_routes_and_rebuilds_them_after_a_restart() {
         &[],
     );
     let mut c = bbs.client().await;
-    let mut d = DesiredLrp {
-        process_guid: "hello".into(),
-        domain: "d".into(),
-        rootfs: "preloaded:busybox".into(),
-        instances: 1,
-        cpu_weight: 1,
-        ports: vec![8080],
-        action: Some(Action {
-            action: Some(action::Action::Run(RunAction {
-                path: "/bin/httpd".into(),
-                ..Default::default()
-            })),
-        }),
-        ..Default::default()
-    };
-    d.routes.insert(
-        "cf-router".into(),
-        r#"[{"hostnames":["hello.lattice.localhost"],"port":8080}]"#.into(),
-    );
+    let d = fixtures::routed_lrp("hello", 1, "hello.lattice.localhost");
     c.desire_lrp(DesireLrpRequest {
         desired_lrp: Some(d),
     })
     .await
     .unwrap();
-    let port = backend().await;
-    let ik = ActualLrpInstanceKey {
-        instance_guid: "i".into(),
-        cell_id: "c".into(),
-    };
-    let key = Some(ActualLrpRef {
-        process_guid: "hello".into(),
-        index: 0,
-    });
-    c.claim_actual_lrp(ClaimActualLrpRequest {
-        key: key.clone(),
-        instance_key: Some(ik.clone()),
-    })
-    .await
-    .unwrap();
-    let net = ActualLrpNetInfo {
-        address: "127.0.0.1".into(),
-        ports: vec![PortMapping {
-            container_port: 8080,
-            host_port: port as u32,
-        }],
-        ..Default::default()
-    };
-    c.start_actual_lrp(StartActualLrpRequest {
-        key,
-        instance_key: Some(ik),
-        net_info: Some(net),
-    })
-    .await
-    .unwrap();
+    fixtures::run_instance(&mut c, "hello", 0, backend().await).await;
 
     let mut router = RouterProcess::start(&bbs.grpc);
     wait_for_200(&router.listen, "hello.lattice.localhost").await;

@@ -19,10 +19,10 @@ use hyper::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lattice_bbs::server::{self, BbsConfig, StoreUrl};
 use lattice_bbs::store::embedded::EmbeddedStore;
+use lattice_bbs::testing::fixtures;
 use lattice_bench::arg;
 use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::bbs_api::*;
-use lattice_specs::models::*;
 
 fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
@@ -188,60 +188,14 @@ async fn measure() {
     let mut c = BbsClient::connect(format!("http://{}", bbs.grpc_addr))
         .await
         .unwrap();
-    let mut d = DesiredLrp {
-        process_guid: "bench".into(),
-        domain: "bench".into(),
-        rootfs: "preloaded:busybox".into(),
-        instances: 2,
-        cpu_weight: 1,
-        ports: vec![8080],
-        action: Some(Action {
-            action: Some(action::Action::Run(RunAction {
-                path: "/bin/httpd".into(),
-                ..Default::default()
-            })),
-        }),
-        ..Default::default()
-    };
-    d.routes.insert(
-        "cf-router".into(),
-        r#"[{"hostnames":["bench.lattice.localhost"],"port":8080}]"#.into(),
-    );
+    let d = fixtures::routed_lrp("bench", 2, "bench.lattice.localhost");
     c.desire_lrp(DesireLrpRequest {
         desired_lrp: Some(d),
     })
     .await
     .unwrap();
     for (i, port) in backends.iter().enumerate() {
-        let ik = ActualLrpInstanceKey {
-            instance_guid: format!("bench-{i}"),
-            cell_id: "cell".into(),
-        };
-        let key = Some(ActualLrpRef {
-            process_guid: "bench".into(),
-            index: i as i32,
-        });
-        c.claim_actual_lrp(ClaimActualLrpRequest {
-            key: key.clone(),
-            instance_key: Some(ik.clone()),
-        })
-        .await
-        .unwrap();
-        let net = ActualLrpNetInfo {
-            address: "127.0.0.1".into(),
-            ports: vec![PortMapping {
-                container_port: 8080,
-                host_port: *port as u32,
-            }],
-            ..Default::default()
-        };
-        c.start_actual_lrp(StartActualLrpRequest {
-            key,
-            instance_key: Some(ik),
-            net_info: Some(net),
-        })
-        .await
-        .unwrap();
+        fixtures::run_instance(&mut c, "bench", i as i32, *port).await;
     }
 
     // Our router, as the real binary, access logs off.
