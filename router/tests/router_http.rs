@@ -16,7 +16,7 @@ use lattice_bbs::server::{self, BbsConfig, RunningBbs, StoreUrl};
 use lattice_bbs::store::embedded::EmbeddedStore;
 use lattice_bbs::testing::fixtures;
 use lattice_router::emitter::{self, Routes};
-use lattice_router::proxy::{Proxy, ProxyConfig};
+use lattice_router::proxy::{serve_per_core, ProxyConfig};
 use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::bbs_api::*;
 use lattice_specs::models::*;
@@ -93,10 +93,10 @@ async fn router(bbs: &Bbs, cfg: ProxyConfig) -> Router {
         .await
         .expect("router got its first snapshot")
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    // Two event loops, as `lattice router` runs one per core.
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(Proxy::new(routes, cfg).serve(listener, stopped));
+    let (addr, _threads) =
+        serve_per_core(routes, cfg, "127.0.0.1:0".parse().unwrap(), 2, stopped).unwrap();
     Router {
         addr,
         stop,

@@ -213,10 +213,6 @@ async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
         Duration::from_secs(a.resync.max(1)),
         ready_tx,
     ));
-    let listener = tokio::net::TcpListener::bind(a.listen)
-        .await
-        .with_context(|| format!("binding --listen {}", a.listen))?;
-    let addr = listener.local_addr()?;
     let metrics = tokio::net::TcpListener::bind(a.metrics_listen)
         .await
         .with_context(|| format!("binding --metrics-listen {}", a.metrics_listen))?;
@@ -243,7 +239,12 @@ async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(proxy::Proxy::new(routes, cfg).serve(listener, stopped));
+    // One event loop per core, each with its own accept socket and backend pool.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (addr, loops) = proxy::serve_per_core(routes, cfg, a.listen, threads, stopped)
+        .with_context(|| format!("binding --listen {}", a.listen))?;
     println!(
         "lattice router ready listen={addr} domain={} bbs={} metrics={metrics_addr}",
         a.domain, a.bbs
@@ -251,7 +252,8 @@ async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop.send(true);
-    let _ = server.await;
+    let _ =
+        tokio::task::spawn_blocking(move || loops.into_iter().for_each(|l| drop(l.join()))).await;
     Ok(())
 }
 
