@@ -29,7 +29,7 @@ use lattice_brain::metrics as m;
 use lattice_brain::testing::{SimCell, SimCells};
 use lattice_specs::bbs_api::{ActualLrPsRequest, DesireLrpRequest, DesiredLrPsRequest};
 use lattice_specs::models::actual_lrp::State;
-use lattice_specs::models::{action, Action, DesiredLrp, RunAction};
+use lattice_specs::models::DesiredLrp;
 use prometheus::core::Collector;
 
 const CELL: Resources = Resources {
@@ -40,21 +40,11 @@ const CELL: Resources = Resources {
 
 fn desired(p: usize, per: usize) -> DesiredLrp {
     DesiredLrp {
-        process_guid: format!("app-{p}"),
         domain: "bench".into(),
-        rootfs: "preloaded:busybox".into(),
-        instances: per as i32,
         memory_mb: [128, 256, 512][p % 3],
         disk_mb: 1024,
         cpu_weight: 10,
-        ports: vec![8080],
-        action: Some(Action {
-            action: Some(action::Action::Run(RunAction {
-                path: "/bin/httpd".into(),
-                ..Default::default()
-            })),
-        }),
-        ..Default::default()
+        ..lattice_bbs::testing::fixtures::desired_lrp(&format!("app-{p}"), per as i32)
     }
 }
 

@@ -30,20 +30,10 @@ use prost::Message;
 
 fn desired(guid: &str, n: i32) -> DesiredLrp {
     DesiredLrp {
-        process_guid: guid.into(),
         domain: "bench".into(),
-        rootfs: "preloaded:busybox".into(),
-        instances: n,
-        action: Some(Action {
-            action: Some(action::Action::Run(RunAction {
-                path: "/bin/httpd".into(),
-                ..Default::default()
-            })),
-        }),
         cpu_weight: 10,
         memory_mb: 64,
-        ports: vec![8080],
-        ..Default::default()
+        ..lattice_bbs::testing::fixtures::desired_lrp(guid, n)
     }
 }
 
