@@ -4,7 +4,7 @@
 # Idempotent: safe to run again; skips apt when every package is already present.
 set -euo pipefail
 
-PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 "$@")
+PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 libseccomp-dev pkg-config "$@")
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -26,3 +26,4 @@ fi
 
 command -v protoc >/dev/null || { echo "setup: protoc missing after install" >&2; exit 1; }
 command -v etcd >/dev/null || { echo "setup: etcd missing after install" >&2; exit 1; }
+[ -x /bin/busybox ] || { echo "setup: /bin/busybox (busybox-static) missing after install" >&2; exit 1; }

@@ -1,0 +1,427 @@
+//! The OCI runtime spec (`config.json`) of a container: namespaces, cgroup limits,
+//! capabilities, seccomp and masked paths, computed from what the work asks for.
+//! Pure: the executor writes the result into the bundle directory.
+
+use std::path::Path;
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder,
+    LinuxSyscallBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec,
+};
+
+/// Where the pause binary is mounted inside every container.
+pub const PAUSE_PATH: &str = "/.lattice/pause";
+
+/// Pids a container may hold when the work does not say (a fork bomb stops here).
+pub const DEFAULT_MAX_PIDS: i64 = 1024;
+
+/// Open files a process may hold when the Run action does not say.
+pub const DEFAULT_NOFILE: u64 = 1024;
+
+/// What a container needs from its spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_mb: i32,
+    pub cpu_weight: u32,
+    pub max_pids: i32,
+    pub privileged: bool,
+}
+
+/// Capabilities an unprivileged container keeps (Docker's default set minus the rarely
+/// needed ones): enough to run servers as root inside the container, nothing that
+/// reaches the host.
+const DEFAULT_CAPS: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Mknod,
+    Capability::AuditWrite,
+    Capability::Setfcap,
+];
+
+/// Syscalls an unprivileged container may not make (they fail with EPERM): kernel
+/// modules, reboot, clocks, swap, keyrings, BPF and perf, namespaces, mounting, and
+/// process_vm/ptrace across the container. Everything else is allowed.
+const DENIED_SYSCALLS: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "move_mount",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vm86",
+    "vm86old",
+];
+
+/// The default seccomp profile of unprivileged containers.
+pub fn default_seccomp() -> LinuxSeccomp {
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .syscalls(vec![LinuxSyscallBuilder::default()
+            .names(
+                DENIED_SYSCALLS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(libc_eperm())
+            .build()
+            .expect("static syscall rule")])
+        .build()
+        .expect("static seccomp profile")
+}
+
+fn libc_eperm() -> u32 {
+    nix::errno::Errno::EPERM as u32
+}
+
+/// CPU shares from a 1–100 weight (Diego's mapping: 100 → 1024, never below 2).
+pub fn cpu_shares(weight: u32) -> u64 {
+    let w = weight.clamp(1, 100) as u64;
+    (w * 1024 / 100).max(2)
+}
+
+/// The runtime spec of one container.
+///
+/// - `rootfs`: the container's root directory on the host (an overlay mount);
+/// - `pause`: the host path of the pause binary, bind-mounted read-only at [`PAUSE_PATH`];
+/// - `netns`: the network namespace to join (`None` shares the cell's: `--net host`);
+/// - `cgroup`: the cgroup path, e.g. `/lattice/HANDLE`.
+pub fn spec(
+    hostname: &str,
+    rootfs: &Path,
+    pause: &Path,
+    netns: Option<&Path>,
+    cgroup: &str,
+    limits: &Limits,
+) -> anyhow::Result<Spec> {
+    let mut spec = Spec::default();
+    spec.set_hostname(Some(hostname.to_string()));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path(rootfs)
+            .readonly(false)
+            .build()?,
+    ));
+
+    let caps: std::collections::HashSet<Capability> = if limits.privileged {
+        all_caps()
+    } else {
+        DEFAULT_CAPS.iter().copied().collect()
+    };
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps.clone())
+        .inheritable(std::collections::HashSet::new())
+        .ambient(std::collections::HashSet::new())
+        .build()?;
+    spec.set_process(Some(
+        ProcessBuilder::default()
+            .args(vec![PAUSE_PATH.to_string()])
+            .env(vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            ])
+            .cwd("/")
+            .no_new_privileges(!limits.privileged)
+            .capabilities(capabilities)
+            .rlimits(vec![PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .hard(DEFAULT_NOFILE)
+                .soft(DEFAULT_NOFILE)
+                .build()?])
+            .build()?,
+    ));
+
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(
+        MountBuilder::default()
+            .destination(PAUSE_PATH)
+            .source(pause)
+            .typ("bind")
+            .options(vec![
+                "bind".to_string(),
+                "ro".to_string(),
+                "nosuid".to_string(),
+                "nodev".to_string(),
+            ])
+            .build()?,
+    );
+    if netns.is_none() {
+        // Host networking: the container sees the cell's /etc/resolv.conf.
+        mounts.push(
+            MountBuilder::default()
+                .destination("/etc/resolv.conf")
+                .source("/etc/resolv.conf")
+                .typ("bind")
+                .options(vec!["bind".to_string(), "ro".to_string()])
+                .build()?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
+
+    let mut namespaces: Vec<LinuxNamespace> = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+    ]
+    .into_iter()
+    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+    .collect::<Result<_, _>>()?;
+    if let Some(path) = netns {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path)
+                .build()?,
+        );
+    }
+
+    let mut resources = LinuxResourcesBuilder::default()
+        .cpu(
+            LinuxCpuBuilder::default()
+                .shares(cpu_shares(limits.cpu_weight))
+                .build()?,
+        )
+        .pids(
+            LinuxPidsBuilder::default()
+                .limit(if limits.max_pids > 0 {
+                    limits.max_pids as i64
+                } else {
+                    DEFAULT_MAX_PIDS
+                })
+                .build()?,
+        );
+    if limits.memory_mb > 0 {
+        let bytes = limits.memory_mb as i64 * 1024 * 1024;
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes)
+                // Memory plus swap equal to memory: no swapping past the limit.
+                .swap(bytes)
+                .build()?,
+        );
+    }
+
+    let base = spec.linux().clone().unwrap_or_default();
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources.build()?)
+        .cgroups_path(cgroup);
+    if limits.privileged {
+        linux = linux.masked_paths(vec![]).readonly_paths(vec![]);
+    } else {
+        linux = linux
+            .masked_paths(base.masked_paths().clone().unwrap_or_default())
+            .readonly_paths(base.readonly_paths().clone().unwrap_or_default())
+            .seccomp(default_seccomp());
+    }
+    spec.set_linux(Some(linux.build()?));
+    Ok(spec)
+}
+
+fn all_caps() -> std::collections::HashSet<Capability> {
+    use Capability::*;
+    [
+        AuditControl,
+        AuditRead,
+        AuditWrite,
+        BlockSuspend,
+        Bpf,
+        CheckpointRestore,
+        Chown,
+        DacOverride,
+        DacReadSearch,
+        Fowner,
+        Fsetid,
+        IpcLock,
+        IpcOwner,
+        Kill,
+        Lease,
+        LinuxImmutable,
+        MacAdmin,
+        MacOverride,
+        Mknod,
+        NetAdmin,
+        NetBindService,
+        NetBroadcast,
+        NetRaw,
+        Perfmon,
+        Setgid,
+        Setfcap,
+        Setpcap,
+        Setuid,
+        SysAdmin,
+        SysBoot,
+        SysChroot,
+        SysModule,
+        SysNice,
+        SysPacct,
+        SysPtrace,
+        SysRawio,
+        SysResource,
+        SysTime,
+        SysTtyConfig,
+        Syslog,
+        WakeAlarm,
+    ]
+    .into_iter()
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(privileged: bool) -> Limits {
+        Limits {
+            memory_mb: 64,
+            cpu_weight: 50,
+            max_pids: 0,
+            privileged,
+        }
+    }
+
+    fn make(privileged: bool, netns: Option<&Path>) -> Spec {
+        spec(
+            "h",
+            Path::new("/r"),
+            Path::new("/p"),
+            netns,
+            "/lattice/h",
+            &limits(privileged),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn unprivileged_is_locked_down() {
+        let s = make(false, Some(Path::new("/var/run/netns/x")));
+        let p = s.process().as_ref().unwrap();
+        assert_eq!(p.no_new_privileges(), Some(true));
+        let caps = p.capabilities().as_ref().unwrap();
+        let bounding = caps.bounding().as_ref().unwrap();
+        assert!(!bounding.contains(&Capability::SysAdmin));
+        assert!(!bounding.contains(&Capability::NetAdmin));
+        assert!(bounding.contains(&Capability::NetBindService));
+        let linux = s.linux().as_ref().unwrap();
+        assert!(linux.seccomp().is_some());
+        assert!(linux
+            .masked_paths()
+            .as_ref()
+            .unwrap()
+            .contains(&"/proc/kcore".to_string()));
+        let ns = linux.namespaces().as_ref().unwrap();
+        let net = ns
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::Network)
+            .unwrap();
+        assert_eq!(net.path().as_deref(), Some(Path::new("/var/run/netns/x")));
+        let res = linux.resources().as_ref().unwrap();
+        assert_eq!(res.memory().unwrap().limit(), Some(64 << 20));
+        assert_eq!(res.pids().unwrap().limit(), DEFAULT_MAX_PIDS);
+        assert_eq!(res.cpu().as_ref().unwrap().shares(), Some(512));
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new("/lattice/h"))
+        );
+    }
+
+    #[test]
+    fn privileged_lifts_restrictions_explicitly() {
+        let s = make(true, None);
+        let p = s.process().as_ref().unwrap();
+        assert_eq!(p.no_new_privileges(), Some(false));
+        let caps = p.capabilities().as_ref().unwrap();
+        assert!(caps
+            .bounding()
+            .as_ref()
+            .unwrap()
+            .contains(&Capability::SysAdmin));
+        let linux = s.linux().as_ref().unwrap();
+        assert!(linux.seccomp().is_none());
+        assert!(linux.masked_paths().as_ref().is_none_or(|m| m.is_empty()));
+        // Host network: no network namespace of its own.
+        assert!(!linux
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Network));
+    }
+
+    #[test]
+    fn cpu_weight_maps_to_shares() {
+        assert_eq!(cpu_shares(100), 1024);
+        assert_eq!(cpu_shares(0), 10);
+        assert_eq!(cpu_shares(1), 10);
+        assert_eq!(cpu_shares(500), 1024);
+    }
+
+    #[test]
+    fn pause_is_mounted_read_only() {
+        let s = make(false, None);
+        let m = s
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new(PAUSE_PATH))
+            .unwrap();
+        assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
+    }
+}

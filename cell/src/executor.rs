@@ -1,0 +1,459 @@
+//! The executor: containers on this cell, from request to destroy.
+//!
+//! For each container it mounts the image copy-on-write (overlayfs), gives it a network
+//! namespace on the cell bridge, writes the OCI bundle, starts the container's shim (which
+//! drives libcontainer, see [`crate::shim`]) and publishes its ports. Everything a
+//! container owns is recorded in its directory, so a restarted rep re-adopts what still
+//! runs and reaps what it no longer wants, and `destroy` leaves nothing behind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lattice_specs::models;
+use serde::{Deserialize, Serialize};
+
+use crate::bundle;
+use crate::network::{Attachment, Network, NetworkConfig};
+use crate::rootfs::{self, Providers};
+use crate::shim::{self, ShimConfig, ShimEvent};
+
+static PAUSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pause"));
+
+/// At most this much of a Task's result file is kept (Diego's limit).
+pub const MAX_RESULT_BYTES: u64 = 10 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Containers, their state and the pause binary live here.
+    pub data_dir: PathBuf,
+    pub providers: Providers,
+    /// The shim command (program and leading arguments); the container directory is
+    /// appended. `lattice shim` in the server binary, `lattice-shim` in tests.
+    pub shim: Vec<OsString>,
+    pub network: NetworkConfig,
+    /// From SIGTERM to SIGKILL when stopping a container.
+    pub grace: Duration,
+}
+
+/// What to run: enough for the executor, nothing about the BBS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRequest {
+    /// Unique on the cell (an instance guid or a task guid).
+    pub handle: String,
+    pub rootfs: String,
+    pub memory_mb: i32,
+    pub disk_mb: i32,
+    pub cpu_weight: u32,
+    pub max_pids: i32,
+    pub privileged: bool,
+    pub host_network: bool,
+    /// Container ports to publish on the cell.
+    pub ports: Vec<u32>,
+    pub env: Vec<(String, String)>,
+    pub action: models::Action,
+    /// Log source of lines from actions that name none (`APP/0`, `TASK`…).
+    pub log_source: String,
+    /// The rep's own notes (process guid, index, task guid, log guid…), kept with the
+    /// container so a restarted rep knows what it is.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A container as the executor recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub request: ContainerRequest,
+    pub network: Option<Attachment>,
+    /// Published ports: container port → host port.
+    pub ports: Vec<(u32, u16)>,
+    /// Unix nanoseconds.
+    pub created_at: i64,
+}
+
+impl ContainerInfo {
+    pub fn handle(&self) -> &str {
+        &self.request.handle
+    }
+
+    /// The address the cell reaches the container at (loopback for host networking).
+    pub fn ip(&self) -> Ipv4Addr {
+        self.network
+            .as_ref()
+            .map(|n| n.ip)
+            .unwrap_or(Ipv4Addr::LOCALHOST)
+    }
+}
+
+pub struct Executor {
+    cfg: ExecutorConfig,
+    network: Network,
+    containers: Mutex<HashMap<String, ContainerInfo>>,
+}
+
+/// The cgroup path of a container.
+pub fn cgroup_path(handle: &str) -> String {
+    format!("/lattice/{handle}")
+}
+
+impl Executor {
+    pub fn new(cfg: ExecutorConfig) -> anyhow::Result<Arc<Executor>> {
+        for d in ["containers", "run"] {
+            std::fs::create_dir_all(cfg.data_dir.join(d))
+                .with_context(|| format!("creating {}", cfg.data_dir.join(d).display()))?;
+        }
+        let pause = cfg.data_dir.join("pause");
+        let tmp = cfg.data_dir.join(".pause.tmp");
+        std::fs::write(&tmp, PAUSE)?;
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        std::fs::rename(&tmp, &pause)?;
+        let network = Network::new(cfg.network.clone())?;
+        Ok(Arc::new(Executor {
+            cfg,
+            network,
+            containers: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.cfg
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The Unix datagram socket containers' output lines are sent to.
+    pub fn log_socket(&self) -> PathBuf {
+        self.cfg.data_dir.join("logs.sock")
+    }
+
+    pub fn dir(&self, handle: &str) -> PathBuf {
+        self.cfg.data_dir.join("containers").join(handle)
+    }
+
+    fn rootfs_dir(&self, handle: &str) -> PathBuf {
+        self.dir(handle).join("rootfs")
+    }
+
+    /// Creates and starts a container. On failure nothing is left behind.
+    #[tracing::instrument(skip_all, fields(handle = %req.handle))]
+    pub async fn create(&self, req: ContainerRequest) -> anyhow::Result<ContainerInfo> {
+        anyhow::ensure!(
+            !req.handle.is_empty()
+                && req
+                    .handle
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "invalid container handle {:?}",
+            req.handle
+        );
+        let dir = self.dir(&req.handle);
+        anyhow::ensure!(!dir.exists(), "container {} already exists", req.handle);
+        std::fs::create_dir_all(&dir)?;
+        let mut info = ContainerInfo {
+            request: req.clone(),
+            network: None,
+            ports: vec![],
+            created_at: lattice_specs::now_nanos(),
+        };
+        match self.setup(&mut info).await {
+            Ok(()) => {
+                self.containers
+                    .lock()
+                    .unwrap()
+                    .insert(req.handle.clone(), info.clone());
+                Ok(info)
+            }
+            Err(e) => {
+                self.teardown(&info);
+                Err(e)
+            }
+        }
+    }
+
+    async fn setup(&self, info: &mut ContainerInfo) -> anyhow::Result<()> {
+        let req = info.request.clone();
+        let dir = self.dir(&req.handle);
+        // Recorded first so a crash midway still leaves enough to clean up.
+        self.record(info)?;
+        let layers = self.cfg.providers.layers(&req.rootfs)?;
+        let merged = self.rootfs_dir(&req.handle);
+        rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &merged)?;
+        if !req.host_network {
+            let att = self.network.attach(&req.handle)?;
+            info.network = Some(att);
+            self.record(info)?;
+        }
+        if merged.join("etc").is_dir() {
+            let _ = std::fs::write(
+                merged.join("etc/hosts"),
+                format!(
+                    "127.0.0.1 localhost\n::1 localhost\n{} {}\n",
+                    info.ip(),
+                    hostname(&req.handle)
+                ),
+            );
+        }
+
+        let cgroup = cgroup_path(&req.handle);
+        let spec = bundle::spec(
+            &hostname(&req.handle),
+            &merged,
+            &self.cfg.data_dir.join("pause"),
+            info.network.as_ref().map(|n| n.netns_path()).as_deref(),
+            &cgroup,
+            &bundle::Limits {
+                memory_mb: req.memory_mb,
+                cpu_weight: req.cpu_weight,
+                max_pids: req.max_pids,
+                privileged: req.privileged,
+            },
+        )?;
+        let bundle_dir = dir.join("bundle");
+        std::fs::create_dir_all(&bundle_dir)?;
+        std::fs::write(bundle_dir.join("config.json"), serde_json::to_vec(&spec)?)?;
+
+        let shim_cfg = ShimConfig {
+            id: req.handle.clone(),
+            state_root: self.cfg.data_dir.join("run"),
+            bundle: bundle_dir,
+            rootfs: merged,
+            env: req.env.clone(),
+            action: req.action.clone(),
+            log_source: req.log_source.clone(),
+            log_socket: self.log_socket(),
+            grace_ms: self.cfg.grace.as_millis() as u64,
+            cgroup,
+        };
+        std::fs::write(dir.join("shim.json"), serde_json::to_vec(&shim_cfg)?)?;
+
+        for &port in &req.ports {
+            let host = self
+                .network
+                .publish(SocketAddr::from((info.ip(), port as u16)), None)
+                .await?;
+            info.ports.push((port, host));
+            self.record(info)?;
+        }
+
+        let (program, args) = self
+            .cfg
+            .shim
+            .split_first()
+            .context("no shim command configured")?;
+        let log = std::fs::File::create(dir.join("shim.log"))?;
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the shim {program:?}"))?;
+        // tokio reaps the shim when it exits; its pid is in shim.pid.
+        drop(child);
+        Ok(())
+    }
+
+    fn record(&self, info: &ContainerInfo) -> anyhow::Result<()> {
+        let dir = self.dir(info.handle());
+        let tmp = dir.join(".container.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(info)?)?;
+        std::fs::rename(tmp, dir.join("container.json"))?;
+        Ok(())
+    }
+
+    /// Lifecycle events of a container from byte `offset` on.
+    pub fn events(&self, handle: &str, offset: u64) -> (Vec<ShimEvent>, u64) {
+        shim::read_events(&self.dir(handle), offset).unwrap_or((vec![], offset))
+    }
+
+    /// The shim's pid, when it is still running.
+    pub fn shim_pid(&self, handle: &str) -> Option<i32> {
+        let dir = self.dir(handle);
+        let pid: i32 = std::fs::read_to_string(dir.join("shim.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // A zombie shim is gone for our purposes.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next());
+        let ours = String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy());
+        (ours && state != Some("Z")).then_some(pid)
+    }
+
+    /// Asks a container to stop: its processes get SIGTERM, then SIGKILL after the grace
+    /// period. Returns at once; the shim reports `Exited` and `Destroyed`.
+    pub fn stop(&self, handle: &str) {
+        if let Some(pid) = self.shim_pid(handle) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+
+    /// Stops a container if needed and removes everything it had: processes, cgroups,
+    /// mounts, network namespace, veth, host ports, files. Idempotent.
+    #[tracing::instrument(skip(self))]
+    pub async fn destroy(&self, handle: &str) {
+        let deadline = Instant::now() + self.cfg.grace + Duration::from_secs(5);
+        if self.shim_pid(handle).is_some() {
+            self.stop(handle);
+            while Instant::now() < deadline {
+                if self.shim_pid(handle).is_none() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if let Some(pid) = self.shim_pid(handle) {
+                tracing::warn!(handle, pid, "shim did not stop in time; killing it");
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let info = self
+            .containers
+            .lock()
+            .unwrap()
+            .remove(handle)
+            .or_else(|| self.load(handle));
+        match info {
+            Some(info) => self.teardown(&info),
+            None => {
+                let _ = std::fs::remove_dir_all(self.dir(handle));
+            }
+        }
+    }
+
+    fn teardown(&self, info: &ContainerInfo) {
+        let handle = info.handle();
+        // The libcontainer state and cgroup, in case the shim could not delete them.
+        let state = self.cfg.data_dir.join("run").join(handle);
+        if state.exists() {
+            if let Ok(mut c) = libcontainer::container::Container::load(state.clone()) {
+                let _ = c.kill(nix::sys::signal::Signal::SIGKILL, true);
+                let _ = c.delete(true);
+            }
+            let _ = std::fs::remove_dir_all(&state);
+        }
+        for dir in crate::cgroup::existing(&cgroup_path(handle)) {
+            let _ = std::fs::remove_dir(dir);
+        }
+        for (_, host) in &info.ports {
+            self.network.unpublish(*host);
+        }
+        if let Some(att) = &info.network {
+            self.network.detach(att);
+        }
+        let merged = self.rootfs_dir(handle);
+        if let Err(e) = rootfs::unmount(&merged) {
+            tracing::warn!(handle, "{e:#}");
+        }
+        if let Err(e) = std::fs::remove_dir_all(self.dir(handle)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(handle, "removing container directory: {e}");
+            }
+        }
+    }
+
+    fn load(&self, handle: &str) -> Option<ContainerInfo> {
+        let bytes = std::fs::read(self.dir(handle).join("container.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every container recorded on disk (what a restarted rep finds).
+    pub fn on_disk(&self) -> Vec<ContainerInfo> {
+        let Ok(entries) = std::fs::read_dir(self.cfg.data_dir.join("containers")) else {
+            return vec![];
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| self.load(&e.file_name().to_string_lossy()))
+            .collect()
+    }
+
+    /// Takes back a container found on disk after a restart: its address, its host
+    /// ports (published again at the same numbers) and its place in the list.
+    pub async fn adopt(&self, info: &ContainerInfo) -> anyhow::Result<()> {
+        if let Some(att) = &info.network {
+            self.network.adopt(att);
+        }
+        for (port, host) in &info.ports {
+            self.network
+                .publish(SocketAddr::from((info.ip(), *port as u16)), Some(*host))
+                .await
+                .with_context(|| format!("re-publishing host port {host}"))?;
+        }
+        self.containers
+            .lock()
+            .unwrap()
+            .insert(info.handle().to_string(), info.clone());
+        Ok(())
+    }
+
+    /// The containers this executor holds.
+    pub fn list(&self) -> Vec<ContainerInfo> {
+        self.containers.lock().unwrap().values().cloned().collect()
+    }
+
+    pub fn get(&self, handle: &str) -> Option<ContainerInfo> {
+        self.containers.lock().unwrap().get(handle).cloned()
+    }
+
+    /// Reads up to [`MAX_RESULT_BYTES`] of a file in the container (a Task's result).
+    pub fn read_file(&self, handle: &str, path: &str) -> anyhow::Result<String> {
+        use std::io::Read;
+        let p = shim::resolve_in_root(&self.rootfs_dir(handle), path);
+        let f = std::fs::File::open(&p).with_context(|| format!("reading result file {path}"))?;
+        let mut buf = Vec::new();
+        f.take(MAX_RESULT_BYTES).read_to_end(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// Memory (bytes) and CPU time (ns) a container has used.
+    pub fn usage(&self, handle: &str) -> (Option<u64>, Option<u64>) {
+        let cg = cgroup_path(handle);
+        (
+            crate::cgroup::memory_bytes(&cg),
+            crate::cgroup::cpu_nanos(&cg),
+        )
+    }
+
+    /// Bytes the container has written to its filesystem (disk accounting).
+    pub fn disk_bytes(&self, handle: &str) -> u64 {
+        dir_size(&self.dir(handle).join("upper"))
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+    }
+    std::fs::read_dir(p)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| dir_size(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A container's hostname: its handle, cut to the kernel's 63 characters.
+pub fn hostname(handle: &str) -> String {
+    handle.chars().take(63).collect()
+}

@@ -1,0 +1,13 @@
+//! The cell: the **executor** runs real OCI containers through youki's libcontainer
+//! (images mounted copy-on-write, a network namespace each, cgroup limits, actions,
+//! health checks, logs), and the **rep** holds the cell's presence in the BBS, answers
+//! the auctioneer, claims and runs the work it wins and reports the truth about it.
+
+pub mod bundle;
+pub mod cgroup;
+pub mod executor;
+pub mod network;
+pub mod rootfs;
+pub mod shim;
+pub mod testing;
+pub mod transfer;

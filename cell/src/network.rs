@@ -1,0 +1,271 @@
+//! Container networking: a bridge per cell, a network namespace and a veth pair per
+//! container, an address from the cell's subnet, and container ports published on the
+//! cell at allocated host ports by an in-process TCP forwarder.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+
+/// The cell's network settings.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Bridge name (at most 15 characters).
+    pub bridge: String,
+    /// The bridge's address; containers get the other addresses of its /prefix.
+    pub gateway: Ipv4Addr,
+    pub prefix: u8,
+    /// Host ports handed out to published container ports (inclusive).
+    pub ports: (u16, u16),
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: "lattice0".into(),
+            gateway: Ipv4Addr::new(10, 254, 0, 1),
+            prefix: 16,
+            ports: (61000, 61999),
+        }
+    }
+}
+
+/// A container's network, as recorded for re-adoption.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attachment {
+    pub netns: String,
+    pub veth: String,
+    pub ip: Ipv4Addr,
+}
+
+impl Attachment {
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(&self.netns)
+    }
+}
+
+pub struct Network {
+    cfg: NetworkConfig,
+    ips: Mutex<BTreeSet<Ipv4Addr>>,
+    ports: Mutex<BTreeSet<u16>>,
+    forwarders: Mutex<HashMap<u16, JoinHandle<()>>>,
+}
+
+fn ip(args: &[&str], batch: Option<&str>) -> anyhow::Result<()> {
+    let mut cmd = Command::new("ip");
+    cmd.args(args)
+        .stdin(if batch.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .context("running `ip` (install iproute2: scripts/setup.sh)")?;
+    if let Some(b) = batch {
+        child.stdin.take().expect("piped").write_all(b.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Interface and namespace names for a container handle (interface names are limited
+/// to 15 characters, so the handle is hashed).
+pub fn names(handle: &str) -> (String, String) {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in handle.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    (
+        format!("lattice-{handle}"),
+        format!("lv{:012x}", h & 0xffff_ffff_ffff),
+    )
+}
+
+impl Network {
+    /// Creates the bridge when it is missing.
+    pub fn new(cfg: NetworkConfig) -> anyhow::Result<Network> {
+        let exists = std::path::Path::new("/sys/class/net")
+            .join(&cfg.bridge)
+            .exists();
+        if !exists {
+            let addr = format!("{}/{}", cfg.gateway, cfg.prefix);
+            let batch = format!(
+                "link add {b} type bridge\naddr add {addr} dev {b}\nlink set {b} up\n",
+                b = cfg.bridge
+            );
+            ip(&["-batch", "-"], Some(&batch))
+                .with_context(|| format!("creating bridge {}", cfg.bridge))?;
+        }
+        Ok(Network {
+            cfg,
+            ips: Mutex::new(BTreeSet::new()),
+            ports: Mutex::new(BTreeSet::new()),
+            forwarders: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &NetworkConfig {
+        &self.cfg
+    }
+
+    fn allocate_ip(&self) -> anyhow::Result<Ipv4Addr> {
+        let mut used = self.ips.lock().unwrap();
+        let base = u32::from(self.cfg.gateway) & (u32::MAX << (32 - self.cfg.prefix as u32));
+        let size = 1u32 << (32 - self.cfg.prefix as u32);
+        for off in 2..size - 1 {
+            let a = Ipv4Addr::from(base + off);
+            if a != self.cfg.gateway && !used.contains(&a) {
+                used.insert(a);
+                return Ok(a);
+            }
+        }
+        anyhow::bail!(
+            "no free address left in {}/{}",
+            self.cfg.gateway,
+            self.cfg.prefix
+        )
+    }
+
+    /// Gives a container its namespace, veth and address.
+    pub fn attach(&self, handle: &str) -> anyhow::Result<Attachment> {
+        let (netns, veth) = names(handle);
+        let addr = self.allocate_ip()?;
+        let att = Attachment {
+            netns: netns.clone(),
+            veth: veth.clone(),
+            ip: addr,
+        };
+        let setup = || -> anyhow::Result<()> {
+            ip(&["netns", "add", &netns], None)?;
+            let host = format!(
+                "link add {veth} type veth peer name eth0 netns {netns}\nlink set {veth} master {b} up\n",
+                b = self.cfg.bridge
+            );
+            ip(&["-batch", "-"], Some(&host))?;
+            let inner = format!(
+                "addr add {addr}/{p} dev eth0\nlink set eth0 up\nlink set lo up\nroute add default via {gw}\n",
+                p = self.cfg.prefix,
+                gw = self.cfg.gateway
+            );
+            ip(&["-n", &netns, "-batch", "-"], Some(&inner))
+        };
+        if let Err(e) = setup() {
+            self.detach(&att);
+            return Err(e.context(format!("setting up the network of container {handle}")));
+        }
+        Ok(att)
+    }
+
+    /// Records an attachment that survived a rep restart.
+    pub fn adopt(&self, att: &Attachment) {
+        self.ips.lock().unwrap().insert(att.ip);
+    }
+
+    /// Removes a container's veth and namespace and frees its address. Idempotent.
+    pub fn detach(&self, att: &Attachment) {
+        let _ = ip(&["link", "del", &att.veth], None);
+        let _ = ip(&["netns", "del", &att.netns], None);
+        self.ips.lock().unwrap().remove(&att.ip);
+    }
+
+    /// Publishes `target` at a free host port (or at `want`, when re-adopting), with a
+    /// forwarder that runs until [`Network::unpublish`].
+    pub async fn publish(&self, target: SocketAddr, want: Option<u16>) -> anyhow::Result<u16> {
+        let candidates: Vec<u16> = match want {
+            Some(p) => vec![p],
+            None => {
+                let used = self.ports.lock().unwrap().clone();
+                (self.cfg.ports.0..=self.cfg.ports.1)
+                    .filter(|p| !used.contains(p))
+                    .collect()
+            }
+        };
+        for port in candidates {
+            if !self.ports.lock().unwrap().insert(port) {
+                continue;
+            }
+            // A port we must have back (re-adoption) may still be held for a moment
+            // by the process that had it: retry that one briefly.
+            let attempts = if want.is_some() { 40 } else { 1 };
+            for attempt in 0..attempts {
+                match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
+                    Ok(listener) => {
+                        let task = tokio::spawn(forward(listener, target));
+                        self.forwarders.lock().unwrap().insert(port, task);
+                        return Ok(port);
+                    }
+                    Err(_) if attempt + 1 < attempts => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(_) => {}
+                }
+            }
+            if want.is_some() {
+                self.ports.lock().unwrap().remove(&port);
+            }
+            // Otherwise someone else holds it: leave it marked so we do not try again.
+        }
+        anyhow::bail!(
+            "no free host port in {}-{} for {target}",
+            self.cfg.ports.0,
+            self.cfg.ports.1
+        )
+    }
+
+    /// Stops publishing a host port and frees it.
+    pub fn unpublish(&self, port: u16) {
+        if let Some(task) = self.forwarders.lock().unwrap().remove(&port) {
+            task.abort();
+        }
+        self.ports.lock().unwrap().remove(&port);
+    }
+
+    /// Host ports in use (metrics, tests).
+    pub fn published(&self) -> usize {
+        self.forwarders.lock().unwrap().len()
+    }
+}
+
+async fn forward(listener: tokio::net::TcpListener, target: SocketAddr) {
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = client.set_nodelay(true);
+        tokio::spawn(async move {
+            // A refused backend closes the client at once: routers retry elsewhere.
+            if let Ok(mut backend) = tokio::net::TcpStream::connect(target).await {
+                let _ = backend.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_the_kernel_limits() {
+        let (ns, veth) = names("0b6c1f2e-4e1c-4c55-9f0e-8b2a4b0f9d11");
+        assert!(veth.len() <= 15, "{veth}");
+        assert!(ns.starts_with("lattice-"));
+        assert_ne!(names("a").1, names("b").1);
+    }
+}

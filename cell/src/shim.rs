@@ -1,0 +1,781 @@
+//! The shim: one small process per container (containerd's shim, in our shape).
+//!
+//! The executor writes `shim.json` into the container's directory and starts the shim
+//! (`lattice-shim DIR`, or `lattice shim DIR`). The shim, in its own session so the rep
+//! may restart without touching it, creates the container with libcontainer (pause as
+//! PID 1), runs the action tree with every Run as a process exec'd into the container,
+//! sends stdout/stderr lines to the cell's log socket, appends lifecycle events to
+//! `events.jsonl`, and on exit or SIGTERM stops everything (SIGTERM, then SIGKILL after
+//! the grace period) and deletes the container (cgroups included).
+//!
+//! libcontainer forks with raw clone(2); doing that from the rep's multi-threaded
+//! runtime risks a child deadlocked on a lock some other thread held. The shim runs a
+//! single-threaded runtime, so every fork happens from a process with one thread.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use lattice_specs::models::{self, action::Action as A};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::io::AsyncBufReadExt;
+use tokio_util::sync::CancellationToken;
+
+/// What the executor tells the shim (`DIR/shim.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimConfig {
+    /// libcontainer's container id (the container handle).
+    pub id: String,
+    /// libcontainer's state root.
+    pub state_root: PathBuf,
+    /// The OCI bundle (holds config.json).
+    pub bundle: PathBuf,
+    /// The container's root directory as the host sees it (downloads, uploads).
+    pub rootfs: PathBuf,
+    /// Environment every Run gets before its own.
+    pub env: Vec<(String, String)>,
+    pub action: models::Action,
+    /// Source tag of log lines when an action names none (e.g. `APP/0`).
+    pub log_source: String,
+    /// Where stdout/stderr lines go (a Unix datagram socket of the rep).
+    pub log_socket: PathBuf,
+    /// From SIGTERM to SIGKILL when stopping.
+    pub grace_ms: u64,
+    /// The container's memory cgroup path, relative to the hierarchy (OOM detection).
+    pub cgroup: String,
+}
+
+/// A lifecycle event, one JSON line each in `DIR/events.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ShimEvent {
+    /// The container exists and its init runs.
+    Created { init_pid: i32 },
+    /// A Run action's process started.
+    RunStarted { path: String, pid: i32 },
+    /// An EmitProgress message.
+    Progress { message: String },
+    /// The action tree finished (or was stopped); the container is being deleted.
+    Exited {
+        failed: bool,
+        reason: String,
+        /// Whether it was stopped (SIGTERM to the shim) rather than finishing.
+        stopped: bool,
+    },
+    /// The container is gone: cgroups, processes and libcontainer state.
+    Destroyed,
+    /// The container could not be created.
+    CreateFailed { reason: String },
+}
+
+/// One line of a container's output, as sent to the log socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// The container handle.
+    pub handle: String,
+    /// e.g. `APP/0`, `CELL`.
+    pub source: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub line: String,
+    /// Unix nanoseconds.
+    pub time: i64,
+}
+
+/// The shim's entry point: never returns.
+pub fn main(dir: &Path) -> ! {
+    // Our own session: the rep's death or its terminal's signals do not reach us.
+    let _ = nix::unistd::setsid();
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let code = match run_shim(dir) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("lattice shim {}: {e:#}", dir.display());
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run_shim(dir: &Path) -> anyhow::Result<()> {
+    let cfg: ShimConfig = serde_json::from_slice(&std::fs::read(dir.join("shim.json"))?)?;
+    std::fs::write(dir.join("shim.pid"), std::process::id().to_string())?;
+    let events = Events::open(dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(supervise(cfg, events))
+}
+
+struct Events {
+    file: std::fs::File,
+}
+
+impl Events {
+    fn open(dir: &Path) -> anyhow::Result<Events> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("events.jsonl"))?;
+        Ok(Events { file })
+    }
+
+    fn emit(&self, e: &ShimEvent) {
+        let mut line = serde_json::to_vec(e).expect("events serialize");
+        line.push(b'\n');
+        let _ = (&self.file).write_all(&line);
+    }
+}
+
+/// Reads the events a shim wrote, from byte `offset`; returns them and the new offset
+/// (a trailing partial line is left for next time).
+pub fn read_events(dir: &Path, offset: u64) -> std::io::Result<(Vec<ShimEvent>, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(dir.join("events.jsonl")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], offset)),
+        Err(e) => return Err(e),
+    };
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    let complete = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let events = buf[..complete]
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect();
+    Ok((events, offset + complete as u64))
+}
+
+struct Ctx {
+    cfg: ShimConfig,
+    events: Events,
+    logs: Option<UnixDatagram>,
+    grace: Duration,
+}
+
+impl Ctx {
+    fn log(&self, source: &str, stream: &str, line: &str) {
+        let Some(sock) = &self.logs else { return };
+        let msg = LogLine {
+            handle: self.cfg.id.clone(),
+            source: source.to_string(),
+            stream: stream.to_string(),
+            line: line.to_string(),
+            time: lattice_specs::now_nanos(),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&msg) {
+            // Lossy by design (like loggregator): a rep that is down misses lines.
+            let _ = sock.send_to(&bytes, &self.cfg.log_socket);
+        }
+    }
+
+    fn source<'a>(&'a self, own: &'a str) -> &'a str {
+        if own.is_empty() {
+            &self.cfg.log_source
+        } else {
+            own
+        }
+    }
+}
+
+async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
+    let logs = UnixDatagram::unbound().ok();
+    if let Some(s) = &logs {
+        let _ = s.set_nonblocking(true);
+    }
+    let ctx = Ctx {
+        grace: Duration::from_millis(cfg.grace_ms),
+        cfg,
+        events,
+        logs,
+    };
+
+    let mut container = match create(&ctx.cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            let reason = format!("failed to create container: {e:#}");
+            ctx.events.emit(&ShimEvent::CreateFailed {
+                reason: reason.clone(),
+            });
+            destroy(&ctx.cfg);
+            ctx.events.emit(&ShimEvent::Destroyed);
+            anyhow::bail!(reason);
+        }
+    };
+    let init_pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+    ctx.events.emit(&ShimEvent::Created { init_pid });
+
+    let stop = CancellationToken::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let action = ctx.cfg.action.clone();
+    let work = run_action(&ctx, &action, stop.clone());
+    tokio::pin!(work);
+    let mut stopped = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = term.recv(), if !stopped => {
+                stopped = true;
+                stop.cancel();
+            }
+        }
+    };
+    let (failed, reason) = match result {
+        Ok(()) => (false, String::new()),
+        Err(e) => (true, e),
+    };
+    ctx.events.emit(&ShimEvent::Exited {
+        failed,
+        reason,
+        stopped,
+    });
+
+    // Whatever the action tree left behind (daemons it started) goes now.
+    if let Err(e) = container.kill(Signal::SIGKILL, true) {
+        eprintln!("lattice shim: killing the processes of {}: {e}", ctx.cfg.id);
+    }
+    if init_pid > 0 {
+        // Killing PID 1 of the namespace takes every process in it down with it.
+        let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), Signal::SIGKILL);
+        reap_all(init_pid, Duration::from_secs(5)).await;
+    }
+    if let Err(e) = container.delete(true) {
+        eprintln!("lattice shim: deleting container {}: {e}", ctx.cfg.id);
+        destroy(&ctx.cfg);
+    }
+    ctx.events.emit(&ShimEvent::Destroyed);
+    Ok(())
+}
+
+/// Reaps every child until `init` is reaped (or `limit` passes). A namespace's init
+/// is only reaped once every other process of the namespace is, and an exec that failed
+/// leaves a child whose pid libcontainer never returned: reap those too.
+async fn reap_all(init: i32, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(status) => {
+                if status.pid().map(|p| p.as_raw()) == Some(init) {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => return,
+        }
+        if tokio::time::Instant::now() > deadline {
+            eprintln!("lattice shim: init {init} did not exit within {limit:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn null_fd() -> anyhow::Result<OwnedFd> {
+    Ok(std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?
+        .into())
+}
+
+fn create(cfg: &ShimConfig) -> anyhow::Result<Container> {
+    let mut container = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
+        .with_root_path(&cfg.state_root)?
+        .with_stdin(null_fd()?)
+        .with_stdout(null_fd()?)
+        .with_stderr(null_fd()?)
+        .validate_id()?
+        .as_init(&cfg.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()?;
+    container.start()?;
+    Ok(container)
+}
+
+/// Removes what a failed create may have left (libcontainer state, cgroup).
+fn destroy(cfg: &ShimConfig) {
+    if let Ok(mut c) = Container::load(cfg.state_root.join(&cfg.id)) {
+        let _ = c.kill(Signal::SIGKILL, true);
+        let _ = c.delete(true);
+    }
+    let _ = std::fs::remove_dir_all(cfg.state_root.join(&cfg.id));
+    for hierarchy in crate::cgroup::v1_hierarchies() {
+        let _ = std::fs::remove_dir(hierarchy.join(cfg.cgroup.trim_start_matches('/')));
+    }
+}
+
+type ActionResult = Result<(), String>;
+
+fn run_action<'a>(
+    ctx: &'a Ctx,
+    action: &'a models::Action,
+    cancel: CancellationToken,
+) -> LocalBoxFuture<'a, ActionResult> {
+    async move {
+        let Some(a) = &action.action else {
+            return Err("empty action".to_string());
+        };
+        if cancel.is_cancelled() {
+            return Err("cancelled".to_string());
+        }
+        match a {
+            A::Run(r) => run_process(ctx, r, cancel).await,
+            A::Serial(s) => {
+                for a in &s.actions {
+                    run_action(ctx, a, cancel.clone()).await?;
+                }
+                Ok(())
+            }
+            A::Parallel(p) => {
+                let all = futures::future::join_all(
+                    p.actions.iter().map(|a| run_action(ctx, a, cancel.clone())),
+                )
+                .await;
+                let errors: Vec<String> = all.into_iter().filter_map(|r| r.err()).collect();
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(errors.join("; "))
+                }
+            }
+            A::Codependent(c) => {
+                if c.actions.is_empty() {
+                    return Ok(());
+                }
+                let group = cancel.child_token();
+                let running: Vec<LocalBoxFuture<'_, ActionResult>> = c
+                    .actions
+                    .iter()
+                    .map(|a| run_action(ctx, a, group.clone()))
+                    .collect();
+                let (first, _, rest) = futures::future::select_all(running).await;
+                // The first to finish ends the group: stop the others and wait for them.
+                group.cancel();
+                futures::future::join_all(rest).await;
+                match first {
+                    Ok(()) => Err("codependent step exited".to_string()),
+                    Err(e) => Err(e),
+                }
+            }
+            A::Try(t) => {
+                if let Some(inner) = &t.action {
+                    if let Err(e) = run_action(ctx, inner, cancel.clone()).await {
+                        ctx.log(
+                            ctx.source(&t.log_source),
+                            "stderr",
+                            &format!("try: {e} (ignored)"),
+                        );
+                    }
+                }
+                if cancel.is_cancelled() {
+                    return Err("cancelled".to_string());
+                }
+                Ok(())
+            }
+            A::Timeout(t) => {
+                let inner = t.action.as_deref().ok_or("timeout without an action")?;
+                let limit = Duration::from_nanos(t.timeout.max(0) as u64);
+                let group = cancel.child_token();
+                let fut = run_action(ctx, inner, group.clone());
+                tokio::pin!(fut);
+                tokio::select! {
+                    r = &mut fut => r,
+                    _ = tokio::time::sleep(limit) => {
+                        group.cancel();
+                        let _ = fut.await;
+                        Err(format!("timed out after {}", humantime(limit)))
+                    }
+                }
+            }
+            A::EmitProgress(e) => {
+                if !e.start_message.is_empty() {
+                    ctx.events.emit(&ShimEvent::Progress {
+                        message: e.start_message.clone(),
+                    });
+                    ctx.log(ctx.source(&e.log_source), "stdout", &e.start_message);
+                }
+                let inner = e
+                    .action
+                    .as_deref()
+                    .ok_or("emit_progress without an action")?;
+                match run_action(ctx, inner, cancel).await {
+                    Ok(()) => {
+                        if !e.success_message.is_empty() {
+                            ctx.events.emit(&ShimEvent::Progress {
+                                message: e.success_message.clone(),
+                            });
+                            ctx.log(ctx.source(&e.log_source), "stdout", &e.success_message);
+                        }
+                        Ok(())
+                    }
+                    Err(err) => {
+                        let msg = if e.failure_message_prefix.is_empty() {
+                            err
+                        } else {
+                            format!("{}: {err}", e.failure_message_prefix)
+                        };
+                        ctx.log(ctx.source(&e.log_source), "stderr", &msg);
+                        Err(msg)
+                    }
+                }
+            }
+            A::Download(d) => {
+                let fut = crate::transfer::download(&ctx.cfg.rootfs, d);
+                tokio::select! {
+                    r = fut => r.map_err(|e| format!("download {} failed: {e:#}", d.from)),
+                    _ = cancel.cancelled() => Err("cancelled".to_string()),
+                }
+            }
+            A::Upload(u) => {
+                let fut = crate::transfer::upload(&ctx.cfg.rootfs, u);
+                tokio::select! {
+                    r = fut => r.map_err(|e| format!("upload {} failed: {e:#}", u.from)),
+                    _ = cancel.cancelled() => Err("cancelled".to_string()),
+                }
+            }
+        }
+    }
+    .boxed_local()
+}
+
+fn humantime(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// A user name or uid in the image's /etc/passwd → (uid, gid).
+pub fn lookup_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
+    if user.is_empty() || user == "root" {
+        return Ok((0, 0));
+    }
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() >= 4 && (f[0] == user || f[2] == user) {
+            if let (Ok(u), Ok(g)) = (f[2].parse(), f[3].parse()) {
+                return Ok((u, g));
+            }
+        }
+    }
+    if let Ok(uid) = user.parse::<u32>() {
+        return Ok((uid, uid));
+    }
+    Err(format!("user {user:?} is not in the image's /etc/passwd"))
+}
+
+/// Resolves `path` (as the container sees it) inside `root`, following symlinks as the
+/// container would: nothing resolves outside `root`.
+pub fn resolve_in_root(root: &Path, path: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    let mut pending: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(str::to_string)
+        .collect();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        match c.as_str() {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            _ => {
+                let candidate = out.join(&c);
+                match std::fs::read_link(root.join(&candidate)) {
+                    Ok(target) if hops < 40 => {
+                        hops += 1;
+                        let t = target.to_string_lossy().to_string();
+                        if t.starts_with('/') {
+                            out = PathBuf::new();
+                        }
+                        for part in t.split('/').filter(|p| !p.is_empty()).rev() {
+                            pending.push(part.to_string());
+                        }
+                    }
+                    _ => out = candidate,
+                }
+            }
+        }
+    }
+    let clean: PathBuf = out
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    root.join(clean)
+}
+
+fn pidfd(pid: Pid) -> std::io::Result<OwnedFd> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits for a child to exit; returns its status as a shell would (128+signal).
+async fn wait_exit(pid: Pid) -> i32 {
+    let Ok(owned) = pidfd(pid) else {
+        return wait_blocking(pid);
+    };
+    // SAFETY: the pidfd is ours alone (just opened, owned by the AsyncFd from here on).
+    let Ok(fd) = (unsafe { AsyncFd::register(owned) }) else {
+        return wait_blocking(pid);
+    };
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) => {}
+            Err(_) => return 255,
+        }
+        match fd.readable().await {
+            Ok(mut g) => g.clear_ready(),
+            Err(_) => return wait_blocking(pid),
+        }
+    }
+}
+
+fn wait_blocking(pid: Pid) -> i32 {
+    match waitpid(pid, None) {
+        Ok(WaitStatus::Exited(_, code)) => code,
+        Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+        _ => 255,
+    }
+}
+
+fn pipe_pair() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((r, w))
+}
+
+async fn forward_lines(ctx: &Ctx, fd: OwnedFd, source: &str, stream: &str, quiet: bool) {
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    let Ok(rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let mut lines = tokio::io::BufReader::new(rx).split(b'\n');
+    while let Ok(Some(line)) = lines.next_segment().await {
+        if !quiet {
+            let text = String::from_utf8_lossy(&line);
+            ctx.log(source, stream, text.trim_end_matches('\r'));
+        }
+    }
+}
+
+/// Runs one Run action as a process exec'd into the container.
+async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken) -> ActionResult {
+    let (uid, gid) = lookup_user(&ctx.cfg.rootfs, &r.user)?;
+    let mut env: HashMap<String, String> = HashMap::new();
+    env.insert(
+        "PATH".into(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    );
+    env.insert(
+        "HOME".into(),
+        if uid == 0 {
+            "/root".into()
+        } else {
+            "/home/vcap".into()
+        },
+    );
+    env.insert(
+        "USER".into(),
+        if r.user.is_empty() {
+            "root".into()
+        } else {
+            r.user.clone()
+        },
+    );
+    for (k, v) in &ctx.cfg.env {
+        env.insert(k.clone(), v.clone());
+    }
+    for e in &r.env {
+        env.insert(e.name.clone(), e.value.clone());
+    }
+    let mut args = vec![r.path.clone()];
+    args.extend(r.args.iter().cloned());
+    let nofile = r
+        .resource_limits
+        .as_ref()
+        .and_then(|l| l.nofile)
+        .unwrap_or(crate::bundle::DEFAULT_NOFILE);
+    let process = oci_spec::runtime::ProcessBuilder::default()
+        .args(args)
+        .env(
+            env.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )
+        .cwd(if r.dir.is_empty() {
+            "/".to_string()
+        } else {
+            r.dir.clone()
+        })
+        .user(
+            oci_spec::runtime::UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
+        .rlimits(vec![oci_spec::runtime::PosixRlimitBuilder::default()
+            .typ(oci_spec::runtime::PosixRlimitType::RlimitNofile)
+            .hard(nofile)
+            .soft(nofile)
+            .build()
+            .map_err(|e| e.to_string())?])
+        .build()
+        .map_err(|e| e.to_string())?;
+    let process_file = ctx
+        .cfg
+        .bundle
+        .join(format!("process-{}.json", uuid::Uuid::new_v4().simple()));
+    std::fs::write(
+        &process_file,
+        serde_json::to_vec(&process).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("cannot write process spec: {e}"))?;
+
+    let (out_r, out_w) = pipe_pair().map_err(|e| e.to_string())?;
+    let (err_r, err_w) = pipe_pair().map_err(|e| e.to_string())?;
+    let built = ContainerBuilder::new(ctx.cfg.id.clone(), SyscallType::default())
+        .with_root_path(&ctx.cfg.state_root)
+        .map(|b| {
+            b.with_stdin(null_fd().expect("/dev/null"))
+                .with_stdout(out_w)
+                .with_stderr(err_w)
+                .as_tenant()
+                .with_process(Some(&process_file))
+                .with_detach(true)
+                .build()
+        });
+    let _ = std::fs::remove_file(&process_file);
+    let pid = match built {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(e)) | Err(e) => {
+            return Err(exec_error(&r.path, &e.to_string()));
+        }
+    };
+    ctx.events.emit(&ShimEvent::RunStarted {
+        path: r.path.clone(),
+        pid: pid.as_raw(),
+    });
+    let source = ctx.source(&r.log_source).to_string();
+    let quiet = r.suppress_log_output;
+    let output = futures::future::join(
+        forward_lines(ctx, out_r, &source, "stdout", quiet),
+        forward_lines(ctx, err_r, &source, "stderr", quiet),
+    );
+    let exit = async {
+        let waiting = wait_exit(pid);
+        tokio::pin!(waiting);
+        tokio::select! {
+            code = &mut waiting => return code,
+            _ = cancel.cancelled() => {}
+        }
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        tokio::select! {
+            code = &mut waiting => code,
+            _ = tokio::time::sleep(ctx.grace) => {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                waiting.await
+            }
+        }
+    };
+    let (code, _) = futures::future::join(exit, output).await;
+    if code == 0 {
+        return Ok(());
+    }
+    if cancel.is_cancelled() {
+        return Err(format!("cancelled (exited with status {code})"));
+    }
+    if code == 137 && crate::cgroup::oom_kills(&ctx.cfg.cgroup) > 0 {
+        return Err(format!("exited with status {code}: out of memory"));
+    }
+    Err(format!("exited with status {code}"))
+}
+
+/// libcontainer's error for an exec that could not start, made readable.
+fn exec_error(path: &str, err: &str) -> String {
+    if err.contains("No such file") || err.contains("ENOENT") || err.contains("not found") {
+        format!("{path}: command not found in the image")
+    } else {
+        format!("failed to start {path}: {err}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_stays_inside_root() {
+        let dir = std::env::temp_dir().join(format!("resolve-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", dir.join("evil")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", dir.join("etc/up")).unwrap();
+        assert_eq!(resolve_in_root(&dir, "/evil"), dir.join("etc/shadow"));
+        assert_eq!(
+            resolve_in_root(&dir, "/etc/up/passwd"),
+            dir.join("etc/passwd")
+        );
+        assert_eq!(resolve_in_root(&dir, "../../x"), dir.join("x"));
+        assert_eq!(resolve_in_root(&dir, "/a/./b/../c"), dir.join("a/c"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn users_come_from_the_image() {
+        let dir = std::env::temp_dir().join(format!("users-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nvcap:x:2000:2000::/home/vcap:/bin/sh\n",
+        )
+        .unwrap();
+        assert_eq!(lookup_user(&dir, "vcap"), Ok((2000, 2000)));
+        assert_eq!(lookup_user(&dir, ""), Ok((0, 0)));
+        assert_eq!(lookup_user(&dir, "1234"), Ok((1234, 1234)));
+        assert!(lookup_user(&dir, "nobody")
+            .unwrap_err()
+            .contains("/etc/passwd"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn events_are_read_incrementally() {
+        let dir = std::env::temp_dir().join(format!("events-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ev = Events::open(&dir).unwrap();
+        ev.emit(&ShimEvent::Created { init_pid: 7 });
+        let (got, off) = read_events(&dir, 0).unwrap();
+        assert_eq!(got, vec![ShimEvent::Created { init_pid: 7 }]);
+        ev.emit(&ShimEvent::Destroyed);
+        let (got, _) = read_events(&dir, off).unwrap();
+        assert_eq!(got, vec![ShimEvent::Destroyed]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,222 @@
+//! Helpers for tests and benchmarks that run real containers: the busybox image, an
+//! executor on its own bridge, subnet and port range, and checks for leftovers.
+//! Containers need root: [`require_root`] fails (never skips) without it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use lattice_specs::models;
+
+use crate::executor::{ContainerRequest, Executor, ExecutorConfig};
+use crate::network::NetworkConfig;
+use crate::rootfs::Providers;
+use crate::shim::ShimEvent;
+
+/// Fails the test unless it runs as root (containers need it; CI runs as root).
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs real containers and needs root (CI runs as root; run `sudo scripts/test.sh`)"
+    );
+}
+
+/// The busybox image, built once per process from /bin/busybox.
+pub fn busybox_rootfs() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("lattice-busybox-{}", std::process::id()));
+        crate::rootfs::build_busybox(Path::new("/bin/busybox"), &dir)
+            .expect("building the busybox image (install busybox-static with scripts/setup.sh)");
+        dir
+    })
+    .clone()
+}
+
+/// The shim binary next to the test binary (cargo builds `lattice-shim` with the
+/// workspace), or `$LATTICE_SHIM`.
+pub fn shim_command() -> Vec<std::ffi::OsString> {
+    if let Some(p) = std::env::var_os("LATTICE_SHIM") {
+        return vec![p];
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent();
+    while let Some(d) = dir {
+        let candidate = d.join("lattice-shim");
+        if candidate.is_file() {
+            return vec![candidate.into_os_string()];
+        }
+        dir = d.parent();
+    }
+    panic!(
+        "lattice-shim not found near {} (run `cargo build --workspace --bins`, or set LATTICE_SHIM)",
+        exe.display()
+    )
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network of its own for one test: a bridge, a /24 and 40 host ports, distinct
+/// from the other tests of this process.
+pub fn test_network() -> NetworkConfig {
+    let n = (std::process::id() + NEXT.fetch_add(1, Ordering::SeqCst) * 7) % 200 + 20;
+    NetworkConfig {
+        bridge: format!("ltest{n}"),
+        gateway: std::net::Ipv4Addr::new(10, 253, n as u8, 1),
+        prefix: 24,
+        ports: (20000 + n as u16 * 40, 20000 + n as u16 * 40 + 39),
+    }
+}
+
+/// An executor in a temporary directory, removed (with its bridge) on drop.
+pub struct TestExecutor {
+    pub exec: Arc<Executor>,
+    pub dir: PathBuf,
+}
+
+impl TestExecutor {
+    pub fn new() -> TestExecutor {
+        Self::with_grace(Duration::from_secs(2))
+    }
+
+    pub fn with_grace(grace: Duration) -> TestExecutor {
+        require_root();
+        let dir =
+            std::env::temp_dir().join(format!("lattice-cell-{}", uuid::Uuid::new_v4().simple()));
+        let cfg = ExecutorConfig {
+            data_dir: dir.clone(),
+            providers: Providers {
+                preloaded: [("busybox".to_string(), busybox_rootfs())].into(),
+            },
+            shim: shim_command(),
+            network: test_network(),
+            grace,
+        };
+        TestExecutor {
+            exec: Executor::new(cfg).expect("executor"),
+            dir,
+        }
+    }
+
+    /// Another executor over the same directory and network (a restarted rep).
+    pub fn restart(&self) -> Arc<Executor> {
+        Executor::new(self.exec.config().clone()).expect("executor")
+    }
+}
+
+impl Default for TestExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestExecutor {
+    fn drop(&mut self) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let exec = self.exec.clone();
+        if let Ok(rt) = rt {
+            let _ = std::thread::spawn(move || {
+                rt.block_on(async {
+                    for c in exec.on_disk() {
+                        exec.destroy(c.handle()).await;
+                    }
+                })
+            })
+            .join();
+        }
+        let bridge = self.exec.network().config().bridge.clone();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &bridge])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Run action.
+pub fn run(path: &str, args: &[&str]) -> models::Action {
+    models::Action {
+        action: Some(models::action::Action::Run(models::RunAction {
+            path: path.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// `sh -c SCRIPT`.
+pub fn sh(script: &str) -> models::Action {
+    run("/bin/sh", &["-c", script])
+}
+
+/// A busybox container request running `action`.
+pub fn request(handle: &str, action: models::Action) -> ContainerRequest {
+    ContainerRequest {
+        handle: handle.into(),
+        rootfs: "preloaded:busybox".into(),
+        memory_mb: 64,
+        disk_mb: 64,
+        cpu_weight: 10,
+        max_pids: 0,
+        privileged: false,
+        host_network: false,
+        ports: vec![],
+        env: vec![],
+        action,
+        log_source: "APP/0".into(),
+        tags: Default::default(),
+    }
+}
+
+/// Waits for an event matching `want`; panics after `timeout` with what was seen.
+pub async fn wait_event(
+    exec: &Executor,
+    handle: &str,
+    timeout: Duration,
+    want: impl Fn(&ShimEvent) -> bool,
+) -> ShimEvent {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen = vec![];
+    loop {
+        let (events, _) = exec.events(handle, 0);
+        if let Some(e) = events.iter().find(|e| want(e)) {
+            return e.clone();
+        }
+        seen = events;
+        if tokio::time::Instant::now() > deadline {
+            let log =
+                std::fs::read_to_string(exec.dir(handle).join("shim.log")).unwrap_or_default();
+            panic!("container {handle}: no matching event within {timeout:?}; saw {seen:?}; shim log: {log}");
+        }
+        let _ = &seen;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a destroyed container could have left behind; empty when nothing.
+pub fn leftovers(exec: &Executor, handle: &str) -> Vec<String> {
+    let mut found = vec![];
+    for d in crate::cgroup::existing(&crate::executor::cgroup_path(handle)) {
+        found.push(format!("cgroup {}", d.display()));
+    }
+    let dir = exec.dir(handle);
+    if crate::rootfs::is_mounted(&dir.join("rootfs")) {
+        found.push("rootfs mount".into());
+    }
+    if dir.exists() {
+        found.push(format!("directory {}", dir.display()));
+    }
+    let (netns, veth) = crate::network::names(handle);
+    if Path::new("/var/run/netns").join(&netns).exists() {
+        found.push(format!("netns {netns}"));
+    }
+    if Path::new("/sys/class/net").join(&veth).exists() {
+        found.push(format!("veth {veth}"));
+    }
+    if exec.config().data_dir.join("run").join(handle).exists() {
+        found.push("libcontainer state".into());
+    }
+    found
+}

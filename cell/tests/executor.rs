@@ -1,0 +1,244 @@
+//! Real containers through the executor (as root): tasks with results, servers reached
+//! at their host ports, limits, cancellation, re-adoption, and no leftovers.
+
+use std::time::Duration;
+
+use lattice_cell::shim::ShimEvent;
+use lattice_cell::testing::*;
+
+fn exited(e: &ShimEvent) -> bool {
+    matches!(e, ShimEvent::Exited { .. })
+}
+
+async fn outcome(t: &TestExecutor, handle: &str, timeout: Duration) -> (bool, String, bool) {
+    match wait_event(&t.exec, handle, timeout, exited).await {
+        ShimEvent::Exited {
+            failed,
+            reason,
+            stopped,
+        } => (failed, reason, stopped),
+        _ => unreachable!(),
+    }
+}
+
+async fn destroy_clean(t: &TestExecutor, handle: &str) {
+    t.exec.destroy(handle).await;
+    let left = leftovers(&t.exec, handle);
+    assert!(left.is_empty(), "{handle} left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn a_task_runs_to_completion_and_its_result_file_is_read() {
+    let t = TestExecutor::new();
+    let req = request(
+        "task-result",
+        sh("echo hello; id -u > /tmp/uid; hostname > /tmp/host; echo 42 > /tmp/result"),
+    );
+    t.exec.create(req).await.unwrap();
+    let (failed, reason, _) = outcome(&t, "task-result", Duration::from_secs(20)).await;
+    assert!(!failed, "{reason}");
+    assert_eq!(
+        t.exec.read_file("task-result", "/tmp/result").unwrap(),
+        "42\n"
+    );
+    assert_eq!(t.exec.read_file("task-result", "/tmp/uid").unwrap(), "0\n");
+    assert_eq!(
+        t.exec.read_file("task-result", "/tmp/host").unwrap(),
+        "task-result\n"
+    );
+    destroy_clean(&t, "task-result").await;
+}
+
+#[tokio::test]
+async fn a_failing_command_and_a_missing_one_say_why() {
+    let t = TestExecutor::new();
+    t.exec.create(request("exit2", sh("exit 2"))).await.unwrap();
+    t.exec
+        .create(request("missing", run("/bin/no-such-thing", &[])))
+        .await
+        .unwrap();
+    let (failed, reason, _) = outcome(&t, "exit2", Duration::from_secs(20)).await;
+    assert!(failed);
+    assert_eq!(reason, "exited with status 2");
+    let (failed, reason, _) = outcome(&t, "missing", Duration::from_secs(20)).await;
+    assert!(failed);
+    assert_eq!(reason, "/bin/no-such-thing: command not found in the image");
+    destroy_clean(&t, "exit2").await;
+    destroy_clean(&t, "missing").await;
+}
+
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let resp = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
+}
+
+fn web_server(handle: &str, body: &str) -> lattice_cell::executor::ContainerRequest {
+    let mut req = request(
+        handle,
+        sh(&format!(
+            "mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 8080 -h /www"
+        )),
+    );
+    req.ports = vec![8080];
+    req
+}
+
+#[tokio::test]
+async fn two_instances_of_one_image_serve_on_the_same_container_port() {
+    let t = TestExecutor::new();
+    let a = t.exec.create(web_server("web-a", "alpha")).await.unwrap();
+    let b = t.exec.create(web_server("web-b", "beta")).await.unwrap();
+    assert_eq!(a.ports[0].0, 8080);
+    assert_ne!(a.ports[0].1, b.ports[0].1, "host ports must differ");
+    assert_ne!(a.ip(), b.ip());
+    for (info, want) in [(&a, "alpha"), (&b, "beta")] {
+        let host = info.ports[0].1;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some((200, body)) = http_get(host, "/").await {
+                assert_eq!(body.trim(), want);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{want} never answered on {host}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    destroy_clean(&t, "web-a").await;
+    destroy_clean(&t, "web-b").await;
+    assert_eq!(t.exec.network().published(), 0);
+    // The host port is free again.
+    assert!(std::net::TcpListener::bind(("0.0.0.0", a.ports[0].1)).is_ok());
+}
+
+#[tokio::test]
+async fn a_memory_hog_is_oom_killed_and_reported() {
+    let t = TestExecutor::new();
+    let mut req = request("hog", sh("dd if=/dev/zero of=/dev/null bs=64M count=1"));
+    req.memory_mb = 16;
+    t.exec.create(req).await.unwrap();
+    let (failed, reason, _) = outcome(&t, "hog", Duration::from_secs(20)).await;
+    assert!(failed);
+    assert_eq!(reason, "exited with status 137: out of memory");
+    destroy_clean(&t, "hog").await;
+}
+
+#[tokio::test]
+async fn a_fork_bomb_stays_inside_its_pids_limit() {
+    let t = TestExecutor::new();
+    let mut req = request("bomb", sh("bomb() { bomb | bomb & }; bomb; sleep 2"));
+    req.max_pids = 24;
+    t.exec.create(req).await.unwrap();
+    wait_event(&t.exec, "bomb", Duration::from_secs(10), |e| {
+        matches!(e, ShimEvent::RunStarted { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cg = lattice_cell::executor::cgroup_path("bomb");
+    let pids_dir = std::path::Path::new("/sys/fs/cgroup/pids").join(cg.trim_start_matches('/'));
+    let current: u32 = std::fs::read_to_string(pids_dir.join("pids.current"))
+        .expect("pids cgroup")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(current <= 24, "{current} pids");
+    let events = std::fs::read_to_string(pids_dir.join("pids.events")).unwrap();
+    assert!(
+        events.trim() != "max 0",
+        "the limit was never hit: {events}"
+    );
+    // The cell is unharmed: another container starts and finishes at once.
+    t.exec
+        .create(request("after-bomb", sh("true")))
+        .await
+        .unwrap();
+    let (failed, reason, _) = outcome(&t, "after-bomb", Duration::from_secs(20)).await;
+    assert!(!failed, "{reason}");
+    destroy_clean(&t, "bomb").await;
+    destroy_clean(&t, "after-bomb").await;
+}
+
+#[tokio::test]
+async fn stopping_sends_sigterm_then_sigkill_after_the_grace_period() {
+    let t = TestExecutor::with_grace(Duration::from_millis(1500));
+    t.exec
+        .create(request(
+            "polite",
+            sh("trap 'echo bye > /tmp/bye; exit 0' TERM; while true; do sleep 0.05; done"),
+        ))
+        .await
+        .unwrap();
+    t.exec
+        .create(request(
+            "stubborn",
+            sh("trap '' TERM; while true; do sleep 0.05; done"),
+        ))
+        .await
+        .unwrap();
+    for h in ["polite", "stubborn"] {
+        wait_event(&t.exec, h, Duration::from_secs(10), |e| {
+            matches!(e, ShimEvent::RunStarted { .. })
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = std::time::Instant::now();
+    t.exec.stop("polite");
+    t.exec.stop("stubborn");
+    let (_, reason, stopped) = outcome(&t, "polite", Duration::from_secs(10)).await;
+    assert!(stopped);
+    let polite = t0.elapsed();
+    assert!(reason.is_empty() || reason.contains("status 0"), "{reason}");
+    assert_eq!(t.exec.read_file("polite", "/tmp/bye").unwrap(), "bye\n");
+    let (_, reason, stopped) = outcome(&t, "stubborn", Duration::from_secs(10)).await;
+    let stubborn = t0.elapsed();
+    assert!(stopped);
+    assert!(reason.contains("137"), "{reason}");
+    assert!(
+        polite < Duration::from_millis(1400),
+        "SIGTERM was not delivered first: {polite:?}"
+    );
+    assert!(
+        stubborn >= Duration::from_millis(1400),
+        "SIGKILL came before the grace period: {stubborn:?}"
+    );
+    destroy_clean(&t, "polite").await;
+    destroy_clean(&t, "stubborn").await;
+}
+
+#[tokio::test]
+async fn a_restarted_executor_adopts_running_containers() {
+    let t = TestExecutor::new();
+    let info = t
+        .exec
+        .create(web_server("adopted", "still-here"))
+        .await
+        .unwrap();
+    let host = info.ports[0].1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while http_get(host, "/").await.is_none() {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The rep goes away: its forwarders with it (the container keeps running).
+    t.exec.network().unpublish(host);
+    let again = t.restart();
+    let found = again.on_disk();
+    assert_eq!(found.len(), 1);
+    assert!(
+        again.shim_pid("adopted").is_some(),
+        "the container died with the rep"
+    );
+    again.adopt(&found[0]).await.unwrap();
+    let (status, body) = http_get(host, "/")
+        .await
+        .expect("served again after adoption");
+    assert_eq!((status, body.trim()), (200, "still-here"));
+    again.destroy("adopted").await;
+    assert!(leftovers(&again, "adopted").is_empty());
+}
