@@ -32,17 +32,8 @@ pub fn is_lock_lost(s: &Status) -> bool {
 impl Bbs {
     /// A client for the BBS at `addr` (host:port); connects lazily and reconnects.
     pub fn connect_lazy(addr: &str) -> anyhow::Result<Bbs> {
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let channel = tonic::transport::Endpoint::from_shared(url)?
-            .connect_timeout(std::time::Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .connect_lazy();
         Ok(Bbs {
-            client: BbsClient::new(channel).max_decoding_message_size(256 << 20),
+            client: lattice_specs::bbs_client(addr)?,
             fence: None,
         })
     }

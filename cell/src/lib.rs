@@ -6,8 +6,13 @@
 pub mod bundle;
 pub mod cgroup;
 pub mod executor;
+pub mod logs;
+pub mod metrics;
+pub mod monitor;
 pub mod network;
+pub mod rep;
 pub mod rootfs;
+pub mod server;
 pub mod shim;
 pub mod testing;
 pub mod transfer;

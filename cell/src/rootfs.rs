@@ -96,9 +96,18 @@ pub fn is_mounted(path: &Path) -> bool {
 
 /// Builds the `busybox` image at `dir` from a static busybox binary (Debian's
 /// `busybox-static` installs one at /bin/busybox): every applet as a symlink, a root
-/// and a `vcap` user, and the usual empty directories. Idempotent.
+/// and a `vcap` user, and the usual empty directories.
+///
+/// An image that exists is left alone: running containers use it as their lower
+/// layer, and rewriting a layer under a live overlay corrupts what runs from it. The
+/// image is built beside `dir` and renamed into place, so it is whole or absent.
 pub fn build_busybox(busybox: &Path, dir: &Path) -> anyhow::Result<()> {
-    let bin = dir.join("bin");
+    if dir.join(".lattice-image").exists() {
+        return Ok(());
+    }
+    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let bin = tmp.join("bin");
     for d in [
         "bin",
         "etc",
@@ -112,10 +121,10 @@ pub fn build_busybox(busybox: &Path, dir: &Path) -> anyhow::Result<()> {
         "var",
         "run",
     ] {
-        std::fs::create_dir_all(dir.join(d))?;
+        std::fs::create_dir_all(tmp.join(d))?;
     }
     std::fs::set_permissions(
-        dir.join("tmp"),
+        tmp.join("tmp"),
         std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     )?;
     std::fs::copy(busybox, bin.join("busybox")).with_context(|| {
@@ -129,29 +138,42 @@ pub fn build_busybox(busybox: &Path, dir: &Path) -> anyhow::Result<()> {
         .output()
         .with_context(|| format!("running {} --list", busybox.display()))?;
     for applet in String::from_utf8_lossy(&out.stdout).lines() {
-        let link = bin.join(applet);
-        if applet != "busybox" && std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink("busybox", &link)?;
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(applet))?;
         }
     }
-    let env = dir.join("usr/bin/env");
-    if std::fs::symlink_metadata(&env).is_err() {
-        std::os::unix::fs::symlink("/bin/busybox", env)?;
-    }
+    std::os::unix::fs::symlink("/bin/busybox", tmp.join("usr/bin/env"))?;
     std::fs::write(
-        dir.join("etc/passwd"),
+        tmp.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\nvcap:x:2000:2000:vcap:/home/vcap:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     )?;
     std::fs::write(
-        dir.join("etc/group"),
+        tmp.join("etc/group"),
         "root:x:0:\nvcap:x:2000:\nnogroup:x:65534:\n",
     )?;
-    std::os::unix::fs::chown(dir.join("home/vcap"), Some(2000), Some(2000)).ok();
+    std::os::unix::fs::chown(tmp.join("home/vcap"), Some(2000), Some(2000)).ok();
     std::fs::write(
-        dir.join("etc/hosts"),
+        tmp.join("etc/hosts"),
         "127.0.0.1 localhost\n::1 localhost\n",
     )?;
-    Ok(())
+    std::fs::write(tmp.join(".lattice-image"), "busybox\n")?;
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::rename(&tmp, dir) {
+        Ok(()) => Ok(()),
+        // Someone else built it first (or an old partial image is in the way).
+        Err(_) if dir.join(".lattice-image").exists() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(())
+        }
+        Err(_) => {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("replacing the incomplete image at {}", dir.display()))?;
+            std::fs::rename(&tmp, dir)?;
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -94,8 +94,48 @@ pub struct LogLine {
     pub time: i64,
 }
 
-/// The shim's entry point: never returns.
-pub fn main(dir: &Path) -> ! {
+/// The shim's entry point (`DIR`, or `DIR --exec RUN_ACTION_JSON` for a command
+/// health check run in a container that already exists): never returns.
+pub fn main(args: &[std::ffi::OsString]) -> ! {
+    let Some(dir) = args.first().map(Path::new) else {
+        eprintln!("usage: lattice shim CONTAINER_DIR [--exec RUN_ACTION_JSON]");
+        std::process::exit(2);
+    };
+    if args.get(1).is_some_and(|a| a == "--exec") {
+        let code = match exec_once(dir, args.get(2).map(|a| a.to_string_lossy().to_string())) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("{e}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+    supervise_main(dir)
+}
+
+/// Runs one Run action in the existing container of `dir` and returns its outcome.
+fn exec_once(dir: &Path, action: Option<String>) -> Result<(), String> {
+    let action = action.ok_or("--exec needs a Run action as JSON")?;
+    let run: models::RunAction =
+        serde_json::from_str(&action).map_err(|e| format!("invalid Run action: {e}"))?;
+    let cfg: ShimConfig =
+        serde_json::from_slice(&std::fs::read(dir.join("shim.json")).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let ctx = Ctx {
+        grace: Duration::from_millis(cfg.grace_ms),
+        cfg,
+        events: None,
+        logs: None,
+    };
+    rt.block_on(run_process(&ctx, &run, CancellationToken::new()))
+}
+
+fn supervise_main(dir: &Path) -> ! {
     // Our own session: the rep's death or its terminal's signals do not reach us.
     let _ = nix::unistd::setsid();
     unsafe {
@@ -164,12 +204,19 @@ pub fn read_events(dir: &Path, offset: u64) -> std::io::Result<(Vec<ShimEvent>, 
 
 struct Ctx {
     cfg: ShimConfig,
-    events: Events,
+    /// None for `--exec` runs, which report only their exit status.
+    events: Option<Events>,
     logs: Option<UnixDatagram>,
     grace: Duration,
 }
 
 impl Ctx {
+    fn emit(&self, e: &ShimEvent) {
+        if let Some(ev) = &self.events {
+            ev.emit(e);
+        }
+    }
+
     fn log(&self, source: &str, stream: &str, line: &str) {
         let Some(sock) = &self.logs else { return };
         let msg = LogLine {
@@ -202,7 +249,7 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
     let ctx = Ctx {
         grace: Duration::from_millis(cfg.grace_ms),
         cfg,
-        events,
+        events: Some(events),
         logs,
     };
 
@@ -210,16 +257,16 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
         Ok(c) => c,
         Err(e) => {
             let reason = format!("failed to create container: {e:#}");
-            ctx.events.emit(&ShimEvent::CreateFailed {
+            ctx.emit(&ShimEvent::CreateFailed {
                 reason: reason.clone(),
             });
             destroy(&ctx.cfg);
-            ctx.events.emit(&ShimEvent::Destroyed);
+            ctx.emit(&ShimEvent::Destroyed);
             anyhow::bail!(reason);
         }
     };
     let init_pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
-    ctx.events.emit(&ShimEvent::Created { init_pid });
+    ctx.emit(&ShimEvent::Created { init_pid });
 
     let stop = CancellationToken::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -240,7 +287,7 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
         Ok(()) => (false, String::new()),
         Err(e) => (true, e),
     };
-    ctx.events.emit(&ShimEvent::Exited {
+    ctx.emit(&ShimEvent::Exited {
         failed,
         reason,
         stopped,
@@ -259,7 +306,7 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
         eprintln!("lattice shim: deleting container {}: {e}", ctx.cfg.id);
         destroy(&ctx.cfg);
     }
-    ctx.events.emit(&ShimEvent::Destroyed);
+    ctx.emit(&ShimEvent::Destroyed);
     Ok(())
 }
 
@@ -407,7 +454,7 @@ fn run_action<'a>(
             }
             A::EmitProgress(e) => {
                 if !e.start_message.is_empty() {
-                    ctx.events.emit(&ShimEvent::Progress {
+                    ctx.emit(&ShimEvent::Progress {
                         message: e.start_message.clone(),
                     });
                     ctx.log(ctx.source(&e.log_source), "stdout", &e.start_message);
@@ -419,7 +466,7 @@ fn run_action<'a>(
                 match run_action(ctx, inner, cancel).await {
                     Ok(()) => {
                         if !e.success_message.is_empty() {
-                            ctx.events.emit(&ShimEvent::Progress {
+                            ctx.emit(&ShimEvent::Progress {
                                 message: e.success_message.clone(),
                             });
                             ctx.log(ctx.source(&e.log_source), "stdout", &e.success_message);
@@ -457,7 +504,7 @@ fn run_action<'a>(
 }
 
 fn humantime(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
@@ -679,7 +726,7 @@ async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken
             return Err(exec_error(&r.path, &e.to_string()));
         }
     };
-    ctx.events.emit(&ShimEvent::RunStarted {
+    ctx.emit(&ShimEvent::RunStarted {
         path: r.path.clone(),
         pid: pid.as_raw(),
     });

@@ -238,3 +238,94 @@ pub fn signal(pid: u32, sig: i32) {
         libc::kill(pid as i32, sig);
     }
 }
+
+/// A `lattice cell` process with its own data directory, bridge, subnet and host
+/// ports. Dropping it kills the process and then destroys every container it left
+/// (a killed rep leaves its containers running on purpose), and the bridge.
+pub struct CellProcess {
+    pub process: Process,
+    pub id: String,
+    pub listen: String,
+    pub data_dir: tempfile::TempDir,
+    network: lattice_cell::network::NetworkConfig,
+}
+
+impl CellProcess {
+    pub fn start(bbs_grpc: &str, id: &str, extra: &[&str]) -> CellProcess {
+        lattice_cell::testing::require_root();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let data_dir = tempfile::tempdir().unwrap();
+        let network = lattice_cell::testing::test_network();
+        let mut args: Vec<String> = vec![
+            "cell".into(),
+            "--bbs".into(),
+            bbs_grpc.into(),
+            "--listen".into(),
+            listen.clone(),
+            "--cell-id".into(),
+            id.into(),
+            "--data-dir".into(),
+            data_dir.path().display().to_string(),
+            "--bridge".into(),
+            network.bridge.clone(),
+            "--subnet".into(),
+            format!("{}/{}", network.gateway, network.prefix),
+            "--ports".into(),
+            format!("{}-{}", network.ports.0, network.ports.1),
+            "--lease-ttl".into(),
+            "3".into(),
+            "--sync-interval".into(),
+            "2".into(),
+            "--grace".into(),
+            "2".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        CellProcess {
+            process: Process::start(args, "lattice cell ready"),
+            id: id.into(),
+            listen,
+            data_dir,
+            network,
+        }
+    }
+
+    /// The containers the cell reports (`GET /v1/containers`).
+    pub async fn containers(&self) -> Vec<serde_json::Value> {
+        reqwest::get(format!("http://{}/v1/containers", self.listen))
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("GET /v1/containers")
+            .json()
+            .await
+            .expect("containers JSON")
+    }
+}
+
+impl Drop for CellProcess {
+    fn drop(&mut self) {
+        self.process.kill();
+        let cfg = lattice_cell::executor::ExecutorConfig {
+            data_dir: self.data_dir.path().to_path_buf(),
+            providers: Default::default(),
+            shim: vec![lattice_bin().into_os_string(), "shim".into()],
+            network: self.network.clone(),
+            grace: Duration::from_secs(1),
+        };
+        let bridge = self.network.bridge.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(exec) = lattice_cell::executor::Executor::new(cfg) {
+                    for c in exec.on_disk() {
+                        exec.destroy(c.handle()).await;
+                    }
+                }
+            });
+        })
+        .join();
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+    }
+}

@@ -2,9 +2,6 @@
 //! server binary runs the same code as `lattice shim DIR`).
 
 fn main() {
-    let Some(dir) = std::env::args_os().nth(1) else {
-        eprintln!("usage: lattice-shim CONTAINER_DIR");
-        std::process::exit(2);
-    };
-    lattice_cell::shim::main(std::path::Path::new(&dir))
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    lattice_cell::shim::main(&args)
 }

@@ -1,5 +1,7 @@
 //! `lattice`: the server binary. `lattice bbs` runs the Bulletin Board System,
-//! `lattice brain` an auctioneer and converger, `lattice router` the HTTP router.
+//! `lattice brain` an auctioneer and converger, `lattice cell` a cell (rep + executor),
+//! `lattice router` the HTTP router. `lattice shim DIR` is the per-container shim the
+//! cell starts (not for people).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,8 +30,72 @@ enum Command {
     Bbs(BbsArgs),
     /// Run a brain (auctioneer + converger); several brains elect one active, the others stand by.
     Brain(BrainArgs),
+    /// Run a cell: the rep (presence, auctions, reporting) and its containers.
+    Cell(Box<CellArgs>),
     /// Run the HTTP router: Host APP.DOMAIN to the app's RUNNING instances.
     Router(RouterArgs),
+}
+
+#[derive(clap::Args)]
+struct CellArgs {
+    /// The BBS's gRPC address.
+    #[arg(long, env = "LATTICE_BBS", default_value = "127.0.0.1:8889")]
+    bbs: String,
+    /// Where the rep serves gRPC (for the auctioneer) and HTTP (/metrics, /v1/logs/GUID).
+    #[arg(long, env = "LATTICE_CELL_LISTEN", default_value = "0.0.0.0:1800")]
+    listen: SocketAddr,
+    /// host:port others reach the rep at (default: --listen, with 0.0.0.0 as 127.0.0.1).
+    #[arg(long, env = "LATTICE_CELL_ADVERTISE")]
+    advertise: Option<String>,
+    /// The address published container ports are reachable at.
+    #[arg(long, env = "LATTICE_CELL_ADDRESS", default_value = "127.0.0.1")]
+    address: String,
+    /// The cell's id (default: cell-HOSTNAME).
+    #[arg(long, env = "LATTICE_CELL_ID")]
+    cell_id: Option<String>,
+    #[arg(long, env = "LATTICE_CELL_ZONE", default_value = "z1")]
+    zone: String,
+    /// A placement tag work may require (repeatable).
+    #[arg(long = "placement-tag")]
+    placement_tags: Vec<String>,
+    /// A placement tag work may ask for but does not require (repeatable).
+    #[arg(long = "optional-placement-tag")]
+    optional_placement_tags: Vec<String>,
+    #[arg(long, env = "LATTICE_CELL_MEMORY_MB", default_value_t = 8192)]
+    memory_mb: i32,
+    #[arg(long, env = "LATTICE_CELL_DISK_MB", default_value_t = 65536)]
+    disk_mb: i32,
+    #[arg(long, env = "LATTICE_CELL_MAX_CONTAINERS", default_value_t = 256)]
+    max_containers: i32,
+    /// Containers, their state and the preloaded images live here.
+    #[arg(long, env = "LATTICE_CELL_DATA_DIR", default_value = ".lattice/cell")]
+    data_dir: std::path::PathBuf,
+    /// A preloaded rootfs, NAME=DIR (repeatable). Without any, `busybox` is built from
+    /// /bin/busybox (Debian's busybox-static) into the data directory.
+    #[arg(long = "preloaded")]
+    preloaded: Vec<String>,
+    /// The cell bridge's name.
+    #[arg(long, default_value = "lattice0")]
+    bridge: String,
+    /// The bridge's address and prefix; containers get the other addresses.
+    #[arg(long, default_value = "10.254.0.1/16")]
+    subnet: String,
+    /// Host ports for published container ports, FIRST-LAST.
+    #[arg(long, default_value = "61000-61999")]
+    ports: String,
+    /// Seconds of the cell's presence lease.
+    #[arg(long, default_value_t = 15)]
+    lease_ttl: u64,
+    /// Seconds between bulk syncs with the BBS.
+    #[arg(long, default_value_t = 10)]
+    sync_interval: u64,
+    /// Seconds from SIGTERM to SIGKILL when stopping a container.
+    #[arg(long, default_value_t = 10)]
+    grace: u64,
+    /// Evacuate (hand every instance over to other cells) before exiting on SIGTERM or
+    /// Ctrl-C. SIGUSR1 evacuates and exits in any case.
+    #[arg(long)]
+    evacuate: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -203,6 +269,129 @@ async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_subnet(s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
+    let (ip, prefix) = s
+        .split_once('/')
+        .with_context(|| format!("--subnet {s:?}: expected ADDRESS/PREFIX, e.g. 10.254.0.1/16"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .with_context(|| format!("--subnet {s:?}: bad prefix"))?;
+    anyhow::ensure!(
+        (8..=30).contains(&prefix),
+        "--subnet {s:?}: prefix must be 8..30"
+    );
+    Ok((
+        ip.parse()
+            .with_context(|| format!("--subnet {s:?}: bad address"))?,
+        prefix,
+    ))
+}
+
+fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
+    let (a, b) = s
+        .split_once('-')
+        .with_context(|| format!("--ports {s:?}: expected FIRST-LAST, e.g. 61000-61999"))?;
+    let (a, b): (u16, u16) = (a.parse()?, b.parse()?);
+    anyhow::ensure!(a > 0 && a <= b, "--ports {s:?}: FIRST must be at most LAST");
+    Ok((a, b))
+}
+
+async fn run_cell(a: CellArgs) -> anyhow::Result<()> {
+    use lattice_cell::{executor, network, rep, rootfs, server};
+    anyhow::ensure!(
+        nix_is_root(),
+        "lattice cell runs containers and needs root (try sudo)"
+    );
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("creating --data-dir {}", a.data_dir.display()))?;
+    let data_dir = a.data_dir.canonicalize()?;
+    let mut providers = rootfs::Providers::default();
+    for p in &a.preloaded {
+        let (name, dir) = p
+            .split_once('=')
+            .with_context(|| format!("--preloaded {p:?}: expected NAME=DIR"))?;
+        let dir = std::path::PathBuf::from(dir);
+        anyhow::ensure!(
+            dir.is_dir(),
+            "--preloaded {p:?}: {} is not a directory",
+            dir.display()
+        );
+        providers.preloaded.insert(name.to_string(), dir);
+    }
+    if providers.preloaded.is_empty() {
+        let dir = data_dir.join("rootfs/busybox");
+        rootfs::build_busybox(std::path::Path::new("/bin/busybox"), &dir)?;
+        providers.preloaded.insert("busybox".into(), dir);
+    }
+    let (gateway, prefix) = parse_subnet(&a.subnet)?;
+    let exe = std::env::current_exe().context("finding the lattice binary for the shim")?;
+    let exec = executor::Executor::new(executor::ExecutorConfig {
+        data_dir,
+        providers,
+        shim: vec![exe.into_os_string(), "shim".into()],
+        network: network::NetworkConfig {
+            bridge: a.bridge.clone(),
+            gateway,
+            prefix,
+            ports: parse_ports(&a.ports)?,
+        },
+        grace: Duration::from_secs(a.grace),
+    })?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    let advertise = a.advertise.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            format!("127.0.0.1:{}", addr.port())
+        } else {
+            addr.to_string()
+        }
+    });
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "local".into());
+    let mut cfg = rep::RepConfig::new(
+        &a.cell_id.clone().unwrap_or(format!("cell-{hostname}")),
+        &advertise,
+    );
+    cfg.zone = a.zone.clone();
+    cfg.address = a.address.clone();
+    cfg.capacity = lattice_specs::rep_api::Resources {
+        memory_mb: a.memory_mb,
+        disk_mb: a.disk_mb,
+        containers: a.max_containers,
+    };
+    cfg.placement_tags = a.placement_tags.clone();
+    cfg.optional_placement_tags = a.optional_placement_tags.clone();
+    cfg.lease_ttl = Duration::from_secs(a.lease_ttl.max(1));
+    cfg.sync_interval = Duration::from_secs(a.sync_interval.max(1));
+    let id = cfg.cell_id.clone();
+    let cell = server::start(cfg, &a.bbs, exec, listener).await?;
+    println!(
+        "lattice cell ready id={id} listen={addr} advertise={advertise} bbs={}",
+        a.bbs
+    );
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    let evacuate = tokio::select! {
+        _ = shutdown_signal() => a.evacuate,
+        _ = usr1.recv() => true,
+    };
+    if evacuate {
+        tracing::info!("evacuating before exit");
+        cell.evacuate_and_stop().await;
+    } else {
+        tracing::info!("shutting down (containers keep running; a restarted cell re-adopts them)");
+        cell.shutdown().await;
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
     use lattice_router::{emitter, proxy};
     let routes = std::sync::Arc::new(emitter::Routes::default());
@@ -257,8 +446,21 @@ async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // The shim forks containers with raw clone(2): it must start before any runtime
+    // thread exists, so it is dispatched here, ahead of clap and tokio.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "shim") {
+        lattice_cell::shim::main(&args[2..]);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the runtime")
+        .block_on(async_main())
+}
+
+async fn async_main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -271,6 +473,7 @@ async fn main() {
     let r = match cli.command {
         Command::Bbs(a) => run_bbs(a).await,
         Command::Brain(a) => run_brain(a).await,
+        Command::Cell(a) => run_cell(*a).await,
         Command::Router(a) => run_router(a).await,
     };
     if let Err(e) = r {

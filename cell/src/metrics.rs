@@ -1,0 +1,95 @@
+//! The cell's Prometheus metrics: containers by state, starts, crashes, the time from
+//! receiving work to RUNNING, and each container's memory and CPU.
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// One rep's metrics (a registry per rep, so several cells in one process stay apart).
+pub struct Metrics {
+    registry: Registry,
+    pub containers: IntGaugeVec,
+    pub starts: IntCounter,
+    pub crashes: IntCounter,
+    pub start_latency: Histogram,
+    pub memory: GaugeVec,
+    pub cpu: GaugeVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let containers = IntGaugeVec::new(
+            Opts::new("cell_containers", "Containers on this cell, by state."),
+            &["state"],
+        )
+        .unwrap();
+        let starts = IntCounter::new("cell_container_starts_total", "Containers created.").unwrap();
+        let crashes = IntCounter::new(
+            "cell_container_crashes_total",
+            "LRP instances reported crashed (exit, failed health check, OOM).",
+        )
+        .unwrap();
+        let start_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "cell_start_latency_seconds",
+                "From the rep receiving work to the instance being RUNNING.",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .unwrap();
+        let memory = GaugeVec::new(
+            Opts::new(
+                "cell_container_memory_bytes",
+                "Memory in use, per container.",
+            ),
+            &["handle", "source"],
+        )
+        .unwrap();
+        let cpu = GaugeVec::new(
+            Opts::new(
+                "cell_container_cpu_seconds",
+                "CPU time used, per container.",
+            ),
+            &["handle", "source"],
+        )
+        .unwrap();
+        for c in [
+            Box::new(containers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(starts.clone()),
+            Box::new(crashes.clone()),
+            Box::new(start_latency.clone()),
+            Box::new(memory.clone()),
+            Box::new(cpu.clone()),
+        ] {
+            registry.register(c).unwrap();
+        }
+        Metrics {
+            registry,
+            containers,
+            starts,
+            crashes,
+            start_latency,
+            memory,
+            cpu,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+}

@@ -1,0 +1,170 @@
+//! Running a cell: the rep's gRPC API (for the auctioneer) and its HTTP endpoints
+//! (`/metrics`, `/v1/logs/LOG_GUID`, `/v1/containers`) on one listener, plus the rep's
+//! presence, sync and event loops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::StreamExt;
+use lattice_specs::rep_api::rep_server::RepServer;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::Executor;
+use crate::logs::LogMessage;
+use crate::rep::{Rep, RepConfig, RepGrpc};
+
+/// A running cell.
+pub struct RunningCell {
+    pub addr: SocketAddr,
+    pub rep: Arc<Rep>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningCell {
+    /// Stops the rep (presence revoked). Containers keep running: a rep started again
+    /// on the same data directory re-adopts them.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Evacuates (see [`Rep::evacuate`]), then stops.
+    pub async fn evacuate_and_stop(self) {
+        self.rep.evacuate().await;
+        self.shutdown().await;
+    }
+}
+
+/// Serves a rep on `listener`. `cfg.rep_address` should be the address others reach
+/// the listener at.
+pub async fn start(
+    cfg: RepConfig,
+    bbs_addr: &str,
+    exec: Arc<Executor>,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<RunningCell> {
+    let addr = listener.local_addr()?;
+    let bbs = lattice_specs::bbs_client(bbs_addr)?;
+    let rep = Rep::new(cfg, bbs, exec);
+    let shutdown = CancellationToken::new();
+
+    let grpc = tonic::service::Routes::new(RepServer::new(RepGrpc(rep.clone())))
+        .prepare()
+        .into_axum_router();
+    let http = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/logs/{log_guid}", get(logs))
+        .route("/v1/containers", get(containers))
+        .with_state(rep.clone());
+    let app = grpc.merge(http);
+    let stop = shutdown.clone();
+    let serve = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::error!("cell API stopped: {e}");
+        }
+    });
+    let r = rep.clone();
+    let stop = shutdown.clone();
+    let run = tokio::spawn(async move {
+        if let Err(e) = r.run(stop).await {
+            tracing::error!("rep stopped: {e:#}");
+        }
+    });
+    Ok(RunningCell {
+        addr,
+        rep,
+        shutdown,
+        tasks: vec![serve, run],
+    })
+}
+
+async fn metrics(State(rep): State<Arc<Rep>>) -> impl IntoResponse {
+    rep.metrics.memory.reset();
+    rep.metrics.cpu.reset();
+    for c in rep.executor().list() {
+        let (mem, cpu) = rep.executor().usage(c.handle());
+        let source = c.request.log_source.as_str();
+        if let Some(m) = mem {
+            rep.metrics
+                .memory
+                .with_label_values(&[c.handle(), source])
+                .set(m as f64);
+        }
+        if let Some(n) = cpu {
+            rep.metrics
+                .cpu
+                .with_label_values(&[c.handle(), source])
+                .set(n as f64 / 1e9);
+        }
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        rep.metrics.render(),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    /// Keep the stream open for new lines (default true).
+    follow: Option<bool>,
+}
+
+/// Recent lines of a log guid, then (unless `?follow=false`) every new one, as
+/// newline-delimited JSON.
+async fn logs(
+    State(rep): State<Arc<Rep>>,
+    Path(log_guid): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> impl IntoResponse {
+    let line = |m: &LogMessage| {
+        let mut v = serde_json::to_vec(m).unwrap_or_default();
+        v.push(b'\n');
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(v))
+    };
+    // Subscribe before reading history so nothing falls between the two.
+    let live = rep.logs.follow();
+    let recent: Vec<_> = rep.logs.recent(&log_guid).iter().map(line).collect();
+    let history = futures::stream::iter(recent);
+    let body = if q.follow.unwrap_or(true) {
+        let guid = log_guid.clone();
+        let live = tokio_stream::wrappers::BroadcastStream::new(live)
+            .filter_map(move |m| {
+                let keep = m.ok().filter(|m| m.log_guid == guid);
+                async move { keep }
+            })
+            .map(move |m| line(&m));
+        axum::body::Body::from_stream(history.chain(live))
+    } else {
+        axum::body::Body::from_stream(history)
+    };
+    ([("content-type", "application/x-ndjson")], body)
+}
+
+async fn containers(State(rep): State<Arc<Rep>>) -> impl IntoResponse {
+    let list: Vec<serde_json::Value> = rep
+        .executor()
+        .list()
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "handle": c.handle(),
+                "rootfs": c.request.rootfs,
+                "ip": c.ip().to_string(),
+                "ports": c.ports.iter().map(|(c, h)| serde_json::json!({"container_port": c, "host_port": h})).collect::<Vec<_>>(),
+                "memory_mb": c.request.memory_mb,
+                "log_source": c.request.log_source,
+                "tags": c.request.tags.iter().filter(|(k, _)| k.as_str() != "desired").collect::<std::collections::BTreeMap<_, _>>(),
+            })
+        })
+        .collect();
+    axum::Json(list)
+}

@@ -1,0 +1,263 @@
+//! The whole path with real parts: etcd, `lattice bbs`, `lattice brain`, `lattice cell`
+//! (real containers from the busybox image) and `lattice router`, all as processes.
+//! An app is placed, started, health-checked, served through the router, survives a
+//! SIGKILLed rep (its containers are re-adopted), crashes are reported and restarted,
+//! a Task runs to completion with its result, and scaling down stops containers.
+
+use std::time::{Duration, Instant};
+
+use lattice_bbs::testing::fixtures;
+use lattice_specs::bbs_api::*;
+use lattice_specs::models::{self, actual_lrp::State};
+use lattice_tests::{BbsProcess, BrainProcess, CellProcess, EtcdServer, RouterProcess};
+
+type Client = lattice_specs::bbs_api::bbs_client::BbsClient<tonic::transport::Channel>;
+
+fn sh(script: &str) -> models::Action {
+    models::Action {
+        action: Some(models::action::Action::Run(models::RunAction {
+            path: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            ..Default::default()
+        })),
+    }
+}
+
+async fn actuals(c: &mut Client, guid: &str) -> Vec<models::ActualLrp> {
+    c.actual_lr_ps(ActualLrPsRequest {
+        process_guid: guid.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .actual_lrps
+}
+
+async fn wait_running(
+    c: &mut Client,
+    guid: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<models::ActualLrp> {
+    let t0 = Instant::now();
+    loop {
+        let all = actuals(c, guid).await;
+        let running: Vec<_> = all
+            .iter()
+            .filter(|a| a.state() == State::Running)
+            .cloned()
+            .collect();
+        if running.len() == n && all.len() == n {
+            return running;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "{guid}: wanted {n} RUNNING within {within:?}, have {all:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn get(router: &str, host: &str) -> Option<(u16, String)> {
+    let r = reqwest::Client::new()
+        .get(format!("http://{router}/"))
+        .header("host", host)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .ok()?;
+    Some((r.status().as_u16(), r.text().await.ok()?))
+}
+
+fn guids(a: &[models::ActualLrp]) -> Vec<String> {
+    let mut g: Vec<String> = a
+        .iter()
+        .map(|a| a.instance_key.clone().unwrap_or_default().instance_guid)
+        .collect();
+    g.sort();
+    g
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_and_tasks_run_in_real_containers_behind_the_router() {
+    let etcd = EtcdServer::start();
+    let bbs = BbsProcess::start(&format!("etcd://{}", etcd.endpoint()), &[]);
+    let _brain = BrainProcess::start(
+        &bbs.grpc,
+        "brain-0",
+        &["--lock-ttl", "2", "--convergence-interval", "1"],
+    );
+    let mut cell = CellProcess::start(&bbs.grpc, "cell-0", &[]);
+    let router = RouterProcess::start(&bbs.grpc);
+    let mut c = bbs.client().await;
+
+    // An app of two instances, HTTP health-checked, routed at web.lattice.localhost.
+    let mut web = fixtures::routed_lrp("web", 2, "web.lattice.localhost");
+    web.memory_mb = 32;
+    web.action = Some(sh(
+        "mkdir -p /www && echo \"hello from $INSTANCE_INDEX\" > /www/index.html && exec httpd -f -p $PORT -h /www",
+    ));
+    web.check_definition = Some(models::CheckDefinition {
+        checks: vec![models::Check {
+            check: Some(models::check::Check::Http(models::HttpCheck {
+                port: 8080,
+                path: "/index.html".into(),
+                request_timeout_ms: 1000,
+            })),
+        }],
+        log_source: String::new(),
+    });
+    c.desire_lrp(DesireLrpRequest {
+        desired_lrp: Some(web),
+    })
+    .await
+    .unwrap();
+    let running = wait_running(&mut c, "web", 2, Duration::from_secs(30)).await;
+    for a in &running {
+        let net = a.net_info.clone().unwrap();
+        assert_eq!(net.address, "127.0.0.1");
+        assert_eq!(net.ports[0].container_port, 8080);
+        assert_eq!(a.instance_key.as_ref().unwrap().cell_id, "cell-0");
+    }
+
+    // Through the router, both instances answer.
+    let mut seen = std::collections::HashSet::new();
+    let t0 = Instant::now();
+    while seen.len() < 2 {
+        if let Some((200, body)) = get(&router.listen, "web.lattice.localhost").await {
+            seen.insert(body.trim().to_string());
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "router served only {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen.contains("hello from 0") && seen.contains("hello from 1"),
+        "{seen:?}"
+    );
+
+    // A Task runs to completion and its result file is read.
+    c.desire_task(DesireTaskRequest {
+        task_guid: "task-1".into(),
+        domain: "test".into(),
+        definition: Some(models::TaskDefinition {
+            rootfs: "preloaded:busybox".into(),
+            action: Some(sh("echo computing; echo 42 > /tmp/result")),
+            result_file: "/tmp/result".into(),
+            memory_mb: 16,
+            cpu_weight: 10,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    let task = loop {
+        let t = c
+            .task_by_guid(TaskGuidRequest {
+                task_guid: "task-1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        if t.state() == models::task::State::Completed {
+            break t;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "task never completed: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!task.failed, "{}", task.failure_reason);
+    assert_eq!(task.result, "42\n");
+    assert_eq!(task.cell_id, "cell-0");
+
+    // An app that exits is reported crashed, with the reason, and restarted.
+    let mut crasher = fixtures::desired_lrp("crasher", 1);
+    crasher.memory_mb = 16;
+    crasher.ports.clear();
+    crasher.action = Some(sh("sleep 1; exit 3"));
+    c.desire_lrp(DesireLrpRequest {
+        desired_lrp: Some(crasher),
+    })
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let a = actuals(&mut c, "crasher").await;
+        if let Some(a) = a.first() {
+            if a.crash_count >= 2 {
+                assert_eq!(a.crash_reason, "exited with status 3");
+                break;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no crashes reported: {a:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.remove_desired_lrp(ProcessGuidRequest {
+        process_guid: "crasher".into(),
+    })
+    .await
+    .unwrap();
+
+    // The rep is SIGKILLed and restarted: the app's containers keep serving and are
+    // re-adopted (same instances, no restarts).
+    let before = guids(&running);
+    cell.process.restart();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = wait_running(&mut c, "web", 2, Duration::from_secs(20)).await;
+    assert_eq!(
+        guids(&after),
+        before,
+        "instances were replaced instead of re-adopted"
+    );
+    let t0 = Instant::now();
+    loop {
+        if let Some((200, _)) = get(&router.listen, "web.lattice.localhost").await {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "not served after the rep restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Scaling down stops a container; removing the app stops the rest.
+    c.update_desired_lrp(UpdateDesiredLrpRequest {
+        process_guid: "web".into(),
+        update: Some(models::DesiredLrpUpdate {
+            instances: Some(1),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    wait_running(&mut c, "web", 1, Duration::from_secs(20)).await;
+    c.remove_desired_lrp(ProcessGuidRequest {
+        process_guid: "web".into(),
+    })
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let left = cell.containers().await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "containers left: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
