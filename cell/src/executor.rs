@@ -312,7 +312,7 @@ impl Executor {
                 if self.shim_pid(handle).is_none() {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
             if let Some(pid) = self.shim_pid(handle) {
                 tracing::warn!(handle, pid, "shim did not stop in time; killing it");

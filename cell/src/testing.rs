@@ -191,7 +191,7 @@ pub async fn wait_event(
             panic!("container {handle}: no matching event within {timeout:?}; saw {seen:?}; shim log: {log}");
         }
         let _ = &seen;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

@@ -1,0 +1,102 @@
+//! Container lifecycle: create → start → exit → destroy of a busybox `/bin/true`
+//! container through our executor, against `runc run` on a bundle of the same image,
+//! in the same run. Prints mean and median per container and the ratio.
+//!
+//! `sudo scripts/setup-bench.sh && sudo cargo run --release -p lattice-bench --bin container-lifecycle -- --n 50`
+//!
+//! Two executor figures: with the container's own network (namespace, veth on the
+//! cell bridge, address: what every container gets) and with host networking (the
+//! same work as the runc bundle, whose network namespace is empty).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lattice_bench::arg;
+use lattice_cell::shim::ShimEvent;
+use lattice_cell::testing::{busybox_rootfs, request, require_root, run, wait_event, TestExecutor};
+
+fn stats(mut v: Vec<Duration>) -> (f64, f64) {
+    v.sort();
+    let mean = v.iter().map(|d| d.as_secs_f64()).sum::<f64>() / v.len() as f64;
+    (mean * 1e3, v[v.len() / 2].as_secs_f64() * 1e3)
+}
+
+async fn executor_round(
+    t: &TestExecutor,
+    n: usize,
+    host_network: bool,
+    tag: &str,
+) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let handle = format!("bench-{tag}-{i}");
+        let mut req = request(&handle, run("/bin/true", &[]));
+        req.host_network = host_network;
+        let t0 = Instant::now();
+        t.exec.create(req).await.expect("create");
+        wait_event(&t.exec, &handle, Duration::from_secs(20), |e| {
+            matches!(e, ShimEvent::Destroyed)
+        })
+        .await;
+        t.exec.destroy(&handle).await;
+        times.push(t0.elapsed());
+    }
+    times
+}
+
+fn runc_round(n: usize) -> Vec<Duration> {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let st = Command::new("runc")
+        .args(["spec"])
+        .current_dir(&bundle)
+        .status()
+        .expect("runc not found: run scripts/setup-bench.sh");
+    assert!(st.success());
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    spec["root"]["path"] = busybox_rootfs().display().to_string().into();
+    spec["root"]["readonly"] = true.into();
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let root = dir.path().join("state");
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let t0 = Instant::now();
+        let st = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["run", "-b"])
+            .arg(&bundle)
+            .arg(format!("runc-bench-{i}"))
+            .stdin(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "runc run failed");
+        times.push(t0.elapsed());
+    }
+    times
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    require_root();
+    let n = arg("--n", 50);
+    let t = TestExecutor::new();
+    // Warm up both (page cache, binaries).
+    executor_round(&t, 3, false, "warm").await;
+    runc_round(3);
+    let runc = stats(runc_round(n));
+    let net = stats(executor_round(&t, n, false, "net").await);
+    let host = stats(executor_round(&t, n, true, "host").await);
+    println!("container lifecycle, busybox /bin/true, {n} sequential containers (create, start, exit, destroy)");
+    println!(
+        "  runc run (same image, new netns):        mean {:6.1} ms  median {:6.1} ms",
+        runc.0, runc.1
+    );
+    println!("  executor, own network (netns+veth+IP):   mean {:6.1} ms  median {:6.1} ms  -> {:.2}x runc's time", net.0, net.1, net.0 / runc.0);
+    println!("  executor, host network:                  mean {:6.1} ms  median {:6.1} ms  -> {:.2}x runc's time", host.0, host.1, host.0 / runc.0);
+}
