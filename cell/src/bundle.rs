@@ -274,53 +274,74 @@ pub fn spec(
     Ok(spec)
 }
 
-fn all_caps() -> std::collections::HashSet<Capability> {
+/// Every capability with its kernel number.
+const ALL_CAPS: &[(Capability, u32)] = {
     use Capability::*;
-    [
-        AuditControl,
-        AuditRead,
-        AuditWrite,
-        BlockSuspend,
-        Bpf,
-        CheckpointRestore,
-        Chown,
-        DacOverride,
-        DacReadSearch,
-        Fowner,
-        Fsetid,
-        IpcLock,
-        IpcOwner,
-        Kill,
-        Lease,
-        LinuxImmutable,
-        MacAdmin,
-        MacOverride,
-        Mknod,
-        NetAdmin,
-        NetBindService,
-        NetBroadcast,
-        NetRaw,
-        Perfmon,
-        Setgid,
-        Setfcap,
-        Setpcap,
-        Setuid,
-        SysAdmin,
-        SysBoot,
-        SysChroot,
-        SysModule,
-        SysNice,
-        SysPacct,
-        SysPtrace,
-        SysRawio,
-        SysResource,
-        SysTime,
-        SysTtyConfig,
-        Syslog,
-        WakeAlarm,
+    &[
+        (Chown, 0),
+        (DacOverride, 1),
+        (DacReadSearch, 2),
+        (Fowner, 3),
+        (Fsetid, 4),
+        (Kill, 5),
+        (Setgid, 6),
+        (Setuid, 7),
+        (Setpcap, 8),
+        (LinuxImmutable, 9),
+        (NetBindService, 10),
+        (NetBroadcast, 11),
+        (NetAdmin, 12),
+        (NetRaw, 13),
+        (IpcLock, 14),
+        (IpcOwner, 15),
+        (SysModule, 16),
+        (SysRawio, 17),
+        (SysChroot, 18),
+        (SysPtrace, 19),
+        (SysPacct, 20),
+        (SysAdmin, 21),
+        (SysBoot, 22),
+        (SysNice, 23),
+        (SysResource, 24),
+        (SysTime, 25),
+        (SysTtyConfig, 26),
+        (Mknod, 27),
+        (Lease, 28),
+        (AuditWrite, 29),
+        (AuditControl, 30),
+        (Setfcap, 31),
+        (MacOverride, 32),
+        (MacAdmin, 33),
+        (Syslog, 34),
+        (WakeAlarm, 35),
+        (BlockSuspend, 36),
+        (AuditRead, 37),
+        (Perfmon, 38),
+        (Bpf, 39),
+        (CheckpointRestore, 40),
     ]
-    .into_iter()
-    .collect()
+};
+
+/// The cell's own capability bounding set: a container cannot get more than the cell
+/// has (a cell inside another container or VM sandbox may lack some).
+fn own_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
+fn all_caps() -> std::collections::HashSet<Capability> {
+    let own = own_bounding_set();
+    ALL_CAPS
+        .iter()
+        .filter(|(_, bit)| own & (1u64 << bit) != 0)
+        .map(|(c, _)| *c)
+        .collect()
 }
 
 #[cfg(test)]

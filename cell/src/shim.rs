@@ -669,7 +669,17 @@ async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken
         .as_ref()
         .and_then(|l| l.nofile)
         .unwrap_or(crate::bundle::DEFAULT_NOFILE);
-    let process = oci_spec::runtime::ProcessBuilder::default()
+    // Exec'd processes get what the container's own spec grants (capabilities,
+    // no_new_privs), not the runtime's defaults.
+    let init = oci_spec::runtime::Spec::load(ctx.cfg.bundle.join("config.json"))
+        .map_err(|e| format!("cannot read the container spec: {e}"))?;
+    let init_process = init.process().clone().unwrap_or_default();
+    let mut builder = oci_spec::runtime::ProcessBuilder::default()
+        .no_new_privileges(init_process.no_new_privileges().unwrap_or(true));
+    if let Some(caps) = init_process.capabilities() {
+        builder = builder.capabilities(caps.clone());
+    }
+    let process = builder
         .args(args)
         .env(
             env.iter()

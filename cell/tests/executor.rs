@@ -242,3 +242,78 @@ async fn a_restarted_executor_adopts_running_containers() {
     again.destroy("adopted").await;
     assert!(leftovers(&again, "adopted").is_empty());
 }
+
+#[tokio::test]
+async fn unprivileged_containers_are_confined_and_privileged_ones_are_not() {
+    let t = TestExecutor::new();
+    // mount is denied (seccomp + no CAP_SYS_ADMIN), /proc/kcore is masked, and the
+    // container cannot make new namespaces.
+    let probe = "mkdir -p /mnt; mount -t tmpfs none /mnt 2>>/tmp/err && echo mounted >> /tmp/out; \
+                 unshare -n true 2>>/tmp/err && echo unshared >> /tmp/out; \
+                 [ -s /proc/kcore ] && echo kcore >> /tmp/out; echo done >> /tmp/out";
+    t.exec.create(request("confined", sh(probe))).await.unwrap();
+    let mut req = request("privileged", sh(probe));
+    req.privileged = true;
+    t.exec.create(req).await.unwrap();
+    for h in ["confined", "privileged"] {
+        let (failed, reason, _) = outcome(&t, h, Duration::from_secs(20)).await;
+        assert!(!failed, "{h}: {reason}");
+    }
+    assert_eq!(t.exec.read_file("confined", "/tmp/out").unwrap(), "done\n");
+    let privileged = t.exec.read_file("privileged", "/tmp/out").unwrap();
+    assert!(
+        privileged.contains("mounted") && privileged.contains("unshared"),
+        "{privileged} {:?}",
+        t.exec.read_file("privileged", "/tmp/err")
+    );
+    destroy_clean(&t, "confined").await;
+    destroy_clean(&t, "privileged").await;
+}
+
+#[tokio::test]
+async fn a_command_runs_in_a_live_container_for_health_checks() {
+    let t = TestExecutor::new();
+    t.exec
+        .create(request("checked", sh("touch /tmp/ready; sleep 30")))
+        .await
+        .unwrap();
+    wait_event(&t.exec, "checked", Duration::from_secs(10), |e| {
+        matches!(e, ShimEvent::RunStarted { .. })
+    })
+    .await;
+    let check = |script: &str| {
+        let run = lattice_specs::models::RunAction {
+            path: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            ..Default::default()
+        };
+        let mut cmd = tokio::process::Command::new(&shim_command()[0]);
+        cmd.arg(t.exec.dir("checked"))
+            .arg("--exec")
+            .arg(serde_json::to_string(&run).unwrap());
+        cmd
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if check("test -e /tmp/ready")
+            .status()
+            .await
+            .unwrap()
+            .success()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the check never passed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let failing = check("exit 4").output().await.unwrap();
+    assert!(!failing.status.success());
+    assert!(
+        String::from_utf8_lossy(&failing.stderr).contains("exited with status 4"),
+        "{failing:?}"
+    );
+    destroy_clean(&t, "checked").await;
+}
