@@ -246,16 +246,9 @@ impl Rep {
 
     // ---- the auctioneer's API --------------------------------------------------------
 
-    fn used(&self) -> (i32, i32, i32) {
-        let slots = self.slots.lock().unwrap();
-        slots.values().fold((0, 0, 0), |(m, d, c), s| {
-            (m + s.memory_mb, d + s.disk_mb, c + 1)
-        })
-    }
-
     pub fn state(&self) -> CellState {
-        let (mem, disk, n) = self.used();
         let slots = self.slots.lock().unwrap();
+        let (mem, disk, n) = used(&slots);
         let lrps = slots
             .values()
             .filter_map(|s| match &s.kind {
@@ -296,9 +289,7 @@ impl Rep {
     /// Reserves room for `memory`/`disk` and records the slot; false when it does not fit.
     fn reserve(&self, handle: &str, slot: Slot) -> bool {
         let mut slots = self.slots.lock().unwrap();
-        let (m, d, c) = slots.values().fold((0, 0, 0), |(m, d, c), s| {
-            (m + s.memory_mb, d + s.disk_mb, c + 1)
-        });
+        let (m, d, c) = used(&slots);
         let fits = m + slot.memory_mb <= self.cfg.capacity.memory_mb
             && d + slot.disk_mb <= self.cfg.capacity.disk_mb
             && c < self.cfg.capacity.containers;
@@ -308,6 +299,16 @@ impl Rep {
         slots.insert(handle.to_string(), slot);
         self.update_gauges(&slots);
         true
+    }
+
+    /// The slots as they are now (handle, slot).
+    fn snapshot(&self) -> Vec<(String, Slot)> {
+        self.slots
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     fn release(&self, handle: &str) {
@@ -1011,13 +1012,7 @@ impl Rep {
             .await?
             .into_inner()
             .tasks;
-        let slots: Vec<(String, Slot)> = self
-            .slots
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let slots = self.snapshot();
         let owned_before_list = |s: &Slot| s.owned_since.is_some_and(|t| t < listed_at);
         let ours = |a: &models::ActualLrp, guid: &str| {
             a.instance_key
@@ -1141,20 +1136,11 @@ impl Rep {
         tracing::info!(cell = %self.cfg.cell_id, "evacuating");
         let deadline = Instant::now() + self.cfg.evacuation_timeout;
         loop {
-            let lrps: Vec<(String, Slot)> = self
-                .slots
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(_, s)| matches!(s.kind, Kind::Lrp { .. }))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let tasks_left = self
-                .slots
-                .lock()
-                .unwrap()
-                .values()
-                .any(|s| matches!(s.kind, Kind::Task { .. }));
+            let (lrps, tasks): (Vec<_>, Vec<_>) = self
+                .snapshot()
+                .into_iter()
+                .partition(|(_, s)| matches!(s.kind, Kind::Lrp { .. }));
+            let tasks_left = !tasks.is_empty();
             if (lrps.is_empty() && !tasks_left) || Instant::now() > deadline {
                 break;
             }
@@ -1187,6 +1173,13 @@ impl Rep {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// Memory, disk and containers the slots hold.
+fn used(slots: &HashMap<String, Slot>) -> (i32, i32, i32) {
+    slots.values().fold((0, 0, 0), |(m, d, c), s| {
+        (m + s.memory_mb, d + s.disk_mb, c + 1)
+    })
 }
 
 fn log_guid_of(log_guid: &str, fallback: &str) -> String {

@@ -126,12 +126,7 @@ fn exec_once(dir: &Path, action: Option<String>) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let ctx = Ctx {
-        grace: Duration::from_millis(cfg.grace_ms),
-        cfg,
-        events: None,
-        logs: None,
-    };
+    let ctx = Ctx::new(cfg, None, None);
     rt.block_on(run_process(&ctx, &run, CancellationToken::new()))
 }
 
@@ -208,9 +203,25 @@ struct Ctx {
     events: Option<Events>,
     logs: Option<UnixDatagram>,
     grace: Duration,
+    /// The container's own process spec (capabilities, no_new_privs), read once:
+    /// exec'd processes get what it grants, not the runtime's defaults.
+    init_process: Result<oci_spec::runtime::Process, String>,
 }
 
 impl Ctx {
+    fn new(cfg: ShimConfig, events: Option<Events>, logs: Option<UnixDatagram>) -> Ctx {
+        let init_process = oci_spec::runtime::Spec::load(cfg.bundle.join("config.json"))
+            .map(|spec| spec.process().clone().unwrap_or_default())
+            .map_err(|e| format!("cannot read the container spec: {e}"));
+        Ctx {
+            grace: Duration::from_millis(cfg.grace_ms),
+            cfg,
+            events,
+            logs,
+            init_process,
+        }
+    }
+
     fn emit(&self, e: &ShimEvent) {
         if let Some(ev) = &self.events {
             ev.emit(e);
@@ -246,12 +257,7 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
     if let Some(s) = &logs {
         let _ = s.set_nonblocking(true);
     }
-    let ctx = Ctx {
-        grace: Duration::from_millis(cfg.grace_ms),
-        cfg,
-        events: Some(events),
-        logs,
-    };
+    let ctx = Ctx::new(cfg, Some(events), logs);
 
     let mut container = match create(&ctx.cfg) {
         Ok(c) => c,
@@ -592,10 +598,12 @@ async fn wait_exit(pid: Pid) -> i32 {
     };
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
-            Ok(_) => {}
-            Err(_) => return 255,
+            Ok(WaitStatus::StillAlive) => {}
+            status => {
+                if let Some(code) = shell_status(status) {
+                    return code;
+                }
+            }
         }
         match fd.readable().await {
             Ok(mut g) => g.clear_ready(),
@@ -605,10 +613,21 @@ async fn wait_exit(pid: Pid) -> i32 {
 }
 
 fn wait_blocking(pid: Pid) -> i32 {
-    match waitpid(pid, None) {
-        Ok(WaitStatus::Exited(_, code)) => code,
-        Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
-        _ => 255,
+    loop {
+        if let Some(code) = shell_status(waitpid(pid, None)) {
+            return code;
+        }
+    }
+}
+
+/// An exit as a shell reports it (128 + signal when killed); `None` while the process
+/// has not ended (stopped, continued). A failed wait counts as 255.
+fn shell_status(status: nix::Result<WaitStatus>) -> Option<i32> {
+    match status {
+        Ok(WaitStatus::Exited(_, code)) => Some(code),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+        Ok(_) => None,
+        Err(_) => Some(255),
     }
 }
 
@@ -669,11 +688,7 @@ async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken
         .as_ref()
         .and_then(|l| l.nofile)
         .unwrap_or(crate::bundle::DEFAULT_NOFILE);
-    // Exec'd processes get what the container's own spec grants (capabilities,
-    // no_new_privs), not the runtime's defaults.
-    let init = oci_spec::runtime::Spec::load(ctx.cfg.bundle.join("config.json"))
-        .map_err(|e| format!("cannot read the container spec: {e}"))?;
-    let init_process = init.process().clone().unwrap_or_default();
+    let init_process = ctx.init_process.as_ref().map_err(Clone::clone)?;
     let mut builder = oci_spec::runtime::ProcessBuilder::default()
         .no_new_privileges(init_process.no_new_privileges().unwrap_or(true));
     if let Some(caps) = init_process.capabilities() {

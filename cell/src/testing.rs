@@ -113,26 +113,33 @@ impl Default for TestExecutor {
 
 impl Drop for TestExecutor {
     fn drop(&mut self) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        let exec = self.exec.clone();
-        if let Ok(rt) = rt {
-            let _ = std::thread::spawn(move || {
-                rt.block_on(async {
-                    for c in exec.on_disk() {
-                        exec.destroy(c.handle()).await;
-                    }
-                })
-            })
-            .join();
-        }
-        let bridge = self.exec.network().config().bridge.clone();
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &bridge])
-            .output();
+        destroy_all(self.exec.config().clone());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Destroys every container an executor recorded under `cfg.data_dir` (what a test,
+/// or a killed cell, left running), then removes the executor's bridge. Blocking: it
+/// runs on a thread of its own, so it may be called from drop inside a runtime.
+pub fn destroy_all(cfg: ExecutorConfig) {
+    let bridge = cfg.network.bridge.clone();
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            if let Ok(exec) = Executor::new(cfg) {
+                for c in exec.on_disk() {
+                    exec.destroy(c.handle()).await;
+                }
+            }
+        });
+    })
+    .join();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", &bridge])
+        .output();
 }
 
 /// A Run action.
@@ -178,19 +185,16 @@ pub async fn wait_event(
     want: impl Fn(&ShimEvent) -> bool,
 ) -> ShimEvent {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut seen = vec![];
     loop {
         let (events, _) = exec.events(handle, 0);
         if let Some(e) = events.iter().find(|e| want(e)) {
             return e.clone();
         }
-        seen = events;
         if tokio::time::Instant::now() > deadline {
             let log =
                 std::fs::read_to_string(exec.dir(handle).join("shim.log")).unwrap_or_default();
-            panic!("container {handle}: no matching event within {timeout:?}; saw {seen:?}; shim log: {log}");
+            panic!("container {handle}: no matching event within {timeout:?}; saw {events:?}; shim log: {log}");
         }
-        let _ = &seen;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

@@ -304,28 +304,12 @@ impl CellProcess {
 impl Drop for CellProcess {
     fn drop(&mut self) {
         self.process.kill();
-        let cfg = lattice_cell::executor::ExecutorConfig {
+        lattice_cell::testing::destroy_all(lattice_cell::executor::ExecutorConfig {
             data_dir: self.data_dir.path().to_path_buf(),
             providers: Default::default(),
             shim: vec![lattice_bin().into_os_string(), "shim".into()],
             network: self.network.clone(),
             grace: Duration::from_secs(1),
-        };
-        let bridge = self.network.bridge.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(exec) = lattice_cell::executor::Executor::new(cfg) {
-                    for c in exec.on_disk() {
-                        exec.destroy(c.handle()).await;
-                    }
-                }
-            });
-        })
-        .join();
-        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        });
     }
 }
