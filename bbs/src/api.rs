@@ -21,6 +21,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
 use futures::{Stream, StreamExt};
+use lattice_specs::logs::{decode_ndjson, LogBuffer};
 use lattice_specs::models::Domain;
 use lattice_specs::receptor::{
     self, ActualLrpResponse, CellResponse, DesiredLrpResponse, EventPayload, TaskResponse,
@@ -40,6 +41,10 @@ pub struct ApiState {
     pub hub: EventHub,
     /// `user:password` required on /v1/* when set.
     pub basic_auth: Option<String>,
+    /// Lines pushed to the BBS (router access lines, components' debug logs).
+    pub logs: LogBuffer,
+    /// For fetching the cells' log lines.
+    pub http: reqwest::Client,
 }
 
 /// An error as the receptor wrote it.
@@ -412,6 +417,58 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    /// Keep the stream open for new lines (default true).
+    follow: Option<bool>,
+    /// Start with the recent history (default true).
+    recent: Option<bool>,
+}
+
+/// `GET /v1/logs/LOG_GUID`: the log guid's lines from every cell and from the BBS's
+/// own buffer, as newline-delimited JSON (an extension; the receptor had none).
+async fn get_logs(
+    State(s): State<ApiState>,
+    Path(log_guid): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let reps: Vec<String> =
+        s.db.cells()
+            .await
+            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?
+            .into_iter()
+            .map(|c| c.rep_address)
+            .collect();
+    let lines = crate::logs::gather(
+        &s.http,
+        &s.logs,
+        reps,
+        &log_guid,
+        q.recent.unwrap_or(true),
+        q.follow.unwrap_or(true),
+    )
+    .await
+    // The BBS shutting down ends the stream.
+    .take_until(s.hub.closing())
+    .map(|m| Ok::<_, Infallible>(Bytes::from(m.to_ndjson())));
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// `POST /v1/logs`: newline-delimited JSON log messages into the BBS's buffer (how a
+/// router sends its access lines).
+async fn post_logs(State(s): State<ApiState>, body: Bytes) -> StatusCode {
+    let chunks = futures::stream::iter([Ok::<_, Infallible>(body)]);
+    let mut lines = std::pin::pin!(decode_ndjson(chunks));
+    while let Some(m) = lines.next().await {
+        s.logs.push(m);
+    }
+    StatusCode::NO_CONTENT
+}
+
 async fn version() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "version": VERSION, "api": "receptor/v1" }))
 }
@@ -497,6 +554,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/domains/{domain}", put(upsert_domain))
         .route("/v1/events", get(events))
         .route("/v1/version", get(version))
+        .route("/v1/logs", post(post_logs))
+        .route("/v1/logs/{log_guid}", get(get_logs))
         .layer(middleware::from_fn_with_state(state.clone(), basic_auth));
     Router::new()
         .merge(v1)

@@ -10,6 +10,7 @@ pub mod api;
 pub mod db;
 pub mod events;
 pub mod grpc;
+pub mod logs;
 pub mod metrics;
 pub mod server;
 pub mod store;

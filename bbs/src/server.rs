@@ -85,12 +85,16 @@ pub struct BbsConfig {
     pub basic_auth: Option<String>,
     /// How long a store call may take before the request fails as unavailable.
     pub store_timeout: Duration,
+    /// The BBS's own log lines (see [`crate::logs`]); shared with whoever else feeds it.
+    pub logs: lattice_specs::logs::LogBuffer,
 }
 
 pub struct RunningBbs {
     pub grpc_addr: SocketAddr,
     pub api_addr: SocketAddr,
     pub db: Db,
+    /// The log lines the BBS keeps itself (see [`crate::logs`]).
+    pub logs: lattice_specs::logs::LogBuffer,
     hub: EventHub,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -118,6 +122,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
     let db = Db::new(store.clone());
     let hub = EventHub::start(store).await;
     let (stop, stopped) = watch::channel(false);
+    let logs = cfg.logs.clone();
 
     let grpc_listener = TcpListener::bind(cfg.listen)
         .await
@@ -150,6 +155,8 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         db: db.clone(),
         hub: hub.clone(),
         basic_auth: cfg.basic_auth.clone(),
+        logs: logs.clone(),
+        http: reqwest::Client::new(),
     });
     let api_stop = wait(stopped);
     let http = tokio::spawn(async move {
@@ -166,6 +173,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         grpc_addr,
         api_addr,
         db,
+        logs,
         hub,
         stop,
         tasks: vec![grpc, http],

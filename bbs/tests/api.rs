@@ -19,6 +19,7 @@ async fn start(auth: Option<&str>) -> (RunningBbs, tempfile::TempDir) {
         api_listen: "127.0.0.1:0".parse().unwrap(),
         basic_auth: auth.map(String::from),
         store_timeout: Duration::from_secs(2),
+        logs: Default::default(),
     };
     (server::start_with_store(store, cfg).await.unwrap(), dir)
 }

@@ -39,6 +39,7 @@ async fn cluster() -> Cluster {
         api_listen: "127.0.0.1:0".parse().unwrap(),
         basic_auth: None,
         store_timeout: Duration::from_secs(3),
+        logs: Default::default(),
     };
     let running = server::start_with_store(store, cfg).await.unwrap();
     let bbs = Bbs::connect_lazy(&running.grpc_addr.to_string()).unwrap();

@@ -33,12 +33,13 @@ fn ms(v: u64) -> Duration {
     }
 }
 
-/// The checks for a DesiredLRP: its check definition, else its monitor action (a Run,
-/// possibly inside a Timeout), else a port check on its first port, else none (healthy
-/// as soon as it starts).
+/// The checks for a DesiredLRP: its check definition (an empty one means "no checks":
+/// `ltc create --no-monitor`), else its monitor action (a Run, possibly inside a
+/// Timeout), else a port check on its first port, else none (healthy as soon as it
+/// starts).
 pub fn checks_for(d: &models::DesiredLrp) -> Vec<Check> {
     if let Some(def) = &d.check_definition {
-        let checks: Vec<Check> = def
+        return def
             .checks
             .iter()
             .filter_map(|c| match c.check.as_ref()? {
@@ -57,9 +58,6 @@ pub fn checks_for(d: &models::DesiredLrp) -> Vec<Check> {
                 }),
             })
             .collect();
-        if !checks.is_empty() {
-            return checks;
-        }
     }
     if let Some(m) = &d.monitor {
         let mut action = m;
@@ -199,6 +197,12 @@ mod tests {
                 path: "/".into(),
                 timeout: DEFAULT_TIMEOUT
             }]
+        );
+        d.check_definition = Some(Default::default());
+        assert_eq!(
+            checks_for(&d),
+            vec![],
+            "an empty definition turns checks off"
         );
     }
 

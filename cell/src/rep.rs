@@ -1175,6 +1175,28 @@ impl Rep {
     }
 }
 
+impl Rep {
+    /// Stops everything this cell runs, for a cluster that is shutting down as a whole
+    /// (`lattice up`): no new work is taken, every instance is stopped and its record
+    /// removed (the converger starts it again when the cluster comes back), every task
+    /// fails with "the cell stopped". Returns once every container is gone, or after
+    /// the grace period and some.
+    pub async fn stop_all(self: &Arc<Self>) {
+        self.evacuating.store(true, Ordering::SeqCst);
+        for (handle, slot) in self.snapshot() {
+            if matches!(slot.kind, Kind::Task { .. }) {
+                self.complete(&handle, true, "the cell stopped while the task ran", "")
+                    .await;
+            }
+            slot.stop.cancel();
+        }
+        let deadline = Instant::now() + self.exec.config().grace + Duration::from_secs(5);
+        while !self.slots.lock().unwrap().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Memory, disk and containers the slots hold.
 fn used(slots: &HashMap<String, Slot>) -> (i32, i32, i32) {
     slots.values().fold((0, 0, 0), |(m, d, c), s| {

@@ -13,7 +13,6 @@ use lattice_specs::rep_api::rep_server::RepServer;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::Executor;
-use crate::logs::LogMessage;
 use crate::rep::{Rep, RepConfig, RepGrpc};
 
 /// A running cell.
@@ -32,6 +31,12 @@ impl RunningCell {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+
+    /// Stops every container (see [`Rep::stop_all`]), then the rep.
+    pub async fn stop_all_and_shutdown(self) {
+        self.rep.stop_all().await;
+        self.shutdown().await;
     }
 
     /// Evacuates (see [`Rep::evacuate`]), then stops.
@@ -113,9 +118,11 @@ async fn metrics(State(rep): State<Arc<Rep>>) -> impl IntoResponse {
 }
 
 #[derive(serde::Deserialize)]
-struct LogQuery {
+pub struct LogQuery {
     /// Keep the stream open for new lines (default true).
-    follow: Option<bool>,
+    pub follow: Option<bool>,
+    /// Start with the recent history (default true).
+    pub recent: Option<bool>,
 }
 
 /// Recent lines of a log guid, then (unless `?follow=false`) every new one, as
@@ -125,28 +132,19 @@ async fn logs(
     Path(log_guid): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> impl IntoResponse {
-    let line = |m: &LogMessage| {
-        let mut v = serde_json::to_vec(m).unwrap_or_default();
-        v.push(b'\n');
-        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(v))
-    };
-    // Subscribe before reading history so nothing falls between the two.
-    let live = rep.logs.follow();
-    let recent: Vec<_> = rep.logs.recent(&log_guid).iter().map(line).collect();
-    let history = futures::stream::iter(recent);
-    let body = if q.follow.unwrap_or(true) {
-        let guid = log_guid.clone();
-        let live = tokio_stream::wrappers::BroadcastStream::new(live)
-            .filter_map(move |m| {
-                let keep = m.ok().filter(|m| m.log_guid == guid);
-                async move { keep }
-            })
-            .map(move |m| line(&m));
-        axum::body::Body::from_stream(history.chain(live))
-    } else {
-        axum::body::Body::from_stream(history)
-    };
-    ([("content-type", "application/x-ndjson")], body)
+    let lines = rep
+        .logs
+        .buffer
+        .stream(
+            &log_guid,
+            q.recent.unwrap_or(true),
+            q.follow.unwrap_or(true),
+        )
+        .map(|m| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(m.to_ndjson())));
+    (
+        [("content-type", "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
 }
 
 async fn containers(State(rep): State<Arc<Rep>>) -> impl IntoResponse {

@@ -56,6 +56,14 @@ pub static BBS_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap())
 });
 
+pub static ACCESS_LINES_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "router_access_lines_dropped_total",
+        "Access lines not sent to the apps' logs because the queue was full.",
+    )
+    .unwrap())
+});
+
 pub fn render() -> String {
     let _ = (
         &*REQUESTS,
@@ -63,6 +71,7 @@ pub fn render() -> String {
         &*BACKEND_ERRORS,
         &*ROUTES,
         &*BBS_ERRORS,
+        &*ACCESS_LINES_DROPPED,
     );
     let mut buf = Vec::new();
     TextEncoder::new()

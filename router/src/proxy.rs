@@ -66,6 +66,8 @@ pub struct ProxyConfig {
     pub max_body_bytes: usize,
     /// The apps' domain, named in "unknown host" answers.
     pub domain: String,
+    /// Where access lines for the apps' log streams go (none: only the router's log).
+    pub logs: Option<crate::logs::LogSink>,
 }
 
 impl Default for ProxyConfig {
@@ -79,6 +81,7 @@ impl Default for ProxyConfig {
             max_header_bytes: 64 * 1024,
             max_body_bytes: 16 * 1024 * 1024,
             domain: "lattice.localhost".into(),
+            logs: None,
         }
     }
 }
@@ -178,7 +181,9 @@ struct Access<'a> {
     path: String,
     host: &'a str,
     app: &'a str,
+    log_guid: &'a str,
     request_id: &'a str,
+    logs: Option<&'a crate::logs::LogSink>,
 }
 
 impl Access<'_> {
@@ -203,6 +208,30 @@ impl Access<'_> {
             request_id = self.request_id,
             "request"
         );
+        if let (Some(logs), false) = (self.logs, self.log_guid.is_empty()) {
+            let line = format!(
+                "{} - \"{} {}\" {} response_time:{:.6} app_index:{} x_request_id:{}",
+                self.host,
+                self.method,
+                self.path,
+                status.as_u16(),
+                elapsed.as_secs_f64(),
+                instance
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                self.request_id,
+            );
+            if logs
+                .try_send(lattice_specs::logs::LogMessage::new(
+                    self.log_guid,
+                    "RTR",
+                    line,
+                ))
+                .is_err()
+            {
+                m::ACCESS_LINES_DROPPED.inc();
+            }
+        }
     }
 }
 
@@ -358,7 +387,9 @@ impl Proxy {
                 path,
                 host: &host,
                 app: "-",
+                log_guid: "",
                 request_id: &request_id,
+                logs: None,
             };
             a.done(StatusCode::NOT_FOUND, None);
             let domain = &self.cfg.domain;
@@ -371,7 +402,9 @@ impl Proxy {
             path,
             host: &host,
             app: &app,
+            log_guid: &entry.log_guid,
             request_id: &request_id,
+            logs: self.cfg.logs.as_ref(),
         };
         if entry.endpoints.is_empty() {
             access.done(StatusCode::SERVICE_UNAVAILABLE, None);

@@ -36,6 +36,8 @@ pub struct Endpoint {
 pub struct HostEntry {
     /// The LRPs routed at this host (to tell "unknown host" from "nothing running").
     pub process_guids: Vec<String>,
+    /// Where access lines go: the first LRP's log guid (its process guid if it has none).
+    pub log_guid: String,
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Round-robin position.
     pub next: AtomicUsize,
@@ -48,6 +50,8 @@ type InstanceKey = (String, i32, i32);
 pub struct RouteTable {
     /// process_guid → (hostname, container port)
     routes: HashMap<String, Vec<(String, u32)>>,
+    /// process_guid → log guid
+    log_guids: HashMap<String, String>,
     desired_tags: HashMap<String, ModificationTag>,
     instances: HashMap<InstanceKey, ActualLrp>,
     by_process: HashMap<String, HashSet<InstanceKey>>,
@@ -141,6 +145,13 @@ impl RouteTable {
             .routes
             .insert(d.process_guid.clone(), new.clone())
             .unwrap_or_default();
+        let log_guid = if d.log_guid.is_empty() {
+            &d.process_guid
+        } else {
+            &d.log_guid
+        };
+        self.log_guids
+            .insert(d.process_guid.clone(), log_guid.clone());
         self.desired_tags.insert(
             d.process_guid.clone(),
             d.modification_tag.clone().unwrap_or_default(),
@@ -180,6 +191,7 @@ impl RouteTable {
             return;
         }
         self.desired_tags.remove(&d.process_guid);
+        self.log_guids.remove(&d.process_guid);
         let old = self.routes.remove(&d.process_guid).unwrap_or_default();
         for (h, _) in old {
             if let Some(set) = self.host_processes.get_mut(&h) {
@@ -306,10 +318,16 @@ impl RouteTable {
             .unwrap_or(0);
         let mut process_guids = procs;
         process_guids.sort();
+        let log_guid = self
+            .log_guids
+            .get(&process_guids[0])
+            .cloned()
+            .unwrap_or_else(|| process_guids[0].clone());
         self.hosts.insert(
             host.to_string(),
             Arc::new(HostEntry {
                 process_guids,
+                log_guid,
                 endpoints,
                 next: AtomicUsize::new(next),
             }),

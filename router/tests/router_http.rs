@@ -36,6 +36,7 @@ async fn bbs() -> Bbs {
         api_listen: "127.0.0.1:0".parse().unwrap(),
         basic_auth: None,
         store_timeout: Duration::from_secs(3),
+        logs: Default::default(),
     };
     Bbs {
         running: server::start_with_store(store, cfg).await.unwrap(),

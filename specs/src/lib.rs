@@ -4,6 +4,7 @@
 //! receptor-shaped JSON types. Nothing in this crate does I/O.
 
 pub mod actual_lrp;
+pub mod logs;
 pub mod receptor;
 pub mod restart;
 pub mod rootfs;
@@ -100,4 +101,16 @@ impl ModelError {
             },
         }
     }
+}
+
+/// `s` escaped as one URL path segment (unreserved characters kept, the rest %-encoded).
+pub fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

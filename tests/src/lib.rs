@@ -19,7 +19,16 @@ pub fn lattice_bin() -> PathBuf {
             .unwrap()
             .to_path_buf();
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "lattice-cli", "--bin", "lattice"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "lattice-cli",
+                "--bin",
+                "lattice",
+                "--bin",
+                "ltc",
+            ])
             .current_dir(&root)
             .status()
             .expect("running cargo build for the lattice binary");
@@ -35,6 +44,11 @@ pub fn lattice_bin() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// The `ltc` binary (built with `lattice`).
+pub fn ltc_bin() -> PathBuf {
+    lattice_bin().with_file_name("ltc")
 }
 
 /// A `lattice` subcommand run as a child process, ready once it prints its
@@ -90,6 +104,32 @@ impl Process {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// SIGTERM, as Ctrl-C would, and wait (up to 60 s) for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("the process is running");
+        signal(c.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!(
+                    "`lattice {}` did not stop within 60 s of SIGTERM",
+                    self.args.join(" ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Start again after [`Process::terminate`] or [`Process::kill`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the process is still running");
+        self.spawn();
     }
 
     /// Kill and start again with the same arguments (same ports).
@@ -304,12 +344,140 @@ impl CellProcess {
 impl Drop for CellProcess {
     fn drop(&mut self) {
         self.process.kill();
-        lattice_cell::testing::destroy_all(lattice_cell::executor::ExecutorConfig {
-            data_dir: self.data_dir.path().to_path_buf(),
-            providers: Default::default(),
-            shim: vec![lattice_bin().into_os_string(), "shim".into()],
-            network: self.network.clone(),
-            grace: Duration::from_secs(1),
-        });
+        destroy_cell_leftovers(self.data_dir.path(), &self.network);
     }
+}
+
+/// `lattice up` as a user runs it, on free ports, with its own data directory and a
+/// network of its own given through a TOML config file (`[cell]` bridge, subnet and
+/// ports). Dropping it kills the process and destroys every container left.
+pub struct UpProcess {
+    pub process: Process,
+    /// http://127.0.0.1:PORT
+    pub api: String,
+    /// 127.0.0.1:PORT
+    pub router: String,
+    pub data_dir: tempfile::TempDir,
+    network: lattice_cell::network::NetworkConfig,
+}
+
+/// What an `ltc` run said.
+#[derive(Debug)]
+pub struct LtcOutput {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl UpProcess {
+    pub fn start() -> UpProcess {
+        lattice_cell::testing::require_root();
+        let data_dir = tempfile::tempdir().unwrap();
+        let network = lattice_cell::testing::test_network();
+        let config = data_dir.path().join("lattice.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[cell]\nbridge = \"{}\"\nsubnet = \"{}/{}\"\nports = \"{}-{}\"\ngrace = 2\nsync_interval = 2\n",
+                network.bridge, network.gateway, network.prefix, network.ports.0, network.ports.1
+            ),
+        )
+        .unwrap();
+        let api = format!("127.0.0.1:{}", free_port());
+        let router = format!("127.0.0.1:{}", free_port());
+        let args: Vec<String> = [
+            "--config",
+            config.to_str().unwrap(),
+            "up",
+            "--data-dir",
+            data_dir.path().join("lattice").to_str().unwrap(),
+            "--api-listen",
+            &api,
+            "--router-listen",
+            &router,
+            "--grpc-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--cell-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--metrics-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        UpProcess {
+            process: Process::start(args, "lattice up ready"),
+            api: format!("http://{api}"),
+            router,
+            data_dir,
+            network,
+        }
+    }
+
+    /// Runs `ltc ARGS` with this cluster's ltc home (as the user's own `~/.lattice`).
+    pub fn ltc(&self, args: &[&str]) -> LtcOutput {
+        let out = Command::new(ltc_bin())
+            .args(args)
+            .env("LTC_HOME", self.data_dir.path().join("ltc"))
+            .env_remove("LTC_TARGET")
+            .output()
+            .expect("running ltc");
+        LtcOutput {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
+    }
+
+    /// Runs `ltc ARGS` and insists it succeeds.
+    pub fn ltc_ok(&self, args: &[&str]) -> String {
+        let out = self.ltc(args);
+        assert!(out.ok, "ltc {args:?} failed: {out:#?}");
+        out.stdout
+    }
+
+    /// The app's page through the router, as `curl -H 'Host: APP.lattice.localhost'`.
+    pub fn get(&self, app: &str) -> Option<(u16, String)> {
+        let mut s = std::net::TcpStream::connect(&self.router).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: {app}.lattice.localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        let status = resp.split(' ').nth(1)?.parse().ok()?;
+        let body = resp.split_once("\r\n\r\n")?.1.to_string();
+        Some((status, body))
+    }
+
+    /// Containers the cell has on disk.
+    pub fn containers_on_disk(&self) -> usize {
+        std::fs::read_dir(self.data_dir.path().join("lattice/cell/containers"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        self.process.kill();
+        destroy_cell_leftovers(&self.data_dir.path().join("lattice/cell"), &self.network);
+    }
+}
+
+/// Destroys every container a killed cell left in `data_dir`, and its bridge.
+fn destroy_cell_leftovers(
+    data_dir: &std::path::Path,
+    network: &lattice_cell::network::NetworkConfig,
+) {
+    lattice_cell::testing::destroy_all(lattice_cell::executor::ExecutorConfig {
+        data_dir: data_dir.to_path_buf(),
+        providers: Default::default(),
+        shim: vec![lattice_bin().into_os_string(), "shim".into()],
+        network: network.clone(),
+        grace: Duration::from_secs(1),
+    });
 }

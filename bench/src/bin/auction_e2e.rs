@@ -83,6 +83,7 @@ async fn main() {
             api_listen: "127.0.0.1:0".parse().unwrap(),
             basic_auth: None,
             store_timeout: Duration::from_secs(30),
+            logs: Default::default(),
         },
     )
     .await

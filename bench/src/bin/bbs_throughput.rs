@@ -162,6 +162,7 @@ async fn through_bbs(store: Arc<dyn Store>, n: i32, c: usize) -> Duration {
             api_listen: "127.0.0.1:0".parse().unwrap(),
             basic_auth: None,
             store_timeout: Duration::from_secs(10),
+            logs: Default::default(),
         },
     )
     .await

@@ -181,6 +181,7 @@ async fn measure() {
             api_listen: "127.0.0.1:0".parse().unwrap(),
             basic_auth: None,
             store_timeout: Duration::from_secs(5),
+            logs: Default::default(),
         },
     )
     .await

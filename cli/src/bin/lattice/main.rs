@@ -3,18 +3,25 @@
 //! `lattice router` the HTTP router. `lattice shim DIR` is the per-container shim the
 //! cell starts (not for people).
 
+mod config;
+mod debuglog;
+mod up;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lattice_bbs::server::{self, BbsConfig, StoreUrl};
+use lattice_specs::logs::LogBuffer;
 
 #[derive(Parser)]
 #[command(
     name = "lattice",
     version,
-    about = "Lattice-rs: a container scheduler in the shape of Diego"
+    about = "Lattice-rs: a container scheduler in the shape of Diego",
+    after_help = "Every flag can also come from a LATTICE_* environment variable (see each command's --help) or from a TOML file given with --config FILE (or LATTICE_CONFIG): one table per command, e.g. [cell] memory_mb = 4096. Command-line flags win over the file, the file over the environment.",
+    args_override_self = true
 )]
 struct Cli {
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `lattice_bbs=debug`.
@@ -34,6 +41,8 @@ enum Command {
     Cell(Box<CellArgs>),
     /// Run the HTTP router: Host APP.DOMAIN to the app's RUNNING instances.
     Router(RouterArgs),
+    /// Run a whole cluster in this process: BBS, brain, one cell and the router.
+    Up(up::UpArgs),
 }
 
 #[derive(clap::Args)]
@@ -129,6 +138,13 @@ struct RouterArgs {
     /// Seconds between full re-reads of the routes from the BBS.
     #[arg(long, env = "LATTICE_ROUTER_RESYNC", default_value_t = 30)]
     resync: u64,
+    /// The BBS's public API (e.g. http://127.0.0.1:8888), where access lines go so
+    /// `ltc logs APP` shows them; without it they are only in the router's own log.
+    #[arg(long, env = "LATTICE_API")]
+    api: Option<String>,
+    /// USER:PASSWORD for --api, when the BBS requires it.
+    #[arg(long, env = "LATTICE_API_BASIC_AUTH")]
+    api_basic_auth: Option<String>,
     /// Where to serve /metrics.
     #[arg(
         long,
@@ -199,23 +215,32 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run_bbs(a: BbsArgs) -> anyhow::Result<()> {
+async fn start_bbs(a: BbsArgs, logs: LogBuffer) -> anyhow::Result<server::RunningBbs> {
     if let Some(auth) = &a.basic_auth {
-        anyhow::ensure!(auth.contains(':'), "--basic-auth must be USER:PASSWORD");
+        anyhow::ensure!(
+            auth.contains(':'),
+            "--basic-auth must be USER:PASSWORD, e.g. --basic-auth admin:s3cret"
+        );
     }
-    let bbs = server::start(BbsConfig {
+    server::start(BbsConfig {
         store: a.store.clone(),
         listen: a.listen,
         api_listen: a.api_listen,
         basic_auth: a.basic_auth,
         store_timeout: Duration::from_millis(a.store_timeout_ms),
+        logs,
     })
     .await
-    .context("starting the BBS")?;
+    .context("starting the BBS")
+}
+
+async fn run_bbs(a: BbsArgs, logs: LogBuffer) -> anyhow::Result<()> {
+    let store = a.store.clone();
+    let bbs = start_bbs(a, logs).await?;
     // One machine-readable line for scripts and tests.
     println!(
-        "lattice bbs ready grpc={} api={} store={:?}",
-        bbs.grpc_addr, bbs.api_addr, a.store
+        "lattice bbs ready grpc={} api={} store={store:?}",
+        bbs.grpc_addr, bbs.api_addr
     );
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -223,12 +248,10 @@ async fn run_bbs(a: BbsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
+fn brain_config(a: &BrainArgs) -> anyhow::Result<lattice_brain::leader::BrainConfig> {
     use lattice_brain::{auctioneer::AuctioneerConfig, leader::BrainConfig};
     anyhow::ensure!(a.lock_ttl >= 1, "--lock-ttl must be at least 1 second");
     anyhow::ensure!(a.bin_pack_weight >= 0.0, "--bin-pack-weight must be >= 0");
-    let bbs = lattice_brain::bbs::Bbs::connect_lazy(&a.bbs)
-        .with_context(|| format!("bad --bbs address {:?}", a.bbs))?;
     let mut cfg = BrainConfig {
         lock_ttl: Duration::from_secs(a.lock_ttl),
         convergence_interval: Duration::from_secs(a.convergence_interval.max(1)),
@@ -239,33 +262,67 @@ async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     cfg.auctioneer.auction.bin_pack_weight = a.bin_pack_weight;
-    if let Some(id) = a.id {
-        cfg.id = id;
+    if let Some(id) = &a.id {
+        cfg.id = id.clone();
     }
-    let listener = tokio::net::TcpListener::bind(a.metrics_listen)
+    Ok(cfg)
+}
+
+/// A running brain (the leader election loop and, while it leads, auctions and
+/// convergence).
+struct RunningBrain {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningBrain {
+    async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn start_brain(bbs: &str, cfg: lattice_brain::leader::BrainConfig) -> anyhow::Result<RunningBrain> {
+    let bbs = lattice_brain::bbs::Bbs::connect_lazy(bbs)
+        .with_context(|| format!("bad --bbs address {bbs:?}"))?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let _ = lattice_brain::leader::run(
+            bbs,
+            std::sync::Arc::new(lattice_brain::cells::GrpcCells::default()),
+            cfg,
+            stopped,
+        )
+        .await;
+    });
+    Ok(RunningBrain { stop, task })
+}
+
+/// Serves `/metrics` (what `render` returns) on `listen`.
+async fn serve_metrics(listen: SocketAddr, render: fn() -> String) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding --metrics-listen {}", a.metrics_listen))?;
-    let metrics_addr = listener.local_addr()?;
+        .with_context(|| format!("binding --metrics-listen {listen}"))?;
+    let addr = listener.local_addr()?;
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(|| async { lattice_brain::metrics::render() }),
+        axum::routing::get(move || async move { render() }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
+    let cfg = brain_config(&a)?;
+    let metrics_addr = serve_metrics(a.metrics_listen, lattice_brain::metrics::render).await?;
     println!(
         "lattice brain ready id={} bbs={} metrics={}",
         cfg.id, a.bbs, metrics_addr
     );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let brain = tokio::spawn(lattice_brain::leader::run(
-        bbs,
-        std::sync::Arc::new(lattice_brain::cells::GrpcCells::default()),
-        cfg,
-        stopped,
-    ));
+    let brain = start_brain(&a.bbs, cfg)?;
     shutdown_signal().await;
     tracing::info!("shutting down");
-    let _ = stop.send(true);
-    let _ = brain.await;
+    brain.shutdown().await;
     Ok(())
 }
 
@@ -296,7 +353,15 @@ fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
     Ok((a, b))
 }
 
-async fn run_cell(a: CellArgs) -> anyhow::Result<()> {
+/// A started cell: its id, where it listens and where others reach it.
+struct StartedCell {
+    cell: lattice_cell::server::RunningCell,
+    id: String,
+    listen: SocketAddr,
+    advertise: String,
+}
+
+async fn start_cell(a: &CellArgs) -> anyhow::Result<StartedCell> {
     use lattice_cell::{executor, network, rep, rootfs, server};
     anyhow::ensure!(
         nix_is_root(),
@@ -368,8 +433,23 @@ async fn run_cell(a: CellArgs) -> anyhow::Result<()> {
     cfg.sync_interval = Duration::from_secs(a.sync_interval.max(1));
     let id = cfg.cell_id.clone();
     let cell = server::start(cfg, &a.bbs, exec, listener).await?;
+    Ok(StartedCell {
+        cell,
+        id,
+        listen: addr,
+        advertise,
+    })
+}
+
+async fn run_cell(a: CellArgs) -> anyhow::Result<()> {
+    let StartedCell {
+        cell,
+        id,
+        listen,
+        advertise,
+    } = start_cell(&a).await?;
     println!(
-        "lattice cell ready id={id} listen={addr} advertise={advertise} bbs={}",
+        "lattice cell ready id={id} listen={listen} advertise={advertise} bbs={}",
         a.bbs
     );
     let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
@@ -392,7 +472,27 @@ fn nix_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
+/// A serving router: one event loop per core.
+struct RunningRouter {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    loops: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl RunningRouter {
+    async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let loops = self.loops;
+        let _ = tokio::task::spawn_blocking(move || loops.into_iter().for_each(|l| drop(l.join())))
+            .await;
+    }
+}
+
+/// Follows the BBS for routes and serves; access lines go to `logs` when given.
+async fn start_router(
+    a: &RouterArgs,
+    logs: Option<lattice_router::logs::LogSink>,
+) -> anyhow::Result<RunningRouter> {
     use lattice_router::{emitter, proxy};
     let routes = std::sync::Arc::new(emitter::Routes::default());
     let (ready_tx, mut ready) = tokio::sync::watch::channel(false);
@@ -402,15 +502,6 @@ async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
         Duration::from_secs(a.resync.max(1)),
         ready_tx,
     ));
-    let metrics = tokio::net::TcpListener::bind(a.metrics_listen)
-        .await
-        .with_context(|| format!("binding --metrics-listen {}", a.metrics_listen))?;
-    let metrics_addr = metrics.local_addr()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async { lattice_router::metrics::render() }),
-    );
-    tokio::spawn(async move { axum::serve(metrics, app).await });
     // Serve only with a table: wait for the first snapshot (the BBS may still be starting).
     if tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
         .await
@@ -425,6 +516,7 @@ async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
         },
         request_timeout: Duration::from_secs(a.request_timeout.max(1)),
         domain: a.domain.clone(),
+        logs,
         ..Default::default()
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -434,15 +526,28 @@ async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
         .unwrap_or(1);
     let (addr, loops) = proxy::serve_per_core(routes, cfg, a.listen, threads, stopped)
         .with_context(|| format!("binding --listen {}", a.listen))?;
+    Ok(RunningRouter { addr, stop, loops })
+}
+
+async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
+    let metrics_addr = serve_metrics(a.metrics_listen, lattice_router::metrics::render).await?;
+    let logs = a.api.clone().map(|api| {
+        let (sink, rx) = lattice_router::logs::channel();
+        tokio::spawn(lattice_router::logs::post_to_api(
+            rx,
+            api,
+            a.api_basic_auth.clone(),
+        ));
+        sink
+    });
+    let router = start_router(&a, logs).await?;
     println!(
-        "lattice router ready listen={addr} domain={} bbs={} metrics={metrics_addr}",
-        a.domain, a.bbs
+        "lattice router ready listen={} domain={} bbs={} metrics={metrics_addr}",
+        router.addr, a.domain, a.bbs
     );
     shutdown_signal().await;
     tracing::info!("shutting down");
-    let _ = stop.send(true);
-    let _ =
-        tokio::task::spawn_blocking(move || loops.into_iter().for_each(|l| drop(l.join()))).await;
+    router.shutdown().await;
     Ok(())
 }
 
@@ -453,28 +558,53 @@ fn main() {
     if args.get(1).is_some_and(|a| a == "shim") {
         lattice_cell::shim::main(&args[2..]);
     }
+    let (args, config) = match config::expand(args) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("lattice: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("starting the runtime")
-        .block_on(async_main())
+        .block_on(async_main(cli, config.unwrap_or_default()))
 }
 
-async fn async_main() {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+async fn async_main(cli: Cli, config: toml::Table) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    // The components' own logs, for `ltc debug-logs` (served by the BBS, so kept by
+    // the processes that run one).
+    let debug_logs = LogBuffer::default();
+    let keeps_debug_logs = matches!(cli.command, Command::Bbs(_) | Command::Up(_));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        );
+    let debug = keeps_debug_logs.then(|| {
+        debuglog::DebugLogLayer {
+            buffer: debug_logs.clone(),
+        }
+        .with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::Level::INFO)
+                .with_target("rtr", tracing_subscriber::filter::LevelFilter::OFF),
+        )
+    });
+    tracing_subscriber::registry().with(fmt).with(debug).init();
     let r = match cli.command {
-        Command::Bbs(a) => run_bbs(a).await,
+        Command::Bbs(a) => run_bbs(a, debug_logs).await,
         Command::Brain(a) => run_brain(a).await,
         Command::Cell(a) => run_cell(*a).await,
         Command::Router(a) => run_router(a).await,
+        Command::Up(a) => up::run(a, &config, debug_logs).await,
     };
     if let Err(e) = r {
         eprintln!("lattice: {e:#}");

@@ -1,0 +1,207 @@
+//! `lattice up`: a whole cluster in one process — the BBS on the embedded store (or
+//! etcd), one brain, one cell offering `preloaded:busybox`, and the router — for one
+//! machine. Ctrl-C stops every container and component; starting again on the same
+//! data directory brings every app back (the store keeps what is desired, the brain
+//! starts it again).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use lattice_bbs::server::StoreUrl;
+use lattice_specs::logs::LogBuffer;
+
+use crate::config::section_args;
+use crate::{BbsArgs, BrainArgs, CellArgs, RouterArgs};
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Where the cluster keeps its state (the store, containers, images).
+    #[arg(long, env = "LATTICE_DATA_DIR", default_value = "/var/lib/lattice")]
+    data_dir: PathBuf,
+    /// The public API (`ltc target` this).
+    #[arg(long, env = "LATTICE_API_LISTEN", default_value = "127.0.0.1:8888")]
+    api_listen: SocketAddr,
+    /// Where the router serves the apps.
+    #[arg(long, env = "LATTICE_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
+    router_listen: SocketAddr,
+    /// The apps' domain: app APP answers at APP.DOMAIN (lattice.localhost resolves to
+    /// loopback).
+    #[arg(long, env = "LATTICE_DOMAIN", default_value = "lattice.localhost")]
+    domain: String,
+    /// Where state lives: file:PATH (default: DATA_DIR/bbs.db) or etcd://HOST:PORT[,…].
+    #[arg(long, env = "LATTICE_STORE")]
+    store: Option<StoreUrl>,
+    /// Require HTTP Basic auth on the public API: USER:PASSWORD.
+    #[arg(long, env = "LATTICE_BASIC_AUTH")]
+    basic_auth: Option<String>,
+    /// The BBS's internal gRPC address (the brain, cell and router use it).
+    #[arg(long, default_value = "127.0.0.1:8889")]
+    grpc_listen: SocketAddr,
+    /// Where the cell's rep listens (auctions, /metrics, logs).
+    #[arg(long, default_value = "127.0.0.1:1800")]
+    cell_listen: SocketAddr,
+    /// Where the brain's and router's /metrics are served (the API serves the BBS's, the
+    /// cell its own).
+    #[arg(long, default_value = "127.0.0.1:8890")]
+    metrics_listen: SocketAddr,
+}
+
+/// Parses a component's flags as `lattice NAME` would: the config file's `[NAME]`
+/// table, then `LATTICE_*` variables and defaults, with `forced` (what `up` decides)
+/// last so it wins.
+fn component_args<T: clap::Args>(
+    config: &toml::Table,
+    name: &str,
+    forced: &[String],
+) -> anyhow::Result<T> {
+    #[derive(Parser)]
+    #[command(args_override_self = true)]
+    struct One<T: clap::Args> {
+        #[command(flatten)]
+        args: T,
+    }
+    let mut argv: Vec<std::ffi::OsString> = vec![format!("lattice up ({name})").into()];
+    argv.extend(section_args(config, name)?);
+    argv.extend(forced.iter().map(Into::into));
+    One::<T>::try_parse_from(argv)
+        .map(|o| o.args)
+        .map_err(|e| anyhow::anyhow!("the [{name}] settings: {e}"))
+}
+
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyhow::Result<()> {
+    let began = Instant::now();
+    anyhow::ensure!(
+        crate::nix_is_root(),
+        "lattice up runs containers and needs root: try `sudo lattice up`"
+    );
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("creating --data-dir {}", a.data_dir.display()))?;
+    let data_dir = a.data_dir.canonicalize()?;
+    let store = a
+        .store
+        .clone()
+        .unwrap_or_else(|| StoreUrl::File(data_dir.join("bbs.db")));
+
+    // The BBS first: everything else talks to it.
+    let mut forced = vec![
+        format!("--store={}", store_arg(&store)),
+        format!("--listen={}", a.grpc_listen),
+        format!("--api-listen={}", a.api_listen),
+    ];
+    if let Some(auth) = &a.basic_auth {
+        forced.push(format!("--basic-auth={auth}"));
+    }
+    let bbs_args: BbsArgs = component_args(config, "bbs", &forced)?;
+    let bbs = crate::start_bbs(bbs_args, debug_logs.clone()).await?;
+    let grpc = bbs.grpc_addr.to_string();
+    let api = loopback(bbs.api_addr);
+
+    // The cell, so the brain finds it at its first auction.
+    let cell_args: CellArgs = component_args(
+        config,
+        "cell",
+        &[
+            format!("--bbs={grpc}"),
+            format!("--data-dir={}", data_dir.join("cell").display()),
+            format!("--listen={}", a.cell_listen),
+        ],
+    )?;
+    let started = crate::start_cell(&cell_args).await?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !bbs
+        .db
+        .cells()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.cell_id == started.id)
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the cell did not announce itself to the BBS within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The router, its access lines straight into the BBS's log buffer.
+    let router_args: RouterArgs = component_args(
+        config,
+        "router",
+        &[
+            format!("--bbs={grpc}"),
+            format!("--listen={}", a.router_listen),
+            format!("--domain={}", a.domain),
+        ],
+    )?;
+    let (sink, mut lines) = lattice_router::logs::channel();
+    let buffer = bbs.logs.clone();
+    tokio::spawn(async move {
+        while let Some(m) = lines.recv().await {
+            buffer.push(m);
+        }
+    });
+    let router = crate::start_router(&router_args, Some(sink)).await?;
+
+    let brain_args: BrainArgs = component_args(config, "brain", &[format!("--bbs={grpc}")])?;
+    let brain = crate::start_brain(&grpc, crate::brain_config(&brain_args)?)?;
+    let metrics = crate::serve_metrics(a.metrics_listen, || {
+        lattice_brain::metrics::render() + &lattice_router::metrics::render()
+    })
+    .await?;
+
+    let target = match &a.basic_auth {
+        Some(auth) => {
+            let user = auth.split_once(':').map(|(u, _)| u).unwrap_or(auth);
+            format!("ltc target http://{api} --user {user} --password PASSWORD")
+        }
+        None => format!("ltc target http://{api}"),
+    };
+    // The first line is for scripts and tests; the rest for people.
+    println!(
+        "lattice up ready api=http://{api} router={} domain={} cell={} store={} in {:.2}s",
+        router.addr,
+        a.domain,
+        started.id,
+        store_arg(&store),
+        began.elapsed().as_secs_f64()
+    );
+    println!(
+        "  apps answer at http://APP.{}:{}/ (through the router)",
+        a.domain,
+        router.addr.port()
+    );
+    println!(
+        "  the cell {} offers preloaded:busybox; metrics at http://{metrics}/metrics",
+        started.id
+    );
+    println!("  now run:  {target}");
+    println!("  then:     ltc create hello preloaded:busybox -- sh -c 'echo hello > index.html; exec httpd -f -p 8080'");
+
+    crate::shutdown_signal().await;
+    println!("lattice up: stopping (every container is stopped; `lattice up` again brings the apps back)");
+    router.shutdown().await;
+    brain.shutdown().await;
+    started.cell.stop_all_and_shutdown().await;
+    bbs.shutdown().await;
+    println!("lattice up: stopped");
+    Ok(())
+}
+
+/// A store URL as `--store` takes it.
+fn store_arg(s: &StoreUrl) -> String {
+    match s {
+        StoreUrl::File(p) => format!("file:{}", p.display()),
+        StoreUrl::Etcd(eps) => format!("etcd://{}", eps.join(",")),
+    }
+}

@@ -1,0 +1,220 @@
+//! The receptor-shaped public API, as `ltc` calls it.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use lattice_specs::receptor::{
+    ActualLrpResponse, CellResponse, DesiredLrpCreateRequest, DesiredLrpResponse,
+    DesiredLrpUpdateRequest, TaskCreateRequest, TaskResponse,
+};
+use reqwest::{Method, RequestBuilder};
+use serde::de::DeserializeOwned;
+
+use crate::target::Target;
+
+/// An error the API answered with (`{"name", "message"}`).
+#[derive(Debug)]
+pub struct ApiError {
+    pub name: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.name)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// The API's error name, if `e` is one.
+pub fn error_name(e: &anyhow::Error) -> Option<&str> {
+    e.downcast_ref::<ApiError>().map(|a| a.name.as_str())
+}
+
+pub struct Api {
+    pub target: Target,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(target: Target) -> Api {
+        Api {
+            target,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .expect("building the HTTP client"),
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.target.api));
+        if let Some(user) = &self.target.user {
+            r = r.basic_auth(user, self.target.password.as_ref());
+        }
+        r
+    }
+
+    async fn send(&self, r: RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = r.send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the API at {}: {e}. Is the cluster up (`sudo lattice up`), and is `ltc target` right?",
+                self.target.api
+            )
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let (name, message) = match serde_json::from_str::<lattice_specs::receptor::Error>(&body) {
+            Ok(e) => (e.name, e.message),
+            Err(_) => ("Unknown".into(), format!("{status}: {body}")),
+        };
+        let message = if name == "Unauthorized" {
+            format!(
+                "{message}. Run `ltc target {} --user USER --password PASSWORD`",
+                self.target.api
+            )
+        } else {
+            message
+        };
+        Err(ApiError { name, message }.into())
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self
+            .send(
+                self.request(Method::GET, path)
+                    .timeout(Duration::from_secs(30)),
+            )
+            .await?;
+        resp.json()
+            .await
+            .with_context(|| format!("the API's answer to GET {path} is not what ltc expects"))
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        let mut r = self.request(method, path).timeout(Duration::from_secs(30));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        self.send(r).await.map(drop)
+    }
+
+    pub async fn version(&self) -> anyhow::Result<serde_json::Value> {
+        self.get("/v1/version").await
+    }
+
+    pub async fn desired_lrps(&self) -> anyhow::Result<Vec<DesiredLrpResponse>> {
+        self.get("/v1/desired_lrps").await
+    }
+
+    pub async fn desired_lrp(&self, guid: &str) -> anyhow::Result<DesiredLrpResponse> {
+        self.get(&format!("/v1/desired_lrps/{}", seg(guid))).await
+    }
+
+    /// The app, or a clear "not found" that says what to do.
+    pub async fn app(&self, name: &str) -> anyhow::Result<DesiredLrpResponse> {
+        match self.desired_lrp(name).await {
+            Err(e) if error_name(&e) == Some("DesiredLRPNotFound") => anyhow::bail!(
+                "app {name} not found: `ltc list` shows the apps, `ltc create {name} IMAGE -- CMD` makes it"
+            ),
+            r => r,
+        }
+    }
+
+    pub async fn create_desired_lrp(&self, req: &DesiredLrpCreateRequest) -> anyhow::Result<()> {
+        self.call(
+            Method::POST,
+            "/v1/desired_lrps",
+            Some(serde_json::to_value(req)?),
+        )
+        .await
+    }
+
+    pub async fn update_desired_lrp(
+        &self,
+        guid: &str,
+        u: &DesiredLrpUpdateRequest,
+    ) -> anyhow::Result<()> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/desired_lrps/{}", seg(guid)),
+            Some(serde_json::to_value(u)?),
+        )
+        .await
+    }
+
+    pub async fn remove_desired_lrp(&self, guid: &str) -> anyhow::Result<()> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/desired_lrps/{}", seg(guid)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn actual_lrps(&self) -> anyhow::Result<Vec<ActualLrpResponse>> {
+        self.get("/v1/actual_lrps").await
+    }
+
+    pub async fn actual_lrps_of(&self, guid: &str) -> anyhow::Result<Vec<ActualLrpResponse>> {
+        self.get(&format!("/v1/actual_lrps/{}", seg(guid))).await
+    }
+
+    pub async fn cells(&self) -> anyhow::Result<Vec<CellResponse>> {
+        self.get("/v1/cells").await
+    }
+
+    pub async fn create_task(&self, req: &TaskCreateRequest) -> anyhow::Result<()> {
+        self.call(Method::POST, "/v1/tasks", Some(serde_json::to_value(req)?))
+            .await
+    }
+
+    pub async fn tasks(&self) -> anyhow::Result<Vec<TaskResponse>> {
+        self.get("/v1/tasks").await
+    }
+
+    pub async fn task(&self, guid: &str) -> anyhow::Result<TaskResponse> {
+        match self.get(&format!("/v1/tasks/{}", seg(guid))).await {
+            Err(e) if error_name(&e) == Some("TaskNotFound") => {
+                anyhow::bail!("task {guid} not found: `ltc list-tasks` shows the tasks")
+            }
+            r => r,
+        }
+    }
+
+    pub async fn cancel_task(&self, guid: &str) -> anyhow::Result<()> {
+        self.call(
+            Method::POST,
+            &format!("/v1/tasks/{}/cancel", seg(guid)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn delete_task(&self, guid: &str) -> anyhow::Result<()> {
+        self.call(Method::DELETE, &format!("/v1/tasks/{}", seg(guid)), None)
+            .await
+    }
+
+    /// A log guid's lines, as the API streams them (NDJSON).
+    pub async fn logs(&self, log_guid: &str, follow: bool) -> anyhow::Result<reqwest::Response> {
+        self.send(self.request(
+            Method::GET,
+            &format!("/v1/logs/{}?follow={follow}", seg(log_guid)),
+        ))
+        .await
+    }
+}
+
+use lattice_specs::path_segment as seg;

@@ -1,0 +1,798 @@
+//! Apps (DesiredLRPs with `process_guid` = the app's name): `create`, `scale`,
+//! `update`, `remove`, and waiting, with progress, until the instances run.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lattice_specs::models::{
+    self, action, check, Action, Check, CheckDefinition, EnvironmentVariable,
+};
+use lattice_specs::receptor::{ActualLrpResponse, DesiredLrpCreateRequest, DesiredLrpResponse};
+
+use crate::api::{error_name, Api};
+use crate::target::Target;
+
+/// The router name our router reads routes under.
+pub const ROUTER_KEY: &str = "cf-router";
+
+#[derive(clap::Args, Debug, Default)]
+pub struct CreateArgs {
+    /// The app's name (its process guid, log guid and default route APP.DOMAIN).
+    pub app: String,
+    /// The image: preloaded:NAME (e.g. preloaded:busybox).
+    pub image: String,
+    /// What to run, after `--`: the command and its arguments.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+    #[arg(short, long, default_value_t = 1)]
+    pub instances: i32,
+    #[arg(short, long = "memory-mb", default_value_t = 128)]
+    pub memory_mb: i32,
+    #[arg(short, long = "disk-mb", default_value_t = 0)]
+    pub disk_mb: i32,
+    /// Relative CPU share, 1-100.
+    #[arg(short, long = "cpu-weight", default_value_t = 100)]
+    pub cpu_weight: u32,
+    /// Container ports, comma separated (the first is routed and checked).
+    #[arg(short, long, value_delimiter = ',', default_value = "8080")]
+    pub ports: Vec<u32>,
+    /// HOST[:PORT] routes (repeatable); a HOST without a dot is HOST.DOMAIN. Default:
+    /// APP.DOMAIN to the first port.
+    #[arg(short = 'R', long = "http-route")]
+    pub http_routes: Vec<String>,
+    /// No routes: the app is not reachable through the router.
+    #[arg(long, conflicts_with = "http_routes")]
+    pub no_routes: bool,
+    /// Healthy when this port accepts connections (the default: the first port).
+    #[arg(short = 'M', long = "monitor-port")]
+    pub monitor_port: Option<u32>,
+    /// Healthy when GET PORT:/path answers 2xx.
+    #[arg(short = 'U', long = "monitor-url", conflicts_with = "monitor_port")]
+    pub monitor_url: Option<String>,
+    /// Healthy when this shell command exits 0 in the container.
+    #[arg(long = "monitor-command", conflicts_with_all = ["monitor_port", "monitor_url"])]
+    pub monitor_command: Option<String>,
+    /// No health check: running as soon as the process starts.
+    #[arg(long, conflicts_with_all = ["monitor_port", "monitor_url", "monitor_command"])]
+    pub no_monitor: bool,
+    /// NAME=VALUE, or NAME to pass ltc's own value (repeatable).
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    #[arg(short, long = "working-dir", default_value = "/")]
+    pub working_dir: String,
+    /// The user the process runs as (default: root, the image's first user).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Run with every privilege (no seccomp, all capabilities).
+    #[arg(long)]
+    pub privileged: bool,
+    /// Only on cells with this placement tag (repeatable).
+    #[arg(long = "placement-tag")]
+    pub placement_tags: Vec<String>,
+    /// NAME:/path[:ro] — mount volume NAME (repeatable).
+    #[arg(long = "volume")]
+    pub volumes: Vec<String>,
+    /// How long to wait for every instance to run, e.g. 90s, 2m.
+    #[arg(short, long, default_value = "2m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: use e.g. 30s, 2m, 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}: use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn routes_json(routes: &[(String, u32)]) -> BTreeMap<String, serde_json::Value> {
+    let mut by_port: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for (h, p) in routes {
+        by_port.entry(*p).or_default().push(h.clone());
+    }
+    let list: Vec<_> = by_port
+        .into_iter()
+        .map(|(port, hostnames)| serde_json::json!({"hostnames": hostnames, "port": port}))
+        .collect();
+    BTreeMap::from([(ROUTER_KEY.to_string(), serde_json::Value::Array(list))])
+}
+
+/// `--http-route` values as (hostname, port); `default_port` when a route names none.
+pub fn parse_routes(
+    routes: &[String],
+    domain: &str,
+    default_port: u32,
+) -> anyhow::Result<Vec<(String, u32)>> {
+    routes
+        .iter()
+        .map(|r| {
+            let (host, port) = match r.rsplit_once(':') {
+                Some((h, p)) => (
+                    h,
+                    p.parse::<u32>()
+                        .ok()
+                        .filter(|p| (1..=65535).contains(p))
+                        .with_context(|| format!("--http-route {r:?}: {p:?} is not a port"))?,
+                ),
+                None => (r.as_str(), default_port),
+            };
+            anyhow::ensure!(
+                !host.is_empty()
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'),
+                "--http-route {r:?}: expected HOST[:PORT], e.g. www or www.example.com:8080"
+            );
+            let host = if host.contains('.') {
+                host.to_lowercase()
+            } else {
+                format!("{}.{domain}", host.to_lowercase())
+            };
+            Ok((host, port))
+        })
+        .collect()
+}
+
+/// Hostnames an app is routed at (from its `cf-router` routes).
+pub fn hostnames(d: &DesiredLrpResponse) -> Vec<String> {
+    d.request
+        .routes
+        .get(ROUTER_KEY)
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .flat_map(|r| {
+            r.get("hostnames")
+                .and_then(|h| h.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h.as_str().map(String::from))
+        })
+        .collect()
+}
+
+fn env_vars(env: &[String]) -> anyhow::Result<Vec<EnvironmentVariable>> {
+    env.iter()
+        .map(|e| {
+            let (name, value) = match e.split_once('=') {
+                Some((n, v)) => (n.to_string(), v.to_string()),
+                None => (
+                    e.clone(),
+                    std::env::var(e).with_context(|| {
+                        format!("--env {e}: ltc has no {e} in its environment to pass; use --env {e}=VALUE")
+                    })?,
+                ),
+            };
+            anyhow::ensure!(!name.is_empty(), "--env {e:?}: expected NAME=VALUE");
+            Ok(EnvironmentVariable { name, value })
+        })
+        .collect()
+}
+
+fn volume_mounts(volumes: &[String]) -> anyhow::Result<Vec<models::VolumeMount>> {
+    volumes
+        .iter()
+        .map(|v| {
+            let parts: Vec<&str> = v.split(':').collect();
+            let (name, path, ro) = match parts[..] {
+                [n, p] => (n, p, false),
+                [n, p, "ro"] => (n, p, true),
+                [n, p, "rw"] => (n, p, false),
+                _ => anyhow::bail!("--volume {v:?}: expected NAME:/path[:ro]"),
+            };
+            anyhow::ensure!(
+                !name.is_empty() && path.starts_with('/'),
+                "--volume {v:?}: expected NAME:/path[:ro] with an absolute path"
+            );
+            Ok(models::VolumeMount {
+                driver: String::new(),
+                volume: name.into(),
+                container_path: path.into(),
+                read_only: ro,
+            })
+        })
+        .collect()
+}
+
+fn sh(cmd: &str) -> models::RunAction {
+    models::RunAction {
+        path: "/bin/sh".into(),
+        args: vec!["-c".into(), cmd.into()],
+        ..Default::default()
+    }
+}
+
+/// The DesiredLRP `ltc create` asks for.
+pub fn create_request(a: &CreateArgs, target: &Target) -> anyhow::Result<DesiredLrpCreateRequest> {
+    let name = &a.app;
+    anyhow::ensure!(
+        !name.is_empty()
+            && name.len() <= 63
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !name.starts_with('-'),
+        "app name {name:?}: use lowercase letters, digits and dashes (it becomes the hostname {name}.{})",
+        target.route_domain()
+    );
+    anyhow::ensure!(
+        a.image.contains(':'),
+        "image {:?}: say where it comes from, e.g. preloaded:busybox",
+        a.image
+    );
+    let Some((path, args)) = a.command.split_first() else {
+        anyhow::bail!(
+            "say what to run after `--`, e.g. ltc create {name} {} -- sh -c 'echo hi > index.html; exec httpd -f -p 8080'",
+            a.image
+        )
+    };
+    anyhow::ensure!(a.instances >= 0, "--instances must be 0 or more");
+    anyhow::ensure!(
+        (1..=100).contains(&a.cpu_weight),
+        "--cpu-weight must be 1..100"
+    );
+    anyhow::ensure!(
+        a.ports.iter().all(|p| (1..=65535).contains(p)),
+        "--ports: container ports are 1..65535"
+    );
+    let first_port = a.ports.first().copied();
+    let routes = if a.no_routes {
+        BTreeMap::new()
+    } else {
+        let port = first_port
+            .context("--ports is empty: an app with routes needs a port (or use --no-routes)")?;
+        let mut r = parse_routes(&a.http_routes, target.route_domain(), port)?;
+        if r.is_empty() {
+            r.push((format!("{name}.{}", target.route_domain()), port));
+        }
+        routes_json(&r)
+    };
+    let env = env_vars(&a.env)?;
+    let mut check_definition = None;
+    let mut monitor = None;
+    if a.no_monitor {
+        check_definition = Some(CheckDefinition::default());
+    } else if let Some(p) = a.monitor_port {
+        check_definition = Some(CheckDefinition {
+            checks: vec![Check {
+                check: Some(check::Check::Tcp(models::TcpCheck {
+                    port: p,
+                    connect_timeout_ms: 0,
+                })),
+            }],
+            log_source: String::new(),
+        });
+    } else if let Some(u) = &a.monitor_url {
+        let (port, path) = u
+            .split_once(':')
+            .and_then(|(p, path)| Some((p.parse::<u32>().ok()?, path)))
+            .filter(|(_, path)| path.starts_with('/'))
+            .with_context(|| {
+                format!("--monitor-url {u:?}: expected PORT:/path, e.g. 8080:/health")
+            })?;
+        check_definition = Some(CheckDefinition {
+            checks: vec![Check {
+                check: Some(check::Check::Http(models::HttpCheck {
+                    port,
+                    request_timeout_ms: 0,
+                    path: path.into(),
+                })),
+            }],
+            log_source: String::new(),
+        });
+    } else if let Some(c) = &a.monitor_command {
+        monitor = Some(Action {
+            action: Some(action::Action::Run(sh(c))),
+        });
+    }
+    let run = models::RunAction {
+        path: path.clone(),
+        args: args.to_vec(),
+        dir: a.working_dir.clone(),
+        env: env.clone(),
+        user: a.user.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    Ok(DesiredLrpCreateRequest {
+        process_guid: name.clone(),
+        domain: "lattice".into(),
+        rootfs: a.image.clone(),
+        instances: a.instances,
+        env,
+        action: Some(Action {
+            action: Some(action::Action::Run(run)),
+        }),
+        monitor,
+        check_definition,
+        start_timeout: a.timeout.as_secs().max(1),
+        disk_mb: a.disk_mb,
+        memory_mb: a.memory_mb,
+        cpu_weight: a.cpu_weight,
+        privileged: a.privileged,
+        ports: a.ports.clone(),
+        routes,
+        log_guid: name.clone(),
+        log_source: "APP".into(),
+        metrics_guid: name.clone(),
+        placement_tags: a.placement_tags.clone(),
+        volume_mounts: volume_mounts(&a.volumes)?,
+        ..Default::default()
+    })
+}
+
+/// Where waiting for instances stands.
+#[derive(Debug, PartialEq)]
+pub enum Progress {
+    Waiting {
+        running: usize,
+        wanted: usize,
+        summary: String,
+    },
+    Done,
+    Failed(String),
+}
+
+/// Judges the instances of an app that should have `wanted` of them running. `since`
+/// (Unix ns) is when the wait began: crashes before it are old news.
+pub fn progress(actuals: &[ActualLrpResponse], wanted: usize, since: i64) -> Progress {
+    let live: Vec<_> = actuals
+        .iter()
+        .filter(|a| (a.index as usize) < wanted)
+        .collect();
+    if let Some(a) = live.iter().find(|a| !a.placement_error.is_empty()) {
+        return Progress::Failed(format!(
+            "instance {} cannot be placed: {}",
+            a.index, a.placement_error
+        ));
+    }
+    if let Some(a) = live.iter().find(|a| {
+        a.crash_count > 0 && !a.crash_reason.is_empty() && a.since >= since && a.state != "RUNNING"
+    }) {
+        return Progress::Failed(format!("instance {} crashed: {}", a.index, a.crash_reason));
+    }
+    let running = live
+        .iter()
+        .filter(|a| a.state == "RUNNING" && a.presence != "EVACUATING")
+        .count();
+    if running == wanted && actuals.len() == wanted {
+        return Progress::Done;
+    }
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in &live {
+        *states.entry(a.state.as_str()).or_default() += 1;
+    }
+    let mut summary: Vec<String> = states
+        .iter()
+        .filter(|(s, _)| **s != "RUNNING")
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    if actuals.len() > wanted {
+        summary.push(format!("{} stopping", actuals.len() - wanted));
+    }
+    Progress::Waiting {
+        running,
+        wanted,
+        summary: summary.join(", "),
+    }
+}
+
+/// Waits until `app` has `wanted` RUNNING instances, showing progress on stderr.
+pub async fn wait_running(
+    api: &Api,
+    app: &str,
+    wanted: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let began = Instant::now();
+    let since = lattice_specs::now_nanos();
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    loop {
+        let actuals = api.actual_lrps_of(app).await?;
+        let line = match progress(&actuals, wanted, since) {
+            Progress::Done => {
+                if tty {
+                    eprint!("\r\x1b[2K");
+                }
+                return Ok(());
+            }
+            Progress::Failed(why) => {
+                if tty {
+                    eprintln!();
+                }
+                anyhow::bail!(
+                    "{app}: {why}. `ltc status {app}` and `ltc logs {app}` say more; the app stays desired until `ltc remove {app}`"
+                )
+            }
+            Progress::Waiting {
+                running,
+                wanted,
+                summary,
+            } => {
+                let extra = if summary.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({summary})")
+                };
+                format!("{app}: {running}/{wanted} instances running{extra}")
+            }
+        };
+        if tty {
+            eprint!("\r\x1b[2K{line} {:.1}s", began.elapsed().as_secs_f64());
+            let _ = std::io::stderr().flush();
+        } else if line != last {
+            eprintln!("{line}");
+        }
+        last = line;
+        if began.elapsed() > timeout {
+            if tty {
+                eprintln!();
+            }
+            anyhow::bail!(
+                "{app}: timed out after {}s with {last}. `ltc status {app}` and `ltc logs {app}` say why",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn print_urls(target: &Target, d: &DesiredLrpResponse) {
+    for h in hostnames(d) {
+        println!("{}", target.app_url(&h));
+    }
+}
+
+pub async fn create(api: &Api, a: &CreateArgs) -> anyhow::Result<()> {
+    let req = create_request(a, &api.target)?;
+    match api.create_desired_lrp(&req).await {
+        Err(e) if error_name(&e) == Some("DesiredLRPAlreadyExists") => anyhow::bail!(
+            "app {} already exists: use `ltc scale {} N` or `ltc remove {}`",
+            a.app,
+            a.app,
+            a.app
+        ),
+        r => r?,
+    }
+    eprintln!(
+        "Creating app {} ({} instance(s) of {})",
+        a.app, a.instances, a.image
+    );
+    wait_running(api, &a.app, a.instances as usize, a.timeout).await?;
+    println!("App {} is running, {} instance(s).", a.app, a.instances);
+    print_urls(&api.target, &api.desired_lrp(&a.app).await?);
+    Ok(())
+}
+
+pub async fn scale(api: &Api, app: &str, instances: i32, timeout: Duration) -> anyhow::Result<()> {
+    anyhow::ensure!(instances >= 0, "instances must be 0 or more");
+    api.app(app).await?;
+    api.update_desired_lrp(
+        app,
+        &lattice_specs::receptor::DesiredLrpUpdateRequest {
+            instances: Some(instances),
+            ..Default::default()
+        },
+    )
+    .await?;
+    eprintln!("Scaling {app} to {instances} instance(s)");
+    wait_running(api, app, instances as usize, timeout).await?;
+    println!("App {app} is running {instances} instance(s).");
+    if instances > 0 {
+        print_urls(&api.target, &api.desired_lrp(app).await?);
+    }
+    Ok(())
+}
+
+pub async fn update_routes(
+    api: &Api,
+    app: &str,
+    routes: &[String],
+    no_routes: bool,
+) -> anyhow::Result<()> {
+    let d = api.app(app).await?;
+    anyhow::ensure!(
+        no_routes || !routes.is_empty(),
+        "say what to change: ltc update {app} --http-route HOST[:PORT]… or --no-routes"
+    );
+    let port = d.request.ports.first().copied().unwrap_or(8080);
+    let new = if no_routes {
+        BTreeMap::new()
+    } else {
+        routes_json(&parse_routes(routes, api.target.route_domain(), port)?)
+    };
+    api.update_desired_lrp(
+        app,
+        &lattice_specs::receptor::DesiredLrpUpdateRequest {
+            routes: Some(new),
+            ..Default::default()
+        },
+    )
+    .await?;
+    println!("Updated the routes of {app}.");
+    print_urls(&api.target, &api.desired_lrp(app).await?);
+    Ok(())
+}
+
+pub async fn remove(api: &Api, apps: &[String]) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for app in apps {
+        match api.remove_desired_lrp(app).await {
+            Ok(()) => println!("Removed {app}."),
+            Err(e) if error_name(&e) == Some("DesiredLRPNotFound") => {
+                eprintln!("ltc: app {app} not found: `ltc list` shows the apps");
+                failed += 1;
+            }
+            Err(e) => {
+                eprintln!("ltc: removing {app}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} app(s) not removed", apps.len());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: CreateArgs,
+    }
+
+    fn args(v: &[&str]) -> CreateArgs {
+        T::try_parse_from(std::iter::once("ltc").chain(v.iter().copied()))
+            .unwrap()
+            .a
+    }
+
+    fn target() -> Target {
+        Target::parse("127.0.0.1:8888").unwrap()
+    }
+
+    #[test]
+    fn create_defaults_are_lattices() {
+        let r = create_request(
+            &args(&["hello", "preloaded:busybox", "--", "httpd", "-f"]),
+            &target(),
+        )
+        .unwrap();
+        assert_eq!(r.process_guid, "hello");
+        assert_eq!(r.log_guid, "hello");
+        assert_eq!(r.instances, 1);
+        assert_eq!(r.ports, vec![8080]);
+        assert_eq!(r.memory_mb, 128);
+        assert_eq!(r.start_timeout, 120);
+        assert_eq!(
+            serde_json::to_value(&r.routes).unwrap(),
+            serde_json::json!({"cf-router": [{"hostnames": ["hello.lattice.localhost"], "port": 8080}]})
+        );
+        assert!(
+            r.monitor.is_none() && r.check_definition.is_none(),
+            "the cell's default: the first port"
+        );
+        let Some(action::Action::Run(run)) = r.action.unwrap().action else {
+            panic!()
+        };
+        assert_eq!(
+            (run.path.as_str(), run.args.as_slice(), run.dir.as_str()),
+            ("httpd", &["-f".to_string()][..], "/")
+        );
+    }
+
+    #[test]
+    fn create_flags_map_to_the_request() {
+        std::env::set_var("LTC_TEST_PASSED", "yes");
+        let r = create_request(
+            &args(&[
+                "web",
+                "preloaded:busybox",
+                "-i",
+                "3",
+                "-m",
+                "64",
+                "-c",
+                "50",
+                "-p",
+                "9000,9001",
+                "-R",
+                "www",
+                "-R",
+                "api.example.com:9001",
+                "-U",
+                "9000:/health",
+                "-e",
+                "A=1",
+                "-e",
+                "LTC_TEST_PASSED",
+                "-w",
+                "/srv",
+                "-u",
+                "nobody",
+                "--privileged",
+                "--placement-tag",
+                "ssd",
+                "--volume",
+                "data:/data:ro",
+                "-t",
+                "30s",
+                "--",
+                "sh",
+                "-c",
+                "x",
+            ]),
+            &target(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.instances, r.memory_mb, r.cpu_weight, r.start_timeout),
+            (3, 64, 50, 30)
+        );
+        assert_eq!(
+            serde_json::to_value(&r.routes).unwrap(),
+            serde_json::json!({"cf-router": [
+                {"hostnames": ["www.lattice.localhost"], "port": 9000},
+                {"hostnames": ["api.example.com"], "port": 9001},
+            ]})
+        );
+        let checks = r.check_definition.unwrap().checks;
+        assert!(
+            matches!(&checks[0].check, Some(check::Check::Http(h)) if h.port == 9000 && h.path == "/health")
+        );
+        assert_eq!(r.env[1].value, "yes");
+        assert!(r.privileged);
+        assert_eq!(r.placement_tags, vec!["ssd"]);
+        assert!(r.volume_mounts[0].read_only);
+        let Some(action::Action::Run(run)) = r.action.unwrap().action else {
+            panic!()
+        };
+        assert_eq!((run.dir.as_str(), run.user.as_str()), ("/srv", "nobody"));
+
+        let r = create_request(
+            &args(&[
+                "w",
+                "preloaded:busybox",
+                "--no-monitor",
+                "--no-routes",
+                "--",
+                "x",
+            ]),
+            &target(),
+        )
+        .unwrap();
+        assert!(r.routes.is_empty());
+        assert_eq!(
+            r.check_definition.unwrap().checks.len(),
+            0,
+            "no monitor: an empty definition"
+        );
+        let r = create_request(
+            &args(&[
+                "w",
+                "preloaded:busybox",
+                "--monitor-command",
+                "test -f /ok",
+                "--",
+                "x",
+            ]),
+            &target(),
+        )
+        .unwrap();
+        assert!(matches!(
+            r.monitor.unwrap().action,
+            Some(action::Action::Run(_))
+        ));
+    }
+
+    #[test]
+    fn bad_create_input_says_what_to_do() {
+        let t = target();
+        let e = |v: &[&str]| create_request(&args(v), &t).unwrap_err().to_string();
+        assert!(e(&["Hello", "preloaded:busybox", "--", "x"]).contains("lowercase"));
+        assert!(e(&["a", "busybox", "--", "x"]).contains("preloaded:busybox"));
+        assert!(e(&["a", "preloaded:busybox"]).contains("after `--`"));
+        assert!(e(&["a", "preloaded:busybox", "-R", "x:99999", "--", "x"]).contains("not a port"));
+        assert!(e(&["a", "preloaded:busybox", "-U", "health", "--", "x"]).contains("PORT:/path"));
+        assert!(e(&[
+            "a",
+            "preloaded:busybox",
+            "-e",
+            "LTC_SURELY_UNSET_VAR",
+            "--",
+            "x"
+        ])
+        .contains("=VALUE"));
+        assert!(e(&["a", "preloaded:busybox", "--volume", "v", "--", "x"]).contains("NAME:/path"));
+        assert!(T::try_parse_from(["ltc", "a", "i", "--no-monitor", "-M", "1"]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("15").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
+
+    fn actual(index: i32, state: &str) -> ActualLrpResponse {
+        ActualLrpResponse {
+            index,
+            state: state.into(),
+            since: 10,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn progress_waits_finishes_and_fails_with_the_reason() {
+        let mut a = vec![
+            actual(0, "RUNNING"),
+            actual(1, "CLAIMED"),
+            actual(2, "UNCLAIMED"),
+        ];
+        assert_eq!(
+            progress(&a, 3, 0),
+            Progress::Waiting {
+                running: 1,
+                wanted: 3,
+                summary: "1 CLAIMED, 1 UNCLAIMED".into()
+            }
+        );
+        a[1].state = "RUNNING".into();
+        a[2].state = "RUNNING".into();
+        assert_eq!(progress(&a, 3, 0), Progress::Done);
+        assert!(
+            matches!(progress(&a, 2, 0), Progress::Waiting { running: 2, .. }),
+            "one still stopping"
+        );
+        a[2].state = "UNCLAIMED".into();
+        a[2].placement_error = "insufficient resources: memory".into();
+        assert_eq!(
+            progress(&a, 3, 0),
+            Progress::Failed("instance 2 cannot be placed: insufficient resources: memory".into())
+        );
+        a[2].placement_error.clear();
+        a[2].state = "CRASHED".into();
+        a[2].crash_count = 1;
+        a[2].crash_reason = "exited with status 2".into();
+        assert_eq!(
+            progress(&a, 3, 0),
+            Progress::Failed("instance 2 crashed: exited with status 2".into())
+        );
+        assert!(
+            matches!(progress(&a, 3, 11), Progress::Waiting { .. }),
+            "an older crash is not this wait's"
+        );
+    }
+
+    #[test]
+    fn routes_parse_against_the_domain() {
+        assert_eq!(
+            parse_routes(
+                &["Web".into(), "a.b.c:81".into()],
+                "lattice.localhost",
+                8080
+            )
+            .unwrap(),
+            vec![("web.lattice.localhost".into(), 8080), ("a.b.c".into(), 81)]
+        );
+        assert!(parse_routes(&["bad host".into()], "d", 1).is_err());
+    }
+}

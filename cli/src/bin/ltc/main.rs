@@ -1,0 +1,319 @@
+//! `ltc`: the Lattice CLI. Targets a cluster's public API (`ltc target`), makes and
+//! manages apps (`create`, `scale`, `update`, `remove`, `list`, `status`), shows cells
+//! (`cells`, `visualize`) and logs (`logs`, `debug-logs`), and runs tasks
+//! (`submit-task`, `task`, `cancel-task`, `delete-task`, `list-tasks`).
+
+mod api;
+mod app;
+mod logs;
+mod show;
+mod target;
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
+use lattice_specs::receptor::TaskCreateRequest;
+
+use api::Api;
+
+#[derive(Parser)]
+#[command(
+    name = "ltc",
+    version,
+    about = "ltc: drive a Lattice-rs cluster",
+    after_help = "Start with `sudo lattice up`, then `ltc target` the address it prints."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args)]
+struct Json {
+    /// Print the API's JSON objects instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Set the cluster to talk to (its API URL), or show it.
+    Target {
+        /// http://HOST:PORT of the API (`lattice up` prints it).
+        url: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        password: Option<String>,
+        /// The apps' domain and router port: apps answer at http://APP.DOMAIN.
+        #[arg(long, default_value = target::DEFAULT_DOMAIN)]
+        domain: String,
+    },
+    /// Create an app and wait until every instance runs.
+    Create(Box<app::CreateArgs>),
+    /// Change an app's number of instances and wait for them.
+    Scale {
+        app: String,
+        instances: i32,
+        #[arg(short, long, default_value = "2m", value_parser = app::parse_duration)]
+        timeout: Duration,
+    },
+    /// Change an app's routes.
+    Update {
+        app: String,
+        /// HOST[:PORT] (repeatable): the app's routes from now on.
+        #[arg(short = 'R', long = "http-route")]
+        http_routes: Vec<String>,
+        /// Take every route away.
+        #[arg(long, conflicts_with = "http_routes")]
+        no_routes: bool,
+    },
+    /// Remove apps (their instances are stopped).
+    Remove {
+        #[arg(required = true)]
+        apps: Vec<String>,
+    },
+    /// The apps.
+    List(Json),
+    /// An app and each of its instances.
+    Status {
+        app: String,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// The cells.
+    Cells(Json),
+    /// An app's or task's logs from every instance, the cell and the router.
+    Logs {
+        /// An app or task name (or a log guid).
+        name: String,
+        /// Print the recent lines and exit instead of following.
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// The cluster components' own logs.
+    DebugLogs {
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Cells and their instances as a live picture.
+    Visualize {
+        /// Draw once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between redraws.
+        #[arg(long, default_value_t = 1.0)]
+        every: f64,
+    },
+    /// Run a task from a JSON file (the receptor's TaskCreateRequest).
+    SubmitTask { file: std::path::PathBuf },
+    /// A task's state and result.
+    Task {
+        guid: String,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Cancel a pending or running task.
+    CancelTask { guid: String },
+    /// Delete a completed task.
+    DeleteTask { guid: String },
+    /// The tasks.
+    ListTasks(Json),
+    /// The versions of ltc and of the targeted API.
+    Version,
+    /// Shell completions: `ltc completions bash > /etc/bash_completion.d/ltc`.
+    Completions { shell: clap_complete::Shell },
+}
+
+fn api() -> anyhow::Result<Api> {
+    Ok(Api::new(target::load()?))
+}
+
+async fn submit_task(api: &Api, file: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let req: TaskCreateRequest = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a task: expected JSON like {{\"task_guid\": \"t1\", \"rootfs\": \"preloaded:busybox\", \"action\": {{\"run\": {{\"path\": \"sh\", \"args\": [\"-c\", \"echo hi > /tmp/r\"]}}}}, \"result_file\": \"/tmp/r\"}}",
+            file.display()
+        )
+    })?;
+    anyhow::ensure!(
+        !req.task_guid.is_empty(),
+        "{}: the task needs a task_guid",
+        file.display()
+    );
+    match api.create_task(&req).await {
+        Err(e) if api::error_name(&e) == Some("TaskGuidAlreadyExists") => anyhow::bail!(
+            "task {} already exists: pick another task_guid, or `ltc delete-task {}` once it completed",
+            req.task_guid,
+            req.task_guid
+        ),
+        r => r?,
+    }
+    println!(
+        "Submitted task {}: `ltc task {}` shows how it goes.",
+        req.task_guid, req.task_guid
+    );
+    Ok(())
+}
+
+async fn visualize(api: &Api, once: bool, every: f64) -> anyhow::Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let (cells, actuals) = (api.cells().await?, api.actual_lrps().await?);
+        let picture = show::picture(&cells, &actuals, tty);
+        if once || !tty {
+            print!("{picture}");
+            if once {
+                return Ok(());
+            }
+        } else {
+            print!("\x1b[H\x1b[2J{picture}\n(Ctrl-C to stop)\n");
+        }
+        tokio::time::sleep(Duration::from_secs_f64(every.max(0.1))).await;
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let now = lattice_specs::now_nanos();
+    match cli.command {
+        Cmd::Target { url: None, .. } => {
+            let t = target::load()?;
+            println!("Target: {} (apps at http://APP.{})", t.api, t.domain);
+            if let Some(u) = &t.user {
+                println!("User:   {u}");
+            }
+        }
+        Cmd::Target {
+            url: Some(url),
+            user,
+            password,
+            domain,
+        } => {
+            let mut t = target::Target::parse(&url)?;
+            t.user = user.or(t.user);
+            t.password = password.or(t.password);
+            t.domain = domain;
+            let api = Api::new(t.clone());
+            let v = api.version().await.context("checking the target")?;
+            let path = target::save(&t)?;
+            println!(
+                "Target set to {} (API version {}), apps at http://APP.{}. Saved in {}.",
+                t.api,
+                v["version"].as_str().unwrap_or("?"),
+                t.domain,
+                path.display()
+            );
+        }
+        Cmd::Create(a) => app::create(&api()?, &a).await?,
+        Cmd::Scale {
+            app,
+            instances,
+            timeout,
+        } => app::scale(&api()?, &app, instances, timeout).await?,
+        Cmd::Update {
+            app,
+            http_routes,
+            no_routes,
+        } => app::update_routes(&api()?, &app, &http_routes, no_routes).await?,
+        Cmd::Remove { apps } => app::remove(&api()?, &apps).await?,
+        Cmd::List(j) => {
+            let api = api()?;
+            let desired = api.desired_lrps().await?;
+            if j.json {
+                show::json(&desired)?;
+            } else {
+                print!(
+                    "{}",
+                    show::apps(&desired, &api.actual_lrps().await?, &api.target)
+                );
+            }
+        }
+        Cmd::Status { app, json } => {
+            let api = api()?;
+            let d = api.app(&app).await?;
+            let actuals = api.actual_lrps_of(&app).await?;
+            if json.json {
+                show::json(&serde_json::json!({"desired_lrp": d, "actual_lrps": actuals}))?;
+            } else {
+                print!("{}", show::status(&d, &actuals, &api.target, now));
+            }
+        }
+        Cmd::Cells(j) => {
+            let api = api()?;
+            let cells = api.cells().await?;
+            if j.json {
+                show::json(&cells)?;
+            } else {
+                print!("{}", show::cells(&cells, &api.actual_lrps().await?));
+            }
+        }
+        Cmd::Logs { name, no_follow } => {
+            let api = api()?;
+            let guid = logs::log_guid_of(&api, &name).await?;
+            logs::print(&api, &guid, !no_follow).await?;
+        }
+        Cmd::DebugLogs { no_follow } => {
+            logs::print(&api()?, lattice_specs::logs::DEBUG_LOG_GUID, !no_follow).await?
+        }
+        Cmd::Visualize { once, every } => visualize(&api()?, once, every).await?,
+        Cmd::SubmitTask { file } => submit_task(&api()?, &file).await?,
+        Cmd::Task { guid, json } => {
+            let t = api()?.task(&guid).await?;
+            if json.json {
+                show::json(&t)?;
+            } else {
+                print!("{}", show::task(&t, now));
+            }
+        }
+        Cmd::CancelTask { guid } => {
+            api()?.cancel_task(&guid).await?;
+            println!("Cancelled task {guid}.");
+        }
+        Cmd::DeleteTask { guid } => {
+            api()?.delete_task(&guid).await?;
+            println!("Deleted task {guid}.");
+        }
+        Cmd::ListTasks(j) => {
+            let tasks = api()?.tasks().await?;
+            if j.json {
+                show::json(&tasks)?;
+            } else {
+                print!("{}", show::tasks(&tasks, now));
+            }
+        }
+        Cmd::Version => {
+            println!("ltc {}", env!("CARGO_PKG_VERSION"));
+            match api() {
+                Ok(api) => match api.version().await {
+                    Ok(v) => println!(
+                        "api {} at {}",
+                        v["version"].as_str().unwrap_or("?"),
+                        api.target.api
+                    ),
+                    Err(e) => println!("api: {e:#}"),
+                },
+                Err(e) => println!("api: {e:#}"),
+            }
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ltc", &mut std::io::stdout())
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("starting the runtime");
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("ltc: {e:#}");
+        std::process::exit(1);
+    }
+}

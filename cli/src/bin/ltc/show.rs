@@ -1,0 +1,349 @@
+//! What `ltc` prints: tables for people, the API's JSON objects with `--json`.
+
+use lattice_specs::receptor::{ActualLrpResponse, CellResponse, DesiredLrpResponse, TaskResponse};
+use serde::Serialize;
+
+use crate::app::hostnames;
+use crate::target::Target;
+
+pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Rows as aligned columns under a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// A time span for people: 45s, 3m12s, 2h5m, 3d4h.
+pub fn age(nanos: i64, now: i64) -> String {
+    if nanos <= 0 {
+        return "-".into();
+    }
+    let s = ((now - nanos) / 1_000_000_000).max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn running(actuals: &[ActualLrpResponse], guid: &str) -> usize {
+    actuals
+        .iter()
+        .filter(|a| a.process_guid == guid && a.state == "RUNNING" && a.presence != "EVACUATING")
+        .count()
+}
+
+pub fn apps(
+    desired: &[DesiredLrpResponse],
+    actuals: &[ActualLrpResponse],
+    target: &Target,
+) -> String {
+    let mut rows: Vec<Vec<String>> = desired
+        .iter()
+        .map(|d| {
+            let r = &d.request;
+            vec![
+                r.process_guid.clone(),
+                format!("{}/{}", running(actuals, &r.process_guid), r.instances),
+                r.memory_mb.to_string(),
+                r.disk_mb.to_string(),
+                r.rootfs.clone(),
+                hostnames(d)
+                    .iter()
+                    .map(|h| target.app_url(h).trim_end_matches('/').to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    rows.sort();
+    if rows.is_empty() {
+        return "No apps yet: `ltc create APP preloaded:busybox -- CMD…` makes one.\n".into();
+    }
+    table(
+        &["APP", "RUNNING", "MEMORY_MB", "DISK_MB", "IMAGE", "ROUTES"],
+        &rows,
+    )
+}
+
+pub fn status(
+    d: &DesiredLrpResponse,
+    actuals: &[ActualLrpResponse],
+    target: &Target,
+    now: i64,
+) -> String {
+    let r = &d.request;
+    let mut out = format!(
+        "App:        {}\nImage:      {}\nInstances:  {}/{} running\nMemory:     {} MB   Disk: {} MB   CPU weight: {}\nPorts:      {}\nRoutes:     {}\n\n",
+        r.process_guid,
+        r.rootfs,
+        running(actuals, &r.process_guid),
+        r.instances,
+        r.memory_mb,
+        r.disk_mb,
+        r.cpu_weight,
+        r.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+        hostnames(d).iter().map(|h| target.app_url(h)).collect::<Vec<_>>().join(", "),
+    );
+    let mut sorted: Vec<_> = actuals.iter().collect();
+    sorted.sort_by_key(|a| (a.index, a.presence == "EVACUATING"));
+    let rows: Vec<Vec<String>> = sorted
+        .iter()
+        .map(|a| {
+            let state = if a.presence == "ORDINARY" || a.presence.is_empty() {
+                a.state.clone()
+            } else {
+                format!("{} ({})", a.state, a.presence)
+            };
+            vec![
+                a.index.to_string(),
+                state,
+                if a.cell_id.is_empty() {
+                    "-".into()
+                } else {
+                    a.cell_id.clone()
+                },
+                if a.address.is_empty() {
+                    "-".into()
+                } else {
+                    a.ports
+                        .iter()
+                        .map(|p| format!("{}:{}->{}", a.address, p.host_port, p.container_port))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
+                a.crash_count.to_string(),
+                if a.state == "RUNNING" {
+                    age(a.since, now)
+                } else {
+                    "-".into()
+                },
+                [a.crash_reason.as_str(), a.placement_error.as_str()]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "INDEX",
+            "STATE",
+            "CELL",
+            "ADDRESS",
+            "CRASHES",
+            "UPTIME",
+            "LAST ERROR",
+        ],
+        &rows,
+    ));
+    out
+}
+
+pub fn cells(cells: &[CellResponse], actuals: &[ActualLrpResponse]) -> String {
+    if cells.is_empty() {
+        return "No cells: start one (`sudo lattice up`, or `sudo lattice cell --bbs BBS`).\n"
+            .into();
+    }
+    let rows: Vec<Vec<String>> = cells
+        .iter()
+        .map(|c| {
+            let n = actuals.iter().filter(|a| a.cell_id == c.cell_id).count();
+            vec![
+                c.cell_id.clone(),
+                c.zone.clone(),
+                c.capacity.memory_mb.to_string(),
+                c.capacity.disk_mb.to_string(),
+                format!("{n}/{}", c.capacity.containers),
+                c.rootfs_providers
+                    .iter()
+                    .flat_map(|(k, v)| v.iter().map(move |n| format!("{k}:{n}")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                c.placement_tags.join(","),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "CELL",
+            "ZONE",
+            "MEMORY_MB",
+            "DISK_MB",
+            "INSTANCES",
+            "IMAGES",
+            "TAGS",
+        ],
+        &rows,
+    )
+}
+
+pub fn tasks(tasks: &[TaskResponse], now: i64) -> String {
+    if tasks.is_empty() {
+        return "No tasks: `ltc submit-task FILE.json` runs one.\n".into();
+    }
+    let mut rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.request.task_guid.clone(),
+                t.state.clone(),
+                if t.cell_id.is_empty() {
+                    "-".into()
+                } else {
+                    t.cell_id.clone()
+                },
+                age(t.created_at, now),
+                if t.failed {
+                    format!("failed: {}", t.failure_reason)
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+    rows.sort();
+    table(&["TASK", "STATE", "CELL", "AGE", "FAILURE"], &rows)
+}
+
+pub fn task(t: &TaskResponse, now: i64) -> String {
+    let mut out = format!(
+        "Task:     {}\nState:    {}\nCell:     {}\nImage:    {}\nCreated:  {} ago\n",
+        t.request.task_guid,
+        t.state,
+        if t.cell_id.is_empty() {
+            "-"
+        } else {
+            &t.cell_id
+        },
+        t.request.rootfs,
+        age(t.created_at, now),
+    );
+    if t.state == "COMPLETED" || t.state == "RESOLVING" {
+        out.push_str(&format!("Failed:   {}\n", t.failed));
+        if t.failed {
+            out.push_str(&format!("Reason:   {}\n", t.failure_reason));
+        }
+        if !t.result.is_empty() {
+            out.push_str(&format!("Result:   {}\n", t.result.trim_end()));
+        }
+    }
+    out
+}
+
+/// Cells and their instances as a picture: one line per cell, one mark per instance.
+pub fn picture(cells: &[CellResponse], actuals: &[ActualLrpResponse], color: bool) -> String {
+    let mark = |a: &ActualLrpResponse| {
+        let (c, code) = match a.state.as_str() {
+            "RUNNING" => ('●', "32"),
+            "CLAIMED" => ('◐', "33"),
+            "CRASHED" => ('✖', "31"),
+            _ => ('○', "37"),
+        };
+        if color {
+            format!("\x1b[{code}m{c}\x1b[0m")
+        } else {
+            c.to_string()
+        }
+    };
+    let width = cells
+        .iter()
+        .map(|c| c.cell_id.len())
+        .max()
+        .unwrap_or(0)
+        .max(10);
+    let mut out = String::new();
+    for c in cells {
+        let mut here: Vec<_> = actuals.iter().filter(|a| a.cell_id == c.cell_id).collect();
+        here.sort_by_key(|a| (&a.process_guid, a.index));
+        let marks: String = here.iter().map(|a| mark(a)).collect();
+        out.push_str(&format!(
+            "{:<width$}  {marks}  ({} instances)\n",
+            c.cell_id,
+            here.len()
+        ));
+    }
+    let pending: Vec<_> = actuals.iter().filter(|a| a.cell_id.is_empty()).collect();
+    if !pending.is_empty() {
+        let marks: String = pending.iter().map(|a| mark(a)).collect();
+        out.push_str(&format!(
+            "{:<width$}  {marks}  ({} waiting for a cell)\n",
+            "unplaced",
+            pending.len()
+        ));
+    }
+    out.push_str("● running  ◐ starting  ○ waiting  ✖ crashed\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_ages_read_well() {
+        let t = table(
+            &["A", "LONGER"],
+            &[vec!["xyz".into(), "1".into()], vec!["q".into(), "".into()]],
+        );
+        assert_eq!(t, "A    LONGER\nxyz  1\nq\n");
+        let s = 1_000_000_000;
+        assert_eq!(age(100 * s, 145 * s), "45s");
+        assert_eq!(age(0, 145 * s), "-");
+        assert_eq!(age(s, s + 3725 * s), "1h2m");
+        assert_eq!(age(s, s + 200 * s), "3m20s");
+    }
+
+    #[test]
+    fn the_picture_marks_each_instance_on_its_cell() {
+        let cells = vec![CellResponse {
+            cell_id: "cell-a".into(),
+            ..Default::default()
+        }];
+        let a = |cell: &str, state: &str| ActualLrpResponse {
+            cell_id: cell.into(),
+            state: state.into(),
+            ..Default::default()
+        };
+        let p = picture(
+            &cells,
+            &[
+                a("cell-a", "RUNNING"),
+                a("cell-a", "CLAIMED"),
+                a("", "UNCLAIMED"),
+            ],
+            false,
+        );
+        assert!(
+            p.starts_with("cell-a      ●◐  (2 instances)\nunplaced    ○  (1 waiting for a cell)\n"),
+            "{p}"
+        );
+    }
+}
