@@ -298,6 +298,32 @@ async fn actual_lrps_by_guid(
     Ok(Json(all.into_iter().map(ActualLrpResponse::from).collect()))
 }
 
+/// `GET /v1/actual_lrps/:process_guid/usage` (extension): memory, CPU time and disk
+/// of each of the LRP's containers, from the cells that run them.
+async fn actual_lrp_usage(
+    State(s): State<ApiState>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<Vec<receptor::ContainerUsage>>> {
+    let invalid = |e| ApiError::from_db(e, "InvalidRequest");
+    let instances: HashMap<String, String> =
+        s.db.actual_lrps("", "", &guid, None)
+            .await
+            .map_err(invalid)?
+            .into_iter()
+            .filter_map(|a| a.instance_key)
+            .filter(|k| !k.cell_id.is_empty())
+            .map(|k| (k.instance_guid, k.cell_id))
+            .collect();
+    let reps: HashMap<String, String> =
+        s.db.cells()
+            .await
+            .map_err(invalid)?
+            .into_iter()
+            .map(|c| (c.cell_id, c.rep_address))
+            .collect();
+    Ok(Json(crate::usage::gather(&s.http, &reps, &instances).await))
+}
+
 fn parse_index(raw: &str) -> ApiResult<i32> {
     raw.parse::<i32>().ok().filter(|i| *i >= 0).ok_or_else(|| {
         ApiError::invalid_request(format!("index must be a non-negative integer, got {raw:?}"))
@@ -545,6 +571,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/actual_lrps", get(list_actual_lrps))
         .route("/v1/actual_lrps/{process_guid}", get(actual_lrps_by_guid))
+        .route(
+            "/v1/actual_lrps/{process_guid}/usage",
+            get(actual_lrp_usage),
+        )
         .route(
             "/v1/actual_lrps/{process_guid}/index/{index}",
             get(actual_lrp_by_index).delete(kill_actual_lrp),

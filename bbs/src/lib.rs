@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod testing;
+pub mod usage;

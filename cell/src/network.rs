@@ -51,7 +51,7 @@ impl Attachment {
 
 pub struct Network {
     cfg: NetworkConfig,
-    ips: Mutex<BTreeSet<Ipv4Addr>>,
+    ips: Mutex<IpPool>,
     ports: Mutex<BTreeSet<u16>>,
     forwarders: Mutex<HashMap<u16, JoinHandle<()>>>,
 }
@@ -96,6 +96,36 @@ pub fn names(handle: &str) -> (String, String) {
     )
 }
 
+/// The bridge's addresses in use, handed out round-robin: an address freed by a
+/// stopped container comes back only after the rest of the subnet had its turn, so a
+/// restarted instance never meets the host's stale ARP entry for its predecessor
+/// (which cost seconds of failed health checks).
+#[derive(Default)]
+struct IpPool {
+    used: BTreeSet<Ipv4Addr>,
+    /// Offset in the subnet where the next search starts.
+    next: u32,
+}
+
+impl IpPool {
+    fn allocate(&mut self, gateway: Ipv4Addr, prefix: u8) -> anyhow::Result<Ipv4Addr> {
+        let base = u32::from(gateway) & (u32::MAX << (32 - prefix as u32));
+        let size = 1u32 << (32 - prefix as u32);
+        // Offsets 2..size-1: not the network, not .1 by convention, not broadcast.
+        let span = size.saturating_sub(3);
+        for i in 0..span {
+            let off = 2 + (self.next + i) % span;
+            let a = Ipv4Addr::from(base + off);
+            if a != gateway && !self.used.contains(&a) {
+                self.used.insert(a);
+                self.next = off - 2 + 1;
+                return Ok(a);
+            }
+        }
+        anyhow::bail!("no free address left in {gateway}/{prefix}")
+    }
+}
+
 impl Network {
     /// Creates the bridge when it is missing.
     pub fn new(cfg: NetworkConfig) -> anyhow::Result<Network> {
@@ -113,7 +143,7 @@ impl Network {
         }
         Ok(Network {
             cfg,
-            ips: Mutex::new(BTreeSet::new()),
+            ips: Mutex::new(IpPool::default()),
             ports: Mutex::new(BTreeSet::new()),
             forwarders: Mutex::new(HashMap::new()),
         })
@@ -124,21 +154,10 @@ impl Network {
     }
 
     fn allocate_ip(&self) -> anyhow::Result<Ipv4Addr> {
-        let mut used = self.ips.lock().unwrap();
-        let base = u32::from(self.cfg.gateway) & (u32::MAX << (32 - self.cfg.prefix as u32));
-        let size = 1u32 << (32 - self.cfg.prefix as u32);
-        for off in 2..size - 1 {
-            let a = Ipv4Addr::from(base + off);
-            if a != self.cfg.gateway && !used.contains(&a) {
-                used.insert(a);
-                return Ok(a);
-            }
-        }
-        anyhow::bail!(
-            "no free address left in {}/{}",
-            self.cfg.gateway,
-            self.cfg.prefix
-        )
+        self.ips
+            .lock()
+            .unwrap()
+            .allocate(self.cfg.gateway, self.cfg.prefix)
     }
 
     /// Gives a container its namespace, veth and address.
@@ -173,14 +192,26 @@ impl Network {
 
     /// Records an attachment that survived a rep restart.
     pub fn adopt(&self, att: &Attachment) {
-        self.ips.lock().unwrap().insert(att.ip);
+        self.ips.lock().unwrap().used.insert(att.ip);
     }
 
     /// Removes a container's veth and namespace and frees its address. Idempotent.
     pub fn detach(&self, att: &Attachment) {
         let _ = ip(&["link", "del", &att.veth], None);
         let _ = ip(&["netns", "del", &att.netns], None);
-        self.ips.lock().unwrap().remove(&att.ip);
+        // The host must not keep talking to the old MAC when the address comes back.
+        let _ = ip(
+            &[
+                "neigh",
+                "flush",
+                "to",
+                &att.ip.to_string(),
+                "dev",
+                &self.cfg.bridge,
+            ],
+            None,
+        );
+        self.ips.lock().unwrap().used.remove(&att.ip);
     }
 
     /// Publishes `target` at a free host port (or at `want`, when re-adopting), with a
@@ -260,6 +291,22 @@ async fn forward(listener: tokio::net::TcpListener, target: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_come_back_only_after_the_others() {
+        let gw = Ipv4Addr::new(10, 0, 0, 1);
+        let mut pool = IpPool::default();
+        let a = pool.allocate(gw, 29).unwrap();
+        assert_eq!(a, Ipv4Addr::new(10, 0, 0, 2));
+        pool.used.remove(&a);
+        let got: Vec<_> = (0..5).map(|_| pool.allocate(gw, 29).unwrap()).collect();
+        assert_eq!(
+            got.iter().map(|a| a.octets()[3]).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6, 2],
+            "the freed .2 comes last"
+        );
+        assert!(pool.allocate(gw, 29).is_err(), "a /29 holds 5");
+    }
 
     #[test]
     fn names_fit_the_kernel_limits() {

@@ -46,6 +46,10 @@ pub struct RepConfig {
     pub sync_interval: Duration,
     /// Health checks while an instance is not yet healthy, and once it is.
     pub unhealthy_interval: Duration,
+    /// Checks come this often during the first [`RepConfig::startup_window`] of a new
+    /// instance, so one that is up quickly is RUNNING quickly.
+    pub startup_interval: Duration,
+    pub startup_window: Duration,
     pub healthy_interval: Duration,
     /// When a DesiredLRP sets no start timeout.
     pub default_start_timeout: Duration,
@@ -70,6 +74,8 @@ impl RepConfig {
             lease_ttl: Duration::from_secs(15),
             sync_interval: Duration::from_secs(10),
             unhealthy_interval: Duration::from_millis(500),
+            startup_interval: Duration::from_millis(25),
+            startup_window: Duration::from_secs(2),
             healthy_interval: Duration::from_secs(30),
             default_start_timeout: Duration::from_secs(60),
             evacuation_timeout: Duration::from_secs(600),
@@ -684,7 +690,12 @@ impl Rep {
                             start_timeout.as_secs()
                         ));
                     }
-                    next_check = Instant::now() + self.cfg.unhealthy_interval;
+                    next_check = Instant::now()
+                        + if started.elapsed() < self.cfg.startup_window {
+                            self.cfg.startup_interval
+                        } else {
+                            self.cfg.unhealthy_interval
+                        };
                 }
                 (true, Ok(())) => next_check = Instant::now() + self.cfg.healthy_interval,
                 (true, Err(e)) => break Some(format!("health check failed: {e}")),

@@ -153,8 +153,12 @@ async fn containers(State(rep): State<Arc<Rep>>) -> impl IntoResponse {
         .list()
         .iter()
         .map(|c| {
+            let (memory, cpu) = rep.executor().usage(c.handle());
             serde_json::json!({
                 "handle": c.handle(),
+                "memory_bytes": memory.unwrap_or(0),
+                "cpu_seconds": cpu.unwrap_or(0) as f64 / 1e9,
+                "disk_bytes": rep.executor().disk_bytes(c.handle()),
                 "rootfs": c.request.rootfs,
                 "ip": c.ip().to_string(),
                 "ports": c.ports.iter().map(|(c, h)| serde_json::json!({"container_port": c, "host_port": h})).collect::<Vec<_>>(),

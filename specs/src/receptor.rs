@@ -402,6 +402,20 @@ impl From<ActualLrp> for ActualLrpResponse {
     }
 }
 
+/// Extension: what one instance's container uses right now
+/// (`GET /v1/actual_lrps/:process_guid/usage`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ContainerUsage {
+    pub instance_guid: String,
+    pub cell_id: String,
+    pub memory_bytes: u64,
+    /// CPU time used since the container started.
+    pub cpu_seconds: f64,
+    /// Bytes written to the container's own filesystem.
+    pub disk_bytes: u64,
+}
+
 // ------------------------------------------------------------------ cells
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -122,6 +122,7 @@ fn newcomer_path() {
         Duration::from_secs(30),
         || {
             let s = status(&up, "hello");
+            eprintln!("{s}");
             let actuals = s["actual_lrps"].as_array().unwrap().clone();
             let running = actuals.iter().filter(|a| a["state"] == "RUNNING").count();
             let crashes: i64 = actuals

@@ -11,9 +11,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lattice_bench::arg;
+use lattice_bench::{arg, runc_bundle};
 use lattice_cell::shim::ShimEvent;
-use lattice_cell::testing::{busybox_rootfs, request, require_root, run, wait_event, TestExecutor};
+use lattice_cell::testing::{request, require_root, run, wait_event, TestExecutor};
 
 fn stats(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort();
@@ -46,22 +46,7 @@ async fn executor_round(
 
 fn runc_round(n: usize) -> Vec<Duration> {
     let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    std::fs::create_dir_all(&bundle).unwrap();
-    let st = Command::new("runc")
-        .args(["spec"])
-        .current_dir(&bundle)
-        .status()
-        .expect("runc not found: run scripts/setup-bench.sh");
-    assert!(st.success());
-    let path = bundle.join("config.json");
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    spec["root"]["path"] = busybox_rootfs().display().to_string().into();
-    spec["root"]["readonly"] = true.into();
-    spec["process"]["terminal"] = false.into();
-    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
-    std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let bundle = runc_bundle(dir.path(), &["/bin/true"], false);
     let root = dir.path().join("state");
     let mut times = Vec::with_capacity(n);
     for i in 0..n {

@@ -160,13 +160,21 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     })
     .await?;
 
-    let target = match &a.basic_auth {
-        Some(auth) => {
-            let user = auth.split_once(':').map(|(u, _)| u).unwrap_or(auth);
-            format!("ltc target http://{api} --user {user} --password PASSWORD")
-        }
-        None => format!("ltc target http://{api}"),
+    // The exact `ltc target` line: ltc assumes lattice.localhost:8080 unless told.
+    let port = router.addr.port();
+    let apps_domain = if port == 80 {
+        a.domain.clone()
+    } else {
+        format!("{}:{port}", a.domain)
     };
+    let mut target = format!("ltc target http://{api}");
+    if apps_domain != "lattice.localhost:8080" {
+        target.push_str(&format!(" --domain {apps_domain}"));
+    }
+    if let Some(auth) = &a.basic_auth {
+        let user = auth.split_once(':').map(|(u, _)| u).unwrap_or(auth);
+        target.push_str(&format!(" --user {user} --password PASSWORD"));
+    }
     // The first line is for scripts and tests; the rest for people.
     println!(
         "lattice up ready api=http://{api} router={} domain={} cell={} store={} in {:.2}s",
@@ -176,11 +184,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         store_arg(&store),
         began.elapsed().as_secs_f64()
     );
-    println!(
-        "  apps answer at http://APP.{}:{}/ (through the router)",
-        a.domain,
-        router.addr.port()
-    );
+    println!("  apps answer at http://APP.{apps_domain}/ (through the router)");
     println!(
         "  the cell {} offers preloaded:busybox; metrics at http://{metrics}/metrics",
         started.id

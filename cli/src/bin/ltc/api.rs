@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lattice_specs::receptor::{
-    ActualLrpResponse, CellResponse, DesiredLrpCreateRequest, DesiredLrpResponse,
+    ActualLrpResponse, CellResponse, ContainerUsage, DesiredLrpCreateRequest, DesiredLrpResponse,
     DesiredLrpUpdateRequest, TaskCreateRequest, TaskResponse,
 };
 use reqwest::{Method, RequestBuilder};
@@ -169,6 +169,12 @@ impl Api {
 
     pub async fn actual_lrps_of(&self, guid: &str) -> anyhow::Result<Vec<ActualLrpResponse>> {
         self.get(&format!("/v1/actual_lrps/{}", seg(guid))).await
+    }
+
+    /// What each of the app's containers uses (an extension of the receptor API).
+    pub async fn usage(&self, guid: &str) -> anyhow::Result<Vec<ContainerUsage>> {
+        self.get(&format!("/v1/actual_lrps/{}/usage", seg(guid)))
+            .await
     }
 
     pub async fn cells(&self) -> anyhow::Result<Vec<CellResponse>> {

@@ -236,10 +236,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let api = api()?;
             let d = api.app(&app).await?;
             let actuals = api.actual_lrps_of(&app).await?;
+            // Two samples of the containers' use, for CPU over the interval.
+            let sample = || async { api.usage(&app).await.unwrap_or_default() };
+            let before = sample().await;
+            let t0 = std::time::Instant::now();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let after = sample().await;
             if json.json {
-                show::json(&serde_json::json!({"desired_lrp": d, "actual_lrps": actuals}))?;
+                show::json(
+                    &serde_json::json!({"desired_lrp": d, "actual_lrps": actuals, "usage": after}),
+                )?;
             } else {
-                print!("{}", show::status(&d, &actuals, &api.target, now));
+                let usage = show::usage(&before, &after, t0.elapsed().as_secs_f64());
+                print!("{}", show::status(&d, &actuals, &usage, &api.target, now));
             }
         }
         Cmd::Cells(j) => {

@@ -1,6 +1,8 @@
 //! What `ltc` prints: tables for people, the API's JSON objects with `--json`.
 
-use lattice_specs::receptor::{ActualLrpResponse, CellResponse, DesiredLrpResponse, TaskResponse};
+use lattice_specs::receptor::{
+    ActualLrpResponse, CellResponse, ContainerUsage, DesiredLrpResponse, TaskResponse,
+};
 use serde::Serialize;
 
 use crate::app::hostnames;
@@ -91,9 +93,28 @@ pub fn apps(
     )
 }
 
+/// What an instance uses: memory bytes and, when sampled twice, CPU percent of one core.
+pub type Usage = std::collections::HashMap<String, (u64, Option<f64>)>;
+
+/// Instance guid → (memory, CPU %) from two usage samples `elapsed` apart.
+pub fn usage(before: &[ContainerUsage], after: &[ContainerUsage], elapsed: f64) -> Usage {
+    after
+        .iter()
+        .map(|u| {
+            let cpu = before
+                .iter()
+                .find(|b| b.instance_guid == u.instance_guid)
+                .filter(|_| elapsed > 0.0)
+                .map(|b| ((u.cpu_seconds - b.cpu_seconds) / elapsed * 100.0).max(0.0));
+            (u.instance_guid.clone(), (u.memory_bytes, cpu))
+        })
+        .collect()
+}
+
 pub fn status(
     d: &DesiredLrpResponse,
     actuals: &[ActualLrpResponse],
+    usage: &Usage,
     target: &Target,
     now: i64,
 ) -> String {
@@ -138,6 +159,14 @@ pub fn status(
                         .join(" ")
                 },
                 a.crash_count.to_string(),
+                match usage.get(&a.instance_guid) {
+                    Some((m, _)) => format!("{:.1}M", *m as f64 / 1048576.0),
+                    None => "-".into(),
+                },
+                match usage.get(&a.instance_guid) {
+                    Some((_, Some(c))) => format!("{c:.1}%"),
+                    _ => "-".into(),
+                },
                 if a.state == "RUNNING" {
                     age(a.since, now)
                 } else {
@@ -159,6 +188,8 @@ pub fn status(
             "CELL",
             "ADDRESS",
             "CRASHES",
+            "MEMORY",
+            "CPU",
             "UPTIME",
             "LAST ERROR",
         ],
@@ -319,6 +350,19 @@ mod tests {
         assert_eq!(age(0, 145 * s), "-");
         assert_eq!(age(s, s + 3725 * s), "1h2m");
         assert_eq!(age(s, s + 200 * s), "3m20s");
+    }
+
+    #[test]
+    fn cpu_is_the_share_of_one_core_between_samples() {
+        let u = |g: &str, cpu: f64| ContainerUsage {
+            instance_guid: g.into(),
+            memory_bytes: 2 << 20,
+            cpu_seconds: cpu,
+            ..Default::default()
+        };
+        let got = usage(&[u("a", 1.0)], &[u("a", 1.25), u("b", 3.0)], 0.5);
+        assert_eq!(got["a"], (2 << 20, Some(50.0)));
+        assert_eq!(got["b"], (2 << 20, None), "no first sample");
     }
 
     #[test]

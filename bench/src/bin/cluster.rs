@@ -1,0 +1,370 @@
+//! The single-machine cluster as a user meets it (`lattice up` + `ltc`), measured:
+//!
+//! - `lattice up` start time (spawn → ready line), restarting on the same data dir;
+//! - idle footprint: RSS and CPU of the whole cluster process over 10 s with no apps;
+//! - `ltc create APP --instances 3` → all 3 instances answering through the router,
+//!   against the peer in the same run: 3 bare `runc run -d` busybox httpd containers
+//!   started one after another until each answers HTTP (no scheduler, no router);
+//! - SIGKILL of an instance's process → its replacement answering through the router,
+//!   against one bare `runc run -d` container start until it answers.
+//!
+//! `cargo build --release --workspace --bins && sudo target/release/cluster --rounds 5`
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lattice_bench::{arg, runc_bundle};
+
+fn bin(name: &str) -> std::path::PathBuf {
+    std::env::current_exe().unwrap().with_file_name(name)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Up {
+    child: Child,
+}
+
+impl Up {
+    /// Starts `lattice up`; returns it and the time to its ready line.
+    fn start(args: &[String]) -> (Up, Duration) {
+        let t0 = Instant::now();
+        let mut child = Command::new(bin("lattice"))
+            .args(args)
+            .env("LATTICE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lattice not built: cargo build --release --workspace --bins");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while out.read_line(&mut line).unwrap() > 0 && !line.starts_with("lattice up ready") {
+            line.clear();
+        }
+        assert!(
+            line.starts_with("lattice up ready"),
+            "lattice up did not start"
+        );
+        let took = t0.elapsed();
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        (Up { child }, took)
+    }
+
+    fn stop(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// (user+system CPU ticks, RSS in KiB) of a process.
+fn proc_stat(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks, rss)
+}
+
+/// Pids whose command line contains `needle`.
+fn pids_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// One HTTP GET; the body, if anything answered.
+fn get(addr: &str, host: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    if !r.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    Some(r.split_once("\r\n\r\n")?.1.trim().to_string())
+}
+
+fn ltc(home: &std::path::Path, args: &[&str]) {
+    let out = Command::new(bin("ltc"))
+        .args(args)
+        .env("LTC_HOME", home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ltc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ms(d: &[Duration]) -> (f64, f64) {
+    let mut v: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v.iter().sum::<f64>() / v.len() as f64, v[v.len() / 2])
+}
+
+/// Starts `n` bare httpd containers with runc, one after another, and waits until each
+/// answers; then removes them.
+fn runc_round(dir: &std::path::Path, n: usize, round: usize) -> Duration {
+    let root = dir.join("runc-state");
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let bundles: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let d = dir.join(format!("b{round}-{i}"));
+            runc_bundle(&d, &["httpd", "-f", "-p", &p.to_string(), "-h", "/"], true)
+        })
+        .collect();
+    let t0 = Instant::now();
+    for (i, b) in bundles.iter().enumerate() {
+        let st = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["run", "-d", "-b"])
+            .arg(b)
+            .arg(format!("cluster-bench-{round}-{i}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "runc run -d failed");
+    }
+    for p in &ports {
+        while TcpStream::connect(("127.0.0.1", *p)).is_err() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let took = t0.elapsed();
+    for i in 0..n {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "-f"])
+            .arg(format!("cluster-bench-{round}-{i}"))
+            .status();
+    }
+    took
+}
+
+fn main() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "run as root: containers need it"
+    );
+    let rounds = arg("--rounds", 5);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lattice.toml");
+    std::fs::write(
+        &config,
+        "[cell]\nbridge = \"lbench0\"\nsubnet = \"10.251.0.1/24\"\nports = \"63000-63199\"\ngrace = 2\n",
+    )
+    .unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let router = format!("127.0.0.1:{}", free_port());
+    let args: Vec<String> = [
+        "--config",
+        config.to_str().unwrap(),
+        "up",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--api-listen",
+        &api,
+        "--router-listen",
+        &router,
+        "--grpc-listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--cell-listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--metrics-listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+
+    // Start time: the first start builds the busybox image; then restarts.
+    let (up, first) = Up::start(&args);
+    up.stop();
+    let mut starts = vec![];
+    let mut up = None;
+    for i in 0..3 {
+        let (u, t) = Up::start(&args);
+        starts.push(t);
+        if i < 2 {
+            u.stop();
+        } else {
+            up = Some(u);
+        }
+    }
+    let up = up.unwrap();
+    let pid = up.child.id();
+
+    // Idle footprint.
+    std::thread::sleep(Duration::from_secs(2));
+    let (t0, _) = proc_stat(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let (t1, idle_rss) = proc_stat(pid);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let idle_cpu = (t1 - t0) as f64 / hz / 10.0 * 100.0;
+
+    let home = dir.path().join("ltc");
+    let port = router.rsplit(':').next().unwrap();
+    ltc(
+        &home,
+        &[
+            "target",
+            &format!("http://{api}"),
+            "--domain",
+            &format!("lattice.localhost:{port}"),
+        ],
+    );
+
+    // create → 3 routable, against 3 bare runc containers answering.
+    let cmd = "mkdir -p /srv/w && cat /proc/sys/kernel/random/uuid > /srv/w/index.html && exec httpd -f -p 8080 -h /srv/w";
+    let mut creates = vec![];
+    let mut peers = vec![];
+    for r in 0..rounds {
+        let app = format!("bench{r}");
+        let host = format!("{app}.lattice.localhost");
+        let t0 = Instant::now();
+        let mut child = Command::new(bin("ltc"))
+            .args([
+                "create",
+                &app,
+                "preloaded:busybox",
+                "-i",
+                "3",
+                "--",
+                "sh",
+                "-c",
+                cmd,
+            ])
+            .env("LTC_HOME", &home)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < 3 {
+            if let Some(b) = get(&router, &host) {
+                seen.insert(b);
+            } else {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        creates.push(t0.elapsed());
+        let _ = child.wait();
+        if r == rounds - 1 {
+            break; // keep the last app for the footprint and healing figures
+        }
+        ltc(&home, &["remove", &app]);
+        peers.push(runc_round(dir.path(), 3, r));
+    }
+    peers.push(runc_round(dir.path(), 3, rounds));
+    std::thread::sleep(Duration::from_secs(3));
+    let shims = pids_with("lattice shim");
+    let shim_rss: u64 = shims.iter().map(|p| proc_stat(*p).1).sum();
+    let (_, busy_rss) = proc_stat(pid);
+
+    // SIGKILL → replacement serving, against one bare runc container answering.
+    let app = format!("bench{}", rounds - 1);
+    let host = format!("{app}.lattice.localhost");
+    let mut heals = vec![];
+    let mut peer_one = vec![];
+    for r in 0..rounds {
+        // Tokens served now, and the pid behind one of them.
+        let mut before = std::collections::BTreeSet::new();
+        while before.len() < 3 {
+            if let Some(b) = get(&router, &host) {
+                before.insert(b);
+            }
+        }
+        let victims = pids_with("httpd -f -p 8080 -h /srv/w");
+        let victim = victims[r % victims.len()];
+        let t0 = Instant::now();
+        unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+        loop {
+            if let Some(b) = get(&router, &host) {
+                if !before.contains(&b) {
+                    break;
+                }
+            } else {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        heals.push(t0.elapsed());
+        peer_one.push(runc_round(dir.path(), 1, 100 + r));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    ltc(&home, &["remove", &app]);
+    std::thread::sleep(Duration::from_secs(3));
+    up.stop();
+
+    let (s_mean, _) = ms(&starts);
+    let (c_mean, c_med) = ms(&creates);
+    let (p_mean, p_med) = ms(&peers);
+    let (h_mean, h_med) = ms(&heals);
+    let (o_mean, o_med) = ms(&peer_one);
+    println!("lattice up + ltc on one machine ({rounds} rounds)");
+    println!(
+        "  lattice up start: first (builds the image) {:.0} ms; restarts mean {s_mean:.0} ms   (goal < 2000 ms)",
+        first.as_secs_f64() * 1e3
+    );
+    println!(
+        "  idle, no apps: RSS {:.1} MB, CPU {idle_cpu:.2}% of one core over 10 s   (goal < 50 MB, < 1%; k3s's documented ~500 MB)",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "  with 3 instances: lattice RSS {:.1} MB + {} shims {:.1} MB",
+        busy_rss as f64 / 1024.0,
+        shims.len(),
+        shim_rss as f64 / 1024.0
+    );
+    println!(
+        "  ltc create -i 3 -> 3 answering via router: mean {c_mean:.0} ms median {c_med:.0} ms   (goal < 1000 ms; Kubernetes' pod-start SLO 5 s p99)"
+    );
+    println!(
+        "  peer: 3 x runc run -d httpd until each answers:  mean {p_mean:.0} ms median {p_med:.0} ms   -> ours {:.2}x runc's time",
+        c_mean / p_mean
+    );
+    println!(
+        "  SIGKILL -> replacement answering via router:   mean {h_mean:.0} ms median {h_med:.0} ms   (goal < 1000 ms)"
+    );
+    println!(
+        "  peer: 1 x runc run -d httpd until it answers:    mean {o_mean:.0} ms median {o_med:.0} ms   -> ours {:.2}x runc's time",
+        h_mean / o_mean
+    );
+}
