@@ -214,6 +214,31 @@ fn newcomer_path() {
         .ltc_ok(&["debug-logs", "--no-follow"])
         .contains("[BRAIN]"));
 
+    // Routes move with `ltc update`.
+    let out = up.ltc_ok(&["update", "hello", "-R", "www"]);
+    assert!(out.contains("http://www.lattice.localhost:"), "{out}");
+    wait_for("the new route", Duration::from_secs(10), || {
+        matches!(up.get("www"), Some((200, _))).then_some(())
+    });
+    wait_for("the old route gone", Duration::from_secs(10), || {
+        matches!(up.get("hello"), Some((404, _))).then_some(())
+    });
+    up.ltc_ok(&["update", "hello", "-R", "hello"]);
+    wait_for("the route back", Duration::from_secs(10), || {
+        matches!(up.get("hello"), Some((200, _))).then_some(())
+    });
+
+    // Finished tasks are deleted; the shell completes ltc's verbs.
+    assert!(up
+        .ltc_ok(&["delete-task", "answer"])
+        .contains("Deleted task answer."));
+    let out = up.ltc(&["task", "answer"]);
+    assert!(
+        !out.ok && out.stderr.contains("task answer not found"),
+        "{out:#?}"
+    );
+    assert!(up.ltc_ok(&["completions", "bash"]).contains("submit-task"));
+
     // Remove: the route goes, the router says 404.
     assert!(up.ltc_ok(&["remove", "hello"]).contains("Removed hello."));
     wait_for("404 after remove", Duration::from_secs(10), || {
