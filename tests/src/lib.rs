@@ -371,6 +371,11 @@ pub struct LtcOutput {
 
 impl UpProcess {
     pub fn start() -> UpProcess {
+        Self::start_with(&[])
+    }
+
+    /// `lattice up` with more flags (e.g. `--store etcd://…`).
+    pub fn start_with(extra: &[&str]) -> UpProcess {
         lattice_cell::testing::require_root();
         let data_dir = tempfile::tempdir().unwrap();
         let network = lattice_cell::testing::test_network();
@@ -385,7 +390,7 @@ impl UpProcess {
         .unwrap();
         let api = format!("127.0.0.1:{}", free_port());
         let router = format!("127.0.0.1:{}", free_port());
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--config",
             config.to_str().unwrap(),
             "up",
@@ -405,6 +410,7 @@ impl UpProcess {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
         UpProcess {
             process: Process::start(args, "lattice up ready"),
             api: format!("http://{api}"),

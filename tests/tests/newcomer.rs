@@ -157,6 +157,25 @@ fn newcomer_path() {
         .ltc_ok(&["visualize", "--once"])
         .contains("(1 instances)"));
 
+    // A command that fails is reported with its crash reason.
+    let out = up.ltc(&[
+        "create",
+        "broken",
+        "preloaded:busybox",
+        "--",
+        "sh",
+        "-c",
+        "exit 2",
+    ]);
+    assert!(
+        !out.ok
+            && out
+                .stderr
+                .contains("instance 0 crashed: exited with status 2"),
+        "{out:#?}"
+    );
+    up.ltc_ok(&["remove", "broken"]);
+
     // Placement errors come back as the reason.
     let out = up.ltc(&[
         "create",
@@ -213,6 +232,49 @@ fn newcomer_path() {
     assert!(up
         .ltc_ok(&["debug-logs", "--no-follow"])
         .contains("[BRAIN]"));
+
+    // `ltc logs` follows: a request made now shows up while it runs.
+    let mut follow = std::process::Command::new(lattice_tests::ltc_bin())
+        .args(["logs", "hello"])
+        .env("LTC_HOME", up.data_dir.path().join("ltc"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let marker = format!("/followed-{}", std::process::id());
+    let mut s = std::net::TcpStream::connect(&up.router).unwrap();
+    use std::io::Write;
+    write!(
+        s,
+        "GET {marker} HTTP/1.1\r\nHost: hello.lattice.localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a followed line");
+        if line.contains("[RTR]") && line.contains(&marker) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no access line for {marker}"
+        );
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
 
     // Routes move with `ltc update`.
     let out = up.ltc_ok(&["update", "hello", "-R", "www"]);
@@ -301,4 +363,26 @@ fn a_restarted_cluster_brings_its_apps_back() {
         seen.insert(body.trim().to_string());
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[test]
+fn lattice_up_on_etcd() {
+    let etcd = lattice_tests::EtcdServer::start();
+    let store = format!("etcd://{}", etcd.endpoint());
+    let up = UpProcess::start_with(&["--store", &store]);
+    target(&up);
+    let root = format!("/srv/etcd-{}", std::process::id());
+    up.ltc_ok(&[
+        "create",
+        "onetcd",
+        "preloaded:busybox",
+        "-i",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        &web_command(&root),
+    ]);
+    assert!(matches!(up.get("onetcd"), Some((200, _))));
+    up.ltc_ok(&["remove", "onetcd"]);
 }
