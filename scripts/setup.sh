@@ -4,7 +4,8 @@
 # Idempotent: safe to run again; skips apt when every package is already present.
 set -euo pipefail
 
-PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 libseccomp-dev pkg-config "$@")
+# docker-registry and skopeo: a real registry on loopback for the image-pull tests.
+PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 libseccomp-dev pkg-config docker-registry skopeo "$@")
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -17,8 +18,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  # Debian starts etcd and nginx as services on install; tests and benchmarks run their own.
-  for svc in etcd nginx; do
+  # Debian starts etcd, nginx and the registry as services on install; tests and
+  # benchmarks run their own.
+  for svc in etcd nginx docker-registry; do
     if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
     $SUDO pkill -x "$svc" >/dev/null 2>&1 || true
   done
@@ -26,4 +28,6 @@ fi
 
 command -v protoc >/dev/null || { echo "setup: protoc missing after install" >&2; exit 1; }
 command -v etcd >/dev/null || { echo "setup: etcd missing after install" >&2; exit 1; }
+command -v docker-registry >/dev/null || { echo "setup: docker-registry missing after install" >&2; exit 1; }
+command -v skopeo >/dev/null || { echo "setup: skopeo missing after install" >&2; exit 1; }
 [ -x /bin/busybox ] || { echo "setup: /bin/busybox (busybox-static) missing after install" >&2; exit 1; }

@@ -91,6 +91,7 @@ impl ContainerInfo {
 pub struct Executor {
     cfg: ExecutorConfig,
     network: Network,
+    images: crate::image::ImageStore,
     containers: Mutex<HashMap<String, ContainerInfo>>,
 }
 
@@ -111,9 +112,14 @@ impl Executor {
         std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         std::fs::rename(&tmp, &pause)?;
         let network = Network::new(cfg.network.clone())?;
+        let images = crate::image::ImageStore::new(
+            cfg.data_dir.join("images"),
+            cfg.providers.insecure_registries.clone(),
+        );
         Ok(Arc::new(Executor {
             cfg,
             network,
+            images,
             containers: Mutex::new(HashMap::new()),
         }))
     }
@@ -142,6 +148,52 @@ impl Executor {
     /// Creates and starts a container. On failure nothing is left behind.
     #[tracing::instrument(skip_all, fields(handle = %req.handle))]
     pub async fn create(&self, req: ContainerRequest) -> anyhow::Result<ContainerInfo> {
+        self.create_with_progress(req, &|_| {}).await
+    }
+
+    /// The image a rootfs URL names, pulled or unpacked if the cache lacks it;
+    /// `progress` hears about downloads.
+    pub async fn image(
+        &self,
+        url: &str,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> anyhow::Result<crate::image::Image> {
+        use lattice_specs::rootfs::RootFs;
+        match RootFs::parse(url)? {
+            RootFs::Preloaded { .. } => Ok(crate::image::Image {
+                layers: self.cfg.providers.layers(url)?,
+                config: Default::default(),
+            }),
+            RootFs::Oci { path, tag } => {
+                let images = self.images.clone();
+                tokio::task::spawn_blocking(move || {
+                    images.from_layout(std::path::Path::new(&path), tag.as_deref())
+                })
+                .await?
+            }
+            RootFs::Docker {
+                registry,
+                repository,
+                tag,
+            } => {
+                self.images
+                    .pull(
+                        registry.as_deref().unwrap_or("docker.io"),
+                        &repository,
+                        &tag,
+                        progress,
+                    )
+                    .await
+            }
+        }
+    }
+
+    /// [`Executor::create`], telling `progress` how an image download goes.
+    pub async fn create_with_progress(
+        &self,
+        req: ContainerRequest,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> anyhow::Result<ContainerInfo> {
         anyhow::ensure!(
             !req.handle.is_empty()
                 && req
@@ -160,7 +212,7 @@ impl Executor {
             ports: vec![],
             created_at: lattice_specs::now_nanos(),
         };
-        match self.setup(&mut info).await {
+        match self.setup(&mut info, progress).await {
             Ok(()) => {
                 self.containers
                     .lock()
@@ -175,14 +227,23 @@ impl Executor {
         }
     }
 
-    async fn setup(&self, info: &mut ContainerInfo) -> anyhow::Result<()> {
+    async fn setup(
+        &self,
+        info: &mut ContainerInfo,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> anyhow::Result<()> {
         let req = info.request.clone();
         let dir = self.dir(&req.handle);
         // Recorded first so a crash midway still leaves enough to clean up.
         self.record(info)?;
-        let layers = self.cfg.providers.layers(&req.rootfs)?;
+        let image = self.image(&req.rootfs, progress).await?;
         let merged = self.rootfs_dir(&req.handle);
-        rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &merged)?;
+        rootfs::mount_overlay(
+            &image.layers,
+            &dir.join("upper"),
+            &dir.join("work"),
+            &merged,
+        )?;
         if !req.host_network {
             let att = self.network.attach(&req.handle)?;
             info.network = Some(att);
@@ -222,8 +283,8 @@ impl Executor {
             state_root: self.cfg.data_dir.join("run"),
             bundle: bundle_dir,
             rootfs: merged,
-            env: req.env.clone(),
-            action: req.action.clone(),
+            env: crate::image::merge_env(&image.config.env, &req.env),
+            action: crate::image::with_defaults(&req.action, &image.config),
             log_source: req.log_source.clone(),
             log_socket: self.log_socket(),
             grace_ms: self.cfg.grace.as_millis() as u64,

@@ -192,10 +192,21 @@ impl Rep {
                 disk_mb: self.cfg.capacity.disk_mb,
                 containers: self.cfg.capacity.containers,
             }),
-            rootfs_providers: vec![models::Provider {
-                name: "preloaded".into(),
-                properties: providers,
-            }],
+            rootfs_providers: vec![
+                models::Provider {
+                    name: "preloaded".into(),
+                    properties: providers,
+                },
+                // Any OCI image layout on the cell's disk, any registry it can reach.
+                models::Provider {
+                    name: "oci".into(),
+                    properties: vec![],
+                },
+                models::Provider {
+                    name: "docker".into(),
+                    properties: vec![],
+                },
+            ],
             placement_tags: self.cfg.placement_tags.clone(),
             optional_placement_tags: self.cfg.optional_placement_tags.clone(),
             volume_drivers: vec![],
@@ -514,7 +525,9 @@ impl Rep {
         );
         self.logs.register(&instance_guid, &log_guid);
         let req = self.lrp_request(&d, index, &instance_guid);
-        match self.exec.create(req).await {
+        let (logs, guid_for_progress) = (self.logs.clone(), log_guid.clone());
+        let progress = move |m: String| logs.cell(&guid_for_progress, m);
+        match self.exec.create_with_progress(req, &progress).await {
             Ok(info) => {
                 self.metrics.starts.inc();
                 self.logs.cell(&log_guid, "Successfully created container");
@@ -789,7 +802,9 @@ impl Rep {
         let log_guid = req.tags["log_guid"].clone();
         self.logs.register(&guid, &log_guid);
         self.logs.cell(&log_guid, "Creating container for task");
-        match self.exec.create(req).await {
+        let (logs, guid_for_progress) = (self.logs.clone(), log_guid.clone());
+        let progress = move |m: String| logs.cell(&guid_for_progress, m);
+        match self.exec.create_with_progress(req, &progress).await {
             Ok(info) => {
                 self.metrics.starts.inc();
                 self.supervise_task(info).await;

@@ -1,4 +1,5 @@
-//! Root filesystems: the providers a cell offers (`preloaded:NAME` directories), the
+//! Root filesystems: the preloaded images a cell offers (`preloaded:NAME` directories;
+//! `oci:` and `docker://` images are in [`crate::image`]), the
 //! copy-on-write overlay every container gets on top of its image, and the tiny
 //! busybox image the project ships (built from Debian's static busybox).
 
@@ -13,11 +14,13 @@ use lattice_specs::rootfs::RootFs;
 pub struct Providers {
     /// `preloaded:NAME` → directory.
     pub preloaded: BTreeMap<String, PathBuf>,
+    /// Registries (HOST:PORT) pulled from over plain HTTP rather than HTTPS.
+    pub insecure_registries: Vec<String>,
 }
 
 impl Providers {
-    /// The layers (lowest first) a rootfs URL stands for, or why this cell cannot
-    /// provide it.
+    /// The layers (lowest first) of a `preloaded:` rootfs, or why this cell cannot
+    /// provide it (`oci:` and `docker://` images come from [`crate::image`]).
     pub fn layers(&self, url: &str) -> anyhow::Result<Vec<PathBuf>> {
         match RootFs::parse(url)? {
             RootFs::Preloaded { name } => match self.preloaded.get(&name) {
@@ -32,7 +35,7 @@ impl Providers {
                 ),
             },
             other => anyhow::bail!(
-                "rootfs {url:?} needs the {} provider, which this cell does not offer yet",
+                "rootfs {url:?} is an image of the {} provider, not a preloaded directory",
                 other.provider()
             ),
         }
@@ -185,6 +188,7 @@ mod tests {
         let dir = std::env::temp_dir();
         let p = Providers {
             preloaded: [("busybox".to_string(), dir.clone())].into(),
+            ..Default::default()
         };
         assert_eq!(p.layers("preloaded:busybox").unwrap(), vec![dir]);
         let e = p.layers("preloaded:ubuntu").unwrap_err().to_string();

@@ -81,6 +81,15 @@ impl TestExecutor {
     }
 
     pub fn with_grace(grace: Duration) -> TestExecutor {
+        Self::build(grace, vec![])
+    }
+
+    /// An executor that pulls from these registries (HOST:PORT) over plain HTTP.
+    pub fn with_insecure_registries(registries: Vec<String>) -> TestExecutor {
+        Self::build(Duration::from_secs(2), registries)
+    }
+
+    fn build(grace: Duration, insecure_registries: Vec<String>) -> TestExecutor {
         require_root();
         let dir =
             std::env::temp_dir().join(format!("lattice-cell-{}", uuid::Uuid::new_v4().simple()));
@@ -88,6 +97,7 @@ impl TestExecutor {
             data_dir: dir.clone(),
             providers: Providers {
                 preloaded: [("busybox".to_string(), busybox_rootfs())].into(),
+                insecure_registries,
             },
             shim: shim_command(),
             network: test_network(),
@@ -223,4 +233,77 @@ pub fn leftovers(exec: &Executor, handle: &str) -> Vec<String> {
         found.push("libcontainer state".into());
     }
     found
+}
+
+/// A real OCI registry (Debian's `docker-registry`, the CNCF distribution) on a free
+/// loopback port, storing into a temporary directory; killed and removed on drop.
+pub struct Registry {
+    child: std::process::Child,
+    /// 127.0.0.1:PORT
+    pub addr: String,
+    dir: PathBuf,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "lattice-registry-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry not found: run scripts/setup.sh (it installs Debian's docker-registry)");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Registry { child, addr, dir }
+    }
+
+    /// Pushes the OCI layout at `layout` (tag `tag`) as `REPO:TAG` with skopeo.
+    pub fn push(&self, layout: &Path, tag: &str, repo: &str) {
+        let out = std::process::Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{repo}:{tag}", self.addr))
+            .output()
+            .expect("skopeo not found: run scripts/setup.sh (it installs skopeo)");
+        assert!(
+            out.status.success(),
+            "skopeo copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -386,3 +386,40 @@ fn lattice_up_on_etcd() {
     assert!(matches!(up.get("onetcd"), Some((200, _))));
     up.ltc_ok(&["remove", "onetcd"]);
 }
+
+#[test]
+fn an_app_from_a_registry_image() {
+    // A real registry on loopback with busybox plus a layer holding the page; the
+    // image's working directory (/srv) is where httpd serves from.
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    lattice_cell::image::write_layout(
+        &layout,
+        "v1",
+        Some(&lattice_cell::testing::busybox_rootfs()),
+        &[vec![
+            ("srv/", ""),
+            ("srv/index.html", "from the registry\n"),
+        ]],
+        &serde_json::json!({"config": {"WorkingDir": "/srv"}}),
+    )
+    .unwrap();
+    let registry = lattice_cell::testing::Registry::start();
+    registry.push(&layout, "v1", "lattice/web");
+    // The cell of `lattice up` reads its flags from the environment too.
+    std::env::set_var("LATTICE_CELL_INSECURE_REGISTRIES", &registry.addr);
+    let up = UpProcess::start();
+    target(&up);
+    let image = format!("docker://{}/lattice/web:v1", registry.addr);
+    let out = up.ltc_ok(&[
+        "create", "pulled", &image, "--", "httpd", "-f", "-p", "8080",
+    ]);
+    assert!(out.contains("App pulled is running"), "{out}");
+    assert_eq!(
+        up.get("pulled"),
+        Some((200, "from the registry\n".to_string()))
+    );
+    let logs = up.ltc_ok(&["logs", "pulled", "--no-follow"]);
+    assert!(logs.contains("[CELL] Downloading layer 1/2"), "{logs}");
+    assert!(logs.contains("[CELL] Downloaded "), "{logs}");
+}

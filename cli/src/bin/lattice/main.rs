@@ -83,6 +83,14 @@ struct CellArgs {
     /// /bin/busybox (Debian's busybox-static) into the data directory.
     #[arg(long = "preloaded")]
     preloaded: Vec<String>,
+    /// A registry (HOST:PORT) to pull docker:// images from over plain HTTP instead of
+    /// HTTPS (repeatable, or comma separated).
+    #[arg(
+        long = "insecure-registry",
+        env = "LATTICE_CELL_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
     /// The cell bridge's name.
     #[arg(long, default_value = "lattice0")]
     bridge: String,
@@ -370,7 +378,10 @@ async fn start_cell(a: &CellArgs) -> anyhow::Result<StartedCell> {
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("creating --data-dir {}", a.data_dir.display()))?;
     let data_dir = a.data_dir.canonicalize()?;
-    let mut providers = rootfs::Providers::default();
+    let mut providers = rootfs::Providers {
+        insecure_registries: a.insecure_registries.clone(),
+        ..Default::default()
+    };
     for p in &a.preloaded {
         let (name, dir) = p
             .split_once('=')

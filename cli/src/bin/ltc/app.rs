@@ -21,7 +21,8 @@ pub const ROUTER_KEY: &str = "cf-router";
 pub struct CreateArgs {
     /// The app's name (its process guid, log guid and default route APP.DOMAIN).
     pub app: String,
-    /// The image: preloaded:NAME (e.g. preloaded:busybox).
+    /// The image: preloaded:NAME (e.g. preloaded:busybox), oci:/PATH[:TAG] (an OCI
+    /// image layout on the cell) or docker://HOST[:PORT]/REPO[:TAG].
     pub image: String,
     /// What to run, after `--`: the command and its arguments.
     #[arg(last = true)]
@@ -60,8 +61,9 @@ pub struct CreateArgs {
     /// NAME=VALUE, or NAME to pass ltc's own value (repeatable).
     #[arg(short, long)]
     pub env: Vec<String>,
-    #[arg(short, long = "working-dir", default_value = "/")]
-    pub working_dir: String,
+    /// The process's working directory (default: the image's, else /).
+    #[arg(short, long = "working-dir")]
+    pub working_dir: Option<String>,
     /// The user the process runs as (default: root, the image's first user).
     #[arg(short, long)]
     pub user: Option<String>,
@@ -299,7 +301,7 @@ pub fn create_request(a: &CreateArgs, target: &Target) -> anyhow::Result<Desired
     let run = models::RunAction {
         path: path.clone(),
         args: args.to_vec(),
-        dir: a.working_dir.clone(),
+        dir: a.working_dir.clone().unwrap_or_default(),
         env: env.clone(),
         user: a.user.clone().unwrap_or_default(),
         ..Default::default()
@@ -591,7 +593,8 @@ mod tests {
         };
         assert_eq!(
             (run.path.as_str(), run.args.as_slice(), run.dir.as_str()),
-            ("httpd", &["-f".to_string()][..], "/")
+            ("httpd", &["-f".to_string()][..], ""),
+            "no directory: the image's"
         );
     }
 

@@ -1,0 +1,705 @@
+//! OCI images: `oci:PATH[:TAG]` (an OCI image layout on the cell's disk) and
+//! `docker://HOST[:PORT]/REPO[:TAG]` (pulled over the OCI distribution API, HTTPS, or
+//! plain HTTP for registries the cell is told are insecure). Each layer is unpacked once
+//! into a content-addressed cache (`images/layers/sha256/HEX`, keyed by the layer blob's
+//! digest, verified) and shared by every container, which stacks the layers as overlay
+//! lower directories. Whiteouts become overlayfs whiteouts (`.wh.NAME` → a 0/0 character
+//! device, `.wh..wh..opq` → the `trusted.overlay.opaque` attribute). The image's
+//! configuration (env, working directory, user, entrypoint, cmd, exposed ports) is kept
+//! for the container's defaults.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use lattice_specs::models;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+/// What the image's configuration says a container should default to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    pub env: Vec<(String, String)>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub workdir: String,
+    pub user: String,
+    pub exposed_ports: Vec<u32>,
+}
+
+/// An image ready to mount: its unpacked layers (lowest first) and its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Image {
+    pub layers: Vec<PathBuf>,
+    pub config: ImageConfig,
+}
+
+#[derive(Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ConfigFile {
+    config: RawConfig,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawConfig {
+    #[serde(rename = "Env")]
+    env: Option<Vec<String>>,
+    #[serde(rename = "Entrypoint")]
+    entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd")]
+    cmd: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir")]
+    working_dir: String,
+    #[serde(rename = "User")]
+    user: String,
+    #[serde(rename = "ExposedPorts")]
+    exposed_ports: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+}
+
+/// Parses an image configuration blob (OCI or Docker).
+pub fn parse_config(json: &[u8]) -> anyhow::Result<ImageConfig> {
+    let c: ConfigFile =
+        serde_json::from_slice(json).context("the image configuration is not JSON")?;
+    let c = c.config;
+    Ok(ImageConfig {
+        env: c
+            .env
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| {
+                e.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect(),
+        entrypoint: c.entrypoint.unwrap_or_default(),
+        cmd: c.cmd.unwrap_or_default(),
+        workdir: c.working_dir,
+        user: c.user,
+        exposed_ports: c
+            .exposed_ports
+            .unwrap_or_default()
+            .keys()
+            .filter_map(|p| p.split('/').next()?.parse().ok())
+            .collect(),
+    })
+}
+
+/// The image's environment under the request's: a variable the request sets wins.
+pub fn merge_env(
+    image: &[(String, String)],
+    request: &[(String, String)],
+) -> Vec<(String, String)> {
+    image
+        .iter()
+        .filter(|(k, _)| !request.iter().any(|(r, _)| r == k))
+        .chain(request)
+        .cloned()
+        .collect()
+}
+
+/// `action` with every Run that names no directory or user given the image's.
+pub fn with_defaults(action: &models::Action, cfg: &ImageConfig) -> models::Action {
+    use models::action::Action as A;
+    let mut a = action.clone();
+    fn walk(a: &mut models::Action, cfg: &ImageConfig) {
+        match a.action.as_mut() {
+            Some(A::Run(r)) => {
+                if r.dir.is_empty() {
+                    r.dir = cfg.workdir.clone();
+                }
+                if r.user.is_empty() {
+                    r.user = cfg.user.clone();
+                }
+            }
+            Some(A::Timeout(t)) => t.action.iter_mut().for_each(|a| walk(a, cfg)),
+            Some(A::EmitProgress(e)) => e.action.iter_mut().for_each(|a| walk(a, cfg)),
+            Some(A::Try(t)) => t.action.iter_mut().for_each(|a| walk(a, cfg)),
+            Some(A::Serial(s)) => s.actions.iter_mut().for_each(|a| walk(a, cfg)),
+            Some(A::Parallel(p)) => p.actions.iter_mut().for_each(|a| walk(a, cfg)),
+            Some(A::Codependent(c)) => c.actions.iter_mut().for_each(|a| walk(a, cfg)),
+            Some(A::Download(_)) | Some(A::Upload(_)) | None => {}
+        }
+    }
+    walk(&mut a, cfg);
+    a
+}
+
+fn hex_of(digest: &str) -> anyhow::Result<&str> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .with_context(|| format!("unsupported digest {digest:?}: only sha256 is"))?;
+    anyhow::ensure!(
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "malformed digest {digest:?}"
+    );
+    Ok(hex)
+}
+
+/// The cell's image cache.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    root: PathBuf,
+    /// Registries (HOST:PORT) spoken to over plain HTTP.
+    insecure: Vec<String>,
+}
+
+impl ImageStore {
+    pub fn new(root: PathBuf, insecure: Vec<String>) -> ImageStore {
+        ImageStore { root, insecure }
+    }
+
+    fn layer_dir(&self, digest: &str) -> anyhow::Result<PathBuf> {
+        Ok(self.root.join("layers/sha256").join(hex_of(digest)?))
+    }
+
+    /// Unpacks a layer blob (a file) into the cache unless it is there, checking its
+    /// digest on the way.
+    fn add_layer(&self, blob: &Path, media_type: &str, digest: &str) -> anyhow::Result<PathBuf> {
+        let dest = self.layer_dir(digest)?;
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let parent = dest.parent().unwrap();
+        std::fs::create_dir_all(parent)?;
+        let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+        let result = (|| {
+            let file = std::fs::File::open(blob)
+                .with_context(|| format!("opening layer {}", blob.display()))?;
+            let mut hashing = HashingReader {
+                inner: file,
+                hasher: sha2::Sha256::new(),
+            };
+            unpack_layer(&mut hashing, media_type, &tmp)?;
+            // Read what the tar reader left (padding) so the whole blob is hashed.
+            std::io::copy(&mut hashing, &mut std::io::sink())?;
+            let got = format!("sha256:{:x}", hashing.hasher.finalize());
+            anyhow::ensure!(
+                got == digest,
+                "layer digest mismatch: expected {digest}, got {got}"
+            );
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e.context(format!("unpacking layer {digest}")));
+        }
+        if std::fs::rename(&tmp, &dest).is_err() {
+            // Someone else unpacked it meanwhile: theirs is as good.
+            let _ = std::fs::remove_dir_all(&tmp);
+            anyhow::ensure!(
+                dest.is_dir(),
+                "could not move layer {digest} into the cache"
+            );
+        }
+        Ok(dest)
+    }
+
+    /// `oci:PATH[:TAG]`: the manifest named TAG (`org.opencontainers.image.ref.name`),
+    /// or the only one, or the linux/amd64 one of a multi-platform index.
+    pub fn from_layout(&self, path: &Path, tag: Option<&str>) -> anyhow::Result<Image> {
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let blob = |digest: &str| -> anyhow::Result<PathBuf> {
+            Ok(path.join("blobs/sha256").join(hex_of(digest)?))
+        };
+        let index: Index = serde_json::from_slice(&read(&path.join("index.json"))?)
+            .with_context(|| format!("{}/index.json is not an OCI image index", path.display()))?;
+        let mut chosen = match tag {
+            Some(t) => index
+                .manifests
+                .iter()
+                .find(|m| {
+                    m.annotations
+                        .get("org.opencontainers.image.ref.name")
+                        .map(String::as_str)
+                        == Some(t)
+                })
+                .with_context(|| format!("no image tagged {t:?} in {}", path.display()))?,
+            None if index.manifests.len() == 1 => &index.manifests[0],
+            None => anyhow::bail!(
+                "{} holds {} images: name one with oci:{}:TAG",
+                path.display(),
+                index.manifests.len(),
+                path.display()
+            ),
+        };
+        let nested;
+        if chosen.media_type.contains("image.index") || chosen.media_type.contains("manifest.list")
+        {
+            nested = serde_json::from_slice::<Index>(&read(&blob(&chosen.digest)?)?)?;
+            chosen = nested
+                .manifests
+                .iter()
+                .find(|m| {
+                    m.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                })
+                .context("the image has no linux/amd64 variant")?;
+        }
+        let manifest: Manifest = serde_json::from_slice(&read(&blob(&chosen.digest)?)?)
+            .with_context(|| format!("manifest {} is not an image manifest", chosen.digest))?;
+        let config = parse_config(&read(&blob(&manifest.config.digest)?)?)?;
+        let layers = manifest
+            .layers
+            .iter()
+            .map(|l| self.add_layer(&blob(&l.digest)?, &l.media_type, &l.digest))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Image { layers, config })
+    }
+
+    /// `docker://REGISTRY/REPO:TAG`: pulls what the cache lacks; `progress` hears about
+    /// each layer.
+    pub async fn pull(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> anyhow::Result<Image> {
+        use oci_client::client::{ClientConfig, ClientProtocol};
+        let reference: oci_client::Reference = format!("{registry}/{repository}:{tag}")
+            .parse()
+            .with_context(|| format!("bad image reference {registry}/{repository}:{tag}"))?;
+        let client = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
+            ..Default::default()
+        });
+        let auth = oci_client::secrets::RegistryAuth::Anonymous;
+        let (manifest, _digest, config) = client
+            .pull_manifest_and_config(&reference, &auth)
+            .await
+            .with_context(|| format!("pulling the manifest of {reference}"))?;
+        let config = parse_config(config.as_bytes())?;
+        let n = manifest.layers.len();
+        let t0 = std::time::Instant::now();
+        let mut layers = Vec::with_capacity(n);
+        let mut fetched = 0u64;
+        for (i, l) in manifest.layers.iter().enumerate() {
+            let dest = self.layer_dir(&l.digest)?;
+            if dest.is_dir() {
+                layers.push(dest);
+                continue;
+            }
+            progress(format!(
+                "Downloading layer {}/{n} ({:.1} MB)",
+                i + 1,
+                l.size as f64 / 1e6
+            ));
+            std::fs::create_dir_all(self.root.join("blobs"))?;
+            let tmp = self
+                .root
+                .join("blobs")
+                .join(format!(".pull-{}", uuid::Uuid::new_v4().simple()));
+            let file = tokio::fs::File::create(&tmp).await?;
+            let pulled = client.pull_blob(&reference, l, file).await;
+            let unpacked = match pulled {
+                Ok(()) => {
+                    let (store, tmp2, mt, dg) = (
+                        self.clone(),
+                        tmp.clone(),
+                        l.media_type.clone(),
+                        l.digest.clone(),
+                    );
+                    tokio::task::spawn_blocking(move || store.add_layer(&tmp2, &mt, &dg)).await?
+                }
+                Err(e) => {
+                    Err(anyhow::Error::from(e).context(format!("pulling layer {}", l.digest)))
+                }
+            };
+            let _ = std::fs::remove_file(&tmp);
+            layers.push(unpacked?);
+            fetched += l.size.max(0) as u64;
+        }
+        if fetched > 0 {
+            progress(format!(
+                "Downloaded {reference} ({:.1} MB) in {:.1}s",
+                fetched as f64 / 1e6,
+                t0.elapsed().as_secs_f64()
+            ));
+        }
+        Ok(Image { layers, config })
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Unpacks a layer tar (gzip-compressed or not, by media type) into `dest`,
+/// turning whiteouts into overlayfs's.
+pub fn unpack_layer(blob: &mut dyn Read, media_type: &str, dest: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    anyhow::ensure!(
+        !media_type.contains("zstd"),
+        "zstd-compressed layers are not supported ({media_type})"
+    );
+    let reader: Box<dyn Read + '_> = if media_type.contains("gzip") {
+        Box::new(flate2::read::GzDecoder::new(blob))
+    } else {
+        Box::new(blob)
+    };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            let parent = safe_join(dest, path.parent().unwrap_or(Path::new("")))?;
+            std::fs::create_dir_all(&parent)?;
+            if hidden == ".wh..opq" {
+                set_opaque(&parent)?;
+            } else {
+                let target = parent.join(hidden);
+                let _ = std::fs::remove_file(&target);
+                nix::sys::stat::mknod(
+                    &target,
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::empty(),
+                    nix::sys::stat::makedev(0, 0),
+                )
+                .with_context(|| format!("whiteout {}", target.display()))?;
+            }
+            continue;
+        }
+        entry
+            .unpack_in(dest)
+            .with_context(|| format!("unpacking {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `dest/rel`, refusing anything that climbs out of `dest`.
+fn safe_join(dest: &Path, rel: &Path) -> anyhow::Result<PathBuf> {
+    let mut out = dest.to_path_buf();
+    for c in rel.components() {
+        match c {
+            std::path::Component::Normal(p) => out.push(p),
+            std::path::Component::CurDir | std::path::Component::RootDir => {}
+            _ => anyhow::bail!("layer path {} leaves the layer", rel.display()),
+        }
+    }
+    Ok(out)
+}
+
+fn set_opaque(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let name = c"trusted.overlay.opaque";
+    // SAFETY: valid NUL-terminated strings and a 1-byte value.
+    let r = unsafe { libc::lsetxattr(path.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+    anyhow::ensure!(
+        r == 0,
+        "marking {} opaque: {}",
+        dir.display(),
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// Builds an OCI image layout at `dir` tagged `tag`: one gzip layer per entry of
+/// `layers` (each a list of (path in the image, content); a path ending in `/` is a
+/// directory, `.wh.NAME` a whiteout), with `config` as the image's configuration. For
+/// tests and benchmarks; a base directory (e.g. the busybox image) can be the first
+/// layer via `base`.
+pub fn write_layout(
+    dir: &Path,
+    tag: &str,
+    base: Option<&Path>,
+    layers: &[Vec<(&str, &str)>],
+    config: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    let put = |bytes: &[u8]| -> anyhow::Result<(String, usize)> {
+        let hex = format!("{:x}", sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes)?;
+        Ok((format!("sha256:{hex}"), bytes.len()))
+    };
+    let gz_tar = |build: &dyn Fn(&mut tar::Builder<Vec<u8>>) -> anyhow::Result<()>| -> anyhow::Result<(Vec<u8>, String)> {
+        let mut b = tar::Builder::new(Vec::new());
+        b.follow_symlinks(false);
+        build(&mut b)?;
+        let tar = b.into_inner()?;
+        let diff_id = format!("sha256:{:x}", sha2::Sha256::digest(&tar));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar)?;
+        Ok((gz.finish()?, diff_id))
+    };
+    let mut descs = vec![];
+    let mut diff_ids = vec![];
+    if let Some(base) = base {
+        let (gz, diff) = gz_tar(&|b| Ok(b.append_dir_all(".", base)?))?;
+        let (d, s) = put(&gz)?;
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s}));
+        diff_ids.push(diff);
+    }
+    for files in layers {
+        let (gz, diff) = gz_tar(&|b| {
+            for (path, content) in files {
+                let mut h = tar::Header::new_gnu();
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(0);
+                if let Some(d) = path.strip_suffix('/') {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(0o755);
+                    h.set_size(0);
+                    b.append_data(&mut h, d, std::io::empty())?;
+                } else {
+                    h.set_mode(0o644);
+                    h.set_size(content.len() as u64);
+                    b.append_data(&mut h, path, content.as_bytes())?;
+                }
+            }
+            Ok(())
+        })?;
+        let (d, s) = put(&gz)?;
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s}));
+        diff_ids.push(diff);
+    }
+    let mut cfg = config.clone();
+    cfg["architecture"] = "amd64".into();
+    cfg["os"] = "linux".into();
+    cfg["rootfs"] = serde_json::json!({"type": "layers", "diff_ids": diff_ids});
+    let (cd, cs) = put(&serde_json::to_vec(&cfg)?)?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": descs,
+    });
+    let (md, ms) = put(&serde_json::to_vec(&manifest)?)?;
+    std::fs::write(
+        dir.join("oci-layout"),
+        br#"{"imageLayoutVersion": "1.0.0"}"#,
+    )?;
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": md, "size": ms,
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }],
+        }))?,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_give_defaults() {
+        let c = parse_config(
+            br#"{"config": {"Env": ["PATH=/bin", "A=b=c"], "Entrypoint": ["/bin/sh"], "Cmd": ["-c", "x"],
+                 "WorkingDir": "/srv", "User": "vcap", "ExposedPorts": {"8080/tcp": {}, "53/udp": {}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.env,
+            vec![("PATH".into(), "/bin".into()), ("A".into(), "b=c".into())]
+        );
+        assert_eq!((c.workdir.as_str(), c.user.as_str()), ("/srv", "vcap"));
+        assert_eq!(c.exposed_ports, vec![53, 8080]);
+        assert_eq!(parse_config(b"{}").unwrap(), ImageConfig::default());
+        assert!(parse_config(b"nope").is_err());
+    }
+
+    #[test]
+    fn layouts_unpack_once_with_whiteouts_and_checked_digests() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = tmp.path().join("layout");
+        write_layout(
+            &layout,
+            "v1",
+            None,
+            &[
+                vec![
+                    ("etc/", ""),
+                    ("etc/a", "one"),
+                    ("etc/gone", "x"),
+                    ("opaque/", ""),
+                    ("opaque/old", "o"),
+                ],
+                vec![
+                    ("etc/.wh.gone", ""),
+                    ("opaque/.wh..wh..opq", ""),
+                    ("opaque/new", "n"),
+                ],
+            ],
+            &serde_json::json!({"config": {"WorkingDir": "/etc"}}),
+        )
+        .unwrap();
+        let store = ImageStore::new(tmp.path().join("images"), vec![]);
+        let img = store.from_layout(&layout, Some("v1")).unwrap();
+        assert_eq!(img.layers.len(), 2);
+        assert_eq!(img.config.workdir, "/etc");
+        assert_eq!(
+            std::fs::read_to_string(img.layers[0].join("etc/a")).unwrap(),
+            "one"
+        );
+        let wh = std::fs::symlink_metadata(img.layers[1].join("etc/gone")).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(
+            wh.file_type().is_char_device(),
+            "a whiteout is a 0/0 char device"
+        );
+        assert!(xattr_is_set(&img.layers[1].join("opaque")));
+        // Cached: the same directories, nothing unpacked twice.
+        let again = store.from_layout(&layout, None).unwrap();
+        assert_eq!(again.layers, img.layers);
+        assert!(store
+            .from_layout(&layout, Some("v2"))
+            .unwrap_err()
+            .to_string()
+            .contains("no image tagged"));
+
+        // A corrupted blob is refused and leaves nothing behind.
+        let store2 = ImageStore::new(tmp.path().join("images2"), vec![]);
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let md = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string();
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(&md)).unwrap())
+                .unwrap();
+        let l0 = m["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string();
+        let blob = layout.join("blobs/sha256").join(&l0);
+        let mut bytes = std::fs::read(&blob).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&blob, bytes).unwrap();
+        let e = format!("{:#}", store2.from_layout(&layout, None).unwrap_err());
+        assert!(e.contains("unpacking layer"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path().join("images2/layers/sha256"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "no half-unpacked layer kept");
+    }
+
+    fn xattr_is_set(p: &Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let mut buf = [0u8; 4];
+        let n = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        n == 1 && buf[0] == b'y'
+    }
+
+    #[test]
+    fn image_defaults_fill_what_the_request_leaves_out() {
+        let cfg = ImageConfig {
+            workdir: "/srv".into(),
+            user: "vcap".into(),
+            ..Default::default()
+        };
+        let run = |dir: &str| models::Action {
+            action: Some(models::action::Action::Run(models::RunAction {
+                path: "x".into(),
+                dir: dir.into(),
+                ..Default::default()
+            })),
+        };
+        let tree = models::Action {
+            action: Some(models::action::Action::Serial(models::SerialAction {
+                actions: vec![run(""), run("/mine")],
+                ..Default::default()
+            })),
+        };
+        let Some(models::action::Action::Serial(s)) = with_defaults(&tree, &cfg).action else {
+            panic!()
+        };
+        let dirs: Vec<_> = s
+            .actions
+            .iter()
+            .map(|a| match &a.action {
+                Some(models::action::Action::Run(r)) => (r.dir.clone(), r.user.clone()),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(
+            dirs,
+            vec![
+                ("/srv".into(), "vcap".into()),
+                ("/mine".into(), "vcap".into())
+            ]
+        );
+        let env = merge_env(
+            &[("PATH".into(), "/img".into()), ("A".into(), "1".into())],
+            &[("PATH".into(), "/mine".into())],
+        );
+        assert_eq!(
+            env,
+            vec![("A".into(), "1".into()), ("PATH".into(), "/mine".into())]
+        );
+    }
+
+    #[test]
+    fn unsafe_whiteouts_are_refused() {
+        assert!(safe_join(Path::new("/x"), Path::new("../etc")).is_err());
+        assert_eq!(
+            safe_join(Path::new("/x"), Path::new("./a/b")).unwrap(),
+            Path::new("/x/a/b")
+        );
+    }
+}

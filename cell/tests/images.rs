@@ -1,0 +1,109 @@
+//! Containers from OCI images (as root): an OCI image layout on disk (`oci:PATH:TAG`)
+//! and the same image pushed with skopeo to a real registry on loopback and pulled
+//! (`docker://HOST:PORT/REPO:TAG`): layers stacked copy-on-write, a whiteout hiding a
+//! file of the layer below, the image's env and working directory as defaults, layers
+//! unpacked once and shared, pull progress reported.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lattice_cell::image::write_layout;
+use lattice_cell::shim::ShimEvent;
+use lattice_cell::testing::*;
+
+/// busybox, plus a layer with /srv/hello and a whiteout of /etc/group.
+fn layout(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("layout");
+    write_layout(
+        &path,
+        "v1",
+        Some(&busybox_rootfs()),
+        &[vec![
+            ("srv/", ""),
+            ("srv/hello", "from layer 2\n"),
+            ("etc/.wh.group", ""),
+        ]],
+        &serde_json::json!({"config": {"Env": ["GREETING=hi", "PATH=/bin"], "WorkingDir": "/srv"}}),
+    )
+    .unwrap();
+    path
+}
+
+const SCRIPT: &str = "{ cat hello; echo $GREETING; test -e /etc/group && echo group || echo nogroup; pwd; test -e /etc/passwd && echo passwd; } > /tmp/result";
+
+async fn run_image(t: &TestExecutor, handle: &str, rootfs: &str) -> Vec<String> {
+    let mut req = request(handle, sh(SCRIPT));
+    req.rootfs = rootfs.into();
+    let said = Arc::new(Mutex::new(Vec::<String>::new()));
+    let s2 = said.clone();
+    t.exec
+        .create_with_progress(req, &move |m| s2.lock().unwrap().push(m))
+        .await
+        .unwrap();
+    match wait_event(&t.exec, handle, Duration::from_secs(30), |e| {
+        matches!(e, ShimEvent::Exited { .. })
+    })
+    .await
+    {
+        ShimEvent::Exited { failed, reason, .. } => assert!(!failed, "{reason}"),
+        _ => unreachable!(),
+    }
+    assert_eq!(
+        t.exec.read_file(handle, "/tmp/result").unwrap(),
+        "from layer 2\nhi\nnogroup\n/srv\npasswd\n"
+    );
+    t.exec.destroy(handle).await;
+    assert!(leftovers(&t.exec, handle).is_empty());
+    let v = said.lock().unwrap().clone();
+    v
+}
+
+#[tokio::test]
+async fn an_oci_layout_runs_with_its_layers_whiteouts_and_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = layout(tmp.path());
+    let t = TestExecutor::new();
+    let rootfs = format!("oci:{}:v1", path.display());
+    run_image(&t, "oci-1", &rootfs).await;
+    // The second container shares the unpacked layers.
+    run_image(&t, "oci-2", &rootfs).await;
+    let layers = std::fs::read_dir(t.dir.join("images/layers/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(layers, 2, "each layer unpacked once");
+    let mut bad = request("oci-bad", sh("true"));
+    bad.rootfs = format!("oci:{}:v9", path.display());
+    let e = format!("{:#}", t.exec.create(bad).await.unwrap_err());
+    assert!(e.contains("no image tagged \"v9\""), "{e}");
+}
+
+#[tokio::test]
+async fn an_image_is_pulled_from_a_real_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = layout(tmp.path());
+    let registry = Registry::start();
+    registry.push(&path, "v1", "lattice/busybox");
+    let t = TestExecutor::with_insecure_registries(vec![registry.addr.clone()]);
+    let rootfs = format!("docker://{}/lattice/busybox:v1", registry.addr);
+    let said = run_image(&t, "pull-1", &rootfs).await;
+    assert!(
+        said.iter().any(|m| m.starts_with("Downloading layer 1/2"))
+            && said.iter().any(|m| m.starts_with("Downloaded ")),
+        "progress: {said:?}"
+    );
+    // Cached: nothing downloaded the second time.
+    let said = run_image(&t, "pull-2", &rootfs).await;
+    assert!(said.is_empty(), "{said:?}");
+    // Diego's form of the same reference.
+    let said = run_image(
+        &t,
+        "pull-3",
+        &format!("docker://{}/lattice/busybox#v1", registry.addr),
+    )
+    .await;
+    assert!(said.is_empty(), "{said:?}");
+    let mut missing = request("pull-missing", sh("true"));
+    missing.rootfs = format!("docker://{}/lattice/nope:v1", registry.addr);
+    let e = format!("{:#}", t.exec.create(missing).await.unwrap_err());
+    assert!(e.contains("pulling the manifest"), "{e}");
+}
