@@ -237,6 +237,12 @@ impl Executor {
         // Recorded first so a crash midway still leaves enough to clean up.
         self.record(info)?;
         let image = self.image(&req.rootfs, progress).await?;
+        let action = crate::image::with_defaults(&req.action, &image.config);
+        anyhow::ensure!(
+            !crate::image::missing_command(&action),
+            "nothing to run: the action names no command and the image {} has no entrypoint or cmd",
+            req.rootfs
+        );
         let merged = self.rootfs_dir(&req.handle);
         rootfs::mount_overlay(
             &image.layers,
@@ -284,7 +290,7 @@ impl Executor {
             bundle: bundle_dir,
             rootfs: merged,
             env: crate::image::merge_env(&image.config.env, &req.env),
-            action: crate::image::with_defaults(&req.action, &image.config),
+            action,
             log_source: req.log_source.clone(),
             log_socket: self.log_socket(),
             grace_ms: self.cfg.grace.as_millis() as u64,

@@ -115,6 +115,21 @@ pub fn parse_config(json: &[u8]) -> anyhow::Result<ImageConfig> {
     })
 }
 
+/// A Run left without a command after [`with_defaults`], if any.
+pub fn missing_command(a: &models::Action) -> bool {
+    use models::action::Action as A;
+    match &a.action {
+        Some(A::Run(r)) => r.path.is_empty(),
+        Some(A::Timeout(t)) => t.action.as_deref().is_some_and(missing_command),
+        Some(A::EmitProgress(e)) => e.action.as_deref().is_some_and(missing_command),
+        Some(A::Try(t)) => t.action.as_deref().is_some_and(missing_command),
+        Some(A::Serial(s)) => s.actions.iter().any(missing_command),
+        Some(A::Parallel(p)) => p.actions.iter().any(missing_command),
+        Some(A::Codependent(c)) => c.actions.iter().any(missing_command),
+        _ => false,
+    }
+}
+
 /// The image's environment under the request's: a variable the request sets wins.
 pub fn merge_env(
     image: &[(String, String)],
@@ -128,13 +143,23 @@ pub fn merge_env(
         .collect()
 }
 
-/// `action` with every Run that names no directory or user given the image's.
+/// `action` with every Run that names no directory or user given the image's, and a
+/// Run that names no path given the image's entrypoint and cmd.
 pub fn with_defaults(action: &models::Action, cfg: &ImageConfig) -> models::Action {
     use models::action::Action as A;
     let mut a = action.clone();
     fn walk(a: &mut models::Action, cfg: &ImageConfig) {
         match a.action.as_mut() {
             Some(A::Run(r)) => {
+                if r.path.is_empty() {
+                    // Docker's rule: the entrypoint, then the given args or else cmd.
+                    let rest = if r.args.is_empty() { &cfg.cmd } else { &r.args };
+                    let mut argv = cfg.entrypoint.iter().chain(rest.iter()).cloned();
+                    if let Some(path) = argv.next() {
+                        r.path = path;
+                        r.args = argv.collect();
+                    }
+                }
                 if r.dir.is_empty() {
                     r.dir = cfg.workdir.clone();
                 }
@@ -684,6 +709,35 @@ mod tests {
                 ("/mine".into(), "vcap".into())
             ]
         );
+        let cmd = ImageConfig {
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            cmd: vec!["echo default".into()],
+            ..Default::default()
+        };
+        let bare = |args: &[&str]| models::Action {
+            action: Some(models::action::Action::Run(models::RunAction {
+                args: args.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            })),
+        };
+        let argv = |a: models::Action| match a.action {
+            Some(models::action::Action::Run(r)) => (r.path, r.args),
+            _ => panic!(),
+        };
+        assert_eq!(
+            argv(with_defaults(&bare(&[]), &cmd)),
+            ("/bin/sh".into(), vec!["-c".into(), "echo default".into()])
+        );
+        assert_eq!(
+            argv(with_defaults(&bare(&["echo mine"]), &cmd)),
+            ("/bin/sh".into(), vec!["-c".into(), "echo mine".into()]),
+            "args replace cmd, the entrypoint stays"
+        );
+        assert!(missing_command(&with_defaults(
+            &bare(&[]),
+            &ImageConfig::default()
+        )));
+        assert!(!missing_command(&with_defaults(&bare(&[]), &cmd)));
         let env = merge_env(
             &[("PATH".into(), "/img".into()), ("A".into(), "1".into())],
             &[("PATH".into(), "/mine".into())],

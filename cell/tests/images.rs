@@ -71,6 +71,33 @@ async fn an_oci_layout_runs_with_its_layers_whiteouts_and_defaults() {
         .unwrap()
         .count();
     assert_eq!(layers, 2, "each layer unpacked once");
+    // The image's entrypoint and cmd when the action names no command.
+    let cmd_layout = tmp.path().join("cmd");
+    write_layout(
+        &cmd_layout,
+        "v1",
+        Some(&busybox_rootfs()),
+        &[],
+        &serde_json::json!({"config": {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo from-cmd > /tmp/result"]}}),
+    )
+    .unwrap();
+    let mut req = request("oci-cmd", run("", &[]));
+    req.rootfs = format!("oci:{}:v1", cmd_layout.display());
+    t.exec.create(req).await.unwrap();
+    wait_event(&t.exec, "oci-cmd", Duration::from_secs(20), |e| {
+        matches!(e, ShimEvent::Exited { failed: false, .. })
+    })
+    .await;
+    assert_eq!(
+        t.exec.read_file("oci-cmd", "/tmp/result").unwrap(),
+        "from-cmd\n"
+    );
+    t.exec.destroy("oci-cmd").await;
+    let mut none = request("oci-none", run("", &[]));
+    none.rootfs = rootfs.clone();
+    let e = format!("{:#}", t.exec.create(none).await.unwrap_err());
+    assert!(e.contains("no entrypoint or cmd"), "{e}");
+
     let mut bad = request("oci-bad", sh("true"));
     bad.rootfs = format!("oci:{}:v9", path.display());
     let e = format!("{:#}", t.exec.create(bad).await.unwrap_err());

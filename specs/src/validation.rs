@@ -199,6 +199,21 @@ fn check_port(errs: &mut ValidationErrors, field: &str, p: u32) {
 }
 
 /// Validate an action tree (`field` is where it sits, e.g. "action" or "setup").
+/// The main action: like [`check_action`], except that with an image rootfs (`oci:`,
+/// `docker://`) a lone Run may leave `path` empty to run the image's entrypoint and cmd.
+fn check_main_action(errs: &mut ValidationErrors, a: &Action, rootfs: &str) {
+    let image = matches!(
+        RootFs::parse(rootfs),
+        Ok(RootFs::Oci { .. } | RootFs::Docker { .. })
+    );
+    match &a.action {
+        Some(action::Action::Run(r)) if image && r.path.is_empty() => {
+            check_env(errs, "action.run.env", &r.env)
+        }
+        _ => check_action(errs, "action", a),
+    }
+}
+
 pub fn check_action(errs: &mut ValidationErrors, field: &str, a: &Action) {
     check_action_at(errs, field, a, 0)
 }
@@ -299,7 +314,7 @@ pub fn validate_desired_lrp(d: &DesiredLrp) -> Result<(), ValidationErrors> {
     check_non_negative(&mut e, "instances", d.instances);
     match &d.action {
         None => e.add("action", "is required"),
-        Some(a) => check_action(&mut e, "action", a),
+        Some(a) => check_main_action(&mut e, a, &d.rootfs),
     }
     if let Some(a) = &d.setup {
         check_action(&mut e, "setup", a);
@@ -351,7 +366,7 @@ pub fn validate_task(
     check_rootfs(&mut e, &d.rootfs);
     match &d.action {
         None => e.add("action", "is required"),
-        Some(a) => check_action(&mut e, "action", a),
+        Some(a) => check_main_action(&mut e, a, &d.rootfs),
     }
     check_env(&mut e, "env", &d.env);
     check_non_negative(&mut e, "memory_mb", d.memory_mb);
@@ -440,6 +455,19 @@ mod tests {
     #[test]
     fn a_good_lrp_passes() {
         validate_desired_lrp(&lrp()).unwrap();
+    }
+
+    #[test]
+    fn an_image_may_supply_the_command() {
+        let mut d = lrp();
+        d.action = Some(run(""));
+        d.rootfs = "docker://registry.local:5000/app:1".into();
+        validate_desired_lrp(&d).unwrap();
+        d.rootfs = "oci:/images/app:v1".into();
+        validate_desired_lrp(&d).unwrap();
+        d.rootfs = "preloaded:busybox".into();
+        let e = validate_desired_lrp(&d).unwrap_err();
+        assert!(e.fields().contains(&"action.run.path"), "{e}");
     }
 
     #[test]

@@ -390,7 +390,7 @@ fn lattice_up_on_etcd() {
 #[test]
 fn an_app_from_a_registry_image() {
     // A real registry on loopback with busybox plus a layer holding the page; the
-    // image's working directory (/srv) is where httpd serves from.
+    // image's cmd is httpd and its working directory (/srv) is where httpd serves from.
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
     lattice_cell::image::write_layout(
@@ -401,7 +401,7 @@ fn an_app_from_a_registry_image() {
             ("srv/", ""),
             ("srv/index.html", "from the registry\n"),
         ]],
-        &serde_json::json!({"config": {"WorkingDir": "/srv"}}),
+        &serde_json::json!({"config": {"WorkingDir": "/srv", "Cmd": ["httpd", "-f", "-p", "8080"]}}),
     )
     .unwrap();
     let registry = lattice_cell::testing::Registry::start();
@@ -411,9 +411,8 @@ fn an_app_from_a_registry_image() {
     let up = UpProcess::start();
     target(&up);
     let image = format!("docker://{}/lattice/web:v1", registry.addr);
-    let out = up.ltc_ok(&[
-        "create", "pulled", &image, "--", "httpd", "-f", "-p", "8080",
-    ]);
+    // No command given: the image's cmd runs.
+    let out = up.ltc_ok(&["create", "pulled", &image]);
     assert!(out.contains("App pulled is running"), "{out}");
     assert_eq!(
         up.get("pulled"),

@@ -24,7 +24,8 @@ pub struct CreateArgs {
     /// The image: preloaded:NAME (e.g. preloaded:busybox), oci:/PATH[:TAG] (an OCI
     /// image layout on the cell) or docker://HOST[:PORT]/REPO[:TAG].
     pub image: String,
-    /// What to run, after `--`: the command and its arguments.
+    /// What to run, after `--`: the command and its arguments (an oci: or docker://
+    /// image without one runs its entrypoint and cmd).
     #[arg(last = true)]
     pub command: Vec<String>,
     #[arg(short, long, default_value_t = 1)]
@@ -233,11 +234,14 @@ pub fn create_request(a: &CreateArgs, target: &Target) -> anyhow::Result<Desired
         "image {:?}: say where it comes from, e.g. preloaded:busybox",
         a.image
     );
-    let Some((path, args)) = a.command.split_first() else {
-        anyhow::bail!(
+    // An OCI or registry image may bring its own command (entrypoint and cmd).
+    let (path, args) = match a.command.split_first() {
+        Some((p, rest)) => (p.clone(), rest.to_vec()),
+        None if !a.image.starts_with("preloaded:") => (String::new(), vec![]),
+        None => anyhow::bail!(
             "say what to run after `--`, e.g. ltc create {name} {} -- sh -c 'echo hi > index.html; exec httpd -f -p 8080'",
             a.image
-        )
+        ),
     };
     anyhow::ensure!(a.instances >= 0, "--instances must be 0 or more");
     anyhow::ensure!(
@@ -299,8 +303,8 @@ pub fn create_request(a: &CreateArgs, target: &Target) -> anyhow::Result<Desired
         });
     }
     let run = models::RunAction {
-        path: path.clone(),
-        args: args.to_vec(),
+        path,
+        args,
         dir: a.working_dir.clone().unwrap_or_default(),
         env: env.clone(),
         user: a.user.clone().unwrap_or_default(),
@@ -709,6 +713,11 @@ mod tests {
         assert!(e(&["Hello", "preloaded:busybox", "--", "x"]).contains("lowercase"));
         assert!(e(&["a", "busybox", "--", "x"]).contains("preloaded:busybox"));
         assert!(e(&["a", "preloaded:busybox"]).contains("after `--`"));
+        let r = create_request(&args(&["a", "docker://r.local:5000/app:1"]), &t).unwrap();
+        let Some(action::Action::Run(run)) = r.action.unwrap().action else {
+            panic!()
+        };
+        assert!(run.path.is_empty(), "an image brings its own command");
         assert!(e(&["a", "preloaded:busybox", "-R", "x:99999", "--", "x"]).contains("not a port"));
         assert!(e(&["a", "preloaded:busybox", "-U", "health", "--", "x"]).contains("PORT:/path"));
         assert!(e(&[
