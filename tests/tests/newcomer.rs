@@ -418,6 +418,24 @@ fn an_app_from_a_registry_image() {
         up.get("pulled"),
         Some((200, "from the registry\n".to_string()))
     );
+    // An image that does not exist: a crash with the reason, no container left.
+    let ghost = format!("docker://{}/lattice/nope:v1", registry.addr);
+    let out = up.ltc(&["create", "ghost", &ghost, "-t", "20s"]);
+    assert!(
+        !out.ok
+            && out
+                .stderr
+                .contains("instance 0 crashed: failed to create container")
+            && out.stderr.contains("lattice/nope"),
+        "{out:#?}"
+    );
+    // (Its immediate restarts fail the same way, then it backs off.)
+    wait_for(
+        "only pulled's container on disk",
+        Duration::from_secs(20),
+        || (up.containers_on_disk() == 1).then_some(()),
+    );
+    up.ltc_ok(&["remove", "ghost"]);
     let logs = up.ltc_ok(&["logs", "pulled", "--no-follow"]);
     assert!(logs.contains("[CELL] Downloading layer 1/2"), "{logs}");
     assert!(logs.contains("[CELL] Downloaded "), "{logs}");
