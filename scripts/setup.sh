@@ -5,7 +5,8 @@
 set -euo pipefail
 
 # docker-registry and skopeo: a real registry on loopback for the image-pull tests.
-PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 libseccomp-dev pkg-config docker-registry skopeo "$@")
+# xfsprogs: volumes are XFS images in an XFS pool with reflink (thin, cheap snapshots).
+PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 libseccomp-dev pkg-config docker-registry skopeo xfsprogs "$@")
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -17,3 +17,4 @@ pub mod server;
 pub mod shim;
 pub mod testing;
 pub mod transfer;
+pub mod volume;

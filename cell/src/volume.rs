@@ -1,0 +1,411 @@
+//! The `local` volume driver: thin-provisioned volumes with a hard size, cheap
+//! consistent snapshots, and online growth.
+//!
+//! A cell keeps a **pool**: one sparse file formatted XFS with reflink, loop-mounted at
+//! `DIR/pool`. Each volume is a sparse file in the pool (`pool/volumes/NAME.img`)
+//! formatted XFS and loop-mounted at `DIR/mnt/NAME`; containers bind-mount that
+//! directory. A 10 GB volume costs only the blocks written to it (what mkfs zeroes becomes
+//! unwritten extents in the pool); its filesystem's size is its quota (writing past it
+//! fails with ENOSPC inside the container and nowhere else). A snapshot freezes the volume's filesystem, reflinks its image (copy-on-write:
+//! no data copied, time independent of size) and thaws it. Growth extends the image,
+//! refreshes the loop device and grows XFS while mounted (`xfs_growfs`; ext4's online
+//! resize would need CAP_SYS_RESOURCE, which containers-in-VMs often lack).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use serde::Serialize;
+
+/// XFS's smallest filesystem.
+pub const MIN_SIZE: u64 = 300 << 20;
+
+/// Pool use at which [`Volumes::pool`] warns.
+pub const POOL_WARNING: f64 = 0.8;
+
+/// One volume as `ltc volume list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    /// The volume's size (its quota).
+    pub size_bytes: u64,
+    /// Disk the volume really takes in the pool.
+    pub used_bytes: u64,
+    /// Where it is mounted on the cell (containers bind-mount this).
+    pub path: PathBuf,
+    pub snapshots: Vec<String>,
+}
+
+/// The pool's state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolInfo {
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+    /// Set when use passes [`POOL_WARNING`].
+    pub warning: Option<String>,
+}
+
+fn run(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(cmd).args(args).output().with_context(|| {
+        format!("running {cmd} (is it installed? scripts/setup.sh installs it)")
+    })?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Volume and snapshot names: what is safe as a file name and a hostname-ish label.
+pub fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            && !name.starts_with(['-', '_']),
+        "{kind} name {name:?}: use up to 63 lowercase letters, digits, '-' and '_'"
+    );
+    Ok(())
+}
+
+/// Parses sizes like `10G`, `512M`, `1T`, `4096` (bytes).
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => anyhow::bail!("size {s:?}: unknown unit {c:?}; use K, M, G or T"),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("size {s:?} is not a number, e.g. 10G"))?;
+    n.checked_mul(mult).context("size too large")
+}
+
+fn is_mounted(path: &Path) -> bool {
+    crate::rootfs::is_mounted(path)
+}
+
+/// The volumes of one cell.
+pub struct Volumes {
+    dir: PathBuf,
+}
+
+impl Volumes {
+    /// Opens (creating it the first time) a pool of `pool_size` bytes at `dir`, and
+    /// mounts every volume it holds.
+    pub fn open(dir: &Path, pool_size: u64) -> anyhow::Result<Volumes> {
+        std::fs::create_dir_all(dir.join("pool"))?;
+        std::fs::create_dir_all(dir.join("mnt"))?;
+        let dir = dir.canonicalize()?;
+        let v = Volumes { dir };
+        let img = v.dir.join("pool.img");
+        if !img.exists() {
+            let tmp = v.dir.join("pool.img.tmp");
+            let f = std::fs::File::create(&tmp)?;
+            f.set_len(pool_size)?;
+            drop(f);
+            run(
+                "mkfs.xfs",
+                // The smallest log XFS allows: the pool's one fixed cost.
+                &[
+                    "-q",
+                    "-m",
+                    "reflink=1",
+                    "-l",
+                    "size=64m",
+                    tmp.to_str().unwrap(),
+                ],
+            )
+            .context("formatting the volume pool")?;
+            std::fs::rename(&tmp, &img)?;
+        }
+        let pool = v.dir.join("pool");
+        if !is_mounted(&pool) {
+            run(
+                "mount",
+                &["-o", "loop", img.to_str().unwrap(), pool.to_str().unwrap()],
+            )
+            .context("mounting the volume pool")?;
+        }
+        std::fs::create_dir_all(pool.join("volumes"))?;
+        std::fs::create_dir_all(pool.join("snapshots"))?;
+        for name in v.names()? {
+            v.mount(&name)?;
+        }
+        Ok(v)
+    }
+
+    fn image(&self, name: &str) -> PathBuf {
+        self.dir.join("pool/volumes").join(format!("{name}.img"))
+    }
+
+    fn snapshot_image(&self, name: &str, snap: &str) -> PathBuf {
+        self.dir
+            .join("pool/snapshots")
+            .join(format!("{name}@{snap}.img"))
+    }
+
+    /// Where volume `name` is mounted.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join("mnt").join(name)
+    }
+
+    fn names(&self) -> anyhow::Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.join("pool/volumes"))?
+            .filter_map(|e| {
+                let n = e.ok()?.file_name().into_string().ok()?;
+                n.strip_suffix(".img").map(String::from)
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn mount(&self, name: &str) -> anyhow::Result<()> {
+        let mnt = self.path(name);
+        std::fs::create_dir_all(&mnt)?;
+        if !is_mounted(&mnt) {
+            run(
+                "mount",
+                &[
+                    "-o",
+                    "loop",
+                    self.image(name).to_str().unwrap(),
+                    mnt.to_str().unwrap(),
+                ],
+            )
+            .with_context(|| format!("mounting volume {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// A new volume of `size` bytes, empty and mounted.
+    pub fn create(&self, name: &str, size: u64) -> anyhow::Result<VolumeInfo> {
+        check_name("volume", name)?;
+        anyhow::ensure!(
+            size >= MIN_SIZE,
+            "volume {name}: {size} bytes is too small; volumes are at least 300M"
+        );
+        let img = self.image(name);
+        anyhow::ensure!(!img.exists(), "volume {name} already exists on this cell");
+        let tmp = img.with_extension("img.tmp");
+        let made = (|| {
+            let f = std::fs::File::create(&tmp)?;
+            f.set_len(size)?;
+            drop(f);
+            // In the XFS pool, mkfs's zeroing (its 64 MB log) becomes unwritten extents:
+            // an empty volume costs the pool next to nothing.
+            run("mkfs.xfs", &["-q", tmp.to_str().unwrap()])?;
+            std::fs::rename(&tmp, &img)?;
+            self.mount(name)
+        })();
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&tmp);
+            if img.exists() {
+                let _ = self.unmount(name);
+                let _ = std::fs::remove_file(&img);
+            }
+            return Err(e.context(format!("creating volume {name}")));
+        }
+        self.info(name)
+    }
+
+    fn unmount(&self, name: &str) -> anyhow::Result<()> {
+        let mnt = self.path(name);
+        if is_mounted(&mnt) {
+            run("umount", &[mnt.to_str().unwrap()])
+                .with_context(|| format!("unmounting volume {name}"))?;
+        }
+        let _ = std::fs::remove_dir(&mnt);
+        Ok(())
+    }
+
+    /// Removes a volume and its snapshots (the caller refuses while a container uses it).
+    pub fn remove(&self, name: &str) -> anyhow::Result<()> {
+        check_name("volume", name)?;
+        let img = self.image(name);
+        anyhow::ensure!(img.exists(), "no volume {name} on this cell");
+        self.unmount(name)?;
+        std::fs::remove_file(&img)?;
+        for s in self.snapshots(name)? {
+            let _ = std::fs::remove_file(self.snapshot_image(name, &s));
+        }
+        Ok(())
+    }
+
+    fn snapshots(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let prefix = format!("{name}@");
+        let mut snaps: Vec<String> = std::fs::read_dir(self.dir.join("pool/snapshots"))?
+            .filter_map(|e| {
+                let n = e.ok()?.file_name().into_string().ok()?;
+                n.strip_prefix(&prefix)?
+                    .strip_suffix(".img")
+                    .map(String::from)
+            })
+            .collect();
+        snaps.sort();
+        Ok(snaps)
+    }
+
+    pub fn info(&self, name: &str) -> anyhow::Result<VolumeInfo> {
+        let meta = std::fs::metadata(self.image(name))
+            .with_context(|| format!("no volume {name} on this cell"))?;
+        // What the filesystem holds (data and its own metadata), as `df` says.
+        let used = match nix::sys::statvfs::statvfs(&self.path(name)) {
+            Ok(st) if is_mounted(&self.path(name)) => {
+                (st.blocks() - st.blocks_free()) * st.fragment_size()
+            }
+            _ => meta.blocks() * 512,
+        };
+        Ok(VolumeInfo {
+            name: name.to_string(),
+            size_bytes: meta.len(),
+            used_bytes: used,
+            path: self.path(name),
+            snapshots: self.snapshots(name)?,
+        })
+    }
+
+    pub fn list(&self) -> anyhow::Result<Vec<VolumeInfo>> {
+        self.names()?.iter().map(|n| self.info(n)).collect()
+    }
+
+    /// Grows a mounted volume to `size` bytes without unmounting it.
+    pub fn grow(&self, name: &str, size: u64) -> anyhow::Result<VolumeInfo> {
+        let info = self.info(name)?;
+        anyhow::ensure!(
+            size > info.size_bytes,
+            "volume {name} is {} bytes; it can only grow",
+            info.size_bytes
+        );
+        let img = self.image(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img)?
+            .set_len(size)?;
+        let dev = run("losetup", &["-j", img.to_str().unwrap()])?;
+        let dev = dev
+            .split(':')
+            .next()
+            .filter(|d| d.starts_with("/dev/loop"))
+            .with_context(|| format!("volume {name} has no loop device"))?
+            .to_string();
+        run("losetup", &["-c", &dev])?;
+        run("xfs_growfs", &[self.path(name).to_str().unwrap()])
+            .with_context(|| format!("growing volume {name}"))?;
+        self.info(name)
+    }
+
+    /// A consistent, copy-on-write snapshot: the filesystem is frozen only while its
+    /// image is reflinked.
+    pub fn snapshot(&self, name: &str, snap: &str) -> anyhow::Result<PathBuf> {
+        check_name("snapshot", snap)?;
+        self.info(name)?;
+        let dest = self.snapshot_image(name, snap);
+        anyhow::ensure!(
+            !dest.exists(),
+            "volume {name} already has a snapshot {snap}"
+        );
+        let mnt = self.path(name);
+        run("fsfreeze", &["-f", mnt.to_str().unwrap()])
+            .with_context(|| format!("freezing volume {name}"))?;
+        let copied = run(
+            "cp",
+            &[
+                "--reflink=always",
+                self.image(name).to_str().unwrap(),
+                dest.to_str().unwrap(),
+            ],
+        );
+        let thawed = run("fsfreeze", &["-u", mnt.to_str().unwrap()]);
+        copied.with_context(|| format!("snapshotting volume {name}"))?;
+        thawed.with_context(|| format!("thawing volume {name}"))?;
+        Ok(dest)
+    }
+
+    /// Mounts snapshot `snap` of `name` read-only at `at` (for a backup to read).
+    pub fn mount_snapshot(&self, name: &str, snap: &str, at: &Path) -> anyhow::Result<()> {
+        let img = self.snapshot_image(name, snap);
+        anyhow::ensure!(img.exists(), "volume {name} has no snapshot {snap}");
+        std::fs::create_dir_all(at)?;
+        run(
+            "mount",
+            &[
+                "-o",
+                // A twin of a mounted filesystem: same UUID, log already clean.
+                "loop,ro,nouuid,norecovery",
+                img.to_str().unwrap(),
+                at.to_str().unwrap(),
+            ],
+        )
+        .with_context(|| format!("mounting snapshot {name}@{snap}"))?;
+        Ok(())
+    }
+
+    /// Drops a snapshot.
+    pub fn release_snapshot(&self, name: &str, snap: &str) -> anyhow::Result<()> {
+        let img = self.snapshot_image(name, snap);
+        std::fs::remove_file(&img).with_context(|| format!("volume {name} has no snapshot {snap}"))
+    }
+
+    /// The pool's size and use, warning past [`POOL_WARNING`].
+    pub fn pool(&self) -> anyhow::Result<PoolInfo> {
+        let st = nix::sys::statvfs::statvfs(&self.dir.join("pool"))?;
+        let size = st.blocks() * st.fragment_size();
+        let used = size - st.blocks_free() * st.fragment_size();
+        let share = used as f64 / size.max(1) as f64;
+        Ok(PoolInfo {
+            size_bytes: size,
+            used_bytes: used,
+            warning: (share >= POOL_WARNING).then(|| {
+                format!(
+                    "the volume pool is {:.0}% full: grow it or remove volumes",
+                    share * 100.0
+                )
+            }),
+        })
+    }
+
+    /// Unmounts every volume and the pool (a test's cleanup, or a cell going away).
+    pub fn close(&self) -> anyhow::Result<()> {
+        for n in self.names()? {
+            self.unmount(&n)?;
+        }
+        let pool = self.dir.join("pool");
+        if is_mounted(&pool) {
+            run("umount", &[pool.to_str().unwrap()])?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_names() {
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("10X").is_err());
+        assert!(parse_size("G").is_err());
+        check_name("volume", "pg-data_1").unwrap();
+        assert!(check_name("volume", "../x").is_err());
+        assert!(check_name("volume", "Big").is_err());
+    }
+}

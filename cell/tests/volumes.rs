@@ -1,0 +1,198 @@
+//! The local volume driver on real loop devices (as root): thin provisioning, the size
+//! as a hard quota, online growth, copy-on-write snapshots that stay consistent while
+//! the volume is written, and volumes found again when the pool is reopened.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lattice_cell::testing::require_root;
+use lattice_cell::volume::{parse_size, Volumes};
+
+/// A pool in a temporary directory, unmounted and removed on drop.
+struct Pool {
+    v: Option<Volumes>,
+    dir: PathBuf,
+}
+
+impl Pool {
+    fn new(size: &str) -> Pool {
+        require_root();
+        let dir = std::env::temp_dir().join(format!(
+            "lattice-vol-{}",
+            std::process::id() as u64 * 1000 + rand_suffix()
+        ));
+        let v = Volumes::open(&dir, parse_size(size).unwrap()).expect("opening the pool");
+        Pool { v: Some(v), dir }
+    }
+
+    fn v(&self) -> &Volumes {
+        self.v.as_ref().unwrap()
+    }
+
+    fn reopen(&mut self) {
+        self.v.take().unwrap().close().unwrap();
+        self.v = Some(Volumes::open(&self.dir, 0).unwrap());
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        % 1000
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Whatever a failed test left mounted under the pool (a snapshot), deepest first.
+        let prefix = self.dir.display().to_string();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1).map(String::from))
+            .filter(|m| m.starts_with(&prefix) && !m.ends_with("/pool"))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = std::process::Command::new("umount").arg(&m).status();
+        }
+        if let Some(v) = self.v.take() {
+            let _ = v.close();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn write_mb(path: &std::path::Path, mb: usize) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    let chunk = vec![7u8; 1 << 20];
+    for _ in 0..mb {
+        f.write_all(&chunk)?;
+    }
+    f.sync_all()
+}
+
+#[test]
+fn ten_10g_volumes_cost_almost_nothing() {
+    let pool = Pool::new("200G");
+    for i in 0..10 {
+        let info = pool.v().create(&format!("thin{i}"), 10 << 30).unwrap();
+        assert_eq!(info.size_bytes, 10 << 30);
+    }
+    let real = std::fs::metadata(pool.dir.join("pool.img"))
+        .unwrap()
+        .blocks()
+        * 512;
+    assert!(
+        real < 100 << 20,
+        "ten 10 GB volumes take {} MB of real disk",
+        real >> 20
+    );
+    let list = pool.v().list().unwrap();
+    assert_eq!(list.len(), 10);
+    // An empty 10 GB XFS keeps some of itself (log, inodes): nothing like 10 GB.
+    assert!(list.iter().all(|v| v.used_bytes < 300 << 20), "{list:?}");
+    let p = pool.v().pool().unwrap();
+    assert!(p.warning.is_none(), "{p:?}");
+    let e = pool.v().create("thin0", 1 << 30).unwrap_err().to_string();
+    assert!(e.contains("already exists"), "{e}");
+    assert!(pool.v().create("Bad/Name", 1 << 30).is_err());
+}
+
+#[test]
+fn the_size_is_a_hard_quota_and_grows_online() {
+    let pool = Pool::new("10G");
+    let v = pool.v().create("quota", 300 << 20).unwrap();
+    let err = write_mb(&v.path.join("big"), 310).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    std::fs::remove_file(v.path.join("big")).unwrap();
+    // Grown while mounted: the same write now fits.
+    let grown = pool.v().grow("quota", 400 << 20).unwrap();
+    assert_eq!(grown.size_bytes, 400 << 20);
+    write_mb(&v.path.join("big"), 310).unwrap();
+    assert!(
+        pool.v().grow("quota", 1 << 20).is_err(),
+        "volumes only grow"
+    );
+    // Used counts what was written.
+    assert!(pool.v().info("quota").unwrap().used_bytes >= 310 << 20);
+    let e = pool.v().create("small", 100 << 20).unwrap_err().to_string();
+    assert!(e.contains("at least 300M"), "{e}");
+}
+
+#[test]
+fn snapshots_are_cheap_consistent_and_copy_on_write() {
+    let mut pool = Pool::new("10G");
+    let v = pool.v().create("data", 1 << 30).unwrap();
+    write_mb(&v.path.join("payload"), 200).unwrap();
+    std::fs::write(v.path.join("note"), "before").unwrap();
+    let pool_before = pool.v().pool().unwrap().used_bytes;
+
+    // A writer keeps appending while the snapshot is taken.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop2, log) = (stop.clone(), v.path.join("log"));
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::File::create(&log).unwrap();
+        let mut n = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            // One write(2) per line: what an app's log append is.
+            f.write_all(format!("line {n}\n").as_bytes()).unwrap();
+            n += 1;
+        }
+        f.sync_all().unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    pool.v().snapshot("data", "s1").unwrap();
+    let took = t0.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(
+        took < Duration::from_secs(2),
+        "a snapshot of 200 MB took {took:?}"
+    );
+    // Copy-on-write: the pool did not gain another 200 MB.
+    let pool_after = pool.v().pool().unwrap().used_bytes;
+    assert!(
+        pool_after < pool_before + (50 << 20),
+        "snapshot copied data: {} -> {} MB",
+        pool_before >> 20,
+        pool_after >> 20
+    );
+
+    std::fs::write(v.path.join("note"), "after").unwrap();
+    let at = pool.dir.join("snap-mnt");
+    pool.v().mount_snapshot("data", "s1", &at).unwrap();
+    assert_eq!(std::fs::read_to_string(at.join("note")).unwrap(), "before");
+    assert_eq!(
+        std::fs::metadata(at.join("payload")).unwrap().len(),
+        200 << 20
+    );
+    // The log in the snapshot is whole lines: the filesystem was frozen, not torn.
+    let log = std::fs::read_to_string(at.join("log")).unwrap();
+    assert!(
+        log.is_empty() || log.ends_with('\n'),
+        "torn last line: {:?}",
+        &log[log.len().saturating_sub(40)..]
+    );
+    std::process::Command::new("umount")
+        .arg(&at)
+        .status()
+        .unwrap();
+    assert_eq!(pool.v().info("data").unwrap().snapshots, vec!["s1"]);
+    pool.v().release_snapshot("data", "s1").unwrap();
+    assert!(pool.v().info("data").unwrap().snapshots.is_empty());
+
+    // Reopened (a cell restart): the volume is mounted again with its data.
+    pool.reopen();
+    assert_eq!(
+        std::fs::read_to_string(pool.v().path("data").join("note")).unwrap(),
+        "after"
+    );
+    pool.v().remove("data").unwrap();
+    assert!(pool.v().list().unwrap().is_empty());
+    assert!(pool.v().remove("data").is_err());
+}
