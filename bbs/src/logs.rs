@@ -57,8 +57,9 @@ pub async fn gather(
     let mut live = Vec::new();
     if follow {
         live.push(buffer.stream(log_guid, false, true));
-        for rep in &rep_addresses {
-            live.push(
+        // All cells at once: one slow cell must not hold up the others.
+        live.extend(
+            futures::future::join_all(rep_addresses.iter().map(|rep| {
                 cell_stream(
                     client.clone(),
                     rep.clone(),
@@ -66,9 +67,9 @@ pub async fn gather(
                     false,
                     true,
                 )
-                .await,
-            );
-        }
+            }))
+            .await,
+        );
     }
     let mut history = Vec::new();
     if recent {

@@ -156,7 +156,10 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         hub: hub.clone(),
         basic_auth: cfg.basic_auth.clone(),
         logs: logs.clone(),
-        http: reqwest::Client::new(),
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .context("building the HTTP client for the cells")?,
     });
     let api_stop = wait(stopped);
     let http = tokio::spawn(async move {

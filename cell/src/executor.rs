@@ -165,6 +165,7 @@ impl Executor {
                 config: Default::default(),
             }),
             RootFs::Oci { path, tag } => {
+                let path = self.oci_path(&path)?;
                 let images = self.images.clone();
                 tokio::task::spawn_blocking(move || {
                     images.from_layout(std::path::Path::new(&path), tag.as_deref())
@@ -186,6 +187,34 @@ impl Executor {
                     .await
             }
         }
+    }
+
+    /// An `oci:` layout's directory, if it is under one of the configured roots (and not
+    /// in the cell's own data, which tenants can write to).
+    fn oci_path(&self, path: &str) -> anyhow::Result<String> {
+        let roots = &self.cfg.providers.oci_roots;
+        anyhow::ensure!(
+            !roots.is_empty(),
+            "this cell takes oci: images only from its --oci-root directories, and has none"
+        );
+        let real = std::path::Path::new(path)
+            .canonicalize()
+            .with_context(|| format!("no OCI image layout at {path}"))?;
+        let data = self.cfg.data_dir.canonicalize()?;
+        let allowed = roots
+            .iter()
+            .filter_map(|r| r.canonicalize().ok())
+            .any(|r| real.starts_with(r));
+        anyhow::ensure!(
+            allowed && !real.starts_with(&data),
+            "{path} is not under this cell's --oci-root directories ({})",
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(real.display().to_string())
     }
 
     /// [`Executor::create`], telling `progress` how an image download goes.

@@ -219,21 +219,23 @@ impl ImageStore {
         std::fs::create_dir_all(parent)?;
         let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
         let result = (|| {
-            let file = std::fs::File::open(blob)
-                .with_context(|| format!("opening layer {}", blob.display()))?;
-            let mut hashing = HashingReader {
-                inner: file,
-                hasher: sha2::Sha256::new(),
-            };
-            unpack_layer(&mut hashing, media_type, &tmp)?;
-            // Read what the tar reader left (padding) so the whole blob is hashed.
-            std::io::copy(&mut hashing, &mut std::io::sink())?;
-            let got = format!("sha256:{:x}", hashing.hasher.finalize());
+            // A regular file only (not a link to /dev/zero or elsewhere), whose digest is
+            // checked before a byte of it is unpacked.
+            let meta = std::fs::symlink_metadata(blob)
+                .with_context(|| format!("reading layer {}", blob.display()))?;
+            anyhow::ensure!(
+                meta.is_file(),
+                "layer {} is not a regular file",
+                blob.display()
+            );
+            let mut hasher = sha2::Sha256::new();
+            std::io::copy(&mut std::fs::File::open(blob)?, &mut hasher)?;
+            let got = format!("sha256:{:x}", hasher.finalize());
             anyhow::ensure!(
                 got == digest,
                 "layer digest mismatch: expected {digest}, got {got}"
             );
-            Ok(())
+            unpack_layer(&mut std::fs::File::open(blob)?, media_type, &tmp)
         })();
         if let Err(e) = result {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -253,7 +255,12 @@ impl ImageStore {
     /// `oci:PATH[:TAG]`: the manifest named TAG (`org.opencontainers.image.ref.name`),
     /// or the only one, or the linux/amd64 one of a multi-platform index.
     pub fn from_layout(&self, path: &Path, tag: Option<&str>) -> anyhow::Result<Image> {
-        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let read = |p: &Path| -> anyhow::Result<Vec<u8>> {
+            let meta =
+                std::fs::symlink_metadata(p).with_context(|| format!("reading {}", p.display()))?;
+            anyhow::ensure!(meta.is_file(), "{} is not a regular file", p.display());
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+        };
         let blob = |digest: &str| -> anyhow::Result<PathBuf> {
             Ok(path.join("blobs/sha256").join(hex_of(digest)?))
         };
@@ -318,6 +325,9 @@ impl ImageStore {
             .with_context(|| format!("bad image reference {registry}/{repository}:{tag}"))?;
         let client = oci_client::Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
+            // A registry that stops answering fails the pull instead of stalling it.
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
             ..Default::default()
         });
         let auth = oci_client::secrets::RegistryAuth::Anonymous;
@@ -377,19 +387,6 @@ impl ImageStore {
     }
 }
 
-struct HashingReader<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 /// Unpacks a layer tar (gzip-compressed or not, by media type) into `dest`,
 /// turning whiteouts into overlayfs's.
 pub fn unpack_layer(blob: &mut dyn Read, media_type: &str, dest: &Path) -> anyhow::Result<()> {
@@ -399,14 +396,15 @@ pub fn unpack_layer(blob: &mut dyn Read, media_type: &str, dest: &Path) -> anyho
         "zstd-compressed layers are not supported ({media_type})"
     );
     let reader: Box<dyn Read + '_> = if media_type.contains("gzip") {
-        Box::new(flate2::read::GzDecoder::new(blob))
+        Box::new(flate2::read::MultiGzDecoder::new(blob))
     } else {
         Box::new(blob)
     };
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
-    archive.set_unpack_xattrs(true);
+    // Not the layer's xattrs: a layer must not plant trusted.overlay.* attributes.
+    archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -414,7 +412,7 @@ pub fn unpack_layer(blob: &mut dyn Read, media_type: &str, dest: &Path) -> anyho
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if let Some(hidden) = name.strip_prefix(".wh.") {
             let parent = safe_join(dest, path.parent().unwrap_or(Path::new("")))?;
-            std::fs::create_dir_all(&parent)?;
+            create_dirs_inside(dest, &parent)?;
             if hidden == ".wh..opq" {
                 set_opaque(&parent)?;
             } else {
@@ -433,6 +431,27 @@ pub fn unpack_layer(blob: &mut dyn Read, media_type: &str, dest: &Path) -> anyho
         entry
             .unpack_in(dest)
             .with_context(|| format!("unpacking {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` (under `dest`) like `create_dir_all`, refusing to pass through a
+/// symlink: a layer's `x -> /etc` followed by `x/.wh.shadow` must not reach the host.
+fn create_dirs_inside(dest: &Path, dir: &Path) -> anyhow::Result<()> {
+    let rel = dir
+        .strip_prefix(dest)
+        .context("a whiteout outside the layer")?;
+    let mut at = dest.to_path_buf();
+    for c in rel.components() {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                anyhow::bail!("whiteout under {}: a symlink in the layer", at.display())
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => anyhow::bail!("whiteout under {}: not a directory", at.display()),
+            Err(_) => std::fs::create_dir(&at)?,
+        }
     }
     Ok(())
 }
@@ -750,6 +769,41 @@ mod tests {
 
     #[test]
     fn unsafe_whiteouts_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(victim.join("shadow"), "secret").unwrap();
+        // A layer with `x -> victim`, then `x/.wh.shadow`.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_link(&mut h, "x", &victim).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, "x/.wh.shadow", std::io::empty())
+            .unwrap();
+        let layer = b.into_inner().unwrap();
+        let dest = tmp.path().join("layer");
+        let e = unpack_layer(
+            &mut &layer[..],
+            "application/vnd.oci.image.layer.v1.tar",
+            &dest,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("symlink"), "{e:#}");
+        assert_eq!(
+            std::fs::read_to_string(victim.join("shadow")).unwrap(),
+            "secret"
+        );
         assert!(safe_join(Path::new("/x"), Path::new("../etc")).is_err());
         assert_eq!(
             safe_join(Path::new("/x"), Path::new("./a/b")).unwrap(),

@@ -197,16 +197,21 @@ impl Rep {
                     name: "preloaded".into(),
                     properties: providers,
                 },
-                // Any OCI image layout on the cell's disk, any registry it can reach.
-                models::Provider {
-                    name: "oci".into(),
-                    properties: vec![],
-                },
+                // Any registry it can reach.
                 models::Provider {
                     name: "docker".into(),
                     properties: vec![],
                 },
-            ],
+            ]
+            .into_iter()
+            // OCI layouts under its --oci-root directories, when it has some.
+            .chain(
+                (!self.exec.config().providers.oci_roots.is_empty()).then(|| models::Provider {
+                    name: "oci".into(),
+                    properties: vec![],
+                }),
+            )
+            .collect(),
             placement_tags: self.cfg.placement_tags.clone(),
             optional_placement_tags: self.cfg.optional_placement_tags.clone(),
             volume_drivers: vec![],
@@ -703,8 +708,12 @@ impl Rep {
                             start_timeout.as_secs()
                         ));
                     }
+                    // Fast only for port/HTTP checks: a command check is an exec.
+                    let cheap = !checks
+                        .iter()
+                        .any(|c| matches!(c, monitor::Check::Command(_)));
                     next_check = Instant::now()
-                        + if started.elapsed() < self.cfg.startup_window {
+                        + if cheap && started.elapsed() < self.cfg.startup_window {
                             self.cfg.startup_interval
                         } else {
                             self.cfg.unhealthy_interval

@@ -16,6 +16,9 @@ pub struct Providers {
     pub preloaded: BTreeMap<String, PathBuf>,
     /// Registries (HOST:PORT) pulled from over plain HTTP rather than HTTPS.
     pub insecure_registries: Vec<String>,
+    /// Directories `oci:PATH` layouts may live under (none: no `oci:` images). Never the
+    /// cell's own data directory, where tenants' files are.
+    pub oci_roots: Vec<PathBuf>,
 }
 
 impl Providers {

@@ -66,6 +66,7 @@ pub async fn start(
         .route("/metrics", get(metrics))
         .route("/v1/logs/{log_guid}", get(logs))
         .route("/v1/containers", get(containers))
+        .layer(axum::Extension(shutdown.clone()))
         .with_state(rep.clone());
     let app = grpc.merge(http);
     let stop = shutdown.clone();
@@ -129,6 +130,7 @@ pub struct LogQuery {
 /// newline-delimited JSON.
 async fn logs(
     State(rep): State<Arc<Rep>>,
+    axum::Extension(stopping): axum::Extension<CancellationToken>,
     Path(log_guid): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> impl IntoResponse {
@@ -140,6 +142,8 @@ async fn logs(
             q.recent.unwrap_or(true),
             q.follow.unwrap_or(true),
         )
+        // A stopping rep ends its streams, or its graceful shutdown would wait on them.
+        .take_until(stopping.cancelled_owned())
         .map(|m| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(m.to_ndjson())));
     (
         [("content-type", "application/x-ndjson")],
@@ -148,7 +152,15 @@ async fn logs(
 }
 
 async fn containers(State(rep): State<Arc<Rep>>) -> impl IntoResponse {
-    let list: Vec<serde_json::Value> = rep
+    // Disk use walks the containers' files: off the runtime's threads.
+    let list = tokio::task::spawn_blocking(move || container_list(&rep))
+        .await
+        .unwrap_or_default();
+    axum::Json(list)
+}
+
+fn container_list(rep: &Rep) -> Vec<serde_json::Value> {
+    rep
         .executor()
         .list()
         .iter()
@@ -167,6 +179,5 @@ async fn containers(State(rep): State<Arc<Rep>>) -> impl IntoResponse {
                 "tags": c.request.tags.iter().filter(|(k, _)| k.as_str() != "desired").collect::<std::collections::BTreeMap<_, _>>(),
             })
         })
-        .collect();
-    axum::Json(list)
+        .collect()
 }

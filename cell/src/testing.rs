@@ -98,6 +98,8 @@ impl TestExecutor {
             providers: Providers {
                 preloaded: [("busybox".to_string(), busybox_rootfs())].into(),
                 insecure_registries,
+                // Tests build their layouts in temporary directories.
+                oci_roots: vec![std::env::temp_dir()],
             },
             shim: shim_command(),
             network: test_network(),

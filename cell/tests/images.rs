@@ -98,6 +98,12 @@ async fn an_oci_layout_runs_with_its_layers_whiteouts_and_defaults() {
     let e = format!("{:#}", t.exec.create(none).await.unwrap_err());
     assert!(e.contains("no entrypoint or cmd"), "{e}");
 
+    // Only layouts under the cell's --oci-root directories (here: the temp dir).
+    let mut outside = request("oci-outside", sh("true"));
+    outside.rootfs = "oci:/proc:v1".into();
+    let e = format!("{:#}", t.exec.create(outside).await.unwrap_err());
+    assert!(e.contains("not under this cell's --oci-root"), "{e}");
+
     let mut bad = request("oci-bad", sh("true"));
     bad.rootfs = format!("oci:{}:v9", path.display());
     let e = format!("{:#}", t.exec.create(bad).await.unwrap_err());

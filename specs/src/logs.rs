@@ -73,14 +73,14 @@ impl std::fmt::Debug for LogBuffer {
 impl LogBuffer {
     /// Records a line and sends it to followers.
     pub fn push(&self, msg: LogMessage) {
-        {
-            let mut history = self.history.lock().unwrap();
-            let h = history.entry(msg.log_guid.clone()).or_default();
-            if h.len() == HISTORY {
-                h.pop_front();
-            }
-            h.push_back(msg.clone());
+        // Sent under the lock, so a follower that takes history and subscribes under it
+        // sees each line exactly once.
+        let mut history = self.history.lock().unwrap();
+        let h = history.entry(msg.log_guid.clone()).or_default();
+        if h.len() == HISTORY {
+            h.pop_front();
         }
+        h.push_back(msg.clone());
         let _ = self.tx.send(msg);
     }
 
@@ -107,13 +107,16 @@ impl LogBuffer {
         recent: bool,
         follow: bool,
     ) -> BoxStream<'static, LogMessage> {
-        // Subscribe before reading history so nothing falls between the two.
-        let live = self.subscribe();
-        let history = futures::stream::iter(if recent {
-            self.recent(log_guid)
-        } else {
-            vec![]
-        });
+        // History and subscription under one lock: no line missed, none twice.
+        let (live, history) = {
+            let h = self.history.lock().unwrap();
+            let recent = match (recent, h.get(log_guid)) {
+                (true, Some(lines)) => lines.iter().cloned().collect(),
+                _ => vec![],
+            };
+            (self.tx.subscribe(), recent)
+        };
+        let history = futures::stream::iter(history);
         if !follow {
             return history.boxed();
         }

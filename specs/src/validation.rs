@@ -198,7 +198,6 @@ fn check_port(errs: &mut ValidationErrors, field: &str, p: u32) {
     }
 }
 
-/// Validate an action tree (`field` is where it sits, e.g. "action" or "setup").
 /// The main action: like [`check_action`], except that with an image rootfs (`oci:`,
 /// `docker://`) a lone Run may leave `path` empty to run the image's entrypoint and cmd.
 fn check_main_action(errs: &mut ValidationErrors, a: &Action, rootfs: &str) {
@@ -214,6 +213,7 @@ fn check_main_action(errs: &mut ValidationErrors, a: &Action, rootfs: &str) {
     }
 }
 
+/// Validate an action tree (`field` is where it sits, e.g. "action" or "setup").
 pub fn check_action(errs: &mut ValidationErrors, field: &str, a: &Action) {
     check_action_at(errs, field, a, 0)
 }

@@ -331,8 +331,23 @@ fn a_restarted_cluster_brings_its_apps_back() {
     ]);
     assert!(matches!(up.get("web"), Some((200, _))));
 
-    // Ctrl-C: everything stops, containers included.
+    // Ctrl-C: everything stops, containers included, even with `ltc logs` following.
+    let mut follower = std::process::Command::new(lattice_tests::ltc_bin())
+        .args(["logs", "web"])
+        .env("LTC_HOME", up.data_dir.path().join("ltc"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
     assert!(up.process.terminate().success());
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "stopping took {:?}",
+        t0.elapsed()
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
     assert_eq!(
         pids_of(&format!("httpd -f -p 8080 -h {root}")),
         Vec::<i32>::new()

@@ -91,6 +91,14 @@ struct CellArgs {
         value_delimiter = ','
     )]
     insecure_registries: Vec<String>,
+    /// A directory under which `oci:PATH` image layouts may be used (repeatable; none:
+    /// no oci: images).
+    #[arg(
+        long = "oci-root",
+        env = "LATTICE_CELL_OCI_ROOTS",
+        value_delimiter = ','
+    )]
+    oci_roots: Vec<std::path::PathBuf>,
     /// The cell bridge's name.
     #[arg(long, default_value = "lattice0")]
     bridge: String,
@@ -380,6 +388,7 @@ async fn start_cell(a: &CellArgs) -> anyhow::Result<StartedCell> {
     let data_dir = a.data_dir.canonicalize()?;
     let mut providers = rootfs::Providers {
         insecure_registries: a.insecure_registries.clone(),
+        oci_roots: a.oci_roots.clone(),
         ..Default::default()
     };
     for p in &a.preloaded {

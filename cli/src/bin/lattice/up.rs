@@ -193,6 +193,12 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     println!("  then:     ltc create hello preloaded:busybox -- sh -c 'echo hello > index.html; exec httpd -f -p 8080'");
 
     crate::shutdown_signal().await;
+    // A second Ctrl-C means now.
+    tokio::spawn(async {
+        crate::shutdown_signal().await;
+        eprintln!("lattice up: stopping at once (containers may be left running)");
+        std::process::exit(130);
+    });
     println!("lattice up: stopping (every container is stopped; `lattice up` again brings the apps back)");
     router.shutdown().await;
     brain.shutdown().await;

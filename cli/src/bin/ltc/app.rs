@@ -234,10 +234,12 @@ pub fn create_request(a: &CreateArgs, target: &Target) -> anyhow::Result<Desired
         "image {:?}: say where it comes from, e.g. preloaded:busybox",
         a.image
     );
-    // An OCI or registry image may bring its own command (entrypoint and cmd).
+    // An OCI or registry image brings its entrypoint and cmd, as `docker run` does:
+    // what follows `--` replaces cmd and goes to the entrypoint (the cell resolves it).
+    let image = !a.image.starts_with("preloaded:");
     let (path, args) = match a.command.split_first() {
+        _ if image => (String::new(), a.command.clone()),
         Some((p, rest)) => (p.clone(), rest.to_vec()),
-        None if !a.image.starts_with("preloaded:") => (String::new(), vec![]),
         None => anyhow::bail!(
             "say what to run after `--`, e.g. ltc create {name} {} -- sh -c 'echo hi > index.html; exec httpd -f -p 8080'",
             a.image
@@ -349,9 +351,16 @@ pub enum Progress {
     Failed(String),
 }
 
-/// Judges the instances of an app that should have `wanted` of them running. `since`
-/// (Unix ns) is when the wait began: crashes before it are old news.
-pub fn progress(actuals: &[ActualLrpResponse], wanted: usize, since: i64) -> Progress {
+/// Crash counts per index when a wait began: crashes counted there are old news.
+pub type Baseline = std::collections::HashMap<i32, i32>;
+
+pub fn baseline(actuals: &[ActualLrpResponse]) -> Baseline {
+    actuals.iter().map(|a| (a.index, a.crash_count)).collect()
+}
+
+/// Judges the instances of an app that should have `wanted` of them running; a crash
+/// counts if the instance's crash count grew past `base`.
+pub fn progress(actuals: &[ActualLrpResponse], wanted: usize, base: &Baseline) -> Progress {
     let live: Vec<_> = actuals
         .iter()
         .filter(|a| (a.index as usize) < wanted)
@@ -363,7 +372,9 @@ pub fn progress(actuals: &[ActualLrpResponse], wanted: usize, since: i64) -> Pro
         ));
     }
     if let Some(a) = live.iter().find(|a| {
-        a.crash_count > 0 && !a.crash_reason.is_empty() && a.since >= since && a.state != "RUNNING"
+        a.crash_count > base.get(&a.index).copied().unwrap_or(0)
+            && !a.crash_reason.is_empty()
+            && a.state != "RUNNING"
     }) {
         return Progress::Failed(format!("instance {} crashed: {}", a.index, a.crash_reason));
     }
@@ -399,14 +410,28 @@ pub async fn wait_running(
     app: &str,
     wanted: usize,
     timeout: Duration,
+    base: &Baseline,
 ) -> anyhow::Result<()> {
     let began = Instant::now();
-    let since = lattice_specs::now_nanos();
     let tty = std::io::stderr().is_terminal();
     let mut last = String::new();
+    let mut errors = 0;
     loop {
-        let actuals = api.actual_lrps_of(app).await?;
-        let line = match progress(&actuals, wanted, since) {
+        // A passing hiccup of the API (a slow store) is not the app's failure.
+        let actuals = match api.actual_lrps_of(app).await {
+            Ok(a) => {
+                errors = 0;
+                a
+            }
+            Err(e) if errors < 5 => {
+                errors += 1;
+                say_retrying(&e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let line = match progress(&actuals, wanted, base) {
             Progress::Done => {
                 if tty {
                     eprint!("\r\x1b[2K");
@@ -454,6 +479,10 @@ pub async fn wait_running(
     }
 }
 
+fn say_retrying(e: &anyhow::Error) {
+    eprintln!("ltc: {e:#} (retrying)");
+}
+
 fn print_urls(target: &Target, d: &DesiredLrpResponse) {
     for h in hostnames(d) {
         println!("{}", target.app_url(&h));
@@ -475,7 +504,14 @@ pub async fn create(api: &Api, a: &CreateArgs) -> anyhow::Result<()> {
         "Creating app {} ({} instance(s) of {})",
         a.app, a.instances, a.image
     );
-    wait_running(api, &a.app, a.instances as usize, a.timeout).await?;
+    wait_running(
+        api,
+        &a.app,
+        a.instances as usize,
+        a.timeout,
+        &Baseline::new(),
+    )
+    .await?;
     println!("App {} is running, {} instance(s).", a.app, a.instances);
     print_urls(&api.target, &api.desired_lrp(&a.app).await?);
     Ok(())
@@ -484,6 +520,8 @@ pub async fn create(api: &Api, a: &CreateArgs) -> anyhow::Result<()> {
 pub async fn scale(api: &Api, app: &str, instances: i32, timeout: Duration) -> anyhow::Result<()> {
     anyhow::ensure!(instances >= 0, "instances must be 0 or more");
     api.app(app).await?;
+    // Crashes from before this scale are not its failure.
+    let base = baseline(&api.actual_lrps_of(app).await?);
     api.update_desired_lrp(
         app,
         &lattice_specs::receptor::DesiredLrpUpdateRequest {
@@ -493,7 +531,7 @@ pub async fn scale(api: &Api, app: &str, instances: i32, timeout: Duration) -> a
     )
     .await?;
     eprintln!("Scaling {app} to {instances} instance(s)");
-    wait_running(api, app, instances as usize, timeout).await?;
+    wait_running(api, app, instances as usize, timeout, &base).await?;
     println!("App {app} is running {instances} instance(s).");
     if instances > 0 {
         print_urls(&api.target, &api.desired_lrp(app).await?);
@@ -718,6 +756,15 @@ mod tests {
             panic!()
         };
         assert!(run.path.is_empty(), "an image brings its own command");
+        let r = create_request(&args(&["a", "docker://r/app:1", "--", "-v", "x"]), &t).unwrap();
+        let Some(action::Action::Run(run)) = r.action.unwrap().action else {
+            panic!()
+        };
+        assert_eq!(
+            (run.path.as_str(), run.args.as_slice()),
+            ("", &["-v".to_string(), "x".to_string()][..]),
+            "args go to the image's entrypoint, as with docker run"
+        );
         assert!(e(&["a", "preloaded:busybox", "-R", "x:99999", "--", "x"]).contains("not a port"));
         assert!(e(&["a", "preloaded:busybox", "-U", "health", "--", "x"]).contains("PORT:/path"));
         assert!(e(&[
@@ -747,7 +794,6 @@ mod tests {
         ActualLrpResponse {
             index,
             state: state.into(),
-            since: 10,
             ..Default::default()
         }
     }
@@ -760,7 +806,7 @@ mod tests {
             actual(2, "UNCLAIMED"),
         ];
         assert_eq!(
-            progress(&a, 3, 0),
+            progress(&a, 3, &Baseline::new()),
             Progress::Waiting {
                 running: 1,
                 wanted: 3,
@@ -769,15 +815,18 @@ mod tests {
         );
         a[1].state = "RUNNING".into();
         a[2].state = "RUNNING".into();
-        assert_eq!(progress(&a, 3, 0), Progress::Done);
+        assert_eq!(progress(&a, 3, &Baseline::new()), Progress::Done);
         assert!(
-            matches!(progress(&a, 2, 0), Progress::Waiting { running: 2, .. }),
+            matches!(
+                progress(&a, 2, &Baseline::new()),
+                Progress::Waiting { running: 2, .. }
+            ),
             "one still stopping"
         );
         a[2].state = "UNCLAIMED".into();
         a[2].placement_error = "insufficient resources: memory".into();
         assert_eq!(
-            progress(&a, 3, 0),
+            progress(&a, 3, &Baseline::new()),
             Progress::Failed("instance 2 cannot be placed: insufficient resources: memory".into())
         );
         a[2].placement_error.clear();
@@ -785,11 +834,11 @@ mod tests {
         a[2].crash_count = 1;
         a[2].crash_reason = "exited with status 2".into();
         assert_eq!(
-            progress(&a, 3, 0),
+            progress(&a, 3, &Baseline::new()),
             Progress::Failed("instance 2 crashed: exited with status 2".into())
         );
         assert!(
-            matches!(progress(&a, 3, 11), Progress::Waiting { .. }),
+            matches!(progress(&a, 3, &baseline(&a)), Progress::Waiting { .. }),
             "an older crash is not this wait's"
         );
     }

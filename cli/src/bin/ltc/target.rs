@@ -133,6 +133,8 @@ pub fn save(t: &Target) -> anyhow::Result<PathBuf> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
+    // A leftover tmp file keeps its old mode: set it, since this may hold a password.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     f.write_all(serde_json::to_string_pretty(t)?.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &path)?;
