@@ -317,3 +317,104 @@ async fn a_command_runs_in_a_live_container_for_health_checks() {
     );
     destroy_clean(&t, "checked").await;
 }
+
+/// A file server for Download and an upload sink, on loopback (the shim moves the bytes
+/// from the host side).
+async fn transfer_server(tgz: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use axum::routing::{get, post};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let app = axum::Router::new()
+        .route("/app.tgz", get(move || async move { tgz.clone() }))
+        .route(
+            "/upload",
+            post(move |body: bytes::Bytes| async move {
+                *sink.lock().unwrap() = body.to_vec();
+                "ok"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), got)
+}
+
+fn download(from: &str, to: &str, sha256: &str) -> lattice_specs::models::Action {
+    lattice_specs::models::Action {
+        action: Some(lattice_specs::models::action::Action::Download(
+            lattice_specs::models::DownloadAction {
+                from: from.into(),
+                to: to.into(),
+                checksum_algorithm: "sha256".into(),
+                checksum_value: sha256.into(),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+fn serial(actions: Vec<lattice_specs::models::Action>) -> lattice_specs::models::Action {
+    lattice_specs::models::Action {
+        action: Some(lattice_specs::models::action::Action::Serial(
+            lattice_specs::models::SerialAction {
+                actions,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+#[tokio::test]
+async fn download_and_upload_move_files_in_and_out() {
+    use sha2::Digest;
+    // A tgz with one file, and its checksum.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(11);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    b.append_data(&mut h, "hello.txt", &b"downloaded\n"[..])
+        .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &b.into_inner().unwrap()).unwrap();
+    let tgz = gz.finish().unwrap();
+    let sum: String = sha2::Sha256::digest(&tgz)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (url, uploaded) = transfer_server(tgz).await;
+
+    let t = TestExecutor::new();
+    let upload = lattice_specs::models::Action {
+        action: Some(lattice_specs::models::action::Action::Upload(
+            lattice_specs::models::UploadAction {
+                from: "/tmp/up".into(),
+                to: format!("{url}/upload"),
+                ..Default::default()
+            },
+        )),
+    };
+    let action = serial(vec![
+        download(&format!("{url}/app.tgz"), "/app", &sum),
+        sh("cat /app/hello.txt > /tmp/out; echo uploaded-content > /tmp/up"),
+        upload,
+    ]);
+    t.exec.create(request("transfer", action)).await.unwrap();
+    let (failed, reason, _) = outcome(&t, "transfer", Duration::from_secs(20)).await;
+    assert!(!failed, "{reason}");
+    assert_eq!(
+        t.exec.read_file("transfer", "/tmp/out").unwrap(),
+        "downloaded\n"
+    );
+    assert_eq!(&uploaded.lock().unwrap()[..], b"uploaded-content\n");
+    destroy_clean(&t, "transfer").await;
+
+    // A checksum that does not match fails the action with the reason.
+    let bad = download(&format!("{url}/app.tgz"), "/app", &"0".repeat(64));
+    t.exec.create(request("bad-sum", bad)).await.unwrap();
+    let (failed, reason, _) = outcome(&t, "bad-sum", Duration::from_secs(20)).await;
+    assert!(failed && reason.contains("checksum mismatch"), "{reason}");
+    destroy_clean(&t, "bad-sum").await;
+}

@@ -261,3 +261,74 @@ async fn apps_and_tasks_run_in_real_containers_behind_the_router() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Diego's evacuation with real cells: SIGUSR1 to a cell hands its instances to another
+/// cell; each keeps serving until its replacement runs, so the app answers throughout;
+/// then the evacuated cell exits with no container left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evacuating_cell_hands_its_instances_over_without_a_gap() {
+    let etcd = EtcdServer::start();
+    let bbs = BbsProcess::start(&format!("etcd://{}", etcd.endpoint()), &[]);
+    let _brain = BrainProcess::start(
+        &bbs.grpc,
+        "brain-0",
+        &["--lock-ttl", "2", "--convergence-interval", "1"],
+    );
+    let mut cell_a = CellProcess::start(&bbs.grpc, "cell-a", &[]);
+    let router = RouterProcess::start(&bbs.grpc);
+    let mut c = bbs.client().await;
+    let mut web = fixtures::routed_lrp("evac", 2, "evac.lattice.localhost");
+    web.memory_mb = 32;
+    web.action = Some(sh(
+        "mkdir -p /www && echo \"hello from $INSTANCE_INDEX\" > /www/index.html && exec httpd -f -p 8080 -h /www",
+    ));
+    c.desire_lrp(DesireLrpRequest {
+        desired_lrp: Some(web),
+    })
+    .await
+    .unwrap();
+    wait_running(&mut c, "evac", 2, Duration::from_secs(30)).await;
+    let cell_b = CellProcess::start(&bbs.grpc, "cell-b", &[]);
+
+    // Traffic all along, counting anything but a 200.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop2, listen) = (stop.clone(), router.listen.clone());
+    let traffic = tokio::spawn(async move {
+        let (mut ok, mut bad) = (0, vec![]);
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            match get(&listen, "evac.lattice.localhost").await {
+                Some((200, _)) => ok += 1,
+                other => bad.push(other),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (ok, bad)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    lattice_tests::signal(cell_a.process.pid(), libc::SIGUSR1);
+    let exited = tokio::task::block_in_place(|| cell_a.process.wait_exit(Duration::from_secs(60)));
+    assert!(
+        exited.is_some(),
+        "cell-a did not finish evacuating within 60 s"
+    );
+    let running = wait_running(&mut c, "evac", 2, Duration::from_secs(30)).await;
+    for a in &running {
+        assert_eq!(a.instance_key.as_ref().unwrap().cell_id, "cell-b", "{a:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, bad) = traffic.await.unwrap();
+    assert!(ok > 20, "only {ok} requests answered");
+    assert!(
+        bad.is_empty(),
+        "{} of {} requests failed: {bad:?}",
+        bad.len(),
+        ok + bad.len()
+    );
+    let left = std::fs::read_dir(cell_a.data_dir.path().join("containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "cell-a left containers behind");
+    drop(cell_b);
+}
