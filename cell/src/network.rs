@@ -169,10 +169,11 @@ impl Network {
             veth: veth.clone(),
             ip: addr,
         };
+        // Two `ip` runs in all (each exec costs milliseconds): the host side, then the
+        // container's side.
         let setup = || -> anyhow::Result<()> {
-            ip(&["netns", "add", &netns], None)?;
             let host = format!(
-                "link add {veth} type veth peer name eth0 netns {netns}\nlink set {veth} master {b} up\n",
+                "netns add {netns}\nlink add {veth} type veth peer name eth0 netns {netns}\nlink set {veth} master {b} up\n",
                 b = self.cfg.bridge
             );
             ip(&["-batch", "-"], Some(&host))?;
@@ -197,19 +198,19 @@ impl Network {
 
     /// Removes a container's veth and namespace and frees its address. Idempotent.
     pub fn detach(&self, att: &Attachment) {
-        let _ = ip(&["link", "del", &att.veth], None);
-        let _ = ip(&["netns", "del", &att.netns], None);
-        // The host must not keep talking to the old MAC when the address comes back.
+        // One `ip` run; -force carries on past what is already gone. Deleting the
+        // namespace is enough: the kernel destroys the veth pair with it, in the
+        // background (deleting the veth ourselves waits for RCU: 15-50 ms per container).
+        // The neighbour entry goes first: the host must not keep talking to the old MAC
+        // when the address comes back.
         let _ = ip(
-            &[
-                "neigh",
-                "flush",
-                "to",
-                &att.ip.to_string(),
-                "dev",
-                &self.cfg.bridge,
-            ],
-            None,
+            &["-force", "-batch", "-"],
+            Some(&format!(
+                "neigh flush to {addr} dev {b}\nnetns del {netns}\n",
+                netns = att.netns,
+                addr = att.ip,
+                b = self.cfg.bridge
+            )),
         );
         self.ips.lock().unwrap().used.remove(&att.ip);
     }

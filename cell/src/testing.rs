@@ -211,7 +211,8 @@ pub async fn wait_event(
     }
 }
 
-/// What a destroyed container could have left behind; empty when nothing.
+/// What a destroyed container could have left behind; empty when nothing. (Waits up to
+/// 2 s for the kernel's asynchronous removal of the container's veth pair.)
 pub fn leftovers(exec: &Executor, handle: &str) -> Vec<String> {
     let mut found = vec![];
     for d in crate::cgroup::existing(&crate::executor::cgroup_path(handle)) {
@@ -228,8 +229,14 @@ pub fn leftovers(exec: &Executor, handle: &str) -> Vec<String> {
     if Path::new("/var/run/netns").join(&netns).exists() {
         found.push(format!("netns {netns}"));
     }
-    if Path::new("/sys/class/net").join(&veth).exists() {
-        found.push(format!("veth {veth}"));
+    // The kernel frees a deleted namespace's veth pair in the background (tens of ms).
+    let veth_path = Path::new("/sys/class/net").join(&veth);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while veth_path.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if veth_path.exists() {
+        found.push(format!("veth {veth} (2 s after its namespace went)"));
     }
     if exec.config().data_dir.join("run").join(handle).exists() {
         found.push("libcontainer state".into());
