@@ -519,22 +519,47 @@ fn humantime(d: Duration) -> String {
 
 /// A user name or uid in the image's /etc/passwd → (uid, gid).
 pub fn lookup_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
-    if user.is_empty() || user == "root" {
-        return Ok((0, 0));
-    }
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    for line in passwd.lines() {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() >= 4 && (f[0] == user || f[2] == user) {
-            if let (Ok(u), Ok(g)) = (f[2].parse(), f[3].parse()) {
-                return Ok((u, g));
+    // `USER[:GROUP]`, each a name or a number, as images and `docker run --user` say it.
+    let (user, group) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let (uid, primary_gid) = if user.is_empty() || user == "root" {
+        (0, 0)
+    } else {
+        let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+        let found = passwd.lines().find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() >= 4 && (f[0] == user || f[2] == user) {
+                Some((f[2].parse().ok()?, f[3].parse().ok()?))
+            } else {
+                None
+            }
+        });
+        match (found, user.parse::<u32>()) {
+            (Some(ids), _) => ids,
+            // A number the image does not list: Docker runs it with group 0.
+            (None, Ok(uid)) => (uid, 0),
+            (None, Err(_)) => {
+                return Err(format!("user {user:?} is not in the image's /etc/passwd"))
             }
         }
-    }
-    if let Ok(uid) = user.parse::<u32>() {
-        return Ok((uid, uid));
-    }
-    Err(format!("user {user:?} is not in the image's /etc/passwd"))
+    };
+    let gid = match group {
+        None | Some("") => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => std::fs::read_to_string(rootfs.join("etc/group"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|line| {
+                    let f: Vec<&str> = line.split(':').collect();
+                    (f.len() >= 3 && f[0] == g).then(|| f[2].parse().ok())?
+                })
+                .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
+        },
+    };
+    Ok((uid, gid))
 }
 
 /// Resolves `path` (as the container sees it) inside `root`, following symlinks as the
@@ -830,7 +855,18 @@ mod tests {
         .unwrap();
         assert_eq!(lookup_user(&dir, "vcap"), Ok((2000, 2000)));
         assert_eq!(lookup_user(&dir, ""), Ok((0, 0)));
-        assert_eq!(lookup_user(&dir, "1234"), Ok((1234, 1234)));
+        std::fs::write(dir.join("etc/group"), "root:x:0:\nstaff:x:50:vcap\n").unwrap();
+        assert_eq!(
+            lookup_user(&dir, "1234"),
+            Ok((1234, 0)),
+            "unknown uid: group 0"
+        );
+        assert_eq!(lookup_user(&dir, "1000:1000"), Ok((1000, 1000)));
+        assert_eq!(lookup_user(&dir, "vcap:staff"), Ok((2000, 50)));
+        assert_eq!(lookup_user(&dir, "2000:"), Ok((2000, 2000)));
+        assert!(lookup_user(&dir, "vcap:nogroup")
+            .unwrap_err()
+            .contains("/etc/group"));
         assert!(lookup_user(&dir, "nobody")
             .unwrap_err()
             .contains("/etc/passwd"));

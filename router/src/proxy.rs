@@ -187,7 +187,13 @@ struct Access<'a> {
 }
 
 impl Access<'_> {
-    fn done(&self, status: StatusCode, instance: Option<i32>) {
+    fn done(&self, status: StatusCode, served_by: Option<Arc<Endpoint>>) {
+        let instance = served_by.as_ref().map(|e| e.index);
+        // The instance's own app, when several share the host.
+        let log_guid = match &served_by {
+            Some(e) if !e.log_guid.is_empty() => e.log_guid.as_str(),
+            _ => self.log_guid,
+        };
         let elapsed = self.started.elapsed();
         m::REQUESTS
             .with_label_values(&[self.app, status.as_str()])
@@ -208,7 +214,7 @@ impl Access<'_> {
             request_id = self.request_id,
             "request"
         );
-        if let (Some(logs), false) = (self.logs, self.log_guid.is_empty()) {
+        if let (Some(logs), false) = (self.logs, log_guid.is_empty()) {
             let line = format!(
                 "{} - \"{} {}\" {} response_time:{:.6} app_index:{} x_request_id:{}",
                 self.host,
@@ -426,7 +432,7 @@ impl Proxy {
         candidates: &[Arc<Endpoint>],
         peer: SocketAddr,
         request_id: &str,
-    ) -> (Response<Body>, Option<i32>) {
+    ) -> (Response<Body>, Option<Arc<Endpoint>>) {
         let (parts, body) = req.into_parts();
         let body = if hyper::body::Body::is_end_stream(&body) {
             Ok(Bytes::new())
@@ -502,7 +508,7 @@ impl Proxy {
                         .insert(INSTANCE_HEADER, HeaderValue::from(ep.index));
                     return (
                         Response::from_parts(p, b.map_err(|e| Box::new(e) as BoxError).boxed()),
-                        Some(ep.index),
+                        Some(ep.clone()),
                     );
                 }
                 Ok(Err(e)) if e.is_connect() => {
@@ -519,7 +525,7 @@ impl Proxy {
                             StatusCode::BAD_GATEWAY,
                             format!("502 Bad Gateway: instance {} failed: {e}", ep.index),
                         ),
-                        Some(ep.index),
+                        Some(ep.clone()),
                     );
                 }
                 Err(_) => {
@@ -533,7 +539,7 @@ impl Proxy {
                                 ep.index
                             ),
                         ),
-                        Some(ep.index),
+                        Some(ep.clone()),
                     );
                 }
             }
@@ -554,7 +560,7 @@ impl Proxy {
         candidates: &[Arc<Endpoint>],
         peer: SocketAddr,
         request_id: &str,
-    ) -> (Response<Body>, Option<i32>) {
+    ) -> (Response<Body>, Option<Arc<Endpoint>>) {
         let client_side = hyper::upgrade::on(&mut req);
         let headers = self.forward_headers(req.headers(), peer, request_id, true);
         let path = req
@@ -607,7 +613,7 @@ impl Proxy {
                             StatusCode::BAD_GATEWAY,
                             format!("502 Bad Gateway: instance {} failed the upgrade", ep.index),
                         ),
-                        Some(ep.index),
+                        Some(ep.clone()),
                     );
                 }
             };
@@ -627,14 +633,14 @@ impl Proxy {
                 return (
                     out.body(Empty::new().map_err(|e| match e {}).boxed())
                         .unwrap(),
-                    Some(ep.index),
+                    Some(ep.clone()),
                 );
             }
             let body = resp
                 .into_body()
                 .map_err(|e| Box::new(e) as BoxError)
                 .boxed();
-            return (out.body(body).unwrap(), Some(ep.index));
+            return (out.body(body).unwrap(), Some(ep.clone()));
         }
         (
             full(

@@ -27,6 +27,8 @@ pub struct Endpoint {
     pub index: i32,
     pub instance_guid: String,
     pub addr: SocketAddr,
+    /// The LRP's log guid (its process guid when it has none), for access lines.
+    pub log_guid: String,
     /// Requests in flight to this instance (for least-connections).
     pub in_flight: Arc<AtomicUsize>,
 }
@@ -306,6 +308,7 @@ impl RouteTable {
                     index: k.1,
                     instance_guid: ik.instance_guid,
                     addr: SocketAddr::new(ip, host_port as u16),
+                    log_guid: self.log_guids.get(p).cloned().unwrap_or_else(|| p.clone()),
                     in_flight,
                 }));
             }
@@ -484,6 +487,17 @@ mod tests {
             &[running("blue", 0, 61001, 1), running("green", 0, 62001, 1)],
         );
         assert_eq!(ports(&t, "app.x"), [61001, 62001]);
+        // Access lines go to the log of the LRP that served.
+        let mut blue = desired("blue", &["app.x"], 1);
+        blue.log_guid = "blue-logs".into();
+        t.upsert_desired(&blue);
+        let entry = t.lookup("app.x").unwrap();
+        let guids: Vec<&str> = entry
+            .endpoints
+            .iter()
+            .map(|e| e.log_guid.as_str())
+            .collect();
+        assert_eq!(guids, ["blue-logs", "green"]);
         assert_eq!(routes_of(&DesiredLrp::default()), vec![]);
     }
 }

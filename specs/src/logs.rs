@@ -13,6 +13,10 @@ use tokio::sync::broadcast;
 /// Lines kept per log guid.
 pub const HISTORY: usize = 1000;
 
+/// Log guids kept; past this, the one written to longest ago is forgotten (apps and
+/// tasks come and go; their history must not pile up for ever).
+pub const MAX_GUIDS: usize = 1000;
+
 /// The log guid under which the components' own logs (`ltc debug-logs`) are kept.
 pub const DEBUG_LOG_GUID: &str = "lattice-debug";
 
@@ -52,6 +56,8 @@ impl LogMessage {
 #[derive(Clone)]
 pub struct LogBuffer {
     history: Arc<Mutex<HashMap<String, VecDeque<LogMessage>>>>,
+    /// When each log guid was last written to (a counter), for forgetting the stalest.
+    written: Arc<Mutex<(u64, HashMap<String, u64>)>>,
     tx: broadcast::Sender<LogMessage>,
 }
 
@@ -59,6 +65,7 @@ impl Default for LogBuffer {
     fn default() -> Self {
         LogBuffer {
             history: Arc::default(),
+            written: Arc::default(),
             tx: broadcast::channel(4096).0,
         }
     }
@@ -76,6 +83,19 @@ impl LogBuffer {
         // Sent under the lock, so a follower that takes history and subscribes under it
         // sees each line exactly once.
         let mut history = self.history.lock().unwrap();
+        {
+            let mut w = self.written.lock().unwrap();
+            w.0 += 1;
+            let now = w.0;
+            w.1.insert(msg.log_guid.clone(), now);
+            if w.1.len() > MAX_GUIDS {
+                let stalest = w.1.iter().min_by_key(|(_, t)| **t).map(|(g, _)| g.clone());
+                if let Some(g) = stalest {
+                    w.1.remove(&g);
+                    history.remove(&g);
+                }
+            }
+        }
         let h = history.entry(msg.log_guid.clone()).or_default();
         if h.len() == HISTORY {
             h.pop_front();
@@ -178,6 +198,13 @@ mod tests {
         assert_eq!(recent[0].message, "line 5");
         assert_eq!(logs.recent("g2")[0].source, "RTR");
         assert!(logs.recent("nope").is_empty());
+        // Past MAX_GUIDS guids, the stalest is forgotten.
+        for i in 0..MAX_GUIDS {
+            logs.push(LogMessage::new(&format!("app-{i}"), "APP/0", "x"));
+        }
+        assert!(logs.recent("g1").is_empty() && logs.recent("g2").is_empty());
+        assert_eq!(logs.recent("app-0").len(), 1);
+        assert_eq!(logs.history.lock().unwrap().len(), MAX_GUIDS);
     }
 
     #[tokio::test]
