@@ -465,10 +465,21 @@ async fn get_logs(
             .into_iter()
             .map(|c| c.rep_address)
             .collect();
+    let db = s.db.clone();
+    let more_cells: crate::logs::CellLister = std::sync::Arc::new(move || {
+        let db = db.clone();
+        Box::pin(async move {
+            db.cells()
+                .await
+                .map(|cells| cells.into_iter().map(|c| c.rep_address).collect())
+                .unwrap_or_default()
+        })
+    });
     let lines = crate::logs::gather(
         &s.http,
         &s.logs,
         reps,
+        Some(more_cells),
         &log_guid,
         q.recent.unwrap_or(true),
         q.follow.unwrap_or(true),

@@ -4,11 +4,15 @@
 //! components' debug logs), recent history first in time order, then live lines.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use lattice_specs::logs::{decode_ndjson, LogBuffer, LogMessage};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// How long a cell may take to hand over its recent lines.
 const CELL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,32 +48,82 @@ async fn cell_stream(
     }
 }
 
-/// A log guid's lines from `buffer` and the cells at `rep_addresses`.
+/// Lists the cells' rep addresses (for following cells that join later).
+pub type CellLister = Arc<dyn Fn() -> BoxFuture<'static, Vec<String>> + Send + Sync>;
+
+/// How often a follower looks for cells it does not follow yet.
+const RESCAN: Duration = Duration::from_secs(2);
+
+/// Copies `s` into `tx` until either ends.
+fn forward(mut s: BoxStream<'static, LogMessage>, tx: mpsc::Sender<LogMessage>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                m = s.next() => match m {
+                    Some(m) => if tx.send(m).await.is_err() { break },
+                    None => break,
+                },
+                _ = tx.closed() => break,
+            }
+        }
+    })
+}
+
+/// A log guid's lines from `buffer` and the cells at `rep_addresses`. When following,
+/// `more_cells` is asked every couple of seconds for cells to follow too (new ones, or
+/// ones whose stream ended and came back).
 pub async fn gather(
     client: &reqwest::Client,
     buffer: &LogBuffer,
     rep_addresses: Vec<String>,
+    more_cells: Option<CellLister>,
     log_guid: &str,
     recent: bool,
     follow: bool,
 ) -> BoxStream<'static, LogMessage> {
     // Live streams first, so nothing said while history is read falls between.
-    let mut live = Vec::new();
+    let mut live: BoxStream<'static, LogMessage> = stream::empty().boxed();
     if follow {
-        live.push(buffer.stream(log_guid, false, true));
+        let (tx, rx) = mpsc::channel(1024);
+        forward(buffer.stream(log_guid, false, true), tx.clone());
+        let followed = Arc::new(Mutex::new(HashSet::new()));
+        let follow_cell = {
+            let (client, guid, followed) = (client.clone(), log_guid.to_string(), followed.clone());
+            move |rep: String, tx: mpsc::Sender<LogMessage>| {
+                let (client, guid, followed) = (client.clone(), guid.clone(), followed.clone());
+                async move {
+                    if !followed.lock().unwrap().insert(rep.clone()) {
+                        return;
+                    }
+                    let s = cell_stream(client, rep.clone(), guid, false, true).await;
+                    tokio::spawn(async move {
+                        let _ = forward(s, tx).await;
+                        followed.lock().unwrap().remove(&rep);
+                    });
+                }
+            }
+        };
         // All cells at once: one slow cell must not hold up the others.
-        live.extend(
-            futures::future::join_all(rep_addresses.iter().map(|rep| {
-                cell_stream(
-                    client.clone(),
-                    rep.clone(),
-                    log_guid.to_string(),
-                    false,
-                    true,
-                )
-            }))
-            .await,
-        );
+        futures::future::join_all(
+            rep_addresses
+                .iter()
+                .map(|rep| follow_cell(rep.clone(), tx.clone())),
+        )
+        .await;
+        if let Some(list) = more_cells {
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(RESCAN) => {}
+                        _ = tx.closed() => break,
+                    }
+                    for rep in list().await {
+                        follow_cell(rep, tx.clone()).await;
+                    }
+                }
+            });
+        }
+        live = tokio_stream::wrappers::ReceiverStream::new(rx).boxed();
     }
     let mut history = Vec::new();
     if recent {
@@ -96,7 +150,7 @@ pub async fn gather(
         .iter()
         .map(|m| (m.timestamp, m.source.clone(), m.message.clone()))
         .collect();
-    let live = stream::select_all(live)
+    let live = live
         .filter(move |m| {
             let dup = seen.contains(&(m.timestamp, m.source.clone(), m.message.clone()));
             futures::future::ready(!dup)
@@ -127,11 +181,53 @@ mod tests {
         buf.push(late);
         buf.push(early);
         let client = reqwest::Client::new();
-        let got: Vec<_> = gather(&client, &buf, vec![], "g", true, false)
+        let got: Vec<_> = gather(&client, &buf, vec![], None, "g", true, false)
             .await
             .map(|m| m.message)
             .collect()
             .await;
         assert_eq!(got, vec!["early", "late"]);
+    }
+
+    #[tokio::test]
+    async fn a_follower_picks_up_a_cell_that_joins_later() {
+        // A "cell" whose follow stream says one line and stays open.
+        let line = LogMessage::new("g", "APP/0", "from the new cell");
+        let body = line.to_ndjson();
+        let app = axum::Router::new().route(
+            "/v1/logs/{guid}",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move {
+                    let s =
+                        stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(body))])
+                            .chain(stream::pending());
+                    axum::body::Body::from_stream(s)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let joined = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (j2, a2) = (joined.clone(), addr.clone());
+        let lister: CellLister = Arc::new(move || {
+            let cells = if j2.load(std::sync::atomic::Ordering::SeqCst) {
+                vec![a2.clone()]
+            } else {
+                vec![]
+            };
+            Box::pin(async move { cells })
+        });
+        let client = reqwest::Client::new();
+        let buf = LogBuffer::default();
+        let mut s = gather(&client, &buf, vec![], Some(lister), "g", false, true).await;
+        joined.store(true, std::sync::atomic::Ordering::SeqCst);
+        let got = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .expect("the new cell's line within a rescan")
+            .unwrap();
+        assert_eq!(got.message, "from the new cell");
     }
 }
