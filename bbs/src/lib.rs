@@ -7,6 +7,7 @@
 //! into model events.
 
 pub mod api;
+pub mod blobs;
 pub mod db;
 pub mod events;
 pub mod grpc;

@@ -87,6 +87,8 @@ pub struct BbsConfig {
     pub store_timeout: Duration,
     /// The BBS's own log lines (see [`crate::logs`]); shared with whoever else feeds it.
     pub logs: lattice_specs::logs::LogBuffer,
+    /// Where the blob store keeps backup archives (none: no blob store).
+    pub blob_dir: Option<std::path::PathBuf>,
 }
 
 pub struct RunningBbs {
@@ -156,6 +158,13 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         hub: hub.clone(),
         basic_auth: cfg.basic_auth.clone(),
         logs: logs.clone(),
+        blobs: match &cfg.blob_dir {
+            Some(d) => Some(
+                crate::blobs::BlobStore::open(d)
+                    .with_context(|| format!("opening the blob store at {}", d.display()))?,
+            ),
+            None => None,
+        },
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .build()

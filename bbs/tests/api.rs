@@ -11,6 +11,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn start(auth: Option<&str>) -> (RunningBbs, tempfile::TempDir) {
+    start_with_blobs(auth, false).await
+}
+
+async fn start_with_blobs(auth: Option<&str>, blobs: bool) -> (RunningBbs, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap());
     let cfg = BbsConfig {
@@ -20,6 +24,7 @@ async fn start(auth: Option<&str>) -> (RunningBbs, tempfile::TempDir) {
         basic_auth: auth.map(String::from),
         store_timeout: Duration::from_secs(2),
         logs: Default::default(),
+        blob_dir: blobs.then(|| dir.path().join("blobs")),
     };
     (server::start_with_store(store, cfg).await.unwrap(), dir)
 }
@@ -719,4 +724,99 @@ async fn shutdown_is_prompt_with_event_subscribers_connected() {
     assert!(tokio::time::timeout(Duration::from_secs(2), sse.chunk())
         .await
         .is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blob_store_keeps_archives_with_their_checksums() {
+    let (bbs, _dir) = start_with_blobs(Some("admin:pw"), true).await;
+    let base = format!("http://{}/v1/blobs", bbs.api_addr);
+    let c = reqwest::Client::new();
+    let body = vec![42u8; 3 << 20]; // bigger than any JSON body limit
+    let sum = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(&body))
+    };
+
+    // Auth as the rest of the API.
+    // Auth as the rest of the API.
+    let r = c.put(format!("{base}/b1")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    let r = c
+        .put(format!("{base}/b1"))
+        .basic_auth("admin", Some("pw"))
+        .header("x-checksum-sha256", &sum)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-checksum-sha256"], sum.as_str());
+    assert_eq!(r.bytes().await.unwrap().len(), 0, "201 with an empty body");
+
+    let r = c
+        .get(format!("{base}/b1"))
+        .basic_auth("admin", Some("pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-checksum-sha256"], sum.as_str());
+    assert_eq!(r.bytes().await.unwrap(), body);
+
+    // A body that does not match its checksum is refused and not kept.
+    let r = c
+        .put(format!("{base}/b2"))
+        .basic_auth("admin", Some("pw"))
+        .header("x-checksum-sha256", &sum)
+        .body(b"something else".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["name"], "ChecksumMismatch");
+    let list: Value = c
+        .get(&base)
+        .basic_auth("admin", Some("pw"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["name"], "b1");
+    assert_eq!(list[0]["size"], 3 << 20);
+    assert_eq!(list[0]["sha256"], sum.as_str());
+
+    let del = |name: &str| {
+        c.delete(format!("{base}/{name}"))
+            .basic_auth("admin", Some("pw"))
+            .send()
+    };
+    assert_eq!(del("b1").await.unwrap().status(), 204);
+    let r = del("b1").await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["name"], "BlobNotFound");
+    let r = c
+        .put(format!("{base}/..bad"))
+        .basic_auth("admin", Some("pw"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    bbs.shutdown().await;
+
+    // A BBS without a blob directory says how to get one.
+    let (bbs, _dir) = start(None).await;
+    let r = reqwest::get(format!("http://{}/v1/blobs", bbs.api_addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["name"], "BlobStoreUnavailable");
+    assert!(e["message"].as_str().unwrap().contains("--blob-dir"));
+    bbs.shutdown().await;
 }

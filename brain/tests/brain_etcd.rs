@@ -40,6 +40,7 @@ async fn cluster() -> Cluster {
         basic_auth: None,
         store_timeout: Duration::from_secs(3),
         logs: Default::default(),
+        blob_dir: None,
     };
     let running = server::start_with_store(store, cfg).await.unwrap();
     let bbs = Bbs::connect_lazy(&running.grpc_addr.to_string()).unwrap();

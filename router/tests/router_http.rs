@@ -37,6 +37,7 @@ async fn bbs() -> Bbs {
         basic_auth: None,
         store_timeout: Duration::from_secs(3),
         logs: Default::default(),
+        blob_dir: None,
     };
     Bbs {
         running: server::start_with_store(store, cfg).await.unwrap(),

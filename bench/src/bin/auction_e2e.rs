@@ -84,6 +84,7 @@ async fn main() {
             basic_auth: None,
             store_timeout: Duration::from_secs(30),
             logs: Default::default(),
+            blob_dir: None,
         },
     )
     .await

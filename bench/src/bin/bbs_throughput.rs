@@ -163,6 +163,7 @@ async fn through_bbs(store: Arc<dyn Store>, n: i32, c: usize) -> Duration {
             basic_auth: None,
             store_timeout: Duration::from_secs(10),
             logs: Default::default(),
+            blob_dir: None,
         },
     )
     .await

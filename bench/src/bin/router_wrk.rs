@@ -182,6 +182,7 @@ async fn measure() {
             basic_auth: None,
             store_timeout: Duration::from_secs(5),
             logs: Default::default(),
+            blob_dir: None,
         },
     )
     .await

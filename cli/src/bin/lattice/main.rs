@@ -217,6 +217,9 @@ struct BbsArgs {
     /// Require HTTP Basic auth on the public API: USER:PASSWORD.
     #[arg(long, env = "LATTICE_BBS_BASIC_AUTH")]
     basic_auth: Option<String>,
+    /// Keep backup archives here and serve them at /v1/blobs (none: no blob store).
+    #[arg(long, env = "LATTICE_BBS_BLOB_DIR")]
+    blob_dir: Option<std::path::PathBuf>,
     /// Fail a request as "store unavailable" when the store takes longer than this.
     #[arg(long, env = "LATTICE_BBS_STORE_TIMEOUT_MS", default_value_t = 2000)]
     store_timeout_ms: u64,
@@ -245,6 +248,7 @@ async fn start_bbs(a: BbsArgs, logs: LogBuffer) -> anyhow::Result<server::Runnin
         basic_auth: a.basic_auth,
         store_timeout: Duration::from_millis(a.store_timeout_ms),
         logs,
+        blob_dir: a.blob_dir,
     })
     .await
     .context("starting the BBS")

@@ -98,6 +98,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         format!("--store={}", store_arg(&store)),
         format!("--listen={}", a.grpc_listen),
         format!("--api-listen={}", a.api_listen),
+        format!("--blob-dir={}", data_dir.join("blobs").display()),
     ];
     if let Some(auth) = &a.basic_auth {
         forced.push(format!("--basic-auth={auth}"));
