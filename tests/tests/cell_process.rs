@@ -79,17 +79,42 @@ fn guids(a: &[models::ActualLrp]) -> Vec<String> {
     g
 }
 
+/// etcd, a BBS on it, a brain converging every second, and a router: all but the cells.
+struct Cluster {
+    _etcd: EtcdServer,
+    bbs: BbsProcess,
+    _brain: BrainProcess,
+    router: RouterProcess,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let etcd = EtcdServer::start();
+        let bbs = BbsProcess::start(&format!("etcd://{}", etcd.endpoint()), &[]);
+        let brain = BrainProcess::start(
+            &bbs.grpc,
+            "brain-0",
+            &["--lock-ttl", "2", "--convergence-interval", "1"],
+        );
+        let router = RouterProcess::start(&bbs.grpc);
+        Cluster {
+            _etcd: etcd,
+            bbs,
+            _brain: brain,
+            router,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_and_tasks_run_in_real_containers_behind_the_router() {
-    let etcd = EtcdServer::start();
-    let bbs = BbsProcess::start(&format!("etcd://{}", etcd.endpoint()), &[]);
-    let _brain = BrainProcess::start(
-        &bbs.grpc,
-        "brain-0",
-        &["--lock-ttl", "2", "--convergence-interval", "1"],
-    );
+    let Cluster {
+        _etcd,
+        bbs,
+        _brain,
+        router,
+    } = Cluster::start();
     let mut cell = CellProcess::start(&bbs.grpc, "cell-0", &[]);
-    let router = RouterProcess::start(&bbs.grpc);
     let mut c = bbs.client().await;
 
     // An app of two instances, HTTP health-checked, routed at web.lattice.localhost.
@@ -267,15 +292,13 @@ async fn apps_and_tasks_run_in_real_containers_behind_the_router() {
 /// then the evacuated cell exits with no container left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evacuating_cell_hands_its_instances_over_without_a_gap() {
-    let etcd = EtcdServer::start();
-    let bbs = BbsProcess::start(&format!("etcd://{}", etcd.endpoint()), &[]);
-    let _brain = BrainProcess::start(
-        &bbs.grpc,
-        "brain-0",
-        &["--lock-ttl", "2", "--convergence-interval", "1"],
-    );
+    let Cluster {
+        _etcd,
+        bbs,
+        _brain,
+        router,
+    } = Cluster::start();
     let mut cell_a = CellProcess::start(&bbs.grpc, "cell-a", &[]);
-    let router = RouterProcess::start(&bbs.grpc);
     let mut c = bbs.client().await;
     let mut web = fixtures::routed_lrp("evac", 2, "evac.lattice.localhost");
     web.memory_mb = 32;
