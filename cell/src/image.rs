@@ -200,7 +200,21 @@ pub struct ImageStore {
 }
 
 impl ImageStore {
+    /// The cache at `root`, cleared of what a cell that died mid-unpack or mid-pull left
+    /// (`.tmp-*` layer directories, `.pull-*` blobs).
     pub fn new(root: PathBuf, insecure: Vec<String>) -> ImageStore {
+        for (dir, prefix) in [("layers/sha256", ".tmp-"), ("blobs", ".pull-")] {
+            for e in std::fs::read_dir(root.join(dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if e.file_name().to_string_lossy().starts_with(prefix) {
+                    let p = e.path();
+                    let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+                }
+            }
+        }
         ImageStore { root, insecure }
     }
 
@@ -636,6 +650,13 @@ mod tests {
             "a whiteout is a 0/0 char device"
         );
         assert!(xattr_is_set(&img.layers[1].join("opaque")));
+        // Leftovers of an interrupted unpack or pull are cleared when the cache opens.
+        std::fs::create_dir_all(tmp.path().join("images/layers/sha256/.tmp-dead")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("images/blobs")).unwrap();
+        std::fs::write(tmp.path().join("images/blobs/.pull-dead"), b"x").unwrap();
+        let store = ImageStore::new(tmp.path().join("images"), vec![]);
+        assert!(!tmp.path().join("images/layers/sha256/.tmp-dead").exists());
+        assert!(!tmp.path().join("images/blobs/.pull-dead").exists());
         // Cached: the same directories, nothing unpacked twice.
         let again = store.from_layout(&layout, None).unwrap();
         assert_eq!(again.layers, img.layers);
