@@ -66,6 +66,10 @@ impl ApiError {
         }
     }
 
+    fn unknown(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Unknown", message)
+    }
+
     fn invalid_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", message)
     }
@@ -91,7 +95,7 @@ impl ApiError {
                 format!("{msg}; retry when the store is back"),
             ),
             DbError::Contended(_) => ApiError::new(StatusCode::CONFLICT, "ResourceConflict", msg),
-            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Unknown", msg),
+            _ => ApiError::unknown(msg),
         }
     }
 }
@@ -556,9 +560,7 @@ async fn put_blob(
                 e.to_string(),
             ),
             crate::blobs::PutError::Interrupted(_) => ApiError::invalid_request(e.to_string()),
-            crate::blobs::PutError::Io(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Unknown", e.to_string())
-            }
+            crate::blobs::PutError::Io(_) => ApiError::unknown(e.to_string()),
         })?;
     let mut r = StatusCode::CREATED.into_response();
     if let Ok(v) = HeaderValue::from_str(&info.sha256) {
@@ -574,8 +576,7 @@ async fn get_blob(
 ) -> Result<Response, ApiError> {
     blob_name(&name)?;
     let store = blob_store(&s)?;
-    let info = store.info(&name).ok_or_else(|| blob_not_found(&name))?;
-    let path = store.path(&name).ok_or_else(|| blob_not_found(&name))?;
+    let (info, path) = store.get(&name).ok_or_else(|| blob_not_found(&name))?;
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| blob_not_found(&name))?;
@@ -601,11 +602,7 @@ async fn delete_blob(
     match blob_store(&s)?.delete(&name) {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(blob_not_found(&name)),
-        Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Unknown",
-            e.to_string(),
-        )),
+        Err(e) => Err(ApiError::unknown(e.to_string())),
     }
 }
 
@@ -615,7 +612,7 @@ async fn list_blobs(
     blob_store(&s)?
         .list()
         .map(Json)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Unknown", e.to_string()))
+        .map_err(|e| ApiError::unknown(e.to_string()))
 }
 
 async fn version() -> Json<serde_json::Value> {

@@ -157,9 +157,9 @@ impl BlobStore {
         })
     }
 
-    /// The blob's file, for reading, if it is whole.
-    pub fn path(&self, name: &str) -> Option<PathBuf> {
-        self.info(name).map(|_| self.paths(name).0)
+    /// A whole blob's facts and its file, for reading.
+    pub fn get(&self, name: &str) -> Option<(BlobInfo, PathBuf)> {
+        self.info(name).map(|i| (i, self.paths(name).0))
     }
 
     pub fn list(&self) -> std::io::Result<Vec<BlobInfo>> {
@@ -207,7 +207,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((info.size, info.sha256.as_str()), (5, sum));
-        assert_eq!(std::fs::read(store.path("b1").unwrap()).unwrap(), b"hello");
+        assert_eq!(std::fs::read(store.get("b1").unwrap().1).unwrap(), b"hello");
         assert_eq!(store.list().unwrap().len(), 1);
 
         // A mismatch keeps nothing (and leaves the old blob of that name alone).

@@ -18,11 +18,7 @@ use tokio::task::JoinHandle;
 const CELL_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn cell_url(rep_address: &str, log_guid: &str, recent: bool, follow: bool) -> String {
-    let base = if rep_address.contains("://") {
-        rep_address.to_string()
-    } else {
-        format!("http://{rep_address}")
-    };
+    let base = lattice_specs::http_url(rep_address);
     let guid = lattice_specs::path_segment(log_guid);
     format!("{base}/v1/logs/{guid}?recent={recent}&follow={follow}")
 }

@@ -91,6 +91,22 @@ pub struct BbsConfig {
     pub blob_dir: Option<std::path::PathBuf>,
 }
 
+impl BbsConfig {
+    /// A BBS on `store` serving both APIs on free loopback ports, no auth, no blob
+    /// store, `store_timeout` for store calls (tests and benchmarks start from this).
+    pub fn loopback(store: StoreUrl, store_timeout: Duration) -> BbsConfig {
+        BbsConfig {
+            store,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            basic_auth: None,
+            store_timeout,
+            logs: Default::default(),
+            blob_dir: None,
+        }
+    }
+}
+
 pub struct RunningBbs {
     pub grpc_addr: SocketAddr,
     pub api_addr: SocketAddr,

@@ -31,11 +31,7 @@ pub async fn gather(
     cells.dedup();
     let answers = futures::future::join_all(cells.into_iter().filter_map(|cell| {
         let rep = reps.get(cell)?;
-        let url = if rep.contains("://") {
-            format!("{rep}/v1/containers")
-        } else {
-            format!("http://{rep}/v1/containers")
-        };
+        let url = format!("{}/v1/containers", lattice_specs::http_url(rep));
         Some(async move {
             let got = async {
                 client

@@ -18,13 +18,12 @@ async fn start_with_blobs(auth: Option<&str>, blobs: bool) -> (RunningBbs, tempf
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap());
     let cfg = BbsConfig {
-        store: StoreUrl::File(dir.path().join("bbs.db")),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_listen: "127.0.0.1:0".parse().unwrap(),
         basic_auth: auth.map(String::from),
-        store_timeout: Duration::from_secs(2),
-        logs: Default::default(),
         blob_dir: blobs.then(|| dir.path().join("blobs")),
+        ..BbsConfig::loopback(
+            StoreUrl::File(dir.path().join("bbs.db")),
+            Duration::from_secs(2),
+        )
     };
     (server::start_with_store(store, cfg).await.unwrap(), dir)
 }

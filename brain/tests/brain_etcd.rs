@@ -33,15 +33,10 @@ async fn cluster() -> Cluster {
             .await
             .unwrap(),
     );
-    let cfg = BbsConfig {
-        store: StoreUrl::Etcd(vec![etcd.endpoint()]),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_listen: "127.0.0.1:0".parse().unwrap(),
-        basic_auth: None,
-        store_timeout: Duration::from_secs(3),
-        logs: Default::default(),
-        blob_dir: None,
-    };
+    let cfg = BbsConfig::loopback(
+        StoreUrl::Etcd(vec![etcd.endpoint()]),
+        Duration::from_secs(3),
+    );
     let running = server::start_with_store(store, cfg).await.unwrap();
     let bbs = Bbs::connect_lazy(&running.grpc_addr.to_string()).unwrap();
     Cluster {

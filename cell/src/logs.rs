@@ -45,6 +45,12 @@ impl Logs {
         }
     }
 
+    /// A sink for progress messages about `log_guid`'s work (image downloads).
+    pub fn progress(&self, log_guid: &str) -> impl Fn(String) + Send + Sync + 'static {
+        let (logs, guid) = (self.clone(), log_guid.to_string());
+        move |m| logs.cell(&guid, m)
+    }
+
     fn container_line(&self, line: LogLine) {
         let guid = self.guids.lock().unwrap().get(&line.handle).cloned();
         if let Some(log_guid) = guid {

@@ -530,8 +530,7 @@ impl Rep {
         );
         self.logs.register(&instance_guid, &log_guid);
         let req = self.lrp_request(&d, index, &instance_guid);
-        let (logs, guid_for_progress) = (self.logs.clone(), log_guid.clone());
-        let progress = move |m: String| logs.cell(&guid_for_progress, m);
+        let progress = self.logs.progress(&log_guid);
         match self.exec.create_with_progress(req, &progress).await {
             Ok(info) => {
                 self.metrics.starts.inc();
@@ -811,8 +810,7 @@ impl Rep {
         let log_guid = req.tags["log_guid"].clone();
         self.logs.register(&guid, &log_guid);
         self.logs.cell(&log_guid, "Creating container for task");
-        let (logs, guid_for_progress) = (self.logs.clone(), log_guid.clone());
-        let progress = move |m: String| logs.cell(&guid_for_progress, m);
+        let progress = self.logs.progress(&log_guid);
         match self.exec.create_with_progress(req, &progress).await {
             Ok(info) => {
                 self.metrics.starts.inc();

@@ -19,10 +19,8 @@ struct Pool {
 impl Pool {
     fn new(size: &str) -> Pool {
         require_root();
-        let dir = std::env::temp_dir().join(format!(
-            "lattice-vol-{}",
-            std::process::id() as u64 * 1000 + rand_suffix()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("lattice-vol-{}", uuid::Uuid::new_v4().simple()));
         let v = Volumes::open(&dir, parse_size(size).unwrap()).expect("opening the pool");
         Pool { v: Some(v), dir }
     }
@@ -35,14 +33,6 @@ impl Pool {
         self.v.take().unwrap().close().unwrap();
         self.v = Some(Volumes::open(&self.dir, 0).unwrap());
     }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-        % 1000
 }
 
 impl Drop for Pool {

@@ -71,12 +71,7 @@ pub async fn follow(
     resync_every: Duration,
     ready: watch::Sender<bool>,
 ) {
-    let url = if bbs.contains("://") {
-        bbs.clone()
-    } else {
-        format!("http://{bbs}")
-    };
-    let channel = match tonic::transport::Endpoint::from_shared(url) {
+    let channel = match tonic::transport::Endpoint::from_shared(lattice_specs::http_url(&bbs)) {
         Ok(e) => e.connect_timeout(Duration::from_secs(3)).connect_lazy(),
         Err(e) => {
             tracing::error!(error = %e, %bbs, "bad BBS address");

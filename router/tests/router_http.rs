@@ -30,15 +30,10 @@ struct Bbs {
 async fn bbs() -> Bbs {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap());
-    let cfg = BbsConfig {
-        store: StoreUrl::File(dir.path().join("bbs.db")),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_listen: "127.0.0.1:0".parse().unwrap(),
-        basic_auth: None,
-        store_timeout: Duration::from_secs(3),
-        logs: Default::default(),
-        blob_dir: None,
-    };
+    let cfg = BbsConfig::loopback(
+        StoreUrl::File(dir.path().join("bbs.db")),
+        Duration::from_secs(3),
+    );
     Bbs {
         running: server::start_with_store(store, cfg).await.unwrap(),
         _dir: dir,

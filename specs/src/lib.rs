@@ -40,12 +40,7 @@ pub mod bbs_api {
 pub fn bbs_client(
     addr: &str,
 ) -> Result<bbs_api::bbs_client::BbsClient<tonic::transport::Channel>, tonic::transport::Error> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let channel = tonic::transport::Endpoint::from_shared(url)?
+    let channel = tonic::transport::Endpoint::from_shared(http_url(addr))?
         .connect_timeout(std::time::Duration::from_secs(3))
         .tcp_nodelay(true)
         .connect_lazy();
@@ -113,4 +108,13 @@ pub fn path_segment(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// `addr` as a URL: `host:port` gets `http://`; a URL stays as it is.
+pub fn http_url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
 }

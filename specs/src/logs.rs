@@ -52,12 +52,23 @@ impl LogMessage {
     }
 }
 
+/// A log guid's recent lines and when it was last written to (a counter).
+#[derive(Default)]
+struct History {
+    written: u64,
+    lines: VecDeque<LogMessage>,
+}
+
+#[derive(Default)]
+struct Histories {
+    clock: u64,
+    by_guid: HashMap<String, History>,
+}
+
 /// Recent lines per log guid (at most [`HISTORY`] each) and a live feed of new ones.
 #[derive(Clone)]
 pub struct LogBuffer {
-    history: Arc<Mutex<HashMap<String, VecDeque<LogMessage>>>>,
-    /// When each log guid was last written to (a counter), for forgetting the stalest.
-    written: Arc<Mutex<(u64, HashMap<String, u64>)>>,
+    history: Arc<Mutex<Histories>>,
     tx: broadcast::Sender<LogMessage>,
 }
 
@@ -65,7 +76,6 @@ impl Default for LogBuffer {
     fn default() -> Self {
         LogBuffer {
             history: Arc::default(),
-            written: Arc::default(),
             tx: broadcast::channel(4096).0,
         }
     }
@@ -82,25 +92,25 @@ impl LogBuffer {
     pub fn push(&self, msg: LogMessage) {
         // Sent under the lock, so a follower that takes history and subscribes under it
         // sees each line exactly once.
-        let mut history = self.history.lock().unwrap();
-        {
-            let mut w = self.written.lock().unwrap();
-            w.0 += 1;
-            let now = w.0;
-            w.1.insert(msg.log_guid.clone(), now);
-            if w.1.len() > MAX_GUIDS {
-                let stalest = w.1.iter().min_by_key(|(_, t)| **t).map(|(g, _)| g.clone());
-                if let Some(g) = stalest {
-                    w.1.remove(&g);
-                    history.remove(&g);
-                }
+        let mut h = self.history.lock().unwrap();
+        h.clock += 1;
+        let now = h.clock;
+        if !h.by_guid.contains_key(&msg.log_guid) && h.by_guid.len() >= MAX_GUIDS {
+            let stalest = h
+                .by_guid
+                .iter()
+                .min_by_key(|(_, g)| g.written)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = stalest {
+                h.by_guid.remove(&k);
             }
         }
-        let h = history.entry(msg.log_guid.clone()).or_default();
-        if h.len() == HISTORY {
-            h.pop_front();
+        let g = h.by_guid.entry(msg.log_guid.clone()).or_default();
+        g.written = now;
+        if g.lines.len() == HISTORY {
+            g.lines.pop_front();
         }
-        h.push_back(msg.clone());
+        g.lines.push_back(msg.clone());
         let _ = self.tx.send(msg);
     }
 
@@ -109,8 +119,9 @@ impl LogBuffer {
         self.history
             .lock()
             .unwrap()
+            .by_guid
             .get(log_guid)
-            .map(|h| h.iter().cloned().collect())
+            .map(|g| g.lines.iter().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -130,8 +141,8 @@ impl LogBuffer {
         // History and subscription under one lock: no line missed, none twice.
         let (live, history) = {
             let h = self.history.lock().unwrap();
-            let recent = match (recent, h.get(log_guid)) {
-                (true, Some(lines)) => lines.iter().cloned().collect(),
+            let recent = match (recent, h.by_guid.get(log_guid)) {
+                (true, Some(g)) => g.lines.iter().cloned().collect(),
                 _ => vec![],
             };
             (self.tx.subscribe(), recent)
@@ -204,7 +215,7 @@ mod tests {
         }
         assert!(logs.recent("g1").is_empty() && logs.recent("g2").is_empty());
         assert_eq!(logs.recent("app-0").len(), 1);
-        assert_eq!(logs.history.lock().unwrap().len(), MAX_GUIDS);
+        assert_eq!(logs.history.lock().unwrap().by_guid.len(), MAX_GUIDS);
     }
 
     #[tokio::test]

@@ -79,6 +79,17 @@ fn guids(a: &[models::ActualLrp]) -> Vec<String> {
     g
 }
 
+/// Two instances of busybox httpd serving "hello from INDEX" on 8080, routed at
+/// GUID.lattice.localhost.
+fn httpd_lrp(guid: &str) -> models::DesiredLrp {
+    let mut web = fixtures::routed_lrp(guid, 2, &format!("{guid}.lattice.localhost"));
+    web.memory_mb = 32;
+    web.action = Some(sh(
+        "mkdir -p /www && echo \"hello from $INSTANCE_INDEX\" > /www/index.html && exec httpd -f -p $PORT -h /www",
+    ));
+    web
+}
+
 /// etcd, a BBS on it, a brain converging every second, and a router: all but the cells.
 struct Cluster {
     _etcd: EtcdServer,
@@ -118,11 +129,7 @@ async fn apps_and_tasks_run_in_real_containers_behind_the_router() {
     let mut c = bbs.client().await;
 
     // An app of two instances, HTTP health-checked, routed at web.lattice.localhost.
-    let mut web = fixtures::routed_lrp("web", 2, "web.lattice.localhost");
-    web.memory_mb = 32;
-    web.action = Some(sh(
-        "mkdir -p /www && echo \"hello from $INSTANCE_INDEX\" > /www/index.html && exec httpd -f -p $PORT -h /www",
-    ));
+    let mut web = httpd_lrp("web");
     web.check_definition = Some(models::CheckDefinition {
         checks: vec![models::Check {
             check: Some(models::check::Check::Http(models::HttpCheck {
@@ -300,11 +307,7 @@ async fn an_evacuating_cell_hands_its_instances_over_without_a_gap() {
     } = Cluster::start();
     let mut cell_a = CellProcess::start(&bbs.grpc, "cell-a", &[]);
     let mut c = bbs.client().await;
-    let mut web = fixtures::routed_lrp("evac", 2, "evac.lattice.localhost");
-    web.memory_mb = 32;
-    web.action = Some(sh(
-        "mkdir -p /www && echo \"hello from $INSTANCE_INDEX\" > /www/index.html && exec httpd -f -p 8080 -h /www",
-    ));
+    let web = httpd_lrp("evac");
     c.desire_lrp(DesireLrpRequest {
         desired_lrp: Some(web),
     })

@@ -77,15 +77,10 @@ async fn main() {
     );
     let running = server::start_with_store(
         store,
-        BbsConfig {
-            store: StoreUrl::Etcd(vec![etcd.endpoint()]),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            api_listen: "127.0.0.1:0".parse().unwrap(),
-            basic_auth: None,
-            store_timeout: Duration::from_secs(30),
-            logs: Default::default(),
-            blob_dir: None,
-        },
+        BbsConfig::loopback(
+            StoreUrl::Etcd(vec![etcd.endpoint()]),
+            Duration::from_secs(30),
+        ),
     )
     .await
     .unwrap();

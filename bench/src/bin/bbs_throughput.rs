@@ -156,15 +156,7 @@ async fn raw_etcd(endpoint: &str, n: i32, c: usize) -> Duration {
 async fn through_bbs(store: Arc<dyn Store>, n: i32, c: usize) -> Duration {
     let bbs = server::start_with_store(
         store,
-        BbsConfig {
-            store: StoreUrl::File("unused".into()),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            api_listen: "127.0.0.1:0".parse().unwrap(),
-            basic_auth: None,
-            store_timeout: Duration::from_secs(10),
-            logs: Default::default(),
-            blob_dir: None,
-        },
+        BbsConfig::loopback(StoreUrl::File("unused".into()), Duration::from_secs(10)),
     )
     .await
     .unwrap();

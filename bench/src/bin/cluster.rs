@@ -15,18 +15,11 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lattice_bbs::testing::free_port;
 use lattice_bench::{arg, runc_bundle};
 
 fn bin(name: &str) -> std::path::PathBuf {
     std::env::current_exe().unwrap().with_file_name(name)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Up {

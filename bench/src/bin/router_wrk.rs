@@ -7,7 +7,6 @@
 //!     cargo build --release -p lattice-cli -p lattice-bench
 //!     ./target/release/router-wrk [--seconds 10] [--connections 64]
 
-use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,17 +19,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use lattice_bbs::server::{self, BbsConfig, StoreUrl};
 use lattice_bbs::store::embedded::EmbeddedStore;
 use lattice_bbs::testing::fixtures;
+use lattice_bbs::testing::free_port;
 use lattice_bench::arg;
 use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::bbs_api::*;
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A child process stopped with SIGTERM (nginx's master then stops its workers).
 struct Kill(Child);
@@ -175,15 +167,10 @@ async fn measure() {
     let store = Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap());
     let bbs = server::start_with_store(
         store,
-        BbsConfig {
-            store: StoreUrl::File(dir.path().join("bbs.db")),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            api_listen: "127.0.0.1:0".parse().unwrap(),
-            basic_auth: None,
-            store_timeout: Duration::from_secs(5),
-            logs: Default::default(),
-            blob_dir: None,
-        },
+        BbsConfig::loopback(
+            StoreUrl::File(dir.path().join("bbs.db")),
+            Duration::from_secs(5),
+        ),
     )
     .await
     .unwrap();
