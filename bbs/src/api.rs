@@ -47,6 +47,28 @@ pub struct ApiState {
     pub http: reqwest::Client,
     /// Where backup archives live (none: this BBS keeps no blobs).
     pub blobs: Option<crate::blobs::BlobStore>,
+    /// This API's URL as cells reach it (backup tasks' archives go there).
+    pub public_url: String,
+}
+
+impl ApiState {
+    /// The URL a task's Upload/Download uses for blob `name` (with the API's
+    /// credentials, when it has some).
+    pub fn blob_url(&self, name: &str) -> String {
+        let base = self.public_url.trim_end_matches('/');
+        let base = match (&self.basic_auth, base.split_once("://")) {
+            (Some(auth), Some((scheme, rest))) => {
+                let (user, pass) = auth.split_once(':').unwrap_or((auth, ""));
+                format!(
+                    "{scheme}://{}:{}@{rest}",
+                    lattice_specs::path_segment(user),
+                    lattice_specs::path_segment(pass)
+                )
+            }
+            _ => base.to_string(),
+        };
+        format!("{base}/v1/blobs/{}", lattice_specs::path_segment(name))
+    }
 }
 
 /// An error as the receptor wrote it.
@@ -58,7 +80,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, name: &str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, name: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             name: name.into(),
@@ -66,17 +88,21 @@ impl ApiError {
         }
     }
 
-    fn unknown(message: impl Into<String>) -> ApiError {
+    pub(crate) fn unknown(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Unknown", message)
     }
 
-    fn invalid_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn conflict(name: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, name, message)
+    }
+
+    pub(crate) fn invalid_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", message)
     }
 
     /// Map a BBS error; `invalid_name` is what validation failures are called
     /// here (the receptor said InvalidTask / InvalidLRP / InvalidRequest).
-    fn from_db(e: DbError, invalid_name: &str) -> ApiError {
+    pub(crate) fn from_db(e: DbError, invalid_name: &str) -> ApiError {
         let msg = e.to_string();
         match &e {
             DbError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, invalid_name, msg),
@@ -95,6 +121,7 @@ impl ApiError {
                 format!("{msg}; retry when the store is back"),
             ),
             DbError::Contended(_) => ApiError::new(StatusCode::CONFLICT, "ResourceConflict", msg),
+            DbError::Conflict { name, .. } => ApiError::new(StatusCode::CONFLICT, name, msg),
             _ => ApiError::unknown(msg),
         }
     }
@@ -113,11 +140,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Parse a JSON body; empty or `null` gives the type's default (which
 /// validation then refuses field by field, as the receptor did).
-fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {
+pub(crate) fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
@@ -514,7 +541,7 @@ async fn post_logs(State(s): State<ApiState>, body: Bytes) -> StatusCode {
 
 const CHECKSUM_HEADER: &str = "x-checksum-sha256";
 
-fn blob_store(s: &ApiState) -> Result<&crate::blobs::BlobStore, ApiError> {
+pub(crate) fn blob_store(s: &ApiState) -> Result<&crate::blobs::BlobStore, ApiError> {
     s.blobs.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -708,9 +735,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/blobs", get(list_blobs))
         .route(
             "/v1/blobs/{name}",
-            put(put_blob).get(get_blob).delete(delete_blob),
+            // POST too: Diego's Upload action posts its file.
+            put(put_blob)
+                .post(put_blob)
+                .get(get_blob)
+                .delete(delete_blob),
         )
         .route("/v1/logs/{log_guid}", get(get_logs))
+        .merge(crate::backups::routes())
         .layer(middleware::from_fn_with_state(state.clone(), basic_auth));
     Router::new()
         .merge(v1)

@@ -15,15 +15,18 @@
 //! | `/lattice/v1/cell/<cell_id>`                | CellPresence             | cell's|
 //! | `/lattice/v1/domain/<domain>`               | Domain                   | TTL   |
 //! | `/lattice/v1/lock/<name>`                   | owner (utf-8)            | owner's|
+//! | `/lattice/v1/volume/<name>`                 | Volume                   |       |
+//! | `/lattice/v1/backup/<id>`                   | Backup                   |       |
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_specs::actual_lrp as alrp;
 use lattice_specs::models::actual_lrp::{Presence, State as LrpState};
+use lattice_specs::models::{backup::State as BackupState, volume::State as VolumeState};
 use lattice_specs::models::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, CellPresence, DesiredLrp, DesiredLrpUpdate,
-    Domain, ModificationTag, Task, TaskDefinition,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, CellPresence, DesiredLrp,
+    DesiredLrpUpdate, Domain, ModificationTag, Task, TaskDefinition, Volume, VolumeMount,
 };
 use lattice_specs::restart::RestartPolicy;
 use lattice_specs::validation::{self, ValidationErrors};
@@ -41,6 +44,8 @@ pub const TASK: &str = "/lattice/v1/task/";
 pub const CELL: &str = "/lattice/v1/cell/";
 pub const DOMAIN: &str = "/lattice/v1/domain/";
 pub const LOCK: &str = "/lattice/v1/lock/";
+pub const VOLUME: &str = "/lattice/v1/volume/";
+pub const BACKUP: &str = "/lattice/v1/backup/";
 
 /// How many times a compare-and-swap is retried when another writer got there first.
 const CAS_ATTEMPTS: usize = 32;
@@ -81,6 +86,9 @@ pub enum DbError {
     Contended(String),
     #[error("corrupt record at {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    /// Refused because of other records (a volume in use, a backup still running…).
+    #[error("{message}")]
+    Conflict { name: &'static str, message: String },
     /// The caller's lock (e.g. the brain's leadership) changed hands: it must stop acting.
     #[error("lock {lock} is no longer held at revision {revision}: this caller lost it and must not write")]
     Fenced { lock: String, revision: i64 },
@@ -90,7 +98,9 @@ impl DbError {
     pub fn name(&self) -> &'static str {
         match self {
             DbError::Invalid(_) => "InvalidRequest",
-            DbError::NotFound { name, .. } | DbError::AlreadyExists { name, .. } => name,
+            DbError::NotFound { name, .. }
+            | DbError::AlreadyExists { name, .. }
+            | DbError::Conflict { name, .. } => name,
             DbError::Refused(e) => e.name(),
             DbError::Store(StoreError::Unavailable(_)) => "StoreUnavailable",
             DbError::Store(StoreError::LeaseNotFound(_)) => "LeaseNotFound",
@@ -110,6 +120,18 @@ impl DbError {
         DbError::NotFound {
             name: "ActualLRPIndexNotFound",
             message: format!("actual LRP {guid} index {index} not found"),
+        }
+    }
+    fn volume_not_found(name: &str) -> DbError {
+        DbError::NotFound {
+            name: "VolumeNotFound",
+            message: format!("volume {name} not found: `ltc volume list` shows the volumes"),
+        }
+    }
+    fn backup_not_found(id: &str) -> DbError {
+        DbError::NotFound {
+            name: "BackupNotFound",
+            message: format!("backup {id} not found: `ltc backup list` shows the backups"),
         }
     }
     fn task_not_found(guid: &str) -> DbError {
@@ -283,6 +305,7 @@ impl Db {
 
     pub async fn desire_lrp(&self, mut d: DesiredLrp) -> Result<()> {
         validation::validate_desired_lrp(&d)?;
+        self.check_mounts(&d.volume_mounts).await?;
         d.modification_tag = Some(ModificationTag {
             epoch: uuid::Uuid::new_v4().to_string(),
             index: 0,
@@ -804,6 +827,7 @@ impl Db {
         def: TaskDefinition,
     ) -> Result<Task> {
         validation::validate_task(task_guid, domain, &def)?;
+        self.check_mounts(&def.volume_mounts).await?;
         let task = task_sm::new_task(task_guid.into(), domain.into(), def, now_nanos());
         let key = task_key(task_guid);
         if self.create(&key, task.encode_to_vec(), 0).await?.is_none() {
@@ -1011,5 +1035,342 @@ impl Db {
             }
         }
         Ok(())
+    }
+
+    // ------------------------------------------------------------ volumes
+
+    /// Every volume a container would mount exists and is usable.
+    async fn check_mounts(&self, mounts: &[VolumeMount]) -> Result<()> {
+        for m in mounts {
+            let v = self.volume(&m.volume).await.map_err(|e| match e {
+                DbError::NotFound { .. } => DbError::Conflict {
+                    name: "VolumeNotFound",
+                    message: format!(
+                        "volume {} does not exist: create it with `ltc volume create {} --size 1G`",
+                        m.volume, m.volume
+                    ),
+                },
+                e => e,
+            })?;
+            if v.state() == VolumeState::Removing || v.state() == VolumeState::Failed {
+                return Err(DbError::Conflict {
+                    name: "VolumeNotUsable",
+                    message: format!(
+                        "volume {} is {}{}",
+                        m.volume,
+                        lattice_specs::volume::state_name(v.state()),
+                        if v.reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", v.reason)
+                        }
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a new volume for its cell to make: on `cell_id`, or (empty) on the cell
+    /// with the `local` driver that holds the fewest bytes of volumes.
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        size_bytes: u64,
+        cell_id: &str,
+    ) -> Result<Volume> {
+        let invalid = |field: &str, message: String| {
+            DbError::Invalid(ValidationErrors(vec![validation::FieldError {
+                field: field.into(),
+                message,
+            }]))
+        };
+        lattice_specs::volume::check_name("volume", name).map_err(|e| invalid("name", e))?;
+        if size_bytes < lattice_specs::volume::MIN_SIZE {
+            return Err(invalid(
+                "size_bytes",
+                format!(
+                    "{size_bytes} bytes is too small: volumes are at least {}",
+                    lattice_specs::volume::format_size(lattice_specs::volume::MIN_SIZE)
+                ),
+            ));
+        }
+        let cells: Vec<CellPresence> = self
+            .cells()
+            .await?
+            .into_iter()
+            .filter(|c| c.volume_drivers.iter().any(|d| d == "local"))
+            .collect();
+        let cell = if !cell_id.is_empty() {
+            if !cells.iter().any(|c| c.cell_id == cell_id) {
+                return Err(DbError::Conflict {
+                    name: "CellNotFound",
+                    message: format!(
+                        "cell {cell_id} is not present or has no local volume driver: `ltc cells` lists the cells and their drivers"
+                    ),
+                });
+            }
+            cell_id.to_string()
+        } else {
+            let volumes = self.volumes().await?;
+            let held = |id: &str| -> u64 {
+                volumes
+                    .iter()
+                    .filter(|v| v.cell_id == id)
+                    .map(|v| v.size_bytes)
+                    .sum()
+            };
+            cells
+                .iter()
+                .min_by_key(|c| (held(&c.cell_id), c.cell_id.clone()))
+                .map(|c| c.cell_id.clone())
+                .ok_or_else(|| DbError::Conflict {
+                    name: "NoVolumeDriver",
+                    message: "no cell offers the local volume driver: start a cell with a volume pool (`lattice cell --volume-pool-size 20G`)".into(),
+                })?
+        };
+        let now = now_nanos();
+        let v = Volume {
+            name: name.into(),
+            cell_id: cell,
+            size_bytes,
+            used_bytes: 0,
+            state: VolumeState::Pending as i32,
+            reason: String::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        if self
+            .create(&format!("{VOLUME}{name}"), v.encode_to_vec(), 0)
+            .await?
+            .is_none()
+        {
+            return Err(DbError::AlreadyExists {
+                name: "VolumeAlreadyExists",
+                message: format!("volume {name} already exists: `ltc volume list` shows it"),
+            });
+        }
+        Ok(v)
+    }
+
+    pub async fn volumes(&self) -> Result<Vec<Volume>> {
+        self.list(VOLUME).await
+    }
+
+    pub async fn volume(&self, name: &str) -> Result<Volume> {
+        self.get(&format!("{VOLUME}{name}"))
+            .await?
+            .map(|(v, _)| v)
+            .ok_or_else(|| DbError::volume_not_found(name))
+    }
+
+    /// Who mounts volume `name`: desired LRPs (process guids) and tasks not yet
+    /// completed (task guids).
+    pub async fn volume_users(&self, name: &str) -> Result<Vec<String>> {
+        let mounts = |m: &[VolumeMount]| m.iter().any(|m| m.volume == name);
+        let mut users: Vec<String> = self
+            .desired_lrps("")
+            .await?
+            .into_iter()
+            .filter(|d| mounts(&d.volume_mounts))
+            .map(|d| d.process_guid)
+            .collect();
+        users.extend(
+            self.tasks("", "")
+                .await?
+                .into_iter()
+                .filter(|t| {
+                    t.state < lattice_specs::models::task::State::Completed as i32
+                        && t.definition
+                            .as_ref()
+                            .is_some_and(|d| mounts(&d.volume_mounts))
+                })
+                .map(|t| t.task_guid),
+        );
+        Ok(users)
+    }
+
+    /// Asks the volume's cell to remove it; refused while anything mounts it. A volume
+    /// its cell never made goes at once.
+    pub async fn remove_volume(&self, name: &str) -> Result<()> {
+        let users = self.volume_users(name).await?;
+        if !users.is_empty() {
+            return Err(DbError::Conflict {
+                name: "VolumeInUse",
+                message: format!(
+                    "volume {name} is mounted by {}: remove those apps or tasks first",
+                    users.join(", ")
+                ),
+            });
+        }
+        self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
+            let mut v = cur.ok_or_else(|| DbError::volume_not_found(name))?;
+            Ok(match v.state() {
+                VolumeState::Failed => (Write::Delete, ()),
+                VolumeState::Removing => (Write::Nothing, ()),
+                _ => {
+                    v.state = VolumeState::Removing as i32;
+                    v.updated_at = now_nanos();
+                    (Write::Put(v), ())
+                }
+            })
+        })
+        .await
+    }
+
+    /// A cell reports its volume READY (with its use) or FAILED. Reports from another
+    /// cell, or about a volume being removed, change nothing.
+    pub async fn set_volume_state(
+        &self,
+        name: &str,
+        cell_id: &str,
+        state: VolumeState,
+        used_bytes: u64,
+        reason: &str,
+    ) -> Result<()> {
+        self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
+            let mut v = cur.ok_or_else(|| DbError::volume_not_found(name))?;
+            if v.cell_id != cell_id || v.state() == VolumeState::Removing {
+                return Ok((Write::Nothing, ()));
+            }
+            let before = v.clone();
+            v.state = state as i32;
+            v.used_bytes = used_bytes;
+            v.reason = reason.to_string();
+            if v == before {
+                return Ok((Write::Nothing, ()));
+            }
+            v.updated_at = now_nanos();
+            Ok((Write::Put(v), ()))
+        })
+        .await
+    }
+
+    /// A cell removed a REMOVING volume: its record goes.
+    pub async fn volume_removed(&self, name: &str, cell_id: &str) -> Result<()> {
+        self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
+            Ok(match cur {
+                Some(v) if v.cell_id == cell_id && v.state() == VolumeState::Removing => {
+                    (Write::Delete, ())
+                }
+                _ => (Write::Nothing, ()),
+            })
+        })
+        .await
+    }
+
+    // ------------------------------------------------------------ backups
+
+    /// Records backup `b` and creates the task that makes it, both or neither. A
+    /// backup with the same id (a schedule's slot already filled) is AlreadyExists.
+    pub async fn create_backup(&self, b: &Backup, def: TaskDefinition) -> Result<Task> {
+        validation::validate_task(&b.task_guid, lattice_specs::backup::DOMAIN, &def)?;
+        let (v, vrev) = self
+            .get::<Volume>(&format!("{VOLUME}{}", b.volume))
+            .await?
+            .ok_or_else(|| DbError::volume_not_found(&b.volume))?;
+        if v.state() != VolumeState::Ready {
+            return Err(DbError::Conflict {
+                name: "VolumeNotReady",
+                message: format!(
+                    "volume {} is {}: only a READY volume can be backed up",
+                    b.volume,
+                    lattice_specs::volume::state_name(v.state())
+                ),
+            });
+        }
+        let task = task_sm::new_task(
+            b.task_guid.clone(),
+            lattice_specs::backup::DOMAIN.into(),
+            def,
+            now_nanos(),
+        );
+        let (bk, tk) = (format!("{BACKUP}{}", b.id), task_key(&b.task_guid));
+        let r = self
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(&bk))
+                    .when(Compare::absent(&tk))
+                    // The volume still is as we saw it (not being removed meanwhile).
+                    .when(Compare::ModRevision(format!("{VOLUME}{}", b.volume), vrev))
+                    .then(Op::put(&bk, b.encode_to_vec()))
+                    .then(Op::put(&tk, task.encode_to_vec())),
+            )
+            .await?;
+        if !r.succeeded {
+            if self.store.get(&bk).await?.is_some() {
+                return Err(DbError::AlreadyExists {
+                    name: "BackupAlreadyExists",
+                    message: format!("backup {} already exists", b.id),
+                });
+            }
+            return Err(DbError::Contended(bk));
+        }
+        Ok(task)
+    }
+
+    pub async fn backups(&self) -> Result<Vec<Backup>> {
+        self.list(BACKUP).await
+    }
+
+    pub async fn backup(&self, id: &str) -> Result<Backup> {
+        self.get(&format!("{BACKUP}{id}"))
+            .await?
+            .map(|(b, _)| b)
+            .ok_or_else(|| DbError::backup_not_found(id))
+    }
+
+    /// Read-modify-write a backup record (`f` returns whether it changed it).
+    pub async fn modify_backup(
+        &self,
+        id: &str,
+        mut f: impl FnMut(&mut Backup) -> bool,
+    ) -> Result<Backup> {
+        self.modify(&format!("{BACKUP}{id}"), |cur: Option<Backup>| {
+            let mut b = cur.ok_or_else(|| DbError::backup_not_found(id))?;
+            let changed = f(&mut b);
+            Ok((
+                if changed {
+                    Write::Put(b.clone())
+                } else {
+                    Write::Nothing
+                },
+                b,
+            ))
+        })
+        .await
+    }
+
+    /// Records an imported backup (its archive already in the blob store).
+    pub async fn import_backup(&self, b: &Backup) -> Result<()> {
+        if self
+            .create(&format!("{BACKUP}{}", b.id), b.encode_to_vec(), 0)
+            .await?
+            .is_none()
+        {
+            return Err(DbError::AlreadyExists {
+                name: "BackupAlreadyExists",
+                message: format!("backup {} already exists", b.id),
+            });
+        }
+        Ok(())
+    }
+
+    /// Forgets a backup that is not running (its archive is the caller's to delete).
+    pub async fn delete_backup(&self, id: &str) -> Result<Backup> {
+        self.modify(&format!("{BACKUP}{id}"), |cur: Option<Backup>| {
+            let b = cur.ok_or_else(|| DbError::backup_not_found(id))?;
+            if b.state() == BackupState::Running {
+                return Err(DbError::Conflict {
+                    name: "BackupRunning",
+                    message: format!(
+                        "backup {id} is still running (task {}): cancel it with `ltc cancel-task {}`",
+                        b.task_guid, b.task_guid
+                    ),
+                });
+            }
+            Ok((Write::Delete, b))
+        })
+        .await
     }
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_specs::events::{event::Event as Kind, *};
-use lattice_specs::models::{ActualLrp, CellPresence, DesiredLrp, Task};
+use lattice_specs::models::{ActualLrp, CellPresence, DesiredLrp, Task, Volume};
 use prost::Message;
 use tokio::sync::broadcast;
 
-use crate::db::{ACTUAL, CELL, DESIRED, EVACUATING, ROOT, SUSPECT, TASK};
+use crate::db::{ACTUAL, CELL, DESIRED, EVACUATING, ROOT, SUSPECT, TASK, VOLUME};
 use crate::store::{Change, Store};
 
 /// Events buffered per subscriber before it is considered too slow and cut off.
@@ -94,6 +94,16 @@ pub fn translate(c: &Change) -> Vec<Event> {
             }))],
             _ => vec![],
         }
+    } else if k.starts_with(VOLUME) {
+        let before = decode::<Volume>(&c.prev_value);
+        let after = decode::<Volume>(&c.value);
+        if before.is_none() && after.is_none() {
+            return vec![];
+        }
+        vec![ev(Kind::VolumeChanged(VolumeChangedEvent {
+            before,
+            after,
+        }))]
     } else {
         vec![]
     }
@@ -188,6 +198,7 @@ pub fn event_name(e: &Event) -> &'static str {
         Some(Kind::TaskRemoved(_)) => "task_removed",
         Some(Kind::CellAppeared(_)) => "cell_appeared",
         Some(Kind::CellDisappeared(_)) => "cell_disappeared",
+        Some(Kind::VolumeChanged(_)) => "volume_changed",
         None => "unknown",
     }
 }

@@ -28,7 +28,9 @@ pub fn status_of(e: &DbError) -> Status {
             tonic::Code::NotFound
         }
         DbError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
-        DbError::Refused(_) | DbError::Fenced { .. } => tonic::Code::FailedPrecondition,
+        DbError::Refused(_) | DbError::Fenced { .. } | DbError::Conflict { .. } => {
+            tonic::Code::FailedPrecondition
+        }
         DbError::Store(StoreError::Unavailable(_)) => tonic::Code::Unavailable,
         DbError::Contended(_) => tonic::Code::Aborted,
         _ => tonic::Code::Internal,
@@ -584,6 +586,52 @@ impl Bbs for BbsGrpc {
             Ok(CellsResponse {
                 cells: self.db.cells().await?,
             })
+        })
+        .await
+    }
+
+    async fn volumes(
+        &self,
+        r: Request<VolumesRequest>,
+    ) -> Result<Response<VolumesResponse>, Status> {
+        call("Volumes", async {
+            let cell = r.into_inner().cell_id;
+            let volumes = self.db.volumes().await?;
+            Ok(VolumesResponse {
+                volumes: volumes
+                    .into_iter()
+                    .filter(|v| cell.is_empty() || v.cell_id == cell)
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn set_volume_state(
+        &self,
+        r: Request<VolumeStateRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        call("SetVolumeState", async {
+            let db = self.db_for(&r)?;
+            let r = r.into_inner();
+            let state = r.state();
+            db.set_volume_state(&r.name, &r.cell_id, state, r.used_bytes, &r.reason)
+                .await
+                .map(|_| Empty {})
+        })
+        .await
+    }
+
+    async fn volume_removed(
+        &self,
+        r: Request<VolumeRemovedRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        call("VolumeRemoved", async {
+            let db = self.db_for(&r)?;
+            let r = r.into_inner();
+            db.volume_removed(&r.name, &r.cell_id)
+                .await
+                .map(|_| Empty {})
         })
         .await
     }

@@ -31,6 +31,20 @@ pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["api", "call", "error"],
     )
 });
+pub static BACKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_backups_total",
+        "Backups finished, by outcome (COMPLETED/FAILED).",
+        &["state"],
+    )
+});
+pub static BACKUP_ALERTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_backup_alerts_total",
+        "Backups that failed or earned a warning (far smaller or faster than the previous one), by volume and kind.",
+        &["volume", "kind"],
+    )
+});
 pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_store_errors_total",

@@ -89,6 +89,9 @@ pub struct BbsConfig {
     pub logs: lattice_specs::logs::LogBuffer,
     /// Where the blob store keeps backup archives (none: no blob store).
     pub blob_dir: Option<std::path::PathBuf>,
+    /// The public API's URL as cells reach it (default: from `api_listen`, loopback
+    /// for an unspecified address).
+    pub advertise_url: Option<String>,
 }
 
 impl BbsConfig {
@@ -103,6 +106,7 @@ impl BbsConfig {
             store_timeout,
             logs: Default::default(),
             blob_dir: None,
+            advertise_url: None,
         }
     }
 }
@@ -169,7 +173,14 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         }
     });
 
-    let app = api::router(ApiState {
+    let public_url = cfg.advertise_url.clone().unwrap_or_else(|| {
+        let mut a = api_addr;
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{a}")
+    });
+    let state = ApiState {
         db: db.clone(),
         hub: hub.clone(),
         basic_auth: cfg.basic_auth.clone(),
@@ -185,7 +196,10 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
             .connect_timeout(Duration::from_secs(2))
             .build()
             .context("building the HTTP client for the cells")?,
-    });
+        public_url,
+    };
+    let settler = crate::backups::spawn_settler(state.clone());
+    let app = api::router(state);
     let api_stop = wait(stopped);
     let http = tokio::spawn(async move {
         if let Err(e) = axum::serve(api_listener, app)
@@ -204,7 +218,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         logs,
         hub,
         stop,
-        tasks: vec![grpc, http],
+        tasks: vec![grpc, http, settler],
     })
 }
 

@@ -59,6 +59,9 @@ pub struct Constraints {
     pub rootfs: String,
     pub placement_tags: Vec<String>,
     pub volume_drivers: Vec<String>,
+    /// The cell holding the work's volumes, and the volumes (for messages). An empty
+    /// cell id: the volumes live on different cells, the message says which.
+    pub volume_cell: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +213,22 @@ fn compatible(cells: &[CellView], c: &Constraints) -> Result<Vec<bool>, String> 
             "found no compatible cell with volume driver {}",
             quote_list(&named)
         ));
+    }
+    if let Some((cell_id, volumes)) = &c.volume_cell {
+        if cell_id.is_empty() {
+            return Err(volumes.clone());
+        }
+        let on: Vec<bool> = cells
+            .iter()
+            .zip(&all)
+            .map(|(cell, ok)| *ok && &cell.cell_id == cell_id)
+            .collect();
+        if !on.iter().any(|x| *x) {
+            return Err(format!(
+                "{volumes} lives on cell {cell_id}, which cannot take this work now (it is gone, evacuating, or lacks the rootfs or placement tags)"
+            ));
+        }
+        return Ok(on);
     }
     Ok(all)
 }
@@ -391,8 +410,13 @@ pub fn place(cells: &[CellView], work: &[WorkItem], cfg: &AuctionConfig) -> Outc
                     })
                     .collect();
             }
-            out.failed
-                .push((i, format!("insufficient resources: {}", short.join(", "))));
+            let mut why = format!("insufficient resources: {}", short.join(", "));
+            if let Some((cell_id, volumes)) = &w.constraints.volume_cell {
+                why.push_str(&format!(
+                    " on cell {cell_id}, which holds {volumes} (a volume stays on its cell: free room there, or restore a backup into a volume on another cell)"
+                ));
+            }
+            out.failed.push((i, why));
             continue;
         };
         avail[c].memory_mb -= w.memory_mb;
@@ -442,6 +466,7 @@ mod tests {
             rootfs: rootfs.into(),
             placement_tags: tags.iter().map(|t| t.to_string()).collect(),
             volume_drivers: vec![],
+            volume_cell: None,
         })
     }
 
@@ -623,6 +648,7 @@ mod tests {
                 rootfs: rootfs.into(),
                 placement_tags: vec![],
                 volume_drivers: drivers.iter().map(|d| d.to_string()).collect(),
+                volume_cell: None,
             }),
             ..task("t", 10)
         };
@@ -702,6 +728,57 @@ mod tests {
         assert!(
             o.placed.iter().all(|(_, c)| *c == 0),
             "all on the first cell: {o:?}"
+        );
+    }
+
+    #[test]
+    fn work_with_a_volume_goes_to_the_volumes_cell_or_says_why_not() {
+        let mut cells = vec![
+            cell("a", "z1", 1000),
+            cell("b", "z1", 1000),
+            cell("c", "z2", 1000),
+        ];
+        for c in &mut cells {
+            c.volume_drivers = vec!["local".into()];
+        }
+        let on = |cell: &str, mem: i32| WorkItem {
+            constraints: Arc::new(Constraints {
+                rootfs: "preloaded:busybox".into(),
+                volume_drivers: vec!["local".into()],
+                volume_cell: Some((cell.into(), "volume pg".into())),
+                ..Default::default()
+            }),
+            ..task("t", mem)
+        };
+        let cfg = AuctionConfig::default();
+        for _ in 0..5 {
+            let o = place(&cells, &[on("b", 10)], &cfg);
+            assert_eq!(o.placed[0].1, 1, "always cell b");
+        }
+        let o = place(&cells, &[on("gone", 10)], &cfg);
+        let why = o.reason_of(0).unwrap();
+        assert!(why.contains("volume pg lives on cell gone"), "{why}");
+        let o = place(&cells, &[on("b", 5000)], &cfg);
+        let why = o.reason_of(0).unwrap();
+        assert!(
+            why.starts_with("insufficient resources: memory on cell b, which holds volume pg"),
+            "{why}"
+        );
+        let split = WorkItem {
+            constraints: Arc::new(Constraints {
+                rootfs: "preloaded:busybox".into(),
+                volume_drivers: vec!["local".into()],
+                volume_cell: Some((
+                    String::new(),
+                    "volumes x and y live on different cells".into(),
+                )),
+                ..Default::default()
+            }),
+            ..task("t", 10)
+        };
+        assert_eq!(
+            place(&cells, &[split], &cfg).reason_of(0),
+            Some("volumes x and y live on different cells")
         );
     }
 }

@@ -100,12 +100,57 @@ pub struct Auctioneer {
     cfg: AuctioneerConfig,
 }
 
-fn constraints_of(d: &DesiredLrp) -> Constraints {
+fn constraints_of(d: &DesiredLrp, volumes: &HashMap<String, String>) -> Constraints {
     Constraints {
         rootfs: d.rootfs.clone(),
         placement_tags: d.placement_tags.clone(),
         volume_drivers: drivers(&d.volume_mounts),
+        volume_cell: volume_cell(&d.volume_mounts, volumes),
     }
+}
+
+/// The cell work must run on because its volumes live there (`volumes`: name → cell).
+fn volume_cell(
+    mounts: &[lattice_specs::models::VolumeMount],
+    volumes: &HashMap<String, String>,
+) -> Option<(String, String)> {
+    let mut names: Vec<&str> = mounts.iter().map(|m| m.volume.as_str()).collect();
+    names.sort();
+    names.dedup();
+    let first = names.first()?;
+    let cell = |n: &str| volumes.get(n).cloned().unwrap_or_default();
+    let list = |names: &[&str]| {
+        if names.len() == 1 {
+            format!("volume {}", names[0])
+        } else {
+            format!("volumes {}", names.join(", "))
+        }
+    };
+    if names.iter().any(|n| !volumes.contains_key(*n)) {
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !volumes.contains_key(*n))
+            .collect();
+        return Some((
+            String::new(),
+            format!("{} does not exist: `ltc volume create` it", list(&missing)),
+        ));
+    }
+    if names.iter().any(|n| cell(n) != cell(first)) {
+        let each: Vec<String> = names
+            .iter()
+            .map(|n| format!("{n} on {}", cell(n)))
+            .collect();
+        return Some((
+            String::new(),
+            format!(
+                "the volumes live on different cells ({}); one container can only mount volumes of one cell",
+                each.join(", ")
+            ),
+        ));
+    }
+    Some((cell(first), list(&names)))
 }
 
 fn drivers(mounts: &[lattice_specs::models::VolumeMount]) -> Vec<String> {
@@ -303,6 +348,29 @@ impl Auctioneer {
             out
         };
 
+        // Where the volumes of the work live, when some work mounts volumes.
+        let mounts_volumes = desired.values().any(|d| !d.volume_mounts.is_empty())
+            || tasks.iter().any(|t| {
+                t.definition
+                    .as_ref()
+                    .is_some_and(|d| !d.volume_mounts.is_empty())
+            });
+        let volumes: HashMap<String, String> = if mounts_volumes {
+            client
+                .volumes(
+                    self.bbs
+                        .req(lattice_specs::bbs_api::VolumesRequest::default()),
+                )
+                .await
+                .map_err(bbs_err)?
+                .into_inner()
+                .volumes
+                .into_iter()
+                .map(|v| (v.name, v.cell_id))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let mut interned: HashMap<Constraints, Arc<Constraints>> = HashMap::new();
         let mut intern = |c: Constraints| {
             interned
@@ -333,7 +401,7 @@ impl Auctioneer {
                 },
                 memory_mb: d.memory_mb,
                 disk_mb: d.disk_mb,
-                constraints: intern(constraints_of(d)),
+                constraints: intern(constraints_of(d, &volumes)),
                 avoid: vec![],
             });
             lrp_of.push(Some((d.clone(), k.index)));
@@ -354,6 +422,7 @@ impl Auctioneer {
                     rootfs: def.rootfs.clone(),
                     placement_tags: def.placement_tags.clone(),
                     volume_drivers: drivers(&def.volume_mounts),
+                    volume_cell: volume_cell(&def.volume_mounts, &volumes),
                 }),
                 avoid: vec![],
             });

@@ -134,12 +134,21 @@ pub fn cpu_shares(weight: u32) -> u64 {
     (w * 1024 / 100).max(2)
 }
 
+/// A host directory bind-mounted into the container (a volume or a snapshot).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bind {
+    pub container_path: String,
+    pub host_path: std::path::PathBuf,
+    pub read_only: bool,
+}
+
 /// The runtime spec of one container.
 ///
 /// - `rootfs`: the container's root directory on the host (an overlay mount);
 /// - `pause`: the host path of the pause binary, bind-mounted read-only at [`PAUSE_PATH`];
 /// - `netns`: the network namespace to join (`None` shares the cell's: `--net host`);
-/// - `cgroup`: the cgroup path, e.g. `/lattice/HANDLE`.
+/// - `cgroup`: the cgroup path, e.g. `/lattice/HANDLE`;
+/// - `binds`: volumes to bind-mount.
 pub fn spec(
     hostname: &str,
     rootfs: &Path,
@@ -147,6 +156,7 @@ pub fn spec(
     netns: Option<&Path>,
     cgroup: &str,
     limits: &Limits,
+    binds: &[Bind],
 ) -> anyhow::Result<Spec> {
     let mut spec = Spec::default();
     spec.set_hostname(Some(hostname.to_string()));
@@ -208,6 +218,24 @@ pub fn spec(
                 .source("/etc/resolv.conf")
                 .typ("bind")
                 .options(vec!["bind".to_string(), "ro".to_string()])
+                .build()?,
+        );
+    }
+    for b in binds {
+        let mut options = vec![
+            "rbind".to_string(),
+            "nosuid".to_string(),
+            "nodev".to_string(),
+        ];
+        if b.read_only {
+            options.push("ro".to_string());
+        }
+        mounts.push(
+            MountBuilder::default()
+                .destination(&b.container_path)
+                .source(&b.host_path)
+                .typ("bind")
+                .options(options)
                 .build()?,
         );
     }
@@ -365,6 +393,18 @@ mod tests {
             netns,
             "/lattice/h",
             &limits(privileged),
+            &[
+                Bind {
+                    container_path: "/data".into(),
+                    host_path: "/v/data".into(),
+                    read_only: false,
+                },
+                Bind {
+                    container_path: "/snap".into(),
+                    host_path: "/v/snap".into(),
+                    read_only: true,
+                },
+            ],
         )
         .unwrap()
     }
@@ -444,5 +484,23 @@ mod tests {
             .find(|m| m.destination() == Path::new(PAUSE_PATH))
             .unwrap();
         assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
+    }
+
+    #[test]
+    fn volumes_are_bound_read_only_when_asked() {
+        let s = make(false, None);
+        let find = |dest: &str| {
+            s.mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.destination() == Path::new(dest))
+                .unwrap()
+                .clone()
+        };
+        let (data, snap) = (find("/data"), find("/snap"));
+        assert_eq!(data.source().as_deref(), Some(Path::new("/v/data")));
+        assert!(!data.options().as_ref().unwrap().contains(&"ro".to_string()));
+        assert!(snap.options().as_ref().unwrap().contains(&"ro".to_string()));
     }
 }

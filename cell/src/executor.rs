@@ -38,6 +38,8 @@ pub struct ExecutorConfig {
     pub network: NetworkConfig,
     /// From SIGTERM to SIGKILL when stopping a container.
     pub grace: Duration,
+    /// The `local` volume driver's pool size (in DATA/volumes); none: no volumes.
+    pub volume_pool_size: Option<u64>,
 }
 
 /// What to run: enough for the executor, nothing about the BBS.
@@ -58,6 +60,9 @@ pub struct ContainerRequest {
     pub action: models::Action,
     /// Log source of lines from actions that name none (`APP/0`, `TASK`…).
     pub log_source: String,
+    /// Volumes of the cell's `local` driver to mount.
+    #[serde(default)]
+    pub volume_mounts: Vec<models::VolumeMount>,
     /// The rep's own notes (process guid, index, task guid, log guid…), kept with the
     /// container so a restarted rep knows what it is.
     pub tags: BTreeMap<String, String>,
@@ -92,6 +97,7 @@ pub struct Executor {
     cfg: ExecutorConfig,
     network: Network,
     images: crate::image::ImageStore,
+    volumes: Option<Arc<crate::volume::VolumeDriver>>,
     containers: Mutex<HashMap<String, ContainerInfo>>,
 }
 
@@ -116,10 +122,18 @@ impl Executor {
             cfg.data_dir.join("images"),
             cfg.providers.insecure_registries.clone(),
         );
+        let volumes = match cfg.volume_pool_size {
+            Some(size) => Some(Arc::new(crate::volume::VolumeDriver::new(
+                &cfg.data_dir.join("volumes"),
+                size,
+            )?)),
+            None => None,
+        };
         Ok(Arc::new(Executor {
             cfg,
             network,
             images,
+            volumes,
             containers: Mutex::new(HashMap::new()),
         }))
     }
@@ -130,6 +144,71 @@ impl Executor {
 
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// The `local` volume driver, when the cell has a volume pool.
+    pub fn volumes(&self) -> Option<&Arc<crate::volume::VolumeDriver>> {
+        self.volumes.as_ref()
+    }
+
+    /// Where snapshot `volume` of a container is mounted on the host.
+    fn snapshot_dir(&self, handle: &str, volume: &str) -> PathBuf {
+        self.dir(handle).join("snapshots").join(volume)
+    }
+
+    /// The container's volume mounts as host directories: volumes as they are,
+    /// snapshots taken and mounted read-only now.
+    fn volume_binds(&self, req: &ContainerRequest) -> anyhow::Result<Vec<bundle::Bind>> {
+        if req.volume_mounts.is_empty() {
+            return Ok(vec![]);
+        }
+        let driver = self
+            .volumes
+            .as_ref()
+            .context("this cell has no volume pool (start it with --volume-pool-size)")?;
+        let volumes = driver.volumes()?;
+        let mut binds = vec![];
+        for m in &req.volume_mounts {
+            let host = if m.snapshot {
+                let at = self.snapshot_dir(&req.handle, &m.volume);
+                let snap = snapshot_name(&req.handle);
+                volumes.snapshot(&m.volume, &snap)?;
+                if let Err(e) = volumes.mount_snapshot(&m.volume, &snap, &at) {
+                    let _ = volumes.release_snapshot(&m.volume, &snap);
+                    return Err(e);
+                }
+                at
+            } else {
+                volumes.info(&m.volume)?.path
+            };
+            binds.push(bundle::Bind {
+                container_path: m.container_path.clone(),
+                host_path: host,
+                read_only: m.read_only || m.snapshot,
+            });
+        }
+        Ok(binds)
+    }
+
+    /// Unmounts and drops the container's snapshots.
+    fn release_snapshots(&self, req: &ContainerRequest) {
+        let Some(volumes) = self.volumes.as_ref().and_then(|d| d.opened()) else {
+            return;
+        };
+        for m in req.volume_mounts.iter().filter(|m| m.snapshot) {
+            let at = self.snapshot_dir(&req.handle, &m.volume);
+            if let Err(e) = rootfs::unmount(&at) {
+                tracing::warn!(handle = %req.handle, "{e:#}");
+            }
+            let _ = volumes.release_snapshot(&m.volume, &snapshot_name(&req.handle));
+        }
+    }
+
+    /// Whether a container of this cell mounts volume `name`.
+    pub fn uses_volume(&self, name: &str) -> bool {
+        self.list()
+            .iter()
+            .any(|c| c.request.volume_mounts.iter().any(|m| m.volume == name))
     }
 
     /// The Unix datagram socket containers' output lines are sent to.
@@ -295,6 +374,7 @@ impl Executor {
             );
         }
 
+        let binds = self.volume_binds(&req)?;
         let cgroup = cgroup_path(&req.handle);
         let spec = bundle::spec(
             &hostname(&req.handle),
@@ -308,6 +388,7 @@ impl Executor {
                 max_pids: req.max_pids,
                 privileged: req.privileged,
             },
+            &binds,
         )?;
         let bundle_dir = dir.join("bundle");
         std::fs::create_dir_all(&bundle_dir)?;
@@ -324,6 +405,7 @@ impl Executor {
             log_socket: self.log_socket(),
             grace_ms: self.cfg.grace.as_millis() as u64,
             cgroup,
+            binds,
         };
         std::fs::write(dir.join("shim.json"), serde_json::to_vec(&shim_cfg)?)?;
 
@@ -452,6 +534,7 @@ impl Executor {
         if let Some(att) = &info.network {
             self.network.detach(att);
         }
+        self.release_snapshots(&info.request);
         let merged = self.rootfs_dir(handle);
         if let Err(e) = rootfs::unmount(&merged) {
             tracing::warn!(handle, "{e:#}");
@@ -550,6 +633,23 @@ fn dir_size(p: &Path) -> u64 {
 }
 
 /// A container's hostname: its handle, cut to the kernel's 63 characters.
+/// A container's snapshot name: its handle as a volume-safe name.
+fn snapshot_name(handle: &str) -> String {
+    let mut n: String = handle
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    n.truncate(60);
+    format!("c-{}", n.trim_start_matches('-'))
+}
+
 pub fn hostname(handle: &str) -> String {
     handle.chars().take(63).collect()
 }

@@ -214,7 +214,11 @@ impl Rep {
             .collect(),
             placement_tags: self.cfg.placement_tags.clone(),
             optional_placement_tags: self.cfg.optional_placement_tags.clone(),
-            volume_drivers: vec![],
+            volume_drivers: if self.exec.volumes().is_some() {
+                vec!["local".into()]
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -466,6 +470,7 @@ impl Rep {
             env,
             action,
             log_source: format!("{source}/{index}"),
+            volume_mounts: d.volume_mounts.clone(),
             tags: [
                 ("kind".to_string(), "lrp".to_string()),
                 ("process_guid".to_string(), d.process_guid.clone()),
@@ -770,6 +775,7 @@ impl Rep {
             env,
             action: def.action.clone().unwrap_or_default(),
             log_source: source.to_string(),
+            volume_mounts: def.volume_mounts.clone(),
             tags: [
                 ("kind".to_string(), "task".to_string()),
                 ("task_guid".to_string(), t.task_guid.clone()),
@@ -1021,6 +1027,9 @@ impl Rep {
             if let Err(e) = self.sync().await {
                 tracing::warn!("bulk sync failed: {}", e.message());
             }
+            if let Err(e) = self.sync_volumes().await {
+                tracing::warn!("volume sync failed: {}", e.message());
+            }
         }
     }
 
@@ -1135,6 +1144,11 @@ impl Rep {
                             .before
                             .as_ref()
                             .is_some_and(|t| self.slots.lock().unwrap().contains_key(&t.task_guid)),
+                        Some(E::VolumeChanged(v)) => v
+                            .after
+                            .as_ref()
+                            .or(v.before.as_ref())
+                            .is_some_and(|v| v.cell_id == self.cfg.cell_id),
                         Some(E::TaskRemoved(r)) => r
                             .task
                             .as_ref()
@@ -1227,6 +1241,102 @@ impl Rep {
         while !self.slots.lock().unwrap().is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        if let Some(v) = self.exec.volumes() {
+            let v = v.clone();
+            let _ = tokio::task::spawn_blocking(move || v.close()).await;
+        }
+    }
+
+    // ---- volumes -------------------------------------------------------------------
+
+    /// Makes this cell's volumes what the BBS says: PENDING ones are created, REMOVING
+    /// ones removed once no container mounts them, READY ones checked and their use
+    /// reported. Volumes here that the BBS does not know are left alone (never deleted
+    /// on a guess).
+    pub async fn sync_volumes(&self) -> Result<(), tonic::Status> {
+        use models::volume::State as V;
+        let Some(driver) = self.exec.volumes().cloned() else {
+            return Ok(());
+        };
+        let mut bbs = self.bbs();
+        let records = bbs
+            .volumes(api::VolumesRequest {
+                cell_id: self.cfg.cell_id.clone(),
+            })
+            .await?
+            .into_inner()
+            .volumes;
+        for v in records {
+            let name = v.name.clone();
+            let report = |state: V, used: u64, reason: String| api::VolumeStateRequest {
+                name: name.clone(),
+                cell_id: self.cfg.cell_id.clone(),
+                state: state as i32,
+                used_bytes: used,
+                reason,
+            };
+            match v.state() {
+                V::Pending | V::Ready => {
+                    let (d, n, size, pending) = (
+                        driver.clone(),
+                        name.clone(),
+                        v.size_bytes,
+                        v.state() == V::Pending,
+                    );
+                    let made = tokio::task::spawn_blocking(move || {
+                        let vols = d.volumes()?;
+                        match vols.info(&n) {
+                            Ok(info) => Ok(info),
+                            Err(_) if pending => vols.create(&n, size),
+                            Err(_) => anyhow::bail!("the volume is missing on its cell"),
+                        }
+                    })
+                    .await
+                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                    let req = match made {
+                        Ok(info) => {
+                            if pending {
+                                tracing::info!(volume = %name, size = v.size_bytes, "volume created");
+                            }
+                            report(V::Ready, info.used_bytes, String::new())
+                        }
+                        Err(e) => {
+                            tracing::warn!(volume = %name, "volume failed: {e:#}");
+                            report(V::Failed, 0, format!("{e:#}"))
+                        }
+                    };
+                    bbs.set_volume_state(req).await?;
+                }
+                V::Removing => {
+                    if self.exec.uses_volume(&name) {
+                        continue;
+                    }
+                    let (d, n) = (driver.clone(), name.clone());
+                    let removed = tokio::task::spawn_blocking(move || {
+                        let vols = d.volumes()?;
+                        match vols.info(&n) {
+                            Ok(_) => vols.remove(&n),
+                            Err(_) => Ok(()),
+                        }
+                    })
+                    .await
+                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                    match removed {
+                        Ok(()) => {
+                            bbs.volume_removed(api::VolumeRemovedRequest {
+                                name: name.clone(),
+                                cell_id: self.cfg.cell_id.clone(),
+                            })
+                            .await?;
+                            tracing::info!(volume = %name, "volume removed");
+                        }
+                        Err(e) => tracing::warn!(volume = %name, "removing volume: {e:#}"),
+                    }
+                }
+                V::Failed | V::Invalid => {}
+            }
+        }
+        Ok(())
     }
 }
 

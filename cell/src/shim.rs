@@ -55,6 +55,39 @@ pub struct ShimConfig {
     pub grace_ms: u64,
     /// The container's memory cgroup path, relative to the hierarchy (OOM detection).
     pub cgroup: String,
+    /// Volumes bound into the container: downloads and uploads under their paths go
+    /// to the volume, not to the root filesystem below it.
+    #[serde(default)]
+    pub binds: Vec<crate::bundle::Bind>,
+}
+
+impl ShimConfig {
+    /// Where the container's `path` is on the host (inside a bound volume when it is
+    /// under one), and whether it is read-only there.
+    pub fn host_path(&self, path: &str) -> (PathBuf, bool) {
+        let parts = |p: &str| -> Vec<String> {
+            p.split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .map(String::from)
+                .collect()
+        };
+        let want = parts(path);
+        let best = self
+            .binds
+            .iter()
+            .filter(|b| {
+                let bp = parts(&b.container_path);
+                !want.contains(&"..".to_string()) && want.starts_with(&bp)
+            })
+            .max_by_key(|b| parts(&b.container_path).len());
+        match best {
+            Some(b) => {
+                let rest = want[parts(&b.container_path).len()..].join("/");
+                (resolve_in_root(&b.host_path, &rest), b.read_only)
+            }
+            None => (resolve_in_root(&self.rootfs, path), false),
+        }
+    }
 }
 
 /// A lifecycle event, one JSON line each in `DIR/events.jsonl`.
@@ -491,14 +524,21 @@ fn run_action<'a>(
                 }
             }
             A::Download(d) => {
-                let fut = crate::transfer::download(&ctx.cfg.rootfs, d);
+                let (dest, read_only) = ctx.cfg.host_path(&d.to);
+                if read_only {
+                    return Err(format!(
+                        "download into {}: it is on a read-only volume",
+                        d.to
+                    ));
+                }
+                let fut = crate::transfer::download(dest, d);
                 tokio::select! {
                     r = fut => r.map_err(|e| format!("download {} failed: {e:#}", d.from)),
                     _ = cancel.cancelled() => Err("cancelled".to_string()),
                 }
             }
             A::Upload(u) => {
-                let fut = crate::transfer::upload(&ctx.cfg.rootfs, u);
+                let fut = crate::transfer::upload(ctx.cfg.host_path(&u.from).0, u);
                 tokio::select! {
                     r = fut => r.map_err(|e| format!("upload {} failed: {e:#}", u.from)),
                     _ = cancel.cancelled() => Err("cancelled".to_string()),

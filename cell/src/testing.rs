@@ -104,6 +104,7 @@ impl TestExecutor {
             shim: shim_command(),
             network: test_network(),
             grace,
+            volume_pool_size: Some(8 << 30),
         };
         TestExecutor {
             exec: Executor::new(cfg).expect("executor"),
@@ -135,6 +136,7 @@ impl Drop for TestExecutor {
 /// runs on a thread of its own, so it may be called from drop inside a runtime.
 pub fn destroy_all(cfg: ExecutorConfig) {
     let bridge = cfg.network.bridge.clone();
+    let data_dir = cfg.data_dir.clone();
     let _ = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -145,10 +147,15 @@ pub fn destroy_all(cfg: ExecutorConfig) {
                 for c in exec.on_disk() {
                     exec.destroy(c.handle()).await;
                 }
+                if let Some(v) = exec.volumes() {
+                    v.close();
+                }
             }
         });
     })
     .join();
+    // Whatever is still mounted under the data dir (a killed cell's volumes and pool).
+    crate::volume::unmount_all(&data_dir);
     let _ = std::process::Command::new("ip")
         .args(["link", "del", &bridge])
         .output();
@@ -185,6 +192,7 @@ pub fn request(handle: &str, action: models::Action) -> ContainerRequest {
         env: vec![],
         action,
         log_source: "APP/0".into(),
+        volume_mounts: vec![],
         tags: Default::default(),
     }
 }

@@ -18,8 +18,7 @@ use std::process::Command;
 use anyhow::Context;
 use serde::Serialize;
 
-/// XFS's smallest filesystem.
-pub const MIN_SIZE: u64 = 300 << 20;
+pub use lattice_specs::volume::{parse_size, MIN_SIZE};
 
 /// Pool use at which [`Volumes::pool`] warns.
 pub const POOL_WARNING: f64 = 0.8;
@@ -59,40 +58,9 @@ fn run(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Volume and snapshot names: what is safe as a file name and a hostname-ish label.
+/// Volume and snapshot names: what is safe as a file name and a mount point.
 pub fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !name.is_empty()
-            && name.len() <= 63
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-            && !name.starts_with(['-', '_']),
-        "{kind} name {name:?}: use up to 63 lowercase letters, digits, '-' and '_'"
-    );
-    Ok(())
-}
-
-/// Parses sizes like `10G`, `512M`, `1T`, `4096` (bytes).
-pub fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => anyhow::bail!("size {s:?}: unknown unit {c:?}; use K, M, G or T"),
-            };
-            (&s[..i], m)
-        }
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("size {s:?} is not a number, e.g. 10G"))?;
-    n.checked_mul(mult).context("size too large")
+    lattice_specs::volume::check_name(kind, name).map_err(anyhow::Error::msg)
 }
 
 fn is_mounted(path: &Path) -> bool {
@@ -393,19 +361,72 @@ impl Volumes {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The cell's `local` volume driver: the pool is made on first use (a cell that never
+/// holds a volume pays nothing), reopened with its volumes when the cell restarts.
+pub struct VolumeDriver {
+    dir: PathBuf,
+    pool_size: u64,
+    pool: std::sync::Mutex<Option<std::sync::Arc<Volumes>>>,
+}
 
-    #[test]
-    fn sizes_and_names() {
-        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
-        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("10X").is_err());
-        assert!(parse_size("G").is_err());
-        check_name("volume", "pg-data_1").unwrap();
-        assert!(check_name("volume", "../x").is_err());
-        assert!(check_name("volume", "Big").is_err());
+impl VolumeDriver {
+    /// A driver keeping its pool in `dir`; an existing pool is opened (and its volumes
+    /// mounted) now.
+    pub fn new(dir: &Path, pool_size: u64) -> anyhow::Result<VolumeDriver> {
+        let d = VolumeDriver {
+            dir: dir.to_path_buf(),
+            pool_size,
+            pool: Default::default(),
+        };
+        if dir.join("pool.img").exists() {
+            d.volumes()?;
+        }
+        Ok(d)
+    }
+
+    /// The pool, made and mounted the first time.
+    pub fn volumes(&self) -> anyhow::Result<std::sync::Arc<Volumes>> {
+        let mut pool = self.pool.lock().unwrap();
+        if let Some(v) = &*pool {
+            return Ok(v.clone());
+        }
+        let v = std::sync::Arc::new(
+            Volumes::open(&self.dir, self.pool_size).context("opening the volume pool")?,
+        );
+        *pool = Some(v.clone());
+        Ok(v)
+    }
+
+    /// The pool if it is open.
+    pub fn opened(&self) -> Option<std::sync::Arc<Volumes>> {
+        self.pool.lock().unwrap().clone()
+    }
+
+    /// Unmounts every volume and the pool (the cell is stopping).
+    pub fn close(&self) {
+        if let Some(v) = self.pool.lock().unwrap().take() {
+            if let Err(e) = v.close() {
+                tracing::warn!("closing the volume pool: {e:#}");
+            }
+        }
+    }
+}
+
+/// Unmounts everything mounted under `dir`, deepest first (a killed cell's volumes,
+/// snapshots and pool, when a test or an operator cleans up after it).
+pub fn unmount_all(dir: &Path) {
+    let Ok(dir) = dir.canonicalize() else { return };
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(String::from)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    points.dedup();
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
 }

@@ -4,12 +4,14 @@
 //! receptor-shaped JSON types. Nothing in this crate does I/O.
 
 pub mod actual_lrp;
+pub mod backup;
 pub mod logs;
 pub mod receptor;
 pub mod restart;
 pub mod rootfs;
 pub mod task;
 pub mod validation;
+pub mod volume;
 
 /// Generated model messages (`proto/models.proto`).
 #[allow(clippy::large_enum_variant, clippy::enum_variant_names)]

@@ -464,6 +464,153 @@ impl From<CellPresence> for CellResponse {
     }
 }
 
+// ---------------------------------------------------------- volumes, backups
+
+/// `POST /v1/volumes` (an extension: the receptor had no volumes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct VolumeCreateRequest {
+    pub name: String,
+    pub size_bytes: u64,
+    /// The cell to make it on; empty: the BBS picks one with the `local` driver.
+    pub cell_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct VolumeResponse {
+    pub name: String,
+    pub cell_id: String,
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+    /// PENDING, READY, REMOVING or FAILED.
+    pub state: String,
+    pub reason: String,
+    pub created_at: i64,
+    /// Desired LRPs (process guids) and unfinished tasks (task guids) that mount it.
+    pub users: Vec<String>,
+}
+
+impl VolumeResponse {
+    pub fn new(v: crate::models::Volume, users: Vec<String>) -> VolumeResponse {
+        VolumeResponse {
+            state: crate::volume::state_name(v.state()).into(),
+            name: v.name,
+            cell_id: v.cell_id,
+            size_bytes: v.size_bytes,
+            used_bytes: v.used_bytes,
+            reason: v.reason,
+            created_at: v.created_at,
+            users,
+        }
+    }
+}
+
+/// `POST /v1/backups`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct BackupCreateRequest {
+    pub volume: String,
+}
+
+/// `POST /v1/backups/ID/restore`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct RestoreRequest {
+    /// The volume to restore into (it must exist: create it first).
+    pub volume: String,
+}
+
+/// The task a restore or verify request started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TaskStarted {
+    pub task_guid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct BackupResponse {
+    pub id: String,
+    pub volume: String,
+    pub cell_id: String,
+    pub task_guid: String,
+    /// RUNNING, COMPLETED or FAILED.
+    pub state: String,
+    pub failure_reason: String,
+    pub blob: String,
+    pub size_bytes: u64,
+    pub checksum: String,
+    pub manifest: String,
+    pub created_at: i64,
+    pub finished_at: i64,
+    pub duration_ms: u64,
+    pub warnings: Vec<String>,
+    /// "" (never verified), "ok", or "failed: why".
+    pub verified: String,
+    pub verify_task_guid: String,
+    /// The schedule slot that made it, if any.
+    pub slot: String,
+}
+
+impl From<crate::models::Backup> for BackupResponse {
+    fn from(b: crate::models::Backup) -> BackupResponse {
+        BackupResponse {
+            state: crate::backup::state_name(b.state()).into(),
+            duration_ms: if b.finished_at > 0 {
+                crate::backup::duration(&b).as_millis() as u64
+            } else {
+                0
+            },
+            id: b.id,
+            volume: b.volume,
+            cell_id: b.cell_id,
+            task_guid: b.task_guid,
+            failure_reason: b.failure_reason,
+            blob: b.blob,
+            size_bytes: b.size_bytes,
+            checksum: b.checksum,
+            manifest: b.manifest,
+            created_at: b.created_at,
+            finished_at: b.finished_at,
+            warnings: b.warnings,
+            verified: b.verified,
+            verify_task_guid: b.verify_task_guid,
+            slot: b.slot,
+        }
+    }
+}
+
+impl From<BackupResponse> for crate::models::Backup {
+    fn from(b: BackupResponse) -> crate::models::Backup {
+        let state = match b.state.as_str() {
+            "COMPLETED" => crate::models::backup::State::Completed,
+            "FAILED" => crate::models::backup::State::Failed,
+            "RUNNING" => crate::models::backup::State::Running,
+            _ => crate::models::backup::State::Invalid,
+        };
+        crate::models::Backup {
+            id: b.id,
+            volume: b.volume,
+            cell_id: b.cell_id,
+            task_guid: b.task_guid,
+            state: state as i32,
+            failure_reason: b.failure_reason,
+            blob: b.blob,
+            size_bytes: b.size_bytes,
+            checksum: b.checksum,
+            manifest: b.manifest,
+            created_at: b.created_at,
+            finished_at: b.finished_at,
+            warnings: b.warnings,
+            verified: b.verified,
+            verify_task_guid: b.verify_task_guid,
+            slot: b.slot,
+            volume_used_bytes: 0,
+        }
+    }
+}
+
 // ----------------------------------------------------------------- events
 
 /// Server-sent event payloads, keyed as the receptor's event stream.
@@ -494,6 +641,9 @@ pub enum EventPayload {
     },
     Cell {
         cell: CellResponse,
+    },
+    Volume {
+        volume: VolumeResponse,
     },
 }
 
@@ -536,6 +686,9 @@ impl EventPayload {
             K::TaskRemoved(v) => EventPayload::Task { task: t(&v.task) },
             K::CellAppeared(v) => EventPayload::Cell { cell: c(&v.cell) },
             K::CellDisappeared(v) => EventPayload::Cell { cell: c(&v.cell) },
+            K::VolumeChanged(v) => EventPayload::Volume {
+                volume: VolumeResponse::new(v.after.clone().or(v.before.clone())?, vec![]),
+            },
         })
     }
 }

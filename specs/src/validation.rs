@@ -152,15 +152,14 @@ fn check_volume_mounts(errs: &mut ValidationErrors, mounts: &[VolumeMount]) {
         let f = format!("volume_mounts[{i}]");
         if m.volume.is_empty() {
             errs.add(format!("{f}.volume"), "is required");
-        } else if !m
-            .volume
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-        {
-            errs.add(
-                format!("{f}.volume"),
-                "must contain only a-z, A-Z, 0-9, _, - and .",
-            );
+        } else if let Err(e) = crate::volume::check_name("volume", &m.volume) {
+            errs.add(format!("{f}.volume"), e);
+        }
+        if m.snapshot && !m.read_only {
+            errs.add(format!("{f}.read_only"), "a snapshot mount is read-only");
+        }
+        if !m.driver.is_empty() && m.driver != "local" {
+            errs.add(format!("{f}.driver"), "only the \"local\" driver exists");
         }
         if !m.container_path.starts_with('/') {
             errs.add(format!("{f}.container_path"), "must be an absolute path");

@@ -365,6 +365,34 @@ impl Drop for CellProcess {
     }
 }
 
+/// A chunked HTTP/1.1 body, decoded.
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = vec![];
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_line = std::str::from_utf8(&b[..eol]).ok()?;
+        let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+/// Polls `f` every 200 ms until it gives a value; panics after `within`.
+pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// `lattice up` as a user runs it, on free ports, with its own data directory and a
 /// network of its own given through a TOML config file (`[cell]` bridge, subnet and
 /// ports). Dropping it kills the process and destroys every container left.
@@ -374,6 +402,8 @@ pub struct UpProcess {
     pub api: String,
     /// 127.0.0.1:PORT
     pub router: String,
+    /// The BBS's gRPC address (more cells can join there).
+    pub grpc: String,
     pub data_dir: tempfile::TempDir,
     network: lattice_cell::network::NetworkConfig,
 }
@@ -407,6 +437,7 @@ impl UpProcess {
         .unwrap();
         let api = format!("127.0.0.1:{}", free_port());
         let router = format!("127.0.0.1:{}", free_port());
+        let grpc = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = [
             "--config",
             config.to_str().unwrap(),
@@ -418,7 +449,7 @@ impl UpProcess {
             "--router-listen",
             &router,
             "--grpc-listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &grpc,
             "--cell-listen",
             &format!("127.0.0.1:{}", free_port()),
             "--metrics-listen",
@@ -432,9 +463,22 @@ impl UpProcess {
             process: Process::start(args, "lattice up ready"),
             api: format!("http://{api}"),
             router,
+            grpc,
             data_dir,
             network,
         }
+    }
+
+    /// `ltc target` this cluster (its API, and its router as the apps' domain).
+    pub fn target(&self) {
+        let port = self.router.rsplit(':').next().unwrap();
+        let out = self.ltc_ok(&[
+            "target",
+            &self.api,
+            "--domain",
+            &format!("lattice.localhost:{port}"),
+        ]);
+        assert!(out.contains("Target set to"), "{out}");
     }
 
     /// Runs `ltc ARGS` with this cluster's ltc home (as the user's own `~/.lattice`).
@@ -461,18 +505,29 @@ impl UpProcess {
 
     /// The app's page through the router, as `curl -H 'Host: APP.lattice.localhost'`.
     pub fn get(&self, app: &str) -> Option<(u16, String)> {
+        self.get_path(app, "/")
+            .map(|(status, body)| (status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// `path` of the app through the router: status and body bytes.
+    pub fn get_path(&self, app: &str, path: &str) -> Option<(u16, Vec<u8>)> {
         let mut s = std::net::TcpStream::connect(&self.router).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         use std::io::{Read, Write};
         write!(
             s,
-            "GET / HTTP/1.1\r\nHost: {app}.lattice.localhost\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {app}.lattice.localhost\r\nConnection: close\r\n\r\n"
         )
         .ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        let status = resp.split(' ').nth(1)?.parse().ok()?;
-        let body = resp.split_once("\r\n\r\n")?.1.to_string();
+        let mut resp = vec![];
+        s.read_to_end(&mut resp).ok()?;
+        let split = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&resp[..split]).to_ascii_lowercase();
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        let mut body = resp[split + 4..].to_vec();
+        if head.contains("transfer-encoding: chunked") {
+            body = dechunk(&body)?;
+        }
         Some((status, body))
     }
 
@@ -502,5 +557,6 @@ fn destroy_cell_leftovers(
         shim: vec![lattice_bin().into_os_string(), "shim".into()],
         network: network.clone(),
         grace: Duration::from_secs(1),
+        volume_pool_size: None,
     });
 }

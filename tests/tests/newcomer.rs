@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use lattice_tests::UpProcess;
+use lattice_tests::{wait_for, UpProcess};
 
 /// The page names the instance; a line to stdout shows in `ltc logs`. The document
 /// root is unique to each test so its processes can be found (and killed) by name.
@@ -22,17 +22,6 @@ fn status(up: &UpProcess, app: &str) -> serde_json::Value {
     serde_json::from_str(&up.ltc_ok(&["status", app, "--json"])).expect("status --json")
 }
 
-fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn pids_of(pattern: &str) -> Vec<i32> {
     let out = std::process::Command::new("pgrep")
         .args(["-f", pattern])
@@ -42,17 +31,6 @@ fn pids_of(pattern: &str) -> Vec<i32> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
-}
-
-fn target(up: &UpProcess) {
-    let port = up.router.rsplit(':').next().unwrap();
-    let out = up.ltc_ok(&[
-        "target",
-        &up.api,
-        "--domain",
-        &format!("lattice.localhost:{port}"),
-    ]);
-    assert!(out.contains("Target set to"), "{out}");
 }
 
 #[test]
@@ -65,7 +43,7 @@ fn newcomer_path() {
         !out.ok && out.stderr.contains("no target set: run `ltc target"),
         "{out:#?}"
     );
-    target(&up);
+    up.target();
     assert!(up.ltc_ok(&["list"]).contains("No apps yet"));
     assert!(up.ltc_ok(&["cells"]).contains("preloaded:busybox"));
 
@@ -316,7 +294,7 @@ fn newcomer_path() {
 #[test]
 fn a_restarted_cluster_brings_its_apps_back() {
     let mut up = UpProcess::start();
-    target(&up);
+    up.target();
     let root = format!("/srv/restart-{}", std::process::id());
     up.ltc_ok(&[
         "create",
@@ -385,7 +363,7 @@ fn lattice_up_on_etcd() {
     let etcd = lattice_tests::EtcdServer::start();
     let store = format!("etcd://{}", etcd.endpoint());
     let up = UpProcess::start_with(&["--store", &store]);
-    target(&up);
+    up.target();
     let root = format!("/srv/etcd-{}", std::process::id());
     up.ltc_ok(&[
         "create",
@@ -424,7 +402,7 @@ fn an_app_from_a_registry_image() {
     // The cell of `lattice up` reads its flags from the environment too.
     std::env::set_var("LATTICE_CELL_INSECURE_REGISTRIES", &registry.addr);
     let up = UpProcess::start();
-    target(&up);
+    up.target();
     let image = format!("docker://{}/lattice/web:v1", registry.addr);
     // No command given: the image's cmd runs.
     let out = up.ltc_ok(&["create", "pulled", &image]);

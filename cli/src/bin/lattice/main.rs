@@ -79,6 +79,10 @@ struct CellArgs {
     /// Containers, their state and the preloaded images live here.
     #[arg(long, env = "LATTICE_CELL_DATA_DIR", default_value = ".lattice/cell")]
     data_dir: std::path::PathBuf,
+    /// Size of the `local` volume driver's thin pool (a sparse file in DATA/volumes,
+    /// made when the first volume is; it costs what volumes write). 0: no volumes.
+    #[arg(long, env = "LATTICE_CELL_VOLUME_POOL_SIZE", default_value = "20G")]
+    volume_pool_size: String,
     /// A preloaded rootfs, NAME=DIR (repeatable). Without any, `busybox` is built from
     /// /bin/busybox (Debian's busybox-static) into the data directory.
     #[arg(long = "preloaded")]
@@ -220,6 +224,10 @@ struct BbsArgs {
     /// Keep backup archives here and serve them at /v1/blobs (none: no blob store).
     #[arg(long, env = "LATTICE_BBS_BLOB_DIR")]
     blob_dir: Option<std::path::PathBuf>,
+    /// The public API's URL as cells reach it (backup tasks send archives there);
+    /// default: http://API_LISTEN (loopback when it listens on 0.0.0.0).
+    #[arg(long, env = "LATTICE_BBS_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// Fail a request as "store unavailable" when the store takes longer than this.
     #[arg(long, env = "LATTICE_BBS_STORE_TIMEOUT_MS", default_value_t = 2000)]
     store_timeout_ms: u64,
@@ -249,6 +257,7 @@ async fn start_bbs(a: BbsArgs, logs: LogBuffer) -> anyhow::Result<server::Runnin
         store_timeout: Duration::from_millis(a.store_timeout_ms),
         logs,
         blob_dir: a.blob_dir,
+        advertise_url: a.advertise_url,
     })
     .await
     .context("starting the BBS")
@@ -425,6 +434,12 @@ async fn start_cell(a: &CellArgs) -> anyhow::Result<StartedCell> {
             ports: parse_ports(&a.ports)?,
         },
         grace: Duration::from_secs(a.grace),
+        volume_pool_size: match lattice_specs::volume::parse_size(&a.volume_pool_size)
+            .map_err(|e| anyhow::anyhow!("--volume-pool-size: {e}"))?
+        {
+            0 => None,
+            n => Some(n),
+        },
     })?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await

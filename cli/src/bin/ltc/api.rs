@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lattice_specs::receptor::{
-    ActualLrpResponse, CellResponse, ContainerUsage, DesiredLrpCreateRequest, DesiredLrpResponse,
-    DesiredLrpUpdateRequest, TaskCreateRequest, TaskResponse,
+    ActualLrpResponse, BackupResponse, CellResponse, ContainerUsage, DesiredLrpCreateRequest,
+    DesiredLrpResponse, DesiredLrpUpdateRequest, TaskCreateRequest, TaskResponse, TaskStarted,
+    VolumeCreateRequest, VolumeResponse,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
@@ -220,6 +221,116 @@ impl Api {
             &format!("/v1/logs/{}?follow={follow}", seg(log_guid)),
         ))
         .await
+    }
+
+    // ---- volumes and backups (extensions of the receptor API) ----------------------
+
+    pub async fn volumes(&self) -> anyhow::Result<Vec<VolumeResponse>> {
+        self.get("/v1/volumes").await
+    }
+
+    /// The volume, or None when it does not exist.
+    pub async fn volume(&self, name: &str) -> anyhow::Result<Option<VolumeResponse>> {
+        match self.get(&format!("/v1/volumes/{}", seg(name))).await {
+            Err(e) if error_name(&e) == Some("VolumeNotFound") => Ok(None),
+            r => r.map(Some),
+        }
+    }
+
+    pub async fn create_volume(&self, req: &VolumeCreateRequest) -> anyhow::Result<()> {
+        self.call(
+            Method::POST,
+            "/v1/volumes",
+            Some(serde_json::to_value(req)?),
+        )
+        .await
+    }
+
+    pub async fn remove_volume(&self, name: &str) -> anyhow::Result<()> {
+        self.call(Method::DELETE, &format!("/v1/volumes/{}", seg(name)), None)
+            .await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<T> {
+        let resp = self
+            .send(
+                self.request(Method::POST, path)
+                    .json(&body)
+                    .timeout(Duration::from_secs(30)),
+            )
+            .await?;
+        resp.json()
+            .await
+            .with_context(|| format!("the API's answer to POST {path} is not what ltc expects"))
+    }
+
+    pub async fn create_backup(&self, volume: &str) -> anyhow::Result<BackupResponse> {
+        self.post("/v1/backups", serde_json::json!({ "volume": volume }))
+            .await
+    }
+
+    pub async fn backups(&self) -> anyhow::Result<Vec<BackupResponse>> {
+        self.get("/v1/backups").await
+    }
+
+    pub async fn backup(&self, id: &str) -> anyhow::Result<BackupResponse> {
+        self.get(&format!("/v1/backups/{}", seg(id))).await
+    }
+
+    pub async fn delete_backup(&self, id: &str) -> anyhow::Result<()> {
+        self.call(Method::DELETE, &format!("/v1/backups/{}", seg(id)), None)
+            .await
+    }
+
+    pub async fn restore_backup(&self, id: &str, volume: &str) -> anyhow::Result<TaskStarted> {
+        self.post(
+            &format!("/v1/backups/{}/restore", seg(id)),
+            serde_json::json!({ "volume": volume }),
+        )
+        .await
+    }
+
+    pub async fn verify_backup(&self, id: &str) -> anyhow::Result<TaskStarted> {
+        self.post(
+            &format!("/v1/backups/{}/verify", seg(id)),
+            serde_json::Value::Null,
+        )
+        .await
+    }
+
+    pub async fn import_backup(&self, b: &BackupResponse) -> anyhow::Result<()> {
+        self.call(
+            Method::POST,
+            "/v1/backups/import",
+            Some(serde_json::to_value(b)?),
+        )
+        .await
+    }
+
+    /// A blob's bytes, streamed.
+    pub async fn get_blob(&self, name: &str) -> anyhow::Result<reqwest::Response> {
+        self.send(self.request(Method::GET, &format!("/v1/blobs/{}", seg(name))))
+            .await
+    }
+
+    /// Stores a blob, checked by the store against `sha256`.
+    pub async fn put_blob(
+        &self,
+        name: &str,
+        body: reqwest::Body,
+        sha256: &str,
+    ) -> anyhow::Result<()> {
+        self.send(
+            self.request(Method::PUT, &format!("/v1/blobs/{}", seg(name)))
+                .header("X-Checksum-Sha256", sha256)
+                .body(body),
+        )
+        .await
+        .map(drop)
     }
 }
 

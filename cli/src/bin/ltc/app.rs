@@ -205,6 +205,7 @@ fn volume_mounts(volumes: &[String]) -> anyhow::Result<Vec<models::VolumeMount>>
                 volume: name.into(),
                 container_path: path.into(),
                 read_only: ro,
+                snapshot: false,
             })
         })
         .collect()

@@ -1,12 +1,14 @@
 //! `ltc`: the Lattice CLI. Targets a cluster's public API (`ltc target`), makes and
 //! manages apps (`create`, `scale`, `update`, `remove`, `list`, `status`), shows cells
 //! (`cells`, `visualize`) and logs (`logs`, `debug-logs`), and runs tasks
-//! (`submit-task`, `task`, `cancel-task`, `delete-task`, `list-tasks`).
+//! (`submit-task`, `task`, `cancel-task`, `delete-task`, `list-tasks`); volumes and
+//! their backups (`volume …`, `backup …`).
 
 mod api;
 mod app;
 mod logs;
 mod show;
+mod storage;
 mod target;
 
 use std::io::IsTerminal;
@@ -119,6 +121,12 @@ enum Cmd {
     CancelTask { guid: String },
     /// Delete a completed task.
     DeleteTask { guid: String },
+    /// Volumes: create, list, remove.
+    #[command(subcommand)]
+    Volume(storage::VolumeCmd),
+    /// Backups of volumes: create, list, restore, verify, export, import, delete.
+    #[command(subcommand)]
+    Backup(storage::BackupCmd),
     /// The tasks.
     ListTasks(Json),
     /// The versions of ltc and of the targeted API.
@@ -286,6 +294,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             api()?.delete_task(&guid).await?;
             println!("Deleted task {guid}.");
         }
+        Cmd::Volume(cmd) => storage::volume(&api()?, cmd).await?,
+        Cmd::Backup(cmd) => storage::backup(&api()?, cmd, now).await?,
         Cmd::ListTasks(j) => {
             let tasks = api()?.tasks().await?;
             if j.json {

@@ -1,0 +1,401 @@
+//! Volumes and backups in the public API (extensions: the receptor had neither), and the
+//! settler that turns finished backup and verify tasks into backup records.
+//!
+//! `/v1/volumes` (POST create → 201; GET list with users; GET/DELETE one),
+//! `/v1/backups` (POST → 201 with the backup, whose id the server chose; GET list,
+//! `?volume=` filters), `/v1/backups/ID` (GET, DELETE with its archive),
+//! `/v1/backups/ID/restore` and `/verify` (POST → 201 with the task's guid),
+//! `/v1/backups/import` (POST a backup's record once its archive is in the blob store).
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lattice_specs::backup as plan;
+use lattice_specs::models::{backup::State as BackupState, task::State as TaskState, Backup, Task};
+use lattice_specs::now_nanos;
+use lattice_specs::receptor::{
+    BackupCreateRequest, BackupResponse, RestoreRequest, TaskStarted, VolumeCreateRequest,
+    VolumeResponse,
+};
+
+use crate::api::{parse_body, ApiError, ApiResult, ApiState};
+use crate::db::{Db, DbError};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/volumes", post(create_volume).get(list_volumes))
+        .route("/v1/volumes/{name}", get(get_volume).delete(remove_volume))
+        .route("/v1/backups", post(create_backup).get(list_backups))
+        .route("/v1/backups/import", post(import_backup))
+        .route("/v1/backups/{id}", get(get_backup).delete(delete_backup))
+        .route("/v1/backups/{id}/restore", post(restore_backup))
+        .route("/v1/backups/{id}/verify", post(verify_backup))
+}
+
+fn db_err(e: DbError) -> ApiError {
+    ApiError::from_db(e, "InvalidRequest")
+}
+
+// ------------------------------------------------------------------ volumes
+
+async fn create_volume(State(s): State<ApiState>, body: Bytes) -> ApiResult<StatusCode> {
+    let r: VolumeCreateRequest = parse_body(&body)?;
+    let v =
+        s.db.create_volume(&r.name, r.size_bytes, &r.cell_id)
+            .await
+            .map_err(db_err)?;
+    tracing::info!(volume = %v.name, cell = %v.cell_id, size = v.size_bytes, "volume desired");
+    Ok(StatusCode::CREATED)
+}
+
+async fn list_volumes(State(s): State<ApiState>) -> ApiResult<Json<Vec<VolumeResponse>>> {
+    let volumes = s.db.volumes().await.map_err(db_err)?;
+    let mut out = Vec::with_capacity(volumes.len());
+    for v in volumes {
+        let users = s.db.volume_users(&v.name).await.map_err(db_err)?;
+        out.push(VolumeResponse::new(v, users));
+    }
+    Ok(Json(out))
+}
+
+async fn get_volume(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<VolumeResponse>> {
+    let v = s.db.volume(&name).await.map_err(db_err)?;
+    let users = s.db.volume_users(&name).await.map_err(db_err)?;
+    Ok(Json(VolumeResponse::new(v, users)))
+}
+
+async fn remove_volume(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.db.remove_volume(&name).await.map_err(db_err)?;
+    tracing::info!(volume = %name, "volume removal requested");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------------ backups
+
+/// A new backup's id: the volume and the time, unique to the second plus a suffix.
+fn backup_id(volume: &str) -> String {
+    let t = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
+    format!("{volume}-{t}-{suffix}")
+}
+
+/// Submits the backup of `volume` (id given by a schedule's slot, or made up).
+pub async fn start_backup(
+    db: &Db,
+    blob_url: &(dyn Fn(&str) -> String + Sync),
+    volume: &str,
+    id: Option<String>,
+    slot: &str,
+) -> Result<Backup, DbError> {
+    let v = db.volume(volume).await?;
+    let id = id.unwrap_or_else(|| backup_id(volume));
+    let b = Backup {
+        task_guid: format!("{}{id}", plan::BACKUP_TASK),
+        blob: plan::blob_name(&id),
+        id,
+        volume: volume.into(),
+        cell_id: v.cell_id.clone(),
+        state: BackupState::Running as i32,
+        created_at: now_nanos(),
+        slot: slot.into(),
+        volume_used_bytes: v.used_bytes,
+        ..Default::default()
+    };
+    let mut def = plan::backup_task(&b, &blob_url(&b.blob));
+    // A snapshot exists only on the volume's cell.
+    def.placement_tags = vec![];
+    db.create_backup(&b, def).await?;
+    tracing::info!(backup = %b.id, volume, task = %b.task_guid, "backup started");
+    Ok(b)
+}
+
+async fn create_backup(State(s): State<ApiState>, body: Bytes) -> ApiResult<Response> {
+    let r: BackupCreateRequest = parse_body(&body)?;
+    crate::api::blob_store(&s)?;
+    let b = start_backup(&s.db, &|n| s.blob_url(n), &r.volume, None, "")
+        .await
+        .map_err(db_err)?;
+    Ok((StatusCode::CREATED, Json(BackupResponse::from(b))).into_response())
+}
+
+async fn list_backups(
+    State(s): State<ApiState>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<Json<Vec<BackupResponse>>> {
+    let mut backups = s.db.backups().await.map_err(db_err)?;
+    if let Some(v) = q.get("volume") {
+        backups.retain(|b| &b.volume == v);
+    }
+    backups.sort_by_key(|b| b.created_at);
+    Ok(Json(
+        backups.into_iter().map(BackupResponse::from).collect(),
+    ))
+}
+
+async fn get_backup(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BackupResponse>> {
+    Ok(Json(s.db.backup(&id).await.map_err(db_err)?.into()))
+}
+
+async fn delete_backup(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let b = s.db.delete_backup(&id).await.map_err(db_err)?;
+    if let Some(store) = &s.blobs {
+        let _ = store.delete(&b.blob);
+    }
+    tracing::info!(backup = %id, "backup deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A completed backup, or why it cannot be read back.
+async fn completed(s: &ApiState, id: &str) -> ApiResult<Backup> {
+    crate::api::blob_store(s)?;
+    let b = s.db.backup(id).await.map_err(db_err)?;
+    if b.state() != BackupState::Completed {
+        return Err(ApiError::conflict(
+            "BackupNotCompleted",
+            format!(
+                "backup {id} is {}: only a COMPLETED backup can be restored or verified",
+                plan::state_name(b.state())
+            ),
+        ));
+    }
+    Ok(b)
+}
+
+fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+async fn restore_backup(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let r: RestoreRequest = parse_body(&body)?;
+    let b = completed(&s, &id).await?;
+    let v = s.db.volume(&r.volume).await.map_err(db_err)?;
+    if v.state() != lattice_specs::models::volume::State::Ready {
+        return Err(ApiError::conflict(
+            "VolumeNotReady",
+            format!(
+                "volume {} is {}: restore into a READY volume",
+                v.name,
+                lattice_specs::volume::state_name(v.state())
+            ),
+        ));
+    }
+    let guid = format!("{}{}-{}", plan::RESTORE_TASK, v.name, suffix());
+    let def = plan::restore_task(&guid, &b, &s.blob_url(&b.blob), &v.name);
+    s.db.desire_task(&guid, plan::DOMAIN, def)
+        .await
+        .map_err(db_err)?;
+    tracing::info!(backup = %id, volume = %v.name, task = %guid, "restore started");
+    Ok((StatusCode::CREATED, Json(TaskStarted { task_guid: guid })).into_response())
+}
+
+async fn verify_backup(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let b = completed(&s, &id).await?;
+    let guid = format!("{}{}-{}", plan::VERIFY_TASK, id, suffix());
+    let def = plan::verify_task(&guid, &b, &s.blob_url(&b.blob));
+    s.db.desire_task(&guid, plan::DOMAIN, def)
+        .await
+        .map_err(db_err)?;
+    s.db.modify_backup(&id, |b| {
+        b.verify_task_guid = guid.clone();
+        true
+    })
+    .await
+    .map_err(db_err)?;
+    tracing::info!(backup = %id, task = %guid, "verification started");
+    Ok((StatusCode::CREATED, Json(TaskStarted { task_guid: guid })).into_response())
+}
+
+/// Records a backup whose archive was put in the blob store (`ltc backup import`): the
+/// archive must be there, whole, with the record's checksum.
+async fn import_backup(State(s): State<ApiState>, body: Bytes) -> ApiResult<StatusCode> {
+    let r: BackupResponse = parse_body(&body)?;
+    let store = crate::api::blob_store(&s)?;
+    lattice_specs::volume::check_name("volume", &r.volume).map_err(ApiError::invalid_request)?;
+    crate::blobs::check_name(&r.id).map_err(ApiError::invalid_request)?;
+    if r.manifest.len() != 64 {
+        return Err(ApiError::invalid_request(
+            "the backup has no manifest: export it again with `ltc backup export`",
+        ));
+    }
+    let blob = plan::blob_name(&r.id);
+    let info = store.info(&blob).ok_or_else(|| {
+        ApiError::conflict(
+            "BlobNotFound",
+            format!("put the archive at /v1/blobs/{blob} first (ltc backup import does)"),
+        )
+    })?;
+    if info.sha256 != r.checksum {
+        return Err(ApiError::conflict(
+            "ChecksumMismatch",
+            format!(
+                "the archive's sha256 is {}, the backup says {}",
+                info.sha256, r.checksum
+            ),
+        ));
+    }
+    let b = Backup {
+        state: BackupState::Completed as i32,
+        blob,
+        size_bytes: info.size,
+        task_guid: String::new(),
+        cell_id: String::new(),
+        verified: String::new(),
+        verify_task_guid: String::new(),
+        slot: String::new(),
+        ..Backup::from(r)
+    };
+    s.db.import_backup(&b).await.map_err(db_err)?;
+    tracing::info!(backup = %b.id, "backup imported");
+    Ok(StatusCode::CREATED)
+}
+
+// ------------------------------------------------------------------ settling
+
+/// Applies a finished backup or verify task to its backup record (idempotent).
+pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
+    if t.domain != plan::DOMAIN || t.state < TaskState::Completed as i32 {
+        return Ok(());
+    }
+    if let Some(id) = t.task_guid.strip_prefix(plan::BACKUP_TASK) {
+        let Ok(b) = s.db.backup(id).await else {
+            return Ok(());
+        };
+        if b.state() != BackupState::Running {
+            return Ok(());
+        }
+        let archive = if t.failed {
+            None
+        } else {
+            s.blobs
+                .as_ref()
+                .and_then(|st| st.info(&b.blob))
+                .map(|i| (i.size, i.sha256))
+        };
+        let previous = s
+            .db
+            .backups()
+            .await?
+            .into_iter()
+            .filter(|p| p.volume == b.volume && p.id != b.id && p.state() == BackupState::Completed)
+            .max_by_key(|p| p.created_at);
+        let done =
+            s.db.modify_backup(id, |b| {
+                if b.state() != BackupState::Running {
+                    return false;
+                }
+                plan::settle(
+                    b,
+                    t.failed,
+                    &t.failure_reason,
+                    &t.result,
+                    archive.clone(),
+                    t.updated_at.max(b.created_at),
+                );
+                b.warnings = plan::warnings(b, previous.as_ref());
+                true
+            })
+            .await?;
+        if done.state() == BackupState::Failed {
+            // Whatever reached the store is not a good backup.
+            if let Some(st) = &s.blobs {
+                let _ = st.delete(&done.blob);
+            }
+            crate::metrics::BACKUP_ALERTS
+                .with_label_values(&[&done.volume, "failed"])
+                .inc();
+            tracing::warn!(backup = %done.id, reason = %done.failure_reason, "backup failed");
+        } else {
+            for w in &done.warnings {
+                crate::metrics::BACKUP_ALERTS
+                    .with_label_values(&[&done.volume, "warning"])
+                    .inc();
+                tracing::warn!(backup = %done.id, warning = %w, "backup warning");
+            }
+            tracing::info!(backup = %done.id, size = done.size_bytes, "backup completed");
+        }
+        crate::metrics::BACKUPS
+            .with_label_values(&[plan::state_name(done.state())])
+            .inc();
+    } else if t.task_guid.starts_with(plan::VERIFY_TASK) {
+        let Some(b) =
+            s.db.backups()
+                .await?
+                .into_iter()
+                .find(|b| b.verify_task_guid == t.task_guid)
+        else {
+            return Ok(());
+        };
+        let verdict = if t.failed {
+            format!("failed: {}", t.failure_reason)
+        } else {
+            "ok".to_string()
+        };
+        s.db.modify_backup(&b.id, |b| {
+            if b.verify_task_guid != t.task_guid || b.verified == verdict {
+                return false;
+            }
+            b.verified = verdict.clone();
+            true
+        })
+        .await?;
+        tracing::info!(backup = %b.id, verdict = %verdict, "backup verified");
+    }
+    Ok(())
+}
+
+/// Settles every finished backup task: now (what happened while no BBS ran), on each
+/// task change, and every 10 s (what a lagging event stream missed).
+pub fn spawn_settler(s: ApiState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut events = s.hub.subscribe();
+        let mut sweep = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = sweep.tick() => {
+                    if let Ok(tasks) = s.db.tasks(plan::DOMAIN, "").await {
+                        for t in tasks {
+                            if let Err(e) = settle(&s, &t).await {
+                                tracing::warn!(task = %t.task_guid, error = %e, "settling a backup task");
+                            }
+                        }
+                    }
+                }
+                e = events.recv() => {
+                    use lattice_specs::events::event::Event as E;
+                    match e {
+                        Ok(e) => {
+                            if let Some(E::TaskChanged(c)) = &e.event {
+                                if let Some(t) = &c.after {
+                                    if let Err(err) = settle(&s, t).await {
+                                        tracing::warn!(task = %t.task_guid, error = %err, "settling a backup task");
+                                    }
+                                }
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return,
+                    }
+                }
+                _ = s.hub.closing() => return,
+            }
+        }
+    })
+}

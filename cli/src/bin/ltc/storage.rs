@@ -1,0 +1,506 @@
+//! `ltc volume …` and `ltc backup …`: volumes on the cells' `local` driver, and
+//! backups, restores and verifications, which are Tasks the cluster runs.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use lattice_specs::receptor::{BackupResponse, TaskResponse, VolumeCreateRequest, VolumeResponse};
+use lattice_specs::volume::{format_size, parse_size, MIN_SIZE};
+use sha2::Digest;
+
+use crate::api::{error_name, Api};
+use crate::show;
+
+#[derive(Subcommand)]
+pub enum VolumeCmd {
+    /// Make a volume (thin: it costs what is written) and wait until it is ready.
+    Create {
+        name: String,
+        /// Its size, its hard quota: 10G, 512M… (at least 300M).
+        #[arg(long)]
+        size: String,
+        /// The cell to make it on (default: the cell holding the fewest volume bytes).
+        #[arg(long)]
+        cell: Option<String>,
+        #[arg(long, default_value = "2m", value_parser = crate::app::parse_duration)]
+        timeout: Duration,
+    },
+    /// The volumes: size, use, cell, state and who mounts them.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a volume and its data (refused while an app or task mounts it).
+    Remove {
+        name: String,
+        #[arg(long, default_value = "1m", value_parser = crate::app::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BackupCmd {
+    /// Back a volume up (a Task on its cell archives a snapshot into the blob store) and
+    /// wait for it.
+    Create {
+        volume: String,
+        /// Print the backup's id and return without waiting.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, default_value = "30m", value_parser = crate::app::parse_duration)]
+        timeout: Duration,
+    },
+    /// The backups (of one volume): time, size, duration, state, verification, warnings.
+    List {
+        volume: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a volume (made first, on any cell, when it does not exist).
+    Restore {
+        backup: String,
+        /// The volume to restore into; its data is replaced.
+        #[arg(long = "to")]
+        volume: String,
+        /// Size of the volume when it has to be made (default: 1G or the backup's
+        /// volume's size, whichever is larger).
+        #[arg(long)]
+        size: Option<String>,
+        /// The cell to make the volume on, when it has to be made.
+        #[arg(long)]
+        cell: Option<String>,
+        #[arg(long, default_value = "30m", value_parser = crate::app::parse_duration)]
+        timeout: Duration,
+    },
+    /// Restore a backup into scratch space and check it against its checksum and
+    /// manifest (a backup never restored is not trusted).
+    Verify {
+        backup: String,
+        #[arg(long, default_value = "30m", value_parser = crate::app::parse_duration)]
+        timeout: Duration,
+    },
+    /// Write a backup (its record and archive) to FILE, to import into another cluster.
+    Export {
+        backup: String,
+        file: std::path::PathBuf,
+    },
+    /// Bring a backup exported from another cluster in.
+    Import { file: std::path::PathBuf },
+    /// Delete a backup and its archive.
+    Delete { backup: String },
+}
+
+async fn wait_volume(api: &Api, name: &str, timeout: Duration) -> anyhow::Result<VolumeResponse> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match api.volume(name).await? {
+            Some(v) if v.state == "READY" => return Ok(v),
+            Some(v) if v.state == "FAILED" => anyhow::bail!(
+                "volume {name} could not be made on cell {}: {}. Remove it with `ltc volume remove {name}`",
+                v.cell_id,
+                v.reason
+            ),
+            Some(_) => {}
+            None => anyhow::bail!("volume {name} disappeared while being made"),
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "volume {name} is not ready after {timeout:?}: is its cell up? (`ltc cells`)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn create_volume(
+    api: &Api,
+    name: &str,
+    size: u64,
+    cell: Option<String>,
+    timeout: Duration,
+) -> anyhow::Result<VolumeResponse> {
+    api.create_volume(&VolumeCreateRequest {
+        name: name.into(),
+        size_bytes: size,
+        cell_id: cell.unwrap_or_default(),
+    })
+    .await?;
+    wait_volume(api, name, timeout).await
+}
+
+fn volumes_table(vs: &[VolumeResponse]) -> String {
+    if vs.is_empty() {
+        return "No volumes: `ltc volume create NAME --size 1G` makes one.\n".into();
+    }
+    let rows: Vec<Vec<String>> = vs
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                format_size(v.size_bytes),
+                format_size(v.used_bytes),
+                v.cell_id.clone(),
+                if v.reason.is_empty() {
+                    v.state.clone()
+                } else {
+                    format!("{}: {}", v.state, v.reason)
+                },
+                if v.users.is_empty() {
+                    "-".into()
+                } else {
+                    v.users.join(",")
+                },
+            ]
+        })
+        .collect();
+    show::table(&["VOLUME", "SIZE", "USED", "CELL", "STATE", "USERS"], &rows)
+}
+
+pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
+    match cmd {
+        VolumeCmd::Create {
+            name,
+            size,
+            cell,
+            timeout,
+        } => {
+            let size = parse_size(&size).map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+            let v = create_volume(api, &name, size, cell, timeout).await?;
+            println!(
+                "Volume {name} ({}) is ready on cell {}: mount it with `ltc create APP IMAGE --volume {name}:/data`.",
+                format_size(v.size_bytes),
+                v.cell_id
+            );
+        }
+        VolumeCmd::List { json } => {
+            let vs = api.volumes().await?;
+            if json {
+                show::json(&vs)?;
+            } else {
+                print!("{}", volumes_table(&vs));
+            }
+        }
+        VolumeCmd::Remove { name, timeout } => {
+            match api.remove_volume(&name).await {
+                Err(e) if error_name(&e) == Some("VolumeNotFound") => {
+                    anyhow::bail!("volume {name} not found: `ltc volume list` shows the volumes")
+                }
+                r => r?,
+            }
+            let deadline = Instant::now() + timeout;
+            while api.volume(&name).await?.is_some() {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "volume {name} is still being removed after {timeout:?}: is its cell up? (`ltc cells`)"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            println!("Removed volume {name}.");
+        }
+    }
+    Ok(())
+}
+
+/// Waits for a task to complete; its result, or why it failed.
+async fn wait_task(
+    api: &Api,
+    guid: &str,
+    timeout: Duration,
+    what: &str,
+) -> anyhow::Result<TaskResponse> {
+    let deadline = Instant::now() + timeout;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let started = Instant::now();
+    loop {
+        let t = api.task(guid).await?;
+        if t.state == "COMPLETED" || t.state == "RESOLVING" {
+            if tty {
+                eprintln!();
+            }
+            anyhow::ensure!(
+                !t.failed,
+                "{what} failed: {} (task {guid}; `ltc logs {guid}` shows its log)",
+                t.failure_reason
+            );
+            return Ok(t);
+        }
+        if tty {
+            eprint!(
+                "\r{what}: task {guid} {} ({:.0}s)   ",
+                t.state,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{what} did not finish in {timeout:?}: task {guid} is {} (`ltc task {guid}`)",
+            t.state
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn describe(b: &BackupResponse) -> String {
+    format!(
+        "{} of volume {}: {} in {:.1}s, sha256 {}",
+        b.id,
+        b.volume,
+        format_size(b.size_bytes),
+        b.duration_ms as f64 / 1000.0,
+        b.checksum
+    )
+}
+
+fn backups_table(bs: &[BackupResponse], now: i64) -> String {
+    if bs.is_empty() {
+        return "No backups: `ltc backup create VOLUME` makes one.\n".into();
+    }
+    let rows: Vec<Vec<String>> = bs
+        .iter()
+        .map(|b| {
+            vec![
+                b.id.clone(),
+                b.volume.clone(),
+                format!("{} ago", show::age(b.created_at, now)),
+                if b.state == "COMPLETED" {
+                    format_size(b.size_bytes)
+                } else {
+                    "-".into()
+                },
+                if b.finished_at > 0 {
+                    format!("{:.1}s", b.duration_ms as f64 / 1000.0)
+                } else {
+                    "-".into()
+                },
+                if b.state == "FAILED" {
+                    format!("FAILED: {}", b.failure_reason)
+                } else {
+                    b.state.clone()
+                },
+                if b.verified.is_empty() {
+                    "never".into()
+                } else {
+                    b.verified.clone()
+                },
+                b.warnings.join("; "),
+            ]
+        })
+        .collect();
+    show::table(
+        &[
+            "BACKUP", "VOLUME", "TAKEN", "SIZE", "DURATION", "STATE", "VERIFIED", "WARNINGS",
+        ],
+        &rows,
+    )
+}
+
+/// The tar entry names of an exported backup.
+const EXPORT_RECORD: &str = "backup.json";
+const EXPORT_ARCHIVE: &str = "archive.tgz";
+
+async fn export(api: &Api, id: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    let b = api.backup(id).await?;
+    anyhow::ensure!(
+        b.state == "COMPLETED",
+        "backup {id} is {}: only a COMPLETED backup can be exported",
+        b.state
+    );
+    // The archive first to a file beside FILE (hashed on the way), then both into FILE.
+    let part = file.with_extension("part");
+    let mut resp = api.get_blob(&b.blob).await?;
+    let mut out =
+        std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+    let mut hash = sha2::Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = resp.chunk().await? {
+        hash.update(&chunk);
+        size += chunk.len() as u64;
+        out.write_all(&chunk)?;
+    }
+    drop(out);
+    let sum: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    if sum != b.checksum {
+        let _ = std::fs::remove_file(&part);
+        anyhow::bail!(
+            "the archive's sha256 is {sum}, the backup says {}: not exported",
+            b.checksum
+        );
+    }
+    let written = (|| -> anyhow::Result<()> {
+        let tmp = file.with_extension("tmp");
+        let mut tar = tar::Builder::new(std::fs::File::create(&tmp)?);
+        let record = serde_json::to_vec_pretty(&b)?;
+        let mut h = tar::Header::new_gnu();
+        h.set_size(record.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, EXPORT_RECORD, &record[..])?;
+        tar.append_path_with_name(&part, EXPORT_ARCHIVE)?;
+        tar.into_inner()?.sync_all()?;
+        std::fs::rename(&tmp, file)?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&part);
+    written.with_context(|| format!("writing {}", file.display()))?;
+    println!(
+        "Exported backup {id} ({}) to {}: `ltc backup import {}` on another cluster brings it in.",
+        format_size(size),
+        file.display(),
+        file.display()
+    );
+    Ok(())
+}
+
+async fn import(api: &Api, file: &std::path::Path) -> anyhow::Result<()> {
+    let not_export = || {
+        format!(
+            "{} is not an exported backup (expected a tar with {EXPORT_RECORD} and {EXPORT_ARCHIVE}, as `ltc backup export` writes)",
+            file.display()
+        )
+    };
+    let mut record: Option<BackupResponse> = None;
+    let mut archive: Option<(u64, u64)> = None; // (offset, size) in FILE
+    let mut tar = tar::Archive::new(
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+    );
+    for entry in tar.entries().with_context(not_export)? {
+        let mut entry = entry.with_context(not_export)?;
+        let path = entry.path()?.to_string_lossy().to_string();
+        match path.as_str() {
+            EXPORT_RECORD => {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut text)?;
+                record = Some(serde_json::from_str(&text).with_context(not_export)?);
+            }
+            EXPORT_ARCHIVE => archive = Some((entry.raw_file_position(), entry.size())),
+            _ => {}
+        }
+    }
+    let (Some(b), Some((offset, size))) = (record, archive) else {
+        anyhow::bail!(not_export());
+    };
+    // Never overwrite the archive of a backup this cluster has.
+    match api.backup(&b.id).await {
+        Ok(_) => anyhow::bail!("backup {} already exists on this cluster", b.id),
+        Err(e) if error_name(&e) == Some("BackupNotFound") => {}
+        Err(e) => return Err(e),
+    }
+    let mut f = std::fs::File::open(file)?;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))?;
+    let f = tokio::fs::File::from_std(f);
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(
+        tokio::io::AsyncReadExt::take(f, size),
+    ));
+    // The store checks the bytes against the record's checksum and keeps them only then.
+    api.put_blob(&lattice_specs::backup::blob_name(&b.id), body, &b.checksum)
+        .await
+        .context("uploading the archive")?;
+    match api.import_backup(&b).await {
+        Err(e) if error_name(&e) == Some("BackupAlreadyExists") => {
+            anyhow::bail!("backup {} already exists on this cluster", b.id)
+        }
+        r => r?,
+    }
+    println!(
+        "Imported backup {} of volume {} ({}): `ltc backup restore {} --to VOLUME` restores it.",
+        b.id,
+        b.volume,
+        format_size(size),
+        b.id
+    );
+    Ok(())
+}
+
+pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
+    match cmd {
+        BackupCmd::Create {
+            volume,
+            no_wait,
+            timeout,
+        } => {
+            let b = api.create_backup(&volume).await?;
+            if no_wait {
+                println!("{}", b.id);
+                return Ok(());
+            }
+            let _ = wait_task(api, &b.task_guid, timeout, "backup").await;
+            // The backup record, settled from the task, says how it went.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let b = loop {
+                let b = api.backup(&b.id).await?;
+                if b.state != "RUNNING" || Instant::now() > deadline {
+                    break b;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            anyhow::ensure!(
+                b.state == "COMPLETED",
+                "backup {} of volume {volume} {}: {} (`ltc logs {}` shows its task's log)",
+                b.id,
+                b.state,
+                b.failure_reason,
+                b.task_guid
+            );
+            println!("Backup {}.", describe(&b));
+            for w in &b.warnings {
+                println!("Warning: {w}");
+            }
+        }
+        BackupCmd::List { volume, json } => {
+            let mut bs = api.backups().await?;
+            if let Some(v) = &volume {
+                bs.retain(|b| &b.volume == v);
+            }
+            if json {
+                show::json(&bs)?;
+            } else {
+                print!("{}", backups_table(&bs, now));
+            }
+        }
+        BackupCmd::Restore {
+            backup,
+            volume,
+            size,
+            cell,
+            timeout,
+        } => {
+            let b = api.backup(&backup).await?;
+            if api.volume(&volume).await?.is_none() {
+                let size = match size {
+                    Some(s) => parse_size(&s).map_err(|e| anyhow::anyhow!("--size: {e}"))?,
+                    None => {
+                        let source = api.volume(&b.volume).await?.map(|v| v.size_bytes);
+                        source.unwrap_or(0).max(1 << 30).max(MIN_SIZE)
+                    }
+                };
+                let v = create_volume(api, &volume, size, cell, timeout).await?;
+                println!(
+                    "Made volume {volume} ({}) on cell {}.",
+                    format_size(v.size_bytes),
+                    v.cell_id
+                );
+            }
+            let t = api.restore_backup(&backup, &volume).await?;
+            wait_task(api, &t.task_guid, timeout, "restore").await?;
+            println!("Restored backup {backup} into volume {volume}.");
+        }
+        BackupCmd::Verify { backup, timeout } => {
+            let t = api.verify_backup(&backup).await?;
+            let r = wait_task(api, &t.task_guid, timeout, "verification").await;
+            match r {
+                Ok(_) => println!(
+                    "Backup {backup} is good: it restores, and its data matches its checksum and manifest."
+                ),
+                Err(e) => return Err(e.context(format!("backup {backup} did not verify"))),
+            }
+        }
+        BackupCmd::Export { backup, file } => export(api, &backup, &file).await?,
+        BackupCmd::Import { file } => import(api, &file).await?,
+        BackupCmd::Delete { backup } => {
+            api.delete_backup(&backup).await?;
+            println!("Deleted backup {backup} and its archive.");
+        }
+    }
+    Ok(())
+}

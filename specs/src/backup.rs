@@ -1,0 +1,334 @@
+//! Backups as Tasks: the task definitions that back up, restore and verify a volume,
+//! how a finished task settles its backup, the warnings a new backup earns against the
+//! previous one, and backup schedules. Pure functions: the BBS and the brain apply them.
+//!
+//! - **backup**: on the volume's cell, the container mounts a fresh snapshot of the
+//!   volume read-only at `/data`; a Run step writes the data's *manifest* (sha256 over
+//!   the sorted sha256 of every file) to the result file; an Upload step streams `/data`
+//!   as a gzip-compressed tar to the blob store, which keeps it only when whole.
+//! - **restore**: the archive is downloaded (its checksum checked before anything is
+//!   unpacked) into a staging directory inside the target volume; a Run step checks the
+//!   staged data against the manifest, then swaps it in. Any failure leaves the volume's
+//!   data as it was.
+//! - **verify**: the same download and manifest check into the container's own scratch
+//!   space: a backup that was never restored is not trusted.
+
+use std::time::Duration;
+
+use crate::models::{
+    action, backup, Action, Backup, DownloadAction, RunAction, SerialAction, TaskDefinition,
+    UploadAction, VolumeMount,
+};
+
+/// The domain of every backup, restore and verify task.
+pub const DOMAIN: &str = "lattice-backups";
+/// The rootfs those tasks run in (its shell, find, sha256sum, sort).
+pub const ROOTFS: &str = "preloaded:busybox";
+/// Where the task's container sees the volume.
+pub const MOUNT: &str = "/data";
+const RESULT_FILE: &str = "/tmp/lattice-manifest";
+const STAGING: &str = ".lattice-restore";
+
+/// Task guid prefixes: what a task is for.
+pub const BACKUP_TASK: &str = "backup-";
+pub const RESTORE_TASK: &str = "restore-";
+pub const VERIFY_TASK: &str = "verify-";
+
+/// The blob a backup's archive is stored as.
+pub fn blob_name(id: &str) -> String {
+    format!("backup-{id}.tgz")
+}
+
+/// A shell line printing the manifest of the current directory's files.
+fn manifest_of(dir: &str) -> String {
+    format!(
+        "cd '{dir}' && find . -type f -exec sha256sum {{}} + | sort | sha256sum | cut -d' ' -f1"
+    )
+}
+
+fn sh(script: String) -> Action {
+    Action {
+        action: Some(action::Action::Run(RunAction {
+            path: "/bin/sh".into(),
+            args: vec!["-c".into(), format!("set -eo pipefail\n{script}")],
+            user: "root".into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn serial(actions: Vec<Action>) -> Action {
+    Action {
+        action: Some(action::Action::Serial(SerialAction {
+            actions,
+            ..Default::default()
+        })),
+    }
+}
+
+fn definition(log_guid: &str, mounts: Vec<VolumeMount>, action: Action) -> TaskDefinition {
+    TaskDefinition {
+        rootfs: ROOTFS.into(),
+        action: Some(action),
+        memory_mb: 256,
+        disk_mb: 0,
+        cpu_weight: 50,
+        log_guid: log_guid.into(),
+        log_source: "BACKUP".into(),
+        result_file: RESULT_FILE.into(),
+        volume_mounts: mounts,
+        privileged: false,
+        ..Default::default()
+    }
+}
+
+/// The task that makes backup `b` (of `b.volume`, on its cell) into `blob_url`.
+pub fn backup_task(b: &Backup, blob_url: &str) -> TaskDefinition {
+    let mount = VolumeMount {
+        driver: "local".into(),
+        volume: b.volume.clone(),
+        container_path: MOUNT.into(),
+        read_only: true,
+        snapshot: true,
+    };
+    let action = serial(vec![
+        sh(format!("{} > {RESULT_FILE}", manifest_of(MOUNT))),
+        Action {
+            action: Some(action::Action::Upload(UploadAction {
+                artifact: "backup".into(),
+                from: MOUNT.into(),
+                to: blob_url.into(),
+                ..Default::default()
+            })),
+        },
+    ]);
+    definition(&b.task_guid, vec![mount], action)
+}
+
+fn download(b: &Backup, blob_url: &str, to: &str) -> Action {
+    Action {
+        action: Some(action::Action::Download(DownloadAction {
+            artifact: "backup".into(),
+            from: blob_url.into(),
+            to: to.into(),
+            checksum_algorithm: "sha256".into(),
+            checksum_value: b.checksum.clone(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn check_manifest(dir: &str, expected: &str) -> String {
+    format!(
+        "m=$({})\n[ \"$m\" = '{expected}' ] || {{ echo \"the restored data differs from the backup (manifest $m, expected {expected})\" >&2; exit 1; }}",
+        manifest_of(dir)
+    )
+}
+
+/// The task that restores backup `b` into `volume` (whose cell runs it), replacing the
+/// volume's data only once the archive is whole and its data matches the manifest.
+pub fn restore_task(task_guid: &str, b: &Backup, blob_url: &str, volume: &str) -> TaskDefinition {
+    let mount = VolumeMount {
+        driver: "local".into(),
+        volume: volume.into(),
+        container_path: MOUNT.into(),
+        read_only: false,
+        snapshot: false,
+    };
+    let staging = format!("{MOUNT}/{STAGING}");
+    let check = check_manifest(&staging, &b.manifest);
+    let action = serial(vec![
+        // What an earlier, interrupted restore may have left.
+        sh(format!("rm -rf '{staging}'")),
+        download(b, blob_url, &staging),
+        sh(format!(
+            "( {check} ) || {{ rm -rf '{staging}'; exit 1; }}\n\
+             cd '{MOUNT}'\n\
+             find . -mindepth 1 -maxdepth 1 ! -name '{STAGING}' -exec rm -rf {{}} +\n\
+             find '{STAGING}' -mindepth 1 -maxdepth 1 -exec mv {{}} . \\;\n\
+             rmdir '{STAGING}'\n\
+             echo restored > {RESULT_FILE}"
+        )),
+    ]);
+    definition(task_guid, vec![mount], action)
+}
+
+/// The task that restores backup `b` into scratch space and checks it against its
+/// checksum and manifest.
+pub fn verify_task(task_guid: &str, b: &Backup, blob_url: &str) -> TaskDefinition {
+    let scratch = "/scratch";
+    let action = serial(vec![
+        download(b, blob_url, scratch),
+        sh(format!(
+            "{}\necho ok > {RESULT_FILE}",
+            check_manifest(scratch, &b.manifest)
+        )),
+    ]);
+    definition(task_guid, vec![], action)
+}
+
+/// What a finished backup task means for its backup: the manifest from its result
+/// and the archive's facts from the blob store (`None`: the store has no whole blob).
+pub fn settle(
+    b: &mut Backup,
+    failed: bool,
+    reason: &str,
+    result: &str,
+    archive: Option<(u64, String)>,
+    now: i64,
+) {
+    b.finished_at = now;
+    let manifest = result.trim();
+    match archive {
+        _ if failed => {
+            b.state = backup::State::Failed as i32;
+            b.failure_reason = reason.to_string();
+        }
+        None => {
+            b.state = backup::State::Failed as i32;
+            b.failure_reason = "the task finished but the blob store has no archive".into();
+        }
+        Some(_) if manifest.len() != 64 => {
+            b.state = backup::State::Failed as i32;
+            b.failure_reason = format!("the task gave no manifest (result {manifest:?})");
+        }
+        Some((size, checksum)) => {
+            b.state = backup::State::Completed as i32;
+            b.size_bytes = size;
+            b.checksum = checksum;
+            b.manifest = manifest.to_string();
+        }
+    }
+}
+
+/// A completed backup's duration.
+pub fn duration(b: &Backup) -> Duration {
+    Duration::from_nanos((b.finished_at - b.created_at).max(0) as u64)
+}
+
+/// Warnings for `b` against the previous completed backup of its volume: far smaller
+/// (under half the size) or far faster (under a fifth of a duration of at least 2 s)
+/// usually means data went missing.
+pub fn warnings(b: &Backup, previous: Option<&Backup>) -> Vec<String> {
+    let mut w = vec![];
+    if b.state != backup::State::Completed as i32 {
+        return w;
+    }
+    let Some(p) = previous else { return w };
+    if b.size_bytes * 2 < p.size_bytes {
+        w.push(format!(
+            "much smaller than the previous backup {} ({} vs {} bytes)",
+            p.id, b.size_bytes, p.size_bytes
+        ));
+    }
+    let (d, pd) = (duration(b), duration(p));
+    if pd >= Duration::from_secs(2) && d * 5 < pd {
+        w.push(format!(
+            "much faster than the previous backup {} ({:.1}s vs {:.1}s)",
+            p.id,
+            d.as_secs_f64(),
+            pd.as_secs_f64()
+        ));
+    }
+    w
+}
+
+/// The state's name in the JSON API.
+pub fn state_name(s: backup::State) -> &'static str {
+    match s {
+        backup::State::Invalid => "INVALID",
+        backup::State::Running => "RUNNING",
+        backup::State::Completed => "COMPLETED",
+        backup::State::Failed => "FAILED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validation::validate_task;
+
+    fn backup() -> Backup {
+        Backup {
+            id: "pg-1".into(),
+            volume: "pg".into(),
+            task_guid: "backup-pg-1".into(),
+            checksum: "c".repeat(64),
+            manifest: "a".repeat(64),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn task_definitions_are_valid_tasks() {
+        let b = backup();
+        let url = "http://127.0.0.1:1/v1/blobs/backup-pg-1.tgz";
+        let t = backup_task(&b, url);
+        validate_task("backup-pg-1", DOMAIN, &t).unwrap();
+        assert!(t.volume_mounts[0].snapshot && t.volume_mounts[0].read_only);
+        let r = restore_task("restore-x", &b, url, "pg2");
+        validate_task("restore-x", DOMAIN, &r).unwrap();
+        assert_eq!(r.volume_mounts[0].volume, "pg2");
+        assert!(!r.volume_mounts[0].read_only);
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(
+            json.contains(&b.checksum) && json.contains(&b.manifest),
+            "{json}"
+        );
+        let v = verify_task("verify-x", &b, url);
+        validate_task("verify-x", DOMAIN, &v).unwrap();
+        assert!(v.volume_mounts.is_empty());
+    }
+
+    #[test]
+    fn settling() {
+        let mut b = backup();
+        b.created_at = 0;
+        settle(&mut b, true, "cancelled", "", Some((1, "x".into())), 5);
+        assert_eq!(b.state, backup::State::Failed as i32);
+        assert_eq!(b.failure_reason, "cancelled");
+        let mut b = backup();
+        settle(&mut b, false, "", &"f".repeat(64), None, 5);
+        assert!(b.failure_reason.contains("no archive"));
+        let mut b = backup();
+        settle(&mut b, false, "", "garbage", Some((1, "x".into())), 5);
+        assert!(b.failure_reason.contains("no manifest"));
+        let mut b = backup();
+        settle(
+            &mut b,
+            false,
+            "",
+            &format!("{}\n", "f".repeat(64)),
+            Some((10, "sum".into())),
+            5,
+        );
+        assert_eq!(b.state, backup::State::Completed as i32);
+        assert_eq!((b.size_bytes, b.checksum.as_str()), (10, "sum"));
+        assert_eq!(b.manifest, "f".repeat(64));
+    }
+
+    #[test]
+    fn warnings_against_the_previous_backup() {
+        let s = 1_000_000_000i64;
+        let done = |id: &str, size: u64, secs: i64| Backup {
+            id: id.into(),
+            state: backup::State::Completed as i32,
+            size_bytes: size,
+            created_at: 0,
+            finished_at: secs * s,
+            ..Default::default()
+        };
+        assert!(warnings(&done("b", 100, 10), None).is_empty());
+        assert!(warnings(&done("b", 100, 10), Some(&done("a", 150, 12))).is_empty());
+        let w = warnings(&done("b", 40, 10), Some(&done("a", 100, 10)));
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("much smaller than the previous backup a"),
+            "{w:?}"
+        );
+        let w = warnings(&done("b", 100, 1), Some(&done("a", 100, 10)));
+        assert!(w[0].contains("much faster"), "{w:?}");
+        // Short backups are too noisy to judge by time.
+        assert!(warnings(&done("b", 100, 0), Some(&done("a", 100, 1))).is_empty());
+    }
+}

@@ -1,0 +1,346 @@
+//! Volumes and backups as a user drives them with `ltc`, on `lattice up` plus a second
+//! cell: an app writes to its volume (and keeps writing); a backup Task archives a
+//! snapshot; the data is destroyed; a restore Task brings it back byte for byte (read
+//! back through the router) with the app's log a consistent prefix; the backup
+//! verifies; it restores onto a volume on the other cell, where a task that mounts it
+//! is placed; a corrupt archive fails its restore and leaves the volume as it was; a
+//! mounted volume cannot be removed; export → import round-trips. Real processes, real
+//! containers, real loop devices.
+
+use std::time::Duration;
+
+use lattice_tests::{wait_for, CellProcess, UpProcess};
+use sha2::Digest;
+
+fn sha(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// The file at `path` of app `app`, through the router.
+fn fetch(up: &UpProcess, app: &str, path: &str) -> Vec<u8> {
+    match up.get_path(app, path) {
+        Some((200, body)) => body,
+        other => panic!(
+            "GET {path} from {app}: {:?}",
+            other.map(|(s, b)| (s, String::from_utf8_lossy(&b).into_owned()))
+        ),
+    }
+}
+
+/// Submits a task that mounts `volume` read-only at /data and returns its result.
+fn read_volume(up: &UpProcess, guid: &str, volume: &str, script: &str) -> serde_json::Value {
+    let file = up.data_dir.path().join(format!("{guid}.json"));
+    let task = serde_json::json!({
+        "task_guid": guid, "domain": "checks", "rootfs": "preloaded:busybox",
+        "memory_mb": 64, "cpu_weight": 10,
+        "action": {"run": {"path": "/bin/sh", "args": ["-c", format!("( {script} ) > /tmp/r")], "user": "root"}},
+        "result_file": "/tmp/r",
+        "volume_mounts": [{"volume": volume, "container_path": "/data", "read_only": true}],
+    });
+    std::fs::write(&file, task.to_string()).unwrap();
+    up.ltc_ok(&["submit-task", file.to_str().unwrap()]);
+    wait_for(&format!("task {guid}"), Duration::from_secs(60), || {
+        let t = json(&up.ltc_ok(&["task", guid, "--json"]));
+        (t["state"] == "COMPLETED").then_some(t)
+    })
+}
+
+/// Whether every line is the previous one plus one, from 0: what an app appending a
+/// counter leaves in a consistent copy (a torn copy shows gaps, NULs or half lines).
+fn consecutive(log: &[u8]) -> usize {
+    let text = String::from_utf8(log.to_vec()).expect("the log is text");
+    assert!(
+        text.ends_with('\n'),
+        "the log ends mid-line: {:?}",
+        &text[text.len().saturating_sub(20)..]
+    );
+    for (i, line) in text.lines().enumerate() {
+        assert_eq!(line, i.to_string(), "line {i} of the restored log");
+    }
+    text.lines().count()
+}
+
+#[test]
+fn backup_destroy_restore_verify_and_move_to_another_cell() {
+    let up = UpProcess::start();
+    up.target();
+    let out = up.ltc_ok(&["volume", "create", "pg", "--size", "1G"]);
+    assert!(out.contains("Volume pg (1G) is ready on cell"), "{out}");
+
+    // The app writes a 3 MB blob and a text file once, then appends a counter to a log
+    // for as long as it runs, and serves its volume.
+    up.ltc_ok(&[
+        "create",
+        "db",
+        "preloaded:busybox",
+        "--volume",
+        "pg:/data",
+        "--",
+        "sh",
+        "-c",
+        "[ -f /data/blob ] || { head -c 3000000 /dev/urandom > /data/blob; echo hello > /data/hello.txt; }; \
+         mkdir -p /data/logs; (i=0; while :; do echo $i >> /data/logs/counter; i=$((i+1)); usleep 300; done) & \
+         exec httpd -f -p 8080 -h /data",
+    ]);
+    let blob = fetch(&up, "db", "/blob");
+    assert_eq!(blob.len(), 3_000_000);
+    let list = json(&up.ltc_ok(&["volume", "list", "--json"]));
+    assert_eq!(list[0]["users"], serde_json::json!(["db"]), "{list}");
+    let out = up.ltc(&["volume", "remove", "pg"]);
+    assert!(
+        !out.ok && out.stderr.contains("volume pg is mounted by db"),
+        "{out:#?}"
+    );
+
+    // Back up while the app writes.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = up.ltc_ok(&["backup", "create", "pg"]);
+    assert!(out.starts_with("Backup pg-"), "{out}");
+    let backups = json(&up.ltc_ok(&["backup", "list", "--json"]));
+    let b = &backups[0];
+    let id = b["id"].as_str().unwrap().to_string();
+    assert_eq!(b["state"], "COMPLETED", "{b}");
+    assert_eq!(b["checksum"].as_str().unwrap().len(), 64);
+    assert!(b["size_bytes"].as_u64().unwrap() > 3_000_000, "{b}");
+    assert!(up.ltc_ok(&["backup", "list", "pg"]).contains(&id));
+    // The backup was an ordinary task, with a log.
+    let task = b["task_guid"].as_str().unwrap();
+    assert_eq!(json(&up.ltc_ok(&["task", task, "--json"]))["failed"], false);
+
+    // Destroy the data: the app goes (its container with it), a task empties the volume.
+    up.ltc_ok(&["remove", "db"]);
+    wait_for("db's container is gone", Duration::from_secs(20), || {
+        (up.containers_on_disk() == 0).then_some(())
+    });
+    let file = up.data_dir.path().join("wipe.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({
+            "task_guid": "wipe", "domain": "checks", "rootfs": "preloaded:busybox",
+            "memory_mb": 64, "cpu_weight": 10, "result_file": "/tmp/r",
+            "action": {"run": {"path": "/bin/sh", "args": ["-c", "rm -rf /data/* && echo junk > /data/junk && ls /data > /tmp/r"], "user": "root"}},
+            "volume_mounts": [{"volume": "pg", "container_path": "/data"}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    up.ltc_ok(&["submit-task", file.to_str().unwrap()]);
+    let t = wait_for("the wipe", Duration::from_secs(30), || {
+        let t = json(&up.ltc_ok(&["task", "wipe", "--json"]));
+        (t["state"] == "COMPLETED").then_some(t)
+    });
+    assert_eq!(t["result"], "junk\n", "{t}");
+
+    // Restore, and serve the volume again (without writing).
+    let out = up.ltc_ok(&["backup", "restore", &id, "--to", "pg"]);
+    assert!(
+        out.contains(&format!("Restored backup {id} into volume pg")),
+        "{out}"
+    );
+    up.ltc_ok(&[
+        "create",
+        "db2",
+        "preloaded:busybox",
+        "--volume",
+        "pg:/data:ro",
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/data",
+    ]);
+    assert_eq!(
+        sha(&fetch(&up, "db2", "/blob")),
+        sha(&blob),
+        "byte for byte"
+    );
+    assert_eq!(fetch(&up, "db2", "/hello.txt"), b"hello\n");
+    assert!(
+        matches!(up.get_path("db2", "/junk"), Some((404, _))),
+        "the restore replaced the volume's data"
+    );
+    let lines = consecutive(&fetch(&up, "db2", "/logs/counter"));
+    assert!(lines > 10, "the app had written {lines} lines");
+
+    // A backup is trusted once it restores and matches.
+    let out = up.ltc_ok(&["backup", "verify", &id]);
+    assert!(out.contains(&format!("Backup {id} is good")), "{out}");
+    let b = json(&up.ltc_ok(&["backup", "list", "--json"]));
+    assert_eq!(b[0]["verified"], "ok", "{b}");
+
+    // Another cell joins; the backup moves data there.
+    let cell_b = CellProcess::start(&up.grpc, "cell-b", &[]);
+    wait_for("cell-b appears", Duration::from_secs(10), || {
+        up.ltc_ok(&["cells"]).contains("cell-b").then_some(())
+    });
+    let out = up.ltc_ok(&[
+        "backup", "restore", &id, "--to", "pg-b", "--size", "1G", "--cell", "cell-b",
+    ]);
+    assert!(
+        out.contains("Made volume pg-b (1G) on cell cell-b"),
+        "{out}"
+    );
+    let t = read_volume(
+        &up,
+        "check-b",
+        "pg-b",
+        "sha256sum /data/blob | cut -d' ' -f1",
+    );
+    assert_eq!(t["cell_id"], "cell-b", "placed with its volume: {t}");
+    assert_eq!(t["result"].as_str().unwrap().trim(), sha(&blob), "{t}");
+
+    // A corrupt archive: the restore fails on the checksum, the volume is as it was.
+    let archive = up
+        .data_dir
+        .path()
+        .join(format!("lattice/blobs/backup-{id}.tgz"));
+    let mut bytes = std::fs::read(&archive).expect("the archive in the blob store");
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&archive, bytes).unwrap();
+    let out = up.ltc(&["backup", "restore", &id, "--to", "pg-b"]);
+    assert!(
+        !out.ok && out.stderr.contains("checksum mismatch"),
+        "{out:#?}"
+    );
+    let t = read_volume(
+        &up,
+        "check-b2",
+        "pg-b",
+        "sha256sum /data/blob | cut -d' ' -f1; ls -A /data",
+    );
+    assert_eq!(
+        t["result"].as_str().unwrap(),
+        format!("{}\nblob\nhello.txt\nlogs\n", sha(&blob)),
+        "{t}"
+    );
+    let out = up.ltc(&["backup", "verify", &id]);
+    assert!(
+        !out.ok && out.stderr.contains("checksum mismatch"),
+        "{out:#?}"
+    );
+    let b = json(&up.ltc_ok(&["backup", "list", "--json"]));
+    assert!(
+        b[0]["verified"].as_str().unwrap().starts_with("failed: "),
+        "{b}"
+    );
+
+    // Removing a volume nobody mounts.
+    assert!(up
+        .ltc_ok(&["volume", "remove", "pg-b"])
+        .contains("Removed volume pg-b"));
+    drop(cell_b);
+}
+
+#[test]
+fn backups_export_and_import_and_bad_input_is_refused() {
+    let up = UpProcess::start();
+    up.target();
+    for (args, want) in [
+        (
+            vec!["volume", "create", "Bad", "--size", "1G"],
+            "use up to 63 lowercase",
+        ),
+        (
+            vec!["volume", "create", "tiny", "--size", "10M"],
+            "at least 300M",
+        ),
+        (
+            vec!["volume", "create", "x", "--size", "10Q"],
+            "unknown unit",
+        ),
+        (
+            vec!["volume", "create", "x", "--size", "1G", "--cell", "nope"],
+            "cell nope is not present",
+        ),
+        (vec!["backup", "create", "ghost"], "volume ghost not found"),
+        (vec!["volume", "remove", "ghost"], "volume ghost not found"),
+        (
+            vec!["backup", "restore", "nope", "--to", "v"],
+            "backup nope not found",
+        ),
+        (
+            vec![
+                "create",
+                "a",
+                "preloaded:busybox",
+                "--volume",
+                "ghost:/d",
+                "--",
+                "true",
+            ],
+            "volume ghost does not exist",
+        ),
+    ] {
+        let out = up.ltc(&args);
+        assert!(!out.ok && out.stderr.contains(want), "{args:?}: {out:#?}");
+    }
+
+    up.ltc_ok(&["volume", "create", "src", "--size", "512M"]);
+    let out = up.ltc_ok(&["volume", "list"]);
+    assert!(
+        out.contains("src") && out.contains("512M") && out.contains("READY"),
+        "{out}"
+    );
+    // Quota: writing past the size fails inside the container, nothing else breaks.
+    let file = up.data_dir.path().join("fill.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({
+            "task_guid": "fill", "domain": "checks", "rootfs": "preloaded:busybox",
+            "memory_mb": 64, "cpu_weight": 10, "result_file": "/tmp/r",
+            "action": {"run": {"path": "/bin/sh", "args": ["-c", "echo kept > /data/kept; dd if=/dev/zero of=/data/big bs=1M count=600"], "user": "root"}},
+            "volume_mounts": [{"volume": "src", "container_path": "/data"}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    up.ltc_ok(&["submit-task", file.to_str().unwrap()]);
+    let t = wait_for("the fill", Duration::from_secs(60), || {
+        let t = json(&up.ltc_ok(&["task", "fill", "--json"]));
+        (t["state"] == "COMPLETED").then_some(t)
+    });
+    assert_eq!(t["failed"], true, "dd past the quota must fail: {t}");
+    let logs = up.ltc_ok(&["logs", "fill", "--no-follow"]);
+    assert!(logs.contains("No space left on device"), "{logs}");
+    up.ltc_ok(&["delete-task", "fill"]);
+
+    let out = up.ltc_ok(&["backup", "create", "src"]);
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .expect("Backup ID of …")
+        .to_string();
+    let file = up.data_dir.path().join("src.backup");
+    up.ltc_ok(&["backup", "export", &id, file.to_str().unwrap()]);
+    let out = up.ltc(&["backup", "import", file.to_str().unwrap()]);
+    assert!(!out.ok && out.stderr.contains("already exists"), "{out:#?}");
+    up.ltc_ok(&["backup", "delete", &id]);
+    assert!(!up.ltc_ok(&["backup", "list"]).contains(&id));
+    let out = up.ltc_ok(&["backup", "import", file.to_str().unwrap()]);
+    assert!(
+        out.contains(&format!("Imported backup {id} of volume src")),
+        "{out}"
+    );
+    up.ltc_ok(&["backup", "restore", &id, "--to", "copy"]);
+    let t = read_volume(&up, "check", "copy", "cat /data/kept; ls /data");
+    assert_eq!(t["result"].as_str().unwrap(), "kept\nbig\nkept\n", "{t}");
+
+    // A file that is not an export.
+    let junk = up.data_dir.path().join("junk.tar");
+    std::fs::write(&junk, b"not a tar").unwrap();
+    let out = up.ltc(&["backup", "import", junk.to_str().unwrap()]);
+    assert!(
+        !out.ok && out.stderr.contains("not an exported backup"),
+        "{out:#?}"
+    );
+}
