@@ -17,6 +17,7 @@
 //! | `/lattice/v1/lock/<name>`                   | owner (utf-8)            | owner's|
 //! | `/lattice/v1/volume/<name>`                 | Volume                   |       |
 //! | `/lattice/v1/backup/<id>`                   | Backup                   |       |
+//! | `/lattice/v1/schedule/<volume>`             | BackupSchedule           |       |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +26,9 @@ use lattice_specs::actual_lrp as alrp;
 use lattice_specs::models::actual_lrp::{Presence, State as LrpState};
 use lattice_specs::models::{backup::State as BackupState, volume::State as VolumeState};
 use lattice_specs::models::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, CellPresence, DesiredLrp,
-    DesiredLrpUpdate, Domain, ModificationTag, Task, TaskDefinition, Volume, VolumeMount,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, BackupSchedule, CellPresence,
+    DesiredLrp, DesiredLrpUpdate, Domain, ModificationTag, Task, TaskDefinition, Volume,
+    VolumeMount,
 };
 use lattice_specs::restart::RestartPolicy;
 use lattice_specs::validation::{self, ValidationErrors};
@@ -46,6 +48,7 @@ pub const DOMAIN: &str = "/lattice/v1/domain/";
 pub const LOCK: &str = "/lattice/v1/lock/";
 pub const VOLUME: &str = "/lattice/v1/volume/";
 pub const BACKUP: &str = "/lattice/v1/backup/";
+pub const SCHEDULE: &str = "/lattice/v1/schedule/";
 
 /// How many times a compare-and-swap is retried when another writer got there first.
 const CAS_ATTEMPTS: usize = 32;
@@ -1215,7 +1218,11 @@ impl Db {
                 }
             })
         })
-        .await
+        .await?;
+        // Its schedule goes with it.
+        self.txn(Txn::new().then(Op::delete(format!("{SCHEDULE}{name}"))))
+            .await?;
+        Ok(())
     }
 
     /// A cell reports its volume READY (with its use) or FAILED. Reports from another
@@ -1371,6 +1378,47 @@ impl Db {
             }
             Ok((Write::Delete, b))
         })
+        .await
+    }
+
+    // ---------------------------------------------------------- schedules
+
+    /// Sets (or replaces) the backup schedule of a volume.
+    pub async fn set_backup_schedule(&self, s: &BackupSchedule) -> Result<()> {
+        let invalid = |field: &str, message: String| {
+            DbError::Invalid(ValidationErrors(vec![validation::FieldError {
+                field: field.into(),
+                message,
+            }]))
+        };
+        lattice_specs::backup::parse_every(&s.every).map_err(|e| invalid("every", e))?;
+        if s.keep == 0 {
+            return Err(invalid("keep", "must be at least 1".into()));
+        }
+        self.volume(&s.volume).await?;
+        self.txn(Txn::new().then(Op::put(
+            format!("{SCHEDULE}{}", s.volume),
+            s.encode_to_vec(),
+        )))
+        .await?;
+        Ok(())
+    }
+
+    pub async fn backup_schedules(&self) -> Result<Vec<BackupSchedule>> {
+        self.list(SCHEDULE).await
+    }
+
+    pub async fn remove_backup_schedule(&self, volume: &str) -> Result<()> {
+        self.modify(
+            &format!("{SCHEDULE}{volume}"),
+            |cur: Option<BackupSchedule>| {
+                cur.ok_or_else(|| DbError::NotFound {
+                    name: "ScheduleNotFound",
+                    message: format!("volume {volume} has no backup schedule"),
+                })?;
+                Ok((Write::Delete, ()))
+            },
+        )
         .await
     }
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_specs::events::{event::Event as Kind, *};
-use lattice_specs::models::{ActualLrp, CellPresence, DesiredLrp, Task, Volume};
+use lattice_specs::models::{ActualLrp, Backup, CellPresence, DesiredLrp, Task, Volume};
 use prost::Message;
 use tokio::sync::broadcast;
 
-use crate::db::{ACTUAL, CELL, DESIRED, EVACUATING, ROOT, SUSPECT, TASK, VOLUME};
+use crate::db::{ACTUAL, BACKUP, CELL, DESIRED, EVACUATING, ROOT, SUSPECT, TASK, VOLUME};
 use crate::store::{Change, Store};
 
 /// Events buffered per subscriber before it is considered too slow and cut off.
@@ -101,6 +101,16 @@ pub fn translate(c: &Change) -> Vec<Event> {
             return vec![];
         }
         vec![ev(Kind::VolumeChanged(VolumeChangedEvent {
+            before,
+            after,
+        }))]
+    } else if k.starts_with(BACKUP) {
+        let before = decode::<Backup>(&c.prev_value);
+        let after = decode::<Backup>(&c.value);
+        if before.is_none() && after.is_none() {
+            return vec![];
+        }
+        vec![ev(Kind::BackupChanged(BackupChangedEvent {
             before,
             after,
         }))]
@@ -199,6 +209,7 @@ pub fn event_name(e: &Event) -> &'static str {
         Some(Kind::CellAppeared(_)) => "cell_appeared",
         Some(Kind::CellDisappeared(_)) => "cell_disappeared",
         Some(Kind::VolumeChanged(_)) => "volume_changed",
+        Some(Kind::BackupChanged(_)) => "backup_changed",
         None => "unknown",
     }
 }

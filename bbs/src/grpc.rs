@@ -77,11 +77,26 @@ fn ik_of(ik: Option<ActualLrpInstanceKey>) -> Result<ActualLrpInstanceKey, DbErr
 pub struct BbsGrpc {
     db: Db,
     hub: EventHub,
+    /// The public API's state: backups need its blob store and URL.
+    api: Option<crate::api::ApiState>,
 }
 
 impl BbsGrpc {
     pub fn new(db: Db, hub: EventHub) -> BbsGrpc {
-        BbsGrpc { db, hub }
+        BbsGrpc { db, hub, api: None }
+    }
+
+    /// Serves backup calls too, with the public API's blob store and URL.
+    pub fn with_api(mut self, api: crate::api::ApiState) -> BbsGrpc {
+        self.api = Some(api);
+        self
+    }
+
+    fn api(&self) -> Result<&crate::api::ApiState, DbError> {
+        self.api.as_ref().ok_or_else(|| DbError::Conflict {
+            name: "BlobStoreUnavailable",
+            message: "this BBS keeps no blobs: start it with --blob-dir DIR".into(),
+        })
     }
 
     /// The db view for a request: fenced when the caller sent a fencing token.
@@ -630,6 +645,55 @@ impl Bbs for BbsGrpc {
             let db = self.db_for(&r)?;
             let r = r.into_inner();
             db.volume_removed(&r.name, &r.cell_id)
+                .await
+                .map(|_| Empty {})
+        })
+        .await
+    }
+
+    async fn backup_schedules(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<BackupSchedulesResponse>, Status> {
+        call("BackupSchedules", async {
+            Ok(BackupSchedulesResponse {
+                schedules: self.db.backup_schedules().await?,
+            })
+        })
+        .await
+    }
+
+    async fn backups(&self, _: Request<Empty>) -> Result<Response<BackupsResponse>, Status> {
+        call("Backups", async {
+            Ok(BackupsResponse {
+                backups: self.db.backups().await?,
+            })
+        })
+        .await
+    }
+
+    async fn start_backup(
+        &self,
+        r: Request<StartBackupRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        call("StartBackup", async {
+            let db = self.db_for(&r)?;
+            let api = self.api()?;
+            api.blobs.as_ref().ok_or_else(|| DbError::Conflict {
+                name: "BlobStoreUnavailable",
+                message: "this BBS keeps no blobs: start it with --blob-dir DIR".into(),
+            })?;
+            let r = r.into_inner();
+            crate::backups::start_backup(&db, &|n| api.blob_url(n), &r.volume, Some(r.id), &r.slot)
+                .await
+                .map(|_| Empty {})
+        })
+        .await
+    }
+
+    async fn delete_backup(&self, r: Request<BackupIdRequest>) -> Result<Response<Empty>, Status> {
+        call("DeleteBackup", async {
+            crate::backups::delete(self.api()?, &r.into_inner().id)
                 .await
                 .map(|_| Empty {})
         })

@@ -159,20 +159,6 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let svc = BbsGrpc::new(db.clone(), hub.clone()).into_server();
-    let grpc_stop = wait(stopped.clone());
-    let grpc = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-        if let Err(e) = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, grpc_stop)
-            .await
-        {
-            tracing::error!(error = %e, "gRPC server failed");
-        }
-    });
-
     let public_url = cfg.advertise_url.clone().unwrap_or_else(|| {
         let mut a = api_addr;
         if a.ip().is_unspecified() {
@@ -199,6 +185,22 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         public_url,
     };
     let settler = crate::backups::spawn_settler(state.clone());
+    let svc = BbsGrpc::new(db.clone(), hub.clone())
+        .with_api(state.clone())
+        .into_server();
+    let grpc_stop = wait(stopped.clone());
+    let grpc = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        if let Err(e) = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, grpc_stop)
+            .await
+        {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    });
+
     let app = api::router(state);
     let api_stop = wait(stopped);
     let http = tokio::spawn(async move {

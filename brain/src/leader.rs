@@ -264,6 +264,10 @@ pub async fn run(
             converge_now,
             resend,
         ));
+        tasks.spawn(crate::scheduler::run(
+            fenced.clone(),
+            Duration::from_secs(2),
+        ));
         tasks.spawn(keep_lease(bbs.clone(), lease, cfg.lock_ttl));
         let stopping = tokio::select! {
             r = tasks.join_next() => {

@@ -1,5 +1,6 @@
-//! The brain: the auctioneer (where work goes) and the converger (keeping
-//! actual state equal to desired), with one active brain and hot standbys.
+//! The brain: the auctioneer (where work goes), the converger (keeping actual
+//! state equal to desired) and the backup scheduler, with one active brain and hot
+//! standbys.
 //!
 //! The decisions are pure functions (`auction`, `converger`); the I/O around
 //! them (`auctioneer`, `convergence`, `leader`) talks to the BBS over gRPC and
@@ -13,4 +14,5 @@ pub mod convergence;
 pub mod converger;
 pub mod leader;
 pub mod metrics;
+pub mod scheduler;
 pub mod testing;

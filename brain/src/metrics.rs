@@ -47,6 +47,16 @@ pub static TASK_AUCTIONS_FAILED: LazyLock<IntCounter> = LazyLock::new(|| {
         "Tasks no cell could take (rejected).",
     )
 });
+pub static SCHEDULED_BACKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "brain_scheduled_backups_total",
+            "Scheduled backup steps, by outcome (started/refused/pruned).",
+        ),
+        &["outcome"],
+    )
+    .unwrap())
+});
 pub static AUCTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     reg(IntCounterVec::new(
         Opts::new(

@@ -243,6 +243,119 @@ pub fn state_name(s: backup::State) -> &'static str {
     }
 }
 
+// ------------------------------------------------------------------ schedules
+
+/// How often a schedule takes a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Every {
+    /// A fixed period (at least a minute), slots aligned on the Unix epoch.
+    Period(Duration),
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+/// Parses `hourly`, `daily`, `weekly`, `monthly`, or a period like `1h`, `30m`, `2d`.
+pub fn parse_every(s: &str) -> Result<Every, String> {
+    let s = s.trim();
+    let err = || {
+        format!("--every {s:?}: use hourly, daily, weekly, monthly or a period like 1h, 30m, 2d (at least 1m)")
+    };
+    Ok(match s {
+        "hourly" => Every::Period(Duration::from_secs(3600)),
+        "daily" => Every::Daily,
+        "weekly" => Every::Weekly,
+        "monthly" => Every::Monthly,
+        _ => {
+            let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?);
+            let n: u64 = n.parse().map_err(|_| err())?;
+            let secs = match unit {
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86400,
+                _ => return Err(err()),
+            };
+            if n == 0 {
+                return Err(err());
+            }
+            Every::Period(Duration::from_secs(n * secs))
+        }
+    })
+}
+
+/// The slot `now` (Unix seconds, UTC) falls in, as it is written in backup ids:
+/// `20261122-0500` (periods), `20261122` (daily), `2026w47` (weekly, ISO weeks),
+/// `202611` (monthly).
+pub fn slot(every: Every, now: i64) -> String {
+    use chrono::{DateTime, Datelike};
+    let at = |t: i64| DateTime::from_timestamp(t, 0).unwrap_or_default();
+    match every {
+        Every::Period(d) => {
+            let p = d.as_secs().max(60) as i64;
+            at(now.div_euclid(p) * p).format("%Y%m%d-%H%M").to_string()
+        }
+        Every::Daily => at(now).format("%Y%m%d").to_string(),
+        Every::Weekly => {
+            let w = at(now).iso_week();
+            format!("{}w{:02}", w.year(), w.week())
+        }
+        Every::Monthly => at(now).format("%Y%m").to_string(),
+    }
+}
+
+/// The id of the backup that fills a schedule's slot: the same for every brain that
+/// computes it, so creating it twice fails the second time (exactly once per slot).
+pub fn scheduled_id(volume: &str, slot: &str) -> String {
+    format!("{volume}-{slot}")
+}
+
+/// What a brain should do for one schedule at `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleStep {
+    /// Take the backup for this slot (id from [`scheduled_id`]).
+    Start { id: String, slot: String },
+    /// Drop this scheduled backup (beyond the retention).
+    Prune { id: String },
+}
+
+/// The steps for schedule `s` given every backup of the cluster: the current slot's
+/// backup when it does not exist yet, and pruning of the schedule's finished backups
+/// beyond the `keep` newest completed ones (failed ones older than those go too).
+pub fn schedule_steps(
+    s: &crate::models::BackupSchedule,
+    backups: &[Backup],
+    now: i64,
+) -> Result<Vec<ScheduleStep>, String> {
+    let every = parse_every(&s.every)?;
+    let current = slot(every, now);
+    let mut steps = vec![];
+    let mine: Vec<&Backup> = {
+        let mut v: Vec<&Backup> = backups
+            .iter()
+            .filter(|b| b.volume == s.volume && !b.slot.is_empty())
+            .collect();
+        v.sort_by_key(|b| std::cmp::Reverse(b.created_at));
+        v
+    };
+    let id = scheduled_id(&s.volume, &current);
+    if !backups.iter().any(|b| b.id == id) {
+        steps.push(ScheduleStep::Start { id, slot: current });
+    }
+    let keep = s.keep.max(1) as usize;
+    let completed: Vec<&&Backup> = mine
+        .iter()
+        .filter(|b| b.state == backup::State::Completed as i32)
+        .collect();
+    if let Some(oldest_kept) = completed.get(keep - 1) {
+        for b in &mine {
+            if b.created_at < oldest_kept.created_at && b.state != backup::State::Running as i32 {
+                steps.push(ScheduleStep::Prune { id: b.id.clone() });
+            }
+        }
+    }
+    Ok(steps)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +418,104 @@ mod tests {
         assert_eq!(b.state, backup::State::Completed as i32);
         assert_eq!((b.size_bytes, b.checksum.as_str()), (10, "sum"));
         assert_eq!(b.manifest, "f".repeat(64));
+    }
+
+    #[test]
+    fn every_and_slots() {
+        assert_eq!(
+            parse_every("1h"),
+            Ok(Every::Period(Duration::from_secs(3600)))
+        );
+        assert_eq!(parse_every("hourly"), parse_every("60m"));
+        assert_eq!(parse_every("daily"), Ok(Every::Daily));
+        for bad in ["", "0h", "5s", "h", "1w", "often"] {
+            assert!(
+                parse_every(bad).unwrap_err().contains("hourly, daily"),
+                "{bad}"
+            );
+        }
+        // 2026-11-22 05:17:09 UTC, a Sunday of ISO week 47.
+        let t = 1_795_324_629;
+        assert_eq!(
+            slot(Every::Period(Duration::from_secs(3600)), t),
+            "20261122-0500"
+        );
+        assert_eq!(
+            slot(Every::Period(Duration::from_secs(900)), t),
+            "20261122-0515"
+        );
+        assert_eq!(slot(Every::Daily, t), "20261122");
+        assert_eq!(slot(Every::Weekly, t), "2026w47");
+        assert_eq!(slot(Every::Monthly, t), "202611");
+        let id = scheduled_id("pg", &slot(Every::Weekly, t));
+        let mut e = crate::validation::ValidationErrors::default();
+        crate::validation::check_guid(&mut e, "id", &format!("{BACKUP_TASK}{id}"));
+        assert!(e.0.is_empty(), "{e}");
+    }
+
+    /// A day of an hourly schedule with a fake clock, one tick a minute: one backup
+    /// per slot, however many ticks (or brains) see the slot; three kept.
+    #[test]
+    fn an_hourly_schedule_over_a_day() {
+        let s = crate::models::BackupSchedule {
+            volume: "pg".into(),
+            every: "1h".into(),
+            keep: 3,
+            created_at: 0,
+        };
+        let start = 1_795_305_600; // 2026-11-22 00:00 UTC
+        let mut backups: Vec<Backup> = vec![];
+        let mut started = vec![];
+        for minute in 0..24 * 60 {
+            let now = start + minute * 60;
+            // Two brains (a failover) see the same world at the same tick.
+            for _brain in 0..2 {
+                for step in schedule_steps(&s, &backups, now).unwrap() {
+                    match step {
+                        ScheduleStep::Start { id, slot } => {
+                            // The store refuses a second create of the same id.
+                            if backups.iter().any(|b| b.id == id) {
+                                continue;
+                            }
+                            started.push(slot.clone());
+                            backups.push(Backup {
+                                id,
+                                volume: "pg".into(),
+                                slot,
+                                created_at: now * 1_000_000_000,
+                                state: backup::State::Running as i32,
+                                ..Default::default()
+                            });
+                        }
+                        ScheduleStep::Prune { id } => backups.retain(|b| b.id != id),
+                    }
+                }
+            }
+            // Backups finish within the minute; the one at 13:00 fails.
+            for b in &mut backups {
+                if b.state == backup::State::Running as i32 {
+                    b.state = if b.slot == "20261122-1300" {
+                        backup::State::Failed as i32
+                    } else {
+                        backup::State::Completed as i32
+                    };
+                }
+            }
+        }
+        assert_eq!(started.len(), 24, "one per hour: {started:?}");
+        assert_eq!(started[0], "20261122-0000");
+        assert_eq!(started[23], "20261122-2300");
+        let kept: Vec<&str> = backups.iter().map(|b| b.slot.as_str()).collect();
+        assert_eq!(kept, ["20261122-2100", "20261122-2200", "20261122-2300"]);
+        // Backups not made by a schedule are never pruned by it.
+        backups.push(Backup {
+            id: "manual".into(),
+            volume: "pg".into(),
+            state: backup::State::Completed as i32,
+            ..Default::default()
+        });
+        let steps = schedule_steps(&s, &backups, start + 86400 - 1).unwrap();
+        assert!(steps.is_empty(), "{steps:?}");
     }
 
     #[test]

@@ -513,6 +513,17 @@ pub struct BackupCreateRequest {
     pub volume: String,
 }
 
+/// `PUT /v1/backup_schedules/VOLUME`, and what GET lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct BackupScheduleRequest {
+    pub volume: String,
+    /// hourly, daily, weekly, monthly, or a period like 1h, 30m, 2d.
+    pub every: String,
+    /// How many completed backups the schedule keeps.
+    pub keep: u32,
+}
+
 /// `POST /v1/backups/ID/restore`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -645,6 +656,9 @@ pub enum EventPayload {
     Volume {
         volume: VolumeResponse,
     },
+    Backup {
+        backup: BackupResponse,
+    },
 }
 
 impl EventPayload {
@@ -686,6 +700,9 @@ impl EventPayload {
             K::TaskRemoved(v) => EventPayload::Task { task: t(&v.task) },
             K::CellAppeared(v) => EventPayload::Cell { cell: c(&v.cell) },
             K::CellDisappeared(v) => EventPayload::Cell { cell: c(&v.cell) },
+            K::BackupChanged(v) => EventPayload::Backup {
+                backup: v.after.clone().or(v.before.clone())?.into(),
+            },
             K::VolumeChanged(v) => EventPayload::Volume {
                 volume: VolumeResponse::new(v.after.clone().or(v.before.clone())?, vec![]),
             },

@@ -335,6 +335,35 @@ fn backups_export_and_import_and_bad_input_is_refused() {
     let t = read_volume(&up, "check", "copy", "cat /data/kept; ls /data");
     assert_eq!(t["result"].as_str().unwrap(), "kept\nbig\nkept\n", "{t}");
 
+    // A schedule: the brain takes the current slot's backup at once, and only once.
+    let out = up.ltc(&["backup", "schedule", "src", "--every", "5s"]);
+    assert!(!out.ok && out.stderr.contains("hourly, daily"), "{out:#?}");
+    up.ltc_ok(&["backup", "schedule", "src", "--every", "1h", "--keep", "3"]);
+    assert!(up.ltc_ok(&["backup", "schedules"]).contains("src"));
+    let scheduled = |up: &UpProcess| -> Vec<serde_json::Value> {
+        json(&up.ltc_ok(&["backup", "list", "src", "--json"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["slot"] != "")
+            .cloned()
+            .collect()
+    };
+    let b = wait_for("the scheduled backup", Duration::from_secs(60), || {
+        scheduled(&up)
+            .into_iter()
+            .find(|b| b["state"] == "COMPLETED")
+    });
+    assert_eq!(
+        b["id"],
+        format!("src-{}", b["slot"].as_str().unwrap()),
+        "{b}"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(scheduled(&up).len(), 1, "one backup per slot");
+    up.ltc_ok(&["backup", "schedule", "src", "--off"]);
+    assert!(up.ltc_ok(&["backup", "schedules"]).contains("No schedules"));
+
     // A file that is not an export.
     let junk = up.data_dir.path().join("junk.tar");
     std::fs::write(&junk, b"not a tar").unwrap();

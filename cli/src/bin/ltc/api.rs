@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lattice_specs::receptor::{
-    ActualLrpResponse, BackupResponse, CellResponse, ContainerUsage, DesiredLrpCreateRequest,
-    DesiredLrpResponse, DesiredLrpUpdateRequest, TaskCreateRequest, TaskResponse, TaskStarted,
-    VolumeCreateRequest, VolumeResponse,
+    ActualLrpResponse, BackupResponse, BackupScheduleRequest, CellResponse, ContainerUsage,
+    DesiredLrpCreateRequest, DesiredLrpResponse, DesiredLrpUpdateRequest, TaskCreateRequest,
+    TaskResponse, TaskStarted, VolumeCreateRequest, VolumeResponse,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
@@ -309,6 +309,28 @@ impl Api {
             Some(serde_json::to_value(b)?),
         )
         .await
+    }
+
+    pub async fn set_schedule(&self, volume: &str, every: &str, keep: u32) -> anyhow::Result<()> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/backup_schedules/{}", seg(volume)),
+            Some(serde_json::json!({ "every": every, "keep": keep })),
+        )
+        .await
+    }
+
+    pub async fn remove_schedule(&self, volume: &str) -> anyhow::Result<()> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/backup_schedules/{}", seg(volume)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn schedules(&self) -> anyhow::Result<Vec<BackupScheduleRequest>> {
+        self.get("/v1/backup_schedules").await
     }
 
     /// A blob's bytes, streamed.

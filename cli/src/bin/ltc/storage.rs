@@ -90,6 +90,25 @@ pub enum BackupCmd {
     Import { file: std::path::PathBuf },
     /// Delete a backup and its archive.
     Delete { backup: String },
+    /// Back a volume up on a schedule (the brain starts each slot's backup exactly
+    /// once and keeps the last N), or stop doing so.
+    Schedule {
+        volume: String,
+        /// hourly, daily, weekly, monthly, or a period like 1h, 30m, 2d.
+        #[arg(long, required_unless_present = "off")]
+        every: Option<String>,
+        /// How many completed scheduled backups to keep.
+        #[arg(long, default_value_t = 7)]
+        keep: u32,
+        /// Remove the volume's schedule.
+        #[arg(long, conflicts_with = "every")]
+        off: bool,
+    },
+    /// The backup schedules.
+    Schedules {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 async fn wait_volume(api: &Api, name: &str, timeout: Duration) -> anyhow::Result<VolumeResponse> {
@@ -497,6 +516,40 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
         }
         BackupCmd::Export { backup, file } => export(api, &backup, &file).await?,
         BackupCmd::Import { file } => import(api, &file).await?,
+        BackupCmd::Schedule {
+            volume,
+            every,
+            keep,
+            off,
+        } => {
+            if off {
+                api.remove_schedule(&volume).await?;
+                println!("Volume {volume} is no longer backed up on a schedule.");
+            } else {
+                let every = every.unwrap_or_default();
+                lattice_specs::backup::parse_every(&every).map_err(anyhow::Error::msg)?;
+                api.set_schedule(&volume, &every, keep).await?;
+                println!(
+                    "Volume {volume} is backed up every {every}, the last {keep} kept: `ltc backup list {volume}` shows them."
+                );
+            }
+        }
+        BackupCmd::Schedules { json } => {
+            let all = api.schedules().await?;
+            if json {
+                show::json(&all)?;
+            } else if all.is_empty() {
+                println!(
+                    "No schedules: `ltc backup schedule VOLUME --every daily --keep 7` makes one."
+                );
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|s| vec![s.volume.clone(), s.every.clone(), s.keep.to_string()])
+                    .collect();
+                print!("{}", show::table(&["VOLUME", "EVERY", "KEEP"], &rows));
+            }
+        }
         BackupCmd::Delete { backup } => {
             api.delete_backup(&backup).await?;
             println!("Deleted backup {backup} and its archive.");
