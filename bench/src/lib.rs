@@ -39,3 +39,63 @@ pub fn runc_bundle(dir: &std::path::Path, args: &[&str], host_network: bool) -> 
     std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
     bundle
 }
+
+// ---- `lattice up` and `ltc` as the cluster benchmarks drive them ---------------------
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A binary next to the running benchmark (`target/release/NAME`).
+pub fn bin(name: &str) -> std::path::PathBuf {
+    std::env::current_exe().unwrap().with_file_name(name)
+}
+
+pub struct Up {
+    pub child: Child,
+}
+
+impl Up {
+    /// Starts `lattice up`; returns it and the time to its ready line.
+    pub fn start(args: &[String]) -> (Up, Duration) {
+        let t0 = Instant::now();
+        let mut child = Command::new(bin("lattice"))
+            .args(args)
+            .env("LATTICE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lattice not built: cargo build --release --workspace --bins");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while out.read_line(&mut line).unwrap() > 0 && !line.starts_with("lattice up ready") {
+            line.clear();
+        }
+        assert!(
+            line.starts_with("lattice up ready"),
+            "lattice up did not start"
+        );
+        let took = t0.elapsed();
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        (Up { child }, took)
+    }
+
+    pub fn stop(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `ltc ARGS` with `home` as its LTC_HOME; panics when it fails.
+pub fn ltc(home: &std::path::Path, args: &[&str]) {
+    let out = Command::new(bin("ltc"))
+        .args(args)
+        .env("LTC_HOME", home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ltc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -531,7 +531,7 @@ fn run_action<'a>(
                         d.to
                     ));
                 }
-                let fut = crate::transfer::download(dest, d);
+                let fut = crate::transfer::download(dest, &ctx.cfg.rootfs, d);
                 tokio::select! {
                     r = fut => r.map_err(|e| format!("download {} failed: {e:#}", d.from)),
                     _ = cancel.cancelled() => Err("cancelled".to_string()),

@@ -8,17 +8,15 @@ use lattice_specs::models::{DownloadAction, UploadAction};
 use sha2::Digest;
 
 /// Fetches `d.from` and unpacks it (tar, or gzip-compressed tar) into `dest` (the
-/// host path of `d.to`). The archive is streamed to a file beside `dest` and its
-/// checksum, when given, verified before anything is unpacked; a failed unpack
-/// removes what it had made, so a bad archive leaves nothing behind.
-pub async fn download(dest: PathBuf, d: &DownloadAction) -> anyhow::Result<()> {
-    let parent = dest
-        .parent()
-        .context("download destination has no parent")?
-        .to_path_buf();
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating the parent of {}", d.to))?;
-    let name = dest.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = parent.join(format!(".{name}.download-{}", std::process::id()));
+/// host path of `d.to`). The archive is streamed to a file in `scratch` (the
+/// container's own filesystem, so a volume never holds it) and its checksum, when
+/// given, verified before anything is unpacked; a failed unpack removes what it had
+/// made, so a bad archive leaves nothing behind.
+pub async fn download(dest: PathBuf, scratch: &Path, d: &DownloadAction) -> anyhow::Result<()> {
+    let tmp = scratch.join(format!(
+        ".lattice-download-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     let fetched = fetch(&d.from, &tmp).await;
     let result = async {
         let digests = fetched?;

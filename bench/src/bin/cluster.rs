@@ -10,52 +10,13 @@
 //!
 //! `cargo build --release --workspace --bins && sudo target/release/cluster --rounds 5`
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lattice_bbs::testing::free_port;
-use lattice_bench::{arg, runc_bundle};
-
-fn bin(name: &str) -> std::path::PathBuf {
-    std::env::current_exe().unwrap().with_file_name(name)
-}
-
-struct Up {
-    child: Child,
-}
-
-impl Up {
-    /// Starts `lattice up`; returns it and the time to its ready line.
-    fn start(args: &[String]) -> (Up, Duration) {
-        let t0 = Instant::now();
-        let mut child = Command::new(bin("lattice"))
-            .args(args)
-            .env("LATTICE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("lattice not built: cargo build --release --workspace --bins");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        while out.read_line(&mut line).unwrap() > 0 && !line.starts_with("lattice up ready") {
-            line.clear();
-        }
-        assert!(
-            line.starts_with("lattice up ready"),
-            "lattice up did not start"
-        );
-        let took = t0.elapsed();
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        (Up { child }, took)
-    }
-
-    fn stop(mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
+use lattice_bench::{arg, bin, ltc, runc_bundle, Up};
 
 /// (user+system CPU ticks, RSS in KiB) of a process.
 fn proc_stat(pid: u32) -> (u64, u64) {
@@ -133,19 +94,6 @@ fn rep_start_latency(cell: &str) -> (f64, u64) {
         if count > 0.0 { sum / count * 1e3 } else { 0.0 },
         count as u64,
     )
-}
-
-fn ltc(home: &std::path::Path, args: &[&str]) {
-    let out = Command::new(bin("ltc"))
-        .args(args)
-        .env("LTC_HOME", home)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ltc {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn ms(d: &[Duration]) -> (f64, f64) {

@@ -530,7 +530,7 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
                 lattice_specs::backup::parse_every(&every).map_err(anyhow::Error::msg)?;
                 api.set_schedule(&volume, &every, keep).await?;
                 println!(
-                    "Volume {volume} is backed up every {every}, the last {keep} kept: `ltc backup list {volume}` shows them."
+                    "Volume {volume} is backed up on a schedule ({every}), the last {keep} kept: `ltc backup list {volume}` shows them."
                 );
             }
         }
