@@ -29,7 +29,10 @@ use crate::db::{Db, DbError};
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/volumes", post(create_volume).get(list_volumes))
-        .route("/v1/volumes/{name}", get(get_volume).delete(remove_volume))
+        .route(
+            "/v1/volumes/{name}",
+            get(get_volume).put(grow_volume).delete(remove_volume),
+        )
         .route("/v1/backups", post(create_backup).get(list_backups))
         .route("/v1/backups/import", post(import_backup))
         .route("/v1/backups/{id}", get(get_backup).delete(delete_backup))
@@ -77,6 +80,20 @@ async fn get_volume(
     Ok(Json(VolumeResponse::new(v, users)))
 }
 
+async fn grow_volume(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let r: lattice_specs::receptor::VolumeUpdateRequest = parse_body(&body)?;
+    let v =
+        s.db.grow_volume(&name, r.size_bytes)
+            .await
+            .map_err(db_err)?;
+    tracing::info!(volume = %name, size = v.size_bytes, "volume growth requested");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn remove_volume(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -117,9 +134,8 @@ pub async fn start_backup(
         volume_used_bytes: v.used_bytes,
         ..Default::default()
     };
-    let mut def = plan::backup_task(&b, &blob_url(&b.blob));
-    // A snapshot exists only on the volume's cell.
-    def.placement_tags = vec![];
+    // The auction places it on the volume's cell, where the snapshot can be taken.
+    let def = plan::backup_task(&b, &blob_url(&b.blob));
     db.create_backup(&b, def).await?;
     tracing::info!(backup = %b.id, volume, task = %b.task_guid, "backup started");
     Ok(b)
@@ -155,9 +171,9 @@ async fn get_backup(
     Ok(Json(s.db.backup(&id).await.map_err(db_err)?.into()))
 }
 
-/// Forgets backup `id` and deletes its archive.
-pub async fn delete(s: &ApiState, id: &str) -> Result<(), DbError> {
-    let b = s.db.delete_backup(id).await?;
+/// Forgets backup `id` (through `db`, which may be fenced) and deletes its archive.
+pub async fn delete(s: &ApiState, db: &Db, id: &str) -> Result<(), DbError> {
+    let b = db.delete_backup(id).await?;
     if let Some(store) = &s.blobs {
         let _ = store.delete(&b.blob);
     }
@@ -166,7 +182,7 @@ pub async fn delete(s: &ApiState, id: &str) -> Result<(), DbError> {
 }
 
 async fn delete_backup(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    delete(&s, &id).await.map_err(db_err)?;
+    delete(&s, &s.db, &id).await.map_err(db_err)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -252,6 +268,18 @@ async fn restore_backup(
             ),
         ));
     }
+    // Nothing may use the volume while its data is swapped (another restore included).
+    let users = s.db.volume_users(&v.name).await.map_err(db_err)?;
+    if !users.is_empty() {
+        return Err(ApiError::conflict(
+            "VolumeInUse",
+            format!(
+                "volume {} is mounted by {}: remove those apps or wait for those tasks, then restore",
+                v.name,
+                users.join(", ")
+            ),
+        ));
+    }
     let guid = format!("{}{}-{}", plan::RESTORE_TASK, v.name, suffix());
     let def = plan::restore_task(&guid, &b, &s.blob_url(&b.blob), &v.name);
     s.db.desire_task(&guid, plan::DOMAIN, def)
@@ -285,9 +313,9 @@ async fn import_backup(State(s): State<ApiState>, body: Bytes) -> ApiResult<Stat
     let store = crate::api::blob_store(&s)?;
     lattice_specs::volume::check_name("volume", &r.volume).map_err(ApiError::invalid_request)?;
     crate::blobs::check_name(&r.id).map_err(ApiError::invalid_request)?;
-    if r.manifest.len() != 64 {
+    if !plan::is_sha256(&r.manifest) || !plan::is_sha256(&r.checksum) {
         return Err(ApiError::invalid_request(
-            "the backup has no manifest: export it again with `ltc backup export`",
+            "the backup's manifest and checksum must be sha256 hex digests: export it again with `ltc backup export`",
         ));
     }
     let blob = plan::blob_name(&r.id);
@@ -326,7 +354,8 @@ async fn import_backup(State(s): State<ApiState>, body: Bytes) -> ApiResult<Stat
 
 /// Applies a finished backup or verify task to its backup record (idempotent).
 pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
-    if t.domain != plan::DOMAIN || t.state < TaskState::Completed as i32 {
+    // Only a BBS holding the blob store can judge an archive.
+    if s.blobs.is_none() || t.domain != plan::DOMAIN || t.state < TaskState::Completed as i32 {
         return Ok(());
     }
     if let Some(id) = t.task_guid.strip_prefix(plan::BACKUP_TASK) {
@@ -416,6 +445,39 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Settles every finished backup task, and fails RUNNING backups whose task is gone
+/// (deleted before any settler saw it finish).
+async fn sweep_once(s: &ApiState) -> Result<(), DbError> {
+    if s.blobs.is_none() {
+        return Ok(());
+    }
+    let tasks = s.db.tasks(plan::DOMAIN, "").await?;
+    for t in &tasks {
+        settle(s, t).await?;
+    }
+    for b in s.db.backups().await? {
+        if b.state() == BackupState::Running && !tasks.iter().any(|t| t.task_guid == b.task_guid) {
+            // Re-read: the task may have been created after the list above.
+            if matches!(s.db.task(&b.task_guid).await, Err(DbError::NotFound { .. })) {
+                s.db.modify_backup(&b.id, |b| {
+                    if b.state() != BackupState::Running {
+                        return false;
+                    }
+                    b.state = BackupState::Failed as i32;
+                    b.failure_reason = "its task disappeared before it finished".into();
+                    b.finished_at = now_nanos();
+                    true
+                })
+                .await?;
+                if let Some(st) = &s.blobs {
+                    let _ = st.delete(&b.blob);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Settles every finished backup task: now (what happened while no BBS ran), on each
 /// task change, and every 10 s (what a lagging event stream missed).
 pub fn spawn_settler(s: ApiState) -> tokio::task::JoinHandle<()> {
@@ -425,12 +487,8 @@ pub fn spawn_settler(s: ApiState) -> tokio::task::JoinHandle<()> {
         loop {
             tokio::select! {
                 _ = sweep.tick() => {
-                    if let Ok(tasks) = s.db.tasks(plan::DOMAIN, "").await {
-                        for t in tasks {
-                            if let Err(e) = settle(&s, &t).await {
-                                tracing::warn!(task = %t.task_guid, error = %e, "settling a backup task");
-                            }
-                        }
+                    if let Err(e) = sweep_once(&s).await {
+                        tracing::warn!(error = %e, "settling backup tasks");
                     }
                 }
                 e = events.recv() => {

@@ -1142,6 +1142,7 @@ impl Db {
             reason: String::new(),
             created_at: now,
             updated_at: now,
+            actual_size_bytes: 0,
         };
         if self
             .create(&format!("{VOLUME}{name}"), v.encode_to_vec(), 0)
@@ -1209,7 +1210,7 @@ impl Db {
         self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
             let mut v = cur.ok_or_else(|| DbError::volume_not_found(name))?;
             Ok(match v.state() {
-                VolumeState::Failed => (Write::Delete, ()),
+                // (a FAILED volume too: its cell removes whatever it made of it)
                 VolumeState::Removing => (Write::Nothing, ()),
                 _ => {
                     v.state = VolumeState::Removing as i32;
@@ -1225,14 +1226,46 @@ impl Db {
         Ok(())
     }
 
-    /// A cell reports its volume READY (with its use) or FAILED. Reports from another
-    /// cell, or about a volume being removed, change nothing.
+    /// Grows a READY volume to `size_bytes` (its cell grows it online).
+    pub async fn grow_volume(&self, name: &str, size_bytes: u64) -> Result<Volume> {
+        self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
+            let mut v = cur.ok_or_else(|| DbError::volume_not_found(name))?;
+            if v.state() != VolumeState::Ready {
+                return Err(DbError::Conflict {
+                    name: "VolumeNotReady",
+                    message: format!(
+                        "volume {name} is {}: only a READY volume can grow",
+                        lattice_specs::volume::state_name(v.state())
+                    ),
+                });
+            }
+            if size_bytes <= v.size_bytes {
+                return Err(DbError::Invalid(ValidationErrors(vec![
+                    validation::FieldError {
+                        field: "size_bytes".into(),
+                        message: format!(
+                            "volume {name} is {}: a volume can only grow",
+                            lattice_specs::volume::format_size(v.size_bytes)
+                        ),
+                    },
+                ])));
+            }
+            v.size_bytes = size_bytes;
+            v.reason = String::new();
+            v.updated_at = now_nanos();
+            Ok((Write::Put(v.clone()), v))
+        })
+        .await
+    }
+
+    /// A cell reports its volume READY (with its size and use) or FAILED. Reports from
+    /// another cell, or about a volume being removed, change nothing.
     pub async fn set_volume_state(
         &self,
         name: &str,
         cell_id: &str,
         state: VolumeState,
-        used_bytes: u64,
+        (size_bytes, used_bytes): (u64, u64),
         reason: &str,
     ) -> Result<()> {
         self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
@@ -1243,6 +1276,7 @@ impl Db {
             let before = v.clone();
             v.state = state as i32;
             v.used_bytes = used_bytes;
+            v.actual_size_bytes = size_bytes;
             v.reason = reason.to_string();
             if v == before {
                 return Ok((Write::Nothing, ()));
@@ -1272,48 +1306,52 @@ impl Db {
     /// backup with the same id (a schedule's slot already filled) is AlreadyExists.
     pub async fn create_backup(&self, b: &Backup, def: TaskDefinition) -> Result<Task> {
         validation::validate_task(&b.task_guid, lattice_specs::backup::DOMAIN, &def)?;
-        let (v, vrev) = self
-            .get::<Volume>(&format!("{VOLUME}{}", b.volume))
-            .await?
-            .ok_or_else(|| DbError::volume_not_found(&b.volume))?;
-        if v.state() != VolumeState::Ready {
-            return Err(DbError::Conflict {
-                name: "VolumeNotReady",
-                message: format!(
-                    "volume {} is {}: only a READY volume can be backed up",
-                    b.volume,
-                    lattice_specs::volume::state_name(v.state())
-                ),
-            });
-        }
-        let task = task_sm::new_task(
-            b.task_guid.clone(),
-            lattice_specs::backup::DOMAIN.into(),
-            def,
-            now_nanos(),
-        );
-        let (bk, tk) = (format!("{BACKUP}{}", b.id), task_key(&b.task_guid));
-        let r = self
-            .txn(
-                Txn::new()
-                    .when(Compare::absent(&bk))
-                    .when(Compare::absent(&tk))
-                    // The volume still is as we saw it (not being removed meanwhile).
-                    .when(Compare::ModRevision(format!("{VOLUME}{}", b.volume), vrev))
-                    .then(Op::put(&bk, b.encode_to_vec()))
-                    .then(Op::put(&tk, task.encode_to_vec())),
-            )
-            .await?;
-        if !r.succeeded {
-            if self.store.get(&bk).await?.is_some() {
-                return Err(DbError::AlreadyExists {
-                    name: "BackupAlreadyExists",
-                    message: format!("backup {} already exists", b.id),
+        // The volume's record changes as its cell reports its use: retry then.
+        for _ in 0..CAS_ATTEMPTS {
+            let (v, vrev) = self
+                .get::<Volume>(&format!("{VOLUME}{}", b.volume))
+                .await?
+                .ok_or_else(|| DbError::volume_not_found(&b.volume))?;
+            if v.state() != VolumeState::Ready {
+                return Err(DbError::Conflict {
+                    name: "VolumeNotReady",
+                    message: format!(
+                        "volume {} is {}: only a READY volume can be backed up",
+                        b.volume,
+                        lattice_specs::volume::state_name(v.state())
+                    ),
                 });
             }
-            return Err(DbError::Contended(bk));
+            let task = task_sm::new_task(
+                b.task_guid.clone(),
+                lattice_specs::backup::DOMAIN.into(),
+                def.clone(),
+                now_nanos(),
+            );
+            let (bk, tk) = (format!("{BACKUP}{}", b.id), task_key(&b.task_guid));
+            let r = self
+                .txn(
+                    Txn::new()
+                        .when(Compare::absent(&bk))
+                        .when(Compare::absent(&tk))
+                        // The volume still is as we saw it (not being removed meanwhile).
+                        .when(Compare::ModRevision(format!("{VOLUME}{}", b.volume), vrev))
+                        .then(Op::put(&bk, b.encode_to_vec()))
+                        .then(Op::put(&tk, task.encode_to_vec())),
+                )
+                .await?;
+            if !r.succeeded {
+                if self.store.get(&bk).await?.is_some() {
+                    return Err(DbError::AlreadyExists {
+                        name: "BackupAlreadyExists",
+                        message: format!("backup {} already exists", b.id),
+                    });
+                }
+                continue;
+            }
+            return Ok(task);
         }
-        Ok(task)
+        Err(DbError::Contended(format!("{BACKUP}{}", b.id)))
     }
 
     pub async fn backups(&self) -> Result<Vec<Backup>> {

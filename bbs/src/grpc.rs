@@ -630,9 +630,15 @@ impl Bbs for BbsGrpc {
             let db = self.db_for(&r)?;
             let r = r.into_inner();
             let state = r.state();
-            db.set_volume_state(&r.name, &r.cell_id, state, r.used_bytes, &r.reason)
-                .await
-                .map(|_| Empty {})
+            db.set_volume_state(
+                &r.name,
+                &r.cell_id,
+                state,
+                (r.size_bytes, r.used_bytes),
+                &r.reason,
+            )
+            .await
+            .map(|_| Empty {})
         })
         .await
     }
@@ -693,7 +699,8 @@ impl Bbs for BbsGrpc {
 
     async fn delete_backup(&self, r: Request<BackupIdRequest>) -> Result<Response<Empty>, Status> {
         call("DeleteBackup", async {
-            crate::backups::delete(self.api()?, &r.into_inner().id)
+            let db = self.db_for(&r)?;
+            crate::backups::delete(self.api()?, &db, &r.into_inner().id)
                 .await
                 .map(|_| Empty {})
         })

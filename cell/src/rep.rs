@@ -1144,11 +1144,15 @@ impl Rep {
                             .before
                             .as_ref()
                             .is_some_and(|t| self.slots.lock().unwrap().contains_key(&t.task_guid)),
-                        Some(E::VolumeChanged(v)) => v
-                            .after
-                            .as_ref()
-                            .or(v.before.as_ref())
-                            .is_some_and(|v| v.cell_id == self.cfg.cell_id),
+                        // Not the use this cell itself reports: only what asks it to act.
+                        Some(E::VolumeChanged(v)) => {
+                            let key = |x: &models::Volume| (x.state, x.size_bytes);
+                            v.after
+                                .as_ref()
+                                .or(v.before.as_ref())
+                                .is_some_and(|x| x.cell_id == self.cfg.cell_id)
+                                && v.before.as_ref().map(key) != v.after.as_ref().map(key)
+                        }
                         Some(E::TaskRemoved(r)) => r
                             .task
                             .as_ref()
@@ -1266,43 +1270,82 @@ impl Rep {
             .await?
             .into_inner()
             .volumes;
+        if records.is_empty() {
+            return Ok(());
+        }
+        // A pool that cannot be opened now says nothing about the volumes: retry later.
+        let vols = tokio::task::spawn_blocking(move || driver.volumes())
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?
+            .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
         for v in records {
             let name = v.name.clone();
-            let report = |state: V, used: u64, reason: String| api::VolumeStateRequest {
+            let report = |state: V, size: u64, used: u64, reason: String| api::VolumeStateRequest {
                 name: name.clone(),
                 cell_id: self.cfg.cell_id.clone(),
                 state: state as i32,
                 used_bytes: used,
                 reason,
+                size_bytes: size,
             };
             match v.state() {
                 V::Pending | V::Ready => {
                     let (d, n, size, pending) = (
-                        driver.clone(),
+                        vols.clone(),
                         name.clone(),
                         v.size_bytes,
                         v.state() == V::Pending,
                     );
+                    // (the volume, why growing it failed)
+                    let reported = v.actual_size_bytes;
                     let made = tokio::task::spawn_blocking(move || {
-                        let vols = d.volumes()?;
+                        let vols = d;
                         match vols.info(&n) {
-                            Ok(info) => Ok(info),
-                            Err(_) if pending => vols.create(&n, size),
+                            // Asked to grow: online, the data stays; a failure is
+                            // reported (and retried), the volume stays usable at
+                            // its old size.
+                            Ok(info) if !pending && (info.size_bytes < size || reported < size) => {
+                                match vols.grow(&n, size) {
+                                    Ok(grown) => Ok((grown, None)),
+                                    Err(e) => Ok((
+                                        info,
+                                        Some(format!(
+                                            "growing to {} failed: {e:#}",
+                                            lattice_specs::volume::format_size(size)
+                                        )),
+                                    )),
+                                }
+                            }
+                            Ok(info) => Ok((info, None)),
+                            Err(_) if pending => Ok((vols.create(&n, size)?, None)),
                             Err(_) => anyhow::bail!("the volume is missing on its cell"),
                         }
                     })
                     .await
                     .map_err(|e| tonic::Status::internal(e.to_string()))?;
                     let req = match made {
-                        Ok(info) => {
+                        Ok((info, grow_failed)) => {
                             if pending {
                                 tracing::info!(volume = %name, size = v.size_bytes, "volume created");
+                            } else if grow_failed.is_none()
+                                && v.actual_size_bytes < info.size_bytes
+                                && v.actual_size_bytes > 0
+                            {
+                                tracing::info!(volume = %name, size = info.size_bytes, "volume grown");
                             }
-                            report(V::Ready, info.used_bytes, String::new())
+                            if let Some(e) = &grow_failed {
+                                tracing::warn!(volume = %name, "{e}");
+                            }
+                            report(
+                                V::Ready,
+                                info.size_bytes,
+                                info.used_bytes,
+                                grow_failed.unwrap_or_default(),
+                            )
                         }
                         Err(e) => {
                             tracing::warn!(volume = %name, "volume failed: {e:#}");
-                            report(V::Failed, 0, format!("{e:#}"))
+                            report(V::Failed, 0, 0, format!("{e:#}"))
                         }
                     };
                     bbs.set_volume_state(req).await?;
@@ -1311,9 +1354,9 @@ impl Rep {
                     if self.exec.uses_volume(&name) {
                         continue;
                     }
-                    let (d, n) = (driver.clone(), name.clone());
+                    let (d, n) = (vols.clone(), name.clone());
                     let removed = tokio::task::spawn_blocking(move || {
-                        let vols = d.volumes()?;
+                        let vols = d;
                         match vols.info(&n) {
                             Ok(_) => vols.remove(&n),
                             Err(_) => Ok(()),

@@ -8,30 +8,130 @@ use lattice_specs::models::{DownloadAction, UploadAction};
 use sha2::Digest;
 
 /// Fetches `d.from` and unpacks it (tar, or gzip-compressed tar) into `dest` (the
-/// host path of `d.to`). The archive is streamed to a file in `scratch` (the
-/// container's own filesystem, so a volume never holds it) and its checksum, when
-/// given, verified before anything is unpacked; a failed unpack removes what it had
-/// made, so a bad archive leaves nothing behind.
+/// host path of `d.to`), its checksum (when given) deciding:
+///
+/// - into a directory that does not exist yet, the archive is unpacked as it arrives
+///   (no copy of it is kept); a checksum mismatch or a failed unpack removes the
+///   directory, so a bad archive leaves nothing behind;
+/// - into an existing directory, the archive is first streamed to a file in `scratch`
+///   (the container's own filesystem, never a volume) and verified before anything is
+///   unpacked.
 pub async fn download(dest: PathBuf, scratch: &Path, d: &DownloadAction) -> anyhow::Result<()> {
+    if !dest.exists() {
+        return stream_unpack(&dest, d).await;
+    }
     let tmp = scratch.join(format!(
         ".lattice-download-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    let fetched = fetch(&d.from, &tmp).await;
     let result = async {
-        let digests = fetched?;
+        let file = tokio::fs::File::create(&tmp).await?;
+        let digests = fetch(&d.from, Sink::File(file)).await?;
         verify(&digests, &d.checksum_algorithm, &d.checksum_value)?;
-        let existed = dest.exists();
         let (tmp2, dest2, to) = (tmp.clone(), dest.clone(), d.to.clone());
-        let unpacked = tokio::task::spawn_blocking(move || unpack(&tmp2, &dest2, &to)).await?;
-        if unpacked.is_err() && !existed {
-            let _ = std::fs::remove_dir_all(&dest);
-        }
-        unpacked
+        tokio::task::spawn_blocking(move || {
+            unpack(
+                std::io::BufReader::new(std::fs::File::open(&tmp2)?),
+                &dest2,
+                &to,
+            )
+        })
+        .await?
     }
     .await;
     let _ = std::fs::remove_file(&tmp);
     result
+}
+
+/// Unpacks the body into `dest` on a blocking thread while hashing it here; the
+/// checksum is judged once the whole body has arrived (a corrupt archive is reported
+/// as a checksum mismatch, its root cause, rather than as whatever the unpacker hit).
+async fn stream_unpack(dest: &Path, d: &DownloadAction) -> anyhow::Result<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+    let (dest2, to) = (dest.to_path_buf(), d.to.clone());
+    // Until the archive is whole and verified, `dest` goes on any way out: an error,
+    // or the action being cancelled (this future dropped) mid-download.
+    let mut cleanup = RemoveUnlessKept {
+        dest: dest.to_path_buf(),
+        unpacker: None,
+        keep: false,
+    };
+    let unpacker = tokio::task::spawn_blocking(move || {
+        let reader = ChannelReader {
+            rx,
+            chunk: bytes::Bytes::new(),
+        };
+        // Dropping the reader (on success or failure) tells the fetch to stop sending.
+        unpack(
+            std::io::BufReader::with_capacity(1 << 20, reader),
+            &dest2,
+            &to,
+        )
+    });
+    cleanup.unpacker = Some(unpacker);
+    let fetched = fetch(&d.from, Sink::Channel(Some(tx))).await;
+    let unpacked = cleanup.unpacker.take().expect("set above").await?;
+    let digests = fetched?;
+    verify(&digests, &d.checksum_algorithm, &d.checksum_value)?;
+    unpacked?;
+    cleanup.keep = true;
+    Ok(())
+}
+
+/// Removes a download's destination when dropped, unless kept; an unpacker still
+/// running is waited for first.
+struct RemoveUnlessKept {
+    dest: PathBuf,
+    unpacker: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    keep: bool,
+}
+
+impl Drop for RemoveUnlessKept {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let dest = self.dest.clone();
+        let unpacker = self.unpacker.take();
+        match (unpacker, tokio::runtime::Handle::try_current()) {
+            (Some(u), Ok(rt)) => {
+                rt.spawn(async move {
+                    let _ = u.await;
+                    let _ = std::fs::remove_dir_all(&dest);
+                });
+            }
+            _ => {
+                let _ = std::fs::remove_dir_all(&dest);
+            }
+        }
+    }
+}
+
+/// Where a fetched body goes.
+enum Sink {
+    File(tokio::fs::File),
+    /// The unpacker's input; None once it stopped reading.
+    Channel(Option<tokio::sync::mpsc::Sender<bytes::Bytes>>),
+}
+
+/// A blocking `Read` over the chunks of an async body.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    chunk: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(c) => self.chunk = c,
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
 }
 
 struct Digests {
@@ -51,19 +151,30 @@ impl Digests {
     }
 }
 
-/// Streams `url` into `file`, hashing on the way.
-async fn fetch(url: &str, file: &Path) -> anyhow::Result<Digests> {
+/// Streams `url` into `sink`, hashing on the way. The whole body is always read (and
+/// hashed), even after a channel's unpacker stopped.
+async fn fetch(url: &str, mut sink: Sink) -> anyhow::Result<Digests> {
     use tokio::io::AsyncWriteExt;
     let mut resp = reqwest::get(url).await?.error_for_status()?;
-    let mut out = tokio::fs::File::create(file).await?;
     let (mut s256, mut s1, mut m5) = (sha2::Sha256::new(), sha1::Sha1::new(), md5::Md5::new());
     while let Some(chunk) = resp.chunk().await? {
         s256.update(&chunk);
         s1.update(&chunk);
         m5.update(&chunk);
-        out.write_all(&chunk).await?;
+        match &mut sink {
+            Sink::File(f) => f.write_all(&chunk).await?,
+            Sink::Channel(tx) => {
+                if let Some(t) = tx {
+                    if t.send(chunk).await.is_err() {
+                        *tx = None;
+                    }
+                }
+            }
+        }
     }
-    out.flush().await?;
+    if let Sink::File(f) = &mut sink {
+        f.flush().await?;
+    }
     Ok(Digests {
         sha256: hex(&s256.finalize()),
         sha1: hex(&s1.finalize()),
@@ -71,10 +182,9 @@ async fn fetch(url: &str, file: &Path) -> anyhow::Result<Digests> {
     })
 }
 
-fn unpack(archive: &Path, dest: &Path, to: &str) -> anyhow::Result<()> {
+fn unpack<R: std::io::BufRead + 'static>(mut f: R, dest: &Path, to: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dest).with_context(|| format!("creating {to}"))?;
-    let mut f = std::io::BufReader::new(std::fs::File::open(archive)?);
-    let gz = std::io::BufRead::fill_buf(&mut f)?.starts_with(&[0x1f, 0x8b]);
+    let gz = f.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     let reader: Box<dyn std::io::Read> = if gz {
         Box::new(flate2::read::MultiGzDecoder::new(f))
     } else {
@@ -82,6 +192,7 @@ fn unpack(archive: &Path, dest: &Path, to: &str) -> anyhow::Result<()> {
     };
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
     // tar's unpack refuses entries that would land outside `dest`.
     archive

@@ -256,15 +256,19 @@ impl Volumes {
     pub fn grow(&self, name: &str, size: u64) -> anyhow::Result<VolumeInfo> {
         let info = self.info(name)?;
         anyhow::ensure!(
-            size > info.size_bytes,
+            size >= info.size_bytes,
             "volume {name} is {} bytes; it can only grow",
             info.size_bytes
         );
         let img = self.image(name);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&img)?
-            .set_len(size)?;
+        if size > info.size_bytes {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&img)?
+                .set_len(size)?;
+        }
+        // Also when the image already has the size: a growth that failed midway is
+        // finished here (growing XFS to the size it has is a no-op).
         let dev = run("losetup", &["-j", img.to_str().unwrap()])?;
         let dev = dev
             .split(':')

@@ -28,6 +28,7 @@ pub const ROOTFS: &str = "preloaded:busybox";
 pub const MOUNT: &str = "/data";
 const RESULT_FILE: &str = "/tmp/lattice-manifest";
 const STAGING: &str = ".lattice-restore";
+const OLD: &str = ".lattice-old";
 
 /// Task guid prefixes: what a task is for.
 pub const BACKUP_TASK: &str = "backup-";
@@ -39,11 +40,21 @@ pub fn blob_name(id: &str) -> String {
     format!("backup-{id}.tgz")
 }
 
-/// A shell line printing the manifest of the current directory's files.
+/// A shell line printing the manifest of a directory: sha256 over the sorted list of
+/// every entry's name, mode and owner and every file's sha256 (a restore must give all
+/// of that back; a leftover staging directory is not part of the data).
 fn manifest_of(dir: &str) -> String {
     format!(
-        "cd '{dir}' && find . -type f -exec sha256sum {{}} + | sort | sha256sum | cut -d' ' -f1"
+        "cd '{dir}' && {{ find . \\( -path './{STAGING}' -o -path './{OLD}' \\) -prune -o ! -name . -exec stat -c '%n %f %u %g' {{}} + ; \
+         find . \\( -path './{STAGING}' -o -path './{OLD}' \\) -prune -o -type f -exec sha256sum {{}} + ; }} | sort | sha256sum | cut -d' ' -f1"
     )
+}
+
+/// Whether `s` is a lowercase hex sha256 (what may go into a task's shell script).
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn sh(script: String) -> Action {
@@ -141,12 +152,16 @@ pub fn restore_task(task_guid: &str, b: &Backup, blob_url: &str, volume: &str) -
         // What an earlier, interrupted restore may have left.
         sh(format!("rm -rf '{staging}'")),
         download(b, blob_url, &staging),
+        // The swap is renames only (old data aside, new data in, old data deleted),
+        // so the window in which the volume is neither is as short as it can be.
         sh(format!(
             "( {check} ) || {{ rm -rf '{staging}'; exit 1; }}\n\
              cd '{MOUNT}'\n\
-             find . -mindepth 1 -maxdepth 1 ! -name '{STAGING}' -exec rm -rf {{}} +\n\
-             find '{STAGING}' -mindepth 1 -maxdepth 1 -exec mv {{}} . \\;\n\
-             rmdir '{STAGING}'\n\
+             rm -rf '{OLD}' && mkdir '{OLD}'\n\
+             find . -mindepth 1 -maxdepth 1 ! -name '{STAGING}' ! -name '{OLD}' -exec mv {{}} '{OLD}/' \\;\n\
+             find '{STAGING}' -mindepth 1 -maxdepth 1 ! -name '{STAGING}' ! -name '{OLD}' -exec mv {{}} . \\;\n\
+             rm -rf '{STAGING}'\n\
+             rm -rf '{OLD}'\n\
              echo restored > {RESULT_FILE}"
         )),
     ]);
@@ -188,7 +203,7 @@ pub fn settle(
             b.state = backup::State::Failed as i32;
             b.failure_reason = "the task finished but the blob store has no archive".into();
         }
-        Some(_) if manifest.len() != 64 => {
+        Some(_) if !is_sha256(manifest) => {
             b.state = backup::State::Failed as i32;
             b.failure_reason = format!("the task gave no manifest (result {manifest:?})");
         }

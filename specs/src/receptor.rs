@@ -482,6 +482,8 @@ pub struct VolumeResponse {
     pub name: String,
     pub cell_id: String,
     pub size_bytes: u64,
+    /// The size on its cell (below `size_bytes` while a growth is pending).
+    pub actual_size_bytes: u64,
     pub used_bytes: u64,
     /// PENDING, READY, REMOVING or FAILED.
     pub state: String,
@@ -498,12 +500,20 @@ impl VolumeResponse {
             name: v.name,
             cell_id: v.cell_id,
             size_bytes: v.size_bytes,
+            actual_size_bytes: v.actual_size_bytes,
             used_bytes: v.used_bytes,
             reason: v.reason,
             created_at: v.created_at,
             users,
         }
     }
+}
+
+/// `PUT /v1/volumes/NAME`: grow the volume (online) to `size_bytes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct VolumeUpdateRequest {
+    pub size_bytes: u64,
 }
 
 /// `POST /v1/backups`.

@@ -85,7 +85,7 @@ fn backup_destroy_restore_verify_and_move_to_another_cell() {
         "--",
         "sh",
         "-c",
-        "[ -f /data/blob ] || { head -c 3000000 /dev/urandom > /data/blob; echo hello > /data/hello.txt; }; \
+        "[ -f /data/blob ] || { head -c 3000000 /dev/urandom > /data/blob; echo hello > /data/hello.txt; chown 1000:1000 /data/hello.txt; chmod 604 /data/hello.txt; }; \
          mkdir -p /data/logs; (i=0; while :; do echo $i >> /data/logs/counter; i=$((i+1)); usleep 300; done) & \
          exec httpd -f -p 8080 -h /data",
     ]);
@@ -98,6 +98,14 @@ fn backup_destroy_restore_verify_and_move_to_another_cell() {
         !out.ok && out.stderr.contains("volume pg is mounted by db"),
         "{out:#?}"
     );
+
+    // Grown online while the app uses it.
+    let out = up.ltc_ok(&["volume", "grow", "pg", "--size", "2G"]);
+    assert!(out.contains("Volume pg is now 2G"), "{out}");
+    assert_eq!(fetch(&up, "db", "/hello.txt"), b"hello\n");
+    let t = read_volume(&up, "df", "pg", "df -k /data | tail -1 | awk '{print $2}'");
+    let kib: u64 = t["result"].as_str().unwrap().trim().parse().unwrap();
+    assert!(kib > 1_900_000, "the filesystem grew to 2G: {kib} KiB");
 
     // Back up while the app writes.
     std::thread::sleep(Duration::from_millis(500));
@@ -113,6 +121,13 @@ fn backup_destroy_restore_verify_and_move_to_another_cell() {
     // The backup was an ordinary task, with a log.
     let task = b["task_guid"].as_str().unwrap();
     assert_eq!(json(&up.ltc_ok(&["task", task, "--json"]))["failed"], false);
+
+    // Nothing may use a volume while a restore swaps its data.
+    let out = up.ltc(&["backup", "restore", &id, "--to", "pg"]);
+    assert!(
+        !out.ok && out.stderr.contains("volume pg is mounted by db"),
+        "{out:#?}"
+    );
 
     // Destroy the data: the app goes (its container with it), a task empties the volume.
     up.ltc_ok(&["remove", "db"]);
@@ -197,6 +212,14 @@ fn backup_destroy_restore_verify_and_move_to_another_cell() {
     );
     assert_eq!(t["cell_id"], "cell-b", "placed with its volume: {t}");
     assert_eq!(t["result"].as_str().unwrap().trim(), sha(&blob), "{t}");
+    // Owners and modes come back too.
+    let t = read_volume(
+        &up,
+        "owners-b",
+        "pg-b",
+        "stat -c '%u:%g %a' /data/hello.txt",
+    );
+    assert_eq!(t["result"], "1000:1000 604\n", "{t}");
 
     // A corrupt archive: the restore fails on the checksum, the volume is as it was.
     let archive = up
@@ -286,6 +309,8 @@ fn backups_export_and_import_and_bad_input_is_refused() {
     }
 
     up.ltc_ok(&["volume", "create", "src", "--size", "512M"]);
+    let out = up.ltc(&["volume", "grow", "src", "--size", "400M"]);
+    assert!(!out.ok && out.stderr.contains("can only grow"), "{out:#?}");
     let out = up.ltc_ok(&["volume", "list"]);
     assert!(
         out.contains("src") && out.contains("512M") && out.contains("READY"),
@@ -298,7 +323,7 @@ fn backups_export_and_import_and_bad_input_is_refused() {
         serde_json::json!({
             "task_guid": "fill", "domain": "checks", "rootfs": "preloaded:busybox",
             "memory_mb": 64, "cpu_weight": 10, "result_file": "/tmp/r",
-            "action": {"run": {"path": "/bin/sh", "args": ["-c", "echo kept > /data/kept; dd if=/dev/zero of=/data/big bs=1M count=600"], "user": "root"}},
+            "action": {"run": {"path": "/bin/sh", "args": ["-c", "echo kept > /data/kept; dd if=/dev/zero of=/data/big bs=1M count=600 oflag=direct"], "user": "root"}},
             "volume_mounts": [{"volume": "src", "container_path": "/data"}],
         })
         .to_string(),

@@ -246,6 +246,15 @@ impl Api {
         .await
     }
 
+    pub async fn grow_volume(&self, name: &str, size_bytes: u64) -> anyhow::Result<()> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/volumes/{}", seg(name)),
+            Some(serde_json::json!({ "size_bytes": size_bytes })),
+        )
+        .await
+    }
+
     pub async fn remove_volume(&self, name: &str) -> anyhow::Result<()> {
         self.call(Method::DELETE, &format!("/v1/volumes/{}", seg(name)), None)
             .await

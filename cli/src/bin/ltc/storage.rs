@@ -27,6 +27,15 @@ pub enum VolumeCmd {
         #[arg(long, default_value = "2m", value_parser = crate::app::parse_duration)]
         timeout: Duration,
     },
+    /// Grow a volume, online: the apps that mount it keep running.
+    Grow {
+        name: String,
+        /// The new size (larger than the current one).
+        #[arg(long)]
+        size: String,
+        #[arg(long, default_value = "1m", value_parser = crate::app::parse_duration)]
+        timeout: Duration,
+    },
     /// The volumes: size, use, cell, state and who mounts them.
     List {
         #[arg(long)]
@@ -191,6 +200,36 @@ pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
                 format_size(v.size_bytes),
                 v.cell_id
             );
+        }
+        VolumeCmd::Grow {
+            name,
+            size,
+            timeout,
+        } => {
+            let size = parse_size(&size).map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+            match api.grow_volume(&name, size).await {
+                Err(e) if error_name(&e) == Some("VolumeNotFound") => {
+                    anyhow::bail!("volume {name} not found: `ltc volume list` shows the volumes")
+                }
+                r => r?,
+            }
+            let deadline = Instant::now() + timeout;
+            loop {
+                let v = api
+                    .volume(&name)
+                    .await?
+                    .with_context(|| format!("volume {name} disappeared"))?;
+                anyhow::ensure!(v.reason.is_empty(), "volume {name}: {}", v.reason);
+                if v.actual_size_bytes >= size {
+                    println!("Volume {name} is now {}.", format_size(v.actual_size_bytes));
+                    break;
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "volume {name} has not grown after {timeout:?}: is its cell up? (`ltc cells`)"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         VolumeCmd::List { json } => {
             let vs = api.volumes().await?;
