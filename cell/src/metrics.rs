@@ -1,5 +1,5 @@
 //! The cell's Prometheus metrics: containers by state, starts, crashes, the time from
-//! receiving work to RUNNING, and each container's memory and CPU.
+//! receiving work to RUNNING, each container's memory and CPU, and the volumes.
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry,
@@ -15,6 +15,10 @@ pub struct Metrics {
     pub start_latency: Histogram,
     pub memory: GaugeVec,
     pub cpu: GaugeVec,
+    /// The volume pool: bytes by kind (size, used).
+    pub volume_pool: IntGaugeVec,
+    /// Each volume's bytes by kind (size, used).
+    pub volumes: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -63,8 +67,23 @@ impl Metrics {
             &["handle", "source"],
         )
         .unwrap();
+        let volume_pool = IntGaugeVec::new(
+            Opts::new(
+                "cell_volume_pool_bytes",
+                "The local volume driver's pool, by kind (size, used); past 80% used the cell warns.",
+            ),
+            &["kind"],
+        )
+        .unwrap();
+        let volumes = IntGaugeVec::new(
+            Opts::new("cell_volume_bytes", "Each volume's size and use."),
+            &["volume", "kind"],
+        )
+        .unwrap();
         for c in [
             Box::new(containers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(volume_pool.clone()),
+            Box::new(volumes.clone()),
             Box::new(starts.clone()),
             Box::new(crashes.clone()),
             Box::new(start_latency.clone()),
@@ -81,6 +100,8 @@ impl Metrics {
             start_latency,
             memory,
             cpu,
+            volume_pool,
+            volumes,
         }
     }
 

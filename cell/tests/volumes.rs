@@ -37,21 +37,11 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // Whatever a failed test left mounted under the pool (a snapshot), deepest first.
-        let prefix = self.dir.display().to_string();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/mounts")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(1).map(String::from))
-            .filter(|m| m.starts_with(&prefix) && !m.ends_with("/pool"))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = std::process::Command::new("umount").arg(&m).status();
-        }
         if let Some(v) = self.v.take() {
             let _ = v.close();
         }
+        // Whatever a failed test left mounted under the pool (a snapshot).
+        lattice_cell::volume::unmount_all(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -90,6 +80,35 @@ fn ten_10g_volumes_cost_almost_nothing() {
     let e = pool.v().create("thin0", 1 << 30).unwrap_err().to_string();
     assert!(e.contains("already exists"), "{e}");
     assert!(pool.v().create("Bad/Name", 1 << 30).is_err());
+}
+
+#[test]
+fn a_pool_past_80_percent_warns() {
+    let pool = Pool::new("1G");
+    let names = ["a", "b", "c"];
+    for n in names {
+        pool.v().create(n, 300 << 20).unwrap();
+    }
+    // Fill the volumes 40 MB at a time until the pool warns; it must warn before the
+    // volumes are full (they could hold ~88% of the pool).
+    let mut written = 0;
+    for round in 0..7 {
+        for n in names {
+            let p = pool.v().pool().unwrap();
+            if let Some(w) = &p.warning {
+                assert!(w.contains("% full: grow it or remove volumes"), "{w}");
+                assert!(p.used_bytes * 10 >= p.size_bytes * 8, "{p:?}");
+                return;
+            }
+            write_mb(&pool.v().path(n).join(format!("f{round}")), 40)
+                .unwrap_or_else(|e| panic!("no warning after {written} MB: {e} ({p:?})"));
+            written += 40;
+        }
+    }
+    panic!(
+        "no warning after {written} MB: {:?}",
+        pool.v().pool().unwrap()
+    );
 }
 
 #[test]

@@ -404,6 +404,8 @@ pub struct UpProcess {
     pub router: String,
     /// The BBS's gRPC address (more cells can join there).
     pub grpc: String,
+    /// The cell's rep (its /metrics, /v1/containers).
+    pub cell: String,
     pub data_dir: tempfile::TempDir,
     network: lattice_cell::network::NetworkConfig,
 }
@@ -438,6 +440,7 @@ impl UpProcess {
         let api = format!("127.0.0.1:{}", free_port());
         let router = format!("127.0.0.1:{}", free_port());
         let grpc = format!("127.0.0.1:{}", free_port());
+        let cell = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = [
             "--config",
             config.to_str().unwrap(),
@@ -451,7 +454,7 @@ impl UpProcess {
             "--grpc-listen",
             &grpc,
             "--cell-listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &cell,
             "--metrics-listen",
             &format!("127.0.0.1:{}", free_port()),
         ]
@@ -464,6 +467,7 @@ impl UpProcess {
             api: format!("http://{api}"),
             router,
             grpc,
+            cell,
             data_dir,
             network,
         }
@@ -529,6 +533,24 @@ impl UpProcess {
             body = dechunk(&body)?;
         }
         Some((status, body))
+    }
+
+    /// `GET path` from `addr` (host:port): the body, whatever the status.
+    pub fn http_get(addr: &str, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connecting");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = vec![];
+        s.read_to_end(&mut resp).unwrap();
+        let text = String::from_utf8_lossy(&resp).into_owned();
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
     }
 
     /// Containers the cell has on disk.

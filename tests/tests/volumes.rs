@@ -389,6 +389,17 @@ fn backups_export_and_import_and_bad_input_is_refused() {
     up.ltc_ok(&["backup", "schedule", "src", "--off"]);
     assert!(up.ltc_ok(&["backup", "schedules"]).contains("No schedules"));
 
+    // What the metrics say.
+    let api = up.api.trim_start_matches("http://").to_string();
+    let m = UpProcess::http_get(&api, "/metrics");
+    assert!(m.contains("bbs_backups_total{state=\"COMPLETED\"}"), "{m}");
+    let m = UpProcess::http_get(&up.cell, "/metrics");
+    assert!(
+        m.contains("cell_volume_bytes{kind=\"size\",volume=\"src\"} 536870912"),
+        "{m}"
+    );
+    assert!(m.contains("cell_volume_pool_bytes{kind=\"used\"}"), "{m}");
+
     // A file that is not an export.
     let junk = up.data_dir.path().join("junk.tar");
     std::fs::write(&junk, b"not a tar").unwrap();
