@@ -34,15 +34,27 @@ fn fetch(up: &UpProcess, app: &str, path: &str) -> Vec<u8> {
     }
 }
 
-/// Submits a task that mounts `volume` read-only at /data and returns its result.
+/// Submits a task that mounts `volume` read-only at /data and returns it once completed.
 fn read_volume(up: &UpProcess, guid: &str, volume: &str, script: &str) -> serde_json::Value {
+    on_volume(up, guid, volume, script, true)
+}
+
+/// Submits a task that runs `script` (its stdout the result) with `volume` at /data, and
+/// returns the task once completed.
+fn on_volume(
+    up: &UpProcess,
+    guid: &str,
+    volume: &str,
+    script: &str,
+    read_only: bool,
+) -> serde_json::Value {
     let file = up.data_dir.path().join(format!("{guid}.json"));
     let task = serde_json::json!({
         "task_guid": guid, "domain": "checks", "rootfs": "preloaded:busybox",
         "memory_mb": 64, "cpu_weight": 10,
         "action": {"run": {"path": "/bin/sh", "args": ["-c", format!("( {script} ) > /tmp/r")], "user": "root"}},
         "result_file": "/tmp/r",
-        "volume_mounts": [{"volume": volume, "container_path": "/data", "read_only": true}],
+        "volume_mounts": [{"volume": volume, "container_path": "/data", "read_only": read_only}],
     });
     std::fs::write(&file, task.to_string()).unwrap();
     up.ltc_ok(&["submit-task", file.to_str().unwrap()]);
@@ -134,23 +146,13 @@ fn backup_destroy_restore_verify_and_move_to_another_cell() {
     wait_for("db's container is gone", Duration::from_secs(20), || {
         (up.containers_on_disk() == 0).then_some(())
     });
-    let file = up.data_dir.path().join("wipe.json");
-    std::fs::write(
-        &file,
-        serde_json::json!({
-            "task_guid": "wipe", "domain": "checks", "rootfs": "preloaded:busybox",
-            "memory_mb": 64, "cpu_weight": 10, "result_file": "/tmp/r",
-            "action": {"run": {"path": "/bin/sh", "args": ["-c", "rm -rf /data/* && echo junk > /data/junk && ls /data > /tmp/r"], "user": "root"}},
-            "volume_mounts": [{"volume": "pg", "container_path": "/data"}],
-        })
-        .to_string(),
-    )
-    .unwrap();
-    up.ltc_ok(&["submit-task", file.to_str().unwrap()]);
-    let t = wait_for("the wipe", Duration::from_secs(30), || {
-        let t = json(&up.ltc_ok(&["task", "wipe", "--json"]));
-        (t["state"] == "COMPLETED").then_some(t)
-    });
+    let t = on_volume(
+        &up,
+        "wipe",
+        "pg",
+        "rm -rf /data/* && echo junk > /data/junk && ls /data",
+        false,
+    );
     assert_eq!(t["result"], "junk\n", "{t}");
 
     // Restore, and serve the volume again (without writing).
@@ -317,23 +319,13 @@ fn backups_export_and_import_and_bad_input_is_refused() {
         "{out}"
     );
     // Quota: writing past the size fails inside the container, nothing else breaks.
-    let file = up.data_dir.path().join("fill.json");
-    std::fs::write(
-        &file,
-        serde_json::json!({
-            "task_guid": "fill", "domain": "checks", "rootfs": "preloaded:busybox",
-            "memory_mb": 64, "cpu_weight": 10, "result_file": "/tmp/r",
-            "action": {"run": {"path": "/bin/sh", "args": ["-c", "echo kept > /data/kept; dd if=/dev/zero of=/data/big bs=1M count=600 oflag=direct"], "user": "root"}},
-            "volume_mounts": [{"volume": "src", "container_path": "/data"}],
-        })
-        .to_string(),
-    )
-    .unwrap();
-    up.ltc_ok(&["submit-task", file.to_str().unwrap()]);
-    let t = wait_for("the fill", Duration::from_secs(60), || {
-        let t = json(&up.ltc_ok(&["task", "fill", "--json"]));
-        (t["state"] == "COMPLETED").then_some(t)
-    });
+    let t = on_volume(
+        &up,
+        "fill",
+        "src",
+        "echo kept > /data/kept; dd if=/dev/zero of=/data/big bs=1M count=600 oflag=direct",
+        false,
+    );
     assert_eq!(t["failed"], true, "dd past the quota must fail: {t}");
     let logs = up.ltc_ok(&["logs", "fill", "--no-follow"]);
     assert!(logs.contains("No space left on device"), "{logs}");
