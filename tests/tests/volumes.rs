@@ -401,3 +401,53 @@ fn backups_export_and_import_and_bad_input_is_refused() {
         "{out:#?}"
     );
 }
+
+#[test]
+fn a_backup_cancelled_midway_leaves_no_archive() {
+    let up = UpProcess::start();
+    up.target();
+    up.ltc_ok(&["volume", "create", "big", "--size", "1G"]);
+    // Random data: slow to compress, so the backup is still running when cancelled.
+    let t = on_volume(
+        &up,
+        "fill-big",
+        "big",
+        "head -c 300000000 /dev/urandom > /data/r && echo ok",
+        false,
+    );
+    assert_eq!(t["result"], "ok\n", "{t}");
+    let id = up
+        .ltc_ok(&["backup", "create", "big", "--no-wait"])
+        .trim()
+        .to_string();
+    let task = format!("backup-{id}");
+    wait_for("the backup task runs", Duration::from_secs(30), || {
+        let t = json(&up.ltc_ok(&["task", &task, "--json"]));
+        (t["state"] == "RUNNING").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    up.ltc_ok(&["cancel-task", &task]);
+    let b = wait_for("the backup fails", Duration::from_secs(30), || {
+        let b = json(&up.ltc_ok(&["backup", "list", "--json"]));
+        (b[0]["state"] == "FAILED").then(|| b[0].clone())
+    });
+    assert!(
+        b["failure_reason"].as_str().unwrap().contains("cancel"),
+        "{b}"
+    );
+    let api = up.api.trim_start_matches("http://").to_string();
+    let blobs = UpProcess::http_get(&api, "/v1/blobs");
+    assert!(
+        !blobs.contains(&id),
+        "no archive of a cancelled backup: {blobs}"
+    );
+    let out = up.ltc(&["backup", "restore", &id, "--to", "other"]);
+    assert!(
+        !out.ok && out.stderr.contains("only a COMPLETED backup"),
+        "{out:#?}"
+    );
+    assert!(
+        !up.ltc_ok(&["volume", "list"]).contains("other"),
+        "nothing made for a restore that cannot happen"
+    );
+}

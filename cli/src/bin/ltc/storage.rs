@@ -524,6 +524,11 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
             timeout,
         } => {
             let b = api.backup(&backup).await?;
+            anyhow::ensure!(
+                b.state == "COMPLETED",
+                "backup {backup} is {}: only a COMPLETED backup can be restored (`ltc backup list`)",
+                b.state
+            );
             if api.volume(&volume).await?.is_none() {
                 let size = match size {
                     Some(s) => parse_size(&s).map_err(|e| anyhow::anyhow!("--size: {e}"))?,
