@@ -1044,7 +1044,8 @@ impl Db {
 
     /// Every volume a container would mount exists and is usable.
     async fn check_mounts(&self, mounts: &[VolumeMount]) -> Result<()> {
-        for m in mounts {
+        // (scratch volumes have no record: the cell makes them)
+        for m in mounts.iter().filter(|m| m.scratch_bytes == 0) {
             let v = self.volume(&m.volume).await.map_err(|e| match e {
                 DbError::NotFound { .. } => DbError::Conflict {
                     name: "VolumeNotFound",

@@ -114,7 +114,12 @@ fn volume_cell(
     mounts: &[lattice_specs::models::VolumeMount],
     volumes: &HashMap<String, String>,
 ) -> Option<(String, String)> {
-    let mut names: Vec<&str> = mounts.iter().map(|m| m.volume.as_str()).collect();
+    // Scratch volumes are made wherever the work goes.
+    let mut names: Vec<&str> = mounts
+        .iter()
+        .filter(|m| m.scratch_bytes == 0)
+        .map(|m| m.volume.as_str())
+        .collect();
     names.sort();
     names.dedup();
     let first = names.first()?;

@@ -168,8 +168,14 @@ impl Executor {
             .context("this cell has no volume pool (start it with --volume-pool-size)")?;
         let volumes = driver.volumes()?;
         let mut binds = vec![];
-        for m in &req.volume_mounts {
-            let host = if m.snapshot {
+        for (i, m) in req.volume_mounts.iter().enumerate() {
+            let host = if m.scratch_bytes > 0 {
+                let name = scratch_name(&req.handle, i);
+                if volumes.info(&name).is_err() {
+                    volumes.create(&name, m.scratch_bytes.max(crate::volume::MIN_SIZE))?;
+                }
+                volumes.path(&name)
+            } else if m.snapshot {
                 let at = self.snapshot_dir(&req.handle, &m.volume);
                 let snap = snapshot_name(&req.handle);
                 volumes.snapshot(&m.volume, &snap)?;
@@ -190,11 +196,21 @@ impl Executor {
         Ok(binds)
     }
 
-    /// Unmounts and drops the container's snapshots.
+    /// Unmounts and drops the container's snapshots and scratch volumes.
     fn release_snapshots(&self, req: &ContainerRequest) {
         let Some(volumes) = self.volumes.as_ref().and_then(|d| d.opened()) else {
             return;
         };
+        for (i, m) in req.volume_mounts.iter().enumerate() {
+            if m.scratch_bytes > 0 {
+                let name = scratch_name(&req.handle, i);
+                if volumes.info(&name).is_ok() {
+                    if let Err(e) = volumes.remove(&name) {
+                        tracing::warn!(handle = %req.handle, "removing scratch volume: {e:#}");
+                    }
+                }
+            }
+        }
         for m in req.volume_mounts.iter().filter(|m| m.snapshot) {
             let at = self.snapshot_dir(&req.handle, &m.volume);
             if let Err(e) = rootfs::unmount(&at) {
@@ -633,6 +649,14 @@ fn dir_size(p: &Path) -> u64 {
 }
 
 /// A container's hostname: its handle, cut to the kernel's 63 characters.
+/// The name of a container's scratch volume (mount `i`), local to its cell.
+fn scratch_name(handle: &str, i: usize) -> String {
+    let base = snapshot_name(handle);
+    let mut n = format!("scratch{i}-{}", base.trim_start_matches("c-"));
+    n.truncate(63);
+    n.trim_end_matches(['-', '_']).to_string()
+}
+
 /// A container's snapshot name: its handle as a volume-safe name.
 fn snapshot_name(handle: &str) -> String {
     let mut n: String = handle

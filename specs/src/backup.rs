@@ -101,6 +101,7 @@ pub fn backup_task(b: &Backup, blob_url: &str) -> TaskDefinition {
         container_path: MOUNT.into(),
         read_only: true,
         snapshot: true,
+        scratch_bytes: 0,
     };
     let action = serial(vec![
         sh(format!("{} > {RESULT_FILE}", manifest_of(MOUNT))),
@@ -145,6 +146,7 @@ pub fn restore_task(task_guid: &str, b: &Backup, blob_url: &str, volume: &str) -
         container_path: MOUNT.into(),
         read_only: false,
         snapshot: false,
+        scratch_bytes: 0,
     };
     let staging = format!("{MOUNT}/{STAGING}");
     let check = check_manifest(&staging, &b.manifest);
@@ -168,18 +170,27 @@ pub fn restore_task(task_guid: &str, b: &Backup, blob_url: &str, volume: &str) -
     definition(task_guid, vec![mount], action)
 }
 
-/// The task that restores backup `b` into scratch space and checks it against its
-/// checksum and manifest.
+/// The task that restores backup `b` into a scratch volume (made for it on the cell
+/// that runs it, removed after) and checks it against its checksum and manifest.
 pub fn verify_task(task_guid: &str, b: &Backup, blob_url: &str) -> TaskDefinition {
     let scratch = "/scratch";
+    let mount = VolumeMount {
+        driver: "local".into(),
+        container_path: scratch.into(),
+        // Room for the data as it was, and the filesystem's own needs.
+        scratch_bytes: (b.volume_used_bytes.max(b.size_bytes) * 2).max(crate::volume::MIN_SIZE),
+        ..Default::default()
+    };
+    // Into a directory of the volume: the download streams into a new directory.
+    let into = format!("{scratch}/data");
     let action = serial(vec![
-        download(b, blob_url, scratch),
+        download(b, blob_url, &into),
         sh(format!(
             "{}\necho ok > {RESULT_FILE}",
-            check_manifest(scratch, &b.manifest)
+            check_manifest(&into, &b.manifest)
         )),
     ]);
-    definition(task_guid, vec![], action)
+    definition(task_guid, vec![mount], action)
 }
 
 /// What a finished backup task means for its backup: the manifest from its result
@@ -405,7 +416,8 @@ mod tests {
         );
         let v = verify_task("verify-x", &b, url);
         validate_task("verify-x", DOMAIN, &v).unwrap();
-        assert!(v.volume_mounts.is_empty());
+        assert!(v.volume_mounts[0].volume.is_empty());
+        assert_eq!(v.volume_mounts[0].scratch_bytes, crate::volume::MIN_SIZE);
     }
 
     #[test]

@@ -150,7 +150,14 @@ fn check_volume_mounts(errs: &mut ValidationErrors, mounts: &[VolumeMount]) {
     let mut paths = std::collections::HashSet::new();
     for (i, m) in mounts.iter().enumerate() {
         let f = format!("volume_mounts[{i}]");
-        if m.volume.is_empty() {
+        if m.scratch_bytes > 0 {
+            if !m.volume.is_empty() || m.snapshot {
+                errs.add(
+                    format!("{f}.scratch_bytes"),
+                    "a scratch volume has no name and no snapshot",
+                );
+            }
+        } else if m.volume.is_empty() {
             errs.add(format!("{f}.volume"), "is required");
         } else if let Err(e) = crate::volume::check_name("volume", &m.volume) {
             errs.add(format!("{f}.volume"), e);

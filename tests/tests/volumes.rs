@@ -253,6 +253,15 @@ fn backup_destroy_restore_verify_and_move_to_another_cell() {
         !out.ok && out.stderr.contains("checksum mismatch"),
         "{out:#?}"
     );
+    // Verifications restore into scratch volumes, gone with their tasks.
+    let images = up.data_dir.path().join("lattice/cell/volumes/pool/volumes");
+    wait_for("scratch volumes removed", Duration::from_secs(20), || {
+        let names: Vec<String> = std::fs::read_dir(&images)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        (!names.iter().any(|n| n.starts_with("scratch"))).then_some(())
+    });
     let b = json(&up.ltc_ok(&["backup", "list", "--json"]));
     assert!(
         b[0]["verified"].as_str().unwrap().starts_with("failed: "),

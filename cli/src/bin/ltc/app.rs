@@ -206,6 +206,7 @@ fn volume_mounts(volumes: &[String]) -> anyhow::Result<Vec<models::VolumeMount>>
                 container_path: path.into(),
                 read_only: ro,
                 snapshot: false,
+                scratch_bytes: 0,
             })
         })
         .collect()
