@@ -401,15 +401,13 @@ impl ImageStore {
     }
 }
 
-/// Unpacks a layer tar (gzip-compressed or not, by media type) into `dest`,
+/// Unpacks a layer tar (gzip- or zstd-compressed or not, by media type) into `dest`,
 /// turning whiteouts into overlayfs's.
 pub fn unpack_layer(blob: &mut dyn Read, media_type: &str, dest: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dest)?;
-    anyhow::ensure!(
-        !media_type.contains("zstd"),
-        "zstd-compressed layers are not supported ({media_type})"
-    );
-    let reader: Box<dyn Read + '_> = if media_type.contains("gzip") {
+    let reader: Box<dyn Read + '_> = if media_type.contains("zstd") {
+        Box::new(zstd::stream::read::Decoder::new(blob).context("reading a zstd layer")?)
+    } else if media_type.contains("gzip") {
         Box::new(flate2::read::MultiGzDecoder::new(blob))
     } else {
         Box::new(blob)
@@ -510,6 +508,23 @@ pub fn write_layout(
     layers: &[Vec<(&str, &str)>],
     config: &serde_json::Value,
 ) -> anyhow::Result<()> {
+    write_layout_with(dir, tag, base, layers, config, false)
+}
+
+/// [`write_layout`] with zstd-compressed layers when `zstd`.
+pub fn write_layout_with(
+    dir: &Path,
+    tag: &str,
+    base: Option<&Path>,
+    layers: &[Vec<(&str, &str)>],
+    config: &serde_json::Value,
+    zstd: bool,
+) -> anyhow::Result<()> {
+    let media_type = if zstd {
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    } else {
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    };
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
     let put = |bytes: &[u8]| -> anyhow::Result<(String, usize)> {
@@ -523,6 +538,9 @@ pub fn write_layout(
         build(&mut b)?;
         let tar = b.into_inner()?;
         let diff_id = format!("sha256:{:x}", sha2::Sha256::digest(&tar));
+        if zstd {
+            return Ok((zstd::stream::encode_all(&tar[..], 3)?, diff_id));
+        }
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &tar)?;
         Ok((gz.finish()?, diff_id))
@@ -532,7 +550,7 @@ pub fn write_layout(
     if let Some(base) = base {
         let (gz, diff) = gz_tar(&|b| Ok(b.append_dir_all(".", base)?))?;
         let (d, s) = put(&gz)?;
-        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s}));
+        descs.push(serde_json::json!({"mediaType": media_type, "digest": d, "size": s}));
         diff_ids.push(diff);
     }
     for files in layers {
@@ -556,7 +574,7 @@ pub fn write_layout(
             Ok(())
         })?;
         let (d, s) = put(&gz)?;
-        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s}));
+        descs.push(serde_json::json!({"mediaType": media_type, "digest": d, "size": s}));
         diff_ids.push(diff);
     }
     let mut cfg = config.clone();

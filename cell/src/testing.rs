@@ -303,8 +303,14 @@ impl Registry {
 
     /// Pushes the OCI layout at `layout` (tag `tag`) as `REPO:TAG` with skopeo.
     pub fn push(&self, layout: &Path, tag: &str, repo: &str) {
+        self.push_with(layout, tag, repo, &[])
+    }
+
+    /// [`Registry::push`] with more skopeo flags (e.g. recompressing the layers).
+    pub fn push_with(&self, layout: &Path, tag: &str, repo: &str, flags: &[&str]) {
         let out = std::process::Command::new("skopeo")
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(flags)
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{repo}:{tag}", self.addr))
             .output()

@@ -7,15 +7,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lattice_cell::image::write_layout;
+use lattice_cell::image::{write_layout, write_layout_with};
 use lattice_cell::shim::ShimEvent;
 use lattice_cell::testing::*;
 
 /// busybox, plus a layer with /srv/hello and a whiteout of /etc/group.
 fn layout(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("layout");
-    write_layout(
-        &path,
+    layout_at(&dir.join("layout"), false)
+}
+
+/// The test image (busybox plus a layer with a file and a whiteout) at `path`.
+fn layout_at(path: &std::path::Path, zstd: bool) -> std::path::PathBuf {
+    write_layout_with(
+        path,
         "v1",
         Some(&busybox_rootfs()),
         &[vec![
@@ -24,9 +28,10 @@ fn layout(dir: &std::path::Path) -> std::path::PathBuf {
             ("etc/.wh.group", ""),
         ]],
         &serde_json::json!({"config": {"Env": ["GREETING=hi", "PATH=/bin"], "WorkingDir": "/srv"}}),
+        zstd,
     )
     .unwrap();
-    path
+    path.to_path_buf()
 }
 
 const SCRIPT: &str = "{ cat hello; echo $GREETING; test -e /etc/group && echo group || echo nogroup; pwd; test -e /etc/passwd && echo passwd; } > /tmp/result";
@@ -135,6 +140,32 @@ async fn an_image_is_pulled_from_a_real_registry() {
     )
     .await;
     assert!(said.is_empty(), "{said:?}");
+    // The same image with zstd-compressed layers.
+    let zstd = layout_at(&tmp.path().join("zstd"), true);
+    registry.push(&zstd, "v1", "lattice/busybox-zstd");
+    let manifest = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v2/lattice/busybox-zstd/manifests/v1",
+            registry.addr
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(manifest.contains("tar+zstd"), "layers not zstd: {manifest}");
+    let said = run_image(
+        &t,
+        "pull-zstd",
+        &format!("docker://{}/lattice/busybox-zstd:v1", registry.addr),
+    )
+    .await;
+    assert!(
+        said.iter().any(|m| m.starts_with("Downloaded ")),
+        "{said:?}"
+    );
     let mut missing = request("pull-missing", sh("true"));
     missing.rootfs = format!("docker://{}/lattice/nope:v1", registry.addr);
     let e = format!("{:#}", t.exec.create(missing).await.unwrap_err());
