@@ -121,6 +121,7 @@ impl Executor {
         let images = crate::image::ImageStore::new(
             cfg.data_dir.join("images"),
             cfg.providers.insecure_registries.clone(),
+            cfg.providers.registry_credentials.clone(),
         );
         let volumes = match cfg.volume_pool_size {
             Some(size) => Some(Arc::new(crate::volume::VolumeDriver::new(

@@ -8,6 +8,7 @@
 //! configuration (env, working directory, user, entrypoint, cmd, exposed ports) is kept
 //! for the container's defaults.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -197,12 +198,18 @@ pub struct ImageStore {
     root: PathBuf,
     /// Registries (HOST:PORT) spoken to over plain HTTP.
     insecure: Vec<String>,
+    /// Registry → (user, password).
+    credentials: BTreeMap<String, (String, String)>,
 }
 
 impl ImageStore {
     /// The cache at `root`, cleared of what a cell that died mid-unpack or mid-pull left
     /// (`.tmp-*` layer directories, `.pull-*` blobs).
-    pub fn new(root: PathBuf, insecure: Vec<String>) -> ImageStore {
+    pub fn new(
+        root: PathBuf,
+        insecure: Vec<String>,
+        credentials: BTreeMap<String, (String, String)>,
+    ) -> ImageStore {
         for (dir, prefix) in [("layers/sha256", ".tmp-"), ("blobs", ".pull-")] {
             for e in std::fs::read_dir(root.join(dir))
                 .into_iter()
@@ -215,7 +222,11 @@ impl ImageStore {
                 }
             }
         }
-        ImageStore { root, insecure }
+        ImageStore {
+            root,
+            insecure,
+            credentials,
+        }
     }
 
     fn layer_dir(&self, digest: &str) -> anyhow::Result<PathBuf> {
@@ -344,11 +355,29 @@ impl ImageStore {
             read_timeout: Some(std::time::Duration::from_secs(60)),
             ..Default::default()
         });
-        let auth = oci_client::secrets::RegistryAuth::Anonymous;
+        let auth = match self.credentials.get(registry) {
+            Some((user, password)) => {
+                oci_client::secrets::RegistryAuth::Basic(user.clone(), password.clone())
+            }
+            None => oci_client::secrets::RegistryAuth::Anonymous,
+        };
         let (manifest, _digest, config) = client
             .pull_manifest_and_config(&reference, &auth)
             .await
-            .with_context(|| format!("pulling the manifest of {reference}"))?;
+            .map_err(|e| {
+                let text = format!("{e:#}").to_ascii_lowercase();
+                let hint = if !(text.contains("unauthorized")
+                    || text.contains("not authorized")
+                    || text.contains("401"))
+                {
+                    ""
+                } else if self.credentials.contains_key(registry) {
+                    " (the registry refused this cell's credentials for it)"
+                } else {
+                    " (the registry wants credentials: start the cell with --registry-credential HOST=USER:PASSWORD)"
+                };
+                anyhow::Error::from(e).context(format!("pulling the manifest of {reference}{hint}"))
+            })?;
         let config = parse_config(config.as_bytes())?;
         let n = manifest.layers.len();
         let t0 = std::time::Instant::now();
@@ -653,7 +682,7 @@ mod tests {
             &serde_json::json!({"config": {"WorkingDir": "/etc"}}),
         )
         .unwrap();
-        let store = ImageStore::new(tmp.path().join("images"), vec![]);
+        let store = ImageStore::new(tmp.path().join("images"), vec![], Default::default());
         let img = store.from_layout(&layout, Some("v1")).unwrap();
         assert_eq!(img.layers.len(), 2);
         assert_eq!(img.config.workdir, "/etc");
@@ -672,7 +701,7 @@ mod tests {
         std::fs::create_dir_all(tmp.path().join("images/layers/sha256/.tmp-dead")).unwrap();
         std::fs::create_dir_all(tmp.path().join("images/blobs")).unwrap();
         std::fs::write(tmp.path().join("images/blobs/.pull-dead"), b"x").unwrap();
-        let store = ImageStore::new(tmp.path().join("images"), vec![]);
+        let store = ImageStore::new(tmp.path().join("images"), vec![], Default::default());
         assert!(!tmp.path().join("images/layers/sha256/.tmp-dead").exists());
         assert!(!tmp.path().join("images/blobs/.pull-dead").exists());
         // Cached: the same directories, nothing unpacked twice.
@@ -685,7 +714,7 @@ mod tests {
             .contains("no image tagged"));
 
         // A corrupted blob is refused and leaves nothing behind.
-        let store2 = ImageStore::new(tmp.path().join("images2"), vec![]);
+        let store2 = ImageStore::new(tmp.path().join("images2"), vec![], Default::default());
         let index: serde_json::Value =
             serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
         let md = index["manifests"][0]["digest"]

@@ -19,6 +19,8 @@ pub struct Providers {
     /// Directories `oci:PATH` layouts may live under (none: no `oci:` images). Never the
     /// cell's own data directory, where tenants' files are.
     pub oci_roots: Vec<PathBuf>,
+    /// Registry (HOST[:PORT]) → (user, password) for registries that want credentials.
+    pub registry_credentials: BTreeMap<String, (String, String)>,
 }
 
 impl Providers {

@@ -2,6 +2,7 @@
 //! executor on its own bridge, subnet and port range, and checks for leftovers.
 //! Containers need root: [`require_root`] fails (never skips) without it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -81,15 +82,27 @@ impl TestExecutor {
     }
 
     pub fn with_grace(grace: Duration) -> TestExecutor {
-        Self::build(grace, vec![])
+        Self::build(grace, vec![], Default::default())
     }
 
     /// An executor that pulls from these registries (HOST:PORT) over plain HTTP.
     pub fn with_insecure_registries(registries: Vec<String>) -> TestExecutor {
-        Self::build(Duration::from_secs(2), registries)
+        Self::build(Duration::from_secs(2), registries, Default::default())
     }
 
-    fn build(grace: Duration, insecure_registries: Vec<String>) -> TestExecutor {
+    /// [`TestExecutor::with_insecure_registries`] with credentials per registry.
+    pub fn with_registry_credentials(
+        registries: Vec<String>,
+        credentials: BTreeMap<String, (String, String)>,
+    ) -> TestExecutor {
+        Self::build(Duration::from_secs(2), registries, credentials)
+    }
+
+    fn build(
+        grace: Duration,
+        insecure_registries: Vec<String>,
+        registry_credentials: BTreeMap<String, (String, String)>,
+    ) -> TestExecutor {
         require_root();
         let dir =
             std::env::temp_dir().join(format!("lattice-cell-{}", uuid::Uuid::new_v4().simple()));
@@ -100,6 +113,7 @@ impl TestExecutor {
                 insecure_registries,
                 // Tests build their layouts in temporary directories.
                 oci_roots: vec![std::env::temp_dir()],
+                registry_credentials,
             },
             shim: shim_command(),
             network: test_network(),
@@ -263,6 +277,12 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Self::start_with_htpasswd(None)
+    }
+
+    /// A registry that wants HTTP Basic credentials: `htpasswd` is one `USER:BCRYPT`
+    /// line (bcrypt is the only hash the registry takes).
+    pub fn start_with_htpasswd(htpasswd: Option<&str>) -> Registry {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -274,14 +294,19 @@ impl Registry {
         ));
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        );
+        if let Some(line) = htpasswd {
+            let file = dir.join("htpasswd");
+            std::fs::write(&file, format!("{line}\n")).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: lattice\n    path: {}\n",
+                file.display()
+            ));
+        }
+        std::fs::write(&config, yaml).unwrap();
         let child = std::process::Command::new("docker-registry")
             .arg("serve")
             .arg(&config)

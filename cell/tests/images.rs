@@ -171,3 +171,50 @@ async fn an_image_is_pulled_from_a_real_registry() {
     let e = format!("{:#}", t.exec.create(missing).await.unwrap_err());
     assert!(e.contains("pulling the manifest"), "{e}");
 }
+
+#[tokio::test]
+async fn a_registry_that_wants_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = layout(tmp.path());
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let registry = Registry::start_with_htpasswd(Some(&format!("alice:{hash}")));
+    registry.push_with(
+        &path,
+        "v1",
+        "private/busybox",
+        &["--dest-creds", "alice:s3cret"],
+    );
+    let rootfs = format!("docker://{}/private/busybox:v1", registry.addr);
+
+    // Without credentials: a clear refusal that says what to do.
+    let t = TestExecutor::with_insecure_registries(vec![registry.addr.clone()]);
+    let mut req = request("anon", sh("true"));
+    req.rootfs = rootfs.clone();
+    let e = format!("{:#}", t.exec.create(req).await.unwrap_err());
+    assert!(
+        e.contains("--registry-credential HOST=USER:PASSWORD"),
+        "{e}"
+    );
+    assert!(leftovers(&t.exec, "anon").is_empty());
+
+    // With the wrong ones: said so.
+    let wrong = TestExecutor::with_registry_credentials(
+        vec![registry.addr.clone()],
+        [(registry.addr.clone(), ("alice".into(), "nope".into()))].into(),
+    );
+    let mut req = request("wrong", sh("true"));
+    req.rootfs = rootfs.clone();
+    let e = format!("{:#}", wrong.exec.create(req).await.unwrap_err());
+    assert!(e.contains("refused this cell's credentials"), "{e}");
+
+    // With them: pulled and run.
+    let t = TestExecutor::with_registry_credentials(
+        vec![registry.addr.clone()],
+        [(registry.addr.clone(), ("alice".into(), "s3cret".into()))].into(),
+    );
+    let said = run_image(&t, "authed", &rootfs).await;
+    assert!(
+        said.iter().any(|m| m.starts_with("Downloaded ")),
+        "{said:?}"
+    );
+}

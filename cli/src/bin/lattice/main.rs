@@ -95,6 +95,15 @@ struct CellArgs {
         value_delimiter = ','
     )]
     insecure_registries: Vec<String>,
+    /// Credentials for a registry that wants them: HOST[:PORT]=USER:PASSWORD
+    /// (repeatable; LATTICE_CELL_REGISTRY_CREDENTIALS takes them newline separated).
+    #[arg(
+        long = "registry-credential",
+        env = "LATTICE_CELL_REGISTRY_CREDENTIALS",
+        value_delimiter = '\n',
+        hide_env_values = true
+    )]
+    registry_credentials: Vec<String>,
     /// A directory under which `oci:PATH` image layouts may be used (repeatable; none:
     /// no oci: images).
     #[arg(
@@ -355,6 +364,30 @@ async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `HOST[:PORT]=USER:PASSWORD` entries → registry → (user, password).
+fn parse_credentials(
+    entries: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, (String, String)>> {
+    entries
+        .iter()
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let bad = || {
+                anyhow::anyhow!(
+                    "--registry-credential {:?}: expected HOST[:PORT]=USER:PASSWORD, e.g. registry.local:5000=ci:s3cret",
+                    e.split(':').next().unwrap_or("")
+                )
+            };
+            let (host, cred) = e.trim().split_once('=').ok_or_else(bad)?;
+            let (user, password) = cred.split_once(':').ok_or_else(bad)?;
+            if host.is_empty() || user.is_empty() {
+                return Err(bad());
+            }
+            Ok((host.to_string(), (user.to_string(), password.to_string())))
+        })
+        .collect()
+}
+
 fn parse_subnet(s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
     let (ip, prefix) = s
         .split_once('/')
@@ -402,6 +435,7 @@ async fn start_cell(a: &CellArgs) -> anyhow::Result<StartedCell> {
     let mut providers = rootfs::Providers {
         insecure_registries: a.insecure_registries.clone(),
         oci_roots: a.oci_roots.clone(),
+        registry_credentials: parse_credentials(&a.registry_credentials)?,
         ..Default::default()
     };
     for p in &a.preloaded {
@@ -648,5 +682,30 @@ async fn async_main(cli: Cli, config: toml::Table) {
     if let Err(e) = r {
         eprintln!("lattice: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_credentials() {
+        let c = parse_credentials(&[
+            "registry.local:5000=ci:s3:cret".into(),
+            "ghcr.io=bot:x".into(),
+            String::new(),
+        ])
+        .unwrap();
+        assert_eq!(
+            c["registry.local:5000"],
+            ("ci".to_string(), "s3:cret".to_string())
+        );
+        assert_eq!(c["ghcr.io"].0, "bot");
+        for bad in ["ghcr.io", "=u:p", "ghcr.io=nouser", "ghcr.io=:p"] {
+            let e = parse_credentials(&[bad.into()]).unwrap_err().to_string();
+            assert!(e.contains("HOST[:PORT]=USER:PASSWORD"), "{bad}: {e}");
+            assert!(!e.contains(":p\""), "never echoes a password: {e}");
+        }
     }
 }
