@@ -29,6 +29,55 @@ fn rel(cgroup: &str) -> &str {
     cgroup.trim_start_matches('/')
 }
 
+/// Thaws the cgroup, SIGKILLs whatever is still in it and waits (up to a second) for
+/// it to be empty. Killing a container's processes freezes its cgroup first; when that
+/// was interrupted (a process libcontainer had forked to start a Run, caught midway by
+/// a stop), the cgroup stayed FROZEN with that process in it, stuck, forever.
+pub fn thaw_and_drain(cgroup: &str) {
+    for h in v1_hierarchies() {
+        let state = h.join(rel(cgroup)).join("freezer.state");
+        if state.exists() {
+            let _ = std::fs::write(&state, "THAWED");
+        }
+    }
+    let v2 = if unified() {
+        Path::new(ROOT).join(rel(cgroup))
+    } else {
+        Path::new(ROOT).join("unified").join(rel(cgroup))
+    };
+    if v2.join("cgroup.freeze").exists() {
+        let _ = std::fs::write(v2.join("cgroup.freeze"), "0");
+    }
+    let pids = || -> Vec<i32> {
+        let mut v: Vec<i32> = existing(cgroup)
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|s| {
+                s.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let left = pids();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return;
+        }
+        for pid in left {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 fn read_key(path: &Path, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines().find_map(|l| {

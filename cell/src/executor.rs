@@ -99,6 +99,9 @@ pub struct Executor {
     images: crate::image::ImageStore,
     volumes: Option<Arc<crate::volume::VolumeDriver>>,
     containers: Mutex<HashMap<String, ContainerInfo>>,
+    /// Held (shared) from resolving an image's layers to mounting them; the layer
+    /// cache's garbage collection holds it alone.
+    layers_in_flight: tokio::sync::RwLock<()>,
 }
 
 /// The cgroup path of a container.
@@ -136,6 +139,7 @@ impl Executor {
             images,
             volumes,
             containers: Mutex::new(HashMap::new()),
+            layers_in_flight: Default::default(),
         }))
     }
 
@@ -219,6 +223,16 @@ impl Executor {
             }
             let _ = volumes.release_snapshot(&m.volume, &snapshot_name(&req.handle));
         }
+    }
+
+    /// Removes cached image layers no container uses that were last used more than
+    /// `keep` ago (no container is being created meanwhile). Returns how many went.
+    pub async fn collect_layers(&self, keep: Duration) -> usize {
+        let _alone = self.layers_in_flight.write().await;
+        let images = self.images.clone();
+        tokio::task::spawn_blocking(move || images.collect(keep))
+            .await
+            .unwrap_or(0)
     }
 
     /// Whether a container of this cell mounts volume `name`.
@@ -361,6 +375,7 @@ impl Executor {
         let dir = self.dir(&req.handle);
         // Recorded first so a crash midway still leaves enough to clean up.
         self.record(info)?;
+        let in_flight = self.layers_in_flight.read().await;
         let image = self.image(&req.rootfs, progress).await?;
         let action = crate::image::with_defaults(&req.action, &image.config);
         anyhow::ensure!(
@@ -375,6 +390,7 @@ impl Executor {
             &dir.join("work"),
             &merged,
         )?;
+        drop(in_flight);
         if !req.host_network {
             let att = self.network.attach(&req.handle)?;
             info.network = Some(att);
@@ -542,6 +558,7 @@ impl Executor {
             }
             let _ = std::fs::remove_dir_all(&state);
         }
+        crate::cgroup::thaw_and_drain(&cgroup_path(handle));
         for dir in crate::cgroup::existing(&cgroup_path(handle)) {
             let _ = std::fs::remove_dir(dir);
         }

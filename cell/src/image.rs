@@ -233,11 +233,49 @@ impl ImageStore {
         Ok(self.root.join("layers/sha256").join(hex_of(digest)?))
     }
 
+    /// A cached layer is being used: its time of last use (the directory's mtime) is now.
+    fn touch(dir: &Path) {
+        if let Ok(f) = std::fs::File::open(dir) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+
+    /// Garbage-collects the layer cache: removes every layer that no mounted overlay
+    /// uses and that was last used more than `keep` ago. Returns how many went. The
+    /// caller keeps containers from being created meanwhile (see the executor).
+    pub fn collect(&self, keep: std::time::Duration) -> usize {
+        let dir = self.root.join("layers/sha256");
+        let in_use = mounted_lower_dirs();
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || in_use.contains(&path) {
+                continue;
+            }
+            let idle = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if idle >= keep && std::fs::remove_dir_all(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "image layers collected");
+        }
+        removed
+    }
+
     /// Unpacks a layer blob (a file) into the cache unless it is there, checking its
     /// digest on the way.
     fn add_layer(&self, blob: &Path, media_type: &str, digest: &str) -> anyhow::Result<PathBuf> {
         let dest = self.layer_dir(digest)?;
         if dest.is_dir() {
+            Self::touch(&dest);
             return Ok(dest);
         }
         let parent = dest.parent().unwrap();
@@ -386,6 +424,7 @@ impl ImageStore {
         for (i, l) in manifest.layers.iter().enumerate() {
             let dest = self.layer_dir(&l.digest)?;
             if dest.is_dir() {
+                Self::touch(&dest);
                 layers.push(dest);
                 continue;
             }
@@ -428,6 +467,24 @@ impl ImageStore {
         }
         Ok(Image { layers, config })
     }
+}
+
+/// The lower directories of every overlay mounted in this mount namespace.
+fn mounted_lower_dirs() -> std::collections::HashSet<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" - ")?;
+            let mut f = rest.split(' ');
+            (f.next()? == "overlay").then_some(())?;
+            let opts = f.nth(1)?;
+            opts.split(',')
+                .find_map(|o| o.strip_prefix("lowerdir="))
+                .map(String::from)
+        })
+        .flat_map(|lower| lower.split(':').map(PathBuf::from).collect::<Vec<_>>())
+        .collect()
 }
 
 /// Unpacks a layer tar (gzip- or zstd-compressed or not, by media type) into `dest`,

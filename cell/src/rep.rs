@@ -1018,6 +1018,7 @@ impl Rep {
     }
 
     async fn sync_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut last_gc = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -1029,6 +1030,10 @@ impl Rep {
             }
             if let Err(e) = self.sync_volumes().await {
                 tracing::warn!("volume sync failed: {}", e.message());
+            }
+            if last_gc.elapsed() >= LAYER_GC_EVERY {
+                last_gc = Instant::now();
+                self.exec.collect_layers(LAYER_KEEP).await;
             }
         }
     }
@@ -1413,6 +1418,10 @@ impl Rep {
         Ok(())
     }
 }
+
+/// How often the image layer cache is collected, and how long an unused layer is kept.
+const LAYER_GC_EVERY: Duration = Duration::from_secs(600);
+const LAYER_KEEP: Duration = Duration::from_secs(3600);
 
 /// Memory, disk and containers the slots hold.
 fn used(slots: &HashMap<String, Slot>) -> (i32, i32, i32) {

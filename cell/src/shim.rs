@@ -336,6 +336,7 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
     if let Err(e) = container.kill(Signal::SIGKILL, true) {
         eprintln!("lattice shim: killing the processes of {}: {e}", ctx.cfg.id);
     }
+    crate::cgroup::thaw_and_drain(&ctx.cfg.cgroup);
     if init_pid > 0 {
         // Killing PID 1 of the namespace takes every process in it down with it.
         let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), Signal::SIGKILL);
@@ -400,6 +401,7 @@ fn create(cfg: &ShimConfig) -> anyhow::Result<Container> {
 fn destroy(cfg: &ShimConfig) {
     if let Ok(mut c) = Container::load(cfg.state_root.join(&cfg.id)) {
         let _ = c.kill(Signal::SIGKILL, true);
+        crate::cgroup::thaw_and_drain(&cfg.cgroup);
         let _ = c.delete(true);
     }
     let _ = std::fs::remove_dir_all(cfg.state_root.join(&cfg.id));

@@ -166,6 +166,44 @@ async fn an_image_is_pulled_from_a_real_registry() {
         said.iter().any(|m| m.starts_with("Downloaded ")),
         "{said:?}"
     );
+    // Garbage collection: layers a live container uses stay, unused ones go, and the
+    // next pull fetches them again.
+    let mut live = request("gc-live", sh("sleep 60"));
+    live.rootfs = rootfs.clone();
+    t.exec.create(live).await.unwrap();
+    let layers = |t: &TestExecutor| {
+        std::fs::read_dir(t.exec.config().data_dir.join("images/layers/sha256"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(layers(&t), 4, "two images of two layers each");
+    assert_eq!(
+        t.exec.collect_layers(Duration::ZERO).await,
+        2,
+        "the zstd image's"
+    );
+    assert_eq!(layers(&t), 2);
+    assert_eq!(t.exec.collect_layers(Duration::from_secs(3600)).await, 0);
+    // Destroyed right after it started its process: nothing may be left (a process
+    // libcontainer forked midway used to stay frozen in the container's cgroup).
+    t.exec.destroy("gc-live").await;
+    assert!(
+        leftovers(&t.exec, "gc-live").is_empty(),
+        "{:?}",
+        leftovers(&t.exec, "gc-live")
+    );
+    assert_eq!(
+        t.exec.collect_layers(Duration::from_secs(3600)).await,
+        0,
+        "recently used layers are kept"
+    );
+    assert_eq!(t.exec.collect_layers(Duration::ZERO).await, 2);
+    let said = run_image(&t, "pull-again", &rootfs).await;
+    assert!(
+        said.iter().any(|m| m.starts_with("Downloaded ")),
+        "{said:?}"
+    );
+
     let mut missing = request("pull-missing", sh("true"));
     missing.rootfs = format!("docker://{}/lattice/nope:v1", registry.addr);
     let e = format!("{:#}", t.exec.create(missing).await.unwrap_err());
