@@ -235,14 +235,7 @@ pub async fn upload(src: PathBuf, u: &UploadAction) -> anyhow::Result<()> {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(CHUNK),
             };
-            let made = (|| -> std::io::Result<()> {
-                let gz = flate2::write::GzEncoder::new(&mut w, flate2::Compression::default());
-                let mut tar = tar::Builder::new(gz);
-                tar.follow_symlinks(false);
-                tar.append_dir_all(".", &src)?;
-                tar.into_inner()?.finish()?;
-                Ok(())
-            })();
+            let made = write_tgz(&src, &mut w);
             match made {
                 Ok(()) => {
                     let _ = std::io::Write::flush(&mut w);
@@ -268,6 +261,39 @@ pub async fn upload(src: PathBuf, u: &UploadAction) -> anyhow::Result<()> {
         .send()
         .await?
         .error_for_status()?;
+    Ok(())
+}
+
+/// Writes directory `dir` as a gzip-compressed tar to `w`: files, directories,
+/// symlinks (as links) and fifos; Unix sockets are skipped (they cannot be archived,
+/// and a live app's socket in a volume must not fail its backups).
+fn write_tgz(dir: &Path, w: &mut impl std::io::Write) -> std::io::Result<()> {
+    fn add<W: std::io::Write>(
+        tar: &mut tar::Builder<W>,
+        root: &Path,
+        rel: &Path,
+    ) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = rel.join(e.file_name());
+            let kind = e.file_type()?;
+            if std::os::unix::fs::FileTypeExt::is_socket(&kind) {
+                continue;
+            }
+            tar.append_path_with_name(root.join(&name), &name)?;
+            if kind.is_dir() {
+                add(tar, root, &name)?;
+            }
+        }
+        Ok(())
+    }
+    let gz = flate2::write::GzEncoder::new(w, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    tar.append_path_with_name(dir, ".")?;
+    add(&mut tar, dir, Path::new("."))?;
+    tar.into_inner()?.finish()?;
     Ok(())
 }
 
@@ -302,6 +328,37 @@ impl std::io::Write for ChannelWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_archive_without_their_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("sub/file"), b"data").unwrap();
+        std::os::unix::fs::symlink("sub/file", d.join("link")).unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(d.join("app.sock")).unwrap();
+        let mut out = vec![];
+        write_tgz(d, &mut out).unwrap();
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&out[..]));
+        let mut names: Vec<String> = tar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".", "link", "sub", "sub/file"]);
+        // Unpacked, it is the same tree (the link still a link).
+        let into = tempfile::tempdir().unwrap();
+        unpack(std::io::Cursor::new(out), into.path(), "/x").unwrap();
+        assert_eq!(
+            std::fs::read(into.path().join("sub/file")).unwrap(),
+            b"data"
+        );
+        assert!(std::fs::symlink_metadata(into.path().join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
 
     #[test]
     fn checksums() {
