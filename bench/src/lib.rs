@@ -80,9 +80,17 @@ impl Up {
         (Up { child }, took)
     }
 
-    pub fn stop(mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+    /// Stops the cluster as Ctrl-C does (containers stopped, volumes unmounted).
+    pub fn stop(self) {}
+}
+
+/// Also when a benchmark panics: the cluster never outlives it (nor its mounts).
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
     }
 }
 
