@@ -418,15 +418,18 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
         crate::metrics::BACKUPS
             .with_label_values(&[plan::state_name(done.state())])
             .inc();
-    } else if t.task_guid.starts_with(plan::VERIFY_TASK) {
-        let Some(b) =
-            s.db.backups()
-                .await?
-                .into_iter()
-                .find(|b| b.verify_task_guid == t.task_guid)
-        else {
+    } else if let Some((id, _suffix)) = t
+        .task_guid
+        .strip_prefix(plan::VERIFY_TASK)
+        .and_then(|rest| rest.rsplit_once('-'))
+    {
+        // verify-ID-SUFFIX: one read of that backup, not a scan of them all.
+        let Ok(b) = s.db.backup(id).await else {
             return Ok(());
         };
+        if b.verify_task_guid != t.task_guid {
+            return Ok(());
+        }
         let verdict = if t.failed {
             format!("failed: {}", t.failure_reason)
         } else {

@@ -107,3 +107,45 @@ pub fn ltc(home: &std::path::Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Where a benchmark's `lattice up` listens (loopback, free ports).
+pub struct UpAddrs {
+    pub api: String,
+    pub router: String,
+    pub cell: String,
+}
+
+/// The arguments of a `lattice up` keeping its data in `dir/data`, configured with
+/// `cell_toml` (the `[cell]` table: its bridge, subnet and ports, so benchmarks never
+/// collide with a running cluster), on free loopback ports.
+pub fn up_args(dir: &std::path::Path, cell_toml: &str) -> (Vec<String>, UpAddrs) {
+    let config = dir.join("lattice.toml");
+    std::fs::write(&config, format!("[cell]\n{cell_toml}")).expect("writing lattice.toml");
+    let port = || format!("127.0.0.1:{}", lattice_bbs::testing::free_port());
+    let addrs = UpAddrs {
+        api: port(),
+        router: port(),
+        cell: port(),
+    };
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "up",
+        "--data-dir",
+        dir.join("data").to_str().unwrap(),
+        "--api-listen",
+        &addrs.api,
+        "--router-listen",
+        &addrs.router,
+        "--grpc-listen",
+        &port(),
+        "--cell-listen",
+        &addrs.cell,
+        "--metrics-listen",
+        &port(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    (args, addrs)
+}

@@ -201,8 +201,8 @@ impl Executor {
         Ok(binds)
     }
 
-    /// Unmounts and drops the container's snapshots and scratch volumes.
-    fn release_snapshots(&self, req: &ContainerRequest) {
+    /// Removes the container's scratch volumes and unmounts and drops its snapshots.
+    fn release_volumes(&self, req: &ContainerRequest) {
         let Some(volumes) = self.volumes.as_ref().and_then(|d| d.opened()) else {
             return;
         };
@@ -568,7 +568,7 @@ impl Executor {
         if let Some(att) = &info.network {
             self.network.detach(att);
         }
-        self.release_snapshots(&info.request);
+        self.release_volumes(&info.request);
         let merged = self.rootfs_dir(handle);
         if let Err(e) = rootfs::unmount(&merged) {
             tracing::warn!(handle, "{e:#}");

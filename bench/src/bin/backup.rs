@@ -16,8 +16,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lattice_bbs::testing::free_port;
-use lattice_bench::{bin, ltc, Up};
+use lattice_bench::{bin, ltc, up_args, Up, UpAddrs};
 
 const FILES: usize = 256;
 const FILE_BYTES: usize = 4 << 20;
@@ -114,34 +113,11 @@ fn main() {
     }
 
     // The cluster.
-    let config = dir.path().join("lattice.toml");
-    std::fs::write(
-        &config,
-        "[cell]\nbridge = \"lbench1\"\nsubnet = \"10.250.0.1/24\"\nports = \"63200-63299\"\ngrace = 2\n",
-    )
-    .unwrap();
     let data = dir.path().join("data");
-    let api = format!("127.0.0.1:{}", free_port());
-    let args: Vec<String> = [
-        "--config",
-        config.to_str().unwrap(),
-        "up",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--api-listen",
-        &api,
-        "--router-listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--grpc-listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--cell-listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--metrics-listen",
-        &format!("127.0.0.1:{}", free_port()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let (args, UpAddrs { api, .. }) = up_args(
+        dir.path(),
+        "bridge = \"lbench1\"\nsubnet = \"10.250.0.1/24\"\nports = \"63200-63299\"\ngrace = 2\n",
+    );
     let (up, _) = Up::start(&args);
     let home = dir.path().join("ltc");
     ltc(&home, &["target", &format!("http://{api}")]);

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lattice_bbs::testing::free_port;
-use lattice_bench::{arg, bin, ltc, runc_bundle, Up};
+use lattice_bench::{arg, bin, ltc, runc_bundle, up_args, Up, UpAddrs};
 
 /// (user+system CPU ticks, RSS in KiB) of a process.
 fn proc_stat(pid: u32) -> (u64, u64) {
@@ -154,35 +154,10 @@ fn main() {
     );
     let rounds = arg("--rounds", 5);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("lattice.toml");
-    std::fs::write(
-        &config,
-        "[cell]\nbridge = \"lbench0\"\nsubnet = \"10.251.0.1/24\"\nports = \"63000-63199\"\ngrace = 2\n",
-    )
-    .unwrap();
-    let api = format!("127.0.0.1:{}", free_port());
-    let router = format!("127.0.0.1:{}", free_port());
-    let cell = format!("127.0.0.1:{}", free_port());
-    let args: Vec<String> = [
-        "--config",
-        config.to_str().unwrap(),
-        "up",
-        "--data-dir",
-        dir.path().join("data").to_str().unwrap(),
-        "--api-listen",
-        &api,
-        "--router-listen",
-        &router,
-        "--grpc-listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--cell-listen",
-        &cell,
-        "--metrics-listen",
-        &format!("127.0.0.1:{}", free_port()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let (args, UpAddrs { api, router, cell }) = up_args(
+        dir.path(),
+        "bridge = \"lbench0\"\nsubnet = \"10.251.0.1/24\"\nports = \"63000-63199\"\ngrace = 2\n",
+    );
 
     // Start time: the first start builds the busybox image; then restarts.
     let (up, first) = Up::start(&args);
