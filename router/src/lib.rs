@@ -1,7 +1,9 @@
 //! The router: sends `Host: APP.DOMAIN` traffic to the RUNNING instances of
 //! the LRP whose routes name that host. `table` holds the routes (pure),
-//! `emitter` keeps it current from the BBS, `proxy` serves HTTP, `logs` ships its access lines.
+//! `emitter` keeps it current from the BBS, `proxy` serves HTTP,
+//! `backend` talks to instances over keep-alive pools, `logs` ships its access lines.
 
+pub mod backend;
 pub mod emitter;
 pub mod logs;
 pub mod metrics;

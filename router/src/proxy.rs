@@ -1,6 +1,7 @@
 //! The HTTP reverse proxy: `Host: APP.DOMAIN` → a RUNNING instance.
 //!
-//! - HTTP/1.1 and HTTP/2 (h2c) from clients; keep-alive pools to backends.
+//! - HTTP/1.1 and HTTP/2 (h2c) from clients; keep-alive pools to backends
+//!   (`backend`), driven by the task serving the client's connection.
 //! - Round-robin by default, least-connections as an option.
 //! - A refused connection is retried on another instance, and the refusing
 //!   instance is benched briefly; 404 for an unknown host, 503 when the app has
@@ -25,23 +26,24 @@ use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::backend::{ExchangeError, Outgoing, Pool};
 use crate::emitter::Routes;
 use crate::metrics as m;
 use crate::table::{Endpoint, HostEntry};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
 pub const INSTANCE_HEADER: &str = "x-lattice-instance";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
@@ -88,7 +90,7 @@ impl Default for ProxyConfig {
 
 pub struct Proxy {
     routes: Arc<Routes>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    pool: Arc<Pool>,
     benched: Mutex<HashMap<SocketAddr, Instant>>,
     /// How many instances are benched (lets the common case skip the lock).
     benched_count: std::sync::atomic::AtomicUsize,
@@ -113,7 +115,7 @@ fn full(status: StatusCode, msg: String) -> Response<Body> {
 }
 
 /// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1).
-fn hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -177,8 +179,8 @@ impl Drop for InFlight {
 /// What the access log and metrics record about one request.
 struct Access<'a> {
     started: Instant,
-    method: String,
-    path: String,
+    method: &'a Method,
+    uri: &'a Uri,
     host: &'a str,
     app: &'a str,
     log_guid: &'a str,
@@ -187,6 +189,10 @@ struct Access<'a> {
 }
 
 impl Access<'_> {
+    fn path(&self) -> &str {
+        self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    }
+
     fn done(&self, status: StatusCode, served_by: Option<Arc<Endpoint>>) {
         let instance = served_by.as_ref().map(|e| e.index);
         // The instance's own app, when several share the host.
@@ -207,7 +213,7 @@ impl Access<'_> {
             app = self.app,
             host = self.host,
             method = %self.method,
-            path = %self.path,
+            path = %self.path(),
             status = status.as_u16(),
             latency_ms = elapsed.as_secs_f64() * 1e3,
             instance = instance.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
@@ -219,7 +225,7 @@ impl Access<'_> {
                 "{} - \"{} {}\" {} response_time:{:.6} app_index:{} x_request_id:{}",
                 self.host,
                 self.method,
-                self.path,
+                self.path(),
                 status.as_u16(),
                 elapsed.as_secs_f64(),
                 instance
@@ -243,16 +249,9 @@ impl Access<'_> {
 
 impl Proxy {
     pub fn new(routes: Arc<Routes>, cfg: ProxyConfig) -> Arc<Proxy> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Arc::new(Proxy {
             routes,
-            client,
+            pool: Pool::new(Duration::from_secs(90), 1024),
             benched: Mutex::new(HashMap::new()),
             benched_count: Default::default(),
             id_base: uuid::Uuid::new_v4().as_u64_pair(),
@@ -281,6 +280,9 @@ impl Proxy {
             };
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
+            // Formatted once per connection, not per request.
+            let peer_ip = HeaderValue::try_from(peer.ip().to_string())
+                .expect("an IP address is a valid header value");
             tokio::spawn(async move {
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 builder
@@ -290,7 +292,8 @@ impl Proxy {
                     .max_buf_size(proxy.cfg.max_header_bytes.max(8192));
                 let svc = service_fn(move |req| {
                     let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                    let peer_ip = peer_ip.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, &peer_ip).await) }
                 });
                 let _ = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -325,53 +328,127 @@ impl Proxy {
         self.benched_count.store(benched.len(), Ordering::Relaxed);
     }
 
-    fn new_request_id(&self) -> String {
+    fn new_request_id(&self) -> HeaderValue {
         let n = self.id_next.fetch_add(1, Ordering::Relaxed);
-        uuid::Uuid::from_u64_pair(self.id_base.0, self.id_base.1.wrapping_add(n)).to_string()
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::from_u64_pair(self.id_base.0, self.id_base.1.wrapping_add(n))
+            .hyphenated()
+            .encode_lower(&mut text);
+        HeaderValue::from_str(id).expect("a uuid is a valid header value")
+    }
+
+    /// The headers an instance gets, in order: the client's without hop-by-hop
+    /// ones (but `Upgrade` and `Connection` for an upgrade) and without those
+    /// set here, then `X-Forwarded-For` (the client appended to what came),
+    /// `X-Forwarded-Proto` (unless it came) and `X-Request-Id`.
+    fn forwarded_headers(
+        from: &HeaderMap,
+        peer_ip: &HeaderValue,
+        request_id: &HeaderValue,
+        keep_upgrade: bool,
+        mut each: impl FnMut(&HeaderName, &HeaderValue),
+    ) {
+        for (k, v) in from {
+            let upgrade = keep_upgrade && (k == header::UPGRADE || k == header::CONNECTION);
+            if (hop_by_hop(k) && !upgrade) || k == X_FORWARDED_FOR || k == REQUEST_ID_HEADER {
+                continue;
+            }
+            each(k, v);
+        }
+        let xff = match from.get(X_FORWARDED_FOR) {
+            Some(prev) => {
+                let mut v = Vec::with_capacity(prev.len() + 2 + peer_ip.len());
+                v.extend_from_slice(prev.as_bytes());
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(peer_ip.as_bytes());
+                HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer_ip.clone())
+            }
+            None => peer_ip.clone(),
+        };
+        each(&HeaderName::from_static(X_FORWARDED_FOR), &xff);
+        if !from.contains_key(X_FORWARDED_PROTO) {
+            each(
+                &HeaderName::from_static(X_FORWARDED_PROTO),
+                &HeaderValue::from_static("http"),
+            );
+        }
+        each(&HeaderName::from_static(REQUEST_ID_HEADER), request_id);
     }
 
     fn forward_headers(
-        &self,
         from: &HeaderMap,
-        peer: SocketAddr,
-        request_id: &str,
+        peer_ip: &HeaderValue,
+        request_id: &HeaderValue,
         keep_upgrade: bool,
     ) -> HeaderMap {
         let mut h = HeaderMap::with_capacity(from.len() + 3);
-        for (k, v) in from {
-            if !hop_by_hop(k) || (keep_upgrade && (k == header::UPGRADE || k == header::CONNECTION))
-            {
-                h.append(k.clone(), v.clone());
+        Self::forwarded_headers(from, peer_ip, request_id, keep_upgrade, |k, v| {
+            h.append(k.clone(), v.clone());
+        });
+        h
+    }
+
+    /// A request's head as an instance gets it (HTTP/1.1, whatever the client
+    /// spoke), for a body of `body_len` bytes.
+    fn encode_head(
+        parts: &hyper::http::request::Parts,
+        peer_ip: &HeaderValue,
+        request_id: &HeaderValue,
+        body_len: usize,
+    ) -> bytes::BytesMut {
+        let mut out = bytes::BytesMut::with_capacity(512);
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .as_bytes(),
+        );
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        if !parts.headers.contains_key(header::HOST) {
+            // HTTP/2 clients name the host in the URI.
+            if let Some(a) = parts.uri.authority() {
+                out.extend_from_slice(b"host: ");
+                out.extend_from_slice(a.as_str().as_bytes());
+                out.extend_from_slice(b"\r\n");
             }
         }
-        let xff = match from.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {}", peer.ip()),
-            None => peer.ip().to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert("x-forwarded-for", v);
+        Self::forwarded_headers(&parts.headers, peer_ip, request_id, false, |k, v| {
+            // The body is whole: its length is ours to say, and nothing waits for a 100.
+            if k != header::CONTENT_LENGTH && k != header::EXPECT {
+                out.extend_from_slice(k.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        });
+        let says_length = body_len > 0
+            || parts.headers.contains_key(header::CONTENT_LENGTH)
+            || parts.headers.contains_key(header::TRANSFER_ENCODING)
+            || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+        if says_length {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(body_len.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        if !h.contains_key("x-forwarded-proto") {
-            h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        }
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert(REQUEST_ID_HEADER, v);
-        }
-        h
+        out.extend_from_slice(b"\r\n");
+        out
     }
 
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer_ip: &HeaderValue,
     ) -> Response<Body> {
         let started = Instant::now();
         let request_id = req
             .headers()
             .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 200)
-            .map(String::from)
+            .filter(|v| !v.is_empty() && v.len() <= 200 && v.to_str().is_ok())
+            .cloned()
             .unwrap_or_else(|| self.new_request_id());
         let Some(host) = host_of(&req) else {
             m::REQUESTS.with_label_values(&["-", "400"]).inc();
@@ -380,36 +457,36 @@ impl Proxy {
                 "no Host header: say which app you want, e.g. Host: APP.lattice.localhost".into(),
             );
         };
-        let method = req.method().to_string();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "/".into());
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let request_id_text = request_id.to_str().unwrap_or("-");
         let Some(entry) = self.routes.lookup(&host) else {
             let a = Access {
                 started,
-                method,
-                path,
+                method: &method,
+                uri: &uri,
                 host: &host,
                 app: "-",
                 log_guid: "",
-                request_id: &request_id,
+                request_id: request_id_text,
                 logs: None,
             };
             a.done(StatusCode::NOT_FOUND, None);
             let domain = &self.cfg.domain;
             return full(StatusCode::NOT_FOUND, format!("404 Not Found: no app is routed at {host}. Apps answer at APP.{domain}; `ltc list` shows the apps and their routes."));
         };
-        let app = entry.process_guids.first().cloned().unwrap_or_default();
+        let app = entry
+            .process_guids
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default();
         let access = Access {
             started,
-            method,
-            path,
+            method: &method,
+            uri: &uri,
             host: &host,
-            app: &app,
+            app,
             log_guid: &entry.log_guid,
-            request_id: &request_id,
+            request_id: request_id_text,
             logs: self.cfg.logs.as_ref(),
         };
         if entry.endpoints.is_empty() {
@@ -418,9 +495,9 @@ impl Proxy {
         }
         let candidates = self.candidates(&entry);
         let (resp, instance) = if is_upgrade(&req) {
-            self.upgrade(req, &candidates, peer, &request_id).await
+            self.upgrade(req, &candidates, peer_ip, &request_id).await
         } else {
-            self.forward(req, &candidates, peer, &request_id).await
+            self.forward(req, &candidates, peer_ip, &request_id).await
         };
         access.done(resp.status(), instance);
         resp
@@ -430,8 +507,8 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         candidates: &[Arc<Endpoint>],
-        peer: SocketAddr,
-        request_id: &str,
+        peer_ip: &HeaderValue,
+        request_id: &HeaderValue,
     ) -> (Response<Body>, Option<Arc<Endpoint>>) {
         let (parts, body) = req.into_parts();
         let body = if hyper::body::Body::is_end_stream(&body) {
@@ -467,51 +544,29 @@ impl Proxy {
                 };
             }
         };
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
+        let outgoing = Outgoing {
+            head: Self::encode_head(&parts, peer_ip, request_id, body.len()),
+            body,
+            head_only: parts.method == Method::HEAD,
+            idempotent: matches!(
+                parts.method,
+                Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+            ),
+        };
         let mut last_error = String::new();
         for ep in candidates.iter().take(self.cfg.max_attempts.max(1)) {
-            let mut fwd = Request::builder()
-                .method(parts.method.clone())
-                .uri(format!("http://{}{}", ep.addr, path));
-            *fwd.headers_mut().unwrap() =
-                self.forward_headers(&parts.headers, peer, request_id, false);
-            let fwd = match fwd.body(Full::new(body.clone())) {
-                Ok(r) => r,
-                Err(e) => {
-                    return (
-                        full(StatusCode::BAD_REQUEST, format!("bad request: {e}")),
-                        None,
-                    )
-                }
-            };
             let guard = InFlight::new(ep);
-            let r = tokio::time::timeout(self.cfg.request_timeout, self.client.request(fwd)).await;
+            let r =
+                tokio::time::timeout(self.cfg.request_timeout, self.pool.send(ep.addr, &outgoing))
+                    .await;
             drop(guard);
             match r {
-                Ok(Ok(resp)) => {
-                    let (mut p, b) = resp.into_parts();
-                    let hop: Vec<HeaderName> = p
-                        .headers
-                        .keys()
-                        .filter(|k| hop_by_hop(k))
-                        .cloned()
-                        .collect();
-                    for k in hop {
-                        p.headers.remove(k);
-                    }
-                    p.headers
+                Ok(Ok(mut resp)) => {
+                    resp.headers_mut()
                         .insert(INSTANCE_HEADER, HeaderValue::from(ep.index));
-                    return (
-                        Response::from_parts(p, b.map_err(|e| Box::new(e) as BoxError).boxed()),
-                        Some(ep.clone()),
-                    );
+                    return (resp, Some(ep.clone()));
                 }
-                Ok(Err(e)) if e.is_connect() => {
+                Ok(Err(ExchangeError::Connect(e))) => {
                     m::BACKEND_ERRORS.with_label_values(&["connect"]).inc();
                     tracing::warn!(instance = ep.index, addr = %ep.addr, error = %e, "instance refused the connection; trying another");
                     self.bench(ep.addr);
@@ -558,11 +613,11 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         candidates: &[Arc<Endpoint>],
-        peer: SocketAddr,
-        request_id: &str,
+        peer_ip: &HeaderValue,
+        request_id: &HeaderValue,
     ) -> (Response<Body>, Option<Arc<Endpoint>>) {
         let client_side = hyper::upgrade::on(&mut req);
-        let headers = self.forward_headers(req.headers(), peer, request_id, true);
+        let headers = Self::forward_headers(req.headers(), peer_ip, request_id, true);
         let path = req
             .uri()
             .path_and_query()

@@ -409,3 +409,236 @@ async fn slow_clients_and_hanging_backends_are_bounded() {
         "oversized headers are refused"
     );
 }
+
+/// A backend whose answers take every framing HTTP/1.1 has, counting the
+/// connections it accepts.
+async fn framing_backend() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use http_body_util::{BodyExt, StreamBody};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    type B = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+                    let r: Response<B> = match req.uri().path() {
+                        // No length known: hyper sends it chunked, in pieces over time.
+                        "/chunked" => {
+                            let pieces = futures::stream::iter(0..50).then(|i| async move {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                                    Bytes::from(format!("piece {i};")),
+                                ))
+                            });
+                            Response::new(BodyExt::boxed(StreamBody::new(pieces)))
+                        }
+                        "/big" => Response::new(Full::new(Bytes::from(vec![7u8; 3 << 20])).boxed()),
+                        "/echo" => {
+                            let seen = req.into_body().collect().await.unwrap().to_bytes();
+                            Response::new(Full::new(seen).boxed())
+                        }
+                        "/none" => {
+                            let mut r = Response::new(Full::new(Bytes::new()).boxed());
+                            *r.status_mut() = hyper::StatusCode::NO_CONTENT;
+                            r
+                        }
+                        _ => Response::new(Full::new(Bytes::from_static(b"ok")).boxed()),
+                    };
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A backend that answers each connection once, then closes it: with
+/// `close_delimited` the body ends at the close, otherwise the response says
+/// keep-alive and the connection is closed a moment later (an idle timeout).
+async fn one_shot_backend(close_delimited: bool) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut seen = vec![];
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if close_delimited {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end",
+                        )
+                        .await;
+                } else {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh")
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_body_framing_passes_through_and_backend_connections_are_reused() {
+    let bbs = bbs().await;
+    let (framing, accepted) = framing_backend().await;
+    bbs.desire("framing", "framing.lattice.localhost", 1).await;
+    bbs.run("framing", 0, framing.port()).await;
+    bbs.desire("closer", "closer.lattice.localhost", 1).await;
+    bbs.run("closer", 0, one_shot_backend(true).await.port())
+        .await;
+    bbs.desire("idler", "idler.lattice.localhost", 1).await;
+    bbs.run("idler", 0, one_shot_backend(false).await.port())
+        .await;
+    let r = router(&bbs, ProxyConfig::default()).await;
+    wait_for_routes(r.addr, &["framing", "closer", "idler"]).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", r.addr);
+    let framing_host = "framing.lattice.localhost";
+
+    let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..20 {
+        let resp = client
+            .get(url("/"))
+            .header("host", framing_host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.text().await.unwrap(), "ok");
+    }
+    let opened = accepted.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        opened <= 2,
+        "20 requests on one client connection opened {opened} backend connections (one per event loop at most)"
+    );
+
+    let chunked = client
+        .get(url("/chunked"))
+        .header("host", framing_host)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunked.status(), 200);
+    let expected: String = (0..50).map(|i| format!("piece {i};")).collect();
+    assert_eq!(chunked.text().await.unwrap(), expected);
+
+    let big = client
+        .get(url("/big"))
+        .header("host", framing_host)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        big.headers()["content-length"],
+        (3u64 << 20).to_string().as_str()
+    );
+    let body = big.bytes().await.unwrap();
+    assert!(body.len() == 3 << 20 && body.iter().all(|b| *b == 7));
+
+    let head = client
+        .head(url("/big"))
+        .header("host", framing_host)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        (3u64 << 20).to_string().as_str()
+    );
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    let none = client
+        .get(url("/none"))
+        .header("host", framing_host)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 204);
+
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let echo = client
+        .post(url("/echo"))
+        .header("host", framing_host)
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo.bytes().await.unwrap().to_vec(), payload);
+    let empty_post = client
+        .post(url("/echo"))
+        .header("host", framing_host)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty_post.status(), 200);
+    assert!(empty_post.bytes().await.unwrap().is_empty());
+
+    // The same connection still works after all of that.
+    let resp = client
+        .get(url("/"))
+        .header("host", framing_host)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "ok");
+
+    for _ in 0..3 {
+        let resp = client
+            .get(url("/"))
+            .header("host", "closer.lattice.localhost")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "until the end");
+    }
+    // Each answer's connection is closed by the instance while idle in the
+    // pool: the next request goes on a fresh one, never a 502.
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let resp = client
+            .get(url("/"))
+            .header("host", "idler.lattice.localhost")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.text().await.unwrap(), "fresh");
+    }
+}
+
+/// Wait until every app answers through the router with something other than 404.
+async fn wait_for_routes(router: SocketAddr, apps: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for app in apps {
+        loop {
+            let status = get(router, &format!("{app}.lattice.localhost"))
+                .await
+                .status();
+            if status != 404 && status != 503 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{app} is not routed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -167,6 +167,10 @@ struct RouterArgs {
     /// Seconds between full re-reads of the routes from the BBS.
     #[arg(long, env = "LATTICE_ROUTER_RESYNC", default_value_t = 30)]
     resync: u64,
+    /// Event loops serving requests, each on its own thread with its own accept
+    /// socket and backend pool (nginx's worker_processes); 0: one per core.
+    #[arg(long, env = "LATTICE_ROUTER_WORKERS", default_value_t = 0)]
+    workers: usize,
     /// The BBS's public API (e.g. http://127.0.0.1:8888), where access lines go so
     /// `ltc logs APP` shows them; without it they are only in the router's own log.
     #[arg(long, env = "LATTICE_API")]
@@ -594,9 +598,12 @@ async fn start_router(
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // One event loop per core, each with its own accept socket and backend pool.
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let threads = match a.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
     let (addr, loops) = proxy::serve_per_core(routes, cfg, a.listen, threads, stopped)
         .with_context(|| format!("binding --listen {}", a.listen))?;
     Ok(RunningRouter { addr, stop, loops })
