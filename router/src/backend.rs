@@ -74,15 +74,34 @@ struct Idle {
     last_sweep: Instant,
 }
 
-/// A request to send: its encoded head (request line and headers, ending in an
-/// empty line) and its whole body.
+/// A request to send, as it goes on the wire: its head (request line and
+/// headers, ending in an empty line) and its whole body.
 pub struct Outgoing {
-    pub head: BytesMut,
-    pub body: Bytes,
+    /// The head, followed by the body when that is small (one write).
+    wire: Bytes,
+    /// The body when it is not in `wire`.
+    rest: Bytes,
     /// HEAD: the response has no body whatever its headers say.
-    pub head_only: bool,
+    head_only: bool,
     /// Safe to send again when a reused connection turns out closed.
-    pub idempotent: bool,
+    idempotent: bool,
+}
+
+impl Outgoing {
+    pub fn new(mut head: BytesMut, body: Bytes, head_only: bool, idempotent: bool) -> Outgoing {
+        let rest = if body.len() <= READ_CHUNK {
+            head.extend_from_slice(&body);
+            Bytes::new()
+        } else {
+            body
+        };
+        Outgoing {
+            wire: head.freeze(),
+            rest,
+            head_only,
+            idempotent,
+        }
+    }
 }
 
 impl Pool {
@@ -197,16 +216,9 @@ impl Pool {
         mut conn: Conn,
         req: &Outgoing,
     ) -> Result<Response<Body>, Attempt> {
-        let written = if req.body.len() <= READ_CHUNK {
-            // One write for the whole request.
-            let mut all = req.head.clone();
-            all.extend_from_slice(&req.body);
-            conn.stream.write_all(&all).await
-        } else {
-            match conn.stream.write_all(&req.head).await {
-                Ok(()) => conn.stream.write_all(&req.body).await,
-                Err(e) => Err(e),
-            }
+        let written = match conn.stream.write_all(&req.wire).await {
+            Ok(()) if !req.rest.is_empty() => conn.stream.write_all(&req.rest).await,
+            r => r,
         };
         if let Err(e) = written {
             return Err(Attempt::Stale(format!("sending the request: {e}")));

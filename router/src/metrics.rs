@@ -35,6 +35,22 @@ pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
     .unwrap())
 });
+/// One app's handles into REQUESTS (for status 200) and LATENCY.
+#[derive(Debug)]
+pub struct AppMetrics {
+    pub ok: IntCounter,
+    pub latency: prometheus::Histogram,
+}
+
+impl AppMetrics {
+    pub fn new(app: &str) -> AppMetrics {
+        AppMetrics {
+            ok: REQUESTS.with_label_values(&[app, "200"]),
+            latency: LATENCY.with_label_values(&[app]),
+        }
+    }
+}
+
 pub static BACKEND_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     reg(IntCounterVec::new(
         Opts::new(

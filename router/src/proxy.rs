@@ -160,19 +160,25 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
             })
 }
 
-/// Counts a request in flight to an instance until dropped.
-struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+/// Counts a request in flight to an instance until dropped (least-connections
+/// only: every loop touching one shared counter per request costs throughput).
+struct InFlight<'a>(Option<&'a std::sync::atomic::AtomicUsize>);
 
-impl InFlight {
-    fn new(e: &Endpoint) -> InFlight {
+impl InFlight<'_> {
+    fn new(e: &Endpoint, balance: Balance) -> InFlight<'_> {
+        if balance != Balance::LeastConnections {
+            return InFlight(None);
+        }
         e.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(e.in_flight.clone())
+        InFlight(Some(&e.in_flight))
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(n) = self.0 {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -183,6 +189,8 @@ struct Access<'a> {
     uri: &'a Uri,
     host: &'a str,
     app: &'a str,
+    /// The host's entry, when it is routed (holds the app's metric handles).
+    entry: Option<&'a HostEntry>,
     log_guid: &'a str,
     request_id: &'a str,
     logs: Option<&'a crate::logs::LogSink>,
@@ -193,20 +201,35 @@ impl Access<'_> {
         self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     }
 
-    fn done(&self, status: StatusCode, served_by: Option<Arc<Endpoint>>) {
-        let instance = served_by.as_ref().map(|e| e.index);
+    fn done(&self, status: StatusCode, served_by: Option<&Endpoint>) {
+        let instance = served_by.map(|e| e.index);
         // The instance's own app, when several share the host.
-        let log_guid = match &served_by {
+        let log_guid = match served_by {
             Some(e) if !e.log_guid.is_empty() => e.log_guid.as_str(),
             _ => self.log_guid,
         };
         let elapsed = self.started.elapsed();
-        m::REQUESTS
-            .with_label_values(&[self.app, status.as_str()])
-            .inc();
-        m::LATENCY
-            .with_label_values(&[self.app])
-            .observe(elapsed.as_secs_f64());
+        match self.entry {
+            Some(entry) => {
+                let app = entry.metrics.get_or_init(|| m::AppMetrics::new(self.app));
+                if status == StatusCode::OK {
+                    app.ok.inc();
+                } else {
+                    m::REQUESTS
+                        .with_label_values(&[self.app, status.as_str()])
+                        .inc();
+                }
+                app.latency.observe(elapsed.as_secs_f64());
+            }
+            None => {
+                m::REQUESTS
+                    .with_label_values(&[self.app, status.as_str()])
+                    .inc();
+                m::LATENCY
+                    .with_label_values(&[self.app])
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
         tracing::info!(
             target: "rtr",
             source = "RTR",
@@ -303,12 +326,11 @@ impl Proxy {
     }
 
     /// Instances in the order to try them: the balancing choice first, benched ones last.
-    fn candidates(&self, entry: &HostEntry) -> Vec<Arc<Endpoint>> {
+    fn candidates<'e>(&self, entry: &'e HostEntry) -> Vec<&'e Endpoint> {
         let n = entry.endpoints.len();
         let start = entry.next.fetch_add(1, Ordering::Relaxed) % n;
-        let mut order: Vec<Arc<Endpoint>> = (0..n)
-            .map(|i| entry.endpoints[(start + i) % n].clone())
-            .collect();
+        let mut order: Vec<&Endpoint> =
+            (0..n).map(|i| &*entry.endpoints[(start + i) % n]).collect();
         if self.cfg.balance == Balance::LeastConnections {
             order.sort_by_key(|e| e.in_flight.load(Ordering::Relaxed));
         }
@@ -466,6 +488,7 @@ impl Proxy {
                 uri: &uri,
                 host: &host,
                 app: "-",
+                entry: None,
                 log_guid: "",
                 request_id: request_id_text,
                 logs: None,
@@ -485,6 +508,7 @@ impl Proxy {
             uri: &uri,
             host: &host,
             app,
+            entry: Some(&entry),
             log_guid: &entry.log_guid,
             request_id: request_id_text,
             logs: self.cfg.logs.as_ref(),
@@ -503,13 +527,13 @@ impl Proxy {
         resp
     }
 
-    async fn forward(
+    async fn forward<'e>(
         &self,
         req: Request<Incoming>,
-        candidates: &[Arc<Endpoint>],
+        candidates: &[&'e Endpoint],
         peer_ip: &HeaderValue,
         request_id: &HeaderValue,
-    ) -> (Response<Body>, Option<Arc<Endpoint>>) {
+    ) -> (Response<Body>, Option<&'e Endpoint>) {
         let (parts, body) = req.into_parts();
         let body = if hyper::body::Body::is_end_stream(&body) {
             Ok(Bytes::new())
@@ -544,18 +568,18 @@ impl Proxy {
                 };
             }
         };
-        let outgoing = Outgoing {
-            head: Self::encode_head(&parts, peer_ip, request_id, body.len()),
+        let outgoing = Outgoing::new(
+            Self::encode_head(&parts, peer_ip, request_id, body.len()),
             body,
-            head_only: parts.method == Method::HEAD,
-            idempotent: matches!(
+            parts.method == Method::HEAD,
+            matches!(
                 parts.method,
                 Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
             ),
-        };
+        );
         let mut last_error = String::new();
         for ep in candidates.iter().take(self.cfg.max_attempts.max(1)) {
-            let guard = InFlight::new(ep);
+            let guard = InFlight::new(ep, self.cfg.balance);
             let r =
                 tokio::time::timeout(self.cfg.request_timeout, self.pool.send(ep.addr, &outgoing))
                     .await;
@@ -563,8 +587,8 @@ impl Proxy {
             match r {
                 Ok(Ok(mut resp)) => {
                     resp.headers_mut()
-                        .insert(INSTANCE_HEADER, HeaderValue::from(ep.index));
-                    return (resp, Some(ep.clone()));
+                        .insert(INSTANCE_HEADER, ep.index_header.clone());
+                    return (resp, Some(*ep));
                 }
                 Ok(Err(ExchangeError::Connect(e))) => {
                     m::BACKEND_ERRORS.with_label_values(&["connect"]).inc();
@@ -580,7 +604,7 @@ impl Proxy {
                             StatusCode::BAD_GATEWAY,
                             format!("502 Bad Gateway: instance {} failed: {e}", ep.index),
                         ),
-                        Some(ep.clone()),
+                        Some(*ep),
                     );
                 }
                 Err(_) => {
@@ -594,7 +618,7 @@ impl Proxy {
                                 ep.index
                             ),
                         ),
-                        Some(ep.clone()),
+                        Some(*ep),
                     );
                 }
             }
@@ -609,13 +633,13 @@ impl Proxy {
     }
 
     /// Pass an upgraded connection (WebSocket…) through to an instance.
-    async fn upgrade(
+    async fn upgrade<'e>(
         &self,
         mut req: Request<Incoming>,
-        candidates: &[Arc<Endpoint>],
+        candidates: &[&'e Endpoint],
         peer_ip: &HeaderValue,
         request_id: &HeaderValue,
-    ) -> (Response<Body>, Option<Arc<Endpoint>>) {
+    ) -> (Response<Body>, Option<&'e Endpoint>) {
         let client_side = hyper::upgrade::on(&mut req);
         let headers = Self::forward_headers(req.headers(), peer_ip, request_id, true);
         let path = req
@@ -668,7 +692,7 @@ impl Proxy {
                             StatusCode::BAD_GATEWAY,
                             format!("502 Bad Gateway: instance {} failed the upgrade", ep.index),
                         ),
-                        Some(ep.clone()),
+                        Some(*ep),
                     );
                 }
             };
@@ -676,7 +700,7 @@ impl Proxy {
             for (k, v) in resp.headers() {
                 out = out.header(k, v);
             }
-            out = out.header(INSTANCE_HEADER, ep.index);
+            out = out.header(INSTANCE_HEADER, ep.index_header.clone());
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let backend_side = hyper::upgrade::on(&mut resp);
                 tokio::spawn(async move {
@@ -688,14 +712,14 @@ impl Proxy {
                 return (
                     out.body(Empty::new().map_err(|e| match e {}).boxed())
                         .unwrap(),
-                    Some(ep.clone()),
+                    Some(*ep),
                 );
             }
             let body = resp
                 .into_body()
                 .map_err(|e| Box::new(e) as BoxError)
                 .boxed();
-            return (out.body(body).unwrap(), Some(ep.clone()));
+            return (out.body(body).unwrap(), Some(*ep));
         }
         (
             full(

@@ -31,6 +31,8 @@ pub struct Endpoint {
     pub log_guid: String,
     /// Requests in flight to this instance (for least-connections).
     pub in_flight: Arc<AtomicUsize>,
+    /// `index` as the value of the response header naming the instance.
+    pub index_header: hyper::header::HeaderValue,
 }
 
 /// Everything that serves one host.
@@ -43,6 +45,8 @@ pub struct HostEntry {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Round-robin position.
     pub next: AtomicUsize,
+    /// The app's metric handles, looked up once per table change rather than per request.
+    pub metrics: std::sync::OnceLock<crate::metrics::AppMetrics>,
 }
 
 /// (process_guid, index, presence)
@@ -310,6 +314,7 @@ impl RouteTable {
                     addr: SocketAddr::new(ip, host_port as u16),
                     log_guid: self.log_guids.get(p).cloned().unwrap_or_else(|| p.clone()),
                     in_flight,
+                    index_header: k.1.into(),
                 }));
             }
         }
@@ -333,6 +338,7 @@ impl RouteTable {
                 log_guid,
                 endpoints,
                 next: AtomicUsize::new(next),
+                metrics: Default::default(),
             }),
         );
     }

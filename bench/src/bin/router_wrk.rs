@@ -140,6 +140,9 @@ fn main() {
 async fn measure() {
     let seconds = arg("--seconds", 10);
     let connections = arg("--connections", 64);
+    // Event loops for both proxies: nginx's worker_processes and our --workers
+    // (0: one per core, nginx's "auto").
+    let workers = arg("--workers", 0);
     let exe = std::env::current_exe().unwrap();
     let lattice = exe.parent().unwrap().join("lattice");
     assert!(
@@ -199,6 +202,8 @@ async fn measure() {
                 &format!("127.0.0.1:{router_port}"),
                 "--metrics-listen",
                 "127.0.0.1:0",
+                "--workers",
+                &workers.to_string(),
             ])
             .env("LATTICE_LOG", "warn")
             .stdout(Stdio::null())
@@ -214,10 +219,15 @@ async fn measure() {
         .map(|p| format!("server 127.0.0.1:{p};\n"))
         .collect();
     let conf = format!(
-        "worker_processes auto;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log stderr error;\nevents {{ worker_connections 4096; }}\n\
+        "worker_processes {nginx_workers};\ndaemon off;\npid {dir}/nginx.pid;\nerror_log stderr error;\nevents {{ worker_connections 4096; }}\n\
          http {{\n access_log off;\n client_body_temp_path {dir};\n proxy_temp_path {dir};\n fastcgi_temp_path {dir};\n uwsgi_temp_path {dir};\n scgi_temp_path {dir};\n\
          upstream apps {{\n{upstreams} keepalive 128;\n}}\n server {{\n listen 127.0.0.1:{nginx_port};\n location / {{\n proxy_pass http://apps;\n proxy_http_version 1.1;\n proxy_set_header Connection \"\";\n proxy_set_header Host $host;\n }}\n }}\n}}\n",
-        dir = dir.path().display()
+        dir = dir.path().display(),
+        nginx_workers = if workers == 0 {
+            "auto".to_string()
+        } else {
+            workers.to_string()
+        },
     );
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
@@ -242,7 +252,12 @@ async fn measure() {
     ] {
         wrk(p, h, 1, connections);
     }
-    println!("wrk -t2 -c{connections} -d{seconds}s, 2 backends, one machine (2 cores shared by wrk, proxy and backends)");
+    let loops = if workers == 0 {
+        "one per core".to_string()
+    } else {
+        workers.to_string()
+    };
+    println!("wrk -t2 -c{connections} -d{seconds}s, 2 backends, one machine (2 cores shared by wrk, proxy and backends); event loops per proxy: {loops}");
     let direct = wrk(backends[0], None, seconds, connections);
     let nginx = wrk(
         nginx_port,
