@@ -5,7 +5,9 @@
 //! Losing the BBS keeps the last good table (instances still answer) while it
 //! reconnects; an instance that an event said is gone is never served again.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use lattice_specs::bbs_api::bbs_client::BbsClient;
@@ -14,12 +16,58 @@ use lattice_specs::events::event::Event as Kind;
 use tokio::sync::watch;
 
 use crate::metrics as m;
-use crate::table::{HostEntry, RouteTable};
+use crate::table::{Changes, HostEntry, RouteTable};
 
 /// The table shared between the emitter (writer) and the proxy (readers).
 #[derive(Default)]
 pub struct Routes {
     table: RwLock<RouteTable>,
+    /// The event loops' views, updated with the table.
+    views: Mutex<Vec<Weak<View>>>,
+}
+
+/// One event loop's copy of the host entries: its lookups, round-robin
+/// positions and reference counts touch no memory another loop writes, which
+/// keeps cache lines from bouncing between cores on every request.
+#[derive(Default)]
+pub struct View {
+    hosts: RwLock<HashMap<String, Arc<HostEntry>>>,
+}
+
+impl View {
+    pub fn lookup(&self, host: &str) -> Option<Arc<HostEntry>> {
+        self.hosts.read().unwrap().get(host).cloned()
+    }
+
+    fn apply(&self, table: &RouteTable, changes: &Changes) {
+        let mut hosts = self.hosts.write().unwrap();
+        let copy = |old: Option<&Arc<HostEntry>>, e: &HostEntry| {
+            let next = old.map(|o| o.next.load(Ordering::Relaxed)).unwrap_or(0);
+            Arc::new(e.copy_for_view(next))
+        };
+        match changes {
+            Changes::All => {
+                let fresh = table
+                    .hosts()
+                    .map(|(h, e)| (h.clone(), copy(hosts.get(h), e)))
+                    .collect();
+                *hosts = fresh;
+            }
+            Changes::Hosts(changed) => {
+                for h in changed {
+                    match table.lookup(h) {
+                        Some(e) => {
+                            let entry = copy(hosts.get(h), &e);
+                            hosts.insert(h.clone(), entry);
+                        }
+                        None => {
+                            hosts.remove(h);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Routes {
@@ -27,10 +75,27 @@ impl Routes {
         self.table.read().unwrap().lookup(host)
     }
 
+    /// A view of the table for one event loop, kept current until dropped.
+    pub fn view(&self) -> Arc<View> {
+        let table = self.table.read().unwrap();
+        let view = Arc::new(View::default());
+        view.apply(&table, &Changes::All);
+        self.views.lock().unwrap().push(Arc::downgrade(&view));
+        view
+    }
+
     fn update(&self, f: impl FnOnce(&mut RouteTable)) {
         let mut t = self.table.write().unwrap();
         f(&mut t);
         m::ROUTES.set(t.route_count() as i64);
+        let changes = t.take_changes();
+        self.views.lock().unwrap().retain(|v| match v.upgrade() {
+            Some(v) => {
+                v.apply(&t, &changes);
+                true
+            }
+            None => false,
+        });
     }
 
     pub fn apply(&self, e: &Kind) {

@@ -89,7 +89,8 @@ impl Default for ProxyConfig {
 }
 
 pub struct Proxy {
-    routes: Arc<Routes>,
+    /// This event loop's view of the routes.
+    routes: Arc<crate::emitter::View>,
     pool: Arc<Pool>,
     benched: Mutex<HashMap<SocketAddr, Instant>>,
     /// How many instances are benched (lets the common case skip the lock).
@@ -273,7 +274,7 @@ impl Access<'_> {
 impl Proxy {
     pub fn new(routes: Arc<Routes>, cfg: ProxyConfig) -> Arc<Proxy> {
         Arc::new(Proxy {
-            routes,
+            routes: routes.view(),
             pool: Pool::new(Duration::from_secs(90), 1024),
             benched: Mutex::new(HashMap::new()),
             benched_count: Default::default(),

@@ -64,6 +64,30 @@ pub struct RouteTable {
     host_processes: HashMap<String, HashSet<String>>,
     in_flight: HashMap<String, Arc<AtomicUsize>>,
     hosts: HashMap<String, Arc<HostEntry>>,
+    /// Hosts whose entries changed since the last `take_changes`.
+    changed: HashSet<String>,
+    /// Everything changed (a snapshot replaced the table).
+    all_changed: bool,
+}
+
+/// What changed in a table since it was last asked.
+pub enum Changes {
+    All,
+    Hosts(HashSet<String>),
+}
+
+impl HostEntry {
+    /// A copy with its own round-robin position and metric handles, for one
+    /// event loop's view (loops then share no counters per request).
+    pub fn copy_for_view(&self, next: usize) -> HostEntry {
+        HostEntry {
+            process_guids: self.process_guids.clone(),
+            log_guid: self.log_guid.clone(),
+            endpoints: self.endpoints.clone(),
+            next: AtomicUsize::new(next),
+            metrics: Default::default(),
+        }
+    }
 }
 
 /// Hostnames and container ports this router serves for a DesiredLRP.
@@ -118,6 +142,7 @@ impl RouteTable {
         let old_hosts = std::mem::take(&mut self.hosts);
         *self = RouteTable {
             in_flight,
+            all_changed: true,
             ..RouteTable::default()
         };
         for d in desired {
@@ -275,6 +300,7 @@ impl RouteTable {
             .get(host)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
+        self.changed.insert(host.to_string());
         if procs.is_empty() {
             self.host_processes.remove(host);
             self.hosts.remove(host);
@@ -345,6 +371,21 @@ impl RouteTable {
 
     pub fn lookup(&self, host: &str) -> Option<Arc<HostEntry>> {
         self.hosts.get(host).cloned()
+    }
+
+    /// Every host's entry.
+    pub fn hosts(&self) -> impl Iterator<Item = (&String, &Arc<HostEntry>)> {
+        self.hosts.iter()
+    }
+
+    /// What changed since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        let hosts = std::mem::take(&mut self.changed);
+        if std::mem::take(&mut self.all_changed) {
+            Changes::All
+        } else {
+            Changes::Hosts(hosts)
+        }
     }
 
     /// Number of (host, endpoint) routes.
