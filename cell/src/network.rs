@@ -83,6 +83,157 @@ fn ip(args: &[&str], batch: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Inside the network namespace at `netns`: loopback up, eth0 up with `addr/prefix`,
+/// and a default route via `gateway`. Done from a thread of its own that enters the
+/// namespace and ends with the setup, so no other thread changes namespace.
+fn configure_inside(
+    netns: &std::path::Path,
+    addr: Ipv4Addr,
+    prefix: u8,
+    gateway: Ipv4Addr,
+) -> anyhow::Result<()> {
+    let ns = std::fs::File::open(netns).with_context(|| format!("opening {}", netns.display()))?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<()> {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("entering the namespace")?;
+            // SAFETY: plain socket creation; the fd is owned right away.
+            let raw =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+            anyhow::ensure!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+            // SAFETY: `raw` is a fresh descriptor nobody else owns.
+            let sock =
+                unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+            if_up(fd, "lo")?;
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            if_addr(fd, "eth0", libc::SIOCSIFADDR, addr)?;
+            if_addr(fd, "eth0", libc::SIOCSIFNETMASK, Ipv4Addr::from(mask))?;
+            if_up(fd, "eth0")?;
+            default_route(fd, gateway)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the network setup thread panicked"))?
+    })
+}
+
+/// Drops the bridge's neighbour (ARP) entry for `addr`; none is fine.
+fn forget_neighbour(bridge: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+    // SAFETY: plain socket creation; the fd is owned right away.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    anyhow::ensure!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // SAFETY: arpreq is plain data; all zeroes is a valid value.
+    let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
+    req.arp_pa = sockaddr(addr);
+    for (d, b) in req
+        .arp_dev
+        .iter_mut()
+        .zip(bridge.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = b as libc::c_char;
+    }
+    match ioctl(
+        std::os::fd::AsRawFd::as_raw_fd(&sock),
+        libc::SIOCDARP,
+        &mut req,
+    ) {
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
+        r => r.context("deleting the neighbour entry"),
+    }
+}
+
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = b as libc::c_char;
+    }
+    req
+}
+
+fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size; the kernel reads it as
+    // sockaddr_in because of sin_family.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+fn ioctl<T>(fd: i32, request: libc::c_ulong, arg: &mut T) -> std::io::Result<()> {
+    // SAFETY: `arg` is the structure `request` expects, alive for the call.
+    if unsafe { libc::ioctl(fd, request as _, arg as *mut T) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn if_up(fd: i32, name: &str) -> anyhow::Result<()> {
+    let mut req = ifreq(name);
+    ioctl(fd, libc::SIOCGIFFLAGS, &mut req)
+        .with_context(|| format!("reading the flags of {name}"))?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    ioctl(fd, libc::SIOCSIFFLAGS, &mut req).with_context(|| format!("bringing {name} up"))
+}
+
+fn if_addr(fd: i32, name: &str, request: libc::c_ulong, addr: Ipv4Addr) -> anyhow::Result<()> {
+    let mut req = ifreq(name);
+    req.ifr_ifru.ifru_addr = sockaddr(addr);
+    ioctl(fd, request, &mut req).with_context(|| format!("setting {addr} on {name}"))
+}
+
+/// glibc's `struct rtentry` (not in the libc crate for glibc targets).
+#[repr(C)]
+struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+fn default_route(fd: i32, gateway: Ipv4Addr) -> anyhow::Result<()> {
+    const RTF_UP: libc::c_ushort = 0x1;
+    const RTF_GATEWAY: libc::c_ushort = 0x2;
+    let mut rt = RtEntry {
+        rt_pad1: 0,
+        rt_dst: sockaddr(Ipv4Addr::UNSPECIFIED),
+        rt_gateway: sockaddr(gateway),
+        rt_genmask: sockaddr(Ipv4Addr::UNSPECIFIED),
+        rt_flags: RTF_UP | RTF_GATEWAY,
+        rt_pad2: 0,
+        rt_pad3: 0,
+        rt_pad4: std::ptr::null_mut(),
+        rt_metric: 0,
+        rt_dev: std::ptr::null_mut(),
+        rt_mtu: 0,
+        rt_window: 0,
+        rt_irtt: 0,
+    };
+    ioctl(fd, libc::SIOCADDRT, &mut rt)
+        .with_context(|| format!("adding the default route via {gateway}"))
+}
+
 /// Interface and namespace names for a container handle (interface names are limited
 /// to 15 characters, so the handle is hashed).
 pub fn names(handle: &str) -> (String, String) {
@@ -169,20 +320,16 @@ impl Network {
             veth: veth.clone(),
             ip: addr,
         };
-        // Two `ip` runs in all (each exec costs milliseconds): the host side, then the
-        // container's side.
+        // One `ip` run (an exec costs milliseconds) for the host side; the container's
+        // side by ioctls from a thread inside its namespace.
         let setup = || -> anyhow::Result<()> {
             let host = format!(
                 "netns add {netns}\nlink add {veth} type veth peer name eth0 netns {netns}\nlink set {veth} master {b} up\n",
                 b = self.cfg.bridge
             );
             ip(&["-batch", "-"], Some(&host))?;
-            let inner = format!(
-                "addr add {addr}/{p} dev eth0\nlink set eth0 up\nlink set lo up\nroute add default via {gw}\n",
-                p = self.cfg.prefix,
-                gw = self.cfg.gateway
-            );
-            ip(&["-n", &netns, "-batch", "-"], Some(&inner))
+            configure_inside(&att.netns_path(), addr, self.cfg.prefix, self.cfg.gateway)
+                .with_context(|| format!("configuring eth0 in network namespace {netns}"))
         };
         if let Err(e) = setup() {
             self.detach(&att);
@@ -198,20 +345,29 @@ impl Network {
 
     /// Removes a container's veth and namespace and frees its address. Idempotent.
     pub fn detach(&self, att: &Attachment) {
-        // One `ip` run; -force carries on past what is already gone. Deleting the
-        // namespace is enough: the kernel destroys the veth pair with it, in the
-        // background (deleting the veth ourselves waits for RCU: 15-50 ms per container).
-        // The neighbour entry goes first: the host must not keep talking to the old MAC
-        // when the address comes back.
-        let _ = ip(
-            &["-force", "-batch", "-"],
-            Some(&format!(
-                "neigh flush to {addr} dev {b}\nnetns del {netns}\n",
-                netns = att.netns,
-                addr = att.ip,
-                b = self.cfg.bridge
-            )),
-        );
+        // In-process, no `ip` run (an exec costs milliseconds). The neighbour entry
+        // goes first: the host must not keep talking to the old MAC when the address
+        // comes back. Then the namespace's mount and file go, which is what `ip netns
+        // del` does; that is enough: the kernel destroys the namespace and the veth pair
+        // with it once nothing holds it, in the background (deleting the veth ourselves
+        // waits for RCU: 15-50 ms per container).
+        if let Err(e) = forget_neighbour(&self.cfg.bridge, att.ip) {
+            tracing::warn!(ip = %att.ip, error = %e, "could not remove the container's neighbour entry");
+        }
+        let path = att.netns_path();
+        match nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => {
+                tracing::warn!(netns = %path.display(), error = %e, "could not unmount the network namespace")
+            }
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(netns = %path.display(), error = %e, "could not remove the network namespace")
+            }
+        }
         self.ips.lock().unwrap().used.remove(&att.ip);
     }
 

@@ -418,3 +418,65 @@ async fn download_and_upload_move_files_in_and_out() {
     assert!(failed && reason.contains("checksum mismatch"), "{reason}");
     destroy_clean(&t, "bad-sum").await;
 }
+
+#[tokio::test]
+async fn a_container_has_its_own_address_loopback_and_default_route() {
+    let t = TestExecutor::new();
+    let cfg = t.exec.network().config().clone();
+    // A server on the cell, reached from inside through the bridge.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "cell says hi" }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let script = format!(
+        "ip -4 addr show eth0 > /tmp/addr; ip link show lo > /tmp/lo; ip route > /tmp/route; \
+         printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {gw} {port} > /tmp/got",
+        gw = cfg.gateway
+    );
+    // Another container keeps the bridge up (with none left, the kernel flushes the
+    // bridge's neighbours itself).
+    t.exec
+        .create(request("neighbour", sh("sleep 60")))
+        .await
+        .unwrap();
+    t.exec
+        .create(request("netcheck", sh(&script)))
+        .await
+        .unwrap();
+    let (failed, reason, _) = outcome(&t, "netcheck", Duration::from_secs(20)).await;
+    assert!(!failed, "{reason}");
+    let ip = t.exec.get("netcheck").unwrap().ip();
+    let addr = t.exec.read_file("netcheck", "/tmp/addr").unwrap();
+    assert!(
+        addr.contains(&format!("inet {ip}/{}", cfg.prefix)),
+        "eth0 should have {ip}/{}: {addr}",
+        cfg.prefix
+    );
+    let lo = t.exec.read_file("netcheck", "/tmp/lo").unwrap();
+    assert!(lo.contains("UP"), "loopback should be up: {lo}");
+    let route = t.exec.read_file("netcheck", "/tmp/route").unwrap();
+    assert!(
+        route.contains(&format!("default via {} dev eth0", cfg.gateway)),
+        "the default route should go through the bridge: {route}"
+    );
+    let got = t.exec.read_file("netcheck", "/tmp/got").unwrap();
+    assert!(
+        got.ends_with("cell says hi"),
+        "the cell's server answered: {got}"
+    );
+    let neighbours = || {
+        let out = std::process::Command::new("ip")
+            .args(["neigh", "show", "to", &ip.to_string(), "dev", &cfg.bridge])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(
+        !neighbours().is_empty(),
+        "the cell talked to {ip}: it has a neighbour entry"
+    );
+    destroy_clean(&t, "netcheck").await;
+    // The address goes back to the pool: nothing may still point at the old MAC.
+    assert_eq!(neighbours(), "", "the neighbour entry of {ip} is gone");
+    destroy_clean(&t, "neighbour").await;
+}
