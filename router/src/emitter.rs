@@ -6,7 +6,6 @@
 //! reconnects; an instance that an event said is gone is never served again.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -26,9 +25,10 @@ pub struct Routes {
     views: Mutex<Vec<Weak<View>>>,
 }
 
-/// One event loop's copy of the host entries: its lookups, round-robin
-/// positions and reference counts touch no memory another loop writes, which
-/// keeps cache lines from bouncing between cores on every request.
+/// One event loop's copy of the host entries: its lookups and reference counts
+/// touch no memory another loop writes (only the round-robin positions are
+/// shared, for strict turns), which keeps cache lines from bouncing between
+/// cores on every request.
 #[derive(Default)]
 pub struct View {
     hosts: RwLock<HashMap<String, Arc<HostEntry>>>,
@@ -41,24 +41,17 @@ impl View {
 
     fn apply(&self, table: &RouteTable, changes: &Changes) {
         let mut hosts = self.hosts.write().unwrap();
-        let copy = |old: Option<&Arc<HostEntry>>, e: &HostEntry| {
-            let next = old.map(|o| o.next.load(Ordering::Relaxed)).unwrap_or(0);
-            Arc::new(e.copy_for_view(next))
-        };
+        let copy = |e: &HostEntry| Arc::new(e.copy_for_view());
         match changes {
             Changes::All => {
-                let fresh = table
-                    .hosts()
-                    .map(|(h, e)| (h.clone(), copy(hosts.get(h), e)))
-                    .collect();
+                let fresh = table.hosts().map(|(h, e)| (h.clone(), copy(e))).collect();
                 *hosts = fresh;
             }
             Changes::Hosts(changed) => {
                 for h in changed {
                     match table.lookup(h) {
                         Some(e) => {
-                            let entry = copy(hosts.get(h), &e);
-                            hosts.insert(h.clone(), entry);
+                            hosts.insert(h.clone(), copy(&e));
                         }
                         None => {
                             hosts.remove(h);

@@ -43,8 +43,9 @@ pub struct HostEntry {
     /// Where access lines go: the first LRP's log guid (its process guid if it has none).
     pub log_guid: String,
     pub endpoints: Vec<Arc<Endpoint>>,
-    /// Round-robin position.
-    pub next: AtomicUsize,
+    /// Round-robin position, shared by the event loops' copies of this entry so the
+    /// instances take strict turns whichever loop serves a request.
+    pub next: Arc<AtomicUsize>,
     /// The app's metric handles, looked up once per table change rather than per request.
     pub metrics: std::sync::OnceLock<crate::metrics::AppMetrics>,
 }
@@ -77,14 +78,14 @@ pub enum Changes {
 }
 
 impl HostEntry {
-    /// A copy with its own round-robin position and metric handles, for one
-    /// event loop's view (loops then share no counters per request).
-    pub fn copy_for_view(&self, next: usize) -> HostEntry {
+    /// A copy with its own reference count and metric handles, for one event
+    /// loop's view (the round-robin position stays shared).
+    pub fn copy_for_view(&self) -> HostEntry {
         HostEntry {
             process_guids: self.process_guids.clone(),
             log_guid: self.log_guid.clone(),
             endpoints: self.endpoints.clone(),
-            next: AtomicUsize::new(next),
+            next: self.next.clone(),
             metrics: Default::default(),
         }
     }
@@ -347,9 +348,7 @@ impl RouteTable {
         endpoints.sort_by(|a, b| {
             (&a.process_guid, a.index, a.addr).cmp(&(&b.process_guid, b.index, b.addr))
         });
-        let next = previous
-            .map(|p| p.next.load(std::sync::atomic::Ordering::Relaxed))
-            .unwrap_or(0);
+        let next = previous.map(|p| p.next.clone()).unwrap_or_default();
         let mut process_guids = procs;
         process_guids.sort();
         let log_guid = self
@@ -363,7 +362,7 @@ impl RouteTable {
                 process_guids,
                 log_guid,
                 endpoints,
-                next: AtomicUsize::new(next),
+                next,
                 metrics: Default::default(),
             }),
         );
