@@ -97,13 +97,7 @@ fn configure_inside(
         s.spawn(|| -> anyhow::Result<()> {
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .context("entering the namespace")?;
-            // SAFETY: plain socket creation; the fd is owned right away.
-            let raw =
-                unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-            anyhow::ensure!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
-            // SAFETY: `raw` is a fresh descriptor nobody else owns.
-            let sock =
-                unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+            let sock = inet_socket()?;
             let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
             if_up(fd, "lo")?;
             let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
@@ -119,21 +113,11 @@ fn configure_inside(
 
 /// Drops the bridge's neighbour (ARP) entry for `addr`; none is fine.
 fn forget_neighbour(bridge: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
-    // SAFETY: plain socket creation; the fd is owned right away.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    anyhow::ensure!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
-    // SAFETY: `raw` is a fresh descriptor nobody else owns.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let sock = inet_socket()?;
     // SAFETY: arpreq is plain data; all zeroes is a valid value.
     let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
     req.arp_pa = sockaddr(addr);
-    for (d, b) in req
-        .arp_dev
-        .iter_mut()
-        .zip(bridge.bytes().take(libc::IFNAMSIZ - 1))
-    {
-        *d = b as libc::c_char;
-    }
+    set_ifname(&mut req.arp_dev, bridge);
     match ioctl(
         std::os::fd::AsRawFd::as_raw_fd(&sock),
         libc::SIOCDARP,
@@ -144,16 +128,26 @@ fn forget_neighbour(bridge: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
     }
 }
 
+/// An AF_INET datagram socket, the handle the interface ioctls go through.
+fn inet_socket() -> anyhow::Result<std::os::fd::OwnedFd> {
+    // SAFETY: plain socket creation; the fd is owned right away.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    anyhow::ensure!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+}
+
+/// Writes an interface name into a zeroed, NUL-terminated name field.
+fn set_ifname(dst: &mut [libc::c_char; libc::IFNAMSIZ], name: &str) {
+    for (d, b) in dst.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+        *d = b as libc::c_char;
+    }
+}
+
 fn ifreq(name: &str) -> libc::ifreq {
     // SAFETY: ifreq is plain data; all zeroes is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, b) in req
-        .ifr_name
-        .iter_mut()
-        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
-    {
-        *d = b as libc::c_char;
-    }
+    set_ifname(&mut req.ifr_name, name);
     req
 }
 

@@ -158,12 +158,6 @@ impl Pool {
         }
     }
 
-    /// Idle connections held, for tests and metrics.
-    pub fn idle_count(&self) -> usize {
-        let idle = self.idle.lock().unwrap();
-        idle.by_addr.values().map(Vec::len).sum()
-    }
-
     async fn connect(&self, addr: SocketAddr) -> Result<Conn, ExchangeError> {
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {

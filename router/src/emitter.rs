@@ -64,10 +64,6 @@ impl View {
 }
 
 impl Routes {
-    pub fn lookup(&self, host: &str) -> Option<Arc<HostEntry>> {
-        self.table.read().unwrap().lookup(host)
-    }
-
     /// A view of the table for one event loop, kept current until dropped.
     pub fn view(&self) -> Arc<View> {
         let table = self.table.read().unwrap();

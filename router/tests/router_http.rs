@@ -516,12 +516,7 @@ async fn every_body_framing_passes_through_and_backend_connections_are_reused() 
 
     let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
     for _ in 0..20 {
-        let resp = client
-            .get(url("/"))
-            .header("host", framing_host)
-            .send()
-            .await
-            .unwrap();
+        let resp = send(client.get(url("/")).header("host", framing_host)).await;
         assert_eq!(resp.text().await.unwrap(), "ok");
     }
     let opened = accepted.load(std::sync::atomic::Ordering::SeqCst) - before;
@@ -530,22 +525,12 @@ async fn every_body_framing_passes_through_and_backend_connections_are_reused() 
         "20 requests on one client connection opened {opened} backend connections (one per event loop at most)"
     );
 
-    let chunked = client
-        .get(url("/chunked"))
-        .header("host", framing_host)
-        .send()
-        .await
-        .unwrap();
+    let chunked = send(client.get(url("/chunked")).header("host", framing_host)).await;
     assert_eq!(chunked.status(), 200);
     let expected: String = (0..50).map(|i| format!("piece {i};")).collect();
     assert_eq!(chunked.text().await.unwrap(), expected);
 
-    let big = client
-        .get(url("/big"))
-        .header("host", framing_host)
-        .send()
-        .await
-        .unwrap();
+    let big = send(client.get(url("/big")).header("host", framing_host)).await;
     assert_eq!(
         big.headers()["content-length"],
         (3u64 << 20).to_string().as_str()
@@ -553,12 +538,7 @@ async fn every_body_framing_passes_through_and_backend_connections_are_reused() 
     let body = big.bytes().await.unwrap();
     assert!(body.len() == 3 << 20 && body.iter().all(|b| *b == 7));
 
-    let head = client
-        .head(url("/big"))
-        .header("host", framing_host)
-        .send()
-        .await
-        .unwrap();
+    let head = send(client.head(url("/big")).header("host", framing_host)).await;
     assert_eq!(head.status(), 200);
     assert_eq!(
         head.headers()["content-length"],
@@ -566,12 +546,7 @@ async fn every_body_framing_passes_through_and_backend_connections_are_reused() 
     );
     assert!(head.bytes().await.unwrap().is_empty());
 
-    let none = client
-        .get(url("/none"))
-        .header("host", framing_host)
-        .send()
-        .await
-        .unwrap();
+    let none = send(client.get(url("/none")).header("host", framing_host)).await;
     assert_eq!(none.status(), 204);
 
     let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -583,31 +558,21 @@ async fn every_body_framing_passes_through_and_backend_connections_are_reused() 
         .await
         .unwrap();
     assert_eq!(echo.bytes().await.unwrap().to_vec(), payload);
-    let empty_post = client
-        .post(url("/echo"))
-        .header("host", framing_host)
-        .send()
-        .await
-        .unwrap();
+    let empty_post = send(client.post(url("/echo")).header("host", framing_host)).await;
     assert_eq!(empty_post.status(), 200);
     assert!(empty_post.bytes().await.unwrap().is_empty());
 
     // The same connection still works after all of that.
-    let resp = client
-        .get(url("/"))
-        .header("host", framing_host)
-        .send()
-        .await
-        .unwrap();
+    let resp = send(client.get(url("/")).header("host", framing_host)).await;
     assert_eq!(resp.text().await.unwrap(), "ok");
 
     for _ in 0..3 {
-        let resp = client
-            .get(url("/"))
-            .header("host", "closer.lattice.localhost")
-            .send()
-            .await
-            .unwrap();
+        let resp = send(
+            client
+                .get(url("/"))
+                .header("host", "closer.lattice.localhost"),
+        )
+        .await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.text().await.unwrap(), "until the end");
     }
@@ -615,15 +580,19 @@ async fn every_body_framing_passes_through_and_backend_connections_are_reused() 
     // pool: the next request goes on a fresh one, never a 502.
     for i in 0..5 {
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let resp = client
-            .get(url("/"))
-            .header("host", "idler.lattice.localhost")
-            .send()
-            .await
-            .unwrap();
+        let resp = send(
+            client
+                .get(url("/"))
+                .header("host", "idler.lattice.localhost"),
+        )
+        .await;
         assert_eq!(resp.status(), 200, "request {i}");
         assert_eq!(resp.text().await.unwrap(), "fresh");
     }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.unwrap()
 }
 
 /// Wait until every app answers through the router with something other than 404.
