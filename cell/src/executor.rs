@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use lattice_specs::models;
@@ -99,6 +99,8 @@ pub struct Executor {
     images: crate::image::ImageStore,
     volumes: Option<Arc<crate::volume::VolumeDriver>>,
     containers: Mutex<HashMap<String, ContainerInfo>>,
+    /// Wakes followers of a container's events when its shim writes one.
+    watch: crate::watch::EventWatch,
     /// Held (shared) from resolving an image's layers to mounting them; the layer
     /// cache's garbage collection holds it alone.
     layers_in_flight: tokio::sync::RwLock<()>,
@@ -115,6 +117,8 @@ impl Executor {
             std::fs::create_dir_all(cfg.data_dir.join(d))
                 .with_context(|| format!("creating {}", cfg.data_dir.join(d).display()))?;
         }
+        // Container directories a previous run discarded but did not finish deleting.
+        let _ = std::fs::remove_dir_all(cfg.data_dir.join("trash"));
         let pause = cfg.data_dir.join("pause");
         let tmp = cfg.data_dir.join(".pause.tmp");
         std::fs::write(&tmp, PAUSE)?;
@@ -139,6 +143,7 @@ impl Executor {
             images,
             volumes,
             containers: Mutex::new(HashMap::new()),
+            watch: crate::watch::EventWatch::new(),
             layers_in_flight: Default::default(),
         }))
     }
@@ -345,6 +350,7 @@ impl Executor {
         let dir = self.dir(&req.handle);
         anyhow::ensure!(!dir.exists(), "container {} already exists", req.handle);
         std::fs::create_dir_all(&dir)?;
+        self.watch.add(&req.handle, &dir);
         let mut info = ContainerInfo {
             request: req.clone(),
             network: None,
@@ -478,6 +484,12 @@ impl Executor {
         Ok(())
     }
 
+    /// Wakes when a container's shim writes events. Take it before reading them with
+    /// [`Executor::events`]; when it is not live (no inotify), poll instead.
+    pub fn event_signal(&self, handle: &str) -> crate::watch::EventSignal {
+        self.watch.signal(handle)
+    }
+
     /// Lifecycle events of a container from byte `offset` on.
     pub fn events(&self, handle: &str, offset: u64) -> (Vec<ShimEvent>, u64) {
         shim::read_events(&self.dir(handle), offset).unwrap_or((vec![], offset))
@@ -516,16 +528,10 @@ impl Executor {
     /// mounts, network namespace, veth, host ports, files. Idempotent.
     #[tracing::instrument(skip(self))]
     pub async fn destroy(&self, handle: &str) {
-        let deadline = Instant::now() + self.cfg.grace + Duration::from_secs(5);
-        if self.shim_pid(handle).is_some() {
+        if let Some(pid) = self.shim_pid(handle) {
             self.stop(handle);
-            while Instant::now() < deadline {
-                if self.shim_pid(handle).is_none() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            if let Some(pid) = self.shim_pid(handle) {
+            let limit = self.cfg.grace + Duration::from_secs(5);
+            if !self.shim_exits(handle, pid, limit).await {
                 tracing::warn!(handle, pid, "shim did not stop in time; killing it");
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
@@ -547,8 +553,31 @@ impl Executor {
         }
     }
 
+    /// Waits up to `limit` for container `handle`'s shim (`pid`) to exit; whether it did.
+    async fn shim_exits(&self, handle: &str, pid: i32, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        let exited = shim::pidfd(nix::unistd::Pid::from_raw(pid))
+            .ok()
+            // SAFETY: the pidfd was just opened and is owned by the AsyncFd from here on.
+            .and_then(|fd| unsafe { tokio::io::unix::AsyncFd::register(fd) }.ok());
+        // The pidfd is the shim's only if the shim still runs now that it is open.
+        if let (Some(fd), Some(_)) = (exited, self.shim_pid(handle)) {
+            // Readable once the process has exited (a zombie counts).
+            let _ = tokio::time::timeout_at(deadline, fd.readable()).await;
+            return self.shim_pid(handle).is_none();
+        }
+        while tokio::time::Instant::now() < deadline {
+            if self.shim_pid(handle).is_none() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.shim_pid(handle).is_none()
+    }
+
     fn teardown(&self, info: &ContainerInfo) {
         let handle = info.handle();
+        self.watch.remove(handle);
         // The libcontainer state and cgroup, in case the shim could not delete them.
         let state = self.cfg.data_dir.join("run").join(handle);
         if state.exists() {
@@ -573,10 +602,32 @@ impl Executor {
         if let Err(e) = rootfs::unmount(&merged) {
             tracing::warn!(handle, "{e:#}");
         }
-        if let Err(e) = std::fs::remove_dir_all(self.dir(handle)) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(handle, "removing container directory: {e}");
+        self.discard(&self.dir(handle));
+    }
+
+    /// Removes a container's directory: moved out of the way at once (one rename),
+    /// deleted in the background. Deleting its files (the writable layer, the bundle,
+    /// libcontainer's leftovers) costs a millisecond or more that no caller waits for.
+    fn discard(&self, dir: &Path) {
+        let trash = self.cfg.data_dir.join("trash");
+        let _ = std::fs::create_dir_all(&trash);
+        let target = trash.join(uuid::Uuid::new_v4().simple().to_string());
+        let doomed = match std::fs::rename(dir, &target) {
+            Ok(()) => target,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            // Elsewhere (another filesystem?): delete it where it is.
+            Err(_) => dir.to_path_buf(),
+        };
+        let remove = move || {
+            if let Err(e) = std::fs::remove_dir_all(&doomed) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("removing container directory {}: {e}", doomed.display());
+                }
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 
@@ -599,6 +650,7 @@ impl Executor {
     /// Takes back a container found on disk after a restart: its address, its host
     /// ports (published again at the same numbers) and its place in the list.
     pub async fn adopt(&self, info: &ContainerInfo) -> anyhow::Result<()> {
+        self.watch.add(info.handle(), &self.dir(info.handle()));
         if let Some(att) = &info.network {
             self.network.adopt(att);
         }

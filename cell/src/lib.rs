@@ -18,3 +18,4 @@ pub mod shim;
 pub mod testing;
 pub mod transfer;
 pub mod volume;
+pub mod watch;

@@ -86,17 +86,49 @@ fn ip(args: &[&str], batch: Option<&str>) -> anyhow::Result<()> {
 /// Inside the network namespace at `netns`: loopback up, eth0 up with `addr/prefix`,
 /// and a default route via `gateway`. Done from a thread of its own that enters the
 /// namespace and ends with the setup, so no other thread changes namespace.
-fn configure_inside(
+/// Creates the container's network namespace at `netns` and its veth pair, and
+/// configures the container's side, all in-process: a thread unshares a new namespace
+/// and bind-mounts it at `netns` (what `ip netns add` does); one netlink request, sent
+/// from the cell's namespace, creates the pair with the host side `veth` up on the
+/// bridge and its peer `eth0` inside; the thread, still inside, then brings loopback
+/// and eth0 up with the address and adds the default route.
+fn create_netns(
     netns: &std::path::Path,
+    veth: &str,
+    bridge: &str,
     addr: Ipv4Addr,
     prefix: u8,
     gateway: Ipv4Addr,
 ) -> anyhow::Result<()> {
-    let ns = std::fs::File::open(netns).with_context(|| format!("opening {}", netns.display()))?;
+    // Opened here, in the cell's namespace: the host side is created where it lives.
+    let mut rtnl = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)
+        .context("opening a netlink socket")?;
+    rtnl.bind_auto().context("binding the netlink socket")?;
+    let bridge_index = if_index(bridge)?;
+    if let Some(dir) = netns.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(netns)
+        .with_context(|| format!("creating {}", netns.display()))?;
     std::thread::scope(|s| {
         s.spawn(|| -> anyhow::Result<()> {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("entering the namespace")?;
+            // Only this thread moves: the cell's other threads stay where they are.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("creating a network namespace")?;
+            nix::mount::mount(
+                Some("/proc/thread-self/ns/net"),
+                netns,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .with_context(|| format!("bind-mounting the namespace at {}", netns.display()))?;
+            let ns = std::fs::File::open("/proc/thread-self/ns/net")?;
+            new_veth(&mut rtnl, veth, bridge_index, &ns)
+                .with_context(|| format!("creating veth {veth} on {bridge}"))?;
             let sock = inet_socket()?;
             let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
             if_up(fd, "lo")?;
@@ -109,6 +141,67 @@ fn configure_inside(
         .join()
         .map_err(|_| anyhow::anyhow!("the network setup thread panicked"))?
     })
+}
+
+fn if_index(name: &str) -> anyhow::Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: a NUL-terminated name, read only for the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    anyhow::ensure!(
+        index != 0,
+        "no interface {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(index)
+}
+
+/// One RTM_NEWLINK: veth `name`, up, enslaved to interface `bridge`, whose peer is
+/// `eth0` in the namespace `peer_ns`. Waits for the kernel's answer.
+fn new_veth(
+    rtnl: &mut netlink_sys::Socket,
+    name: &str,
+    bridge: u32,
+    peer_ns: &std::fs::File,
+) -> std::io::Result<()> {
+    use netlink_packet_core::{
+        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    };
+    use netlink_packet_route::link::{
+        InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    };
+    use netlink_packet_route::RouteNetlinkMessage;
+    use std::os::fd::AsRawFd;
+
+    let mut peer = LinkMessage::default();
+    peer.attributes.push(LinkAttribute::IfName("eth0".into()));
+    peer.attributes
+        .push(LinkAttribute::NetNsFd(peer_ns.as_raw_fd()));
+    let mut link = LinkMessage::default();
+    link.header.flags = LinkFlags::Up;
+    link.header.change_mask = LinkFlags::Up;
+    link.attributes.push(LinkAttribute::IfName(name.into()));
+    link.attributes.push(LinkAttribute::Controller(bridge));
+    link.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    let mut msg = NetlinkMessage::new(
+        Default::default(),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)),
+    );
+    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    msg.finalize();
+    let mut buf = vec![0; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    rtnl.send(&buf, 0)?;
+    let mut answer = vec![0u8; 4096];
+    let n = rtnl.recv(&mut &mut answer[..], 0)?;
+    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer[..n])
+        .map_err(|e| std::io::Error::other(format!("unreadable netlink answer: {e}")))?;
+    match reply.payload {
+        NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
+        _ => Ok(()),
+    }
 }
 
 /// Drops the bridge's neighbour (ARP) entry for `addr`; none is fine.
@@ -314,18 +407,17 @@ impl Network {
             veth: veth.clone(),
             ip: addr,
         };
-        // One `ip` run (an exec costs milliseconds) for the host side; the container's
-        // side by ioctls from a thread inside its namespace.
-        let setup = || -> anyhow::Result<()> {
-            let host = format!(
-                "netns add {netns}\nlink add {veth} type veth peer name eth0 netns {netns}\nlink set {veth} master {b} up\n",
-                b = self.cfg.bridge
-            );
-            ip(&["-batch", "-"], Some(&host))?;
-            configure_inside(&att.netns_path(), addr, self.cfg.prefix, self.cfg.gateway)
-                .with_context(|| format!("configuring eth0 in network namespace {netns}"))
-        };
-        if let Err(e) = setup() {
+        // In-process, no `ip` run: an exec costs milliseconds.
+        let setup = create_netns(
+            &att.netns_path(),
+            &veth,
+            &self.cfg.bridge,
+            addr,
+            self.cfg.prefix,
+            self.cfg.gateway,
+        )
+        .with_context(|| format!("network namespace {netns}"));
+        if let Err(e) = setup {
             self.detach(&att);
             return Err(e.context(format!("setting up the network of container {handle}")));
         }

@@ -640,10 +640,22 @@ impl Rep {
         let mut process_started = already_running;
         let mut next_check = Instant::now();
         let mut offset = 0;
+        let mut signal = self.exec.event_signal(&handle);
         let outcome: Option<String> = loop {
+            // Woken by the shim's events; otherwise in time for the next health check.
+            let tick = if !signal.is_live() {
+                EVENT_POLL
+            } else if process_started {
+                next_check
+                    .saturating_duration_since(Instant::now())
+                    .min(EVENT_FALLBACK)
+            } else {
+                EVENT_FALLBACK
+            };
             tokio::select! {
                 _ = stop.cancelled() => break None,
-                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = signal.changed() => {}
+                _ = tokio::time::sleep(tick) => {}
             }
             let (events, off) = self.exec.events(&handle, offset);
             offset = off;
@@ -867,6 +879,12 @@ impl Rep {
         };
         let mut offset = 0;
         let mut asked_to_stop = false;
+        let mut signal = self.exec.event_signal(&guid);
+        let tick = if signal.is_live() {
+            EVENT_FALLBACK
+        } else {
+            EVENT_POLL
+        };
         loop {
             tokio::select! {
                 _ = stop.cancelled(), if !asked_to_stop => {
@@ -874,7 +892,8 @@ impl Rep {
                     self.logs.cell(&log_guid, "Cancelling task");
                     self.exec.stop(&guid);
                 }
-                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = signal.changed() => {}
+                _ = tokio::time::sleep(tick) => {}
             }
             let (events, off) = self.exec.events(&guid, offset);
             offset = off;
@@ -1421,6 +1440,10 @@ impl Rep {
 
 /// How often the image layer cache is collected, and how long an unused layer is kept.
 const LAYER_GC_EVERY: Duration = Duration::from_secs(600);
+/// How often a container's events are read when the shim's writes do not wake us.
+const EVENT_POLL: Duration = Duration::from_millis(20);
+/// With wakes, a read this often anyway (a shim that died without a word).
+const EVENT_FALLBACK: Duration = Duration::from_secs(1);
 const LAYER_KEEP: Duration = Duration::from_secs(3600);
 
 /// Memory, disk and containers the slots hold.

@@ -19,6 +19,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use lattice_specs::models::{self, action::Action as A};
@@ -179,7 +180,32 @@ fn supervise_main(dir: &Path) -> ! {
     std::process::exit(code)
 }
 
+/// The descriptor a lone Run's init reports a failed exec on (pause.c's fd 3):
+/// libcontainer passes descriptors on by number, from 3.
+const REPORT_FD: i32 = 3;
+
+/// Whether fd 3 is held (on /dev/null) for [`REPORT_FD`], so that nothing else of the
+/// shim's lands there.
+static REPORT_FD_HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Takes fd 3 for the report pipe, first thing, before the shim opens anything else.
+/// Descriptors inherited by mistake (a parent's, without close-on-exec, e.g. a build
+/// tool's jobserver pipe) are not the shim's: they are closed, so fd 3 is free and the
+/// shim runs the same way whoever started it.
+fn hold_report_fd() {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: nothing of the shim's is open beyond stdin, stdout and stderr yet.
+    unsafe { libc::syscall(libc::SYS_close_range, REPORT_FD as u32, u32::MAX, 0u32) };
+    let Ok(null) = std::fs::File::open("/dev/null") else {
+        return;
+    };
+    if null.into_raw_fd() == REPORT_FD {
+        REPORT_FD_HELD.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn run_shim(dir: &Path) -> anyhow::Result<()> {
+    hold_report_fd();
     let cfg: ShimConfig = serde_json::from_slice(&std::fs::read(dir.join("shim.json"))?)?;
     std::fs::write(dir.join("shim.pid"), std::process::id().to_string())?;
     let events = Events::open(dir)?;
@@ -292,7 +318,14 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
     }
     let ctx = Ctx::new(cfg, Some(events), logs);
 
-    let mut container = match create(&ctx.cfg) {
+    // A container whose work is one Run runs it as its init (through pause, which
+    // passes signals on and reaps): no second process exec'd into it.
+    let lone = lone_run(&ctx);
+    let created = match &lone {
+        Some((_, process)) => create_running(&ctx, process).map(|(c, s)| (c, Some(s))),
+        None => create(&ctx.cfg).map(|c| (c, None)),
+    };
+    let (mut container, lone_started) = match created {
         Ok(c) => c,
         Err(e) => {
             let reason = format!("failed to create container: {e:#}");
@@ -310,7 +343,20 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let action = ctx.cfg.action.clone();
-    let work = run_action(&ctx, &action, stop.clone());
+    let work = match (lone, lone_started) {
+        (Some((r, _)), Some((started, report))) => {
+            let ctx = &ctx;
+            let stop = stop.clone();
+            async move {
+                exec_report(report)
+                    .await
+                    .map_err(|errno| exec_error(&r.path, &errno.to_string()))?;
+                supervise_run(ctx, &r, started, stop).await
+            }
+            .boxed_local()
+        }
+        _ => run_action(&ctx, &action, stop.clone()),
+    };
     tokio::pin!(work);
     let mut stopped = false;
     let result = loop {
@@ -332,16 +378,18 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
         stopped,
     });
 
-    // Whatever the action tree left behind (daemons it started) goes now.
-    if let Err(e) = container.kill(Signal::SIGKILL, true) {
-        eprintln!("lattice shim: killing the processes of {}: {e}", ctx.cfg.id);
-    }
-    crate::cgroup::thaw_and_drain(&ctx.cfg.cgroup);
+    // Whatever the action tree left behind (daemons it started) goes now. Killing PID 1
+    // of the namespace takes every process in it down with it, without freezing the
+    // cgroup (which costs every CPU a kernel text patch, twice).
     if init_pid > 0 {
-        // Killing PID 1 of the namespace takes every process in it down with it.
         let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), Signal::SIGKILL);
         reap_all(init_pid, Duration::from_secs(5)).await;
+    } else if let Err(e) = container.kill(Signal::SIGKILL, true) {
+        eprintln!("lattice shim: killing the processes of {}: {e}", ctx.cfg.id);
     }
+    // A process libcontainer forked to start a Run and that had not yet entered the
+    // namespace when the stop came is in the cgroup only.
+    crate::cgroup::thaw_and_drain(&ctx.cfg.cgroup);
     if let Err(e) = container.delete(true) {
         eprintln!("lattice shim: deleting container {}: {e}", ctx.cfg.id);
         destroy(&ctx.cfg);
@@ -355,6 +403,10 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
 /// leaves a child whose pid libcontainer never returned: reap those too.
 async fn reap_all(init: i32, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
+    // Woken by each child's exit rather than polling. (Not init's pidfd: init exits
+    // only once every process of its namespace is reaped, some of which are ours.)
+    let mut child_exits =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
@@ -370,7 +422,12 @@ async fn reap_all(init: i32, limit: Duration) {
             eprintln!("lattice shim: init {init} did not exit within {limit:?}");
             return;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        match &mut child_exits {
+            Some(s) => {
+                let _ = tokio::time::timeout_at(deadline, s.recv()).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
     }
 }
 
@@ -395,6 +452,100 @@ fn create(cfg: &ShimConfig) -> anyhow::Result<Container> {
         .build()?;
     container.start()?;
     Ok(container)
+}
+
+/// The Run and its process spec when the container's whole work is one Run action
+/// (and the report descriptor is held); such a Run becomes the container's init.
+fn lone_run(ctx: &Ctx) -> Option<(models::RunAction, oci_spec::runtime::Process)> {
+    let Some(A::Run(r)) = &ctx.cfg.action.action else {
+        return None;
+    };
+    if !REPORT_FD_HELD.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    // A Run that cannot even be specified (an unknown user) fails as it does otherwise.
+    let process = run_spec(ctx, r).ok()?;
+    Some((r.clone(), process))
+}
+
+/// Creates the container with `process` as its work, under pause as PID 1; returns
+/// the running Run and the read end of its exec report (see [`exec_report`]).
+fn create_running(
+    ctx: &Ctx,
+    process: &oci_spec::runtime::Process,
+) -> anyhow::Result<(Container, (Started, OwnedFd))> {
+    let cfg = &ctx.cfg;
+    let config = cfg.bundle.join("config.json");
+    let mut spec = oci_spec::runtime::Spec::load(&config)?;
+    let mut process = process.clone();
+    let mut args = vec![crate::bundle::PAUSE_PATH.to_string()];
+    args.extend(process.args().clone().unwrap_or_default());
+    process.set_args(Some(args));
+    spec.set_process(Some(process));
+    spec.save(&config)?;
+
+    let (out_r, out_w) = pipe_pair()?;
+    let (err_r, err_w) = pipe_pair()?;
+    let (report_r, report_w) = pipe_pair()?;
+    // The write end goes to the init as its fd 3 (dup2 leaves it inheritable); the
+    // shim keeps none, so the read end sees EOF once the command is exec'd.
+    nix::unistd::dup2(report_w.as_raw_fd(), REPORT_FD)?;
+    drop(report_w);
+    let built = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
+        .with_root_path(&cfg.state_root)
+        .and_then(|b| {
+            b.with_stdin(null_fd().expect("/dev/null"))
+                .with_stdout(out_w)
+                .with_stderr(err_w)
+                .with_preserved_fds(1)
+                .validate_id()
+        })
+        .and_then(|b| {
+            b.as_init(&cfg.bundle)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+        });
+    // Back to /dev/null, closing the shim's copy of the write end.
+    let null = null_fd()?;
+    nix::unistd::dup2(null.as_raw_fd(), REPORT_FD)?;
+    nix::fcntl::fcntl(
+        REPORT_FD,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    let mut container = built?;
+    container.start()?;
+    let pid = container.pid().context("the container's init has no pid")?;
+    Ok((
+        container,
+        (
+            Started {
+                pid,
+                out: out_r,
+                err: err_r,
+            },
+            report_r,
+        ),
+    ))
+}
+
+/// Waits for a lone Run's command to be exec'd: EOF on the report pipe; the errno
+/// pause wrote there when the exec failed.
+async fn exec_report(report: OwnedFd) -> Result<(), std::io::Error> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let read = async {
+        let fd = report.as_raw_fd();
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+        let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(report)?;
+        rx.read_to_end(&mut buf).await
+    };
+    read.await?;
+    match <[u8; 4]>::try_from(buf.as_slice()) {
+        Ok(errno) => Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Removes what a failed create may have left (libcontainer state, cgroup).
@@ -646,7 +797,8 @@ pub fn resolve_in_root(root: &Path, path: &str) -> PathBuf {
     root.join(clean)
 }
 
-fn pidfd(pid: Pid) -> std::io::Result<OwnedFd> {
+/// A pidfd for `pid`: readable once the process has exited.
+pub(crate) fn pidfd(pid: Pid) -> std::io::Result<OwnedFd> {
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
@@ -718,8 +870,10 @@ async fn forward_lines(ctx: &Ctx, fd: OwnedFd, source: &str, stream: &str, quiet
     }
 }
 
-/// Runs one Run action as a process exec'd into the container.
-async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken) -> ActionResult {
+/// The process spec of a Run action: its command, environment (the image's and the
+/// request's over a default PATH, HOME and USER), directory, user and open-files
+/// limit, with the capabilities and no_new_privs the container grants.
+fn run_spec(ctx: &Ctx, r: &models::RunAction) -> Result<oci_spec::runtime::Process, String> {
     let (uid, gid) = lookup_user(&ctx.cfg.rootfs, &r.user)?;
     let mut env: HashMap<String, String> = HashMap::new();
     env.insert(
@@ -761,7 +915,7 @@ async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken
     if let Some(caps) = init_process.capabilities() {
         builder = builder.capabilities(caps.clone());
     }
-    let process = builder
+    builder
         .args(args)
         .env(
             env.iter()
@@ -787,7 +941,22 @@ async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken
             .build()
             .map_err(|e| e.to_string())?])
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// How long a Run's output may keep arriving after the Run exited.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(250);
+
+/// A started Run: its pid and the read ends of its stdout and stderr.
+struct Started {
+    pid: Pid,
+    out: OwnedFd,
+    err: OwnedFd,
+}
+
+/// Runs one Run action as a process exec'd into the container.
+async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken) -> ActionResult {
+    let process = run_spec(ctx, r)?;
     let process_file = ctx
         .cfg
         .bundle
@@ -818,6 +987,23 @@ async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken
             return Err(exec_error(&r.path, &e.to_string()));
         }
     };
+    let started = Started {
+        pid,
+        out: out_r,
+        err: err_r,
+    };
+    supervise_run(ctx, r, started, cancel).await
+}
+
+/// Follows a started Run to its end: forwards its output, stops it when cancelled
+/// (SIGTERM, then SIGKILL after the grace period) and turns its exit into a result.
+async fn supervise_run(
+    ctx: &Ctx,
+    r: &models::RunAction,
+    started: Started,
+    cancel: CancellationToken,
+) -> ActionResult {
+    let pid = started.pid;
     ctx.emit(&ShimEvent::RunStarted {
         path: r.path.clone(),
         pid: pid.as_raw(),
@@ -825,8 +1011,8 @@ async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken
     let source = ctx.source(&r.log_source).to_string();
     let quiet = r.suppress_log_output;
     let output = futures::future::join(
-        forward_lines(ctx, out_r, &source, "stdout", quiet),
-        forward_lines(ctx, err_r, &source, "stderr", quiet),
+        forward_lines(ctx, started.out, &source, "stdout", quiet),
+        forward_lines(ctx, started.err, &source, "stderr", quiet),
     );
     let exit = async {
         let waiting = wait_exit(pid);
@@ -844,7 +1030,20 @@ async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken
             }
         }
     };
-    let (code, _) = futures::future::join(exit, output).await;
+    // The exit ends the Run, not the end of its output: a daemon it started may hold
+    // its stdout open for ever. What is already written gets a moment to arrive.
+    tokio::pin!(exit);
+    tokio::pin!(output);
+    let mut output_done = false;
+    let code = loop {
+        tokio::select! {
+            code = &mut exit => break code,
+            _ = &mut output, if !output_done => output_done = true,
+        }
+    };
+    if !output_done {
+        let _ = tokio::time::timeout(OUTPUT_DRAIN, &mut output).await;
+    }
     if code == 0 {
         return Ok(());
     }

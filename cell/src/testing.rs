@@ -219,6 +219,7 @@ pub async fn wait_event(
     want: impl Fn(&ShimEvent) -> bool,
 ) -> ShimEvent {
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut signal = exec.event_signal(handle);
     loop {
         let (events, _) = exec.events(handle, 0);
         if let Some(e) = events.iter().find(|e| want(e)) {
@@ -229,7 +230,15 @@ pub async fn wait_event(
                 std::fs::read_to_string(exec.dir(handle).join("shim.log")).unwrap_or_default();
             panic!("container {handle}: no matching event within {timeout:?}; saw {events:?}; shim log: {log}");
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        let poll = if signal.is_live() {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_millis(2)
+        };
+        tokio::select! {
+            _ = signal.changed() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
     }
 }
 

@@ -67,6 +67,60 @@ async fn a_failing_command_and_a_missing_one_say_why() {
     destroy_clean(&t, "missing").await;
 }
 
+/// A lone Run is the container's init (under pause): its exit status is the
+/// container's, whatever it left running goes with it, and a command the image has
+/// but cannot execute says so.
+#[tokio::test]
+async fn a_lone_run_ends_its_container_with_its_own_status() {
+    let t = TestExecutor::new();
+    let t0 = std::time::Instant::now();
+    t.exec
+        .create(request("daemon-left", sh("sleep 600 & exit 3")))
+        .await
+        .unwrap();
+    t.exec
+        .create(request("not-executable", run("/etc/passwd", &[])))
+        .await
+        .unwrap();
+    // The same Run inside a Serial is exec'd beside pause: its exit ends it too.
+    let serial = lattice_specs::models::Action {
+        action: Some(lattice_specs::models::action::Action::Serial(
+            lattice_specs::models::SerialAction {
+                actions: vec![sh("echo first"), sh("sleep 600 & exit 3")],
+                ..Default::default()
+            },
+        )),
+    };
+    t.exec
+        .create(request("daemon-left-serial", serial))
+        .await
+        .unwrap();
+    let (failed, reason, _) = outcome(&t, "daemon-left", Duration::from_secs(20)).await;
+    assert!(failed);
+    assert_eq!(reason, "exited with status 3");
+    wait_event(&t.exec, "daemon-left", Duration::from_secs(20), |e| {
+        matches!(e, ShimEvent::Destroyed)
+    })
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "the background sleep held the container: {:?}",
+        t0.elapsed()
+    );
+    let (failed, reason, _) = outcome(&t, "daemon-left-serial", Duration::from_secs(20)).await;
+    assert!(failed);
+    assert_eq!(reason, "exited with status 3");
+    let (failed, reason, _) = outcome(&t, "not-executable", Duration::from_secs(20)).await;
+    assert!(failed);
+    assert_eq!(
+        reason,
+        "failed to start /etc/passwd: Permission denied (os error 13)"
+    );
+    destroy_clean(&t, "daemon-left").await;
+    destroy_clean(&t, "not-executable").await;
+    destroy_clean(&t, "daemon-left-serial").await;
+}
+
 async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let resp = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
         .await

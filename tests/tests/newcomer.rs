@@ -22,9 +22,11 @@ fn status(up: &UpProcess, app: &str) -> serde_json::Value {
     serde_json::from_str(&up.ltc_ok(&["status", app, "--json"])).expect("status --json")
 }
 
+/// Processes whose command line starts with `pattern` (an instance's init,
+/// `/.lattice/pause COMMAND…`, carries the same words later in its own).
 fn pids_of(pattern: &str) -> Vec<i32> {
     let out = std::process::Command::new("pgrep")
-        .args(["-f", pattern])
+        .args(["-f", &format!("^{pattern}")])
         .output()
         .expect("pgrep");
     String::from_utf8_lossy(&out.stdout)
