@@ -15,10 +15,12 @@ use lattice_bench::{arg, runc_bundle};
 use lattice_cell::shim::ShimEvent;
 use lattice_cell::testing::{request, require_root, run, wait_event, TestExecutor};
 
-fn stats(mut v: Vec<Duration>) -> (f64, f64) {
+/// Mean, median and 90th percentile, in ms.
+fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
     v.sort();
-    let mean = v.iter().map(|d| d.as_secs_f64()).sum::<f64>() / v.len() as f64;
-    (mean * 1e3, v[v.len() / 2].as_secs_f64() * 1e3)
+    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+    let mean = v.iter().map(ms).sum::<f64>() / v.len() as f64;
+    (mean, ms(&v[v.len() / 2]), ms(&v[v.len() * 9 / 10]))
 }
 
 async fn executor_round(
@@ -78,10 +80,18 @@ async fn main() {
     let net = stats(executor_round(&t, n, false, "net").await);
     let host = stats(executor_round(&t, n, true, "host").await);
     println!("container lifecycle, busybox /bin/true, {n} sequential containers (create, start, exit, destroy)");
-    println!(
-        "  runc run (same image, new netns):        mean {:6.1} ms  median {:6.1} ms",
-        runc.0, runc.1
-    );
-    println!("  executor, own network (netns+veth+IP):   mean {:6.1} ms  median {:6.1} ms  -> {:.2}x runc's time", net.0, net.1, net.0 / runc.0);
-    println!("  executor, host network:                  mean {:6.1} ms  median {:6.1} ms  -> {:.2}x runc's time", host.0, host.1, host.0 / runc.0);
+    let line = |name: &str, s: (f64, f64, f64), ratio: bool| {
+        let r = if ratio {
+            format!("  -> {:.2}x runc's time", s.0 / runc.0)
+        } else {
+            String::new()
+        };
+        println!(
+            "  {name:<40} mean {:6.1} ms  median {:6.1} ms  p90 {:6.1} ms{r}",
+            s.0, s.1, s.2
+        );
+    };
+    line("runc run (same image, new netns):", runc, false);
+    line("executor, own network (netns+veth+IP):", net, true);
+    line("executor, host network:", host, true);
 }
