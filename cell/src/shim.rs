@@ -534,14 +534,7 @@ fn create_running(
 async fn exec_report(report: OwnedFd) -> Result<(), std::io::Error> {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
-    let read = async {
-        let fd = report.as_raw_fd();
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
-        let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(report)?;
-        rx.read_to_end(&mut buf).await
-    };
-    read.await?;
+    pipe_receiver(report)?.read_to_end(&mut buf).await?;
     match <[u8; 4]>::try_from(buf.as_slice()) {
         Ok(errno) => Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
         Err(_) => Ok(()),
@@ -855,10 +848,16 @@ fn pipe_pair() -> anyhow::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-async fn forward_lines(ctx: &Ctx, fd: OwnedFd, source: &str, stream: &str, quiet: bool) {
+/// The read end of a pipe, non-blocking and registered with tokio. (Only this end: the
+/// write end belongs to a process that expects a blocking stdout.)
+fn pipe_receiver(fd: OwnedFd) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) };
-    let Ok(rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+}
+
+async fn forward_lines(ctx: &Ctx, fd: OwnedFd, source: &str, stream: &str, quiet: bool) {
+    let Ok(rx) = pipe_receiver(fd) else {
         return;
     };
     let mut lines = tokio::io::BufReader::new(rx).split(b'\n');

@@ -21,10 +21,8 @@ struct State {
 }
 
 impl State {
-    fn bump(&self, handle: &str) {
-        if let Some((_, tx)) = self.by_handle.get(handle) {
-            tx.send_modify(|n| *n += 1);
-        }
+    fn bump(tx: &watch::Sender<u64>) {
+        tx.send_modify(|n| *n += 1);
     }
 }
 
@@ -181,9 +179,7 @@ async fn read_loop(inotify: Arc<AsyncFd<Fd>>, state: std::sync::Weak<Mutex<State
         for ev in events {
             if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                 // Events were lost: wake everyone, they re-read their files.
-                for (_, tx) in st.by_handle.values() {
-                    tx.send_modify(|n| *n += 1);
-                }
+                st.by_handle.values().for_each(|(_, tx)| State::bump(tx));
                 continue;
             }
             if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
@@ -202,8 +198,8 @@ async fn read_loop(inotify: Arc<AsyncFd<Fd>>, state: std::sync::Weak<Mutex<State
             if ev.name.as_deref() != Some(std::ffi::OsStr::new(EVENTS_FILE)) {
                 continue;
             }
-            if let Some(handle) = st.by_wd.get(&ev.wd) {
-                st.bump(handle);
+            if let Some((_, tx)) = st.by_wd.get(&ev.wd).and_then(|h| st.by_handle.get(h)) {
+                State::bump(tx);
             }
         }
     }
