@@ -185,7 +185,12 @@ async fn a_memory_hog_is_oom_killed_and_reported() {
 #[tokio::test]
 async fn a_fork_bomb_stays_inside_its_pids_limit() {
     let t = TestExecutor::new();
-    let mut req = request("bomb", sh("bomb() { bomb | bomb & }; bomb; sleep 2"));
+    // The sleep is started first: once the bomb fills the pids limit, no fork succeeds,
+    // and a sleep started after it could not keep the container alive.
+    let mut req = request(
+        "bomb",
+        sh("sleep 2 & s=$!; bomb() { bomb | bomb & }; bomb; wait $s"),
+    );
     req.max_pids = 24;
     t.exec.create(req).await.unwrap();
     wait_event(&t.exec, "bomb", Duration::from_secs(10), |e| {
@@ -196,7 +201,7 @@ async fn a_fork_bomb_stays_inside_its_pids_limit() {
     let cg = lattice_cell::executor::cgroup_path("bomb");
     let pids_dir = std::path::Path::new("/sys/fs/cgroup/pids").join(cg.trim_start_matches('/'));
     let current: u32 = std::fs::read_to_string(pids_dir.join("pids.current"))
-        .expect("pids cgroup")
+        .unwrap_or_else(|e| panic!("pids cgroup {e}: {:?}", t.exec.events("bomb", 0).0))
         .trim()
         .parse()
         .unwrap();
@@ -477,14 +482,15 @@ async fn download_and_upload_move_files_in_and_out() {
 async fn a_container_has_its_own_address_loopback_and_default_route() {
     let t = TestExecutor::new();
     let cfg = t.exec.network().config().clone();
-    // A server on the cell, reached from inside through the bridge.
+    // A server on the cell, reached from inside through the bridge. (busybox nc quits
+    // when its input ends, answer or not: the input stays open a while.)
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let app = axum::Router::new().route("/", axum::routing::get(|| async { "cell says hi" }));
     tokio::spawn(async move { axum::serve(listener, app).await });
     let script = format!(
         "ip -4 addr show eth0 > /tmp/addr; ip link show lo > /tmp/lo; ip route > /tmp/route; \
-         printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {gw} {port} > /tmp/got",
+         (printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 1) | nc {gw} {port} > /tmp/got",
         gw = cfg.gateway
     );
     // Another container keeps the bridge up (with none left, the kernel flushes the
