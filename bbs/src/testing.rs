@@ -10,11 +10,22 @@ use std::time::{Duration, Instant};
 
 /// A free loopback port (bound, then released for the caller to use).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("binding a loopback port")
-        .local_addr()
-        .unwrap()
-        .port()
+    // The kernel may hand the same free port out twice in a row (the listener is gone by
+    // then): a test that asks for several (`lattice up`'s API and gRPC) must get distinct
+    // ones, so none is given twice in this process.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("binding a loopback port")
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub struct EtcdServer {
