@@ -83,9 +83,6 @@ fn ip(args: &[&str], batch: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Inside the network namespace at `netns`: loopback up, eth0 up with `addr/prefix`,
-/// and a default route via `gateway`. Done from a thread of its own that enters the
-/// namespace and ends with the setup, so no other thread changes namespace.
 /// Creates the container's network namespace at `netns` and its veth pair, and
 /// configures the container's side, all in-process: a thread unshares a new namespace
 /// and bind-mounts it at `netns` (what `ip netns add` does); one netlink request, sent
