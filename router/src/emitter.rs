@@ -39,6 +39,15 @@ impl View {
         self.hosts.read().unwrap().get(host).cloned()
     }
 
+    /// Adds what this view's loop counted per app to the shared metrics.
+    pub fn flush_metrics(&self) {
+        for entry in self.hosts.read().unwrap().values() {
+            if let Some(m) = entry.metrics.get() {
+                m.flush();
+            }
+        }
+    }
+
     fn apply(&self, table: &RouteTable, changes: &Changes) {
         let mut hosts = self.hosts.write().unwrap();
         let copy = |e: &HostEntry| Arc::new(e.copy_for_view());

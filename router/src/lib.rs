@@ -1,7 +1,8 @@
 //! The router: sends `Host: APP.DOMAIN` traffic to the RUNNING instances of
 //! the LRP whose routes name that host. `table` holds the routes (pure),
 //! `emitter` keeps it current from the BBS, `proxy` serves HTTP,
-//! `backend` talks to instances over keep-alive pools, `logs` ships its access lines.
+//! `backend` talks to instances over keep-alive pools, `timeouts` bounds each
+//! request on a coarse per-loop clock, `logs` ships its access lines.
 
 pub mod backend;
 pub mod emitter;
@@ -9,3 +10,4 @@ pub mod logs;
 pub mod metrics;
 pub mod proxy;
 pub mod table;
+pub mod timeouts;

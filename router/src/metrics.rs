@@ -1,7 +1,8 @@
 //! Router metrics: requests by app and status, latency, backend errors, routes.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 
+use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -35,19 +36,44 @@ pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
     .unwrap())
 });
-/// One app's handles into REQUESTS (for status 200) and LATENCY.
+/// One app's share of REQUESTS (status 200) and LATENCY, buffered for one event
+/// loop (each loop's view of the routes has its own) and added to the shared
+/// metrics by [`AppMetrics::flush`], which the loop calls every tick, and on drop:
+/// the loops do not write the same atomics on every request.
 #[derive(Debug)]
 pub struct AppMetrics {
-    pub ok: IntCounter,
-    pub latency: prometheus::Histogram,
+    local: Mutex<(LocalIntCounter, LocalHistogram)>,
 }
 
 impl AppMetrics {
     pub fn new(app: &str) -> AppMetrics {
         AppMetrics {
-            ok: REQUESTS.with_label_values(&[app, "200"]),
-            latency: LATENCY.with_label_values(&[app]),
+            local: Mutex::new((
+                REQUESTS.with_label_values(&[app, "200"]).local(),
+                LATENCY.with_label_values(&[app]).local(),
+            )),
         }
+    }
+
+    /// A request answered with `ok` (200) or not, after `secs`.
+    pub fn observe(&self, ok: bool, secs: f64) {
+        let local = self.local.lock().unwrap();
+        if ok {
+            local.0.inc();
+        }
+        local.1.observe(secs);
+    }
+
+    pub fn flush(&self) {
+        let local = self.local.lock().unwrap();
+        local.0.flush();
+        local.1.flush();
+    }
+}
+
+impl Drop for AppMetrics {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

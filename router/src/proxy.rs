@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -36,6 +36,7 @@ use crate::backend::{ExchangeError, Outgoing, Pool};
 use crate::emitter::Routes;
 use crate::metrics as m;
 use crate::table::{Endpoint, HostEntry};
+use crate::timeouts::{Clock, Slot};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -92,6 +93,8 @@ pub struct Proxy {
     /// This event loop's view of the routes.
     routes: Arc<crate::emitter::View>,
     pool: Arc<Pool>,
+    /// This loop's coarse clock for request timeouts.
+    clock: Arc<Clock>,
     benched: Mutex<HashMap<SocketAddr, Instant>>,
     /// How many instances are benched (lets the common case skip the lock).
     benched_count: std::sync::atomic::AtomicUsize,
@@ -213,14 +216,12 @@ impl Access<'_> {
         match self.entry {
             Some(entry) => {
                 let app = entry.metrics.get_or_init(|| m::AppMetrics::new(self.app));
-                if status == StatusCode::OK {
-                    app.ok.inc();
-                } else {
+                if status != StatusCode::OK {
                     m::REQUESTS
                         .with_label_values(&[self.app, status.as_str()])
                         .inc();
                 }
-                app.latency.observe(elapsed.as_secs_f64());
+                app.observe(status == StatusCode::OK, elapsed.as_secs_f64());
             }
             None => {
                 m::REQUESTS
@@ -276,6 +277,7 @@ impl Proxy {
         Arc::new(Proxy {
             routes: routes.view(),
             pool: Pool::new(Duration::from_secs(90), 1024),
+            clock: Clock::new(),
             benched: Mutex::new(HashMap::new()),
             benched_count: Default::default(),
             id_base: uuid::Uuid::new_v4().as_u64_pair(),
@@ -290,6 +292,8 @@ impl Proxy {
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        tokio::spawn(Clock::run(Arc::downgrade(&self.clock)));
+        tokio::spawn(Self::flush_metrics(Arc::downgrade(&self)));
         loop {
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
@@ -308,21 +312,36 @@ impl Proxy {
             let peer_ip = HeaderValue::try_from(peer.ip().to_string())
                 .expect("an IP address is a valid header value");
             tokio::spawn(async move {
+                let slot = proxy.clock.slot();
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 builder
                     .http1()
-                    .timer(TokioTimer::new())
+                    .timer(slot.hyper_timer())
                     .header_read_timeout(proxy.cfg.header_read_timeout)
                     .max_buf_size(proxy.cfg.max_header_bytes.max(8192));
                 let svc = service_fn(move |req| {
                     let proxy = proxy.clone();
                     let peer_ip = peer_ip.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, &peer_ip).await) }
+                    let slot = slot.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, &peer_ip, &slot).await) }
                 });
                 let _ = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .await;
             });
+        }
+    }
+
+    /// Every tick, adds what this loop counted to the shared metrics, until the proxy is gone.
+    async fn flush_metrics(proxy: std::sync::Weak<Proxy>) {
+        let mut every = tokio::time::interval(crate::timeouts::TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match proxy.upgrade() {
+                Some(p) => p.routes.flush_metrics(),
+                None => return,
+            }
         }
     }
 
@@ -465,6 +484,7 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer_ip: &HeaderValue,
+        conn_slot: &Arc<Slot>,
     ) -> Response<Body> {
         let started = Instant::now();
         let request_id = req
@@ -522,7 +542,16 @@ impl Proxy {
         let (resp, instance) = if is_upgrade(&req) {
             self.upgrade(req, &candidates, peer_ip, &request_id).await
         } else {
-            self.forward(req, &candidates, peer_ip, &request_id).await
+            // HTTP/2 serves each request as a task of its own: its own slot.
+            let own_slot;
+            let slot = if req.version() == hyper::Version::HTTP_2 {
+                own_slot = self.clock.slot();
+                &own_slot
+            } else {
+                conn_slot
+            };
+            self.forward(req, &candidates, peer_ip, &request_id, slot)
+                .await
         };
         access.done(resp.status(), instance);
         resp
@@ -534,6 +563,7 @@ impl Proxy {
         candidates: &[&'e Endpoint],
         peer_ip: &HeaderValue,
         request_id: &HeaderValue,
+        slot: &Slot,
     ) -> (Response<Body>, Option<&'e Endpoint>) {
         let (parts, body) = req.into_parts();
         let body = if hyper::body::Body::is_end_stream(&body) {
@@ -581,9 +611,9 @@ impl Proxy {
         let mut last_error = String::new();
         for ep in candidates.iter().take(self.cfg.max_attempts.max(1)) {
             let guard = InFlight::new(ep, self.cfg.balance);
-            let r =
-                tokio::time::timeout(self.cfg.request_timeout, self.pool.send(ep.addr, &outgoing))
-                    .await;
+            let r = slot
+                .within(self.cfg.request_timeout, self.pool.send(ep.addr, &outgoing))
+                .await;
             drop(guard);
             match r {
                 Ok(Ok(mut resp)) => {
