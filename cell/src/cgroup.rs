@@ -2,16 +2,26 @@
 //! Works on cgroup v1 (this host), hybrid, and the unified v2 hierarchy.
 
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 const ROOT: &str = "/sys/fs/cgroup";
 
-/// Whether the host runs the unified (v2-only) hierarchy at /sys/fs/cgroup.
+/// Whether the host runs the unified (v2-only) hierarchy at /sys/fs/cgroup. Read once
+/// per process: the cgroup layout is set up at boot.
 pub fn unified() -> bool {
-    Path::new(ROOT).join("cgroup.controllers").exists()
+    static UNIFIED: LazyLock<bool> =
+        LazyLock::new(|| Path::new(ROOT).join("cgroup.controllers").exists());
+    *UNIFIED
 }
 
-/// Mount points of the v1 hierarchies (empty on a v2-only host).
-pub fn v1_hierarchies() -> Vec<PathBuf> {
+/// Mount points of the v1 hierarchies (empty on a v2-only host). Read once per process
+/// (a container's teardown asked for them several times, each a read of mountinfo).
+pub fn v1_hierarchies() -> &'static [PathBuf] {
+    static HIERARCHIES: LazyLock<Vec<PathBuf>> = LazyLock::new(read_v1_hierarchies);
+    &HIERARCHIES
+}
+
+fn read_v1_hierarchies() -> Vec<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     mountinfo
         .lines()
@@ -139,7 +149,7 @@ pub fn cpu_nanos(cgroup: &str) -> Option<u64> {
 /// Directories of this cgroup path that exist in any hierarchy (leftover detection).
 pub fn existing(cgroup: &str) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = v1_hierarchies()
-        .into_iter()
+        .iter()
         .map(|h| h.join(rel(cgroup)))
         .collect();
     dirs.push(Path::new(ROOT).join(rel(cgroup)));

@@ -292,8 +292,13 @@ impl Proxy {
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        tokio::spawn(Clock::run(Arc::downgrade(&self.clock)));
-        tokio::spawn(Self::flush_metrics(Arc::downgrade(&self)));
+        // One ticker per loop: timeouts, then what this loop counted into the shared metrics.
+        let me = Arc::downgrade(&self);
+        tokio::spawn(Clock::run(Arc::downgrade(&self.clock), move || {
+            if let Some(p) = me.upgrade() {
+                p.routes.flush_metrics();
+            }
+        }));
         loop {
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
@@ -329,19 +334,6 @@ impl Proxy {
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .await;
             });
-        }
-    }
-
-    /// Every tick, adds what this loop counted to the shared metrics, until the proxy is gone.
-    async fn flush_metrics(proxy: std::sync::Weak<Proxy>) {
-        let mut every = tokio::time::interval(crate::timeouts::TICK);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            match proxy.upgrade() {
-                Some(p) => p.routes.flush_metrics(),
-                None => return,
-            }
         }
     }
 

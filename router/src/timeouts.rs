@@ -90,9 +90,10 @@ impl Clock {
         });
     }
 
-    /// The ticker, run on the loop whose connections use this clock. It holds
-    /// the clock weakly and ends when the loop's proxy lets it go.
-    pub async fn run(clock: Weak<Clock>) {
+    /// The ticker, run on the loop whose connections use this clock, calling
+    /// `each_tick` after every tick. It holds the clock weakly and ends when the
+    /// loop's proxy lets it go.
+    pub async fn run(clock: Weak<Clock>, mut each_tick: impl FnMut()) {
         let mut every = tokio::time::interval(TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -101,6 +102,7 @@ impl Clock {
                 Some(c) => c.tick(),
                 None => return,
             }
+            each_tick();
         }
     }
 }
@@ -197,7 +199,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_wait_ends_within_a_tick_of_its_limit_and_a_prompt_one_is_untouched() {
         let clock = Clock::new();
-        tokio::spawn(Clock::run(Arc::downgrade(&clock)));
+        tokio::spawn(Clock::run(Arc::downgrade(&clock), || {}));
         let slot = clock.slot();
         assert_eq!(
             slot.within(Duration::from_secs(5), async { 7 }).await,
@@ -219,7 +221,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_stale_earlier_deadline_does_not_end_a_later_wait() {
         let clock = Clock::new();
-        tokio::spawn(Clock::run(Arc::downgrade(&clock)));
+        tokio::spawn(Clock::run(Arc::downgrade(&clock), || {}));
         let slot = clock.slot();
         let timer = slot.hyper_timer();
         // A head read that finished at once leaves its deadline armed.
