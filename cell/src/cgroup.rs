@@ -157,6 +157,14 @@ pub fn existing(cgroup: &str) -> Vec<PathBuf> {
     dirs.into_iter().filter(|d| d.is_dir()).collect()
 }
 
+/// Removes the directories of an emptied cgroup from every hierarchy; whether none is
+/// left.
+pub fn remove(cgroup: &str) -> bool {
+    existing(cgroup)
+        .iter()
+        .all(|d| std::fs::remove_dir(d).is_ok() || !d.exists())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

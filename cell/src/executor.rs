@@ -32,8 +32,9 @@ pub struct ExecutorConfig {
     /// Containers, their state and the pause binary live here.
     pub data_dir: PathBuf,
     pub providers: Providers,
-    /// The shim command (program and leading arguments); the container directory is
-    /// appended. `lattice shim` in the server binary, `lattice-shim` in tests.
+    /// The shim command (program and leading arguments); `--stdin` is appended and
+    /// the shim reads its container's directory from stdin (see [`crate::launcher`]).
+    /// `lattice shim` in the server binary, `lattice-shim` in tests.
     pub shim: Vec<OsString>,
     pub network: NetworkConfig,
     /// From SIGTERM to SIGKILL when stopping a container.
@@ -104,6 +105,8 @@ pub struct Executor {
     /// Held (shared) from resolving an image's layers to mounting them; the layer
     /// cache's garbage collection holds it alone.
     layers_in_flight: tokio::sync::RwLock<()>,
+    /// Starts shims, one ahead of need.
+    launcher: crate::launcher::Launcher,
 }
 
 /// The cgroup path of a container.
@@ -138,13 +141,14 @@ impl Executor {
             None => None,
         };
         Ok(Arc::new(Executor {
-            cfg,
             network,
             images,
             volumes,
             containers: Mutex::new(HashMap::new()),
             watch: crate::watch::EventWatch::new(),
             layers_in_flight: Default::default(),
+            launcher: crate::launcher::Launcher::new(cfg.shim.clone()),
+            cfg,
         }))
     }
 
@@ -457,22 +461,8 @@ impl Executor {
             self.record(info)?;
         }
 
-        let (program, args) = self
-            .cfg
-            .shim
-            .split_first()
-            .context("no shim command configured")?;
-        let log = std::fs::File::create(dir.join("shim.log"))?;
-        let child = tokio::process::Command::new(program)
-            .args(args)
-            .arg(&dir)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting the shim {program:?}"))?;
-        // tokio reaps the shim when it exits; its pid is in shim.pid.
-        drop(child);
+        // The shim writes its pid (and start time) to shim.pid.
+        self.launcher.launch(&dir)?;
         Ok(())
     }
 
@@ -498,19 +488,28 @@ impl Executor {
     /// The shim's pid, when it is still running.
     pub fn shim_pid(&self, handle: &str) -> Option<i32> {
         let dir = self.dir(handle);
-        let pid: i32 = std::fs::read_to_string(dir.join("shim.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let recorded = std::fs::read_to_string(dir.join("shim.pid")).ok()?;
+        let mut fields = recorded.split_whitespace();
+        let pid: i32 = fields.next()?.parse().ok()?;
+        let (started, zombie) = shim::proc_stat(pid)?;
         // A zombie shim is gone for our purposes.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next());
-        let ours = String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy());
-        (ours && state != Some("Z")).then_some(pid)
+        if zombie {
+            return None;
+        }
+        // The same process, not another one that got its pid since: the start time the
+        // shim recorded, or (a shim of an earlier version) its command line naming the
+        // container's directory.
+        let ours = match fields.next() {
+            Some(t) => t.parse() == Ok(started),
+            None => std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*dir.to_string_lossy())),
+        };
+        ours.then_some(pid)
+    }
+
+    /// The pid of the shim started ahead for the next container, if there is one.
+    pub fn spare_shim_pid(&self) -> Option<u32> {
+        self.launcher.spare_pid()
     }
 
     /// Asks a container to stop: its processes get SIGTERM, then SIGKILL after the grace

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod cgroup;
 pub mod executor;
 pub mod image;
+pub mod launcher;
 pub mod logs;
 pub mod metrics;
 pub mod monitor;

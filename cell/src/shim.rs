@@ -1,7 +1,8 @@
 //! The shim: one small process per container (containerd's shim, in our shape).
 //!
 //! The executor writes `shim.json` into the container's directory and starts the shim
-//! (`lattice-shim DIR`, or `lattice shim DIR`). The shim, in its own session so the rep
+//! (`lattice-shim DIR`, or `lattice shim DIR`; the executor's launcher starts it ahead
+//! as `--stdin` and hands it DIR on stdin later, see [`crate::launcher`]). The shim, in its own session so the rep
 //! may restart without touching it, creates the container with libcontainer (pause as
 //! PID 1), runs the action tree with every Run as a process exec'd into the container,
 //! sends stdout/stderr lines to the cell's log socket, appends lifecycle events to
@@ -128,11 +129,12 @@ pub struct LogLine {
     pub time: i64,
 }
 
-/// The shim's entry point (`DIR`, or `DIR --exec RUN_ACTION_JSON` for a command
-/// health check run in a container that already exists): never returns.
+/// The shim's entry point (`DIR`; `--stdin` to read DIR from stdin when it comes; or
+/// `DIR --exec RUN_ACTION_JSON` for a command health check run in a container that
+/// already exists): never returns.
 pub fn main(args: &[std::ffi::OsString]) -> ! {
     let Some(dir) = args.first().map(Path::new) else {
-        eprintln!("usage: lattice shim CONTAINER_DIR [--exec RUN_ACTION_JSON]");
+        eprintln!("usage: lattice shim CONTAINER_DIR|--stdin [--exec RUN_ACTION_JSON]");
         std::process::exit(2);
     };
     if args.get(1).is_some_and(|a| a == "--exec") {
@@ -145,7 +147,40 @@ pub fn main(args: &[std::ffi::OsString]) -> ! {
         };
         std::process::exit(code);
     }
+    if dir == Path::new(crate::launcher::STDIN_ARG) {
+        // Started ahead by the executor's launcher: the container comes later.
+        let Some(dir) = container_from_stdin() else {
+            std::process::exit(0);
+        };
+        supervise_main(&dir)
+    }
     supervise_main(dir)
+}
+
+/// Waits for the container's directory on stdin (one line); `None` at EOF: the executor
+/// dropped this spare. Then stdin goes back to /dev/null and stderr to the container's
+/// `shim.log`.
+fn container_from_stdin() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte: nothing past the line is taken from the pipe.
+    loop {
+        match nix::unistd::read(0, &mut byte) {
+            Ok(1) if byte[0] == b'\n' => break,
+            Ok(1) => line.push(byte[0]),
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return None,
+        }
+    }
+    let dir = PathBuf::from(std::ffi::OsString::from_vec(line));
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+    }
+    if let Ok(log) = std::fs::File::create(dir.join("shim.log")) {
+        let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
+    }
+    Some(dir)
 }
 
 /// Runs one Run action in the existing container of `dir` and returns its outcome.
@@ -207,7 +242,10 @@ fn hold_report_fd() {
 fn run_shim(dir: &Path) -> anyhow::Result<()> {
     hold_report_fd();
     let cfg: ShimConfig = serde_json::from_slice(&std::fs::read(dir.join("shim.json"))?)?;
-    std::fs::write(dir.join("shim.pid"), std::process::id().to_string())?;
+    // The pid and the start time: with both, nobody takes another process for this one.
+    let pid = std::process::id();
+    let started = proc_stat(pid as i32).map_or(0, |(t, _)| t);
+    std::fs::write(dir.join("shim.pid"), format!("{pid} {started}"))?;
     let events = Events::open(dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -390,7 +428,17 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
     // A process libcontainer forked to start a Run and that had not yet entered the
     // namespace when the stop came is in the cgroup only.
     crate::cgroup::thaw_and_drain(&ctx.cfg.cgroup);
-    if let Err(e) = container.delete(true) {
+    // Deleting the container: what libcontainer's delete does for ours (its cgroup
+    // directories, its state), without reading the mount table once per controller
+    // (a dozen times); libcontainer's delete, which retries, if a directory stays.
+    let state = ctx.cfg.state_root.join(&ctx.cfg.id);
+    if crate::cgroup::remove(&ctx.cfg.cgroup) {
+        if let Err(e) = std::fs::remove_dir_all(&state) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("lattice shim: removing {}: {e}", state.display());
+            }
+        }
+    } else if let Err(e) = container.delete(true) {
         eprintln!("lattice shim: deleting container {}: {e}", ctx.cfg.id);
         destroy(&ctx.cfg);
     }
@@ -788,6 +836,17 @@ pub fn resolve_in_root(root: &Path, path: &str) -> PathBuf {
         .filter(|c| matches!(c, Component::Normal(_)))
         .collect();
     root.join(clean)
+}
+
+/// A process's start time (clock ticks after boot: with the pid, it names one process
+/// for good) and whether it is a zombie; `None` when there is no such process.
+pub(crate) fn proc_stat(pid: i32) -> Option<(u64, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state (field 3) … starttime (field 22).
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = rest.next()?;
+    let started = rest.nth(18)?.parse().ok()?;
+    Some((started, state == "Z"))
 }
 
 /// A pidfd for `pid`: readable once the process has exited.

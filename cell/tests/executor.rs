@@ -540,3 +540,87 @@ async fn a_container_has_its_own_address_loopback_and_default_route() {
     assert_eq!(neighbours(), "", "the neighbour entry of {ip} is gone");
     destroy_clean(&t, "neighbour").await;
 }
+
+/// Whether process `pid` has exited (gone, or a zombie waiting to be reaped).
+fn process_ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+#[tokio::test]
+async fn shims_are_started_ahead_and_delete_their_containers_themselves() {
+    let t = TestExecutor::new();
+    let destroyed = |e: &ShimEvent| matches!(e, ShimEvent::Destroyed);
+    assert_eq!(
+        t.exec.spare_shim_pid(),
+        None,
+        "no shim before any container"
+    );
+    t.exec
+        .create(request("first", run("/bin/true", &[])))
+        .await
+        .unwrap();
+    let spare = t
+        .exec
+        .spare_shim_pid()
+        .expect("a shim started ahead for the next container");
+    wait_event(&t.exec, "first", Duration::from_secs(20), destroyed).await;
+    // The shim deleted its container (cgroups, libcontainer's state) before reporting
+    // it destroyed, without the executor's help.
+    let cgroups = lattice_cell::cgroup::existing(&lattice_cell::executor::cgroup_path("first"));
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+    let state = t.exec.config().data_dir.join("run").join("first");
+    assert!(!state.exists(), "libcontainer state left");
+    destroy_clean(&t, "first").await;
+
+    // The next container runs in the shim that waited.
+    t.exec
+        .create(request("second", sh("sleep 30")))
+        .await
+        .unwrap();
+    wait_event(&t.exec, "second", Duration::from_secs(20), |e| {
+        matches!(e, ShimEvent::Created { .. })
+    })
+    .await;
+    assert_eq!(t.exec.shim_pid("second"), Some(spare as i32));
+
+    // A spare that died is replaced on the spot: the next container still starts.
+    let dead = t.exec.spare_shim_pid().expect("the next spare");
+    assert_ne!(dead, spare);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dead as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !process_ended(dead) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spare did not die"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t.exec
+        .create(request("third", run("/bin/true", &[])))
+        .await
+        .unwrap();
+    wait_event(&t.exec, "third", Duration::from_secs(20), destroyed).await;
+    destroy_clean(&t, "second").await;
+    destroy_clean(&t, "third").await;
+
+    // Without its executor, the waiting spare exits.
+    let last = t.exec.spare_shim_pid().expect("a spare");
+    drop(t);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !process_ended(last) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spare shim outlived its executor"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
