@@ -18,6 +18,7 @@ use lattice_specs::models;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle;
+use crate::launcher::Launched;
 use crate::network::{Attachment, Network, NetworkConfig};
 use crate::rootfs::{self, Providers};
 use crate::shim::{self, ShimConfig, ShimEvent};
@@ -114,11 +115,58 @@ pub fn cgroup_path(handle: &str) -> String {
     format!("/lattice/{handle}")
 }
 
+/// Puts libcontainer's state directory (`DATA/run`) on a tmpfs, as runc keeps its own
+/// in /run: libcontainer rewrites a container's state.json at each change of state, and
+/// on a disk filesystem each rewrite frees the blocks of the last one (a discard, a
+/// journal write). Runtime state, gone at reboot with the containers it describes. A
+/// directory that already holds state (containers of an earlier version still
+/// running) stays as it is.
+fn state_on_tmpfs(run: &Path) {
+    if rootfs::is_mounted(run) {
+        return;
+    }
+    if std::fs::read_dir(run).map_or(true, |mut d| d.next().is_some()) {
+        tracing::info!(dir = %run.display(), "container state stays on disk: the directory is in use");
+        return;
+    }
+    if let Err(e) = nix::mount::mount(
+        Some("tmpfs"),
+        run,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        Some("mode=0700,size=64m"),
+    ) {
+        tracing::warn!(dir = %run.display(), "container state stays on disk: mounting a tmpfs: {e}");
+    }
+}
+
+/// Waits up to `limit` for process `pid` to exit (at once when it is gone already).
+async fn process_exit(pid: u32, limit: Duration) {
+    let Ok(fd) = shim::pidfd(nix::unistd::Pid::from_raw(pid as i32)) else {
+        return;
+    };
+    // SAFETY: the pidfd was just opened and is owned by the AsyncFd from here on.
+    if let Ok(fd) = unsafe { tokio::io::unix::AsyncFd::register(fd) } {
+        // Readable once the process has exited (a zombie counts).
+        let _ = tokio::time::timeout(limit, fd.readable()).await;
+    }
+}
+
 impl Executor {
     pub fn new(cfg: ExecutorConfig) -> anyhow::Result<Arc<Executor>> {
         for d in ["containers", "run"] {
             std::fs::create_dir_all(cfg.data_dir.join(d))
                 .with_context(|| format!("creating {}", cfg.data_dir.join(d).display()))?;
+        }
+        state_on_tmpfs(&cfg.data_dir.join("run"));
+        match crate::cgroup::favor_dynamic_changes() {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(
+                "no cgroup2 mount to set favordynmods on: a container start may wait for an RCU grace period"
+            ),
+            Err(e) => tracing::warn!("{e:#}: a container start may wait for an RCU grace period"),
         }
         // Container directories a previous run discarded but did not finish deleting.
         let _ = std::fs::remove_dir_all(cfg.data_dir.join("trash"));
@@ -383,7 +431,12 @@ impl Executor {
     ) -> anyhow::Result<()> {
         let req = info.request.clone();
         let dir = self.dir(&req.handle);
-        // Recorded first so a crash midway still leaves enough to clean up.
+        if !req.host_network {
+            // Its address and names; the namespace is made below, while the shim starts.
+            info.network = Some(self.network.reserve(&req.handle)?);
+        }
+        // Recorded first (once: each replacement of the file costs the disk a discard)
+        // so a crash midway still leaves enough to clean up.
         self.record(info)?;
         let in_flight = self.layers_in_flight.read().await;
         let image = self.image(&req.rootfs, progress).await?;
@@ -394,28 +447,7 @@ impl Executor {
             req.rootfs
         );
         let merged = self.rootfs_dir(&req.handle);
-        rootfs::mount_overlay(
-            &image.layers,
-            &dir.join("upper"),
-            &dir.join("work"),
-            &merged,
-        )?;
-        drop(in_flight);
-        if !req.host_network {
-            let att = self.network.attach(&req.handle)?;
-            info.network = Some(att);
-            self.record(info)?;
-        }
-        if merged.join("etc").is_dir() {
-            let _ = std::fs::write(
-                merged.join("etc/hosts"),
-                format!(
-                    "127.0.0.1 localhost\n::1 localhost\n{} {}\n",
-                    info.ip(),
-                    hostname(&req.handle)
-                ),
-            );
-        }
+        let netns = info.network.as_ref().map(|n| n.netns_path());
 
         let binds = self.volume_binds(&req)?;
         let cgroup = cgroup_path(&req.handle);
@@ -423,7 +455,7 @@ impl Executor {
             &hostname(&req.handle),
             &merged,
             &self.cfg.data_dir.join("pause"),
-            info.network.as_ref().map(|n| n.netns_path()).as_deref(),
+            netns.as_deref(),
             &cgroup,
             &bundle::Limits {
                 memory_mb: req.memory_mb,
@@ -441,7 +473,7 @@ impl Executor {
             id: req.handle.clone(),
             state_root: self.cfg.data_dir.join("run"),
             bundle: bundle_dir,
-            rootfs: merged,
+            rootfs: merged.clone(),
             env: crate::image::merge_env(&image.config.env, &req.env),
             action,
             log_source: req.log_source.clone(),
@@ -452,7 +484,62 @@ impl Executor {
         };
         std::fs::write(dir.join("shim.json"), serde_json::to_vec(&shim_cfg)?)?;
 
-        for &port in &req.ports {
+        // The shim and the executor now work side by side (see [`crate::launcher`]):
+        // the shim reads its configuration while the rootfs is mounted and the network
+        // namespace made; it creates the container (namespaces, cgroups, mounts: most
+        // of the work) once they are `ready`, while the network is connected; and it
+        // starts the container's process at `go`. It writes its pid (and start time)
+        // to shim.pid.
+        let Launched { pid, mut gate } = self.launcher.launch(&dir)?;
+        let ready = async {
+            rootfs::mount_overlay(
+                &image.layers,
+                &dir.join("upper"),
+                &dir.join("work"),
+                &merged,
+            )?;
+            drop(in_flight);
+            if let Some(att) = &info.network {
+                // An empty namespace for now: it is connected while the shim creates
+                // the container in it.
+                self.network.create(att)?;
+            }
+            gate.ready().context("the container's shim is gone")?;
+            self.finish_setup(info, &merged).await?;
+            gate.open().context("the container's shim is gone")
+        }
+        .await;
+        if ready.is_err() {
+            // Its gate closed, the shim deletes what it created and exits: before the
+            // teardown, which removes the rest.
+            process_exit(pid, Duration::from_secs(10)).await;
+        }
+        // The next container's shim loads and its namespace is made now, not while
+        // this one's start needed the executor.
+        self.launcher.refill();
+        if info.network.is_some() {
+            self.network.refill();
+        }
+        ready
+    }
+
+    /// What the container's process needs besides the container: its network
+    /// connected, its /etc/hosts, its ports published.
+    async fn finish_setup(&self, info: &mut ContainerInfo, rootfs: &Path) -> anyhow::Result<()> {
+        if let Some(att) = &info.network {
+            self.network.connect(att)?;
+        }
+        if rootfs.join("etc").is_dir() {
+            let _ = std::fs::write(
+                rootfs.join("etc/hosts"),
+                format!(
+                    "127.0.0.1 localhost\n::1 localhost\n{} {}\n",
+                    info.ip(),
+                    hostname(info.handle())
+                ),
+            );
+        }
+        for port in info.request.ports.clone() {
             let host = self
                 .network
                 .publish(SocketAddr::from((info.ip(), port as u16)), None)
@@ -460,9 +547,6 @@ impl Executor {
             info.ports.push((port, host));
             self.record(info)?;
         }
-
-        // The shim writes its pid (and start time) to shim.pid.
-        self.launcher.launch(&dir)?;
         Ok(())
     }
 
@@ -507,6 +591,20 @@ impl Executor {
         ours.then_some(pid)
     }
 
+    /// For a cell that stops with its containers: the spare shim and namespace go, and the tmpfs of
+    /// libcontainer's state is unmounted if no container's state is left in it.
+    pub fn close(&self) {
+        self.launcher.close();
+        self.network.close();
+        let run = self.cfg.data_dir.join("run");
+        if rootfs::is_mounted(&run) && std::fs::read_dir(&run).is_ok_and(|mut d| d.next().is_none())
+        {
+            if let Err(e) = nix::mount::umount2(&run, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(dir = %run.display(), "unmounting the state tmpfs: {e}");
+            }
+        }
+    }
+
     /// The pid of the shim started ahead for the next container, if there is one.
     pub fn spare_shim_pid(&self) -> Option<u32> {
         self.launcher.spare_pid()
@@ -527,7 +625,14 @@ impl Executor {
     /// mounts, network namespace, veth, host ports, files. Idempotent.
     #[tracing::instrument(skip(self))]
     pub async fn destroy(&self, handle: &str) {
-        if let Some(pid) = self.shim_pid(handle) {
+        // A shim that reported its container destroyed has nothing left to do but exit.
+        let finished = || {
+            self.events(handle, 0)
+                .0
+                .iter()
+                .any(|e| matches!(e, ShimEvent::Destroyed))
+        };
+        if let Some(pid) = self.shim_pid(handle).filter(|_| !finished()) {
             self.stop(handle);
             let limit = self.cfg.grace + Duration::from_secs(5);
             if !self.shim_exits(handle, pid, limit).await {

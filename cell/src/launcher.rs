@@ -2,7 +2,15 @@
 //! libraries, faulting its pages in) takes milliseconds of a core, on the path of every
 //! container start. So one shim is started ahead and waits, reading the directory of
 //! its container from stdin (`shim --stdin`): a container is handed to that spare at
-//! once, and the next spare loads while the container starts.
+//! once, and the next spare loads while the container runs.
+//!
+//! Its stdin stays a [`Gate`], so that the shim and the executor work at the same
+//! time: the shim reads its configuration while the executor mounts the rootfs and
+//! makes the network namespace, and creates the container (namespaces, cgroups,
+//! mounts) once the executor says `ready`; meanwhile the executor finishes what the
+//! container's process needs (its network connected, its ports published), and the
+//! shim starts that process only once the executor says `go`. When the executor gives
+//! up instead, the shim sees EOF, deletes what it created and exits.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -28,14 +36,60 @@ struct Spare {
     pid: u32,
 }
 
+/// Sets the scheduling policy of process `pid` (priority 0).
+fn schedule(pid: u32, policy: libc::c_int) -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a plain system call on a valid sched_param.
+    if unsafe { libc::sched_setscheduler(pid as libc::pid_t, policy, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Spare {
-    fn hand(mut self, dir: &Path) -> std::io::Result<u32> {
+    fn hand(mut self, dir: &Path) -> std::io::Result<Launched> {
+        // Back to the normal class first: its container's start is on the clock now.
+        schedule(self.pid, libc::SCHED_OTHER)?;
         let mut line = dir.as_os_str().as_bytes().to_vec();
         line.push(b'\n');
         // A line this short goes into the empty pipe whole, or fails with EPIPE when
         // the spare is gone.
         self.stdin.write_all(&line)?;
-        Ok(self.pid)
+        Ok(Launched {
+            pid: self.pid,
+            gate: Gate(self.stdin),
+        })
+    }
+}
+
+/// A shim that has its container.
+pub struct Launched {
+    pub pid: u32,
+    pub gate: Gate,
+}
+
+/// Lets a shim start its container's process. Dropped unopened, the shim gives up.
+pub struct Gate(std::fs::File);
+
+/// The line that lets the shim create the container: its rootfs and network
+/// namespace exist.
+pub const READY: &[u8] = b"ready";
+/// The line that lets the container's process start.
+pub const GO: &[u8] = b"go";
+
+impl Gate {
+    fn say(&mut self, word: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(&[word, b"\n"].concat())
+    }
+
+    /// Lets the shim create the container; fails when the shim is gone.
+    pub fn ready(&mut self) -> std::io::Result<()> {
+        self.say(READY)
+    }
+
+    /// Lets the container's process start; fails when the shim is gone.
+    pub fn open(mut self) -> std::io::Result<()> {
+        self.say(GO)
     }
 }
 
@@ -47,29 +101,40 @@ impl Launcher {
         }
     }
 
-    /// Starts the shim of the container in `dir`: the spare takes it when there is one
-    /// (a new shim otherwise), then the next spare starts. Returns the shim's pid. Must
-    /// run within a tokio runtime, which reaps the shims.
-    pub fn launch(&self, dir: &Path) -> anyhow::Result<u32> {
+    /// Starts the shim of the container in `dir`: the spare takes it when there is one,
+    /// a new shim otherwise. Must run within a tokio runtime, which reaps the shims.
+    pub fn launch(&self, dir: &Path) -> anyhow::Result<Launched> {
         anyhow::ensure!(
             !dir.as_os_str().as_bytes().contains(&b'\n'),
             "the container directory {} contains a newline",
             dir.display()
         );
         let spare = self.spare.lock().unwrap().take();
-        let pid = match spare.map(|s| s.hand(dir)) {
-            Some(Ok(pid)) => pid,
+        match spare.map(|s| s.hand(dir)) {
+            Some(Ok(launched)) => Ok(launched),
             // No spare yet, or it died (EPIPE): a new shim.
             _ => self
                 .spawn()?
                 .hand(dir)
-                .context("handing the container to its shim")?,
-        };
-        match self.spawn() {
-            Ok(next) => *self.spare.lock().unwrap() = Some(next),
-            Err(e) => tracing::warn!("could not start a spare shim: {e:#}"),
+                .context("handing the container to its shim"),
         }
-        Ok(pid)
+    }
+
+    /// Starts a spare shim for the next container unless one waits already. Called once
+    /// a container's start no longer needs the CPU for itself.
+    pub fn refill(&self) {
+        let mut spare = self.spare.lock().unwrap();
+        if spare.is_none() {
+            match self.spawn() {
+                Ok(next) => *spare = Some(next),
+                Err(e) => tracing::warn!("could not start a spare shim: {e:#}"),
+            }
+        }
+    }
+
+    /// Lets the spare shim go (it exits).
+    pub fn close(&self) {
+        self.spare.lock().unwrap().take();
     }
 
     /// The pid of the shim waiting for the next container, if one is.
@@ -91,6 +156,11 @@ impl Launcher {
             .spawn()
             .with_context(|| format!("starting the shim {program:?}"))?;
         let pid = child.id().context("the shim exited at once")?;
+        // Loading a spare (its libraries, its pages) runs only on a CPU that has
+        // nothing else to do: it must not slow the container starting meanwhile.
+        if let Err(e) = schedule(pid, libc::SCHED_IDLE) {
+            tracing::debug!("could not make the spare shim idle-class: {e}");
+        }
         let stdin = child
             .stdin
             .take()

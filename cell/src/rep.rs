@@ -1273,6 +1273,7 @@ impl Rep {
             let v = v.clone();
             let _ = tokio::task::spawn_blocking(move || v.close()).await;
         }
+        self.exec.close();
     }
 
     /// Publishes the pool's and the volumes' figures, warning (in the cell's log, which

@@ -149,38 +149,66 @@ pub fn main(args: &[std::ffi::OsString]) -> ! {
     }
     if dir == Path::new(crate::launcher::STDIN_ARG) {
         // Started ahead by the executor's launcher: the container comes later.
-        let Some(dir) = container_from_stdin() else {
-            std::process::exit(0);
-        };
-        supervise_main(&dir)
+        supervise_main(None)
     }
-    supervise_main(dir)
+    supervise_main(Some(dir))
 }
 
-/// Waits for the container's directory on stdin (one line); `None` at EOF: the executor
-/// dropped this spare. Then stdin goes back to /dev/null and stderr to the container's
-/// `shim.log`.
-fn container_from_stdin() -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStringExt;
+/// Whether the shim waits for the executor's word on stdin before creating the
+/// container and before starting its process (a shim started ahead, see
+/// [`crate::launcher`]).
+static GATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// One line from stdin, byte by byte (nothing past it is taken from the pipe); `None`
+/// at EOF.
+fn stdin_line() -> Option<Vec<u8>> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
-    // Byte by byte: nothing past the line is taken from the pipe.
     loop {
         match nix::unistd::read(0, &mut byte) {
-            Ok(1) if byte[0] == b'\n' => break,
+            Ok(1) if byte[0] == b'\n' => return Some(line),
             Ok(1) => line.push(byte[0]),
             Err(nix::errno::Errno::EINTR) => continue,
             _ => return None,
         }
     }
-    let dir = PathBuf::from(std::ffi::OsString::from_vec(line));
-    if let Ok(null) = std::fs::File::open("/dev/null") {
-        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
-    }
+}
+
+/// Waits for the container's directory on stdin; `None` at EOF: the executor dropped
+/// this spare. Then stderr goes to the container's `shim.log`.
+fn container_from_stdin() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let dir = PathBuf::from(std::ffi::OsString::from_vec(stdin_line()?));
+    GATED.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Ok(log) = std::fs::File::create(dir.join("shim.log")) {
         let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
     }
     Some(dir)
+}
+
+/// Waits for the executor's `word` (a line of the launcher's gate), when it said it
+/// would send one: `ready` before the container is created (its rootfs and network
+/// namespace exist), `go` before its process starts (then stdin goes back to
+/// /dev/null). EOF instead: the executor gave up on the container.
+fn await_gate(word: &[u8]) -> anyhow::Result<()> {
+    if !GATED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    let line = stdin_line();
+    anyhow::ensure!(
+        line.as_deref() == Some(word),
+        "the cell gave up on this container before it was {}",
+        if word == crate::launcher::GO {
+            "started"
+        } else {
+            "created"
+        }
+    );
+    if word == crate::launcher::GO {
+        let null = std::fs::File::open("/dev/null")?;
+        nix::unistd::dup2(null.as_raw_fd(), 0)?;
+    }
+    Ok(())
 }
 
 /// Runs one Run action in the existing container of `dir` and returns its outcome.
@@ -199,7 +227,8 @@ fn exec_once(dir: &Path, action: Option<String>) -> Result<(), String> {
     rt.block_on(run_process(&ctx, &run, CancellationToken::new()))
 }
 
-fn supervise_main(dir: &Path) -> ! {
+/// Supervises the container of `dir`, or (`None`) of the directory that comes on stdin.
+fn supervise_main(dir: Option<&Path>) -> ! {
     // Our own session: the rep's death or its terminal's signals do not reach us.
     let _ = nix::unistd::setsid();
     unsafe {
@@ -208,7 +237,7 @@ fn supervise_main(dir: &Path) -> ! {
     let code = match run_shim(dir) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("lattice shim {}: {e:#}", dir.display());
+            eprintln!("lattice shim: {e:#}");
             1
         }
     };
@@ -239,17 +268,31 @@ fn hold_report_fd() {
     }
 }
 
-fn run_shim(dir: &Path) -> anyhow::Result<()> {
+fn run_shim(dir: Option<&Path>) -> anyhow::Result<()> {
     hold_report_fd();
-    let cfg: ShimConfig = serde_json::from_slice(&std::fs::read(dir.join("shim.json"))?)?;
-    // The pid and the start time: with both, nobody takes another process for this one.
-    let pid = std::process::id();
-    let started = proc_stat(pid as i32).map_or(0, |(t, _)| t);
-    std::fs::write(dir.join("shim.pid"), format!("{pid} {started}"))?;
-    let events = Events::open(dir)?;
+    // Made before the container comes, when a spare waits for it.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let dir = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => match container_from_stdin() {
+            Some(dir) => dir,
+            // The executor let this spare go.
+            None => return Ok(()),
+        },
+    };
+    let dir = dir.as_path();
+    let setup = || -> anyhow::Result<(ShimConfig, Events)> {
+        let cfg: ShimConfig = serde_json::from_slice(&std::fs::read(dir.join("shim.json"))?)?;
+        // The pid and the start time: with both, nobody takes another process for this
+        // one.
+        let pid = std::process::id();
+        let started = proc_stat(pid as i32).map_or(0, |(t, _)| t);
+        std::fs::write(dir.join("shim.pid"), format!("{pid} {started}"))?;
+        Ok((cfg, Events::open(dir)?))
+    };
+    let (cfg, events) = setup().with_context(|| format!("container {}", dir.display()))?;
     rt.block_on(supervise(cfg, events))
 }
 
@@ -355,6 +398,14 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
         let _ = s.set_nonblocking(true);
     }
     let ctx = Ctx::new(cfg, Some(events), logs);
+    // The rootfs and the network namespace are there once the executor says so.
+    if let Err(e) = await_gate(crate::launcher::READY) {
+        ctx.emit(&ShimEvent::CreateFailed {
+            reason: format!("{e:#}"),
+        });
+        ctx.emit(&ShimEvent::Destroyed);
+        return Err(e);
+    }
 
     // A container whose work is one Run runs it as its init (through pause, which
     // passes signals on and reaps): no second process exec'd into it.
@@ -498,6 +549,7 @@ fn create(cfg: &ShimConfig) -> anyhow::Result<Container> {
         .with_systemd(false)
         .with_detach(true)
         .build()?;
+    await_gate(crate::launcher::GO)?;
     container.start()?;
     Ok(container)
 }
@@ -562,6 +614,7 @@ fn create_running(
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )?;
     let mut container = built?;
+    await_gate(crate::launcher::GO)?;
     container.start()?;
     let pid = container.pid().context("the container's init has no pid")?;
     Ok((

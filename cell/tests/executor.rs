@@ -186,10 +186,12 @@ async fn a_memory_hog_is_oom_killed_and_reported() {
 async fn a_fork_bomb_stays_inside_its_pids_limit() {
     let t = TestExecutor::new();
     // The sleep is started first: once the bomb fills the pids limit, no fork succeeds,
-    // and a sleep started after it could not keep the container alive.
+    // and a sleep started after it could not keep the container alive. The bomb goes
+    // off in a subshell: the main shell forks nothing more (a fork it failed would end
+    // it, and the container, with status 2).
     let mut req = request(
         "bomb",
-        sh("sleep 2 & s=$!; bomb() { bomb | bomb & }; bomb; wait $s"),
+        sh("sleep 2 & s=$!; (bomb() { bomb | bomb & }; bomb) & wait $s"),
     );
     req.max_pids = 24;
     t.exec.create(req).await.unwrap();
@@ -577,7 +579,14 @@ async fn shims_are_started_ahead_and_delete_their_containers_themselves() {
     assert!(!state.exists(), "libcontainer state left");
     destroy_clean(&t, "first").await;
 
-    // The next container runs in the shim that waited.
+    // The next container runs in the shim that waited, in the namespace made ahead.
+    use std::os::unix::fs::MetadataExt;
+    let netns = t
+        .exec
+        .network()
+        .spare_netns()
+        .expect("a namespace made ahead");
+    let ns_id = std::fs::metadata(&netns).unwrap().ino();
     t.exec
         .create(request("second", sh("sleep 30")))
         .await
@@ -587,6 +596,9 @@ async fn shims_are_started_ahead_and_delete_their_containers_themselves() {
     })
     .await;
     assert_eq!(t.exec.shim_pid("second"), Some(spare as i32));
+    let second_ns = lattice_cell::network::netns_path("second");
+    assert_eq!(std::fs::metadata(&second_ns).unwrap().ino(), ns_id);
+    assert!(!netns.exists(), "the spare's old name is left");
 
     // A spare that died is replaced on the spot: the next container still starts.
     let dead = t.exec.spare_shim_pid().expect("the next spare");
@@ -612,9 +624,11 @@ async fn shims_are_started_ahead_and_delete_their_containers_themselves() {
     destroy_clean(&t, "second").await;
     destroy_clean(&t, "third").await;
 
-    // Without its executor, the waiting spare exits.
+    // Without its executor, the waiting spare exits, and the spare namespace goes.
     let last = t.exec.spare_shim_pid().expect("a spare");
+    let netns = t.exec.network().spare_netns().expect("a spare namespace");
     drop(t);
+    assert!(!netns.exists(), "the spare namespace outlived its executor");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !process_ended(last) {
         assert!(
@@ -623,4 +637,79 @@ async fn shims_are_started_ahead_and_delete_their_containers_themselves() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn a_container_whose_network_cannot_be_made_is_given_up_without_leftovers() {
+    let t = TestExecutor::new();
+    // Its veth's name is taken: connecting the network fails once the shim is already
+    // creating the container.
+    let (_, veth) = lattice_cell::network::names("unwired");
+    struct Taken(String);
+    impl Drop for Taken {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .status();
+        }
+    }
+    let made = std::process::Command::new("ip")
+        .args(["link", "add", &veth, "type", "bridge"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let taken = Taken(veth.clone());
+    t.exec
+        .create(request("warm", run("/bin/true", &[])))
+        .await
+        .unwrap();
+    let shim = t.exec.spare_shim_pid().expect("a shim waiting");
+    let err = t
+        .exec
+        .create(request("unwired", sh("echo started > /tmp/started")))
+        .await
+        .expect_err("its network cannot be connected");
+    // The shim that had the container gave up: it deleted what it created and exited
+    // before create returned; nothing is left.
+    assert!(process_ended(shim), "the shim still runs");
+    assert!(format!("{err:#}").contains(&veth), "{err:#}");
+    drop(taken);
+    let left = leftovers(&t.exec, "unwired");
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // Its namespace cannot even be made (the name is taken): the shim gives up before
+    // creating anything.
+    let path = lattice_cell::network::netns_path("unmade");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "").unwrap();
+    let shim = t.exec.spare_shim_pid().expect("a shim waiting");
+    let err = t
+        .exec
+        .create(request("unmade", sh("echo started > /tmp/started")))
+        .await
+        .expect_err("its namespace cannot be made");
+    assert!(process_ended(shim), "the shim still runs");
+    let _ = std::fs::remove_file(&path);
+    assert!(format!("{err:#}").contains("lattice-unmade"), "{err:#}");
+    let left = leftovers(&t.exec, "unmade");
+    assert!(left.is_empty(), "left behind: {left:?}");
+    destroy_clean(&t, "warm").await;
+}
+
+#[test]
+fn the_cell_makes_cgroup_moves_cheap_where_the_host_allows() {
+    require_root();
+    let on = lattice_cell::cgroup::favor_dynamic_changes().unwrap();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cgroup2: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| l.contains(" - cgroup2 "))
+        .collect();
+    // This project's machines have cgroup2 (at /sys/fs/cgroup/unified, or alone).
+    assert!(!cgroup2.is_empty(), "no cgroup2 mount");
+    assert!(on);
+    assert!(
+        cgroup2.iter().any(|l| l.contains("favordynmods")),
+        "{cgroup2:?}"
+    );
 }
