@@ -5,7 +5,12 @@
 //!
 //! Needs `scripts/setup-bench.sh` (nginx, wrk) and the release binaries:
 //!     cargo build --release -p lattice-cli -p lattice-bench
-//!     ./target/release/router-wrk [--seconds 10] [--connections 64]
+//!     ./target/release/router-wrk [--seconds 10] [--connections 64] [--rounds 3]
+//!
+//! The paths are measured in rounds, nginx and our router in alternating order (one
+//! round nginx first, the next ours first), so that a drift of the shared machine
+//! during the run (other load, frequency, sockets left in TIME_WAIT by the previous
+//! path) weighs on both alike. Figures are means over the rounds.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -244,7 +249,7 @@ async fn measure() {
     );
     wait_port(nginx_port);
 
-    // Warm up every path, then measure each in turn.
+    // Warm up every path, then measure them in rounds.
     for (p, h) in [
         (backends[0], None),
         (nginx_port, Some("bench.lattice.localhost")),
@@ -257,23 +262,37 @@ async fn measure() {
     } else {
         workers.to_string()
     };
-    println!("wrk -t2 -c{connections} -d{seconds}s, 2 backends, one machine (2 cores shared by wrk, proxy and backends); event loops per proxy: {loops}");
-    let direct = wrk(backends[0], None, seconds, connections);
-    let nginx = wrk(
-        nginx_port,
-        Some("bench.lattice.localhost"),
-        seconds,
-        connections,
-    );
-    let ours = wrk(
-        router_port,
-        Some("bench.lattice.localhost"),
-        seconds,
-        connections,
-    );
+    let rounds = arg("--rounds", 3).max(1);
+    println!("wrk -t2 -c{connections} -d{seconds}s, {rounds} rounds, 2 backends, one machine (2 cores shared by wrk, proxy and backends); event loops per proxy: {loops}");
+    let host = Some("bench.lattice.localhost");
+    let (mut direct, mut nginx, mut ours) = (vec![], vec![], vec![]);
+    for round in 0..rounds {
+        direct.push(wrk(backends[0], None, seconds, connections));
+        if round % 2 == 0 {
+            nginx.push(wrk(nginx_port, host, seconds, connections));
+            ours.push(wrk(router_port, host, seconds, connections));
+        } else {
+            ours.push(wrk(router_port, host, seconds, connections));
+            nginx.push(wrk(nginx_port, host, seconds, connections));
+        }
+        println!(
+            "round {}: direct {:.0}/s, nginx {:.0}/s, lattice {:.0}/s: lattice / nginx {:.2}",
+            round + 1,
+            direct[round].rps,
+            nginx[round].rps,
+            ours[round].rps,
+            ours[round].rps / nginx[round].rps
+        );
+    }
+    let mean = |runs: &[Wrk]| Wrk {
+        rps: runs.iter().map(|r| r.rps).sum::<f64>() / runs.len() as f64,
+        p50_ms: runs.iter().map(|r| r.p50_ms).sum::<f64>() / runs.len() as f64,
+        p99_ms: runs.iter().map(|r| r.p99_ms).sum::<f64>() / runs.len() as f64,
+    };
+    let (direct, nginx, ours) = (mean(&direct), mean(&nginx), mean(&ours));
     println!(
         "{:<28} {:>12} {:>10} {:>10}",
-        "path", "requests/s", "p50 ms", "p99 ms"
+        "path (means)", "requests/s", "p50 ms", "p99 ms"
     );
     for (name, r) in [
         ("direct to one backend", &direct),
