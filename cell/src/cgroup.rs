@@ -50,17 +50,21 @@ pub fn favor_dynamic_changes() -> anyhow::Result<bool> {
     } else {
         Path::new(ROOT).join("unified")
     };
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    // The mount's own flags (field 6) and the hierarchy's options (after the type).
-    let Some((flags, options)) = mountinfo.lines().find_map(|l| {
-        let (pre, post) = l.split_once(" - ")?;
-        let mut pre = pre.split(' ');
-        let mut post = post.split(' ');
-        (pre.nth(4) == point.to_str() && post.next() == Some("cgroup2")).then(|| {
-            let flags = pre.next().unwrap_or("").to_string();
-            (flags, post.nth(1).unwrap_or("").to_string())
-        })
-    }) else {
+    // The mount's own flags (field 6) and the hierarchy's options (after the type), of
+    // the last cgroup2 mount there (one mounted over another hides it).
+    let mounted = || -> anyhow::Result<Option<(String, String)>> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+        Ok(mountinfo.lines().rev().find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mut pre = pre.split(' ');
+            let mut post = post.split(' ');
+            (pre.nth(4) == point.to_str() && post.next() == Some("cgroup2")).then(|| {
+                let flags = pre.next().unwrap_or("").to_string();
+                (flags, post.nth(1).unwrap_or("").to_string())
+            })
+        }))
+    };
+    let Some((flags, options)) = mounted()? else {
         return Ok(false);
     };
     let mut options: Vec<&str> = options
@@ -96,7 +100,8 @@ pub fn favor_dynamic_changes() -> anyhow::Result<bool> {
         Some(options.join(",").as_str()),
     )
     .with_context(|| format!("remounting {} with favordynmods", point.display()))?;
-    Ok(true)
+    // The kernel ignores it, without an error, from a cgroup namespace of its own.
+    Ok(mounted()?.is_some_and(|(_, o)| o.split(',').any(|o| o == "favordynmods")))
 }
 
 fn rel(cgroup: &str) -> &str {

@@ -142,15 +142,17 @@ fn state_on_tmpfs(run: &Path) {
     }
 }
 
-/// Waits up to `limit` for process `pid` to exit (at once when it is gone already).
-async fn process_exit(pid: u32, limit: Duration) {
+/// Waits up to `limit` for process `pid` to exit (at once when it is gone already);
+/// whether it did.
+async fn process_exit(pid: u32, limit: Duration) -> bool {
     let Ok(fd) = shim::pidfd(nix::unistd::Pid::from_raw(pid as i32)) else {
-        return;
+        return true;
     };
     // SAFETY: the pidfd was just opened and is owned by the AsyncFd from here on.
-    if let Ok(fd) = unsafe { tokio::io::unix::AsyncFd::register(fd) } {
+    match unsafe { tokio::io::unix::AsyncFd::register(fd) } {
         // Readable once the process has exited (a zombie counts).
-        let _ = tokio::time::timeout(limit, fd.readable()).await;
+        Ok(fd) => tokio::time::timeout(limit, fd.readable()).await.is_ok(),
+        Err(_) => false,
     }
 }
 
@@ -435,8 +437,9 @@ impl Executor {
             // Its address and names; the namespace is made below, while the shim starts.
             info.network = Some(self.network.reserve(&req.handle)?);
         }
-        // Recorded first (once: each replacement of the file costs the disk a discard)
-        // so a crash midway still leaves enough to clean up.
+        // Recorded first, with the network it will have (no second write for it: each
+        // replacement of the file costs the disk a discard), so a crash midway still
+        // leaves enough to clean up.
         self.record(info)?;
         let in_flight = self.layers_in_flight.read().await;
         let image = self.image(&req.rootfs, progress).await?;
@@ -488,8 +491,8 @@ impl Executor {
         // the shim reads its configuration while the rootfs is mounted and the network
         // namespace made; it creates the container (namespaces, cgroups, mounts: most
         // of the work) once they are `ready`, while the network is connected; and it
-        // starts the container's process at `go`. It writes its pid (and start time)
-        // to shim.pid.
+        // starts the container's process at `go`. It writes its pid to shim.pid and
+        // its start time to shim.start.
         let Launched { pid, mut gate } = self.launcher.launch(&dir)?;
         let ready = async {
             rootfs::mount_overlay(
@@ -509,10 +512,19 @@ impl Executor {
             gate.open().context("the container's shim is gone")
         }
         .await;
-        if ready.is_err() {
-            // Its gate closed, the shim deletes what it created and exits: before the
-            // teardown, which removes the rest.
-            process_exit(pid, Duration::from_secs(10)).await;
+        if ready.is_err() && !process_exit(pid, Duration::from_secs(10)).await {
+            // Its gate closed, the shim deletes what it created and exits, before the
+            // teardown removes the rest; one that does not is killed first (the
+            // teardown removes what it leaves).
+            tracing::warn!(
+                pid,
+                "a shim that lost its container did not exit; killing it"
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            process_exit(pid, Duration::from_secs(1)).await;
         }
         // The next container's shim loads and its namespace is made now, not while
         // this one's start needed the executor.
@@ -572,9 +584,11 @@ impl Executor {
     /// The shim's pid, when it is still running.
     pub fn shim_pid(&self, handle: &str) -> Option<i32> {
         let dir = self.dir(handle);
-        let recorded = std::fs::read_to_string(dir.join("shim.pid")).ok()?;
-        let mut fields = recorded.split_whitespace();
-        let pid: i32 = fields.next()?.parse().ok()?;
+        let pid: i32 = std::fs::read_to_string(dir.join("shim.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         let (started, zombie) = shim::proc_stat(pid)?;
         // A zombie shim is gone for our purposes.
         if zombie {
@@ -583,16 +597,17 @@ impl Executor {
         // The same process, not another one that got its pid since: the start time the
         // shim recorded, or (a shim of an earlier version) its command line naming the
         // container's directory.
-        let ours = match fields.next() {
-            Some(t) => t.parse() == Ok(started),
-            None => std::fs::read(format!("/proc/{pid}/cmdline"))
+        let ours = match std::fs::read_to_string(dir.join("shim.start")) {
+            Ok(t) => t.trim().parse() == Ok(started),
+            Err(_) => std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*dir.to_string_lossy())),
         };
         ours.then_some(pid)
     }
 
-    /// For a cell that stops with its containers: the spare shim and namespace go, and the tmpfs of
-    /// libcontainer's state is unmounted if no container's state is left in it.
+    /// For a cell that stops with its containers: the spare shim and namespace go, and
+    /// the tmpfs of libcontainer's state is unmounted if no container's state is left
+    /// in it.
     pub fn close(&self) {
         self.launcher.close();
         self.network.close();

@@ -27,6 +27,10 @@ pub struct Launcher {
     /// The shim command (program and leading arguments).
     command: Vec<OsString>,
     spare: Mutex<Option<Spare>>,
+    /// Whether spares load in the idle class (only if they can be taken out of it).
+    idle_spares: bool,
+    /// Set by [`Launcher::close`]: no more spares.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// A shim started ahead, waiting for its container's directory on its stdin. Dropping
@@ -34,6 +38,8 @@ pub struct Launcher {
 struct Spare {
     stdin: std::fs::File,
     pid: u32,
+    /// Loading in the idle scheduling class.
+    idle: bool,
 }
 
 /// Sets the scheduling policy of process `pid` (priority 0).
@@ -46,15 +52,34 @@ fn schedule(pid: u32, policy: libc::c_int) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether this process may take a process out of the idle class again (root, or
+/// CAP_SYS_NICE; a container of the rep may lack it): tried on a thread of its own.
+fn can_leave_idle() -> bool {
+    std::thread::spawn(|| {
+        schedule(0, libc::SCHED_IDLE).is_ok() && schedule(0, libc::SCHED_OTHER).is_ok()
+    })
+    .join()
+    .unwrap_or(false)
+}
+
 impl Spare {
     fn hand(mut self, dir: &Path) -> std::io::Result<Launched> {
-        // Back to the normal class first: its container's start is on the clock now.
-        schedule(self.pid, libc::SCHED_OTHER)?;
         let mut line = dir.as_os_str().as_bytes().to_vec();
         line.push(b'\n');
         // A line this short goes into the empty pipe whole, or fails with EPIPE when
         // the spare is gone.
         self.stdin.write_all(&line)?;
+        if self.idle {
+            // Back to the normal class: its container's start is on the clock now. (It
+            // reads its pipe, so its pid is still its own.) The container is the shim's
+            // now whatever happens here: this must not fail the launch.
+            if let Err(e) = schedule(self.pid, libc::SCHED_OTHER) {
+                tracing::warn!(
+                    pid = self.pid,
+                    "a shim stays in the idle scheduling class: {e}"
+                );
+            }
+        }
         Ok(Launched {
             pid: self.pid,
             gate: Gate(self.stdin),
@@ -98,6 +123,8 @@ impl Launcher {
         Launcher {
             command,
             spare: Mutex::new(None),
+            idle_spares: can_leave_idle(),
+            closed: Default::default(),
         }
     }
 
@@ -124,7 +151,7 @@ impl Launcher {
     /// a container's start no longer needs the CPU for itself.
     pub fn refill(&self) {
         let mut spare = self.spare.lock().unwrap();
-        if spare.is_none() {
+        if spare.is_none() && !self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             match self.spawn() {
                 Ok(next) => *spare = Some(next),
                 Err(e) => tracing::warn!("could not start a spare shim: {e:#}"),
@@ -134,7 +161,9 @@ impl Launcher {
 
     /// Lets the spare shim go (it exits).
     pub fn close(&self) {
-        self.spare.lock().unwrap().take();
+        let mut spare = self.spare.lock().unwrap();
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        spare.take();
     }
 
     /// The pid of the shim waiting for the next container, if one is.
@@ -158,9 +187,7 @@ impl Launcher {
         let pid = child.id().context("the shim exited at once")?;
         // Loading a spare (its libraries, its pages) runs only on a CPU that has
         // nothing else to do: it must not slow the container starting meanwhile.
-        if let Err(e) = schedule(pid, libc::SCHED_IDLE) {
-            tracing::debug!("could not make the spare shim idle-class: {e}");
-        }
+        let idle = self.idle_spares && schedule(pid, libc::SCHED_IDLE).is_ok();
         let stdin = child
             .stdin
             .take()
@@ -171,6 +198,7 @@ impl Launcher {
         Ok(Spare {
             stdin: stdin.into(),
             pid,
+            idle,
         })
     }
 }

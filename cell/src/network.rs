@@ -58,29 +58,44 @@ pub struct Network {
     /// [`Network::refill`]): making one is ~0.6 ms of kernel work on the path of a
     /// container's start.
     spare: Mutex<Option<PathBuf>>,
+    /// Set by [`Network::close`]: no more spares.
+    closed: std::sync::atomic::AtomicBool,
 }
 
-/// The names of a cell's spare namespaces, `PREFIX<pid>-<n>`: the pid tells a later
-/// cell on the bridge which ones a process that is gone left behind.
-fn spare_prefix(bridge: &str) -> String {
-    format!("lattice-spare-{bridge}-")
+/// The names of a cell's spare namespaces: `lattice-spare-BRIDGE-PID.START-N`, PID
+/// and START (its start time) naming the process that made it, so that a later cell on
+/// the bridge knows which ones a process that is gone left behind.
+fn spare_name(bridge: &str, owner: (i32, u64), n: u64) -> String {
+    format!("lattice-spare-{bridge}-{}.{}-{n}", owner.0, owner.1)
+}
+
+/// The process (pid, start time) that made the spare namespace `name` of `bridge`.
+fn spare_owner(bridge: &str, name: &str) -> Option<(i32, u64)> {
+    let rest = name.strip_prefix(&format!("lattice-spare-{bridge}-"))?;
+    let (owner, n) = rest.split_once('-')?;
+    let (pid, start) = owner.split_once('.')?;
+    n.parse::<u64>().ok()?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
+}
+
+/// This process, as spare names record it.
+fn this_process() -> (i32, u64) {
+    let pid = std::process::id() as i32;
+    (pid, crate::shim::proc_stat(pid).map_or(0, |(t, _)| t))
 }
 
 /// Removes the spare namespaces of `bridge` whose process is gone.
 fn forget_dead_spares(bridge: &str) {
-    let prefix = spare_prefix(bridge);
     let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
         return;
     };
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.split('-').next())
-        else {
+        let Some((pid, start)) = spare_owner(bridge, &name) else {
             continue;
         };
-        if !std::path::Path::new("/proc").join(pid).exists() {
+        let alive = crate::shim::proc_stat(pid).is_some_and(|(t, zombie)| t == start && !zombie);
+        if !alive {
             remove_netns(&entry.path());
         }
     }
@@ -402,8 +417,6 @@ fn default_route(fd: i32, gateway: Ipv4Addr) -> anyhow::Result<()> {
         .with_context(|| format!("adding the default route via {gateway}"))
 }
 
-/// Interface and namespace names for a container handle (interface names are limited
-/// to 15 characters, so the handle is hashed).
 impl Drop for Network {
     fn drop(&mut self) {
         self.close();
@@ -418,6 +431,8 @@ pub fn netns_path(handle: &str) -> PathBuf {
     PathBuf::from(NETNS_DIR).join(names(handle).0)
 }
 
+/// Interface and namespace names for a container handle (interface names are limited
+/// to 15 characters, so the handle is hashed).
 pub fn names(handle: &str) -> (String, String) {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in handle.bytes() {
@@ -481,6 +496,7 @@ impl Network {
             ports: Mutex::new(BTreeSet::new()),
             forwarders: Mutex::new(HashMap::new()),
             spare: Mutex::new(None),
+            closed: Default::default(),
         })
     }
 
@@ -488,15 +504,12 @@ impl Network {
     pub fn refill(&self) {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut spare = self.spare.lock().unwrap();
-        if spare.is_some() {
+        if spare.is_some() || self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = PathBuf::from(NETNS_DIR).join(format!(
-            "{}{}-{n}",
-            spare_prefix(&self.cfg.bridge),
-            std::process::id()
-        ));
+        let path = PathBuf::from(NETNS_DIR).join(spare_name(&self.cfg.bridge, this_process(), n));
+        // A name of this process's own: nothing else made it.
         match create_netns(&path) {
             Ok(()) => *spare = Some(path),
             Err(e) => {
@@ -511,9 +524,11 @@ impl Network {
         self.spare.lock().unwrap().clone()
     }
 
-    /// Removes the spare namespace (the cell stops).
+    /// Removes the spare namespace and makes no more (the cell stops).
     pub fn close(&self) {
-        if let Some(path) = self.spare.lock().unwrap().take() {
+        let mut spare = self.spare.lock().unwrap();
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(path) = spare.take() {
             remove_netns(&path);
         }
     }
@@ -669,6 +684,17 @@ async fn forward(listener: tokio::net::TcpListener, target: SocketAddr) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spare_names_say_whose_they_are() {
+        let name = super::spare_name("lbr0", (4242, 123456), 7);
+        assert_eq!(super::spare_owner("lbr0", &name), Some((4242, 123456)));
+        // Another bridge's spares are not this one's, even when its name extends it.
+        let other = super::spare_name("lbr0-2", (4242, 123456), 7);
+        assert_eq!(super::spare_owner("lbr0", &other), None);
+        assert_eq!(super::spare_owner("lbr0", "lattice-spare-lbr0-12-3"), None);
+        assert_eq!(super::spare_owner("lbr0", "lattice-web-1"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -285,11 +285,12 @@ fn run_shim(dir: Option<&Path>) -> anyhow::Result<()> {
     let dir = dir.as_path();
     let setup = || -> anyhow::Result<(ShimConfig, Events)> {
         let cfg: ShimConfig = serde_json::from_slice(&std::fs::read(dir.join("shim.json"))?)?;
-        // The pid and the start time: with both, nobody takes another process for this
-        // one.
+        // The pid, and (apart, as earlier versions read shim.pid) the start time: with
+        // both, nobody takes another process for this one.
         let pid = std::process::id();
         let started = proc_stat(pid as i32).map_or(0, |(t, _)| t);
-        std::fs::write(dir.join("shim.pid"), format!("{pid} {started}"))?;
+        std::fs::write(dir.join("shim.pid"), pid.to_string())?;
+        std::fs::write(dir.join("shim.start"), started.to_string())?;
         Ok((cfg, Events::open(dir)?))
     };
     let (cfg, events) = setup().with_context(|| format!("container {}", dir.display()))?;
