@@ -639,6 +639,19 @@ async fn shims_are_started_ahead_and_delete_their_containers_themselves() {
     }
 }
 
+/// Creates container `handle`, which must fail once the spare shim has it: that shim
+/// gave up (deleted what it created) and exited before create returned. The error.
+async fn given_up(t: &TestExecutor, handle: &str) -> String {
+    let shim = t.exec.spare_shim_pid().expect("a shim waiting");
+    let err = t
+        .exec
+        .create(request(handle, sh("echo started > /tmp/started")))
+        .await
+        .expect_err("its network cannot be set up");
+    assert!(process_ended(shim), "the shim still runs");
+    format!("{err:#}")
+}
+
 #[tokio::test]
 async fn a_container_whose_network_cannot_be_made_is_given_up_without_leftovers() {
     let t = TestExecutor::new();
@@ -663,16 +676,8 @@ async fn a_container_whose_network_cannot_be_made_is_given_up_without_leftovers(
         .create(request("warm", run("/bin/true", &[])))
         .await
         .unwrap();
-    let shim = t.exec.spare_shim_pid().expect("a shim waiting");
-    let err = t
-        .exec
-        .create(request("unwired", sh("echo started > /tmp/started")))
-        .await
-        .expect_err("its network cannot be connected");
-    // The shim that had the container gave up: it deleted what it created and exited
-    // before create returned; nothing is left.
-    assert!(process_ended(shim), "the shim still runs");
-    assert!(format!("{err:#}").contains(&veth), "{err:#}");
+    let err = given_up(&t, "unwired").await;
+    assert!(err.contains(&veth), "{err}");
     drop(taken);
     let left = leftovers(&t.exec, "unwired");
     assert!(left.is_empty(), "left behind: {left:?}");
@@ -682,15 +687,9 @@ async fn a_container_whose_network_cannot_be_made_is_given_up_without_leftovers(
     let path = lattice_cell::network::netns_path("unmade");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, "").unwrap();
-    let shim = t.exec.spare_shim_pid().expect("a shim waiting");
-    let err = t
-        .exec
-        .create(request("unmade", sh("echo started > /tmp/started")))
-        .await
-        .expect_err("its namespace cannot be made");
-    assert!(process_ended(shim), "the shim still runs");
+    let err = given_up(&t, "unmade").await;
     let _ = std::fs::remove_file(&path);
-    assert!(format!("{err:#}").contains("lattice-unmade"), "{err:#}");
+    assert!(err.contains("lattice-unmade"), "{err}");
     let left = leftovers(&t.exec, "unmade");
     assert!(left.is_empty(), "left behind: {left:?}");
     destroy_clean(&t, "warm").await;
