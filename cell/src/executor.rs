@@ -707,9 +707,7 @@ impl Executor {
             let _ = std::fs::remove_dir_all(&state);
         }
         crate::cgroup::thaw_and_drain(&cgroup_path(handle));
-        for dir in crate::cgroup::existing(&cgroup_path(handle)) {
-            let _ = std::fs::remove_dir(dir);
-        }
+        crate::cgroup::remove(&cgroup_path(handle));
         for (_, host) in &info.ports {
             self.network.unpublish(*host);
         }

@@ -78,10 +78,13 @@ fn spare_owner(bridge: &str, name: &str) -> Option<(i32, u64)> {
     Some((pid.parse().ok()?, start.parse().ok()?))
 }
 
-/// This process, as spare names record it.
+/// This process, as spare names record it (read once).
 fn this_process() -> (i32, u64) {
-    let pid = std::process::id() as i32;
-    (pid, crate::shim::proc_stat(pid).map_or(0, |(t, _)| t))
+    static THIS: std::sync::LazyLock<(i32, u64)> = std::sync::LazyLock::new(|| {
+        let pid = std::process::id() as i32;
+        (pid, crate::shim::proc_stat(pid).map_or(0, |(t, _)| t))
+    });
+    *THIS
 }
 
 /// Removes the spare namespaces of `bridge` whose process is gone.
@@ -119,15 +122,25 @@ fn remove_netns(path: &std::path::Path) {
     }
 }
 
+/// Creates the empty file a namespace is mounted on (and its directory); fails when
+/// the name is taken.
+fn new_mount_point(path: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    Ok(())
+}
+
 /// Mounts the namespace mounted at `from` at `to` instead (a bind mount, then the
 /// old one goes: moving a mount fails under a shared mount, as `ip netns` makes
 /// /run/netns).
 fn rename_netns(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(to)
-        .with_context(|| format!("creating {}", to.display()))?;
+    new_mount_point(to)?;
     if let Err(e) = nix::mount::mount(
         Some(from),
         to,
@@ -173,14 +186,7 @@ fn ip(args: &[&str], batch: Option<&str>) -> anyhow::Result<()> {
 /// add` does): a thread of its own unshares a new namespace and bind-mounts it there,
 /// so no other thread changes namespace.
 fn create_netns(netns: &std::path::Path) -> anyhow::Result<()> {
-    if let Some(dir) = netns.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(netns)
-        .with_context(|| format!("creating {}", netns.display()))?;
+    new_mount_point(netns)?;
     std::thread::scope(|s| {
         s.spawn(|| -> anyhow::Result<()> {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
@@ -684,18 +690,18 @@ async fn forward(listener: tokio::net::TcpListener, target: SocketAddr) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn spare_names_say_whose_they_are() {
-        let name = super::spare_name("lbr0", (4242, 123456), 7);
-        assert_eq!(super::spare_owner("lbr0", &name), Some((4242, 123456)));
+        let name = spare_name("lbr0", (4242, 123456), 7);
+        assert_eq!(spare_owner("lbr0", &name), Some((4242, 123456)));
         // Another bridge's spares are not this one's, even when its name extends it.
-        let other = super::spare_name("lbr0-2", (4242, 123456), 7);
-        assert_eq!(super::spare_owner("lbr0", &other), None);
-        assert_eq!(super::spare_owner("lbr0", "lattice-spare-lbr0-12-3"), None);
-        assert_eq!(super::spare_owner("lbr0", "lattice-web-1"), None);
+        let other = spare_name("lbr0-2", (4242, 123456), 7);
+        assert_eq!(spare_owner("lbr0", &other), None);
+        assert_eq!(spare_owner("lbr0", "lattice-spare-lbr0-12-3"), None);
+        assert_eq!(spare_owner("lbr0", "lattice-web-1"), None);
     }
-
-    use super::*;
 
     #[test]
     fn addresses_come_back_only_after_the_others() {

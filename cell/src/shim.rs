@@ -651,9 +651,7 @@ fn destroy(cfg: &ShimConfig) {
         let _ = c.delete(true);
     }
     let _ = std::fs::remove_dir_all(cfg.state_root.join(&cfg.id));
-    for hierarchy in crate::cgroup::v1_hierarchies() {
-        let _ = std::fs::remove_dir(hierarchy.join(cfg.cgroup.trim_start_matches('/')));
-    }
+    crate::cgroup::remove(&cfg.cgroup);
 }
 
 type ActionResult = Result<(), String>;
