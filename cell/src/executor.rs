@@ -108,6 +108,8 @@ pub struct Executor {
     layers_in_flight: tokio::sync::RwLock<()>,
     /// Starts shims, one ahead of need.
     launcher: crate::launcher::Launcher,
+    /// Deletes destroyed containers' directories when a core is idle.
+    trash: crate::trash::Trash,
 }
 
 /// The cgroup path of a container.
@@ -170,8 +172,6 @@ impl Executor {
             ),
             Err(e) => tracing::warn!("{e:#}: a container start may wait for an RCU grace period"),
         }
-        // Container directories a previous run discarded but did not finish deleting.
-        let _ = std::fs::remove_dir_all(cfg.data_dir.join("trash"));
         let pause = cfg.data_dir.join("pause");
         let tmp = cfg.data_dir.join(".pause.tmp");
         std::fs::write(&tmp, PAUSE)?;
@@ -198,6 +198,7 @@ impl Executor {
             watch: crate::watch::EventWatch::new(),
             layers_in_flight: Default::default(),
             launcher: crate::launcher::Launcher::new(cfg.shim.clone()),
+            trash: crate::trash::Trash::new(cfg.data_dir.join("trash")),
             cfg,
         }))
     }
@@ -605,12 +606,13 @@ impl Executor {
         ours.then_some(pid)
     }
 
-    /// For a cell that stops with its containers: the spare shim and namespace go, and
-    /// the tmpfs of libcontainer's state is unmounted if no container's state is left
-    /// in it.
+    /// For a cell that stops with its containers: the spare shim and namespace go, the
+    /// trash is emptied, and the tmpfs of libcontainer's state is unmounted if no
+    /// container's state is left in it.
     pub fn close(&self) {
         self.launcher.close();
         self.network.close();
+        self.trash.close();
         let run = self.cfg.data_dir.join("run");
         if rootfs::is_mounted(&run) && std::fs::read_dir(&run).is_ok_and(|mut d| d.next().is_none())
         {
@@ -719,33 +721,7 @@ impl Executor {
         if let Err(e) = rootfs::unmount(&merged) {
             tracing::warn!(handle, "{e:#}");
         }
-        self.discard(&self.dir(handle));
-    }
-
-    /// Removes a container's directory: moved out of the way at once (one rename),
-    /// deleted in the background. Deleting its files (the writable layer, the bundle,
-    /// libcontainer's leftovers) costs a millisecond or more that no caller waits for.
-    fn discard(&self, dir: &Path) {
-        let trash = self.cfg.data_dir.join("trash");
-        let _ = std::fs::create_dir_all(&trash);
-        let target = trash.join(uuid::Uuid::new_v4().simple().to_string());
-        let doomed = match std::fs::rename(dir, &target) {
-            Ok(()) => target,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            // Elsewhere (another filesystem?): delete it where it is.
-            Err(_) => dir.to_path_buf(),
-        };
-        let remove = move || {
-            if let Err(e) = std::fs::remove_dir_all(&doomed) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!("removing container directory {}: {e}", doomed.display());
-                }
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(remove)),
-            Err(_) => remove(),
-        }
+        self.trash.discard(&self.dir(handle));
     }
 
     fn load(&self, handle: &str) -> Option<ContainerInfo> {

@@ -18,5 +18,6 @@ pub mod server;
 pub mod shim;
 pub mod testing;
 pub mod transfer;
+pub mod trash;
 pub mod volume;
 pub mod watch;
