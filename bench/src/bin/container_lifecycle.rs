@@ -1,6 +1,7 @@
 //! Container lifecycle: create → start → exit → destroy of a busybox `/bin/true`
 //! container through our executor, against `runc run` on a bundle of the same image,
-//! in the same run. Prints mean and median per container and the ratio.
+//! in the same run. Prints mean and median per container and the ratio. The paths are
+//! measured in turn, in `--rounds` rounds (default 5) of `--n / --rounds` containers.
 //!
 //! `sudo scripts/setup-bench.sh && sudo cargo run --release -p lattice-bench --bin container-lifecycle -- --n 50`
 //!
@@ -46,7 +47,7 @@ async fn executor_round(
     times
 }
 
-fn runc_round(n: usize) -> Vec<Duration> {
+fn runc_round(n: usize, tag: &str) -> Vec<Duration> {
     let dir = tempfile::tempdir().unwrap();
     let bundle = runc_bundle(dir.path(), &["/bin/true"], false);
     let root = dir.path().join("state");
@@ -58,7 +59,7 @@ fn runc_round(n: usize) -> Vec<Duration> {
             .arg(&root)
             .args(["run", "-b"])
             .arg(&bundle)
-            .arg(format!("runc-bench-{i}"))
+            .arg(format!("runc-bench-{tag}-{i}"))
             .stdin(std::process::Stdio::null())
             .status()
             .unwrap();
@@ -72,14 +73,22 @@ fn runc_round(n: usize) -> Vec<Duration> {
 async fn main() {
     require_root();
     let n = arg("--n", 50);
+    let rounds = arg("--rounds", 5).clamp(1, n);
     let t = TestExecutor::new();
     // Warm up both (page cache, binaries).
     executor_round(&t, 3, false, "warm").await;
-    runc_round(3);
-    let runc = stats(runc_round(n));
-    let net = stats(executor_round(&t, n, false, "net").await);
-    let host = stats(executor_round(&t, n, true, "host").await);
-    println!("container lifecycle, busybox /bin/true, {n} sequential containers (create, start, exit, destroy)");
+    runc_round(3, "warm");
+    // In rounds, the three paths in turn: a drift of the shared machine during the run
+    // falls on all three alike, not on whichever was measured last.
+    let (mut runc, mut net, mut host) = (vec![], vec![], vec![]);
+    for r in 0..rounds {
+        let k = n / rounds + usize::from(r < n % rounds);
+        runc.extend(runc_round(k, &format!("{r}")));
+        net.extend(executor_round(&t, k, false, &format!("net{r}")).await);
+        host.extend(executor_round(&t, k, true, &format!("host{r}")).await);
+    }
+    let (runc, net, host) = (stats(runc), stats(net), stats(host));
+    println!("container lifecycle, busybox /bin/true, {n} sequential containers per path (create, start, exit, destroy), in {rounds} rounds");
     let line = |name: &str, s: (f64, f64, f64), ratio: bool| {
         let r = if ratio {
             format!("  -> {:.2}x runc's time", s.0 / runc.0)
