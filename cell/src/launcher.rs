@@ -42,8 +42,8 @@ struct Spare {
     idle: bool,
 }
 
-/// Sets the scheduling policy of process `pid` (priority 0; 0 is the calling thread).
-pub(crate) fn schedule(pid: u32, policy: libc::c_int) -> std::io::Result<()> {
+/// Sets the scheduling policy of process `pid` (priority 0).
+fn schedule(pid: u32, policy: libc::c_int) -> std::io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: a plain system call on a valid sched_param.
     if unsafe { libc::sched_setscheduler(pid as libc::pid_t, policy, &param) } != 0 {

@@ -1,10 +1,15 @@
 //! Deleting what destroyed containers leave (their writable layer, bundle and files).
 //! A directory is moved into `DATA/trash` at once (one rename, so its name is free
-//! again) and deleted later by one thread of its own in the idle scheduling class:
+//! again) and deleted later by one thread of its own at the lowest priority (nice 19):
 //! the deletion (a millisecond or more of a core and of the filesystem's journal per
-//! container) then runs when a core has nothing else to do, instead of preempting the
-//! next container's start. Under a sustained full load an idle-class thread still gets
-//! a small share of a core, so the trash does not grow without bound.
+//! container) then runs mostly when a core has nothing else to do, instead of
+//! preempting the next container's start.
+//!
+//! Not the idle scheduling class: deleting takes the filesystem's journal, and an
+//! idle-class thread preempted while it holds a journal handle could be starved for
+//! long by busy containers while every other writer of that filesystem (the executor
+//! among them) waits for the journal. A nice-19 thread still gets a bounded share of
+//! a core, so neither that wait nor the trash grows without bound.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -28,9 +33,14 @@ impl Trash {
         let thread = std::thread::Builder::new()
             .name("trash".into())
             .spawn(move || {
-                // Without CAP_SYS_NICE a thread can still lower its own class.
-                if let Err(e) = crate::launcher::schedule(0, libc::SCHED_IDLE) {
-                    tracing::debug!("the trash deletes at normal priority: {e}");
+                // Any thread may lower its own priority. (`who` 0 with PRIO_PROCESS
+                // is the calling thread on Linux.)
+                // SAFETY: a plain system call.
+                if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
+                    tracing::debug!(
+                        "the trash deletes at normal priority: {}",
+                        std::io::Error::last_os_error()
+                    );
                 }
                 for doomed in rx {
                     remove(&doomed);
@@ -71,9 +81,8 @@ impl Trash {
         }
     }
 
-    /// Deletes everything discarded so far, then stops the deleting thread (at
-    /// normal priority from here: whoever closes waits for it). Later discards
-    /// delete in place.
+    /// Deletes everything discarded so far (whoever closes waits for the thread),
+    /// then stops the deleting thread. Later discards delete in place.
     pub fn close(&self) {
         let queue = self.queue.lock().unwrap().take();
         drop(queue);
