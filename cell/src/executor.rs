@@ -108,7 +108,7 @@ pub struct Executor {
     layers_in_flight: tokio::sync::RwLock<()>,
     /// Starts shims, one ahead of need.
     launcher: crate::launcher::Launcher,
-    /// Deletes destroyed containers' directories when a core is idle.
+    /// Deletes destroyed containers' directories, at the lowest priority.
     trash: crate::trash::Trash,
 }
 
