@@ -677,10 +677,7 @@ impl Executor {
     /// Waits up to `limit` for container `handle`'s shim (`pid`) to exit; whether it did.
     async fn shim_exits(&self, handle: &str, pid: i32, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
-        let exited = shim::pidfd(nix::unistd::Pid::from_raw(pid))
-            .ok()
-            // SAFETY: the pidfd was just opened and is owned by the AsyncFd from here on.
-            .and_then(|fd| unsafe { tokio::io::unix::AsyncFd::register(fd) }.ok());
+        let exited = shim::exit_watch(nix::unistd::Pid::from_raw(pid));
         // The pidfd is the shim's only if the shim still runs now that it is open.
         if let (Some(fd), Some(_)) = (exited, self.shim_pid(handle)) {
             // Readable once the process has exited (a zombie counts).

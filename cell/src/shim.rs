@@ -2,10 +2,10 @@
 //!
 //! The executor writes `shim.json` into the container's directory and starts the shim
 //! (`lattice-shim DIR`, or `lattice shim DIR`; the executor's launcher starts it ahead
-//! as `--stdin` and hands it DIR on stdin later, see [`crate::launcher`]). The shim, in its own session so the rep
-//! may restart without touching it, creates the container with libcontainer (pause as
-//! PID 1), runs the action tree with every Run as a process exec'd into the container,
-//! sends stdout/stderr lines to the cell's log socket, appends lifecycle events to
+//! as `--stdin` and hands it DIR on stdin later, see [`crate::launcher`]). The shim, in
+//! its own session so the rep may restart without touching it, creates the container
+//! with libcontainer (pause as PID 1), runs the action tree with every Run as a process
+//! exec'd into the container, sends stdout/stderr lines to the cell's log socket, appends lifecycle events to
 //! `events.jsonl`, and on exit or SIGTERM stops everything (SIGTERM, then SIGKILL after
 //! the grace period) and deletes the container (cgroups included).
 //!
@@ -910,13 +910,18 @@ pub(crate) fn pidfd(pid: Pid) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// A pidfd of process `pid` registered with the runtime: readable once the process has
+/// exited (a zombie counts). `None` when it cannot be opened (the process is gone) or
+/// registered.
+pub(crate) fn exit_watch(pid: Pid) -> Option<AsyncFd<OwnedFd>> {
+    let owned = pidfd(pid).ok()?;
+    // SAFETY: the pidfd is ours alone (just opened, owned by the AsyncFd from here on).
+    unsafe { AsyncFd::register(owned) }.ok()
+}
+
 /// Waits for a child to exit; returns its status as a shell would (128+signal).
 async fn wait_exit(pid: Pid) -> i32 {
-    let Ok(owned) = pidfd(pid) else {
-        return wait_blocking(pid);
-    };
-    // SAFETY: the pidfd is ours alone (just opened, owned by the AsyncFd from here on).
-    let Ok(fd) = (unsafe { AsyncFd::register(owned) }) else {
+    let Some(fd) = exit_watch(pid) else {
         return wait_blocking(pid);
     };
     loop {
