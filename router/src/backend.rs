@@ -367,8 +367,8 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, Attem
     }
     let http10 = parsed.version == Some(0);
     let base = buf.as_ptr() as usize;
-    // Headers kept, with where their values lie in the head.
-    let mut kept = Vec::with_capacity(parsed.headers.len());
+    // Headers kept, with where their values lie in the head (inline for a few).
+    let mut kept = smallvec::SmallVec::<[(HeaderName, usize, usize); 16]>::new();
     let (mut chunked, mut other_coding, mut length, mut close, mut keep_alive) =
         (false, false, None::<u64>, false, false);
     for h in parsed.headers.iter() {
@@ -415,7 +415,8 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, Attem
         kept.push((name, start, start + value.len()));
     }
     let raw = buf.split_to(len).freeze();
-    let mut headers = hyper::HeaderMap::with_capacity(kept.len());
+    // One more for the router's own `X-Lattice-Instance`.
+    let mut headers = hyper::HeaderMap::with_capacity(kept.len() + 1);
     for (name, start, end) in kept {
         headers.append(
             name,

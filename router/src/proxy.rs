@@ -13,6 +13,7 @@
 //!   buffered up to a limit (so a refused attempt can be retried), backend
 //!   response timeout. A slow client or backend never stalls other requests.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,6 +46,28 @@ pub const INSTANCE_HEADER: &str = "x-lattice-instance";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+/// The names as values: inserting by `&str` copies a custom name per request.
+const INSTANCE: HeaderName = HeaderName::from_static(INSTANCE_HEADER);
+const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+
+/// Instances in the order to try them (inline: no allocation for a few).
+type Candidates<'e> = smallvec::SmallVec<[&'e Endpoint; 8]>;
+
+/// A request's id: the client's when usable, else one made here, kept as
+/// text (it goes into the instance's request head as bytes).
+enum RequestId {
+    Kept(HeaderValue),
+    Made([u8; uuid::fmt::Hyphenated::LENGTH]),
+}
+
+impl RequestId {
+    fn as_str(&self) -> &str {
+        match self {
+            RequestId::Kept(v) => v.to_str().unwrap_or("-"),
+            RequestId::Made(text) => std::str::from_utf8(text).unwrap_or("-"),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
@@ -135,26 +158,31 @@ pub(crate) fn hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// The host a request is for: the URI authority (HTTP/2, absolute form) or
-/// the Host header, without port, lowercased.
-pub fn host_of<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?.to_string(),
+/// the Host header, without port, lowercased (copied only when it was not).
+pub fn host_of<'r>(uri: &'r Uri, headers: &'r HeaderMap) -> Option<Cow<'r, str>> {
+    let raw = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => headers.get(header::HOST)?.to_str().ok()?,
     };
-    let raw = raw.rsplit_once('@').map(|(_, h)| h).unwrap_or(&raw);
+    let raw = raw.rsplit_once('@').map(|(_, h)| h).unwrap_or(raw);
     let host = if let Some(rest) = raw.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
         raw.split(':').next().unwrap_or("")
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
+    let host = host.trim_end_matches('.');
+    if host.is_empty() {
+        None
+    } else if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(host))
+    }
 }
 
-fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -323,6 +351,12 @@ impl Proxy {
                     .http1()
                     .timer(slot.hyper_timer())
                     .header_read_timeout(proxy.cfg.header_read_timeout)
+                    // A client may shut its write side after its request and
+                    // still get the answer (`nc -N`). It also spares hyper a read
+                    // for EOF while every request is in flight, which cost an
+                    // 8 KiB buffer per request. A client that goes away
+                    // mid-request is seen when its answer is written.
+                    .half_close(true)
                     .max_buf_size(proxy.cfg.max_header_bytes.max(8192));
                 let svc = service_fn(move |req| {
                     let proxy = proxy.clone();
@@ -338,11 +372,10 @@ impl Proxy {
     }
 
     /// Instances in the order to try them: the balancing choice first, benched ones last.
-    fn candidates<'e>(&self, entry: &'e HostEntry) -> Vec<&'e Endpoint> {
+    fn candidates<'e>(&self, entry: &'e HostEntry) -> Candidates<'e> {
         let n = entry.endpoints.len();
         let start = entry.next.fetch_add(1, Ordering::Relaxed) % n;
-        let mut order: Vec<&Endpoint> =
-            (0..n).map(|i| &*entry.endpoints[(start + i) % n]).collect();
+        let mut order: Candidates = (0..n).map(|i| &*entry.endpoints[(start + i) % n]).collect();
         if self.cfg.balance == Balance::LeastConnections {
             order.sort_by_key(|e| e.in_flight.load(Ordering::Relaxed));
         }
@@ -362,13 +395,19 @@ impl Proxy {
         self.benched_count.store(benched.len(), Ordering::Relaxed);
     }
 
-    fn new_request_id(&self) -> HeaderValue {
+    /// The client's request id when it is usable, else a new one.
+    fn request_id(&self, headers: &HeaderMap) -> RequestId {
+        if let Some(v) = headers.get(REQUEST_ID_HEADER) {
+            if !v.is_empty() && v.len() <= 200 && v.to_str().is_ok() {
+                return RequestId::Kept(v.clone());
+            }
+        }
         let n = self.id_next.fetch_add(1, Ordering::Relaxed);
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let id = uuid::Uuid::from_u64_pair(self.id_base.0, self.id_base.1.wrapping_add(n))
+        uuid::Uuid::from_u64_pair(self.id_base.0, self.id_base.1.wrapping_add(n))
             .hyphenated()
             .encode_lower(&mut text);
-        HeaderValue::from_str(id).expect("a uuid is a valid header value")
+        RequestId::Made(text)
     }
 
     /// The headers an instance gets, in order: the client's without hop-by-hop
@@ -378,46 +417,46 @@ impl Proxy {
     fn forwarded_headers(
         from: &HeaderMap,
         peer_ip: &HeaderValue,
-        request_id: &HeaderValue,
+        request_id: &RequestId,
         keep_upgrade: bool,
-        mut each: impl FnMut(&HeaderName, &HeaderValue),
+        mut each: impl FnMut(&HeaderName, &[u8]),
     ) {
         for (k, v) in from {
             let upgrade = keep_upgrade && (k == header::UPGRADE || k == header::CONNECTION);
             if (hop_by_hop(k) && !upgrade) || k == X_FORWARDED_FOR || k == REQUEST_ID_HEADER {
                 continue;
             }
-            each(k, v);
+            each(k, v.as_bytes());
         }
-        let xff = match from.get(X_FORWARDED_FOR) {
+        let xff = HeaderName::from_static(X_FORWARDED_FOR);
+        match from.get(X_FORWARDED_FOR) {
             Some(prev) => {
                 let mut v = Vec::with_capacity(prev.len() + 2 + peer_ip.len());
                 v.extend_from_slice(prev.as_bytes());
                 v.extend_from_slice(b", ");
                 v.extend_from_slice(peer_ip.as_bytes());
-                HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer_ip.clone())
+                each(&xff, &v);
             }
-            None => peer_ip.clone(),
-        };
-        each(&HeaderName::from_static(X_FORWARDED_FOR), &xff);
-        if !from.contains_key(X_FORWARDED_PROTO) {
-            each(
-                &HeaderName::from_static(X_FORWARDED_PROTO),
-                &HeaderValue::from_static("http"),
-            );
+            None => each(&xff, peer_ip.as_bytes()),
         }
-        each(&HeaderName::from_static(REQUEST_ID_HEADER), request_id);
+        if !from.contains_key(X_FORWARDED_PROTO) {
+            each(&HeaderName::from_static(X_FORWARDED_PROTO), b"http");
+        }
+        each(&REQUEST_ID, request_id.as_str().as_bytes());
     }
 
     fn forward_headers(
         from: &HeaderMap,
         peer_ip: &HeaderValue,
-        request_id: &HeaderValue,
+        request_id: &RequestId,
         keep_upgrade: bool,
     ) -> HeaderMap {
         let mut h = HeaderMap::with_capacity(from.len() + 3);
         Self::forwarded_headers(from, peer_ip, request_id, keep_upgrade, |k, v| {
-            h.append(k.clone(), v.clone());
+            // Every value here came from a valid header value.
+            if let Ok(v) = HeaderValue::from_bytes(v) {
+                h.append(k.clone(), v);
+            }
         });
         h
     }
@@ -427,7 +466,7 @@ impl Proxy {
     fn encode_head(
         parts: &hyper::http::request::Parts,
         peer_ip: &HeaderValue,
-        request_id: &HeaderValue,
+        request_id: &RequestId,
         body_len: usize,
     ) -> bytes::BytesMut {
         let mut out = bytes::BytesMut::with_capacity(512);
@@ -455,7 +494,7 @@ impl Proxy {
             if k != header::CONTENT_LENGTH && k != header::EXPECT {
                 out.extend_from_slice(k.as_str().as_bytes());
                 out.extend_from_slice(b": ");
-                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(v);
                 out.extend_from_slice(b"\r\n");
             }
         });
@@ -479,31 +518,25 @@ impl Proxy {
         conn_slot: &Arc<Slot>,
     ) -> Response<Body> {
         let started = Instant::now();
-        let request_id = req
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .filter(|v| !v.is_empty() && v.len() <= 200 && v.to_str().is_ok())
-            .cloned()
-            .unwrap_or_else(|| self.new_request_id());
-        let Some(host) = host_of(&req) else {
+        let (parts, body) = req.into_parts();
+        let request_id = self.request_id(&parts.headers);
+        let Some(host) = host_of(&parts.uri, &parts.headers) else {
             m::REQUESTS.with_label_values(&["-", "400"]).inc();
             return full(
                 StatusCode::BAD_REQUEST,
                 "no Host header: say which app you want, e.g. Host: APP.lattice.localhost".into(),
             );
         };
-        let (method, uri) = (req.method().clone(), req.uri().clone());
-        let request_id_text = request_id.to_str().unwrap_or("-");
         let Some(entry) = self.routes.lookup(&host) else {
             let a = Access {
                 started,
-                method: &method,
-                uri: &uri,
+                method: &parts.method,
+                uri: &parts.uri,
                 host: &host,
                 app: "-",
                 entry: None,
                 log_guid: "",
-                request_id: request_id_text,
+                request_id: request_id.as_str(),
                 logs: None,
             };
             a.done(StatusCode::NOT_FOUND, None);
@@ -515,49 +548,67 @@ impl Proxy {
             .first()
             .map(String::as_str)
             .unwrap_or_default();
-        let access = Access {
-            started,
-            method: &method,
-            uri: &uri,
-            host: &host,
-            app,
-            entry: Some(&entry),
-            log_guid: &entry.log_guid,
-            request_id: request_id_text,
-            logs: self.cfg.logs.as_ref(),
+        let done = |method: &Method,
+                    uri: &Uri,
+                    host: &str,
+                    status: StatusCode,
+                    instance: Option<&Endpoint>| {
+            let a = Access {
+                started,
+                method,
+                uri,
+                host,
+                app,
+                entry: Some(&entry),
+                log_guid: &entry.log_guid,
+                request_id: request_id.as_str(),
+                logs: self.cfg.logs.as_ref(),
+            };
+            a.done(status, instance);
         };
         if entry.endpoints.is_empty() {
-            access.done(StatusCode::SERVICE_UNAVAILABLE, None);
+            done(
+                &parts.method,
+                &parts.uri,
+                &host,
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+            );
             return full(StatusCode::SERVICE_UNAVAILABLE, format!("503 Service Unavailable: {app} has no running instance right now. `ltc status {app}` says why."));
         }
         let candidates = self.candidates(&entry);
-        let (resp, instance) = if is_upgrade(&req) {
-            self.upgrade(req, &candidates, peer_ip, &request_id).await
+        if is_upgrade(&parts.headers) {
+            // The upgrade takes the request whole (its extensions carry the connection).
+            let (method, uri, host) = (parts.method.clone(), parts.uri.clone(), host.into_owned());
+            let req = Request::from_parts(parts, body);
+            let (resp, instance) = self.upgrade(req, &candidates, peer_ip, &request_id).await;
+            done(&method, &uri, &host, resp.status(), instance);
+            return resp;
+        }
+        // HTTP/2 serves each request as a task of its own: its own slot.
+        let own_slot;
+        let slot = if parts.version == hyper::Version::HTTP_2 {
+            own_slot = self.clock.slot();
+            &own_slot
         } else {
-            // HTTP/2 serves each request as a task of its own: its own slot.
-            let own_slot;
-            let slot = if req.version() == hyper::Version::HTTP_2 {
-                own_slot = self.clock.slot();
-                &own_slot
-            } else {
-                conn_slot
-            };
-            self.forward(req, &candidates, peer_ip, &request_id, slot)
-                .await
+            conn_slot
         };
-        access.done(resp.status(), instance);
+        let (resp, instance) = self
+            .forward(&parts, body, &candidates, peer_ip, &request_id, slot)
+            .await;
+        done(&parts.method, &parts.uri, &host, resp.status(), instance);
         resp
     }
 
     async fn forward<'e>(
         &self,
-        req: Request<Incoming>,
+        parts: &hyper::http::request::Parts,
+        body: Incoming,
         candidates: &[&'e Endpoint],
         peer_ip: &HeaderValue,
-        request_id: &HeaderValue,
+        request_id: &RequestId,
         slot: &Slot,
     ) -> (Response<Body>, Option<&'e Endpoint>) {
-        let (parts, body) = req.into_parts();
         let body = if hyper::body::Body::is_end_stream(&body) {
             Ok(Bytes::new())
         } else {
@@ -592,7 +643,7 @@ impl Proxy {
             }
         };
         let outgoing = Outgoing::new(
-            Self::encode_head(&parts, peer_ip, request_id, body.len()),
+            Self::encode_head(parts, peer_ip, request_id, body.len()),
             body,
             parts.method == Method::HEAD,
             matches!(
@@ -609,8 +660,7 @@ impl Proxy {
             drop(guard);
             match r {
                 Ok(Ok(mut resp)) => {
-                    resp.headers_mut()
-                        .insert(INSTANCE_HEADER, ep.index_header.clone());
+                    resp.headers_mut().insert(INSTANCE, ep.index_header.clone());
                     return (resp, Some(*ep));
                 }
                 Ok(Err(ExchangeError::Connect(e))) => {
@@ -661,7 +711,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         candidates: &[&'e Endpoint],
         peer_ip: &HeaderValue,
-        request_id: &HeaderValue,
+        request_id: &RequestId,
     ) -> (Response<Body>, Option<&'e Endpoint>) {
         let client_side = hyper::upgrade::on(&mut req);
         let headers = Self::forward_headers(req.headers(), peer_ip, request_id, true);
@@ -723,7 +773,7 @@ impl Proxy {
             for (k, v) in resp.headers() {
                 out = out.header(k, v);
             }
-            out = out.header(INSTANCE_HEADER, ep.index_header.clone());
+            out = out.header(INSTANCE, ep.index_header.clone());
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let backend_side = hyper::upgrade::on(&mut resp);
                 tokio::spawn(async move {
@@ -827,23 +877,31 @@ mod tests {
         b.body(()).unwrap()
     }
 
+    fn host(host: Option<&str>, uri: &str) -> Option<String> {
+        let r = req(host, uri);
+        host_of(r.uri(), r.headers()).map(Cow::into_owned)
+    }
+
     #[test]
     fn host_comes_from_authority_or_header_without_port() {
         assert_eq!(
-            host_of(&req(Some("Hello.Lattice.Localhost:8080"), "/")),
+            host(Some("Hello.Lattice.Localhost:8080"), "/"),
             Some("hello.lattice.localhost".into())
         );
         assert_eq!(
-            host_of(&req(Some("hello.lattice.localhost."), "/")),
+            host(Some("hello.lattice.localhost."), "/"),
             Some("hello.lattice.localhost".into())
         );
-        assert_eq!(
-            host_of(&req(None, "http://app.x:81/p")),
-            Some("app.x".into())
-        );
-        assert_eq!(host_of(&req(Some("[::1]:8080"), "/")), Some("::1".into()));
-        assert_eq!(host_of(&req(None, "/")), None);
-        assert_eq!(host_of(&req(Some(""), "/")), None);
+        assert_eq!(host(None, "http://app.x:81/p"), Some("app.x".into()));
+        assert_eq!(host(Some("[::1]:8080"), "/"), Some("::1".into()));
+        assert_eq!(host(None, "/"), None);
+        assert_eq!(host(Some(""), "/"), None);
+        // Already lowercase: borrowed from the request, not copied.
+        let r = req(Some("app.lattice.localhost:8080"), "/");
+        assert!(matches!(
+            host_of(r.uri(), r.headers()),
+            Some(Cow::Borrowed("app.lattice.localhost"))
+        ));
     }
 
     #[test]
@@ -853,11 +911,11 @@ mod tests {
             .header("upgrade", "websocket")
             .body(())
             .unwrap();
-        assert!(is_upgrade(&r));
+        assert!(is_upgrade(r.headers()));
         let r = Request::builder()
             .header("upgrade", "websocket")
             .body(())
             .unwrap();
-        assert!(!is_upgrade(&r));
+        assert!(!is_upgrade(r.headers()));
     }
 }

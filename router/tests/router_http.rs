@@ -439,6 +439,35 @@ async fn slow_clients_and_hanging_backends_are_bounded() {
     );
 }
 
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    let b = bbs().await;
+    // Its own app name: the metrics are shared by every test in this process.
+    b.desire("shut", "shut.lattice.localhost", 1).await;
+    b.run("shut", 0, backend("shut").await.port()).await;
+    let r = router(&b, ProxyConfig::default()).await;
+    wait_for_routes(r.addr, &["shut"]).await;
+    // Like `printf 'GET ...' | nc -N`: the request, then the write side shut.
+    let mut s = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        b"GET / HTTP/1.1\r\nHost: shut.lattice.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::io::AsyncWriteExt::shutdown(&mut s).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_string(&mut s, &mut answer),
+    )
+    .await
+    .expect("the router answers a half-closed connection")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("shut"), "{answer}");
+}
+
 /// A backend whose answers take every framing HTTP/1.1 has, counting the
 /// connections it accepts.
 async fn framing_backend() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
