@@ -20,7 +20,6 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
@@ -78,7 +77,7 @@ struct Idle {
 /// headers, ending in an empty line) and its whole body.
 pub struct Outgoing {
     /// The head, followed by the body when that is small (one write).
-    wire: Bytes,
+    wire: BytesMut,
     /// The body when it is not in `wire`.
     rest: Bytes,
     /// HEAD: the response has no body whatever its headers say.
@@ -96,7 +95,7 @@ impl Outgoing {
             body
         };
         Outgoing {
-            wire: head.freeze(),
+            wire: head,
             rest,
             head_only,
             idempotent,
@@ -262,11 +261,9 @@ impl Pool {
             Framing::Length(n) if conn.buf.len() as u64 >= n => {
                 let bytes = conn.buf.split_to(n as usize).freeze();
                 self.finish(conn, head.reusable);
-                http_body_util::Full::new(bytes)
-                    .map_err(|e| match e {})
-                    .boxed()
+                Body::whole(bytes)
             }
-            framing => BackendBody {
+            framing => Body::stream(BackendBody {
                 conn: Some(conn),
                 pool: self.clone(),
                 state: match framing {
@@ -275,8 +272,7 @@ impl Pool {
                     _ => State::UntilClose,
                 },
                 reusable: head.reusable,
-            }
-            .boxed(),
+            }),
         };
         *resp.body_mut() = body;
         resp

@@ -1,10 +1,12 @@
 //! The router: sends `Host: APP.DOMAIN` traffic to the RUNNING instances of
 //! the LRP whose routes name that host. `table` holds the routes (pure),
 //! `emitter` keeps it current from the BBS, `proxy` serves HTTP,
-//! `backend` talks to instances over keep-alive pools, `timeouts` bounds each
-//! request on a coarse per-loop clock, `logs` ships its access lines.
+//! `backend` talks to instances over keep-alive pools, `body` is what the
+//! router answers with, `timeouts` bounds each request on a coarse per-loop
+//! clock, `logs` ships its access lines.
 
 pub mod backend;
+pub mod body;
 pub mod emitter;
 pub mod logs;
 pub mod metrics;

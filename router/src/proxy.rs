@@ -22,8 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::service::service_fn;
@@ -39,16 +38,16 @@ use crate::metrics as m;
 use crate::table::{Endpoint, HostEntry};
 use crate::timeouts::{Clock, Slot};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Body = BoxBody<Bytes, BoxError>;
+pub use crate::body::{Body, BoxError};
 
 pub const INSTANCE_HEADER: &str = "x-lattice-instance";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-/// The names as values: inserting by `&str` copies a custom name per request.
+/// Header names as values: a `&str` is parsed into a name at every lookup,
+/// and inserting by `&str` copies a custom name.
 const INSTANCE: HeaderName = HeaderName::from_static(INSTANCE_HEADER);
 const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Instances in the order to try them (inline: no allocation for a few).
 type Candidates<'e> = smallvec::SmallVec<[&'e Endpoint; 8]>;
@@ -128,11 +127,7 @@ pub struct Proxy {
 }
 
 fn full(status: StatusCode, msg: String) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(msg + "\n"))
-            .map_err(|e| match e {})
-            .boxed(),
-    );
+    let mut r = Response::new(Body::whole(Bytes::from(msg + "\n")));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -397,7 +392,7 @@ impl Proxy {
 
     /// The client's request id when it is usable, else a new one.
     fn request_id(&self, headers: &HeaderMap) -> RequestId {
-        if let Some(v) = headers.get(REQUEST_ID_HEADER) {
+        if let Some(v) = headers.get(&REQUEST_ID) {
             if !v.is_empty() && v.len() <= 200 && v.to_str().is_ok() {
                 return RequestId::Kept(v.clone());
             }
@@ -423,24 +418,23 @@ impl Proxy {
     ) {
         for (k, v) in from {
             let upgrade = keep_upgrade && (k == header::UPGRADE || k == header::CONNECTION);
-            if (hop_by_hop(k) && !upgrade) || k == X_FORWARDED_FOR || k == REQUEST_ID_HEADER {
+            if (hop_by_hop(k) && !upgrade) || k == X_FORWARDED_FOR || k == REQUEST_ID {
                 continue;
             }
             each(k, v.as_bytes());
         }
-        let xff = HeaderName::from_static(X_FORWARDED_FOR);
-        match from.get(X_FORWARDED_FOR) {
+        match from.get(&X_FORWARDED_FOR) {
             Some(prev) => {
                 let mut v = Vec::with_capacity(prev.len() + 2 + peer_ip.len());
                 v.extend_from_slice(prev.as_bytes());
                 v.extend_from_slice(b", ");
                 v.extend_from_slice(peer_ip.as_bytes());
-                each(&xff, &v);
+                each(&X_FORWARDED_FOR, &v);
             }
-            None => each(&xff, peer_ip.as_bytes()),
+            None => each(&X_FORWARDED_FOR, peer_ip.as_bytes()),
         }
-        if !from.contains_key(X_FORWARDED_PROTO) {
-            each(&HeaderName::from_static(X_FORWARDED_PROTO), b"http");
+        if !from.contains_key(&X_FORWARDED_PROTO) {
+            each(&X_FORWARDED_PROTO, b"http");
         }
         each(&REQUEST_ID, request_id.as_str().as_bytes());
     }
@@ -782,16 +776,9 @@ impl Proxy {
                         let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
                     }
                 });
-                return (
-                    out.body(Empty::new().map_err(|e| match e {}).boxed())
-                        .unwrap(),
-                    Some(*ep),
-                );
+                return (out.body(Body::empty()).unwrap(), Some(*ep));
             }
-            let body = resp
-                .into_body()
-                .map_err(|e| Box::new(e) as BoxError)
-                .boxed();
+            let body = Body::stream(resp.into_body().map_err(|e| Box::new(e) as BoxError));
             return (out.body(body).unwrap(), Some(*ep));
         }
         (
