@@ -11,6 +11,11 @@
 //! round nginx first, the next ours first), so that a drift of the shared machine
 //! during the run (other load, frequency, sockets left in TIME_WAIT by the previous
 //! path) weighs on both alike. Figures are means over the rounds.
+//!
+//! Each proxy's CPU time during its runs (user + system, every thread of the
+//! router, every nginx worker, from `/proc`) is divided by the requests it
+//! served: a steadier comparison than throughput on a shared machine, where
+//! wrk and the backends compete with the proxy for the same two cores.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -90,6 +95,64 @@ struct Wrk {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The proxy's CPU time per request (µs), NaN for the direct path.
+    cpu_us: f64,
+}
+
+/// CPU time (user + system, clock ticks) of every thread of `pids`.
+fn cpu_ticks(pids: &[u32]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the command (which may hold spaces): state is field 3,
+            // utime and stime are fields 14 and 15.
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+            total += field(14).unwrap_or(0) + field(15).unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// The processes whose parent is `pid` (nginx's workers).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        if after.split_whitespace().nth(1) == Some(pid.to_string().as_str()) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// wrk against a proxy, with the proxy's CPU time per request.
+fn wrk_proxy(
+    pids: &[u32],
+    port: u16,
+    host: Option<&str>,
+    seconds: usize,
+    connections: usize,
+) -> Wrk {
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let before = cpu_ticks(pids);
+    let mut r = wrk(port, host, seconds, connections);
+    let ticks = cpu_ticks(pids).saturating_sub(before) as f64;
+    r.cpu_us = ticks / hz * 1e6 / (r.rps * seconds as f64);
+    r
 }
 
 fn ms(v: &str) -> f64 {
@@ -131,6 +194,7 @@ fn wrk(port: u16, host: Option<&str>, seconds: usize, connections: usize) -> Wrk
         rps: field("Requests/sec:").parse().unwrap_or(f64::NAN),
         p50_ms: ms(&field("50%")),
         p99_ms: ms(&field("99%")),
+        cpu_us: f64::NAN,
     }
 }
 
@@ -265,48 +329,87 @@ async fn measure() {
     let rounds = arg("--rounds", 3).max(1);
     println!("wrk -t2 -c{connections} -d{seconds}s, {rounds} rounds, 2 backends, one machine (2 cores shared by wrk, proxy and backends); event loops per proxy: {loops}");
     let host = Some("bench.lattice.localhost");
+    let router_pids = [_router.0.id()];
+    let nginx_pids = children(_nginx.0.id());
+    assert!(!nginx_pids.is_empty(), "nginx started no worker");
     let (mut direct, mut nginx, mut ours) = (vec![], vec![], vec![]);
     for round in 0..rounds {
         direct.push(wrk(backends[0], None, seconds, connections));
         if round % 2 == 0 {
-            nginx.push(wrk(nginx_port, host, seconds, connections));
-            ours.push(wrk(router_port, host, seconds, connections));
+            nginx.push(wrk_proxy(
+                &nginx_pids,
+                nginx_port,
+                host,
+                seconds,
+                connections,
+            ));
+            ours.push(wrk_proxy(
+                &router_pids,
+                router_port,
+                host,
+                seconds,
+                connections,
+            ));
         } else {
-            ours.push(wrk(router_port, host, seconds, connections));
-            nginx.push(wrk(nginx_port, host, seconds, connections));
+            ours.push(wrk_proxy(
+                &router_pids,
+                router_port,
+                host,
+                seconds,
+                connections,
+            ));
+            nginx.push(wrk_proxy(
+                &nginx_pids,
+                nginx_port,
+                host,
+                seconds,
+                connections,
+            ));
         }
         println!(
-            "round {}: direct {:.0}/s, nginx {:.0}/s, lattice {:.0}/s: lattice / nginx {:.2}",
+            "round {}: direct {:.0}/s, nginx {:.0}/s, lattice {:.0}/s: lattice / nginx {:.2}; CPU per request: nginx {:.1} µs, lattice {:.1} µs",
             round + 1,
             direct[round].rps,
             nginx[round].rps,
             ours[round].rps,
-            ours[round].rps / nginx[round].rps
+            ours[round].rps / nginx[round].rps,
+            nginx[round].cpu_us,
+            ours[round].cpu_us,
         );
     }
     let mean = |runs: &[Wrk]| Wrk {
         rps: runs.iter().map(|r| r.rps).sum::<f64>() / runs.len() as f64,
         p50_ms: runs.iter().map(|r| r.p50_ms).sum::<f64>() / runs.len() as f64,
         p99_ms: runs.iter().map(|r| r.p99_ms).sum::<f64>() / runs.len() as f64,
+        cpu_us: runs.iter().map(|r| r.cpu_us).sum::<f64>() / runs.len() as f64,
     };
     let (direct, nginx, ours) = (mean(&direct), mean(&nginx), mean(&ours));
     println!(
-        "{:<28} {:>12} {:>10} {:>10}",
-        "path (means)", "requests/s", "p50 ms", "p99 ms"
+        "{:<28} {:>12} {:>10} {:>10} {:>14}",
+        "path (means)", "requests/s", "p50 ms", "p99 ms", "proxy CPU µs"
     );
     for (name, r) in [
         ("direct to one backend", &direct),
         ("nginx reverse proxy (peer)", &nginx),
         ("lattice router", &ours),
     ] {
+        let cpu = if r.cpu_us.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.1}", r.cpu_us)
+        };
         println!(
-            "{:<28} {:>12.0} {:>10.2} {:>10.2}",
-            name, r.rps, r.p50_ms, r.p99_ms
+            "{:<28} {:>12.0} {:>10.2} {:>10.2} {:>14}",
+            name, r.rps, r.p50_ms, r.p99_ms, cpu
         );
     }
     println!(
         "throughput lattice / nginx:   {:.2}  (goal >= 1.0)",
         ours.rps / nginx.rps
+    );
+    println!(
+        "proxy CPU per request lattice / nginx: {:.2}  (lower is better)",
+        ours.cpu_us / nginx.cpu_us
     );
     println!(
         "added p99 latency vs direct:  lattice {:.2} ms, nginx {:.2} ms  (goal < 1 ms)",
