@@ -9,6 +9,7 @@
 //! - Headers: `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Request-Id` (kept or
 //!   generated) to the backend; `X-Lattice-Instance` (index) on responses.
 //! - WebSocket (any `Upgrade`) passed through byte for byte.
+//! - A client may half-close after its request and still get the answer.
 //! - Limits: header size and header read time (slowloris), request bodies
 //!   buffered up to a limit (so a refused attempt can be retried), backend
 //!   response timeout. A slow client or backend never stalls other requests.
