@@ -335,36 +335,14 @@ async fn measure() {
     let (mut direct, mut nginx, mut ours) = (vec![], vec![], vec![]);
     for round in 0..rounds {
         direct.push(wrk(backends[0], None, seconds, connections));
+        let run_nginx = || wrk_proxy(&nginx_pids, nginx_port, host, seconds, connections);
+        let run_ours = || wrk_proxy(&router_pids, router_port, host, seconds, connections);
         if round % 2 == 0 {
-            nginx.push(wrk_proxy(
-                &nginx_pids,
-                nginx_port,
-                host,
-                seconds,
-                connections,
-            ));
-            ours.push(wrk_proxy(
-                &router_pids,
-                router_port,
-                host,
-                seconds,
-                connections,
-            ));
+            nginx.push(run_nginx());
+            ours.push(run_ours());
         } else {
-            ours.push(wrk_proxy(
-                &router_pids,
-                router_port,
-                host,
-                seconds,
-                connections,
-            ));
-            nginx.push(wrk_proxy(
-                &nginx_pids,
-                nginx_port,
-                host,
-                seconds,
-                connections,
-            ));
+            ours.push(run_ours());
+            nginx.push(run_nginx());
         }
         println!(
             "round {}: direct {:.0}/s, nginx {:.0}/s, lattice {:.0}/s: lattice / nginx {:.2}; CPU per request: nginx {:.1} µs, lattice {:.1} µs",
