@@ -1,5 +1,25 @@
 //! Shared bits of the benchmark programs in `src/bin`; see bench/RESULTS.md.
 
+/// The fields of `/proc/PID/stat` after the command name (which may hold spaces): the
+/// state (field 3) first, so field N is at index N - 3. Empty when the process is gone.
+pub fn proc_stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    after.split_whitespace().map(str::to_string).collect()
+}
+
+/// User + system CPU time of process `pid`, all its threads, in clock ticks (fields 14
+/// and 15); 0 when it is gone.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let f = proc_stat_fields(pid);
+    let field = |n: usize| {
+        f.get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
+}
+
 /// The value after `--name` on the command line, or `default`.
 pub fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();

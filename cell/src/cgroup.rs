@@ -14,6 +14,16 @@ pub fn unified() -> bool {
     *UNIFIED
 }
 
+/// Where the cgroup2 hierarchy is: the root on a v2-only host, `unified` under it on a
+/// hybrid one.
+fn v2_root() -> PathBuf {
+    if unified() {
+        PathBuf::from(ROOT)
+    } else {
+        Path::new(ROOT).join("unified")
+    }
+}
+
 /// Mount points of the v1 hierarchies (empty on a v2-only host). Read once per process
 /// (a container's teardown asked for them several times, each a read of mountinfo).
 pub fn v1_hierarchies() -> &'static [PathBuf] {
@@ -45,11 +55,7 @@ fn read_v1_hierarchies() -> Vec<PathBuf> {
 /// Returns whether it is on.
 pub fn favor_dynamic_changes() -> anyhow::Result<bool> {
     use anyhow::Context;
-    let point = if unified() {
-        PathBuf::from(ROOT)
-    } else {
-        Path::new(ROOT).join("unified")
-    };
+    let point = v2_root();
     // The mount's own flags (field 6) and the hierarchy's options (after the type), of
     // the last cgroup2 mount there (one mounted over another hides it).
     let mounted = || -> anyhow::Result<Option<(String, String)>> {
@@ -138,11 +144,7 @@ pub fn thaw_and_drain(cgroup: &str) {
             let _ = std::fs::write(&state, "THAWED");
         }
     }
-    let v2 = if unified() {
-        Path::new(ROOT).join(rel(cgroup))
-    } else {
-        Path::new(ROOT).join("unified").join(rel(cgroup))
-    };
+    let v2 = v2_root().join(rel(cgroup));
     if v2.join("cgroup.freeze").exists() {
         let _ = std::fs::write(v2.join("cgroup.freeze"), "0");
     }

@@ -150,11 +150,10 @@ async fn process_exit(pid: u32, limit: Duration) -> bool {
     let Ok(fd) = shim::pidfd(nix::unistd::Pid::from_raw(pid as i32)) else {
         return true;
     };
-    // SAFETY: the pidfd was just opened and is owned by the AsyncFd from here on.
-    match unsafe { tokio::io::unix::AsyncFd::register(fd) } {
+    match shim::watch_pidfd(fd) {
         // Readable once the process has exited (a zombie counts).
-        Ok(fd) => tokio::time::timeout(limit, fd.readable()).await.is_ok(),
-        Err(_) => false,
+        Some(fd) => tokio::time::timeout(limit, fd.readable()).await.is_ok(),
+        None => false,
     }
 }
 

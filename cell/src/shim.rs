@@ -914,9 +914,13 @@ pub(crate) fn pidfd(pid: Pid) -> std::io::Result<OwnedFd> {
 /// exited (a zombie counts). `None` when it cannot be opened (the process is gone) or
 /// registered.
 pub(crate) fn exit_watch(pid: Pid) -> Option<AsyncFd<OwnedFd>> {
-    let owned = pidfd(pid).ok()?;
+    watch_pidfd(pidfd(pid).ok()?)
+}
+
+/// A pidfd just opened, registered with the runtime (`None` when it cannot be).
+pub(crate) fn watch_pidfd(fd: OwnedFd) -> Option<AsyncFd<OwnedFd>> {
     // SAFETY: the pidfd is ours alone (just opened, owned by the AsyncFd from here on).
-    unsafe { AsyncFd::register(owned) }.ok()
+    unsafe { AsyncFd::register(fd) }.ok()
 }
 
 /// Waits for a child to exit; returns its status as a shell would (128+signal).

@@ -16,15 +16,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lattice_bbs::testing::free_port;
-use lattice_bench::{arg, bin, ltc, runc_bundle, up_args, Up, UpAddrs};
+use lattice_bench::{arg, bin, cpu_ticks, ltc, runc_bundle, up_args, Up, UpAddrs};
 
 /// (user+system CPU ticks, RSS in KiB) of a process.
 fn proc_stat(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = cpu_ticks(pid);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss = status
         .lines()

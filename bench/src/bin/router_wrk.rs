@@ -30,7 +30,7 @@ use lattice_bbs::server::{self, BbsConfig, StoreUrl};
 use lattice_bbs::store::embedded::EmbeddedStore;
 use lattice_bbs::testing::fixtures;
 use lattice_bbs::testing::free_port;
-use lattice_bench::arg;
+use lattice_bench::{arg, cpu_ticks, proc_stat_fields};
 use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::bbs_api::*;
 
@@ -99,44 +99,15 @@ struct Wrk {
     cpu_us: f64,
 }
 
-/// CPU time (user + system, clock ticks) of every thread of `pids`.
-fn cpu_ticks(pids: &[u32]) -> u64 {
-    let mut total = 0;
-    for pid in pids {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-                continue;
-            };
-            // Fields after the command (which may hold spaces): state is field 3,
-            // utime and stime are fields 14 and 15.
-            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-            total += field(14).unwrap_or(0) + field(15).unwrap_or(0);
-        }
-    }
-    total
-}
-
 /// The processes whose parent is `pid` (nginx's workers).
 fn children(pid: u32) -> Vec<u32> {
-    let mut out = vec![];
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        if after.split_whitespace().nth(1) == Some(pid.to_string().as_str()) {
-            out.push(child);
-        }
-    }
-    out
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        // Field 4, the parent's pid.
+        .filter(|&child| proc_stat_fields(child).get(1) == Some(&pid.to_string()))
+        .collect()
 }
 
 /// wrk against a proxy, with the proxy's CPU time per request.
@@ -148,9 +119,10 @@ fn wrk_proxy(
     connections: usize,
 ) -> Wrk {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let before = cpu_ticks(pids);
+    let ticks = || pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
+    let before = ticks();
     let mut r = wrk(port, host, seconds, connections);
-    let ticks = cpu_ticks(pids).saturating_sub(before) as f64;
+    let ticks = ticks().saturating_sub(before) as f64;
     r.cpu_us = ticks / hz * 1e6 / (r.rps * seconds as f64);
     r
 }
