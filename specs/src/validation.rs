@@ -12,7 +12,50 @@ use crate::rootfs::RootFs;
 pub const MAX_ANNOTATION_BYTES: usize = 10 * 1024;
 pub const MAX_ROUTES_BYTES: usize = 128 * 1024;
 pub const MAX_ACTION_DEPTH: usize = 32;
-pub const MAX_GUID_LEN: usize = 255;
+/// Actions in one tree (every Run of a Parallel is a process the shim starts).
+pub const MAX_ACTIONS: usize = 1024;
+/// A guid's length. The cell names a Task's container (and so its network namespace,
+/// `/var/run/netns/lattice-GUID`, a file name of at most 255 bytes) after its guid, so
+/// 247 is the longest that runs; 200 leaves room for the suffixes of temporary names.
+pub const MAX_GUID_LEN: usize = 200;
+/// Instances of one LRP. Every instance is a record in the store and a container on
+/// some cell; a larger number is a typo (or an attack) that would exhaust the BBS's
+/// and the brain's memory.
+pub const MAX_INSTANCES: i32 = 10_000;
+/// Container ports of one LRP (each is a host port and a forwarder on the cell).
+pub const MAX_PORTS: usize = 64;
+/// Environment variables in one list (`env`, or a Run's `env`).
+pub const MAX_ENV_VARS: usize = 1024;
+/// One string handed to `execve` (a path, an argument, or an env entry `NAME=VALUE`)
+/// with its NUL: the kernel's `MAX_ARG_STRLEN` (32 pages). Longer ones fail to exec.
+pub const MAX_EXEC_STRING_BYTES: usize = 128 * 1024;
+/// Every path, argument and env entry of a definition together (the kernel refuses an
+/// exec whose arguments and environment exceed a quarter of the stack limit, 2 MiB by
+/// default; the image's own env comes on top).
+pub const MAX_EXEC_BYTES: usize = 1024 * 1024;
+/// `memory_mb`: 1 TiB.
+pub const MAX_MEMORY_MB: i32 = 1024 * 1024;
+/// `disk_mb`: 16 TiB.
+pub const MAX_DISK_MB: i32 = 16 * 1024 * 1024;
+/// `max_pids`: the kernel's `PID_MAX_LIMIT`.
+pub const MAX_PIDS: i32 = 4 * 1024 * 1024;
+/// `resource_limits.nofile`: the kernel's default `fs.nr_open`.
+pub const MAX_NOFILE: u64 = 1024 * 1024;
+/// Placement tags of one definition, and the bytes of one tag.
+pub const MAX_PLACEMENT_TAGS: usize = 64;
+pub const MAX_TAG_BYTES: usize = 255;
+/// Volume mounts of one definition.
+pub const MAX_VOLUME_MOUNTS: usize = 16;
+/// Egress rules of one definition, and destinations or ports of one rule.
+pub const MAX_EGRESS_RULES: usize = 1024;
+pub const MAX_RULE_ENTRIES: usize = 1024;
+/// Health checks of one LRP.
+pub const MAX_CHECKS: usize = 16;
+/// Bytes of `log_guid`, `log_source` and `metrics_guid`.
+pub const MAX_NAME_BYTES: usize = 255;
+/// Paths inside a container where nothing may be mounted: the cell's own files
+/// (`/.lattice/pause` is every container's init) and the kernel's file systems.
+pub const RESERVED_CONTAINER_PATHS: &[&str] = &["/", "/.lattice", "/proc", "/sys", "/dev"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -60,7 +103,7 @@ impl ValidationErrors {
     }
 }
 
-/// A guid: 1–255 characters of a-z, A-Z, 0-9, `_` and `-`.
+/// A guid: 1–[`MAX_GUID_LEN`] characters of a-z, A-Z, 0-9, `_` and `-`.
 pub fn check_guid(errs: &mut ValidationErrors, field: &str, v: &str) {
     if v.is_empty() {
         errs.add(field, "is required");
@@ -94,6 +137,65 @@ fn check_non_negative(errs: &mut ValidationErrors, field: &str, v: i32) {
     }
 }
 
+/// `0 <= v <= max`.
+fn check_count(errs: &mut ValidationErrors, field: &str, v: i32, max: i32) {
+    if v < 0 {
+        errs.add(field, "must be >= 0");
+    } else if v > max {
+        errs.add(field, format!("must be at most {max} (got {v})"));
+    }
+}
+
+/// At most `max` entries (or bytes: `unit`).
+fn check_len(errs: &mut ValidationErrors, field: &str, len: usize, max: usize, unit: &str) {
+    if len > max {
+        errs.add(field, format!("must have at most {max} {unit} (got {len})"));
+    }
+}
+
+/// What a whole definition may add up to, counted while its parts are checked.
+#[derive(Default)]
+struct Budget {
+    actions: usize,
+    exec_bytes: usize,
+}
+
+impl Budget {
+    /// One string handed to `execve` (with its NUL).
+    fn exec_string(&mut self, errs: &mut ValidationErrors, field: &str, len: usize) {
+        let len = len + 1;
+        self.exec_bytes += len;
+        if len > MAX_EXEC_STRING_BYTES {
+            errs.add(
+                field,
+                format!(
+                    "must be shorter than {MAX_EXEC_STRING_BYTES} bytes (got {}): the kernel refuses longer arguments and environment strings",
+                    len - 1
+                ),
+            );
+        }
+    }
+
+    fn finish(self, errs: &mut ValidationErrors) {
+        if self.exec_bytes > MAX_EXEC_BYTES {
+            errs.add(
+                "env",
+                format!(
+                    "the environment, paths and arguments of every Run together must be at most {MAX_EXEC_BYTES} bytes (got {})",
+                    self.exec_bytes
+                ),
+            );
+        }
+    }
+}
+
+/// `log_guid`, `log_source`, `metrics_guid`.
+fn check_names(errs: &mut ValidationErrors, names: [(&str, &str); 3]) {
+    for (field, v) in names {
+        check_len(errs, field, v.len(), MAX_NAME_BYTES, "bytes");
+    }
+}
+
 fn check_cpu_weight(errs: &mut ValidationErrors, v: u32) {
     if !(1..=100).contains(&v) {
         errs.add("cpu_weight", "must be between 1 and 100");
@@ -112,12 +214,46 @@ fn check_annotation(errs: &mut ValidationErrors, v: &str) {
     }
 }
 
-fn check_env(errs: &mut ValidationErrors, field: &str, env: &[crate::models::EnvironmentVariable]) {
+fn check_env(
+    errs: &mut ValidationErrors,
+    field: &str,
+    env: &[crate::models::EnvironmentVariable],
+    budget: &mut Budget,
+) {
+    check_len(errs, field, env.len(), MAX_ENV_VARS, "variables");
     for (i, e) in env.iter().enumerate() {
         if e.name.is_empty() || e.name.contains('=') || e.name.contains('\0') {
             errs.add(
                 format!("{field}[{i}].name"),
                 "must be non-empty and contain no '=' or NUL",
+            );
+        }
+        if e.value.contains('\0') {
+            errs.add(format!("{field}[{i}].value"), "must not contain NUL");
+        }
+        // Exec'd as `NAME=VALUE`.
+        let len = e.name.len() + 1 + e.value.len();
+        budget.exec_string(errs, &format!("{field}[{i}].value"), len);
+    }
+}
+
+/// A Run's path, arguments, env and limits.
+fn check_run(
+    errs: &mut ValidationErrors,
+    field: &str,
+    r: &crate::models::RunAction,
+    budget: &mut Budget,
+) {
+    budget.exec_string(errs, &format!("{field}.path"), r.path.len());
+    for (i, a) in r.args.iter().enumerate() {
+        budget.exec_string(errs, &format!("{field}.args[{i}]"), a.len());
+    }
+    check_env(errs, &format!("{field}.env"), &r.env, budget);
+    if let Some(n) = r.resource_limits.as_ref().and_then(|l| l.nofile) {
+        if n > MAX_NOFILE {
+            errs.add(
+                format!("{field}.resource_limits.nofile"),
+                format!("must be at most {MAX_NOFILE} (got {n})"),
             );
         }
     }
@@ -139,14 +275,55 @@ fn check_routes(errs: &mut ValidationErrors, routes: &std::collections::HashMap<
 }
 
 fn check_placement_tags(errs: &mut ValidationErrors, tags: &[String]) {
+    check_len(
+        errs,
+        "placement_tags",
+        tags.len(),
+        MAX_PLACEMENT_TAGS,
+        "tags",
+    );
     for (i, t) in tags.iter().enumerate() {
         if t.trim().is_empty() {
             errs.add(format!("placement_tags[{i}]"), "must not be empty");
         }
+        check_len(
+            errs,
+            &format!("placement_tags[{i}]"),
+            t.len(),
+            MAX_TAG_BYTES,
+            "bytes",
+        );
     }
 }
 
+/// The reserved path (see [`RESERVED_CONTAINER_PATHS`]) that an absolute path without
+/// `..` is, or lies under.
+pub fn reserved_container_path(path: &str) -> Option<&'static str> {
+    let parts = |p: &str| -> Vec<String> {
+        p.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_string)
+            .collect()
+    };
+    let want = parts(path);
+    RESERVED_CONTAINER_PATHS.iter().copied().find(|r| {
+        let r = parts(r);
+        if r.is_empty() {
+            want.is_empty()
+        } else {
+            want.starts_with(&r)
+        }
+    })
+}
+
 fn check_volume_mounts(errs: &mut ValidationErrors, mounts: &[VolumeMount]) {
+    check_len(
+        errs,
+        "volume_mounts",
+        mounts.len(),
+        MAX_VOLUME_MOUNTS,
+        "mounts",
+    );
     let mut paths = std::collections::HashSet::new();
     for (i, m) in mounts.iter().enumerate() {
         let f = format!("volume_mounts[{i}]");
@@ -168,16 +345,42 @@ fn check_volume_mounts(errs: &mut ValidationErrors, mounts: &[VolumeMount]) {
         if !m.driver.is_empty() && m.driver != "local" {
             errs.add(format!("{f}.driver"), "only the \"local\" driver exists");
         }
-        if !m.container_path.starts_with('/') {
+        let path = &m.container_path;
+        if !path.starts_with('/') {
             errs.add(format!("{f}.container_path"), "must be an absolute path");
-        } else if !paths.insert(m.container_path.as_str()) {
+        } else if path.split('/').any(|c| c == "..") || path.len() > 4096 {
+            errs.add(
+                format!("{f}.container_path"),
+                "must have no '..' and at most 4096 bytes",
+            );
+        } else if let Some(r) = reserved_container_path(path) {
+            errs.add(
+                format!("{f}.container_path"),
+                format!("{path:?} is reserved ({r} belongs to the container's runtime); mount the volume elsewhere, e.g. /data"),
+            );
+        } else if !paths.insert(path.trim_end_matches('/')) {
             errs.add(format!("{f}.container_path"), "is mounted twice");
         }
     }
 }
 
 fn check_egress(errs: &mut ValidationErrors, rules: &[SecurityGroupRule]) {
+    check_len(errs, "egress_rules", rules.len(), MAX_EGRESS_RULES, "rules");
     for (i, r) in rules.iter().enumerate() {
+        check_len(
+            errs,
+            &format!("egress_rules[{i}].destinations"),
+            r.destinations.len(),
+            MAX_RULE_ENTRIES,
+            "entries",
+        );
+        check_len(
+            errs,
+            &format!("egress_rules[{i}].ports"),
+            r.ports.len(),
+            MAX_RULE_ENTRIES,
+            "entries",
+        );
         if !matches!(r.protocol.as_str(), "tcp" | "udp" | "icmp" | "all") {
             errs.add(
                 format!("egress_rules[{i}].protocol"),
@@ -206,25 +409,33 @@ fn check_port(errs: &mut ValidationErrors, field: &str, p: u32) {
 
 /// The main action: like [`check_action`], except that with an image rootfs (`oci:`,
 /// `docker://`) a lone Run may leave `path` empty to run the image's entrypoint and cmd.
-fn check_main_action(errs: &mut ValidationErrors, a: &Action, rootfs: &str) {
+fn check_main_action(errs: &mut ValidationErrors, a: &Action, rootfs: &str, budget: &mut Budget) {
     let image = matches!(
         RootFs::parse(rootfs),
         Ok(RootFs::Oci { .. } | RootFs::Docker { .. })
     );
     match &a.action {
         Some(action::Action::Run(r)) if image && r.path.is_empty() => {
-            check_env(errs, "action.run.env", &r.env)
+            check_run(errs, "action.run", r, budget)
         }
-        _ => check_action(errs, "action", a),
+        _ => check_action_at(errs, "action", a, 0, budget),
     }
 }
 
 /// Validate an action tree (`field` is where it sits, e.g. "action" or "setup").
 pub fn check_action(errs: &mut ValidationErrors, field: &str, a: &Action) {
-    check_action_at(errs, field, a, 0)
+    let mut budget = Budget::default();
+    check_action_at(errs, field, a, 0, &mut budget);
+    budget.finish(errs);
 }
 
-fn check_action_at(errs: &mut ValidationErrors, field: &str, a: &Action, depth: usize) {
+fn check_action_at(
+    errs: &mut ValidationErrors,
+    field: &str,
+    a: &Action,
+    depth: usize,
+    budget: &mut Budget,
+) {
     if depth > MAX_ACTION_DEPTH {
         errs.add(
             field,
@@ -232,11 +443,30 @@ fn check_action_at(errs: &mut ValidationErrors, field: &str, a: &Action, depth: 
         );
         return;
     }
-    let inner = |errs: &mut ValidationErrors, name: &str, sub: &Option<Box<Action>>| match sub {
+    budget.actions += 1;
+    if budget.actions > MAX_ACTIONS {
+        if budget.actions == MAX_ACTIONS + 1 {
+            errs.add(
+                field,
+                format!("a definition may hold at most {MAX_ACTIONS} actions"),
+            );
+        }
+        return;
+    }
+    let inner = |errs: &mut ValidationErrors,
+                 budget: &mut Budget,
+                 name: &str,
+                 sub: &Option<Box<Action>>| match sub {
         None => errs.add(format!("{field}.{name}.action"), "is required"),
-        Some(s) => check_action_at(errs, &format!("{field}.{name}.action"), s, depth + 1),
+        Some(s) => check_action_at(
+            errs,
+            &format!("{field}.{name}.action"),
+            s,
+            depth + 1,
+            budget,
+        ),
     };
-    let list = |errs: &mut ValidationErrors, name: &str, subs: &[Action]| {
+    let list = |errs: &mut ValidationErrors, budget: &mut Budget, name: &str, subs: &[Action]| {
         if subs.is_empty() {
             errs.add(
                 format!("{field}.{name}.actions"),
@@ -244,14 +474,15 @@ fn check_action_at(errs: &mut ValidationErrors, field: &str, a: &Action, depth: 
             );
         }
         for (i, s) in subs.iter().enumerate() {
-            check_action_at(errs, &format!("{field}.{name}.actions[{i}]"), s, depth + 1);
+            let f = format!("{field}.{name}.actions[{i}]");
+            check_action_at(errs, &f, s, depth + 1, budget);
         }
     };
     match &a.action {
         None => errs.add(field, "must be one of run, download, upload, timeout, emit_progress, try, parallel, serial, codependent"),
         Some(action::Action::Run(r)) => {
             check_required(errs, &format!("{field}.run.path"), &r.path);
-            check_env(errs, &format!("{field}.run.env"), &r.env);
+            check_run(errs, &format!("{field}.run"), r, budget);
         }
         Some(action::Action::Download(d)) => {
             check_required(errs, &format!("{field}.download.from"), &d.from);
@@ -270,20 +501,27 @@ fn check_action_at(errs: &mut ValidationErrors, field: &str, a: &Action, depth: 
             check_required(errs, &format!("{field}.upload.to"), &u.to);
         }
         Some(action::Action::Timeout(t)) => {
-            inner(errs, "timeout", &t.action);
+            inner(errs, budget, "timeout", &t.action);
             if t.timeout <= 0 {
                 errs.add(format!("{field}.timeout.timeout"), "must be > 0 (nanoseconds)");
             }
         }
-        Some(action::Action::EmitProgress(e)) => inner(errs, "emit_progress", &e.action),
-        Some(action::Action::Try(t)) => inner(errs, "try", &t.action),
-        Some(action::Action::Parallel(p)) => list(errs, "parallel", &p.actions),
-        Some(action::Action::Serial(s)) => list(errs, "serial", &s.actions),
-        Some(action::Action::Codependent(c)) => list(errs, "codependent", &c.actions),
+        Some(action::Action::EmitProgress(e)) => inner(errs, budget, "emit_progress", &e.action),
+        Some(action::Action::Try(t)) => inner(errs, budget, "try", &t.action),
+        Some(action::Action::Parallel(p)) => list(errs, budget, "parallel", &p.actions),
+        Some(action::Action::Serial(s)) => list(errs, budget, "serial", &s.actions),
+        Some(action::Action::Codependent(c)) => list(errs, budget, "codependent", &c.actions),
     }
 }
 
 fn check_health(errs: &mut ValidationErrors, cd: &CheckDefinition) {
+    check_len(
+        errs,
+        "check_definition.checks",
+        cd.checks.len(),
+        MAX_CHECKS,
+        "checks",
+    );
     for (i, c) in cd.checks.iter().enumerate() {
         match &c.check {
             None => errs.add(
@@ -314,31 +552,42 @@ fn check_health(errs: &mut ValidationErrors, cd: &CheckDefinition) {
 
 pub fn validate_desired_lrp(d: &DesiredLrp) -> Result<(), ValidationErrors> {
     let mut e = ValidationErrors::default();
+    let mut budget = Budget::default();
     check_guid(&mut e, "process_guid", &d.process_guid);
     check_required(&mut e, "domain", &d.domain);
     check_rootfs(&mut e, &d.rootfs);
-    check_non_negative(&mut e, "instances", d.instances);
+    check_count(&mut e, "instances", d.instances, MAX_INSTANCES);
     match &d.action {
         None => e.add("action", "is required"),
-        Some(a) => check_main_action(&mut e, a, &d.rootfs),
+        Some(a) => check_main_action(&mut e, a, &d.rootfs, &mut budget),
     }
     if let Some(a) = &d.setup {
-        check_action(&mut e, "setup", a);
+        check_action_at(&mut e, "setup", a, 0, &mut budget);
     }
     if let Some(a) = &d.monitor {
-        check_action(&mut e, "monitor", a);
+        check_action_at(&mut e, "monitor", a, 0, &mut budget);
     }
     if let Some(cd) = &d.check_definition {
         check_health(&mut e, cd);
     }
-    check_env(&mut e, "env", &d.env);
+    check_env(&mut e, "env", &d.env, &mut budget);
+    budget.finish(&mut e);
+    check_len(&mut e, "ports", d.ports.len(), MAX_PORTS, "ports");
     for (i, p) in d.ports.iter().enumerate() {
         check_port(&mut e, &format!("ports[{i}]"), *p);
     }
     check_routes(&mut e, &d.routes);
-    check_non_negative(&mut e, "memory_mb", d.memory_mb);
-    check_non_negative(&mut e, "disk_mb", d.disk_mb);
-    check_non_negative(&mut e, "max_pids", d.max_pids);
+    check_count(&mut e, "memory_mb", d.memory_mb, MAX_MEMORY_MB);
+    check_count(&mut e, "disk_mb", d.disk_mb, MAX_DISK_MB);
+    check_count(&mut e, "max_pids", d.max_pids, MAX_PIDS);
+    check_names(
+        &mut e,
+        [
+            ("log_guid", &d.log_guid),
+            ("log_source", &d.log_source),
+            ("metrics_guid", &d.metrics_guid),
+        ],
+    );
     check_cpu_weight(&mut e, d.cpu_weight);
     check_placement_tags(&mut e, &d.placement_tags);
     check_volume_mounts(&mut e, &d.volume_mounts);
@@ -350,7 +599,7 @@ pub fn validate_desired_lrp(d: &DesiredLrp) -> Result<(), ValidationErrors> {
 pub fn validate_desired_lrp_update(u: &DesiredLrpUpdate) -> Result<(), ValidationErrors> {
     let mut e = ValidationErrors::default();
     if let Some(i) = u.instances {
-        check_non_negative(&mut e, "instances", i);
+        check_count(&mut e, "instances", i, MAX_INSTANCES);
     }
     if u.has_routes {
         check_routes(&mut e, &u.routes);
@@ -367,17 +616,27 @@ pub fn validate_task(
     d: &TaskDefinition,
 ) -> Result<(), ValidationErrors> {
     let mut e = ValidationErrors::default();
+    let mut budget = Budget::default();
     check_guid(&mut e, "task_guid", task_guid);
     check_required(&mut e, "domain", domain);
     check_rootfs(&mut e, &d.rootfs);
     match &d.action {
         None => e.add("action", "is required"),
-        Some(a) => check_main_action(&mut e, a, &d.rootfs),
+        Some(a) => check_main_action(&mut e, a, &d.rootfs, &mut budget),
     }
-    check_env(&mut e, "env", &d.env);
-    check_non_negative(&mut e, "memory_mb", d.memory_mb);
-    check_non_negative(&mut e, "disk_mb", d.disk_mb);
-    check_non_negative(&mut e, "max_pids", d.max_pids);
+    check_env(&mut e, "env", &d.env, &mut budget);
+    budget.finish(&mut e);
+    check_count(&mut e, "memory_mb", d.memory_mb, MAX_MEMORY_MB);
+    check_count(&mut e, "disk_mb", d.disk_mb, MAX_DISK_MB);
+    check_count(&mut e, "max_pids", d.max_pids, MAX_PIDS);
+    check_names(
+        &mut e,
+        [
+            ("log_guid", &d.log_guid),
+            ("log_source", &d.log_source),
+            ("metrics_guid", &d.metrics_guid),
+        ],
+    );
     check_cpu_weight(&mut e, d.cpu_weight);
     check_annotation(&mut e, &d.annotation);
     check_placement_tags(&mut e, &d.placement_tags);
@@ -392,6 +651,8 @@ pub fn validate_task(
     }
     if !d.result_file.is_empty() && !d.result_file.starts_with('/') {
         e.add("result_file", "must be an absolute path");
+    } else {
+        check_len(&mut e, "result_file", d.result_file.len(), 4096, "bytes");
     }
     e.into_result()
 }
@@ -434,6 +695,34 @@ mod tests {
                 path: path.into(),
                 ..Default::default()
             })),
+        }
+    }
+
+    fn run_action(path: &str) -> RunAction {
+        RunAction {
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    fn as_action(r: RunAction) -> Action {
+        Action {
+            action: Some(action::Action::Run(r)),
+        }
+    }
+
+    fn env(name: &str, value: &str) -> EnvironmentVariable {
+        EnvironmentVariable {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    fn mount(path: &str) -> VolumeMount {
+        VolumeMount {
+            volume: "v".into(),
+            container_path: path.into(),
+            ..Default::default()
         }
     }
 
@@ -521,6 +810,105 @@ mod tests {
                 "env[0].name",
             ),
             (|d| d.placement_tags = vec!["".into()], "placement_tags[0]"),
+            (|d| d.instances = MAX_INSTANCES + 1, "instances"),
+            (|d| d.instances = 1_000_000_000, "instances"),
+            (
+                |d| d.process_guid = "x".repeat(MAX_GUID_LEN + 1),
+                "process_guid",
+            ),
+            (|d| d.memory_mb = MAX_MEMORY_MB + 1, "memory_mb"),
+            (|d| d.disk_mb = MAX_DISK_MB + 1, "disk_mb"),
+            (|d| d.max_pids = MAX_PIDS + 1, "max_pids"),
+            (|d| d.ports = (1..=MAX_PORTS as u32 + 1).collect(), "ports"),
+            (|d| d.log_guid = "l".repeat(256), "log_guid"),
+            (
+                |d| d.placement_tags = vec!["t".into(); MAX_PLACEMENT_TAGS + 1],
+                "placement_tags",
+            ),
+            (
+                |d| d.placement_tags = vec!["t".repeat(256)],
+                "placement_tags[0]",
+            ),
+            (
+                |d| d.env = vec![env("BIG", &"v".repeat(1 << 20))],
+                "env[0].value",
+            ),
+            (|d| d.env = vec![env("A", "x\0y")], "env[0].value"),
+            (|d| d.env = vec![env("A", "1"); MAX_ENV_VARS + 1], "env"),
+            (|d| d.env = vec![env("A", &"v".repeat(100_000)); 11], "env"),
+            (
+                |d| {
+                    let mut r = run_action("/bin/x");
+                    r.args = vec!["a".repeat(MAX_EXEC_STRING_BYTES)];
+                    d.action = Some(as_action(r));
+                },
+                "action.run.args[0]",
+            ),
+            (
+                |d| {
+                    let mut r = run_action("/bin/x");
+                    r.resource_limits = Some(crate::models::ResourceLimits {
+                        nofile: Some(MAX_NOFILE + 1),
+                    });
+                    d.setup = Some(as_action(r));
+                },
+                "setup.run.resource_limits.nofile",
+            ),
+            (
+                |d| {
+                    d.action = Some(Action {
+                        action: Some(action::Action::Parallel(crate::models::ParallelAction {
+                            actions: vec![run("/bin/true"); MAX_ACTIONS + 1],
+                            log_source: String::new(),
+                        })),
+                    })
+                },
+                "action.parallel.actions[1023]",
+            ),
+            (
+                |d| d.volume_mounts = vec![mount("/.lattice")],
+                "volume_mounts[0].container_path",
+            ),
+            (
+                |d| d.volume_mounts = vec![mount("/.lattice/pause")],
+                "volume_mounts[0].container_path",
+            ),
+            (
+                |d| d.volume_mounts = vec![mount("//.lattice/")],
+                "volume_mounts[0].container_path",
+            ),
+            (
+                |d| d.volume_mounts = vec![mount("/./.lattice")],
+                "volume_mounts[0].container_path",
+            ),
+            (
+                |d| d.volume_mounts = vec![mount("/a/../.lattice")],
+                "volume_mounts[0].container_path",
+            ),
+            (
+                |d| d.volume_mounts = vec![mount("/")],
+                "volume_mounts[0].container_path",
+            ),
+            (
+                |d| d.volume_mounts = vec![mount("/proc")],
+                "volume_mounts[0].container_path",
+            ),
+            (
+                |d| d.volume_mounts = vec![mount("/dev/shm")],
+                "volume_mounts[0].container_path",
+            ),
+            (
+                |d| d.volume_mounts = vec![mount("/data"), mount("/data/")],
+                "volume_mounts[1].container_path",
+            ),
+            (
+                |d| {
+                    d.volume_mounts = (0..=MAX_VOLUME_MOUNTS)
+                        .map(|i| mount(&format!("/v{i}")))
+                        .collect()
+                },
+                "volume_mounts",
+            ),
             (
                 |d| {
                     d.volume_mounts = vec![VolumeMount {
@@ -543,6 +931,71 @@ mod tests {
             let msg = validate_desired_lrp(&d).unwrap_err().to_string();
             assert!(msg.contains(&format!("invalid field {field}")), "{msg}");
         }
+    }
+
+    #[test]
+    fn counts_and_sizes_at_their_limits_pass() {
+        let mut d = lrp();
+        d.instances = MAX_INSTANCES;
+        d.process_guid = "p".repeat(MAX_GUID_LEN);
+        d.memory_mb = MAX_MEMORY_MB;
+        d.disk_mb = MAX_DISK_MB;
+        d.max_pids = MAX_PIDS;
+        d.ports = (1..=MAX_PORTS as u32).collect();
+        // NAME=VALUE and its NUL: exactly the kernel's limit.
+        d.env = vec![env("A", &"v".repeat(MAX_EXEC_STRING_BYTES - 3))];
+        d.volume_mounts = vec![mount("/data"), mount("/.latticex"), mount("/srv/proc")];
+        validate_desired_lrp(&d).unwrap();
+        // The longest guid that runs: the cell's namespace `lattice-GUID` is a file name.
+        assert!("lattice-".len() + MAX_GUID_LEN <= 255);
+        let def = TaskDefinition {
+            rootfs: "preloaded:busybox".into(),
+            action: Some(run("/bin/true")),
+            cpu_weight: 1,
+            ..Default::default()
+        };
+        validate_task(&"t".repeat(MAX_GUID_LEN), "d", &def).unwrap();
+        let e = validate_task(&"t".repeat(MAX_GUID_LEN + 1), "d", &def).unwrap_err();
+        assert!(e.to_string().contains("at most 200 characters"), "{e}");
+        let mut big = def.clone();
+        big.env = vec![env("BIG", &"v".repeat(1 << 20))];
+        let e = validate_task("t", "d", &big).unwrap_err().to_string();
+        assert!(e.contains("invalid field env[0].value"), "{e}");
+        assert!(e.contains("kernel refuses"), "{e}");
+        let mut vol = def;
+        vol.volume_mounts = vec![mount("/.lattice")];
+        let e = validate_task("t", "d", &vol).unwrap_err().to_string();
+        assert!(e.contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn reserved_paths_are_found_however_written() {
+        for (p, r) in [
+            ("/", Some("/")),
+            ("//", Some("/")),
+            ("/.lattice", Some("/.lattice")),
+            ("/.lattice/pause", Some("/.lattice")),
+            ("/./.lattice//x/", Some("/.lattice")),
+            ("/proc/sys", Some("/proc")),
+            ("/sys", Some("/sys")),
+            ("/dev", Some("/dev")),
+            ("/data", None),
+            ("/.lattice2", None),
+            ("/devices", None),
+        ] {
+            assert_eq!(reserved_container_path(p), r, "{p}");
+        }
+    }
+
+    #[test]
+    fn an_update_is_bounded_too() {
+        let e = validate_desired_lrp_update(&DesiredLrpUpdate {
+            instances: Some(1_000_000_000),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.fields(), vec!["instances"]);
+        assert!(e.to_string().contains("at most 10000"), "{e}");
     }
 
     #[test]
