@@ -8,7 +8,8 @@ set -euo pipefail
 # musl-tools: the containers' init (pause) is linked against musl: a 20 KB static binary
 # that execs ~0.5 ms faster than one linked statically against glibc.
 # xfsprogs: volumes are XFS images in an XFS pool with reflink (thin, cheap snapshots).
-PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs "$@")
+# nftables: each cell's firewall (containers may not open connections to the cell's host).
+PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 nftables libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs "$@")
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -33,5 +34,6 @@ command -v protoc >/dev/null || { echo "setup: protoc missing after install" >&2
 command -v etcd >/dev/null || { echo "setup: etcd missing after install" >&2; exit 1; }
 command -v docker-registry >/dev/null || { echo "setup: docker-registry missing after install" >&2; exit 1; }
 command -v musl-gcc >/dev/null || { echo "setup: musl-gcc (musl-tools) missing after install" >&2; exit 1; }
+command -v nft >/dev/null || { echo "setup: nft (nftables) missing after install" >&2; exit 1; }
 command -v skopeo >/dev/null || { echo "setup: skopeo missing after install" >&2; exit 1; }
 [ -x /bin/busybox ] || { echo "setup: /bin/busybox (busybox-static) missing after install" >&2; exit 1; }

@@ -22,6 +22,10 @@ pub struct NetworkConfig {
     pub prefix: u8,
     /// Host ports handed out to published container ports (inclusive).
     pub ports: (u16, u16),
+    /// The host address published ports listen on (the cell's address), never every
+    /// interface: apps are reached through it or the router, not on every address of
+    /// the host.
+    pub publish_ip: std::net::IpAddr,
 }
 
 impl Default for NetworkConfig {
@@ -31,6 +35,17 @@ impl Default for NetworkConfig {
             gateway: Ipv4Addr::new(10, 254, 0, 1),
             prefix: 16,
             ports: (61000, 61999),
+            publish_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        }
+    }
+}
+
+/// Removes a cell's bridge and its firewall table (what [`Network::new`] made).
+pub fn remove_bridge(bridge: &str) {
+    crate::firewall::remove(bridge);
+    if std::path::Path::new("/sys/class/net").join(bridge).exists() {
+        if let Err(e) = ip(&["link", "del", bridge], None) {
+            tracing::warn!(bridge, "removing the bridge: {e:#}");
         }
     }
 }
@@ -425,7 +440,7 @@ fn default_route(fd: i32, gateway: Ipv4Addr) -> anyhow::Result<()> {
 
 impl Drop for Network {
     fn drop(&mut self) {
-        self.close();
+        self.close(false);
     }
 }
 
@@ -495,6 +510,7 @@ impl Network {
             ip(&["-batch", "-"], Some(&batch))
                 .with_context(|| format!("creating bridge {}", cfg.bridge))?;
         }
+        crate::firewall::install(&cfg.bridge)?;
         forget_dead_spares(&cfg.bridge);
         Ok(Network {
             cfg,
@@ -530,12 +546,16 @@ impl Network {
         self.spare.lock().unwrap().clone()
     }
 
-    /// Removes the spare namespace and makes no more (the cell stops).
-    pub fn close(&self) {
+    /// Removes the spare namespace and makes no more (the cell stops); with no
+    /// container left (`idle`), the bridge and its firewall go too.
+    pub fn close(&self, idle: bool) {
         let mut spare = self.spare.lock().unwrap();
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(path) = spare.take() {
             remove_netns(&path);
+        }
+        if idle {
+            remove_bridge(&self.cfg.bridge);
         }
     }
 
@@ -634,7 +654,7 @@ impl Network {
             // by the process that had it: retry that one briefly.
             let attempts = if want.is_some() { 40 } else { 1 };
             for attempt in 0..attempts {
-                match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
+                match tokio::net::TcpListener::bind((self.cfg.publish_ip, port)).await {
                     Ok(listener) => {
                         let task = tokio::spawn(forward(listener, target));
                         self.forwarders.lock().unwrap().insert(port, task);

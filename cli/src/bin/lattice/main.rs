@@ -51,14 +51,16 @@ struct CellArgs {
     #[arg(long, env = "LATTICE_BBS", default_value = "127.0.0.1:8889")]
     bbs: String,
     /// Where the rep serves gRPC (for the auctioneer) and HTTP (/metrics, /v1/logs/GUID).
-    #[arg(long, env = "LATTICE_CELL_LISTEN", default_value = "0.0.0.0:1800")]
+    /// Loopback by default: give the cell's own address to reach it from other hosts.
+    #[arg(long, env = "LATTICE_CELL_LISTEN", default_value = "127.0.0.1:1800")]
     listen: SocketAddr,
     /// host:port others reach the rep at (default: --listen, with 0.0.0.0 as 127.0.0.1).
     #[arg(long, env = "LATTICE_CELL_ADVERTISE")]
     advertise: Option<String>,
-    /// The address published container ports are reachable at.
+    /// The address published container ports listen on and are reachable at (an IP
+    /// address of this host).
     #[arg(long, env = "LATTICE_CELL_ADDRESS", default_value = "127.0.0.1")]
-    address: String,
+    address: std::net::IpAddr,
     /// The cell's id (default: cell-HOSTNAME).
     #[arg(long, env = "LATTICE_CELL_ID")]
     cell_id: Option<String>,
@@ -271,6 +273,7 @@ async fn start_bbs(a: BbsArgs, logs: LogBuffer) -> anyhow::Result<server::Runnin
         logs,
         blob_dir: a.blob_dir,
         advertise_url: a.advertise_url,
+        api_limits: Default::default(),
     })
     .await
     .context("starting the BBS")
@@ -470,6 +473,7 @@ async fn start_cell(a: &CellArgs) -> anyhow::Result<StartedCell> {
             gateway,
             prefix,
             ports: parse_ports(&a.ports)?,
+            publish_ip: a.address,
         },
         grace: Duration::from_secs(a.grace),
         volume_pool_size: match lattice_specs::volume::parse_size(&a.volume_pool_size)
@@ -498,7 +502,7 @@ async fn start_cell(a: &CellArgs) -> anyhow::Result<StartedCell> {
         &advertise,
     );
     cfg.zone = a.zone.clone();
-    cfg.address = a.address.clone();
+    cfg.address = a.address.to_string();
     cfg.capacity = lattice_specs::rep_api::Resources {
         memory_mb: a.memory_mb,
         disk_mb: a.disk_mb,
