@@ -7,9 +7,9 @@ use std::path::Path;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
     LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder,
-    LinuxSyscallBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
-    RootBuilder, Spec,
+    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
+    LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscallBuilder, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
 };
 
 /// Where the pause binary is mounted inside every container.
@@ -50,8 +50,9 @@ const DEFAULT_CAPS: &[Capability] = &[
 ];
 
 /// Syscalls an unprivileged container may not make (they fail with EPERM): kernel
-/// modules, reboot, clocks, swap, keyrings, BPF and perf, namespaces, mounting, and
-/// process_vm/ptrace across the container. Everything else is allowed.
+/// modules, reboot, clocks, swap, keyrings, BPF and perf, namespaces, mounting,
+/// io_uring (whose operations seccomp cannot see), and process_vm/ptrace across the
+/// container. Everything else is allowed.
 const DENIED_SYSCALLS: &[&str] = &[
     "acct",
     "add_key",
@@ -68,6 +69,9 @@ const DENIED_SYSCALLS: &[&str] = &[
     "get_kernel_syms",
     "init_module",
     "ioperm",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
     "iopl",
     "kcmp",
     "kexec_file_load",
@@ -109,20 +113,62 @@ const DENIED_SYSCALLS: &[&str] = &[
 pub fn default_seccomp() -> LinuxSeccomp {
     LinuxSeccompBuilder::default()
         .default_action(LinuxSeccompAction::ScmpActAllow)
-        .syscalls(vec![LinuxSyscallBuilder::default()
-            .names(
-                DENIED_SYSCALLS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(libc_eperm())
-            .build()
-            .expect("static syscall rule")])
+        .syscalls(vec![
+            LinuxSyscallBuilder::default()
+                .names(
+                    DENIED_SYSCALLS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(libc_eperm())
+                .build()
+                .expect("static syscall rule"),
+            // New namespaces through clone(2) as well as unshare(2): one rule per flag.
+            LinuxSyscallBuilder::default()
+                .names(vec!["clone".to_string()])
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(libc_eperm())
+                .args(
+                    NAMESPACE_FLAGS
+                        .iter()
+                        .map(|f| {
+                            LinuxSeccompArgBuilder::default()
+                                .index(0usize)
+                                .value(*f)
+                                .value_two(*f)
+                                .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+                                .build()
+                                .expect("static clone rule")
+                        })
+                        .collect::<Vec<_>>(),
+                )
+                .build()
+                .expect("static clone rule"),
+            // clone3's flags live in memory seccomp cannot read: callers fall back to
+            // clone (as under Docker's profile).
+            LinuxSyscallBuilder::default()
+                .names(vec!["clone3".to_string()])
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(nix::errno::Errno::ENOSYS as u32)
+                .build()
+                .expect("static clone3 rule"),
+        ])
         .build()
         .expect("static seccomp profile")
 }
+
+/// clone(2) flags that make namespaces.
+const NAMESPACE_FLAGS: [u64; 7] = [
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWCGROUP as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+];
 
 fn libc_eperm() -> u32 {
     nix::errno::Errno::EPERM as u32

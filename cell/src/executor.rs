@@ -28,6 +28,9 @@ static PAUSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pause"));
 /// At most this much of a Task's result file is kept (Diego's limit).
 pub const MAX_RESULT_BYTES: u64 = 10 * 1024;
 
+/// How long reading a Task's result file may take.
+pub const RESULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
     /// Containers, their state and the pause binary live here.
@@ -159,9 +162,10 @@ async fn process_exit(pid: u32, limit: Duration) -> bool {
 
 impl Executor {
     pub fn new(cfg: ExecutorConfig) -> anyhow::Result<Arc<Executor>> {
-        for d in ["containers", "run"] {
-            std::fs::create_dir_all(cfg.data_dir.join(d))
-                .with_context(|| format!("creating {}", cfg.data_dir.join(d).display()))?;
+        // Root's alone: containers' files (setuid binaries among them), their state and
+        // environment are nothing a host user may reach.
+        for d in ["", "containers", "run"] {
+            private_dir(&cfg.data_dir.join(d))?;
         }
         state_on_tmpfs(&cfg.data_dir.join("run"));
         match crate::cgroup::favor_dynamic_changes() {
@@ -470,7 +474,7 @@ impl Executor {
         )?;
         let bundle_dir = dir.join("bundle");
         std::fs::create_dir_all(&bundle_dir)?;
-        std::fs::write(bundle_dir.join("config.json"), serde_json::to_vec(&spec)?)?;
+        write_private(&bundle_dir.join("config.json"), &serde_json::to_vec(&spec)?)?;
 
         let shim_cfg = ShimConfig {
             id: req.handle.clone(),
@@ -485,7 +489,7 @@ impl Executor {
             cgroup,
             binds,
         };
-        std::fs::write(dir.join("shim.json"), serde_json::to_vec(&shim_cfg)?)?;
+        write_private(&dir.join("shim.json"), &serde_json::to_vec(&shim_cfg)?)?;
 
         // The shim and the executor now work side by side (see [`crate::launcher`]):
         // the shim reads its configuration while the rootfs is mounted and the network
@@ -541,16 +545,19 @@ impl Executor {
         if let Some(att) = &info.network {
             self.network.connect(att)?;
         }
-        if rootfs.join("etc").is_dir() {
-            let _ = std::fs::write(
-                rootfs.join("etc/hosts"),
-                format!(
-                    "127.0.0.1 localhost\n::1 localhost\n{} {}\n",
-                    info.ip(),
-                    hostname(info.handle())
-                ),
-            );
-        }
+        // Written inside the container's root: the image's /etc/hosts may be a symlink.
+        let hosts = format!(
+            "127.0.0.1 localhost\n::1 localhost\n{} {}\n",
+            info.ip(),
+            hostname(info.handle())
+        );
+        let _ = crate::inroot::Rooted::new(rootfs, "/etc/hosts")
+            .run(move |p| {
+                if p.parent().is_some_and(Path::is_dir) {
+                    let _ = std::fs::write(p, hosts);
+                }
+            })
+            .await;
         for port in info.request.ports.clone() {
             let host = self
                 .network
@@ -565,7 +572,7 @@ impl Executor {
     fn record(&self, info: &ContainerInfo) -> anyhow::Result<()> {
         let dir = self.dir(info.handle());
         let tmp = dir.join(".container.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(info)?)?;
+        write_private(&tmp, &serde_json::to_vec(info)?)?;
         std::fs::rename(tmp, dir.join("container.json"))?;
         Ok(())
     }
@@ -610,7 +617,8 @@ impl Executor {
     /// container's state is left in it.
     pub fn close(&self) {
         self.launcher.close();
-        self.network.close();
+        let idle = self.containers.lock().unwrap().is_empty() && self.on_disk().is_empty();
+        self.network.close(idle);
         self.trash.close();
         let run = self.cfg.data_dir.join("run");
         if rootfs::is_mounted(&run) && std::fs::read_dir(&run).is_ok_and(|mut d| d.next().is_none())
@@ -765,13 +773,25 @@ impl Executor {
         self.containers.lock().unwrap().get(handle).cloned()
     }
 
-    /// Reads up to [`MAX_RESULT_BYTES`] of a file in the container (a Task's result).
-    pub fn read_file(&self, handle: &str, path: &str) -> anyhow::Result<String> {
+    /// Reads up to [`MAX_RESULT_BYTES`] of a regular file in the container (a Task's
+    /// result), resolved inside the container's root, off the async runtime and within
+    /// [`RESULT_READ_TIMEOUT`]: a FIFO, a device or a symlink out of the container is
+    /// refused with an error, never waited on or followed.
+    pub async fn read_file(&self, handle: &str, path: &str) -> anyhow::Result<String> {
         use std::io::Read;
-        let p = shim::resolve_in_root(&self.rootfs_dir(handle), path);
-        let f = std::fs::File::open(&p).with_context(|| format!("reading result file {path}"))?;
-        let mut buf = Vec::new();
-        f.take(MAX_RESULT_BYTES).read_to_end(&mut buf)?;
+        let file = crate::inroot::Rooted::new(self.rootfs_dir(handle), path);
+        let read = file.run(|p| -> std::io::Result<Vec<u8>> {
+            let mut buf = Vec::new();
+            crate::inroot::open_regular(p)?
+                .take(MAX_RESULT_BYTES)
+                .read_to_end(&mut buf)?;
+            Ok(buf)
+        });
+        let buf = tokio::time::timeout(RESULT_READ_TIMEOUT, read)
+            .await
+            .map_err(|_| anyhow::anyhow!("reading result file {path}: timed out"))?
+            .and_then(|r| r)
+            .with_context(|| format!("reading result file {path}"))?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 
@@ -788,6 +808,27 @@ impl Executor {
     pub fn disk_bytes(&self, handle: &str) -> u64 {
         dir_size(&self.dir(handle).join("upper"))
     }
+}
+
+/// Creates `dir` (and its parents) and makes it root's alone (0700).
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))
+}
+
+/// Writes a file only root may read (0600): it holds a container's environment.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(data)
 }
 
 fn dir_size(p: &Path) -> u64 {

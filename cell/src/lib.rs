@@ -6,8 +6,11 @@
 pub mod bundle;
 pub mod cgroup;
 pub mod executor;
+pub mod firewall;
 pub mod image;
+pub mod inroot;
 pub mod launcher;
+pub mod loglines;
 pub mod logs;
 pub mod metrics;
 pub mod monitor;

@@ -70,7 +70,8 @@ impl Logs {
         let sock = tokio::net::UnixDatagram::bind(socket)?;
         let logs = self.clone();
         Ok(tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
+            // A line of MAX_LINE bytes, JSON-escaped, fits.
+            let mut buf = vec![0u8; 256 * 1024];
             loop {
                 let Ok(n) = sock.recv(&mut buf).await else {
                     continue;

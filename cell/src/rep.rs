@@ -917,7 +917,7 @@ impl Rep {
             if !asked_to_stop {
                 let mut result = String::new();
                 if !failed && !result_file.is_empty() {
-                    match self.exec.read_file(&guid, &result_file) {
+                    match self.exec.read_file(&guid, &result_file).await {
                         Ok(r) => result = r,
                         Err(e) => {
                             failed = true;

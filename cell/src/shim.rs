@@ -16,14 +16,16 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use lattice_specs::models::{self, action::Action as A};
+
+use crate::inroot::Rooted;
+use crate::loglines::{dropped_message, Admit, LineSplitter, LogSender, RateLimit};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
@@ -32,7 +34,6 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
-use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 /// What the executor tells the shim (`DIR/shim.json`).
@@ -64,9 +65,10 @@ pub struct ShimConfig {
 }
 
 impl ShimConfig {
-    /// Where the container's `path` is on the host (inside a bound volume when it is
-    /// under one), and whether it is read-only there.
-    pub fn host_path(&self, path: &str) -> (PathBuf, bool) {
+    /// Where the container's `path` is: under the root of the deepest volume bound
+    /// over it, or of the container's root filesystem, and whether it is read-only
+    /// there. The path is resolved only inside that root (see [`crate::inroot`]).
+    pub fn host_path(&self, path: &str) -> (Rooted, bool) {
         let parts = |p: &str| -> Vec<String> {
             p.split('/')
                 .filter(|c| !c.is_empty() && *c != ".")
@@ -85,9 +87,9 @@ impl ShimConfig {
         match best {
             Some(b) => {
                 let rest = want[parts(&b.container_path).len()..].join("/");
-                (resolve_in_root(&b.host_path, &rest), b.read_only)
+                (Rooted::new(&b.host_path, &rest), b.read_only)
             }
-            None => (resolve_in_root(&self.rootfs, path), false),
+            None => (Rooted::new(&self.rootfs, path), false),
         }
     }
 }
@@ -223,7 +225,7 @@ fn exec_once(dir: &Path, action: Option<String>) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let ctx = Ctx::new(cfg, None, None);
+    let ctx = Ctx::new(cfg, None, false);
     rt.block_on(run_process(&ctx, &run, CancellationToken::new()))
 }
 
@@ -342,24 +344,35 @@ struct Ctx {
     cfg: ShimConfig,
     /// None for `--exec` runs, which report only their exit status.
     events: Option<Events>,
-    logs: Option<UnixDatagram>,
+    logs: Option<tokio::sync::Mutex<LogSender>>,
+    /// The container's log rate (shared by its stdout and stderr).
+    rate: std::sync::Mutex<RateLimit>,
     grace: Duration,
     /// The container's own process spec (capabilities, no_new_privs), read once:
     /// exec'd processes get what it grants, not the runtime's defaults.
     init_process: Result<oci_spec::runtime::Process, String>,
+    /// The container's seccomp profile: libcontainer drops it for exec'd processes,
+    /// so [`Confined`] applies it to each of them.
+    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 impl Ctx {
-    fn new(cfg: ShimConfig, events: Option<Events>, logs: Option<UnixDatagram>) -> Ctx {
-        let init_process = oci_spec::runtime::Spec::load(cfg.bundle.join("config.json"))
-            .map(|spec| spec.process().clone().unwrap_or_default())
+    fn new(cfg: ShimConfig, events: Option<Events>, logs: bool) -> Ctx {
+        let spec = oci_spec::runtime::Spec::load(cfg.bundle.join("config.json"))
             .map_err(|e| format!("cannot read the container spec: {e}"));
+        let seccomp = spec
+            .as_ref()
+            .ok()
+            .and_then(|s| s.linux().as_ref()?.seccomp().clone());
+        let init_process = spec.map(|spec| spec.process().clone().unwrap_or_default());
         Ctx {
             grace: Duration::from_millis(cfg.grace_ms),
+            logs: logs.then(|| tokio::sync::Mutex::new(LogSender::new(&cfg.log_socket))),
+            rate: std::sync::Mutex::new(RateLimit::new(std::time::Instant::now())),
             cfg,
             events,
-            logs,
             init_process,
+            seccomp,
         }
     }
 
@@ -369,18 +382,60 @@ impl Ctx {
         }
     }
 
-    fn log(&self, source: &str, stream: &str, line: &str) {
-        let Some(sock) = &self.logs else { return };
-        let msg = LogLine {
+    /// Sends a line to the rep, within the container's log rate; past it the line is
+    /// dropped, and the next line sent is preceded by one saying how many were.
+    async fn log(&self, source: &str, stream: &str, line: &str) {
+        let Some(logs) = &self.logs else { return };
+        let admit = self
+            .rate
+            .lock()
+            .unwrap()
+            .admit(line.len(), std::time::Instant::now());
+        match admit {
+            Admit::Drop => return,
+            Admit::SendAfterDropped(n) => {
+                self.send_line(logs, source, "stderr", &dropped_message(n))
+                    .await
+            }
+            Admit::Send => {}
+        }
+        self.send_line(logs, source, stream, line).await;
+    }
+
+    /// Says how many lines the rate limit dropped since the last one sent, if any.
+    async fn log_dropped(&self, source: &str) {
+        let n = self.rate.lock().unwrap().take_dropped();
+        if let (Some(logs), true) = (&self.logs, n > 0) {
+            self.send_line(logs, source, "stderr", &dropped_message(n))
+                .await;
+        }
+    }
+
+    async fn send_line(
+        &self,
+        logs: &tokio::sync::Mutex<LogSender>,
+        source: &str,
+        stream: &str,
+        line: &str,
+    ) {
+        let msg = |stream: &str, line: String| LogLine {
             handle: self.cfg.id.clone(),
             source: source.to_string(),
             stream: stream.to_string(),
-            line: line.to_string(),
+            line,
             time: lattice_specs::now_nanos(),
         };
-        if let Ok(bytes) = serde_json::to_vec(&msg) {
-            // Lossy by design (like loggregator): a rep that is down misses lines.
-            let _ = sock.send_to(&bytes, &self.cfg.log_socket);
+        let Ok(bytes) = serde_json::to_vec(&msg(stream, line.to_string())) else {
+            return;
+        };
+        let mut sender = logs.lock().await;
+        if let Ok(lost) = sender.send(&bytes).await {
+            if lost > 0 {
+                let note = format!("lattice: {lost} log line(s) lost while the cell was down");
+                if let Ok(b) = serde_json::to_vec(&msg("stderr", note)) {
+                    let _ = sender.send(&b).await;
+                }
+            }
         }
     }
 
@@ -394,11 +449,7 @@ impl Ctx {
 }
 
 async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
-    let logs = UnixDatagram::unbound().ok();
-    if let Some(s) = &logs {
-        let _ = s.set_nonblocking(true);
-    }
-    let ctx = Ctx::new(cfg, Some(events), logs);
+    let ctx = Ctx::new(cfg, Some(events), true);
     // The rootfs and the network namespace are there once the executor says so.
     if let Err(e) = await_gate(crate::launcher::READY) {
         ctx.emit(&ShimEvent::CreateFailed {
@@ -714,7 +765,8 @@ fn run_action<'a>(
                             ctx.source(&t.log_source),
                             "stderr",
                             &format!("try: {e} (ignored)"),
-                        );
+                        )
+                        .await;
                     }
                 }
                 if cancel.is_cancelled() {
@@ -742,7 +794,8 @@ fn run_action<'a>(
                     ctx.emit(&ShimEvent::Progress {
                         message: e.start_message.clone(),
                     });
-                    ctx.log(ctx.source(&e.log_source), "stdout", &e.start_message);
+                    ctx.log(ctx.source(&e.log_source), "stdout", &e.start_message)
+                        .await;
                 }
                 let inner = e
                     .action
@@ -754,7 +807,8 @@ fn run_action<'a>(
                             ctx.emit(&ShimEvent::Progress {
                                 message: e.success_message.clone(),
                             });
-                            ctx.log(ctx.source(&e.log_source), "stdout", &e.success_message);
+                            ctx.log(ctx.source(&e.log_source), "stdout", &e.success_message)
+                                .await;
                         }
                         Ok(())
                     }
@@ -764,7 +818,7 @@ fn run_action<'a>(
                         } else {
                             format!("{}: {err}", e.failure_message_prefix)
                         };
-                        ctx.log(ctx.source(&e.log_source), "stderr", &msg);
+                        ctx.log(ctx.source(&e.log_source), "stderr", &msg).await;
                         Err(msg)
                     }
                 }
@@ -803,6 +857,23 @@ fn humantime(d: Duration) -> String {
     }
 }
 
+/// A small text file of the image (its /etc/passwd or /etc/group), read inside its
+/// root: empty when missing, not a regular file, or unreadable; at most 1 MiB.
+fn image_file(rootfs: &Path, path: &str) -> String {
+    use std::io::Read as _;
+    Rooted::new(rootfs, path)
+        .blocking(|p| {
+            let mut s = String::new();
+            crate::inroot::open_regular(p)?
+                .take(1 << 20)
+                .read_to_string(&mut s)?;
+            Ok::<_, std::io::Error>(s)
+        })
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default()
+}
+
 /// A user name or uid in the image's /etc/passwd → (uid, gid).
 pub fn lookup_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
     // `USER[:GROUP]`, each a name or a number, as images and `docker run --user` say it.
@@ -813,7 +884,7 @@ pub fn lookup_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
     let (uid, primary_gid) = if user.is_empty() || user == "root" {
         (0, 0)
     } else {
-        let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+        let passwd = image_file(rootfs, "/etc/passwd");
         let found = passwd.lines().find_map(|line| {
             let f: Vec<&str> = line.split(':').collect();
             if f.len() >= 4 && (f[0] == user || f[2] == user) {
@@ -835,8 +906,7 @@ pub fn lookup_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
         None | Some("") => primary_gid,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => std::fs::read_to_string(rootfs.join("etc/group"))
-                .unwrap_or_default()
+            Err(_) => image_file(rootfs, "/etc/group")
                 .lines()
                 .find_map(|line| {
                     let f: Vec<&str> = line.split(':').collect();
@@ -846,48 +916,6 @@ pub fn lookup_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
         },
     };
     Ok((uid, gid))
-}
-
-/// Resolves `path` (as the container sees it) inside `root`, following symlinks as the
-/// container would: nothing resolves outside `root`.
-pub fn resolve_in_root(root: &Path, path: &str) -> PathBuf {
-    let mut out = PathBuf::new();
-    let mut pending: Vec<String> = path
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .rev()
-        .map(str::to_string)
-        .collect();
-    let mut hops = 0;
-    while let Some(c) = pending.pop() {
-        match c.as_str() {
-            "." => {}
-            ".." => {
-                out.pop();
-            }
-            _ => {
-                let candidate = out.join(&c);
-                match std::fs::read_link(root.join(&candidate)) {
-                    Ok(target) if hops < 40 => {
-                        hops += 1;
-                        let t = target.to_string_lossy().to_string();
-                        if t.starts_with('/') {
-                            out = PathBuf::new();
-                        }
-                        for part in t.split('/').filter(|p| !p.is_empty()).rev() {
-                            pending.push(part.to_string());
-                        }
-                    }
-                    _ => out = candidate,
-                }
-            }
-        }
-    }
-    let clean: PathBuf = out
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .collect();
-    root.join(clean)
 }
 
 /// A process's start time (clock ticks after boot: with the pid, it names one process
@@ -976,17 +1004,44 @@ fn pipe_receiver(fd: OwnedFd) -> std::io::Result<tokio::net::unix::pipe::Receive
     tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
 }
 
+/// Sends a process's output to the log, line by line (lines cut at
+/// [`crate::loglines::MAX_LINE`]); `quiet` reads and discards it.
 async fn forward_lines(ctx: &Ctx, fd: OwnedFd, source: &str, stream: &str, quiet: bool) {
-    let Ok(rx) = pipe_receiver(fd) else {
+    use tokio::io::AsyncReadExt as _;
+    let Ok(mut rx) = pipe_receiver(fd) else {
         return;
     };
-    let mut lines = tokio::io::BufReader::new(rx).split(b'\n');
-    while let Ok(Some(line)) = lines.next_segment().await {
+    let mut splitter = LineSplitter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut lines = Vec::new();
+    loop {
+        // A flood that stops is reported within a second, not at the next line.
+        let n = match tokio::time::timeout(Duration::from_secs(1), rx.read(&mut buf)).await {
+            Err(_) => {
+                ctx.log_dropped(source).await;
+                continue;
+            }
+            Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+        };
+        if n == 0 {
+            splitter.finish(|l| lines.push(String::from_utf8_lossy(l).into_owned()));
+        } else {
+            splitter.push(&buf[..n], |l| {
+                lines.push(String::from_utf8_lossy(l).into_owned())
+            });
+        }
         if !quiet {
-            let text = String::from_utf8_lossy(&line);
-            ctx.log(source, stream, text.trim_end_matches('\r'));
+            for line in lines.drain(..) {
+                ctx.log(source, stream, &line).await;
+            }
+        }
+        lines.clear();
+        if n == 0 {
+            break;
         }
     }
+    ctx.log_dropped(source).await;
 }
 
 /// The process spec of a Run action: its command, environment (the image's and the
@@ -1073,6 +1128,36 @@ struct Started {
     err: OwnedFd,
 }
 
+/// Execs a process into a container under the container's seccomp profile. (The
+/// tenant builder keeps the container's namespaces, capabilities and no_new_privs,
+/// but not its seccomp filter: without this, every process but the init would run
+/// unfiltered.) The filter goes on last, right before the exec.
+#[derive(Clone)]
+struct Confined {
+    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+}
+
+impl libcontainer::workload::Executor for Confined {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        if let Some(profile) = &self.seccomp {
+            libcontainer::seccomp::initialize_seccomp(profile).map_err(|e| {
+                libcontainer::workload::ExecutorError::Other(format!("seccomp: {e}"))
+            })?;
+        }
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
+}
+
 /// Runs one Run action as a process exec'd into the container.
 async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken) -> ActionResult {
     let process = run_spec(ctx, r)?;
@@ -1089,6 +1174,9 @@ async fn run_process(ctx: &Ctx, r: &models::RunAction, cancel: CancellationToken
     let (out_r, out_w) = pipe_pair().map_err(|e| e.to_string())?;
     let (err_r, err_w) = pipe_pair().map_err(|e| e.to_string())?;
     let built = ContainerBuilder::new(ctx.cfg.id.clone(), SyscallType::default())
+        .with_executor(Confined {
+            seccomp: ctx.seccomp.clone(),
+        })
         .with_root_path(&ctx.cfg.state_root)
         .map(|b| {
             b.with_stdin(null_fd().expect("/dev/null"))
@@ -1187,22 +1275,6 @@ fn exec_error(path: &str, err: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resolve_stays_inside_root() {
-        let dir = std::env::temp_dir().join(format!("resolve-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(dir.join("etc")).unwrap();
-        std::os::unix::fs::symlink("/etc/shadow", dir.join("evil")).unwrap();
-        std::os::unix::fs::symlink("../../../../etc", dir.join("etc/up")).unwrap();
-        assert_eq!(resolve_in_root(&dir, "/evil"), dir.join("etc/shadow"));
-        assert_eq!(
-            resolve_in_root(&dir, "/etc/up/passwd"),
-            dir.join("etc/passwd")
-        );
-        assert_eq!(resolve_in_root(&dir, "../../x"), dir.join("x"));
-        assert_eq!(resolve_in_root(&dir, "/a/./b/../c"), dir.join("a/c"));
-        std::fs::remove_dir_all(dir).unwrap();
-    }
 
     #[test]
     fn users_come_from_the_image() {

@@ -67,6 +67,7 @@ pub fn test_network() -> NetworkConfig {
         gateway: std::net::Ipv4Addr::new(10, 253, n as u8, 1),
         prefix: 24,
         ports: (20000 + n as u16 * 40, 20000 + n as u16 * 40 + 39),
+        ..Default::default()
     }
 }
 
@@ -170,9 +171,7 @@ pub fn destroy_all(cfg: ExecutorConfig) {
     .join();
     // Whatever is still mounted under the data dir (a killed cell's volumes and pool).
     crate::volume::unmount_all(&data_dir);
-    let _ = std::process::Command::new("ip")
-        .args(["link", "del", &bridge])
-        .output();
+    crate::network::remove_bridge(&bridge);
 }
 
 /// A Run action.
@@ -189,6 +188,78 @@ pub fn run(path: &str, args: &[&str]) -> models::Action {
 /// `sh -c SCRIPT`.
 pub fn sh(script: &str) -> models::Action {
     run("/bin/sh", &["-c", script])
+}
+
+/// Actions in order.
+pub fn serial(actions: Vec<models::Action>) -> models::Action {
+    models::Action {
+        action: Some(models::action::Action::Serial(models::SerialAction {
+            actions,
+            ..Default::default()
+        })),
+    }
+}
+
+/// A Download action (checked against a sha256 when one is given).
+pub fn download(from: &str, to: &str, sha256: &str) -> models::Action {
+    models::Action {
+        action: Some(models::action::Action::Download(models::DownloadAction {
+            from: from.into(),
+            to: to.into(),
+            checksum_algorithm: if sha256.is_empty() { "" } else { "sha256" }.into(),
+            checksum_value: sha256.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// An Upload action.
+pub fn upload(from: &str, to: &str) -> models::Action {
+    models::Action {
+        action: Some(models::action::Action::Upload(models::UploadAction {
+            from: from.into(),
+            to: to.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A gzip-compressed tar of `files` (name, content), root-owned, mode 0644.
+pub fn tgz_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, body) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_data(&mut h, name, *body).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &b.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
+}
+
+/// An HTTP server on loopback for transfers: `GET /app.tgz` answers `tgz`, and the
+/// body of the last `POST /upload` is kept in the returned buffer.
+pub async fn transfer_server(tgz: Vec<u8>) -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
+    use axum::routing::{get, post};
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let app = axum::Router::new()
+        .route("/app.tgz", get(move || async move { tgz.clone() }))
+        .route(
+            "/upload",
+            post(move |body: bytes::Bytes| async move {
+                *sink.lock().unwrap() = body.to_vec();
+                "ok"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), got)
 }
 
 /// A busybox container request running `action`.

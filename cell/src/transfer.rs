@@ -1,14 +1,17 @@
 //! Download and Upload actions: moving files between a URL and a container's
 //! filesystem, from the host side (paths resolve inside the container's root).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use lattice_specs::models::{DownloadAction, UploadAction};
 use sha2::Digest;
 
-/// Fetches `d.from` and unpacks it (tar, or gzip-compressed tar) into `dest` (the
-/// host path of `d.to`), its checksum (when given) deciding:
+use crate::inroot::{self, InRoot, Rooted};
+
+/// Fetches `d.from` and unpacks it (tar, or gzip-compressed tar) into `dest` (where
+/// `d.to` is: every path under it is resolved inside its root, see [`crate::inroot`]),
+/// its checksum (when given) deciding:
 ///
 /// - into a directory that does not exist yet, the archive is unpacked as it arrives
 ///   (no copy of it is kept); a checksum mismatch or a failed unpack removes the
@@ -16,25 +19,28 @@ use sha2::Digest;
 /// - into an existing directory, the archive is first streamed to a file in `scratch`
 ///   (the container's own filesystem, never a volume) and verified before anything is
 ///   unpacked.
-pub async fn download(dest: PathBuf, scratch: &Path, d: &DownloadAction) -> anyhow::Result<()> {
-    if !dest.exists() {
-        return stream_unpack(&dest, d).await;
+pub async fn download(dest: Rooted, scratch: &Path, d: &DownloadAction) -> anyhow::Result<()> {
+    let exists = dest.run(|p| p.symlink_metadata().is_ok()).await?;
+    if !exists {
+        return stream_unpack(dest, d).await;
     }
     let tmp = scratch.join(format!(
         ".lattice-download-{}",
         uuid::Uuid::new_v4().simple()
     ));
     let result = async {
-        let file = tokio::fs::File::create(&tmp).await?;
-        let digests = fetch(&d.from, Sink::File(file)).await?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        let digests = fetch(&d.from, Sink::File(file.try_clone()?.into())).await?;
         verify(&digests, &d.checksum_algorithm, &d.checksum_value)?;
-        let (tmp2, dest2, to) = (tmp.clone(), dest.clone(), d.to.clone());
-        tokio::task::spawn_blocking(move || {
-            unpack(
-                std::io::BufReader::new(std::fs::File::open(&tmp2)?),
-                &dest2,
-                &to,
-            )
+        let to = d.to.clone();
+        dest.run(move |p| {
+            let mut file = file;
+            std::io::Seek::rewind(&mut file)?;
+            unpack(std::io::BufReader::new(file), p, &to)
         })
         .await?
     }
@@ -43,32 +49,27 @@ pub async fn download(dest: PathBuf, scratch: &Path, d: &DownloadAction) -> anyh
     result
 }
 
-/// Unpacks the body into `dest` on a blocking thread while hashing it here; the
+/// Unpacks the body into `dest` on a thread of its own while hashing it here; the
 /// checksum is judged once the whole body has arrived (a corrupt archive is reported
 /// as a checksum mismatch, its root cause, rather than as whatever the unpacker hit).
-async fn stream_unpack(dest: &Path, d: &DownloadAction) -> anyhow::Result<()> {
+async fn stream_unpack(dest: Rooted, d: &DownloadAction) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
-    let (dest2, to) = (dest.to_path_buf(), d.to.clone());
-    // Until the archive is whole and verified, `dest` goes on any way out: an error,
-    // or the action being cancelled (this future dropped) mid-download.
-    let mut cleanup = RemoveUnlessKept {
-        dest: dest.to_path_buf(),
-        unpacker: None,
-        keep: false,
-    };
-    let unpacker = tokio::task::spawn_blocking(move || {
+    let to = d.to.clone();
+    let unpacker = dest.spawn(move |p| {
         let reader = ChannelReader {
             rx,
             chunk: bytes::Bytes::new(),
         };
         // Dropping the reader (on success or failure) tells the fetch to stop sending.
-        unpack(
-            std::io::BufReader::with_capacity(1 << 20, reader),
-            &dest2,
-            &to,
-        )
-    });
-    cleanup.unpacker = Some(unpacker);
+        unpack(std::io::BufReader::with_capacity(1 << 20, reader), p, &to)
+    })?;
+    // Until the archive is whole and verified, `dest` goes on any way out: an error,
+    // or the action being cancelled (this future dropped) mid-download.
+    let mut cleanup = RemoveUnlessKept {
+        dest,
+        unpacker: Some(unpacker),
+        keep: false,
+    };
     let fetched = fetch(&d.from, Sink::Channel(Some(tx))).await;
     let unpacked = cleanup.unpacker.take().expect("set above").await?;
     let digests = fetched?;
@@ -78,11 +79,11 @@ async fn stream_unpack(dest: &Path, d: &DownloadAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes a download's destination when dropped, unless kept; an unpacker still
-/// running is waited for first.
+/// Removes a download's destination (inside its root) when dropped, unless kept; an
+/// unpacker still running is waited for first.
 struct RemoveUnlessKept {
-    dest: PathBuf,
-    unpacker: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    dest: Rooted,
+    unpacker: Option<InRoot<anyhow::Result<()>>>,
     keep: bool,
 }
 
@@ -93,16 +94,17 @@ impl Drop for RemoveUnlessKept {
         }
         let dest = self.dest.clone();
         let unpacker = self.unpacker.take();
+        let remove = move || {
+            let _ = dest.spawn(|p| std::fs::remove_dir_all(p));
+        };
         match (unpacker, tokio::runtime::Handle::try_current()) {
             (Some(u), Ok(rt)) => {
                 rt.spawn(async move {
                     let _ = u.await;
-                    let _ = std::fs::remove_dir_all(&dest);
+                    remove();
                 });
             }
-            _ => {
-                let _ = std::fs::remove_dir_all(&dest);
-            }
+            _ => remove(),
         }
     }
 }
@@ -221,39 +223,46 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Sends `src` (the host path of `u.from`) to `u.to` with an HTTP POST: a file as it
-/// is, a directory as a gzip-compressed tar made on the fly. Either is streamed, never
-/// held in memory; an error midway aborts the request, so the receiver never sees a
-/// whole body.
-pub async fn upload(src: PathBuf, u: &UploadAction) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(&src).with_context(|| format!("reading {}", u.from))?;
-    let body = if meta.is_dir() {
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
-        let from = u.from.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut w = ChannelWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK),
-            };
-            let made = write_tgz(&src, &mut w);
-            match made {
-                Ok(()) => {
-                    let _ = std::io::Write::flush(&mut w);
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::new(
-                        e.kind(),
-                        format!("archiving {from}: {e}"),
-                    )));
-                }
+/// Sends `src` (where `u.from` is, resolved inside its root) to `u.to` with an HTTP
+/// POST: a regular file as it is, a directory as a gzip-compressed tar made on the fly.
+/// Either is streamed, never held in memory; an error midway aborts the request, so
+/// the receiver never sees a whole body.
+pub async fn upload(src: Rooted, u: &UploadAction) -> anyhow::Result<()> {
+    let from = u.from.clone();
+    let opened = src
+        .run(|p| -> std::io::Result<Option<std::fs::File>> {
+            if p.metadata()?.is_dir() {
+                return Ok(None);
             }
-        });
-        reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-    } else {
-        let f = tokio::fs::File::open(&src)
-            .await
-            .with_context(|| format!("reading {}", u.from))?;
-        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f))
+            inroot::open_regular(p).map(Some)
+        })
+        .await?
+        .with_context(|| format!("reading {from}"))?;
+    let body = match opened {
+        Some(f) => reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(
+            tokio::fs::File::from_std(f),
+        )),
+        None => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
+            src.spawn(move |p| {
+                let mut w = ChannelWriter {
+                    tx: tx.clone(),
+                    buf: Vec::with_capacity(CHUNK),
+                };
+                match write_tgz(p, &mut w) {
+                    Ok(()) => {
+                        let _ = std::io::Write::flush(&mut w);
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(std::io::Error::new(
+                            e.kind(),
+                            format!("archiving {from}: {e}"),
+                        )));
+                    }
+                }
+            })?;
+            reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        }
     };
     reqwest::Client::new()
         .post(&u.to)

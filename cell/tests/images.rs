@@ -54,7 +54,7 @@ async fn run_image(t: &TestExecutor, handle: &str, rootfs: &str) -> Vec<String> 
         _ => unreachable!(),
     }
     assert_eq!(
-        t.exec.read_file(handle, "/tmp/result").unwrap(),
+        t.exec.read_file(handle, "/tmp/result").await.unwrap(),
         "from layer 2\nhi\nnogroup\n/srv\npasswd\n"
     );
     t.exec.destroy(handle).await;
@@ -94,7 +94,7 @@ async fn an_oci_layout_runs_with_its_layers_whiteouts_and_defaults() {
     })
     .await;
     assert_eq!(
-        t.exec.read_file("oci-cmd", "/tmp/result").unwrap(),
+        t.exec.read_file("oci-cmd", "/tmp/result").await.unwrap(),
         "from-cmd\n"
     );
     t.exec.destroy("oci-cmd").await;
