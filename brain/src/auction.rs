@@ -100,11 +100,38 @@ impl Default for AuctionConfig {
     }
 }
 
+/// Why a piece of work was not placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unplaced {
+    /// Some cell could run it, but none has room for it now (or only cells that
+    /// refused it do, or no cell is there to take it at the moment): it waits and is
+    /// tried again later.
+    NoRoom(String),
+    /// No cell could ever run it as the cells are: none offers its rootfs, placement
+    /// tags or volume drivers, or none is big enough even when empty.
+    Incompatible(String),
+}
+
+impl Unplaced {
+    /// What the user is told.
+    pub fn reason(&self) -> &str {
+        match self {
+            Unplaced::NoRoom(r) | Unplaced::Incompatible(r) => r,
+        }
+    }
+}
+
+impl std::fmt::Display for Unplaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
 /// Work placed and work refused, by index into the input work.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
     pub placed: Vec<(usize, usize)>,
-    pub failed: Vec<(usize, String)>,
+    pub failed: Vec<(usize, Unplaced)>,
 }
 
 impl Outcome {
@@ -118,7 +145,7 @@ impl Outcome {
         self.failed
             .iter()
             .find(|(w, _)| *w == work)
-            .map(|(_, r)| r.as_str())
+            .map(|(_, r)| r.reason())
     }
 }
 
@@ -149,19 +176,34 @@ fn quote_list(items: &[String]) -> String {
         .join(", ")
 }
 
-/// Which cells can run work with these constraints, or why none can.
-fn compatible(cells: &[CellView], c: &Constraints) -> Result<Vec<bool>, String> {
+/// Which cells can run work with these constraints, or why none can. No cell at all
+/// (none registered, or every one evacuating) is a matter of waiting, like no room: a
+/// cell whose lease lapsed registers again, an evacuated one is replaced.
+fn compatible(cells: &[CellView], c: &Constraints) -> Result<Vec<bool>, Unplaced> {
     if cells.is_empty() {
-        return Err("found no compatible cell: no cell is registered".into());
+        return Err(Unplaced::NoRoom(
+            "found no compatible cell: no cell is registered".into(),
+        ));
     }
     let live: Vec<bool> = cells.iter().map(|cell| !cell.evacuating).collect();
     if !live.iter().any(|x| *x) {
-        return Err("found no compatible cell: every cell is evacuating".into());
+        return Err(Unplaced::NoRoom(
+            "found no compatible cell: every cell is evacuating".into(),
+        ));
     }
+    compatible_live(cells, &live, c).map_err(Unplaced::Incompatible)
+}
+
+/// [`compatible`] past the live cells (`live`): rootfs, tags, drivers, volumes.
+fn compatible_live(
+    cells: &[CellView],
+    live: &[bool],
+    c: &Constraints,
+) -> Result<Vec<bool>, String> {
     let rootfs = RootFs::parse(&c.rootfs).map_err(|e| e.to_string())?;
     let by_rootfs: Vec<bool> = cells
         .iter()
-        .zip(&live)
+        .zip(live)
         .map(|(cell, l)| *l && offers_rootfs(cell, &rootfs))
         .collect();
     if !by_rootfs.iter().any(|x| *x) {
@@ -241,6 +283,78 @@ fn group(w: &WorkItem) -> u8 {
     }
 }
 
+/// Whether some compatible cell (not avoided) had each resource the work needs.
+#[derive(Debug, Clone, Copy)]
+struct Fits {
+    memory: bool,
+    disk: bool,
+    slot: bool,
+}
+
+/// Why `w` went nowhere: only cells that refused it could take it; or resources
+/// ran short now (work waits: [`Unplaced::NoRoom`]); or no compatible cell is big
+/// enough even empty ([`Unplaced::Incompatible`]: waiting would not help).
+fn why_not(
+    cells: &[CellView],
+    avail: &[Resources],
+    compat: &[bool],
+    w: &WorkItem,
+    avoided: &[usize],
+    fits: Fits,
+) -> Unplaced {
+    if !avoided.is_empty() && !fits.memory && !fits.disk && !fits.slot {
+        // Nothing else was even a candidate: only the cells that refused it could take it.
+        let names: Vec<&str> = avoided.iter().map(|c| cells[*c].cell_id.as_str()).collect();
+        return Unplaced::NoRoom(format!(
+            "{} {} refused the work",
+            if names.len() == 1 { "cell" } else { "cells" },
+            names.join(", ")
+        ));
+    }
+    let mut short: Vec<&str> = vec![];
+    if !fits.memory {
+        short.push("memory");
+    }
+    if !fits.disk {
+        short.push("disk");
+    }
+    if !fits.slot {
+        short.push("containers");
+    }
+    if short.is_empty() {
+        // Each resource exists somewhere, but never all together.
+        short = vec!["memory", "disk", "containers"]
+            .into_iter()
+            .filter(|r| {
+                (0..cells.len()).any(|c| {
+                    compat[c]
+                        && match *r {
+                            "memory" => avail[c].memory_mb < w.memory_mb,
+                            "disk" => avail[c].disk_mb < w.disk_mb,
+                            _ => avail[c].containers < 1,
+                        }
+                })
+            })
+            .collect();
+    }
+    let mut why = format!("insufficient resources: {}", short.join(", "));
+    if let Some((cell_id, volumes)) = &w.constraints.volume_cell {
+        why.push_str(&format!(
+            " on cell {cell_id}, which holds {volumes} (a volume stays on its cell: free room there, or restore a backup into a volume on another cell)"
+        ));
+    }
+    // Room that frees up can only help if some compatible cell is big enough at all.
+    let could_ever_fit = (0..cells.len()).any(|c| {
+        let t = cells[c].total;
+        compat[c] && t.memory_mb >= w.memory_mb && t.disk_mb >= w.disk_mb && t.containers >= 1
+    });
+    if could_ever_fit {
+        Unplaced::NoRoom(why)
+    } else {
+        Unplaced::Incompatible(why)
+    }
+}
+
 /// Place `work` on `cells`.
 pub fn place(cells: &[CellView], work: &[WorkItem], cfg: &AuctionConfig) -> Outcome {
     let n = cells.len();
@@ -290,7 +404,7 @@ pub fn place(cells: &[CellView], work: &[WorkItem], cfg: &AuctionConfig) -> Outc
     let mut order: Vec<usize> = (0..work.len()).collect();
     order.sort_by_key(|&i| (group(&work[i]), Reverse(work[i].memory_mb)));
 
-    let mut compat_cache: HashMap<Arc<Constraints>, Result<Vec<bool>, String>> = HashMap::new();
+    let mut compat_cache: HashMap<Arc<Constraints>, Result<Vec<bool>, Unplaced>> = HashMap::new();
     let mut same_process = vec![0u32; n];
     let mut best = vec![(f64::INFINITY, usize::MAX); zone_count];
     let mut per_zone = vec![0u32; zone_count];
@@ -371,52 +485,13 @@ pub fn place(cells: &[CellView], work: &[WorkItem], cfg: &AuctionConfig) -> Outc
             })
             .map(|z| best[z].1);
         let Some(c) = chosen else {
-            if !avoided.is_empty() && !fits_mem && !fits_disk && !fits_slot {
-                // Nothing else was even a candidate: only the cells that refused it could take it.
-                let names: Vec<&str> = avoided.iter().map(|c| cells[*c].cell_id.as_str()).collect();
-                out.failed.push((
-                    i,
-                    format!(
-                        "{} {} refused the work",
-                        if names.len() == 1 { "cell" } else { "cells" },
-                        names.join(", ")
-                    ),
-                ));
-                continue;
-            }
-            let mut short: Vec<&str> = vec![];
-            if !fits_mem {
-                short.push("memory");
-            }
-            if !fits_disk {
-                short.push("disk");
-            }
-            if !fits_slot {
-                short.push("containers");
-            }
-            if short.is_empty() {
-                // Each resource exists somewhere, but never all together.
-                short = vec!["memory", "disk", "containers"]
-                    .into_iter()
-                    .filter(|r| {
-                        (0..n).any(|c| {
-                            compat[c]
-                                && match *r {
-                                    "memory" => avail[c].memory_mb < w.memory_mb,
-                                    "disk" => avail[c].disk_mb < w.disk_mb,
-                                    _ => avail[c].containers < 1,
-                                }
-                        })
-                    })
-                    .collect();
-            }
-            let mut why = format!("insufficient resources: {}", short.join(", "));
-            if let Some((cell_id, volumes)) = &w.constraints.volume_cell {
-                why.push_str(&format!(
-                    " on cell {cell_id}, which holds {volumes} (a volume stays on its cell: free room there, or restore a backup into a volume on another cell)"
-                ));
-            }
-            out.failed.push((i, why));
+            let fits = Fits {
+                memory: fits_mem,
+                disk: fits_disk,
+                slot: fits_slot,
+            };
+            out.failed
+                .push((i, why_not(cells, &avail, compat, w, &avoided, fits)));
             continue;
         };
         avail[c].memory_mb -= w.memory_mb;
@@ -577,7 +652,10 @@ mod tests {
         let o = place(&cells, &work, &AuctionConfig::default());
         assert_eq!(o.placed.len(), 2);
         assert_eq!(o.failed.len(), 1);
-        assert_eq!(o.failed[0].1, "insufficient resources: memory");
+        assert_eq!(
+            o.failed[0].1,
+            Unplaced::NoRoom("insufficient resources: memory".into())
+        );
     }
 
     #[test]
@@ -780,5 +858,76 @@ mod tests {
             place(&cells, &[split], &cfg).reason_of(0),
             Some("volumes x and y live on different cells")
         );
+    }
+
+    /// Lack of room now means waiting; only what no cell could ever run is refused.
+    #[test]
+    fn work_without_room_now_waits_and_work_no_cell_could_run_does_not() {
+        let mut c = cell("a", "z1", 1000);
+        c.total.containers = 2;
+        c.available.containers = 0;
+        let o = place(
+            std::slice::from_ref(&c),
+            &[task("t", 10)],
+            &AuctionConfig::default(),
+        );
+        assert_eq!(
+            o.failed,
+            [(
+                0,
+                Unplaced::NoRoom("insufficient resources: containers".into())
+            )]
+        );
+        // Bigger than the cell even empty: waiting would not help.
+        let o = place(
+            &[c.clone()],
+            &[task("big", 5000)],
+            &AuctionConfig::default(),
+        );
+        assert_eq!(
+            o.failed,
+            [(
+                0,
+                Unplaced::Incompatible("insufficient resources: memory, containers".into())
+            )]
+        );
+        c.available.containers = 2;
+        c.available.memory_mb = 100;
+        let o = place(&[c.clone()], &[task("t", 500)], &AuctionConfig::default());
+        assert_eq!(
+            o.failed,
+            [(0, Unplaced::NoRoom("insufficient resources: memory".into()))]
+        );
+        // No cell at the moment (a cell whose lease lapsed comes back): waiting.
+        let o = place(&[], &[task("t", 1)], &AuctionConfig::default());
+        assert!(matches!(o.failed[0].1, Unplaced::NoRoom(_)), "{o:?}");
+        // Only cells that refused it could take it: waiting too.
+        let mut w = task("t", 1);
+        w.avoid = vec![0];
+        let o = place(&[c.clone()], &[w], &AuctionConfig::default());
+        assert_eq!(
+            o.failed,
+            [(0, Unplaced::NoRoom("cell a refused the work".into()))]
+        );
+        // No cell offers what it needs: refused.
+        let o = place(
+            &[c],
+            &[WorkItem {
+                constraints: constraints("preloaded:ubuntu", &[]),
+                ..task("t", 1)
+            }],
+            &AuctionConfig::default(),
+        );
+        assert!(matches!(o.failed[0].1, Unplaced::Incompatible(_)), "{o:?}");
+    }
+
+    #[test]
+    fn among_equals_earlier_work_is_placed_first() {
+        let mut c = cell("a", "z1", 1000);
+        c.available.containers = 1;
+        let work = vec![task("older", 10), task("newer", 10)];
+        let o = place(&[c], &work, &AuctionConfig::default());
+        assert_eq!(o.cell_of(0), Some(0));
+        assert!(o.reason_of(1).is_some());
     }
 }

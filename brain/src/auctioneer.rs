@@ -4,13 +4,16 @@
 //! There is no timer: whatever arrived while an auction ran makes the next
 //! batch, which starts as soon as the previous auction is done. Cells are
 //! asked for their state in parallel; a cell that does not answer within the
-//! fetch timeout is left out of this auction. Work a cell refuses goes into
-//! the next batch, and after `max_attempts` refusals is failed with a reason.
+//! fetch timeout is left out of this auction. Work that was not placed waits
+//! and joins a later batch as `retry` decides: work without room now (or
+//! refused by cells) after a backoff, never failed for it here; work no cell
+//! could run is failed with the reason.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use lattice_specs::bbs_api::{
     ActualLrPsRequest, ActualLrpRef, DesiredLrPsRequest, Empty, FailActualLrpRequest,
     ProcessGuidRequest, RejectTaskRequest, TaskGuidRequest, TasksRequest,
@@ -26,6 +29,7 @@ use crate::bbs::{apply_all, is_lock_lost, Bbs};
 use crate::cells::{view_of, CellDirectory};
 use crate::converger::LrpKey;
 use crate::metrics as m;
+use crate::retry::{self, RetryConfig, Setback, Verdict, Waiting};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StartRequest {
@@ -71,8 +75,8 @@ pub fn bbs_err(s: tonic::Status) -> BrainError {
 pub struct AuctioneerConfig {
     pub fetch_timeout: Duration,
     pub auction: AuctionConfig,
-    /// Times a piece of work may be refused by cells before it fails.
-    pub max_attempts: u32,
+    /// How work that was not placed is tried again.
+    pub retry: RetryConfig,
 }
 
 impl Default for AuctioneerConfig {
@@ -80,7 +84,7 @@ impl Default for AuctioneerConfig {
         AuctioneerConfig {
             fetch_timeout: Duration::from_secs(5),
             auction: AuctionConfig::default(),
-            max_attempts: 3,
+            retry: RetryConfig::default(),
         }
     }
 }
@@ -89,10 +93,14 @@ impl Default for AuctioneerConfig {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Round {
     pub placed: usize,
+    /// Work the placement found no cell for.
     pub failed: usize,
-    /// Work cells refused or could not be reached for: (work, why, which cell), to retry elsewhere.
-    pub refused: Vec<(StartRequest, String, String)>,
+    /// Work not placed, and why: no cell for it, or its cell refused it.
+    pub setbacks: Vec<(StartRequest, Setback)>,
 }
+
+/// Work waiting for a later round: what is remembered of it, and when it is due.
+type Queue = HashMap<StartRequest, (Waiting, Instant)>;
 
 pub struct Auctioneer {
     bbs: Bbs,
@@ -179,55 +187,74 @@ impl Auctioneer {
         Auctioneer { bbs, cells, cfg }
     }
 
-    /// Auction whatever arrives on `rx` until the channel closes or the lock is lost.
+    /// Auction whatever arrives on `rx`, and the waiting work when it is due, until
+    /// the channel closes or the lock is lost.
     pub async fn run(
         &self,
         mut rx: mpsc::UnboundedReceiver<StartRequest>,
     ) -> Result<(), BrainError> {
-        // Work to retry: attempts so far and the cells that refused it.
-        let mut retry: HashMap<StartRequest, (u32, Vec<String>)> = HashMap::new();
+        let mut queue: Queue = HashMap::new();
         loop {
             let mut batch = HashSet::new();
-            if retry.is_empty() {
-                match rx.recv().await {
-                    Some(r) => {
-                        batch.insert(r);
-                    }
-                    None => return Ok(()),
-                }
-            } else {
-                // Give the refusing cells a moment before asking again.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let next_due = queue.values().map(|(_, due)| *due).min();
+            let arrived = match next_due {
+                None => rx.recv().await.map(Some),
+                Some(due) => tokio::select! {
+                    r = rx.recv() => r.map(Some),
+                    _ = tokio::time::sleep_until(due.into()) => Some(None),
+                },
+            };
+            let Some(arrived) = arrived else {
+                return Ok(());
+            };
+            batch.extend(arrived);
             while let Ok(r) = rx.try_recv() {
                 batch.insert(r);
             }
-            let attempts: HashMap<StartRequest, (u32, Vec<String>)> = std::mem::take(&mut retry);
-            batch.extend(attempts.keys().cloned());
-            let avoid: HashMap<StartRequest, Vec<String>> = attempts
+            let now = Instant::now();
+            batch.extend(
+                queue
+                    .iter()
+                    .filter(|(_, (_, due))| *due <= now)
+                    .map(|(r, _)| r.clone()),
+            );
+            // What is remembered of the batch's work leaves the queue; what is not
+            // placed again comes back with the round's verdict.
+            let mut known: HashMap<StartRequest, Waiting> = batch
                 .iter()
-                .map(|(r, (_, cells))| (r.clone(), cells.clone()))
+                .filter_map(|r| queue.remove(r).map(|(w, _)| (r.clone(), w)))
                 .collect();
-            let round = match self.auction(batch, &avoid).await {
+            let avoid: HashMap<StartRequest, Vec<String>> = known
+                .iter()
+                .filter(|(_, w)| !w.avoid.is_empty())
+                .map(|(r, w)| (r.clone(), w.avoid.clone()))
+                .collect();
+            let round = match self.auction(batch.clone(), &avoid).await {
                 Ok(r) => r,
                 Err(BrainError::LockLost) => return Err(BrainError::LockLost),
-                // A BBS hiccup: this batch is dropped; convergence re-sends what still waits.
+                // A BBS hiccup: the whole batch waits a moment and comes again.
                 Err(e) => {
                     tracing::warn!(error = %e, "auction round failed");
+                    let due = Instant::now() + self.cfg.retry.initial_backoff;
+                    for r in batch {
+                        let w = known.remove(&r).unwrap_or_default();
+                        queue.insert(r, (w, due));
+                    }
                     continue;
                 }
             };
-            let mut gave_up = vec![];
-            for (req, reason, cell) in round.refused {
-                let (n, mut cells) = attempts.get(&req).cloned().unwrap_or_default();
-                if n + 1 >= self.cfg.max_attempts {
-                    gave_up.push((req, reason));
-                } else {
-                    cells.push(cell);
-                    retry.insert(req, (n + 1, cells));
+            let mut records = vec![];
+            for (req, setback) in round.setbacks {
+                let mut w = known.remove(&req).unwrap_or_default();
+                match retry::next(&mut w, setback, &self.cfg.retry) {
+                    Verdict::Retry { after, note } => {
+                        records.extend(note.map(|n| (req.clone(), Record::Waits(n))));
+                        queue.insert(req, (w, Instant::now() + after));
+                    }
+                    Verdict::GiveUp(reason) => records.push((req, Record::GaveUp(reason))),
                 }
             }
-            match self.record_failures(gave_up).await {
+            match self.record(records).await {
                 Err(BrainError::LockLost) => return Err(BrainError::LockLost),
                 Err(e) => tracing::warn!(error = %e, "recording placement failures failed"),
                 Ok(()) => {}
@@ -236,7 +263,8 @@ impl Auctioneer {
     }
 
     /// One auction over `batch`, keeping work off the cells listed in `avoid`
-    /// for it: returns what was placed, failed, and refused.
+    /// for it: returns what was placed, and what was not and why. Work that no
+    /// longer waits (placed meanwhile, removed) is left out.
     pub async fn auction(
         &self,
         batch: HashSet<StartRequest>,
@@ -352,6 +380,10 @@ impl Auctioneer {
             }
             out
         };
+        // Oldest first: among work the placement weighs alike, the work that waited
+        // longest gets the room (the placement keeps this order for equals).
+        let mut tasks = tasks;
+        tasks.sort_by_key(|t| t.created_at);
 
         // Where the volumes of the work live, when some work mounts volumes.
         let mounts_volumes = desired.values().any(|d| !d.volume_mounts.is_empty())
@@ -536,7 +568,7 @@ impl Auctioneer {
         let mut round = Round {
             placed: outcome.placed.len(),
             failed: outcome.failed.len(),
-            refused: vec![],
+            setbacks: vec![],
         };
         for (cell_id, ws, r) in results {
             match r {
@@ -569,10 +601,12 @@ impl Auctioneer {
                         };
                         if refused {
                             round.placed -= 1;
-                            round.refused.push((
+                            round.setbacks.push((
                                 req,
-                                format!("cell {cell_id} refused the work"),
-                                cell_id.clone(),
+                                Setback::Refused {
+                                    reason: format!("cell {cell_id} refused the work"),
+                                    cell: cell_id.clone(),
+                                },
                             ));
                         }
                     }
@@ -581,50 +615,81 @@ impl Auctioneer {
                     tracing::warn!(cell = %cell_id, error = %e, "perform failed; the work goes to the next auction");
                     for w in ws {
                         round.placed -= 1;
-                        round.refused.push((
+                        round.setbacks.push((
                             request_of(w),
-                            format!("cell {cell_id} could not be reached: {e}"),
-                            cell_id.clone(),
+                            Setback::Refused {
+                                reason: format!("cell {cell_id} could not be reached: {e}"),
+                                cell: cell_id.clone(),
+                            },
                         ));
                     }
                 }
             }
         }
-        let failures: Vec<(StartRequest, String)> = outcome
-            .failed
-            .iter()
-            .map(|(w, reason)| (request_of(*w), reason.clone()))
-            .collect();
-        self.record_failures(failures).await?;
+        round.setbacks.extend(
+            outcome
+                .failed
+                .into_iter()
+                .map(|(w, why)| (request_of(w), Setback::Unplaced(why))),
+        );
         Ok(round)
     }
 
-    /// Store why work could not be placed: a placement error on the
-    /// instance, or a rejection of the task (failed after its max retries).
-    async fn record_failures(
-        &self,
-        failures: Vec<(StartRequest, String)>,
-    ) -> Result<(), BrainError> {
-        let calls = failures.into_iter().map(|(req, reason)| {
+    /// Store why work was not placed: a placement error on an instance (which
+    /// stays UNCLAIMED either way); for a task given up on, a rejection (failed
+    /// after its max retries). A task that waits for room stays PENDING untouched.
+    async fn record(&self, records: Vec<(StartRequest, Record)>) -> Result<(), BrainError> {
+        let calls = records.into_iter().filter_map(|(req, record)| {
             let bbs = self.bbs.clone();
-            async move {
-                let mut c = bbs.client();
-                match req {
-                    StartRequest::Lrp(k) => {
-                        m::LRP_AUCTIONS_FAILED.inc();
-                        tracing::info!(process_guid = %k.process_guid, index = k.index, %reason, "instance could not be placed");
-                        let key = Some(ActualLrpRef { process_guid: k.process_guid, index: k.index });
-                        c.fail_actual_lrp(bbs.req(FailActualLrpRequest { key, error_message: reason })).await.map(|_| ())
-                    }
-                    StartRequest::Task(g) => {
-                        m::TASK_AUCTIONS_FAILED.inc();
-                        tracing::info!(task_guid = %g, %reason, "task could not be placed");
-                        c.reject_task(bbs.req(RejectTaskRequest { task_guid: g, rejection_reason: reason })).await.map(|_| ())
-                    }
+            let mut c = bbs.client();
+            match (req, record) {
+                (StartRequest::Lrp(k), record) => {
+                    m::LRP_AUCTIONS_FAILED.inc();
+                    let reason = record.reason().to_string();
+                    tracing::info!(process_guid = %k.process_guid, index = k.index, %reason, "instance could not be placed");
+                    let key = Some(ActualLrpRef {
+                        process_guid: k.process_guid,
+                        index: k.index,
+                    });
+                    let req = bbs.req(FailActualLrpRequest {
+                        key,
+                        error_message: reason,
+                    });
+                    Some(async move { c.fail_actual_lrp(req).await.map(|_| ()) }.boxed())
+                }
+                (StartRequest::Task(g), Record::Waits(reason)) => {
+                    tracing::info!(task_guid = %g, %reason, "task waits for room");
+                    None
+                }
+                (StartRequest::Task(g), Record::GaveUp(reason)) => {
+                    m::TASK_AUCTIONS_FAILED.inc();
+                    tracing::info!(task_guid = %g, %reason, "task could not be placed");
+                    let req = bbs.req(RejectTaskRequest {
+                        task_guid: g,
+                        rejection_reason: reason,
+                    });
+                    Some(async move { c.reject_task(req).await.map(|_| ()) }.boxed())
                 }
             }
         });
         // Work that moved on meanwhile (claimed, removed) is fine.
         apply_all(calls).await.map_err(bbs_err)
+    }
+}
+
+/// What is written to the BBS about work that was not placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Record {
+    /// It waits for room (or for a cell) and will be tried again.
+    Waits(String),
+    /// It was given up on.
+    GaveUp(String),
+}
+
+impl Record {
+    fn reason(&self) -> &str {
+        match self {
+            Record::Waits(r) | Record::GaveUp(r) => r,
+        }
     }
 }

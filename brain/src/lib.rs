@@ -14,5 +14,6 @@ pub mod convergence;
 pub mod converger;
 pub mod leader;
 pub mod metrics;
+pub mod retry;
 pub mod scheduler;
 pub mod testing;

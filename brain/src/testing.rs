@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lattice_specs::bbs_api::{
-    ActualLrpRef, ClaimActualLrpRequest, GrantLeaseRequest, LeaseRequest, SetCellPresenceRequest,
-    StartActualLrpRequest, StartTaskRequest,
+    ActualLrpRef, ClaimActualLrpRequest, CompleteTaskRequest, GrantLeaseRequest, LeaseRequest,
+    SetCellPresenceRequest, StartActualLrpRequest, StartTaskRequest,
 };
 use lattice_specs::models::{
     ActualLrpInstanceKey, ActualLrpNetInfo, CellCapacity, CellPresence, PortMapping, Provider,
@@ -139,6 +139,26 @@ impl SimCell {
             .iter()
             .map(|t| t.0.clone())
             .collect()
+    }
+
+    /// A task it runs ends (successfully): reported to the BBS, its room freed.
+    pub async fn finish_task(&self, task_guid: &str) -> Result<(), tonic::Status> {
+        self.held
+            .lock()
+            .unwrap()
+            .tasks
+            .retain(|(g, _, _)| g != task_guid);
+        self.bbs
+            .client()
+            .complete_task(CompleteTaskRequest {
+                task_guid: task_guid.into(),
+                cell_id: self.id.clone(),
+                failed: false,
+                failure_reason: String::new(),
+                result: String::new(),
+            })
+            .await
+            .map(|_| ())
     }
 
     fn available(&self) -> Resources {
