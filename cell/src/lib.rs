@@ -22,5 +22,6 @@ pub mod shim;
 pub mod testing;
 pub mod transfer;
 pub mod trash;
+pub mod verify;
 pub mod volume;
 pub mod watch;

@@ -11,6 +11,8 @@ pub struct Metrics {
     registry: Registry,
     pub containers: IntGaugeVec,
     pub starts: IntCounter,
+    /// Work a Perform asked for that the BBS does not store as sent.
+    pub refused: IntCounter,
     pub crashes: IntCounter,
     pub start_latency: Histogram,
     pub memory: GaugeVec,
@@ -36,6 +38,11 @@ impl Metrics {
         )
         .unwrap();
         let starts = IntCounter::new("cell_container_starts_total", "Containers created.").unwrap();
+        let refused = IntCounter::new(
+            "cell_refused_work_total",
+            "Work a Perform asked for whose definition the BBS does not store as sent.",
+        )
+        .unwrap();
         let crashes = IntCounter::new(
             "cell_container_crashes_total",
             "LRP instances reported crashed (exit, failed health check, OOM).",
@@ -85,6 +92,7 @@ impl Metrics {
             Box::new(volume_pool.clone()),
             Box::new(volumes.clone()),
             Box::new(starts.clone()),
+            Box::new(refused.clone()),
             Box::new(crashes.clone()),
             Box::new(start_latency.clone()),
             Box::new(memory.clone()),
@@ -96,6 +104,7 @@ impl Metrics {
             registry,
             containers,
             starts,
+            refused,
             crashes,
             start_latency,
             memory,

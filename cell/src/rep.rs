@@ -139,7 +139,21 @@ pub struct Rep {
 }
 
 impl Rep {
-    pub fn new(cfg: RepConfig, bbs: BbsClient<Channel>, exec: Arc<Executor>) -> Arc<Rep> {
+    pub fn new(mut cfg: RepConfig, bbs: BbsClient<Channel>, exec: Arc<Executor>) -> Arc<Rep> {
+        // Every container but a host-networked one takes an address of the cell's
+        // subnet: never offer more slots than there are addresses.
+        let net = &exec.config().network;
+        let slots = container_slots(cfg.capacity.containers, net.gateway, net.prefix);
+        if slots < cfg.capacity.containers {
+            tracing::warn!(
+                cell = %cfg.cell_id,
+                "offering {slots} containers, not {}: the subnet {}/{} has {slots} container addresses",
+                cfg.capacity.containers,
+                net.gateway,
+                net.prefix
+            );
+            cfg.capacity.containers = slots;
+        }
         Arc::new(Rep {
             cfg,
             bbs,
@@ -222,37 +236,43 @@ impl Rep {
         }
     }
 
-    async fn hold_presence(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Registers the cell under a fresh lease: (lease id).
+    async fn announce(&self, bbs: &mut BbsClient<Channel>) -> Result<i64, tonic::Status> {
         let ttl = self.cfg.lease_ttl.as_secs().max(1) as i64;
+        let lease = bbs
+            .grant_lease(api::GrantLeaseRequest { ttl_seconds: ttl })
+            .await?
+            .into_inner();
+        bbs.set_cell_presence(api::SetCellPresenceRequest {
+            cell: Some(self.presence()),
+            lease_id: lease.lease_id,
+        })
+        .await?;
+        Ok(lease.lease_id)
+    }
+
+    /// Holds the cell's presence: registers it, renews its lease every third of the
+    /// TTL, and registers it again (then re-syncs) whenever the lease is gone: expired
+    /// while the process was paused or cut off, revoked, or not renewable. The
+    /// containers keep running throughout.
+    async fn hold_presence(self: Arc<Self>, shutdown: CancellationToken) {
         let mut bbs = self.bbs();
         let mut lease_id = 0;
+        let mut announced_before = false;
         loop {
-            let attempt = async {
-                let lease = bbs
-                    .grant_lease(api::GrantLeaseRequest { ttl_seconds: ttl })
-                    .await?
-                    .into_inner();
-                bbs.set_cell_presence(api::SetCellPresenceRequest {
-                    cell: Some(self.presence()),
-                    lease_id: lease.lease_id,
-                })
-                .await?;
-                Ok::<i64, tonic::Status>(lease.lease_id)
-            };
-            match attempt.await {
+            match self.announce(&mut bbs).await {
                 Ok(id) => {
                     lease_id = id;
                     tracing::info!(cell = %self.cfg.cell_id, lease_id, "cell presence held");
-                    let every = self.cfg.lease_ttl / 3;
-                    loop {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(every) => {}
-                        }
-                        if let Err(e) = bbs.keep_alive_lease(api::LeaseRequest { lease_id }).await {
-                            tracing::warn!("cell lease lost: {}; announcing again", e.message());
-                            break;
-                        }
+                    if announced_before {
+                        // Whatever changed while the cell was gone (its tasks failed,
+                        // its instances replaced) is fixed both ways now.
+                        self.sync_now.notify_one();
+                    }
+                    announced_before = true;
+                    if let Some(why) = self.keep_lease(&mut bbs, lease_id, &shutdown).await {
+                        tracing::warn!(cell = %self.cfg.cell_id, "cell lease lost ({why}): registering again");
+                        continue;
                     }
                 }
                 Err(e) => tracing::warn!("cannot announce the cell: {}", e.message()),
@@ -267,6 +287,29 @@ impl Rep {
         }
         if lease_id != 0 {
             let _ = bbs.revoke_lease(api::LeaseRequest { lease_id }).await;
+        }
+    }
+
+    /// Renews `lease_id` until shutdown (`None`) or until it is gone (why).
+    async fn keep_lease(
+        &self,
+        bbs: &mut BbsClient<Channel>,
+        lease_id: i64,
+        shutdown: &CancellationToken,
+    ) -> Option<String> {
+        let every = self.cfg.lease_ttl / 3;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let answer = bbs
+                .keep_alive_lease(api::LeaseRequest { lease_id })
+                .await
+                .map(|r| r.into_inner().ttl_seconds);
+            if let LeaseState::Gone(why) = lease_state(answer) {
+                return Some(why);
+            }
         }
     }
 
@@ -514,6 +557,11 @@ impl Rep {
         instance_guid: String,
         received: Instant,
     ) {
+        // What runs is what the BBS stores, whatever the Perform carried.
+        let Some(d) = self.stored_lrp(d).await else {
+            self.release(&instance_guid);
+            return;
+        };
         let (key, ik) = self.keys(&d.process_guid, index, &instance_guid);
         let log_guid = log_guid_of(&d.log_guid, &d.process_guid);
         if let Err(e) = self
@@ -547,6 +595,46 @@ impl Rep {
                 self.logs.cell(&log_guid, &reason);
                 self.crash(&key, &ik, &reason).await;
                 self.release(&instance_guid);
+            }
+        }
+    }
+
+    /// The BBS's copy of an LRP a Perform asked for, if the Perform's matches it.
+    async fn stored_lrp(&self, sent: models::DesiredLrp) -> Option<models::DesiredLrp> {
+        let stored = self
+            .bbs()
+            .desired_lrp_by_process_guid(api::ProcessGuidRequest {
+                process_guid: sent.process_guid.clone(),
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().desired_lrp);
+        match crate::verify::lrp_matches(&sent, stored.as_ref()) {
+            Ok(()) => stored,
+            Err(e) => {
+                self.metrics.refused.inc();
+                tracing::warn!(process_guid = %sent.process_guid, "refused a Perform: {e}");
+                None
+            }
+        }
+    }
+
+    /// The BBS's copy of a Task a Perform asked for, if the Perform's matches it.
+    async fn stored_task(&self, sent: models::Task) -> Option<models::Task> {
+        let stored = self
+            .bbs()
+            .task_by_guid(api::TaskGuidRequest {
+                task_guid: sent.task_guid.clone(),
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().task);
+        match crate::verify::task_matches(&sent, stored.as_ref()) {
+            Ok(()) => stored,
+            Err(e) => {
+                self.metrics.refused.inc();
+                tracing::warn!(task_guid = %sent.task_guid, "refused a Perform: {e}");
+                None
             }
         }
     }
@@ -804,6 +892,11 @@ impl Rep {
     #[tracing::instrument(skip_all, fields(task_guid = %t.task_guid))]
     async fn start_task(self: Arc<Self>, t: models::Task) {
         let guid = t.task_guid.clone();
+        // What runs is what the BBS stores, whatever the Perform carried.
+        let Some(t) = self.stored_task(t).await else {
+            self.release(&guid);
+            return;
+        };
         let started = self
             .bbs()
             .start_task(api::StartTaskRequest {
@@ -1447,6 +1540,44 @@ const EVENT_POLL: Duration = Duration::from_millis(20);
 const EVENT_FALLBACK: Duration = Duration::from_secs(1);
 const LAYER_KEEP: Duration = Duration::from_secs(3600);
 
+/// What a keep-alive's answer says of the cell's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LeaseState {
+    Alive,
+    /// Expired, revoked or unknown to the BBS (a TTL of 0), or not renewable now: the
+    /// cell registers again under a new lease. (A failed call does not prove the lease
+    /// gone, but a new one costs nothing and a lapsed one would leave the cell out of
+    /// every auction.)
+    Gone(String),
+}
+
+/// The lease is alive only when the BBS renewed it (`Ok` with a TTL above 0).
+fn lease_state(answer: Result<i64, tonic::Status>) -> LeaseState {
+    match answer {
+        Ok(ttl) if ttl > 0 => LeaseState::Alive,
+        Ok(_) => LeaseState::Gone("the BBS no longer has it".into()),
+        Err(e) => LeaseState::Gone(format!("renewing it failed: {}", e.message())),
+    }
+}
+
+/// Container slots a cell offers: `wanted`, but no more than its subnet has container
+/// addresses. The cell's address pool (`network::IpPool`) hands out the offsets
+/// 2..=size-2 of `gateway/prefix` (not the network, not .1, not the broadcast) but
+/// the gateway's own.
+fn container_slots(wanted: i32, gateway: std::net::Ipv4Addr, prefix: u8) -> i32 {
+    let size = 1u64 << (32 - u32::from(prefix.min(32)));
+    let span = size.saturating_sub(3);
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
+    let offset = u64::from(u32::from(gateway) & !mask);
+    let gateway_in_span = span > 0 && (2..2 + span).contains(&offset);
+    let addresses = span - u64::from(gateway_in_span);
+    wanted
+        .min(i32::try_from(addresses).unwrap_or(i32::MAX))
+        .max(0)
+}
+
 /// Memory, disk and containers the slots hold.
 fn used(slots: &HashMap<String, Slot>) -> (i32, i32, i32) {
     slots.values().fold((0, 0, 0), |(m, d, c), s| {
@@ -1483,5 +1614,41 @@ impl rep_api::rep_server::Rep for RepGrpc {
         Ok(tonic::Response::new(PerformResponse {
             failed: Some(failed),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// Issue 27 item 14: a keep-alive that answers success with a TTL of 0 means the
+    /// lease is gone (the cell was paused past its TTL): the cell registers again.
+    #[test]
+    fn a_lease_is_alive_only_when_renewed_with_a_ttl() {
+        assert_eq!(lease_state(Ok(15)), LeaseState::Alive);
+        assert!(matches!(lease_state(Ok(0)), LeaseState::Gone(_)));
+        assert!(matches!(lease_state(Ok(-1)), LeaseState::Gone(_)));
+        assert!(matches!(
+            lease_state(Err(tonic::Status::unavailable("BBS down"))),
+            LeaseState::Gone(why) if why.contains("BBS down")
+        ));
+    }
+
+    /// Issue 27 item 16: never more container slots than container addresses.
+    #[test]
+    fn container_slots_are_capped_by_the_subnets_addresses() {
+        let gw = |a, b, c, d| Ipv4Addr::new(a, b, c, d);
+        // A /24 with the gateway at .1: .2 to .254.
+        assert_eq!(container_slots(256, gw(10, 253, 7, 1), 24), 253);
+        assert_eq!(container_slots(100, gw(10, 253, 7, 1), 24), 100);
+        // A gateway inside the handed-out range takes one of them.
+        assert_eq!(container_slots(256, gw(10, 253, 7, 9), 24), 252);
+        assert_eq!(container_slots(256, gw(10, 254, 0, 1), 16), 256);
+        assert_eq!(container_slots(70_000, gw(10, 254, 0, 1), 16), 65_533);
+        assert_eq!(container_slots(256, gw(10, 0, 0, 1), 29), 5);
+        assert_eq!(container_slots(256, gw(10, 0, 0, 1), 30), 1);
+        assert_eq!(container_slots(256, gw(10, 0, 0, 1), 31), 0);
+        assert_eq!(container_slots(256, gw(10, 0, 0, 1), 32), 0);
     }
 }

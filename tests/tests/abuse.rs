@@ -1,0 +1,123 @@
+//! Attacks on the control plane with real parts (etcd, `lattice bbs`, `lattice cell`
+//! with real containers): what a caller that reaches a component's port can make it do.
+
+use std::time::{Duration, Instant};
+
+use lattice_specs::bbs_api::*;
+use lattice_specs::models;
+use lattice_specs::rep_api::{rep_client::RepClient, TaskStart, Work};
+use lattice_tests::{BbsProcess, CellProcess, EtcdServer};
+
+fn sh(script: &str) -> models::Action {
+    models::Action {
+        action: Some(models::action::Action::Run(models::RunAction {
+            path: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            ..Default::default()
+        })),
+    }
+}
+
+async fn task(
+    c: &mut lattice_specs::bbs_api::bbs_client::BbsClient<tonic::transport::Channel>,
+    guid: &str,
+) -> models::Task {
+    c.task_by_guid(TaskGuidRequest {
+        task_guid: guid.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .task
+    .unwrap()
+}
+
+/// A Perform sent straight to a rep (no brain runs here) with a privileged definition
+/// under a stored Task's guid: the rep refuses it, and runs the Task only as stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_perform_runs_nothing_but_what_the_bbs_stores() {
+    let etcd = EtcdServer::start();
+    let bbs = BbsProcess::start(&format!("etcd://{}", etcd.endpoint()), &[]);
+    let cell = CellProcess::start(&bbs.grpc, "cell-0", &[]);
+    let mut c = bbs.client().await;
+    let benign = models::TaskDefinition {
+        rootfs: "preloaded:busybox".into(),
+        action: Some(sh("grep CapEff /proc/self/status > /tmp/result")),
+        result_file: "/tmp/result".into(),
+        memory_mb: 16,
+        cpu_weight: 10,
+        ..Default::default()
+    };
+    c.desire_task(DesireTaskRequest {
+        task_guid: "victim".into(),
+        domain: "test".into(),
+        definition: Some(benign.clone()),
+    })
+    .await
+    .unwrap();
+    let stored = task(&mut c, "victim").await;
+
+    let mut rep = RepClient::connect(format!("http://{}", cell.listen))
+        .await
+        .unwrap();
+    let mut forged = stored.clone();
+    let def = forged.definition.as_mut().unwrap();
+    def.privileged = true;
+    def.action = Some(sh("echo forged > /tmp/result"));
+    rep.perform(Work {
+        tasks: vec![TaskStart { task: Some(forged) }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let refused = async {
+        let t0 = Instant::now();
+        loop {
+            let metrics = reqwest::get(format!("http://{}/metrics", cell.listen))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if metrics.contains("cell_refused_work_total 1") {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "not refused: {metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    refused.await;
+    assert_eq!(
+        task(&mut c, "victim").await.state(),
+        models::task::State::Pending,
+        "the forged work was not started"
+    );
+    assert!(cell.containers().await.is_empty(), "no container was made");
+
+    // The same Task as the BBS stores it runs, unprivileged.
+    rep.perform(Work {
+        tasks: vec![TaskStart { task: Some(stored) }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    let done = loop {
+        let t = task(&mut c, "victim").await;
+        if t.state() == models::task::State::Completed {
+            break t;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{t:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!done.failed, "{}", done.failure_reason);
+    assert!(done.result.starts_with("CapEff:"), "{}", done.result);
+    assert!(
+        !done.result.contains("000001ffffffffff") && !done.result.contains("forged"),
+        "the privileged definition ran: {}",
+        done.result
+    );
+}
