@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -34,6 +34,13 @@ use crate::events::{event_name, EventHub};
 use crate::store::StoreError;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Largest request body the JSON calls take (blobs are streamed, without this limit).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Largest `POST /v1/logs` body (a router ships its access lines in batches of at
+/// most 1,000 lines, a few hundred KiB).
+pub const MAX_LOG_POST_BYTES: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -529,12 +536,23 @@ async fn get_logs(
 }
 
 /// `POST /v1/logs`: newline-delimited JSON log messages into the BBS's buffer (how a
-/// router sends its access lines).
+/// router sends its access lines). At most [`MAX_LOG_POST_BYTES`] a request; behind the
+/// API's credentials when it has some; a long message is cut and a line with an
+/// oversized log guid or source dropped (see [`LogBuffer::offer`]).
 async fn post_logs(State(s): State<ApiState>, body: Bytes) -> StatusCode {
     let chunks = futures::stream::iter([Ok::<_, Infallible>(body)]);
     let mut lines = std::pin::pin!(decode_ndjson(chunks));
+    let mut dropped = 0usize;
     while let Some(m) = lines.next().await {
-        s.logs.push(m);
+        if !s.logs.offer(m) {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "log lines with an oversized log guid, source or stream dropped"
+        );
     }
     StatusCode::NO_CONTENT
 }
@@ -680,6 +698,53 @@ async fn basic_auth(State(s): State<ApiState>, req: Request, next: Next) -> Resp
     next.run(req).await
 }
 
+/// The error name of an answer axum made itself (a body too large, a bad query…).
+fn rejection_name(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        s if s.is_server_error() => "Unknown",
+        _ => "InvalidRequest",
+    }
+}
+
+/// Error answers that are not the receptor's JSON (axum's own rejections: plain text
+/// or empty) become `{"name", "message"}` like every other error.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match (status, text.is_empty()) {
+        (StatusCode::PAYLOAD_TOO_LARGE, _) => format!(
+            "request body too large: at most {MAX_BODY_BYTES} bytes for JSON calls, {MAX_LOG_POST_BYTES} for POST /v1/logs ({text})"
+        ),
+        (_, true) => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string(),
+        (_, false) => text,
+    };
+    let mut r = ApiError::new(status, rejection_name(status), message).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            r.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    r
+}
+
 async fn observe(req: Request, next: Next) -> Response {
     let call = match req.extensions().get::<MatchedPath>() {
         Some(p) => format!("{} {}", req.method(), p.as_str()),
@@ -731,7 +796,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/domains/{domain}", put(upsert_domain))
         .route("/v1/events", get(events))
         .route("/v1/version", get(version))
-        .route("/v1/logs", post(post_logs))
+        .route(
+            "/v1/logs",
+            post(post_logs).layer(DefaultBodyLimit::max(MAX_LOG_POST_BYTES)),
+        )
         .route("/v1/blobs", get(list_blobs))
         .route(
             "/v1/blobs/{name}",
@@ -748,6 +816,8 @@ pub fn router(state: ApiState) -> Router {
         .merge(v1)
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such API path; see /v1/tasks, /v1/desired_lrps, /v1/actual_lrps, /v1/cells, /v1/domains, /v1/events") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(observe))
         .with_state(state)
 }

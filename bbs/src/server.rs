@@ -74,6 +74,9 @@ pub async fn open_store(url: &StoreUrl, etcd_timeout: Duration) -> anyhow::Resul
     })
 }
 
+/// Idle connections kept to each cell (for its logs and usage).
+pub const CELL_POOL_IDLE: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct BbsConfig {
     pub store: StoreUrl,
@@ -92,6 +95,8 @@ pub struct BbsConfig {
     /// The public API's URL as cells reach it (default: from `api_listen`, loopback
     /// for an unspecified address).
     pub advertise_url: Option<String>,
+    /// Header-read timeout and connection cap of the public API.
+    pub api_limits: crate::serve::ApiLimits,
 }
 
 impl BbsConfig {
@@ -107,6 +112,7 @@ impl BbsConfig {
             logs: Default::default(),
             blob_dir: None,
             advertise_url: None,
+            api_limits: Default::default(),
         }
     }
 }
@@ -180,6 +186,10 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         },
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
+            // Each log follower fetches every cell's recent lines: without a bound,
+            // a thousand of them left a thousand idle connections for 90 s.
+            .pool_max_idle_per_host(CELL_POOL_IDLE)
+            .pool_idle_timeout(Duration::from_secs(10))
             .build()
             .context("building the HTTP client for the cells")?,
         public_url,
@@ -202,15 +212,12 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
     });
 
     let app = api::router(state);
-    let api_stop = wait(stopped);
-    let http = tokio::spawn(async move {
-        if let Err(e) = axum::serve(api_listener, app)
-            .with_graceful_shutdown(api_stop)
-            .await
-        {
-            tracing::error!(error = %e, "API server failed");
-        }
-    });
+    let http = tokio::spawn(crate::serve::serve(
+        api_listener,
+        app,
+        cfg.api_limits.clone(),
+        stopped,
+    ));
 
     tracing::info!(%grpc_addr, %api_addr, store = backend, "bbs serving");
     Ok(RunningBbs {

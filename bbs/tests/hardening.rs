@@ -1,0 +1,502 @@
+//! Issue 27's attacks on the public API, performed for real against a BBS served on
+//! loopback: requests that would exhaust memory, strings that cannot run, oversized
+//! bodies, log floods, clients that hang up on log streams, slow and idle clients.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lattice_bbs::serve::ApiLimits;
+use lattice_bbs::server::{self, BbsConfig, RunningBbs, StoreUrl};
+use lattice_specs::logs::{LogMessage, HISTORY_BYTES, MAX_MESSAGE_BYTES};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn start(auth: Option<&str>, limits: ApiLimits) -> (RunningBbs, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BbsConfig {
+        basic_auth: auth.map(String::from),
+        api_limits: limits,
+        ..BbsConfig::loopback(
+            StoreUrl::File(dir.path().join("state").join("bbs.db")),
+            Duration::from_secs(2),
+        )
+    };
+    (server::start(cfg).await.unwrap(), dir)
+}
+
+struct Resp {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Sends a request (writing its body while reading, so a server that answers before
+/// reading a large body is heard) and reads the answer until its Content-Length.
+async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&bytes).await;
+        wr
+    });
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let parsed = loop {
+        if let Some(r) = parse(&out) {
+            break r;
+        }
+        match tokio::time::timeout(Duration::from_secs(20), rd.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "no whole answer ({other:?}): {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    };
+    writer.abort();
+    parsed
+}
+
+fn parse(out: &[u8]) -> Option<Resp> {
+    let text = String::from_utf8_lossy(out);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut content_type = String::new();
+    let mut length = 0;
+    for l in lines {
+        let (k, v) = l.split_once(": ")?;
+        if k.eq_ignore_ascii_case("content-type") {
+            content_type = v.to_string();
+        }
+        if k.eq_ignore_ascii_case("content-length") {
+            length = v.parse().ok()?;
+        }
+    }
+    (body.len() >= length).then(|| Resp {
+        status,
+        content_type,
+        body: body[..length].to_string(),
+    })
+}
+
+async fn post_json(addr: std::net::SocketAddr, path: &str, body: &Value) -> Resp {
+    let body = serde_json::to_vec(body).unwrap();
+    let ct = ("Content-Type", "application/json");
+    request(addr, "POST", path, &[ct], &body).await
+}
+
+fn task(guid: &str) -> Value {
+    serde_json::json!({
+        "task_guid": guid, "domain": "apps", "rootfs": "preloaded:busybox",
+        "action": {"run": {"path": "/bin/true"}}, "cpu_weight": 1
+    })
+}
+
+fn lrp(guid: &str, instances: i64) -> Value {
+    serde_json::json!({
+        "process_guid": guid, "domain": "apps", "rootfs": "preloaded:busybox",
+        "instances": instances, "action": {"run": {"path": "/bin/httpd"}}, "cpu_weight": 1
+    })
+}
+
+/// The answer is the receptor's 400 naming `field`.
+fn assert_refused(r: &Resp, name: &str, field: &str, says: &str) {
+    assert_eq!(r.status, 400, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["name"], name, "{v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("invalid field {field}")), "{msg}");
+    assert!(msg.contains(says), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_billion_instances_is_refused_and_nothing_is_stored() {
+    let (bbs, _dir) = start(None, ApiLimits::default()).await;
+    let a = bbs.api_addr;
+    let r = post_json(a, "/v1/desired_lrps", &lrp("huge", 1_000_000_000)).await;
+    assert_refused(&r, "InvalidLRP", "instances", "at most 10000");
+    assert!(bbs.db.desired_lrp("huge").await.is_err(), "nothing stored");
+    assert!(bbs
+        .db
+        .actual_lrps("", "", "huge", None)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Scaling an existing LRP up to a billion: refused, the LRP stays as it was.
+    assert_eq!(
+        post_json(a, "/v1/desired_lrps", &lrp("web", 2))
+            .await
+            .status,
+        201
+    );
+    let body = br#"{"instances":1000000000}"#;
+    let ct = ("Content-Type", "application/json");
+    let r = request(a, "PUT", "/v1/desired_lrps/web", &[ct], body).await;
+    assert_refused(&r, "InvalidLRP", "instances", "at most 10000");
+    assert_eq!(bbs.db.desired_lrp("web").await.unwrap().instances, 2);
+    assert_eq!(
+        bbs.db.actual_lrps("", "", "web", None).await.unwrap().len(),
+        2
+    );
+    // The limit itself is fine.
+    let r = request(
+        a,
+        "PUT",
+        "/v1/desired_lrps/web",
+        &[ct],
+        br#"{"instances":10000}"#,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(
+        bbs.db.actual_lrps("", "", "web", None).await.unwrap().len(),
+        10_000
+    );
+    bbs.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_run_is_refused_saying_why() {
+    let (bbs, _dir) = start(None, ApiLimits::default()).await;
+    let a = bbs.api_addr;
+
+    // A guid too long for the container's network namespace name.
+    let long = "g".repeat(255);
+    let r = post_json(a, "/v1/tasks", &task(&long)).await;
+    assert_refused(&r, "InvalidTask", "task_guid", "at most 200 characters");
+    let r = post_json(a, "/v1/desired_lrps", &lrp(&long, 1)).await;
+    assert_refused(&r, "InvalidLRP", "process_guid", "at most 200 characters");
+    assert_eq!(
+        post_json(a, "/v1/tasks", &task(&"g".repeat(200)))
+            .await
+            .status,
+        201
+    );
+
+    // A 1 MB env value: no exec takes it.
+    let mut t = task("big-env");
+    t["env"] = serde_json::json!([{"name": "BIG", "value": "v".repeat(1 << 20)}]);
+    let r = post_json(a, "/v1/tasks", &t).await;
+    assert_refused(&r, "InvalidTask", "env[0].value", "kernel refuses");
+    let mut t = task("big-run-env");
+    t["action"]["run"]["env"] = serde_json::json!([{"name": "BIG", "value": "v".repeat(200_000)}]);
+    let r = post_json(a, "/v1/tasks", &t).await;
+    assert_refused(
+        &r,
+        "InvalidTask",
+        "action.run.env[0].value",
+        "kernel refuses",
+    );
+
+    // A volume over the container's own files.
+    for path in ["/.lattice", "/.lattice/pause", "//.lattice/", "/proc"] {
+        let mut t = task("vol");
+        t["volume_mounts"] = serde_json::json!([{"volume": "data", "container_path": path}]);
+        let r = post_json(a, "/v1/tasks", &t).await;
+        assert_refused(
+            &r,
+            "InvalidTask",
+            "volume_mounts[0].container_path",
+            "is reserved",
+        );
+    }
+    assert!(bbs.db.task("big-env").await.is_err() && bbs.db.task("vol").await.is_err());
+    bbs.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_large_gets_the_receptor_json_error() {
+    let (bbs, _dir) = start(None, ApiLimits::default()).await;
+    let a = bbs.api_addr;
+    let mut t = task("t");
+    t["annotation"] = Value::String("a".repeat(3 << 20));
+    let r = post_json(a, "/v1/tasks", &t).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(
+        r.content_type.starts_with("application/json"),
+        "{}",
+        r.content_type
+    );
+    let v = r.json();
+    assert_eq!(v["name"], "RequestEntityTooLarge", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("2097152"), "{v}");
+    // Other answers axum makes itself are the receptor's JSON too.
+    let r = request(a, "GET", "/v1/logs/g?follow=maybe", &[], b"").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["name"], "InvalidRequest");
+    bbs.shutdown().await;
+}
+
+/// `n` lines of `size` bytes for `guid`, as NDJSON.
+fn log_lines(guid: &str, n: usize, size: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| LogMessage::new(guid, "RTR", format!("{i} {}", "x".repeat(size))).to_ndjson())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_flood_is_held_to_its_byte_limits() {
+    let (bbs, _dir) = start(None, ApiLimits::default()).await;
+    let a = bbs.api_addr;
+    let nd = ("Content-Type", "application/x-ndjson");
+    // 1.9 MB bodies (the attack): refused, in JSON.
+    let r = request(
+        a,
+        "POST",
+        "/v1/logs",
+        &[nd],
+        &log_lines("app", 1, 1_900_000),
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["name"], "RequestEntityTooLarge");
+    // 60 bodies of one 900 KB line each: the guid keeps about 1 MiB, lines cut.
+    for _ in 0..60 {
+        let r = request(a, "POST", "/v1/logs", &[nd], &log_lines("app", 1, 900_000)).await;
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+    assert!(
+        bbs.logs.bytes() <= HISTORY_BYTES,
+        "{} bytes kept",
+        bbs.logs.bytes()
+    );
+    let kept = bbs.logs.recent("app");
+    assert!(!kept.is_empty());
+    let m = &kept[0].message;
+    assert!(m.len() <= MAX_MESSAGE_BYTES, "{}", m.len());
+    assert!(m.ends_with("bytes, 61440 kept]"), "{}", &m[m.len() - 50..]);
+    // Many small lines in one body are all kept (the router's batches).
+    let r = request(a, "POST", "/v1/logs", &[nd], &log_lines("rtr", 1000, 100)).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(bbs.logs.recent("rtr").len(), 1000);
+    bbs.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_credentials_only_their_holders_post_logs() {
+    let (bbs, _dir) = start(Some("admin:s3cret"), ApiLimits::default()).await;
+    let a = bbs.api_addr;
+    let nd = ("Content-Type", "application/x-ndjson");
+    let line = log_lines("app", 1, 10);
+    let r = request(a, "POST", "/v1/logs", &[nd], &line).await;
+    assert_eq!(
+        (r.status, r.json()["name"].as_str()),
+        (401, Some("Unauthorized"))
+    );
+    assert!(bbs.logs.recent("app").is_empty());
+    // "admin:s3cret", as the router sends it.
+    let auth = ("Authorization", "Basic YWRtaW46czNjcmV0");
+    let r = request(a, "POST", "/v1/logs", &[nd, auth], &line).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(bbs.logs.recent("app").len(), 1);
+    bbs.shutdown().await;
+}
+
+/// A cell with no recent lines (after 300 ms) whose `/v1/logs/GUID` follow streams never end,
+/// counting those open.
+async fn endless_cell() -> (String, Arc<AtomicUsize>) {
+    struct Open(Arc<AtomicUsize>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let open = Arc::new(AtomicUsize::new(0));
+    let counter = open.clone();
+    let app = axum::Router::new().route(
+        "/v1/logs/{guid}",
+        axum::routing::get(move |q: axum::extract::RawQuery| {
+            let follow = q.0.is_some_and(|q| q.contains("follow=true"));
+            let counter = counter.clone();
+            async move {
+                if !follow {
+                    // A cell takes a moment to gather its recent lines.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    return axum::body::Body::empty();
+                }
+                let guard = Open(counter.clone());
+                counter.fetch_add(1, Ordering::SeqCst);
+                let s = futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+                let s = futures::StreamExt::map(s, move |x| {
+                    let _ = &guard;
+                    x
+                });
+                axum::body::Body::from_stream(s)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, open)
+}
+
+/// Established TCP connections whose local port is `port` (from /proc/net/tcp: the
+/// server side of each, in this process or any other).
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3
+                && f[3] == "01"
+                && f[1].rsplit(':').next() == Some(&format!("{port:04X}")[..])
+        })
+        .count()
+}
+
+async fn eventually(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_followers_end_when_their_clients_hang_up() {
+    let (bbs, _dir) = start(None, ApiLimits::default()).await;
+    let (cell, cell_streams) = endless_cell().await;
+    let cell_port: u16 = cell.rsplit(':').next().unwrap().parse().unwrap();
+    let lease = bbs.db.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let presence = lattice_specs::models::CellPresence {
+        cell_id: "cell-1".into(),
+        rep_address: cell,
+        capacity: Some(lattice_specs::models::CellCapacity {
+            memory_mb: 1024,
+            disk_mb: 1024,
+            containers: 10,
+        }),
+        ..Default::default()
+    };
+    bbs.db.set_cell_presence(&presence, lease).await.unwrap();
+
+    const CLIENTS: usize = 50;
+    // All at once, as a crowd of `ltc logs` would come.
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut s = tokio::net::TcpStream::connect(bbs.api_addr).await.unwrap();
+        s.write_all(b"GET /v1/logs/app?follow=true HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        clients.push(s);
+    }
+    for s in &mut clients {
+        let mut head = vec![0u8; 1024];
+        let n = s.read(&mut head).await.unwrap();
+        assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+    }
+    let logs = bbs.logs.clone();
+    eventually("every follower subscribed", Duration::from_secs(5), || {
+        logs.followers() == CLIENTS && cell_streams.load(Ordering::SeqCst) == CLIENTS
+    })
+    .await;
+    assert!(established_to(bbs.api_addr.port()) >= CLIENTS);
+    drop(clients);
+    eventually(
+        "the followers (and their cell streams) gone",
+        Duration::from_secs(3),
+        || logs.followers() == 0 && cell_streams.load(Ordering::SeqCst) == 0,
+    )
+    .await;
+    // And their connections: to the API, and to the cell (a few kept for reuse).
+    eventually("the connections closed", Duration::from_secs(3), || {
+        established_to(bbs.api_addr.port()) == 0
+            && established_to(cell_port) <= lattice_bbs::server::CELL_POOL_IDLE
+    })
+    .await;
+    bbs.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_off_and_connections_capped() {
+    let limits = ApiLimits {
+        header_read_timeout: Duration::from_secs(1),
+        max_connections: 8,
+        ..ApiLimits::default()
+    };
+    let (bbs, _dir) = start(None, limits).await;
+    let a = bbs.api_addr;
+    // Eight slowloris clients fill every slot: half send part of a head, half nothing.
+    let mut slow = Vec::new();
+    for i in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /v1/version HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A ninth client waits for a slot; it is served once the slow ones are cut off.
+    let began = Instant::now();
+    let ninth =
+        tokio::spawn(async move { request(a, "GET", "/v1/version", &[], b"").await.status });
+    for mut s in slow {
+        let mut buf = [0u8; 1024];
+        let r = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(r.is_ok(), "a slow client still connected after 5 s");
+    }
+    assert_eq!(ninth.await.unwrap(), 200);
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700),
+        "the ninth connection was served at once ({waited:?}): no cap"
+    );
+    // An idle keep-alive connection is cut off too.
+    let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+    s.write_all(b"GET /v1/version HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle connection still open after 5 s");
+    bbs.shutdown().await;
+}
