@@ -58,12 +58,16 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
+    /// Opens (or makes) the store at `dir`: the directory 0700, every blob 0600 (they
+    /// are backups of volumes).
     pub fn open(dir: &Path) -> std::io::Result<BlobStore> {
-        std::fs::create_dir_all(dir)?;
+        crate::private::own_dir(dir)?;
         // What an interrupted put left.
         for e in std::fs::read_dir(dir)?.flatten() {
             if e.file_name().to_string_lossy().starts_with(".put-") {
                 let _ = std::fs::remove_file(e.path());
+            } else if e.file_type().is_ok_and(|t| t.is_file()) {
+                crate::private::restrict(&e.path(), crate::private::FILE_MODE)?;
             }
         }
         Ok(BlobStore {
@@ -91,7 +95,7 @@ impl BlobStore {
             .dir
             .join(format!(".put-{}", uuid::Uuid::new_v4().simple()));
         let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
+            let mut file = crate::private::write_file(&tmp).await?;
             let mut hasher = sha2::Sha256::new();
             let mut size = 0u64;
             while let Some(chunk) = body.next().await {
@@ -128,7 +132,10 @@ impl BlobStore {
         let sum_tmp = self
             .dir
             .join(format!(".put-{}", uuid::Uuid::new_v4().simple()));
-        tokio::fs::write(&sum_tmp, format!("{sha256}\n")).await?;
+        let mut f = crate::private::write_file(&sum_tmp).await?;
+        f.write_all(format!("{sha256}\n").as_bytes()).await?;
+        f.sync_all().await?;
+        drop(f);
         tokio::fs::rename(&sum_tmp, &sum).await?;
         Ok(BlobInfo {
             name: name.to_string(),

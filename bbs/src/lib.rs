@@ -14,6 +14,7 @@ pub mod events;
 pub mod grpc;
 pub mod logs;
 pub mod metrics;
+pub mod private;
 pub mod serve;
 pub mod server;
 pub mod store;

@@ -500,3 +500,51 @@ async fn slow_and_idle_clients_are_cut_off_and_connections_capped() {
     assert!(closed.is_ok(), "an idle connection still open after 5 s");
     bbs.shutdown().await;
 }
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_and_the_blobs_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = |blobs: &std::path::Path| BbsConfig {
+        blob_dir: Some(blobs.to_path_buf()),
+        ..BbsConfig::loopback(StoreUrl::File(state.join("bbs.db")), Duration::from_secs(2))
+    };
+    let blobs = dir.path().join("blobs");
+    let bbs = server::start(cfg(&blobs)).await.unwrap();
+    // A task's env is in the store's file.
+    let mut t = task("secret");
+    t["env"] = serde_json::json!([{"name": "DB_PASSWORD", "value": "hunter2"}]);
+    assert_eq!(post_json(bbs.api_addr, "/v1/tasks", &t).await.status, 201);
+    let r = request(bbs.api_addr, "PUT", "/v1/blobs/b1", &[], b"backup bytes").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(mode(&state), 0o700, "the store's directory");
+    assert_eq!(mode(&state.join("bbs.db")), 0o600, "the store's file");
+    assert_eq!(mode(&blobs), 0o700, "the blob directory");
+    assert_eq!(mode(&blobs.join("b1")), 0o600, "a blob");
+    assert_eq!(mode(&blobs.join("b1.sha256")), 0o600, "a blob's checksum");
+    bbs.shutdown().await;
+
+    // Files an older version left readable by everyone are tightened on open.
+    let loose = std::fs::Permissions::from_mode(0o644);
+    let old_db = dir.path().join("old.db");
+    std::fs::write(&old_db, b"").unwrap();
+    std::fs::set_permissions(&old_db, loose.clone()).unwrap();
+    let store = lattice_bbs::store::embedded::EmbeddedStore::open(&old_db).unwrap();
+    assert_eq!(mode(&old_db), 0o600);
+    drop(store);
+    std::fs::set_permissions(blobs.join("b1"), loose).unwrap();
+    std::fs::set_permissions(&blobs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    lattice_bbs::blobs::BlobStore::open(&blobs).unwrap();
+    assert_eq!(mode(&blobs), 0o700);
+    assert_eq!(mode(&blobs.join("b1")), 0o600);
+}

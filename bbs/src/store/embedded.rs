@@ -113,10 +113,15 @@ impl EmbeddedStore {
         let path = path.as_ref();
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
+                crate::private::create_dir_all(dir)
                     .map_err(|e| internal(format!("creating {}: {e}", dir.display())))?;
             }
         }
+        // Every definition's env is in here: owner only, from before its first byte
+        // (and a file made by an older version is tightened).
+        crate::private::create_file(path)
+            .and_then(|()| crate::private::restrict(path, crate::private::FILE_MODE))
+            .map_err(|e| internal(format!("making {} private: {e}", path.display())))?;
         let db = Database::create(path)
             .map_err(|e| internal(format!("opening {}: {e}", path.display())))?;
         // Make sure every table exists so readers never see "table missing".
