@@ -333,6 +333,9 @@ impl Db {
         from: i32,
         to: i32,
     ) -> Result<()> {
+        // A count stored before validation bounded it must not become a loop (or an
+        // allocation) of a billion.
+        let to = to.min(validation::MAX_INSTANCES);
         if from >= to {
             return Ok(());
         }
@@ -344,12 +347,14 @@ impl Db {
             .map(|kv| kv.key)
             .collect();
         let now = now_nanos();
-        let missing: Vec<i32> = (from..to)
-            .filter(|i| !existing.contains(&actual_key(guid, *i)))
-            .collect();
-        for chunk in missing.chunks(MAX_TXN_OPS / 2) {
+        let mut missing = (from..to).filter(|i| !existing.contains(&actual_key(guid, *i)));
+        loop {
+            let chunk: Vec<i32> = missing.by_ref().take(MAX_TXN_OPS / 2).collect();
+            if chunk.is_empty() {
+                break;
+            }
             let mut txn = Txn::new();
-            for i in chunk {
+            for i in &chunk {
                 let key = actual_key(guid, *i);
                 txn = txn.when(Compare::absent(&key)).then(Op::put(
                     &key,
@@ -359,8 +364,8 @@ impl Db {
             if !self.txn(txn).await?.succeeded {
                 // Someone created some of them meanwhile: fall back to one by one.
                 for i in chunk {
-                    let lrp = alrp::new_unclaimed(guid, *i, domain, now);
-                    self.create(&actual_key(guid, *i), lrp.encode_to_vec(), 0)
+                    let lrp = alrp::new_unclaimed(guid, i, domain, now);
+                    self.create(&actual_key(guid, i), lrp.encode_to_vec(), 0)
                         .await?;
                 }
             }
