@@ -488,6 +488,7 @@ impl Executor {
             grace_ms: self.cfg.grace.as_millis() as u64,
             cgroup,
             binds,
+            result_file: req.tags.get("result_file").cloned().unwrap_or_default(),
         };
         write_private(&dir.join("shim.json"), &serde_json::to_vec(&shim_cfg)?)?;
 
@@ -778,19 +779,9 @@ impl Executor {
     /// [`RESULT_READ_TIMEOUT`]: a FIFO, a device or a symlink out of the container is
     /// refused with an error, never waited on or followed.
     pub async fn read_file(&self, handle: &str, path: &str) -> anyhow::Result<String> {
-        use std::io::Read;
         let file = crate::inroot::Rooted::new(self.rootfs_dir(handle), path);
-        let read = file.run(|p| -> std::io::Result<Vec<u8>> {
-            let mut buf = Vec::new();
-            crate::inroot::open_regular(p)?
-                .take(MAX_RESULT_BYTES)
-                .read_to_end(&mut buf)?;
-            Ok(buf)
-        });
-        let buf = tokio::time::timeout(RESULT_READ_TIMEOUT, read)
+        let buf = crate::inroot::read_regular(&file, MAX_RESULT_BYTES, RESULT_READ_TIMEOUT)
             .await
-            .map_err(|_| anyhow::anyhow!("reading result file {path}: timed out"))?
-            .and_then(|r| r)
             .with_context(|| format!("reading result file {path}"))?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }

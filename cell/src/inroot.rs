@@ -143,6 +143,25 @@ pub fn open_regular(path: &Path) -> io::Result<std::fs::File> {
     Ok(f)
 }
 
+/// Reads up to `max` bytes of the regular file at `file`, inside its root, off the
+/// async runtime and within `timeout`.
+pub async fn read_regular(
+    file: &Rooted,
+    max: u64,
+    timeout: std::time::Duration,
+) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let read = file.run(move |p| -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        open_regular(p)?.take(max).read_to_end(&mut buf)?;
+        Ok(buf)
+    });
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))?
+        .and_then(|r| r)
+}
+
 fn kind_name(kind: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt as _;
     if kind.is_dir() {

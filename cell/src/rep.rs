@@ -991,11 +991,16 @@ impl Rep {
             let (events, off) = self.exec.events(&guid, offset);
             offset = off;
             let end = events.into_iter().find_map(|e| match e {
-                ShimEvent::Exited { failed, reason, .. } => Some((failed, reason)),
-                ShimEvent::CreateFailed { reason } => Some((true, reason)),
+                ShimEvent::Exited {
+                    failed,
+                    reason,
+                    result,
+                    ..
+                } => Some((failed, reason, result)),
+                ShimEvent::CreateFailed { reason } => Some((true, reason, None)),
                 _ => None,
             });
-            let Some((mut failed, mut reason)) = end else {
+            let Some((mut failed, mut reason, reported)) = end else {
                 if !asked_to_stop && self.exec.shim_pid(&guid).is_none() {
                     // The shim died without a word (killed): the task failed.
                     let (events, _) = self.exec.events(&guid, offset);
@@ -1008,8 +1013,9 @@ impl Rep {
                 continue;
             };
             if !asked_to_stop {
-                let mut result = String::new();
-                if !failed && !result_file.is_empty() {
+                let from_shim = reported.is_some();
+                let mut result = reported.unwrap_or_default();
+                if !failed && !result_file.is_empty() && !from_shim {
                     match self.exec.read_file(&guid, &result_file).await {
                         Ok(r) => result = r,
                         Err(e) => {
@@ -1059,7 +1065,16 @@ impl Rep {
                     continue;
                 }
             };
-            if !alive {
+            // A Task that ended while no rep was there says how in its events: it is
+            // supervised to its end (its result reported) like a live one.
+            let ended_task = matches!(kind, Kind::Task { .. })
+                && self.exec.events(&handle, 0).0.iter().any(|e| {
+                    matches!(
+                        e,
+                        ShimEvent::Exited { stopped: false, .. } | ShimEvent::CreateFailed { .. }
+                    )
+                });
+            if !alive && !ended_task {
                 tracing::info!(handle, "reaping a container whose shim is gone");
                 self.exec.destroy(&handle).await;
                 continue;

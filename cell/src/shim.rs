@@ -62,6 +62,10 @@ pub struct ShimConfig {
     /// to the volume, not to the root filesystem below it.
     #[serde(default)]
     pub binds: Vec<crate::bundle::Bind>,
+    /// A Task's result file: read when its work succeeds, before the container goes,
+    /// and reported with its exit (so a rep that is down then loses no result).
+    #[serde(default)]
+    pub result_file: String,
 }
 
 impl ShimConfig {
@@ -110,6 +114,9 @@ pub enum ShimEvent {
         reason: String,
         /// Whether it was stopped (SIGTERM to the shim) rather than finishing.
         stopped: bool,
+        /// The result file's content, when the work succeeded and names one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
     },
     /// The container is gone: cgroups, processes and libcontainer state.
     Destroyed,
@@ -509,14 +516,27 @@ async fn supervise(cfg: ShimConfig, events: Events) -> anyhow::Result<()> {
             }
         }
     };
-    let (failed, reason) = match result {
+    let (mut failed, mut reason) = match result {
         Ok(()) => (false, String::new()),
         Err(e) => (true, e),
     };
+    let mut result = None;
+    if !failed && !stopped && !ctx.cfg.result_file.is_empty() {
+        let file = Rooted::new(&ctx.cfg.rootfs, &ctx.cfg.result_file);
+        let max = crate::executor::MAX_RESULT_BYTES;
+        match crate::inroot::read_regular(&file, max, crate::executor::RESULT_READ_TIMEOUT).await {
+            Ok(b) => result = Some(String::from_utf8_lossy(&b).into_owned()),
+            Err(e) => {
+                failed = true;
+                reason = format!("reading result file {}: {e}", ctx.cfg.result_file);
+            }
+        }
+    }
     ctx.emit(&ShimEvent::Exited {
         failed,
         reason,
         stopped,
+        result,
     });
 
     // Whatever the action tree left behind (daemons it started) goes now. Killing PID 1

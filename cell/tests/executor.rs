@@ -16,6 +16,7 @@ async fn outcome(t: &TestExecutor, handle: &str, timeout: Duration) -> (bool, St
             failed,
             reason,
             stopped,
+            ..
         } => (failed, reason, stopped),
         _ => unreachable!(),
     }

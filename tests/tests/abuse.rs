@@ -121,3 +121,57 @@ async fn a_forged_perform_runs_nothing_but_what_the_bbs_stores() {
         done.result
     );
 }
+
+/// A Task that finishes while its cell's process is down (SIGKILL) keeps its result:
+/// the cell that comes back reports it completed, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_ends_while_its_cell_is_down_keeps_its_result() {
+    let etcd = EtcdServer::start();
+    let bbs = BbsProcess::start(&format!("etcd://{}", etcd.endpoint()), &[]);
+    let mut cell = CellProcess::start(&bbs.grpc, "cell-0", &[]);
+    let mut c = bbs.client().await;
+    c.desire_task(DesireTaskRequest {
+        task_guid: "outlives".into(),
+        domain: "test".into(),
+        definition: Some(models::TaskDefinition {
+            rootfs: "preloaded:busybox".into(),
+            action: Some(sh("sleep 2; echo 42 > /tmp/result")),
+            result_file: "/tmp/result".into(),
+            memory_mb: 16,
+            cpu_weight: 10,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let stored = task(&mut c, "outlives").await;
+    let mut rep = RepClient::connect(format!("http://{}", cell.listen))
+        .await
+        .unwrap();
+    rep.perform(Work {
+        tasks: vec![TaskStart { task: Some(stored) }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    while task(&mut c, "outlives").await.state() != models::task::State::Running {
+        assert!(t0.elapsed() < Duration::from_secs(20), "never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cell.process.kill();
+    // The Task ends (after 2 s) with no rep to see it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cell.process.start_again();
+    let t0 = Instant::now();
+    let done = loop {
+        let t = task(&mut c, "outlives").await;
+        if t.state() == models::task::State::Completed {
+            break t;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{t:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!done.failed, "{}", done.failure_reason);
+    assert_eq!(done.result, "42\n");
+}
