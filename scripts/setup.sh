@@ -8,8 +8,9 @@ set -euo pipefail
 # musl-tools: the containers' init (pause) is linked against musl: a 20 KB static binary
 # that execs ~0.5 ms faster than one linked statically against glibc.
 # xfsprogs: volumes are XFS images in an XFS pool with reflink (thin, cheap snapshots).
+# btrfs-progs: containers' writable layers live on a btrfs filesystem with a quota each (disk_mb).
 # nftables: each cell's firewall (containers may not open connections to the cell's host).
-PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 nftables libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs "$@")
+PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 nftables btrfs-progs libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs "$@")
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -34,6 +35,7 @@ command -v protoc >/dev/null || { echo "setup: protoc missing after install" >&2
 command -v etcd >/dev/null || { echo "setup: etcd missing after install" >&2; exit 1; }
 command -v docker-registry >/dev/null || { echo "setup: docker-registry missing after install" >&2; exit 1; }
 command -v musl-gcc >/dev/null || { echo "setup: musl-gcc (musl-tools) missing after install" >&2; exit 1; }
+command -v mkfs.btrfs >/dev/null || { echo "setup: mkfs.btrfs (btrfs-progs) missing after install" >&2; exit 1; }
 command -v nft >/dev/null || { echo "setup: nft (nftables) missing after install" >&2; exit 1; }
 command -v skopeo >/dev/null || { echo "setup: skopeo missing after install" >&2; exit 1; }
 [ -x /bin/busybox ] || { echo "setup: /bin/busybox (busybox-static) missing after install" >&2; exit 1; }

@@ -45,6 +45,10 @@ pub struct ExecutorConfig {
     pub grace: Duration,
     /// The `local` volume driver's pool size (in DATA/volumes); none: no volumes.
     pub volume_pool_size: Option<u64>,
+    /// The size of the containers' own filesystem (DATA/containers, see
+    /// [`crate::scratch`]), which enforces each container's `disk_mb`; none: containers
+    /// write to the data directory's filesystem and `disk_mb` is not enforced.
+    pub scratch_size: Option<u64>,
 }
 
 /// What to run: enough for the executor, nothing about the BBS.
@@ -113,6 +117,8 @@ pub struct Executor {
     launcher: crate::launcher::Launcher,
     /// Deletes destroyed containers' directories, at the lowest priority.
     trash: crate::trash::Trash,
+    /// The containers' filesystem with a disk quota each, when configured.
+    scratch: Option<crate::scratch::Scratch>,
 }
 
 /// The cgroup path of a container.
@@ -162,9 +168,17 @@ async fn process_exit(pid: u32, limit: Duration) -> bool {
 
 impl Executor {
     pub fn new(cfg: ExecutorConfig) -> anyhow::Result<Arc<Executor>> {
+        private_dir(&cfg.data_dir)?;
+        let scratch = match cfg.scratch_size {
+            Some(size) => Some(crate::scratch::Scratch::open(&cfg.data_dir, size)?),
+            None => {
+                tracing::warn!("no containers' filesystem: disk_mb is not enforced");
+                None
+            }
+        };
         // Root's alone: containers' files (setuid binaries among them), their state and
         // environment are nothing a host user may reach.
-        for d in ["", "containers", "run"] {
+        for d in ["containers", "run"] {
             private_dir(&cfg.data_dir.join(d))?;
         }
         state_on_tmpfs(&cfg.data_dir.join("run"));
@@ -201,7 +215,10 @@ impl Executor {
             watch: crate::watch::EventWatch::new(),
             layers_in_flight: Default::default(),
             launcher: crate::launcher::Launcher::new(cfg.shim.clone()),
-            trash: crate::trash::Trash::new(cfg.data_dir.join("trash")),
+            // On the containers' filesystem: a destroyed container's directory moves
+            // there at once, whatever filesystem that is.
+            trash: crate::trash::Trash::new(cfg.data_dir.join("containers/.trash")),
+            scratch,
             cfg,
         }))
     }
@@ -500,10 +517,18 @@ impl Executor {
         // its start time to shim.start.
         let Launched { pid, mut gate } = self.launcher.launch(&dir)?;
         let ready = async {
+            let layer = match &self.scratch {
+                Some(scratch) => {
+                    let disk = dir.join("disk");
+                    scratch.subvolume(&disk, req.disk_mb.max(0) as u64 * 1024 * 1024)?;
+                    disk
+                }
+                None => dir.clone(),
+            };
             rootfs::mount_overlay(
                 &image.layers,
-                &dir.join("upper"),
-                &dir.join("work"),
+                &layer.join("upper"),
+                &layer.join("work"),
                 &merged,
             )?;
             drop(in_flight);
@@ -621,6 +646,9 @@ impl Executor {
         let idle = self.containers.lock().unwrap().is_empty() && self.on_disk().is_empty();
         self.network.close(idle);
         self.trash.close();
+        if let (Some(scratch), true) = (&self.scratch, idle) {
+            scratch.close();
+        }
         let run = self.cfg.data_dir.join("run");
         if rootfs::is_mounted(&run) && std::fs::read_dir(&run).is_ok_and(|mut d| d.next().is_none())
         {
@@ -741,6 +769,7 @@ impl Executor {
         };
         entries
             .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| self.load(&e.file_name().to_string_lossy()))
             .collect()
     }
@@ -797,7 +826,8 @@ impl Executor {
 
     /// Bytes the container has written to its filesystem (disk accounting).
     pub fn disk_bytes(&self, handle: &str) -> u64 {
-        dir_size(&self.dir(handle).join("upper"))
+        let dir = self.dir(handle);
+        dir_size(&dir.join("disk/upper")) + dir_size(&dir.join("upper"))
     }
 }
 

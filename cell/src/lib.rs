@@ -17,6 +17,7 @@ pub mod monitor;
 pub mod network;
 pub mod rep;
 pub mod rootfs;
+pub mod scratch;
 pub mod server;
 pub mod shim;
 pub mod testing;

@@ -120,6 +120,7 @@ impl TestExecutor {
             network: test_network(),
             grace,
             volume_pool_size: Some(8 << 30),
+            scratch_size: Some(4 << 30),
         };
         TestExecutor {
             exec: Executor::new(cfg).expect("executor"),

@@ -45,7 +45,7 @@ pub struct PoolInfo {
     pub warning: Option<String>,
 }
 
-fn run(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn run(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(cmd).args(args).output().with_context(|| {
         format!("running {cmd} (is it installed? scripts/setup.sh installs it)")
     })?;

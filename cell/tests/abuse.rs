@@ -377,3 +377,63 @@ async fn output_without_newlines_and_floods_are_bounded_and_reported() {
     task.abort();
     t.exec.destroy("flood").await;
 }
+
+#[tokio::test]
+async fn a_container_writes_no_more_than_its_disk_mb() {
+    let t = TestExecutor::new();
+    // The quota full, not even a new file fits: the evidence is gathered, the big file
+    // removed, then the evidence written.
+    let mut req = request(
+        "disk-hog",
+        sh(
+            "out=$(dd if=/dev/zero of=/tmp/big bs=1M count=200 2>&1); rc=$?; \
+            size=$(stat -c %s /tmp/big); rm -f /tmp/big; sync; \
+            echo \"$rc $size $out\" > /tmp/rc",
+        ),
+    );
+    req.disk_mb = 10;
+    t.exec.create(req).await.unwrap();
+    let (failed, reason) = finished(&t, "disk-hog").await;
+    assert!(!failed, "{reason}");
+    let rc = t.exec.read_file("disk-hog", "/tmp/rc").await.unwrap();
+    let mut f = rc.split_whitespace();
+    assert_ne!(f.next(), Some("0"), "dd wrote 200 MB: {rc}");
+    let size: u64 = f.next().unwrap().parse().unwrap();
+    assert!(
+        size <= 10 << 20,
+        "{size} bytes written past disk_mb 10: {rc}"
+    );
+    assert!(rc.contains("quota"), "{rc}");
+    t.exec.destroy("disk-hog").await;
+    // Its quota's room comes back with it: another container may write its own 10 MB.
+    let mut req = request("disk-ok", sh("dd if=/dev/zero of=/tmp/big bs=1M count=8"));
+    req.disk_mb = 10;
+    t.exec.create(req).await.unwrap();
+    let (failed, reason) = finished(&t, "disk-ok").await;
+    assert!(!failed, "{reason}");
+    t.exec.destroy("disk-ok").await;
+}
+
+#[tokio::test]
+async fn a_cell_that_stops_with_no_container_leaves_no_bridge_or_mount() {
+    let t = TestExecutor::new();
+    t.exec.create(request("brief", sh("true"))).await.unwrap();
+    let (failed, reason) = finished(&t, "brief").await;
+    assert!(!failed, "{reason}");
+    t.exec.destroy("brief").await;
+    let bridge = t.exec.network().config().bridge.clone();
+    let containers = t.dir.join("containers");
+    assert!(lattice_cell::rootfs::is_mounted(&containers));
+    t.exec.close();
+    assert!(
+        !std::path::Path::new("/sys/class/net")
+            .join(&bridge)
+            .exists(),
+        "the bridge {bridge} is left behind"
+    );
+    assert!(!lattice_cell::firewall::installed(&bridge));
+    assert!(
+        !lattice_cell::rootfs::is_mounted(&containers),
+        "the containers' filesystem is still mounted"
+    );
+}

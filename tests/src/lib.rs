@@ -580,5 +580,6 @@ fn destroy_cell_leftovers(
         network: network.clone(),
         grace: Duration::from_secs(1),
         volume_pool_size: None,
+        scratch_size: None,
     });
 }

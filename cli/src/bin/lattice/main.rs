@@ -482,6 +482,8 @@ async fn start_cell(a: &CellArgs) -> anyhow::Result<StartedCell> {
             0 => None,
             n => Some(n),
         },
+        // The cell's disk is its containers' filesystem: each holds to its disk_mb.
+        scratch_size: Some(a.disk_mb.max(1) as u64 * 1024 * 1024),
     })?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
