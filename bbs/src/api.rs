@@ -149,21 +149,11 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-/// Parse a JSON body; empty or `null` gives the type's default (which
-/// validation then refuses field by field, as the receptor did).
+/// Parse a JSON body ([`receptor::parse_request`]): empty or `null` gives the type's
+/// default (which validation then refuses field by field, as the receptor did).
 pub(crate) fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice::<Option<T>>(body)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "InvalidJSON",
-                format!("request body is not valid JSON for this call: {e}"),
-            )
-        })
+    receptor::parse_request(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "InvalidJSON", e.message))
 }
 
 fn created() -> Response {
