@@ -22,6 +22,9 @@ pub const MAX_GUID_LEN: usize = 200;
 /// some cell; a larger number is a typo (or an attack) that would exhaust the BBS's
 /// and the brain's memory.
 pub const MAX_INSTANCES: i32 = 10_000;
+/// An LRP's `start_timeout`: a year. The receptor sends seconds and the model keeps
+/// milliseconds, so a larger value could not be stored as sent (it saturates).
+pub const MAX_START_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
 /// Container ports of one LRP (each is a host port and a forwarder on the cell).
 pub const MAX_PORTS: usize = 64;
 /// Environment variables in one list (`env`, or a Run's `env`).
@@ -557,6 +560,15 @@ pub fn validate_desired_lrp(d: &DesiredLrp) -> Result<(), ValidationErrors> {
     check_required(&mut e, "domain", &d.domain);
     check_rootfs(&mut e, &d.rootfs);
     check_count(&mut e, "instances", d.instances, MAX_INSTANCES);
+    if d.start_timeout_ms > MAX_START_TIMEOUT_MS {
+        e.add(
+            "start_timeout",
+            format!(
+                "must be at most {} seconds (a year)",
+                MAX_START_TIMEOUT_MS / 1000
+            ),
+        );
+    }
     match &d.action {
         None => e.add("action", "is required"),
         Some(a) => check_main_action(&mut e, a, &d.rootfs, &mut budget),
@@ -813,6 +825,11 @@ mod tests {
             (|d| d.instances = MAX_INSTANCES + 1, "instances"),
             (|d| d.instances = 1_000_000_000, "instances"),
             (
+                |d| d.start_timeout_ms = MAX_START_TIMEOUT_MS + 1000,
+                "start_timeout",
+            ),
+            (|d| d.start_timeout_ms = u64::MAX, "start_timeout"),
+            (
                 |d| d.process_guid = "x".repeat(MAX_GUID_LEN + 1),
                 "process_guid",
             ),
@@ -937,6 +954,7 @@ mod tests {
     fn counts_and_sizes_at_their_limits_pass() {
         let mut d = lrp();
         d.instances = MAX_INSTANCES;
+        d.start_timeout_ms = MAX_START_TIMEOUT_MS;
         d.process_guid = "p".repeat(MAX_GUID_LEN);
         d.memory_mb = MAX_MEMORY_MB;
         d.disk_mb = MAX_DISK_MB;
