@@ -249,7 +249,12 @@ pub fn converge(s: &Snapshot, cfg: &ConvergeConfig, memory: &mut Memory) -> (Vec
     }
 
     for d in s.desired {
-        for index in 0..d.instances.max(0) {
+        // A count stored before validation bounded it never becomes work beyond the
+        // bound (a billion instances would be a billion actions, every pass).
+        let instances = d
+            .instances
+            .clamp(0, lattice_specs::validation::MAX_INSTANCES);
+        for index in 0..instances {
             if !present.contains(&(d.process_guid.as_str(), index)) {
                 counts.missing += 1;
                 let key = LrpKey {
@@ -416,6 +421,15 @@ mod tests {
             run(&d, &a, &["c1", "c2"], &["d"], &[]),
             (vec![], Counts::default())
         );
+    }
+
+    #[test]
+    fn a_stored_count_past_the_bound_makes_no_more_work_than_the_bound() {
+        let d = [desired("huge", 1_000_000_000)];
+        let (acts, counts) = run(&d, &[], &["c1"], &["d"], &[]);
+        let max = lattice_specs::validation::MAX_INSTANCES as usize;
+        assert_eq!(acts.len(), max);
+        assert_eq!(counts.missing, max);
     }
 
     #[test]
