@@ -40,6 +40,20 @@ impl Default for NetworkConfig {
     }
 }
 
+impl NetworkConfig {
+    /// How many container addresses the subnet holds: what the address pool hands out
+    /// (offsets 2..=size-2 of `gateway/prefix`: not the network, not .1, not the
+    /// broadcast), less the gateway's own when it falls among them.
+    pub fn container_addresses(&self) -> u64 {
+        let host_bits = 32 - u32::from(self.prefix.min(32));
+        let size = 1u64 << host_bits;
+        let span = size.saturating_sub(3);
+        let mask = u32::MAX.checked_shl(host_bits).unwrap_or(0);
+        let offset = u64::from(u32::from(self.gateway) & !mask);
+        span - u64::from(span > 0 && (2..2 + span).contains(&offset))
+    }
+}
+
 /// Removes a cell's bridge and its firewall table (what [`Network::new`] made).
 pub fn remove_bridge(bridge: &str) {
     crate::firewall::remove(bridge);

@@ -143,7 +143,7 @@ impl Rep {
         // Every container but a host-networked one takes an address of the cell's
         // subnet: never offer more slots than there are addresses.
         let net = &exec.config().network;
-        let slots = container_slots(cfg.capacity.containers, net.gateway, net.prefix);
+        let slots = container_slots(cfg.capacity.containers, net);
         if slots < cfg.capacity.containers {
             tracing::warn!(
                 cell = %cfg.cell_id,
@@ -1381,6 +1381,11 @@ impl Rep {
             let v = v.clone();
             let _ = tokio::task::spawn_blocking(move || v.close()).await;
         }
+    }
+
+    /// The executor's part of stopping (see [`Executor::close`]): with no container
+    /// left, the cell's bridge, firewall and containers' filesystem go too.
+    pub fn close_executor(&self) {
         self.exec.close();
     }
 
@@ -1576,18 +1581,9 @@ fn lease_state(answer: Result<i64, tonic::Status>) -> LeaseState {
 }
 
 /// Container slots a cell offers: `wanted`, but no more than its subnet has container
-/// addresses. The cell's address pool (`network::IpPool`) hands out the offsets
-/// 2..=size-2 of `gateway/prefix` (not the network, not .1, not the broadcast) but
-/// the gateway's own.
-fn container_slots(wanted: i32, gateway: std::net::Ipv4Addr, prefix: u8) -> i32 {
-    let size = 1u64 << (32 - u32::from(prefix.min(32)));
-    let span = size.saturating_sub(3);
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(prefix.min(32)))
-        .unwrap_or(0);
-    let offset = u64::from(u32::from(gateway) & !mask);
-    let gateway_in_span = span > 0 && (2..2 + span).contains(&offset);
-    let addresses = span - u64::from(gateway_in_span);
+/// addresses ([`crate::network::NetworkConfig::container_addresses`]).
+fn container_slots(wanted: i32, net: &crate::network::NetworkConfig) -> i32 {
+    let addresses = net.container_addresses();
     wanted
         .min(i32::try_from(addresses).unwrap_or(i32::MAX))
         .max(0)
@@ -1653,7 +1649,13 @@ mod tests {
     /// Issue 27 item 16: never more container slots than container addresses.
     #[test]
     fn container_slots_are_capped_by_the_subnets_addresses() {
-        let gw = |a, b, c, d| Ipv4Addr::new(a, b, c, d);
+        let gw = |a, b, c, d| crate::network::NetworkConfig {
+            gateway: Ipv4Addr::new(a, b, c, d),
+            ..Default::default()
+        };
+        let container_slots = |wanted, net: crate::network::NetworkConfig, prefix| {
+            container_slots(wanted, &crate::network::NetworkConfig { prefix, ..net })
+        };
         // A /24 with the gateway at .1: .2 to .254.
         assert_eq!(container_slots(256, gw(10, 253, 7, 1), 24), 253);
         assert_eq!(container_slots(100, gw(10, 253, 7, 1), 24), 100);

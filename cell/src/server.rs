@@ -31,6 +31,7 @@ impl RunningCell {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.rep.close_executor();
     }
 
     /// Stops every container (see [`Rep::stop_all`]), then the rep.
