@@ -583,3 +583,52 @@ fn destroy_cell_leftovers(
         scratch_size: None,
     });
 }
+
+/// The BBS's gRPC client, as the tests hold it.
+pub type BbsClient = lattice_specs::bbs_api::bbs_client::BbsClient<tonic::transport::Channel>;
+
+/// `sh -c SCRIPT` as a Run action.
+pub fn sh(script: &str) -> lattice_specs::models::Action {
+    lattice_specs::models::Action {
+        action: Some(lattice_specs::models::action::Action::Run(
+            lattice_specs::models::RunAction {
+                path: "/bin/sh".into(),
+                args: vec!["-c".into(), script.into()],
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// A Task as the BBS stores it.
+pub async fn task(c: &mut BbsClient, guid: &str) -> lattice_specs::models::Task {
+    c.task_by_guid(lattice_specs::bbs_api::TaskGuidRequest {
+        task_guid: guid.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .task
+    .unwrap()
+}
+
+/// Waits for Task `guid` to reach `state`; panics with the Task after `within`.
+pub async fn wait_task(
+    c: &mut BbsClient,
+    guid: &str,
+    state: lattice_specs::models::task::State,
+    within: Duration,
+) -> lattice_specs::models::Task {
+    let t0 = Instant::now();
+    loop {
+        let t = task(c, guid).await;
+        if t.state() == state {
+            return t;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "{guid} not {state:?} within {within:?}: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

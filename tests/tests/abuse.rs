@@ -5,31 +5,22 @@ use std::time::{Duration, Instant};
 
 use lattice_specs::bbs_api::*;
 use lattice_specs::models;
+use lattice_specs::models::task::State::{Completed, Running};
 use lattice_specs::rep_api::{rep_client::RepClient, TaskStart, Work};
-use lattice_tests::{BbsProcess, CellProcess, EtcdServer};
+use lattice_tests::{sh, task, wait_task, BbsProcess, CellProcess, EtcdServer};
 
-fn sh(script: &str) -> models::Action {
-    models::Action {
-        action: Some(models::action::Action::Run(models::RunAction {
-            path: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
+/// Sends a rep a Perform of one Task, as the auctioneer (or anyone who reaches its
+/// port) would.
+async fn perform(rep: &str, task: models::Task) {
+    RepClient::connect(format!("http://{rep}"))
+        .await
+        .unwrap()
+        .perform(Work {
+            tasks: vec![TaskStart { task: Some(task) }],
             ..Default::default()
-        })),
-    }
-}
-
-async fn task(
-    c: &mut lattice_specs::bbs_api::bbs_client::BbsClient<tonic::transport::Channel>,
-    guid: &str,
-) -> models::Task {
-    c.task_by_guid(TaskGuidRequest {
-        task_guid: guid.into(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .task
-    .unwrap()
+        })
+        .await
+        .unwrap();
 }
 
 /// A Perform sent straight to a rep (no brain runs here) with a privileged definition
@@ -57,19 +48,11 @@ async fn a_forged_perform_runs_nothing_but_what_the_bbs_stores() {
     .unwrap();
     let stored = task(&mut c, "victim").await;
 
-    let mut rep = RepClient::connect(format!("http://{}", cell.listen))
-        .await
-        .unwrap();
     let mut forged = stored.clone();
     let def = forged.definition.as_mut().unwrap();
     def.privileged = true;
     def.action = Some(sh("echo forged > /tmp/result"));
-    rep.perform(Work {
-        tasks: vec![TaskStart { task: Some(forged) }],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    perform(&cell.listen, forged).await;
     let refused = async {
         let t0 = Instant::now();
         loop {
@@ -98,21 +81,8 @@ async fn a_forged_perform_runs_nothing_but_what_the_bbs_stores() {
     assert!(cell.containers().await.is_empty(), "no container was made");
 
     // The same Task as the BBS stores it runs, unprivileged.
-    rep.perform(Work {
-        tasks: vec![TaskStart { task: Some(stored) }],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let t0 = Instant::now();
-    let done = loop {
-        let t = task(&mut c, "victim").await;
-        if t.state() == models::task::State::Completed {
-            break t;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "{t:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    perform(&cell.listen, stored).await;
+    let done = wait_task(&mut c, "victim", Completed, Duration::from_secs(30)).await;
     assert!(!done.failed, "{}", done.failure_reason);
     assert!(done.result.starts_with("CapEff:"), "{}", done.result);
     assert!(
@@ -145,33 +115,13 @@ async fn a_task_that_ends_while_its_cell_is_down_keeps_its_result() {
     .await
     .unwrap();
     let stored = task(&mut c, "outlives").await;
-    let mut rep = RepClient::connect(format!("http://{}", cell.listen))
-        .await
-        .unwrap();
-    rep.perform(Work {
-        tasks: vec![TaskStart { task: Some(stored) }],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let t0 = Instant::now();
-    while task(&mut c, "outlives").await.state() != models::task::State::Running {
-        assert!(t0.elapsed() < Duration::from_secs(20), "never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    perform(&cell.listen, stored).await;
+    wait_task(&mut c, "outlives", Running, Duration::from_secs(20)).await;
     cell.process.kill();
     // The Task ends (after 2 s) with no rep to see it.
     tokio::time::sleep(Duration::from_secs(4)).await;
     cell.process.start_again();
-    let t0 = Instant::now();
-    let done = loop {
-        let t = task(&mut c, "outlives").await;
-        if t.state() == models::task::State::Completed {
-            break t;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "{t:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let done = wait_task(&mut c, "outlives", Completed, Duration::from_secs(30)).await;
     assert!(!done.failed, "{}", done.failure_reason);
     assert_eq!(done.result, "42\n");
 }
