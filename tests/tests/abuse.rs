@@ -117,6 +117,13 @@ async fn a_task_that_ends_while_its_cell_is_down_keeps_its_result() {
     let stored = task(&mut c, "outlives").await;
     perform(&cell.listen, stored).await;
     wait_task(&mut c, "outlives", Running, Duration::from_secs(20)).await;
+    // Killed once its process runs (a rep killed before its container exists leaves a
+    // Task that never ran, which fails, as it should).
+    let t0 = Instant::now();
+    while cell.containers().await.is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no container");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     cell.process.kill();
     // The Task ends (after 2 s) with no rep to see it.
     tokio::time::sleep(Duration::from_secs(4)).await;
