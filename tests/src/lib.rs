@@ -555,8 +555,13 @@ impl UpProcess {
 
     /// Containers the cell has on disk.
     pub fn containers_on_disk(&self) -> usize {
+        // Not the trash (`.trash`), which is on the containers' filesystem too.
         std::fs::read_dir(self.data_dir.path().join("lattice/cell/containers"))
-            .map(|d| d.count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
             .unwrap_or(0)
     }
 }
