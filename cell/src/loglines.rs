@@ -144,18 +144,30 @@ pub struct LogSender {
     sock: Option<tokio::net::UnixDatagram>,
     /// Lines lost because no rep was listening, not yet reported.
     lost: u64,
+    /// A send timed out: until one goes through, lines that do not fit at once are
+    /// lost rather than waited for (a stopped rep must not stall the app line by line).
+    congested: bool,
+    wait: Duration,
 }
 
 /// How long one send may wait for the rep to read (a rep that stops reading for
-/// longer loses the line rather than stalling the app for ever).
+/// longer loses the line, and the lines after it until it reads again, rather than
+/// stalling the app).
 const SEND_WAIT: Duration = Duration::from_secs(5);
 
 impl LogSender {
     pub fn new(path: &Path) -> LogSender {
+        LogSender::with_wait(path, SEND_WAIT)
+    }
+
+    /// A sender whose sends wait at most `wait` for a full queue.
+    pub fn with_wait(path: &Path, wait: Duration) -> LogSender {
         LogSender {
             path: path.to_path_buf(),
             sock: None,
             lost: 0,
+            congested: false,
+            wait,
         }
     }
 
@@ -171,13 +183,30 @@ impl LogSender {
     /// Sends one datagram, waiting while the rep's queue is full. Returns the number
     /// of earlier lines lost to a missing rep, once it is there again.
     pub async fn send(&mut self, datagram: &[u8]) -> Result<u64, ()> {
+        let wait = if self.congested {
+            Duration::ZERO
+        } else {
+            self.wait
+        };
         for _ in 0..2 {
             let Some(sock) = self.connect() else { break };
-            match tokio::time::timeout(SEND_WAIT, sock.send(datagram)).await {
-                Ok(Ok(_)) => return Ok(std::mem::take(&mut self.lost)),
+            let sent = match sock.try_send(datagram) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tokio::time::timeout(wait, sock.send(datagram)).await
+                }
+                r => Ok(r),
+            };
+            match sent {
+                Ok(Ok(_)) => {
+                    self.congested = false;
+                    return Ok(std::mem::take(&mut self.lost));
+                }
                 // The rep went away (or restarted with a new socket): connect again.
                 Ok(Err(_)) => self.sock = None,
-                Err(_) => break,
+                Err(_) => {
+                    self.congested = true;
+                    break;
+                }
             }
         }
         self.lost += 1;
@@ -197,6 +226,34 @@ mod tests {
         }
         s.finish(|l| out.push(l.to_vec()));
         out
+    }
+
+    #[tokio::test]
+    async fn a_rep_that_stops_reading_costs_one_wait_then_lines_are_counted_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs.sock");
+        let rep = tokio::net::UnixDatagram::bind(&path).unwrap();
+        let wait = Duration::from_millis(300);
+        let mut sender = LogSender::with_wait(&path, wait);
+        // The rep's queue fills; the send after that waits, then gives up.
+        let mut sent = 0;
+        while sender.send(b"line").await.is_ok() {
+            sent += 1;
+            assert!(sent < 10_000, "the queue never filled");
+        }
+        // Congested: the next lines are lost at once, not after a wait each.
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(sender.send(b"line").await, Err(()));
+        }
+        assert!(t0.elapsed() < wait * 5, "each lost line waited");
+        // The rep reads again: the next line goes, with the count of those lost.
+        let mut buf = [0u8; 64];
+        for _ in 0..sent {
+            rep.recv(&mut buf).await.unwrap();
+        }
+        assert_eq!(sender.send(b"line").await, Ok(6));
+        assert_eq!(sender.send(b"line").await, Ok(0));
     }
 
     #[test]
