@@ -137,6 +137,42 @@ pub fn dropped_message(n: u64) -> String {
     )
 }
 
+/// Bytes and lines per second the shim reads of a container's output. Past the rate
+/// limit it reads and drops (counting) without copying; past these it stops reading
+/// for a while, and the app waits on its pipe: a flood costs the host's shim, outside
+/// the container's cgroup, a bounded share of a core.
+pub const READ_BYTES_PER_SEC: f64 = 16.0 * 1024.0 * 1024.0;
+pub const READ_LINES_PER_SEC: f64 = 200_000.0;
+
+/// Paces reading a container's output to [`READ_BYTES_PER_SEC`] and
+/// [`READ_LINES_PER_SEC`] (a burst of one second's worth of each).
+pub struct ReadPace {
+    bytes: f64,
+    lines: f64,
+    at: Instant,
+}
+
+impl ReadPace {
+    pub fn new(now: Instant) -> ReadPace {
+        ReadPace {
+            bytes: READ_BYTES_PER_SEC,
+            lines: READ_LINES_PER_SEC,
+            at: now,
+        }
+    }
+
+    /// Records `bytes` and `lines` read at `now`; returns how long to wait before
+    /// reading more.
+    pub fn read(&mut self, bytes: usize, lines: usize, now: Instant) -> Duration {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.bytes = (self.bytes + dt * READ_BYTES_PER_SEC).min(READ_BYTES_PER_SEC) - bytes as f64;
+        self.lines = (self.lines + dt * READ_LINES_PER_SEC).min(READ_LINES_PER_SEC) - lines as f64;
+        let owed = (-self.bytes / READ_BYTES_PER_SEC).max(-self.lines / READ_LINES_PER_SEC);
+        Duration::from_secs_f64(owed.max(0.0))
+    }
+}
+
 /// A datagram socket connected to the rep's log socket, reconnected when the rep
 /// comes back.
 pub struct LogSender {
@@ -254,6 +290,28 @@ mod tests {
         }
         assert_eq!(sender.send(b"line").await, Ok(6));
         assert_eq!(sender.send(b"line").await, Ok(0));
+    }
+
+    #[test]
+    fn reading_is_paced_past_a_second_of_budget() {
+        let t0 = Instant::now();
+        let mut p = ReadPace::new(t0);
+        let mib = 1 << 20;
+        assert_eq!(p.read(8 * mib, 10, t0), Duration::ZERO);
+        assert_eq!(p.read(8 * mib, 10, t0), Duration::ZERO);
+        // A second's worth more bytes: a second's wait.
+        let wait = p.read(16 * mib, 0, t0);
+        assert!((wait.as_secs_f64() - 1.0).abs() < 1e-6, "{wait:?}");
+        // After the wait the budget is back to zero, and refills with time.
+        assert_eq!(p.read(0, 0, t0 + Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(
+            p.read(8 * mib, 0, t0 + Duration::from_secs(2)),
+            Duration::ZERO
+        );
+        // Lines count too: a flood of short lines waits as long as its lines take.
+        let mut p = ReadPace::new(t0);
+        let wait = p.read(1000, 2 * READ_LINES_PER_SEC as usize, t0);
+        assert!((wait.as_secs_f64() - 1.0).abs() < 1e-6, "{wait:?}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use futures::FutureExt;
 use lattice_specs::models::{self, action::Action as A};
 
 use crate::inroot::Rooted;
-use crate::loglines::{dropped_message, Admit, LineSplitter, LogSender, RateLimit};
+use crate::loglines::{dropped_message, Admit, LineSplitter, LogSender, RateLimit, ReadPace};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
@@ -354,6 +354,8 @@ struct Ctx {
     logs: Option<tokio::sync::Mutex<LogSender>>,
     /// The container's log rate (shared by its stdout and stderr).
     rate: std::sync::Mutex<RateLimit>,
+    /// How fast its output is read at all (shared too).
+    pace: std::sync::Mutex<ReadPace>,
     grace: Duration,
     /// The container's own process spec (capabilities, no_new_privs), read once:
     /// exec'd processes get what it grants, not the runtime's defaults.
@@ -376,6 +378,7 @@ impl Ctx {
             grace: Duration::from_millis(cfg.grace_ms),
             logs: logs.then(|| tokio::sync::Mutex::new(LogSender::new(&cfg.log_socket))),
             rate: std::sync::Mutex::new(RateLimit::new(std::time::Instant::now())),
+            pace: std::sync::Mutex::new(ReadPace::new(std::time::Instant::now())),
             cfg,
             events,
             init_process,
@@ -393,12 +396,7 @@ impl Ctx {
     /// dropped, and the next line sent is preceded by one saying how many were.
     async fn log(&self, source: &str, stream: &str, line: &str) {
         let Some(logs) = &self.logs else { return };
-        let admit = self
-            .rate
-            .lock()
-            .unwrap()
-            .admit(line.len(), std::time::Instant::now());
-        match admit {
+        match self.admit(line.len()) {
             Admit::Drop => return,
             Admit::SendAfterDropped(n) => {
                 self.send_line(logs, source, "stderr", &dropped_message(n))
@@ -407,6 +405,13 @@ impl Ctx {
             Admit::Send => {}
         }
         self.send_line(logs, source, stream, line).await;
+    }
+
+    fn admit(&self, len: usize) -> Admit {
+        self.rate
+            .lock()
+            .unwrap()
+            .admit(len, std::time::Instant::now())
     }
 
     /// Says how many lines the rate limit dropped since the last one sent, if any.
@@ -1025,7 +1030,8 @@ fn pipe_receiver(fd: OwnedFd) -> std::io::Result<tokio::net::unix::pipe::Receive
 }
 
 /// Sends a process's output to the log, line by line (lines cut at
-/// [`crate::loglines::MAX_LINE`]); `quiet` reads and discards it.
+/// [`crate::loglines::MAX_LINE`], held to the container's log rate, read no faster
+/// than [`crate::loglines::READ_BYTES_PER_SEC`]); `quiet` reads and discards it.
 async fn forward_lines(ctx: &Ctx, fd: OwnedFd, source: &str, stream: &str, quiet: bool) {
     use tokio::io::AsyncReadExt as _;
     let Ok(mut rx) = pipe_receiver(fd) else {
@@ -1033,7 +1039,25 @@ async fn forward_lines(ctx: &Ctx, fd: OwnedFd, source: &str, stream: &str, quiet
     };
     let mut splitter = LineSplitter::default();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut lines = Vec::new();
+    // What is admitted; `true` for a dropped-lines notice (it goes to stderr).
+    let mut lines: Vec<(bool, String)> = Vec::new();
+    let take = |rate: &mut RateLimit,
+                now: std::time::Instant,
+                l: &[u8],
+                lines: &mut Vec<(bool, String)>| {
+        if quiet {
+            return;
+        }
+        // Dropped lines are only counted: no copy of a flood is made.
+        match rate.admit(l.len(), now) {
+            Admit::Drop => {}
+            Admit::Send => lines.push((false, String::from_utf8_lossy(l).into_owned())),
+            Admit::SendAfterDropped(n) => {
+                lines.push((true, dropped_message(n)));
+                lines.push((false, String::from_utf8_lossy(l).into_owned()));
+            }
+        }
+    };
     loop {
         // A flood that stops is reported within a second, not at the next line.
         let n = match tokio::time::timeout(Duration::from_secs(1), rx.read(&mut buf)).await {
@@ -1044,21 +1068,34 @@ async fn forward_lines(ctx: &Ctx, fd: OwnedFd, source: &str, stream: &str, quiet
             Ok(Err(_)) => break,
             Ok(Ok(n)) => n,
         };
-        if n == 0 {
-            splitter.finish(|l| lines.push(String::from_utf8_lossy(l).into_owned()));
-        } else {
-            splitter.push(&buf[..n], |l| {
-                lines.push(String::from_utf8_lossy(l).into_owned())
-            });
-        }
-        if !quiet {
-            for line in lines.drain(..) {
-                ctx.log(source, stream, &line).await;
+        // One clock read and one lock per chunk, not per line (a flood of short lines
+        // is millions a second).
+        let now = std::time::Instant::now();
+        let mut count = 0;
+        {
+            let mut rate = ctx.rate.lock().unwrap();
+            let mut each = |l: &[u8]| {
+                count += 1;
+                take(&mut rate, now, l, &mut lines)
+            };
+            if n == 0 {
+                splitter.finish(&mut each);
+            } else {
+                splitter.push(&buf[..n], &mut each);
             }
         }
-        lines.clear();
+        if let Some(logs) = &ctx.logs {
+            for (notice, line) in lines.drain(..) {
+                let to = if notice { "stderr" } else { stream };
+                ctx.send_line(logs, source, to, &line).await;
+            }
+        }
         if n == 0 {
             break;
+        }
+        let pause = ctx.pace.lock().unwrap().read(n, count, now);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
     }
     ctx.log_dropped(source).await;

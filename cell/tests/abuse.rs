@@ -437,3 +437,36 @@ async fn a_cell_that_stops_with_no_container_leaves_no_bridge_or_mount() {
         "the containers' filesystem is still mounted"
     );
 }
+
+/// CPU time (user + system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn a_log_flood_costs_the_cells_side_a_bounded_share_of_a_core() {
+    let t = TestExecutor::new();
+    let (_logs, _feed, task) = listen_logs(&t, "yes");
+    t.exec.create(request("yes", sh("yes"))).await.unwrap();
+    wait_event(&t.exec, "yes", Duration::from_secs(20), |e| {
+        matches!(e, ShimEvent::Created { .. })
+    })
+    .await;
+    let shim = t.exec.shim_pid("yes").expect("the shim runs");
+    // The shim runs outside the container's cgroup: what it spends reading a flood is
+    // the host's. It reads no faster than its pace, however fast `yes` writes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = cpu_ticks(shim);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let spent = (cpu_ticks(shim) - before) as f64 / 100.0 / 3.0;
+    assert!(spent < 0.5, "the shim used {spent:.2} of a core");
+    task.abort();
+    t.exec.destroy("yes").await;
+}
