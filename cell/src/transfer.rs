@@ -71,16 +71,21 @@ async fn stream_unpack(dest: Rooted, d: &DownloadAction) -> anyhow::Result<()> {
         keep: false,
     };
     let fetched = fetch(&d.from, Sink::Channel(Some(tx))).await;
-    let unpacked = cleanup.unpacker.take().expect("set above").await?;
-    let digests = fetched?;
-    verify(&digests, &d.checksum_algorithm, &d.checksum_value)?;
-    unpacked?;
+    let unpacked = cleanup.unpacker.take().expect("set above").await;
+    let outcome = fetched
+        .and_then(|digests| verify(&digests, &d.checksum_algorithm, &d.checksum_value))
+        .and_then(|()| unpacked?);
+    // The unpacker is done: what it left goes now, before the action's failure is
+    // reported (so the next action never sees it), not behind its back.
     cleanup.keep = true;
-    Ok(())
+    if outcome.is_err() {
+        let _ = cleanup.dest.run(|p| std::fs::remove_dir_all(p)).await;
+    }
+    outcome
 }
 
-/// Removes a download's destination (inside its root) when dropped, unless kept; an
-/// unpacker still running is waited for first.
+/// Removes a download's destination (inside its root) when dropped unless kept (the
+/// action cancelled midway); an unpacker still running is waited for first.
 struct RemoveUnlessKept {
     dest: Rooted,
     unpacker: Option<InRoot<anyhow::Result<()>>>,
@@ -92,19 +97,20 @@ impl Drop for RemoveUnlessKept {
         if self.keep {
             return;
         }
+        // Cancelled mid-download: the unpacker stops once its input is gone, then the
+        // destination is removed.
         let dest = self.dest.clone();
         let unpacker = self.unpacker.take();
-        let remove = move || {
-            let _ = dest.spawn(|p| std::fs::remove_dir_all(p));
-        };
         match (unpacker, tokio::runtime::Handle::try_current()) {
             (Some(u), Ok(rt)) => {
                 rt.spawn(async move {
                     let _ = u.await;
-                    remove();
+                    let _ = dest.run(|p| std::fs::remove_dir_all(p)).await;
                 });
             }
-            _ => remove(),
+            _ => {
+                let _ = dest.blocking(|p| std::fs::remove_dir_all(p));
+            }
         }
     }
 }

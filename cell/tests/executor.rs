@@ -426,6 +426,9 @@ async fn download_and_upload_move_files_in_and_out() {
     t.exec.create(request("bad-sum", bad)).await.unwrap();
     let (failed, reason, _) = outcome(&t, "bad-sum", Duration::from_secs(20)).await;
     assert!(failed && reason.contains("checksum mismatch"), "{reason}");
+    // What the unpacker made is gone by the time the action has failed.
+    let left = t.dir.join("containers/bad-sum/rootfs/app");
+    assert!(!left.exists(), "{} left behind", left.display());
     destroy_clean(&t, "bad-sum").await;
 }
 
