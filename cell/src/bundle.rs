@@ -466,7 +466,16 @@ mod tests {
         assert!(!bounding.contains(&Capability::NetAdmin));
         assert!(bounding.contains(&Capability::NetBindService));
         let linux = s.linux().as_ref().unwrap();
-        assert!(linux.seccomp().is_some());
+        let seccomp = linux.seccomp().as_ref().unwrap();
+        let denied: Vec<&String> = seccomp
+            .syscalls()
+            .iter()
+            .flatten()
+            .flat_map(|r| r.names())
+            .collect();
+        for name in ["io_uring_setup", "unshare", "mount", "clone", "clone3"] {
+            assert!(denied.iter().any(|d| *d == name), "{name} not denied");
+        }
         assert!(linux
             .masked_paths()
             .as_ref()

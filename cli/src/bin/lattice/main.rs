@@ -703,6 +703,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cell_listens_on_loopback_unless_told() {
+        // Env would override the defaults this checks.
+        for var in ["LATTICE_CELL_LISTEN", "LATTICE_CELL_ADDRESS"] {
+            assert!(std::env::var_os(var).is_none(), "{var} is set");
+        }
+        let cli = Cli::try_parse_from(["lattice", "cell"]).unwrap();
+        let Command::Cell(a) = cli.command else {
+            panic!("not the cell command")
+        };
+        assert!(a.listen.ip().is_loopback(), "{}", a.listen);
+        assert!(a.address.is_loopback(), "{}", a.address);
+        assert!(Cli::try_parse_from(["lattice", "cell", "--address", "cell-1.local"]).is_err());
+    }
+
+    #[test]
     fn registry_credentials() {
         let c = parse_credentials(&[
             "registry.local:5000=ci:s3:cret".into(),
