@@ -605,6 +605,24 @@ pub fn sh(script: &str) -> lattice_specs::models::Action {
     }
 }
 
+/// Desires Task `guid` (domain `test`): `script` in busybox, its result `/tmp/result`.
+pub async fn desire_task(c: &mut BbsClient, guid: &str, script: &str) {
+    c.desire_task(lattice_specs::bbs_api::DesireTaskRequest {
+        task_guid: guid.into(),
+        domain: "test".into(),
+        definition: Some(lattice_specs::models::TaskDefinition {
+            rootfs: "preloaded:busybox".into(),
+            action: Some(sh(script)),
+            result_file: "/tmp/result".into(),
+            memory_mb: 16,
+            cpu_weight: 10,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+}
+
 /// A Task as the BBS stores it.
 pub async fn task(c: &mut BbsClient, guid: &str) -> lattice_specs::models::Task {
     c.task_by_guid(lattice_specs::bbs_api::TaskGuidRequest {

@@ -3,11 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use lattice_specs::bbs_api::*;
 use lattice_specs::models;
 use lattice_specs::models::task::State::{Completed, Running};
 use lattice_specs::rep_api::{rep_client::RepClient, TaskStart, Work};
-use lattice_tests::{sh, task, wait_task, BbsProcess, CellProcess, EtcdServer};
+use lattice_tests::{desire_task, sh, task, wait_task, BbsProcess, CellProcess, EtcdServer};
 
 /// Sends a rep a Perform of one Task, as the auctioneer (or anyone who reaches its
 /// port) would.
@@ -31,21 +30,12 @@ async fn a_forged_perform_runs_nothing_but_what_the_bbs_stores() {
     let bbs = BbsProcess::start(&format!("etcd://{}", etcd.endpoint()), &[]);
     let cell = CellProcess::start(&bbs.grpc, "cell-0", &[]);
     let mut c = bbs.client().await;
-    let benign = models::TaskDefinition {
-        rootfs: "preloaded:busybox".into(),
-        action: Some(sh("grep CapEff /proc/self/status > /tmp/result")),
-        result_file: "/tmp/result".into(),
-        memory_mb: 16,
-        cpu_weight: 10,
-        ..Default::default()
-    };
-    c.desire_task(DesireTaskRequest {
-        task_guid: "victim".into(),
-        domain: "test".into(),
-        definition: Some(benign.clone()),
-    })
-    .await
-    .unwrap();
+    desire_task(
+        &mut c,
+        "victim",
+        "grep CapEff /proc/self/status > /tmp/result",
+    )
+    .await;
     let stored = task(&mut c, "victim").await;
 
     let mut forged = stored.clone();
@@ -100,20 +90,7 @@ async fn a_task_that_ends_while_its_cell_is_down_keeps_its_result() {
     let bbs = BbsProcess::start(&format!("etcd://{}", etcd.endpoint()), &[]);
     let mut cell = CellProcess::start(&bbs.grpc, "cell-0", &[]);
     let mut c = bbs.client().await;
-    c.desire_task(DesireTaskRequest {
-        task_guid: "outlives".into(),
-        domain: "test".into(),
-        definition: Some(models::TaskDefinition {
-            rootfs: "preloaded:busybox".into(),
-            action: Some(sh("sleep 2; echo 42 > /tmp/result")),
-            result_file: "/tmp/result".into(),
-            memory_mb: 16,
-            cpu_weight: 10,
-            ..Default::default()
-        }),
-    })
-    .await
-    .unwrap();
+    desire_task(&mut c, "outlives", "sleep 2; echo 42 > /tmp/result").await;
     let stored = task(&mut c, "outlives").await;
     perform(&cell.listen, stored).await;
     wait_task(&mut c, "outlives", Running, Duration::from_secs(20)).await;

@@ -39,47 +39,12 @@ async fn wait_registered(c: &mut Client, cell: &str, present: bool, within: Dura
 }
 
 async fn submit(c: &mut Client, guid: &str) {
-    c.desire_task(DesireTaskRequest {
-        task_guid: guid.into(),
-        domain: "test".into(),
-        definition: Some(models::TaskDefinition {
-            rootfs: "preloaded:busybox".into(),
-            action: Some(models::Action {
-                action: Some(models::action::Action::Run(models::RunAction {
-                    path: "/bin/sh".into(),
-                    args: vec!["-c".into(), "echo done > /tmp/result".into()],
-                    ..Default::default()
-                })),
-            }),
-            result_file: "/tmp/result".into(),
-            memory_mb: 16,
-            cpu_weight: 10,
-            ..Default::default()
-        }),
-    })
-    .await
-    .unwrap();
+    lattice_tests::desire_task(c, guid, "echo done > /tmp/result").await;
 }
 
 /// Waits until the task completes; returns it.
 async fn completed(c: &mut Client, guid: &str, within: Duration) -> models::Task {
-    let t0 = Instant::now();
-    loop {
-        let t = c
-            .task_by_guid(TaskGuidRequest {
-                task_guid: guid.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap();
-        if t.state() == models::task::State::Completed {
-            return t;
-        }
-        assert!(t0.elapsed() < within, "{guid} never completed: {t:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    lattice_tests::wait_task(c, guid, models::task::State::Completed, within).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -172,40 +172,14 @@ async fn apps_and_tasks_run_in_real_containers_behind_the_router() {
     );
 
     // A Task runs to completion and its result file is read.
-    c.desire_task(DesireTaskRequest {
-        task_guid: "task-1".into(),
-        domain: "test".into(),
-        definition: Some(models::TaskDefinition {
-            rootfs: "preloaded:busybox".into(),
-            action: Some(sh("echo computing; echo 42 > /tmp/result")),
-            result_file: "/tmp/result".into(),
-            memory_mb: 16,
-            cpu_weight: 10,
-            ..Default::default()
-        }),
-    })
-    .await
-    .unwrap();
-    let t0 = Instant::now();
-    let task = loop {
-        let t = c
-            .task_by_guid(TaskGuidRequest {
-                task_guid: "task-1".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap();
-        if t.state() == models::task::State::Completed {
-            break t;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "task never completed: {t:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    lattice_tests::desire_task(&mut c, "task-1", "echo computing; echo 42 > /tmp/result").await;
+    let task = lattice_tests::wait_task(
+        &mut c,
+        "task-1",
+        models::task::State::Completed,
+        Duration::from_secs(20),
+    )
+    .await;
     assert!(!task.failed, "{}", task.failure_reason);
     assert_eq!(task.result, "42\n");
     assert_eq!(task.cell_id, "cell-0");
