@@ -107,9 +107,9 @@ pub async fn serve(
             },
             _ = stopping(stop.clone()) => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok(s) => s,
                 Err(e) => {
                     // Out of file descriptors, mostly: wait rather than spin.
                     tracing::warn!(error = %e, "API accept failed");
@@ -136,6 +136,8 @@ pub async fn serve(
             if !ready {
                 return;
             }
+            // Handlers may ask who is calling (`ConnectInfo<SocketAddr>`).
+            let app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
             let svc = TowerToHyperService::new(app);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             if let Err(e) = watcher.watch(conn.into_owned()).await {

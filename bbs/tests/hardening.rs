@@ -439,3 +439,104 @@ async fn the_store_and_the_blobs_are_private() {
     assert_eq!(mode(&blobs), 0o700);
     assert_eq!(mode(&blobs.join("b1")), 0o600);
 }
+
+/// Another host on the network: a network namespace of this test's own, joined to this
+/// one by a veth pair (this side `HOST_IP`, the other `PEER_IP`). Removed on drop,
+/// its veth with it.
+struct OtherHost {
+    ns: String,
+    veth: String,
+    host_ip: String,
+}
+
+impl OtherHost {
+    fn new() -> OtherHost {
+        let id = std::process::id();
+        let n = id % 200 + 20;
+        let h = OtherHost {
+            ns: format!("lt-bbs-{id}"),
+            veth: format!("vb{}", id % 1_000_000),
+            host_ip: format!("10.252.{n}.1"),
+        };
+        let peer = format!("{}p", h.veth);
+        let ip = |args: &str| {
+            let out = std::process::Command::new("ip")
+                .args(args.split_whitespace())
+                .output()
+                .expect("ip (iproute2)");
+            assert!(
+                out.status.success(),
+                "ip {args}: {} (this test makes a network namespace: run as root)",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&format!("netns add {}", h.ns));
+        ip(&format!("link add {} type veth peer name {peer}", h.veth));
+        ip(&format!("link set {peer} netns {}", h.ns));
+        ip(&format!("addr add {}/30 dev {}", h.host_ip, h.veth));
+        ip(&format!("link set {} up", h.veth));
+        ip(&format!("-n {} addr add 10.252.{n}.2/30 dev {peer}", h.ns));
+        ip(&format!("-n {} link set {peer} up", h.ns));
+        h
+    }
+
+    /// Sends `request` (a whole HTTP/1.0 request) from the other host; the answer.
+    fn send(&self, to: std::net::SocketAddr, request: &[u8]) -> String {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), request).unwrap();
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "/bin/busybox", "nc"])
+            .arg(to.ip().to_string())
+            .arg(to.port().to_string())
+            .stdin(std::fs::File::open(file.path()).unwrap())
+            .output()
+            .expect("busybox nc in the namespace");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for OtherHost {
+    fn drop(&mut self) {
+        for args in [
+            vec!["netns", "del", self.ns.as_str()],
+            vec!["link", "del", self.veth.as_str()],
+        ] {
+            let _ = std::process::Command::new("ip").args(args).output();
+        }
+    }
+}
+
+/// Without API credentials, a client on another host may not write into apps' logs;
+/// a caller over loopback (a router beside the BBS) may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_credentials_only_loopback_callers_post_logs() {
+    let other = OtherHost::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BbsConfig {
+        api_listen: "0.0.0.0:0".parse().unwrap(),
+        ..BbsConfig::loopback(
+            StoreUrl::File(dir.path().join("bbs.db")),
+            Duration::from_secs(2),
+        )
+    };
+    let bbs = server::start(cfg).await.unwrap();
+    let port = bbs.api_addr.port();
+    let line = log_lines("app", 1, 10);
+    let mut req = format!(
+        "POST /v1/logs HTTP/1.0\r\nHost: bbs\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        line.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&line);
+    let to = format!("{}:{port}", other.host_ip).parse().unwrap();
+    let answer = tokio::task::block_in_place(|| other.send(to, &req));
+    assert!(answer.starts_with("HTTP/1.0 403"), "{answer}");
+    assert!(answer.contains("\"name\":\"Forbidden\""), "{answer}");
+    assert!(bbs.logs.recent("app").is_empty(), "a foreign line got in");
+    let nd = ("Content-Type", "application/x-ndjson");
+    let local = format!("127.0.0.1:{port}").parse().unwrap();
+    let r = request(local, "POST", "/v1/logs", &[nd], &line).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(bbs.logs.recent("app").len(), 1);
+    bbs.shutdown().await;
+}
