@@ -138,6 +138,10 @@ pub struct Rep {
     sync_now: Notify,
 }
 
+mod presence;
+mod volumes;
+use presence::container_slots;
+
 impl Rep {
     pub fn new(mut cfg: RepConfig, bbs: BbsClient<Channel>, exec: Arc<Executor>) -> Arc<Rep> {
         // Every container but a host-networked one takes an address of the cell's
@@ -191,126 +195,6 @@ impl Rep {
         events.abort();
         let _ = presence.await;
         Ok(())
-    }
-
-    // ---- presence -------------------------------------------------------------------
-
-    fn presence(&self) -> models::CellPresence {
-        let providers = self.exec.config().providers.names();
-        models::CellPresence {
-            cell_id: self.cfg.cell_id.clone(),
-            rep_address: self.cfg.rep_address.clone(),
-            zone: self.cfg.zone.clone(),
-            capacity: Some(models::CellCapacity {
-                memory_mb: self.cfg.capacity.memory_mb,
-                disk_mb: self.cfg.capacity.disk_mb,
-                containers: self.cfg.capacity.containers,
-            }),
-            rootfs_providers: vec![
-                models::Provider {
-                    name: "preloaded".into(),
-                    properties: providers,
-                },
-                // Any registry it can reach.
-                models::Provider {
-                    name: "docker".into(),
-                    properties: vec![],
-                },
-            ]
-            .into_iter()
-            // OCI layouts under its --oci-root directories, when it has some.
-            .chain(
-                (!self.exec.config().providers.oci_roots.is_empty()).then(|| models::Provider {
-                    name: "oci".into(),
-                    properties: vec![],
-                }),
-            )
-            .collect(),
-            placement_tags: self.cfg.placement_tags.clone(),
-            optional_placement_tags: self.cfg.optional_placement_tags.clone(),
-            volume_drivers: if self.exec.volumes().is_some() {
-                vec!["local".into()]
-            } else {
-                vec![]
-            },
-        }
-    }
-
-    /// Registers the cell under a fresh lease: (lease id).
-    async fn announce(&self, bbs: &mut BbsClient<Channel>) -> Result<i64, tonic::Status> {
-        let ttl = self.cfg.lease_ttl.as_secs().max(1) as i64;
-        let lease = bbs
-            .grant_lease(api::GrantLeaseRequest { ttl_seconds: ttl })
-            .await?
-            .into_inner();
-        bbs.set_cell_presence(api::SetCellPresenceRequest {
-            cell: Some(self.presence()),
-            lease_id: lease.lease_id,
-        })
-        .await?;
-        Ok(lease.lease_id)
-    }
-
-    /// Holds the cell's presence: registers it, renews its lease every third of the
-    /// TTL, and registers it again (then re-syncs) whenever the lease is gone: expired
-    /// while the process was paused or cut off, revoked, or not renewable. The
-    /// containers keep running throughout.
-    async fn hold_presence(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut bbs = self.bbs();
-        let mut lease_id = 0;
-        let mut announced_before = false;
-        loop {
-            match self.announce(&mut bbs).await {
-                Ok(id) => {
-                    lease_id = id;
-                    tracing::info!(cell = %self.cfg.cell_id, lease_id, "cell presence held");
-                    if announced_before {
-                        // Whatever changed while the cell was gone (its tasks failed,
-                        // its instances replaced) is fixed both ways now.
-                        self.sync_now.notify_one();
-                    }
-                    announced_before = true;
-                    if let Some(why) = self.keep_lease(&mut bbs, lease_id, &shutdown).await {
-                        tracing::warn!(cell = %self.cfg.cell_id, "cell lease lost ({why}): registering again");
-                        continue;
-                    }
-                }
-                Err(e) => tracing::warn!("cannot announce the cell: {}", e.message()),
-            }
-            if shutdown.is_cancelled() {
-                break;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-        if lease_id != 0 {
-            let _ = bbs.revoke_lease(api::LeaseRequest { lease_id }).await;
-        }
-    }
-
-    /// Renews `lease_id` until shutdown (`None`) or until it is gone (why).
-    async fn keep_lease(
-        &self,
-        bbs: &mut BbsClient<Channel>,
-        lease_id: i64,
-        shutdown: &CancellationToken,
-    ) -> Option<String> {
-        let every = self.cfg.lease_ttl / 3;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(every) => {}
-            }
-            let answer = bbs
-                .keep_alive_lease(api::LeaseRequest { lease_id })
-                .await
-                .map(|r| r.into_inner().ttl_seconds);
-            if let LeaseState::Gone(why) = lease_state(answer) {
-                return Some(why);
-            }
-        }
     }
 
     // ---- the auctioneer's API --------------------------------------------------------
@@ -1418,138 +1302,6 @@ impl Rep {
             tracing::warn!(cell = %self.cfg.cell_id, "{w}");
         }
     }
-
-    // ---- volumes -------------------------------------------------------------------
-
-    /// Makes this cell's volumes what the BBS says: PENDING ones are created, REMOVING
-    /// ones removed once no container mounts them, READY ones checked and their use
-    /// reported. Volumes here that the BBS does not know are left alone (never deleted
-    /// on a guess).
-    pub async fn sync_volumes(&self) -> Result<(), tonic::Status> {
-        use models::volume::State as V;
-        let Some(driver) = self.exec.volumes().cloned() else {
-            return Ok(());
-        };
-        let mut bbs = self.bbs();
-        let records = bbs
-            .volumes(api::VolumesRequest {
-                cell_id: self.cfg.cell_id.clone(),
-            })
-            .await?
-            .into_inner()
-            .volumes;
-        if records.is_empty() {
-            return Ok(());
-        }
-        // A pool that cannot be opened now says nothing about the volumes: retry later.
-        let vols = tokio::task::spawn_blocking(move || driver.volumes())
-            .await
-            .map_err(|e| tonic::Status::internal(e.to_string()))?
-            .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
-        self.report_pool(&vols).await;
-        for v in records {
-            let name = v.name.clone();
-            let report = |state: V, size: u64, used: u64, reason: String| api::VolumeStateRequest {
-                name: name.clone(),
-                cell_id: self.cfg.cell_id.clone(),
-                state: state as i32,
-                used_bytes: used,
-                reason,
-                size_bytes: size,
-            };
-            match v.state() {
-                V::Pending | V::Ready => {
-                    let (d, n, size, pending) = (
-                        vols.clone(),
-                        name.clone(),
-                        v.size_bytes,
-                        v.state() == V::Pending,
-                    );
-                    // (the volume, why growing it failed)
-                    let reported = v.actual_size_bytes;
-                    let made = tokio::task::spawn_blocking(move || {
-                        let vols = d;
-                        match vols.info(&n) {
-                            // Asked to grow: online, the data stays; a failure is
-                            // reported (and retried), the volume stays usable at
-                            // its old size.
-                            Ok(info) if !pending && (info.size_bytes < size || reported < size) => {
-                                match vols.grow(&n, size) {
-                                    Ok(grown) => Ok((grown, None)),
-                                    Err(e) => Ok((
-                                        info,
-                                        Some(format!(
-                                            "growing to {} failed: {e:#}",
-                                            lattice_specs::volume::format_size(size)
-                                        )),
-                                    )),
-                                }
-                            }
-                            Ok(info) => Ok((info, None)),
-                            Err(_) if pending => Ok((vols.create(&n, size)?, None)),
-                            Err(_) => anyhow::bail!("the volume is missing on its cell"),
-                        }
-                    })
-                    .await
-                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
-                    let req = match made {
-                        Ok((info, grow_failed)) => {
-                            if pending {
-                                tracing::info!(volume = %name, size = v.size_bytes, "volume created");
-                            } else if grow_failed.is_none()
-                                && v.actual_size_bytes < info.size_bytes
-                                && v.actual_size_bytes > 0
-                            {
-                                tracing::info!(volume = %name, size = info.size_bytes, "volume grown");
-                            }
-                            if let Some(e) = &grow_failed {
-                                tracing::warn!(volume = %name, "{e}");
-                            }
-                            report(
-                                V::Ready,
-                                info.size_bytes,
-                                info.used_bytes,
-                                grow_failed.unwrap_or_default(),
-                            )
-                        }
-                        Err(e) => {
-                            tracing::warn!(volume = %name, "volume failed: {e:#}");
-                            report(V::Failed, 0, 0, format!("{e:#}"))
-                        }
-                    };
-                    bbs.set_volume_state(req).await?;
-                }
-                V::Removing => {
-                    if self.exec.uses_volume(&name) {
-                        continue;
-                    }
-                    let (d, n) = (vols.clone(), name.clone());
-                    let removed = tokio::task::spawn_blocking(move || {
-                        let vols = d;
-                        match vols.info(&n) {
-                            Ok(_) => vols.remove(&n),
-                            Err(_) => Ok(()),
-                        }
-                    })
-                    .await
-                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
-                    match removed {
-                        Ok(()) => {
-                            bbs.volume_removed(api::VolumeRemovedRequest {
-                                name: name.clone(),
-                                cell_id: self.cfg.cell_id.clone(),
-                            })
-                            .await?;
-                            tracing::info!(volume = %name, "volume removed");
-                        }
-                        Err(e) => tracing::warn!(volume = %name, "removing volume: {e:#}"),
-                    }
-                }
-                V::Failed | V::Invalid => {}
-            }
-        }
-        Ok(())
-    }
 }
 
 /// How often the image layer cache is collected, and how long an unused layer is kept.
@@ -1559,35 +1311,6 @@ const EVENT_POLL: Duration = Duration::from_millis(20);
 /// With wakes, a read this often anyway (a shim that died without a word).
 const EVENT_FALLBACK: Duration = Duration::from_secs(1);
 const LAYER_KEEP: Duration = Duration::from_secs(3600);
-
-/// What a keep-alive's answer says of the cell's lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum LeaseState {
-    Alive,
-    /// Expired, revoked or unknown to the BBS (a TTL of 0), or not renewable now: the
-    /// cell registers again under a new lease. (A failed call does not prove the lease
-    /// gone, but a new one costs nothing and a lapsed one would leave the cell out of
-    /// every auction.)
-    Gone(String),
-}
-
-/// The lease is alive only when the BBS renewed it (`Ok` with a TTL above 0).
-fn lease_state(answer: Result<i64, tonic::Status>) -> LeaseState {
-    match answer {
-        Ok(ttl) if ttl > 0 => LeaseState::Alive,
-        Ok(_) => LeaseState::Gone("the BBS no longer has it".into()),
-        Err(e) => LeaseState::Gone(format!("renewing it failed: {}", e.message())),
-    }
-}
-
-/// Container slots a cell offers: `wanted`, but no more than its subnet has container
-/// addresses ([`crate::network::NetworkConfig::container_addresses`]).
-fn container_slots(wanted: i32, net: &crate::network::NetworkConfig) -> i32 {
-    let addresses = net.container_addresses();
-    wanted
-        .min(i32::try_from(addresses).unwrap_or(i32::MAX))
-        .max(0)
-}
 
 /// Memory, disk and containers the slots hold.
 fn used(slots: &HashMap<String, Slot>) -> (i32, i32, i32) {
@@ -1625,47 +1348,5 @@ impl rep_api::rep_server::Rep for RepGrpc {
         Ok(tonic::Response::new(PerformResponse {
             failed: Some(failed),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::Ipv4Addr;
-
-    /// Issue 27 item 14: a keep-alive that answers success with a TTL of 0 means the
-    /// lease is gone (the cell was paused past its TTL): the cell registers again.
-    #[test]
-    fn a_lease_is_alive_only_when_renewed_with_a_ttl() {
-        assert_eq!(lease_state(Ok(15)), LeaseState::Alive);
-        assert!(matches!(lease_state(Ok(0)), LeaseState::Gone(_)));
-        assert!(matches!(lease_state(Ok(-1)), LeaseState::Gone(_)));
-        assert!(matches!(
-            lease_state(Err(tonic::Status::unavailable("BBS down"))),
-            LeaseState::Gone(why) if why.contains("BBS down")
-        ));
-    }
-
-    /// Issue 27 item 16: never more container slots than container addresses.
-    #[test]
-    fn container_slots_are_capped_by_the_subnets_addresses() {
-        let gw = |a, b, c, d| crate::network::NetworkConfig {
-            gateway: Ipv4Addr::new(a, b, c, d),
-            ..Default::default()
-        };
-        let container_slots = |wanted, net: crate::network::NetworkConfig, prefix| {
-            container_slots(wanted, &crate::network::NetworkConfig { prefix, ..net })
-        };
-        // A /24 with the gateway at .1: .2 to .254.
-        assert_eq!(container_slots(256, gw(10, 253, 7, 1), 24), 253);
-        assert_eq!(container_slots(100, gw(10, 253, 7, 1), 24), 100);
-        // A gateway inside the handed-out range takes one of them.
-        assert_eq!(container_slots(256, gw(10, 253, 7, 9), 24), 252);
-        assert_eq!(container_slots(256, gw(10, 254, 0, 1), 16), 256);
-        assert_eq!(container_slots(70_000, gw(10, 254, 0, 1), 16), 65_533);
-        assert_eq!(container_slots(256, gw(10, 0, 0, 1), 29), 5);
-        assert_eq!(container_slots(256, gw(10, 0, 0, 1), 30), 1);
-        assert_eq!(container_slots(256, gw(10, 0, 0, 1), 31), 0);
-        assert_eq!(container_slots(256, gw(10, 0, 0, 1), 32), 0);
     }
 }

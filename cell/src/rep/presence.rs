@@ -1,0 +1,196 @@
+//! The cell's presence in the BBS: its record under a lease, kept alive, and made
+//! again when the lease is gone (a cell paused past its TTL, a BBS that forgot it).
+//! [`lease_state`] and [`container_slots`] decide; the rest talks to the BBS.
+
+use super::*;
+
+impl Rep {
+    pub(super) fn presence(&self) -> models::CellPresence {
+        let providers = self.exec.config().providers.names();
+        models::CellPresence {
+            cell_id: self.cfg.cell_id.clone(),
+            rep_address: self.cfg.rep_address.clone(),
+            zone: self.cfg.zone.clone(),
+            capacity: Some(models::CellCapacity {
+                memory_mb: self.cfg.capacity.memory_mb,
+                disk_mb: self.cfg.capacity.disk_mb,
+                containers: self.cfg.capacity.containers,
+            }),
+            rootfs_providers: vec![
+                models::Provider {
+                    name: "preloaded".into(),
+                    properties: providers,
+                },
+                // Any registry it can reach.
+                models::Provider {
+                    name: "docker".into(),
+                    properties: vec![],
+                },
+            ]
+            .into_iter()
+            // OCI layouts under its --oci-root directories, when it has some.
+            .chain(
+                (!self.exec.config().providers.oci_roots.is_empty()).then(|| models::Provider {
+                    name: "oci".into(),
+                    properties: vec![],
+                }),
+            )
+            .collect(),
+            placement_tags: self.cfg.placement_tags.clone(),
+            optional_placement_tags: self.cfg.optional_placement_tags.clone(),
+            volume_drivers: if self.exec.volumes().is_some() {
+                vec!["local".into()]
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    /// Registers the cell under a fresh lease: (lease id).
+    async fn announce(&self, bbs: &mut BbsClient<Channel>) -> Result<i64, tonic::Status> {
+        let ttl = self.cfg.lease_ttl.as_secs().max(1) as i64;
+        let lease = bbs
+            .grant_lease(api::GrantLeaseRequest { ttl_seconds: ttl })
+            .await?
+            .into_inner();
+        bbs.set_cell_presence(api::SetCellPresenceRequest {
+            cell: Some(self.presence()),
+            lease_id: lease.lease_id,
+        })
+        .await?;
+        Ok(lease.lease_id)
+    }
+
+    /// Holds the cell's presence: registers it, renews its lease every third of the
+    /// TTL, and registers it again (then re-syncs) whenever the lease is gone: expired
+    /// while the process was paused or cut off, revoked, or not renewable. The
+    /// containers keep running throughout.
+    pub(super) async fn hold_presence(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut bbs = self.bbs();
+        let mut lease_id = 0;
+        let mut announced_before = false;
+        loop {
+            match self.announce(&mut bbs).await {
+                Ok(id) => {
+                    lease_id = id;
+                    tracing::info!(cell = %self.cfg.cell_id, lease_id, "cell presence held");
+                    if announced_before {
+                        // Whatever changed while the cell was gone (its tasks failed,
+                        // its instances replaced) is fixed both ways now.
+                        self.sync_now.notify_one();
+                    }
+                    announced_before = true;
+                    if let Some(why) = self.keep_lease(&mut bbs, lease_id, &shutdown).await {
+                        tracing::warn!(cell = %self.cfg.cell_id, "cell lease lost ({why}): registering again");
+                        continue;
+                    }
+                }
+                Err(e) => tracing::warn!("cannot announce the cell: {}", e.message()),
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        if lease_id != 0 {
+            let _ = bbs.revoke_lease(api::LeaseRequest { lease_id }).await;
+        }
+    }
+
+    /// Renews `lease_id` until shutdown (`None`) or until it is gone (why).
+    async fn keep_lease(
+        &self,
+        bbs: &mut BbsClient<Channel>,
+        lease_id: i64,
+        shutdown: &CancellationToken,
+    ) -> Option<String> {
+        let every = self.cfg.lease_ttl / 3;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let answer = bbs
+                .keep_alive_lease(api::LeaseRequest { lease_id })
+                .await
+                .map(|r| r.into_inner().ttl_seconds);
+            if let LeaseState::Gone(why) = lease_state(answer) {
+                return Some(why);
+            }
+        }
+    }
+}
+
+/// What a keep-alive's answer says of the cell's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum LeaseState {
+    Alive,
+    /// Expired, revoked or unknown to the BBS (a TTL of 0), or not renewable now: the
+    /// cell registers again under a new lease. (A failed call does not prove the lease
+    /// gone, but a new one costs nothing and a lapsed one would leave the cell out of
+    /// every auction.)
+    Gone(String),
+}
+
+/// The lease is alive only when the BBS renewed it (`Ok` with a TTL above 0).
+fn lease_state(answer: Result<i64, tonic::Status>) -> LeaseState {
+    match answer {
+        Ok(ttl) if ttl > 0 => LeaseState::Alive,
+        Ok(_) => LeaseState::Gone("the BBS no longer has it".into()),
+        Err(e) => LeaseState::Gone(format!("renewing it failed: {}", e.message())),
+    }
+}
+
+/// Container slots a cell offers: `wanted`, but no more than its subnet has container
+/// addresses ([`crate::network::NetworkConfig::container_addresses`]).
+pub(super) fn container_slots(wanted: i32, net: &crate::network::NetworkConfig) -> i32 {
+    let addresses = net.container_addresses();
+    wanted
+        .min(i32::try_from(addresses).unwrap_or(i32::MAX))
+        .max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// Issue 27 item 14: a keep-alive that answers success with a TTL of 0 means the
+    /// lease is gone (the cell was paused past its TTL): the cell registers again.
+    #[test]
+    fn a_lease_is_alive_only_when_renewed_with_a_ttl() {
+        assert_eq!(lease_state(Ok(15)), LeaseState::Alive);
+        assert!(matches!(lease_state(Ok(0)), LeaseState::Gone(_)));
+        assert!(matches!(lease_state(Ok(-1)), LeaseState::Gone(_)));
+        assert!(matches!(
+            lease_state(Err(tonic::Status::unavailable("BBS down"))),
+            LeaseState::Gone(why) if why.contains("BBS down")
+        ));
+    }
+
+    /// Issue 27 item 16: never more container slots than container addresses.
+    #[test]
+    fn container_slots_are_capped_by_the_subnets_addresses() {
+        let gw = |a, b, c, d| crate::network::NetworkConfig {
+            gateway: Ipv4Addr::new(a, b, c, d),
+            ..Default::default()
+        };
+        let container_slots = |wanted, net: crate::network::NetworkConfig, prefix| {
+            container_slots(wanted, &crate::network::NetworkConfig { prefix, ..net })
+        };
+        // A /24 with the gateway at .1: .2 to .254.
+        assert_eq!(container_slots(256, gw(10, 253, 7, 1), 24), 253);
+        assert_eq!(container_slots(100, gw(10, 253, 7, 1), 24), 100);
+        // A gateway inside the handed-out range takes one of them.
+        assert_eq!(container_slots(256, gw(10, 253, 7, 9), 24), 252);
+        assert_eq!(container_slots(256, gw(10, 254, 0, 1), 16), 256);
+        assert_eq!(container_slots(70_000, gw(10, 254, 0, 1), 16), 65_533);
+        assert_eq!(container_slots(256, gw(10, 0, 0, 1), 29), 5);
+        assert_eq!(container_slots(256, gw(10, 0, 0, 1), 30), 1);
+        assert_eq!(container_slots(256, gw(10, 0, 0, 1), 31), 0);
+        assert_eq!(container_slots(256, gw(10, 0, 0, 1), 32), 0);
+    }
+}

@@ -1,0 +1,135 @@
+//! The cell's volumes as the BBS wants them: created, removed, checked and reported.
+
+use super::*;
+
+impl Rep {
+    /// Makes this cell's volumes what the BBS says: PENDING ones are created, REMOVING
+    /// ones removed once no container mounts them, READY ones checked and their use
+    /// reported. Volumes here that the BBS does not know are left alone (never deleted
+    /// on a guess).
+    pub async fn sync_volumes(&self) -> Result<(), tonic::Status> {
+        use models::volume::State as V;
+        let Some(driver) = self.exec.volumes().cloned() else {
+            return Ok(());
+        };
+        let mut bbs = self.bbs();
+        let records = bbs
+            .volumes(api::VolumesRequest {
+                cell_id: self.cfg.cell_id.clone(),
+            })
+            .await?
+            .into_inner()
+            .volumes;
+        if records.is_empty() {
+            return Ok(());
+        }
+        // A pool that cannot be opened now says nothing about the volumes: retry later.
+        let vols = tokio::task::spawn_blocking(move || driver.volumes())
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?
+            .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+        self.report_pool(&vols).await;
+        for v in records {
+            let name = v.name.clone();
+            let report = |state: V, size: u64, used: u64, reason: String| api::VolumeStateRequest {
+                name: name.clone(),
+                cell_id: self.cfg.cell_id.clone(),
+                state: state as i32,
+                used_bytes: used,
+                reason,
+                size_bytes: size,
+            };
+            match v.state() {
+                V::Pending | V::Ready => {
+                    let (d, n, size, pending) = (
+                        vols.clone(),
+                        name.clone(),
+                        v.size_bytes,
+                        v.state() == V::Pending,
+                    );
+                    // (the volume, why growing it failed)
+                    let reported = v.actual_size_bytes;
+                    let made = tokio::task::spawn_blocking(move || {
+                        let vols = d;
+                        match vols.info(&n) {
+                            // Asked to grow: online, the data stays; a failure is
+                            // reported (and retried), the volume stays usable at
+                            // its old size.
+                            Ok(info) if !pending && (info.size_bytes < size || reported < size) => {
+                                match vols.grow(&n, size) {
+                                    Ok(grown) => Ok((grown, None)),
+                                    Err(e) => Ok((
+                                        info,
+                                        Some(format!(
+                                            "growing to {} failed: {e:#}",
+                                            lattice_specs::volume::format_size(size)
+                                        )),
+                                    )),
+                                }
+                            }
+                            Ok(info) => Ok((info, None)),
+                            Err(_) if pending => Ok((vols.create(&n, size)?, None)),
+                            Err(_) => anyhow::bail!("the volume is missing on its cell"),
+                        }
+                    })
+                    .await
+                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                    let req = match made {
+                        Ok((info, grow_failed)) => {
+                            if pending {
+                                tracing::info!(volume = %name, size = v.size_bytes, "volume created");
+                            } else if grow_failed.is_none()
+                                && v.actual_size_bytes < info.size_bytes
+                                && v.actual_size_bytes > 0
+                            {
+                                tracing::info!(volume = %name, size = info.size_bytes, "volume grown");
+                            }
+                            if let Some(e) = &grow_failed {
+                                tracing::warn!(volume = %name, "{e}");
+                            }
+                            report(
+                                V::Ready,
+                                info.size_bytes,
+                                info.used_bytes,
+                                grow_failed.unwrap_or_default(),
+                            )
+                        }
+                        Err(e) => {
+                            tracing::warn!(volume = %name, "volume failed: {e:#}");
+                            report(V::Failed, 0, 0, format!("{e:#}"))
+                        }
+                    };
+                    bbs.set_volume_state(req).await?;
+                }
+                V::Removing => {
+                    if self.exec.uses_volume(&name) {
+                        continue;
+                    }
+                    let (d, n) = (vols.clone(), name.clone());
+                    let removed = tokio::task::spawn_blocking(move || {
+                        let vols = d;
+                        match vols.info(&n) {
+                            Ok(_) => vols.remove(&n),
+                            Err(_) => Ok(()),
+                        }
+                    })
+                    .await
+                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                    match removed {
+                        Ok(()) => {
+                            bbs.volume_removed(api::VolumeRemovedRequest {
+                                name: name.clone(),
+                                cell_id: self.cfg.cell_id.clone(),
+                            })
+                            .await?;
+                            tracing::info!(volume = %name, "volume removed");
+                        }
+                        Err(e) => tracing::warn!(volume = %name, "removing volume: {e:#}"),
+                    }
+                }
+                V::Failed | V::Invalid => {}
+            }
+        }
+        Ok(())
+    }
+}
