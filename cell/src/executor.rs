@@ -170,6 +170,15 @@ impl Executor {
     pub fn new(cfg: ExecutorConfig) -> anyhow::Result<Arc<Executor>> {
         private_dir(&cfg.data_dir)?;
         let scratch = match cfg.scratch_size {
+            // Containers of an earlier version still running (a rep restarted across an
+            // upgrade) stay where they are and are re-adopted; limits start once the cell
+            // has been emptied.
+            Some(_) if crate::scratch::Scratch::holds_unlimited_containers(&cfg.data_dir) => {
+                tracing::warn!(
+                    "containers from before disk limits are still here: disk_mb is not enforced until the cell has none"
+                );
+                None
+            }
             Some(size) => Some(crate::scratch::Scratch::open(&cfg.data_dir, size)?),
             None => {
                 tracing::warn!("no containers' filesystem: disk_mb is not enforced");

@@ -84,6 +84,14 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// Whether `DATA/containers` holds containers on the data directory's own
+    /// filesystem (made before the containers' filesystem existed).
+    pub fn holds_unlimited_containers(data_dir: &Path) -> bool {
+        let dir = data_dir.join("containers");
+        !crate::rootfs::is_mounted(&dir)
+            && std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some())
+    }
+
     /// Makes (the first time) and mounts the containers' filesystem of `size` bytes.
     /// Fails when the directory already holds containers from before (they would be
     /// hidden under the mount).

@@ -673,3 +673,21 @@ fn the_cell_makes_cgroup_moves_cheap_where_the_host_allows() {
         "{cgroup2:?}"
     );
 }
+
+#[tokio::test]
+async fn a_cell_with_containers_from_before_disk_limits_still_starts() {
+    let t = TestExecutor::new();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(data.path().join("containers/from-before")).unwrap();
+    let mut cfg = t.exec.config().clone();
+    cfg.data_dir = data.path().to_path_buf();
+    cfg.network = test_network();
+    let exec = lattice_cell::executor::Executor::new(cfg.clone()).expect("the cell starts");
+    assert!(
+        !lattice_cell::rootfs::is_mounted(&data.path().join("containers")),
+        "nothing is mounted over the containers from before"
+    );
+    assert!(data.path().join("containers/from-before").exists());
+    exec.close();
+    destroy_all(cfg);
+}
