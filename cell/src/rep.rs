@@ -493,14 +493,8 @@ impl Rep {
             .await
             .ok()
             .and_then(|r| r.into_inner().desired_lrp);
-        match crate::verify::lrp_matches(&sent, stored.as_ref()) {
-            Ok(()) => stored,
-            Err(e) => {
-                self.metrics.refused.inc();
-                tracing::warn!(process_guid = %sent.process_guid, "refused a Perform: {e}");
-                None
-            }
-        }
+        let verdict = crate::verify::lrp_matches(&sent, stored.as_ref());
+        self.accepted(verdict, stored, &sent.process_guid)
     }
 
     /// The BBS's copy of a Task a Perform asked for, if the Perform's matches it.
@@ -513,11 +507,22 @@ impl Rep {
             .await
             .ok()
             .and_then(|r| r.into_inner().task);
-        match crate::verify::task_matches(&sent, stored.as_ref()) {
+        let verdict = crate::verify::task_matches(&sent, stored.as_ref());
+        self.accepted(verdict, stored, &sent.task_guid)
+    }
+
+    /// The stored copy when the Perform's matched it; otherwise none, counted and said.
+    fn accepted<T>(
+        &self,
+        verdict: Result<(), crate::verify::Mismatch>,
+        stored: Option<T>,
+        guid: &str,
+    ) -> Option<T> {
+        match verdict {
             Ok(()) => stored,
             Err(e) => {
                 self.metrics.refused.inc();
-                tracing::warn!(task_guid = %sent.task_guid, "refused a Perform: {e}");
+                tracing::warn!(guid, "refused a Perform: {e}");
                 None
             }
         }

@@ -589,23 +589,39 @@ pub fn validate_desired_lrp(d: &DesiredLrp) -> Result<(), ValidationErrors> {
         check_port(&mut e, &format!("ports[{i}]"), *p);
     }
     check_routes(&mut e, &d.routes);
-    check_count(&mut e, "memory_mb", d.memory_mb, MAX_MEMORY_MB);
-    check_count(&mut e, "disk_mb", d.disk_mb, MAX_DISK_MB);
-    check_count(&mut e, "max_pids", d.max_pids, MAX_PIDS);
-    check_names(
+    check_container(
         &mut e,
-        [
-            ("log_guid", &d.log_guid),
-            ("log_source", &d.log_source),
-            ("metrics_guid", &d.metrics_guid),
-        ],
+        [d.memory_mb, d.disk_mb, d.max_pids],
+        [&d.log_guid, &d.log_source, &d.metrics_guid],
+        d.cpu_weight,
     );
-    check_cpu_weight(&mut e, d.cpu_weight);
     check_placement_tags(&mut e, &d.placement_tags);
     check_volume_mounts(&mut e, &d.volume_mounts);
     check_annotation(&mut e, &d.annotation);
     check_egress(&mut e, &d.egress_rules);
     e.into_result()
+}
+
+/// What LRPs and Tasks both say of their container: memory, disk and pids limits, log
+/// and metrics names, CPU weight.
+fn check_container(
+    e: &mut ValidationErrors,
+    [memory_mb, disk_mb, max_pids]: [i32; 3],
+    [log_guid, log_source, metrics_guid]: [&String; 3],
+    cpu_weight: u32,
+) {
+    check_count(e, "memory_mb", memory_mb, MAX_MEMORY_MB);
+    check_count(e, "disk_mb", disk_mb, MAX_DISK_MB);
+    check_count(e, "max_pids", max_pids, MAX_PIDS);
+    check_names(
+        e,
+        [
+            ("log_guid", log_guid),
+            ("log_source", log_source),
+            ("metrics_guid", metrics_guid),
+        ],
+    );
+    check_cpu_weight(e, cpu_weight);
 }
 
 pub fn validate_desired_lrp_update(u: &DesiredLrpUpdate) -> Result<(), ValidationErrors> {
@@ -638,18 +654,12 @@ pub fn validate_task(
     }
     check_env(&mut e, "env", &d.env, &mut budget);
     budget.finish(&mut e);
-    check_count(&mut e, "memory_mb", d.memory_mb, MAX_MEMORY_MB);
-    check_count(&mut e, "disk_mb", d.disk_mb, MAX_DISK_MB);
-    check_count(&mut e, "max_pids", d.max_pids, MAX_PIDS);
-    check_names(
+    check_container(
         &mut e,
-        [
-            ("log_guid", &d.log_guid),
-            ("log_source", &d.log_source),
-            ("metrics_guid", &d.metrics_guid),
-        ],
+        [d.memory_mb, d.disk_mb, d.max_pids],
+        [&d.log_guid, &d.log_source, &d.metrics_guid],
+        d.cpu_weight,
     );
-    check_cpu_weight(&mut e, d.cpu_weight);
     check_annotation(&mut e, &d.annotation);
     check_placement_tags(&mut e, &d.placement_tags);
     check_volume_mounts(&mut e, &d.volume_mounts);
