@@ -5,6 +5,7 @@
 
 pub mod actual_lrp;
 pub mod backup;
+pub mod errors;
 pub mod logs;
 pub mod receptor;
 pub mod restart;

@@ -1,0 +1,152 @@
+//! The one list of error names the BBS, its public API and every client share.
+//!
+//! A name travels as a string (the receptor's JSON `name`, the `lattice-error`
+//! metadata of a gRPC status); everywhere else it is an [`ErrorName`], so no
+//! code compares an error by a string literal. Names a client does not know
+//! (a newer server) parse to `None` and are treated as unknown.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The gRPC metadata key whose value is a failed call's [`ErrorName`].
+pub const ERROR_NAME_KEY: &str = "lattice-error";
+
+macro_rules! error_names {
+    ($($(#[$doc:meta])* $variant:ident),* $(,)?) => {
+        /// A BBS or public-API error, by the receptor-style name clients match on.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorName {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorName {
+            /// Every name, in declaration order.
+            pub const ALL: &'static [ErrorName] = &[$(ErrorName::$variant,)*];
+
+            /// The name as it travels on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorName::$variant => stringify!($variant),)*
+                }
+            }
+        }
+
+        impl FromStr for ErrorName {
+            type Err = UnknownErrorName;
+            fn from_str(s: &str) -> Result<ErrorName, UnknownErrorName> {
+                match s {
+                    $(stringify!($variant) => Ok(ErrorName::$variant),)*
+                    _ => Err(UnknownErrorName(s.to_string())),
+                }
+            }
+        }
+    };
+}
+
+error_names! {
+    // Requests
+    /// The request failed validation; the message lists every field that is wrong.
+    InvalidRequest,
+    InvalidJSON,
+    InvalidTask,
+    InvalidLRP,
+    InvalidStateTransition,
+    NotFound,
+    MethodNotAllowed,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+    Unauthorized,
+    Forbidden,
+    // The store
+    StoreUnavailable,
+    ResourceConflict,
+    LeaseNotFound,
+    /// The caller's lock (the brain's leadership) changed hands: it must stop writing.
+    LockLost,
+    Unknown,
+    // LRPs
+    DesiredLRPAlreadyExists,
+    DesiredLRPNotFound,
+    ActualLRPIndexNotFound,
+    ActualLRPCannotBeClaimed,
+    ActualLRPCannotBeStarted,
+    ActualLRPCannotBeCrashed,
+    ActualLRPCannotBeFailed,
+    ActualLRPCannotBeUnclaimed,
+    // Tasks
+    TaskGuidAlreadyExists,
+    TaskNotFound,
+    TaskNotCancelable,
+    TaskNotResolvable,
+    TaskNotDeletable,
+    // Cells
+    CellNotFound,
+    // Volumes
+    VolumeAlreadyExists,
+    VolumeNotFound,
+    VolumeNotReady,
+    VolumeNotUsable,
+    VolumeInUse,
+    NoVolumeDriver,
+    // Backups and blobs
+    BackupAlreadyExists,
+    BackupNotFound,
+    BackupRunning,
+    BackupNotCompleted,
+    ScheduleNotFound,
+    BlobNotFound,
+    BlobStoreUnavailable,
+    ChecksumMismatch,
+}
+
+impl ErrorName {
+    /// The name carried by a wire string, if this build knows it.
+    pub fn parse(s: &str) -> Option<ErrorName> {
+        s.parse().ok()
+    }
+}
+
+impl fmt::Display for ErrorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ErrorName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ErrorName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ErrorName, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A wire name this build does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown error name {0:?}")]
+pub struct UnknownErrorName(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_round_trips_through_its_wire_string() {
+        for n in ErrorName::ALL {
+            assert_eq!(ErrorName::parse(n.as_str()), Some(*n));
+            assert_eq!(n.to_string(), n.as_str());
+            let json = serde_json::to_string(n).unwrap();
+            assert_eq!(serde_json::from_str::<ErrorName>(&json).unwrap(), *n);
+        }
+    }
+
+    #[test]
+    fn an_unknown_name_is_not_a_known_one() {
+        assert_eq!(ErrorName::parse("SomethingNew"), None);
+        assert!(serde_json::from_str::<ErrorName>("\"SomethingNew\"").is_err());
+    }
+}
