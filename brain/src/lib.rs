@@ -4,7 +4,7 @@
 //!
 //! The decisions are pure functions (`auction`, `converger`); the I/O around
 //! them (`auctioneer`, `convergence`, `leader`) talks to the BBS over gRPC and
-//! to cells through a `cells::CellDirectory`.
+//! to cells through a `cells::CellDirectory`; `server` starts it all as a component.
 
 pub mod auction;
 pub mod auctioneer;
@@ -16,4 +16,5 @@ pub mod leader;
 pub mod metrics;
 pub mod retry;
 pub mod scheduler;
+pub mod server;
 pub mod testing;

@@ -1,9 +1,11 @@
 //! Running a cell: the rep's gRPC API (for the auctioneer) and its HTTP endpoints
 //! (`/metrics`, `/v1/logs/LOG_GUID`, `/v1/containers`) on one listener, plus the rep's
-//! presence, sync and event loops.
+//! presence, sync and event loops. [`start`] brings a cell up from its [`CellConfig`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use anyhow::Context;
 
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
@@ -12,7 +14,7 @@ use futures::StreamExt;
 use lattice_specs::rep_api::rep_server::RepServer;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::Executor;
+use crate::executor::{Executor, ExecutorConfig};
 use crate::rep::{Rep, RepConfig, RepGrpc};
 
 /// A running cell.
@@ -47,9 +49,61 @@ impl RunningCell {
     }
 }
 
+/// Everything a cell needs to start: what `lattice cell`'s flags say.
+pub struct CellConfig {
+    /// The BBS's gRPC address (host:port).
+    pub bbs: String,
+    /// Where the rep serves gRPC (for the auctioneer) and HTTP.
+    pub listen: SocketAddr,
+    /// host:port others reach the rep at; none: the bound `listen` address, with
+    /// an unspecified IP as 127.0.0.1.
+    pub advertise: Option<String>,
+    /// The executor's settings. Its data directory is created when missing; with
+    /// no preloaded rootfs, `busybox` is built from /bin/busybox into it.
+    pub executor: ExecutorConfig,
+    /// The rep's settings; `rep_address` is filled in from `advertise`.
+    pub rep: RepConfig,
+}
+
+/// Starts a cell: the executor (re-adopting what an earlier run left), the rep's
+/// listener, and the rep's presence, sync and event loops.
+pub async fn start(mut cfg: CellConfig) -> anyhow::Result<RunningCell> {
+    anyhow::ensure!(
+        is_root(),
+        "lattice cell runs containers and needs root (try sudo)"
+    );
+    let exec = &mut cfg.executor;
+    std::fs::create_dir_all(&exec.data_dir)
+        .with_context(|| format!("creating --data-dir {}", exec.data_dir.display()))?;
+    exec.data_dir = exec.data_dir.canonicalize()?;
+    if exec.providers.preloaded.is_empty() {
+        let dir = exec.data_dir.join("rootfs/busybox");
+        crate::rootfs::build_busybox(std::path::Path::new("/bin/busybox"), &dir)?;
+        exec.providers.preloaded.insert("busybox".into(), dir);
+    }
+    let exec = Executor::new(cfg.executor)?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    cfg.rep.rep_address = cfg.advertise.unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            format!("127.0.0.1:{}", addr.port())
+        } else {
+            addr.to_string()
+        }
+    });
+    serve(cfg.rep, &cfg.bbs, exec, listener).await
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Serves a rep on `listener`. `cfg.rep_address` should be the address others reach
 /// the listener at.
-pub async fn start(
+async fn serve(
     cfg: RepConfig,
     bbs_addr: &str,
     exec: Arc<Executor>,

@@ -3,7 +3,7 @@
 //! `emitter` keeps it current from the BBS, `proxy` serves HTTP,
 //! `backend` talks to instances over keep-alive pools, `body` is what the
 //! router answers with, `timeouts` bounds each request on a coarse per-loop
-//! clock, `logs` ships its access lines.
+//! clock, `logs` ships its access lines, `server` starts it all as a component.
 
 pub mod backend;
 pub mod body;
@@ -11,5 +11,6 @@ pub mod emitter;
 pub mod logs;
 pub mod metrics;
 pub mod proxy;
+pub mod server;
 pub mod table;
 pub mod timeouts;

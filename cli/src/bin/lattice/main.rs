@@ -313,36 +313,6 @@ fn brain_config(a: &BrainArgs) -> anyhow::Result<lattice_brain::leader::BrainCon
     Ok(cfg)
 }
 
-/// A running brain (the leader election loop and, while it leads, auctions and
-/// convergence).
-struct RunningBrain {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningBrain {
-    async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-}
-
-fn start_brain(bbs: &str, cfg: lattice_brain::leader::BrainConfig) -> anyhow::Result<RunningBrain> {
-    let bbs = lattice_brain::bbs::Bbs::connect_lazy(bbs)
-        .with_context(|| format!("bad --bbs address {bbs:?}"))?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(async move {
-        let _ = lattice_brain::leader::run(
-            bbs,
-            std::sync::Arc::new(lattice_brain::cells::GrpcCells::default()),
-            cfg,
-            stopped,
-        )
-        .await;
-    });
-    Ok(RunningBrain { stop, task })
-}
-
 /// Serves `/metrics` (what `render` returns) on `listen`.
 async fn serve_metrics(listen: SocketAddr, render: fn() -> String) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -364,7 +334,7 @@ async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
         "lattice brain ready id={} bbs={} metrics={}",
         cfg.id, a.bbs, metrics_addr
     );
-    let brain = start_brain(&a.bbs, cfg)?;
+    let brain = lattice_brain::server::start(&a.bbs, cfg)?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     brain.shutdown().await;
@@ -422,23 +392,9 @@ fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
     Ok((a, b))
 }
 
-/// A started cell: its id, where it listens and where others reach it.
-struct StartedCell {
-    cell: lattice_cell::server::RunningCell,
-    id: String,
-    listen: SocketAddr,
-    advertise: String,
-}
-
-async fn start_cell(a: &CellArgs) -> anyhow::Result<StartedCell> {
-    use lattice_cell::{executor, network, rep, rootfs, server};
-    anyhow::ensure!(
-        nix_is_root(),
-        "lattice cell runs containers and needs root (try sudo)"
-    );
-    std::fs::create_dir_all(&a.data_dir)
-        .with_context(|| format!("creating --data-dir {}", a.data_dir.display()))?;
-    let data_dir = a.data_dir.canonicalize()?;
+/// `lattice cell`'s flags as the cell's configuration.
+fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig> {
+    use lattice_cell::{executor, network, rep, rootfs};
     let mut providers = rootfs::Providers {
         insecure_registries: a.insecure_registries.clone(),
         oci_roots: a.oci_roots.clone(),
@@ -457,15 +413,10 @@ async fn start_cell(a: &CellArgs) -> anyhow::Result<StartedCell> {
         );
         providers.preloaded.insert(name.to_string(), dir);
     }
-    if providers.preloaded.is_empty() {
-        let dir = data_dir.join("rootfs/busybox");
-        rootfs::build_busybox(std::path::Path::new("/bin/busybox"), &dir)?;
-        providers.preloaded.insert("busybox".into(), dir);
-    }
     let (gateway, prefix) = parse_subnet(&a.subnet)?;
     let exe = std::env::current_exe().context("finding the lattice binary for the shim")?;
-    let exec = executor::Executor::new(executor::ExecutorConfig {
-        data_dir,
+    let executor = executor::ExecutorConfig {
+        data_dir: a.data_dir.clone(),
         providers,
         shim: vec![exe.into_os_string(), "shim".into()],
         network: network::NetworkConfig {
@@ -484,56 +435,38 @@ async fn start_cell(a: &CellArgs) -> anyhow::Result<StartedCell> {
         },
         // The cell's disk is its containers' filesystem: each holds to its disk_mb.
         scratch_size: Some(a.disk_mb.max(1) as u64 * 1024 * 1024),
-    })?;
-    let listener = tokio::net::TcpListener::bind(a.listen)
-        .await
-        .with_context(|| format!("binding --listen {}", a.listen))?;
-    let addr = listener.local_addr()?;
-    let advertise = a.advertise.clone().unwrap_or_else(|| {
-        if addr.ip().is_unspecified() {
-            format!("127.0.0.1:{}", addr.port())
-        } else {
-            addr.to_string()
-        }
-    });
+    };
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "local".into());
-    let mut cfg = rep::RepConfig::new(
-        &a.cell_id.clone().unwrap_or(format!("cell-{hostname}")),
-        &advertise,
-    );
-    cfg.zone = a.zone.clone();
-    cfg.address = a.address.to_string();
-    cfg.capacity = lattice_specs::rep_api::Resources {
+    // The rep's address is the cell's to fill in once it listens.
+    let mut rep = rep::RepConfig::new(&a.cell_id.clone().unwrap_or(format!("cell-{hostname}")), "");
+    rep.zone = a.zone.clone();
+    rep.address = a.address.to_string();
+    rep.capacity = lattice_specs::rep_api::Resources {
         memory_mb: a.memory_mb,
         disk_mb: a.disk_mb,
         containers: a.max_containers,
     };
-    cfg.placement_tags = a.placement_tags.clone();
-    cfg.optional_placement_tags = a.optional_placement_tags.clone();
-    cfg.lease_ttl = Duration::from_secs(a.lease_ttl.max(1));
-    cfg.sync_interval = Duration::from_secs(a.sync_interval.max(1));
-    let id = cfg.cell_id.clone();
-    let cell = server::start(cfg, &a.bbs, exec, listener).await?;
-    Ok(StartedCell {
-        cell,
-        id,
-        listen: addr,
-        advertise,
+    rep.placement_tags = a.placement_tags.clone();
+    rep.optional_placement_tags = a.optional_placement_tags.clone();
+    rep.lease_ttl = Duration::from_secs(a.lease_ttl.max(1));
+    rep.sync_interval = Duration::from_secs(a.sync_interval.max(1));
+    Ok(lattice_cell::server::CellConfig {
+        bbs: a.bbs.clone(),
+        listen: a.listen,
+        advertise: a.advertise.clone(),
+        executor,
+        rep,
     })
 }
 
 async fn run_cell(a: CellArgs) -> anyhow::Result<()> {
-    let StartedCell {
-        cell,
-        id,
-        listen,
-        advertise,
-    } = start_cell(&a).await?;
+    let cell = lattice_cell::server::start(cell_config(&a)?).await?;
+    let rep = cell.rep.config();
     println!(
-        "lattice cell ready id={id} listen={listen} advertise={advertise} bbs={}",
-        a.bbs
+        "lattice cell ready id={} listen={} advertise={} bbs={}",
+        rep.cell_id, cell.addr, rep.rep_address, a.bbs
     );
     let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let evacuate = tokio::select! {
@@ -555,64 +488,39 @@ fn nix_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A serving router: one event loop per core.
-struct RunningRouter {
-    addr: SocketAddr,
-    stop: tokio::sync::watch::Sender<bool>,
-    loops: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl RunningRouter {
-    async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let loops = self.loops;
-        let _ = tokio::task::spawn_blocking(move || loops.into_iter().for_each(|l| drop(l.join())))
-            .await;
+/// `lattice router`'s flags as the router's configuration; access lines go to
+/// `logs` when given.
+fn router_config(
+    a: &RouterArgs,
+    logs: Option<lattice_router::logs::LogSink>,
+) -> lattice_router::server::RouterConfig {
+    use lattice_router::proxy;
+    lattice_router::server::RouterConfig {
+        bbs: a.bbs.clone(),
+        listen: a.listen,
+        resync: Duration::from_secs(a.resync.max(1)),
+        workers: a.workers,
+        proxy: proxy::ProxyConfig {
+            balance: match a.balance {
+                Balance::RoundRobin => proxy::Balance::RoundRobin,
+                Balance::LeastConnections => proxy::Balance::LeastConnections,
+            },
+            request_timeout: Duration::from_secs(a.request_timeout.max(1)),
+            domain: a.domain.clone(),
+            logs,
+            ..Default::default()
+        },
     }
 }
 
-/// Follows the BBS for routes and serves; access lines go to `logs` when given.
+/// Starts a router with `lattice router`'s flags.
 async fn start_router(
     a: &RouterArgs,
     logs: Option<lattice_router::logs::LogSink>,
-) -> anyhow::Result<RunningRouter> {
-    use lattice_router::{emitter, proxy};
-    let routes = std::sync::Arc::new(emitter::Routes::default());
-    let (ready_tx, mut ready) = tokio::sync::watch::channel(false);
-    tokio::spawn(emitter::follow(
-        a.bbs.clone(),
-        routes.clone(),
-        Duration::from_secs(a.resync.max(1)),
-        ready_tx,
-    ));
-    // Serve only with a table: wait for the first snapshot (the BBS may still be starting).
-    if tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+) -> anyhow::Result<lattice_router::server::RunningRouter> {
+    lattice_router::server::start(router_config(a, logs))
         .await
-        .is_err()
-    {
-        tracing::warn!(bbs = %a.bbs, "no routes from the BBS yet; serving 404s until it answers");
-    }
-    let cfg = proxy::ProxyConfig {
-        balance: match a.balance {
-            Balance::RoundRobin => proxy::Balance::RoundRobin,
-            Balance::LeastConnections => proxy::Balance::LeastConnections,
-        },
-        request_timeout: Duration::from_secs(a.request_timeout.max(1)),
-        domain: a.domain.clone(),
-        logs,
-        ..Default::default()
-    };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    // One event loop per core, each with its own accept socket and backend pool.
-    let threads = match a.workers {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        n => n,
-    };
-    let (addr, loops) = proxy::serve_per_core(routes, cfg, a.listen, threads, stopped)
-        .with_context(|| format!("binding --listen {}", a.listen))?;
-    Ok(RunningRouter { addr, stop, loops })
+        .with_context(|| format!("binding --listen {}", a.listen))
 }
 
 async fn run_router(a: RouterArgs) -> anyhow::Result<()> {

@@ -118,7 +118,8 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
             format!("--listen={}", a.cell_listen),
         ],
     )?;
-    let started = crate::start_cell(&cell_args).await?;
+    let cell = lattice_cell::server::start(crate::cell_config(&cell_args)?).await?;
+    let cell_id = cell.rep.config().cell_id.clone();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !bbs
         .db
@@ -126,7 +127,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         .await
         .unwrap_or_default()
         .iter()
-        .any(|c| c.cell_id == started.id)
+        .any(|c| c.cell_id == cell_id)
     {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -155,7 +156,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     let router = crate::start_router(&router_args, Some(sink)).await?;
 
     let brain_args: BrainArgs = component_args(config, "brain", &[format!("--bbs={grpc}")])?;
-    let brain = crate::start_brain(&grpc, crate::brain_config(&brain_args)?)?;
+    let brain = lattice_brain::server::start(&grpc, crate::brain_config(&brain_args)?)?;
     let metrics = crate::serve_metrics(a.metrics_listen, || {
         lattice_brain::metrics::render() + &lattice_router::metrics::render()
     })
@@ -181,14 +182,14 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         "lattice up ready api=http://{api} router={} domain={} cell={} store={} in {:.2}s",
         router.addr,
         a.domain,
-        started.id,
+        cell_id,
         store_arg(&store),
         began.elapsed().as_secs_f64()
     );
     println!("  apps answer at http://APP.{apps_domain}/ (through the router)");
     println!(
         "  the cell {} offers preloaded:busybox; metrics at http://{metrics}/metrics",
-        started.id
+        cell_id
     );
     println!("  now run:  {target}");
     println!("  then:     ltc create hello preloaded:busybox -- sh -c 'echo hello > index.html; exec httpd -f -p 8080'");
@@ -203,7 +204,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     println!("lattice up: stopping (every container is stopped; `lattice up` again brings the apps back)");
     router.shutdown().await;
     brain.shutdown().await;
-    started.cell.stop_all_and_shutdown().await;
+    cell.stop_all_and_shutdown().await;
     bbs.shutdown().await;
     println!("lattice up: stopped");
     Ok(())

@@ -1,0 +1,72 @@
+//! Running a router as a component: [`start`] follows the BBS for routes and
+//! serves HTTP on one event loop per core until [`RunningRouter::shutdown`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::emitter::{self, Routes};
+use crate::proxy::{self, ProxyConfig};
+
+/// How long `start` waits for the first route table before serving anyway.
+const FIRST_ROUTES_WAIT: Duration = Duration::from_secs(10);
+
+/// Everything a router needs to start: what `lattice router`'s flags say.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The BBS's gRPC address (host:port).
+    pub bbs: String,
+    /// Where to serve HTTP.
+    pub listen: SocketAddr,
+    /// How often the whole route table is read again from the BBS.
+    pub resync: Duration,
+    /// Event loops serving requests; 0: one per core.
+    pub workers: usize,
+    pub proxy: ProxyConfig,
+}
+
+/// A serving router: one event loop per core.
+pub struct RunningRouter {
+    /// Where it serves (the bound address, when `listen` asked for port 0).
+    pub addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    loops: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl RunningRouter {
+    /// Stops every event loop and returns once they have ended.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let loops = self.loops;
+        let _ = tokio::task::spawn_blocking(move || loops.into_iter().for_each(|l| drop(l.join())))
+            .await;
+    }
+}
+
+/// Follows the BBS for routes and serves once the first table arrived (or after
+/// [`FIRST_ROUTES_WAIT`], answering 404 until the BBS answers).
+pub async fn start(cfg: RouterConfig) -> std::io::Result<RunningRouter> {
+    let routes = Arc::new(Routes::default());
+    let (ready_tx, mut ready) = tokio::sync::watch::channel(false);
+    tokio::spawn(emitter::follow(
+        cfg.bbs.clone(),
+        routes.clone(),
+        cfg.resync.max(Duration::from_secs(1)),
+        ready_tx,
+    ));
+    if tokio::time::timeout(FIRST_ROUTES_WAIT, ready.wait_for(|r| *r))
+        .await
+        .is_err()
+    {
+        tracing::warn!(bbs = %cfg.bbs, "no routes from the BBS yet; serving 404s until it answers");
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let threads = match cfg.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let (addr, loops) = proxy::serve_per_core(routes, cfg.proxy, cfg.listen, threads, stopped)?;
+    Ok(RunningRouter { addr, stop, loops })
+}
