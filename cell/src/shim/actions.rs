@@ -268,3 +268,6 @@ fn humantime(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -359,3 +359,59 @@ fn shell_status(status: nix::Result<WaitStatus>) -> Option<i32> {
         Err(_) => Some(255),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_read_as_a_shell_reports_them() {
+        let pid = Pid::from_raw(42);
+        assert_eq!(shell_status(Ok(WaitStatus::Exited(pid, 3))), Some(3));
+        assert_eq!(
+            shell_status(Ok(WaitStatus::Signaled(pid, Signal::SIGKILL, false))),
+            Some(137)
+        );
+        assert_eq!(shell_status(Ok(WaitStatus::StillAlive)), None);
+        assert_eq!(
+            shell_status(Ok(WaitStatus::Stopped(pid, Signal::SIGSTOP))),
+            None
+        );
+        assert_eq!(shell_status(Err(nix::errno::Errno::ECHILD)), Some(255));
+    }
+
+    #[test]
+    fn a_command_missing_from_the_image_says_so() {
+        for err in [
+            "No such file or directory",
+            "ENOENT",
+            "executable not found",
+        ] {
+            assert_eq!(
+                exec_error("/bin/app", err).to_string(),
+                "/bin/app: command not found in the image"
+            );
+        }
+        assert_eq!(
+            exec_error("/bin/app", "permission denied").to_string(),
+            "failed to start /bin/app: permission denied"
+        );
+    }
+
+    #[test]
+    fn run_failures_read_as_before() {
+        assert_eq!(RunError::Exited(1).to_string(), "exited with status 1");
+        assert_eq!(
+            RunError::OutOfMemory(137).to_string(),
+            "exited with status 137: out of memory"
+        );
+        assert_eq!(
+            RunError::Cancelled(143).to_string(),
+            "cancelled (exited with status 143)"
+        );
+        assert_eq!(
+            RunError::Setup("unknown user".into()).to_string(),
+            "unknown user"
+        );
+    }
+}
