@@ -14,11 +14,11 @@
 //! single-threaded runtime, so every fork happens from a process with one thread.
 //!
 //! Its rooms: this module holds the entry point, the configuration and the supervision
-//! of one container from creation to deletion; [`fds`] the descriptors the shim holds
-//! and the gate it waits on; [`events`] the events-file protocol; [`container`] the
-//! container's creation and deletion; [`process`] Run processes (their spec, start,
-//! output and exit); [`actions`] the action interpreter, logic over a [`actions::Steps`]
-//! trait; [`context`] the shim's state and the real steps; [`users`] user lookup.
+//! of one container from creation to deletion; `fds` the descriptors the shim holds
+//! and the gate it waits on; `events` the events-file protocol; `container` the
+//! container's creation and deletion; `process` Run processes (their spec, start,
+//! output and exit); `actions` the action interpreter, logic over a `Steps`
+//! trait; `context` the shim's state and the real steps; `users` user lookup.
 
 mod actions;
 mod container;
@@ -304,5 +304,70 @@ async fn read_result(cfg: &ShimConfig) -> Result<Option<String>, String> {
     match crate::inroot::read_regular(&file, max, crate::executor::RESULT_READ_TIMEOUT).await {
         Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
         Err(e) => Err(format!("reading result file {}: {e}", cfg.result_file)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::Bind;
+
+    fn config(binds: Vec<Bind>) -> ShimConfig {
+        ShimConfig {
+            id: "c".into(),
+            state_root: "/run/state".into(),
+            bundle: "/b".into(),
+            rootfs: "/rootfs".into(),
+            env: vec![],
+            action: models::Action::default(),
+            log_source: "APP/0".into(),
+            log_socket: "/run/logs".into(),
+            grace_ms: 10_000,
+            cgroup: "/lattice/c".into(),
+            binds,
+            result_file: String::new(),
+        }
+    }
+
+    fn bind(container: &str, host: &str, read_only: bool) -> Bind {
+        Bind {
+            container_path: container.into(),
+            host_path: host.into(),
+            read_only,
+        }
+    }
+
+    fn at(r: (Rooted, bool)) -> (String, String, bool) {
+        let (rooted, read_only) = r;
+        (
+            rooted.root.display().to_string(),
+            rooted.path.display().to_string(),
+            read_only,
+        )
+    }
+
+    #[test]
+    fn paths_go_to_the_deepest_volume_over_them() {
+        let cfg = config(vec![
+            bind("/data", "/v/data", false),
+            bind("/data/snap/", "/v/snap", true),
+        ]);
+        let own = |r: &str, p: &str, ro: bool| (r.to_string(), p.to_string(), ro);
+        assert_eq!(at(cfg.host_path("/data/x")), own("/v/data", "/x", false));
+        assert_eq!(
+            at(cfg.host_path("/data/snap/y")),
+            own("/v/snap", "/y", true)
+        );
+        assert_eq!(at(cfg.host_path("/data")), own("/v/data", "/", false));
+        assert_eq!(
+            at(cfg.host_path("/database")),
+            own("/rootfs", "/database", false)
+        );
+        assert_eq!(at(cfg.host_path("/app")), own("/rootfs", "/app", false));
+        // `..` never selects a volume: the path is the root filesystem's to resolve.
+        assert_eq!(
+            at(cfg.host_path("/data/../etc")),
+            own("/rootfs", "/data/../etc", false)
+        );
     }
 }
