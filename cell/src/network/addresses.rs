@@ -5,7 +5,7 @@
 //! [`super::allocation`]'s decision, not this module's.
 //!
 //! Where the next concerns go: a container's resolver configuration (DNS) and routes
-//! to other cells (an overlay) are configured next to [`configure_container`].
+//! to other cells (an overlay) are configured next to `configure_container`.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};

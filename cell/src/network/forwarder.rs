@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use tokio::task::JoinHandle;
 
-/// A published port's forwarding task; [`Forwarder::stop`] ends it.
+/// A published port's forwarding task, until it is stopped.
 #[derive(Debug)]
 pub struct Forwarder {
     task: Option<JoinHandle<()>>,

@@ -4,7 +4,7 @@
 //! routes) is [`super::addresses`]'s business.
 //!
 //! Where the next links go (an overlay's VXLAN device, for one): a request builder
-//! here, sent through [`request`].
+//! here, sent through `request`.
 
 use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,

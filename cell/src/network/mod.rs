@@ -90,11 +90,15 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// Where the attachment's namespace is mounted.
     pub fn netns_path(&self) -> PathBuf {
         PathBuf::from(namespace::NETNS_DIR).join(&self.netns)
     }
 }
 
+/// The cell's container network: the addresses and host ports handed out, the spare
+/// namespace made ahead, the forwarders of published ports, and the [`Host`] that does
+/// what is decided here.
 pub struct Network {
     cfg: NetworkConfig,
     host: Arc<dyn Host>,
@@ -173,6 +177,7 @@ impl Network {
         }
     }
 
+    /// The settings the network was made with.
     pub fn config(&self) -> &NetworkConfig {
         &self.cfg
     }
