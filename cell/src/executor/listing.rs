@@ -5,9 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 
-use super::{
-    cgroup_path, dir_size, ContainerInfo, Executor, MAX_RESULT_BYTES, RESULT_READ_TIMEOUT,
-};
+use super::{cgroup_path, ContainerInfo, Executor, MAX_RESULT_BYTES, RESULT_READ_TIMEOUT};
 
 impl Executor {
     pub(super) fn load(&self, handle: &str) -> Option<ContainerInfo> {
@@ -82,4 +80,22 @@ impl Executor {
         let dir = self.dir(handle);
         dir_size(&dir.join("disk/upper")) + dir_size(&dir.join("upper"))
     }
+}
+
+/// The space the files under `p` take on disk (its blocks), 0 when it is missing.
+fn dir_size(p: &std::path::Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+    }
+    std::fs::read_dir(p)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| dir_size(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0)
 }

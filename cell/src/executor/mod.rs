@@ -343,23 +343,6 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
         .write_all(data)
 }
 
-fn dir_size(p: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(p) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
-    }
-    std::fs::read_dir(p)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| dir_size(&e.path()))
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// A container's hostname: its handle, cut to the kernel's 63 characters.
 pub fn hostname(handle: &str) -> String {
     handle.chars().take(63).collect()
