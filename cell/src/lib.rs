@@ -6,7 +6,6 @@
 pub mod bundle;
 pub mod cgroup;
 pub mod executor;
-pub mod firewall;
 pub mod image;
 pub mod inroot;
 pub mod launcher;

@@ -179,14 +179,14 @@ async fn containers_cannot_open_connections_to_the_cells_host() {
         !reached.load(std::sync::atomic::Ordering::SeqCst),
         "a container connected to a service on the cell's host"
     );
-    assert!(lattice_cell::firewall::installed(
+    assert!(lattice_cell::network::firewall::installed(
         &t.exec.network().config().bridge
     ));
     t.exec.destroy("reach-host").await;
     let bridge = t.exec.network().config().bridge.clone();
     drop(t);
     assert!(
-        !lattice_cell::firewall::installed(&bridge),
+        !lattice_cell::network::firewall::installed(&bridge),
         "the firewall table goes with the bridge"
     );
 }
@@ -431,7 +431,7 @@ async fn a_cell_that_stops_with_no_container_leaves_no_bridge_or_mount() {
             .exists(),
         "the bridge {bridge} is left behind"
     );
-    assert!(!lattice_cell::firewall::installed(&bridge));
+    assert!(!lattice_cell::network::firewall::installed(&bridge));
     assert!(
         !lattice_cell::rootfs::is_mounted(&containers),
         "the containers' filesystem is still mounted"

@@ -1,0 +1,197 @@
+//! The seam between the cell's network decisions and the host kernel: [`Host`] is
+//! everything [`super::Network`] asks of the kernel, [`KernelHost`] does it (through
+//! [`super::namespace`], [`super::links`], [`super::addresses`], [`super::firewall`]
+//! and [`super::forwarder`], one way each), and, in tests, `RecordingHost` records the
+//! calls in order and does nothing.
+//!
+//! A new concern (NAT or egress rules for a container, its DNS, routes over an
+//! overlay) is one more method here, with its kernel side in the module it belongs to.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::forwarder::Forwarder;
+use super::{addresses, firewall, links, namespace, Attachment, NetworkConfig};
+
+/// What the cell's network asks of the host.
+pub trait Host: Send + Sync {
+    /// The cell's bridge with the gateway's address (made when missing), its firewall
+    /// installed, and the spare namespaces of cells that are gone removed.
+    fn set_up_bridge(&self, cfg: &NetworkConfig) -> anyhow::Result<()>;
+    /// Removes the bridge and its firewall (what [`Host::set_up_bridge`] made).
+    fn remove_bridge(&self, bridge: &str);
+    /// Makes an empty network namespace mounted at `path`.
+    fn create_netns(&self, path: &Path) -> anyhow::Result<()>;
+    /// Moves the namespace mounted at `from` to `to`.
+    fn rename_netns(&self, from: &Path, to: &Path) -> anyhow::Result<()>;
+    /// Unmounts and removes the namespace at `path`; a missing one is fine.
+    fn remove_netns(&self, path: &Path);
+    /// Wires an attachment's namespace to the bridge: its veth pair, its address,
+    /// its default route.
+    fn connect(&self, att: &Attachment, cfg: &NetworkConfig) -> anyhow::Result<()>;
+    /// Drops the bridge's neighbour entry for `addr`; none is fine.
+    fn forget_neighbour(&self, bridge: &str, addr: Ipv4Addr) -> anyhow::Result<()>;
+    /// Listens at `at` and forwards connections to `target` until stopped.
+    fn forward(&self, at: SocketAddr, target: SocketAddr) -> std::io::Result<Forwarder>;
+}
+
+/// The host kernel itself.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KernelHost;
+
+impl Host for KernelHost {
+    fn set_up_bridge(&self, cfg: &NetworkConfig) -> anyhow::Result<()> {
+        if !links::exists(&cfg.bridge) {
+            links::create_bridge(&cfg.bridge)?;
+            addresses::configure_bridge(&cfg.bridge, cfg.gateway, cfg.prefix)
+                .with_context(|| format!("creating bridge {}", cfg.bridge))?;
+        }
+        firewall::install(&cfg.bridge)?;
+        namespace::forget_dead_spares(&cfg.bridge);
+        Ok(())
+    }
+
+    fn remove_bridge(&self, bridge: &str) {
+        firewall::remove(bridge);
+        if links::exists(bridge) {
+            if let Err(e) = links::delete(bridge) {
+                tracing::warn!(bridge, "removing the bridge: {e:#}");
+            }
+        }
+    }
+
+    fn create_netns(&self, path: &Path) -> anyhow::Result<()> {
+        namespace::create(path)
+    }
+
+    fn rename_netns(&self, from: &Path, to: &Path) -> anyhow::Result<()> {
+        namespace::rename(from, to)
+    }
+
+    fn remove_netns(&self, path: &Path) {
+        namespace::remove(path)
+    }
+
+    /// In-process: one netlink request, sent from the cell's namespace, creates the
+    /// veth pair with the host side up on the bridge and its peer `eth0` inside; then
+    /// a thread that enters the namespace configures loopback, eth0 and the route.
+    fn connect(&self, att: &Attachment, cfg: &NetworkConfig) -> anyhow::Result<()> {
+        // Opened here, in the cell's namespace: the host side is created where it lives.
+        let mut rtnl = links::socket()?;
+        let bridge_index = links::index(&cfg.bridge)?;
+        let netns = att.netns_path();
+        let ns = std::fs::File::open(&netns)
+            .with_context(|| format!("opening the namespace {}", netns.display()))?;
+        links::new_veth(&mut rtnl, &att.veth, bridge_index, &ns)
+            .with_context(|| format!("creating veth {} on {}", att.veth, cfg.bridge))?;
+        namespace::run_inside(&ns, || {
+            addresses::configure_container(att.ip, cfg.prefix, cfg.gateway)
+        })
+    }
+
+    fn forget_neighbour(&self, bridge: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+        addresses::forget_neighbour(bridge, addr)
+    }
+
+    fn forward(&self, at: SocketAddr, target: SocketAddr) -> std::io::Result<Forwarder> {
+        Forwarder::start(at, target)
+    }
+}
+
+#[cfg(test)]
+pub(super) use fake::{Call, RecordingHost};
+
+#[cfg(test)]
+mod fake {
+    use std::collections::BTreeSet;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    use super::{Attachment, Forwarder, Host, NetworkConfig};
+
+    /// A call the network made of its host.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Call {
+        SetUpBridge(String),
+        RemoveBridge(String),
+        CreateNetns(PathBuf),
+        RenameNetns(PathBuf, PathBuf),
+        RemoveNetns(PathBuf),
+        Connect(String, Ipv4Addr),
+        ForgetNeighbour(String, Ipv4Addr),
+        Forward(SocketAddr, SocketAddr),
+    }
+
+    /// A host that records the calls in order and does nothing; renames fail when
+    /// told to, and ports in `taken` cannot be listened on.
+    #[derive(Debug, Default)]
+    pub struct RecordingHost {
+        calls: Mutex<Vec<Call>>,
+        pub refuse_rename: std::sync::atomic::AtomicBool,
+        pub taken: Mutex<BTreeSet<u16>>,
+    }
+
+    impl RecordingHost {
+        /// The calls so far, oldest first.
+        pub fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap().clone()
+        }
+
+        /// Forgets the calls so far.
+        pub fn clear(&self) {
+            self.calls.lock().unwrap().clear();
+        }
+
+        fn record(&self, call: Call) {
+            self.calls.lock().unwrap().push(call);
+        }
+    }
+
+    impl Host for RecordingHost {
+        fn set_up_bridge(&self, cfg: &NetworkConfig) -> anyhow::Result<()> {
+            self.record(Call::SetUpBridge(cfg.bridge.clone()));
+            Ok(())
+        }
+
+        fn remove_bridge(&self, bridge: &str) {
+            self.record(Call::RemoveBridge(bridge.into()));
+        }
+
+        fn create_netns(&self, path: &Path) -> anyhow::Result<()> {
+            self.record(Call::CreateNetns(path.into()));
+            Ok(())
+        }
+
+        fn rename_netns(&self, from: &Path, to: &Path) -> anyhow::Result<()> {
+            self.record(Call::RenameNetns(from.into(), to.into()));
+            let refuse = self.refuse_rename.load(std::sync::atomic::Ordering::SeqCst);
+            anyhow::ensure!(!refuse, "renaming refused");
+            Ok(())
+        }
+
+        fn remove_netns(&self, path: &Path) {
+            self.record(Call::RemoveNetns(path.into()));
+        }
+
+        fn connect(&self, att: &Attachment, _: &NetworkConfig) -> anyhow::Result<()> {
+            self.record(Call::Connect(att.veth.clone(), att.ip));
+            Ok(())
+        }
+
+        fn forget_neighbour(&self, bridge: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+            self.record(Call::ForgetNeighbour(bridge.into(), addr));
+            Ok(())
+        }
+
+        fn forward(&self, at: SocketAddr, target: SocketAddr) -> std::io::Result<Forwarder> {
+            self.record(Call::Forward(at, target));
+            if self.taken.lock().unwrap().contains(&at.port()) {
+                return Err(std::io::ErrorKind::AddrInUse.into());
+            }
+            Ok(Forwarder::idle())
+        }
+    }
+}

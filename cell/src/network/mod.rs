@@ -1,0 +1,290 @@
+//! Container networking: a bridge per cell, a network namespace and a veth pair per
+//! container, an address from the cell's subnet, and container ports published on the
+//! cell at allocated host ports by an in-process TCP forwarder.
+//!
+//! [`Network`] holds the decisions and the state (which address, which port, the
+//! spare namespace, the forwarders) and asks the kernel through [`Host`]. The rooms:
+//! - [`allocation`]: container addresses and host ports, pure;
+//! - [`namespace`]: network namespaces (unshare, setns, bind mounts);
+//! - [`links`]: the bridge and veth pairs (rtnetlink);
+//! - [`addresses`]: interfaces' addresses, routes and neighbours (interface ioctls);
+//! - [`firewall`]: the host's nftables table per bridge (`nft`);
+//! - [`forwarder`]: published ports (tokio sockets);
+//! - [`host`]: the [`Host`] trait, the kernel's implementation and a recording fake.
+//!
+//! What comes next has its place: NAT and egress rules are nftables rules next to
+//! [`firewall`]'s, a container's DNS is configured with its addresses, an overlay's
+//! VXLAN device is a link; each is one more [`Host`] operation.
+
+pub mod addresses;
+pub mod allocation;
+pub mod firewall;
+pub mod forwarder;
+pub mod host;
+pub mod links;
+pub mod namespace;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+use allocation::{IpPool, PortPool};
+use forwarder::Forwarder;
+pub use host::{Host, KernelHost};
+pub use namespace::{names, netns_path};
+
+/// The cell's network settings.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Bridge name (at most 15 characters).
+    pub bridge: String,
+    /// The bridge's address; containers get the other addresses of its /prefix.
+    pub gateway: Ipv4Addr,
+    pub prefix: u8,
+    /// Host ports handed out to published container ports (inclusive).
+    pub ports: (u16, u16),
+    /// The host address published ports listen on (the cell's address), never every
+    /// interface: apps are reached through it or the router, not on every address of
+    /// the host.
+    pub publish_ip: std::net::IpAddr,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: "lattice0".into(),
+            gateway: Ipv4Addr::new(10, 254, 0, 1),
+            prefix: 16,
+            ports: (61000, 61999),
+            publish_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// How many container addresses the subnet holds: what the address pool hands out
+    /// (offsets 2..=size-2 of `gateway/prefix`: not the network, not .1, not the
+    /// broadcast), less the gateway's own when it falls among them.
+    pub fn container_addresses(&self) -> u64 {
+        allocation::container_addresses(self.gateway, self.prefix)
+    }
+}
+
+/// Removes a cell's bridge and its firewall table (what [`Network::new`] made).
+pub fn remove_bridge(bridge: &str) {
+    KernelHost.remove_bridge(bridge);
+}
+
+/// A container's network, as recorded for re-adoption.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attachment {
+    pub netns: String,
+    pub veth: String,
+    pub ip: Ipv4Addr,
+}
+
+impl Attachment {
+    /// Where the attachment's namespace is mounted.
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from(namespace::NETNS_DIR).join(&self.netns)
+    }
+}
+
+/// The cell's container network: the addresses and host ports handed out, the spare
+/// namespace made ahead, the forwarders of published ports, and the [`Host`] that does
+/// what is decided here.
+pub struct Network {
+    cfg: NetworkConfig,
+    host: Arc<dyn Host>,
+    ips: Mutex<IpPool>,
+    ports: Mutex<PortPool>,
+    forwarders: Mutex<HashMap<u16, Forwarder>>,
+    /// An empty namespace made ahead for the next container (see
+    /// [`Network::refill`]): making one is ~0.6 ms of kernel work on the path of a
+    /// container's start.
+    spare: Mutex<Option<PathBuf>>,
+    /// Set by [`Network::close`]: no more spares.
+    closed: AtomicBool,
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.close(false);
+    }
+}
+
+impl Network {
+    /// Creates the bridge when it is missing.
+    pub fn new(cfg: NetworkConfig) -> anyhow::Result<Network> {
+        Network::with_host(cfg, Arc::new(KernelHost))
+    }
+
+    /// A network on `host`: its bridge set up.
+    pub fn with_host(cfg: NetworkConfig, host: Arc<dyn Host>) -> anyhow::Result<Network> {
+        host.set_up_bridge(&cfg)?;
+        Ok(Network {
+            ports: Mutex::new(PortPool::new(cfg.ports)),
+            cfg,
+            host,
+            ips: Mutex::new(IpPool::default()),
+            forwarders: Mutex::new(HashMap::new()),
+            spare: Mutex::new(None),
+            closed: Default::default(),
+        })
+    }
+
+    /// Makes an empty namespace ahead for the next container, unless one waits.
+    pub fn refill(&self) {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let mut spare = self.spare.lock().unwrap();
+        if spare.is_some() || self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = namespace::spare_name(&self.cfg.bridge, namespace::this_process(), n);
+        let path = PathBuf::from(namespace::NETNS_DIR).join(name);
+        // A name of this process's own: nothing else made it.
+        match self.host.create_netns(&path) {
+            Ok(()) => *spare = Some(path),
+            Err(e) => {
+                tracing::warn!("could not make a spare network namespace: {e:#}");
+                self.host.remove_netns(&path);
+            }
+        }
+    }
+
+    /// The spare namespace made ahead, if one waits.
+    pub fn spare_netns(&self) -> Option<PathBuf> {
+        self.spare.lock().unwrap().clone()
+    }
+
+    /// Removes the spare namespace and makes no more (the cell stops); with no
+    /// container left (`idle`), the bridge and its firewall go too.
+    pub fn close(&self, idle: bool) {
+        let mut spare = self.spare.lock().unwrap();
+        self.closed.store(true, Ordering::SeqCst);
+        if let Some(path) = spare.take() {
+            self.host.remove_netns(&path);
+        }
+        if idle {
+            self.host.remove_bridge(&self.cfg.bridge);
+        }
+    }
+
+    /// The settings the network was made with.
+    pub fn config(&self) -> &NetworkConfig {
+        &self.cfg
+    }
+
+    /// Reserves a container's address and names its namespace and veth; nothing is
+    /// made yet: [`Network::create`] makes the namespace, [`Network::connect`] wires it
+    /// to the cell (in steps: the container can be created in the namespace while it
+    /// is being connected), [`Network::detach`] undoes whatever was done.
+    pub fn reserve(&self, handle: &str) -> anyhow::Result<Attachment> {
+        let (netns, veth) = names(handle);
+        let ip = self
+            .ips
+            .lock()
+            .unwrap()
+            .allocate(self.cfg.gateway, self.cfg.prefix)?;
+        Ok(Attachment { netns, veth, ip })
+    }
+
+    /// Makes a reserved attachment's network namespace, empty: the spare one renamed
+    /// when there is one.
+    pub fn create(&self, att: &Attachment) -> anyhow::Result<()> {
+        let target = att.netns_path();
+        if let Some(spare) = self.spare.lock().unwrap().take() {
+            match self.host.rename_netns(&spare, &target) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!("could not use the spare network namespace: {e:#}");
+                    self.host.remove_netns(&spare);
+                }
+            }
+        }
+        self.host
+            .create_netns(&target)
+            .with_context(|| format!("making the network namespace {}", att.netns))
+    }
+
+    /// Wires a created namespace to the cell: its veth pair on the bridge, the
+    /// container's address and default route.
+    pub fn connect(&self, att: &Attachment) -> anyhow::Result<()> {
+        self.host
+            .connect(att, &self.cfg)
+            .with_context(|| format!("connecting the network namespace {}", att.netns))
+    }
+
+    /// Records an attachment that survived a rep restart.
+    pub fn adopt(&self, att: &Attachment) {
+        self.ips.lock().unwrap().adopt(att.ip);
+    }
+
+    /// Removes a container's veth and namespace and frees its address. Idempotent.
+    pub fn detach(&self, att: &Attachment) {
+        // The neighbour entry goes first: the host must not keep talking to the old
+        // MAC when the address comes back. Then the namespace's mount and file go,
+        // which is what `ip netns del` does; that is enough: the kernel destroys the
+        // namespace and the veth pair with it once nothing holds it, in the background
+        // (deleting the veth ourselves waits for RCU: 15-50 ms per container).
+        if let Err(e) = self.host.forget_neighbour(&self.cfg.bridge, att.ip) {
+            tracing::warn!(ip = %att.ip, error = %e, "could not remove the container's neighbour entry");
+        }
+        self.host.remove_netns(&att.netns_path());
+        self.ips.lock().unwrap().free(att.ip);
+    }
+
+    /// Publishes `target` at a free host port (or at `want`, when re-adopting), with a
+    /// forwarder that runs until [`Network::unpublish`].
+    pub async fn publish(&self, target: SocketAddr, want: Option<u16>) -> anyhow::Result<u16> {
+        let candidates = self.ports.lock().unwrap().candidates(want);
+        for port in candidates {
+            if !self.ports.lock().unwrap().take(port) {
+                continue;
+            }
+            // A port we must have back (re-adoption) may still be held for a moment
+            // by the process that had it: retry that one briefly.
+            let attempts = if want.is_some() { 40 } else { 1 };
+            for attempt in 0..attempts {
+                match self
+                    .host
+                    .forward((self.cfg.publish_ip, port).into(), target)
+                {
+                    Ok(forwarder) => {
+                        self.forwarders.lock().unwrap().insert(port, forwarder);
+                        return Ok(port);
+                    }
+                    Err(_) if attempt + 1 < attempts => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(_) => {}
+                }
+            }
+            if want.is_some() {
+                self.ports.lock().unwrap().free(port);
+            }
+            // Otherwise someone else holds it: leave it marked so we do not try again.
+        }
+        Err(self.ports.lock().unwrap().exhausted(target).into())
+    }
+
+    /// Stops publishing a host port and frees it.
+    pub fn unpublish(&self, port: u16) {
+        if let Some(forwarder) = self.forwarders.lock().unwrap().remove(&port) {
+            forwarder.stop();
+        }
+        self.ports.lock().unwrap().free(port);
+    }
+
+    /// Host ports in use (metrics, tests).
+    pub fn published(&self) -> usize {
+        self.forwarders.lock().unwrap().len()
+    }
+}
