@@ -328,12 +328,12 @@ impl RunningBrain {
 }
 
 fn start_brain(bbs: &str, cfg: lattice_brain::leader::BrainConfig) -> anyhow::Result<RunningBrain> {
-    let bbs = lattice_brain::bbs::Bbs::connect_lazy(bbs)
+    let bbs = lattice_bbs_client::GrpcBbs::connect_lazy(bbs)
         .with_context(|| format!("bad --bbs address {bbs:?}"))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let _ = lattice_brain::leader::run(
-            bbs,
+            std::sync::Arc::new(bbs),
             std::sync::Arc::new(lattice_brain::cells::GrpcCells::default()),
             cfg,
             stopped,
