@@ -56,7 +56,7 @@ pub async fn start(
     listener: tokio::net::TcpListener,
 ) -> anyhow::Result<RunningCell> {
     let addr = listener.local_addr()?;
-    let bbs = lattice_specs::bbs_client(bbs_addr)?;
+    let bbs = lattice_bbs_client::bbs_client(bbs_addr)?;
     let rep = Rep::new(cfg, bbs, exec);
     let shutdown = CancellationToken::new();
 
