@@ -454,8 +454,9 @@ impl<'a> Placement<'a> {
             slot: false,
         };
         let mut avoided: Vec<usize> = vec![];
-        for c in 0..self.cells.len() {
-            if !compat[c] {
+        // One entry per cell.
+        for (c, &ok) in compat.iter().enumerate() {
+            if !ok {
                 continue;
             }
             if w.avoid.contains(&c) {
