@@ -148,12 +148,29 @@ fn older(now: i64, t: i64, d: Duration) -> bool {
 pub fn converge(s: &Snapshot, cfg: &ConvergeConfig, memory: &mut Memory) -> (Vec<Action>, Counts) {
     let mut actions = vec![];
     let mut counts = Counts::default();
+    let present = converge_actuals(s, cfg, memory, &mut actions, &mut counts);
+    create_missing(s, &present, memory, &mut actions, &mut counts);
+    converge_tasks(s, cfg, memory, &mut actions);
+    forget_done_resends(s, &actions, memory);
+    (actions, counts)
+}
+
+/// The actions for the actual LRPs: suspect and evacuating copies, extras and
+/// orphans, lost, crashed and stale instances. Returns the (process, index) pairs
+/// that have an ordinary instance within the desired count.
+fn converge_actuals<'s>(
+    s: &Snapshot<'s>,
+    cfg: &ConvergeConfig,
+    memory: &mut Memory,
+    actions: &mut Vec<Action>,
+    counts: &mut Counts,
+) -> HashSet<(&'s str, i32)> {
     let desired: HashMap<&str, &DesiredLrp> = s
         .desired
         .iter()
         .map(|d| (d.process_guid.as_str(), d))
         .collect();
-    let mut present: HashSet<(&str, i32)> = HashSet::new();
+    let mut present: HashSet<(&'s str, i32)> = HashSet::new();
 
     let resend_lrp = |key: LrpKey, memory: &mut Memory| -> bool {
         match memory.lrp_auctions.get(&key) {
@@ -248,6 +265,17 @@ pub fn converge(s: &Snapshot, cfg: &ConvergeConfig, memory: &mut Memory) -> (Vec
         }
     }
 
+    present
+}
+
+/// Create (and place) every desired index that has no instance.
+fn create_missing(
+    s: &Snapshot,
+    present: &HashSet<(&str, i32)>,
+    memory: &mut Memory,
+    actions: &mut Vec<Action>,
+    counts: &mut Counts,
+) {
     for d in s.desired {
         // A count stored before validation bounded it never becomes work beyond the
         // bound (a billion instances would be a billion actions, every pass).
@@ -266,7 +294,16 @@ pub fn converge(s: &Snapshot, cfg: &ConvergeConfig, memory: &mut Memory) -> (Vec
             }
         }
     }
+}
 
+/// The actions for tasks: fail the lost and the expired, re-send pending ones,
+/// delete completed ones nobody resolved in time.
+fn converge_tasks(
+    s: &Snapshot,
+    cfg: &ConvergeConfig,
+    memory: &mut Memory,
+    actions: &mut Vec<Action>,
+) {
     for t in s.tasks {
         let guid = t.task_guid.clone();
         match t.state() {
@@ -317,7 +354,10 @@ pub fn converge(s: &Snapshot, cfg: &ConvergeConfig, memory: &mut Memory) -> (Vec
             TaskState::Invalid => {}
         }
     }
-    // Forget re-sends of work that no longer waits.
+}
+
+/// Forget re-sends of work that no longer waits.
+fn forget_done_resends(s: &Snapshot, actions: &[Action], memory: &mut Memory) {
     let waiting: HashSet<LrpKey> = s
         .actual
         .iter()
@@ -346,7 +386,6 @@ pub fn converge(s: &Snapshot, cfg: &ConvergeConfig, memory: &mut Memory) -> (Vec
     memory
         .task_auctions
         .retain(|g, _| pending.contains(g.as_str()));
-    (actions, counts)
 }
 
 #[cfg(test)]
