@@ -194,3 +194,65 @@ async fn follow_once(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_bbs_client::fake::FakeBbs;
+    use lattice_bbs_client::CellWrites;
+    use lattice_specs::models::{ActualLrpInstanceKey, ActualLrpNetInfo, PortMapping};
+
+    const HOST: &str = "web.example.com";
+
+    /// Waits (a little) until the table's entry for HOST has `n` endpoints.
+    async fn endpoints_become(view: &View, n: usize) {
+        let count = || view.lookup(HOST).map_or(0, |e| e.endpoints.len());
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            while count() != n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(
+            waited.await.is_ok(),
+            "{HOST} has {} endpoints, not {n}",
+            count()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_table_follows_the_snapshot_then_the_events() {
+        let bbs = FakeBbs::start().await;
+        let d = lattice_bbs::testing::fixtures::routed_lrp("web", 1, HOST);
+        bbs.db().desire_lrp(d).await.unwrap();
+        let ik = ActualLrpInstanceKey {
+            instance_guid: "i-0".into(),
+            cell_id: "cell-1".into(),
+        };
+        let net = ActualLrpNetInfo {
+            address: "10.0.0.5".into(),
+            ports: vec![PortMapping {
+                container_port: 8080,
+                host_port: 61001,
+            }],
+            ..Default::default()
+        };
+        bbs.claim_actual_lrp("web", 0, &ik).await.unwrap();
+        bbs.start_actual_lrp("web", 0, &ik, &net).await.unwrap();
+
+        let routes = Arc::new(Routes::default());
+        let (ready_tx, mut ready) = watch::channel(false);
+        let (follower_bbs, follower_routes) = (bbs.clone(), routes.clone());
+        let follower = tokio::spawn(async move {
+            let resync = Duration::from_secs(3600);
+            follow_bbs(&follower_bbs, follower_routes, resync, ready_tx).await
+        });
+        ready.wait_for(|r| *r).await.unwrap();
+        let view = routes.view();
+        endpoints_become(&view, 1).await;
+
+        // The instance crashes: the event takes it out of the table at once.
+        bbs.crash_actual_lrp("web", 0, &ik, "boom").await.unwrap();
+        endpoints_become(&view, 0).await;
+        follower.abort();
+    }
+}
