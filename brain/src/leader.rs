@@ -281,3 +281,56 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_bbs_client::fake::FakeBbs;
+    use lattice_bbs_client::Locks;
+
+    fn config(id: &str) -> BrainConfig {
+        BrainConfig {
+            id: id.into(),
+            // A standby polls every third of this.
+            lock_ttl: Duration::from_millis(150),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_standby_waits_while_the_lock_is_held_and_takes_it_once_released() {
+        let bbs = FakeBbs::start().await;
+        let (_stop, mut running) = watch::channel(false);
+        let (lease_a, revision_a) = acquire(&bbs, &config("a"), &mut running).await.unwrap();
+
+        let (standby_bbs, mut standby_running) = (bbs.clone(), running.clone());
+        let standby =
+            tokio::spawn(
+                async move { acquire(&standby_bbs, &config("b"), &mut standby_running).await },
+            );
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(!standby.is_finished(), "b took a lock that a holds");
+
+        bbs.release_lock(LOCK, lease_a).await.unwrap();
+        let taken = tokio::time::timeout(Duration::from_secs(2), standby).await;
+        let (_, revision_b) = taken.expect("b took the lock").unwrap().unwrap();
+        assert!(
+            revision_b > revision_a,
+            "a new holder gets a newer fencing token"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_brain_asked_to_stop_stops_waiting_for_the_lock() {
+        let bbs = FakeBbs::start().await;
+        let (_stop_a, mut running_a) = watch::channel(false);
+        acquire(&bbs, &config("a"), &mut running_a).await.unwrap();
+        let (stop, mut running) = watch::channel(false);
+        let standby_bbs = bbs.clone();
+        let standby =
+            tokio::spawn(async move { acquire(&standby_bbs, &config("b"), &mut running).await });
+        stop.send(true).unwrap();
+        let stopped = tokio::time::timeout(Duration::from_secs(2), standby).await;
+        assert_eq!(stopped.expect("b stopped waiting").unwrap(), None);
+    }
+}
