@@ -17,9 +17,7 @@ use crate::events::EventHub;
 use crate::metrics::observe;
 use crate::store::StoreError;
 
-pub const ERROR_NAME_KEY: &str = "lattice-error";
-/// Request metadata carrying a lock holder's fencing token: `NAME@REVISION`.
-pub const FENCE_KEY: &str = "lattice-fence";
+pub use lattice_specs::errors::{ERROR_NAME_KEY, FENCE_KEY};
 
 pub fn status_of(e: &DbError) -> Status {
     let code = match e {

@@ -355,60 +355,190 @@ fn why_not(
     }
 }
 
-/// Place `work` on `cells`.
-pub fn place(cells: &[CellView], work: &[WorkItem], cfg: &AuctionConfig) -> Outcome {
-    let n = cells.len();
-    let mut out = Outcome::default();
-    let mut avail: Vec<Resources> = cells.iter().map(|c| c.available).collect();
-    let inv = |t: i32| if t > 0 { 1.0 / t as f64 } else { 0.0 };
-    let inv_total: Vec<[f64; 3]> = cells
-        .iter()
-        .map(|c| {
-            [
-                inv(c.total.memory_mb),
-                inv(c.total.disk_mb),
-                inv(c.total.containers),
-            ]
-        })
-        .collect();
-    let mut starting: Vec<f64> = cells.iter().map(|c| c.starting as f64).collect();
+/// The placement's view while it decides: what remains of each cell, and where
+/// each process of the batch runs, updated as work is placed.
+struct Placement<'a> {
+    cells: &'a [CellView],
+    cfg: &'a AuctionConfig,
+    /// What each cell has left.
+    avail: Vec<Resources>,
+    /// 1 / total memory, disk and slots of each cell (0 for a total of 0).
+    inv_total: Vec<[f64; 3]>,
+    /// Containers starting on each cell, the work placed so far included.
+    starting: Vec<f64>,
+    /// Each cell's zone, numbered from 0.
+    cell_zone: Vec<usize>,
+    zone_count: usize,
+    /// Where each process of this batch runs: (cell, instances).
+    hosts: HashMap<Arc<str>, Vec<(usize, u32)>>,
+    /// Scratch for one decision: instances of its process per cell and per zone,
+    /// and each zone's best (score, cell).
+    same_process: Vec<u32>,
+    per_zone: Vec<u32>,
+    best: Vec<(f64, usize)>,
+}
 
-    let mut zones: HashMap<&str, usize> = HashMap::new();
-    let cell_zone: Vec<usize> = cells
-        .iter()
-        .map(|c| {
-            let next = zones.len();
-            *zones.entry(c.zone.as_str()).or_insert(next)
-        })
-        .collect();
-    let zone_count = zones.len().max(1);
-
-    // Where each process of this batch already runs: (cell, instances).
-    let mut hosts: HashMap<Arc<str>, Vec<(usize, u32)>> = HashMap::new();
-    for w in work {
-        if let WorkKind::Lrp { process_guid, .. } = &w.kind {
-            hosts.entry(process_guid.clone()).or_default();
+impl<'a> Placement<'a> {
+    fn new(cells: &'a [CellView], work: &[WorkItem], cfg: &'a AuctionConfig) -> Placement<'a> {
+        let inv = |t: i32| if t > 0 { 1.0 / t as f64 } else { 0.0 };
+        let inv_total = cells
+            .iter()
+            .map(|c| {
+                [
+                    inv(c.total.memory_mb),
+                    inv(c.total.disk_mb),
+                    inv(c.total.containers),
+                ]
+            })
+            .collect();
+        let mut zones: HashMap<&str, usize> = HashMap::new();
+        let cell_zone: Vec<usize> = cells
+            .iter()
+            .map(|c| {
+                let next = zones.len();
+                *zones.entry(c.zone.as_str()).or_insert(next)
+            })
+            .collect();
+        let zone_count = zones.len().max(1);
+        let mut hosts: HashMap<Arc<str>, Vec<(usize, u32)>> = HashMap::new();
+        for w in work {
+            if let WorkKind::Lrp { process_guid, .. } = &w.kind {
+                hosts.entry(process_guid.clone()).or_default();
+            }
         }
-    }
-    for (ci, cell) in cells.iter().enumerate() {
-        for p in &cell.lrps {
-            if let Some(h) = hosts.get_mut(p) {
-                match h.iter_mut().find(|(c, _)| *c == ci) {
-                    Some((_, k)) => *k += 1,
-                    None => h.push((ci, 1)),
+        for (ci, cell) in cells.iter().enumerate() {
+            for p in &cell.lrps {
+                if let Some(h) = hosts.get_mut(p) {
+                    match h.iter_mut().find(|(c, _)| *c == ci) {
+                        Some((_, k)) => *k += 1,
+                        None => h.push((ci, 1)),
+                    }
                 }
             }
         }
+        Placement {
+            cells,
+            cfg,
+            avail: cells.iter().map(|c| c.available).collect(),
+            inv_total,
+            starting: cells.iter().map(|c| c.starting as f64).collect(),
+            cell_zone,
+            zone_count,
+            hosts,
+            same_process: vec![0; cells.len()],
+            per_zone: vec![0; zone_count],
+            best: vec![(f64::INFINITY, usize::MAX); zone_count],
+        }
     }
 
+    /// The cell for `w` among the `compat`ible ones (lowest score, in the zone
+    /// holding the fewest instances of its process), or why there is none.
+    fn choose(&mut self, w: &WorkItem, compat: &[bool]) -> Result<usize, Unplaced> {
+        let process_hosts = match &w.kind {
+            WorkKind::Lrp { process_guid, .. } => self.hosts.get(process_guid),
+            WorkKind::Task { .. } => None,
+        };
+        self.per_zone.iter_mut().for_each(|z| *z = 0);
+        if let Some(h) = process_hosts {
+            for &(c, k) in h {
+                self.same_process[c] = k;
+                self.per_zone[self.cell_zone[c]] += k;
+            }
+        }
+        self.best
+            .iter_mut()
+            .for_each(|b| *b = (f64::INFINITY, usize::MAX));
+        let mut fits = Fits {
+            memory: false,
+            disk: false,
+            slot: false,
+        };
+        let mut avoided: Vec<usize> = vec![];
+        // One entry per cell.
+        for (c, &ok) in compat.iter().enumerate() {
+            if !ok {
+                continue;
+            }
+            if w.avoid.contains(&c) {
+                avoided.push(c);
+                continue;
+            }
+            let a = self.avail[c];
+            let (mem, disk, slots) = (
+                a.memory_mb - w.memory_mb,
+                a.disk_mb - w.disk_mb,
+                a.containers - 1,
+            );
+            fits.memory |= mem >= 0;
+            fits.disk |= disk >= 0;
+            fits.slot |= slots >= 0;
+            if mem < 0 || disk < 0 || slots < 0 {
+                continue;
+            }
+            let score = self.score(c, [mem, disk, slots]);
+            let z = self.cell_zone[c];
+            if score < self.best[z].0 {
+                self.best[z] = (score, c);
+            }
+        }
+        if let Some(h) = process_hosts {
+            for &(c, _) in h {
+                self.same_process[c] = 0;
+            }
+        }
+        // The zone with the fewest instances of this process, then the best score.
+        let (best, per_zone) = (&self.best, &self.per_zone);
+        let chosen = (0..self.zone_count)
+            .filter(|&z| best[z].1 != usize::MAX)
+            .min_by(|&a, &b| {
+                per_zone[a]
+                    .cmp(&per_zone[b])
+                    .then(best[a].0.total_cmp(&best[b].0))
+            })
+            .map(|z| best[z].1);
+        chosen.ok_or_else(|| why_not(self.cells, &self.avail, compat, w, &avoided, fits))
+    }
+
+    /// Cell `c`'s score (lower is better) with `remaining` memory, disk and slots
+    /// after the work is placed on it (Diego's function, see the module's doc).
+    fn score(&self, c: usize, remaining: [i32; 3]) -> f64 {
+        let t = &self.inv_total[c];
+        let [mem, disk, slots] = remaining;
+        let resources =
+            ((1.0 - mem as f64 * t[0]) + (1.0 - disk as f64 * t[1]) + (1.0 - slots as f64 * t[2]))
+                / 3.0;
+        resources
+            + self.cfg.starting_weight * self.starting[c]
+            + self.cfg.same_process_weight * self.same_process[c] as f64
+            + self.cfg.bin_pack_weight * c as f64
+    }
+
+    /// Reserve `w`'s resources on cell `c` before the next decision.
+    fn reserve(&mut self, w: &WorkItem, c: usize) {
+        self.avail[c].memory_mb -= w.memory_mb;
+        self.avail[c].disk_mb -= w.disk_mb;
+        self.avail[c].containers -= 1;
+        self.starting[c] += 1.0;
+        if let WorkKind::Lrp { process_guid, .. } = &w.kind {
+            let h = self
+                .hosts
+                .get_mut(process_guid)
+                .expect("every batch process has an entry");
+            match h.iter_mut().find(|(hc, _)| *hc == c) {
+                Some((_, k)) => *k += 1,
+                None => h.push((c, 1)),
+            }
+        }
+    }
+}
+
+/// Place `work` on `cells`.
+pub fn place(cells: &[CellView], work: &[WorkItem], cfg: &AuctionConfig) -> Outcome {
+    let mut out = Outcome::default();
+    let mut placement = Placement::new(cells, work, cfg);
     let mut order: Vec<usize> = (0..work.len()).collect();
     order.sort_by_key(|&i| (group(&work[i]), Reverse(work[i].memory_mb)));
-
     let mut compat_cache: HashMap<Arc<Constraints>, Result<Vec<bool>, Unplaced>> = HashMap::new();
-    let mut same_process = vec![0u32; n];
-    let mut best = vec![(f64::INFINITY, usize::MAX); zone_count];
-    let mut per_zone = vec![0u32; zone_count];
-
     for i in order {
         let w = &work[i];
         let compat = compat_cache
@@ -421,93 +551,13 @@ pub fn place(cells: &[CellView], work: &[WorkItem], cfg: &AuctionConfig) -> Outc
                 continue;
             }
         };
-        let process_hosts = match &w.kind {
-            WorkKind::Lrp { process_guid, .. } => hosts.get(process_guid),
-            WorkKind::Task { .. } => None,
-        };
-        per_zone.iter_mut().for_each(|z| *z = 0);
-        if let Some(h) = process_hosts {
-            for &(c, k) in h {
-                same_process[c] = k;
-                per_zone[cell_zone[c]] += k;
+        match placement.choose(w, compat) {
+            Ok(c) => {
+                placement.reserve(w, c);
+                out.placed.push((i, c));
             }
+            Err(why) => out.failed.push((i, why)),
         }
-        best.iter_mut()
-            .for_each(|b| *b = (f64::INFINITY, usize::MAX));
-        let (mut fits_mem, mut fits_disk, mut fits_slot) = (false, false, false);
-        let mut avoided: Vec<usize> = vec![];
-        for c in 0..n {
-            if !compat[c] {
-                continue;
-            }
-            if w.avoid.contains(&c) {
-                avoided.push(c);
-                continue;
-            }
-            let a = avail[c];
-            let (mem, disk, slots) = (
-                a.memory_mb - w.memory_mb,
-                a.disk_mb - w.disk_mb,
-                a.containers - 1,
-            );
-            fits_mem |= mem >= 0;
-            fits_disk |= disk >= 0;
-            fits_slot |= slots >= 0;
-            if mem < 0 || disk < 0 || slots < 0 {
-                continue;
-            }
-            let t = &inv_total[c];
-            let resources = ((1.0 - mem as f64 * t[0])
-                + (1.0 - disk as f64 * t[1])
-                + (1.0 - slots as f64 * t[2]))
-                / 3.0;
-            let score = resources
-                + cfg.starting_weight * starting[c]
-                + cfg.same_process_weight * same_process[c] as f64
-                + cfg.bin_pack_weight * c as f64;
-            let z = cell_zone[c];
-            if score < best[z].0 {
-                best[z] = (score, c);
-            }
-        }
-        if let Some(h) = process_hosts {
-            for &(c, _) in h {
-                same_process[c] = 0;
-            }
-        }
-        // The zone with the fewest instances of this process, then the best score.
-        let chosen = (0..zone_count)
-            .filter(|&z| best[z].1 != usize::MAX)
-            .min_by(|&a, &b| {
-                per_zone[a]
-                    .cmp(&per_zone[b])
-                    .then(best[a].0.total_cmp(&best[b].0))
-            })
-            .map(|z| best[z].1);
-        let Some(c) = chosen else {
-            let fits = Fits {
-                memory: fits_mem,
-                disk: fits_disk,
-                slot: fits_slot,
-            };
-            out.failed
-                .push((i, why_not(cells, &avail, compat, w, &avoided, fits)));
-            continue;
-        };
-        avail[c].memory_mb -= w.memory_mb;
-        avail[c].disk_mb -= w.disk_mb;
-        avail[c].containers -= 1;
-        starting[c] += 1.0;
-        if let WorkKind::Lrp { process_guid, .. } = &w.kind {
-            let h = hosts
-                .get_mut(process_guid)
-                .expect("every batch process has an entry");
-            match h.iter_mut().find(|(hc, _)| *hc == c) {
-                Some((_, k)) => *k += 1,
-                None => h.push((c, 1)),
-            }
-        }
-        out.placed.push((i, c));
     }
     out
 }

@@ -7,29 +7,35 @@
 //! fetch timeout is left out of this auction. Work that was not placed waits
 //! and joins a later batch as `retry` decides: work without room now (or
 //! refused by cells) after a backoff, never failed for it here; work no cell
-//! could run is failed with the reason.
+//! could run is failed with the reason. The pure steps of a round are in `work`.
+
+mod work;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use lattice_specs::bbs_api::{
-    ActualLrPsRequest, ActualLrpRef, DesiredLrPsRequest, Empty, FailActualLrpRequest,
-    ProcessGuidRequest, RejectTaskRequest, TaskGuidRequest, TasksRequest,
-};
+use lattice_bbs_client::{apply_all, ActualLrpFilter, BbsError, BrainBbs, TaskFilter};
 use lattice_specs::models::actual_lrp::{Presence, State};
-use lattice_specs::models::task::State as TaskState;
-use lattice_specs::models::{DesiredLrp, Task};
-use lattice_specs::rep_api::{LrpStart, TaskStart, Work};
+use lattice_specs::models::Task;
 use tokio::sync::mpsc;
 
-use crate::auction::{place, AuctionConfig, Constraints, WorkItem, WorkKind};
-use crate::bbs::{apply_all, is_lock_lost, Bbs};
-use crate::cells::{view_of, CellDirectory};
+use crate::auction::{place, AuctionConfig, CellView, Outcome, WorkItem, WorkKind};
+use crate::cells::{view_of, CellClient, CellDirectory};
 use crate::converger::LrpKey;
 use crate::metrics as m;
 use crate::retry::{self, RetryConfig, Setback, Verdict, Waiting};
+use work::{Batch, WaitingLrps};
+
+/// Above this many distinct processes (or tasks) in a batch, the auction reads
+/// every desired LRP (or every task) in one call instead of one call each, and
+/// does not check which instances still wait.
+const BULK_READ_ABOVE: usize = 32;
+
+/// Above this many work items the placement runs on a blocking thread, so a big
+/// auction does not hold up the other tasks of the runtime.
+const BLOCKING_PLACEMENT_ABOVE: usize = 2000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StartRequest {
@@ -59,15 +65,15 @@ pub enum BrainError {
     #[error("this brain lost its lock to another brain")]
     LockLost,
     #[error("BBS call failed: {0}")]
-    Bbs(#[from] tonic::Status),
+    Bbs(#[from] BbsError),
 }
 
-/// Turn a BBS status into the brain's error, noticing a lost lock.
-pub fn bbs_err(s: tonic::Status) -> BrainError {
-    if is_lock_lost(&s) {
+/// Turn a BBS error into the brain's error, noticing a lost lock.
+pub fn bbs_err(e: BbsError) -> BrainError {
+    if e.is_lock_lost() {
         BrainError::LockLost
     } else {
-        BrainError::Bbs(s)
+        BrainError::Bbs(e)
     }
 }
 
@@ -103,87 +109,17 @@ pub struct Round {
 type Queue = HashMap<StartRequest, (Waiting, Instant)>;
 
 pub struct Auctioneer {
-    bbs: Bbs,
+    bbs: Arc<dyn BrainBbs>,
     cells: Arc<dyn CellDirectory>,
     cfg: AuctioneerConfig,
 }
 
-fn constraints_of(d: &DesiredLrp, volumes: &HashMap<String, String>) -> Constraints {
-    Constraints {
-        rootfs: d.rootfs.clone(),
-        placement_tags: d.placement_tags.clone(),
-        volume_drivers: drivers(&d.volume_mounts),
-        volume_cell: volume_cell(&d.volume_mounts, volumes),
-    }
-}
-
-/// The cell work must run on because its volumes live there (`volumes`: name → cell).
-fn volume_cell(
-    mounts: &[lattice_specs::models::VolumeMount],
-    volumes: &HashMap<String, String>,
-) -> Option<(String, String)> {
-    // Scratch volumes are made wherever the work goes.
-    let mut names: Vec<&str> = mounts
-        .iter()
-        .filter(|m| m.scratch_bytes == 0)
-        .map(|m| m.volume.as_str())
-        .collect();
-    names.sort();
-    names.dedup();
-    let first = names.first()?;
-    let cell = |n: &str| volumes.get(n).cloned().unwrap_or_default();
-    let list = |names: &[&str]| {
-        if names.len() == 1 {
-            format!("volume {}", names[0])
-        } else {
-            format!("volumes {}", names.join(", "))
-        }
-    };
-    if names.iter().any(|n| !volumes.contains_key(*n)) {
-        let missing: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| !volumes.contains_key(*n))
-            .collect();
-        return Some((
-            String::new(),
-            format!("{} does not exist: `ltc volume create` it", list(&missing)),
-        ));
-    }
-    if names.iter().any(|n| cell(n) != cell(first)) {
-        let each: Vec<String> = names
-            .iter()
-            .map(|n| format!("{n} on {}", cell(n)))
-            .collect();
-        return Some((
-            String::new(),
-            format!(
-                "the volumes live on different cells ({}); one container can only mount volumes of one cell",
-                each.join(", ")
-            ),
-        ));
-    }
-    Some((cell(first), list(&names)))
-}
-
-fn drivers(mounts: &[lattice_specs::models::VolumeMount]) -> Vec<String> {
-    let mut d: Vec<String> = mounts
-        .iter()
-        .map(|m| {
-            if m.driver.is_empty() {
-                "local".to_string()
-            } else {
-                m.driver.clone()
-            }
-        })
-        .collect();
-    d.sort();
-    d.dedup();
-    d
-}
-
 impl Auctioneer {
-    pub fn new(bbs: Bbs, cells: Arc<dyn CellDirectory>, cfg: AuctioneerConfig) -> Auctioneer {
+    pub fn new(
+        bbs: Arc<dyn BrainBbs>,
+        cells: Arc<dyn CellDirectory>,
+        cfg: AuctioneerConfig,
+    ) -> Auctioneer {
         Auctioneer { bbs, cells, cfg }
     }
 
@@ -279,12 +215,12 @@ impl Auctioneer {
         r
     }
 
+    /// A round: read what still waits, fetch the cells, place, hand out the work.
     async fn auction_inner(
         &self,
         batch: HashSet<StartRequest>,
         avoid: &HashMap<StartRequest, Vec<String>>,
     ) -> Result<Round, BrainError> {
-        let mut client = self.bbs.client();
         let mut lrp_keys = vec![];
         let mut task_guids = vec![];
         for r in batch {
@@ -293,192 +229,105 @@ impl Auctioneer {
                 StartRequest::Task(g) => task_guids.push(g),
             }
         }
-
-        // What is still waiting to be placed.
-        let guids: HashSet<&str> = lrp_keys.iter().map(|k| k.process_guid.as_str()).collect();
-        let mut desired: HashMap<String, Arc<DesiredLrp>> = HashMap::new();
-        let mut unclaimed: HashSet<(String, i32)> = HashSet::new();
-        let bulk = guids.len() > 32;
-        if bulk {
-            let ds = client
-                .desired_lr_ps(self.bbs.req(DesiredLrPsRequest::default()))
-                .await
-                .map_err(bbs_err)?
-                .into_inner();
-            desired = ds
-                .desired_lrps
-                .into_iter()
-                .map(|d| (d.process_guid.clone(), Arc::new(d)))
-                .collect();
-        }
-        for g in &guids {
-            if !bulk {
-                match client
-                    .desired_lrp_by_process_guid(self.bbs.req(ProcessGuidRequest {
-                        process_guid: g.to_string(),
-                    }))
-                    .await
-                {
-                    Ok(r) => {
-                        if let Some(d) = r.into_inner().desired_lrp {
-                            desired.insert(g.to_string(), Arc::new(d));
-                        }
-                    }
-                    Err(s) if s.code() == tonic::Code::NotFound => {}
-                    Err(s) => return Err(bbs_err(s)),
-                }
-            }
-        }
-        // For a few processes, check which instances still wait (a converger
-        // re-send may be stale). For many, skip the check: listing every
-        // instance per batch would cost more than it saves, and a cell's
-        // compare-and-swap claim refuses anything no longer UNCLAIMED.
-        if !bulk {
-            for g in &guids {
-                let r = ActualLrPsRequest {
-                    process_guid: g.to_string(),
-                    ..Default::default()
-                };
-                for a in client
-                    .actual_lr_ps(self.bbs.req(r))
-                    .await
-                    .map_err(bbs_err)?
-                    .into_inner()
-                    .actual_lrps
-                {
-                    if a.state() == State::Unclaimed && a.presence() != Presence::Evacuating {
-                        let k = a.key.unwrap_or_default();
-                        unclaimed.insert((k.process_guid, k.index));
-                    }
-                }
-            }
-        }
-        let tasks: Vec<Task> = if task_guids.len() > 32 {
-            let wanted: HashSet<&str> = task_guids.iter().map(String::as_str).collect();
-            let all = client
-                .tasks(self.bbs.req(TasksRequest::default()))
-                .await
-                .map_err(bbs_err)?
-                .into_inner()
-                .tasks;
-            all.into_iter()
-                .filter(|t| wanted.contains(t.task_guid.as_str()))
-                .collect()
-        } else {
-            let mut out = vec![];
-            for g in &task_guids {
-                match client
-                    .task_by_guid(self.bbs.req(TaskGuidRequest {
-                        task_guid: g.clone(),
-                    }))
-                    .await
-                {
-                    Ok(r) => out.extend(r.into_inner().task),
-                    Err(s) if s.code() == tonic::Code::NotFound => {}
-                    Err(s) => return Err(bbs_err(s)),
-                }
-            }
-            out
-        };
-        // Oldest first: among work the placement weighs alike, the work that waited
-        // longest gets the room (the placement keeps this order for equals).
-        let mut tasks = tasks;
-        tasks.sort_by_key(|t| t.created_at);
-
-        // Where the volumes of the work live, when some work mounts volumes.
-        let mounts_volumes = desired.values().any(|d| !d.volume_mounts.is_empty())
-            || tasks.iter().any(|t| {
-                t.definition
-                    .as_ref()
-                    .is_some_and(|d| !d.volume_mounts.is_empty())
-            });
-        let volumes: HashMap<String, String> = if mounts_volumes {
-            client
-                .volumes(
-                    self.bbs
-                        .req(lattice_specs::bbs_api::VolumesRequest::default()),
-                )
-                .await
-                .map_err(bbs_err)?
-                .into_inner()
-                .volumes
-                .into_iter()
-                .map(|v| (v.name, v.cell_id))
-                .collect()
+        let waiting = self.waiting_lrps(&lrp_keys).await?;
+        let tasks = self.waiting_tasks(&task_guids).await?;
+        let volumes = if work::mounts_volumes(&waiting, &tasks) {
+            self.volume_cells().await?
         } else {
             HashMap::new()
         };
-        let mut interned: HashMap<Constraints, Arc<Constraints>> = HashMap::new();
-        let mut intern = |c: Constraints| {
-            interned
-                .entry(c.clone())
-                .or_insert_with(|| Arc::new(c))
-                .clone()
-        };
-        let mut items: Vec<WorkItem> = vec![];
-        let mut lrp_of: Vec<Option<(Arc<DesiredLrp>, i32)>> = vec![];
-        let mut task_of: Vec<Option<Task>> = vec![];
-        let mut guid_arcs: HashMap<String, Arc<str>> = HashMap::new();
-        for k in lrp_keys {
-            let waiting = bulk || unclaimed.contains(&(k.process_guid.clone(), k.index));
-            let (Some(d), true) = (desired.get(&k.process_guid), waiting) else {
-                continue;
-            };
-            if k.index >= d.instances {
-                continue;
-            }
-            let guid = guid_arcs
-                .entry(k.process_guid.clone())
-                .or_insert_with(|| Arc::from(k.process_guid.as_str()))
-                .clone();
-            items.push(WorkItem {
-                kind: WorkKind::Lrp {
-                    process_guid: guid,
-                    index: k.index,
-                },
-                memory_mb: d.memory_mb,
-                disk_mb: d.disk_mb,
-                constraints: intern(constraints_of(d, &volumes)),
-                avoid: vec![],
-            });
-            lrp_of.push(Some((d.clone(), k.index)));
-            task_of.push(None);
-        }
-        for t in tasks {
-            if t.state() != TaskState::Pending {
-                continue;
-            }
-            let def = t.definition.clone().unwrap_or_default();
-            items.push(WorkItem {
-                kind: WorkKind::Task {
-                    task_guid: t.task_guid.clone(),
-                },
-                memory_mb: def.memory_mb,
-                disk_mb: def.disk_mb,
-                constraints: intern(Constraints {
-                    rootfs: def.rootfs.clone(),
-                    placement_tags: def.placement_tags.clone(),
-                    volume_drivers: drivers(&def.volume_mounts),
-                    volume_cell: volume_cell(&def.volume_mounts, &volumes),
-                }),
-                avoid: vec![],
-            });
-            lrp_of.push(None);
-            task_of.push(Some(t));
-        }
-        if items.is_empty() {
+        let mut batch = work::batch_of(lrp_keys, &waiting, tasks, &volumes);
+        if batch.items.is_empty() {
             return Ok(Round::default());
         }
-        m::BATCH_SIZE.observe(items.len() as f64);
+        m::BATCH_SIZE.observe(batch.items.len() as f64);
 
-        // Every live cell's state, in parallel, each bounded by the fetch timeout.
+        let (views, clients) = self.fetch_cells().await?;
+        work::keep_off_refusers(&mut batch.items, &views, avoid);
+        let decide_started = Instant::now();
+        let (views, items, outcome) = decide(views, batch.items, self.cfg.auction).await;
+        m::DECISION_DURATION.observe(decide_started.elapsed().as_secs_f64());
+        batch.items = items;
+        Ok(self.hand_out(&views, &clients, &batch, outcome).await)
+    }
+
+    /// The desired LRPs of `keys`' processes, and which of their instances still
+    /// wait (a converger re-send may be stale). For many processes, everything is
+    /// read at once and the check skipped: listing every instance per batch would
+    /// cost more than it saves, and a cell's compare-and-swap claim refuses
+    /// anything no longer UNCLAIMED.
+    async fn waiting_lrps(&self, keys: &[LrpKey]) -> Result<WaitingLrps, BrainError> {
+        let guids: HashSet<&str> = keys.iter().map(|k| k.process_guid.as_str()).collect();
+        let mut waiting = WaitingLrps {
+            bulk: guids.len() > BULK_READ_ABOVE,
+            ..Default::default()
+        };
+        if waiting.bulk {
+            let all = self.bbs.desired_lrps().await.map_err(bbs_err)?;
+            waiting.desired = all
+                .into_iter()
+                .map(|d| (d.process_guid.clone(), Arc::new(d)))
+                .collect();
+            return Ok(waiting);
+        }
+        for g in &guids {
+            match self.bbs.desired_lrp(g).await {
+                Ok(d) => {
+                    waiting.desired.insert(g.to_string(), Arc::new(d));
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(bbs_err(e)),
+            }
+        }
+        for g in &guids {
+            let filter = ActualLrpFilter {
+                process_guid: g.to_string(),
+                ..Default::default()
+            };
+            for a in self.bbs.actual_lrps(&filter).await.map_err(bbs_err)? {
+                if a.state() == State::Unclaimed && a.presence() != Presence::Evacuating {
+                    let k = a.key.unwrap_or_default();
+                    waiting.unclaimed.insert((k.process_guid, k.index));
+                }
+            }
+        }
+        Ok(waiting)
+    }
+
+    /// The tasks of `guids` that still exist, oldest first: among work the placement
+    /// weighs alike, the work that waited longest gets the room (the placement keeps
+    /// this order for equals).
+    async fn waiting_tasks(&self, guids: &[String]) -> Result<Vec<Task>, BrainError> {
+        let mut tasks = vec![];
+        if guids.len() > BULK_READ_ABOVE {
+            let wanted: HashSet<&str> = guids.iter().map(String::as_str).collect();
+            let all = self.bbs.tasks(&TaskFilter::default()).await;
+            tasks = all.map_err(bbs_err)?;
+            tasks.retain(|t| wanted.contains(t.task_guid.as_str()));
+        } else {
+            for g in guids {
+                match self.bbs.task(g).await {
+                    Ok(t) => tasks.push(t),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(bbs_err(e)),
+                }
+            }
+        }
+        tasks.sort_by_key(|t| t.created_at);
+        Ok(tasks)
+    }
+
+    /// Where every volume lives: volume name → cell id.
+    async fn volume_cells(&self) -> Result<HashMap<String, String>, BrainError> {
+        let volumes = self.bbs.volumes("").await.map_err(bbs_err)?;
+        Ok(volumes.into_iter().map(|v| (v.name, v.cell_id)).collect())
+    }
+
+    /// Every live cell's state, in parallel, each bounded by the fetch timeout: the
+    /// views of the cells that answered, and their clients (same order).
+    async fn fetch_cells(&self) -> Result<(Vec<CellView>, Vec<Arc<dyn CellClient>>), BrainError> {
         let fetch_started = Instant::now();
-        let presences = client
-            .cells(self.bbs.req(Empty {}))
-            .await
-            .map_err(bbs_err)?
-            .into_inner()
-            .cells;
+        let presences = self.bbs.cells().await.map_err(bbs_err)?;
         let timeout = self.cfg.fetch_timeout;
         let fetched = futures::future::join_all(presences.iter().map(|p| {
             let c = self.cells.client(p);
@@ -507,58 +356,20 @@ impl Auctioneer {
         }
         m::CELLS_FETCHED.set(views.len() as i64);
         m::FETCH_DURATION.observe(fetch_started.elapsed().as_secs_f64());
+        Ok((views, clients))
+    }
 
-        // Keep retried work off the cells that refused it.
-        if !avoid.is_empty() {
-            let index: HashMap<&str, usize> = views
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (v.cell_id.as_str(), i))
-                .collect();
-            for item in items.iter_mut() {
-                if let Some(cells) = avoid.get(&StartRequest::of(&item.kind)) {
-                    item.avoid = cells
-                        .iter()
-                        .filter_map(|c| index.get(c.as_str()).copied())
-                        .collect();
-                }
-            }
-        }
-        let cfg = self.cfg.auction;
-        let decide_started = Instant::now();
-        let (views, items, outcome) = if items.len() > 2000 {
-            tokio::task::spawn_blocking(move || {
-                let o = place(&views, &items, &cfg);
-                (views, items, o)
-            })
-            .await
-            .expect("placement does not panic")
-        } else {
-            let o = place(&views, &items, &cfg);
-            (views, items, o)
-        };
-
-        m::DECISION_DURATION.observe(decide_started.elapsed().as_secs_f64());
-        let request_of = |i: usize| StartRequest::of(&items[i].kind);
-
-        // One Perform per cell, all in parallel.
-        let mut per_cell: HashMap<usize, (Work, Vec<usize>)> = HashMap::new();
-        for (w, c) in &outcome.placed {
-            let entry = per_cell.entry(*c).or_default();
-            if let Some((d, index)) = &lrp_of[*w] {
-                entry.0.lrps.push(LrpStart {
-                    desired: Some((**d).clone()),
-                    index: *index,
-                });
-                m::LRP_AUCTIONS_STARTED.inc();
-            } else if let Some(t) = &task_of[*w] {
-                entry.0.tasks.push(TaskStart {
-                    task: Some(t.clone()),
-                });
-                m::TASK_AUCTIONS_STARTED.inc();
-            }
-            entry.1.push(*w);
-        }
+    /// One Perform per cell, all in parallel: the round's result, with the work the
+    /// cells refused (or could not be reached for) and the work not placed.
+    async fn hand_out(
+        &self,
+        views: &[CellView],
+        clients: &[Arc<dyn CellClient>],
+        batch: &Batch,
+        outcome: Outcome,
+    ) -> Round {
+        let request_of = |i: usize| StartRequest::of(&batch.items[i].kind);
+        let per_cell = work::work_per_cell(&outcome, batch);
         let results = futures::future::join_all(per_cell.into_iter().map(|(c, (work, ws))| {
             let client = clients[c].clone();
             let cell_id = views[c].cell_id.clone();
@@ -571,60 +382,14 @@ impl Auctioneer {
             setbacks: vec![],
         };
         for (cell_id, ws, r) in results {
-            match r {
-                Ok(failed) => {
-                    let refused_lrps: HashSet<(String, i32)> = failed
-                        .lrps
-                        .iter()
-                        .map(|l| {
-                            (
-                                l.desired
-                                    .as_ref()
-                                    .map(|d| d.process_guid.clone())
-                                    .unwrap_or_default(),
-                                l.index,
-                            )
-                        })
-                        .collect();
-                    let refused_tasks: HashSet<String> = failed
-                        .tasks
-                        .iter()
-                        .filter_map(|t| t.task.as_ref().map(|t| t.task_guid.clone()))
-                        .collect();
-                    for w in ws {
-                        let req = request_of(w);
-                        let refused = match &req {
-                            StartRequest::Lrp(k) => {
-                                refused_lrps.contains(&(k.process_guid.clone(), k.index))
-                            }
-                            StartRequest::Task(g) => refused_tasks.contains(g),
-                        };
-                        if refused {
-                            round.placed -= 1;
-                            round.setbacks.push((
-                                req,
-                                Setback::Refused {
-                                    reason: format!("cell {cell_id} refused the work"),
-                                    cell: cell_id.clone(),
-                                },
-                            ));
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(cell = %cell_id, error = %e, "perform failed; the work goes to the next auction");
-                    for w in ws {
-                        round.placed -= 1;
-                        round.setbacks.push((
-                            request_of(w),
-                            Setback::Refused {
-                                reason: format!("cell {cell_id} could not be reached: {e}"),
-                                cell: cell_id.clone(),
-                            },
-                        ));
-                    }
-                }
-            }
+            let answer = r.map_err(|e| {
+                tracing::warn!(cell = %cell_id, error = %e, "perform failed; the work goes to the next auction");
+                e.to_string()
+            });
+            let sent = ws.into_iter().map(request_of).collect();
+            let setbacks = work::perform_setbacks(&cell_id, sent, answer);
+            round.placed -= setbacks.len();
+            round.setbacks.extend(setbacks);
         }
         round.setbacks.extend(
             outcome
@@ -632,7 +397,7 @@ impl Auctioneer {
                 .into_iter()
                 .map(|(w, why)| (request_of(w), Setback::Unplaced(why))),
         );
-        Ok(round)
+        round
     }
 
     /// Store why work was not placed: a placement error on an instance (which
@@ -641,21 +406,18 @@ impl Auctioneer {
     async fn record(&self, records: Vec<(StartRequest, Record)>) -> Result<(), BrainError> {
         let calls = records.into_iter().filter_map(|(req, record)| {
             let bbs = self.bbs.clone();
-            let mut c = bbs.client();
             match (req, record) {
                 (StartRequest::Lrp(k), record) => {
                     m::LRP_AUCTIONS_FAILED.inc();
                     let reason = record.reason().to_string();
                     tracing::info!(process_guid = %k.process_guid, index = k.index, %reason, "instance could not be placed");
-                    let key = Some(ActualLrpRef {
-                        process_guid: k.process_guid,
-                        index: k.index,
-                    });
-                    let req = bbs.req(FailActualLrpRequest {
-                        key,
-                        error_message: reason,
-                    });
-                    Some(async move { c.fail_actual_lrp(req).await.map(|_| ()) }.boxed())
+                    Some(
+                        async move {
+                            bbs.fail_actual_lrp(&k.process_guid, k.index, &reason)
+                                .await
+                        }
+                        .boxed(),
+                    )
                 }
                 (StartRequest::Task(g), Record::Waits(reason)) => {
                     tracing::info!(task_guid = %g, %reason, "task waits for room");
@@ -664,16 +426,31 @@ impl Auctioneer {
                 (StartRequest::Task(g), Record::GaveUp(reason)) => {
                     m::TASK_AUCTIONS_FAILED.inc();
                     tracing::info!(task_guid = %g, %reason, "task could not be placed");
-                    let req = bbs.req(RejectTaskRequest {
-                        task_guid: g,
-                        rejection_reason: reason,
-                    });
-                    Some(async move { c.reject_task(req).await.map(|_| ()) }.boxed())
+                    Some(async move { bbs.reject_task(&g, &reason).await }.boxed())
                 }
             }
         });
         // Work that moved on meanwhile (claimed, removed) is fine.
         apply_all(calls).await.map_err(bbs_err)
+    }
+}
+
+/// The placement over `views` and `items`; a big one runs on a blocking thread.
+async fn decide(
+    views: Vec<CellView>,
+    items: Vec<WorkItem>,
+    cfg: AuctionConfig,
+) -> (Vec<CellView>, Vec<WorkItem>, Outcome) {
+    if items.len() > BLOCKING_PLACEMENT_ABOVE {
+        tokio::task::spawn_blocking(move || {
+            let o = place(&views, &items, &cfg);
+            (views, items, o)
+        })
+        .await
+        .expect("placement does not panic")
+    } else {
+        let o = place(&views, &items, &cfg);
+        (views, items, o)
     }
 }
 

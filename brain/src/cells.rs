@@ -14,6 +14,10 @@ use tonic::transport::Channel;
 
 use crate::auction::{CellView, Resources};
 
+/// How long connecting to a cell's rep may take before the call fails (and the
+/// cell is left out of that auction).
+const REP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[async_trait]
 pub trait CellClient: Send + Sync {
     async fn state(&self) -> anyhow::Result<CellState>;
@@ -73,7 +77,7 @@ impl CellDirectory for GrpcCells {
                     .unwrap_or_else(|_| {
                         tonic::transport::Endpoint::from_static("http://invalid.invalid")
                     })
-                    .connect_timeout(std::time::Duration::from_secs(2))
+                    .connect_timeout(REP_CONNECT_TIMEOUT)
                     .connect_lazy();
                 Arc::new(GrpcCell {
                     client: RepClient::new(channel),

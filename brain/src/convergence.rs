@@ -7,32 +7,25 @@
 //! PENDING tasks that wait too long.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lattice_specs::bbs_api::*;
+use lattice_bbs_client::{apply_all, ActualLrpFilter, BrainBbs, TaskFilter};
 use lattice_specs::models::task::State as TaskState;
 use tokio::sync::mpsc;
 
 use crate::auctioneer::{bbs_err, BrainError, StartRequest};
-use crate::bbs::{apply_all, Bbs};
-use crate::converger::{converge, Action, ConvergeConfig, Counts, LrpKey, Memory, Snapshot};
+use crate::converger::{converge, Action, ConvergeConfig, Counts, Memory, Snapshot};
 use crate::metrics as m;
 
 pub struct Convergence {
-    bbs: Bbs,
+    bbs: Arc<dyn BrainBbs>,
     cfg: ConvergeConfig,
     memory: Memory,
 }
 
-fn key(k: &LrpKey) -> Option<ActualLrpRef> {
-    Some(ActualLrpRef {
-        process_guid: k.process_guid.clone(),
-        index: k.index,
-    })
-}
-
 impl Convergence {
-    pub fn new(bbs: Bbs, cfg: ConvergeConfig) -> Convergence {
+    pub fn new(bbs: Arc<dyn BrainBbs>, cfg: ConvergeConfig) -> Convergence {
         Convergence {
             bbs,
             cfg,
@@ -51,37 +44,17 @@ impl Convergence {
         let started = Instant::now();
         // The five reads are independent: make them at once.
         let b = &self.bbs;
+        let (all_actual, all_tasks) = (ActualLrpFilter::default(), TaskFilter::default());
         let (desired, actual, cells, domains, tasks) = tokio::try_join!(
-            async {
-                b.client()
-                    .desired_lr_ps(b.req(DesiredLrPsRequest::default()))
-                    .await
-            },
-            async {
-                b.client()
-                    .actual_lr_ps(b.req(ActualLrPsRequest::default()))
-                    .await
-            },
-            async { b.client().cells(b.req(Empty {})).await },
-            async { b.client().domains(b.req(Empty {})).await },
-            async { b.client().tasks(b.req(TasksRequest::default())).await },
+            b.desired_lrps(),
+            b.actual_lrps(&all_actual),
+            b.cells(),
+            b.domains(),
+            b.tasks(&all_tasks),
         )
         .map_err(bbs_err)?;
-        let desired = desired.into_inner().desired_lrps;
-        let actual = actual.into_inner().actual_lrps;
-        let cells: HashSet<String> = cells
-            .into_inner()
-            .cells
-            .into_iter()
-            .map(|c| c.cell_id)
-            .collect();
-        let fresh: HashSet<String> = domains
-            .into_inner()
-            .domains
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
-        let tasks = tasks.into_inner().tasks;
+        let cells: HashSet<String> = cells.into_iter().map(|c| c.cell_id).collect();
+        let fresh: HashSet<String> = domains.into_iter().map(|d| d.name).collect();
 
         let snapshot = Snapshot {
             now: lattice_specs::now_nanos(),
@@ -116,40 +89,31 @@ impl Convergence {
                 let auction = auction.clone();
                 let was_completed = matches!(&a, Action::DeleteTask { task_guid } if completed.contains(task_guid.as_str()));
                 async move {
-                    let mut c = bbs.client();
-                    let r = match a {
-                        Action::CreateMissing(k) => c.create_actual_lrp(bbs.req(key(&k).unwrap())).await.map(|_| ()),
-                        Action::Restart(k) | Action::ReplaceLost { key: k, .. } => c.unclaim_actual_lrp(bbs.req(key(&k).unwrap())).await.map(|_| ()),
-                        Action::MarkSuspect { key: k, .. } => c.suspect_actual_lrp(bbs.req(key(&k).unwrap())).await.map(|_| ()),
-                        Action::RemoveSuspect(k) => c.remove_suspect_actual_lrp(bbs.req(key(&k).unwrap())).await.map(|_| ()),
+                    match a {
+                        Action::CreateMissing(k) => bbs.create_actual_lrp(&k.process_guid, k.index).await,
+                        Action::Restart(k) | Action::ReplaceLost { key: k, .. } => bbs.unclaim_actual_lrp(&k.process_guid, k.index).await,
+                        Action::MarkSuspect { key: k, .. } => bbs.suspect_actual_lrp(&k.process_guid, k.index).await,
+                        Action::RemoveSuspect(k) => bbs.remove_suspect_actual_lrp(&k.process_guid, k.index).await,
                         Action::Auction(k) => {
                             let _ = auction.send(StartRequest::Lrp(k));
                             Ok(())
                         }
-                        Action::Retire { key: k, .. } => c.retire_actual_lrp(bbs.req(RetireActualLrpRequest { key: key(&k) })).await.map(|_| ()),
-                        Action::RemoveEvacuating { key: k, instance_key } => c
-                            .remove_evacuating_actual_lrp(bbs.req(EvacuateRequest { key: key(&k), instance_key: Some(instance_key), ..Default::default() }))
-                            .await
-                            .map(|_| ()),
-                        Action::FailTask { task_guid, reason } => {
-                            c.fail_task(bbs.req(FailTaskRequest { task_guid, failure_reason: reason })).await.map(|_| ())
+                        Action::Retire { key: k, .. } => bbs.retire_actual_lrp(&k.process_guid, k.index).await,
+                        Action::RemoveEvacuating { key: k, instance_key } => {
+                            bbs.remove_evacuating_actual_lrp(&k.process_guid, k.index, &instance_key).await
                         }
+                        Action::FailTask { task_guid, reason } => bbs.fail_task(&task_guid, &reason).await,
                         Action::AuctionTask { task_guid } => {
                             let _ = auction.send(StartRequest::Task(task_guid));
                             Ok(())
                         }
                         Action::DeleteTask { task_guid } => {
-                            let mut r = Ok(());
                             if was_completed {
-                                r = c.resolving_task(bbs.req(TaskGuidRequest { task_guid: task_guid.clone() })).await.map(|_| ());
+                                bbs.resolving_task(&task_guid).await?;
                             }
-                            match r {
-                                Ok(()) => c.delete_task(bbs.req(TaskGuidRequest { task_guid })).await.map(|_| ()),
-                                Err(e) => Err(e),
-                            }
+                            bbs.delete_task(&task_guid).await
                         }
-                    };
-                    r
+                    }
                 }
             });
         // State that moved on since the snapshot is not an error.
@@ -167,5 +131,60 @@ impl Convergence {
         }
         m::CONVERGENCE_DURATION.observe(started.elapsed().as_secs_f64());
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_bbs_client::fake::FakeBbs;
+    use lattice_bbs_client::{Leases, Locks, Reads};
+
+    /// A BBS where instance 0 of `web` (one instance desired) has gone missing, and
+    /// the fencing revision of a brain that held the lock: the current one, or one
+    /// whose lock has since moved on to another brain.
+    async fn missing_instance(lock_moved_on: bool) -> (FakeBbs, i64) {
+        let bbs = FakeBbs::start().await;
+        let d = lattice_bbs::testing::fixtures::desired_lrp("web", 1);
+        bbs.db().desire_lrp(d).await.unwrap();
+        bbs.db().remove_actual_lrp("web", 0, None).await.unwrap();
+        let lease = bbs.grant_lease(60).await.unwrap();
+        let held = bbs.acquire_lock("brain", "a", lease).await.unwrap();
+        if lock_moved_on {
+            bbs.release_lock("brain", lease).await.unwrap();
+            let other = bbs.grant_lease(60).await.unwrap();
+            assert!(
+                bbs.acquire_lock("brain", "b", other)
+                    .await
+                    .unwrap()
+                    .acquired
+            );
+        }
+        (bbs, held.revision)
+    }
+
+    async fn instances(bbs: &FakeBbs) -> usize {
+        let filter = ActualLrpFilter::default();
+        bbs.actual_lrps(&filter).await.unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn the_leading_brain_recreates_a_missing_instance() {
+        let (bbs, revision) = missing_instance(false).await;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut conv = Convergence::new(bbs.fenced("brain", revision), ConvergeConfig::default());
+        let counts = conv.run_once(&tx, false).await.unwrap();
+        assert_eq!(counts.missing, 1);
+        assert_eq!(instances(&bbs).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_brain_whose_lock_moved_on_gets_lock_lost_and_writes_nothing() {
+        let (bbs, revision) = missing_instance(true).await;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut conv = Convergence::new(bbs.fenced("brain", revision), ConvergeConfig::default());
+        let r = conv.run_once(&tx, false).await;
+        assert!(matches!(r, Err(BrainError::LockLost)), "{r:?}");
+        assert_eq!(instances(&bbs).await, 0);
     }
 }

@@ -10,22 +10,29 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lattice_specs::bbs_api::{
-    AcquireLockRequest, GrantLeaseRequest, LeaseRequest, ReleaseLockRequest, SubscribeRequest,
-};
+use futures::StreamExt;
+use lattice_bbs_client::BrainBbs;
 use lattice_specs::events::event::Event as Kind;
 use lattice_specs::models::actual_lrp::{Presence, State};
 use lattice_specs::models::task::State as TaskState;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::auctioneer::{Auctioneer, AuctioneerConfig, BrainError, StartRequest};
-use crate::bbs::Bbs;
 use crate::cells::CellDirectory;
 use crate::convergence::Convergence;
 use crate::converger::{ConvergeConfig, LrpKey};
 use crate::metrics as m;
 
 pub const LOCK: &str = "brain";
+
+/// How long a brain waits before subscribing again when the BBS refused it.
+const RESUBSCRIBE_AFTER_REFUSAL: Duration = Duration::from_millis(500);
+/// How long a brain waits before subscribing again when its event stream ended.
+const RESUBSCRIBE_AFTER_END: Duration = Duration::from_millis(200);
+/// How often the active brain runs the backup schedule.
+const BACKUP_SCHEDULE_EVERY: Duration = Duration::from_secs(2);
+/// The longest a standby waits between two attempts to take the lock.
+const LOCK_POLL_AT_MOST: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct BrainConfig {
@@ -95,25 +102,21 @@ fn wants_convergence(e: &Kind) -> bool {
 /// convergence wake it. A broken stream is resubscribed, and convergence then
 /// re-sends everything waiting (events may have been missed).
 async fn follow_events(
-    bbs: Bbs,
+    bbs: Arc<dyn BrainBbs>,
     auction: mpsc::UnboundedSender<StartRequest>,
     converge_now: Arc<Notify>,
     resend: Arc<Notify>,
 ) -> Result<(), BrainError> {
     loop {
-        let stream = bbs
-            .client()
-            .subscribe_events(bbs.req(SubscribeRequest {}))
-            .await;
-        let mut stream = match stream {
-            Ok(s) => s.into_inner(),
+        let mut stream = match bbs.subscribe_events().await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot subscribe to BBS events; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(RESUBSCRIBE_AFTER_REFUSAL).await;
                 continue;
             }
         };
-        while let Ok(Some(e)) = stream.message().await {
+        while let Some(Ok(e)) = stream.next().await {
             let Some(kind) = e.event.as_ref() else {
                 continue;
             };
@@ -126,7 +129,7 @@ async fn follow_events(
         }
         tracing::warn!("BBS event stream ended; resubscribing");
         resend.notify_one();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(RESUBSCRIBE_AFTER_END).await;
     }
 }
 
@@ -153,16 +156,12 @@ async fn converge_loop(
 }
 
 /// Renew the lease; fail once it is gone or has not been renewed for a TTL.
-async fn keep_lease(bbs: Bbs, lease: i64, ttl: Duration) -> Result<(), BrainError> {
+async fn keep_lease(bbs: Arc<dyn BrainBbs>, lease: i64, ttl: Duration) -> Result<(), BrainError> {
     let mut last_ok = Instant::now();
     loop {
         tokio::time::sleep(ttl / 3).await;
-        match bbs
-            .client()
-            .keep_alive_lease(bbs.req(LeaseRequest { lease_id: lease }))
-            .await
-        {
-            Ok(r) if r.get_ref().ttl_seconds > 0 => last_ok = Instant::now(),
+        match bbs.keep_alive_lease(lease).await {
+            Ok(ttl_seconds) if ttl_seconds > 0 => last_ok = Instant::now(),
             Ok(_) => return Err(BrainError::LockLost),
             Err(e) if last_ok.elapsed() >= ttl => {
                 tracing::warn!(error = %e, "could not renew the lock's lease for a whole TTL");
@@ -175,38 +174,29 @@ async fn keep_lease(bbs: Bbs, lease: i64, ttl: Duration) -> Result<(), BrainErro
 
 /// Wait until this brain holds the lock: returns (lease, fencing revision).
 async fn acquire(
-    bbs: &Bbs,
+    bbs: &dyn BrainBbs,
     cfg: &BrainConfig,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<(i64, i64)> {
     let ttl = cfg.lock_ttl.as_secs().max(1) as i64;
-    let poll = (cfg.lock_ttl / 3).min(Duration::from_secs(1));
+    let poll = (cfg.lock_ttl / 3).min(LOCK_POLL_AT_MOST);
     let mut lease = 0;
     let mut announced = String::new();
     loop {
         if *shutdown.borrow() {
             return None;
         }
-        let mut c = bbs.client();
         if lease == 0 {
-            match c.grant_lease(GrantLeaseRequest { ttl_seconds: ttl }).await {
-                Ok(r) => lease = r.into_inner().lease_id,
+            match bbs.grant_lease(ttl).await {
+                Ok(id) => lease = id,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach the BBS to compete for the brain lock")
                 }
             }
         }
         if lease != 0 {
-            match c
-                .acquire_lock(AcquireLockRequest {
-                    key: LOCK.into(),
-                    owner: cfg.id.clone(),
-                    lease_id: lease,
-                })
-                .await
-            {
+            match bbs.acquire_lock(LOCK, &cfg.id, lease).await {
                 Ok(r) => {
-                    let r = r.into_inner();
                     if r.acquired {
                         return Some((lease, r.revision));
                     }
@@ -214,12 +204,12 @@ async fn acquire(
                         tracing::info!(active = %r.owner, "standing by");
                         announced = r.owner;
                     }
-                    match c.keep_alive_lease(LeaseRequest { lease_id: lease }).await {
-                        Ok(r) if r.get_ref().ttl_seconds > 0 => {}
+                    match bbs.keep_alive_lease(lease).await {
+                        Ok(ttl_seconds) if ttl_seconds > 0 => {}
                         _ => lease = 0,
                     }
                 }
-                Err(e) if e.code() == tonic::Code::NotFound => lease = 0,
+                Err(e) if e.is_not_found() => lease = 0,
                 Err(e) => tracing::warn!(error = %e, "brain lock request failed"),
             }
         }
@@ -233,13 +223,13 @@ async fn acquire(
 /// Run a brain until `shutdown` turns true: stand by, lead when the lock is
 /// free, step down when it is lost, and release it on shutdown.
 pub async fn run(
-    bbs: Bbs,
+    bbs: Arc<dyn BrainBbs>,
     cells: Arc<dyn CellDirectory>,
     cfg: BrainConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let Some((lease, revision)) = acquire(&bbs, &cfg, &mut shutdown).await else {
+        let Some((lease, revision)) = acquire(bbs.as_ref(), &cfg, &mut shutdown).await else {
             return;
         };
         tracing::info!(id = %cfg.id, revision, "became the active brain");
@@ -264,9 +254,9 @@ pub async fn run(
             converge_now,
             resend,
         ));
-        tasks.spawn(crate::scheduler::run(
+        tasks.spawn(crate::backup_schedule::run(
             fenced.clone(),
-            Duration::from_secs(2),
+            BACKUP_SCHEDULE_EVERY,
         ));
         tasks.spawn(keep_lease(bbs.clone(), lease, cfg.lock_ttl));
         let stopping = tokio::select! {
@@ -283,17 +273,64 @@ pub async fn run(
         tasks.shutdown().await;
         m::IS_LEADER.set(0);
         // Let go of the lock so a standby takes over at once, not after a TTL.
-        let mut c = bbs.client();
-        let _ = c
-            .release_lock(ReleaseLockRequest {
-                key: LOCK.into(),
-                lease_id: lease,
-            })
-            .await;
-        let _ = c.revoke_lease(LeaseRequest { lease_id: lease }).await;
+        let _ = bbs.release_lock(LOCK, lease).await;
+        let _ = bbs.revoke_lease(lease).await;
         if stopping {
             tracing::info!(id = %cfg.id, "brain stopped");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_bbs_client::fake::FakeBbs;
+    use lattice_bbs_client::Locks;
+
+    fn config(id: &str) -> BrainConfig {
+        BrainConfig {
+            id: id.into(),
+            // A standby polls every third of this.
+            lock_ttl: Duration::from_millis(150),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_standby_waits_while_the_lock_is_held_and_takes_it_once_released() {
+        let bbs = FakeBbs::start().await;
+        let (_stop, mut running) = watch::channel(false);
+        let (lease_a, revision_a) = acquire(&bbs, &config("a"), &mut running).await.unwrap();
+
+        let (standby_bbs, mut standby_running) = (bbs.clone(), running.clone());
+        let standby =
+            tokio::spawn(
+                async move { acquire(&standby_bbs, &config("b"), &mut standby_running).await },
+            );
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(!standby.is_finished(), "b took a lock that a holds");
+
+        bbs.release_lock(LOCK, lease_a).await.unwrap();
+        let taken = tokio::time::timeout(Duration::from_secs(2), standby).await;
+        let (_, revision_b) = taken.expect("b took the lock").unwrap().unwrap();
+        assert!(
+            revision_b > revision_a,
+            "a new holder gets a newer fencing token"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_brain_asked_to_stop_stops_waiting_for_the_lock() {
+        let bbs = FakeBbs::start().await;
+        let (_stop_a, mut running_a) = watch::channel(false);
+        acquire(&bbs, &config("a"), &mut running_a).await.unwrap();
+        let (stop, mut running) = watch::channel(false);
+        let standby_bbs = bbs.clone();
+        let standby =
+            tokio::spawn(async move { acquire(&standby_bbs, &config("b"), &mut running).await });
+        stop.send(true).unwrap();
+        let stopped = tokio::time::timeout(Duration::from_secs(2), standby).await;
+        assert_eq!(stopped.expect("b stopped waiting").unwrap(), None);
     }
 }

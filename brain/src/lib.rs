@@ -1,20 +1,20 @@
 //! The brain: the auctioneer (where work goes), the converger (keeping actual
-//! state equal to desired) and the backup scheduler, with one active brain and hot
+//! state equal to desired) and the backup schedule, with one active brain and hot
 //! standbys.
 //!
 //! The decisions are pure functions (`auction`, `converger`); the I/O around
-//! them (`auctioneer`, `convergence`, `leader`) talks to the BBS over gRPC and
-//! to cells through a `cells::CellDirectory`; `server` starts it all as a component.
+//! them (`auctioneer`, `convergence`, `leader`, `backup_schedule`) talks to the
+//! BBS through `lattice_bbs_client::BrainBbs` and to cells through a
+//! `cells::CellDirectory`; `server` starts it all as a component.
 
 pub mod auction;
 pub mod auctioneer;
-pub mod bbs;
+pub mod backup_schedule;
 pub mod cells;
 pub mod convergence;
 pub mod converger;
 pub mod leader;
 pub mod metrics;
 pub mod retry;
-pub mod scheduler;
 pub mod server;
 pub mod testing;

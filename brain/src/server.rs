@@ -24,12 +24,12 @@ impl RunningBrain {
 
 /// Starts a brain against the BBS at `bbs` (host:port), reaching cells over gRPC.
 pub fn start(bbs: &str, cfg: BrainConfig) -> anyhow::Result<RunningBrain> {
-    let bbs =
-        crate::bbs::Bbs::connect_lazy(bbs).with_context(|| format!("bad --bbs address {bbs:?}"))?;
+    let bbs = lattice_bbs_client::GrpcBbs::connect_lazy(bbs)
+        .with_context(|| format!("bad --bbs address {bbs:?}"))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let _ = crate::leader::run(
-            bbs,
+            Arc::new(bbs),
             Arc::new(crate::cells::GrpcCells::default()),
             cfg,
             stopped,

@@ -8,17 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lattice_specs::bbs_api::{
-    ActualLrpRef, ClaimActualLrpRequest, CompleteTaskRequest, GrantLeaseRequest, LeaseRequest,
-    SetCellPresenceRequest, StartActualLrpRequest, StartTaskRequest,
-};
+use lattice_bbs_client::{BbsError, CellBbs};
 use lattice_specs::models::{
     ActualLrpInstanceKey, ActualLrpNetInfo, CellCapacity, CellPresence, PortMapping, Provider,
 };
 use lattice_specs::rep_api::{self, CellState, LrpOnCell, Work};
 
 use crate::auction::Resources;
-use crate::bbs::Bbs;
 use crate::cells::{CellClient, CellDirectory};
 
 /// What every simulated cell offers: the busybox preloaded rootfs and docker images.
@@ -45,7 +41,7 @@ pub struct SimCell {
     pub id: String,
     zone: String,
     total: Resources,
-    bbs: Bbs,
+    bbs: Arc<dyn CellBbs>,
     held: Mutex<Held>,
     heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// When set, `state` never answers (a hung cell).
@@ -57,21 +53,16 @@ pub struct SimCell {
 impl SimCell {
     /// Register a cell with `total` resources under a lease of `ttl`, renewed until `stop_heartbeat`.
     pub async fn start(
-        bbs: Bbs,
+        bbs: Arc<dyn CellBbs>,
         id: &str,
         zone: &str,
         total: Resources,
         ttl: Duration,
     ) -> Arc<SimCell> {
-        let mut c = bbs.client();
-        let lease = c
-            .grant_lease(GrantLeaseRequest {
-                ttl_seconds: ttl.as_secs().max(1) as i64,
-            })
+        let lease = bbs
+            .grant_lease(ttl.as_secs().max(1) as i64)
             .await
-            .expect("lease for a simulated cell")
-            .into_inner()
-            .lease_id;
+            .expect("lease for a simulated cell");
         let presence = CellPresence {
             cell_id: id.into(),
             rep_address: format!("sim://{id}"),
@@ -85,20 +76,14 @@ impl SimCell {
             volume_drivers: vec!["local".into()],
             ..Default::default()
         };
-        c.set_cell_presence(SetCellPresenceRequest {
-            cell: Some(presence),
-            lease_id: lease,
-        })
-        .await
-        .expect("registering a simulated cell");
+        bbs.set_cell_presence(&presence, lease)
+            .await
+            .expect("registering a simulated cell");
         let hb_bbs = bbs.clone();
         let heartbeat = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                let _ = hb_bbs
-                    .client()
-                    .keep_alive_lease(LeaseRequest { lease_id: lease })
-                    .await;
+                let _ = hb_bbs.keep_alive_lease(lease).await;
             }
         });
         Arc::new(SimCell {
@@ -142,23 +127,15 @@ impl SimCell {
     }
 
     /// A task it runs ends (successfully): reported to the BBS, its room freed.
-    pub async fn finish_task(&self, task_guid: &str) -> Result<(), tonic::Status> {
+    pub async fn finish_task(&self, task_guid: &str) -> Result<(), BbsError> {
         self.held
             .lock()
             .unwrap()
             .tasks
             .retain(|(g, _, _)| g != task_guid);
         self.bbs
-            .client()
-            .complete_task(CompleteTaskRequest {
-                task_guid: task_guid.into(),
-                cell_id: self.id.clone(),
-                failed: false,
-                failure_reason: String::new(),
-                result: String::new(),
-            })
+            .complete_task(task_guid, &self.id, false, "", "")
             .await
-            .map(|_| ())
     }
 
     fn available(&self) -> Resources {
@@ -219,7 +196,6 @@ impl CellClient for SimCell {
             return Ok(work);
         }
         let mut failed = Work::default();
-        let mut c = self.bbs.client();
         for l in work.lrps {
             let d = l.desired.clone().unwrap_or_default();
             if !self.reserve(d.memory_mb, d.disk_mb) {
@@ -230,17 +206,8 @@ impl CellClient for SimCell {
                 instance_guid: uuid::Uuid::new_v4().to_string(),
                 cell_id: self.id.clone(),
             };
-            let key = Some(ActualLrpRef {
-                process_guid: d.process_guid.clone(),
-                index: l.index,
-            });
-            if c.claim_actual_lrp(ClaimActualLrpRequest {
-                key: key.clone(),
-                instance_key: Some(ik.clone()),
-            })
-            .await
-            .is_err()
-            {
+            let claimed = self.bbs.claim_actual_lrp(&d.process_guid, l.index, &ik);
+            if claimed.await.is_err() {
                 continue; // someone else has it: nothing to run here
             }
             self.held.lock().unwrap().lrps.push(LrpOnCell {
@@ -261,13 +228,10 @@ impl CellClient for SimCell {
                     .collect(),
                 ..Default::default()
             };
-            let _ = c
-                .start_actual_lrp(StartActualLrpRequest {
-                    key,
-                    instance_key: Some(ik),
-                    net_info: Some(net),
-                })
-                .await;
+            let started = self
+                .bbs
+                .start_actual_lrp(&d.process_guid, l.index, &ik, &net);
+            let _ = started.await;
         }
         for t in work.tasks {
             let task = t.task.clone().unwrap_or_default();
@@ -276,14 +240,8 @@ impl CellClient for SimCell {
                 failed.tasks.push(t);
                 continue;
             }
-            if let Ok(r) = c
-                .start_task(StartTaskRequest {
-                    task_guid: task.task_guid.clone(),
-                    cell_id: self.id.clone(),
-                })
-                .await
-            {
-                if r.into_inner().should_start {
+            if let Ok(should_start) = self.bbs.start_task(&task.task_guid, &self.id).await {
+                if should_start {
                     self.held.lock().unwrap().tasks.push((
                         task.task_guid,
                         def.memory_mb,

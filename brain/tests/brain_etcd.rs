@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use lattice_bbs::server::{self, BbsConfig, RunningBbs, StoreUrl};
 use lattice_bbs::store::etcd::EtcdStore;
 use lattice_bbs::testing::EtcdServer;
+use lattice_bbs_client::GrpcBbs as Bbs;
 use lattice_brain::auction::Resources;
 use lattice_brain::auctioneer::AuctioneerConfig;
-use lattice_brain::bbs::Bbs;
 use lattice_brain::converger::ConvergeConfig;
 use lattice_brain::leader::{self, BrainConfig};
 use lattice_brain::testing::{SimCell, SimCells};
@@ -62,7 +62,7 @@ impl Cluster {
         containers: i32,
     ) -> Arc<SimCell> {
         let c = SimCell::start(
-            self.bbs.clone(),
+            Arc::new(self.bbs.clone()),
             id,
             zone,
             Resources {
@@ -145,7 +145,12 @@ impl Cluster {
         tweak(&mut cfg);
         let (tx, rx) = watch::channel(false);
         (
-            tokio::spawn(leader::run(self.bbs.clone(), self.cells.clone(), cfg, rx)),
+            tokio::spawn(leader::run(
+                Arc::new(self.bbs.clone()),
+                self.cells.clone(),
+                cfg,
+                rx,
+            )),
             tx,
         )
     }

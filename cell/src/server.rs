@@ -110,7 +110,7 @@ async fn serve(
     listener: tokio::net::TcpListener,
 ) -> anyhow::Result<RunningCell> {
     let addr = listener.local_addr()?;
-    let bbs = lattice_specs::bbs_client(bbs_addr)?;
+    let bbs = lattice_bbs_client::bbs_client(bbs_addr)?;
     let rep = Rep::new(cfg, bbs, exec);
     let shutdown = CancellationToken::new();
 

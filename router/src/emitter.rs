@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use lattice_specs::bbs_api::bbs_client::BbsClient;
-use lattice_specs::bbs_api::{ActualLrPsRequest, DesiredLrPsRequest, SubscribeRequest};
+use futures::StreamExt;
+use lattice_bbs_client::{ActualLrpFilter, BbsError, GrpcBbs, RouterBbs};
 use lattice_specs::events::event::Event as Kind;
 use tokio::sync::watch;
 
@@ -109,79 +109,150 @@ impl Routes {
     }
 }
 
-async fn snapshot(
-    client: &mut BbsClient<tonic::transport::Channel>,
-    routes: &Routes,
-) -> Result<(), tonic::Status> {
-    let desired = client
-        .desired_lr_ps(DesiredLrPsRequest::default())
-        .await?
-        .into_inner()
-        .desired_lrps;
-    let actual = client
-        .actual_lr_ps(ActualLrPsRequest::default())
-        .await?
-        .into_inner()
-        .actual_lrps;
+/// The first wait before reconnecting to the BBS; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// The longest wait before reconnecting to the BBS.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Why following the BBS stopped (it is then followed again).
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    #[error("{0}")]
+    Bbs(#[from] BbsError),
+    #[error("event stream ended")]
+    StreamEnded,
+}
+
+async fn snapshot(bbs: &dyn RouterBbs, routes: &Routes) -> Result<(), BbsError> {
+    let desired = bbs.desired_lrps().await?;
+    let actual = bbs.actual_lrps(&ActualLrpFilter::default()).await?;
     routes.update(|t| t.reset(&desired, &actual));
     Ok(())
 }
 
-/// Follow the BBS at `bbs` forever. `ready` turns true after the first snapshot.
+/// Follow the BBS at `bbs` (host:port or a URL) forever. `ready` turns true after
+/// the first snapshot.
 pub async fn follow(
     bbs: String,
     routes: Arc<Routes>,
     resync_every: Duration,
     ready: watch::Sender<bool>,
 ) {
-    let channel = match tonic::transport::Endpoint::from_shared(lattice_specs::http_url(&bbs)) {
-        Ok(e) => e.connect_timeout(Duration::from_secs(3)).connect_lazy(),
-        Err(e) => {
-            tracing::error!(error = %e, %bbs, "bad BBS address");
-            return;
-        }
-    };
-    let mut client = BbsClient::new(channel).max_decoding_message_size(256 << 20);
-    let mut backoff = Duration::from_millis(200);
+    match GrpcBbs::connect_lazy(&bbs) {
+        Ok(client) => follow_bbs(&client, routes, resync_every, ready).await,
+        Err(e) => tracing::error!(error = %e, %bbs, "bad BBS address"),
+    }
+}
+
+/// Follow `bbs` forever. `ready` turns true after the first snapshot.
+pub async fn follow_bbs(
+    bbs: &dyn RouterBbs,
+    routes: Arc<Routes>,
+    resync_every: Duration,
+    ready: watch::Sender<bool>,
+) {
+    let mut backoff = BACKOFF_MIN;
     loop {
-        // Subscribe before reading the snapshot so that nothing falls between them.
-        let stream = client.subscribe_events(SubscribeRequest {}).await;
-        let result: Result<(), tonic::Status> = match stream {
-            Err(e) => Err(e),
-            Ok(stream) => match snapshot(&mut client, &routes).await {
-                Err(e) => Err(e),
-                Ok(()) => {
-                    let _ = ready.send(true);
-                    backoff = Duration::from_millis(200);
-                    let mut stream = stream.into_inner();
-                    let mut resync = tokio::time::interval(resync_every);
-                    resync.tick().await;
-                    loop {
-                        tokio::select! {
-                            msg = stream.message() => match msg {
-                                Ok(Some(e)) => {
-                                    if let Some(kind) = &e.event {
-                                        routes.apply(kind);
-                                    }
-                                }
-                                Ok(None) => break Err(tonic::Status::unavailable("event stream ended")),
-                                Err(e) => break Err(e),
-                            },
-                            _ = resync.tick() => {
-                                if let Err(e) = snapshot(&mut client, &routes).await {
-                                    break Err(e);
-                                }
-                            }
-                        }
-                    }
-                }
-            },
-        };
+        let result = follow_once(bbs, &routes, resync_every, &ready, &mut backoff).await;
         if let Err(e) = result {
             m::BBS_ERRORS.inc();
             tracing::warn!(error = %e, "lost the BBS; keeping the last routes and reconnecting");
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Subscribe, read the snapshot, then apply events (and re-read the snapshot every
+/// `resync_every`) until the BBS is lost. The backoff resets once a snapshot is read.
+async fn follow_once(
+    bbs: &dyn RouterBbs,
+    routes: &Routes,
+    resync_every: Duration,
+    ready: &watch::Sender<bool>,
+    backoff: &mut Duration,
+) -> Result<(), Lost> {
+    // Subscribe before reading the snapshot so that nothing falls between them.
+    let mut stream = bbs.subscribe_events().await?;
+    snapshot(bbs, routes).await?;
+    let _ = ready.send(true);
+    *backoff = BACKOFF_MIN;
+    let mut resync = tokio::time::interval(resync_every);
+    resync.tick().await;
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(e)) => {
+                    if let Some(kind) = &e.event {
+                        routes.apply(kind);
+                    }
+                }
+                None => return Err(Lost::StreamEnded),
+                Some(Err(e)) => return Err(e.into()),
+            },
+            _ = resync.tick() => snapshot(bbs, routes).await?,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_bbs_client::fake::FakeBbs;
+    use lattice_bbs_client::CellWrites;
+    use lattice_specs::models::{ActualLrpInstanceKey, ActualLrpNetInfo, PortMapping};
+
+    const HOST: &str = "web.example.com";
+
+    /// Waits (a little) until the table's entry for HOST has `n` endpoints.
+    async fn endpoints_become(view: &View, n: usize) {
+        let count = || view.lookup(HOST).map_or(0, |e| e.endpoints.len());
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            while count() != n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(
+            waited.await.is_ok(),
+            "{HOST} has {} endpoints, not {n}",
+            count()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_table_follows_the_snapshot_then_the_events() {
+        let bbs = FakeBbs::start().await;
+        let d = lattice_bbs::testing::fixtures::routed_lrp("web", 1, HOST);
+        bbs.db().desire_lrp(d).await.unwrap();
+        let ik = ActualLrpInstanceKey {
+            instance_guid: "i-0".into(),
+            cell_id: "cell-1".into(),
+        };
+        let net = ActualLrpNetInfo {
+            address: "10.0.0.5".into(),
+            ports: vec![PortMapping {
+                container_port: 8080,
+                host_port: 61001,
+            }],
+            ..Default::default()
+        };
+        bbs.claim_actual_lrp("web", 0, &ik).await.unwrap();
+        bbs.start_actual_lrp("web", 0, &ik, &net).await.unwrap();
+
+        let routes = Arc::new(Routes::default());
+        let (ready_tx, mut ready) = watch::channel(false);
+        let (follower_bbs, follower_routes) = (bbs.clone(), routes.clone());
+        let follower = tokio::spawn(async move {
+            let resync = Duration::from_secs(3600);
+            follow_bbs(&follower_bbs, follower_routes, resync, ready_tx).await
+        });
+        ready.wait_for(|r| *r).await.unwrap();
+        let view = routes.view();
+        endpoints_become(&view, 1).await;
+
+        // The instance crashes: the event takes it out of the table at once.
+        bbs.crash_actual_lrp("web", 0, &ik, "boom").await.unwrap();
+        endpoints_become(&view, 0).await;
+        follower.abort();
     }
 }

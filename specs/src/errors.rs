@@ -11,6 +11,10 @@ use std::str::FromStr;
 /// The gRPC metadata key whose value is a failed call's [`ErrorName`].
 pub const ERROR_NAME_KEY: &str = "lattice-error";
 
+/// The gRPC request metadata key carrying a lock holder's fencing token,
+/// `NAME@REVISION`: the BBS refuses the write (`LockLost`) once that lock moved on.
+pub const FENCE_KEY: &str = "lattice-fence";
+
 macro_rules! error_names {
     ($($(#[$doc:meta])* $variant:ident),* $(,)?) => {
         /// A BBS or public-API error, by the receptor-style name clients match on.

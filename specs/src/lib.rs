@@ -38,18 +38,6 @@ pub mod bbs_api {
     tonic::include_proto!("lattice.bbs");
 }
 
-/// A client for the BBS's gRPC API at `addr` (`host:port` or a URL). It connects lazily
-/// and reconnects by itself, so components may start before the BBS does.
-pub fn bbs_client(
-    addr: &str,
-) -> Result<bbs_api::bbs_client::BbsClient<tonic::transport::Channel>, tonic::transport::Error> {
-    let channel = tonic::transport::Endpoint::from_shared(http_url(addr))?
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect_lazy();
-    Ok(bbs_api::bbs_client::BbsClient::new(channel).max_decoding_message_size(256 << 20))
-}
-
 /// Wall-clock time in Unix nanoseconds, the unit every `since`/`created_at` uses.
 pub fn now_nanos() -> i64 {
     std::time::SystemTime::now()

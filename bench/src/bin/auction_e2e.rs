@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use lattice_bbs::server::{self, BbsConfig, StoreUrl};
 use lattice_bbs::store::etcd::EtcdStore;
 use lattice_bbs::testing::EtcdServer;
+use lattice_bbs_client::GrpcBbs as Bbs;
 use lattice_brain::auction::{
     place, AuctionConfig, CellView, Constraints, Resources, WorkItem, WorkKind,
 };
-use lattice_brain::bbs::Bbs;
 use lattice_brain::convergence::Convergence;
 use lattice_brain::converger::{converge, ConvergeConfig, Memory, Snapshot};
 use lattice_brain::leader::{self, BrainConfig};
@@ -90,7 +90,7 @@ async fn main() {
     let mut sims = vec![];
     for i in 0..n_cells {
         let c = SimCell::start(
-            bbs.clone(),
+            Arc::new(bbs.clone()),
             &format!("cell-{i:04}"),
             &format!("z{}", i % 3),
             CELL,
@@ -106,7 +106,12 @@ async fn main() {
         ..Default::default()
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(leader::run(bbs.clone(), cells.clone(), cfg, stopped));
+    tokio::spawn(leader::run(
+        Arc::new(bbs.clone()),
+        cells.clone(),
+        cfg,
+        stopped,
+    ));
     while m::IS_LEADER.get() != 1 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -205,7 +210,7 @@ async fn main() {
 
     // Convergence over everything: the whole pass, and the decisions alone.
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut conv = Convergence::new(bbs.clone(), ConvergeConfig::default());
+    let mut conv = Convergence::new(Arc::new(bbs.clone()), ConvergeConfig::default());
     let t = Instant::now();
     let counts = conv.run_once(&tx, false).await.unwrap();
     let conv_pass = t.elapsed();

@@ -1,0 +1,215 @@
+//! What the brain, the cells and the router ask of the BBS, as narrow traits split
+//! by concern, and the bundle each component depends on ([`BrainBbs`],
+//! [`CellBbs`], [`RouterBbs`]). Every method is one BBS call.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use lattice_specs::events::Event;
+use lattice_specs::models::{
+    volume, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, BackupSchedule,
+    CellPresence, DesiredLrp, Domain, Task, Volume,
+};
+
+use crate::error::Result;
+
+/// The BBS's events, as they happen, until the stream ends or fails.
+pub type EventStream = BoxStream<'static, Result<Event>>;
+
+/// Which actual LRPs a listing returns; an empty field (or `None`) matches any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActualLrpFilter {
+    pub domain: String,
+    pub cell_id: String,
+    pub process_guid: String,
+    pub index: Option<i32>,
+}
+
+/// Which tasks a listing returns; an empty field matches any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub domain: String,
+    pub cell_id: String,
+}
+
+/// The answer to a lock request: who holds it, and at which revision if we do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lock {
+    pub acquired: bool,
+    pub owner: String,
+    /// The lock's revision: the caller's fencing token once it holds it.
+    pub revision: i64,
+}
+
+/// What a cell reports of one of its volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeReport {
+    pub name: String,
+    pub cell_id: String,
+    pub state: volume::State,
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+    pub reason: String,
+}
+
+/// Leases: what keeps a cell's presence and a brain's lock alive.
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// A new lease of `ttl_seconds`: its id.
+    async fn grant_lease(&self, ttl_seconds: i64) -> Result<i64>;
+    /// Renews a lease: its TTL in seconds, or 0 once it is gone.
+    async fn keep_alive_lease(&self, lease_id: i64) -> Result<i64>;
+    async fn revoke_lease(&self, lease_id: i64) -> Result<()>;
+}
+
+/// Locks held under a lease (the brain's leadership).
+#[async_trait]
+pub trait Locks: Send + Sync {
+    async fn acquire_lock(&self, key: &str, owner: &str, lease_id: i64) -> Result<Lock>;
+    async fn release_lock(&self, key: &str, lease_id: i64) -> Result<()>;
+}
+
+/// The BBS's event stream.
+#[async_trait]
+pub trait Events: Send + Sync {
+    async fn subscribe_events(&self) -> Result<EventStream>;
+}
+
+/// Reading the BBS's state.
+#[async_trait]
+pub trait Reads: Send + Sync {
+    /// Every desired LRP, of every domain.
+    async fn desired_lrps(&self) -> Result<Vec<DesiredLrp>>;
+    /// One desired LRP; a `NotFound` error when there is none.
+    async fn desired_lrp(&self, process_guid: &str) -> Result<DesiredLrp>;
+    async fn actual_lrps(&self, filter: &ActualLrpFilter) -> Result<Vec<ActualLrp>>;
+    async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
+    /// One task; a `NotFound` error when there is none.
+    async fn task(&self, task_guid: &str) -> Result<Task>;
+    /// The live cells.
+    async fn cells(&self) -> Result<Vec<CellPresence>>;
+    /// The fresh domains.
+    async fn domains(&self) -> Result<Vec<Domain>>;
+    /// Every volume, or only those of `cell_id` when it is not empty.
+    async fn volumes(&self, cell_id: &str) -> Result<Vec<Volume>>;
+}
+
+/// The brain's writes to actual LRPs (convergence and the auction's failures).
+#[async_trait]
+pub trait LrpWrites: Send + Sync {
+    async fn create_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()>;
+    async fn unclaim_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()>;
+    async fn suspect_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()>;
+    async fn remove_suspect_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()>;
+    async fn retire_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()>;
+    /// Records why an instance could not be placed (it stays UNCLAIMED).
+    async fn fail_actual_lrp(&self, process_guid: &str, index: i32, reason: &str) -> Result<()>;
+    async fn remove_evacuating_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<()>;
+}
+
+/// The brain's writes to tasks.
+#[async_trait]
+pub trait TaskWrites: Send + Sync {
+    async fn fail_task(&self, task_guid: &str, reason: &str) -> Result<()>;
+    /// Gives up on placing a task (failed after its retries).
+    async fn reject_task(&self, task_guid: &str, reason: &str) -> Result<()>;
+    async fn resolving_task(&self, task_guid: &str) -> Result<()>;
+    async fn delete_task(&self, task_guid: &str) -> Result<()>;
+}
+
+/// Scheduled backups: the schedules, the backups, and starting and pruning them.
+#[async_trait]
+pub trait ScheduledBackups: Send + Sync {
+    async fn backup_schedules(&self) -> Result<Vec<BackupSchedule>>;
+    async fn backups(&self) -> Result<Vec<Backup>>;
+    /// Starts backup `id` of `volume` for `slot`; `BackupAlreadyExists` if it was.
+    async fn start_backup(&self, volume: &str, id: &str, slot: &str) -> Result<()>;
+    /// Forgets backup `id` and deletes its archive; `BackupNotFound` if there is none.
+    async fn delete_backup(&self, id: &str) -> Result<()>;
+}
+
+/// A cell's writes: its presence, the instances and tasks it runs, its volumes.
+#[async_trait]
+pub trait CellWrites: Send + Sync {
+    async fn set_cell_presence(&self, cell: &CellPresence, lease_id: i64) -> Result<()>;
+    async fn claim_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<ActualLrp>;
+    async fn start_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+        net_info: &ActualLrpNetInfo,
+    ) -> Result<ActualLrp>;
+    async fn crash_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+        reason: &str,
+    ) -> Result<ActualLrp>;
+    /// Removes an instance (only if still this one, when `instance_key` is given).
+    async fn remove_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: Option<&ActualLrpInstanceKey>,
+    ) -> Result<()>;
+    /// Evacuates a claimed instance: whether to keep its container.
+    async fn evacuate_claimed_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<bool>;
+    /// Evacuates a running instance: whether to keep its container.
+    async fn evacuate_running_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+        net_info: &ActualLrpNetInfo,
+    ) -> Result<bool>;
+    /// Starts a task on `cell_id`: whether the cell should run it.
+    async fn start_task(&self, task_guid: &str, cell_id: &str) -> Result<bool>;
+    async fn complete_task(
+        &self,
+        task_guid: &str,
+        cell_id: &str,
+        failed: bool,
+        failure_reason: &str,
+        result: &str,
+    ) -> Result<()>;
+    async fn set_volume_state(&self, report: &VolumeReport) -> Result<()>;
+    async fn volume_removed(&self, name: &str, cell_id: &str) -> Result<()>;
+}
+
+/// What the brain asks of the BBS. Once it leads, it writes through
+/// [`fenced`](BrainBbs::fenced), so a brain that lost its lock writes nothing.
+pub trait BrainBbs:
+    Leases + Locks + Events + Reads + LrpWrites + TaskWrites + ScheduledBackups
+{
+    /// The same BBS, every call made under the fencing token `lock@revision`: the
+    /// BBS refuses it with `LockLost` once that lock moved on.
+    fn fenced(&self, lock: &str, revision: i64) -> Arc<dyn BrainBbs>;
+}
+
+/// What a cell's rep asks of the BBS.
+pub trait CellBbs: Leases + Events + Reads + CellWrites {}
+
+impl<T: Leases + Events + Reads + CellWrites + ?Sized> CellBbs for T {}
+
+/// What the router's route emitter asks of the BBS.
+pub trait RouterBbs: Events + Reads {}
+
+impl<T: Events + Reads + ?Sized> RouterBbs for T {}

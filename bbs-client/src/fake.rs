@@ -1,0 +1,360 @@
+//! [`FakeBbs`]: the BBS in-process, for unit tests of its clients. It is the real
+//! BBS database (`lattice_bbs::db::Db`) over an embedded store in a temporary
+//! directory, called directly (no network), so it refuses exactly what the real
+//! BBS refuses and answers with the same error names and codes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lattice_bbs::db::{Db, DbError};
+use lattice_bbs::events::EventHub;
+use lattice_bbs::grpc::status_of;
+use lattice_bbs::store::embedded::EmbeddedStore;
+use lattice_specs::models::{
+    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, BackupSchedule, CellPresence,
+    DesiredLrp, Domain, Task, Volume,
+};
+use lattice_specs::validation::{FieldError, ValidationErrors};
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
+
+use crate::api::*;
+use crate::error::{BbsError, Result};
+
+/// Where the fake says backup archives go (it keeps no blobs).
+const FAKE_BLOB_URL: &str = "fake-blobs://";
+
+/// An in-process BBS; cheap to clone. Its store lives as long as any clone.
+#[derive(Clone)]
+pub struct FakeBbs {
+    /// The unfenced database: reads and the calls the real BBS never fences.
+    db: Db,
+    /// The database writes go through: fenced once [`BrainBbs::fenced`].
+    writes: Db,
+    hub: EventHub,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+/// The BBS's answer to a refused call, as a client sees it.
+fn refused(e: DbError) -> BbsError {
+    BbsError::from(status_of(&e))
+}
+
+fn invalid(field: &str, message: &str) -> BbsError {
+    refused(DbError::Invalid(ValidationErrors(vec![FieldError {
+        field: field.into(),
+        message: message.into(),
+    }])))
+}
+
+impl FakeBbs {
+    /// A fresh, empty BBS in a new temporary directory.
+    pub async fn start() -> FakeBbs {
+        let dir = tempfile::tempdir().expect("a temporary directory for the fake BBS");
+        let store = EmbeddedStore::open(dir.path().join("bbs.db")).expect("an embedded store");
+        let store: Arc<dyn lattice_bbs::store::Store> = Arc::new(store);
+        let hub = EventHub::start(store.clone()).await;
+        let db = Db::new(store);
+        FakeBbs {
+            writes: db.clone(),
+            db,
+            hub,
+            _dir: Arc::new(dir),
+        }
+    }
+
+    /// The database behind it, to set up state (desire work, create volumes…).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
+
+#[async_trait]
+impl Leases for FakeBbs {
+    async fn grant_lease(&self, ttl_seconds: i64) -> Result<i64> {
+        if ttl_seconds <= 0 {
+            return Err(invalid("ttl_seconds", "must be > 0"));
+        }
+        let ttl = Duration::from_secs(ttl_seconds as u64);
+        self.writes.grant_lease(ttl).await.map_err(refused)
+    }
+    async fn keep_alive_lease(&self, lease_id: i64) -> Result<i64> {
+        match self.writes.keep_alive(lease_id).await {
+            Ok(ttl) => Ok(ttl),
+            Err(DbError::Store(lattice_bbs::store::StoreError::LeaseNotFound(_))) => Ok(0),
+            Err(e) => Err(refused(e)),
+        }
+    }
+    async fn revoke_lease(&self, lease_id: i64) -> Result<()> {
+        self.writes.revoke_lease(lease_id).await.map_err(refused)
+    }
+}
+
+#[async_trait]
+impl Locks for FakeBbs {
+    async fn acquire_lock(&self, key: &str, owner: &str, lease_id: i64) -> Result<Lock> {
+        if key.is_empty() || owner.is_empty() || lease_id == 0 {
+            return Err(invalid("key, owner and lease_id", "is required"));
+        }
+        let s = self.writes.acquire_lock(key, owner, lease_id).await;
+        let s = s.map_err(refused)?;
+        Ok(Lock {
+            acquired: s.acquired,
+            owner: s.owner,
+            revision: s.revision,
+        })
+    }
+    async fn release_lock(&self, key: &str, lease_id: i64) -> Result<()> {
+        self.writes
+            .release_lock(key, lease_id)
+            .await
+            .map_err(refused)
+    }
+}
+
+#[async_trait]
+impl Events for FakeBbs {
+    async fn subscribe_events(&self) -> Result<EventStream> {
+        let events = BroadcastStream::new(self.hub.subscribe()).map(|e| match e {
+            Ok(e) => Ok((*e).clone()),
+            Err(BroadcastStreamRecvError::Lagged(n)) => Err(BbsError::from(
+                tonic::Status::data_loss(format!("subscriber fell {n} events behind")),
+            )),
+        });
+        Ok(events.boxed())
+    }
+}
+
+#[async_trait]
+impl Reads for FakeBbs {
+    async fn desired_lrps(&self) -> Result<Vec<DesiredLrp>> {
+        self.db.desired_lrps("").await.map_err(refused)
+    }
+    async fn desired_lrp(&self, process_guid: &str) -> Result<DesiredLrp> {
+        self.db.desired_lrp(process_guid).await.map_err(refused)
+    }
+    async fn actual_lrps(&self, f: &ActualLrpFilter) -> Result<Vec<ActualLrp>> {
+        let r = self
+            .db
+            .actual_lrps(&f.domain, &f.cell_id, &f.process_guid, f.index);
+        r.await.map_err(refused)
+    }
+    async fn tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {
+        self.db.tasks(&f.domain, &f.cell_id).await.map_err(refused)
+    }
+    async fn task(&self, task_guid: &str) -> Result<Task> {
+        self.db.task(task_guid).await.map_err(refused)
+    }
+    async fn cells(&self) -> Result<Vec<CellPresence>> {
+        self.db.cells().await.map_err(refused)
+    }
+    async fn domains(&self) -> Result<Vec<Domain>> {
+        self.db.domains().await.map_err(refused)
+    }
+    async fn volumes(&self, cell_id: &str) -> Result<Vec<Volume>> {
+        let all = self.db.volumes().await.map_err(refused)?;
+        Ok(all
+            .into_iter()
+            .filter(|v| cell_id.is_empty() || v.cell_id == cell_id)
+            .collect())
+    }
+}
+
+#[async_trait]
+impl LrpWrites for FakeBbs {
+    async fn create_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        let r = self.writes.create_actual_lrp(process_guid, index);
+        r.await.map_err(refused)
+    }
+    async fn unclaim_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        let r = self.writes.unclaim_actual_lrp(process_guid, index);
+        r.await.map(|_| ()).map_err(refused)
+    }
+    async fn suspect_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        let r = self.writes.suspect_actual_lrp(process_guid, index);
+        r.await.map(|_| ()).map_err(refused)
+    }
+    async fn remove_suspect_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        let r = self.writes.remove_suspect_actual_lrp(process_guid, index);
+        r.await.map_err(refused)
+    }
+    async fn retire_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        let r = self.writes.retire_actual_lrp(process_guid, index);
+        r.await.map_err(refused)
+    }
+    async fn fail_actual_lrp(&self, process_guid: &str, index: i32, reason: &str) -> Result<()> {
+        let r = self.writes.fail_actual_lrp(process_guid, index, reason);
+        r.await.map(|_| ()).map_err(refused)
+    }
+    async fn remove_evacuating_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<()> {
+        let r = self
+            .writes
+            .remove_evacuating(process_guid, index, instance_key);
+        r.await.map_err(refused)
+    }
+}
+
+#[async_trait]
+impl TaskWrites for FakeBbs {
+    async fn fail_task(&self, task_guid: &str, reason: &str) -> Result<()> {
+        let r = self.writes.fail_task(task_guid, reason);
+        r.await.map(|_| ()).map_err(refused)
+    }
+    async fn reject_task(&self, task_guid: &str, reason: &str) -> Result<()> {
+        let r = self.writes.reject_task(task_guid, reason);
+        r.await.map(|_| ()).map_err(refused)
+    }
+    async fn resolving_task(&self, task_guid: &str) -> Result<()> {
+        let r = self.writes.resolving_task(task_guid);
+        r.await.map(|_| ()).map_err(refused)
+    }
+    async fn delete_task(&self, task_guid: &str) -> Result<()> {
+        self.writes.delete_task(task_guid).await.map_err(refused)
+    }
+}
+
+#[async_trait]
+impl ScheduledBackups for FakeBbs {
+    async fn backup_schedules(&self) -> Result<Vec<BackupSchedule>> {
+        self.db.backup_schedules().await.map_err(refused)
+    }
+    async fn backups(&self) -> Result<Vec<Backup>> {
+        self.db.backups().await.map_err(refused)
+    }
+    async fn start_backup(&self, volume: &str, id: &str, slot: &str) -> Result<()> {
+        let url = |blob: &str| format!("{FAKE_BLOB_URL}{blob}");
+        let r =
+            lattice_bbs::backups::start_backup(&self.writes, &url, volume, Some(id.into()), slot);
+        r.await.map(|_| ()).map_err(refused)
+    }
+    async fn delete_backup(&self, id: &str) -> Result<()> {
+        self.writes
+            .delete_backup(id)
+            .await
+            .map(|_| ())
+            .map_err(refused)
+    }
+}
+
+impl BrainBbs for FakeBbs {
+    fn fenced(&self, lock: &str, revision: i64) -> Arc<dyn BrainBbs> {
+        Arc::new(FakeBbs {
+            writes: self.db.fenced(lock, revision),
+            ..self.clone()
+        })
+    }
+}
+
+#[async_trait]
+impl CellWrites for FakeBbs {
+    async fn set_cell_presence(&self, cell: &CellPresence, lease_id: i64) -> Result<()> {
+        let r = self.writes.set_cell_presence(cell, lease_id);
+        r.await.map_err(refused)
+    }
+    async fn claim_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<ActualLrp> {
+        let r = self.db.claim_actual_lrp(process_guid, index, instance_key);
+        r.await.map_err(refused)
+    }
+    async fn start_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+        net_info: &ActualLrpNetInfo,
+    ) -> Result<ActualLrp> {
+        let r = self
+            .db
+            .start_actual_lrp(process_guid, index, instance_key, net_info.clone());
+        r.await.map_err(refused)
+    }
+    async fn crash_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+        reason: &str,
+    ) -> Result<ActualLrp> {
+        let r = self
+            .db
+            .crash_actual_lrp(process_guid, index, instance_key, reason);
+        r.await.map_err(refused)
+    }
+    async fn remove_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: Option<&ActualLrpInstanceKey>,
+    ) -> Result<()> {
+        let r = self
+            .writes
+            .remove_actual_lrp(process_guid, index, instance_key);
+        r.await.map_err(refused)
+    }
+    async fn evacuate_claimed_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<bool> {
+        let r = self.db.evacuate_claimed(process_guid, index, instance_key);
+        r.await.map(|k| k.0).map_err(refused)
+    }
+    async fn evacuate_running_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+        net_info: &ActualLrpNetInfo,
+    ) -> Result<bool> {
+        let r = self
+            .db
+            .evacuate_running(process_guid, index, instance_key, net_info.clone());
+        r.await.map(|k| k.0).map_err(refused)
+    }
+    async fn start_task(&self, task_guid: &str, cell_id: &str) -> Result<bool> {
+        if cell_id.is_empty() {
+            return Err(invalid("cell_id", "is required"));
+        }
+        self.writes
+            .start_task(task_guid, cell_id)
+            .await
+            .map_err(refused)
+    }
+    async fn complete_task(
+        &self,
+        task_guid: &str,
+        cell_id: &str,
+        failed: bool,
+        failure_reason: &str,
+        result: &str,
+    ) -> Result<()> {
+        let r = self
+            .writes
+            .complete_task(task_guid, cell_id, failed, failure_reason, result);
+        r.await.map(|_| ()).map_err(refused)
+    }
+    async fn set_volume_state(&self, r: &VolumeReport) -> Result<()> {
+        let sizes = (r.size_bytes, r.used_bytes);
+        let w = self
+            .writes
+            .set_volume_state(&r.name, &r.cell_id, r.state, sizes, &r.reason);
+        w.await.map_err(refused)
+    }
+    async fn volume_removed(&self, name: &str, cell_id: &str) -> Result<()> {
+        self.writes
+            .volume_removed(name, cell_id)
+            .await
+            .map_err(refused)
+    }
+}
