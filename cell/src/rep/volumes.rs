@@ -132,4 +132,34 @@ impl Rep {
         }
         Ok(())
     }
+
+    /// Publishes the pool's and the volumes' figures, warning (in the cell's log, which
+    /// `ltc debug-logs` shows) when the pool passes 80%.
+    pub(super) async fn report_pool(&self, vols: &Arc<crate::volume::Volumes>) {
+        let v = vols.clone();
+        let Ok(Ok((pool, list))) =
+            tokio::task::spawn_blocking(move || anyhow::Ok((v.pool()?, v.list()?))).await
+        else {
+            return;
+        };
+        let m = &self.metrics;
+        m.volume_pool
+            .with_label_values(&["size"])
+            .set(pool.size_bytes as i64);
+        m.volume_pool
+            .with_label_values(&["used"])
+            .set(pool.used_bytes as i64);
+        m.volumes.reset();
+        for v in &list {
+            m.volumes
+                .with_label_values(&[&v.name, "size"])
+                .set(v.size_bytes as i64);
+            m.volumes
+                .with_label_values(&[&v.name, "used"])
+                .set(v.used_bytes as i64);
+        }
+        if let Some(w) = &pool.warning {
+            tracing::warn!(cell = %self.cfg.cell_id, "{w}");
+        }
+    }
 }

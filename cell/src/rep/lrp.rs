@@ -1,0 +1,321 @@
+//! LRP instances: the container an instance runs in, claimed and created, then
+//! supervised (the health checks of [`super::health`] driven against the container
+//! and the BBS) until it crashes or is told to stop.
+
+use super::*;
+
+impl Rep {
+    pub(super) fn lrp_request(
+        &self,
+        d: &models::DesiredLrp,
+        index: i32,
+        instance_guid: &str,
+    ) -> ContainerRequest {
+        let mut env: Vec<(String, String)> = vec![
+            ("INSTANCE_INDEX".into(), index.to_string()),
+            ("INSTANCE_GUID".into(), instance_guid.into()),
+            ("PROCESS_GUID".into(), d.process_guid.clone()),
+            ("CELL_ID".into(), self.cfg.cell_id.clone()),
+        ];
+        if let Some(p) = d.ports.first() {
+            env.push(("PORT".into(), p.to_string()));
+        }
+        env.extend(d.env.iter().map(|e| (e.name.clone(), e.value.clone())));
+        let action = match (&d.setup, &d.action) {
+            (Some(setup), Some(action)) => models::Action {
+                action: Some(A::Serial(models::SerialAction {
+                    actions: vec![setup.clone(), action.clone()],
+                    ..Default::default()
+                })),
+            },
+            (None, Some(action)) => action.clone(),
+            (Some(setup), None) => setup.clone(),
+            (None, None) => models::Action::default(),
+        };
+        let source = if d.log_source.is_empty() {
+            "APP"
+        } else {
+            &d.log_source
+        };
+        ContainerRequest {
+            handle: instance_guid.into(),
+            rootfs: d.rootfs.clone(),
+            memory_mb: d.memory_mb,
+            disk_mb: d.disk_mb,
+            cpu_weight: d.cpu_weight,
+            max_pids: d.max_pids,
+            privileged: d.privileged,
+            host_network: d.host_network,
+            ports: d.ports.clone(),
+            env,
+            action,
+            log_source: format!("{source}/{index}"),
+            volume_mounts: d.volume_mounts.clone(),
+            tags: [
+                ("kind".to_string(), "lrp".to_string()),
+                ("process_guid".to_string(), d.process_guid.clone()),
+                ("index".to_string(), index.to_string()),
+                (
+                    "log_guid".to_string(),
+                    log_guid_of(&d.log_guid, &d.process_guid),
+                ),
+                (
+                    "desired".to_string(),
+                    serde_json::to_string(d).unwrap_or_default(),
+                ),
+            ]
+            .into(),
+        }
+    }
+
+    #[tracing::instrument(skip(self, d, received), fields(process_guid = %d.process_guid))]
+    pub(super) async fn start_lrp(
+        self: Arc<Self>,
+        d: models::DesiredLrp,
+        index: i32,
+        instance_guid: String,
+        received: Instant,
+    ) {
+        // What runs is what the BBS stores, whatever the Perform carried.
+        let Some(d) = self.stored_lrp(d).await else {
+            self.release(&instance_guid);
+            return;
+        };
+        let (key, ik) = self.keys(&d.process_guid, index, &instance_guid);
+        let log_guid = log_guid_of(&d.log_guid, &d.process_guid);
+        if let Err(e) = self
+            .bbs()
+            .claim_actual_lrp(api::ClaimActualLrpRequest {
+                key: Some(key.clone()),
+                instance_key: Some(ik.clone()),
+            })
+            .await
+        {
+            tracing::info!(index, "claim refused: {}", e.message());
+            self.release(&instance_guid);
+            return;
+        }
+        self.set_phase(&instance_guid, Phase::Claimed);
+        self.logs.cell(
+            &log_guid,
+            format!("Creating container for instance {index}"),
+        );
+        self.logs.register(&instance_guid, &log_guid);
+        let req = self.lrp_request(&d, index, &instance_guid);
+        let progress = self.logs.progress(&log_guid);
+        match self.exec.create_with_progress(req, &progress).await {
+            Ok(info) => {
+                self.metrics.starts.inc();
+                self.logs.cell(&log_guid, "Successfully created container");
+                self.supervise_lrp(info, d, index, false, received).await;
+            }
+            Err(e) => {
+                let reason = format!("failed to create container: {e:#}");
+                self.logs.cell(&log_guid, &reason);
+                self.crash(&key, &ik, &reason).await;
+                self.release(&instance_guid);
+            }
+        }
+    }
+
+    pub(super) async fn crash(
+        &self,
+        key: &api::ActualLrpRef,
+        ik: &models::ActualLrpInstanceKey,
+        reason: &str,
+    ) {
+        self.metrics.crashes.inc();
+        tracing::info!(process_guid = %key.process_guid, index = key.index, reason, "instance crashed");
+        if let Err(e) = self
+            .bbs()
+            .crash_actual_lrp(api::CrashActualLrpRequest {
+                key: Some(key.clone()),
+                instance_key: Some(ik.clone()),
+                error_message: reason.into(),
+            })
+            .await
+        {
+            tracing::info!("crash report refused: {}", e.message());
+        }
+    }
+
+    pub(super) async fn command_check(
+        &self,
+        handle: &str,
+        run: models::RunAction,
+    ) -> Result<(), String> {
+        let shim = &self.exec.config().shim;
+        let json = serde_json::to_string(&run).map_err(|e| e.to_string())?;
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new(&shim[0])
+                .args(&shim[1..])
+                .arg(self.exec.dir(handle))
+                .arg("--exec")
+                .arg(json)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .map_err(|_| "health check command timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// Watches an LRP container: health checks until RUNNING, then monitoring until it
+    /// exits, fails a check or is told to stop.
+    pub(super) async fn supervise_lrp(
+        self: &Arc<Self>,
+        info: ContainerInfo,
+        d: models::DesiredLrp,
+        index: i32,
+        already_running: bool,
+        received: Instant,
+    ) {
+        let handle = info.handle().to_string();
+        let (key, ik) = self.keys(&d.process_guid, index, &handle);
+        let log_guid = log_guid_of(&d.log_guid, &d.process_guid);
+        let checks = monitor::checks_for(&d);
+        let start_timeout = if d.start_timeout_ms > 0 {
+            Duration::from_millis(d.start_timeout_ms)
+        } else {
+            self.cfg.default_start_timeout
+        };
+        let stop = match self.slots.lock().unwrap().get(&handle) {
+            Some(s) => s.stop.clone(),
+            None => return,
+        };
+        let net = self.net_info(&info);
+        let started = Instant::now();
+        let mut healthy = already_running;
+        let mut process_started = already_running;
+        let mut next_check = Instant::now();
+        let mut offset = 0;
+        let mut signal = self.exec.event_signal(&handle);
+        let outcome: Option<String> = loop {
+            // Woken by the shim's events; otherwise in time for the next health check.
+            let tick = if !signal.is_live() {
+                EVENT_POLL
+            } else if process_started {
+                next_check
+                    .saturating_duration_since(Instant::now())
+                    .min(EVENT_FALLBACK)
+            } else {
+                EVENT_FALLBACK
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break None,
+                _ = signal.changed() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let (events, off) = self.exec.events(&handle, offset);
+            offset = off;
+            let mut ended = None;
+            for e in events {
+                match e {
+                    ShimEvent::RunStarted { .. } => process_started = true,
+                    ShimEvent::Exited { reason, .. } => {
+                        ended = Some(if reason.is_empty() {
+                            "exited with status 0".to_string()
+                        } else {
+                            reason
+                        })
+                    }
+                    ShimEvent::CreateFailed { reason } => ended = Some(reason),
+                    _ => {}
+                }
+            }
+            if let Some(reason) = ended {
+                break Some(reason);
+            }
+            if Instant::now() < next_check || !process_started {
+                continue;
+            }
+            let result =
+                monitor::healthy(&checks, info.ip(), |r| self.command_check(&handle, r)).await;
+            match (healthy, result) {
+                (false, Ok(())) => {
+                    healthy = true;
+                    next_check = Instant::now() + self.cfg.healthy_interval;
+                    let started_ok = self
+                        .bbs()
+                        .start_actual_lrp(api::StartActualLrpRequest {
+                            key: Some(key.clone()),
+                            instance_key: Some(ik.clone()),
+                            net_info: Some(net.clone()),
+                        })
+                        .await;
+                    if let Err(e) = started_ok {
+                        tracing::info!(
+                            index,
+                            "start refused: {}; stopping the container",
+                            e.message()
+                        );
+                        break None;
+                    }
+                    self.metrics
+                        .start_latency
+                        .observe(received.elapsed().as_secs_f64());
+                    {
+                        let mut slots = self.slots.lock().unwrap();
+                        if let Some(s) = slots.get_mut(&handle) {
+                            s.net_info = Some(net.clone());
+                        }
+                    }
+                    self.set_phase(&handle, Phase::Running);
+                    self.logs.cell(
+                        &log_guid,
+                        format!("Container became healthy (instance {index})"),
+                    );
+                }
+                (false, Err(e)) => {
+                    if started.elapsed() > start_timeout {
+                        break Some(format!(
+                            "instance never became healthy within {}s: {e}",
+                            start_timeout.as_secs()
+                        ));
+                    }
+                    // Fast only for port/HTTP checks: a command check is an exec.
+                    let cheap = !checks
+                        .iter()
+                        .any(|c| matches!(c, monitor::Check::Command(_)));
+                    next_check = Instant::now()
+                        + if cheap && started.elapsed() < self.cfg.startup_window {
+                            self.cfg.startup_interval
+                        } else {
+                            self.cfg.unhealthy_interval
+                        };
+                }
+                (true, Ok(())) => next_check = Instant::now() + self.cfg.healthy_interval,
+                (true, Err(e)) => break Some(format!("health check failed: {e}")),
+            }
+        };
+        match outcome {
+            Some(reason) => {
+                self.logs
+                    .cell(&log_guid, format!("Instance {index} crashed: {reason}"));
+                self.crash(&key, &ik, &reason).await;
+            }
+            None => {
+                // Told to stop (retired, scaled down, removed): make sure the record,
+                // if still ours, goes too.
+                let _ = self
+                    .bbs()
+                    .remove_actual_lrp(api::RemoveActualLrpRequest {
+                        key: Some(key.clone()),
+                        instance_key: Some(ik.clone()),
+                    })
+                    .await;
+                self.logs
+                    .cell(&log_guid, format!("Stopping instance {index}"));
+            }
+        }
+        self.exec.destroy(&handle).await;
+        self.release(&handle);
+    }
+}

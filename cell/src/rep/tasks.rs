@@ -1,0 +1,193 @@
+//! Tasks: started once the BBS says so, supervised to their end, completed with
+//! their result (or their failure).
+
+use super::*;
+
+impl Rep {
+    pub(super) fn task_request(&self, t: &models::Task) -> ContainerRequest {
+        let def = t.definition.clone().unwrap_or_default();
+        let source = if def.log_source.is_empty() {
+            "TASK"
+        } else {
+            &def.log_source
+        };
+        let mut env = vec![("CELL_ID".to_string(), self.cfg.cell_id.clone())];
+        env.extend(def.env.iter().map(|e| (e.name.clone(), e.value.clone())));
+        ContainerRequest {
+            handle: t.task_guid.clone(),
+            rootfs: def.rootfs.clone(),
+            memory_mb: def.memory_mb,
+            disk_mb: def.disk_mb,
+            cpu_weight: def.cpu_weight,
+            max_pids: def.max_pids,
+            privileged: def.privileged,
+            host_network: false,
+            ports: vec![],
+            env,
+            action: def.action.clone().unwrap_or_default(),
+            log_source: source.to_string(),
+            volume_mounts: def.volume_mounts.clone(),
+            tags: [
+                ("kind".to_string(), "task".to_string()),
+                ("task_guid".to_string(), t.task_guid.clone()),
+                (
+                    "log_guid".to_string(),
+                    log_guid_of(&def.log_guid, &t.task_guid),
+                ),
+                ("result_file".to_string(), def.result_file.clone()),
+            ]
+            .into(),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(task_guid = %t.task_guid))]
+    pub(super) async fn start_task(self: Arc<Self>, t: models::Task) {
+        let guid = t.task_guid.clone();
+        // What runs is what the BBS stores, whatever the Perform carried.
+        let Some(t) = self.stored_task(t).await else {
+            self.release(&guid);
+            return;
+        };
+        let started = self
+            .bbs()
+            .start_task(api::StartTaskRequest {
+                task_guid: guid.clone(),
+                cell_id: self.cfg.cell_id.clone(),
+            })
+            .await;
+        match started {
+            Ok(r) if r.get_ref().should_start => {}
+            Ok(_) => {
+                self.release(&guid);
+                return;
+            }
+            Err(e) => {
+                tracing::info!("start refused: {}", e.message());
+                self.release(&guid);
+                return;
+            }
+        }
+        self.set_phase(&guid, Phase::Claimed);
+        let req = self.task_request(&t);
+        let log_guid = req.tags["log_guid"].clone();
+        self.logs.register(&guid, &log_guid);
+        self.logs.cell(&log_guid, "Creating container for task");
+        let progress = self.logs.progress(&log_guid);
+        match self.exec.create_with_progress(req, &progress).await {
+            Ok(info) => {
+                self.metrics.starts.inc();
+                self.supervise_task(info).await;
+            }
+            Err(e) => {
+                let reason = format!("failed to create container: {e:#}");
+                self.logs.cell(&log_guid, &reason);
+                self.complete(&guid, true, &reason, "").await;
+                self.release(&guid);
+            }
+        }
+    }
+
+    pub(super) async fn complete(&self, guid: &str, failed: bool, reason: &str, result: &str) {
+        let r = self
+            .bbs()
+            .complete_task(api::CompleteTaskRequest {
+                task_guid: guid.into(),
+                cell_id: self.cfg.cell_id.clone(),
+                failed,
+                failure_reason: reason.into(),
+                result: result.into(),
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::info!(task_guid = guid, "completion refused: {}", e.message());
+        }
+    }
+
+    pub(super) async fn supervise_task(self: &Arc<Self>, info: ContainerInfo) {
+        let guid = info.handle().to_string();
+        let result_file = info
+            .request
+            .tags
+            .get("result_file")
+            .cloned()
+            .unwrap_or_default();
+        let log_guid = info
+            .request
+            .tags
+            .get("log_guid")
+            .cloned()
+            .unwrap_or_default();
+        let stop = match self.slots.lock().unwrap().get(&guid) {
+            Some(s) => s.stop.clone(),
+            None => return,
+        };
+        let mut offset = 0;
+        let mut asked_to_stop = false;
+        let mut signal = self.exec.event_signal(&guid);
+        let tick = if signal.is_live() {
+            EVENT_FALLBACK
+        } else {
+            EVENT_POLL
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled(), if !asked_to_stop => {
+                    asked_to_stop = true;
+                    self.logs.cell(&log_guid, "Cancelling task");
+                    self.exec.stop(&guid);
+                }
+                _ = signal.changed() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let (events, off) = self.exec.events(&guid, offset);
+            offset = off;
+            let end = events.into_iter().find_map(|e| match e {
+                ShimEvent::Exited {
+                    failed,
+                    reason,
+                    result,
+                    ..
+                } => Some((failed, reason, result)),
+                ShimEvent::CreateFailed { reason } => Some((true, reason, None)),
+                _ => None,
+            });
+            let Some((mut failed, mut reason, reported)) = end else {
+                if !asked_to_stop && self.exec.shim_pid(&guid).is_none() {
+                    // The shim died without a word (killed): the task failed.
+                    let (events, _) = self.exec.events(&guid, offset);
+                    if events.is_empty() {
+                        self.complete(&guid, true, "the task's container vanished", "")
+                            .await;
+                        break;
+                    }
+                }
+                continue;
+            };
+            if !asked_to_stop {
+                let from_shim = reported.is_some();
+                let mut result = reported.unwrap_or_default();
+                if !failed && !result_file.is_empty() && !from_shim {
+                    match self.exec.read_file(&guid, &result_file).await {
+                        Ok(r) => result = r,
+                        Err(e) => {
+                            failed = true;
+                            reason = format!("{e:#}");
+                        }
+                    }
+                }
+                self.logs.cell(
+                    &log_guid,
+                    if failed {
+                        format!("Task failed: {reason}")
+                    } else {
+                        "Task completed".to_string()
+                    },
+                );
+                self.complete(&guid, failed, &reason, &result).await;
+            }
+            break;
+        }
+        self.exec.destroy(&guid).await;
+        self.release(&guid);
+    }
+}
