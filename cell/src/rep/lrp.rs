@@ -2,6 +2,7 @@
 //! supervised (the health checks of [`super::health`] driven against the container
 //! and the BBS) until it crashes or is told to stop.
 
+use super::health::{start_timeout, Health, Timing, Verdict};
 use super::*;
 
 impl Rep {
@@ -168,7 +169,7 @@ impl Rep {
     }
 
     /// Watches an LRP container: health checks until RUNNING, then monitoring until it
-    /// exits, fails a check or is told to stop.
+    /// exits, fails a check or is told to stop (the decisions are [`Health`]'s).
     pub(super) async fn supervise_lrp(
         self: &Arc<Self>,
         info: ContainerInfo,
@@ -181,33 +182,24 @@ impl Rep {
         let (key, ik) = self.keys(&d.process_guid, index, &handle);
         let log_guid = log_guid_of(&d.log_guid, &d.process_guid);
         let checks = monitor::checks_for(&d);
-        let start_timeout = if d.start_timeout_ms > 0 {
-            Duration::from_millis(d.start_timeout_ms)
-        } else {
-            self.cfg.default_start_timeout
-        };
+        let timeout = start_timeout(d.start_timeout_ms, self.cfg.default_start_timeout);
         let stop = match self.slots.lock().unwrap().get(&handle) {
             Some(s) => s.stop.clone(),
             None => return,
         };
         let net = self.net_info(&info);
-        let started = Instant::now();
-        let mut healthy = already_running;
-        let mut process_started = already_running;
-        let mut next_check = Instant::now();
+        let mut health = Health::new(
+            Timing::of(&self.cfg),
+            timeout,
+            &checks,
+            already_running,
+            Instant::now(),
+        );
         let mut offset = 0;
         let mut signal = self.exec.event_signal(&handle);
         let outcome: Option<String> = loop {
             // Woken by the shim's events; otherwise in time for the next health check.
-            let tick = if !signal.is_live() {
-                EVENT_POLL
-            } else if process_started {
-                next_check
-                    .saturating_duration_since(Instant::now())
-                    .min(EVENT_FALLBACK)
-            } else {
-                EVENT_FALLBACK
-            };
+            let tick = health.wait(Instant::now(), signal.is_live());
             tokio::select! {
                 _ = stop.cancelled() => break None,
                 _ = signal.changed() => {}
@@ -215,84 +207,26 @@ impl Rep {
             }
             let (events, off) = self.exec.events(&handle, offset);
             offset = off;
-            let mut ended = None;
-            for e in events {
-                match e {
-                    ShimEvent::RunStarted { .. } => process_started = true,
-                    ShimEvent::Exited { reason, .. } => {
-                        ended = Some(if reason.is_empty() {
-                            "exited with status 0".to_string()
-                        } else {
-                            reason
-                        })
-                    }
-                    ShimEvent::CreateFailed { reason } => ended = Some(reason),
-                    _ => {}
-                }
-            }
-            if let Some(reason) = ended {
+            if let Some(reason) = health.on_events(events) {
                 break Some(reason);
             }
-            if Instant::now() < next_check || !process_started {
+            if !health.check_due(Instant::now()) {
                 continue;
             }
             let result =
                 monitor::healthy(&checks, info.ip(), |r| self.command_check(&handle, r)).await;
-            match (healthy, result) {
-                (false, Ok(())) => {
-                    healthy = true;
-                    next_check = Instant::now() + self.cfg.healthy_interval;
-                    let started_ok = self
-                        .bbs()
-                        .start_actual_lrp(api::StartActualLrpRequest {
-                            key: Some(key.clone()),
-                            instance_key: Some(ik.clone()),
-                            net_info: Some(net.clone()),
-                        })
-                        .await;
-                    if let Err(e) = started_ok {
-                        tracing::info!(
-                            index,
-                            "start refused: {}; stopping the container",
-                            e.message()
-                        );
+            match health.on_check(result, Instant::now()) {
+                Verdict::ReportRunning => {
+                    if !self.report_running(&key, &ik, &net, received).await {
                         break None;
                     }
-                    self.metrics
-                        .start_latency
-                        .observe(received.elapsed().as_secs_f64());
-                    {
-                        let mut slots = self.slots.lock().unwrap();
-                        if let Some(s) = slots.get_mut(&handle) {
-                            s.net_info = Some(net.clone());
-                        }
-                    }
-                    self.set_phase(&handle, Phase::Running);
                     self.logs.cell(
                         &log_guid,
                         format!("Container became healthy (instance {index})"),
                     );
                 }
-                (false, Err(e)) => {
-                    if started.elapsed() > start_timeout {
-                        break Some(format!(
-                            "instance never became healthy within {}s: {e}",
-                            start_timeout.as_secs()
-                        ));
-                    }
-                    // Fast only for port/HTTP checks: a command check is an exec.
-                    let cheap = !checks
-                        .iter()
-                        .any(|c| matches!(c, monitor::Check::Command(_)));
-                    next_check = Instant::now()
-                        + if cheap && started.elapsed() < self.cfg.startup_window {
-                            self.cfg.startup_interval
-                        } else {
-                            self.cfg.unhealthy_interval
-                        };
-                }
-                (true, Ok(())) => next_check = Instant::now() + self.cfg.healthy_interval,
-                (true, Err(e)) => break Some(format!("health check failed: {e}")),
+                Verdict::KeepChecking => {}
+                Verdict::Crash(reason) => break Some(reason),
             }
         };
         match outcome {
@@ -317,5 +251,43 @@ impl Rep {
         }
         self.exec.destroy(&handle).await;
         self.release(&handle);
+    }
+
+    /// Reports a newly healthy instance RUNNING; false when the BBS refuses (the
+    /// container is then stopped).
+    async fn report_running(
+        &self,
+        key: &api::ActualLrpRef,
+        ik: &models::ActualLrpInstanceKey,
+        net: &models::ActualLrpNetInfo,
+        received: Instant,
+    ) -> bool {
+        let started_ok = self
+            .bbs()
+            .start_actual_lrp(api::StartActualLrpRequest {
+                key: Some(key.clone()),
+                instance_key: Some(ik.clone()),
+                net_info: Some(net.clone()),
+            })
+            .await;
+        if let Err(e) = started_ok {
+            tracing::info!(
+                index = key.index,
+                "start refused: {}; stopping the container",
+                e.message()
+            );
+            return false;
+        }
+        self.metrics
+            .start_latency
+            .observe(received.elapsed().as_secs_f64());
+        {
+            let mut slots = self.slots.lock().unwrap();
+            if let Some(s) = slots.get_mut(&ik.instance_guid) {
+                s.net_info = Some(net.clone());
+            }
+        }
+        self.set_phase(&ik.instance_guid, Phase::Running);
+        true
     }
 }

@@ -145,6 +145,7 @@ pub struct Rep {
 
 mod evacuation;
 mod events;
+mod health;
 mod lrp;
 mod perform;
 mod presence;
