@@ -145,6 +145,8 @@ pub struct Rep {
 
 mod evacuation;
 mod events;
+#[cfg(test)]
+mod fixtures;
 mod health;
 mod lrp;
 mod perform;
