@@ -13,7 +13,7 @@
 //! [`perform`], [`lrp`] (supervision), [`tasks`], [`readopt`], [`sync`], [`events`],
 //! [`evacuation`] and [`volumes`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

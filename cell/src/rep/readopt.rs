@@ -1,7 +1,71 @@
 //! Re-adoption: a restarted rep takes back the containers its predecessor left
-//! running and destroys the dead ones.
+//! running and destroys the dead ones. [`kind_of`], [`adoption`] and [`running_here`]
+//! decide; [`Rep::readopt`] reads the containers and the BBS and acts.
 
 use super::*;
+
+/// What becomes of a container found on disk after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Adoption {
+    /// Not one the rep made (no kind it knows): destroyed.
+    Unknown,
+    /// Its shim is gone and it says nothing of how it ended: destroyed.
+    Reap,
+    /// Taken back and supervised again.
+    Adopt(Kind),
+}
+
+/// What a container was made for, from the tags the rep left on it.
+pub(super) fn kind_of(handle: &str, tags: &BTreeMap<String, String>) -> Option<Kind> {
+    match tags.get("kind").map(String::as_str) {
+        Some("lrp") => Some(Kind::Lrp {
+            process_guid: tags.get("process_guid").cloned().unwrap_or_default(),
+            index: tags.get("index").and_then(|i| i.parse().ok()).unwrap_or(0),
+            instance_guid: handle.into(),
+        }),
+        Some("task") => Some(Kind::Task {
+            task_guid: handle.into(),
+        }),
+        _ => None,
+    }
+}
+
+/// Whether a container's events say its work ended on its own (not stopped).
+pub(super) fn ended_on_its_own(events: &[ShimEvent]) -> bool {
+    events.iter().any(|e| {
+        matches!(
+            e,
+            ShimEvent::Exited { stopped: false, .. } | ShimEvent::CreateFailed { .. }
+        )
+    })
+}
+
+/// The fate of a container of `kind` whose shim is `alive` or not. A Task that
+/// `ended` while no rep was there says how in its events: it is supervised to its end
+/// (its result reported) like a live one.
+pub(super) fn adoption(kind: Option<Kind>, alive: bool, ended: bool) -> Adoption {
+    match kind {
+        None => Adoption::Unknown,
+        Some(kind) => {
+            let ended_task = ended && matches!(kind, Kind::Task { .. });
+            if alive || ended_task {
+                Adoption::Adopt(kind)
+            } else {
+                Adoption::Reap
+            }
+        }
+    }
+}
+
+/// Whether the BBS has instance `instance_guid` RUNNING among `actuals`.
+pub(super) fn running_here(actuals: &[models::ActualLrp], instance_guid: &str) -> bool {
+    actuals.iter().any(|a| {
+        a.state() == LrpState::Running
+            && a.instance_key
+                .as_ref()
+                .is_some_and(|k| k.instance_guid == instance_guid)
+    })
+}
 
 impl Rep {
     /// Takes back the containers a previous rep left running; destroys the dead ones.
@@ -9,83 +73,74 @@ impl Rep {
         for info in self.exec.on_disk() {
             let handle = info.handle().to_string();
             let alive = self.exec.shim_pid(&handle).is_some();
-            let tags = &info.request.tags;
-            let kind = match tags.get("kind").map(String::as_str) {
-                Some("lrp") => {
-                    let index = tags.get("index").and_then(|i| i.parse().ok()).unwrap_or(0);
-                    Kind::Lrp {
-                        process_guid: tags.get("process_guid").cloned().unwrap_or_default(),
-                        index,
-                        instance_guid: handle.clone(),
-                    }
+            let kind = kind_of(&handle, &info.request.tags);
+            let ended = matches!(kind, Some(Kind::Task { .. }))
+                && ended_on_its_own(&self.exec.events(&handle, 0).0);
+            let kind = match adoption(kind, alive, ended) {
+                Adoption::Adopt(kind) => kind,
+                Adoption::Unknown => {
+                    self.exec.destroy(&handle).await;
+                    continue;
                 }
-                Some("task") => Kind::Task {
-                    task_guid: handle.clone(),
-                },
-                _ => {
+                Adoption::Reap => {
+                    tracing::info!(handle, "reaping a container whose shim is gone");
                     self.exec.destroy(&handle).await;
                     continue;
                 }
             };
-            // A Task that ended while no rep was there says how in its events: it is
-            // supervised to its end (its result reported) like a live one.
-            let ended_task = matches!(kind, Kind::Task { .. })
-                && self.exec.events(&handle, 0).0.iter().any(|e| {
-                    matches!(
-                        e,
-                        ShimEvent::Exited { stopped: false, .. } | ShimEvent::CreateFailed { .. }
-                    )
-                });
-            if !alive && !ended_task {
-                tracing::info!(handle, "reaping a container whose shim is gone");
-                self.exec.destroy(&handle).await;
-                continue;
-            }
             if let Err(e) = self.exec.adopt(&info).await {
                 tracing::warn!(handle, "cannot re-adopt: {e:#}; destroying it");
                 self.exec.destroy(&handle).await;
                 continue;
             }
-            let log_guid = tags.get("log_guid").cloned().unwrap_or_default();
-            self.logs.register(&handle, &log_guid);
-            let slot = Slot {
-                kind: kind.clone(),
-                memory_mb: info.request.memory_mb,
-                disk_mb: info.request.disk_mb,
-                phase: Phase::Claimed,
-                owned_since: Some(Instant::now()),
-                stop: CancellationToken::new(),
-                net_info: Some(self.net_info(&info)),
-            };
-            self.slots.lock().unwrap().insert(handle.clone(), slot);
-            tracing::info!(handle, "re-adopted a running container");
-            let rep = self.clone();
-            match kind {
-                Kind::Lrp {
-                    process_guid,
-                    index,
-                    ..
-                } => {
-                    let d: models::DesiredLrp = tags
-                        .get("desired")
-                        .and_then(|s| serde_json::from_str(s).ok())
-                        .unwrap_or_default();
-                    let running = self.is_running_here(&process_guid, index, &handle).await;
-                    if running {
-                        self.set_phase(&handle, Phase::Running);
-                    }
-                    tokio::spawn(async move {
-                        rep.supervise_lrp(info, d, index, running, Instant::now())
-                            .await
-                    });
+            self.supervise_adopted(info, kind).await;
+        }
+    }
+
+    /// Holds a slot for an adopted container and supervises it again.
+    async fn supervise_adopted(self: &Arc<Self>, info: ContainerInfo, kind: Kind) {
+        let handle = info.handle().to_string();
+        let tags = &info.request.tags;
+        let log_guid = tags.get("log_guid").cloned().unwrap_or_default();
+        self.logs.register(&handle, &log_guid);
+        let slot = Slot {
+            kind: kind.clone(),
+            memory_mb: info.request.memory_mb,
+            disk_mb: info.request.disk_mb,
+            phase: Phase::Claimed,
+            owned_since: Some(Instant::now()),
+            stop: CancellationToken::new(),
+            net_info: Some(self.net_info(&info)),
+        };
+        self.slots.lock().unwrap().insert(handle.clone(), slot);
+        tracing::info!(handle, "re-adopted a running container");
+        let rep = self.clone();
+        match kind {
+            Kind::Lrp {
+                process_guid,
+                index,
+                ..
+            } => {
+                let d: models::DesiredLrp = tags
+                    .get("desired")
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .unwrap_or_default();
+                let running = self.is_running_here(&process_guid, index, &handle).await;
+                if running {
+                    self.set_phase(&handle, Phase::Running);
                 }
-                Kind::Task { .. } => {
-                    tokio::spawn(async move { rep.supervise_task(info).await });
-                }
+                tokio::spawn(async move {
+                    rep.supervise_lrp(info, d, index, running, Instant::now())
+                        .await
+                });
+            }
+            Kind::Task { .. } => {
+                tokio::spawn(async move { rep.supervise_task(info).await });
             }
         }
     }
 
+    /// Whether the BBS has this instance RUNNING (false when it cannot be asked).
     pub(super) async fn is_running_here(
         &self,
         process_guid: &str,
@@ -103,11 +158,106 @@ impl Rep {
         else {
             return false;
         };
-        r.into_inner().actual_lrps.iter().any(|a| {
-            a.state() == LrpState::Running
-                && a.instance_key
-                    .as_ref()
-                    .is_some_and(|k| k.instance_guid == instance_guid)
-        })
+        running_here(&r.into_inner().actual_lrps, instance_guid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn exited(stopped: bool) -> ShimEvent {
+        ShimEvent::Exited {
+            failed: false,
+            reason: String::new(),
+            stopped,
+            result: None,
+        }
+    }
+
+    #[test]
+    fn the_kind_comes_from_the_tags_the_rep_left() {
+        let lrp = tags(&[("kind", "lrp"), ("process_guid", "web"), ("index", "3")]);
+        assert_eq!(
+            kind_of("i-3", &lrp),
+            Some(Kind::Lrp {
+                process_guid: "web".into(),
+                index: 3,
+                instance_guid: "i-3".into()
+            })
+        );
+        assert_eq!(
+            kind_of("t-1", &tags(&[("kind", "task"), ("task_guid", "x")])),
+            Some(Kind::Task {
+                task_guid: "t-1".into()
+            })
+        );
+        assert_eq!(kind_of("c", &tags(&[])), None);
+        assert_eq!(kind_of("c", &tags(&[("kind", "sidecar")])), None);
+        let bad_index = tags(&[("kind", "lrp"), ("process_guid", "web"), ("index", "x")]);
+        assert!(matches!(
+            kind_of("i-0", &bad_index),
+            Some(Kind::Lrp { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn live_containers_are_adopted_dead_ones_reaped_unknown_ones_destroyed() {
+        let lrp = Kind::Lrp {
+            process_guid: "web".into(),
+            index: 0,
+            instance_guid: "i-0".into(),
+        };
+        let task = Kind::Task {
+            task_guid: "t-1".into(),
+        };
+        assert_eq!(
+            adoption(Some(lrp.clone()), true, false),
+            Adoption::Adopt(lrp.clone())
+        );
+        assert_eq!(adoption(Some(lrp.clone()), false, false), Adoption::Reap);
+        // An LRP that ended is reaped all the same: its instance is restarted elsewhere.
+        assert_eq!(adoption(Some(lrp), false, true), Adoption::Reap);
+        assert_eq!(
+            adoption(Some(task.clone()), true, false),
+            Adoption::Adopt(task.clone())
+        );
+        // A Task that ended while no rep was there is adopted to report its result.
+        assert_eq!(
+            adoption(Some(task.clone()), false, true),
+            Adoption::Adopt(task.clone())
+        );
+        assert_eq!(adoption(Some(task), false, false), Adoption::Reap);
+        assert_eq!(adoption(None, true, false), Adoption::Unknown);
+    }
+
+    #[test]
+    fn only_work_that_ended_on_its_own_counts_as_ended() {
+        assert!(!ended_on_its_own(&[]));
+        assert!(ended_on_its_own(&[exited(false)]));
+        assert!(!ended_on_its_own(&[exited(true), ShimEvent::Destroyed]));
+        assert!(ended_on_its_own(&[ShimEvent::CreateFailed {
+            reason: "no image".into()
+        }]));
+    }
+
+    #[test]
+    fn an_instance_is_running_here_only_if_the_bbs_says_so_for_its_guid() {
+        let actuals = vec![
+            actual("web", 0, "i-old", CELL, LrpState::Running),
+            actual("web", 0, "i-claimed", CELL, LrpState::Claimed),
+        ];
+        assert!(running_here(&actuals, "i-old"));
+        assert!(!running_here(&actuals, "i-claimed"));
+        assert!(!running_here(&actuals, "i-unknown"));
+        assert!(!running_here(&[], "i-old"));
     }
 }
