@@ -1,7 +1,74 @@
 //! Leaving: evacuation (instances handed over, Diego's way) and `stop_all` (a
-//! cluster going down as a whole).
+//! cluster going down as a whole). [`evacuation_round`] and [`stops_after`] decide
+//! what each container's evacuation asks of the BBS and what to do with its answer;
+//! [`Rep::evacuate`] asks and acts.
 
 use super::*;
+
+/// Which of the BBS's evacuation calls an instance is handed over with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Handover {
+    /// RUNNING here: it keeps serving until its replacement runs elsewhere.
+    Running,
+    /// Not yet RUNNING (reserved or claimed): it makes room at once.
+    Claimed,
+}
+
+/// One instance to hand over in an evacuation round.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Evacuee {
+    pub handle: String,
+    pub via: Handover,
+    pub request: api::EvacuateRequest,
+}
+
+/// One round of evacuation at `now`: none when it is over (nothing left on the cell,
+/// or past the `deadline`); otherwise each instance to hand over (none while only
+/// Tasks are left: they are left to finish).
+pub(super) fn evacuation_round(
+    cell_id: &str,
+    slots: &[(String, Slot)],
+    now: Instant,
+    deadline: Instant,
+) -> Option<Vec<Evacuee>> {
+    if slots.is_empty() || now > deadline {
+        return None;
+    }
+    let evacuees = slots
+        .iter()
+        .filter_map(|(handle, slot)| {
+            let Kind::Lrp {
+                process_guid,
+                index,
+                instance_guid,
+            } = &slot.kind
+            else {
+                return None;
+            };
+            let (key, ik) = instance_keys(cell_id, process_guid, *index, instance_guid);
+            Some(Evacuee {
+                handle: handle.clone(),
+                via: match slot.phase {
+                    Phase::Running => Handover::Running,
+                    _ => Handover::Claimed,
+                },
+                request: api::EvacuateRequest {
+                    key: Some(key),
+                    instance_key: Some(ik),
+                    net_info: slot.net_info.clone(),
+                    error_message: String::new(),
+                },
+            })
+        })
+        .collect();
+    Some(evacuees)
+}
+
+/// Whether an evacuated instance's container stops, given the BBS's answer (whether
+/// it keeps the container; none when the call failed).
+pub(super) fn stops_after(keep_container: Option<bool>) -> bool {
+    !keep_container.unwrap_or(false)
+}
 
 impl Rep {
     /// Hands this cell's instances over (Diego's evacuation): no new work is taken;
@@ -13,38 +80,23 @@ impl Rep {
         tracing::info!(cell = %self.cfg.cell_id, "evacuating");
         let deadline = Instant::now() + self.cfg.evacuation_timeout;
         loop {
-            let (lrps, tasks): (Vec<_>, Vec<_>) = self
-                .snapshot()
-                .into_iter()
-                .partition(|(_, s)| matches!(s.kind, Kind::Lrp { .. }));
-            let tasks_left = !tasks.is_empty();
-            if (lrps.is_empty() && !tasks_left) || Instant::now() > deadline {
+            let slots = self.snapshot();
+            let Some(evacuees) =
+                evacuation_round(&self.cfg.cell_id, &slots, Instant::now(), deadline)
+            else {
                 break;
-            }
-            for (handle, slot) in lrps {
-                let Kind::Lrp {
-                    process_guid,
-                    index,
-                    instance_guid,
-                } = &slot.kind
-                else {
-                    continue;
+            };
+            for e in evacuees {
+                let keep = match e.via {
+                    Handover::Running => self.bbs().evacuate_running_actual_lrp(e.request).await,
+                    Handover::Claimed => self.bbs().evacuate_claimed_actual_lrp(e.request).await,
                 };
-                let (key, ik) = self.keys(process_guid, *index, instance_guid);
-                let req = api::EvacuateRequest {
-                    key: Some(key),
-                    instance_key: Some(ik),
-                    net_info: slot.net_info.clone(),
-                    error_message: String::new(),
-                };
-                let keep = match slot.phase {
-                    Phase::Running => self.bbs().evacuate_running_actual_lrp(req).await,
-                    _ => self.bbs().evacuate_claimed_actual_lrp(req).await,
-                };
-                let keep = keep.map(|r| r.into_inner().keep_container).unwrap_or(false);
-                if !keep {
-                    slot.stop.cancel();
-                    tracing::info!(handle, "evacuated");
+                let keep = keep.ok().map(|r| r.into_inner().keep_container);
+                if stops_after(keep) {
+                    if let Some((_, slot)) = slots.iter().find(|(h, _)| *h == e.handle) {
+                        slot.stop.cancel();
+                    }
+                    tracing::info!(handle = e.handle, "evacuated");
                 }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -73,5 +125,83 @@ impl Rep {
             let v = v.clone();
             let _ = tokio::task::spawn_blocking(move || v.close()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+
+    fn net() -> models::ActualLrpNetInfo {
+        models::ActualLrpNetInfo {
+            address: "10.0.0.5".into(),
+            ports: vec![],
+            instance_address: "10.253.0.2".into(),
+        }
+    }
+
+    #[test]
+    fn running_instances_are_handed_over_running_others_claimed() {
+        let t0 = Instant::now();
+        let mut running = lrp_slot("web", 0, "i-0", Phase::Running, Some(t0));
+        running.1.net_info = Some(net());
+        let slots = vec![
+            running,
+            lrp_slot("web", 1, "i-1", Phase::Claimed, Some(t0)),
+            lrp_slot("web", 2, "i-2", Phase::Reserved, None),
+            task_slot("t-1", Phase::Claimed, Some(t0)),
+        ];
+        let mut round =
+            evacuation_round(CELL, &slots, t0, t0 + Duration::from_secs(60)).expect("work is left");
+        round.sort_by(|a, b| a.handle.cmp(&b.handle));
+        let vias: Vec<_> = round.iter().map(|e| (e.handle.as_str(), e.via)).collect();
+        assert_eq!(
+            vias,
+            vec![
+                ("i-0", Handover::Running),
+                ("i-1", Handover::Claimed),
+                ("i-2", Handover::Claimed)
+            ]
+        );
+        let first = &round[0].request;
+        assert_eq!(
+            first.key,
+            Some(api::ActualLrpRef {
+                process_guid: "web".into(),
+                index: 0
+            })
+        );
+        assert_eq!(
+            first.instance_key,
+            Some(models::ActualLrpInstanceKey {
+                instance_guid: "i-0".into(),
+                cell_id: CELL.into()
+            })
+        );
+        assert_eq!(first.net_info, Some(net()));
+        assert_eq!(round[1].request.net_info, None);
+    }
+
+    #[test]
+    fn evacuation_waits_for_tasks_and_ends_when_empty_or_late() {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(60);
+        let tasks = vec![task_slot("t-1", Phase::Claimed, Some(t0))];
+        assert_eq!(evacuation_round(CELL, &tasks, t0, deadline), Some(vec![]));
+        assert_eq!(evacuation_round(CELL, &[], t0, deadline), None);
+        let lrps = vec![lrp_slot("web", 0, "i-0", Phase::Running, Some(t0))];
+        assert!(evacuation_round(CELL, &lrps, deadline, deadline).is_some());
+        assert_eq!(
+            evacuation_round(CELL, &lrps, deadline + Duration::from_millis(1), deadline),
+            None
+        );
+    }
+
+    #[test]
+    fn a_container_stops_unless_the_bbs_keeps_it() {
+        assert!(!stops_after(Some(true)));
+        assert!(stops_after(Some(false)));
+        assert!(stops_after(None));
     }
 }

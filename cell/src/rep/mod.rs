@@ -312,16 +312,7 @@ impl Rep {
         index: i32,
         instance_guid: &str,
     ) -> (api::ActualLrpRef, models::ActualLrpInstanceKey) {
-        (
-            api::ActualLrpRef {
-                process_guid: process_guid.into(),
-                index,
-            },
-            models::ActualLrpInstanceKey {
-                instance_guid: instance_guid.into(),
-                cell_id: self.cfg.cell_id.clone(),
-            },
-        )
+        instance_keys(&self.cfg.cell_id, process_guid, index, instance_guid)
     }
 
     /// Where the cell reaches an instance's container, as the BBS records it.
@@ -354,6 +345,25 @@ const EVENT_POLL: Duration = Duration::from_millis(20);
 /// With wakes, a read this often anyway (a shim that died without a word).
 const EVENT_FALLBACK: Duration = Duration::from_secs(1);
 const LAYER_KEEP: Duration = Duration::from_secs(3600);
+
+/// The BBS's keys of instance `instance_guid` of `process_guid`/`index` on `cell_id`.
+fn instance_keys(
+    cell_id: &str,
+    process_guid: &str,
+    index: i32,
+    instance_guid: &str,
+) -> (api::ActualLrpRef, models::ActualLrpInstanceKey) {
+    (
+        api::ActualLrpRef {
+            process_guid: process_guid.into(),
+            index,
+        },
+        models::ActualLrpInstanceKey {
+            instance_guid: instance_guid.into(),
+            cell_id: cell_id.into(),
+        },
+    )
+}
 
 /// Memory, disk and containers the slots hold.
 fn used(slots: &HashMap<String, Slot>) -> (i32, i32, i32) {
