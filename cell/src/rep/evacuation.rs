@@ -70,7 +70,7 @@ pub(super) fn stops_after(keep_container: Option<bool>) -> bool {
     !keep_container.unwrap_or(false)
 }
 
-impl Rep {
+impl<R: Runtime> Rep<R> {
     /// Hands this cell's instances over (Diego's evacuation): no new work is taken;
     /// each running instance is marked EVACUATING and keeps serving until its
     /// replacement runs elsewhere, then is stopped. Returns when the cell is empty of
@@ -117,7 +117,7 @@ impl Rep {
             }
             slot.stop.cancel();
         }
-        let deadline = Instant::now() + self.exec.config().grace + Duration::from_secs(5);
+        let deadline = Instant::now() + self.exec.grace() + Duration::from_secs(5);
         while !self.slots.lock().unwrap().is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -31,7 +31,7 @@ pub(super) fn concerns_cell(ev: &E, cell_id: &str, held: impl Fn(&str) -> bool) 
     }
 }
 
-impl Rep {
+impl<R: Runtime> Rep<R> {
     /// Triggers a sync whenever an event touches this cell's work.
     pub(super) async fn follow_events(self: Arc<Self>, shutdown: CancellationToken) {
         loop {

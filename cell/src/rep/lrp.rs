@@ -5,7 +5,7 @@
 use super::health::{start_timeout, Health, Timing, Verdict};
 use super::*;
 
-impl Rep {
+impl<R: Runtime> Rep<R> {
     pub(super) fn lrp_request(
         &self,
         d: &models::DesiredLrp,
@@ -140,34 +140,6 @@ impl Rep {
         }
     }
 
-    pub(super) async fn command_check(
-        &self,
-        handle: &str,
-        run: models::RunAction,
-    ) -> Result<(), String> {
-        let shim = &self.exec.config().shim;
-        let json = serde_json::to_string(&run).map_err(|e| e.to_string())?;
-        let out = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::process::Command::new(&shim[0])
-                .args(&shim[1..])
-                .arg(self.exec.dir(handle))
-                .arg("--exec")
-                .arg(json)
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .map_err(|_| "health check command timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
-    }
-
     /// Watches an LRP container: health checks until RUNNING, then monitoring until it
     /// exits, fails a check or is told to stop (the decisions are [`Health`]'s).
     pub(super) async fn supervise_lrp(
@@ -214,7 +186,7 @@ impl Rep {
                 continue;
             }
             let result =
-                monitor::healthy(&checks, info.ip(), |r| self.command_check(&handle, r)).await;
+                monitor::healthy(&checks, info.ip(), |r| self.exec.command_check(&handle, r)).await;
             match health.on_check(result, Instant::now()) {
                 Verdict::ReportRunning => {
                     if !self.report_running(&key, &ik, &net, received).await {

@@ -132,10 +132,10 @@ impl Slot {
     }
 }
 
-pub struct Rep {
+pub struct Rep<R: Runtime = Executor> {
     cfg: RepConfig,
     bbs: BbsClient<Channel>,
-    exec: Arc<Executor>,
+    exec: Arc<R>,
     pub logs: Logs,
     pub metrics: Metrics,
     slots: Mutex<HashMap<String, Slot>>,
@@ -146,22 +146,26 @@ pub struct Rep {
 mod evacuation;
 mod events;
 #[cfg(test)]
+mod fake;
+#[cfg(test)]
 mod fixtures;
 mod health;
 mod lrp;
 mod perform;
 mod presence;
 mod readopt;
+mod runtime;
 mod sync;
 mod tasks;
 mod volumes;
 use presence::container_slots;
+pub use runtime::Runtime;
 
-impl Rep {
-    pub fn new(mut cfg: RepConfig, bbs: BbsClient<Channel>, exec: Arc<Executor>) -> Arc<Rep> {
+impl<R: Runtime> Rep<R> {
+    pub fn new(mut cfg: RepConfig, bbs: BbsClient<Channel>, exec: Arc<R>) -> Arc<Rep<R>> {
         // Every container but a host-networked one takes an address of the cell's
         // subnet: never offer more slots than there are addresses.
-        let net = &exec.config().network;
+        let net = exec.network_config();
         let slots = container_slots(cfg.capacity.containers, net);
         if slots < cfg.capacity.containers {
             tracing::warn!(
@@ -189,7 +193,7 @@ impl Rep {
         &self.cfg
     }
 
-    pub fn executor(&self) -> &Arc<Executor> {
+    pub fn executor(&self) -> &Arc<R> {
         &self.exec
     }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Rep {
+impl<R: Runtime> Rep<R> {
     /// Takes what fits and starts it in the background; returns what did not fit.
     pub fn perform(self: &Arc<Self>, work: Work) -> Work {
         let received = Instant::now();

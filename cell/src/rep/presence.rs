@@ -4,9 +4,9 @@
 
 use super::*;
 
-impl Rep {
+impl<R: Runtime> Rep<R> {
     pub(super) fn presence(&self) -> models::CellPresence {
-        let providers = self.exec.config().providers.names();
+        let providers = self.exec.providers().names();
         models::CellPresence {
             cell_id: self.cfg.cell_id.clone(),
             rep_address: self.cfg.rep_address.clone(),
@@ -30,7 +30,7 @@ impl Rep {
             .into_iter()
             // OCI layouts under its --oci-root directories, when it has some.
             .chain(
-                (!self.exec.config().providers.oci_roots.is_empty()).then(|| models::Provider {
+                (!self.exec.providers().oci_roots.is_empty()).then(|| models::Provider {
                     name: "oci".into(),
                     properties: vec![],
                 }),

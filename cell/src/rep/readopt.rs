@@ -67,7 +67,7 @@ pub(super) fn running_here(actuals: &[models::ActualLrp], instance_guid: &str) -
     })
 }
 
-impl Rep {
+impl<R: Runtime> Rep<R> {
     /// Takes back the containers a previous rep left running; destroys the dead ones.
     pub(super) async fn readopt(self: &Arc<Self>) {
         for info in self.exec.on_disk() {
@@ -259,5 +259,73 @@ mod tests {
         assert!(!running_here(&actuals, "i-claimed"));
         assert!(!running_here(&actuals, "i-unknown"));
         assert!(!running_here(&[], "i-old"));
+    }
+}
+
+#[cfg(test)]
+mod runner_tests {
+    use super::super::fake::{container, eventually, rep, Call, FakeRuntime};
+    use super::*;
+
+    #[tokio::test]
+    async fn readopt_takes_back_live_containers_and_destroys_the_rest() {
+        let fake = FakeRuntime::new();
+        fn lrp(i: &'static str) -> [(&'static str, &'static str); 3] {
+            [("kind", "lrp"), ("process_guid", "web"), ("index", i)]
+        }
+        let task = [("kind", "task"), ("log_guid", "t")];
+        fake.put(container("c-unknown", &[]), true, vec![]);
+        fake.put(container("i-dead", &lrp("0")), false, vec![]);
+        fake.put(container("i-refused", &lrp("1")), true, vec![]);
+        fake.refuse_adopt("i-refused");
+        fake.put(container("i-live", &lrp("2")), true, vec![]);
+        fake.put(container("t-live", &task), true, vec![]);
+        let ended = ShimEvent::Exited {
+            failed: false,
+            reason: String::new(),
+            stopped: false,
+            result: Some("42".into()),
+        };
+        fake.put(container("t-ended", &task), false, vec![ended]);
+        let rep = rep(fake.clone());
+        rep.readopt().await;
+
+        let calls = fake.calls();
+        for destroyed in ["c-unknown", "i-dead", "i-refused"] {
+            assert!(
+                calls.contains(&Call::Destroy(destroyed.into())),
+                "{calls:?}"
+            );
+        }
+        for adopted in ["i-refused", "i-live", "t-live", "t-ended"] {
+            assert!(calls.contains(&Call::Adopt(adopted.into())), "{calls:?}");
+        }
+        assert!(!calls.contains(&Call::Adopt("c-unknown".into())));
+        assert!(!calls.contains(&Call::Adopt("i-dead".into())));
+        {
+            let slots = rep.slots.lock().unwrap();
+            let live = &slots["i-live"];
+            // The BBS could not say it runs: supervised as a starting instance.
+            assert_eq!(live.phase, Phase::Claimed);
+            assert_eq!(
+                live.kind,
+                Kind::Lrp {
+                    process_guid: "web".into(),
+                    index: 2,
+                    instance_guid: "i-live".into()
+                }
+            );
+            assert!(slots.contains_key("t-live"));
+            assert!(!slots.contains_key("i-refused"));
+            assert!(!slots.contains_key("i-dead"));
+        }
+        // The Task that ended while no rep was there is supervised to its end: its
+        // result (from the shim, no file read) reported, its container destroyed.
+        assert!(eventually(|| !rep.slots.lock().unwrap().contains_key("t-ended")).await);
+        let calls = fake.calls();
+        assert!(calls.contains(&Call::Destroy("t-ended".into())));
+        assert!(!calls.iter().any(|c| matches!(c, Call::ReadFile(..))));
+        assert!(!calls.contains(&Call::Destroy("t-live".into())));
+        assert!(!calls.contains(&Call::Destroy("i-live".into())));
     }
 }

@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Rep {
+impl<R: Runtime> Rep<R> {
     pub(super) async fn sync_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut last_gc = Instant::now();
         loop {

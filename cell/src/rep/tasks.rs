@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Rep {
+impl<R: Runtime> Rep<R> {
     pub(super) fn task_request(&self, t: &models::Task) -> ContainerRequest {
         let def = t.definition.clone().unwrap_or_default();
         let source = if def.log_source.is_empty() {
@@ -189,5 +189,71 @@ impl Rep {
         }
         self.exec.destroy(&guid).await;
         self.release(&guid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{container, eventually, rep, Call, FakeRuntime};
+    use super::super::fixtures::task_slot;
+    use super::*;
+
+    fn exited(stopped: bool) -> ShimEvent {
+        ShimEvent::Exited {
+            failed: false,
+            reason: String::new(),
+            stopped,
+            result: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_task_has_its_result_file_read_then_its_container_destroyed() {
+        let fake = FakeRuntime::new();
+        let info = container(
+            "t-1",
+            &[("kind", "task"), ("result_file", "/out"), ("log_guid", "t")],
+        );
+        fake.put(info.clone(), true, vec![exited(false)]);
+        fake.put_file("t-1", "/out", "42");
+        let rep = rep(fake.clone());
+        let (handle, slot) = task_slot("t-1", Phase::Claimed, Some(Instant::now()));
+        rep.slots.lock().unwrap().insert(handle, slot);
+        rep.supervise_task(info).await;
+        assert_eq!(
+            fake.calls(),
+            vec![
+                Call::ReadFile("t-1".into(), "/out".into()),
+                Call::Destroy("t-1".into())
+            ]
+        );
+        assert!(rep.slots.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_task_told_to_stop_is_stopped_and_destroyed_without_a_result() {
+        let fake = FakeRuntime::new();
+        let info = container(
+            "t-1",
+            &[("kind", "task"), ("result_file", "/out"), ("log_guid", "t")],
+        );
+        fake.put(info.clone(), true, vec![]);
+        let rep = rep(fake.clone());
+        let (handle, slot) = task_slot("t-1", Phase::Claimed, Some(Instant::now()));
+        let stop = slot.stop.clone();
+        rep.slots.lock().unwrap().insert(handle, slot);
+        let supervised = tokio::spawn({
+            let rep = rep.clone();
+            async move { rep.supervise_task(info).await }
+        });
+        stop.cancel();
+        assert!(eventually(|| fake.calls().contains(&Call::Stop("t-1".into()))).await);
+        fake.push_event("t-1", exited(true));
+        supervised.await.unwrap();
+        assert_eq!(
+            fake.calls(),
+            vec![Call::Stop("t-1".into()), Call::Destroy("t-1".into())]
+        );
+        assert!(rep.slots.lock().unwrap().is_empty());
     }
 }

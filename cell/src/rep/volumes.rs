@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Rep {
+impl<R: Runtime> Rep<R> {
     /// Makes this cell's volumes what the BBS says: PENDING ones are created, REMOVING
     /// ones removed once no container mounts them, READY ones checked and their use
     /// reported. Volumes here that the BBS does not know are left alone (never deleted
