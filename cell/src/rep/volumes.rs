@@ -101,34 +101,44 @@ impl<R: Runtime> Rep<R> {
                     };
                     bbs.set_volume_state(req).await?;
                 }
-                V::Removing => {
-                    if self.exec.uses_volume(&name) {
-                        continue;
-                    }
-                    let (d, n) = (vols.clone(), name.clone());
-                    let removed = tokio::task::spawn_blocking(move || {
-                        let vols = d;
-                        match vols.info(&n) {
-                            Ok(_) => vols.remove(&n),
-                            Err(_) => Ok(()),
-                        }
-                    })
-                    .await
-                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
-                    match removed {
-                        Ok(()) => {
-                            bbs.volume_removed(api::VolumeRemovedRequest {
-                                name: name.clone(),
-                                cell_id: self.cfg.cell_id.clone(),
-                            })
-                            .await?;
-                            tracing::info!(volume = %name, "volume removed");
-                        }
-                        Err(e) => tracing::warn!(volume = %name, "removing volume: {e:#}"),
-                    }
-                }
+                V::Removing => self.remove_volume(&mut bbs, &vols, &name).await?,
                 V::Failed | V::Invalid => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Removes volume `name` (a REMOVING one) once no container mounts it, and tells
+    /// the BBS it is gone.
+    async fn remove_volume(
+        &self,
+        bbs: &mut BbsClient<Channel>,
+        vols: &Arc<crate::volume::Volumes>,
+        name: &str,
+    ) -> Result<(), tonic::Status> {
+        if self.exec.uses_volume(name) {
+            return Ok(());
+        }
+        let (d, n) = (vols.clone(), name.to_string());
+        let removed = tokio::task::spawn_blocking(move || {
+            let vols = d;
+            match vols.info(&n) {
+                Ok(_) => vols.remove(&n),
+                Err(_) => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        match removed {
+            Ok(()) => {
+                bbs.volume_removed(api::VolumeRemovedRequest {
+                    name: name.to_string(),
+                    cell_id: self.cfg.cell_id.clone(),
+                })
+                .await?;
+                tracing::info!(volume = %name, "volume removed");
+            }
+            Err(e) => tracing::warn!(volume = %name, "removing volume: {e:#}"),
         }
         Ok(())
     }
