@@ -88,10 +88,10 @@ impl<R: Runtime> Rep<R> {
             };
             for e in evacuees {
                 let keep = match e.via {
-                    Handover::Running => self.bbs().evacuate_running_actual_lrp(e.request).await,
-                    Handover::Claimed => self.bbs().evacuate_claimed_actual_lrp(e.request).await,
+                    Handover::Running => self.bbs.evacuate_running_actual_lrp(e.request).await,
+                    Handover::Claimed => self.bbs.evacuate_claimed_actual_lrp(e.request).await,
                 };
-                let keep = keep.ok().map(|r| r.into_inner().keep_container);
+                let keep = keep.ok();
                 if stops_after(keep) {
                     if let Some((_, slot)) = slots.iter().find(|(h, _)| *h == e.handle) {
                         slot.stop.cancel();

@@ -35,9 +35,7 @@ impl<R: Runtime> Rep<R> {
     /// Triggers a sync whenever an event touches this cell's work.
     pub(super) async fn follow_events(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let stream = self.bbs().subscribe_events(api::SubscribeRequest {}).await;
-            if let Ok(stream) = stream {
-                let mut stream = stream.into_inner();
+            if let Ok(mut stream) = self.bbs.subscribe_events().await {
                 // Whatever happened while we were not listening.
                 self.sync_now.notify_one();
                 loop {

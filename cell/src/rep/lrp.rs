@@ -84,14 +84,7 @@ impl<R: Runtime> Rep<R> {
         };
         let (key, ik) = self.keys(&d.process_guid, index, &instance_guid);
         let log_guid = log_guid_of(&d.log_guid, &d.process_guid);
-        if let Err(e) = self
-            .bbs()
-            .claim_actual_lrp(api::ClaimActualLrpRequest {
-                key: Some(key.clone()),
-                instance_key: Some(ik.clone()),
-            })
-            .await
-        {
+        if let Err(e) = self.bbs.claim_actual_lrp(&key, &ik).await {
             tracing::info!(index, "claim refused: {}", e.message());
             self.release(&instance_guid);
             return;
@@ -127,15 +120,7 @@ impl<R: Runtime> Rep<R> {
     ) {
         self.metrics.crashes.inc();
         tracing::info!(process_guid = %key.process_guid, index = key.index, reason, "instance crashed");
-        if let Err(e) = self
-            .bbs()
-            .crash_actual_lrp(api::CrashActualLrpRequest {
-                key: Some(key.clone()),
-                instance_key: Some(ik.clone()),
-                error_message: reason.into(),
-            })
-            .await
-        {
+        if let Err(e) = self.bbs.crash_actual_lrp(key, ik, reason).await {
             tracing::info!("crash report refused: {}", e.message());
         }
     }
@@ -210,13 +195,7 @@ impl<R: Runtime> Rep<R> {
             None => {
                 // Told to stop (retired, scaled down, removed): make sure the record,
                 // if still ours, goes too.
-                let _ = self
-                    .bbs()
-                    .remove_actual_lrp(api::RemoveActualLrpRequest {
-                        key: Some(key.clone()),
-                        instance_key: Some(ik.clone()),
-                    })
-                    .await;
+                let _ = self.bbs.remove_actual_lrp(&key, &ik).await;
                 self.logs
                     .cell(&log_guid, format!("Stopping instance {index}"));
             }
@@ -234,15 +213,7 @@ impl<R: Runtime> Rep<R> {
         net: &models::ActualLrpNetInfo,
         received: Instant,
     ) -> bool {
-        let started_ok = self
-            .bbs()
-            .start_actual_lrp(api::StartActualLrpRequest {
-                key: Some(key.clone()),
-                instance_key: Some(ik.clone()),
-                net_info: Some(net.clone()),
-            })
-            .await;
-        if let Err(e) = started_ok {
+        if let Err(e) = self.bbs.start_actual_lrp(key, ik, net).await {
             tracing::info!(
                 index = key.index,
                 "start refused: {}; stopping the container",

@@ -134,7 +134,7 @@ impl Slot {
 
 pub struct Rep<R: Runtime = Executor> {
     cfg: RepConfig,
-    bbs: BbsClient<Channel>,
+    bbs: RepBbs,
     exec: Arc<R>,
     pub logs: Logs,
     pub metrics: Metrics,
@@ -143,6 +143,7 @@ pub struct Rep<R: Runtime = Executor> {
     sync_now: Notify,
 }
 
+mod bbs;
 mod evacuation;
 mod events;
 #[cfg(test)]
@@ -158,6 +159,7 @@ mod runtime;
 mod sync;
 mod tasks;
 mod volumes;
+use bbs::RepBbs;
 use presence::container_slots;
 pub use runtime::Runtime;
 
@@ -179,7 +181,7 @@ impl<R: Runtime> Rep<R> {
         }
         Arc::new(Rep {
             cfg,
-            bbs,
+            bbs: RepBbs::new(bbs),
             exec,
             logs: Logs::new(),
             metrics: Metrics::new(),
@@ -195,10 +197,6 @@ impl<R: Runtime> Rep<R> {
 
     pub fn executor(&self) -> &Arc<R> {
         &self.exec
-    }
-
-    fn bbs(&self) -> BbsClient<Channel> {
-        self.bbs.clone()
     }
 
     /// Re-adopts containers from before a restart, then runs presence, sync and the

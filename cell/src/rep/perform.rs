@@ -65,27 +65,18 @@ impl<R: Runtime> Rep<R> {
     /// The BBS's copy of an LRP a Perform asked for, if the Perform's matches it.
     pub(super) async fn stored_lrp(&self, sent: models::DesiredLrp) -> Option<models::DesiredLrp> {
         let stored = self
-            .bbs()
-            .desired_lrp_by_process_guid(api::ProcessGuidRequest {
-                process_guid: sent.process_guid.clone(),
-            })
+            .bbs
+            .desired_lrp(&sent.process_guid)
             .await
             .ok()
-            .and_then(|r| r.into_inner().desired_lrp);
+            .flatten();
         let verdict = crate::verify::lrp_matches(&sent, stored.as_ref());
         self.accepted(verdict, stored, &sent.process_guid)
     }
 
     /// The BBS's copy of a Task a Perform asked for, if the Perform's matches it.
     pub(super) async fn stored_task(&self, sent: models::Task) -> Option<models::Task> {
-        let stored = self
-            .bbs()
-            .task_by_guid(api::TaskGuidRequest {
-                task_guid: sent.task_guid.clone(),
-            })
-            .await
-            .ok()
-            .and_then(|r| r.into_inner().task);
+        let stored = self.bbs.task(&sent.task_guid).await.ok().flatten();
         let verdict = crate::verify::task_matches(&sent, stored.as_ref());
         self.accepted(verdict, stored, &sent.task_guid)
     }

@@ -147,18 +147,10 @@ impl<R: Runtime> Rep<R> {
         index: i32,
         instance_guid: &str,
     ) -> bool {
-        let Ok(r) = self
-            .bbs()
-            .actual_lr_ps(api::ActualLrPsRequest {
-                process_guid: process_guid.into(),
-                index: Some(index),
-                ..Default::default()
-            })
-            .await
-        else {
+        let Ok(actuals) = self.bbs.actual_lrps("", process_guid, Some(index)).await else {
             return false;
         };
-        running_here(&r.into_inner().actual_lrps, instance_guid)
+        running_here(&actuals, instance_guid)
     }
 }
 

@@ -30,23 +30,9 @@ impl<R: Runtime> Rep<R> {
     /// that say this cell runs something it has no container for are corrected.
     pub async fn sync(&self) -> Result<(), tonic::Status> {
         let listed_at = Instant::now();
-        let mut bbs = self.bbs();
-        let actuals = bbs
-            .actual_lr_ps(api::ActualLrPsRequest {
-                cell_id: self.cfg.cell_id.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .actual_lrps;
-        let tasks = bbs
-            .tasks(api::TasksRequest {
-                cell_id: self.cfg.cell_id.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .tasks;
+        let bbs = &self.bbs;
+        let actuals = bbs.actual_lrps(&self.cfg.cell_id, "", None).await?;
+        let tasks = bbs.tasks(&self.cfg.cell_id).await?;
         let slots = self.snapshot();
         let actions = reconcile(&self.cfg.cell_id, listed_at, &slots, &actuals, &tasks);
         for action in actions {
@@ -62,19 +48,11 @@ impl<R: Runtime> Rep<R> {
                 }
                 SyncAction::RemoveActual { key, instance_key } => {
                     tracing::info!(process_guid = %key.process_guid, index = key.index, "record without a container: removing it");
-                    let _ = bbs
-                        .remove_actual_lrp(api::RemoveActualLrpRequest {
-                            key: Some(key),
-                            instance_key: Some(instance_key),
-                        })
-                        .await;
+                    let _ = bbs.remove_actual_lrp(&key, &instance_key).await;
                 }
                 SyncAction::FailTask { task_guid } => {
                     let _ = bbs
-                        .fail_task(api::FailTaskRequest {
-                            task_guid,
-                            failure_reason: "the cell lost the task's container".into(),
-                        })
+                        .fail_task(&task_guid, "the cell lost the task's container")
                         .await;
                 }
             }

@@ -48,16 +48,9 @@ impl<R: Runtime> Rep<R> {
             self.release(&guid);
             return;
         };
-        let started = self
-            .bbs()
-            .start_task(api::StartTaskRequest {
-                task_guid: guid.clone(),
-                cell_id: self.cfg.cell_id.clone(),
-            })
-            .await;
-        match started {
-            Ok(r) if r.get_ref().should_start => {}
-            Ok(_) => {
+        match self.bbs.start_task(&guid, &self.cfg.cell_id).await {
+            Ok(true) => {}
+            Ok(false) => {
                 self.release(&guid);
                 return;
             }
@@ -89,14 +82,8 @@ impl<R: Runtime> Rep<R> {
 
     pub(super) async fn complete(&self, guid: &str, failed: bool, reason: &str, result: &str) {
         let r = self
-            .bbs()
-            .complete_task(api::CompleteTaskRequest {
-                task_guid: guid.into(),
-                cell_id: self.cfg.cell_id.clone(),
-                failed,
-                failure_reason: reason.into(),
-                result: result.into(),
-            })
+            .bbs
+            .complete_task(guid, &self.cfg.cell_id, failed, reason, result)
             .await;
         if let Err(e) = r {
             tracing::info!(task_guid = guid, "completion refused: {}", e.message());

@@ -12,14 +12,8 @@ impl<R: Runtime> Rep<R> {
         let Some(driver) = self.exec.volumes().cloned() else {
             return Ok(());
         };
-        let mut bbs = self.bbs();
-        let records = bbs
-            .volumes(api::VolumesRequest {
-                cell_id: self.cfg.cell_id.clone(),
-            })
-            .await?
-            .into_inner()
-            .volumes;
+        let bbs = &self.bbs;
+        let records = bbs.volumes(&self.cfg.cell_id).await?;
         if records.is_empty() {
             return Ok(());
         }
@@ -101,7 +95,7 @@ impl<R: Runtime> Rep<R> {
                     };
                     bbs.set_volume_state(req).await?;
                 }
-                V::Removing => self.remove_volume(&mut bbs, &vols, &name).await?,
+                V::Removing => self.remove_volume(&vols, &name).await?,
                 V::Failed | V::Invalid => {}
             }
         }
@@ -112,7 +106,6 @@ impl<R: Runtime> Rep<R> {
     /// the BBS it is gone.
     async fn remove_volume(
         &self,
-        bbs: &mut BbsClient<Channel>,
         vols: &Arc<crate::volume::Volumes>,
         name: &str,
     ) -> Result<(), tonic::Status> {
@@ -131,11 +124,7 @@ impl<R: Runtime> Rep<R> {
         .map_err(|e| tonic::Status::internal(e.to_string()))?;
         match removed {
             Ok(()) => {
-                bbs.volume_removed(api::VolumeRemovedRequest {
-                    name: name.to_string(),
-                    cell_id: self.cfg.cell_id.clone(),
-                })
-                .await?;
+                self.bbs.volume_removed(name, &self.cfg.cell_id).await?;
                 tracing::info!(volume = %name, "volume removed");
             }
             Err(e) => tracing::warn!(volume = %name, "removing volume: {e:#}"),
