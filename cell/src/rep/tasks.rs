@@ -1,7 +1,39 @@
 //! Tasks: started once the BBS says so, supervised to their end, completed with
-//! their result (or their failure).
+//! their result (or their failure). [`task_end`] reads how one ended from its shim's
+//! events; the runner reads its result file when needed and reports it.
 
 use super::*;
+
+/// How a Task's work ended, as its shim said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TaskEnd {
+    pub failed: bool,
+    pub reason: String,
+    /// The result file's content, when the shim sent it.
+    pub result: Option<String>,
+}
+
+/// The end among a Task's new `events`, if it ended (the first end said wins).
+pub(super) fn task_end(events: Vec<ShimEvent>) -> Option<TaskEnd> {
+    events.into_iter().find_map(|e| match e {
+        ShimEvent::Exited {
+            failed,
+            reason,
+            result,
+            ..
+        } => Some(TaskEnd {
+            failed,
+            reason,
+            result,
+        }),
+        ShimEvent::CreateFailed { reason } => Some(TaskEnd {
+            failed: true,
+            reason,
+            result: None,
+        }),
+        _ => None,
+    })
+}
 
 impl<R: Runtime> Rep<R> {
     pub(super) fn task_request(&self, t: &models::Task) -> ContainerRequest {
@@ -128,17 +160,7 @@ impl<R: Runtime> Rep<R> {
             }
             let (events, off) = self.exec.events(&guid, offset);
             offset = off;
-            let end = events.into_iter().find_map(|e| match e {
-                ShimEvent::Exited {
-                    failed,
-                    reason,
-                    result,
-                    ..
-                } => Some((failed, reason, result)),
-                ShimEvent::CreateFailed { reason } => Some((true, reason, None)),
-                _ => None,
-            });
-            let Some((mut failed, mut reason, reported)) = end else {
+            let Some(end) = task_end(events) else {
                 if !asked_to_stop && self.exec.shim_pid(&guid).is_none() {
                     // The shim died without a word (killed): the task failed.
                     let (events, _) = self.exec.events(&guid, offset);
@@ -151,31 +173,42 @@ impl<R: Runtime> Rep<R> {
                 continue;
             };
             if !asked_to_stop {
-                let from_shim = reported.is_some();
-                let mut result = reported.unwrap_or_default();
-                if !failed && !result_file.is_empty() && !from_shim {
-                    match self.exec.read_file(&guid, &result_file).await {
-                        Ok(r) => result = r,
-                        Err(e) => {
-                            failed = true;
-                            reason = format!("{e:#}");
-                        }
-                    }
-                }
-                self.logs.cell(
-                    &log_guid,
-                    if failed {
-                        format!("Task failed: {reason}")
-                    } else {
-                        "Task completed".to_string()
-                    },
-                );
-                self.complete(&guid, failed, &reason, &result).await;
+                self.report_end(&guid, &log_guid, &result_file, end).await;
             }
             break;
         }
         self.exec.destroy(&guid).await;
         self.release(&guid);
+    }
+
+    /// Completes a Task that ended on its own: its result from the shim, or read from
+    /// its result file when the shim did not send one.
+    async fn report_end(&self, guid: &str, log_guid: &str, result_file: &str, end: TaskEnd) {
+        let TaskEnd {
+            mut failed,
+            mut reason,
+            result,
+        } = end;
+        let from_shim = result.is_some();
+        let mut result = result.unwrap_or_default();
+        if !failed && !result_file.is_empty() && !from_shim {
+            match self.exec.read_file(guid, result_file).await {
+                Ok(r) => result = r,
+                Err(e) => {
+                    failed = true;
+                    reason = format!("{e:#}");
+                }
+            }
+        }
+        self.logs.cell(
+            log_guid,
+            if failed {
+                format!("Task failed: {reason}")
+            } else {
+                "Task completed".to_string()
+            },
+        );
+        self.complete(guid, failed, &reason, &result).await;
     }
 }
 
@@ -192,6 +225,40 @@ mod tests {
             stopped,
             result: None,
         }
+    }
+
+    #[test]
+    fn a_task_ends_with_its_first_exit_or_create_failure() {
+        assert_eq!(task_end(vec![]), None);
+        let progress = ShimEvent::Progress {
+            message: "50%".into(),
+        };
+        assert_eq!(task_end(vec![progress]), None);
+        let done = ShimEvent::Exited {
+            failed: false,
+            reason: String::new(),
+            stopped: false,
+            result: Some("42".into()),
+        };
+        let failed = ShimEvent::CreateFailed {
+            reason: "no such image".into(),
+        };
+        assert_eq!(
+            task_end(vec![done.clone(), failed.clone()]),
+            Some(TaskEnd {
+                failed: false,
+                reason: String::new(),
+                result: Some("42".into())
+            })
+        );
+        assert_eq!(
+            task_end(vec![ShimEvent::Destroyed, failed, done]),
+            Some(TaskEnd {
+                failed: true,
+                reason: "no such image".into(),
+                result: None
+            })
+        );
     }
 
     #[tokio::test]
