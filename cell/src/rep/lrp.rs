@@ -234,3 +234,76 @@ impl<R: Runtime> Rep<R> {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{container, rep, Call, FakeRuntime};
+    use super::super::fixtures::lrp_slot;
+    use super::*;
+
+    fn lrp(handle: &str) -> ContainerInfo {
+        container(
+            handle,
+            &[("kind", "lrp"), ("process_guid", "web"), ("index", "0")],
+        )
+    }
+
+    fn run_started() -> ShimEvent {
+        ShimEvent::RunStarted {
+            path: "/app".into(),
+            pid: 7,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_instance_whose_process_exits_is_crashed_and_destroyed() {
+        let fake = FakeRuntime::new();
+        let exited = ShimEvent::Exited {
+            failed: true,
+            reason: "exit status 1".into(),
+            stopped: false,
+            result: None,
+        };
+        fake.put(lrp("i-0"), true, vec![run_started(), exited]);
+        let rep = rep(fake.clone());
+        let (handle, slot) = lrp_slot("web", 0, "i-0", Phase::Claimed, Some(Instant::now()));
+        rep.slots.lock().unwrap().insert(handle, slot);
+        let d = models::DesiredLrp {
+            process_guid: "web".into(),
+            ..Default::default()
+        };
+        rep.supervise_lrp(lrp("i-0"), d, 0, false, Instant::now())
+            .await;
+        assert_eq!(fake.calls(), vec![Call::Destroy("i-0".into())]);
+        assert_eq!(rep.metrics.crashes.get(), 1);
+        assert!(rep.slots.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_healthy_instance_the_bbs_will_not_start_is_stopped_and_destroyed() {
+        let fake = FakeRuntime::new();
+        fake.put(lrp("i-0"), true, vec![run_started()]);
+        let rep = rep(fake.clone());
+        let (handle, slot) = lrp_slot("web", 0, "i-0", Phase::Claimed, Some(Instant::now()));
+        rep.slots.lock().unwrap().insert(handle, slot);
+        let check = models::Action {
+            action: Some(A::Run(models::RunAction {
+                path: "true".into(),
+                ..Default::default()
+            })),
+        };
+        let d = models::DesiredLrp {
+            process_guid: "web".into(),
+            monitor: Some(check),
+            ..Default::default()
+        };
+        rep.supervise_lrp(lrp("i-0"), d, 0, false, Instant::now())
+            .await;
+        assert_eq!(
+            fake.calls(),
+            vec![Call::Check("i-0".into()), Call::Destroy("i-0".into())]
+        );
+        assert_eq!(rep.metrics.crashes.get(), 0);
+        assert!(rep.slots.lock().unwrap().is_empty());
+    }
+}
