@@ -97,8 +97,13 @@ impl FakeRuntime {
     }
 }
 
-/// A rep of cell [`CELL`] over `runtime`, whose BBS refuses every connection.
+/// A rep of cell [`CELL`] over `runtime`, with the default config.
 pub fn rep(runtime: Arc<FakeRuntime>) -> Arc<Rep<FakeRuntime>> {
+    rep_with(RepConfig::new(CELL, "127.0.0.1:1800"), runtime)
+}
+
+/// A rep of config `cfg` over `runtime`, whose BBS refuses every connection.
+pub fn rep_with(cfg: RepConfig, runtime: Arc<FakeRuntime>) -> Arc<Rep<FakeRuntime>> {
     // A port nobody listens on: every BBS call fails at once.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -107,11 +112,7 @@ pub fn rep(runtime: Arc<FakeRuntime>) -> Arc<Rep<FakeRuntime>> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("an endpoint")
         .connect_lazy();
-    Rep::new(
-        RepConfig::new(CELL, "127.0.0.1:1800"),
-        BbsClient::new(channel),
-        runtime,
-    )
+    Rep::new(cfg, BbsClient::new(channel), runtime)
 }
 
 /// Waits (up to 5 s) until `done` holds; whether it did.

@@ -405,3 +405,49 @@ impl rep_api::rep_server::Rep for RepGrpc {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{rep_with, FakeRuntime};
+    use super::fixtures::{lrp_slot, task_slot, CELL};
+    use super::*;
+
+    #[tokio::test]
+    async fn reserve_takes_what_fits_once_and_nothing_while_evacuating() {
+        let mut cfg = RepConfig::new(CELL, "127.0.0.1:1800");
+        cfg.capacity = Resources {
+            memory_mb: 150,
+            disk_mb: 1000,
+            containers: 3,
+        };
+        let rep = rep_with(cfg, FakeRuntime::new());
+        // Each fixture slot holds 64 MB of memory and 128 MB of disk.
+        let (h0, s0) = lrp_slot("web", 0, "i-0", Phase::Reserved, None);
+        assert!(rep.reserve(&h0, s0.clone()));
+        assert!(!rep.reserve(&h0, s0), "the same handle twice");
+        let (t1, s1) = task_slot("t-1", Phase::Claimed, Some(Instant::now()));
+        assert!(rep.reserve(&t1, s1));
+        let (h2, s2) = lrp_slot("web", 2, "i-2", Phase::Reserved, None);
+        assert!(!rep.reserve(&h2, s2.clone()), "past the memory");
+
+        let state = rep.state();
+        assert_eq!(state.cell_id, CELL);
+        assert_eq!(
+            state.available,
+            Some(Resources {
+                memory_mb: 22,
+                disk_mb: 744,
+                containers: 1
+            })
+        );
+        assert_eq!(state.lrps.len(), 1);
+        assert_eq!(state.lrps[0].process_guid, "web");
+        assert_eq!(state.starting_containers, 2);
+        assert!(!state.evacuating);
+
+        rep.release(&t1);
+        rep.evacuating.store(true, Ordering::SeqCst);
+        assert!(!rep.reserve(&h2, s2), "nothing new while evacuating");
+        assert!(rep.state().evacuating);
+    }
+}
