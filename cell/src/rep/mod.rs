@@ -9,9 +9,12 @@
 //! instances over as Diego does and leaves once they run elsewhere.
 //!
 //! This module holds the rep itself (its config, its slots of reserved room and the
-//! auctioneer's `State`); the rest lives in rooms of its own: [`presence`],
-//! [`perform`], [`lrp`] (supervision), [`tasks`], [`readopt`], [`sync`], [`events`],
-//! [`evacuation`] and [`volumes`].
+//! auctioneer's `State`); the rest lives in rooms of its own: `presence`,
+//! `perform`, `lrp` (supervision, over the pure `health` state machine),
+//! `tasks`, `readopt`, `sync` (a pure `reconcile` and its runner), `events`,
+//! `evacuation` and `volumes`. The rep drives containers through the [`Runtime`]
+//! trait (`runtime`) and makes every BBS call through `bbs`; the pure decisions
+//! in each room do neither.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

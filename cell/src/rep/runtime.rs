@@ -102,7 +102,7 @@ impl Runtime for Executor {
     }
 
     /// Runs the check through the shim (`DIR --exec RUN_ACTION_JSON`), within
-    /// [`COMMAND_CHECK_TIMEOUT`].
+    /// 30 seconds.
     async fn command_check(&self, handle: &str, run: models::RunAction) -> Result<(), String> {
         let shim = &self.config().shim;
         let json = serde_json::to_string(&run).map_err(|e| e.to_string())?;
