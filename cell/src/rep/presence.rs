@@ -4,9 +4,9 @@
 
 use super::*;
 
-impl Rep {
+impl<R: Runtime> Rep<R> {
     pub(super) fn presence(&self) -> models::CellPresence {
-        let providers = self.exec.config().providers.names();
+        let providers = self.exec.providers().names();
         models::CellPresence {
             cell_id: self.cfg.cell_id.clone(),
             rep_address: self.cfg.rep_address.clone(),
@@ -30,7 +30,7 @@ impl Rep {
             .into_iter()
             // OCI layouts under its --oci-root directories, when it has some.
             .chain(
-                (!self.exec.config().providers.oci_roots.is_empty()).then(|| models::Provider {
+                (!self.exec.providers().oci_roots.is_empty()).then(|| models::Provider {
                     name: "oci".into(),
                     properties: vec![],
                 }),
@@ -47,18 +47,11 @@ impl Rep {
     }
 
     /// Registers the cell under a fresh lease: (lease id).
-    async fn announce(&self, bbs: &mut BbsClient<Channel>) -> Result<i64, tonic::Status> {
+    async fn announce(&self, bbs: &RepBbs) -> Result<i64, tonic::Status> {
         let ttl = self.cfg.lease_ttl.as_secs().max(1) as i64;
-        let lease = bbs
-            .grant_lease(api::GrantLeaseRequest { ttl_seconds: ttl })
-            .await?
-            .into_inner();
-        bbs.set_cell_presence(api::SetCellPresenceRequest {
-            cell: Some(self.presence()),
-            lease_id: lease.lease_id,
-        })
-        .await?;
-        Ok(lease.lease_id)
+        let lease_id = bbs.grant_lease(ttl).await?;
+        bbs.set_cell_presence(self.presence(), lease_id).await?;
+        Ok(lease_id)
     }
 
     /// Holds the cell's presence: registers it, renews its lease every third of the
@@ -66,11 +59,11 @@ impl Rep {
     /// while the process was paused or cut off, revoked, or not renewable. The
     /// containers keep running throughout.
     pub(super) async fn hold_presence(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut bbs = self.bbs();
+        let bbs = self.bbs.clone();
         let mut lease_id = 0;
         let mut announced_before = false;
         loop {
-            match self.announce(&mut bbs).await {
+            match self.announce(&bbs).await {
                 Ok(id) => {
                     lease_id = id;
                     tracing::info!(cell = %self.cfg.cell_id, lease_id, "cell presence held");
@@ -80,7 +73,7 @@ impl Rep {
                         self.sync_now.notify_one();
                     }
                     announced_before = true;
-                    if let Some(why) = self.keep_lease(&mut bbs, lease_id, &shutdown).await {
+                    if let Some(why) = self.keep_lease(&bbs, lease_id, &shutdown).await {
                         tracing::warn!(cell = %self.cfg.cell_id, "cell lease lost ({why}): registering again");
                         continue;
                     }
@@ -96,14 +89,14 @@ impl Rep {
             }
         }
         if lease_id != 0 {
-            let _ = bbs.revoke_lease(api::LeaseRequest { lease_id }).await;
+            let _ = bbs.revoke_lease(lease_id).await;
         }
     }
 
     /// Renews `lease_id` until shutdown (`None`) or until it is gone (why).
     async fn keep_lease(
         &self,
-        bbs: &mut BbsClient<Channel>,
+        bbs: &RepBbs,
         lease_id: i64,
         shutdown: &CancellationToken,
     ) -> Option<String> {
@@ -113,10 +106,7 @@ impl Rep {
                 _ = shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(every) => {}
             }
-            let answer = bbs
-                .keep_alive_lease(api::LeaseRequest { lease_id })
-                .await
-                .map(|r| r.into_inner().ttl_seconds);
+            let answer = bbs.keep_alive_lease(lease_id).await;
             if let LeaseState::Gone(why) = lease_state(answer) {
                 return Some(why);
             }

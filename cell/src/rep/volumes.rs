@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Rep {
+impl<R: Runtime> Rep<R> {
     /// Makes this cell's volumes what the BBS says: PENDING ones are created, REMOVING
     /// ones removed once no container mounts them, READY ones checked and their use
     /// reported. Volumes here that the BBS does not know are left alone (never deleted
@@ -12,14 +12,8 @@ impl Rep {
         let Some(driver) = self.exec.volumes().cloned() else {
             return Ok(());
         };
-        let mut bbs = self.bbs();
-        let records = bbs
-            .volumes(api::VolumesRequest {
-                cell_id: self.cfg.cell_id.clone(),
-            })
-            .await?
-            .into_inner()
-            .volumes;
+        let bbs = &self.bbs;
+        let records = bbs.volumes(&self.cfg.cell_id).await?;
         if records.is_empty() {
             return Ok(());
         }
@@ -101,35 +95,70 @@ impl Rep {
                     };
                     bbs.set_volume_state(req).await?;
                 }
-                V::Removing => {
-                    if self.exec.uses_volume(&name) {
-                        continue;
-                    }
-                    let (d, n) = (vols.clone(), name.clone());
-                    let removed = tokio::task::spawn_blocking(move || {
-                        let vols = d;
-                        match vols.info(&n) {
-                            Ok(_) => vols.remove(&n),
-                            Err(_) => Ok(()),
-                        }
-                    })
-                    .await
-                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
-                    match removed {
-                        Ok(()) => {
-                            bbs.volume_removed(api::VolumeRemovedRequest {
-                                name: name.clone(),
-                                cell_id: self.cfg.cell_id.clone(),
-                            })
-                            .await?;
-                            tracing::info!(volume = %name, "volume removed");
-                        }
-                        Err(e) => tracing::warn!(volume = %name, "removing volume: {e:#}"),
-                    }
-                }
+                V::Removing => self.remove_volume(&vols, &name).await?,
                 V::Failed | V::Invalid => {}
             }
         }
         Ok(())
+    }
+
+    /// Removes volume `name` (a REMOVING one) once no container mounts it, and tells
+    /// the BBS it is gone.
+    async fn remove_volume(
+        &self,
+        vols: &Arc<crate::volume::Volumes>,
+        name: &str,
+    ) -> Result<(), tonic::Status> {
+        if self.exec.uses_volume(name) {
+            return Ok(());
+        }
+        let (d, n) = (vols.clone(), name.to_string());
+        let removed = tokio::task::spawn_blocking(move || {
+            let vols = d;
+            match vols.info(&n) {
+                Ok(_) => vols.remove(&n),
+                Err(_) => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        match removed {
+            Ok(()) => {
+                self.bbs.volume_removed(name, &self.cfg.cell_id).await?;
+                tracing::info!(volume = %name, "volume removed");
+            }
+            Err(e) => tracing::warn!(volume = %name, "removing volume: {e:#}"),
+        }
+        Ok(())
+    }
+
+    /// Publishes the pool's and the volumes' figures, warning (in the cell's log, which
+    /// `ltc debug-logs` shows) when the pool passes 80%.
+    pub(super) async fn report_pool(&self, vols: &Arc<crate::volume::Volumes>) {
+        let v = vols.clone();
+        let Ok(Ok((pool, list))) =
+            tokio::task::spawn_blocking(move || anyhow::Ok((v.pool()?, v.list()?))).await
+        else {
+            return;
+        };
+        let m = &self.metrics;
+        m.volume_pool
+            .with_label_values(&["size"])
+            .set(pool.size_bytes as i64);
+        m.volume_pool
+            .with_label_values(&["used"])
+            .set(pool.used_bytes as i64);
+        m.volumes.reset();
+        for v in &list {
+            m.volumes
+                .with_label_values(&[&v.name, "size"])
+                .set(v.size_bytes as i64);
+            m.volumes
+                .with_label_values(&[&v.name, "used"])
+                .set(v.used_bytes as i64);
+        }
+        if let Some(w) = &pool.warning {
+            tracing::warn!(cell = %self.cfg.cell_id, "{w}");
+        }
     }
 }
