@@ -21,6 +21,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
 use futures::{Stream, StreamExt};
+use lattice_specs::errors::ErrorName;
 use lattice_specs::logs::{decode_ndjson, LogBuffer};
 use lattice_specs::models::Domain;
 use lattice_specs::receptor::{
@@ -82,53 +83,59 @@ impl ApiState {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    name: String,
+    name: ErrorName,
     message: String,
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, name: &str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, name: ErrorName, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            name: name.into(),
+            name,
             message: message.into(),
         }
     }
 
     pub(crate) fn unknown(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Unknown", message)
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorName::Unknown,
+            message,
+        )
     }
 
-    pub(crate) fn conflict(name: &str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn conflict(name: ErrorName, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, name, message)
     }
 
     pub(crate) fn invalid_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", message)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorName::InvalidRequest, message)
     }
 
     /// Map a BBS error; `invalid_name` is what validation failures are called
     /// here (the receptor said InvalidTask / InvalidLRP / InvalidRequest).
-    pub(crate) fn from_db(e: DbError, invalid_name: &str) -> ApiError {
+    pub(crate) fn from_db(e: DbError, invalid_name: ErrorName) -> ApiError {
         let msg = e.to_string();
         match &e {
             DbError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, invalid_name, msg),
-            DbError::NotFound { name, .. } => ApiError::new(StatusCode::NOT_FOUND, name, msg),
-            DbError::AlreadyExists { name, .. } => ApiError::new(StatusCode::CONFLICT, name, msg),
+            DbError::NotFound { name, .. } => ApiError::new(StatusCode::NOT_FOUND, *name, msg),
+            DbError::AlreadyExists { name, .. } => ApiError::new(StatusCode::CONFLICT, *name, msg),
             DbError::Refused(m) => {
                 let name = match m.name() {
-                    "TaskNotResolvable" => "TaskNotDeletable",
+                    ErrorName::TaskNotResolvable => ErrorName::TaskNotDeletable,
                     other => other,
                 };
                 ApiError::new(StatusCode::CONFLICT, name, msg)
             }
             DbError::Store(StoreError::Unavailable(_)) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "StoreUnavailable",
+                ErrorName::StoreUnavailable,
                 format!("{msg}; retry when the store is back"),
             ),
-            DbError::Contended(_) => ApiError::new(StatusCode::CONFLICT, "ResourceConflict", msg),
-            DbError::Conflict { name, .. } => ApiError::new(StatusCode::CONFLICT, name, msg),
+            DbError::Contended(_) => {
+                ApiError::new(StatusCode::CONFLICT, ErrorName::ResourceConflict, msg)
+            }
+            DbError::Conflict { name, .. } => ApiError::new(StatusCode::CONFLICT, *name, msg),
             _ => ApiError::unknown(msg),
         }
     }
@@ -139,7 +146,7 @@ impl IntoResponse for ApiError {
         (
             self.status,
             Json(receptor::Error {
-                name: self.name,
+                name: self.name.to_string(),
                 message: self.message,
             }),
         )
@@ -153,7 +160,7 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 /// default (which validation then refuses field by field, as the receptor did).
 pub(crate) fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {
     receptor::parse_request(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "InvalidJSON", e.message))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorName::InvalidJSON, e.message))
 }
 
 fn created() -> Response {
@@ -175,7 +182,7 @@ async fn create_task(State(s): State<ApiState>, body: Bytes) -> ApiResult<Respon
     let (guid, domain, def) = req.into_model();
     s.db.desire_task(&guid, &domain, def)
         .await
-        .map_err(|e| ApiError::from_db(e, "InvalidTask"))?;
+        .map_err(|e| ApiError::from_db(e, ErrorName::InvalidTask))?;
     tracing::info!(task_guid = %guid, "task desired");
     Ok(created())
 }
@@ -192,7 +199,7 @@ async fn list_tasks(
         .await;
     Ok(Json(
         tasks
-            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
             .into_iter()
             .map(TaskResponse::from)
             .collect(),
@@ -206,7 +213,7 @@ async fn get_task(
     Ok(Json(
         s.db.task(&guid)
             .await
-            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
             .into(),
     ))
 }
@@ -225,22 +232,22 @@ async fn delete_task(State(s): State<ApiState>, Path(guid): Path<String>) -> Api
         Err(DbError::Refused(_)) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "TaskNotDeletable",
+                ErrorName::TaskNotDeletable,
                 format!("task {guid} has not completed; cancel it or retry when it is COMPLETED"),
             ))
         }
-        Err(e) => return Err(ApiError::from_db(e, "InvalidRequest")),
+        Err(e) => return Err(ApiError::from_db(e, ErrorName::InvalidRequest)),
     }
     s.db.delete_task(&guid)
         .await
-        .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+        .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
     Ok(no_content())
 }
 
 async fn cancel_task(State(s): State<ApiState>, Path(guid): Path<String>) -> ApiResult<Response> {
     s.db.cancel_task(&guid)
         .await
-        .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+        .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
     Ok(no_content())
 }
 
@@ -252,7 +259,7 @@ async fn create_desired_lrp(State(s): State<ApiState>, body: Bytes) -> ApiResult
     let guid = d.process_guid.clone();
     s.db.desire_lrp(d)
         .await
-        .map_err(|e| ApiError::from_db(e, "InvalidLRP"))?;
+        .map_err(|e| ApiError::from_db(e, ErrorName::InvalidLRP))?;
     tracing::info!(process_guid = %guid, "LRP desired");
     Ok(created())
 }
@@ -264,7 +271,7 @@ async fn list_desired_lrps(
     let all =
         s.db.desired_lrps(domain_filter(&q))
             .await
-            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
     Ok(Json(
         all.into_iter().map(DesiredLrpResponse::from).collect(),
     ))
@@ -277,7 +284,7 @@ async fn get_desired_lrp(
     Ok(Json(
         s.db.desired_lrp(&guid)
             .await
-            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
             .into(),
     ))
 }
@@ -290,7 +297,7 @@ async fn update_desired_lrp(
     let req: receptor::DesiredLrpUpdateRequest = parse_body(&body)?;
     s.db.update_desired_lrp(&guid, req.into_model())
         .await
-        .map_err(|e| ApiError::from_db(e, "InvalidLRP"))?;
+        .map_err(|e| ApiError::from_db(e, ErrorName::InvalidLRP))?;
     Ok(no_content())
 }
 
@@ -300,7 +307,7 @@ async fn delete_desired_lrp(
 ) -> ApiResult<Response> {
     s.db.remove_desired_lrp(&guid)
         .await
-        .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+        .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
     Ok(no_content())
 }
 
@@ -313,7 +320,7 @@ async fn list_actual_lrps(
     let all =
         s.db.actual_lrps(domain_filter(&q), "", "", None)
             .await
-            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
     Ok(Json(all.into_iter().map(ActualLrpResponse::from).collect()))
 }
 
@@ -324,7 +331,7 @@ async fn actual_lrps_by_guid(
     let all =
         s.db.actual_lrps("", "", &guid, None)
             .await
-            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
     Ok(Json(all.into_iter().map(ActualLrpResponse::from).collect()))
 }
 
@@ -334,7 +341,7 @@ async fn actual_lrp_usage(
     State(s): State<ApiState>,
     Path(guid): Path<String>,
 ) -> ApiResult<Json<Vec<receptor::ContainerUsage>>> {
-    let invalid = |e| ApiError::from_db(e, "InvalidRequest");
+    let invalid = |e| ApiError::from_db(e, ErrorName::InvalidRequest);
     let instances: HashMap<String, String> =
         s.db.actual_lrps("", "", &guid, None)
             .await
@@ -368,14 +375,14 @@ async fn actual_lrp_by_index(
     let all =
         s.db.actual_lrps("", "", &guid, Some(index))
             .await
-            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
     // Prefer the ordinary record; an evacuating or suspect copy alone is still reported.
     let mut all: Vec<_> = all.into_iter().map(ActualLrpResponse::from).collect();
     all.sort_by_key(|a| a.presence != "ORDINARY");
     all.into_iter().next().map(Json).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "ActualLRPIndexNotFound",
+            ErrorName::ActualLRPIndexNotFound,
             format!("actual LRP {guid} index {index} not found"),
         )
     })
@@ -389,7 +396,7 @@ async fn kill_actual_lrp(
     let index = parse_index(&index)?;
     s.db.retire_actual_lrp(&guid, index)
         .await
-        .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+        .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
     Ok(no_content())
 }
 
@@ -399,7 +406,7 @@ async fn list_cells(State(s): State<ApiState>) -> ApiResult<Json<Vec<CellRespons
     let cells =
         s.db.cells()
             .await
-            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
     Ok(Json(cells.into_iter().map(CellResponse::from).collect()))
 }
 
@@ -439,7 +446,7 @@ async fn upsert_domain(
         ttl_seconds: ttl,
     })
     .await
-    .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+    .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
     Ok(no_content())
 }
 
@@ -447,7 +454,7 @@ async fn list_domains(State(s): State<ApiState>) -> ApiResult<Json<Vec<String>>>
     let d =
         s.db.domains()
             .await
-            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?;
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
     Ok(Json(d.into_iter().map(|d| d.name).collect()))
 }
 
@@ -491,7 +498,7 @@ async fn get_logs(
     let reps: Vec<String> =
         s.db.cells()
             .await
-            .map_err(|e| ApiError::from_db(e, "InvalidRequest"))?
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
             .into_iter()
             .map(|c| c.rep_address)
             .collect();
@@ -545,7 +552,7 @@ async fn post_logs(
     if !may_post_logs(s.basic_auth.is_some(), peer) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "Forbidden",
+            ErrorName::Forbidden,
             "without API credentials only callers over loopback may post log lines: give the API credentials (--basic-auth) and post with them",
         ));
     }
@@ -572,7 +579,7 @@ pub(crate) fn blob_store(s: &ApiState) -> Result<&crate::blobs::BlobStore, ApiEr
     s.blobs.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "BlobStoreUnavailable",
+            ErrorName::BlobStoreUnavailable,
             "this BBS keeps no blobs: start it with --blob-dir DIR (lattice up always has one)",
         )
     })
@@ -585,7 +592,7 @@ fn blob_name(name: &str) -> Result<(), ApiError> {
 fn blob_not_found(name: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "BlobNotFound",
+        ErrorName::BlobNotFound,
         format!("no blob {name}: GET /v1/blobs lists them"),
     )
 }
@@ -610,7 +617,7 @@ async fn put_blob(
         .map_err(|e| match e {
             crate::blobs::PutError::ChecksumMismatch { .. } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "ChecksumMismatch",
+                ErrorName::ChecksumMismatch,
                 e.to_string(),
             ),
             crate::blobs::PutError::Interrupted(_) => ApiError::invalid_request(e.to_string()),
@@ -695,7 +702,7 @@ async fn basic_auth(State(s): State<ApiState>, req: Request, next: Next) -> Resp
                     .ok()
             });
         if given.as_deref() != Some(expected.as_bytes()) {
-            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "missing or wrong credentials: use HTTP Basic auth (ltc target URL with user and password)")
+            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, ErrorName::Unauthorized, "missing or wrong credentials: use HTTP Basic auth (ltc target URL with user and password)")
                 .into_response();
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -708,13 +715,13 @@ async fn basic_auth(State(s): State<ApiState>, req: Request, next: Next) -> Resp
 }
 
 /// The error name of an answer axum made itself (a body too large, a bad query…).
-fn rejection_name(status: StatusCode) -> &'static str {
+fn rejection_name(status: StatusCode) -> ErrorName {
     match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
-        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
-        s if s.is_server_error() => "Unknown",
-        _ => "InvalidRequest",
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorName::RequestEntityTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorName::UnsupportedMediaType,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorName::MethodNotAllowed,
+        s if s.is_server_error() => ErrorName::Unknown,
+        _ => ErrorName::InvalidRequest,
     }
 }
 
@@ -824,7 +831,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(v1)
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such API path; see /v1/tasks, /v1/desired_lrps, /v1/actual_lrps, /v1/cells, /v1/domains, /v1/events") })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, ErrorName::NotFound, "no such API path; see /v1/tasks, /v1/desired_lrps, /v1/actual_lrps, /v1/cells, /v1/domains, /v1/events") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(observe))

@@ -7,9 +7,11 @@ use std::time::Duration;
 use futures::Stream;
 use lattice_specs::bbs_api::bbs_server::{Bbs, BbsServer};
 use lattice_specs::bbs_api::*;
+use lattice_specs::errors::{ErrorName, ERROR_NAME_KEY};
 use lattice_specs::events::Event;
 use lattice_specs::models::ActualLrpInstanceKey;
 use lattice_specs::validation::{FieldError, ValidationErrors};
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::db::{Db, DbError};
@@ -17,7 +19,6 @@ use crate::events::EventHub;
 use crate::metrics::observe;
 use crate::store::StoreError;
 
-pub const ERROR_NAME_KEY: &str = "lattice-error";
 /// Request metadata carrying a lock holder's fencing token: `NAME@REVISION`.
 pub const FENCE_KEY: &str = "lattice-fence";
 
@@ -36,17 +37,19 @@ pub fn status_of(e: &DbError) -> Status {
         _ => tonic::Code::Internal,
     };
     let mut s = Status::new(code, e.to_string());
-    if let Ok(v) = e.name().parse() {
-        s.metadata_mut().insert(ERROR_NAME_KEY, v);
-    }
+    s.metadata_mut().insert(
+        ERROR_NAME_KEY,
+        MetadataValue::from_static(e.name().as_str()),
+    );
     s
 }
 
-/// The error name a BBS status carries (e.g. "ActualLRPCannotBeClaimed").
-pub fn error_name(s: &Status) -> Option<&str> {
+/// The error name a BBS status carries, if this build knows it.
+pub fn error_name(s: &Status) -> Option<ErrorName> {
     s.metadata()
         .get(ERROR_NAME_KEY)
         .and_then(|v| v.to_str().ok())
+        .and_then(ErrorName::parse)
 }
 
 fn missing(field: &str) -> DbError {
@@ -94,7 +97,7 @@ impl BbsGrpc {
 
     fn api(&self) -> Result<&crate::api::ApiState, DbError> {
         self.api.as_ref().ok_or_else(|| DbError::Conflict {
-            name: "BlobStoreUnavailable",
+            name: ErrorName::BlobStoreUnavailable,
             message: "this BBS keeps no blobs: start it with --blob-dir DIR".into(),
         })
     }
@@ -686,7 +689,7 @@ impl Bbs for BbsGrpc {
             let db = self.db_for(&r)?;
             let api = self.api()?;
             api.blobs.as_ref().ok_or_else(|| DbError::Conflict {
-                name: "BlobStoreUnavailable",
+                name: ErrorName::BlobStoreUnavailable,
                 message: "this BBS keeps no blobs: start it with --blob-dir DIR".into(),
             })?;
             let r = r.into_inner();

@@ -1,5 +1,6 @@
 //! Volume backups (recorded with the task that makes them) and backup schedules.
 
+use lattice_specs::errors::ErrorName;
 use lattice_specs::models::backup::State as BackupState;
 use lattice_specs::models::volume::State as VolumeState;
 use lattice_specs::models::{Backup, BackupSchedule, Task, TaskDefinition, Volume};
@@ -24,7 +25,7 @@ impl Db {
                 .ok_or_else(|| DbError::volume_not_found(&b.volume))?;
             if v.state() != VolumeState::Ready {
                 return Err(DbError::Conflict {
-                    name: "VolumeNotReady",
+                    name: ErrorName::VolumeNotReady,
                     message: format!(
                         "volume {} is {}: only a READY volume can be backed up",
                         b.volume,
@@ -53,7 +54,7 @@ impl Db {
             if !r.succeeded {
                 if self.store.get(&bk).await?.is_some() {
                     return Err(DbError::AlreadyExists {
-                        name: "BackupAlreadyExists",
+                        name: ErrorName::BackupAlreadyExists,
                         message: format!("backup {} already exists", b.id),
                     });
                 }
@@ -104,7 +105,7 @@ impl Db {
             .is_none()
         {
             return Err(DbError::AlreadyExists {
-                name: "BackupAlreadyExists",
+                name: ErrorName::BackupAlreadyExists,
                 message: format!("backup {} already exists", b.id),
             });
         }
@@ -117,7 +118,7 @@ impl Db {
             let b = cur.ok_or_else(|| DbError::backup_not_found(id))?;
             if b.state() == BackupState::Running {
                 return Err(DbError::Conflict {
-                    name: "BackupRunning",
+                    name: ErrorName::BackupRunning,
                     message: format!(
                         "backup {id} is still running (task {}): cancel it with `ltc cancel-task {}`",
                         b.task_guid, b.task_guid
@@ -161,7 +162,7 @@ impl Db {
             &format!("{SCHEDULE}{volume}"),
             |cur: Option<BackupSchedule>| {
                 cur.ok_or_else(|| DbError::NotFound {
-                    name: "ScheduleNotFound",
+                    name: ErrorName::ScheduleNotFound,
                     message: format!("volume {volume} has no backup schedule"),
                 })?;
                 Ok((Write::Delete, ()))

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use lattice_specs::actual_lrp as alrp;
+use lattice_specs::errors::ErrorName;
 use lattice_specs::models::{DesiredLrp, DesiredLrpUpdate, ModificationTag};
 use lattice_specs::{now_nanos, validation};
 use prost::Message;
@@ -23,7 +24,7 @@ impl Db {
         let key = desired_key(&d.process_guid);
         if self.create(&key, d.encode_to_vec(), 0).await?.is_none() {
             return Err(DbError::AlreadyExists {
-                name: "DesiredLRPAlreadyExists",
+                name: ErrorName::DesiredLRPAlreadyExists,
                 message: format!("desired LRP {} already exists", d.process_guid),
             });
         }

@@ -37,6 +37,7 @@ mod volumes;
 
 use std::sync::Arc;
 
+use lattice_specs::errors::ErrorName;
 use lattice_specs::task as task_sm;
 use lattice_specs::validation::ValidationErrors;
 use lattice_specs::ModelError;
@@ -76,15 +77,16 @@ pub fn cell_key(id: &str) -> String {
     format!("{CELL}{id}")
 }
 
-/// Why a BBS request failed. `name()` is the receptor-style error name.
+/// Why a BBS request failed. `name()` is the receptor-style error name, the one
+/// the public API's JSON and the gRPC `lattice-error` metadata carry.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DbError {
     #[error("{0}")]
     Invalid(#[from] ValidationErrors),
     #[error("{message}")]
-    NotFound { name: &'static str, message: String },
+    NotFound { name: ErrorName, message: String },
     #[error("{message}")]
-    AlreadyExists { name: &'static str, message: String },
+    AlreadyExists { name: ErrorName, message: String },
     #[error("{0}")]
     Refused(#[from] ModelError),
     #[error("{0}")]
@@ -95,55 +97,55 @@ pub enum DbError {
     Corrupt { key: String, reason: String },
     /// Refused because of other records (a volume in use, a backup still running…).
     #[error("{message}")]
-    Conflict { name: &'static str, message: String },
+    Conflict { name: ErrorName, message: String },
     /// The caller's lock (e.g. the brain's leadership) changed hands: it must stop acting.
     #[error("lock {lock} is no longer held at revision {revision}: this caller lost it and must not write")]
     Fenced { lock: String, revision: i64 },
 }
 
 impl DbError {
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> ErrorName {
         match self {
-            DbError::Invalid(_) => "InvalidRequest",
+            DbError::Invalid(_) => ErrorName::InvalidRequest,
             DbError::NotFound { name, .. }
             | DbError::AlreadyExists { name, .. }
-            | DbError::Conflict { name, .. } => name,
+            | DbError::Conflict { name, .. } => *name,
             DbError::Refused(e) => e.name(),
-            DbError::Store(StoreError::Unavailable(_)) => "StoreUnavailable",
-            DbError::Store(StoreError::LeaseNotFound(_)) => "LeaseNotFound",
-            DbError::Store(_) | DbError::Corrupt { .. } => "Unknown",
-            DbError::Contended(_) => "ResourceConflict",
-            DbError::Fenced { .. } => "LockLost",
+            DbError::Store(StoreError::Unavailable(_)) => ErrorName::StoreUnavailable,
+            DbError::Store(StoreError::LeaseNotFound(_)) => ErrorName::LeaseNotFound,
+            DbError::Store(_) | DbError::Corrupt { .. } => ErrorName::Unknown,
+            DbError::Contended(_) => ErrorName::ResourceConflict,
+            DbError::Fenced { .. } => ErrorName::LockLost,
         }
     }
 
     fn desired_not_found(guid: &str) -> DbError {
         DbError::NotFound {
-            name: "DesiredLRPNotFound",
+            name: ErrorName::DesiredLRPNotFound,
             message: format!("desired LRP {guid} not found"),
         }
     }
     fn actual_not_found(guid: &str, index: i32) -> DbError {
         DbError::NotFound {
-            name: "ActualLRPIndexNotFound",
+            name: ErrorName::ActualLRPIndexNotFound,
             message: format!("actual LRP {guid} index {index} not found"),
         }
     }
     fn volume_not_found(name: &str) -> DbError {
         DbError::NotFound {
-            name: "VolumeNotFound",
+            name: ErrorName::VolumeNotFound,
             message: format!("volume {name} not found: `ltc volume list` shows the volumes"),
         }
     }
     fn backup_not_found(id: &str) -> DbError {
         DbError::NotFound {
-            name: "BackupNotFound",
+            name: ErrorName::BackupNotFound,
             message: format!("backup {id} not found: `ltc backup list` shows the backups"),
         }
     }
     fn task_not_found(guid: &str) -> DbError {
         DbError::NotFound {
-            name: "TaskNotFound",
+            name: ErrorName::TaskNotFound,
             message: format!("task {guid} not found"),
         }
     }

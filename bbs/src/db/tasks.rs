@@ -1,5 +1,6 @@
 //! Tasks: desire, list, and every transition, checked by `lattice_specs::task`.
 
+use lattice_specs::errors::ErrorName;
 use lattice_specs::models::{Task, TaskDefinition};
 use lattice_specs::{now_nanos, task as task_sm, validation, ModelError};
 use prost::Message;
@@ -20,7 +21,7 @@ impl Db {
         let key = task_key(task_guid);
         if self.create(&key, task.encode_to_vec(), 0).await?.is_none() {
             return Err(DbError::AlreadyExists {
-                name: "TaskGuidAlreadyExists",
+                name: ErrorName::TaskGuidAlreadyExists,
                 message: format!("task {task_guid} already exists"),
             });
         }

@@ -1,6 +1,7 @@
 //! Volumes: the records cells make volumes from, their users, growth and
 //! removal, and the check that every volume a container mounts is usable.
 
+use lattice_specs::errors::ErrorName;
 use lattice_specs::models::volume::State as VolumeState;
 use lattice_specs::models::{CellPresence, Volume, VolumeMount};
 use lattice_specs::now_nanos;
@@ -18,7 +19,7 @@ impl Db {
         for m in mounts.iter().filter(|m| m.scratch_bytes == 0) {
             let v = self.volume(&m.volume).await.map_err(|e| match e {
                 DbError::NotFound { .. } => DbError::Conflict {
-                    name: "VolumeNotFound",
+                    name: ErrorName::VolumeNotFound,
                     message: format!(
                         "volume {} does not exist: create it with `ltc volume create {} --size 1G`",
                         m.volume, m.volume
@@ -28,7 +29,7 @@ impl Db {
             })?;
             if v.state() == VolumeState::Removing || v.state() == VolumeState::Failed {
                 return Err(DbError::Conflict {
-                    name: "VolumeNotUsable",
+                    name: ErrorName::VolumeNotUsable,
                     message: format!(
                         "volume {} is {}{}",
                         m.volume,
@@ -78,7 +79,7 @@ impl Db {
         let cell = if !cell_id.is_empty() {
             if !cells.iter().any(|c| c.cell_id == cell_id) {
                 return Err(DbError::Conflict {
-                    name: "CellNotFound",
+                    name: ErrorName::CellNotFound,
                     message: format!(
                         "cell {cell_id} is not present or has no local volume driver: `ltc cells` lists the cells and their drivers"
                     ),
@@ -99,7 +100,7 @@ impl Db {
                 .min_by_key(|c| (held(&c.cell_id), c.cell_id.clone()))
                 .map(|c| c.cell_id.clone())
                 .ok_or_else(|| DbError::Conflict {
-                    name: "NoVolumeDriver",
+                    name: ErrorName::NoVolumeDriver,
                     message: "no cell offers the local volume driver: start a cell with a volume pool (`lattice cell --volume-pool-size 20G`)".into(),
                 })?
         };
@@ -121,7 +122,7 @@ impl Db {
             .is_none()
         {
             return Err(DbError::AlreadyExists {
-                name: "VolumeAlreadyExists",
+                name: ErrorName::VolumeAlreadyExists,
                 message: format!("volume {name} already exists: `ltc volume list` shows it"),
             });
         }
@@ -171,7 +172,7 @@ impl Db {
         let users = self.volume_users(name).await?;
         if !users.is_empty() {
             return Err(DbError::Conflict {
-                name: "VolumeInUse",
+                name: ErrorName::VolumeInUse,
                 message: format!(
                     "volume {name} is mounted by {}: remove those apps or tasks first",
                     users.join(", ")
@@ -203,7 +204,7 @@ impl Db {
             let mut v = cur.ok_or_else(|| DbError::volume_not_found(name))?;
             if v.state() != VolumeState::Ready {
                 return Err(DbError::Conflict {
-                    name: "VolumeNotReady",
+                    name: ErrorName::VolumeNotReady,
                     message: format!(
                         "volume {name} is {}: only a READY volume can grow",
                         lattice_specs::volume::state_name(v.state())
