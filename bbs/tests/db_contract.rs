@@ -563,6 +563,84 @@ async fn a_running_instance_on_a_lost_cell_becomes_suspect(db: Db) {
         .is_empty());
 }
 
+async fn an_evacuating_instance_serves_until_its_replacement_runs(db: Db) {
+    use lattice_bbs::db::KeepContainer;
+    use lattice_specs::models::actual_lrp::Presence;
+    let net = |a: &str| ActualLrpNetInfo {
+        address: a.into(),
+        ..Default::default()
+    };
+    let (me, other, replacement) = (
+        ik("i-1", "draining"),
+        ik("i-2", "draining-too"),
+        ik("i-3", "fresh"),
+    );
+    db.desire_lrp(lrp("ev", 1)).await.unwrap();
+    db.claim_actual_lrp("ev", 0, &me).await.unwrap();
+    db.start_actual_lrp("ev", 0, &me, net("10.0.0.1"))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        // (a retried call changes nothing)
+        assert_eq!(
+            db.evacuate_running("ev", 0, &me, net("10.0.0.1"))
+                .await
+                .unwrap(),
+            KeepContainer(true)
+        );
+    }
+    let all = db.actual_lrps("", "", "ev", Some(0)).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let copy = all
+        .iter()
+        .find(|a| a.presence() == Presence::Evacuating)
+        .unwrap();
+    assert_eq!(
+        (copy.state(), copy.instance_key.as_ref()),
+        (State::Running, Some(&me))
+    );
+    let ordinary = all
+        .iter()
+        .find(|a| a.presence() == Presence::Ordinary)
+        .unwrap();
+    assert_eq!(ordinary.state(), State::Unclaimed, "re-placed");
+    assert_eq!(
+        db.evacuate_running("ev", 0, &other, net("10.0.0.2"))
+            .await
+            .unwrap_err()
+            .name(),
+        ErrorName::InvalidStateTransition,
+        "one evacuating copy at a time"
+    );
+    db.claim_actual_lrp("ev", 0, &replacement).await.unwrap();
+    db.start_actual_lrp("ev", 0, &replacement, net("10.0.0.3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.evacuate_running("ev", 0, &me, net("10.0.0.1"))
+            .await
+            .unwrap(),
+        KeepContainer(false),
+        "the replacement runs: stop"
+    );
+    let all = db.actual_lrps("", "", "ev", Some(0)).await.unwrap();
+    assert_eq!(all.len(), 1, "the evacuating copy is gone");
+    assert_eq!(all[0].instance_key.as_ref(), Some(&replacement));
+
+    // A claim on a draining cell is given back.
+    db.desire_lrp(lrp("ev-claimed", 1)).await.unwrap();
+    db.claim_actual_lrp("ev-claimed", 0, &me).await.unwrap();
+    assert_eq!(
+        db.evacuate_claimed("ev-claimed", 0, &me).await.unwrap(),
+        KeepContainer(false)
+    );
+    let all = db.actual_lrps("", "", "ev-claimed", Some(0)).await.unwrap();
+    assert_eq!(
+        (all[0].state(), all[0].instance_key.as_ref()),
+        (State::Unclaimed, None)
+    );
+}
+
 async fn events_follow_every_change(db: Db) {
     let hub = EventHub::start(db.store().clone()).await;
     let mut rx = hub.subscribe();
@@ -625,6 +703,7 @@ macro_rules! db_contract {
             locks_have_one_holder_and_fencing_revisions,
             a_fenced_writer_stops_once_its_lock_changes_hands,
             a_running_instance_on_a_lost_cell_becomes_suspect,
+            an_evacuating_instance_serves_until_its_replacement_runs,
             events_follow_every_change);
     };
     (@one $make:expr, $($name:ident),*) => {

@@ -6,6 +6,7 @@
 pub mod actual_lrp;
 pub mod backup;
 pub mod errors;
+pub mod evacuation;
 pub mod logs;
 pub mod receptor;
 pub mod restart;

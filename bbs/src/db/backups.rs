@@ -8,7 +8,7 @@ use lattice_specs::validation::{self, ValidationErrors};
 use lattice_specs::{now_nanos, task as task_sm};
 use prost::Message;
 
-use super::txn::{Write, CAS_ATTEMPTS};
+use super::txn::{Attempts, Write};
 use super::{task_key, Db, DbError, Result, BACKUP, SCHEDULE, VOLUME};
 use crate::store::{Compare, Op, Txn};
 
@@ -17,8 +17,11 @@ impl Db {
     /// backup with the same id (a schedule's slot already filled) is AlreadyExists.
     pub async fn create_backup(&self, b: &Backup, def: TaskDefinition) -> Result<Task> {
         validation::validate_task(&b.task_guid, lattice_specs::backup::DOMAIN, &def)?;
+        let (bk, tk) = (format!("{BACKUP}{}", b.id), task_key(&b.task_guid));
         // The volume's record changes as its cell reports its use: retry then.
-        for _ in 0..CAS_ATTEMPTS {
+        let mut attempts = Attempts::on(&bk);
+        loop {
+            attempts.next()?;
             let (v, vrev) = self
                 .get::<Volume>(&format!("{VOLUME}{}", b.volume))
                 .await?
@@ -39,7 +42,6 @@ impl Db {
                 def.clone(),
                 now_nanos(),
             );
-            let (bk, tk) = (format!("{BACKUP}{}", b.id), task_key(&b.task_guid));
             let r = self
                 .txn(
                     Txn::new()
@@ -62,7 +64,6 @@ impl Db {
             }
             return Ok(task);
         }
-        Err(DbError::Contended(format!("{BACKUP}{}", b.id)))
     }
 
     pub async fn backups(&self) -> Result<Vec<Backup>> {

@@ -7,8 +7,8 @@ use lattice_specs::models::{CellPresence, Domain};
 use lattice_specs::validation;
 use prost::Message;
 
-use super::txn::CAS_ATTEMPTS;
-use super::{cell_key, Db, DbError, LockState, Result, CELL, DOMAIN, LOCK};
+use super::txn::Attempts;
+use super::{cell_key, Db, LockState, Result, CELL, DOMAIN, LOCK};
 use crate::store::{Compare, LeaseId, Op, Txn};
 
 impl Db {
@@ -73,7 +73,9 @@ impl Db {
     /// holds it. Re-acquiring with the same lease is a no-op that succeeds.
     pub async fn acquire_lock(&self, name: &str, owner: &str, lease: LeaseId) -> Result<LockState> {
         let key = format!("{LOCK}{name}");
-        for _ in 0..CAS_ATTEMPTS {
+        let mut attempts = Attempts::on(&key);
+        loop {
+            attempts.next()?;
             if let Some(kv) = self.store.get(&key).await? {
                 let holder = String::from_utf8_lossy(&kv.value).into_owned();
                 return Ok(LockState {
@@ -90,7 +92,6 @@ impl Db {
                 });
             }
         }
-        Err(DbError::Contended(key))
     }
 
     pub async fn release_lock(&self, name: &str, lease: LeaseId) -> Result<()> {

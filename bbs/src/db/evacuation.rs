@@ -3,13 +3,12 @@
 //! replacement runs). The decisions are `lattice_specs::evacuation`'s; this
 //! applies them with compare-and-swap.
 
-use lattice_specs::actual_lrp as alrp;
-use lattice_specs::models::actual_lrp::{Presence, State as LrpState};
+use lattice_specs::evacuation as evac;
 use lattice_specs::models::{ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo};
-use lattice_specs::{now_nanos, ModelError};
+use lattice_specs::now_nanos;
 use prost::Message;
 
-use super::txn::{decode, Write, CAS_ATTEMPTS};
+use super::txn::{decode, Attempts, Write};
 use super::{actual_key, evacuating_key, suspect_key, Db, DbError, KeepContainer, Result};
 use crate::store::{Compare, Op, Txn};
 
@@ -21,26 +20,16 @@ impl Db {
     pub async fn suspect_actual_lrp(&self, guid: &str, index: i32) -> Result<ActualLrp> {
         let (key, skey) = (actual_key(guid, index), suspect_key(guid, index));
         let now = now_nanos();
-        for _ in 0..CAS_ATTEMPTS {
+        let mut attempts = Attempts::on(&key);
+        loop {
+            attempts.next()?;
             let kv = self
                 .store
                 .get(&key)
                 .await?
                 .ok_or_else(|| DbError::actual_not_found(guid, index))?;
             let current: ActualLrp = decode(&kv)?;
-            if current.state() != LrpState::Running {
-                return Err(DbError::Refused(ModelError::ActualLrpTransition {
-                    op: "suspect",
-                    process_guid: guid.into(),
-                    index,
-                    from: alrp::state_name(current.state()),
-                    detail: " (only a RUNNING instance can become suspect)".into(),
-                }));
-            }
-            let mut suspect = current.clone();
-            suspect.set_presence(Presence::Suspect);
-            let mut fresh = current;
-            alrp::unclaim(&mut fresh, now)?;
+            let s = evac::suspect(&current, now)?;
             let previous = self
                 .store
                 .get(&skey)
@@ -50,13 +39,12 @@ impl Db {
             let txn = Txn::new()
                 .when(Compare::ModRevision(key.clone(), kv.mod_revision))
                 .when(Compare::ModRevision(skey.clone(), previous))
-                .then(Op::put(&skey, suspect.encode_to_vec()))
-                .then(Op::put(&key, fresh.encode_to_vec()));
+                .then(Op::put(&skey, s.suspect.encode_to_vec()))
+                .then(Op::put(&key, s.replacement.encode_to_vec()));
             if self.txn(txn).await?.succeeded {
-                return Ok(fresh);
+                return Ok(s.replacement);
             }
         }
-        Err(DbError::Contended(key))
     }
 
     /// Drop the suspect copy of an instance (its replacement runs, or it is no longer desired).
@@ -73,23 +61,18 @@ impl Db {
 
     // --------------------------------------------------------- evacuation
 
-    fn owned_by(l: &ActualLrp, ik: &ActualLrpInstanceKey) -> bool {
-        l.instance_key.as_ref() == Some(ik)
-    }
-
     async fn remove_evacuating_if_owned(
         &self,
         guid: &str,
         index: i32,
         ik: &ActualLrpInstanceKey,
     ) -> Result<()> {
-        self.modify(
-            &evacuating_key(guid, index),
-            |cur: Option<ActualLrp>| match cur {
-                Some(l) if Self::owned_by(&l, ik) => Ok((Write::Delete, ())),
-                _ => Ok((Write::Nothing, ())),
-            },
-        )
+        self.modify(&evacuating_key(guid, index), |cur: Option<ActualLrp>| {
+            Ok(match evac::removes_evacuating(cur.as_ref(), ik) {
+                true => (Write::Delete, ()),
+                false => (Write::Nothing, ()),
+            })
+        })
         .await
     }
 
@@ -102,12 +85,7 @@ impl Db {
         self.remove_evacuating_if_owned(guid, index, ik).await?;
         let now = now_nanos();
         match self
-            .modify_actual(guid, index, |l| {
-                if Self::owned_by(l, ik) && l.state() == LrpState::Claimed {
-                    alrp::unclaim(l, now)?;
-                }
-                Ok(())
-            })
+            .modify_actual(guid, index, |l| Ok(evac::give_up_claim(l, ik, now)?))
             .await
         {
             Ok(_) | Err(DbError::NotFound { .. }) => Ok(KeepContainer(false)),
@@ -127,48 +105,24 @@ impl Db {
     ) -> Result<KeepContainer> {
         let now = now_nanos();
         let ordinary: Option<(ActualLrp, i64)> = self.get(&actual_key(guid, index)).await?;
-        if let Some((o, _)) = &ordinary {
-            if o.state() == LrpState::Running && !Self::owned_by(o, ik) {
-                // The replacement is up: this copy can go.
-                self.remove_evacuating_if_owned(guid, index, ik).await?;
-                return Ok(KeepContainer(false));
-            }
-        }
-        let Some((o, _)) = ordinary else {
+        let Some(keep) = evac::evacuate_running(ordinary.as_ref().map(|(o, _)| o), ik, net, now)
+        else {
+            // The replacement is up, or the instance is gone: this copy can go.
             self.remove_evacuating_if_owned(guid, index, ik).await?;
             return Ok(KeepContainer(false));
         };
-        let mut evac = o.clone();
-        evac.instance_key = Some(ik.clone());
-        evac.net_info = Some(net);
-        evac.set_state(LrpState::Running);
-        evac.set_presence(Presence::Evacuating);
-        evac.since = now;
-        self.modify(
-            &evacuating_key(guid, index),
-            |cur: Option<ActualLrp>| match cur {
-                Some(l) if !Self::owned_by(&l, ik) => {
-                    Err(DbError::Refused(ModelError::ActualLrpTransition {
-                        op: "evacuate",
-                        process_guid: guid.into(),
-                        index,
-                        from: "EVACUATING",
-                        detail: " (another instance is evacuating)".into(),
-                    }))
-                }
-                Some(l) if l.net_info == evac.net_info => Ok((Write::Nothing, ())),
-                _ => Ok((Write::Put(evac.clone()), ())),
-            },
-        )
+        self.modify(&evacuating_key(guid, index), |cur: Option<ActualLrp>| {
+            Ok(
+                match evac::record_evacuating(cur.as_ref(), &keep.copy, ik)? {
+                    true => (Write::Put(keep.copy.clone()), ()),
+                    false => (Write::Nothing, ()),
+                },
+            )
+        })
         .await?;
-        if Self::owned_by(&o, ik) {
-            self.modify_actual(guid, index, |l| {
-                if Self::owned_by(l, ik) {
-                    alrp::unclaim(l, now)?;
-                }
-                Ok(())
-            })
-            .await?;
+        if keep.unclaim_ordinary {
+            self.modify_actual(guid, index, |l| Ok(evac::hand_back(l, ik, now)?))
+                .await?;
         }
         Ok(KeepContainer(true))
     }

@@ -17,6 +17,33 @@ pub(super) fn decode<T: Message + Default>(kv: &KeyValue) -> Result<T> {
     })
 }
 
+/// The retry budget of one compare-and-swap: every loop that re-reads and
+/// tries again when another writer got there first draws from one, so they
+/// all give up alike ([`CAS_ATTEMPTS`] tries, then `Contended`).
+pub(super) struct Attempts<'a> {
+    key: &'a str,
+    left: usize,
+}
+
+impl<'a> Attempts<'a> {
+    /// A fresh budget for writes to `key` (named in the `Contended` error).
+    pub(super) fn on(key: &'a str) -> Attempts<'a> {
+        Attempts {
+            key,
+            left: CAS_ATTEMPTS,
+        }
+    }
+
+    /// Take one attempt, or fail with `Contended` once they are all spent.
+    pub(super) fn next(&mut self) -> Result<()> {
+        if self.left == 0 {
+            return Err(DbError::Contended(self.key.to_string()));
+        }
+        self.left -= 1;
+        Ok(())
+    }
+}
+
 /// What a read-modify-write closure decided.
 pub(super) enum Write<T> {
     Put(T),
@@ -102,7 +129,9 @@ impl Db {
     where
         T: Message + Default,
     {
-        for _ in 0..CAS_ATTEMPTS {
+        let mut attempts = Attempts::on(key);
+        loop {
+            attempts.next()?;
             let (current, rev) = match self.store.get(key).await? {
                 Some(kv) => (Some(decode::<T>(&kv)?), kv.mod_revision),
                 None => (None, 0),
@@ -113,18 +142,12 @@ impl Db {
                 Write::Put(v) => Op::put(key, v.encode_to_vec()),
                 Write::Delete => Op::delete(key),
             };
-            if self
-                .txn(
-                    Txn::new()
-                        .when(Compare::ModRevision(key.into(), rev))
-                        .then(op),
-                )
-                .await?
-                .succeeded
-            {
+            let txn = Txn::new()
+                .when(Compare::ModRevision(key.into(), rev))
+                .then(op);
+            if self.txn(txn).await?.succeeded {
                 return Ok(out);
             }
         }
-        Err(DbError::Contended(key.to_string()))
     }
 }
