@@ -70,40 +70,13 @@ impl Db {
                 ),
             ));
         }
-        let cells: Vec<CellPresence> = self
-            .cells()
-            .await?
-            .into_iter()
-            .filter(|c| c.volume_drivers.iter().any(|d| d == "local"))
-            .collect();
-        let cell = if !cell_id.is_empty() {
-            if !cells.iter().any(|c| c.cell_id == cell_id) {
-                return Err(DbError::Conflict {
-                    name: ErrorName::CellNotFound,
-                    message: format!(
-                        "cell {cell_id} is not present or has no local volume driver: `ltc cells` lists the cells and their drivers"
-                    ),
-                });
-            }
-            cell_id.to_string()
-        } else {
-            let volumes = self.volumes().await?;
-            let held = |id: &str| -> u64 {
-                volumes
-                    .iter()
-                    .filter(|v| v.cell_id == id)
-                    .map(|v| v.size_bytes)
-                    .sum()
-            };
-            cells
-                .iter()
-                .min_by_key(|c| (held(&c.cell_id), c.cell_id.clone()))
-                .map(|c| c.cell_id.clone())
-                .ok_or_else(|| DbError::Conflict {
-                    name: ErrorName::NoVolumeDriver,
-                    message: "no cell offers the local volume driver: start a cell with a volume pool (`lattice cell --volume-pool-size 20G`)".into(),
-                })?
+        let cells = self.cells().await?;
+        // (the volumes' sizes only matter when the BBS picks the cell)
+        let volumes = match cell_id {
+            "" => self.volumes().await?,
+            _ => Vec::new(),
         };
+        let cell = volume_cell(&cells, cell_id, &volumes)?;
         let now = now_nanos();
         let v = Volume {
             name: name.into(),
@@ -270,5 +243,106 @@ impl Db {
             })
         })
         .await
+    }
+}
+
+/// The cell a new volume goes on: `requested` if it is present with the
+/// `local` volume driver; with none requested, the cell with that driver whose
+/// volumes (`volumes`) hold the fewest bytes (ties: the smallest cell id).
+fn volume_cell(cells: &[CellPresence], requested: &str, volumes: &[Volume]) -> Result<String> {
+    let local = || {
+        cells
+            .iter()
+            .filter(|c| c.volume_drivers.iter().any(|d| d == "local"))
+    };
+    if !requested.is_empty() {
+        if !local().any(|c| c.cell_id == requested) {
+            return Err(DbError::Conflict {
+                name: ErrorName::CellNotFound,
+                message: format!(
+                    "cell {requested} is not present or has no local volume driver: `ltc cells` lists the cells and their drivers"
+                ),
+            });
+        }
+        return Ok(requested.to_string());
+    }
+    let held = |id: &str| -> u64 {
+        volumes
+            .iter()
+            .filter(|v| v.cell_id == id)
+            .map(|v| v.size_bytes)
+            .sum()
+    };
+    local()
+        .min_by_key(|c| (held(&c.cell_id), c.cell_id.clone()))
+        .map(|c| c.cell_id.clone())
+        .ok_or_else(|| DbError::Conflict {
+            name: ErrorName::NoVolumeDriver,
+            message: "no cell offers the local volume driver: start a cell with a volume pool (`lattice cell --volume-pool-size 20G`)".into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(id: &str, drivers: &[&str]) -> CellPresence {
+        CellPresence {
+            cell_id: id.into(),
+            volume_drivers: drivers.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn volume(cell_id: &str, size_bytes: u64) -> Volume {
+        Volume {
+            cell_id: cell_id.into(),
+            size_bytes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_new_volume_goes_where_the_fewest_volume_bytes_are() {
+        let cells = [
+            cell("a", &["local"]),
+            cell("b", &["local"]),
+            cell("c", &[]),
+            cell("d", &["nfs", "local"]),
+        ];
+        let volumes = [
+            volume("a", 5),
+            volume("b", 3),
+            volume("b", 1),
+            volume("z", 1),
+        ];
+        // a holds 5, b 4, d 0 (c has no local driver, z is gone).
+        assert_eq!(volume_cell(&cells, "", &volumes), Ok("d".to_string()));
+        let volumes = [volume("a", 5), volume("b", 3), volume("d", 4)];
+        assert_eq!(volume_cell(&cells, "", &volumes), Ok("b".to_string()));
+        assert_eq!(
+            volume_cell(&cells, "", &[]),
+            Ok("a".to_string()),
+            "ties go to the smallest cell id"
+        );
+    }
+
+    #[test]
+    fn a_requested_cell_must_offer_the_local_driver() {
+        let cells = [cell("a", &["local"]), cell("c", &[])];
+        assert_eq!(volume_cell(&cells, "a", &[]), Ok("a".to_string()));
+        for requested in ["c", "gone"] {
+            let err = volume_cell(&cells, requested, &[]).unwrap_err();
+            assert_eq!(err.name(), ErrorName::CellNotFound, "{requested}");
+            assert!(err
+                .to_string()
+                .contains(&format!("cell {requested} is not present")));
+        }
+    }
+
+    #[test]
+    fn without_a_local_driver_anywhere_there_is_no_cell() {
+        let err = volume_cell(&[cell("c", &["nfs"])], "", &[]).unwrap_err();
+        assert_eq!(err.name(), ErrorName::NoVolumeDriver);
     }
 }
