@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lattice_specs::backup as plan;
+use lattice_specs::errors::ErrorName;
 use lattice_specs::models::{backup::State as BackupState, task::State as TaskState, Backup, Task};
 use lattice_specs::now_nanos;
 use lattice_specs::receptor::{
@@ -46,7 +47,7 @@ pub fn routes() -> Router<ApiState> {
 }
 
 fn db_err(e: DbError) -> ApiError {
-    ApiError::from_db(e, "InvalidRequest")
+    ApiError::from_db(e, ErrorName::InvalidRequest)
 }
 
 // ------------------------------------------------------------------ volumes
@@ -236,7 +237,7 @@ async fn completed(s: &ApiState, id: &str) -> ApiResult<Backup> {
     let b = s.db.backup(id).await.map_err(db_err)?;
     if b.state() != BackupState::Completed {
         return Err(ApiError::conflict(
-            "BackupNotCompleted",
+            ErrorName::BackupNotCompleted,
             format!(
                 "backup {id} is {}: only a COMPLETED backup can be restored or verified",
                 plan::state_name(b.state())
@@ -260,7 +261,7 @@ async fn restore_backup(
     let v = s.db.volume(&r.volume).await.map_err(db_err)?;
     if v.state() != lattice_specs::models::volume::State::Ready {
         return Err(ApiError::conflict(
-            "VolumeNotReady",
+            ErrorName::VolumeNotReady,
             format!(
                 "volume {} is {}: restore into a READY volume",
                 v.name,
@@ -272,7 +273,7 @@ async fn restore_backup(
     let users = s.db.volume_users(&v.name).await.map_err(db_err)?;
     if !users.is_empty() {
         return Err(ApiError::conflict(
-            "VolumeInUse",
+            ErrorName::VolumeInUse,
             format!(
                 "volume {} is mounted by {}: remove those apps or wait for those tasks, then restore",
                 v.name,
@@ -321,13 +322,13 @@ async fn import_backup(State(s): State<ApiState>, body: Bytes) -> ApiResult<Stat
     let blob = plan::blob_name(&r.id);
     let info = store.info(&blob).ok_or_else(|| {
         ApiError::conflict(
-            "BlobNotFound",
+            ErrorName::BlobNotFound,
             format!("put the archive at /v1/blobs/{blob} first (ltc backup import does)"),
         )
     })?;
     if info.sha256 != r.checksum {
         return Err(ApiError::conflict(
-            "ChecksumMismatch",
+            ErrorName::ChecksumMismatch,
             format!(
                 "the archive's sha256 is {}, the backup says {}",
                 info.sha256, r.checksum

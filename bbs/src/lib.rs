@@ -1,10 +1,11 @@
 //! The Bulletin Board System: the only owner of Lattice-rs state.
 //!
 //! Layers, as in Diego's bbs: `grpc` and `api` (the wire: internal gRPC and
-//! the public receptor-shaped JSON API) → `db` (decisions: model operations
-//! checked by `lattice_specs`, applied with compare-and-swap) → `store` (the
-//! key-value seam, etcd or embedded). `events` turns the store's change feed
-//! into model events.
+//! the public receptor-shaped JSON API, each a directory by concern) → `db`
+//! (model operations checked by `lattice_specs`, one file per entity, applied
+//! through one compare-and-swap seam, `db/txn.rs`) → `store` (the key-value
+//! seam, etcd or embedded). `events` turns the store's change feed into model
+//! events. Errors are named by `lattice_specs::errors::ErrorName` on both wires.
 
 pub mod api;
 pub mod backups;

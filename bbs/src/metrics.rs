@@ -84,7 +84,9 @@ pub async fn observe<T>(
         .with_label_values(&[api, call])
         .observe(start.elapsed().as_secs_f64());
     if let Err(e) = &r {
-        ERRORS.with_label_values(&[api, call, e.name()]).inc();
+        ERRORS
+            .with_label_values(&[api, call, e.name().as_str()])
+            .inc();
         if let DbError::Store(se) = e {
             let kind = match se {
                 StoreError::Unavailable(_) => "unavailable",

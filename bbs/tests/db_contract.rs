@@ -7,6 +7,7 @@ use std::time::Duration;
 use lattice_bbs::db::{Db, DbError};
 use lattice_bbs::events::EventHub;
 use lattice_bbs::store::Store;
+use lattice_specs::errors::ErrorName;
 use lattice_specs::events::event::Event as Kind;
 use lattice_specs::models::actual_lrp::State;
 use lattice_specs::models::task::State as TaskState;
@@ -63,7 +64,7 @@ async fn desire_creates_unclaimed_instances_and_refuses_duplicates(db: Db) {
     let mut other = lrp("web", 5);
     other.annotation = "second".into();
     let err = db.desire_lrp(other).await.unwrap_err();
-    assert_eq!(err.name(), "DesiredLRPAlreadyExists");
+    assert_eq!(err.name(), ErrorName::DesiredLRPAlreadyExists);
     let d = db.desired_lrp("web").await.unwrap();
     assert_eq!(
         (d.instances, d.annotation.as_str()),
@@ -128,7 +129,7 @@ async fn racing_claimers_exactly_one_wins(db: Db) {
                 winners.insert(index, cell).is_none(),
                 "two winners for index {index}"
             ),
-            Err(e) => assert_eq!(e.name(), "ActualLRPCannotBeClaimed", "{e}"),
+            Err(e) => assert_eq!(e.name(), ErrorName::ActualLRPCannotBeClaimed, "{e}"),
         }
     }
     assert_eq!(
@@ -165,7 +166,7 @@ async fn claim_start_crash_and_restart(db: Db) {
         .crash_actual_lrp("app", 0, &ik("i-2", "cell-2"), "x")
         .await
         .unwrap_err();
-    assert_eq!(err.name(), "ActualLRPCannotBeCrashed");
+    assert_eq!(err.name(), ErrorName::ActualLRPCannotBeCrashed);
     let crashed = db
         .crash_actual_lrp("app", 0, &me, "exited with status 2")
         .await
@@ -210,7 +211,7 @@ async fn claim_start_crash_and_restart(db: Db) {
         .unwrap();
     assert_eq!(failed.placement_error, "insufficient resources: memory");
     let err = db.claim_actual_lrp("app", 9, &me).await.unwrap_err();
-    assert_eq!(err.name(), "ActualLRPIndexNotFound");
+    assert_eq!(err.name(), ErrorName::ActualLRPIndexNotFound);
 }
 
 async fn start_recreates_a_lost_record_of_a_desired_index(db: Db) {
@@ -235,14 +236,14 @@ async fn start_recreates_a_lost_record_of_a_desired_index(db: Db) {
         .unwrap_err();
     assert_eq!(
         err.name(),
-        "ActualLRPIndexNotFound",
+        ErrorName::ActualLRPIndexNotFound,
         "an index beyond the desired count is not recreated"
     );
     let err = db
         .start_actual_lrp("nobody", 0, &me, ActualLrpNetInfo::default())
         .await
         .unwrap_err();
-    assert_eq!(err.name(), "ActualLRPIndexNotFound");
+    assert_eq!(err.name(), ErrorName::ActualLRPIndexNotFound);
 }
 
 async fn scaling_creates_and_retires_indices(db: Db) {
@@ -290,7 +291,7 @@ async fn scaling_creates_and_retires_indices(db: Db) {
         .update_desired_lrp("nope", DesiredLrpUpdate::default())
         .await
         .unwrap_err();
-    assert_eq!(err.name(), "DesiredLRPNotFound");
+    assert_eq!(err.name(), ErrorName::DesiredLRPNotFound);
     db.remove_desired_lrp("scale").await.unwrap();
     assert!(db
         .actual_lrps("", "", "scale", None)
@@ -299,7 +300,7 @@ async fn scaling_creates_and_retires_indices(db: Db) {
         .is_empty());
     assert_eq!(
         db.remove_desired_lrp("scale").await.unwrap_err().name(),
-        "DesiredLRPNotFound"
+        ErrorName::DesiredLRPNotFound
     );
 }
 
@@ -310,7 +311,7 @@ async fn task_lifecycle_and_racing_starters(db: Db) {
             .await
             .unwrap_err()
             .name(),
-        "TaskGuidAlreadyExists"
+        ErrorName::TaskGuidAlreadyExists
     );
     // Two cells race to start it: one wins.
     let (a, b) = tokio::join!(db.start_task("t1", "cell-a"), db.start_task("t1", "cell-b"));
@@ -339,7 +340,7 @@ async fn task_lifecycle_and_racing_starters(db: Db) {
     );
     assert_eq!(
         db.cancel_task("t1").await.unwrap_err().name(),
-        "TaskNotCancelable"
+        ErrorName::TaskNotCancelable
     );
     assert!(
         db.delete_task("t1").await.is_err(),
@@ -347,7 +348,10 @@ async fn task_lifecycle_and_racing_starters(db: Db) {
     );
     db.resolving_task("t1").await.unwrap();
     db.delete_task("t1").await.unwrap();
-    assert_eq!(db.task("t1").await.unwrap_err().name(), "TaskNotFound");
+    assert_eq!(
+        db.task("t1").await.unwrap_err().name(),
+        ErrorName::TaskNotFound
+    );
 
     db.desire_task("t2", "d", task_def()).await.unwrap();
     let c = db.cancel_task("t2").await.unwrap();
@@ -401,7 +405,7 @@ async fn cells_live_as_long_as_their_lease(db: Db) {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.name(), "InvalidRequest");
+    assert_eq!(err.name(), ErrorName::InvalidRequest);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
     while !db.cells().await.unwrap().is_empty() {
         assert!(
@@ -480,7 +484,7 @@ async fn a_fenced_writer_stops_once_its_lock_changes_hands(db: Db) {
         .await
         .unwrap_err();
     assert!(matches!(err, DbError::Fenced { .. }), "{err:?}");
-    assert_eq!(err.name(), "LockLost");
+    assert_eq!(err.name(), ErrorName::LockLost);
     assert!(
         db.actual_lrps("", "", "fence", Some(0)).await.unwrap()[0]
             .placement_error
@@ -491,19 +495,19 @@ async fn a_fenced_writer_stops_once_its_lock_changes_hands(db: Db) {
         .desire_task("fenced-task", "d", task_def())
         .await
         .unwrap_err();
-    assert_eq!(err.name(), "LockLost");
+    assert_eq!(err.name(), ErrorName::LockLost);
     assert_eq!(
         db.task("fenced-task").await.unwrap_err().name(),
-        "TaskNotFound"
+        ErrorName::TaskNotFound
     );
     assert_eq!(
         db.create_actual_lrp("fence", 2).await.unwrap_err().name(),
-        "ActualLRPIndexNotFound",
+        ErrorName::ActualLRPIndexNotFound,
         "only desired indices"
     );
     assert_eq!(
         db.create_actual_lrp("nope", 0).await.unwrap_err().name(),
-        "DesiredLRPNotFound"
+        ErrorName::DesiredLRPNotFound
     );
 }
 
@@ -513,7 +517,7 @@ async fn a_running_instance_on_a_lost_cell_becomes_suspect(db: Db) {
     let me = ik("i-1", "lost-cell");
     assert_eq!(
         db.suspect_actual_lrp("sus", 0).await.unwrap_err().name(),
-        "InvalidStateTransition",
+        ErrorName::InvalidStateTransition,
         "only RUNNING instances"
     );
     db.claim_actual_lrp("sus", 0, &me).await.unwrap();
@@ -542,7 +546,7 @@ async fn a_running_instance_on_a_lost_cell_becomes_suspect(db: Db) {
             .await
             .unwrap_err()
             .name(),
-        "ActualLRPIndexNotFound"
+        ErrorName::ActualLRPIndexNotFound
     );
     // Removing the LRP removes suspect copies too.
     let other = ik("i-2", "cell-2");
@@ -557,6 +561,84 @@ async fn a_running_instance_on_a_lost_cell_becomes_suspect(db: Db) {
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn an_evacuating_instance_serves_until_its_replacement_runs(db: Db) {
+    use lattice_bbs::db::KeepContainer;
+    use lattice_specs::models::actual_lrp::Presence;
+    let net = |a: &str| ActualLrpNetInfo {
+        address: a.into(),
+        ..Default::default()
+    };
+    let (me, other, replacement) = (
+        ik("i-1", "draining"),
+        ik("i-2", "draining-too"),
+        ik("i-3", "fresh"),
+    );
+    db.desire_lrp(lrp("ev", 1)).await.unwrap();
+    db.claim_actual_lrp("ev", 0, &me).await.unwrap();
+    db.start_actual_lrp("ev", 0, &me, net("10.0.0.1"))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        // (a retried call changes nothing)
+        assert_eq!(
+            db.evacuate_running("ev", 0, &me, net("10.0.0.1"))
+                .await
+                .unwrap(),
+            KeepContainer(true)
+        );
+    }
+    let all = db.actual_lrps("", "", "ev", Some(0)).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let copy = all
+        .iter()
+        .find(|a| a.presence() == Presence::Evacuating)
+        .unwrap();
+    assert_eq!(
+        (copy.state(), copy.instance_key.as_ref()),
+        (State::Running, Some(&me))
+    );
+    let ordinary = all
+        .iter()
+        .find(|a| a.presence() == Presence::Ordinary)
+        .unwrap();
+    assert_eq!(ordinary.state(), State::Unclaimed, "re-placed");
+    assert_eq!(
+        db.evacuate_running("ev", 0, &other, net("10.0.0.2"))
+            .await
+            .unwrap_err()
+            .name(),
+        ErrorName::InvalidStateTransition,
+        "one evacuating copy at a time"
+    );
+    db.claim_actual_lrp("ev", 0, &replacement).await.unwrap();
+    db.start_actual_lrp("ev", 0, &replacement, net("10.0.0.3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.evacuate_running("ev", 0, &me, net("10.0.0.1"))
+            .await
+            .unwrap(),
+        KeepContainer(false),
+        "the replacement runs: stop"
+    );
+    let all = db.actual_lrps("", "", "ev", Some(0)).await.unwrap();
+    assert_eq!(all.len(), 1, "the evacuating copy is gone");
+    assert_eq!(all[0].instance_key.as_ref(), Some(&replacement));
+
+    // A claim on a draining cell is given back.
+    db.desire_lrp(lrp("ev-claimed", 1)).await.unwrap();
+    db.claim_actual_lrp("ev-claimed", 0, &me).await.unwrap();
+    assert_eq!(
+        db.evacuate_claimed("ev-claimed", 0, &me).await.unwrap(),
+        KeepContainer(false)
+    );
+    let all = db.actual_lrps("", "", "ev-claimed", Some(0)).await.unwrap();
+    assert_eq!(
+        (all[0].state(), all[0].instance_key.as_ref()),
+        (State::Unclaimed, None)
+    );
 }
 
 async fn events_follow_every_change(db: Db) {
@@ -621,6 +703,7 @@ macro_rules! db_contract {
             locks_have_one_holder_and_fencing_revisions,
             a_fenced_writer_stops_once_its_lock_changes_hands,
             a_running_instance_on_a_lost_cell_becomes_suspect,
+            an_evacuating_instance_serves_until_its_replacement_runs,
             events_follow_every_change);
     };
     (@one $make:expr, $($name:ident),*) => {

@@ -79,7 +79,8 @@ fn fxhash(s: &str) -> u64 {
     })
 }
 
-fn refuse(lrp: &ActualLrp, op: &'static str, detail: String) -> ModelError {
+/// The refusal of `op` on `lrp` in its current state.
+pub(crate) fn refuse(lrp: &ActualLrp, op: &'static str, detail: String) -> ModelError {
     let key = lrp.key.clone().unwrap_or_default();
     ModelError::ActualLrpTransition {
         op,
@@ -300,7 +301,10 @@ mod tests {
         assert_eq!(l.modification_tag.as_ref().unwrap().index, 1);
         let before = l.clone();
         let err = claim(&mut l, &ik("i2", "c2"), 8).unwrap_err();
-        assert_eq!(err.name(), "ActualLRPCannotBeClaimed");
+        assert_eq!(
+            err.name(),
+            crate::errors::ErrorName::ActualLRPCannotBeClaimed
+        );
         assert!(
             err.to_string().contains("held by instance i1 on cell c1"),
             "{err}"

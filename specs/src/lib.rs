@@ -6,6 +6,7 @@
 pub mod actual_lrp;
 pub mod backup;
 pub mod errors;
+pub mod evacuation;
 pub mod logs;
 pub mod receptor;
 pub mod restart;
@@ -46,6 +47,8 @@ pub fn now_nanos() -> i64 {
         .unwrap_or(0)
 }
 
+use errors::ErrorName;
+
 /// Why a model operation was refused. `name()` is the error name the APIs use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
@@ -69,21 +72,21 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> ErrorName {
         match self {
-            ModelError::Invalid(_) => "InvalidRequest",
+            ModelError::Invalid(_) => ErrorName::InvalidRequest,
             ModelError::ActualLrpTransition { op, .. } => match *op {
-                "claim" => "ActualLRPCannotBeClaimed",
-                "start" => "ActualLRPCannotBeStarted",
-                "crash" => "ActualLRPCannotBeCrashed",
-                "fail" => "ActualLRPCannotBeFailed",
-                "unclaim" => "ActualLRPCannotBeUnclaimed",
-                _ => "InvalidStateTransition",
+                "claim" => ErrorName::ActualLRPCannotBeClaimed,
+                "start" => ErrorName::ActualLRPCannotBeStarted,
+                "crash" => ErrorName::ActualLRPCannotBeCrashed,
+                "fail" => ErrorName::ActualLRPCannotBeFailed,
+                "unclaim" => ErrorName::ActualLRPCannotBeUnclaimed,
+                _ => ErrorName::InvalidStateTransition,
             },
             ModelError::TaskTransition { op, .. } => match *op {
-                "cancel" => "TaskNotCancelable",
-                "delete" | "resolve" => "TaskNotResolvable",
-                _ => "InvalidStateTransition",
+                "cancel" => ErrorName::TaskNotCancelable,
+                "delete" | "resolve" => ErrorName::TaskNotResolvable,
+                _ => ErrorName::InvalidStateTransition,
             },
         }
     }

@@ -254,7 +254,10 @@ mod tests {
                 assert_eq!(t.failure_reason, "task was cancelled");
                 assert_eq!(t.first_completed_at, 9);
             } else {
-                assert_eq!(cancel(&mut t, 9).unwrap_err().name(), "TaskNotCancelable");
+                assert_eq!(
+                    cancel(&mut t, 9).unwrap_err().name(),
+                    crate::errors::ErrorName::TaskNotCancelable
+                );
             }
             let mut t = task_in(s, "c");
             assert_eq!(fail(&mut t, "cell vanished", 9).is_ok(), ok, "fail {s:?}");

@@ -302,164 +302,219 @@ fn apply(
         .map(|v| v.value())
         .unwrap_or(0);
     match op {
-        WriteOp::Grant(ttl) => {
-            let id = meta
-                .get("next_lease")
-                .map_err(internal)?
-                .map(|v| v.value())
-                .unwrap_or(0)
-                + 1;
-            meta.insert("next_lease", id).map_err(internal)?;
-            w.open_table(LEASES)
-                .map_err(internal)?
-                .insert(id, *ttl)
-                .map_err(internal)?;
-            lease_updates.push((id, Some(Duration::from_secs(*ttl as u64))));
-            Ok(Ok(WriteOut::Lease(id)))
+        WriteOp::Grant(ttl) => grant(w, &mut meta, *ttl, lease_updates),
+        WriteOp::Revoke(id) => revoke(w, &mut meta, revision, *id, changes, lease_updates),
+        WriteOp::Txn(txn) => apply_txn(w, &mut meta, revision, txn, shared, changes, lease_updates),
+    }
+}
+
+type Meta<'w> = redb::Table<'w, &'static str, i64>;
+type Kv<'w> = redb::Table<'w, &'static str, &'static [u8]>;
+type LeaseKeys<'w> = redb::Table<'w, &'static str, ()>;
+
+/// A new lease of `ttl` seconds.
+fn grant(
+    w: &WriteTransaction,
+    meta: &mut Meta<'_>,
+    ttl: i64,
+    lease_updates: &mut Vec<(LeaseId, Option<Duration>)>,
+) -> Result<Result<WriteOut>> {
+    let id = meta
+        .get("next_lease")
+        .map_err(internal)?
+        .map(|v| v.value())
+        .unwrap_or(0)
+        + 1;
+    meta.insert("next_lease", id).map_err(internal)?;
+    w.open_table(LEASES)
+        .map_err(internal)?
+        .insert(id, ttl)
+        .map_err(internal)?;
+    lease_updates.push((id, Some(Duration::from_secs(ttl as u64))));
+    Ok(Ok(WriteOut::Lease(id)))
+}
+
+/// Lease `id` ends, and the keys it kept go with it.
+fn revoke(
+    w: &WriteTransaction,
+    meta: &mut Meta<'_>,
+    revision: Revision,
+    id: LeaseId,
+    changes: &mut Vec<Change>,
+    lease_updates: &mut Vec<(LeaseId, Option<Duration>)>,
+) -> Result<Result<WriteOut>> {
+    let existed = w
+        .open_table(LEASES)
+        .map_err(internal)?
+        .remove(id)
+        .map_err(internal)?
+        .is_some();
+    lease_updates.push((id, None));
+    if !existed {
+        return Ok(Err(StoreError::LeaseNotFound(id)));
+    }
+    let prefix = format!("{id:016x}/");
+    let keys: Vec<String> = {
+        let lk = w.open_table(LEASE_KEYS).map_err(internal)?;
+        let mut keys = Vec::new();
+        for row in lk.range(prefix.as_str()..).map_err(internal)? {
+            let (k, _) = row.map_err(internal)?;
+            let k = k.value();
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            keys.push(k[prefix.len()..].to_string());
         }
-        WriteOp::Revoke(id) => {
-            let existed = w
-                .open_table(LEASES)
-                .map_err(internal)?
-                .remove(*id)
-                .map_err(internal)?
-                .is_some();
-            lease_updates.push((*id, None));
-            if !existed {
-                return Ok(Err(StoreError::LeaseNotFound(*id)));
-            }
-            let prefix = format!("{id:016x}/");
-            let keys: Vec<String> = {
-                let lk = w.open_table(LEASE_KEYS).map_err(internal)?;
-                let mut keys = Vec::new();
-                for row in lk.range(prefix.as_str()..).map_err(internal)? {
-                    let (k, _) = row.map_err(internal)?;
-                    let k = k.value();
-                    if !k.starts_with(&prefix) {
-                        break;
-                    }
-                    keys.push(k[prefix.len()..].to_string());
-                }
-                keys
-            };
-            if keys.is_empty() {
-                return Ok(Ok(WriteOut::Done));
-            }
-            let rev = revision + 1;
-            let mut kv = w.open_table(KV).map_err(internal)?;
-            let mut lk = w.open_table(LEASE_KEYS).map_err(internal)?;
-            for key in keys {
-                lk.remove(lease_key(*id, &key).as_str()).map_err(internal)?;
-                let prev = kv
-                    .remove(key.as_str())
-                    .map_err(internal)?
-                    .map(|v| v.value()[HEADER..].to_vec());
-                if prev.is_some() {
-                    changes.push(Change {
-                        key,
-                        value: None,
-                        prev_value: prev,
-                        revision: rev,
-                    });
-                }
-            }
-            meta.insert("revision", rev).map_err(internal)?;
-            Ok(Ok(WriteOut::Done))
-        }
-        WriteOp::Txn(txn) => {
-            if txn.ops.len() > MAX_TXN_OPS {
-                return Ok(Err(StoreError::TooManyOps(txn.ops.len())));
-            }
-            let mut kv = w.open_table(KV).map_err(internal)?;
-            for c in &txn.compares {
-                let Compare::ModRevision(key, want) = c;
-                let have = match kv.get(key.as_str()).map_err(internal)? {
-                    Some(v) => decode(key, v.value())?.mod_revision,
-                    None => 0,
-                };
-                if have != *want {
-                    return Ok(Ok(WriteOut::Txn(TxnResult {
-                        succeeded: false,
-                        revision,
-                    })));
-                }
-            }
-            // Leases named by puts must exist.
-            for op in &txn.ops {
-                if let Op::Put { lease, .. } = op {
-                    let alive = match lease_updates.iter().rev().find(|(id, _)| id == lease) {
-                        Some((_, ttl)) => ttl.is_some(),
-                        None => shared.leases.lock().unwrap().contains_key(lease),
-                    };
-                    if *lease != 0 && !alive {
-                        return Ok(Err(StoreError::LeaseNotFound(*lease)));
-                    }
-                }
-            }
-            if txn.ops.is_empty() {
-                return Ok(Ok(WriteOut::Txn(TxnResult {
-                    succeeded: true,
-                    revision,
-                })));
-            }
-            let rev = revision + 1;
-            let mut lk = w.open_table(LEASE_KEYS).map_err(internal)?;
-            for op in &txn.ops {
-                match op {
-                    Op::Put { key, value, lease } => {
-                        let prev = kv
-                            .get(key.as_str())
-                            .map_err(internal)?
-                            .map(|v| decode(key, v.value()))
-                            .transpose()?;
-                        let create = prev.as_ref().map(|p| p.create_revision).unwrap_or(rev);
-                        if let Some(p) = &prev {
-                            if p.lease != 0 && p.lease != *lease {
-                                lk.remove(lease_key(p.lease, key).as_str())
-                                    .map_err(internal)?;
-                            }
-                        }
-                        if *lease != 0 {
-                            lk.insert(lease_key(*lease, key).as_str(), ())
-                                .map_err(internal)?;
-                        }
-                        kv.insert(key.as_str(), encode(create, rev, *lease, value).as_slice())
-                            .map_err(internal)?;
-                        changes.push(Change {
-                            key: key.clone(),
-                            value: Some(value.clone()),
-                            prev_value: prev.map(|p| p.value),
-                            revision: rev,
-                        });
-                    }
-                    Op::Delete { key } => {
-                        let prev = kv
-                            .remove(key.as_str())
-                            .map_err(internal)?
-                            .map(|v| decode(key, v.value()))
-                            .transpose()?;
-                        if let Some(p) = prev {
-                            if p.lease != 0 {
-                                lk.remove(lease_key(p.lease, key).as_str())
-                                    .map_err(internal)?;
-                            }
-                            changes.push(Change {
-                                key: key.clone(),
-                                value: None,
-                                prev_value: Some(p.value),
-                                revision: rev,
-                            });
-                        }
-                    }
-                }
-            }
-            meta.insert("revision", rev).map_err(internal)?;
-            Ok(Ok(WriteOut::Txn(TxnResult {
-                succeeded: true,
+        keys
+    };
+    if keys.is_empty() {
+        return Ok(Ok(WriteOut::Done));
+    }
+    let rev = revision + 1;
+    let mut kv = w.open_table(KV).map_err(internal)?;
+    let mut lk = w.open_table(LEASE_KEYS).map_err(internal)?;
+    for key in keys {
+        lk.remove(lease_key(id, &key).as_str()).map_err(internal)?;
+        let prev = kv
+            .remove(key.as_str())
+            .map_err(internal)?
+            .map(|v| v.value()[HEADER..].to_vec());
+        if prev.is_some() {
+            changes.push(Change {
+                key,
+                value: None,
+                prev_value: prev,
                 revision: rev,
-            })))
+            });
         }
     }
+    meta.insert("revision", rev).map_err(internal)?;
+    Ok(Ok(WriteOut::Done))
+}
+
+/// A transaction: its compares, then (if they all hold) its puts and deletes at one new revision.
+fn apply_txn(
+    w: &WriteTransaction,
+    meta: &mut Meta<'_>,
+    revision: Revision,
+    txn: &Txn,
+    shared: &Shared,
+    changes: &mut Vec<Change>,
+    lease_updates: &[(LeaseId, Option<Duration>)],
+) -> Result<Result<WriteOut>> {
+    if txn.ops.len() > MAX_TXN_OPS {
+        return Ok(Err(StoreError::TooManyOps(txn.ops.len())));
+    }
+    let mut kv = w.open_table(KV).map_err(internal)?;
+    for c in &txn.compares {
+        let Compare::ModRevision(key, want) = c;
+        let have = match kv.get(key.as_str()).map_err(internal)? {
+            Some(v) => decode(key, v.value())?.mod_revision,
+            None => 0,
+        };
+        if have != *want {
+            return Ok(Ok(WriteOut::Txn(TxnResult {
+                succeeded: false,
+                revision,
+            })));
+        }
+    }
+    // Leases named by puts must exist.
+    for op in &txn.ops {
+        if let Op::Put { lease, .. } = op {
+            let alive = match lease_updates.iter().rev().find(|(id, _)| id == lease) {
+                Some((_, ttl)) => ttl.is_some(),
+                None => shared.leases.lock().unwrap().contains_key(lease),
+            };
+            if *lease != 0 && !alive {
+                return Ok(Err(StoreError::LeaseNotFound(*lease)));
+            }
+        }
+    }
+    if txn.ops.is_empty() {
+        return Ok(Ok(WriteOut::Txn(TxnResult {
+            succeeded: true,
+            revision,
+        })));
+    }
+    let rev = revision + 1;
+    let mut lk = w.open_table(LEASE_KEYS).map_err(internal)?;
+    for op in &txn.ops {
+        match op {
+            Op::Put { key, value, lease } => {
+                put(&mut kv, &mut lk, (key, value, *lease), rev, changes)?
+            }
+            Op::Delete { key } => delete(&mut kv, &mut lk, key, rev, changes)?,
+        }
+    }
+    meta.insert("revision", rev).map_err(internal)?;
+    Ok(Ok(WriteOut::Txn(TxnResult {
+        succeeded: true,
+        revision: rev,
+    })))
+}
+
+/// One put of a transaction at revision `rev`, keeping the lease index current.
+fn put(
+    kv: &mut Kv<'_>,
+    lk: &mut LeaseKeys<'_>,
+    (key, value, lease): (&str, &[u8], LeaseId),
+    rev: Revision,
+    changes: &mut Vec<Change>,
+) -> Result<()> {
+    let prev = kv
+        .get(key)
+        .map_err(internal)?
+        .map(|v| decode(key, v.value()))
+        .transpose()?;
+    let create = prev.as_ref().map(|p| p.create_revision).unwrap_or(rev);
+    if let Some(p) = &prev {
+        if p.lease != 0 && p.lease != lease {
+            lk.remove(lease_key(p.lease, key).as_str())
+                .map_err(internal)?;
+        }
+    }
+    if lease != 0 {
+        lk.insert(lease_key(lease, key).as_str(), ())
+            .map_err(internal)?;
+    }
+    kv.insert(key, encode(create, rev, lease, value).as_slice())
+        .map_err(internal)?;
+    changes.push(Change {
+        key: key.to_string(),
+        value: Some(value.to_vec()),
+        prev_value: prev.map(|p| p.value),
+        revision: rev,
+    });
+    Ok(())
+}
+
+/// One delete of a transaction at revision `rev`.
+fn delete(
+    kv: &mut Kv<'_>,
+    lk: &mut LeaseKeys<'_>,
+    key: &str,
+    rev: Revision,
+    changes: &mut Vec<Change>,
+) -> Result<()> {
+    let prev = kv
+        .remove(key)
+        .map_err(internal)?
+        .map(|v| decode(key, v.value()))
+        .transpose()?;
+    if let Some(p) = prev {
+        if p.lease != 0 {
+            lk.remove(lease_key(p.lease, key).as_str())
+                .map_err(internal)?;
+        }
+        changes.push(Change {
+            key: key.to_string(),
+            value: None,
+            prev_value: Some(p.value),
+            revision: rev,
+        });
+    }
+    Ok(())
 }
 
 #[async_trait]

@@ -1,14 +1,19 @@
 //! The internal gRPC API (proto/bbs.proto) over `db`. Errors become gRPC
 //! statuses whose `lattice-error` metadata carries the error name.
+//!
+//! This module holds the service (one handler per call, each a thin wrapper
+//! over `db`); `status` maps errors to statuses, `request` reads required
+//! fields and the fencing token, `events` streams the change feed.
 
-use std::pin::Pin;
+mod events;
+mod request;
+mod status;
+
 use std::time::Duration;
 
-use futures::Stream;
 use lattice_specs::bbs_api::bbs_server::{Bbs, BbsServer};
 use lattice_specs::bbs_api::*;
-use lattice_specs::events::Event;
-use lattice_specs::models::ActualLrpInstanceKey;
+use lattice_specs::errors::ErrorName;
 use lattice_specs::validation::{FieldError, ValidationErrors};
 use tonic::{Request, Response, Status};
 
@@ -16,61 +21,10 @@ use crate::db::{Db, DbError};
 use crate::events::EventHub;
 use crate::metrics::observe;
 use crate::store::StoreError;
-
+use events::EventStream;
 pub use lattice_specs::errors::{ERROR_NAME_KEY, FENCE_KEY};
-
-pub fn status_of(e: &DbError) -> Status {
-    let code = match e {
-        DbError::Invalid(_) => tonic::Code::InvalidArgument,
-        DbError::NotFound { .. } | DbError::Store(StoreError::LeaseNotFound(_)) => {
-            tonic::Code::NotFound
-        }
-        DbError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
-        DbError::Refused(_) | DbError::Fenced { .. } | DbError::Conflict { .. } => {
-            tonic::Code::FailedPrecondition
-        }
-        DbError::Store(StoreError::Unavailable(_)) => tonic::Code::Unavailable,
-        DbError::Contended(_) => tonic::Code::Aborted,
-        _ => tonic::Code::Internal,
-    };
-    let mut s = Status::new(code, e.to_string());
-    if let Ok(v) = e.name().parse() {
-        s.metadata_mut().insert(ERROR_NAME_KEY, v);
-    }
-    s
-}
-
-/// The error name a BBS status carries (e.g. "ActualLRPCannotBeClaimed").
-pub fn error_name(s: &Status) -> Option<&str> {
-    s.metadata()
-        .get(ERROR_NAME_KEY)
-        .and_then(|v| v.to_str().ok())
-}
-
-fn missing(field: &str) -> DbError {
-    DbError::Invalid(ValidationErrors(vec![FieldError {
-        field: field.into(),
-        message: "is required".into(),
-    }]))
-}
-
-fn key_of(k: Option<ActualLrpRef>) -> Result<(String, i32), DbError> {
-    let k = k.ok_or_else(|| missing("key"))?;
-    if k.process_guid.is_empty() {
-        return Err(missing("key.process_guid"));
-    }
-    Ok((k.process_guid, k.index))
-}
-
-fn ik_of(ik: Option<ActualLrpInstanceKey>) -> Result<ActualLrpInstanceKey, DbError> {
-    let ik = ik.ok_or_else(|| missing("instance_key"))?;
-    if ik.instance_guid.is_empty() || ik.cell_id.is_empty() {
-        return Err(missing(
-            "instance_key.instance_guid and instance_key.cell_id",
-        ));
-    }
-    Ok(ik)
-}
+use request::{fence_of, ik_of, key_of, missing};
+pub use status::{error_name, status_of};
 
 pub struct BbsGrpc {
     db: Db,
@@ -92,28 +46,17 @@ impl BbsGrpc {
 
     fn api(&self) -> Result<&crate::api::ApiState, DbError> {
         self.api.as_ref().ok_or_else(|| DbError::Conflict {
-            name: "BlobStoreUnavailable",
+            name: ErrorName::BlobStoreUnavailable,
             message: "this BBS keeps no blobs: start it with --blob-dir DIR".into(),
         })
     }
 
     /// The db view for a request: fenced when the caller sent a fencing token.
     fn db_for<T>(&self, r: &Request<T>) -> Result<Db, DbError> {
-        let Some(v) = r.metadata().get(FENCE_KEY) else {
-            return Ok(self.db.clone());
-        };
-        let parsed = v
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit_once('@'))
-            .and_then(|(n, rev)| Some((n.to_string(), rev.parse::<i64>().ok()?)));
-        match parsed {
-            Some((name, rev)) if !name.is_empty() => Ok(self.db.fenced(&name, rev)),
-            _ => Err(DbError::Invalid(ValidationErrors(vec![FieldError {
-                field: FENCE_KEY.into(),
-                message: "must be NAME@REVISION".into(),
-            }]))),
-        }
+        Ok(match fence_of(r.metadata())? {
+            Some((name, rev)) => self.db.fenced(&name, rev),
+            None => self.db.clone(),
+        })
     }
 
     pub fn into_server(self) -> BbsServer<BbsGrpc> {
@@ -135,8 +78,6 @@ async fn call<T>(
         }
     }
 }
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Bbs for BbsGrpc {
@@ -684,7 +625,7 @@ impl Bbs for BbsGrpc {
             let db = self.db_for(&r)?;
             let api = self.api()?;
             api.blobs.as_ref().ok_or_else(|| DbError::Conflict {
-                name: "BlobStoreUnavailable",
+                name: ErrorName::BlobStoreUnavailable,
                 message: "this BBS keeps no blobs: start it with --blob-dir DIR".into(),
             })?;
             let r = r.into_inner();
@@ -833,44 +774,6 @@ impl Bbs for BbsGrpc {
         &self,
         _: Request<SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let mut rx = self.hub.subscribe();
-        let closing = self.hub.closing();
-        let stream = async_stream_events(move |tx| async move {
-            tokio::pin!(closing);
-            loop {
-                let next = tokio::select! {
-                    e = rx.recv() => e,
-                    _ = &mut closing => return,
-                };
-                match next {
-                    Ok(e) => {
-                        if tx.send(Ok((*e).clone())).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx
-                            .send(Err(Status::data_loss(format!(
-                                "subscriber fell {n} events behind; resubscribe and resync"
-                            ))))
-                            .await;
-                        return;
-                    }
-                    Err(_) => return,
-                }
-            }
-        });
-        Ok(Response::new(stream))
+        Ok(Response::new(events::subscribe(&self.hub)))
     }
-}
-
-/// A stream fed by a task through a bounded channel.
-fn async_stream_events<F, Fut>(f: F) -> EventStream
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Status>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(f(tx));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }

@@ -1,0 +1,196 @@
+//! The public JSON API, on the wire as Lattice's receptor: `/v1/tasks`,
+//! `/v1/desired_lrps`, `/v1/actual_lrps`, `/v1/cells`, `/v1/domains`,
+//! `/v1/events` (server-sent events), `/v1/version`; plus `/metrics`.
+//!
+//! Rules: create → 201 and update/delete/cancel/domain → 204, both with an
+//! empty body; GET → 200 with `application/json`; errors → status ≥ 400 with
+//! `{"name", "message"}`. Bodies may be a literal `null` on any request.
+//! With credentials configured, `/v1/*` requires HTTP Basic auth.
+//!
+//! One file per resource (`tasks`, `lrps`, `cells` with domains and events,
+//! `logs`, `blobs`; backups live in `crate::backups`), `errors` for how the API
+//! says no and `auth` for Basic auth; this module holds the shared state, the
+//! router and the metrics middleware.
+
+mod auth;
+mod blobs;
+mod cells;
+mod errors;
+mod logs;
+mod lrps;
+mod tasks;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use lattice_specs::errors::ErrorName;
+use lattice_specs::logs::LogBuffer;
+
+use crate::db::Db;
+use crate::events::EventHub;
+use auth::basic_auth;
+pub(crate) use blobs::blob_store;
+use blobs::{delete_blob, get_blob, list_blobs, put_blob};
+use cells::{events, list_cells, list_domains, upsert_domain};
+use errors::json_errors;
+pub use errors::ApiError;
+pub(crate) use errors::{parse_body, ApiResult};
+pub use logs::may_post_logs;
+use logs::{get_logs, post_logs};
+use lrps::{
+    actual_lrp_by_index, actual_lrp_usage, actual_lrps_by_guid, create_desired_lrp,
+    delete_desired_lrp, get_desired_lrp, kill_actual_lrp, list_actual_lrps, list_desired_lrps,
+    update_desired_lrp,
+};
+use tasks::{cancel_task, create_task, delete_task, get_task, list_tasks};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Largest request body the JSON calls take (blobs are streamed, without this limit).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Largest `POST /v1/logs` body (a router ships its access lines in batches of at
+/// most 1,000 lines, a few hundred KiB).
+pub const MAX_LOG_POST_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub db: Db,
+    pub hub: EventHub,
+    /// `user:password` required on /v1/* when set.
+    pub basic_auth: Option<String>,
+    /// Lines pushed to the BBS (router access lines, components' debug logs).
+    pub logs: LogBuffer,
+    /// For fetching the cells' log lines.
+    pub http: reqwest::Client,
+    /// Where backup archives live (none: this BBS keeps no blobs).
+    pub blobs: Option<crate::blobs::BlobStore>,
+    /// This API's URL as cells reach it (backup tasks' archives go there).
+    pub public_url: String,
+}
+
+impl ApiState {
+    /// The URL a task's Upload/Download uses for blob `name` (with the API's
+    /// credentials, when it has some).
+    pub fn blob_url(&self, name: &str) -> String {
+        let base = self.public_url.trim_end_matches('/');
+        let base = match (&self.basic_auth, base.split_once("://")) {
+            (Some(auth), Some((scheme, rest))) => {
+                let (user, pass) = auth.split_once(':').unwrap_or((auth, ""));
+                format!(
+                    "{scheme}://{}:{}@{rest}",
+                    lattice_specs::path_segment(user),
+                    lattice_specs::path_segment(pass)
+                )
+            }
+            _ => base.to_string(),
+        };
+        format!("{base}/v1/blobs/{}", lattice_specs::path_segment(name))
+    }
+}
+
+fn created() -> Response {
+    StatusCode::CREATED.into_response()
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn domain_filter(q: &HashMap<String, String>) -> &str {
+    q.get("domain").map(String::as_str).unwrap_or("")
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "version": VERSION, "api": "receptor/v1" }))
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+}
+
+async fn observe(req: Request, next: Next) -> Response {
+    let call = match req.extensions().get::<MatchedPath>() {
+        Some(p) => format!("{} {}", req.method(), p.as_str()),
+        None => "unmatched".to_string(),
+    };
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    crate::metrics::REQUESTS
+        .with_label_values(&["http", &call])
+        .inc();
+    crate::metrics::LATENCY
+        .with_label_values(&["http", &call])
+        .observe(start.elapsed().as_secs_f64());
+    if resp.status().as_u16() >= 400 {
+        crate::metrics::ERRORS
+            .with_label_values(&["http", &call, resp.status().as_str()])
+            .inc();
+    }
+    resp
+}
+
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/tasks", post(create_task).get(list_tasks))
+        .route("/v1/tasks/{task_guid}", get(get_task).delete(delete_task))
+        .route("/v1/tasks/{task_guid}/cancel", post(cancel_task))
+        .route(
+            "/v1/desired_lrps",
+            post(create_desired_lrp).get(list_desired_lrps),
+        )
+        .route(
+            "/v1/desired_lrps/{process_guid}",
+            get(get_desired_lrp)
+                .put(update_desired_lrp)
+                .delete(delete_desired_lrp),
+        )
+        .route("/v1/actual_lrps", get(list_actual_lrps))
+        .route("/v1/actual_lrps/{process_guid}", get(actual_lrps_by_guid))
+        .route(
+            "/v1/actual_lrps/{process_guid}/usage",
+            get(actual_lrp_usage),
+        )
+        .route(
+            "/v1/actual_lrps/{process_guid}/index/{index}",
+            get(actual_lrp_by_index).delete(kill_actual_lrp),
+        )
+        .route("/v1/cells", get(list_cells))
+        .route("/v1/domains", get(list_domains))
+        .route("/v1/domains/{domain}", put(upsert_domain))
+        .route("/v1/events", get(events))
+        .route("/v1/version", get(version))
+        .route(
+            "/v1/logs",
+            post(post_logs).layer(DefaultBodyLimit::max(MAX_LOG_POST_BYTES)),
+        )
+        .route("/v1/blobs", get(list_blobs))
+        .route(
+            "/v1/blobs/{name}",
+            // POST too: Diego's Upload action posts its file.
+            put(put_blob)
+                .post(put_blob)
+                .get(get_blob)
+                .delete(delete_blob),
+        )
+        .route("/v1/logs/{log_guid}", get(get_logs))
+        .merge(crate::backups::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), basic_auth));
+    Router::new()
+        .merge(v1)
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, ErrorName::NotFound, "no such API path; see /v1/tasks, /v1/desired_lrps, /v1/actual_lrps, /v1/cells, /v1/domains, /v1/events") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}

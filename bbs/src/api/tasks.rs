@@ -1,0 +1,94 @@
+//! `/v1/tasks`: create, list, get, cancel and delete (the receptor's resolve-then-delete).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use lattice_specs::errors::ErrorName;
+use lattice_specs::receptor::{self, TaskResponse};
+
+use super::{created, domain_filter, no_content, parse_body, ApiError, ApiResult, ApiState};
+use crate::db::DbError;
+
+pub(super) async fn create_task(State(s): State<ApiState>, body: Bytes) -> ApiResult<Response> {
+    let req: receptor::TaskCreateRequest = parse_body(&body)?;
+    let (guid, domain, def) = req.into_model();
+    s.db.desire_task(&guid, &domain, def)
+        .await
+        .map_err(|e| ApiError::from_db(e, ErrorName::InvalidTask))?;
+    tracing::info!(task_guid = %guid, "task desired");
+    Ok(created())
+}
+
+pub(super) async fn list_tasks(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Vec<TaskResponse>>> {
+    let tasks =
+        s.db.tasks(
+            domain_filter(&q),
+            q.get("cell_id").map(String::as_str).unwrap_or(""),
+        )
+        .await;
+    Ok(Json(
+        tasks
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
+            .into_iter()
+            .map(TaskResponse::from)
+            .collect(),
+    ))
+}
+
+pub(super) async fn get_task(
+    State(s): State<ApiState>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<TaskResponse>> {
+    Ok(Json(
+        s.db.task(&guid)
+            .await
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
+            .into(),
+    ))
+}
+
+/// The receptor's delete: mark the completed task resolving, then remove it.
+pub(super) async fn delete_task(
+    State(s): State<ApiState>,
+    Path(guid): Path<String>,
+) -> ApiResult<Response> {
+    match s.db.resolving_task(&guid).await {
+        Ok(_) => {}
+        // Already resolving (a retried delete): go on and remove it.
+        Err(DbError::Refused(_))
+            if s.db
+                .task(&guid)
+                .await
+                .is_ok_and(|t| t.state == lattice_specs::models::task::State::Resolving as i32) => {
+        }
+        Err(DbError::Refused(_)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorName::TaskNotDeletable,
+                format!("task {guid} has not completed; cancel it or retry when it is COMPLETED"),
+            ))
+        }
+        Err(e) => return Err(ApiError::from_db(e, ErrorName::InvalidRequest)),
+    }
+    s.db.delete_task(&guid)
+        .await
+        .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
+    Ok(no_content())
+}
+
+pub(super) async fn cancel_task(
+    State(s): State<ApiState>,
+    Path(guid): Path<String>,
+) -> ApiResult<Response> {
+    s.db.cancel_task(&guid)
+        .await
+        .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
+    Ok(no_content())
+}

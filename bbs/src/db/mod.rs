@@ -1,0 +1,200 @@
+//! The BBS's decisions: every model operation, checked by `lattice_specs`
+//! (validation, state machines, restart policy) and applied to the store with
+//! compare-and-swap, so two writers never both win and a refused or failed
+//! request writes nothing.
+//!
+//! Key layout (all values are protobuf-encoded `lattice_specs::models`):
+//!
+//! | key                                         | value                    | lease |
+//! |---------------------------------------------|--------------------------|-------|
+//! | `/lattice/v1/desired/<process_guid>`        | DesiredLRP               |       |
+//! | `/lattice/v1/actual/<process_guid>/<index>` | ActualLRP (ordinary)     |       |
+//! | `/lattice/v1/evacuating/<guid>/<index>`     | ActualLRP (EVACUATING)   |       |
+//! | `/lattice/v1/suspect/<guid>/<index>`        | ActualLRP (SUSPECT)      |       |
+//! | `/lattice/v1/task/<task_guid>`              | Task                     |       |
+//! | `/lattice/v1/cell/<cell_id>`                | CellPresence             | cell's|
+//! | `/lattice/v1/domain/<domain>`               | Domain                   | TTL   |
+//! | `/lattice/v1/lock/<name>`                   | owner (utf-8)            | owner's|
+//! | `/lattice/v1/volume/<name>`                 | Volume                   |       |
+//! | `/lattice/v1/backup/<id>`                   | Backup                   |       |
+//! | `/lattice/v1/schedule/<volume>`             | BackupSchedule           |       |
+
+//!
+//! One file per entity, all writing through [`txn`]'s compare-and-swap seam:
+//! `desired` (desired LRPs), `actual` (instance records), `evacuation`
+//! (EVACUATING and SUSPECT copies, decided by `lattice_specs::evacuation`),
+//! `tasks`, `cells` (cells, domains, leases, locks), `volumes`, `backups`
+//! (backups and their schedules).
+
+mod actual;
+mod backups;
+mod cells;
+mod desired;
+mod evacuation;
+mod tasks;
+mod txn;
+mod volumes;
+
+use std::sync::Arc;
+
+use lattice_specs::errors::ErrorName;
+use lattice_specs::task as task_sm;
+use lattice_specs::validation::ValidationErrors;
+use lattice_specs::ModelError;
+
+use crate::store::{Store, StoreError};
+use txn::CAS_ATTEMPTS;
+
+pub const ROOT: &str = "/lattice/v1/";
+pub const DESIRED: &str = "/lattice/v1/desired/";
+pub const ACTUAL: &str = "/lattice/v1/actual/";
+pub const EVACUATING: &str = "/lattice/v1/evacuating/";
+pub const SUSPECT: &str = "/lattice/v1/suspect/";
+pub const TASK: &str = "/lattice/v1/task/";
+pub const CELL: &str = "/lattice/v1/cell/";
+pub const DOMAIN: &str = "/lattice/v1/domain/";
+pub const LOCK: &str = "/lattice/v1/lock/";
+pub const VOLUME: &str = "/lattice/v1/volume/";
+pub const BACKUP: &str = "/lattice/v1/backup/";
+pub const SCHEDULE: &str = "/lattice/v1/schedule/";
+
+pub fn desired_key(guid: &str) -> String {
+    format!("{DESIRED}{guid}")
+}
+pub fn actual_key(guid: &str, index: i32) -> String {
+    format!("{ACTUAL}{guid}/{index}")
+}
+pub fn evacuating_key(guid: &str, index: i32) -> String {
+    format!("{EVACUATING}{guid}/{index}")
+}
+pub fn suspect_key(guid: &str, index: i32) -> String {
+    format!("{SUSPECT}{guid}/{index}")
+}
+pub fn task_key(guid: &str) -> String {
+    format!("{TASK}{guid}")
+}
+pub fn cell_key(id: &str) -> String {
+    format!("{CELL}{id}")
+}
+
+/// Why a BBS request failed. `name()` is the receptor-style error name, the one
+/// the public API's JSON and the gRPC `lattice-error` metadata carry.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DbError {
+    #[error("{0}")]
+    Invalid(#[from] ValidationErrors),
+    #[error("{message}")]
+    NotFound { name: ErrorName, message: String },
+    #[error("{message}")]
+    AlreadyExists { name: ErrorName, message: String },
+    #[error("{0}")]
+    Refused(#[from] ModelError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("gave up after {CAS_ATTEMPTS} concurrent modifications of {0}; retry")]
+    Contended(String),
+    #[error("corrupt record at {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// Refused because of other records (a volume in use, a backup still running…).
+    #[error("{message}")]
+    Conflict { name: ErrorName, message: String },
+    /// The caller's lock (e.g. the brain's leadership) changed hands: it must stop acting.
+    #[error("lock {lock} is no longer held at revision {revision}: this caller lost it and must not write")]
+    Fenced { lock: String, revision: i64 },
+}
+
+impl DbError {
+    pub fn name(&self) -> ErrorName {
+        match self {
+            DbError::Invalid(_) => ErrorName::InvalidRequest,
+            DbError::NotFound { name, .. }
+            | DbError::AlreadyExists { name, .. }
+            | DbError::Conflict { name, .. } => *name,
+            DbError::Refused(e) => e.name(),
+            DbError::Store(StoreError::Unavailable(_)) => ErrorName::StoreUnavailable,
+            DbError::Store(StoreError::LeaseNotFound(_)) => ErrorName::LeaseNotFound,
+            DbError::Store(_) | DbError::Corrupt { .. } => ErrorName::Unknown,
+            DbError::Contended(_) => ErrorName::ResourceConflict,
+            DbError::Fenced { .. } => ErrorName::LockLost,
+        }
+    }
+
+    fn desired_not_found(guid: &str) -> DbError {
+        DbError::NotFound {
+            name: ErrorName::DesiredLRPNotFound,
+            message: format!("desired LRP {guid} not found"),
+        }
+    }
+    fn actual_not_found(guid: &str, index: i32) -> DbError {
+        DbError::NotFound {
+            name: ErrorName::ActualLRPIndexNotFound,
+            message: format!("actual LRP {guid} index {index} not found"),
+        }
+    }
+    fn volume_not_found(name: &str) -> DbError {
+        DbError::NotFound {
+            name: ErrorName::VolumeNotFound,
+            message: format!("volume {name} not found: `ltc volume list` shows the volumes"),
+        }
+    }
+    fn backup_not_found(id: &str) -> DbError {
+        DbError::NotFound {
+            name: ErrorName::BackupNotFound,
+            message: format!("backup {id} not found: `ltc backup list` shows the backups"),
+        }
+    }
+    fn task_not_found(guid: &str) -> DbError {
+        DbError::NotFound {
+            name: ErrorName::TaskNotFound,
+            message: format!("task {guid} not found"),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, DbError>;
+
+/// Outcome of an evacuation call: should the evacuating cell keep running the container?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepContainer(pub bool);
+
+/// A lock holder as stored (`owner`), with the revision it was taken at: a
+/// fencing token that grows with every new holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockState {
+    pub acquired: bool,
+    pub owner: String,
+    pub revision: i64,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    store: Arc<dyn Store>,
+    /// Task rejections allowed before the task is failed.
+    pub max_task_retries: i32,
+    /// Writes only succeed while this lock key still has this revision.
+    fence: Option<(String, i64)>,
+}
+
+impl Db {
+    pub fn new(store: Arc<dyn Store>) -> Db {
+        Db {
+            store,
+            max_task_retries: task_sm::DEFAULT_MAX_RETRIES,
+            fence: None,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// A view whose every write also requires that lock `name` is still held
+    /// at `revision` (the holder's fencing token, from `acquire_lock`): a
+    /// paused or partitioned ex-leader cannot write once it has lost the lock.
+    pub fn fenced(&self, name: &str, revision: i64) -> Db {
+        Db {
+            fence: Some((format!("{LOCK}{name}"), revision)),
+            ..self.clone()
+        }
+    }
+}

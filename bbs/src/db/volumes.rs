@@ -1,0 +1,348 @@
+//! Volumes: the records cells make volumes from, their users, growth and
+//! removal, and the check that every volume a container mounts is usable.
+
+use lattice_specs::errors::ErrorName;
+use lattice_specs::models::volume::State as VolumeState;
+use lattice_specs::models::{CellPresence, Volume, VolumeMount};
+use lattice_specs::now_nanos;
+use lattice_specs::validation::{self, ValidationErrors};
+use prost::Message;
+
+use super::txn::Write;
+use super::{Db, DbError, Result, SCHEDULE, VOLUME};
+use crate::store::{Op, Txn};
+
+impl Db {
+    /// Every volume a container would mount exists and is usable.
+    pub(super) async fn check_mounts(&self, mounts: &[VolumeMount]) -> Result<()> {
+        // (scratch volumes have no record: the cell makes them)
+        for m in mounts.iter().filter(|m| m.scratch_bytes == 0) {
+            let v = self.volume(&m.volume).await.map_err(|e| match e {
+                DbError::NotFound { .. } => DbError::Conflict {
+                    name: ErrorName::VolumeNotFound,
+                    message: format!(
+                        "volume {} does not exist: create it with `ltc volume create {} --size 1G`",
+                        m.volume, m.volume
+                    ),
+                },
+                e => e,
+            })?;
+            if v.state() == VolumeState::Removing || v.state() == VolumeState::Failed {
+                return Err(DbError::Conflict {
+                    name: ErrorName::VolumeNotUsable,
+                    message: format!(
+                        "volume {} is {}{}",
+                        m.volume,
+                        lattice_specs::volume::state_name(v.state()),
+                        if v.reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", v.reason)
+                        }
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a new volume for its cell to make: on `cell_id`, or (empty) on the cell
+    /// with the `local` driver that holds the fewest bytes of volumes.
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        size_bytes: u64,
+        cell_id: &str,
+    ) -> Result<Volume> {
+        let invalid = |field: &str, message: String| {
+            DbError::Invalid(ValidationErrors(vec![validation::FieldError {
+                field: field.into(),
+                message,
+            }]))
+        };
+        lattice_specs::volume::check_name("volume", name).map_err(|e| invalid("name", e))?;
+        if size_bytes < lattice_specs::volume::MIN_SIZE {
+            return Err(invalid(
+                "size_bytes",
+                format!(
+                    "{size_bytes} bytes is too small: volumes are at least {}",
+                    lattice_specs::volume::format_size(lattice_specs::volume::MIN_SIZE)
+                ),
+            ));
+        }
+        let cells = self.cells().await?;
+        // (the volumes' sizes only matter when the BBS picks the cell)
+        let volumes = match cell_id {
+            "" => self.volumes().await?,
+            _ => Vec::new(),
+        };
+        let cell = volume_cell(&cells, cell_id, &volumes)?;
+        let now = now_nanos();
+        let v = Volume {
+            name: name.into(),
+            cell_id: cell,
+            size_bytes,
+            used_bytes: 0,
+            state: VolumeState::Pending as i32,
+            reason: String::new(),
+            created_at: now,
+            updated_at: now,
+            actual_size_bytes: 0,
+        };
+        if self
+            .create(&format!("{VOLUME}{name}"), v.encode_to_vec(), 0)
+            .await?
+            .is_none()
+        {
+            return Err(DbError::AlreadyExists {
+                name: ErrorName::VolumeAlreadyExists,
+                message: format!("volume {name} already exists: `ltc volume list` shows it"),
+            });
+        }
+        Ok(v)
+    }
+
+    pub async fn volumes(&self) -> Result<Vec<Volume>> {
+        self.list(VOLUME).await
+    }
+
+    pub async fn volume(&self, name: &str) -> Result<Volume> {
+        self.get(&format!("{VOLUME}{name}"))
+            .await?
+            .map(|(v, _)| v)
+            .ok_or_else(|| DbError::volume_not_found(name))
+    }
+
+    /// Who mounts volume `name`: desired LRPs (process guids) and tasks not yet
+    /// completed (task guids).
+    pub async fn volume_users(&self, name: &str) -> Result<Vec<String>> {
+        let mounts = |m: &[VolumeMount]| m.iter().any(|m| m.volume == name);
+        let mut users: Vec<String> = self
+            .desired_lrps("")
+            .await?
+            .into_iter()
+            .filter(|d| mounts(&d.volume_mounts))
+            .map(|d| d.process_guid)
+            .collect();
+        users.extend(
+            self.tasks("", "")
+                .await?
+                .into_iter()
+                .filter(|t| {
+                    t.state < lattice_specs::models::task::State::Completed as i32
+                        && t.definition
+                            .as_ref()
+                            .is_some_and(|d| mounts(&d.volume_mounts))
+                })
+                .map(|t| t.task_guid),
+        );
+        Ok(users)
+    }
+
+    /// Asks the volume's cell to remove it; refused while anything mounts it. A volume
+    /// its cell never made goes at once.
+    pub async fn remove_volume(&self, name: &str) -> Result<()> {
+        let users = self.volume_users(name).await?;
+        if !users.is_empty() {
+            return Err(DbError::Conflict {
+                name: ErrorName::VolumeInUse,
+                message: format!(
+                    "volume {name} is mounted by {}: remove those apps or tasks first",
+                    users.join(", ")
+                ),
+            });
+        }
+        self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
+            let mut v = cur.ok_or_else(|| DbError::volume_not_found(name))?;
+            Ok(match v.state() {
+                // (a FAILED volume too: its cell removes whatever it made of it)
+                VolumeState::Removing => (Write::Nothing, ()),
+                _ => {
+                    v.state = VolumeState::Removing as i32;
+                    v.updated_at = now_nanos();
+                    (Write::Put(v), ())
+                }
+            })
+        })
+        .await?;
+        // Its schedule goes with it.
+        self.txn(Txn::new().then(Op::delete(format!("{SCHEDULE}{name}"))))
+            .await?;
+        Ok(())
+    }
+
+    /// Grows a READY volume to `size_bytes` (its cell grows it online).
+    pub async fn grow_volume(&self, name: &str, size_bytes: u64) -> Result<Volume> {
+        self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
+            let mut v = cur.ok_or_else(|| DbError::volume_not_found(name))?;
+            if v.state() != VolumeState::Ready {
+                return Err(DbError::Conflict {
+                    name: ErrorName::VolumeNotReady,
+                    message: format!(
+                        "volume {name} is {}: only a READY volume can grow",
+                        lattice_specs::volume::state_name(v.state())
+                    ),
+                });
+            }
+            if size_bytes <= v.size_bytes {
+                return Err(DbError::Invalid(ValidationErrors(vec![
+                    validation::FieldError {
+                        field: "size_bytes".into(),
+                        message: format!(
+                            "volume {name} is {}: a volume can only grow",
+                            lattice_specs::volume::format_size(v.size_bytes)
+                        ),
+                    },
+                ])));
+            }
+            v.size_bytes = size_bytes;
+            v.reason = String::new();
+            v.updated_at = now_nanos();
+            Ok((Write::Put(v.clone()), v))
+        })
+        .await
+    }
+
+    /// A cell reports its volume READY (with its size and use) or FAILED. Reports from
+    /// another cell, or about a volume being removed, change nothing.
+    pub async fn set_volume_state(
+        &self,
+        name: &str,
+        cell_id: &str,
+        state: VolumeState,
+        (size_bytes, used_bytes): (u64, u64),
+        reason: &str,
+    ) -> Result<()> {
+        self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
+            let mut v = cur.ok_or_else(|| DbError::volume_not_found(name))?;
+            if v.cell_id != cell_id || v.state() == VolumeState::Removing {
+                return Ok((Write::Nothing, ()));
+            }
+            let before = v.clone();
+            v.state = state as i32;
+            v.used_bytes = used_bytes;
+            v.actual_size_bytes = size_bytes;
+            v.reason = reason.to_string();
+            if v == before {
+                return Ok((Write::Nothing, ()));
+            }
+            v.updated_at = now_nanos();
+            Ok((Write::Put(v), ()))
+        })
+        .await
+    }
+
+    /// A cell removed a REMOVING volume: its record goes.
+    pub async fn volume_removed(&self, name: &str, cell_id: &str) -> Result<()> {
+        self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
+            Ok(match cur {
+                Some(v) if v.cell_id == cell_id && v.state() == VolumeState::Removing => {
+                    (Write::Delete, ())
+                }
+                _ => (Write::Nothing, ()),
+            })
+        })
+        .await
+    }
+}
+
+/// The cell a new volume goes on: `requested` if it is present with the
+/// `local` volume driver; with none requested, the cell with that driver whose
+/// volumes (`volumes`) hold the fewest bytes (ties: the smallest cell id).
+fn volume_cell(cells: &[CellPresence], requested: &str, volumes: &[Volume]) -> Result<String> {
+    let local = || {
+        cells
+            .iter()
+            .filter(|c| c.volume_drivers.iter().any(|d| d == "local"))
+    };
+    if !requested.is_empty() {
+        if !local().any(|c| c.cell_id == requested) {
+            return Err(DbError::Conflict {
+                name: ErrorName::CellNotFound,
+                message: format!(
+                    "cell {requested} is not present or has no local volume driver: `ltc cells` lists the cells and their drivers"
+                ),
+            });
+        }
+        return Ok(requested.to_string());
+    }
+    let held = |id: &str| -> u64 {
+        volumes
+            .iter()
+            .filter(|v| v.cell_id == id)
+            .map(|v| v.size_bytes)
+            .sum()
+    };
+    local()
+        .min_by_key(|c| (held(&c.cell_id), c.cell_id.clone()))
+        .map(|c| c.cell_id.clone())
+        .ok_or_else(|| DbError::Conflict {
+            name: ErrorName::NoVolumeDriver,
+            message: "no cell offers the local volume driver: start a cell with a volume pool (`lattice cell --volume-pool-size 20G`)".into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(id: &str, drivers: &[&str]) -> CellPresence {
+        CellPresence {
+            cell_id: id.into(),
+            volume_drivers: drivers.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn volume(cell_id: &str, size_bytes: u64) -> Volume {
+        Volume {
+            cell_id: cell_id.into(),
+            size_bytes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_new_volume_goes_where_the_fewest_volume_bytes_are() {
+        let cells = [
+            cell("a", &["local"]),
+            cell("b", &["local"]),
+            cell("c", &[]),
+            cell("d", &["nfs", "local"]),
+        ];
+        let volumes = [
+            volume("a", 5),
+            volume("b", 3),
+            volume("b", 1),
+            volume("z", 1),
+        ];
+        // a holds 5, b 4, d 0 (c has no local driver, z is gone).
+        assert_eq!(volume_cell(&cells, "", &volumes), Ok("d".to_string()));
+        let volumes = [volume("a", 5), volume("b", 3), volume("d", 4)];
+        assert_eq!(volume_cell(&cells, "", &volumes), Ok("b".to_string()));
+        assert_eq!(
+            volume_cell(&cells, "", &[]),
+            Ok("a".to_string()),
+            "ties go to the smallest cell id"
+        );
+    }
+
+    #[test]
+    fn a_requested_cell_must_offer_the_local_driver() {
+        let cells = [cell("a", &["local"]), cell("c", &[])];
+        assert_eq!(volume_cell(&cells, "a", &[]), Ok("a".to_string()));
+        for requested in ["c", "gone"] {
+            let err = volume_cell(&cells, requested, &[]).unwrap_err();
+            assert_eq!(err.name(), ErrorName::CellNotFound, "{requested}");
+            assert!(err
+                .to_string()
+                .contains(&format!("cell {requested} is not present")));
+        }
+    }
+
+    #[test]
+    fn without_a_local_driver_anywhere_there_is_no_cell() {
+        let err = volume_cell(&[cell("c", &["nfs"])], "", &[]).unwrap_err();
+        assert_eq!(err.name(), ErrorName::NoVolumeDriver);
+    }
+}
