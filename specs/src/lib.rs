@@ -2,6 +2,9 @@
 //! internal gRPC APIs (generated), their validation, the Task and ActualLRP
 //! state machines, the crash-restart policy, rootfs URLs and the public
 //! receptor-shaped JSON types. Nothing in this crate does I/O.
+//!
+//! The gRPC services (`bbs_api`, `rep_api`, [`bbs_client`]) come with the default
+//! `grpc` feature; without it (as `ltc` builds it) the crate links no tonic.
 
 pub mod actual_lrp;
 pub mod backup;
@@ -17,22 +20,24 @@ pub mod volume;
 /// Generated model messages (`proto/models.proto`).
 #[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
 pub mod models {
-    tonic::include_proto!("lattice.models");
+    include!(concat!(env!("OUT_DIR"), "/lattice.models.rs"));
 }
 
 /// Generated event messages (`proto/events.proto`).
 #[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
 pub mod events {
-    tonic::include_proto!("lattice.events");
+    include!(concat!(env!("OUT_DIR"), "/lattice.events.rs"));
 }
 
 /// Generated cell (rep) gRPC API (`proto/rep.proto`), used by the auctioneer.
+#[cfg(feature = "grpc")]
 #[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
 pub mod rep_api {
     tonic::include_proto!("lattice.rep");
 }
 
 /// Generated BBS gRPC API (`proto/bbs.proto`): messages, client and server.
+#[cfg(feature = "grpc")]
 #[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
 pub mod bbs_api {
     tonic::include_proto!("lattice.bbs");
@@ -40,6 +45,7 @@ pub mod bbs_api {
 
 /// A client for the BBS's gRPC API at `addr` (`host:port` or a URL). It connects lazily
 /// and reconnects by itself, so components may start before the BBS does.
+#[cfg(feature = "grpc")]
 pub fn bbs_client(
     addr: &str,
 ) -> Result<bbs_api::bbs_client::BbsClient<tonic::transport::Channel>, tonic::transport::Error> {

@@ -24,6 +24,8 @@ pub fn lattice_bin() -> PathBuf {
                 "--quiet",
                 "-p",
                 "lattice-cli",
+                "-p",
+                "lattice-ltc",
                 "--bin",
                 "lattice",
                 "--bin",
@@ -46,7 +48,7 @@ pub fn lattice_bin() -> PathBuf {
     .clone()
 }
 
-/// The `ltc` binary (built with `lattice`).
+/// The `ltc` binary (crate `lattice-ltc`, built with `lattice` into the same directory).
 pub fn ltc_bin() -> PathBuf {
     lattice_bin().with_file_name("ltc")
 }

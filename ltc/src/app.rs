@@ -13,6 +13,7 @@ use lattice_specs::receptor::{ActualLrpResponse, DesiredLrpCreateRequest, Desire
 
 use crate::api::{error_name, Api};
 use crate::target::Target;
+use lattice_specs::errors::ErrorName;
 
 /// The router name our router reads routes under.
 pub const ROUTER_KEY: &str = "cf-router";
@@ -494,7 +495,7 @@ fn print_urls(target: &Target, d: &DesiredLrpResponse) {
 pub async fn create(api: &Api, a: &CreateArgs) -> anyhow::Result<()> {
     let req = create_request(a, &api.target)?;
     match api.create_desired_lrp(&req).await {
-        Err(e) if error_name(&e) == Some("DesiredLRPAlreadyExists") => anyhow::bail!(
+        Err(e) if error_name(&e) == Some(ErrorName::DesiredLRPAlreadyExists) => anyhow::bail!(
             "app {} already exists: use `ltc scale {} N` or `ltc remove {}`",
             a.app,
             a.app,
@@ -576,7 +577,7 @@ pub async fn remove(api: &Api, apps: &[String]) -> anyhow::Result<()> {
     for app in apps {
         match api.remove_desired_lrp(app).await {
             Ok(()) => println!("Removed {app}."),
-            Err(e) if error_name(&e) == Some("DesiredLRPNotFound") => {
+            Err(e) if error_name(&e) == Some(ErrorName::DesiredLRPNotFound) => {
                 eprintln!("ltc: app {app} not found: `ltc list` shows the apps");
                 failed += 1;
             }

@@ -6,6 +6,7 @@ use futures::StreamExt;
 use lattice_specs::logs::{decode_ndjson, LogMessage};
 
 use crate::api::{error_name, Api};
+use lattice_specs::errors::ErrorName;
 
 /// The log guid behind NAME: an app's, a task's, or NAME itself.
 pub async fn log_guid_of(api: &Api, name: &str) -> anyhow::Result<String> {
@@ -17,7 +18,7 @@ pub async fn log_guid_of(api: &Api, name: &str) -> anyhow::Result<String> {
                 d.request.log_guid
             })
         }
-        Err(e) if error_name(&e) != Some("DesiredLRPNotFound") => return Err(e),
+        Err(e) if error_name(&e) != Some(ErrorName::DesiredLRPNotFound) => return Err(e),
         Err(_) => {}
     }
     match api.task(name).await {
