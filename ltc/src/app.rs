@@ -6,17 +6,15 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use lattice_specs::errors::ErrorName;
 use lattice_specs::models::{
     self, action, check, Action, Check, CheckDefinition, EnvironmentVariable,
 };
 use lattice_specs::receptor::{ActualLrpResponse, DesiredLrpCreateRequest, DesiredLrpResponse};
+use lattice_specs::routes::CfRoute;
 
 use crate::api::{error_name, Api};
 use crate::target::Target;
-use lattice_specs::errors::ErrorName;
-
-/// The router name our router reads routes under.
-pub const ROUTER_KEY: &str = "cf-router";
 
 #[derive(clap::Args, Debug, Default)]
 pub struct CreateArgs {
@@ -107,11 +105,11 @@ fn routes_json(routes: &[(String, u32)]) -> BTreeMap<String, serde_json::Value> 
     for (h, p) in routes {
         by_port.entry(*p).or_default().push(h.clone());
     }
-    let list: Vec<_> = by_port
+    let list: Vec<CfRoute> = by_port
         .into_iter()
-        .map(|(port, hostnames)| serde_json::json!({"hostnames": hostnames, "port": port}))
+        .map(|(port, hostnames)| CfRoute { hostnames, port })
         .collect();
-    BTreeMap::from([(ROUTER_KEY.to_string(), serde_json::Value::Array(list))])
+    CfRoute::to_json(&list)
 }
 
 /// `--http-route` values as (hostname, port); `default_port` when a route names none.
@@ -152,19 +150,9 @@ pub fn parse_routes(
 
 /// Hostnames an app is routed at (from its `cf-router` routes).
 pub fn hostnames(d: &DesiredLrpResponse) -> Vec<String> {
-    d.request
-        .routes
-        .get(ROUTER_KEY)
-        .and_then(|v| v.as_array())
+    CfRoute::list_from_json(&d.request.routes)
         .into_iter()
-        .flatten()
-        .flat_map(|r| {
-            r.get("hostnames")
-                .and_then(|h| h.as_array())
-                .into_iter()
-                .flatten()
-                .filter_map(|h| h.as_str().map(String::from))
-        })
+        .flat_map(|r| r.hostnames)
         .collect()
 }
 

@@ -3,10 +3,10 @@
 use std::io::Write;
 
 use futures::StreamExt;
+use lattice_specs::errors::ErrorName;
 use lattice_specs::logs::{decode_ndjson, LogMessage};
 
 use crate::api::{error_name, Api};
-use lattice_specs::errors::ErrorName;
 
 /// The log guid behind NAME: an app's, a task's, or NAME itself.
 pub async fn log_guid_of(api: &Api, name: &str) -> anyhow::Result<String> {

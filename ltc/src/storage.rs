@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Subcommand;
+use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::{BackupResponse, TaskResponse, VolumeCreateRequest, VolumeResponse};
 use lattice_specs::volume::{format_size, parse_size, MIN_SIZE};
 use sha2::Digest;
 
 use crate::api::{error_name, Api};
 use crate::show;
-use lattice_specs::errors::ErrorName;
 
 #[derive(Subcommand)]
 pub enum VolumeCmd {

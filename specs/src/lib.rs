@@ -13,6 +13,7 @@ pub mod logs;
 pub mod receptor;
 pub mod restart;
 pub mod rootfs;
+pub mod routes;
 pub mod task;
 pub mod validation;
 pub mod volume;
