@@ -18,5 +18,7 @@ pub mod private;
 pub mod serve;
 pub mod server;
 pub mod store;
+/// Helpers for tests and benchmarks (the `testing` feature; not in production builds).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod usage;
