@@ -8,6 +8,7 @@
 
 pub mod actual_lrp;
 pub mod backup;
+pub mod containers;
 pub mod errors;
 pub mod logs;
 pub mod receptor;
