@@ -7,6 +7,7 @@
 //! into model events.
 
 pub mod api;
+pub mod backup_tasks;
 pub mod backups;
 pub mod blobs;
 pub mod db;
