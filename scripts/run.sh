@@ -11,7 +11,9 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 scripts/setup.sh
-cargo build --release -p lattice-cli --bin lattice --bin ltc
+cargo build --release -p lattice-cli --bin lattice
+# On its own, so ltc gets specs without the grpc feature (one build would unify them).
+cargo build --release -p lattice-ltc --bin ltc
 data="${LATTICE_DATA_DIR:-./.lattice}"
 mkdir -p "$data"
 export LATTICE_DATA_DIR="$data"

@@ -1,10 +1,18 @@
+//! Generates the protobuf messages (always) and the internal gRPC services (with the
+//! `grpc` feature) from `proto/`.
+
+/// The messages every build has: the model and its events.
+const MESSAGES: [&str; 2] = ["proto/models.proto", "proto/events.proto"];
+/// The gRPC APIs (and their request and response messages), with the `grpc` feature.
+#[cfg(feature = "grpc")]
+const SERVICES: [&str; 2] = ["proto/bbs.proto", "proto/rep.proto"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
-        // Every model can travel as JSON too (the receptor API reuses the
-        // action, env, check and volume shapes as they are).
+    let mut config = prost_build::Config::new();
+    // Every model can travel as JSON too (the receptor API reuses the
+    // action, env, check and volume shapes as they are).
+    config
         .type_attribute(
             ".lattice.models",
             "#[derive(serde::Serialize, serde::Deserialize)]",
@@ -20,15 +28,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[serde(rename_all = \"snake_case\")]",
         )
         .message_attribute(".lattice.models.Action", "#[serde(transparent)]")
-        .message_attribute(".lattice.models.Check", "#[serde(transparent)]")
-        .compile_protos(
-            &[
-                "proto/models.proto",
-                "proto/events.proto",
-                "proto/bbs.proto",
-                "proto/rep.proto",
-            ],
-            &["proto"],
-        )?;
+        .message_attribute(".lattice.models.Check", "#[serde(transparent)]");
+    #[cfg(feature = "grpc")]
+    {
+        let protos: Vec<&str> = MESSAGES.iter().chain(&SERVICES).copied().collect();
+        tonic_prost_build::configure()
+            .build_server(true)
+            .build_client(true)
+            .compile_with_config(config, &protos, &["proto"])?;
+    }
+    #[cfg(not(feature = "grpc"))]
+    {
+        // As tonic's generator does, so both builds generate the same messages.
+        config.type_attribute(".", "#[allow(clippy::all)]");
+        config.compile_protos(&MESSAGES, &["proto"])?;
+    }
     Ok(())
 }

@@ -25,6 +25,7 @@ use lattice_specs::receptor::{
 };
 
 use crate::api::{parse_body, ApiError, ApiResult, ApiState};
+use crate::backup_tasks;
 use crate::db::{Db, DbError};
 
 pub fn routes() -> Router<ApiState> {
@@ -136,7 +137,7 @@ pub async fn start_backup(
         ..Default::default()
     };
     // The auction places it on the volume's cell, where the snapshot can be taken.
-    let def = plan::backup_task(&b, &blob_url(&b.blob));
+    let def = backup_tasks::backup_task(&b, &blob_url(&b.blob));
     db.create_backup(&b, def).await?;
     tracing::info!(backup = %b.id, volume, task = %b.task_guid, "backup started");
     Ok(b)
@@ -282,7 +283,7 @@ async fn restore_backup(
         ));
     }
     let guid = format!("{}{}-{}", plan::RESTORE_TASK, v.name, suffix());
-    let def = plan::restore_task(&guid, &b, &s.blob_url(&b.blob), &v.name);
+    let def = backup_tasks::restore_task(&guid, &b, &s.blob_url(&b.blob), &v.name);
     s.db.desire_task(&guid, plan::DOMAIN, def)
         .await
         .map_err(db_err)?;
@@ -293,7 +294,7 @@ async fn restore_backup(
 async fn verify_backup(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Response> {
     let b = completed(&s, &id).await?;
     let guid = format!("{}{}-{}", plan::VERIFY_TASK, id, suffix());
-    let def = plan::verify_task(&guid, &b, &s.blob_url(&b.blob));
+    let def = backup_tasks::verify_task(&guid, &b, &s.blob_url(&b.blob));
     s.db.desire_task(&guid, plan::DOMAIN, def)
         .await
         .map_err(db_err)?;

@@ -8,6 +8,7 @@
 //! events. Errors are named by `lattice_specs::errors::ErrorName` on both wires.
 
 pub mod api;
+pub mod backup_tasks;
 pub mod backups;
 pub mod blobs;
 pub mod db;
@@ -19,5 +20,7 @@ pub mod private;
 pub mod serve;
 pub mod server;
 pub mod store;
+/// Helpers for tests and benchmarks (the `testing` feature; not in production builds).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod usage;

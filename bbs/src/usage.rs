@@ -5,18 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use lattice_specs::containers::CellContainer;
 use lattice_specs::receptor::ContainerUsage;
-
-#[derive(serde::Deserialize)]
-struct CellContainer {
-    handle: String,
-    #[serde(default)]
-    memory_bytes: u64,
-    #[serde(default)]
-    cpu_seconds: f64,
-    #[serde(default)]
-    disk_bytes: u64,
-}
 
 /// Usage of the containers `instances` (instance guid → cell id), asking each cell at
 /// its rep address (`reps`: cell id → address). Cells that do not answer within 2 s

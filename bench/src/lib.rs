@@ -108,6 +108,8 @@ impl Up {
 impl Drop for Up {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours; the
+            // child is not reaped yet (try_wait said so), so its pid is still its own.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
             let _ = self.child.wait();
         }

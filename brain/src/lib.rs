@@ -17,4 +17,6 @@ pub mod leader;
 pub mod metrics;
 pub mod retry;
 pub mod server;
+/// Helpers for tests and benchmarks (the `testing` feature; not in production builds).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

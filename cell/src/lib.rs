@@ -19,6 +19,8 @@ pub mod rootfs;
 pub mod scratch;
 pub mod server;
 pub mod shim;
+/// Helpers for tests and benchmarks (the `testing` feature; not in production builds).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod transfer;
 pub mod trash;

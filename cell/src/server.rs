@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::StreamExt;
+use lattice_specs::containers::{CellContainer, ContainerPort};
 use lattice_specs::rep_api::rep_server::RepServer;
 use tokio_util::sync::CancellationToken;
 
@@ -214,25 +215,37 @@ async fn containers(State(rep): State<Arc<Rep>>) -> impl IntoResponse {
     axum::Json(list)
 }
 
-fn container_list(rep: &Rep) -> Vec<serde_json::Value> {
-    rep
-        .executor()
+fn container_list(rep: &Rep) -> Vec<CellContainer> {
+    rep.executor()
         .list()
         .iter()
         .map(|c| {
             let (memory, cpu) = rep.executor().usage(c.handle());
-            serde_json::json!({
-                "handle": c.handle(),
-                "memory_bytes": memory.unwrap_or(0),
-                "cpu_seconds": cpu.unwrap_or(0) as f64 / 1e9,
-                "disk_bytes": rep.executor().disk_bytes(c.handle()),
-                "rootfs": c.request.rootfs,
-                "ip": c.ip().to_string(),
-                "ports": c.ports.iter().map(|(c, h)| serde_json::json!({"container_port": c, "host_port": h})).collect::<Vec<_>>(),
-                "memory_mb": c.request.memory_mb,
-                "log_source": c.request.log_source,
-                "tags": c.request.tags.iter().filter(|(k, _)| k.as_str() != "desired").collect::<std::collections::BTreeMap<_, _>>(),
-            })
+            CellContainer {
+                handle: c.handle().to_string(),
+                memory_bytes: memory.unwrap_or(0),
+                cpu_seconds: cpu.unwrap_or(0) as f64 / 1e9,
+                disk_bytes: rep.executor().disk_bytes(c.handle()),
+                rootfs: c.request.rootfs.clone(),
+                ip: c.ip().to_string(),
+                ports: c
+                    .ports
+                    .iter()
+                    .map(|&(container_port, host_port)| ContainerPort {
+                        container_port,
+                        host_port,
+                    })
+                    .collect(),
+                memory_mb: c.request.memory_mb,
+                log_source: c.request.log_source.clone(),
+                tags: c
+                    .request
+                    .tags
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "desired")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }
         })
         .collect()
 }

@@ -17,9 +17,10 @@ use std::sync::Arc;
 
 use lattice_specs::models::actual_lrp::State;
 use lattice_specs::models::{ActualLrp, DesiredLrp, ModificationTag};
+use lattice_specs::routes::CfRoute;
 
 /// The router name under `routes` that this router serves.
-pub const ROUTER_KEY: &str = "cf-router";
+pub use lattice_specs::routes::ROUTER_KEY;
 
 #[derive(Debug)]
 pub struct Endpoint {
@@ -93,27 +94,15 @@ impl HostEntry {
 
 /// Hostnames and container ports this router serves for a DesiredLRP.
 pub fn routes_of(d: &DesiredLrp) -> Vec<(String, u32)> {
-    let Some(raw) = d.routes.get(ROUTER_KEY) else {
-        return vec![];
-    };
-    let Ok(serde_json::Value::Array(entries)) = serde_json::from_str::<serde_json::Value>(raw)
-    else {
-        return vec![];
-    };
-    let mut out = vec![];
-    for e in entries {
-        let port = e.get("port").and_then(|p| p.as_u64()).unwrap_or(0) as u32;
-        for h in e
-            .get("hostnames")
-            .and_then(|h| h.as_array())
-            .into_iter()
-            .flatten()
-        {
-            if let Some(h) = h.as_str() {
-                out.push((h.to_ascii_lowercase(), port));
-            }
-        }
-    }
+    let mut out: Vec<(String, u32)> = CfRoute::list_from_raw(&d.routes)
+        .into_iter()
+        .flat_map(|r| {
+            let port = r.port;
+            r.hostnames
+                .into_iter()
+                .map(move |h| (h.to_ascii_lowercase(), port))
+        })
+        .collect();
     out.sort();
     out.dedup();
     out

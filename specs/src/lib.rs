@@ -2,15 +2,20 @@
 //! internal gRPC APIs (generated), their validation, the Task and ActualLRP
 //! state machines, the crash-restart policy, rootfs URLs and the public
 //! receptor-shaped JSON types. Nothing in this crate does I/O.
+//!
+//! The generated gRPC services (`bbs_api`, `rep_api`; their client is the `lattice-bbs-client` crate) come with the default
+//! `grpc` feature; without it (as `ltc` builds it) the crate links no tonic.
 
 pub mod actual_lrp;
 pub mod backup;
+pub mod containers;
 pub mod errors;
 pub mod evacuation;
 pub mod logs;
 pub mod receptor;
 pub mod restart;
 pub mod rootfs;
+pub mod routes;
 pub mod task;
 pub mod validation;
 pub mod volume;
@@ -18,22 +23,24 @@ pub mod volume;
 /// Generated model messages (`proto/models.proto`).
 #[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
 pub mod models {
-    tonic::include_proto!("lattice.models");
+    include!(concat!(env!("OUT_DIR"), "/lattice.models.rs"));
 }
 
 /// Generated event messages (`proto/events.proto`).
 #[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
 pub mod events {
-    tonic::include_proto!("lattice.events");
+    include!(concat!(env!("OUT_DIR"), "/lattice.events.rs"));
 }
 
 /// Generated cell (rep) gRPC API (`proto/rep.proto`), used by the auctioneer.
+#[cfg(feature = "grpc")]
 #[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
 pub mod rep_api {
     tonic::include_proto!("lattice.rep");
 }
 
 /// Generated BBS gRPC API (`proto/bbs.proto`): messages, client and server.
+#[cfg(feature = "grpc")]
 #[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
 pub mod bbs_api {
     tonic::include_proto!("lattice.bbs");

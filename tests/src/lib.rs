@@ -24,6 +24,8 @@ pub fn lattice_bin() -> PathBuf {
                 "--quiet",
                 "-p",
                 "lattice-cli",
+                "-p",
+                "lattice-ltc",
                 "--bin",
                 "lattice",
                 "--bin",
@@ -46,7 +48,7 @@ pub fn lattice_bin() -> PathBuf {
     .clone()
 }
 
-/// The `ltc` binary (built with `lattice`).
+/// The `ltc` binary (crate `lattice-ltc`, built with `lattice` into the same directory).
 pub fn ltc_bin() -> PathBuf {
     lattice_bin().with_file_name("ltc")
 }
@@ -291,6 +293,8 @@ impl RouterProcess {
 
 /// Send a signal to a process (SIGSTOP/SIGCONT to pause and resume etcd).
 pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a pid that is
+    // gone makes it fail with ESRCH, which is ignored.
     unsafe {
         libc::kill(pid as i32, sig);
     }

@@ -96,6 +96,7 @@ fn newcomer_path() {
     // SIGKILL one instance's process: a crash, healed with nobody asking.
     let pids = pids_of(&format!("httpd -f -p 8080 -h {root}"));
     assert_eq!(pids.len(), 3, "one httpd per instance: {pids:?}");
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
     unsafe { libc::kill(pids[0], libc::SIGKILL) };
     let healed = wait_for(
         "3 RUNNING again with one crash",

@@ -94,6 +94,7 @@ fn snapshot_ms(v: &lattice_cell::volume::Volumes, name: &str) -> f64 {
 }
 
 fn main() {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
     assert!(unsafe { libc::geteuid() } == 0, "run as root");
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let gib = (FILES * FILE_BYTES) as f64 / (1 << 30) as f64;

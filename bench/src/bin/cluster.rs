@@ -144,6 +144,7 @@ fn runc_round(dir: &std::path::Path, n: usize, round: usize) -> Duration {
 }
 
 fn main() {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
     assert!(
         unsafe { libc::geteuid() } == 0,
         "run as root: containers need it"
@@ -177,6 +178,7 @@ fn main() {
     let (t0, _) = proc_stat(pid);
     std::thread::sleep(Duration::from_secs(10));
     let (t1, idle_rss) = proc_stat(pid);
+    // SAFETY: sysconf(3) reads a constant of the system and takes no pointers.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let idle_cpu = (t1 - t0) as f64 / hz / 10.0 * 100.0;
 
@@ -257,6 +259,7 @@ fn main() {
         let victims = pids_with("httpd -f -p 8080 -h /srv/w");
         let victim = victims[r % victims.len()];
         let t0 = Instant::now();
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe { libc::kill(victim as i32, libc::SIGKILL) };
         loop {
             if let Some(b) = get(&router, &host) {

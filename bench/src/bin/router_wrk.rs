@@ -38,6 +38,8 @@ use lattice_specs::bbs_api::*;
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the child is
+        // reaped only below, so its pid is still its own.
         unsafe {
             libc::kill(self.0.id() as i32, libc::SIGTERM);
         }
@@ -118,6 +120,7 @@ fn wrk_proxy(
     seconds: usize,
     connections: usize,
 ) -> Wrk {
+    // SAFETY: sysconf(3) reads a constant of the system and takes no pointers.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let ticks = || pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
     let before = ticks();

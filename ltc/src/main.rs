@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
+use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::TaskCreateRequest;
 
 use api::Api;
@@ -154,7 +155,7 @@ async fn submit_task(api: &Api, file: &std::path::Path) -> anyhow::Result<()> {
         file.display()
     );
     match api.create_task(&req).await {
-        Err(e) if api::error_name(&e) == Some("TaskGuidAlreadyExists") => anyhow::bail!(
+        Err(e) if api::error_name(&e) == Some(ErrorName::TaskGuidAlreadyExists) => anyhow::bail!(
             "task {} already exists: pick another task_guid, or `ltc delete-task {}` once it completed",
             req.task_guid,
             req.task_guid

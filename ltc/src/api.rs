@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::{
     ActualLrpResponse, BackupResponse, BackupScheduleRequest, CellResponse, ContainerUsage,
     DesiredLrpCreateRequest, DesiredLrpResponse, DesiredLrpUpdateRequest, TaskCreateRequest,
@@ -28,9 +29,10 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// The API's error name, if `e` is one.
-pub fn error_name(e: &anyhow::Error) -> Option<&str> {
-    e.downcast_ref::<ApiError>().map(|a| a.name.as_str())
+/// The API's error name, if `e` is one and this build knows the name.
+pub fn error_name(e: &anyhow::Error) -> Option<ErrorName> {
+    e.downcast_ref::<ApiError>()
+        .and_then(|a| ErrorName::parse(&a.name))
 }
 
 pub struct Api {
@@ -73,9 +75,9 @@ impl Api {
         let body = resp.text().await.unwrap_or_default();
         let (name, message) = match serde_json::from_str::<lattice_specs::receptor::Error>(&body) {
             Ok(e) => (e.name, e.message),
-            Err(_) => ("Unknown".into(), format!("{status}: {body}")),
+            Err(_) => (ErrorName::Unknown.to_string(), format!("{status}: {body}")),
         };
-        let message = if name == "Unauthorized" {
+        let message = if ErrorName::parse(&name) == Some(ErrorName::Unauthorized) {
             format!(
                 "{message}. Run `ltc target {} --user USER --password PASSWORD`",
                 self.target.api
@@ -126,7 +128,7 @@ impl Api {
     /// The app, or a clear "not found" that says what to do.
     pub async fn app(&self, name: &str) -> anyhow::Result<DesiredLrpResponse> {
         match self.desired_lrp(name).await {
-            Err(e) if error_name(&e) == Some("DesiredLRPNotFound") => anyhow::bail!(
+            Err(e) if error_name(&e) == Some(ErrorName::DesiredLRPNotFound) => anyhow::bail!(
                 "app {name} not found: `ltc list` shows the apps, `ltc create {name} IMAGE -- CMD` makes it"
             ),
             r => r,
@@ -193,7 +195,7 @@ impl Api {
 
     pub async fn task(&self, guid: &str) -> anyhow::Result<TaskResponse> {
         match self.get(&format!("/v1/tasks/{}", seg(guid))).await {
-            Err(e) if error_name(&e) == Some("TaskNotFound") => {
+            Err(e) if error_name(&e) == Some(ErrorName::TaskNotFound) => {
                 anyhow::bail!("task {guid} not found: `ltc list-tasks` shows the tasks")
             }
             r => r,
@@ -232,7 +234,7 @@ impl Api {
     /// The volume, or None when it does not exist.
     pub async fn volume(&self, name: &str) -> anyhow::Result<Option<VolumeResponse>> {
         match self.get(&format!("/v1/volumes/{}", seg(name))).await {
-            Err(e) if error_name(&e) == Some("VolumeNotFound") => Ok(None),
+            Err(e) if error_name(&e) == Some(ErrorName::VolumeNotFound) => Ok(None),
             r => r.map(Some),
         }
     }
@@ -366,3 +368,29 @@ impl Api {
 }
 
 use lattice_specs::path_segment as seg;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(name: &str) -> anyhow::Error {
+        ApiError {
+            name: name.into(),
+            message: "m".into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn error_names_are_known_names_of_api_errors_only() {
+        assert_eq!(
+            error_name(&api_error("DesiredLRPNotFound")),
+            Some(ErrorName::DesiredLRPNotFound)
+        );
+        // A newer server's name this build does not know, and errors that are not the API's.
+        assert_eq!(error_name(&api_error("SomethingNew")), None);
+        assert_eq!(error_name(&anyhow::anyhow!("DesiredLRPNotFound")), None);
+        // The wire string is kept as the server sent it.
+        assert_eq!(api_error("SomethingNew").to_string(), "m (SomethingNew)");
+    }
+}

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use futures::StreamExt;
+use lattice_specs::errors::ErrorName;
 use lattice_specs::logs::{decode_ndjson, LogMessage};
 
 use crate::api::{error_name, Api};
@@ -17,7 +18,7 @@ pub async fn log_guid_of(api: &Api, name: &str) -> anyhow::Result<String> {
                 d.request.log_guid
             })
         }
-        Err(e) if error_name(&e) != Some("DesiredLRPNotFound") => return Err(e),
+        Err(e) if error_name(&e) != Some(ErrorName::DesiredLRPNotFound) => return Err(e),
         Err(_) => {}
     }
     match api.task(name).await {

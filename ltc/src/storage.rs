@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Subcommand;
+use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::{BackupResponse, TaskResponse, VolumeCreateRequest, VolumeResponse};
 use lattice_specs::volume::{format_size, parse_size, MIN_SIZE};
 use sha2::Digest;
@@ -208,7 +209,7 @@ pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
         } => {
             let size = parse_size(&size).map_err(|e| anyhow::anyhow!("--size: {e}"))?;
             match api.grow_volume(&name, size).await {
-                Err(e) if error_name(&e) == Some("VolumeNotFound") => {
+                Err(e) if error_name(&e) == Some(ErrorName::VolumeNotFound) => {
                     anyhow::bail!("volume {name} not found: `ltc volume list` shows the volumes")
                 }
                 r => r?,
@@ -241,7 +242,7 @@ pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
         }
         VolumeCmd::Remove { name, timeout } => {
             match api.remove_volume(&name).await {
-                Err(e) if error_name(&e) == Some("VolumeNotFound") => {
+                Err(e) if error_name(&e) == Some(ErrorName::VolumeNotFound) => {
                     anyhow::bail!("volume {name} not found: `ltc volume list` shows the volumes")
                 }
                 r => r?,
@@ -441,7 +442,7 @@ async fn import(api: &Api, file: &std::path::Path) -> anyhow::Result<()> {
     // Never overwrite the archive of a backup this cluster has.
     match api.backup(&b.id).await {
         Ok(_) => anyhow::bail!("backup {} already exists on this cluster", b.id),
-        Err(e) if error_name(&e) == Some("BackupNotFound") => {}
+        Err(e) if error_name(&e) == Some(ErrorName::BackupNotFound) => {}
         Err(e) => return Err(e),
     }
     let mut f = std::fs::File::open(file)?;
@@ -455,7 +456,7 @@ async fn import(api: &Api, file: &std::path::Path) -> anyhow::Result<()> {
         .await
         .context("uploading the archive")?;
     match api.import_backup(&b).await {
-        Err(e) if error_name(&e) == Some("BackupAlreadyExists") => {
+        Err(e) if error_name(&e) == Some(ErrorName::BackupAlreadyExists) => {
             anyhow::bail!("backup {} already exists on this cluster", b.id)
         }
         r => r?,
