@@ -212,7 +212,31 @@ pub fn spec(
             .readonly(false)
             .build()?,
     ));
+    spec.set_process(Some(init_process(limits)?));
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.extend(extra_mounts(pause, netns, binds)?);
+    spec.set_mounts(Some(mounts));
 
+    let base = spec.linux().clone().unwrap_or_default();
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces(netns)?)
+        .resources(resources(limits)?)
+        .cgroups_path(cgroup);
+    if limits.privileged {
+        linux = linux.masked_paths(vec![]).readonly_paths(vec![]);
+    } else {
+        linux = linux
+            .masked_paths(base.masked_paths().clone().unwrap_or_default())
+            .readonly_paths(base.readonly_paths().clone().unwrap_or_default())
+            .seccomp(default_seccomp());
+    }
+    spec.set_linux(Some(linux.build()?));
+    Ok(spec)
+}
+
+/// The container's init: `pause`, with the capabilities, no_new_privs and nofile
+/// limit its processes get.
+fn init_process(limits: &Limits) -> anyhow::Result<oci_spec::runtime::Process> {
     let caps: std::collections::HashSet<Capability> = if limits.privileged {
         all_caps()
     } else {
@@ -225,37 +249,40 @@ pub fn spec(
         .inheritable(std::collections::HashSet::new())
         .ambient(std::collections::HashSet::new())
         .build()?;
-    spec.set_process(Some(
-        ProcessBuilder::default()
-            .args(vec![PAUSE_PATH.to_string()])
-            .env(vec![
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-            ])
-            .cwd("/")
-            .no_new_privileges(!limits.privileged)
-            .capabilities(capabilities)
-            .rlimits(vec![PosixRlimitBuilder::default()
-                .typ(PosixRlimitType::RlimitNofile)
-                .hard(DEFAULT_NOFILE)
-                .soft(DEFAULT_NOFILE)
-                .build()?])
-            .build()?,
-    ));
+    Ok(ProcessBuilder::default()
+        .args(vec![PAUSE_PATH.to_string()])
+        .env(vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        ])
+        .cwd("/")
+        .no_new_privileges(!limits.privileged)
+        .capabilities(capabilities)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(DEFAULT_NOFILE)
+            .soft(DEFAULT_NOFILE)
+            .build()?])
+        .build()?)
+}
 
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    mounts.push(
-        MountBuilder::default()
-            .destination(PAUSE_PATH)
-            .source(pause)
-            .typ("bind")
-            .options(vec![
-                "bind".to_string(),
-                "ro".to_string(),
-                "nosuid".to_string(),
-                "nodev".to_string(),
-            ])
-            .build()?,
-    );
+/// The mounts beyond the defaults: the pause binary, the cell's resolv.conf under
+/// host networking, and the volumes.
+fn extra_mounts(
+    pause: &Path,
+    netns: Option<&Path>,
+    binds: &[Bind],
+) -> anyhow::Result<Vec<oci_spec::runtime::Mount>> {
+    let mut mounts = vec![MountBuilder::default()
+        .destination(PAUSE_PATH)
+        .source(pause)
+        .typ("bind")
+        .options(vec![
+            "bind".to_string(),
+            "ro".to_string(),
+            "nosuid".to_string(),
+            "nodev".to_string(),
+        ])
+        .build()?];
     if netns.is_none() {
         // Host networking: the container sees the cell's /etc/resolv.conf.
         mounts.push(
@@ -285,8 +312,11 @@ pub fn spec(
                 .build()?,
         );
     }
-    spec.set_mounts(Some(mounts));
+    Ok(mounts)
+}
 
+/// Its own pid, mount, uts and ipc namespaces, and `netns` when it has one.
+fn namespaces(netns: Option<&Path>) -> anyhow::Result<Vec<LinuxNamespace>> {
     let mut namespaces: Vec<LinuxNamespace> = [
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Mount,
@@ -304,7 +334,11 @@ pub fn spec(
                 .build()?,
         );
     }
+    Ok(namespaces)
+}
 
+/// CPU shares, the pids limit and the memory limit (no swap past it).
+fn resources(limits: &Limits) -> anyhow::Result<oci_spec::runtime::LinuxResources> {
     let mut resources = LinuxResourcesBuilder::default()
         .cpu(
             LinuxCpuBuilder::default()
@@ -330,22 +364,7 @@ pub fn spec(
                 .build()?,
         );
     }
-
-    let base = spec.linux().clone().unwrap_or_default();
-    let mut linux = LinuxBuilder::default()
-        .namespaces(namespaces)
-        .resources(resources.build()?)
-        .cgroups_path(cgroup);
-    if limits.privileged {
-        linux = linux.masked_paths(vec![]).readonly_paths(vec![]);
-    } else {
-        linux = linux
-            .masked_paths(base.masked_paths().clone().unwrap_or_default())
-            .readonly_paths(base.readonly_paths().clone().unwrap_or_default())
-            .seccomp(default_seccomp());
-    }
-    spec.set_linux(Some(linux.build()?));
-    Ok(spec)
+    Ok(resources.build()?)
 }
 
 /// Every capability with its kernel number.

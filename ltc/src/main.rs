@@ -186,37 +186,82 @@ async fn visualize(api: &Api, once: bool, every: f64) -> anyhow::Result<()> {
     }
 }
 
+/// `ltc target`: shows the target, or checks and saves a new one.
+async fn set_target(
+    url: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    domain: String,
+) -> anyhow::Result<()> {
+    let Some(url) = url else {
+        let t = target::load()?;
+        println!("Target: {} (apps at http://APP.{})", t.api, t.domain);
+        if let Some(u) = &t.user {
+            println!("User:   {u}");
+        }
+        return Ok(());
+    };
+    let mut t = target::Target::parse(&url)?;
+    t.user = user.or(t.user);
+    t.password = password.or(t.password);
+    t.domain = domain;
+    let api = Api::new(t.clone());
+    let v = api.version().await.context("checking the target")?;
+    let path = target::save(&t)?;
+    println!(
+        "Target set to {} (API version {}), apps at http://APP.{}. Saved in {}.",
+        t.api,
+        v["version"].as_str().unwrap_or("?"),
+        t.domain,
+        path.display()
+    );
+    Ok(())
+}
+
+/// `ltc status APP`: the app, its instances and their use of CPU and memory.
+async fn status(api: &Api, app: &str, json: bool, now: i64) -> anyhow::Result<()> {
+    let d = api.app(app).await?;
+    let actuals = api.actual_lrps_of(app).await?;
+    // Two samples of the containers' use, for CPU over the interval.
+    let sample = || async { api.usage(app).await.unwrap_or_default() };
+    let before = sample().await;
+    let t0 = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = sample().await;
+    if json {
+        show::json(&serde_json::json!({"desired_lrp": d, "actual_lrps": actuals, "usage": after}))?;
+    } else {
+        let usage = show::usage(&before, &after, t0.elapsed().as_secs_f64());
+        print!("{}", show::status(&d, &actuals, &usage, &api.target, now));
+    }
+    Ok(())
+}
+
+/// `ltc version`: ltc's, and the API's when a target answers.
+async fn version() {
+    println!("ltc {}", env!("CARGO_PKG_VERSION"));
+    match api() {
+        Ok(api) => match api.version().await {
+            Ok(v) => println!(
+                "api {} at {}",
+                v["version"].as_str().unwrap_or("?"),
+                api.target.api
+            ),
+            Err(e) => println!("api: {e:#}"),
+        },
+        Err(e) => println!("api: {e:#}"),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let now = lattice_specs::now_nanos();
     match cli.command {
-        Cmd::Target { url: None, .. } => {
-            let t = target::load()?;
-            println!("Target: {} (apps at http://APP.{})", t.api, t.domain);
-            if let Some(u) = &t.user {
-                println!("User:   {u}");
-            }
-        }
         Cmd::Target {
-            url: Some(url),
+            url,
             user,
             password,
             domain,
-        } => {
-            let mut t = target::Target::parse(&url)?;
-            t.user = user.or(t.user);
-            t.password = password.or(t.password);
-            t.domain = domain;
-            let api = Api::new(t.clone());
-            let v = api.version().await.context("checking the target")?;
-            let path = target::save(&t)?;
-            println!(
-                "Target set to {} (API version {}), apps at http://APP.{}. Saved in {}.",
-                t.api,
-                v["version"].as_str().unwrap_or("?"),
-                t.domain,
-                path.display()
-            );
-        }
+        } => set_target(url, user, password, domain).await?,
         Cmd::Create(a) => app::create(&api()?, &a).await?,
         Cmd::Scale {
             app,
@@ -241,25 +286,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Cmd::Status { app, json } => {
-            let api = api()?;
-            let d = api.app(&app).await?;
-            let actuals = api.actual_lrps_of(&app).await?;
-            // Two samples of the containers' use, for CPU over the interval.
-            let sample = || async { api.usage(&app).await.unwrap_or_default() };
-            let before = sample().await;
-            let t0 = std::time::Instant::now();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let after = sample().await;
-            if json.json {
-                show::json(
-                    &serde_json::json!({"desired_lrp": d, "actual_lrps": actuals, "usage": after}),
-                )?;
-            } else {
-                let usage = show::usage(&before, &after, t0.elapsed().as_secs_f64());
-                print!("{}", show::status(&d, &actuals, &usage, &api.target, now));
-            }
-        }
+        Cmd::Status { app, json } => status(&api()?, &app, json.json, now).await?,
         Cmd::Cells(j) => {
             let api = api()?;
             let cells = api.cells().await?;
@@ -305,20 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", show::tasks(&tasks, now));
             }
         }
-        Cmd::Version => {
-            println!("ltc {}", env!("CARGO_PKG_VERSION"));
-            match api() {
-                Ok(api) => match api.version().await {
-                    Ok(v) => println!(
-                        "api {} at {}",
-                        v["version"].as_str().unwrap_or("?"),
-                        api.target.api
-                    ),
-                    Err(e) => println!("api: {e:#}"),
-                },
-                Err(e) => println!("api: {e:#}"),
-            }
-        }
+        Cmd::Version => version().await,
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ltc", &mut std::io::stdout())
         }

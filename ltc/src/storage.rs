@@ -471,41 +471,87 @@ async fn import(api: &Api, file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ltc backup create`: starts a backup and, unless told not to, waits for it.
+async fn create_backup(
+    api: &Api,
+    volume: &str,
+    no_wait: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let b = api.create_backup(volume).await?;
+    if no_wait {
+        println!("{}", b.id);
+        return Ok(());
+    }
+    let _ = wait_task(api, &b.task_guid, timeout, "backup").await;
+    // The backup record, settled from the task, says how it went.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let b = loop {
+        let b = api.backup(&b.id).await?;
+        if b.state != "RUNNING" || Instant::now() > deadline {
+            break b;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    anyhow::ensure!(
+        b.state == "COMPLETED",
+        "backup {} of volume {volume} {}: {} (`ltc logs {}` shows its task's log)",
+        b.id,
+        b.state,
+        b.failure_reason,
+        b.task_guid
+    );
+    println!("Backup {}.", describe(&b));
+    for w in &b.warnings {
+        println!("Warning: {w}");
+    }
+    Ok(())
+}
+
+/// `ltc backup restore`: restores a COMPLETED backup into a volume, made first
+/// when it does not exist.
+async fn restore_backup(
+    api: &Api,
+    backup: &str,
+    volume: &str,
+    size: Option<String>,
+    cell: Option<String>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let b = api.backup(backup).await?;
+    anyhow::ensure!(
+        b.state == "COMPLETED",
+        "backup {backup} is {}: only a COMPLETED backup can be restored (`ltc backup list`)",
+        b.state
+    );
+    if api.volume(volume).await?.is_none() {
+        let size = match size {
+            Some(s) => parse_size(&s).map_err(|e| anyhow::anyhow!("--size: {e}"))?,
+            None => {
+                let source = api.volume(&b.volume).await?.map(|v| v.size_bytes);
+                source.unwrap_or(0).max(1 << 30).max(MIN_SIZE)
+            }
+        };
+        let v = create_volume(api, volume, size, cell, timeout).await?;
+        println!(
+            "Made volume {volume} ({}) on cell {}.",
+            format_size(v.size_bytes),
+            v.cell_id
+        );
+    }
+    let t = api.restore_backup(backup, volume).await?;
+    wait_task(api, &t.task_guid, timeout, "restore").await?;
+    println!("Restored backup {backup} into volume {volume}.");
+    Ok(())
+}
+
 pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
     match cmd {
         BackupCmd::Create {
             volume,
             no_wait,
             timeout,
-        } => {
-            let b = api.create_backup(&volume).await?;
-            if no_wait {
-                println!("{}", b.id);
-                return Ok(());
-            }
-            let _ = wait_task(api, &b.task_guid, timeout, "backup").await;
-            // The backup record, settled from the task, says how it went.
-            let deadline = Instant::now() + Duration::from_secs(15);
-            let b = loop {
-                let b = api.backup(&b.id).await?;
-                if b.state != "RUNNING" || Instant::now() > deadline {
-                    break b;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            };
-            anyhow::ensure!(
-                b.state == "COMPLETED",
-                "backup {} of volume {volume} {}: {} (`ltc logs {}` shows its task's log)",
-                b.id,
-                b.state,
-                b.failure_reason,
-                b.task_guid
-            );
-            println!("Backup {}.", describe(&b));
-            for w in &b.warnings {
-                println!("Warning: {w}");
-            }
-        }
+        } => create_backup(api, &volume, no_wait, timeout).await?,
         BackupCmd::List { volume, json } => {
             let mut bs = api.backups().await?;
             if let Some(v) = &volume {
@@ -523,32 +569,7 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
             size,
             cell,
             timeout,
-        } => {
-            let b = api.backup(&backup).await?;
-            anyhow::ensure!(
-                b.state == "COMPLETED",
-                "backup {backup} is {}: only a COMPLETED backup can be restored (`ltc backup list`)",
-                b.state
-            );
-            if api.volume(&volume).await?.is_none() {
-                let size = match size {
-                    Some(s) => parse_size(&s).map_err(|e| anyhow::anyhow!("--size: {e}"))?,
-                    None => {
-                        let source = api.volume(&b.volume).await?.map(|v| v.size_bytes);
-                        source.unwrap_or(0).max(1 << 30).max(MIN_SIZE)
-                    }
-                };
-                let v = create_volume(api, &volume, size, cell, timeout).await?;
-                println!(
-                    "Made volume {volume} ({}) on cell {}.",
-                    format_size(v.size_bytes),
-                    v.cell_id
-                );
-            }
-            let t = api.restore_backup(&backup, &volume).await?;
-            wait_task(api, &t.task_guid, timeout, "restore").await?;
-            println!("Restored backup {backup} into volume {volume}.");
-        }
+        } => restore_backup(api, &backup, &volume, size, cell, timeout).await?,
         BackupCmd::Verify { backup, timeout } => {
             let t = api.verify_backup(&backup).await?;
             let r = wait_task(api, &t.task_guid, timeout, "verification").await;

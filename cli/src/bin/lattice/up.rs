@@ -120,21 +120,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     )?;
     let cell = lattice_cell::server::start(crate::cell_config(&cell_args)?).await?;
     let cell_id = cell.rep.config().cell_id.clone();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !bbs
-        .db
-        .cells()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.cell_id == cell_id)
-    {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the cell did not announce itself to the BBS within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cell_announced(&bbs, &cell_id).await?;
 
     // The router, its access lines straight into the BBS's log buffer.
     let router_args: RouterArgs = component_args(
@@ -162,8 +148,79 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     })
     .await?;
 
+    print_ready(
+        &a,
+        Ready {
+            api,
+            router: router.addr,
+            cell_id: &cell_id,
+            store: &store,
+            metrics,
+            began,
+        },
+    );
+
+    crate::shutdown_signal().await;
+    // A second Ctrl-C means now.
+    tokio::spawn(async {
+        crate::shutdown_signal().await;
+        eprintln!("lattice up: stopping at once (containers may be left running)");
+        std::process::exit(130);
+    });
+    println!("lattice up: stopping (every container is stopped; `lattice up` again brings the apps back)");
+    router.shutdown().await;
+    brain.shutdown().await;
+    cell.stop_all_and_shutdown().await;
+    bbs.shutdown().await;
+    println!("lattice up: stopped");
+    Ok(())
+}
+
+/// Waits until the cell `cell_id` is present in the BBS (at most 5 s).
+async fn cell_announced(
+    bbs: &lattice_bbs::server::RunningBbs,
+    cell_id: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !bbs
+        .db
+        .cells()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.cell_id == cell_id)
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the cell did not announce itself to the BBS within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// What `lattice up` says once it is ready.
+struct Ready<'a> {
+    api: SocketAddr,
+    router: SocketAddr,
+    cell_id: &'a str,
+    store: &'a StoreUrl,
+    metrics: SocketAddr,
+    began: Instant,
+}
+
+/// The ready line (for scripts and tests), then what to do next (for people).
+fn print_ready(a: &UpArgs, r: Ready<'_>) {
+    let Ready {
+        api,
+        router,
+        cell_id,
+        store,
+        metrics,
+        began,
+    } = r;
     // The exact `ltc target` line: ltc assumes lattice.localhost:8080 unless told.
-    let port = router.addr.port();
+    let port = router.port();
     let apps_domain = if port == 80 {
         a.domain.clone()
     } else {
@@ -180,10 +237,10 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     // The first line is for scripts and tests; the rest for people.
     println!(
         "lattice up ready api=http://{api} router={} domain={} cell={} store={} in {:.2}s",
-        router.addr,
+        router,
         a.domain,
         cell_id,
-        store_arg(&store),
+        store_arg(store),
         began.elapsed().as_secs_f64()
     );
     println!("  apps answer at http://APP.{apps_domain}/ (through the router)");
@@ -193,21 +250,6 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     );
     println!("  now run:  {target}");
     println!("  then:     ltc create hello preloaded:busybox -- sh -c 'echo hello > index.html; exec httpd -f -p 8080'");
-
-    crate::shutdown_signal().await;
-    // A second Ctrl-C means now.
-    tokio::spawn(async {
-        crate::shutdown_signal().await;
-        eprintln!("lattice up: stopping at once (containers may be left running)");
-        std::process::exit(130);
-    });
-    println!("lattice up: stopping (every container is stopped; `lattice up` again brings the apps back)");
-    router.shutdown().await;
-    brain.shutdown().await;
-    cell.stop_all_and_shutdown().await;
-    bbs.shutdown().await;
-    println!("lattice up: stopped");
-    Ok(())
 }
 
 /// A store URL as `--store` takes it.
