@@ -136,6 +136,8 @@ pub fn open_regular(path: &Path) -> io::Result<std::fs::File> {
     }
     // Back to blocking reads for the caller (a regular file never blocks for long).
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: `fd` is the open file `f` owns for the whole block; F_GETFL/F_SETFL
+    // only read and set its status flags.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
         libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);

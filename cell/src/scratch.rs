@@ -72,6 +72,8 @@ const BTRFS_QUOTA_CTL_ENABLE: u64 = 1;
 
 fn ioctl<T>(f: &std::fs::File, request: libc::c_ulong, arg: &mut T) -> std::io::Result<()> {
     let fd = std::os::fd::AsRawFd::as_raw_fd(f);
+    // SAFETY: `fd` is open for the call; every request this module sends is built by
+    // `ioc` from the size of the very struct `arg` points to, which outlives the call.
     if unsafe { libc::ioctl(fd, request, arg as *mut T) } != 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -3,8 +3,9 @@
 //! state machines, the crash-restart policy, rootfs URLs and the public
 //! receptor-shaped JSON types. Nothing in this crate does I/O.
 //!
-//! The generated gRPC services (`bbs_api`, `rep_api`; their client is the `lattice-bbs-client` crate) come with the default
-//! `grpc` feature; without it (as `ltc` builds it) the crate links no tonic.
+//! The generated gRPC services (`bbs_api`, `rep_api`; their typed client is the
+//! `lattice-bbs-client` crate) come with the default `grpc` feature; without it (as
+//! `ltc` builds it) the crate links no tonic.
 
 pub mod actual_lrp;
 pub mod backup;
