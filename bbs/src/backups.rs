@@ -125,7 +125,7 @@ pub async fn start_backup(
     let v = db.volume(volume).await?;
     let id = id.unwrap_or_else(|| backup_id(volume));
     let b = Backup {
-        task_guid: format!("{}{id}", plan::BACKUP_TASK),
+        task_guid: plan::Purpose::Backup { id: id.clone() }.task_guid(),
         blob: plan::blob_name(&id),
         id,
         volume: volume.into(),
@@ -282,7 +282,11 @@ async fn restore_backup(
             ),
         ));
     }
-    let guid = format!("{}{}-{}", plan::RESTORE_TASK, v.name, suffix());
+    let guid = plan::Purpose::Restore {
+        volume: v.name.clone(),
+        suffix: suffix(),
+    }
+    .task_guid();
     let def = backup_tasks::restore_task(&guid, &b, &s.blob_url(&b.blob), &v.name);
     s.db.desire_task(&guid, plan::DOMAIN, def)
         .await
@@ -293,7 +297,11 @@ async fn restore_backup(
 
 async fn verify_backup(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Response> {
     let b = completed(&s, &id).await?;
-    let guid = format!("{}{}-{}", plan::VERIFY_TASK, id, suffix());
+    let guid = plan::Purpose::Verify {
+        id: id.clone(),
+        suffix: suffix(),
+    }
+    .task_guid();
     let def = backup_tasks::verify_task(&guid, &b, &s.blob_url(&b.blob));
     s.db.desire_task(&guid, plan::DOMAIN, def)
         .await
@@ -360,7 +368,9 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
     if s.blobs.is_none() || t.domain != plan::DOMAIN || t.state < TaskState::Completed as i32 {
         return Ok(());
     }
-    if let Some(id) = t.task_guid.strip_prefix(plan::BACKUP_TASK) {
+    let purpose = plan::Purpose::of(&t.task_guid);
+    if let Some(plan::Purpose::Backup { id }) = &purpose {
+        let id = id.as_str();
         let Ok(b) = s.db.backup(id).await else {
             return Ok(());
         };
@@ -420,12 +430,8 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
         crate::metrics::BACKUPS
             .with_label_values(&[plan::state_name(done.state())])
             .inc();
-    } else if let Some((id, _suffix)) = t
-        .task_guid
-        .strip_prefix(plan::VERIFY_TASK)
-        .and_then(|rest| rest.rsplit_once('-'))
-    {
-        // verify-ID-SUFFIX: one read of that backup, not a scan of them all.
+    } else if let Some(plan::Purpose::Verify { id, .. }) = &purpose {
+        // One read of that backup, not a scan of them all.
         let Ok(b) = s.db.backup(id).await else {
             return Ok(());
         };

@@ -10,10 +10,53 @@ use crate::models::{backup, Backup};
 /// The domain of every backup, restore and verify task.
 pub const DOMAIN: &str = "lattice-backups";
 
-/// Task guid prefixes: what a task is for.
-pub const BACKUP_TASK: &str = "backup-";
-pub const RESTORE_TASK: &str = "restore-";
-pub const VERIFY_TASK: &str = "verify-";
+/// Task guid prefixes: what a task is for (read and written only through [`Purpose`]).
+const BACKUP_TASK: &str = "backup-";
+const RESTORE_TASK: &str = "restore-";
+const VERIFY_TASK: &str = "verify-";
+
+/// What a task of the backup [`DOMAIN`] is for. Its guid carries it (so a task
+/// record needs no field of its own and old records read the same); this type is
+/// the one place that writes and reads that encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    /// Archives a snapshot of a volume into backup `id` (guid `backup-ID`).
+    Backup { id: String },
+    /// Restores a backup into `volume` (guid `restore-VOLUME-SUFFIX`).
+    Restore { volume: String, suffix: String },
+    /// Restores backup `id` into a scratch directory and checks it
+    /// (guid `verify-ID-SUFFIX`).
+    Verify { id: String, suffix: String },
+}
+
+impl Purpose {
+    /// The task guid that says this purpose.
+    pub fn task_guid(&self) -> String {
+        match self {
+            Purpose::Backup { id } => format!("{BACKUP_TASK}{id}"),
+            Purpose::Restore { volume, suffix } => format!("{RESTORE_TASK}{volume}-{suffix}"),
+            Purpose::Verify { id, suffix } => format!("{VERIFY_TASK}{id}-{suffix}"),
+        }
+    }
+
+    /// What the task `task_guid` is for, if it is a backup, restore or verify task.
+    /// A restore's or verify's suffix is what follows its last `-`.
+    pub fn of(task_guid: &str) -> Option<Purpose> {
+        let split = |rest: &str| {
+            rest.rsplit_once('-')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        };
+        if let Some(id) = task_guid.strip_prefix(BACKUP_TASK) {
+            Some(Purpose::Backup { id: id.into() })
+        } else if let Some(rest) = task_guid.strip_prefix(VERIFY_TASK) {
+            split(rest).map(|(id, suffix)| Purpose::Verify { id, suffix })
+        } else if let Some(rest) = task_guid.strip_prefix(RESTORE_TASK) {
+            split(rest).map(|(volume, suffix)| Purpose::Restore { volume, suffix })
+        } else {
+            None
+        }
+    }
+}
 
 /// The blob a backup's archive is stored as.
 pub fn blob_name(id: &str) -> String {
@@ -220,6 +263,35 @@ pub fn schedule_steps(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_purpose_reads_back_from_the_guid_it_writes() {
+        for p in [
+            Purpose::Backup {
+                id: "pg-2026-12-05".into(),
+            },
+            Purpose::Restore {
+                volume: "pg-data".into(),
+                suffix: "a1b2c3d4".into(),
+            },
+            Purpose::Verify {
+                id: "pg-1".into(),
+                suffix: "0f0f0f0f".into(),
+            },
+        ] {
+            assert_eq!(Purpose::of(&p.task_guid()), Some(p.clone()), "{p:?}");
+        }
+        assert_eq!(Purpose::Backup { id: "x".into() }.task_guid(), "backup-x");
+        assert_eq!(
+            Purpose::of("verify-pg-1-0f0f0f0f"),
+            Some(Purpose::Verify {
+                id: "pg-1".into(),
+                suffix: "0f0f0f0f".into()
+            })
+        );
+        assert_eq!(Purpose::of("verify-nosuffix"), None);
+        assert_eq!(Purpose::of("my-task"), None);
+    }
+
     fn backup() -> Backup {
         Backup {
             id: "pg-1".into(),
@@ -287,7 +359,7 @@ mod tests {
         assert_eq!(slot(Every::Monthly, t), "202611");
         let id = scheduled_id("pg", &slot(Every::Weekly, t));
         let mut e = crate::validation::ValidationErrors::default();
-        crate::validation::check_guid(&mut e, "id", &format!("{BACKUP_TASK}{id}"));
+        crate::validation::check_guid(&mut e, "id", &Purpose::Backup { id }.task_guid());
         assert!(e.0.is_empty(), "{e}");
     }
 
