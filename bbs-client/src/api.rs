@@ -134,6 +134,14 @@ pub trait ScheduledBackups: Send + Sync {
     async fn delete_backup(&self, id: &str) -> Result<()>;
 }
 
+/// The brain's placement of volumes the BBS recorded without a cell.
+#[async_trait]
+pub trait VolumePlacement: Send + Sync {
+    /// Puts volume `name` on `cell_id`; `VolumeAlreadyPlaced` once it has a cell
+    /// (or no longer waits for one).
+    async fn place_volume(&self, name: &str, cell_id: &str) -> Result<()>;
+}
+
 /// A cell's writes: its presence, the instances and tasks it runs, its volumes.
 #[async_trait]
 pub trait CellWrites: Send + Sync {
@@ -197,7 +205,7 @@ pub trait CellWrites: Send + Sync {
 /// What the brain asks of the BBS. Once it leads, it writes through
 /// [`fenced`](BrainBbs::fenced), so a brain that lost its lock writes nothing.
 pub trait BrainBbs:
-    Leases + Locks + Events + Reads + LrpWrites + TaskWrites + ScheduledBackups
+    Leases + Locks + Events + Reads + LrpWrites + TaskWrites + ScheduledBackups + VolumePlacement
 {
     /// The same BBS, every call made under the fencing token `lock@revision`: the
     /// BBS refuses it with `LockLost` once that lock moved on.

@@ -242,6 +242,14 @@ impl ScheduledBackups for FakeBbs {
     }
 }
 
+#[async_trait]
+impl VolumePlacement for FakeBbs {
+    async fn place_volume(&self, name: &str, cell_id: &str) -> Result<()> {
+        let r = self.writes.place_volume(name, cell_id);
+        r.await.map(|_| ()).map_err(refused)
+    }
+}
+
 impl BrainBbs for FakeBbs {
     fn fenced(&self, lock: &str, revision: i64) -> Arc<dyn BrainBbs> {
         Arc::new(FakeBbs {

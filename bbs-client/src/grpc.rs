@@ -334,6 +334,18 @@ impl ScheduledBackups for GrpcBbs {
     }
 }
 
+#[async_trait]
+impl VolumePlacement for GrpcBbs {
+    async fn place_volume(&self, name: &str, cell_id: &str) -> Result<()> {
+        let req = PlaceVolumeRequest {
+            name: name.into(),
+            cell_id: cell_id.into(),
+        };
+        self.client().place_volume(self.req(req)).await?;
+        Ok(())
+    }
+}
+
 impl BrainBbs for GrpcBbs {
     fn fenced(&self, lock: &str, revision: i64) -> Arc<dyn BrainBbs> {
         Arc::new(self.fenced_by(lock, revision))

@@ -20,6 +20,7 @@ pub mod error;
 pub mod fake;
 pub mod grpc;
 
+pub use api::VolumePlacement;
 pub use api::{
     ActualLrpFilter, BrainBbs, CellBbs, CellWrites, EventStream, Events, Leases, Lock, Locks,
     LrpWrites, Reads, RouterBbs, ScheduledBackups, TaskFilter, TaskWrites, VolumeReport,

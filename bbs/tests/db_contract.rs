@@ -416,6 +416,50 @@ async fn cells_live_as_long_as_their_lease(db: Db) {
     }
 }
 
+async fn a_volume_without_a_cell_is_placed_once(db: Db) {
+    let lease = db.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let cell = CellPresence {
+        cell_id: "cell-1".into(),
+        rep_address: "127.0.0.1:1800".into(),
+        volume_drivers: vec!["local".into()],
+        capacity: Some(CellCapacity {
+            memory_mb: 1024,
+            disk_mb: 4096,
+            containers: 10,
+        }),
+        ..Default::default()
+    };
+    db.set_cell_presence(&cell, lease).await.unwrap();
+    let min = lattice_specs::volume::MIN_SIZE;
+
+    // Asked for no cell: recorded PENDING without one, for the brain to place.
+    let v = db.create_volume("data", min, "").await.unwrap();
+    assert_eq!(
+        (v.cell_id.as_str(), v.state()),
+        ("", volume::State::Pending)
+    );
+    let placed = db.place_volume("data", "cell-1").await.unwrap();
+    assert_eq!(placed.cell_id, "cell-1");
+    assert_eq!(db.volume("data").await.unwrap().cell_id, "cell-1");
+    let again = db.place_volume("data", "cell-2").await.unwrap_err();
+    assert_eq!(again.name(), ErrorName::VolumeAlreadyPlaced);
+    assert_eq!(db.volume("data").await.unwrap().cell_id, "cell-1");
+
+    // Asked for a cell: it has it from the start.
+    let v = db.create_volume("logs", min, "cell-1").await.unwrap();
+    assert_eq!(v.cell_id, "cell-1");
+    let err = db.place_volume("logs", "cell-1").await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::VolumeAlreadyPlaced);
+    let err = db.place_volume("gone", "cell-1").await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::VolumeNotFound);
+
+    // A volume no cell was given goes at once when removed: no cell made it.
+    db.create_volume("tmp", min, "").await.unwrap();
+    db.remove_volume("tmp").await.unwrap();
+    let err = db.volume("tmp").await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::VolumeNotFound);
+}
+
 async fn locks_have_one_holder_and_fencing_revisions(db: Db) {
     let l1 = db.grant_lease(Duration::from_secs(1)).await.unwrap();
     let l2 = db.grant_lease(Duration::from_secs(30)).await.unwrap();
@@ -700,6 +744,7 @@ macro_rules! db_contract {
             scaling_creates_and_retires_indices,
             task_lifecycle_and_racing_starters,
             cells_live_as_long_as_their_lease,
+            a_volume_without_a_cell_is_placed_once,
             locks_have_one_holder_and_fencing_revisions,
             a_fenced_writer_stops_once_its_lock_changes_hands,
             a_running_instance_on_a_lost_cell_becomes_suspect,

@@ -18,13 +18,15 @@
 //!       + bin_pack_weight × cell ordinal
 //! ```
 //! where `x'` is what remains of `x` after placing. Work that fits nowhere
-//! gets a precise reason.
+//! gets a precise reason. Where new volumes go is decided in [`volumes`].
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use lattice_specs::rootfs::RootFs;
+
+pub mod volumes;
 
 /// Memory (MB), disk (MB) and container slots.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

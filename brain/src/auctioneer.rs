@@ -26,6 +26,7 @@ use crate::cells::{view_of, CellClient, CellDirectory};
 use crate::converger::LrpKey;
 use crate::metrics as m;
 use crate::retry::{self, RetryConfig, Setback, Verdict, Waiting};
+use crate::volume_placement;
 use work::{Batch, WaitingLrps};
 
 /// Above this many distinct processes (or tasks) in a batch, the auction reads
@@ -317,9 +318,11 @@ impl Auctioneer {
         Ok(tasks)
     }
 
-    /// Where every volume lives: volume name → cell id.
+    /// Where every volume lives: volume name → cell id. A volume that still waits
+    /// for a cell is given one first, so work that mounts it can go with it.
     async fn volume_cells(&self) -> Result<HashMap<String, String>, BrainError> {
         let volumes = self.bbs.volumes("").await.map_err(bbs_err)?;
+        let volumes = volume_placement::place_waiting(self.bbs.as_ref(), volumes).await?;
         Ok(volumes.into_iter().map(|v| (v.name, v.cell_id)).collect())
     }
 

@@ -1,8 +1,8 @@
 //! One active brain, the others on standby.
 //!
 //! Every brain holds a lease in the BBS and tries to take the `brain` lock
-//! with it. The holder is active: it auctions, converges, and writes under the
-//! fencing token `brain@REVISION`, so once its lock is gone (its lease expired
+//! with it. The holder is active: it auctions, converges, places volumes, and
+//! writes under the fencing token `brain@REVISION`, so once its lock is gone (its lease expired
 //! because it died, paused or lost the network) the BBS refuses its writes and
 //! it steps down. Standbys retry the lock about once a second and take over
 //! within the lease TTL of the active brain's end.
@@ -22,6 +22,7 @@ use crate::cells::CellDirectory;
 use crate::convergence::Convergence;
 use crate::converger::{ConvergeConfig, LrpKey};
 use crate::metrics as m;
+use crate::volume_placement;
 
 pub const LOCK: &str = "brain";
 
@@ -98,14 +99,24 @@ fn wants_convergence(e: &Kind) -> bool {
     )
 }
 
+/// Who [`follow_events`] wakes.
+struct Wake {
+    /// Convergence, for events that need it.
+    converge_now: Arc<Notify>,
+    /// Convergence re-sending everything waiting, once the stream broke.
+    resend: Arc<Notify>,
+    /// Volume placement, for a volume that waits for a cell (and once the stream broke).
+    place_volumes: Arc<Notify>,
+}
+
 /// Follow BBS events: announced work goes to the auctioneer; events that need
-/// convergence wake it. A broken stream is resubscribed, and convergence then
-/// re-sends everything waiting (events may have been missed).
+/// convergence or volume placement wake them. A broken stream is resubscribed,
+/// and convergence then re-sends everything waiting, and volume placement looks
+/// again (events may have been missed).
 async fn follow_events(
     bbs: Arc<dyn BrainBbs>,
     auction: mpsc::UnboundedSender<StartRequest>,
-    converge_now: Arc<Notify>,
-    resend: Arc<Notify>,
+    wake: Wake,
 ) -> Result<(), BrainError> {
     loop {
         let mut stream = match bbs.subscribe_events().await {
@@ -124,11 +135,15 @@ async fn follow_events(
                 let _ = auction.send(r);
             }
             if wants_convergence(kind) {
-                converge_now.notify_one();
+                wake.converge_now.notify_one();
+            }
+            if volume_placement::announces_unplaced_volume(kind) {
+                wake.place_volumes.notify_one();
             }
         }
         tracing::warn!("BBS event stream ended; resubscribing");
-        resend.notify_one();
+        wake.resend.notify_one();
+        wake.place_volumes.notify_one();
         tokio::time::sleep(RESUBSCRIBE_AFTER_END).await;
     }
 }
@@ -238,14 +253,20 @@ pub async fn run(
         let (tx, rx) = mpsc::unbounded_channel();
         let converge_now = Arc::new(Notify::new());
         let resend = Arc::new(Notify::new());
+        let place_volumes = Arc::new(Notify::new());
         let auctioneer = Auctioneer::new(fenced.clone(), cells.clone(), cfg.auctioneer);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move { auctioneer.run(rx).await });
-        tasks.spawn(follow_events(
+        let wake = Wake {
+            converge_now: converge_now.clone(),
+            resend: resend.clone(),
+            place_volumes: place_volumes.clone(),
+        };
+        tasks.spawn(follow_events(fenced.clone(), tx.clone(), wake));
+        tasks.spawn(volume_placement::run(
             fenced.clone(),
-            tx.clone(),
-            converge_now.clone(),
-            resend.clone(),
+            place_volumes,
+            cfg.convergence_interval,
         ));
         tasks.spawn(converge_loop(
             Convergence::new(fenced.clone(), cfg.converge),

@@ -1,10 +1,10 @@
 //! The brain: the auctioneer (where work goes), the converger (keeping actual
-//! state equal to desired) and the backup schedule, with one active brain and hot
-//! standbys.
+//! state equal to desired), volume placement (which cell a new volume goes on)
+//! and the backup schedule, with one active brain and hot standbys.
 //!
-//! The decisions are pure functions (`auction`, `converger`); the I/O around
-//! them (`auctioneer`, `convergence`, `leader`, `backup_schedule`) talks to the
-//! BBS through `lattice_bbs_client::BrainBbs` and to cells through a
+//! The decisions are pure functions (`auction`, with `auction::volumes`, and
+//! `converger`); the I/O around them (`auctioneer`, `convergence`, `leader`,
+//! `volume_placement`, `backup_schedule`) talks to the BBS through `lattice_bbs_client::BrainBbs` and to cells through a
 //! `cells::CellDirectory`; `server` starts it all as a component.
 
 pub mod auction;
@@ -20,3 +20,4 @@ pub mod server;
 /// Helpers for tests and benchmarks (the `testing` feature; not in production builds).
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod volume_placement;

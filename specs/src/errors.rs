@@ -92,6 +92,8 @@ error_names! {
     VolumeNotUsable,
     VolumeInUse,
     NoVolumeDriver,
+    /// The volume already has its cell (or no longer waits for one).
+    VolumeAlreadyPlaced,
     // Backups and blobs
     BackupAlreadyExists,
     BackupNotFound,

@@ -46,8 +46,9 @@ impl Db {
         Ok(())
     }
 
-    /// Records a new volume for its cell to make: on `cell_id`, or (empty) on the cell
-    /// with the `local` driver that holds the fewest bytes of volumes.
+    /// Records a new volume for its cell to make: on `cell_id`, or (empty) with no
+    /// cell yet, for the brain to place (`place_volume`). Either way a cell that can
+    /// make it must be present: the requested one, or any with the `local` driver.
     pub async fn create_volume(
         &self,
         name: &str,
@@ -70,13 +71,8 @@ impl Db {
                 ),
             ));
         }
-        let cells = self.cells().await?;
-        // (the volumes' sizes only matter when the BBS picks the cell)
-        let volumes = match cell_id {
-            "" => self.volumes().await?,
-            _ => Vec::new(),
-        };
-        let cell = volume_cell(&cells, cell_id, &volumes)?;
+        check_volume_cell(&self.cells().await?, cell_id)?;
+        let cell = cell_id.to_string();
         let now = now_nanos();
         let v = Volume {
             name: name.into(),
@@ -100,6 +96,29 @@ impl Db {
             });
         }
         Ok(v)
+    }
+
+    /// Puts volume `name`, recorded without a cell, on `cell_id` (the brain's choice).
+    /// Only once, and only while it waits: a volume that has its cell already, or
+    /// is no longer PENDING, is refused with `VolumeAlreadyPlaced`.
+    pub async fn place_volume(&self, name: &str, cell_id: &str) -> Result<Volume> {
+        self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
+            let mut v = cur.ok_or_else(|| DbError::volume_not_found(name))?;
+            if !v.cell_id.is_empty() || v.state() != VolumeState::Pending {
+                return Err(DbError::Conflict {
+                    name: ErrorName::VolumeAlreadyPlaced,
+                    message: format!(
+                        "volume {name} is {} on cell {:?}: only a PENDING volume without a cell is placed",
+                        lattice_specs::volume::state_name(v.state()),
+                        v.cell_id
+                    ),
+                });
+            }
+            v.cell_id = cell_id.to_string();
+            v.updated_at = now_nanos();
+            Ok((Write::Put(v.clone()), v))
+        })
+        .await
     }
 
     pub async fn volumes(&self) -> Result<Vec<Volume>> {
@@ -155,6 +174,8 @@ impl Db {
         self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
             let mut v = cur.ok_or_else(|| DbError::volume_not_found(name))?;
             Ok(match v.state() {
+                // No cell was given it: no cell made anything of it.
+                _ if v.cell_id.is_empty() => (Write::Delete, ()),
                 // (a FAILED volume too: its cell removes whatever it made of it)
                 VolumeState::Removing => (Write::Nothing, ()),
                 _ => {
@@ -246,17 +267,15 @@ impl Db {
     }
 }
 
-/// The cell a new volume goes on: `requested` if it is present with the
-/// `local` volume driver; with none requested, the cell with that driver whose
-/// volumes (`volumes`) hold the fewest bytes (ties: the smallest cell id).
-fn volume_cell(cells: &[CellPresence], requested: &str, volumes: &[Volume]) -> Result<String> {
-    let local = || {
-        cells
-            .iter()
-            .filter(|c| c.volume_drivers.iter().any(|d| d == "local"))
-    };
+/// Whether a new volume can be made: on `requested` if it is present with the
+/// `local` volume driver, or (none requested) on some cell with that driver. Which
+/// one is the brain's choice (`lattice_brain::auction::volumes`).
+fn check_volume_cell(cells: &[CellPresence], requested: &str) -> Result<()> {
+    let mut local = cells
+        .iter()
+        .filter(|c| c.volume_drivers.iter().any(|d| d == "local"));
     if !requested.is_empty() {
-        if !local().any(|c| c.cell_id == requested) {
+        if !local.any(|c| c.cell_id == requested) {
             return Err(DbError::Conflict {
                 name: ErrorName::CellNotFound,
                 message: format!(
@@ -264,22 +283,15 @@ fn volume_cell(cells: &[CellPresence], requested: &str, volumes: &[Volume]) -> R
                 ),
             });
         }
-        return Ok(requested.to_string());
+        return Ok(());
     }
-    let held = |id: &str| -> u64 {
-        volumes
-            .iter()
-            .filter(|v| v.cell_id == id)
-            .map(|v| v.size_bytes)
-            .sum()
-    };
-    local()
-        .min_by_key(|c| (held(&c.cell_id), c.cell_id.clone()))
-        .map(|c| c.cell_id.clone())
-        .ok_or_else(|| DbError::Conflict {
+    if local.next().is_none() {
+        return Err(DbError::Conflict {
             name: ErrorName::NoVolumeDriver,
             message: "no cell offers the local volume driver: start a cell with a volume pool (`lattice cell --volume-pool-size 20G`)".into(),
-        })
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -294,45 +306,13 @@ mod tests {
         }
     }
 
-    fn volume(cell_id: &str, size_bytes: u64) -> Volume {
-        Volume {
-            cell_id: cell_id.into(),
-            size_bytes,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_new_volume_goes_where_the_fewest_volume_bytes_are() {
-        let cells = [
-            cell("a", &["local"]),
-            cell("b", &["local"]),
-            cell("c", &[]),
-            cell("d", &["nfs", "local"]),
-        ];
-        let volumes = [
-            volume("a", 5),
-            volume("b", 3),
-            volume("b", 1),
-            volume("z", 1),
-        ];
-        // a holds 5, b 4, d 0 (c has no local driver, z is gone).
-        assert_eq!(volume_cell(&cells, "", &volumes), Ok("d".to_string()));
-        let volumes = [volume("a", 5), volume("b", 3), volume("d", 4)];
-        assert_eq!(volume_cell(&cells, "", &volumes), Ok("b".to_string()));
-        assert_eq!(
-            volume_cell(&cells, "", &[]),
-            Ok("a".to_string()),
-            "ties go to the smallest cell id"
-        );
-    }
-
     #[test]
     fn a_requested_cell_must_offer_the_local_driver() {
         let cells = [cell("a", &["local"]), cell("c", &[])];
-        assert_eq!(volume_cell(&cells, "a", &[]), Ok("a".to_string()));
+        assert_eq!(check_volume_cell(&cells, "a"), Ok(()));
+        assert_eq!(check_volume_cell(&cells, ""), Ok(()));
         for requested in ["c", "gone"] {
-            let err = volume_cell(&cells, requested, &[]).unwrap_err();
+            let err = check_volume_cell(&cells, requested).unwrap_err();
             assert_eq!(err.name(), ErrorName::CellNotFound, "{requested}");
             assert!(err
                 .to_string()
@@ -342,7 +322,7 @@ mod tests {
 
     #[test]
     fn without_a_local_driver_anywhere_there_is_no_cell() {
-        let err = volume_cell(&[cell("c", &["nfs"])], "", &[]).unwrap_err();
+        let err = check_volume_cell(&[cell("c", &["nfs"])], "").unwrap_err();
         assert_eq!(err.name(), ErrorName::NoVolumeDriver);
     }
 }

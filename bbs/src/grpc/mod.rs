@@ -596,6 +596,18 @@ impl Bbs for BbsGrpc {
         .await
     }
 
+    async fn place_volume(
+        &self,
+        r: Request<PlaceVolumeRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        call("PlaceVolume", async {
+            let db = self.db_for(&r)?;
+            let r = r.into_inner();
+            db.place_volume(&r.name, &r.cell_id).await.map(|_| Empty {})
+        })
+        .await
+    }
+
     async fn backup_schedules(
         &self,
         _: Request<Empty>,
