@@ -62,7 +62,10 @@ mod tests {
 
     #[test]
     fn the_error_name_is_read_from_the_status_metadata() {
-        let e = BbsError::from(status(Code::FailedPrecondition, "LockLost"));
+        let e = BbsError::from(status(
+            Code::FailedPrecondition,
+            ErrorName::LockLost.as_str(),
+        ));
         assert_eq!(e.name, Some(ErrorName::LockLost));
         assert_eq!(e.code, Code::FailedPrecondition);
         assert_eq!(e.message, "refused");
@@ -84,9 +87,15 @@ mod tests {
 
     #[test]
     fn moved_on_is_not_found_or_failed_precondition() {
-        let gone = BbsError::from(status(Code::NotFound, "ActualLRPIndexNotFound"));
+        let gone = BbsError::from(status(
+            Code::NotFound,
+            ErrorName::ActualLRPIndexNotFound.as_str(),
+        ));
         assert!(gone.is_moved_on() && gone.is_not_found());
-        let refused = BbsError::from(status(Code::FailedPrecondition, "ActualLRPCannotBeClaimed"));
+        let refused = BbsError::from(status(
+            Code::FailedPrecondition,
+            ErrorName::ActualLRPCannotBeClaimed.as_str(),
+        ));
         assert!(refused.is_moved_on() && !refused.is_not_found());
         assert!(!BbsError::from(tonic::Status::unavailable("down")).is_moved_on());
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use lattice_bbs::server::{self, BbsConfig, RunningBbs, StoreUrl};
 use lattice_bbs::store::embedded::EmbeddedStore;
+use lattice_specs::errors::ErrorName;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -139,7 +140,7 @@ async fn receptor_requests_get_receptor_answers() {
             Some(LRP),
             409,
             true,
-            Some("DesiredLRPAlreadyExists"),
+            Some(ErrorName::DesiredLRPAlreadyExists.as_str()),
         ),
         (
             "POST",
@@ -148,7 +149,7 @@ async fn receptor_requests_get_receptor_answers() {
             Some("{not json"),
             400,
             true,
-            Some("InvalidJSON"),
+            Some(ErrorName::InvalidJSON.as_str()),
         ),
         (
             "POST",
@@ -157,7 +158,7 @@ async fn receptor_requests_get_receptor_answers() {
             Some(r#"{"process_guid":"x y"}"#),
             400,
             true,
-            Some("InvalidLRP"),
+            Some(ErrorName::InvalidLRP.as_str()),
         ),
         (
             "POST",
@@ -166,7 +167,7 @@ async fn receptor_requests_get_receptor_answers() {
             Some("null"),
             400,
             true,
-            Some("InvalidLRP"),
+            Some(ErrorName::InvalidLRP.as_str()),
         ),
         (
             "GET",
@@ -202,7 +203,7 @@ async fn receptor_requests_get_receptor_answers() {
             None,
             404,
             true,
-            Some("DesiredLRPNotFound"),
+            Some(ErrorName::DesiredLRPNotFound.as_str()),
         ),
         (
             "PUT",
@@ -220,7 +221,7 @@ async fn receptor_requests_get_receptor_answers() {
             Some(r#"{"instances":-3}"#),
             400,
             true,
-            Some("InvalidLRP"),
+            Some(ErrorName::InvalidLRP.as_str()),
         ),
         (
             "PUT",
@@ -229,7 +230,7 @@ async fn receptor_requests_get_receptor_answers() {
             Some(r#"{"instances":1}"#),
             404,
             true,
-            Some("DesiredLRPNotFound"),
+            Some(ErrorName::DesiredLRPNotFound.as_str()),
         ),
         (
             "GET",
@@ -257,7 +258,7 @@ async fn receptor_requests_get_receptor_answers() {
             None,
             404,
             true,
-            Some("ActualLRPIndexNotFound"),
+            Some(ErrorName::ActualLRPIndexNotFound.as_str()),
         ),
         (
             "GET",
@@ -266,7 +267,7 @@ async fn receptor_requests_get_receptor_answers() {
             None,
             400,
             true,
-            Some("InvalidRequest"),
+            Some(ErrorName::InvalidRequest.as_str()),
         ),
         (
             "DELETE",
@@ -284,7 +285,7 @@ async fn receptor_requests_get_receptor_answers() {
             None,
             404,
             true,
-            Some("ActualLRPIndexNotFound"),
+            Some(ErrorName::ActualLRPIndexNotFound.as_str()),
         ),
         (
             "POST",
@@ -302,7 +303,7 @@ async fn receptor_requests_get_receptor_answers() {
             Some(TASK),
             409,
             true,
-            Some("TaskGuidAlreadyExists"),
+            Some(ErrorName::TaskGuidAlreadyExists.as_str()),
         ),
         (
             "POST",
@@ -311,7 +312,7 @@ async fn receptor_requests_get_receptor_answers() {
             Some(r#"{"task_guid":"t2","rootfs":"preloaded:busybox"}"#),
             400,
             true,
-            Some("InvalidTask"),
+            Some(ErrorName::InvalidTask.as_str()),
         ),
         (
             "GET",
@@ -347,7 +348,7 @@ async fn receptor_requests_get_receptor_answers() {
             None,
             404,
             true,
-            Some("TaskNotFound"),
+            Some(ErrorName::TaskNotFound.as_str()),
         ),
         (
             "DELETE",
@@ -356,7 +357,7 @@ async fn receptor_requests_get_receptor_answers() {
             Some("null"),
             409,
             true,
-            Some("TaskNotDeletable"),
+            Some(ErrorName::TaskNotDeletable.as_str()),
         ),
         (
             "POST",
@@ -374,7 +375,7 @@ async fn receptor_requests_get_receptor_answers() {
             None,
             409,
             true,
-            Some("TaskNotCancelable"),
+            Some(ErrorName::TaskNotCancelable.as_str()),
         ),
         (
             "POST",
@@ -383,7 +384,7 @@ async fn receptor_requests_get_receptor_answers() {
             None,
             404,
             true,
-            Some("TaskNotFound"),
+            Some(ErrorName::TaskNotFound.as_str()),
         ),
         (
             "DELETE",
@@ -401,7 +402,7 @@ async fn receptor_requests_get_receptor_answers() {
             None,
             404,
             true,
-            Some("TaskNotFound"),
+            Some(ErrorName::TaskNotFound.as_str()),
         ),
         (
             "PUT",
@@ -420,7 +421,7 @@ async fn receptor_requests_get_receptor_answers() {
             None,
             400,
             true,
-            Some("InvalidRequest"),
+            Some(ErrorName::InvalidRequest.as_str()),
         ),
         (
             "GET",
@@ -449,7 +450,7 @@ async fn receptor_requests_get_receptor_answers() {
             None,
             404,
             true,
-            Some("DesiredLRPNotFound"),
+            Some(ErrorName::DesiredLRPNotFound.as_str()),
         ),
         (
             "GET",
@@ -458,7 +459,7 @@ async fn receptor_requests_get_receptor_answers() {
             None,
             404,
             true,
-            Some("NotFound"),
+            Some(ErrorName::NotFound.as_str()),
         ),
     ];
     for (method, path, headers, body, status, json, name) in cases {
@@ -604,7 +605,7 @@ async fn basic_auth_guards_the_api_when_configured() {
     let a = bbs.api_addr;
     let r = raw(a, "GET", "/v1/tasks", &[], None).await;
     assert_eq!(r.status, 401);
-    assert_eq!(r.json()["name"], "Unauthorized");
+    assert_eq!(r.json()["name"], ErrorName::Unauthorized.as_str());
     assert!(r.header("www-authenticate").is_some());
     // "admin:wrong" and "admin:s3cret" in base64
     let r = raw(
@@ -617,7 +618,7 @@ async fn basic_auth_guards_the_api_when_configured() {
     .await;
     assert_eq!(
         (r.status, r.json()["name"].as_str()),
-        (401, Some("Unauthorized"))
+        (401, Some(ErrorName::Unauthorized.as_str()))
     );
     let r = raw(
         a,
@@ -774,7 +775,7 @@ async fn the_blob_store_keeps_archives_with_their_checksums() {
         .unwrap();
     assert_eq!(r.status(), 422);
     let e: Value = r.json().await.unwrap();
-    assert_eq!(e["name"], "ChecksumMismatch");
+    assert_eq!(e["name"], ErrorName::ChecksumMismatch.as_str());
     let list: Value = c
         .get(&base)
         .basic_auth("admin", Some("pw"))
@@ -797,7 +798,10 @@ async fn the_blob_store_keeps_archives_with_their_checksums() {
     assert_eq!(del("b1").await.unwrap().status(), 204);
     let r = del("b1").await.unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(r.json::<Value>().await.unwrap()["name"], "BlobNotFound");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["name"],
+        ErrorName::BlobNotFound.as_str()
+    );
     let r = c
         .put(format!("{base}/..bad"))
         .basic_auth("admin", Some("pw"))
@@ -815,7 +819,7 @@ async fn the_blob_store_keeps_archives_with_their_checksums() {
         .unwrap();
     assert_eq!(r.status(), 503);
     let e: Value = r.json().await.unwrap();
-    assert_eq!(e["name"], "BlobStoreUnavailable");
+    assert_eq!(e["name"], ErrorName::BlobStoreUnavailable.as_str());
     assert!(e["message"].as_str().unwrap().contains("--blob-dir"));
     bbs.shutdown().await;
 }

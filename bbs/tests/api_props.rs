@@ -25,6 +25,7 @@ use bodies::{Body, LRP_FIELDS, TASK_FIELDS, UPDATE_FIELDS};
 use common::{lrp, post_json, request, start, task, Resp};
 use lattice_bbs::api::MAX_BODY_BYTES;
 use lattice_bbs::serve::ApiLimits;
+use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::{
     parse_request, DesiredLrpCreateRequest, DesiredLrpUpdateRequest, TaskCreateRequest,
 };
@@ -111,7 +112,7 @@ async fn send(a: SocketAddr, call: &Call) -> (Resp, Verdict, &'static str, &'sta
                 let (guid, domain, def) = r.into_model();
                 validate_task(&guid, &domain, &def)
             }),
-            "InvalidTask",
+            ErrorName::InvalidTask.as_str(),
             // Created, or a guid generated twice.
             &[201, 409],
         ),
@@ -120,7 +121,7 @@ async fn send(a: SocketAddr, call: &Call) -> (Resp, Verdict, &'static str, &'sta
             verdict(&b.0, |r: DesiredLrpCreateRequest| {
                 validate_desired_lrp(&r.into_model())
             }),
-            "InvalidLRP",
+            ErrorName::InvalidLRP.as_str(),
             &[201, 409],
         ),
         Call::UpdateLrp(guid, b) => (
@@ -128,7 +129,7 @@ async fn send(a: SocketAddr, call: &Call) -> (Resp, Verdict, &'static str, &'sta
             verdict(&b.0, |r: DesiredLrpUpdateRequest| {
                 validate_desired_lrp_update(&r.into_model())
             }),
-            "InvalidLRP",
+            ErrorName::InvalidLRP.as_str(),
             if *guid == "web" { &[204] } else { &[404] },
         ),
     }
@@ -148,14 +149,14 @@ fn check(
     if size > MAX_BODY_BYTES {
         prop_assert_eq!(r.status, 413);
         let (name, _) = error_of(r)?;
-        prop_assert_eq!(name, "RequestEntityTooLarge");
+        prop_assert_eq!(name, ErrorName::RequestEntityTooLarge.as_str());
         return Ok(());
     }
     match verdict {
         Verdict::BadJson(why) => {
             prop_assert_eq!(r.status, 400, "{}", r.body);
             let (name, message) = error_of(r)?;
-            prop_assert_eq!(name, "InvalidJSON");
+            prop_assert_eq!(name, ErrorName::InvalidJSON.as_str());
             prop_assert_eq!(message, why);
         }
         Verdict::Invalid(why) => {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use lattice_bbs::serve::ApiLimits;
 use lattice_bbs::server::{self, BbsConfig, StoreUrl};
+use lattice_specs::errors::ErrorName;
 use lattice_specs::logs::{LogMessage, HISTORY_BYTES, MAX_MESSAGE_BYTES};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,7 +31,12 @@ async fn a_billion_instances_is_refused_and_nothing_is_stored() {
     let (bbs, _dir) = start(None, ApiLimits::default()).await;
     let a = bbs.api_addr;
     let r = post_json(a, "/v1/desired_lrps", &lrp("huge", 1_000_000_000)).await;
-    assert_refused(&r, "InvalidLRP", "instances", "at most 10000");
+    assert_refused(
+        &r,
+        ErrorName::InvalidLRP.as_str(),
+        "instances",
+        "at most 10000",
+    );
     assert!(bbs.db.desired_lrp("huge").await.is_err(), "nothing stored");
     assert!(bbs
         .db
@@ -49,7 +55,12 @@ async fn a_billion_instances_is_refused_and_nothing_is_stored() {
     let body = br#"{"instances":1000000000}"#;
     let ct = ("Content-Type", "application/json");
     let r = request(a, "PUT", "/v1/desired_lrps/web", &[ct], body).await;
-    assert_refused(&r, "InvalidLRP", "instances", "at most 10000");
+    assert_refused(
+        &r,
+        ErrorName::InvalidLRP.as_str(),
+        "instances",
+        "at most 10000",
+    );
     assert_eq!(bbs.db.desired_lrp("web").await.unwrap().instances, 2);
     assert_eq!(
         bbs.db.actual_lrps("", "", "web", None).await.unwrap().len(),
@@ -80,9 +91,19 @@ async fn what_cannot_run_is_refused_saying_why() {
     // A guid too long for the container's network namespace name.
     let long = "g".repeat(255);
     let r = post_json(a, "/v1/tasks", &task(&long)).await;
-    assert_refused(&r, "InvalidTask", "task_guid", "at most 200 characters");
+    assert_refused(
+        &r,
+        ErrorName::InvalidTask.as_str(),
+        "task_guid",
+        "at most 200 characters",
+    );
     let r = post_json(a, "/v1/desired_lrps", &lrp(&long, 1)).await;
-    assert_refused(&r, "InvalidLRP", "process_guid", "at most 200 characters");
+    assert_refused(
+        &r,
+        ErrorName::InvalidLRP.as_str(),
+        "process_guid",
+        "at most 200 characters",
+    );
     assert_eq!(
         post_json(a, "/v1/tasks", &task(&"g".repeat(200)))
             .await
@@ -94,13 +115,18 @@ async fn what_cannot_run_is_refused_saying_why() {
     let mut t = task("big-env");
     t["env"] = serde_json::json!([{"name": "BIG", "value": "v".repeat(1 << 20)}]);
     let r = post_json(a, "/v1/tasks", &t).await;
-    assert_refused(&r, "InvalidTask", "env[0].value", "kernel refuses");
+    assert_refused(
+        &r,
+        ErrorName::InvalidTask.as_str(),
+        "env[0].value",
+        "kernel refuses",
+    );
     let mut t = task("big-run-env");
     t["action"]["run"]["env"] = serde_json::json!([{"name": "BIG", "value": "v".repeat(200_000)}]);
     let r = post_json(a, "/v1/tasks", &t).await;
     assert_refused(
         &r,
-        "InvalidTask",
+        ErrorName::InvalidTask.as_str(),
         "action.run.env[0].value",
         "kernel refuses",
     );
@@ -112,7 +138,7 @@ async fn what_cannot_run_is_refused_saying_why() {
         let r = post_json(a, "/v1/tasks", &t).await;
         assert_refused(
             &r,
-            "InvalidTask",
+            ErrorName::InvalidTask.as_str(),
             "volume_mounts[0].container_path",
             "is reserved",
         );
@@ -135,12 +161,12 @@ async fn a_body_too_large_gets_the_receptor_json_error() {
         r.content_type
     );
     let v = r.json();
-    assert_eq!(v["name"], "RequestEntityTooLarge", "{v}");
+    assert_eq!(v["name"], ErrorName::RequestEntityTooLarge.as_str(), "{v}");
     assert!(v["message"].as_str().unwrap().contains("2097152"), "{v}");
     // Other answers axum makes itself are the receptor's JSON too.
     let r = request(a, "GET", "/v1/logs/g?follow=maybe", &[], b"").await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.json()["name"], "InvalidRequest");
+    assert_eq!(r.json()["name"], ErrorName::InvalidRequest.as_str());
     bbs.shutdown().await;
 }
 
@@ -166,7 +192,7 @@ async fn a_log_flood_is_held_to_its_byte_limits() {
     )
     .await;
     assert_eq!(r.status, 413, "{}", r.body);
-    assert_eq!(r.json()["name"], "RequestEntityTooLarge");
+    assert_eq!(r.json()["name"], ErrorName::RequestEntityTooLarge.as_str());
     // 60 bodies of one 900 KB line each: the guid keeps about 1 MiB, lines cut.
     for _ in 0..60 {
         let r = request(a, "POST", "/v1/logs", &[nd], &log_lines("app", 1, 900_000)).await;
@@ -198,7 +224,7 @@ async fn with_credentials_only_their_holders_post_logs() {
     let r = request(a, "POST", "/v1/logs", &[nd], &line).await;
     assert_eq!(
         (r.status, r.json()["name"].as_str()),
-        (401, Some("Unauthorized"))
+        (401, Some(ErrorName::Unauthorized.as_str()))
     );
     assert!(bbs.logs.recent("app").is_empty());
     // "admin:s3cret", as the router sends it.

@@ -384,12 +384,15 @@ mod tests {
     #[test]
     fn error_names_are_known_names_of_api_errors_only() {
         assert_eq!(
-            error_name(&api_error("DesiredLRPNotFound")),
+            error_name(&api_error(ErrorName::DesiredLRPNotFound.as_str())),
             Some(ErrorName::DesiredLRPNotFound)
         );
         // A newer server's name this build does not know, and errors that are not the API's.
         assert_eq!(error_name(&api_error("SomethingNew")), None);
-        assert_eq!(error_name(&anyhow::anyhow!("DesiredLRPNotFound")), None);
+        assert_eq!(
+            error_name(&anyhow::anyhow!(ErrorName::DesiredLRPNotFound.as_str())),
+            None
+        );
         // The wire string is kept as the server sent it.
         assert_eq!(api_error("SomethingNew").to_string(), "m (SomethingNew)");
     }

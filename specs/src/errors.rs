@@ -150,6 +150,82 @@ mod tests {
         }
     }
 
+    /// The names on the wire, spelled out: clients of the receptor API match these
+    /// strings, so renaming a variant must fail here (the rest of the code and its
+    /// tests use the enum).
+    #[test]
+    fn the_wire_names_are_the_receptors() {
+        let wire = [
+            (ErrorName::InvalidRequest, "InvalidRequest"),
+            (ErrorName::InvalidJSON, "InvalidJSON"),
+            (ErrorName::InvalidTask, "InvalidTask"),
+            (ErrorName::InvalidLRP, "InvalidLRP"),
+            (ErrorName::InvalidStateTransition, "InvalidStateTransition"),
+            (ErrorName::NotFound, "NotFound"),
+            (ErrorName::MethodNotAllowed, "MethodNotAllowed"),
+            (ErrorName::RequestEntityTooLarge, "RequestEntityTooLarge"),
+            (ErrorName::UnsupportedMediaType, "UnsupportedMediaType"),
+            (ErrorName::Unauthorized, "Unauthorized"),
+            (ErrorName::Forbidden, "Forbidden"),
+            (ErrorName::StoreUnavailable, "StoreUnavailable"),
+            (ErrorName::ResourceConflict, "ResourceConflict"),
+            (ErrorName::LeaseNotFound, "LeaseNotFound"),
+            (ErrorName::LockLost, "LockLost"),
+            (ErrorName::Unknown, "Unknown"),
+            (
+                ErrorName::DesiredLRPAlreadyExists,
+                "DesiredLRPAlreadyExists",
+            ),
+            (ErrorName::DesiredLRPNotFound, "DesiredLRPNotFound"),
+            (ErrorName::ActualLRPIndexNotFound, "ActualLRPIndexNotFound"),
+            (
+                ErrorName::ActualLRPCannotBeClaimed,
+                "ActualLRPCannotBeClaimed",
+            ),
+            (
+                ErrorName::ActualLRPCannotBeStarted,
+                "ActualLRPCannotBeStarted",
+            ),
+            (
+                ErrorName::ActualLRPCannotBeCrashed,
+                "ActualLRPCannotBeCrashed",
+            ),
+            (
+                ErrorName::ActualLRPCannotBeFailed,
+                "ActualLRPCannotBeFailed",
+            ),
+            (
+                ErrorName::ActualLRPCannotBeUnclaimed,
+                "ActualLRPCannotBeUnclaimed",
+            ),
+            (ErrorName::TaskGuidAlreadyExists, "TaskGuidAlreadyExists"),
+            (ErrorName::TaskNotFound, "TaskNotFound"),
+            (ErrorName::TaskNotCancelable, "TaskNotCancelable"),
+            (ErrorName::TaskNotResolvable, "TaskNotResolvable"),
+            (ErrorName::TaskNotDeletable, "TaskNotDeletable"),
+            (ErrorName::CellNotFound, "CellNotFound"),
+            (ErrorName::VolumeAlreadyExists, "VolumeAlreadyExists"),
+            (ErrorName::VolumeNotFound, "VolumeNotFound"),
+            (ErrorName::VolumeNotReady, "VolumeNotReady"),
+            (ErrorName::VolumeNotUsable, "VolumeNotUsable"),
+            (ErrorName::VolumeInUse, "VolumeInUse"),
+            (ErrorName::NoVolumeDriver, "NoVolumeDriver"),
+            (ErrorName::VolumeAlreadyPlaced, "VolumeAlreadyPlaced"),
+            (ErrorName::BackupAlreadyExists, "BackupAlreadyExists"),
+            (ErrorName::BackupNotFound, "BackupNotFound"),
+            (ErrorName::BackupRunning, "BackupRunning"),
+            (ErrorName::BackupNotCompleted, "BackupNotCompleted"),
+            (ErrorName::ScheduleNotFound, "ScheduleNotFound"),
+            (ErrorName::BlobNotFound, "BlobNotFound"),
+            (ErrorName::BlobStoreUnavailable, "BlobStoreUnavailable"),
+            (ErrorName::ChecksumMismatch, "ChecksumMismatch"),
+        ];
+        assert_eq!(wire.len(), ErrorName::ALL.len());
+        for (name, text) in wire {
+            assert_eq!(name.as_str(), text);
+        }
+    }
+
     #[test]
     fn an_unknown_name_is_not_a_known_one() {
         assert_eq!(ErrorName::parse("SomethingNew"), None);

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lattice_specs::bbs_api::{DesireTaskRequest, TasksRequest};
+use lattice_specs::errors::ErrorName;
 use lattice_specs::models::{action, Action, RunAction, TaskDefinition};
 use lattice_tests::{signal, BbsProcess, EtcdServer};
 
@@ -155,7 +156,7 @@ async fn expect_unavailable_quickly(api: &str, guid: &str) {
         "a write with etcd down is refused as unavailable"
     );
     let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["name"], "StoreUnavailable", "{v}");
+    assert_eq!(v["name"], ErrorName::StoreUnavailable.as_str(), "{v}");
     assert!(
         took < Duration::from_secs(5),
         "answered after {took:?}: must not hang on a dead store"
