@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lattice_bbs_client::GrpcBbs;
+use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::models;
 
 use super::fixtures::CELL;
-use super::{BbsClient, Rep, RepConfig, Runtime};
+use super::{Rep, RepConfig, Runtime};
 use crate::executor::{ContainerInfo, ContainerRequest};
 use crate::network::NetworkConfig;
 use crate::rootfs::Providers;
@@ -112,7 +114,8 @@ pub fn rep_with(cfg: RepConfig, runtime: Arc<FakeRuntime>) -> Arc<Rep<FakeRuntim
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("an endpoint")
         .connect_lazy();
-    Rep::new(cfg, BbsClient::new(channel), runtime)
+    let bbs = GrpcBbs::new(BbsClient::new(channel));
+    Rep::new(cfg, Arc::new(bbs), runtime)
 }
 
 /// Waits (up to 5 s) until `done` holds; whether it did.

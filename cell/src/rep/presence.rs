@@ -47,7 +47,7 @@ impl<R: Runtime> Rep<R> {
     }
 
     /// Registers the cell under a fresh lease: (lease id).
-    async fn announce(&self, bbs: &RepBbs) -> Result<i64, tonic::Status> {
+    async fn announce(&self, bbs: &RepBbs) -> Result<i64, BbsError> {
         let ttl = self.cfg.lease_ttl.as_secs().max(1) as i64;
         let lease_id = bbs.grant_lease(ttl).await?;
         bbs.set_cell_presence(self.presence(), lease_id).await?;
@@ -78,7 +78,7 @@ impl<R: Runtime> Rep<R> {
                         continue;
                     }
                 }
-                Err(e) => tracing::warn!("cannot announce the cell: {}", e.message()),
+                Err(e) => tracing::warn!("cannot announce the cell: {}", e.message),
             }
             if shutdown.is_cancelled() {
                 break;
@@ -126,11 +126,11 @@ pub(super) enum LeaseState {
 }
 
 /// The lease is alive only when the BBS renewed it (`Ok` with a TTL above 0).
-fn lease_state(answer: Result<i64, tonic::Status>) -> LeaseState {
+fn lease_state(answer: Result<i64, BbsError>) -> LeaseState {
     match answer {
         Ok(ttl) if ttl > 0 => LeaseState::Alive,
         Ok(_) => LeaseState::Gone("the BBS no longer has it".into()),
-        Err(e) => LeaseState::Gone(format!("renewing it failed: {}", e.message())),
+        Err(e) => LeaseState::Gone(format!("renewing it failed: {}", e.message)),
     }
 }
 
@@ -156,7 +156,7 @@ mod tests {
         assert!(matches!(lease_state(Ok(0)), LeaseState::Gone(_)));
         assert!(matches!(lease_state(Ok(-1)), LeaseState::Gone(_)));
         assert!(matches!(
-            lease_state(Err(tonic::Status::unavailable("BBS down"))),
+            lease_state(Err(BbsError::from(tonic::Status::unavailable("BBS down")))),
             LeaseState::Gone(why) if why.contains("BBS down")
         ));
     }

@@ -14,10 +14,10 @@ impl<R: Runtime> Rep<R> {
                 _ = tokio::time::sleep(self.cfg.sync_interval) => {}
             }
             if let Err(e) = self.sync().await {
-                tracing::warn!("bulk sync failed: {}", e.message());
+                tracing::warn!("bulk sync failed: {}", e.message);
             }
             if let Err(e) = self.sync_volumes().await {
-                tracing::warn!("volume sync failed: {}", e.message());
+                tracing::warn!("volume sync failed: {e}");
             }
             if last_gc.elapsed() >= LAYER_GC_EVERY {
                 last_gc = Instant::now();
@@ -28,7 +28,7 @@ impl<R: Runtime> Rep<R> {
 
     /// One bulk sync: containers the BBS no longer gives this cell are stopped; records
     /// that say this cell runs something it has no container for are corrected.
-    pub async fn sync(&self) -> Result<(), tonic::Status> {
+    pub async fn sync(&self) -> Result<(), BbsError> {
         let listed_at = Instant::now();
         let bbs = &self.bbs;
         let actuals = bbs.actual_lrps(&self.cfg.cell_id, "", None).await?;
