@@ -278,6 +278,48 @@ mod tests {
         );
     }
 
+    /// Over the in-process BBS: a record claiming this cell with no container here is
+    /// removed and a Task RUNNING here with none fails; another cell's record stays.
+    #[tokio::test]
+    async fn a_sync_corrects_the_bbs_records_of_work_this_cell_does_not_hold() {
+        use super::super::fake::{rep_over, FakeRuntime};
+        use lattice_bbs_client::fake::FakeBbs;
+        use lattice_bbs_client::{ActualLrpFilter, CellWrites, Reads};
+
+        let bbs = FakeBbs::start().await;
+        let d = lattice_bbs::testing::fixtures::desired_lrp("web", 2);
+        bbs.db().desire_lrp(d).await.unwrap();
+        let ik = |instance_guid: &str, cell_id: &str| models::ActualLrpInstanceKey {
+            instance_guid: instance_guid.into(),
+            cell_id: cell_id.into(),
+        };
+        bbs.claim_actual_lrp("web", 0, &ik("i-lost", CELL))
+            .await
+            .unwrap();
+        bbs.claim_actual_lrp("web", 1, &ik("i-other", "cell-2"))
+            .await
+            .unwrap();
+        bbs.db()
+            .desire_task("t-lost", "test", valid_task_definition())
+            .await
+            .unwrap();
+        assert!(bbs.start_task("t-lost", CELL).await.unwrap());
+        let rep = rep_over(&bbs, FakeRuntime::new());
+
+        rep.sync().await.unwrap();
+
+        let left = bbs.actual_lrps(&ActualLrpFilter::default()).await.unwrap();
+        let held: Vec<_> = left
+            .iter()
+            .map(|a| (a.key.as_ref().unwrap().index, a.instance_key.clone()))
+            .collect();
+        assert_eq!(held, vec![(1, Some(ik("i-other", "cell-2")))]);
+        let t = bbs.task("t-lost").await.unwrap();
+        assert_eq!(t.state(), TaskState::Completed);
+        assert!(t.failed);
+        assert_eq!(t.failure_reason, "the cell lost the task's container");
+    }
+
     #[test]
     fn stops_come_before_corrections() {
         let (before, listed_at, _) = times();
