@@ -1,5 +1,5 @@
 //! [`GrpcBbs`]: every trait of `api` over the BBS's gRPC API, writing under a
-//! fencing token once fenced; and [`bbs_client`], the transport to the BBS.
+//! fencing token once fenced; and [`bbs_client()`], the transport to the BBS.
 
 use std::sync::Arc;
 use std::time::Duration;
