@@ -113,10 +113,16 @@ pub trait LrpWrites: Send + Sync {
     ) -> Result<()>;
 }
 
-/// The brain's writes to tasks.
+/// Failing a task: the brain's convergence does, and so does a cell whose sync
+/// finds a task RUNNING on it without a container.
+#[async_trait]
+pub trait TaskFailures: Send + Sync {
+    async fn fail_task(&self, task_guid: &str, reason: &str) -> Result<()>;
+}
+
+/// The brain's other writes to tasks.
 #[async_trait]
 pub trait TaskWrites: Send + Sync {
-    async fn fail_task(&self, task_guid: &str, reason: &str) -> Result<()>;
     /// Gives up on placing a task (failed after its retries).
     async fn reject_task(&self, task_guid: &str, reason: &str) -> Result<()>;
     async fn resolving_task(&self, task_guid: &str) -> Result<()>;
@@ -205,7 +211,15 @@ pub trait CellWrites: Send + Sync {
 /// What the brain asks of the BBS. Once it leads, it writes through
 /// [`fenced`](BrainBbs::fenced), so a brain that lost its lock writes nothing.
 pub trait BrainBbs:
-    Leases + Locks + Events + Reads + LrpWrites + TaskWrites + ScheduledBackups + VolumePlacement
+    Leases
+    + Locks
+    + Events
+    + Reads
+    + LrpWrites
+    + TaskFailures
+    + TaskWrites
+    + ScheduledBackups
+    + VolumePlacement
 {
     /// The same BBS, every call made under the fencing token `lock@revision`: the
     /// BBS refuses it with `LockLost` once that lock moved on.
@@ -213,9 +227,9 @@ pub trait BrainBbs:
 }
 
 /// What a cell's rep asks of the BBS.
-pub trait CellBbs: Leases + Events + Reads + CellWrites {}
+pub trait CellBbs: Leases + Events + Reads + CellWrites + TaskFailures {}
 
-impl<T: Leases + Events + Reads + CellWrites + ?Sized> CellBbs for T {}
+impl<T: Leases + Events + Reads + CellWrites + TaskFailures + ?Sized> CellBbs for T {}
 
 /// What the router's route emitter asks of the BBS.
 pub trait RouterBbs: Events + Reads {}

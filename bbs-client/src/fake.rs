@@ -201,11 +201,15 @@ impl LrpWrites for FakeBbs {
 }
 
 #[async_trait]
-impl TaskWrites for FakeBbs {
+impl TaskFailures for FakeBbs {
     async fn fail_task(&self, task_guid: &str, reason: &str) -> Result<()> {
         let r = self.writes.fail_task(task_guid, reason);
         r.await.map(|_| ()).map_err(refused)
     }
+}
+
+#[async_trait]
+impl TaskWrites for FakeBbs {
     async fn reject_task(&self, task_guid: &str, reason: &str) -> Result<()> {
         let r = self.writes.reject_task(task_guid, reason);
         r.await.map(|_| ()).map_err(refused)

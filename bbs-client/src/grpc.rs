@@ -1,5 +1,5 @@
 //! [`GrpcBbs`]: every trait of `api` over the BBS's gRPC API, writing under a
-//! fencing token once fenced; and [`bbs_client`], the transport to the BBS.
+//! fencing token once fenced; and [`bbs_client()`], the transport to the BBS.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -270,7 +270,7 @@ impl LrpWrites for GrpcBbs {
 }
 
 #[async_trait]
-impl TaskWrites for GrpcBbs {
+impl TaskFailures for GrpcBbs {
     async fn fail_task(&self, task_guid: &str, reason: &str) -> Result<()> {
         let req = FailTaskRequest {
             task_guid: task_guid.into(),
@@ -279,6 +279,10 @@ impl TaskWrites for GrpcBbs {
         self.client().fail_task(self.req(req)).await?;
         Ok(())
     }
+}
+
+#[async_trait]
+impl TaskWrites for GrpcBbs {
     async fn reject_task(&self, task_guid: &str, reason: &str) -> Result<()> {
         let req = RejectTaskRequest {
             task_guid: task_guid.into(),

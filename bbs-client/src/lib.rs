@@ -1,8 +1,8 @@
 //! The one typed seam to the BBS.
 //!
 //! What each component asks of the BBS is a set of narrow traits split by concern
-//! (`api`): leases, locks, events, reads, the brain's writes, the cell's writes
-//! and backups. A component depends on its own bundle of them: [`BrainBbs`],
+//! (`api`): leases, locks, events, reads, failing tasks, the brain's writes, the
+//! cell's writes and backups. A component depends on its own bundle of them: [`BrainBbs`],
 //! [`CellBbs`] or [`RouterBbs`]. Methods take and return `lattice_specs::models`
 //! types; a refusal is a [`BbsError`] carrying the BBS's
 //! [`ErrorName`](lattice_specs::errors::ErrorName), so no caller matches an
@@ -23,7 +23,8 @@ pub mod grpc;
 pub use api::VolumePlacement;
 pub use api::{
     ActualLrpFilter, BrainBbs, CellBbs, CellWrites, EventStream, Events, Leases, Lock, Locks,
-    LrpWrites, Reads, RouterBbs, ScheduledBackups, TaskFilter, TaskWrites, VolumeReport,
+    LrpWrites, Reads, RouterBbs, ScheduledBackups, TaskFailures, TaskFilter, TaskWrites,
+    VolumeReport,
 };
 pub use apply::apply_all;
 pub use error::{BbsError, Result};

@@ -111,8 +111,8 @@ async fn serve(
     listener: tokio::net::TcpListener,
 ) -> anyhow::Result<RunningCell> {
     let addr = listener.local_addr()?;
-    let bbs = lattice_bbs_client::bbs_client(bbs_addr)?;
-    let rep = Rep::new(cfg, bbs, exec);
+    let bbs = lattice_bbs_client::GrpcBbs::connect_lazy(bbs_addr)?;
+    let rep = Rep::new(cfg, Arc::new(bbs), exec);
     let shutdown = CancellationToken::new();
 
     let grpc = tonic::service::Routes::new(RepServer::new(RepGrpc(rep.clone())))

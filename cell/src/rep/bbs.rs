@@ -1,99 +1,73 @@
-//! Every call the rep makes to the BBS, in one place: [`RepBbs`] over the gRPC client.
+//! Every call the rep makes to the BBS, in one place: [`RepBbs`] over the
+//! [`CellBbs`] trait (the gRPC client in a cell, `FakeBbs` in the rep's unit tests).
 //! The runners call these methods and nothing else of the BBS, and the pure decisions
-//! none, so the concrete client can give way to a trait (the `CellBbs` of issue 20)
-//! by changing this file and the type of [`super::Rep`]'s field. The methods are
-//! shaped like that trait's where the request the rep sends allows it.
+//! none. The methods keep the shapes the runners want: instance keys as the rep
+//! builds them, a record the BBS does not have as `None`.
 
-use lattice_specs::bbs_api::bbs_client::BbsClient;
-use lattice_specs::bbs_api::{self as api};
-use lattice_specs::events::Event;
+use std::sync::Arc;
+
+use lattice_bbs_client::{ActualLrpFilter, BbsError, CellBbs, EventStream, TaskFilter};
+use lattice_specs::bbs_api as api;
 use lattice_specs::models;
-use tonic::transport::Channel;
+
+pub(super) use lattice_bbs_client::VolumeReport;
 
 /// A BBS call's answer, or why it failed.
-pub(super) type Result<T> = std::result::Result<T, tonic::Status>;
+pub(super) type Result<T> = std::result::Result<T, BbsError>;
 
 /// The rep's BBS: cheap to clone, one call per method.
 #[derive(Clone)]
-pub(super) struct RepBbs(BbsClient<Channel>);
+pub(super) struct RepBbs(Arc<dyn CellBbs>);
+
+/// A record the BBS does not have (a `NotFound` refusal) as `None`.
+fn found<T>(answer: Result<T>) -> Result<Option<T>> {
+    match answer {
+        Ok(record) => Ok(Some(record)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
 
 impl RepBbs {
-    pub fn new(client: BbsClient<Channel>) -> RepBbs {
-        RepBbs(client)
-    }
-
-    fn client(&self) -> BbsClient<Channel> {
-        self.0.clone()
+    pub fn new(bbs: Arc<dyn CellBbs>) -> RepBbs {
+        RepBbs(bbs)
     }
 
     // ---- leases and presence ---------------------------------------------------------
 
     /// A new lease of `ttl_seconds`: its id.
     pub async fn grant_lease(&self, ttl_seconds: i64) -> Result<i64> {
-        let r = self
-            .client()
-            .grant_lease(api::GrantLeaseRequest { ttl_seconds })
-            .await?;
-        Ok(r.into_inner().lease_id)
+        self.0.grant_lease(ttl_seconds).await
     }
 
     /// Renews a lease: its TTL in seconds (0 once it is gone).
     pub async fn keep_alive_lease(&self, lease_id: i64) -> Result<i64> {
-        let r = self
-            .client()
-            .keep_alive_lease(api::LeaseRequest { lease_id })
-            .await?;
-        Ok(r.into_inner().ttl_seconds)
+        self.0.keep_alive_lease(lease_id).await
     }
 
     pub async fn revoke_lease(&self, lease_id: i64) -> Result<()> {
-        self.client()
-            .revoke_lease(api::LeaseRequest { lease_id })
-            .await?;
-        Ok(())
+        self.0.revoke_lease(lease_id).await
     }
 
     pub async fn set_cell_presence(&self, cell: models::CellPresence, lease_id: i64) -> Result<()> {
-        self.client()
-            .set_cell_presence(api::SetCellPresenceRequest {
-                cell: Some(cell),
-                lease_id,
-            })
-            .await?;
-        Ok(())
+        self.0.set_cell_presence(&cell, lease_id).await
     }
 
     // ---- reads -------------------------------------------------------------------------
 
     /// The BBS's events from now on.
-    pub async fn subscribe_events(&self) -> Result<tonic::Streaming<Event>> {
-        let r = self
-            .client()
-            .subscribe_events(api::SubscribeRequest {})
-            .await?;
-        Ok(r.into_inner())
+    pub async fn subscribe_events(&self) -> Result<EventStream> {
+        self.0.subscribe_events().await
     }
 
     /// The stored DesiredLRP `process_guid`, if there is one.
     pub async fn desired_lrp(&self, process_guid: &str) -> Result<Option<models::DesiredLrp>> {
-        let r = self
-            .client()
-            .desired_lrp_by_process_guid(api::ProcessGuidRequest {
-                process_guid: process_guid.into(),
-            })
-            .await?;
-        Ok(r.into_inner().desired_lrp)
+        found(self.0.desired_lrp(process_guid).await)
     }
 
     /// The stored Task `task_guid`, if there is one.
     pub async fn task(&self, task_guid: &str) -> Result<Option<models::Task>> {
-        let r = self
-            .client()
-            .task_by_guid(api::TaskGuidRequest {
-                task_guid: task_guid.into(),
-            })
-            .await?;
-        Ok(r.into_inner().task)
+        found(self.0.task(task_guid).await)
     }
 
     /// The instance records on `cell_id` (empty: any cell) of `process_guid` (empty:
@@ -104,39 +78,27 @@ impl RepBbs {
         process_guid: &str,
         index: Option<i32>,
     ) -> Result<Vec<models::ActualLrp>> {
-        let r = self
-            .client()
-            .actual_lr_ps(api::ActualLrPsRequest {
-                cell_id: cell_id.into(),
-                process_guid: process_guid.into(),
-                index,
-                ..Default::default()
-            })
-            .await?;
-        Ok(r.into_inner().actual_lrps)
+        let filter = ActualLrpFilter {
+            cell_id: cell_id.into(),
+            process_guid: process_guid.into(),
+            index,
+            ..Default::default()
+        };
+        self.0.actual_lrps(&filter).await
     }
 
     /// The Tasks on `cell_id`.
     pub async fn tasks(&self, cell_id: &str) -> Result<Vec<models::Task>> {
-        let r = self
-            .client()
-            .tasks(api::TasksRequest {
-                cell_id: cell_id.into(),
-                ..Default::default()
-            })
-            .await?;
-        Ok(r.into_inner().tasks)
+        let filter = TaskFilter {
+            cell_id: cell_id.into(),
+            ..Default::default()
+        };
+        self.0.tasks(&filter).await
     }
 
     /// The volumes of `cell_id`.
     pub async fn volumes(&self, cell_id: &str) -> Result<Vec<models::Volume>> {
-        let r = self
-            .client()
-            .volumes(api::VolumesRequest {
-                cell_id: cell_id.into(),
-            })
-            .await?;
-        Ok(r.into_inner().volumes)
+        self.0.volumes(cell_id).await
     }
 
     // ---- instances ---------------------------------------------------------------------
@@ -146,13 +108,10 @@ impl RepBbs {
         key: &api::ActualLrpRef,
         instance_key: &models::ActualLrpInstanceKey,
     ) -> Result<()> {
-        self.client()
-            .claim_actual_lrp(api::ClaimActualLrpRequest {
-                key: Some(key.clone()),
-                instance_key: Some(instance_key.clone()),
-            })
-            .await?;
-        Ok(())
+        let r = self
+            .0
+            .claim_actual_lrp(&key.process_guid, key.index, instance_key);
+        r.await.map(|_| ())
     }
 
     pub async fn start_actual_lrp(
@@ -161,14 +120,10 @@ impl RepBbs {
         instance_key: &models::ActualLrpInstanceKey,
         net_info: &models::ActualLrpNetInfo,
     ) -> Result<()> {
-        self.client()
-            .start_actual_lrp(api::StartActualLrpRequest {
-                key: Some(key.clone()),
-                instance_key: Some(instance_key.clone()),
-                net_info: Some(net_info.clone()),
-            })
-            .await?;
-        Ok(())
+        let r = self
+            .0
+            .start_actual_lrp(&key.process_guid, key.index, instance_key, net_info);
+        r.await.map(|_| ())
     }
 
     pub async fn crash_actual_lrp(
@@ -177,14 +132,10 @@ impl RepBbs {
         instance_key: &models::ActualLrpInstanceKey,
         reason: &str,
     ) -> Result<()> {
-        self.client()
-            .crash_actual_lrp(api::CrashActualLrpRequest {
-                key: Some(key.clone()),
-                instance_key: Some(instance_key.clone()),
-                error_message: reason.into(),
-            })
-            .await?;
-        Ok(())
+        let r = self
+            .0
+            .crash_actual_lrp(&key.process_guid, key.index, instance_key, reason);
+        r.await.map(|_| ())
     }
 
     /// Removes an instance's record, if it is still this one.
@@ -193,39 +144,46 @@ impl RepBbs {
         key: &api::ActualLrpRef,
         instance_key: &models::ActualLrpInstanceKey,
     ) -> Result<()> {
-        self.client()
-            .remove_actual_lrp(api::RemoveActualLrpRequest {
-                key: Some(key.clone()),
-                instance_key: Some(instance_key.clone()),
-            })
-            .await?;
-        Ok(())
+        let r = self
+            .0
+            .remove_actual_lrp(&key.process_guid, key.index, Some(instance_key));
+        r.await
     }
 
-    /// Evacuates a running instance: whether to keep its container.
-    pub async fn evacuate_running_actual_lrp(&self, req: api::EvacuateRequest) -> Result<bool> {
-        let r = self.client().evacuate_running_actual_lrp(req).await?;
-        Ok(r.into_inner().keep_container)
+    /// Evacuates a running instance, reachable at `net_info`: whether to keep its
+    /// container.
+    pub async fn evacuate_running_actual_lrp(
+        &self,
+        key: &api::ActualLrpRef,
+        instance_key: &models::ActualLrpInstanceKey,
+        net_info: &models::ActualLrpNetInfo,
+    ) -> Result<bool> {
+        let r = self.0.evacuate_running_actual_lrp(
+            &key.process_guid,
+            key.index,
+            instance_key,
+            net_info,
+        );
+        r.await
     }
 
     /// Evacuates an instance not yet running: whether to keep its container.
-    pub async fn evacuate_claimed_actual_lrp(&self, req: api::EvacuateRequest) -> Result<bool> {
-        let r = self.client().evacuate_claimed_actual_lrp(req).await?;
-        Ok(r.into_inner().keep_container)
+    pub async fn evacuate_claimed_actual_lrp(
+        &self,
+        key: &api::ActualLrpRef,
+        instance_key: &models::ActualLrpInstanceKey,
+    ) -> Result<bool> {
+        let r = self
+            .0
+            .evacuate_claimed_actual_lrp(&key.process_guid, key.index, instance_key);
+        r.await
     }
 
     // ---- tasks -------------------------------------------------------------------------
 
     /// Starts a Task on `cell_id`: whether the cell should run it.
     pub async fn start_task(&self, task_guid: &str, cell_id: &str) -> Result<bool> {
-        let r = self
-            .client()
-            .start_task(api::StartTaskRequest {
-                task_guid: task_guid.into(),
-                cell_id: cell_id.into(),
-            })
-            .await?;
-        Ok(r.into_inner().should_start)
+        self.0.start_task(task_guid, cell_id).await
     }
 
     pub async fn complete_task(
@@ -236,42 +194,52 @@ impl RepBbs {
         failure_reason: &str,
         result: &str,
     ) -> Result<()> {
-        self.client()
-            .complete_task(api::CompleteTaskRequest {
-                task_guid: task_guid.into(),
-                cell_id: cell_id.into(),
-                failed,
-                failure_reason: failure_reason.into(),
-                result: result.into(),
-            })
-            .await?;
-        Ok(())
+        let r = self
+            .0
+            .complete_task(task_guid, cell_id, failed, failure_reason, result);
+        r.await
     }
 
     pub async fn fail_task(&self, task_guid: &str, reason: &str) -> Result<()> {
-        self.client()
-            .fail_task(api::FailTaskRequest {
-                task_guid: task_guid.into(),
-                failure_reason: reason.into(),
-            })
-            .await?;
-        Ok(())
+        self.0.fail_task(task_guid, reason).await
     }
 
     // ---- volumes -----------------------------------------------------------------------
 
-    pub async fn set_volume_state(&self, report: api::VolumeStateRequest) -> Result<()> {
-        self.client().set_volume_state(report).await?;
-        Ok(())
+    pub async fn set_volume_state(&self, report: &VolumeReport) -> Result<()> {
+        self.0.set_volume_state(report).await
     }
 
     pub async fn volume_removed(&self, name: &str, cell_id: &str) -> Result<()> {
-        self.client()
-            .volume_removed(api::VolumeRemovedRequest {
-                name: name.into(),
-                cell_id: cell_id.into(),
-            })
-            .await?;
-        Ok(())
+        self.0.volume_removed(name, cell_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_specs::errors::ErrorName;
+    use tonic::Code;
+
+    fn refused(code: Code, name: ErrorName) -> BbsError {
+        BbsError {
+            name: Some(name),
+            code,
+            message: "refused".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_not_found_refusal_is_a_missing_record() {
+        assert_eq!(found(Ok(7)), Ok(Some(7)));
+        let gone = refused(Code::NotFound, ErrorName::DesiredLRPNotFound);
+        assert_eq!(found::<i32>(Err(gone)), Ok(None));
+        let down = BbsError::from(tonic::Status::unavailable("BBS down"));
+        assert_eq!(found::<i32>(Err(down.clone())), Err(down));
+        let moved = refused(
+            Code::FailedPrecondition,
+            ErrorName::ActualLRPCannotBeClaimed,
+        );
+        assert_eq!(found::<i32>(Err(moved.clone())), Err(moved));
     }
 }

@@ -87,11 +87,7 @@ impl<R: Runtime> Rep<R> {
                 break;
             };
             for e in evacuees {
-                let keep = match e.via {
-                    Handover::Running => self.bbs.evacuate_running_actual_lrp(e.request).await,
-                    Handover::Claimed => self.bbs.evacuate_claimed_actual_lrp(e.request).await,
-                };
-                let keep = keep.ok();
+                let keep = self.hand_over(&e).await.ok();
                 if stops_after(keep) {
                     if let Some((_, slot)) = slots.iter().find(|(h, _)| *h == e.handle) {
                         slot.stop.cancel();
@@ -100,6 +96,22 @@ impl<R: Runtime> Rep<R> {
                 }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Asks the BBS to take over evacuee `e`: whether to keep its container.
+    async fn hand_over(&self, e: &Evacuee) -> Result<bool, BbsError> {
+        let r = &e.request;
+        let key = r.key.clone().unwrap_or_default();
+        let ik = r.instance_key.clone().unwrap_or_default();
+        match e.via {
+            Handover::Running => {
+                let net = r.net_info.clone().unwrap_or_default();
+                let keep = self.bbs.evacuate_running_actual_lrp(&key, &ik, &net);
+                keep.await
+            }
+            // The BBS reads no net info (nor error message) of a claimed instance.
+            Handover::Claimed => self.bbs.evacuate_claimed_actual_lrp(&key, &ik).await,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Following the BBS's events: a sync whenever one touches this cell's work.
 //! [`concerns_cell`] decides which do; the follower listens and asks for the sync.
 
+use futures::StreamExt;
 use lattice_specs::events::event::Event as E;
 
 use super::*;
@@ -41,9 +42,9 @@ impl<R: Runtime> Rep<R> {
                 loop {
                     let msg = tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        m = stream.message() => m,
+                        m = stream.next() => m,
                     };
-                    let Ok(Some(ev)) = msg else { break };
+                    let Some(Ok(ev)) = msg else { break };
                     let held = |guid: &str| self.slots.lock().unwrap().contains_key(guid);
                     if ev
                         .event

@@ -1,15 +1,19 @@
 //! An in-memory [`Runtime`] for the rep's unit tests: containers are records, events
-//! are what the test says, and every call that acts on a container is recorded.
+//! are what the test says, and every call that acts on a container is recorded. And
+//! reps over it: with a BBS that refuses every connection, or over a `FakeBbs`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lattice_bbs_client::fake::FakeBbs;
+use lattice_bbs_client::GrpcBbs;
+use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::models;
 
 use super::fixtures::CELL;
-use super::{BbsClient, Rep, RepConfig, Runtime};
+use super::{Rep, RepConfig, Runtime};
 use crate::executor::{ContainerInfo, ContainerRequest};
 use crate::network::NetworkConfig;
 use crate::rootfs::Providers;
@@ -112,7 +116,22 @@ pub fn rep_with(cfg: RepConfig, runtime: Arc<FakeRuntime>) -> Arc<Rep<FakeRuntim
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("an endpoint")
         .connect_lazy();
-    Rep::new(cfg, BbsClient::new(channel), runtime)
+    let bbs = GrpcBbs::new(BbsClient::new(channel));
+    Rep::new(cfg, Arc::new(bbs), runtime)
+}
+
+/// A rep of cell [`CELL`] over `runtime`, asking the in-process BBS `bbs`.
+pub fn rep_over(bbs: &FakeBbs, runtime: Arc<FakeRuntime>) -> Arc<Rep<FakeRuntime>> {
+    rep_over_with(bbs, RepConfig::new(CELL, "127.0.0.1:1800"), runtime)
+}
+
+/// A rep of config `cfg` over `runtime`, asking the in-process BBS `bbs`.
+pub fn rep_over_with(
+    bbs: &FakeBbs,
+    cfg: RepConfig,
+    runtime: Arc<FakeRuntime>,
+) -> Arc<Rep<FakeRuntime>> {
+    Rep::new(cfg, Arc::new(bbs.clone()), runtime)
 }
 
 /// Waits (up to 5 s) until `done` holds; whether it did.
@@ -124,6 +143,21 @@ pub async fn eventually(done: impl Fn() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     done()
+}
+
+/// Waits (up to 5 s) until the answer of `done` holds; whether it did.
+pub async fn eventually_async<F, Fut>(done: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    done().await
 }
 
 /// A container as the executor would record it, tagged as the rep tags its own.

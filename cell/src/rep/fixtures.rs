@@ -1,4 +1,5 @@
-//! Model builders for the rep's unit tests: slots, instance records and Tasks.
+//! Model builders for the rep's unit tests: slots, instance records and Tasks, and
+//! the LRPs and Tasks a BBS accepts.
 
 use super::*;
 
@@ -70,6 +71,34 @@ pub fn task(task_guid: &str, state: TaskState, cell_id: &str) -> models::Task {
         task_guid: task_guid.into(),
         state: state as i32,
         cell_id: cell_id.into(),
+        ..Default::default()
+    }
+}
+
+/// An LRP the BBS accepts, of one instance whose health check is a command (the fake
+/// runtime's checks pass).
+pub fn checked_lrp(process_guid: &str) -> models::DesiredLrp {
+    let mut d = lattice_bbs::testing::fixtures::desired_lrp(process_guid, 1);
+    d.monitor = Some(models::Action {
+        action: Some(A::Run(models::RunAction {
+            path: "true".into(),
+            ..Default::default()
+        })),
+    });
+    d
+}
+
+/// A Task definition the BBS accepts: `/bin/true` in busybox.
+pub fn valid_task_definition() -> models::TaskDefinition {
+    models::TaskDefinition {
+        rootfs: "preloaded:busybox".into(),
+        cpu_weight: 1,
+        action: Some(models::Action {
+            action: Some(A::Run(models::RunAction {
+                path: "/bin/true".into(),
+                ..Default::default()
+            })),
+        }),
         ..Default::default()
     }
 }

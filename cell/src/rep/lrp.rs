@@ -85,7 +85,7 @@ impl<R: Runtime> Rep<R> {
         let (key, ik) = self.keys(&d.process_guid, index, &instance_guid);
         let log_guid = log_guid_of(&d.log_guid, &d.process_guid);
         if let Err(e) = self.bbs.claim_actual_lrp(&key, &ik).await {
-            tracing::info!(index, "claim refused: {}", e.message());
+            tracing::info!(index, "claim refused: {}", e.message);
             self.release(&instance_guid);
             return;
         }
@@ -121,7 +121,7 @@ impl<R: Runtime> Rep<R> {
         self.metrics.crashes.inc();
         tracing::info!(process_guid = %key.process_guid, index = key.index, reason, "instance crashed");
         if let Err(e) = self.bbs.crash_actual_lrp(key, ik, reason).await {
-            tracing::info!("crash report refused: {}", e.message());
+            tracing::info!("crash report refused: {}", e.message);
         }
     }
 
@@ -217,7 +217,7 @@ impl<R: Runtime> Rep<R> {
             tracing::info!(
                 index = key.index,
                 "start refused: {}; stopping the container",
-                e.message()
+                e.message
             );
             return false;
         }

@@ -13,15 +13,15 @@
 //! `perform`, `lrp` (supervision, over the pure `health` state machine),
 //! `tasks`, `readopt`, `sync` (a pure `reconcile` and its runner), `events`,
 //! `evacuation` and `volumes`. The rep drives containers through the [`Runtime`]
-//! trait (`runtime`) and makes every BBS call through `bbs`; the pure decisions
-//! in each room do neither.
+//! trait (`runtime`) and makes every BBS call through `bbs` (over the `CellBbs`
+//! trait of `lattice_bbs_client`); the pure decisions in each room do neither.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lattice_specs::bbs_api::bbs_client::BbsClient;
+use lattice_bbs_client::{BbsError, CellBbs};
 use lattice_specs::bbs_api::{self as api};
 use lattice_specs::models::{
     self, action::Action as A, actual_lrp::Presence, actual_lrp::State as LrpState,
@@ -30,7 +30,6 @@ use lattice_specs::models::{
 use lattice_specs::rep_api::{self, CellState, LrpOnCell, PerformResponse, Resources, Work};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::executor::{ContainerInfo, ContainerRequest, Executor};
 use crate::logs::Logs;
@@ -165,9 +164,11 @@ mod volumes;
 use bbs::RepBbs;
 use presence::container_slots;
 pub use runtime::Runtime;
+pub use volumes::VolumeSyncError;
 
 impl<R: Runtime> Rep<R> {
-    pub fn new(mut cfg: RepConfig, bbs: BbsClient<Channel>, exec: Arc<R>) -> Arc<Rep<R>> {
+    /// A rep of `cfg` asking `bbs` and running its containers on `exec`.
+    pub fn new(mut cfg: RepConfig, bbs: Arc<dyn CellBbs>, exec: Arc<R>) -> Arc<Rep<R>> {
         // Every container but a host-networked one takes an address of the cell's
         // subnet: never offer more slots than there are addresses.
         let net = exec.network_config();

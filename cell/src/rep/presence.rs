@@ -47,7 +47,7 @@ impl<R: Runtime> Rep<R> {
     }
 
     /// Registers the cell under a fresh lease: (lease id).
-    async fn announce(&self, bbs: &RepBbs) -> Result<i64, tonic::Status> {
+    async fn announce(&self, bbs: &RepBbs) -> Result<i64, BbsError> {
         let ttl = self.cfg.lease_ttl.as_secs().max(1) as i64;
         let lease_id = bbs.grant_lease(ttl).await?;
         bbs.set_cell_presence(self.presence(), lease_id).await?;
@@ -78,7 +78,7 @@ impl<R: Runtime> Rep<R> {
                         continue;
                     }
                 }
-                Err(e) => tracing::warn!("cannot announce the cell: {}", e.message()),
+                Err(e) => tracing::warn!("cannot announce the cell: {}", e.message),
             }
             if shutdown.is_cancelled() {
                 break;
@@ -126,11 +126,11 @@ pub(super) enum LeaseState {
 }
 
 /// The lease is alive only when the BBS renewed it (`Ok` with a TTL above 0).
-fn lease_state(answer: Result<i64, tonic::Status>) -> LeaseState {
+fn lease_state(answer: Result<i64, BbsError>) -> LeaseState {
     match answer {
         Ok(ttl) if ttl > 0 => LeaseState::Alive,
         Ok(_) => LeaseState::Gone("the BBS no longer has it".into()),
-        Err(e) => LeaseState::Gone(format!("renewing it failed: {}", e.message())),
+        Err(e) => LeaseState::Gone(format!("renewing it failed: {}", e.message)),
     }
 }
 
@@ -156,9 +156,47 @@ mod tests {
         assert!(matches!(lease_state(Ok(0)), LeaseState::Gone(_)));
         assert!(matches!(lease_state(Ok(-1)), LeaseState::Gone(_)));
         assert!(matches!(
-            lease_state(Err(tonic::Status::unavailable("BBS down"))),
+            lease_state(Err(BbsError::from(tonic::Status::unavailable("BBS down")))),
             LeaseState::Gone(why) if why.contains("BBS down")
         ));
+    }
+
+    /// The lease the cell's presence record is held under in `bbs` (0: none).
+    async fn presence_lease(bbs: &lattice_bbs_client::fake::FakeBbs) -> i64 {
+        let key = lattice_bbs::db::cell_key(super::super::fixtures::CELL);
+        let kv = bbs.db().store().get(&key).await.unwrap();
+        kv.map_or(0, |kv| kv.lease)
+    }
+
+    /// Over the in-process BBS: the cell registers, registers again under a new lease
+    /// when its lease is gone (a keep-alive answering a TTL of 0), and revokes it on
+    /// shutdown.
+    #[tokio::test]
+    async fn a_cell_registers_again_when_its_lease_is_gone_and_leaves_on_shutdown() {
+        use super::super::fake::{eventually_async, rep_over_with, FakeRuntime};
+        use lattice_bbs_client::fake::FakeBbs;
+        use lattice_bbs_client::Leases;
+
+        let bbs = FakeBbs::start().await;
+        let mut cfg = RepConfig::new(super::super::fixtures::CELL, "127.0.0.1:1800");
+        // Renewed every 10 ms (the BBS's lease lasts a second at least).
+        cfg.lease_ttl = Duration::from_millis(30);
+        let rep = rep_over_with(&bbs, cfg, FakeRuntime::new());
+        let shutdown = CancellationToken::new();
+        let held = tokio::spawn(rep.clone().hold_presence(shutdown.clone()));
+
+        assert!(eventually_async(|| async { presence_lease(&bbs).await != 0 }).await);
+        let first = presence_lease(&bbs).await;
+        bbs.revoke_lease(first).await.unwrap();
+        let again = || async {
+            let lease = presence_lease(&bbs).await;
+            lease != 0 && lease != first
+        };
+        assert!(eventually_async(again).await, "registered again");
+
+        shutdown.cancel();
+        held.await.unwrap();
+        assert_eq!(presence_lease(&bbs).await, 0, "its lease revoked");
     }
 
     /// Issue 27 item 16: never more container slots than container addresses.

@@ -14,10 +14,10 @@ impl<R: Runtime> Rep<R> {
                 _ = tokio::time::sleep(self.cfg.sync_interval) => {}
             }
             if let Err(e) = self.sync().await {
-                tracing::warn!("bulk sync failed: {}", e.message());
+                tracing::warn!("bulk sync failed: {}", e.message);
             }
             if let Err(e) = self.sync_volumes().await {
-                tracing::warn!("volume sync failed: {}", e.message());
+                tracing::warn!("volume sync failed: {e}");
             }
             if last_gc.elapsed() >= LAYER_GC_EVERY {
                 last_gc = Instant::now();
@@ -28,7 +28,7 @@ impl<R: Runtime> Rep<R> {
 
     /// One bulk sync: containers the BBS no longer gives this cell are stopped; records
     /// that say this cell runs something it has no container for are corrected.
-    pub async fn sync(&self) -> Result<(), tonic::Status> {
+    pub async fn sync(&self) -> Result<(), BbsError> {
         let listed_at = Instant::now();
         let bbs = &self.bbs;
         let actuals = bbs.actual_lrps(&self.cfg.cell_id, "", None).await?;
@@ -276,6 +276,48 @@ mod tests {
             reconcile(CELL, listed_at, &slots, &[], &tasks),
             vec![fail("t-lost")]
         );
+    }
+
+    /// Over the in-process BBS: a record claiming this cell with no container here is
+    /// removed and a Task RUNNING here with none fails; another cell's record stays.
+    #[tokio::test]
+    async fn a_sync_corrects_the_bbs_records_of_work_this_cell_does_not_hold() {
+        use super::super::fake::{rep_over, FakeRuntime};
+        use lattice_bbs_client::fake::FakeBbs;
+        use lattice_bbs_client::{ActualLrpFilter, CellWrites, Reads};
+
+        let bbs = FakeBbs::start().await;
+        let d = lattice_bbs::testing::fixtures::desired_lrp("web", 2);
+        bbs.db().desire_lrp(d).await.unwrap();
+        let ik = |instance_guid: &str, cell_id: &str| models::ActualLrpInstanceKey {
+            instance_guid: instance_guid.into(),
+            cell_id: cell_id.into(),
+        };
+        bbs.claim_actual_lrp("web", 0, &ik("i-lost", CELL))
+            .await
+            .unwrap();
+        bbs.claim_actual_lrp("web", 1, &ik("i-other", "cell-2"))
+            .await
+            .unwrap();
+        bbs.db()
+            .desire_task("t-lost", "test", valid_task_definition())
+            .await
+            .unwrap();
+        assert!(bbs.start_task("t-lost", CELL).await.unwrap());
+        let rep = rep_over(&bbs, FakeRuntime::new());
+
+        rep.sync().await.unwrap();
+
+        let left = bbs.actual_lrps(&ActualLrpFilter::default()).await.unwrap();
+        let held: Vec<_> = left
+            .iter()
+            .map(|a| (a.key.as_ref().unwrap().index, a.instance_key.clone()))
+            .collect();
+        assert_eq!(held, vec![(1, Some(ik("i-other", "cell-2")))]);
+        let t = bbs.task("t-lost").await.unwrap();
+        assert_eq!(t.state(), TaskState::Completed);
+        assert!(t.failed);
+        assert_eq!(t.failure_reason, "the cell lost the task's container");
     }
 
     #[test]

@@ -87,7 +87,7 @@ impl<R: Runtime> Rep<R> {
                 return;
             }
             Err(e) => {
-                tracing::info!("start refused: {}", e.message());
+                tracing::info!("start refused: {}", e.message);
                 self.release(&guid);
                 return;
             }
@@ -118,7 +118,7 @@ impl<R: Runtime> Rep<R> {
             .complete_task(guid, &self.cfg.cell_id, failed, reason, result)
             .await;
         if let Err(e) = r {
-            tracing::info!(task_guid = guid, "completion refused: {}", e.message());
+            tracing::info!(task_guid = guid, "completion refused: {}", e.message);
         }
     }
 

@@ -1,13 +1,29 @@
-//! The cell's volumes as the BBS wants them: created, removed, checked and reported.
+//! The cell's volumes as the BBS wants them: created, removed, checked and reported;
+//! and [`VolumeSyncError`], why a volume sync stopped short.
 
+use super::bbs::VolumeReport;
 use super::*;
+
+/// Why a volume sync stopped short (it is tried again at the next sync).
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeSyncError {
+    /// The BBS refused or failed a call.
+    #[error("{}", .0.message)]
+    Bbs(#[from] BbsError),
+    /// The volume pool cannot be opened now.
+    #[error("{0:#}")]
+    Pool(anyhow::Error),
+    /// The blocking work on the pool did not finish (it panicked or was cancelled).
+    #[error("{0}")]
+    Blocking(#[from] tokio::task::JoinError),
+}
 
 impl<R: Runtime> Rep<R> {
     /// Makes this cell's volumes what the BBS says: PENDING ones are created, REMOVING
     /// ones removed once no container mounts them, READY ones checked and their use
     /// reported. Volumes here that the BBS does not know are left alone (never deleted
     /// on a guess).
-    pub async fn sync_volumes(&self) -> Result<(), tonic::Status> {
+    pub async fn sync_volumes(&self) -> Result<(), VolumeSyncError> {
         use models::volume::State as V;
         let Some(driver) = self.exec.volumes().cloned() else {
             return Ok(());
@@ -19,16 +35,15 @@ impl<R: Runtime> Rep<R> {
         }
         // A pool that cannot be opened now says nothing about the volumes: retry later.
         let vols = tokio::task::spawn_blocking(move || driver.volumes())
-            .await
-            .map_err(|e| tonic::Status::internal(e.to_string()))?
-            .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+            .await?
+            .map_err(VolumeSyncError::Pool)?;
         self.report_pool(&vols).await;
         for v in records {
             let name = v.name.clone();
-            let report = |state: V, size: u64, used: u64, reason: String| api::VolumeStateRequest {
+            let report = |state: V, size: u64, used: u64, reason: String| VolumeReport {
                 name: name.clone(),
                 cell_id: self.cfg.cell_id.clone(),
-                state: state as i32,
+                state,
                 used_bytes: used,
                 reason,
                 size_bytes: size,
@@ -66,8 +81,7 @@ impl<R: Runtime> Rep<R> {
                             Err(_) => anyhow::bail!("the volume is missing on its cell"),
                         }
                     })
-                    .await
-                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                    .await?;
                     let req = match made {
                         Ok((info, grow_failed)) => {
                             if pending {
@@ -93,7 +107,7 @@ impl<R: Runtime> Rep<R> {
                             report(V::Failed, 0, 0, format!("{e:#}"))
                         }
                     };
-                    bbs.set_volume_state(req).await?;
+                    bbs.set_volume_state(&req).await?;
                 }
                 V::Removing => self.remove_volume(&vols, &name).await?,
                 V::Failed | V::Invalid => {}
@@ -108,7 +122,7 @@ impl<R: Runtime> Rep<R> {
         &self,
         vols: &Arc<crate::volume::Volumes>,
         name: &str,
-    ) -> Result<(), tonic::Status> {
+    ) -> Result<(), VolumeSyncError> {
         if self.exec.uses_volume(name) {
             return Ok(());
         }
@@ -120,8 +134,7 @@ impl<R: Runtime> Rep<R> {
                 Err(_) => Ok(()),
             }
         })
-        .await
-        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        .await?;
         match removed {
             Ok(()) => {
                 self.bbs.volume_removed(name, &self.cfg.cell_id).await?;
