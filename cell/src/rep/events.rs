@@ -8,7 +8,7 @@ use super::*;
 
 /// Whether BBS event `ev` asks this cell to act: a change to or the removal of an
 /// instance or a Task it holds (`held` tells by guid), or a change to one of its
-/// volumes' state or size (not the use the cell itself reports).
+/// volumes' cell, state or size (not the use the cell itself reports).
 pub(super) fn concerns_cell(ev: &E, cell_id: &str, held: impl Fn(&str) -> bool) -> bool {
     let holds_actual = |a: Option<&models::ActualLrp>| {
         a.and_then(|a| a.instance_key.as_ref())
@@ -21,7 +21,8 @@ pub(super) fn concerns_cell(ev: &E, cell_id: &str, held: impl Fn(&str) -> bool) 
         E::TaskChanged(c) => holds_task(c.before.as_ref()),
         E::TaskRemoved(r) => holds_task(r.task.as_ref()),
         E::VolumeChanged(v) => {
-            let key = |x: &models::Volume| (x.state, x.size_bytes);
+            // A volume the brain just placed changes only its cell.
+            let key = |x: &models::Volume| (x.cell_id.clone(), x.state, x.size_bytes);
             v.after
                 .as_ref()
                 .or(v.before.as_ref())
@@ -141,5 +142,16 @@ mod tests {
         assert!(!concerns_cell(&used, CELL, held));
         let elsewhere = change(None, Some(volume("cell-2", 0, 1 << 30, 0)));
         assert!(!concerns_cell(&elsewhere, CELL, held));
+        // Placed by the brain on this cell after it was recorded without one.
+        let placed = change(
+            Some(volume("", 0, 1 << 30, 0)),
+            Some(volume(CELL, 0, 1 << 30, 0)),
+        );
+        assert!(concerns_cell(&placed, CELL, held));
+        let placed_elsewhere = change(
+            Some(volume("", 0, 1 << 30, 0)),
+            Some(volume("cell-2", 0, 1 << 30, 0)),
+        );
+        assert!(!concerns_cell(&placed_elsewhere, CELL, held));
     }
 }
