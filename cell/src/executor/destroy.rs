@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::{cgroup_path, ContainerInfo, Executor};
-use crate::rootfs;
+use super::{cgroup_path, ContainerInfo, Executor, CGROUP_PARENT};
+use crate::{cgroup, rootfs};
 use crate::shim::{self, ShimEvent};
 
 impl Executor {
@@ -17,6 +17,11 @@ impl Executor {
         self.trash.close();
         if let (Some(scratch), true) = (&self.scratch, idle) {
             scratch.close();
+        }
+        if idle {
+            // The parent of every container's cgroup; still in use (another cell on
+            // this host) it stays, as rmdir refuses a cgroup with children.
+            cgroup::remove(CGROUP_PARENT);
         }
         let run = self.cfg.data_dir.join("run");
         if rootfs::is_mounted(&run) && std::fs::read_dir(&run).is_ok_and(|mut d| d.next().is_none())

@@ -128,9 +128,12 @@ pub struct Executor {
     scratch: Option<crate::scratch::Scratch>,
 }
 
+/// The cgroup every container's cgroup is made under.
+pub const CGROUP_PARENT: &str = "/lattice";
+
 /// The cgroup path of a container.
 pub fn cgroup_path(handle: &str) -> String {
-    format!("/lattice/{handle}")
+    format!("{CGROUP_PARENT}/{handle}")
 }
 
 /// Puts libcontainer's state directory (`DATA/run`) on a tmpfs, as runc keeps its own
