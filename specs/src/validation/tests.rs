@@ -1,14 +1,6 @@
 use super::*;
 use crate::models::{EnvironmentVariable, RunAction, TimeoutAction};
-
-fn run(path: &str) -> Action {
-    Action {
-        action: Some(action::Action::Run(RunAction {
-            path: path.into(),
-            ..Default::default()
-        })),
-    }
-}
+use crate::testing::{self, run};
 
 fn run_action(path: &str) -> RunAction {
     RunAction {
@@ -40,13 +32,10 @@ fn mount(path: &str) -> VolumeMount {
 
 fn lrp() -> DesiredLrp {
     DesiredLrp {
-        process_guid: "web-1".into(),
         domain: "lattice".into(),
-        rootfs: "preloaded:busybox".into(),
-        instances: 2,
-        action: Some(run("/bin/httpd")),
         cpu_weight: 100,
-        ..Default::default()
+        ports: vec![],
+        ..testing::desired_lrp("web-1", 2)
     }
 }
 
