@@ -615,12 +615,11 @@ pub async fn desire_task(c: &mut BbsClient, guid: &str, script: &str) {
         task_guid: guid.into(),
         domain: "test".into(),
         definition: Some(lattice_specs::models::TaskDefinition {
-            rootfs: "preloaded:busybox".into(),
             action: Some(sh(script)),
             result_file: "/tmp/result".into(),
             memory_mb: 16,
             cpu_weight: 10,
-            ..Default::default()
+            ..lattice_specs::testing::task_definition("/bin/true")
         }),
     })
     .await

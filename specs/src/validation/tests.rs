@@ -255,12 +255,7 @@ fn counts_and_sizes_at_their_limits_pass() {
     validate_desired_lrp(&d).unwrap();
     // The longest guid that runs: the cell's namespace `lattice-GUID` is a file name.
     assert!("lattice-".len() + MAX_GUID_LEN <= 255);
-    let def = TaskDefinition {
-        rootfs: "preloaded:busybox".into(),
-        action: Some(run("/bin/true")),
-        cpu_weight: 1,
-        ..Default::default()
-    };
+    let def = testing::task_definition("/bin/true");
     validate_task(&"t".repeat(MAX_GUID_LEN), "d", &def).unwrap();
     let e = validate_task(&"t".repeat(MAX_GUID_LEN + 1), "d", &def).unwrap_err();
     assert!(e.to_string().contains("at most 200 characters"), "{e}");
@@ -356,12 +351,7 @@ fn deep_nesting_is_refused_not_overflowed() {
 
 #[test]
 fn tasks_cells_domains_updates() {
-    let def = TaskDefinition {
-        rootfs: "preloaded:busybox".into(),
-        action: Some(run("/bin/true")),
-        cpu_weight: 1,
-        ..Default::default()
-    };
+    let def = testing::task_definition("/bin/true");
     validate_task("t-1", "d", &def).unwrap();
     let e = validate_task(
         "t 1",
