@@ -2,20 +2,66 @@
 //! (the `testing` feature; not in production builds): the common shapes of
 //! [`DesiredLrp`], [`ActualLrp`], [`Task`] and their parts, in one place. A test that
 //! needs a variant writes it as one of these plus a struct update
-//! (`DesiredLrp { cpu_weight: 10, ..testing::desired_lrp("web", 1) }`). Pure: no I/O.
+//! (`DesiredLrp { cpu_weight: 10, ..testing::desired_lrp("web", 1) }`), and the
+//! actions they run (`run`, `sh`, `serial`, `download`, `upload`). Pure: no I/O.
 
 use crate::models::actual_lrp::State;
 use crate::models::task::State as TaskState;
 use crate::models::{
-    action, Action, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, DesiredLrp, RunAction, Task,
-    TaskDefinition,
+    action, Action, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, DesiredLrp, DownloadAction,
+    RunAction, SerialAction, Task, TaskDefinition, UploadAction,
 };
 
 /// An action that runs `path` with no arguments.
 pub fn run(path: &str) -> Action {
+    run_with_args(path, &[])
+}
+
+/// An action that runs `path` with `args`.
+pub fn run_with_args(path: &str, args: &[&str]) -> Action {
     Action {
         action: Some(action::Action::Run(RunAction {
             path: path.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// `sh -c SCRIPT`.
+pub fn sh(script: &str) -> Action {
+    run_with_args("/bin/sh", &["-c", script])
+}
+
+/// Actions in order.
+pub fn serial(actions: Vec<Action>) -> Action {
+    Action {
+        action: Some(action::Action::Serial(SerialAction {
+            actions,
+            ..Default::default()
+        })),
+    }
+}
+
+/// A Download action (checked against a sha256 when one is given).
+pub fn download(from: &str, to: &str, sha256: &str) -> Action {
+    Action {
+        action: Some(action::Action::Download(DownloadAction {
+            from: from.into(),
+            to: to.into(),
+            checksum_algorithm: if sha256.is_empty() { "" } else { "sha256" }.into(),
+            checksum_value: sha256.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// An Upload action.
+pub fn upload(from: &str, to: &str) -> Action {
+    Action {
+        action: Some(action::Action::Upload(UploadAction {
+            from: from.into(),
+            to: to.into(),
             ..Default::default()
         })),
     }
@@ -100,6 +146,21 @@ mod tests {
             validate_task("t", "d", &task_definition("/bin/true")),
             Ok(())
         );
+    }
+
+    #[test]
+    fn sh_runs_the_script_with_the_shell() {
+        let Some(action::Action::Run(r)) = sh("echo hi").action else {
+            panic!("not a run action")
+        };
+        assert_eq!(
+            (r.path.as_str(), r.args),
+            ("/bin/sh", vec!["-c".into(), "echo hi".into()])
+        );
+        let Some(action::Action::Download(d)) = download("u", "/t", "").action else {
+            panic!("not a download action")
+        };
+        assert_eq!(d.checksum_algorithm, "");
     }
 
     #[test]
