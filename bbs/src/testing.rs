@@ -111,40 +111,15 @@ impl Drop for EtcdServer {
     }
 }
 
-/// Model fixtures shared by tests and benchmarks.
+/// Model fixtures shared by tests and benchmarks: the model builders of
+/// `lattice_specs::testing`, and starting an instance through a BBS.
 pub mod fixtures {
+    pub use lattice_specs::testing::{desired_lrp, routed_lrp};
+
     use lattice_specs::bbs_api::bbs_client::BbsClient;
     use lattice_specs::bbs_api::{ActualLrpRef, ClaimActualLrpRequest, StartActualLrpRequest};
     use lattice_specs::models::*;
-
-    /// A valid LRP of `instances` running `/bin/httpd` from `preloaded:busybox` on port 8080.
-    pub fn desired_lrp(guid: &str, instances: i32) -> DesiredLrp {
-        DesiredLrp {
-            process_guid: guid.into(),
-            domain: "test".into(),
-            rootfs: "preloaded:busybox".into(),
-            instances,
-            cpu_weight: 1,
-            ports: vec![8080],
-            action: Some(Action {
-                action: Some(action::Action::Run(RunAction {
-                    path: "/bin/httpd".into(),
-                    ..Default::default()
-                })),
-            }),
-            ..Default::default()
-        }
-    }
-
-    /// The same, routed at `host` (container port 8080) by the router.
-    pub fn routed_lrp(guid: &str, instances: i32, host: &str) -> DesiredLrp {
-        let mut d = desired_lrp(guid, instances);
-        d.routes.insert(
-            "cf-router".into(),
-            format!(r#"[{{"hostnames":["{host}"],"port":8080}}]"#),
-        );
-        d
-    }
+    use lattice_specs::testing::instance_key;
 
     /// Claim and start instance `index` as a cell would, listening at 127.0.0.1:`port`.
     pub async fn run_instance(
@@ -153,10 +128,7 @@ pub mod fixtures {
         index: i32,
         port: u16,
     ) -> ActualLrpInstanceKey {
-        let ik = ActualLrpInstanceKey {
-            instance_guid: format!("{guid}-{index}-{port}"),
-            cell_id: "cell-1".into(),
-        };
+        let ik = instance_key(&format!("{guid}-{index}-{port}"), "cell-1");
         let key = Some(ActualLrpRef {
             process_guid: guid.into(),
             index,

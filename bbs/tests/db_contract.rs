@@ -12,41 +12,14 @@ use lattice_specs::events::event::Event as Kind;
 use lattice_specs::models::actual_lrp::State;
 use lattice_specs::models::task::State as TaskState;
 use lattice_specs::models::*;
+use lattice_specs::testing::{desired_lrp, instance_key, task_definition};
 
-fn run(path: &str) -> Action {
-    Action {
-        action: Some(action::Action::Run(RunAction {
-            path: path.into(),
-            ..Default::default()
-        })),
-    }
-}
-
+/// The httpd LRP with cpu weight 10 and no ports.
 fn lrp(guid: &str, instances: i32) -> DesiredLrp {
     DesiredLrp {
-        process_guid: guid.into(),
-        domain: "test".into(),
-        rootfs: "preloaded:busybox".into(),
-        instances,
-        action: Some(run("/bin/httpd")),
         cpu_weight: 10,
-        ..Default::default()
-    }
-}
-
-fn ik(guid: &str, cell: &str) -> ActualLrpInstanceKey {
-    ActualLrpInstanceKey {
-        instance_guid: guid.into(),
-        cell_id: cell.into(),
-    }
-}
-
-fn task_def() -> TaskDefinition {
-    TaskDefinition {
-        rootfs: "preloaded:busybox".into(),
-        action: Some(run("/bin/true")),
-        cpu_weight: 1,
-        ..Default::default()
+        ports: vec![],
+        ..desired_lrp(guid, instances)
     }
 }
 
@@ -90,7 +63,7 @@ async fn invalid_models_are_refused_and_nothing_is_written(db: Db) {
             "",
             TaskDefinition {
                 action: None,
-                ..task_def()
+                ..task_definition("/bin/true")
             },
         )
         .await
@@ -115,8 +88,12 @@ async fn racing_claimers_exactly_one_wins(db: Db) {
                 (
                     index,
                     cell,
-                    db.claim_actual_lrp("race", index, &ik(&format!("{cell}-{index}"), cell))
-                        .await,
+                    db.claim_actual_lrp(
+                        "race",
+                        index,
+                        &instance_key(&format!("{cell}-{index}"), cell),
+                    )
+                    .await,
                 )
             }));
         }
@@ -146,7 +123,7 @@ async fn racing_claimers_exactly_one_wins(db: Db) {
 
 async fn claim_start_crash_and_restart(db: Db) {
     db.desire_lrp(lrp("app", 1)).await.unwrap();
-    let me = ik("i-1", "cell-1");
+    let me = instance_key("i-1", "cell-1");
     db.claim_actual_lrp("app", 0, &me).await.unwrap();
     let net = ActualLrpNetInfo {
         address: "10.0.0.5".into(),
@@ -163,7 +140,7 @@ async fn claim_start_crash_and_restart(db: Db) {
     assert_eq!(running.state(), State::Running);
     assert_eq!(running.net_info.as_ref().unwrap().ports[0].host_port, 61001);
     let err = db
-        .crash_actual_lrp("app", 0, &ik("i-2", "cell-2"), "x")
+        .crash_actual_lrp("app", 0, &instance_key("i-2", "cell-2"), "x")
         .await
         .unwrap_err();
     assert_eq!(err.name(), ErrorName::ActualLRPCannotBeCrashed);
@@ -181,7 +158,7 @@ async fn claim_start_crash_and_restart(db: Db) {
     );
     // 4th crash waits for the backoff in CRASHED.
     for n in 2..=4 {
-        let who = ik(&format!("i-{n}"), "cell-1");
+        let who = instance_key(&format!("i-{n}"), "cell-1");
         db.claim_actual_lrp("app", 0, &who).await.unwrap();
         db.start_actual_lrp("app", 0, &who, net.clone())
             .await
@@ -217,7 +194,7 @@ async fn claim_start_crash_and_restart(db: Db) {
 async fn start_recreates_a_lost_record_of_a_desired_index(db: Db) {
     db.desire_lrp(lrp("adopt", 2)).await.unwrap();
     db.remove_actual_lrp("adopt", 1, None).await.unwrap();
-    let me = ik("i-9", "cell-9");
+    let me = instance_key("i-9", "cell-9");
     let l = db
         .start_actual_lrp("adopt", 1, &me, ActualLrpNetInfo::default())
         .await
@@ -305,9 +282,11 @@ async fn scaling_creates_and_retires_indices(db: Db) {
 }
 
 async fn task_lifecycle_and_racing_starters(db: Db) {
-    db.desire_task("t1", "d", task_def()).await.unwrap();
+    db.desire_task("t1", "d", task_definition("/bin/true"))
+        .await
+        .unwrap();
     assert_eq!(
-        db.desire_task("t1", "d", task_def())
+        db.desire_task("t1", "d", task_definition("/bin/true"))
             .await
             .unwrap_err()
             .name(),
@@ -353,14 +332,18 @@ async fn task_lifecycle_and_racing_starters(db: Db) {
         ErrorName::TaskNotFound
     );
 
-    db.desire_task("t2", "d", task_def()).await.unwrap();
+    db.desire_task("t2", "d", task_definition("/bin/true"))
+        .await
+        .unwrap();
     let c = db.cancel_task("t2").await.unwrap();
     assert_eq!(
         (c.state(), c.failed, c.failure_reason.as_str()),
         (TaskState::Completed, true, "task was cancelled")
     );
 
-    db.desire_task("t3", "d", task_def()).await.unwrap();
+    db.desire_task("t3", "d", task_definition("/bin/true"))
+        .await
+        .unwrap();
     for n in 1..=3 {
         let t = db
             .reject_task("t3", "insufficient resources: memory")
@@ -536,7 +519,7 @@ async fn a_fenced_writer_stops_once_its_lock_changes_hands(db: Db) {
         "the fenced write changed nothing"
     );
     let err = leader
-        .desire_task("fenced-task", "d", task_def())
+        .desire_task("fenced-task", "d", task_definition("/bin/true"))
         .await
         .unwrap_err();
     assert_eq!(err.name(), ErrorName::LockLost);
@@ -558,7 +541,7 @@ async fn a_fenced_writer_stops_once_its_lock_changes_hands(db: Db) {
 async fn a_running_instance_on_a_lost_cell_becomes_suspect(db: Db) {
     use lattice_specs::models::actual_lrp::Presence;
     db.desire_lrp(lrp("sus", 1)).await.unwrap();
-    let me = ik("i-1", "lost-cell");
+    let me = instance_key("i-1", "lost-cell");
     assert_eq!(
         db.suspect_actual_lrp("sus", 0).await.unwrap_err().name(),
         ErrorName::InvalidStateTransition,
@@ -593,7 +576,7 @@ async fn a_running_instance_on_a_lost_cell_becomes_suspect(db: Db) {
         ErrorName::ActualLRPIndexNotFound
     );
     // Removing the LRP removes suspect copies too.
-    let other = ik("i-2", "cell-2");
+    let other = instance_key("i-2", "cell-2");
     db.claim_actual_lrp("sus", 0, &other).await.unwrap();
     db.start_actual_lrp("sus", 0, &other, ActualLrpNetInfo::default())
         .await
@@ -615,9 +598,9 @@ async fn an_evacuating_instance_serves_until_its_replacement_runs(db: Db) {
         ..Default::default()
     };
     let (me, other, replacement) = (
-        ik("i-1", "draining"),
-        ik("i-2", "draining-too"),
-        ik("i-3", "fresh"),
+        instance_key("i-1", "draining"),
+        instance_key("i-2", "draining-too"),
+        instance_key("i-3", "fresh"),
     );
     db.desire_lrp(lrp("ev", 1)).await.unwrap();
     db.claim_actual_lrp("ev", 0, &me).await.unwrap();
@@ -689,13 +672,15 @@ async fn events_follow_every_change(db: Db) {
     let hub = EventHub::start(db.store().clone()).await;
     let mut rx = hub.subscribe();
     db.desire_lrp(lrp("ev", 1)).await.unwrap();
-    let me = ik("i", "c");
+    let me = instance_key("i", "c");
     db.claim_actual_lrp("ev", 0, &me).await.unwrap();
     db.start_actual_lrp("ev", 0, &me, ActualLrpNetInfo::default())
         .await
         .unwrap();
     db.crash_actual_lrp("ev", 0, &me, "boom").await.unwrap();
-    db.desire_task("evt", "d", task_def()).await.unwrap();
+    db.desire_task("evt", "d", task_definition("/bin/true"))
+        .await
+        .unwrap();
     db.remove_desired_lrp("ev").await.unwrap();
     let lease = db.grant_lease(Duration::from_secs(1)).await.unwrap();
     let cell = CellPresence {

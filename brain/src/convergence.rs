@@ -145,7 +145,7 @@ mod tests {
     /// whose lock has since moved on to another brain.
     async fn missing_instance(lock_moved_on: bool) -> (FakeBbs, i64) {
         let bbs = FakeBbs::start().await;
-        let d = lattice_bbs::testing::fixtures::desired_lrp("web", 1);
+        let d = lattice_specs::testing::desired_lrp("web", 1);
         bbs.db().desire_lrp(d).await.unwrap();
         bbs.db().remove_actual_lrp("web", 0, None).await.unwrap();
         let lease = bbs.grant_lease(60).await.unwrap();

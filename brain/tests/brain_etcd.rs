@@ -17,6 +17,7 @@ use lattice_brain::testing::{SimCell, SimCells};
 use lattice_specs::bbs_api::*;
 use lattice_specs::models::actual_lrp::State;
 use lattice_specs::models::*;
+use lattice_specs::testing::{desired_lrp, task_definition};
 use tokio::sync::watch;
 
 struct Cluster {
@@ -79,16 +80,8 @@ impl Cluster {
 
     async fn submit_task(&self, guid: &str) {
         let def = TaskDefinition {
-            rootfs: "preloaded:busybox".into(),
-            action: Some(Action {
-                action: Some(action::Action::Run(RunAction {
-                    path: "/bin/true".into(),
-                    ..Default::default()
-                })),
-            }),
-            cpu_weight: 1,
             memory_mb: 16,
-            ..Default::default()
+            ..task_definition("/bin/true")
         };
         self.bbs
             .client()
@@ -158,7 +151,7 @@ impl Cluster {
     async fn desire(&self, guid: &str, instances: i32, memory_mb: i32) {
         let d = DesiredLrp {
             memory_mb,
-            ..lattice_bbs::testing::fixtures::desired_lrp(guid, instances)
+            ..desired_lrp(guid, instances)
         };
         self.bbs
             .client()
@@ -437,16 +430,8 @@ async fn a_hung_cell_is_skipped_and_unplaceable_work_says_why() {
     }
 
     let def = TaskDefinition {
-        rootfs: "preloaded:busybox".into(),
-        action: Some(Action {
-            action: Some(action::Action::Run(RunAction {
-                path: "/bin/true".into(),
-                ..Default::default()
-            })),
-        }),
-        cpu_weight: 1,
         placement_tags: vec!["gpu".into()],
-        ..Default::default()
+        ..task_definition("/bin/true")
     };
     c.bbs
         .client()

@@ -169,12 +169,7 @@ mod tests {
         let mut d = desired();
         d.monitor = Some(models::Action {
             action: Some(A::Timeout(Box::new(models::TimeoutAction {
-                action: Some(Box::new(models::Action {
-                    action: Some(A::Run(models::RunAction {
-                        path: "/bin/check".into(),
-                        ..Default::default()
-                    })),
-                })),
+                action: Some(Box::new(lattice_specs::testing::run("/bin/check"))),
                 timeout: 1_000_000_000,
                 ..Default::default()
             }))),

@@ -175,55 +175,9 @@ pub fn destroy_all(cfg: ExecutorConfig) {
     crate::network::remove_bridge(&bridge);
 }
 
-/// A Run action.
-pub fn run(path: &str, args: &[&str]) -> models::Action {
-    models::Action {
-        action: Some(models::action::Action::Run(models::RunAction {
-            path: path.into(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        })),
-    }
-}
-
-/// `sh -c SCRIPT`.
-pub fn sh(script: &str) -> models::Action {
-    run("/bin/sh", &["-c", script])
-}
-
-/// Actions in order.
-pub fn serial(actions: Vec<models::Action>) -> models::Action {
-    models::Action {
-        action: Some(models::action::Action::Serial(models::SerialAction {
-            actions,
-            ..Default::default()
-        })),
-    }
-}
-
-/// A Download action (checked against a sha256 when one is given).
-pub fn download(from: &str, to: &str, sha256: &str) -> models::Action {
-    models::Action {
-        action: Some(models::action::Action::Download(models::DownloadAction {
-            from: from.into(),
-            to: to.into(),
-            checksum_algorithm: if sha256.is_empty() { "" } else { "sha256" }.into(),
-            checksum_value: sha256.into(),
-            ..Default::default()
-        })),
-    }
-}
-
-/// An Upload action.
-pub fn upload(from: &str, to: &str) -> models::Action {
-    models::Action {
-        action: Some(models::action::Action::Upload(models::UploadAction {
-            from: from.into(),
-            to: to.into(),
-            ..Default::default()
-        })),
-    }
-}
+/// The action builders every crate's tests share (`lattice_specs::testing`); `run`
+/// takes the arguments here.
+pub use lattice_specs::testing::{download, run_with_args as run, serial, sh, upload};
 
 /// A gzip-compressed tar of `files` (name, content), root-owned, mode 0644.
 pub fn tgz_of(files: &[(&str, &[u8])]) -> Vec<u8> {

@@ -200,7 +200,7 @@ mod tests {
     use super::*;
     use lattice_bbs_client::fake::FakeBbs;
     use lattice_bbs_client::CellWrites;
-    use lattice_specs::models::{ActualLrpInstanceKey, ActualLrpNetInfo, PortMapping};
+    use lattice_specs::models::{ActualLrpNetInfo, PortMapping};
 
     const HOST: &str = "web.example.com";
 
@@ -222,12 +222,9 @@ mod tests {
     #[tokio::test]
     async fn the_table_follows_the_snapshot_then_the_events() {
         let bbs = FakeBbs::start().await;
-        let d = lattice_bbs::testing::fixtures::routed_lrp("web", 1, HOST);
+        let d = lattice_specs::testing::routed_lrp("web", 1, HOST);
         bbs.db().desire_lrp(d).await.unwrap();
-        let ik = ActualLrpInstanceKey {
-            instance_guid: "i-0".into(),
-            cell_id: "cell-1".into(),
-        };
+        let ik = lattice_specs::testing::instance_key("i-0", "cell-1");
         let net = ActualLrpNetInfo {
             address: "10.0.0.5".into(),
             ports: vec![PortMapping {

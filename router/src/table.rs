@@ -386,7 +386,7 @@ impl RouteTable {
 mod tests {
     use super::*;
     use lattice_specs::models::actual_lrp::Presence;
-    use lattice_specs::models::{ActualLrpInstanceKey, ActualLrpNetInfo, PortMapping};
+    use lattice_specs::models::{ActualLrpNetInfo, PortMapping};
 
     fn desired(guid: &str, hosts: &[&str], tag: u32) -> DesiredLrp {
         let mut d = DesiredLrp {
@@ -406,12 +406,7 @@ mod tests {
     }
 
     fn running(guid: &str, index: i32, port: u32, tag: u32) -> ActualLrp {
-        let mut a = lattice_specs::actual_lrp::new_unclaimed(guid, index, "d", 1);
-        a.set_state(State::Running);
-        a.instance_key = Some(ActualLrpInstanceKey {
-            instance_guid: format!("{guid}-{index}"),
-            cell_id: "c".into(),
-        });
+        let mut a = lattice_specs::testing::actual_lrp(guid, index, State::Running, "c", 1);
         a.net_info = Some(ActualLrpNetInfo {
             address: "127.0.0.1".into(),
             ports: vec![PortMapping {

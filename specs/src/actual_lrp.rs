@@ -212,6 +212,7 @@ pub fn should_restart(lrp: &ActualLrp, now: i64, policy: &RestartPolicy) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::instance_key;
 
     const ALL: [State; 4] = [
         State::Unclaimed,
@@ -220,17 +221,10 @@ mod tests {
         State::Crashed,
     ];
 
-    fn ik(guid: &str, cell: &str) -> ActualLrpInstanceKey {
-        ActualLrpInstanceKey {
-            instance_guid: guid.into(),
-            cell_id: cell.into(),
-        }
-    }
-
     fn lrp_in(state: State) -> ActualLrp {
         let mut l = new_unclaimed("web", 0, "d", 1);
         if matches!(state, State::Claimed | State::Running) {
-            l.instance_key = Some(ik("i1", "c1"));
+            l.instance_key = Some(instance_key("i1", "c1"));
         }
         l.set_state(state);
         l
@@ -246,8 +240,8 @@ mod tests {
 
     fn key_of(w: Who) -> ActualLrpInstanceKey {
         match w {
-            Who::Owner => ik("i1", "c1"),
-            Who::Other => ik("i2", "c2"),
+            Who::Owner => instance_key("i1", "c1"),
+            Who::Other => instance_key("i2", "c2"),
             Who::System => ActualLrpInstanceKey::default(),
         }
     }
@@ -294,13 +288,13 @@ mod tests {
     fn claim_sets_owner_and_refuses_a_second_claimer() {
         let mut l = lrp_in(State::Unclaimed);
         l.placement_error = "insufficient resources: memory".into();
-        claim(&mut l, &ik("i1", "c1"), 7).unwrap();
+        claim(&mut l, &instance_key("i1", "c1"), 7).unwrap();
         assert_eq!(l.state(), State::Claimed);
         assert_eq!(l.since, 7);
         assert!(l.placement_error.is_empty());
         assert_eq!(l.modification_tag.as_ref().unwrap().index, 1);
         let before = l.clone();
-        let err = claim(&mut l, &ik("i2", "c2"), 8).unwrap_err();
+        let err = claim(&mut l, &instance_key("i2", "c2"), 8).unwrap_err();
         assert_eq!(
             err.name(),
             crate::errors::ErrorName::ActualLRPCannotBeClaimed
@@ -311,7 +305,7 @@ mod tests {
         );
         assert_eq!(l, before, "a refused claim changes nothing");
         // the owner re-claiming is idempotent on state, not on `since`
-        claim(&mut l, &ik("i1", "c1"), 9).unwrap();
+        claim(&mut l, &instance_key("i1", "c1"), 9).unwrap();
         assert_eq!(l.since, 7);
     }
 
@@ -323,10 +317,10 @@ mod tests {
             ports: vec![],
             instance_address: String::new(),
         };
-        start(&mut l, &ik("i1", "c1"), net.clone(), 11).unwrap();
+        start(&mut l, &instance_key("i1", "c1"), net.clone(), 11).unwrap();
         assert_eq!(l.state(), State::Running);
         assert_eq!(l.net_info, Some(net.clone()));
-        assert!(start(&mut l, &ik("i2", "c2"), net, 12).is_err());
+        assert!(start(&mut l, &instance_key("i2", "c2"), net, 12).is_err());
     }
 
     #[test]
@@ -334,10 +328,16 @@ mod tests {
         let p = RestartPolicy::default();
         let mut l = lrp_in(State::Running);
         for n in 1..=3 {
-            l.instance_key = Some(ik("i1", "c1"));
+            l.instance_key = Some(instance_key("i1", "c1"));
             l.set_state(State::Running);
             assert_eq!(
-                crash(&mut l, &ik("i1", "c1"), "exited with status 2", 100, &p),
+                crash(
+                    &mut l,
+                    &instance_key("i1", "c1"),
+                    "exited with status 2",
+                    100,
+                    &p
+                ),
                 Ok(true),
                 "crash {n}"
             );
@@ -345,10 +345,16 @@ mod tests {
             assert_eq!(l.crash_count, n);
             assert!(l.instance_key.is_none() && l.net_info.is_none());
         }
-        l.instance_key = Some(ik("i1", "c1"));
+        l.instance_key = Some(instance_key("i1", "c1"));
         l.set_state(State::Running);
         assert_eq!(
-            crash(&mut l, &ik("i1", "c1"), "health check failed", 200, &p),
+            crash(
+                &mut l,
+                &instance_key("i1", "c1"),
+                "health check failed",
+                200,
+                &p
+            ),
             Ok(false)
         );
         assert_eq!(l.state(), State::Crashed);
@@ -368,7 +374,7 @@ mod tests {
         l.crash_count = 50;
         l.since = 0;
         assert_eq!(
-            crash(&mut l, &ik("i1", "c1"), "x", 301_000_000_000, &p),
+            crash(&mut l, &instance_key("i1", "c1"), "x", 301_000_000_000, &p),
             Ok(true)
         );
         assert_eq!(l.crash_count, 1);
@@ -377,9 +383,30 @@ mod tests {
     #[test]
     fn crash_by_another_cell_or_of_unclaimed_is_refused() {
         let p = RestartPolicy::default();
-        assert!(crash(&mut lrp_in(State::Running), &ik("i2", "c2"), "x", 1, &p).is_err());
-        assert!(crash(&mut lrp_in(State::Unclaimed), &ik("i1", "c1"), "x", 1, &p).is_err());
-        assert!(crash(&mut lrp_in(State::Crashed), &ik("i1", "c1"), "x", 1, &p).is_err());
+        assert!(crash(
+            &mut lrp_in(State::Running),
+            &instance_key("i2", "c2"),
+            "x",
+            1,
+            &p
+        )
+        .is_err());
+        assert!(crash(
+            &mut lrp_in(State::Unclaimed),
+            &instance_key("i1", "c1"),
+            "x",
+            1,
+            &p
+        )
+        .is_err());
+        assert!(crash(
+            &mut lrp_in(State::Crashed),
+            &instance_key("i1", "c1"),
+            "x",
+            1,
+            &p
+        )
+        .is_err());
     }
 
     #[test]

@@ -141,6 +141,7 @@ pub fn removes_evacuating(current: Option<&ActualLrp>, ik: &ActualLrpInstanceKey
 mod tests {
     use super::*;
     use crate::errors::ErrorName;
+    use crate::testing::instance_key;
 
     const ALL: [State; 4] = [
         State::Unclaimed,
@@ -148,13 +149,6 @@ mod tests {
         State::Running,
         State::Crashed,
     ];
-
-    fn ik(guid: &str, cell: &str) -> ActualLrpInstanceKey {
-        ActualLrpInstanceKey {
-            instance_guid: guid.into(),
-            cell_id: cell.into(),
-        }
-    }
 
     fn net(address: &str) -> ActualLrpNetInfo {
         ActualLrpNetInfo {
@@ -168,7 +162,7 @@ mod tests {
     fn lrp_in(state: State) -> ActualLrp {
         let mut l = alrp::new_unclaimed("web", 3, "d", 1);
         if matches!(state, State::Claimed | State::Running) {
-            l.instance_key = Some(ik("i1", "c1"));
+            l.instance_key = Some(instance_key("i1", "c1"));
             l.net_info = Some(net("10.0.0.1"));
         }
         l.set_state(state);
@@ -184,8 +178,8 @@ mod tests {
 
     fn key_of(w: Who) -> ActualLrpInstanceKey {
         match w {
-            Who::Owner => ik("i1", "c1"),
-            Who::Other => ik("i2", "c2"),
+            Who::Owner => instance_key("i1", "c1"),
+            Who::Other => instance_key("i2", "c2"),
         }
     }
 

@@ -18,6 +18,9 @@ pub mod restart;
 pub mod rootfs;
 pub mod routes;
 pub mod task;
+/// Model builders for tests and benchmarks (the `testing` feature; not in production builds).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod validation;
 pub mod volume;
 

@@ -185,13 +185,7 @@ mod tests {
     ];
 
     fn task_in(state: State, cell: &str) -> Task {
-        let mut t = Task {
-            task_guid: "t".into(),
-            cell_id: cell.into(),
-            ..Default::default()
-        };
-        t.set_state(state);
-        t
+        crate::testing::task("t", state, cell)
     }
 
     #[test]

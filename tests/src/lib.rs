@@ -597,17 +597,7 @@ fn destroy_cell_leftovers(
 pub type BbsClient = lattice_specs::bbs_api::bbs_client::BbsClient<tonic::transport::Channel>;
 
 /// `sh -c SCRIPT` as a Run action.
-pub fn sh(script: &str) -> lattice_specs::models::Action {
-    lattice_specs::models::Action {
-        action: Some(lattice_specs::models::action::Action::Run(
-            lattice_specs::models::RunAction {
-                path: "/bin/sh".into(),
-                args: vec!["-c".into(), script.into()],
-                ..Default::default()
-            },
-        )),
-    }
-}
+pub use lattice_specs::testing::sh;
 
 /// Desires Task `guid` (domain `test`): `script` in busybox, its result `/tmp/result`.
 pub async fn desire_task(c: &mut BbsClient, guid: &str, script: &str) {
@@ -615,12 +605,11 @@ pub async fn desire_task(c: &mut BbsClient, guid: &str, script: &str) {
         task_guid: guid.into(),
         domain: "test".into(),
         definition: Some(lattice_specs::models::TaskDefinition {
-            rootfs: "preloaded:busybox".into(),
             action: Some(sh(script)),
             result_file: "/tmp/result".into(),
             memory_mb: 16,
             cpu_weight: 10,
-            ..Default::default()
+            ..lattice_specs::testing::task_definition("/bin/true")
         }),
     })
     .await

@@ -9,24 +9,14 @@ use std::time::{Duration, Instant};
 
 use lattice_specs::bbs_api::{DesireTaskRequest, TasksRequest};
 use lattice_specs::errors::ErrorName;
-use lattice_specs::models::{action, Action, RunAction, TaskDefinition};
+use lattice_specs::testing::task_definition;
 use lattice_tests::{signal, BbsProcess, EtcdServer};
 
 fn task(guid: &str) -> DesireTaskRequest {
     DesireTaskRequest {
         task_guid: guid.into(),
         domain: "restart".into(),
-        definition: Some(TaskDefinition {
-            rootfs: "preloaded:busybox".into(),
-            action: Some(Action {
-                action: Some(action::Action::Run(RunAction {
-                    path: "/bin/true".into(),
-                    ..Default::default()
-                })),
-            }),
-            cpu_weight: 1,
-            ..Default::default()
-        }),
+        definition: Some(task_definition("/bin/true")),
     }
 }
 

@@ -83,18 +83,9 @@ async fn a_standby_brain_process_takes_over_when_the_active_one_is_killed() {
 
     // The active brain acts: with no cell registered, work gets a precise placement error.
     let d = DesiredLrp {
-        process_guid: "web".into(),
         domain: "d".into(),
-        rootfs: "preloaded:busybox".into(),
-        instances: 1,
-        cpu_weight: 1,
-        action: Some(Action {
-            action: Some(action::Action::Run(RunAction {
-                path: "/bin/httpd".into(),
-                ..Default::default()
-            })),
-        }),
-        ..Default::default()
+        ports: vec![],
+        ..lattice_specs::testing::desired_lrp("web", 1)
     };
     c.desire_lrp(DesireLrpRequest {
         desired_lrp: Some(d.clone()),

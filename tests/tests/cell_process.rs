@@ -9,19 +9,9 @@ use std::time::{Duration, Instant};
 use lattice_bbs::testing::fixtures;
 use lattice_specs::bbs_api::*;
 use lattice_specs::models::{self, actual_lrp::State};
-use lattice_tests::{BbsProcess, BrainProcess, CellProcess, EtcdServer, RouterProcess};
+use lattice_tests::{sh, BbsProcess, BrainProcess, CellProcess, EtcdServer, RouterProcess};
 
 type Client = lattice_specs::bbs_api::bbs_client::BbsClient<tonic::transport::Channel>;
-
-fn sh(script: &str) -> models::Action {
-    models::Action {
-        action: Some(models::action::Action::Run(models::RunAction {
-            path: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
-            ..Default::default()
-        })),
-    }
-}
 
 async fn actuals(c: &mut Client, guid: &str) -> Vec<models::ActualLrp> {
     c.actual_lr_ps(ActualLrPsRequest {

@@ -87,10 +87,7 @@ mod tests {
 
     #[test]
     fn instance_keys_need_both_guid_and_cell() {
-        let ik = |g: &str, c: &str| ActualLrpInstanceKey {
-            instance_guid: g.into(),
-            cell_id: c.into(),
-        };
+        use lattice_specs::testing::instance_key as ik;
         assert_eq!(ik_of(Some(ik("i", "c"))), Ok(ik("i", "c")));
         assert!(ik_of(None).is_err());
         assert!(ik_of(Some(ik("", "c"))).is_err());

@@ -44,7 +44,7 @@ fn desired(p: usize, per: usize) -> DesiredLrp {
         memory_mb: [128, 256, 512][p % 3],
         disk_mb: 1024,
         cpu_weight: 10,
-        ..lattice_bbs::testing::fixtures::desired_lrp(&format!("app-{p}"), per as i32)
+        ..lattice_specs::testing::desired_lrp(&format!("app-{p}"), per as i32)
     }
 }
 

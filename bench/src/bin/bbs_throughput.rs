@@ -33,15 +33,12 @@ fn desired(guid: &str, n: i32) -> DesiredLrp {
         domain: "bench".into(),
         cpu_weight: 10,
         memory_mb: 64,
-        ..lattice_bbs::testing::fixtures::desired_lrp(guid, n)
+        ..lattice_specs::testing::desired_lrp(guid, n)
     }
 }
 
 fn ik(i: i32) -> ActualLrpInstanceKey {
-    ActualLrpInstanceKey {
-        instance_guid: format!("instance-{i}"),
-        cell_id: format!("cell-{}", i % 100),
-    }
+    lattice_specs::testing::instance_key(&format!("instance-{i}"), &format!("cell-{}", i % 100))
 }
 
 fn net(i: i32) -> ActualLrpNetInfo {

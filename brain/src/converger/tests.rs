@@ -2,7 +2,7 @@
 
 use super::*;
 use lattice_specs::actual_lrp as alrp;
-use lattice_specs::models::ActualLrpNetInfo;
+use lattice_specs::testing::{self, actual_lrp};
 
 const S: i64 = 1_000_000_000;
 const NOW: i64 = 10_000 * S;
@@ -14,19 +14,6 @@ fn desired(guid: &str, n: i32) -> DesiredLrp {
         instances: n,
         ..Default::default()
     }
-}
-
-fn actual(guid: &str, index: i32, state: State, cell: &str, since: i64) -> ActualLrp {
-    let mut a = alrp::new_unclaimed(guid, index, "d", since);
-    if !cell.is_empty() {
-        a.instance_key = Some(ActualLrpInstanceKey {
-            instance_guid: format!("{guid}-{index}"),
-            cell_id: cell.into(),
-        });
-        a.net_info = Some(ActualLrpNetInfo::default());
-    }
-    a.set_state(state);
-    a
 }
 
 fn key(guid: &str, index: i32) -> LrpKey {
@@ -63,8 +50,8 @@ fn run(
 fn a_converged_world_needs_nothing() {
     let d = [desired("web", 2)];
     let a = [
-        actual("web", 0, State::Running, "c1", NOW - 100 * S),
-        actual("web", 1, State::Claimed, "c2", NOW - S),
+        actual_lrp("web", 0, State::Running, "c1", NOW - 100 * S),
+        actual_lrp("web", 1, State::Claimed, "c2", NOW - S),
     ];
     assert_eq!(
         run(&d, &a, &["c1", "c2"], &["d"], &[]),
@@ -84,7 +71,7 @@ fn a_stored_count_past_the_bound_makes_no_more_work_than_the_bound() {
 #[test]
 fn missing_indices_are_created() {
     let d = [desired("web", 3)];
-    let a = [actual("web", 1, State::Running, "c1", NOW)];
+    let a = [actual_lrp("web", 1, State::Running, "c1", NOW)];
     let (acts, counts) = run(&d, &a, &["c1"], &["d"], &[]);
     assert_eq!(
         acts,
@@ -100,9 +87,9 @@ fn missing_indices_are_created() {
 fn extras_and_orphans_are_retired_only_in_fresh_domains() {
     let d = [desired("web", 1)];
     let a = [
-        actual("web", 0, State::Running, "c1", NOW),
-        actual("web", 1, State::Running, "c1", NOW),
-        actual("gone", 0, State::Running, "c1", NOW),
+        actual_lrp("web", 0, State::Running, "c1", NOW),
+        actual_lrp("web", 1, State::Running, "c1", NOW),
+        actual_lrp("gone", 0, State::Running, "c1", NOW),
     ];
     let (acts, counts) = run(&d, &a, &["c1"], &["d"], &[]);
     assert_eq!(
@@ -126,7 +113,7 @@ fn extras_and_orphans_are_retired_only_in_fresh_domains() {
 #[test]
 fn crashed_instances_restart_after_their_backoff() {
     let d = [desired("web", 1)];
-    let mut a = actual("web", 0, State::Crashed, "", NOW - 29 * S);
+    let mut a = actual_lrp("web", 0, State::Crashed, "", NOW - 29 * S);
     a.crash_count = 4; // 4th crash: 30 s backoff
     assert!(run(&d, std::slice::from_ref(&a), &[], &["d"], &[])
         .0
@@ -149,8 +136,8 @@ fn crashed_instances_restart_after_their_backoff() {
 fn instances_on_vanished_cells_are_replaced() {
     let d = [desired("web", 2)];
     let a = [
-        actual("web", 0, State::Running, "dead", NOW),
-        actual("web", 1, State::Claimed, "dead", NOW),
+        actual_lrp("web", 0, State::Running, "dead", NOW),
+        actual_lrp("web", 1, State::Claimed, "dead", NOW),
     ];
     let (acts, counts) = run(&d, &a, &["alive"], &["d"], &[]);
     assert_eq!(
@@ -168,9 +155,9 @@ fn instances_on_vanished_cells_are_replaced() {
     );
     assert_eq!(counts.lost, 2);
     // The suspect copy stays until its replacement runs, or the index is no longer desired.
-    let mut suspect = actual("web", 0, State::Running, "dead", NOW);
+    let mut suspect = actual_lrp("web", 0, State::Running, "dead", NOW);
     suspect.set_presence(Presence::Suspect);
-    let alive = |i, state| actual("web", i, state, "alive", NOW);
+    let alive = |i, state| actual_lrp("web", i, state, "alive", NOW);
     let waiting = [
         suspect.clone(),
         alive(0, State::Claimed),
@@ -186,17 +173,17 @@ fn instances_on_vanished_cells_are_replaced() {
         run(&d, &replaced, &["alive"], &["d"], &[]).0,
         vec![Action::RemoveSuspect(key("web", 0))]
     );
-    let scaled_down = [suspect, actual("web", 0, State::Unclaimed, "", NOW)];
+    let scaled_down = [suspect, actual_lrp("web", 0, State::Unclaimed, "", NOW)];
     let (acts, _) = run(&[desired("web", 0)], &scaled_down, &["alive"], &["d"], &[]);
     assert_eq!(acts.first(), Some(&Action::RemoveSuspect(key("web", 0))));
-    let mut evac = actual("web", 0, State::Running, "dead", NOW);
+    let mut evac = actual_lrp("web", 0, State::Running, "dead", NOW);
     evac.set_presence(Presence::Evacuating);
     let (acts, _) = run(
         &d,
         &[
             evac.clone(),
-            actual("web", 0, State::Running, "alive", NOW),
-            actual("web", 1, State::Running, "alive", NOW),
+            actual_lrp("web", 0, State::Running, "alive", NOW),
+            actual_lrp("web", 1, State::Running, "alive", NOW),
         ],
         &["alive"],
         &["d"],
@@ -214,7 +201,7 @@ fn instances_on_vanished_cells_are_replaced() {
 #[test]
 fn stale_unclaimed_are_auctioned_again_once_per_period() {
     let d = [desired("web", 1)];
-    let a = [actual("web", 0, State::Unclaimed, "", NOW - 31 * S)];
+    let a = [actual_lrp("web", 0, State::Unclaimed, "", NOW - 31 * S)];
     let (cells, fresh) = (set(&[]), set(&["d"]));
     let mut mem = Memory::default();
     let cfg = ConvergeConfig::default();
@@ -239,7 +226,7 @@ fn stale_unclaimed_are_auctioned_again_once_per_period() {
         vec![Action::Auction(key("web", 0))],
         "again after a period"
     );
-    let fresh_one = [actual("web", 0, State::Unclaimed, "", NOW - 5 * S)];
+    let fresh_one = [actual_lrp("web", 0, State::Unclaimed, "", NOW - 5 * S)];
     let s = Snapshot {
         now: NOW,
         desired: &d,
@@ -253,13 +240,10 @@ fn stale_unclaimed_are_auctioned_again_once_per_period() {
 
 fn task(guid: &str, state: TaskState, cell: &str, created: i64, updated: i64) -> Task {
     let mut t = Task {
-        task_guid: guid.into(),
-        cell_id: cell.into(),
         created_at: created,
         updated_at: updated,
-        ..Default::default()
+        ..testing::task(guid, state, cell)
     };
-    t.set_state(state);
     if matches!(state, TaskState::Completed | TaskState::Resolving) {
         t.first_completed_at = updated;
     }
@@ -349,14 +333,14 @@ fn task_convergence() {
 #[test]
 fn converging_twice_does_nothing_the_second_time() {
     let d = [desired("web", 3), desired("api", 1)];
-    let mut crashed = actual("web", 1, State::Crashed, "", NOW - 100 * S);
+    let mut crashed = actual_lrp("web", 1, State::Crashed, "", NOW - 100 * S);
     crashed.crash_count = 4;
     let mut actual_state = vec![
-        actual("web", 0, State::Running, "dead", NOW - 100 * S),
+        actual_lrp("web", 0, State::Running, "dead", NOW - 100 * S),
         crashed,
-        actual("web", 5, State::Running, "c1", NOW),
-        actual("orphan", 0, State::Running, "c1", NOW),
-        actual("api", 0, State::Unclaimed, "", NOW - 40 * S),
+        actual_lrp("web", 5, State::Running, "c1", NOW),
+        actual_lrp("orphan", 0, State::Running, "c1", NOW),
+        actual_lrp("api", 0, State::Unclaimed, "", NOW - 40 * S),
     ];
     let (cells, fresh) = (set(&["c1"]), set(&["d"]));
     let cfg = ConvergeConfig::default();
@@ -373,9 +357,13 @@ fn converging_twice_does_nothing_the_second_time() {
     assert_eq!(first.len(), 6, "{first:?}");
     for a in first {
         match a {
-            Action::CreateMissing(k) => {
-                actual_state.push(actual(&k.process_guid, k.index, State::Unclaimed, "", NOW))
-            }
+            Action::CreateMissing(k) => actual_state.push(actual_lrp(
+                &k.process_guid,
+                k.index,
+                State::Unclaimed,
+                "",
+                NOW,
+            )),
             Action::Restart(k) | Action::ReplaceLost { key: k, .. } => {
                 let rec = actual_state.iter_mut().find(|a| key_of(a) == k).unwrap();
                 alrp::unclaim(rec, NOW).unwrap();

@@ -1,14 +1,6 @@
 use super::*;
 use crate::models::{EnvironmentVariable, RunAction, TimeoutAction};
-
-fn run(path: &str) -> Action {
-    Action {
-        action: Some(action::Action::Run(RunAction {
-            path: path.into(),
-            ..Default::default()
-        })),
-    }
-}
+use crate::testing::{self, run};
 
 fn run_action(path: &str) -> RunAction {
     RunAction {
@@ -40,13 +32,10 @@ fn mount(path: &str) -> VolumeMount {
 
 fn lrp() -> DesiredLrp {
     DesiredLrp {
-        process_guid: "web-1".into(),
         domain: "lattice".into(),
-        rootfs: "preloaded:busybox".into(),
-        instances: 2,
-        action: Some(run("/bin/httpd")),
         cpu_weight: 100,
-        ..Default::default()
+        ports: vec![],
+        ..testing::desired_lrp("web-1", 2)
     }
 }
 
@@ -266,12 +255,7 @@ fn counts_and_sizes_at_their_limits_pass() {
     validate_desired_lrp(&d).unwrap();
     // The longest guid that runs: the cell's namespace `lattice-GUID` is a file name.
     assert!("lattice-".len() + MAX_GUID_LEN <= 255);
-    let def = TaskDefinition {
-        rootfs: "preloaded:busybox".into(),
-        action: Some(run("/bin/true")),
-        cpu_weight: 1,
-        ..Default::default()
-    };
+    let def = testing::task_definition("/bin/true");
     validate_task(&"t".repeat(MAX_GUID_LEN), "d", &def).unwrap();
     let e = validate_task(&"t".repeat(MAX_GUID_LEN + 1), "d", &def).unwrap_err();
     assert!(e.to_string().contains("at most 200 characters"), "{e}");
@@ -367,12 +351,7 @@ fn deep_nesting_is_refused_not_overflowed() {
 
 #[test]
 fn tasks_cells_domains_updates() {
-    let def = TaskDefinition {
-        rootfs: "preloaded:busybox".into(),
-        action: Some(run("/bin/true")),
-        cpu_weight: 1,
-        ..Default::default()
-    };
+    let def = testing::task_definition("/bin/true");
     validate_task("t-1", "d", &def).unwrap();
     let e = validate_task(
         "t 1",
