@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::{cgroup_path, ContainerInfo, Executor, CGROUP_PARENT};
-use crate::{cgroup, rootfs};
 use crate::shim::{self, ShimEvent};
+use crate::{cgroup, rootfs};
 
 impl Executor {
     /// For a cell that stops with its containers: the spare shim and namespace go, the
