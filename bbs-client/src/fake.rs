@@ -68,6 +68,37 @@ impl FakeBbs {
     pub fn db(&self) -> &Db {
         &self.db
     }
+
+    /// The view of a brain that now leads `lock`: every write fenced with its token.
+    pub async fn leader(&self, lock: &str) -> Arc<dyn BrainBbs> {
+        let revision = self.take_lock(lock, "leader").await;
+        self.fenced(lock, revision)
+    }
+
+    /// The view of a brain that led `lock` and lost it to another brain: every write
+    /// through it is refused with `LockLost`.
+    pub async fn superseded(&self, lock: &str) -> Arc<dyn BrainBbs> {
+        let first = self.grant_lease(60).await.expect("a lease");
+        let held = self
+            .acquire_lock(lock, "superseded", first)
+            .await
+            .expect("the lock");
+        assert!(held.acquired, "{lock} is free to take");
+        self.release_lock(lock, first).await.expect("releasing");
+        self.take_lock(lock, "successor").await;
+        self.fenced(lock, held.revision)
+    }
+
+    /// Takes `lock` for `owner` under a new lease: its fencing revision.
+    async fn take_lock(&self, lock: &str, owner: &str) -> i64 {
+        let lease = self.grant_lease(60).await.expect("a lease");
+        let held = self
+            .acquire_lock(lock, owner, lease)
+            .await
+            .expect("the lock");
+        assert!(held.acquired, "{lock} is free to take");
+        held.revision
+    }
 }
 
 #[async_trait]

@@ -89,7 +89,7 @@ mod tests {
     use super::*;
     use async_trait::async_trait;
     use lattice_bbs_client::fake::FakeBbs;
-    use lattice_bbs_client::{CellWrites, Leases, Locks, Result as BbsResult};
+    use lattice_bbs_client::{CellWrites, Leases, Result as BbsResult};
     use lattice_specs::models::{volume, Backup, BackupSchedule, CellCapacity, CellPresence};
 
     const NOW: i64 = 1_800_000_000;
@@ -181,18 +181,7 @@ mod tests {
     #[tokio::test]
     async fn a_brain_whose_lock_moved_on_starts_nothing() {
         let bbs = bbs_with_a_schedule().await;
-        let first = bbs.grant_lease(60).await.unwrap();
-        let held = bbs.acquire_lock("brain", "a", first).await.unwrap();
-        bbs.release_lock("brain", first).await.unwrap();
-        let second = bbs.grant_lease(60).await.unwrap();
-        assert!(
-            bbs.acquire_lock("brain", "b", second)
-                .await
-                .unwrap()
-                .acquired
-        );
-
-        let fenced = bbs.fenced("brain", held.revision);
+        let fenced = bbs.superseded("brain").await;
         let r = tick(fenced.as_ref(), NOW).await;
         assert!(matches!(r, Err(BrainError::LockLost)), "{r:?}");
         assert!(bbs.backups().await.unwrap().is_empty());

@@ -138,29 +138,15 @@ impl Convergence {
 mod tests {
     use super::*;
     use lattice_bbs_client::fake::FakeBbs;
-    use lattice_bbs_client::{Leases, Locks, Reads};
+    use lattice_bbs_client::Reads;
 
-    /// A BBS where instance 0 of `web` (one instance desired) has gone missing, and
-    /// the fencing revision of a brain that held the lock: the current one, or one
-    /// whose lock has since moved on to another brain.
-    async fn missing_instance(lock_moved_on: bool) -> (FakeBbs, i64) {
+    /// A BBS where instance 0 of `web` (one instance desired) has gone missing.
+    async fn missing_instance() -> FakeBbs {
         let bbs = FakeBbs::start().await;
         let d = lattice_specs::testing::desired_lrp("web", 1);
         bbs.db().desire_lrp(d).await.unwrap();
         bbs.db().remove_actual_lrp("web", 0, None).await.unwrap();
-        let lease = bbs.grant_lease(60).await.unwrap();
-        let held = bbs.acquire_lock("brain", "a", lease).await.unwrap();
-        if lock_moved_on {
-            bbs.release_lock("brain", lease).await.unwrap();
-            let other = bbs.grant_lease(60).await.unwrap();
-            assert!(
-                bbs.acquire_lock("brain", "b", other)
-                    .await
-                    .unwrap()
-                    .acquired
-            );
-        }
-        (bbs, held.revision)
+        bbs
     }
 
     async fn instances(bbs: &FakeBbs) -> usize {
@@ -170,9 +156,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_leading_brain_recreates_a_missing_instance() {
-        let (bbs, revision) = missing_instance(false).await;
+        let bbs = missing_instance().await;
         let (tx, _rx) = mpsc::unbounded_channel();
-        let mut conv = Convergence::new(bbs.fenced("brain", revision), ConvergeConfig::default());
+        let mut conv = Convergence::new(bbs.leader("brain").await, ConvergeConfig::default());
         let counts = conv.run_once(&tx, false).await.unwrap();
         assert_eq!(counts.missing, 1);
         assert_eq!(instances(&bbs).await, 1);
@@ -180,9 +166,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_brain_whose_lock_moved_on_gets_lock_lost_and_writes_nothing() {
-        let (bbs, revision) = missing_instance(true).await;
+        let bbs = missing_instance().await;
         let (tx, _rx) = mpsc::unbounded_channel();
-        let mut conv = Convergence::new(bbs.fenced("brain", revision), ConvergeConfig::default());
+        let mut conv = Convergence::new(bbs.superseded("brain").await, ConvergeConfig::default());
         let r = conv.run_once(&tx, false).await;
         assert!(matches!(r, Err(BrainError::LockLost)), "{r:?}");
         assert_eq!(instances(&bbs).await, 0);

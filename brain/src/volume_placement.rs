@@ -91,7 +91,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use lattice_bbs_client::fake::FakeBbs;
-    use lattice_bbs_client::{Leases, Locks, Reads};
+    use lattice_bbs_client::{Leases, Reads};
     use lattice_specs::events::VolumeChangedEvent;
     use lattice_specs::models::{CellCapacity, CellPresence};
 
@@ -151,18 +151,7 @@ mod tests {
     #[tokio::test]
     async fn a_brain_whose_lock_moved_on_places_nothing() {
         let bbs = a_volume_waits().await;
-        let first = bbs.grant_lease(60).await.unwrap();
-        let held = bbs.acquire_lock("brain", "a", first).await.unwrap();
-        bbs.release_lock("brain", first).await.unwrap();
-        let second = bbs.grant_lease(60).await.unwrap();
-        assert!(
-            bbs.acquire_lock("brain", "b", second)
-                .await
-                .unwrap()
-                .acquired
-        );
-
-        let fenced = bbs.fenced("brain", held.revision);
+        let fenced = bbs.superseded("brain").await;
         let volumes = bbs.volumes("").await.unwrap();
         let r = place_waiting(fenced.as_ref(), volumes).await;
         assert!(matches!(r, Err(BrainError::LockLost)), "{r:?}");
