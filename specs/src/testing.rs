@@ -8,8 +8,8 @@
 use crate::models::actual_lrp::State;
 use crate::models::task::State as TaskState;
 use crate::models::{
-    action, Action, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, DesiredLrp, DownloadAction,
-    RunAction, SerialAction, Task, TaskDefinition, UploadAction,
+    action, Action, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, CellPresence, DesiredLrp,
+    DownloadAction, RunAction, SerialAction, Task, TaskDefinition, UploadAction,
 };
 
 /// An action that runs `path` with no arguments.
@@ -110,6 +110,15 @@ pub fn actual_lrp(guid: &str, index: i32, state: State, cell: &str, since: i64) 
     }
     a.set_state(state);
     a
+}
+
+/// A cell's presence offering these volume drivers (nothing else set).
+pub fn cell_presence(cell_id: &str, volume_drivers: &[&str]) -> CellPresence {
+    CellPresence {
+        cell_id: cell_id.into(),
+        volume_drivers: volume_drivers.iter().map(|d| d.to_string()).collect(),
+        ..Default::default()
+    }
 }
 
 /// Task `guid` in `state` on `cell` (empty: on no cell), every other field default.

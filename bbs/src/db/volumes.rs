@@ -298,13 +298,7 @@ fn check_volume_cell(cells: &[CellPresence], requested: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn cell(id: &str, drivers: &[&str]) -> CellPresence {
-        CellPresence {
-            cell_id: id.into(),
-            volume_drivers: drivers.iter().map(|d| d.to_string()).collect(),
-            ..Default::default()
-        }
-    }
+    use lattice_specs::testing::cell_presence as cell;
 
     #[test]
     fn a_requested_cell_must_offer_the_local_driver() {

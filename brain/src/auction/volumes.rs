@@ -56,13 +56,7 @@ pub fn place_volumes(cells: &[CellPresence], volumes: &[Volume]) -> Vec<(String,
 mod tests {
     use super::*;
 
-    fn cell(id: &str, drivers: &[&str]) -> CellPresence {
-        CellPresence {
-            cell_id: id.into(),
-            volume_drivers: drivers.iter().map(|d| d.to_string()).collect(),
-            ..Default::default()
-        }
-    }
+    use lattice_specs::testing::cell_presence as cell;
 
     fn volume(cell_id: &str, size_bytes: u64) -> Volume {
         Volume {
