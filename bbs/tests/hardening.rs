@@ -507,17 +507,31 @@ impl OtherHost {
     }
 
     /// Sends `request` (a whole HTTP/1.0 request) from the other host; the answer.
+    /// A thread of this process joins the other host's network namespace to send it,
+    /// and keeps its side open until the answer has come (the API drops a client that
+    /// half-closes, as a hung-up log follower).
     fn send(&self, to: std::net::SocketAddr, request: &[u8]) -> String {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), request).unwrap();
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.ns, "/bin/busybox", "nc"])
-            .arg(to.ip().to_string())
-            .arg(to.port().to_string())
-            .stdin(std::fs::File::open(file.path()).unwrap())
-            .output()
-            .expect("busybox nc in the namespace");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let ns = std::fs::File::open(format!("/var/run/netns/{}", self.ns))
+            .expect("the other host's namespace");
+        let request = request.to_vec();
+        std::thread::spawn(move || {
+            // SAFETY: `ns` is an open namespace file for the whole call; setns moves
+            // only this thread, which ends with this closure.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(10))
+                .expect("connecting from the other host");
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(&request).expect("sending from the other host");
+            let mut answer = Vec::new();
+            // The server closes an HTTP/1.0 connection once it has answered.
+            let _ = s.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+        .join()
+        .expect("the other host's client")
     }
 }
 
