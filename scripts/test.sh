@@ -6,7 +6,18 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --workspace --bins
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# The cells' containers live under a /lattice cgroup in each hierarchy; a cell removes it
+# when it closes idle, but tests that kill cells or run several at once leave it behind.
+# Remove it after the run, if the run made it and it is empty (rmdir refuses otherwise).
+cgroup_parents() { ls -d /sys/fs/cgroup/*/lattice /sys/fs/cgroup/lattice 2>/dev/null || true; }
+had_parents=$(cgroup_parents)
+cleanup() {
+    rm -f "$log"
+    if [ -z "$had_parents" ]; then
+        for d in $(cgroup_parents); do rmdir "$d" 2>/dev/null || true; done
+    fi
+}
+trap cleanup EXIT
 set +e
 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
