@@ -180,16 +180,7 @@ mod tests {
     use lattice_specs::backup::DOMAIN;
     use lattice_specs::validation::validate_task;
 
-    fn backup() -> Backup {
-        Backup {
-            id: "pg-1".into(),
-            volume: "pg".into(),
-            task_guid: "backup-pg-1".into(),
-            checksum: "c".repeat(64),
-            manifest: "a".repeat(64),
-            ..Default::default()
-        }
-    }
+    use lattice_specs::testing::backup;
 
     #[test]
     fn task_definitions_are_valid_tasks() {

@@ -292,16 +292,7 @@ mod tests {
         assert_eq!(Purpose::of("my-task"), None);
     }
 
-    fn backup() -> Backup {
-        Backup {
-            id: "pg-1".into(),
-            volume: "pg".into(),
-            task_guid: "backup-pg-1".into(),
-            checksum: "c".repeat(64),
-            manifest: "a".repeat(64),
-            ..Default::default()
-        }
-    }
+    use crate::testing::backup;
 
     #[test]
     fn settling() {

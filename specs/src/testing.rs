@@ -8,8 +8,8 @@
 use crate::models::actual_lrp::State;
 use crate::models::task::State as TaskState;
 use crate::models::{
-    action, Action, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, CellPresence, DesiredLrp,
-    DownloadAction, RunAction, SerialAction, Task, TaskDefinition, UploadAction,
+    action, Action, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, CellPresence,
+    DesiredLrp, DownloadAction, RunAction, SerialAction, Task, TaskDefinition, UploadAction,
 };
 
 /// An action that runs `path` with no arguments.
@@ -138,6 +138,18 @@ pub fn task_definition(path: &str) -> TaskDefinition {
         rootfs: "preloaded:busybox".into(),
         action: Some(run(path)),
         cpu_weight: 1,
+        ..Default::default()
+    }
+}
+
+/// Backup `pg-1` of volume `pg`, with a checksum and manifest (nothing else set).
+pub fn backup() -> Backup {
+    Backup {
+        id: "pg-1".into(),
+        volume: "pg".into(),
+        task_guid: "backup-pg-1".into(),
+        checksum: "c".repeat(64),
+        manifest: "a".repeat(64),
         ..Default::default()
     }
 }

@@ -68,10 +68,12 @@ impl Db {
         ik: &ActualLrpInstanceKey,
     ) -> Result<()> {
         self.modify(&evacuating_key(guid, index), |cur: Option<ActualLrp>| {
-            Ok(match evac::removes_evacuating(cur.as_ref(), ik) {
-                true => (Write::Delete, ()),
-                false => (Write::Nothing, ()),
-            })
+            let write = if evac::removes_evacuating(cur.as_ref(), ik) {
+                Write::Delete
+            } else {
+                Write::Nothing
+            };
+            Ok((write, ()))
         })
         .await
     }
@@ -112,12 +114,12 @@ impl Db {
             return Ok(KeepContainer(false));
         };
         self.modify(&evacuating_key(guid, index), |cur: Option<ActualLrp>| {
-            Ok(
-                match evac::record_evacuating(cur.as_ref(), &keep.copy, ik)? {
-                    true => (Write::Put(keep.copy.clone()), ()),
-                    false => (Write::Nothing, ()),
-                },
-            )
+            let write = if evac::record_evacuating(cur.as_ref(), &keep.copy, ik)? {
+                Write::Put(keep.copy.clone())
+            } else {
+                Write::Nothing
+            };
+            Ok((write, ()))
         })
         .await?;
         if keep.unclaim_ordinary {

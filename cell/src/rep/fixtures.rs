@@ -102,3 +102,13 @@ pub fn valid_task_definition() -> models::TaskDefinition {
         ..Default::default()
     }
 }
+
+/// The shim's event for a process that exited cleanly, stopped by the cell or not.
+pub fn clean_exit(stopped: bool) -> ShimEvent {
+    ShimEvent::Exited {
+        failed: false,
+        reason: String::new(),
+        stopped,
+        result: None,
+    }
+}

@@ -166,15 +166,6 @@ mod tests {
             .collect()
     }
 
-    fn exited(stopped: bool) -> ShimEvent {
-        ShimEvent::Exited {
-            failed: false,
-            reason: String::new(),
-            stopped,
-            result: None,
-        }
-    }
-
     #[test]
     fn the_kind_comes_from_the_tags_the_rep_left() {
         let lrp = tags(&[("kind", "lrp"), ("process_guid", "web"), ("index", "3")]);
@@ -234,8 +225,8 @@ mod tests {
     #[test]
     fn only_work_that_ended_on_its_own_counts_as_ended() {
         assert!(!ended_on_its_own(&[]));
-        assert!(ended_on_its_own(&[exited(false)]));
-        assert!(!ended_on_its_own(&[exited(true), ShimEvent::Destroyed]));
+        assert!(ended_on_its_own(&[clean_exit(false)]));
+        assert!(!ended_on_its_own(&[clean_exit(true), ShimEvent::Destroyed]));
         assert!(ended_on_its_own(&[ShimEvent::CreateFailed {
             reason: "no image".into()
         }]));

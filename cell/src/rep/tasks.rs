@@ -215,17 +215,8 @@ impl<R: Runtime> Rep<R> {
 #[cfg(test)]
 mod tests {
     use super::super::fake::{container, eventually, rep, Call, FakeRuntime};
-    use super::super::fixtures::task_slot;
+    use super::super::fixtures::{clean_exit, task_slot};
     use super::*;
-
-    fn exited(stopped: bool) -> ShimEvent {
-        ShimEvent::Exited {
-            failed: false,
-            reason: String::new(),
-            stopped,
-            result: None,
-        }
-    }
 
     #[test]
     fn a_task_ends_with_its_first_exit_or_create_failure() {
@@ -268,7 +259,7 @@ mod tests {
             "t-1",
             &[("kind", "task"), ("result_file", "/out"), ("log_guid", "t")],
         );
-        fake.put(info.clone(), true, vec![exited(false)]);
+        fake.put(info.clone(), true, vec![clean_exit(false)]);
         fake.put_file("t-1", "/out", "42");
         let rep = rep(fake.clone());
         let (handle, slot) = task_slot("t-1", Phase::Claimed, Some(Instant::now()));
@@ -302,7 +293,7 @@ mod tests {
         });
         stop.cancel();
         assert!(eventually(|| fake.calls().contains(&Call::Stop("t-1".into()))).await);
-        fake.push_event("t-1", exited(true));
+        fake.push_event("t-1", clean_exit(true));
         supervised.await.unwrap();
         assert_eq!(
             fake.calls(),
