@@ -53,7 +53,33 @@ pub struct NetworkConfig {
     /// interface: apps are reached through it or the router, not on every address of
     /// the host.
     pub publish_ip: std::net::IpAddr,
+    /// The whole cluster's container network, every cell's subnet inside it (from the
+    /// BBS's subnet lease); `None`: only this cell's subnet. Traffic to it is
+    /// container-to-container: never masqueraded, governed apart from egress rules.
+    pub cluster_network: Option<(Ipv4Addr, u8)>,
+    /// The cluster's internal DNS domain: `APP.<domain>` names an app's instances.
+    pub internal_domain: String,
+    /// The egress rules of workloads that bring none (empty: allow everything).
+    pub default_egress: Vec<lattice_specs::models::SecurityGroupRule>,
+    /// The overlay to the other cells' container subnets; `None`: no overlay.
+    pub overlay: Option<OverlayConfig>,
 }
+
+/// The VXLAN overlay between cells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayConfig {
+    /// The VXLAN device's name (at most 15 characters).
+    pub device: String,
+    /// The VXLAN network identifier, the same on every cell of the cluster.
+    pub vni: u32,
+    /// The UDP port VXLAN traffic goes to (the same on every cell).
+    pub port: u16,
+    /// This cell's address on the hosts' network (where other cells send its traffic).
+    pub local: Ipv4Addr,
+}
+
+/// The internal DNS domain unless the cluster sets another.
+pub const DEFAULT_INTERNAL_DOMAIN: &str = "apps.internal";
 
 impl Default for NetworkConfig {
     fn default() -> Self {
@@ -63,6 +89,10 @@ impl Default for NetworkConfig {
             prefix: 16,
             ports: (61000, 61999),
             publish_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            cluster_network: None,
+            internal_domain: DEFAULT_INTERNAL_DOMAIN.into(),
+            default_egress: Vec::new(),
+            overlay: None,
         }
     }
 }

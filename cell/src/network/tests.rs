@@ -16,6 +16,7 @@ fn network(prefix: u8, ports: (u16, u16)) -> (Network, Arc<RecordingHost>) {
         prefix,
         ports,
         publish_ip: Ipv4Addr::LOCALHOST.into(),
+        ..Default::default()
     };
     let net = Network::with_host(cfg, host.clone()).unwrap();
     (net, host)

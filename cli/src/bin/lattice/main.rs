@@ -425,6 +425,7 @@ fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig>
             prefix,
             ports: parse_ports(&a.ports)?,
             publish_ip: a.address,
+            ..Default::default()
         },
         grace: Duration::from_secs(a.grace),
         volume_pool_size: match lattice_specs::volume::parse_size(&a.volume_pool_size)
