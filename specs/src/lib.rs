@@ -10,6 +10,7 @@
 pub mod actual_lrp;
 pub mod backup;
 pub mod containers;
+pub mod egress;
 pub mod errors;
 pub mod evacuation;
 pub mod logs;

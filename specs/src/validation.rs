@@ -5,9 +5,12 @@ use std::fmt;
 
 use crate::models::{
     action, check, Action, CellPresence, CheckDefinition, DesiredLrp, DesiredLrpUpdate, Domain,
-    SecurityGroupRule, TaskDefinition, VolumeMount,
+    TaskDefinition, VolumeMount,
 };
 use crate::rootfs::RootFs;
+mod egress;
+use egress::check_egress;
+pub use egress::validate_egress_rules;
 
 pub const MAX_ANNOTATION_BYTES: usize = 10 * 1024;
 pub const MAX_ROUTES_BYTES: usize = 128 * 1024;
@@ -363,43 +366,6 @@ fn check_volume_mounts(errs: &mut ValidationErrors, mounts: &[VolumeMount]) {
             );
         } else if !paths.insert(path.trim_end_matches('/')) {
             errs.add(format!("{f}.container_path"), "is mounted twice");
-        }
-    }
-}
-
-fn check_egress(errs: &mut ValidationErrors, rules: &[SecurityGroupRule]) {
-    check_len(errs, "egress_rules", rules.len(), MAX_EGRESS_RULES, "rules");
-    for (i, r) in rules.iter().enumerate() {
-        check_len(
-            errs,
-            &format!("egress_rules[{i}].destinations"),
-            r.destinations.len(),
-            MAX_RULE_ENTRIES,
-            "entries",
-        );
-        check_len(
-            errs,
-            &format!("egress_rules[{i}].ports"),
-            r.ports.len(),
-            MAX_RULE_ENTRIES,
-            "entries",
-        );
-        if !matches!(r.protocol.as_str(), "tcp" | "udp" | "icmp" | "all") {
-            errs.add(
-                format!("egress_rules[{i}].protocol"),
-                "must be tcp, udp, icmp or all",
-            );
-        }
-        if r.destinations.is_empty() {
-            errs.add(format!("egress_rules[{i}].destinations"), "is required");
-        }
-        if let Some(pr) = &r.port_range {
-            if pr.start == 0 || pr.start > pr.end || pr.end > 65535 {
-                errs.add(
-                    format!("egress_rules[{i}].port_range"),
-                    "must satisfy 1 <= start <= end <= 65535",
-                );
-            }
         }
     }
 }
