@@ -233,6 +233,7 @@ pub fn request(handle: &str, action: models::Action) -> ContainerRequest {
         action,
         log_source: "APP/0".into(),
         volume_mounts: vec![],
+        egress_rules: vec![],
         tags: Default::default(),
     }
 }

@@ -66,13 +66,32 @@ pub fn destinations(rule: &SecurityGroupRule) -> Result<Vec<(u32, u32)>, (usize,
 }
 
 /// A rule's ports (`ports` or `port_range`) as merged intervals; empty: every port.
-pub fn ports(rule: &SecurityGroupRule) -> Vec<(u16, u16)> {
-    let clamp = |p: u32| p.clamp(1, 65535) as u16;
-    let mut v: Vec<(u16, u16)> = rule.ports.iter().map(|&p| (clamp(p), clamp(p))).collect();
-    if let Some(r) = &rule.port_range {
-        v.push((clamp(r.start), clamp(r.end)));
+/// A port outside 1-65535 or a backwards range is an error naming the field
+/// (`ports[j]`, `port_range`).
+pub fn ports(rule: &SecurityGroupRule) -> Result<Vec<(u16, u16)>, (String, String)> {
+    let port = |p: u32| u16::try_from(p).ok().filter(|&p| p > 0);
+    let mut v = Vec::with_capacity(rule.ports.len() + 1);
+    for (j, &p) in rule.ports.iter().enumerate() {
+        let p = port(p).ok_or_else(|| {
+            (
+                format!("ports[{j}]"),
+                "must be a port between 1 and 65535".to_string(),
+            )
+        })?;
+        v.push((p, p));
     }
-    merge(v)
+    if let Some(r) = &rule.port_range {
+        match (port(r.start), port(r.end)) {
+            (Some(a), Some(b)) if a <= b => v.push((a, b)),
+            _ => {
+                return Err((
+                    "port_range".into(),
+                    "must satisfy 1 <= start <= end <= 65535".into(),
+                ))
+            }
+        }
+    }
+    Ok(merge(v))
 }
 
 #[cfg(test)]
@@ -127,8 +146,18 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(ports(&rule), vec![(80, 81), (443, 443), (8000, 8080)]);
-        assert!(ports(&SecurityGroupRule::default()).is_empty());
+        assert_eq!(ports(&rule), Ok(vec![(80, 81), (443, 443), (8000, 8080)]));
+        assert_eq!(ports(&SecurityGroupRule::default()), Ok(vec![]));
+        let backwards = SecurityGroupRule {
+            port_range: Some(crate::models::PortRange { start: 9, end: 1 }),
+            ..Default::default()
+        };
+        assert_eq!(ports(&backwards).unwrap_err().0, "port_range");
+        let zero = SecurityGroupRule {
+            ports: vec![1, 0],
+            ..Default::default()
+        };
+        assert_eq!(ports(&zero).unwrap_err().0, "ports[1]");
         let rule = SecurityGroupRule {
             destinations: vec!["10.0.0.0/24".into(), "10.0.1.0-10.0.1.255".into()],
             ..Default::default()

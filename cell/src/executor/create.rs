@@ -274,7 +274,7 @@ impl Executor {
     /// connected, its /etc/hosts, its ports published.
     async fn finish_setup(&self, info: &mut ContainerInfo, rootfs: &Path) -> anyhow::Result<()> {
         if let Some(att) = &info.network {
-            self.network.connect(att)?;
+            self.network.connect(att, &info.request.egress_rules)?;
         }
         // Written inside the container's root: the image's /etc/hosts may be a symlink.
         let hosts = format!(

@@ -30,7 +30,7 @@ impl Executor {
     pub async fn adopt(&self, info: &ContainerInfo) -> anyhow::Result<()> {
         self.watch.add(info.handle(), &self.dir(info.handle()));
         if let Some(att) = &info.network {
-            self.network.adopt(att);
+            self.network.adopt(att, &info.request.egress_rules)?;
         }
         for (port, host) in &info.ports {
             self.network

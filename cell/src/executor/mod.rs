@@ -79,6 +79,10 @@ pub struct ContainerRequest {
     /// Volumes of the cell's `local` driver to mount.
     #[serde(default)]
     pub volume_mounts: Vec<models::VolumeMount>,
+    /// What the container may open connections to beyond the cluster's containers
+    /// (Diego's security group rules); none: the cell's default rules.
+    #[serde(default)]
+    pub egress_rules: Vec<models::SecurityGroupRule>,
     /// The rep's own notes (process guid, index, task guid, log guid…), kept with the
     /// container so a restarted rep knows what it is.
     pub tags: BTreeMap<String, String>,

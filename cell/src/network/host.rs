@@ -4,14 +4,16 @@
 //! and [`super::forwarder`], one way each), and, in tests, `RecordingHost` records the
 //! calls in order and does nothing.
 //!
-//! A new concern (NAT or egress rules for a container, its DNS, routes over an
-//! overlay) is one more method here, with its kernel side in the module it belongs to.
+//! A new concern (a container's DNS, routes over an overlay) is one more method here,
+//! with its kernel side in the module it belongs to, as egress rules are
+//! ([`Host::set_egress`], [`super::firewall`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use anyhow::Context;
 
+use super::firewall::egress::EgressChain;
 use super::forwarder::Forwarder;
 use super::{addresses, firewall, links, namespace, Attachment, NetworkConfig};
 
@@ -35,6 +37,10 @@ pub trait Host: Send + Sync {
     fn forget_neighbour(&self, bridge: &str, addr: Ipv4Addr) -> anyhow::Result<()>;
     /// Listens at `at` and forwards connections to `target` until stopped.
     fn forward(&self, at: SocketAddr, target: SocketAddr) -> std::io::Result<Forwarder>;
+    /// Installs (or replaces) a container's egress chain in the bridge's firewall.
+    fn set_egress(&self, bridge: &str, chain: &EgressChain) -> anyhow::Result<()>;
+    /// Removes the egress chain of the container at `ip`; none is fine.
+    fn remove_egress(&self, bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()>;
 }
 
 /// The host kernel itself.
@@ -48,7 +54,7 @@ impl Host for KernelHost {
             addresses::configure_bridge(&cfg.bridge, cfg.gateway, cfg.prefix)
                 .with_context(|| format!("creating bridge {}", cfg.bridge))?;
         }
-        firewall::install(&cfg.bridge)?;
+        firewall::install(cfg)?;
         namespace::forget_dead_spares(&cfg.bridge);
         Ok(())
     }
@@ -98,6 +104,14 @@ impl Host for KernelHost {
     fn forward(&self, at: SocketAddr, target: SocketAddr) -> std::io::Result<Forwarder> {
         Forwarder::start(at, target)
     }
+
+    fn set_egress(&self, bridge: &str, chain: &EgressChain) -> anyhow::Result<()> {
+        firewall::set_egress(bridge, chain)
+    }
+
+    fn remove_egress(&self, bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
+        firewall::remove_egress(bridge, ip)
+    }
 }
 
 #[cfg(test)]
@@ -110,7 +124,7 @@ mod fake {
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
-    use super::{Attachment, Forwarder, Host, NetworkConfig};
+    use super::{Attachment, EgressChain, Forwarder, Host, NetworkConfig};
 
     /// A call the network made of its host.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +137,9 @@ mod fake {
         Connect(String, Ipv4Addr),
         ForgetNeighbour(String, Ipv4Addr),
         Forward(SocketAddr, SocketAddr),
+        /// The bridge, the container's address and its chain's rules.
+        SetEgress(String, Ipv4Addr, Vec<String>),
+        RemoveEgress(String, Ipv4Addr),
     }
 
     /// A host that records the calls in order and does nothing; renames fail when
@@ -192,6 +209,20 @@ mod fake {
                 return Err(std::io::ErrorKind::AddrInUse.into());
             }
             Ok(Forwarder::idle())
+        }
+
+        fn set_egress(&self, bridge: &str, chain: &EgressChain) -> anyhow::Result<()> {
+            self.record(Call::SetEgress(
+                bridge.into(),
+                chain.ip,
+                chain.rules.clone(),
+            ));
+            Ok(())
+        }
+
+        fn remove_egress(&self, bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
+            self.record(Call::RemoveEgress(bridge.into(), ip));
+            Ok(())
         }
     }
 }

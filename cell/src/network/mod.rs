@@ -8,13 +8,13 @@
 //! - [`namespace`]: network namespaces (unshare, setns, bind mounts);
 //! - [`links`]: the bridge and veth pairs (rtnetlink);
 //! - [`addresses`]: interfaces' addresses, routes and neighbours (interface ioctls);
-//! - [`firewall`]: the host's nftables table per bridge (`nft`);
+//! - [`firewall`]: the host's nftables table per bridge (`nft`): the host closed to
+//!   containers, their egress rules, outbound NAT and forwarding;
 //! - [`forwarder`]: published ports (tokio sockets);
 //! - [`host`]: the [`Host`] trait, the kernel's implementation and a recording fake.
 //!
-//! What comes next has its place: NAT and egress rules are nftables rules next to
-//! [`firewall`]'s, a container's DNS is configured with its addresses, an overlay's
-//! VXLAN device is a link; each is one more [`Host`] operation.
+//! What comes next has its place: a container's DNS is configured with its addresses,
+//! an overlay's VXLAN device is a link; each is one more [`Host`] operation.
 
 pub mod addresses;
 pub mod allocation;
@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use lattice_specs::models::SecurityGroupRule;
 
 use allocation::{IpPool, PortPool};
 use forwarder::Forwarder;
@@ -60,7 +61,7 @@ pub struct NetworkConfig {
     /// The cluster's internal DNS domain: `APP.<domain>` names an app's instances.
     pub internal_domain: String,
     /// The egress rules of workloads that bring none (empty: allow everything).
-    pub default_egress: Vec<lattice_specs::models::SecurityGroupRule>,
+    pub default_egress: Vec<SecurityGroupRule>,
     /// The overlay to the other cells' container subnets; `None`: no overlay.
     pub overlay: Option<OverlayConfig>,
 }
@@ -244,20 +245,39 @@ impl Network {
             .with_context(|| format!("making the network namespace {}", att.netns))
     }
 
-    /// Wires a created namespace to the cell: its veth pair on the bridge, the
-    /// container's address and default route.
-    pub fn connect(&self, att: &Attachment) -> anyhow::Result<()> {
+    /// Wires a created namespace to the cell: its egress rules (`egress`, the
+    /// workload's; none: the cell's default ones) in the firewall first, then its veth
+    /// pair on the bridge, the container's address and default route. Rules the
+    /// firewall cannot enforce refuse the container.
+    pub fn connect(&self, att: &Attachment, egress: &[SecurityGroupRule]) -> anyhow::Result<()> {
+        self.set_egress(att, egress)?;
         self.host
             .connect(att, &self.cfg)
             .with_context(|| format!("connecting the network namespace {}", att.netns))
     }
 
-    /// Records an attachment that survived a rep restart.
-    pub fn adopt(&self, att: &Attachment) {
+    /// Records an attachment that survived a rep restart, its egress rules installed
+    /// again (the firewall was made anew with the bridge).
+    pub fn adopt(&self, att: &Attachment, egress: &[SecurityGroupRule]) -> anyhow::Result<()> {
         self.ips.lock().unwrap().adopt(att.ip);
+        self.set_egress(att, egress)
     }
 
-    /// Removes a container's veth and namespace and frees its address. Idempotent.
+    /// The effective egress rules of a container (its own, or the default ones when it
+    /// brings none) in the firewall.
+    fn set_egress(&self, att: &Attachment, egress: &[SecurityGroupRule]) -> anyhow::Result<()> {
+        let (rules, field) = if egress.is_empty() {
+            (&self.cfg.default_egress[..], "default_egress")
+        } else {
+            (egress, "egress_rules")
+        };
+        let chain = firewall::egress::chain(att.ip, rules, field)?;
+        tracing::debug!(ip = %att.ip, rules = rules.len(), "egress rules");
+        self.host.set_egress(&self.cfg.bridge, &chain)
+    }
+
+    /// Removes a container's veth, namespace and egress rules and frees its address.
+    /// Idempotent.
     pub fn detach(&self, att: &Attachment) {
         // The neighbour entry goes first: the host must not keep talking to the old
         // MAC when the address comes back. Then the namespace's mount and file go,
@@ -268,6 +288,9 @@ impl Network {
             tracing::warn!(ip = %att.ip, error = %e, "could not remove the container's neighbour entry");
         }
         self.host.remove_netns(&att.netns_path());
+        if let Err(e) = self.host.remove_egress(&self.cfg.bridge, att.ip) {
+            tracing::warn!(ip = %att.ip, error = %e, "could not remove the container's egress rules");
+        }
         self.ips.lock().unwrap().free(att.ip);
     }
 

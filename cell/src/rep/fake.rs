@@ -177,6 +177,7 @@ pub fn container(handle: &str, tags: &[(&str, &str)]) -> ContainerInfo {
             action: models::Action::default(),
             log_source: String::new(),
             volume_mounts: vec![],
+            egress_rules: vec![],
             tags: tags
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -52,6 +52,7 @@ impl<R: Runtime> Rep<R> {
             action,
             log_source: format!("{source}/{index}"),
             volume_mounts: d.volume_mounts.clone(),
+            egress_rules: d.egress_rules.clone(),
             tags: [
                 ("kind".to_string(), "lrp".to_string()),
                 ("process_guid".to_string(), d.process_guid.clone()),

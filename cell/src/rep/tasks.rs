@@ -59,6 +59,7 @@ impl<R: Runtime> Rep<R> {
             action: def.action.clone().unwrap_or_default(),
             log_source: source.to_string(),
             volume_mounts: def.volume_mounts.clone(),
+            egress_rules: def.egress_rules.clone(),
             tags: [
                 ("kind".to_string(), "task".to_string()),
                 ("task_guid".to_string(), t.task_guid.clone()),

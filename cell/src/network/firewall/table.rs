@@ -1,0 +1,147 @@
+//! The bridge's nftables table, as an `nft -f` script (pure): what the cell's host
+//! accepts from its containers (input), what it forwards for them (forward: their
+//! egress rules, nothing new into the bridge), and the outbound NAT (postrouting).
+
+use std::net::Ipv4Addr;
+
+use super::super::NetworkConfig;
+use super::{egress, table_name};
+
+/// `addr/prefix` with its host bits cleared.
+pub fn network_of(addr: Ipv4Addr, prefix: u8) -> (Ipv4Addr, u8) {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    (Ipv4Addr::from(u32::from(addr) & mask), prefix)
+}
+
+/// The cell's own container subnet.
+pub fn subnet(cfg: &NetworkConfig) -> (Ipv4Addr, u8) {
+    network_of(cfg.gateway, cfg.prefix)
+}
+
+/// Where container-to-container traffic goes: the cluster's container network, or the
+/// cell's own subnet when it has none. Never masqueraded, allowed whatever the egress
+/// rules.
+pub fn internal(cfg: &NetworkConfig) -> (Ipv4Addr, u8) {
+    match cfg.cluster_network {
+        Some((a, p)) => network_of(a, p),
+        None => subnet(cfg),
+    }
+}
+
+/// The nft script that (re)creates the bridge's table, atomically (its containers'
+/// egress chains go with it: they are added again as containers connect or are
+/// adopted).
+pub fn script(cfg: &NetworkConfig) -> String {
+    let t = table_name(&cfg.bridge);
+    let b = &cfg.bridge;
+    let gw = cfg.gateway;
+    let (net, len) = subnet(cfg);
+    let (inet, ilen) = internal(cfg);
+    let map = egress::MAP;
+    // Containers of other cells (over the overlay) may open connections to this
+    // cell's containers; nothing else may.
+    let from_cluster = match cfg.cluster_network {
+        Some(_) => format!(
+            "\t\toifname \"{b}\" ip saddr {inet}/{ilen} ip saddr != {net}/{len} accept comment \"other cells' containers\"\n"
+        ),
+        None => String::new(),
+    };
+    format!(
+        "table inet {t}\n\
+         delete table inet {t}\n\
+         table inet {t} {{\n\
+         \tmap {map} {{\n\
+         \t\ttype ipv4_addr : verdict\n\
+         \t}}\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tiifname \"{b}\" ct state established,related accept\n\
+         \t\tiifname \"{b}\" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept comment \"the cell's DNS server\"\n\
+         \t\tiifname \"{b}\" counter drop comment \"containers may not reach the cell's host\"\n\
+         \t}}\n\
+         \tchain forward {{\n\
+         \t\ttype filter hook forward priority filter; policy accept;\n\
+         \t\tiifname \"{b}\" ct state established,related accept\n\
+         \t\toifname \"{b}\" ct state established,related accept\n\
+         \t\tiifname \"{b}\" oifname \"{b}\" accept\n\
+         \t\tiifname \"{b}\" ip daddr {inet}/{ilen} accept comment \"container to container\"\n\
+         \t\tiifname \"{b}\" ip saddr {net}/{len} ip saddr vmap @{map}\n\
+         \t\tiifname \"{b}\" meta l4proto tcp counter reject with tcp reset comment \"denied by the container's egress rules\"\n\
+         \t\tiifname \"{b}\" counter reject with icmpx type admin-prohibited comment \"denied by the container's egress rules\"\n\
+         {from_cluster}\
+         \t\toifname \"{b}\" counter drop comment \"containers are reached through published ports\"\n\
+         \t}}\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tip saddr {net}/{len} ip daddr != {inet}/{ilen} oifname != \"{b}\" masquerade\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(cluster: Option<(Ipv4Addr, u8)>) -> NetworkConfig {
+        NetworkConfig {
+            bridge: "lt0".into(),
+            gateway: Ipv4Addr::new(10, 9, 3, 1),
+            prefix: 24,
+            cluster_network: cluster,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_table_drops_new_connections_from_the_bridge_to_the_host_only() {
+        assert_eq!(table_name("lt-1.x"), "lattice_lt_1_x");
+        let r = script(&cfg(None));
+        let input = &r[r.find("chain input").unwrap()..r.find("chain forward").unwrap()];
+        assert!(input.contains("hook input"));
+        let accept = input.find("established,related accept").unwrap();
+        let dns = input.find("ip daddr 10.9.3.1 meta l4proto { tcp, udp } th dport 53 accept");
+        let drop = input.find("counter drop").unwrap();
+        assert!(accept < drop, "answers pass before the drop");
+        assert!(dns.unwrap() < drop, "DNS to the gateway passes");
+        assert_eq!(input.matches("iifname \"lt0\"").count(), 3);
+        assert!(r.starts_with("table inet lattice_lt0\ndelete table inet lattice_lt0\n"));
+    }
+
+    #[test]
+    fn the_own_subnet_is_masqueraded_except_to_the_cluster() {
+        let alone = script(&cfg(None));
+        assert!(alone.contains(
+            "ip saddr 10.9.3.0/24 ip daddr != 10.9.3.0/24 oifname != \"lt0\" masquerade"
+        ));
+        assert!(alone.contains("iifname \"lt0\" ip daddr 10.9.3.0/24 accept"));
+        assert!(
+            !alone.contains("other cells"),
+            "no cluster: nothing comes in"
+        );
+        let cluster = script(&cfg(Some((Ipv4Addr::new(10, 255, 7, 7), 16))));
+        assert!(cluster.contains("ip daddr != 10.255.0.0/16 oifname != \"lt0\" masquerade"));
+        assert!(cluster.contains("iifname \"lt0\" ip daddr 10.255.0.0/16 accept"));
+        assert!(cluster
+            .contains("oifname \"lt0\" ip saddr 10.255.0.0/16 ip saddr != 10.9.3.0/24 accept"));
+    }
+
+    #[test]
+    fn new_traffic_from_the_bridge_meets_the_egress_map_then_a_fast_refusal() {
+        let r = script(&cfg(None));
+        let at = |s: &str| r.find(s).unwrap_or_else(|| panic!("{s} missing from {r}"));
+        let answers = at("iifname \"lt0\" ct state established,related accept\n\t\toifname");
+        let internal = at("ip daddr 10.9.3.0/24 accept");
+        let map = at("ip saddr 10.9.3.0/24 ip saddr vmap @egress");
+        let reset = at("reject with tcp reset");
+        let prohibited = at("reject with icmpx type admin-prohibited");
+        let inbound = at("oifname \"lt0\" counter drop");
+        assert!(answers < internal && internal < map && map < reset);
+        assert!(reset < prohibited && prohibited < inbound);
+        assert!(r.contains("map egress {\n\t\ttype ipv4_addr : verdict\n\t}"));
+        assert_eq!(
+            network_of(Ipv4Addr::new(10, 1, 2, 3), 0),
+            (Ipv4Addr::UNSPECIFIED, 0)
+        );
+    }
+}
