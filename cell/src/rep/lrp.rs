@@ -257,6 +257,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_workload_s_egress_rules_reach_its_container_request() {
+        let rules = vec![models::SecurityGroupRule {
+            protocol: "tcp".into(),
+            destinations: vec!["10.0.0.0/8".into()],
+            ports: vec![5432],
+            log: true,
+            ..Default::default()
+        }];
+        let rep = rep(FakeRuntime::new());
+        let d = models::DesiredLrp {
+            process_guid: "web".into(),
+            egress_rules: rules.clone(),
+            ..Default::default()
+        };
+        assert_eq!(rep.lrp_request(&d, 0, "i-0").egress_rules, rules);
+        let t = models::Task {
+            task_guid: "t".into(),
+            definition: Some(models::TaskDefinition {
+                egress_rules: rules.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(rep.task_request(&t).egress_rules, rules);
+    }
+
+    #[tokio::test]
     async fn an_instance_whose_process_exits_is_crashed_and_destroyed() {
         let fake = FakeRuntime::new();
         let exited = ShimEvent::Exited {
