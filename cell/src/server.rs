@@ -24,6 +24,8 @@ pub struct RunningCell {
     pub rep: Arc<Rep>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Reads the connections logged egress rules allow, into the apps' logs.
+    _logged: Option<crate::network::nflog::Reader>,
 }
 
 impl RunningCell {
@@ -143,10 +145,32 @@ async fn serve(
     });
     Ok(RunningCell {
         addr,
+        _logged: log_connections(&rep),
         rep,
         shutdown,
         tasks: vec![serve, run],
     })
+}
+
+/// Puts a line in an app's log for each connection a logged egress rule of its
+/// container allows (`None`, with a warning, when the cell cannot read them).
+fn log_connections(rep: &Arc<Rep>) -> Option<crate::network::nflog::Reader> {
+    let group = crate::network::nflog::group(&rep.executor().network().config().bridge);
+    let cell = Arc::downgrade(rep);
+    let reader = crate::network::nflog::Reader::start(group, move |logged| {
+        let Some(rep) = cell.upgrade() else { return };
+        if let Some(c) = rep.executor().container_at(logged.source) {
+            let guid = c.request.tags.get("log_guid").cloned().unwrap_or_default();
+            rep.logs.cell(&guid, logged.to_string());
+        }
+    });
+    match reader {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!("logged egress rules will not reach the apps' logs: {e:#}");
+            None
+        }
+    }
 }
 
 async fn metrics(State(rep): State<Arc<Rep>>) -> impl IntoResponse {

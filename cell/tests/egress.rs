@@ -1,6 +1,6 @@
 //! Containers' outbound traffic, for real (as root): through NAT to an "outside"
 //! network namespace the test makes (a veth to the cell's host, a plain listener in
-//! it), their egress rules allowing and refusing, nothing opening connections into the
+//! it), their egress rules allowing (and logging) and refusing, nothing opening connections into the
 //! bridge from outside, and the host left as found (no table, no sysctl change, no
 //! namespace).
 
@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lattice_cell::network::firewall::{self, forwarding};
+use lattice_cell::network::nflog;
 use lattice_cell::shim::ShimEvent;
 use lattice_cell::testing::*;
 use lattice_specs::models::SecurityGroupRule;
@@ -221,8 +222,16 @@ async fn egress_rules_let_one_port_through_and_refuse_another_fast() {
         protocol: "tcp".into(),
         destinations: vec![format!("{dest}/32")],
         ports: vec![a as u32],
+        log: true,
         ..Default::default()
     }];
+    // What the cell reads of the connections the logged rule allows.
+    let (tx, logged) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let reader = nflog::Reader::start(nflog::group(&bridge), move |c| {
+        let _ = tx.lock().unwrap().send(c);
+    })
+    .unwrap();
     let info = t.exec.create(req).await.unwrap();
     assert!(firewall::has_egress(&bridge, info.ip()));
     let (_, first) = accept(&allowed, Duration::from_secs(20)).await;
@@ -246,6 +255,22 @@ async fn egress_rules_let_one_port_through_and_refuse_another_fast() {
     );
     let (failed, reason) = exited(&t, "rules").await;
     assert!(!failed, "{reason}");
+    // Each allowed connection is logged once, the refused one never.
+    for _ in 0..2 {
+        let c = logged
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a logged connection");
+        assert_eq!((c.source, c.destination), (info.ip(), dest));
+        assert_eq!(
+            c.to_string(),
+            format!("egress tcp {dest}:{a} allowed (a logged egress rule)")
+        );
+    }
+    assert!(
+        logged.recv_timeout(Duration::from_millis(200)).is_err(),
+        "logged more"
+    );
+    drop(reader);
     t.exec.destroy("rules").await;
     assert!(
         !firewall::has_egress(&bridge, info.ip()),

@@ -54,6 +54,15 @@ impl Executor {
         self.containers.lock().unwrap().get(handle).cloned()
     }
 
+    /// The container at address `ip` on the cell's bridge.
+    pub fn container_at(&self, ip: std::net::Ipv4Addr) -> Option<ContainerInfo> {
+        let containers = self.containers.lock().unwrap();
+        containers
+            .values()
+            .find(|c| c.network.as_ref().is_some_and(|n| n.ip == ip))
+            .cloned()
+    }
+
     /// Reads up to [`MAX_RESULT_BYTES`] of a regular file in the container (a Task's
     /// result), resolved inside the container's root, off the async runtime and within
     /// [`RESULT_READ_TIMEOUT`]: a FIFO, a device or a symlink out of the container is

@@ -11,6 +11,7 @@
 //! - [`firewall`]: the host's nftables table per bridge (`nft`): the host closed to
 //!   containers, their egress rules, outbound NAT and forwarding;
 //! - [`forwarder`]: published ports (tokio sockets);
+//! - [`nflog`]: connections logged by egress rules (NFLOG over netlink);
 //! - [`host`]: the [`Host`] trait, the kernel's implementation and a recording fake.
 //!
 //! What comes next has its place: a container's DNS is configured with its addresses,
@@ -23,6 +24,7 @@ pub mod forwarder;
 pub mod host;
 pub mod links;
 pub mod namespace;
+pub mod nflog;
 #[cfg(test)]
 mod tests;
 
@@ -271,7 +273,8 @@ impl Network {
         } else {
             (egress, "egress_rules")
         };
-        let chain = firewall::egress::chain(att.ip, rules, field)?;
+        let group = nflog::group(&self.cfg.bridge);
+        let chain = firewall::egress::chain(att.ip, rules, field, group)?;
         tracing::debug!(ip = %att.ip, rules = rules.len(), "egress rules");
         self.host.set_egress(&self.cfg.bridge, &chain)
     }

@@ -37,10 +37,13 @@ pub fn chain_name(ip: Ipv4Addr) -> String {
 
 /// The chain enforcing `rules` (the effective ones: the container's own, or the
 /// cluster's default) for the container at `ip`; fields are named `{field}[i]…`.
+/// Connections a rule with `log` allows are sent to NFLOG group `log_group` (see
+/// [`super::super::nflog`]).
 pub fn chain(
     ip: Ipv4Addr,
     rules: &[SecurityGroupRule],
     field: &str,
+    log_group: u16,
 ) -> Result<EgressChain, EgressError> {
     let rules = if rules.is_empty() {
         vec!["accept".to_string()]
@@ -49,7 +52,7 @@ pub fn chain(
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                rule(r).map_err(|(sub, message)| EgressError {
+                rule(r, log_group).map_err(|(sub, message)| EgressError {
                     field: format!("{field}[{i}].{sub}"),
                     message,
                 })
@@ -88,8 +91,8 @@ pub fn remove_script(table: &str, ip: Ipv4Addr) -> String {
     )
 }
 
-/// One rule's body: its matches, then `accept`.
-fn rule(r: &SecurityGroupRule) -> Result<String, (String, String)> {
+/// One rule's body: its matches, then (`log`) the NFLOG group, then `accept`.
+fn rule(r: &SecurityGroupRule, log_group: u16) -> Result<String, (String, String)> {
     let mut m = String::new();
     let dests = destinations(r).map_err(|(j, e)| (format!("destinations[{j}]"), e))?;
     if dests.is_empty() {
@@ -143,6 +146,9 @@ fn rule(r: &SecurityGroupRule) -> Result<String, (String, String)> {
         "all" => {}
         _ => return Err(("protocol".into(), "must be tcp, udp, icmp or all".into())),
     }
+    if r.log {
+        let _ = write!(m, "log group {log_group} ");
+    }
     m.push_str("accept");
     Ok(m)
 }
@@ -172,7 +178,7 @@ mod tests {
     }
 
     fn bodies(rules: &[SecurityGroupRule]) -> Vec<String> {
-        chain(IP, rules, "egress_rules").unwrap().rules
+        chain(IP, rules, "egress_rules", 7).unwrap().rules
     }
 
     #[test]
@@ -224,6 +230,17 @@ mod tests {
     }
 
     #[test]
+    fn logged_rules_send_what_they_allow_to_the_bridge_s_group() {
+        let mut logged = r("tcp", &["1.2.3.4"]);
+        logged.ports = vec![443];
+        logged.log = true;
+        assert_eq!(
+            bodies(&[logged]),
+            ["ip daddr { 1.2.3.4 } tcp dport { 443 } log group 7 accept"]
+        );
+    }
+
+    #[test]
     fn icmp_rules_match_type_and_code_with_minus_one_for_any() {
         let icmp = |t, c| {
             let mut x = r("icmp", &["0.0.0.0/0"]);
@@ -243,7 +260,7 @@ mod tests {
     #[test]
     fn what_nftables_cannot_enforce_is_refused_naming_the_field() {
         let err = |rule: SecurityGroupRule| {
-            chain(IP, &[r("all", &["1.1.1.1"]), rule], "default_egress").unwrap_err()
+            chain(IP, &[r("all", &["1.1.1.1"]), rule], "default_egress", 7).unwrap_err()
         };
         assert_eq!(
             err(r("all", &["nowhere"])).field,
@@ -272,7 +289,7 @@ mod tests {
 
     #[test]
     fn chains_are_installed_and_removed_with_their_map_entry_atomically() {
-        let c = chain(IP, &[], "egress_rules").unwrap();
+        let c = chain(IP, &[], "egress_rules", 7).unwrap();
         assert_eq!(
             install_script("lattice_lt0", &c),
             "add chain inet lattice_lt0 egress_10_9_0_2\n\
