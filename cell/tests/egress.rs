@@ -282,7 +282,8 @@ async fn egress_rules_let_one_port_through_and_refuse_another_fast() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rules_of_every_kind_install_in_the_kernel_and_bad_ones_refuse_the_container() {
+async fn rules_of_every_kind_install_in_the_kernel_come_back_on_adoption_and_bad_ones_refuse_the_container(
+) {
     let _serial = SERIAL.lock().await;
     let found = ip_forward();
     let t = TestExecutor::new();
@@ -313,6 +314,13 @@ async fn rules_of_every_kind_install_in_the_kernel_and_bad_ones_refuse_the_conta
     ];
     let info = t.exec.create(req).await.unwrap();
     assert!(firewall::has_egress(&bridge, info.ip()));
+    // A restarted cell makes its table anew; adopting the container brings its rules
+    // back.
+    let again = t.restart();
+    assert!(!firewall::has_egress(&bridge, info.ip()));
+    again.adopt(&info).await.unwrap();
+    assert!(firewall::has_egress(&bridge, info.ip()));
+    drop(again);
 
     let mut bad = request("bad", sh("true"));
     bad.egress_rules = vec![rule("all", &["not-an-address"])];
