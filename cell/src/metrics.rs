@@ -1,5 +1,6 @@
 //! The cell's Prometheus metrics: containers by state, starts, crashes, the time from
-//! receiving work to RUNNING, each container's memory and CPU, and the volumes.
+//! receiving work to RUNNING, each container's memory and CPU, the volumes, and the
+//! connections logged egress rules allowed.
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry,
@@ -21,6 +22,8 @@ pub struct Metrics {
     pub volume_pool: IntGaugeVec,
     /// Each volume's bytes by kind (size, used).
     pub volumes: IntGaugeVec,
+    /// Connections allowed by egress rules with `log: true`.
+    pub logged_connections: IntCounter,
 }
 
 impl Default for Metrics {
@@ -87,8 +90,14 @@ impl Metrics {
             &["volume", "kind"],
         )
         .unwrap();
+        let logged_connections = IntCounter::new(
+            "cell_logged_egress_connections_total",
+            "Connections containers opened that egress rules with log: true allowed (each a line in the app's log).",
+        )
+        .unwrap();
         for c in [
             Box::new(containers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(logged_connections.clone()),
             Box::new(volume_pool.clone()),
             Box::new(volumes.clone()),
             Box::new(starts.clone()),
@@ -111,6 +120,7 @@ impl Metrics {
             cpu,
             volume_pool,
             volumes,
+            logged_connections,
         }
     }
 

@@ -161,6 +161,8 @@ fn log_connections(rep: &Arc<Rep>) -> Option<crate::network::nflog::Reader> {
         let Some(rep) = cell.upgrade() else { return };
         if let Some(c) = rep.executor().container_at(logged.source) {
             let guid = c.request.tags.get("log_guid").cloned().unwrap_or_default();
+            rep.metrics.logged_connections.inc();
+            tracing::debug!(%logged, handle = c.handle(), "logged egress connection");
             rep.logs.cell(&guid, logged.to_string());
         }
     });
