@@ -11,8 +11,13 @@ log=$(mktemp)
 # Remove it after the run, if the run made it and it is empty (rmdir refuses otherwise).
 cgroup_parents() { ls -d /sys/fs/cgroup/*/lattice /sys/fs/cgroup/lattice 2>/dev/null || true; }
 had_parents=$(cgroup_parents)
+# Cells turn net.ipv4.ip_forward on and restore it with their last bridge; a killed cell
+# cannot, so the value found here comes back after the run (with the cells' record of it).
+had_forward=$(cat /proc/sys/net/ipv4/ip_forward)
 cleanup() {
     rm -f "$log"
+    echo "$had_forward" > /proc/sys/net/ipv4/ip_forward
+    rm -f /run/lattice/ip_forward
     if [ -z "$had_parents" ]; then
         for d in $(cgroup_parents); do rmdir "$d" 2>/dev/null || true; done
     fi
