@@ -638,6 +638,12 @@ async fn basic_auth_guards_the_api_when_configured() {
         200,
         "metrics stay scrapeable"
     );
+    let ready = raw(a, "GET", "/readyz", &[], None).await;
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (200, "ready\n"),
+        "readiness is probed without credentials"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
