@@ -210,6 +210,35 @@ async fn an_app_on_the_cell_hosts_is_served_through_the_router_host_to_the_outsi
         "{seen:?}"
     );
     assert_eq!(cluster.get("nope").map(|r| r.0), Some(404));
+
+    // A cell restarted on its host finds its bridge there (the kernel asked in the
+    // host's namespace, not /sys/class/net, which shows the root namespace's) and
+    // re-adopts its instance, which keeps serving.
+    let before = guids(&running);
+    let mut cluster = cluster;
+    cluster.cells[0].process.restart();
+    let after = wait_running(&mut c, "web", 2, Duration::from_secs(30), |_| true).await;
+    assert_eq!(guids(&after), before, "the same instances, re-adopted");
+    let mut seen = HashSet::new();
+    lattice_tests::wait_for(
+        "both instances after the restart",
+        Duration::from_secs(20),
+        || {
+            if let Some((200, body)) = cluster.get("web") {
+                seen.insert(body.trim().to_string());
+            }
+            (seen.len() == 2).then_some(())
+        },
+    );
+}
+
+fn guids(a: &[models::ActualLrp]) -> Vec<String> {
+    let mut g: Vec<String> = a
+        .iter()
+        .map(|a| a.instance_key.clone().unwrap_or_default().instance_guid)
+        .collect();
+    g.sort();
+    g
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,10 +248,11 @@ async fn a_cell_host_cut_off_has_its_work_replaced_elsewhere_and_stopped_when_it
     let mut c = cluster.bbs.client().await;
     desire_httpd(&mut c, "web", 1).await;
     lattice_tests::desire_task(&mut c, "long", "sleep 600; echo done > /tmp/result").await;
-    wait_running(&mut c, "web", 1, Duration::from_secs(60), |a| {
+    let moved_from = wait_running(&mut c, "web", 1, Duration::from_secs(60), |a| {
         cell_of(a) == "cell-0"
     })
-    .await;
+    .await
+    .remove(0);
     lattice_tests::wait_task(
         &mut c,
         "long",
@@ -272,6 +302,16 @@ async fn a_cell_host_cut_off_has_its_work_replaced_elsewhere_and_stopped_when_it
         "{}",
         long.failure_reason
     );
+
+    // Cut off, cell 0 kept running both: it cannot know.
+    let mut stale = containers_of(&cluster.cells[0]).await;
+    stale.sort();
+    let mut both = vec![
+        moved_from.instance_key.clone().unwrap().instance_guid,
+        "long".to_string(),
+    ];
+    both.sort();
+    assert_eq!(stale, both, "cell 0's containers while it is cut off");
 
     // Back on the LAN: cell 0 registers again and stops its stale containers (the
     // replaced instance and the failed Task's), and the Task never ran on cell 1.
