@@ -403,4 +403,15 @@ async fn every_component_says_whether_it_is_ready() {
     lattice_tests::signal(cluster.etcd.process.pid(), libc::SIGCONT);
     wait_readyz(out, &bbs_api, 200, Duration::from_secs(10));
     wait_readyz(out, &brain, 200, Duration::from_secs(20));
+
+    // A router whose BBS never answered (nothing listens at the switch's address) has
+    // no route table: it serves (404s) but is not ready.
+    let alone = cluster._lan.host("router2");
+    let nowhere = format!("{}:8889", cluster._lan.gateway());
+    let lonely = RouterProcess::start_on(&alone, &nowhere);
+    let (status, body) = readyz(out, &lonely.metrics);
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: no route table from the BBS yet\n")
+    );
 }
