@@ -144,13 +144,13 @@ async fn wait_running(
     }
 }
 
-/// `n` instances of busybox httpd answering "hello from INDEX", routed at
+/// `n` instances of busybox httpd answering "hello from INDEX on CELL_ID", routed at
 /// GUID.lattice.localhost.
 async fn desire_httpd(c: &mut BbsClient, guid: &str, n: i32) {
     let mut web = fixtures::routed_lrp(guid, n, &format!("{guid}.lattice.localhost"));
     web.memory_mb = 32;
     web.action = Some(sh(
-        "mkdir -p /www && echo \"hello from $INSTANCE_INDEX\" > /www/index.html && exec httpd -f -p $PORT -h /www",
+        "mkdir -p /www && echo \"hello from $INSTANCE_INDEX on $CELL_ID\" > /www/index.html && exec httpd -f -p $PORT -h /www",
     ));
     c.desire_lrp(DesireLrpRequest {
         desired_lrp: Some(web),
@@ -193,22 +193,29 @@ async fn an_app_on_the_cell_hosts_is_served_through_the_router_host_to_the_outsi
     }
 
     // From the outside host, through the router host, both instances answer.
+    let want: HashSet<String> = running
+        .iter()
+        .map(|a| {
+            format!(
+                "hello from {} on {}",
+                a.key.as_ref().unwrap().index,
+                cell_of(a)
+            )
+        })
+        .collect();
     let mut seen = HashSet::new();
     let t0 = Instant::now();
-    while seen.len() < 2 {
+    while seen != want {
         if let Some((200, body)) = cluster.get("web") {
             seen.insert(body.trim().to_string());
         }
+        assert!(seen.is_subset(&want), "{seen:?} is not from {want:?}");
         assert!(
             t0.elapsed() < Duration::from_secs(20),
             "the router served only {seen:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        seen.contains("hello from 0") && seen.contains("hello from 1"),
-        "{seen:?}"
-    );
     assert_eq!(cluster.get("nope").map(|r| r.0), Some(404));
 
     // A cell restarted on its host finds its bridge there (the kernel asked in the
@@ -227,7 +234,7 @@ async fn an_app_on_the_cell_hosts_is_served_through_the_router_host_to_the_outsi
             if let Some((200, body)) = cluster.get("web") {
                 seen.insert(body.trim().to_string());
             }
-            (seen.len() == 2).then_some(())
+            (seen == want).then_some(())
         },
     );
 }
@@ -278,7 +285,7 @@ async fn a_cell_host_cut_off_has_its_work_replaced_elsewhere_and_stopped_when_it
     let mut served = 0;
     while served < 5 {
         match cluster.get("web") {
-            Some((200, body)) if body.trim() == "hello from 0" => served += 1,
+            Some((200, body)) if body.trim() == "hello from 0 on cell-1" => served += 1,
             _ => served = 0,
         }
         assert!(
@@ -314,10 +321,18 @@ async fn a_cell_host_cut_off_has_its_work_replaced_elsewhere_and_stopped_when_it
     assert_eq!(stale, both, "cell 0's containers while it is cut off");
 
     // Back on the LAN: cell 0 registers again and stops its stale containers (the
-    // replaced instance and the failed Task's), and the Task never ran on cell 1.
+    // replaced instance and the failed Task's), the router never sends to the stale
+    // copy meanwhile, and the Task never ran on cell 1.
     cluster.cell_hosts[0].link_up();
     let t0 = Instant::now();
     loop {
+        if let Some((200, body)) = cluster.get("web") {
+            assert_eq!(
+                body.trim(),
+                "hello from 0 on cell-1",
+                "served by the stale copy"
+            );
+        }
         let stale = containers_of(&cluster.cells[0]).await;
         if stale.is_empty() {
             break;
