@@ -518,6 +518,8 @@ pub struct UpProcess {
     pub grpc: String,
     /// The cell's rep (its /metrics, /v1/containers).
     pub cell: String,
+    /// The brain's and router's /metrics and /readyz (IP:PORT).
+    pub metrics: String,
     pub data_dir: tempfile::TempDir,
     network: lattice_cell::network::NetworkConfig,
 }
@@ -553,6 +555,7 @@ impl UpProcess {
         let router = format!("127.0.0.1:{}", free_port());
         let grpc = format!("127.0.0.1:{}", free_port());
         let cell = format!("127.0.0.1:{}", free_port());
+        let metrics = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = [
             "--config",
             config.to_str().unwrap(),
@@ -568,7 +571,7 @@ impl UpProcess {
             "--cell-listen",
             &cell,
             "--metrics-listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &metrics,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -580,6 +583,7 @@ impl UpProcess {
             router,
             grpc,
             cell,
+            metrics,
             data_dir,
             network,
         }

@@ -478,5 +478,11 @@ fn a_volume_is_created_as_soon_as_lattice_up_is_ready() {
     );
     let api = up.api.trim_start_matches("http://");
     assert_eq!(UpProcess::http_get(api, "/readyz"), "ready\n");
+    // The brain (leading once it took the lock) and the router (its table loaded).
+    let ready = wait_for("lattice up's brain leads", Duration::from_secs(15), || {
+        let body = UpProcess::http_get(&up.metrics, "/readyz");
+        body.starts_with("ready:").then_some(body)
+    });
+    assert!(ready.ends_with("leads; route table loaded\n"), "{ready}");
     up.ltc_ok(&["volume", "remove", "early"]);
 }
