@@ -3,6 +3,7 @@
 //! component on a host of its own on a LAN ([`hosts`]).
 
 pub mod hosts;
+pub mod lan_cluster;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -13,94 +13,12 @@ use std::time::{Duration, Instant};
 use lattice_bbs::testing::fixtures;
 use lattice_specs::bbs_api::*;
 use lattice_specs::models::{self, actual_lrp::State};
-use lattice_tests::hosts::{EtcdOnHost, Host, HttpServer, Lan};
-use lattice_tests::{sh, BbsClient, BbsProcess, BrainProcess, CellProcess, RouterProcess};
+use lattice_tests::hosts::Host;
+use lattice_tests::lan_cluster::{LanCluster as Cluster, OUTSIDE_BODY};
+use lattice_tests::{sh, BbsClient, CellProcess, RouterProcess};
 
 /// The cells' presence lease, in seconds (the harness's cells run with `--lease-ttl 3`).
 const LEASE_TTL: Duration = Duration::from_secs(3);
-
-/// Every component on a host of its own; the outside host runs a plain HTTP server.
-/// Fields drop in order: the processes first, the LAN (its switch) last.
-struct Cluster {
-    router: RouterProcess,
-    cells: Vec<CellProcess>,
-    brain: BrainProcess,
-    bbs: BbsProcess,
-    etcd: EtcdOnHost,
-    _httpd: HttpServer,
-    outside: Host,
-    cell_hosts: Vec<Host>,
-    _lan: Lan,
-}
-
-impl Cluster {
-    /// etcd, the BBS, a brain converging every second, `cells` cells and the router.
-    fn start(cells: usize) -> Cluster {
-        Self::start_with(cells, cells)
-    }
-
-    /// [`Cluster::start`] with `hosts` cell hosts, cells started on the first `cells`.
-    fn start_with(hosts: usize, cells: usize) -> Cluster {
-        let lan = Lan::new();
-        let etcd_host = lan.host("etcd");
-        let bbs_host = lan.host("bbs");
-        let brain_host = lan.host("brain");
-        let router_host = lan.host("router");
-        let outside = lan.host("outside");
-        let cell_hosts: Vec<Host> = (0..hosts).map(|i| lan.host(&format!("cell{i}"))).collect();
-        let httpd = HttpServer::start(&outside, "hello from outside\n");
-        let etcd = EtcdOnHost::start(&etcd_host);
-        let bbs = BbsProcess::start_on(&bbs_host, &format!("etcd://{}", etcd.endpoint), &[]);
-        let brain = BrainProcess::start_on(
-            &brain_host,
-            &bbs.grpc,
-            "brain-0",
-            &["--lock-ttl", "2", "--convergence-interval", "1"],
-        );
-        let cells = cell_hosts[..cells]
-            .iter()
-            .enumerate()
-            .map(|(i, h)| CellProcess::start_on(h, &bbs.grpc, &format!("cell-{i}"), &[]))
-            .collect();
-        let router = RouterProcess::start_on(&router_host, &bbs.grpc);
-        Cluster {
-            router,
-            cells,
-            brain,
-            bbs,
-            etcd,
-            _httpd: httpd,
-            outside,
-            cell_hosts,
-            _lan: lan,
-        }
-    }
-
-    /// `GET /` of `app` through the router, from the outside host.
-    fn get(&self, app: &str) -> Option<(u16, String)> {
-        self.outside.http_get(
-            &self.router.listen,
-            "/",
-            Some(&format!("{app}.lattice.localhost")),
-        )
-    }
-
-    /// `GET /` of `addr` from the first cell host.
-    fn cells_host_get(&self, addr: &str) -> Option<(u16, String)> {
-        self.cell_hosts[0].http_get(addr, "/", None)
-    }
-
-    /// A cell started on cell host `i`.
-    fn start_cell(&mut self, i: usize) {
-        let cell = CellProcess::start_on(
-            &self.cell_hosts[i],
-            &self.bbs.grpc,
-            &format!("cell-{i}"),
-            &[],
-        );
-        self.cells.push(cell);
-    }
-}
 
 async fn actuals(c: &mut BbsClient, guid: &str) -> Vec<models::ActualLrp> {
     c.actual_lr_ps(ActualLrPsRequest {
@@ -173,10 +91,10 @@ async fn an_app_on_the_cell_hosts_is_served_through_the_router_host_to_the_outsi
     let cluster = Cluster::start(2);
     let mut c = cluster.bbs.client().await;
     // The outside host's own server answers on the LAN.
-    let (status, body) = cluster
-        .cells_host_get(&cluster.outside.addr(80))
+    let (status, body) = cluster.cell_hosts[0]
+        .http_get(&cluster.httpd.addr, "/", None)
         .expect("the outside host's server answers from a cell host");
-    assert_eq!((status, body.as_str()), (200, "hello from outside\n"));
+    assert_eq!((status, body.as_str()), (200, OUTSIDE_BODY));
 
     desire_httpd(&mut c, "web", 2).await;
     let running = wait_running(&mut c, "web", 2, Duration::from_secs(60), |_| true).await;
@@ -270,7 +188,7 @@ async fn a_cell_host_cut_off_has_its_work_replaced_elsewhere_and_stopped_when_it
     lattice_tests::wait_for("the router serves web", Duration::from_secs(20), || {
         matches!(cluster.get("web"), Some((200, _))).then_some(())
     });
-    cluster.start_cell(1);
+    cluster.start_cell(1, &[]);
     let cell1 = cluster.cells[1].listen.clone();
     assert!(cell1.starts_with(&cluster.cell_hosts[1].ip().to_string()));
 
@@ -421,8 +339,8 @@ async fn every_component_says_whether_it_is_ready() {
 
     // A router whose BBS never answered (nothing listens at the switch's address) has
     // no route table: it serves (404s) but is not ready.
-    let alone = cluster._lan.host("router2");
-    let nowhere = format!("{}:8889", cluster._lan.gateway());
+    let alone = cluster.lan.host("router2");
+    let nowhere = format!("{}:8889", cluster.lan.gateway());
     let lonely = RouterProcess::start_on(&alone, &nowhere);
     let (status, body) = readyz(out, &lonely.metrics);
     assert_eq!(
