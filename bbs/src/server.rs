@@ -97,6 +97,10 @@ pub struct BbsConfig {
     pub advertise_url: Option<String>,
     /// Header-read timeout and connection cap of the public API.
     pub api_limits: crate::serve::ApiLimits,
+    /// When set, the public API takes no connection (clients wait in the listen
+    /// backlog) until this turns true: `lattice up` opens it once its cell registered,
+    /// so no request finds a cluster without a cell. None: served at once.
+    pub api_opens: Option<watch::Receiver<bool>>,
 }
 
 impl BbsConfig {
@@ -113,6 +117,7 @@ impl BbsConfig {
             blob_dir: None,
             advertise_url: None,
             api_limits: Default::default(),
+            api_opens: None,
         }
     }
 }
@@ -212,12 +217,17 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
     });
 
     let app = api::router(state);
-    let http = tokio::spawn(crate::serve::serve(
-        api_listener,
-        app,
-        cfg.api_limits.clone(),
-        stopped,
-    ));
+    let (limits, opens) = (cfg.api_limits.clone(), cfg.api_opens.clone());
+    let http = tokio::spawn(async move {
+        if let Some(mut opens) = opens {
+            // Closed without opening (the opener is gone): serve.
+            tokio::select! {
+                _ = opens.wait_for(|open| *open) => {}
+                _ = wait(stopped.clone()) => return,
+            }
+        }
+        crate::serve::serve(api_listener, app, limits, stopped).await
+    });
 
     tracing::info!(%grpc_addr, %api_addr, store = backend, "bbs serving");
     Ok(RunningBbs {

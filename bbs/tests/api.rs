@@ -638,6 +638,12 @@ async fn basic_auth_guards_the_api_when_configured() {
         200,
         "metrics stay scrapeable"
     );
+    let ready = raw(a, "GET", "/readyz", &[], None).await;
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (200, "ready\n"),
+        "readiness is probed without credentials"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -825,5 +831,31 @@ async fn the_blob_store_keeps_archives_with_their_checksums() {
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["name"], ErrorName::BlobStoreUnavailable.as_str());
     assert!(e["message"].as_str().unwrap().contains("--blob-dir"));
+    bbs.shutdown().await;
+}
+
+/// `lattice up` holds its API closed until its cell registered: with `api_opens`, a
+/// client's request waits (in the listen backlog) until it opens, then is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_api_answers_only_once_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (open, opens) = tokio::sync::watch::channel(false);
+    let cfg = BbsConfig {
+        api_opens: Some(opens),
+        ..BbsConfig::loopback(
+            StoreUrl::File(dir.path().join("bbs.db")),
+            Duration::from_secs(2),
+        )
+    };
+    let bbs = server::start(cfg).await.unwrap();
+    let asked = tokio::spawn(raw(bbs.api_addr, "GET", "/v1/version", &[], None));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!asked.is_finished(), "answered before the API opened");
+    open.send(true).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), asked)
+        .await
+        .expect("answered once opened")
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
     bbs.shutdown().await;
 }

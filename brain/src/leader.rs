@@ -44,6 +44,8 @@ pub struct BrainConfig {
     pub convergence_interval: Duration,
     pub auctioneer: AuctioneerConfig,
     pub converge: ConvergeConfig,
+    /// Who leads, as this brain last learnt it (its readiness).
+    pub leader: crate::readiness::KnownLeader,
 }
 
 impl Default for BrainConfig {
@@ -54,6 +56,7 @@ impl Default for BrainConfig {
             convergence_interval: Duration::from_secs(30),
             auctioneer: AuctioneerConfig::default(),
             converge: ConvergeConfig::default(),
+            leader: Default::default(),
         }
     }
 }
@@ -205,13 +208,16 @@ async fn acquire(
             match bbs.grant_lease(ttl).await {
                 Ok(id) => lease = id,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot reach the BBS to compete for the brain lock")
+                    tracing::warn!(error = %e, "cannot reach the BBS to compete for the brain lock");
+                    cfg.leader
+                        .unknown(format!("cannot reach the BBS for a lease: {e}"));
                 }
             }
         }
         if lease != 0 {
             match bbs.acquire_lock(LOCK, &cfg.id, lease).await {
                 Ok(r) => {
+                    cfg.leader.known(&r.owner);
                     if r.acquired {
                         return Some((lease, r.revision));
                     }
@@ -225,7 +231,11 @@ async fn acquire(
                     }
                 }
                 Err(e) if e.is_not_found() => lease = 0,
-                Err(e) => tracing::warn!(error = %e, "brain lock request failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "brain lock request failed");
+                    cfg.leader
+                        .unknown(format!("the BBS did not answer for the brain lock: {e}"));
+                }
             }
         }
         tokio::select! {

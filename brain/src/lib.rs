@@ -15,6 +15,7 @@ pub mod convergence;
 pub mod converger;
 pub mod leader;
 pub mod metrics;
+pub mod readiness;
 pub mod retry;
 pub mod server;
 /// Helpers for tests and benchmarks (the `testing` feature; not in production builds).

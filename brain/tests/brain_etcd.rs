@@ -134,6 +134,7 @@ impl Cluster {
                 ..Default::default()
             },
             converge: ConvergeConfig::default(),
+            leader: Default::default(),
         };
         tweak(&mut cfg);
         let (tx, rx) = watch::channel(false);

@@ -1,5 +1,5 @@
 //! Running a cell: the rep's gRPC API (for the auctioneer) and its HTTP endpoints
-//! (`/metrics`, `/v1/logs/LOG_GUID`, `/v1/containers`) on one listener, plus the rep's
+//! (`/metrics`, `/readyz`, `/v1/logs/LOG_GUID`, `/v1/containers`) on one listener, plus the rep's
 //! presence, sync and event loops. [`start`] brings a cell up from its [`CellConfig`].
 
 use std::net::SocketAddr;
@@ -122,6 +122,7 @@ async fn serve(
         .into_axum_router();
     let http = axum::Router::new()
         .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
         .route("/v1/logs/{log_guid}", get(logs))
         .route("/v1/containers", get(containers))
         .layer(axum::Extension(shutdown.clone()))
@@ -198,6 +199,21 @@ async fn metrics(State(rep): State<Arc<Rep>>) -> impl IntoResponse {
         [("content-type", "text/plain; version=0.0.4")],
         rep.metrics.render(),
     )
+}
+
+/// 200 while the cell holds its presence lease in the BBS (auctions can place work on
+/// it), else 503 saying why.
+async fn readyz(State(rep): State<Arc<Rep>>) -> impl IntoResponse {
+    match rep.presence_held() {
+        Ok(lease) => (
+            axum::http::StatusCode::OK,
+            format!("ready: presence held under lease {lease}\n"),
+        ),
+        Err(why) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -29,11 +29,24 @@ pub struct RouterConfig {
 pub struct RunningRouter {
     /// Where it serves (the bound address, when `listen` asked for port 0).
     pub addr: SocketAddr,
+    /// Turns true once the first route table arrived from the BBS.
+    routes_loaded: tokio::sync::watch::Receiver<bool>,
     stop: tokio::sync::watch::Sender<bool>,
     loops: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl RunningRouter {
+    /// Its readiness (`GET /readyz`): whether it has loaded a route table from the BBS
+    /// (it serves the last one it had if the BBS goes away later), as a probe that
+    /// outlives `self`.
+    pub fn readiness(&self) -> impl Fn() -> Result<String, String> + Clone + Send + Sync {
+        let loaded = self.routes_loaded.clone();
+        move || match *loaded.borrow() {
+            true => Ok("route table loaded".into()),
+            false => Err("no route table from the BBS yet".into()),
+        }
+    }
+
     /// Stops every event loop and returns once they have ended.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -68,5 +81,10 @@ pub async fn start(cfg: RouterConfig) -> std::io::Result<RunningRouter> {
         n => n,
     };
     let (addr, loops) = proxy::serve_per_core(routes, cfg.proxy, cfg.listen, threads, stopped)?;
-    Ok(RunningRouter { addr, stop, loops })
+    Ok(RunningRouter {
+        addr,
+        routes_loaded: ready,
+        stop,
+        loops,
+    })
 }

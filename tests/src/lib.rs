@@ -1,5 +1,9 @@
 //! Support for end-to-end tests: the `lattice` binary run as a real process,
-//! killed and restarted like a crashing component would be.
+//! killed and restarted like a crashing component would be; on loopback, or each
+//! component on a host of its own on a LAN ([`hosts`]).
+
+pub mod hosts;
+pub mod lan_cluster;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -59,21 +63,33 @@ pub struct Process {
     child: Option<Child>,
     args: Vec<String>,
     ready_prefix: String,
+    /// The host it runs on (none: the test's own network namespace).
+    host: Option<hosts::Host>,
 }
 
 impl Process {
     pub fn start(args: Vec<String>, ready_prefix: &str) -> Process {
+        Self::start_on(None, args, ready_prefix)
+    }
+
+    /// [`Process::start`] on `host` (and again there on a restart).
+    pub fn start_on(host: Option<&hosts::Host>, args: Vec<String>, ready_prefix: &str) -> Process {
         let mut p = Process {
             child: None,
             args,
             ready_prefix: ready_prefix.into(),
+            host: host.cloned(),
         };
         p.spawn();
         p
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(lattice_bin())
+        let mut cmd = Command::new(lattice_bin());
+        if let Some(host) = &self.host {
+            host.command(&mut cmd);
+        }
+        let mut child = cmd
             .args(&self.args)
             .env("LATTICE_LOG", "warn")
             .stdout(Stdio::piped())
@@ -180,8 +196,11 @@ impl Drop for Process {
 /// A `lattice bbs` process on fixed free ports (kept across restarts).
 pub struct BbsProcess {
     pub process: Process,
+    /// Where the other components reach its gRPC API.
     pub grpc: String,
     pub api: String,
+    /// On a host: the test's way in to its gRPC API.
+    grpc_tunnel: Option<hosts::Tunnel>,
 }
 
 impl BbsProcess {
@@ -189,6 +208,21 @@ impl BbsProcess {
     pub fn start(store: &str, extra: &[&str]) -> BbsProcess {
         let grpc = format!("127.0.0.1:{}", free_port());
         let api = format!("127.0.0.1:{}", free_port());
+        Self::start_at(None, grpc, api, store, extra)
+    }
+
+    /// [`BbsProcess::start`] on `host`: gRPC at IP:8889, the public API at IP:8888.
+    pub fn start_on(host: &hosts::Host, store: &str, extra: &[&str]) -> BbsProcess {
+        Self::start_at(Some(host), host.addr(8889), host.addr(8888), store, extra)
+    }
+
+    fn start_at(
+        host: Option<&hosts::Host>,
+        grpc: String,
+        api: String,
+        store: &str,
+        extra: &[&str],
+    ) -> BbsProcess {
         let mut args: Vec<String> = vec![
             "bbs".into(),
             "--store".into(),
@@ -200,7 +234,8 @@ impl BbsProcess {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         BbsProcess {
-            process: Process::start(args, "lattice bbs ready"),
+            process: Process::start_on(host, args, "lattice bbs ready"),
+            grpc_tunnel: host.map(|h| h.tunnel(&grpc)),
             grpc,
             api,
         }
@@ -218,12 +253,13 @@ impl BbsProcess {
         &self,
     ) -> lattice_specs::bbs_api::bbs_client::BbsClient<tonic::transport::Channel> {
         let deadline = Instant::now() + Duration::from_secs(10);
+        let grpc = match &self.grpc_tunnel {
+            Some(t) => t.addr.to_string(),
+            None => self.grpc.clone(),
+        };
         loop {
-            match lattice_specs::bbs_api::bbs_client::BbsClient::connect(format!(
-                "http://{}",
-                self.grpc
-            ))
-            .await
+            match lattice_specs::bbs_api::bbs_client::BbsClient::connect(format!("http://{grpc}"))
+                .await
             {
                 Ok(c) => return c,
                 Err(e) if Instant::now() > deadline => {
@@ -245,6 +281,21 @@ pub struct BrainProcess {
 impl BrainProcess {
     pub fn start(bbs_grpc: &str, id: &str, extra: &[&str]) -> BrainProcess {
         let metrics = format!("127.0.0.1:{}", free_port());
+        Self::start_at(None, metrics, bbs_grpc, id, extra)
+    }
+
+    /// [`BrainProcess::start`] on `host`: its /metrics and /readyz at IP:8890.
+    pub fn start_on(host: &hosts::Host, bbs_grpc: &str, id: &str, extra: &[&str]) -> BrainProcess {
+        Self::start_at(Some(host), host.addr(8890), bbs_grpc, id, extra)
+    }
+
+    fn start_at(
+        host: Option<&hosts::Host>,
+        metrics: String,
+        bbs_grpc: &str,
+        id: &str,
+        extra: &[&str],
+    ) -> BrainProcess {
         let mut args: Vec<String> = vec![
             "brain".into(),
             "--bbs".into(),
@@ -256,7 +307,7 @@ impl BrainProcess {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         BrainProcess {
-            process: Process::start(args, "lattice brain ready"),
+            process: Process::start_on(host, args, "lattice brain ready"),
             id: id.into(),
             metrics,
         }
@@ -274,6 +325,21 @@ impl RouterProcess {
     pub fn start(bbs_grpc: &str) -> RouterProcess {
         let listen = format!("127.0.0.1:{}", free_port());
         let metrics = format!("127.0.0.1:{}", free_port());
+        Self::start_at(None, listen, metrics, bbs_grpc)
+    }
+
+    /// [`RouterProcess::start`] on `host`: serving at IP:8080, /metrics and /readyz at
+    /// IP:8891.
+    pub fn start_on(host: &hosts::Host, bbs_grpc: &str) -> RouterProcess {
+        Self::start_at(Some(host), host.addr(8080), host.addr(8891), bbs_grpc)
+    }
+
+    fn start_at(
+        host: Option<&hosts::Host>,
+        listen: String,
+        metrics: String,
+        bbs_grpc: &str,
+    ) -> RouterProcess {
         let args = vec![
             "router".into(),
             "--bbs".into(),
@@ -284,7 +350,7 @@ impl RouterProcess {
             metrics.clone(),
         ];
         RouterProcess {
-            process: Process::start(args, "lattice router ready"),
+            process: Process::start_on(host, args, "lattice router ready"),
             listen,
             metrics,
         }
@@ -306,17 +372,44 @@ pub fn signal(pid: u32, sig: i32) {
 pub struct CellProcess {
     pub process: Process,
     pub id: String,
+    /// Where the rep listens (IP:PORT), as the brain and BBS reach it.
     pub listen: String,
     pub data_dir: tempfile::TempDir,
-    network: lattice_cell::network::NetworkConfig,
+    pub network: lattice_cell::network::NetworkConfig,
+    /// On a host: the test's way in to its HTTP API.
+    http_tunnel: Option<hosts::Tunnel>,
 }
 
 impl CellProcess {
     pub fn start(bbs_grpc: &str, id: &str, extra: &[&str]) -> CellProcess {
-        lattice_cell::testing::require_root();
         let listen = format!("127.0.0.1:{}", free_port());
+        Self::start_at(None, listen, bbs_grpc, id, extra)
+    }
+
+    /// [`CellProcess::start`] on `host`: the rep at IP:1800, published ports on the
+    /// host's address; its own bridge and subnet (`test_network`).
+    pub fn start_on(host: &hosts::Host, bbs_grpc: &str, id: &str, extra: &[&str]) -> CellProcess {
+        let ip = host.ip().to_string();
+        let extra: Vec<&str> = ["--address", ip.as_str()]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Self::start_at(Some(host), host.addr(1800), bbs_grpc, id, &extra)
+    }
+
+    fn start_at(
+        host: Option<&hosts::Host>,
+        listen: String,
+        bbs_grpc: &str,
+        id: &str,
+        extra: &[&str],
+    ) -> CellProcess {
+        lattice_cell::testing::require_root();
         let data_dir = tempfile::tempdir().unwrap();
         let network = lattice_cell::testing::test_network();
+        if let Some(h) = host {
+            h.record_cell(id, data_dir.path(), &network);
+        }
         let mut args: Vec<String> = vec![
             "cell".into(),
             "--bbs".into(),
@@ -342,17 +435,26 @@ impl CellProcess {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         CellProcess {
-            process: Process::start(args, "lattice cell ready"),
+            process: Process::start_on(host, args, "lattice cell ready"),
             id: id.into(),
+            http_tunnel: host.map(|h| h.tunnel(&listen)),
             listen,
             data_dir,
             network,
         }
     }
 
+    /// Where the test reaches the rep's HTTP API (IP:PORT).
+    pub fn http(&self) -> String {
+        match &self.http_tunnel {
+            Some(t) => t.addr.to_string(),
+            None => self.listen.clone(),
+        }
+    }
+
     /// The containers the cell reports (`GET /v1/containers`).
     pub async fn containers(&self) -> Vec<serde_json::Value> {
-        reqwest::get(format!("http://{}/v1/containers", self.listen))
+        reqwest::get(format!("http://{}/v1/containers", self.http()))
             .await
             .and_then(|r| r.error_for_status())
             .expect("GET /v1/containers")
@@ -365,7 +467,14 @@ impl CellProcess {
 impl Drop for CellProcess {
     fn drop(&mut self) {
         self.process.kill();
-        destroy_cell_leftovers(self.data_dir.path(), &self.network);
+        match &self.process.host {
+            // Where its bridge is: the host's namespace.
+            Some(host) => {
+                host.run(|| destroy_cell_leftovers(self.data_dir.path(), &self.network));
+                host.forget_cell(&self.id);
+            }
+            None => destroy_cell_leftovers(self.data_dir.path(), &self.network),
+        }
     }
 }
 
@@ -410,6 +519,8 @@ pub struct UpProcess {
     pub grpc: String,
     /// The cell's rep (its /metrics, /v1/containers).
     pub cell: String,
+    /// The brain's and router's /metrics and /readyz (IP:PORT).
+    pub metrics: String,
     pub data_dir: tempfile::TempDir,
     network: lattice_cell::network::NetworkConfig,
 }
@@ -445,6 +556,7 @@ impl UpProcess {
         let router = format!("127.0.0.1:{}", free_port());
         let grpc = format!("127.0.0.1:{}", free_port());
         let cell = format!("127.0.0.1:{}", free_port());
+        let metrics = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = [
             "--config",
             config.to_str().unwrap(),
@@ -460,7 +572,7 @@ impl UpProcess {
             "--cell-listen",
             &cell,
             "--metrics-listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &metrics,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -472,6 +584,7 @@ impl UpProcess {
             router,
             grpc,
             cell,
+            metrics,
             data_dir,
             network,
         }

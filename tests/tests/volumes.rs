@@ -463,3 +463,26 @@ fn a_backup_cancelled_midway_leaves_no_archive() {
         "nothing made for a restore that cannot happen"
     );
 }
+
+/// Issue 21 item 6: work sent to `lattice up` as soon as it says it is ready finds its
+/// cell registered: a volume is created at once (not refused with "no cell offers the
+/// local volume driver"), and the API says it is ready.
+#[test]
+fn a_volume_is_created_as_soon_as_lattice_up_is_ready() {
+    let up = UpProcess::start();
+    up.target();
+    let out = up.ltc(&["volume", "create", "early", "--size", "1G"]);
+    assert!(
+        out.ok && out.stdout.contains("Volume early (1G) is ready on cell"),
+        "{out:#?}"
+    );
+    let api = up.api.trim_start_matches("http://");
+    assert_eq!(UpProcess::http_get(api, "/readyz"), "ready\n");
+    // The brain (leading once it took the lock) and the router (its table loaded).
+    let ready = wait_for("lattice up's brain leads", Duration::from_secs(15), || {
+        let body = UpProcess::http_get(&up.metrics, "/readyz");
+        body.starts_with("ready:").then_some(body)
+    });
+    assert!(ready.ends_with("leads; route table loaded\n"), "{ready}");
+    up.ltc_ok(&["volume", "remove", "early"]);
+}

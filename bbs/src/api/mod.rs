@@ -1,6 +1,7 @@
 //! The public JSON API, on the wire as Lattice's receptor: `/v1/tasks`,
 //! `/v1/desired_lrps`, `/v1/actual_lrps`, `/v1/cells`, `/v1/domains`,
-//! `/v1/events` (server-sent events), `/v1/version`; plus `/metrics`.
+//! `/v1/events` (server-sent events), `/v1/version`; plus `/metrics` and `/readyz`
+//! (200 when the store answers, 503 with the reason otherwise; no auth, for probes).
 //!
 //! Rules: create → 201 and update/delete/cancel/domain → 204, both with an
 //! empty body; GET → 200 with `application/json`; errors → status ≥ 400 with
@@ -118,6 +119,29 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
+/// How long `/readyz` waits for the store.
+const READYZ_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Ready when the store answers (its revision, the cheapest read) within
+/// [`READYZ_STORE_TIMEOUT`]; otherwise 503 StoreUnavailable saying why.
+async fn readyz(axum::extract::State(state): axum::extract::State<ApiState>) -> Response {
+    let unavailable = |why: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorName::StoreUnavailable,
+            format!("not ready: {why}"),
+        )
+        .into_response()
+    };
+    match tokio::time::timeout(READYZ_STORE_TIMEOUT, state.db.store().revision()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => unavailable(format!("the store does not answer: {e}")),
+        Err(_) => unavailable(format!(
+            "the store did not answer within {READYZ_STORE_TIMEOUT:?}"
+        )),
+    }
+}
+
 async fn observe(req: Request, next: Next) -> Response {
     let call = match req.extensions().get::<MatchedPath>() {
         Some(p) => format!("{} {}", req.method(), p.as_str()),
@@ -188,6 +212,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(v1)
         .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, ErrorName::NotFound, "no such API path; see /v1/tasks, /v1/desired_lrps, /v1/actual_lrps, /v1/cells, /v1/domains, /v1/events") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(json_errors))

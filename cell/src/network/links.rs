@@ -24,9 +24,49 @@ pub(super) fn socket() -> anyhow::Result<netlink_sys::Socket> {
     Ok(rtnl)
 }
 
-/// Whether interface `name` exists in the cell's namespace.
+/// Whether interface `name` exists in the calling thread's network namespace: an
+/// RTM_GETLINK by name. (Not /sys/class/net: sysfs shows the devices of the namespace
+/// that mounted it, the root one, even to a cell running in a namespace of its own.)
 pub(super) fn exists(name: &str) -> bool {
-    std::path::Path::new("/sys/class/net").join(name).exists()
+    match get_link(name) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(
+                interface = name,
+                "asking the kernel for an interface: {e:#}"
+            );
+            false
+        }
+    }
+}
+
+/// RTM_GETLINK for `name`: whether the kernel knows it.
+fn get_link(name: &str) -> anyhow::Result<bool> {
+    let mut link = LinkMessage::default();
+    link.attributes.push(LinkAttribute::IfName(name.into()));
+    let mut msg = NetlinkMessage::new(
+        Default::default(),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetLink(link)),
+    );
+    msg.header.flags = NLM_F_REQUEST;
+    msg.finalize();
+    let mut buf = vec![0; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    let rtnl = socket()?;
+    rtnl.send(&buf, 0)?;
+    // The answer is the whole link (statistics, bridge settings): room for it.
+    let mut answer = vec![0u8; 64 * 1024];
+    let n = rtnl.recv(&mut &mut answer[..], 0)?;
+    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer[..n])
+        .map_err(|e| anyhow::anyhow!("unreadable netlink answer: {e}"))?;
+    match reply.payload {
+        NetlinkPayload::Error(e) => match e.code {
+            Some(_) if e.to_io().raw_os_error() == Some(libc::ENODEV) => Ok(false),
+            Some(_) => Err(e.to_io().into()),
+            None => Ok(true),
+        },
+        _ => Ok(true),
+    }
 }
 
 /// The index of interface `name` in the calling thread's namespace.

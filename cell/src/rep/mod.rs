@@ -143,6 +143,9 @@ pub struct Rep<R: Runtime = Executor> {
     slots: Mutex<HashMap<String, Slot>>,
     evacuating: AtomicBool,
     sync_now: Notify,
+    /// The presence lease and when it was last granted or renewed, or why the cell
+    /// holds none (see [`Rep::presence_held`]).
+    lease: Mutex<Result<(i64, Instant), String>>,
 }
 
 mod bbs;
@@ -192,6 +195,7 @@ impl<R: Runtime> Rep<R> {
             slots: Mutex::new(HashMap::new()),
             evacuating: AtomicBool::new(false),
             sync_now: Notify::new(),
+            lease: Mutex::new(Err("not registered with the BBS yet".into())),
         })
     }
 

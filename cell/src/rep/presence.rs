@@ -46,6 +46,18 @@ impl<R: Runtime> Rep<R> {
         }
     }
 
+    /// Whether the cell holds its presence (its readiness, `GET /readyz`): the lease id
+    /// when the BBS granted or renewed it within its TTL, else why not.
+    pub fn presence_held(&self) -> Result<i64, String> {
+        held(&self.lease.lock().unwrap(), self.cfg.lease_ttl)
+    }
+
+    /// Records the BBS's answer about the lease: granted or renewed (`Ok(id)`) now,
+    /// or gone (why).
+    fn record_lease(&self, answer: Result<i64, String>) {
+        *self.lease.lock().unwrap() = answer.map(|id| (id, Instant::now()));
+    }
+
     /// Registers the cell under a fresh lease: (lease id).
     async fn announce(&self, bbs: &RepBbs) -> Result<i64, BbsError> {
         let ttl = self.cfg.lease_ttl.as_secs().max(1) as i64;
@@ -66,6 +78,7 @@ impl<R: Runtime> Rep<R> {
             match self.announce(&bbs).await {
                 Ok(id) => {
                     lease_id = id;
+                    self.record_lease(Ok(id));
                     tracing::info!(cell = %self.cfg.cell_id, lease_id, "cell presence held");
                     if announced_before {
                         // Whatever changed while the cell was gone (its tasks failed,
@@ -75,10 +88,14 @@ impl<R: Runtime> Rep<R> {
                     announced_before = true;
                     if let Some(why) = self.keep_lease(&bbs, lease_id, &shutdown).await {
                         tracing::warn!(cell = %self.cfg.cell_id, "cell lease lost ({why}): registering again");
+                        self.record_lease(Err(format!("its presence lease was lost: {why}")));
                         continue;
                     }
                 }
-                Err(e) => tracing::warn!("cannot announce the cell: {}", e.message),
+                Err(e) => {
+                    tracing::warn!("cannot announce the cell: {}", e.message);
+                    self.record_lease(Err(format!("cannot register with the BBS: {}", e.message)));
+                }
             }
             if shutdown.is_cancelled() {
                 break;
@@ -88,6 +105,7 @@ impl<R: Runtime> Rep<R> {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+        self.record_lease(Err("stopping".into()));
         if lease_id != 0 {
             let _ = bbs.revoke_lease(lease_id).await;
         }
@@ -107,8 +125,9 @@ impl<R: Runtime> Rep<R> {
                 _ = tokio::time::sleep(every) => {}
             }
             let answer = bbs.keep_alive_lease(lease_id).await;
-            if let LeaseState::Gone(why) = lease_state(answer) {
-                return Some(why);
+            match lease_state(answer) {
+                LeaseState::Alive => self.record_lease(Ok(lease_id)),
+                LeaseState::Gone(why) => return Some(why),
             }
         }
     }
@@ -131,6 +150,21 @@ fn lease_state(answer: Result<i64, BbsError>) -> LeaseState {
         Ok(ttl) if ttl > 0 => LeaseState::Alive,
         Ok(_) => LeaseState::Gone("the BBS no longer has it".into()),
         Err(e) => LeaseState::Gone(format!("renewing it failed: {}", e.message)),
+    }
+}
+
+/// Whether `lease` (an id and when it was last granted or renewed) is held: renewed
+/// within `ttl`, since the BBS expires it after that (a cell cut off from the BBS,
+/// whose renewals hang, stops being ready when its lease runs out).
+fn held(lease: &Result<(i64, Instant), String>, ttl: Duration) -> Result<i64, String> {
+    match lease {
+        Ok((id, at)) if at.elapsed() < ttl => Ok(*id),
+        Ok((_, at)) => Err(format!(
+            "its presence lease was last renewed {:.1}s ago, past its {}s TTL",
+            at.elapsed().as_secs_f64(),
+            ttl.as_secs()
+        )),
+        Err(why) => Err(why.clone()),
     }
 }
 
@@ -161,6 +195,16 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_lease_is_held_only_within_its_ttl_of_the_last_renewal() {
+        let ttl = Duration::from_secs(3);
+        assert_eq!(held(&Ok((7, Instant::now())), ttl), Ok(7));
+        let old = Instant::now() - Duration::from_secs(4);
+        let why = held(&Ok((7, old)), ttl).unwrap_err();
+        assert!(why.contains("past its 3s TTL"), "{why}");
+        assert_eq!(held(&Err("gone".into()), ttl), Err("gone".into()));
+    }
+
     /// The lease the cell's presence record is held under in `bbs` (0: none).
     async fn presence_lease(bbs: &lattice_bbs_client::fake::FakeBbs) -> i64 {
         let key = lattice_bbs::db::cell_key(super::super::fixtures::CELL);
@@ -187,6 +231,7 @@ mod tests {
 
         assert!(eventually_async(|| async { presence_lease(&bbs).await != 0 }).await);
         let first = presence_lease(&bbs).await;
+        assert!(eventually_async(|| async { rep.presence_held() == Ok(first) }).await);
         bbs.revoke_lease(first).await.unwrap();
         let again = || async {
             let lease = presence_lease(&bbs).await;
@@ -197,6 +242,7 @@ mod tests {
         shutdown.cancel();
         held.await.unwrap();
         assert_eq!(presence_lease(&bbs).await, 0, "its lease revoked");
+        assert_eq!(rep.presence_held(), Err("stopping".into()));
     }
 
     /// Issue 27 item 16: never more container slots than container addresses.

@@ -257,7 +257,13 @@ async fn shutdown_signal() {
     }
 }
 
-async fn start_bbs(a: BbsArgs, logs: LogBuffer) -> anyhow::Result<server::RunningBbs> {
+/// Starts a BBS with `lattice bbs`'s flags; its public API takes connections once
+/// `api_opens` turns true (at once without one).
+async fn start_bbs(
+    a: BbsArgs,
+    logs: LogBuffer,
+    api_opens: Option<tokio::sync::watch::Receiver<bool>>,
+) -> anyhow::Result<server::RunningBbs> {
     if let Some(auth) = &a.basic_auth {
         anyhow::ensure!(
             auth.contains(':'),
@@ -274,6 +280,7 @@ async fn start_bbs(a: BbsArgs, logs: LogBuffer) -> anyhow::Result<server::Runnin
         blob_dir: a.blob_dir,
         advertise_url: a.advertise_url,
         api_limits: Default::default(),
+        api_opens,
     })
     .await
     .context("starting the BBS")
@@ -281,7 +288,7 @@ async fn start_bbs(a: BbsArgs, logs: LogBuffer) -> anyhow::Result<server::Runnin
 
 async fn run_bbs(a: BbsArgs, logs: LogBuffer) -> anyhow::Result<()> {
     let store = a.store.clone();
-    let bbs = start_bbs(a, logs).await?;
+    let bbs = start_bbs(a, logs, None).await?;
     // One machine-readable line for scripts and tests.
     println!(
         "lattice bbs ready grpc={} api={} store={store:?}",
@@ -313,23 +320,46 @@ fn brain_config(a: &BrainArgs) -> anyhow::Result<lattice_brain::leader::BrainCon
     Ok(cfg)
 }
 
-/// Serves `/metrics` (what `render` returns) on `listen`.
-async fn serve_metrics(listen: SocketAddr, render: fn() -> String) -> anyhow::Result<SocketAddr> {
+/// Serves `/metrics` (what `render` returns) and `/readyz` (200 with what `ready`
+/// says when it is `Ok`, 503 with the reason otherwise) on `listen`.
+async fn serve_metrics(
+    listen: SocketAddr,
+    render: fn() -> String,
+    ready: impl Fn() -> Result<String, String> + Clone + Send + Sync + 'static,
+) -> anyhow::Result<SocketAddr> {
+    use axum::http::StatusCode;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding --metrics-listen {listen}"))?;
     let addr = listener.local_addr()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || async move { render() }),
-    );
+    let readyz = move || async move {
+        match ready() {
+            Ok(what) => (StatusCode::OK, format!("ready: {what}\n")),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move { render() }),
+        )
+        .route("/readyz", axum::routing::get(readyz));
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(addr)
 }
 
 async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
     let cfg = brain_config(&a)?;
-    let metrics_addr = serve_metrics(a.metrics_listen, lattice_brain::metrics::render).await?;
+    let leader = cfg.leader.clone();
+    let metrics_addr = serve_metrics(
+        a.metrics_listen,
+        lattice_brain::metrics::render,
+        move || leader.get().map(|l| format!("{l} leads")),
+    )
+    .await?;
     println!(
         "lattice brain ready id={} bbs={} metrics={}",
         cfg.id, a.bbs, metrics_addr
@@ -525,7 +555,6 @@ async fn start_router(
 }
 
 async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
-    let metrics_addr = serve_metrics(a.metrics_listen, lattice_router::metrics::render).await?;
     let logs = a.api.clone().map(|api| {
         let (sink, rx) = lattice_router::logs::channel();
         tokio::spawn(lattice_router::logs::post_to_api(
@@ -536,6 +565,12 @@ async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
         sink
     });
     let router = start_router(&a, logs).await?;
+    let metrics_addr = serve_metrics(
+        a.metrics_listen,
+        lattice_router::metrics::render,
+        router.readiness(),
+    )
+    .await?;
     println!(
         "lattice router ready listen={} domain={} bbs={} metrics={metrics_addr}",
         router.addr, a.domain, a.bbs

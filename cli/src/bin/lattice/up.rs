@@ -104,7 +104,10 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         forced.push(format!("--basic-auth={auth}"));
     }
     let bbs_args: BbsArgs = component_args(config, "bbs", &forced)?;
-    let bbs = crate::start_bbs(bbs_args, debug_logs.clone()).await?;
+    // Its public API opens once the cell registered: work sent as soon as the API
+    // answers finds the cell (a volume its driver, a Task its place).
+    let (open_api, api_opens) = tokio::sync::watch::channel(false);
+    let bbs = crate::start_bbs(bbs_args, debug_logs.clone(), Some(api_opens)).await?;
     let grpc = bbs.grpc_addr.to_string();
     let api = loopback(bbs.api_addr);
 
@@ -121,6 +124,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     let cell = lattice_cell::server::start(crate::cell_config(&cell_args)?).await?;
     let cell_id = cell.rep.config().cell_id.clone();
     cell_announced(&bbs, &cell_id).await?;
+    let _ = open_api.send(true);
 
     // The router, its access lines straight into the BBS's log buffer.
     let router_args: RouterArgs = component_args(
@@ -142,10 +146,16 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     let router = crate::start_router(&router_args, Some(sink)).await?;
 
     let brain_args: BrainArgs = component_args(config, "brain", &[format!("--bbs={grpc}")])?;
-    let brain = lattice_brain::server::start(&grpc, crate::brain_config(&brain_args)?)?;
-    let metrics = crate::serve_metrics(a.metrics_listen, || {
-        lattice_brain::metrics::render() + &lattice_router::metrics::render()
-    })
+    let brain_config = crate::brain_config(&brain_args)?;
+    let leader = brain_config.leader.clone();
+    let brain = lattice_brain::server::start(&grpc, brain_config)?;
+    let routes = router.readiness();
+    let metrics = crate::serve_metrics(
+        a.metrics_listen,
+        || lattice_brain::metrics::render() + &lattice_router::metrics::render(),
+        // The brain's and the router's readiness: both must be.
+        move || Ok(format!("{} leads; {}", leader.get()?, routes()?)),
+    )
     .await?;
 
     print_ready(

@@ -1,0 +1,96 @@
+//! A whole cluster on a [`Lan`], every component on a host of its own: etcd, the BBS
+//! (on etcd), a brain converging every second, cells, the router, and an "outside"
+//! host running a plain HTTP server (as a machine beyond the cluster). The base of the
+//! multi-host end-to-end tests (`tests/tests/multihost.rs`).
+
+use crate::hosts::{EtcdOnHost, Host, HttpServer, Lan};
+use crate::{BbsProcess, BrainProcess, CellProcess, RouterProcess};
+
+/// What the outside host's server answers at `/`.
+pub const OUTSIDE_BODY: &str = "hello from outside\n";
+
+/// Every component on a host of its own. Fields drop in order: the processes first
+/// (each cell destroying its containers), the LAN (its switch) last.
+pub struct LanCluster {
+    /// On host `router`: apps at IP:8080 (`Host: APP.lattice.localhost`).
+    pub router: RouterProcess,
+    /// `cell-I` on `cell_hosts[I]`, in the order started.
+    pub cells: Vec<CellProcess>,
+    /// `brain-0` on host `brain`.
+    pub brain: BrainProcess,
+    /// On host `bbs`, its store on etcd.
+    pub bbs: BbsProcess,
+    /// On host `etcd`.
+    pub etcd: EtcdOnHost,
+    /// On the outside host at IP:80, answering [`OUTSIDE_BODY`].
+    pub httpd: HttpServer,
+    pub outside: Host,
+    /// Host `cellI` for cell `cell-I`.
+    pub cell_hosts: Vec<Host>,
+    pub lan: Lan,
+}
+
+impl LanCluster {
+    /// A cluster with `cells` cells.
+    pub fn start(cells: usize) -> LanCluster {
+        Self::start_with(cells, cells)
+    }
+
+    /// A cluster with `hosts` cell hosts and cells started on the first `cells` of them
+    /// (the others for [`LanCluster::start_cell`]).
+    pub fn start_with(hosts: usize, cells: usize) -> LanCluster {
+        let lan = Lan::new();
+        let etcd_host = lan.host("etcd");
+        let bbs_host = lan.host("bbs");
+        let brain_host = lan.host("brain");
+        let router_host = lan.host("router");
+        let outside = lan.host("outside");
+        let cell_hosts: Vec<Host> = (0..hosts).map(|i| lan.host(&format!("cell{i}"))).collect();
+        let httpd = HttpServer::start(&outside, OUTSIDE_BODY);
+        let etcd = EtcdOnHost::start(&etcd_host);
+        let bbs = BbsProcess::start_on(&bbs_host, &format!("etcd://{}", etcd.endpoint), &[]);
+        let brain = BrainProcess::start_on(
+            &brain_host,
+            &bbs.grpc,
+            "brain-0",
+            &["--lock-ttl", "2", "--convergence-interval", "1"],
+        );
+        let router = RouterProcess::start_on(&router_host, &bbs.grpc);
+        let mut cluster = LanCluster {
+            router,
+            cells: vec![],
+            brain,
+            bbs,
+            etcd,
+            httpd,
+            outside,
+            cell_hosts,
+            lan,
+        };
+        for i in 0..cells {
+            cluster.start_cell(i, &[]);
+        }
+        cluster
+    }
+
+    /// Starts cell `cell-I` on cell host `i`, with `extra` flags (they override the
+    /// harness's: `--lease-ttl`, `--subnet`…).
+    pub fn start_cell(&mut self, i: usize, extra: &[&str]) {
+        let cell = CellProcess::start_on(
+            &self.cell_hosts[i],
+            &self.bbs.grpc,
+            &format!("cell-{i}"),
+            extra,
+        );
+        self.cells.push(cell);
+    }
+
+    /// `GET /` of `app` through the router, from the outside host.
+    pub fn get(&self, app: &str) -> Option<(u16, String)> {
+        self.outside.http_get(
+            &self.router.listen,
+            "/",
+            Some(&format!("{app}.lattice.localhost")),
+        )
+    }
+}
