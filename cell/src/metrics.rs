@@ -1,9 +1,10 @@
 //! The cell's Prometheus metrics: containers by state, starts, crashes, the time from
-//! receiving work to RUNNING, each container's memory and CPU, and the volumes.
+//! receiving work to RUNNING, each container's memory and CPU, the volumes, and the
+//! DNS server's answers.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// One rep's metrics (a registry per rep, so several cells in one process stay apart).
@@ -21,6 +22,8 @@ pub struct Metrics {
     pub volume_pool: IntGaugeVec,
     /// Each volume's bytes by kind (size, used).
     pub volumes: IntGaugeVec,
+    /// Queries to the cell's DNS server, by answer (see [`crate::dns::AnswerKind`]).
+    pub dns_queries: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -87,8 +90,10 @@ impl Metrics {
             &["volume", "kind"],
         )
         .unwrap();
+        let dns_queries = crate::dns::queries_metric();
         for c in [
             Box::new(containers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(dns_queries.clone()),
             Box::new(volume_pool.clone()),
             Box::new(volumes.clone()),
             Box::new(starts.clone()),
@@ -111,6 +116,7 @@ impl Metrics {
             cpu,
             volume_pool,
             volumes,
+            dns_queries,
         }
     }
 

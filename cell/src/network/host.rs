@@ -48,7 +48,7 @@ impl Host for KernelHost {
             addresses::configure_bridge(&cfg.bridge, cfg.gateway, cfg.prefix)
                 .with_context(|| format!("creating bridge {}", cfg.bridge))?;
         }
-        firewall::install(&cfg.bridge)?;
+        firewall::install(&cfg.bridge, cfg.gateway)?;
         namespace::forget_dead_spares(&cfg.bridge);
         Ok(())
     }
