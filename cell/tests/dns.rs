@@ -216,3 +216,102 @@ async fn a_server_on_an_address_the_host_lacks_says_so() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_container_reaches_another_by_name_through_the_cells_dns() {
+    use lattice_cell::shim::ShimEvent;
+    use lattice_cell::testing::{leftovers, request, wait_event, TestExecutor};
+    use lattice_specs::testing::sh;
+
+    let t = TestExecutor::new();
+    let net = t.exec.network().config().clone();
+    let bbs = FakeBbs::start().await;
+    let d = lattice_specs::testing::desired_lrp("web", 1);
+    bbs.db().desire_lrp(d).await.unwrap();
+    // The cell's own server, on the bridge's gateway; nothing to forward to.
+    let cfg = DnsConfig {
+        upstream: Upstream::Servers(vec![]),
+        ..DnsConfig::for_network(&net)
+    };
+    let dns = Dns::start(
+        &cfg,
+        Arc::new(bbs.clone()),
+        lattice_cell::dns::queries_metric(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(dns.local_addr(), SocketAddr::from((net.gateway, 53)));
+
+    let web = t
+        .exec
+        .create(request(
+            "dns-web",
+            sh("mkdir -p /www && echo hello-by-name > /www/index.html && exec httpd -f -p 8080 -h /www"),
+        ))
+        .await
+        .unwrap();
+    run(&bbs, "web", 0, &web.ip().to_string()).await;
+    becomes(
+        &client(dns.local_addr(), false),
+        "web.apps.internal.",
+        Ok(vec![web.ip()]),
+    )
+    .await;
+
+    // Plain `wget` (Debian busybox's `wget -T` crashes), retried while httpd starts.
+    let script = "cat /etc/resolv.conf > /tmp/resolv; cat /etc/hosts > /tmp/hosts; \
+        nslookup web.apps.internal > /tmp/ns 2>&1; \
+        i=0; until wget -q -O- http://web.apps.internal:8080/ > /tmp/page; do \
+          i=$((i+1)); [ $i -ge 50 ] && exit 1; sleep 0.2; done; \
+        wget -q -O- http://web:8080/ > /tmp/short";
+    let client_info = t
+        .exec
+        .create(request("dns-client", sh(script)))
+        .await
+        .unwrap();
+    let exited = wait_event(&t.exec, "dns-client", Duration::from_secs(30), |e| {
+        matches!(e, ShimEvent::Exited { .. })
+    })
+    .await;
+    let read = |path: &'static str| {
+        let exec = t.exec.clone();
+        async move { exec.read_file("dns-client", path).await.unwrap_or_default() }
+    };
+    let (resolv, hosts, ns, page, short) = (
+        read("/tmp/resolv").await,
+        read("/tmp/hosts").await,
+        read("/tmp/ns").await,
+        read("/tmp/page").await,
+        read("/tmp/short").await,
+    );
+    assert!(
+        matches!(exited, ShimEvent::Exited { failed: false, .. }),
+        "{exited:?}; resolv.conf: {resolv}; nslookup: {ns}"
+    );
+    assert_eq!(
+        resolv,
+        format!(
+            "nameserver {}\nsearch apps.internal\noptions ndots:1\n",
+            net.gateway
+        )
+    );
+    assert!(
+        hosts.contains("127.0.0.1 localhost")
+            && hosts.contains(&format!("{} dns-client", client_info.ip())),
+        "{hosts}"
+    );
+    assert!(ns.contains(&web.ip().to_string()), "nslookup: {ns}");
+    assert_eq!(page.trim(), "hello-by-name");
+    assert_eq!(
+        short.trim(),
+        "hello-by-name",
+        "the short name through the search domain"
+    );
+
+    dns.stop().await;
+    for handle in ["dns-client", "dns-web"] {
+        t.exec.destroy(handle).await;
+        let left = leftovers(&t.exec, handle);
+        assert!(left.is_empty(), "{handle} left behind: {left:?}");
+    }
+}
