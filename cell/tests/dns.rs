@@ -315,3 +315,138 @@ async fn a_container_reaches_another_by_name_through_the_cells_dns() {
         assert!(left.is_empty(), "{handle} left behind: {left:?}");
     }
 }
+
+/// The in-process BBS behind a switch: while `down`, every call fails and the event
+/// stream open at the time ends.
+#[derive(Clone)]
+struct Flaky {
+    inner: FakeBbs,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl Flaky {
+    fn check(&self) -> lattice_bbs_client::Result<()> {
+        if *self.down.borrow() {
+            Err(tonic::Status::unavailable("the BBS is down (test)").into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl lattice_bbs_client::Events for Flaky {
+    async fn subscribe_events(
+        &self,
+    ) -> lattice_bbs_client::Result<lattice_bbs_client::EventStream> {
+        use futures::StreamExt as _;
+        self.check()?;
+        let mut down = self.down.subscribe();
+        let cut = async move {
+            let _ = down.wait_for(|d| *d).await;
+        };
+        Ok(self.inner.subscribe_events().await?.take_until(cut).boxed())
+    }
+}
+
+#[async_trait::async_trait]
+impl lattice_bbs_client::Reads for Flaky {
+    async fn desired_lrps(
+        &self,
+    ) -> lattice_bbs_client::Result<Vec<lattice_specs::models::DesiredLrp>> {
+        self.check()?;
+        self.inner.desired_lrps().await
+    }
+    async fn desired_lrp(
+        &self,
+        guid: &str,
+    ) -> lattice_bbs_client::Result<lattice_specs::models::DesiredLrp> {
+        self.check()?;
+        self.inner.desired_lrp(guid).await
+    }
+    async fn actual_lrps(
+        &self,
+        filter: &lattice_bbs_client::ActualLrpFilter,
+    ) -> lattice_bbs_client::Result<Vec<lattice_specs::models::ActualLrp>> {
+        self.check()?;
+        self.inner.actual_lrps(filter).await
+    }
+    async fn tasks(
+        &self,
+        filter: &lattice_bbs_client::TaskFilter,
+    ) -> lattice_bbs_client::Result<Vec<lattice_specs::models::Task>> {
+        self.check()?;
+        self.inner.tasks(filter).await
+    }
+    async fn task(&self, guid: &str) -> lattice_bbs_client::Result<lattice_specs::models::Task> {
+        self.check()?;
+        self.inner.task(guid).await
+    }
+    async fn cells(&self) -> lattice_bbs_client::Result<Vec<lattice_specs::models::CellPresence>> {
+        self.check()?;
+        self.inner.cells().await
+    }
+    async fn domains(&self) -> lattice_bbs_client::Result<Vec<lattice_specs::models::Domain>> {
+        self.check()?;
+        self.inner.domains().await
+    }
+    async fn volumes(
+        &self,
+        cell_id: &str,
+    ) -> lattice_bbs_client::Result<Vec<lattice_specs::models::Volume>> {
+        self.check()?;
+        self.inner.volumes(cell_id).await
+    }
+}
+
+#[tokio::test]
+async fn names_outlive_the_bbs_going_away_and_catch_up_when_it_is_back() {
+    use lattice_bbs_client::Reads as _;
+    let inner = FakeBbs::start().await;
+    for guid in ["web", "api"] {
+        let d = lattice_specs::testing::desired_lrp(guid, 1);
+        inner.db().desire_lrp(d).await.unwrap();
+    }
+    run(&inner, "web", 0, "10.255.0.2").await;
+    let (down, _) = tokio::sync::watch::channel(false);
+    let bbs = Flaky {
+        inner: inner.clone(),
+        down,
+    };
+    let cfg = DnsConfig {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        domain: "apps.internal".into(),
+        upstream: Upstream::Servers(vec![]),
+        resync_every: Duration::from_secs(3600),
+    };
+    let dns = Dns::start(
+        &cfg,
+        Arc::new(bbs.clone()),
+        lattice_cell::dns::queries_metric(),
+    )
+    .await
+    .unwrap();
+    let c = client(dns.local_addr(), false);
+    becomes(&c, "web.apps.internal.", Ok(vec![ip("10.255.0.2")])).await;
+
+    // The BBS goes away: the stream ends, reconnecting fails; the names stay.
+    bbs.down.send_replace(true);
+    assert!(bbs.actual_lrps(&Default::default()).await.is_err());
+    run(&inner, "api", 0, "10.255.0.9").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        a_records(&c, "web.apps.internal.").await,
+        Ok(vec![ip("10.255.0.2")])
+    );
+    assert_eq!(
+        a_records(&c, "api.apps.internal.").await,
+        Err(true),
+        "what happened while it was away is not known yet"
+    );
+
+    // Back: resubscribed, and the snapshot brings what was missed.
+    bbs.down.send_replace(false);
+    let caught_up = becomes(&c, "api.apps.internal.", Ok(vec![ip("10.255.0.9")])).await;
+    assert!(caught_up < Duration::from_secs(5), "{caught_up:?}");
+    dns.stop().await;
+}
