@@ -63,19 +63,25 @@ fn ip(s: &str) -> Ipv4Addr {
 
 /// A DNS server for `domain` on loopback, fed by `bbs`, forwarding to `upstream`.
 async fn start(bbs: &FakeBbs, domain: &str, upstream: Upstream) -> Dns {
+    start_counted(bbs, domain, upstream, lattice_cell::dns::queries_metric()).await
+}
+
+/// [`start`], its answers counted in `queries`.
+async fn start_counted(
+    bbs: &FakeBbs,
+    domain: &str,
+    upstream: Upstream,
+    queries: prometheus::IntCounterVec,
+) -> Dns {
     let cfg = DnsConfig {
         listen: (Ipv4Addr::LOCALHOST, 0).into(),
         domain: domain.into(),
         upstream,
         resync_every: Duration::from_secs(3600),
     };
-    Dns::start(
-        &cfg,
-        Arc::new(bbs.clone()),
-        lattice_cell::dns::queries_metric(),
-    )
-    .await
-    .unwrap()
+    Dns::start(&cfg, Arc::new(bbs.clone()), queries)
+        .await
+        .unwrap()
 }
 
 /// Makes instance `index` of `guid` RUNNING at `addr`.
@@ -122,10 +128,12 @@ async fn instances_are_named_as_they_run_and_stop_and_other_names_are_forwarded(
     }
     run(&bbs, "web", 0, "10.255.0.2").await;
     run(&bbs, "web", 1, "10.255.1.3").await;
-    let dns = start(
+    let queries = lattice_cell::dns::queries_metric();
+    let dns = start_counted(
         &bbs,
         "apps.internal",
         Upstream::Servers(vec![upstream.local_addr()]),
+        queries.clone(),
     )
     .await;
     let (udp, tcp) = (
@@ -179,6 +187,14 @@ async fn instances_are_named_as_they_run_and_stop_and_other_names_are_forwarded(
         Ok(vec![ip("192.0.2.7")])
     );
     assert_eq!(a_records(&udp, "missing.example.test.").await, Err(true));
+
+    // Every answer was counted by its kind.
+    let count = |kind: &str| queries.with_label_values(&[kind]).get();
+    assert!(count("address") >= 5, "{}", count("address"));
+    assert!(count("nxdomain") >= 4, "{}", count("nxdomain"));
+    assert_eq!(count("nodata"), 1, "the AAAA question");
+    assert_eq!(count("forwarded"), 3);
+    assert_eq!(count("servfail"), 0);
 
     dns.stop().await;
     upstream.stop().await;
