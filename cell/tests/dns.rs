@@ -459,6 +459,7 @@ async fn names_outlive_the_bbs_going_away_and_catch_up_when_it_is_back() {
         Err(true),
         "what happened while it was away is not known yet"
     );
+    assert_eq!(dns.table().len(), 1, "the records it last knew");
 
     // Back: resubscribed, and the snapshot brings what was missed.
     bbs.down.send_replace(false);
