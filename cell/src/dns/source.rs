@@ -1,9 +1,9 @@
 //! The table's feed: the BBS's actual LRPs, followed with the shared loop of
 //! [`lattice_bbs_client::follow`] (a snapshot, then events; resubscribed after the
-//! stream breaks, the last known records kept meanwhile).
+//! stream breaks, the last known records kept meanwhile, which it logs).
 
 use async_trait::async_trait;
-use lattice_bbs_client::follow::{Follower, Lost};
+use lattice_bbs_client::follow::Follower;
 use lattice_bbs_client::{ActualLrpFilter, BbsError, Reads};
 use lattice_specs::events::event::Event as Kind;
 
@@ -24,9 +24,5 @@ impl Follower for Table {
         ) {
             self.update(|r| r.apply(event));
         }
-    }
-
-    fn lost(&self, error: &Lost) {
-        tracing::warn!(%error, "DNS: lost the BBS; answering from the records it last gave");
     }
 }
