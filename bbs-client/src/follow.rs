@@ -38,8 +38,8 @@ pub enum Lost {
     StreamEnded,
 }
 
-/// Follows `bbs` (its events and reads) forever into `follower`. `ready` turns true after the first
-/// snapshot; the snapshot is read again every `resync_every`.
+/// Follows `bbs` (its events and reads) forever into `follower`. `ready` turns
+/// true after the first snapshot; the snapshot is read again every `resync_every`.
 pub async fn follow(
     bbs: &dyn RouterBbs,
     follower: &dyn Follower,
