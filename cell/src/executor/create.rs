@@ -292,7 +292,7 @@ impl Executor {
     /// network of its own, its /etc/resolv.conf (the cell's DNS server; under host
     /// networking the host's resolv.conf is bound in instead, see
     /// [`crate::bundle`]). Written inside the container's root (the image's files
-    /// may be symlinks, which are replaced); an image without /etc gets none.
+    /// may be symlinks or worse, which are replaced); an image without /etc gets none.
     async fn write_etc(&self, info: &ContainerInfo, rootfs: &Path) {
         let net = self.network.config();
         let mut files = vec![(
@@ -311,7 +311,9 @@ impl Executor {
                     if !p.parent().is_some_and(Path::is_dir) {
                         return Ok(());
                     }
-                    if p.is_symlink() {
+                    // A symlink, FIFO or device in the image is replaced (writing
+                    // to a FIFO would wait for a reader forever).
+                    if std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file()) {
                         std::fs::remove_file(p)?;
                     }
                     std::fs::write(p, content)
