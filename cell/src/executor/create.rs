@@ -307,21 +307,50 @@ impl Executor {
         }
         for (path, content) in files {
             let written = crate::inroot::Rooted::new(rootfs, path)
-                .run(move |p| {
-                    if !p.parent().is_some_and(Path::is_dir) {
-                        return Ok(());
-                    }
-                    // A symlink, FIFO or device in the image is replaced (writing
-                    // to a FIFO would wait for a reader forever).
-                    if std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file()) {
-                        std::fs::remove_file(p)?;
-                    }
-                    std::fs::write(p, content)
-                })
+                .run(move |p| write_replacing(p, &content))
                 .await;
             if let Err(e) = written.and_then(|r| r) {
                 tracing::warn!(handle = info.handle(), path, error = %e, "could not write the container's file");
             }
         }
+    }
+}
+
+/// Writes `content` at `p` as a regular file, unless its directory is missing. A
+/// symlink, FIFO or device there is replaced, never written through (writing to a
+/// FIFO would wait for a reader forever).
+fn write_replacing(p: &Path, content: &str) -> std::io::Result<()> {
+    if !p.parent().is_some_and(Path::is_dir) {
+        return Ok(());
+    }
+    if std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file()) {
+        std::fs::remove_file(p)?;
+    }
+    std::fs::write(p, content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_or_symlink_in_place_of_a_file_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fifo, link, target) = (
+            dir.path().join("hosts"),
+            dir.path().join("resolv.conf"),
+            dir.path().join("elsewhere"),
+        );
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::write(&target, "untouched").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_replacing(&fifo, "a").unwrap();
+        write_replacing(&link, "b").unwrap();
+        assert_eq!(std::fs::read_to_string(&fifo).unwrap(), "a");
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "b");
+        assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        write_replacing(&dir.path().join("no-etc/hosts"), "c").unwrap();
+        assert!(!dir.path().join("no-etc").exists());
     }
 }
