@@ -12,12 +12,15 @@
 //! fencing token once fenced (the brain, once it leads). With the `fake`
 //! feature, `fake::FakeBbs` implements them in-process over the real BBS
 //! database on an embedded store, so a fake refuses what the real BBS refuses.
+//! [`follow`] keeps a [`Follower`] (the router's routes, a cell's DNS records)
+//! current from the BBS's snapshot and event stream.
 
 pub mod api;
 pub mod apply;
 pub mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod follow;
 pub mod grpc;
 
 pub use api::VolumePlacement;
@@ -28,4 +31,5 @@ pub use api::{
 };
 pub use apply::apply_all;
 pub use error::{BbsError, Result};
+pub use follow::{follow, Follower};
 pub use grpc::{bbs_client, GrpcBbs};

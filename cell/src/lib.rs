@@ -2,9 +2,11 @@
 //! (images mounted copy-on-write, a network namespace each, cgroup limits, actions,
 //! health checks, logs), and the **rep** holds the cell's presence in the BBS, answers
 //! the auctioneer, claims and runs the work it wins and reports the truth about it.
+//! Its **DNS server** (`dns`) names apps' instances for the containers.
 
 pub mod bundle;
 pub mod cgroup;
+pub mod dns;
 pub mod executor;
 pub mod image;
 pub mod inroot;

@@ -1,10 +1,10 @@
 //! The cell's Prometheus metrics: containers by state, starts, crashes, the time from
 //! receiving work to RUNNING, each container's memory and CPU, the volumes, and the
-//! connections logged egress rules allowed.
+//! connections logged egress rules allowed, the DNS server's answers.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// One rep's metrics (a registry per rep, so several cells in one process stay apart).
@@ -24,6 +24,8 @@ pub struct Metrics {
     pub volumes: IntGaugeVec,
     /// Connections allowed by egress rules with `log: true`.
     pub logged_connections: IntCounter,
+    /// Queries to the cell's DNS server, by answer (see [`crate::dns::AnswerKind`]).
+    pub dns_queries: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -95,9 +97,11 @@ impl Metrics {
             "Connections containers opened that egress rules with log: true allowed (each a line in the app's log).",
         )
         .unwrap();
+        let dns_queries = crate::dns::queries_metric();
         for c in [
             Box::new(containers.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(logged_connections.clone()),
+            Box::new(dns_queries.clone()),
             Box::new(volume_pool.clone()),
             Box::new(volumes.clone()),
             Box::new(starts.clone()),
@@ -121,6 +125,7 @@ impl Metrics {
             volume_pool,
             volumes,
             logged_connections,
+            dns_queries,
         }
     }
 

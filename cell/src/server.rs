@@ -1,6 +1,7 @@
 //! Running a cell: the rep's gRPC API (for the auctioneer) and its HTTP endpoints
 //! (`/metrics`, `/readyz`, `/v1/logs/LOG_GUID`, `/v1/containers`) on one listener, plus the rep's
-//! presence, sync and event loops. [`start`] brings a cell up from its [`CellConfig`].
+//! presence, sync and event loops, and the cell's DNS server (see [`crate::dns`]).
+//! [`start`] brings a cell up from its [`CellConfig`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use crate::rep::{Rep, RepConfig, RepGrpc};
 pub struct RunningCell {
     pub addr: SocketAddr,
     pub rep: Arc<Rep>,
+    /// The DNS server on the bridge's gateway address.
+    dns: crate::dns::Dns,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Reads the connections logged egress rules allow, into the apps' logs.
@@ -36,6 +39,7 @@ impl RunningCell {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.dns.stop().await;
         self.rep.close_executor();
     }
 
@@ -69,7 +73,8 @@ pub struct CellConfig {
 }
 
 /// Starts a cell: the executor (re-adopting what an earlier run left), the rep's
-/// listener, and the rep's presence, sync and event loops.
+/// listener, the rep's presence, sync and event loops, and the DNS server on the
+/// bridge's gateway (port 53; an address it cannot listen on is an error).
 pub async fn start(mut cfg: CellConfig) -> anyhow::Result<RunningCell> {
     anyhow::ensure!(
         is_root(),
@@ -113,8 +118,11 @@ async fn serve(
     listener: tokio::net::TcpListener,
 ) -> anyhow::Result<RunningCell> {
     let addr = listener.local_addr()?;
-    let bbs = lattice_bbs_client::GrpcBbs::connect_lazy(bbs_addr)?;
-    let rep = Rep::new(cfg, Arc::new(bbs), exec);
+    let bbs = Arc::new(lattice_bbs_client::GrpcBbs::connect_lazy(bbs_addr)?);
+    let dns_cfg = crate::dns::DnsConfig::for_network(&exec.config().network);
+    let rep = Rep::new(cfg, bbs.clone(), exec);
+    // Listening is all it waits for: its records fill as the BBS answers.
+    let dns = crate::dns::Dns::start(&dns_cfg, bbs, rep.metrics.dns_queries.clone()).await?;
     let shutdown = CancellationToken::new();
 
     let grpc = tonic::service::Routes::new(RepServer::new(RepGrpc(rep.clone())))
@@ -148,6 +156,7 @@ async fn serve(
         addr,
         _logged: log_connections(&rep),
         rep,
+        dns,
         shutdown,
         tasks: vec![serve, run],
     })

@@ -1,6 +1,7 @@
 //! The route-emitter's job, inside the router: build the table from a BBS
 //! snapshot, keep it current from the BBS event stream, and re-read the whole
-//! snapshot periodically to correct anything missed.
+//! snapshot periodically to correct anything missed (the loop is
+//! [`lattice_bbs_client::follow`]'s, shared with the cell's DNS).
 //!
 //! Losing the BBS keeps the last good table (instances still answer) while it
 //! reconnects; an instance that an event said is gone is never served again.
@@ -9,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use futures::StreamExt;
-use lattice_bbs_client::{ActualLrpFilter, BbsError, GrpcBbs, RouterBbs};
+use lattice_bbs_client::follow::{Follower, Lost};
+use lattice_bbs_client::{ActualLrpFilter, BbsError, GrpcBbs, Reads, RouterBbs};
 use lattice_specs::events::event::Event as Kind;
 use tokio::sync::watch;
 
@@ -109,25 +110,23 @@ impl Routes {
     }
 }
 
-/// The first wait before reconnecting to the BBS; it doubles up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-/// The longest wait before reconnecting to the BBS.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The routes follow the BBS's desired and actual LRPs (see [`lattice_bbs_client::follow`]).
+#[async_trait::async_trait]
+impl Follower for Routes {
+    async fn resync(&self, bbs: &dyn Reads) -> Result<(), BbsError> {
+        let desired = bbs.desired_lrps().await?;
+        let actual = bbs.actual_lrps(&ActualLrpFilter::default()).await?;
+        self.update(|t| t.reset(&desired, &actual));
+        Ok(())
+    }
 
-/// Why following the BBS stopped (it is then followed again).
-#[derive(Debug, thiserror::Error)]
-enum Lost {
-    #[error("{0}")]
-    Bbs(#[from] BbsError),
-    #[error("event stream ended")]
-    StreamEnded,
-}
+    fn apply(&self, event: &Kind) {
+        Routes::apply(self, event)
+    }
 
-async fn snapshot(bbs: &dyn RouterBbs, routes: &Routes) -> Result<(), BbsError> {
-    let desired = bbs.desired_lrps().await?;
-    let actual = bbs.actual_lrps(&ActualLrpFilter::default()).await?;
-    routes.update(|t| t.reset(&desired, &actual));
-    Ok(())
+    fn lost(&self, _error: &Lost) {
+        m::BBS_ERRORS.inc();
+    }
 }
 
 /// Follow the BBS at `bbs` (host:port or a URL) forever. `ready` turns true after
@@ -151,48 +150,7 @@ pub async fn follow_bbs(
     resync_every: Duration,
     ready: watch::Sender<bool>,
 ) {
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        let result = follow_once(bbs, &routes, resync_every, &ready, &mut backoff).await;
-        if let Err(e) = result {
-            m::BBS_ERRORS.inc();
-            tracing::warn!(error = %e, "lost the BBS; keeping the last routes and reconnecting");
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-/// Subscribe, read the snapshot, then apply events (and re-read the snapshot every
-/// `resync_every`) until the BBS is lost. The backoff resets once a snapshot is read.
-async fn follow_once(
-    bbs: &dyn RouterBbs,
-    routes: &Routes,
-    resync_every: Duration,
-    ready: &watch::Sender<bool>,
-    backoff: &mut Duration,
-) -> Result<(), Lost> {
-    // Subscribe before reading the snapshot so that nothing falls between them.
-    let mut stream = bbs.subscribe_events().await?;
-    snapshot(bbs, routes).await?;
-    let _ = ready.send(true);
-    *backoff = BACKOFF_MIN;
-    let mut resync = tokio::time::interval(resync_every);
-    resync.tick().await;
-    loop {
-        tokio::select! {
-            msg = stream.next() => match msg {
-                Some(Ok(e)) => {
-                    if let Some(kind) = &e.event {
-                        routes.apply(kind);
-                    }
-                }
-                None => return Err(Lost::StreamEnded),
-                Some(Err(e)) => return Err(e.into()),
-            },
-            _ = resync.tick() => snapshot(bbs, routes).await?,
-        }
-    }
+    lattice_bbs_client::follow(bbs, routes.as_ref(), resync_every, &ready).await
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+use lattice_specs::actual_lrp::{is_stale as stale, same_incarnation};
 use lattice_specs::models::actual_lrp::State;
 use lattice_specs::models::{ActualLrp, DesiredLrp, ModificationTag};
 use lattice_specs::routes::CfRoute;
@@ -106,14 +107,6 @@ pub fn routes_of(d: &DesiredLrp) -> Vec<(String, u32)> {
     out.sort();
     out.dedup();
     out
-}
-
-/// Is `new` older than `held` (same incarnation, lower index)?
-fn stale(held: Option<&ModificationTag>, new: Option<&ModificationTag>) -> bool {
-    match (held, new) {
-        (Some(h), Some(n)) => h.epoch == n.epoch && n.index < h.index,
-        _ => false,
-    }
 }
 
 fn instance_key(a: &ActualLrp) -> InstanceKey {
@@ -253,8 +246,10 @@ impl RouteTable {
         let k = instance_key(a);
         match self.instances.get(&k) {
             Some(held)
-                if held.modification_tag.as_ref().map(|t| &t.epoch)
-                    != a.modification_tag.as_ref().map(|t| &t.epoch) =>
+                if !same_incarnation(
+                    held.modification_tag.as_ref(),
+                    a.modification_tag.as_ref(),
+                ) =>
             {
                 return
             }

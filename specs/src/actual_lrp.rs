@@ -34,6 +34,22 @@ pub fn instance_key_is_empty(ik: &ActualLrpInstanceKey) -> bool {
     ik.instance_guid.is_empty() && ik.cell_id.is_empty()
 }
 
+/// Is an update tagged `new` older than the record held, tagged `held` (the same
+/// incarnation, a lower index)? Followers of the BBS's events (the router, a cell's
+/// DNS) discard such updates, of actual and desired LRPs alike.
+pub fn is_stale(held: Option<&ModificationTag>, new: Option<&ModificationTag>) -> bool {
+    match (held, new) {
+        (Some(h), Some(n)) => h.epoch == n.epoch && n.index < h.index,
+        _ => false,
+    }
+}
+
+/// Is a removal tagged `removed` about the incarnation held, tagged `held` (the same
+/// epoch)? A removal of another incarnation leaves the held one.
+pub fn same_incarnation(held: Option<&ModificationTag>, removed: Option<&ModificationTag>) -> bool {
+    held.map(|t| &t.epoch) == removed.map(|t| &t.epoch)
+}
+
 /// May `before` move to state `to` at the request of the holder of `ik`
 /// (an empty key means the system itself: the converger or the auctioneer)?
 pub fn allows_transition(before: &ActualLrp, ik: &ActualLrpInstanceKey, to: State) -> bool {

@@ -271,24 +271,12 @@ impl Executor {
     }
 
     /// What the container's process needs besides the container: its network
-    /// connected, its /etc/hosts, its ports published.
+    /// connected, its /etc/hosts and /etc/resolv.conf, its ports published.
     async fn finish_setup(&self, info: &mut ContainerInfo, rootfs: &Path) -> anyhow::Result<()> {
         if let Some(att) = &info.network {
             self.network.connect(att, &info.request.egress_rules)?;
         }
-        // Written inside the container's root: the image's /etc/hosts may be a symlink.
-        let hosts = format!(
-            "127.0.0.1 localhost\n::1 localhost\n{} {}\n",
-            info.ip(),
-            hostname(info.handle())
-        );
-        let _ = crate::inroot::Rooted::new(rootfs, "/etc/hosts")
-            .run(move |p| {
-                if p.parent().is_some_and(Path::is_dir) {
-                    let _ = std::fs::write(p, hosts);
-                }
-            })
-            .await;
+        self.write_etc(info, rootfs).await;
         for port in info.request.ports.clone() {
             let host = self
                 .network
@@ -298,5 +286,71 @@ impl Executor {
             self.record(info)?;
         }
         Ok(())
+    }
+
+    /// Writes the container's /etc/hosts (localhost and its own name) and, with a
+    /// network of its own, its /etc/resolv.conf (the cell's DNS server; under host
+    /// networking the host's resolv.conf is bound in instead, see
+    /// [`crate::bundle`]). Written inside the container's root (the image's files
+    /// may be symlinks or worse, which are replaced); an image without /etc gets none.
+    async fn write_etc(&self, info: &ContainerInfo, rootfs: &Path) {
+        let net = self.network.config();
+        let mut files = vec![(
+            "/etc/hosts",
+            crate::dns::hosts(info.ip(), &hostname(info.handle())),
+        )];
+        if info.network.is_some() {
+            files.push((
+                "/etc/resolv.conf",
+                crate::dns::resolv_conf(net.gateway, &net.internal_domain),
+            ));
+        }
+        for (path, content) in files {
+            let written = crate::inroot::Rooted::new(rootfs, path)
+                .run(move |p| write_replacing(p, &content))
+                .await;
+            if let Err(e) = written.and_then(|r| r) {
+                tracing::warn!(handle = info.handle(), path, error = %e, "could not write the container's file");
+            }
+        }
+    }
+}
+
+/// Writes `content` at `p` as a regular file, unless its directory is missing. A
+/// symlink, FIFO or device there is replaced, never written through (writing to a
+/// FIFO would wait for a reader forever).
+fn write_replacing(p: &Path, content: &str) -> std::io::Result<()> {
+    if !p.parent().is_some_and(Path::is_dir) {
+        return Ok(());
+    }
+    if std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file()) {
+        std::fs::remove_file(p)?;
+    }
+    std::fs::write(p, content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_or_symlink_in_place_of_a_file_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fifo, link, target) = (
+            dir.path().join("hosts"),
+            dir.path().join("resolv.conf"),
+            dir.path().join("elsewhere"),
+        );
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::write(&target, "untouched").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_replacing(&fifo, "a").unwrap();
+        write_replacing(&link, "b").unwrap();
+        assert_eq!(std::fs::read_to_string(&fifo).unwrap(), "a");
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "b");
+        assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        write_replacing(&dir.path().join("no-etc/hosts"), "c").unwrap();
+        assert!(!dir.path().join("no-etc").exists());
     }
 }

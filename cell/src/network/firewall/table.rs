@@ -38,6 +38,7 @@ pub fn script(cfg: &NetworkConfig) -> String {
     let (net, len) = subnet(cfg);
     let (inet, ilen) = internal(cfg);
     let map = egress::MAP;
+    let dns = crate::dns::PORT;
     // Containers of other cells (over the overlay) may open connections to this
     // cell's containers; nothing else may.
     let from_cluster = match cfg.cluster_network {
@@ -56,7 +57,7 @@ pub fn script(cfg: &NetworkConfig) -> String {
          \tchain input {{\n\
          \t\ttype filter hook input priority filter; policy accept;\n\
          \t\tiifname \"{b}\" ct state established,related accept\n\
-         \t\tiifname \"{b}\" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept comment \"the cell's DNS server\"\n\
+         \t\tiifname \"{b}\" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport {dns} accept comment \"the cell's DNS server\"\n\
          \t\tiifname \"{b}\" counter drop comment \"containers may not reach the cell's host\"\n\
          \t}}\n\
          \tchain forward {{\n\
