@@ -706,5 +706,13 @@ pub fn validate_domain(d: &Domain) -> Result<(), ValidationErrors> {
     e.into_result()
 }
 
+/// A list of egress rules on its own (the cluster's default rules), checked as a
+/// workload's `egress_rules` are.
+pub fn validate_egress_rules(rules: &[SecurityGroupRule]) -> Result<(), ValidationErrors> {
+    let mut e = ValidationErrors::default();
+    check_egress(&mut e, rules);
+    e.into_result()
+}
+
 #[cfg(test)]
 mod tests;
