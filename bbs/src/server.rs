@@ -97,6 +97,9 @@ pub struct BbsConfig {
     pub advertise_url: Option<String>,
     /// Header-read timeout and connection cap of the public API.
     pub api_limits: crate::serve::ApiLimits,
+    /// The container network cells lease their subnets of, the internal DNS domain
+    /// and the default egress rules.
+    pub network: crate::db::ClusterNetwork,
 }
 
 impl BbsConfig {
@@ -113,6 +116,7 @@ impl BbsConfig {
             blob_dir: None,
             advertise_url: None,
             api_limits: Default::default(),
+            network: Default::default(),
         }
     }
 }
@@ -147,7 +151,7 @@ pub async fn start(cfg: BbsConfig) -> anyhow::Result<RunningBbs> {
 
 pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::Result<RunningBbs> {
     let backend = store.backend();
-    let db = Db::new(store.clone());
+    let db = Db::new(store.clone()).with_network(cfg.network.clone());
     let hub = EventHub::start(store).await;
     let (stop, stopped) = watch::channel(false);
     let logs = cfg.logs.clone();
