@@ -21,6 +21,8 @@ pub struct Metrics {
     pub volume_pool: IntGaugeVec,
     /// Each volume's bytes by kind (size, used).
     pub volumes: IntGaugeVec,
+    /// Other cells whose subnets the overlay forwards to.
+    pub overlay_peers: prometheus::IntGauge,
 }
 
 impl Default for Metrics {
@@ -87,8 +89,14 @@ impl Metrics {
             &["volume", "kind"],
         )
         .unwrap();
+        let overlay_peers = prometheus::IntGauge::new(
+            "cell_overlay_peers",
+            "Other cells whose container subnets this cell's overlay forwards to.",
+        )
+        .unwrap();
         for c in [
             Box::new(containers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(overlay_peers.clone()),
             Box::new(volume_pool.clone()),
             Box::new(volumes.clone()),
             Box::new(starts.clone()),
@@ -102,6 +110,7 @@ impl Metrics {
         }
         Metrics {
             registry,
+            overlay_peers,
             containers,
             starts,
             refused,

@@ -4,8 +4,9 @@
 //! and [`super::forwarder`], one way each), and, in tests, `RecordingHost` records the
 //! calls in order and does nothing.
 //!
-//! A new concern (NAT or egress rules for a container, its DNS, routes over an
-//! overlay) is one more method here, with its kernel side in the module it belongs to.
+//! A new concern (NAT or egress rules for a container, its DNS) is one more method
+//! here, with its kernel side in the module it belongs to; the overlay's is
+//! [`super::vxlan`].
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -13,7 +14,9 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::forwarder::Forwarder;
-use super::{addresses, firewall, links, namespace, Attachment, NetworkConfig};
+use super::overlay::Peer;
+use super::OverlayConfig;
+use super::{addresses, firewall, links, namespace, vxlan, Attachment, NetworkConfig};
 
 /// What the cell's network asks of the host.
 pub trait Host: Send + Sync {
@@ -35,6 +38,16 @@ pub trait Host: Send + Sync {
     fn forget_neighbour(&self, bridge: &str, addr: Ipv4Addr) -> anyhow::Result<()>;
     /// Listens at `at` and forwards connections to `target` until stopped.
     fn forward(&self, at: SocketAddr, target: SocketAddr) -> std::io::Result<Forwarder>;
+    /// The overlay's VXLAN device with hardware address `mac`, forwarding on (one
+    /// left by an earlier run is made again).
+    fn set_up_overlay(&self, cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()>;
+    /// Removes the VXLAN device, and with it every forwarding entry through it; a
+    /// missing one is fine.
+    fn remove_overlay(&self, device: &str);
+    /// Forwarding to another cell's subnet through the VXLAN device `device`.
+    fn add_overlay_peer(&self, device: &str, peer: &Peer) -> anyhow::Result<()>;
+    /// Removes what [`Host::add_overlay_peer`] made; what is gone already is fine.
+    fn remove_overlay_peer(&self, device: &str, peer: &Peer);
 }
 
 /// The host kernel itself.
@@ -98,6 +111,28 @@ impl Host for KernelHost {
     fn forward(&self, at: SocketAddr, target: SocketAddr) -> std::io::Result<Forwarder> {
         Forwarder::start(at, target)
     }
+
+    fn set_up_overlay(&self, cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()> {
+        vxlan::create(cfg, mac)
+    }
+
+    fn remove_overlay(&self, device: &str) {
+        if links::index(device).is_ok() {
+            if let Err(e) = links::delete(device) {
+                tracing::warn!(device, "removing the VXLAN device: {e:#}");
+            }
+        }
+    }
+
+    fn add_overlay_peer(&self, device: &str, peer: &Peer) -> anyhow::Result<()> {
+        vxlan::add_peer(device, peer)
+    }
+
+    fn remove_overlay_peer(&self, device: &str, peer: &Peer) {
+        if let Err(e) = vxlan::remove_peer(device, peer) {
+            tracing::warn!(device, subnet = %peer.subnet, "removing an overlay peer: {e:#}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -110,7 +145,7 @@ mod fake {
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
-    use super::{Attachment, Forwarder, Host, NetworkConfig};
+    use super::{Attachment, Forwarder, Host, NetworkConfig, OverlayConfig, Peer};
 
     /// A call the network made of its host.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +158,10 @@ mod fake {
         Connect(String, Ipv4Addr),
         ForgetNeighbour(String, Ipv4Addr),
         Forward(SocketAddr, SocketAddr),
+        SetUpOverlay(String, [u8; 6]),
+        RemoveOverlay(String),
+        AddOverlayPeer(String, Peer),
+        RemoveOverlayPeer(String, Peer),
     }
 
     /// A host that records the calls in order and does nothing; renames fail when
@@ -192,6 +231,24 @@ mod fake {
                 return Err(std::io::ErrorKind::AddrInUse.into());
             }
             Ok(Forwarder::idle())
+        }
+
+        fn set_up_overlay(&self, cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()> {
+            self.record(Call::SetUpOverlay(cfg.device.clone(), mac));
+            Ok(())
+        }
+
+        fn remove_overlay(&self, device: &str) {
+            self.record(Call::RemoveOverlay(device.into()));
+        }
+
+        fn add_overlay_peer(&self, device: &str, peer: &Peer) -> anyhow::Result<()> {
+            self.record(Call::AddOverlayPeer(device.into(), *peer));
+            Ok(())
+        }
+
+        fn remove_overlay_peer(&self, device: &str, peer: &Peer) {
+            self.record(Call::RemoveOverlayPeer(device.into(), *peer));
         }
     }
 }

@@ -10,21 +10,29 @@
 //! - [`addresses`]: interfaces' addresses, routes and neighbours (interface ioctls);
 //! - [`firewall`]: the host's nftables table per bridge (`nft`);
 //! - [`forwarder`]: published ports (tokio sockets);
-//! - [`host`]: the [`Host`] trait, the kernel's implementation and a recording fake.
+//! - [`host`]: the [`Host`] trait, the kernel's implementation and a recording fake;
+//! - [`lease`]: the cell's subnet and the cluster's settings, from its BBS lease;
+//! - [`overlay`]: the VXLAN overlay to the other cells' subnets (pure diff, runner),
+//!   its kernel side in [`vxlan`].
 //!
 //! What comes next has its place: NAT and egress rules are nftables rules next to
-//! [`firewall`]'s, a container's DNS is configured with its addresses, an overlay's
-//! VXLAN device is a link; each is one more [`Host`] operation.
+//! [`firewall`]'s, a container's DNS is configured with its addresses; each is one
+//! more [`Host`] operation.
 
 pub mod addresses;
 pub mod allocation;
 pub mod firewall;
 pub mod forwarder;
 pub mod host;
+pub mod lease;
 pub mod links;
 pub mod namespace;
+pub mod overlay;
+#[cfg(test)]
+mod overlay_kernel;
 #[cfg(test)]
 mod tests;
+mod vxlan;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
