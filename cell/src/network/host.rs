@@ -1,12 +1,11 @@
 //! The seam between the cell's network decisions and the host kernel: [`Host`] is
 //! everything [`super::Network`] asks of the kernel, [`KernelHost`] does it (through
-//! [`super::namespace`], [`super::links`], [`super::addresses`], [`super::firewall`]
-//! and [`super::forwarder`], one way each), and, in tests, `RecordingHost` records the
-//! calls in order and does nothing.
+//! [`super::namespace`], [`super::links`], [`super::addresses`], [`super::firewall`],
+//! [`super::forwarder`] and, for the overlay, [`super::vxlan`], one way each), and, in
+//! tests, `RecordingHost` records the calls in order and does nothing.
 //!
 //! A new concern (NAT or egress rules for a container, its DNS) is one more method
-//! here, with its kernel side in the module it belongs to; the overlay's is
-//! [`super::vxlan`].
+//! here, with its kernel side in the module it belongs to.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;

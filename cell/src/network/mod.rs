@@ -32,7 +32,7 @@ pub mod overlay;
 mod overlay_kernel;
 #[cfg(test)]
 mod tests;
-mod vxlan;
+pub mod vxlan;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
