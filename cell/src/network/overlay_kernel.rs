@@ -167,21 +167,27 @@ impl Drop for Lab {
     }
 }
 
+/// What the listener sends: more than one packet of any MTU, so that the path's MTU
+/// (the VXLAN device's, below the containers') has to be found.
+fn payload() -> Vec<u8> {
+    (0..200_000u32).map(|i| (i % 251) as u8).collect()
+}
+
 /// Connects from inside `from` to `to`:8080, where a listener inside `server_ns`
-/// answers "hello": whether the answer came.
+/// answers with [`payload`]: whether all of it came.
 fn talk(from: &File, server_ns: &File, to: Ipv4Addr) -> bool {
     let listener = run_inside(server_ns, || Ok(TcpListener::bind((to, 8080))?)).unwrap();
     listener.set_nonblocking(false).unwrap();
     let server = std::thread::spawn(move || {
         if let Ok((mut s, _)) = listener.accept() {
-            let _ = s.write_all(b"hello");
+            let _ = s.write_all(&payload());
         }
     });
     let answer = run_inside(from, || {
         let mut s = TcpStream::connect_timeout(&(to, 8080).into(), Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut got = String::new();
-        s.read_to_string(&mut got)?;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)?;
         Ok(got)
     });
     if answer.is_err() {
@@ -189,7 +195,7 @@ fn talk(from: &File, server_ns: &File, to: Ipv4Addr) -> bool {
         let _ = run_inside(server_ns, || Ok(TcpStream::connect((to, 8080))?));
     }
     server.join().unwrap();
-    answer.is_ok_and(|a| a == "hello")
+    answer.is_ok_and(|a| a == payload())
 }
 
 #[test]
@@ -235,6 +241,12 @@ fn containers_on_two_hosts_talk_across_the_overlay_and_nothing_is_left() {
     );
     assert_eq!(o1.apply(&[p2].into()), 1);
     assert_eq!(o2.apply(&[p1].into()), 1);
+    let link = Command::new("ip")
+        .args(["-n", &lab.name("h1"), "link", "show", "lvx0"])
+        .output()
+        .unwrap();
+    let link = String::from_utf8_lossy(&link.stdout).to_string();
+    assert!(link.contains("mtu 1450"), "{link}");
     assert!(
         lab.routes("h1", "10.250.1.0/24")
             .contains("via 10.250.1.1 dev lvx0"),

@@ -26,6 +26,11 @@ use super::links;
 use super::overlay::Peer;
 use super::OverlayConfig;
 
+/// The VXLAN device's MTU: a 1500-byte underlay less VXLAN's 50 bytes of headers, so
+/// that encapsulated packets are never fragmented (a container's larger packets get
+/// "fragmentation needed" and its TCP sends smaller segments).
+pub const MTU: u32 = 1450;
+
 /// Makes the VXLAN device of `cfg` with hardware address `mac`, up, learning off (the
 /// forwarding entries say where every peer is), forwarding on. One left by an
 /// earlier run is made again.
@@ -39,6 +44,7 @@ pub(super) fn create(cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()> {
     link.attributes
         .push(LinkAttribute::IfName(cfg.device.clone()));
     link.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    link.attributes.push(LinkAttribute::Mtu(MTU));
     link.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Vxlan),
         LinkInfo::Data(InfoData::Vxlan(vec![
