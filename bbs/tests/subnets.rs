@@ -120,6 +120,59 @@ async fn racing_cells_never_share_a_subnet(store: Arc<dyn Store>) {
     assert_eq!(subnets.len(), 8, "{subnets:?}");
 }
 
+/// Over gRPC, from a BBS started with its own network settings: the answer carries
+/// them, and a refusal its error name.
+#[tokio::test]
+async fn the_grpc_call_answers_with_the_cluster_network() {
+    use lattice_bbs::server::{self, BbsConfig, StoreUrl};
+    use lattice_specs::bbs_api::bbs_client::BbsClient;
+    use lattice_specs::bbs_api::LeaseCellSubnetRequest;
+    use lattice_specs::models::SecurityGroupRule;
+
+    let dir = tempfile::tempdir().unwrap();
+    let deny_metadata = SecurityGroupRule {
+        protocol: "all".into(),
+        destinations: vec!["0.0.0.0-169.254.169.253".into()],
+        ..Default::default()
+    };
+    let cfg = BbsConfig {
+        network: ClusterNetwork {
+            internal_domain: "apps.example".into(),
+            default_egress: vec![deny_metadata.clone()],
+            ..network("10.7.0.0/23", 24)
+        },
+        ..BbsConfig::loopback(
+            StoreUrl::File(dir.path().join("bbs.db")),
+            Duration::from_secs(2),
+        )
+    };
+    let bbs = server::start(cfg).await.unwrap();
+    let mut client = BbsClient::connect(format!("http://{}", bbs.grpc_addr))
+        .await
+        .unwrap();
+    let lease = |cell: &str| LeaseCellSubnetRequest {
+        cell_id: cell.into(),
+        overlay_address: "192.168.3.4".into(),
+    };
+    let a = client
+        .lease_cell_subnet(lease("a"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.subnet, "10.7.0.0/24");
+    assert_eq!(a.container_network, "10.7.0.0/23");
+    assert_eq!(a.internal_domain, "apps.example");
+    assert_eq!(a.default_egress_rules, [deny_metadata]);
+    client.lease_cell_subnet(lease("b")).await.unwrap();
+    let refused = client.lease_cell_subnet(lease("c")).await.unwrap_err();
+    assert_eq!(
+        lattice_bbs::grpc::error_name(&refused),
+        Some(ErrorName::SubnetsExhausted)
+    );
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    bbs.shutdown().await;
+}
+
 macro_rules! subnet_contract {
     ($make:expr) => {
         subnet_contract!(@one $make,
