@@ -93,6 +93,13 @@ pub async fn start(mut cfg: CellConfig) -> anyhow::Result<RunningCell> {
     if cfg.lease_subnet {
         let subnet = lease::lease(bbs.as_ref(), &cfg.rep.cell_id, net, LEASE_PATIENCE).await?;
         cfg.rep.subnet = subnet.to_string();
+        // The cluster's operator sized the subnets: as many containers as it holds,
+        // quietly (the rep warns of an explicit subnet too small for --max-containers).
+        let addresses = i32::try_from(net.container_addresses()).unwrap_or(i32::MAX);
+        if cfg.rep.capacity.containers > addresses {
+            tracing::info!(%subnet, "the leased subnet holds {addresses} containers: offering {addresses}");
+            cfg.rep.capacity.containers = addresses;
+        }
         if let Some(o) = &net.overlay {
             cfg.rep.overlay_address = o.local.to_string();
             overlay = Some(Overlay::start(o.clone(), subnet, Arc::new(KernelHost))?);
