@@ -17,7 +17,7 @@ had_forward=$(cat /proc/sys/net/ipv4/ip_forward)
 cleanup() {
     rm -f "$log"
     echo "$had_forward" > /proc/sys/net/ipv4/ip_forward
-    rm -f /run/lattice/ip_forward
+    rm -f /run/lattice/ip_forward.*
     if [ -z "$had_parents" ]; then
         for d in $(cgroup_parents); do rmdir "$d" 2>/dev/null || true; done
     fi

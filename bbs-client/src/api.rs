@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use lattice_specs::bbs_api::LeaseCellSubnetResponse;
 use lattice_specs::events::Event;
 use lattice_specs::models::{
     volume, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, BackupSchedule,
@@ -152,6 +153,14 @@ pub trait VolumePlacement: Send + Sync {
 #[async_trait]
 pub trait CellWrites: Send + Sync {
     async fn set_cell_presence(&self, cell: &CellPresence, lease_id: i64) -> Result<()>;
+    /// The cell's container subnet (the one it had, or the first free one) and the
+    /// cluster's network settings; `overlay_address` is where other cells reach its
+    /// overlay (empty: none). `SubnetsExhausted`, `SubnetLeaseHeld` when refused.
+    async fn lease_cell_subnet(
+        &self,
+        cell_id: &str,
+        overlay_address: &str,
+    ) -> Result<LeaseCellSubnetResponse>;
     async fn claim_actual_lrp(
         &self,
         process_guid: &str,

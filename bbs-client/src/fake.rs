@@ -300,6 +300,18 @@ impl CellWrites for FakeBbs {
         let r = self.writes.set_cell_presence(cell, lease_id);
         r.await.map_err(refused)
     }
+    async fn lease_cell_subnet(
+        &self,
+        cell_id: &str,
+        overlay_address: &str,
+    ) -> Result<lattice_specs::bbs_api::LeaseCellSubnetResponse> {
+        let r = self.writes.lease_cell_subnet(cell_id, overlay_address);
+        let lease = r.await.map_err(refused)?;
+        Ok(lattice_bbs::grpc::lease_response(
+            &self.writes.network,
+            lease,
+        ))
+    }
     async fn claim_actual_lrp(
         &self,
         process_guid: &str,

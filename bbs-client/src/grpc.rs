@@ -366,6 +366,21 @@ impl CellWrites for GrpcBbs {
         self.client().set_cell_presence(self.req(req)).await?;
         Ok(())
     }
+    async fn lease_cell_subnet(
+        &self,
+        cell_id: &str,
+        overlay_address: &str,
+    ) -> Result<LeaseCellSubnetResponse> {
+        let req = LeaseCellSubnetRequest {
+            cell_id: cell_id.into(),
+            overlay_address: overlay_address.into(),
+        };
+        Ok(self
+            .client()
+            .lease_cell_subnet(self.req(req))
+            .await?
+            .into_inner())
+    }
     async fn claim_actual_lrp(
         &self,
         process_guid: &str,

@@ -101,6 +101,9 @@ pub struct BbsConfig {
     /// backlog) until this turns true: `lattice up` opens it once its cell registered,
     /// so no request finds a cluster without a cell. None: served at once.
     pub api_opens: Option<watch::Receiver<bool>>,
+    /// The container network cells lease their subnets of, the internal DNS domain
+    /// and the default egress rules.
+    pub network: crate::db::ClusterNetwork,
 }
 
 impl BbsConfig {
@@ -118,6 +121,7 @@ impl BbsConfig {
             advertise_url: None,
             api_limits: Default::default(),
             api_opens: None,
+            network: Default::default(),
         }
     }
 }
@@ -152,7 +156,7 @@ pub async fn start(cfg: BbsConfig) -> anyhow::Result<RunningBbs> {
 
 pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::Result<RunningBbs> {
     let backend = store.backend();
-    let db = Db::new(store.clone());
+    let db = Db::new(store.clone()).with_network(cfg.network.clone());
     let hub = EventHub::start(store).await;
     let (stop, stopped) = watch::channel(false);
     let logs = cfg.logs.clone();

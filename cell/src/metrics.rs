@@ -26,6 +26,8 @@ pub struct Metrics {
     pub logged_connections: IntCounter,
     /// Queries to the cell's DNS server, by answer (see [`crate::dns::AnswerKind`]).
     pub dns_queries: IntCounterVec,
+    /// Other cells whose subnets the overlay forwards to.
+    pub overlay_peers: prometheus::IntGauge,
 }
 
 impl Default for Metrics {
@@ -98,10 +100,16 @@ impl Metrics {
         )
         .unwrap();
         let dns_queries = crate::dns::queries_metric();
+        let overlay_peers = prometheus::IntGauge::new(
+            "cell_overlay_peers",
+            "Other cells whose container subnets this cell's overlay forwards to.",
+        )
+        .unwrap();
         for c in [
             Box::new(containers.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(logged_connections.clone()),
             Box::new(dns_queries.clone()),
+            Box::new(overlay_peers.clone()),
             Box::new(volume_pool.clone()),
             Box::new(volumes.clone()),
             Box::new(starts.clone()),
@@ -115,6 +123,7 @@ impl Metrics {
         }
         Metrics {
             registry,
+            overlay_peers,
             containers,
             starts,
             refused,

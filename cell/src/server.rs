@@ -1,6 +1,7 @@
 //! Running a cell: the rep's gRPC API (for the auctioneer) and its HTTP endpoints
 //! (`/metrics`, `/readyz`, `/v1/logs/LOG_GUID`, `/v1/containers`) on one listener, plus the rep's
-//! presence, sync and event loops, and the cell's DNS server (see [`crate::dns`]).
+//! presence, sync and event loops, the cell's DNS server (see [`crate::dns`]) and
+//! (with a leased subnet and an overlay) the overlay following the other cells.
 //! [`start`] brings a cell up from its [`CellConfig`].
 
 use std::net::SocketAddr;
@@ -17,6 +18,8 @@ use lattice_specs::rep_api::rep_server::RepServer;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{Executor, ExecutorConfig};
+use crate::network::overlay::{self, Overlay};
+use crate::network::{lease, KernelHost};
 use crate::rep::{Rep, RepConfig, RepGrpc};
 
 /// A running cell.
@@ -70,7 +73,17 @@ pub struct CellConfig {
     pub executor: ExecutorConfig,
     /// The rep's settings; `rep_address` is filled in from `advertise`.
     pub rep: RepConfig,
+    /// Lease the cell's subnet from the BBS at start (the network's gateway, prefix,
+    /// cluster network, internal domain and default egress rules come from the
+    /// lease; see [`crate::network::lease`]); false: `executor.network` as given.
+    /// The overlay (`executor.network.overlay`) runs only with a leased subnet.
+    pub lease_subnet: bool,
 }
+
+/// How long a starting cell waits for an unreachable BBS to lease it a subnet.
+const LEASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often the overlay reads the cells.
+const OVERLAY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Starts a cell: the executor (re-adopting what an earlier run left), the rep's
 /// listener, the rep's presence, sync and event loops, and the DNS server on the
@@ -80,6 +93,33 @@ pub async fn start(mut cfg: CellConfig) -> anyhow::Result<RunningCell> {
         is_root(),
         "lattice cell runs containers and needs root (try sudo)"
     );
+    let bbs = Arc::new(lattice_bbs_client::GrpcBbs::connect_lazy(&cfg.bbs)?);
+    let net = &mut cfg.executor.network;
+    let mut overlay = None;
+    if cfg.lease_subnet {
+        let subnet = lease::lease(bbs.as_ref(), &cfg.rep.cell_id, net, LEASE_PATIENCE).await?;
+        cfg.rep.subnet = subnet.to_string();
+        // The cluster's operator sized the subnets: as many containers as it holds,
+        // quietly (the rep warns of an explicit subnet too small for --max-containers).
+        let addresses = i32::try_from(net.container_addresses()).unwrap_or(i32::MAX);
+        if cfg.rep.capacity.containers > addresses {
+            tracing::info!(%subnet, "the leased subnet holds {addresses} containers: offering {addresses}");
+            cfg.rep.capacity.containers = addresses;
+        }
+        if let Some(o) = &net.overlay {
+            cfg.rep.overlay_address = o.local.to_string();
+            overlay = Some(Overlay::start(o.clone(), subnet, Arc::new(KernelHost))?);
+        }
+    } else {
+        anyhow::ensure!(
+            net.overlay.is_none(),
+            "the overlay needs a subnet leased from the BBS, not an explicit one"
+        );
+        cfg.rep.subnet = format!("{}/{}", net.gateway, net.prefix)
+            .parse::<ipnet::Ipv4Net>()
+            .map(|n| n.trunc().to_string())
+            .unwrap_or_default();
+    }
     let exec = &mut cfg.executor;
     std::fs::create_dir_all(&exec.data_dir)
         .with_context(|| format!("creating --data-dir {}", exec.data_dir.display()))?;
@@ -101,7 +141,19 @@ pub async fn start(mut cfg: CellConfig) -> anyhow::Result<RunningCell> {
             addr.to_string()
         }
     });
-    serve(cfg.rep, &cfg.bbs, exec, listener).await
+    let mut cell = serve(cfg.rep, bbs.clone(), exec, listener).await?;
+    if let Some(o) = overlay {
+        let follow = overlay::follow(
+            Arc::new(o),
+            bbs,
+            cell.rep.config().cell_id.clone(),
+            OVERLAY_POLL,
+            cell.rep.metrics.overlay_peers.clone(),
+            cell.shutdown.clone(),
+        );
+        cell.tasks.push(tokio::spawn(follow));
+    }
+    Ok(cell)
 }
 
 fn is_root() -> bool {
@@ -113,12 +165,11 @@ fn is_root() -> bool {
 /// the listener at.
 async fn serve(
     cfg: RepConfig,
-    bbs_addr: &str,
+    bbs: Arc<lattice_bbs_client::GrpcBbs>,
     exec: Arc<Executor>,
     listener: tokio::net::TcpListener,
 ) -> anyhow::Result<RunningCell> {
     let addr = listener.local_addr()?;
-    let bbs = Arc::new(lattice_bbs_client::GrpcBbs::connect_lazy(bbs_addr)?);
     let dns_cfg = crate::dns::DnsConfig::for_network(&exec.config().network);
     let rep = Rep::new(cfg, bbs.clone(), exec);
     // Listening is all it waits for: its records fill as the BBS answers.

@@ -131,7 +131,7 @@ fn assert_clean(outside_name: &str, veth: &str, bridge: &str, found: &str) {
     );
     if lattice_tables() == 0 {
         assert_eq!(ip_forward(), found, "ip_forward is not as found");
-        assert!(!std::path::Path::new(forwarding::SAVED).exists());
+        assert!(!std::path::Path::new(&forwarding::saved_path().unwrap()).exists());
     }
 }
 

@@ -85,6 +85,10 @@ error_names! {
     TaskNotDeletable,
     // Cells
     CellNotFound,
+    /// Every subnet of the container network is leased to another cell.
+    SubnetsExhausted,
+    /// The cell id's subnet lease belongs to a live cell on another overlay address.
+    SubnetLeaseHeld,
     // Volumes
     VolumeAlreadyExists,
     VolumeNotFound,
@@ -204,6 +208,8 @@ mod tests {
             (ErrorName::TaskNotResolvable, "TaskNotResolvable"),
             (ErrorName::TaskNotDeletable, "TaskNotDeletable"),
             (ErrorName::CellNotFound, "CellNotFound"),
+            (ErrorName::SubnetsExhausted, "SubnetsExhausted"),
+            (ErrorName::SubnetLeaseHeld, "SubnetLeaseHeld"),
             (ErrorName::VolumeAlreadyExists, "VolumeAlreadyExists"),
             (ErrorName::VolumeNotFound, "VolumeNotFound"),
             (ErrorName::VolumeNotReady, "VolumeNotReady"),

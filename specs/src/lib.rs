@@ -18,6 +18,7 @@ pub mod receptor;
 pub mod restart;
 pub mod rootfs;
 pub mod routes;
+pub mod subnets;
 pub mod task;
 /// Model builders for tests and benchmarks (the `testing` feature; not in production builds).
 #[cfg(any(test, feature = "testing"))]

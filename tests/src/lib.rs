@@ -387,7 +387,8 @@ impl CellProcess {
     }
 
     /// [`CellProcess::start`] on `host`: the rep at IP:1800, published ports on the
-    /// host's address; its own bridge and subnet (`test_network`).
+    /// host's address; its own bridge (`test_network`'s name), its subnet leased from
+    /// the BBS and the overlay on (unless `extra` names a `--subnet`).
     pub fn start_on(host: &hosts::Host, bbs_grpc: &str, id: &str, extra: &[&str]) -> CellProcess {
         let ip = host.ip().to_string();
         let extra: Vec<&str> = ["--address", ip.as_str()]
@@ -422,8 +423,6 @@ impl CellProcess {
             data_dir.path().display().to_string(),
             "--bridge".into(),
             network.bridge.clone(),
-            "--subnet".into(),
-            format!("{}/{}", network.gateway, network.prefix),
             "--ports".into(),
             format!("{}-{}", network.ports.0, network.ports.1),
             "--lease-ttl".into(),
@@ -433,6 +432,16 @@ impl CellProcess {
             "--grace".into(),
             "2".into(),
         ];
+        if host.is_none() {
+            args.extend([
+                "--subnet".into(),
+                format!("{}/{}", network.gateway, network.prefix),
+            ]);
+        } else if !extra.contains(&"--subnet") {
+            // A host of its own, as on a LAN of machines: its subnet leased from the
+            // BBS, the overlay to the other cells' subnets.
+            args.push("--overlay".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         CellProcess {
             process: Process::start_on(host, args, "lattice cell ready"),

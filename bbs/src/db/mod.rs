@@ -18,19 +18,21 @@
 //! | `/lattice/v1/volume/<name>`                 | Volume                   |       |
 //! | `/lattice/v1/backup/<id>`                   | Backup                   |       |
 //! | `/lattice/v1/schedule/<volume>`             | BackupSchedule           |       |
+//! | `/lattice/v1/subnets`                       | SubnetLeases (all cells) |       |
 
 //!
 //! One file per entity, all writing through [`txn`]'s compare-and-swap seam:
 //! `desired` (desired LRPs), `actual` (instance records), `evacuation`
 //! (EVACUATING and SUSPECT copies, decided by `lattice_specs::evacuation`),
 //! `tasks`, `cells` (cells, domains, leases, locks), `volumes`, `backups`
-//! (backups and their schedules).
+//! (backups and their schedules), `subnets` (cells' container subnets).
 
 mod actual;
 mod backups;
 mod cells;
 mod desired;
 mod evacuation;
+mod subnets;
 mod tasks;
 mod txn;
 mod volumes;
@@ -43,6 +45,7 @@ use lattice_specs::validation::ValidationErrors;
 use lattice_specs::ModelError;
 
 use crate::store::{Store, StoreError};
+pub use subnets::{ClusterNetwork, DEFAULT_INTERNAL_DOMAIN};
 use txn::CAS_ATTEMPTS;
 
 pub const ROOT: &str = "/lattice/v1/";
@@ -57,6 +60,7 @@ pub const LOCK: &str = "/lattice/v1/lock/";
 pub const VOLUME: &str = "/lattice/v1/volume/";
 pub const BACKUP: &str = "/lattice/v1/backup/";
 pub const SCHEDULE: &str = "/lattice/v1/schedule/";
+pub const SUBNETS: &str = "/lattice/v1/subnets";
 
 pub fn desired_key(guid: &str) -> String {
     format!("{DESIRED}{guid}")
@@ -173,6 +177,8 @@ pub struct Db {
     pub max_task_retries: i32,
     /// Writes only succeed while this lock key still has this revision.
     fence: Option<(String, i64)>,
+    /// What cells' subnet leases are made of (see [`Db::lease_cell_subnet`]).
+    pub network: Arc<ClusterNetwork>,
 }
 
 impl Db {
@@ -181,7 +187,14 @@ impl Db {
             store,
             max_task_retries: task_sm::DEFAULT_MAX_RETRIES,
             fence: None,
+            network: Arc::default(),
         }
+    }
+
+    /// The same database handing out subnets of `network`.
+    pub fn with_network(mut self, network: ClusterNetwork) -> Db {
+        self.network = Arc::new(network);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

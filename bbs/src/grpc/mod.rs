@@ -3,11 +3,13 @@
 //!
 //! This module holds the service (one handler per call, each a thin wrapper
 //! over `db`); `status` maps errors to statuses, `request` reads required
-//! fields and the fencing token, `events` streams the change feed.
+//! fields and the fencing token, `events` streams the change feed, `subnets`
+//! answers cells' subnet leases.
 
 mod events;
 mod request;
 mod status;
+mod subnets;
 
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use events::EventStream;
 pub use lattice_specs::errors::{ERROR_NAME_KEY, FENCE_KEY};
 use request::{fence_of, ik_of, key_of, missing};
 pub use status::{error_name, status_of};
+pub use subnets::lease_response;
 
 pub struct BbsGrpc {
     db: Db,
@@ -725,6 +728,13 @@ impl Bbs for BbsGrpc {
                 .map(|_| Empty {})
         })
         .await
+    }
+
+    async fn lease_cell_subnet(
+        &self,
+        r: Request<LeaseCellSubnetRequest>,
+    ) -> Result<Response<LeaseCellSubnetResponse>, Status> {
+        self.lease_subnet(r).await
     }
 
     async fn upsert_domain(

@@ -1,12 +1,12 @@
 //! The seam between the cell's network decisions and the host kernel: [`Host`] is
 //! everything [`super::Network`] asks of the kernel, [`KernelHost`] does it (through
-//! [`super::namespace`], [`super::links`], [`super::addresses`], [`super::firewall`]
-//! and [`super::forwarder`], one way each), and, in tests, `RecordingHost` records the
-//! calls in order and does nothing.
+//! [`super::namespace`], [`super::links`], [`super::addresses`], [`super::firewall`],
+//! [`super::forwarder`] and, for the overlay, [`super::vxlan`], one way each), and, in
+//! tests, `RecordingHost` records the calls in order and does nothing.
 //!
-//! A new concern (a container's DNS, routes over an overlay) is one more method here,
-//! with its kernel side in the module it belongs to, as egress rules are
-//! ([`Host::set_egress`], [`super::firewall`]).
+//! A new concern is one more method here, with its kernel side in the module it
+//! belongs to, as egress rules ([`Host::set_egress`], [`super::firewall`]) and the
+//! overlay ([`Host::set_up_overlay`], [`super::vxlan`]) are.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -15,7 +15,9 @@ use anyhow::Context;
 
 use super::firewall::egress::EgressChain;
 use super::forwarder::Forwarder;
-use super::{addresses, firewall, links, namespace, Attachment, NetworkConfig};
+use super::overlay::Peer;
+use super::OverlayConfig;
+use super::{addresses, firewall, links, namespace, vxlan, Attachment, NetworkConfig};
 
 /// What the cell's network asks of the host.
 pub trait Host: Send + Sync {
@@ -41,6 +43,16 @@ pub trait Host: Send + Sync {
     fn set_egress(&self, bridge: &str, chain: &EgressChain) -> anyhow::Result<()>;
     /// Removes the egress chain of the container at `ip`; none is fine.
     fn remove_egress(&self, bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()>;
+    /// The overlay's VXLAN device with hardware address `mac`, forwarding on (one
+    /// left by an earlier run is made again).
+    fn set_up_overlay(&self, cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()>;
+    /// Removes the VXLAN device, and with it every forwarding entry through it; a
+    /// missing one is fine.
+    fn remove_overlay(&self, device: &str);
+    /// Forwarding to another cell's subnet through the VXLAN device `device`.
+    fn add_overlay_peer(&self, device: &str, peer: &Peer) -> anyhow::Result<()>;
+    /// Removes what [`Host::add_overlay_peer`] made; what is gone already is fine.
+    fn remove_overlay_peer(&self, device: &str, peer: &Peer);
 }
 
 /// The host kernel itself.
@@ -112,6 +124,28 @@ impl Host for KernelHost {
     fn remove_egress(&self, bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
         firewall::remove_egress(bridge, ip)
     }
+
+    fn set_up_overlay(&self, cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()> {
+        vxlan::create(cfg, mac)
+    }
+
+    fn remove_overlay(&self, device: &str) {
+        if links::index(device).is_ok() {
+            if let Err(e) = links::delete(device) {
+                tracing::warn!(device, "removing the VXLAN device: {e:#}");
+            }
+        }
+    }
+
+    fn add_overlay_peer(&self, device: &str, peer: &Peer) -> anyhow::Result<()> {
+        vxlan::add_peer(device, peer)
+    }
+
+    fn remove_overlay_peer(&self, device: &str, peer: &Peer) {
+        if let Err(e) = vxlan::remove_peer(device, peer) {
+            tracing::warn!(device, subnet = %peer.subnet, "removing an overlay peer: {e:#}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -124,7 +158,7 @@ mod fake {
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
-    use super::{Attachment, EgressChain, Forwarder, Host, NetworkConfig};
+    use super::{Attachment, EgressChain, Forwarder, Host, NetworkConfig, OverlayConfig, Peer};
 
     /// A call the network made of its host.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +174,10 @@ mod fake {
         /// The bridge, the container's address and its chain's rules.
         SetEgress(String, Ipv4Addr, Vec<String>),
         RemoveEgress(String, Ipv4Addr),
+        SetUpOverlay(String, [u8; 6]),
+        RemoveOverlay(String),
+        AddOverlayPeer(String, Peer),
+        RemoveOverlayPeer(String, Peer),
     }
 
     /// A host that records the calls in order and does nothing; renames fail when
@@ -223,6 +261,24 @@ mod fake {
         fn remove_egress(&self, bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
             self.record(Call::RemoveEgress(bridge.into(), ip));
             Ok(())
+        }
+
+        fn set_up_overlay(&self, cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()> {
+            self.record(Call::SetUpOverlay(cfg.device.clone(), mac));
+            Ok(())
+        }
+
+        fn remove_overlay(&self, device: &str) {
+            self.record(Call::RemoveOverlay(device.into()));
+        }
+
+        fn add_overlay_peer(&self, device: &str, peer: &Peer) -> anyhow::Result<()> {
+            self.record(Call::AddOverlayPeer(device.into(), *peer));
+            Ok(())
+        }
+
+        fn remove_overlay_peer(&self, device: &str, peer: &Peer) {
+            self.record(Call::RemoveOverlayPeer(device.into(), *peer));
         }
     }
 }

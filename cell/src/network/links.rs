@@ -3,8 +3,8 @@
 //! the next step. How an interface is configured once it exists (its addresses, its
 //! routes) is [`super::addresses`]'s business.
 //!
-//! Where the next links go (an overlay's VXLAN device, for one): a request builder
-//! here, sent through `request`.
+//! Where the next links go: a request builder here, sent through `request` (the
+//! overlay's VXLAN device and forwarding entries are [`super::vxlan`]'s).
 
 use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
@@ -84,7 +84,7 @@ pub(super) fn index(name: &str) -> anyhow::Result<u32> {
 }
 
 /// Sends `message` as a request and waits for the kernel's answer.
-fn request(
+pub(super) fn request(
     rtnl: &mut netlink_sys::Socket,
     message: RouteNetlinkMessage,
     flags: u16,

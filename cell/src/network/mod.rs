@@ -12,21 +12,28 @@
 //!   containers, their egress rules, outbound NAT and forwarding;
 //! - [`forwarder`]: published ports (tokio sockets);
 //! - [`nflog`]: connections logged by egress rules (NFLOG over netlink);
-//! - [`host`]: the [`Host`] trait, the kernel's implementation and a recording fake.
+//! - [`host`]: the [`Host`] trait, the kernel's implementation and a recording fake;
+//! - [`lease`]: the cell's subnet and the cluster's settings, from its BBS lease;
+//! - [`overlay`]: the VXLAN overlay to the other cells' subnets (pure diff, runner),
+//!   its kernel side in [`vxlan`].
 //!
-//! What comes next has its place: a container's DNS is configured with its addresses,
-//! an overlay's VXLAN device is a link; each is one more [`Host`] operation.
+//! A container's DNS lives in [`crate::dns`]; its files are written with its root.
 
 pub mod addresses;
 pub mod allocation;
 pub mod firewall;
 pub mod forwarder;
 pub mod host;
+pub mod lease;
 pub mod links;
 pub mod namespace;
 pub mod nflog;
+pub mod overlay;
+#[cfg(test)]
+mod overlay_kernel;
 #[cfg(test)]
 mod tests;
+pub mod vxlan;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -62,6 +62,10 @@ pub struct RepConfig {
     pub default_start_timeout: Duration,
     /// How long evacuation waits for instances to run elsewhere.
     pub evacuation_timeout: Duration,
+    /// The cell's container subnet (CIDR), as its presence announces it.
+    pub subnet: String,
+    /// Where other cells send its overlay traffic (empty: no overlay).
+    pub overlay_address: String,
 }
 
 impl RepConfig {
@@ -86,6 +90,8 @@ impl RepConfig {
             healthy_interval: Duration::from_secs(30),
             default_start_timeout: Duration::from_secs(60),
             evacuation_timeout: Duration::from_secs(600),
+            subnet: String::new(),
+            overlay_address: String::new(),
         }
     }
 }

@@ -43,6 +43,8 @@ impl<R: Runtime> Rep<R> {
             } else {
                 vec![]
             },
+            subnet: self.cfg.subnet.clone(),
+            overlay_address: self.cfg.overlay_address.clone(),
         }
     }
 

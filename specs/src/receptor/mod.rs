@@ -442,6 +442,10 @@ pub struct CellResponse {
     pub placement_tags: Vec<String>,
     pub optional_placement_tags: Vec<String>,
     pub volume_drivers: Vec<String>,
+    /// The cell's container subnet (CIDR).
+    pub subnet: String,
+    /// Where other cells send its overlay traffic (empty: no overlay).
+    pub overlay_address: String,
 }
 
 impl From<CellPresence> for CellResponse {
@@ -464,6 +468,8 @@ impl From<CellPresence> for CellResponse {
             placement_tags: c.placement_tags,
             optional_placement_tags: c.optional_placement_tags,
             volume_drivers: c.volume_drivers,
+            subnet: c.subnet,
+            overlay_address: c.overlay_address,
         }
     }
 }

@@ -141,3 +141,16 @@ fn update_request_distinguishes_absent_from_empty_routes() {
     let u: DesiredLrpUpdateRequest = serde_json::from_value(json!({"routes": {}})).unwrap();
     assert!(u.into_model().has_routes);
 }
+
+#[test]
+fn a_cell_shows_its_subnet_and_overlay_address() {
+    let c = CellResponse::from(CellPresence {
+        cell_id: "c1".into(),
+        subnet: "10.255.3.0/24".into(),
+        overlay_address: "192.168.0.3".into(),
+        ..Default::default()
+    });
+    let v = serde_json::to_value(&c).unwrap();
+    assert_eq!(v["subnet"], "10.255.3.0/24");
+    assert_eq!(v["overlay_address"], "192.168.0.3");
+}

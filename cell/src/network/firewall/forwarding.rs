@@ -2,7 +2,8 @@
 //! `net.ipv4.conf.BRIDGE.forwarding`); answers coming back from the host's other
 //! interfaces need the global `net.ipv4.ip_forward`, which the first lattice table
 //! turns on and the last one's removal restores to what it was (kept in
-//! [`SAVED`] meanwhile: a cell killed midway leaves it for the next one to restore).
+//! [`saved_path`] meanwhile, one file per network namespace, since each has its own
+//! `ip_forward`: a cell killed midway leaves it for the next one to restore).
 //! Every change happens under [`LOCK`], so cells on one host (or tests in one
 //! process) never restore it under each other.
 
@@ -11,8 +12,17 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-/// Where the value `ip_forward` had before the first lattice table is kept.
+/// Where the values `ip_forward` had before the first lattice table are kept, as
+/// `SAVED.<network namespace inode>`.
 pub const SAVED: &str = "/run/lattice/ip_forward";
+
+/// Where the calling thread's network namespace keeps its saved `ip_forward`.
+pub fn saved_path() -> anyhow::Result<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let ns = std::fs::metadata("/proc/thread-self/ns/net")
+        .context("finding this thread's network namespace")?;
+    Ok(format!("{SAVED}.{}", ns.ino()))
+}
 /// Held while lattice tables and `ip_forward` change.
 pub const LOCK: &str = "/run/lattice/firewall.lock";
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -37,12 +47,13 @@ pub(super) fn locked<T>(work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Res
 /// unless a value is saved already. Call it under [`locked`].
 pub(super) fn enable(bridge: &str) -> anyhow::Result<()> {
     let found = read(IP_FORWARD)?;
-    if !Path::new(SAVED).exists() {
-        let tmp = format!("{SAVED}.tmp");
+    let saved = saved_path()?;
+    if !Path::new(&saved).exists() {
+        let tmp = format!("{saved}.tmp");
         std::fs::File::create(&tmp)
             .and_then(|mut f| f.write_all(found.as_bytes()))
-            .and_then(|()| std::fs::rename(&tmp, SAVED))
-            .with_context(|| format!("saving ip_forward in {SAVED}"))?;
+            .and_then(|()| std::fs::rename(&tmp, &saved))
+            .with_context(|| format!("saving ip_forward in {saved}"))?;
     }
     if found != "1" {
         write(IP_FORWARD, "1")?;
@@ -54,10 +65,11 @@ pub(super) fn enable(bridge: &str) -> anyhow::Result<()> {
 /// Restores the saved `ip_forward` when no lattice table is left (`tables_left`, as
 /// [`lattice_tables`] counts them). Call it under [`locked`].
 pub(super) fn restore_if_last(tables_left: usize) -> anyhow::Result<()> {
-    let saved = std::fs::read_to_string(SAVED).ok();
+    let path = saved_path()?;
+    let saved = std::fs::read_to_string(&path).ok();
     if let Some(value) = restore_to(saved.as_deref(), tables_left) {
         write(IP_FORWARD, &value)?;
-        std::fs::remove_file(SAVED).with_context(|| format!("removing {SAVED}"))?;
+        std::fs::remove_file(&path).with_context(|| format!("removing {path}"))?;
         tracing::info!(value, "net.ipv4.ip_forward restored");
     }
     Ok(())

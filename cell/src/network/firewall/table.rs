@@ -41,11 +41,14 @@ pub fn script(cfg: &NetworkConfig) -> String {
     let dns = crate::dns::PORT;
     // Containers of other cells (over the overlay) may open connections to this
     // cell's containers; nothing else may.
-    let from_cluster = match cfg.cluster_network {
-        Some(_) => format!(
-            "\t\toifname \"{b}\" ip saddr {inet}/{ilen} ip saddr != {net}/{len} accept comment \"other cells' containers\"\n"
+    // Only through the overlay's device: a packet from the hosts' network that merely
+    // claims a container source address is not one.
+    let from_cluster = match (&cfg.cluster_network, &cfg.overlay) {
+        (Some(_), Some(o)) => format!(
+            "\t\tiifname \"{dev}\" oifname \"{b}\" ip saddr {inet}/{ilen} ip saddr != {net}/{len} accept comment \"other cells' containers\"\n",
+            dev = o.device
         ),
-        None => String::new(),
+        _ => String::new(),
     };
     format!(
         "table inet {t}\n\
@@ -123,8 +126,22 @@ mod tests {
         let cluster = script(&cfg(Some((Ipv4Addr::new(10, 255, 7, 7), 16))));
         assert!(cluster.contains("ip daddr != 10.255.0.0/16 oifname != \"lt0\" masquerade"));
         assert!(cluster.contains("iifname \"lt0\" ip daddr 10.255.0.0/16 accept"));
-        assert!(cluster
-            .contains("oifname \"lt0\" ip saddr 10.255.0.0/16 ip saddr != 10.9.3.0/24 accept"));
+        assert!(
+            !cluster.contains("other cells"),
+            "no overlay: no other cell's container can arrive"
+        );
+        let overlay = script(&NetworkConfig {
+            overlay: Some(crate::network::OverlayConfig {
+                device: "lvx0".into(),
+                vni: 1,
+                port: 4789,
+                local: Ipv4Addr::new(192, 168, 1, 2),
+            }),
+            ..cfg(Some((Ipv4Addr::new(10, 255, 7, 7), 16)))
+        });
+        assert!(overlay.contains(
+            "iifname \"lvx0\" oifname \"lt0\" ip saddr 10.255.0.0/16 ip saddr != 10.9.3.0/24 accept"
+        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod config;
 mod debuglog;
+mod network;
 mod up;
 
 use std::net::SocketAddr;
@@ -117,9 +118,13 @@ struct CellArgs {
     /// The cell bridge's name.
     #[arg(long, default_value = "lattice0")]
     bridge: String,
-    /// The bridge's address and prefix; containers get the other addresses.
-    #[arg(long, default_value = "10.254.0.1/16")]
-    subnet: String,
+    /// The bridge's address and prefix (e.g. 10.254.0.1/16); containers get the other
+    /// addresses. Without it the cell leases its subnet from the BBS (the same one
+    /// back across restarts), with the cluster's network settings.
+    #[arg(long)]
+    subnet: Option<String>,
+    #[command(flatten)]
+    overlay: network::OverlayArgs,
     /// Host ports for published container ports, FIRST-LAST.
     #[arg(long, default_value = "61000-61999")]
     ports: String,
@@ -246,6 +251,8 @@ struct BbsArgs {
     /// Fail a request as "store unavailable" when the store takes longer than this.
     #[arg(long, env = "LATTICE_BBS_STORE_TIMEOUT_MS", default_value_t = 2000)]
     store_timeout_ms: u64,
+    #[command(flatten)]
+    network: network::BbsNetworkArgs,
 }
 
 async fn shutdown_signal() {
@@ -270,6 +277,7 @@ async fn start_bbs(
             "--basic-auth must be USER:PASSWORD, e.g. --basic-auth admin:s3cret"
         );
     }
+    let network = a.network.cluster_network()?;
     server::start(BbsConfig {
         store: a.store.clone(),
         listen: a.listen,
@@ -281,6 +289,7 @@ async fn start_bbs(
         advertise_url: a.advertise_url,
         api_limits: Default::default(),
         api_opens,
+        network,
     })
     .await
     .context("starting the BBS")
@@ -443,7 +452,12 @@ fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig>
         );
         providers.preloaded.insert(name.to_string(), dir);
     }
-    let (gateway, prefix) = parse_subnet(&a.subnet)?;
+    // Without --subnet, the cell's start fills these in from its lease.
+    let (gateway, prefix) = match &a.subnet {
+        Some(s) => parse_subnet(s)?,
+        None => (std::net::Ipv4Addr::UNSPECIFIED, 0),
+    };
+    let overlay = a.overlay.overlay(a.address, a.subnet.is_some())?;
     let exe = std::env::current_exe().context("finding the lattice binary for the shim")?;
     let executor = executor::ExecutorConfig {
         data_dir: a.data_dir.clone(),
@@ -455,6 +469,7 @@ fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig>
             prefix,
             ports: parse_ports(&a.ports)?,
             publish_ip: a.address,
+            overlay,
             ..Default::default()
         },
         grace: Duration::from_secs(a.grace),
@@ -489,6 +504,7 @@ fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig>
         advertise: a.advertise.clone(),
         executor,
         rep,
+        lease_subnet: a.subnet.is_none(),
     })
 }
 

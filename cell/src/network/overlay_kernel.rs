@@ -1,0 +1,292 @@
+//! The overlay on the real kernel: two network namespaces the test makes as "hosts"
+//! (joined by a veth pair, 192.168.77.0/24), each with a bridge and the overlay's
+//! VXLAN device set up by [`Overlay`] over [`KernelHost`] entered into the host's
+//! namespace, and a "container" namespace on each bridge. A TCP connection goes from
+//! one container to the other across the overlay; once the peer is removed it
+//! cannot; after tear-down no namespace, device or route is left. Needs root.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::firewall::egress::EgressChain;
+use super::forwarder::Forwarder;
+use super::namespace::{self, run_inside};
+use super::overlay::{Overlay, Peer};
+use super::{Attachment, Host, KernelHost, NetworkConfig, OverlayConfig};
+
+/// [`KernelHost`], every call made from a thread inside the namespace `ns`.
+struct NsHost {
+    ns: File,
+}
+
+impl NsHost {
+    fn inside<T: Send>(
+        &self,
+        work: impl FnOnce() -> anyhow::Result<T> + Send,
+    ) -> anyhow::Result<T> {
+        run_inside(&self.ns, work)
+    }
+}
+
+impl Host for NsHost {
+    fn set_up_bridge(&self, cfg: &NetworkConfig) -> anyhow::Result<()> {
+        self.inside(|| KernelHost.set_up_bridge(cfg))
+    }
+    fn remove_bridge(&self, bridge: &str) {
+        let _ = self.inside(|| {
+            KernelHost.remove_bridge(bridge);
+            Ok(())
+        });
+    }
+    fn create_netns(&self, path: &Path) -> anyhow::Result<()> {
+        self.inside(|| KernelHost.create_netns(path))
+    }
+    fn rename_netns(&self, from: &Path, to: &Path) -> anyhow::Result<()> {
+        self.inside(|| KernelHost.rename_netns(from, to))
+    }
+    fn remove_netns(&self, path: &Path) {
+        let _ = self.inside(|| {
+            KernelHost.remove_netns(path);
+            Ok(())
+        });
+    }
+    fn connect(&self, att: &Attachment, cfg: &NetworkConfig) -> anyhow::Result<()> {
+        self.inside(|| KernelHost.connect(att, cfg))
+    }
+    fn forget_neighbour(&self, bridge: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+        self.inside(|| KernelHost.forget_neighbour(bridge, addr))
+    }
+    fn forward(&self, at: SocketAddr, target: SocketAddr) -> std::io::Result<Forwarder> {
+        self.inside(|| Ok(KernelHost.forward(at, target)?))
+            .map_err(std::io::Error::other)
+    }
+    fn set_egress(&self, bridge: &str, chain: &EgressChain) -> anyhow::Result<()> {
+        self.inside(|| KernelHost.set_egress(bridge, chain))
+    }
+    fn remove_egress(&self, bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
+        self.inside(|| KernelHost.remove_egress(bridge, ip))
+    }
+    fn set_up_overlay(&self, cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()> {
+        self.inside(|| KernelHost.set_up_overlay(cfg, mac))
+    }
+    fn remove_overlay(&self, device: &str) {
+        let _ = self.inside(|| {
+            KernelHost.remove_overlay(device);
+            Ok(())
+        });
+    }
+    fn add_overlay_peer(&self, device: &str, peer: &Peer) -> anyhow::Result<()> {
+        self.inside(|| KernelHost.add_overlay_peer(device, peer))
+    }
+    fn remove_overlay_peer(&self, device: &str, peer: &Peer) {
+        let _ = self.inside(|| {
+            KernelHost.remove_overlay_peer(device, peer);
+            Ok(())
+        });
+    }
+}
+
+/// The test's namespaces, removed on drop (the kernel destroys their veths, bridges
+/// and VXLAN devices with them), even when the test fails.
+struct Lab {
+    prefix: String,
+    made: Vec<PathBuf>,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        Lab {
+            prefix: format!("lattice-ovltest-{}", std::process::id()),
+            made: vec![],
+        }
+    }
+
+    fn name(&self, n: &str) -> String {
+        format!("{}-{n}", self.prefix)
+    }
+
+    fn netns(&mut self, n: &str) -> File {
+        let path = PathBuf::from(namespace::NETNS_DIR).join(self.name(n));
+        self.made.push(path.clone());
+        namespace::create(&path).unwrap();
+        File::open(&path).unwrap()
+    }
+
+    /// `ip -n NS ARGS…`, which must succeed.
+    fn ip(&self, ns: &str, args: &str) {
+        let out = Command::new("ip")
+            .arg("-n")
+            .arg(self.name(ns))
+            .args(args.split_whitespace())
+            .output()
+            .expect("running ip (iproute2)");
+        assert!(
+            out.status.success(),
+            "ip -n {ns} {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `ip -n NS route show DEST`'s output.
+    fn routes(&self, ns: &str, dest: &str) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.name(ns), "route", "show", dest])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Host `h` at `addr` on the hosts' link, its bridge `lbr` at `gw`/24 and a
+    /// container namespace `c` at `container`/24 on it; forwarding on.
+    fn host(&self, h: &str, h_ns: &File, gw: &str, c: &str, container: &str) {
+        self.ip(h, "link set lo up");
+        self.ip(h, "link add lbr type bridge");
+        self.ip(h, &format!("addr add {gw}/24 dev lbr"));
+        self.ip(h, "link set lbr up");
+        let netns_c = self.name(c);
+        self.ip(
+            h,
+            &format!("link add vc type veth peer name eth0 netns {netns_c}"),
+        );
+        self.ip(h, "link set vc master lbr up");
+        self.ip(c, "link set lo up");
+        self.ip(c, &format!("addr add {container}/24 dev eth0"));
+        self.ip(c, "link set eth0 up");
+        self.ip(c, &format!("route add default via {gw}"));
+        run_inside(h_ns, || {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+            Ok(())
+        })
+        .unwrap();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for path in self.made.drain(..).rev() {
+            namespace::remove(&path);
+        }
+    }
+}
+
+/// What the listener sends: more than one packet of any MTU, so that the path's MTU
+/// (the VXLAN device's, below the containers') has to be found.
+fn payload() -> Vec<u8> {
+    (0..200_000u32).map(|i| (i % 251) as u8).collect()
+}
+
+/// Connects from inside `from` to `to`:8080, where a listener inside `server_ns`
+/// answers with [`payload`]: whether all of it came.
+fn talk(from: &File, server_ns: &File, to: Ipv4Addr) -> bool {
+    let listener = run_inside(server_ns, || Ok(TcpListener::bind((to, 8080))?)).unwrap();
+    listener.set_nonblocking(false).unwrap();
+    let server = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.write_all(&payload());
+        }
+    });
+    let answer = run_inside(from, || {
+        let mut s = TcpStream::connect_timeout(&(to, 8080).into(), Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)?;
+        Ok(got)
+    });
+    if answer.is_err() {
+        // Unblock the accept so the server thread ends.
+        let _ = run_inside(server_ns, || Ok(TcpStream::connect((to, 8080))?));
+    }
+    server.join().unwrap();
+    answer.is_ok_and(|a| a == payload())
+}
+
+#[test]
+fn containers_on_two_hosts_talk_across_the_overlay_and_nothing_is_left() {
+    let mut lab = Lab::new();
+    let (h1, h2) = (lab.netns("h1"), lab.netns("h2"));
+    let (c1, c2) = (lab.netns("c1"), lab.netns("c2"));
+    lab.ip(
+        "h1",
+        &format!(
+            "link add ovla type veth peer name ovlb netns {}",
+            lab.name("h2")
+        ),
+    );
+    lab.ip("h1", "addr add 192.168.77.1/24 dev ovla");
+    lab.ip("h1", "link set ovla up");
+    lab.ip("h2", "addr add 192.168.77.2/24 dev ovlb");
+    lab.ip("h2", "link set ovlb up");
+    lab.host("h1", &h1, "10.250.0.1", "c1", "10.250.0.2");
+    lab.host("h2", &h2, "10.250.1.1", "c2", "10.250.1.2");
+
+    let overlay = |ns: &File, local: [u8; 4], subnet: &str| {
+        let cfg = OverlayConfig {
+            device: "lvx0".into(),
+            vni: 42,
+            port: 4789,
+            local: local.into(),
+        };
+        let host = Arc::new(NsHost {
+            ns: ns.try_clone().unwrap(),
+        });
+        Overlay::start(cfg, subnet.parse().unwrap(), host).unwrap()
+    };
+    let o1 = overlay(&h1, [192, 168, 77, 1], "10.250.0.0/24");
+    let o2 = overlay(&h2, [192, 168, 77, 2], "10.250.1.0/24");
+    let to = |subnet: &str, addr: [u8; 4]| Peer {
+        subnet: subnet.parse().unwrap(),
+        address: addr.into(),
+    };
+    let (p1, p2) = (
+        to("10.250.0.0/24", [192, 168, 77, 1]),
+        to("10.250.1.0/24", [192, 168, 77, 2]),
+    );
+    assert_eq!(o1.apply(&[p2].into()), 1);
+    assert_eq!(o2.apply(&[p1].into()), 1);
+    let link = Command::new("ip")
+        .args(["-n", &lab.name("h1"), "link", "show", "lvx0"])
+        .output()
+        .unwrap();
+    let link = String::from_utf8_lossy(&link.stdout).to_string();
+    assert!(link.contains("mtu 1450"), "{link}");
+    assert!(
+        lab.routes("h1", "10.250.1.0/24")
+            .contains("via 10.250.1.1 dev lvx0"),
+        "{}",
+        lab.routes("h1", "10.250.1.0/24")
+    );
+
+    let (a, b) = (Ipv4Addr::new(10, 250, 0, 2), Ipv4Addr::new(10, 250, 1, 2));
+    assert!(talk(&c1, &c2, b), "c1 reaches c2 across the overlay");
+    assert!(talk(&c2, &c1, a), "and back");
+
+    // The peer removed: its route goes and the containers no longer reach each other.
+    assert_eq!(o1.apply(&Default::default()), 0);
+    assert_eq!(lab.routes("h1", "10.250.1.0/24"), "");
+    assert!(!talk(&c1, &c2, b), "no overlay route, no connection");
+
+    // Closing removes the VXLAN devices (and everything through them).
+    o1.close();
+    drop((o1, o2));
+    for h in [&h1, &h2] {
+        let gone = run_inside(h, || Ok(super::links::index("lvx0").is_err())).unwrap();
+        assert!(gone, "the VXLAN device is gone");
+    }
+    assert_eq!(lab.routes("h2", "10.250.0.0/24"), "");
+    let names: Vec<PathBuf> = lab.made.clone();
+    drop((h1, h2, c1, c2));
+    drop(lab);
+    for n in names {
+        assert!(!n.exists(), "{} left behind", n.display());
+    }
+    assert!(
+        super::links::index("lvx0").is_err(),
+        "nothing in the test's own namespace"
+    );
+    assert!(super::links::index("ovla").is_err() && super::links::index("vc").is_err());
+}
