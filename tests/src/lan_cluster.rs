@@ -39,6 +39,12 @@ impl LanCluster {
     /// A cluster with `hosts` cell hosts and cells started on the first `cells` of them
     /// (the others for [`LanCluster::start_cell`]).
     pub fn start_with(hosts: usize, cells: usize) -> LanCluster {
+        Self::start_opts(hosts, cells, &[])
+    }
+
+    /// [`LanCluster::start_with`], the BBS started with `bbs_extra` flags (the
+    /// cluster's network settings: `--default-egress-rules`, `--internal-domain`…).
+    pub fn start_opts(hosts: usize, cells: usize, bbs_extra: &[&str]) -> LanCluster {
         let lan = Lan::new();
         let etcd_host = lan.host("etcd");
         let bbs_host = lan.host("bbs");
@@ -48,7 +54,7 @@ impl LanCluster {
         let cell_hosts: Vec<Host> = (0..hosts).map(|i| lan.host(&format!("cell{i}"))).collect();
         let httpd = HttpServer::start(&outside, OUTSIDE_BODY);
         let etcd = EtcdOnHost::start(&etcd_host);
-        let bbs = BbsProcess::start_on(&bbs_host, &format!("etcd://{}", etcd.endpoint), &[]);
+        let bbs = BbsProcess::start_on(&bbs_host, &format!("etcd://{}", etcd.endpoint), bbs_extra);
         let brain = BrainProcess::start_on(
             &brain_host,
             &bbs.grpc,
