@@ -292,6 +292,26 @@ impl Host {
         inside(&self.0.ns.file, work)
     }
 
+    /// The A records `server` (a DNS server reachable from this host) answers for
+    /// `name`, asked with busybox `nslookup` from this host; none for NXDOMAIN.
+    pub fn resolve(&self, server: std::net::Ipv4Addr, name: &str) -> Vec<std::net::Ipv4Addr> {
+        let out = self
+            .command(Command::new("busybox").args(["nslookup", name, &server.to_string()]))
+            .output()
+            .expect("running busybox nslookup");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // The server's own address comes first, before the `Name:` line.
+        text.split_once("Name:")
+            .map(|(_, answers)| {
+                answers
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("Address:"))
+                    .filter_map(|a| a.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// A TCP connection from this host to `target` (usable from any thread).
     pub fn connect(&self, target: &str) -> std::io::Result<TcpStream> {
         let target: SocketAddr = target.parse().expect("an IP:PORT address");

@@ -238,9 +238,25 @@ async fn a_cell_host_cut_off_has_its_work_replaced_elsewhere_and_stopped_when_it
     both.sort();
     assert_eq!(stale, both, "cell 0's containers while it is cut off");
 
+    // Cell 1's DNS names the new instance only (the stale one is no longer RUNNING).
+    let new_ip: std::net::Ipv4Addr = moved[0]
+        .net_info
+        .clone()
+        .unwrap()
+        .instance_address
+        .parse()
+        .unwrap();
+    let dns1 = dns_server_of(&mut c, "cell-1").await;
+    let cell1_host = cluster.cell_hosts[1].clone();
+    lattice_tests::wait_for(
+        "cell 1's DNS naming the new instance",
+        Duration::from_secs(5),
+        || (cell1_host.resolve(dns1, "web.apps.internal") == [new_ip]).then_some(()),
+    );
+
     // Back on the LAN: cell 0 registers again and stops its stale containers (the
-    // replaced instance and the failed Task's), the router never sends to the stale
-    // copy meanwhile, and the Task never ran on cell 1.
+    // replaced instance and the failed Task's), the router and the DNS never hand out
+    // the stale copy meanwhile, and the Task never ran on cell 1.
     cluster.cell_hosts[0].link_up();
     let t0 = Instant::now();
     loop {
@@ -251,6 +267,11 @@ async fn a_cell_host_cut_off_has_its_work_replaced_elsewhere_and_stopped_when_it
                 "served by the stale copy"
             );
         }
+        assert_eq!(
+            cell1_host.resolve(dns1, "web.apps.internal"),
+            [new_ip],
+            "cell 1's DNS named another copy"
+        );
         let stale = containers_of(&cluster.cells[0]).await;
         if stale.is_empty() {
             break;
@@ -274,6 +295,16 @@ async fn a_cell_host_cut_off_has_its_work_replaced_elsewhere_and_stopped_when_it
         "cell-0",
         "the Task stays recorded on the cell it ran on"
     );
+}
+
+/// The address of `cell`'s DNS server: its subnet's gateway, as its presence says.
+async fn dns_server_of(c: &mut BbsClient, cell: &str) -> std::net::Ipv4Addr {
+    let cells = c.cells(Empty {}).await.unwrap().into_inner().cells;
+    let p = cells
+        .iter()
+        .find(|p| p.cell_id == cell)
+        .expect("its presence");
+    lattice_specs::subnets::gateway(p.subnet.parse().expect("a leased subnet"))
 }
 
 /// `GET /readyz` of `addr` from `host`: the status and body.
