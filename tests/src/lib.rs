@@ -4,6 +4,7 @@
 
 pub mod hosts;
 pub mod lan_cluster;
+pub mod lrps;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

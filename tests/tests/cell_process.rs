@@ -8,46 +8,9 @@ use std::time::{Duration, Instant};
 
 use lattice_bbs::testing::fixtures;
 use lattice_specs::bbs_api::*;
-use lattice_specs::models::{self, actual_lrp::State};
+use lattice_specs::models;
+use lattice_tests::lrps::{actuals, wait_running};
 use lattice_tests::{sh, BbsProcess, BrainProcess, CellProcess, EtcdServer, RouterProcess};
-
-type Client = lattice_specs::bbs_api::bbs_client::BbsClient<tonic::transport::Channel>;
-
-async fn actuals(c: &mut Client, guid: &str) -> Vec<models::ActualLrp> {
-    c.actual_lr_ps(ActualLrPsRequest {
-        process_guid: guid.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .actual_lrps
-}
-
-async fn wait_running(
-    c: &mut Client,
-    guid: &str,
-    n: usize,
-    within: Duration,
-) -> Vec<models::ActualLrp> {
-    let t0 = Instant::now();
-    loop {
-        let all = actuals(c, guid).await;
-        let running: Vec<_> = all
-            .iter()
-            .filter(|a| a.state() == State::Running)
-            .cloned()
-            .collect();
-        if running.len() == n && all.len() == n {
-            return running;
-        }
-        assert!(
-            t0.elapsed() < within,
-            "{guid}: wanted {n} RUNNING within {within:?}, have {all:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn get(router: &str, host: &str) -> Option<(u16, String)> {
     let r = reqwest::Client::new()

@@ -12,55 +12,14 @@ use std::time::{Duration, Instant};
 
 use lattice_bbs::testing::fixtures;
 use lattice_specs::bbs_api::*;
-use lattice_specs::models::{self, actual_lrp::State};
+use lattice_specs::models;
 use lattice_tests::hosts::Host;
 use lattice_tests::lan_cluster::{LanCluster as Cluster, OUTSIDE_BODY};
+use lattice_tests::lrps::{actuals, cell_of, wait_running_where};
 use lattice_tests::{sh, BbsClient, CellProcess, RouterProcess};
 
 /// The cells' presence lease, in seconds (the harness's cells run with `--lease-ttl 3`).
 const LEASE_TTL: Duration = Duration::from_secs(3);
-
-async fn actuals(c: &mut BbsClient, guid: &str) -> Vec<models::ActualLrp> {
-    c.actual_lr_ps(ActualLrPsRequest {
-        process_guid: guid.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .actual_lrps
-}
-
-fn cell_of(a: &models::ActualLrp) -> String {
-    a.instance_key.clone().unwrap_or_default().cell_id
-}
-
-/// Waits for `n` RUNNING instances of `guid` (and no other) for which `accept` holds.
-async fn wait_running(
-    c: &mut BbsClient,
-    guid: &str,
-    n: usize,
-    within: Duration,
-    accept: impl Fn(&models::ActualLrp) -> bool,
-) -> Vec<models::ActualLrp> {
-    let t0 = Instant::now();
-    loop {
-        let all = actuals(c, guid).await;
-        let running: Vec<_> = all
-            .iter()
-            .filter(|a| a.state() == State::Running && accept(a))
-            .cloned()
-            .collect();
-        if running.len() == n && all.len() == n {
-            return running;
-        }
-        assert!(
-            t0.elapsed() < within,
-            "{guid}: wanted {n} RUNNING within {within:?}, have {all:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// `n` instances of busybox httpd answering "hello from INDEX on CELL_ID", routed at
 /// GUID.lattice.localhost.
@@ -97,7 +56,7 @@ async fn an_app_on_the_cell_hosts_is_served_through_the_router_host_to_the_outsi
     assert_eq!((status, body.as_str()), (200, OUTSIDE_BODY));
 
     desire_httpd(&mut c, "web", 2).await;
-    let running = wait_running(&mut c, "web", 2, Duration::from_secs(60), |_| true).await;
+    let running = wait_running_where(&mut c, "web", 2, Duration::from_secs(60), |_| true).await;
     let cells: HashSet<String> = running.iter().map(cell_of).collect();
     assert_eq!(cells.len(), 2, "spread over both cells: {running:#?}");
     for a in &running {
@@ -142,7 +101,7 @@ async fn an_app_on_the_cell_hosts_is_served_through_the_router_host_to_the_outsi
     let before = guids(&running);
     let mut cluster = cluster;
     cluster.cells[0].process.restart();
-    let after = wait_running(&mut c, "web", 2, Duration::from_secs(30), |_| true).await;
+    let after = wait_running_where(&mut c, "web", 2, Duration::from_secs(30), |_| true).await;
     assert_eq!(guids(&after), before, "the same instances, re-adopted");
     let mut seen = HashSet::new();
     lattice_tests::wait_for(
@@ -173,7 +132,7 @@ async fn a_cell_host_cut_off_has_its_work_replaced_elsewhere_and_stopped_when_it
     let mut c = cluster.bbs.client().await;
     desire_httpd(&mut c, "web", 1).await;
     lattice_tests::desire_task(&mut c, "long", "sleep 600; echo done > /tmp/result").await;
-    let moved_from = wait_running(&mut c, "web", 1, Duration::from_secs(60), |a| {
+    let moved_from = wait_running_where(&mut c, "web", 1, Duration::from_secs(60), |a| {
         cell_of(a) == "cell-0"
     })
     .await
@@ -197,7 +156,7 @@ async fn a_cell_host_cut_off_has_its_work_replaced_elsewhere_and_stopped_when_it
     let cut = Instant::now();
     cluster.cell_hosts[0].link_down();
     let bound = LEASE_TTL + Duration::from_secs(15);
-    let moved = wait_running(&mut c, "web", 1, bound, |a| cell_of(a) == "cell-1").await;
+    let moved = wait_running_where(&mut c, "web", 1, bound, |a| cell_of(a) == "cell-1").await;
     let cell1_ip = cluster.cell_hosts[1].ip().to_string();
     assert_eq!(moved[0].net_info.clone().unwrap().address, cell1_ip);
     let mut served = 0;

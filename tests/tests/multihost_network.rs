@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use lattice_bbs::testing::fixtures;
 use lattice_specs::bbs_api::*;
-use lattice_specs::models::{self, actual_lrp::State, PortRange, SecurityGroupRule};
+use lattice_specs::models::{self, PortRange, SecurityGroupRule};
 use lattice_tests::lan_cluster::{LanCluster as Cluster, OUTSIDE_BODY};
+use lattice_tests::lrps::wait_running;
 use lattice_tests::{sh, BbsClient};
 
 /// Cell `cell-0` takes work tagged `a`, `cell-1` work tagged `b`: the tests choose
@@ -38,27 +39,6 @@ async fn desire_app(c: &mut BbsClient, guid: &str, tag: &str, before: &str) {
     })
     .await
     .unwrap();
-}
-
-/// The RUNNING instance of `guid`, once there is one.
-async fn running(c: &mut BbsClient, guid: &str) -> models::ActualLrp {
-    let t0 = std::time::Instant::now();
-    loop {
-        let all = c
-            .actual_lr_ps(ActualLrPsRequest {
-                process_guid: guid.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .actual_lrps;
-        if let Some(a) = all.into_iter().find(|a| a.state() == State::Running) {
-            return a;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(60), "{guid} never ran");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Runs `script` as a Task on the cell tagged `tag`, with `egress` rules, and gives
@@ -122,9 +102,17 @@ async fn apps_on_two_cells_call_each_other_by_name_and_reach_the_outside_through
     let mut c = cluster.bbs.client().await;
 
     // Each cell leased a subnet of its own from the cluster's network.
-    let cells = c.cells(Empty {}).await.unwrap().into_inner().cells;
+    // (A cell says it is ready as its presence is being written: wait for both.)
+    let t0 = std::time::Instant::now();
+    let cells = loop {
+        let cells = c.cells(Empty {}).await.unwrap().into_inner().cells;
+        if cells.len() == 2 {
+            break cells;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{cells:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let subnets: Vec<String> = cells.iter().map(|p| p.subnet.clone()).collect();
-    assert_eq!(subnets.len(), 2, "{cells:#?}");
     assert_ne!(subnets[0], subnets[1]);
     for (p, s) in cells.iter().zip(&subnets) {
         assert!(s.starts_with("10.255."), "{} leased {s}", p.cell_id);
@@ -133,7 +121,9 @@ async fn apps_on_two_cells_call_each_other_by_name_and_reach_the_outside_through
     // The server on cell 1; its address is in cell 1's subnet, with no host port used
     // by what follows.
     desire_app(&mut c, "server", "b", "").await;
-    let server = running(&mut c, "server").await;
+    let server = wait_running(&mut c, "server", 1, Duration::from_secs(60))
+        .await
+        .remove(0);
     assert_eq!(server.instance_key.clone().unwrap().cell_id, "cell-1");
     let addr = server.net_info.clone().unwrap().instance_address;
     let addr: Ipv4Addr = addr.parse().expect("an instance address");
@@ -190,7 +180,7 @@ async fn apps_on_two_cells_call_each_other_by_name_and_reach_the_outside_through
         &format!("wget -q -O /www/index.html {outside} &&"),
     )
     .await;
-    running(&mut c, "fetcher").await;
+    wait_running(&mut c, "fetcher", 1, Duration::from_secs(60)).await;
     let body = lattice_tests::wait_for(
         "the fetcher served through the router",
         Duration::from_secs(20),
@@ -242,7 +232,9 @@ async fn egress_rules_allow_and_refuse_and_the_cluster_default_governs_the_rest(
 
     // App-to-app traffic is governed apart: allowed under the restrictive default.
     desire_app(&mut c, "server", "b", "").await;
-    running(&mut c, "server").await;
+    wait_running(&mut c, "server", 1, Duration::from_secs(60))
+        .await
+        .remove(0);
     let r = task_result(
         &mut c,
         "internal",
