@@ -61,6 +61,7 @@ async fn task_result(
             cpu_weight: 10,
             placement_tags: vec![tag.into()],
             egress_rules: egress,
+            log_guid: guid.into(),
             ..lattice_specs::testing::task_definition("/bin/true")
         }),
     })
@@ -212,10 +213,37 @@ async fn egress_rules_allow_and_refuse_and_the_cluster_default_governs_the_rest(
     let t0 = std::time::Instant::now();
     let r = task_result(&mut c, "default", "a", vec![], &fetch(&outside)).await;
     assert_eq!(r, "refused\n", "the default rules let it out");
-    // Its own rule to the outside host's port 80: reached.
-    let allow = vec![tcp_to(&outside_ip, Some((80, 80)))];
-    let r = task_result(&mut c, "allowed", "a", allow, &fetch(&outside)).await;
+    // Its own rule to the outside host's port 80: reached, and (`log: true`) the
+    // connection is a line in the Task's log on its cell (the cell names the container
+    // by its address: it runs a moment longer).
+    let allow = vec![SecurityGroupRule {
+        log: true,
+        ..tcp_to(&outside_ip, Some((80, 80)))
+    }];
+    let r = task_result(
+        &mut c,
+        "allowed",
+        "a",
+        allow,
+        &(fetch(&outside) + "; sleep 1"),
+    )
+    .await;
     assert_eq!(r, OUTSIDE_BODY, "its rule did not let it out");
+    let logs = format!(
+        "http://{}/v1/logs/allowed?follow=false",
+        cluster.cells[0].http()
+    );
+    let want = format!("egress tcp {outside_ip}:80 allowed");
+    let mut seen = String::new();
+    let t_log = std::time::Instant::now();
+    while !seen.contains(&want) {
+        assert!(
+            t_log.elapsed() < Duration::from_secs(10),
+            "no {want:?} in the Task's log: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = reqwest::get(&logs).await.unwrap().text().await.unwrap();
+    }
     // Its own rule to another port only: refused, though the server is there.
     let other = vec![tcp_to(&outside_ip, Some((81, 90)))];
     let r = task_result(&mut c, "denied", "a", other, &fetch(&outside)).await;

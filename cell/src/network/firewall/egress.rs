@@ -147,7 +147,9 @@ fn rule(r: &SecurityGroupRule, log_group: u16) -> Result<String, (String, String
         _ => return Err(("protocol".into(), "must be tcp, udp, icmp or all".into())),
     }
     if r.log {
-        let _ = write!(m, "log group {log_group} ");
+        // Sent at once: NFLOG otherwise holds messages up to a second (or 100 of
+        // them), and the cell names the container by its address while it still runs.
+        let _ = write!(m, "log group {log_group} queue-threshold 1 ");
     }
     m.push_str("accept");
     Ok(m)
@@ -236,7 +238,7 @@ mod tests {
         logged.log = true;
         assert_eq!(
             bodies(&[logged]),
-            ["ip daddr { 1.2.3.4 } tcp dport { 443 } log group 7 accept"]
+            ["ip daddr { 1.2.3.4 } tcp dport { 443 } log group 7 queue-threshold 1 accept"]
         );
     }
 
