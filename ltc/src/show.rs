@@ -219,6 +219,11 @@ pub fn cells(cells: &[CellResponse], actuals: &[ActualLrpResponse]) -> String {
                     .collect::<Vec<_>>()
                     .join(", "),
                 c.placement_tags.join(","),
+                if c.subnet.is_empty() {
+                    "-".into()
+                } else {
+                    c.subnet.clone()
+                },
             ]
         })
         .collect();
@@ -231,6 +236,7 @@ pub fn cells(cells: &[CellResponse], actuals: &[ActualLrpResponse]) -> String {
             "INSTANCES",
             "IMAGES",
             "TAGS",
+            "SUBNET",
         ],
         &rows,
     )
@@ -337,6 +343,24 @@ pub fn picture(cells: &[CellResponse], actuals: &[ActualLrpResponse], color: boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_show_their_leased_subnet() {
+        let leased = CellResponse {
+            cell_id: "cell-a".into(),
+            subnet: "10.255.3.0/24".into(),
+            ..Default::default()
+        };
+        let by_hand = CellResponse {
+            cell_id: "cell-b".into(),
+            ..Default::default()
+        };
+        let out = cells(&[leased, by_hand], &[]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].ends_with("TAGS  SUBNET"), "{out}");
+        assert!(lines[1].starts_with("cell-a") && lines[1].ends_with("10.255.3.0/24"));
+        assert!(lines[2].starts_with("cell-b") && lines[2].ends_with(" -"));
+    }
 
     #[test]
     fn tables_align_and_ages_read_well() {
