@@ -103,6 +103,19 @@ async fn an_app_on_the_cell_hosts_is_served_through_the_router_host_to_the_outsi
     cluster.cells[0].process.restart();
     let after = wait_running_where(&mut c, "web", 2, Duration::from_secs(30), |_| true).await;
     assert_eq!(guids(&after), before, "the same instances, re-adopted");
+    let addresses = |a: &[models::ActualLrp]| {
+        let mut v: Vec<String> = a
+            .iter()
+            .map(|a| a.net_info.clone().unwrap_or_default().instance_address)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        addresses(&after),
+        addresses(&running),
+        "re-adopted instances keep their container addresses (and so their names)"
+    );
     let mut seen = HashSet::new();
     lattice_tests::wait_for(
         "both instances after the restart",
