@@ -14,13 +14,21 @@ had_parents=$(cgroup_parents)
 # Cells turn net.ipv4.ip_forward on and restore it with their last bridge; a killed cell
 # cannot, so the value found here comes back after the run (with the cells' record of it).
 had_forward=$(cat /proc/sys/net/ipv4/ip_forward)
+# `ip netns add` (the multi-host tests' hosts) makes /run/netns a mount point of its own;
+# undo that when the run made it and left no namespace in it.
+netns_mounted() { mountpoint -q /run/netns 2>/dev/null; }
+had_netns_mount=no; netns_mounted && had_netns_mount=yes
 cleanup() {
     rm -f "$log"
     echo "$had_forward" > /proc/sys/net/ipv4/ip_forward
-    rm -f /run/lattice/ip_forward.*
+    rm -f /run/lattice/ip_forward.* /run/lattice/firewall.lock
     if [ -z "$had_parents" ]; then
         for d in $(cgroup_parents); do rmdir "$d" 2>/dev/null || true; done
     fi
+    if [ "$had_netns_mount" = no ] && netns_mounted && [ -z "$(ls -A /run/netns)" ]; then
+        umount /run/netns 2>/dev/null || true
+    fi
+    rmdir /run/lattice-test-lans /run/lattice 2>/dev/null || true
 }
 trap cleanup EXIT
 set +e
