@@ -1,5 +1,7 @@
 //! Helpers for tests and benchmarks that run real containers: the busybox image, an
-//! executor on its own bridge, subnet and port range, and checks for leftovers.
+//! executor on its own bridge, subnet and port range, and checks for leftovers; and
+//! network namespaces standing for hosts ([`Lab`]) with a cell's network made inside
+//! one ([`NsHost`]).
 //! Containers need root: [`require_root`] fails (never skips) without it.
 
 use std::collections::BTreeMap;
