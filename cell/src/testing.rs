@@ -1,5 +1,7 @@
 //! Helpers for tests and benchmarks that run real containers: the busybox image, an
-//! executor on its own bridge, subnet and port range, and checks for leftovers.
+//! executor on its own bridge, subnet and port range, and checks for leftovers; and
+//! network namespaces standing for hosts ([`Lab`]) with a cell's network made inside
+//! one ([`NsHost`]).
 //! Containers need root: [`require_root`] fails (never skips) without it.
 
 use std::collections::BTreeMap;
@@ -389,5 +391,215 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// [`KernelHost`](crate::network::KernelHost), every call made from a thread inside
+/// the network namespace `ns`: a cell's bridge, firewall and overlay set up by the
+/// cell's own code inside a namespace standing for a host.
+pub struct NsHost {
+    ns: std::fs::File,
+}
+
+impl NsHost {
+    /// The host whose namespace is `ns`.
+    pub fn new(ns: std::fs::File) -> NsHost {
+        NsHost { ns }
+    }
+
+    fn inside<T: Send>(
+        &self,
+        work: impl FnOnce() -> anyhow::Result<T> + Send,
+    ) -> anyhow::Result<T> {
+        in_netns(&self.ns, work)
+    }
+}
+
+/// Runs `work` on a thread of its own inside the network namespace `ns` (sockets it
+/// makes stay in that namespace wherever they are used afterwards).
+pub fn in_netns<T: Send>(
+    ns: &std::fs::File,
+    work: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    crate::network::namespace::run_inside(ns, work)
+}
+
+/// Spawns `cmd` inside the network namespace `ns` (setns before exec: the mount
+/// namespace stays the caller's, unlike `ip netns exec`).
+pub fn spawn_in(
+    ns: &std::fs::File,
+    cmd: &mut std::process::Command,
+) -> std::io::Result<std::process::Child> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::CommandExt as _;
+    let fd = ns.as_raw_fd();
+    // SAFETY: between fork and exec the closure only calls setns(2), which is
+    // async-signal-safe, on a descriptor the parent keeps open.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+mod ns_host {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::path::Path;
+
+    use super::NsHost;
+    use crate::network::firewall::egress::EgressChain;
+    use crate::network::forwarder::Forwarder;
+    use crate::network::overlay::Peer;
+    use crate::network::{Attachment, Host, KernelHost, NetworkConfig, OverlayConfig};
+
+    impl Host for NsHost {
+        fn set_up_bridge(&self, cfg: &NetworkConfig) -> anyhow::Result<()> {
+            self.inside(|| KernelHost.set_up_bridge(cfg))
+        }
+        fn remove_bridge(&self, bridge: &str) {
+            let _ = self.inside(|| {
+                KernelHost.remove_bridge(bridge);
+                Ok(())
+            });
+        }
+        fn create_netns(&self, path: &Path) -> anyhow::Result<()> {
+            self.inside(|| KernelHost.create_netns(path))
+        }
+        fn rename_netns(&self, from: &Path, to: &Path) -> anyhow::Result<()> {
+            self.inside(|| KernelHost.rename_netns(from, to))
+        }
+        fn remove_netns(&self, path: &Path) {
+            let _ = self.inside(|| {
+                KernelHost.remove_netns(path);
+                Ok(())
+            });
+        }
+        fn connect(&self, att: &Attachment, cfg: &NetworkConfig) -> anyhow::Result<()> {
+            self.inside(|| KernelHost.connect(att, cfg))
+        }
+        fn forget_neighbour(&self, bridge: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+            self.inside(|| KernelHost.forget_neighbour(bridge, addr))
+        }
+        fn forward(&self, at: SocketAddr, target: SocketAddr) -> std::io::Result<Forwarder> {
+            self.inside(|| Ok(KernelHost.forward(at, target)?))
+                .map_err(std::io::Error::other)
+        }
+        fn set_egress(&self, bridge: &str, chain: &EgressChain) -> anyhow::Result<()> {
+            self.inside(|| KernelHost.set_egress(bridge, chain))
+        }
+        fn remove_egress(&self, bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
+            self.inside(|| KernelHost.remove_egress(bridge, ip))
+        }
+        fn set_up_overlay(&self, cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()> {
+            self.inside(|| KernelHost.set_up_overlay(cfg, mac))
+        }
+        fn remove_overlay(&self, device: &str) {
+            let _ = self.inside(|| {
+                KernelHost.remove_overlay(device);
+                Ok(())
+            });
+        }
+        fn add_overlay_peer(&self, device: &str, peer: &Peer) -> anyhow::Result<()> {
+            self.inside(|| KernelHost.add_overlay_peer(device, peer))
+        }
+        fn remove_overlay_peer(&self, device: &str, peer: &Peer) {
+            let _ = self.inside(|| {
+                KernelHost.remove_overlay_peer(device, peer);
+                Ok(())
+            });
+        }
+    }
+}
+
+/// Network namespaces made for one test or benchmark (named `lattice-TAG-PID-NAME`),
+/// removed on drop, even when it fails: the kernel destroys their veths, bridges and
+/// VXLAN devices with them.
+pub struct Lab {
+    prefix: String,
+    made: Vec<PathBuf>,
+}
+
+impl Lab {
+    /// An empty lab; `tag` tells whose namespaces these are.
+    pub fn new(tag: &str) -> Lab {
+        Lab {
+            prefix: format!("lattice-{tag}-{}", std::process::id()),
+            made: vec![],
+        }
+    }
+
+    /// The full name of the lab's namespace `n`.
+    pub fn name(&self, n: &str) -> String {
+        format!("{}-{n}", self.prefix)
+    }
+
+    /// Where the namespaces made so far are mounted.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.made.clone()
+    }
+
+    /// Makes the namespace `n` (its loopback up) and opens it.
+    pub fn netns(&mut self, n: &str) -> std::fs::File {
+        let path = PathBuf::from(crate::network::namespace::NETNS_DIR).join(self.name(n));
+        self.made.push(path.clone());
+        crate::network::namespace::create(&path).expect("making a network namespace");
+        self.ip(n, "link set lo up");
+        std::fs::File::open(&path).expect("opening the network namespace")
+    }
+
+    /// `ip -n NS ARGS…`, which must succeed.
+    pub fn ip(&self, ns: &str, args: &str) {
+        let out = std::process::Command::new("ip")
+            .arg("-n")
+            .arg(self.name(ns))
+            .args(args.split_whitespace())
+            .output()
+            .expect("running ip (iproute2)");
+        assert!(
+            out.status.success(),
+            "ip -n {ns} {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `ip -n NS route show DEST`'s output.
+    pub fn routes(&self, ns: &str, dest: &str) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &self.name(ns), "route", "show", dest])
+            .output()
+            .expect("running ip (iproute2)");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Joins the namespaces `a` and `b` with a veth pair (`dev_a` in `a` at
+    /// `addr_a`/24, `dev_b` in `b` at `addr_b`/24), both ends up.
+    pub fn link(
+        &self,
+        (a, dev_a, addr_a): (&str, &str, &str),
+        (b, dev_b, addr_b): (&str, &str, &str),
+    ) {
+        self.ip(
+            a,
+            &format!(
+                "link add {dev_a} type veth peer name {dev_b} netns {}",
+                self.name(b)
+            ),
+        );
+        self.ip(a, &format!("addr add {addr_a}/24 dev {dev_a}"));
+        self.ip(a, &format!("link set {dev_a} up"));
+        self.ip(b, &format!("addr add {addr_b}/24 dev {dev_b}"));
+        self.ip(b, &format!("link set {dev_b} up"));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for path in self.made.drain(..).rev() {
+            crate::network::namespace::remove(&path);
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 /// Where network namespaces are mounted (where `ip netns` keeps them).
-pub(super) const NETNS_DIR: &str = "/var/run/netns";
+pub(crate) const NETNS_DIR: &str = "/var/run/netns";
 
 /// Where the network namespace of container `handle` is mounted.
 pub fn netns_path(handle: &str) -> PathBuf {
@@ -72,7 +72,7 @@ pub(super) fn forget_dead_spares(bridge: &str) {
 
 /// Unmounts and removes the namespace file at `path` (what `ip netns del` does). The
 /// kernel destroys the namespace, and what is in it, once nothing holds it.
-pub(super) fn remove(path: &Path) {
+pub(crate) fn remove(path: &Path) {
     match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => {
@@ -124,7 +124,7 @@ pub(super) fn rename(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// Creates an empty network namespace mounted at `netns`, in-process (what `ip netns
 /// add` does): a thread of its own unshares a new namespace and bind-mounts it there,
 /// so no other thread changes namespace.
-pub(super) fn create(netns: &Path) -> anyhow::Result<()> {
+pub(crate) fn create(netns: &Path) -> anyhow::Result<()> {
     new_mount_point(netns)?;
     std::thread::scope(|s| {
         s.spawn(|| -> anyhow::Result<()> {
@@ -146,7 +146,7 @@ pub(super) fn create(netns: &Path) -> anyhow::Result<()> {
 
 /// Runs `work` on a thread of its own that has entered the namespace `ns`: only that
 /// thread moves, and it ends with `work`.
-pub(super) fn run_inside<T: Send>(
+pub(crate) fn run_inside<T: Send>(
     ns: &std::fs::File,
     work: impl FnOnce() -> anyhow::Result<T> + Send,
 ) -> anyhow::Result<T> {

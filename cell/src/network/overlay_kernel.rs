@@ -7,171 +7,37 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::firewall::egress::EgressChain;
-use super::forwarder::Forwarder;
-use super::namespace::{self, run_inside};
+use super::namespace::run_inside;
 use super::overlay::{Overlay, Peer};
-use super::{Attachment, Host, KernelHost, NetworkConfig, OverlayConfig};
+use super::OverlayConfig;
+use crate::testing::{Lab, NsHost};
 
-/// [`KernelHost`], every call made from a thread inside the namespace `ns`.
-struct NsHost {
-    ns: File,
-}
-
-impl NsHost {
-    fn inside<T: Send>(
-        &self,
-        work: impl FnOnce() -> anyhow::Result<T> + Send,
-    ) -> anyhow::Result<T> {
-        run_inside(&self.ns, work)
-    }
-}
-
-impl Host for NsHost {
-    fn set_up_bridge(&self, cfg: &NetworkConfig) -> anyhow::Result<()> {
-        self.inside(|| KernelHost.set_up_bridge(cfg))
-    }
-    fn remove_bridge(&self, bridge: &str) {
-        let _ = self.inside(|| {
-            KernelHost.remove_bridge(bridge);
-            Ok(())
-        });
-    }
-    fn create_netns(&self, path: &Path) -> anyhow::Result<()> {
-        self.inside(|| KernelHost.create_netns(path))
-    }
-    fn rename_netns(&self, from: &Path, to: &Path) -> anyhow::Result<()> {
-        self.inside(|| KernelHost.rename_netns(from, to))
-    }
-    fn remove_netns(&self, path: &Path) {
-        let _ = self.inside(|| {
-            KernelHost.remove_netns(path);
-            Ok(())
-        });
-    }
-    fn connect(&self, att: &Attachment, cfg: &NetworkConfig) -> anyhow::Result<()> {
-        self.inside(|| KernelHost.connect(att, cfg))
-    }
-    fn forget_neighbour(&self, bridge: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
-        self.inside(|| KernelHost.forget_neighbour(bridge, addr))
-    }
-    fn forward(&self, at: SocketAddr, target: SocketAddr) -> std::io::Result<Forwarder> {
-        self.inside(|| Ok(KernelHost.forward(at, target)?))
-            .map_err(std::io::Error::other)
-    }
-    fn set_egress(&self, bridge: &str, chain: &EgressChain) -> anyhow::Result<()> {
-        self.inside(|| KernelHost.set_egress(bridge, chain))
-    }
-    fn remove_egress(&self, bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
-        self.inside(|| KernelHost.remove_egress(bridge, ip))
-    }
-    fn set_up_overlay(&self, cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()> {
-        self.inside(|| KernelHost.set_up_overlay(cfg, mac))
-    }
-    fn remove_overlay(&self, device: &str) {
-        let _ = self.inside(|| {
-            KernelHost.remove_overlay(device);
-            Ok(())
-        });
-    }
-    fn add_overlay_peer(&self, device: &str, peer: &Peer) -> anyhow::Result<()> {
-        self.inside(|| KernelHost.add_overlay_peer(device, peer))
-    }
-    fn remove_overlay_peer(&self, device: &str, peer: &Peer) {
-        let _ = self.inside(|| {
-            KernelHost.remove_overlay_peer(device, peer);
-            Ok(())
-        });
-    }
-}
-
-/// The test's namespaces, removed on drop (the kernel destroys their veths, bridges
-/// and VXLAN devices with them), even when the test fails.
-struct Lab {
-    prefix: String,
-    made: Vec<PathBuf>,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        Lab {
-            prefix: format!("lattice-ovltest-{}", std::process::id()),
-            made: vec![],
-        }
-    }
-
-    fn name(&self, n: &str) -> String {
-        format!("{}-{n}", self.prefix)
-    }
-
-    fn netns(&mut self, n: &str) -> File {
-        let path = PathBuf::from(namespace::NETNS_DIR).join(self.name(n));
-        self.made.push(path.clone());
-        namespace::create(&path).unwrap();
-        File::open(&path).unwrap()
-    }
-
-    /// `ip -n NS ARGS…`, which must succeed.
-    fn ip(&self, ns: &str, args: &str) {
-        let out = Command::new("ip")
-            .arg("-n")
-            .arg(self.name(ns))
-            .args(args.split_whitespace())
-            .output()
-            .expect("running ip (iproute2)");
-        assert!(
-            out.status.success(),
-            "ip -n {ns} {args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// `ip -n NS route show DEST`'s output.
-    fn routes(&self, ns: &str, dest: &str) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.name(ns), "route", "show", dest])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Host `h` at `addr` on the hosts' link, its bridge `lbr` at `gw`/24 and a
-    /// container namespace `c` at `container`/24 on it; forwarding on.
-    fn host(&self, h: &str, h_ns: &File, gw: &str, c: &str, container: &str) {
-        self.ip(h, "link set lo up");
-        self.ip(h, "link add lbr type bridge");
-        self.ip(h, &format!("addr add {gw}/24 dev lbr"));
-        self.ip(h, "link set lbr up");
-        let netns_c = self.name(c);
-        self.ip(
-            h,
-            &format!("link add vc type veth peer name eth0 netns {netns_c}"),
-        );
-        self.ip(h, "link set vc master lbr up");
-        self.ip(c, "link set lo up");
-        self.ip(c, &format!("addr add {container}/24 dev eth0"));
-        self.ip(c, "link set eth0 up");
-        self.ip(c, &format!("route add default via {gw}"));
-        run_inside(h_ns, || {
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
-            Ok(())
-        })
-        .unwrap();
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for path in self.made.drain(..).rev() {
-            namespace::remove(&path);
-        }
-    }
+/// Host `h` with its bridge `lbr` at `gw`/24 and a container namespace `c` at
+/// `container`/24 on it; forwarding on.
+fn host(lab: &Lab, h: &str, h_ns: &File, gw: &str, c: &str, container: &str) {
+    lab.ip(h, "link add lbr type bridge");
+    lab.ip(h, &format!("addr add {gw}/24 dev lbr"));
+    lab.ip(h, "link set lbr up");
+    let netns_c = lab.name(c);
+    lab.ip(
+        h,
+        &format!("link add vc type veth peer name eth0 netns {netns_c}"),
+    );
+    lab.ip(h, "link set vc master lbr up");
+    lab.ip(c, &format!("addr add {container}/24 dev eth0"));
+    lab.ip(c, "link set eth0 up");
+    lab.ip(c, &format!("route add default via {gw}"));
+    run_inside(h_ns, || {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+        Ok(())
+    })
+    .unwrap();
 }
 
 /// What the listener sends: more than one packet of any MTU, so that the path's MTU
@@ -207,22 +73,15 @@ fn talk(from: &File, server_ns: &File, to: Ipv4Addr) -> bool {
 
 #[test]
 fn containers_on_two_hosts_talk_across_the_overlay_and_nothing_is_left() {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("ovltest");
     let (h1, h2) = (lab.netns("h1"), lab.netns("h2"));
     let (c1, c2) = (lab.netns("c1"), lab.netns("c2"));
-    lab.ip(
-        "h1",
-        &format!(
-            "link add ovla type veth peer name ovlb netns {}",
-            lab.name("h2")
-        ),
+    lab.link(
+        ("h1", "ovla", "192.168.77.1"),
+        ("h2", "ovlb", "192.168.77.2"),
     );
-    lab.ip("h1", "addr add 192.168.77.1/24 dev ovla");
-    lab.ip("h1", "link set ovla up");
-    lab.ip("h2", "addr add 192.168.77.2/24 dev ovlb");
-    lab.ip("h2", "link set ovlb up");
-    lab.host("h1", &h1, "10.250.0.1", "c1", "10.250.0.2");
-    lab.host("h2", &h2, "10.250.1.1", "c2", "10.250.1.2");
+    host(&lab, "h1", &h1, "10.250.0.1", "c1", "10.250.0.2");
+    host(&lab, "h2", &h2, "10.250.1.1", "c2", "10.250.1.2");
 
     let overlay = |ns: &File, local: [u8; 4], subnet: &str| {
         let cfg = OverlayConfig {
@@ -231,9 +90,7 @@ fn containers_on_two_hosts_talk_across_the_overlay_and_nothing_is_left() {
             port: 4789,
             local: local.into(),
         };
-        let host = Arc::new(NsHost {
-            ns: ns.try_clone().unwrap(),
-        });
+        let host = Arc::new(NsHost::new(ns.try_clone().unwrap()));
         Overlay::start(cfg, subnet.parse().unwrap(), host).unwrap()
     };
     let o1 = overlay(&h1, [192, 168, 77, 1], "10.250.0.0/24");
@@ -278,7 +135,7 @@ fn containers_on_two_hosts_talk_across_the_overlay_and_nothing_is_left() {
         assert!(gone, "the VXLAN device is gone");
     }
     assert_eq!(lab.routes("h2", "10.250.0.0/24"), "");
-    let names: Vec<PathBuf> = lab.made.clone();
+    let names: Vec<PathBuf> = lab.paths();
     drop((h1, h2, c1, c2));
     drop(lab);
     for n in names {
