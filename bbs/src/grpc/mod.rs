@@ -3,26 +3,23 @@
 //!
 //! This module holds the service (one handler per call, each a thin wrapper
 //! over `db`); `status` maps errors to statuses, `request` reads required
-//! fields and the fencing token, `events` streams the change feed, `subnets`
-//! answers cells' subnet leases.
+//! fields and the fencing token, `events` streams the change feed, `leases`
+//! grants, renews and revokes leases, `subnets` answers cells' subnet leases.
 
 mod events;
+mod leases;
 mod request;
 mod status;
 mod subnets;
 
-use std::time::Duration;
-
 use lattice_specs::bbs_api::bbs_server::{Bbs, BbsServer};
 use lattice_specs::bbs_api::*;
 use lattice_specs::errors::ErrorName;
-use lattice_specs::validation::{FieldError, ValidationErrors};
 use tonic::{Request, Response, Status};
 
 use crate::db::{Db, DbError};
 use crate::events::EventHub;
 use crate::metrics::observe;
-use crate::store::StoreError;
 use events::EventStream;
 pub use lattice_specs::errors::{ERROR_NAME_KEY, FENCE_KEY};
 use request::{fence_of, ik_of, key_of, missing};
@@ -665,54 +662,18 @@ impl Bbs for BbsGrpc {
         &self,
         r: Request<GrantLeaseRequest>,
     ) -> Result<Response<LeaseResponse>, Status> {
-        call("GrantLease", async {
-            let db = self.db_for(&r)?;
-            let ttl = r.into_inner().ttl_seconds;
-            if ttl <= 0 {
-                return Err(DbError::Invalid(ValidationErrors(vec![FieldError {
-                    field: "ttl_seconds".into(),
-                    message: "must be > 0".into(),
-                }])));
-            }
-            let id = db.grant_lease(Duration::from_secs(ttl as u64)).await?;
-            Ok(LeaseResponse {
-                lease_id: id,
-                ttl_seconds: ttl,
-            })
-        })
-        .await
+        self.grant(r).await
     }
 
     async fn keep_alive_lease(
         &self,
         r: Request<LeaseRequest>,
     ) -> Result<Response<LeaseResponse>, Status> {
-        call("KeepAliveLease", async {
-            let db = self.db_for(&r)?;
-            let id = r.into_inner().lease_id;
-            match db.keep_alive(id).await {
-                Ok(ttl) => Ok(LeaseResponse {
-                    lease_id: id,
-                    ttl_seconds: ttl,
-                }),
-                Err(DbError::Store(StoreError::LeaseNotFound(_))) => Ok(LeaseResponse {
-                    lease_id: id,
-                    ttl_seconds: 0,
-                }),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        self.keep_alive(r).await
     }
 
     async fn revoke_lease(&self, r: Request<LeaseRequest>) -> Result<Response<Empty>, Status> {
-        call("RevokeLease", async {
-            let db = self.db_for(&r)?;
-            db.revoke_lease(r.into_inner().lease_id)
-                .await
-                .map(|_| Empty {})
-        })
-        .await
+        self.revoke(r).await
     }
 
     async fn set_cell_presence(
