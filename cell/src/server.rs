@@ -94,32 +94,7 @@ pub async fn start(mut cfg: CellConfig) -> anyhow::Result<RunningCell> {
         "lattice cell runs containers and needs root (try sudo)"
     );
     let bbs = Arc::new(lattice_bbs_client::GrpcBbs::connect_lazy(&cfg.bbs)?);
-    let net = &mut cfg.executor.network;
-    let mut overlay = None;
-    if cfg.lease_subnet {
-        let subnet = lease::lease(bbs.as_ref(), &cfg.rep.cell_id, net, LEASE_PATIENCE).await?;
-        cfg.rep.subnet = subnet.to_string();
-        // The cluster's operator sized the subnets: as many containers as it holds,
-        // quietly (the rep warns of an explicit subnet too small for --max-containers).
-        let addresses = i32::try_from(net.container_addresses()).unwrap_or(i32::MAX);
-        if cfg.rep.capacity.containers > addresses {
-            tracing::info!(%subnet, "the leased subnet holds {addresses} containers: offering {addresses}");
-            cfg.rep.capacity.containers = addresses;
-        }
-        if let Some(o) = &net.overlay {
-            cfg.rep.overlay_address = o.local.to_string();
-            overlay = Some(Overlay::start(o.clone(), subnet, Arc::new(KernelHost))?);
-        }
-    } else {
-        anyhow::ensure!(
-            net.overlay.is_none(),
-            "the overlay needs a subnet leased from the BBS, not an explicit one"
-        );
-        cfg.rep.subnet = format!("{}/{}", net.gateway, net.prefix)
-            .parse::<ipnet::Ipv4Net>()
-            .map(|n| n.trunc().to_string())
-            .unwrap_or_default();
-    }
+    let overlay = set_up_subnet(&mut cfg, bbs.as_ref()).await?;
     let exec = &mut cfg.executor;
     std::fs::create_dir_all(&exec.data_dir)
         .with_context(|| format!("creating --data-dir {}", exec.data_dir.display()))?;
@@ -154,6 +129,43 @@ pub async fn start(mut cfg: CellConfig) -> anyhow::Result<RunningCell> {
         cell.tasks.push(tokio::spawn(follow));
     }
     Ok(cell)
+}
+
+/// The cell's subnet: leased from the BBS (filling the network's settings, the rep's
+/// subnet and capacity, and starting the overlay when asked for) unless given by hand.
+async fn set_up_subnet(
+    cfg: &mut CellConfig,
+    bbs: &lattice_bbs_client::GrpcBbs,
+) -> anyhow::Result<Option<Overlay>> {
+    let net = &mut cfg.executor.network;
+    if !cfg.lease_subnet {
+        anyhow::ensure!(
+            net.overlay.is_none(),
+            "the overlay needs a subnet leased from the BBS, not an explicit one"
+        );
+        cfg.rep.subnet = ipnet::Ipv4Net::new(net.gateway, net.prefix)
+            .map(|n| n.trunc().to_string())
+            .unwrap_or_default();
+        return Ok(None);
+    }
+    let subnet = lease::lease(bbs, &cfg.rep.cell_id, net, LEASE_PATIENCE).await?;
+    cfg.rep.subnet = subnet.to_string();
+    // The cluster's operator sized the subnets: as many containers as it holds,
+    // quietly (the rep warns of an explicit subnet too small for --max-containers).
+    let addresses = i32::try_from(net.container_addresses()).unwrap_or(i32::MAX);
+    if cfg.rep.capacity.containers > addresses {
+        tracing::info!(%subnet, "the leased subnet holds {addresses} containers: offering {addresses}");
+        cfg.rep.capacity.containers = addresses;
+    }
+    let Some(o) = &net.overlay else {
+        return Ok(None);
+    };
+    cfg.rep.overlay_address = o.local.to_string();
+    Ok(Some(Overlay::start(
+        o.clone(),
+        subnet,
+        Arc::new(KernelHost),
+    )?))
 }
 
 fn is_root() -> bool {

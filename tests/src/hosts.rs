@@ -367,25 +367,23 @@ impl Host {
     /// Cuts the host off the LAN: its switch port goes down (its own interface and
     /// routes stay, as when a cable is pulled).
     pub fn link_down(&self) {
-        ip(&[
-            "-n",
-            &self.0.lan.switch.name,
-            "link",
-            "set",
-            &self.0.port,
-            "down",
-        ]);
+        self.set_port("down");
     }
 
     /// Joins the LAN again after [`Host::link_down`].
     pub fn link_up(&self) {
+        self.set_port("up");
+    }
+
+    /// Sets the host's switch port `up` or `down`.
+    fn set_port(&self, state: &str) {
         ip(&[
             "-n",
             &self.0.lan.switch.name,
             "link",
             "set",
             &self.0.port,
-            "up",
+            state,
         ]);
     }
 
