@@ -25,8 +25,9 @@ cleanup() {
     if [ -z "$had_parents" ]; then
         for d in $(cgroup_parents); do rmdir "$d" 2>/dev/null || true; done
     fi
-    if [ "$had_netns_mount" = no ] && netns_mounted && [ -z "$(ls -A /run/netns)" ]; then
-        umount /run/netns 2>/dev/null || true
+    # Concurrent `ip netns add`s can stack several such mounts: undo each.
+    if [ "$had_netns_mount" = no ] && [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
+        for _ in 1 2 3 4 5 6 7 8; do netns_mounted && umount /run/netns 2>/dev/null || break; done
     fi
     rmdir /run/lattice-test-lans /run/lattice 2>/dev/null || true
 }
