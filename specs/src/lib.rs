@@ -13,6 +13,7 @@ pub mod containers;
 pub mod egress;
 pub mod errors;
 pub mod evacuation;
+pub mod identity;
 pub mod logs;
 pub mod receptor;
 pub mod restart;
