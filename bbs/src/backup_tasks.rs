@@ -13,10 +13,16 @@
 //!   data as it was.
 //! - **verify**: the same download and manifest check into the container's own scratch
 //!   space: a backup that was never restored is not trusted.
+//!
+//! **Credentials.** No task carries an API credential. Each carries, in the user
+//! information of its blob URL, a credential of its own ([`credential_url`]: user
+//! [`TASK_CREDENTIAL_USER`], password `SECRET.TASK_GUID`) that [`grants`] exactly what
+//! its actions do with that URL (upload for a backup, download for a restore or
+//! verify, that one blob) while the task is pending or running.
 
 use lattice_specs::models::{
-    action, Action, Backup, DownloadAction, RunAction, SerialAction, TaskDefinition, UploadAction,
-    VolumeMount,
+    action, task, Action, Backup, DownloadAction, RunAction, SerialAction, Task, TaskDefinition,
+    UploadAction, VolumeMount,
 };
 
 /// The rootfs those tasks run in (its shell, find, sha256sum, sort).
@@ -174,6 +180,97 @@ pub fn verify_task(task_guid: &str, b: &Backup, blob_url: &str) -> TaskDefinitio
     definition(task_guid, vec![mount], action)
 }
 
+/// The HTTP Basic user name of a backup task's blob credential.
+pub const TASK_CREDENTIAL_USER: &str = "lattice-task";
+
+/// What a task's blob credential lets it do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobVerb {
+    /// PUT or POST the blob (a backup's Upload action).
+    Upload,
+    /// GET or HEAD the blob (a restore's or verify's Download action).
+    Download,
+}
+
+impl BlobVerb {
+    /// The verb an HTTP method is; None for any other (DELETE above all).
+    pub fn of(method: &axum::http::Method) -> Option<BlobVerb> {
+        use axum::http::Method;
+        match *method {
+            Method::PUT | Method::POST => Some(BlobVerb::Upload),
+            Method::GET | Method::HEAD => Some(BlobVerb::Download),
+            _ => None,
+        }
+    }
+}
+
+/// `url` (`scheme://HOST/v1/blobs/NAME`) carrying a fresh credential of task
+/// `task_guid` (a random 256-bit secret) in its user information.
+pub fn credential_url(url: &str, task_guid: &str) -> String {
+    let password = format!("{}.{task_guid}", crate::db::new_secret());
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!(
+            "{scheme}://{TASK_CREDENTIAL_USER}:{}@{rest}",
+            lattice_specs::path_segment(&password)
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// The task guid a credential's password names.
+pub fn credential_task(password: &str) -> Option<&str> {
+    password
+        .split_once('.')
+        .map(|(_, guid)| guid)
+        .filter(|g| !g.is_empty())
+}
+
+/// The (verb, URL) of every transfer in `a`, at any depth.
+fn transfers<'a>(a: Option<&'a Action>, out: &mut Vec<(BlobVerb, &'a str)>) {
+    use action::Action as A;
+    let Some(a) = a.and_then(|a| a.action.as_ref()) else {
+        return;
+    };
+    match a {
+        A::Download(d) => out.push((BlobVerb::Download, &d.from)),
+        A::Upload(u) => out.push((BlobVerb::Upload, &u.to)),
+        A::Run(_) => {}
+        A::Timeout(t) => transfers(t.action.as_deref(), out),
+        A::EmitProgress(e) => transfers(e.action.as_deref(), out),
+        A::Try(t) => transfers(t.action.as_deref(), out),
+        A::Parallel(p) => p.actions.iter().for_each(|a| transfers(Some(a), out)),
+        A::Serial(s) => s.actions.iter().for_each(|a| transfers(Some(a), out)),
+        A::Codependent(c) => c.actions.iter().for_each(|a| transfers(Some(a), out)),
+    }
+}
+
+/// Does `t` let the holder of `password` (a [`TASK_CREDENTIAL_USER`] credential) do
+/// `verb` to the blob at `path` (the request's path)? Only a backup-domain task that is
+/// pending or running, one of whose actions does that verb to that path with exactly
+/// that credential.
+pub fn grants(t: &Task, verb: BlobVerb, path: &str, password: &str) -> bool {
+    let live = matches!(t.state(), task::State::Pending | task::State::Running);
+    if !live || t.domain != lattice_specs::backup::DOMAIN {
+        return false;
+    }
+    let mut found = Vec::new();
+    transfers(
+        t.definition.as_ref().and_then(|d| d.action.as_ref()),
+        &mut found,
+    );
+    // Compared by hash: how long the comparison takes says nothing about the secret.
+    let given = crate::db::secret_hash(password);
+    found.iter().any(|(v, url)| {
+        *v == verb
+            && reqwest::Url::parse(url).is_ok_and(|u| {
+                u.username() == TASK_CREDENTIAL_USER
+                    && u.path() == path
+                    && u.password()
+                        .is_some_and(|p| crate::db::secret_hash(p) == given)
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +301,79 @@ mod tests {
         assert_eq!(
             v.volume_mounts[0].scratch_bytes,
             lattice_specs::volume::MIN_SIZE
+        );
+    }
+
+    #[test]
+    fn a_task_credential_grants_its_own_verb_on_its_own_blob_while_the_task_runs() {
+        let b = backup();
+        let plain = "http://10.0.0.1:8888/v1/blobs/backup-pg-1.tgz";
+        let url = credential_url(plain, &b.task_guid);
+        let u = reqwest::Url::parse(&url).unwrap();
+        assert_eq!(u.username(), TASK_CREDENTIAL_USER);
+        let password = u.password().unwrap().to_string();
+        assert_eq!(credential_task(&password), Some(b.task_guid.as_str()));
+        assert_ne!(
+            credential_url(plain, &b.task_guid),
+            url,
+            "every task gets a fresh secret"
+        );
+        let mut t = Task {
+            task_guid: b.task_guid.clone(),
+            domain: DOMAIN.into(),
+            definition: Some(backup_task(&b, &url)),
+            state: task::State::Running as i32,
+            ..Default::default()
+        };
+        let path = "/v1/blobs/backup-pg-1.tgz";
+        assert!(grants(&t, BlobVerb::Upload, path, &password));
+        assert!(
+            !grants(&t, BlobVerb::Download, path, &password),
+            "a backup only uploads"
+        );
+        assert!(!grants(
+            &t,
+            BlobVerb::Upload,
+            "/v1/blobs/other.tgz",
+            &password
+        ));
+        let wrong = format!("x{password}");
+        assert!(!grants(&t, BlobVerb::Upload, path, &wrong));
+        assert_eq!(
+            BlobVerb::of(&axum::http::Method::DELETE),
+            None,
+            "nobody deletes with it"
+        );
+
+        // A restore only downloads, and only while it is not done.
+        let r_url = credential_url(plain, "restore-pg2-abc");
+        let r_pass = reqwest::Url::parse(&r_url)
+            .unwrap()
+            .password()
+            .unwrap()
+            .to_string();
+        let mut r = Task {
+            task_guid: "restore-pg2-abc".into(),
+            domain: DOMAIN.into(),
+            definition: Some(restore_task("restore-pg2-abc", &b, &r_url, "pg2")),
+            state: task::State::Pending as i32,
+            ..Default::default()
+        };
+        assert!(grants(&r, BlobVerb::Download, path, &r_pass));
+        assert!(!grants(&r, BlobVerb::Upload, path, &r_pass));
+        assert!(
+            !grants(&r, BlobVerb::Download, path, &password),
+            "another task's secret"
+        );
+        r.state = task::State::Completed as i32;
+        assert!(
+            !grants(&r, BlobVerb::Download, path, &r_pass),
+            "expires with the task"
+        );
+        t.domain = "apps".into();
+        assert!(
+            !grants(&t, BlobVerb::Upload, path, &password),
+            "only backup tasks"
         );
     }
 }

@@ -114,7 +114,8 @@ fn backup_id(volume: &str) -> String {
     format!("{volume}-{t}-{suffix}")
 }
 
-/// Submits the backup of `volume` (id given by a schedule's slot, or made up).
+/// Submits the backup of `volume` (id given by a schedule's slot, or made up);
+/// `blob_url` gives a blob's URL without credentials (the task gets its own).
 pub async fn start_backup(
     db: &Db,
     blob_url: &(dyn Fn(&str) -> String + Sync),
@@ -137,7 +138,8 @@ pub async fn start_backup(
         ..Default::default()
     };
     // The auction places it on the volume's cell, where the snapshot can be taken.
-    let def = backup_tasks::backup_task(&b, &blob_url(&b.blob));
+    let url = backup_tasks::credential_url(&blob_url(&b.blob), &b.task_guid);
+    let def = backup_tasks::backup_task(&b, &url);
     db.create_backup(&b, def).await?;
     tracing::info!(backup = %b.id, volume, task = %b.task_guid, "backup started");
     Ok(b)
@@ -287,7 +289,8 @@ async fn restore_backup(
         suffix: suffix(),
     }
     .task_guid();
-    let def = backup_tasks::restore_task(&guid, &b, &s.blob_url(&b.blob), &v.name);
+    let url = backup_tasks::credential_url(&s.blob_url(&b.blob), &guid);
+    let def = backup_tasks::restore_task(&guid, &b, &url, &v.name);
     s.db.desire_task(&guid, plan::DOMAIN, def)
         .await
         .map_err(db_err)?;
@@ -302,7 +305,8 @@ async fn verify_backup(State(s): State<ApiState>, Path(id): Path<String>) -> Api
         suffix: suffix(),
     }
     .task_guid();
-    let def = backup_tasks::verify_task(&guid, &b, &s.blob_url(&b.blob));
+    let url = backup_tasks::credential_url(&s.blob_url(&b.blob), &guid);
+    let def = backup_tasks::verify_task(&guid, &b, &url);
     s.db.desire_task(&guid, plan::DOMAIN, def)
         .await
         .map_err(db_err)?;

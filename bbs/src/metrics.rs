@@ -31,6 +31,20 @@ pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["api", "call", "error"],
     )
 });
+pub static API_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_api_changes_total",
+        "Changes made through the public API (each has its audit line), by the caller's role and HTTP verb.",
+        &["role", "verb"],
+    )
+});
+pub static API_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_api_refused_total",
+        "Public API requests refused (403) because the caller's role may not make them, by role.",
+        &["role"],
+    )
+});
 pub static BACKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_backups_total",

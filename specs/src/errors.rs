@@ -107,6 +107,9 @@ error_names! {
     BlobNotFound,
     BlobStoreUnavailable,
     ChecksumMismatch,
+    // Public API tokens
+    TokenAlreadyExists,
+    TokenNotFound,
 }
 
 impl ErrorName {
@@ -225,6 +228,8 @@ mod tests {
             (ErrorName::BlobNotFound, "BlobNotFound"),
             (ErrorName::BlobStoreUnavailable, "BlobStoreUnavailable"),
             (ErrorName::ChecksumMismatch, "ChecksumMismatch"),
+            (ErrorName::TokenAlreadyExists, "TokenAlreadyExists"),
+            (ErrorName::TokenNotFound, "TokenNotFound"),
         ];
         assert_eq!(wire.len(), ErrorName::ALL.len());
         for (name, text) in wire {

@@ -74,18 +74,28 @@ pub(super) async fn list_domains(State(s): State<ApiState>) -> ApiResult<Json<Ve
     Ok(Json(d.into_iter().map(|d| d.name).collect()))
 }
 
+/// The model events as server-sent events; a viewer's with environment values and
+/// credentials hidden (see `redact`).
 pub(super) async fn events(
     State(s): State<ApiState>,
+    caller: Option<axum::Extension<super::Caller>>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let viewer = caller.is_some_and(|c| c.is_viewer());
     let stream = BroadcastStream::new(s.hub.subscribe())
         // The BBS shutting down ends the stream.
         .take_until(s.hub.closing())
         // A subscriber that fell behind is cut off: it reconnects and resyncs.
         .take_while(|r| futures::future::ready(r.is_ok()))
-        .filter_map(|r| async move {
+        .filter_map(move |r| async move {
             let e = r.ok()?;
             let payload = EventPayload::from_event(&e)?;
-            let data = serde_json::to_string(&payload).ok()?;
+            let data = if viewer {
+                let mut v = serde_json::to_value(&payload).ok()?;
+                super::redact::redact(&mut v);
+                v.to_string()
+            } else {
+                serde_json::to_string(&payload).ok()?
+            };
             Some(Ok(SseEvent::default()
                 .event(event_name(&e))
                 .id(e.revision.to_string())

@@ -6,20 +6,26 @@
 //! Rules: create → 201 and update/delete/cancel/domain → 204, both with an
 //! empty body; GET → 200 with `application/json`; errors → status ≥ 400 with
 //! `{"name", "message"}`. Bodies may be a literal `null` on any request.
-//! With credentials configured, `/v1/*` requires HTTP Basic auth.
+//! `/v1/*` takes API tokens with roles, HTTP Basic and backup tasks' own blob
+//! credentials (see `auth`).
 //!
 //! One file per resource (`tasks`, `lrps`, `cells` with domains and events,
-//! `logs`, `blobs`; backups live in `crate::backups`), `errors` for how the API
-//! says no and `auth` for Basic auth; this module holds the shared state, the
-//! router and the metrics middleware.
+//! `logs`, `blobs`, `tokens`; backups live in `crate::backups`), `errors` for how
+//! the API says no; `auth` (who calls), `authz` (what each role may do), `redact`
+//! (what a viewer does not see) and `audit` (the line every change leaves); this
+//! module holds the shared state, the router and the metrics middleware.
 
+mod audit;
 mod auth;
+pub mod authz;
 mod blobs;
 mod cells;
 mod errors;
 mod logs;
 mod lrps;
+pub mod redact;
 mod tasks;
+mod tokens;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -35,14 +41,14 @@ use lattice_specs::logs::LogBuffer;
 
 use crate::db::Db;
 use crate::events::EventHub;
-use auth::basic_auth;
+use auth::authenticate;
+pub use auth::Caller;
 pub(crate) use blobs::blob_store;
 use blobs::{delete_blob, get_blob, list_blobs, put_blob};
 use cells::{events, list_cells, list_domains, upsert_domain};
 use errors::json_errors;
 pub use errors::ApiError;
 pub(crate) use errors::{parse_body, ApiResult};
-pub use logs::may_post_logs;
 use logs::{get_logs, post_logs};
 use lrps::{
     actual_lrp_by_index, actual_lrp_usage, actual_lrps_by_guid, create_desired_lrp,
@@ -77,21 +83,10 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The URL a task's Upload/Download uses for blob `name` (with the API's
-    /// credentials, when it has some).
+    /// The URL of blob `name`, without credentials (a task's own goes in with
+    /// `backup_tasks::credential_url`).
     pub fn blob_url(&self, name: &str) -> String {
         let base = self.public_url.trim_end_matches('/');
-        let base = match (&self.basic_auth, base.split_once("://")) {
-            (Some(auth), Some((scheme, rest))) => {
-                let (user, pass) = auth.split_once(':').unwrap_or((auth, ""));
-                format!(
-                    "{scheme}://{}:{}@{rest}",
-                    lattice_specs::path_segment(user),
-                    lattice_specs::path_segment(pass)
-                )
-            }
-            _ => base.to_string(),
-        };
         format!("{base}/v1/blobs/{}", lattice_specs::path_segment(name))
     }
 }
@@ -208,7 +203,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/logs/{log_guid}", get(get_logs))
         .merge(crate::backups::routes())
-        .layer(middleware::from_fn_with_state(state.clone(), basic_auth));
+        .merge(tokens::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(v1)
         .route("/metrics", get(metrics))

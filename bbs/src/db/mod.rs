@@ -19,13 +19,16 @@
 //! | `/lattice/v1/backup/<id>`                   | Backup                   |       |
 //! | `/lattice/v1/schedule/<volume>`             | BackupSchedule           |       |
 //! | `/lattice/v1/subnets`                       | SubnetLeases (all cells) |       |
+//! | `/lattice/v1/token/name/<name>`             | ApiToken                 |       |
+//! | `/lattice/v1/token/hash/<sha256 of secret>` | ApiToken (same record)   |       |
 
 //!
 //! One file per entity, all writing through [`txn`]'s compare-and-swap seam:
 //! `desired` (desired LRPs), `actual` (instance records), `evacuation`
 //! (EVACUATING and SUSPECT copies, decided by `lattice_specs::evacuation`),
 //! `tasks`, `cells` (cells, domains, leases, locks), `volumes`, `backups`
-//! (backups and their schedules), `subnets` (cells' container subnets).
+//! (backups and their schedules), `subnets` (cells' container subnets), `tokens`
+//! (the public API's tokens).
 
 mod actual;
 mod backups;
@@ -34,6 +37,7 @@ mod desired;
 mod evacuation;
 mod subnets;
 mod tasks;
+mod tokens;
 mod txn;
 mod volumes;
 
@@ -46,6 +50,7 @@ use lattice_specs::ModelError;
 
 use crate::store::{Store, StoreError};
 pub use subnets::{ClusterNetwork, DEFAULT_INTERNAL_DOMAIN};
+pub use tokens::{check_token_name, new_secret, secret_hash, ApiToken, SECRET_PREFIX};
 use txn::CAS_ATTEMPTS;
 
 pub const ROOT: &str = "/lattice/v1/";

@@ -9,8 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 mod body;
+mod tokens;
 
 pub use body::{parse_request, BodyError};
+pub use tokens::{ApiRole, TokenCreateRequest, TokenResponse};
 
 use crate::models::{
     actual_lrp, task, Action, ActualLrp, CellPresence, CheckDefinition, CrashPolicy, DesiredLrp,

@@ -1,0 +1,134 @@
+//! What a viewer does not see: [`redact`] hides, in any JSON the API answers with
+//! (LRPs, tasks, backups, events), every environment variable's value (in `env`
+//! lists at any depth: the definition's and each run action's) and the credentials
+//! of every URL (`scheme://USER:PASSWORD@host…`, wherever it appears in a string:
+//! Download/Upload actions, callback URLs, failure reasons).
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+/// What stands where a secret was.
+pub const HIDDEN: &str = "[hidden]";
+
+/// Hides environment values and URL credentials in `v`, in place.
+pub fn redact(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                if k == "env" {
+                    hide_env_values(val);
+                }
+                redact(val);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        Value::String(s) => {
+            if let Some(clean) = hide_url_credentials(s) {
+                *s = clean;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `resp` redacted, when it is JSON (other answers pass as they are).
+pub async fn response(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return super::ApiError::unknown("reading the answer to redact it failed").into_response();
+    };
+    let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
+        // Not JSON after all: nothing of it is shown to a viewer.
+        return super::ApiError::unknown("the answer could not be redacted for a viewer")
+            .into_response();
+    };
+    redact(&mut v);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(v.to_string()))
+}
+
+fn hide_env_values(env: &mut Value) {
+    if let Value::Array(vars) = env {
+        for var in vars {
+            if let Some(value) = var.as_object_mut().and_then(|o| o.get_mut("value")) {
+                *value = Value::String(HIDDEN.into());
+            }
+        }
+    }
+}
+
+/// `s` with the user information of every `scheme://…@host` in it hidden; None when
+/// there was none.
+pub fn hide_url_credentials(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    let mut changed = false;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        match tail[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str(HIDDEN);
+                out.push_str(&tail[at..authority_end]);
+                changed = true;
+            }
+            None => out.push_str(&tail[..authority_end]),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn env_values_and_url_credentials_are_hidden_at_any_depth() {
+        let mut v = json!({
+            "env": [{"name": "DB_PASSWORD", "value": "hunter2"}],
+            "action": {"serial": {"actions": [
+                {"run": {"path": "/bin/sh", "env": [{"name": "TOKEN", "value": "t0k"}]}},
+                {"upload": {"from": "/data", "to": "http://lattice-task:s3cret@10.0.0.1:8888/v1/blobs/b.tgz"}}
+            ]}},
+            "failure_reason": "POST http://u:p@h/x failed; see http://docs.example/y",
+            "instances": 2
+        });
+        redact(&mut v);
+        let text = v.to_string();
+        for secret in ["hunter2", "t0k", "s3cret", "u:p"] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+        assert_eq!(v["env"][0]["name"], "DB_PASSWORD", "names stay");
+        assert_eq!(v["env"][0]["value"], HIDDEN);
+        assert_eq!(
+            v["action"]["serial"]["actions"][1]["upload"]["to"],
+            "http://[hidden]@10.0.0.1:8888/v1/blobs/b.tgz"
+        );
+        assert_eq!(
+            v["failure_reason"],
+            "POST http://[hidden]@h/x failed; see http://docs.example/y"
+        );
+        assert_eq!(v["instances"], 2);
+    }
+
+    #[test]
+    fn strings_without_credentials_are_left_alone() {
+        for s in ["", "http://h:1/v1/blobs/x", "mail me@example.com", "a://b"] {
+            assert_eq!(hide_url_credentials(s), None, "{s}");
+        }
+    }
+}
