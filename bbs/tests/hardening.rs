@@ -546,8 +546,8 @@ impl Drop for OtherHost {
     }
 }
 
-/// Without API credentials, a client on another host may not write into apps' logs;
-/// a caller over loopback (a router beside the BBS) may.
+/// Without API credentials, a client on another host may not write into apps' logs
+/// (it is not authenticated: 401); a caller over loopback (a router beside the BBS) may.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_credentials_only_loopback_callers_post_logs() {
     let other = OtherHost::new();
@@ -570,8 +570,8 @@ async fn without_credentials_only_loopback_callers_post_logs() {
     req.extend_from_slice(&line);
     let to = format!("{}:{port}", other.host_ip).parse().unwrap();
     let answer = tokio::task::block_in_place(|| other.send(to, &req));
-    assert!(answer.starts_with("HTTP/1.0 403"), "{answer}");
-    assert!(answer.contains("\"name\":\"Forbidden\""), "{answer}");
+    assert!(answer.starts_with("HTTP/1.0 401"), "{answer}");
+    assert!(answer.contains("\"name\":\"Unauthorized\""), "{answer}");
     assert!(bbs.logs.recent("app").is_empty(), "a foreign line got in");
     let nd = ("Content-Type", "application/x-ndjson");
     let local = format!("127.0.0.1:{port}").parse().unwrap();
