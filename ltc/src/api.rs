@@ -7,7 +7,8 @@ use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::{
     ActualLrpResponse, BackupResponse, BackupScheduleRequest, CellResponse, ContainerUsage,
     DesiredLrpCreateRequest, DesiredLrpResponse, DesiredLrpUpdateRequest, TaskCreateRequest,
-    TaskResponse, TaskStarted, VolumeCreateRequest, VolumeResponse,
+    TaskResponse, TaskStarted, TokenCreateRequest, TokenResponse, VolumeCreateRequest,
+    VolumeResponse,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
@@ -55,7 +56,9 @@ impl Api {
         let mut r = self
             .http
             .request(method, format!("{}{path}", self.target.api));
-        if let Some(user) = &self.target.user {
+        if let Some(token) = &self.target.token {
+            r = r.bearer_auth(token);
+        } else if let Some(user) = &self.target.user {
             r = r.basic_auth(user, self.target.password.as_ref());
         }
         r
@@ -79,7 +82,7 @@ impl Api {
         };
         let message = if ErrorName::parse(&name) == Some(ErrorName::Unauthorized) {
             format!(
-                "{message}. Run `ltc target {} --user USER --password PASSWORD`",
+                "{message}. Run `ltc login --token TOKEN` (or `ltc target {} --user USER --password PASSWORD`)",
                 self.target.api
             )
         } else {
@@ -342,6 +345,26 @@ impl Api {
 
     pub async fn schedules(&self) -> anyhow::Result<Vec<BackupScheduleRequest>> {
         self.get("/v1/backup_schedules").await
+    }
+
+    // ---- API tokens (an extension; admins only) ------------------------------------
+
+    /// Makes a token: the answer holds its secret, shown this once.
+    pub async fn create_token(&self, name: &str, role: &str) -> anyhow::Result<TokenResponse> {
+        let req = TokenCreateRequest {
+            name: name.into(),
+            role: role.into(),
+        };
+        self.post("/v1/tokens", serde_json::to_value(req)?).await
+    }
+
+    pub async fn tokens(&self) -> anyhow::Result<Vec<TokenResponse>> {
+        self.get("/v1/tokens").await
+    }
+
+    pub async fn revoke_token(&self, name: &str) -> anyhow::Result<()> {
+        self.call(Method::DELETE, &format!("/v1/tokens/{}", seg(name)), None)
+            .await
     }
 
     /// A blob's bytes, streamed.

@@ -2,7 +2,7 @@
 //! manages apps (`create`, `scale`, `update`, `remove`, `list`, `status`), shows cells
 //! (`cells`, `visualize`) and logs (`logs`, `debug-logs`), and runs tasks
 //! (`submit-task`, `task`, `cancel-task`, `delete-task`, `list-tasks`); volumes and
-//! their backups (`volume …`, `backup …`).
+//! their backups (`volume …`, `backup …`); API tokens (`login`, `token …`).
 
 mod api;
 mod app;
@@ -10,6 +10,7 @@ mod logs;
 mod show;
 mod storage;
 mod target;
+mod tokens;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -50,10 +51,26 @@ enum Cmd {
         user: Option<String>,
         #[arg(long)]
         password: Option<String>,
+        /// An API token (`ltc token create` made it; `lattice up` keeps an admin one in
+        /// DATA/admin.token), sent as `Authorization: Bearer`.
+        #[arg(long)]
+        token: Option<String>,
         /// The apps' domain and router port: apps answer at http://APP.DOMAIN.
         #[arg(long, default_value = target::DEFAULT_DOMAIN)]
         domain: String,
     },
+    /// Use an API token from now on (checked, then saved with the target).
+    Login {
+        /// The token (default: read from standard input).
+        #[arg(long)]
+        token: Option<String>,
+        /// Read the token from this file (e.g. `lattice up`'s DATA/admin.token).
+        #[arg(long, conflicts_with = "token")]
+        token_file: Option<std::path::PathBuf>,
+    },
+    /// API tokens: create (admin, developer or viewer), list, revoke.
+    #[command(subcommand)]
+    Token(tokens::TokenCmd),
     /// Create an app and wait until every instance runs.
     Create(Box<app::CreateArgs>),
     /// Change an app's number of instances and wait for them.
@@ -191,6 +208,7 @@ async fn set_target(
     url: Option<String>,
     user: Option<String>,
     password: Option<String>,
+    token: Option<String>,
     domain: String,
 ) -> anyhow::Result<()> {
     let Some(url) = url else {
@@ -199,11 +217,15 @@ async fn set_target(
         if let Some(u) = &t.user {
             println!("User:   {u}");
         }
+        if t.token.is_some() {
+            println!("Token:  set (`ltc login` changes it)");
+        }
         return Ok(());
     };
     let mut t = target::Target::parse(&url)?;
     t.user = user.or(t.user);
     t.password = password.or(t.password);
+    t.token = token;
     t.domain = domain;
     let api = Api::new(t.clone());
     let v = api.version().await.context("checking the target")?;
@@ -260,8 +282,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             url,
             user,
             password,
+            token,
             domain,
-        } => set_target(url, user, password, domain).await?,
+        } => set_target(url, user, password, token, domain).await?,
+        Cmd::Login { token, token_file } => tokens::login(token, token_file).await?,
+        Cmd::Token(cmd) => tokens::run(&api()?, cmd, now).await?,
         Cmd::Create(a) => app::create(&api()?, &a).await?,
         Cmd::Scale {
             app,

@@ -1,6 +1,7 @@
 //! Where `ltc` sends its requests: the API's URL, credentials and the apps' domain,
-//! saved by `ltc target` (in `$LTC_HOME/config.json`, default `~/.lattice`) and
-//! overridden by `LTC_TARGET` (`http://USER:PASSWORD@HOST:PORT`).
+//! saved by `ltc target` (in `$LTC_HOME/config.json`, default `~/.lattice`, 0600) and
+//! overridden by `LTC_TARGET` (`http://USER:PASSWORD@HOST:PORT`) and `LTC_TOKEN` (an
+//! API token, sent as `Authorization: Bearer`).
 
 use std::path::PathBuf;
 
@@ -18,6 +19,9 @@ pub struct Target {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// An API token (`ltc login`), preferred over user and password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// The apps' domain, with the router's port when it is not 80: apps answer at
     /// `http://APP.DOMAIN`.
     #[serde(default = "default_domain")]
@@ -63,6 +67,7 @@ impl Target {
             api: format!("{scheme}://{host}"),
             user,
             password,
+            token: None,
             domain: default_domain(),
         })
     }
@@ -92,8 +97,16 @@ pub fn config_path() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".lattice/config.json"))
 }
 
-/// The target to use: `LTC_TARGET`, else the saved one.
+/// The target to use: `LTC_TARGET`, else the saved one; `LTC_TOKEN` overrides its token.
 pub fn load() -> anyhow::Result<Target> {
+    let mut t = load_target()?;
+    if let Ok(token) = std::env::var("LTC_TOKEN") {
+        t.token = Some(token);
+    }
+    Ok(t)
+}
+
+fn load_target() -> anyhow::Result<Target> {
     if let Ok(url) = std::env::var("LTC_TARGET") {
         let mut t = Target::parse(&url).context("LTC_TARGET")?;
         if let Ok(d) = std::env::var("LTC_DOMAIN") {

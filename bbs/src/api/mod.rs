@@ -56,6 +56,7 @@ use lrps::{
     update_desired_lrp,
 };
 use tasks::{cancel_task, create_task, delete_task, get_task, list_tasks};
+pub use tokens::{bootstrap_admin_token, BOOTSTRAP_TOKEN};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

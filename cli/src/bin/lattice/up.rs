@@ -108,6 +108,9 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     // answers finds the cell (a volume its driver, a Task its place).
     let (open_api, api_opens) = tokio::sync::watch::channel(false);
     let bbs = crate::start_bbs(bbs_args, debug_logs.clone(), Some(api_opens)).await?;
+    // An admin API token for ltc on other machines (this one's loopback needs none).
+    let admin_token = data_dir.join(ADMIN_TOKEN_FILE);
+    lattice_bbs::api::bootstrap_admin_token(&bbs.db, &admin_token).await?;
     let grpc = bbs.grpc_addr.to_string();
     let api = loopback(bbs.api_addr);
 
@@ -186,6 +189,9 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     Ok(())
 }
 
+/// Where, in the data directory, the admin API token `lattice up` made is kept (0600).
+const ADMIN_TOKEN_FILE: &str = "admin.token";
+
 /// Waits until the cell `cell_id` is present in the BBS (at most 5 s).
 async fn cell_announced(
     bbs: &lattice_bbs::server::RunningBbs,
@@ -259,6 +265,10 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
         cell_id
     );
     println!("  now run:  {target}");
+    println!(
+        "  (an admin API token is in {}: `ltc login --token-file` it where loopback is not enough)",
+        a.data_dir.join(ADMIN_TOKEN_FILE).display()
+    );
     println!("  then:     ltc create hello preloaded:busybox -- sh -c 'echo hello > index.html; exec httpd -f -p 8080'");
 }
 
