@@ -112,12 +112,39 @@ async fn roles_decide_what_a_token_may_do_and_see() {
     );
     let admin = As::new(&bbs, Auth::Bearer(make_token(&local, "ada", "admin").await));
 
+    // The viewer follows the events: the app's secrets stay hidden there too.
+    let mut events = reqwest::Client::new()
+        .get(format!("http://{}/v1/events", bbs.api_addr))
+        .bearer_auth(match &viewer.auth {
+            Auth::Bearer(t) => t.clone(),
+            _ => unreachable!(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
     let mut app = common::lrp("web", 1);
     app["env"] = json!([{"name": "DB_PASSWORD", "value": "hunter2"}]);
     app["setup"] =
         json!({"download": {"from": "http://user:s3cret@files.example/app.tgz", "to": "/app"}});
     let (status, body) = dev.send("POST", "/v1/desired_lrps", Some(app)).await;
     assert_eq!(status, 201, "{body}");
+
+    let mut seen = String::new();
+    while !seen.contains("DB_PASSWORD") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), events.chunk())
+            .await
+            .expect("the app's event within 10 s")
+            .unwrap()
+            .expect("the stream goes on");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        !seen.contains("hunter2") && !seen.contains("s3cret"),
+        "{seen}"
+    );
+    assert!(seen.contains("[hidden]"), "{seen}");
+    drop(events);
 
     // A viewer reads, without the secrets.
     for path in ["/v1/desired_lrps/web", "/v1/desired_lrps"] {

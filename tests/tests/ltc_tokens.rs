@@ -38,9 +38,10 @@ fn ok(home: &Path, args: &[&str]) -> String {
 #[test]
 fn ltc_makes_uses_and_revokes_tokens() {
     let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin.token");
     let bbs = BbsProcess::start(
         &format!("file:{}", dir.path().join("bbs.db").display()),
-        &[],
+        &["--admin-token-file", token_file.to_str().unwrap()],
     );
     let api = format!("http://{}", bbs.api);
     let (admin, holder, other) = (
@@ -88,6 +89,13 @@ fn ltc_makes_uses_and_revokes_tokens() {
     assert!(!std::fs::read_to_string(other.join("config.json"))
         .unwrap()
         .contains("lat_wrong"));
+
+    // The admin token `--admin-token-file` made works (readable by its owner only).
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let first = std::fs::read_to_string(&token_file).unwrap();
+    ok(&other, &["target", &api, "--token", first.trim()]);
+    assert!(ok(&other, &["token", "list"]).contains("admin"));
 
     // The admin sees it (never its secret) and revokes it: its holder is refused.
     let list = ok(&admin, &["token", "list"]);

@@ -241,6 +241,10 @@ struct BbsArgs {
     /// Require HTTP Basic auth on the public API: USER:PASSWORD.
     #[arg(long, env = "LATTICE_BBS_BASIC_AUTH")]
     basic_auth: Option<String>,
+    /// Make an admin API token named `admin` on start unless FILE exists, its secret
+    /// written to FILE (0600): the first credential of a BBS no loopback caller reaches.
+    #[arg(long, env = "LATTICE_BBS_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<std::path::PathBuf>,
     /// Keep backup archives here and serve them at /v1/blobs (none: no blob store).
     #[arg(long, env = "LATTICE_BBS_BLOB_DIR")]
     blob_dir: Option<std::path::PathBuf>,
@@ -297,7 +301,11 @@ async fn start_bbs(
 
 async fn run_bbs(a: BbsArgs, logs: LogBuffer) -> anyhow::Result<()> {
     let store = a.store.clone();
+    let token_file = a.admin_token_file.clone();
     let bbs = start_bbs(a, logs, None).await?;
+    if let Some(file) = token_file {
+        lattice_bbs::api::bootstrap_admin_token(&bbs.db, &file).await?;
+    }
     // One machine-readable line for scripts and tests.
     println!(
         "lattice bbs ready grpc={} api={} store={store:?}",
