@@ -32,7 +32,7 @@ use crate::backup_tasks::{credential_task, grants, BlobVerb, TASK_CREDENTIAL_USE
 /// Who made a request (in the request's extensions for the handlers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The token's name, the Basic user, `task:GUID` or `local`.
+    /// The token's name, `basic:USER`, `task:GUID` or `local`.
     pub name: String,
     /// None: a task's blob credential (it may only do what its task does).
     pub role: Option<ApiRole>,
@@ -124,7 +124,7 @@ async fn identify(s: &ApiState, req: &Asked) -> Result<Caller, Response> {
     if s.basic_auth.as_deref() == Some(decoded.as_str()) {
         let user = decoded.split(':').next().unwrap_or_default();
         return Ok(Caller {
-            name: user.into(),
+            name: format!("basic:{user}"),
             role: Some(ApiRole::Admin),
         });
     }
@@ -215,4 +215,23 @@ pub(super) async fn authenticate(
         return redact::response(resp).await;
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn only_this_host_is_loopback() {
+        let at = |s: &str| Some(s.parse().unwrap());
+        assert!(is_loopback(at("127.0.0.1:9")));
+        assert!(is_loopback(at("[::1]:9")));
+        assert!(
+            is_loopback(at("[::ffff:127.0.0.1]:9")),
+            "v4-mapped loopback"
+        );
+        assert!(!is_loopback(at("10.1.2.3:9")));
+        assert!(!is_loopback(at("[::ffff:10.1.2.3]:9")));
+        assert!(!is_loopback(None), "an unknown caller is not trusted");
+    }
 }
