@@ -10,6 +10,7 @@ mod logs;
 mod show;
 mod storage;
 mod target;
+mod trust;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -44,7 +45,8 @@ struct Json {
 enum Cmd {
     /// Set the cluster to talk to (its API URL), or show it.
     Target {
-        /// http://HOST:PORT of the API (`lattice up` prints it).
+        /// http://HOST:PORT or https://HOST:PORT of the API (`lattice up` prints it).
+        /// For https, the CA the API presents is shown and trusted once confirmed.
         url: Option<String>,
         #[arg(long)]
         user: Option<String>,
@@ -53,6 +55,8 @@ enum Cmd {
         /// The apps' domain and router port: apps answer at http://APP.DOMAIN.
         #[arg(long, default_value = target::DEFAULT_DOMAIN)]
         domain: String,
+        #[command(flatten)]
+        trust: trust::TrustArgs,
     },
     /// Create an app and wait until every instance runs.
     Create(Box<app::CreateArgs>),
@@ -137,7 +141,7 @@ enum Cmd {
 }
 
 fn api() -> anyhow::Result<Api> {
-    Ok(Api::new(target::load()?))
+    Api::new(target::load()?)
 }
 
 async fn submit_task(api: &Api, file: &std::path::Path) -> anyhow::Result<()> {
@@ -192,6 +196,7 @@ async fn set_target(
     user: Option<String>,
     password: Option<String>,
     domain: String,
+    trust: trust::TrustArgs,
 ) -> anyhow::Result<()> {
     let Some(url) = url else {
         let t = target::load()?;
@@ -199,13 +204,17 @@ async fn set_target(
         if let Some(u) = &t.user {
             println!("User:   {u}");
         }
+        if let Some(fp) = t.ca.as_deref().and_then(trust::ca_fingerprint) {
+            println!("CA:     SHA-256 {fp}");
+        }
         return Ok(());
     };
     let mut t = target::Target::parse(&url)?;
     t.user = user.or(t.user);
     t.password = password.or(t.password);
     t.domain = domain;
-    let api = Api::new(t.clone());
+    trust::choose_ca(&mut t, &trust, target::load_saved().ok().as_ref()).await?;
+    let api = Api::new(t.clone())?;
     let v = api.version().await.context("checking the target")?;
     let path = target::save(&t)?;
     println!(
@@ -261,7 +270,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             user,
             password,
             domain,
-        } => set_target(url, user, password, domain).await?,
+            trust,
+        } => set_target(url, user, password, domain, trust).await?,
         Cmd::Create(a) => app::create(&api()?, &a).await?,
         Cmd::Scale {
             app,
