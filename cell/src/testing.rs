@@ -117,6 +117,7 @@ impl TestExecutor {
                 // Tests build their layouts in temporary directories.
                 oci_roots: vec![std::env::temp_dir()],
                 registry_credentials,
+                extra_ca: Vec::new(),
             },
             shim: shim_command(),
             network: test_network(),

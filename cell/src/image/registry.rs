@@ -25,6 +25,15 @@ impl ImageStore {
             // A registry that stops answering fails the pull instead of stalling it.
             connect_timeout: Some(std::time::Duration::from_secs(10)),
             read_timeout: Some(std::time::Duration::from_secs(60)),
+            // The system's roots are kept; these join them.
+            extra_root_certificates: self
+                .extra_ca
+                .iter()
+                .map(|pem| oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data: pem.clone().into_bytes(),
+                })
+                .collect(),
             ..Default::default()
         });
         let auth = match self.credentials.get(registry) {
