@@ -46,8 +46,10 @@ impl ImageStore {
             .pull_manifest_and_config(&reference, &auth)
             .await
             .map_err(|e| {
-                let text = format!("{e:#}").to_ascii_lowercase();
-                let hint = if !(text.contains("unauthorized")
+                let text = error_chain(&e).to_ascii_lowercase();
+                let hint = if text.contains("invalid peer certificate") {
+                    " (the registry's certificate is not trusted by this cell: for a private CA, start the cell with --extra-ca CA.pem)"
+                } else if !(text.contains("unauthorized")
                     || text.contains("not authorized")
                     || text.contains("401"))
                 {
@@ -110,4 +112,15 @@ impl ImageStore {
         }
         Ok(Image { layers, config })
     }
+}
+
+/// An error and its causes, as one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    out
 }
