@@ -361,3 +361,50 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_certificate_files_are_checked_and_bad_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::test_pki::TestCa::new("serve test CA");
+        let (cert, key) = ca.server(&["localhost"]).write(dir.path());
+        let cfg = tls_config_from_files(&cert, &key).unwrap();
+        assert_eq!(
+            cfg.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+
+        let missing = dir.path().join("missing.pem");
+        let e = tls_config_from_files(&missing, &key)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.pem"), "{e}");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let e = tls_config_from_files(&garbage, &key)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("garbage.pem") && e.contains("no certificate"),
+            "{e}"
+        );
+        let e = tls_config_from_files(&cert, &garbage)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("garbage.pem") && e.contains("private key"),
+            "{e}"
+        );
+
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        let (_, other_key) = ca.server(&["localhost"]).write(&other);
+        let e = tls_config_from_files(&cert, &other_key)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not go with its key"), "{e}");
+    }
+}
