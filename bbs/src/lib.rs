@@ -20,6 +20,9 @@ pub mod private;
 pub mod serve;
 pub mod server;
 pub mod store;
+/// A throwaway CA for tests of TLS (the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
+pub mod test_pki;
 /// Helpers for tests and benchmarks (the `testing` feature; not in production builds).
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -66,6 +66,15 @@ pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["kind"],
     )
 });
+pub static API_TLS_HANDSHAKE_FAILURES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    let c = prometheus::IntCounter::new(
+        "bbs_api_tls_handshake_failures_total",
+        "Connections to the public API dropped in their TLS handshake (wrong protocol, unknown CA at the client, too slow).",
+    )
+    .unwrap();
+    REGISTRY.register(Box::new(c.clone())).unwrap();
+    c
+});
 pub static EVENTS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("bbs_events_total", "Events published, by type.", &["event"]));
 pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {

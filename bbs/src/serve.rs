@@ -5,7 +5,13 @@
 //! wait in the listen backlog until one ends. A client that hangs up is noticed at once
 //! (no half-close), so the answer it was streaming (a log follow, the event stream) is
 //! dropped with everything feeding it.
+//!
+//! Given a rustls server configuration, the API is served over TLS instead: the
+//! handshake must end within the same header-read timeout, HTTP/2 or HTTP/1.1 is
+//! chosen by ALPN (HTTP/1.1 when the client offers none), and a failed handshake is
+//! logged and counted (`bbs_api_tls_handshake_failures_total`).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +22,75 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::rustls;
+
+/// The ALPN names the API speaks over TLS, preferred first.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Why the API's certificate cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFilesError {
+    #[error("{path}: {what}")]
+    Read { path: String, what: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The public API's TLS configuration from PEM files: `cert` holds the server's
+/// certificate followed by its chain, `key` its private key (PKCS#8, PKCS#1 or SEC1).
+pub fn tls_config_from_files(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsFilesError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |p: &std::path::Path, what: &str| TlsFilesError::Read {
+        path: p.display().to_string(),
+        what: what.to_string(),
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| read(cert, &format!("not a PEM certificate file ({e})")))?;
+    if chain.is_empty() {
+        return Err(read(
+            cert,
+            "holds no certificate: give the PEM file with BEGIN CERTIFICATE",
+        ));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| read(key, &format!("holds no PEM private key ({e})")))?;
+    tls_config(chain, key_der)
+}
+
+/// The public API's TLS configuration from a certificate chain and its key.
+pub fn tls_config(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, TlsFilesError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsFilesError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            TlsFilesError::Config(format!(
+                "the API certificate does not go with its key ({e}): give the key the certificate was issued for"
+            ))
+        })?;
+    cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
+/// `cfg` speaking the API's ALPN names when its maker set none.
+fn with_alpn(cfg: Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    if !cfg.alpn_protocols.is_empty() {
+        return cfg;
+    }
+    let mut c = (*cfg).clone();
+    c.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Arc::new(c)
+}
 
 /// Limits of the public API's HTTP server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,20 +158,171 @@ async fn first_bytes(stream: &TcpStream, within: Duration) -> bool {
     }
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then lets the connections'
-/// requests in flight finish (idle connections close at once).
+/// How each connection is served: plaintext (HTTP/1 or HTTP/2 told by the first
+/// bytes) or TLS (told by ALPN).
+struct Conns {
+    /// Plaintext: sniffs the version.
+    auto: auto::Builder<TokioExecutor>,
+    /// Over TLS without ALPN `h2`.
+    h1: auto::Builder<TokioExecutor>,
+    /// Over TLS with ALPN `h2`.
+    h2: auto::Builder<TokioExecutor>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Time to finish the TLS handshake, and then to send the first bytes.
+    within: Duration,
+}
+
+type Svc = TowerToHyperService<Router>;
+
+impl Conns {
+    fn new(limits: &ApiLimits, tls: Option<Arc<rustls::ServerConfig>>) -> Conns {
+        let b = builder(limits);
+        Conns {
+            auto: b.clone(),
+            h1: b.clone().http1_only(),
+            h2: b.http2_only(),
+            tls: tls.map(|c| tokio_rustls::TlsAcceptor::from(with_alpn(c))),
+            within: limits.header_read_timeout,
+        }
+    }
+
+    /// Serves one connection until it ends, or until `stop` while it is still
+    /// saying hello (a TLS handshake, its first bytes).
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        svc: Svc,
+        watcher: hyper_util::server::graceful::Watcher,
+        stop: watch::Receiver<bool>,
+    ) {
+        let Some(acceptor) = &self.tls else {
+            let ready = tokio::select! {
+                r = first_bytes(&stream, self.within) => r,
+                _ = stopping(stop) => false,
+            };
+            if ready {
+                let conn = self
+                    .auto
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(error = %e, "API connection ended");
+                }
+            }
+            return;
+        };
+        let handshake = tokio::time::timeout(self.within, acceptor.accept(stream));
+        let tls = tokio::select! {
+            r = handshake => match r {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return handshake_failed(&e.to_string()),
+                Err(_) => return handshake_failed("no TLS handshake within the header-read timeout"),
+            },
+            _ = stopping(stop) => return,
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let builder = if h2 { &self.h2 } else { &self.h1 };
+        // No version sniffing over TLS (ALPN told it), so no upgrades; a client
+        // that says nothing after its handshake is dropped like a slow one.
+        let io = TokioIo::new(FirstReadWithin::new(tls, self.within));
+        if let Err(e) = watcher.watch(builder.serve_connection(io, svc)).await {
+            tracing::debug!(error = %e, "API connection ended");
+        }
+    }
+}
+
+fn handshake_failed(why: &str) {
+    tracing::debug!(error = why, "API TLS handshake failed");
+    crate::metrics::API_TLS_HANDSHAKE_FAILURES.inc();
+}
+
+async fn stopping(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// A stream whose first read must bring bytes within a time: after that, reads
+/// go straight through.
+struct FirstReadWithin<S> {
+    inner: S,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> FirstReadWithin<S> {
+    fn new(inner: S, within: Duration) -> Self {
+        FirstReadWithin {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstReadWithin<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let late = match &mut this.deadline {
+                    Some(d) => d.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if late {
+                    let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "no request in time");
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstReadWithin<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` turns
+/// true, then lets the connections' requests in flight finish (idle connections
+/// close at once).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ApiLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(builder(&limits));
+    let conns = Arc::new(Conns::new(&limits, tls));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let stopping = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     loop {
         // A free slot first, then a connection: beyond the cap, clients wait in the
         // kernel's backlog rather than cost a task and buffers here.
@@ -120,31 +346,65 @@ pub async fn serve(
             _ = stopping(stop.clone()) => break,
         };
         let _ = stream.set_nodelay(true);
-        let (builder, app, watcher, stop) = (
-            builder.clone(),
-            app.clone(),
-            graceful.watcher(),
-            stop.clone(),
-        );
-        let within = limits.header_read_timeout;
+        // Handlers may ask who is calling (`ConnectInfo<SocketAddr>`).
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let (conns, watcher, stop) = (conns.clone(), graceful.watcher(), stop.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let ready = tokio::select! {
-                r = first_bytes(&stream, within) => r,
-                _ = stopping(stop) => false,
-            };
-            if !ready {
-                return;
-            }
-            // Handlers may ask who is calling (`ConnectInfo<SocketAddr>`).
-            let app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-            let svc = TowerToHyperService::new(app);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(error = %e, "API connection ended");
-            }
+            conns
+                .serve(stream, TowerToHyperService::new(app), watcher, stop)
+                .await
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_certificate_files_are_checked_and_bad_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::test_pki::TestCa::new("serve test CA");
+        let (cert, key) = ca.server(&["localhost"]).write(dir.path());
+        let cfg = tls_config_from_files(&cert, &key).unwrap();
+        assert_eq!(
+            cfg.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+
+        let missing = dir.path().join("missing.pem");
+        let e = tls_config_from_files(&missing, &key)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.pem"), "{e}");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let e = tls_config_from_files(&garbage, &key)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("garbage.pem") && e.contains("no certificate"),
+            "{e}"
+        );
+        let e = tls_config_from_files(&cert, &garbage)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("garbage.pem") && e.contains("private key"),
+            "{e}"
+        );
+
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        let (_, other_key) = ca.server(&["localhost"]).write(&other);
+        let e = tls_config_from_files(&cert, &other_key)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not go with its key"), "{e}");
+    }
 }

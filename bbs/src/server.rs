@@ -97,6 +97,9 @@ pub struct BbsConfig {
     pub advertise_url: Option<String>,
     /// Header-read timeout and connection cap of the public API.
     pub api_limits: crate::serve::ApiLimits,
+    /// Serve the public API over TLS with this (see [`crate::serve::tls_config`]);
+    /// None: plain HTTP.
+    pub api_tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// When set, the public API takes no connection (clients wait in the listen
     /// backlog) until this turns true: `lattice up` opens it once its cell registered,
     /// so no request finds a cluster without a cell. None: served at once.
@@ -120,6 +123,7 @@ impl BbsConfig {
             blob_dir: None,
             advertise_url: None,
             api_limits: Default::default(),
+            api_tls: None,
             api_opens: None,
             network: Default::default(),
         }
@@ -179,7 +183,12 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         if a.ip().is_unspecified() {
             a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        format!("http://{a}")
+        let scheme = if cfg.api_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{a}")
     });
     let state = ApiState {
         db: db.clone(),
@@ -221,7 +230,11 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
     });
 
     let app = api::router(state);
-    let (limits, opens) = (cfg.api_limits.clone(), cfg.api_opens.clone());
+    let (limits, opens, tls) = (
+        cfg.api_limits.clone(),
+        cfg.api_opens.clone(),
+        cfg.api_tls.clone(),
+    );
     let http = tokio::spawn(async move {
         if let Some(mut opens) = opens {
             // Closed without opening (the opener is gone): serve.
@@ -230,7 +243,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
                 _ = wait(stopped.clone()) => return,
             }
         }
-        crate::serve::serve(api_listener, app, limits, stopped).await
+        crate::serve::serve(api_listener, app, limits, tls, stopped).await
     });
 
     tracing::info!(%grpc_addr, %api_addr, store = backend, "bbs serving");

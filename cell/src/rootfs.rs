@@ -21,6 +21,9 @@ pub struct Providers {
     pub oci_roots: Vec<PathBuf>,
     /// Registry (HOST[:PORT]) → (user, password) for registries that want credentials.
     pub registry_credentials: BTreeMap<String, (String, String)>,
+    /// CA certificates (PEM texts) trusted besides the system's roots, by registry
+    /// pulls and by Download and Upload actions (`--extra-ca`).
+    pub extra_ca: Vec<String>,
 }
 
 impl Providers {

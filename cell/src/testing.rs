@@ -85,12 +85,22 @@ impl TestExecutor {
     }
 
     pub fn with_grace(grace: Duration) -> TestExecutor {
-        Self::build(grace, vec![], Default::default())
+        Self::build(grace, vec![], Default::default(), vec![])
     }
 
     /// An executor that pulls from these registries (HOST:PORT) over plain HTTP.
     pub fn with_insecure_registries(registries: Vec<String>) -> TestExecutor {
-        Self::build(Duration::from_secs(2), registries, Default::default())
+        Self::build(
+            Duration::from_secs(2),
+            registries,
+            Default::default(),
+            vec![],
+        )
+    }
+
+    /// An executor trusting these CA certificates (PEM) besides the system's roots.
+    pub fn with_extra_ca(extra_ca: Vec<String>) -> TestExecutor {
+        Self::build(Duration::from_secs(2), vec![], Default::default(), extra_ca)
     }
 
     /// [`TestExecutor::with_insecure_registries`] with credentials per registry.
@@ -98,13 +108,14 @@ impl TestExecutor {
         registries: Vec<String>,
         credentials: BTreeMap<String, (String, String)>,
     ) -> TestExecutor {
-        Self::build(Duration::from_secs(2), registries, credentials)
+        Self::build(Duration::from_secs(2), registries, credentials, vec![])
     }
 
     fn build(
         grace: Duration,
         insecure_registries: Vec<String>,
         registry_credentials: BTreeMap<String, (String, String)>,
+        extra_ca: Vec<String>,
     ) -> TestExecutor {
         require_root();
         let dir =
@@ -117,6 +128,7 @@ impl TestExecutor {
                 // Tests build their layouts in temporary directories.
                 oci_roots: vec![std::env::temp_dir()],
                 registry_credentials,
+                extra_ca,
             },
             shim: shim_command(),
             network: test_network(),
@@ -321,6 +333,15 @@ impl Registry {
     /// A registry that wants HTTP Basic credentials: `htpasswd` is one `USER:BCRYPT`
     /// line (bcrypt is the only hash the registry takes).
     pub fn start_with_htpasswd(htpasswd: Option<&str>) -> Registry {
+        Self::start_with(htpasswd, None)
+    }
+
+    /// A registry serving HTTPS with this certificate (PEM, chain) and key.
+    pub fn start_with_tls(cert: &Path, key: &Path) -> Registry {
+        Self::start_with(None, Some((cert, key)))
+    }
+
+    fn start_with(htpasswd: Option<&str>, tls: Option<(&Path, &Path)>) -> Registry {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -342,6 +363,13 @@ impl Registry {
             yaml.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: lattice\n    path: {}\n",
                 file.display()
+            ));
+        }
+        if let Some((cert, key)) = tls {
+            yaml.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
             ));
         }
         std::fs::write(&config, yaml).unwrap();

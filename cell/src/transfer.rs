@@ -1,5 +1,7 @@
 //! Download and Upload actions: moving files between a URL and a container's
-//! filesystem, from the host side (paths resolve inside the container's root).
+//! filesystem, from the host side (paths resolve inside the container's root). HTTPS
+//! servers are verified against the system's roots plus the CAs the cell was given
+//! (`--extra-ca`, see [`client`]).
 
 use std::path::Path;
 
@@ -19,10 +21,15 @@ use crate::inroot::{self, InRoot, Rooted};
 /// - into an existing directory, the archive is first streamed to a file in `scratch`
 ///   (the container's own filesystem, never a volume) and verified before anything is
 ///   unpacked.
-pub async fn download(dest: Rooted, scratch: &Path, d: &DownloadAction) -> anyhow::Result<()> {
+pub async fn download(
+    http: &reqwest::Client,
+    dest: Rooted,
+    scratch: &Path,
+    d: &DownloadAction,
+) -> anyhow::Result<()> {
     let exists = dest.run(|p| p.symlink_metadata().is_ok()).await?;
     if !exists {
-        return stream_unpack(dest, d).await;
+        return stream_unpack(http, dest, d).await;
     }
     let tmp = scratch.join(format!(
         ".lattice-download-{}",
@@ -34,7 +41,7 @@ pub async fn download(dest: Rooted, scratch: &Path, d: &DownloadAction) -> anyho
             .write(true)
             .create_new(true)
             .open(&tmp)?;
-        let digests = fetch(&d.from, Sink::File(file.try_clone()?.into())).await?;
+        let digests = fetch(http, &d.from, Sink::File(file.try_clone()?.into())).await?;
         verify(&digests, &d.checksum_algorithm, &d.checksum_value)?;
         let to = d.to.clone();
         dest.run(move |p| {
@@ -52,7 +59,11 @@ pub async fn download(dest: Rooted, scratch: &Path, d: &DownloadAction) -> anyho
 /// Unpacks the body into `dest` on a thread of its own while hashing it here; the
 /// checksum is judged once the whole body has arrived (a corrupt archive is reported
 /// as a checksum mismatch, its root cause, rather than as whatever the unpacker hit).
-async fn stream_unpack(dest: Rooted, d: &DownloadAction) -> anyhow::Result<()> {
+async fn stream_unpack(
+    http: &reqwest::Client,
+    dest: Rooted,
+    d: &DownloadAction,
+) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
     let to = d.to.clone();
     let unpacker = dest.spawn(move |p| {
@@ -70,7 +81,7 @@ async fn stream_unpack(dest: Rooted, d: &DownloadAction) -> anyhow::Result<()> {
         unpacker: Some(unpacker),
         keep: false,
     };
-    let fetched = fetch(&d.from, Sink::Channel(Some(tx))).await;
+    let fetched = fetch(http, &d.from, Sink::Channel(Some(tx))).await;
     let unpacked = cleanup.unpacker.take().expect("set above").await;
     let outcome = fetched
         .and_then(|digests| verify(&digests, &d.checksum_algorithm, &d.checksum_value))
@@ -161,9 +172,14 @@ impl Digests {
 
 /// Streams `url` into `sink`, hashing on the way. The whole body is always read (and
 /// hashed), even after a channel's unpacker stopped.
-async fn fetch(url: &str, mut sink: Sink) -> anyhow::Result<Digests> {
+async fn fetch(http: &reqwest::Client, url: &str, mut sink: Sink) -> anyhow::Result<Digests> {
     use tokio::io::AsyncWriteExt;
-    let mut resp = reqwest::get(url).await?.error_for_status()?;
+    let mut resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| unreachable_server(e, url))?
+        .error_for_status()?;
     let (mut s256, mut s1, mut m5) = (sha2::Sha256::new(), sha1::Sha1::new(), md5::Md5::new());
     while let Some(chunk) = resp.chunk().await? {
         s256.update(&chunk);
@@ -233,7 +249,7 @@ fn hex(bytes: &[u8]) -> String {
 /// POST: a regular file as it is, a directory as a gzip-compressed tar made on the fly.
 /// Either is streamed, never held in memory; an error midway aborts the request, so
 /// the receiver never sees a whole body.
-pub async fn upload(src: Rooted, u: &UploadAction) -> anyhow::Result<()> {
+pub async fn upload(http: &reqwest::Client, src: Rooted, u: &UploadAction) -> anyhow::Result<()> {
     let from = u.from.clone();
     let opened = src
         .run(|p| -> std::io::Result<Option<std::fs::File>> {
@@ -270,13 +286,58 @@ pub async fn upload(src: Rooted, u: &UploadAction) -> anyhow::Result<()> {
             reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
         }
     };
-    reqwest::Client::new()
-        .post(&u.to)
+    http.post(&u.to)
         .body(body)
         .send()
-        .await?
+        .await
+        .map_err(|e| unreachable_server(e, &u.to))?
         .error_for_status()?;
     Ok(())
+}
+
+/// The HTTP client of Download and Upload actions: HTTPS servers are verified
+/// against the system's roots plus `extra_ca` (PEM texts of CA certificates: the
+/// cell's `--extra-ca` files).
+pub fn client(extra_ca: &[String]) -> anyhow::Result<reqwest::Client> {
+    let mut roots = Vec::new();
+    for pem in extra_ca {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .context("an extra CA is not a PEM certificate file")?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "an extra CA holds no PEM certificate (BEGIN CERTIFICATE)"
+        );
+        roots.extend(certs);
+    }
+    reqwest::Client::builder()
+        .tls_certs_merge(roots)
+        .build()
+        .context("building the HTTP client for downloads and uploads")
+}
+
+/// A request that got no answer, saying what to do when the server's certificate
+/// was the reason.
+fn unreachable_server(e: reqwest::Error, url: &str) -> anyhow::Error {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = cur {
+        if let Some(rustls::Error::InvalidCertificate(why)) = as_rustls(err) {
+            return anyhow::anyhow!(
+                "{url}: the server's certificate is not trusted by this cell ({why:?}): for a private CA, start the cell with --extra-ca CA.pem"
+            );
+        }
+        cur = err.source();
+    }
+    anyhow::Error::from(e).context(format!("cannot reach {url}"))
+}
+
+/// `e` as rustls's error: itself, or inside I/O errors (which hide it from
+/// `source()`; hyper-rustls wraps tokio-rustls's I/O error in another).
+fn as_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    as_rustls(inner)
 }
 
 /// Writes directory `dir` as a gzip-compressed tar to `w`: files, directories,

@@ -256,3 +256,30 @@ async fn a_registry_that_wants_credentials() {
         "{said:?}"
     );
 }
+
+#[tokio::test]
+async fn an_image_is_pulled_over_https_trusting_the_extra_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = layout(tmp.path());
+    let ca = lattice_bbs::test_pki::TestCa::new("registry test CA");
+    let (cert, key) = ca.server(&["127.0.0.1"]).write(tmp.path());
+    let registry = Registry::start_with_tls(&cert, &key);
+    registry.push(&path, "v1", "lattice/busybox");
+    let rootfs = format!("docker://{}/lattice/busybox:v1", registry.addr);
+
+    // The system's roots alone: refused, saying what to do.
+    let t = TestExecutor::new();
+    let mut req = request("https-untrusted", sh("true"));
+    req.rootfs = rootfs.clone();
+    let e = format!("{:#}", t.exec.create(req).await.unwrap_err());
+    assert!(e.contains("--extra-ca CA.pem"), "{e}");
+    assert!(leftovers(&t.exec, "https-untrusted").is_empty());
+
+    // Trusting the registry's CA besides them: pulled over HTTPS.
+    let t = TestExecutor::with_extra_ca(vec![ca.pem.clone()]);
+    let said = run_image(&t, "https-pull", &rootfs).await;
+    assert!(
+        said.iter().any(|m| m.starts_with("Downloaded ")),
+        "{said:?}"
+    );
+}

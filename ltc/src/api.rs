@@ -42,14 +42,22 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(target: Target) -> Api {
-        Api {
-            target,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .expect("building the HTTP client"),
+    /// A client of `target`'s API: over https, its certificate is verified against
+    /// the CA trusted for it alone, or the system's roots when none was.
+    pub fn new(target: Target) -> anyhow::Result<Api> {
+        let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(pem) = &target.ca {
+            let roots = crate::trust::pem_certs(pem)
+                .context("the CA saved with the target: run `ltc target URL` again")?
+                .iter()
+                .map(|c| reqwest::Certificate::from_der(c))
+                .collect::<Result<Vec<_>, _>>()?;
+            b = b.tls_certs_only(roots);
         }
+        Ok(Api {
+            target,
+            http: b.build().context("building the HTTP client")?,
+        })
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -66,9 +74,15 @@ impl Api {
 
     async fn send(&self, r: RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = r.send().await.map_err(|e| {
+            if let Some(why) =
+                crate::trust::explain_tls_error(&e, &self.target.api, self.target.ca.as_deref())
+            {
+                return anyhow::anyhow!(why);
+            }
             anyhow::anyhow!(
-                "cannot reach the API at {}: {e}. Is the cluster up (`sudo lattice up`), and is `ltc target` right?",
-                self.target.api
+                "cannot reach the API at {}: {}. Is the cluster up (`sudo lattice up`), and is `ltc target` right?",
+                self.target.api,
+                crate::trust::error_chain(&e)
             )
         })?;
         if resp.status().is_success() {

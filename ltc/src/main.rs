@@ -11,6 +11,7 @@ mod show;
 mod storage;
 mod target;
 mod tokens;
+mod trust;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -45,7 +46,8 @@ struct Json {
 enum Cmd {
     /// Set the cluster to talk to (its API URL), or show it.
     Target {
-        /// http://HOST:PORT of the API (`lattice up` prints it).
+        /// http://HOST:PORT or https://HOST:PORT of the API (`lattice up` prints it).
+        /// For https, the CA the API presents is shown and trusted once confirmed.
         url: Option<String>,
         #[arg(long)]
         user: Option<String>,
@@ -58,6 +60,8 @@ enum Cmd {
         /// The apps' domain and router port: apps answer at http://APP.DOMAIN.
         #[arg(long, default_value = target::DEFAULT_DOMAIN)]
         domain: String,
+        #[command(flatten)]
+        trust: trust::TrustArgs,
     },
     /// Use an API token from now on (checked, then saved with the target).
     Login {
@@ -154,7 +158,7 @@ enum Cmd {
 }
 
 fn api() -> anyhow::Result<Api> {
-    Ok(Api::new(target::load()?))
+    Api::new(target::load()?)
 }
 
 async fn submit_task(api: &Api, file: &std::path::Path) -> anyhow::Result<()> {
@@ -210,6 +214,7 @@ async fn set_target(
     password: Option<String>,
     token: Option<String>,
     domain: String,
+    trust: trust::TrustArgs,
 ) -> anyhow::Result<()> {
     let Some(url) = url else {
         let t = target::load()?;
@@ -220,6 +225,9 @@ async fn set_target(
         if t.token.is_some() {
             println!("Token:  set (`ltc login` changes it)");
         }
+        if let Some(fp) = t.ca.as_deref().and_then(trust::ca_fingerprint) {
+            println!("CA:     SHA-256 {fp}");
+        }
         return Ok(());
     };
     let mut t = target::Target::parse(&url)?;
@@ -227,7 +235,8 @@ async fn set_target(
     t.password = password.or(t.password);
     t.token = token;
     t.domain = domain;
-    let api = Api::new(t.clone());
+    trust::choose_ca(&mut t, &trust, target::load_saved().ok().as_ref()).await?;
+    let api = Api::new(t.clone())?;
     let v = api.version().await.context("checking the target")?;
     let path = target::save(&t)?;
     println!(
@@ -284,7 +293,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             password,
             token,
             domain,
-        } => set_target(url, user, password, token, domain).await?,
+            trust,
+        } => set_target(url, user, password, token, domain, trust).await?,
         Cmd::Login { token, token_file } => tokens::login(token, token_file).await?,
         Cmd::Token(cmd) => tokens::run(&api()?, cmd, now).await?,
         Cmd::Create(a) => app::create(&api()?, &a).await?,

@@ -1,7 +1,8 @@
 //! Where `ltc` sends its requests: the API's URL, credentials and the apps' domain,
 //! saved by `ltc target` (in `$LTC_HOME/config.json`, default `~/.lattice`, 0600) and
 //! overridden by `LTC_TARGET` (`http://USER:PASSWORD@HOST:PORT`) and `LTC_TOKEN` (an
-//! API token, sent as `Authorization: Bearer`).
+//! API token, sent as `Authorization: Bearer`). An https target carries the CA the user
+//! trusted for it (see [`crate::trust`]); with `LTC_TARGET`, `LTC_CA_FILE` names it.
 
 use std::path::PathBuf;
 
@@ -22,6 +23,10 @@ pub struct Target {
     /// An API token (`ltc login`), preferred over user and password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The CA certificate (PEM) the user trusted for an https API: the only root
+    /// its certificate is verified against. None: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
     /// The apps' domain, with the router's port when it is not 80: apps answer at
     /// `http://APP.DOMAIN`.
     #[serde(default = "default_domain")]
@@ -68,8 +73,26 @@ impl Target {
             user,
             password,
             token: None,
+            ca: None,
             domain: default_domain(),
         })
+    }
+
+    /// The API's host (an IPv6 address without brackets) and port.
+    pub fn host_port(&self) -> anyhow::Result<(String, u16)> {
+        let (scheme, rest) = self.api.split_once("://").unwrap_or(("http", &self.api));
+        let default = if scheme == "https" { 443 } else { 80 };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !p.ends_with(']') => (h, Some(p)),
+            _ => (rest, None),
+        };
+        let port = match port {
+            Some(p) => p
+                .parse()
+                .with_context(|| format!("target {}: {p:?} is not a port", self.api))?,
+            None => default,
+        };
+        Ok((host.trim_matches(['[', ']']).to_string(), port))
     }
 
     /// The host part of the domain (what routes name).
@@ -112,8 +135,21 @@ fn load_target() -> anyhow::Result<Target> {
         if let Ok(d) = std::env::var("LTC_DOMAIN") {
             t.domain = d;
         }
+        if let Some(f) = std::env::var_os("LTC_CA_FILE") {
+            let f = PathBuf::from(f);
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("LTC_CA_FILE {}: cannot read it", f.display()))?;
+            crate::trust::pem_certs(&text)
+                .with_context(|| format!("LTC_CA_FILE {}", f.display()))?;
+            t.ca = Some(text);
+        }
         return Ok(t);
     }
+    load_saved()
+}
+
+/// The target `ltc target` saved.
+pub fn load_saved() -> anyhow::Result<Target> {
     let path = config_path()?;
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -173,6 +209,17 @@ mod tests {
             .contains("http or https"));
         assert!(Target::parse("http://h:1/v1").is_err());
         assert!(Target::parse("").is_err());
+    }
+
+    #[test]
+    fn hosts_and_ports_of_targets() {
+        let hp = |u: &str| Target::parse(u).unwrap().host_port().unwrap();
+        assert_eq!(hp("https://h:1"), ("h".into(), 1));
+        assert_eq!(hp("https://h"), ("h".into(), 443));
+        assert_eq!(hp("h"), ("h".into(), 80));
+        assert_eq!(hp("https://[::1]:8888"), ("::1".into(), 8888));
+        assert_eq!(hp("https://[::1]"), ("::1".into(), 443));
+        assert!(Target::parse("https://h:x").unwrap().host_port().is_err());
     }
 
     #[test]

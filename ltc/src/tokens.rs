@@ -96,7 +96,7 @@ fn read_token(token: Option<String>, file: Option<std::path::PathBuf>) -> anyhow
 pub async fn login(token: Option<String>, file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let mut t = target::load()?;
     t.token = Some(read_token(token, file)?);
-    let api = Api::new(t.clone());
+    let api = Api::new(t.clone())?;
     api.version().await.context("checking the token")?;
     let path = target::save(&t)?;
     println!(

@@ -265,6 +265,7 @@ impl Executor {
             cgroup,
             binds,
             result_file: req.tags.get("result_file").cloned().unwrap_or_default(),
+            extra_ca: self.cfg.providers.extra_ca.clone(),
         };
         write_private(&dir.join("shim.json"), &serde_json::to_vec(&shim_cfg)?)?;
         Ok(merged)

@@ -209,7 +209,8 @@ impl Executor {
             cfg.data_dir.join("images"),
             cfg.providers.insecure_registries.clone(),
             cfg.providers.registry_credentials.clone(),
-        );
+        )
+        .with_extra_ca(cfg.providers.extra_ca.clone());
         let volumes = match cfg.volume_pool_size {
             Some(size) => Some(Arc::new(crate::volume::VolumeDriver::new(
                 &cfg.data_dir.join("volumes"),

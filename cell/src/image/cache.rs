@@ -19,6 +19,8 @@ pub struct ImageStore {
     pub(super) insecure: Vec<String>,
     /// Registry → (user, password).
     pub(super) credentials: BTreeMap<String, (String, String)>,
+    /// CA certificates (PEM) trusted besides the system's roots.
+    pub(super) extra_ca: Vec<String>,
 }
 
 impl ImageStore {
@@ -45,7 +47,15 @@ impl ImageStore {
             root,
             insecure,
             credentials,
+            extra_ca: Vec::new(),
         }
+    }
+
+    /// Registries' certificates are verified against the system's roots plus these
+    /// CA certificates (PEM texts).
+    pub fn with_extra_ca(mut self, extra_ca: Vec<String>) -> ImageStore {
+        self.extra_ca = extra_ca;
+        self
     }
 
     pub(super) fn layer_dir(&self, digest: &str) -> anyhow::Result<PathBuf> {

@@ -25,6 +25,15 @@ impl ImageStore {
             // A registry that stops answering fails the pull instead of stalling it.
             connect_timeout: Some(std::time::Duration::from_secs(10)),
             read_timeout: Some(std::time::Duration::from_secs(60)),
+            // The system's roots are kept; these join them.
+            extra_root_certificates: self
+                .extra_ca
+                .iter()
+                .map(|pem| oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data: pem.clone().into_bytes(),
+                })
+                .collect(),
             ..Default::default()
         });
         let auth = match self.credentials.get(registry) {
@@ -37,8 +46,10 @@ impl ImageStore {
             .pull_manifest_and_config(&reference, &auth)
             .await
             .map_err(|e| {
-                let text = format!("{e:#}").to_ascii_lowercase();
-                let hint = if !(text.contains("unauthorized")
+                let text = error_chain(&e).to_ascii_lowercase();
+                let hint = if text.contains("invalid peer certificate") {
+                    " (the registry's certificate is not trusted by this cell: for a private CA, start the cell with --extra-ca CA.pem)"
+                } else if !(text.contains("unauthorized")
                     || text.contains("not authorized")
                     || text.contains("401"))
                 {
@@ -101,4 +112,15 @@ impl ImageStore {
         }
         Ok(Image { layers, config })
     }
+}
+
+/// An error and its causes, as one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    out
 }

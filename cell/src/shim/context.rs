@@ -215,11 +215,13 @@ impl Steps for Ctx {
 
     async fn download(&self, d: &models::DownloadAction) -> anyhow::Result<()> {
         let (dest, _) = self.cfg.host_path(&d.to);
-        crate::transfer::download(dest, &self.cfg.rootfs, d).await
+        let http = crate::transfer::client(&self.cfg.extra_ca)?;
+        crate::transfer::download(&http, dest, &self.cfg.rootfs, d).await
     }
 
     async fn upload(&self, u: &models::UploadAction) -> anyhow::Result<()> {
-        crate::transfer::upload(self.cfg.host_path(&u.from).0, u).await
+        let http = crate::transfer::client(&self.cfg.extra_ca)?;
+        crate::transfer::upload(&http, self.cfg.host_path(&u.from).0, u).await
     }
 
     fn progress(&self, message: &str) {

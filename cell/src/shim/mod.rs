@@ -74,6 +74,10 @@ pub struct ShimConfig {
     /// and reported with its exit (so a rep that is down then loses no result).
     #[serde(default)]
     pub result_file: String,
+    /// CA certificates (PEM) Download and Upload actions trust besides the system's
+    /// roots (the cell's `--extra-ca`).
+    #[serde(default)]
+    pub extra_ca: Vec<String>,
 }
 
 impl ShimConfig {
@@ -326,6 +330,7 @@ mod tests {
             cgroup: "/lattice/c".into(),
             binds,
             result_file: String::new(),
+            extra_ca: Vec::new(),
         }
     }
 

@@ -107,6 +107,10 @@ struct CellArgs {
         hide_env_values = true
     )]
     registry_credentials: Vec<String>,
+    /// A CA certificate file (PEM) to trust besides the system's roots, for HTTPS
+    /// Download/Upload actions and registry pulls (repeatable, or comma-separated).
+    #[arg(long, env = "LATTICE_CELL_EXTRA_CA", value_delimiter = ',')]
+    extra_ca: Vec<std::path::PathBuf>,
     /// A directory under which `oci:PATH` image layouts may be used (repeatable; none:
     /// no oci: images).
     #[arg(
@@ -238,6 +242,13 @@ struct BbsArgs {
     /// Public JSON API (receptor-shaped) and /metrics address.
     #[arg(long, env = "LATTICE_BBS_API_LISTEN", default_value = "127.0.0.1:8888")]
     api_listen: SocketAddr,
+    /// Serve the public API over HTTPS with this certificate (PEM, then its chain
+    /// ending with its CA, whose fingerprint `ltc target` shows; with --api-tls-key).
+    #[arg(long, env = "LATTICE_BBS_API_TLS_CERT", requires = "api_tls_key")]
+    api_tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --api-tls-cert.
+    #[arg(long, env = "LATTICE_BBS_API_TLS_KEY", requires = "api_tls_cert")]
+    api_tls_key: Option<std::path::PathBuf>,
     /// Require HTTP Basic auth on the public API: USER:PASSWORD.
     #[arg(long, env = "LATTICE_BBS_BASIC_AUTH")]
     basic_auth: Option<String>,
@@ -282,6 +293,13 @@ async fn start_bbs(
         );
     }
     let network = a.network.cluster_network()?;
+    let api_tls = match (&a.api_tls_cert, &a.api_tls_key) {
+        (Some(cert), Some(key)) => Some(
+            lattice_bbs::serve::tls_config_from_files(cert, key)
+                .context("--api-tls-cert/--api-tls-key")?,
+        ),
+        _ => None,
+    };
     server::start(BbsConfig {
         store: a.store.clone(),
         listen: a.listen,
@@ -292,6 +310,7 @@ async fn start_bbs(
         blob_dir: a.blob_dir,
         advertise_url: a.advertise_url,
         api_limits: Default::default(),
+        api_tls,
         api_opens,
         network,
     })
@@ -439,6 +458,19 @@ fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
     Ok((a, b))
 }
 
+/// The `--extra-ca` files' PEM texts, each checked.
+fn read_extra_ca(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut pems = Vec::new();
+    for f in files {
+        let pem = std::fs::read_to_string(f)
+            .with_context(|| format!("--extra-ca {}: cannot read it", f.display()))?;
+        lattice_cell::transfer::client(std::slice::from_ref(&pem))
+            .with_context(|| format!("--extra-ca {}", f.display()))?;
+        pems.push(pem);
+    }
+    Ok(pems)
+}
+
 /// `lattice cell`'s flags as the cell's configuration.
 fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig> {
     use lattice_cell::{executor, network, rep, rootfs};
@@ -446,6 +478,7 @@ fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig>
         insecure_registries: a.insecure_registries.clone(),
         oci_roots: a.oci_roots.clone(),
         registry_credentials: parse_credentials(&a.registry_credentials)?,
+        extra_ca: read_extra_ca(&a.extra_ca)?,
         ..Default::default()
     };
     for p in &a.preloaded {

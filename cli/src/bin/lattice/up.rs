@@ -47,6 +47,10 @@ pub struct UpArgs {
     /// cell its own).
     #[arg(long, default_value = "127.0.0.1:8890")]
     metrics_listen: SocketAddr,
+    /// A CA certificate file (PEM) the cell trusts besides the system's roots
+    /// (HTTPS downloads, uploads, registry pulls); repeatable.
+    #[arg(long, env = "LATTICE_EXTRA_CA", value_delimiter = ',')]
+    extra_ca: Vec<PathBuf>,
 }
 
 /// Parses a component's flags as `lattice NAME` would: the config file's `[NAME]`
@@ -115,15 +119,17 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     let api = loopback(bbs.api_addr);
 
     // The cell, so the brain finds it at its first auction.
-    let cell_args: CellArgs = component_args(
-        config,
-        "cell",
-        &[
-            format!("--bbs={grpc}"),
-            format!("--data-dir={}", data_dir.join("cell").display()),
-            format!("--listen={}", a.cell_listen),
-        ],
-    )?;
+    let mut forced = vec![
+        format!("--bbs={grpc}"),
+        format!("--data-dir={}", data_dir.join("cell").display()),
+        format!("--listen={}", a.cell_listen),
+    ];
+    forced.extend(
+        a.extra_ca
+            .iter()
+            .map(|f| format!("--extra-ca={}", f.display())),
+    );
+    let cell_args: CellArgs = component_args(config, "cell", &forced)?;
     let cell = lattice_cell::server::start(crate::cell_config(&cell_args)?).await?;
     let cell_id = cell.rep.config().cell_id.clone();
     cell_announced(&bbs, &cell_id).await?;
