@@ -65,6 +65,7 @@ fn cell(host_ns: &File, n: u8) -> Cell {
             vni: 42,
             port: 4789,
             local: Ipv4Addr::new(192, 168, 77, n + 1),
+            direct_routing: false,
         }),
         ..Default::default()
     };
