@@ -481,7 +481,7 @@ mod ns_host {
     use super::NsHost;
     use crate::network::firewall::egress::EgressChain;
     use crate::network::forwarder::Forwarder;
-    use crate::network::overlay::Peer;
+    use crate::network::overlay::{Peer, Uplink};
     use crate::network::{Attachment, Host, KernelHost, NetworkConfig, OverlayConfig};
 
     impl Host for NsHost {
@@ -537,6 +537,18 @@ mod ns_host {
         fn remove_overlay_peer(&self, device: &str, peer: &Peer) {
             let _ = self.inside(|| {
                 KernelHost.remove_overlay_peer(device, peer);
+                Ok(())
+            });
+        }
+        fn uplink(&self, local: Ipv4Addr) -> anyhow::Result<Uplink> {
+            self.inside(|| KernelHost.uplink(local))
+        }
+        fn add_direct_route(&self, uplink: &str, peer: &Peer) -> anyhow::Result<()> {
+            self.inside(|| KernelHost.add_direct_route(uplink, peer))
+        }
+        fn remove_direct_route(&self, uplink: &str, peer: &Peer) {
+            let _ = self.inside(|| {
+                KernelHost.remove_direct_route(uplink, peer);
                 Ok(())
             });
         }

@@ -3,7 +3,8 @@
 //! bridge living in a "switch" namespace, as machines on a LAN. Nothing is made in the
 //! root namespace.
 //!
-//! A [`Lan`] makes the switch; [`Lan::host`] a host. Processes run on a host with
+//! A [`Lan`] makes the switch; [`Lan::host`] a host ([`Lan::host_beyond_router`]
+//! one on another segment, the switch routing between the two). Processes run on a host with
 //! [`Host::command`], which enters the host's network namespace with setns(2) between
 //! fork and exec (not `ip netns exec`, which also makes a mount namespace: a cell must
 //! share the test's mounts, so its containers' namespace and overlay mounts are seen
@@ -137,7 +138,9 @@ fn inside<T: Send>(ns: &std::fs::File, work: impl FnOnce() -> T + Send) -> T {
 }
 
 /// A LAN: a switch namespace with a bridge `br0` whose address, 10.77.N.1, is the
-/// hosts' default gateway (it forwards nowhere: it is there for routes to point at).
+/// hosts' default gateway (it forwards nowhere: it is there for routes to point at),
+/// and, once a host beyond a router is asked for, a second segment (`br1`,
+/// 10.78.N.1) the switch routes to.
 pub struct Lan {
     inner: Arc<LanInner>,
 }
@@ -148,6 +151,8 @@ struct LanInner {
     /// The third octet of this LAN's 10.77.N.0/24.
     octet: u8,
     next_host: AtomicU8,
+    /// Whether the switch routes to a second segment ([`Lan::host_beyond_router`]).
+    routing: AtomicBool,
     state: PathBuf,
     switch: Netns,
 }
@@ -184,6 +189,7 @@ impl Lan {
                 name,
                 octet,
                 next_host: AtomicU8::new(10),
+                routing: AtomicBool::new(false),
                 state,
                 switch,
             }),
@@ -197,19 +203,49 @@ impl Lan {
 
     /// A new host `name` (letters and digits) with the next address of the LAN.
     pub fn host(&self, name: &str) -> Host {
+        let k = self.inner.next_host.fetch_add(1, Ordering::SeqCst);
+        let address = Ipv4Addr::new(10, 77, self.inner.octet, k);
+        self.attach(name, "br0", address, self.gateway())
+    }
+
+    /// A new host `name` on another segment, 10.78.N.0/24 (the switch's bridge `br1`),
+    /// one router (the switch) away from the LAN's hosts: not their neighbour.
+    pub fn host_beyond_router(&self, name: &str) -> Host {
         let lan = &self.inner;
+        if !lan.routing.swap(true, Ordering::SeqCst) {
+            let gw = format!("10.78.{}.1/24", lan.octet);
+            let sw = lan.switch.name.as_str();
+            for args in [
+                vec!["link", "add", "br1", "type", "bridge"],
+                vec!["addr", "add", &gw, "dev", "br1"],
+                vec!["link", "set", "br1", "up"],
+            ] {
+                ip(&[&["-n", sw], &args[..]].concat());
+            }
+            let forward = inside(&lan.switch.file, || {
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            });
+            forward.expect("turning on forwarding in the switch's namespace");
+        }
         let k = lan.next_host.fetch_add(1, Ordering::SeqCst);
-        let address = Ipv4Addr::new(10, 77, lan.octet, k);
+        let address = Ipv4Addr::new(10, 78, lan.octet, k);
+        self.attach(name, "br1", address, Ipv4Addr::new(10, 78, lan.octet, 1))
+    }
+
+    /// Host `name` at `address`/24, its port on the switch's `bridge`, its default
+    /// route via `gateway`.
+    fn attach(&self, name: &str, bridge: &str, address: Ipv4Addr, gateway: Ipv4Addr) -> Host {
+        let lan = &self.inner;
         let ns = Netns::create(&format!("{}-{name}", lan.name));
-        let port = format!("h{k}");
+        let port = format!("h{}", address.octets()[3]);
         let sw = lan.switch.name.as_str();
         ip(&[
             "-n", sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
             &ns.name,
         ]);
-        ip(&["-n", sw, "link", "set", &port, "master", "br0", "up"]);
+        ip(&["-n", sw, "link", "set", &port, "master", bridge, "up"]);
         let cidr = format!("{address}/24");
-        let gw = self.gateway().to_string();
+        let gw = gateway.to_string();
         for args in [
             vec!["link", "set", "lo", "up"],
             vec!["addr", "add", &cidr, "dev", "eth0"],

@@ -91,6 +91,16 @@ impl LanCluster {
         self.cells.push(cell);
     }
 
+    /// Adds a cell host on another segment, one router away from the others (they
+    /// reach its cell through VXLAN, not routed directly): its index for
+    /// [`LanCluster::start_cell`].
+    pub fn add_cell_host_beyond_router(&mut self) -> usize {
+        let i = self.cell_hosts.len();
+        let host = self.lan.host_beyond_router(&format!("cell{i}"));
+        self.cell_hosts.push(host);
+        i
+    }
+
     /// `GET /` of `app` through the router, from the outside host.
     pub fn get(&self, app: &str) -> Option<(u16, String)> {
         self.outside.http_get(

@@ -440,8 +440,10 @@ impl CellProcess {
             ]);
         } else if !extra.contains(&"--subnet") {
             // A host of its own, as on a LAN of machines: its subnet leased from the
-            // BBS, the overlay to the other cells' subnets.
+            // BBS, the overlay to the other cells' subnets: routed directly to the
+            // cells on its segment, through VXLAN to the others.
             args.push("--overlay".into());
+            args.push("--overlay-direct-routing".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         CellProcess {

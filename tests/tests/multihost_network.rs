@@ -1,6 +1,7 @@
 //! Containers on a real network across hosts (issue 21), with the harness of
 //! `lattice_tests::hosts`: every component on a host of its own, each cell leasing its
-//! subnet from the BBS and joined to the others by the VXLAN overlay. An app on cell A
+//! subnet from the BBS and joined to the others by the overlay (routed directly
+//! between hosts on one segment, VXLAN to a cell beyond a router). An app on cell A
 //! calls an app on cell B by name (`APP.apps.internal`) and by address with no
 //! published port; an app and a Task reach the outside host through NAT; egress rules
 //! (a workload's own, and the cluster's default) let through what they allow and
@@ -272,4 +273,72 @@ async fn egress_rules_allow_and_refuse_and_the_cluster_default_governs_the_rest(
     )
     .await;
     assert_eq!(r, "hello from 0 on cell-1\n");
+}
+
+/// The route on `host` to `subnet` (`ip route show`).
+fn route_on(host: &lattice_tests::hosts::Host, subnet: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-n", host.netns(), "route", "show", subnet])
+        .output()
+        .expect("running ip (iproute2)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neighbours_are_routed_directly_and_a_cell_beyond_a_router_through_vxlan() {
+    // Cells 0 and 1 on the LAN, cell 2 on another segment the switch routes to.
+    let mut cluster = tagged_cluster(&[]);
+    let far = cluster.add_cell_host_beyond_router();
+    cluster.start_cell(far, &["--placement-tag", "c"]);
+    let mut c = cluster.bbs.client().await;
+    desire_app(&mut c, "near", "b", "").await;
+    desire_app(&mut c, "far", "c", "").await;
+    wait_running(&mut c, "near", 1, Duration::from_secs(60)).await;
+    wait_running(&mut c, "far", 1, Duration::from_secs(60)).await;
+
+    // On cell 0's host: its neighbour's subnet via the neighbour's host on the LAN,
+    // the far cell's through the VXLAN device (the overlay follows the cells every
+    // second).
+    let cells = c.cells(Empty {}).await.unwrap().into_inner().cells;
+    let subnet_of = |id: &str| {
+        let p = cells.iter().find(|p| p.cell_id == id);
+        p.unwrap_or_else(|| panic!("{id} in {cells:#?}"))
+            .subnet
+            .clone()
+    };
+    let (near_subnet, far_subnet) = (subnet_of("cell-1"), subnet_of("cell-2"));
+    let h0 = &cluster.cell_hosts[0];
+    let near_host = cluster.cell_hosts[1].ip();
+    let routes = lattice_tests::wait_for("cell 0's routes", Duration::from_secs(10), || {
+        let (n, f) = (route_on(h0, &near_subnet), route_on(h0, &far_subnet));
+        (!n.is_empty() && !f.is_empty()).then_some((n, f))
+    });
+    assert!(
+        routes.0.contains(&format!("via {near_host} dev eth0")),
+        "the neighbour routed directly: {routes:?}"
+    );
+    assert!(
+        routes.1.contains("dev lattice-vx0"),
+        "the cell beyond the router through VXLAN: {routes:?}"
+    );
+
+    // A Task on cell 0 reaches both apps by name, both ways.
+    let r = task_result(
+        &mut c,
+        "to-near",
+        "a",
+        vec![],
+        &fetch("http://near.apps.internal:8080/"),
+    )
+    .await;
+    assert_eq!(r, "hello from 0 on cell-1\n", "to the neighbour");
+    let r = task_result(
+        &mut c,
+        "to-far",
+        "a",
+        vec![],
+        &fetch("http://far.apps.internal:8080/"),
+    )
+    .await;
+    assert_eq!(r, "hello from 0 on cell-2\n", "beyond the router");
 }

@@ -15,9 +15,9 @@ use anyhow::Context;
 
 use super::firewall::egress::EgressChain;
 use super::forwarder::Forwarder;
-use super::overlay::Peer;
+use super::overlay::{Peer, Uplink};
 use super::OverlayConfig;
-use super::{addresses, firewall, links, namespace, vxlan, Attachment, NetworkConfig};
+use super::{addresses, direct, firewall, links, namespace, vxlan, Attachment, NetworkConfig};
 
 /// What the cell's network asks of the host.
 pub trait Host: Send + Sync {
@@ -53,6 +53,13 @@ pub trait Host: Send + Sync {
     fn add_overlay_peer(&self, device: &str, peer: &Peer) -> anyhow::Result<()>;
     /// Removes what [`Host::add_overlay_peer`] made; what is gone already is fine.
     fn remove_overlay_peer(&self, device: &str, peer: &Peer);
+    /// The interface holding the overlay's local address `local`, and its network.
+    fn uplink(&self, local: Ipv4Addr) -> anyhow::Result<Uplink>;
+    /// A plain route to another cell's subnet through its host, a neighbour on the
+    /// interface `uplink` (direct routing, no VXLAN).
+    fn add_direct_route(&self, uplink: &str, peer: &Peer) -> anyhow::Result<()>;
+    /// Removes what [`Host::add_direct_route`] made; what is gone already is fine.
+    fn remove_direct_route(&self, uplink: &str, peer: &Peer);
 }
 
 /// The host kernel itself.
@@ -66,7 +73,12 @@ impl Host for KernelHost {
             addresses::configure_bridge(&cfg.bridge, cfg.gateway, cfg.prefix)
                 .with_context(|| format!("creating bridge {}", cfg.bridge))?;
         }
-        firewall::install(cfg)?;
+        // Directly routed cells' containers arrive through the uplink.
+        let uplink = match &cfg.overlay {
+            Some(o) if o.direct_routing => Some(direct::uplink(o.local)?.device),
+            _ => None,
+        };
+        firewall::install(cfg, uplink.as_deref())?;
         namespace::forget_dead_spares(&cfg.bridge);
         Ok(())
     }
@@ -146,6 +158,20 @@ impl Host for KernelHost {
             tracing::warn!(device, subnet = %peer.subnet, "removing an overlay peer: {e:#}");
         }
     }
+
+    fn uplink(&self, local: Ipv4Addr) -> anyhow::Result<Uplink> {
+        direct::uplink(local)
+    }
+
+    fn add_direct_route(&self, uplink: &str, peer: &Peer) -> anyhow::Result<()> {
+        direct::add(uplink, peer)
+    }
+
+    fn remove_direct_route(&self, uplink: &str, peer: &Peer) {
+        if let Err(e) = direct::remove(uplink, peer) {
+            tracing::warn!(uplink, subnet = %peer.subnet, "removing a direct route: {e:#}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -158,7 +184,9 @@ mod fake {
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
-    use super::{Attachment, EgressChain, Forwarder, Host, NetworkConfig, OverlayConfig, Peer};
+    use super::{
+        Attachment, EgressChain, Forwarder, Host, NetworkConfig, OverlayConfig, Peer, Uplink,
+    };
 
     /// A call the network made of its host.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,15 +206,20 @@ mod fake {
         RemoveOverlay(String),
         AddOverlayPeer(String, Peer),
         RemoveOverlayPeer(String, Peer),
+        Uplink(Ipv4Addr),
+        AddDirectRoute(String, Peer),
+        RemoveDirectRoute(String, Peer),
     }
 
     /// A host that records the calls in order and does nothing; renames fail when
-    /// told to, and ports in `taken` cannot be listened on.
+    /// told to, ports in `taken` cannot be listened on, and its uplink is `uplink`
+    /// (none: no interface holds the overlay's address).
     #[derive(Debug, Default)]
     pub struct RecordingHost {
         calls: Mutex<Vec<Call>>,
         pub refuse_rename: std::sync::atomic::AtomicBool,
         pub taken: Mutex<BTreeSet<u16>>,
+        pub uplink: Mutex<Option<Uplink>>,
     }
 
     impl RecordingHost {
@@ -279,6 +312,21 @@ mod fake {
 
         fn remove_overlay_peer(&self, device: &str, peer: &Peer) {
             self.record(Call::RemoveOverlayPeer(device.into(), *peer));
+        }
+
+        fn uplink(&self, local: Ipv4Addr) -> anyhow::Result<Uplink> {
+            self.record(Call::Uplink(local));
+            let found = self.uplink.lock().unwrap().clone();
+            found.ok_or_else(|| anyhow::anyhow!("no interface has {local}"))
+        }
+
+        fn add_direct_route(&self, uplink: &str, peer: &Peer) -> anyhow::Result<()> {
+            self.record(Call::AddDirectRoute(uplink.into(), *peer));
+            Ok(())
+        }
+
+        fn remove_direct_route(&self, uplink: &str, peer: &Peer) {
+            self.record(Call::RemoveDirectRoute(uplink.into(), *peer));
         }
     }
 }

@@ -14,13 +14,14 @@
 //! - [`nflog`]: connections logged by egress rules (NFLOG over netlink);
 //! - [`host`]: the [`Host`] trait, the kernel's implementation and a recording fake;
 //! - [`lease`]: the cell's subnet and the cluster's settings, from its BBS lease;
-//! - [`overlay`]: the VXLAN overlay to the other cells' subnets (pure diff, runner),
-//!   its kernel side in [`vxlan`].
+//! - [`overlay`]: the overlay to the other cells' subnets (pure decisions, runner),
+//!   its kernel side in [`vxlan`] and, for peers routed directly, [`direct`].
 //!
 //! A container's DNS lives in [`crate::dns`]; its files are written with its root.
 
 pub mod addresses;
 pub mod allocation;
+pub mod direct;
 pub mod firewall;
 pub mod forwarder;
 pub mod host;
@@ -86,6 +87,14 @@ pub struct OverlayConfig {
     pub port: u16,
     /// This cell's address on the hosts' network (where other cells send its traffic).
     pub local: Ipv4Addr,
+    /// Direct routing: the cells whose host is on this host's link (the network of
+    /// the interface holding `local`) are reached by a plain route through their host,
+    /// without VXLAN; the others through VXLAN. The same on every cell of the
+    /// cluster (a cell routing directly sends its containers' packets as they are,
+    /// which a cell without direct routing refuses). Leave off where the hosts'
+    /// network drops packets whose addresses are not the hosts' own (clouds'
+    /// source/destination checks).
+    pub direct_routing: bool,
 }
 
 /// The internal DNS domain unless the cluster sets another.

@@ -2,8 +2,9 @@
 //! (joined by a veth pair, 192.168.77.0/24), each with a bridge and the overlay's
 //! VXLAN device set up by [`Overlay`] over [`KernelHost`] entered into the host's
 //! namespace, and a "container" namespace on each bridge. A TCP connection goes from
-//! one container to the other across the overlay; once the peer is removed it
-//! cannot; after tear-down no namespace, device or route is left. Needs root.
+//! one container to the other across the overlay (through VXLAN, then routed
+//! directly); once the peer is removed it cannot; after tear-down no namespace,
+//! device or route is left. Needs root.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -16,7 +17,7 @@ use std::time::Duration;
 use super::namespace::run_inside;
 use super::overlay::{Overlay, Peer};
 use super::OverlayConfig;
-use crate::testing::{Lab, NsHost};
+use crate::testing::{in_netns, Lab, NsHost};
 
 /// Host `h` with its bridge `lbr` at `gw`/24 and a container namespace `c` at
 /// `container`/24 on it; forwarding on.
@@ -89,6 +90,7 @@ fn containers_on_two_hosts_talk_across_the_overlay_and_nothing_is_left() {
             vni: 42,
             port: 4789,
             local: local.into(),
+            direct_routing: false,
         };
         let host = Arc::new(NsHost::new(ns.try_clone().unwrap()));
         Overlay::start(cfg, subnet.parse().unwrap(), host).unwrap()
@@ -146,4 +148,100 @@ fn containers_on_two_hosts_talk_across_the_overlay_and_nothing_is_left() {
         "nothing in the test's own namespace"
     );
     assert!(super::links::index("ovla").is_err() && super::links::index("vc").is_err());
+}
+
+/// With direct routing, the neighbour on the uplink gets a plain route through its
+/// host (no VXLAN), a cell beyond a router a VXLAN one; containers talk both ways
+/// over the direct route, and closing removes it with the device.
+#[test]
+fn neighbours_are_routed_directly_and_the_routes_go_on_close() {
+    let mut lab = Lab::new("ovldirect");
+    let (h1, h2) = (lab.netns("h1"), lab.netns("h2"));
+    let (c1, c2) = (lab.netns("c1"), lab.netns("c2"));
+    lab.link(
+        ("h1", "ovla", "192.168.77.1"),
+        ("h2", "ovlb", "192.168.77.2"),
+    );
+    host(&lab, "h1", &h1, "10.250.0.1", "c1", "10.250.0.2");
+    host(&lab, "h2", &h2, "10.250.1.1", "c2", "10.250.1.2");
+    let overlay = |ns: &File, local: [u8; 4], subnet: &str| {
+        let cfg = OverlayConfig {
+            device: "lvx0".into(),
+            vni: 42,
+            port: 4789,
+            local: local.into(),
+            direct_routing: true,
+        };
+        let host = Arc::new(NsHost::new(ns.try_clone().unwrap()));
+        Overlay::start(cfg, subnet.parse().unwrap(), host).unwrap()
+    };
+    let o1 = overlay(&h1, [192, 168, 77, 1], "10.250.0.0/24");
+    let o2 = overlay(&h2, [192, 168, 77, 2], "10.250.1.0/24");
+    let uplink = o1.uplink().expect("direct routing finds the uplink");
+    assert_eq!(uplink.device, "ovla");
+    assert_eq!(uplink.network, "192.168.77.0/24".parse().unwrap());
+    let to = |subnet: &str, addr: [u8; 4]| Peer {
+        subnet: subnet.parse().unwrap(),
+        address: addr.into(),
+    };
+    let (p1, p2) = (
+        to("10.250.0.0/24", [192, 168, 77, 1]),
+        to("10.250.1.0/24", [192, 168, 77, 2]),
+    );
+    // A cell beyond a router (never reached here): through VXLAN.
+    let far = to("10.250.9.0/24", [192, 168, 99, 9]);
+    assert_eq!(o1.apply(&[p2, far].into()), 2);
+    assert_eq!(o2.apply(&[p1].into()), 1);
+    let near = lab.routes("h1", "10.250.1.0/24");
+    assert!(
+        near.contains("via 192.168.77.2 dev ovla") && !near.contains("lvx0"),
+        "{near}"
+    );
+    assert!(
+        lab.routes("h1", "10.250.9.0/24")
+            .contains("via 10.250.9.1 dev lvx0"),
+        "{}",
+        lab.routes("h1", "10.250.9.0/24")
+    );
+
+    // What went out through the VXLAN devices: packets sent.
+    let sent = |ns: &File| {
+        in_netns(ns, || {
+            let s = std::fs::read_to_string("/proc/thread-self/net/dev")?;
+            let line = s.lines().find(|l| l.trim_start().starts_with("lvx0:"));
+            let fields: Vec<u64> = line
+                .map(|l| {
+                    l.split_whitespace()
+                        .skip(1)
+                        .filter_map(|f| f.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(fields.get(9).copied().expect("lvx0's packets sent"))
+        })
+        .unwrap()
+    };
+    let before = sent(&h1) + sent(&h2);
+    let (a, b) = (Ipv4Addr::new(10, 250, 0, 2), Ipv4Addr::new(10, 250, 1, 2));
+    assert!(talk(&c1, &c2, b), "c1 reaches c2 routed directly");
+    assert!(talk(&c2, &c1, a), "and back");
+    // Not encapsulated: 2 × 200 kB went by, not through VXLAN (a few packets of the
+    // devices' own may).
+    let through_vxlan = sent(&h1) + sent(&h2) - before;
+    assert!(through_vxlan < 20, "{through_vxlan} packets through VXLAN");
+
+    // The peer removed: its direct route goes.
+    assert_eq!(o2.apply(&Default::default()), 0);
+    assert_eq!(lab.routes("h2", "10.250.0.0/24"), "");
+    // Closing removes the direct route (not through the device) and the device.
+    o1.close();
+    assert_eq!(lab.routes("h1", "10.250.1.0/24"), "");
+    assert_eq!(lab.routes("h1", "10.250.9.0/24"), "");
+    drop((o1, o2));
+    let names: Vec<PathBuf> = lab.paths();
+    drop((h1, h2, c1, c2));
+    drop(lab);
+    for n in names {
+        assert!(!n.exists(), "{} left behind", n.display());
+    }
 }

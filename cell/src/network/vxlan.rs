@@ -16,10 +16,7 @@ use netlink_packet_route::link::{LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
-};
+use netlink_packet_route::route::{RouteFlags, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::links;
@@ -83,23 +80,12 @@ fn neighbour(family: AddressFamily, index: u32, addr: Ipv4Addr, mac: [u8; 6]) ->
     n
 }
 
-/// The route to `subnet` through `gateway` on interface `index`, on-link.
+/// The route to `subnet` through `gateway` on interface `index`, on-link (the
+/// gateway need not be on the interface's network: it is resolved by the neighbour
+/// entry [`add_peer`] makes).
 fn route(index: u32, subnet: Ipv4Net, gateway: Ipv4Addr) -> RouteMessage {
-    let mut r = RouteMessage::default();
-    r.header.address_family = AddressFamily::Inet;
-    r.header.destination_prefix_length = subnet.prefix_len();
-    r.header.table = RouteHeader::RT_TABLE_MAIN;
-    r.header.protocol = RouteProtocol::Static;
-    r.header.scope = RouteScope::Universe;
-    r.header.kind = RouteType::Unicast;
+    let mut r = super::direct::route(index, subnet, gateway);
     r.header.flags = RouteFlags::Onlink;
-    r.attributes
-        .push(RouteAttribute::Destination(RouteAddress::Inet(
-            subnet.network(),
-        )));
-    r.attributes
-        .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
-    r.attributes.push(RouteAttribute::Oif(index));
     r
 }
 

@@ -1,11 +1,13 @@
 //! Container networking (issue 21), in one run, each figure against a peer measured
 //! alongside it:
-//! - two "hosts" (network namespaces joined by a veth pair), each with a cell's real
-//!   bridge, firewall and VXLAN overlay made by the cell's own code
+//! - two "hosts" (network namespaces joined by a veth pair, one segment), each with a
+//!   cell's real bridge, firewall and overlay made by the cell's own code
 //!   (`Network::with_host` and `Overlay` over `NsHost`), and a container namespace on
 //!   each bridge wired by `Network::connect`: TCP throughput (iperf3) and round trips
-//!   container to container through the overlay, against the same between the two
-//!   host namespaces over their veth;
+//!   container to container across the overlay, against the same between the two
+//!   host namespaces over their veth, in each round in turn; twice: the cells routing
+//!   each other directly (`direct_routing`, neighbours on one segment), then through
+//!   VXLAN (as cells beyond a router are reached);
 //! - outbound connection set-up from a container through the bridge and the
 //!   masquerade to a listener in an "outside" namespace, against the same connect
 //!   from the host namespace itself;
@@ -15,7 +17,7 @@
 //!
 //! `sudo scripts/setup-bench.sh && sudo cargo run --release -p lattice-bench --bin network`
 //!
-//! Options: `--seconds 5` (each iperf3 transfer), `--rounds 3` (paths in turn),
+//! Options: `--seconds 5` (each iperf3 transfer), `--rounds 5` (paths in turn),
 //! `--trips 5000` (round trips per path and round), `--connects 2000`, `--qps 1000`,
 //! `--dns-seconds 6`, `--starts 20`. Everything made (namespaces with their devices,
 //! firewall tables, the saved `ip_forward`) is removed at the end, also on a panic.
@@ -26,12 +28,13 @@ mod probe;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use lattice_bench::arg;
-use lattice_cell::network::overlay::{Overlay, Peer};
+use lattice_cell::network::overlay::{Overlay, Peer, Via};
 use lattice_cell::network::{Attachment, Network, NetworkConfig, OverlayConfig};
 use lattice_cell::testing::{require_root, Lab, NsHost};
-use probe::{p50_p99, Server};
+use probe::{p50_p99, Server, Transfer};
 
 /// A cell on a host namespace: its network, its overlay and one container.
 struct Cell {
@@ -51,8 +54,8 @@ impl Drop for Cell {
 }
 
 /// Host `h`'s cell: subnet 10.250.`n`.0/24 of the cluster's 10.250.0.0/16, its
-/// overlay's local address 192.168.77.`n + 1`.
-fn cell(host_ns: &File, n: u8) -> Cell {
+/// overlay's local address 192.168.77.`n + 1`, routing directly or not.
+fn cell(host_ns: &File, n: u8, direct_routing: bool) -> Cell {
     let host = Arc::new(NsHost::new(host_ns.try_clone().unwrap()));
     let cfg = NetworkConfig {
         bridge: format!("lnb{n}"),
@@ -65,6 +68,7 @@ fn cell(host_ns: &File, n: u8) -> Cell {
             vni: 42,
             port: 4789,
             local: Ipv4Addr::new(192, 168, 77, n + 1),
+            direct_routing,
         }),
         ..Default::default()
     };
@@ -73,7 +77,7 @@ fn cell(host_ns: &File, n: u8) -> Cell {
         format!("10.250.{n}.0/24").parse().unwrap(),
         host.clone(),
     )
-    .expect("the overlay's VXLAN device");
+    .expect("the overlay");
     let net = Network::with_host(cfg, host).expect("the cell's bridge and firewall");
     let att = net
         .reserve(&format!("netbench-{}-{n}", std::process::id()))
@@ -109,13 +113,121 @@ fn ms(us: f64) -> f64 {
     us / 1e3
 }
 
+/// The smallest, the median and the largest.
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+/// How long and how often each path is measured.
+struct Plan {
+    seconds: u64,
+    rounds: usize,
+    trips: usize,
+    conns: usize,
+}
+
+/// One overlay mode's figures, each round's container path beside its host path.
+struct Paths {
+    over: Vec<Transfer>,
+    host: Vec<Transfer>,
+    rt_over: Vec<Duration>,
+    rt_host: Vec<Duration>,
+    /// Outbound connection set-up, through the NAT and from the host (when asked).
+    nat: Vec<Duration>,
+    from_host: Vec<Duration>,
+}
+
+/// Sets up a cell on each host (routing directly or not), then measures container →
+/// container across the overlay and host → host, in turn, `plan.rounds` times;
+/// `outside` (if any): connection set-up from the container through the NAT and from
+/// the host to it, in the same rounds. The cells are gone after.
+fn overlay_paths(
+    h: (&File, &File),
+    direct: bool,
+    plan: &Plan,
+    outside: Option<SocketAddr>,
+) -> Paths {
+    let (c1, c2) = (cell(h.0, 0, direct), cell(h.1, 1, direct));
+    assert_eq!(c1.overlay.apply(&[peer(1)].into()), 1);
+    assert_eq!(c2.overlay.apply(&[peer(0)].into()), 1);
+    let via = if direct { Via::Direct } else { Via::Vxlan };
+    assert!(c1.overlay.routes().iter().all(|r| r.via == via));
+    let (a2, h2_addr) = (c2.att.ip, Ipv4Addr::new(192, 168, 77, 2));
+    let echo_c2 = Server::start(&c2.container, (a2, 9001).into(), probe::echo);
+    let echo_h2 = Server::start(h.1, (h2_addr, 9001).into(), probe::echo);
+    probe::round_trips(&c1.container, (a2, 9001).into(), 200);
+    probe::round_trips(h.0, (h2_addr, 9001).into(), 200);
+    let mut p = Paths {
+        over: vec![],
+        host: vec![],
+        rt_over: vec![],
+        rt_host: vec![],
+        nat: vec![],
+        from_host: vec![],
+    };
+    for _ in 0..plan.rounds {
+        let (trips, secs) = (plan.trips, plan.seconds);
+        p.rt_over
+            .extend(probe::round_trips(&c1.container, (a2, 9001).into(), trips));
+        p.rt_host
+            .extend(probe::round_trips(h.0, (h2_addr, 9001).into(), trips));
+        p.over
+            .push(probe::iperf3(&c1.container, &c2.container, a2, secs));
+        p.host.push(probe::iperf3(h.0, h.1, h2_addr, secs));
+        if let Some(to) = outside {
+            let n = plan.conns / plan.rounds;
+            p.nat.extend(probe::connects(&c1.container, to, n));
+            p.from_host.extend(probe::connects(h.0, to, n));
+        }
+    }
+    drop((echo_c2, echo_h2));
+    p
+}
+
+/// Prints one overlay mode's throughput and round-trip figures.
+fn report(what: &str, p: &Paths, plan: &Plan) {
+    let gbit = |t: &[Transfer]| t.iter().map(|t| t.bps / 1e9).collect::<Vec<_>>();
+    let (o, h) = (gbit(&p.over), gbit(&p.host));
+    let ratios: Vec<f64> = o.iter().zip(&h).map(|(o, h)| o / h).collect();
+    let per_cpu: Vec<f64> = p
+        .over
+        .iter()
+        .zip(&p.host)
+        .map(|(o, h)| o.gbit_per_cpu_second() / h.gbit_per_cpu_second())
+        .collect();
+    let rounds: Vec<String> = o
+        .iter()
+        .zip(&h)
+        .map(|(o, h)| format!("{o:.2}/{h:.2}"))
+        .collect();
+    println!("  {what}");
+    println!(
+        "    TCP throughput, container/host Gbit/s per round ({} s each): {}",
+        plan.seconds,
+        rounds.join(", ")
+    );
+    let (lo, mid, hi) = spread(ratios);
+    println!("    ratio min/median/max {lo:.2} / {mid:.2} / {hi:.2}x (target >= 0.9x)");
+    let (lo, mid, hi) = spread(per_cpu);
+    println!("    per CPU-second of both iperf3 ends, ratio min/median/max {lo:.2} / {mid:.2} / {hi:.2}x");
+    let ((o50, o99), (h50, h99)) = (p50_p99(p.rt_over.clone()), p50_p99(p.rt_host.clone()));
+    println!(
+        "    TCP round trip ({} per path): host p50 {h50:.1} µs p99 {h99:.1} µs; container p50 {o50:.1} µs p99 {o99:.1} µs -> +{:.1} µs at p50",
+        p.rt_over.len(),
+        o50 - h50
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     require_root();
-    let seconds = arg("--seconds", 5) as u64;
-    let rounds = arg("--rounds", 3);
-    let trips = arg("--trips", 5000);
-    let conns = arg("--connects", 2000);
+    let plan = Plan {
+        seconds: arg("--seconds", 5) as u64,
+        rounds: arg("--rounds", 5),
+        trips: arg("--trips", 5000),
+        conns: arg("--connects", 2000),
+    };
     let qps = arg("--qps", 1000) as u64;
     let dns_seconds = arg("--dns-seconds", 6) as u64;
     let starts = arg("--starts", 20);
@@ -127,63 +239,33 @@ async fn main() {
         ("h1", "nbo", "192.168.78.1"),
         ("out", "nbx", "192.168.78.2"),
     );
-    let (c1, c2) = (cell(&h1, 0), cell(&h2, 1));
-    assert_eq!(c1.overlay.apply(&[peer(1)].into()), 1);
-    assert_eq!(c2.overlay.apply(&[peer(0)].into()), 1);
-    let (a2, h2_addr) = (c2.att.ip, Ipv4Addr::new(192, 168, 77, 2));
     let outside: SocketAddr = (Ipv4Addr::new(192, 168, 78, 2), 9000).into();
-
-    // Round trips and throughput, the two paths in turn.
-    let echo_c2 = Server::start(&c2.container, (a2, 9001).into(), probe::echo);
-    let echo_h2 = Server::start(&h2, (h2_addr, 9001).into(), probe::echo);
     let closer = Server::start(&out, outside, probe::close);
-    probe::round_trips(&c1.container, (a2, 9001).into(), 200);
-    probe::round_trips(&h1, (h2_addr, 9001).into(), 200);
-    let (mut rt_o, mut rt_h, mut bw_o, mut bw_h) = (vec![], vec![], vec![], vec![]);
-    let (mut nat, mut direct) = (vec![], vec![]);
-    for _ in 0..rounds {
-        rt_o.extend(probe::round_trips(&c1.container, (a2, 9001).into(), trips));
-        rt_h.extend(probe::round_trips(&h1, (h2_addr, 9001).into(), trips));
-        bw_o.push(probe::iperf3(&c1.container, &c2.container, a2, seconds));
-        bw_h.push(probe::iperf3(&h1, &h2, h2_addr, seconds));
-        nat.extend(probe::connects(&c1.container, outside, conns / rounds));
-        direct.extend(probe::connects(&h1, outside, conns / rounds));
-    }
-    drop((echo_c2, echo_h2, closer));
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64 / 1e9;
-    let (bo, bh) = (mean(&bw_o), mean(&bw_h));
-    let ((o50, o99), (h50, h99)) = (p50_p99(rt_o), p50_p99(rt_h));
-    let ((n50, n99), (d50, d99)) = (p50_p99(nat), p50_p99(direct));
-    drop((c1, c2));
+    let direct = overlay_paths((&h1, &h2), true, &plan, Some(outside));
+    let vxlan = overlay_paths((&h1, &h2), false, &plan, None);
+    drop(closer);
     drop((h1, h2, out));
     drop(lab);
 
     let d = dns::measure(qps, dns_seconds, starts).await;
 
-    println!("container networking, {rounds} rounds, paths in turn");
-    println!("  TCP throughput (iperf3, {seconds} s per transfer, mean of {rounds})");
-    println!("    host to host (veth between the host namespaces)    {bh:7.2} Gbit/s");
     println!(
-        "    container to container through the overlay        {bo:7.2} Gbit/s  -> {:.2}x (target >= 0.9x)",
-        bo / bh
+        "container networking, {} rounds, the paths in turn in each",
+        plan.rounds
     );
-    println!(
-        "  TCP round trip, 1 byte each way ({} per path)",
-        trips * rounds
+    report(
+        "cells on one segment, routed directly (--overlay-direct-routing)",
+        &direct,
+        &plan,
     );
-    println!(
-        "    host to host                     p50 {:6.1} µs  p99 {:6.1} µs",
-        h50, h99
-    );
-    println!(
-        "    container to container, overlay  p50 {:6.1} µs  p99 {:6.1} µs  -> +{:.1} µs at p50",
-        o50,
-        o99,
-        o50 - h50
+    report("the same cells through VXLAN", &vxlan, &plan);
+    let ((n50, n99), (d50, d99)) = (
+        p50_p99(direct.nat.clone()),
+        p50_p99(direct.from_host.clone()),
     );
     println!(
         "  outbound TCP connection set-up ({} per path)",
-        conns / rounds * rounds
+        direct.nat.len()
     );
     println!(
         "    from the host namespace          p50 {:6.1} µs  p99 {:6.1} µs",

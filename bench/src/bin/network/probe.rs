@@ -129,9 +129,27 @@ impl Drop for Kill {
     }
 }
 
+/// What an iperf3 transfer did: the receiver's bits per second, and the CPU both
+/// ends used, as iperf3 reports it (user + system time of each process over the
+/// transfer, in % of one CPU, summed): the kernel's forwarding work is mostly done
+/// in the sender's system time.
+#[derive(Debug, Clone, Copy)]
+pub struct Transfer {
+    pub bps: f64,
+    pub cpu_percent: f64,
+}
+
+impl Transfer {
+    /// Gbit moved per CPU-second the two ends used: less sensitive than the rate to
+    /// other work on the machine (a figure to compare paths by, not an absolute).
+    pub fn gbit_per_cpu_second(&self) -> f64 {
+        self.bps / 1e9 / (self.cpu_percent / 100.0)
+    }
+}
+
 /// An iperf3 transfer of `seconds` from inside `from` to an iperf3 server started
-/// inside `server_ns` at `to`: the receiver's bits per second.
-pub fn iperf3(from: &File, server_ns: &File, to: Ipv4Addr, seconds: u64) -> f64 {
+/// inside `server_ns` at `to`.
+pub fn iperf3(from: &File, server_ns: &File, to: Ipv4Addr, seconds: u64) -> Transfer {
     let port = "5201";
     let _server = Kill(
         spawn_in(
@@ -157,8 +175,17 @@ pub fn iperf3(from: &File, server_ns: &File, to: Ipv4Addr, seconds: u64) -> f64 
         .wait_with_output()
         .expect("iperf3 -c");
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if let Some(bps) = json["end"]["sum_received"]["bits_per_second"].as_f64() {
-            return bps;
+        let end = &json["end"];
+        let cpu = &end["cpu_utilization_percent"];
+        if let (Some(bps), Some(local), Some(remote)) = (
+            end["sum_received"]["bits_per_second"].as_f64(),
+            cpu["host_total"].as_f64(),
+            cpu["remote_total"].as_f64(),
+        ) {
+            return Transfer {
+                bps,
+                cpu_percent: local + remote,
+            };
         }
         assert!(
             Instant::now() < deadline,

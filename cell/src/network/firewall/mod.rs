@@ -73,10 +73,11 @@ fn tables() -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Installs (or replaces) the bridge's table and turns forwarding on.
-pub fn install(cfg: &NetworkConfig) -> anyhow::Result<()> {
+/// Installs (or replaces) the bridge's table and turns forwarding on; `uplink`: the
+/// interface directly routed cells' containers arrive through (see [`table::script`]).
+pub fn install(cfg: &NetworkConfig, uplink: Option<&str>) -> anyhow::Result<()> {
     forwarding::locked(|| {
-        nft(&table::script(cfg))?;
+        nft(&table::script(cfg, uplink))?;
         forwarding::enable(&cfg.bridge)
     })
     .with_context(|| format!("setting up the firewall and NAT of {}", cfg.bridge))

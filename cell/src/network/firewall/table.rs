@@ -30,8 +30,9 @@ pub fn internal(cfg: &NetworkConfig) -> (Ipv4Addr, u8) {
 
 /// The nft script that (re)creates the bridge's table, atomically (its containers'
 /// egress chains go with it: they are added again as containers connect or are
-/// adopted).
-pub fn script(cfg: &NetworkConfig) -> String {
+/// adopted). `uplink`: the interface through which the cells routed directly (no
+/// VXLAN, [`crate::network::overlay::Via::Direct`]) send their containers' packets.
+pub fn script(cfg: &NetworkConfig, uplink: Option<&str>) -> String {
     let t = table_name(&cfg.bridge);
     let b = &cfg.bridge;
     let gw = cfg.gateway;
@@ -41,13 +42,20 @@ pub fn script(cfg: &NetworkConfig) -> String {
     let dns = crate::dns::PORT;
     // Containers of other cells (over the overlay) may open connections to this
     // cell's containers; nothing else may.
-    // Only through the overlay's device: a packet from the hosts' network that merely
-    // claims a container source address is not one.
+    // Only through the overlay's device, or the uplink from the cells routed directly
+    // (their hosts are neighbours on it, as the VXLAN packets' senders are): a packet
+    // from any other interface that merely claims a container source address is not
+    // one.
     let from_cluster = match (&cfg.cluster_network, &cfg.overlay) {
-        (Some(_), Some(o)) => format!(
-            "\t\tiifname \"{dev}\" oifname \"{b}\" ip saddr {inet}/{ilen} ip saddr != {net}/{len} accept comment \"other cells' containers\"\n",
-            dev = o.device
-        ),
+        (Some(_), Some(o)) => {
+            let devices = match uplink {
+                Some(u) => format!("{{ \"{}\", \"{u}\" }}", o.device),
+                None => format!("\"{}\"", o.device),
+            };
+            format!(
+                "\t\tiifname {devices} oifname \"{b}\" ip saddr {inet}/{ilen} ip saddr != {net}/{len} accept comment \"other cells' containers\"\n"
+            )
+        }
         _ => String::new(),
     };
     format!(
@@ -100,7 +108,7 @@ mod tests {
     #[test]
     fn the_table_drops_new_connections_from_the_bridge_to_the_host_only() {
         assert_eq!(table_name("lt-1.x"), "lattice_lt_1_x");
-        let r = script(&cfg(None));
+        let r = script(&cfg(None), None);
         let input = &r[r.find("chain input").unwrap()..r.find("chain forward").unwrap()];
         assert!(input.contains("hook input"));
         let accept = input.find("established,related accept").unwrap();
@@ -114,7 +122,7 @@ mod tests {
 
     #[test]
     fn the_own_subnet_is_masqueraded_except_to_the_cluster() {
-        let alone = script(&cfg(None));
+        let alone = script(&cfg(None), None);
         assert!(alone.contains(
             "ip saddr 10.9.3.0/24 ip daddr != 10.9.3.0/24 oifname != \"lt0\" masquerade"
         ));
@@ -123,30 +131,38 @@ mod tests {
             !alone.contains("other cells"),
             "no cluster: nothing comes in"
         );
-        let cluster = script(&cfg(Some((Ipv4Addr::new(10, 255, 7, 7), 16))));
+        let cluster = script(&cfg(Some((Ipv4Addr::new(10, 255, 7, 7), 16))), None);
         assert!(cluster.contains("ip daddr != 10.255.0.0/16 oifname != \"lt0\" masquerade"));
         assert!(cluster.contains("iifname \"lt0\" ip daddr 10.255.0.0/16 accept"));
         assert!(
             !cluster.contains("other cells"),
             "no overlay: no other cell's container can arrive"
         );
-        let overlay = script(&NetworkConfig {
+        let with_overlay = NetworkConfig {
             overlay: Some(crate::network::OverlayConfig {
                 device: "lvx0".into(),
                 vni: 1,
                 port: 4789,
                 local: Ipv4Addr::new(192, 168, 1, 2),
+                direct_routing: false,
             }),
             ..cfg(Some((Ipv4Addr::new(10, 255, 7, 7), 16)))
-        });
+        };
+        let overlay = script(&with_overlay, None);
         assert!(overlay.contains(
             "iifname \"lvx0\" oifname \"lt0\" ip saddr 10.255.0.0/16 ip saddr != 10.9.3.0/24 accept"
         ));
+        // Routed directly, the other cells' containers come through the uplink too.
+        let direct = script(&with_overlay, Some("eth0"));
+        assert!(direct.contains(
+            "iifname { \"lvx0\", \"eth0\" } oifname \"lt0\" ip saddr 10.255.0.0/16 ip saddr != 10.9.3.0/24 accept"
+        ));
+        assert_eq!(direct.matches("eth0").count(), 1, "nothing else from it");
     }
 
     #[test]
     fn new_traffic_from_the_bridge_meets_the_egress_map_then_a_fast_refusal() {
-        let r = script(&cfg(None));
+        let r = script(&cfg(None), None);
         let at = |s: &str| r.find(s).unwrap_or_else(|| panic!("{s} missing from {r}"));
         let answers = at("iifname \"lt0\" ct state established,related accept\n\t\toifname");
         let internal = at("ip daddr 10.9.3.0/24 accept");
