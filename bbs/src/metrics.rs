@@ -52,6 +52,13 @@ pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["kind"],
     )
 });
+pub static AUTHZ_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_authz_refused_total",
+        "Internal calls refused to the caller's identity, by its role (or anonymous) and call.",
+        &["role", "call"],
+    )
+});
 pub static EVENTS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("bbs_events_total", "Events published, by type.", &["event"]));
 pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -104,7 +111,14 @@ pub async fn observe<T>(
 /// The text exposition of every metric.
 pub fn render() -> String {
     // Touch the lazies so every family is listed even before its first use.
-    let _ = (&*REQUESTS, &*ERRORS, &*STORE_ERRORS, &*EVENTS, &*LATENCY);
+    let _ = (
+        &*REQUESTS,
+        &*ERRORS,
+        &*STORE_ERRORS,
+        &*AUTHZ_REFUSED,
+        &*EVENTS,
+        &*LATENCY,
+    );
     let mut buf = Vec::new();
     TextEncoder::new()
         .encode(&REGISTRY.gather(), &mut buf)

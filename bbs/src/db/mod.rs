@@ -105,6 +105,9 @@ pub enum DbError {
     /// The caller's lock (e.g. the brain's leadership) changed hands: it must stop acting.
     #[error("lock {lock} is no longer held at revision {revision}: this caller lost it and must not write")]
     Fenced { lock: String, revision: i64 },
+    /// The caller's identity may not make this call (see `lattice_specs::authz`).
+    #[error("{0}")]
+    Forbidden(#[from] lattice_specs::authz::Refusal),
 }
 
 impl DbError {
@@ -120,6 +123,7 @@ impl DbError {
             DbError::Store(_) | DbError::Corrupt { .. } => ErrorName::Unknown,
             DbError::Contended(_) => ErrorName::ResourceConflict,
             DbError::Fenced { .. } => ErrorName::LockLost,
+            DbError::Forbidden(_) => ErrorName::Forbidden,
         }
     }
 

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
+use lattice_specs::authz::Call;
 use lattice_specs::bbs_api::{Empty, GrantLeaseRequest, LeaseRequest, LeaseResponse};
 use lattice_specs::validation::{FieldError, ValidationErrors};
 use tonic::{Request, Response, Status};
 
+use super::authz::may;
 use super::{call, BbsGrpc};
 use crate::db::DbError;
 use crate::store::StoreError;
@@ -17,6 +19,7 @@ impl BbsGrpc {
         r: Request<GrantLeaseRequest>,
     ) -> Result<Response<LeaseResponse>, Status> {
         call("GrantLease", async {
+            may(&r, Call::GrantLease)?;
             let db = self.db_for(&r)?;
             let ttl = r.into_inner().ttl_seconds;
             if ttl <= 0 {
@@ -39,6 +42,7 @@ impl BbsGrpc {
         r: Request<LeaseRequest>,
     ) -> Result<Response<LeaseResponse>, Status> {
         call("KeepAliveLease", async {
+            may(&r, Call::KeepAliveLease)?;
             let db = self.db_for(&r)?;
             let id = r.into_inner().lease_id;
             match db.keep_alive(id).await {
@@ -58,6 +62,7 @@ impl BbsGrpc {
 
     pub(super) async fn revoke(&self, r: Request<LeaseRequest>) -> Result<Response<Empty>, Status> {
         call("RevokeLease", async {
+            may(&r, Call::RevokeLease)?;
             let db = self.db_for(&r)?;
             db.revoke_lease(r.into_inner().lease_id)
                 .await

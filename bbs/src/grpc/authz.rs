@@ -1,0 +1,51 @@
+//! Authorization of the gRPC calls: the caller read from the request's
+//! extensions (the peer [`Identity`] the TLS transport took from the client
+//! certificate; none over plaintext loopback) and the
+//! [`lattice_specs::authz::authorize`] decision. A refusal is logged, counted
+//! (`bbs_authz_refused_total{role,call}`) and returned as
+//! [`DbError::Forbidden`] (gRPC `PermissionDenied`, error name `Forbidden`).
+
+use lattice_specs::authz::{authorize, Call, Caller, NoClientCertificate};
+use lattice_specs::identity::{Identity, Role};
+use tonic::Request;
+
+use super::BbsGrpc;
+use crate::db::DbError;
+use crate::metrics::AUTHZ_REFUSED;
+
+/// Who sent `r`.
+pub(super) fn caller_of<T>(r: &Request<T>) -> Caller {
+    let ext = r.extensions();
+    Caller::of(
+        ext.get::<Identity>(),
+        ext.get::<NoClientCertificate>().is_some(),
+    )
+}
+
+/// Whether `caller` may make `call` about the cell `cell`.
+pub(super) fn allow(caller: &Caller, call: Call, cell: Option<&str>) -> Result<(), DbError> {
+    authorize(caller, call, cell).map_err(|refusal| {
+        AUTHZ_REFUSED
+            .with_label_values(&[caller.label(), call.name()])
+            .inc();
+        tracing::warn!(%refusal, "internal call refused");
+        DbError::Forbidden(refusal)
+    })
+}
+
+/// Whether the sender of `r` may make `call`, which concerns no one cell.
+pub(super) fn may<T>(r: &Request<T>, call: Call) -> Result<(), DbError> {
+    allow(&caller_of(r), call, None)
+}
+
+impl BbsGrpc {
+    /// `FailTask`: a brain fails any task, a cell only its own (the task's cell
+    /// id is read for a cell only).
+    pub(super) async fn may_fail_task(&self, caller: &Caller, guid: &str) -> Result<(), DbError> {
+        let cell = match caller {
+            Caller::Peer(id) if id.role == Role::Cell => Some(self.db.task(guid).await?.cell_id),
+            _ => None,
+        };
+        allow(caller, Call::FailTask, cell.as_deref())
+    }
+}

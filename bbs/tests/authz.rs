@@ -1,0 +1,231 @@
+//! Authorization by identity in the BBS's gRPC handlers, called directly with the
+//! peer identity in the request's extensions (as the TLS transport puts it there):
+//! a cell certificate claiming or failing another cell's work, a cell asking for
+//! the brain lock, a router writing and a caller without a certificate reading are
+//! refused with `PermissionDenied` / `Forbidden`, a message naming who asked for
+//! what, nothing changed, and a count in `bbs_authz_refused_total`; the same calls
+//! as the right identity, or from a local caller (no identity), go through.
+
+use std::sync::Arc;
+
+use lattice_bbs::db::Db;
+use lattice_bbs::events::EventHub;
+use lattice_bbs::grpc::{error_name, BbsGrpc};
+use lattice_bbs::metrics::AUTHZ_REFUSED;
+use lattice_bbs::store::embedded::EmbeddedStore;
+use lattice_bbs::store::Store;
+use lattice_specs::authz::NoClientCertificate;
+use lattice_specs::bbs_api::bbs_server::Bbs;
+use lattice_specs::bbs_api::*;
+use lattice_specs::errors::ErrorName;
+use lattice_specs::identity::{Identity, Role};
+use lattice_specs::models::actual_lrp::State;
+use lattice_specs::testing::{desired_lrp, instance_key, task_definition};
+use tonic::{Code, Request, Status};
+
+struct TestBbs {
+    svc: BbsGrpc,
+    db: Db,
+    _dir: tempfile::TempDir,
+}
+
+async fn bbs() -> TestBbs {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap());
+    let db = Db::new(store.clone());
+    let hub = EventHub::start(store).await;
+    TestBbs {
+        svc: BbsGrpc::new(db.clone(), hub),
+        db,
+        _dir: dir,
+    }
+}
+
+/// `msg` sent by `role NAME`.
+fn from<T>(role: Role, name: &str, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.extensions_mut()
+        .insert(Identity::new(role, name).unwrap());
+    r
+}
+
+fn refused(s: Status, says: &str) {
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert_eq!(error_name(&s), Some(ErrorName::Forbidden), "{s:?}");
+    assert!(
+        s.message().contains(says),
+        "{:?} lacks {says:?}",
+        s.message()
+    );
+}
+
+fn refusals(role: &str, call: &str) -> u64 {
+    AUTHZ_REFUSED.with_label_values(&[role, call]).get()
+}
+
+fn claim(cell: &str) -> ClaimActualLrpRequest {
+    ClaimActualLrpRequest {
+        key: Some(ActualLrpRef {
+            process_guid: "web".into(),
+            index: 0,
+        }),
+        instance_key: Some(instance_key("i-1", cell)),
+    }
+}
+
+#[tokio::test]
+async fn a_cell_claims_only_its_own_work() {
+    let b = bbs().await;
+    b.db.desire_lrp(desired_lrp("web", 1)).await.unwrap();
+    let before = refusals("cell", "ClaimActualLRP");
+
+    let s = b
+        .svc
+        .claim_actual_lrp(from(Role::Cell, "cell-a", claim("cell-b")))
+        .await
+        .unwrap_err();
+    refused(
+        s,
+        "the certificate of cell cell-a may not claim work (ClaimActualLRP) for cell cell-b: a cell acts only as itself",
+    );
+    assert!(refusals("cell", "ClaimActualLRP") > before);
+    let web = b.db.actual_lrps("", "", "web", Some(0)).await.unwrap();
+    assert_eq!(web[0].state(), State::Unclaimed, "nothing changed");
+
+    let l = b
+        .svc
+        .claim_actual_lrp(from(Role::Cell, "cell-a", claim("cell-a")))
+        .await
+        .unwrap()
+        .into_inner()
+        .actual_lrp
+        .unwrap();
+    assert_eq!(l.state(), State::Claimed);
+    assert_eq!(l.instance_key.unwrap().cell_id, "cell-a");
+}
+
+#[tokio::test]
+async fn a_cell_fails_only_its_own_task_and_a_brain_any() {
+    let b = bbs().await;
+    for t in ["t-1", "t-2"] {
+        b.db.desire_task(t, "d", task_definition("/bin/true"))
+            .await
+            .unwrap();
+        assert!(b.db.start_task(t, "cell-a").await.unwrap());
+    }
+    let fail = |guid: &str| FailTaskRequest {
+        task_guid: guid.into(),
+        failure_reason: "lost".into(),
+    };
+    let s = b
+        .svc
+        .fail_task(from(Role::Cell, "cell-b", fail("t-1")))
+        .await
+        .unwrap_err();
+    refused(
+        s,
+        "cell cell-b may not fail a task (FailTask) for cell cell-a",
+    );
+    assert!(!b.db.task("t-1").await.unwrap().failed, "nothing changed");
+    b.svc
+        .fail_task(from(Role::Cell, "cell-a", fail("t-1")))
+        .await
+        .unwrap();
+    b.svc
+        .fail_task(from(Role::Brain, "brain-1", fail("t-2")))
+        .await
+        .unwrap();
+    for t in ["t-1", "t-2"] {
+        assert!(b.db.task(t).await.unwrap().failed, "{t}");
+    }
+}
+
+#[tokio::test]
+async fn only_a_brain_holds_the_brain_lock() {
+    let b = bbs().await;
+    let lease = b
+        .svc
+        .grant_lease(from(
+            Role::Cell,
+            "cell-a",
+            GrantLeaseRequest { ttl_seconds: 30 },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .lease_id;
+    let lock = |owner: &str| AcquireLockRequest {
+        key: "brain".into(),
+        owner: owner.into(),
+        lease_id: lease,
+    };
+    let s = b
+        .svc
+        .acquire_lock(from(Role::Cell, "cell-a", lock("cell-a")))
+        .await
+        .unwrap_err();
+    refused(
+        s,
+        "the certificate of cell cell-a may not hold the brain lock (AcquireLock): only a brain may",
+    );
+    let got = b
+        .svc
+        .acquire_lock(from(Role::Brain, "brain-1", lock("brain-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.acquired);
+    assert_eq!(got.owner, "brain-1", "the cell's attempt took nothing");
+}
+
+#[tokio::test]
+async fn a_router_reads_but_does_not_write() {
+    let b = bbs().await;
+    let desire = DesireLrpRequest {
+        desired_lrp: Some(desired_lrp("web", 1)),
+    };
+    let s = b
+        .svc
+        .desire_lrp(from(Role::Router, "router-1", desire.clone()))
+        .await
+        .unwrap_err();
+    refused(s, "router router-1 may not desire an LRP (DesireLRP)");
+    let read = DesiredLrPsRequest::default();
+    let lrps = b
+        .svc
+        .desired_lr_ps(from(Role::Router, "router-1", read.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        lrps.desired_lrps.is_empty(),
+        "the router's write changed nothing"
+    );
+    b.svc
+        .subscribe_events(from(Role::Router, "router-1", SubscribeRequest::default()))
+        .await
+        .unwrap();
+
+    // A local caller (plaintext loopback: no identity) is trusted.
+    b.svc.desire_lrp(Request::new(desire)).await.unwrap();
+    let lrps = b.svc.desired_lr_ps(Request::new(read)).await.unwrap();
+    assert_eq!(lrps.into_inner().desired_lrps.len(), 1);
+}
+
+#[tokio::test]
+async fn a_caller_without_a_client_certificate_may_not_even_read() {
+    let b = bbs().await;
+    let before = refusals("anonymous", "Cells");
+    let mut r = Request::new(Empty {});
+    r.extensions_mut().insert(NoClientCertificate);
+    let s = b.svc.cells(r).await.unwrap_err();
+    refused(
+        s,
+        "a caller without a client certificate may not read cells",
+    );
+    assert!(refusals("anonymous", "Cells") > before);
+    let mut r = Request::new(SubscribeRequest::default());
+    r.extensions_mut().insert(NoClientCertificate);
+    let s = b.svc.subscribe_events(r).await.err().unwrap();
+    refused(s, "may not subscribe to events (SubscribeEvents)");
+}
