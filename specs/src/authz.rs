@@ -50,6 +50,17 @@ impl Caller {
         }
     }
 
+    /// The caller of a request with these extensions (a tonic request's, or an
+    /// HTTP request's: the same type), where the TLS transport put the peer's
+    /// [`Identity`] or [`NoClientCertificate`].
+    #[cfg(feature = "grpc")]
+    pub fn from_extensions(ext: &tonic::Extensions) -> Caller {
+        Caller::of(
+            ext.get::<Identity>(),
+            ext.get::<NoClientCertificate>().is_some(),
+        )
+    }
+
     /// The metric label: the peer's role, `local` or `anonymous`.
     pub fn label(&self) -> &'static str {
         match self {
@@ -89,8 +100,10 @@ pub enum Rule {
     BrainOrCell,
     /// A brain or the BBS (a rep's state).
     BrainOrBbs,
-    /// The BBS only (desired-state writes: they come through its public API).
+    /// The BBS only.
     Bbs,
+    /// The BBS only: desired-state writes come through its public API.
+    PublicApi,
 }
 
 macro_rules! calls {
@@ -143,12 +156,12 @@ calls! {
     Domains = "Domains", AnyIdentity, "read domains";
     SubscribeEvents = "SubscribeEvents", AnyIdentity, "subscribe to events";
     // The desired state: the public API's.
-    DesireLrp = "DesireLRP", Bbs, "desire an LRP";
-    UpdateDesiredLrp = "UpdateDesiredLRP", Bbs, "update a desired LRP";
-    RemoveDesiredLrp = "RemoveDesiredLRP", Bbs, "remove a desired LRP";
-    DesireTask = "DesireTask", Bbs, "desire a task";
-    CancelTask = "CancelTask", Bbs, "cancel a task";
-    UpsertDomain = "UpsertDomain", Bbs, "set a domain";
+    DesireLrp = "DesireLRP", PublicApi, "desire an LRP";
+    UpdateDesiredLrp = "UpdateDesiredLRP", PublicApi, "update a desired LRP";
+    RemoveDesiredLrp = "RemoveDesiredLRP", PublicApi, "remove a desired LRP";
+    DesireTask = "DesireTask", PublicApi, "desire a task";
+    CancelTask = "CancelTask", PublicApi, "cancel a task";
+    UpsertDomain = "UpsertDomain", PublicApi, "set a domain";
     // A cell's own work.
     ClaimActualLrp = "ClaimActualLRP", CellItself, "claim work";
     StartActualLrp = "StartActualLRP", CellItself, "start work";
@@ -186,7 +199,7 @@ calls! {
     StartBackup = "StartBackup", Brain, "start a backup";
     DeleteBackup = "DeleteBackup", Brain, "delete a backup";
     // The rep's.
-    Perform = "Perform", BrainAlone, "give a cell work (Perform)";
+    Perform = "Perform", BrainAlone, "give a cell work";
     RepState = "State", BrainOrBbs, "read a cell's state";
     RepLogs = "/v1/logs", Bbs, "read a cell's logs";
     RepContainers = "/v1/containers", Bbs, "read a cell's containers";
@@ -255,7 +268,10 @@ pub fn authorize(caller: &Caller, call: Call, cell: Option<&str>) -> Result<(), 
         (Rule::Brain | Rule::BrainAlone, _) => "only a brain may",
         (Rule::BrainOrCell, _) => "only a brain or a cell may",
         (Rule::BrainOrBbs, _) => "only a brain or the BBS may",
-        _ => "only the BBS may (desired state changes go through its public API)",
+        (Rule::PublicApi, _) => {
+            "only the BBS may: desired state changes go through its public API (ltc)"
+        }
+        _ => "only the BBS may",
     })
 }
 
@@ -394,7 +410,7 @@ mod tests {
     }
 
     #[test]
-    fn the_caller_comes_from_the_request_extensions() {
+    fn the_caller_is_its_identity_else_anonymous_over_tls_else_local() {
         let id = Identity::new(Role::Cell, "cell-a").unwrap();
         assert_eq!(Caller::of(Some(&id), false), Caller::Peer(id.clone()));
         assert_eq!(Caller::of(Some(&id), true), Caller::Peer(id));
@@ -402,6 +418,18 @@ mod tests {
         assert_eq!(Caller::of(None, false), Caller::Local);
         assert_eq!(Caller::Anonymous.label(), "anonymous");
         assert_eq!(peer(Role::Brain, "b").label(), "brain");
+    }
+
+    #[cfg(feature = "grpc")]
+    #[test]
+    fn the_caller_of_a_request_is_read_from_its_extensions() {
+        let id = Identity::new(Role::Brain, "brain-1").unwrap();
+        let mut ext = tonic::Extensions::new();
+        assert_eq!(Caller::from_extensions(&ext), Caller::Local);
+        ext.insert(NoClientCertificate);
+        assert_eq!(Caller::from_extensions(&ext), Caller::Anonymous);
+        ext.insert(id.clone());
+        assert_eq!(Caller::from_extensions(&ext), Caller::Peer(id));
     }
 
     #[test]

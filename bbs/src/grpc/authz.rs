@@ -1,12 +1,12 @@
 //! Authorization of the gRPC calls: the caller read from the request's
-//! extensions (the peer [`Identity`] the TLS transport took from the client
+//! extensions (the peer identity the TLS transport took from the client
 //! certificate; none over plaintext loopback) and the
 //! [`lattice_specs::authz::authorize`] decision. A refusal is logged, counted
 //! (`bbs_authz_refused_total{role,call}`) and returned as
 //! [`DbError::Forbidden`] (gRPC `PermissionDenied`, error name `Forbidden`).
 
-use lattice_specs::authz::{authorize, Call, Caller, NoClientCertificate};
-use lattice_specs::identity::{Identity, Role};
+use lattice_specs::authz::{authorize, Call, Caller};
+use lattice_specs::identity::Role;
 use tonic::Request;
 
 use super::BbsGrpc;
@@ -15,11 +15,7 @@ use crate::metrics::AUTHZ_REFUSED;
 
 /// Who sent `r`.
 pub(super) fn caller_of<T>(r: &Request<T>) -> Caller {
-    let ext = r.extensions();
-    Caller::of(
-        ext.get::<Identity>(),
-        ext.get::<NoClientCertificate>().is_some(),
-    )
+    Caller::from_extensions(r.extensions())
 }
 
 /// Whether `caller` may make `call` about the cell `cell`.
