@@ -229,3 +229,76 @@ async fn a_caller_without_a_client_certificate_may_not_even_read() {
     let s = b.svc.subscribe_events(r).await.err().unwrap();
     refused(s, "may not subscribe to events (SubscribeEvents)");
 }
+
+#[tokio::test]
+async fn a_lease_is_kept_alive_and_revoked_only_by_its_holder() {
+    let b = bbs().await;
+    let grant = |role, name: &str| from(role, name, GrantLeaseRequest { ttl_seconds: 30 });
+    let lease = |role, name: &str, id| from(role, name, LeaseRequest { lease_id: id });
+    let brains = b
+        .svc
+        .grant_lease(grant(Role::Brain, "brain-1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .lease_id;
+    let cells = b
+        .svc
+        .grant_lease(grant(Role::Cell, "cell-a"))
+        .await
+        .unwrap()
+        .into_inner()
+        .lease_id;
+
+    let s = b
+        .svc
+        .revoke_lease(lease(Role::Cell, "cell-a", brains))
+        .await
+        .unwrap_err();
+    refused(
+        s,
+        "the certificate of cell cell-a may not revoke a lease (RevokeLease) held by brain brain-1: a lease is only its holder's",
+    );
+    let s = b
+        .svc
+        .keep_alive_lease(lease(Role::Cell, "cell-b", cells))
+        .await
+        .unwrap_err();
+    refused(s, "held by cell cell-a");
+    let s = b
+        .svc
+        .revoke_lease(lease(Role::Brain, "brain-1", cells))
+        .await
+        .unwrap_err();
+    refused(s, "held by cell cell-a");
+
+    for (role, name, id) in [
+        (Role::Brain, "brain-1", brains),
+        (Role::Cell, "cell-a", cells),
+    ] {
+        let ttl = b
+            .svc
+            .keep_alive_lease(lease(role, name, id))
+            .await
+            .unwrap()
+            .into_inner()
+            .ttl_seconds;
+        assert!(ttl > 0, "{name}'s lease lives on");
+    }
+    b.svc
+        .revoke_lease(lease(Role::Cell, "cell-a", cells))
+        .await
+        .unwrap();
+    let gone = b
+        .svc
+        .keep_alive_lease(lease(Role::Cell, "cell-a", cells))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gone.ttl_seconds, 0, "revoked by its holder");
+    assert_eq!(
+        b.db.lease_holder(cells).await.unwrap(),
+        None,
+        "its record went with it"
+    );
+}

@@ -11,11 +11,11 @@
 //! tests); the BBS's own identity may do everything but give a rep work; reads
 //! are open to every identity (a rep's logs and containers only to the BBS); a
 //! cell writes only about itself (its presence, subnet, instances, tasks,
-//! volumes); a brain holds the brain lock, converges, auctions and places, and
-//! alone gives a rep work (`Perform`); writes to the desired state come through
-//! the BBS's public API only.
-//! A TLS caller without a client certificate ([`Caller::Anonymous`]) may only
-//! join the cluster.
+//! volumes); a brain or a cell keeps alive or revokes only the leases it holds
+//! ([`authorize_lease`]); a brain holds the brain lock, converges, auctions and
+//! places, and alone gives a rep work (`Perform`); writes to the desired state
+//! come through the BBS's public API only. A TLS caller without a client
+//! certificate ([`Caller::Anonymous`]) may only join the cluster.
 
 use std::fmt;
 
@@ -209,18 +209,19 @@ calls! {
 
 /// Why a call was refused: who asked for what, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{caller} may not {} ({}){}: {why}", call.what(), call.name(), for_cell(cell))]
+#[error("{caller} may not {} ({}){}: {why}", call.what(), call.name(), about(concerning))]
 pub struct Refusal {
     pub caller: Caller,
     pub call: Call,
-    /// The cell the call concerned, when it concerns one.
-    pub cell: Option<String>,
+    /// Whom the call concerned, in words ("for cell cell-b", "held by brain
+    /// brain-1"), when it concerns someone.
+    pub concerning: Option<String>,
     pub why: &'static str,
 }
 
-fn for_cell(cell: &Option<String>) -> String {
-    match cell {
-        Some(c) => format!(" for cell {c}"),
+fn about(concerning: &Option<String>) -> String {
+    match concerning {
+        Some(c) => format!(" {c}"),
         None => String::new(),
     }
 }
@@ -232,7 +233,7 @@ pub fn authorize(caller: &Caller, call: Call, cell: Option<&str>) -> Result<(), 
         Err(Refusal {
             caller: caller.clone(),
             call,
-            cell: cell.map(str::to_string),
+            concerning: cell.map(|c| format!("for cell {c}")),
             why,
         })
     };
@@ -273,6 +274,27 @@ pub fn authorize(caller: &Caller, call: Call, cell: Option<&str>) -> Result<(), 
         }
         _ => "only the BBS may",
     })
+}
+
+/// May `caller` keep alive or revoke (`call`) a lease that `holder` holds
+/// (`None`: no holder recorded, as for a lease a local caller granted, or one
+/// gone)? Beyond [`authorize`]: a brain or a cell touches only its own leases,
+/// so no one revokes another's presence or the brain's lock.
+pub fn authorize_lease(
+    caller: &Caller,
+    call: Call,
+    holder: Option<&Identity>,
+) -> Result<(), Refusal> {
+    authorize(caller, call, None)?;
+    match (caller, holder) {
+        (Caller::Peer(id), Some(h)) if id.role != Role::Bbs && id != h => Err(Refusal {
+            caller: caller.clone(),
+            call,
+            concerning: Some(format!("held by {h}")),
+            why: "a lease is only its holder's to keep alive or revoke",
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -359,6 +381,44 @@ mod tests {
             let got = authorize(caller, *call, *cell);
             assert_eq!(got.is_ok(), *allowed, "{caller} {call:?} {cell:?}: {got:?}");
         }
+    }
+
+    #[test]
+    fn a_lease_is_only_its_holders() {
+        let cell_a = Identity::new(Role::Cell, "cell-a").unwrap();
+        let brain = Identity::new(Role::Brain, "brain-1").unwrap();
+        let (a, b) = (Caller::Peer(cell_a.clone()), Caller::Peer(brain.clone()));
+        let table: &[(Call, &Caller, Option<&Identity>, bool)] = &[
+            (Call::KeepAliveLease, &a, Some(&cell_a), true),
+            (Call::RevokeLease, &a, Some(&cell_a), true),
+            (Call::RevokeLease, &a, Some(&brain), false),
+            (Call::KeepAliveLease, &a, Some(&brain), false),
+            (Call::RevokeLease, &b, Some(&cell_a), false),
+            (Call::RevokeLease, &b, Some(&brain), true),
+            (Call::RevokeLease, &a, None, true),
+            (Call::RevokeLease, &peer(Role::Router, "r"), None, false),
+            (
+                Call::RevokeLease,
+                &peer(Role::Bbs, "bbs"),
+                Some(&brain),
+                true,
+            ),
+            (Call::RevokeLease, &Caller::Local, Some(&brain), true),
+            (Call::RevokeLease, &Caller::Anonymous, None, false),
+        ];
+        for (call, caller, holder, allowed) in table {
+            let got = authorize_lease(caller, *call, *holder);
+            assert_eq!(
+                got.is_ok(),
+                *allowed,
+                "{caller} {call:?} {holder:?}: {got:?}"
+            );
+        }
+        let e = authorize_lease(&a, Call::RevokeLease, Some(&brain)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the certificate of cell cell-a may not revoke a lease (RevokeLease) held by brain brain-1: a lease is only its holder's to keep alive or revoke"
+        );
     }
 
     #[test]

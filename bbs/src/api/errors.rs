@@ -217,7 +217,7 @@ mod tests {
                 DbError::Forbidden(lattice_specs::authz::Refusal {
                     caller: lattice_specs::authz::Caller::Anonymous,
                     call: lattice_specs::authz::Call::Cells,
-                    cell: None,
+                    concerning: None,
                     why: "w",
                 }),
                 (StatusCode::FORBIDDEN, ErrorName::Forbidden),

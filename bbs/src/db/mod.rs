@@ -15,6 +15,7 @@
 //! | `/lattice/v1/cell/<cell_id>`                | CellPresence             | cell's|
 //! | `/lattice/v1/domain/<domain>`               | Domain                   | TTL   |
 //! | `/lattice/v1/lock/<name>`                   | owner (utf-8)            | owner's|
+//! | `/lattice/v1/leaseholder/<lease id>`        | holder's identity (DNS)  | itself|
 //! | `/lattice/v1/volume/<name>`                 | Volume                   |       |
 //! | `/lattice/v1/backup/<id>`                   | Backup                   |       |
 //! | `/lattice/v1/schedule/<volume>`             | BackupSchedule           |       |
@@ -57,6 +58,7 @@ pub const TASK: &str = "/lattice/v1/task/";
 pub const CELL: &str = "/lattice/v1/cell/";
 pub const DOMAIN: &str = "/lattice/v1/domain/";
 pub const LOCK: &str = "/lattice/v1/lock/";
+pub const LEASE_HOLDER: &str = "/lattice/v1/leaseholder/";
 pub const VOLUME: &str = "/lattice/v1/volume/";
 pub const BACKUP: &str = "/lattice/v1/backup/";
 pub const SCHEDULE: &str = "/lattice/v1/schedule/";

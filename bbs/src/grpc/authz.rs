@@ -5,7 +5,7 @@
 //! (`bbs_authz_refused_total{role,call}`) and returned as
 //! [`DbError::Forbidden`] (gRPC `PermissionDenied`, error name `Forbidden`).
 
-use lattice_specs::authz::{authorize, Call, Caller};
+use lattice_specs::authz::{authorize, authorize_lease, Call, Caller, Refusal};
 use lattice_specs::identity::Role;
 use tonic::Request;
 
@@ -20,13 +20,16 @@ pub(super) fn caller_of<T>(r: &Request<T>) -> Caller {
 
 /// Whether `caller` may make `call` about the cell `cell`.
 pub(super) fn allow(caller: &Caller, call: Call, cell: Option<&str>) -> Result<(), DbError> {
-    authorize(caller, call, cell).map_err(|refusal| {
-        AUTHZ_REFUSED
-            .with_label_values(&[caller.label(), call.name()])
-            .inc();
-        tracing::warn!(%refusal, "internal call refused");
-        DbError::Forbidden(refusal)
-    })
+    authorize(caller, call, cell).map_err(|r| refused(caller, call, r))
+}
+
+/// A refusal logged and counted.
+fn refused(caller: &Caller, call: Call, refusal: Refusal) -> DbError {
+    AUTHZ_REFUSED
+        .with_label_values(&[caller.label(), call.name()])
+        .inc();
+    tracing::warn!(%refusal, "internal call refused");
+    DbError::Forbidden(refusal)
 }
 
 /// Whether the sender of `r` may make `call`, which concerns no one cell.
@@ -43,5 +46,20 @@ impl BbsGrpc {
             _ => None,
         };
         allow(caller, Call::FailTask, cell.as_deref())
+    }
+
+    /// `KeepAliveLease`, `RevokeLease` (`call`): only on a lease the caller
+    /// holds (the holder is read for a peer only).
+    pub(super) async fn may_use_lease(
+        &self,
+        caller: &Caller,
+        call: Call,
+        lease: i64,
+    ) -> Result<(), DbError> {
+        let holder = match caller {
+            Caller::Peer(_) => self.db.lease_holder(lease).await?,
+            _ => None,
+        };
+        authorize_lease(caller, call, holder.as_ref()).map_err(|r| refused(caller, call, r))
     }
 }
