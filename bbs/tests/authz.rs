@@ -14,7 +14,7 @@ use lattice_bbs::grpc::{error_name, BbsGrpc};
 use lattice_bbs::metrics::AUTHZ_REFUSED;
 use lattice_bbs::store::embedded::EmbeddedStore;
 use lattice_bbs::store::Store;
-use lattice_specs::authz::NoClientCertificate;
+use lattice_specs::authz::{Call, NoClientCertificate};
 use lattice_specs::bbs_api::bbs_server::Bbs;
 use lattice_specs::bbs_api::*;
 use lattice_specs::errors::ErrorName;
@@ -300,5 +300,132 @@ async fn a_lease_is_kept_alive_and_revoked_only_by_its_holder() {
         b.db.lease_holder(cells).await.unwrap(),
         None,
         "its record went with it"
+    );
+}
+
+/// Every BBS call checks its caller: one without a client certificate is refused
+/// each of them, before anything is read or written (only Join, not served
+/// here, is open to it).
+#[tokio::test]
+async fn every_call_refuses_a_caller_without_a_client_certificate() {
+    let b = bbs().await;
+    let key = || {
+        Some(ActualLrpRef {
+            process_guid: "web".into(),
+            index: 0,
+        })
+    };
+    let ik = || Some(instance_key("i-1", "cell-a"));
+    let evacuate = || EvacuateRequest {
+        key: key(),
+        instance_key: ik(),
+        ..Default::default()
+    };
+    let mut checked = 0;
+    macro_rules! refused_to_anonymous {
+        ($($method:ident($msg:expr)),* $(,)?) => {$(
+            let mut r = Request::new($msg);
+            r.extensions_mut().insert(NoClientCertificate);
+            let s = b.svc.$method(r).await.err().expect(stringify!($method));
+            assert_eq!(s.code(), Code::PermissionDenied, "{}: {s:?}", stringify!($method));
+            assert_eq!(error_name(&s), Some(ErrorName::Forbidden), "{}", stringify!($method));
+            checked += 1;
+        )*};
+    }
+    refused_to_anonymous!(
+        ping(Empty {}),
+        desire_lrp(DesireLrpRequest::default()),
+        update_desired_lrp(UpdateDesiredLrpRequest::default()),
+        remove_desired_lrp(ProcessGuidRequest::default()),
+        desired_lr_ps(DesiredLrPsRequest::default()),
+        desired_lrp_by_process_guid(ProcessGuidRequest::default()),
+        actual_lr_ps(ActualLrPsRequest::default()),
+        claim_actual_lrp(claim("cell-a")),
+        start_actual_lrp(StartActualLrpRequest {
+            key: key(),
+            instance_key: ik(),
+            net_info: None
+        }),
+        crash_actual_lrp(CrashActualLrpRequest {
+            key: key(),
+            instance_key: ik(),
+            error_message: String::new()
+        }),
+        fail_actual_lrp(FailActualLrpRequest::default()),
+        remove_actual_lrp(RemoveActualLrpRequest {
+            key: key(),
+            instance_key: ik()
+        }),
+        retire_actual_lrp(RetireActualLrpRequest::default()),
+        create_actual_lrp(ActualLrpRef::default()),
+        unclaim_actual_lrp(ActualLrpRef::default()),
+        suspect_actual_lrp(ActualLrpRef::default()),
+        remove_suspect_actual_lrp(ActualLrpRef::default()),
+        evacuate_claimed_actual_lrp(evacuate()),
+        evacuate_running_actual_lrp(evacuate()),
+        evacuate_stopped_actual_lrp(evacuate()),
+        evacuate_crashed_actual_lrp(evacuate()),
+        remove_evacuating_actual_lrp(evacuate()),
+        desire_task(DesireTaskRequest::default()),
+        tasks(TasksRequest::default()),
+        task_by_guid(TaskGuidRequest::default()),
+        start_task(StartTaskRequest {
+            task_guid: "t".into(),
+            cell_id: "cell-a".into()
+        }),
+        cancel_task(TaskGuidRequest::default()),
+        fail_task(FailTaskRequest::default()),
+        reject_task(RejectTaskRequest::default()),
+        complete_task(CompleteTaskRequest {
+            cell_id: "cell-a".into(),
+            ..Default::default()
+        }),
+        resolving_task(TaskGuidRequest::default()),
+        delete_task(TaskGuidRequest::default()),
+        cells(Empty {}),
+        volumes(VolumesRequest::default()),
+        set_volume_state(VolumeStateRequest {
+            cell_id: "cell-a".into(),
+            ..Default::default()
+        }),
+        volume_removed(VolumeRemovedRequest {
+            cell_id: "cell-a".into(),
+            ..Default::default()
+        }),
+        place_volume(PlaceVolumeRequest::default()),
+        backup_schedules(Empty {}),
+        backups(Empty {}),
+        start_backup(StartBackupRequest::default()),
+        delete_backup(BackupIdRequest::default()),
+        grant_lease(GrantLeaseRequest { ttl_seconds: 30 }),
+        keep_alive_lease(LeaseRequest::default()),
+        revoke_lease(LeaseRequest::default()),
+        set_cell_presence(SetCellPresenceRequest {
+            cell: Some(lattice_specs::testing::cell_presence("cell-a", &[])),
+            lease_id: 1,
+        }),
+        lease_cell_subnet(LeaseCellSubnetRequest {
+            cell_id: "cell-a".into(),
+            ..Default::default()
+        }),
+        upsert_domain(UpsertDomainRequest::default()),
+        domains(Empty {}),
+        acquire_lock(AcquireLockRequest::default()),
+        release_lock(ReleaseLockRequest::default()),
+        subscribe_events(SubscribeRequest::default()),
+    );
+    let bbs_calls = Call::ALL
+        .iter()
+        .filter(|c| {
+            !c.name().starts_with('/') && !matches!(c, Call::Join | Call::Perform | Call::RepState)
+        })
+        .count();
+    assert_eq!(
+        checked, bbs_calls,
+        "every BBS call of specs::authz is checked here"
+    );
+    assert!(
+        b.db.cells().await.unwrap().is_empty(),
+        "nothing was written"
     );
 }
