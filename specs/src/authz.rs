@@ -246,15 +246,16 @@ pub fn authorize(caller: &Caller, call: Call, cell: Option<&str>) -> Result<(), 
         }
         Caller::Peer(id) => id,
     };
-    let itself = cell == Some(id.name.as_str());
-    let allowed = match (rule, id.role) {
-        (Rule::BrainAlone, r) => r == Role::Brain,
-        (_, Role::Bbs) | (Rule::Anyone | Rule::AnyIdentity, _) => true,
-        (Rule::CellItself | Rule::BrainOrCellItself, Role::Cell) => itself,
-        (Rule::Brain | Rule::BrainOrCellItself | Rule::BrainOrCell | Rule::BrainOrBbs, r) => {
-            r == Role::Brain || (rule == Rule::BrainOrCell && r == Role::Cell)
-        }
-        _ => false,
+    let (role, itself) = (id.role, cell == Some(id.name.as_str()));
+    let allowed = match rule {
+        Rule::Anyone | Rule::AnyIdentity => true,
+        Rule::BrainAlone => role == Role::Brain,
+        _ if role == Role::Bbs => true,
+        Rule::Bbs | Rule::PublicApi => false,
+        Rule::Brain | Rule::BrainOrBbs => role == Role::Brain,
+        Rule::CellItself => role == Role::Cell && itself,
+        Rule::BrainOrCellItself => role == Role::Brain || (role == Role::Cell && itself),
+        Rule::BrainOrCell => matches!(role, Role::Brain | Role::Cell),
     };
     if allowed {
         return Ok(());
