@@ -237,3 +237,93 @@ mod tests {
         );
     }
 }
+
+/// The rep's gRPC API over real mutual TLS on loopback (`lattice_tls`'s listener,
+/// the peer identity put into the requests as in `lattice cell`).
+#[cfg(test)]
+mod mtls_tests {
+    use std::time::Duration;
+
+    use lattice_specs::rep_api::rep_client::RepClient;
+    use lattice_specs::rep_api::rep_server::RepServer;
+    use lattice_specs::rep_api::{PerformResponse, StateRequest, Work};
+    use lattice_tls::ca::Ca;
+    use lattice_tls::client::{lazy_channel, ClientTls};
+    use lattice_tls::server::{with_identity, Listener};
+    use lattice_tls::{ClientAuth, Identity, NodeTls, PeerInfo, Role};
+
+    use super::super::fake::{rep, FakeRuntime};
+    use super::super::fixtures::CELL;
+    use super::super::RepGrpc;
+
+    fn node(ca: &Ca, role: Role, name: &str) -> NodeTls {
+        let who = Identity::new(role, name).unwrap();
+        let k = ca
+            .issue_new_key(&who, &[], Duration::from_secs(3600))
+            .unwrap();
+        NodeTls::from_pem(
+            k.cert.cert_pem.as_bytes(),
+            k.key_pem.as_bytes(),
+            ca.cert_pem().as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn over_mutual_tls_perform_only_from_a_brain() {
+        let ca = Ca::generate().unwrap();
+        let rep = rep(FakeRuntime::new());
+        let app = tonic::service::Routes::new(RepServer::new(RepGrpc(rep.clone())))
+            .prepare()
+            .into_axum_router();
+        let tls = node(&ca, Role::Cell, CELL)
+            .server_config(ClientAuth::Required)
+            .unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = Listener::new(tcp, Some(tls)).unwrap();
+        let addr = listener.local_addr().to_string();
+        let app = with_identity(app).into_make_service_with_connect_info::<PeerInfo>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = |role, name: &str| {
+            let cell = Identity::new(Role::Cell, CELL).unwrap();
+            let tls = ClientTls::new(&node(&ca, role, name), cell).unwrap();
+            RepClient::new(lazy_channel(&addr, Some(&tls), |e| e).unwrap())
+        };
+
+        let s = client(Role::Cell, "cell-2")
+            .perform(Work::default())
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+        assert_eq!(
+            s.message(),
+            "the certificate of cell cell-2 may not give a cell work (Perform): only a brain may"
+        );
+        let s = client(Role::Router, "router-1")
+            .state(StateRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+
+        let mut brain = client(Role::Brain, "brain-1");
+        let answer = brain.perform(Work::default()).await.unwrap().into_inner();
+        assert_eq!(
+            answer,
+            PerformResponse {
+                failed: Some(Work::default())
+            }
+        );
+        let state = brain.state(StateRequest {}).await.unwrap().into_inner();
+        assert_eq!(state.cell_id, CELL);
+        let refused = |role, call| {
+            rep.metrics
+                .authz_refused
+                .with_label_values(&[role, call])
+                .get()
+        };
+        assert_eq!(
+            (refused("cell", "Perform"), refused("router", "State")),
+            (1, 1)
+        );
+    }
+}
