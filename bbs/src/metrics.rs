@@ -75,6 +75,13 @@ pub static API_TLS_HANDSHAKE_FAILURES: LazyLock<prometheus::IntCounter> = LazyLo
     REGISTRY.register(Box::new(c.clone())).unwrap();
     c
 });
+pub static AUTHZ_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_authz_refused_total",
+        "Internal calls refused to the caller's identity, by its role (or anonymous) and call.",
+        &["role", "call"],
+    )
+});
 pub static EVENTS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("bbs_events_total", "Events published, by type.", &["event"]));
 pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -127,7 +134,14 @@ pub async fn observe<T>(
 /// The text exposition of every metric.
 pub fn render() -> String {
     // Touch the lazies so every family is listed even before its first use.
-    let _ = (&*REQUESTS, &*ERRORS, &*STORE_ERRORS, &*EVENTS, &*LATENCY);
+    let _ = (
+        &*REQUESTS,
+        &*ERRORS,
+        &*STORE_ERRORS,
+        &*AUTHZ_REFUSED,
+        &*EVENTS,
+        &*LATENCY,
+    );
     let mut buf = Vec::new();
     TextEncoder::new()
         .encode(&REGISTRY.gather(), &mut buf)

@@ -1,6 +1,7 @@
 //! The cell's Prometheus metrics: containers by state, starts, crashes, the time from
 //! receiving work to RUNNING, each container's memory and CPU, the volumes, and the
-//! connections logged egress rules allowed, the DNS server's answers.
+//! connections logged egress rules allowed, the DNS server's answers, the calls
+//! refused to their caller's identity.
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
@@ -28,6 +29,8 @@ pub struct Metrics {
     pub dns_queries: IntCounterVec,
     /// Other cells whose subnets the overlay forwards to.
     pub overlay_peers: prometheus::IntGauge,
+    /// Calls to the rep refused to the caller's identity, by its role and call.
+    pub authz_refused: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -105,8 +108,17 @@ impl Metrics {
             "Other cells whose container subnets this cell's overlay forwards to.",
         )
         .unwrap();
+        let authz_refused = IntCounterVec::new(
+            Opts::new(
+                "cell_authz_refused_total",
+                "Calls to the rep refused to the caller's identity (Perform not from a brain…), by its role and call.",
+            ),
+            &["role", "call"],
+        )
+        .unwrap();
         for c in [
             Box::new(containers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(authz_refused.clone()),
             Box::new(logged_connections.clone()),
             Box::new(dns_queries.clone()),
             Box::new(overlay_peers.clone()),
@@ -135,6 +147,7 @@ impl Metrics {
             volumes,
             logged_connections,
             dns_queries,
+            authz_refused,
         }
     }
 

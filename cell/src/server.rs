@@ -1,5 +1,6 @@
 //! Running a cell: the rep's gRPC API (for the auctioneer) and its HTTP endpoints
-//! (`/metrics`, `/readyz`, `/v1/logs/LOG_GUID`, `/v1/containers`) on one listener, plus the rep's
+//! (`/metrics`, `/readyz`, `/v1/logs/LOG_GUID`, `/v1/containers`) on one listener,
+//! each call allowed by the caller's identity (see [`crate::rep::authz`]), plus the rep's
 //! presence, sync and event loops, the cell's DNS server (see [`crate::dns`]) and
 //! (with a leased subnet and an overlay) the overlay following the other cells.
 //! [`start`] brings a cell up from its [`CellConfig`].
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use axum::extract::{Path, Query, State};
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::StreamExt;
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::executor::{Executor, ExecutorConfig};
 use crate::network::overlay::{self, Overlay};
 use crate::network::{lease, KernelHost};
-use crate::rep::{Rep, RepConfig, RepGrpc};
+use crate::rep::{authz, Rep, RepConfig, RepGrpc};
 
 /// A running cell.
 pub struct RunningCell {
@@ -196,6 +198,7 @@ async fn serve(
         .route("/readyz", get(readyz))
         .route("/v1/logs/{log_guid}", get(logs))
         .route("/v1/containers", get(containers))
+        .route_layer(from_fn_with_state(rep.clone(), authz::allow_http))
         .layer(axum::Extension(shutdown.clone()))
         .with_state(rep.clone());
     let app = grpc.merge(http);

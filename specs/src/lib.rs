@@ -8,6 +8,7 @@
 //! `ltc` builds it) the crate links no tonic.
 
 pub mod actual_lrp;
+pub mod authz;
 pub mod backup;
 pub mod containers;
 pub mod egress;

@@ -73,6 +73,9 @@ impl ApiError {
                 ApiError::new(StatusCode::CONFLICT, ErrorName::ResourceConflict, msg)
             }
             DbError::Conflict { name, .. } => ApiError::new(StatusCode::CONFLICT, *name, msg),
+            DbError::Forbidden(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorName::Forbidden, msg)
+            }
             _ => ApiError::unknown(msg),
         }
     }
@@ -209,6 +212,15 @@ mod tests {
                     revision: 1,
                 },
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorName::Unknown),
+            ),
+            (
+                DbError::Forbidden(lattice_specs::authz::Refusal {
+                    caller: lattice_specs::authz::Caller::Anonymous,
+                    call: lattice_specs::authz::Call::Cells,
+                    concerning: None,
+                    why: "w",
+                }),
+                (StatusCode::FORBIDDEN, ErrorName::Forbidden),
             ),
         ];
         for (e, want) in cases {

@@ -1,19 +1,51 @@
-//! Cells' presence, domains' freshness, leases, and locks with their fencing
-//! revisions.
+//! Cells' presence, domains' freshness, leases (with their holders), and locks
+//! with their fencing revisions.
 
 use std::time::Duration;
 
+use lattice_specs::identity::Identity;
 use lattice_specs::models::{CellPresence, Domain};
 use lattice_specs::validation;
 use prost::Message;
 
 use super::txn::Attempts;
-use super::{cell_key, Db, LockState, Result, CELL, DOMAIN, LOCK};
+use super::{cell_key, Db, DbError, LockState, Result, CELL, DOMAIN, LEASE_HOLDER, LOCK};
 use crate::store::{Compare, LeaseId, Op, Txn};
 
 impl Db {
     pub async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
         Ok(self.store.grant_lease(ttl).await?)
+    }
+
+    /// Grant a lease held by `holder`, recorded under [`LEASE_HOLDER`] on the
+    /// lease itself (so the record goes with it): only the holder may keep it
+    /// alive or revoke it (`lattice_specs::authz::authorize_lease`).
+    pub async fn grant_lease_held_by(&self, ttl: Duration, holder: &Identity) -> Result<LeaseId> {
+        let lease = self.store.grant_lease(ttl).await?;
+        let put = Op::Put {
+            key: format!("{LEASE_HOLDER}{lease}"),
+            value: holder.dns_name().into_bytes(),
+            lease,
+        };
+        if let Err(e) = self.store.txn(Txn::new().then(put)).await {
+            let _ = self.store.revoke_lease(lease).await;
+            return Err(e.into());
+        }
+        Ok(lease)
+    }
+
+    /// Who holds `lease` (`None`: no holder recorded, or no such lease).
+    pub async fn lease_holder(&self, lease: LeaseId) -> Result<Option<Identity>> {
+        let Some(kv) = self.store.get(&format!("{LEASE_HOLDER}{lease}")).await? else {
+            return Ok(None);
+        };
+        let dns = String::from_utf8_lossy(&kv.value);
+        Identity::from_dns_name(&dns)
+            .map(Some)
+            .map_err(|e| DbError::Corrupt {
+                key: kv.key.clone(),
+                reason: e.to_string(),
+            })
     }
 
     pub async fn keep_alive(&self, lease: LeaseId) -> Result<i64> {

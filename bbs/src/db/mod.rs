@@ -15,6 +15,7 @@
 //! | `/lattice/v1/cell/<cell_id>`                | CellPresence             | cell's|
 //! | `/lattice/v1/domain/<domain>`               | Domain                   | TTL   |
 //! | `/lattice/v1/lock/<name>`                   | owner (utf-8)            | owner's|
+//! | `/lattice/v1/leaseholder/<lease id>`        | holder's identity (DNS)  | itself|
 //! | `/lattice/v1/volume/<name>`                 | Volume                   |       |
 //! | `/lattice/v1/backup/<id>`                   | Backup                   |       |
 //! | `/lattice/v1/schedule/<volume>`             | BackupSchedule           |       |
@@ -62,6 +63,7 @@ pub const TASK: &str = "/lattice/v1/task/";
 pub const CELL: &str = "/lattice/v1/cell/";
 pub const DOMAIN: &str = "/lattice/v1/domain/";
 pub const LOCK: &str = "/lattice/v1/lock/";
+pub const LEASE_HOLDER: &str = "/lattice/v1/leaseholder/";
 pub const VOLUME: &str = "/lattice/v1/volume/";
 pub const BACKUP: &str = "/lattice/v1/backup/";
 pub const SCHEDULE: &str = "/lattice/v1/schedule/";
@@ -110,6 +112,9 @@ pub enum DbError {
     /// The caller's lock (e.g. the brain's leadership) changed hands: it must stop acting.
     #[error("lock {lock} is no longer held at revision {revision}: this caller lost it and must not write")]
     Fenced { lock: String, revision: i64 },
+    /// The caller's identity may not make this call (see `lattice_specs::authz`).
+    #[error("{0}")]
+    Forbidden(#[from] lattice_specs::authz::Refusal),
 }
 
 impl DbError {
@@ -125,6 +130,7 @@ impl DbError {
             DbError::Store(_) | DbError::Corrupt { .. } => ErrorName::Unknown,
             DbError::Contended(_) => ErrorName::ResourceConflict,
             DbError::Fenced { .. } => ErrorName::LockLost,
+            DbError::Forbidden(_) => ErrorName::Forbidden,
         }
     }
 

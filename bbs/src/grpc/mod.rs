@@ -2,16 +2,21 @@
 //! statuses whose `lattice-error` metadata carries the error name.
 //!
 //! This module holds the service (one handler per call, each a thin wrapper
-//! over `db`); `status` maps errors to statuses, `request` reads required
-//! fields and the fencing token, `events` streams the change feed, `leases`
-//! grants, renews and revokes leases, `subnets` answers cells' subnet leases.
+//! over `db` that first asks `authz` whether the caller's identity may make
+//! it); `status` maps errors to statuses, `request` reads required fields and
+//! the fencing token, `events` streams the change feed, `leases` grants, renews
+//! and revokes leases, `subnets` answers cells' subnet leases, `evacuation`
+//! takes evacuating cells' instances back.
 
+mod authz;
+mod evacuation;
 mod events;
 mod leases;
 mod request;
 mod status;
 mod subnets;
 
+use lattice_specs::authz::Call;
 use lattice_specs::bbs_api::bbs_server::{Bbs, BbsServer};
 use lattice_specs::bbs_api::*;
 use lattice_specs::errors::ErrorName;
@@ -20,6 +25,7 @@ use tonic::{Request, Response, Status};
 use crate::db::{Db, DbError};
 use crate::events::EventHub;
 use crate::metrics::observe;
+use authz::{allow, caller_of, may};
 use events::EventStream;
 pub use lattice_specs::errors::{ERROR_NAME_KEY, FENCE_KEY};
 use request::{fence_of, ik_of, key_of, missing};
@@ -81,12 +87,13 @@ async fn call<T>(
 
 #[tonic::async_trait]
 impl Bbs for BbsGrpc {
-    async fn ping(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
-        call("Ping", async { Ok(Empty {}) }).await
+    async fn ping(&self, r: Request<Empty>) -> Result<Response<Empty>, Status> {
+        call("Ping", async { may(&r, Call::Ping).map(|_| Empty {}) }).await
     }
 
     async fn desire_lrp(&self, r: Request<DesireLrpRequest>) -> Result<Response<Empty>, Status> {
         call("DesireLRP", async {
+            may(&r, Call::DesireLrp)?;
             let db = self.db_for(&r)?;
             let d = r
                 .into_inner()
@@ -102,6 +109,7 @@ impl Bbs for BbsGrpc {
         r: Request<UpdateDesiredLrpRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("UpdateDesiredLRP", async {
+            may(&r, Call::UpdateDesiredLrp)?;
             let db = self.db_for(&r)?;
             let r = r.into_inner();
             db.update_desired_lrp(&r.process_guid, r.update.unwrap_or_default())
@@ -116,6 +124,7 @@ impl Bbs for BbsGrpc {
         r: Request<ProcessGuidRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("RemoveDesiredLRP", async {
+            may(&r, Call::RemoveDesiredLrp)?;
             let db = self.db_for(&r)?;
             db.remove_desired_lrp(&r.into_inner().process_guid)
                 .await
@@ -129,6 +138,7 @@ impl Bbs for BbsGrpc {
         r: Request<DesiredLrPsRequest>,
     ) -> Result<Response<DesiredLrPsResponse>, Status> {
         call("DesiredLRPs", async {
+            may(&r, Call::DesiredLrps)?;
             let db = self.db_for(&r)?;
             Ok(DesiredLrPsResponse {
                 desired_lrps: db.desired_lrps(&r.into_inner().domain).await?,
@@ -142,6 +152,7 @@ impl Bbs for BbsGrpc {
         r: Request<ProcessGuidRequest>,
     ) -> Result<Response<DesiredLrpResponse>, Status> {
         call("DesiredLRPByProcessGuid", async {
+            may(&r, Call::DesiredLrpByProcessGuid)?;
             let db = self.db_for(&r)?;
             Ok(DesiredLrpResponse {
                 desired_lrp: Some(db.desired_lrp(&r.into_inner().process_guid).await?),
@@ -155,6 +166,7 @@ impl Bbs for BbsGrpc {
         r: Request<ActualLrPsRequest>,
     ) -> Result<Response<ActualLrPsResponse>, Status> {
         call("ActualLRPs", async {
+            may(&r, Call::ActualLrps)?;
             let r = r.into_inner();
             Ok(ActualLrPsResponse {
                 actual_lrps: self
@@ -171,12 +183,12 @@ impl Bbs for BbsGrpc {
         r: Request<ClaimActualLrpRequest>,
     ) -> Result<Response<ActualLrpResponse>, Status> {
         call("ClaimActualLRP", async {
+            let who = caller_of(&r);
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
-            let l = self
-                .db
-                .claim_actual_lrp(&guid, index, &ik_of(r.instance_key)?)
-                .await?;
+            let ik = ik_of(r.instance_key)?;
+            allow(&who, Call::ClaimActualLrp, Some(&ik.cell_id))?;
+            let l = self.db.claim_actual_lrp(&guid, index, &ik).await?;
             Ok(ActualLrpResponse {
                 actual_lrp: Some(l),
             })
@@ -189,16 +201,14 @@ impl Bbs for BbsGrpc {
         r: Request<StartActualLrpRequest>,
     ) -> Result<Response<ActualLrpResponse>, Status> {
         call("StartActualLRP", async {
+            let who = caller_of(&r);
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
+            let ik = ik_of(r.instance_key)?;
+            allow(&who, Call::StartActualLrp, Some(&ik.cell_id))?;
             let l = self
                 .db
-                .start_actual_lrp(
-                    &guid,
-                    index,
-                    &ik_of(r.instance_key)?,
-                    r.net_info.unwrap_or_default(),
-                )
+                .start_actual_lrp(&guid, index, &ik, r.net_info.unwrap_or_default())
                 .await?;
             Ok(ActualLrpResponse {
                 actual_lrp: Some(l),
@@ -212,11 +222,14 @@ impl Bbs for BbsGrpc {
         r: Request<CrashActualLrpRequest>,
     ) -> Result<Response<ActualLrpResponse>, Status> {
         call("CrashActualLRP", async {
+            let who = caller_of(&r);
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
+            let ik = ik_of(r.instance_key)?;
+            allow(&who, Call::CrashActualLrp, Some(&ik.cell_id))?;
             let l = self
                 .db
-                .crash_actual_lrp(&guid, index, &ik_of(r.instance_key)?, &r.error_message)
+                .crash_actual_lrp(&guid, index, &ik, &r.error_message)
                 .await?;
             Ok(ActualLrpResponse {
                 actual_lrp: Some(l),
@@ -230,6 +243,7 @@ impl Bbs for BbsGrpc {
         r: Request<FailActualLrpRequest>,
     ) -> Result<Response<ActualLrpResponse>, Status> {
         call("FailActualLRP", async {
+            may(&r, Call::FailActualLrp)?;
             let db = self.db_for(&r)?;
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
@@ -246,8 +260,11 @@ impl Bbs for BbsGrpc {
     ) -> Result<Response<Empty>, Status> {
         call("RemoveActualLRP", async {
             let db = self.db_for(&r)?;
+            let who = caller_of(&r);
             let r = r.into_inner();
             let (guid, index) = key_of(r.key)?;
+            let cell = r.instance_key.as_ref().map(|k| k.cell_id.as_str());
+            allow(&who, Call::RemoveActualLrp, cell)?;
             db.remove_actual_lrp(&guid, index, r.instance_key.as_ref())
                 .await
                 .map(|_| Empty {})
@@ -260,6 +277,7 @@ impl Bbs for BbsGrpc {
         r: Request<RetireActualLrpRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("RetireActualLRP", async {
+            may(&r, Call::RetireActualLrp)?;
             let db = self.db_for(&r)?;
             let (guid, index) = key_of(r.into_inner().key)?;
             db.retire_actual_lrp(&guid, index).await.map(|_| Empty {})
@@ -269,6 +287,7 @@ impl Bbs for BbsGrpc {
 
     async fn create_actual_lrp(&self, r: Request<ActualLrpRef>) -> Result<Response<Empty>, Status> {
         call("CreateActualLRP", async {
+            may(&r, Call::CreateActualLrp)?;
             let db = self.db_for(&r)?;
             let (guid, index) = key_of(Some(r.into_inner()))?;
             db.create_actual_lrp(&guid, index).await.map(|_| Empty {})
@@ -281,6 +300,7 @@ impl Bbs for BbsGrpc {
         r: Request<ActualLrpRef>,
     ) -> Result<Response<ActualLrpResponse>, Status> {
         call("UnclaimActualLRP", async {
+            may(&r, Call::UnclaimActualLrp)?;
             let db = self.db_for(&r)?;
             let (guid, index) = key_of(Some(r.into_inner()))?;
             Ok(ActualLrpResponse {
@@ -295,6 +315,7 @@ impl Bbs for BbsGrpc {
         r: Request<ActualLrpRef>,
     ) -> Result<Response<ActualLrpResponse>, Status> {
         call("SuspectActualLRP", async {
+            may(&r, Call::SuspectActualLrp)?;
             let db = self.db_for(&r)?;
             let (guid, index) = key_of(Some(r.into_inner()))?;
             Ok(ActualLrpResponse {
@@ -309,6 +330,7 @@ impl Bbs for BbsGrpc {
         r: Request<ActualLrpRef>,
     ) -> Result<Response<Empty>, Status> {
         call("RemoveSuspectActualLRP", async {
+            may(&r, Call::RemoveSuspectActualLrp)?;
             let db = self.db_for(&r)?;
             let (guid, index) = key_of(Some(r.into_inner()))?;
             db.remove_suspect_actual_lrp(&guid, index)
@@ -322,96 +344,40 @@ impl Bbs for BbsGrpc {
         &self,
         r: Request<EvacuateRequest>,
     ) -> Result<Response<EvacuationResponse>, Status> {
-        call("EvacuateClaimedActualLRP", async {
-            let r = r.into_inner();
-            let (guid, index) = key_of(r.key)?;
-            let k = self
-                .db
-                .evacuate_claimed(&guid, index, &ik_of(r.instance_key)?)
-                .await?;
-            Ok(EvacuationResponse {
-                keep_container: k.0,
-            })
-        })
-        .await
+        self.evacuate_claimed_lrp(r).await
     }
 
     async fn evacuate_running_actual_lrp(
         &self,
         r: Request<EvacuateRequest>,
     ) -> Result<Response<EvacuationResponse>, Status> {
-        call("EvacuateRunningActualLRP", async {
-            let r = r.into_inner();
-            let (guid, index) = key_of(r.key)?;
-            let k = self
-                .db
-                .evacuate_running(
-                    &guid,
-                    index,
-                    &ik_of(r.instance_key)?,
-                    r.net_info.unwrap_or_default(),
-                )
-                .await?;
-            Ok(EvacuationResponse {
-                keep_container: k.0,
-            })
-        })
-        .await
+        self.evacuate_running_lrp(r).await
     }
 
     async fn evacuate_stopped_actual_lrp(
         &self,
         r: Request<EvacuateRequest>,
     ) -> Result<Response<EvacuationResponse>, Status> {
-        call("EvacuateStoppedActualLRP", async {
-            let r = r.into_inner();
-            let (guid, index) = key_of(r.key)?;
-            let k = self
-                .db
-                .evacuate_stopped(&guid, index, &ik_of(r.instance_key)?)
-                .await?;
-            Ok(EvacuationResponse {
-                keep_container: k.0,
-            })
-        })
-        .await
+        self.evacuate_stopped_lrp(r).await
     }
 
     async fn evacuate_crashed_actual_lrp(
         &self,
         r: Request<EvacuateRequest>,
     ) -> Result<Response<EvacuationResponse>, Status> {
-        call("EvacuateCrashedActualLRP", async {
-            let r = r.into_inner();
-            let (guid, index) = key_of(r.key)?;
-            let k = self
-                .db
-                .evacuate_crashed(&guid, index, &ik_of(r.instance_key)?, &r.error_message)
-                .await?;
-            Ok(EvacuationResponse {
-                keep_container: k.0,
-            })
-        })
-        .await
+        self.evacuate_crashed_lrp(r).await
     }
 
     async fn remove_evacuating_actual_lrp(
         &self,
         r: Request<EvacuateRequest>,
     ) -> Result<Response<Empty>, Status> {
-        call("RemoveEvacuatingActualLRP", async {
-            let db = self.db_for(&r)?;
-            let r = r.into_inner();
-            let (guid, index) = key_of(r.key)?;
-            db.remove_evacuating(&guid, index, &ik_of(r.instance_key)?)
-                .await
-                .map(|_| Empty {})
-        })
-        .await
+        self.remove_evacuating_lrp(r).await
     }
 
     async fn desire_task(&self, r: Request<DesireTaskRequest>) -> Result<Response<Empty>, Status> {
         call("DesireTask", async {
+            may(&r, Call::DesireTask)?;
             let db = self.db_for(&r)?;
             let r = r.into_inner();
             let def = r.definition.ok_or_else(|| missing("definition"))?;
@@ -424,6 +390,7 @@ impl Bbs for BbsGrpc {
 
     async fn tasks(&self, r: Request<TasksRequest>) -> Result<Response<TasksResponse>, Status> {
         call("Tasks", async {
+            may(&r, Call::Tasks)?;
             let db = self.db_for(&r)?;
             let r = r.into_inner();
             Ok(TasksResponse {
@@ -438,6 +405,7 @@ impl Bbs for BbsGrpc {
         r: Request<TaskGuidRequest>,
     ) -> Result<Response<TaskResponse>, Status> {
         call("TaskByGuid", async {
+            may(&r, Call::TaskByGuid)?;
             let db = self.db_for(&r)?;
             Ok(TaskResponse {
                 task: Some(db.task(&r.into_inner().task_guid).await?),
@@ -452,7 +420,9 @@ impl Bbs for BbsGrpc {
     ) -> Result<Response<StartTaskResponse>, Status> {
         call("StartTask", async {
             let db = self.db_for(&r)?;
+            let who = caller_of(&r);
             let r = r.into_inner();
+            allow(&who, Call::StartTask, Some(&r.cell_id))?;
             if r.cell_id.is_empty() {
                 return Err(missing("cell_id"));
             }
@@ -465,6 +435,7 @@ impl Bbs for BbsGrpc {
 
     async fn cancel_task(&self, r: Request<TaskGuidRequest>) -> Result<Response<Empty>, Status> {
         call("CancelTask", async {
+            may(&r, Call::CancelTask)?;
             let db = self.db_for(&r)?;
             db.cancel_task(&r.into_inner().task_guid)
                 .await
@@ -476,7 +447,9 @@ impl Bbs for BbsGrpc {
     async fn fail_task(&self, r: Request<FailTaskRequest>) -> Result<Response<Empty>, Status> {
         call("FailTask", async {
             let db = self.db_for(&r)?;
+            let who = caller_of(&r);
             let r = r.into_inner();
+            self.may_fail_task(&who, &r.task_guid).await?;
             db.fail_task(&r.task_guid, &r.failure_reason)
                 .await
                 .map(|_| Empty {})
@@ -486,6 +459,7 @@ impl Bbs for BbsGrpc {
 
     async fn reject_task(&self, r: Request<RejectTaskRequest>) -> Result<Response<Empty>, Status> {
         call("RejectTask", async {
+            may(&r, Call::RejectTask)?;
             let db = self.db_for(&r)?;
             let r = r.into_inner();
             db.reject_task(&r.task_guid, &r.rejection_reason)
@@ -501,7 +475,9 @@ impl Bbs for BbsGrpc {
     ) -> Result<Response<Empty>, Status> {
         call("CompleteTask", async {
             let db = self.db_for(&r)?;
+            let who = caller_of(&r);
             let r = r.into_inner();
+            allow(&who, Call::CompleteTask, Some(&r.cell_id))?;
             db.complete_task(
                 &r.task_guid,
                 &r.cell_id,
@@ -517,6 +493,7 @@ impl Bbs for BbsGrpc {
 
     async fn resolving_task(&self, r: Request<TaskGuidRequest>) -> Result<Response<Empty>, Status> {
         call("ResolvingTask", async {
+            may(&r, Call::ResolvingTask)?;
             let db = self.db_for(&r)?;
             db.resolving_task(&r.into_inner().task_guid)
                 .await
@@ -527,6 +504,7 @@ impl Bbs for BbsGrpc {
 
     async fn delete_task(&self, r: Request<TaskGuidRequest>) -> Result<Response<Empty>, Status> {
         call("DeleteTask", async {
+            may(&r, Call::DeleteTask)?;
             let db = self.db_for(&r)?;
             db.delete_task(&r.into_inner().task_guid)
                 .await
@@ -535,8 +513,9 @@ impl Bbs for BbsGrpc {
         .await
     }
 
-    async fn cells(&self, _: Request<Empty>) -> Result<Response<CellsResponse>, Status> {
+    async fn cells(&self, r: Request<Empty>) -> Result<Response<CellsResponse>, Status> {
         call("Cells", async {
+            may(&r, Call::Cells)?;
             Ok(CellsResponse {
                 cells: self.db.cells().await?,
             })
@@ -549,6 +528,7 @@ impl Bbs for BbsGrpc {
         r: Request<VolumesRequest>,
     ) -> Result<Response<VolumesResponse>, Status> {
         call("Volumes", async {
+            may(&r, Call::Volumes)?;
             let cell = r.into_inner().cell_id;
             let volumes = self.db.volumes().await?;
             Ok(VolumesResponse {
@@ -567,7 +547,9 @@ impl Bbs for BbsGrpc {
     ) -> Result<Response<Empty>, Status> {
         call("SetVolumeState", async {
             let db = self.db_for(&r)?;
+            let who = caller_of(&r);
             let r = r.into_inner();
+            allow(&who, Call::SetVolumeState, Some(&r.cell_id))?;
             let state = r.state();
             db.set_volume_state(
                 &r.name,
@@ -588,7 +570,9 @@ impl Bbs for BbsGrpc {
     ) -> Result<Response<Empty>, Status> {
         call("VolumeRemoved", async {
             let db = self.db_for(&r)?;
+            let who = caller_of(&r);
             let r = r.into_inner();
+            allow(&who, Call::VolumeRemoved, Some(&r.cell_id))?;
             db.volume_removed(&r.name, &r.cell_id)
                 .await
                 .map(|_| Empty {})
@@ -601,6 +585,7 @@ impl Bbs for BbsGrpc {
         r: Request<PlaceVolumeRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("PlaceVolume", async {
+            may(&r, Call::PlaceVolume)?;
             let db = self.db_for(&r)?;
             let r = r.into_inner();
             db.place_volume(&r.name, &r.cell_id).await.map(|_| Empty {})
@@ -610,9 +595,10 @@ impl Bbs for BbsGrpc {
 
     async fn backup_schedules(
         &self,
-        _: Request<Empty>,
+        r: Request<Empty>,
     ) -> Result<Response<BackupSchedulesResponse>, Status> {
         call("BackupSchedules", async {
+            may(&r, Call::BackupSchedules)?;
             Ok(BackupSchedulesResponse {
                 schedules: self.db.backup_schedules().await?,
             })
@@ -620,8 +606,9 @@ impl Bbs for BbsGrpc {
         .await
     }
 
-    async fn backups(&self, _: Request<Empty>) -> Result<Response<BackupsResponse>, Status> {
+    async fn backups(&self, r: Request<Empty>) -> Result<Response<BackupsResponse>, Status> {
         call("Backups", async {
+            may(&r, Call::Backups)?;
             Ok(BackupsResponse {
                 backups: self.db.backups().await?,
             })
@@ -634,6 +621,7 @@ impl Bbs for BbsGrpc {
         r: Request<StartBackupRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("StartBackup", async {
+            may(&r, Call::StartBackup)?;
             let db = self.db_for(&r)?;
             let api = self.api()?;
             api.blobs.as_ref().ok_or_else(|| DbError::Conflict {
@@ -650,6 +638,7 @@ impl Bbs for BbsGrpc {
 
     async fn delete_backup(&self, r: Request<BackupIdRequest>) -> Result<Response<Empty>, Status> {
         call("DeleteBackup", async {
+            may(&r, Call::DeleteBackup)?;
             let db = self.db_for(&r)?;
             crate::backups::delete(self.api()?, &db, &r.into_inner().id)
                 .await
@@ -682,8 +671,10 @@ impl Bbs for BbsGrpc {
     ) -> Result<Response<Empty>, Status> {
         call("SetCellPresence", async {
             let db = self.db_for(&r)?;
+            let who = caller_of(&r);
             let r = r.into_inner();
             let cell = r.cell.ok_or_else(|| missing("cell"))?;
+            allow(&who, Call::SetCellPresence, Some(&cell.cell_id))?;
             db.set_cell_presence(&cell, r.lease_id)
                 .await
                 .map(|_| Empty {})
@@ -703,6 +694,7 @@ impl Bbs for BbsGrpc {
         r: Request<UpsertDomainRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("UpsertDomain", async {
+            may(&r, Call::UpsertDomain)?;
             let db = self.db_for(&r)?;
             let d = r.into_inner().domain.ok_or_else(|| missing("domain"))?;
             db.upsert_domain(&d).await.map(|_| Empty {})
@@ -710,8 +702,9 @@ impl Bbs for BbsGrpc {
         .await
     }
 
-    async fn domains(&self, _: Request<Empty>) -> Result<Response<DomainsResponse>, Status> {
+    async fn domains(&self, r: Request<Empty>) -> Result<Response<DomainsResponse>, Status> {
         call("Domains", async {
+            may(&r, Call::Domains)?;
             Ok(DomainsResponse {
                 domains: self.db.domains().await?,
             })
@@ -724,6 +717,7 @@ impl Bbs for BbsGrpc {
         r: Request<AcquireLockRequest>,
     ) -> Result<Response<LockResponse>, Status> {
         call("AcquireLock", async {
+            may(&r, Call::AcquireLock)?;
             let db = self.db_for(&r)?;
             let r = r.into_inner();
             if r.key.is_empty() || r.owner.is_empty() || r.lease_id == 0 {
@@ -744,6 +738,7 @@ impl Bbs for BbsGrpc {
         r: Request<ReleaseLockRequest>,
     ) -> Result<Response<Empty>, Status> {
         call("ReleaseLock", async {
+            may(&r, Call::ReleaseLock)?;
             let db = self.db_for(&r)?;
             let r = r.into_inner();
             db.release_lock(&r.key, r.lease_id).await.map(|_| Empty {})
@@ -755,8 +750,9 @@ impl Bbs for BbsGrpc {
 
     async fn subscribe_events(
         &self,
-        _: Request<SubscribeRequest>,
+        r: Request<SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        may(&r, Call::SubscribeEvents).map_err(|e| status_of(&e))?;
         Ok(Response::new(events::subscribe(&self.hub)))
     }
 }

@@ -20,6 +20,7 @@ pub fn status_of(e: &DbError) -> Status {
         }
         DbError::Store(StoreError::Unavailable(_)) => tonic::Code::Unavailable,
         DbError::Contended(_) => tonic::Code::Aborted,
+        DbError::Forbidden(_) => tonic::Code::PermissionDenied,
         _ => tonic::Code::Internal,
     };
     let mut s = Status::new(code, e.to_string());
@@ -41,6 +42,13 @@ pub fn error_name(s: &Status) -> Option<ErrorName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn forbidden() -> DbError {
+        use lattice_specs::authz::{authorize, Call, Caller};
+        use lattice_specs::identity::{Identity, Role};
+        let cell_a = Caller::Peer(Identity::new(Role::Cell, "cell-a").unwrap());
+        DbError::Forbidden(authorize(&cell_a, Call::AcquireLock, None).unwrap_err())
+    }
 
     #[test]
     fn a_status_carries_its_code_and_error_name() {
@@ -71,6 +79,7 @@ mod tests {
                 tonic::Code::Unavailable,
             ),
             (DbError::Contended("k".into()), tonic::Code::Aborted),
+            (forbidden(), tonic::Code::PermissionDenied),
         ];
         for (e, code) in cases {
             let s = status_of(&e);

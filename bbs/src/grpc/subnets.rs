@@ -1,10 +1,12 @@
 //! `LeaseCellSubnet`: a cell's container subnet (see `db::subnets`) with the
 //! cluster's network settings it builds its network from.
 
+use lattice_specs::authz::Call;
 use lattice_specs::bbs_api::{LeaseCellSubnetRequest, LeaseCellSubnetResponse};
 use lattice_specs::models::SubnetLease;
 use tonic::{Request, Response, Status};
 
+use super::authz::{allow, caller_of};
 use super::{call, BbsGrpc};
 use crate::db::ClusterNetwork;
 
@@ -25,7 +27,9 @@ impl BbsGrpc {
     ) -> Result<Response<LeaseCellSubnetResponse>, Status> {
         call("LeaseCellSubnet", async {
             let db = self.db_for(&r)?;
+            let who = caller_of(&r);
             let r = r.into_inner();
+            allow(&who, Call::LeaseCellSubnet, Some(&r.cell_id))?;
             let lease = db.lease_cell_subnet(&r.cell_id, &r.overlay_address).await?;
             Ok(lease_response(&db.network, lease))
         })

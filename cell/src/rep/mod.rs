@@ -9,7 +9,8 @@
 //! instances over as Diego does and leaves once they run elsewhere.
 //!
 //! This module holds the rep itself (its config, its slots of reserved room and the
-//! auctioneer's `State`); the rest lives in rooms of its own: `presence`,
+//! auctioneer's `State`); the rest lives in rooms of its own: `authz` (who may
+//! call the rep), `presence`,
 //! `perform`, `lrp` (supervision, over the pure `health` state machine),
 //! `tasks`, `readopt`, `sync` (a pure `reconcile` and its runner), `events`,
 //! `evacuation` and `volumes`. The rep drives containers through the [`Runtime`]
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lattice_bbs_client::{BbsError, CellBbs};
+use lattice_specs::authz::Call;
 use lattice_specs::bbs_api::{self as api};
 use lattice_specs::models::{
     self, action::Action as A, actual_lrp::Presence, actual_lrp::State as LrpState,
@@ -154,6 +156,7 @@ pub struct Rep<R: Runtime = Executor> {
     lease: Mutex<Result<(i64, Instant), String>>,
 }
 
+pub mod authz;
 mod bbs;
 mod evacuation;
 mod events;
@@ -397,15 +400,21 @@ fn log_guid_of(log_guid: &str, fallback: &str) -> String {
 }
 
 /// The gRPC face of the rep.
-#[derive(Clone)]
-pub struct RepGrpc(pub Arc<Rep>);
+pub struct RepGrpc<R: Runtime = Executor>(pub Arc<Rep<R>>);
+
+impl<R: Runtime> Clone for RepGrpc<R> {
+    fn clone(&self) -> Self {
+        RepGrpc(self.0.clone())
+    }
+}
 
 #[tonic::async_trait]
-impl rep_api::rep_server::Rep for RepGrpc {
+impl<R: Runtime> rep_api::rep_server::Rep for RepGrpc<R> {
     async fn state(
         &self,
-        _req: tonic::Request<rep_api::StateRequest>,
+        req: tonic::Request<rep_api::StateRequest>,
     ) -> Result<tonic::Response<CellState>, tonic::Status> {
+        authz::allow_grpc(&self.0.metrics, &req, Call::RepState)?;
         Ok(tonic::Response::new(self.0.state()))
     }
 
@@ -413,6 +422,7 @@ impl rep_api::rep_server::Rep for RepGrpc {
         &self,
         req: tonic::Request<Work>,
     ) -> Result<tonic::Response<PerformResponse>, tonic::Status> {
+        authz::allow_grpc(&self.0.metrics, &req, Call::Perform)?;
         let failed = self.0.perform(req.into_inner());
         Ok(tonic::Response::new(PerformResponse {
             failed: Some(failed),
