@@ -19,19 +19,22 @@
 //! | `/lattice/v1/backup/<id>`                   | Backup                   |       |
 //! | `/lattice/v1/schedule/<volume>`             | BackupSchedule           |       |
 //! | `/lattice/v1/subnets`                       | SubnetLeases (all cells) |       |
+//! | `/lattice/v1/jointoken/<id>`                | JoinTokenRecord          |       |
 
 //!
 //! One file per entity, all writing through [`txn`]'s compare-and-swap seam:
 //! `desired` (desired LRPs), `actual` (instance records), `evacuation`
 //! (EVACUATING and SUSPECT copies, decided by `lattice_specs::evacuation`),
 //! `tasks`, `cells` (cells, domains, leases, locks), `volumes`, `backups`
-//! (backups and their schedules), `subnets` (cells' container subnets).
+//! (backups and their schedules), `subnets` (cells' container subnets),
+//! `join_tokens` (tokens machines join the cluster with).
 
 mod actual;
 mod backups;
 mod cells;
 mod desired;
 mod evacuation;
+mod join_tokens;
 mod subnets;
 mod tasks;
 mod txn;
@@ -61,6 +64,7 @@ pub const VOLUME: &str = "/lattice/v1/volume/";
 pub const BACKUP: &str = "/lattice/v1/backup/";
 pub const SCHEDULE: &str = "/lattice/v1/schedule/";
 pub const SUBNETS: &str = "/lattice/v1/subnets";
+pub const JOIN_TOKEN: &str = "/lattice/v1/jointoken/";
 
 pub fn desired_key(guid: &str) -> String {
     format!("{DESIRED}{guid}")
