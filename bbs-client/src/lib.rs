@@ -22,6 +22,8 @@ pub mod error;
 pub mod fake;
 pub mod follow;
 pub mod grpc;
+pub mod join;
+pub mod renew;
 
 pub use api::VolumePlacement;
 pub use api::{

@@ -4,10 +4,12 @@
 //! `lattice_specs::join::decide`'s decision, and using it is one compare-and-swap,
 //! so two joiners racing with one token cannot both get a certificate.
 
-use lattice_specs::errors::ErrorName;
 use lattice_specs::identity::{Identity, Role};
-use lattice_specs::join::{self, CaFingerprint, JoinRefusal, JoinToken, JoinTokenRecord};
+use lattice_specs::join::{
+    self, CaFingerprint, JoinRefusal, JoinToken, JoinTokenRecord, TokenRequestError,
+};
 use lattice_specs::now_nanos;
+use lattice_specs::validation::{FieldError, ValidationErrors};
 use prost::Message;
 
 use super::txn::Write;
@@ -29,13 +31,13 @@ fn refused(e: JoinRefusal) -> DbError {
 }
 
 impl Db {
-    /// A new token for `req`, naming the CA whose fingerprint is `ca`. The secret is
-    /// in the returned token only: print it once.
+    /// A new token for `req`, naming the CA whose fingerprint is `ca`, and when it
+    /// expires. The secret is in the returned token only: print it once.
     pub async fn create_join_token(
         &self,
         req: &join::TokenRequest,
         ca: CaFingerprint,
-    ) -> Result<JoinToken> {
+    ) -> Result<(JoinToken, i64)> {
         let token = JoinToken {
             ca,
             id: join::to_hex(&rand::random::<[u8; 8]>()),
@@ -43,10 +45,15 @@ impl Db {
         };
         let now = now_nanos();
         let record = join::new_record(req, &token.id, &token.secret, now).map_err(|e| {
-            DbError::Conflict {
-                name: ErrorName::InvalidRequest,
+            let field = match e {
+                TokenRequestError::BbsRole => "role",
+                TokenRequestError::Name(_) => "name",
+                TokenRequestError::Ttl => "ttl",
+            };
+            DbError::Invalid(ValidationErrors(vec![FieldError {
+                field: field.into(),
                 message: e.to_string(),
-            }
+            }]))
         })?;
         self.prune_join_tokens(now).await?;
         let key = token_key(&token.id);
@@ -58,7 +65,7 @@ impl Db {
             return Err(DbError::Contended(key));
         }
         tracing::info!(id = %token.id, role = %req.role, name = ?req.name, ttl = ?req.ttl, "join token created");
-        Ok(token)
+        Ok((token, record.expires_at))
     }
 
     /// Uses `token` for a joiner asking to be `role` named `name`: the identity to
@@ -102,10 +109,11 @@ mod tests {
 
     use super::*;
     use crate::store::embedded::EmbeddedStore;
+    use lattice_specs::errors::ErrorName;
 
     fn db() -> (Db, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("bbs.db")).unwrap();
+        let store = EmbeddedStore::open(dir.path().join("bbs.db")).unwrap();
         (Db::new(Arc::new(store)), dir)
     }
 
@@ -125,7 +133,8 @@ mod tests {
         let t = db
             .create_join_token(&req(Role::Cell, None, Duration::from_secs(60)), FP)
             .await
-            .unwrap();
+            .unwrap()
+            .0;
         assert_eq!(t.ca, FP);
         let stored = db.store().list(JOIN_TOKEN).await.unwrap();
         assert_eq!(stored.len(), 1);
@@ -155,7 +164,8 @@ mod tests {
                 FP,
             )
             .await
-            .unwrap();
+            .unwrap()
+            .0;
         let e = db
             .use_join_token(&t, Role::Cell, "brain-1")
             .await
@@ -193,7 +203,8 @@ mod tests {
         let t = db
             .create_join_token(&req(Role::Router, None, Duration::from_secs(1)), FP)
             .await
-            .unwrap();
+            .unwrap()
+            .0;
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let e = db.use_join_token(&t, Role::Router, "r1").await.unwrap_err();
         assert_eq!(e.name(), ErrorName::Forbidden);
@@ -218,7 +229,8 @@ mod tests {
         let t = db
             .create_join_token(&req(Role::Cell, None, Duration::from_secs(60)), FP)
             .await
-            .unwrap();
+            .unwrap()
+            .0;
         let names: Vec<String> = (0..8).map(|i| format!("cell-{i}")).collect();
         let tries = names.iter().map(|n| db.use_join_token(&t, Role::Cell, n));
         let won = futures::future::join_all(tries)
