@@ -238,7 +238,33 @@ impl Ca {
         extra_sans: &[String],
         validity: Duration,
     ) -> Result<IssuedCert, CaError> {
-        let params = leaf_params(identity, extra_sans, validity)?;
+        if validity < Duration::from_secs(60) {
+            return Err(CaError::BadValidity(validity));
+        }
+        let now = SystemTime::now();
+        self.issue_for_period(
+            identity,
+            key,
+            extra_sans,
+            now - CLOCK_SKEW_ALLOWANCE,
+            now + validity,
+        )
+    }
+
+    /// Like [`Ca::issue`] with explicit bounds of validity (renewal schedules, and
+    /// tests of expired certificates).
+    pub fn issue_for_period(
+        &self,
+        identity: &Identity,
+        key: SubjectKey<'_>,
+        extra_sans: &[String],
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<IssuedCert, CaError> {
+        if not_after <= not_before {
+            return Err(CaError::BadValidity(Duration::ZERO));
+        }
+        let params = leaf_params(identity, extra_sans, not_before, not_after)?;
         let cert = match key {
             SubjectKey::CsrDer(der) => {
                 self.sign_csr(&params, &CertificateSigningRequestDer::from(der))
@@ -316,11 +342,9 @@ fn sign(
 fn leaf_params(
     identity: &Identity,
     extra_sans: &[String],
-    validity: Duration,
+    not_before: SystemTime,
+    not_after: SystemTime,
 ) -> Result<CertificateParams, CaError> {
-    if validity < Duration::from_secs(60) {
-        return Err(CaError::BadValidity(validity));
-    }
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "lattice");
@@ -337,9 +361,8 @@ fn leaf_params(
     ];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
-    let now = SystemTime::now();
-    params.not_before = (now - CLOCK_SKEW_ALLOWANCE).into();
-    params.not_after = (now + validity).into();
+    params.not_before = not_before.into();
+    params.not_after = not_after.into();
     Ok(params)
 }
 

@@ -6,6 +6,7 @@
 mod config;
 mod debuglog;
 mod network;
+mod tls;
 mod up;
 
 use std::net::SocketAddr;
@@ -44,6 +45,11 @@ enum Command {
     Router(RouterArgs),
     /// Run a whole cluster in this process: BBS, brain, one cell and the router.
     Up(up::UpArgs),
+    /// The cluster CA: create it, issue components' certificates offline.
+    Ca {
+        #[command(subcommand)]
+        command: tls::CaCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -51,6 +57,8 @@ struct CellArgs {
     /// The BBS's gRPC address.
     #[arg(long, env = "LATTICE_BBS", default_value = "127.0.0.1:8889")]
     bbs: String,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     /// Where the rep serves gRPC (for the auctioneer) and HTTP (/metrics, /v1/logs/GUID).
     /// Loopback by default: give the cell's own address to reach it from other hosts.
     #[arg(long, env = "LATTICE_CELL_LISTEN", default_value = "127.0.0.1:1800")]
@@ -154,6 +162,8 @@ struct RouterArgs {
     /// The BBS's gRPC address.
     #[arg(long, env = "LATTICE_BBS", default_value = "127.0.0.1:8889")]
     bbs: String,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     /// Where to serve HTTP.
     #[arg(long, env = "LATTICE_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -199,6 +209,8 @@ struct BrainArgs {
     /// The BBS's gRPC address.
     #[arg(long, env = "LATTICE_BBS", default_value = "127.0.0.1:8889")]
     bbs: String,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     /// This brain's name in the leadership lock (default: a fresh one).
     #[arg(long, env = "LATTICE_BRAIN_ID")]
     id: Option<String>,
@@ -253,6 +265,8 @@ struct BbsArgs {
     store_timeout_ms: u64,
     #[command(flatten)]
     network: network::BbsNetworkArgs,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 async fn shutdown_signal() {
@@ -290,6 +304,8 @@ async fn start_bbs(
         api_limits: Default::default(),
         api_opens,
         network,
+        tls: a.tls.node(lattice_specs::identity::Role::Bbs)?,
+        grpc_client_auth: lattice_tls::ClientAuth::Required,
     })
     .await
     .context("starting the BBS")
@@ -373,7 +389,8 @@ async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
         "lattice brain ready id={} bbs={} metrics={}",
         cfg.id, a.bbs, metrics_addr
     );
-    let brain = lattice_brain::server::start(&a.bbs, cfg)?;
+    let tls = a.tls.node(lattice_specs::identity::Role::Brain)?;
+    let brain = lattice_brain::server::start(&a.bbs, tls.as_ref(), cfg)?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     brain.shutdown().await;
@@ -485,8 +502,19 @@ fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig>
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "local".into());
+    let tls = a.tls.node(lattice_specs::identity::Role::Cell)?;
+    // With a certificate, the cell is who it names.
+    let cell_id = match (&tls, &a.cell_id) {
+        (Some(t), Some(id)) if *id != t.identity().name => anyhow::bail!(
+            "--cell-id {id} but --tls-cert names {}: give the cell's own certificate (or leave out --cell-id)",
+            t.identity()
+        ),
+        (Some(t), _) => t.identity().name.clone(),
+        (None, Some(id)) => id.clone(),
+        (None, None) => format!("cell-{hostname}"),
+    };
     // The rep's address is the cell's to fill in once it listens.
-    let mut rep = rep::RepConfig::new(&a.cell_id.clone().unwrap_or(format!("cell-{hostname}")), "");
+    let mut rep = rep::RepConfig::new(&cell_id, "");
     rep.zone = a.zone.clone();
     rep.address = a.address.to_string();
     rep.capacity = lattice_specs::rep_api::Resources {
@@ -505,6 +533,7 @@ fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig>
         executor,
         rep,
         lease_subnet: a.subnet.is_none(),
+        tls,
     })
 }
 
@@ -540,10 +569,18 @@ fn nix_is_root() -> bool {
 fn router_config(
     a: &RouterArgs,
     logs: Option<lattice_router::logs::LogSink>,
-) -> lattice_router::server::RouterConfig {
+) -> anyhow::Result<lattice_router::server::RouterConfig> {
     use lattice_router::proxy;
-    lattice_router::server::RouterConfig {
+    let bbs_tls = match a.tls.node(lattice_specs::identity::Role::Router)? {
+        Some(t) => Some(lattice_tls::client::ClientTls::new(
+            &t,
+            lattice_tls::bbs_identity(),
+        )?),
+        None => None,
+    };
+    Ok(lattice_router::server::RouterConfig {
         bbs: a.bbs.clone(),
+        bbs_tls,
         listen: a.listen,
         resync: Duration::from_secs(a.resync.max(1)),
         workers: a.workers,
@@ -557,7 +594,7 @@ fn router_config(
             logs,
             ..Default::default()
         },
-    }
+    })
 }
 
 /// Starts a router with `lattice router`'s flags.
@@ -565,7 +602,7 @@ async fn start_router(
     a: &RouterArgs,
     logs: Option<lattice_router::logs::LogSink>,
 ) -> anyhow::Result<lattice_router::server::RunningRouter> {
-    lattice_router::server::start(router_config(a, logs))
+    lattice_router::server::start(router_config(a, logs)?)
         .await
         .with_context(|| format!("binding --listen {}", a.listen))
 }
@@ -651,6 +688,7 @@ async fn async_main(cli: Cli, config: toml::Table) {
         Command::Cell(a) => run_cell(*a).await,
         Command::Router(a) => run_router(a).await,
         Command::Up(a) => up::run(a, &config, debug_logs).await,
+        Command::Ca { command } => tls::run_ca(command),
     };
     if let Err(e) = r {
         eprintln!("lattice: {e:#}");
