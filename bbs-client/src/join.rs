@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::bbs_api::{Empty, JoinRequest, RenewCertificateRequest};
-use lattice_specs::identity::{Identity, Role};
+use lattice_specs::identity::Identity;
 use lattice_specs::join::{CaFingerprint, JoinToken};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -23,10 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::BbsError;
 
-/// The BBS's identity: the name a joiner verifies on the BBS's certificate.
-pub fn bbs_identity() -> Identity {
-    Identity::new(Role::Bbs, "bbs").expect("a valid name")
-}
+pub use lattice_tls::bbs_identity;
 
 /// What a joined machine keeps (PEM): its private key, its certificate, the CA's.
 #[derive(Clone)]
@@ -63,7 +60,8 @@ pub enum JoinError {
 }
 
 /// A connection to `addr` (host:port) over TLS with `config`, verifying the server as
-/// `server_name`.
+/// `server_name`. (`lattice_tls::client` connects with a component's own certificate;
+/// a joiner has none yet, and first trusts nothing.)
 pub async fn tls_channel(
     addr: &str,
     config: ClientConfig,
@@ -106,9 +104,7 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     out.join(": ")
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
+use lattice_tls::config::provider;
 
 fn client_config(
     verifier: Option<Arc<dyn ServerCertVerifier>>,

@@ -4,12 +4,13 @@
 //! certificate file; the TLS layer reloads it for new handshakes while open streams
 //! continue on the old one. A failed renewal is retried, at most a minute apart.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::identity::Identity;
 use lattice_specs::join::renew_at;
+use lattice_tls::files::TlsFiles;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tonic::transport::Channel;
@@ -18,13 +19,6 @@ use crate::join::{renew, JoinError};
 
 /// The longest wait between two tries of a failed renewal.
 const RETRY_AT_MOST: Duration = Duration::from_secs(60);
-
-/// Where a machine keeps its key and certificate (PEM).
-#[derive(Debug, Clone)]
-pub struct CertFiles {
-    pub key: PathBuf,
-    pub cert: PathBuf,
-}
 
 /// The validity of the certificate in `cert_pem`, Unix seconds: (not before, not after).
 pub fn validity(cert_pem: &str) -> Result<(i64, i64), String> {
@@ -48,7 +42,7 @@ pub fn due(cert_pem: &str, received: i64) -> Result<i64, String> {
 }
 
 /// Reads the certificate and when it is due for renewal.
-fn next_renewal(files: &CertFiles) -> Result<i64, String> {
+fn next_renewal(files: &TlsFiles) -> Result<i64, String> {
     let pem = std::fs::read_to_string(&files.cert).map_err(|e| e.to_string())?;
     let received = std::fs::metadata(&files.cert)
         .and_then(|m| m.modified())
@@ -59,44 +53,27 @@ fn next_renewal(files: &CertFiles) -> Result<i64, String> {
 
 /// Writes `bytes` to `path` (mode 0600) by a rename, so a reader sees the old file
 /// or the new one, never a part.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), JoinError> {
+    lattice_tls::ca::write_file_atomic(path, bytes, 0o600)
+        .map_err(|e| JoinError::Key(e.to_string()))
 }
 
 /// Renews once: a new certificate for the key in `files`, written over the old one.
 pub async fn renew_once(
     client: &mut BbsClient<Channel>,
-    files: &CertFiles,
+    files: &TlsFiles,
     identity: &Identity,
 ) -> Result<(), JoinError> {
     let key = std::fs::read_to_string(&files.key)
         .map_err(|e| JoinError::Key(format!("{}: {e}", files.key.display())))?;
     let cert = renew(client, &key, identity).await?;
-    write_private(&files.cert, cert.as_bytes())
-        .map_err(|e| JoinError::Key(format!("{}: {e}", files.cert.display())))?;
+    write_private(&files.cert, cert.as_bytes())?;
     Ok(())
 }
 
 /// Renews the certificate in `files` whenever it is due, for ever (spawn it; drop the
 /// task to stop). `client` must authenticate with that certificate.
-pub async fn keep_renewed(mut client: BbsClient<Channel>, files: CertFiles, identity: Identity) {
+pub async fn keep_renewed(mut client: BbsClient<Channel>, files: TlsFiles, identity: Identity) {
     let mut retry = Duration::from_secs(1);
     loop {
         let wait = match next_renewal(&files) {

@@ -1,25 +1,16 @@
-//! Joining over real TLS on real sockets: a BBS (the real gRPC service over an
-//! embedded store) behind TLS that accepts callers with or without a certificate of
-//! the cluster CA, as the join endpoint needs. A cell joins with a token, gets a
+//! Joining over real TLS on real sockets: the BBS's server with mutual TLS whose
+//! client certificates are optional (ClientAuth::Optional), as joining needs. A cell joins with a token, gets a
 //! certificate naming it and talks mutual TLS with it; a used, expired or wrong-role
 //! token, or a BBS of another CA, is refused with nothing issued; a certificate is
 //! renewed while an event stream stays open; only the operator creates tokens.
-//!
-//! The TLS server here is the test's own (tokio-rustls under tonic, the peer's
-//! identity read from its certificate into the request's extensions), standing in for
-//! the BBS's production TLS listener.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use lattice_bbs::db::Db;
-use lattice_bbs::events::EventHub;
-use lattice_bbs::grpc::{BbsGrpc, JoinAuthority};
-use lattice_bbs::store::embedded::EmbeddedStore;
+use lattice_bbs::grpc::JoinAuthority;
+use lattice_bbs::server::{self, BbsConfig, RunningBbs, StoreUrl};
 use lattice_bbs_client::join::{self, bbs_identity, tls_channel, Credentials, JoinError};
-use lattice_bbs_client::renew::{self, CertFiles};
+use lattice_bbs_client::renew;
 use lattice_bbs_client::BbsError;
 use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::bbs_api::{CreateJoinTokenRequest, Empty, SubscribeRequest};
@@ -28,70 +19,11 @@ use lattice_specs::identity::{Identity, Role};
 use lattice_specs::join::{CaFingerprint, JoinToken, TokenRequest};
 use lattice_specs::models::{CellCapacity, CellPresence};
 use lattice_tls::ca::Ca;
+use lattice_tls::files::TlsFiles;
+use lattice_tls::{ClientAuth, NodeTls};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::StreamExt;
-
-/// A TLS connection whose peer identity (from its client certificate, if any) tonic
-/// hands to every request.
-struct PeerStream(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
-
-#[derive(Clone)]
-struct Peer(Option<Identity>);
-
-impl tonic::transport::server::Connected for PeerStream {
-    type ConnectInfo = Peer;
-    fn connect_info(&self) -> Peer {
-        let id = self
-            .0
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|der| {
-                let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-                let san = cert.subject_alternative_name().ok()??;
-                san.value.general_names.iter().find_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => {
-                        Identity::from_dns_name(d).ok()
-                    }
-                    _ => None,
-                })
-            });
-        Peer(id)
-    }
-}
-
-impl AsyncRead for PeerStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for PeerStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
 
 fn roots(ca_pem: &str) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
@@ -101,78 +33,43 @@ fn roots(ca_pem: &str) -> rustls::RootCertStore {
     roots
 }
 
-/// A BBS over the embedded store in `dir`, serving gRPC over TLS with a certificate
-/// of `ca` for `bbs.bbs.lattice`; client certificates of `ca` are optional.
+/// The BBS (its real server, on an embedded store) serving gRPC over TLS with a
+/// certificate of a fresh CA; client certificates are optional, for joiners.
 struct TlsBbs {
     addr: String,
-    db: Db,
+    bbs: RunningBbs,
     ca: Arc<Ca>,
     _dir: tempfile::TempDir,
 }
 
 async fn tls_bbs(validity: Duration) -> TlsBbs {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn lattice_bbs::store::Store> =
-        Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap());
-    let db = Db::new(store.clone());
-    let hub = EventHub::start(store).await;
     let ca = Arc::new(Ca::generate().unwrap());
     let own = ca
         .issue_new_key(&bbs_identity(), &[], Duration::from_secs(3600))
         .unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots(ca.cert_pem())),
-        provider(),
+    let node = NodeTls::from_pem(
+        own.cert.cert_pem.as_bytes(),
+        own.key_pem.as_bytes(),
+        ca.cert_pem().as_bytes(),
     )
-    .allow_unauthenticated()
-    .build()
     .unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![CertificateDer::from_pem_slice(own.cert.cert_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(own.key_pem.as_bytes()).unwrap(),
+    let cfg = BbsConfig {
+        tls: Some(node),
+        grpc_client_auth: ClientAuth::Optional,
+        join: Some(JoinAuthority {
+            validity,
+            ..JoinAuthority::new(ca.clone())
+        }),
+        ..BbsConfig::loopback(
+            StoreUrl::File(dir.path().join("bbs.db")),
+            Duration::from_secs(2),
         )
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<PeerStream>>(16);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    let _ = tx.send(Ok(PeerStream(tls))).await;
-                }
-            });
-        }
-    });
-    let grpc = BbsGrpc::new(db.clone(), hub).with_join(JoinAuthority {
-        ca: ca.clone(),
-        validity,
-    });
-    // The peer's identity, as the handlers look for it.
-    let svc = tonic::service::interceptor::InterceptedService::new(
-        grpc.into_server(),
-        |mut r: tonic::Request<()>| {
-            if let Some(Peer(Some(id))) = r.extensions().get::<Peer>().cloned() {
-                r.extensions_mut().insert(id);
-            }
-            Ok(r)
-        },
-    );
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)),
-    );
+    };
+    let bbs = server::start(cfg).await.unwrap();
     TlsBbs {
-        addr,
-        db,
+        addr: bbs.grpc_addr.to_string(),
+        bbs,
         ca,
         _dir: dir,
     }
@@ -186,12 +83,12 @@ impl TlsBbs {
             ttl,
         };
         let fp = CaFingerprint::of_der(self.ca.cert_der());
-        self.db.create_join_token(&req, fp).await.unwrap().0
+        self.bbs.db.create_join_token(&req, fp).await.unwrap().0
     }
 
     /// A TLS channel on which the caller presents no certificate.
     async fn anonymous(&self) -> BbsClient<tonic::transport::Channel> {
-        let config = rustls::ClientConfig::builder_with_provider(provider())
+        let config = rustls::ClientConfig::builder_with_provider(lattice_tls::config::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots(self.ca.cert_pem()))
@@ -205,7 +102,7 @@ impl TlsBbs {
 
     /// A channel on which `creds` authenticate the caller.
     async fn mtls(&self, creds: &Credentials) -> BbsClient<tonic::transport::Channel> {
-        let config = rustls::ClientConfig::builder_with_provider(provider())
+        let config = rustls::ClientConfig::builder_with_provider(lattice_tls::config::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots(&creds.ca_pem))
@@ -375,10 +272,7 @@ async fn a_certificate_is_renewed_while_an_event_stream_stays_open() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let files = CertFiles {
-        key: dir.path().join("key.pem"),
-        cert: dir.path().join("cert.pem"),
-    };
+    let files = TlsFiles::in_dir(dir.path(), "cell");
     renew::write_private(&files.key, creds.key_pem.as_bytes()).unwrap();
     renew::write_private(&files.cert, creds.cert_pem.as_bytes()).unwrap();
     let now = chrono::Utc::now().timestamp();
@@ -408,14 +302,23 @@ async fn a_certificate_is_renewed_while_an_event_stream_stays_open() {
     );
     assert_eq!(mode & 0o777, 0o600);
     // The stream opened before the renewal still delivers.
-    let lease = bbs.db.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let lease = bbs
+        .bbs
+        .db
+        .grant_lease(Duration::from_secs(30))
+        .await
+        .unwrap();
     let presence = CellPresence {
         cell_id: "cell-a".into(),
         rep_address: "127.0.0.1:1800".into(),
         capacity: Some(CellCapacity::default()),
         ..Default::default()
     };
-    bbs.db.set_cell_presence(&presence, lease).await.unwrap();
+    bbs.bbs
+        .db
+        .set_cell_presence(&presence, lease)
+        .await
+        .unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), events.next())
         .await
         .expect("an event within 10 s");

@@ -110,6 +110,9 @@ pub struct BbsConfig {
     /// Whether gRPC clients must present a certificate (Optional lets a joining
     /// component in without one; it then carries no identity).
     pub grpc_client_auth: lattice_tls::ClientAuth,
+    /// The cluster CA (with its key) and the validity of what it issues: machines
+    /// join with tokens and renew their certificates (`grpc::join`). None: no joining.
+    pub join: Option<crate::grpc::JoinAuthority>,
 }
 
 impl BbsConfig {
@@ -130,6 +133,7 @@ impl BbsConfig {
             network: Default::default(),
             tls: None,
             grpc_client_auth: lattice_tls::ClientAuth::Required,
+            join: None,
         }
     }
 }
@@ -212,9 +216,14 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         public_url,
     };
     let settler = crate::backups::spawn_settler(state.clone());
-    let svc = BbsGrpc::new(db.clone(), hub.clone())
-        .with_api(state.clone())
-        .into_server();
+    let mut svc = BbsGrpc::new(db.clone(), hub.clone()).with_api(state.clone());
+    if let Some(join) = &cfg.join {
+        svc = svc.with_join(crate::grpc::JoinAuthority {
+            plaintext: cfg.tls.is_none(),
+            ..join.clone()
+        });
+    }
+    let svc = svc.into_server();
     let grpc_stop = wait(stopped.clone());
     let grpc = tokio::spawn(async move {
         let incoming = grpc_listener.into_incoming();

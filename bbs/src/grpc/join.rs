@@ -21,7 +21,6 @@ use lattice_specs::identity::{Identity, Role};
 use lattice_specs::join::{self, CaFingerprint, JoinRefusal, JoinToken};
 use lattice_specs::validation::{FieldError, ValidationErrors};
 use lattice_tls::ca::{Ca, SubjectKey};
-use tonic::transport::server::TcpConnectInfo;
 use tonic::{Request, Response, Status};
 
 use super::{call, BbsGrpc};
@@ -32,19 +31,25 @@ use crate::metrics::CERTIFICATES;
 /// renewed after two thirds of it (`lattice_specs::join::renew_at`).
 pub const DEFAULT_ISSUED_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// What the BBS issues joiners' certificates with.
-#[derive(Clone)]
+/// What the BBS issues joiners' certificates with (its Debug shows the CA's
+/// fingerprint, never its key).
+#[derive(Clone, Debug)]
 pub struct JoinAuthority {
     pub ca: Arc<Ca>,
     /// How long an issued certificate is valid.
     pub validity: Duration,
+    /// The gRPC API is served without TLS (on loopback): a caller without a
+    /// certificate is the local operator. False: it is a machine that has none yet.
+    pub plaintext: bool,
 }
 
 impl JoinAuthority {
+    /// Issuing with `ca` for [`DEFAULT_ISSUED_VALIDITY`], over TLS.
     pub fn new(ca: Arc<Ca>) -> JoinAuthority {
         JoinAuthority {
             ca,
             validity: DEFAULT_ISSUED_VALIDITY,
+            plaintext: false,
         }
     }
 
@@ -76,22 +81,18 @@ fn refused(name: ErrorName, message: String) -> DbError {
     DbError::Conflict { name, message }
 }
 
-/// The identity the caller's certificate names (H1's TLS layer puts it in the
+/// The identity the caller's certificate names (the TLS listener puts it in the
 /// request's extensions), if it presented one.
-fn caller<T>(r: &Request<T>) -> Option<&Identity> {
-    r.extensions().get::<Identity>()
+fn caller<T>(r: &Request<T>) -> Option<Identity> {
+    lattice_tls::peer_identity(r)
 }
 
 /// Whether the caller may create join tokens: it holds a certificate of the BBS's
-/// role, or it came without TLS over loopback (the local operator).
-fn is_operator<T>(r: &Request<T>) -> bool {
+/// role, or the BBS serves without TLS (on loopback only: a local caller).
+fn is_operator<T>(r: &Request<T>, plaintext: bool) -> bool {
     match caller(r) {
         Some(id) => id.role == Role::Bbs,
-        None => r
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(|c| c.remote_addr())
-            .is_some_and(|a| a.ip().is_loopback()),
+        None => plaintext,
     }
 }
 
@@ -158,7 +159,7 @@ impl BbsGrpc {
     ) -> Result<Response<CertificateResponse>, Status> {
         call("RenewCertificate", async {
             let auth = self.join_authority()?;
-            let identity = caller(&r).cloned().ok_or_else(|| {
+            let identity = caller(&r).ok_or_else(|| {
                 refused(
                     ErrorName::Unauthorized,
                     "renewing a certificate needs the current one: connect with mutual TLS".into(),
@@ -180,7 +181,7 @@ impl BbsGrpc {
     ) -> Result<Response<CreateJoinTokenResponse>, Status> {
         call("CreateJoinToken", async {
             let auth = self.join_authority()?;
-            if !is_operator(&r) {
+            if !is_operator(&r, auth.plaintext) {
                 let who = caller(&r).map_or("a caller without a certificate".into(), |id| {
                     format!("certificate for {id}")
                 });

@@ -306,6 +306,7 @@ async fn start_bbs(
         network,
         tls: a.tls.node(lattice_specs::identity::Role::Bbs)?,
         grpc_client_auth: lattice_tls::ClientAuth::Required,
+        join: None,
     })
     .await
     .context("starting the BBS")
