@@ -5,6 +5,7 @@
 
 mod config;
 mod debuglog;
+mod join;
 mod network;
 mod tls;
 mod up;
@@ -50,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: tls::CaCommand,
     },
+    /// Join tokens: `lattice token create --role cell` on the BBS's machine.
+    Token {
+        #[command(subcommand)]
+        command: join::TokenCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -59,6 +65,8 @@ struct CellArgs {
     bbs: String,
     #[command(flatten)]
     tls: tls::TlsArgs,
+    #[command(flatten)]
+    join: join::JoinArgs,
     /// Where the rep serves gRPC (for the auctioneer) and HTTP (/metrics, /v1/logs/GUID).
     /// Loopback by default: give the cell's own address to reach it from other hosts.
     #[arg(long, env = "LATTICE_CELL_LISTEN", default_value = "127.0.0.1:1800")]
@@ -164,6 +172,8 @@ struct RouterArgs {
     bbs: String,
     #[command(flatten)]
     tls: tls::TlsArgs,
+    #[command(flatten)]
+    join: join::JoinArgs,
     /// Where to serve HTTP.
     #[arg(long, env = "LATTICE_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -211,6 +221,8 @@ struct BrainArgs {
     bbs: String,
     #[command(flatten)]
     tls: tls::TlsArgs,
+    #[command(flatten)]
+    join: join::JoinArgs,
     /// This brain's name in the leadership lock (default: a fresh one).
     #[arg(long, env = "LATTICE_BRAIN_ID")]
     id: Option<String>,
@@ -267,6 +279,11 @@ struct BbsArgs {
     network: network::BbsNetworkArgs,
     #[command(flatten)]
     tls: tls::TlsArgs,
+    /// The cluster CA's directory (`lattice ca init --dir`, with its key): machines
+    /// may join with tokens (`lattice token create`) and renew their certificates;
+    /// the gRPC port then also takes clients without a certificate, for joining.
+    #[arg(long, env = "LATTICE_BBS_JOIN_CA_DIR")]
+    join_ca_dir: Option<std::path::PathBuf>,
 }
 
 async fn shutdown_signal() {
@@ -292,6 +309,13 @@ async fn start_bbs(
         );
     }
     let network = a.network.cluster_network()?;
+    let join = match &a.join_ca_dir {
+        Some(d) => Some(lattice_bbs::grpc::JoinAuthority::new(std::sync::Arc::new(
+            lattice_tls::ca::Ca::load(d)
+                .with_context(|| format!("loading --join-ca-dir {}", d.display()))?,
+        ))),
+        None => None,
+    };
     server::start(BbsConfig {
         store: a.store.clone(),
         listen: a.listen,
@@ -305,8 +329,11 @@ async fn start_bbs(
         api_opens,
         network,
         tls: a.tls.node(lattice_specs::identity::Role::Bbs)?,
-        grpc_client_auth: lattice_tls::ClientAuth::Required,
-        join: None,
+        grpc_client_auth: match join {
+            Some(_) => lattice_tls::ClientAuth::Optional,
+            None => lattice_tls::ClientAuth::Required,
+        },
+        join,
     })
     .await
     .context("starting the BBS")
@@ -377,7 +404,13 @@ async fn serve_metrics(
     Ok(addr)
 }
 
-async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
+async fn run_brain(mut a: BrainArgs) -> anyhow::Result<()> {
+    let role = lattice_specs::identity::Role::Brain;
+    let dir = join::default_dir(role);
+    let joined = a
+        .join
+        .ensure(role, a.id.as_deref(), &dir, &mut a.tls)
+        .await?;
     let cfg = brain_config(&a)?;
     let leader = cfg.leader.clone();
     let metrics_addr = serve_metrics(
@@ -392,6 +425,9 @@ async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
     );
     let tls = a.tls.node(lattice_specs::identity::Role::Brain)?;
     let brain = lattice_brain::server::start(&a.bbs, tls.as_ref(), cfg)?;
+    if let Some(files) = joined {
+        join::keep_renewed(&a.bbs, files)?;
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     brain.shutdown().await;
@@ -538,8 +574,17 @@ fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig>
     })
 }
 
-async fn run_cell(a: CellArgs) -> anyhow::Result<()> {
+async fn run_cell(mut a: CellArgs) -> anyhow::Result<()> {
+    let dir = a.data_dir.join("tls");
+    let role = lattice_specs::identity::Role::Cell;
+    let joined = a
+        .join
+        .ensure(role, a.cell_id.as_deref(), &dir, &mut a.tls)
+        .await?;
     let cell = lattice_cell::server::start(cell_config(&a)?).await?;
+    if let Some(files) = joined {
+        join::keep_renewed(&a.bbs, files)?;
+    }
     let rep = cell.rep.config();
     println!(
         "lattice cell ready id={} listen={} advertise={} bbs={}",
@@ -608,7 +653,13 @@ async fn start_router(
         .with_context(|| format!("binding --listen {}", a.listen))
 }
 
-async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
+async fn run_router(mut a: RouterArgs) -> anyhow::Result<()> {
+    let role = lattice_specs::identity::Role::Router;
+    let dir = join::default_dir(role);
+    let joined = a.join.ensure(role, None, &dir, &mut a.tls).await?;
+    if let Some(files) = joined {
+        join::keep_renewed(&a.bbs, files)?;
+    }
     let logs = a.api.clone().map(|api| {
         let (sink, rx) = lattice_router::logs::channel();
         tokio::spawn(lattice_router::logs::post_to_api(
@@ -690,6 +741,7 @@ async fn async_main(cli: Cli, config: toml::Table) {
         Command::Router(a) => run_router(a).await,
         Command::Up(a) => up::run(a, &config, debug_logs).await,
         Command::Ca { command } => tls::run_ca(command),
+        Command::Token { command } => join::run_token(command).await,
     };
     if let Err(e) = r {
         eprintln!("lattice: {e:#}");
