@@ -51,12 +51,19 @@ pub enum JoinError {
         got: CaFingerprint,
         want: CaFingerprint,
     },
+    /// (Its message is the BBS's: not also a source, so it is printed once.)
     #[error("the BBS refused: {0}")]
-    Refused(#[from] BbsError),
+    Refused(BbsError),
     #[error("the BBS's answer is unusable: {0}")]
     BadAnswer(String),
     #[error("making the key or signing request: {0}")]
     Key(String),
+}
+
+impl From<BbsError> for JoinError {
+    fn from(e: BbsError) -> JoinError {
+        JoinError::Refused(e)
+    }
 }
 
 /// A connection to `addr` (host:port) over TLS with `config`, verifying the server as
