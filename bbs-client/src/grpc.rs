@@ -28,10 +28,18 @@ const MAX_ANSWER_BYTES: usize = 256 << 20;
 /// A client for the BBS's gRPC API at `addr` (`host:port` or a URL). It connects lazily
 /// and reconnects by itself, so components may start before the BBS does.
 pub fn bbs_client(addr: &str) -> std::result::Result<BbsClient<Channel>, tonic::transport::Error> {
-    let channel = tonic::transport::Endpoint::from_shared(lattice_specs::http_url(addr))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect_lazy();
+    bbs_client_tls(addr, None)
+}
+
+/// [`bbs_client`] over mutual TLS with `tls` (our certificate, the BBS's expected
+/// identity); None: plaintext (a BBS on loopback).
+pub fn bbs_client_tls(
+    addr: &str,
+    tls: Option<&lattice_tls::client::ClientTls>,
+) -> std::result::Result<BbsClient<Channel>, tonic::transport::Error> {
+    let channel = lattice_tls::client::lazy_channel(addr, tls, |e| {
+        e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true)
+    })?;
     Ok(BbsClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
 }
 
@@ -54,6 +62,14 @@ impl GrpcBbs {
     /// The BBS at `addr` (host:port or a URL); connects lazily and reconnects.
     pub fn connect_lazy(addr: &str) -> std::result::Result<GrpcBbs, tonic::transport::Error> {
         Ok(GrpcBbs::new(bbs_client(addr)?))
+    }
+
+    /// The BBS at `addr` over mutual TLS with `tls` (None: plaintext).
+    pub fn connect_lazy_tls(
+        addr: &str,
+        tls: Option<&lattice_tls::client::ClientTls>,
+    ) -> std::result::Result<GrpcBbs, tonic::transport::Error> {
+        Ok(GrpcBbs::new(bbs_client_tls(addr, tls)?))
     }
 
     /// The BBS behind an existing generated client.

@@ -22,6 +22,8 @@ pub mod error;
 pub mod fake;
 pub mod follow;
 pub mod grpc;
+pub mod join;
+pub mod renew;
 
 pub use api::VolumePlacement;
 pub use api::{
@@ -32,4 +34,4 @@ pub use api::{
 pub use apply::apply_all;
 pub use error::{BbsError, Result};
 pub use follow::{follow, Follower};
-pub use grpc::{bbs_client, GrpcBbs};
+pub use grpc::{bbs_client, bbs_client_tls, GrpcBbs};

@@ -59,6 +59,13 @@ pub static BACKUP_ALERTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["volume", "kind"],
     )
 });
+pub static CERTIFICATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_certificates_issued_total",
+        "Certificates issued to joining or renewing machines, by role and kind (join/renew).",
+        &["role", "kind"],
+    )
+});
 pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_store_errors_total",

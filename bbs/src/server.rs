@@ -107,6 +107,15 @@ pub struct BbsConfig {
     /// The container network cells lease their subnets of, the internal DNS domain
     /// and the default egress rules.
     pub network: crate::db::ClusterNetwork,
+    /// Mutual TLS on the gRPC API with the BBS's certificate (and the client side of
+    /// its calls to reps). None: plaintext, allowed on a loopback `listen` only.
+    pub tls: Option<lattice_tls::NodeTls>,
+    /// Whether gRPC clients must present a certificate (Optional lets a joining
+    /// component in without one; it then carries no identity).
+    pub grpc_client_auth: lattice_tls::ClientAuth,
+    /// The cluster CA (with its key) and the validity of what it issues: machines
+    /// join with tokens and renew their certificates (`grpc::join`). None: no joining.
+    pub join: Option<crate::grpc::JoinAuthority>,
 }
 
 impl BbsConfig {
@@ -126,6 +135,9 @@ impl BbsConfig {
             api_tls: None,
             api_opens: None,
             network: Default::default(),
+            tls: None,
+            grpc_client_auth: lattice_tls::ClientAuth::Required,
+            join: None,
         }
     }
 }
@@ -171,7 +183,14 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
     let api_listener = TcpListener::bind(cfg.api_listen)
         .await
         .with_context(|| format!("binding the API listener {}", cfg.api_listen))?;
-    let grpc_addr = grpc_listener.local_addr()?;
+    let grpc_tls = match &cfg.tls {
+        Some(t) => Some(t.server_config(cfg.grpc_client_auth)?),
+        None => None,
+    };
+    let grpc_listener = lattice_tls::server::Listener::new(grpc_listener, grpc_tls)
+        .with_context(|| format!("serving gRPC on {}", cfg.listen))?;
+    lattice_tls::metrics::register(&crate::metrics::REGISTRY);
+    let grpc_addr = grpc_listener.local_addr();
     let api_addr = api_listener.local_addr()?;
 
     let wait = |mut rx: watch::Receiver<bool>| async move {
@@ -202,25 +221,26 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
             ),
             None => None,
         },
-        http: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            // Each log follower fetches every cell's recent lines: without a bound,
-            // a thousand of them left a thousand idle connections for 90 s.
-            .pool_max_idle_per_host(CELL_POOL_IDLE)
-            .pool_idle_timeout(Duration::from_secs(10))
-            .build()
-            .context("building the HTTP client for the cells")?,
+        http: cell_http_client(cfg.tls.as_ref())?,
         public_url,
     };
     let settler = crate::backups::spawn_settler(state.clone());
-    let svc = BbsGrpc::new(db.clone(), hub.clone())
-        .with_api(state.clone())
-        .into_server();
+    let mut svc = BbsGrpc::new(db.clone(), hub.clone()).with_api(state.clone());
+    if let Some(join) = &cfg.join {
+        svc = svc.with_join(crate::grpc::JoinAuthority {
+            plaintext: cfg.tls.is_none(),
+            ..join.clone()
+        });
+    }
+    let svc = svc.into_server();
     let grpc_stop = wait(stopped.clone());
     let grpc = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        let incoming = grpc_listener.into_incoming();
         if let Err(e) = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .layer(tonic::service::InterceptorLayer::new(
+                lattice_tls::server::identity_interceptor,
+            ))
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, grpc_stop)
             .await
@@ -256,6 +276,22 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         stop,
         tasks: vec![grpc, http, settler],
     })
+}
+
+/// The client the BBS asks cells with (their logs and usage): over TLS when the BBS
+/// has a certificate, then trusting only a cell's certificate from the CA.
+fn cell_http_client(tls: Option<&lattice_tls::NodeTls>) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        // Each log follower fetches every cell's recent lines: without a bound,
+        // a thousand of them left a thousand idle connections for 90 s.
+        .pool_max_idle_per_host(CELL_POOL_IDLE)
+        .pool_idle_timeout(Duration::from_secs(10));
+    if let Some(t) = tls {
+        let cfg = t.client_config_for_role(lattice_specs::identity::Role::Cell)?;
+        b = b.tls_backend_preconfigured((*cfg).clone());
+    }
+    b.build().context("building the HTTP client for the cells")
 }
 
 #[cfg(test)]

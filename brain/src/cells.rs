@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use lattice_specs::identity::{Identity, Role};
 use lattice_specs::models::CellPresence;
 use lattice_specs::rep_api::rep_client::RepClient;
 use lattice_specs::rep_api::{CellState, StateRequest, Work};
-use tonic::transport::Channel;
+use lattice_tls::client::ClientTls;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::auction::{CellView, Resources};
 
@@ -29,10 +31,23 @@ pub trait CellDirectory: Send + Sync {
     fn client(&self, cell: &CellPresence) -> Arc<dyn CellClient>;
 }
 
-/// Reps reached over gRPC at their registered `rep_address`.
+/// Reps reached over gRPC at their registered `rep_address`; with TLS, each rep must
+/// prove the identity of the cell registered there (`cell CELL_ID`).
 #[derive(Default)]
 pub struct GrpcCells {
-    clients: Mutex<HashMap<String, Arc<GrpcCell>>>,
+    clients: Mutex<HashMap<(String, String), Arc<GrpcCell>>>,
+    tls: Option<ClientTls>,
+}
+
+impl GrpcCells {
+    /// Over mutual TLS with `tls` (its expected server is replaced by each cell's
+    /// identity); None: plaintext.
+    pub fn new(tls: Option<ClientTls>) -> GrpcCells {
+        GrpcCells {
+            clients: Mutex::default(),
+            tls,
+        }
+    }
 }
 
 struct GrpcCell {
@@ -66,19 +81,21 @@ impl CellDirectory for GrpcCells {
         let mut clients = self.clients.lock().unwrap();
         let addr = cell.rep_address.clone();
         clients
-            .entry(addr.clone())
+            .entry((addr.clone(), cell.cell_id.clone()))
             .or_insert_with(|| {
-                let url = if addr.contains("://") {
-                    addr.clone()
-                } else {
-                    format!("http://{addr}")
-                };
-                let channel = tonic::transport::Endpoint::from_shared(url)
+                let tls = self.tls.as_ref().map(|t| {
+                    // A cell id that is no identity name matches no certificate: the
+                    // handshake fails and the cell is left out of auctions.
+                    let id = Identity::new(Role::Cell, &cell.cell_id).unwrap_or_else(|_| {
+                        Identity::new(Role::Cell, "invalid-cell-id").expect("a valid name")
+                    });
+                    t.for_server(id)
+                });
+                let tune = |e: Endpoint| e.connect_timeout(REP_CONNECT_TIMEOUT);
+                let channel = lattice_tls::client::lazy_channel(&addr, tls.as_ref(), tune)
                     .unwrap_or_else(|_| {
-                        tonic::transport::Endpoint::from_static("http://invalid.invalid")
-                    })
-                    .connect_timeout(REP_CONNECT_TIMEOUT)
-                    .connect_lazy();
+                        Endpoint::from_static("http://invalid.invalid").connect_lazy()
+                    });
                 Arc::new(GrpcCell {
                     client: RepClient::new(channel),
                 })

@@ -22,19 +22,23 @@ impl RunningBrain {
     }
 }
 
-/// Starts a brain against the BBS at `bbs` (host:port), reaching cells over gRPC.
-pub fn start(bbs: &str, cfg: BrainConfig) -> anyhow::Result<RunningBrain> {
-    let bbs = lattice_bbs_client::GrpcBbs::connect_lazy(bbs)
+/// Starts a brain against the BBS at `bbs` (host:port), reaching cells over gRPC;
+/// with `tls`, over mutual TLS to both (the BBS proving [`lattice_tls::bbs_identity`],
+/// each cell its own id).
+pub fn start(
+    bbs: &str,
+    tls: Option<&lattice_tls::NodeTls>,
+    cfg: BrainConfig,
+) -> anyhow::Result<RunningBrain> {
+    let client_tls = tls
+        .map(|t| lattice_tls::client::ClientTls::new(t, lattice_tls::bbs_identity()))
+        .transpose()?;
+    let bbs = lattice_bbs_client::GrpcBbs::connect_lazy_tls(bbs, client_tls.as_ref())
         .with_context(|| format!("bad --bbs address {bbs:?}"))?;
+    let cells = crate::cells::GrpcCells::new(client_tls);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
-        let _ = crate::leader::run(
-            Arc::new(bbs),
-            Arc::new(crate::cells::GrpcCells::default()),
-            cfg,
-            stopped,
-        )
-        .await;
+        let _ = crate::leader::run(Arc::new(bbs), Arc::new(cells), cfg, stopped).await;
     });
     Ok(RunningBrain { stop, task })
 }

@@ -80,6 +80,10 @@ pub struct CellConfig {
     /// lease; see [`crate::network::lease`]); false: `executor.network` as given.
     /// The overlay (`executor.network.overlay`) runs only with a leased subnet.
     pub lease_subnet: bool,
+    /// Mutual TLS with the cell's certificate (naming `cell CELL_ID`): on its
+    /// listener (which then requires a client certificate from the CA) and to the
+    /// BBS. None: plaintext, allowed on a loopback `listen` only.
+    pub tls: Option<lattice_tls::NodeTls>,
 }
 
 /// How long a starting cell waits for an unreachable BBS to lease it a subnet.
@@ -95,7 +99,15 @@ pub async fn start(mut cfg: CellConfig) -> anyhow::Result<RunningCell> {
         is_root(),
         "lattice cell runs containers and needs root (try sudo)"
     );
-    let bbs = Arc::new(lattice_bbs_client::GrpcBbs::connect_lazy(&cfg.bbs)?);
+    let bbs_tls = cfg
+        .tls
+        .as_ref()
+        .map(|t| lattice_tls::client::ClientTls::new(t, lattice_tls::bbs_identity()))
+        .transpose()?;
+    let bbs = Arc::new(lattice_bbs_client::GrpcBbs::connect_lazy_tls(
+        &cfg.bbs,
+        bbs_tls.as_ref(),
+    )?);
     let overlay = set_up_subnet(&mut cfg, bbs.as_ref()).await?;
     let exec = &mut cfg.executor;
     std::fs::create_dir_all(&exec.data_dir)
@@ -111,13 +123,24 @@ pub async fn start(mut cfg: CellConfig) -> anyhow::Result<RunningCell> {
         .await
         .with_context(|| format!("binding --listen {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    cfg.rep.rep_address = cfg.advertise.unwrap_or_else(|| {
+    let advertised = cfg.advertise.unwrap_or_else(|| {
         if addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", addr.port())
         } else {
             addr.to_string()
         }
     });
+    // Whoever calls a rep over TLS learns it from the scheme of its address.
+    cfg.rep.rep_address = match &cfg.tls {
+        Some(_) if !advertised.contains("://") => format!("https://{advertised}"),
+        _ => advertised,
+    };
+    let server_tls = match &cfg.tls {
+        Some(t) => Some(t.server_config(lattice_tls::ClientAuth::Required)?),
+        None => None,
+    };
+    let listener = lattice_tls::server::Listener::new(listener, server_tls)
+        .with_context(|| format!("serving --listen {}", cfg.listen))?;
     let mut cell = serve(cfg.rep, bbs.clone(), exec, listener).await?;
     if let Some(o) = overlay {
         let follow = overlay::follow(
@@ -181,9 +204,9 @@ async fn serve(
     cfg: RepConfig,
     bbs: Arc<lattice_bbs_client::GrpcBbs>,
     exec: Arc<Executor>,
-    listener: tokio::net::TcpListener,
+    listener: lattice_tls::server::Listener,
 ) -> anyhow::Result<RunningCell> {
-    let addr = listener.local_addr()?;
+    let addr = listener.local_addr();
     let dns_cfg = crate::dns::DnsConfig::for_network(&exec.config().network);
     let rep = Rep::new(cfg, bbs.clone(), exec);
     // Listening is all it waits for: its records fill as the BBS answers.
@@ -201,9 +224,11 @@ async fn serve(
         .route_layer(from_fn_with_state(rep.clone(), authz::allow_http))
         .layer(axum::Extension(shutdown.clone()))
         .with_state(rep.clone());
-    let app = grpc.merge(http);
+    // The caller's identity (from its certificate) in every request's extensions.
+    let app = lattice_tls::server::with_identity(grpc.merge(http));
     let stop = shutdown.clone();
     let serve = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<lattice_tls::PeerInfo>();
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;

@@ -129,15 +129,16 @@ impl Follower for Routes {
     }
 }
 
-/// Follow the BBS at `bbs` (host:port or a URL) forever. `ready` turns true after
-/// the first snapshot.
+/// Follow the BBS at `bbs` (host:port or a URL; over mutual TLS with `tls`) forever.
+/// `ready` turns true after the first snapshot.
 pub async fn follow(
     bbs: String,
+    tls: Option<lattice_tls::client::ClientTls>,
     routes: Arc<Routes>,
     resync_every: Duration,
     ready: watch::Sender<bool>,
 ) {
-    match GrpcBbs::connect_lazy(&bbs) {
+    match GrpcBbs::connect_lazy_tls(&bbs, tls.as_ref()) {
         Ok(client) => follow_bbs(&client, routes, resync_every, ready).await,
         Err(e) => tracing::error!(error = %e, %bbs, "bad BBS address"),
     }

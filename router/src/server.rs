@@ -16,6 +16,9 @@ const FIRST_ROUTES_WAIT: Duration = Duration::from_secs(10);
 pub struct RouterConfig {
     /// The BBS's gRPC address (host:port).
     pub bbs: String,
+    /// Mutual TLS to the BBS (the router's certificate, the BBS's identity); None:
+    /// plaintext (a BBS on loopback).
+    pub bbs_tls: Option<lattice_tls::client::ClientTls>,
     /// Where to serve HTTP.
     pub listen: SocketAddr,
     /// How often the whole route table is read again from the BBS.
@@ -63,6 +66,7 @@ pub async fn start(cfg: RouterConfig) -> std::io::Result<RunningRouter> {
     let (ready_tx, mut ready) = tokio::sync::watch::channel(false);
     tokio::spawn(emitter::follow(
         cfg.bbs.clone(),
+        cfg.bbs_tls.clone(),
         routes.clone(),
         cfg.resync.max(Duration::from_secs(1)),
         ready_tx,

@@ -82,6 +82,7 @@ async fn router(bbs: &Bbs, cfg: ProxyConfig) -> Router {
     let (ready_tx, mut ready) = watch::channel(false);
     let follower = tokio::spawn(emitter::follow(
         bbs.running.grpc_addr.to_string(),
+        None,
         routes.clone(),
         Duration::from_secs(30),
         ready_tx,

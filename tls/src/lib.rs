@@ -18,3 +18,11 @@ pub mod server;
 pub use config::{ClientAuth, NodeTls, TlsError};
 pub use lattice_specs::identity::{Identity, Role};
 pub use server::{peer_identity, PeerInfo};
+
+/// The identity every BBS proves (`bbs.bbs.lattice`).
+pub fn bbs_identity() -> Identity {
+    Identity {
+        role: Role::Bbs,
+        name: "bbs".to_string(),
+    }
+}

@@ -22,6 +22,7 @@
 //! | `/lattice/v1/subnets`                       | SubnetLeases (all cells) |       |
 //! | `/lattice/v1/token/name/<name>`             | ApiToken                 |       |
 //! | `/lattice/v1/token/hash/<sha256 of secret>` | ApiToken (same record)   |       |
+//! | `/lattice/v1/jointoken/<id>`                | JoinTokenRecord          |       |
 
 //!
 //! One file per entity, all writing through [`txn`]'s compare-and-swap seam:
@@ -29,13 +30,14 @@
 //! (EVACUATING and SUSPECT copies, decided by `lattice_specs::evacuation`),
 //! `tasks`, `cells` (cells, domains, leases, locks), `volumes`, `backups`
 //! (backups and their schedules), `subnets` (cells' container subnets), `tokens`
-//! (the public API's tokens).
+//! (the public API's tokens), `join_tokens` (tokens machines join the cluster with).
 
 mod actual;
 mod backups;
 mod cells;
 mod desired;
 mod evacuation;
+mod join_tokens;
 mod subnets;
 mod tasks;
 mod tokens;
@@ -68,6 +70,7 @@ pub const VOLUME: &str = "/lattice/v1/volume/";
 pub const BACKUP: &str = "/lattice/v1/backup/";
 pub const SCHEDULE: &str = "/lattice/v1/schedule/";
 pub const SUBNETS: &str = "/lattice/v1/subnets";
+pub const JOIN_TOKEN: &str = "/lattice/v1/jointoken/";
 
 pub fn desired_key(guid: &str) -> String {
     format!("{DESIRED}{guid}")

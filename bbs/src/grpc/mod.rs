@@ -6,11 +6,13 @@
 //! it); `status` maps errors to statuses, `request` reads required fields and
 //! the fencing token, `events` streams the change feed, `leases` grants, renews
 //! and revokes leases, `subnets` answers cells' subnet leases, `evacuation`
-//! takes evacuating cells' instances back.
+//! takes evacuating cells' instances back, `join` lets machines join with a
+//! token and renew their certificates.
 
 mod authz;
 mod evacuation;
 mod events;
+mod join;
 mod leases;
 mod request;
 mod status;
@@ -27,6 +29,7 @@ use crate::events::EventHub;
 use crate::metrics::observe;
 use authz::{allow, caller_of, may};
 use events::EventStream;
+pub use join::{JoinAuthority, DEFAULT_ISSUED_VALIDITY};
 pub use lattice_specs::errors::{ERROR_NAME_KEY, FENCE_KEY};
 use request::{fence_of, ik_of, key_of, missing};
 pub use status::{error_name, status_of};
@@ -37,16 +40,29 @@ pub struct BbsGrpc {
     hub: EventHub,
     /// The public API's state: backups need its blob store and URL.
     api: Option<crate::api::ApiState>,
+    /// The CA joiners' and renewers' certificates come from (none: no joining).
+    join: Option<JoinAuthority>,
 }
 
 impl BbsGrpc {
     pub fn new(db: Db, hub: EventHub) -> BbsGrpc {
-        BbsGrpc { db, hub, api: None }
+        BbsGrpc {
+            db,
+            hub,
+            api: None,
+            join: None,
+        }
     }
 
     /// Serves backup calls too, with the public API's blob store and URL.
     pub fn with_api(mut self, api: crate::api::ApiState) -> BbsGrpc {
         self.api = Some(api);
+        self
+    }
+
+    /// Lets machines join (and renew) with certificates from `join`'s CA.
+    pub fn with_join(mut self, join: JoinAuthority) -> BbsGrpc {
+        self.join = Some(join);
         self
     }
 
@@ -744,6 +760,28 @@ impl Bbs for BbsGrpc {
             db.release_lock(&r.key, r.lease_id).await.map(|_| Empty {})
         })
         .await
+    }
+
+    async fn join_ca(&self, r: Request<Empty>) -> Result<Response<JoinCaResponse>, Status> {
+        self.join_ca_pem(r).await
+    }
+
+    async fn join(&self, r: Request<JoinRequest>) -> Result<Response<CertificateResponse>, Status> {
+        self.join_cluster(r).await
+    }
+
+    async fn renew_certificate(
+        &self,
+        r: Request<RenewCertificateRequest>,
+    ) -> Result<Response<CertificateResponse>, Status> {
+        self.renew_identity(r).await
+    }
+
+    async fn create_join_token(
+        &self,
+        r: Request<CreateJoinTokenRequest>,
+    ) -> Result<Response<CreateJoinTokenResponse>, Status> {
+        self.new_join_token(r).await
     }
 
     type SubscribeEventsStream = EventStream;

@@ -15,6 +15,14 @@ pub fn status_of(e: &DbError) -> Status {
             tonic::Code::NotFound
         }
         DbError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
+        DbError::Conflict {
+            name: ErrorName::Unauthorized,
+            ..
+        } => tonic::Code::Unauthenticated,
+        DbError::Conflict {
+            name: ErrorName::Forbidden,
+            ..
+        } => tonic::Code::PermissionDenied,
         DbError::Refused(_) | DbError::Fenced { .. } | DbError::Conflict { .. } => {
             tonic::Code::FailedPrecondition
         }

@@ -5,7 +5,9 @@
 
 mod config;
 mod debuglog;
+mod join;
 mod network;
+mod tls;
 mod up;
 
 use std::net::SocketAddr;
@@ -44,6 +46,16 @@ enum Command {
     Router(RouterArgs),
     /// Run a whole cluster in this process: BBS, brain, one cell and the router.
     Up(up::UpArgs),
+    /// The cluster CA: create it, issue components' certificates offline.
+    Ca {
+        #[command(subcommand)]
+        command: tls::CaCommand,
+    },
+    /// Join tokens: `lattice token create --role cell` on the BBS's machine.
+    Token {
+        #[command(subcommand)]
+        command: join::TokenCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -51,6 +63,10 @@ struct CellArgs {
     /// The BBS's gRPC address.
     #[arg(long, env = "LATTICE_BBS", default_value = "127.0.0.1:8889")]
     bbs: String,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
+    #[command(flatten)]
+    join: join::JoinArgs,
     /// Where the rep serves gRPC (for the auctioneer) and HTTP (/metrics, /v1/logs/GUID).
     /// Loopback by default: give the cell's own address to reach it from other hosts.
     #[arg(long, env = "LATTICE_CELL_LISTEN", default_value = "127.0.0.1:1800")]
@@ -158,6 +174,10 @@ struct RouterArgs {
     /// The BBS's gRPC address.
     #[arg(long, env = "LATTICE_BBS", default_value = "127.0.0.1:8889")]
     bbs: String,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
+    #[command(flatten)]
+    join: join::JoinArgs,
     /// Where to serve HTTP.
     #[arg(long, env = "LATTICE_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -203,6 +223,10 @@ struct BrainArgs {
     /// The BBS's gRPC address.
     #[arg(long, env = "LATTICE_BBS", default_value = "127.0.0.1:8889")]
     bbs: String,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
+    #[command(flatten)]
+    join: join::JoinArgs,
     /// This brain's name in the leadership lock (default: a fresh one).
     #[arg(long, env = "LATTICE_BRAIN_ID")]
     id: Option<String>,
@@ -268,6 +292,13 @@ struct BbsArgs {
     store_timeout_ms: u64,
     #[command(flatten)]
     network: network::BbsNetworkArgs,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
+    /// The cluster CA's directory (`lattice ca init --dir`, with its key): machines
+    /// may join with tokens (`lattice token create`) and renew their certificates;
+    /// the gRPC port then also takes clients without a certificate, for joining.
+    #[arg(long, env = "LATTICE_BBS_JOIN_CA_DIR")]
+    join_ca_dir: Option<std::path::PathBuf>,
 }
 
 async fn shutdown_signal() {
@@ -300,6 +331,13 @@ async fn start_bbs(
         ),
         _ => None,
     };
+    let join = match &a.join_ca_dir {
+        Some(d) => Some(lattice_bbs::grpc::JoinAuthority::new(std::sync::Arc::new(
+            lattice_tls::ca::Ca::load(d)
+                .with_context(|| format!("loading --join-ca-dir {}", d.display()))?,
+        ))),
+        None => None,
+    };
     server::start(BbsConfig {
         store: a.store.clone(),
         listen: a.listen,
@@ -313,6 +351,12 @@ async fn start_bbs(
         api_tls,
         api_opens,
         network,
+        tls: a.tls.node(lattice_specs::identity::Role::Bbs)?,
+        grpc_client_auth: match join {
+            Some(_) => lattice_tls::ClientAuth::Optional,
+            None => lattice_tls::ClientAuth::Required,
+        },
+        join,
     })
     .await
     .context("starting the BBS")
@@ -387,7 +431,13 @@ async fn serve_metrics(
     Ok(addr)
 }
 
-async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
+async fn run_brain(mut a: BrainArgs) -> anyhow::Result<()> {
+    let role = lattice_specs::identity::Role::Brain;
+    let dir = join::default_dir(role);
+    let joined = a
+        .join
+        .ensure(role, a.id.as_deref(), &dir, &mut a.tls)
+        .await?;
     let cfg = brain_config(&a)?;
     let leader = cfg.leader.clone();
     let metrics_addr = serve_metrics(
@@ -400,7 +450,11 @@ async fn run_brain(a: BrainArgs) -> anyhow::Result<()> {
         "lattice brain ready id={} bbs={} metrics={}",
         cfg.id, a.bbs, metrics_addr
     );
-    let brain = lattice_brain::server::start(&a.bbs, cfg)?;
+    let tls = a.tls.node(lattice_specs::identity::Role::Brain)?;
+    let brain = lattice_brain::server::start(&a.bbs, tls.as_ref(), cfg)?;
+    if let Some(files) = joined {
+        join::keep_renewed(&a.bbs, files)?;
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     brain.shutdown().await;
@@ -526,8 +580,19 @@ fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig>
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "local".into());
+    let tls = a.tls.node(lattice_specs::identity::Role::Cell)?;
+    // With a certificate, the cell is who it names.
+    let cell_id = match (&tls, &a.cell_id) {
+        (Some(t), Some(id)) if *id != t.identity().name => anyhow::bail!(
+            "--cell-id {id} but --tls-cert names {}: give the cell's own certificate (or leave out --cell-id)",
+            t.identity()
+        ),
+        (Some(t), _) => t.identity().name.clone(),
+        (None, Some(id)) => id.clone(),
+        (None, None) => format!("cell-{hostname}"),
+    };
     // The rep's address is the cell's to fill in once it listens.
-    let mut rep = rep::RepConfig::new(&a.cell_id.clone().unwrap_or(format!("cell-{hostname}")), "");
+    let mut rep = rep::RepConfig::new(&cell_id, "");
     rep.zone = a.zone.clone();
     rep.address = a.address.to_string();
     rep.capacity = lattice_specs::rep_api::Resources {
@@ -546,11 +611,21 @@ fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig>
         executor,
         rep,
         lease_subnet: a.subnet.is_none(),
+        tls,
     })
 }
 
-async fn run_cell(a: CellArgs) -> anyhow::Result<()> {
+async fn run_cell(mut a: CellArgs) -> anyhow::Result<()> {
+    let dir = a.data_dir.join("tls");
+    let role = lattice_specs::identity::Role::Cell;
+    let joined = a
+        .join
+        .ensure(role, a.cell_id.as_deref(), &dir, &mut a.tls)
+        .await?;
     let cell = lattice_cell::server::start(cell_config(&a)?).await?;
+    if let Some(files) = joined {
+        join::keep_renewed(&a.bbs, files)?;
+    }
     let rep = cell.rep.config();
     println!(
         "lattice cell ready id={} listen={} advertise={} bbs={}",
@@ -581,10 +656,18 @@ fn nix_is_root() -> bool {
 fn router_config(
     a: &RouterArgs,
     logs: Option<lattice_router::logs::LogSink>,
-) -> lattice_router::server::RouterConfig {
+) -> anyhow::Result<lattice_router::server::RouterConfig> {
     use lattice_router::proxy;
-    lattice_router::server::RouterConfig {
+    let bbs_tls = match a.tls.node(lattice_specs::identity::Role::Router)? {
+        Some(t) => Some(lattice_tls::client::ClientTls::new(
+            &t,
+            lattice_tls::bbs_identity(),
+        )?),
+        None => None,
+    };
+    Ok(lattice_router::server::RouterConfig {
         bbs: a.bbs.clone(),
+        bbs_tls,
         listen: a.listen,
         resync: Duration::from_secs(a.resync.max(1)),
         workers: a.workers,
@@ -598,7 +681,7 @@ fn router_config(
             logs,
             ..Default::default()
         },
-    }
+    })
 }
 
 /// Starts a router with `lattice router`'s flags.
@@ -606,12 +689,18 @@ async fn start_router(
     a: &RouterArgs,
     logs: Option<lattice_router::logs::LogSink>,
 ) -> anyhow::Result<lattice_router::server::RunningRouter> {
-    lattice_router::server::start(router_config(a, logs))
+    lattice_router::server::start(router_config(a, logs)?)
         .await
         .with_context(|| format!("binding --listen {}", a.listen))
 }
 
-async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
+async fn run_router(mut a: RouterArgs) -> anyhow::Result<()> {
+    let role = lattice_specs::identity::Role::Router;
+    let dir = join::default_dir(role);
+    let joined = a.join.ensure(role, None, &dir, &mut a.tls).await?;
+    if let Some(files) = joined {
+        join::keep_renewed(&a.bbs, files)?;
+    }
     let logs = a.api.clone().map(|api| {
         let (sink, rx) = lattice_router::logs::channel();
         tokio::spawn(lattice_router::logs::post_to_api(
@@ -692,6 +781,8 @@ async fn async_main(cli: Cli, config: toml::Table) {
         Command::Cell(a) => run_cell(*a).await,
         Command::Router(a) => run_router(a).await,
         Command::Up(a) => up::run(a, &config, debug_logs).await,
+        Command::Ca { command } => tls::run_ca(command),
+        Command::Token { command } => join::run_token(command).await,
     };
     if let Err(e) = r {
         eprintln!("lattice: {e:#}");

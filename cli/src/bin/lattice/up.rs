@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use lattice_bbs::server::StoreUrl;
+use lattice_specs::identity::{Identity, Role};
 use lattice_specs::logs::LogBuffer;
 
 use crate::config::section_args;
@@ -97,6 +98,26 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         .clone()
         .unwrap_or_else(|| StoreUrl::File(data_dir.join("bbs.db")));
 
+    // Every internal connection is mutual TLS, with certificates from a CA made in
+    // DATA/tls on first start (kept and reused after).
+    let cell_args: CellArgs = component_args(config, "cell", &[])?;
+    let cell_id = crate::cell_config(&cell_args)?.rep.cell_id;
+    let identities = [
+        Identity::new(Role::Bbs, "bbs")?,
+        Identity::new(Role::Cell, &cell_id)
+            .with_context(|| format!("the cell id {cell_id:?} cannot name a certificate"))?,
+        Identity::new(Role::Router, "router")?,
+        Identity::new(Role::Brain, "brain")?,
+    ];
+    let certs_began = Instant::now();
+    let certs = crate::tls::up_certificates(&data_dir.join("tls"), &identities)?;
+    tracing::info!(
+        ms = certs_began.elapsed().as_millis() as u64,
+        "lattice up: certificates ready"
+    );
+    let [bbs_tls, cell_tls, router_tls, brain_tls] =
+        [0, 1, 2, 3].map(|i| crate::tls::TlsArgs::flags(&certs[i]));
+
     // The BBS first: everything else talks to it.
     let mut forced = vec![
         format!("--store={}", store_arg(&store)),
@@ -107,6 +128,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     if let Some(auth) = &a.basic_auth {
         forced.push(format!("--basic-auth={auth}"));
     }
+    forced.extend(bbs_tls);
     let bbs_args: BbsArgs = component_args(config, "bbs", &forced)?;
     // Its public API opens once the cell registered: work sent as soon as the API
     // answers finds the cell (a volume its driver, a Task its place).
@@ -129,6 +151,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
             .iter()
             .map(|f| format!("--extra-ca={}", f.display())),
     );
+    forced.extend(cell_tls);
     let cell_args: CellArgs = component_args(config, "cell", &forced)?;
     let cell = lattice_cell::server::start(crate::cell_config(&cell_args)?).await?;
     let cell_id = cell.rep.config().cell_id.clone();
@@ -136,15 +159,13 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     let _ = open_api.send(true);
 
     // The router, its access lines straight into the BBS's log buffer.
-    let router_args: RouterArgs = component_args(
-        config,
-        "router",
-        &[
-            format!("--bbs={grpc}"),
-            format!("--listen={}", a.router_listen),
-            format!("--domain={}", a.domain),
-        ],
-    )?;
+    let mut forced = vec![
+        format!("--bbs={grpc}"),
+        format!("--listen={}", a.router_listen),
+        format!("--domain={}", a.domain),
+    ];
+    forced.extend(router_tls);
+    let router_args: RouterArgs = component_args(config, "router", &forced)?;
     let (sink, mut lines) = lattice_router::logs::channel();
     let buffer = bbs.logs.clone();
     tokio::spawn(async move {
@@ -154,10 +175,13 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     });
     let router = crate::start_router(&router_args, Some(sink)).await?;
 
-    let brain_args: BrainArgs = component_args(config, "brain", &[format!("--bbs={grpc}")])?;
+    let mut forced = vec![format!("--bbs={grpc}")];
+    forced.extend(brain_tls);
+    let brain_args: BrainArgs = component_args(config, "brain", &forced)?;
     let brain_config = crate::brain_config(&brain_args)?;
     let leader = brain_config.leader.clone();
-    let brain = lattice_brain::server::start(&grpc, brain_config)?;
+    let brain_tls = brain_args.tls.node(Role::Brain)?;
+    let brain = lattice_brain::server::start(&grpc, brain_tls.as_ref(), brain_config)?;
     let routes = router.readiness();
     let metrics = crate::serve_metrics(
         a.metrics_listen,
