@@ -5,6 +5,7 @@
 
 mod config;
 mod debuglog;
+mod https;
 mod network;
 mod up;
 
@@ -192,6 +193,8 @@ struct RouterArgs {
         default_value = "127.0.0.1:8891"
     )]
     metrics_listen: SocketAddr,
+    #[command(flatten)]
+    https: https::HttpsArgs,
 }
 
 #[derive(clap::Args)]
@@ -540,11 +543,12 @@ fn nix_is_root() -> bool {
 fn router_config(
     a: &RouterArgs,
     logs: Option<lattice_router::logs::LogSink>,
-) -> lattice_router::server::RouterConfig {
+) -> anyhow::Result<lattice_router::server::RouterConfig> {
     use lattice_router::proxy;
-    lattice_router::server::RouterConfig {
+    Ok(lattice_router::server::RouterConfig {
         bbs: a.bbs.clone(),
         listen: a.listen,
+        https: a.https.config()?,
         resync: Duration::from_secs(a.resync.max(1)),
         workers: a.workers,
         proxy: proxy::ProxyConfig {
@@ -557,7 +561,7 @@ fn router_config(
             logs,
             ..Default::default()
         },
-    }
+    })
 }
 
 /// Starts a router with `lattice router`'s flags.
@@ -565,9 +569,14 @@ async fn start_router(
     a: &RouterArgs,
     logs: Option<lattice_router::logs::LogSink>,
 ) -> anyhow::Result<lattice_router::server::RunningRouter> {
-    lattice_router::server::start(router_config(a, logs))
+    let cfg = router_config(a, logs)?;
+    let https = cfg.https.as_ref().map(|h| h.listen);
+    lattice_router::server::start(cfg)
         .await
-        .with_context(|| format!("binding --listen {}", a.listen))
+        .with_context(|| match https {
+            Some(h) => format!("binding --listen {} and --https-listen {h}", a.listen),
+            None => format!("binding --listen {}", a.listen),
+        })
 }
 
 async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
@@ -587,8 +596,12 @@ async fn run_router(a: RouterArgs) -> anyhow::Result<()> {
         router.readiness(),
     )
     .await?;
+    let https = match router.https_addr {
+        Some(h) => format!(" https={h}"),
+        None => String::new(),
+    };
     println!(
-        "lattice router ready listen={} domain={} bbs={} metrics={metrics_addr}",
+        "lattice router ready listen={}{https} domain={} bbs={} metrics={metrics_addr}",
         router.addr, a.domain, a.bbs
     );
     shutdown_signal().await;

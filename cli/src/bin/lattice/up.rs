@@ -47,6 +47,9 @@ pub struct UpArgs {
     /// cell its own).
     #[arg(long, default_value = "127.0.0.1:8890")]
     metrics_listen: SocketAddr,
+    /// The router's HTTPS for the apps (as `lattice router` takes them).
+    #[command(flatten)]
+    https: crate::https::HttpsArgs,
 }
 
 /// Parses a component's flags as `lattice NAME` would: the config file's `[NAME]`
@@ -127,7 +130,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     let _ = open_api.send(true);
 
     // The router, its access lines straight into the BBS's log buffer.
-    let router_args: RouterArgs = component_args(
+    let mut router_args: RouterArgs = component_args(
         config,
         "router",
         &[
@@ -136,6 +139,9 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
             format!("--domain={}", a.domain),
         ],
     )?;
+    if a.https.https_listen.is_some() {
+        router_args.https = a.https.clone();
+    }
     let (sink, mut lines) = lattice_router::logs::channel();
     let buffer = bbs.logs.clone();
     tokio::spawn(async move {
@@ -163,6 +169,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         Ready {
             api,
             router: router.addr,
+            https: router.https_addr,
             cell_id: &cell_id,
             store: &store,
             metrics,
@@ -213,6 +220,7 @@ async fn cell_announced(
 struct Ready<'a> {
     api: SocketAddr,
     router: SocketAddr,
+    https: Option<SocketAddr>,
     cell_id: &'a str,
     store: &'a StoreUrl,
     metrics: SocketAddr,
@@ -224,6 +232,7 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
     let Ready {
         api,
         router,
+        https,
         cell_id,
         store,
         metrics,
@@ -244,9 +253,10 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
         let user = auth.split_once(':').map(|(u, _)| u).unwrap_or(auth);
         target.push_str(&format!(" --user {user} --password PASSWORD"));
     }
+    let https_field = https.map(|h| format!(" https={h}")).unwrap_or_default();
     // The first line is for scripts and tests; the rest for people.
     println!(
-        "lattice up ready api=http://{api} router={} domain={} cell={} store={} in {:.2}s",
+        "lattice up ready api=http://{api} router={}{https_field} domain={} cell={} store={} in {:.2}s",
         router,
         a.domain,
         cell_id,
@@ -254,6 +264,13 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
         began.elapsed().as_secs_f64()
     );
     println!("  apps answer at http://APP.{apps_domain}/ (through the router)");
+    if let Some(h) = https {
+        let port = match h.port() {
+            443 => String::new(),
+            p => format!(":{p}"),
+        };
+        println!("  and at https://APP.{}{port}/", a.domain);
+    }
     println!(
         "  the cell {} offers preloaded:busybox; metrics at http://{metrics}/metrics",
         cell_id
