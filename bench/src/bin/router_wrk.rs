@@ -307,6 +307,30 @@ fn start_nginx(
     )
 }
 
+/// A BBS on an embedded store in `dir` that routes `HOST` to `backends`.
+async fn routing_bbs(dir: &Path, backends: &[u16]) -> server::RunningBbs {
+    let store = Arc::new(EmbeddedStore::open(dir.join("bbs.db")).unwrap());
+    let bbs = server::start_with_store(
+        store,
+        BbsConfig::loopback(StoreUrl::File(dir.join("bbs.db")), Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    let mut c = BbsClient::connect(format!("http://{}", bbs.grpc_addr))
+        .await
+        .unwrap();
+    let d = fixtures::routed_lrp("bench", 2, HOST);
+    c.desire_lrp(DesireLrpRequest {
+        desired_lrp: Some(d),
+    })
+    .await
+    .unwrap();
+    for (i, port) in backends.iter().enumerate() {
+        fixtures::run_instance(&mut c, "bench", i as i32, *port).await;
+    }
+    bbs
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--backend") {
@@ -345,28 +369,7 @@ async fn measure() {
 
     // A BBS that routes bench.lattice.localhost to both.
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap());
-    let bbs = server::start_with_store(
-        store,
-        BbsConfig::loopback(
-            StoreUrl::File(dir.path().join("bbs.db")),
-            Duration::from_secs(5),
-        ),
-    )
-    .await
-    .unwrap();
-    let mut c = BbsClient::connect(format!("http://{}", bbs.grpc_addr))
-        .await
-        .unwrap();
-    let d = fixtures::routed_lrp("bench", 2, HOST);
-    c.desire_lrp(DesireLrpRequest {
-        desired_lrp: Some(d),
-    })
-    .await
-    .unwrap();
-    for (i, port) in backends.iter().enumerate() {
-        fixtures::run_instance(&mut c, "bench", i as i32, *port).await;
-    }
+    let bbs = routing_bbs(dir.path(), &backends).await;
 
     // HTTPS: one certificate for both proxies, and wrk's script for SNI.
     let https = arg("--https", 0) == 1;
@@ -448,13 +451,18 @@ async fn measure() {
             ours[round].cpu_us,
         );
     }
+    report(&direct, &nginx, &ours, https);
+}
+
+/// The means over the rounds of each path, and the ratios.
+fn report(direct: &[Wrk], nginx: &[Wrk], ours: &[Wrk], https: bool) {
     let mean = |runs: &[Wrk]| Wrk {
         rps: runs.iter().map(|r| r.rps).sum::<f64>() / runs.len() as f64,
         p50_ms: runs.iter().map(|r| r.p50_ms).sum::<f64>() / runs.len() as f64,
         p99_ms: runs.iter().map(|r| r.p99_ms).sum::<f64>() / runs.len() as f64,
         cpu_us: runs.iter().map(|r| r.cpu_us).sum::<f64>() / runs.len() as f64,
     };
-    let (direct, nginx, ours) = (mean(&direct), mean(&nginx), mean(&ours));
+    let (direct, nginx, ours) = (mean(direct), mean(nginx), mean(ours));
     println!(
         "{:<28} {:>12} {:>10} {:>10} {:>14}",
         "path (means)", "requests/s", "p50 ms", "p99 ms", "proxy CPU µs"
