@@ -1,6 +1,7 @@
 //! The router: sends `Host: APP.DOMAIN` traffic to the RUNNING instances of
 //! the LRP whose routes name that host. `table` holds the routes (pure),
-//! `emitter` keeps it current from the BBS, `proxy` serves HTTP,
+//! `emitter` keeps it current from the BBS, `proxy` serves HTTP, `tls`
+//! terminates HTTPS with a certificate per domain,
 //! `backend` talks to instances over keep-alive pools, `body` is what the
 //! router answers with, `timeouts` bounds each request on a coarse per-loop
 //! clock, `logs` ships its access lines, `server` starts it all as a component.
@@ -14,3 +15,4 @@ pub mod proxy;
 pub mod server;
 pub mod table;
 pub mod timeouts;
+pub mod tls;

@@ -1,4 +1,5 @@
-//! Router metrics: requests by app and status, latency, backend errors, routes.
+//! Router metrics: requests by app and status, latency, backend errors, routes,
+//! HTTPS handshakes.
 
 use std::sync::{LazyLock, Mutex};
 
@@ -106,6 +107,27 @@ pub static ACCESS_LINES_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap())
 });
 
+pub static TLS_CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "router_tls_connections_total",
+            "HTTPS connections whose handshake completed, by protocol chosen by ALPN (h2/http/1.1).",
+        ),
+        &["protocol"],
+    )
+    .unwrap())
+});
+pub static TLS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "router_tls_refused_total",
+            "TLS handshakes that did not complete, by reason (unknown_name: no certificate for the name asked; no_name: no SNI; timeout; handshake: anything else).",
+        ),
+        &["reason"],
+    )
+    .unwrap())
+});
+
 pub fn render() -> String {
     let _ = (
         &*REQUESTS,
@@ -114,6 +136,8 @@ pub fn render() -> String {
         &*ROUTES,
         &*BBS_ERRORS,
         &*ACCESS_LINES_DROPPED,
+        &*TLS_CONNECTIONS,
+        &*TLS_REFUSED,
     );
     let mut buf = Vec::new();
     TextEncoder::new()

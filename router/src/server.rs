@@ -1,5 +1,6 @@
 //! Running a router as a component: [`start`] follows the BBS for routes and
-//! serves HTTP on one event loop per core until [`RunningRouter::shutdown`].
+//! serves HTTP (and HTTPS when configured) on one event loop per core until
+//! [`RunningRouter::shutdown`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use crate::emitter::{self, Routes};
 use crate::proxy::{self, ProxyConfig};
+use crate::tls::HttpsConfig;
 
 /// How long `start` waits for the first route table before serving anyway.
 const FIRST_ROUTES_WAIT: Duration = Duration::from_secs(10);
@@ -21,6 +23,8 @@ pub struct RouterConfig {
     pub bbs_tls: Option<lattice_tls::client::ClientTls>,
     /// Where to serve HTTP.
     pub listen: SocketAddr,
+    /// Where and with which certificates to serve HTTPS, if at all.
+    pub https: Option<HttpsConfig>,
     /// How often the whole route table is read again from the BBS.
     pub resync: Duration,
     /// Event loops serving requests; 0: one per core.
@@ -30,8 +34,10 @@ pub struct RouterConfig {
 
 /// A serving router: one event loop per core.
 pub struct RunningRouter {
-    /// Where it serves (the bound address, when `listen` asked for port 0).
+    /// Where it serves HTTP (the bound address, when `listen` asked for port 0).
     pub addr: SocketAddr,
+    /// Where it serves HTTPS, when asked to.
+    pub https_addr: Option<SocketAddr>,
     /// Turns true once the first route table arrived from the BBS.
     routes_loaded: tokio::sync::watch::Receiver<bool>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -84,9 +90,11 @@ pub async fn start(cfg: RouterConfig) -> std::io::Result<RunningRouter> {
             .unwrap_or(1),
         n => n,
     };
-    let (addr, loops) = proxy::serve_per_core(routes, cfg.proxy, cfg.listen, threads, stopped)?;
+    let (bound, loops) =
+        proxy::serve_per_core(routes, cfg.proxy, cfg.listen, cfg.https, threads, stopped)?;
     Ok(RunningRouter {
-        addr,
+        addr: bound.http,
+        https_addr: bound.https,
         routes_loaded: ready,
         stop,
         loops,

@@ -7,13 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
-use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use super::access::InFlight;
 use super::head::{encode_head, forward_headers, RequestId, INSTANCE};
-use super::{full, Body, BoxError, Proxy};
+use super::{full, Body, BoxError, Client, Proxy};
 use crate::backend::{ExchangeError, Outgoing};
 use crate::metrics as m;
 use crate::table::Endpoint;
@@ -25,7 +24,7 @@ impl Proxy {
         parts: &hyper::http::request::Parts,
         body: Incoming,
         candidates: &[&'e Endpoint],
-        peer_ip: &HeaderValue,
+        client: &Client,
         request_id: &RequestId,
         slot: &Slot,
     ) -> (Response<Body>, Option<&'e Endpoint>) {
@@ -63,7 +62,7 @@ impl Proxy {
             }
         };
         let outgoing = Outgoing::new(
-            encode_head(parts, peer_ip, request_id, body.len()),
+            encode_head(parts, client, request_id, body.len()),
             body,
             parts.method == Method::HEAD,
             matches!(
@@ -130,11 +129,11 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         candidates: &[&'e Endpoint],
-        peer_ip: &HeaderValue,
+        client: &Client,
         request_id: &RequestId,
     ) -> (Response<Body>, Option<&'e Endpoint>) {
         let client_side = hyper::upgrade::on(&mut req);
-        let headers = forward_headers(req.headers(), peer_ip, request_id, true);
+        let headers = forward_headers(req.headers(), client, request_id, true);
         let path = req
             .uri()
             .path_and_query()

@@ -7,6 +7,8 @@ use std::borrow::Cow;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Uri};
 
+use super::Client;
+
 pub const INSTANCE_HEADER: &str = "x-lattice-instance";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Header names as values: a `&str` is parsed into a name at every lookup,
@@ -86,17 +88,23 @@ pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
 /// The headers an instance gets, in order: the client's without hop-by-hop
 /// ones (but `Upgrade` and `Connection` for an upgrade) and without those
 /// set here, then `X-Forwarded-For` (the client appended to what came),
-/// `X-Forwarded-Proto` (unless it came) and `X-Request-Id`.
+/// `X-Forwarded-Proto` (`https` when the router terminated TLS, whatever came;
+/// else `http` unless it came) and `X-Request-Id`.
 pub(super) fn forwarded_headers(
     from: &HeaderMap,
-    peer_ip: &HeaderValue,
+    client: &Client,
     request_id: &RequestId,
     keep_upgrade: bool,
     mut each: impl FnMut(&HeaderName, &[u8]),
 ) {
+    let peer_ip = &client.ip;
     for (k, v) in from {
         let upgrade = keep_upgrade && (k == header::UPGRADE || k == header::CONNECTION);
-        if (hop_by_hop(k) && !upgrade) || k == X_FORWARDED_FOR || k == REQUEST_ID {
+        if (hop_by_hop(k) && !upgrade)
+            || k == X_FORWARDED_FOR
+            || k == REQUEST_ID
+            || (client.tls && k == X_FORWARDED_PROTO)
+        {
             continue;
         }
         each(k, v.as_bytes());
@@ -111,7 +119,9 @@ pub(super) fn forwarded_headers(
         }
         None => each(&X_FORWARDED_FOR, peer_ip.as_bytes()),
     }
-    if !from.contains_key(&X_FORWARDED_PROTO) {
+    if client.tls {
+        each(&X_FORWARDED_PROTO, b"https");
+    } else if !from.contains_key(&X_FORWARDED_PROTO) {
         each(&X_FORWARDED_PROTO, b"http");
     }
     each(&REQUEST_ID, request_id.as_str().as_bytes());
@@ -119,12 +129,12 @@ pub(super) fn forwarded_headers(
 
 pub(super) fn forward_headers(
     from: &HeaderMap,
-    peer_ip: &HeaderValue,
+    client: &Client,
     request_id: &RequestId,
     keep_upgrade: bool,
 ) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(from.len() + 3);
-    forwarded_headers(from, peer_ip, request_id, keep_upgrade, |k, v| {
+    forwarded_headers(from, client, request_id, keep_upgrade, |k, v| {
         // Every value here came from a valid header value.
         if let Ok(v) = HeaderValue::from_bytes(v) {
             h.append(k.clone(), v);
@@ -137,7 +147,7 @@ pub(super) fn forward_headers(
 /// spoke), for a body of `body_len` bytes.
 pub(super) fn encode_head(
     parts: &hyper::http::request::Parts,
-    peer_ip: &HeaderValue,
+    client: &Client,
     request_id: &RequestId,
     body_len: usize,
 ) -> bytes::BytesMut {
@@ -161,7 +171,7 @@ pub(super) fn encode_head(
             out.extend_from_slice(b"\r\n");
         }
     }
-    forwarded_headers(&parts.headers, peer_ip, request_id, false, |k, v| {
+    forwarded_headers(&parts.headers, client, request_id, false, |k, v| {
         // The body is whole: its length is ours to say, and nothing waits for a 100.
         if k != header::CONTENT_LENGTH && k != header::EXPECT {
             out.extend_from_slice(k.as_str().as_bytes());
@@ -181,6 +191,21 @@ pub(super) fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// Where `--redirect-http` sends a plain request for `host`: the same path and
+/// query over HTTPS on `port` (left out when 443).
+pub(super) fn https_location(host: &str, port: u16, uri: &Uri) -> String {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let host = if host.contains(':') {
+        Cow::Owned(format!("[{host}]"))
+    } else {
+        Cow::Borrowed(host)
+    };
+    match port {
+        443 => format!("https://{host}{path}"),
+        p => format!("https://{host}:{p}{path}"),
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +246,58 @@ mod tests {
             host_of(r.uri(), r.headers()),
             Some(Cow::Borrowed("app.lattice.localhost"))
         ));
+    }
+
+    #[test]
+    fn redirects_keep_path_and_query_and_name_the_https_port() {
+        let uri: Uri = "/a/b?c=d".parse().unwrap();
+        assert_eq!(
+            https_location("app.test", 443, &uri),
+            "https://app.test/a/b?c=d"
+        );
+        assert_eq!(
+            https_location("app.test", 8443, &uri),
+            "https://app.test:8443/a/b?c=d"
+        );
+        assert_eq!(
+            https_location("::1", 8443, &"/".parse().unwrap()),
+            "https://[::1]:8443/"
+        );
+    }
+
+    fn proto_seen(from: &[(&str, &str)], tls: bool) -> Vec<String> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in from {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let client = Client {
+            ip: HeaderValue::from_static("10.0.0.1"),
+            tls,
+        };
+        let id = RequestId::Kept(HeaderValue::from_static("id"));
+        let out = forward_headers(&headers, &client, &id, false);
+        out.get_all(&X_FORWARDED_PROTO)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn forwarded_proto_is_https_over_tls_whatever_the_client_said() {
+        assert_eq!(proto_seen(&[], true), ["https"]);
+        assert_eq!(
+            proto_seen(&[("x-forwarded-proto", "http")], true),
+            ["https"]
+        );
+        // Plain HTTP keeps what a proxy in front said, else says http.
+        assert_eq!(proto_seen(&[], false), ["http"]);
+        assert_eq!(
+            proto_seen(&[("x-forwarded-proto", "https")], false),
+            ["https"]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Listening the way nginx does: one single-threaded event loop per core,
-//! each with its own `SO_REUSEPORT` accept socket and backend pool.
+//! each with its own `SO_REUSEPORT` accept sockets (HTTP, and HTTPS when
+//! asked) and backend pool.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,18 +10,27 @@ use tokio::sync::watch;
 
 use super::{Proxy, ProxyConfig};
 use crate::emitter::Routes;
+use crate::tls::HttpsConfig;
+
+/// The addresses a router listens on (the bound ports, when port 0 was asked).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+}
 
 /// Serve on `threads` event loops, each a single-threaded runtime with its own
-/// `SO_REUSEPORT` accept socket and its own backend connection pool, the way
+/// `SO_REUSEPORT` accept sockets and its own backend connection pool, the way
 /// nginx runs a worker per core: a request never hops between threads.
-/// Returns the bound address once every loop listens.
+/// Returns the bound addresses once every loop listens.
 pub fn serve_per_core(
     routes: Arc<Routes>,
-    cfg: ProxyConfig,
+    mut cfg: ProxyConfig,
     addr: SocketAddr,
+    https: Option<HttpsConfig>,
     threads: usize,
     shutdown: watch::Receiver<bool>,
-) -> std::io::Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>)> {
+) -> std::io::Result<(Bound, Vec<std::thread::JoinHandle<()>>)> {
     let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
@@ -45,15 +55,32 @@ pub fn serve_per_core(
         listener.set_nonblocking(true)?;
         Ok(listener)
     };
-    let first = bind(addr)?;
-    let bound = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..threads.max(1) {
-        listeners.push(bind(bound)?);
-    }
+    // One socket per loop on each address, the first binding the port the rest share.
+    let per_loop = |addr: SocketAddr| -> std::io::Result<(SocketAddr, Vec<_>)> {
+        let first = bind(addr)?;
+        let bound = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..threads.max(1) {
+            listeners.push(bind(bound)?);
+        }
+        Ok((bound, listeners))
+    };
+    let (http, listeners) = per_loop(addr)?;
+    let (https_addr, mut tls_listeners) = match &https {
+        Some(h) => {
+            let (bound, listeners) = per_loop(h.listen)?;
+            if h.redirect_http {
+                cfg.redirect_to_https = Some(bound.port());
+            }
+            (Some(bound), listeners.into_iter().map(Some).collect())
+        }
+        None => (None, vec![]),
+    };
+    tls_listeners.resize_with(listeners.len(), || None);
     let mut handles = vec![];
-    for (i, l) in listeners.into_iter().enumerate() {
+    for (i, (l, tls_l)) in listeners.into_iter().zip(tls_listeners).enumerate() {
         let (routes, cfg, shutdown) = (routes.clone(), cfg.clone(), shutdown.clone());
+        let tls = tls_l.zip(https.as_ref().map(|h| h.tls.clone()));
         handles.push(
             std::thread::Builder::new()
                 .name(format!("router-{i}"))
@@ -64,10 +91,22 @@ pub fn serve_per_core(
                         .expect("a runtime per router thread");
                     rt.block_on(async move {
                         let listener = TcpListener::from_std(l).expect("registering the listener");
-                        Proxy::new(routes, cfg).serve(listener, shutdown).await;
+                        let tls = tls.map(|(l, t)| {
+                            (
+                                TcpListener::from_std(l).expect("registering the listener"),
+                                t,
+                            )
+                        });
+                        Proxy::new(routes, cfg).serve(listener, tls, shutdown).await;
                     });
                 })?,
         );
     }
-    Ok((bound, handles))
+    Ok((
+        Bound {
+            http,
+            https: https_addr,
+        },
+        handles,
+    ))
 }

@@ -1,6 +1,7 @@
 //! The HTTP reverse proxy: `Host: APP.DOMAIN` → a RUNNING instance.
 //!
-//! - HTTP/1.1 and HTTP/2 (h2c) from clients; keep-alive pools to backends
+//! - HTTP/1.1 and HTTP/2 (h2c, or h2 by ALPN over HTTPS: `crate::tls`) from
+//!   clients, plain HTTP optionally redirected to HTTPS; keep-alive pools to backends
 //!   (`backend`), driven by the task serving the client's connection.
 //! - Round-robin by default, least-connections as an option.
 //! - A refused connection is retried on another instance, and the refusing
@@ -33,7 +34,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::backend::Pool;
@@ -41,13 +42,14 @@ use crate::emitter::Routes;
 use crate::metrics as m;
 use crate::table::{Endpoint, HostEntry};
 use crate::timeouts::{Clock, Slot};
+use crate::tls::Terminator;
 use access::Access;
-use head::{is_upgrade, RequestId, REQUEST_ID};
+use head::{https_location, is_upgrade, RequestId, REQUEST_ID};
 
 pub use crate::body::{Body, BoxError};
 pub(crate) use head::hop_by_hop;
 pub use head::{host_of, INSTANCE_HEADER, REQUEST_ID_HEADER};
-pub use listen::serve_per_core;
+pub use listen::{serve_per_core, Bound};
 
 /// Instances in the order to try them (inline: no allocation for a few).
 type Candidates<'e> = smallvec::SmallVec<[&'e Endpoint; 8]>;
@@ -77,6 +79,8 @@ pub struct ProxyConfig {
     pub domain: String,
     /// Where access lines for the apps' log streams go (none: only the router's log).
     pub logs: Option<crate::logs::LogSink>,
+    /// Answer plain HTTP requests with a 308 to HTTPS on this port (`--redirect-http`).
+    pub redirect_to_https: Option<u16>,
 }
 
 impl Default for ProxyConfig {
@@ -91,8 +95,17 @@ impl Default for ProxyConfig {
             max_body_bytes: 16 * 1024 * 1024,
             domain: "lattice.localhost".into(),
             logs: None,
+            redirect_to_https: None,
         }
     }
+}
+
+/// The client end of a connection, as the instance is told of it.
+pub struct Client {
+    /// Its IP address as `X-Forwarded-For` carries it (formatted once per connection).
+    pub ip: HeaderValue,
+    /// It came over TLS the router terminated: `X-Forwarded-Proto: https`.
+    pub tls: bool,
 }
 
 pub struct Proxy {
@@ -134,11 +147,13 @@ impl Proxy {
         })
     }
 
-    /// Serve connections from `listener` until `shutdown` turns true.
+    /// Serve plain HTTP connections from `listener` and, when given, HTTPS ones
+    /// from `https` (TLS terminated here) until `shutdown` turns true.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
-        mut shutdown: watch::Receiver<bool>,
+        https: Option<(TcpListener, Arc<Terminator>)>,
+        shutdown: watch::Receiver<bool>,
     ) {
         // One ticker per loop: timeouts, then what this loop counted into the shared metrics.
         let me = Arc::downgrade(&self);
@@ -147,6 +162,38 @@ impl Proxy {
                 p.routes.flush_metrics();
             }
         }));
+        let plain = self.clone().accept_loop(
+            listener,
+            false,
+            shutdown.clone(),
+            |proxy, stream, client| {
+                tokio::spawn(proxy.serve_connection(stream, client));
+            },
+        );
+        let Some((listener, tls)) = https else {
+            return plain.await;
+        };
+        let within = self.cfg.header_read_timeout;
+        let https = self.accept_loop(listener, true, shutdown, move |proxy, stream, client| {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                if let Ok(stream) = tls.accept(stream, within).await {
+                    proxy.serve_connection(stream, client).await;
+                }
+            });
+        });
+        tokio::join!(plain, https);
+    }
+
+    /// Accepts connections from `listener` and hands each to `serve` with what
+    /// is known of its client, until `shutdown` turns true.
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: bool,
+        mut shutdown: watch::Receiver<bool>,
+        serve: impl Fn(Arc<Proxy>, TcpStream, Arc<Client>),
+    ) {
         loop {
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
@@ -160,35 +207,41 @@ impl Proxy {
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
             };
             let _ = stream.set_nodelay(true);
-            let proxy = self.clone();
             // Formatted once per connection, not per request.
-            let peer_ip = HeaderValue::try_from(peer.ip().to_string())
+            let ip = HeaderValue::try_from(peer.ip().to_string())
                 .expect("an IP address is a valid header value");
-            tokio::spawn(async move {
-                let slot = proxy.clock.slot();
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(slot.hyper_timer())
-                    .header_read_timeout(proxy.cfg.header_read_timeout)
-                    // A client may shut its write side after its request and
-                    // still get the answer (`nc -N`). It also spares hyper a read
-                    // for EOF while every request is in flight, which cost an
-                    // 8 KiB buffer per request. A client that goes away
-                    // mid-request is seen when its answer is written.
-                    .half_close(true)
-                    .max_buf_size(proxy.cfg.max_header_bytes.max(8192));
-                let svc = service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    let peer_ip = peer_ip.clone();
-                    let slot = slot.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, &peer_ip, &slot).await) }
-                });
-                let _ = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                    .await;
-            });
+            serve(self.clone(), stream, Arc::new(Client { ip, tls }));
         }
+    }
+
+    /// Serves one client connection (HTTP/1.1 or HTTP/2) until it closes.
+    async fn serve_connection<I>(self: Arc<Self>, io: I, client: Arc<Client>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let proxy = self;
+        let slot = proxy.clock.slot();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(slot.hyper_timer())
+            .header_read_timeout(proxy.cfg.header_read_timeout)
+            // A client may shut its write side after its request and
+            // still get the answer (`nc -N`). It also spares hyper a read
+            // for EOF while every request is in flight, which cost an
+            // 8 KiB buffer per request. A client that goes away
+            // mid-request is seen when its answer is written.
+            .half_close(true)
+            .max_buf_size(proxy.cfg.max_header_bytes.max(8192));
+        let svc = service_fn(move |req| {
+            let proxy = proxy.clone();
+            let client = client.clone();
+            let slot = slot.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, &client, &slot).await) }
+        });
+        let _ = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc)
+            .await;
     }
 
     /// Instances in the order to try them: the balancing choice first, benched ones last.
@@ -233,7 +286,7 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer_ip: &HeaderValue,
+        client: &Client,
         conn_slot: &Arc<Slot>,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -246,6 +299,19 @@ impl Proxy {
                 "no Host header: say which app you want, e.g. Host: APP.lattice.localhost".into(),
             );
         };
+        if let Some(port) = self.cfg.redirect_to_https {
+            if !client.tls {
+                m::REQUESTS.with_label_values(&["-", "308"]).inc();
+                let mut r = full(
+                    StatusCode::PERMANENT_REDIRECT,
+                    "308 Permanent Redirect: this router serves apps over HTTPS".into(),
+                );
+                if let Ok(to) = HeaderValue::try_from(https_location(&host, port, &parts.uri)) {
+                    r.headers_mut().insert(header::LOCATION, to);
+                }
+                return r;
+            }
+        }
         let Some(entry) = self.routes.lookup(&host) else {
             let a = Access {
                 started,
@@ -300,7 +366,7 @@ impl Proxy {
             // The upgrade takes the request whole (its extensions carry the connection).
             let (method, uri, host) = (parts.method.clone(), parts.uri.clone(), host.into_owned());
             let req = Request::from_parts(parts, body);
-            let (resp, instance) = self.upgrade(req, &candidates, peer_ip, &request_id).await;
+            let (resp, instance) = self.upgrade(req, &candidates, client, &request_id).await;
             done(&method, &uri, &host, resp.status(), instance);
             return resp;
         }
@@ -313,7 +379,7 @@ impl Proxy {
             conn_slot
         };
         let (resp, instance) = self
-            .forward(&parts, body, &candidates, peer_ip, &request_id, slot)
+            .forward(&parts, body, &candidates, client, &request_id, slot)
             .await;
         done(&parts.method, &parts.uri, &host, resp.status(), instance);
         resp

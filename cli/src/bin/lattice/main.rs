@@ -5,6 +5,7 @@
 
 mod config;
 mod debuglog;
+mod https;
 mod join;
 mod network;
 mod tls;
@@ -216,6 +217,8 @@ struct RouterArgs {
         default_value = "127.0.0.1:8891"
     )]
     metrics_listen: SocketAddr,
+    #[command(flatten)]
+    https: https::HttpsArgs,
 }
 
 #[derive(clap::Args)]
@@ -669,6 +672,7 @@ fn router_config(
         bbs: a.bbs.clone(),
         bbs_tls,
         listen: a.listen,
+        https: a.https.config()?,
         resync: Duration::from_secs(a.resync.max(1)),
         workers: a.workers,
         proxy: proxy::ProxyConfig {
@@ -689,9 +693,14 @@ async fn start_router(
     a: &RouterArgs,
     logs: Option<lattice_router::logs::LogSink>,
 ) -> anyhow::Result<lattice_router::server::RunningRouter> {
-    lattice_router::server::start(router_config(a, logs)?)
+    let cfg = router_config(a, logs)?;
+    let https = cfg.https.as_ref().map(|h| h.listen);
+    lattice_router::server::start(cfg)
         .await
-        .with_context(|| format!("binding --listen {}", a.listen))
+        .with_context(|| match https {
+            Some(h) => format!("binding --listen {} and --https-listen {h}", a.listen),
+            None => format!("binding --listen {}", a.listen),
+        })
 }
 
 async fn run_router(mut a: RouterArgs) -> anyhow::Result<()> {
@@ -717,8 +726,12 @@ async fn run_router(mut a: RouterArgs) -> anyhow::Result<()> {
         router.readiness(),
     )
     .await?;
+    let https = match router.https_addr {
+        Some(h) => format!(" https={h}"),
+        None => String::new(),
+    };
     println!(
-        "lattice router ready listen={} domain={} bbs={} metrics={metrics_addr}",
+        "lattice router ready listen={}{https} domain={} bbs={} metrics={metrics_addr}",
         router.addr, a.domain, a.bbs
     );
     shutdown_signal().await;

@@ -52,6 +52,9 @@ pub struct UpArgs {
     /// (HTTPS downloads, uploads, registry pulls); repeatable.
     #[arg(long, env = "LATTICE_EXTRA_CA", value_delimiter = ',')]
     extra_ca: Vec<PathBuf>,
+    /// The router's HTTPS for the apps (as `lattice router` takes them).
+    #[command(flatten)]
+    https: crate::https::HttpsArgs,
 }
 
 /// Parses a component's flags as `lattice NAME` would: the config file's `[NAME]`
@@ -165,7 +168,10 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         format!("--domain={}", a.domain),
     ];
     forced.extend(router_tls);
-    let router_args: RouterArgs = component_args(config, "router", &forced)?;
+    let mut router_args: RouterArgs = component_args(config, "router", &forced)?;
+    if a.https.https_listen.is_some() {
+        router_args.https = a.https.clone();
+    }
     let (sink, mut lines) = lattice_router::logs::channel();
     let buffer = bbs.logs.clone();
     tokio::spawn(async move {
@@ -196,6 +202,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         Ready {
             api,
             router: router.addr,
+            https: router.https_addr,
             cell_id: &cell_id,
             store: &store,
             metrics,
@@ -249,6 +256,7 @@ async fn cell_announced(
 struct Ready<'a> {
     api: SocketAddr,
     router: SocketAddr,
+    https: Option<SocketAddr>,
     cell_id: &'a str,
     store: &'a StoreUrl,
     metrics: SocketAddr,
@@ -260,6 +268,7 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
     let Ready {
         api,
         router,
+        https,
         cell_id,
         store,
         metrics,
@@ -280,9 +289,10 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
         let user = auth.split_once(':').map(|(u, _)| u).unwrap_or(auth);
         target.push_str(&format!(" --user {user} --password PASSWORD"));
     }
+    let https_field = https.map(|h| format!(" https={h}")).unwrap_or_default();
     // The first line is for scripts and tests; the rest for people.
     println!(
-        "lattice up ready api=http://{api} router={} domain={} cell={} store={} in {:.2}s",
+        "lattice up ready api=http://{api} router={}{https_field} domain={} cell={} store={} in {:.2}s",
         router,
         a.domain,
         cell_id,
@@ -290,6 +300,13 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
         began.elapsed().as_secs_f64()
     );
     println!("  apps answer at http://APP.{apps_domain}/ (through the router)");
+    if let Some(h) = https {
+        let port = match h.port() {
+            443 => String::new(),
+            p => format!(":{p}"),
+        };
+        println!("  and at https://APP.{}{port}/", a.domain);
+    }
     println!(
         "  the cell {} offers preloaded:busybox; metrics at http://{metrics}/metrics",
         cell_id
