@@ -127,7 +127,10 @@ mod tests {
     fn an_identity_round_trips_through_its_dns_name() {
         let id = Identity::new(Role::Cell, "cell-a").unwrap();
         assert_eq!(id.dns_name(), "cell-a.cell.lattice");
-        assert_eq!(Identity::from_dns_name("cell-a.cell.lattice"), Ok(id.clone()));
+        assert_eq!(
+            Identity::from_dns_name("cell-a.cell.lattice"),
+            Ok(id.clone())
+        );
         assert_eq!(id.to_string(), "cell cell-a");
         for r in Role::ALL {
             assert_eq!(r.as_str().parse::<Role>(), Ok(*r));
