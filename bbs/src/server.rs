@@ -280,7 +280,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
 
 /// The client the BBS asks cells with (their logs and usage): over TLS when the BBS
 /// has a certificate, then trusting only a cell's certificate from the CA.
-fn cell_http_client(tls: Option<&lattice_tls::NodeTls>) -> anyhow::Result<reqwest::Client> {
+pub fn cell_http_client(tls: Option<&lattice_tls::NodeTls>) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         // Each log follower fetches every cell's recent lines: without a bound,

@@ -1,9 +1,14 @@
 //! A whole cluster on a [`Lan`], every component on a host of its own: etcd, the BBS
 //! (on etcd), a brain converging every second, cells, the router, and an "outside"
 //! host running a plain HTTP server (as a machine beyond the cluster). The base of the
-//! multi-host end-to-end tests (`tests/tests/multihost.rs`).
+//! multi-host end-to-end tests (`tests/tests/multihost.rs`). Security is on: every
+//! component has a certificate from a CA made for the test ([`TestPki`]) and every
+//! internal connection is mutual TLS.
+
+use lattice_specs::identity::Role;
 
 use crate::hosts::{EtcdOnHost, Host, HttpServer, Lan};
+use crate::pki::TestPki;
 use crate::{BbsProcess, BrainProcess, CellProcess, RouterProcess};
 
 /// What the outside host's server answers at `/`.
@@ -27,6 +32,8 @@ pub struct LanCluster {
     pub outside: Host,
     /// Host `cellI` for cell `cell-I`.
     pub cell_hosts: Vec<Host>,
+    /// The cluster's CA and the test's certificate.
+    pub pki: TestPki,
     pub lan: Lan,
 }
 
@@ -54,14 +61,27 @@ impl LanCluster {
         let cell_hosts: Vec<Host> = (0..hosts).map(|i| lan.host(&format!("cell{i}"))).collect();
         let httpd = HttpServer::start(&outside, OUTSIDE_BODY);
         let etcd = EtcdOnHost::start(&etcd_host);
-        let bbs = BbsProcess::start_on(&bbs_host, &format!("etcd://{}", etcd.endpoint), bbs_extra);
-        let brain = BrainProcess::start_on(
-            &brain_host,
+        let pki = TestPki::new();
+        let bbs_tls = pki.flags(Role::Bbs, "bbs");
+        let bbs_extra: Vec<&str> = bbs_extra
+            .iter()
+            .copied()
+            .chain(bbs_tls.iter().map(String::as_str))
+            .collect();
+        let mut bbs =
+            BbsProcess::start_on(&bbs_host, &format!("etcd://{}", etcd.endpoint), &bbs_extra);
+        bbs.tls = Some(pki.to_bbs());
+        let brain_tls = pki.flags(Role::Brain, "brain-0");
+        let brain_extra: Vec<&str> = ["--lock-ttl", "2", "--convergence-interval", "1"]
+            .into_iter()
+            .chain(brain_tls.iter().map(String::as_str))
+            .collect();
+        let brain = BrainProcess::start_on(&brain_host, &bbs.grpc, "brain-0", &brain_extra);
+        let router = RouterProcess::start_on_with(
+            &router_host,
             &bbs.grpc,
-            "brain-0",
-            &["--lock-ttl", "2", "--convergence-interval", "1"],
+            &pki.flags(Role::Router, "router"),
         );
-        let router = RouterProcess::start_on(&router_host, &bbs.grpc);
         let mut cluster = LanCluster {
             router,
             cells: vec![],
@@ -71,6 +91,7 @@ impl LanCluster {
             httpd,
             outside,
             cell_hosts,
+            pki,
             lan,
         };
         for i in 0..cells {
@@ -82,12 +103,15 @@ impl LanCluster {
     /// Starts cell `cell-I` on cell host `i`, with `extra` flags (they override the
     /// harness's: `--lease-ttl`, `--subnet`…).
     pub fn start_cell(&mut self, i: usize, extra: &[&str]) {
-        let cell = CellProcess::start_on(
-            &self.cell_hosts[i],
-            &self.bbs.grpc,
-            &format!("cell-{i}"),
-            extra,
-        );
+        let id = format!("cell-{i}");
+        let tls = self.pki.flags(Role::Cell, &id);
+        let extra: Vec<&str> = tls
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+            .collect();
+        let mut cell = CellProcess::start_on(&self.cell_hosts[i], &self.bbs.grpc, &id, &extra);
+        cell.tls = Some(self.pki.to_reps());
         self.cells.push(cell);
     }
 

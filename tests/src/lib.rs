@@ -5,6 +5,7 @@
 pub mod hosts;
 pub mod lan_cluster;
 pub mod lrps;
+pub mod pki;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -202,6 +203,8 @@ pub struct BbsProcess {
     pub api: String,
     /// On a host: the test's way in to its gRPC API.
     grpc_tunnel: Option<hosts::Tunnel>,
+    /// How the test's client reaches it over mutual TLS (None: plaintext).
+    pub tls: Option<lattice_tls::client::ClientTls>,
 }
 
 impl BbsProcess {
@@ -239,6 +242,7 @@ impl BbsProcess {
             grpc_tunnel: host.map(|h| h.tunnel(&grpc)),
             grpc,
             api,
+            tls: None,
         }
     }
 
@@ -258,6 +262,11 @@ impl BbsProcess {
             Some(t) => t.addr.to_string(),
             None => self.grpc.clone(),
         };
+        if let Some(tls) = &self.tls {
+            // Connects at the first call (the BBS answered its ready line already).
+            let ch = lattice_tls::client::lazy_channel(&grpc, Some(tls), |e| e).unwrap();
+            return lattice_specs::bbs_api::bbs_client::BbsClient::new(ch);
+        }
         loop {
             match lattice_specs::bbs_api::bbs_client::BbsClient::connect(format!("http://{grpc}"))
                 .await
@@ -326,13 +335,24 @@ impl RouterProcess {
     pub fn start(bbs_grpc: &str) -> RouterProcess {
         let listen = format!("127.0.0.1:{}", free_port());
         let metrics = format!("127.0.0.1:{}", free_port());
-        Self::start_at(None, listen, metrics, bbs_grpc)
+        Self::start_at(None, listen, metrics, bbs_grpc, &[])
     }
 
     /// [`RouterProcess::start`] on `host`: serving at IP:8080, /metrics and /readyz at
     /// IP:8891.
     pub fn start_on(host: &hosts::Host, bbs_grpc: &str) -> RouterProcess {
-        Self::start_at(Some(host), host.addr(8080), host.addr(8891), bbs_grpc)
+        Self::start_on_with(host, bbs_grpc, &[])
+    }
+
+    /// [`RouterProcess::start_on`] with more flags (`--tls-*`).
+    pub fn start_on_with(host: &hosts::Host, bbs_grpc: &str, extra: &[String]) -> RouterProcess {
+        Self::start_at(
+            Some(host),
+            host.addr(8080),
+            host.addr(8891),
+            bbs_grpc,
+            extra,
+        )
     }
 
     fn start_at(
@@ -340,8 +360,9 @@ impl RouterProcess {
         listen: String,
         metrics: String,
         bbs_grpc: &str,
+        extra: &[String],
     ) -> RouterProcess {
-        let args = vec![
+        let mut args: Vec<String> = vec![
             "router".into(),
             "--bbs".into(),
             bbs_grpc.into(),
@@ -350,6 +371,7 @@ impl RouterProcess {
             "--metrics-listen".into(),
             metrics.clone(),
         ];
+        args.extend(extra.iter().cloned());
         RouterProcess {
             process: Process::start_on(host, args, "lattice router ready"),
             listen,
@@ -379,6 +401,8 @@ pub struct CellProcess {
     pub network: lattice_cell::network::NetworkConfig,
     /// On a host: the test's way in to its HTTP API.
     http_tunnel: Option<hosts::Tunnel>,
+    /// The test's HTTPS client to the rep (None: plain HTTP).
+    pub tls: Option<reqwest::Client>,
 }
 
 impl CellProcess {
@@ -453,6 +477,7 @@ impl CellProcess {
             listen,
             data_dir,
             network,
+            tls: None,
         }
     }
 
@@ -464,9 +489,17 @@ impl CellProcess {
         }
     }
 
+    /// `GET PATH` of the rep's HTTP API (over TLS when the cell has a certificate).
+    pub async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
+        match &self.tls {
+            Some(c) => c.get(format!("https://{}{path}", self.http())).send().await,
+            None => reqwest::get(format!("http://{}{path}", self.http())).await,
+        }
+    }
+
     /// The containers the cell reports (`GET /v1/containers`).
     pub async fn containers(&self) -> Vec<serde_json::Value> {
-        reqwest::get(format!("http://{}/v1/containers", self.http()))
+        self.get("/v1/containers")
             .await
             .and_then(|r| r.error_for_status())
             .expect("GET /v1/containers")

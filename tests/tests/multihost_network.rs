@@ -230,10 +230,7 @@ async fn egress_rules_allow_and_refuse_and_the_cluster_default_governs_the_rest(
     )
     .await;
     assert_eq!(r, OUTSIDE_BODY, "its rule did not let it out");
-    let logs = format!(
-        "http://{}/v1/logs/allowed?follow=false",
-        cluster.cells[0].http()
-    );
+    let logs = "/v1/logs/allowed?follow=false";
     let want = format!("egress tcp {outside_ip}:80 allowed");
     let mut seen = String::new();
     let t_log = std::time::Instant::now();
@@ -243,7 +240,13 @@ async fn egress_rules_allow_and_refuse_and_the_cluster_default_governs_the_rest(
             "no {want:?} in the Task's log: {seen}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-        seen = reqwest::get(&logs).await.unwrap().text().await.unwrap();
+        seen = cluster.cells[0]
+            .get(logs)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
     }
     // Its own rule to another port only: refused, though the server is there.
     let other = vec![tcp_to(&outside_ip, Some((81, 90)))];

@@ -1,11 +1,12 @@
 //! BBS write throughput: desire + claim + start of N LRP instances.
 //!
-//! Three runs in one process, on one freshly started etcd:
+//! Four runs in one process, on one freshly started etcd:
 //! 1. raw etcd: the same store operations done directly with etcd-client
 //!    (a put for the desired LRP, create-if-absent batches for the instances,
 //!    then get + compare-and-swap for every claim and every start);
 //! 2. the BBS (gRPC on loopback) on that etcd;
-//! 3. the BBS on the embedded store (the single-VM mode).
+//! 3. the BBS on the embedded store (the single-VM mode);
+//! 4. the same over mutual TLS (issue 22: every internal connection is mTLS).
 //!
 //! Usage: cargo run --release -p lattice-bench --bin bbs-throughput -- [--instances N] [--concurrency C]
 
@@ -150,21 +151,44 @@ async fn raw_etcd(endpoint: &str, n: i32, c: usize) -> Duration {
     t0.elapsed()
 }
 
-async fn through_bbs(store: Arc<dyn Store>, n: i32, c: usize) -> Duration {
+/// The BBS's certificate and a client's (as the BBS's identity, allowed every call)
+/// from a CA made for the run.
+fn mtls() -> (lattice_tls::NodeTls, lattice_tls::client::ClientTls) {
+    let ca = lattice_tls::ca::Ca::generate().unwrap();
+    let k = ca
+        .issue_new_key(&lattice_tls::bbs_identity(), &[], Duration::from_secs(3600))
+        .unwrap();
+    let node = lattice_tls::NodeTls::from_pem(
+        k.cert.cert_pem.as_bytes(),
+        k.key_pem.as_bytes(),
+        ca.cert_pem().as_bytes(),
+    )
+    .unwrap();
+    let client = lattice_tls::client::ClientTls::new(&node, lattice_tls::bbs_identity()).unwrap();
+    (node, client)
+}
+
+async fn through_bbs(store: Arc<dyn Store>, n: i32, c: usize, tls: bool) -> Duration {
+    let (node, client_tls) = mtls();
     let bbs = server::start_with_store(
         store,
-        BbsConfig::loopback(StoreUrl::File("unused".into()), Duration::from_secs(10)),
+        BbsConfig {
+            tls: tls.then_some(node),
+            ..BbsConfig::loopback(StoreUrl::File("unused".into()), Duration::from_secs(10))
+        },
     )
     .await
     .unwrap();
     // A few HTTP/2 connections, as several components would have.
     let mut clients = vec![];
     for _ in 0..4 {
-        clients.push(
-            BbsClient::connect(format!("http://{}", bbs.grpc_addr))
-                .await
-                .unwrap(),
-        );
+        let ch = lattice_tls::client::lazy_channel(
+            &bbs.grpc_addr.to_string(),
+            tls.then_some(&client_tls),
+            |e| e.tcp_nodelay(true),
+        )
+        .unwrap();
+        clients.push(BbsClient::new(ch));
     }
     let t0 = Instant::now();
     clients[0]
@@ -230,11 +254,14 @@ async fn main() {
             .await
             .unwrap(),
     );
-    let bbs_etcd = through_bbs(etcd_store, n, c).await;
+    let bbs_etcd = through_bbs(etcd_store, n, c, false).await;
     let dir = tempfile::tempdir().unwrap();
     let embedded: Arc<dyn Store> =
         Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap());
-    let bbs_embedded = through_bbs(embedded, n, c).await;
+    let bbs_embedded = through_bbs(embedded, n, c, false).await;
+    let embedded: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(dir.path().join("bbs-tls.db")).unwrap());
+    let bbs_embedded_tls = through_bbs(embedded, n, c, true).await;
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!("{:<34} {:>10} {:>14}", "run", "seconds", "instances/s");
@@ -242,6 +269,7 @@ async fn main() {
         ("raw etcd-client (peer)", raw),
         ("BBS on etcd", bbs_etcd),
         ("BBS on embedded store", bbs_embedded),
+        ("BBS on embedded store, mTLS", bbs_embedded_tls),
     ] {
         println!("{:<34} {:>10.2} {:>14.0}", name, d.as_secs_f64(), rate(d));
     }
@@ -249,4 +277,6 @@ async fn main() {
     let r2 = rate(bbs_embedded) / rate(bbs_etcd);
     println!("ratio BBS-on-etcd / raw etcd:      {r1:.2}  (target >= 0.5)");
     println!("ratio BBS-embedded / BBS-on-etcd:  {r2:.2}  (target >= 5)");
+    let r3 = rate(bbs_embedded_tls) / rate(bbs_embedded);
+    println!("ratio mTLS / plaintext (embedded): {r3:.2}  (target >= 0.9)");
 }

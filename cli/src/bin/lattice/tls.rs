@@ -188,3 +188,89 @@ fn usable(files: &TlsFiles, id: &Identity) -> bool {
         .unwrap_or_default();
     found == *id && left > DEFAULT_LEAF_VALIDITY / 3
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(cell: &str) -> Vec<Identity> {
+        vec![
+            Identity::new(Role::Bbs, "bbs").unwrap(),
+            Identity::new(Role::Cell, cell).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn up_makes_its_ca_once_and_reissues_only_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("tls");
+        let began = std::time::Instant::now();
+        let mut four = ids("cell-a");
+        four.push(Identity::new(Role::Router, "router").unwrap());
+        four.push(Identity::new(Role::Brain, "brain").unwrap());
+        let first = up_certificates(&d, &four).unwrap();
+        let took = began.elapsed();
+        // The first start's budget is 0.5 s in all; the certificates take milliseconds.
+        eprintln!("CA + 4 certificates written in {took:?}");
+        assert!(took < Duration::from_millis(500), "{took:?}");
+        let fp = Ca::load(&d).unwrap().fingerprint();
+        let bbs_pem = std::fs::read(&first[0].cert).unwrap();
+        let again = up_certificates(&d, &ids("cell-b")).unwrap();
+        assert_eq!(Ca::load(&d).unwrap().fingerprint(), fp, "the CA is kept");
+        assert_eq!(std::fs::read(&again[0].cert).unwrap(), bbs_pem, "kept");
+        let cell = TlsArgs {
+            tls_cert: Some(again[1].cert.clone()),
+            tls_key: Some(again[1].key.clone()),
+            tls_ca: Some(again[1].ca.clone()),
+        };
+        let node = cell.node(Role::Cell).unwrap().unwrap();
+        assert_eq!(node.identity().name, "cell-b");
+        let e = cell.node(Role::Brain).unwrap_err().to_string();
+        assert!(
+            e.contains("not a brain") && e.contains("--role brain"),
+            "{e}"
+        );
+        let partial = TlsArgs {
+            tls_ca: None,
+            ..cell
+        };
+        let e = partial.node(Role::Cell).unwrap_err().to_string();
+        assert!(e.contains("go together"), "{e}");
+        assert!(TlsArgs::default().node(Role::Cell).unwrap().is_none());
+    }
+
+    #[test]
+    fn ca_issue_writes_a_certificate_and_a_private_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = dir.path().join("ca");
+        run_ca(CaCommand::Init {
+            dir: ca_dir.clone(),
+        })
+        .unwrap();
+        let out = dir.path().join("cell-7");
+        run_ca(CaCommand::Issue {
+            dir: ca_dir.clone(),
+            role: Role::Cell,
+            name: "cell-7".into(),
+            out: out.clone(),
+            sans: vec!["10.0.0.7".into()],
+            days: 30,
+        })
+        .unwrap();
+        let files = prefixed(&out, &ca_dir);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&files.key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let node = NodeTls::from_files(&files).unwrap();
+        assert_eq!(node.identity().dns_name(), "cell-7.cell.lattice");
+        let bad = run_ca(CaCommand::Issue {
+            dir: ca_dir,
+            role: Role::Cell,
+            name: "Cell_7".into(),
+            out,
+            sans: vec![],
+            days: 30,
+        });
+        assert!(bad.unwrap_err().to_string().contains("--name"));
+    }
+}

@@ -1,0 +1,73 @@
+//! The multi-host harness's PKI: a cluster CA in the test's temp dir, a certificate
+//! for each component (issued with the library, as `lattice ca issue` would) given to
+//! it with `--tls-cert/--tls-key/--tls-ca`, and the test's own clients: to the BBS
+//! and to the reps, as the BBS's identity (the one allowed everything).
+
+use std::time::Duration;
+
+use lattice_specs::identity::{Identity, Role};
+use lattice_tls::ca::Ca;
+use lattice_tls::client::ClientTls;
+use lattice_tls::files::TlsFiles;
+use lattice_tls::NodeTls;
+
+pub struct TestPki {
+    ca: Ca,
+    /// The test's own certificate.
+    harness: NodeTls,
+    dir: tempfile::TempDir,
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::init(&dir.path().join("ca")).unwrap();
+        let k = ca
+            .issue_new_key(
+                &lattice_tls::bbs_identity(),
+                &[],
+                Duration::from_secs(86400),
+            )
+            .unwrap();
+        let harness = NodeTls::from_pem(
+            k.cert.cert_pem.as_bytes(),
+            k.key_pem.as_bytes(),
+            ca.cert_pem().as_bytes(),
+        )
+        .unwrap();
+        TestPki { ca, harness, dir }
+    }
+
+    /// Issues a certificate for `role` `name` into the temp dir and returns the flags
+    /// that give it to a component.
+    pub fn flags(&self, role: Role, name: &str) -> Vec<String> {
+        let id = Identity::new(role, name).unwrap();
+        let files = TlsFiles::in_dir(self.dir.path(), &format!("{role}-{name}"));
+        let issued = self
+            .ca
+            .issue_new_key(&id, &[], Duration::from_secs(86400))
+            .unwrap();
+        files.write(&issued, self.ca.cert_pem()).unwrap();
+        vec![
+            format!("--tls-cert={}", files.cert.display()),
+            format!("--tls-key={}", files.key.display()),
+            format!("--tls-ca={}", files.ca.display()),
+        ]
+    }
+
+    /// The test's client TLS to the BBS.
+    pub fn to_bbs(&self) -> ClientTls {
+        ClientTls::new(&self.harness, lattice_tls::bbs_identity()).unwrap()
+    }
+
+    /// The test's HTTPS client to the reps.
+    pub fn to_reps(&self) -> reqwest::Client {
+        lattice_bbs::server::cell_http_client(Some(&self.harness)).unwrap()
+    }
+}
