@@ -196,6 +196,25 @@ async fn a_cell_joins_with_a_token_gets_a_certificate_naming_it_and_talks_mutual
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    // Nor anything else: such a caller is anonymous, never a trusted local one.
+    let mut anon = bbs.anonymous().await;
+    let e = anon.cells(Empty {}).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    let e = anon
+        .grant_lease(lattice_specs::bbs_api::GrantLeaseRequest { ttl_seconds: 10 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    let e = anon
+        .acquire_lock(lattice_specs::bbs_api::AcquireLockRequest {
+            key: "brain".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    // What joining needs stays open to it.
+    anon.join_ca(Empty {}).await.unwrap();
 }
 
 #[tokio::test]

@@ -46,7 +46,7 @@ impl TlsFiles {
     /// Writes the key (0600), then the certificate and the CA (0644), each atomically.
     pub fn write(&self, issued: &IssuedKeyPair, ca_pem: &str) -> Result<(), CaError> {
         for p in [&self.cert, &self.key, &self.ca] {
-            if let Some(dir) = p.parent() {
+            if let Some(dir) = dir_of(p) {
                 crate::ca::ensure_private_dir(dir)?;
             }
         }
@@ -215,5 +215,23 @@ impl ReloadingCert {
                 tracing::warn!(cert = %w.cert.display(), error = %e, "certificate files changed but cannot be used; keeping the current certificate");
             }
         }
+    }
+}
+
+/// The directory `path` is in, to create if missing; None for a bare file name
+/// (`--out bbs`: the empty parent is the working directory, which exists).
+fn dir_of(path: &Path) -> Option<&Path> {
+    path.parent().filter(|d| !d.as_os_str().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn a_bare_file_name_needs_no_directory() {
+        assert_eq!(super::dir_of(Path::new("bbs.pem")), None);
+        assert_eq!(super::dir_of(Path::new("d/bbs.pem")), Some(Path::new("d")));
+        assert_eq!(super::dir_of(Path::new("/bbs.pem")), Some(Path::new("/")));
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use lattice_specs::authz::NoClientCertificate;
 use lattice_specs::identity::Identity;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -35,6 +36,26 @@ pub struct PeerInfo {
     /// The identity the client's certificate names; None without TLS or without a
     /// client certificate (a joining client).
     pub identity: Option<Identity>,
+    /// The connection is TLS: without an identity, its client presented no
+    /// certificate, and its requests carry [`NoClientCertificate`] (such a caller
+    /// may only join), never pass for a plaintext loopback caller.
+    pub tls: bool,
+}
+
+impl PeerInfo {
+    /// Puts what authorization needs to know of the caller into `ext`: its
+    /// [`Identity`], or [`NoClientCertificate`] for TLS without a certificate.
+    fn mark(&self, ext: &mut tonic::Extensions) {
+        match &self.identity {
+            Some(id) => {
+                ext.insert(id.clone());
+            }
+            None if self.tls => {
+                ext.insert(NoClientCertificate);
+            }
+            None => {}
+        }
+    }
 }
 
 /// The identity of the caller of a gRPC request (None: no TLS, or TLS without a
@@ -49,12 +70,8 @@ pub fn peer_identity<T>(request: &tonic::Request<T>) -> Option<Identity> {
 pub fn identity_interceptor(
     mut req: tonic::Request<()>,
 ) -> Result<tonic::Request<()>, tonic::Status> {
-    if let Some(id) = req
-        .extensions()
-        .get::<PeerInfo>()
-        .and_then(|p| p.identity.clone())
-    {
-        req.extensions_mut().insert(id);
+    if let Some(peer) = req.extensions().get::<PeerInfo>().cloned() {
+        peer.mark(req.extensions_mut());
     }
     Ok(req)
 }
@@ -64,12 +81,12 @@ pub fn identity_interceptor(
 pub fn with_identity<S: Clone + Send + Sync + 'static>(router: axum::Router<S>) -> axum::Router<S> {
     router.layer(axum::middleware::map_request(
         |mut req: axum::extract::Request| async move {
-            let id = req
+            let peer = req
                 .extensions()
                 .get::<axum::extract::ConnectInfo<PeerInfo>>()
-                .and_then(|c| c.0.identity.clone());
-            if let Some(id) = id {
-                req.extensions_mut().insert(id);
+                .map(|c| c.0.clone());
+            if let Some(peer) = peer {
+                peer.mark(req.extensions_mut());
             }
             req
         },
@@ -228,6 +245,7 @@ impl axum::serve::Listener for Listener {
             local: self.local,
             remote: self.local,
             identity: None,
+            tls: false,
         })
     }
 }
@@ -261,6 +279,7 @@ async fn accept_loop(tcp: TcpListener, tls: Option<TlsAcceptor>, tx: mpsc::Sende
                 local,
                 remote,
                 identity: None,
+                tls: false,
             };
             let conn = Conn {
                 io: Io::Plain(stream),
@@ -322,6 +341,7 @@ async fn handshake(
             local,
             remote,
             identity,
+            tls: true,
         },
     })
 }
