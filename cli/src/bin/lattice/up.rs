@@ -14,8 +14,9 @@ use lattice_bbs::server::StoreUrl;
 use lattice_specs::identity::{Identity, Role};
 use lattice_specs::logs::LogBuffer;
 
+use crate::cell::CellArgs;
 use crate::config::section_args;
-use crate::{BbsArgs, BrainArgs, CellArgs, RouterArgs};
+use crate::{BbsArgs, BrainArgs, RouterArgs};
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -44,8 +45,8 @@ pub struct UpArgs {
     /// Where the cell's rep listens (auctions, /metrics, logs).
     #[arg(long, default_value = "127.0.0.1:1800")]
     cell_listen: SocketAddr,
-    /// Where the brain's and router's /metrics are served (the API serves the BBS's, the
-    /// cell its own).
+    /// Where the brain's, router's and cell's /metrics are served (the API serves the
+    /// BBS's; the cell's own listener takes only the cluster's certificates).
     #[arg(long, default_value = "127.0.0.1:8890")]
     metrics_listen: SocketAddr,
     /// A CA certificate file (PEM) the cell trusts besides the system's roots
@@ -90,7 +91,7 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
 pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyhow::Result<()> {
     let began = Instant::now();
     anyhow::ensure!(
-        crate::nix_is_root(),
+        crate::cell::nix_is_root(),
         "lattice up runs containers and needs root: try `sudo lattice up`"
     );
     std::fs::create_dir_all(&a.data_dir)
@@ -104,7 +105,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     // Every internal connection is mutual TLS, with certificates from a CA made in
     // DATA/tls on first start (kept and reused after).
     let cell_args: CellArgs = component_args(config, "cell", &[])?;
-    let cell_id = crate::cell_config(&cell_args)?.rep.cell_id;
+    let cell_id = crate::cell::cell_config(&cell_args)?.rep.cell_id;
     let identities = [
         Identity::new(Role::Bbs, "bbs")?,
         Identity::new(Role::Cell, &cell_id)
@@ -156,7 +157,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     );
     forced.extend(cell_tls);
     let cell_args: CellArgs = component_args(config, "cell", &forced)?;
-    let cell = lattice_cell::server::start(crate::cell_config(&cell_args)?).await?;
+    let cell = lattice_cell::server::start(crate::cell::cell_config(&cell_args)?).await?;
     let cell_id = cell.rep.config().cell_id.clone();
     cell_announced(&bbs, &cell_id).await?;
     let _ = open_api.send(true);
@@ -189,9 +190,15 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     let brain_tls = brain_args.tls.node(Role::Brain)?;
     let brain = lattice_brain::server::start(&grpc, brain_tls.as_ref(), brain_config)?;
     let routes = router.readiness();
+    // The cell's too: its own listener takes only the cluster's certificates.
+    let rep = cell.rep.clone();
     let metrics = crate::serve_metrics(
         a.metrics_listen,
-        || lattice_brain::metrics::render() + &lattice_router::metrics::render(),
+        move || {
+            lattice_brain::metrics::render()
+                + &lattice_router::metrics::render()
+                + &rep.metrics.render()
+        },
         // The brain's and the router's readiness: both must be.
         move || Ok(format!("{} leads; {}", leader.get()?, routes()?)),
     )
