@@ -562,9 +562,9 @@ pub struct UpProcess {
     pub router: String,
     /// The BBS's gRPC address (more cells can join there).
     pub grpc: String,
-    /// The cell's rep (its /metrics, /v1/containers).
+    /// The cell's rep (mutual TLS only).
     pub cell: String,
-    /// The brain's and router's /metrics and /readyz (IP:PORT).
+    /// The brain's, router's and cell's /metrics, and /readyz (IP:PORT).
     pub metrics: String,
     pub data_dir: tempfile::TempDir,
     network: lattice_cell::network::NetworkConfig,
@@ -633,6 +633,11 @@ impl UpProcess {
             data_dir,
             network,
         }
+    }
+
+    /// Certificates from this cluster's CA (in `DATA/tls`), for more components.
+    pub fn pki(&self) -> pki::TestPki {
+        pki::TestPki::of(&self.data_dir.path().join("lattice/tls"))
     }
 
     /// `ltc target` this cluster (its API, and its router as the apps' domain).

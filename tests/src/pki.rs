@@ -28,6 +28,17 @@ impl TestPki {
     pub fn new() -> TestPki {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::init(&dir.path().join("ca")).unwrap();
+        Self::with(ca, dir)
+    }
+
+    /// The CA already in `ca_dir` (`lattice up`'s `DATA/tls`), for components
+    /// joining a cluster the test did not make the CA of.
+    pub fn of(ca_dir: &std::path::Path) -> TestPki {
+        let ca = Ca::load(ca_dir).unwrap();
+        Self::with(ca, tempfile::tempdir().unwrap())
+    }
+
+    fn with(ca: Ca, dir: tempfile::TempDir) -> TestPki {
         let k = ca
             .issue_new_key(
                 &lattice_tls::bbs_identity(),

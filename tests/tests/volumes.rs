@@ -198,7 +198,10 @@ fn backup_destroy_restore_verify_and_move_to_another_cell() {
     assert_eq!(b[0]["verified"], "ok", "{b}");
 
     // Another cell joins; the backup moves data there.
-    let cell_b = CellProcess::start(&up.grpc, "cell-b", &[]);
+    let pki = up.pki();
+    let tls = pki.flags(lattice_specs::identity::Role::Cell, "cell-b");
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let cell_b = CellProcess::start(&up.grpc, "cell-b", &tls);
     wait_for("cell-b appears", Duration::from_secs(10), || {
         up.ltc_ok(&["cells"]).contains("cell-b").then_some(())
     });
@@ -397,7 +400,7 @@ fn backups_export_and_import_and_bad_input_is_refused() {
     let api = up.api.trim_start_matches("http://").to_string();
     let m = UpProcess::http_get(&api, "/metrics");
     assert!(m.contains("bbs_backups_total{state=\"COMPLETED\"}"), "{m}");
-    let m = UpProcess::http_get(&up.cell, "/metrics");
+    let m = UpProcess::http_get(&up.metrics, "/metrics");
     assert!(
         m.contains("cell_volume_bytes{kind=\"size\",volume=\"src\"} 536870912"),
         "{m}"
