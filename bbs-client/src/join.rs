@@ -67,36 +67,22 @@ impl From<BbsError> for JoinError {
 }
 
 /// A connection to `addr` (host:port) over TLS with `config`, verifying the server as
-/// `server_name`. (`lattice_tls::client` connects with a component's own certificate;
-/// a joiner has none yet, and first trusts nothing.)
+/// `server`. (A component connects with its own certificate; a joiner has none yet,
+/// and first trusts nothing.)
 pub async fn tls_channel(
     addr: &str,
     config: ClientConfig,
-    server_name: &str,
+    server: &Identity,
 ) -> Result<Channel, JoinError> {
     let connect_err = |reason: String| JoinError::Connect {
         addr: addr.to_string(),
         reason,
     };
-    let mut config = config;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name =
-        ServerName::try_from(server_name.to_string()).map_err(|e| connect_err(e.to_string()))?;
-    let target = addr.to_string();
-    let dial = tower::service_fn(move |_: tonic::transport::Uri| {
-        let (connector, name, target) = (connector.clone(), name.clone(), target.clone());
-        async move {
-            let tcp = tokio::net::TcpStream::connect(&target).await?;
-            tcp.set_nodelay(true)?;
-            let tls = connector.connect(name, tcp).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-        }
-    });
+    let tls = lattice_tls::client::ClientTls::from_config(config, server.clone());
     Endpoint::from_shared(lattice_specs::http_url(addr))
         .map_err(|e| connect_err(e.to_string()))?
         .connect_timeout(std::time::Duration::from_secs(5))
-        .connect_with_connector(dial)
+        .connect_with_connector(tls.connector())
         .await
         .map_err(|e| connect_err(format!("{e}: {}", source_chain(&e))))
 }
@@ -211,7 +197,7 @@ pub async fn join(
         Some(Arc::new(FetchOnly(provider()))),
         RootCertStore::empty(),
     )?;
-    let channel = tls_channel(addr, fetch, &bbs_identity().dns_name()).await?;
+    let channel = tls_channel(addr, fetch, &bbs_identity()).await?;
     let ca_pem = BbsClient::new(channel)
         .join_ca(Empty {})
         .await
@@ -232,12 +218,7 @@ pub async fn join(
     roots
         .add(der)
         .map_err(|e| JoinError::BadAnswer(format!("the CA certificate: {e}")))?;
-    let channel = tls_channel(
-        addr,
-        client_config(None, roots)?,
-        &bbs_identity().dns_name(),
-    )
-    .await?;
+    let channel = tls_channel(addr, client_config(None, roots)?, &bbs_identity()).await?;
     let issued = BbsClient::new(channel)
         .join(JoinRequest {
             token: token.to_string(),

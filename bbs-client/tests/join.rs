@@ -94,7 +94,7 @@ impl TlsBbs {
             .with_root_certificates(roots(self.ca.cert_pem()))
             .with_no_client_auth();
         BbsClient::new(
-            tls_channel(&self.addr, config, &bbs_identity().dns_name())
+            tls_channel(&self.addr, config, &bbs_identity())
                 .await
                 .unwrap(),
         )
@@ -112,7 +112,7 @@ impl TlsBbs {
             )
             .unwrap();
         BbsClient::new(
-            tls_channel(&self.addr, config, &bbs_identity().dns_name())
+            tls_channel(&self.addr, config, &bbs_identity())
                 .await
                 .unwrap(),
         )

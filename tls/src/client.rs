@@ -36,6 +36,22 @@ impl ClientTls {
         })
     }
 
+    /// For gRPC (ALPN h2) to `server` with a configuration of the caller's own (a
+    /// joiner's, which has no certificate yet and may trust nothing or one CA).
+    pub fn from_config(mut config: ClientConfig, server: Identity) -> ClientTls {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        ClientTls {
+            config: Arc::new(config),
+            server,
+        }
+    }
+
+    /// The tonic connector doing this TLS to the URI's host and port (for
+    /// `Endpoint::connect_with_connector`; [`lazy_channel`] uses it).
+    pub fn connector(&self) -> Connector {
+        Connector(self.clone())
+    }
+
     /// The same client configuration, expecting another server.
     pub fn for_server(&self, server: Identity) -> ClientTls {
         ClientTls {
@@ -78,14 +94,14 @@ pub fn lazy_channel(
                 None => url,
             };
             let endpoint = tune(Endpoint::from_shared(url)?);
-            Ok(endpoint.connect_with_connector_lazy(Connector(tls.clone())))
+            Ok(endpoint.connect_with_connector_lazy(tls.connector()))
         }
     }
 }
 
-/// Connects to the URI's host and port with TLS.
+/// Connects to the URI's host and port with TLS ([`ClientTls::connector`]).
 #[derive(Clone)]
-struct Connector(ClientTls);
+pub struct Connector(ClientTls);
 
 impl tower_service::Service<Uri> for Connector {
     type Response = TokioIo<TlsStream<TcpStream>>;
