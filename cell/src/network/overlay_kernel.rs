@@ -72,9 +72,11 @@ fn talk(from: &File, server_ns: &File, to: Ipv4Addr) -> bool {
     answer.is_ok_and(|a| a == payload())
 }
 
-#[test]
-fn containers_on_two_hosts_talk_across_the_overlay_and_nothing_is_left() {
-    let mut lab = Lab::new("ovltest");
+/// Two "hosts" h1 and h2 joined by a veth pair (192.168.77.1 and .2 on `ovla`/`ovlb`),
+/// each with its bridge and a container (c1 at 10.250.0.2, c2 at 10.250.1.2): the
+/// lab and the namespaces h1, h2, c1, c2.
+fn two_hosts(name: &str) -> (Lab, [File; 4]) {
+    let mut lab = Lab::new(name);
     let (h1, h2) = (lab.netns("h1"), lab.netns("h2"));
     let (c1, c2) = (lab.netns("c1"), lab.netns("c2"));
     lab.link(
@@ -83,27 +85,37 @@ fn containers_on_two_hosts_talk_across_the_overlay_and_nothing_is_left() {
     );
     host(&lab, "h1", &h1, "10.250.0.1", "c1", "10.250.0.2");
     host(&lab, "h2", &h2, "10.250.1.1", "c2", "10.250.1.2");
+    (lab, [h1, h2, c1, c2])
+}
 
-    let overlay = |ns: &File, local: [u8; 4], subnet: &str| {
-        let cfg = OverlayConfig {
-            device: "lvx0".into(),
-            vni: 42,
-            port: 4789,
-            local: local.into(),
-            direct_routing: false,
-        };
-        let host = Arc::new(NsHost::new(ns.try_clone().unwrap()));
-        Overlay::start(cfg, subnet.parse().unwrap(), host).unwrap()
+/// The overlay `lvx0` (VNI 42) of the host in `ns`, at `local`, for its `subnet`.
+fn overlay(ns: &File, local: [u8; 4], subnet: &str, direct_routing: bool) -> Overlay {
+    let cfg = OverlayConfig {
+        device: "lvx0".into(),
+        vni: 42,
+        port: 4789,
+        local: local.into(),
+        direct_routing,
     };
-    let o1 = overlay(&h1, [192, 168, 77, 1], "10.250.0.0/24");
-    let o2 = overlay(&h2, [192, 168, 77, 2], "10.250.1.0/24");
-    let to = |subnet: &str, addr: [u8; 4]| Peer {
+    let host = Arc::new(NsHost::new(ns.try_clone().unwrap()));
+    Overlay::start(cfg, subnet.parse().unwrap(), host).unwrap()
+}
+
+fn peer(subnet: &str, address: [u8; 4]) -> Peer {
+    Peer {
         subnet: subnet.parse().unwrap(),
-        address: addr.into(),
-    };
+        address: address.into(),
+    }
+}
+
+#[test]
+fn containers_on_two_hosts_talk_across_the_overlay_and_nothing_is_left() {
+    let (lab, [h1, h2, c1, c2]) = two_hosts("ovltest");
+    let o1 = overlay(&h1, [192, 168, 77, 1], "10.250.0.0/24", false);
+    let o2 = overlay(&h2, [192, 168, 77, 2], "10.250.1.0/24", false);
     let (p1, p2) = (
-        to("10.250.0.0/24", [192, 168, 77, 1]),
-        to("10.250.1.0/24", [192, 168, 77, 2]),
+        peer("10.250.0.0/24", [192, 168, 77, 1]),
+        peer("10.250.1.0/24", [192, 168, 77, 2]),
     );
     assert_eq!(o1.apply(&[p2].into()), 1);
     assert_eq!(o2.apply(&[p1].into()), 1);
@@ -155,41 +167,18 @@ fn containers_on_two_hosts_talk_across_the_overlay_and_nothing_is_left() {
 /// over the direct route, and closing removes it with the device.
 #[test]
 fn neighbours_are_routed_directly_and_the_routes_go_on_close() {
-    let mut lab = Lab::new("ovldirect");
-    let (h1, h2) = (lab.netns("h1"), lab.netns("h2"));
-    let (c1, c2) = (lab.netns("c1"), lab.netns("c2"));
-    lab.link(
-        ("h1", "ovla", "192.168.77.1"),
-        ("h2", "ovlb", "192.168.77.2"),
-    );
-    host(&lab, "h1", &h1, "10.250.0.1", "c1", "10.250.0.2");
-    host(&lab, "h2", &h2, "10.250.1.1", "c2", "10.250.1.2");
-    let overlay = |ns: &File, local: [u8; 4], subnet: &str| {
-        let cfg = OverlayConfig {
-            device: "lvx0".into(),
-            vni: 42,
-            port: 4789,
-            local: local.into(),
-            direct_routing: true,
-        };
-        let host = Arc::new(NsHost::new(ns.try_clone().unwrap()));
-        Overlay::start(cfg, subnet.parse().unwrap(), host).unwrap()
-    };
-    let o1 = overlay(&h1, [192, 168, 77, 1], "10.250.0.0/24");
-    let o2 = overlay(&h2, [192, 168, 77, 2], "10.250.1.0/24");
+    let (lab, [h1, h2, c1, c2]) = two_hosts("ovldirect");
+    let o1 = overlay(&h1, [192, 168, 77, 1], "10.250.0.0/24", true);
+    let o2 = overlay(&h2, [192, 168, 77, 2], "10.250.1.0/24", true);
     let uplink = o1.uplink().expect("direct routing finds the uplink");
     assert_eq!(uplink.device, "ovla");
     assert_eq!(uplink.network, "192.168.77.0/24".parse().unwrap());
-    let to = |subnet: &str, addr: [u8; 4]| Peer {
-        subnet: subnet.parse().unwrap(),
-        address: addr.into(),
-    };
     let (p1, p2) = (
-        to("10.250.0.0/24", [192, 168, 77, 1]),
-        to("10.250.1.0/24", [192, 168, 77, 2]),
+        peer("10.250.0.0/24", [192, 168, 77, 1]),
+        peer("10.250.1.0/24", [192, 168, 77, 2]),
     );
     // A cell beyond a router (never reached here): through VXLAN.
-    let far = to("10.250.9.0/24", [192, 168, 99, 9]);
+    let far = peer("10.250.9.0/24", [192, 168, 99, 9]);
     assert_eq!(o1.apply(&[p2, far].into()), 2);
     assert_eq!(o2.apply(&[p1].into()), 1);
     let near = lab.routes("h1", "10.250.1.0/24");
