@@ -404,6 +404,7 @@ impl CellWrites for GrpcBbs {
         instance_key: &ActualLrpInstanceKey,
     ) -> Result<ActualLrp> {
         let req = ClaimActualLrpRequest {
+            generation: 0,
             key: key(process_guid, index),
             instance_key: Some(instance_key.clone()),
         };

@@ -135,6 +135,7 @@ pub mod fixtures {
         });
         client
             .claim_actual_lrp(ClaimActualLrpRequest {
+                generation: 0,
                 key: key.clone(),
                 instance_key: Some(ik.clone()),
             })

@@ -65,6 +65,7 @@ fn refusals(role: &str, call: &str) -> u64 {
 
 fn claim(cell: &str) -> ClaimActualLrpRequest {
     ClaimActualLrpRequest {
+        generation: 0,
         key: Some(ActualLrpRef {
             process_guid: "web".into(),
             index: 0,

@@ -84,6 +84,7 @@ impl Served {
 
 fn claim(cell: &str) -> ClaimActualLrpRequest {
     ClaimActualLrpRequest {
+        generation: 0,
         key: Some(ActualLrpRef {
             process_guid: "web".into(),
             index: 0,

@@ -27,6 +27,7 @@ pub fn presence_name(p: Presence) -> &'static str {
         Presence::Ordinary => "ORDINARY",
         Presence::Evacuating => "EVACUATING",
         Presence::Suspect => "SUSPECT",
+        Presence::Replaced => "REPLACED",
     }
 }
 

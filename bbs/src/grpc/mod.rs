@@ -15,6 +15,7 @@ mod events;
 mod join;
 mod leases;
 mod request;
+mod rollout;
 mod status;
 mod subnets;
 
@@ -389,6 +390,55 @@ impl Bbs for BbsGrpc {
         r: Request<EvacuateRequest>,
     ) -> Result<Response<Empty>, Status> {
         self.remove_evacuating_lrp(r).await
+    }
+
+    async fn replace_actual_lrp(
+        &self,
+        r: Request<ReplaceActualLrpRequest>,
+    ) -> Result<Response<ActualLrpResponse>, Status> {
+        self.replace_lrp(r).await
+    }
+
+    async fn drain_replaced_actual_lrp(
+        &self,
+        r: Request<ReplacedActualLrpRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.drain_replaced_lrp(r).await
+    }
+
+    async fn remove_replaced_actual_lrp(
+        &self,
+        r: Request<ReplacedActualLrpRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.remove_replaced_lrp(r).await
+    }
+
+    async fn restore_replaced_actual_lrp(
+        &self,
+        r: Request<ReplacedActualLrpRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.restore_replaced_lrp(r).await
+    }
+
+    async fn update_deployment(
+        &self,
+        r: Request<UpdateDeploymentRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.update_lrp_deployment(r).await
+    }
+
+    async fn rollback_desired_lrp(
+        &self,
+        r: Request<RollbackDesiredLrpRequest>,
+    ) -> Result<Response<DesiredLrpResponse>, Status> {
+        self.rollback_lrp(r).await
+    }
+
+    async fn desired_lrp_generations(
+        &self,
+        r: Request<ProcessGuidRequest>,
+    ) -> Result<Response<DesiredLrpGenerationsResponse>, Status> {
+        self.lrp_generations(r).await
     }
 
     async fn desire_task(&self, r: Request<DesireTaskRequest>) -> Result<Response<Empty>, Status> {

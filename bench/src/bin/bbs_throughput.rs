@@ -210,6 +210,7 @@ async fn through_bbs(store: Arc<dyn Store>, n: i32, c: usize, tls: bool) -> Dura
         async move {
             client
                 .claim_actual_lrp(ClaimActualLrpRequest {
+                    generation: 0,
                     key: key(i),
                     instance_key: Some(ik(i)),
                 })

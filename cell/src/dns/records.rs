@@ -89,6 +89,7 @@ fn rank(p: Presence) -> u8 {
         Presence::Ordinary => 0,
         Presence::Evacuating => 1,
         Presence::Suspect => 2,
+        Presence::Replaced => 3,
     }
 }
 

@@ -265,6 +265,8 @@ impl DesiredLrpCreateRequest {
             egress_rules: self.egress_rules,
             crash_policy: self.crash_policy,
             host_network: self.host_network,
+            generation: 0,
+            deployment: None,
         }
     }
 }

@@ -111,6 +111,7 @@ async fn run_instance(c: &mut BbsClient<tonic::transport::Channel>, index: i32, 
     });
     let ik = lattice_specs::testing::instance_key(&format!("{APP}-{index}"), "cell-1");
     c.claim_actual_lrp(ClaimActualLrpRequest {
+        generation: 0,
         key: key.clone(),
         instance_key: Some(ik.clone()),
     })
