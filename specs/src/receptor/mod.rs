@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 mod body;
+pub mod rollout;
 mod tokens;
 
 pub use body::{parse_request, BodyError};
@@ -277,40 +278,58 @@ pub struct DesiredLrpResponse {
     #[serde(flatten)]
     pub request: DesiredLrpCreateRequest,
     pub modification_tag: ModificationTag,
+    /// Extension: the definition's generation (1 when created).
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub generation: i64,
+    /// Extension: the app's last rolling update, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<rollout::DeploymentJson>,
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
+impl From<DesiredLrp> for DesiredLrpCreateRequest {
+    fn from(d: DesiredLrp) -> DesiredLrpCreateRequest {
+        DesiredLrpCreateRequest {
+            process_guid: d.process_guid,
+            domain: d.domain,
+            rootfs: d.rootfs,
+            instances: d.instances,
+            env: d.env,
+            setup: d.setup,
+            action: d.action,
+            monitor: d.monitor,
+            start_timeout: d.start_timeout_ms / 1000,
+            disk_mb: d.disk_mb,
+            memory_mb: d.memory_mb,
+            cpu_weight: d.cpu_weight,
+            privileged: d.privileged,
+            ports: d.ports,
+            routes: routes_from_model(d.routes),
+            log_guid: d.log_guid,
+            log_source: d.log_source,
+            metrics_guid: d.metrics_guid,
+            annotation: d.annotation,
+            egress_rules: d.egress_rules,
+            check_definition: d.check_definition,
+            placement_tags: d.placement_tags,
+            volume_mounts: d.volume_mounts,
+            max_pids: d.max_pids,
+            crash_policy: d.crash_policy,
+            host_network: d.host_network,
+        }
+    }
 }
 
 impl From<DesiredLrp> for DesiredLrpResponse {
-    fn from(d: DesiredLrp) -> DesiredLrpResponse {
+    fn from(mut d: DesiredLrp) -> DesiredLrpResponse {
         DesiredLrpResponse {
-            modification_tag: d.modification_tag.clone().unwrap_or_default(),
-            request: DesiredLrpCreateRequest {
-                process_guid: d.process_guid,
-                domain: d.domain,
-                rootfs: d.rootfs,
-                instances: d.instances,
-                env: d.env,
-                setup: d.setup,
-                action: d.action,
-                monitor: d.monitor,
-                start_timeout: d.start_timeout_ms / 1000,
-                disk_mb: d.disk_mb,
-                memory_mb: d.memory_mb,
-                cpu_weight: d.cpu_weight,
-                privileged: d.privileged,
-                ports: d.ports,
-                routes: routes_from_model(d.routes),
-                log_guid: d.log_guid,
-                log_source: d.log_source,
-                metrics_guid: d.metrics_guid,
-                annotation: d.annotation,
-                egress_rules: d.egress_rules,
-                check_definition: d.check_definition,
-                placement_tags: d.placement_tags,
-                volume_mounts: d.volume_mounts,
-                max_pids: d.max_pids,
-                crash_policy: d.crash_policy,
-                host_network: d.host_network,
-            },
+            modification_tag: d.modification_tag.take().unwrap_or_default(),
+            generation: d.generation,
+            deployment: d.deployment.take().map(Into::into),
+            request: d.into(),
         }
     }
 }
@@ -364,8 +383,13 @@ pub struct ActualLrpResponse {
     pub since: i64,
     pub evacuating: bool,
     pub modification_tag: ModificationTag,
-    /// Extension: ORDINARY, EVACUATING or SUSPECT (cell vanished; a replacement is being placed).
+    /// Extension: ORDINARY, EVACUATING, SUSPECT (cell vanished; a replacement is
+    /// being placed) or REPLACED (a rolling update's old instance, still serving).
     pub presence: String,
+    /// Extension: the app generation this instance runs.
+    pub generation: i64,
+    /// Extension: routers no longer send it traffic; it is about to stop.
+    pub draining: bool,
 }
 
 pub fn actual_state_name(s: i32) -> &'static str {
@@ -406,6 +430,8 @@ impl From<ActualLrp> for ActualLrpResponse {
                     .unwrap_or(actual_lrp::Presence::Ordinary),
             )
             .to_string(),
+            generation: l.generation,
+            draining: l.draining,
         }
     }
 }
