@@ -45,6 +45,13 @@ pub static API_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["role"],
     )
 });
+pub static API_NOT_OWNER: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_api_not_owner_total",
+        "Public API requests refused (403) because a developer token does not own the object, by kind (app, task, volume, backup).",
+        &["kind"],
+    )
+});
 pub static BACKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_backups_total",

@@ -7,20 +7,27 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Json;
+use axum::{Extension, Json};
 use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::{self, ActualLrpResponse, DesiredLrpResponse};
 
-use super::{created, domain_filter, no_content, parse_body, ApiError, ApiResult, ApiState};
+use super::{
+    created, domain_filter, no_content, owners, parse_body, ApiError, ApiResult, ApiState, Caller,
+};
 
+/// Desires an app; it belongs to whoever desired it (`owners`). Its volumes must be
+/// the caller's.
 pub(super) async fn create_desired_lrp(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: receptor::DesiredLrpCreateRequest = parse_body(&body)?;
     let d = req.into_model();
     let guid = d.process_guid.clone();
-    s.db.desire_lrp(d)
+    owners::ensure_may_mount(&s, &caller, &d.volume_mounts).await?;
+    owners::db_for(&caller, &s.db)
+        .desire_lrp(d)
         .await
         .map_err(|e| ApiError::from_db(e, ErrorName::InvalidLRP))?;
     tracing::info!(process_guid = %guid, "LRP desired");

@@ -11,8 +11,9 @@
 //!
 //! One file per resource (`tasks`, `lrps`, `cells` with domains and events,
 //! `logs`, `blobs`, `tokens`; backups live in `crate::backups`), `errors` for how
-//! the API says no; `auth` (who calls), `authz` (what each role may do), `redact`
-//! (what a viewer does not see) and `audit` (the line every change leaves); this
+//! the API says no; `auth` (who calls), `authz` (what each role may do, and on whose
+//! objects), `owners` (who owns what), `redact` (what a viewer does not see) and
+//! `audit` (the line every change leaves); this
 //! module holds the shared state, the router and the metrics middleware.
 
 mod audit;
@@ -23,6 +24,7 @@ mod cells;
 mod errors;
 mod logs;
 mod lrps;
+pub mod owners;
 pub mod redact;
 mod tasks;
 mod tokens;

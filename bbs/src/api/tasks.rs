@@ -6,17 +6,27 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Json;
+use axum::{Extension, Json};
 use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::{self, TaskResponse};
 
-use super::{created, domain_filter, no_content, parse_body, ApiError, ApiResult, ApiState};
+use super::{
+    created, domain_filter, no_content, owners, parse_body, ApiError, ApiResult, ApiState, Caller,
+};
 use crate::db::DbError;
 
-pub(super) async fn create_task(State(s): State<ApiState>, body: Bytes) -> ApiResult<Response> {
+/// Desires a task; it belongs to whoever desired it (`owners`). Its volumes must be
+/// the caller's.
+pub(super) async fn create_task(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let req: receptor::TaskCreateRequest = parse_body(&body)?;
     let (guid, domain, def) = req.into_model();
-    s.db.desire_task(&guid, &domain, def)
+    owners::ensure_may_mount(&s, &caller, &def.volume_mounts).await?;
+    owners::db_for(&caller, &s.db)
+        .desire_task(&guid, &domain, def)
         .await
         .map_err(|e| ApiError::from_db(e, ErrorName::InvalidTask))?;
     tracing::info!(task_guid = %guid, "task desired");

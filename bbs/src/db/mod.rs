@@ -23,6 +23,7 @@
 //! | `/lattice/v1/token/name/<name>`             | ApiToken                 |       |
 //! | `/lattice/v1/token/hash/<sha256 of secret>` | ApiToken (same record)   |       |
 //! | `/lattice/v1/jointoken/<id>`                | JoinTokenRecord          |       |
+//! | `/lattice/v1/owner/<kind>/<name>`           | Owner (app, task, volume, backup) |  |
 
 //!
 //! One file per entity, all writing through [`txn`]'s compare-and-swap seam:
@@ -30,7 +31,8 @@
 //! (EVACUATING and SUSPECT copies, decided by `lattice_specs::evacuation`),
 //! `tasks`, `cells` (cells, domains, leases, locks), `volumes`, `backups`
 //! (backups and their schedules), `subnets` (cells' container subnets), `tokens`
-//! (the public API's tokens), `join_tokens` (tokens machines join the cluster with).
+//! (the public API's tokens), `join_tokens` (tokens machines join the cluster with),
+//! `owners` (who made each app, task, volume and backup through the public API).
 
 mod actual;
 mod backups;
@@ -38,6 +40,7 @@ mod cells;
 mod desired;
 mod evacuation;
 mod join_tokens;
+mod owners;
 mod subnets;
 mod tasks;
 mod tokens;
@@ -52,6 +55,7 @@ use lattice_specs::validation::ValidationErrors;
 use lattice_specs::ModelError;
 
 use crate::store::{Store, StoreError};
+pub use owners::{owner_key, OwnedKind, Owner, OWNER};
 pub use subnets::{ClusterNetwork, DEFAULT_INTERNAL_DOMAIN};
 pub use tokens::{check_token_name, new_secret, secret_hash, ApiToken, SECRET_PREFIX};
 use txn::CAS_ATTEMPTS;
@@ -193,6 +197,8 @@ pub struct Db {
     fence: Option<(String, i64)>,
     /// What cells' subnet leases are made of (see [`Db::lease_cell_subnet`]).
     pub network: Arc<ClusterNetwork>,
+    /// Who owns what this view creates (see [`Db::created_by`]); None: the admins.
+    creator: Option<Arc<Owner>>,
 }
 
 impl Db {
@@ -202,6 +208,7 @@ impl Db {
             max_task_retries: task_sm::DEFAULT_MAX_RETRIES,
             fence: None,
             network: Arc::default(),
+            creator: None,
         }
     }
 
