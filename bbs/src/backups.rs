@@ -30,7 +30,7 @@ use crate::api::authz::Object;
 use crate::api::owners;
 use crate::api::{parse_body, ApiError, ApiResult, ApiState, Caller};
 use crate::backup_tasks;
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, OwnedKind};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -123,7 +123,8 @@ fn backup_id(volume: &str) -> String {
 }
 
 /// Submits the backup of `volume` (id given by a schedule's slot, or made up);
-/// `blob_url` gives a blob's URL without credentials (the task gets its own).
+/// `blob_url` gives a blob's URL without credentials (the task gets its own). The
+/// backup and its task belong to the volume's owner, whoever asked (a schedule too).
 pub async fn start_backup(
     db: &Db,
     blob_url: &(dyn Fn(&str) -> String + Sync),
@@ -132,6 +133,10 @@ pub async fn start_backup(
     slot: &str,
 ) -> Result<Backup, DbError> {
     let v = db.volume(volume).await?;
+    let db = match db.owner(OwnedKind::Volume, volume).await? {
+        Some(owner) => db.created_by(owner),
+        None => db.clone(),
+    };
     let id = id.unwrap_or_else(|| backup_id(volume));
     let b = Backup {
         task_guid: plan::Purpose::Backup { id: id.clone() }.task_guid(),
@@ -161,8 +166,7 @@ async fn create_backup(
     let r: BackupCreateRequest = parse_body(&body)?;
     crate::api::blob_store(&s)?;
     owners::ensure_may_act(&s, &caller, "back up", &Object::Volume(r.volume.clone())).await?;
-    let db = owners::db_for(&caller, &s.db);
-    let b = start_backup(&db, &|n| s.blob_url(n), &r.volume, None, "")
+    let b = start_backup(&s.db, &|n| s.blob_url(n), &r.volume, None, "")
         .await
         .map_err(db_err)?;
     Ok((StatusCode::CREATED, Json(BackupResponse::from(b))).into_response())

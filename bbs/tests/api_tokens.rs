@@ -728,6 +728,26 @@ async fn volumes_backups_and_schedules_belong_to_the_volumes_owner() {
         refused_not_owner(dev_b.send(method, &path, None).await, &want).await;
     }
 
+    // A scheduled backup of dev-a's volume (started as the brain's schedule does) and
+    // its task are dev-a's.
+    let blob_url = |n: &str| format!("http://{}/v1/blobs/{n}", bbs.api_addr);
+    let scheduled = lattice_bbs::backups::start_backup(
+        &bbs.db,
+        &blob_url,
+        "pg",
+        Some("pg-slot-1".into()),
+        "slot-1",
+    )
+    .await
+    .unwrap();
+    let cancel = format!("/v1/tasks/{}/cancel", scheduled.task_guid);
+    refused_not_owner(
+        dev_b.send("POST", &cancel, None).await,
+        "it belongs to dev-a",
+    )
+    .await;
+    assert_eq!(dev_a.send("POST", &cancel, None).await.0, 204);
+
     // A backup an admin imported for dev-a's volume is dev-a's to use too, not dev-b's.
     let put = reqwest::Client::new()
         .put(format!("http://{}/v1/blobs/backup-old.tgz", bbs.api_addr))
