@@ -31,8 +31,9 @@
 //! (EVACUATING and SUSPECT copies, decided by `lattice_specs::evacuation`),
 //! `tasks`, `cells` (cells, domains, leases, locks), `volumes`, `backups`
 //! (backups and their schedules), `subnets` (cells' container subnets), `tokens`
-//! (the public API's tokens), `join_tokens` (tokens machines join the cluster with),
-//! `owners` (who made each app, task, volume and backup through the public API).
+//! (the public API's tokens), `join_tokens` (tokens machines join the cluster with).
+//!
+//! `owners` keeps who made each app, task, volume and backup through the public API.
 
 mod actual;
 mod backups;
@@ -40,12 +41,14 @@ mod cells;
 mod desired;
 mod evacuation;
 mod join_tokens;
-mod owners;
 mod subnets;
 mod tasks;
 mod tokens;
 mod txn;
 mod volumes;
+
+// Not an entity: the owner records that follow every write (`txn`).
+mod owners;
 
 use std::sync::Arc;
 
@@ -55,10 +58,11 @@ use lattice_specs::validation::ValidationErrors;
 use lattice_specs::ModelError;
 
 use crate::store::{Store, StoreError};
-pub use owners::{owner_key, OwnedKind, Owner, OWNER};
 pub use subnets::{ClusterNetwork, DEFAULT_INTERNAL_DOMAIN};
 pub use tokens::{check_token_name, new_secret, secret_hash, ApiToken, SECRET_PREFIX};
 use txn::CAS_ATTEMPTS;
+
+pub use owners::{owner_key, OwnedKind, Owner, OWNER};
 
 pub const ROOT: &str = "/lattice/v1/";
 pub const DESIRED: &str = "/lattice/v1/desired/";
