@@ -552,6 +552,20 @@ async fn a_developer_acts_only_on_the_apps_and_tasks_it_owns() {
     );
     let (_, web) = dev_a.send("GET", "/v1/desired_lrps/web", None).await;
     assert_eq!(web["env"][0]["value"], "a-app-secret");
+    // Answers name each owner (none: the admins').
+    let owner_of = |list: &Value, guid: &str| {
+        let item = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["process_guid"] == guid);
+        item.unwrap().get("owner").cloned()
+    };
+    assert_eq!(web["owner"], "dev-a");
+    assert_eq!(owner_of(&list, "api"), Some(json!("dev-b")));
+    assert_eq!(owner_of(&list, "sys"), None);
+    let (_, tasks) = dev_b.send("GET", "/v1/tasks", None).await;
+    assert_eq!(tasks[0]["owner"], "dev-a", "{tasks}");
     let (_, job) = dev_a.send("GET", "/v1/tasks/job", None).await;
     assert_eq!(job["env"][0]["value"], "a-task-secret");
 

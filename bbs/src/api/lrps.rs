@@ -11,6 +11,8 @@ use axum::{Extension, Json};
 use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::{self, ActualLrpResponse, DesiredLrpResponse};
 
+use crate::db::OwnedKind;
+
 use super::{
     created, domain_filter, no_content, owners, parse_body, ApiError, ApiResult, ApiState, Caller,
 };
@@ -42,8 +44,15 @@ pub(super) async fn list_desired_lrps(
         s.db.desired_lrps(domain_filter(&q))
             .await
             .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
+    let mut owners = owners::owner_names(&s, OwnedKind::App).await?;
     Ok(Json(
-        all.into_iter().map(DesiredLrpResponse::from).collect(),
+        all.into_iter()
+            .map(|d| {
+                let mut r = DesiredLrpResponse::from(d);
+                r.owner = owners.remove(&r.request.process_guid).unwrap_or_default();
+                r
+            })
+            .collect(),
     ))
 }
 
@@ -51,12 +60,13 @@ pub(super) async fn get_desired_lrp(
     State(s): State<ApiState>,
     Path(guid): Path<String>,
 ) -> ApiResult<Json<DesiredLrpResponse>> {
-    Ok(Json(
+    let mut r = DesiredLrpResponse::from(
         s.db.desired_lrp(&guid)
             .await
-            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
-            .into(),
-    ))
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?,
+    );
+    r.owner = owners::owner_name(&s, OwnedKind::App, &guid).await?;
+    Ok(Json(r))
 }
 
 pub(super) async fn update_desired_lrp(

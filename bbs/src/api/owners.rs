@@ -27,6 +27,29 @@ pub fn owner_of_new(caller: &Caller) -> Owner {
     }
 }
 
+/// The owners of `kind`'s objects by name, as answers show them (a developer token's
+/// name; the admins' are not listed).
+pub async fn owner_names(s: &ApiState, kind: OwnedKind) -> ApiResult<HashMap<String, String>> {
+    let all =
+        s.db.owners(kind)
+            .await
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
+    Ok(all
+        .into_iter()
+        .filter(|(_, o)| !o.is_admins())
+        .map(|(name, o)| (name, o.token))
+        .collect())
+}
+
+/// The owner of one object as answers show it (empty: the admins').
+pub async fn owner_name(s: &ApiState, kind: OwnedKind, name: &str) -> ApiResult<String> {
+    let o =
+        s.db.owner(kind, name)
+            .await
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
+    Ok(o.map(|o| o.token).unwrap_or_default())
+}
+
 /// `db` as `caller` creates through: what it makes is the caller's.
 pub fn db_for(caller: &Caller, db: &Db) -> Db {
     db.created_by(owner_of_new(caller))

@@ -13,7 +13,7 @@ use lattice_specs::receptor::{self, TaskResponse};
 use super::{
     created, domain_filter, no_content, owners, parse_body, ApiError, ApiResult, ApiState, Caller,
 };
-use crate::db::DbError;
+use crate::db::{DbError, OwnedKind};
 
 /// Desires a task; it belongs to whoever desired it (`owners`). Its volumes must be
 /// the caller's.
@@ -43,11 +43,16 @@ pub(super) async fn list_tasks(
             q.get("cell_id").map(String::as_str).unwrap_or(""),
         )
         .await;
+    let tasks = tasks.map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
+    let mut owners = owners::owner_names(&s, OwnedKind::Task).await?;
     Ok(Json(
         tasks
-            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
             .into_iter()
-            .map(TaskResponse::from)
+            .map(|t| {
+                let mut r = TaskResponse::from(t);
+                r.owner = owners.remove(&r.request.task_guid).unwrap_or_default();
+                r
+            })
             .collect(),
     ))
 }
@@ -56,12 +61,13 @@ pub(super) async fn get_task(
     State(s): State<ApiState>,
     Path(guid): Path<String>,
 ) -> ApiResult<Json<TaskResponse>> {
-    Ok(Json(
+    let mut r = TaskResponse::from(
         s.db.task(&guid)
             .await
-            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
-            .into(),
-    ))
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?,
+    );
+    r.owner = owners::owner_name(&s, OwnedKind::Task, &guid).await?;
+    Ok(Json(r))
 }
 
 /// The receptor's delete: mark the completed task resolving, then remove it.
