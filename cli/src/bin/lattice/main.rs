@@ -210,11 +210,13 @@ async fn shutdown_signal() {
 }
 
 /// Starts a BBS with `lattice bbs`'s flags; its public API takes connections once
-/// `api_opens` turns true (at once without one).
+/// `api_opens` turns true (at once without one). `api_ca`: a CA (with its key) to
+/// issue the API's certificate from besides --join-ca-dir's (`lattice up`'s).
 async fn start_bbs(
     a: BbsArgs,
     logs: LogBuffer,
     api_opens: Option<tokio::sync::watch::Receiver<bool>>,
+    api_ca: Option<std::sync::Arc<lattice_tls::ca::Ca>>,
 ) -> anyhow::Result<server::RunningBbs> {
     if let Some(auth) = &a.basic_auth {
         anyhow::ensure!(
@@ -232,12 +234,13 @@ async fn start_bbs(
     };
     let join = ca.clone().map(lattice_bbs::grpc::JoinAuthority::new);
     let tls = a.tls.node(lattice_specs::identity::Role::Bbs)?;
+    let issuer = ca.or(api_ca);
     let cluster = api_tls::Cluster {
         node_cert: tls.is_some(),
-        ca_key: ca.is_some(),
+        ca_key: issuer.is_some(),
     };
     let api_choice = api_tls::choose(a.api_listen, &a.api_tls, cluster)?;
-    let api_tls = api_tls::server_config(&api_choice, tls.as_ref(), ca.as_ref())?;
+    let api_tls = api_tls::server_config(&api_choice, tls.as_ref(), issuer.as_ref())?;
     server::start(BbsConfig {
         store: a.store.clone(),
         listen: a.listen,
@@ -265,7 +268,7 @@ async fn start_bbs(
 async fn run_bbs(a: BbsArgs, logs: LogBuffer) -> anyhow::Result<()> {
     let store = a.store.clone();
     let token_file = a.admin_token_file.clone();
-    let bbs = start_bbs(a, logs, None).await?;
+    let bbs = start_bbs(a, logs, None, None).await?;
     if let Some(file) = token_file {
         lattice_bbs::api::bootstrap_admin_token(&bbs.db, &file).await?;
     }
