@@ -715,23 +715,6 @@ fn destroy_recorded_cell(record: &Path) {
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owners_are_read_from_names() {
-        assert_eq!(owner_of("ltlan-123.456-0-cell1"), Some("123.456"));
-        assert_eq!(owner_of("lattice-spare-x"), None);
-        assert!(owner_alive(&this_process()));
-        assert!(
-            !owner_alive(&format!("1.{}", u64::MAX)),
-            "pid 1 did not start then"
-        );
-        assert!(!owner_alive("garbage"));
-    }
-}
-
 /// One `GET path` (`Host: host`, then close) on `s`: the status and body.
 fn get(mut s: impl Read + Write, path: &str, host: &str) -> Option<(u16, String)> {
     write!(
@@ -758,4 +741,21 @@ fn get(mut s: impl Read + Write, path: &str, host: &str) -> Option<(u16, String)
         body.to_string()
     };
     Some((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_read_from_names() {
+        assert_eq!(owner_of("ltlan-123.456-0-cell1"), Some("123.456"));
+        assert_eq!(owner_of("lattice-spare-x"), None);
+        assert!(owner_alive(&this_process()));
+        assert!(
+            !owner_alive(&format!("1.{}", u64::MAX)),
+            "pid 1 did not start then"
+        );
+        assert!(!owner_alive("garbage"));
+    }
 }
