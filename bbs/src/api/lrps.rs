@@ -134,9 +134,16 @@ pub(super) async fn actual_lrp_usage(
             .await
             .map_err(invalid)?
             .into_iter()
-            .map(|c| (c.cell_id, c.rep_address))
+            .filter_map(|c| {
+                Some((
+                    c.cell_id.clone(),
+                    s.cells.base_url(&c.cell_id, &c.rep_address)?,
+                ))
+            })
             .collect();
-    Ok(Json(crate::usage::gather(&s.http, &reps, &instances).await))
+    Ok(Json(
+        crate::usage::gather(s.cells.http(), &reps, &instances).await,
+    ))
 }
 
 fn parse_index(raw: &str) -> ApiResult<i32> {

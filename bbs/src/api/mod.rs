@@ -77,8 +77,8 @@ pub struct ApiState {
     pub basic_auth: Option<String>,
     /// Lines pushed to the BBS (router access lines, components' debug logs).
     pub logs: LogBuffer,
-    /// For fetching the cells' log lines.
-    pub http: reqwest::Client,
+    /// For asking the cells (their log lines, their containers' usage).
+    pub cells: crate::cell_client::CellClient,
     /// Where backup archives live (none: this BBS keeps no blobs).
     pub blobs: Option<crate::blobs::BlobStore>,
     /// This API's URL as cells reach it (backup tasks' archives go there).
