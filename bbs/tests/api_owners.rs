@@ -265,7 +265,15 @@ async fn volumes_backups_and_schedules_belong_to_the_volumes_owner() {
         .await
         .unwrap();
 
-    // dev-b may not grow, remove, schedule, back up or mount dev-a's volume.
+    // dev-b may not grow, remove, schedule, back up or mount dev-a's volume, not
+    // even through a new generation of an app of its own.
+    let mine = common::lrp("mine", 1);
+    let made = dev_b
+        .send("POST", "/v1/desired_lrps", Some(mine.clone()))
+        .await;
+    assert_eq!(made.0, 201, "{made:?}");
+    let mut remount = mine;
+    remount["volume_mounts"] = json!([{"volume": "pg", "container_path": "/data"}]);
     let mut mounting = common::task("peek");
     mounting["volume_mounts"] = json!([{"volume": "pg", "container_path": "/data"}]);
     let schedule = json!({"every": "1h", "keep": 3});
@@ -293,6 +301,12 @@ async fn volumes_backups_and_schedules_belong_to_the_volumes_owner() {
             "POST",
             "/v1/tasks",
             Some(mounting.clone()),
+            "may not mount volume pg",
+        ),
+        (
+            "POST",
+            "/v1/desired_lrps/mine/generations",
+            Some(json!({ "definition": remount })),
             "may not mount volume pg",
         ),
     ] {
@@ -424,5 +438,60 @@ async fn volumes_backups_and_schedules_belong_to_the_volumes_owner() {
             .0,
         204
     );
+    bbs.shutdown().await;
+}
+
+/// Updates, rollbacks and promotions of an app are its owner's; its history is
+/// readable by other developers with the secrets hidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_developer_rolls_out_only_its_own_apps() {
+    let (bbs, _dir) = start(None, false).await;
+    let local = As::new(&bbs, Auth::None);
+    let a = As::new(
+        &bbs,
+        Auth::Bearer(make_token(&local, "dev-a", "developer").await),
+    );
+    let b = As::new(
+        &bbs,
+        Auth::Bearer(make_token(&local, "dev-b", "developer").await),
+    );
+    let mut app = common::lrp("web", 1);
+    app["env"] = json!([{"name": "SECRET", "value": "s3cr3t"}]);
+    assert_eq!(
+        a.send("POST", "/v1/desired_lrps", Some(app.clone()))
+            .await
+            .0,
+        201
+    );
+    let mut v2 = app.clone();
+    v2["rootfs"] = json!("docker:///nginx");
+    for (path, body) in [
+        (
+            "/v1/desired_lrps/web/generations",
+            Some(json!({"definition": v2.clone()})),
+        ),
+        ("/v1/desired_lrps/web/rollback", None),
+        ("/v1/desired_lrps/web/promote", None),
+    ] {
+        let why = assert_error(&b.send("POST", path, body).await, 403, ErrorName::Forbidden);
+        assert!(why.contains("it belongs to dev-a"), "{path}: {why}");
+    }
+    let (s, d) = a
+        .send(
+            "POST",
+            "/v1/desired_lrps/web/generations",
+            Some(json!({"definition": v2})),
+        )
+        .await;
+    assert_eq!(s, 201, "{d}");
+    let (s, h) = b
+        .send("GET", "/v1/desired_lrps/web/generations", None)
+        .await;
+    assert_eq!(s, 200);
+    assert!(!h.to_string().contains("s3cr3t"), "{h}");
+    let (_, h) = a
+        .send("GET", "/v1/desired_lrps/web/generations", None)
+        .await;
+    assert!(h.to_string().contains("s3cr3t"), "{h}");
     bbs.shutdown().await;
 }

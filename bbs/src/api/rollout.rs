@@ -13,7 +13,7 @@ use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::rollout::{GenerationRequest, GenerationResponse, RollbackRequest};
 use lattice_specs::receptor::DesiredLrpResponse;
 
-use super::{parse_body, ApiError, ApiResult, ApiState, Caller};
+use super::{owners, parse_body, ApiError, ApiResult, ApiState, Caller};
 use crate::db::Rollback;
 
 pub(super) async fn create_generation(
@@ -24,6 +24,7 @@ pub(super) async fn create_generation(
 ) -> ApiResult<Response> {
     let req: GenerationRequest = parse_body(&body)?;
     let definition = req.definition.into_model();
+    owners::ensure_may_mount(&s, &caller, &definition.volume_mounts).await?;
     let (d, made) =
         s.db.create_generation(&guid, definition, req.strategy.into(), &caller.name)
             .await
