@@ -113,15 +113,20 @@ pub async fn apply(api: &Api, a: &ApplyArgs) -> anyhow::Result<()> {
     };
     let plan =
         plan::plan(&m, &checked, &cluster, &api.target, prune).map_err(|e| problems(&a.file, e))?;
-    if a.dry_run || plan.is_empty() {
+    if a.dry_run {
         print!("{}", plan::render(&plan));
-        if a.dry_run && !plan.is_empty() {
+        if !plan.is_empty() {
             println!("Dry run: nothing was changed.");
         }
         return Ok(());
     }
     let mut fx = run::ApiEffects::new(api, &m.name);
+    // With nothing to change, only the manifest's record may be brought up to date.
     run::run(&plan, &cluster.ledger, &mut fx).await?;
+    if plan.is_empty() {
+        print!("{}", plan::render(&plan));
+        return Ok(());
+    }
     for n in &plan.notes {
         println!("note: {n}");
     }

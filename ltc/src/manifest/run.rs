@@ -127,16 +127,19 @@ impl<'a> ApiEffects<'a> {
         let mut last = String::new();
         self.poll_until(&format!("rolling {app} out"), timeout, async || {
             let d = self.api.app(app).await?;
-            let Some(dep) = d.deployment.filter(|d| d.target_generation >= g) else {
-                return Ok(d.generation >= g);
-            };
-            match dep.state.as_str() {
-                "succeeded" => return Ok(true),
-                "failed" | "rolled_back" => anyhow::bail!(
-                    "{app}: generation {g} was rolled back: {}. `ltc status {app}` and `ltc logs {app}` say more",
+            let dep = d.deployment.clone().unwrap_or_default();
+            // A failed generation is rolled back to an earlier one.
+            if d.generation < g {
+                anyhow::bail!(
+                    "{app}: generation {g} failed and was rolled back to {} ({}): {}. `ltc status {app}` and `ltc logs {app}` say more",
+                    d.generation,
+                    dep.state,
                     dep.reason
-                ),
-                _ => {}
+                );
+            }
+            // No deployment towards g: the change was made in place.
+            if dep.target_generation != g || dep.state == "succeeded" {
+                return Ok(true);
             }
             let line = format!(
                 "{app}: generation {g}: {}/{} instances updated ({})",
