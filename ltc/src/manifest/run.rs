@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lattice_specs::errors::ErrorName;
+use lattice_specs::receptor::DesiredLrpResponse;
 use sha2::Digest;
 
 use super::plan::{describe, AppUpdate, Change, Ledger, Plan, Ready};
@@ -85,6 +86,29 @@ pub async fn load_ledger(api: &Api, manifest: &str) -> anyhow::Result<Ledger> {
     })
 }
 
+/// Where an app's rollout to generation `g` stands: done (None), a progress line, or
+/// the failure (a failed generation is rolled back to an earlier one).
+pub fn rollout(d: &DesiredLrpResponse, g: i64) -> anyhow::Result<Option<String>> {
+    let app = &d.request.process_guid;
+    let dep = d.deployment.clone().unwrap_or_default();
+    if d.generation < g {
+        anyhow::bail!(
+            "{app}: generation {g} failed and was rolled back to {} ({}): {}. `ltc status {app}` and `ltc logs {app}` say more",
+            d.generation,
+            dep.state,
+            dep.reason
+        );
+    }
+    // No deployment towards g: the change was made in place.
+    if dep.target_generation != g || dep.state == "succeeded" {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{app}: generation {g}: {}/{} instances updated ({})",
+        dep.updated_instances, d.request.instances, dep.state
+    )))
+}
+
 /// [`Effects`] through the public API, showing progress as `ltc create` does.
 pub struct ApiEffects<'a> {
     pub api: &'a Api,
@@ -127,24 +151,9 @@ impl<'a> ApiEffects<'a> {
         let mut last = String::new();
         self.poll_until(&format!("rolling {app} out"), timeout, async || {
             let d = self.api.app(app).await?;
-            let dep = d.deployment.clone().unwrap_or_default();
-            // A failed generation is rolled back to an earlier one.
-            if d.generation < g {
-                anyhow::bail!(
-                    "{app}: generation {g} failed and was rolled back to {} ({}): {}. `ltc status {app}` and `ltc logs {app}` say more",
-                    d.generation,
-                    dep.state,
-                    dep.reason
-                );
-            }
-            // No deployment towards g: the change was made in place.
-            if dep.target_generation != g || dep.state == "succeeded" {
+            let Some(line) = rollout(&d, g)? else {
                 return Ok(true);
-            }
-            let line = format!(
-                "{app}: generation {g}: {}/{} instances updated ({})",
-                dep.updated_instances, d.request.instances, dep.state
-            );
+            };
             if line != last {
                 eprintln!("{line}");
                 last = line;

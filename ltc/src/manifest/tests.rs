@@ -753,3 +753,41 @@ fn pruning_comes_last_and_the_record_follows() {
         ]
     );
 }
+
+#[test]
+fn a_rollout_is_judged_by_its_deployment_and_generation() {
+    let mut d = DesiredLrpResponse::default();
+    d.request.process_guid = "api".into();
+    d.request.instances = 3;
+    d.generation = 2;
+    d.deployment = Some(DeploymentJson {
+        state: "rolling".into(),
+        target_generation: 2,
+        updated_instances: 1,
+        ..Default::default()
+    });
+    assert_eq!(
+        run::rollout(&d, 2).unwrap().as_deref(),
+        Some("api: generation 2: 1/3 instances updated (rolling)")
+    );
+    d.deployment.as_mut().unwrap().state = "succeeded".into();
+    assert_eq!(run::rollout(&d, 2).unwrap(), None);
+    // Rolled back to generation 1 on its own, with the reason.
+    d.generation = 1;
+    d.deployment = Some(DeploymentJson {
+        state: "rolling_back".into(),
+        target_generation: 1,
+        failed: true,
+        reason: "instance 0 crashed: exited with status 3".into(),
+        ..Default::default()
+    });
+    let e = run::rollout(&d, 2).unwrap_err().to_string();
+    assert!(
+        e.starts_with("api: generation 2 failed and was rolled back to 1 (rolling_back): instance 0 crashed: exited with status 3."),
+        "{e}"
+    );
+    // Changed in place: no deployment towards the generation asked for.
+    d.generation = 2;
+    d.deployment = None;
+    assert_eq!(run::rollout(&d, 2).unwrap(), None);
+}
