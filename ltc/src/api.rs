@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lattice_specs::errors::ErrorName;
+use lattice_specs::receptor::rollout::GenerationRequest;
 use lattice_specs::receptor::{
     ActualLrpResponse, BackupResponse, BackupScheduleRequest, CellResponse, ContainerUsage,
     DesiredLrpCreateRequest, DesiredLrpResponse, DesiredLrpUpdateRequest, TaskCreateRequest,
@@ -179,6 +180,22 @@ impl Api {
             Method::DELETE,
             &format!("/v1/desired_lrps/{}", seg(guid)),
             None,
+        )
+        .await
+    }
+
+    // ---- rolling updates (an extension; specs/src/receptor/rollout.rs) -------------
+
+    /// A whole new definition: a new generation rolled out, a change in place, or
+    /// nothing; the app as it is now either way.
+    pub async fn create_generation(
+        &self,
+        guid: &str,
+        req: &GenerationRequest,
+    ) -> anyhow::Result<DesiredLrpResponse> {
+        self.post(
+            &format!("/v1/desired_lrps/{}/generations", seg(guid)),
+            serde_json::to_value(req)?,
         )
         .await
     }

@@ -156,7 +156,7 @@ pub fn hostnames(d: &DesiredLrpResponse) -> Vec<String> {
         .collect()
 }
 
-fn env_vars(env: &[String]) -> anyhow::Result<Vec<EnvironmentVariable>> {
+pub(crate) fn env_vars(env: &[String]) -> anyhow::Result<Vec<EnvironmentVariable>> {
     env.iter()
         .map(|e| {
             let (name, value) = match e.split_once('=') {
@@ -174,7 +174,7 @@ fn env_vars(env: &[String]) -> anyhow::Result<Vec<EnvironmentVariable>> {
         .collect()
 }
 
-fn volume_mounts(volumes: &[String]) -> anyhow::Result<Vec<models::VolumeMount>> {
+pub(crate) fn volume_mounts(volumes: &[String]) -> anyhow::Result<Vec<models::VolumeMount>> {
     volumes
         .iter()
         .map(|v| {

@@ -2,11 +2,13 @@
 //! manages apps (`create`, `scale`, `update`, `remove`, `list`, `status`), shows cells
 //! (`cells`, `visualize`) and logs (`logs`, `debug-logs`), and runs tasks
 //! (`submit-task`, `task`, `cancel-task`, `delete-task`, `list-tasks`); volumes and
-//! their backups (`volume …`, `backup …`); API tokens (`login`, `token …`).
+//! their backups (`volume …`, `backup …`); API tokens (`login`, `token …`); whole
+//! systems from a manifest (`apply`, `export`).
 
 mod api;
 mod app;
 mod logs;
+mod manifest;
 mod show;
 mod storage;
 mod target;
@@ -94,6 +96,11 @@ enum Cmd {
         #[arg(long, conflicts_with = "http_routes")]
         no_routes: bool,
     },
+    /// Make the cluster hold what a manifest (YAML or TOML) declares: apps, tasks,
+    /// volumes, backup schedules. Checked whole first; applying it again changes nothing.
+    Apply(manifest::ApplyArgs),
+    /// Write the manifest of running apps (and the volumes they mount).
+    Export(manifest::ExportArgs),
     /// Remove apps (their instances are stopped).
     Remove {
         #[arg(required = true)]
@@ -308,6 +315,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             http_routes,
             no_routes,
         } => app::update_routes(&api()?, &app, &http_routes, no_routes).await?,
+        Cmd::Apply(a) => manifest::apply(&api()?, &a).await?,
+        Cmd::Export(a) => manifest::export(&api()?, &a).await?,
         Cmd::Remove { apps } => app::remove(&api()?, &apps).await?,
         Cmd::List(j) => {
             let api = api()?;

@@ -142,7 +142,7 @@ async fn wait_volume(api: &Api, name: &str, timeout: Duration) -> anyhow::Result
     }
 }
 
-async fn create_volume(
+pub(crate) async fn create_volume(
     api: &Api,
     name: &str,
     size: u64,
