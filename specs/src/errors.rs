@@ -77,6 +77,14 @@ error_names! {
     ActualLRPCannotBeCrashed,
     ActualLRPCannotBeFailed,
     ActualLRPCannotBeUnclaimed,
+    /// A rolling update of the app is in progress (rolling, paused or rolling back).
+    DeploymentInProgress,
+    /// The app's history keeps no such generation.
+    GenerationNotFound,
+    /// The app has no canary deployment waiting for a promotion.
+    DeploymentNotPaused,
+    /// There is no other generation to roll back to.
+    NothingToRollBack,
     // Tasks
     TaskGuidAlreadyExists,
     TaskNotFound,
@@ -205,6 +213,10 @@ mod tests {
                 ErrorName::ActualLRPCannotBeUnclaimed,
                 "ActualLRPCannotBeUnclaimed",
             ),
+            (ErrorName::DeploymentInProgress, "DeploymentInProgress"),
+            (ErrorName::GenerationNotFound, "GenerationNotFound"),
+            (ErrorName::DeploymentNotPaused, "DeploymentNotPaused"),
+            (ErrorName::NothingToRollBack, "NothingToRollBack"),
             (ErrorName::TaskGuidAlreadyExists, "TaskGuidAlreadyExists"),
             (ErrorName::TaskNotFound, "TaskNotFound"),
             (ErrorName::TaskNotCancelable, "TaskNotCancelable"),
