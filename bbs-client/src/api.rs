@@ -10,7 +10,7 @@ use lattice_specs::bbs_api::LeaseCellSubnetResponse;
 use lattice_specs::events::Event;
 use lattice_specs::models::{
     volume, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, BackupSchedule,
-    CellPresence, DesiredLrp, Domain, Task, Volume,
+    CellPresence, Deployment, DesiredLrp, DesiredLrpGeneration, Domain, Task, Volume,
 };
 
 use crate::error::Result;
@@ -114,6 +114,50 @@ pub trait LrpWrites: Send + Sync {
     ) -> Result<()>;
 }
 
+/// The brain's rolling updates (its deployer): replacing instances, their
+/// REPLACED copies, the deployment's progress, rollbacks, and the app's history.
+#[async_trait]
+pub trait Rollouts: Send + Sync {
+    /// Starts replacing instance `index` for `target_generation` (refused if the
+    /// app's generation changed): with `surge` the old instance keeps serving
+    /// from a REPLACED copy. Returns the new, UNCLAIMED ordinary record.
+    async fn replace_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        surge: bool,
+        target_generation: i64,
+    ) -> Result<ActualLrp>;
+    /// Marks the REPLACED copy at `index` draining (routers drop it).
+    async fn drain_replaced_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()>;
+    /// Removes the REPLACED copy at `index` (its cell stops the instance).
+    async fn remove_replaced_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()>;
+    /// Puts the REPLACED copy at `index` back as the ordinary record (a rollback).
+    async fn restore_replaced_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()>;
+    /// Records the deployment's progress: compare-and-swap on `expected`, the
+    /// deployment read (`ResourceConflict` when it changed).
+    async fn update_deployment(
+        &self,
+        process_guid: &str,
+        expected: Deployment,
+        new: Deployment,
+    ) -> Result<()>;
+    /// Rolls the app back to `generation` (0: the deployment's previous one);
+    /// `failed`: the target generation failed, for `reason`.
+    async fn rollback_desired_lrp(
+        &self,
+        process_guid: &str,
+        generation: i64,
+        failed: bool,
+        reason: &str,
+    ) -> Result<DesiredLrp>;
+    /// The app's kept history, oldest first.
+    async fn desired_lrp_generations(
+        &self,
+        process_guid: &str,
+    ) -> Result<Vec<DesiredLrpGeneration>>;
+}
+
 /// Failing a task: the brain's convergence does, and so does a cell whose sync
 /// finds a task RUNNING on it without a container.
 #[async_trait]
@@ -161,11 +205,14 @@ pub trait CellWrites: Send + Sync {
         cell_id: &str,
         overlay_address: &str,
     ) -> Result<LeaseCellSubnetResponse>;
+    /// Claims an instance to run `generation` of the app's definition (the
+    /// generation of the DesiredLRP the cell was given).
     async fn claim_actual_lrp(
         &self,
         process_guid: &str,
         index: i32,
         instance_key: &ActualLrpInstanceKey,
+        generation: i64,
     ) -> Result<ActualLrp>;
     async fn start_actual_lrp(
         &self,
@@ -225,6 +272,7 @@ pub trait BrainBbs:
     + Events
     + Reads
     + LrpWrites
+    + Rollouts
     + TaskFailures
     + TaskWrites
     + ScheduledBackups

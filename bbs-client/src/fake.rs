@@ -14,7 +14,7 @@ use lattice_bbs::grpc::status_of;
 use lattice_bbs::store::embedded::EmbeddedStore;
 use lattice_specs::models::{
     ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, BackupSchedule, CellPresence,
-    DesiredLrp, Domain, Task, Volume,
+    Deployment, DesiredLrp, DesiredLrpGeneration, Domain, Task, Volume,
 };
 use lattice_specs::validation::{FieldError, ValidationErrors};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -232,6 +232,65 @@ impl LrpWrites for FakeBbs {
 }
 
 #[async_trait]
+impl Rollouts for FakeBbs {
+    async fn replace_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        surge: bool,
+        target_generation: i64,
+    ) -> Result<ActualLrp> {
+        let r = self
+            .writes
+            .replace_actual_lrp(process_guid, index, surge, target_generation);
+        r.await.map_err(refused)
+    }
+    async fn drain_replaced_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        let r = self.writes.drain_replaced_actual_lrp(process_guid, index);
+        r.await.map_err(refused)
+    }
+    async fn remove_replaced_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        let r = self.writes.remove_replaced_actual_lrp(process_guid, index);
+        r.await.map_err(refused)
+    }
+    async fn restore_replaced_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        let r = self.writes.restore_replaced_actual_lrp(process_guid, index);
+        r.await.map_err(refused)
+    }
+    async fn update_deployment(
+        &self,
+        process_guid: &str,
+        expected: Deployment,
+        new: Deployment,
+    ) -> Result<()> {
+        let r = self.writes.update_deployment(process_guid, &expected, &new);
+        r.await.map_err(refused)
+    }
+    async fn rollback_desired_lrp(
+        &self,
+        process_guid: &str,
+        generation: i64,
+        failed: bool,
+        reason: &str,
+    ) -> Result<DesiredLrp> {
+        let rollback = lattice_bbs::db::Rollback {
+            generation,
+            failed,
+            reason,
+            requested_by: "brain",
+        };
+        let r = self.writes.rollback_desired_lrp(process_guid, rollback);
+        r.await.map_err(refused)
+    }
+    async fn desired_lrp_generations(
+        &self,
+        process_guid: &str,
+    ) -> Result<Vec<DesiredLrpGeneration>> {
+        self.db.generations(process_guid).await.map_err(refused)
+    }
+}
+
+#[async_trait]
 impl TaskFailures for FakeBbs {
     async fn fail_task(&self, task_guid: &str, reason: &str) -> Result<()> {
         let r = self.writes.fail_task(task_guid, reason);
@@ -317,8 +376,11 @@ impl CellWrites for FakeBbs {
         process_guid: &str,
         index: i32,
         instance_key: &ActualLrpInstanceKey,
+        generation: i64,
     ) -> Result<ActualLrp> {
-        let r = self.db.claim_actual_lrp(process_guid, index, instance_key);
+        let r = self
+            .db
+            .claim_actual_lrp(process_guid, index, instance_key, generation);
         r.await.map_err(refused)
     }
     async fn start_actual_lrp(

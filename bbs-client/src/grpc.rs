@@ -11,7 +11,7 @@ use lattice_specs::bbs_api::*;
 use lattice_specs::errors::FENCE_KEY;
 use lattice_specs::models::{
     ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, BackupSchedule, CellPresence,
-    DesiredLrp, Domain, Task, Volume,
+    Deployment, DesiredLrp, DesiredLrpGeneration, Domain, Task, Volume,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
@@ -286,6 +286,86 @@ impl LrpWrites for GrpcBbs {
 }
 
 #[async_trait]
+impl Rollouts for GrpcBbs {
+    async fn replace_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        surge: bool,
+        target_generation: i64,
+    ) -> Result<ActualLrp> {
+        let req = ReplaceActualLrpRequest {
+            key: key(process_guid, index),
+            surge,
+            target_generation,
+        };
+        let r = self.client().replace_actual_lrp(self.req(req)).await?;
+        Ok(r.into_inner().actual_lrp.unwrap_or_default())
+    }
+    async fn drain_replaced_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        let req = self.req(ReplacedActualLrpRequest {
+            key: key(process_guid, index),
+        });
+        self.client().drain_replaced_actual_lrp(req).await?;
+        Ok(())
+    }
+    async fn remove_replaced_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        let req = self.req(ReplacedActualLrpRequest {
+            key: key(process_guid, index),
+        });
+        self.client().remove_replaced_actual_lrp(req).await?;
+        Ok(())
+    }
+    async fn restore_replaced_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        let req = self.req(ReplacedActualLrpRequest {
+            key: key(process_guid, index),
+        });
+        self.client().restore_replaced_actual_lrp(req).await?;
+        Ok(())
+    }
+    async fn update_deployment(
+        &self,
+        process_guid: &str,
+        expected: Deployment,
+        new: Deployment,
+    ) -> Result<()> {
+        let req = UpdateDeploymentRequest {
+            process_guid: process_guid.into(),
+            expected: Some(expected),
+            deployment: Some(new),
+        };
+        self.client().update_deployment(self.req(req)).await?;
+        Ok(())
+    }
+    async fn rollback_desired_lrp(
+        &self,
+        process_guid: &str,
+        generation: i64,
+        failed: bool,
+        reason: &str,
+    ) -> Result<DesiredLrp> {
+        let req = RollbackDesiredLrpRequest {
+            process_guid: process_guid.into(),
+            generation,
+            failed,
+            reason: reason.into(),
+        };
+        let r = self.client().rollback_desired_lrp(self.req(req)).await?;
+        Ok(r.into_inner().desired_lrp.unwrap_or_default())
+    }
+    async fn desired_lrp_generations(
+        &self,
+        process_guid: &str,
+    ) -> Result<Vec<DesiredLrpGeneration>> {
+        let req = self.req(ProcessGuidRequest {
+            process_guid: process_guid.into(),
+        });
+        let r = self.client().desired_lrp_generations(req).await?;
+        Ok(r.into_inner().generations)
+    }
+}
+
+#[async_trait]
 impl TaskFailures for GrpcBbs {
     async fn fail_task(&self, task_guid: &str, reason: &str) -> Result<()> {
         let req = FailTaskRequest {
@@ -402,9 +482,10 @@ impl CellWrites for GrpcBbs {
         process_guid: &str,
         index: i32,
         instance_key: &ActualLrpInstanceKey,
+        generation: i64,
     ) -> Result<ActualLrp> {
         let req = ClaimActualLrpRequest {
-            generation: 0,
+            generation,
             key: key(process_guid, index),
             instance_key: Some(instance_key.clone()),
         };

@@ -28,7 +28,7 @@ pub mod renew;
 pub use api::VolumePlacement;
 pub use api::{
     ActualLrpFilter, BrainBbs, CellBbs, CellWrites, EventStream, Events, Leases, Lock, Locks,
-    LrpWrites, Reads, RouterBbs, ScheduledBackups, TaskFailures, TaskFilter, TaskWrites,
+    LrpWrites, Reads, Rollouts, RouterBbs, ScheduledBackups, TaskFailures, TaskFilter, TaskWrites,
     VolumeReport,
 };
 pub use apply::apply_all;

@@ -10,7 +10,7 @@ use lattice_specs::models::{ActualLrp, Backup, CellPresence, DesiredLrp, Task, V
 use prost::Message;
 use tokio::sync::broadcast;
 
-use crate::db::{ACTUAL, BACKUP, CELL, DESIRED, EVACUATING, ROOT, SUSPECT, TASK, VOLUME};
+use crate::db::{ACTUAL, BACKUP, CELL, DESIRED, EVACUATING, REPLACED, ROOT, SUSPECT, TASK, VOLUME};
 use crate::store::{Change, Store};
 
 /// Events buffered per subscriber before it is considered too slow and cut off.
@@ -44,7 +44,10 @@ pub fn translate(c: &Change) -> Vec<Event> {
             }))],
             (None, None) => vec![],
         }
-    } else if k.starts_with(ACTUAL) || k.starts_with(EVACUATING) || k.starts_with(SUSPECT) {
+    } else if [ACTUAL, EVACUATING, SUSPECT, REPLACED]
+        .iter()
+        .any(|p| k.starts_with(p))
+    {
         match (
             decode::<ActualLrp>(&c.prev_value),
             decode::<ActualLrp>(&c.value),

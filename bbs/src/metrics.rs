@@ -45,6 +45,13 @@ pub static API_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["role"],
     )
 });
+pub static ROLLOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_rollout_changes_total",
+        "Rolling-update changes recorded, by change (generation, promote, rollback, rollback_failed, replace, surge, drain, remove_replaced, restore).",
+        &["change"],
+    )
+});
 pub static BACKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_backups_total",

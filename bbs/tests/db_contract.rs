@@ -92,6 +92,7 @@ async fn racing_claimers_exactly_one_wins(db: Db) {
                         "race",
                         index,
                         &instance_key(&format!("{cell}-{index}"), cell),
+                        1,
                     )
                     .await,
                 )
@@ -124,7 +125,7 @@ async fn racing_claimers_exactly_one_wins(db: Db) {
 async fn claim_start_crash_and_restart(db: Db) {
     db.desire_lrp(lrp("app", 1)).await.unwrap();
     let me = instance_key("i-1", "cell-1");
-    db.claim_actual_lrp("app", 0, &me).await.unwrap();
+    db.claim_actual_lrp("app", 0, &me, 1).await.unwrap();
     let net = ActualLrpNetInfo {
         address: "10.0.0.5".into(),
         ports: vec![PortMapping {
@@ -159,7 +160,7 @@ async fn claim_start_crash_and_restart(db: Db) {
     // 4th crash waits for the backoff in CRASHED.
     for n in 2..=4 {
         let who = instance_key(&format!("i-{n}"), "cell-1");
-        db.claim_actual_lrp("app", 0, &who).await.unwrap();
+        db.claim_actual_lrp("app", 0, &who, 1).await.unwrap();
         db.start_actual_lrp("app", 0, &who, net.clone())
             .await
             .unwrap();
@@ -187,7 +188,7 @@ async fn claim_start_crash_and_restart(db: Db) {
         .await
         .unwrap();
     assert_eq!(failed.placement_error, "insufficient resources: memory");
-    let err = db.claim_actual_lrp("app", 9, &me).await.unwrap_err();
+    let err = db.claim_actual_lrp("app", 9, &me, 1).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::ActualLRPIndexNotFound);
 }
 
@@ -547,7 +548,7 @@ async fn a_running_instance_on_a_lost_cell_becomes_suspect(db: Db) {
         ErrorName::InvalidStateTransition,
         "only RUNNING instances"
     );
-    db.claim_actual_lrp("sus", 0, &me).await.unwrap();
+    db.claim_actual_lrp("sus", 0, &me, 1).await.unwrap();
     db.start_actual_lrp("sus", 0, &me, ActualLrpNetInfo::default())
         .await
         .unwrap();
@@ -577,7 +578,7 @@ async fn a_running_instance_on_a_lost_cell_becomes_suspect(db: Db) {
     );
     // Removing the LRP removes suspect copies too.
     let other = instance_key("i-2", "cell-2");
-    db.claim_actual_lrp("sus", 0, &other).await.unwrap();
+    db.claim_actual_lrp("sus", 0, &other, 1).await.unwrap();
     db.start_actual_lrp("sus", 0, &other, ActualLrpNetInfo::default())
         .await
         .unwrap();
@@ -603,7 +604,7 @@ async fn an_evacuating_instance_serves_until_its_replacement_runs(db: Db) {
         instance_key("i-3", "fresh"),
     );
     db.desire_lrp(lrp("ev", 1)).await.unwrap();
-    db.claim_actual_lrp("ev", 0, &me).await.unwrap();
+    db.claim_actual_lrp("ev", 0, &me, 1).await.unwrap();
     db.start_actual_lrp("ev", 0, &me, net("10.0.0.1"))
         .await
         .unwrap();
@@ -639,7 +640,7 @@ async fn an_evacuating_instance_serves_until_its_replacement_runs(db: Db) {
         ErrorName::InvalidStateTransition,
         "one evacuating copy at a time"
     );
-    db.claim_actual_lrp("ev", 0, &replacement).await.unwrap();
+    db.claim_actual_lrp("ev", 0, &replacement, 1).await.unwrap();
     db.start_actual_lrp("ev", 0, &replacement, net("10.0.0.3"))
         .await
         .unwrap();
@@ -656,7 +657,7 @@ async fn an_evacuating_instance_serves_until_its_replacement_runs(db: Db) {
 
     // A claim on a draining cell is given back.
     db.desire_lrp(lrp("ev-claimed", 1)).await.unwrap();
-    db.claim_actual_lrp("ev-claimed", 0, &me).await.unwrap();
+    db.claim_actual_lrp("ev-claimed", 0, &me, 1).await.unwrap();
     assert_eq!(
         db.evacuate_claimed("ev-claimed", 0, &me).await.unwrap(),
         KeepContainer(false)
@@ -673,7 +674,7 @@ async fn events_follow_every_change(db: Db) {
     let mut rx = hub.subscribe();
     db.desire_lrp(lrp("ev", 1)).await.unwrap();
     let me = instance_key("i", "c");
-    db.claim_actual_lrp("ev", 0, &me).await.unwrap();
+    db.claim_actual_lrp("ev", 0, &me, 1).await.unwrap();
     db.start_actual_lrp("ev", 0, &me, ActualLrpNetInfo::default())
         .await
         .unwrap();

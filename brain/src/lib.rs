@@ -1,10 +1,11 @@
 //! The brain: the auctioneer (where work goes), the converger (keeping actual
-//! state equal to desired), volume placement (which cell a new volume goes on)
+//! state equal to desired), the deployer (rolling updates), volume placement (which cell a new volume goes on)
 //! and the backup schedule, with one active brain and hot standbys.
 //!
-//! The decisions are pure functions (`auction`, with `auction::volumes`, and
-//! `converger`); the I/O around them (`auctioneer`, `convergence`, `leader`,
-//! `volume_placement`, `backup_schedule`) talks to the BBS through `lattice_bbs_client::BrainBbs` and to cells through a
+//! The decisions are pure functions (`auction`, with `auction::volumes`,
+//! `converger` and `rollout`); the I/O around them (`auctioneer`, `convergence`,
+//! `deployer`, `leader`, `volume_placement`, `backup_schedule`) talks to the BBS
+//! through `lattice_bbs_client::BrainBbs` and to cells through a
 //! `cells::CellDirectory`; `server` starts it all as a component.
 
 pub mod auction;
@@ -13,10 +14,12 @@ pub mod backup_schedule;
 pub mod cells;
 pub mod convergence;
 pub mod converger;
+pub mod deployer;
 pub mod leader;
 pub mod metrics;
 pub mod readiness;
 pub mod retry;
+pub mod rollout;
 pub mod server;
 /// Helpers for tests and benchmarks (the `testing` feature; not in production builds).
 #[cfg(any(test, feature = "testing"))]

@@ -133,6 +133,34 @@ pub static IS_LEADER: LazyLock<IntGauge> = LazyLock::new(|| {
     .unwrap())
 });
 
+pub static DEPLOYMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "brain_deployments_total",
+            "Rolling updates that ended, by result (succeeded/failed/rolled_back).",
+        ),
+        &["result"],
+    )
+    .unwrap())
+});
+pub static ROLLOUT_STEPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "brain_rollout_steps_total",
+            "Rolling-update steps made, by step (replace/replace_surge/drain/remove_replaced/restore/fail/progress).",
+        ),
+        &["step"],
+    )
+    .unwrap())
+});
+pub static DEPLOYMENTS_IN_PROGRESS: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "brain_deployments_in_progress",
+        "Apps whose rolling update the active brain is moving.",
+    )
+    .unwrap())
+});
+
 pub fn render() -> String {
     let _ = (
         &*LRP_AUCTIONS_STARTED,
@@ -149,6 +177,7 @@ pub fn render() -> String {
         &*FETCH_DURATION,
     );
     let _ = (&*CONVERGENCE_FOUND, &*CONVERGENCE_DURATION, &*IS_LEADER);
+    let _ = (&*DEPLOYMENTS, &*ROLLOUT_STEPS, &*DEPLOYMENTS_IN_PROGRESS);
     let mut buf = Vec::new();
     TextEncoder::new()
         .encode(&REGISTRY.gather(), &mut buf)

@@ -206,7 +206,9 @@ impl CellClient for SimCell {
                 instance_guid: uuid::Uuid::new_v4().to_string(),
                 cell_id: self.id.clone(),
             };
-            let claimed = self.bbs.claim_actual_lrp(&d.process_guid, l.index, &ik);
+            let claimed = self
+                .bbs
+                .claim_actual_lrp(&d.process_guid, l.index, &ik, d.generation);
             if claimed.await.is_err() {
                 continue; // someone else has it: nothing to run here
             }

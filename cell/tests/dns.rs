@@ -92,7 +92,7 @@ async fn run(bbs: &FakeBbs, guid: &str, index: i32, addr: &str) {
         instance_address: addr.into(),
         ..Default::default()
     };
-    bbs.claim_actual_lrp(guid, index, &ik).await.unwrap();
+    bbs.claim_actual_lrp(guid, index, &ik, 1).await.unwrap();
     bbs.start_actual_lrp(guid, index, &ik, &net).await.unwrap();
 }
 

@@ -192,7 +192,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        bbs.claim_actual_lrp("web", 0, &ik).await.unwrap();
+        bbs.claim_actual_lrp("web", 0, &ik, 1).await.unwrap();
         bbs.start_actual_lrp("web", 0, &ik, &net).await.unwrap();
 
         let routes = Arc::new(Routes::default());

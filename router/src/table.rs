@@ -109,6 +109,12 @@ pub fn routes_of(d: &DesiredLrp) -> Vec<(String, u32)> {
     out
 }
 
+/// Whether `a` takes requests: RUNNING and not draining (a rolling update's
+/// replaced instance leaves the routes before it is stopped).
+fn routable(a: &ActualLrp) -> bool {
+    a.state() == State::Running && !a.draining
+}
+
 fn instance_key(a: &ActualLrp) -> InstanceKey {
     let k = a.key.clone().unwrap_or_default();
     (k.process_guid, k.index, a.presence)
@@ -132,7 +138,7 @@ impl RouteTable {
             self.set_routes(d);
         }
         for a in actual {
-            if a.state() == State::Running {
+            if routable(a) {
                 let k = instance_key(a);
                 self.by_process
                     .entry(k.0.clone())
@@ -215,7 +221,7 @@ impl RouteTable {
         }
     }
 
-    /// An ActualLRP was created or changed: routable only while RUNNING.
+    /// An ActualLRP was created or changed: routable only while RUNNING and not draining.
     pub fn upsert_actual(&mut self, a: &ActualLrp) {
         let k = instance_key(a);
         if stale(
@@ -226,7 +232,7 @@ impl RouteTable {
         ) {
             return;
         }
-        if a.state() == State::Running {
+        if routable(a) {
             self.by_process
                 .entry(k.0.clone())
                 .or_default()
@@ -499,6 +505,29 @@ mod tests {
         assert_eq!(ports(&t, "web.x"), [61001, 61002]);
         t.remove_desired(&desired("web", &["web.x"], 2));
         assert!(t.lookup("web.x").is_none(), "an LRP removed: unknown host");
+    }
+
+    #[test]
+    fn a_draining_instance_leaves_the_routes_at_once_and_is_not_taken_back_on_a_reset() {
+        let mut t = RouteTable::new();
+        let mut copy = running("web", 0, 61009, 1);
+        copy.set_presence(Presence::Replaced);
+        t.reset(
+            &[desired("web", &["web.x"], 1)],
+            &[running("web", 0, 61001, 1), copy.clone()],
+        );
+        assert_eq!(ports(&t, "web.x"), [61001, 61009], "a replaced copy serves");
+        let mut drained = copy.clone();
+        drained.draining = true;
+        drained.draining_since = 5;
+        drained.modification_tag.as_mut().unwrap().index = 2;
+        t.upsert_actual(&drained);
+        assert_eq!(ports(&t, "web.x"), [61001]);
+        t.reset(
+            &[desired("web", &["web.x"], 1)],
+            &[running("web", 0, 61001, 1), drained],
+        );
+        assert_eq!(ports(&t, "web.x"), [61001]);
     }
 
     #[test]

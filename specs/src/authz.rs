@@ -155,6 +155,7 @@ calls! {
     Backups = "Backups", AnyIdentity, "read backups";
     Domains = "Domains", AnyIdentity, "read domains";
     SubscribeEvents = "SubscribeEvents", AnyIdentity, "subscribe to events";
+    DesiredLrpGenerations = "DesiredLRPGenerations", AnyIdentity, "read an app's generations";
     // The desired state: the public API's.
     DesireLrp = "DesireLRP", PublicApi, "desire an LRP";
     UpdateDesiredLrp = "UpdateDesiredLRP", PublicApi, "update a desired LRP";
@@ -198,6 +199,12 @@ calls! {
     PlaceVolume = "PlaceVolume", Brain, "place a volume";
     StartBackup = "StartBackup", Brain, "start a backup";
     DeleteBackup = "DeleteBackup", Brain, "delete a backup";
+    ReplaceActualLrp = "ReplaceActualLRP", Brain, "replace an instance";
+    DrainReplacedActualLrp = "DrainReplacedActualLRP", Brain, "drain a replaced instance";
+    RemoveReplacedActualLrp = "RemoveReplacedActualLRP", Brain, "remove a replaced instance";
+    RestoreReplacedActualLrp = "RestoreReplacedActualLRP", Brain, "restore a replaced instance";
+    UpdateDeployment = "UpdateDeployment", Brain, "record a deployment's progress";
+    RollbackDesiredLrp = "RollbackDesiredLRP", Brain, "roll an app back";
     // The rep's.
     Perform = "Perform", BrainAlone, "give a cell work";
     RepState = "State", BrainOrBbs, "read a cell's state";
@@ -358,6 +365,18 @@ mod tests {
             (Call::UnclaimActualLrp, &cell_a, None, false),
             (Call::RejectTask, &cell_a, None, false),
             (Call::PlaceVolume, &brain, None, true),
+            // Rolling updates: the brain's; the history is readable by all.
+            (Call::ReplaceActualLrp, &brain, None, true),
+            (Call::ReplaceActualLrp, &cell_a, None, false),
+            (Call::DrainReplacedActualLrp, &router, None, false),
+            (Call::RemoveReplacedActualLrp, &cell_a, a, false),
+            (Call::RestoreReplacedActualLrp, &brain, None, true),
+            (Call::UpdateDeployment, &cell_a, None, false),
+            (Call::RollbackDesiredLrp, &router, None, false),
+            (Call::RollbackDesiredLrp, &brain, None, true),
+            (Call::DesiredLrpGenerations, &router, None, true),
+            (Call::DesiredLrpGenerations, &cell_a, None, true),
+            (Call::DesiredLrpGenerations, &anon, None, false),
             // The desired state: the BBS only.
             (Call::DesireLrp, &router, None, false),
             (Call::DesireLrp, &brain, None, false),

@@ -19,6 +19,7 @@ pub mod join;
 pub mod logs;
 pub mod receptor;
 pub mod restart;
+pub mod rollout;
 pub mod rootfs;
 pub mod routes;
 pub mod subnets;

@@ -1,6 +1,8 @@
-//! Ordinary ActualLRP records: listing, and the cell's and the system's
-//! transitions (claim, start, crash, fail, unclaim, remove), each checked by
-//! `lattice_specs::actual_lrp`.
+//! Ordinary ActualLRP records: listing (with the EVACUATING, SUSPECT and
+//! REPLACED copies), and the cell's and the system's transitions (claim, which
+//! records the generation the cell runs, start, crash, fail, unclaim, remove),
+//! each checked by `lattice_specs::actual_lrp`. A cell's start, crash or
+//! remove of an instance that serves from a REPLACED copy applies to the copy.
 
 use lattice_specs::actual_lrp as alrp;
 use lattice_specs::models::actual_lrp::Presence;
@@ -8,11 +10,12 @@ use lattice_specs::models::{ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, D
 use lattice_specs::restart::RestartPolicy;
 use lattice_specs::{now_nanos, ModelError};
 
+use super::rollout::crashed_copy;
 use super::txn::Write;
-use super::{actual_key, desired_key, Db, DbError, Result, ACTUAL, EVACUATING, SUSPECT};
+use super::{actual_key, desired_key, Db, DbError, Result, ACTUAL, EVACUATING, REPLACED, SUSPECT};
 
 impl Db {
-    /// Actual LRPs (ordinary, evacuating and suspect), filtered by any of the non-empty criteria.
+    /// Actual LRPs (ordinary, evacuating, suspect and replaced), filtered by any of the non-empty criteria.
     pub async fn actual_lrps(
         &self,
         domain: &str,
@@ -30,6 +33,7 @@ impl Db {
         let mut all: Vec<ActualLrp> = self.list(&prefix(ACTUAL)).await?;
         all.extend(self.list::<ActualLrp>(&prefix(EVACUATING)).await?);
         all.extend(self.list::<ActualLrp>(&prefix(SUSPECT)).await?);
+        all.extend(self.list::<ActualLrp>(&prefix(REPLACED)).await?);
         Ok(all
             .into_iter()
             .filter(|l| {
@@ -62,17 +66,21 @@ impl Db {
         .await
     }
 
+    /// Cell `ik` claims the instance to run `generation` of the app's definition.
     pub async fn claim_actual_lrp(
         &self,
         guid: &str,
         index: i32,
         ik: &ActualLrpInstanceKey,
+        generation: i64,
     ) -> Result<ActualLrp> {
         let now = now_nanos();
-        Ok(self
-            .modify_actual(guid, index, |l| Ok(alrp::claim(l, ik, now)?))
-            .await?
-            .0)
+        let claim = |l: &mut ActualLrp| -> Result<()> {
+            alrp::claim(l, ik, now)?;
+            l.generation = generation;
+            Ok(())
+        };
+        Ok(self.modify_actual(guid, index, claim).await?.0)
     }
 
     /// Mark an instance RUNNING. A rep re-adopting an instance whose record is
@@ -84,6 +92,10 @@ impl Db {
         ik: &ActualLrpInstanceKey,
         net: ActualLrpNetInfo,
     ) -> Result<ActualLrp> {
+        if let Some(copy) = self.owned_copy(guid, index, ik).await? {
+            // A rep re-adopting an instance that serves from its REPLACED copy.
+            return Ok(copy);
+        }
         let now = now_nanos();
         let start = |l: &mut ActualLrp| -> Result<()> {
             alrp::start(l, ik, net.clone(), now)?;
@@ -119,6 +131,9 @@ impl Db {
         ik: &ActualLrpInstanceKey,
         reason: &str,
     ) -> Result<ActualLrp> {
+        if let Some(copy) = self.remove_copy_if_owned(guid, index, ik).await? {
+            return Ok(crashed_copy(copy, reason, now_nanos()));
+        }
         let policy = match self.get::<DesiredLrp>(&desired_key(guid)).await? {
             Some((d, _)) => RestartPolicy::from_overrides(d.crash_policy.as_ref()),
             None => RestartPolicy::default(),
@@ -156,6 +171,11 @@ impl Db {
         index: i32,
         ik: Option<&ActualLrpInstanceKey>,
     ) -> Result<()> {
+        if let Some(ik) = ik {
+            if self.remove_copy_if_owned(guid, index, ik).await?.is_some() {
+                return Ok(());
+            }
+        }
         self.modify(&actual_key(guid, index), |cur: Option<ActualLrp>| {
             let l = cur.ok_or_else(|| DbError::actual_not_found(guid, index))?;
             if let Some(ik) = ik.filter(|ik| !alrp::instance_key_is_empty(ik)) {

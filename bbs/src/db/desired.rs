@@ -1,16 +1,21 @@
-//! Desired LRPs: desire, update (scaling creates or retires instance records),
-//! remove, and the UNCLAIMED records a desired index gets.
+//! Desired LRPs: desire (generation 1, the first entry of its history), update
+//! (scaling creates or retires instance records), remove (with its copies and
+//! history), and the UNCLAIMED records a desired index gets.
 
 use std::collections::HashSet;
 
 use lattice_specs::actual_lrp as alrp;
 use lattice_specs::errors::ErrorName;
 use lattice_specs::models::{DesiredLrp, DesiredLrpUpdate, ModificationTag};
+use lattice_specs::rollout::records;
 use lattice_specs::{now_nanos, validation};
 use prost::Message;
 
 use super::txn::Write;
-use super::{actual_key, desired_key, Db, DbError, Result, ACTUAL, DESIRED, EVACUATING, SUSPECT};
+use super::{
+    actual_key, desired_key, generation_key, Db, DbError, Result, ACTUAL, DESIRED, EVACUATING,
+    REPLACED, SUSPECT,
+};
 use crate::store::{Compare, Op, Txn, MAX_TXN_OPS};
 
 impl Db {
@@ -21,8 +26,22 @@ impl Db {
             epoch: uuid::Uuid::new_v4().to_string(),
             index: 0,
         });
+        d.generation = 1;
+        d.deployment = None;
         let key = desired_key(&d.process_guid);
-        if self.create(&key, d.encode_to_vec(), 0).await?.is_none() {
+        let first = records::history_entry(&d, "", now_nanos());
+        // A history left behind by an app of the same name goes.
+        let mut txn = Txn::new()
+            .when(Compare::absent(&key))
+            .then(Op::put(&key, d.encode_to_vec()));
+        for old in self.history_keys(&d.process_guid).await? {
+            txn = txn.then(Op::delete(old));
+        }
+        let txn = txn.then(Op::put(
+            generation_key(&d.process_guid, 1),
+            first.encode_to_vec(),
+        ));
+        if !self.txn(txn).await?.succeeded {
             return Err(DbError::AlreadyExists {
                 name: ErrorName::DesiredLRPAlreadyExists,
                 message: format!("desired LRP {} already exists", d.process_guid),
@@ -111,24 +130,16 @@ impl Db {
                 Ok((Write::Put(d.clone()), (before, d)))
             })
             .await?;
-        if after.instances > before.instances {
-            self.create_missing_actuals(guid, &after.domain, before.instances, after.instances)
-                .await?;
-        } else if after.instances < before.instances {
-            self.retire_indices_from(guid, after.instances).await?;
-        }
-        Ok(())
+        self.rescale(guid, &before, &after).await
     }
 
-    /// Remove the records of indices >= `from`; cells stop the containers of
-    /// instances whose records are gone (ActualLRPRemoved events / bulk sync).
+    /// Remove the records (and REPLACED copies) of indices >= `from`; cells stop
+    /// the containers of instances whose records are gone (ActualLRPRemoved
+    /// events / bulk sync).
     pub(super) async fn retire_indices_from(&self, guid: &str, from: i32) -> Result<()> {
-        let keys = self
-            .store
-            .list(&format!("{ACTUAL}{guid}/"))
-            .await?
-            .into_iter()
-            .map(|kv| kv.key);
+        let mut kvs = self.store.list(&format!("{ACTUAL}{guid}/")).await?;
+        kvs.extend(self.store.list(&format!("{REPLACED}{guid}/")).await?);
+        let keys = kvs.into_iter().map(|kv| kv.key);
         let index_of = |k: &str| k.rsplit('/').next().and_then(|i| i.parse::<i32>().ok());
         self.delete_all(
             keys.filter(|k| index_of(k).is_some_and(|i| i >= from))
@@ -146,8 +157,9 @@ impl Db {
         self.retire_indices_from(guid, 0).await?;
         let mut copies = self.store.list(&format!("{EVACUATING}{guid}/")).await?;
         copies.extend(self.store.list(&format!("{SUSPECT}{guid}/")).await?);
-        self.delete_all(copies.into_iter().map(|kv| kv.key).collect())
-            .await
+        let mut keys: Vec<String> = copies.into_iter().map(|kv| kv.key).collect();
+        keys.extend(self.history_keys(guid).await?);
+        self.delete_all(keys).await
     }
 
     pub async fn desired_lrps(&self, domain: &str) -> Result<Vec<DesiredLrp>> {

@@ -11,6 +11,8 @@
 //! | `/lattice/v1/actual/<process_guid>/<index>` | ActualLRP (ordinary)     |       |
 //! | `/lattice/v1/evacuating/<guid>/<index>`     | ActualLRP (EVACUATING)   |       |
 //! | `/lattice/v1/suspect/<guid>/<index>`        | ActualLRP (SUSPECT)      |       |
+//! | `/lattice/v1/replaced/<guid>/<index>`       | ActualLRP (REPLACED)     |       |
+//! | `/lattice/v1/generation/<guid>/<gen, 0-padded>` | DesiredLRPGeneration |       |
 //! | `/lattice/v1/task/<task_guid>`              | Task                     |       |
 //! | `/lattice/v1/cell/<cell_id>`                | CellPresence             | cell's|
 //! | `/lattice/v1/domain/<domain>`               | Domain                   | TTL   |
@@ -28,7 +30,9 @@
 //! One file per entity, all writing through [`txn`]'s compare-and-swap seam:
 //! `desired` (desired LRPs), `actual` (instance records), `evacuation`
 //! (EVACUATING and SUSPECT copies, decided by `lattice_specs::evacuation`),
-//! `tasks`, `cells` (cells, domains, leases, locks), `volumes`, `backups`
+//! `generations` (an app's definition history, new generations, rollbacks,
+//! promotions), `rollout` (REPLACED copies and deployments, decided by
+//! `lattice_specs::rollout::records`), `tasks`, `cells` (cells, domains, leases, locks), `volumes`, `backups`
 //! (backups and their schedules), `subnets` (cells' container subnets), `tokens`
 //! (the public API's tokens), `join_tokens` (tokens machines join the cluster with).
 
@@ -37,7 +41,9 @@ mod backups;
 mod cells;
 mod desired;
 mod evacuation;
+mod generations;
 mod join_tokens;
+mod rollout;
 mod subnets;
 mod tasks;
 mod tokens;
@@ -52,6 +58,7 @@ use lattice_specs::validation::ValidationErrors;
 use lattice_specs::ModelError;
 
 use crate::store::{Store, StoreError};
+pub use generations::Rollback;
 pub use subnets::{ClusterNetwork, DEFAULT_INTERNAL_DOMAIN};
 pub use tokens::{check_token_name, new_secret, secret_hash, ApiToken, SECRET_PREFIX};
 use txn::CAS_ATTEMPTS;
@@ -61,6 +68,8 @@ pub const DESIRED: &str = "/lattice/v1/desired/";
 pub const ACTUAL: &str = "/lattice/v1/actual/";
 pub const EVACUATING: &str = "/lattice/v1/evacuating/";
 pub const SUSPECT: &str = "/lattice/v1/suspect/";
+pub const REPLACED: &str = "/lattice/v1/replaced/";
+pub const GENERATION: &str = "/lattice/v1/generation/";
 pub const TASK: &str = "/lattice/v1/task/";
 pub const CELL: &str = "/lattice/v1/cell/";
 pub const DOMAIN: &str = "/lattice/v1/domain/";
@@ -83,6 +92,13 @@ pub fn evacuating_key(guid: &str, index: i32) -> String {
 }
 pub fn suspect_key(guid: &str, index: i32) -> String {
     format!("{SUSPECT}{guid}/{index}")
+}
+pub fn replaced_key(guid: &str, index: i32) -> String {
+    format!("{REPLACED}{guid}/{index}")
+}
+/// Zero-padded, so that a listing comes oldest first.
+pub fn generation_key(guid: &str, generation: i64) -> String {
+    format!("{GENERATION}{guid}/{generation:020}")
 }
 pub fn task_key(guid: &str) -> String {
     format!("{TASK}{guid}")
@@ -120,6 +136,15 @@ pub enum DbError {
     Forbidden(#[from] lattice_specs::authz::Refusal),
 }
 
+impl From<lattice_specs::rollout::records::Refusal> for DbError {
+    fn from(r: lattice_specs::rollout::records::Refusal) -> DbError {
+        DbError::Conflict {
+            name: r.name,
+            message: r.message,
+        }
+    }
+}
+
 impl DbError {
     pub fn name(&self) -> ErrorName {
         match self {
@@ -147,6 +172,12 @@ impl DbError {
         DbError::NotFound {
             name: ErrorName::ActualLRPIndexNotFound,
             message: format!("actual LRP {guid} index {index} not found"),
+        }
+    }
+    fn replaced_not_found(guid: &str, index: i32) -> DbError {
+        DbError::NotFound {
+            name: ErrorName::ActualLRPIndexNotFound,
+            message: format!("no replaced copy of actual LRP {guid} index {index}"),
         }
     }
     fn volume_not_found(name: &str) -> DbError {

@@ -205,7 +205,10 @@ impl Bbs for BbsGrpc {
             let (guid, index) = key_of(r.key)?;
             let ik = ik_of(r.instance_key)?;
             allow(&who, Call::ClaimActualLrp, Some(&ik.cell_id))?;
-            let l = self.db.claim_actual_lrp(&guid, index, &ik).await?;
+            let l = self
+                .db
+                .claim_actual_lrp(&guid, index, &ik, r.generation)
+                .await?;
             Ok(ActualLrpResponse {
                 actual_lrp: Some(l),
             })

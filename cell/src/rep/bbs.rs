@@ -110,7 +110,7 @@ impl RepBbs {
     ) -> Result<()> {
         let r = self
             .0
-            .claim_actual_lrp(&key.process_guid, key.index, instance_key);
+            .claim_actual_lrp(&key.process_guid, key.index, instance_key, 0);
         r.await.map(|_| ())
     }
 

@@ -293,10 +293,10 @@ mod tests {
             instance_guid: instance_guid.into(),
             cell_id: cell_id.into(),
         };
-        bbs.claim_actual_lrp("web", 0, &ik("i-lost", CELL))
+        bbs.claim_actual_lrp("web", 0, &ik("i-lost", CELL), 1)
             .await
             .unwrap();
-        bbs.claim_actual_lrp("web", 1, &ik("i-other", "cell-2"))
+        bbs.claim_actual_lrp("web", 1, &ik("i-other", "cell-2"), 1)
             .await
             .unwrap();
         bbs.db()
