@@ -223,7 +223,32 @@ mod tests {
                 (StatusCode::FORBIDDEN, ErrorName::Forbidden),
             ),
         ];
-        for (e, want) in cases {
+        let conflict = |name| DbError::Conflict {
+            name,
+            message: "m".into(),
+        };
+        let rollout = [
+            (
+                conflict(ErrorName::DeploymentInProgress),
+                (StatusCode::CONFLICT, ErrorName::DeploymentInProgress),
+            ),
+            (
+                conflict(ErrorName::DeploymentNotPaused),
+                (StatusCode::CONFLICT, ErrorName::DeploymentNotPaused),
+            ),
+            (
+                conflict(ErrorName::NothingToRollBack),
+                (StatusCode::CONFLICT, ErrorName::NothingToRollBack),
+            ),
+            (
+                DbError::NotFound {
+                    name: ErrorName::GenerationNotFound,
+                    message: "m".into(),
+                },
+                (StatusCode::NOT_FOUND, ErrorName::GenerationNotFound),
+            ),
+        ];
+        for (e, want) in cases.into_iter().chain(rollout) {
             let shown = e.to_string();
             assert_eq!(mapped(e, ErrorName::InvalidTask), want, "{shown}");
         }

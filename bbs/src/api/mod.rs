@@ -9,7 +9,8 @@
 //! `/v1/*` takes API tokens with roles, HTTP Basic and backup tasks' own blob
 //! credentials (see `auth`).
 //!
-//! One file per resource (`tasks`, `lrps`, `cells` with domains and events,
+//! One file per resource (`tasks`, `lrps`, `rollout` (an app's generations,
+//! rollback and promotion), `cells` with domains and events,
 //! `logs`, `blobs`, `tokens`; backups live in `crate::backups`), `errors` for how
 //! the API says no; `auth` (who calls), `authz` (what each role may do), `redact`
 //! (what a viewer does not see) and `audit` (the line every change leaves); this
@@ -24,6 +25,7 @@ mod errors;
 mod logs;
 mod lrps;
 pub mod redact;
+mod rollout;
 mod tasks;
 mod tokens;
 
@@ -173,6 +175,18 @@ pub fn router(state: ApiState) -> Router {
             get(get_desired_lrp)
                 .put(update_desired_lrp)
                 .delete(delete_desired_lrp),
+        )
+        .route(
+            "/v1/desired_lrps/{process_guid}/generations",
+            post(rollout::create_generation).get(rollout::list_generations),
+        )
+        .route(
+            "/v1/desired_lrps/{process_guid}/rollback",
+            post(rollout::rollback),
+        )
+        .route(
+            "/v1/desired_lrps/{process_guid}/promote",
+            post(rollout::promote),
         )
         .route("/v1/actual_lrps", get(list_actual_lrps))
         .route("/v1/actual_lrps/{process_guid}", get(actual_lrps_by_guid))
