@@ -99,6 +99,7 @@ impl Convergence {
                             Ok(())
                         }
                         Action::Retire { key: k, .. } => bbs.retire_actual_lrp(&k.process_guid, k.index).await,
+                        Action::RemoveReplaced(k) => bbs.remove_replaced_actual_lrp(&k.process_guid, k.index).await,
                         Action::RemoveEvacuating { key: k, instance_key } => {
                             bbs.remove_evacuating_actual_lrp(&k.process_guid, k.index, &instance_key).await
                         }

@@ -9,7 +9,9 @@
 //! replacement runs: the cell may only be cut off); re-auction instances UNCLAIMED for too long;
 //! retire extra indices and orphans, but only in fresh domains (a stale domain
 //! means the desired state may be incomplete); drop evacuating copies whose
-//! cell is gone.
+//! cell is gone; drop a rolling update's REPLACED copies that no deployment
+//! will (cell gone, index no longer desired, or update over with the index
+//! running).
 //!
 //! Tasks: fail those whose cell vanished and those pending too long; re-send
 //! pending ones to the auction; delete completed ones nobody resolved in time;
@@ -81,6 +83,9 @@ pub enum Action {
         key: LrpKey,
         orphan: bool,
     },
+    /// Drop a rolling update's REPLACED copy that no deployment will: its cell
+    /// vanished, its index is no longer desired, or the update is over.
+    RemoveReplaced(LrpKey),
     /// Drop an evacuating copy whose cell vanished.
     RemoveEvacuating {
         key: LrpKey,
@@ -200,6 +205,18 @@ fn converge_actuals<'s>(
             }
             continue;
         }
+        if a.presence() == Presence::Replaced {
+            if replaced_is_leftover(
+                s,
+                a,
+                &key,
+                desired.get(key.process_guid.as_str()),
+                &ordinary,
+            ) {
+                actions.push(Action::RemoveReplaced(key));
+            }
+            continue;
+        }
         if a.presence() == Presence::Evacuating {
             if let Some(cell) = cell_of(a) {
                 if !s.live_cells.contains(cell) {
@@ -266,6 +283,29 @@ fn converge_actuals<'s>(
     }
 
     present
+}
+
+/// Whether the REPLACED copy `a` at `key` is left over: its cell is gone; its
+/// app or index is no longer desired (in a fresh domain: the desired state is
+/// complete); or no deployment is in progress and the index's ordinary
+/// instance runs. Otherwise the deployer owns it.
+fn replaced_is_leftover(
+    s: &Snapshot,
+    a: &ActualLrp,
+    key: &LrpKey,
+    desired: Option<&&DesiredLrp>,
+    ordinary: &HashMap<LrpKey, State>,
+) -> bool {
+    if cell_of(a).is_none_or(|c| !s.live_cells.contains(c)) {
+        return true;
+    }
+    let domain = a.key.as_ref().map(|k| k.domain.as_str()).unwrap_or("");
+    match desired {
+        Some(d) if key.index < d.instances => {
+            !crate::rollout::in_progress(d) && ordinary.get(key) == Some(&State::Running)
+        }
+        _ => s.fresh_domains.contains(domain),
+    }
 }
 
 /// Create (and place) every desired index that has no instance.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use lattice_bbs_client::Result;
+use lattice_bbs_client::{ActualLrpFilter, BrainBbs, Result};
 use lattice_specs::models::deployment::State as DeploymentState;
 use lattice_specs::models::{ActualLrp, Deployment, DesiredLrp};
 use tokio::sync::Notify;
@@ -54,6 +54,65 @@ pub trait RolloutBbs: Send + Sync {
     ) -> Result<()>;
     /// Back to the deployment's previous generation, the target having failed for `reason`.
     async fn roll_back_failed(&self, process_guid: &str, reason: &str) -> Result<()>;
+}
+
+/// [`RolloutBbs`] over the brain's (fenced) BBS client.
+pub struct BbsRollouts(pub Arc<dyn BrainBbs>);
+
+#[async_trait]
+impl RolloutBbs for BbsRollouts {
+    async fn desired_lrps(&self) -> Result<Vec<DesiredLrp>> {
+        self.0.desired_lrps().await
+    }
+    async fn desired_lrp(&self, process_guid: &str) -> Result<DesiredLrp> {
+        self.0.desired_lrp(process_guid).await
+    }
+    async fn actual_lrps(&self, process_guid: &str) -> Result<Vec<ActualLrp>> {
+        let filter = ActualLrpFilter {
+            process_guid: process_guid.into(),
+            ..Default::default()
+        };
+        self.0.actual_lrps(&filter).await
+    }
+    async fn replace_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        surge: bool,
+        target_generation: i64,
+    ) -> Result<()> {
+        self.0
+            .replace_actual_lrp(process_guid, index, surge, target_generation)
+            .await?;
+        Ok(())
+    }
+    async fn drain_replaced_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        self.0.drain_replaced_actual_lrp(process_guid, index).await
+    }
+    async fn remove_replaced_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        self.0.remove_replaced_actual_lrp(process_guid, index).await
+    }
+    async fn restore_replaced_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        self.0
+            .restore_replaced_actual_lrp(process_guid, index)
+            .await
+    }
+    async fn update_deployment(
+        &self,
+        process_guid: &str,
+        expected: &Deployment,
+        new: &Deployment,
+    ) -> Result<()> {
+        self.0
+            .update_deployment(process_guid, expected.clone(), new.clone())
+            .await
+    }
+    async fn roll_back_failed(&self, process_guid: &str, reason: &str) -> Result<()> {
+        self.0
+            .rollback_desired_lrp(process_guid, 0, true, reason)
+            .await?;
+        Ok(())
+    }
 }
 
 /// The clock steps are decided at (Unix ns); tests set their own.
@@ -219,6 +278,8 @@ pub async fn run(mut deployer: Deployer, wake: DeployWake) -> std::result::Resul
     }
 }
 
+#[cfg(test)]
+mod bbs_tests;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! One active brain, the others on standby.
 //!
 //! Every brain holds a lease in the BBS and tries to take the `brain` lock
-//! with it. The holder is active: it auctions, converges, places volumes, and
-//! writes under the fencing token `brain@REVISION`, so once its lock is gone (its lease expired
-//! because it died, paused or lost the network) the BBS refuses its writes and
-//! it steps down. Standbys retry the lock about once a second and take over
+//! with it. The holder is active: it auctions, converges, rolls updates out,
+//! places volumes, and writes under the fencing token `brain@REVISION`, so once
+//! its lock is gone (its lease expired because it died, paused or lost the
+//! network) the BBS refuses its writes and it steps down. Standbys retry the lock about once a second and take over
 //! within the lease TTL of the active brain's end.
 
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use crate::auctioneer::{Auctioneer, AuctioneerConfig, BrainError, StartRequest};
 use crate::cells::CellDirectory;
 use crate::convergence::Convergence;
 use crate::converger::{ConvergeConfig, LrpKey};
+use crate::deployer::{BbsRollouts, DeployWake, Deployer};
 use crate::metrics as m;
 use crate::volume_placement;
 
@@ -95,6 +96,18 @@ fn start_request(e: &Kind) -> Option<StartRequest> {
     }
 }
 
+/// Whether `e` may start a deployment (read every app again) or move one
+/// (look at the apps in a deployment now).
+fn wakes_deployer(e: &Kind) -> Option<bool> {
+    match e {
+        Kind::DesiredLrpCreated(_) | Kind::DesiredLrpChanged(_) => Some(true),
+        Kind::ActualLrpCreated(_) | Kind::ActualLrpChanged(_) | Kind::ActualLrpRemoved(_) => {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
 fn wants_convergence(e: &Kind) -> bool {
     matches!(
         e,
@@ -110,6 +123,8 @@ struct Wake {
     resend: Arc<Notify>,
     /// Volume placement, for a volume that waits for a cell (and once the stream broke).
     place_volumes: Arc<Notify>,
+    /// The deployer, for apps and instances that changed (and once the stream broke).
+    deploy: DeployWake,
 }
 
 /// Follow BBS events: announced work goes to the auctioneer; events that need
@@ -143,10 +158,16 @@ async fn follow_events(
             if volume_placement::announces_unplaced_volume(kind) {
                 wake.place_volumes.notify_one();
             }
+            match wakes_deployer(kind) {
+                Some(true) => wake.deploy.rescan.notify_one(),
+                Some(false) => wake.deploy.now.notify_one(),
+                None => {}
+            }
         }
         tracing::warn!("BBS event stream ended; resubscribing");
         wake.resend.notify_one();
         wake.place_volumes.notify_one();
+        wake.deploy.rescan.notify_one();
         tokio::time::sleep(RESUBSCRIBE_AFTER_END).await;
     }
 }
@@ -264,6 +285,7 @@ pub async fn run(
         let converge_now = Arc::new(Notify::new());
         let resend = Arc::new(Notify::new());
         let place_volumes = Arc::new(Notify::new());
+        let (deploy_rescan, deploy_now) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         let auctioneer = Auctioneer::new(fenced.clone(), cells.clone(), cfg.auctioneer);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move { auctioneer.run(rx).await });
@@ -271,6 +293,10 @@ pub async fn run(
             converge_now: converge_now.clone(),
             resend: resend.clone(),
             place_volumes: place_volumes.clone(),
+            deploy: DeployWake {
+                rescan: deploy_rescan.clone(),
+                now: deploy_now.clone(),
+            },
         };
         tasks.spawn(follow_events(fenced.clone(), tx.clone(), wake));
         tasks.spawn(volume_placement::run(
@@ -284,6 +310,13 @@ pub async fn run(
             cfg.convergence_interval,
             converge_now,
             resend,
+        ));
+        tasks.spawn(crate::deployer::run(
+            Deployer::new(Arc::new(BbsRollouts(fenced.clone()))),
+            DeployWake {
+                rescan: deploy_rescan,
+                now: deploy_now,
+            },
         ));
         tasks.spawn(crate::backup_schedule::run(
             fenced.clone(),

@@ -394,3 +394,87 @@ fn converging_twice_does_nothing_the_second_time() {
     let (second, counts) = converge(&snap, &cfg, &mut mem);
     assert_eq!((second, counts), (vec![], Counts::default()));
 }
+
+fn replaced(guid: &str, index: i32, cell: &str) -> ActualLrp {
+    let mut a = actual_lrp(guid, index, State::Running, cell, NOW - 10 * S);
+    a.set_presence(Presence::Replaced);
+    a
+}
+
+fn deploying(guid: &str, n: i32) -> DesiredLrp {
+    let mut d = desired(guid, n);
+    let mut dep = lattice_specs::models::Deployment::default();
+    dep.set_state(lattice_specs::models::deployment::State::Rolling);
+    d.deployment = Some(dep);
+    d
+}
+
+#[test]
+fn replaced_copies_are_the_deployers_while_their_update_runs() {
+    let d = [deploying("web", 2)];
+    let a = [
+        actual_lrp("web", 0, State::Running, "c1", NOW - S),
+        replaced("web", 0, "c1"),
+        actual_lrp("web", 1, State::Unclaimed, "", NOW - S),
+        replaced("web", 1, "c1"),
+    ];
+    let (acts, counts) = run(&d, &a, &["c1"], &["d"], &[]);
+    assert_eq!(
+        acts,
+        vec![],
+        "a copy neither counts as its index nor is removed"
+    );
+    assert_eq!(counts, Counts::default());
+}
+
+#[test]
+fn replaced_copies_left_over_are_removed() {
+    let (d, done) = ([deploying("web", 1)], [desired("old", 1)]);
+    let a = [
+        actual_lrp("web", 0, State::Running, "c1", NOW - S),
+        replaced("web", 0, "gone"),
+        replaced("web", 1, "c1"),
+        actual_lrp("old", 0, State::Running, "c1", NOW - S),
+        replaced("old", 0, "c1"),
+        replaced("orphan", 0, "c1"),
+    ];
+    let all = [d[0].clone(), done[0].clone()];
+    let (acts, _) = run(&all, &a, &["c1"], &["d"], &[]);
+    assert_eq!(
+        acts,
+        vec![
+            Action::RemoveReplaced(key("web", 0)),
+            Action::RemoveReplaced(key("web", 1)),
+            Action::RemoveReplaced(key("old", 0)),
+            Action::RemoveReplaced(key("orphan", 0)),
+        ],
+        "cell gone, index beyond the count, update over, app gone"
+    );
+    let kept = [
+        a[0].clone(),
+        a[2].clone(),
+        a[3].clone(),
+        a[4].clone(),
+        a[5].clone(),
+    ];
+    let (acts, _) = run(&all, &kept, &["c1"], &[], &[]);
+    assert_eq!(
+        acts,
+        vec![Action::RemoveReplaced(key("old", 0))],
+        "beyond the count or orphaned: only in a fresh domain"
+    );
+}
+
+#[test]
+fn a_replaced_copy_stays_while_its_index_has_no_running_instance_after_the_update() {
+    let d = [desired("web", 1)];
+    let a = [
+        actual_lrp("web", 0, State::Crashed, "", NOW - S),
+        replaced("web", 0, "c1"),
+    ];
+    let (acts, _) = run(&d, &a, &["c1"], &["d"], &[]);
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::RemoveReplaced(_))),
+        "{acts:?}"
+    );
+}

@@ -103,10 +103,12 @@ pub fn replace(
             format!("cannot replace {what} for generation {target_generation}: the app is at generation {desired_generation} now; read it again"),
         ));
     }
-    if ordinary.generation >= target_generation {
+    // Any other generation is replaced: an older one rolling forward, a newer
+    // one rolling back.
+    if ordinary.generation == target_generation {
         return Err(Refusal::new(
             ErrorName::InvalidStateTransition,
-            format!("cannot replace {what}: it runs generation {} already, not an older one than {target_generation}", ordinary.generation),
+            format!("cannot replace {what}: it runs generation {target_generation} already"),
         ));
     }
     let state = ordinary.state();

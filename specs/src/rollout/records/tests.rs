@@ -95,6 +95,11 @@ fn replacing_is_refused_for_a_stale_target_an_up_to_date_instance_or_a_second_co
     let e = replace(&at(State::Running, 2), 2, 2, true, false, 9).unwrap_err();
     assert_eq!(e.name, ErrorName::InvalidStateTransition);
     assert!(e.message.contains("runs generation 2 already"), "{e}");
+    let rolling_back = replace(&at(State::Running, 3), 2, 2, true, false, 9);
+    assert!(
+        rolling_back.is_ok(),
+        "a newer generation is replaced when rolling back"
+    );
     let e = replace(&at(State::Running, 1), 2, 2, true, true, 9).unwrap_err();
     assert!(
         e.message.contains("replaced copy of it still serves"),
