@@ -214,6 +214,62 @@ async fn a_router_reads_but_does_not_write() {
 }
 
 #[tokio::test]
+async fn only_a_brain_rolls_an_app_out_and_everyone_reads_its_history() {
+    let b = bbs().await;
+    b.db.desire_lrp(desired_lrp("web", 1)).await.unwrap();
+    let back = RollbackDesiredLrpRequest {
+        process_guid: "web".into(),
+        generation: 1,
+        ..Default::default()
+    };
+    let s = b
+        .svc
+        .rollback_desired_lrp(from(Role::Cell, "cell-a", back.clone()))
+        .await
+        .unwrap_err();
+    refused(
+        s,
+        "cell cell-a may not roll an app back (RollbackDesiredLRP): only a brain may",
+    );
+    let replace = ReplaceActualLrpRequest {
+        key: Some(ActualLrpRef {
+            process_guid: "web".into(),
+            index: 0,
+        }),
+        surge: true,
+        target_generation: 1,
+    };
+    let s = b
+        .svc
+        .replace_actual_lrp(from(Role::Router, "router-1", replace))
+        .await
+        .unwrap_err();
+    refused(
+        s,
+        "router router-1 may not replace an instance (ReplaceActualLRP)",
+    );
+    // The brain passes authorization (and the app has nothing to roll back to).
+    let s = b
+        .svc
+        .rollback_desired_lrp(from(Role::Brain, "brain-1", back))
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&s), Some(ErrorName::NothingToRollBack), "{s:?}");
+    let read = ProcessGuidRequest {
+        process_guid: "web".into(),
+    };
+    for (role, name) in [(Role::Router, "router-1"), (Role::Cell, "cell-a")] {
+        let h = b
+            .svc
+            .desired_lrp_generations(from(role, name, read.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(h.generations.len(), 1);
+    }
+}
+
+#[tokio::test]
 async fn a_caller_without_a_client_certificate_may_not_even_read() {
     let b = bbs().await;
     let before = refusals("anonymous", "Cells");
@@ -414,6 +470,13 @@ async fn every_call_refuses_a_caller_without_a_client_certificate() {
         acquire_lock(AcquireLockRequest::default()),
         release_lock(ReleaseLockRequest::default()),
         subscribe_events(SubscribeRequest::default()),
+        replace_actual_lrp(ReplaceActualLrpRequest::default()),
+        drain_replaced_actual_lrp(ReplacedActualLrpRequest::default()),
+        remove_replaced_actual_lrp(ReplacedActualLrpRequest::default()),
+        restore_replaced_actual_lrp(ReplacedActualLrpRequest::default()),
+        update_deployment(UpdateDeploymentRequest::default()),
+        rollback_desired_lrp(RollbackDesiredLrpRequest::default()),
+        desired_lrp_generations(ProcessGuidRequest::default()),
     );
     let bbs_calls = Call::ALL
         .iter()

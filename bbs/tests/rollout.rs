@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_bbs::db::{Db, DbError, Rollback};
+use lattice_bbs::events::EventHub;
 use lattice_bbs::store::{Op, Store, Txn};
 use lattice_specs::errors::ErrorName;
+use lattice_specs::events::event::Event as Kind;
 use lattice_specs::models::actual_lrp::{Presence, State};
 use lattice_specs::models::deployment::State as DState;
 use lattice_specs::models::*;
@@ -466,6 +468,50 @@ async fn an_app_from_before_generations_gets_a_first_one_to_roll_back_to(db: Db)
     assert_eq!((d.generation, d.memory_mb), (1, 0));
 }
 
+async fn routers_see_the_replaced_copy_come_drain_and_go(db: Db) {
+    db.desire_lrp(desired_lrp("web", 1)).await.unwrap();
+    let old = run(&db, 0, "old-0", 1).await;
+    db.create_generation("web", with_memory(1, 256), surge(), "ci")
+        .await
+        .unwrap();
+    let hub = EventHub::start(db.store().clone()).await;
+    let mut rx = hub.subscribe();
+    db.replace_actual_lrp("web", 0, true, 2).await.unwrap();
+    db.drain_replaced_actual_lrp("web", 0).await.unwrap();
+    db.remove_replaced_actual_lrp("web", 0).await.unwrap();
+    let copy = |l: &Option<ActualLrp>| {
+        let l = l.as_ref().unwrap();
+        (l.presence(), l.instance_key.clone(), l.draining)
+    };
+    let replaced = |draining| (Presence::Replaced, Some(old.clone()), draining);
+    let mut seen = vec![];
+    while seen.len() < 4 {
+        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only got {seen:?}"))
+            .unwrap();
+        match &e.event {
+            Some(Kind::ActualLrpCreated(c)) => seen.push(("created", copy(&c.actual_lrp))),
+            Some(Kind::ActualLrpChanged(c)) => seen.push(("changed", copy(&c.after))),
+            Some(Kind::ActualLrpRemoved(c)) => seen.push(("removed", copy(&c.actual_lrp))),
+            _ => {}
+        }
+    }
+    let fresh = (Presence::Ordinary, None, false);
+    let want = [
+        ("created", replaced(false)),
+        ("changed", fresh),
+        ("changed", replaced(true)),
+        ("removed", replaced(true)),
+    ];
+    // The copy and the fresh record are written together: either order.
+    assert!(
+        seen[..2].contains(&want[0]) && seen[..2].contains(&want[1]),
+        "{seen:?}"
+    );
+    assert_eq!(seen[2..], want[2..]);
+}
+
 macro_rules! rollout_contract {
     ($make:expr) => {
         rollout_contract!(@one $make,
@@ -475,7 +521,8 @@ macro_rules! rollout_contract {
             a_rollback_restores_the_old_definition_and_its_instances,
             canaries_wait_for_a_promotion_and_deployments_are_compare_and_swap,
             the_history_keeps_ten_and_goes_with_the_app_and_its_copies,
-            an_app_from_before_generations_gets_a_first_one_to_roll_back_to);
+            an_app_from_before_generations_gets_a_first_one_to_roll_back_to,
+            routers_see_the_replaced_copy_come_drain_and_go);
     };
     (@one $make:expr, $($name:ident),*) => {
         $(

@@ -30,17 +30,18 @@ impl Db {
         d.deployment = None;
         let key = desired_key(&d.process_guid);
         let first = records::history_entry(&d, "", now_nanos());
-        // A history left behind by an app of the same name goes.
+        // A history left behind by an app of the same name goes (a transaction
+        // names each key once: entry 1 is overwritten).
+        let first_key = generation_key(&d.process_guid, 1);
         let mut txn = Txn::new()
             .when(Compare::absent(&key))
-            .then(Op::put(&key, d.encode_to_vec()));
+            .then(Op::put(&key, d.encode_to_vec()))
+            .then(Op::put(&first_key, first.encode_to_vec()));
         for old in self.history_keys(&d.process_guid).await? {
-            txn = txn.then(Op::delete(old));
+            if old != first_key {
+                txn = txn.then(Op::delete(old));
+            }
         }
-        let txn = txn.then(Op::put(
-            generation_key(&d.process_guid, 1),
-            first.encode_to_vec(),
-        ));
         if !self.txn(txn).await?.succeeded {
             return Err(DbError::AlreadyExists {
                 name: ErrorName::DesiredLRPAlreadyExists,

@@ -2,9 +2,10 @@
 //! `INDEX.APP.<domain>`, kept from the BBS's actual LRPs (a snapshot, then events),
 //! and how a query name reads.
 //!
-//! Only RUNNING instances with an instance address count. One address per index: an
-//! ORDINARY instance hides an EVACUATING or SUSPECT copy of the same index (the copy
-//! answers only while it is the only one running). Names are case-insensitive: a
+//! Only RUNNING instances with an instance address count, and not while draining
+//! (a rolling update's replaced instance leaves before it is stopped). One address
+//! per index: an ORDINARY instance hides an EVACUATING, SUSPECT or REPLACED copy of
+//! the same index (the copy answers only while it is the only one running). Names are case-insensitive: a
 //! process guid is looked up lowercased (guids that differ only in case share a
 //! name); a guid longer than a DNS label (63 characters) has no name.
 
@@ -118,10 +119,11 @@ fn key(a: &ActualLrp) -> Key {
     )
 }
 
-/// The address a RUNNING instance answers at: its instance address, when it is one
-/// other containers can reach (not loopback: host-networked containers have none).
+/// The address a RUNNING, not draining instance answers at: its instance address,
+/// when it is one other containers can reach (not loopback: host-networked
+/// containers have none).
 fn address(a: &ActualLrp) -> Option<Ipv4Addr> {
-    if a.state() != State::Running {
+    if a.state() != State::Running || a.draining {
         return None;
     }
     let ip: Ipv4Addr = a.net_info.as_ref()?.instance_address.parse().ok()?;
@@ -154,7 +156,8 @@ impl Records {
         }
     }
 
-    /// An instance as it now is: held while RUNNING with an address, dropped otherwise.
+    /// An instance as it now is: held while RUNNING (not draining) with an address,
+    /// dropped otherwise.
     pub fn upsert(&mut self, a: &ActualLrp) {
         let k = key(a);
         let held = self.instances.get(&k).and_then(|h| h.tag.as_ref());

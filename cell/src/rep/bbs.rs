@@ -103,14 +103,16 @@ impl RepBbs {
 
     // ---- instances ---------------------------------------------------------------------
 
+    /// Claims an instance to run `generation` of its app's definition.
     pub async fn claim_actual_lrp(
         &self,
         key: &api::ActualLrpRef,
         instance_key: &models::ActualLrpInstanceKey,
+        generation: i64,
     ) -> Result<()> {
         let r = self
             .0
-            .claim_actual_lrp(&key.process_guid, key.index, instance_key, 0);
+            .claim_actual_lrp(&key.process_guid, key.index, instance_key, generation);
         r.await.map(|_| ())
     }
 

@@ -85,7 +85,8 @@ impl<R: Runtime> Rep<R> {
         };
         let (key, ik) = self.keys(&d.process_guid, index, &instance_guid);
         let log_guid = log_guid_of(&d.log_guid, &d.process_guid);
-        if let Err(e) = self.bbs.claim_actual_lrp(&key, &ik).await {
+        // The instance records the generation it runs: the stored one it starts.
+        if let Err(e) = self.bbs.claim_actual_lrp(&key, &ik, d.generation).await {
             tracing::info!(index, "claim refused: {}", e.message);
             self.release(&instance_guid);
             return;

@@ -163,6 +163,31 @@ fn an_ordinary_instance_hides_its_evacuating_copy() {
 }
 
 #[test]
+fn a_replaced_copy_answers_until_it_drains() {
+    let mut r = Records::new();
+    let mut copy = running("web", 0, "10.255.0.2", 1);
+    copy.set_presence(Presence::Replaced);
+    r.upsert(&copy);
+    assert_eq!(
+        r.addresses("web", None),
+        [ip("10.255.0.2")],
+        "the old instance serves while its replacement starts"
+    );
+    r.upsert(&running("web", 0, "10.255.1.2", 1));
+    assert_eq!(r.addresses("web", Some(0)), [ip("10.255.1.2")]);
+    let mut drained = copy.clone();
+    drained.draining = true;
+    drained.modification_tag.as_mut().unwrap().index = 2;
+    r.apply(&Kind::ActualLrpChanged(ActualLrpChangedEvent {
+        before: Some(copy),
+        after: Some(drained.clone()),
+    }));
+    assert_eq!(r.len(), 1, "the draining copy is dropped at once");
+    r.reset(&[drained, running("web", 0, "10.255.1.2", 1)]);
+    assert_eq!(r.len(), 1, "and not taken back by a snapshot");
+}
+
+#[test]
 fn guids_are_matched_lowercased() {
     let mut r = Records::new();
     r.upsert(&running("MyApp", 0, "10.255.0.2", 1));
