@@ -3,7 +3,8 @@
 //! under a steady stream of requests loses none and ends with every instance on the
 //! new generation (and a rollback on purpose brings the old one back); a generation
 //! that crashes is rolled back by the brain alone and `ltc update` fails with the
-//! reason; a canary serves beside the old instances until `ltc promote`.
+//! reason; a canary serves beside the old instances until `ltc promote`; a brain
+//! that takes over from a killed one carries an update on (separate processes).
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -11,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lattice_tests::{wait_for, UpProcess};
+use lattice_tests::{
+    ltc_bin, wait_for, BbsProcess, BrainProcess, CellProcess, RouterProcess, UpProcess,
+};
 
 /// The page names the app's VERSION variable, the image (a file the OCI image adds)
 /// and the instance. The document root is unique to each test.
@@ -392,5 +395,106 @@ fn a_canary_serves_beside_the_old_instances_until_promoted() {
     assert!(
         !out.ok && out.stderr.contains("no canary waiting for promotion"),
         "{out:#?}"
+    );
+}
+
+/// `ltc ARGS` with its config in `home`, as a child to wait for.
+fn ltc_child(home: &std::path::Path, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(ltc_bin())
+        .args(args)
+        .env("LTC_HOME", home)
+        .env_remove("LTC_TARGET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running ltc")
+}
+
+fn ltc_done(child: std::process::Child) -> (bool, String) {
+    let out = child.wait_with_output().expect("ltc ran");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Ordinary RUNNING instances of `app` on `generation`, read from the API.
+fn running_on(api: &str, app: &str, generation: i64) -> usize {
+    let body = UpProcess::http_get(api, &format!("/v1/actual_lrps/{app}"));
+    let all: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+    all.iter()
+        .filter(|a| {
+            a["state"] == "RUNNING" && a["presence"] == "ORDINARY" && a["generation"] == generation
+        })
+        .count()
+}
+
+#[test]
+fn a_brain_that_takes_over_mid_update_carries_it_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let bbs = BbsProcess::start(
+        &format!("file:{}", dir.path().join("bbs.db").display()),
+        &[],
+    );
+    let mut first = BrainProcess::start(&bbs.grpc, "brain-a", &["--lock-ttl", "2"]);
+    let _cell = CellProcess::start(&bbs.grpc, "cell-1", &[]);
+    let router = RouterProcess::start(&bbs.grpc);
+    let home = dir.path().join("ltc");
+    let port = router.listen.rsplit(':').next().unwrap();
+    let run = |args: &[&str]| {
+        let (ok, out) = ltc_done(ltc_child(&home, args));
+        assert!(ok, "ltc {args:?}: {out}");
+        out
+    };
+    run(&[
+        "target",
+        &format!("http://{}", bbs.api),
+        "--domain",
+        &format!("lattice.localhost:{port}"),
+    ]);
+    let root = format!("/srv/rollout-takeover-{}", std::process::id());
+    run(&[
+        "create",
+        "web",
+        "preloaded:busybox",
+        "-i",
+        "3",
+        "-e",
+        "VERSION=v1",
+        "--",
+        "sh",
+        "-c",
+        &web_command(&root),
+    ]);
+    let _standby = BrainProcess::start(&bbs.grpc, "brain-b", &["--lock-ttl", "2"]);
+
+    let update = ltc_child(&home, &["update", "web", "-e", "VERSION=v2"]);
+    // The first new instance runs: the update is under way. Its brain dies.
+    let updated = wait_for("a first instance updated", Duration::from_secs(60), || {
+        let n = running_on(&bbs.api, "web", 2);
+        (n >= 1).then_some(n)
+    });
+    first.process.kill();
+    assert!(
+        updated < 3,
+        "the update was over before the brain was killed"
+    );
+    let (ok, out) = ltc_done(update);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("App web runs generation 2, 3 instance(s)."),
+        "{out}"
+    );
+    assert_eq!(running_on(&bbs.api, "web", 2), 3);
+    let seen: BTreeSet<String> = (0..12)
+        .map(|_| get(&router.listen, "web").unwrap().1)
+        .collect();
+    assert_eq!(
+        seen,
+        (0..3)
+            .map(|i| format!("v2 busybox {i}"))
+            .collect::<BTreeSet<_>>()
     );
 }
