@@ -6,6 +6,8 @@
 //! `?volume=` filters), `/v1/backups/ID` (GET, DELETE with its archive),
 //! `/v1/backups/ID/restore` and `/verify` (POST → 201 with the task's guid),
 //! `/v1/backups/import` (POST a backup's record once its archive is in the blob store).
+//! What these make belongs to its maker (`api::owners`): a developer backs up and
+//! restores into only volumes it owns.
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use lattice_specs::backup as plan;
 use lattice_specs::errors::ErrorName;
 use lattice_specs::models::{backup::State as BackupState, task::State as TaskState, Backup, Task};
@@ -24,9 +26,11 @@ use lattice_specs::receptor::{
     VolumeResponse,
 };
 
-use crate::api::{parse_body, ApiError, ApiResult, ApiState};
+use crate::api::authz::Object;
+use crate::api::owners;
+use crate::api::{parse_body, ApiError, ApiResult, ApiState, Caller};
 use crate::backup_tasks;
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, OwnedKind};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -53,12 +57,16 @@ fn db_err(e: DbError) -> ApiError {
 
 // ------------------------------------------------------------------ volumes
 
-async fn create_volume(State(s): State<ApiState>, body: Bytes) -> ApiResult<StatusCode> {
+async fn create_volume(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
     let r: VolumeCreateRequest = parse_body(&body)?;
-    let v =
-        s.db.create_volume(&r.name, r.size_bytes, &r.cell_id)
-            .await
-            .map_err(db_err)?;
+    let v = owners::db_for(&caller, &s.db)
+        .create_volume(&r.name, r.size_bytes, &r.cell_id)
+        .await
+        .map_err(db_err)?;
     tracing::info!(volume = %v.name, cell = %v.cell_id, size = v.size_bytes, "volume desired");
     Ok(StatusCode::CREATED)
 }
@@ -115,7 +123,8 @@ fn backup_id(volume: &str) -> String {
 }
 
 /// Submits the backup of `volume` (id given by a schedule's slot, or made up);
-/// `blob_url` gives a blob's URL without credentials (the task gets its own).
+/// `blob_url` gives a blob's URL without credentials (the task gets its own). The
+/// backup and its task belong to the volume's owner, whoever asked (a schedule too).
 pub async fn start_backup(
     db: &Db,
     blob_url: &(dyn Fn(&str) -> String + Sync),
@@ -124,6 +133,10 @@ pub async fn start_backup(
     slot: &str,
 ) -> Result<Backup, DbError> {
     let v = db.volume(volume).await?;
+    let db = match db.owner(OwnedKind::Volume, volume).await? {
+        Some(owner) => db.created_by(owner),
+        None => db.clone(),
+    };
     let id = id.unwrap_or_else(|| backup_id(volume));
     let b = Backup {
         task_guid: plan::Purpose::Backup { id: id.clone() }.task_guid(),
@@ -145,9 +158,14 @@ pub async fn start_backup(
     Ok(b)
 }
 
-async fn create_backup(State(s): State<ApiState>, body: Bytes) -> ApiResult<Response> {
+async fn create_backup(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let r: BackupCreateRequest = parse_body(&body)?;
     crate::api::blob_store(&s)?;
+    owners::ensure_may_act(&s, &caller, "back up", &Object::Volume(r.volume.clone())).await?;
     let b = start_backup(&s.db, &|n| s.blob_url(n), &r.volume, None, "")
         .await
         .map_err(db_err)?;
@@ -256,11 +274,14 @@ fn suffix() -> String {
 
 async fn restore_backup(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let r: RestoreRequest = parse_body(&body)?;
     let b = completed(&s, &id).await?;
+    let into = Object::Volume(r.volume.clone());
+    owners::ensure_may_act(&s, &caller, "restore into", &into).await?;
     let v = s.db.volume(&r.volume).await.map_err(db_err)?;
     if v.state() != lattice_specs::models::volume::State::Ready {
         return Err(ApiError::conflict(
@@ -291,14 +312,19 @@ async fn restore_backup(
     .task_guid();
     let url = backup_tasks::credential_url(&s.blob_url(&b.blob), &guid);
     let def = backup_tasks::restore_task(&guid, &b, &url, &v.name);
-    s.db.desire_task(&guid, plan::DOMAIN, def)
+    owners::db_for(&caller, &s.db)
+        .desire_task(&guid, plan::DOMAIN, def)
         .await
         .map_err(db_err)?;
     tracing::info!(backup = %id, volume = %v.name, task = %guid, "restore started");
     Ok((StatusCode::CREATED, Json(TaskStarted { task_guid: guid })).into_response())
 }
 
-async fn verify_backup(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn verify_backup(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let b = completed(&s, &id).await?;
     let guid = plan::Purpose::Verify {
         id: id.clone(),
@@ -307,7 +333,8 @@ async fn verify_backup(State(s): State<ApiState>, Path(id): Path<String>) -> Api
     .task_guid();
     let url = backup_tasks::credential_url(&s.blob_url(&b.blob), &guid);
     let def = backup_tasks::verify_task(&guid, &b, &url);
-    s.db.desire_task(&guid, plan::DOMAIN, def)
+    owners::db_for(&caller, &s.db)
+        .desire_task(&guid, plan::DOMAIN, def)
         .await
         .map_err(db_err)?;
     s.db.modify_backup(&id, |b| {
@@ -322,7 +349,11 @@ async fn verify_backup(State(s): State<ApiState>, Path(id): Path<String>) -> Api
 
 /// Records a backup whose archive was put in the blob store (`ltc backup import`): the
 /// archive must be there, whole, with the record's checksum.
-async fn import_backup(State(s): State<ApiState>, body: Bytes) -> ApiResult<StatusCode> {
+async fn import_backup(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
     let r: BackupResponse = parse_body(&body)?;
     let store = crate::api::blob_store(&s)?;
     lattice_specs::volume::check_name("volume", &r.volume).map_err(ApiError::invalid_request)?;
@@ -359,7 +390,10 @@ async fn import_backup(State(s): State<ApiState>, body: Bytes) -> ApiResult<Stat
         slot: String::new(),
         ..Backup::from(r)
     };
-    s.db.import_backup(&b).await.map_err(db_err)?;
+    owners::db_for(&caller, &s.db)
+        .import_backup(&b)
+        .await
+        .map_err(db_err)?;
     tracing::info!(backup = %b.id, "backup imported");
     Ok(StatusCode::CREATED)
 }

@@ -44,7 +44,8 @@ async fn cell_stream(
     }
 }
 
-/// Lists the cells' rep addresses (for following cells that join later).
+/// Lists where the cells are asked, each a base URL ([`crate::cell_client::base_url`];
+/// for following cells that join later).
 pub type CellLister = Arc<dyn Fn() -> BoxFuture<'static, Vec<String>> + Send + Sync>;
 
 /// How often a follower looks for cells it does not follow yet.
@@ -65,7 +66,7 @@ fn forward(mut s: BoxStream<'static, LogMessage>, tx: mpsc::Sender<LogMessage>) 
     })
 }
 
-/// A log guid's lines from `buffer` and the cells at `rep_addresses`. When following,
+/// A log guid's lines from `buffer` and the cells at `rep_addresses` (base URLs). When following,
 /// `more_cells` is asked every couple of seconds for cells to follow too (new ones, or
 /// ones whose stream ended and came back).
 pub async fn gather(

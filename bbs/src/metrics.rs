@@ -38,6 +38,13 @@ pub static API_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["role", "verb"],
     )
 });
+pub static API_NOT_OWNER: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_api_not_owner_total",
+        "Public API requests refused (403) because a developer token does not own the object, by kind (app, task, volume, backup).",
+        &["kind"],
+    )
+});
 pub static API_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_api_refused_total",

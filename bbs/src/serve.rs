@@ -11,7 +11,6 @@
 //! chosen by ALPN (HTTP/1.1 when the client offers none), and a failed handshake is
 //! logged and counted (`bbs_api_tls_handshake_failures_total`).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -223,7 +222,7 @@ impl Conns {
         let builder = if h2 { &self.h2 } else { &self.h1 };
         // No version sniffing over TLS (ALPN told it), so no upgrades; a client
         // that says nothing after its handshake is dropped like a slow one.
-        let io = TokioIo::new(FirstReadWithin::new(tls, self.within));
+        let io = TokioIo::new(lattice_tls::http::FirstReadWithin::new(tls, self.within));
         if let Err(e) = watcher.watch(builder.serve_connection(io, svc)).await {
             tracing::debug!(error = %e, "API connection ended");
         }
@@ -237,77 +236,6 @@ fn handshake_failed(why: &str) {
 
 async fn stopping(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
-}
-
-/// A stream whose first read must bring bytes within a time: after that, reads
-/// go straight through.
-struct FirstReadWithin<S> {
-    inner: S,
-    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<S> FirstReadWithin<S> {
-    fn new(inner: S, within: Duration) -> Self {
-        FirstReadWithin {
-            inner,
-            deadline: Some(Box::pin(tokio::time::sleep(within))),
-        }
-    }
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstReadWithin<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::Poll;
-        let before = buf.filled().len();
-        let this = &mut *self;
-        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    this.deadline = None;
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let late = match &mut this.deadline {
-                    Some(d) => d.as_mut().poll(cx).is_ready(),
-                    None => false,
-                };
-                if late {
-                    let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "no request in time");
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstReadWithin<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` turns

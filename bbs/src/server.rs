@@ -74,9 +74,6 @@ pub async fn open_store(url: &StoreUrl, etcd_timeout: Duration) -> anyhow::Resul
     })
 }
 
-/// Idle connections kept to each cell (for its logs and usage).
-pub const CELL_POOL_IDLE: usize = 4;
-
 #[derive(Debug, Clone)]
 pub struct BbsConfig {
     pub store: StoreUrl,
@@ -221,7 +218,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
             ),
             None => None,
         },
-        http: cell_http_client(cfg.tls.as_ref())?,
+        cells: crate::cell_client::CellClient::new(cfg.tls.as_ref(), Arc::new(db.clone()))?,
         public_url,
     };
     let settler = crate::backups::spawn_settler(state.clone());
@@ -276,22 +273,6 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         stop,
         tasks: vec![grpc, http, settler],
     })
-}
-
-/// The client the BBS asks cells with (their logs and usage): over TLS when the BBS
-/// has a certificate, then trusting only a cell's certificate from the CA.
-pub fn cell_http_client(tls: Option<&lattice_tls::NodeTls>) -> anyhow::Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        // Each log follower fetches every cell's recent lines: without a bound,
-        // a thousand of them left a thousand idle connections for 90 s.
-        .pool_max_idle_per_host(CELL_POOL_IDLE)
-        .pool_idle_timeout(Duration::from_secs(10));
-    if let Some(t) = tls {
-        let cfg = t.client_config_for_role(lattice_specs::identity::Role::Cell)?;
-        b = b.tls_backend_preconfigured((*cfg).clone());
-    }
-    b.build().context("building the HTTP client for the cells")
 }
 
 #[cfg(test)]

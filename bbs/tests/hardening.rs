@@ -347,7 +347,7 @@ async fn log_followers_end_when_their_clients_hang_up() {
     // And their connections: to the API, and to the cell (a few kept for reuse).
     eventually("the connections closed", Duration::from_secs(3), || {
         established_to(bbs.api_addr.port()) == 0
-            && established_to(cell_port) <= lattice_bbs::server::CELL_POOL_IDLE
+            && established_to(cell_port) <= lattice_bbs::cell_client::CELL_POOL_IDLE
     })
     .await;
     bbs.shutdown().await;

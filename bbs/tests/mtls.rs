@@ -1,9 +1,13 @@
 //! The BBS over mutual TLS on real loopback sockets: its gRPC API answers a client
 //! with a certificate from the cluster CA and refuses plaintext and strangers; its
-//! HTTP client to the reps (logs, usage) trusts only a cell's certificate.
+//! HTTP client to the reps (logs, usage) trusts only the certificate of the cell it
+//! asks for.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use lattice_bbs::cell_client::{CellClient, RepAddresses};
 use lattice_bbs::server::{self, BbsConfig, StoreUrl};
 use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::bbs_api::Empty;
@@ -105,13 +109,23 @@ async fn a_bbs_accepting_joiners_lets_certificateless_clients_connect() {
     bbs.shutdown().await;
 }
 
-/// The HTTP client the BBS asks reps with: a cell's certificate from the CA is
-/// trusted whatever address it was reached at; a brain's, or another CA's, is not.
+/// Cell ids to rep addresses, as the cells' presences would say.
+struct Presences(std::collections::HashMap<String, String>);
+
+impl RepAddresses for Presences {
+    fn rep_address(&self, cell_id: &str) -> futures::future::BoxFuture<'static, Option<String>> {
+        let found = self.0.get(cell_id).cloned();
+        Box::pin(async move { found })
+    }
+}
+
+/// The HTTP client the BBS asks reps with: it asks a cell by its identity and only
+/// that cell's certificate from the CA will do. Another cell's certificate answering
+/// at the cell's address (its presence), a brain's, or another CA's, is refused.
 #[tokio::test]
-async fn the_bbs_asks_only_cells_over_https() {
+async fn the_bbs_asks_exactly_the_cell_it_means_over_https() {
     let ca = Ca::generate().unwrap();
     let bbs_tls = node(&ca, &ca, Role::Bbs, "bbs");
-    let client = server::cell_http_client(Some(&bbs_tls)).unwrap();
     let serve = |server: NodeTls| async move {
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let cfg = server.server_config(ClientAuth::Required).unwrap();
@@ -120,26 +134,60 @@ async fn the_bbs_asks_only_cells_over_https() {
         let app = lattice_tls::server::with_identity(axum::Router::new().route(
             "/v1/containers",
             axum::routing::get(|id: axum::Extension<Identity>| async move { id.0.dns_name() }),
-        ))
-        .into_make_service_with_connect_info::<lattice_tls::PeerInfo>();
-        tokio::spawn(async move { axum::serve(l, app).await });
-        format!("https://{addr}/v1/containers")
+        ));
+        tokio::spawn(lattice_tls::http::serve(
+            l,
+            app,
+            Default::default(),
+            std::future::pending(),
+        ));
+        format!("https://{addr}")
     };
-    let cell_url = serve(node(&ca, &ca, Role::Cell, "cell-a")).await;
-    let got = client
-        .get(&cell_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(got, "bbs.bbs.lattice", "the rep saw the BBS's identity");
-
-    let brain_url = serve(node(&ca, &ca, Role::Brain, "b")).await;
-    let e = client.get(&brain_url).send().await.unwrap_err();
-    assert!(format!("{e:?}").contains("not a cell"), "{e:?}");
+    let a = serve(node(&ca, &ca, Role::Cell, "cell-a")).await;
+    let b = serve(node(&ca, &ca, Role::Cell, "cell-b")).await;
+    let brain = serve(node(&ca, &ca, Role::Brain, "b")).await;
     let other = Ca::generate().unwrap();
-    let stranger_url = serve(node(&other, &ca, Role::Cell, "cell-a")).await;
-    assert!(client.get(&stranger_url).send().await.is_err());
+    let stranger = serve(node(&other, &ca, Role::Cell, "cell-d")).await;
+    let presences = Presences(
+        [
+            ("cell-a", &a),
+            // Cell B's certificate answers at cell C's address.
+            ("cell-c", &b),
+            ("cell-brain", &brain),
+            ("cell-d", &stranger),
+        ]
+        .into_iter()
+        .map(|(id, addr)| (id.to_string(), addr.clone()))
+        .collect(),
+    );
+    let client = CellClient::new(Some(&bbs_tls), Arc::new(presences)).unwrap();
+    let ask = |cell: &str, rep: &str| {
+        let url = format!("{}/v1/containers", client.base_url(cell, rep).unwrap());
+        let http = client.http().clone();
+        async move {
+            match http.get(&url).send().await {
+                Ok(r) => Ok(r.text().await.unwrap()),
+                Err(e) => Err(format!("{e:?}")),
+            }
+        }
+    };
+    assert_eq!(
+        ask("cell-a", &a).await,
+        Ok("bbs.bbs.lattice".into()),
+        "the rep saw the BBS's identity"
+    );
+    let e = ask("cell-c", &b).await.unwrap_err();
+    assert!(
+        e.contains("NotValidForName") || e.contains("not valid for name"),
+        "{e}"
+    );
+    let e = ask("cell-brain", &brain).await.unwrap_err();
+    assert!(
+        e.contains("NotValidForName") || e.contains("not valid for name"),
+        "{e}"
+    );
+    let e = ask("cell-d", &stranger).await.unwrap_err();
+    assert!(e.contains("UnknownIssuer"), "{e}");
+    let e = ask("cell-gone", &a).await.unwrap_err();
+    assert!(e.contains("no cell cell-gone is present"), "{e}");
 }

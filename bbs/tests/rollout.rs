@@ -228,6 +228,18 @@ async fn a_cells_start_crash_or_remove_of_a_replaced_instance_applies_to_its_cop
     assert_eq!(got.presence(), Presence::Replaced);
     assert_eq!(at(&db, 0).await.0.unwrap().state(), State::Unclaimed);
 
+    // An evacuating cell keeps it serving from the copy, which stays as it was.
+    let copy = at(&db, 0).await.1;
+    let keep = db.evacuate_running("web", 0, &a, ActualLrpNetInfo::default());
+    assert!(keep.await.unwrap().0, "it serves until the copy is removed");
+    assert_eq!(at(&db, 0).await.1, copy);
+    assert!(db
+        .actual_lrps("", "", "web", None)
+        .await
+        .unwrap()
+        .iter()
+        .all(|l| l.presence() != Presence::Evacuating));
+
     let crashed = db.crash_actual_lrp("web", 0, &a, "exit 2").await.unwrap();
     assert_eq!(
         (crashed.state(), crashed.crash_reason.as_str()),

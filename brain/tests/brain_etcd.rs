@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lattice_bbs::server::{self, BbsConfig, RunningBbs, StoreUrl};
 use lattice_bbs::store::etcd::EtcdStore;
 use lattice_bbs::testing::EtcdServer;
-use lattice_bbs_client::GrpcBbs as Bbs;
+use lattice_bbs_client::{GrpcBbs as Bbs, Reads};
 use lattice_brain::auction::Resources;
 use lattice_brain::auctioneer::AuctioneerConfig;
 use lattice_brain::converger::ConvergeConfig;
@@ -24,6 +24,8 @@ struct Cluster {
     _etcd: EtcdServer,
     _bbs: RunningBbs,
     bbs: Bbs,
+    /// The BBS database over the same store (what the public API calls).
+    db: lattice_bbs::db::Db,
     cells: Arc<SimCells>,
 }
 
@@ -38,12 +40,14 @@ async fn cluster() -> Cluster {
         StoreUrl::Etcd(vec![etcd.endpoint()]),
         Duration::from_secs(3),
     );
+    let db = lattice_bbs::db::Db::new(store.clone());
     let running = server::start_with_store(store, cfg).await.unwrap();
     let bbs = Bbs::connect_lazy(&running.grpc_addr.to_string()).unwrap();
     Cluster {
         _etcd: etcd,
         _bbs: running,
         bbs,
+        db,
         cells: Arc::new(SimCells::default()),
     }
 }
@@ -542,4 +546,73 @@ async fn tasks_without_room_wait_pending_until_room_frees_or_the_pending_timeout
         third.updated_at - third.created_at >= pending_timeout.as_nanos() as i64,
         "failed before the pending timeout: {third:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_keeps_every_index_serving_and_a_new_brain_finishes_it() {
+    let c = cluster().await;
+    c.add_cell("cell-a", "z1", 4096).await;
+    c.add_cell("cell-b", "z2", 4096).await;
+    let (brain_a, _stop_a) = c.brain("brain-a", |_| {});
+    c.desire("web", 3, 64).await;
+    c.running_on("web", 3, Duration::from_secs(10)).await;
+    let (_brain_b, _stop_b) = c.brain("brain-b", |_| {});
+
+    let mut next = DesiredLrp {
+        memory_mb: 64,
+        ..desired_lrp("web", 3)
+    };
+    next.env.push(EnvironmentVariable {
+        name: "VERSION".into(),
+        value: "2".into(),
+    });
+    let strategy = RolloutStrategy {
+        max_surge: 1,
+        max_unavailable: 0,
+        canary: 0,
+    };
+    let (app, made) =
+        c.db.create_generation("web", next, strategy, "test")
+            .await
+            .unwrap();
+    assert!(made && app.generation == 2, "{app:?}");
+
+    // Every listing shows each index served; the active brain dies once one
+    // index runs the new generation, and the standby finishes the update.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut killed = false;
+    loop {
+        let all = c.actuals("web").await;
+        for i in 0..3 {
+            let served = all.iter().any(|a| {
+                a.key.as_ref().unwrap().index == i && a.state() == State::Running && !a.draining
+            });
+            assert!(served, "index {i} had no serving instance: {all:?}");
+        }
+        let updated = all
+            .iter()
+            .filter(|a| {
+                a.presence() == actual_lrp::Presence::Ordinary
+                    && a.state() == State::Running
+                    && a.generation == 2
+            })
+            .count();
+        if !killed && updated >= 1 {
+            brain_a.abort();
+            killed = true;
+        }
+        let d = c.bbs.desired_lrp("web").await.unwrap();
+        if d.deployment.as_ref().unwrap().state() == deployment::State::Succeeded {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not done: {d:?}\n{all:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(killed);
+    let all = c.actuals("web").await;
+    assert_eq!(all.len(), 3, "no replaced copy left: {all:?}");
+    assert!(all
+        .iter()
+        .all(|a| a.generation == 2 && a.state() == State::Running));
+    assert_eq!(c.lock_holder().await, "brain-b");
 }

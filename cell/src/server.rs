@@ -228,13 +228,9 @@ async fn serve(
     let app = lattice_tls::server::with_identity(grpc.merge(http));
     let stop = shutdown.clone();
     let serve = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<lattice_tls::PeerInfo>();
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = r {
-            tracing::error!("cell API stopped: {e}");
-        }
+        // A client has 10 s to send its first bytes and each request's headers.
+        let limits = lattice_tls::http::HttpLimits::default();
+        lattice_tls::http::serve(listener, app, limits, stop.cancelled_owned()).await;
     });
     let r = rep.clone();
     let stop = shutdown.clone();

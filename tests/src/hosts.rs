@@ -363,28 +363,25 @@ impl Host {
         path: &str,
         host_header: Option<&str>,
     ) -> Option<(u16, String)> {
-        let mut s = self.connect(addr).ok()?;
+        let s = self.connect(addr).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        let host = host_header.unwrap_or(addr);
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut resp = vec![];
-        s.read_to_end(&mut resp).ok()?;
-        let text = String::from_utf8_lossy(&resp).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let status = head.split(' ').nth(1)?.parse().ok()?;
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            String::from_utf8_lossy(&crate::dechunk(body.as_bytes())?).into_owned()
-        } else {
-            body.to_string()
-        };
-        Some((status, body))
+        get(s, path, host_header.unwrap_or(addr))
+    }
+
+    /// `GET path` over HTTPS from this host to `addr` (IP:PORT), the server's
+    /// certificate verified by `tls` for the address's IP (as `ltc` does): the status
+    /// and body, `None` when there is no answer within 5 s or the server is refused.
+    pub fn https_get(
+        &self,
+        addr: &str,
+        path: &str,
+        tls: &std::sync::Arc<rustls::ClientConfig>,
+    ) -> Option<(u16, String)> {
+        let s = self.connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let ip = addr.parse::<SocketAddr>().ok()?.ip();
+        let conn = rustls::ClientConnection::new(tls.clone(), ip.into()).ok()?;
+        get(rustls::StreamOwned::new(conn, s), path, addr)
     }
 
     /// A loopback port of the test's own namespace relayed to `target` from inside
@@ -716,6 +713,34 @@ fn destroy_recorded_cell(record: &Path) {
     let data_dir = PathBuf::from(data_dir);
     inside(&ns, || crate::destroy_cell_leftovers(&data_dir, &net));
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// One `GET path` (`Host: host`, then close) on `s`: the status and body.
+fn get(mut s: impl Read + Write, path: &str, host: &str) -> Option<(u16, String)> {
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = vec![];
+    // A TLS peer may close without close_notify once it has answered.
+    if let Err(e) = s.read_to_end(&mut resp) {
+        if resp.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof {
+            return None;
+        }
+    }
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        String::from_utf8_lossy(&crate::dechunk(body.as_bytes())?).into_owned()
+    } else {
+        body.to_string()
+    };
+    Some((status, body))
 }
 
 #[cfg(test)]

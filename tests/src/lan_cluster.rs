@@ -3,7 +3,7 @@
 //! host running a plain HTTP server (as a machine beyond the cluster). The base of the
 //! multi-host end-to-end tests (`tests/tests/multihost.rs`). Security is on: every
 //! component has a certificate from a CA made for the test ([`TestPki`]) and every
-//! internal connection is mutual TLS.
+//! internal connection is mutual TLS; the BBS's public API is HTTPS.
 
 use lattice_specs::identity::Role;
 
@@ -62,7 +62,9 @@ impl LanCluster {
         let httpd = HttpServer::start(&outside, OUTSIDE_BODY);
         let etcd = EtcdOnHost::start(&etcd_host);
         let pki = TestPki::new();
-        let bbs_tls = pki.flags(Role::Bbs, "bbs");
+        // Its certificate names its address too: it serves the public API (HTTPS,
+        // beyond loopback) with it.
+        let bbs_tls = pki.flags_naming(Role::Bbs, "bbs", &[bbs_host.ip().to_string()]);
         let bbs_extra: Vec<&str> = bbs_extra
             .iter()
             .copied()
@@ -123,6 +125,13 @@ impl LanCluster {
         let host = self.lan.host_beyond_router(&format!("cell{i}"));
         self.cell_hosts.push(host);
         i
+    }
+
+    /// `GET path` of the BBS's public API (HTTPS, verified against the cluster CA
+    /// for the BBS's address), from the outside host.
+    pub fn api_get(&self, path: &str) -> Option<(u16, String)> {
+        self.outside
+            .https_get(&self.bbs.api, path, &self.pki.to_api())
     }
 
     /// `GET /` of `app` through the router, from the outside host.

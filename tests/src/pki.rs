@@ -58,11 +58,17 @@ impl TestPki {
     /// Issues a certificate for `role` `name` into the temp dir and returns the flags
     /// that give it to a component.
     pub fn flags(&self, role: Role, name: &str) -> Vec<String> {
+        self.flags_naming(role, name, &[])
+    }
+
+    /// [`TestPki::flags`] for a certificate naming `sans` too (host names or IP
+    /// addresses clients dial it by: the BBS's public API).
+    pub fn flags_naming(&self, role: Role, name: &str, sans: &[String]) -> Vec<String> {
         let id = Identity::new(role, name).unwrap();
         let files = TlsFiles::in_dir(self.dir.path(), &format!("{role}-{name}"));
         let issued = self
             .ca
-            .issue_new_key(&id, &[], Duration::from_secs(86400))
+            .issue_new_key(&id, sans, Duration::from_secs(86400))
             .unwrap();
         files.write(&issued, self.ca.cert_pem()).unwrap();
         vec![
@@ -77,8 +83,25 @@ impl TestPki {
         ClientTls::new(&self.harness, lattice_tls::bbs_identity()).unwrap()
     }
 
-    /// The test's HTTPS client to the reps.
+    /// How the test calls the BBS's public API over HTTPS, as `ltc` does once it
+    /// trusts the cluster CA: the server's certificate from the CA, naming the host
+    /// (or address) dialled.
+    pub fn to_api(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        let roots = lattice_tls::config::roots(self.ca.cert_pem().as_bytes()).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(lattice_tls::config::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        std::sync::Arc::new(cfg)
+    }
+
+    /// The test's HTTPS client to the reps (by address: any cell's certificate).
     pub fn to_reps(&self) -> reqwest::Client {
-        lattice_bbs::server::cell_http_client(Some(&self.harness)).unwrap()
+        let cfg = self.harness.client_config_for_role(Role::Cell).unwrap();
+        reqwest::Client::builder()
+            .tls_backend_preconfigured((*cfg).clone())
+            .build()
+            .unwrap()
     }
 }

@@ -297,6 +297,19 @@ fn wait_readyz(host: &Host, addr: &str, status: u16, within: Duration) -> String
     )
 }
 
+/// Polls the BBS's `GET /readyz` (over HTTPS, from the outside host) until it
+/// answers `status`; returns the body.
+fn wait_api_readyz(cluster: &Cluster, status: u16, within: Duration) -> String {
+    lattice_tests::wait_for(
+        &format!("the BBS's /readyz answering {status}"),
+        within,
+        || match cluster.api_get("/readyz") {
+            Some((s, body)) if s == status => Some(body),
+            _ => None,
+        },
+    )
+}
+
 /// Waits until the rep's `/readyz` (over mTLS, through the test's way in to its
 /// host) answers `status`; returns the body.
 async fn rep_readyz(rep: &CellProcess, status: u16, within: Duration) -> String {
@@ -325,7 +338,14 @@ async fn every_component_says_whether_it_is_ready() {
         cluster.router.metrics.clone(),
     );
     // All ready, asked from the outside host.
-    assert_eq!(readyz(out, &bbs_api), (200, "ready\n".into()));
+    // The BBS's public API over HTTPS only (its certificate from the cluster CA
+    // naming its address), as `ltc` reaches it.
+    assert_eq!(cluster.api_get("/readyz"), Some((200, "ready\n".into())));
+    assert_eq!(
+        out.http_get(&bbs_api, "/readyz", None),
+        None,
+        "no plain HTTP"
+    );
     let body = wait_readyz(out, &brain, 200, Duration::from_secs(10));
     assert_eq!(body, "ready: brain-0 leads\n");
     assert_eq!(readyz(out, &router).0, 200);
@@ -346,7 +366,7 @@ async fn every_component_says_whether_it_is_ready() {
     // etcd paused: the BBS is not ready (its store does not answer), the brain loses
     // track of who leads (its lock cannot be renewed), the router keeps its table.
     lattice_tests::signal(cluster.etcd.process.pid(), libc::SIGSTOP);
-    let body = wait_readyz(out, &bbs_api, 503, Duration::from_secs(10));
+    let body = wait_api_readyz(&cluster, 503, Duration::from_secs(10));
     assert!(body.contains("StoreUnavailable"), "{body}");
     let body = wait_readyz(out, &brain, 503, Duration::from_secs(20));
     assert!(body.starts_with("not ready:"), "{body}");
@@ -356,7 +376,7 @@ async fn every_component_says_whether_it_is_ready() {
         "the router keeps its route table"
     );
     lattice_tests::signal(cluster.etcd.process.pid(), libc::SIGCONT);
-    wait_readyz(out, &bbs_api, 200, Duration::from_secs(10));
+    wait_api_readyz(&cluster, 200, Duration::from_secs(10));
     wait_readyz(out, &brain, 200, Duration::from_secs(20));
 
     // A router whose BBS never answered (nothing listens at the switch's address) has

@@ -66,6 +66,8 @@ pub enum ClientAuth {
 pub struct NodeTls {
     cert: Arc<ReloadingCert>,
     roots: Arc<RootCertStore>,
+    /// The CA's certificates (sent after ours by a public server).
+    ca_certs: Arc<Vec<CertificateDer<'static>>>,
 }
 
 impl NodeTls {
@@ -74,14 +76,17 @@ impl NodeTls {
         Ok(NodeTls {
             cert: Arc::new(ReloadingCert::from_pem(cert_pem, key_pem)?),
             roots: Arc::new(roots(ca_pem)?),
+            ca_certs: Arc::new(certs(ca_pem)?),
         })
     }
 
     /// From the files (the certificate and key reloaded when they change).
     pub fn from_files(files: &TlsFiles) -> Result<NodeTls, TlsError> {
+        let ca_pem = read(&files.ca)?;
         Ok(NodeTls {
             cert: Arc::new(ReloadingCert::from_files(&files.cert, &files.key)?),
-            roots: Arc::new(roots(&read(&files.ca)?)?),
+            roots: Arc::new(roots(&ca_pem)?),
+            ca_certs: Arc::new(certs(&ca_pem)?),
         })
     }
 
@@ -110,6 +115,23 @@ impl NodeTls {
             .map_err(TlsError::Rustls)?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(Resolver(self.cert.clone())));
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
+    /// A server config for a public endpoint (the BBS's JSON API): presenting our
+    /// certificate followed by the CA's (a client like `ltc` trusts the CA it was
+    /// shown), asking no client certificate; ALPN h2 and http/1.1. A renewed
+    /// certificate is used from the next handshake.
+    pub fn public_server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut cfg = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Rustls)?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(WithCa {
+                cert: self.cert.clone(),
+                ca_certs: self.ca_certs.clone(),
+            }));
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
@@ -153,20 +175,27 @@ impl NodeTls {
 /// The CA certificates in `ca_pem`.
 pub fn roots(ca_pem: &[u8]) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(ca_pem) {
-        let der = der.map_err(|e| TlsError::Pem {
+    for der in certs(ca_pem)? {
+        store.add(der).map_err(TlsError::Rustls)?;
+    }
+    Ok(store)
+}
+
+/// The certificates in `ca_pem` (at least one).
+fn certs(ca_pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let all = CertificateDer::pem_slice_iter(ca_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
             what: "CA certificate",
             reason: e.to_string(),
         })?;
-        store.add(der).map_err(TlsError::Rustls)?;
-    }
-    if store.is_empty() {
+    if all.is_empty() {
         return Err(TlsError::Pem {
             what: "CA certificate",
             reason: "no CERTIFICATE block".into(),
         });
     }
-    Ok(store)
+    Ok(all)
 }
 
 /// Presents the component's current certificate, as server and as client.
@@ -185,6 +214,27 @@ impl ResolvesClientCert for Resolver {
     }
     fn has_certs(&self) -> bool {
         true
+    }
+}
+
+/// Presents the component's current certificate followed by the CA's.
+#[derive(Debug)]
+struct WithCa {
+    cert: Arc<ReloadingCert>,
+    ca_certs: Arc<Vec<CertificateDer<'static>>>,
+}
+
+impl ResolvesServerCert for WithCa {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let current = self.cert.current();
+        let mut chain = current.cert.clone();
+        chain.extend(
+            self.ca_certs
+                .iter()
+                .filter(|ca| !current.cert.contains(ca))
+                .cloned(),
+        );
+        Some(Arc::new(CertifiedKey::new(chain, current.key.clone())))
     }
 }
 

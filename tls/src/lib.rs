@@ -5,12 +5,14 @@
 //! reads a peer's identity from its certificate; [`server`] accepts TLS connections
 //! (for tonic and axum) and puts the peer's [`Identity`] into every request's
 //! extensions; [`client`] connects tonic channels and HTTP clients verifying the
-//! server's identity.
+//! server's identity; [`http`] serves axum apps on a [`server::Listener`] with a
+//! header-read timeout.
 
 pub mod ca;
 pub mod client;
 pub mod config;
 pub mod files;
+pub mod http;
 pub mod metrics;
 pub mod peer;
 pub mod server;

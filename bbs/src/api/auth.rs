@@ -12,21 +12,24 @@
 //!
 //! A credential that is given is always checked (a wrong or revoked one is a 401 even
 //! over loopback). What the caller's role may do is `authz`'s decision (403 naming the
-//! role); a viewer's answers are redacted (`redact`); every change is audited (`audit`).
+//! role), and so is whether a developer owns the object it acts on (403 naming the
+//! owner, looked up by `owners`); a viewer's answers are redacted (`redact`), and so are
+//! a developer's about apps and tasks it does not own; every change is audited (`audit`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
+use axum::{Extension, RequestExt};
 use base64::Engine;
 use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::ApiRole;
 
-use super::authz::{api_authz, Decision};
-use super::{audit, redact, ApiError, ApiState};
+use super::authz::{api_authz, object_of, verb_of, Decision};
+use super::{audit, owners, redact, ApiError, ApiState};
 use crate::backup_tasks::{credential_task, grants, BlobVerb, TASK_CREDENTIAL_USER};
 
 /// Who made a request (in the request's extensions for the handlers).
@@ -169,7 +172,20 @@ fn forbidden(why: String) -> Response {
     ApiError::new(StatusCode::FORBIDDEN, ErrorName::Forbidden, why).into_response()
 }
 
-/// The middleware on `/v1/*`: identify, authorize, answer (redacted for viewers), audit.
+/// The route's path parameters (percent-decoded), by name.
+async fn path_params(req: &mut Request) -> HashMap<String, String> {
+    match req.extract_parts::<RawPathParams>().await {
+        Ok(p) => p
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        // Unreadable parameters: the handler's own extractor refuses the request.
+        Err(_) => HashMap::new(),
+    }
+}
+
+/// The middleware on `/v1/*`: identify, authorize (role, then owner), answer (redacted
+/// for viewers, and for developers reading what they do not own), audit.
 pub(super) async fn authenticate(
     State(s): State<ApiState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -201,6 +217,15 @@ pub(super) async fn authenticate(
             return forbidden(why);
         }
     }
+    let params = path_params(&mut req).await;
+    if let Some(route) = route.as_deref() {
+        if let Some(object) = object_of(req.method(), route, &params) {
+            let verb = verb_of(req.method(), route);
+            if let Err(e) = owners::ensure_may_act(&s, &caller, verb, &object).await {
+                return e.into_response();
+            }
+        }
+    }
     let Asked {
         method,
         path: object,
@@ -214,7 +239,14 @@ pub(super) async fn authenticate(
     if caller.is_viewer() {
         return redact::response(resp).await;
     }
-    resp
+    match route {
+        Some(route)
+            if caller.role == Some(ApiRole::Developer) && super::authz::is_read(&method) =>
+        {
+            owners::redact_unowned(&s, &caller, &route, &params, resp).await
+        }
+        _ => resp,
+    }
 }
 
 #[cfg(test)]

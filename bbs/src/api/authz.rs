@@ -1,10 +1,20 @@
-//! Who may do what through the public API: the pure decision [`api_authz`] from a
-//! caller's role, the request's method and its route (axum's matched path, e.g.
-//! `/v1/desired_lrps/{process_guid}`) to Allow or a Deny naming the role and what it
-//! may not do. The middleware that applies it is `auth`'s.
+//! Who may do what through the public API, as pure decisions:
+//! - [`api_authz`]: from a caller's role, the request's method and its route (axum's
+//!   matched path, e.g. `/v1/desired_lrps/{process_guid}`) to Allow or a Deny naming
+//!   the role and what it may not do;
+//! - [`owner_authz`]: whether a developer token may act on one app, task, volume,
+//!   backup or backup schedule ([`Object`], found from the route by [`object_of`]): only
+//!   on what it owns (`db::owners`); a backup also belongs to its volume's owner, a
+//!   schedule to its volume's. Admins act on everything.
+//!
+//! The middleware that applies them is `auth`'s; `owners` looks the owners up.
+
+use std::collections::HashMap;
 
 use axum::http::Method;
 use lattice_specs::receptor::ApiRole;
+
+use crate::db::{OwnedKind, Owner};
 
 /// The decision about one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +76,137 @@ pub fn api_authz(role: ApiRole, method: &Method, route: Option<&str>) -> Decisio
             deny("read backup archives", "a developer or an admin")
         }
         ApiRole::Viewer => Decision::Allow,
+    }
+}
+
+/// One object a request acts on, whose owner decides whether a developer may.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    App(String),
+    Task(String),
+    Volume(String),
+    Backup(String),
+    /// A volume's backup schedule: its volume's owner's.
+    Schedule(String),
+}
+
+impl Object {
+    /// The record that says who owns it (a schedule's is its volume's).
+    pub fn owned(&self) -> (OwnedKind, &str) {
+        match self {
+            Object::App(n) => (OwnedKind::App, n),
+            Object::Task(n) => (OwnedKind::Task, n),
+            Object::Volume(n) | Object::Schedule(n) => (OwnedKind::Volume, n),
+            Object::Backup(n) => (OwnedKind::Backup, n),
+        }
+    }
+}
+
+impl std::fmt::Display for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Object::Schedule(v) => write!(f, "the backup schedule of volume {v}"),
+            other => {
+                let (kind, name) = other.owned();
+                write!(f, "{} {name}", kind.as_str())
+            }
+        }
+    }
+}
+
+/// The object a request acts on, from its route and path parameters: every change to
+/// an app (its instances, its generations…), a task, a volume, a backup or a schedule,
+/// and any use of a backup's archive (`/v1/blobs/backup-ID.tgz`, read or written).
+/// None: the request acts on no one's object (creations are checked by their handlers,
+/// reads are redacted instead).
+pub fn object_of(method: &Method, route: &str, params: &HashMap<String, String>) -> Option<Object> {
+    let param = |k: &str| params.get(k).cloned();
+    let under = |prefix: &str| route == prefix || route.starts_with(&format!("{prefix}/"));
+    if route == "/v1/blobs/{name}" {
+        let name = param("name")?;
+        let id = name.strip_prefix("backup-")?.strip_suffix(".tgz")?;
+        return Some(Object::Backup(id.to_string()));
+    }
+    if is_read(method) {
+        return None;
+    }
+    if under("/v1/desired_lrps/{process_guid}")
+        || route == "/v1/actual_lrps/{process_guid}/index/{index}"
+    {
+        return param("process_guid").map(Object::App);
+    }
+    if under("/v1/tasks/{task_guid}") {
+        return param("task_guid").map(Object::Task);
+    }
+    if route == "/v1/volumes/{name}" {
+        return param("name").map(Object::Volume);
+    }
+    if route == "/v1/backup_schedules/{volume}" {
+        return param("volume").map(Object::Schedule);
+    }
+    if under("/v1/backups/{id}") {
+        return param("id").map(Object::Backup);
+    }
+    None
+}
+
+/// What a request does to its object, as a refusal says it.
+pub fn verb_of(method: &Method, route: &str) -> &'static str {
+    let last = route.rsplit('/').next().unwrap_or_default();
+    match (method.as_str(), last) {
+        ("GET" | "HEAD", _) => "read",
+        ("DELETE", "{index}") => "stop an instance of",
+        ("DELETE", _) => "delete",
+        (_, "{name}") if route.starts_with("/v1/blobs") => "write",
+        ("PUT", "{name}") => "grow",
+        ("PUT", "{volume}") => "set",
+        ("PUT", _) => "change",
+        (_, "cancel") => "cancel",
+        (_, "restore") => "restore",
+        (_, "verify") => "verify",
+        (_, "rollback") => "roll back",
+        (_, "promote") => "promote",
+        (_, "generations") => "update",
+        _ => "change",
+    }
+}
+
+/// Who may act on one object: its owner and, for a backup, its volume's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owners {
+    pub owner: Owner,
+    pub volume_owner: Option<Owner>,
+}
+
+/// May token `caller` (with `role`) `verb` `object`, owned by `owners`? Admins may act
+/// on everything; a developer only on what its token owns; a viewer on nothing (as
+/// [`api_authz`] already said).
+pub fn owner_authz(
+    caller: &str,
+    role: ApiRole,
+    verb: &str,
+    object: &Object,
+    owners: &Owners,
+) -> Decision {
+    let mine = |o: &Owner| !o.is_admins() && o.token == caller;
+    match role {
+        ApiRole::Admin => Decision::Allow,
+        ApiRole::Developer
+            if mine(&owners.owner) || owners.volume_owner.as_ref().is_some_and(mine) =>
+        {
+            Decision::Allow
+        }
+        _ => {
+            let owner = &owners.owner;
+            let ask = if owner.is_admins() {
+                "an admin".to_string()
+            } else {
+                format!("{owner} or an admin")
+            };
+            Decision::Deny(format!(
+                "token {caller} may not {verb} {object}: it belongs to {owner} (ask {ask})"
+            ))
+        }
     }
 }
 
@@ -159,6 +300,166 @@ mod tests {
             assert_eq!(got, (*admin, *dev, *viewer), "{m} {route}");
         }
         assert_eq!(api_authz(Viewer, &Method::POST, None), Decision::Allow);
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_change_to_an_owned_object_names_it() {
+        let web = params(&[("process_guid", "web"), ("index", "0")]);
+        let app = Some(Object::App("web".into()));
+        for (m, route) in [
+            (Method::PUT, "/v1/desired_lrps/{process_guid}"),
+            (Method::DELETE, "/v1/desired_lrps/{process_guid}"),
+            (Method::POST, "/v1/desired_lrps/{process_guid}/generations"),
+            (Method::POST, "/v1/desired_lrps/{process_guid}/rollback"),
+            (Method::POST, "/v1/desired_lrps/{process_guid}/promote"),
+            (
+                Method::DELETE,
+                "/v1/actual_lrps/{process_guid}/index/{index}",
+            ),
+        ] {
+            assert_eq!(object_of(&m, route, &web), app, "{m} {route}");
+        }
+        assert_eq!(
+            object_of(&Method::GET, "/v1/desired_lrps/{process_guid}", &web),
+            None,
+            "reads are redacted, not refused"
+        );
+        assert_eq!(
+            object_of(&Method::POST, "/v1/desired_lrps", &params(&[])),
+            None
+        );
+        let t = params(&[("task_guid", "t1")]);
+        assert_eq!(
+            object_of(&Method::POST, "/v1/tasks/{task_guid}/cancel", &t),
+            Some(Object::Task("t1".into()))
+        );
+        let v = params(&[("name", "pg"), ("volume", "pg")]);
+        assert_eq!(
+            object_of(&Method::PUT, "/v1/volumes/{name}", &v),
+            Some(Object::Volume("pg".into()))
+        );
+        assert_eq!(
+            object_of(&Method::DELETE, "/v1/backup_schedules/{volume}", &v),
+            Some(Object::Schedule("pg".into()))
+        );
+        let b = params(&[("id", "b1")]);
+        assert_eq!(
+            object_of(&Method::POST, "/v1/backups/{id}/restore", &b),
+            Some(Object::Backup("b1".into()))
+        );
+        assert_eq!(
+            object_of(&Method::POST, "/v1/backups/import", &params(&[])),
+            None
+        );
+        // A backup's archive, read or written, is the backup's; other blobs nobody's.
+        for m in [Method::GET, Method::PUT] {
+            let archive = params(&[("name", "backup-b1.tgz")]);
+            assert_eq!(
+                object_of(&m, "/v1/blobs/{name}", &archive),
+                Some(Object::Backup("b1".into()))
+            );
+            let file = params(&[("name", "app.tgz")]);
+            assert_eq!(object_of(&m, "/v1/blobs/{name}", &file), None);
+        }
+    }
+
+    #[test]
+    fn verbs_read_well_in_a_refusal() {
+        let cases = [
+            (Method::DELETE, "/v1/desired_lrps/{process_guid}", "delete"),
+            (Method::PUT, "/v1/desired_lrps/{process_guid}", "change"),
+            (
+                Method::POST,
+                "/v1/desired_lrps/{process_guid}/generations",
+                "update",
+            ),
+            (
+                Method::POST,
+                "/v1/desired_lrps/{process_guid}/rollback",
+                "roll back",
+            ),
+            (
+                Method::DELETE,
+                "/v1/actual_lrps/{process_guid}/index/{index}",
+                "stop an instance of",
+            ),
+            (Method::POST, "/v1/tasks/{task_guid}/cancel", "cancel"),
+            (Method::PUT, "/v1/volumes/{name}", "grow"),
+            (Method::PUT, "/v1/backup_schedules/{volume}", "set"),
+            (Method::PUT, "/v1/blobs/{name}", "write"),
+            (Method::GET, "/v1/blobs/{name}", "read"),
+            (Method::POST, "/v1/backups/{id}/verify", "verify"),
+        ];
+        for (m, route, want) in cases {
+            assert_eq!(verb_of(&m, route), want, "{m} {route}");
+        }
+    }
+
+    #[test]
+    fn a_developer_acts_only_on_what_it_owns() {
+        let owned_by = |token: &str| Owners {
+            owner: if token.is_empty() {
+                Owner::admins()
+            } else {
+                Owner::token(token)
+            },
+            volume_owner: None,
+        };
+        let web = Object::App("web".into());
+        let decide = |who, role, owners: &Owners| owner_authz(who, role, "delete", &web, owners);
+        assert_eq!(
+            decide("dev-a", Developer, &owned_by("dev-a")),
+            Decision::Allow
+        );
+        assert_eq!(decide("ada", Admin, &owned_by("dev-a")), Decision::Allow);
+        assert_eq!(
+            decide("dev-b", Developer, &owned_by("dev-a")),
+            Decision::Deny(
+                "token dev-b may not delete app web: it belongs to dev-a (ask dev-a or an admin)"
+                    .into()
+            )
+        );
+        let Decision::Deny(why) = decide("admin", Developer, &owned_by("")) else {
+            panic!("a developer token named admin acted on the admins' app")
+        };
+        assert!(
+            why.contains("it belongs to the admins (ask an admin)"),
+            "{why}"
+        );
+        assert!(matches!(
+            decide("dev-a", Viewer, &owned_by("dev-a")),
+            Decision::Deny(_)
+        ));
+        // A backup is also its volume's owner's.
+        let backup = Object::Backup("b1".into());
+        let of_volume = Owners {
+            owner: Owner::admins(),
+            volume_owner: Some(Owner::token("dev-a")),
+        };
+        assert_eq!(
+            owner_authz("dev-a", Developer, "restore", &backup, &of_volume),
+            Decision::Allow
+        );
+        let Decision::Deny(why) = owner_authz(
+            "dev-b",
+            Developer,
+            "set",
+            &Object::Schedule("pg".into()),
+            &owned_by("dev-a"),
+        ) else {
+            panic!("dev-b set dev-a's schedule")
+        };
+        assert!(
+            why.starts_with("token dev-b may not set the backup schedule of volume pg"),
+            "{why}"
+        );
     }
 
     #[test]

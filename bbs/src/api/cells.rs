@@ -75,31 +75,42 @@ pub(super) async fn list_domains(State(s): State<ApiState>) -> ApiResult<Json<Ve
 }
 
 /// The model events as server-sent events; a viewer's with environment values and
-/// credentials hidden (see `redact`).
+/// credentials hidden (see `redact`), and a developer's about apps and tasks it does
+/// not own likewise (`owners`).
 pub(super) async fn events(
     State(s): State<ApiState>,
     caller: Option<axum::Extension<super::Caller>>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let viewer = caller.is_some_and(|c| c.is_viewer());
+    let caller = caller.map(|c| c.0);
+    let viewer = caller.as_ref().is_some_and(|c| c.is_viewer());
+    let developer = caller.filter(|c| c.role == Some(lattice_specs::receptor::ApiRole::Developer));
+    let db = s.db.clone();
     let stream = BroadcastStream::new(s.hub.subscribe())
         // The BBS shutting down ends the stream.
         .take_until(s.hub.closing())
         // A subscriber that fell behind is cut off: it reconnects and resyncs.
         .take_while(|r| futures::future::ready(r.is_ok()))
-        .filter_map(move |r| async move {
-            let e = r.ok()?;
-            let payload = EventPayload::from_event(&e)?;
-            let data = if viewer {
-                let mut v = serde_json::to_value(&payload).ok()?;
-                super::redact::redact(&mut v);
-                v.to_string()
-            } else {
-                serde_json::to_string(&payload).ok()?
-            };
-            Some(Ok(SseEvent::default()
-                .event(event_name(&e))
-                .id(e.revision.to_string())
-                .data(data)))
+        .filter_map(move |r| {
+            let (db, developer) = (db.clone(), developer.clone());
+            async move {
+                let e = r.ok()?;
+                let payload = EventPayload::from_event(&e)?;
+                let hide = match &developer {
+                    Some(c) => super::owners::hide_event(&db, c, &payload).await,
+                    None => viewer,
+                };
+                let data = if hide {
+                    let mut v = serde_json::to_value(&payload).ok()?;
+                    super::redact::redact(&mut v);
+                    v.to_string()
+                } else {
+                    serde_json::to_string(&payload).ok()?
+                };
+                Some(Ok(SseEvent::default()
+                    .event(event_name(&e))
+                    .id(e.revision.to_string())
+                    .data(data)))
+            }
         });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

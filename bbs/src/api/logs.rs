@@ -29,25 +29,30 @@ pub(super) async fn get_logs(
     Path(log_guid): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
+    let cells = s.cells.clone();
     let reps: Vec<String> =
         s.db.cells()
             .await
             .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
             .into_iter()
-            .map(|c| c.rep_address)
+            .filter_map(|c| cells.base_url(&c.cell_id, &c.rep_address))
             .collect();
     let db = s.db.clone();
     let more_cells: crate::logs::CellLister = std::sync::Arc::new(move || {
-        let db = db.clone();
+        let (db, cells) = (db.clone(), cells.clone());
         Box::pin(async move {
             db.cells()
                 .await
-                .map(|cells| cells.into_iter().map(|c| c.rep_address).collect())
+                .map(|all| {
+                    all.into_iter()
+                        .filter_map(|c| cells.base_url(&c.cell_id, &c.rep_address))
+                        .collect()
+                })
                 .unwrap_or_default()
         })
     });
     let lines = crate::logs::gather(
-        &s.http,
+        s.cells.http(),
         &s.logs,
         reps,
         Some(more_cells),

@@ -7,20 +7,29 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Json;
+use axum::{Extension, Json};
 use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::{self, ActualLrpResponse, DesiredLrpResponse};
 
-use super::{created, domain_filter, no_content, parse_body, ApiError, ApiResult, ApiState};
+use crate::db::OwnedKind;
 
+use super::{
+    created, domain_filter, no_content, owners, parse_body, ApiError, ApiResult, ApiState, Caller,
+};
+
+/// Desires an app; it belongs to whoever desired it (`owners`). Its volumes must be
+/// the caller's.
 pub(super) async fn create_desired_lrp(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: receptor::DesiredLrpCreateRequest = parse_body(&body)?;
     let d = req.into_model();
     let guid = d.process_guid.clone();
-    s.db.desire_lrp(d)
+    owners::ensure_may_mount(&s, &caller, &d.volume_mounts).await?;
+    owners::db_for(&caller, &s.db)
+        .desire_lrp(d)
         .await
         .map_err(|e| ApiError::from_db(e, ErrorName::InvalidLRP))?;
     tracing::info!(process_guid = %guid, "LRP desired");
@@ -35,8 +44,15 @@ pub(super) async fn list_desired_lrps(
         s.db.desired_lrps(domain_filter(&q))
             .await
             .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
+    let mut owners = owners::owner_names(&s, OwnedKind::App).await?;
     Ok(Json(
-        all.into_iter().map(DesiredLrpResponse::from).collect(),
+        all.into_iter()
+            .map(|d| {
+                let mut r = DesiredLrpResponse::from(d);
+                r.owner = owners.remove(&r.request.process_guid).unwrap_or_default();
+                r
+            })
+            .collect(),
     ))
 }
 
@@ -44,12 +60,13 @@ pub(super) async fn get_desired_lrp(
     State(s): State<ApiState>,
     Path(guid): Path<String>,
 ) -> ApiResult<Json<DesiredLrpResponse>> {
-    Ok(Json(
+    let mut r = DesiredLrpResponse::from(
         s.db.desired_lrp(&guid)
             .await
-            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
-            .into(),
-    ))
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?,
+    );
+    r.owner = owners::owner_name(&s, OwnedKind::App, &guid).await?;
+    Ok(Json(r))
 }
 
 pub(super) async fn update_desired_lrp(
@@ -117,9 +134,16 @@ pub(super) async fn actual_lrp_usage(
             .await
             .map_err(invalid)?
             .into_iter()
-            .map(|c| (c.cell_id, c.rep_address))
+            .filter_map(|c| {
+                Some((
+                    c.cell_id.clone(),
+                    s.cells.base_url(&c.cell_id, &c.rep_address)?,
+                ))
+            })
             .collect();
-    Ok(Json(crate::usage::gather(&s.http, &reps, &instances).await))
+    Ok(Json(
+        crate::usage::gather(s.cells.http(), &reps, &instances).await,
+    ))
 }
 
 fn parse_index(raw: &str) -> ApiResult<i32> {

@@ -12,8 +12,9 @@
 //! One file per resource (`tasks`, `lrps`, `rollout` (an app's generations,
 //! rollback and promotion), `cells` with domains and events,
 //! `logs`, `blobs`, `tokens`; backups live in `crate::backups`), `errors` for how
-//! the API says no; `auth` (who calls), `authz` (what each role may do), `redact`
-//! (what a viewer does not see) and `audit` (the line every change leaves); this
+//! the API says no; `auth` (who calls), `authz` (what each role may do, and on whose
+//! objects), `owners` (who owns what), `redact` (what a viewer does not see) and
+//! `audit` (the line every change leaves); this
 //! module holds the shared state, the router and the metrics middleware.
 
 mod audit;
@@ -24,6 +25,7 @@ mod cells;
 mod errors;
 mod logs;
 mod lrps;
+pub mod owners;
 pub mod redact;
 mod rollout;
 mod tasks;
@@ -77,8 +79,8 @@ pub struct ApiState {
     pub basic_auth: Option<String>,
     /// Lines pushed to the BBS (router access lines, components' debug logs).
     pub logs: LogBuffer,
-    /// For fetching the cells' log lines.
-    pub http: reqwest::Client,
+    /// For asking the cells (their log lines, their containers' usage).
+    pub cells: crate::cell_client::CellClient,
     /// Where backup archives live (none: this BBS keeps no blobs).
     pub blobs: Option<crate::blobs::BlobStore>,
     /// This API's URL as cells reach it (backup tasks' archives go there).

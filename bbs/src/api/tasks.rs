@@ -6,17 +6,27 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Json;
+use axum::{Extension, Json};
 use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::{self, TaskResponse};
 
-use super::{created, domain_filter, no_content, parse_body, ApiError, ApiResult, ApiState};
-use crate::db::DbError;
+use super::{
+    created, domain_filter, no_content, owners, parse_body, ApiError, ApiResult, ApiState, Caller,
+};
+use crate::db::{DbError, OwnedKind};
 
-pub(super) async fn create_task(State(s): State<ApiState>, body: Bytes) -> ApiResult<Response> {
+/// Desires a task; it belongs to whoever desired it (`owners`). Its volumes must be
+/// the caller's.
+pub(super) async fn create_task(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let req: receptor::TaskCreateRequest = parse_body(&body)?;
     let (guid, domain, def) = req.into_model();
-    s.db.desire_task(&guid, &domain, def)
+    owners::ensure_may_mount(&s, &caller, &def.volume_mounts).await?;
+    owners::db_for(&caller, &s.db)
+        .desire_task(&guid, &domain, def)
         .await
         .map_err(|e| ApiError::from_db(e, ErrorName::InvalidTask))?;
     tracing::info!(task_guid = %guid, "task desired");
@@ -33,11 +43,16 @@ pub(super) async fn list_tasks(
             q.get("cell_id").map(String::as_str).unwrap_or(""),
         )
         .await;
+    let tasks = tasks.map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?;
+    let mut owners = owners::owner_names(&s, OwnedKind::Task).await?;
     Ok(Json(
         tasks
-            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
             .into_iter()
-            .map(TaskResponse::from)
+            .map(|t| {
+                let mut r = TaskResponse::from(t);
+                r.owner = owners.remove(&r.request.task_guid).unwrap_or_default();
+                r
+            })
             .collect(),
     ))
 }
@@ -46,12 +61,13 @@ pub(super) async fn get_task(
     State(s): State<ApiState>,
     Path(guid): Path<String>,
 ) -> ApiResult<Json<TaskResponse>> {
-    Ok(Json(
+    let mut r = TaskResponse::from(
         s.db.task(&guid)
             .await
-            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?
-            .into(),
-    ))
+            .map_err(|e| ApiError::from_db(e, ErrorName::InvalidRequest))?,
+    );
+    r.owner = owners::owner_name(&s, OwnedKind::Task, &guid).await?;
+    Ok(Json(r))
 }
 
 /// The receptor's delete: mark the completed task resolving, then remove it.

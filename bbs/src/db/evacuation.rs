@@ -1,7 +1,8 @@
 //! The copies an instance leaves behind: SUSPECT (its cell vanished, it may
 //! still run) and EVACUATING (its cell is draining, it serves until its
 //! replacement runs). The decisions are `lattice_specs::evacuation`'s; this
-//! applies them with compare-and-swap.
+//! applies them with compare-and-swap. An instance serving from a rolling
+//! update's REPLACED copy keeps serving from it until the deployer removes it.
 
 use lattice_specs::evacuation as evac;
 use lattice_specs::models::{ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo};
@@ -105,6 +106,11 @@ impl Db {
         ik: &ActualLrpInstanceKey,
         net: ActualLrpNetInfo,
     ) -> Result<KeepContainer> {
+        if self.owned_copy(guid, index, ik).await?.is_some() {
+            // A rolling update's old instance: it serves from its REPLACED copy
+            // until the deployer drains and removes that.
+            return Ok(KeepContainer(true));
+        }
         let now = now_nanos();
         let ordinary: Option<(ActualLrp, i64)> = self.get(&actual_key(guid, index)).await?;
         let Some(keep) = evac::evacuate_running(ordinary.as_ref().map(|(o, _)| o), ik, net, now)

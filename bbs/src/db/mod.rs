@@ -25,6 +25,7 @@
 //! | `/lattice/v1/token/name/<name>`             | ApiToken                 |       |
 //! | `/lattice/v1/token/hash/<sha256 of secret>` | ApiToken (same record)   |       |
 //! | `/lattice/v1/jointoken/<id>`                | JoinTokenRecord          |       |
+//! | `/lattice/v1/owner/<kind>/<name>`           | Owner (app, task, volume, backup) |  |
 
 //!
 //! One file per entity, all writing through [`txn`]'s compare-and-swap seam:
@@ -35,6 +36,8 @@
 //! `lattice_specs::rollout::records`), `tasks`, `cells` (cells, domains, leases, locks), `volumes`, `backups`
 //! (backups and their schedules), `subnets` (cells' container subnets), `tokens`
 //! (the public API's tokens), `join_tokens` (tokens machines join the cluster with).
+//!
+//! `owners` keeps who made each app, task, volume and backup through the public API.
 
 mod actual;
 mod backups;
@@ -50,6 +53,9 @@ mod tokens;
 mod txn;
 mod volumes;
 
+// Not an entity: the owner records that follow every write (`txn`).
+mod owners;
+
 use std::sync::Arc;
 
 use lattice_specs::errors::ErrorName;
@@ -62,6 +68,8 @@ pub use generations::Rollback;
 pub use subnets::{ClusterNetwork, DEFAULT_INTERNAL_DOMAIN};
 pub use tokens::{check_token_name, new_secret, secret_hash, ApiToken, SECRET_PREFIX};
 use txn::CAS_ATTEMPTS;
+
+pub use owners::{owner_key, OwnedKind, Owner, OWNER};
 
 pub const ROOT: &str = "/lattice/v1/";
 pub const DESIRED: &str = "/lattice/v1/desired/";
@@ -224,6 +232,8 @@ pub struct Db {
     fence: Option<(String, i64)>,
     /// What cells' subnet leases are made of (see [`Db::lease_cell_subnet`]).
     pub network: Arc<ClusterNetwork>,
+    /// Who owns what this view creates (see [`Db::created_by`]); None: the admins.
+    creator: Option<Arc<Owner>>,
 }
 
 impl Db {
@@ -233,6 +243,7 @@ impl Db {
             max_task_retries: task_sm::DEFAULT_MAX_RETRIES,
             fence: None,
             network: Arc::default(),
+            creator: None,
         }
     }
 

@@ -1,5 +1,5 @@
 //! The one compare-and-swap seam every entity writes through: the fenced
-//! transaction, create-if-absent, chunked deletes, typed reads and the
+//! transaction (which also keeps owner records with their objects), create-if-absent, chunked deletes, typed reads and the
 //! read-modify-write loop (`modify`) that retries when another writer got there first.
 
 use prost::Message;
@@ -52,8 +52,10 @@ pub(super) enum Write<T> {
 }
 
 impl Db {
-    /// Every write goes through here, so the fence guards them all.
+    /// Every write goes through here, so the fence guards them all and owner records
+    /// follow their objects (`owners::follow`).
     pub(super) async fn txn(&self, mut txn: Txn) -> Result<TxnResult> {
+        super::owners::follow(&mut txn, self.creator.as_deref());
         let Some((lock, revision)) = &self.fence else {
             return Ok(self.store.txn(txn).await?);
         };

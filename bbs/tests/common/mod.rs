@@ -1,7 +1,10 @@
 //! Helpers for the tests that serve the public API on loopback (`hardening.rs`,
 //! `api_props.rs`): a BBS with an embedded store in a temp dir, and requests written
-//! as bytes on a socket.
+//! as bytes on a socket; `client` (for `api_tokens.rs` and `api_owners.rs`) makes
+//! them with a credential.
 #![allow(dead_code)]
+
+pub mod client;
 
 use std::time::Duration;
 

@@ -123,6 +123,10 @@ pub struct TaskResponse {
     pub failure_reason: String,
     pub result: String,
     pub state: String,
+    /// Extension: the developer token that owns the task, in the API's GET answers;
+    /// absent: the admins'.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub owner: String,
 }
 
 pub fn task_state_name(s: i32) -> &'static str {
@@ -160,6 +164,7 @@ impl From<Task> for TaskResponse {
             failure_reason: t.failure_reason,
             result: t.result,
             state: task_state_name(t.state).to_string(),
+            owner: String::new(),
         }
     }
 }
@@ -284,6 +289,10 @@ pub struct DesiredLrpResponse {
     /// Extension: the app's last rolling update, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment: Option<rollout::DeploymentJson>,
+    /// Extension: the developer token that owns the app, in the API's GET answers;
+    /// absent: the admins'.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub owner: String,
 }
 
 fn is_zero_i64(n: &i64) -> bool {
@@ -329,6 +338,7 @@ impl From<DesiredLrp> for DesiredLrpResponse {
             modification_tag: d.modification_tag.take().unwrap_or_default(),
             generation: d.generation,
             deployment: d.deployment.take().map(Into::into),
+            owner: String::new(),
             request: d.into(),
         }
     }

@@ -73,7 +73,8 @@ pub(crate) struct CellArgs {
     )]
     registry_credentials: Vec<String>,
     /// A CA certificate file (PEM) to trust besides the system's roots, for HTTPS
-    /// Download/Upload actions and registry pulls (repeatable, or comma-separated).
+    /// Download/Upload actions and registry pulls (repeatable, or comma-separated);
+    /// the cluster CA (--tls-ca) is trusted too.
     #[arg(long, env = "LATTICE_CELL_EXTRA_CA", value_delimiter = ',')]
     extra_ca: Vec<std::path::PathBuf>,
     /// A directory under which `oci:PATH` image layouts may be used (repeatable; none:
@@ -183,7 +184,11 @@ pub(crate) fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::
         insecure_registries: a.insecure_registries.clone(),
         oci_roots: a.oci_roots.clone(),
         registry_credentials: parse_credentials(&a.registry_credentials)?,
-        extra_ca: read_extra_ca(&a.extra_ca)?,
+        // The cluster CA too: the BBS's API (where backups' archives go) serves a
+        // certificate from it.
+        extra_ca: read_extra_ca(
+            &[a.extra_ca.clone(), a.tls.tls_ca.iter().cloned().collect()].concat(),
+        )?,
         ..Default::default()
     };
     for p in &a.preloaded {

@@ -3,6 +3,7 @@
 //! `lattice router` the HTTP router. `lattice shim DIR` is the per-container shim the
 //! cell starts (not for people).
 
+mod api_tls;
 mod cell;
 mod config;
 mod debuglog;
@@ -165,13 +166,11 @@ struct BbsArgs {
     /// Public JSON API (receptor-shaped) and /metrics address.
     #[arg(long, env = "LATTICE_BBS_API_LISTEN", default_value = "127.0.0.1:8888")]
     api_listen: SocketAddr,
-    /// Serve the public API over HTTPS with this certificate (PEM, then its chain
-    /// ending with its CA, whose fingerprint `ltc target` shows; with --api-tls-key).
-    #[arg(long, env = "LATTICE_BBS_API_TLS_CERT", requires = "api_tls_key")]
-    api_tls_cert: Option<std::path::PathBuf>,
-    /// The private key (PEM) of --api-tls-cert.
-    #[arg(long, env = "LATTICE_BBS_API_TLS_KEY", requires = "api_tls_cert")]
-    api_tls_key: Option<std::path::PathBuf>,
+    /// HTTPS for the public API: by default in a cluster (with --tls-* or
+    /// --join-ca-dir) beyond loopback; plain HTTP beyond loopback is refused unless
+    /// --api-insecure-http.
+    #[command(flatten)]
+    api_tls: api_tls::ApiTlsArgs,
     /// Require HTTP Basic auth on the public API: USER:PASSWORD.
     #[arg(long, env = "LATTICE_BBS_BASIC_AUTH")]
     basic_auth: Option<String>,
@@ -183,7 +182,8 @@ struct BbsArgs {
     #[arg(long, env = "LATTICE_BBS_BLOB_DIR")]
     blob_dir: Option<std::path::PathBuf>,
     /// The public API's URL as cells reach it (backup tasks send archives there);
-    /// default: http://API_LISTEN (loopback when it listens on 0.0.0.0).
+    /// default: http://API_LISTEN, https:// when the API is served over HTTPS
+    /// (loopback when it listens on 0.0.0.0).
     #[arg(long, env = "LATTICE_BBS_ADVERTISE_URL")]
     advertise_url: Option<String>,
     /// Fail a request as "store unavailable" when the store takes longer than this.
@@ -210,11 +210,13 @@ async fn shutdown_signal() {
 }
 
 /// Starts a BBS with `lattice bbs`'s flags; its public API takes connections once
-/// `api_opens` turns true (at once without one).
+/// `api_opens` turns true (at once without one). `api_ca`: a CA (with its key) to
+/// issue the API's certificate from besides --join-ca-dir's (`lattice up`'s).
 async fn start_bbs(
     a: BbsArgs,
     logs: LogBuffer,
     api_opens: Option<tokio::sync::watch::Receiver<bool>>,
+    api_ca: Option<std::sync::Arc<lattice_tls::ca::Ca>>,
 ) -> anyhow::Result<server::RunningBbs> {
     if let Some(auth) = &a.basic_auth {
         anyhow::ensure!(
@@ -223,20 +225,22 @@ async fn start_bbs(
         );
     }
     let network = a.network.cluster_network()?;
-    let api_tls = match (&a.api_tls_cert, &a.api_tls_key) {
-        (Some(cert), Some(key)) => Some(
-            lattice_bbs::serve::tls_config_from_files(cert, key)
-                .context("--api-tls-cert/--api-tls-key")?,
-        ),
-        _ => None,
-    };
-    let join = match &a.join_ca_dir {
-        Some(d) => Some(lattice_bbs::grpc::JoinAuthority::new(std::sync::Arc::new(
+    let ca = match &a.join_ca_dir {
+        Some(d) => Some(std::sync::Arc::new(
             lattice_tls::ca::Ca::load(d)
                 .with_context(|| format!("loading --join-ca-dir {}", d.display()))?,
-        ))),
+        )),
         None => None,
     };
+    let join = ca.clone().map(lattice_bbs::grpc::JoinAuthority::new);
+    let tls = a.tls.node(lattice_specs::identity::Role::Bbs)?;
+    let issuer = ca.or(api_ca);
+    let cluster = api_tls::Cluster {
+        node_cert: tls.is_some(),
+        ca_key: issuer.is_some(),
+    };
+    let api_choice = api_tls::choose(a.api_listen, &a.api_tls, cluster)?;
+    let api_tls = api_tls::server_config(&api_choice, tls.as_ref(), issuer.as_ref())?;
     server::start(BbsConfig {
         store: a.store.clone(),
         listen: a.listen,
@@ -250,7 +254,7 @@ async fn start_bbs(
         api_tls,
         api_opens,
         network,
-        tls: a.tls.node(lattice_specs::identity::Role::Bbs)?,
+        tls,
         grpc_client_auth: match join {
             Some(_) => lattice_tls::ClientAuth::Optional,
             None => lattice_tls::ClientAuth::Required,
@@ -264,7 +268,7 @@ async fn start_bbs(
 async fn run_bbs(a: BbsArgs, logs: LogBuffer) -> anyhow::Result<()> {
     let store = a.store.clone();
     let token_file = a.admin_token_file.clone();
-    let bbs = start_bbs(a, logs, None).await?;
+    let bbs = start_bbs(a, logs, None, None).await?;
     if let Some(file) = token_file {
         lattice_bbs::api::bootstrap_admin_token(&bbs.db, &file).await?;
     }

@@ -26,6 +26,11 @@ pub struct UpArgs {
     /// The public API (`ltc target` this).
     #[arg(long, env = "LATTICE_API_LISTEN", default_value = "127.0.0.1:8888")]
     api_listen: SocketAddr,
+    /// A host name or address other machines reach the public API by (repeatable):
+    /// with --api-listen beyond loopback the API is HTTPS, its certificate from the
+    /// cluster CA naming these and the listen address.
+    #[arg(long = "api-hostname", value_name = "NAME")]
+    api_hostnames: Vec<String>,
     /// Where the router serves the apps.
     #[arg(long, env = "LATTICE_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
     router_listen: SocketAddr,
@@ -133,11 +138,31 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         forced.push(format!("--basic-auth={auth}"));
     }
     forced.extend(bbs_tls);
+    forced.extend(
+        a.api_hostnames
+            .iter()
+            .map(|h| format!("--api-hostname={h}")),
+    );
     let bbs_args: BbsArgs = component_args(config, "bbs", &forced)?;
+    let everything = crate::api_tls::Cluster {
+        node_cert: true,
+        ca_key: true,
+    };
+    let api_scheme = match crate::api_tls::choose(a.api_listen, &bbs_args.api_tls, everything)? {
+        crate::api_tls::ApiTls::Plain => "http",
+        _ => "https",
+    };
+    let ca = lattice_tls::ca::Ca::load(&data_dir.join("tls"))?;
     // Its public API opens once the cell registered: work sent as soon as the API
     // answers finds the cell (a volume its driver, a Task its place).
     let (open_api, api_opens) = tokio::sync::watch::channel(false);
-    let bbs = crate::start_bbs(bbs_args, debug_logs.clone(), Some(api_opens)).await?;
+    let bbs = crate::start_bbs(
+        bbs_args,
+        debug_logs.clone(),
+        Some(api_opens),
+        Some(std::sync::Arc::new(ca)),
+    )
+    .await?;
     // An admin API token for ltc on other machines (this one's loopback needs none).
     let admin_token = data_dir.join(ADMIN_TOKEN_FILE);
     lattice_bbs::api::bootstrap_admin_token(&bbs.db, &admin_token).await?;
@@ -208,6 +233,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         &a,
         Ready {
             api,
+            api_scheme,
             router: router.addr,
             https: router.https_addr,
             cell_id: &cell_id,
@@ -262,6 +288,8 @@ async fn cell_announced(
 /// What `lattice up` says once it is ready.
 struct Ready<'a> {
     api: SocketAddr,
+    /// http on loopback, else https.
+    api_scheme: &'static str,
     router: SocketAddr,
     https: Option<SocketAddr>,
     cell_id: &'a str,
@@ -274,6 +302,7 @@ struct Ready<'a> {
 fn print_ready(a: &UpArgs, r: Ready<'_>) {
     let Ready {
         api,
+        api_scheme,
         router,
         https,
         cell_id,
@@ -288,7 +317,7 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
     } else {
         format!("{}:{port}", a.domain)
     };
-    let mut target = format!("ltc target http://{api}");
+    let mut target = format!("ltc target {api_scheme}://{api}");
     if apps_domain != "lattice.localhost:8080" {
         target.push_str(&format!(" --domain {apps_domain}"));
     }
@@ -299,7 +328,7 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
     let https_field = https.map(|h| format!(" https={h}")).unwrap_or_default();
     // The first line is for scripts and tests; the rest for people.
     println!(
-        "lattice up ready api=http://{api} router={}{https_field} domain={} cell={} store={} in {:.2}s",
+        "lattice up ready api={api_scheme}://{api} router={}{https_field} domain={} cell={} store={} in {:.2}s",
         router,
         a.domain,
         cell_id,
