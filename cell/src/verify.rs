@@ -27,7 +27,8 @@ pub fn task_matches(sent: &models::Task, stored: Option<&models::Task>) -> Resul
 }
 
 /// Whether an LRP sent in a Perform is the one the BBS stores, but for the fields
-/// that change in place (instances, routes, annotation and so the modification tag).
+/// that change in place (instances, routes, annotation and so the modification tag)
+/// and the rolling update's progress (`deployment`; the generation is compared).
 pub fn lrp_matches(
     sent: &models::DesiredLrp,
     stored: Option<&models::DesiredLrp>,
@@ -45,6 +46,7 @@ fn immutable(d: &models::DesiredLrp) -> models::DesiredLrp {
         routes: Default::default(),
         annotation: String::new(),
         modification_tag: None,
+        deployment: None,
         ..d.clone()
     }
 }
@@ -70,6 +72,11 @@ mod tests {
         sent.instances = 5;
         sent.annotation = "newer".into();
         sent.routes.insert("cf-router".into(), "[]".into());
+        // A rolling update's progress moves on while a Perform is on its way.
+        sent.deployment = Some(models::Deployment {
+            updated_instances: 1,
+            ..Default::default()
+        });
         assert_eq!(lrp_matches(&sent, Some(&stored)), Ok(()));
         sent.privileged = true;
         assert_eq!(lrp_matches(&sent, Some(&stored)), Err(Mismatch::Differs));

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lattice_specs::errors::ErrorName;
-use lattice_specs::receptor::rollout::GenerationRequest;
+use lattice_specs::receptor::rollout::{GenerationRequest, GenerationResponse, RollbackRequest};
 use lattice_specs::receptor::{
     ActualLrpResponse, BackupResponse, BackupScheduleRequest, CellResponse, ContainerUsage,
     DesiredLrpCreateRequest, DesiredLrpResponse, DesiredLrpUpdateRequest, TaskCreateRequest,
@@ -196,6 +196,34 @@ impl Api {
         self.post(
             &format!("/v1/desired_lrps/{}/generations", seg(guid)),
             serde_json::to_value(req)?,
+        )
+        .await
+    }
+
+    /// The kept generations, oldest first.
+    pub async fn generations(&self, guid: &str) -> anyhow::Result<Vec<GenerationResponse>> {
+        self.get(&format!("/v1/desired_lrps/{}/generations", seg(guid)))
+            .await
+    }
+
+    /// Back to `generation` (0: the last that ran healthy).
+    pub async fn rollback(
+        &self,
+        guid: &str,
+        generation: i64,
+    ) -> anyhow::Result<DesiredLrpResponse> {
+        self.post(
+            &format!("/v1/desired_lrps/{}/rollback", seg(guid)),
+            serde_json::to_value(RollbackRequest { generation })?,
+        )
+        .await
+    }
+
+    /// A paused canary rolls on.
+    pub async fn promote(&self, guid: &str) -> anyhow::Result<DesiredLrpResponse> {
+        self.post(
+            &format!("/v1/desired_lrps/{}/promote", seg(guid)),
+            serde_json::Value::Null,
         )
         .await
     }

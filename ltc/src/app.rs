@@ -1,5 +1,6 @@
 //! Apps (DesiredLRPs with `process_guid` = the app's name): `create`, `scale`,
-//! `update`, `remove`, and waiting, with progress, until the instances run.
+//! `remove`, and waiting, with progress, until the instances run; the definition
+//! building `ltc update` shares (`crate::rollout`).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -100,7 +101,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn routes_json(routes: &[(String, u32)]) -> BTreeMap<String, serde_json::Value> {
+pub(crate) fn routes_json(routes: &[(String, u32)]) -> BTreeMap<String, serde_json::Value> {
     let mut by_port: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for (h, p) in routes {
         by_port.entry(*p).or_default().push(h.clone());
@@ -209,6 +210,70 @@ fn sh(cmd: &str) -> models::RunAction {
     }
 }
 
+/// What runs: the command after `--` as (path, args). An OCI or registry image brings
+/// its entrypoint and cmd, as `docker run` does: what follows `--` replaces cmd and
+/// goes to the entrypoint (the cell resolves it); a preloaded rootfs needs a command.
+pub(crate) fn run_command(
+    name: &str,
+    image: &str,
+    command: &[String],
+) -> anyhow::Result<(String, Vec<String>)> {
+    Ok(match command.split_first() {
+        _ if !image.starts_with("preloaded:") => (String::new(), command.to_vec()),
+        Some((p, rest)) => (p.clone(), rest.to_vec()),
+        None => anyhow::bail!(
+            "say what to run after `--`, e.g. ltc create {name} {image} -- sh -c 'echo hi > index.html; exec httpd -f -p 8080'"
+        ),
+    })
+}
+
+/// The health check the `--monitor-*` / `--no-monitor` flags ask for, as
+/// (check definition, monitor action); (None, None) is the cell's default (the first
+/// port accepts connections).
+pub(crate) fn health_check(
+    no_monitor: bool,
+    port: Option<u32>,
+    url: Option<&str>,
+    command: Option<&str>,
+) -> anyhow::Result<(Option<CheckDefinition>, Option<Action>)> {
+    let checks = |check| {
+        Some(CheckDefinition {
+            checks: vec![Check { check: Some(check) }],
+            log_source: String::new(),
+        })
+    };
+    Ok(if no_monitor {
+        (Some(CheckDefinition::default()), None)
+    } else if let Some(p) = port {
+        let tcp = check::Check::Tcp(models::TcpCheck {
+            port: p,
+            connect_timeout_ms: 0,
+        });
+        (checks(tcp), None)
+    } else if let Some(u) = url {
+        let (port, path) = u
+            .split_once(':')
+            .and_then(|(p, path)| Some((p.parse::<u32>().ok()?, path)))
+            .filter(|(_, path)| path.starts_with('/'))
+            .with_context(|| {
+                format!("--monitor-url {u:?}: expected PORT:/path, e.g. 8080:/health")
+            })?;
+        let http = check::Check::Http(models::HttpCheck {
+            port,
+            request_timeout_ms: 0,
+            path: path.into(),
+        });
+        (checks(http), None)
+    } else if let Some(c) = command {
+        let run = Action {
+            action: Some(action::Action::Run(sh(c))),
+        };
+        (None, Some(run))
+    } else {
+        (None, None)
+    })
+}
+
 /// The DesiredLRP `ltc create` asks for.
 pub fn create_request(a: &CreateArgs, target: &Target) -> anyhow::Result<DesiredLrpCreateRequest> {
     let name = &a.app;
@@ -225,17 +290,7 @@ pub fn create_request(a: &CreateArgs, target: &Target) -> anyhow::Result<Desired
         "image {:?}: say where it comes from, e.g. preloaded:busybox",
         a.image
     );
-    // An OCI or registry image brings its entrypoint and cmd, as `docker run` does:
-    // what follows `--` replaces cmd and goes to the entrypoint (the cell resolves it).
-    let image = !a.image.starts_with("preloaded:");
-    let (path, args) = match a.command.split_first() {
-        _ if image => (String::new(), a.command.clone()),
-        Some((p, rest)) => (p.clone(), rest.to_vec()),
-        None => anyhow::bail!(
-            "say what to run after `--`, e.g. ltc create {name} {} -- sh -c 'echo hi > index.html; exec httpd -f -p 8080'",
-            a.image
-        ),
-    };
+    let (path, args) = run_command(name, &a.image, &a.command)?;
     anyhow::ensure!(a.instances >= 0, "--instances must be 0 or more");
     anyhow::ensure!(
         (1..=100).contains(&a.cpu_weight),
@@ -258,43 +313,12 @@ pub fn create_request(a: &CreateArgs, target: &Target) -> anyhow::Result<Desired
         routes_json(&r)
     };
     let env = env_vars(&a.env)?;
-    let mut check_definition = None;
-    let mut monitor = None;
-    if a.no_monitor {
-        check_definition = Some(CheckDefinition::default());
-    } else if let Some(p) = a.monitor_port {
-        check_definition = Some(CheckDefinition {
-            checks: vec![Check {
-                check: Some(check::Check::Tcp(models::TcpCheck {
-                    port: p,
-                    connect_timeout_ms: 0,
-                })),
-            }],
-            log_source: String::new(),
-        });
-    } else if let Some(u) = &a.monitor_url {
-        let (port, path) = u
-            .split_once(':')
-            .and_then(|(p, path)| Some((p.parse::<u32>().ok()?, path)))
-            .filter(|(_, path)| path.starts_with('/'))
-            .with_context(|| {
-                format!("--monitor-url {u:?}: expected PORT:/path, e.g. 8080:/health")
-            })?;
-        check_definition = Some(CheckDefinition {
-            checks: vec![Check {
-                check: Some(check::Check::Http(models::HttpCheck {
-                    port,
-                    request_timeout_ms: 0,
-                    path: path.into(),
-                })),
-            }],
-            log_source: String::new(),
-        });
-    } else if let Some(c) = &a.monitor_command {
-        monitor = Some(Action {
-            action: Some(action::Action::Run(sh(c))),
-        });
-    }
+    let (check_definition, monitor) = health_check(
+        a.no_monitor,
+        a.monitor_port,
+        a.monitor_url.as_deref(),
+        a.monitor_command.as_deref(),
+    )?;
     let run = models::RunAction {
         path,
         args,
@@ -470,11 +494,11 @@ pub async fn wait_running(
     }
 }
 
-fn say_retrying(e: &anyhow::Error) {
+pub(crate) fn say_retrying(e: &anyhow::Error) {
     eprintln!("ltc: {e:#} (retrying)");
 }
 
-fn print_urls(target: &Target, d: &DesiredLrpResponse) {
+pub(crate) fn print_urls(target: &Target, d: &DesiredLrpResponse) {
     for h in hostnames(d) {
         println!("{}", target.app_url(&h));
     }
@@ -527,36 +551,6 @@ pub async fn scale(api: &Api, app: &str, instances: i32, timeout: Duration) -> a
     if instances > 0 {
         print_urls(&api.target, &api.desired_lrp(app).await?);
     }
-    Ok(())
-}
-
-pub async fn update_routes(
-    api: &Api,
-    app: &str,
-    routes: &[String],
-    no_routes: bool,
-) -> anyhow::Result<()> {
-    let d = api.app(app).await?;
-    anyhow::ensure!(
-        no_routes || !routes.is_empty(),
-        "say what to change: ltc update {app} --http-route HOST[:PORT]… or --no-routes"
-    );
-    let port = d.request.ports.first().copied().unwrap_or(8080);
-    let new = if no_routes {
-        BTreeMap::new()
-    } else {
-        routes_json(&parse_routes(routes, api.target.route_domain(), port)?)
-    };
-    api.update_desired_lrp(
-        app,
-        &lattice_specs::receptor::DesiredLrpUpdateRequest {
-            routes: Some(new),
-            ..Default::default()
-        },
-    )
-    .await?;
-    println!("Updated the routes of {app}.");
-    print_urls(&api.target, &api.desired_lrp(app).await?);
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! `ltc`: the Lattice CLI. Targets a cluster's public API (`ltc target`), makes and
-//! manages apps (`create`, `scale`, `update`, `remove`, `list`, `status`), shows cells
+//! manages apps (`create`, `scale`, `remove`, `list`, `status`) and rolls out their
+//! changes (`update`, `history`, `rollback`, `promote`), shows cells
 //! (`cells`, `visualize`) and logs (`logs`, `debug-logs`), and runs tasks
 //! (`submit-task`, `task`, `cancel-task`, `delete-task`, `list-tasks`); volumes and
 //! their backups (`volume …`, `backup …`); API tokens (`login`, `token …`); whole
@@ -9,6 +10,7 @@ mod api;
 mod app;
 mod logs;
 mod manifest;
+mod rollout;
 mod show;
 mod storage;
 mod target;
@@ -86,15 +88,28 @@ enum Cmd {
         #[arg(short, long, default_value = "2m", value_parser = app::parse_duration)]
         timeout: Duration,
     },
-    /// Change an app's routes.
-    Update {
+    /// Change an app (only what the flags name) and roll the change out: a new
+    /// generation replaces the instances a few at a time; instances and routes change
+    /// in place.
+    Update(Box<rollout::UpdateArgs>),
+    /// An app's kept generations: when, by whom, how they ended, what each changed.
+    History {
         app: String,
-        /// HOST[:PORT] (repeatable): the app's routes from now on.
-        #[arg(short = 'R', long = "http-route")]
-        http_routes: Vec<String>,
-        /// Take every route away.
-        #[arg(long, conflicts_with = "http_routes")]
-        no_routes: bool,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Go back to an earlier generation (default: the last that ran healthy) and wait.
+    Rollback {
+        app: String,
+        generation: Option<i64>,
+        #[arg(short, long, default_value = "5m", value_parser = app::parse_duration)]
+        timeout: Duration,
+    },
+    /// Roll a paused canary out to every instance and wait.
+    Promote {
+        app: String,
+        #[arg(short, long, default_value = "5m", value_parser = app::parse_duration)]
+        timeout: Duration,
     },
     /// Make the cluster hold what a manifest (YAML or TOML) declares: apps, tasks,
     /// volumes, backup schedules. Checked whole first; applying it again changes nothing.
@@ -310,11 +325,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             instances,
             timeout,
         } => app::scale(&api()?, &app, instances, timeout).await?,
-        Cmd::Update {
+        Cmd::Update(u) => rollout::update(&api()?, &u).await?,
+        Cmd::History { app, json } => rollout::history(&api()?, &app, json.json, now).await?,
+        Cmd::Rollback {
             app,
-            http_routes,
-            no_routes,
-        } => app::update_routes(&api()?, &app, &http_routes, no_routes).await?,
+            generation,
+            timeout,
+        } => rollout::rollback(&api()?, &app, generation, timeout).await?,
+        Cmd::Promote { app, timeout } => rollout::promote(&api()?, &app, timeout).await?,
         Cmd::Apply(a) => manifest::apply(&api()?, &a).await?,
         Cmd::Export(a) => manifest::export(&api()?, &a).await?,
         Cmd::Remove { apps } => app::remove(&api()?, &apps).await?,

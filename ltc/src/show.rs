@@ -56,7 +56,11 @@ pub fn age(nanos: i64, now: i64) -> String {
 fn running(actuals: &[ActualLrpResponse], guid: &str) -> usize {
     actuals
         .iter()
-        .filter(|a| a.process_guid == guid && a.state == "RUNNING" && a.presence != "EVACUATING")
+        .filter(|a| {
+            a.process_guid == guid
+                && a.state == "RUNNING"
+                && !matches!(a.presence.as_str(), "EVACUATING" | "REPLACED")
+        })
         .count()
 }
 
@@ -72,6 +76,7 @@ pub fn apps(
             vec![
                 r.process_guid.clone(),
                 format!("{}/{}", running(actuals, &r.process_guid), r.instances),
+                generation(d),
                 r.memory_mb.to_string(),
                 r.disk_mb.to_string(),
                 r.rootfs.clone(),
@@ -88,9 +93,26 @@ pub fn apps(
         return "No apps yet: `ltc create APP preloaded:busybox -- CMD…` makes one.\n".into();
     }
     table(
-        &["APP", "RUNNING", "MEMORY_MB", "DISK_MB", "IMAGE", "ROUTES"],
+        &[
+            "APP",
+            "RUNNING",
+            "GEN",
+            "MEMORY_MB",
+            "DISK_MB",
+            "IMAGE",
+            "ROUTES",
+        ],
         &rows,
     )
+}
+
+/// The app's generation, with its deployment's state while one is in progress
+/// (`3 (rolling)`).
+fn generation(d: &DesiredLrpResponse) -> String {
+    match &d.deployment {
+        Some(dep) if dep.in_progress() => format!("{} ({})", d.generation, dep.state),
+        _ => d.generation.to_string(),
+    }
 }
 
 /// What an instance uses: memory bytes and, when sampled twice, CPU percent of one core.
@@ -120,7 +142,7 @@ pub fn status(
 ) -> String {
     let r = &d.request;
     let mut out = format!(
-        "App:        {}\nImage:      {}\nInstances:  {}/{} running\nMemory:     {} MB   Disk: {} MB   CPU weight: {}\nPorts:      {}\nRoutes:     {}\n\n",
+        "App:        {}\nImage:      {}\nInstances:  {}/{} running\nMemory:     {} MB   Disk: {} MB   CPU weight: {}\nPorts:      {}\nRoutes:     {}\n",
         r.process_guid,
         r.rootfs,
         running(actuals, &r.process_guid),
@@ -131,19 +153,28 @@ pub fn status(
         r.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
         hostnames(d).iter().map(|h| target.app_url(h)).collect::<Vec<_>>().join(", "),
     );
+    out.push_str(&format!("Generation: {}\n", d.generation));
+    if let Some(dep) = crate::rollout::progress::describe(d, actuals, now) {
+        out.push_str(&format!("Deployment: {dep}\n"));
+    }
+    out.push('\n');
     let mut sorted: Vec<_> = actuals.iter().collect();
-    sorted.sort_by_key(|a| (a.index, a.presence == "EVACUATING"));
+    sorted.sort_by_key(|a| (a.index, a.presence != "ORDINARY" && !a.presence.is_empty()));
     let rows: Vec<Vec<String>> = sorted
         .iter()
         .map(|a| {
-            let state = if a.presence == "ORDINARY" || a.presence.is_empty() {
+            let mut state = if a.presence == "ORDINARY" || a.presence.is_empty() {
                 a.state.clone()
             } else {
                 format!("{} ({})", a.state, a.presence)
             };
+            if a.draining {
+                state.push_str(", draining");
+            }
             vec![
                 a.index.to_string(),
                 state,
+                a.generation.to_string(),
                 if a.cell_id.is_empty() {
                     "-".into()
                 } else {
@@ -185,6 +216,7 @@ pub fn status(
         &[
             "INDEX",
             "STATE",
+            "GEN",
             "CELL",
             "ADDRESS",
             "CRASHES",
@@ -360,6 +392,81 @@ mod tests {
         assert!(lines[0].ends_with("TAGS  SUBNET"), "{out}");
         assert!(lines[1].starts_with("cell-a") && lines[1].ends_with("10.255.3.0/24"));
         assert!(lines[2].starts_with("cell-b") && lines[2].ends_with(" -"));
+    }
+
+    #[test]
+    fn status_and_list_show_generations_and_the_deployment() {
+        use lattice_specs::receptor::rollout::DeploymentJson;
+        let d = DesiredLrpResponse {
+            request: lattice_specs::receptor::DesiredLrpCreateRequest {
+                process_guid: "web".into(),
+                instances: 2,
+                ..Default::default()
+            },
+            generation: 3,
+            deployment: Some(DeploymentJson {
+                state: "rolling".into(),
+                target_generation: 3,
+                previous_generation: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let a = |index, generation, presence: &str, draining| ActualLrpResponse {
+            process_guid: "web".into(),
+            index,
+            generation,
+            state: "RUNNING".into(),
+            presence: presence.into(),
+            draining,
+            ..Default::default()
+        };
+        let actuals = [
+            a(0, 3, "ORDINARY", false),
+            a(0, 2, "REPLACED", true),
+            a(1, 2, "ORDINARY", false),
+        ];
+        let t = Target::parse("127.0.0.1:8888").unwrap();
+        let out = status(&d, &actuals, &Usage::new(), &t, 0);
+        assert!(
+            out.contains("Instances:  2/2 running"),
+            "replaced copies are extra: {out}"
+        );
+        assert!(
+            out.contains(
+                "Generation: 3\nDeployment: rolling to generation 3 (from 2): 1/2 updated"
+            ),
+            "{out}"
+        );
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("INDEX"))
+            .map(|l| {
+                l.split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .take(3)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["INDEX", "STATE", "GEN"],
+                vec!["0", "RUNNING", "3"],
+                vec!["0", "RUNNING (REPLACED), draining", "2"],
+                vec!["1", "RUNNING", "2"],
+            ],
+            "{out}"
+        );
+        let list = apps(&[d], &actuals, &t);
+        assert!(
+            list.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("web  2/2      3 (rolling)"),
+            "{list}"
+        );
     }
 
     #[test]
