@@ -77,6 +77,8 @@ error_names! {
     ActualLRPCannotBeCrashed,
     ActualLRPCannotBeFailed,
     ActualLRPCannotBeUnclaimed,
+    /// A TCP route's external port is held by another app.
+    TcpRouteConflict,
     // Tasks
     TaskGuidAlreadyExists,
     TaskNotFound,
@@ -205,6 +207,7 @@ mod tests {
                 ErrorName::ActualLRPCannotBeUnclaimed,
                 "ActualLRPCannotBeUnclaimed",
             ),
+            (ErrorName::TcpRouteConflict, "TcpRouteConflict"),
             (ErrorName::TaskGuidAlreadyExists, "TaskGuidAlreadyExists"),
             (ErrorName::TaskNotFound, "TaskNotFound"),
             (ErrorName::TaskNotCancelable, "TaskNotCancelable"),
