@@ -40,6 +40,7 @@ mod evacuation;
 mod join_tokens;
 mod subnets;
 mod tasks;
+mod tcp_routes;
 mod tokens;
 mod txn;
 mod volumes;

@@ -129,6 +129,31 @@ impl TcpRoute {
     }
 }
 
+/// The first of `wanted`'s external ports that an app other than `guid` holds, as
+/// (port, that app's guid); `apps` are every app's guid and TCP routes.
+pub fn conflict<'a>(
+    guid: &str,
+    wanted: &[TcpRoute],
+    apps: impl IntoIterator<Item = (&'a str, Vec<TcpRoute>)>,
+) -> Option<(u16, &'a str)> {
+    let wanted: HashSet<u16> = wanted.iter().map(|r| r.external_port).collect();
+    if wanted.is_empty() {
+        return None;
+    }
+    let mut found: Vec<(u16, &str)> = apps
+        .into_iter()
+        .filter(|(other, _)| *other != guid)
+        .flat_map(|(other, routes)| {
+            routes
+                .into_iter()
+                .filter(|r| wanted.contains(&r.external_port))
+                .map(move |r| (r.external_port, other))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
 impl std::fmt::Display for TcpRoute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.external_port, self.container_port)
@@ -201,6 +226,37 @@ mod tests {
         assert!(TcpRoute::parse("{x").is_err());
         let raw = HashMap::from([(TCP_ROUTER_KEY.to_string(), "[{}]".to_string())]);
         assert!(TcpRoute::list_from_raw(&raw).is_empty());
+    }
+
+    #[test]
+    fn a_port_held_by_another_app_conflicts() {
+        let apps = || {
+            vec![
+                ("db", vec![route(5432, 5432), route(6000, 1)]),
+                ("web", vec![route(9000, 9000)]),
+                ("cache", vec![route(6000, 2)]),
+            ]
+        };
+        // The app's own ports are not a conflict (an update keeps them).
+        assert_eq!(
+            conflict("db", &[route(5432, 1), route(6001, 1)], apps()),
+            None
+        );
+        assert_eq!(conflict("new", &[route(6001, 1)], apps()), None);
+        assert_eq!(conflict("new", &[], apps()), None);
+        assert_eq!(
+            conflict("new", &[route(9000, 1)], apps()),
+            Some((9000, "web"))
+        );
+        // The lowest port first, then the first app by name: one answer whatever the order.
+        assert_eq!(
+            conflict("web", &[route(6000, 1), route(5432, 1)], apps()),
+            Some((5432, "db"))
+        );
+        assert_eq!(
+            conflict("db", &[route(6000, 1)], apps()),
+            Some((6000, "cache"))
+        );
     }
 
     #[test]
