@@ -5,7 +5,7 @@ use lattice_specs::receptor::{
 };
 use serde::Serialize;
 
-use crate::app::hostnames;
+use crate::app::{hostnames, tcp_routes};
 use crate::target::Target;
 
 pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
@@ -78,6 +78,7 @@ pub fn apps(
                 hostnames(d)
                     .iter()
                     .map(|h| target.app_url(h).trim_end_matches('/').to_string())
+                    .chain(tcp_routes(d).iter().map(|r| format!("tcp:{r}")))
                     .collect::<Vec<_>>()
                     .join(", "),
             ]
@@ -120,7 +121,7 @@ pub fn status(
 ) -> String {
     let r = &d.request;
     let mut out = format!(
-        "App:        {}\nImage:      {}\nInstances:  {}/{} running\nMemory:     {} MB   Disk: {} MB   CPU weight: {}\nPorts:      {}\nRoutes:     {}\n\n",
+        "App:        {}\nImage:      {}\nInstances:  {}/{} running\nMemory:     {} MB   Disk: {} MB   CPU weight: {}\nPorts:      {}\nRoutes:     {}\n{}\n",
         r.process_guid,
         r.rootfs,
         running(actuals, &r.process_guid),
@@ -130,6 +131,13 @@ pub fn status(
         r.cpu_weight,
         r.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
         hostnames(d).iter().map(|h| target.app_url(h)).collect::<Vec<_>>().join(", "),
+        match tcp_routes(d).as_slice() {
+            [] => String::new(),
+            tcp => format!(
+                "TCP routes: {}\n",
+                tcp.iter().map(|r| target.tcp_route(r)).collect::<Vec<_>>().join(", ")
+            ),
+        },
     );
     let mut sorted: Vec<_> = actuals.iter().collect();
     sorted.sort_by_key(|a| (a.index, a.presence == "EVACUATING"));
