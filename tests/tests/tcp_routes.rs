@@ -27,7 +27,7 @@ fn echo(port: u16) -> Option<String> {
 fn create(up: &UpProcess, app: &str, port: u16, script: &str) -> lattice_tests::LtcOutput {
     // The echo script greets with the instance's index, then echoes.
     let cmd = format!(
-        "printf '#!/bin/sh\\necho i$INSTANCE_INDEX\\nexec cat\\n' > {script} && chmod +x {script} && exec nc -ll -p 9000 -e {script}"
+        "mkdir -p /srv && printf '#!/bin/sh\\necho i$INSTANCE_INDEX\\nexec cat\\n' > {script} && chmod +x {script} && exec nc -ll -p 9000 -e {script}"
     );
     up.ltc(&[
         "create",
