@@ -12,7 +12,7 @@ use lattice_specs::models::{
     self, action, check, Action, Check, CheckDefinition, EnvironmentVariable,
 };
 use lattice_specs::receptor::{ActualLrpResponse, DesiredLrpCreateRequest, DesiredLrpResponse};
-use lattice_specs::routes::CfRoute;
+use lattice_specs::routes::{CfRoute, TcpRoute, TCP_ROUTER_KEY};
 
 use crate::api::{error_name, Api};
 use crate::target::Target;
@@ -44,9 +44,13 @@ pub struct CreateArgs {
     /// APP.DOMAIN to the first port.
     #[arg(short = 'R', long = "http-route")]
     pub http_routes: Vec<String>,
-    /// No routes: the app is not reachable through the router.
+    /// No HTTP routes: the app is not reachable at APP.DOMAIN (TCP routes still apply).
     #[arg(long, conflicts_with = "http_routes")]
     pub no_routes: bool,
+    /// EXTERNAL:CONTAINER — the router's TCP port EXTERNAL reaches container port
+    /// CONTAINER, which is added to --ports (repeatable; one app per external port).
+    #[arg(long = "tcp-route")]
+    pub tcp_routes: Vec<String>,
     /// Healthy when this port accepts connections (the default: the first port).
     #[arg(short = 'M', long = "monitor-port")]
     pub monitor_port: Option<u32>,
@@ -147,6 +151,41 @@ pub fn parse_routes(
             Ok((host, port))
         })
         .collect()
+}
+
+/// `--tcp-route` values added to `routes` (as `tcp-router`) and their container ports
+/// to `ports`.
+pub(crate) fn add_tcp_routes(
+    flags: &[String],
+    ports: &mut Vec<u32>,
+    routes: &mut BTreeMap<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    if flags.is_empty() {
+        return Ok(());
+    }
+    let tcp = flags
+        .iter()
+        .map(|f| TcpRoute::parse_flag(f).map_err(|e| anyhow::anyhow!("--tcp-route {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = tcp.iter().find(|r| !seen.insert(r.external_port)) {
+        anyhow::bail!(
+            "--tcp-route: external port {} is named twice: one app, one route per port",
+            twice.external_port
+        );
+    }
+    for r in &tcp {
+        if !ports.contains(&u32::from(r.container_port)) {
+            ports.push(r.container_port.into());
+        }
+    }
+    routes.insert(TCP_ROUTER_KEY.into(), TcpRoute::to_value(&tcp));
+    Ok(())
+}
+
+/// An app's TCP routes (from its `tcp-router` routes).
+pub fn tcp_routes(d: &DesiredLrpResponse) -> Vec<TcpRoute> {
+    TcpRoute::list_from_json(&d.request.routes)
 }
 
 /// Hostnames an app is routed at (from its `cf-router` routes).
@@ -301,7 +340,7 @@ pub fn create_request(a: &CreateArgs, target: &Target) -> anyhow::Result<Desired
         "--ports: container ports are 1..65535"
     );
     let first_port = a.ports.first().copied();
-    let routes = if a.no_routes {
+    let mut routes = if a.no_routes {
         BTreeMap::new()
     } else {
         let port = first_port
@@ -312,6 +351,8 @@ pub fn create_request(a: &CreateArgs, target: &Target) -> anyhow::Result<Desired
         }
         routes_json(&r)
     };
+    let mut ports = a.ports.clone();
+    add_tcp_routes(&a.tcp_routes, &mut ports, &mut routes)?;
     let env = env_vars(&a.env)?;
     let (check_definition, monitor) = health_check(
         a.no_monitor,
@@ -343,7 +384,7 @@ pub fn create_request(a: &CreateArgs, target: &Target) -> anyhow::Result<Desired
         memory_mb: a.memory_mb,
         cpu_weight: a.cpu_weight,
         privileged: a.privileged,
-        ports: a.ports.clone(),
+        ports,
         routes,
         log_guid: name.clone(),
         log_source: "APP".into(),
@@ -501,6 +542,9 @@ pub(crate) fn say_retrying(e: &anyhow::Error) {
 pub(crate) fn print_urls(target: &Target, d: &DesiredLrpResponse) {
     for h in hostnames(d) {
         println!("{}", target.app_url(&h));
+    }
+    for r in tcp_routes(d) {
+        println!("{}", target.tcp_route(&r));
     }
 }
 

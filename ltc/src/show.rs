@@ -5,7 +5,7 @@ use lattice_specs::receptor::{
 };
 use serde::Serialize;
 
-use crate::app::hostnames;
+use crate::app::{hostnames, tcp_routes};
 use crate::target::Target;
 
 pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
@@ -83,6 +83,7 @@ pub fn apps(
                 hostnames(d)
                     .iter()
                     .map(|h| target.app_url(h).trim_end_matches('/').to_string())
+                    .chain(tcp_routes(d).iter().map(|r| format!("tcp:{r}")))
                     .collect::<Vec<_>>()
                     .join(", "),
             ]
@@ -142,7 +143,7 @@ pub fn status(
 ) -> String {
     let r = &d.request;
     let mut out = format!(
-        "App:        {}\nImage:      {}\nInstances:  {}/{} running\nMemory:     {} MB   Disk: {} MB   CPU weight: {}\nPorts:      {}\nRoutes:     {}\n",
+        "App:        {}\nImage:      {}\nInstances:  {}/{} running\nMemory:     {} MB   Disk: {} MB   CPU weight: {}\nPorts:      {}\nRoutes:     {}\n{}",
         r.process_guid,
         r.rootfs,
         running(actuals, &r.process_guid),
@@ -152,6 +153,13 @@ pub fn status(
         r.cpu_weight,
         r.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
         hostnames(d).iter().map(|h| target.app_url(h)).collect::<Vec<_>>().join(", "),
+        match tcp_routes(d).as_slice() {
+            [] => String::new(),
+            tcp => format!(
+                "TCP routes: {}\n",
+                tcp.iter().map(|r| target.tcp_route(r)).collect::<Vec<_>>().join(", ")
+            ),
+        },
     );
     out.push_str(&format!("Generation: {}\n", d.generation));
     if let Some(dep) = crate::rollout::progress::describe(d, actuals, now) {

@@ -100,6 +100,17 @@ impl Target {
         self.domain.split(':').next().unwrap_or(&self.domain)
     }
 
+    /// Where a TCP route answers (the router, at the apps' domain), and where it goes:
+    /// `tcp://DOMAIN:EXTERNAL -> CONTAINER`.
+    pub fn tcp_route(&self, r: &lattice_specs::routes::TcpRoute) -> String {
+        format!(
+            "tcp://{}:{} -> {}",
+            self.route_domain(),
+            r.external_port,
+            r.container_port
+        )
+    }
+
     /// The URL an app with route `host` answers at.
     pub fn app_url(&self, host: &str) -> String {
         match self.domain.split_once(':') {

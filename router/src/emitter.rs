@@ -13,17 +13,22 @@ use std::time::Duration;
 use lattice_bbs_client::follow::{Follower, Lost};
 use lattice_bbs_client::{ActualLrpFilter, BbsError, GrpcBbs, Reads, RouterBbs};
 use lattice_specs::events::event::Event as Kind;
+use lattice_specs::models::{ActualLrp, DesiredLrp};
 use tokio::sync::watch;
 
 use crate::metrics as m;
 use crate::table::{Changes, HostEntry, RouteTable};
+use crate::tcp::{TcpPorts, TcpTable};
 
-/// The table shared between the emitter (writer) and the proxy (readers).
+/// The table shared between the emitter (writer) and the proxy (readers), and the
+/// TCP routes' table with the ports it publishes to the TCP listeners.
 #[derive(Default)]
 pub struct Routes {
     table: RwLock<RouteTable>,
     /// The event loops' views, updated with the table.
     views: Mutex<Vec<Weak<View>>>,
+    tcp: Mutex<TcpTable>,
+    tcp_ports: watch::Sender<Arc<TcpPorts>>,
 }
 
 /// One event loop's copy of the host entries: its lookups and reference counts
@@ -97,16 +102,65 @@ impl Routes {
         });
     }
 
+    /// The TCP routes' ports, current as the table changes.
+    pub fn tcp_ports(&self) -> watch::Receiver<Arc<TcpPorts>> {
+        self.tcp_ports.subscribe()
+    }
+
+    fn update_tcp(&self, f: impl FnOnce(&mut TcpTable)) {
+        let mut t = self.tcp.lock().unwrap();
+        f(&mut t);
+        if let Some(ports) = t.take_ports() {
+            m::TCP_PORT_CONFLICTS.set(t.conflicts() as i64);
+            self.tcp_ports.send_replace(Arc::new(ports));
+        }
+    }
+
     pub fn apply(&self, e: &Kind) {
-        self.update(|t| match e {
-            Kind::DesiredLrpCreated(c) => c.desired_lrp.iter().for_each(|d| t.upsert_desired(d)),
-            Kind::DesiredLrpChanged(c) => c.after.iter().for_each(|d| t.upsert_desired(d)),
-            Kind::DesiredLrpRemoved(c) => c.desired_lrp.iter().for_each(|d| t.remove_desired(d)),
-            Kind::ActualLrpCreated(c) => c.actual_lrp.iter().for_each(|a| t.upsert_actual(a)),
-            Kind::ActualLrpChanged(c) => c.after.iter().for_each(|a| t.upsert_actual(a)),
-            Kind::ActualLrpRemoved(c) => c.actual_lrp.iter().for_each(|a| t.remove_actual(a)),
-            _ => {}
-        });
+        self.update_tcp(|t| dispatch(t, e));
+        self.update(|t| dispatch(t, e));
+    }
+}
+
+/// What the HTTP and TCP tables both do with the BBS's LRP events.
+trait LrpTable {
+    fn upsert_desired(&mut self, d: &DesiredLrp);
+    fn remove_desired(&mut self, d: &DesiredLrp);
+    fn upsert_actual(&mut self, a: &ActualLrp);
+    fn remove_actual(&mut self, a: &ActualLrp);
+}
+
+macro_rules! lrp_table {
+    ($t:ty) => {
+        impl LrpTable for $t {
+            fn upsert_desired(&mut self, d: &DesiredLrp) {
+                <$t>::upsert_desired(self, d)
+            }
+            fn remove_desired(&mut self, d: &DesiredLrp) {
+                <$t>::remove_desired(self, d)
+            }
+            fn upsert_actual(&mut self, a: &ActualLrp) {
+                <$t>::upsert_actual(self, a)
+            }
+            fn remove_actual(&mut self, a: &ActualLrp) {
+                <$t>::remove_actual(self, a)
+            }
+        }
+    };
+}
+lrp_table!(RouteTable);
+lrp_table!(TcpTable);
+
+/// Applies one BBS event to `t`.
+fn dispatch(t: &mut impl LrpTable, e: &Kind) {
+    match e {
+        Kind::DesiredLrpCreated(c) => c.desired_lrp.iter().for_each(|d| t.upsert_desired(d)),
+        Kind::DesiredLrpChanged(c) => c.after.iter().for_each(|d| t.upsert_desired(d)),
+        Kind::DesiredLrpRemoved(c) => c.desired_lrp.iter().for_each(|d| t.remove_desired(d)),
+        Kind::ActualLrpCreated(c) => c.actual_lrp.iter().for_each(|a| t.upsert_actual(a)),
+        Kind::ActualLrpChanged(c) => c.after.iter().for_each(|a| t.upsert_actual(a)),
+        Kind::ActualLrpRemoved(c) => c.actual_lrp.iter().for_each(|a| t.remove_actual(a)),
+        _ => {}
     }
 }
 
@@ -117,6 +171,7 @@ impl Follower for Routes {
         let desired = bbs.desired_lrps().await?;
         let actual = bbs.actual_lrps(&ActualLrpFilter::default()).await?;
         self.update(|t| t.reset(&desired, &actual));
+        self.update_tcp(|t| t.reset(&desired, &actual));
         Ok(())
     }
 

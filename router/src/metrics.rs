@@ -1,5 +1,5 @@
 //! Router metrics: requests by app and status, latency, backend errors, routes,
-//! HTTPS handshakes.
+//! HTTPS handshakes, TCP routes' listeners and connections.
 
 use std::sync::{LazyLock, Mutex};
 
@@ -128,6 +128,55 @@ pub static TLS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap())
 });
 
+pub static TCP_CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "router_tcp_connections_total",
+            "TCP route connections by external port and result (forwarded; no_instance: none RUNNING; unreachable: every instance refused; refused_full: past --tcp-max-connections).",
+        ),
+        &["port", "result"],
+    )
+    .unwrap())
+});
+pub static TCP_ACTIVE: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "router_tcp_active_connections",
+        "TCP route connections open now.",
+    )
+    .unwrap())
+});
+pub static TCP_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "router_tcp_bytes_total",
+            "Bytes forwarded by TCP routes' finished connections, by direction (up: to the instance).",
+        ),
+        &["direction"],
+    )
+    .unwrap())
+});
+pub static TCP_LISTENERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "router_tcp_listeners",
+        "External ports listened on for TCP routes.",
+    )
+    .unwrap())
+});
+pub static TCP_LISTEN_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "router_tcp_listen_errors_total",
+        "Failed attempts to listen on a TCP route's external port (in use by another program; retried).",
+    )
+    .unwrap())
+});
+pub static TCP_PORT_CONFLICTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "router_tcp_port_conflicts",
+        "External ports asked for by more than one app (the first by name is served).",
+    )
+    .unwrap())
+});
+
 pub fn render() -> String {
     let _ = (
         &*REQUESTS,
@@ -138,6 +187,12 @@ pub fn render() -> String {
         &*ACCESS_LINES_DROPPED,
         &*TLS_CONNECTIONS,
         &*TLS_REFUSED,
+        &*TCP_CONNECTIONS,
+        &*TCP_ACTIVE,
+        &*TCP_BYTES,
+        &*TCP_LISTENERS,
+        &*TCP_LISTEN_ERRORS,
+        &*TCP_PORT_CONFLICTS,
     );
     let mut buf = Vec::new();
     TextEncoder::new()

@@ -1,5 +1,6 @@
 //! Running a router as a component: [`start`] follows the BBS for routes and
-//! serves HTTP (and HTTPS when configured) on one event loop per core until
+//! serves HTTP (and HTTPS when configured) on one event loop per core, and TCP
+//! routes' ports on the caller's runtime, until
 //! [`RunningRouter::shutdown`].
 
 use std::net::SocketAddr;
@@ -29,6 +30,8 @@ pub struct RouterConfig {
     pub resync: Duration,
     /// Event loops serving requests; 0: one per core.
     pub workers: usize,
+    /// Where and how TCP routes' external ports are served.
+    pub tcp: crate::tcp::TcpConfig,
     pub proxy: ProxyConfig,
 }
 
@@ -90,6 +93,11 @@ pub async fn start(cfg: RouterConfig) -> std::io::Result<RunningRouter> {
             .unwrap_or(1),
         n => n,
     };
+    tokio::spawn(crate::tcp::serve(
+        cfg.tcp,
+        routes.tcp_ports(),
+        stopped.clone(),
+    ));
     let (bound, loops) =
         proxy::serve_per_core(routes, cfg.proxy, cfg.listen, cfg.https, threads, stopped)?;
     Ok(RunningRouter {

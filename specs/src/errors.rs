@@ -85,6 +85,8 @@ error_names! {
     DeploymentNotPaused,
     /// There is no other generation to roll back to.
     NothingToRollBack,
+    /// A TCP route's external port is held by another app.
+    TcpRouteConflict,
     // Tasks
     TaskGuidAlreadyExists,
     TaskNotFound,
@@ -217,6 +219,7 @@ mod tests {
             (ErrorName::GenerationNotFound, "GenerationNotFound"),
             (ErrorName::DeploymentNotPaused, "DeploymentNotPaused"),
             (ErrorName::NothingToRollBack, "NothingToRollBack"),
+            (ErrorName::TcpRouteConflict, "TcpRouteConflict"),
             (ErrorName::TaskGuidAlreadyExists, "TaskGuidAlreadyExists"),
             (ErrorName::TaskNotFound, "TaskNotFound"),
             (ErrorName::TaskNotCancelable, "TaskNotCancelable"),

@@ -6,6 +6,12 @@
 //! Routes are read leniently, as Diego's route emitter reads them: the BBS checks only
 //! that they are JSON, so what is not a list is no routes, a hostname that is not a
 //! string is skipped and a port that is not a number is 0.
+//!
+//! The `tcp-router` routes (external port to container port) are in [`tcp`].
+
+pub mod tcp;
+
+pub use tcp::{TcpRoute, TCP_ROUTER_KEY};
 
 use std::collections::BTreeMap;
 

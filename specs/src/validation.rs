@@ -274,7 +274,11 @@ fn check_routes(errs: &mut ValidationErrors, routes: &std::collections::HashMap<
         );
     }
     for (name, raw) in routes {
-        if serde_json::from_str::<serde_json::Value>(raw).is_err() {
+        if name == crate::routes::TCP_ROUTER_KEY {
+            if let Err(bad) = crate::routes::TcpRoute::parse(raw) {
+                bad.into_iter().for_each(|(f, m)| errs.add(f, m));
+            }
+        } else if serde_json::from_str::<serde_json::Value>(raw).is_err() {
             errs.add(format!("routes.{name}"), "must be valid JSON");
         }
     }

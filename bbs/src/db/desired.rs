@@ -22,6 +22,7 @@ impl Db {
     pub async fn desire_lrp(&self, mut d: DesiredLrp) -> Result<()> {
         validation::validate_desired_lrp(&d)?;
         self.check_mounts(&d.volume_mounts).await?;
+        self.check_tcp_routes(&d.process_guid, &d.routes).await?;
         d.modification_tag = Some(ModificationTag {
             epoch: uuid::Uuid::new_v4().to_string(),
             index: 0,
@@ -113,6 +114,9 @@ impl Db {
 
     pub async fn update_desired_lrp(&self, guid: &str, update: DesiredLrpUpdate) -> Result<()> {
         validation::validate_desired_lrp_update(&update)?;
+        if update.has_routes {
+            self.check_tcp_routes(guid, &update.routes).await?;
+        }
         let (before, after) = self
             .modify(&desired_key(guid), |cur: Option<DesiredLrp>| {
                 let before = cur.ok_or_else(|| DbError::desired_not_found(guid))?;

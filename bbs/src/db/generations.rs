@@ -138,6 +138,7 @@ impl Db {
             Change::NewGeneration => {}
         }
         self.check_mounts(&definition.volume_mounts).await?;
+        self.check_tcp_routes(guid, &definition.routes).await?;
         let now = now_nanos();
         let (before, after) = self
             .rewrite_app(guid, |cur, history| {

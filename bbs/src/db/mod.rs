@@ -49,6 +49,7 @@ mod join_tokens;
 mod rollout;
 mod subnets;
 mod tasks;
+mod tcp_routes;
 mod tokens;
 mod txn;
 mod volumes;

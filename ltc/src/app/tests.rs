@@ -266,3 +266,49 @@ fn routes_parse_against_the_domain() {
     );
     assert!(parse_routes(&["bad host".into()], "d", 1).is_err());
 }
+
+#[test]
+fn tcp_routes_add_their_container_ports() {
+    let r = create_request(
+        &args(&[
+            "echo",
+            "preloaded:busybox",
+            "-p",
+            "9000",
+            "--no-routes",
+            "--tcp-route",
+            "5000:9000",
+            "--tcp-route",
+            "5001:9001",
+            "--",
+            "x",
+        ]),
+        &target(),
+    )
+    .unwrap();
+    assert_eq!(r.ports, [9000, 9001], "9001 added; 9000 not twice");
+    assert_eq!(
+        serde_json::to_value(&r.routes).unwrap(),
+        serde_json::json!({"tcp-router": [
+            {"external_port": 5000, "container_port": 9000},
+            {"external_port": 5001, "container_port": 9001},
+        ]})
+    );
+    let bad = create_request(
+        &args(&[
+            "echo",
+            "preloaded:busybox",
+            "--tcp-route",
+            "5000",
+            "--",
+            "x",
+        ]),
+        &target(),
+    )
+    .unwrap_err();
+    assert!(
+        bad.to_string()
+            .starts_with("--tcp-route \"5000\": expected EXTERNAL:CONTAINER"),
+        "{bad}"
+    );
+}

@@ -3,18 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
 use lattice_specs::models::{action, check, Action};
 use lattice_specs::receptor::rollout::StrategyJson;
 use lattice_specs::receptor::{DesiredLrpCreateRequest, TaskCreateRequest};
-use lattice_specs::routes::CfRoute;
+use lattice_specs::routes::{CfRoute, TcpRoute};
 
 use super::model::{AppSpec, Monitor, TaskSpec};
 use crate::app::{self, CreateArgs};
 use crate::target::Target;
-
-/// The routes key of TCP routes, in the shape of Diego's routing API.
-pub const TCP_ROUTER: &str = "tcp-router";
 
 fn env_args(env: &BTreeMap<String, String>) -> anyhow::Result<Vec<String>> {
     env.iter()
@@ -28,29 +24,7 @@ fn env_args(env: &BTreeMap<String, String>) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
-/// `EXTERNAL:CONTAINER` TCP routes as (external, container) ports.
-fn tcp_routes(routes: &[String]) -> anyhow::Result<Vec<(u32, u32)>> {
-    let mut seen = std::collections::BTreeSet::new();
-    routes
-        .iter()
-        .map(|r| {
-            let port = |p: &str| p.parse::<u32>().ok().filter(|p| (1..=65535).contains(p));
-            let (e, c) = r
-                .split_once(':')
-                .and_then(|(e, c)| Some((port(e)?, port(c)?)))
-                .with_context(|| {
-                    format!("tcp_routes: {r:?} is not EXTERNAL:CONTAINER, e.g. 5432:5432 (ports 1..65535)")
-                })?;
-            anyhow::ensure!(
-                seen.insert(e),
-                "tcp_routes: external port {e} is named twice"
-            );
-            Ok((e, c))
-        })
-        .collect()
-}
-
-/// The DesiredLRP the app asks for: `ltc create`'s, with its TCP routes added.
+/// The DesiredLRP the app asks for: `ltc create`'s.
 pub fn app_request(
     name: &str,
     spec: &AppSpec,
@@ -91,23 +65,11 @@ pub fn app_request(
         placement_tags: spec.placement_tags.clone(),
         volumes: spec.volumes.clone(),
         timeout: timeout(&spec.timeout)?,
+        tcp_routes: spec.tcp_routes.clone(),
         ..Default::default()
     };
-    let mut req = app::create_request(&args, target)?;
-    let tcp = tcp_routes(&spec.tcp_routes)?;
-    if !tcp.is_empty() {
-        for (_, c) in &tcp {
-            if !req.ports.contains(c) {
-                req.ports.push(*c);
-            }
-        }
-        let list: Vec<serde_json::Value> = tcp
-            .iter()
-            .map(|(e, c)| serde_json::json!({"external_port": e, "container_port": c}))
-            .collect();
-        req.routes.insert(TCP_ROUTER.into(), list.into());
-    }
-    Ok(req)
+    app::create_request(&args, target)
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("--tcp-route ", "tcp_routes: ")))
 }
 
 pub fn timeout(s: &str) -> anyhow::Result<std::time::Duration> {
@@ -230,12 +192,10 @@ fn routes_of(name: &str, req: &DesiredLrpCreateRequest, target: &Target, spec: &
             }
         }
     }
-    if let Some(serde_json::Value::Array(tcp)) = req.routes.get(TCP_ROUTER) {
-        spec.tcp_routes = tcp
-            .iter()
-            .map(|r| format!("{}:{}", r["external_port"], r["container_port"]))
-            .collect();
-    }
+    spec.tcp_routes = TcpRoute::list_from_json(&req.routes)
+        .iter()
+        .map(|r| format!("{}:{}", r.external_port, r.container_port))
+        .collect();
 }
 
 /// The manifest's app for a definition. Only what the manifest can say is kept: the
@@ -283,10 +243,9 @@ pub fn app_spec(name: &str, req: &DesiredLrpCreateRequest, target: &Target) -> A
     }
     routes_of(name, req, target, &mut spec);
     // TCP routes' container ports are added to the ports by the builder.
-    let tcp_ports: Vec<u32> = tcp_routes(&spec.tcp_routes)
-        .unwrap_or_default()
+    let tcp_ports: Vec<u32> = TcpRoute::list_from_json(&req.routes)
         .into_iter()
-        .map(|(_, c)| c)
+        .map(|r| r.container_port.into())
         .collect();
     if spec.ports.len() > 1 {
         while spec.ports.len() > 1 && spec.ports.last().is_some_and(|p| tcp_ports.contains(p)) {

@@ -4,10 +4,12 @@
 use anyhow::Context;
 use lattice_specs::models::{action, EnvironmentVariable, RunAction};
 use lattice_specs::receptor::DesiredLrpCreateRequest;
-use lattice_specs::routes::{CfRoute, ROUTER_KEY};
+use lattice_specs::routes::{CfRoute, TcpRoute, ROUTER_KEY, TCP_ROUTER_KEY};
 
 use super::UpdateArgs;
-use crate::app::{health_check, parse_routes, routes_json, run_command, volume_mounts};
+use crate::app::{
+    add_tcp_routes, health_check, parse_routes, routes_json, run_command, volume_mounts,
+};
 
 /// The flags (clap ids) `ltc update` knows how to apply or that are not part of the
 /// definition; any other named flag is refused rather than silently ignored.
@@ -34,6 +36,8 @@ const KNOWN: &[&str] = &[
     "no_privileged",
     "placement_tags",
     "volumes",
+    "tcp_routes",
+    "no_tcp_routes",
     // How to roll out and how long to wait: not the definition.
     "timeout",
     "max_surge",
@@ -124,12 +128,18 @@ pub fn changed_definition(
 }
 
 /// `--http-route` (the whole new list of HTTP routes) or `--no-routes`; with only
-/// `--ports`, the routes kept must still go to one of the ports.
+/// `--ports`, the routes kept must still go to one of the ports. `--tcp-route` (the
+/// whole new list of TCP routes, their container ports added) or `--no-tcp-routes`.
 fn change_routes(
     new: &mut DesiredLrpCreateRequest,
     u: &UpdateArgs,
     domain: &str,
 ) -> anyhow::Result<()> {
+    if u.roll.no_tcp_routes {
+        new.routes.remove(TCP_ROUTER_KEY);
+    } else if u.named.contains("tcp_routes") {
+        add_tcp_routes(&u.def.tcp_routes, &mut new.ports, &mut new.routes)?;
+    }
     if u.named.contains("no_routes") {
         new.routes.remove(ROUTER_KEY);
     } else if u.named.contains("http_routes") {
@@ -408,6 +418,20 @@ mod tests {
         );
         let moved = update(&cur, &["web", "-p", "9000", "-R", "web"]).unwrap();
         assert_eq!(CfRoute::list_from_json(&moved.routes)[0].port, 9000);
+        let t = update(&cur, &["web", "--tcp-route", "5000:7000"]).unwrap();
+        assert_eq!(
+            TcpRoute::list_from_json(&t.routes),
+            [TcpRoute::parse_flag("5000:7000").unwrap()]
+        );
+        assert!(t.ports.contains(&7000), "{:?}", t.ports);
+        assert_eq!(
+            CfRoute::list_from_json(&t.routes),
+            CfRoute::list_from_json(&cur.routes)
+        );
+        let e = update(&cur, &["web", "--tcp-route", "5000"]).unwrap_err();
+        assert!(e.to_string().contains("--tcp-route"), "{e}");
+        let none = update(&t, &["web", "--no-tcp-routes"]).unwrap();
+        assert!(TcpRoute::list_from_json(&none.routes).is_empty());
         let p = update(&cur, &["web", "--privileged"]).unwrap();
         assert!(p.privileged);
         assert!(!update(&p, &["web", "--no-privileged"]).unwrap().privileged);

@@ -29,6 +29,9 @@ pub struct RolloutFlags {
     /// Run without privileges again.
     #[arg(long = "no-privileged", conflicts_with = "privileged")]
     pub no_privileged: bool,
+    /// Take every TCP route away (--tcp-route gives the whole new list).
+    #[arg(long = "no-tcp-routes", conflicts_with = "tcp_routes")]
+    pub no_tcp_routes: bool,
     /// How many new instances may start beside the old ones at a time.
     #[arg(long = "max-surge", default_value_t = 1)]
     pub max_surge: i32,

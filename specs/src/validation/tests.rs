@@ -407,3 +407,28 @@ fn tasks_cells_domains_updates() {
     .unwrap_err();
     assert_eq!(e.fields(), vec!["instances"]);
 }
+
+#[test]
+fn tcp_routes_are_checked_on_desire_and_update() {
+    let mut d = lrp();
+    d.routes.insert(
+        crate::routes::TCP_ROUTER_KEY.into(),
+        r#"[{"external_port": 5432, "container_port": 5432}]"#.into(),
+    );
+    validate_desired_lrp(&d).unwrap();
+    d.routes.insert(
+        crate::routes::TCP_ROUTER_KEY.into(),
+        r#"[{"external_port": 0, "container_port": 5432}]"#.into(),
+    );
+    assert_eq!(fields_of(&d), ["routes.tcp-router[0].external_port"]);
+    let u = DesiredLrpUpdate {
+        has_routes: true,
+        routes: d.routes.clone(),
+        ..Default::default()
+    };
+    let e = validate_desired_lrp_update(&u).unwrap_err();
+    assert!(
+        e.to_string().contains("must be a port 1..65535 (got 0)"),
+        "{e}"
+    );
+}

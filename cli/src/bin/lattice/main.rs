@@ -79,6 +79,19 @@ struct RouterArgs {
     /// Where to serve HTTP.
     #[arg(long, env = "LATTICE_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// The address TCP routes' external ports are opened on (default: --listen's).
+    #[arg(long, env = "LATTICE_ROUTER_TCP_LISTEN")]
+    tcp_listen: Option<std::net::IpAddr>,
+    /// TCP route connections open at once, over every port; more are closed at once.
+    #[arg(
+        long,
+        env = "LATTICE_ROUTER_TCP_MAX_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    tcp_max_connections: usize,
+    /// Seconds a TCP route connection may pass no byte either way before it is closed.
+    #[arg(long, env = "LATTICE_ROUTER_TCP_IDLE_TIMEOUT", default_value_t = 300)]
+    tcp_idle_timeout: u64,
     /// The apps' domain (routes are APP.DOMAIN); lattice.localhost resolves to loopback.
     #[arg(long, env = "LATTICE_DOMAIN", default_value = "lattice.localhost")]
     domain: String,
@@ -388,6 +401,11 @@ fn router_config(
         https: a.https.config()?,
         resync: Duration::from_secs(a.resync.max(1)),
         workers: a.workers,
+        tcp: lattice_router::tcp::TcpConfig {
+            max_connections: a.tcp_max_connections.max(1),
+            idle_timeout: Duration::from_secs(a.tcp_idle_timeout.max(1)),
+            ..lattice_router::tcp::TcpConfig::on(a.tcp_listen.unwrap_or(a.listen.ip()))
+        },
         proxy: proxy::ProxyConfig {
             balance: match a.balance {
                 Balance::RoundRobin => proxy::Balance::RoundRobin,

@@ -34,6 +34,10 @@ pub struct UpArgs {
     /// Where the router serves the apps.
     #[arg(long, env = "LATTICE_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
     router_listen: SocketAddr,
+    /// The address the router opens TCP routes' external ports on (default:
+    /// --router-listen's).
+    #[arg(long, env = "LATTICE_ROUTER_TCP_LISTEN")]
+    tcp_listen: Option<std::net::IpAddr>,
     /// The apps' domain: app APP answers at APP.DOMAIN (lattice.localhost resolves to
     /// loopback).
     #[arg(long, env = "LATTICE_DOMAIN", default_value = "lattice.localhost")]
@@ -191,6 +195,10 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     let mut forced = vec![
         format!("--bbs={grpc}"),
         format!("--listen={}", a.router_listen),
+        format!(
+            "--tcp-listen={}",
+            a.tcp_listen.unwrap_or(a.router_listen.ip())
+        ),
         format!("--domain={}", a.domain),
     ];
     forced.extend(router_tls);
