@@ -4,7 +4,7 @@
 use anyhow::Context;
 use lattice_specs::models::{action, EnvironmentVariable, RunAction};
 use lattice_specs::receptor::DesiredLrpCreateRequest;
-use lattice_specs::routes::{CfRoute, TcpRoute, ROUTER_KEY, TCP_ROUTER_KEY};
+use lattice_specs::routes::{CfRoute, ROUTER_KEY, TCP_ROUTER_KEY};
 
 use super::UpdateArgs;
 use crate::app::{
@@ -246,6 +246,7 @@ mod tests {
     use crate::target::Target;
     use clap::Parser;
     use lattice_specs::models::{check, Check};
+    use lattice_specs::routes::TcpRoute;
 
     #[derive(Parser)]
     struct C {
