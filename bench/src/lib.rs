@@ -171,3 +171,84 @@ pub fn up_args(dir: &std::path::Path, cell_toml: &str) -> (Vec<String>, UpAddrs)
     .collect();
     (args, addrs)
 }
+
+// ---- helper processes the proxy benchmarks start ---------------------------------
+
+/// A child process stopped with SIGTERM when dropped (nginx's master then stops its
+/// workers), killed after 5 s if it has not stopped.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the child is
+        // reaped only below, so its pid is still its own.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (up to 10 s) until something listens on loopback `port`.
+pub fn wait_port(port: u16) {
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on {port}");
+}
+
+/// The processes whose parent is `pid` (nginx's workers).
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        // Field 4, the parent's pid.
+        .filter(|&child| proc_stat_fields(child).get(1) == Some(&pid.to_string()))
+        .collect()
+}
+
+/// `n` backends, each this benchmark's own binary run as `--backend PORT` on a free
+/// loopback port, answering once this returns.
+pub fn spawn_backends(n: usize) -> (Vec<u16>, Vec<Kill>) {
+    let exe = std::env::current_exe().unwrap();
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let procs = ports
+        .iter()
+        .map(|p| {
+            Kill(
+                Command::new(&exe)
+                    .args(["--backend", &p.to_string()])
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    ports.iter().for_each(|p| wait_port(*p));
+    (ports, procs)
+}
+
+/// `lattice` next to this benchmark, built in release.
+pub fn lattice_bin() -> std::path::PathBuf {
+    let lattice = bin("lattice");
+    assert!(
+        lattice.exists(),
+        "build the router first: cargo build --release -p lattice-cli"
+    );
+    lattice
+}
+
+fn free_port() -> u16 {
+    lattice_bbs::testing::free_port()
+}

@@ -468,9 +468,7 @@ pub async fn wait_running(
     timeout: Duration,
     base: &Baseline,
 ) -> anyhow::Result<()> {
-    let began = Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let mut last = String::new();
+    let mut shown = ProgressLine::new();
     let mut errors = 0;
     loop {
         // A passing hiccup of the API (a slow store) is not the app's failure.
@@ -489,15 +487,11 @@ pub async fn wait_running(
         };
         let line = match progress(&actuals, wanted, base) {
             Progress::Done => {
-                if tty {
-                    eprint!("\r\x1b[2K");
-                }
+                shown.clear();
                 return Ok(());
             }
             Progress::Failed(why) => {
-                if tty {
-                    eprintln!();
-                }
+                shown.end();
                 anyhow::bail!(
                     "{app}: {why}. `ltc status {app}` and `ltc logs {app}` say more; the app stays desired until `ltc remove {app}`"
                 )
@@ -515,23 +509,67 @@ pub async fn wait_running(
                 format!("{app}: {running}/{wanted} instances running{extra}")
             }
         };
-        if tty {
-            eprint!("\r\x1b[2K{line} {:.1}s", began.elapsed().as_secs_f64());
-            let _ = std::io::stderr().flush();
-        } else if line != last {
-            eprintln!("{line}");
-        }
-        last = line;
-        if began.elapsed() > timeout {
-            if tty {
-                eprintln!();
-            }
+        shown.show(line);
+        if shown.timed_out(timeout) {
             anyhow::bail!(
-                "{app}: timed out after {}s with {last}. `ltc status {app}` and `ltc logs {app}` say why",
-                timeout.as_secs()
+                "{app}: timed out after {}s with {}. `ltc status {app}` and `ltc logs {app}` say why",
+                timeout.as_secs(),
+                shown.last
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A waiting command's progress on stderr: one line rewritten in place, with the
+/// time waited, on a terminal; each new line printed otherwise.
+pub(crate) struct ProgressLine {
+    tty: bool,
+    began: Instant,
+    /// The last line shown.
+    pub last: String,
+}
+
+impl ProgressLine {
+    pub fn new() -> ProgressLine {
+        ProgressLine {
+            tty: std::io::stderr().is_terminal(),
+            began: Instant::now(),
+            last: String::new(),
+        }
+    }
+
+    pub fn show(&mut self, line: String) {
+        if self.tty {
+            eprint!("\r\x1b[2K{line} {:.1}s", self.began.elapsed().as_secs_f64());
+            let _ = std::io::stderr().flush();
+        } else if line != self.last {
+            eprintln!("{line}");
+        }
+        self.last = line;
+    }
+
+    /// Whether `timeout` has passed since the wait began (the line is then ended).
+    pub fn timed_out(&self, timeout: Duration) -> bool {
+        let out = self.began.elapsed() > timeout;
+        if out {
+            self.end();
+        }
+        out
+    }
+
+    /// Keeps the line shown on a terminal and moves on to the next.
+    pub fn end(&self) {
+        if self.tty && !self.last.is_empty() {
+            eprintln!();
+        }
+    }
+
+    /// Erases the line shown on a terminal.
+    pub fn clear(&self) {
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
     }
 }
 

@@ -24,7 +24,7 @@
 //! wrk and the backends compete with the proxy for the same two cores.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,30 +37,9 @@ use lattice_bbs::server::{self, BbsConfig, StoreUrl};
 use lattice_bbs::store::embedded::EmbeddedStore;
 use lattice_bbs::testing::fixtures;
 use lattice_bbs::testing::free_port;
-use lattice_bench::{arg, cpu_ticks, proc_stat_fields};
+use lattice_bench::{arg, children, cpu_ticks, lattice_bin, spawn_backends, wait_port, Kill};
 use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::bbs_api::*;
-
-/// A child process stopped with SIGTERM (nginx's master then stops its workers).
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the child is
-        // reaped only below, so its pid is still its own.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Backend mode: answer every request with a small body, forever.
 fn run_backend(port: u16) {
@@ -90,33 +69,12 @@ fn run_backend(port: u16) {
     });
 }
 
-fn wait_port(port: u16) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on {port}");
-}
-
 struct Wrk {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
     /// The proxy's CPU time per request (µs), NaN for the direct path.
     cpu_us: f64,
-}
-
-/// The processes whose parent is `pid` (nginx's workers).
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        // Field 4, the parent's pid.
-        .filter(|&child| proc_stat_fields(child).get(1) == Some(&pid.to_string()))
-        .collect()
 }
 
 /// What wrk loads: a URL, the Host header to send when the URL does not name it,
@@ -345,27 +303,10 @@ async fn measure() {
     // Event loops for both proxies: nginx's worker_processes and our --workers
     // (0: one per core, nginx's "auto").
     let workers = arg("--workers", 0);
-    let exe = std::env::current_exe().unwrap();
-    let lattice = exe.parent().unwrap().join("lattice");
-    assert!(
-        lattice.exists(),
-        "build the router first: cargo build --release -p lattice-cli"
-    );
+    let lattice = lattice_bin();
 
     // Two backends, each its own process.
-    let backends: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let _procs: Vec<Kill> = backends
-        .iter()
-        .map(|p| {
-            Kill(
-                Command::new(&exe)
-                    .args(["--backend", &p.to_string()])
-                    .spawn()
-                    .unwrap(),
-            )
-        })
-        .collect();
-    backends.iter().for_each(|p| wait_port(*p));
+    let (backends, _procs) = spawn_backends(2);
 
     // A BBS that routes bench.lattice.localhost to both.
     let dir = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@
 //!     ./target/release/tcp-routes [--seconds 5] [--connections 32] [--rounds 3] [--workers 0]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use lattice_bbs::server::{self, BbsConfig, StoreUrl};
 use lattice_bbs::store::embedded::EmbeddedStore;
 use lattice_bbs::testing::{fixtures, free_port};
-use lattice_bench::{arg, cpu_ticks, proc_stat_fields};
+use lattice_bench::{arg, children, cpu_ticks, lattice_bin, spawn_backends, wait_port, Kill};
 use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::bbs_api::DesireLrpRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,27 +31,6 @@ use tokio::net::TcpStream;
 
 const CHUNK: usize = 16 * 1024;
 const SMALL: usize = 64;
-
-/// A child process stopped with SIGTERM (nginx's master then stops its workers).
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the child is
-        // reaped only below, so its pid is still its own.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Backend mode: echo every connection, forever.
 fn run_backend(port: u16) {
@@ -73,26 +52,6 @@ fn run_backend(port: u16) {
             });
         }
     });
-}
-
-fn wait_port(port: u16) {
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on {port}");
-}
-
-/// The processes whose parent is `pid` (nginx's workers).
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&child| proc_stat_fields(child).get(1) == Some(&pid.to_string()))
-        .collect()
 }
 
 /// A BBS on an embedded store in `dir` with app `bench`: TCP route `port` → container
@@ -274,26 +233,9 @@ async fn measure() {
     let connections = arg("--connections", 32);
     let rounds = arg("--rounds", 3);
     let workers = arg("--workers", 0);
-    let exe = std::env::current_exe().unwrap();
-    let lattice = exe.parent().unwrap().join("lattice");
-    assert!(
-        lattice.exists(),
-        "build the router first: cargo build --release -p lattice-cli"
-    );
+    let lattice = lattice_bin();
 
-    let backends: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let _procs: Vec<Kill> = backends
-        .iter()
-        .map(|p| {
-            Kill(
-                Command::new(&exe)
-                    .args(["--backend", &p.to_string()])
-                    .spawn()
-                    .unwrap(),
-            )
-        })
-        .collect();
-    backends.iter().for_each(|p| wait_port(*p));
+    let (backends, _procs) = spawn_backends(2);
 
     let dir = tempfile::tempdir().unwrap();
     let ours_port = free_port();

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::rollout::progress::{self, Aim};
 use anyhow::Context;
 use lattice_specs::errors::ErrorName;
-use lattice_specs::receptor::DesiredLrpResponse;
 use sha2::Digest;
 
 use super::plan::{describe, AppUpdate, Change, Ledger, Plan, Ready};
@@ -86,29 +86,6 @@ pub async fn load_ledger(api: &Api, manifest: &str) -> anyhow::Result<Ledger> {
     })
 }
 
-/// Where an app's rollout to generation `g` stands: done (None), a progress line, or
-/// the failure (a failed generation is rolled back to an earlier one).
-pub fn rollout(d: &DesiredLrpResponse, g: i64) -> anyhow::Result<Option<String>> {
-    let app = &d.request.process_guid;
-    let dep = d.deployment.clone().unwrap_or_default();
-    if d.generation < g {
-        anyhow::bail!(
-            "{app}: generation {g} failed and was rolled back to {} ({}): {}. `ltc status {app}` and `ltc logs {app}` say more",
-            d.generation,
-            dep.state,
-            dep.reason
-        );
-    }
-    // No deployment towards g: the change was made in place.
-    if dep.target_generation != g || dep.state == "succeeded" {
-        return Ok(None);
-    }
-    Ok(Some(format!(
-        "{app}: generation {g}: {}/{} instances updated ({})",
-        dep.updated_instances, d.request.instances, dep.state
-    )))
-}
-
 /// [`Effects`] through the public API, showing progress as `ltc create` does.
 pub struct ApiEffects<'a> {
     pub api: &'a Api,
@@ -148,19 +125,8 @@ impl<'a> ApiEffects<'a> {
 
     /// Waits for the app's deployment to generation `g` to end, saying how it goes.
     async fn wait_rollout(&self, app: &str, g: i64, timeout: Duration) -> anyhow::Result<()> {
-        let mut last = String::new();
-        self.poll_until(&format!("rolling {app} out"), timeout, async || {
-            let d = self.api.app(app).await?;
-            let Some(line) = rollout(&d, g)? else {
-                return Ok(true);
-            };
-            if line != last {
-                eprintln!("{line}");
-                last = line;
-            }
-            Ok(false)
-        })
-        .await
+        progress::wait(self.api, app, Aim::Forward(g), timeout).await?;
+        Ok(())
     }
 }
 

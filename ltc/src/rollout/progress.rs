@@ -1,13 +1,13 @@
 //! Where a rolling update stands, judged from the app and its instances (pure), and
 //! the wait that shows it until the deployment ends, pauses or fails.
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lattice_specs::receptor::rollout::DeploymentJson;
 use lattice_specs::receptor::{ActualLrpResponse, DesiredLrpResponse};
 
 use crate::api::Api;
+use crate::app::ProgressLine;
 
 /// What a wait is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,9 +149,7 @@ pub fn describe(d: &DesiredLrpResponse, actuals: &[ActualLrpResponse], now: i64)
 /// (Ok with the final words), pauses for a canary (Ok), fails (Err with the reason)
 /// or `timeout` passes (Err: the deployment carries on).
 pub async fn wait(api: &Api, app: &str, aim: Aim, timeout: Duration) -> anyhow::Result<String> {
-    let began = Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let mut last = String::new();
+    let mut shown = ProgressLine::new();
     let mut errors = 0;
     loop {
         // A passing hiccup of the API (a slow store) is not the app's failure.
@@ -173,9 +171,7 @@ pub async fn wait(api: &Api, app: &str, aim: Aim, timeout: Duration) -> anyhow::
         let line = match judge(&d, &actuals, aim) {
             Outcome::Waiting(line) => line,
             end => {
-                if tty && !last.is_empty() {
-                    eprintln!();
-                }
+                shown.end();
                 return match end {
                     Outcome::Done(s) | Outcome::Paused(s) => Ok(s),
                     Outcome::Failed(why) => Err(anyhow::anyhow!(why)),
@@ -183,20 +179,12 @@ pub async fn wait(api: &Api, app: &str, aim: Aim, timeout: Duration) -> anyhow::
                 };
             }
         };
-        if tty {
-            eprint!("\r\x1b[2K{line} {:.1}s", began.elapsed().as_secs_f64());
-            let _ = std::io::stderr().flush();
-        } else if line != last {
-            eprintln!("{line}");
-        }
-        last = line;
-        if began.elapsed() > timeout {
-            if tty {
-                eprintln!();
-            }
+        shown.show(line);
+        if shown.timed_out(timeout) {
             anyhow::bail!(
-                "timed out after {}s with {last}. The deployment carries on: `ltc status {app}` shows it, `ltc rollback {app}` stops it",
-                timeout.as_secs()
+                "timed out after {}s with {}. The deployment carries on: `ltc status {app}` shows it, `ltc rollback {app}` stops it",
+                timeout.as_secs(),
+                shown.last
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
