@@ -206,18 +206,6 @@ impl CellClient for SimCell {
                 instance_guid: uuid::Uuid::new_v4().to_string(),
                 cell_id: self.id.clone(),
             };
-            let claimed = self
-                .bbs
-                .claim_actual_lrp(&d.process_guid, l.index, &ik, d.generation);
-            if claimed.await.is_err() {
-                continue; // someone else has it: nothing to run here
-            }
-            self.held.lock().unwrap().lrps.push(LrpOnCell {
-                process_guid: d.process_guid.clone(),
-                index: l.index,
-                memory_mb: d.memory_mb,
-                disk_mb: d.disk_mb,
-            });
             let net = ActualLrpNetInfo {
                 address: "127.0.0.1".into(),
                 ports: d
@@ -230,10 +218,30 @@ impl CellClient for SimCell {
                     .collect(),
                 ..Default::default()
             };
-            let started = self
-                .bbs
-                .start_actual_lrp(&d.process_guid, l.index, &ik, &net);
-            let _ = started.await;
+            // Claimed and started in a task of its own: like a real rep, the cell
+            // carries on with work it took when the brain that sent it dies meanwhile
+            // (a test aborting the brain's task must not leave an instance CLAIMED).
+            let bbs = self.bbs.clone();
+            let (guid, index, generation) = (d.process_guid.clone(), l.index, d.generation);
+            let placed = tokio::spawn(async move {
+                if bbs
+                    .claim_actual_lrp(&guid, index, &ik, generation)
+                    .await
+                    .is_err()
+                {
+                    return false; // someone else has it: nothing to run here
+                }
+                let _ = bbs.start_actual_lrp(&guid, index, &ik, &net).await;
+                true
+            });
+            if placed.await.unwrap_or(false) {
+                self.held.lock().unwrap().lrps.push(LrpOnCell {
+                    process_guid: d.process_guid.clone(),
+                    index: l.index,
+                    memory_mb: d.memory_mb,
+                    disk_mb: d.disk_mb,
+                });
+            }
         }
         for t in work.tasks {
             let task = t.task.clone().unwrap_or_default();
