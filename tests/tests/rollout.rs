@@ -470,7 +470,12 @@ fn a_brain_that_takes_over_mid_update_carries_it_on() {
     ]);
     let _standby = BrainProcess::start(&bbs.grpc, "brain-b", &["--lock-ttl", "2"]);
 
-    let update = ltc_child(&home, &["update", "web", "-e", "VERSION=v2"]);
+    // Each new instance takes a second to answer, so the update is seen under way.
+    let slow = format!("sleep 1 && {}", web_command(&root));
+    let update = ltc_child(
+        &home,
+        &["update", "web", "-e", "VERSION=v2", "--", "sh", "-c", &slow],
+    );
     // The first new instance runs: the update is under way. Its brain dies.
     let updated = wait_for("a first instance updated", Duration::from_secs(60), || {
         let n = running_on(&bbs.api, "web", 2);
