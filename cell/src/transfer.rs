@@ -299,20 +299,7 @@ pub async fn upload(http: &reqwest::Client, src: Rooted, u: &UploadAction) -> an
 /// against the system's roots plus `extra_ca` (PEM texts of CA certificates: the
 /// cell's `--extra-ca` files).
 pub fn client(extra_ca: &[String]) -> anyhow::Result<reqwest::Client> {
-    let mut roots = Vec::new();
-    for pem in extra_ca {
-        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-            .context("an extra CA is not a PEM certificate file")?;
-        anyhow::ensure!(
-            !certs.is_empty(),
-            "an extra CA holds no PEM certificate (BEGIN CERTIFICATE)"
-        );
-        roots.extend(certs);
-    }
-    reqwest::Client::builder()
-        .tls_certs_merge(roots)
-        .build()
-        .context("building the HTTP client for downloads and uploads")
+    lattice_tls::web::client(extra_ca).context("building the HTTP client for downloads and uploads")
 }
 
 /// A request that got no answer, saying what to do when the server's certificate

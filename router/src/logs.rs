@@ -5,10 +5,6 @@
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use lattice_specs::logs::LogMessage;
 use tokio::sync::mpsc;
 
@@ -23,15 +19,16 @@ pub fn channel() -> (LogSink, mpsc::Receiver<LogMessage>) {
     mpsc::channel(QUEUE)
 }
 
-/// Ships lines from `rx` to `api` (`http://HOST:PORT`), `Basic` auth with
+/// Ships lines from `rx` to `api` (`http://HOST:PORT` or `https://…`, verified by
+/// `client`: [`lattice_tls::web::client`] with the cluster CA), `Basic` auth with
 /// `basic_auth` (`user:password`) when given, until every sender is gone. A batch the
 /// API refuses or cannot take is dropped with a warning (logs are best effort).
 pub async fn post_to_api(
     mut rx: mpsc::Receiver<LogMessage>,
     api: String,
     basic_auth: Option<String>,
+    client: lattice_tls::web::Client,
 ) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let url = format!("{}/v1/logs", api.trim_end_matches('/'));
     let auth = basic_auth.map(|a| {
         format!(
@@ -42,18 +39,21 @@ pub async fn post_to_api(
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 1000).await > 0 {
         let body: Vec<u8> = batch.drain(..).flat_map(|m| m.to_ndjson()).collect();
-        let mut req = hyper::Request::post(&url).header("content-type", "application/x-ndjson");
+        let mut req = client
+            .post(&url)
+            .header("content-type", "application/x-ndjson")
+            .timeout(Duration::from_secs(5))
+            .body(body);
         if let Some(a) = &auth {
             req = req.header("authorization", a);
         }
-        let Ok(req) = req.body(Full::new(Bytes::from(body))) else {
-            continue;
-        };
-        match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
-            Ok(Ok(r)) if r.status().is_success() => {}
-            Ok(Ok(r)) => tracing::warn!(status = %r.status(), %url, "the API refused access lines"),
-            Ok(Err(e)) => tracing::warn!(error = %e, %url, "cannot ship access lines"),
-            Err(_) => tracing::warn!(%url, "shipping access lines timed out"),
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!(status = %r.status(), %url, "the API refused access lines"),
+            Err(e) if e.is_timeout() => tracing::warn!(%url, "shipping access lines timed out"),
+            Err(e) => {
+                tracing::warn!(error = %lattice_tls::web::chain(&e), %url, "cannot ship access lines")
+            }
         }
         // Batch what piles up meanwhile rather than posting line by line.
         tokio::time::sleep(Duration::from_millis(100)).await;

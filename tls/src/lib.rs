@@ -6,7 +6,8 @@
 //! (for tonic and axum) and puts the peer's [`Identity`] into every request's
 //! extensions; [`client`] connects tonic channels and HTTP clients verifying the
 //! server's identity; [`http`] serves axum apps on a [`server::Listener`] with a
-//! header-read timeout.
+//! header-read timeout; [`web`] the outgoing HTTPS client trusting the CAs an
+//! operator adds.
 
 pub mod ca;
 pub mod client;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod metrics;
 pub mod peer;
 pub mod server;
+pub mod web;
 
 pub use config::{ClientAuth, NodeTls, TlsError};
 pub use lattice_specs::identity::{Identity, Role};

@@ -441,15 +441,26 @@ async fn run_router(mut a: RouterArgs) -> anyhow::Result<()> {
     if let Some(files) = joined {
         join::keep_renewed(&a.bbs, files)?;
     }
-    let logs = a.api.clone().map(|api| {
-        let (sink, rx) = lattice_router::logs::channel();
-        tokio::spawn(lattice_router::logs::post_to_api(
-            rx,
-            api,
-            a.api_basic_auth.clone(),
-        ));
-        sink
-    });
+    let logs = match a.api.clone() {
+        Some(api) => {
+            // An HTTPS API is verified against the system's roots and the cluster CA.
+            let ca = match &a.tls.tls_ca {
+                Some(f) => vec![std::fs::read_to_string(f)
+                    .with_context(|| format!("--tls-ca {}: cannot read it", f.display()))?],
+                None => vec![],
+            };
+            let http = lattice_tls::web::client(&ca).context("--tls-ca")?;
+            let (sink, rx) = lattice_router::logs::channel();
+            tokio::spawn(lattice_router::logs::post_to_api(
+                rx,
+                api,
+                a.api_basic_auth.clone(),
+                http,
+            ));
+            Some(sink)
+        }
+        None => None,
+    };
     let router = start_router(&a, logs).await?;
     let metrics_addr = serve_metrics(
         a.metrics_listen,
