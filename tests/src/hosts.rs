@@ -377,11 +377,34 @@ impl Host {
         path: &str,
         tls: &std::sync::Arc<rustls::ClientConfig>,
     ) -> Option<(u16, String)> {
+        self.https_request(addr, "GET", path, &[], "", tls)
+    }
+
+    /// `METHOD path` over HTTPS from this host to `addr` (IP:PORT), verified as
+    /// [`Host::https_get`] does, with `headers` (e.g. `Authorization`) and a JSON `body`.
+    pub fn https_request(
+        &self,
+        addr: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+        tls: &std::sync::Arc<rustls::ClientConfig>,
+    ) -> Option<(u16, String)> {
         let s = self.connect(addr).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let ip = addr.parse::<SocketAddr>().ok()?.ip();
         let conn = rustls::ClientConnection::new(tls.clone(), ip.into()).ok()?;
-        get(rustls::StreamOwned::new(conn, s), path, addr)
+        let mut all = vec![("Content-Type", "application/json")];
+        all.extend_from_slice(headers);
+        request(
+            rustls::StreamOwned::new(conn, s),
+            method,
+            path,
+            addr,
+            &all,
+            body,
+        )
     }
 
     /// A loopback port of the test's own namespace relayed to `target` from inside
@@ -716,10 +739,31 @@ fn destroy_recorded_cell(record: &Path) {
 }
 
 /// One `GET path` (`Host: host`, then close) on `s`: the status and body.
-fn get(mut s: impl Read + Write, path: &str, host: &str) -> Option<(u16, String)> {
+fn get(s: impl Read + Write, path: &str, host: &str) -> Option<(u16, String)> {
+    request(s, "GET", path, host, &[], "")
+}
+
+/// `METHOD path` with `headers` and `body` on `s`: the status and body.
+fn request(
+    mut s: impl Read + Write,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}{length}Connection: close\r\n\r\n{body}"
     )
     .ok()?;
     let mut resp = vec![];

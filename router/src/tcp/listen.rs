@@ -219,13 +219,14 @@ async fn forward(
 
 /// Copies both ways until both sides have closed (a side's EOF is passed on as a
 /// half-close), either fails, or nothing moves for `idle`. The bytes (up, down).
-pub async fn pipe<C, S>(client: C, server: S, idle: Duration) -> std::io::Result<(u64, u64)>
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut sr, mut sw) = tokio::io::split(server);
+/// The halves are the sockets' own (`TcpStream::split`: no lock between them).
+pub async fn pipe(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    idle: Duration,
+) -> std::io::Result<(u64, u64)> {
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
     let clock = Instant::now();
     let last = AtomicU64::new(0);
     let both = async {
