@@ -123,10 +123,11 @@ pub fn plan(desired: &DesiredLrp, actuals: &[ActualLrp], now: i64) -> Vec<Step> 
     };
     let state = dep.state();
     let view = view(desired, dep, actuals, now);
-    if state != DeploymentState::RollingBack {
-        if let Some(reason) = failure(desired, &view) {
-            return vec![fail(dep, reason, now)];
-        }
+    if let Some(reason) = failure(desired, &view) {
+        return vec![match state {
+            DeploymentState::RollingBack => give_up(dep, reason, now),
+            _ => fail(dep, reason, now),
+        }];
     }
     let mut steps = vec![];
     if state != DeploymentState::Paused {
@@ -220,6 +221,22 @@ fn fail(dep: &Deployment, reason: String, now: i64) -> Step {
     d.set_state(DeploymentState::Failed);
     d.failed = true;
     d.reason = reason;
+    d.updated_at = now;
+    Step::Progress { deployment: d }
+}
+
+/// A rollback whose own new instances fail: the deployment ends FAILED (the app
+/// stays on the generation rolled back to, its crashes restarted as any app's)
+/// rather than rolling back forever; an update or a rollback may follow.
+fn give_up(dep: &Deployment, reason: String, now: i64) -> Step {
+    let mut d = dep.clone();
+    let to = dep.target_generation;
+    d.set_state(DeploymentState::Failed);
+    d.failed = true;
+    d.reason = match dep.reason.as_str() {
+        "" => format!("rolling back to generation {to} failed: {reason}"),
+        first => format!("{first}; rolling back to generation {to} failed too: {reason}"),
+    };
     d.updated_at = now;
     Step::Progress { deployment: d }
 }

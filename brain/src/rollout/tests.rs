@@ -528,7 +528,7 @@ fn rolling_back_restores_copies_of_the_good_generation_and_replaces_the_rest() {
                 surge: true
             }
         ],
-        "no failure is looked for while rolling back; index 2 runs generation 1 already"
+        "the crash of the failed generation is not the rollback's; index 2 runs generation 1 already"
     );
 }
 
@@ -554,6 +554,21 @@ fn a_rollback_ends_failed_after_a_failure_and_rolled_back_on_purpose() {
         assert_eq!(p.state(), end);
         assert_eq!(p.reason, "instance 0 crashed: boom", "the reason is kept");
     }
+}
+
+#[test]
+fn a_rollback_whose_own_instances_crash_ends_failed_instead_of_rolling_back_forever() {
+    let d = rolling_back(2, true);
+    let mut crashed = rec(1, State::Crashed, 1);
+    crashed.crash_reason = "exited with status 2".into();
+    let steps = plan(&d, &[rec(0, State::Running, 1), crashed], NOW);
+    assert!(moves(&steps).is_empty(), "{steps:?}");
+    let p = progress_of(&steps).unwrap();
+    assert_eq!(p.state(), DeploymentState::Failed);
+    assert_eq!(
+        p.reason,
+        "instance 0 crashed: boom; rolling back to generation 1 failed too: instance 1 crashed: exited with status 2"
+    );
 }
 
 #[test]

@@ -270,6 +270,23 @@ pub struct DnsServer {
     addr: SocketAddr,
 }
 
+/// UDP and TCP sockets on one port of `listen`. With port 0, UDP's free port may
+/// be taken for TCP: another port is tried then (a few times).
+async fn bind_both(
+    listen: SocketAddr,
+) -> std::io::Result<(tokio::net::UdpSocket, tokio::net::TcpListener, SocketAddr)> {
+    let mut tries = if listen.port() == 0 { 8 } else { 1 };
+    loop {
+        let udp = tokio::net::UdpSocket::bind(listen).await?;
+        let addr = udp.local_addr()?;
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp, addr)),
+            Err(e) if tries > 1 && e.kind() == std::io::ErrorKind::AddrInUse => tries -= 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl DnsServer {
     /// Listens on `listen` (UDP and TCP, the same port), answering from `table` and
     /// forwarding the rest to `upstream`; counts answers in `queries` (label
@@ -284,14 +301,7 @@ impl DnsServer {
             addr: listen,
             source,
         };
-        let udp = tokio::net::UdpSocket::bind(listen)
-            .await
-            .map_err(bind_err)?;
-        let addr = udp.local_addr().map_err(bind_err)?;
-        // TCP on the port UDP got (the same when one was asked for).
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(bind_err)?;
+        let (udp, tcp, addr) = bind_both(listen).await.map_err(bind_err)?;
         let handler = Handler {
             table,
             upstream: resolver(upstream, addr),
