@@ -2,6 +2,9 @@
 //! an axum server (the rep's shape) both hand their handlers the caller's
 //! [`Identity`] as a request extension; a client over [`lazy_channel`] reaches them.
 
+mod common;
+
+use common::node;
 use std::time::Duration;
 
 use axum::routing::get;
@@ -9,22 +12,9 @@ use axum::Extension;
 use lattice_tls::ca::Ca;
 use lattice_tls::client::{lazy_channel, ClientTls};
 use lattice_tls::server::{identity_interceptor, with_identity, Listener};
-use lattice_tls::{ClientAuth, Identity, NodeTls, PeerInfo, Role};
+use lattice_tls::{ClientAuth, Identity, PeerInfo, Role};
 use tonic::transport::Channel;
 use tower_service::Service;
-
-fn node(ca: &Ca, role: Role, name: &str) -> NodeTls {
-    let id = Identity::new(role, name).unwrap();
-    let k = ca
-        .issue_new_key(&id, &[], Duration::from_secs(3600))
-        .unwrap();
-    NodeTls::from_pem(
-        k.cert.cert_pem.as_bytes(),
-        k.key_pem.as_bytes(),
-        ca.cert_pem().as_bytes(),
-    )
-    .unwrap()
-}
 
 /// Answers with the caller's identity (or "nobody") in a header.
 fn who_app() -> axum::Router {

@@ -1,6 +1,9 @@
 //! Real TLS handshakes over loopback sockets between a [`Listener`] and [`ClientTls`]:
 //! who is let in, who is refused and with what error, and renewal on disk.
 
+mod common;
+
+use common::node_for as node;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -13,18 +16,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn id(role: Role, name: &str) -> Identity {
     Identity::new(role, name).unwrap()
-}
-
-fn node(ca: &Ca, who: &Identity) -> NodeTls {
-    let k = ca
-        .issue_new_key(who, &[], Duration::from_secs(3600))
-        .unwrap();
-    NodeTls::from_pem(
-        k.cert.cert_pem.as_bytes(),
-        k.key_pem.as_bytes(),
-        ca.cert_pem().as_bytes(),
-    )
-    .unwrap()
 }
 
 /// A cell with a certificate from `other` that trusts `ca` (to reach its servers).

@@ -3,6 +3,9 @@
 //! timeout, over plaintext and over mutual TLS; a well-behaved caller gets its answer
 //! (HTTP/1 and HTTP/2) with its identity, and the server stops when told.
 
+mod common;
+
+use common::node;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,23 +16,10 @@ use lattice_tls::ca::Ca;
 use lattice_tls::client::{lazy_channel, ClientTls};
 use lattice_tls::http::{serve, HttpLimits};
 use lattice_tls::server::{with_identity, Listener};
-use lattice_tls::{ClientAuth, Identity, NodeTls, Role};
+use lattice_tls::{ClientAuth, Identity, Role};
 use tower_service::Service;
 
 const TIMEOUT: Duration = Duration::from_millis(300);
-
-fn node(ca: &Ca, role: Role, name: &str) -> NodeTls {
-    let id = Identity::new(role, name).unwrap();
-    let k = ca
-        .issue_new_key(&id, &[], Duration::from_secs(3600))
-        .unwrap();
-    NodeTls::from_pem(
-        k.cert.cert_pem.as_bytes(),
-        k.key_pem.as_bytes(),
-        ca.cert_pem().as_bytes(),
-    )
-    .unwrap()
-}
 
 fn app() -> axum::Router {
     with_identity(axum::Router::new().route(

@@ -1,0 +1,26 @@
+//! What the tls integration tests share: components' TLS from a test CA.
+// Each test binary uses some of these.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use lattice_tls::ca::Ca;
+use lattice_tls::{Identity, NodeTls, Role};
+
+/// `who`'s TLS: a certificate from `ca` (an hour) and `ca` as the trusted root.
+pub fn node_for(ca: &Ca, who: &Identity) -> NodeTls {
+    let k = ca
+        .issue_new_key(who, &[], Duration::from_secs(3600))
+        .unwrap();
+    NodeTls::from_pem(
+        k.cert.cert_pem.as_bytes(),
+        k.key_pem.as_bytes(),
+        ca.cert_pem().as_bytes(),
+    )
+    .unwrap()
+}
+
+/// [`node_for`] the identity `name` of `role`.
+pub fn node(ca: &Ca, role: Role, name: &str) -> NodeTls {
+    node_for(ca, &Identity::new(role, name).unwrap())
+}
