@@ -77,6 +77,8 @@ error_names! {
     ActualLRPCannotBeCrashed,
     ActualLRPCannotBeFailed,
     ActualLRPCannotBeUnclaimed,
+    /// `ltc ssh`: the instance or Task named is not running (so there is nothing to enter).
+    InstanceNotRunning,
     /// A rolling update of the app is in progress (rolling, paused or rolling back).
     DeploymentInProgress,
     /// The app's history keeps no such generation.
@@ -114,6 +116,7 @@ error_names! {
     BackupRunning,
     BackupNotCompleted,
     ScheduleNotFound,
+    ScheduleAlreadyExists,
     BlobNotFound,
     BlobStoreUnavailable,
     ChecksumMismatch,

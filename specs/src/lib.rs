@@ -14,6 +14,7 @@ pub mod containers;
 pub mod egress;
 pub mod errors;
 pub mod evacuation;
+pub mod exec;
 pub mod identity;
 pub mod join;
 pub mod logs;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 mod body;
 pub mod rollout;
+pub mod schedule;
 mod tokens;
 
 pub use body::{parse_request, BodyError};
