@@ -13,7 +13,7 @@
 //!   schedule is a 404 `ScheduleNotFound`.
 //!
 //! Each run is an ordinary Task whose guid is `NAME-SLOT` (`SLOT` the slot's start,
-//! UTC, `YYYYMMDD-HHMM`), desired by the active brain: exactly one per slot however
+//! UTC, `YYYYMMDD-HHMMSS`), desired by the active brain: exactly one per slot however
 //! many brains try; when the previous run has not completed the slot is skipped (and
 //! recorded as skipped); after downtime only the newest missed slot runs. The last
 //! `keep` completed runs are kept (they do not expire after 2 minutes as other
@@ -29,7 +29,7 @@ use super::TaskCreateRequest;
 pub struct ScheduleCreateRequest {
     /// The schedule's name (a task guid's characters); runs are `NAME-SLOT`.
     pub name: String,
-    /// `15m`-style periods (at least 1m), `hourly`, `daily`, `weekly`, `monthly`, or a
+    /// `15m`-style periods (`30s`, `15m`, `2h`, `1d`; at least 5s), `hourly`, `daily`, `weekly`, `monthly`, or a
     /// standard five-field cron expression (`"*/5 * * * *"`, UTC).
     pub every: String,
     /// How many completed runs to keep (0: the default, 5).
@@ -77,7 +77,7 @@ pub struct ScheduleResponse {
     pub created_at: i64,
     /// The next slot's start (Unix nanoseconds); 0 while paused.
     pub next_run_at: i64,
-    /// The latest slot handled (`YYYYMMDD-HHMM`), empty before the first.
+    /// The latest slot handled (`YYYYMMDD-HHMMSS`), empty before the first.
     pub last_slot: String,
     /// The guid of the latest run (a Task guid, or a backup id), empty if none.
     pub last_run: String,
