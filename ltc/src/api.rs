@@ -37,6 +37,9 @@ pub fn error_name(e: &anyhow::Error) -> Option<ErrorName> {
         .and_then(|a| ErrorName::parse(&a.name))
 }
 
+/// A WebSocket to the API ([`Api::websocket`]).
+pub type WebSocket = tokio_tungstenite::WebSocketStream<reqwest::Upgraded>;
+
 pub struct Api {
     pub target: Target,
     http: reqwest::Client,
@@ -46,7 +49,10 @@ impl Api {
     /// A client of `target`'s API: over https, its certificate is verified against
     /// the CA trusted for it alone, or the system's roots when none was.
     pub fn new(target: Target) -> anyhow::Result<Api> {
-        let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        // HTTP/1.1 only: `ltc ssh`'s WebSockets are HTTP/1.1 upgrades.
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .http1_only();
         if let Some(pem) = &target.ca {
             let roots = crate::trust::pem_certs(pem)
                 .context("the CA saved with the target: run `ltc target URL` again")?
@@ -74,7 +80,16 @@ impl Api {
     }
 
     async fn send(&self, r: RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let resp = r.send().await.map_err(|e| {
+        let resp = self.send_any(r).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(self.refusal(resp).await)
+    }
+
+    /// Sends `r`: any answer, or why the API could not be reached.
+    async fn send_any(&self, r: RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        r.send().await.map_err(|e| {
             if let Some(why) =
                 crate::trust::explain_tls_error(&e, &self.target.api, self.target.ca.as_deref())
             {
@@ -85,10 +100,11 @@ impl Api {
                 self.target.api,
                 crate::trust::error_chain(&e)
             )
-        })?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
+        })
+    }
+
+    /// The API's refusal in `resp` as an [`ApiError`].
+    async fn refusal(&self, resp: reqwest::Response) -> anyhow::Error {
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
         let (name, message) = match serde_json::from_str::<lattice_specs::receptor::Error>(&body) {
@@ -103,7 +119,47 @@ impl Api {
         } else {
             message
         };
-        Err(ApiError { name, message }.into())
+        ApiError { name, message }.into()
+    }
+
+    /// A WebSocket on `path` (`ltc ssh`'s sessions and forwarded connections): a GET
+    /// upgraded over HTTP/1.1 with the target's credentials and trust. A refusal before
+    /// the upgrade (no such app, not running, a viewer) is the API's [`ApiError`].
+    pub async fn websocket(&self, path: &str) -> anyhow::Result<WebSocket> {
+        use reqwest::header::{
+            CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+        };
+        use tokio_tungstenite::tungstenite::handshake;
+        let key = handshake::client::generate_key();
+        let resp = self
+            .send_any(
+                self.request(Method::GET, path)
+                    .header(CONNECTION, "Upgrade")
+                    .header(UPGRADE, "websocket")
+                    .header(SEC_WEBSOCKET_VERSION, "13")
+                    .header(SEC_WEBSOCKET_KEY, &key),
+            )
+            .await?;
+        if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(self.refusal(resp).await);
+        }
+        let accept = resp.headers().get(SEC_WEBSOCKET_ACCEPT).cloned();
+        anyhow::ensure!(
+            accept.as_ref().map(|a| a.as_bytes())
+                == Some(handshake::derive_accept_key(key.as_bytes()).as_bytes()),
+            "the API at {} answered GET {path} with a WebSocket upgrade without the right Sec-WebSocket-Accept: is a proxy in the way?",
+            self.target.api
+        );
+        let io = resp
+            .upgrade()
+            .await
+            .with_context(|| format!("upgrading GET {path} to a WebSocket"))?;
+        Ok(tokio_tungstenite::WebSocketStream::from_raw_socket(
+            io,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await)
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

@@ -2,7 +2,8 @@
 //! manages apps (`create`, `scale`, `remove`, `list`, `status`) and rolls out their
 //! changes (`update`, `history`, `rollback`, `promote`), shows cells
 //! (`cells`, `visualize`) and logs (`logs`, `debug-logs`), and runs tasks
-//! (`submit-task`, `task`, `cancel-task`, `delete-task`, `list-tasks`); volumes and
+//! (`submit-task`, `task`, `cancel-task`, `delete-task`, `list-tasks`); gets inside
+//! running instances and Tasks (`ssh`, with port forwarding); volumes and
 //! their backups (`volume …`, `backup …`); API tokens (`login`, `token …`); whole
 //! systems from a manifest (`apply`, `export`).
 
@@ -12,6 +13,7 @@ mod logs;
 mod manifest;
 mod rollout;
 mod show;
+mod ssh;
 mod storage;
 mod target;
 mod tokens;
@@ -173,6 +175,9 @@ enum Cmd {
     Backup(storage::BackupCmd),
     /// The tasks.
     ListTasks(Json),
+    /// A shell or a command inside an app's instance (or a running Task), and local
+    /// ports forwarded into it (`-L`). Exits with the remote command's status.
+    Ssh(Box<ssh::SshArgs>),
     /// The versions of ltc and of the targeted API.
     Version,
     /// Shell completions: `ltc completions bash > /etc/bash_completion.d/ltc`.
@@ -394,6 +399,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", show::tasks(&tasks, now));
             }
         }
+        Cmd::Ssh(_) => unreachable!("main runs ltc ssh for its exit status"),
         Cmd::Version => version().await,
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ltc", &mut std::io::stdout())
@@ -408,6 +414,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("starting the runtime");
+    if let Cmd::Ssh(args) = cli.command {
+        // The remote status is ltc's; exiting here also leaves the stdin reader behind.
+        std::process::exit(rt.block_on(ssh::main(api(), *args)));
+    }
     if let Err(e) = rt.block_on(run(cli)) {
         eprintln!("ltc: {e:#}");
         std::process::exit(1);
