@@ -534,4 +534,81 @@ mod tests {
         // The wire string is kept as the server sent it.
         assert_eq!(api_error("SomethingNew").to_string(), "m (SomethingNew)");
     }
+
+    /// A request's head, as a fake API reads it.
+    async fn head(s: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut head = vec![];
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            assert_eq!(s.read(&mut b).await.unwrap(), 1, "the request ended early");
+            head.push(b[0]);
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    #[tokio::test]
+    async fn websockets_upgrade_with_the_credentials_and_refusals_are_api_errors() {
+        use futures::{SinkExt, StreamExt};
+        use tokio::io::AsyncWriteExt;
+        use tokio_tungstenite::tungstenite::{handshake, protocol::Role, Message};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            // An upgrade: the credentials and the WebSocket headers, then an echo.
+            let (mut s, _) = l.accept().await.unwrap();
+            let h = head(&mut s).await;
+            let lower = h.to_ascii_lowercase();
+            assert!(lower.starts_with("get /v1/tasks/t1/exec http/1.1"), "{h}");
+            assert!(lower.contains("authorization: bearer lat_t\r\n"), "{h}");
+            assert!(lower.contains("upgrade: websocket\r\n"), "{h}");
+            let key = h
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(": ")?;
+                    name.eq_ignore_ascii_case("sec-websocket-key")
+                        .then_some(value)
+                })
+                .unwrap();
+            let accept = handshake::derive_accept_key(key.as_bytes());
+            s.write_all(
+                format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut ws =
+                tokio_tungstenite::WebSocketStream::from_raw_socket(s, Role::Server, None).await;
+            let m = ws.next().await.unwrap().unwrap();
+            ws.send(m).await.unwrap();
+            // A refusal before any upgrade.
+            let (mut s, _) = l.accept().await.unwrap();
+            head(&mut s).await;
+            let body = r#"{"name":"Forbidden","message":"a viewer token may not open sessions"}"#;
+            s.write_all(
+                format!(
+                    "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        });
+        let api = Api::new(Target {
+            api: format!("http://{addr}"),
+            token: Some("lat_t".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut ws = api.websocket("/v1/tasks/t1/exec").await.unwrap();
+        ws.send(Message::text("hi")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+        let e = api.websocket("/v1/tasks/t1/exec").await.unwrap_err();
+        assert_eq!(error_name(&e), Some(ErrorName::Forbidden));
+        assert!(e.to_string().contains("may not open sessions"), "{e}");
+        server.await.unwrap();
+    }
 }
