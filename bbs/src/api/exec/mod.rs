@@ -28,6 +28,16 @@ use crate::cell_client::RepSocketError;
 use relay::Kind;
 use target::{NoTarget, Target};
 
+/// Who opens a session, as the rep's log line says it: the token's name, the Basic
+/// user, or `local` (the loopback caller without credentials).
+fn who(caller: &Caller) -> String {
+    caller
+        .name
+        .strip_prefix("basic:")
+        .unwrap_or(&caller.name)
+        .to_string()
+}
+
 /// Counts a session refused before it opened (`outcome`: `refused`, `unreachable`).
 fn not_opened(kind: Kind, outcome: &str, e: ApiError) -> ApiError {
     crate::metrics::API_EXEC_SESSIONS
@@ -214,11 +224,11 @@ async fn open(
         kind = kind.as_str(),
         target = %o.target.label,
         cell = %o.target.cell_id,
-        who = %o.caller.name
+        caller = %o.caller.name
     );
     span.in_scope(|| tracing::info!("session opened"));
     let closing = s.hub.closing();
-    let who = o.caller.name;
+    let who = who(&o.caller);
     Ok(ws
         .on_failed_upgrade(|e| tracing::info!(error = %e, "the client's WebSocket upgrade failed"))
         .on_upgrade(move |socket| relay::run(socket, rep, kind, who, closing).instrument(span)))
@@ -273,7 +283,7 @@ pub(super) async fn lrp_forward(
     OriginalUri(uri): OriginalUri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let forward = forward_query(&q, &caller.name)?;
+    let forward = forward_query(&q, &who(&caller))?;
     let target = lrp_target(&s, Kind::Forward, &guid, &index).await?;
     let path = uri.path().to_string();
     let o = Opening {
@@ -295,7 +305,7 @@ pub(super) async fn task_forward(
     OriginalUri(uri): OriginalUri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let forward = forward_query(&q, &caller.name)?;
+    let forward = forward_query(&q, &who(&caller))?;
     let target = task_target(&s, Kind::Forward, &guid).await?;
     let path = uri.path().to_string();
     let o = Opening {
@@ -345,6 +355,17 @@ mod tests {
         }
         let e = forward_query(&query(&[("port", "80"), ("host", "db.internal")]), "x").unwrap_err();
         assert!(format!("{e:?}").contains("names are not resolved"), "{e:?}");
+    }
+
+    #[test]
+    fn who_is_the_token_the_basic_user_or_local() {
+        let caller = |name: &str| Caller {
+            name: name.into(),
+            role: Some(lattice_specs::receptor::ApiRole::Admin),
+        };
+        assert_eq!(who(&caller("ci")), "ci");
+        assert_eq!(who(&caller("basic:ops")), "ops");
+        assert_eq!(who(&caller("local")), "local");
     }
 
     #[test]
