@@ -383,7 +383,7 @@ fn refusals_name_the_problem() {
         &[],
         &[
             "no instance 3",
-            "web has 1 instances (0..0)",
+            "web has 1 instance (index 0)",
             "ltc status web",
         ],
     );
