@@ -369,3 +369,225 @@ async fn a_port_forward_reaches_the_instance_s_own_loopback() {
     assert!(matches!(e, SessionError::BadHost { .. }), "{e}");
     destroy_clean(&t, "exec-fwd").await;
 }
+
+/// The rep's HTTP routes over `t`'s executor on loopback, the caller's identity put
+/// in each request's extensions as the TLS transport would (its BBS refuses every
+/// connection: sessions need none).
+async fn rep_routes(
+    t: &TestExecutor,
+    identity: lattice_specs::identity::Identity,
+) -> (std::net::SocketAddr, std::sync::Arc<lattice_cell::rep::Rep>) {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bbs_addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let bbs = lattice_bbs_client::GrpcBbs::connect_lazy_tls(&bbs_addr, None).unwrap();
+    let rep = lattice_cell::rep::Rep::new(
+        lattice_cell::rep::RepConfig::new("cell-1", "127.0.0.1:0"),
+        std::sync::Arc::new(bbs),
+        t.exec.clone(),
+    );
+    let app = lattice_cell::server::http_app(rep.clone(), Default::default())
+        .layer(axum::Extension(identity));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (addr, rep)
+}
+
+fn tagged(handle: &str, script: &str) -> lattice_cell::executor::ContainerRequest {
+    let mut req = request(handle, sh(script));
+    req.tags = [
+        ("process_guid", "web"),
+        ("index", "0"),
+        ("log_guid", "web-logs"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    req
+}
+
+#[tokio::test]
+async fn the_rep_s_routes_relay_sessions_for_the_bbs_and_log_them() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    require_root();
+    let t = TestExecutor::new();
+    t.exec
+        .create(tagged(
+            "ws-web",
+            "mkdir -p /www && echo page > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www",
+        ))
+        .await
+        .unwrap();
+    wait_event(&t.exec, "ws-web", LIMIT, |e| {
+        matches!(e, ShimEvent::RunStarted { .. })
+    })
+    .await;
+    let (addr, rep) = rep_routes(&t, lattice_tls::bbs_identity()).await;
+
+    // Exec: the request, then frames until the exit.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/v1/containers/ws-web/exec"))
+            .await
+            .unwrap();
+    let req = ExecRequest {
+        who: "dev-a".into(),
+        ..command(&["sh", "-c", "read x; echo got-$x; exit 4"])
+    };
+    ws.send(Message::text(serde_json::to_string(&req).unwrap()))
+        .await
+        .unwrap();
+    ws.send(Message::binary(Frame::Stdin(b"hi\n".to_vec()).encode()))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let last = tokio::time::timeout(LIMIT, async {
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Binary(b) => match Frame::decode(&b).unwrap() {
+                    Frame::Stdout(b) => out.extend(b),
+                    Frame::Control(c) => return c,
+                    f => panic!("{f:?}"),
+                },
+                m => panic!("{m:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out), "got-hi\n");
+    assert_eq!(last, exit(4, ""));
+    assert!(matches!(
+        ws.next().await,
+        Some(Ok(Message::Close(_))) | None
+    ));
+
+    // Forward: bytes each way, an empty message for "no more".
+    let url = format!("ws://{addr}/v1/containers/ws-web/forward?port=8080&host=&who=dev-a");
+    let deadline = std::time::Instant::now() + LIMIT;
+    let page = loop {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        ws.send(Message::binary(
+            b"GET /index.html HTTP/1.0\r\n\r\n".to_vec(),
+        ))
+        .await
+        .unwrap();
+        ws.send(Message::binary(Vec::new())).await.unwrap();
+        let mut page = Vec::new();
+        let mut refused = None;
+        while let Some(Ok(m)) = ws.next().await {
+            match m {
+                Message::Binary(b) if b.is_empty() => break,
+                Message::Binary(b) => page.extend(b),
+                Message::Text(t) => refused = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        match refused {
+            // httpd may not listen yet.
+            Some(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some(e) => panic!("{e}"),
+            None => break String::from_utf8_lossy(&page).into_owned(),
+        }
+    };
+    assert!(
+        page.starts_with("HTTP/1.") && page.ends_with("page\n"),
+        "{page}"
+    );
+
+    // Nothing listening: a ForwardError, then the close.
+    let url = format!("ws://{addr}/v1/containers/ws-web/forward?port=9");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    match ws.next().await.unwrap().unwrap() {
+        Message::Text(t) => {
+            let e: lattice_specs::exec::ForwardError = serde_json::from_str(t.as_str()).unwrap();
+            assert_eq!(
+                e.message,
+                "nothing listens on 127.0.0.1:9 in instance ws-web"
+            );
+        }
+        m => panic!("{m:?}"),
+    }
+
+    // The app's log and the metrics say what happened.
+    let lines: Vec<String> = rep
+        .logs
+        .buffer
+        .recent("web-logs")
+        .into_iter()
+        .filter(|m| m.source == "SSH")
+        .map(|m| m.message)
+        .collect();
+    assert!(
+        lines.contains(
+            &"ssh session by dev-a opened on web/0 (sh -c read x; echo got-$x; exit 4)".to_string()
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ssh session by dev-a on web/0 closed: exit status 4 after ")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"port forward to 127.0.0.1:8080 opened by dev-a on web/0".to_string()),
+        "{lines:?}"
+    );
+    let metrics = rep.metrics.render();
+    assert!(
+        metrics.contains(r#"cell_exec_sessions_total{kind="exec",outcome="exited"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"cell_exec_sessions_total{kind="forward",outcome="error"} 1"#),
+        "{metrics}"
+    );
+    destroy_clean(&t, "ws-web").await;
+}
+
+#[tokio::test]
+async fn the_rep_s_routes_refuse_other_identities_and_stopped_instances() {
+    use lattice_specs::identity::{Identity, Role};
+    use tokio_tungstenite::tungstenite::Error;
+    require_root();
+    let t = TestExecutor::new();
+    t.exec
+        .create(tagged("ws-refused", "sleep 600"))
+        .await
+        .unwrap();
+    wait_event(&t.exec, "ws-refused", LIMIT, |e| {
+        matches!(e, ShimEvent::RunStarted { .. })
+    })
+    .await;
+    let status = |r: Result<_, Error>| match r {
+        Err(Error::Http(resp)) => (
+            resp.status().as_u16(),
+            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned(),
+        ),
+        Ok(_) => panic!("the session opened"),
+        Err(e) => panic!("{e}"),
+    };
+    for role in [Role::Brain, Role::Cell, Role::Router] {
+        let (addr, _) = rep_routes(&t, Identity::new(role, &format!("{role}-1")).unwrap()).await;
+        for path in ["exec", "forward?port=80"] {
+            let url = format!("ws://{addr}/v1/containers/ws-refused/{path}");
+            let (code, body) = status(tokio_tungstenite::connect_async(&url).await);
+            assert_eq!(code, 403, "{role} {path}: {body}");
+            assert!(body.contains("Forbidden"), "{body}");
+        }
+    }
+    let (addr, _) = rep_routes(&t, lattice_tls::bbs_identity()).await;
+    let url = format!("ws://{addr}/v1/containers/no-such/exec");
+    let (code, body) = status(tokio_tungstenite::connect_async(&url).await);
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("InstanceNotRunning"), "{body}");
+    let url = format!("ws://{addr}/v1/containers/ws-refused/forward?port=80&host=db");
+    let (code, body) = status(tokio_tungstenite::connect_async(&url).await);
+    assert_eq!(code, 400, "{body}");
+    destroy_clean(&t, "ws-refused").await;
+}

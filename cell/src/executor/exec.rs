@@ -154,8 +154,9 @@ impl Drop for ExecReceiver {
 }
 
 impl Executor {
-    /// The init pid of `handle` when it is a running container of this executor.
-    fn running(&self, handle: &str) -> Result<i32, SessionError> {
+    /// The init pid of `handle` when it is a running container of this executor
+    /// (else [`SessionError::NotRunning`]).
+    pub fn running(&self, handle: &str) -> Result<i32, SessionError> {
         let not_running = || SessionError::NotRunning {
             handle: handle.to_string(),
         };
