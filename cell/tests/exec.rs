@@ -370,22 +370,26 @@ async fn a_port_forward_reaches_the_instance_s_own_loopback() {
     destroy_clean(&t, "exec-fwd").await;
 }
 
-/// The rep's HTTP routes over `t`'s executor on loopback, the caller's identity put
-/// in each request's extensions as the TLS transport would (its BBS refuses every
-/// connection: sessions need none).
-async fn rep_routes(
-    t: &TestExecutor,
-    identity: lattice_specs::identity::Identity,
-) -> (std::net::SocketAddr, std::sync::Arc<lattice_cell::rep::Rep>) {
+/// A rep over `t`'s executor (its BBS refuses every connection: sessions need none).
+fn rep_over(t: &TestExecutor) -> std::sync::Arc<lattice_cell::rep::Rep> {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let bbs_addr = free.local_addr().unwrap().to_string();
     drop(free);
     let bbs = lattice_bbs_client::GrpcBbs::connect_lazy_tls(&bbs_addr, None).unwrap();
-    let rep = lattice_cell::rep::Rep::new(
+    lattice_cell::rep::Rep::new(
         lattice_cell::rep::RepConfig::new("cell-1", "127.0.0.1:0"),
         std::sync::Arc::new(bbs),
         t.exec.clone(),
-    );
+    )
+}
+
+/// The rep's HTTP routes over `t`'s executor on loopback, the caller's identity put
+/// in each request's extensions as the TLS transport would.
+async fn rep_routes(
+    t: &TestExecutor,
+    identity: lattice_specs::identity::Identity,
+) -> (std::net::SocketAddr, std::sync::Arc<lattice_cell::rep::Rep>) {
+    let rep = rep_over(t);
     let app = lattice_cell::server::http_app(rep.clone(), Default::default())
         .layer(axum::Extension(identity));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -590,4 +594,90 @@ async fn the_rep_s_routes_refuse_other_identities_and_stopped_instances() {
     let (code, body) = status(tokio_tungstenite::connect_async(&url).await);
     assert_eq!(code, 400, "{body}");
     destroy_clean(&t, "ws-refused").await;
+}
+
+fn node(ca: &lattice_tls::ca::Ca, who: &lattice_tls::Identity) -> lattice_tls::NodeTls {
+    let k = ca
+        .issue_new_key(who, &[], Duration::from_secs(3600))
+        .unwrap();
+    lattice_tls::NodeTls::from_pem(
+        k.cert.cert_pem.as_bytes(),
+        k.key_pem.as_bytes(),
+        ca.cert_pem().as_bytes(),
+    )
+    .unwrap()
+}
+
+/// The rep's server as `lattice cell` runs it (mutual TLS, the identity from the
+/// certificate, HTTP/1 upgrades): the BBS's certificate opens a session, a brain's
+/// is refused.
+#[tokio::test]
+async fn over_mutual_tls_only_the_bbs_opens_sessions() {
+    use futures::{SinkExt, StreamExt};
+    use lattice_tls::{Identity, Role};
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    require_root();
+    let t = TestExecutor::new();
+    t.exec.create(tagged("ws-mtls", "sleep 600")).await.unwrap();
+    wait_event(&t.exec, "ws-mtls", LIMIT, |e| {
+        matches!(e, ShimEvent::RunStarted { .. })
+    })
+    .await;
+    let ca = lattice_tls::ca::Ca::generate().unwrap();
+    let cell = Identity::new(Role::Cell, "cell-1").unwrap();
+    let server_tls = node(&ca, &cell)
+        .server_config(lattice_tls::ClientAuth::Required)
+        .unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = lattice_tls::server::Listener::new(tcp, Some(server_tls)).unwrap();
+    let addr = listener.local_addr();
+    let app = lattice_tls::server::with_identity(lattice_cell::server::http_app(
+        rep_over(&t),
+        Default::default(),
+    ));
+    tokio::spawn(lattice_tls::http::serve(
+        listener,
+        app,
+        Default::default(),
+        std::future::pending(),
+    ));
+    let open = |who: Identity| {
+        let (ca, cell) = (&ca, &cell);
+        async move {
+            let config = node(ca, &who).client_config(&[b"http/1.1"]).unwrap();
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from(cell.dns_name()).unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let url = format!("ws://{addr}/v1/containers/ws-mtls/exec");
+            tokio_tungstenite::client_async(url, tls).await
+        }
+    };
+
+    let (mut ws, _) = open(lattice_tls::bbs_identity()).await.unwrap();
+    ws.send(Message::text(
+        serde_json::to_string(&command(&["echo", "over-tls"])).unwrap(),
+    ))
+    .await
+    .unwrap();
+    let mut frames = Vec::new();
+    while let Some(Ok(Message::Binary(b))) = ws.next().await {
+        frames.push(Frame::decode(&b).unwrap());
+    }
+    assert_eq!(
+        frames,
+        vec![
+            Frame::Stdout(b"over-tls\n".to_vec()),
+            Frame::Control(exit(0, ""))
+        ]
+    );
+
+    match open(Identity::new(Role::Brain, "brain-1").unwrap()).await {
+        Err(Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 403),
+        Ok(_) => panic!("a brain opened a session"),
+        Err(e) => panic!("{e}"),
+    }
+    destroy_clean(&t, "ws-mtls").await;
 }
