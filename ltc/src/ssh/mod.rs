@@ -141,14 +141,14 @@ pub async fn main(api: anyhow::Result<Api>, args: SshArgs) -> i32 {
 }
 
 async fn run(api: anyhow::Result<Api>, args: SshArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        !args.no_command || args.command.is_empty(),
+        "-N forwards ports only: drop the command after `--`, or -N"
+    );
     let api = Arc::new(api?);
     let target = Target::of(&args);
     let forwards = forward::listen(&api, &target, &args.forward).await?;
     if args.no_command {
-        anyhow::ensure!(
-            args.command.is_empty(),
-            "-N forwards ports only: drop the command after `--`, or -N"
-        );
         // Forward only, until Ctrl-C (or TERM/HUP).
         terminal::interrupted().await;
         drop(forwards);
