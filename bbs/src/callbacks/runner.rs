@@ -133,7 +133,7 @@ impl Runner {
     }
 
     /// Starts `task`'s callback unless it runs here already.
-    pub fn submit(&self, task: Task, workers: &mut JoinSet<()>) {
+    fn submit(&self, task: Task, workers: &mut JoinSet<()>) {
         if !self
             .inner
             .in_flight
@@ -159,7 +159,7 @@ impl Runner {
     }
 
     /// Starts the callbacks of the store's tasks that [`policy::pick`] takes.
-    pub async fn sweep(&self, first: bool, workers: &mut JoinSet<()>) -> Result<(), DbError> {
+    async fn sweep(&self, first: bool, workers: &mut JoinSet<()>) -> Result<(), DbError> {
         let tasks = self.inner.tasks.callback_tasks().await?;
         let now = lattice_specs::now_nanos();
         let stale = self.inner.cfg.stale_after();
@@ -173,7 +173,8 @@ impl Runner {
     }
 
     /// Guids whose callback runs here now, sorted.
-    pub fn in_flight(&self) -> Vec<String> {
+    #[cfg(test)]
+    fn in_flight(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .inner
             .in_flight

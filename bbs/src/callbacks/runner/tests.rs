@@ -351,3 +351,43 @@ async fn the_first_sweep_resumes_a_callback_a_previous_process_left_and_stopping
     assert!(r.runner.in_flight().is_empty());
     assert!(tasks.exists("t2"), "left RESOLVING for the next process");
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_more_posts_at_once_than_the_concurrency_bound() {
+    let urls = [
+        "http://cb.example/1",
+        "http://cb.example/2",
+        "http://cb.example/3",
+    ];
+    let tasks = FakeTasks::with(&[
+        completed("t1", urls[0]),
+        completed("t2", urls[1]),
+        completed("t3", urls[2]),
+    ]);
+    let hang: &[Step] = &[Step::Hang];
+    let script = Script::new(&[(urls[0], hang), (urls[1], hang), (urls[2], hang)]);
+    let two = CallbackConfig {
+        concurrency: 2,
+        retry_for: Duration::from_secs(60),
+        ..cfg()
+    };
+    let r = start(tasks.clone(), script.clone(), two);
+    until(Duration::from_secs(1), || {
+        script.calls.lock().unwrap().len() == 2
+    })
+    .await;
+    // All three are in flight, but the third waits for a permit.
+    assert_eq!(r.runner.in_flight().len(), 3);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(script.calls.lock().unwrap().len(), 2);
+    // The first two attempts are cut at 10 s: the third POST goes out then.
+    until(Duration::from_secs(6), || {
+        script.calls.lock().unwrap().len() >= 3
+    })
+    .await;
+    until(Duration::from_secs(60), || {
+        urls.iter().all(|u| script.calls_to(u).len() == 2)
+    })
+    .await;
+    until(Duration::from_secs(5), || r.runner.in_flight().is_empty()).await;
+}
