@@ -11,6 +11,7 @@ pub mod api;
 pub mod backup_tasks;
 pub mod backups;
 pub mod blobs;
+pub mod callbacks;
 pub mod cell_client;
 pub mod db;
 pub mod events;
