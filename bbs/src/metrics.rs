@@ -105,7 +105,7 @@ pub static AUTHZ_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 pub static TASK_CALLBACKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
-        "lattice_bbs_task_callbacks_total",
+        "bbs_task_callbacks_total",
         "Task completion callbacks finished, by outcome (delivered: 2xx; refused: 4xx, not retried; failed: no success before the retry window closed).",
         &["outcome"],
     )
@@ -113,7 +113,7 @@ pub static TASK_CALLBACKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static TASK_CALLBACK_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     let h = HistogramVec::new(
         prometheus::HistogramOpts::new(
-            "lattice_bbs_task_callback_duration_seconds",
+            "bbs_task_callback_duration_seconds",
             "Time of each completion callback POST, by answer (2xx…5xx, unreachable, timeout).",
         )
         .buckets(vec![

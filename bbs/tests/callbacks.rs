@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use lattice_bbs::callbacks::CallbackConfig;
 use lattice_bbs::db::{Db, DbError};
 use lattice_bbs::serve::ApiLimits;
@@ -26,6 +27,8 @@ enum Reply {
     Status(u16),
     /// Never answers.
     Hang,
+    /// A 302 back to the same URL.
+    Redirect,
 }
 
 /// One request a receiving server got.
@@ -67,8 +70,11 @@ impl Receiver {
                     let scripted = s.lock().unwrap().pop_front();
                     let reply = scripted.unwrap_or_else(|| *d.lock().unwrap());
                     match reply {
-                        Reply::Status(c) => StatusCode::from_u16(c).unwrap(),
+                        Reply::Status(c) => StatusCode::from_u16(c).unwrap().into_response(),
                         Reply::Hang => std::future::pending().await,
+                        Reply::Redirect => {
+                            (StatusCode::FOUND, [("location", "/done")]).into_response()
+                        }
                     }
                 }
             }),
@@ -217,7 +223,7 @@ async fn a_callback_is_received_with_the_tasks_json_after_a_503_and_the_task_del
     );
     let metrics = lattice_bbs::metrics::render();
     assert!(
-        metrics.contains("lattice_bbs_task_callback_duration_seconds_count{answer=\"5xx\"}"),
+        metrics.contains("bbs_task_callback_duration_seconds_count{answer=\"5xx\"}"),
         "{metrics}"
     );
     bbs.shutdown().await;
@@ -249,6 +255,28 @@ async fn a_4xx_is_final_after_one_attempt_and_logged_as_refused() {
             .ends_with("refused: 404 after 1 attempt (not retried)"),
         "{lines:?}"
     );
+    bbs.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_an_answer_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bbs = start_bbs(
+        embedded(&dir),
+        quick(Duration::from_secs(20), Duration::from_secs(5)),
+    )
+    .await;
+    let rx = Receiver::start(&[Reply::Redirect], None).await;
+    complete_task(&bbs.db, "t-302", &rx.url).await;
+    until("the task deleted", Duration::from_secs(20), async || {
+        gone(&bbs.db, "t-302").await
+    })
+    .await;
+    // Followed, the POST would have come back (as a GET, or posted again).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.got().len(), 1);
+    let lines = callback_lines(&bbs, "t-302");
+    assert!(lines.len() == 1 && lines[0].1.contains("302"), "{lines:?}");
     bbs.shutdown().await;
 }
 

@@ -11,8 +11,8 @@
 //! are in flight at once; callbacks run on their own tasks, so a URL that hangs
 //! holds up nothing but its own task's callback. The outcome goes to the task's
 //! log (its `log_guid`, source `CALLBACK`), to tracing, and to the metrics
-//! `lattice_bbs_task_callbacks_total{outcome}` and
-//! `lattice_bbs_task_callback_duration_seconds{answer}`.
+//! `bbs_task_callbacks_total{outcome}` and
+//! `bbs_task_callback_duration_seconds{answer}`.
 //!
 //! At least once across restarts: completions are seen in the event feed, and a
 //! sweep at start and every [`CallbackConfig::sweep_every`] also takes COMPLETED
@@ -133,11 +133,14 @@ pub struct HttpPoster {
 }
 
 impl HttpPoster {
-    /// A poster trusting the system's roots plus `extra_ca` (PEM texts).
+    /// A poster trusting the system's roots plus `extra_ca` (PEM texts). Redirects are
+    /// not followed (one would turn the POST into a GET): a 3xx is the answer.
     pub fn new(extra_ca: &[String]) -> Result<HttpPoster, lattice_tls::web::ExtraCaError> {
-        Ok(HttpPoster {
-            client: lattice_tls::web::client(extra_ca)?,
-        })
+        let client = lattice_tls::web::builder(extra_ca)?
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(lattice_tls::web::ExtraCaError::Build)?;
+        Ok(HttpPoster { client })
     }
 }
 
