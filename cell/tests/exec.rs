@@ -205,10 +205,10 @@ async fn a_terminal_session_has_a_prompt_a_size_and_an_exit_status() {
         .unwrap();
     read_until(&mut s, &mut seen, "30 100").await;
     // Ctrl-C reaches the foreground job through the terminal, not the shell.
-    s.send(&Frame::Stdin(b"sleep 600\n".to_vec()))
+    s.send(&Frame::Stdin(b"sleep 606\n".to_vec()))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("sleep 606 runs", || !processes("sleep 606").is_empty()).await;
     s.send(&Frame::Stdin(vec![3])).await.unwrap();
     s.send(&Frame::Stdin(b"echo after-$?\n".to_vec()))
         .await
