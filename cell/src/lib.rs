@@ -20,6 +20,7 @@ pub mod rep;
 pub mod rootfs;
 pub mod scratch;
 pub mod server;
+pub mod sessions;
 pub mod shim;
 /// Helpers for tests and benchmarks (the `testing` feature; not in production builds).
 #[cfg(any(test, feature = "testing"))]

@@ -45,6 +45,13 @@ impl Logs {
         }
     }
 
+    /// A line about `log_guid`'s work from `source` (e.g. `SSH` for sessions).
+    pub fn from(&self, log_guid: &str, source: &str, message: impl Into<String>) {
+        if !log_guid.is_empty() {
+            self.buffer.push(LogMessage::new(log_guid, source, message));
+        }
+    }
+
     /// A sink for progress messages about `log_guid`'s work (image downloads).
     pub fn progress(&self, log_guid: &str) -> impl Fn(String) + Send + Sync + 'static {
         let (logs, guid) = (self.clone(), log_guid.to_string());

@@ -31,6 +31,10 @@ pub struct Metrics {
     pub overlay_peers: prometheus::IntGauge,
     /// Calls to the rep refused to the caller's identity, by its role and call.
     pub authz_refused: IntCounterVec,
+    /// Exec and port-forward sessions (`ltc ssh`) by kind and outcome.
+    pub sessions: IntCounterVec,
+    /// Sessions open now, by kind.
+    pub sessions_open: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -103,6 +107,7 @@ impl Metrics {
         )
         .unwrap();
         let dns_queries = crate::dns::queries_metric();
+        let (sessions, sessions_open) = session_metrics();
         let overlay_peers = prometheus::IntGauge::new(
             "cell_overlay_peers",
             "Other cells whose container subnets this cell's overlay forwards to.",
@@ -119,6 +124,8 @@ impl Metrics {
         for c in [
             Box::new(containers.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(authz_refused.clone()),
+            Box::new(sessions.clone()),
+            Box::new(sessions_open.clone()),
             Box::new(logged_connections.clone()),
             Box::new(dns_queries.clone()),
             Box::new(overlay_peers.clone()),
@@ -148,6 +155,8 @@ impl Metrics {
             logged_connections,
             dns_queries,
             authz_refused,
+            sessions,
+            sessions_open,
         }
     }
 
@@ -159,4 +168,26 @@ impl Metrics {
             .unwrap();
         String::from_utf8(buf).unwrap()
     }
+}
+
+/// `cell_exec_sessions_total{kind,outcome}` and `cell_exec_sessions_open{kind}`
+/// (`kind`: `exec` or `forward`).
+fn session_metrics() -> (IntCounterVec, IntGaugeVec) {
+    let total = IntCounterVec::new(
+        Opts::new(
+            "cell_exec_sessions_total",
+            "Exec and port-forward sessions (ltc ssh) into containers, by kind (exec, forward) and outcome (exited, error, closed, refused).",
+        ),
+        &["kind", "outcome"],
+    )
+    .unwrap();
+    let open = IntGaugeVec::new(
+        Opts::new(
+            "cell_exec_sessions_open",
+            "Exec and port-forward sessions open now, by kind.",
+        ),
+        &["kind"],
+    )
+    .unwrap();
+    (total, open)
 }

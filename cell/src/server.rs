@@ -1,5 +1,6 @@
 //! Running a cell: the rep's gRPC API (for the auctioneer) and its HTTP endpoints
-//! (`/metrics`, `/readyz`, `/v1/logs/LOG_GUID`, `/v1/containers`) on one listener,
+//! (`/metrics`, `/readyz`, `/v1/logs/LOG_GUID`, `/v1/containers`, the exec and
+//! port-forward sessions of [`crate::sessions`]) on one listener,
 //! each call allowed by the caller's identity (see [`crate::rep::authz`]), plus the rep's
 //! presence, sync and event loops, the cell's DNS server (see [`crate::dns`]) and
 //! (with a leased subnet and an overlay) the overlay following the other cells.
@@ -216,14 +217,7 @@ async fn serve(
     let grpc = tonic::service::Routes::new(RepServer::new(RepGrpc(rep.clone())))
         .prepare()
         .into_axum_router();
-    let http = axum::Router::new()
-        .route("/metrics", get(metrics))
-        .route("/readyz", get(readyz))
-        .route("/v1/logs/{log_guid}", get(logs))
-        .route("/v1/containers", get(containers))
-        .route_layer(from_fn_with_state(rep.clone(), authz::allow_http))
-        .layer(axum::Extension(shutdown.clone()))
-        .with_state(rep.clone());
+    let http = http_app(rep.clone(), shutdown.clone());
     // The caller's identity (from its certificate) in every request's extensions.
     let app = lattice_tls::server::with_identity(grpc.merge(http));
     let stop = shutdown.clone();
@@ -247,6 +241,26 @@ async fn serve(
         shutdown,
         tasks: vec![serve, run],
     })
+}
+
+/// The rep's HTTP routes, each behind its authorization rule (the caller's identity
+/// is read from the request's extensions): metrics, readiness, logs, containers and
+/// the exec and port-forward sessions (see [`crate::sessions`]). Streams end when
+/// `shutdown` is cancelled.
+pub fn http_app(rep: Arc<Rep>, shutdown: CancellationToken) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
+        .route("/v1/logs/{log_guid}", get(logs))
+        .route("/v1/containers", get(containers))
+        .route(lattice_specs::exec::REP_EXEC, get(crate::sessions::exec))
+        .route(
+            lattice_specs::exec::REP_FORWARD,
+            get(crate::sessions::forward),
+        )
+        .route_layer(from_fn_with_state(rep.clone(), authz::allow_http))
+        .layer(axum::Extension(shutdown))
+        .with_state(rep)
 }
 
 /// Puts a line in an app's log for each connection a logged egress rule of its

@@ -210,6 +210,8 @@ calls! {
     RepState = "State", BrainOrBbs, "read a cell's state";
     RepLogs = "/v1/logs", Bbs, "read a cell's logs";
     RepContainers = "/v1/containers", Bbs, "read a cell's containers";
+    RepExec = "/v1/containers/exec", Bbs, "run a command in a container";
+    RepForward = "/v1/containers/forward", Bbs, "forward a port into a container";
     RepMetrics = "/metrics", AnyIdentity, "read a cell's metrics";
     RepReady = "/readyz", AnyIdentity, "ask whether a cell is ready";
 }
@@ -394,6 +396,10 @@ mod tests {
             (Call::RepLogs, &bbs, None, true),
             (Call::RepLogs, &brain, None, false),
             (Call::RepContainers, &router, None, false),
+            (Call::RepExec, &bbs, None, true),
+            (Call::RepExec, &brain, None, false),
+            (Call::RepForward, &bbs, None, true),
+            (Call::RepForward, &router, None, false),
             (Call::RepMetrics, &router, None, true),
             (Call::RepReady, &anon, None, false),
         ];

@@ -4,7 +4,8 @@
 //! and, over HTTP/1, a request's headers (on a new connection or an idle keep-alive
 //! one: slowloris); an HTTP/2 client that stops answering pings is dropped after the
 //! same time. Each request carries the connection's [`crate::PeerInfo`] as
-//! `ConnectInfo<PeerInfo>` (what [`crate::server::with_identity`] reads).
+//! `ConnectInfo<PeerInfo>` (what [`crate::server::with_identity`] reads). HTTP/1
+//! upgrades are served (the rep's exec sessions are WebSockets).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,8 +70,9 @@ pub async fn serve(
             .clone()
             .layer(axum::Extension(axum::extract::ConnectInfo(peer.clone())));
         let io = TokioIo::new(FirstReadWithin::new(conn, limits.header_read_timeout));
+        // With upgrades: the rep's exec and port-forward sessions are WebSockets.
         let served = b
-            .serve_connection(io, TowerToHyperService::new(app))
+            .serve_connection_with_upgrades(io, TowerToHyperService::new(app))
             .into_owned();
         let served = graceful.watch(served);
         tokio::spawn(async move {

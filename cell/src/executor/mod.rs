@@ -8,10 +8,12 @@
 //!
 //! The rooms: `create` makes and starts a container, `destroy` stops and removes one
 //! (and closes the executor), `listing` answers what runs here and re-adopts what a
-//! restart found, `volumes` mounts and releases a container's volumes.
+//! restart found, `volumes` mounts and releases a container's volumes, `exec` opens
+//! sessions inside running containers (exec and port forwards).
 
 mod create;
 mod destroy;
+pub mod exec;
 mod listing;
 mod volumes;
 

@@ -1,6 +1,8 @@
 //! Who may call a rep (the rules are `lattice_specs::authz`'s): `Perform` only
-//! a brain, `State` a brain or the BBS, the HTTP routes `/v1/logs/…` and
-//! `/v1/containers` the BBS, `/metrics` and `/readyz` every identity. The
+//! a brain, `State` a brain or the BBS, the HTTP routes `/v1/logs/…`,
+//! `/v1/containers` and the exec and port-forward sessions
+//! (`/v1/containers/HANDLE/exec|forward`) the BBS, `/metrics` and `/readyz`
+//! every identity. The
 //! caller is read from the request's extensions, where the TLS transport put
 //! the peer's identity (none over plaintext loopback: a trusted local caller).
 //! A refusal is logged, counted (`cell_authz_refused_total{role,call}`) and
@@ -28,6 +30,8 @@ pub fn http_call(route: &str) -> Option<Call> {
         "/readyz" => Some(Call::RepReady),
         "/v1/logs/{log_guid}" => Some(Call::RepLogs),
         "/v1/containers" => Some(Call::RepContainers),
+        lattice_specs::exec::REP_EXEC => Some(Call::RepExec),
+        lattice_specs::exec::REP_FORWARD => Some(Call::RepForward),
         _ => None,
     }
 }
@@ -164,6 +168,14 @@ mod tests {
         assert_eq!(http_call("/readyz"), Some(Call::RepReady));
         assert_eq!(http_call("/v1/logs/{log_guid}"), Some(Call::RepLogs));
         assert_eq!(http_call("/v1/containers"), Some(Call::RepContainers));
+        assert_eq!(
+            http_call("/v1/containers/{handle}/exec"),
+            Some(Call::RepExec)
+        );
+        assert_eq!(
+            http_call("/v1/containers/{handle}/forward"),
+            Some(Call::RepForward)
+        );
         assert_eq!(http_call("/v1/something-new"), None);
     }
 

@@ -26,7 +26,10 @@ mod context;
 mod events;
 mod fds;
 mod process;
+mod pty;
+mod session;
 mod users;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +46,9 @@ use events::Events;
 pub use events::{read_events, ShimEvent};
 pub(crate) use process::{exit_watch, pidfd, proc_stat, watch_pidfd};
 pub use users::lookup_user;
+
+/// The argument after DIR that makes the shim an exec session's helper.
+pub const SESSION_ARG: &str = "--session";
 
 /// What the executor tells the shim (`DIR/shim.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,14 +130,18 @@ pub struct LogLine {
     pub time: i64,
 }
 
-/// The shim's entry point (`DIR`; `--stdin` to read DIR from stdin when it comes; or
+/// The shim's entry point (`DIR`; `--stdin` to read DIR from stdin when it comes;
 /// `DIR --exec RUN_ACTION_JSON` for a command health check run in a container that
-/// already exists): never returns.
+/// already exists; or `DIR --session` for an exec session, see [`session`]): never
+/// returns.
 pub fn main(args: &[std::ffi::OsString]) -> ! {
     let Some(dir) = args.first().map(Path::new) else {
-        eprintln!("usage: lattice shim CONTAINER_DIR|--stdin [--exec RUN_ACTION_JSON]");
+        eprintln!("usage: lattice shim CONTAINER_DIR|--stdin [--exec RUN_ACTION_JSON | --session]");
         std::process::exit(2);
     };
+    if args.get(1).is_some_and(|a| a == SESSION_ARG) {
+        session::main(dir)
+    }
     if args.get(1).is_some_and(|a| a == "--exec") {
         let code = match exec_once(dir, args.get(2).map(|a| a.to_string_lossy().to_string())) {
             Ok(()) => 0,

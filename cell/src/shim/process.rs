@@ -44,14 +44,61 @@ pub(crate) enum RunError {
     Exited(i32),
 }
 
-/// The process spec of a Run action: its command, environment (the image's and the
-/// request's over a default PATH, HOME and USER), directory, user and open-files
-/// limit, with the capabilities and no_new_privs the container grants.
+/// What a process exec'd into the container is made of (a Run action's, or an exec
+/// session's): enough for its spec.
+pub(super) struct ProcessParams<'a> {
+    /// The user to run as (empty: root).
+    pub(super) user: &'a str,
+    pub(super) args: Vec<String>,
+    /// Over the image's and the instance's environment.
+    pub(super) env: Vec<(String, String)>,
+    /// The working directory (empty: `/`).
+    pub(super) dir: &'a str,
+    pub(super) nofile: u64,
+    /// On a terminal (the console socket hands its master over).
+    pub(super) terminal: bool,
+}
+
+/// The process spec of a Run action (see [`process_spec`]).
 pub(super) fn run_spec(
     ctx: &Ctx,
     r: &models::RunAction,
 ) -> Result<oci_spec::runtime::Process, String> {
-    let (uid, gid) = lookup_user(&ctx.cfg.rootfs, &r.user)?;
+    let mut args = vec![r.path.clone()];
+    args.extend(r.args.iter().cloned());
+    process_spec(
+        ctx,
+        ProcessParams {
+            user: &r.user,
+            args,
+            env: r
+                .env
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone()))
+                .collect(),
+            dir: &r.dir,
+            nofile: run_nofile(r),
+            terminal: false,
+        },
+    )
+}
+
+/// A Run action's open-files limit.
+pub(super) fn run_nofile(r: &models::RunAction) -> u64 {
+    r.resource_limits
+        .as_ref()
+        .and_then(|l| l.nofile)
+        .unwrap_or(crate::bundle::DEFAULT_NOFILE)
+}
+
+/// A process spec: its command, environment (the image's and the request's over a
+/// default PATH, HOME and USER), directory, user and open-files limit, with the
+/// capabilities and no_new_privs the container grants.
+pub(super) fn process_spec(
+    ctx: &Ctx,
+    p: ProcessParams,
+) -> Result<oci_spec::runtime::Process, String> {
+    let (uid, gid) = lookup_user(&ctx.cfg.rootfs, p.user)?;
     let mut env: HashMap<String, String> = HashMap::new();
     env.insert(
         "PATH".into(),
@@ -67,42 +114,33 @@ pub(super) fn run_spec(
     );
     env.insert(
         "USER".into(),
-        if r.user.is_empty() {
+        if p.user.is_empty() {
             "root".into()
         } else {
-            r.user.clone()
+            p.user.to_string()
         },
     );
-    for (k, v) in &ctx.cfg.env {
+    for (k, v) in ctx.cfg.env.iter().chain(p.env.iter()) {
         env.insert(k.clone(), v.clone());
     }
-    for e in &r.env {
-        env.insert(e.name.clone(), e.value.clone());
-    }
-    let mut args = vec![r.path.clone()];
-    args.extend(r.args.iter().cloned());
-    let nofile = r
-        .resource_limits
-        .as_ref()
-        .and_then(|l| l.nofile)
-        .unwrap_or(crate::bundle::DEFAULT_NOFILE);
     let init_process = ctx.init_process.as_ref().map_err(Clone::clone)?;
     let mut builder = oci_spec::runtime::ProcessBuilder::default()
-        .no_new_privileges(init_process.no_new_privileges().unwrap_or(true));
+        .no_new_privileges(init_process.no_new_privileges().unwrap_or(true))
+        .terminal(p.terminal);
     if let Some(caps) = init_process.capabilities() {
         builder = builder.capabilities(caps.clone());
     }
     builder
-        .args(args)
+        .args(p.args)
         .env(
             env.iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>(),
         )
-        .cwd(if r.dir.is_empty() {
+        .cwd(if p.dir.is_empty() {
             "/".to_string()
         } else {
-            r.dir.clone()
+            p.dir.to_string()
         })
         .user(
             oci_spec::runtime::UserBuilder::default()
@@ -113,8 +151,8 @@ pub(super) fn run_spec(
         )
         .rlimits(vec![oci_spec::runtime::PosixRlimitBuilder::default()
             .typ(oci_spec::runtime::PosixRlimitType::RlimitNofile)
-            .hard(nofile)
-            .soft(nofile)
+            .hard(p.nofile)
+            .soft(p.nofile)
             .build()
             .map_err(|e| e.to_string())?])
         .build()
@@ -136,8 +174,8 @@ pub(super) struct Started {
 /// but not its seccomp filter: without this, every process but the init would run
 /// unfiltered.) The filter goes on last, right before the exec.
 #[derive(Clone)]
-struct Confined {
-    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+pub(super) struct Confined {
+    pub(super) seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 impl libcontainer::workload::Executor for Confined {
@@ -321,7 +359,7 @@ pub(crate) fn watch_pidfd(fd: OwnedFd) -> Option<AsyncFd<OwnedFd>> {
 }
 
 /// Waits for a child to exit; returns its status as a shell would (128+signal).
-async fn wait_exit(pid: Pid) -> i32 {
+pub(super) async fn wait_exit(pid: Pid) -> i32 {
     let Some(fd) = exit_watch(pid) else {
         return wait_blocking(pid);
     };
