@@ -91,8 +91,10 @@ fn gone() -> Response {
 
 /// Reports the request, echoes stdin as stdout, and ends with exit status 3 on Eof.
 async fn exec_session(mut s: WebSocket, handle: String, by: Option<Identity>, seen: Seer) {
+    // Without a request (the API refused the client's first message), nothing runs.
     let Some(Ok(Message::Text(first))) = s.recv().await else {
-        panic!("the first message at the rep was not the exec request");
+        let _ = seen.send(Seen::Ended { handle });
+        return;
     };
     let request = serde_json::from_str(first.as_str()).unwrap();
     let _ = seen.send(Seen::Exec {
@@ -400,6 +402,13 @@ async fn exec_sessions_are_relayed_to_the_instances_rep_as_the_caller() {
     };
     assert_eq!(name, "InvalidRequest", "{message}");
     assert!(message.contains("must be the exec request"), "{message}");
+    assert_eq!(
+        next_seen(&mut seen).await,
+        Seen::Ended {
+            handle: "i-web-0".into()
+        },
+        "the rep's side of a bad session ended without a request"
+    );
 
     // Each session left an audit line and counts.
     let audit: Vec<String> = bbs
