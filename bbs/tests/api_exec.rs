@@ -4,7 +4,8 @@
 //! messages are relayed both ways over the BBS's mutual TLS to exactly that cell,
 //! `who` is the caller whatever the client says, who may open a session (no viewer,
 //! no developer on another's app), every refusal is a named error without an upgrade,
-//! a dropped client ends the rep's side, and the forward query goes through.
+//! a dropped client ends the rep's side, the forward query goes through (over HTTPS
+//! too), and a BBS shutting down ends the sessions still open.
 
 mod common;
 
@@ -641,5 +642,27 @@ async fn forwards_and_task_sessions_go_through_over_https() {
         frame(next_msg(&mut c).await.unwrap()),
         Frame::Control(Control::Exit { status: 3, .. })
     ));
+    assert_eq!(
+        next_seen(&mut seen).await,
+        Seen::Ended {
+            handle: "t1".into()
+        }
+    );
+
+    // A BBS shutting down ends the sessions still open, telling both sides.
+    let url = format!("{api}/v1/tasks/t1/forward?port=5432");
+    let mut c = open(&http, &url, &Auth::None).await.unwrap();
+    assert!(matches!(next_seen(&mut seen).await, Seen::Forward { .. }));
     bbs.shutdown().await;
+    let Some(Msg::Text(t)) = next_msg(&mut c).await else {
+        panic!("no last word from a stopping API")
+    };
+    let e: lattice_specs::exec::ForwardError = serde_json::from_str(t.as_str()).unwrap();
+    assert_eq!(e.message, "the API is shutting down");
+    assert_eq!(
+        next_seen(&mut seen).await,
+        Seen::Ended {
+            handle: "t1".into()
+        }
+    );
 }
