@@ -6,6 +6,10 @@
 //! another cell's certificate answering at its address is refused, as is any
 //! certificate of another role or CA. Without TLS (loopback only) a cell is asked at
 //! its presence's address as it is.
+//!
+//! The same client opens WebSockets to the reps ([`CellClient::websocket`], for
+//! `ltc ssh` sessions): an HTTP/1.1 upgrade on the same connections, so the same
+//! exact-identity check applies.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +22,32 @@ use crate::db::Db;
 
 /// Idle connections kept to each cell (for its logs and usage).
 pub const CELL_POOL_IDLE: usize = 4;
+
+/// How long a rep has to accept a WebSocket (connection, TLS and the upgrade).
+pub const REP_SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest error body read from a rep that refused a WebSocket.
+const REFUSAL_BODY_LIMIT: usize = 64 * 1024;
+
+/// A WebSocket to a rep.
+pub type RepSocket = tokio_tungstenite::WebSocketStream<reqwest::Upgraded>;
+
+/// Why a WebSocket to a rep was not opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepSocketError {
+    #[error("the rep could not be reached: {0}")]
+    Unreachable(String),
+    /// The rep answered with an error instead of upgrading (`name` when its body was
+    /// a receptor-style error with a known name).
+    #[error("the rep refused ({status}): {message}")]
+    Refused {
+        status: u16,
+        name: Option<lattice_specs::errors::ErrorName>,
+        message: String,
+    },
+    #[error("the rep did not speak WebSocket: {0}")]
+    Protocol(String),
+}
 
 /// Where cells' reps are: the address each cell's presence advertises.
 pub trait RepAddresses: Send + Sync + 'static {
@@ -115,6 +145,59 @@ impl CellClient {
         &self.http
     }
 
+    /// Opens a WebSocket to `url` (an `http(s)://` URL under [`CellClient::base_url`]),
+    /// within [`REP_SOCKET_TIMEOUT`].
+    pub async fn websocket(&self, url: &str) -> Result<RepSocket, RepSocketError> {
+        tokio::time::timeout(REP_SOCKET_TIMEOUT, self.open_websocket(url))
+            .await
+            .unwrap_or_else(|_| {
+                Err(RepSocketError::Unreachable(format!(
+                    "no WebSocket from {url} within {REP_SOCKET_TIMEOUT:?}"
+                )))
+            })
+    }
+
+    async fn open_websocket(&self, url: &str) -> Result<RepSocket, RepSocketError> {
+        use reqwest::header;
+        use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
+        let key = generate_key();
+        let resp = self
+            .http
+            .get(url)
+            .version(reqwest::Version::HTTP_11)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .header(header::SEC_WEBSOCKET_KEY, &key)
+            .send()
+            .await
+            .map_err(|e| RepSocketError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+        let status = resp.status();
+        if status != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(refusal(status.as_u16(), resp).await);
+        }
+        let accept = resp
+            .headers()
+            .get(header::SEC_WEBSOCKET_ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if accept != derive_accept_key(key.as_bytes()) {
+            return Err(RepSocketError::Protocol(format!(
+                "{url} answered 101 without the right Sec-WebSocket-Accept"
+            )));
+        }
+        let io = resp
+            .upgrade()
+            .await
+            .map_err(|e| RepSocketError::Protocol(format!("{url}: {}", error_chain(&e))))?;
+        Ok(RepSocket::from_raw_socket(
+            io,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await)
+    }
+
     /// Where cell `cell_id` (its presence advertising `rep_address`) is asked (see
     /// [`base_url`]); None, with a log line, for a presence that cannot be.
     pub fn base_url(&self, cell_id: &str, rep_address: &str) -> Option<String> {
@@ -122,6 +205,44 @@ impl CellClient {
             .inspect_err(|e| tracing::warn!(%cell_id, error = %e, "cannot ask this cell"))
             .ok()
     }
+}
+
+/// What a rep that did not upgrade said: its receptor-style error when it sent one.
+async fn refusal(status: u16, resp: reqwest::Response) -> RepSocketError {
+    use futures::StreamExt;
+    let mut body = Vec::new();
+    let mut chunks = resp.bytes_stream();
+    while let Some(Ok(c)) = chunks.next().await {
+        body.extend_from_slice(&c);
+        if body.len() >= REFUSAL_BODY_LIMIT {
+            body.truncate(REFUSAL_BODY_LIMIT);
+            break;
+        }
+    }
+    match serde_json::from_slice::<lattice_specs::receptor::Error>(&body) {
+        Ok(e) => RepSocketError::Refused {
+            status,
+            name: lattice_specs::errors::ErrorName::parse(&e.name),
+            message: e.message,
+        },
+        Err(_) => RepSocketError::Refused {
+            status,
+            name: None,
+            message: String::from_utf8_lossy(&body).trim().to_string(),
+        },
+    }
+}
+
+/// An error with its causes (reqwest's own message hides them).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// Resolves `CELL_ID.cell.lattice` to the host of that cell's presence.

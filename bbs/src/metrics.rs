@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Instant;
 
-use prometheus::{Encoder, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::db::DbError;
 use crate::store::StoreError;
@@ -51,6 +51,25 @@ pub static API_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "Public API requests refused (403) because the caller's role may not make them, by role.",
         &["role"],
     )
+});
+pub static API_EXEC_SESSIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_api_exec_sessions_total",
+        "Sessions inside instances and Tasks (`ltc ssh`) through the public API, by kind (exec, forward) and outcome (closed_by_client, closed_by_rep, rep_broke, bad_request, shutdown; not opened: refused, unreachable, not_websocket).",
+        &["kind", "outcome"],
+    )
+});
+pub static API_EXEC_OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    let g = IntGaugeVec::new(
+        Opts::new(
+            "bbs_api_exec_sessions_open",
+            "Sessions inside instances and Tasks open now through the public API, by kind (exec, forward).",
+        ),
+        &["kind"],
+    )
+    .unwrap();
+    REGISTRY.register(Box::new(g.clone())).unwrap();
+    g
 });
 pub static ROLLOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(

@@ -162,7 +162,7 @@ async fn first_bytes(stream: &TcpStream, within: Duration) -> bool {
 struct Conns {
     /// Plaintext: sniffs the version.
     auto: auto::Builder<TokioExecutor>,
-    /// Over TLS without ALPN `h2`.
+    /// Over TLS without ALPN `h2`: HTTP/1.1 with upgrades (WebSockets).
     h1: auto::Builder<TokioExecutor>,
     /// Over TLS with ALPN `h2`.
     h2: auto::Builder<TokioExecutor>,
@@ -219,11 +219,16 @@ impl Conns {
             _ = stopping(stop) => return,
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let builder = if h2 { &self.h2 } else { &self.h1 };
-        // No version sniffing over TLS (ALPN told it), so no upgrades; a client
-        // that says nothing after its handshake is dropped like a slow one.
+        // A client that says nothing after its handshake is dropped like a slow one.
         let io = TokioIo::new(lattice_tls::http::FirstReadWithin::new(tls, self.within));
-        if let Err(e) = watcher.watch(builder.serve_connection(io, svc)).await {
+        let ended = if h2 {
+            watcher.watch(self.h2.serve_connection(io, svc)).await
+        } else {
+            // HTTP/1.1 with upgrades: `ltc ssh`'s WebSockets.
+            let conn = self.h1.serve_connection_with_upgrades(io, svc);
+            watcher.watch(conn.into_owned()).await
+        };
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "API connection ended");
         }
     }

@@ -1,7 +1,8 @@
 //! Who may do what through the public API, as pure decisions:
 //! - [`api_authz`]: from a caller's role, the request's method and its route (axum's
 //!   matched path, e.g. `/v1/desired_lrps/{process_guid}`) to Allow or a Deny naming
-//!   the role and what it may not do;
+//!   the role and what it may not do; a session inside running work (`ltc ssh`: the
+//!   exec and port-forward routes, GETs that upgrade to a WebSocket) counts as a change;
 //! - [`owner_authz`]: whether a developer token may act on one app, task, volume,
 //!   backup or backup schedule ([`Object`], found from the route by [`object_of`]): only
 //!   on what it owns (`db::owners`); a backup also belongs to its volume's owner, a
@@ -52,6 +53,19 @@ fn hidden_from_viewers(route: &str) -> bool {
     route == "/v1/blobs/{name}"
 }
 
+/// The routes that open a session inside an instance or a running Task (exec and
+/// port forward): GETs, since they upgrade to a WebSocket, that act like changes.
+pub fn is_session(route: &str) -> bool {
+    use lattice_specs::exec::{API_LRP_EXEC, API_LRP_FORWARD, API_TASK_EXEC, API_TASK_FORWARD};
+    [
+        API_LRP_EXEC,
+        API_LRP_FORWARD,
+        API_TASK_EXEC,
+        API_TASK_FORWARD,
+    ]
+    .contains(&route)
+}
+
 /// May a caller with `role` make this request? `route` is None when no route matched
 /// (the API's 404 answers it).
 pub fn api_authz(role: ApiRole, method: &Method, route: Option<&str>) -> Decision {
@@ -71,6 +85,10 @@ pub fn api_authz(role: ApiRole, method: &Method, route: Option<&str>) -> Decisio
     }
     match role {
         ApiRole::Admin | ApiRole::Developer => Decision::Allow,
+        ApiRole::Viewer if is_session(route) => deny(
+            "open a session inside running work (ssh, port forward)",
+            "a developer or an admin",
+        ),
         ApiRole::Viewer if !is_read(method) => deny("change anything", "a developer or an admin"),
         ApiRole::Viewer if hidden_from_viewers(route) => {
             deny("read backup archives", "a developer or an admin")
@@ -116,7 +134,8 @@ impl std::fmt::Display for Object {
 
 /// The object a request acts on, from its route and path parameters: every change to
 /// an app (its instances, its generations…), a task, a volume, a backup or a schedule,
-/// and any use of a backup's archive (`/v1/blobs/backup-ID.tgz`, read or written).
+/// any session inside an app's instance or a task ([`is_session`]), and any use of a
+/// backup's archive (`/v1/blobs/backup-ID.tgz`, read or written).
 /// None: the request acts on no one's object (creations are checked by their handlers,
 /// reads are redacted instead).
 pub fn object_of(method: &Method, route: &str, params: &HashMap<String, String>) -> Option<Object> {
@@ -127,11 +146,11 @@ pub fn object_of(method: &Method, route: &str, params: &HashMap<String, String>)
         let id = name.strip_prefix("backup-")?.strip_suffix(".tgz")?;
         return Some(Object::Backup(id.to_string()));
     }
-    if is_read(method) {
+    if is_read(method) && !is_session(route) {
         return None;
     }
     if under("/v1/desired_lrps/{process_guid}")
-        || route == "/v1/actual_lrps/{process_guid}/index/{index}"
+        || under("/v1/actual_lrps/{process_guid}/index/{index}")
     {
         return param("process_guid").map(Object::App);
     }
@@ -154,6 +173,8 @@ pub fn object_of(method: &Method, route: &str, params: &HashMap<String, String>)
 pub fn verb_of(method: &Method, route: &str) -> &'static str {
     let last = route.rsplit('/').next().unwrap_or_default();
     match (method.as_str(), last) {
+        (_, "exec") if is_session(route) => "open a session in",
+        (_, "forward") if is_session(route) => "forward a port into",
         ("GET" | "HEAD", _) => "read",
         ("DELETE", "{index}") => "stop an instance of",
         ("DELETE", _) => "delete",
@@ -290,6 +311,22 @@ mod tests {
             (&delete, "/v1/tokens/{name}", true, false, false),
             (&post, "/v1/logs", true, false, false),
             (&get, "/v1/logs/{log_guid}", true, true, true),
+            (&get, lattice_specs::exec::API_LRP_EXEC, true, true, false),
+            (
+                &get,
+                lattice_specs::exec::API_LRP_FORWARD,
+                true,
+                true,
+                false,
+            ),
+            (&get, lattice_specs::exec::API_TASK_EXEC, true, true, false),
+            (
+                &get,
+                lattice_specs::exec::API_TASK_FORWARD,
+                true,
+                true,
+                false,
+            ),
         ];
         for (m, route, admin, dev, viewer) in table {
             let got = (
@@ -335,11 +372,28 @@ mod tests {
             object_of(&Method::POST, "/v1/desired_lrps", &params(&[])),
             None
         );
+        // A session inside an instance is the app's, though it is a GET.
+        for route in [
+            lattice_specs::exec::API_LRP_EXEC,
+            lattice_specs::exec::API_LRP_FORWARD,
+        ] {
+            assert_eq!(object_of(&Method::GET, route, &web), app, "{route}");
+        }
         let t = params(&[("task_guid", "t1")]);
         assert_eq!(
             object_of(&Method::POST, "/v1/tasks/{task_guid}/cancel", &t),
             Some(Object::Task("t1".into()))
         );
+        for route in [
+            lattice_specs::exec::API_TASK_EXEC,
+            lattice_specs::exec::API_TASK_FORWARD,
+        ] {
+            assert_eq!(
+                object_of(&Method::GET, route, &t),
+                Some(Object::Task("t1".into())),
+                "{route}"
+            );
+        }
         let v = params(&[("name", "pg"), ("volume", "pg")]);
         assert_eq!(
             object_of(&Method::PUT, "/v1/volumes/{name}", &v),
@@ -396,6 +450,16 @@ mod tests {
             (Method::PUT, "/v1/blobs/{name}", "write"),
             (Method::GET, "/v1/blobs/{name}", "read"),
             (Method::POST, "/v1/backups/{id}/verify", "verify"),
+            (
+                Method::GET,
+                lattice_specs::exec::API_LRP_EXEC,
+                "open a session in",
+            ),
+            (
+                Method::GET,
+                lattice_specs::exec::API_TASK_FORWARD,
+                "forward a port into",
+            ),
         ];
         for (m, route, want) in cases {
             assert_eq!(verb_of(&m, route), want, "{m} {route}");
@@ -486,5 +550,16 @@ mod tests {
             "{why}"
         );
         assert!(why.contains("needs an admin token"), "{why}");
+        let Decision::Deny(why) = api_authz(
+            Viewer,
+            &Method::GET,
+            Some(lattice_specs::exec::API_LRP_EXEC),
+        ) else {
+            panic!("a viewer opened a shell")
+        };
+        assert!(
+            why.starts_with("a viewer token may not open a session inside running work"),
+            "{why}"
+        );
     }
 }

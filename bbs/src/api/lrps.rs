@@ -146,7 +146,7 @@ pub(super) async fn actual_lrp_usage(
     ))
 }
 
-fn parse_index(raw: &str) -> ApiResult<i32> {
+pub(super) fn parse_index(raw: &str) -> ApiResult<i32> {
     raw.parse::<i32>().ok().filter(|i| *i >= 0).ok_or_else(|| {
         ApiError::invalid_request(format!("index must be a non-negative integer, got {raw:?}"))
     })

@@ -11,7 +11,8 @@
 //!
 //! One file per resource (`tasks`, `lrps`, `rollout` (an app's generations,
 //! rollback and promotion), `cells` with domains and events,
-//! `logs`, `blobs`, `tokens`; backups live in `crate::backups`), `errors` for how
+//! `logs`, `blobs`, `tokens`, `exec` (`ltc ssh`: sessions inside instances and
+//! Tasks, over WebSockets); backups live in `crate::backups`), `errors` for how
 //! the API says no; `auth` (who calls), `authz` (what each role may do, and on whose
 //! objects), `owners` (who owns what), `redact` (what a viewer does not see) and
 //! `audit` (the line every change leaves); this
@@ -23,6 +24,7 @@ pub mod authz;
 mod blobs;
 mod cells;
 mod errors;
+mod exec;
 mod logs;
 mod lrps;
 pub mod owners;
@@ -168,6 +170,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tasks", post(create_task).get(list_tasks))
         .route("/v1/tasks/{task_guid}", get(get_task).delete(delete_task))
         .route("/v1/tasks/{task_guid}/cancel", post(cancel_task))
+        .route(lattice_specs::exec::API_TASK_EXEC, get(exec::task_exec))
+        .route(
+            lattice_specs::exec::API_TASK_FORWARD,
+            get(exec::task_forward),
+        )
+        .route(lattice_specs::exec::API_LRP_EXEC, get(exec::lrp_exec))
+        .route(lattice_specs::exec::API_LRP_FORWARD, get(exec::lrp_forward))
         .route(
             "/v1/desired_lrps",
             post(create_desired_lrp).get(list_desired_lrps),
