@@ -61,36 +61,32 @@ fn already_exists(name: &str) -> DbError {
 }
 
 impl Db {
-    /// Checks a new schedule (its name, cadence, and what it runs) and stores it;
-    /// `ScheduleAlreadyExists` if the name is taken. A task schedule's first run is
-    /// the first slot that starts after now.
+    /// Checks a new task schedule (its name, cadence and Task) and stores it;
+    /// `ScheduleAlreadyExists` if the name is taken (by a backup schedule too). Its
+    /// first run is the first slot that starts after now.
     pub async fn create_schedule(&self, mut s: Schedule) -> Result<Schedule> {
+        s.set_kind(Kind::Task);
         let mut e = ValidationErrors::default();
         validation::check_guid(&mut e, "name", &s.name);
         if !e.0.is_empty() {
             return Err(e.into());
         }
-        let cadence =
-            plan::parse_for(s.kind(), &s.every).map_err(|c| invalid("every", c.to_string()))?;
+        let cadence = plan::parse_cadence(&s.every).map_err(|c| invalid("every", c.to_string()))?;
+        let def = s.task.clone().unwrap_or_default();
+        // The longest guid a run of this name gets.
+        let guid = plan::run_guid(&s.name, &plan::slot_label(0));
+        validation::validate_task(&guid, &s.domain, &def).map_err(|mut e| {
+            for f in &mut e.0 {
+                f.field = match f.field.as_str() {
+                    "task_guid" => "name (with -YYYYMMDD-HHMMSS, each run's task guid)".into(),
+                    field => format!("task.{field}"),
+                };
+            }
+            DbError::Invalid(e)
+        })?;
+        self.check_mounts(&def.volume_mounts).await?;
         let now = now_nanos();
-        match s.kind() {
-            Kind::Task => {
-                let def = s.task.clone().unwrap_or_default();
-                // A run's guid is the longest the name makes.
-                let guid = plan::run_guid(&s.name, &plan::slot_label(0));
-                validation::validate_task(&guid, &s.domain, &def).map_err(|mut e| {
-                    for f in &mut e.0 {
-                        f.field = format!("task.{}", f.field);
-                    }
-                    DbError::Invalid(e)
-                })?;
-                self.check_mounts(&def.volume_mounts).await?;
-                s.last_slot_at = cadence.slot_start(now / 1_000_000_000).unwrap_or_default();
-            }
-            Kind::Backup => {
-                self.volume(&s.volume).await?;
-            }
-        }
+        s.last_slot_at = cadence.slot_start(now / 1_000_000_000).unwrap_or_default();
         s.created_at = now;
         if self
             .create(&schedule_key(&s.name), s.encode_to_vec(), 0)
