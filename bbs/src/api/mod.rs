@@ -2,6 +2,7 @@
 //! `/v1/desired_lrps`, `/v1/actual_lrps`, `/v1/cells`, `/v1/domains`,
 //! `/v1/events` (server-sent events), `/v1/version`; plus `/metrics` and `/readyz`
 //! (200 when the store answers, 503 with the reason otherwise; no auth, for probes).
+//! Schedules (`/v1/schedules`, `/v1/backup_schedules`) are `crate::schedules`'.
 //!
 //! Rules: create → 201 and update/delete/cancel/domain → 204, both with an
 //! empty body; GET → 200 with `application/json`; errors → status ≥ 400 with
@@ -11,8 +12,7 @@
 //!
 //! One file per resource (`tasks`, `lrps`, `rollout` (an app's generations,
 //! rollback and promotion), `cells` with domains and events,
-//! `logs`, `blobs`, `tokens`; backups live in `crate::backups`, schedules in
-//! `crate::schedules`), `errors` for how
+//! `logs`, `blobs`, `tokens`; backups live in `crate::backups`), `errors` for how
 //! the API says no; `auth` (who calls), `authz` (what each role may do, and on whose
 //! objects), `owners` (who owns what), `redact` (what a viewer does not see) and
 //! `audit` (the line every change leaves); this
