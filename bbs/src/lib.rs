@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod logs;
 pub mod metrics;
 pub mod private;
+pub mod schedules;
 pub mod serve;
 pub mod server;
 pub mod store;

@@ -170,6 +170,10 @@ pub async fn start(cfg: BbsConfig) -> anyhow::Result<RunningBbs> {
 pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::Result<RunningBbs> {
     let backend = store.backend();
     let db = Db::new(store.clone()).with_network(cfg.network.clone());
+    // Backup schedules of the old layout become schedules of kind backup.
+    db.migrate_backup_schedules()
+        .await
+        .context("moving the backup schedules to the schedules")?;
     let hub = EventHub::start(store).await;
     let (stop, stopped) = watch::channel(false);
     let logs = cfg.logs.clone();

@@ -11,7 +11,8 @@
 //!
 //! One file per resource (`tasks`, `lrps`, `rollout` (an app's generations,
 //! rollback and promotion), `cells` with domains and events,
-//! `logs`, `blobs`, `tokens`; backups live in `crate::backups`), `errors` for how
+//! `logs`, `blobs`, `tokens`; backups live in `crate::backups`, schedules in
+//! `crate::schedules`), `errors` for how
 //! the API says no; `auth` (who calls), `authz` (what each role may do, and on whose
 //! objects), `owners` (who owns what), `redact` (what a viewer does not see) and
 //! `audit` (the line every change leaves); this
@@ -220,6 +221,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/logs/{log_guid}", get(get_logs))
         .merge(crate::backups::routes())
+        .merge(crate::schedules::routes())
         .merge(tokens::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
