@@ -63,11 +63,11 @@ pub async fn create(api: &Api, req: &ScheduleCreateRequest) -> anyhow::Result<()
     };
     let now = lattice_specs::now_nanos();
     println!(
-        "Scheduled task {} ({}), the last {} run(s) kept; the next run {}. Runs are tasks {}-YYYYMMDD-HHMMSS: `ltc schedules` and `ltc list-tasks` show them.",
+        "Scheduled task {} every {} (next run: {}; the last {} runs kept). Its runs are tasks {}-YYYYMMDD-HHMMSS: `ltc schedules` and `ltc list-tasks` show them.",
         s.name,
         s.every,
-        s.keep,
         next(&s, now),
+        s.keep,
         s.name
     );
     Ok(())
