@@ -146,10 +146,19 @@ fn observe_until(
 }
 
 fn leads(brain: &BrainProcess) -> bool {
+    metric(brain, "brain_is_leader") == 1
+}
+
+/// A brain's metric (the line starting with `series`), 0 when absent.
+fn metric(brain: &BrainProcess, series: &str) -> u64 {
     let m = UpProcess::http_get(&brain.metrics, "/metrics");
     m.lines()
-        .any(|l| l.starts_with("brain_is_leader") && l.ends_with(" 1"))
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
 }
+
+const STARTED: &str = r#"brain_scheduled_runs_total{kind="task",outcome="started"}"#;
 
 #[test]
 fn a_schedule_runs_once_per_slot_across_a_brain_failover() {
@@ -190,8 +199,16 @@ fn a_schedule_runs_once_per_slot_across_a_brain_failover() {
         |s| s.len() >= 2,
     );
 
-    // The active brain dies; the standby takes over and the runs go on.
+    // The active brain dies mid-slot (no run is being started then); the standby takes
+    // over and the runs go on.
+    wait_for("the middle of a slot", Duration::from_secs(15), || {
+        (4..=6)
+            .contains(&chrono::Utc::now().timestamp().rem_euclid(10))
+            .then_some(())
+    });
+    let started_by_first = metric(&first, STARTED);
     first.process.kill();
+    observe(&ltc, "tick", &mut seen);
     let last_before = *seen.keys().last().unwrap();
     wait_for("brain-b leads", Duration::from_secs(20), || {
         leads(&standby).then_some(())
@@ -228,6 +245,12 @@ fn a_schedule_runs_once_per_slot_across_a_brain_failover() {
     // One run per slot, consecutive slots, each a good ordinary Task.
     let slots: Vec<i64> = seen.keys().copied().collect();
     eprintln!("runs of tick (slots, Unix seconds): {slots:?}");
+    // Every run started once, by one brain or the other.
+    assert_eq!(
+        started_by_first + metric(&standby, STARTED),
+        slots.len() as u64,
+        "runs started by brain-a ({started_by_first}) and brain-b vs runs made"
+    );
     for w in slots.windows(2) {
         assert_eq!(w[1] - w[0], 10, "slots not consecutive: {slots:?}");
     }
