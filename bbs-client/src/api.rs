@@ -181,8 +181,10 @@ pub enum ClaimedSlot {
     Taken,
     /// Recorded as skipped.
     Skipped,
-    /// Its run (a Task's guid, a backup's id) was started, or recorded as failed to.
+    /// Its run (a Task's guid, a backup's id) was started.
     Run(String),
+    /// Its run could not be started, for this reason (recorded as the slot's failure).
+    Failed(String),
 }
 
 /// The brain's scheduler: schedules (periodic Tasks and backups), their runs, the

@@ -347,6 +347,7 @@ impl ScheduledRuns for FakeBbs {
             Claimed::Taken => ClaimedSlot::Taken,
             Claimed::Skipped => ClaimedSlot::Skipped,
             Claimed::Run(run) => ClaimedSlot::Run(run),
+            Claimed::Failed(why) => ClaimedSlot::Failed(why),
         })
     }
     async fn remove_run(&self, task_guid: &str) -> Result<()> {

@@ -438,10 +438,14 @@ impl ScheduledRuns for GrpcBbs {
         };
         let r = self.client().claim_schedule_slot(self.req(req)).await?;
         let r = r.into_inner();
-        Ok(match (r.claimed, r.run) {
-            (false, _) => ClaimedSlot::Taken,
-            (true, run) if run.is_empty() => ClaimedSlot::Skipped,
-            (true, run) => ClaimedSlot::Run(run),
+        Ok(if !r.claimed {
+            ClaimedSlot::Taken
+        } else if !r.failure.is_empty() {
+            ClaimedSlot::Failed(r.failure)
+        } else if !r.run.is_empty() {
+            ClaimedSlot::Run(r.run)
+        } else {
+            ClaimedSlot::Skipped
         })
     }
     async fn remove_run(&self, task_guid: &str) -> Result<()> {

@@ -44,8 +44,10 @@ pub enum Claimed {
     Taken,
     /// Recorded as skipped.
     Skipped,
-    /// Its run (a Task's guid, a backup's id) was started, or recorded as failed to.
+    /// Its run (a Task's guid, a backup's id) was started.
     Run(String),
+    /// Its run could not be started, for this reason (recorded as the slot's failure).
+    Failed(String),
 }
 
 /// Claims slot `slot_at` (`label`) of schedule `name` and starts its run: a task
@@ -73,6 +75,10 @@ pub async fn claim(
             tracing::info!(schedule = %name, slot = %label, task = %t.task_guid, "scheduled run desired");
             return Ok(Claimed::Run(t.task_guid));
         }
+        Claim::Failed(why) => {
+            tracing::warn!(schedule = %name, slot = %label, "scheduled run not made: {why}");
+            return Ok(Claimed::Failed(why));
+        }
         Claim::Backup(s) => s,
     };
     let id = s.last_run.clone();
@@ -87,15 +93,15 @@ pub async fn claim(
     };
     match started {
         // Already taken before this schedule claimed the slot (an older scheduler).
-        Ok(_) | Err(DbError::AlreadyExists { .. }) => {}
-        Err(e @ DbError::Fenced { .. }) => return Err(e),
+        Ok(_) | Err(DbError::AlreadyExists { .. }) => Ok(Claimed::Run(id)),
+        Err(e @ DbError::Fenced { .. }) => Err(e),
         Err(e) => {
             tracing::warn!(schedule = %name, slot = %label, "scheduled backup not started: {e}");
             db.record_schedule_run(name, &id, RunResult::Failed, &e.to_string())
                 .await?;
+            Ok(Claimed::Failed(e.to_string()))
         }
     }
-    Ok(Claimed::Run(id))
 }
 
 fn db_err(e: DbError) -> ApiError {

@@ -302,6 +302,27 @@ async fn racing_claims_make_one_run(db: Db) {
     assert_eq!(s.last_result(), RunResult::Skipped);
     assert_eq!(s.last_run, "");
     assert_eq!(db.tasks("jobs", "").await.unwrap().len(), 1);
+    // A task already holding the next run's guid: that slot fails, saying why.
+    let (at, label) = (
+        slot_at + 10,
+        lattice_specs::schedule::slot_label(slot_at + 10),
+    );
+    let guid = format!("tick-{label}");
+    let def = lattice_specs::testing::task_definition("/bin/true");
+    db.desire_task(&guid, "jobs", def).await.unwrap();
+    let failed = db
+        .claim_schedule_slot("tick", at, &label, "")
+        .await
+        .unwrap();
+    let Claim::Failed(why) = failed else {
+        panic!("{failed:?}")
+    };
+    assert!(
+        why.contains(&guid) && why.contains("already exists"),
+        "{why}"
+    );
+    let s = db.schedule("tick").await.unwrap();
+    assert_eq!((s.last_slot_at, s.last_result()), (at, RunResult::Failed));
 }
 
 /// A backup schedule of the old layout becomes a schedule of kind backup, once.

@@ -51,7 +51,7 @@ pub static SCHEDULED_RUNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     reg(IntCounterVec::new(
         Opts::new(
             "brain_scheduled_runs_total",
-            "Schedule steps, by kind of schedule (task/backup) and outcome (started/skipped/pruned/refused).",
+            "Schedule steps, by kind of schedule (task/backup) and outcome (started/skipped/failed/pruned/refused).",
         ),
         &["kind", "outcome"],
     )

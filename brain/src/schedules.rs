@@ -28,6 +28,8 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub struct Done {
     pub started: usize,
     pub skipped: usize,
+    /// Slots whose run could not be started (recorded as failed).
+    pub failed: usize,
     pub pruned: usize,
 }
 
@@ -172,6 +174,11 @@ async fn step_once(
             done.started += 1;
             count(s, "started");
             tracing::info!(schedule = %s.name, %run, "scheduled run started");
+        }
+        Ok(ClaimedSlot::Failed(why)) => {
+            done.failed += 1;
+            count(s, "failed");
+            tracing::warn!(schedule = %s.name, ?step, "scheduled run not started: {why}");
         }
         Err(e) => refused(s, &step, e)?,
     }

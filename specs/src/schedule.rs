@@ -79,7 +79,7 @@ fn parse_with_minimum(every: &str, min_secs: u64) -> Result<Cadence, CadenceErro
     if s.split_whitespace().count() > 1 {
         return parse_cron(s);
     }
-    let min = if min_secs % 60 == 0 {
+    let min = if min_secs.is_multiple_of(60) {
         format!("{}m", min_secs / 60)
     } else {
         format!("{min_secs}s")

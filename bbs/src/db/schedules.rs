@@ -31,6 +31,8 @@ pub enum Claim {
     Skipped,
     /// The run's Task was created (task schedules).
     Task(Task),
+    /// The slot was recorded as failed, for this reason (its run could not be made).
+    Failed(String),
     /// The slot is the caller's: it starts the backup (backup schedules).
     Backup(Schedule),
 }
@@ -224,6 +226,23 @@ impl Db {
             let txn = txn.then(Op::put(&key, s.encode_to_vec()));
             if creator.txn(txn).await?.succeeded {
                 return Ok(claim);
+            }
+            if let Claim::Task(t) = &claim {
+                if self.store.get(&task_key(&t.task_guid)).await?.is_some() {
+                    // Someone made a task of the run's guid: the slot fails, once.
+                    let why = format!(
+                        "task {} already exists (not made by this schedule)",
+                        t.task_guid
+                    );
+                    s.set_last_result(RunResult::Failed);
+                    s.last_reason = why.clone();
+                    let txn = Txn::new()
+                        .when(Compare::ModRevision(key.clone(), rev))
+                        .then(Op::put(&key, s.encode_to_vec()));
+                    if self.txn(txn).await?.succeeded {
+                        return Ok(Claim::Failed(why));
+                    }
+                }
             }
         }
     }

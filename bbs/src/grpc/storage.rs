@@ -119,9 +119,18 @@ impl BbsGrpc {
                 Claimed::Taken => ClaimScheduleSlotResponse::default(),
                 Claimed::Skipped => ClaimScheduleSlotResponse {
                     claimed: true,
-                    run: String::new(),
+                    ..Default::default()
                 },
-                Claimed::Run(run) => ClaimScheduleSlotResponse { claimed: true, run },
+                Claimed::Run(run) => ClaimScheduleSlotResponse {
+                    claimed: true,
+                    run,
+                    ..Default::default()
+                },
+                Claimed::Failed(failure) => ClaimScheduleSlotResponse {
+                    claimed: true,
+                    failure,
+                    ..Default::default()
+                },
             })
         })
         .await
