@@ -2,8 +2,9 @@
 //! exactly once per slot (task guids `NAME-SLOT`, consecutive slots, each run's output
 //! logged once) across a brain failover (two `lattice brain` processes, the active one
 //! SIGKILLed); a slot comes while the previous run still runs and is skipped, with the
-//! reason in `ltc schedules`; pause stops the runs and resume starts them again; only the
-//! last N completed runs are kept; an invalid cadence is named and nothing is stored.
+//! reason in `ltc schedules` (as a failed run's); pause stops the runs and resume starts
+//! them again; only the last N completed runs are kept; an invalid cadence is named and
+//! nothing is stored.
 //! Runs are ordinary Tasks (`ltc list-tasks`, `ltc task`). Real processes and containers.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -279,7 +280,7 @@ fn a_schedule_runs_once_per_slot_across_a_brain_failover() {
 }
 
 #[test]
-fn a_slot_is_skipped_while_the_previous_run_still_runs() {
+fn a_slot_is_skipped_while_the_previous_run_still_runs_and_a_failed_run_says_why() {
     let up = UpProcess::start();
     let ltc = Ltc::of(&up);
     // Each run outlasts the next slot.
@@ -324,6 +325,34 @@ fn a_slot_is_skipped_while_the_previous_run_still_runs() {
     let after = *seen.range(skipped + 1..).next().unwrap().0;
     assert_eq!((after - skipped) % 5, 0, "slots are 5 s apart");
     ltc.ok(&["schedule", "remove", "slow"]);
+
+    // A run that fails: the schedule says so, with the Task's reason.
+    let out = ltc.schedule("oops", "exit 3", &["--every", "5s"]);
+    assert!(out.ok, "{out:#?}");
+    let t0 = Instant::now();
+    let s = loop {
+        let s = ltc.schedule_json("oops").unwrap();
+        if s["last_result"] == "failed" {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no failed run within 60 s: {s}\n{:?}",
+            ltc.runs("oops")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let run = ltc.json(&["task", s["last_run"].as_str().unwrap(), "--json"]);
+    assert_eq!(run["failed"], true, "{run}");
+    let reason = run["failure_reason"].as_str().unwrap();
+    assert!(
+        !reason.is_empty() && s["last_reason"] == reason,
+        "{s}\n{run}"
+    );
+    let table = ltc.ok(&["schedules"]);
+    let row = table.lines().find(|l| l.starts_with("oops ")).unwrap();
+    assert!(row.ends_with(&format!("failed: {reason}")), "{table}");
+    ltc.ok(&["schedule", "remove", "oops"]);
 }
 
 #[test]
