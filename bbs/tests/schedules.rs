@@ -170,6 +170,8 @@ async fn viewers_read_and_developers_change_only_their_schedules() {
     }
     let (status, _) = dev_a.send("POST", "/v1/schedules/report/pause", None).await;
     assert_eq!(status, 200);
+    let (status, _) = dev_a.send("POST", "/v1/schedules/report/resume", None).await;
+    assert_eq!(status, 200);
 
     // Its runs are its owner's too.
     let s = bbs.db.schedule("report").await.unwrap();
@@ -323,6 +325,17 @@ async fn racing_claims_make_one_run(db: Db) {
     );
     let s = db.schedule("tick").await.unwrap();
     assert_eq!((s.last_slot_at, s.last_result()), (at, RunResult::Failed));
+    // Paused after a brain decided to start a slot: the claim starts nothing.
+    db.pause_schedule("tick", true).await.unwrap();
+    let later = lattice_specs::schedule::slot_label(slot_at + 15);
+    assert_eq!(
+        db.claim_schedule_slot("tick", slot_at + 15, &later, "")
+            .await
+            .unwrap(),
+        Claim::Taken
+    );
+    assert_eq!(db.tasks("jobs", "").await.unwrap().len(), 2);
+    assert!(db.task(&format!("tick-{later}")).await.is_err());
 }
 
 /// A backup schedule of the old layout becomes a schedule of kind backup, once.

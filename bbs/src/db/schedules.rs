@@ -187,7 +187,9 @@ impl Db {
                 .get::<Schedule>(&key)
                 .await?
                 .ok_or_else(|| not_found(name))?;
-            if slot_at <= s.last_slot_at {
+            // Paused since the brain decided (or handled already): nothing to do. The
+            // check is in the claim's compare-and-swap, so no run starts after a pause.
+            if slot_at <= s.last_slot_at || s.paused {
                 return Ok(Claim::Taken);
             }
             let now = now_nanos();
