@@ -5,12 +5,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use common::client::{assert_error, make_token, start, As, Auth};
 use lattice_bbs::db::{Claim, Db};
-use lattice_bbs::store::{Op, Store, Txn};
+use lattice_bbs::store::{Op, Txn};
 use lattice_specs::errors::ErrorName;
 use lattice_specs::models::schedule::{Kind, RunResult};
 use lattice_specs::models::{BackupSchedule, Schedule};
@@ -170,7 +167,9 @@ async fn viewers_read_and_developers_change_only_their_schedules() {
     }
     let (status, _) = dev_a.send("POST", "/v1/schedules/report/pause", None).await;
     assert_eq!(status, 200);
-    let (status, _) = dev_a.send("POST", "/v1/schedules/report/resume", None).await;
+    let (status, _) = dev_a
+        .send("POST", "/v1/schedules/report/resume", None)
+        .await;
     assert_eq!(status, 200);
 
     // Its runs are its owner's too.
@@ -362,41 +361,6 @@ async fn old_backup_schedules_are_migrated(db: Db) {
     assert_eq!(db.migrate_backup_schedules().await.unwrap(), 0);
 }
 
-macro_rules! both_stores {
-    ($make:expr) => {
-        both_stores!(@one $make, racing_claims_make_one_run, old_backup_schedules_are_migrated);
-    };
-    (@one $make:expr, $($name:ident),*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let (store, _guard): (Arc<dyn Store>, _) = $make;
-                super::$name(Db::new(store)).await;
-            }
-        )*
-    };
-}
-
-mod etcd {
-    use super::*;
-    use lattice_bbs::store::etcd::EtcdStore;
-    both_stores!({
-        let etcd = lattice_bbs::testing::EtcdServer::start();
-        let s = EtcdStore::connect(&[etcd.endpoint()], Duration::from_secs(3))
-            .await
-            .unwrap();
-        (Arc::new(s) as Arc<dyn Store>, etcd)
-    });
-}
-
-mod embedded {
-    use super::*;
-    use lattice_bbs::store::embedded::EmbeddedStore;
-    both_stores!({
-        let dir = tempfile::tempdir().unwrap();
-        (
-            Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap()) as Arc<dyn Store>,
-            dir,
-        )
-    });
-}
+lattice_bbs::both_stores!(|store| Db::new(store);
+    racing_claims_make_one_run,
+    old_backup_schedules_are_migrated);
