@@ -9,8 +9,8 @@ use futures::stream::BoxStream;
 use lattice_specs::bbs_api::LeaseCellSubnetResponse;
 use lattice_specs::events::Event;
 use lattice_specs::models::{
-    volume, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, BackupSchedule,
-    CellPresence, Deployment, DesiredLrp, DesiredLrpGeneration, Domain, Task, Volume,
+    volume, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, CellPresence, Deployment,
+    DesiredLrp, DesiredLrpGeneration, Domain, Schedule, Task, Volume,
 };
 
 use crate::error::Result;
@@ -174,13 +174,38 @@ pub trait TaskWrites: Send + Sync {
     async fn delete_task(&self, task_guid: &str) -> Result<()>;
 }
 
-/// Scheduled backups: the schedules, the backups, and starting and pruning them.
+/// What came of the brain's claim of a schedule's slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimedSlot {
+    /// The slot was handled already (another brain, an earlier pass).
+    Taken,
+    /// Recorded as skipped.
+    Skipped,
+    /// Its run (a Task's guid, a backup's id) was started.
+    Run(String),
+    /// Its run could not be started, for this reason (recorded as the slot's failure).
+    Failed(String),
+}
+
+/// The brain's scheduler: schedules (periodic Tasks and backups), their runs, the
+/// claim of a slot that starts a run exactly once, and pruning runs.
 #[async_trait]
-pub trait ScheduledBackups: Send + Sync {
-    async fn backup_schedules(&self) -> Result<Vec<BackupSchedule>>;
+pub trait ScheduledRuns: Send + Sync {
+    async fn schedules(&self) -> Result<Vec<Schedule>>;
+    /// The Tasks that are runs of a schedule (`Task::schedule` set).
+    async fn scheduled_runs(&self) -> Result<Vec<Task>>;
     async fn backups(&self) -> Result<Vec<Backup>>;
-    /// Starts backup `id` of `volume` for `slot`; `BackupAlreadyExists` if it was.
-    async fn start_backup(&self, volume: &str, id: &str, slot: &str) -> Result<()>;
+    /// Handles slot `slot_at` (Unix seconds, labelled `slot`) of schedule `name`:
+    /// starts its run, or records it skipped when `skip_reason` is not empty.
+    async fn claim_schedule_slot(
+        &self,
+        name: &str,
+        slot_at: i64,
+        slot: &str,
+        skip_reason: &str,
+    ) -> Result<ClaimedSlot>;
+    /// Removes a completed run: resolves then deletes Task `task_guid`.
+    async fn remove_run(&self, task_guid: &str) -> Result<()>;
     /// Forgets backup `id` and deletes its archive; `BackupNotFound` if there is none.
     async fn delete_backup(&self, id: &str) -> Result<()>;
 }
@@ -275,7 +300,7 @@ pub trait BrainBbs:
     + Rollouts
     + TaskFailures
     + TaskWrites
-    + ScheduledBackups
+    + ScheduledRuns
     + VolumePlacement
 {
     /// The same BBS, every call made under the fencing token `lock@revision`: the

@@ -11,10 +11,11 @@ use futures::StreamExt;
 use lattice_bbs::db::{Db, DbError};
 use lattice_bbs::events::EventHub;
 use lattice_bbs::grpc::status_of;
+use lattice_bbs::schedules::Claimed;
 use lattice_bbs::store::embedded::EmbeddedStore;
 use lattice_specs::models::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, BackupSchedule, CellPresence,
-    Deployment, DesiredLrp, DesiredLrpGeneration, Domain, Task, Volume,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, CellPresence, Deployment,
+    DesiredLrp, DesiredLrpGeneration, Domain, Schedule, Task, Volume,
 };
 use lattice_specs::validation::{FieldError, ValidationErrors};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -314,18 +315,47 @@ impl TaskWrites for FakeBbs {
 }
 
 #[async_trait]
-impl ScheduledBackups for FakeBbs {
-    async fn backup_schedules(&self) -> Result<Vec<BackupSchedule>> {
-        self.db.backup_schedules().await.map_err(refused)
+impl ScheduledRuns for FakeBbs {
+    async fn schedules(&self) -> Result<Vec<Schedule>> {
+        self.db.schedules().await.map_err(refused)
+    }
+    async fn scheduled_runs(&self) -> Result<Vec<Task>> {
+        let mut tasks = self.db.tasks("", "").await.map_err(refused)?;
+        tasks.retain(|t| !t.schedule.is_empty());
+        Ok(tasks)
     }
     async fn backups(&self) -> Result<Vec<Backup>> {
         self.db.backups().await.map_err(refused)
     }
-    async fn start_backup(&self, volume: &str, id: &str, slot: &str) -> Result<()> {
+    async fn claim_schedule_slot(
+        &self,
+        name: &str,
+        slot_at: i64,
+        slot: &str,
+        skip_reason: &str,
+    ) -> Result<ClaimedSlot> {
         let url = |blob: &str| format!("{FAKE_BLOB_URL}{blob}");
-        let r =
-            lattice_bbs::backups::start_backup(&self.writes, &url, volume, Some(id.into()), slot);
-        r.await.map(|_| ()).map_err(refused)
+        let r = lattice_bbs::schedules::claim(
+            &self.writes,
+            Some(&url),
+            name,
+            slot_at,
+            slot,
+            skip_reason,
+        );
+        Ok(match r.await.map_err(refused)? {
+            Claimed::Taken => ClaimedSlot::Taken,
+            Claimed::Skipped => ClaimedSlot::Skipped,
+            Claimed::Run(run) => ClaimedSlot::Run(run),
+            Claimed::Failed(why) => ClaimedSlot::Failed(why),
+        })
+    }
+    async fn remove_run(&self, task_guid: &str) -> Result<()> {
+        self.writes
+            .resolving_task(task_guid)
+            .await
+            .map_err(refused)?;
+        self.writes.delete_task(task_guid).await.map_err(refused)
     }
     async fn delete_backup(&self, id: &str) -> Result<()> {
         self.writes

@@ -10,8 +10,8 @@ use lattice_specs::bbs_api::bbs_client::BbsClient;
 use lattice_specs::bbs_api::*;
 use lattice_specs::errors::FENCE_KEY;
 use lattice_specs::models::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, BackupSchedule, CellPresence,
-    Deployment, DesiredLrp, DesiredLrpGeneration, Domain, Task, Volume,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, CellPresence, Deployment,
+    DesiredLrp, DesiredLrpGeneration, Domain, Schedule, Task, Volume,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
@@ -404,11 +404,16 @@ impl TaskWrites for GrpcBbs {
 }
 
 #[async_trait]
-impl ScheduledBackups for GrpcBbs {
-    async fn backup_schedules(&self) -> Result<Vec<BackupSchedule>> {
+impl ScheduledRuns for GrpcBbs {
+    async fn schedules(&self) -> Result<Vec<Schedule>> {
         let mut c = self.client();
-        let r = c.backup_schedules(self.req(Empty {}));
+        let r = c.schedules(self.req(Empty {}));
         Ok(r.await?.into_inner().schedules)
+    }
+    async fn scheduled_runs(&self) -> Result<Vec<Task>> {
+        let mut tasks = Reads::tasks(self, &TaskFilter::default()).await?;
+        tasks.retain(|t| !t.schedule.is_empty());
+        Ok(tasks)
     }
     async fn backups(&self) -> Result<Vec<Backup>> {
         Ok(self
@@ -418,14 +423,34 @@ impl ScheduledBackups for GrpcBbs {
             .into_inner()
             .backups)
     }
-    async fn start_backup(&self, volume: &str, id: &str, slot: &str) -> Result<()> {
-        let req = StartBackupRequest {
-            volume: volume.into(),
-            id: id.into(),
+    async fn claim_schedule_slot(
+        &self,
+        name: &str,
+        slot_at: i64,
+        slot: &str,
+        skip_reason: &str,
+    ) -> Result<ClaimedSlot> {
+        let req = ClaimScheduleSlotRequest {
+            name: name.into(),
+            slot_at,
             slot: slot.into(),
+            skip_reason: skip_reason.into(),
         };
-        self.client().start_backup(self.req(req)).await?;
-        Ok(())
+        let r = self.client().claim_schedule_slot(self.req(req)).await?;
+        let r = r.into_inner();
+        Ok(if !r.claimed {
+            ClaimedSlot::Taken
+        } else if !r.failure.is_empty() {
+            ClaimedSlot::Failed(r.failure)
+        } else if !r.run.is_empty() {
+            ClaimedSlot::Run(r.run)
+        } else {
+            ClaimedSlot::Skipped
+        })
+    }
+    async fn remove_run(&self, task_guid: &str) -> Result<()> {
+        TaskWrites::resolving_task(self, task_guid).await?;
+        TaskWrites::delete_task(self, task_guid).await
     }
     async fn delete_backup(&self, id: &str) -> Result<()> {
         let req = BackupIdRequest { id: id.into() };

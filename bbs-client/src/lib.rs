@@ -27,9 +27,9 @@ pub mod renew;
 
 pub use api::VolumePlacement;
 pub use api::{
-    ActualLrpFilter, BrainBbs, CellBbs, CellWrites, EventStream, Events, Leases, Lock, Locks,
-    LrpWrites, Reads, Rollouts, RouterBbs, ScheduledBackups, TaskFailures, TaskFilter, TaskWrites,
-    VolumeReport,
+    ActualLrpFilter, BrainBbs, CellBbs, CellWrites, ClaimedSlot, EventStream, Events, Leases, Lock,
+    Locks, LrpWrites, Reads, Rollouts, RouterBbs, ScheduledRuns, TaskFailures, TaskFilter,
+    TaskWrites, VolumeReport,
 };
 pub use apply::apply_all;
 pub use error::{BbsError, Result};

@@ -44,11 +44,6 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/backups/{id}", get(get_backup).delete(delete_backup))
         .route("/v1/backups/{id}/restore", post(restore_backup))
         .route("/v1/backups/{id}/verify", post(verify_backup))
-        .route("/v1/backup_schedules", get(list_schedules))
-        .route(
-            "/v1/backup_schedules/{volume}",
-            axum::routing::put(set_schedule).delete(remove_schedule),
-        )
 }
 
 fn db_err(e: DbError) -> ApiError {
@@ -205,50 +200,6 @@ pub async fn delete(s: &ApiState, db: &Db, id: &str) -> Result<(), DbError> {
 
 async fn delete_backup(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     delete(&s, &s.db, &id).await.map_err(db_err)?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-// ---------------------------------------------------------------- schedules
-
-async fn list_schedules(
-    State(s): State<ApiState>,
-) -> ApiResult<Json<Vec<lattice_specs::receptor::BackupScheduleRequest>>> {
-    let all = s.db.backup_schedules().await.map_err(db_err)?;
-    Ok(Json(
-        all.into_iter()
-            .map(|s| lattice_specs::receptor::BackupScheduleRequest {
-                volume: s.volume,
-                every: s.every,
-                keep: s.keep,
-            })
-            .collect(),
-    ))
-}
-
-async fn set_schedule(
-    State(s): State<ApiState>,
-    Path(volume): Path<String>,
-    body: Bytes,
-) -> ApiResult<StatusCode> {
-    let r: lattice_specs::receptor::BackupScheduleRequest = parse_body(&body)?;
-    crate::api::blob_store(&s)?;
-    s.db.set_backup_schedule(&lattice_specs::models::BackupSchedule {
-        volume: volume.clone(),
-        every: r.every.clone(),
-        keep: r.keep,
-        created_at: now_nanos(),
-    })
-    .await
-    .map_err(db_err)?;
-    tracing::info!(%volume, every = %r.every, keep = r.keep, "backup schedule set");
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn remove_schedule(
-    State(s): State<ApiState>,
-    Path(volume): Path<String>,
-) -> ApiResult<StatusCode> {
-    s.db.remove_backup_schedule(&volume).await.map_err(db_err)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -122,6 +122,28 @@ pub static AUTHZ_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["role", "call"],
     )
 });
+pub static TASK_CALLBACKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_task_callbacks_total",
+        "Task completion callbacks finished, by outcome (delivered: 2xx; refused: 4xx, not retried; failed: no success before the retry window closed).",
+        &["outcome"],
+    )
+});
+pub static TASK_CALLBACK_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let h = HistogramVec::new(
+        prometheus::HistogramOpts::new(
+            "bbs_task_callback_duration_seconds",
+            "Time of each completion callback POST, by answer (2xx…5xx, unreachable, timeout).",
+        )
+        .buckets(vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]),
+        &["answer"],
+    )
+    .unwrap();
+    REGISTRY.register(Box::new(h.clone())).unwrap();
+    h
+});
 pub static EVENTS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("bbs_events_total", "Events published, by type.", &["event"]));
 pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -181,6 +203,8 @@ pub fn render() -> String {
         &*AUTHZ_REFUSED,
         &*EVENTS,
         &*LATENCY,
+        &*TASK_CALLBACKS,
+        &*TASK_CALLBACK_SECONDS,
     );
     let mut buf = Vec::new();
     TextEncoder::new()

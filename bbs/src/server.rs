@@ -113,6 +113,8 @@ pub struct BbsConfig {
     /// The cluster CA (with its key) and the validity of what it issues: machines
     /// join with tokens and renew their certificates (`grpc::join`). None: no joining.
     pub join: Option<crate::grpc::JoinAuthority>,
+    /// Task completion callbacks: retry window, timeout, concurrency, trusted CAs.
+    pub callbacks: crate::callbacks::CallbackConfig,
 }
 
 impl BbsConfig {
@@ -135,6 +137,7 @@ impl BbsConfig {
             tls: None,
             grpc_client_auth: lattice_tls::ClientAuth::Required,
             join: None,
+            callbacks: Default::default(),
         }
     }
 }
@@ -170,6 +173,10 @@ pub async fn start(cfg: BbsConfig) -> anyhow::Result<RunningBbs> {
 pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::Result<RunningBbs> {
     let backend = store.backend();
     let db = Db::new(store.clone()).with_network(cfg.network.clone());
+    // Backup schedules of the old layout become schedules of kind backup.
+    db.migrate_backup_schedules()
+        .await
+        .context("moving the backup schedules to the schedules")?;
     let hub = EventHub::start(store).await;
     let (stop, stopped) = watch::channel(false);
     let logs = cfg.logs.clone();
@@ -222,6 +229,14 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         public_url,
     };
     let settler = crate::backups::spawn_settler(state.clone());
+    let callbacks = crate::callbacks::spawn(
+        db.clone(),
+        &hub,
+        logs.clone(),
+        cfg.callbacks.clone(),
+        stopped.clone(),
+    )
+    .context("the CAs trusted for task completion callbacks")?;
     let mut svc = BbsGrpc::new(db.clone(), hub.clone()).with_api(state.clone());
     if let Some(join) = &cfg.join {
         svc = svc.with_join(crate::grpc::JoinAuthority {
@@ -271,7 +286,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         logs,
         hub,
         stop,
-        tasks: vec![grpc, http, settler],
+        tasks: vec![grpc, http, settler, callbacks],
     })
 }
 

@@ -160,3 +160,53 @@ pub mod fixtures {
         ik
     }
 }
+
+/// A fresh store on a real etcd (keep the [`EtcdServer`] alive while the store is used).
+pub async fn etcd_store() -> (std::sync::Arc<dyn crate::store::Store>, EtcdServer) {
+    let etcd = EtcdServer::start();
+    let store = crate::store::etcd::EtcdStore::connect(&[etcd.endpoint()], Duration::from_secs(3))
+        .await
+        .expect("connecting to the test etcd");
+    (std::sync::Arc::new(store), etcd)
+}
+
+/// A fresh embedded store in a temp dir (keep the dir alive while the store is used).
+pub fn embedded_store() -> (std::sync::Arc<dyn crate::store::Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temp dir for the embedded store");
+    let store = crate::store::embedded::EmbeddedStore::open(dir.path().join("bbs.db"))
+        .expect("opening the embedded store");
+    (std::sync::Arc::new(store), dir)
+}
+
+/// Runs each `async fn NAME(ARG)` of the calling test file against both stores, as the
+/// tests `stores::etcd::NAME` and `stores::embedded::NAME`; `|store| EXPR` makes the
+/// argument from the store (`Arc<dyn Store>`), e.g. `|store| Db::new(store)`.
+#[macro_export]
+macro_rules! both_stores {
+    (|$store:ident| $arg:expr; $($name:ident),* $(,)?) => {
+        mod stores {
+            mod etcd {
+                #[allow(unused_imports)]
+                use super::super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let ($store, _etcd) = $crate::testing::etcd_store().await;
+                        super::super::$name($arg).await;
+                    }
+                )*
+            }
+            mod embedded {
+                #[allow(unused_imports)]
+                use super::super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let ($store, _dir) = $crate::testing::embedded_store();
+                        super::super::$name($arg).await;
+                    }
+                )*
+            }
+        }
+    };
+}

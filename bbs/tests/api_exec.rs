@@ -4,7 +4,8 @@
 //! messages are relayed both ways over the BBS's mutual TLS to exactly that cell,
 //! `who` is the caller whatever the client says, who may open a session (no viewer,
 //! no developer on another's app), every refusal is a named error without an upgrade,
-//! a dropped client ends the rep's side, and the forward query goes through.
+//! a dropped client ends the rep's side, the forward query goes through (over HTTPS
+//! too), and a BBS shutting down ends the sessions still open.
 
 mod common;
 
@@ -91,8 +92,10 @@ fn gone() -> Response {
 
 /// Reports the request, echoes stdin as stdout, and ends with exit status 3 on Eof.
 async fn exec_session(mut s: WebSocket, handle: String, by: Option<Identity>, seen: Seer) {
+    // Without a request (the API refused the client's first message), nothing runs.
     let Some(Ok(Message::Text(first))) = s.recv().await else {
-        panic!("the first message at the rep was not the exec request");
+        let _ = seen.send(Seen::Ended { handle });
+        return;
     };
     let request = serde_json::from_str(first.as_str()).unwrap();
     let _ = seen.send(Seen::Exec {
@@ -400,6 +403,13 @@ async fn exec_sessions_are_relayed_to_the_instances_rep_as_the_caller() {
     };
     assert_eq!(name, "InvalidRequest", "{message}");
     assert!(message.contains("must be the exec request"), "{message}");
+    assert_eq!(
+        next_seen(&mut seen).await,
+        Seen::Ended {
+            handle: "i-web-0".into()
+        },
+        "the rep's side of a bad session ended without a request"
+    );
 
     // Each session left an audit line and counts.
     let audit: Vec<String> = bbs
@@ -632,5 +642,27 @@ async fn forwards_and_task_sessions_go_through_over_https() {
         frame(next_msg(&mut c).await.unwrap()),
         Frame::Control(Control::Exit { status: 3, .. })
     ));
+    assert_eq!(
+        next_seen(&mut seen).await,
+        Seen::Ended {
+            handle: "t1".into()
+        }
+    );
+
+    // A BBS shutting down ends the sessions still open, telling both sides.
+    let url = format!("{api}/v1/tasks/t1/forward?port=5432");
+    let mut c = open(&http, &url, &Auth::None).await.unwrap();
+    assert!(matches!(next_seen(&mut seen).await, Seen::Forward { .. }));
     bbs.shutdown().await;
+    let Some(Msg::Text(t)) = next_msg(&mut c).await else {
+        panic!("no last word from a stopping API")
+    };
+    let e: lattice_specs::exec::ForwardError = serde_json::from_str(t.as_str()).unwrap();
+    assert_eq!(e.message, "the API is shutting down");
+    assert_eq!(
+        next_seen(&mut seen).await,
+        Seen::Ended {
+            handle: "t1".into()
+        }
+    );
 }

@@ -450,9 +450,9 @@ async fn every_call_refuses_a_caller_without_a_client_certificate() {
             ..Default::default()
         }),
         place_volume(PlaceVolumeRequest::default()),
-        backup_schedules(Empty {}),
+        schedules(Empty {}),
+        claim_schedule_slot(ClaimScheduleSlotRequest::default()),
         backups(Empty {}),
-        start_backup(StartBackupRequest::default()),
         delete_backup(BackupIdRequest::default()),
         grant_lease(GrantLeaseRequest { ttl_seconds: 30 }),
         keep_alive_lease(LeaseRequest::default()),

@@ -1,12 +1,10 @@
 //! The BBS operations (db layer) against both backends: a real etcd process
 //! and the embedded store. Every test runs once per backend.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_bbs::db::{Db, DbError};
 use lattice_bbs::events::EventHub;
-use lattice_bbs::store::Store;
 use lattice_specs::errors::ErrorName;
 use lattice_specs::events::event::Event as Kind;
 use lattice_specs::models::actual_lrp::State;
@@ -719,55 +717,18 @@ async fn events_follow_every_change(db: Db) {
     assert_eq!(got, want);
 }
 
-macro_rules! db_contract {
-    ($make:expr) => {
-        db_contract!(@one $make,
-            desire_creates_unclaimed_instances_and_refuses_duplicates,
-            invalid_models_are_refused_and_nothing_is_written,
-            racing_claimers_exactly_one_wins,
-            claim_start_crash_and_restart,
-            start_recreates_a_lost_record_of_a_desired_index,
-            scaling_creates_and_retires_indices,
-            task_lifecycle_and_racing_starters,
-            cells_live_as_long_as_their_lease,
-            a_volume_without_a_cell_is_placed_once,
-            locks_have_one_holder_and_fencing_revisions,
-            a_fenced_writer_stops_once_its_lock_changes_hands,
-            a_running_instance_on_a_lost_cell_becomes_suspect,
-            an_evacuating_instance_serves_until_its_replacement_runs,
-            events_follow_every_change);
-    };
-    (@one $make:expr, $($name:ident),*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let (store, _guard): (Arc<dyn Store>, _) = $make;
-                super::$name(Db::new(store)).await;
-            }
-        )*
-    };
-}
-
-mod etcd {
-    use super::*;
-    use lattice_bbs::store::etcd::EtcdStore;
-    db_contract!({
-        let etcd = lattice_bbs::testing::EtcdServer::start();
-        let s = EtcdStore::connect(&[etcd.endpoint()], Duration::from_secs(3))
-            .await
-            .unwrap();
-        (Arc::new(s) as Arc<dyn Store>, etcd)
-    });
-}
-
-mod embedded {
-    use super::*;
-    use lattice_bbs::store::embedded::EmbeddedStore;
-    db_contract!({
-        let dir = tempfile::tempdir().unwrap();
-        (
-            Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap()) as Arc<dyn Store>,
-            dir,
-        )
-    });
-}
+lattice_bbs::both_stores!(|store| Db::new(store);
+    desire_creates_unclaimed_instances_and_refuses_duplicates,
+    invalid_models_are_refused_and_nothing_is_written,
+    racing_claimers_exactly_one_wins,
+    claim_start_crash_and_restart,
+    start_recreates_a_lost_record_of_a_desired_index,
+    scaling_creates_and_retires_indices,
+    task_lifecycle_and_racing_starters,
+    cells_live_as_long_as_their_lease,
+    a_volume_without_a_cell_is_placed_once,
+    locks_have_one_holder_and_fencing_revisions,
+    a_fenced_writer_stops_once_its_lock_changes_hands,
+    a_running_instance_on_a_lost_cell_becomes_suspect,
+    an_evacuating_instance_serves_until_its_replacement_runs,
+    events_follow_every_change);

@@ -3,12 +3,11 @@
 //! instances through REPLACED copies, rollbacks, promotions and deployment
 //! updates. Every test runs once per backend.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_bbs::db::{Db, DbError, Rollback};
 use lattice_bbs::events::EventHub;
-use lattice_bbs::store::{Op, Store, Txn};
+use lattice_bbs::store::{Op, Txn};
 use lattice_specs::errors::ErrorName;
 use lattice_specs::events::event::Event as Kind;
 use lattice_specs::models::actual_lrp::{Presence, State};
@@ -524,49 +523,12 @@ async fn routers_see_the_replaced_copy_come_drain_and_go(db: Db) {
     assert_eq!(seen[2..], want[2..]);
 }
 
-macro_rules! rollout_contract {
-    ($make:expr) => {
-        rollout_contract!(@one $make,
-            a_new_generation_rolls_and_is_kept_in_the_history,
-            a_surge_keeps_the_old_instance_serving_until_drained_and_removed,
-            a_cells_start_crash_or_remove_of_a_replaced_instance_applies_to_its_copy,
-            a_rollback_restores_the_old_definition_and_its_instances,
-            canaries_wait_for_a_promotion_and_deployments_are_compare_and_swap,
-            the_history_keeps_ten_and_goes_with_the_app_and_its_copies,
-            an_app_from_before_generations_gets_a_first_one_to_roll_back_to,
-            routers_see_the_replaced_copy_come_drain_and_go);
-    };
-    (@one $make:expr, $($name:ident),*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let (store, _guard): (Arc<dyn Store>, _) = $make;
-                super::$name(Db::new(store)).await;
-            }
-        )*
-    };
-}
-
-mod etcd {
-    use super::*;
-    use lattice_bbs::store::etcd::EtcdStore;
-    rollout_contract!({
-        let etcd = lattice_bbs::testing::EtcdServer::start();
-        let s = EtcdStore::connect(&[etcd.endpoint()], Duration::from_secs(3))
-            .await
-            .unwrap();
-        (Arc::new(s) as Arc<dyn Store>, etcd)
-    });
-}
-
-mod embedded {
-    use super::*;
-    use lattice_bbs::store::embedded::EmbeddedStore;
-    rollout_contract!({
-        let dir = tempfile::tempdir().unwrap();
-        (
-            Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap()) as Arc<dyn Store>,
-            dir,
-        )
-    });
-}
+lattice_bbs::both_stores!(|store| Db::new(store);
+    a_new_generation_rolls_and_is_kept_in_the_history,
+    a_surge_keeps_the_old_instance_serving_until_drained_and_removed,
+    a_cells_start_crash_or_remove_of_a_replaced_instance_applies_to_its_copy,
+    a_rollback_restores_the_old_definition_and_its_instances,
+    canaries_wait_for_a_promotion_and_deployments_are_compare_and_swap,
+    the_history_keeps_ten_and_goes_with_the_app_and_its_copies,
+    an_app_from_before_generations_gets_a_first_one_to_roll_back_to,
+    routers_see_the_replaced_copy_come_drain_and_go);

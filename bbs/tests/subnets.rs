@@ -173,48 +173,16 @@ async fn the_grpc_call_answers_with_the_cluster_network() {
     bbs.shutdown().await;
 }
 
-macro_rules! subnet_contract {
-    ($make:expr) => {
-        subnet_contract!(@one $make,
-            cells_get_distinct_subnets_and_keep_them_across_a_restart,
-            an_exhausted_network_is_refused_and_nothing_is_written,
-            a_lease_held_by_a_live_cell_elsewhere_is_refused,
-            bad_requests_name_their_field,
-            racing_cells_never_share_a_subnet);
-    };
-    (@one $make:expr, $($name:ident),*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let (store, _guard): (Arc<dyn Store>, _) = $make;
-                super::$name(store).await;
-            }
-        )*
-    };
-}
-
-mod etcd {
-    use super::*;
-    use lattice_bbs::store::etcd::EtcdStore;
-    subnet_contract!({
-        let etcd = lattice_bbs::testing::EtcdServer::start();
-        let s = EtcdStore::connect(&[etcd.endpoint()], Duration::from_secs(3))
-            .await
-            .unwrap();
-        (Arc::new(s) as Arc<dyn Store>, etcd)
-    });
-}
+lattice_bbs::both_stores!(|store| store;
+    cells_get_distinct_subnets_and_keep_them_across_a_restart,
+    an_exhausted_network_is_refused_and_nothing_is_written,
+    a_lease_held_by_a_live_cell_elsewhere_is_refused,
+    bad_requests_name_their_field,
+    racing_cells_never_share_a_subnet);
 
 mod embedded {
     use super::*;
     use lattice_bbs::store::embedded::EmbeddedStore;
-    subnet_contract!({
-        let dir = tempfile::tempdir().unwrap();
-        (
-            Arc::new(EmbeddedStore::open(dir.path().join("bbs.db")).unwrap()) as Arc<dyn Store>,
-            dir,
-        )
-    });
 
     /// The embedded store's file reopened (the BBS process restarted): the leases
     /// are still there.

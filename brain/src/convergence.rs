@@ -42,17 +42,20 @@ impl Convergence {
         resend_all: bool,
     ) -> Result<Counts, BrainError> {
         let started = Instant::now();
-        // The five reads are independent: make them at once.
+        // The reads are independent: make them at once.
         let b = &self.bbs;
         let (all_actual, all_tasks) = (ActualLrpFilter::default(), TaskFilter::default());
-        let (desired, actual, cells, domains, tasks) = tokio::try_join!(
+        let (desired, actual, cells, domains, tasks, schedules) = tokio::try_join!(
             b.desired_lrps(),
             b.actual_lrps(&all_actual),
             b.cells(),
             b.domains(),
             b.tasks(&all_tasks),
+            b.schedules(),
         )
         .map_err(bbs_err)?;
+        // A schedule's completed runs are its scheduler's to prune, not ours to expire.
+        let tasks = crate::schedules::without_kept_runs(tasks, &schedules);
         let cells: HashSet<String> = cells.into_iter().map(|c| c.cell_id).collect();
         let fresh: HashSet<String> = domains.into_iter().map(|d| d.name).collect();
 

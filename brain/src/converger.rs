@@ -15,7 +15,8 @@
 //!
 //! Tasks: fail those whose cell vanished and those pending too long; re-send
 //! pending ones to the auction; delete completed ones nobody resolved in time;
-//! send stuck RESOLVING ones back to COMPLETED.
+//! send stuck RESOLVING ones back to COMPLETED. A task with a completion callback
+//! is the BBS's to resolve and delete: removed here only as a late backstop.
 //!
 //! Level-triggered: applying the actions and converging again yields nothing
 //! new, because every store-changing action removes its own cause, and
@@ -39,6 +40,11 @@ pub struct ConvergeConfig {
     pub expire_pending_task: Duration,
     /// A COMPLETED/RESOLVING task older than this is deleted (Diego: 120 s).
     pub expire_completed_task: Duration,
+    /// The same for a task with a completion callback URL, which the BBS resolves
+    /// and deletes itself once its callback is made or its retry window (`lattice
+    /// bbs --callback-retry-secs`, 10 min by default) closed; this is only the
+    /// backstop, so it must be longer than that window.
+    pub expire_callback_task: Duration,
 }
 
 impl Default for ConvergeConfig {
@@ -48,6 +54,7 @@ impl Default for ConvergeConfig {
             kick_task: Duration::from_secs(30),
             expire_pending_task: Duration::from_secs(30 * 60),
             expire_completed_task: Duration::from_secs(120),
+            expire_callback_task: Duration::from_secs(3600),
         }
     }
 }
@@ -387,12 +394,26 @@ fn converge_tasks(
                 } else {
                     t.updated_at
                 };
-                if older(s.now, done_at, cfg.expire_completed_task) {
+                if older(s.now, done_at, completed_expiry(t, cfg)) {
                     actions.push(Action::DeleteTask { task_guid: guid });
                 }
             }
             TaskState::Invalid => {}
         }
+    }
+}
+
+/// How long a COMPLETED/RESOLVING task is kept: a task with a completion callback
+/// is the BBS's to delete while its callback may still be made.
+fn completed_expiry(t: &Task, cfg: &ConvergeConfig) -> Duration {
+    let callback = t
+        .definition
+        .as_ref()
+        .is_some_and(|d| !d.completion_callback_url.is_empty());
+    if callback {
+        cfg.expire_callback_task.max(cfg.expire_completed_task)
+    } else {
+        cfg.expire_completed_task
     }
 }
 

@@ -31,8 +31,6 @@ pub const LOCK: &str = "brain";
 const RESUBSCRIBE_AFTER_REFUSAL: Duration = Duration::from_millis(500);
 /// How long a brain waits before subscribing again when its event stream ended.
 const RESUBSCRIBE_AFTER_END: Duration = Duration::from_millis(200);
-/// How often the active brain runs the backup schedule.
-const BACKUP_SCHEDULE_EVERY: Duration = Duration::from_secs(2);
 /// The longest a standby waits between two attempts to take the lock.
 const LOCK_POLL_AT_MOST: Duration = Duration::from_secs(1);
 
@@ -318,9 +316,9 @@ pub async fn run(
                 now: deploy_now,
             },
         ));
-        tasks.spawn(crate::backup_schedule::run(
+        tasks.spawn(crate::schedules::run(
             fenced.clone(),
-            BACKUP_SCHEDULE_EVERY,
+            crate::schedules::TICK,
         ));
         tasks.spawn(keep_lease(bbs.clone(), lease, cfg.lock_ttl));
         let stopping = tokio::select! {

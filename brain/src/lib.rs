@@ -4,13 +4,12 @@
 //!
 //! The decisions are pure functions (`auction`, with `auction::volumes`,
 //! `converger` and `rollout`); the I/O around them (`auctioneer`, `convergence`,
-//! `deployer`, `leader`, `volume_placement`, `backup_schedule`) talks to the BBS
+//! `deployer`, `leader`, `volume_placement`, `schedules`) talks to the BBS
 //! through `lattice_bbs_client::BrainBbs` and to cells through a
 //! `cells::CellDirectory`; `server` starts it all as a component.
 
 pub mod auction;
 pub mod auctioneer;
-pub mod backup_schedule;
 pub mod cells;
 pub mod convergence;
 pub mod converger;
@@ -20,6 +19,7 @@ pub mod metrics;
 pub mod readiness;
 pub mod retry;
 pub mod rollout;
+pub mod schedules;
 pub mod server;
 /// Helpers for tests and benchmarks (the `testing` feature; not in production builds).
 #[cfg(any(test, feature = "testing"))]

@@ -47,13 +47,13 @@ pub static TASK_AUCTIONS_FAILED: LazyLock<IntCounter> = LazyLock::new(|| {
         "Tasks no cell could take (rejected).",
     )
 });
-pub static SCHEDULED_BACKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+pub static SCHEDULED_RUNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     reg(IntCounterVec::new(
         Opts::new(
-            "brain_scheduled_backups_total",
-            "Scheduled backup steps, by outcome (started/refused/pruned).",
+            "brain_scheduled_runs_total",
+            "Schedule steps, by kind of schedule (task/backup) and outcome (started/skipped/failed/pruned/refused).",
         ),
-        &["outcome"],
+        &["kind", "outcome"],
     )
     .unwrap())
 });

@@ -616,3 +616,69 @@ async fn a_rolling_update_keeps_every_index_serving_and_a_new_brain_finishes_it(
         .all(|a| a.generation == 2 && a.state() == State::Running));
     assert_eq!(c.lock_holder().await, "brain-b");
 }
+
+/// A periodic Task every 5 s through the real BBS, brains and a simulated cell: each
+/// slot makes at most one run (`NAME-SLOT`, 5 s apart, no duplicate) while the active
+/// brain is killed and the standby takes over, and runs go on after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_periodic_task_runs_once_per_slot_across_a_brain_failover() {
+    let c = cluster().await;
+    let cell = c.add_cell("cell-a", "z1", 4096).await;
+    let s = Schedule {
+        name: "tick".into(),
+        every: "5s".into(),
+        keep: 10,
+        domain: "test".into(),
+        task: Some(TaskDefinition {
+            memory_mb: 16,
+            ..task_definition("/bin/true")
+        }),
+        ..Default::default()
+    };
+    c.db.create_schedule(s).await.unwrap();
+    let (brain_a, _stop_a) = c.brain("brain-a", |_| {});
+    let (_brain_b, _stop_b) = c.brain("brain-b", |_| {});
+
+    let runs = || async {
+        let mut t = c.bbs.tasks(&Default::default()).await.unwrap();
+        t.retain(|t| t.schedule == "tick");
+        t.sort_by(|a, b| a.task_guid.cmp(&b.task_guid));
+        t
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut killed = false;
+    loop {
+        // The cell finishes what it runs at once.
+        for guid in cell.task_guids() {
+            cell.finish_task(&guid).await.unwrap();
+        }
+        let done = runs().await;
+        let completed = done
+            .iter()
+            .filter(|t| t.state() == task::State::Completed)
+            .count();
+        if !killed && completed >= 1 {
+            brain_a.abort();
+            killed = true;
+        }
+        if killed && completed >= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "runs: {done:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.lock_holder().await, "brain-b");
+    // Every run is named after a slot on the 5 s grid; the schedule's latest slot is
+    // the newest run's (or a later one).
+    let labels: Vec<String> = runs()
+        .await
+        .into_iter()
+        .map(|t| t.task_guid.strip_prefix("tick-").unwrap().to_string())
+        .collect();
+    for l in &labels {
+        let secs: u32 = l[l.len() - 2..].parse().unwrap();
+        assert_eq!(secs % 5, 0, "{labels:?}");
+    }
+    let s = c.db.schedule("tick").await.unwrap();
+    assert!(s.last_slot >= *labels.last().unwrap(), "{s:?} {labels:?}");
+}

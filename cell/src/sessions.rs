@@ -348,7 +348,8 @@ async fn forward_session(rep: Arc<Rep>, c: ContainerInfo, q: ForwardQuery, mut s
             what(&c)
         ),
     );
-    if let Err(e) = relay_forward(&mut socket, conn).await {
+    let gone = instance_gone(rep.clone(), c.handle().to_string());
+    if let Err(e) = relay_forward(&mut socket, conn, gone).await {
         counted.outcome = "error";
         return forward_error(socket, format!("the forwarded connection broke: {e}")).await;
     }
@@ -361,16 +362,36 @@ async fn forward_error(mut socket: WebSocket, message: String) {
     let _ = socket.send(Message::Close(None)).await;
 }
 
+/// How often a forward checks that its instance still runs.
+const FORWARD_INSTANCE_CHECK: Duration = Duration::from_secs(1);
+
+/// Resolves once the container `handle` no longer runs.
+async fn instance_gone(rep: Arc<Rep>, handle: String) {
+    loop {
+        tokio::time::sleep(FORWARD_INSTANCE_CHECK).await;
+        if rep.executor().running(&handle).is_err() {
+            return;
+        }
+    }
+}
+
 /// Relays bytes both ways until both sides said they are done (an empty binary
-/// message from the client, EOF from the connection) or the client left.
+/// message from the client, EOF from the connection), the client left, or `gone`
+/// (the instance stopped: its socket, which holds the instance's network namespace,
+/// closes with it).
 async fn relay_forward(
     socket: &mut WebSocket,
     mut conn: tokio::net::TcpStream,
+    gone: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     let (mut client_done, mut conn_done) = (false, false);
+    tokio::pin!(gone);
     while !(client_done && conn_done) {
         tokio::select! {
+            () = &mut gone => {
+                return Err(std::io::Error::other("the instance stopped"));
+            }
             msg = socket.recv(), if !client_done => match msg {
                 Some(Ok(Message::Binary(b))) if b.is_empty() => {
                     client_done = true;

@@ -205,10 +205,10 @@ async fn a_terminal_session_has_a_prompt_a_size_and_an_exit_status() {
         .unwrap();
     read_until(&mut s, &mut seen, "30 100").await;
     // Ctrl-C reaches the foreground job through the terminal, not the shell.
-    s.send(&Frame::Stdin(b"sleep 600\n".to_vec()))
+    s.send(&Frame::Stdin(b"sleep 606\n".to_vec()))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("sleep 606 runs", || !processes("sleep 606").is_empty()).await;
     s.send(&Frame::Stdin(vec![3])).await.unwrap();
     s.send(&Frame::Stdin(b"echo after-$?\n".to_vec()))
         .await
@@ -594,6 +594,56 @@ async fn the_rep_s_routes_refuse_other_identities_and_stopped_instances() {
     let (code, body) = status(tokio_tungstenite::connect_async(&url).await);
     assert_eq!(code, 400, "{body}");
     destroy_clean(&t, "ws-refused").await;
+}
+
+/// A forward whose instance goes ends (its socket would hold the instance's
+/// network namespace, and its veth, alive), and leaves nothing behind.
+#[tokio::test]
+async fn a_forward_ends_with_its_instance() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    require_root();
+    let t = TestExecutor::new();
+    t.exec
+        .create(tagged("ws-fwd-gone", "sleep 600 | nc -l -p 7000"))
+        .await
+        .unwrap();
+    wait_event(&t.exec, "ws-fwd-gone", LIMIT, |e| {
+        matches!(e, ShimEvent::RunStarted { .. })
+    })
+    .await;
+    let (addr, _) = rep_routes(&t, lattice_tls::bbs_identity()).await;
+    let url = format!("ws://{addr}/v1/containers/ws-fwd-gone/forward?port=7000");
+    let deadline = std::time::Instant::now() + LIMIT;
+    let mut ws = loop {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        // Connected unless an error comes at once.
+        match tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+            Err(_) => break ws,
+            Ok(m) if std::time::Instant::now() < deadline => {
+                let _ = m;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(m) => panic!("no forward: {m:?}"),
+        }
+    };
+    t.exec.destroy("ws-fwd-gone").await;
+    let ended = tokio::time::timeout(LIMIT, async {
+        let mut said = String::new();
+        while let Some(Ok(m)) = ws.next().await {
+            match m {
+                Message::Text(t) => said = t.to_string(),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        said
+    })
+    .await
+    .expect("the forward ended");
+    assert!(ended.contains("the instance stopped"), "{ended}");
+    let left = leftovers(&t.exec, "ws-fwd-gone");
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 fn node(ca: &lattice_tls::ca::Ca, who: &lattice_tls::Identity) -> lattice_tls::NodeTls {

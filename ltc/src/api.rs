@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::rollout::{GenerationRequest, GenerationResponse, RollbackRequest};
+use lattice_specs::receptor::schedule::{ScheduleCreateRequest, ScheduleResponse};
 use lattice_specs::receptor::{
     ActualLrpResponse, BackupResponse, BackupScheduleRequest, CellResponse, ContainerUsage,
     DesiredLrpCreateRequest, DesiredLrpResponse, DesiredLrpUpdateRequest, TaskCreateRequest,
@@ -462,6 +463,46 @@ impl Api {
         self.get("/v1/backup_schedules").await
     }
 
+    // ---- periodic Tasks (an extension; specs/src/receptor/schedule.rs) --------------
+
+    pub async fn create_schedule(
+        &self,
+        req: &ScheduleCreateRequest,
+    ) -> anyhow::Result<ScheduleResponse> {
+        self.post("/v1/schedules", serde_json::to_value(req)?).await
+    }
+
+    /// Every schedule, Task and backup ones, sorted by name.
+    pub async fn all_schedules(&self) -> anyhow::Result<Vec<ScheduleResponse>> {
+        self.get("/v1/schedules").await
+    }
+
+    /// `pause` or `resume`.
+    pub async fn schedule_action(
+        &self,
+        name: &str,
+        action: &str,
+    ) -> anyhow::Result<ScheduleResponse> {
+        let r = self
+            .post(
+                &format!("/v1/schedules/{}/{action}", seg(name)),
+                serde_json::Value::Null,
+            )
+            .await;
+        schedule_not_found(r, name)
+    }
+
+    pub async fn delete_schedule(&self, name: &str) -> anyhow::Result<()> {
+        let r = self
+            .call(
+                Method::DELETE,
+                &format!("/v1/schedules/{}", seg(name)),
+                None,
+            )
+            .await;
+        schedule_not_found(r, name)
+    }
+
     // ---- API tokens (an extension; admins only) ------------------------------------
 
     /// Makes a token: the answer holds its secret, shown this once.
@@ -506,6 +547,16 @@ impl Api {
 }
 
 use lattice_specs::path_segment as seg;
+
+/// A missing schedule said with what to do.
+fn schedule_not_found<T>(r: anyhow::Result<T>, name: &str) -> anyhow::Result<T> {
+    match r {
+        Err(e) if error_name(&e) == Some(ErrorName::ScheduleNotFound) => {
+            anyhow::bail!("schedule {name} not found: `ltc schedules` shows the schedules")
+        }
+        r => r,
+    }
+}
 
 #[cfg(test)]
 mod tests {

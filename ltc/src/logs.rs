@@ -27,9 +27,20 @@ pub async fn log_guid_of(api: &Api, name: &str) -> anyhow::Result<String> {
         } else {
             t.request.log_guid
         }),
+        // A log guid of its own, or a task gone since (a completion callback resolves
+        // and deletes it): its lines are still kept.
+        Err(_) if has_lines(api, name).await => Ok(name.into()),
         Err(_) => anyhow::bail!(
-            "no app or task named {name}: `ltc list` shows the apps, `ltc list-tasks` the tasks"
+            "no app or task named {name}, and no log lines for it: `ltc list` shows the apps, `ltc list-tasks` the tasks"
         ),
+    }
+}
+
+/// Whether the API holds any line for log guid `guid`.
+async fn has_lines(api: &Api, guid: &str) -> bool {
+    match api.logs(guid, false).await {
+        Ok(r) => r.bytes().await.is_ok_and(|b| !b.trim_ascii().is_empty()),
+        Err(_) => false,
     }
 }
 

@@ -2,8 +2,9 @@
 //! manages apps (`create`, `scale`, `remove`, `list`, `status`) and rolls out their
 //! changes (`update`, `history`, `rollback`, `promote`), shows cells
 //! (`cells`, `visualize`) and logs (`logs`, `debug-logs`), and runs tasks
-//! (`submit-task`, `task`, `cancel-task`, `delete-task`, `list-tasks`); gets inside
-//! running instances and Tasks (`ssh`, with port forwarding); volumes and
+//! (`submit-task`, `task`, `cancel-task`, `delete-task`, `list-tasks`), on a schedule
+//! too (`submit-task FILE --every …`, `schedules`, `schedule …`); gets inside running
+//! instances and Tasks (`ssh`, with port forwarding); volumes and
 //! their backups (`volume …`, `backup …`); API tokens (`login`, `token …`); whole
 //! systems from a manifest (`apply`, `export`).
 
@@ -12,6 +13,7 @@ mod app;
 mod logs;
 mod manifest;
 mod rollout;
+mod schedules;
 mod show;
 mod ssh;
 mod storage;
@@ -155,8 +157,26 @@ enum Cmd {
         #[arg(long, default_value_t = 1.0)]
         every: f64,
     },
-    /// Run a task from a JSON file (the receptor's TaskCreateRequest).
-    SubmitTask { file: std::path::PathBuf },
+    /// Run a task from a JSON file (the receptor's TaskCreateRequest), once or, with
+    /// --every, on a schedule (each slot's run a task NAME-YYYYMMDD-HHMMSS).
+    SubmitTask {
+        file: std::path::PathBuf,
+        /// Run it on a schedule: a period (30s, 15m, 2h, 1d; at least 5s), hourly, daily,
+        /// weekly, monthly, or a five-field cron expression in UTC ("*/5 * * * *").
+        #[arg(long)]
+        every: Option<String>,
+        /// The schedule's name (default: the task's task_guid).
+        #[arg(long, requires = "every")]
+        name: Option<String>,
+        /// How many completed runs to keep.
+        #[arg(long, requires = "every", default_value_t = 5)]
+        keep: u32,
+    },
+    /// The schedules (periodic tasks and backups): next run, last run and its result.
+    Schedules(Json),
+    /// Remove, pause or resume a schedule.
+    #[command(subcommand)]
+    Schedule(schedules::ScheduleCmd),
     /// A task's state and result.
     Task {
         guid: String,
@@ -188,15 +208,20 @@ fn api() -> anyhow::Result<Api> {
     Api::new(target::load()?)
 }
 
-async fn submit_task(api: &Api, file: &std::path::Path) -> anyhow::Result<()> {
+/// The TaskCreateRequest in `file`.
+fn read_task(file: &std::path::Path) -> anyhow::Result<TaskCreateRequest> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let req: TaskCreateRequest = serde_json::from_str(&text).with_context(|| {
+    serde_json::from_str(&text).with_context(|| {
         format!(
             "{} is not a task: expected JSON like {{\"task_guid\": \"t1\", \"rootfs\": \"preloaded:busybox\", \"action\": {{\"run\": {{\"path\": \"sh\", \"args\": [\"-c\", \"echo hi > /tmp/r\"]}}}}, \"result_file\": \"/tmp/r\"}}",
             file.display()
         )
-    })?;
+    })
+}
+
+async fn submit_task(api: &Api, file: &std::path::Path) -> anyhow::Result<()> {
+    let req = read_task(file)?;
     anyhow::ensure!(
         !req.task_guid.is_empty(),
         "{}: the task needs a task_guid",
@@ -372,7 +397,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             logs::print(&api()?, lattice_specs::logs::DEBUG_LOG_GUID, !no_follow).await?
         }
         Cmd::Visualize { once, every } => visualize(&api()?, once, every).await?,
-        Cmd::SubmitTask { file } => submit_task(&api()?, &file).await?,
+        Cmd::SubmitTask {
+            file, every: None, ..
+        } => submit_task(&api()?, &file).await?,
+        Cmd::SubmitTask {
+            file,
+            every: Some(every),
+            name,
+            keep,
+        } => {
+            let req =
+                schedules::create_request(read_task(&file)?, &file, &every, name.as_deref(), keep)?;
+            schedules::create(&api()?, &req).await?
+        }
+        Cmd::Schedules(j) => schedules::list(&api()?, j.json, now).await?,
+        Cmd::Schedule(cmd) => schedules::run(&api()?, cmd).await?,
         Cmd::Task { guid, json } => {
             let t = api()?.task(&guid).await?;
             if json.json {

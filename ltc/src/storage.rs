@@ -593,7 +593,7 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
                 println!("Volume {volume} is no longer backed up on a schedule.");
             } else {
                 let every = every.unwrap_or_default();
-                lattice_specs::backup::parse_every(&every).map_err(anyhow::Error::msg)?;
+                lattice_specs::schedule::parse_backup_cadence(&every)?;
                 api.set_schedule(&volume, &every, keep).await?;
                 println!(
                     "Volume {volume} is backed up on a schedule ({every}), the last {keep} kept: `ltc backup list {volume}` shows them."

@@ -151,7 +151,7 @@ calls! {
     TaskByGuid = "TaskByGuid", AnyIdentity, "read a task";
     Cells = "Cells", AnyIdentity, "read cells";
     Volumes = "Volumes", AnyIdentity, "read volumes";
-    BackupSchedules = "BackupSchedules", AnyIdentity, "read backup schedules";
+    Schedules = "Schedules", AnyIdentity, "read schedules";
     Backups = "Backups", AnyIdentity, "read backups";
     Domains = "Domains", AnyIdentity, "read domains";
     SubscribeEvents = "SubscribeEvents", AnyIdentity, "subscribe to events";
@@ -197,7 +197,7 @@ calls! {
     ResolvingTask = "ResolvingTask", Brain, "resolve a task";
     DeleteTask = "DeleteTask", Brain, "delete a task";
     PlaceVolume = "PlaceVolume", Brain, "place a volume";
-    StartBackup = "StartBackup", Brain, "start a backup";
+    ClaimScheduleSlot = "ClaimScheduleSlot", Brain, "run a schedule's slot";
     DeleteBackup = "DeleteBackup", Brain, "delete a backup";
     ReplaceActualLrp = "ReplaceActualLRP", Brain, "replace an instance";
     DrainReplacedActualLrp = "DrainReplacedActualLRP", Brain, "drain a replaced instance";

@@ -23,6 +23,7 @@ pub mod restart;
 pub mod rollout;
 pub mod rootfs;
 pub mod routes;
+pub mod schedule;
 pub mod subnets;
 pub mod task;
 /// Model builders for tests and benchmarks (the `testing` feature; not in production builds).

@@ -372,6 +372,13 @@ fn backups_export_and_import_and_bad_input_is_refused() {
     assert!(!out.ok && out.stderr.contains("hourly, daily"), "{out:#?}");
     up.ltc_ok(&["backup", "schedule", "src", "--every", "1h", "--keep", "3"]);
     assert!(up.ltc_ok(&["backup", "schedules"]).contains("src"));
+    // One kind of periodic Task: `ltc schedules` lists it with the others.
+    let all = up.ltc_ok(&["schedules"]);
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("src ") && l.contains("backup of src") && l.contains(" 1h ")),
+        "{all}"
+    );
     let scheduled = |up: &UpProcess| -> Vec<serde_json::Value> {
         json(&up.ltc_ok(&["backup", "list", "src", "--json"]))
             .as_array()
@@ -395,6 +402,7 @@ fn backups_export_and_import_and_bad_input_is_refused() {
     assert_eq!(scheduled(&up).len(), 1, "one backup per slot");
     up.ltc_ok(&["backup", "schedule", "src", "--off"]);
     assert!(up.ltc_ok(&["backup", "schedules"]).contains("No schedules"));
+    assert!(up.ltc_ok(&["schedules"]).contains("No schedules"));
 
     // What the metrics say.
     let api = up.api.trim_start_matches("http://").to_string();

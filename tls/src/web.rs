@@ -18,6 +18,11 @@ pub enum ExtraCaError {
 
 /// A client trusting the system's roots plus `extra_ca` (PEM texts of CA certificates).
 pub fn client(extra_ca: &[String]) -> Result<reqwest::Client, ExtraCaError> {
+    builder(extra_ca)?.build().map_err(ExtraCaError::Build)
+}
+
+/// [`client`]'s builder, for a caller that sets more (a redirect policy, timeouts).
+pub fn builder(extra_ca: &[String]) -> Result<reqwest::ClientBuilder, ExtraCaError> {
     let mut roots = Vec::new();
     for pem in extra_ca {
         let certs =
@@ -27,10 +32,7 @@ pub fn client(extra_ca: &[String]) -> Result<reqwest::Client, ExtraCaError> {
         }
         roots.extend(certs);
     }
-    reqwest::Client::builder()
-        .tls_certs_merge(roots)
-        .build()
-        .map_err(ExtraCaError::Build)
+    Ok(reqwest::Client::builder().tls_certs_merge(roots))
 }
 
 /// `e` and its sources as one line (a client error's own message hides its cause,

@@ -6,7 +6,7 @@
 //! - [`owner_authz`]: whether a developer token may act on one app, task, volume,
 //!   backup or backup schedule ([`Object`], found from the route by [`object_of`]): only
 //!   on what it owns (`db::owners`); a backup also belongs to its volume's owner, a
-//!   schedule to its volume's. Admins act on everything.
+//!   backup schedule to its volume's. Admins act on everything.
 //!
 //! The middleware that applies them is `auth`'s; `owners` looks the owners up.
 
@@ -105,17 +105,20 @@ pub enum Object {
     Volume(String),
     Backup(String),
     /// A volume's backup schedule: its volume's owner's.
+    BackupSchedule(String),
+    /// A schedule by name (a backup schedule also belongs to its volume's owner).
     Schedule(String),
 }
 
 impl Object {
-    /// The record that says who owns it (a schedule's is its volume's).
+    /// The record that says who owns it (a backup schedule's is its volume's).
     pub fn owned(&self) -> (OwnedKind, &str) {
         match self {
             Object::App(n) => (OwnedKind::App, n),
             Object::Task(n) => (OwnedKind::Task, n),
-            Object::Volume(n) | Object::Schedule(n) => (OwnedKind::Volume, n),
+            Object::Volume(n) | Object::BackupSchedule(n) => (OwnedKind::Volume, n),
             Object::Backup(n) => (OwnedKind::Backup, n),
+            Object::Schedule(n) => (OwnedKind::Schedule, n),
         }
     }
 }
@@ -123,7 +126,7 @@ impl Object {
 impl std::fmt::Display for Object {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Object::Schedule(v) => write!(f, "the backup schedule of volume {v}"),
+            Object::BackupSchedule(v) => write!(f, "the backup schedule of volume {v}"),
             other => {
                 let (kind, name) = other.owned();
                 write!(f, "{} {name}", kind.as_str())
@@ -161,7 +164,10 @@ pub fn object_of(method: &Method, route: &str, params: &HashMap<String, String>)
         return param("name").map(Object::Volume);
     }
     if route == "/v1/backup_schedules/{volume}" {
-        return param("volume").map(Object::Schedule);
+        return param("volume").map(Object::BackupSchedule);
+    }
+    if under("/v1/schedules/{name}") {
+        return param("name").map(Object::Schedule);
     }
     if under("/v1/backups/{id}") {
         return param("id").map(Object::Backup);
@@ -187,6 +193,8 @@ pub fn verb_of(method: &Method, route: &str) -> &'static str {
         (_, "verify") => "verify",
         (_, "rollback") => "roll back",
         (_, "promote") => "promote",
+        (_, "pause") => "pause",
+        (_, "resume") => "resume",
         (_, "generations") => "update",
         _ => "change",
     }
@@ -300,6 +308,10 @@ mod tests {
             (&post, "/v1/backups", true, true, false),
             (&post, "/v1/backups/{id}/restore", true, true, false),
             (&put, "/v1/backup_schedules/{volume}", true, true, false),
+            (&get, "/v1/schedules", true, true, true),
+            (&post, "/v1/schedules", true, true, false),
+            (&post, "/v1/schedules/{name}/pause", true, true, false),
+            (&delete, "/v1/schedules/{name}", true, true, false),
             (&get, "/v1/backups/{id}", true, true, true),
             (&delete, "/v1/backups/{id}", true, false, false),
             (&get, "/v1/blobs", true, true, true),
@@ -401,8 +413,20 @@ mod tests {
         );
         assert_eq!(
             object_of(&Method::DELETE, "/v1/backup_schedules/{volume}", &v),
-            Some(Object::Schedule("pg".into()))
+            Some(Object::BackupSchedule("pg".into()))
         );
+        for route in ["/v1/schedules/{name}", "/v1/schedules/{name}/pause"] {
+            let m = if route.ends_with("pause") {
+                Method::POST
+            } else {
+                Method::DELETE
+            };
+            assert_eq!(
+                object_of(&m, route, &v),
+                Some(Object::Schedule("pg".into()))
+            );
+        }
+        assert_eq!(object_of(&Method::GET, "/v1/schedules/{name}", &v), None);
         let b = params(&[("id", "b1")]);
         assert_eq!(
             object_of(&Method::POST, "/v1/backups/{id}/restore", &b),
@@ -515,7 +539,7 @@ mod tests {
             "dev-b",
             Developer,
             "set",
-            &Object::Schedule("pg".into()),
+            &Object::BackupSchedule("pg".into()),
             &owned_by("dev-a"),
         ) else {
             panic!("dev-b set dev-a's schedule")

@@ -2,6 +2,7 @@
 //! `/v1/desired_lrps`, `/v1/actual_lrps`, `/v1/cells`, `/v1/domains`,
 //! `/v1/events` (server-sent events), `/v1/version`; plus `/metrics` and `/readyz`
 //! (200 when the store answers, 503 with the reason otherwise; no auth, for probes).
+//! Schedules (`/v1/schedules`, `/v1/backup_schedules`) are `crate::schedules`'.
 //!
 //! Rules: create → 201 and update/delete/cancel/domain → 204, both with an
 //! empty body; GET → 200 with `application/json`; errors → status ≥ 400 with
@@ -229,6 +230,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/logs/{log_guid}", get(get_logs))
         .merge(crate::backups::routes())
+        .merge(crate::schedules::routes())
         .merge(tokens::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()

@@ -62,6 +62,7 @@ async fn exists(db: &Db, kind: OwnedKind, name: &str) -> Result<bool, DbError> {
         OwnedKind::Task => db.task(name).await.map(drop),
         OwnedKind::Volume => db.volume(name).await.map(drop),
         OwnedKind::Backup => db.backup(name).await.map(drop),
+        OwnedKind::Schedule => db.schedule(name).await.map(drop),
     };
     match found {
         Ok(()) => Ok(true),
@@ -89,6 +90,12 @@ async fn owners(db: &Db, object: &Object) -> Result<Option<Owners>, DbError> {
         Object::Backup(id) => match db.backup(id).await {
             Ok(b) => owner(db, OwnedKind::Volume, &b.volume).await?,
             Err(DbError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        },
+        // A backup schedule is its volume's owner's too.
+        Object::Schedule(name) => match db.schedule(name).await {
+            Ok(s) if !s.volume.is_empty() => owner(db, OwnedKind::Volume, &s.volume).await?,
+            Ok(_) | Err(DbError::NotFound { .. }) => None,
             Err(e) => return Err(e),
         },
         _ => None,

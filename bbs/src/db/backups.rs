@@ -1,15 +1,15 @@
-//! Volume backups (recorded with the task that makes them) and backup schedules.
+//! Volume backups (recorded with the task that makes them).
 
 use lattice_specs::errors::ErrorName;
 use lattice_specs::models::backup::State as BackupState;
 use lattice_specs::models::volume::State as VolumeState;
-use lattice_specs::models::{Backup, BackupSchedule, Task, TaskDefinition, Volume};
-use lattice_specs::validation::{self, ValidationErrors};
+use lattice_specs::models::{Backup, Task, TaskDefinition, Volume};
+use lattice_specs::validation;
 use lattice_specs::{now_nanos, task as task_sm};
 use prost::Message;
 
 use super::txn::{Attempts, Write};
-use super::{task_key, Db, DbError, Result, BACKUP, SCHEDULE, VOLUME};
+use super::{task_key, Db, DbError, Result, BACKUP, VOLUME};
 use crate::store::{Compare, Op, Txn};
 
 impl Db {
@@ -128,47 +128,6 @@ impl Db {
             }
             Ok((Write::Delete, b))
         })
-        .await
-    }
-
-    // ---------------------------------------------------------- schedules
-
-    /// Sets (or replaces) the backup schedule of a volume.
-    pub async fn set_backup_schedule(&self, s: &BackupSchedule) -> Result<()> {
-        let invalid = |field: &str, message: String| {
-            DbError::Invalid(ValidationErrors(vec![validation::FieldError {
-                field: field.into(),
-                message,
-            }]))
-        };
-        lattice_specs::backup::parse_every(&s.every).map_err(|e| invalid("every", e))?;
-        if s.keep == 0 {
-            return Err(invalid("keep", "must be at least 1".into()));
-        }
-        self.volume(&s.volume).await?;
-        self.txn(Txn::new().then(Op::put(
-            format!("{SCHEDULE}{}", s.volume),
-            s.encode_to_vec(),
-        )))
-        .await?;
-        Ok(())
-    }
-
-    pub async fn backup_schedules(&self) -> Result<Vec<BackupSchedule>> {
-        self.list(SCHEDULE).await
-    }
-
-    pub async fn remove_backup_schedule(&self, volume: &str) -> Result<()> {
-        self.modify(
-            &format!("{SCHEDULE}{volume}"),
-            |cur: Option<BackupSchedule>| {
-                cur.ok_or_else(|| DbError::NotFound {
-                    name: ErrorName::ScheduleNotFound,
-                    message: format!("volume {volume} has no backup schedule"),
-                })?;
-                Ok((Write::Delete, ()))
-            },
-        )
         .await
     }
 }

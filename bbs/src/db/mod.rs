@@ -20,7 +20,8 @@
 //! | `/lattice/v1/leaseholder/<lease id>`        | holder's identity (DNS)  | itself|
 //! | `/lattice/v1/volume/<name>`                 | Volume                   |       |
 //! | `/lattice/v1/backup/<id>`                   | Backup                   |       |
-//! | `/lattice/v1/schedule/<volume>`             | BackupSchedule           |       |
+//! | `/lattice/v1/schedule/<volume>`             | BackupSchedule (old: migrated at start) | |
+//! | `/lattice/v1/schedules/<name>`              | Schedule (tasks, backups)|       |
 //! | `/lattice/v1/subnets`                       | SubnetLeases (all cells) |       |
 //! | `/lattice/v1/token/name/<name>`             | ApiToken                 |       |
 //! | `/lattice/v1/token/hash/<sha256 of secret>` | ApiToken (same record)   |       |
@@ -33,8 +34,8 @@
 //! (EVACUATING and SUSPECT copies, decided by `lattice_specs::evacuation`),
 //! `generations` (an app's definition history, new generations, rollbacks,
 //! promotions), `rollout` (REPLACED copies and deployments, decided by
-//! `lattice_specs::rollout::records`), `tasks`, `cells` (cells, domains, leases, locks), `volumes`, `backups`
-//! (backups and their schedules), `subnets` (cells' container subnets), `tokens`
+//! `lattice_specs::rollout::records`), `tasks`, `cells` (cells, domains, leases, locks), `volumes`, `backups`,
+//! `schedules` (periodic Tasks and backup schedules, and the claim of their slots), `subnets` (cells' container subnets), `tokens`
 //! (the public API's tokens), `join_tokens` (tokens machines join the cluster with).
 //!
 //! `owners` keeps who made each app, task, volume and backup through the public API.
@@ -47,6 +48,7 @@ mod evacuation;
 mod generations;
 mod join_tokens;
 mod rollout;
+mod schedules;
 mod subnets;
 mod tasks;
 mod tcp_routes;
@@ -66,6 +68,7 @@ use lattice_specs::ModelError;
 
 use crate::store::{Store, StoreError};
 pub use generations::Rollback;
+pub use schedules::{schedule_key, Claim, SCHEDULES};
 pub use subnets::{ClusterNetwork, DEFAULT_INTERNAL_DOMAIN};
 pub use tokens::{check_token_name, new_secret, secret_hash, ApiToken, SECRET_PREFIX};
 use txn::CAS_ATTEMPTS;

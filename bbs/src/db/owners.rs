@@ -16,13 +16,15 @@ use crate::store::{Compare, Op, Txn};
 pub const OWNER: &str = "/lattice/v1/owner/";
 
 /// The kinds of objects that have owners. A backup schedule belongs to its volume's
-/// owner, so it has no record of its own.
+/// owner, so it has no record of its own; a task schedule has one (its runs are its
+/// owner's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OwnedKind {
     App,
     Task,
     Volume,
     Backup,
+    Schedule,
 }
 
 impl OwnedKind {
@@ -33,6 +35,7 @@ impl OwnedKind {
             OwnedKind::Task => "task",
             OwnedKind::Volume => "volume",
             OwnedKind::Backup => "backup",
+            OwnedKind::Schedule => "schedule",
         }
     }
 }
@@ -88,6 +91,7 @@ fn owned_at(key: &str) -> Option<(OwnedKind, &str)> {
         (TASK, OwnedKind::Task),
         (VOLUME, OwnedKind::Volume),
         (BACKUP, OwnedKind::Backup),
+        (super::SCHEDULES, OwnedKind::Schedule),
     ]
     .into_iter()
     .find_map(|(prefix, kind)| key.strip_prefix(prefix).map(|name| (kind, name)))

@@ -1,6 +1,7 @@
 //! Tasks: desire, list, and every transition, checked by `lattice_specs::task`.
 
 use lattice_specs::errors::ErrorName;
+use lattice_specs::models::task::State;
 use lattice_specs::models::{Task, TaskDefinition};
 use lattice_specs::{now_nanos, task as task_sm, validation, ModelError};
 use prost::Message;
@@ -51,16 +52,24 @@ impl Db {
         guid: &str,
         mut f: impl FnMut(&mut Task) -> std::result::Result<R, ModelError>,
     ) -> Result<(Task, R)> {
-        self.modify(&task_key(guid), |cur: Option<Task>| {
-            let mut t = cur.ok_or_else(|| DbError::task_not_found(guid))?;
-            let before = t.clone();
-            let r = f(&mut t)?;
-            if t == before {
-                return Ok((Write::Nothing, (t, r)));
-            }
-            Ok((Write::Put(t.clone()), (t, r)))
-        })
-        .await
+        let mut completed_now = false;
+        let out = self
+            .modify(&task_key(guid), |cur: Option<Task>| {
+                let mut t = cur.ok_or_else(|| DbError::task_not_found(guid))?;
+                let before = t.clone();
+                let r = f(&mut t)?;
+                if t == before {
+                    return Ok((Write::Nothing, (t, r)));
+                }
+                completed_now = before.state() != State::Completed && t.state() == State::Completed;
+                Ok((Write::Put(t.clone()), (t, r)))
+            })
+            .await?;
+        // A scheduled run's schedule says how its latest run went.
+        if completed_now && !out.0.schedule.is_empty() {
+            self.schedule_run_completed(&out.0).await;
+        }
+        Ok(out)
     }
 
     /// Returns whether the cell should run the task (false: it already does).

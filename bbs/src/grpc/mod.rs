@@ -621,22 +621,19 @@ impl Bbs for BbsGrpc {
         self.place_volume_rpc(r).await
     }
 
-    async fn backup_schedules(
+    async fn schedules(&self, r: Request<Empty>) -> Result<Response<SchedulesResponse>, Status> {
+        self.schedules_rpc(r).await
+    }
+
+    async fn claim_schedule_slot(
         &self,
-        r: Request<Empty>,
-    ) -> Result<Response<BackupSchedulesResponse>, Status> {
-        self.backup_schedules_rpc(r).await
+        r: Request<ClaimScheduleSlotRequest>,
+    ) -> Result<Response<ClaimScheduleSlotResponse>, Status> {
+        self.claim_schedule_slot_rpc(r).await
     }
 
     async fn backups(&self, r: Request<Empty>) -> Result<Response<BackupsResponse>, Status> {
         self.backups_rpc(r).await
-    }
-
-    async fn start_backup(
-        &self,
-        r: Request<StartBackupRequest>,
-    ) -> Result<Response<Empty>, Status> {
-        self.start_backup_rpc(r).await
     }
 
     async fn delete_backup(&self, r: Request<BackupIdRequest>) -> Result<Response<Empty>, Status> {

@@ -1,7 +1,9 @@
 //! The volume and backup calls: the cells' volumes and their states, the brain's
-//! placement of volumes, backup schedules and backups.
+//! placement of volumes, schedules (periodic Tasks and backups: the brain's claim of a
+//! slot) and backups.
 
 use super::*;
+use crate::schedules::Claimed;
 
 impl BbsGrpc {
     pub(super) async fn volumes_rpc(
@@ -74,14 +76,14 @@ impl BbsGrpc {
         .await
     }
 
-    pub(super) async fn backup_schedules_rpc(
+    pub(super) async fn schedules_rpc(
         &self,
         r: Request<Empty>,
-    ) -> Result<Response<BackupSchedulesResponse>, Status> {
-        call("BackupSchedules", async {
-            may(&r, Call::BackupSchedules)?;
-            Ok(BackupSchedulesResponse {
-                schedules: self.db.backup_schedules().await?,
+    ) -> Result<Response<SchedulesResponse>, Status> {
+        call("Schedules", async {
+            may(&r, Call::Schedules)?;
+            Ok(SchedulesResponse {
+                schedules: self.db.schedules().await?,
             })
         })
         .await
@@ -100,22 +102,36 @@ impl BbsGrpc {
         .await
     }
 
-    pub(super) async fn start_backup_rpc(
+    pub(super) async fn claim_schedule_slot_rpc(
         &self,
-        r: Request<StartBackupRequest>,
-    ) -> Result<Response<Empty>, Status> {
-        call("StartBackup", async {
-            may(&r, Call::StartBackup)?;
+        r: Request<ClaimScheduleSlotRequest>,
+    ) -> Result<Response<ClaimScheduleSlotResponse>, Status> {
+        call("ClaimScheduleSlot", async {
+            may(&r, Call::ClaimScheduleSlot)?;
             let db = self.db_for(&r)?;
-            let api = self.api()?;
-            api.blobs.as_ref().ok_or_else(|| DbError::Conflict {
-                name: ErrorName::BlobStoreUnavailable,
-                message: "this BBS keeps no blobs: start it with --blob-dir DIR".into(),
-            })?;
+            let url = self.api.as_ref().map(|api| move |n: &str| api.blob_url(n));
+            let url = url.as_ref().map(|f| f as &(dyn Fn(&str) -> String + Sync));
             let r = r.into_inner();
-            crate::backups::start_backup(&db, &|n| api.blob_url(n), &r.volume, Some(r.id), &r.slot)
-                .await
-                .map(|_| Empty {})
+            let claimed =
+                crate::schedules::claim(&db, url, &r.name, r.slot_at, &r.slot, &r.skip_reason)
+                    .await?;
+            Ok(match claimed {
+                Claimed::Taken => ClaimScheduleSlotResponse::default(),
+                Claimed::Skipped => ClaimScheduleSlotResponse {
+                    claimed: true,
+                    ..Default::default()
+                },
+                Claimed::Run(run) => ClaimScheduleSlotResponse {
+                    claimed: true,
+                    run,
+                    ..Default::default()
+                },
+                Claimed::Failed(failure) => ClaimScheduleSlotResponse {
+                    claimed: true,
+                    failure,
+                    ..Default::default()
+                },
+            })
         })
         .await
     }

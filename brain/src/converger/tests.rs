@@ -250,6 +250,42 @@ fn task(guid: &str, state: TaskState, cell: &str, created: i64, updated: i64) ->
     t
 }
 
+/// The BBS resolves and deletes a task with a completion callback itself: the
+/// converger leaves it alone while the callback may still be made, and removes it
+/// only as a backstop an hour after it completed.
+#[test]
+fn tasks_with_a_completion_callback_are_left_to_the_bbs() {
+    let with_url = |guid: &str, state: TaskState, done_ago: i64| {
+        let mut t = task(guid, state, "c1", NOW - 4000 * S, NOW - done_ago * S);
+        t.definition.get_or_insert_default().completion_callback_url = "http://cb/done".into();
+        t
+    };
+    let tasks = [
+        with_url("cb-completed", TaskState::Completed, 600),
+        with_url("cb-resolving", TaskState::Resolving, 3599),
+        with_url("cb-abandoned", TaskState::Completed, 3601),
+        task(
+            "plain",
+            TaskState::Completed,
+            "c1",
+            NOW - 600 * S,
+            NOW - 600 * S,
+        ),
+    ];
+    let (acts, _) = run(&[], &[], &["c1"], &["d"], &tasks);
+    assert_eq!(
+        acts,
+        vec![
+            Action::DeleteTask {
+                task_guid: "cb-abandoned".into()
+            },
+            Action::DeleteTask {
+                task_guid: "plain".into()
+            },
+        ]
+    );
+}
+
 #[test]
 fn task_convergence() {
     let tasks = [

@@ -181,6 +181,10 @@ impl Executor {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: a signal for the rep's (Ctrl-C on `lattice up`)
+            // is not one for the helper, which must outlive the rep long enough to
+            // kill its process when its stdin closes.
+            .process_group(0)
             .spawn()
             .map_err(|e| helper_err(&e))?;
         let (Some(mut stdin), Some(stdout), Some(stderr)) = (

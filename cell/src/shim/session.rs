@@ -71,6 +71,11 @@ pub(super) fn main(dir: &Path) -> ! {
         .expect("a runtime");
     let code = rt.block_on(async move {
         let Ok(mut out) = stdout_sender() else {
+            // Nobody to relay to: the process goes at once.
+            if let Ok(running) = &started {
+                hang_up(running.pid);
+                wait_exit(running.pid).await;
+            }
             return 1;
         };
         let last = match started {

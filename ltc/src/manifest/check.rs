@@ -111,10 +111,10 @@ fn check_references(m: &Manifest, cluster: &Cluster, errors: &mut Vec<String>) {
                 "backup_schedules.{volume}: no volume {volume} in the file or the cluster: declare it under volumes"
             ));
         }
-        if let Err(e) = lattice_specs::backup::parse_every(&s.every) {
+        if let Err(e) = lattice_specs::schedule::parse_backup_cadence(&s.every) {
             errors.push(format!(
-                "backup_schedules.{volume}.every: {}",
-                e.trim_start_matches("--every ")
+                "backup_schedules.{volume}.every: {:?}: {}",
+                e.every, e.reason
             ));
         }
     }

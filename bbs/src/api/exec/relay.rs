@@ -90,12 +90,13 @@ pub async fn run(
         e = down(&mut r_rx, &mut c_tx) => e,
         () = closing => End::Shutdown,
     };
+    // Counted before the last words, so a client that read them finds the count.
     let outcome = end.outcome();
-    finish(end, kind, &mut c_tx, &mut r_tx).await;
-    open.dec();
     crate::metrics::API_EXEC_SESSIONS
         .with_label_values(&[kind.as_str(), outcome])
         .inc();
+    finish(end, kind, &mut c_tx, &mut r_tx).await;
+    open.dec();
     tracing::info!(
         outcome,
         seconds = started.elapsed().as_secs_f64(),

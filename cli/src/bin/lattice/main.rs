@@ -211,6 +211,50 @@ struct BbsArgs {
     /// the gRPC port then also takes clients without a certificate, for joining.
     #[arg(long, env = "LATTICE_BBS_JOIN_CA_DIR")]
     join_ca_dir: Option<std::path::PathBuf>,
+    /// How long after a Task completed its completion callback is retried (connection
+    /// errors, timeouts, 5xx answers; a 4xx is final); then the task is deleted all
+    /// the same. The brain leaves such tasks to the BBS for an hour: keep it below.
+    #[arg(long, env = "LATTICE_BBS_CALLBACK_RETRY_SECS", default_value_t = 600)]
+    callback_retry_secs: u64,
+    /// Time one completion callback POST may take, connecting included.
+    #[arg(
+        long,
+        env = "LATTICE_BBS_CALLBACK_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    callback_timeout_ms: u64,
+    /// A CA certificate file (PEM) trusted for HTTPS callback URLs besides the
+    /// system's roots (repeatable, or comma-separated); the cluster CA (--tls-ca) is
+    /// trusted too.
+    #[arg(long, env = "LATTICE_BBS_CALLBACK_EXTRA_CA", value_delimiter = ',')]
+    callback_extra_ca: Vec<std::path::PathBuf>,
+}
+
+/// `lattice bbs`'s completion callback flags as its settings.
+fn callback_config(a: &BbsArgs) -> anyhow::Result<lattice_bbs::callbacks::CallbackConfig> {
+    anyhow::ensure!(
+        a.callback_timeout_ms > 0,
+        "--callback-timeout-ms must be more than 0, e.g. --callback-timeout-ms 10000"
+    );
+    let files = [
+        a.callback_extra_ca.clone(),
+        a.tls.tls_ca.iter().cloned().collect(),
+    ]
+    .concat();
+    let mut extra_ca = Vec::new();
+    for f in files {
+        let pem = std::fs::read_to_string(&f)
+            .with_context(|| format!("--callback-extra-ca {}: cannot read it", f.display()))?;
+        lattice_tls::web::client(std::slice::from_ref(&pem))
+            .with_context(|| format!("--callback-extra-ca {}", f.display()))?;
+        extra_ca.push(pem);
+    }
+    Ok(lattice_bbs::callbacks::CallbackConfig {
+        retry_for: Duration::from_secs(a.callback_retry_secs),
+        timeout: Duration::from_millis(a.callback_timeout_ms),
+        extra_ca,
+        ..Default::default()
+    })
 }
 
 async fn shutdown_signal() {
@@ -238,6 +282,7 @@ async fn start_bbs(
         );
     }
     let network = a.network.cluster_network()?;
+    let callbacks = callback_config(&a)?;
     let ca = match &a.join_ca_dir {
         Some(d) => Some(std::sync::Arc::new(
             lattice_tls::ca::Ca::load(d)
@@ -273,6 +318,7 @@ async fn start_bbs(
             None => lattice_tls::ClientAuth::Required,
         },
         join,
+        callbacks,
     })
     .await
     .context("starting the BBS")

@@ -58,8 +58,9 @@ pub struct UpArgs {
     /// BBS's; the cell's own listener takes only the cluster's certificates).
     #[arg(long, default_value = "127.0.0.1:8890")]
     metrics_listen: SocketAddr,
-    /// A CA certificate file (PEM) the cell trusts besides the system's roots
-    /// (HTTPS downloads, uploads, registry pulls); repeatable.
+    /// A CA certificate file (PEM) the cell and the BBS trust besides the system's
+    /// roots (HTTPS downloads, uploads, registry pulls, Task completion callbacks);
+    /// repeatable.
     #[arg(long, env = "LATTICE_EXTRA_CA", value_delimiter = ',')]
     extra_ca: Vec<PathBuf>,
     /// The router's HTTPS for the apps (as `lattice router` takes them).
@@ -142,6 +143,12 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         forced.push(format!("--basic-auth={auth}"));
     }
     forced.extend(bbs_tls);
+    // HTTPS completion callbacks trust what the cell's downloads trust.
+    forced.extend(
+        a.extra_ca
+            .iter()
+            .map(|f| format!("--callback-extra-ca={}", f.display())),
+    );
     forced.extend(
         a.api_hostnames
             .iter()
