@@ -85,14 +85,28 @@ fn refused(status: StatusCode, name: ErrorName, message: String) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// The container when it runs here.
-fn target(rep: &Rep, handle: &str) -> Result<ContainerInfo, SessionError> {
-    rep.executor().running(handle)?;
-    rep.executor()
-        .get(handle)
-        .ok_or_else(|| SessionError::NotRunning {
-            handle: handle.to_string(),
-        })
+/// How long a session waits for the container of work this cell holds: a Task is
+/// RUNNING in the BBS as the cell starts it, a moment before its container runs.
+const START_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The container when it runs here, waited for while this cell is still making it.
+async fn target(rep: &Rep, handle: &str) -> Result<ContainerInfo, SessionError> {
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    loop {
+        let found = rep.executor().running(handle).and_then(|_| {
+            rep.executor()
+                .get(handle)
+                .ok_or_else(|| SessionError::NotRunning {
+                    handle: handle.to_string(),
+                })
+        });
+        match found {
+            Err(_) if rep.holds(handle) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            found => return found,
+        }
+    }
 }
 
 /// A session refused before it opened (409 `InstanceNotRunning`), counted.
@@ -145,7 +159,7 @@ pub async fn exec(
     Path(handle): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let c = match target(&rep, &handle) {
+    let c = match target(&rep, &handle).await {
         Ok(c) => c,
         Err(e) => return refuse(&rep, Kind::Exec, e),
     };
@@ -314,7 +328,7 @@ pub async fn forward(
     if let Err(e) = crate::executor::exec::forward_addr(&q.host, q.port) {
         return refused(StatusCode::BAD_REQUEST, e.name(), e.to_string());
     }
-    let c = match target(&rep, &handle) {
+    let c = match target(&rep, &handle).await {
         Ok(c) => c,
         Err(e) => return refuse(&rep, Kind::Forward, e),
     };

@@ -336,7 +336,8 @@ async fn version() {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; its exit status (a remote one for `ltc ssh`, else 0).
+async fn run(cli: Cli) -> anyhow::Result<i32> {
     let now = lattice_specs::now_nanos();
     match cli.command {
         Cmd::Target {
@@ -438,13 +439,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", show::tasks(&tasks, now));
             }
         }
-        Cmd::Ssh(_) => unreachable!("main runs ltc ssh for its exit status"),
+        Cmd::Ssh(args) => return Ok(ssh::main(api(), *args).await),
         Cmd::Version => version().await,
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ltc", &mut std::io::stdout())
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 fn main() {
@@ -453,12 +454,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("starting the runtime");
-    if let Cmd::Ssh(args) = cli.command {
-        // The remote status is ltc's; exiting here also leaves the stdin reader behind.
-        std::process::exit(rt.block_on(ssh::main(api(), *args)));
-    }
-    if let Err(e) = rt.block_on(run(cli)) {
-        eprintln!("ltc: {e:#}");
-        std::process::exit(1);
+    // Exiting (not returning) also leaves `ltc ssh`'s stdin reader behind.
+    match rt.block_on(run(cli)) {
+        Ok(status) => std::process::exit(status),
+        Err(e) => {
+            eprintln!("ltc: {e:#}");
+            std::process::exit(1);
+        }
     }
 }

@@ -341,13 +341,10 @@ fn commands_stdin_forwards_and_tasks() {
     // --task: inside the running Task's container (its own processes).
     let guid = format!("ssh-task-{}", std::process::id());
     submit_running_task(&up, &guid);
-    // RUNNING in the BBS comes as the cell claims it, a moment before its container
-    // runs: until then the rep says so.
-    let out = wait_for("a session in the task", Duration::from_secs(30), || {
-        let (status, out, err) = ltc(&up, &["ssh", "--task", &guid, "--", "ps"], b"", &[]);
-        assert!(status == 0 || err.contains("(InstanceNotRunning)"), "{err}");
-        (status == 0).then_some(out)
-    });
+    // RUNNING in the BBS comes as the cell starts it, a moment before its container
+    // runs: the rep waits for the container.
+    let (status, out, err) = ltc(&up, &["ssh", "--task", &guid, "--", "ps"], b"", &[]);
+    assert_eq!(status, 0, "{err}");
     assert!(out.contains("sleep 3001"), "{out}");
     let (_, web_ps, _) = ltc(&up, &["ssh", "web", "--", "ps"], b"", &[]);
     assert!(

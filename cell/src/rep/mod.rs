@@ -303,6 +303,16 @@ impl<R: Runtime> Rep<R> {
         self.logs.unregister(handle);
     }
 
+    /// Whether `handle` is work this cell holds in the BBS (claimed, or a Task started),
+    /// whose container may still be on its way.
+    pub fn holds(&self, handle: &str) -> bool {
+        self.slots
+            .lock()
+            .unwrap()
+            .get(handle)
+            .is_some_and(|s| s.phase >= Phase::Claimed)
+    }
+
     fn set_phase(&self, handle: &str, phase: Phase) {
         let mut slots = self.slots.lock().unwrap();
         if let Some(s) = slots.get_mut(handle) {
