@@ -180,6 +180,9 @@ pub fn destroy_all(cfg: ExecutorConfig) {
                 if let Some(v) = exec.volumes() {
                     v.close();
                 }
+                // As a cell shutting down does: with nothing left, the parent cgroup of
+                // the containers goes too (it stays while another test's containers run).
+                exec.close();
             }
         });
     })
