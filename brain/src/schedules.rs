@@ -79,9 +79,32 @@ fn count(s: &Schedule, outcome: &str) {
         .inc();
 }
 
+/// A full pass at least this often, even when nothing seems to call for one.
+pub const FULL_PASS: Duration = Duration::from_secs(30);
+
+/// Whether a pass at `now` has anything to do that the previous pass (which saw the
+/// schedules `seen`) did not: a slot to claim, or a schedule changed since (made,
+/// paused or resumed, its slot claimed, a run finished) whose retention may now
+/// prune. Only then are the runs (every Task) read.
+pub fn wants_a_pass(schedules: &[Schedule], seen: &[Schedule], now: i64) -> bool {
+    schedules != seen
+        || schedules
+            .iter()
+            .any(|s| schedule_steps(s, &[], now).is_ok_and(|steps| !steps.is_empty()))
+}
+
 /// One pass at `now` (Unix seconds).
 pub async fn tick(bbs: &dyn ScheduledRuns, now: i64) -> Result<Done, BrainError> {
     let schedules = bbs.schedules().await.map_err(bbs_err)?;
+    pass(bbs, &schedules, now).await
+}
+
+/// One pass over `schedules` at `now`.
+async fn pass(
+    bbs: &dyn ScheduledRuns,
+    schedules: &[Schedule],
+    now: i64,
+) -> Result<Done, BrainError> {
     let mut done = Done::default();
     if schedules.is_empty() {
         return Ok(done);
@@ -95,7 +118,7 @@ pub async fn tick(bbs: &dyn ScheduledRuns, now: i64) -> Result<Done, BrainError>
         true => bbs.backups().await.map_err(bbs_err)?,
         false => vec![],
     };
-    for s in &schedules {
+    for s in schedules {
         let steps = match schedule_steps(s, &runs_of(s, &tasks, &backups), now) {
             Ok(steps) => steps,
             Err(e) => {
@@ -193,14 +216,27 @@ pub fn without_kept_runs(mut tasks: Vec<Task>, schedules: &[Schedule]) -> Vec<Ta
     tasks
 }
 
-/// Runs [`tick`] every `interval` until the brain loses its lock.
+/// Looks at the schedules every `interval` and makes a pass when [`wants_a_pass`] (or
+/// [`FULL_PASS`] has gone by), until the brain loses its lock.
 pub async fn run(bbs: Arc<dyn BrainBbs>, interval: Duration) -> Result<(), BrainError> {
+    let mut seen: Vec<Schedule> = vec![];
+    let mut last_pass: Option<tokio::time::Instant> = None;
     loop {
         let now = lattice_specs::now_nanos() / 1_000_000_000;
-        match tick(bbs.as_ref(), now).await {
+        let passed = async {
+            let schedules = bbs.schedules().await.map_err(bbs_err)?;
+            let due = last_pass.is_none_or(|t| t.elapsed() >= FULL_PASS);
+            if due || wants_a_pass(&schedules, &seen, now) {
+                pass(bbs.as_ref(), &schedules, now).await?;
+                seen = schedules;
+                last_pass = Some(tokio::time::Instant::now());
+            }
+            Ok::<_, BrainError>(())
+        };
+        match passed.await {
             Err(BrainError::LockLost) => return Err(BrainError::LockLost),
             Err(e) => tracing::warn!(error = %e, "scheduling failed; retrying"),
-            Ok(_) => {}
+            Ok(()) => {}
         }
         tokio::time::sleep(interval).await;
     }

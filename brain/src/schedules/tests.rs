@@ -267,3 +267,29 @@ async fn a_fenced_brain_takes_no_backup() {
     assert!(matches!(r, Err(BrainError::LockLost)), "{r:?}");
     assert!(ScheduledRuns::backups(&bbs).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_runs_are_read_only_when_a_slot_is_due_or_a_schedule_changed() {
+    let bbs = bbs_with_a_task_schedule(0).await;
+    let all = bbs.schedules().await.unwrap();
+    // Made since the last pass: a pass.
+    assert!(wants_a_pass(&all, &[], NOW));
+    // A slot not yet handled: a pass.
+    assert!(wants_a_pass(&all, &all, NOW));
+    tick(&bbs, NOW).await.unwrap();
+    let claimed = bbs.schedules().await.unwrap();
+    // The claim changed the record: one more pass (its retention), then nothing to
+    // do until the next slot.
+    assert!(wants_a_pass(&claimed, &all, NOW + 1));
+    assert!(!wants_a_pass(&claimed, &claimed, NOW + 1));
+    assert!(!wants_a_pass(&claimed, &claimed, NOW + 9));
+    assert!(wants_a_pass(&claimed, &claimed, NOW + 10));
+    // A run finishing changes the record too.
+    finish(&bbs, &runs(&bbs).await[0].task_guid, false).await;
+    let finished = bbs.schedules().await.unwrap();
+    assert!(wants_a_pass(&finished, &claimed, NOW + 2));
+    // Paused: nothing due.
+    bbs.db().pause_schedule("report", true).await.unwrap();
+    let paused = bbs.schedules().await.unwrap();
+    assert!(!wants_a_pass(&paused, &paused, NOW + 10));
+}
