@@ -213,7 +213,8 @@ struct BbsArgs {
     join_ca_dir: Option<std::path::PathBuf>,
     /// How long after a Task completed its completion callback is retried (connection
     /// errors, timeouts, 5xx answers; a 4xx is final); then the task is deleted all
-    /// the same. The brain leaves such tasks to the BBS for an hour: keep it below.
+    /// the same. The brain leaves such tasks to the BBS for an hour: it must be less
+    /// (refused otherwise).
     #[arg(long, env = "LATTICE_BBS_CALLBACK_RETRY_SECS", default_value_t = 600)]
     callback_retry_secs: u64,
     /// Time one completion callback POST may take, connecting included.
@@ -235,6 +236,18 @@ fn callback_config(a: &BbsArgs) -> anyhow::Result<lattice_bbs::callbacks::Callba
     anyhow::ensure!(
         a.callback_timeout_ms > 0,
         "--callback-timeout-ms must be more than 0, e.g. --callback-timeout-ms 10000"
+    );
+    // The brain deletes a task with a callback this long after it completed, whatever
+    // the BBS is doing: the retries must be over by then.
+    let backstop = lattice_brain::converger::ConvergeConfig::default().expire_callback_task;
+    let window =
+        Duration::from_secs(a.callback_retry_secs) + Duration::from_millis(a.callback_timeout_ms);
+    anyhow::ensure!(
+        window < backstop,
+        "--callback-retry-secs {} with --callback-timeout-ms {}: callbacks must be over within {} s of a task completing (the brain deletes such tasks then); retry for less",
+        a.callback_retry_secs,
+        a.callback_timeout_ms,
+        backstop.as_secs()
     );
     let files = [
         a.callback_extra_ca.clone(),
@@ -588,5 +601,27 @@ async fn async_main(cli: Cli, config: toml::Table) {
     if let Err(e) = r {
         eprintln!("lattice: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_retries_must_end_before_the_brains_backstop() {
+        let bbs = |args: &[&str]| {
+            let mut all = vec!["lattice", "bbs"];
+            all.extend_from_slice(args);
+            match Cli::try_parse_from(all).unwrap().command {
+                Command::Bbs(a) => callback_config(&a),
+                _ => panic!("not the bbs command"),
+            }
+        };
+        assert!(bbs(&[]).is_ok());
+        assert!(bbs(&["--callback-retry-secs", "3000"]).is_ok());
+        let e = bbs(&["--callback-retry-secs", "3600"]).unwrap_err();
+        assert!(e.to_string().contains("--callback-retry-secs 3600"), "{e}");
+        assert!(bbs(&["--callback-timeout-ms", "0"]).is_err());
     }
 }
