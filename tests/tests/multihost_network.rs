@@ -216,7 +216,8 @@ async fn egress_rules_allow_and_refuse_and_the_cluster_default_governs_the_rest(
     assert_eq!(r, "refused\n", "the default rules let it out");
     // Its own rule to the outside host's port 80: reached, and (`log: true`) the
     // connection is a line in the Task's log on its cell (the cell names the container
-    // by its address: it runs a moment longer).
+    // by its address when it reads the logged packet, so it runs a few seconds longer:
+    // on a loaded machine the read came after a 1 s wait, and the line was lost).
     let allow = vec![SecurityGroupRule {
         log: true,
         ..tcp_to(&outside_ip, Some((80, 80)))
@@ -226,7 +227,7 @@ async fn egress_rules_allow_and_refuse_and_the_cluster_default_governs_the_rest(
         "allowed",
         "a",
         allow,
-        &(fetch(&outside) + "; sleep 1"),
+        &(fetch(&outside) + "; sleep 3"),
     )
     .await;
     assert_eq!(r, OUTSIDE_BODY, "its rule did not let it out");
