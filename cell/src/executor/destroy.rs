@@ -106,6 +106,10 @@ impl Executor {
         }
         if let Some(att) = &info.network {
             self.network.detach(att);
+            self.gone
+                .lock()
+                .unwrap()
+                .push(att.ip, info.clone(), std::time::Instant::now());
         }
         self.release_volumes(&info.request);
         let merged = self.rootfs_dir(handle);

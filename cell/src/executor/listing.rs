@@ -54,13 +54,22 @@ impl Executor {
         self.containers.lock().unwrap().get(handle).cloned()
     }
 
-    /// The container at address `ip` on the cell's bridge.
+    /// The container at address `ip` on the cell's bridge, or the one destroyed there
+    /// in the last few seconds ([`super::gone::KEEP`]).
     pub fn container_at(&self, ip: std::net::Ipv4Addr) -> Option<ContainerInfo> {
-        let containers = self.containers.lock().unwrap();
-        containers
+        let live = self
+            .containers
+            .lock()
+            .unwrap()
             .values()
             .find(|c| c.network.as_ref().is_some_and(|n| n.ip == ip))
-            .cloned()
+            .cloned();
+        live.or_else(|| {
+            self.gone
+                .lock()
+                .unwrap()
+                .find(ip, std::time::Instant::now())
+        })
     }
 
     /// Reads up to [`MAX_RESULT_BYTES`] of a regular file in the container (a Task's

@@ -14,6 +14,7 @@
 mod create;
 mod destroy;
 pub mod exec;
+mod gone;
 mod listing;
 mod volumes;
 
@@ -121,6 +122,8 @@ pub struct Executor {
     images: crate::image::ImageStore,
     volumes: Option<Arc<crate::volume::VolumeDriver>>,
     containers: Mutex<HashMap<String, ContainerInfo>>,
+    /// Containers destroyed a moment ago, by address (late egress log packets).
+    gone: Mutex<gone::RecentlyGone>,
     /// Wakes followers of a container's events when its shim writes one.
     watch: crate::watch::EventWatch,
     /// Held (shared) from resolving an image's layers to mounting them; the layer
@@ -225,6 +228,7 @@ impl Executor {
             images,
             volumes,
             containers: Mutex::new(HashMap::new()),
+            gone: Mutex::new(gone::RecentlyGone::default()),
             watch: crate::watch::EventWatch::new(),
             layers_in_flight: Default::default(),
             launcher: crate::launcher::Launcher::new(cfg.shim.clone()),

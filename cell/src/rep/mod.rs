@@ -161,7 +161,7 @@ mod bbs;
 mod evacuation;
 mod events;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod fixtures;
 mod health;
