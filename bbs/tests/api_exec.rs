@@ -35,16 +35,8 @@ use common::client::{make_token, As, Auth};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn node(ca: &Ca, role: Role, name: &str) -> NodeTls {
-    let id = Identity::new(role, name).unwrap();
-    let k = ca
-        .issue_new_key(&id, &[], Duration::from_secs(3600))
-        .unwrap();
-    NodeTls::from_pem(
-        k.cert.cert_pem.as_bytes(),
-        k.key_pem.as_bytes(),
-        ca.cert_pem().as_bytes(),
-    )
-    .unwrap()
+    let who = Identity::new(role, name).unwrap();
+    ca.issue_node(&who, &[], Duration::from_secs(3600)).unwrap()
 }
 
 /// What reached the fake rep.

@@ -26,15 +26,7 @@ use tonic::Code;
 
 fn node(ca: &Ca, role: Role, name: &str) -> NodeTls {
     let who = Identity::new(role, name).unwrap();
-    let k = ca
-        .issue_new_key(&who, &[], Duration::from_secs(3600))
-        .unwrap();
-    NodeTls::from_pem(
-        k.cert.cert_pem.as_bytes(),
-        k.key_pem.as_bytes(),
-        ca.cert_pem().as_bytes(),
-    )
-    .unwrap()
+    ca.issue_node(&who, &[], Duration::from_secs(3600)).unwrap()
 }
 
 /// The BBS served over mutual TLS on loopback, and a client for `role NAME`.

@@ -647,15 +647,7 @@ async fn a_forward_ends_with_its_instance() {
 }
 
 fn node(ca: &lattice_tls::ca::Ca, who: &lattice_tls::Identity) -> lattice_tls::NodeTls {
-    let k = ca
-        .issue_new_key(who, &[], Duration::from_secs(3600))
-        .unwrap();
-    lattice_tls::NodeTls::from_pem(
-        k.cert.cert_pem.as_bytes(),
-        k.key_pem.as_bytes(),
-        ca.cert_pem().as_bytes(),
-    )
-    .unwrap()
+    ca.issue_node(who, &[], Duration::from_secs(3600)).unwrap()
 }
 
 /// The rep's server as `lattice cell` runs it (mutual TLS, the identity from the

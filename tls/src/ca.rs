@@ -297,6 +297,23 @@ impl Ca {
         })
     }
 
+    /// A component's TLS from this CA: a new key, its certificate for `identity` (see
+    /// [`Ca::issue_new_key`]) and this CA as the trusted root.
+    pub fn issue_node(
+        &self,
+        identity: &Identity,
+        extra_sans: &[String],
+        validity: Duration,
+    ) -> Result<crate::NodeTls, CaError> {
+        let k = self.issue_new_key(identity, extra_sans, validity)?;
+        crate::NodeTls::from_pem(
+            k.cert.cert_pem.as_bytes(),
+            k.key_pem.as_bytes(),
+            self.cert_pem().as_bytes(),
+        )
+        .map_err(|e| CaError::Issue(e.to_string()))
+    }
+
     /// Generates a key (ECDSA P-256) and issues a certificate for it (see [`Ca::issue`]).
     pub fn issue_new_key(
         &self,

@@ -9,15 +9,7 @@ use lattice_tls::{Identity, NodeTls, Role};
 
 /// `who`'s TLS: a certificate from `ca` (an hour) and `ca` as the trusted root.
 pub fn node_for(ca: &Ca, who: &Identity) -> NodeTls {
-    let k = ca
-        .issue_new_key(who, &[], Duration::from_secs(3600))
-        .unwrap();
-    NodeTls::from_pem(
-        k.cert.cert_pem.as_bytes(),
-        k.key_pem.as_bytes(),
-        ca.cert_pem().as_bytes(),
-    )
-    .unwrap()
+    ca.issue_node(who, &[], Duration::from_secs(3600)).unwrap()
 }
 
 /// [`node_for`] the identity `name` of `role`.

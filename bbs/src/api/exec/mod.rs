@@ -182,6 +182,24 @@ struct Opening {
     forward: Option<ForwardQuery>,
 }
 
+impl Opening {
+    fn new(
+        kind: Kind,
+        target: Target,
+        caller: Caller,
+        uri: &axum::http::Uri,
+        forward: Option<ForwardQuery>,
+    ) -> Opening {
+        Opening {
+            kind,
+            target,
+            caller,
+            path: uri.path().to_string(),
+            forward,
+        }
+    }
+}
+
 /// Reaches the rep, then upgrades the client and relays until either side closes.
 async fn open(
     s: ApiState,
@@ -243,14 +261,7 @@ pub(super) async fn lrp_exec(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let target = lrp_target(&s, Kind::Exec, &guid, &index).await?;
-    let path = uri.path().to_string();
-    let o = Opening {
-        kind: Kind::Exec,
-        target,
-        caller,
-        path,
-        forward: None,
-    };
+    let o = Opening::new(Kind::Exec, target, caller, &uri, None);
     open(s, o, ws).await
 }
 
@@ -263,14 +274,7 @@ pub(super) async fn task_exec(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let target = task_target(&s, Kind::Exec, &guid).await?;
-    let path = uri.path().to_string();
-    let o = Opening {
-        kind: Kind::Exec,
-        target,
-        caller,
-        path,
-        forward: None,
-    };
+    let o = Opening::new(Kind::Exec, target, caller, &uri, None);
     open(s, o, ws).await
 }
 
@@ -285,14 +289,7 @@ pub(super) async fn lrp_forward(
 ) -> ApiResult<Response> {
     let forward = forward_query(&q, &who(&caller))?;
     let target = lrp_target(&s, Kind::Forward, &guid, &index).await?;
-    let path = uri.path().to_string();
-    let o = Opening {
-        kind: Kind::Forward,
-        target,
-        caller,
-        path,
-        forward: Some(forward),
-    };
+    let o = Opening::new(Kind::Forward, target, caller, &uri, Some(forward));
     open(s, o, ws).await
 }
 
@@ -307,14 +304,7 @@ pub(super) async fn task_forward(
 ) -> ApiResult<Response> {
     let forward = forward_query(&q, &who(&caller))?;
     let target = task_target(&s, Kind::Forward, &guid).await?;
-    let path = uri.path().to_string();
-    let o = Opening {
-        kind: Kind::Forward,
-        target,
-        caller,
-        path,
-        forward: Some(forward),
-    };
+    let o = Opening::new(Kind::Forward, target, caller, &uri, Some(forward));
     open(s, o, ws).await
 }
 

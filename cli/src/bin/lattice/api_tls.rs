@@ -148,14 +148,8 @@ pub fn server_config(
 
 /// A certificate for the API from `ca`, naming the BBS and `names`.
 fn issue(ca: &Ca, names: &[String]) -> anyhow::Result<NodeTls> {
-    let issued = ca
-        .issue_new_key(&lattice_tls::bbs_identity(), names, DEFAULT_LEAF_VALIDITY)
-        .with_context(|| format!("issuing the API's certificate for {names:?}"))?;
-    Ok(NodeTls::from_pem(
-        issued.cert.cert_pem.as_bytes(),
-        issued.key_pem.as_bytes(),
-        ca.cert_pem().as_bytes(),
-    )?)
+    ca.issue_node(&lattice_tls::bbs_identity(), names, DEFAULT_LEAF_VALIDITY)
+        .with_context(|| format!("issuing the API's certificate for {names:?}"))
 }
 
 /// Re-issues the API's certificate in `node` at two thirds of its life (an hour
