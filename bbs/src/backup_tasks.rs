@@ -234,7 +234,7 @@ fn transfers<'a>(a: Option<&'a Action>, out: &mut Vec<(BlobVerb, &'a str)>) {
     match a {
         A::Download(d) => out.push((BlobVerb::Download, &d.from)),
         A::Upload(u) => out.push((BlobVerb::Upload, &u.to)),
-        A::Run(_) => {}
+        A::Run(_) | A::Repository(_) => {}
         A::Timeout(t) => transfers(t.action.as_deref(), out),
         A::EmitProgress(e) => transfers(e.action.as_deref(), out),
         A::Try(t) => transfers(t.action.as_deref(), out),

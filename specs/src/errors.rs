@@ -120,6 +120,16 @@ error_names! {
     BlobNotFound,
     BlobStoreUnavailable,
     ChecksumMismatch,
+    /// The named backup store is not one the operator configured.
+    BackupStoreNotFound,
+    /// The backup store (directory or object store) did not answer or refused.
+    BackupStoreUnavailable,
+    /// A restic repository refused the cluster's key (wrong password).
+    RepositoryKeyRejected,
+    /// The volume's copy is fenced off on this cell (it moved to another one).
+    VolumeFenced,
+    /// A backup hook failed or timed out (the message carries its output).
+    BackupHookFailed,
     // Public API tokens
     TokenAlreadyExists,
     TokenNotFound,
@@ -248,6 +258,11 @@ mod tests {
             (ErrorName::BlobNotFound, "BlobNotFound"),
             (ErrorName::BlobStoreUnavailable, "BlobStoreUnavailable"),
             (ErrorName::ChecksumMismatch, "ChecksumMismatch"),
+            (ErrorName::BackupStoreNotFound, "BackupStoreNotFound"),
+            (ErrorName::BackupStoreUnavailable, "BackupStoreUnavailable"),
+            (ErrorName::RepositoryKeyRejected, "RepositoryKeyRejected"),
+            (ErrorName::VolumeFenced, "VolumeFenced"),
+            (ErrorName::BackupHookFailed, "BackupHookFailed"),
             (ErrorName::TokenAlreadyExists, "TokenAlreadyExists"),
             (ErrorName::TokenNotFound, "TokenNotFound"),
         ];

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod join;
 pub mod logs;
 pub mod receptor;
+pub mod repo;
 pub mod restart;
 pub mod rollout;
 pub mod rootfs;

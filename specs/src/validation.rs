@@ -484,6 +484,12 @@ fn check_action_at(
         Some(action::Action::Parallel(p)) => list(errs, budget, "parallel", &p.actions),
         Some(action::Action::Serial(s)) => list(errs, budget, "serial", &s.actions),
         Some(action::Action::Codependent(c)) => list(errs, budget, "codependent", &c.actions),
+        Some(action::Action::Repository(r)) => {
+            check_required(errs, &format!("{field}.repository.repository"), &r.repository);
+            if crate::repo::RepoOp::parse(&r.op).is_none() {
+                errs.add(format!("{field}.repository.op"), "must be backup, restore, forget or check");
+            }
+        }
     }
 }
 

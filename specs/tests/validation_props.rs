@@ -118,7 +118,9 @@ fn walk(a: &Action, depth: usize, t: &mut Tree, exec: &mut Vec<usize>) {
             assert!(r.env.len() <= MAX_ENV_VARS);
             assert!(r.env.iter().all(|e| !e.value.contains('\0')));
         }
-        Some(action::Action::Download(_) | action::Action::Upload(_)) => {}
+        Some(
+            action::Action::Download(_) | action::Action::Upload(_) | action::Action::Repository(_),
+        ) => {}
         Some(action::Action::Timeout(x)) => {
             assert!(x.timeout > 0, "timeout {}", x.timeout);
             one(&x.action, t, exec)

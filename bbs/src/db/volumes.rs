@@ -84,6 +84,7 @@ impl Db {
             created_at: now,
             updated_at: now,
             actual_size_bytes: 0,
+            ..Default::default()
         };
         if self
             .create(&format!("{VOLUME}{name}"), v.encode_to_vec(), 0)

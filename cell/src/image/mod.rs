@@ -187,7 +187,7 @@ pub fn with_defaults(action: &models::Action, cfg: &ImageConfig) -> models::Acti
             Some(A::Serial(s)) => s.actions.iter_mut().for_each(|a| walk(a, cfg)),
             Some(A::Parallel(p)) => p.actions.iter_mut().for_each(|a| walk(a, cfg)),
             Some(A::Codependent(c)) => c.actions.iter_mut().for_each(|a| walk(a, cfg)),
-            Some(A::Download(_)) | Some(A::Upload(_)) | None => {}
+            Some(A::Download(_)) | Some(A::Upload(_)) | Some(A::Repository(_)) | None => {}
         }
     }
     walk(&mut a, cfg);

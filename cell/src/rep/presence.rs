@@ -45,6 +45,7 @@ impl<R: Runtime> Rep<R> {
             },
             subnet: self.cfg.subnet.clone(),
             overlay_address: self.cfg.overlay_address.clone(),
+            ..Default::default()
         }
     }
 

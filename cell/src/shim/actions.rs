@@ -115,6 +115,11 @@ pub(crate) fn run_action<'a, S: Steps>(
                     _ = cancel.cancelled() => Err(ActionError::Cancelled),
                 }
             }
+            // TODO(issue 25, helper A): the repository helper.
+            A::Repository(r) => Err(ActionError::Upload {
+                from: r.path.clone(),
+                error: "this cell cannot run repository actions yet".into(),
+            }),
         }
     }
     .boxed_local()

@@ -678,7 +678,7 @@ impl From<BackupResponse> for crate::models::Backup {
             verified: b.verified,
             verify_task_guid: b.verify_task_guid,
             slot: b.slot,
-            volume_used_bytes: 0,
+            ..Default::default()
         }
     }
 }
