@@ -10,7 +10,7 @@ set -euo pipefail
 # xfsprogs: volumes are XFS images in an XFS pool with reflink (thin, cheap snapshots).
 # btrfs-progs: containers' writable layers live on a btrfs filesystem with a quota each (disk_mb).
 # nftables: each cell's firewall (containers may not open connections to the cell's host).
-PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 nftables btrfs-progs libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs "$@")
+PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 nftables btrfs-progs libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs restic "$@")
 
 missing=()
 for p in "${PKGS[@]}"; do
