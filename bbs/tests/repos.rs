@@ -313,5 +313,68 @@ async fn a_wrong_password_writes_nothing_and_admins_open_every_repository() {
     let r = get("/v1/repos/db/config", "dev", &dev).await.unwrap();
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("admin"));
+
+    // The key's export: admins only, audited, with where restic finds the stores.
+    let (status, k) = admin.send("GET", "/v1/backup_key", None).await;
+    assert_eq!(status, 200, "{k}");
+    assert_eq!(k["key"], c.key.as_str());
+    let blob_dir = c.dir.path().join("blobs/restic/VOLUME");
+    assert_eq!(k["stores"][0]["restic"], blob_dir.display().to_string());
+    assert_eq!(
+        k["rest"],
+        format!("rest:http://{}/v1/repos/VOLUME/", c.bbs.api_addr)
+    );
+    let audited = c.bbs.logs.recent(lattice_specs::logs::DEBUG_LOG_GUID);
+    assert!(
+        audited.iter().any(|l| l.source == "AUDIT"
+            && l.message.contains("object=/v1/backup_key")
+            && l.message.contains("basic:admin")),
+        "an audit line"
+    );
+    let developer = As::new(&c.bbs, Auth::Bearer(dev));
+    let (status, answer) = developer.send("GET", "/v1/backup_key", None).await;
+    assert_eq!(status, 403, "{answer}");
+    c.bbs.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_cannot_submit_backup_domain_work_or_repository_actions() {
+    let c = Cluster::start(Vec::new()).await;
+    let admin = As::new(&c.bbs, Auth::Basic("admin".into(), "pw".into()));
+    let task = |guid: &str, domain: &str, action: &str| {
+        serde_json::json!({
+            "task_guid": guid, "domain": domain, "rootfs": "preloaded:busybox",
+            "action": serde_json::from_str::<serde_json::Value>(action).unwrap(),
+            "cpu_weight": 10, "memory_mb": 10, "log_guid": "t",
+        })
+    };
+    let run = r#"{"run":{"path":"sh","args":["-c","true"]}}"#;
+    let repo = r#"{"serial":{"actions":[{"repository":{"op":"forget","repository":"rest:http://x/v1/repos/pg/"}}]}}"#;
+    for (body, field) in [
+        (task("t1", DOMAIN, run), "domain"),
+        (task("t2", "apps", repo), "action"),
+    ] {
+        let (status, answer) = admin.send("POST", "/v1/tasks", Some(body)).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["name"], "InvalidRequest", "{answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{field}: ")), "{message}");
+    }
+    let (status, answer) = admin
+        .send("POST", "/v1/tasks", Some(task("t3", "apps", run)))
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let lrp = serde_json::json!({
+        "process_guid": "web", "domain": "apps", "rootfs": "preloaded:busybox",
+        "instances": 1, "cpu_weight": 10, "memory_mb": 10,
+        "action": serde_json::from_str::<serde_json::Value>(run).unwrap(),
+        "monitor": serde_json::from_str::<serde_json::Value>(repo).unwrap(),
+    });
+    let (status, answer) = admin.send("POST", "/v1/desired_lrps", Some(lrp)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().starts_with("monitor: "),
+        "{answer}"
+    );
     c.bbs.shutdown().await;
 }

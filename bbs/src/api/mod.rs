@@ -22,6 +22,7 @@
 mod audit;
 mod auth;
 pub mod authz;
+mod backup_key;
 mod blobs;
 mod cells;
 mod errors;
@@ -250,6 +251,7 @@ pub fn router(state: ApiState) -> Router {
             post(post_logs).layer(DefaultBodyLimit::max(MAX_LOG_POST_BYTES)),
         )
         .route("/v1/blobs", get(list_blobs))
+        .route("/v1/backup_key", get(backup_key::get_backup_key))
         .route(
             "/v1/blobs/{name}",
             // POST too: Diego's Upload action posts its file.

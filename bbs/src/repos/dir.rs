@@ -76,6 +76,10 @@ impl RepoStore for DirStore {
         format!("dir {}", self.root.display())
     }
 
+    fn restic_location(&self, repo: &str) -> String {
+        self.root.join(repo).display().to_string()
+    }
+
     async fn create_repo(&self, repo: &str) -> StoreResult<()> {
         let base = self.root.join(repo);
         let dirs: Vec<PathBuf> = Kind::ALL

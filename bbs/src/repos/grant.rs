@@ -26,7 +26,7 @@ pub fn credential_repo_url(base: &str, repo: &str, task_guid: &str) -> String {
 }
 
 /// Every RepositoryAction's (op, repository URL) in `a`, at any depth.
-fn repository_actions<'a>(a: Option<&'a Action>, out: &mut Vec<(&'a str, &'a str)>) {
+pub(crate) fn repository_actions<'a>(a: Option<&'a Action>, out: &mut Vec<(&'a str, &'a str)>) {
     use action::Action as A;
     let Some(a) = a.and_then(|a| a.action.as_ref()) else {
         return;

@@ -156,6 +156,17 @@ impl Stores {
         self.named.iter().map(|(n, _)| n.clone()).collect()
     }
 
+    /// Each store's name and restic's `-r` for repository `repo` in it.
+    pub fn locations(&self, repo: &str) -> Vec<lattice_specs::repo::BackupStoreInfo> {
+        self.named
+            .iter()
+            .map(|(name, s)| lattice_specs::repo::BackupStoreInfo {
+                name: name.clone(),
+                restic: s.restic_location(repo),
+            })
+            .collect()
+    }
+
     /// The store named `name` ("" = the default); BackupStoreNotFound naming the
     /// configured ones otherwise.
     pub fn get(&self, name: &str) -> Result<&Arc<dyn RepoStore>, ApiError> {

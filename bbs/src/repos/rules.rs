@@ -138,6 +138,31 @@ pub fn allows(scope: RepoScope, verb: Verb, kind: Option<Kind>) -> Result<(), St
     }
 }
 
+/// May a user (through the public API) submit work in `domain` whose actions are
+/// `actions` (each with its field's name)? Not in the backup domain, and with no
+/// repository action at any depth: those are the cluster's own backup tasks, whose
+/// credentials reach its repositories. The refusal names the field.
+pub fn check_user_work(
+    domain: &str,
+    actions: &[(&str, Option<&lattice_specs::models::Action>)],
+) -> Result<(), String> {
+    if domain == lattice_specs::backup::DOMAIN {
+        return Err(format!(
+            "domain: {domain} is the cluster's own backup domain (backups are made with `ltc backup create`): use another domain"
+        ));
+    }
+    for (field, action) in actions {
+        let mut found = Vec::new();
+        super::grant::repository_actions(*action, &mut found);
+        if !found.is_empty() {
+            return Err(format!(
+                "{field}: a repository action is for the cluster's own backup tasks: back volumes up with `ltc backup create`"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +195,30 @@ mod tests {
         }
         assert_eq!(Verb::of(&Method::PUT), None);
         assert_eq!(Verb::of(&Method::HEAD), Some(Verb::Read));
+    }
+
+    #[test]
+    fn users_submit_no_backup_domain_work_and_no_repository_action() {
+        use lattice_specs::models::{action, RepositoryAction};
+        use lattice_specs::testing::serial;
+        let run = lattice_specs::models::Action {
+            action: Some(action::Action::Run(Default::default())),
+        };
+        let repo = lattice_specs::models::Action {
+            action: Some(action::Action::Repository(RepositoryAction::default())),
+        };
+        assert_eq!(check_user_work("apps", &[("action", Some(&run))]), Ok(()));
+        assert_eq!(check_user_work("apps", &[("setup", None)]), Ok(()));
+        let why =
+            check_user_work(lattice_specs::backup::DOMAIN, &[("action", Some(&run))]).unwrap_err();
+        assert!(why.starts_with("domain: "), "{why}");
+        let nested = serial(vec![run.clone(), serial(vec![repo])]);
+        let why = check_user_work(
+            "apps",
+            &[("action", Some(&run)), ("monitor", Some(&nested))],
+        )
+        .unwrap_err();
+        assert!(why.starts_with("monitor: a repository action"), "{why}");
     }
 
     #[test]

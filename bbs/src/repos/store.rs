@@ -61,6 +61,8 @@ pub struct Read {
 pub trait RepoStore: Send + Sync + 'static {
     /// The store as errors and logs name it (`dir /srv/b`, `s3://bk/prefix`).
     fn describe(&self) -> String;
+    /// restic's `-r` for repository `repo` opened directly, not through the BBS.
+    fn restic_location(&self, repo: &str) -> String;
     /// Makes what an empty repository needs (directories for a directory store).
     async fn create_repo(&self, repo: &str) -> StoreResult<()>;
     /// The object's size, None when it does not exist.
@@ -106,6 +108,10 @@ impl MemStore {
 impl RepoStore for MemStore {
     fn describe(&self) -> String {
         "memory".into()
+    }
+
+    fn restic_location(&self, repo: &str) -> String {
+        format!("memory:{repo}")
     }
 
     async fn create_repo(&self, _repo: &str) -> StoreResult<()> {
