@@ -121,6 +121,8 @@ pub struct BbsConfig {
     /// The file holding the cluster's backup key (made when missing); None: no key,
     /// repositories' passwords are not served.
     pub backup_key_file: Option<std::path::PathBuf>,
+    /// How S3 backup stores reach S3 (`lattice bbs`: from its environment).
+    pub s3: crate::repos::S3Settings,
 }
 
 impl BbsConfig {
@@ -146,6 +148,7 @@ impl BbsConfig {
             callbacks: Default::default(),
             backup_stores: Vec::new(),
             backup_key_file: None,
+            s3: Default::default(),
         }
     }
 }
@@ -235,7 +238,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         },
         cells: crate::cell_client::CellClient::new(cfg.tls.as_ref(), Arc::new(db.clone()))?,
         public_url,
-        stores: crate::repos::Stores::open(&cfg.backup_stores, cfg.blob_dir.as_deref())?,
+        stores: crate::repos::Stores::open(&cfg.backup_stores, cfg.blob_dir.as_deref(), &cfg.s3)?,
         backup_key: match &cfg.backup_key_file {
             Some(f) => Some(crate::repos::BackupKey::load_or_create(f)?),
             None => None,

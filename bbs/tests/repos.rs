@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::client::{make_token, As, Auth};
 use lattice_bbs::repos::grant::credential_repo_url;
+use lattice_bbs::repos::S3Settings;
 use lattice_bbs::server::{self, BbsConfig, RunningBbs, StoreUrl};
 use lattice_specs::backup::DOMAIN;
 use lattice_specs::models::{action, Action, RepositoryAction, TaskDefinition};
@@ -27,6 +28,13 @@ struct Cluster {
 
 impl Cluster {
     async fn start(stores: Vec<(String, lattice_specs::repo::StoreUrl)>) -> Cluster {
+        Cluster::start_with(stores, Default::default()).await
+    }
+
+    async fn start_with(
+        stores: Vec<(String, lattice_specs::repo::StoreUrl)>,
+        s3: S3Settings,
+    ) -> Cluster {
         assert!(
             Path::new(RESTIC).exists(),
             "Debian's restic is needed: apt-get install restic (scripts/setup.sh does)"
@@ -38,6 +46,7 @@ impl Cluster {
             blob_dir: Some(dir.path().join("blobs")),
             backup_stores: stores,
             backup_key_file: Some(key_file.clone()),
+            s3,
             ..BbsConfig::loopback(
                 StoreUrl::File(dir.path().join("state").join("bbs.db")),
                 Duration::from_secs(2),
@@ -83,7 +92,19 @@ impl Cluster {
 
 /// Runs restic on `repo` with `password`, in `cwd`; its output.
 async fn restic(repo: &str, password: &str, cwd: &Path, args: &[&str]) -> Output {
+    restic_env(repo, password, cwd, args, &[]).await
+}
+
+/// [`restic`] with more environment (S3's keys).
+async fn restic_env(
+    repo: &str,
+    password: &str,
+    cwd: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
     let out = tokio::process::Command::new(RESTIC)
+        .envs(env.iter().copied())
         .arg("-r")
         .arg(repo)
         .arg("--no-cache")
@@ -376,5 +397,182 @@ async fn users_cannot_submit_backup_domain_work_or_repository_actions() {
         answer["message"].as_str().unwrap().starts_with("monitor: "),
         "{answer}"
     );
+    c.bbs.shutdown().await;
+}
+
+/// An S3-compatible server (moto's, from PyPI: scripts/setup.sh installs it) on a free
+/// loopback port with an empty bucket; killed when dropped.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const S3_KEY: (&str, &str) = ("lattice-test", "lattice-test-secret");
+
+impl S3Server {
+    async fn start(bucket: &str) -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m moto.server (pip install 'moto[server]'; scripts/setup.sh does)");
+        let s = S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match http.put(format!("{}/{bucket}", s.endpoint)).send().await {
+                Ok(r) if r.status().is_success() => break,
+                r => assert!(
+                    std::time::Instant::now() < deadline,
+                    "moto's S3 server did not make bucket {bucket} within 30 s: {r:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        s
+    }
+
+    fn settings(&self) -> S3Settings {
+        S3Settings {
+            endpoint: self.endpoint.clone(),
+            region: "us-east-1".into(),
+            access_key_id: S3_KEY.0.into(),
+            secret_access_key: S3_KEY.1.into(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_store_serves_restic_as_the_blob_store_does_and_restic_opens_it_there() {
+    let s3 = S3Server::start("lattice-bk").await;
+    let store = lattice_specs::repo::parse_named_store("s3://lattice-bk/lattice").unwrap();
+    let c = Cluster::start_with(vec![store], s3.settings()).await;
+    let data = c.scratch("data");
+    make_data(&data);
+    let backup = c.task("backup-pg-1", "backup", "pg").await;
+    ok(&restic(&backup, &c.key, &data, &["init"]).await);
+    ok(&restic(&backup, &c.key, &data, &["backup", ".", "--host", "cell-1"]).await);
+    let ids = snapshot_ids(&ok(&restic(
+        &backup,
+        &c.key,
+        &data,
+        &["snapshots", "--json"],
+    )
+    .await));
+    assert_eq!(ids.len(), 1);
+    let restored = c.scratch("restored");
+    ok(&restic(
+        &backup,
+        &c.key,
+        &data,
+        &["restore", &ids[0], "--target", restored.to_str().unwrap()],
+    )
+    .await);
+    assert_eq!(tree(&restored), tree(&data));
+    failed(&restic(&backup, &c.key, &data, &["forget", &ids[0], "--prune"]).await);
+
+    // restic opens the repository in the bucket where it lies.
+    let direct = format!("s3:{}/lattice-bk/lattice/pg", s3.endpoint);
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", S3_KEY.0),
+        ("AWS_SECRET_ACCESS_KEY", S3_KEY.1),
+    ];
+    let listed = ok(&restic_env(&direct, &c.key, &data, &["snapshots", "--json"], &keys).await);
+    assert_eq!(snapshot_ids(&listed), ids);
+    ok(&restic_env(&direct, &c.key, &data, &["check", "--read-data"], &keys).await);
+
+    // A file larger than one part streams as a multipart upload; ranges read it back;
+    // a name is never written twice.
+    let http = reqwest::Client::new();
+    let url = |kind: &str, name: &str| format!("{}/v1/repos/pg/{kind}/{name}", c.base());
+    let big: Vec<u8> = (0..(lattice_bbs::repos::S3_PART + 1_234_567))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let name = format!("{:064x}", 0xfeed_u64);
+    let post = |body: Vec<u8>| {
+        http.post(url("data", &name))
+            .basic_auth("admin", Some("pw"))
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(big.clone()).await.unwrap().status(), 200);
+    assert_eq!(post(b"other".to_vec()).await.unwrap().status(), 403);
+    let r = http
+        .get(url("data", &name))
+        .basic_auth("admin", Some("pw"))
+        .header("Range", "bytes=8388600-8388615")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &big[8388600..8388616]);
+    let r = http
+        .get(url("data", &name))
+        .basic_auth("admin", Some("pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), big.len());
+    c.bbs.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_s3_store_answers_backup_store_unavailable_with_the_reason() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = S3Settings {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        region: "us-east-1".into(),
+        access_key_id: S3_KEY.0.into(),
+        secret_access_key: S3_KEY.1.into(),
+    };
+    let store = lattice_specs::repo::parse_named_store("s3://lattice-bk").unwrap();
+    let c = Cluster::start_with(vec![store], settings).await;
+    let admin = As::new(&c.bbs, Auth::Basic("admin".into(), "pw".into()));
+    let began = std::time::Instant::now();
+    let (status, answer) = admin.send("GET", "/v1/repos/pg/keys/", None).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["name"], "BackupStoreUnavailable", "{answer}");
+    let why = answer["message"].as_str().unwrap().to_lowercase();
+    assert!(
+        why.contains("unavailable") && why.contains("connect"),
+        "{why}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "bounded: {:?}",
+        began.elapsed()
+    );
+    let data = c.scratch("data");
+    make_data(&data);
+    let url = c.task("backup-pg-1", "backup", "pg").await;
+    failed(&restic(&url, &c.key, &data, &["init"]).await);
     c.bbs.shutdown().await;
 }

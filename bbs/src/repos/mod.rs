@@ -11,6 +11,7 @@ pub mod grant;
 mod key;
 mod rest;
 pub mod rules;
+mod s3;
 mod store;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ use prometheus::{IntCounterVec, Opts};
 pub use dir::DirStore;
 pub use key::BackupKey;
 pub(crate) use rest::{no_key, routes, RepoAccess};
+pub use s3::{S3Settings, S3Store, PART as S3_PART};
 pub use store::{
     ByteRange, ByteStream, MemStore, Put, Read, RepoStore, RepoStoreError, StoreResult,
 };
@@ -107,7 +109,12 @@ impl std::fmt::Debug for Stores {
 impl Stores {
     /// The stores as the operator named them (`--backup-store [NAME=]URL`); with none
     /// and a blob store, the blob store's directory is the default.
-    pub fn open(named: &[(String, StoreUrl)], blob_dir: Option<&Path>) -> anyhow::Result<Stores> {
+    /// S3 stores reach S3 with `s3`.
+    pub fn open(
+        named: &[(String, StoreUrl)],
+        blob_dir: Option<&Path>,
+        s3: &S3Settings,
+    ) -> anyhow::Result<Stores> {
         let defaulted;
         let named = match (named.is_empty(), blob_dir) {
             (true, Some(_)) => {
@@ -132,9 +139,10 @@ impl Stores {
                 StoreUrl::Dir(d) => Arc::new(DirStore::open(d).map_err(|e| {
                     anyhow::anyhow!("--backup-store {name}=dir:{}: {e}", d.display())
                 })?),
-                StoreUrl::S3 { .. } => {
-                    anyhow::bail!("--backup-store {name}: S3 stores are not built yet")
-                }
+                StoreUrl::S3 { bucket, prefix } => Arc::new(
+                    S3Store::new(bucket, prefix, s3)
+                        .map_err(|e| anyhow::anyhow!("--backup-store {name}: {e}"))?,
+                ),
             };
             tracing::info!(store = %name, at = %store.describe(), "backup store");
             out.push((name.clone(), store));
@@ -208,7 +216,7 @@ mod tests {
     #[test]
     fn the_blob_store_is_the_default_and_names_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Stores::open(&[], Some(dir.path())).unwrap();
+        let s = Stores::open(&[], Some(dir.path()), &S3Settings::default()).unwrap();
         assert_eq!(s.names(), vec![DEFAULT_STORE.to_string()]);
         assert!(s.get("").unwrap().describe().ends_with("/restic"));
         assert!(dir.path().join(BLOB_SUBDIR).is_dir());
@@ -216,16 +224,24 @@ mod tests {
             panic!("no store nas")
         };
         assert!(format!("{e:?}").contains("BackupStoreNotFound"), "{e:?}");
-        assert!(Stores::open(&[], None).unwrap().names().is_empty());
-        let e = Stores::open(&[("x".into(), StoreUrl::Blob)], None).unwrap_err();
+        assert!(Stores::open(&[], None, &S3Settings::default())
+            .unwrap()
+            .names()
+            .is_empty());
+        let e = Stores::open(
+            &[("x".into(), StoreUrl::Blob)],
+            None,
+            &S3Settings::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("--blob-dir"), "{e}");
         let nas = dir.path().join("nas");
         let two = [
             ("nas".to_string(), StoreUrl::Dir(nas.clone())),
             ("nas".to_string(), StoreUrl::Blob),
         ];
-        assert!(Stores::open(&two, Some(dir.path())).is_err());
-        let s = Stores::open(&two[..1], Some(dir.path())).unwrap();
+        assert!(Stores::open(&two, Some(dir.path()), &S3Settings::default()).is_err());
+        let s = Stores::open(&two[..1], Some(dir.path()), &S3Settings::default()).unwrap();
         assert_eq!(
             s.names(),
             vec!["nas".to_string()],

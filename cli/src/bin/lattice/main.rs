@@ -339,6 +339,7 @@ async fn start_bbs(
         blob_dir: a.blob_dir,
         backup_stores: a.backup_stores,
         backup_key_file: a.backup_key_file,
+        s3: lattice_bbs::repos::S3Settings::from_env(),
         advertise_url: a.advertise_url,
         api_limits: Default::default(),
         api_tls,
