@@ -276,3 +276,83 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn(observe))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use lattice_specs::repo::{RepoOp, RepoScope};
+
+    use super::*;
+    use crate::repos::{BackupKey, MemStore, Stores};
+
+    async fn state(stores: Stores, key: Option<BackupKey>) -> (ApiState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn crate::store::Store> =
+            Arc::new(crate::store::embedded::EmbeddedStore::open(dir.path().join("db")).unwrap());
+        let db = Db::new(store.clone());
+        let s = ApiState {
+            db: db.clone(),
+            hub: EventHub::start(store).await,
+            basic_auth: None,
+            logs: Default::default(),
+            cells: crate::cell_client::CellClient::new(None, Arc::new(db)).unwrap(),
+            blobs: None,
+            public_url: "https://10.0.0.1:8888/".into(),
+            stores,
+            backup_key: key,
+        };
+        (s, dir)
+    }
+
+    #[tokio::test]
+    async fn repo_url_gives_a_task_its_own_credential_on_the_volumes_repository() {
+        let (s, _d) = state(Stores::default(), None).await;
+        let e = s.repo_url("pg", "backup-pg-1", RepoOp::Backup).unwrap_err();
+        assert!(format!("{e:?}").contains("BackupStoreNotFound"), "{e:?}");
+
+        let mem: Arc<dyn crate::repos::RepoStore> = Arc::new(MemStore::default());
+        let stores = Stores::from_stores(vec![("default".into(), mem)]);
+        let (s, dir) = state(stores.clone(), None).await;
+        let e = s.repo_url("pg", "backup-pg-1", RepoOp::Backup).unwrap_err();
+        assert!(format!("{e:?}").contains("--backup-key-file"), "{e:?}");
+
+        let key = BackupKey::load_or_create(&dir.path().join("k")).unwrap();
+        let (s, _d) = state(stores, Some(key)).await;
+        let url = s.repo_url("pg", "forget-pg-1", RepoOp::Forget).unwrap();
+        assert!(url.starts_with("rest:https://lattice-task:"), "{url}");
+        assert!(url.ends_with("@10.0.0.1:8888/v1/repos/pg/"), "{url}");
+        assert_ne!(
+            url,
+            s.repo_url("pg", "forget-pg-1", RepoOp::Forget).unwrap()
+        );
+        assert!(s.repo_url("../x", "t", RepoOp::Backup).is_err());
+        let task = lattice_specs::models::Task {
+            task_guid: "forget-pg-1".into(),
+            domain: lattice_specs::backup::DOMAIN.into(),
+            state: lattice_specs::models::task::State::Running as i32,
+            definition: Some(lattice_specs::models::TaskDefinition {
+                action: Some(lattice_specs::models::Action {
+                    action: Some(lattice_specs::models::action::Action::Repository(
+                        lattice_specs::models::RepositoryAction {
+                            op: "forget".into(),
+                            repository: url.clone(),
+                            ..Default::default()
+                        },
+                    )),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let password = reqwest::Url::parse(url.strip_prefix("rest:").unwrap())
+            .unwrap()
+            .password()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            crate::repos::grant::task_scope(&task, "pg", &password),
+            Some(RepoScope::Prune)
+        );
+    }
+}
