@@ -35,6 +35,15 @@ impl Cluster {
         stores: Vec<(String, lattice_specs::repo::StoreUrl)>,
         s3: S3Settings,
     ) -> Cluster {
+        Cluster::start_cfg(stores, s3, None).await
+    }
+
+    /// With the API over HTTPS with `api_tls`, when given.
+    async fn start_cfg(
+        stores: Vec<(String, lattice_specs::repo::StoreUrl)>,
+        s3: S3Settings,
+        api_tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Cluster {
         assert!(
             Path::new(RESTIC).exists(),
             "Debian's restic is needed: apt-get install restic (scripts/setup.sh does)"
@@ -47,6 +56,7 @@ impl Cluster {
             backup_stores: stores,
             backup_key_file: Some(key_file.clone()),
             s3,
+            api_tls,
             ..BbsConfig::loopback(
                 StoreUrl::File(dir.path().join("state").join("bbs.db")),
                 Duration::from_secs(2),
@@ -574,5 +584,52 @@ async fn an_unreachable_s3_store_answers_backup_store_unavailable_with_the_reaso
     make_data(&data);
     let url = c.task("backup-pg-1", "backup", "pg").await;
     failed(&restic(&url, &c.key, &data, &["init"]).await);
+    c.bbs.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restic_reaches_a_repository_over_https_trusting_the_cluster_ca() {
+    let ca = lattice_bbs::test_pki::TestCa::new("lattice test CA");
+    let tls = ca.server(&["127.0.0.1"]).server_config();
+    let c = Cluster::start_cfg(Vec::new(), Default::default(), Some(tls)).await;
+    let ca_file = c.scratch("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let cacert = ca_file.to_str().unwrap();
+    let data = c.scratch("data");
+    make_data(&data);
+    let base = format!("https://{}", c.bbs.api_addr);
+    let url = credential_repo_url(&base, "pg", "backup-pg-1");
+    let def = TaskDefinition {
+        rootfs: "preloaded:busybox".into(),
+        cpu_weight: 50,
+        memory_mb: 64,
+        action: Some(Action {
+            action: Some(action::Action::Repository(RepositoryAction {
+                op: "backup".into(),
+                repository: url.clone(),
+                path: "/data".into(),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
+    c.bbs
+        .db
+        .desire_task("backup-pg-1", DOMAIN, def)
+        .await
+        .unwrap();
+    ok(&restic(&url, &c.key, &data, &["--cacert", cacert, "init"]).await);
+    ok(&restic(&url, &c.key, &data, &["--cacert", cacert, "backup", "."]).await);
+    let listed = ok(&restic(
+        &url,
+        &c.key,
+        &data,
+        &["--cacert", cacert, "snapshots", "--json"],
+    )
+    .await);
+    assert_eq!(snapshot_ids(&listed).len(), 1);
+    // Without the cluster CA, restic does not trust the API.
+    let said = failed(&restic(&url, &c.key, &data, &["snapshots"]).await);
+    assert!(said.contains("certificate"), "{said}");
     c.bbs.shutdown().await;
 }
