@@ -407,6 +407,16 @@ async fn users_cannot_submit_backup_domain_work_or_repository_actions() {
         answer["message"].as_str().unwrap().starts_with("monitor: "),
         "{answer}"
     );
+
+    // A volume names a store this BBS has.
+    let volume = serde_json::json!({"name": "pg", "size_bytes": 1u64 << 30, "backup_store": "nas"});
+    let (status, answer) = admin.send("POST", "/v1/volumes", Some(volume)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["name"], "BackupStoreNotFound", "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("default"),
+        "{answer}"
+    );
     c.bbs.shutdown().await;
 }
 

@@ -191,7 +191,8 @@ impl Stores {
                     self.names().join(", ")
                 )
             };
-            ApiError::new(StatusCode::NOT_FOUND, ErrorName::BackupStoreNotFound, message)
+            // 400, not 404: restic takes a 404 for "no repository yet".
+            ApiError::new(StatusCode::BAD_REQUEST, ErrorName::BackupStoreNotFound, message)
         })
     }
 }
