@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod logs;
 pub mod metrics;
 pub mod private;
+pub mod repos;
 pub mod schedules;
 pub mod serve;
 pub mod server;

@@ -22,6 +22,7 @@
 mod audit;
 mod auth;
 pub mod authz;
+mod backup_key;
 mod blobs;
 mod cells;
 mod errors;
@@ -88,6 +89,10 @@ pub struct ApiState {
     pub blobs: Option<crate::blobs::BlobStore>,
     /// This API's URL as cells reach it (backup tasks' archives go there).
     pub public_url: String,
+    /// The backup stores repositories live in (`crate::repos`).
+    pub stores: crate::repos::Stores,
+    /// Every repository's password (none: this BBS serves no repository's password).
+    pub backup_key: Option<crate::repos::BackupKey>,
 }
 
 impl ApiState {
@@ -96,6 +101,32 @@ impl ApiState {
     pub fn blob_url(&self, name: &str) -> String {
         let base = self.public_url.trim_end_matches('/');
         format!("{base}/v1/blobs/{}", lattice_specs::path_segment(name))
+    }
+
+    /// The `rest:` URL of `volume`'s repository carrying a fresh credential of task
+    /// `task_guid`, which grants that task (while it is pending or running, in the
+    /// backup domain, with a RepositoryAction of `op` on exactly this URL) `op`'s
+    /// scope on that repository and its password. BackupStoreNotFound when the BBS
+    /// has no store for the volume; BackupStoreUnavailable when it has no backup key.
+    pub fn repo_url(
+        &self,
+        volume: &str,
+        task_guid: &str,
+        op: lattice_specs::repo::RepoOp,
+    ) -> Result<String, ApiError> {
+        crate::repos::rules::check_repo(volume).map_err(ApiError::invalid_request)?;
+        self.stores.get("")?;
+        if self.backup_key.is_none() {
+            return Err(crate::repos::no_key());
+        }
+        crate::repos::CREDENTIALS
+            .with_label_values(&[op.as_str()])
+            .inc();
+        Ok(crate::repos::grant::credential_repo_url(
+            &self.public_url,
+            volume,
+            task_guid,
+        ))
     }
 }
 
@@ -220,6 +251,7 @@ pub fn router(state: ApiState) -> Router {
             post(post_logs).layer(DefaultBodyLimit::max(MAX_LOG_POST_BYTES)),
         )
         .route("/v1/blobs", get(list_blobs))
+        .route("/v1/backup_key", get(backup_key::get_backup_key))
         .route(
             "/v1/blobs/{name}",
             // POST too: Diego's Upload action posts its file.
@@ -232,6 +264,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::backups::routes())
         .merge(crate::schedules::routes())
         .merge(tokens::routes())
+        .merge(crate::repos::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(v1)
@@ -242,4 +275,84 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(observe))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use lattice_specs::repo::{RepoOp, RepoScope};
+
+    use super::*;
+    use crate::repos::{BackupKey, MemStore, Stores};
+
+    async fn state(stores: Stores, key: Option<BackupKey>) -> (ApiState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn crate::store::Store> =
+            Arc::new(crate::store::embedded::EmbeddedStore::open(dir.path().join("db")).unwrap());
+        let db = Db::new(store.clone());
+        let s = ApiState {
+            db: db.clone(),
+            hub: EventHub::start(store).await,
+            basic_auth: None,
+            logs: Default::default(),
+            cells: crate::cell_client::CellClient::new(None, Arc::new(db)).unwrap(),
+            blobs: None,
+            public_url: "https://10.0.0.1:8888/".into(),
+            stores,
+            backup_key: key,
+        };
+        (s, dir)
+    }
+
+    #[tokio::test]
+    async fn repo_url_gives_a_task_its_own_credential_on_the_volumes_repository() {
+        let (s, _d) = state(Stores::default(), None).await;
+        let e = s.repo_url("pg", "backup-pg-1", RepoOp::Backup).unwrap_err();
+        assert!(format!("{e:?}").contains("BackupStoreNotFound"), "{e:?}");
+
+        let mem: Arc<dyn crate::repos::RepoStore> = Arc::new(MemStore::default());
+        let stores = Stores::from_stores(vec![("default".into(), mem)]);
+        let (s, dir) = state(stores.clone(), None).await;
+        let e = s.repo_url("pg", "backup-pg-1", RepoOp::Backup).unwrap_err();
+        assert!(format!("{e:?}").contains("--backup-key-file"), "{e:?}");
+
+        let key = BackupKey::load_or_create(&dir.path().join("k")).unwrap();
+        let (s, _d) = state(stores, Some(key)).await;
+        let url = s.repo_url("pg", "forget-pg-1", RepoOp::Forget).unwrap();
+        assert!(url.starts_with("rest:https://lattice-task:"), "{url}");
+        assert!(url.ends_with("@10.0.0.1:8888/v1/repos/pg/"), "{url}");
+        assert_ne!(
+            url,
+            s.repo_url("pg", "forget-pg-1", RepoOp::Forget).unwrap()
+        );
+        assert!(s.repo_url("../x", "t", RepoOp::Backup).is_err());
+        let task = lattice_specs::models::Task {
+            task_guid: "forget-pg-1".into(),
+            domain: lattice_specs::backup::DOMAIN.into(),
+            state: lattice_specs::models::task::State::Running as i32,
+            definition: Some(lattice_specs::models::TaskDefinition {
+                action: Some(lattice_specs::models::Action {
+                    action: Some(lattice_specs::models::action::Action::Repository(
+                        lattice_specs::models::RepositoryAction {
+                            op: "forget".into(),
+                            repository: url.clone(),
+                            ..Default::default()
+                        },
+                    )),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let password = reqwest::Url::parse(url.strip_prefix("rest:").unwrap())
+            .unwrap()
+            .password()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            crate::repos::grant::task_scope(&task, "pg", &password),
+            Some(RepoScope::Prune)
+        );
+    }
 }
