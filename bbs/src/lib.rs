@@ -8,6 +8,7 @@
 //! events. Errors are named by `lattice_specs::errors::ErrorName` on both wires.
 
 pub mod api;
+pub mod backup_hooks;
 pub mod backup_tasks;
 pub mod backups;
 pub mod blobs;
@@ -19,6 +20,7 @@ pub mod grpc;
 pub mod logs;
 pub mod metrics;
 pub mod private;
+pub mod repo_urls;
 pub mod schedules;
 pub mod serve;
 pub mod server;

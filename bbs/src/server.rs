@@ -148,6 +148,8 @@ pub struct RunningBbs {
     pub db: Db,
     /// The log lines the BBS keeps itself (see [`crate::logs`]).
     pub logs: lattice_specs::logs::LogBuffer,
+    /// The API's state (what the brain's schedule claims start backups with).
+    pub api: ApiState,
     hub: EventHub,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -261,7 +263,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         }
     });
 
-    let app = api::router(state);
+    let app = api::router(state.clone());
     let (limits, opens, tls) = (
         cfg.api_limits.clone(),
         cfg.api_opens.clone(),
@@ -284,6 +286,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         api_addr,
         db,
         logs,
+        api: state,
         hub,
         stop,
         tasks: vec![grpc, http, settler, callbacks],
