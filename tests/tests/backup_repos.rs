@@ -215,8 +215,8 @@ fn hooks_freeze_an_app_for_a_consistent_backup_and_a_failing_pre_hook_takes_none
     up.target();
     up.ltc_ok(&["volume", "create", "pair", "--size", "1G"]);
     // The app keeps two files equal, writing one, then (20 ms later) the other, under
-    // a lock (a directory made atomically); a snapshot taken mid-update sees them
-    // differ. It serves its volume.
+    // a lock (a directory made atomically), free 5 ms between updates; a snapshot taken
+    // mid-update sees them differ. It serves its volume.
     up.ltc_ok(&[
         "create",
         "writer",
@@ -229,7 +229,7 @@ fn hooks_freeze_an_app_for_a_consistent_backup_and_a_failing_pre_hook_takes_none
         "rmdir /data/lock 2>/dev/null; (i=0; while :; do \
            until mkdir /data/lock 2>/dev/null; do usleep 1000; done; \
            echo $i > /data/a; usleep 20000; echo $i > /data/b; rmdir /data/lock; \
-           i=$((i+1)); done) & exec httpd -f -p 8080 -h /data",
+           i=$((i+1)); usleep 5000; done) & exec httpd -f -p 8080 -h /data",
     ]);
     wait_for("the writer writes", Duration::from_secs(60), || {
         matches!(up.get_path("writer", "/b"), Some((200, _))).then_some(())
