@@ -26,6 +26,12 @@ use lattice_specs::receptor::{
     VolumeResponse,
 };
 
+use std::sync::Arc;
+
+use lattice_specs::backup_hooks::{self as hook_plan, HookStatus};
+use lattice_specs::models::BackupHooks;
+use lattice_specs::repo::RepoOp;
+
 use crate::api::authz::Object;
 use crate::api::owners;
 use crate::api::{parse_body, ApiError, ApiResult, ApiState, Caller};
@@ -128,25 +134,37 @@ fn backup_id(volume: &str) -> String {
     format!("{volume}-{t}-{suffix}")
 }
 
-/// Submits the backup of `volume` (id given by a schedule's slot, or made up);
-/// `blob_url` gives a blob's URL without credentials (the task gets its own). The
-/// backup and its task belong to the volume's owner, whoever asked (a schedule too).
+/// What starting a backup did.
+pub struct Started {
+    pub backup: Backup,
+    /// A backup with a pre hook: resolves once its task is desired (Ok) or the backup
+    /// failed before it (why). None: the task was desired with the record.
+    pub pre_hook: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+/// Submits the backup of `volume` (id given by a schedule's slot, or made up) into the
+/// volume's repository, with `hooks` (an ad-hoc backup's, or its schedule's). The
+/// backup and its task belong to the volume's owner, whoever asked (a schedule too);
+/// `db` is the caller's (fenced for the brain). Without hooks the record and its task
+/// are made together; with hooks the record first, and `backup_hooks::start` runs the
+/// pre hook then desires the task.
 pub async fn start_backup(
+    s: &ApiState,
     db: &Db,
-    blob_url: &(dyn Fn(&str) -> String + Sync),
     volume: &str,
     id: Option<String>,
     slot: &str,
-) -> Result<Backup, DbError> {
+    hooks: Option<BackupHooks>,
+) -> Result<Started, DbError> {
     let v = db.volume(volume).await?;
     let db = match db.owner(OwnedKind::Volume, volume).await? {
         Some(owner) => db.created_by(owner),
         None => db.clone(),
     };
     let id = id.unwrap_or_else(|| backup_id(volume));
+    let hooked = hook_plan::any(hooks.as_ref());
     let b = Backup {
         task_guid: plan::Purpose::Backup { id: id.clone() }.task_guid(),
-        blob: plan::blob_name(&id),
         id,
         volume: volume.into(),
         cell_id: v.cell_id.clone(),
@@ -154,14 +172,45 @@ pub async fn start_backup(
         created_at: now_nanos(),
         slot: slot.into(),
         volume_used_bytes: v.used_bytes,
+        store: if v.backup_store.is_empty() {
+            "default".into()
+        } else {
+            v.backup_store.clone()
+        },
+        repository: volume.into(),
+        hook_status: if hooked {
+            HookStatus::PreRunning.as_str().into()
+        } else {
+            String::new()
+        },
+        hooks: hooks.filter(|_| hooked),
         ..Default::default()
     };
     // The auction places it on the volume's cell, where the snapshot can be taken.
-    let url = backup_tasks::credential_url(&blob_url(&b.blob), &b.task_guid);
+    let url = s
+        .repo_url(volume, &b.task_guid, RepoOp::Backup)
+        .map_err(ApiError::into_db)?;
     let def = backup_tasks::backup_task(&b, &url);
-    db.create_backup(&b, def).await?;
-    tracing::info!(backup = %b.id, volume, task = %b.task_guid, "backup started");
-    Ok(b)
+    if !hooked {
+        db.create_backup(&b, def).await?;
+        tracing::info!(backup = %b.id, volume, task = %b.task_guid, "backup started");
+        return Ok(Started {
+            backup: b,
+            pre_hook: None,
+        });
+    }
+    lattice_specs::validation::validate_task(&b.task_guid, plan::DOMAIN, &def)?;
+    db.record_backup(&b).await?;
+    tracing::info!(backup = %b.id, volume, "backup started: its pre hook first");
+    let exec = Arc::new(crate::backup_hooks::RepExec {
+        db: s.db.clone(),
+        cells: s.cells.clone(),
+    });
+    let pre_hook = tokio::spawn(crate::backup_hooks::start(exec, db, b.clone(), def));
+    Ok(Started {
+        backup: b,
+        pre_hook: Some(pre_hook),
+    })
 }
 
 async fn create_backup(
@@ -170,11 +219,29 @@ async fn create_backup(
     body: Bytes,
 ) -> ApiResult<Response> {
     let r: BackupCreateRequest = parse_body(&body)?;
-    crate::api::blob_store(&s)?;
+    let hooks = match r.hooks {
+        Some(h) => Some(h.into_model().map_err(ApiError::invalid_request)?),
+        None => None,
+    };
     owners::ensure_may_act(&s, &caller, "back up", &Object::Volume(r.volume.clone())).await?;
-    let b = start_backup(&s.db, &|n| s.blob_url(n), &r.volume, None, "")
+    let started = start_backup(&s, &s.db, &r.volume, None, "", hooks)
         .await
         .map_err(db_err)?;
+    // A failing pre hook is this request's failure: the caller sees why at once.
+    if let Some(pre) = started.pre_hook {
+        match pre.await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => {
+                let b = s.db.backup(&started.backup.id).await.map_err(db_err)?;
+                return Err(ApiError::conflict(
+                    ErrorName::BackupHookFailed,
+                    format!("backup {} failed: {why}; output:\n{}", b.id, b.hook_output),
+                ));
+            }
+            Err(e) => return Err(ApiError::unknown(format!("the pre hook's runner: {e}"))),
+        }
+    }
+    let b = s.db.backup(&started.backup.id).await.map_err(db_err)?;
     Ok((StatusCode::CREATED, Json(BackupResponse::from(b))).into_response())
 }
 
@@ -214,9 +281,21 @@ async fn delete_backup(State(s): State<ApiState>, Path(id): Path<String>) -> Api
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Where task `task_guid` reads backup `b`'s data, with its own credential: the
+/// snapshot's repository, or (a legacy archive) its blob.
+pub fn source_url(s: &ApiState, b: &Backup, task_guid: &str) -> ApiResult<String> {
+    if plan::in_repository(b) {
+        return s.repo_url(&b.repository, task_guid, RepoOp::Restore);
+    }
+    crate::api::blob_store(s)?;
+    Ok(backup_tasks::credential_url(
+        &s.blob_url(&b.blob),
+        task_guid,
+    ))
+}
+
 /// A completed backup, or why it cannot be read back.
 async fn completed(s: &ApiState, id: &str) -> ApiResult<Backup> {
-    crate::api::blob_store(s)?;
     let b = s.db.backup(id).await.map_err(db_err)?;
     if b.state() != BackupState::Completed {
         return Err(ApiError::conflict(
@@ -272,7 +351,7 @@ async fn restore_backup(
         suffix: suffix(),
     }
     .task_guid();
-    let url = backup_tasks::credential_url(&s.blob_url(&b.blob), &guid);
+    let url = source_url(&s, &b, &guid)?;
     let def = backup_tasks::restore_task(&guid, &b, &url, &v.name);
     owners::db_for(&caller, &s.db)
         .desire_task(&guid, plan::DOMAIN, def)
@@ -293,7 +372,7 @@ async fn verify_backup(
         suffix: suffix(),
     }
     .task_guid();
-    let url = backup_tasks::credential_url(&s.blob_url(&b.blob), &guid);
+    let url = source_url(&s, &b, &guid)?;
     let def = backup_tasks::verify_task(&guid, &b, &url);
     owners::db_for(&caller, &s.db)
         .desire_task(&guid, plan::DOMAIN, def)
@@ -364,8 +443,7 @@ async fn import_backup(
 
 /// Applies a finished backup or verify task to its backup record (idempotent).
 pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
-    // Only a BBS holding the blob store can judge an archive.
-    if s.blobs.is_none() || t.domain != plan::DOMAIN || t.state < TaskState::Completed as i32 {
+    if t.domain != plan::DOMAIN || t.state < TaskState::Running as i32 {
         return Ok(());
     }
     let purpose = plan::Purpose::of(&t.task_guid);
@@ -374,10 +452,29 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
         let Ok(b) = s.db.backup(id).await else {
             return Ok(());
         };
-        if b.state() != BackupState::Running {
+        // RUNNING: the snapshot is taken. The post hook runs now, or at the latest here
+        // once the task finished (failed included).
+        if b.hook_status == HookStatus::PostPending.as_str() {
+            let exec = crate::backup_hooks::RepExec {
+                db: s.db.clone(),
+                cells: s.cells.clone(),
+            };
+            let (db, id) = (s.db.clone(), id.to_string());
+            tokio::spawn(async move {
+                if let Err(e) = crate::backup_hooks::post(&exec, &db, &id).await {
+                    tracing::warn!(backup = %id, error = %e, "recording the post hook");
+                }
+            });
+        }
+        // Only a BBS holding the blob store can judge an archive.
+        let legacy = !plan::in_repository(&b);
+        if t.state < TaskState::Completed as i32
+            || b.state() != BackupState::Running
+            || (legacy && s.blobs.is_none())
+        {
             return Ok(());
         }
-        let archive = if t.failed {
+        let archive = if t.failed || !legacy {
             None
         } else {
             s.blobs
@@ -405,13 +502,15 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
                     archive.clone(),
                     t.updated_at.max(b.created_at),
                 );
-                b.warnings = plan::warnings(b, previous.as_ref());
+                // Beside what the hooks said.
+                b.warnings.extend(plan::warnings(b, previous.as_ref()));
                 true
             })
             .await?;
         if done.state() == BackupState::Failed {
-            // Whatever reached the store is not a good backup.
-            if let Some(st) = &s.blobs {
+            // Whatever reached the store is not a good backup (what reached a
+            // repository is in no snapshot: the next prune removes it).
+            if let (Some(st), true) = (&s.blobs, legacy) {
                 let _ = st.delete(&done.blob);
             }
             crate::metrics::BACKUP_ALERTS
@@ -430,7 +529,9 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
         crate::metrics::BACKUPS
             .with_label_values(&[plan::state_name(done.state())])
             .inc();
-    } else if let Some(plan::Purpose::Verify { id, .. }) = &purpose {
+    } else if let (Some(plan::Purpose::Verify { id, .. }), true) =
+        (&purpose, t.state >= TaskState::Completed as i32)
+    {
         // One read of that backup, not a scan of them all.
         let Ok(b) = s.db.backup(id).await else {
             return Ok(());
@@ -448,6 +549,11 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
                 return false;
             }
             b.verified = verdict.clone();
+            b.verified_at = if t.updated_at > 0 {
+                t.updated_at
+            } else {
+                now_nanos()
+            };
             true
         })
         .await?;
@@ -459,15 +565,16 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
 /// Settles every finished backup task, and fails RUNNING backups whose task is gone
 /// (deleted before any settler saw it finish).
 async fn sweep_once(s: &ApiState) -> Result<(), DbError> {
-    if s.blobs.is_none() {
-        return Ok(());
-    }
     let tasks = s.db.tasks(plan::DOMAIN, "").await?;
     for t in &tasks {
         settle(s, t).await?;
     }
     for b in s.db.backups().await? {
-        if b.state() == BackupState::Running && !tasks.iter().any(|t| t.task_guid == b.task_guid) {
+        if b.state() == BackupState::Running
+            && !tasks.iter().any(|t| t.task_guid == b.task_guid)
+            && !crate::backup_hooks::in_pre_hook(&b, now_nanos())
+            && (plan::in_repository(&b) || s.blobs.is_some())
+        {
             // Re-read: the task may have been created after the list above.
             if matches!(s.db.task(&b.task_guid).await, Err(DbError::NotFound { .. })) {
                 s.db.modify_backup(&b.id, |b| {
@@ -475,12 +582,16 @@ async fn sweep_once(s: &ApiState) -> Result<(), DbError> {
                         return false;
                     }
                     b.state = BackupState::Failed as i32;
-                    b.failure_reason = "its task disappeared before it finished".into();
+                    b.failure_reason = if b.hook_status == HookStatus::PreRunning.as_str() {
+                        "its pre hook did not finish in time (was the BBS restarted?)".into()
+                    } else {
+                        "its task disappeared before it finished".into()
+                    };
                     b.finished_at = now_nanos();
                     true
                 })
                 .await?;
-                if let Some(st) = &s.blobs {
+                if let (Some(st), false) = (&s.blobs, plan::in_repository(&b)) {
                     let _ = st.delete(&b.blob);
                 }
             }

@@ -8,6 +8,7 @@
 //! events. Errors are named by `lattice_specs::errors::ErrorName` on both wires.
 
 pub mod api;
+pub mod backup_hooks;
 pub mod backup_tasks;
 pub mod backups;
 pub mod blobs;

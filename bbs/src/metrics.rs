@@ -92,6 +92,13 @@ pub static BACKUP_ALERTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["volume", "kind"],
     )
 });
+pub static BACKUP_HOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_backup_hooks_total",
+        "Backup hooks run in app instances, by hook (pre/post) and outcome (ok/failed/skipped).",
+        &["hook", "outcome"],
+    )
+});
 pub static CERTIFICATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_certificates_issued_total",

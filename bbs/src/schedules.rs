@@ -51,12 +51,13 @@ pub enum Claimed {
 }
 
 /// Claims slot `slot_at` (`label`) of schedule `name` and starts its run: a task
-/// schedule's Task comes with the claim; a backup schedule's backup is started here
-/// (`blob_url` as `backups::start_backup` takes it; None: this BBS keeps no blobs),
-/// and a backup that cannot start is recorded as the slot's failure.
+/// schedule's Task comes with the claim; a backup schedule's backup is started here,
+/// with the schedule's hooks (`api`: this BBS's API, which serves the repositories;
+/// None: it has none), and a backup that cannot start is recorded as the slot's
+/// failure.
 pub async fn claim(
     db: &Db,
-    blob_url: Option<&(dyn Fn(&str) -> String + Sync)>,
+    api: Option<&ApiState>,
     name: &str,
     slot_at: i64,
     label: &str,
@@ -82,13 +83,14 @@ pub async fn claim(
         Claim::Backup(s) => s,
     };
     let id = s.last_run.clone();
-    let started = match blob_url {
-        Some(url) => {
-            crate::backups::start_backup(db, url, &s.volume, Some(id.clone()), label).await
+    let started = match api {
+        Some(api) => {
+            let hooks = s.hooks.clone();
+            crate::backups::start_backup(api, db, &s.volume, Some(id.clone()), label, hooks).await
         }
         None => Err(DbError::Conflict {
             name: ErrorName::BlobStoreUnavailable,
-            message: "this BBS keeps no blobs: start it with --blob-dir DIR".into(),
+            message: "this BBS serves no API, hence no backup repositories".into(),
         }),
     };
     match started {
@@ -283,6 +285,7 @@ async fn list_backup_schedules(
                 volume: sc.volume,
                 every: sc.every,
                 keep: sc.keep,
+                hooks: sc.hooks.map(Into::into),
             })
             .collect(),
     ))
@@ -294,8 +297,15 @@ async fn set_backup_schedule(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let r: BackupScheduleRequest = parse_body(&body)?;
+    let hooks = match r.hooks {
+        Some(h) => Some(h.into_model().map_err(ApiError::invalid_request)?),
+        None => None,
+    };
     crate::api::blob_store(&s)?;
     s.db.set_backup_schedule(&volume, &r.every, r.keep)
+        .await
+        .map_err(db_err)?;
+    s.db.set_backup_hooks(&volume, hooks)
         .await
         .map_err(db_err)?;
     tracing::info!(%volume, every = %r.every, keep = r.keep, "backup schedule set");

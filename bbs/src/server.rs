@@ -159,6 +159,8 @@ pub struct RunningBbs {
     pub db: Db,
     /// The log lines the BBS keeps itself (see [`crate::logs`]).
     pub logs: lattice_specs::logs::LogBuffer,
+    /// The API's state (what the brain's schedule claims start backups with).
+    pub api: ApiState,
     hub: EventHub,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -277,7 +279,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         }
     });
 
-    let app = api::router(state);
+    let app = api::router(state.clone());
     let (limits, opens, tls) = (
         cfg.api_limits.clone(),
         cfg.api_opens.clone(),
@@ -300,6 +302,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         api_addr,
         db,
         logs,
+        api: state,
         hub,
         stop,
         tasks: vec![grpc, http, settler, callbacks],

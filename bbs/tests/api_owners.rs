@@ -361,16 +361,17 @@ async fn volumes_backups_and_schedules_belong_to_the_volumes_owner() {
 
     // A scheduled backup of dev-a's volume (started as the brain's schedule does) and
     // its task are dev-a's.
-    let blob_url = |n: &str| format!("http://{}/v1/blobs/{n}", bbs.api_addr);
     let scheduled = lattice_bbs::backups::start_backup(
+        &bbs.api,
         &bbs.db,
-        &blob_url,
         "pg",
         Some("pg-slot-1".into()),
         "slot-1",
+        None,
     )
     .await
-    .unwrap();
+    .unwrap()
+    .backup;
     let cancel = format!("/v1/tasks/{}/cancel", scheduled.task_guid);
     refused_not_owner(
         dev_b.send("POST", &cancel, None).await,

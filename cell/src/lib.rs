@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod network;
 pub mod rep;
+pub mod repo;
 pub mod rootfs;
 pub mod scratch;
 pub mod server;

@@ -7,10 +7,10 @@ use lattice_specs::errors::ErrorName;
 use lattice_specs::receptor::rollout::{GenerationRequest, GenerationResponse, RollbackRequest};
 use lattice_specs::receptor::schedule::{ScheduleCreateRequest, ScheduleResponse};
 use lattice_specs::receptor::{
-    ActualLrpResponse, BackupResponse, BackupScheduleRequest, CellResponse, ContainerUsage,
-    DesiredLrpCreateRequest, DesiredLrpResponse, DesiredLrpUpdateRequest, TaskCreateRequest,
-    TaskResponse, TaskStarted, TokenCreateRequest, TokenResponse, VolumeCreateRequest,
-    VolumeResponse,
+    ActualLrpResponse, BackupCreateRequest, BackupHooksRequest, BackupResponse,
+    BackupScheduleRequest, CellResponse, ContainerUsage, DesiredLrpCreateRequest,
+    DesiredLrpResponse, DesiredLrpUpdateRequest, TaskCreateRequest, TaskResponse, TaskStarted,
+    TokenCreateRequest, TokenResponse, VolumeCreateRequest, VolumeResponse,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
@@ -398,9 +398,18 @@ impl Api {
             .with_context(|| format!("the API's answer to POST {path} is not what ltc expects"))
     }
 
-    pub async fn create_backup(&self, volume: &str) -> anyhow::Result<BackupResponse> {
-        self.post("/v1/backups", serde_json::json!({ "volume": volume }))
-            .await
+    /// Starts a backup; with a pre hook the API answers once it ran (a failing one is
+    /// a `BackupHookFailed` error with its output).
+    pub async fn create_backup(
+        &self,
+        volume: &str,
+        hooks: Option<BackupHooksRequest>,
+    ) -> anyhow::Result<BackupResponse> {
+        let req = BackupCreateRequest {
+            volume: volume.into(),
+            hooks,
+        };
+        self.post("/v1/backups", serde_json::to_value(req)?).await
     }
 
     /// The cluster's backup key (admins only; the BBS audits the read).
@@ -446,11 +455,23 @@ impl Api {
         .await
     }
 
-    pub async fn set_schedule(&self, volume: &str, every: &str, keep: u32) -> anyhow::Result<()> {
+    pub async fn set_schedule(
+        &self,
+        volume: &str,
+        every: &str,
+        keep: u32,
+        hooks: Option<BackupHooksRequest>,
+    ) -> anyhow::Result<()> {
+        let req = BackupScheduleRequest {
+            volume: volume.into(),
+            every: every.into(),
+            keep,
+            hooks,
+        };
         self.call(
             Method::PUT,
             &format!("/v1/backup_schedules/{}", seg(volume)),
-            Some(serde_json::json!({ "every": every, "keep": keep })),
+            Some(serde_json::to_value(req)?),
         )
         .await
     }

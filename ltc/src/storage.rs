@@ -12,6 +12,7 @@ use lattice_specs::volume::{format_size, parse_size, MIN_SIZE};
 use sha2::Digest;
 
 use crate::api::{error_name, Api};
+use crate::backup_view::{backups_table, describe, short, HookArgs};
 use crate::show;
 
 #[derive(Subcommand)]
@@ -56,10 +57,12 @@ pub enum VolumeCmd {
 
 #[derive(Subcommand)]
 pub enum BackupCmd {
-    /// Back a volume up (a Task on its cell archives a snapshot into the blob store) and
-    /// wait for it.
+    /// Back a volume up (a Task on its cell snapshots it into the volume's repository)
+    /// and wait for it.
     Create {
         volume: String,
+        #[command(flatten)]
+        hooks: HookArgs,
         /// Print the backup's id and return without waiting.
         #[arg(long)]
         no_wait: bool,
@@ -117,6 +120,8 @@ pub enum BackupCmd {
         /// Remove the volume's schedule.
         #[arg(long, conflicts_with = "every")]
         off: bool,
+        #[command(flatten)]
+        hooks: HookArgs,
     },
     /// The backup schedules.
     Schedules {
@@ -311,60 +316,6 @@ async fn wait_task(
     }
 }
 
-fn describe(b: &BackupResponse) -> String {
-    format!(
-        "{} of volume {}: {} in {:.1}s, sha256 {}",
-        b.id,
-        b.volume,
-        format_size(b.size_bytes),
-        b.duration_ms as f64 / 1000.0,
-        b.checksum
-    )
-}
-
-fn backups_table(bs: &[BackupResponse], now: i64) -> String {
-    if bs.is_empty() {
-        return "No backups: `ltc backup create VOLUME` makes one.\n".into();
-    }
-    let rows: Vec<Vec<String>> = bs
-        .iter()
-        .map(|b| {
-            vec![
-                b.id.clone(),
-                b.volume.clone(),
-                format!("{} ago", show::age(b.created_at, now)),
-                if b.state == "COMPLETED" {
-                    format_size(b.size_bytes)
-                } else {
-                    "-".into()
-                },
-                if b.finished_at > 0 {
-                    format!("{:.1}s", b.duration_ms as f64 / 1000.0)
-                } else {
-                    "-".into()
-                },
-                if b.state == "FAILED" {
-                    format!("FAILED: {}", b.failure_reason)
-                } else {
-                    b.state.clone()
-                },
-                if b.verified.is_empty() {
-                    "never".into()
-                } else {
-                    b.verified.clone()
-                },
-                b.warnings.join("; "),
-            ]
-        })
-        .collect();
-    show::table(
-        &[
-            "BACKUP", "VOLUME", "TAKEN", "SIZE", "DURATION", "STATE", "VERIFIED", "WARNINGS",
-        ],
-        &rows,
-    )
-}
-
 /// The tar entry names of an exported backup.
 const EXPORT_RECORD: &str = "backup.json";
 const EXPORT_ARCHIVE: &str = "archive.tgz";
@@ -375,6 +326,17 @@ async fn export(api: &Api, id: &str, file: &std::path::Path) -> anyhow::Result<(
         b.state == "COMPLETED",
         "backup {id} is {}: only a COMPLETED backup can be exported",
         b.state
+    );
+    anyhow::ensure!(
+        b.snapshot.is_empty(),
+        "backup {id} is snapshot {} in the restic repository {} (store {}), not an archive: \
+         `ltc backup key export` prints the repository's password, and `restic -r REPOSITORY \
+         restore {} --target DIR` with it reads the data anywhere (the repository is laid out \
+         as restic's own)",
+        short(&b.snapshot),
+        b.repository,
+        b.store,
+        short(&b.snapshot)
     );
     // The archive first to a file beside FILE (hashed on the way), then both into FILE.
     let part = file.with_extension("part");
@@ -486,10 +448,18 @@ async fn import(api: &Api, file: &std::path::Path) -> anyhow::Result<()> {
 async fn create_backup(
     api: &Api,
     volume: &str,
+    hooks: &HookArgs,
     no_wait: bool,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let b = api.create_backup(volume).await?;
+    let b = match api.create_backup(volume, hooks.request()?).await {
+        Err(e) if error_name(&e) == Some(ErrorName::BackupHookFailed) => {
+            return Err(e.context(format!(
+                "the pre hook failed, so no snapshot of volume {volume} was taken"
+            )))
+        }
+        r => r?,
+    };
     if no_wait {
         println!("{}", b.id);
         return Ok(());
@@ -513,6 +483,9 @@ async fn create_backup(
         b.task_guid
     );
     println!("Backup {}.", describe(&b));
+    if !b.hook_status.is_empty() {
+        println!("Hooks: {} ({}).", b.hook_status, b.hook_instance);
+    }
     for w in &b.warnings {
         println!("Warning: {w}");
     }
@@ -566,9 +539,10 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
     match cmd {
         BackupCmd::Create {
             volume,
+            hooks,
             no_wait,
             timeout,
-        } => create_backup(api, &volume, no_wait, timeout).await?,
+        } => create_backup(api, &volume, &hooks, no_wait, timeout).await?,
         BackupCmd::List { volume, json } => {
             let mut bs = api.backups().await?;
             if let Some(v) = &volume {
@@ -605,6 +579,7 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
             every,
             keep,
             off,
+            hooks,
         } => {
             if off {
                 api.remove_schedule(&volume).await?;
@@ -612,9 +587,12 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
             } else {
                 let every = every.unwrap_or_default();
                 lattice_specs::schedule::parse_backup_cadence(&every)?;
-                api.set_schedule(&volume, &every, keep).await?;
+                let with_hooks = hooks.request()?;
+                let hooked = with_hooks.is_some();
+                api.set_schedule(&volume, &every, keep, with_hooks).await?;
                 println!(
-                    "Volume {volume} is backed up on a schedule ({every}), the last {keep} kept: `ltc backup list {volume}` shows them."
+                    "Volume {volume} is backed up on a schedule ({every}{}), the last {keep} kept: `ltc backup list {volume}` shows them.",
+                    if hooked { ", with hooks" } else { "" }
                 );
             }
         }

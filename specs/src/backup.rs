@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::models::{backup, Backup};
+use crate::repo::RepoOutcome;
 
 /// The domain of every backup, restore and verify task.
 pub const DOMAIN: &str = "lattice-backups";
@@ -71,8 +74,19 @@ pub fn is_sha256(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// What a finished backup task means for its backup: the manifest from its result
-/// and the archive's facts from the blob store (`None`: the store has no whole blob).
+/// What a repository backup's task leaves in its result file (JSON): the data's
+/// manifest (taken from the same snapshot) and the repository helper's outcome.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub manifest: String,
+    pub outcome: RepoOutcome,
+}
+
+/// What a finished backup task means for its backup. A repository backup (its
+/// `repository` set) settles from the task's result ([`TaskResult`]): its snapshot,
+/// what that held and what it added (`size_bytes` is the added bytes). A legacy
+/// archive backup settles from the manifest in its result and the archive's facts from
+/// the blob store (`archive`, `None`: the store has no whole blob).
 pub fn settle(
     b: &mut Backup,
     failed: bool,
@@ -82,20 +96,26 @@ pub fn settle(
     now: i64,
 ) {
     b.finished_at = now;
+    let fail = |b: &mut Backup, why: String| {
+        b.state = backup::State::Failed as i32;
+        b.failure_reason = why;
+    };
+    if failed {
+        return fail(b, reason.to_string());
+    }
+    if !b.repository.is_empty() {
+        return settle_snapshot(b, result);
+    }
     let manifest = result.trim();
     match archive {
-        _ if failed => {
-            b.state = backup::State::Failed as i32;
-            b.failure_reason = reason.to_string();
-        }
-        None => {
-            b.state = backup::State::Failed as i32;
-            b.failure_reason = "the task finished but the blob store has no archive".into();
-        }
-        Some(_) if !is_sha256(manifest) => {
-            b.state = backup::State::Failed as i32;
-            b.failure_reason = format!("the task gave no manifest (result {manifest:?})");
-        }
+        None => fail(
+            b,
+            "the task finished but the blob store has no archive".into(),
+        ),
+        Some(_) if !is_sha256(manifest) => fail(
+            b,
+            format!("the task gave no manifest (result {manifest:?})"),
+        ),
         Some((size, checksum)) => {
             b.state = backup::State::Completed as i32;
             b.size_bytes = size;
@@ -105,13 +125,64 @@ pub fn settle(
     }
 }
 
+fn settle_snapshot(b: &mut Backup, result: &str) {
+    let mut fail = |why: String| {
+        b.state = backup::State::Failed as i32;
+        b.failure_reason = why;
+    };
+    let r: TaskResult = match serde_json::from_str(result.trim()) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(format!(
+                "the task gave no manifest and outcome ({e}; result {:?})",
+                result.trim()
+            ))
+        }
+    };
+    if let Some(e) = r.outcome.error {
+        return fail(format!("the repository helper failed: {e}"));
+    }
+    if !is_sha256(&r.manifest) {
+        return fail(format!("the task gave no manifest ({:?})", r.manifest));
+    }
+    if !is_sha256(&r.outcome.snapshot) {
+        return fail(format!(
+            "the repository helper named no snapshot ({:?})",
+            r.outcome.snapshot
+        ));
+    }
+    b.state = backup::State::Completed as i32;
+    b.manifest = r.manifest;
+    b.snapshot = r.outcome.snapshot;
+    b.files = r.outcome.files;
+    b.total_bytes = r.outcome.total_bytes;
+    b.added_bytes = r.outcome.added_bytes;
+    b.size_bytes = r.outcome.added_bytes;
+}
+
+/// Whether `b` is a snapshot in a repository (else a legacy archive in the blob store).
+pub fn in_repository(b: &Backup) -> bool {
+    !b.snapshot.is_empty() || !b.repository.is_empty()
+}
+
+/// What a completed backup says the volume held, to compare backups of one kind: a
+/// snapshot's total bytes; an archive's (compressed) size.
+fn held(b: &Backup) -> (bool, u64) {
+    if in_repository(b) {
+        (true, b.total_bytes)
+    } else {
+        (false, b.size_bytes)
+    }
+}
+
 /// A completed backup's duration.
 pub fn duration(b: &Backup) -> Duration {
     Duration::from_nanos((b.finished_at - b.created_at).max(0) as u64)
 }
 
 /// Warnings for `b` against the previous completed backup of its volume: far smaller
-/// (under half the size) or far faster (under a fifth of a duration of at least 2 s)
+/// (under half what the volume held, for a snapshot; under half the archive's size,
+/// between archives) or far faster (under a fifth of a duration of at least 2 s)
 /// usually means data went missing.
 pub fn warnings(b: &Backup, previous: Option<&Backup>) -> Vec<String> {
     let mut w = vec![];
@@ -119,10 +190,11 @@ pub fn warnings(b: &Backup, previous: Option<&Backup>) -> Vec<String> {
         return w;
     }
     let Some(p) = previous else { return w };
-    if b.size_bytes * 2 < p.size_bytes {
+    let ((kind, size), (p_kind, p_size)) = (held(b), held(p));
+    if kind == p_kind && size * 2 < p_size {
         w.push(format!(
-            "much smaller than the previous backup {} ({} vs {} bytes)",
-            p.id, b.size_bytes, p.size_bytes
+            "much smaller than the previous backup {} ({size} vs {p_size} bytes)",
+            p.id
         ));
     }
     let (d, pd) = (duration(b), duration(p));
@@ -207,6 +279,105 @@ mod tests {
         assert_eq!(b.state, backup::State::Completed as i32);
         assert_eq!((b.size_bytes, b.checksum.as_str()), (10, "sum"));
         assert_eq!(b.manifest, "f".repeat(64));
+    }
+
+    #[test]
+    fn a_repository_backup_settles_from_its_snapshot_and_a_legacy_one_from_its_archive() {
+        let repo_backup = || Backup {
+            repository: "pg".into(),
+            store: "default".into(),
+            ..backup()
+        };
+        let result = |outcome: RepoOutcome| {
+            serde_json::to_string(&TaskResult {
+                manifest: "f".repeat(64),
+                outcome,
+            })
+            .unwrap()
+        };
+        let good = RepoOutcome {
+            snapshot: "5".repeat(64),
+            files: 12,
+            total_bytes: 20_000_000,
+            added_bytes: 210_000,
+            ..Default::default()
+        };
+        let mut b = repo_backup();
+        // No archive is needed (nor looked at) for a snapshot.
+        settle(&mut b, false, "", &result(good.clone()), None, 5);
+        assert_eq!(b.state, backup::State::Completed as i32, "{b:?}");
+        assert_eq!(b.snapshot, "5".repeat(64));
+        assert_eq!(b.manifest, "f".repeat(64));
+        assert_eq!(
+            (b.files, b.total_bytes, b.added_bytes, b.size_bytes),
+            (12, 20_000_000, 210_000, 210_000)
+        );
+        assert!(in_repository(&b));
+
+        let mut b = repo_backup();
+        let failed = RepoOutcome {
+            error: Some("the repository refused the cluster's backup key: wrong password".into()),
+            ..good.clone()
+        };
+        settle(&mut b, false, "", &result(failed), None, 5);
+        assert_eq!(b.state, backup::State::Failed as i32);
+        assert!(b.failure_reason.contains("wrong password"), "{b:?}");
+        assert!(b.snapshot.is_empty());
+
+        let mut b = repo_backup();
+        let nameless = RepoOutcome {
+            snapshot: "../x".into(),
+            ..good.clone()
+        };
+        settle(&mut b, false, "", &result(nameless), None, 5);
+        assert!(b.failure_reason.contains("no snapshot"), "{b:?}");
+        let mut b = repo_backup();
+        settle(&mut b, false, "", &"f".repeat(64), None, 5);
+        assert!(
+            b.failure_reason.contains("no manifest and outcome"),
+            "{b:?}"
+        );
+        let mut b = repo_backup();
+        settle(&mut b, true, "cancelled", &result(good), None, 5);
+        assert_eq!(b.failure_reason, "cancelled");
+
+        // A legacy archive backup still settles from the blob store's facts.
+        let mut b = backup();
+        settle(
+            &mut b,
+            false,
+            "",
+            &"f".repeat(64),
+            Some((10, "sum".into())),
+            5,
+        );
+        assert_eq!(b.state, backup::State::Completed as i32);
+        assert!(!in_repository(&b));
+    }
+
+    #[test]
+    fn a_snapshot_is_much_smaller_by_what_the_volume_held_not_by_what_it_added() {
+        let snap = |id: &str, total: u64, added: u64| Backup {
+            id: id.into(),
+            state: backup::State::Completed as i32,
+            snapshot: "5".repeat(64),
+            total_bytes: total,
+            added_bytes: added,
+            size_bytes: added,
+            ..Default::default()
+        };
+        // An incremental backup adds little: no warning.
+        assert!(warnings(&snap("b", 1000, 10), Some(&snap("a", 1000, 1000))).is_empty());
+        let w = warnings(&snap("b", 400, 10), Some(&snap("a", 1000, 1000)));
+        assert!(w[0].contains("400 vs 1000 bytes"), "{w:?}");
+        // An archive and a snapshot are not compared by size.
+        let archive = Backup {
+            id: "old".into(),
+            state: backup::State::Completed as i32,
+            size_bytes: 1 << 40,
+            ..Default::default()
+        };
+        assert!(warnings(&snap("b", 10, 10), Some(&archive)).is_empty());
     }
 
     #[test]

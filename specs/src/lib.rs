@@ -10,6 +10,7 @@
 pub mod actual_lrp;
 pub mod authz;
 pub mod backup;
+pub mod backup_hooks;
 pub mod containers;
 pub mod egress;
 pub mod errors;

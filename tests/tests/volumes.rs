@@ -3,9 +3,9 @@
 //! snapshot; the data is destroyed; a restore Task brings it back byte for byte (read
 //! back through the router) with the app's log a consistent prefix; the backup
 //! verifies; it restores onto a volume on the other cell, where a task that mounts it
-//! is placed; a corrupt archive fails its restore and leaves the volume as it was; a
-//! mounted volume cannot be removed; export → import round-trips. Real processes, real
-//! containers, real loop devices.
+//! is placed; a corrupt repository fails its restore and leaves the volume as it was; a
+//! mounted volume cannot be removed; a snapshot is not exported (restic reads it).
+//! Real processes, real containers, real loop devices.
 
 use std::time::Duration;
 
@@ -130,8 +130,12 @@ fn backup_destroy_restore_verify_and_move_to_another_cell() {
     let b = &backups[0];
     let id = b["id"].as_str().unwrap().to_string();
     assert_eq!(b["state"], "COMPLETED", "{b}");
-    assert_eq!(b["checksum"].as_str().unwrap().len(), 64);
-    assert!(b["size_bytes"].as_u64().unwrap() > 3_000_000, "{b}");
+    assert_eq!(b["snapshot"].as_str().unwrap().len(), 64, "{b}");
+    assert_eq!(b["repository"], "pg", "{b}");
+    assert!(b["total_bytes"].as_u64().unwrap() > 3_000_000, "{b}");
+    // Random data does not compress: all of it was added.
+    assert!(b["added_bytes"].as_u64().unwrap() > 3_000_000, "{b}");
+    assert_eq!(b["size_bytes"], b["added_bytes"], "{b}");
     assert!(up.ltc_ok(&["backup", "list", "pg"]).contains(&id));
     // The backup was an ordinary task, with a log.
     let task = b["task_guid"].as_str().unwrap();
@@ -229,20 +233,23 @@ fn backup_destroy_restore_verify_and_move_to_another_cell() {
     );
     assert_eq!(t["result"], "1000:1000 604\n", "{t}");
 
-    // A corrupt archive: the restore fails on the checksum, the volume is as it was.
-    let archive = up
-        .data_dir
-        .path()
-        .join(format!("lattice/blobs/backup-{id}.tgz"));
-    let mut bytes = std::fs::read(&archive).expect("the archive in the blob store");
-    let n = bytes.len();
-    bytes[n / 2] ^= 0xff;
-    std::fs::write(&archive, bytes).unwrap();
+    // A corrupt repository (a byte of every data pack flipped): the restore fails, the
+    // volume is as it was.
+    let data = up.data_dir.path().join("lattice/blobs/restic/pg/data");
+    let mut packs = 0;
+    for dir in std::fs::read_dir(&data).expect("the repository's data packs") {
+        for pack in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let pack = pack.unwrap().path();
+            let mut bytes = std::fs::read(&pack).unwrap();
+            let n = bytes.len();
+            bytes[n / 2] ^= 0xff;
+            std::fs::write(&pack, bytes).unwrap();
+            packs += 1;
+        }
+    }
+    assert!(packs > 0, "no pack under {}", data.display());
     let out = up.ltc(&["backup", "restore", &id, "--to", "pg-b"]);
-    assert!(
-        !out.ok && out.stderr.contains("checksum mismatch"),
-        "{out:#?}"
-    );
+    assert!(!out.ok && out.stderr.contains("restore failed"), "{out:#?}");
     let t = read_volume(
         &up,
         "check-b2",
@@ -255,10 +262,7 @@ fn backup_destroy_restore_verify_and_move_to_another_cell() {
         "{t}"
     );
     let out = up.ltc(&["backup", "verify", &id]);
-    assert!(
-        !out.ok && out.stderr.contains("checksum mismatch"),
-        "{out:#?}"
-    );
+    assert!(!out.ok && out.stderr.contains("did not verify"), "{out:#?}");
     // Verifications restore into scratch volumes, gone with their tasks.
     let images = up.data_dir.path().join("lattice/cell/volumes/pool/volumes");
     wait_for("scratch volumes removed", Duration::from_secs(20), || {
@@ -352,20 +356,19 @@ fn backups_export_and_import_and_bad_input_is_refused() {
         .nth(1)
         .expect("Backup ID of …")
         .to_string();
+    // A snapshot is not an archive to export: restic reads it with the cluster's key.
     let file = up.data_dir.path().join("src.backup");
-    up.ltc_ok(&["backup", "export", &id, file.to_str().unwrap()]);
-    let out = up.ltc(&["backup", "import", file.to_str().unwrap()]);
-    assert!(!out.ok && out.stderr.contains("already exists"), "{out:#?}");
-    up.ltc_ok(&["backup", "delete", &id]);
-    assert!(!up.ltc_ok(&["backup", "list"]).contains(&id));
-    let out = up.ltc_ok(&["backup", "import", file.to_str().unwrap()]);
+    let out = up.ltc(&["backup", "export", &id, file.to_str().unwrap()]);
     assert!(
-        out.contains(&format!("Imported backup {id} of volume src")),
-        "{out}"
+        !out.ok && out.stderr.contains("ltc backup key export") && out.stderr.contains("restic -r"),
+        "{out:#?}"
     );
+    assert!(!file.exists());
     up.ltc_ok(&["backup", "restore", &id, "--to", "copy"]);
     let t = read_volume(&up, "check", "copy", "cat /data/kept; ls /data");
     assert_eq!(t["result"].as_str().unwrap(), "kept\nbig\nkept\n", "{t}");
+    up.ltc_ok(&["backup", "delete", &id]);
+    assert!(!up.ltc_ok(&["backup", "list"]).contains(&id));
 
     // A schedule: the brain takes the current slot's backup at once, and only once.
     let out = up.ltc(&["backup", "schedule", "src", "--every", "5s"]);
@@ -426,7 +429,7 @@ fn backups_export_and_import_and_bad_input_is_refused() {
 }
 
 #[test]
-fn a_backup_cancelled_midway_leaves_no_archive() {
+fn a_backup_cancelled_midway_leaves_no_snapshot() {
     let up = UpProcess::start();
     up.target();
     up.ltc_ok(&["volume", "create", "big", "--size", "1G"]);
@@ -458,12 +461,12 @@ fn a_backup_cancelled_midway_leaves_no_archive() {
         b["failure_reason"].as_str().unwrap().contains("cancel"),
         "{b}"
     );
-    let api = up.api.trim_start_matches("http://").to_string();
-    let blobs = UpProcess::http_get(&api, "/v1/blobs");
-    assert!(
-        !blobs.contains(&id),
-        "no archive of a cancelled backup: {blobs}"
-    );
+    let snapshots = up
+        .data_dir
+        .path()
+        .join("lattice/blobs/restic/big/snapshots");
+    let taken = std::fs::read_dir(&snapshots).map_or(0, |d| d.count());
+    assert_eq!(taken, 0, "no snapshot of a cancelled backup");
     let out = up.ltc(&["backup", "restore", &id, "--to", "other"]);
     assert!(
         !out.ok && out.stderr.contains("only a COMPLETED backup"),

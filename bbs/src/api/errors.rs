@@ -49,6 +49,14 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, ErrorName::InvalidRequest, message)
     }
 
+    /// The same refusal as a BBS error (for code that answers with those).
+    pub(crate) fn into_db(self) -> DbError {
+        DbError::Conflict {
+            name: self.name,
+            message: self.message,
+        }
+    }
+
     /// Map a BBS error; `invalid_name` is what validation failures are called
     /// here (the receptor said InvalidTask / InvalidLRP / InvalidRequest).
     pub(crate) fn from_db(e: DbError, invalid_name: ErrorName) -> ApiError {

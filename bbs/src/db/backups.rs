@@ -66,6 +66,23 @@ impl Db {
         }
     }
 
+    /// Records backup `b` without its task (desired later: after its pre hook), when
+    /// its volume is READY. A backup with the same id is AlreadyExists.
+    pub async fn record_backup(&self, b: &Backup) -> Result<()> {
+        let v = self.volume(&b.volume).await?;
+        if v.state() != VolumeState::Ready {
+            return Err(DbError::Conflict {
+                name: ErrorName::VolumeNotReady,
+                message: format!(
+                    "volume {} is {}: only a READY volume can be backed up",
+                    b.volume,
+                    lattice_specs::volume::state_name(v.state())
+                ),
+            });
+        }
+        self.import_backup(b).await
+    }
+
     pub async fn backups(&self) -> Result<Vec<Backup>> {
         self.list(BACKUP).await
     }

@@ -126,6 +126,22 @@ impl Db {
         .await
     }
 
+    /// Sets (or, None, clears) the hooks of `volume`'s backup schedule.
+    pub async fn set_backup_hooks(
+        &self,
+        volume: &str,
+        hooks: Option<lattice_specs::models::BackupHooks>,
+    ) -> Result<()> {
+        self.modify(&schedule_key(volume), |cur: Option<Schedule>| {
+            let mut s = cur
+                .filter(|s| s.kind() == Kind::Backup)
+                .ok_or_else(|| not_found(volume))?;
+            s.hooks = hooks.clone();
+            Ok((Write::Put(s), ()))
+        })
+        .await
+    }
+
     pub async fn schedules(&self) -> Result<Vec<Schedule>> {
         self.list(SCHEDULES).await
     }

@@ -109,11 +109,10 @@ impl BbsGrpc {
         call("ClaimScheduleSlot", async {
             may(&r, Call::ClaimScheduleSlot)?;
             let db = self.db_for(&r)?;
-            let url = self.api.as_ref().map(|api| move |n: &str| api.blob_url(n));
-            let url = url.as_ref().map(|f| f as &(dyn Fn(&str) -> String + Sync));
             let r = r.into_inner();
+            let api = self.api.as_ref();
             let claimed =
-                crate::schedules::claim(&db, url, &r.name, r.slot_at, &r.slot, &r.skip_reason)
+                crate::schedules::claim(&db, api, &r.name, r.slot_at, &r.slot, &r.skip_reason)
                     .await?;
             Ok(match claimed {
                 Claimed::Taken => ClaimScheduleSlotResponse::default(),

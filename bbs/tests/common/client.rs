@@ -8,12 +8,15 @@ use lattice_bbs::server::{self, BbsConfig, RunningBbs, StoreUrl};
 use lattice_specs::errors::ErrorName;
 use serde_json::{json, Value};
 
-/// A BBS on loopback (with `--basic-auth` when `auth`, a blob store when `blobs`).
+/// A BBS on loopback (with `--basic-auth` when `auth`, a blob store and a backup key
+/// when `blobs`).
 pub async fn start(auth: Option<&str>, blobs: bool) -> (RunningBbs, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = BbsConfig {
         basic_auth: auth.map(String::from),
         blob_dir: blobs.then(|| dir.path().join("blobs")),
+        // Backups go to repositories, whose password is the cluster's backup key.
+        backup_key_file: blobs.then(|| dir.path().join("backup.key")),
         ..BbsConfig::loopback(
             StoreUrl::File(dir.path().join("state").join("bbs.db")),
             Duration::from_secs(2),

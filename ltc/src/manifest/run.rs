@@ -165,7 +165,7 @@ impl Effects for ApiEffects<'_> {
                 every,
                 keep,
                 ..
-            } => api.set_schedule(volume, every, *keep).await?,
+            } => api.set_schedule(volume, every, *keep, None).await?,
             Change::CreateApp(r) => {
                 self.baselines
                     .insert(r.process_guid.clone(), Baseline::new());

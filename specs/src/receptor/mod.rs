@@ -578,6 +578,53 @@ pub struct VolumeUpdateRequest {
 #[serde(default)]
 pub struct BackupCreateRequest {
     pub volume: String,
+    /// Application-consistent backups: commands run in an instance of an app mounting
+    /// the volume before the snapshot and after it (`lattice_specs::backup_hooks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<BackupHooksRequest>,
+}
+
+/// A backup's (or a backup schedule's) hooks, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct BackupHooksRequest {
+    /// `sh -c PRE` before the snapshot; non-zero or too slow fails the backup.
+    pub pre: String,
+    /// `sh -c POST` once the snapshot is taken (or the backup failed after PRE).
+    pub post: String,
+    /// The app (process guid) whose instance runs them; "" = the first app mounting
+    /// the volume that has a running instance.
+    pub app: String,
+    /// Each hook's timeout in milliseconds (0: 60 s).
+    pub timeout_ms: u64,
+}
+
+impl BackupHooksRequest {
+    /// The model's hooks, or why they are bad (naming the field).
+    pub fn into_model(self) -> Result<crate::models::BackupHooks, String> {
+        let h = crate::models::BackupHooks {
+            pre: self.pre,
+            post: self.post,
+            app: self.app,
+            timeout_ns: i64::try_from(self.timeout_ms)
+                .ok()
+                .and_then(|ms| ms.checked_mul(1_000_000))
+                .ok_or("hooks.timeout_ms is too large")?,
+        };
+        crate::backup_hooks::check(&h)?;
+        Ok(h)
+    }
+}
+
+impl From<crate::models::BackupHooks> for BackupHooksRequest {
+    fn from(h: crate::models::BackupHooks) -> BackupHooksRequest {
+        BackupHooksRequest {
+            pre: h.pre,
+            post: h.post,
+            app: h.app,
+            timeout_ms: (h.timeout_ns.max(0) / 1_000_000) as u64,
+        }
+    }
 }
 
 /// `PUT /v1/backup_schedules/VOLUME`, and what GET lists.
@@ -589,6 +636,9 @@ pub struct BackupScheduleRequest {
     pub every: String,
     /// How many completed backups the schedule keeps.
     pub keep: u32,
+    /// Each backup's hooks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<BackupHooksRequest>,
 }
 
 /// `POST /v1/backups/ID/restore`.
@@ -629,6 +679,24 @@ pub struct BackupResponse {
     pub verify_task_guid: String,
     /// The schedule slot that made it, if any.
     pub slot: String,
+    /// A snapshot in a restic-format repository (`lattice_specs::repo`): its store and
+    /// repository, its id, the files and bytes it holds and the bytes it added (then
+    /// `size_bytes`); all empty for a legacy archive (`blob`).
+    pub store: String,
+    pub repository: String,
+    pub snapshot: String,
+    pub files: u64,
+    pub total_bytes: u64,
+    pub added_bytes: u64,
+    /// When the last verification finished (Unix nanoseconds, 0: never).
+    pub verified_at: i64,
+    /// Its hooks, how far they got (`lattice_specs::backup_hooks::HookStatus`), the
+    /// instance they ran in (`APP/INDEX`) and what they printed (bounded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<BackupHooksRequest>,
+    pub hook_status: String,
+    pub hook_instance: String,
+    pub hook_output: String,
 }
 
 impl From<crate::models::Backup> for BackupResponse {
@@ -655,6 +723,17 @@ impl From<crate::models::Backup> for BackupResponse {
             verified: b.verified,
             verify_task_guid: b.verify_task_guid,
             slot: b.slot,
+            store: b.store,
+            repository: b.repository,
+            snapshot: b.snapshot,
+            files: b.files,
+            total_bytes: b.total_bytes,
+            added_bytes: b.added_bytes,
+            verified_at: b.verified_at,
+            hooks: b.hooks.map(BackupHooksRequest::from),
+            hook_status: b.hook_status,
+            hook_instance: b.hook_instance,
+            hook_output: b.hook_output,
         }
     }
 }
@@ -684,6 +763,16 @@ impl From<BackupResponse> for crate::models::Backup {
             verified: b.verified,
             verify_task_guid: b.verify_task_guid,
             slot: b.slot,
+            store: b.store,
+            repository: b.repository,
+            snapshot: b.snapshot,
+            files: b.files,
+            total_bytes: b.total_bytes,
+            added_bytes: b.added_bytes,
+            verified_at: b.verified_at,
+            hook_status: b.hook_status,
+            hook_instance: b.hook_instance,
+            hook_output: b.hook_output,
             ..Default::default()
         }
     }
