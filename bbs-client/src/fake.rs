@@ -23,9 +23,6 @@ use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use crate::api::*;
 use crate::error::{BbsError, Result};
 
-/// Where the fake says backup archives go (it keeps no blobs).
-const FAKE_BLOB_URL: &str = "fake-blobs://";
-
 /// An in-process BBS; cheap to clone. Its store lives as long as any clone.
 #[derive(Clone)]
 pub struct FakeBbs {
@@ -34,6 +31,9 @@ pub struct FakeBbs {
     /// The database writes go through: fenced once [`BrainBbs::fenced`].
     writes: Db,
     hub: EventHub,
+    /// What scheduled backups start through: repositories in memory, a key file in
+    /// the fake's directory, no cells to reach.
+    api: lattice_bbs::api::ApiState,
     _dir: Arc<tempfile::TempDir>,
 }
 
@@ -57,10 +57,28 @@ impl FakeBbs {
         let store: Arc<dyn lattice_bbs::store::Store> = Arc::new(store);
         let hub = EventHub::start(store.clone()).await;
         let db = Db::new(store);
+        let repos: Arc<dyn lattice_bbs::repos::RepoStore> =
+            Arc::new(lattice_bbs::repos::MemStore::default());
+        let api = lattice_bbs::api::ApiState {
+            db: db.clone(),
+            hub: hub.clone(),
+            basic_auth: None,
+            logs: Default::default(),
+            cells: lattice_bbs::cell_client::CellClient::new(None, Arc::new(db.clone()))
+                .expect("a cell client"),
+            blobs: None,
+            public_url: "https://fake-bbs:8888/".into(),
+            stores: lattice_bbs::repos::Stores::from_stores(vec![("default".into(), repos)]),
+            backup_key: Some(
+                lattice_bbs::repos::BackupKey::load_or_create(&dir.path().join("backup.key"))
+                    .expect("a backup key"),
+            ),
+        };
         FakeBbs {
             writes: db.clone(),
             db,
             hub,
+            api,
             _dir: Arc::new(dir),
         }
     }
@@ -334,10 +352,9 @@ impl ScheduledRuns for FakeBbs {
         slot: &str,
         skip_reason: &str,
     ) -> Result<ClaimedSlot> {
-        let url = |blob: &str| format!("{FAKE_BLOB_URL}{blob}");
         let r = lattice_bbs::schedules::claim(
             &self.writes,
-            Some(&url),
+            Some(&self.api),
             name,
             slot_at,
             slot,
