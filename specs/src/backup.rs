@@ -110,23 +110,70 @@ pub fn duration(b: &Backup) -> Duration {
     Duration::from_nanos((b.finished_at - b.created_at).max(0) as u64)
 }
 
+/// The "much smaller" and "much faster" alert thresholds: a backup under `smaller`
+/// times the previous one's size, or taking under `faster` times its duration (of at
+/// least 2 s), earns a warning.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub smaller: f64,
+    pub faster: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            smaller: DEFAULT_SMALLER_RATIO,
+            faster: DEFAULT_FASTER_RATIO,
+        }
+    }
+}
+
+/// The default "much smaller" ratio.
+pub const DEFAULT_SMALLER_RATIO: f64 = 0.5;
+/// The default "much faster" ratio.
+pub const DEFAULT_FASTER_RATIO: f64 = 0.2;
+
+impl Thresholds {
+    /// A backup schedule's thresholds (0: the default); the defaults without one.
+    pub fn of(s: Option<&crate::models::Schedule>) -> Thresholds {
+        let pick = |v: f64, d: f64| if v > 0.0 { v } else { d };
+        match s {
+            Some(s) => Thresholds {
+                smaller: pick(s.smaller_ratio, DEFAULT_SMALLER_RATIO),
+                faster: pick(s.faster_ratio, DEFAULT_FASTER_RATIO),
+            },
+            None => Thresholds::default(),
+        }
+    }
+
+    /// Checks ratios as a request gives them (0: the default): each in [0, 1).
+    pub fn check(field: &str, v: f64) -> Result<(), String> {
+        if !(0.0..1.0).contains(&v) {
+            return Err(format!(
+                "{field} {v} must be a ratio from 0 to 1 (e.g. 0.5: under half the previous backup's); 0 for the default"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Warnings for `b` against the previous completed backup of its volume: far smaller
-/// (under half the size) or far faster (under a fifth of a duration of at least 2 s)
-/// usually means data went missing.
-pub fn warnings(b: &Backup, previous: Option<&Backup>) -> Vec<String> {
+/// (under `t.smaller` of its size) or far faster (under `t.faster` of a duration of at
+/// least 2 s) usually means data went missing.
+pub fn warnings(b: &Backup, previous: Option<&Backup>, t: Thresholds) -> Vec<String> {
     let mut w = vec![];
     if b.state != backup::State::Completed as i32 {
         return w;
     }
     let Some(p) = previous else { return w };
-    if b.size_bytes * 2 < p.size_bytes {
+    if (b.size_bytes as f64) < p.size_bytes as f64 * t.smaller {
         w.push(format!(
             "much smaller than the previous backup {} ({} vs {} bytes)",
             p.id, b.size_bytes, p.size_bytes
         ));
     }
     let (d, pd) = (duration(b), duration(p));
-    if pd >= Duration::from_secs(2) && d * 5 < pd {
+    if pd >= Duration::from_secs(2) && d.as_secs_f64() < pd.as_secs_f64() * t.faster {
         w.push(format!(
             "much faster than the previous backup {} ({:.1}s vs {:.1}s)",
             p.id,
@@ -220,17 +267,39 @@ mod tests {
             finished_at: secs * s,
             ..Default::default()
         };
-        assert!(warnings(&done("b", 100, 10), None).is_empty());
-        assert!(warnings(&done("b", 100, 10), Some(&done("a", 150, 12))).is_empty());
-        let w = warnings(&done("b", 40, 10), Some(&done("a", 100, 10)));
+        let t = Thresholds::default();
+        assert!(warnings(&done("b", 100, 10), None, t).is_empty());
+        assert!(warnings(&done("b", 100, 10), Some(&done("a", 150, 12)), t).is_empty());
+        let w = warnings(&done("b", 40, 10), Some(&done("a", 100, 10)), t);
         assert_eq!(w.len(), 1);
         assert!(
             w[0].contains("much smaller than the previous backup a"),
             "{w:?}"
         );
-        let w = warnings(&done("b", 100, 1), Some(&done("a", 100, 10)));
+        let w = warnings(&done("b", 100, 1), Some(&done("a", 100, 10)), t);
         assert!(w[0].contains("much faster"), "{w:?}");
         // Short backups are too noisy to judge by time.
-        assert!(warnings(&done("b", 100, 0), Some(&done("a", 100, 1))).is_empty());
+        assert!(warnings(&done("b", 100, 0), Some(&done("a", 100, 1)), t).is_empty());
+        // A schedule's own thresholds: 40 of 100 passes at 0.3, 80 of 100 fails at 0.9.
+        let s = crate::models::Schedule {
+            smaller_ratio: 0.3,
+            faster_ratio: 0.05,
+            ..Default::default()
+        };
+        let own = Thresholds::of(Some(&s));
+        assert!(warnings(&done("b", 40, 1), Some(&done("a", 100, 10)), own).is_empty());
+        let strict = Thresholds::of(Some(&crate::models::Schedule {
+            smaller_ratio: 0.9,
+            ..Default::default()
+        }));
+        assert_eq!(strict.faster, DEFAULT_FASTER_RATIO);
+        assert_eq!(
+            warnings(&done("b", 80, 10), Some(&done("a", 100, 10)), strict).len(),
+            1
+        );
+        assert!(Thresholds::check("smaller_than", 0.5).is_ok());
+        assert!(Thresholds::check("smaller_than", 1.5)
+            .unwrap_err()
+            .contains("smaller_than 1.5"));
     }
 }
