@@ -314,6 +314,15 @@ impl TaskWrites for FakeBbs {
     }
 }
 
+fn claimed(c: Claimed) -> ClaimedSlot {
+    match c {
+        Claimed::Taken => ClaimedSlot::Taken,
+        Claimed::Skipped => ClaimedSlot::Skipped,
+        Claimed::Run(run) => ClaimedSlot::Run(run),
+        Claimed::Failed(why) => ClaimedSlot::Failed(why),
+    }
+}
+
 #[async_trait]
 impl ScheduledRuns for FakeBbs {
     async fn schedules(&self) -> Result<Vec<Schedule>> {
@@ -343,12 +352,16 @@ impl ScheduledRuns for FakeBbs {
             slot,
             skip_reason,
         );
-        Ok(match r.await.map_err(refused)? {
-            Claimed::Taken => ClaimedSlot::Taken,
-            Claimed::Skipped => ClaimedSlot::Skipped,
-            Claimed::Run(run) => ClaimedSlot::Run(run),
-            Claimed::Failed(why) => ClaimedSlot::Failed(why),
-        })
+        Ok(claimed(r.await.map_err(refused)?))
+    }
+    async fn claim_verify_slot(&self, name: &str, slot_at: i64) -> Result<ClaimedSlot> {
+        let url = |blob: &str| format!("{FAKE_BLOB_URL}{blob}");
+        let r = lattice_bbs::backup_verify::claim(&self.writes, Some(&url), name, slot_at);
+        Ok(claimed(r.await.map_err(refused)?))
+    }
+    async fn backup_tasks(&self) -> Result<Vec<Task>> {
+        let r = self.db.tasks(lattice_specs::backup::DOMAIN, "");
+        r.await.map_err(refused)
     }
     async fn remove_run(&self, task_guid: &str) -> Result<()> {
         self.writes

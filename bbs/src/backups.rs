@@ -188,8 +188,15 @@ async fn get_backup(
     Ok(Json(s.db.backup(&id).await.map_err(db_err)?.into()))
 }
 
-/// Forgets backup `id` (through `db`, which may be fenced) and deletes its archive.
+/// Forgets backup `id` (through `db`, which may be fenced) and deletes its archive; a
+/// backup in a repository is marked as being forgotten instead (`backup_forget` removes
+/// its snapshot, then its record).
 pub async fn delete(s: &ApiState, db: &Db, id: &str) -> Result<(), DbError> {
+    if !db.backup(id).await?.snapshot.is_empty() {
+        db.mark_forgetting(id).await?;
+        tracing::info!(backup = %id, "backup to be forgotten from its repository");
+        return Ok(());
+    }
     let b = db.delete_backup(id).await?;
     if let Some(store) = &s.blobs {
         let _ = store.delete(&b.blob);
@@ -277,25 +284,35 @@ async fn verify_backup(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let b = completed(&s, &id).await?;
+    let db = owners::db_for(&caller, &s.db);
+    let guid = start_verify(&db, &|n| s.blob_url(n), &b)
+        .await
+        .map_err(db_err)?;
+    Ok((StatusCode::CREATED, Json(TaskStarted { task_guid: guid })).into_response())
+}
+
+/// Starts the verification of completed backup `b` through `db` (whose creator owns
+/// the task): desires its verify task and records it on the backup; its guid.
+pub async fn start_verify(
+    db: &Db,
+    blob_url: &(dyn Fn(&str) -> String + Sync),
+    b: &Backup,
+) -> Result<String, DbError> {
     let guid = plan::Purpose::Verify {
-        id: id.clone(),
+        id: b.id.clone(),
         suffix: suffix(),
     }
     .task_guid();
-    let url = backup_tasks::credential_url(&s.blob_url(&b.blob), &guid);
-    let def = backup_tasks::verify_task(&guid, &b, &url);
-    owners::db_for(&caller, &s.db)
-        .desire_task(&guid, plan::DOMAIN, def)
-        .await
-        .map_err(db_err)?;
-    s.db.modify_backup(&id, |b| {
+    let url = backup_tasks::credential_url(&blob_url(&b.blob), &guid);
+    let def = backup_tasks::verify_task(&guid, b, &url);
+    db.desire_task(&guid, plan::DOMAIN, def).await?;
+    db.modify_backup(&b.id, |b| {
         b.verify_task_guid = guid.clone();
         true
     })
-    .await
-    .map_err(db_err)?;
-    tracing::info!(backup = %id, task = %guid, "verification started");
-    Ok((StatusCode::CREATED, Json(TaskStarted { task_guid: guid })).into_response())
+    .await?;
+    tracing::info!(backup = %b.id, task = %guid, "verification started");
+    Ok(guid)
 }
 
 /// Records a backup whose archive was put in the blob store (`ltc backup import`): the
@@ -381,6 +398,12 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
             .into_iter()
             .filter(|p| p.volume == b.volume && p.id != b.id && p.state() == BackupState::Completed)
             .max_by_key(|p| p.created_at);
+        let schedule =
+            s.db.schedule(&b.volume)
+                .await
+                .ok()
+                .filter(|sc| sc.kind() == lattice_specs::models::schedule::Kind::Backup);
+        let thresholds = plan::Thresholds::of(schedule.as_ref());
         let done =
             s.db.modify_backup(id, |b| {
                 if b.state() != BackupState::Running {
@@ -394,7 +417,7 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
                     archive.clone(),
                     t.updated_at.max(b.created_at),
                 );
-                b.warnings = plan::warnings(b, previous.as_ref());
+                b.warnings = plan::warnings(b, previous.as_ref(), thresholds);
                 true
             })
             .await?;
@@ -432,15 +455,27 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
         } else {
             "ok".to_string()
         };
-        s.db.modify_backup(&b.id, |b| {
-            if b.verify_task_guid != t.task_guid || b.verified == verdict {
-                return false;
-            }
-            b.verified = verdict.clone();
-            true
-        })
-        .await?;
-        tracing::info!(backup = %b.id, verdict = %verdict, "backup verified");
+        let mut recorded = false;
+        let b =
+            s.db.modify_backup(&b.id, |b| {
+                // A verdict at or after this task's creation is this task's.
+                if b.verify_task_guid != t.task_guid
+                    || (b.verified_at > 0 && b.verified_at >= t.created_at)
+                {
+                    return false;
+                }
+                let finished_at = t.updated_at.max(t.created_at);
+                b.verified = verdict.clone();
+                b.verified_at = finished_at;
+                recorded = true;
+                true
+            })
+            .await?;
+        if recorded {
+            crate::backup_verify::observe_verdict(&b);
+        }
+    } else if let Some(plan::Purpose::Forget { .. }) = &purpose {
+        crate::backup_forget::settle(s, t).await?;
     }
     Ok(())
 }
@@ -455,6 +490,8 @@ async fn sweep_once(s: &ApiState) -> Result<(), DbError> {
     for t in &tasks {
         settle(s, t).await?;
     }
+    crate::backup_forget::pass(s, &tasks).await?;
+    crate::backup_verify::observe_ages(&s.db.backups().await?, now_nanos());
     for b in s.db.backups().await? {
         if b.state() == BackupState::Running && !tasks.iter().any(|t| t.task_guid == b.task_guid) {
             // Re-read: the task may have been created after the list above.

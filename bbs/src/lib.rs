@@ -8,7 +8,9 @@
 //! events. Errors are named by `lattice_specs::errors::ErrorName` on both wires.
 
 pub mod api;
+pub mod backup_forget;
 pub mod backup_tasks;
+pub mod backup_verify;
 pub mod backups;
 pub mod blobs;
 pub mod callbacks;
@@ -19,6 +21,7 @@ pub mod grpc;
 pub mod logs;
 pub mod metrics;
 pub mod private;
+pub mod repo_urls;
 pub mod schedules;
 pub mod serve;
 pub mod server;

@@ -15,6 +15,7 @@ pub const DOMAIN: &str = "lattice-backups";
 const BACKUP_TASK: &str = "backup-";
 const RESTORE_TASK: &str = "restore-";
 const VERIFY_TASK: &str = "verify-";
+const FORGET_TASK: &str = "forget-";
 
 /// What a task of the backup [`DOMAIN`] is for. Its guid carries it (so a task
 /// record needs no field of its own and old records read the same); this type is
@@ -28,6 +29,9 @@ pub enum Purpose {
     /// Restores backup `id` into a scratch directory and checks it
     /// (guid `verify-ID-SUFFIX`).
     Verify { id: String, suffix: String },
+    /// Forgets snapshots of `volume`'s repository and prunes it: retention's removal
+    /// of repository backups (guid `forget-VOLUME-SUFFIX`).
+    Forget { volume: String, suffix: String },
 }
 
 impl Purpose {
@@ -37,6 +41,7 @@ impl Purpose {
             Purpose::Backup { id } => format!("{BACKUP_TASK}{id}"),
             Purpose::Restore { volume, suffix } => format!("{RESTORE_TASK}{volume}-{suffix}"),
             Purpose::Verify { id, suffix } => format!("{VERIFY_TASK}{id}-{suffix}"),
+            Purpose::Forget { volume, suffix } => format!("{FORGET_TASK}{volume}-{suffix}"),
         }
     }
 
@@ -53,6 +58,8 @@ impl Purpose {
             split(rest).map(|(id, suffix)| Purpose::Verify { id, suffix })
         } else if let Some(rest) = task_guid.strip_prefix(RESTORE_TASK) {
             split(rest).map(|(volume, suffix)| Purpose::Restore { volume, suffix })
+        } else if let Some(rest) = task_guid.strip_prefix(FORGET_TASK) {
+            split(rest).map(|(volume, suffix)| Purpose::Forget { volume, suffix })
         } else {
             None
         }
@@ -210,6 +217,10 @@ mod tests {
             },
             Purpose::Verify {
                 id: "pg-1".into(),
+                suffix: "0f0f0f0f".into(),
+            },
+            Purpose::Forget {
+                volume: "pg-data".into(),
                 suffix: "0f0f0f0f".into(),
             },
         ] {

@@ -238,6 +238,50 @@ pub fn verify_target<'a>(backups: &'a [Backup], volume: &str) -> Option<&'a Back
         .max_by_key(|b| (b.created_at, b.id.as_str()))
 }
 
+/// What a backup schedule keeps, verifies and alerts on (beside its cadence and hooks).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackupPolicy {
+    /// Empty: keep-last the schedule's `keep`.
+    pub retention: Retention,
+    /// "" (never), or a backup cadence ("daily", "weekly", "12h", cron).
+    pub verify_every: String,
+    /// 0: `crate::backup::DEFAULT_SMALLER_RATIO`, `DEFAULT_FASTER_RATIO`.
+    pub smaller_ratio: f64,
+    pub faster_ratio: f64,
+}
+
+impl BackupPolicy {
+    /// The policy as schedule `s` holds it.
+    pub fn of(s: &Schedule) -> BackupPolicy {
+        BackupPolicy {
+            retention: s.retention.unwrap_or_default(),
+            verify_every: s.verify_every.clone(),
+            smaller_ratio: s.smaller_ratio,
+            faster_ratio: s.faster_ratio,
+        }
+    }
+
+    /// Checks it: the field that is wrong and what to do.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !self.verify_every.is_empty() {
+            parse_backup_cadence(&self.verify_every).map_err(|e| ("verify", e.to_string()))?;
+        }
+        crate::backup::Thresholds::check("smaller_than", self.smaller_ratio)
+            .map_err(|e| ("smaller_than", e))?;
+        crate::backup::Thresholds::check("faster_than", self.faster_ratio)
+            .map_err(|e| ("faster_than", e))?;
+        Ok(())
+    }
+
+    /// Writes it into schedule `s`.
+    pub fn set(&self, s: &mut Schedule) {
+        s.retention = Some(self.retention).filter(|r| !is_empty(r));
+        s.verify_every = self.verify_every.clone();
+        s.smaller_ratio = self.smaller_ratio;
+        s.faster_ratio = self.faster_ratio;
+    }
+}
+
 /// What the scheduler does for backup schedule `s` at `now` (Unix seconds) beside its
 /// slots (`crate::schedule::schedule_steps`): claim its verification slot when due, and
 /// remove what retention does not keep of its volume's `backups` (`verifying`: ids of

@@ -112,9 +112,13 @@ impl BbsGrpc {
             let url = self.api.as_ref().map(|api| move |n: &str| api.blob_url(n));
             let url = url.as_ref().map(|f| f as &(dyn Fn(&str) -> String + Sync));
             let r = r.into_inner();
-            let claimed =
-                crate::schedules::claim(&db, url, &r.name, r.slot_at, &r.slot, &r.skip_reason)
-                    .await?;
+            let claimed = match r.verify {
+                true => crate::backup_verify::claim(&db, url, &r.name, r.slot_at).await?,
+                false => {
+                    crate::schedules::claim(&db, url, &r.name, r.slot_at, &r.slot, &r.skip_reason)
+                        .await?
+                }
+            };
             Ok(match claimed {
                 Claimed::Taken => ClaimScheduleSlotResponse::default(),
                 Claimed::Skipped => ClaimScheduleSlotResponse {

@@ -359,3 +359,27 @@ fn a_backup_schedule_verifies_when_due_and_prunes_only_its_volume() {
     let steps = backup_steps(&s, &backups, &HashSet::new(), now).unwrap();
     assert_eq!(steps.len(), 3, "{steps:?}");
 }
+
+#[test]
+fn a_policy_names_its_bad_field() {
+    let mut p = BackupPolicy {
+        retention: policy(0, 7, 4, 6),
+        verify_every: "daily".into(),
+        smaller_ratio: 0.3,
+        faster_ratio: 0.0,
+    };
+    assert_eq!(p.check(), Ok(()));
+    let mut s = Schedule::default();
+    p.set(&mut s);
+    assert_eq!(BackupPolicy::of(&s), p);
+    p.verify_every = "sometimes".into();
+    assert_eq!(p.check().unwrap_err().0, "verify");
+    p.verify_every = "weekly".into();
+    p.smaller_ratio = 2.0;
+    let (field, why) = p.check().unwrap_err();
+    assert_eq!(field, "smaller_than");
+    assert!(why.contains("ratio from 0 to 1"), "{why}");
+    p.smaller_ratio = 0.5;
+    p.faster_ratio = -0.1;
+    assert_eq!(p.check().unwrap_err().0, "faster_than");
+}
