@@ -450,6 +450,16 @@ impl Api {
         .await
     }
 
+    /// Sets a backup schedule with its retention, verification and thresholds.
+    pub async fn set_backup_schedule(&self, r: &BackupScheduleRequest) -> anyhow::Result<()> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/backup_schedules/{}", seg(&r.volume)),
+            Some(serde_json::to_value(r)?),
+        )
+        .await
+    }
+
     pub async fn remove_schedule(&self, volume: &str) -> anyhow::Result<()> {
         self.call(
             Method::DELETE,

@@ -151,6 +151,7 @@ fn applied(m: &Manifest) -> Cluster {
                     volume: v.clone(),
                     every: s.every.clone(),
                     keep: s.keep,
+                    ..Default::default()
                 };
                 (v.clone(), r)
             })
