@@ -130,5 +130,31 @@ mod tests {
             b("b1", "b", 100, "failed: differs"),
         ];
         assert_eq!(verified_ages(&backups, 1000 * s), [("a".to_string(), 800)]);
+        observe_ages(&backups, 1000 * s);
+        let g = &crate::metrics::BACKUP_VERIFIED_AGE;
+        assert_eq!(g.with_label_values(&["a"]).get(), 800);
+    }
+
+    #[test]
+    fn a_failed_verification_is_counted_and_alerted() {
+        let m = &crate::metrics::BACKUP_VERIFICATIONS;
+        let alerts = crate::metrics::BACKUP_ALERTS.with_label_values(&["vx", "verify_failed"]);
+        let (ok0, failed0, alerts0) = (
+            m.with_label_values(&["ok"]).get(),
+            m.with_label_values(&["failed"]).get(),
+            alerts.get(),
+        );
+        let mut b = Backup {
+            id: "vx-1".into(),
+            volume: "vx".into(),
+            verified: "failed: the restored data differs from the backup".into(),
+            ..Default::default()
+        };
+        observe_verdict(&b);
+        b.verified = "ok".into();
+        observe_verdict(&b);
+        assert_eq!(m.with_label_values(&["failed"]).get(), failed0 + 1);
+        assert_eq!(m.with_label_values(&["ok"]).get(), ok0 + 1);
+        assert_eq!(alerts.get(), alerts0 + 1, "only the failure alerts");
     }
 }
