@@ -39,3 +39,12 @@ command -v mkfs.btrfs >/dev/null || { echo "setup: mkfs.btrfs (btrfs-progs) miss
 command -v nft >/dev/null || { echo "setup: nft (nftables) missing after install" >&2; exit 1; }
 command -v skopeo >/dev/null || { echo "setup: skopeo missing after install" >&2; exit 1; }
 [ -x /bin/busybox ] || { echo "setup: /bin/busybox (busybox-static) missing after install" >&2; exit 1; }
+
+# moto's S3-compatible server (PyPI): the backup-store tests start one on loopback
+# (bbs/tests/repos.rs). Chosen over s3s-fs, whose build from crates.io takes many
+# minutes of the machine's two cores.
+if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
+  echo "setup: installing moto[server] (an S3 server for the tests)" >&2
+  python3 -m pip install -q 'moto[server]'
+fi
+python3 -c 'import moto.server' >/dev/null 2>&1 || { echo "setup: moto's S3 server missing after install" >&2; exit 1; }

@@ -58,8 +58,19 @@ async fn create_volume(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let r: VolumeCreateRequest = parse_body(&body)?;
+    // A named store must be one this BBS has (the default may come later).
+    if !r.backup_store.is_empty() {
+        s.stores.get(&r.backup_store)?;
+    }
+    let spec = lattice_specs::models::Volume {
+        name: r.name.clone(),
+        size_bytes: r.size_bytes,
+        cell_id: r.cell_id.clone(),
+        backup_store: r.backup_store.clone(),
+        ..Default::default()
+    };
     let v = owners::db_for(&caller, &s.db)
-        .create_volume(&r.name, r.size_bytes, &r.cell_id)
+        .create_volume_as(spec)
         .await
         .map_err(db_err)?;
     tracing::info!(volume = %v.name, cell = %v.cell_id, size = v.size_bytes, "volume desired");

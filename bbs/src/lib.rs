@@ -21,7 +21,7 @@ pub mod grpc;
 pub mod logs;
 pub mod metrics;
 pub mod private;
-pub mod repo_urls;
+pub mod repos;
 pub mod schedules;
 pub mod serve;
 pub mod server;

@@ -115,6 +115,14 @@ pub struct BbsConfig {
     pub join: Option<crate::grpc::JoinAuthority>,
     /// Task completion callbacks: retry window, timeout, concurrency, trusted CAs.
     pub callbacks: crate::callbacks::CallbackConfig,
+    /// The named backup stores (`--backup-store [NAME=]URL`; the first is the
+    /// default); none: the blob store's, when there is a blob store.
+    pub backup_stores: Vec<(String, lattice_specs::repo::StoreUrl)>,
+    /// The file holding the cluster's backup key (made when missing); None: no key,
+    /// repositories' passwords are not served.
+    pub backup_key_file: Option<std::path::PathBuf>,
+    /// How S3 backup stores reach S3 (`lattice bbs`: from its environment).
+    pub s3: crate::repos::S3Settings,
 }
 
 impl BbsConfig {
@@ -138,6 +146,9 @@ impl BbsConfig {
             grpc_client_auth: lattice_tls::ClientAuth::Required,
             join: None,
             callbacks: Default::default(),
+            backup_stores: Vec::new(),
+            backup_key_file: None,
+            s3: Default::default(),
         }
     }
 }
@@ -227,6 +238,11 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         },
         cells: crate::cell_client::CellClient::new(cfg.tls.as_ref(), Arc::new(db.clone()))?,
         public_url,
+        stores: crate::repos::Stores::open(&cfg.backup_stores, cfg.blob_dir.as_deref(), &cfg.s3)?,
+        backup_key: match &cfg.backup_key_file {
+            Some(f) => Some(crate::repos::BackupKey::load_or_create(f)?),
+            None => None,
+        },
     };
     let settler = crate::backups::spawn_settler(state.clone());
     let callbacks = crate::callbacks::spawn(

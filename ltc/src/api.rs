@@ -403,6 +403,11 @@ impl Api {
             .await
     }
 
+    /// The cluster's backup key (admins only; the BBS audits the read).
+    pub async fn backup_key(&self) -> anyhow::Result<lattice_specs::repo::BackupKeyResponse> {
+        self.get("/v1/backup_key").await
+    }
+
     pub async fn backups(&self) -> anyhow::Result<Vec<BackupResponse>> {
         self.get("/v1/backups").await
     }

@@ -10,6 +10,7 @@
 
 mod api;
 mod app;
+mod backup_key;
 mod backup_policy;
 mod logs;
 mod manifest;

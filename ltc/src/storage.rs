@@ -25,6 +25,10 @@ pub enum VolumeCmd {
         /// The cell to make it on (default: the cell holding the fewest volume bytes).
         #[arg(long)]
         cell: Option<String>,
+        /// The named backup store its backups go to (`lattice bbs --backup-store
+        /// NAME=URL`; default: the cluster's default store).
+        #[arg(long)]
+        backup_store: Option<String>,
         #[arg(long, default_value = "2m", value_parser = crate::app::parse_duration)]
         timeout: Duration,
     },
@@ -119,6 +123,12 @@ pub enum BackupCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The cluster's backup key (every repository's password): `export` prints it and
+    /// how to open a volume's repository with restic, for disaster recovery.
+    Key {
+        #[command(subcommand)]
+        cmd: crate::backup_key::KeyCmd,
+    },
 }
 
 async fn wait_volume(api: &Api, name: &str, timeout: Duration) -> anyhow::Result<VolumeResponse> {
@@ -142,20 +152,14 @@ async fn wait_volume(api: &Api, name: &str, timeout: Duration) -> anyhow::Result
     }
 }
 
+/// Makes volume `req` and waits until it is ready.
 pub(crate) async fn create_volume(
     api: &Api,
-    name: &str,
-    size: u64,
-    cell: Option<String>,
+    req: &VolumeCreateRequest,
     timeout: Duration,
 ) -> anyhow::Result<VolumeResponse> {
-    api.create_volume(&VolumeCreateRequest {
-        name: name.into(),
-        size_bytes: size,
-        cell_id: cell.unwrap_or_default(),
-    })
-    .await?;
-    wait_volume(api, name, timeout).await
+    api.create_volume(req).await?;
+    wait_volume(api, &req.name, timeout).await
 }
 
 fn volumes_table(vs: &[VolumeResponse]) -> String {
@@ -192,10 +196,17 @@ pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
             name,
             size,
             cell,
+            backup_store,
             timeout,
         } => {
             let size = parse_size(&size).map_err(|e| anyhow::anyhow!("--size: {e}"))?;
-            let v = create_volume(api, &name, size, cell, timeout).await?;
+            let req = VolumeCreateRequest {
+                name: name.clone(),
+                size_bytes: size,
+                cell_id: cell.unwrap_or_default(),
+                backup_store: backup_store.unwrap_or_default(),
+            };
+            let v = create_volume(api, &req, timeout).await?;
             println!(
                 "Volume {name} ({}) is ready on cell {}: mount it with `ltc create APP IMAGE --volume {name}:/data`.",
                 format_size(v.size_bytes),
@@ -532,7 +543,13 @@ async fn restore_backup(
                 source.unwrap_or(0).max(1 << 30).max(MIN_SIZE)
             }
         };
-        let v = create_volume(api, volume, size, cell, timeout).await?;
+        let req = VolumeCreateRequest {
+            name: volume.into(),
+            size_bytes: size,
+            cell_id: cell.unwrap_or_default(),
+            ..Default::default()
+        };
+        let v = create_volume(api, &req, timeout).await?;
         println!(
             "Made volume {volume} ({}) on cell {}.",
             format_size(v.size_bytes),
@@ -581,6 +598,7 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
             }
         }
         BackupCmd::Export { backup, file } => export(api, &backup, &file).await?,
+        BackupCmd::Key { cmd } => crate::backup_key::run(api, cmd).await?,
         BackupCmd::Import { file } => import(api, &file).await?,
         BackupCmd::Schedule {
             volume,

@@ -194,6 +194,29 @@ pub struct RepoOutcome {
     pub error: Option<String>,
 }
 
+/// `GET /v1/backup_key` (admins only, audited): the cluster's backup key and where
+/// restic finds the repositories, for disaster recovery (`ltc backup key export`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackupKeyResponse {
+    /// Every repository's password.
+    pub key: String,
+    /// Each backup store (the default first): its name and restic's `-r` for volume
+    /// `VOLUME`'s repository in it, opened directly (a path on the BBS's machine, or
+    /// `s3:ENDPOINT/BUCKET/PREFIX/VOLUME`).
+    pub stores: Vec<BackupStoreInfo>,
+    /// restic's `-r` for volume `VOLUME`'s repository through the API (with an admin's
+    /// credential as `USER:TOKEN@`).
+    pub rest: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackupStoreInfo {
+    pub name: String,
+    pub restic: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

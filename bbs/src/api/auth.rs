@@ -5,7 +5,12 @@
 //! - HTTP Basic with the API's `--basic-auth` credential: an admin (old receptor
 //!   clients, routers posting their access lines);
 //! - HTTP Basic as [`TASK_CREDENTIAL_USER`]: a backup, restore or verify task, for the
-//!   one blob and verb its own credential grants (`backup_tasks::grants`);
+//!   one blob and verb its own credential grants (`backup_tasks::grants`), or for its
+//!   own backup repository (`/v1/repos/NAME/…`) with its op's scope
+//!   (`repos::grant::task_scope`);
+//! - on `/v1/repos/…` only, HTTP Basic whose password is an API token (what restic
+//!   sends for `rest:https://USER:TOKEN@…`): that token, as with Bearer (an admin's
+//!   gets the Prune scope on every repository; other roles are refused by `authz`);
 //! - nothing, over loopback, when the API has no `--basic-auth`: the local trusted
 //!   caller, an admin (single-machine `lattice up`, tests and benches). Without a
 //!   credential from anywhere else: 401.
@@ -31,6 +36,9 @@ use lattice_specs::receptor::ApiRole;
 use super::authz::{api_authz, object_of, verb_of, Decision};
 use super::{audit, owners, redact, ApiError, ApiState};
 use crate::backup_tasks::{credential_task, grants, BlobVerb, TASK_CREDENTIAL_USER};
+use crate::repos::grant::task_scope;
+use crate::repos::RepoAccess;
+use lattice_specs::repo::RepoScope;
 
 /// Who made a request (in the request's extensions for the handlers).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +90,35 @@ struct Asked {
     peer: Option<SocketAddr>,
 }
 
-/// The caller, or the 401 (or 503) that answers the request.
-async fn identify(s: &ApiState, req: &Asked) -> Result<Caller, Response> {
+/// The caller (with a task's access to its repository), or the 401 (or 503) that
+/// answers the request.
+async fn identify(s: &ApiState, req: &Asked) -> Result<(Caller, Option<RepoAccess>), Response> {
+    if let Some(access) = req
+        .authorization
+        .as_deref()
+        .and_then(|a| a.trim().strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|d| {
+            d.strip_prefix(TASK_CREDENTIAL_USER)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(str::to_string)
+        })
+        .filter(|_| repo_of(&req.path).is_some())
+    {
+        return repo_task_caller(s, req, &access)
+            .await
+            .map(|(c, a)| (c, Some(a)));
+    }
+    identify_caller(s, req).await.map(|c| (c, None))
+}
+
+/// Who calls (anything but a task on its repository).
+async fn identify_caller(s: &ApiState, req: &Asked) -> Result<Caller, Response> {
     let peer = req.peer;
     let Some(given) = req.authorization.as_deref().map(str::trim) else {
         if s.basic_auth.is_none() && is_loopback(peer) {
@@ -95,20 +130,7 @@ async fn identify(s: &ApiState, req: &Asked) -> Result<Caller, Response> {
         return Err(unauthorized(s, format!("missing credentials: {HOW}")));
     };
     if let Some(secret) = given.strip_prefix("Bearer ") {
-        return match s.db.token_by_secret(secret.trim()).await {
-            Ok(Some(t)) => match t.api_role() {
-                Some(role) => Ok(Caller {
-                    name: t.name,
-                    role: Some(role),
-                }),
-                None => Err(unauthorized(s, format!("token {} has no known role: revoke it and make another", t.name))),
-            },
-            Ok(None) => Err(unauthorized(
-                s,
-                "unknown or revoked token: ask an admin for a token (`ltc token create NAME --role ROLE`), then `ltc login --token TOKEN`",
-            )),
-            Err(e) => Err(ApiError::from_db(e, ErrorName::InvalidRequest).into_response()),
-        };
+        return token_caller(s, secret.trim()).await;
     }
     let decoded = given
         .strip_prefix("Basic ")
@@ -133,11 +155,78 @@ async fn identify(s: &ApiState, req: &Asked) -> Result<Caller, Response> {
     }
     match decoded.split_once(':') {
         Some((TASK_CREDENTIAL_USER, password)) => task_caller(s, req, password).await,
+        Some((_, token)) if repo_of(&req.path).is_some() => token_caller(s, token).await,
         _ => Err(unauthorized(
             s,
             format!("wrong user or password: use the API's --basic-auth credential, or {HOW}"),
         )),
     }
+}
+
+/// The caller an API token's secret names.
+async fn token_caller(s: &ApiState, secret: &str) -> Result<Caller, Response> {
+    match s.db.token_by_secret(secret).await {
+        Ok(Some(t)) => match t.api_role() {
+            Some(role) => Ok(Caller {
+                name: t.name,
+                role: Some(role),
+            }),
+            None => Err(unauthorized(
+                s,
+                format!(
+                    "token {} has no known role: revoke it and make another",
+                    t.name
+                ),
+            )),
+        },
+        Ok(None) => Err(unauthorized(
+            s,
+            "unknown or revoked token: ask an admin for a token (`ltc token create NAME --role ROLE`), then `ltc login --token TOKEN`",
+        )),
+        Err(e) => Err(ApiError::from_db(e, ErrorName::InvalidRequest).into_response()),
+    }
+}
+
+/// The repository a `/v1/repos/NAME/…` path names.
+fn repo_of(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/repos/")?
+        .split_once('/')
+        .map(|(repo, _)| repo)
+        .filter(|r| !r.is_empty())
+}
+
+/// A task's credential on its repository: its op's scope there, checked against its
+/// task (found by the guid the credential names).
+async fn repo_task_caller(
+    s: &ApiState,
+    req: &Asked,
+    password: &str,
+) -> Result<(Caller, RepoAccess), Response> {
+    let refused = || {
+        unauthorized(
+            s,
+            "this task credential does not allow this request: it only opens its own running backup task's repository",
+        )
+    };
+    let (Some(guid), Some(repo)) = (credential_task(password), repo_of(&req.path)) else {
+        return Err(refused());
+    };
+    let task = match s.db.task(guid).await {
+        Ok(t) => t,
+        Err(crate::db::DbError::NotFound { .. }) => return Err(refused()),
+        Err(e) => return Err(ApiError::from_db(e, ErrorName::InvalidRequest).into_response()),
+    };
+    let scope = task_scope(&task, repo, password).ok_or_else(refused)?;
+    Ok((
+        Caller {
+            name: format!("task:{guid}"),
+            role: None,
+        },
+        RepoAccess {
+            scope,
+            repo: Some(repo.to_string()),
+        },
+    ))
 }
 
 /// A task's blob credential, checked against its task and this request.
@@ -201,10 +290,16 @@ pub(super) async fn authenticate(
         path: req.uri().path().to_string(),
         peer: peer.map(|p| p.0 .0),
     };
-    let caller = match identify(&s, &asked).await {
+    let (caller, mut repo_access) = match identify(&s, &asked).await {
         Ok(c) => c,
         Err(r) => return r,
     };
+    if caller.role == Some(ApiRole::Admin) && repo_of(&asked.path).is_some() {
+        repo_access = Some(RepoAccess {
+            scope: RepoScope::Prune,
+            repo: None,
+        });
+    }
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -232,8 +327,14 @@ pub(super) async fn authenticate(
         ..
     } = asked;
     req.extensions_mut().insert(caller.clone());
+    if let Some(access) = repo_access {
+        req.extensions_mut().insert(access);
+    }
     let resp = next.run(req).await;
-    if audit::is_change(&method, route.as_deref()) && resp.status().is_success() {
+    // A backup task's every file in its repository is not worth an audit line each
+    // (its task is the record).
+    let task_on_repo = caller.role.is_none() && repo_of(&object).is_some();
+    if audit::is_change(&method, route.as_deref()) && resp.status().is_success() && !task_on_repo {
         audit::record(&s.logs, &caller, &method, &object);
     }
     if caller.is_viewer() {

@@ -40,6 +40,8 @@ fn admin_only(method: &Method, route: &str) -> Option<&'static str> {
         "/v1/backups/{id}" | "/v1/blobs/{name}" if method == Method::DELETE => {
             Some("delete backups or blobs")
         }
+        r if r.starts_with("/v1/repos/") => Some("open backup repositories (restic)"),
+        "/v1/backup_key" => Some("read the cluster's backup key"),
         "/v1/logs" if !read => {
             Some("post log lines (routers and components do, with an admin credential)")
         }

@@ -27,6 +27,15 @@ pub(super) async fn create_desired_lrp(
     let req: receptor::DesiredLrpCreateRequest = parse_body(&body)?;
     let d = req.into_model();
     let guid = d.process_guid.clone();
+    crate::repos::rules::check_user_work(
+        &d.domain,
+        &[
+            ("setup", d.setup.as_ref()),
+            ("action", d.action.as_ref()),
+            ("monitor", d.monitor.as_ref()),
+        ],
+    )
+    .map_err(ApiError::invalid_request)?;
     owners::ensure_may_mount(&s, &caller, &d.volume_mounts).await?;
     owners::db_for(&caller, &s.db)
         .desire_lrp(d)

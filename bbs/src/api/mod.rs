@@ -22,6 +22,7 @@
 mod audit;
 mod auth;
 pub mod authz;
+mod backup_key;
 mod blobs;
 mod cells;
 mod errors;
@@ -88,6 +89,10 @@ pub struct ApiState {
     pub blobs: Option<crate::blobs::BlobStore>,
     /// This API's URL as cells reach it (backup tasks' archives go there).
     pub public_url: String,
+    /// The backup stores repositories live in (`crate::repos`).
+    pub stores: crate::repos::Stores,
+    /// Every repository's password (none: this BBS serves no repository's password).
+    pub backup_key: Option<crate::repos::BackupKey>,
 }
 
 impl ApiState {
@@ -96,6 +101,32 @@ impl ApiState {
     pub fn blob_url(&self, name: &str) -> String {
         let base = self.public_url.trim_end_matches('/');
         format!("{base}/v1/blobs/{}", lattice_specs::path_segment(name))
+    }
+
+    /// The `rest:` URL of `volume`'s repository carrying a fresh credential of task
+    /// `task_guid`, which grants that task (while it is pending or running, in the
+    /// backup domain, with a RepositoryAction of `op` on exactly this URL) `op`'s
+    /// scope on that repository and its password. BackupStoreNotFound when the BBS
+    /// has no store for the volume; BackupStoreUnavailable when it has no backup key.
+    pub fn repo_url(
+        &self,
+        volume: &str,
+        task_guid: &str,
+        op: lattice_specs::repo::RepoOp,
+    ) -> Result<String, ApiError> {
+        crate::repos::rules::check_repo(volume).map_err(ApiError::invalid_request)?;
+        self.stores.get("")?;
+        if self.backup_key.is_none() {
+            return Err(crate::repos::no_key());
+        }
+        crate::repos::CREDENTIALS
+            .with_label_values(&[op.as_str()])
+            .inc();
+        Ok(crate::repos::grant::credential_repo_url(
+            &self.public_url,
+            volume,
+            task_guid,
+        ))
     }
 }
 
@@ -220,6 +251,7 @@ pub fn router(state: ApiState) -> Router {
             post(post_logs).layer(DefaultBodyLimit::max(MAX_LOG_POST_BYTES)),
         )
         .route("/v1/blobs", get(list_blobs))
+        .route("/v1/backup_key", get(backup_key::get_backup_key))
         .route(
             "/v1/blobs/{name}",
             // POST too: Diego's Upload action posts its file.
@@ -232,6 +264,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::backups::routes())
         .merge(crate::schedules::routes())
         .merge(tokens::routes())
+        .merge(crate::repos::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(v1)

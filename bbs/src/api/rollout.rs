@@ -24,6 +24,15 @@ pub(super) async fn create_generation(
 ) -> ApiResult<Response> {
     let req: GenerationRequest = parse_body(&body)?;
     let definition = req.definition.into_model();
+    crate::repos::rules::check_user_work(
+        &definition.domain,
+        &[
+            ("definition.setup", definition.setup.as_ref()),
+            ("definition.action", definition.action.as_ref()),
+            ("definition.monitor", definition.monitor.as_ref()),
+        ],
+    )
+    .map_err(ApiError::invalid_request)?;
     owners::ensure_may_mount(&s, &caller, &definition.volume_mounts).await?;
     let (d, made) =
         s.db.create_generation(&guid, definition, req.strategy.into(), &caller.name)

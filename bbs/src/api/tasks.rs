@@ -24,6 +24,8 @@ pub(super) async fn create_task(
 ) -> ApiResult<Response> {
     let req: receptor::TaskCreateRequest = parse_body(&body)?;
     let (guid, domain, def) = req.into_model();
+    crate::repos::rules::check_user_work(&domain, &[("action", def.action.as_ref())])
+        .map_err(ApiError::invalid_request)?;
     owners::ensure_may_mount(&s, &caller, &def.volume_mounts).await?;
     owners::db_for(&caller, &s.db)
         .desire_task(&guid, &domain, def)

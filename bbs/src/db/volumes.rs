@@ -55,6 +55,20 @@ impl Db {
         size_bytes: u64,
         cell_id: &str,
     ) -> Result<Volume> {
+        self.create_volume_as(Volume {
+            name: name.into(),
+            size_bytes,
+            cell_id: cell_id.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// [`Db::create_volume`] of `spec`'s name, size and cell, with its other settings
+    /// (its backup store); its state and times are the BBS's.
+    pub async fn create_volume_as(&self, spec: Volume) -> Result<Volume> {
+        let (name, size_bytes, cell_id) =
+            (spec.name.as_str(), spec.size_bytes, spec.cell_id.as_str());
         let invalid = |field: &str, message: String| {
             DbError::Invalid(ValidationErrors(vec![validation::FieldError {
                 field: field.into(),
@@ -84,6 +98,7 @@ impl Db {
             created_at: now,
             updated_at: now,
             actual_size_bytes: 0,
+            backup_store: spec.backup_store.clone(),
             ..Default::default()
         };
         if self

@@ -139,14 +139,13 @@ impl Effects for ApiEffects<'_> {
                 size_bytes,
                 cell,
             } => {
-                crate::storage::create_volume(
-                    api,
-                    name,
-                    *size_bytes,
-                    cell.clone(),
-                    Duration::from_secs(120),
-                )
-                .await?;
+                let req = lattice_specs::receptor::VolumeCreateRequest {
+                    name: name.clone(),
+                    size_bytes: *size_bytes,
+                    cell_id: cell.clone().unwrap_or_default(),
+                    ..Default::default()
+                };
+                crate::storage::create_volume(api, &req, Duration::from_secs(120)).await?;
             }
             Change::GrowVolume { name, to, .. } => {
                 api.grow_volume(name, *to).await?;

@@ -525,6 +525,9 @@ pub struct VolumeCreateRequest {
     pub size_bytes: u64,
     /// The cell to make it on; empty: the BBS picks one with the `local` driver.
     pub cell_id: String,
+    /// The named backup store its repository lives in (`lattice bbs --backup-store
+    /// NAME=URL`); empty: the cluster's default store.
+    pub backup_store: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -542,6 +545,8 @@ pub struct VolumeResponse {
     pub created_at: i64,
     /// Desired LRPs (process guids) and unfinished tasks (task guids) that mount it.
     pub users: Vec<String>,
+    /// The named backup store its repository lives in ("" = the default).
+    pub backup_store: String,
 }
 
 impl VolumeResponse {
@@ -556,6 +561,7 @@ impl VolumeResponse {
             reason: v.reason,
             created_at: v.created_at,
             users,
+            backup_store: v.backup_store,
         }
     }
 }

@@ -194,6 +194,23 @@ struct BbsArgs {
     /// Keep backup archives here and serve them at /v1/blobs (none: no blob store).
     #[arg(long, env = "LATTICE_BBS_BLOB_DIR")]
     blob_dir: Option<std::path::PathBuf>,
+    /// Where volumes' backup repositories live (repeatable, `[NAME=]URL`; the first is
+    /// the default; none: the blob store's, BLOB_DIR/restic): `blob`, `dir:/PATH` or
+    /// `s3://BUCKET[/PREFIX]` (endpoint and keys from AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION).
+    #[arg(
+        long = "backup-store",
+        env = "LATTICE_BBS_BACKUP_STORE",
+        value_delimiter = ',',
+        value_name = "[NAME=]URL",
+        value_parser = lattice_specs::repo::parse_named_store
+    )]
+    backup_stores: Vec<(String, lattice_specs::repo::StoreUrl)>,
+    /// The cluster's backup key (every repository's password), made (0600) when the
+    /// file does not exist; give every BBS of a cluster the same file. None: the BBS
+    /// serves no repository's password (backups into repositories fail).
+    #[arg(long, env = "LATTICE_BBS_BACKUP_KEY_FILE")]
+    backup_key_file: Option<std::path::PathBuf>,
     /// The public API's URL as cells reach it (backup tasks send archives there);
     /// default: http://API_LISTEN, https:// when the API is served over HTTPS
     /// (loopback when it listens on 0.0.0.0).
@@ -320,6 +337,9 @@ async fn start_bbs(
         store_timeout: Duration::from_millis(a.store_timeout_ms),
         logs,
         blob_dir: a.blob_dir,
+        backup_stores: a.backup_stores,
+        backup_key_file: a.backup_key_file,
+        s3: lattice_bbs::repos::S3Settings::from_env(),
         advertise_url: a.advertise_url,
         api_limits: Default::default(),
         api_tls,

@@ -63,6 +63,17 @@ pub struct UpArgs {
     /// repeatable.
     #[arg(long, env = "LATTICE_EXTRA_CA", value_delimiter = ',')]
     extra_ca: Vec<PathBuf>,
+    /// Where volumes' backup repositories live (repeatable, `[NAME=]URL`; the first is
+    /// the default): `blob` (DATA_DIR/blobs/restic, the default), `dir:/PATH` or
+    /// `s3://BUCKET[/PREFIX]` (endpoint and keys from AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION).
+    #[arg(
+        long = "backup-store",
+        env = "LATTICE_BACKUP_STORE",
+        value_delimiter = ',',
+        value_name = "[NAME=]URL"
+    )]
+    backup_stores: Vec<String>,
     /// The router's HTTPS for the apps (as `lattice router` takes them).
     #[command(flatten)]
     https: crate::https::HttpsArgs,
@@ -138,7 +149,18 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         format!("--listen={}", a.grpc_listen),
         format!("--api-listen={}", a.api_listen),
         format!("--blob-dir={}", data_dir.join("blobs").display()),
+        // The cluster's backup key, made on first start, kept beside the state (back
+        // it up apart from the data: `ltc backup key export`).
+        format!(
+            "--backup-key-file={}",
+            data_dir.join(BACKUP_KEY_FILE).display()
+        ),
     ];
+    forced.extend(
+        a.backup_stores
+            .iter()
+            .map(|s| format!("--backup-store={s}")),
+    );
     if let Some(auth) = &a.basic_auth {
         forced.push(format!("--basic-auth={auth}"));
     }
@@ -276,6 +298,8 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
 
 /// Where, in the data directory, the admin API token `lattice up` made is kept (0600).
 const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// The cluster's backup key, in DATA_DIR.
+const BACKUP_KEY_FILE: &str = "backup.key";
 
 /// Waits until the cell `cell_id` is present in the BBS (at most 5 s).
 async fn cell_announced(
