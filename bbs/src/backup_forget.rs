@@ -99,6 +99,9 @@ pub async fn pass(s: &ApiState, tasks: &[Task]) -> Result<(), DbError> {
         let url = match s.repo_url(&volume, &guid, RepoOp::Forget) {
             Ok(url) => url,
             Err(e) => {
+                crate::metrics::BACKUP_FORGETS
+                    .with_label_values(&["refused"])
+                    .inc();
                 tracing::warn!(%volume, "cannot forget backups of this volume: {e:?}");
                 continue;
             }

@@ -114,7 +114,7 @@ pub static BACKUP_VERIFIED_AGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 pub static BACKUP_FORGETS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_backup_forgets_total",
-        "Retention's removals from repositories: forget tasks started, backups forgotten, forget tasks failed (retried).",
+        "Retention's removals from repositories: forget tasks started (started), backups forgotten (forgotten), forget tasks failed and retried later (failed), no store or key for the volume (refused).",
         &["outcome"],
     )
 });

@@ -9,10 +9,43 @@ mod common;
 
 use std::time::Duration;
 
-use common::client::{start, As, Auth};
+use common::client::{As, Auth};
+use lattice_bbs::server::{self, BbsConfig, RunningBbs, StoreUrl};
 use lattice_specs::backup::{Purpose, DOMAIN};
 use lattice_specs::models::{action, backup, Backup, Task};
 use serde_json::json;
+
+/// A BBS on loopback with a blob store (the default backup store) and a backup key.
+async fn start() -> (RunningBbs, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BbsConfig {
+        blob_dir: Some(dir.path().join("blobs")),
+        backup_key_file: Some(dir.path().join("backup.key")),
+        ..BbsConfig::loopback(
+            StoreUrl::File(dir.path().join("state").join("bbs.db")),
+            Duration::from_secs(2),
+        )
+    };
+    (server::start(cfg).await.unwrap(), dir)
+}
+
+/// `method` on `path` of the repository at `rest_url` (a task's `rest:` URL), with the
+/// credential it carries: the status.
+async fn with_credential(rest_url: &str, method: reqwest::Method, path: &str) -> (u16, String) {
+    let u = reqwest::Url::parse(rest_url.strip_prefix("rest:").unwrap()).unwrap();
+    let mut plain = u.clone();
+    plain.set_username("").unwrap();
+    plain.set_password(None).unwrap();
+    // Its characters are all unreserved: as written, not %-encoded.
+    let password = u.password().unwrap().to_string();
+    let r = reqwest::Client::new()
+        .request(method, plain.join(path).unwrap())
+        .basic_auth(u.username(), Some(password))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
 
 fn repo_backup(id: &str, volume: &str, snapshot: &str) -> Backup {
     Backup {
@@ -54,7 +87,7 @@ async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut f: im
 
 #[tokio::test]
 async fn a_forgotten_repository_backup_goes_once_its_forget_task_completes() {
-    let (bbs, _dir) = start(None, true).await;
+    let (bbs, _dir) = start().await;
     let api = As::new(&bbs, Auth::None);
     let db = bbs.db.clone();
     for b in [
@@ -89,6 +122,13 @@ async fn a_forgotten_repository_backup_goes_once_its_forget_task_completes() {
         r.repository
     );
     db.start_task(&t.task_guid, "cell-1").await.unwrap();
+    // Its credential opens the repository's password and may delete (Prune scope).
+    let (status, key) = with_credential(&r.repository, reqwest::Method::GET, "password").await;
+    assert_eq!(status, 200, "{key}");
+    assert_eq!(key.trim().len(), 64, "the cluster's backup key: {key}");
+    let (status, body) =
+        with_credential(&r.repository, reqwest::Method::DELETE, "snapshots/aaaa").await;
+    assert!(status != 401 && status != 403, "{status} {body}");
     db.complete_task(&t.task_guid, "cell-1", false, "", "{}")
         .await
         .unwrap();
@@ -114,7 +154,7 @@ async fn a_forgotten_repository_backup_goes_once_its_forget_task_completes() {
 
 #[tokio::test]
 async fn a_failed_forget_task_keeps_the_backup_and_says_why() {
-    let (bbs, _dir) = start(None, true).await;
+    let (bbs, _dir) = start().await;
     let api = As::new(&bbs, Auth::None);
     let db = bbs.db.clone();
     db.import_backup(&repo_backup("pg-1", "pg", "aaaa"))
@@ -153,7 +193,7 @@ async fn a_failed_forget_task_keeps_the_backup_and_says_why() {
 
 #[tokio::test]
 async fn a_backup_schedule_takes_retention_verification_and_thresholds() {
-    let (bbs, _dir) = start(None, true).await;
+    let (bbs, _dir) = start().await;
     let api = As::new(&bbs, Auth::None);
     let cell = lattice_specs::models::CellPresence {
         cell_id: "cell-1".into(),
