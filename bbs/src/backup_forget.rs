@@ -148,14 +148,17 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
                 "forget task {} failed (retried later): {}",
                 t.task_guid, t.failure_reason
             );
-            let noted = s.db.modify_backup(&b.id, |b| {
-                if b.warnings.contains(&note) {
-                    return false;
+            let mut noted = false;
+            s.db.modify_backup(&b.id, |b| {
+                // Per attempt: a lost compare-and-swap is tried again.
+                noted = !b.warnings.contains(&note);
+                if noted {
+                    b.warnings.push(note.clone());
                 }
-                b.warnings.push(note.clone());
-                true
-            });
-            if noted.await?.warnings.last() == Some(&note) {
+                noted
+            })
+            .await?;
+            if noted {
                 crate::metrics::BACKUP_FORGETS
                     .with_label_values(&["failed"])
                     .inc();

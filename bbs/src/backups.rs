@@ -469,6 +469,8 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
         let mut recorded = false;
         let b =
             s.db.modify_backup(&b.id, |b| {
+                // Per attempt: a lost compare-and-swap is tried again.
+                recorded = false;
                 // A verdict at or after this task's creation is this task's.
                 if b.verify_task_guid != t.task_guid
                     || (b.verified_at > 0 && b.verified_at >= t.created_at)
