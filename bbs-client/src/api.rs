@@ -204,9 +204,15 @@ pub trait ScheduledRuns: Send + Sync {
         slot: &str,
         skip_reason: &str,
     ) -> Result<ClaimedSlot>;
+    /// Handles verification slot `slot_at` (Unix seconds) of backup schedule `name`:
+    /// verifies its volume's newest completed backup (the run is the verify task).
+    async fn claim_verify_slot(&self, name: &str, slot_at: i64) -> Result<ClaimedSlot>;
+    /// The Tasks of the backup domain (backups, restores, verifications, forgets).
+    async fn backup_tasks(&self) -> Result<Vec<Task>>;
     /// Removes a completed run: resolves then deletes Task `task_guid`.
     async fn remove_run(&self, task_guid: &str) -> Result<()>;
-    /// Forgets backup `id` and deletes its archive; `BackupNotFound` if there is none.
+    /// Removes backup `id`: deletes its archive, or (a repository's) marks it to be
+    /// forgotten; `BackupNotFound` if there is none.
     async fn delete_backup(&self, id: &str) -> Result<()>;
 }
 

@@ -31,8 +31,8 @@ pub struct FakeBbs {
     /// The database writes go through: fenced once [`BrainBbs::fenced`].
     writes: Db,
     hub: EventHub,
-    /// What scheduled backups start through: repositories in memory, a key file in
-    /// the fake's directory, no cells to reach.
+    /// What scheduled backups and verifications start through: repositories in
+    /// memory, a key file and a blob store in the fake's directory, no cells to reach.
     api: lattice_bbs::api::ApiState,
     _dir: Arc<tempfile::TempDir>,
 }
@@ -66,7 +66,10 @@ impl FakeBbs {
             logs: Default::default(),
             cells: lattice_bbs::cell_client::CellClient::new(None, Arc::new(db.clone()))
                 .expect("a cell client"),
-            blobs: None,
+            blobs: Some(
+                lattice_bbs::blobs::BlobStore::open(&dir.path().join("blobs"))
+                    .expect("a blob store"),
+            ),
             public_url: "https://fake-bbs:8888/".into(),
             stores: lattice_bbs::repos::Stores::from_stores(vec![("default".into(), repos)]),
             backup_key: Some(
@@ -332,6 +335,15 @@ impl TaskWrites for FakeBbs {
     }
 }
 
+fn claimed(c: Claimed) -> ClaimedSlot {
+    match c {
+        Claimed::Taken => ClaimedSlot::Taken,
+        Claimed::Skipped => ClaimedSlot::Skipped,
+        Claimed::Run(run) => ClaimedSlot::Run(run),
+        Claimed::Failed(why) => ClaimedSlot::Failed(why),
+    }
+}
+
 #[async_trait]
 impl ScheduledRuns for FakeBbs {
     async fn schedules(&self) -> Result<Vec<Schedule>> {
@@ -360,12 +372,15 @@ impl ScheduledRuns for FakeBbs {
             slot,
             skip_reason,
         );
-        Ok(match r.await.map_err(refused)? {
-            Claimed::Taken => ClaimedSlot::Taken,
-            Claimed::Skipped => ClaimedSlot::Skipped,
-            Claimed::Run(run) => ClaimedSlot::Run(run),
-            Claimed::Failed(why) => ClaimedSlot::Failed(why),
-        })
+        Ok(claimed(r.await.map_err(refused)?))
+    }
+    async fn claim_verify_slot(&self, name: &str, slot_at: i64) -> Result<ClaimedSlot> {
+        let r = lattice_bbs::backup_verify::claim(&self.writes, Some(&self.api), name, slot_at);
+        Ok(claimed(r.await.map_err(refused)?))
+    }
+    async fn backup_tasks(&self) -> Result<Vec<Task>> {
+        let r = self.db.tasks(lattice_specs::backup::DOMAIN, "");
+        r.await.map_err(refused)
     }
     async fn remove_run(&self, task_guid: &str) -> Result<()> {
         self.writes

@@ -403,6 +403,22 @@ impl TaskWrites for GrpcBbs {
     }
 }
 
+impl GrpcBbs {
+    async fn claim(&self, req: ClaimScheduleSlotRequest) -> Result<ClaimedSlot> {
+        let r = self.client().claim_schedule_slot(self.req(req)).await?;
+        let r = r.into_inner();
+        Ok(if !r.claimed {
+            ClaimedSlot::Taken
+        } else if !r.failure.is_empty() {
+            ClaimedSlot::Failed(r.failure)
+        } else if !r.run.is_empty() {
+            ClaimedSlot::Run(r.run)
+        } else {
+            ClaimedSlot::Skipped
+        })
+    }
+}
+
 #[async_trait]
 impl ScheduledRuns for GrpcBbs {
     async fn schedules(&self) -> Result<Vec<Schedule>> {
@@ -435,18 +451,25 @@ impl ScheduledRuns for GrpcBbs {
             slot_at,
             slot: slot.into(),
             skip_reason: skip_reason.into(),
+            verify: false,
         };
-        let r = self.client().claim_schedule_slot(self.req(req)).await?;
-        let r = r.into_inner();
-        Ok(if !r.claimed {
-            ClaimedSlot::Taken
-        } else if !r.failure.is_empty() {
-            ClaimedSlot::Failed(r.failure)
-        } else if !r.run.is_empty() {
-            ClaimedSlot::Run(r.run)
-        } else {
-            ClaimedSlot::Skipped
-        })
+        self.claim(req).await
+    }
+    async fn claim_verify_slot(&self, name: &str, slot_at: i64) -> Result<ClaimedSlot> {
+        let req = ClaimScheduleSlotRequest {
+            name: name.into(),
+            slot_at,
+            verify: true,
+            ..Default::default()
+        };
+        self.claim(req).await
+    }
+    async fn backup_tasks(&self) -> Result<Vec<Task>> {
+        let filter = TaskFilter {
+            domain: lattice_specs::backup::DOMAIN.into(),
+            ..Default::default()
+        };
+        Reads::tasks(self, &filter).await
     }
     async fn remove_run(&self, task_guid: &str) -> Result<()> {
         TaskWrites::resolving_task(self, task_guid).await?;

@@ -266,8 +266,15 @@ async fn get_backup(
     Ok(Json(s.db.backup(&id).await.map_err(db_err)?.into()))
 }
 
-/// Forgets backup `id` (through `db`, which may be fenced) and deletes its archive.
+/// Forgets backup `id` (through `db`, which may be fenced) and deletes its archive; a
+/// backup in a repository is marked as being forgotten instead (`backup_forget` removes
+/// its snapshot, then its record).
 pub async fn delete(s: &ApiState, db: &Db, id: &str) -> Result<(), DbError> {
+    if !db.backup(id).await?.snapshot.is_empty() {
+        db.mark_forgetting(id).await?;
+        tracing::info!(backup = %id, "backup to be forgotten from its repository");
+        return Ok(());
+    }
     let b = db.delete_backup(id).await?;
     if let Some(store) = &s.blobs {
         let _ = store.delete(&b.blob);
@@ -367,25 +374,29 @@ async fn verify_backup(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let b = completed(&s, &id).await?;
+    let db = owners::db_for(&caller, &s.db);
+    let guid = start_verify(&s, &db, &b).await.map_err(db_err)?;
+    Ok((StatusCode::CREATED, Json(TaskStarted { task_guid: guid })).into_response())
+}
+
+/// Starts the verification of completed backup `b` through `db` (whose creator owns
+/// the task): desires its verify task and records it on the backup; its guid.
+pub async fn start_verify(s: &ApiState, db: &Db, b: &Backup) -> Result<String, DbError> {
     let guid = plan::Purpose::Verify {
-        id: id.clone(),
+        id: b.id.clone(),
         suffix: suffix(),
     }
     .task_guid();
-    let url = source_url(&s, &b, &guid)?;
-    let def = backup_tasks::verify_task(&guid, &b, &url);
-    owners::db_for(&caller, &s.db)
-        .desire_task(&guid, plan::DOMAIN, def)
-        .await
-        .map_err(db_err)?;
-    s.db.modify_backup(&id, |b| {
+    let url = source_url(s, b, &guid).map_err(ApiError::into_db)?;
+    let def = backup_tasks::verify_task(&guid, b, &url);
+    db.desire_task(&guid, plan::DOMAIN, def).await?;
+    db.modify_backup(&b.id, |b| {
         b.verify_task_guid = guid.clone();
         true
     })
-    .await
-    .map_err(db_err)?;
-    tracing::info!(backup = %id, task = %guid, "verification started");
-    Ok((StatusCode::CREATED, Json(TaskStarted { task_guid: guid })).into_response())
+    .await?;
+    tracing::info!(backup = %b.id, task = %guid, "verification started");
+    Ok(guid)
 }
 
 /// Records a backup whose archive was put in the blob store (`ltc backup import`): the
@@ -489,6 +500,12 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
             .into_iter()
             .filter(|p| p.volume == b.volume && p.id != b.id && p.state() == BackupState::Completed)
             .max_by_key(|p| p.created_at);
+        let schedule =
+            s.db.schedule(&b.volume)
+                .await
+                .ok()
+                .filter(|sc| sc.kind() == lattice_specs::models::schedule::Kind::Backup);
+        let thresholds = plan::Thresholds::of(schedule.as_ref());
         let done =
             s.db.modify_backup(id, |b| {
                 if b.state() != BackupState::Running {
@@ -503,7 +520,8 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
                     t.updated_at.max(b.created_at),
                 );
                 // Beside what the hooks said.
-                b.warnings.extend(plan::warnings(b, previous.as_ref()));
+                b.warnings
+                    .extend(plan::warnings(b, previous.as_ref(), thresholds));
                 true
             })
             .await?;
@@ -544,20 +562,29 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
         } else {
             "ok".to_string()
         };
-        s.db.modify_backup(&b.id, |b| {
-            if b.verify_task_guid != t.task_guid || b.verified == verdict {
-                return false;
-            }
-            b.verified = verdict.clone();
-            b.verified_at = if t.updated_at > 0 {
-                t.updated_at
-            } else {
-                now_nanos()
-            };
-            true
-        })
-        .await?;
-        tracing::info!(backup = %b.id, verdict = %verdict, "backup verified");
+        let mut recorded = false;
+        let b =
+            s.db.modify_backup(&b.id, |b| {
+                // Per attempt: a lost compare-and-swap is tried again.
+                recorded = false;
+                // A verdict at or after this task's creation is this task's.
+                if b.verify_task_guid != t.task_guid
+                    || (b.verified_at > 0 && b.verified_at >= t.created_at)
+                {
+                    return false;
+                }
+                let finished_at = t.updated_at.max(t.created_at);
+                b.verified = verdict.clone();
+                b.verified_at = finished_at;
+                recorded = true;
+                true
+            })
+            .await?;
+        if recorded {
+            crate::backup_verify::observe_verdict(&b);
+        }
+    } else if let Some(plan::Purpose::Forget { .. }) = &purpose {
+        crate::backup_forget::settle(s, t).await?;
     }
     Ok(())
 }
@@ -569,6 +596,8 @@ async fn sweep_once(s: &ApiState) -> Result<(), DbError> {
     for t in &tasks {
         settle(s, t).await?;
     }
+    crate::backup_forget::pass(s, &tasks).await?;
+    crate::backup_verify::observe_ages(&s.db.backups().await?, now_nanos());
     for b in s.db.backups().await? {
         if b.state() == BackupState::Running
             && !tasks.iter().any(|t| t.task_guid == b.task_guid)

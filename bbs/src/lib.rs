@@ -8,8 +8,10 @@
 //! events. Errors are named by `lattice_specs::errors::ErrorName` on both wires.
 
 pub mod api;
+pub mod backup_forget;
 pub mod backup_hooks;
 pub mod backup_tasks;
+pub mod backup_verify;
 pub mod backups;
 pub mod blobs;
 pub mod callbacks;

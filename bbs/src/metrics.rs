@@ -99,6 +99,32 @@ pub static BACKUP_HOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["hook", "outcome"],
     )
 });
+pub static BACKUP_VERIFICATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_backup_verifications_total",
+        "Backup verifications finished (restored into scratch space and checked), by verdict (ok/failed).",
+        &["verdict"],
+    )
+});
+pub static BACKUP_VERIFIED_AGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    let g = IntGaugeVec::new(
+        Opts::new(
+            "bbs_backup_newest_verified_age_seconds",
+            "Age of each volume's newest backup a verification found good (volumes with one).",
+        ),
+        &["volume"],
+    )
+    .unwrap();
+    REGISTRY.register(Box::new(g.clone())).unwrap();
+    g
+});
+pub static BACKUP_FORGETS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_backup_forgets_total",
+        "Retention's removals from repositories: forget tasks started (started), backups forgotten (forgotten), forget tasks failed and retried later (failed), no store or key for the volume (refused).",
+        &["outcome"],
+    )
+});
 pub static CERTIFICATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_certificates_issued_total",

@@ -14,11 +14,13 @@ use axum::{Extension, Json, Router};
 use lattice_specs::errors::ErrorName;
 use lattice_specs::models::backup::State as BackupState;
 use lattice_specs::models::schedule::{Kind, RunResult};
+use lattice_specs::models::Retention;
 use lattice_specs::models::{Backup, Schedule, Task};
 use lattice_specs::receptor::schedule::{
     RunResult as JsonResult, ScheduleCreateRequest, ScheduleKind, ScheduleResponse,
 };
 use lattice_specs::receptor::{BackupScheduleRequest, TaskResponse};
+use lattice_specs::retention::{self, BackupPolicy};
 use lattice_specs::schedule as plan;
 
 use crate::api::{owners, parse_body, ApiError, ApiResult, ApiState, Caller};
@@ -278,17 +280,58 @@ async fn list_backup_schedules(
     State(s): State<ApiState>,
 ) -> ApiResult<Json<Vec<BackupScheduleRequest>>> {
     let all = s.db.schedules().await.map_err(db_err)?;
+    let backups = s.db.backups().await.map_err(db_err)?;
     Ok(Json(
         all.into_iter()
             .filter(|sc| sc.kind() == Kind::Backup)
-            .map(|sc| BackupScheduleRequest {
-                volume: sc.volume,
-                every: sc.every,
-                keep: sc.keep,
-                hooks: sc.hooks.map(Into::into),
-            })
+            .map(|sc| backup_schedule(sc, &backups))
             .collect(),
     ))
+}
+
+/// A backup schedule as `GET /v1/backup_schedules` shows it, with the newest verdict
+/// recorded on its volume's `backups`.
+fn backup_schedule(sc: Schedule, backups: &[Backup]) -> BackupScheduleRequest {
+    let r = sc.retention.unwrap_or_default();
+    let last = backups
+        .iter()
+        .filter(|b| b.volume == sc.volume && b.verified_at > 0)
+        .max_by_key(|b| b.verified_at);
+    BackupScheduleRequest {
+        keep: if retention::is_empty(&r) {
+            sc.keep
+        } else {
+            r.keep_last
+        },
+        keep_daily: r.keep_daily,
+        keep_weekly: r.keep_weekly,
+        keep_monthly: r.keep_monthly,
+        verify: sc.verify_every,
+        smaller_than: sc.smaller_ratio,
+        faster_than: sc.faster_ratio,
+        last_verify_at: sc.last_verify_at * 1_000_000_000,
+        last_verification: last
+            .map(|b| format!("{}: {}", b.id, b.verified))
+            .unwrap_or_default(),
+        hooks: sc.hooks.map(Into::into),
+        volume: sc.volume,
+        every: sc.every,
+    }
+}
+
+/// The policy a `PUT /v1/backup_schedules/VOLUME` asks for.
+fn backup_policy(r: &BackupScheduleRequest) -> BackupPolicy {
+    BackupPolicy {
+        retention: Retention {
+            keep_last: r.keep,
+            keep_daily: r.keep_daily,
+            keep_weekly: r.keep_weekly,
+            keep_monthly: r.keep_monthly,
+        },
+        verify_every: r.verify.clone(),
+        smaller_ratio: r.smaller_than,
+        faster_ratio: r.faster_than,
+    }
 }
 
 async fn set_backup_schedule(
@@ -297,18 +340,33 @@ async fn set_backup_schedule(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let r: BackupScheduleRequest = parse_body(&body)?;
-    let hooks = match r.hooks {
+    let hooks = match r.hooks.clone() {
         Some(h) => Some(h.into_model().map_err(ApiError::invalid_request)?),
         None => None,
     };
     crate::api::blob_store(&s)?;
-    s.db.set_backup_schedule(&volume, &r.every, r.keep)
+    let mut policy = backup_policy(&r);
+    policy
+        .check()
+        .map_err(|(field, why)| ApiError::invalid_request(format!("{field}: {why}")))?;
+    // By count only: the schedule's `keep` is the policy (no retention record).
+    let by_age = r.keep_daily > 0 || r.keep_weekly > 0 || r.keep_monthly > 0;
+    if !by_age {
+        policy.retention = Retention::default();
+    }
+    let keep = if by_age { r.keep.max(1) } else { r.keep };
+    s.db.set_backup_schedule(&volume, &r.every, keep)
         .await
         .map_err(db_err)?;
     s.db.set_backup_hooks(&volume, hooks)
         .await
         .map_err(db_err)?;
-    tracing::info!(%volume, every = %r.every, keep = r.keep, "backup schedule set");
+    s.db.set_backup_policy(&volume, &policy)
+        .await
+        .map_err(db_err)?;
+    tracing::info!(%volume, every = %r.every, keep = r.keep, keep_daily = r.keep_daily,
+        keep_weekly = r.keep_weekly, keep_monthly = r.keep_monthly, verify = %r.verify,
+        "backup schedule set");
     Ok(StatusCode::NO_CONTENT)
 }
 

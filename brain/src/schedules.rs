@@ -5,6 +5,12 @@
 //! skipped while the previous run still goes, and runs beyond the retention are
 //! removed. The BBS claims a slot once (compare-and-swap on the schedule), so a slot
 //! gets exactly one run however many brains try, across failovers too.
+//!
+//! Backup schedules also verify and keep by policy (`lattice_specs::retention`): each
+//! verification slot (`verify_every`) is claimed in the BBS, which verifies the
+//! volume's newest completed backup, and the backups retention does not keep (restic's
+//! policy, never the newest verified-good one nor one being verified) are removed
+//! (a repository's are forgotten by a forget task the BBS runs).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,6 +22,7 @@ use lattice_specs::models::backup::State as BackupState;
 use lattice_specs::models::schedule::Kind;
 use lattice_specs::models::task::State as TaskState;
 use lattice_specs::models::{Backup, Schedule, Task};
+use lattice_specs::retention::{backup_steps, verify_due, verifying};
 use lattice_specs::schedule::{schedule_steps, Run, RunState, Step};
 
 use crate::auctioneer::{bbs_err, BrainError};
@@ -31,6 +38,8 @@ pub struct Done {
     /// Slots whose run could not be started (recorded as failed).
     pub failed: usize,
     pub pruned: usize,
+    /// Verifications started by verification slots.
+    pub verifying: usize,
 }
 
 /// The runs of schedule `s`: its Tasks (those still being resolved are on their way
@@ -88,9 +97,10 @@ pub const FULL_PASS: Duration = Duration::from_secs(30);
 /// prune. Only then are the runs (every Task) read.
 pub fn wants_a_pass(schedules: &[Schedule], seen: &[Schedule], now: i64) -> bool {
     schedules != seen
-        || schedules
-            .iter()
-            .any(|s| schedule_steps(s, &[], now).is_ok_and(|steps| !steps.is_empty()))
+        || schedules.iter().any(|s| {
+            schedule_steps(s, &[], now).is_ok_and(|steps| !steps.is_empty())
+                || verify_due(s, now).is_ok_and(|due| due.is_some())
+        })
 }
 
 /// One pass at `now` (Unix seconds).
@@ -114,18 +124,33 @@ async fn pass(
         true => bbs.scheduled_runs().await.map_err(bbs_err)?,
         false => vec![],
     };
-    let backups = match has(Kind::Backup) {
-        true => bbs.backups().await.map_err(bbs_err)?,
-        false => vec![],
+    let (backups, backup_tasks) = match has(Kind::Backup) {
+        true => (
+            bbs.backups().await.map_err(bbs_err)?,
+            bbs.backup_tasks().await.map_err(bbs_err)?,
+        ),
+        false => (vec![], vec![]),
     };
+    let live: HashSet<&str> = backup_tasks
+        .iter()
+        .filter(|t| matches!(t.state(), TaskState::Pending | TaskState::Running))
+        .map(|t| t.task_guid.as_str())
+        .collect();
+    let verifying = verifying(&backups, &live);
     for s in schedules {
-        let steps = match schedule_steps(s, &runs_of(s, &tasks, &backups), now) {
+        let mut steps = match schedule_steps(s, &runs_of(s, &tasks, &backups), now) {
             Ok(steps) => steps,
             Err(e) => {
                 tracing::warn!(schedule = %s.name, "bad schedule: {e}");
                 continue;
             }
         };
+        if s.kind() == Kind::Backup {
+            match backup_steps(s, &backups, &verifying, now) {
+                Ok(more) => steps.extend(more),
+                Err(e) => tracing::warn!(schedule = %s.name, "bad verification cadence: {e}"),
+            }
+        }
         for step in steps {
             step_once(bbs, s, step, &mut done).await?;
         }
@@ -153,6 +178,10 @@ async fn step_once(
     done: &mut Done,
 ) -> Result<(), BrainError> {
     let claimed = match &step {
+        Step::Verify { at } => {
+            let claimed = bbs.claim_verify_slot(&s.name, *at).await;
+            return verified(s, &step, claimed, done);
+        }
         Step::Start(slot) => {
             bbs.claim_schedule_slot(&s.name, slot.at, &slot.label, "")
                 .await
@@ -204,6 +233,30 @@ async fn step_once(
             tracing::warn!(schedule = %s.name, ?step, "scheduled run not started: {why}");
         }
         Err(e) => refused(s, &step, e)?,
+    }
+    Ok(())
+}
+
+/// What came of claiming a verification slot.
+fn verified(
+    s: &Schedule,
+    step: &Step,
+    claimed: Result<ClaimedSlot, lattice_bbs_client::BbsError>,
+    done: &mut Done,
+) -> Result<(), BrainError> {
+    match claimed {
+        Ok(ClaimedSlot::Taken) => {}
+        Ok(ClaimedSlot::Skipped) => count(s, "verify_skipped"),
+        Ok(ClaimedSlot::Run(task)) => {
+            done.verifying += 1;
+            count(s, "verify_started");
+            tracing::info!(schedule = %s.name, %task, "scheduled verification started");
+        }
+        Ok(ClaimedSlot::Failed(why)) => {
+            count(s, "verify_failed");
+            tracing::warn!(schedule = %s.name, "scheduled verification not started: {why}");
+        }
+        Err(e) => refused(s, step, e)?,
     }
     Ok(())
 }

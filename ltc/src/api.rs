@@ -462,16 +462,22 @@ impl Api {
         keep: u32,
         hooks: Option<BackupHooksRequest>,
     ) -> anyhow::Result<()> {
-        let req = BackupScheduleRequest {
+        self.set_backup_schedule(&BackupScheduleRequest {
             volume: volume.into(),
             every: every.into(),
             keep,
             hooks,
-        };
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Sets a backup schedule with its retention, verification and thresholds.
+    pub async fn set_backup_schedule(&self, r: &BackupScheduleRequest) -> anyhow::Result<()> {
         self.call(
             Method::PUT,
-            &format!("/v1/backup_schedules/{}", seg(volume)),
-            Some(serde_json::to_value(req)?),
+            &format!("/v1/backup_schedules/{}", seg(&r.volume)),
+            Some(serde_json::to_value(r)?),
         )
         .await
     }

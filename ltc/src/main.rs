@@ -11,6 +11,7 @@
 mod api;
 mod app;
 mod backup_key;
+mod backup_policy;
 mod backup_view;
 mod logs;
 mod manifest;

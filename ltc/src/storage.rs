@@ -108,15 +108,15 @@ pub enum BackupCmd {
     /// Delete a backup and its archive.
     Delete { backup: String },
     /// Back a volume up on a schedule (the brain starts each slot's backup exactly
-    /// once and keeps the last N), or stop doing so.
+    /// once, keeps what restic's retention policy keeps and always the newest
+    /// verified-good backup, and verifies the newest on `--verify`), or stop doing so.
     Schedule {
         volume: String,
         /// hourly, daily, weekly, monthly, or a period like 1h, 30m, 2d.
         #[arg(long, required_unless_present = "off")]
         every: Option<String>,
-        /// How many completed scheduled backups to keep.
-        #[arg(long, default_value_t = 7)]
-        keep: u32,
+        #[command(flatten)]
+        policy: crate::backup_policy::PolicyArgs,
         /// Remove the volume's schedule.
         #[arg(long, conflicts_with = "every")]
         off: bool,
@@ -577,7 +577,7 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
         BackupCmd::Schedule {
             volume,
             every,
-            keep,
+            policy,
             off,
             hooks,
         } => {
@@ -585,15 +585,10 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
                 api.remove_schedule(&volume).await?;
                 println!("Volume {volume} is no longer backed up on a schedule.");
             } else {
-                let every = every.unwrap_or_default();
-                lattice_specs::schedule::parse_backup_cadence(&every)?;
-                let with_hooks = hooks.request()?;
-                let hooked = with_hooks.is_some();
-                api.set_schedule(&volume, &every, keep, with_hooks).await?;
-                println!(
-                    "Volume {volume} is backed up on a schedule ({every}{}), the last {keep} kept: `ltc backup list {volume}` shows them.",
-                    if hooked { ", with hooks" } else { "" }
-                );
+                let mut r = policy.request(&volume, &every.unwrap_or_default())?;
+                r.hooks = hooks.request()?;
+                api.set_backup_schedule(&r).await?;
+                println!("{}", crate::backup_policy::confirmation(&r));
             }
         }
         BackupCmd::Schedules { json } => {
@@ -605,11 +600,8 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
                     "No schedules: `ltc backup schedule VOLUME --every daily --keep 7` makes one."
                 );
             } else {
-                let rows: Vec<Vec<String>> = all
-                    .iter()
-                    .map(|s| vec![s.volume.clone(), s.every.clone(), s.keep.to_string()])
-                    .collect();
-                print!("{}", show::table(&["VOLUME", "EVERY", "KEEP"], &rows));
+                let now = lattice_specs::now_nanos();
+                print!("{}", crate::backup_policy::table(&all, now));
             }
         }
         BackupCmd::Delete { backup } => {

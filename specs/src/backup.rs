@@ -18,6 +18,7 @@ pub const DOMAIN: &str = "lattice-backups";
 const BACKUP_TASK: &str = "backup-";
 const RESTORE_TASK: &str = "restore-";
 const VERIFY_TASK: &str = "verify-";
+const FORGET_TASK: &str = "forget-";
 
 /// What a task of the backup [`DOMAIN`] is for. Its guid carries it (so a task
 /// record needs no field of its own and old records read the same); this type is
@@ -31,6 +32,9 @@ pub enum Purpose {
     /// Restores backup `id` into a scratch directory and checks it
     /// (guid `verify-ID-SUFFIX`).
     Verify { id: String, suffix: String },
+    /// Forgets snapshots of `volume`'s repository and prunes it: retention's removal
+    /// of repository backups (guid `forget-VOLUME-SUFFIX`).
+    Forget { volume: String, suffix: String },
 }
 
 impl Purpose {
@@ -40,6 +44,7 @@ impl Purpose {
             Purpose::Backup { id } => format!("{BACKUP_TASK}{id}"),
             Purpose::Restore { volume, suffix } => format!("{RESTORE_TASK}{volume}-{suffix}"),
             Purpose::Verify { id, suffix } => format!("{VERIFY_TASK}{id}-{suffix}"),
+            Purpose::Forget { volume, suffix } => format!("{FORGET_TASK}{volume}-{suffix}"),
         }
     }
 
@@ -56,6 +61,8 @@ impl Purpose {
             split(rest).map(|(id, suffix)| Purpose::Verify { id, suffix })
         } else if let Some(rest) = task_guid.strip_prefix(RESTORE_TASK) {
             split(rest).map(|(volume, suffix)| Purpose::Restore { volume, suffix })
+        } else if let Some(rest) = task_guid.strip_prefix(FORGET_TASK) {
+            split(rest).map(|(volume, suffix)| Purpose::Forget { volume, suffix })
         } else {
             None
         }
@@ -180,25 +187,72 @@ pub fn duration(b: &Backup) -> Duration {
     Duration::from_nanos((b.finished_at - b.created_at).max(0) as u64)
 }
 
+/// The "much smaller" and "much faster" alert thresholds: a backup under `smaller`
+/// times the previous one's size, or taking under `faster` times its duration (of at
+/// least 2 s), earns a warning.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub smaller: f64,
+    pub faster: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            smaller: DEFAULT_SMALLER_RATIO,
+            faster: DEFAULT_FASTER_RATIO,
+        }
+    }
+}
+
+/// The default "much smaller" ratio.
+pub const DEFAULT_SMALLER_RATIO: f64 = 0.5;
+/// The default "much faster" ratio.
+pub const DEFAULT_FASTER_RATIO: f64 = 0.2;
+
+impl Thresholds {
+    /// A backup schedule's thresholds (0: the default); the defaults without one.
+    pub fn of(s: Option<&crate::models::Schedule>) -> Thresholds {
+        let pick = |v: f64, d: f64| if v > 0.0 { v } else { d };
+        match s {
+            Some(s) => Thresholds {
+                smaller: pick(s.smaller_ratio, DEFAULT_SMALLER_RATIO),
+                faster: pick(s.faster_ratio, DEFAULT_FASTER_RATIO),
+            },
+            None => Thresholds::default(),
+        }
+    }
+
+    /// Checks ratios as a request gives them (0: the default): each in [0, 1).
+    pub fn check(field: &str, v: f64) -> Result<(), String> {
+        if !(0.0..1.0).contains(&v) {
+            return Err(format!(
+                "{field} {v} must be a ratio from 0 to 1 (e.g. 0.5: under half the previous backup's); 0 for the default"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Warnings for `b` against the previous completed backup of its volume: far smaller
-/// (under half what the volume held, for a snapshot; under half the archive's size,
-/// between archives) or far faster (under a fifth of a duration of at least 2 s)
+/// (under `t.smaller` of what the volume held, for a snapshot; of the archive's size,
+/// between archives) or far faster (under `t.faster` of a duration of at least 2 s)
 /// usually means data went missing.
-pub fn warnings(b: &Backup, previous: Option<&Backup>) -> Vec<String> {
+pub fn warnings(b: &Backup, previous: Option<&Backup>, t: Thresholds) -> Vec<String> {
     let mut w = vec![];
     if b.state != backup::State::Completed as i32 {
         return w;
     }
     let Some(p) = previous else { return w };
     let ((kind, size), (p_kind, p_size)) = (held(b), held(p));
-    if kind == p_kind && size * 2 < p_size {
+    if kind == p_kind && (size as f64) < p_size as f64 * t.smaller {
         w.push(format!(
             "much smaller than the previous backup {} ({size} vs {p_size} bytes)",
             p.id
         ));
     }
     let (d, pd) = (duration(b), duration(p));
-    if pd >= Duration::from_secs(2) && d * 5 < pd {
+    if pd >= Duration::from_secs(2) && d.as_secs_f64() < pd.as_secs_f64() * t.faster {
         w.push(format!(
             "much faster than the previous backup {} ({:.1}s vs {:.1}s)",
             p.id,
@@ -235,6 +289,10 @@ mod tests {
             },
             Purpose::Verify {
                 id: "pg-1".into(),
+                suffix: "0f0f0f0f".into(),
+            },
+            Purpose::Forget {
+                volume: "pg-data".into(),
                 suffix: "0f0f0f0f".into(),
             },
         ] {
@@ -367,8 +425,17 @@ mod tests {
             ..Default::default()
         };
         // An incremental backup adds little: no warning.
-        assert!(warnings(&snap("b", 1000, 10), Some(&snap("a", 1000, 1000))).is_empty());
-        let w = warnings(&snap("b", 400, 10), Some(&snap("a", 1000, 1000)));
+        assert!(warnings(
+            &snap("b", 1000, 10),
+            Some(&snap("a", 1000, 1000)),
+            Thresholds::default()
+        )
+        .is_empty());
+        let w = warnings(
+            &snap("b", 400, 10),
+            Some(&snap("a", 1000, 1000)),
+            Thresholds::default(),
+        );
         assert!(w[0].contains("400 vs 1000 bytes"), "{w:?}");
         // An archive and a snapshot are not compared by size.
         let archive = Backup {
@@ -377,7 +444,7 @@ mod tests {
             size_bytes: 1 << 40,
             ..Default::default()
         };
-        assert!(warnings(&snap("b", 10, 10), Some(&archive)).is_empty());
+        assert!(warnings(&snap("b", 10, 10), Some(&archive), Thresholds::default()).is_empty());
     }
 
     #[test]
@@ -391,17 +458,39 @@ mod tests {
             finished_at: secs * s,
             ..Default::default()
         };
-        assert!(warnings(&done("b", 100, 10), None).is_empty());
-        assert!(warnings(&done("b", 100, 10), Some(&done("a", 150, 12))).is_empty());
-        let w = warnings(&done("b", 40, 10), Some(&done("a", 100, 10)));
+        let t = Thresholds::default();
+        assert!(warnings(&done("b", 100, 10), None, t).is_empty());
+        assert!(warnings(&done("b", 100, 10), Some(&done("a", 150, 12)), t).is_empty());
+        let w = warnings(&done("b", 40, 10), Some(&done("a", 100, 10)), t);
         assert_eq!(w.len(), 1);
         assert!(
             w[0].contains("much smaller than the previous backup a"),
             "{w:?}"
         );
-        let w = warnings(&done("b", 100, 1), Some(&done("a", 100, 10)));
+        let w = warnings(&done("b", 100, 1), Some(&done("a", 100, 10)), t);
         assert!(w[0].contains("much faster"), "{w:?}");
         // Short backups are too noisy to judge by time.
-        assert!(warnings(&done("b", 100, 0), Some(&done("a", 100, 1))).is_empty());
+        assert!(warnings(&done("b", 100, 0), Some(&done("a", 100, 1)), t).is_empty());
+        // A schedule's own thresholds: 40 of 100 passes at 0.3, 80 of 100 fails at 0.9.
+        let s = crate::models::Schedule {
+            smaller_ratio: 0.3,
+            faster_ratio: 0.05,
+            ..Default::default()
+        };
+        let own = Thresholds::of(Some(&s));
+        assert!(warnings(&done("b", 40, 1), Some(&done("a", 100, 10)), own).is_empty());
+        let strict = Thresholds::of(Some(&crate::models::Schedule {
+            smaller_ratio: 0.9,
+            ..Default::default()
+        }));
+        assert_eq!(strict.faster, DEFAULT_FASTER_RATIO);
+        assert_eq!(
+            warnings(&done("b", 80, 10), Some(&done("a", 100, 10)), strict).len(),
+            1
+        );
+        assert!(Thresholds::check("smaller_than", 0.5).is_ok());
+        assert!(Thresholds::check("smaller_than", 1.5)
+            .unwrap_err()
+            .contains("smaller_than 1.5"));
     }
 }

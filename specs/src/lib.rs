@@ -22,6 +22,7 @@ pub mod logs;
 pub mod receptor;
 pub mod repo;
 pub mod restart;
+pub mod retention;
 pub mod rollout;
 pub mod rootfs;
 pub mod routes;

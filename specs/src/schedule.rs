@@ -277,13 +277,16 @@ pub enum Step {
     Skip { slot: Slot, reason: String },
     /// Remove this finished run (beyond the retention).
     Prune { id: String },
+    /// Claim the verification slot starting at `at` (Unix seconds) of a backup
+    /// schedule and verify its volume's newest backup (`crate::retention`).
+    Verify { at: i64 },
 }
 
 /// The steps for `s` at `now` (Unix seconds) given its runs: the current slot, unless
 /// already handled (`last_slot_at`) or the schedule is paused, is started, or skipped
-/// while a run still goes; finished runs beyond the retention are pruned. Task
-/// schedules keep their `keep` newest finished runs; backup schedules their `keep`
-/// newest completed backups (and drop finished ones older than those).
+/// while a run still goes; a task schedule's finished runs beyond its `keep` newest
+/// are pruned. A backup schedule's retention and verification are
+/// `crate::retention::backup_steps`'.
 pub fn schedule_steps(s: &Schedule, runs: &[Run], now: i64) -> Result<Vec<Step>, CadenceError> {
     let cadence = parse_for(s.kind(), &s.every)?;
     let mut steps = vec![];
@@ -305,18 +308,14 @@ pub fn schedule_steps(s: &Schedule, runs: &[Run], now: i64) -> Result<Vec<Step>,
             None => Step::Start(slot),
         });
     }
-    let mut newest_first: Vec<&Run> = runs.iter().collect();
-    newest_first.sort_by_key(|r| std::cmp::Reverse(r.created_at));
-    let counted = |r: &Run| match s.kind() {
-        schedule::Kind::Task => r.state != RunState::Running,
-        schedule::Kind::Backup => r.state == RunState::Succeeded,
-    };
-    let kept: Vec<&&Run> = newest_first.iter().filter(|r| counted(r)).collect();
-    if let Some(oldest_kept) = kept.get(keep_of(s) - 1) {
-        for r in &newest_first {
-            if r.created_at < oldest_kept.created_at && r.state != RunState::Running {
-                steps.push(Step::Prune { id: r.id.clone() });
-            }
+    if s.kind() == schedule::Kind::Task {
+        let mut finished: Vec<&Run> = runs
+            .iter()
+            .filter(|r| r.state != RunState::Running)
+            .collect();
+        finished.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+        for r in finished.iter().skip(keep_of(s)) {
+            steps.push(Step::Prune { id: r.id.clone() });
         }
     }
     Ok(steps)

@@ -47,6 +47,7 @@ mod desired;
 mod evacuation;
 mod generations;
 mod join_tokens;
+mod retention;
 mod rollout;
 mod schedules;
 mod subnets;

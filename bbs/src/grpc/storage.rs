@@ -111,9 +111,13 @@ impl BbsGrpc {
             let db = self.db_for(&r)?;
             let r = r.into_inner();
             let api = self.api.as_ref();
-            let claimed =
-                crate::schedules::claim(&db, api, &r.name, r.slot_at, &r.slot, &r.skip_reason)
-                    .await?;
+            let claimed = match r.verify {
+                true => crate::backup_verify::claim(&db, api, &r.name, r.slot_at).await?,
+                false => {
+                    crate::schedules::claim(&db, api, &r.name, r.slot_at, &r.slot, &r.skip_reason)
+                        .await?
+                }
+            };
             Ok(match claimed {
                 Claimed::Taken => ClaimScheduleSlotResponse::default(),
                 Claimed::Skipped => ClaimScheduleSlotResponse {

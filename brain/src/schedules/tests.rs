@@ -67,6 +67,12 @@ impl ScheduledRuns for StaleView {
             .claim_schedule_slot(name, slot_at, slot, skip_reason)
             .await
     }
+    async fn claim_verify_slot(&self, name: &str, slot_at: i64) -> BbsResult<ClaimedSlot> {
+        self.0.claim_verify_slot(name, slot_at).await
+    }
+    async fn backup_tasks(&self) -> BbsResult<Vec<Task>> {
+        Ok(vec![])
+    }
     async fn remove_run(&self, task_guid: &str) -> BbsResult<()> {
         self.0.remove_run(task_guid).await
     }
@@ -292,4 +298,81 @@ async fn the_runs_are_read_only_when_a_slot_is_due_or_a_schedule_changed() {
     bbs.db().pause_schedule("report", true).await.unwrap();
     let paused = bbs.schedules().await.unwrap();
     assert!(!wants_a_pass(&paused, &paused, NOW + 10));
+}
+
+// ------------------------------------------------ verification and retention
+
+#[tokio::test]
+async fn a_verification_slot_verifies_the_newest_backup_and_retention_keeps_the_good_one() {
+    let bbs = bbs_with_a_backup_schedule().await;
+    let policy = lattice_specs::retention::BackupPolicy {
+        retention: lattice_specs::models::Retention {
+            keep_last: 1,
+            ..Default::default()
+        },
+        verify_every: "daily".into(),
+        ..Default::default()
+    };
+    bbs.db().set_backup_policy("data", &policy).await.unwrap();
+    let hour = 3600 * 1_000_000_000i64;
+    let at = NOW * 1_000_000_000;
+    for (id, age, verified) in [
+        ("d1", 4, "ok"),
+        ("d2", 3, ""),
+        ("d3", 2, "failed: the restored data differs from the backup"),
+        ("d4", 1, ""),
+    ] {
+        let b = Backup {
+            id: id.into(),
+            volume: "data".into(),
+            state: lattice_specs::models::backup::State::Completed as i32,
+            created_at: at - age * hour,
+            finished_at: at - age * hour + 1,
+            slot: id.into(),
+            verified: verified.into(),
+            blob: lattice_specs::backup::blob_name(id),
+            ..lattice_specs::testing::backup()
+        };
+        bbs.db().import_backup(&b).await.unwrap();
+    }
+    let done = tick(&bbs, NOW).await.unwrap();
+    assert_eq!(
+        (done.started, done.verifying, done.pruned),
+        (1, 1, 1),
+        "{done:?}"
+    );
+    let mut left: Vec<Backup> = ScheduledRuns::backups(&bbs).await.unwrap();
+    left.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids: Vec<&str> = left.iter().map(|b| b.id.as_str()).collect();
+    // d2 goes: keep-last 1 is d4 (the failed verification d3 holds no slot, and stays
+    // as a recent failure); d1 is the newest verified-good backup.
+    assert_eq!(ids, ["d1", "d3", "d4", "data-20270115-0800"]);
+    let d4 = &left[2];
+    let verify = Reads::task(&bbs, &d4.verify_task_guid).await.unwrap();
+    assert_eq!(verify.domain, lattice_specs::backup::DOMAIN);
+    assert!(
+        verify.task_guid.starts_with("verify-d4-"),
+        "{}",
+        verify.task_guid
+    );
+    assert_eq!(
+        bbs.db().schedule("data").await.unwrap().last_verify_at,
+        NOW - NOW % 86_400
+    );
+    // The slot verifies once; d4, being verified, is kept even past keep-last.
+    let done = tick(&StaleView(bbs.clone()), NOW + 60).await.unwrap();
+    assert_eq!(done.verifying, 0);
+    let newer = Backup {
+        id: "d5".into(),
+        created_at: at + 30 * 1_000_000_000,
+        slot: "d5".into(),
+        verify_task_guid: String::new(),
+        ..d4.clone()
+    };
+    bbs.db().import_backup(&newer).await.unwrap();
+    let done = tick(&bbs, NOW + 120).await.unwrap();
+    assert_eq!((done.verifying, done.pruned), (0, 0), "{done:?}");
+    // The next day's slot verifies the newest completed backup.
+    let done = tick(&bbs, NOW + 86_400).await.unwrap();
+    assert_eq!(done.verifying, 1, "{done:?}");
 }

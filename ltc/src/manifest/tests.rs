@@ -151,7 +151,7 @@ fn applied(m: &Manifest) -> Cluster {
                     volume: v.clone(),
                     every: s.every.clone(),
                     keep: s.keep,
-                    hooks: None,
+                    ..Default::default()
                 };
                 (v.clone(), r)
             })

@@ -634,11 +634,45 @@ pub struct BackupScheduleRequest {
     pub volume: String,
     /// hourly, daily, weekly, monthly, or a period like 1h, 30m, 2d.
     pub every: String,
-    /// How many completed backups the schedule keeps.
+    /// How many completed backups the schedule keeps (restic's keep-last; with a
+    /// keep_daily/weekly/monthly rule, 0 is none by count).
     pub keep: u32,
     /// Each backup's hooks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hooks: Option<BackupHooksRequest>,
+    /// restic's retention by age (lattice_specs::retention): the newest backup of each
+    /// of the last N days, ISO weeks, months (UTC) that have one. 0: no such rule.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub keep_daily: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub keep_weekly: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub keep_monthly: u32,
+    /// Scheduled verification of the newest backup: "" (never), "daily", "weekly", or a
+    /// backup cadence.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub verify: String,
+    /// Alert thresholds: a backup under this ratio of the previous one's size or
+    /// duration is "much smaller" / "much faster" (0: 0.5 and 0.2).
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub smaller_than: f64,
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub faster_than: f64,
+    /// In answers only: when the last verification slot was handled (Unix nanoseconds,
+    /// 0: never) and the newest verdict recorded on the volume's backups
+    /// ("BACKUP: ok", "BACKUP: failed: why").
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub last_verify_at: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub last_verification: String,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// `POST /v1/backups/ID/restore`.
