@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 
+use crate::errors::ErrorName;
 use crate::models::volume::{Failover, State as VolumeState};
 use crate::models::{backup::State as BackupState, Backup, CellPresence, Volume};
 
@@ -48,6 +49,9 @@ pub fn check_grace(grace_ns: i64, presence_ttl_ns: i64) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The cells' presence TTL unless they are started with another (`lattice cell`).
+pub const DEFAULT_PRESENCE_TTL_NS: i64 = 15_000_000_000;
 
 /// The name of a failover mode as `ltc` and the JSON API spell it.
 pub fn mode_name(f: Failover) -> &'static str {
@@ -243,6 +247,32 @@ pub fn copy_fate(record: Option<&Volume>, cell: &str, copy_epoch: u64) -> CopyFa
         Some(v) if v.cell_id != cell || v.epoch > copy_epoch => CopyFate::Fence,
         Some(_) => CopyFate::Keep,
     }
+}
+
+/// Why work `work` (a task guid or an app's process guid) may not start mounting
+/// volume `v` on cell `cell` (None: it may). Off the volume's cell it would mount a
+/// fenced or stale copy; while a failover refills the volume only the refilling task
+/// mounts it.
+pub fn mount_refusal(v: &Volume, cell: &str, work: &str) -> Option<(ErrorName, String)> {
+    if v.cell_id.is_empty() || v.cell_id != cell {
+        return Some((
+            ErrorName::VolumeFenced,
+            format!(
+                "volume {} lives on cell {:?} (epoch {}): cell {cell} may not mount it",
+                v.name, v.cell_id, v.epoch
+            ),
+        ));
+    }
+    if !v.failover_restore_task.is_empty() && v.failover_restore_task != work {
+        return Some((
+            ErrorName::VolumeNotReady,
+            format!(
+                "volume {} is being refilled from backup {} after cell {} was lost: it is mounted again once task {} finished",
+                v.name, v.failed_over_backup, v.failed_over_from, v.failover_restore_task
+            ),
+        ));
+    }
+    None
 }
 
 /// The name a fenced copy is kept under: the volume, the epoch it was made at and

@@ -273,3 +273,22 @@ fn modes_parse_and_print() {
         .unwrap_err()
         .contains("restore, standby or none"));
 }
+
+#[test]
+fn only_the_volumes_cell_mounts_it_and_only_the_refill_while_it_refills() {
+    let mut v = volume("pg", "b", Failover::Restore);
+    assert_eq!(mount_refusal(&v, "b", "web"), None);
+    let (name, why) = mount_refusal(&v, "a", "web").unwrap();
+    assert_eq!(name, ErrorName::VolumeFenced);
+    assert!(why.contains("lives on cell \"b\""), "{why}");
+    v.failover_restore_task = "restore-pg-1".into();
+    v.failed_over_backup = "b1".into();
+    assert_eq!(mount_refusal(&v, "b", "restore-pg-1"), None);
+    let (name, why) = mount_refusal(&v, "b", "web").unwrap();
+    assert_eq!(name, ErrorName::VolumeNotReady);
+    assert!(why.contains("refilled from backup b1"), "{why}");
+    assert_eq!(
+        mount_refusal(&v, "a", "restore-pg-1").map(|r| r.0),
+        Some(ErrorName::VolumeFenced)
+    );
+}
