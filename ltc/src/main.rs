@@ -10,6 +10,7 @@
 
 mod api;
 mod app;
+mod failover;
 mod logs;
 mod manifest;
 mod rollout;

@@ -25,6 +25,14 @@ pub enum VolumeCmd {
         /// The cell to make it on (default: the cell holding the fewest volume bytes).
         #[arg(long)]
         cell: Option<String>,
+        /// When its cell is lost: `restore` (made again on another cell from its last
+        /// good backup) or `standby`; default none.
+        #[arg(long)]
+        failover: Option<String>,
+        /// How long its cell must be gone before it fails over (default 60s; at least
+        /// the cells' presence TTL plus 10s).
+        #[arg(long, value_parser = crate::app::parse_duration, requires = "failover")]
+        failover_grace: Option<Duration>,
         #[arg(long, default_value = "2m", value_parser = crate::app::parse_duration)]
         timeout: Duration,
     },
@@ -37,7 +45,8 @@ pub enum VolumeCmd {
         #[arg(long, default_value = "1m", value_parser = crate::app::parse_duration)]
         timeout: Duration,
     },
-    /// The volumes: size, use, cell, state and who mounts them.
+    /// The volumes: size, use, cell, state, who mounts them, failover (mode, the last
+    /// failover and its data-loss window, fenced copies).
     List {
         #[arg(long)]
         json: bool,
@@ -149,16 +158,26 @@ pub(crate) async fn create_volume(
     cell: Option<String>,
     timeout: Duration,
 ) -> anyhow::Result<VolumeResponse> {
-    api.create_volume(&VolumeCreateRequest {
+    let req = VolumeCreateRequest {
         name: name.into(),
         size_bytes: size,
         cell_id: cell.unwrap_or_default(),
-    })
-    .await?;
-    wait_volume(api, name, timeout).await
+        ..Default::default()
+    };
+    create_volume_as(api, &req, timeout).await
 }
 
-fn volumes_table(vs: &[VolumeResponse]) -> String {
+/// Asks for volume `req` and waits until it is ready.
+async fn create_volume_as(
+    api: &Api,
+    req: &VolumeCreateRequest,
+    timeout: Duration,
+) -> anyhow::Result<VolumeResponse> {
+    api.create_volume(req).await?;
+    wait_volume(api, &req.name, timeout).await
+}
+
+fn volumes_table(vs: &[VolumeResponse], now: i64) -> String {
     if vs.is_empty() {
         return "No volumes: `ltc volume create NAME --size 1G` makes one.\n".into();
     }
@@ -180,10 +199,26 @@ fn volumes_table(vs: &[VolumeResponse]) -> String {
                 } else {
                     v.users.join(",")
                 },
+                crate::failover::mode(v),
+                crate::failover::last(v, now),
+                crate::failover::fenced(v),
             ]
         })
         .collect();
-    show::table(&["VOLUME", "SIZE", "USED", "CELL", "STATE", "USERS"], &rows)
+    show::table(
+        &[
+            "VOLUME",
+            "SIZE",
+            "USED",
+            "CELL",
+            "STATE",
+            "USERS",
+            "FAILOVER",
+            "LAST FAILOVER",
+            "FENCED COPIES",
+        ],
+        &rows,
+    )
 }
 
 pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
@@ -192,10 +227,22 @@ pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
             name,
             size,
             cell,
+            failover,
+            failover_grace,
             timeout,
         } => {
             let size = parse_size(&size).map_err(|e| anyhow::anyhow!("--size: {e}"))?;
-            let v = create_volume(api, &name, size, cell, timeout).await?;
+            let req = VolumeCreateRequest {
+                name: name.clone(),
+                size_bytes: size,
+                cell_id: cell.unwrap_or_default(),
+                failover: match failover {
+                    Some(f) => crate::failover::parse_mode(&f)?,
+                    None => String::new(),
+                },
+                failover_grace_ns: failover_grace.map_or(0, |d| d.as_nanos() as i64),
+            };
+            let v = create_volume_as(api, &req, timeout).await?;
             println!(
                 "Volume {name} ({}) is ready on cell {}: mount it with `ltc create APP IMAGE --volume {name}:/data`.",
                 format_size(v.size_bytes),
@@ -237,7 +284,7 @@ pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
             if json {
                 show::json(&vs)?;
             } else {
-                print!("{}", volumes_table(&vs));
+                print!("{}", volumes_table(&vs, lattice_specs::now_nanos()));
             }
         }
         VolumeCmd::Remove { name, timeout } => {
