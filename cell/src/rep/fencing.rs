@@ -79,6 +79,9 @@ impl<R: Runtime> Rep<R> {
                 if let Some((_, slot)) = slots.iter().find(|(h, _)| *h == handle) {
                     slot.stop.cancel();
                 }
+                // Now, not once its supervision has told the BBS (out of reach).
+                let rep = self.clone();
+                tokio::spawn(async move { rep.exec.destroy(&handle).await });
             }
         }
     }
