@@ -60,6 +60,11 @@ async fn create_volume(
     let r: VolumeCreateRequest = parse_body(&body)?;
     let failover = lattice_specs::failover::parse_mode(&r.failover)
         .map_err(|e| ApiError::invalid_request(format!("failover: {e}")))?;
+    if failover == lattice_specs::models::volume::Failover::Standby {
+        return Err(ApiError::invalid_request(
+            "failover: standby copies are not available yet: use restore (the volume is made again on another cell from its last good backup)",
+        ));
+    }
     if failover != lattice_specs::models::volume::Failover::None {
         lattice_specs::failover::check_grace(
             r.failover_grace_ns,

@@ -25,8 +25,8 @@ pub enum VolumeCmd {
         /// The cell to make it on (default: the cell holding the fewest volume bytes).
         #[arg(long)]
         cell: Option<String>,
-        /// When its cell is lost: `restore` (made again on another cell from its last
-        /// good backup) or `standby`; default none.
+        /// When its cell is lost: `restore` (made again on another cell, another zone
+        /// first, from its last good backup); default none.
         #[arg(long)]
         failover: Option<String>,
         /// How long its cell must be gone before it fails over (default 60s; at least
