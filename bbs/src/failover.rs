@@ -74,7 +74,7 @@ pub async fn refill(s: &ApiState, name: &str) -> Result<(), DbError> {
 }
 
 /// Settles a finished refill task `t`: its volume is mounted again, or (failed)
-/// gets a fresh task, desired at once if its cell has the volume made.
+/// gets a fresh task, desired when its cell next reports the volume READY.
 pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
     let Some(plan::Purpose::Restore { volume, .. }) = plan::Purpose::of(&t.task_guid) else {
         return Ok(());
@@ -89,8 +89,10 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
         let retry = refill_guid(&volume);
         s.db.failover_refilled(&volume, &t.task_guid, Err((&t.failure_reason, &retry)))
             .await?;
+        // Desired at the cell's next report of the volume (its sync interval paces
+        // the retries).
         tracing::warn!(volume = %volume, reason = %t.failure_reason, "refilling a failed-over volume failed: trying again");
-        refill(s, &volume).await
+        Ok(())
     } else {
         s.db.failover_refilled(&volume, &t.task_guid, Ok(()))
             .await?;
