@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use lattice_specs::bbs_api::LeaseCellSubnetResponse;
+use lattice_specs::bbs_api::{FailOverVolumeRequest, LeaseCellSubnetResponse};
 use lattice_specs::events::Event;
 use lattice_specs::models::{
     volume, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, CellPresence, Deployment,
@@ -222,6 +222,9 @@ pub trait VolumePlacement: Send + Sync {
     /// Puts volume `name` on `cell_id`; `VolumeAlreadyPlaced` once it has a cell
     /// (or no longer waits for one).
     async fn place_volume(&self, name: &str, cell_id: &str) -> Result<()>;
+    /// Moves a failover volume off its lost cell (`lattice_specs::failover::Step::Move`)
+    /// to be refilled from its backup; `VolumeAlreadyPlaced` when it moved on.
+    async fn fail_over_volume(&self, req: &FailOverVolumeRequest) -> Result<()>;
 }
 
 /// A cell's writes: its presence, the instances and tasks it runs, its volumes.
@@ -293,6 +296,8 @@ pub trait CellWrites: Send + Sync {
     ) -> Result<()>;
     async fn set_volume_state(&self, report: &VolumeReport) -> Result<()>;
     async fn volume_removed(&self, name: &str, cell_id: &str) -> Result<()>;
+    /// The cell fenced its copy of volume `name` off, keeping it at `copy`.
+    async fn volume_fenced(&self, name: &str, cell_id: &str, copy: &str) -> Result<()>;
 }
 
 /// What the brain asks of the BBS. Once it leads, it writes through

@@ -13,6 +13,7 @@ use lattice_bbs::events::EventHub;
 use lattice_bbs::grpc::status_of;
 use lattice_bbs::schedules::Claimed;
 use lattice_bbs::store::embedded::EmbeddedStore;
+use lattice_specs::bbs_api::FailOverVolumeRequest;
 use lattice_specs::models::{
     ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, CellPresence, Deployment,
     DesiredLrp, DesiredLrpGeneration, Domain, Schedule, Task, Volume,
@@ -404,6 +405,19 @@ impl VolumePlacement for FakeBbs {
         let r = self.writes.place_volume(name, cell_id);
         r.await.map(|_| ()).map_err(refused)
     }
+    async fn fail_over_volume(&self, r: &FailOverVolumeRequest) -> Result<()> {
+        let m = lattice_bbs::db::Move {
+            name: &r.name,
+            from: &r.from_cell,
+            to: &r.to_cell,
+            epoch: r.epoch,
+            lost_at: r.lost_at,
+        };
+        lattice_bbs::failover::fail_over(&self.writes, true, &m, &r.backup_id)
+            .await
+            .map(|_| ())
+            .map_err(refused)
+    }
 }
 
 impl BrainBbs for FakeBbs {
@@ -533,6 +547,12 @@ impl CellWrites for FakeBbs {
     async fn volume_removed(&self, name: &str, cell_id: &str) -> Result<()> {
         self.writes
             .volume_removed(name, cell_id)
+            .await
+            .map_err(refused)
+    }
+    async fn volume_fenced(&self, name: &str, cell_id: &str, copy: &str) -> Result<()> {
+        self.writes
+            .volume_fenced(name, cell_id, copy)
             .await
             .map_err(refused)
     }

@@ -492,6 +492,12 @@ impl VolumePlacement for GrpcBbs {
         self.client().place_volume(self.req(req)).await?;
         Ok(())
     }
+    async fn fail_over_volume(&self, req: &FailOverVolumeRequest) -> Result<()> {
+        self.client()
+            .fail_over_volume(self.req(req.clone()))
+            .await?;
+        Ok(())
+    }
 }
 
 impl BrainBbs for GrpcBbs {
@@ -663,6 +669,15 @@ impl CellWrites for GrpcBbs {
             cell_id: cell_id.into(),
         };
         self.client().volume_removed(self.req(req)).await?;
+        Ok(())
+    }
+    async fn volume_fenced(&self, name: &str, cell_id: &str, copy: &str) -> Result<()> {
+        let req = VolumeFencedRequest {
+            name: name.into(),
+            cell_id: cell_id.into(),
+            copy: copy.into(),
+        };
+        self.client().volume_fenced(self.req(req)).await?;
         Ok(())
     }
 }

@@ -64,22 +64,38 @@ async fn create_volume(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let r: VolumeCreateRequest = parse_body(&body)?;
+    let failover = lattice_specs::failover::parse_mode(&r.failover)
+        .map_err(|e| ApiError::invalid_request(format!("failover: {e}")))?;
+    if failover == lattice_specs::models::volume::Failover::Standby {
+        return Err(ApiError::invalid_request(
+            "failover: standby copies are not available yet: use restore (the volume is made again on another cell from its last good backup)",
+        ));
+    }
+    if failover != lattice_specs::models::volume::Failover::None {
+        lattice_specs::failover::check_grace(
+            r.failover_grace_ns,
+            lattice_specs::failover::DEFAULT_PRESENCE_TTL_NS,
+        )
+        .map_err(|e| ApiError::invalid_request(format!("failover_grace_ns: {e}")))?;
+    }
     // A named store must be one this BBS has (the default may come later).
     if !r.backup_store.is_empty() {
         s.stores.get(&r.backup_store)?;
     }
-    let spec = lattice_specs::models::Volume {
+    let mut spec = lattice_specs::models::Volume {
         name: r.name.clone(),
         size_bytes: r.size_bytes,
         cell_id: r.cell_id.clone(),
         backup_store: r.backup_store.clone(),
+        failover_grace_ns: r.failover_grace_ns,
         ..Default::default()
     };
+    spec.set_failover(failover);
     let v = owners::db_for(&caller, &s.db)
         .create_volume_as(spec)
         .await
         .map_err(db_err)?;
-    tracing::info!(volume = %v.name, cell = %v.cell_id, size = v.size_bytes, "volume desired");
+    tracing::info!(volume = %v.name, cell = %v.cell_id, size = v.size_bytes, failover = lattice_specs::failover::mode_name(v.failover()), "volume desired");
     Ok(StatusCode::CREATED)
 }
 
@@ -547,6 +563,10 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
         crate::metrics::BACKUPS
             .with_label_values(&[plan::state_name(done.state())])
             .inc();
+    } else if let (Some(plan::Purpose::Restore { .. }), true) =
+        (&purpose, t.state >= TaskState::Completed as i32)
+    {
+        crate::failover::settle(s, t).await?;
     } else if let (Some(plan::Purpose::Verify { id, .. }), true) =
         (&purpose, t.state >= TaskState::Completed as i32)
     {

@@ -18,6 +18,7 @@ pub mod callbacks;
 pub mod cell_client;
 pub mod db;
 pub mod events;
+pub mod failover;
 pub mod grpc;
 pub mod logs;
 pub mod metrics;

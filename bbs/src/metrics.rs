@@ -125,6 +125,13 @@ pub static BACKUP_FORGETS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["outcome"],
     )
 });
+pub static FAILOVERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_volume_failovers_total",
+        "Volumes moved off a lost cell to be refilled from their backup, by volume.",
+        &["volume"],
+    )
+});
 pub static CERTIFICATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_certificates_issued_total",

@@ -450,6 +450,11 @@ async fn every_call_refuses_a_caller_without_a_client_certificate() {
             ..Default::default()
         }),
         place_volume(PlaceVolumeRequest::default()),
+        fail_over_volume(FailOverVolumeRequest::default()),
+        volume_fenced(VolumeFencedRequest {
+            cell_id: "cell-a".into(),
+            ..Default::default()
+        }),
         schedules(Empty {}),
         claim_schedule_slot(ClaimScheduleSlotRequest::default()),
         backups(Empty {}),

@@ -302,6 +302,11 @@ pub async fn run(
             place_volumes,
             cfg.convergence_interval,
         ));
+        tasks.spawn(crate::failover::run(
+            fenced.clone(),
+            crate::failover::TICK,
+            converge_now.clone(),
+        ));
         tasks.spawn(converge_loop(
             Convergence::new(fenced.clone(), cfg.converge),
             tx,

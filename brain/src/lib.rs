@@ -1,5 +1,6 @@
 //! The brain: the auctioneer (where work goes), the converger (keeping actual
-//! state equal to desired), the deployer (rolling updates), volume placement (which cell a new volume goes on)
+//! state equal to desired), the deployer (rolling updates), volume placement (which cell a new volume goes on),
+//! stateful failover (volumes of lost cells moved and refilled: `failover`)
 //! and the backup schedule, with one active brain and hot standbys.
 //!
 //! The decisions are pure functions (`auction`, with `auction::volumes`,
@@ -14,6 +15,7 @@ pub mod cells;
 pub mod convergence;
 pub mod converger;
 pub mod deployer;
+pub mod failover;
 pub mod leader;
 pub mod metrics;
 pub mod readiness;

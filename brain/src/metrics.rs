@@ -57,6 +57,16 @@ pub static SCHEDULED_RUNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .unwrap())
 });
+pub static VOLUME_FAILOVERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "brain_volume_failovers_total",
+            "Failover steps for volumes of lost cells, by outcome (moved/stuck/refused).",
+        ),
+        &["outcome"],
+    )
+    .unwrap())
+});
 pub static AUCTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     reg(IntCounterVec::new(
         Opts::new(

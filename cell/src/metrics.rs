@@ -35,6 +35,9 @@ pub struct Metrics {
     pub sessions: IntCounterVec,
     /// Sessions open now, by kind.
     pub sessions_open: IntGaugeVec,
+    /// Containers stopped because the cell's presence lapsed while they mounted a
+    /// failover volume (the self-fence).
+    pub self_fenced: IntCounter,
 }
 
 impl Default for Metrics {
@@ -106,6 +109,11 @@ impl Metrics {
             "Connections containers opened that egress rules with log: true allowed (each a line in the app's log).",
         )
         .unwrap();
+        let self_fenced = IntCounter::new(
+            "cell_self_fenced_containers_total",
+            "Containers stopped because the cell's presence lapsed while they mounted a failover volume.",
+        )
+        .unwrap();
         let dns_queries = crate::dns::queries_metric();
         let (sessions, sessions_open) = session_metrics();
         let overlay_peers = prometheus::IntGauge::new(
@@ -127,6 +135,7 @@ impl Metrics {
             Box::new(sessions.clone()),
             Box::new(sessions_open.clone()),
             Box::new(logged_connections.clone()),
+            Box::new(self_fenced.clone()),
             Box::new(dns_queries.clone()),
             Box::new(overlay_peers.clone()),
             Box::new(volume_pool.clone()),
@@ -157,6 +166,7 @@ impl Metrics {
             authz_refused,
             sessions,
             sessions_open,
+            self_fenced,
         }
     }
 

@@ -63,6 +63,8 @@ pub fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
     lattice_specs::volume::check_name(kind, name).map_err(anyhow::Error::msg)
 }
 
+mod fence;
+
 fn is_mounted(path: &Path) -> bool {
     crate::rootfs::is_mounted(path)
 }
@@ -209,6 +211,7 @@ impl Volumes {
         anyhow::ensure!(img.exists(), "no volume {name} on this cell");
         self.unmount(name)?;
         std::fs::remove_file(&img)?;
+        self.forget_epoch(name);
         for s in self.snapshots(name)? {
             let _ = std::fs::remove_file(self.snapshot_image(name, &s));
         }

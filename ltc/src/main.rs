@@ -13,6 +13,7 @@ mod app;
 mod backup_key;
 mod backup_policy;
 mod backup_view;
+mod failover;
 mod logs;
 mod manifest;
 mod rollout;

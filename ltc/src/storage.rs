@@ -30,6 +30,14 @@ pub enum VolumeCmd {
         /// NAME=URL`; default: the cluster's default store).
         #[arg(long)]
         backup_store: Option<String>,
+        /// When its cell is lost: `restore` (made again on another cell, another zone
+        /// first, from its last good backup); default none.
+        #[arg(long)]
+        failover: Option<String>,
+        /// How long its cell must be gone before it fails over (default 60s; at least
+        /// the cells' presence TTL plus 10s).
+        #[arg(long, value_parser = crate::app::parse_duration, requires = "failover")]
+        failover_grace: Option<Duration>,
         #[arg(long, default_value = "2m", value_parser = crate::app::parse_duration)]
         timeout: Duration,
     },
@@ -42,7 +50,8 @@ pub enum VolumeCmd {
         #[arg(long, default_value = "1m", value_parser = crate::app::parse_duration)]
         timeout: Duration,
     },
-    /// The volumes: size, use, cell, state and who mounts them.
+    /// The volumes: size, use, cell, state, who mounts them, failover (mode, the last
+    /// failover and its data-loss window, fenced copies).
     List {
         #[arg(long)]
         json: bool,
@@ -167,7 +176,7 @@ pub(crate) async fn create_volume(
     wait_volume(api, &req.name, timeout).await
 }
 
-fn volumes_table(vs: &[VolumeResponse]) -> String {
+fn volumes_table(vs: &[VolumeResponse], now: i64) -> String {
     if vs.is_empty() {
         return "No volumes: `ltc volume create NAME --size 1G` makes one.\n".into();
     }
@@ -189,10 +198,26 @@ fn volumes_table(vs: &[VolumeResponse]) -> String {
                 } else {
                     v.users.join(",")
                 },
+                crate::failover::mode(v),
+                crate::failover::last(v, now),
+                crate::failover::fenced(v),
             ]
         })
         .collect();
-    show::table(&["VOLUME", "SIZE", "USED", "CELL", "STATE", "USERS"], &rows)
+    show::table(
+        &[
+            "VOLUME",
+            "SIZE",
+            "USED",
+            "CELL",
+            "STATE",
+            "USERS",
+            "FAILOVER",
+            "LAST FAILOVER",
+            "FENCED COPIES",
+        ],
+        &rows,
+    )
 }
 
 pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
@@ -202,6 +227,8 @@ pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
             size,
             cell,
             backup_store,
+            failover,
+            failover_grace,
             timeout,
         } => {
             let size = parse_size(&size).map_err(|e| anyhow::anyhow!("--size: {e}"))?;
@@ -210,6 +237,11 @@ pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
                 size_bytes: size,
                 cell_id: cell.unwrap_or_default(),
                 backup_store: backup_store.unwrap_or_default(),
+                failover: match failover {
+                    Some(f) => crate::failover::parse_mode(&f)?,
+                    None => String::new(),
+                },
+                failover_grace_ns: failover_grace.map_or(0, |d| d.as_nanos() as i64),
             };
             let v = create_volume(api, &req, timeout).await?;
             println!(
@@ -253,7 +285,7 @@ pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
             if json {
                 show::json(&vs)?;
             } else {
-                print!("{}", volumes_table(&vs));
+                print!("{}", volumes_table(&vs, lattice_specs::now_nanos()));
             }
         }
         VolumeCmd::Remove { name, timeout } => {

@@ -176,6 +176,7 @@ calls! {
     CompleteTask = "CompleteTask", CellItself, "complete a task";
     SetVolumeState = "SetVolumeState", CellItself, "report a volume";
     VolumeRemoved = "VolumeRemoved", CellItself, "report a volume removed";
+    VolumeFenced = "VolumeFenced", CellItself, "report a fenced volume copy";
     SetCellPresence = "SetCellPresence", CellItself, "register a cell";
     LeaseCellSubnet = "LeaseCellSubnet", CellItself, "lease a cell's subnet";
     // Either.
@@ -197,6 +198,7 @@ calls! {
     ResolvingTask = "ResolvingTask", Brain, "resolve a task";
     DeleteTask = "DeleteTask", Brain, "delete a task";
     PlaceVolume = "PlaceVolume", Brain, "place a volume";
+    FailOverVolume = "FailOverVolume", Brain, "fail a volume over";
     ClaimScheduleSlot = "ClaimScheduleSlot", Brain, "run a schedule's slot";
     DeleteBackup = "DeleteBackup", Brain, "delete a backup";
     ReplaceActualLrp = "ReplaceActualLRP", Brain, "replace an instance";
@@ -367,6 +369,10 @@ mod tests {
             (Call::UnclaimActualLrp, &cell_a, None, false),
             (Call::RejectTask, &cell_a, None, false),
             (Call::PlaceVolume, &brain, None, true),
+            (Call::FailOverVolume, &brain, None, true),
+            (Call::FailOverVolume, &cell_a, None, false),
+            (Call::VolumeFenced, &cell_a, a, true),
+            (Call::VolumeFenced, &cell_a, b, false),
             // Rolling updates: the brain's; the history is readable by all.
             (Call::ReplaceActualLrp, &brain, None, true),
             (Call::ReplaceActualLrp, &cell_a, None, false),

@@ -16,6 +16,7 @@ pub mod egress;
 pub mod errors;
 pub mod evacuation;
 pub mod exec;
+pub mod failover;
 pub mod identity;
 pub mod join;
 pub mod logs;

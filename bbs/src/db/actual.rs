@@ -66,7 +66,8 @@ impl Db {
         .await
     }
 
-    /// Cell `ik` claims the instance to run `generation` of the app's definition.
+    /// Cell `ik` claims the instance to run `generation` of the app's definition
+    /// (`VolumeFenced`/`VolumeNotReady` when it mounts a volume it may not mount there).
     pub async fn claim_actual_lrp(
         &self,
         guid: &str,
@@ -74,6 +75,11 @@ impl Db {
         ik: &ActualLrpInstanceKey,
         generation: i64,
     ) -> Result<ActualLrp> {
+        // Its volumes must live on this cell, and not be refilled by a failover.
+        if let Ok(d) = self.desired_lrp(guid).await {
+            self.check_mount_cell(&d.volume_mounts, &ik.cell_id, guid)
+                .await?;
+        }
         let now = now_nanos();
         let claim = |l: &mut ActualLrp| -> Result<()> {
             alrp::claim(l, ik, now)?;

@@ -45,6 +45,7 @@ mod backups;
 mod cells;
 mod desired;
 mod evacuation;
+mod failover;
 mod generations;
 mod join_tokens;
 mod retention;
@@ -68,6 +69,7 @@ use lattice_specs::validation::ValidationErrors;
 use lattice_specs::ModelError;
 
 use crate::store::{Store, StoreError};
+pub use failover::Move;
 pub use generations::Rollback;
 pub use schedules::{schedule_key, Claim, SCHEDULES};
 pub use subnets::{ClusterNetwork, DEFAULT_INTERNAL_DOMAIN};

@@ -73,7 +73,17 @@ impl Db {
     }
 
     /// Returns whether the cell should run the task (false: it already does).
+    /// A task mounting a volume that lives on another cell, or that a failover is
+    /// refilling (unless it is the refill), is refused (`VolumeFenced`,
+    /// `VolumeNotReady`).
     pub async fn start_task(&self, guid: &str, cell_id: &str) -> Result<bool> {
+        let t = self.task(guid).await?;
+        if t.state() == State::Pending {
+            if let Some(d) = &t.definition {
+                self.check_mount_cell(&d.volume_mounts, cell_id, guid)
+                    .await?;
+            }
+        }
         let now = now_nanos();
         Ok(self
             .modify_task(guid, |t| task_sm::start(t, cell_id, now))

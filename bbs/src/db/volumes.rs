@@ -65,7 +65,7 @@ impl Db {
     }
 
     /// [`Db::create_volume`] of `spec`'s name, size and cell, with its other settings
-    /// (its backup store); its state and times are the BBS's.
+    /// (its backup store, failover mode and grace); its state and times are the BBS's.
     pub async fn create_volume_as(&self, spec: Volume) -> Result<Volume> {
         let (name, size_bytes, cell_id) =
             (spec.name.as_str(), spec.size_bytes, spec.cell_id.as_str());
@@ -88,6 +88,12 @@ impl Db {
         check_volume_cell(&self.cells().await?, cell_id)?;
         let cell = cell_id.to_string();
         let now = now_nanos();
+        if spec.failover_grace_ns < 0 {
+            return Err(invalid(
+                "failover_grace_ns",
+                "a grace period cannot be negative".into(),
+            ));
+        }
         let v = Volume {
             name: name.into(),
             cell_id: cell,
@@ -98,6 +104,8 @@ impl Db {
             created_at: now,
             updated_at: now,
             actual_size_bytes: 0,
+            failover: spec.failover,
+            failover_grace_ns: spec.failover_grace_ns,
             backup_store: spec.backup_store.clone(),
             ..Default::default()
         };

@@ -621,6 +621,20 @@ impl Bbs for BbsGrpc {
         self.place_volume_rpc(r).await
     }
 
+    async fn fail_over_volume(
+        &self,
+        r: Request<FailOverVolumeRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.fail_over_volume_rpc(r).await
+    }
+
+    async fn volume_fenced(
+        &self,
+        r: Request<VolumeFencedRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.volume_fenced_rpc(r).await
+    }
+
     async fn schedules(&self, r: Request<Empty>) -> Result<Response<SchedulesResponse>, Status> {
         self.schedules_rpc(r).await
     }

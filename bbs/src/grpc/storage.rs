@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::schedules::Claimed;
+use lattice_specs::models::volume::State as VolumeState;
 
 impl BbsGrpc {
     pub(super) async fn volumes_rpc(
@@ -41,8 +42,53 @@ impl BbsGrpc {
                 (r.size_bytes, r.used_bytes),
                 &r.reason,
             )
-            .await
-            .map(|_| Empty {})
+            .await?;
+            // A failed-over volume its new cell made is refilled from its backup now.
+            if let (Some(api), VolumeState::Ready) = (&self.api, state) {
+                if let Err(e) = crate::failover::refill(api, &r.name).await {
+                    tracing::warn!(volume = %r.name, error = %e, "refilling a failed-over volume");
+                }
+            }
+            Ok(Empty {})
+        })
+        .await
+    }
+
+    pub(super) async fn fail_over_volume_rpc(
+        &self,
+        r: Request<FailOverVolumeRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        call("FailOverVolume", async {
+            may(&r, Call::FailOverVolume)?;
+            let db = self.db_for(&r)?;
+            let r = r.into_inner();
+            let keeps_backups = self.api.as_ref().is_some_and(|a| a.blobs.is_some());
+            let m = crate::db::Move {
+                name: &r.name,
+                from: &r.from_cell,
+                to: &r.to_cell,
+                epoch: r.epoch,
+                lost_at: r.lost_at,
+            };
+            crate::failover::fail_over(&db, keeps_backups, &m, &r.backup_id)
+                .await
+                .map(|_| Empty {})
+        })
+        .await
+    }
+
+    pub(super) async fn volume_fenced_rpc(
+        &self,
+        r: Request<VolumeFencedRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        call("VolumeFenced", async {
+            let db = self.db_for(&r)?;
+            let who = caller_of(&r);
+            let r = r.into_inner();
+            allow(&who, Call::VolumeFenced, Some(&r.cell_id))?;
+            db.volume_fenced(&r.name, &r.cell_id, &r.copy)
+                .await
+                .map(|_| Empty {})
         })
         .await
     }

@@ -79,6 +79,17 @@ impl Executor {
         }
     }
 
+    /// The volumes container `handle` mounts (not its scratch volumes or snapshots).
+    pub fn mounted_volumes(&self, handle: &str) -> Vec<String> {
+        self.list()
+            .iter()
+            .filter(|c| c.handle() == handle)
+            .flat_map(|c| c.request.volume_mounts.iter())
+            .filter(|m| m.scratch_bytes == 0 && !m.snapshot)
+            .map(|m| m.volume.clone())
+            .collect()
+    }
+
     /// Whether a container of this cell mounts volume `name`.
     pub fn uses_volume(&self, name: &str) -> bool {
         self.list()

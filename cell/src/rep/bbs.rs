@@ -96,7 +96,7 @@ impl RepBbs {
         self.0.tasks(&filter).await
     }
 
-    /// The volumes of `cell_id`.
+    /// The volumes of `cell_id` (empty: every volume).
     pub async fn volumes(&self, cell_id: &str) -> Result<Vec<models::Volume>> {
         self.0.volumes(cell_id).await
     }
@@ -210,6 +210,11 @@ impl RepBbs {
 
     pub async fn set_volume_state(&self, report: &VolumeReport) -> Result<()> {
         self.0.set_volume_state(report).await
+    }
+
+    /// The cell fenced its copy of volume `name` off, keeping it at `copy`.
+    pub async fn volume_fenced(&self, name: &str, cell_id: &str, copy: &str) -> Result<()> {
+        self.0.volume_fenced(name, cell_id, copy).await
     }
 
     pub async fn volume_removed(&self, name: &str, cell_id: &str) -> Result<()> {

@@ -211,6 +211,10 @@ impl Runtime for FakeRuntime {
         false
     }
 
+    fn mounted_volumes(&self, _handle: &str) -> Vec<String> {
+        vec![]
+    }
+
     fn log_socket(&self) -> PathBuf {
         PathBuf::from("/nonexistent/logs.sock")
     }

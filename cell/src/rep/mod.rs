@@ -13,7 +13,7 @@
 //! call the rep), `presence`,
 //! `perform`, `lrp` (supervision, over the pure `health` state machine),
 //! `tasks`, `readopt`, `sync` (a pure `reconcile` and its runner), `events`,
-//! `evacuation` and `volumes`. The rep drives containers through the [`Runtime`]
+//! `evacuation`, `volumes` and `fencing` (failover: the self-fence, fenced copies). The rep drives containers through the [`Runtime`]
 //! trait (`runtime`) and makes every BBS call through `bbs` (over the `CellBbs`
 //! trait of `lattice_bbs_client`); the pure decisions in each room do neither.
 
@@ -154,6 +154,9 @@ pub struct Rep<R: Runtime = Executor> {
     /// The presence lease and when it was last granted or renewed, or why the cell
     /// holds none (see [`Rep::presence_held`]).
     lease: Mutex<Result<(i64, Instant), String>>,
+    /// This cell's volumes that ask for failover, as the last volume sync saw them
+    /// (the self-fence, `fencing`, needs them when the BBS is out of reach).
+    failover_volumes: Mutex<std::collections::HashSet<String>>,
 }
 
 pub mod authz;
@@ -162,6 +165,7 @@ mod evacuation;
 mod events;
 #[cfg(test)]
 pub(crate) mod fake;
+mod fencing;
 #[cfg(test)]
 mod fixtures;
 mod health;
@@ -205,6 +209,7 @@ impl<R: Runtime> Rep<R> {
             evacuating: AtomicBool::new(false),
             sync_now: Notify::new(),
             lease: Mutex::new(Err("not registered with the BBS yet".into())),
+            failover_volumes: Mutex::default(),
         })
     }
 
@@ -224,7 +229,9 @@ impl<R: Runtime> Rep<R> {
         let presence = tokio::spawn(self.clone().hold_presence(shutdown.clone()));
         let events = tokio::spawn(self.clone().follow_events(shutdown.clone()));
         let sync = tokio::spawn(self.clone().sync_loop(shutdown.clone()));
+        let self_fence = tokio::spawn(self.clone().self_fence_loop(shutdown.clone()));
         shutdown.cancelled().await;
+        self_fence.abort();
         sync.abort();
         events.abort();
         let _ = presence.await;

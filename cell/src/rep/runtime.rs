@@ -31,6 +31,8 @@ pub trait Runtime: Send + Sync + 'static {
     fn volumes(&self) -> Option<&Arc<VolumeDriver>>;
     /// Whether a container mounts volume `name`.
     fn uses_volume(&self, name: &str) -> bool;
+    /// The volumes container `handle` mounts (not its scratch volumes or snapshots).
+    fn mounted_volumes(&self, handle: &str) -> Vec<String>;
     /// Where containers' log lines arrive.
     fn log_socket(&self) -> PathBuf;
     /// Collects image layers unused for `keep`; how many went.
@@ -83,6 +85,10 @@ impl Runtime for Executor {
 
     fn uses_volume(&self, name: &str) -> bool {
         Executor::uses_volume(self, name)
+    }
+
+    fn mounted_volumes(&self, handle: &str) -> Vec<String> {
+        Executor::mounted_volumes(self, handle)
     }
 
     fn log_socket(&self) -> PathBuf {

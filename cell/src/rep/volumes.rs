@@ -19,24 +19,35 @@ pub enum VolumeSyncError {
 }
 
 impl<R: Runtime> Rep<R> {
-    /// Makes this cell's volumes what the BBS says: PENDING ones are created, REMOVING
-    /// ones removed once no container mounts them, READY ones checked and their use
-    /// reported. Volumes here that the BBS does not know are left alone (never deleted
-    /// on a guess).
+    /// Makes this cell's volumes what the BBS says: copies of volumes that live
+    /// elsewhere now are fenced off (`fencing`), PENDING ones are created (at their
+    /// epoch), REMOVING ones removed once no container mounts them, READY ones checked
+    /// and their use reported. Volumes here that the BBS does not know are left alone
+    /// (never deleted on a guess).
     pub async fn sync_volumes(&self) -> Result<(), VolumeSyncError> {
         use models::volume::State as V;
         let Some(driver) = self.exec.volumes().cloned() else {
             return Ok(());
         };
         let bbs = &self.bbs;
-        let records = bbs.volumes(&self.cfg.cell_id).await?;
-        if records.is_empty() {
+        let all = bbs.volumes("").await?;
+        self.remember_failover_volumes(&all);
+        let records: Vec<models::Volume> = all
+            .iter()
+            .filter(|v| v.cell_id == self.cfg.cell_id)
+            .cloned()
+            .collect();
+        // (a pool this cell opened holds copies to check against the records)
+        if records.is_empty() && driver.opened().is_none() {
             return Ok(());
         }
         // A pool that cannot be opened now says nothing about the volumes: retry later.
         let vols = tokio::task::spawn_blocking(move || driver.volumes())
             .await?
             .map_err(VolumeSyncError::Pool)?;
+        // Copies of volumes that moved away go first: a volume moved back here is
+        // made afresh, never from an old copy.
+        self.fence_copies(&vols, &all).await?;
         self.report_pool(&vols).await;
         for v in records {
             let name = v.name.clone();
@@ -49,6 +60,13 @@ impl<R: Runtime> Rep<R> {
                 size_bytes: size,
             };
             match v.state() {
+                // A copy of an older epoch still here (a container kept it from
+                // being fenced) is never taken for the volume.
+                V::Pending | V::Ready
+                    if vols.epoch(&name) < v.epoch && vols.info(&name).is_ok() =>
+                {
+                    tracing::info!(volume = %name, "an older copy waits to be fenced before the volume is made here");
+                }
                 V::Pending | V::Ready => {
                     let (d, n, size, pending) = (
                         vols.clone(),
@@ -57,7 +75,7 @@ impl<R: Runtime> Rep<R> {
                         v.state() == V::Pending,
                     );
                     // (the volume, why growing it failed)
-                    let reported = v.actual_size_bytes;
+                    let (reported, epoch) = (v.actual_size_bytes, v.epoch);
                     let made = tokio::task::spawn_blocking(move || {
                         let vols = d;
                         match vols.info(&n) {
@@ -77,7 +95,13 @@ impl<R: Runtime> Rep<R> {
                                 }
                             }
                             Ok(info) => Ok((info, None)),
-                            Err(_) if pending => Ok((vols.create(&n, size)?, None)),
+                            Err(_) if pending => {
+                                let made = vols.create(&n, size)?;
+                                if epoch > 0 {
+                                    vols.set_epoch(&n, epoch)?;
+                                }
+                                Ok((made, None))
+                            }
                             Err(_) => anyhow::bail!("the volume is missing on its cell"),
                         }
                     })

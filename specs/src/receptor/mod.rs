@@ -528,6 +528,10 @@ pub struct VolumeCreateRequest {
     /// The named backup store its repository lives in (`lattice bbs --backup-store
     /// NAME=URL`); empty: the cluster's default store.
     pub backup_store: String,
+    /// What happens when its cell is lost: `restore`, `standby` or `none` (empty).
+    pub failover: String,
+    /// How long its cell must be gone before it fails over (0: 60 s).
+    pub failover_grace_ns: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -547,10 +551,29 @@ pub struct VolumeResponse {
     pub users: Vec<String>,
     /// The named backup store its repository lives in ("" = the default).
     pub backup_store: String,
+    /// `none`, `restore` or `standby`, and how long its cell may be gone first.
+    pub failover: String,
+    pub failover_grace_ns: i64,
+    /// Bumped by each failover.
+    pub epoch: u64,
+    /// The last failover: when, from which cell and backup, and the data it lost
+    /// (nanoseconds between the backup and the cell's loss).
+    pub failed_over_at: i64,
+    pub failed_over_from: String,
+    pub failed_over_backup: String,
+    pub data_loss_window_ns: i64,
+    /// The task refilling it after a failover (nothing else mounts it meanwhile).
+    pub restoring: String,
+    /// Copies fenced off on cells that came back ("CELL:PATH"), kept for the operator.
+    pub fenced_copies: Vec<String>,
 }
 
 impl VolumeResponse {
     pub fn new(v: crate::models::Volume, users: Vec<String>) -> VolumeResponse {
+        let (failover, failover_grace_ns) = (
+            crate::failover::mode_name(v.failover()).into(),
+            crate::failover::grace_ns(&v),
+        );
         VolumeResponse {
             state: crate::volume::state_name(v.state()).into(),
             name: v.name,
@@ -562,6 +585,15 @@ impl VolumeResponse {
             created_at: v.created_at,
             users,
             backup_store: v.backup_store,
+            failover,
+            failover_grace_ns,
+            epoch: v.epoch,
+            failed_over_at: v.failed_over_at,
+            failed_over_from: v.failed_over_from,
+            failed_over_backup: v.failed_over_backup,
+            data_loss_window_ns: v.data_loss_window_ns,
+            restoring: v.failover_restore_task,
+            fenced_copies: v.fenced_copies,
         }
     }
 }

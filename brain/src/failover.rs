@@ -1,0 +1,182 @@
+//! Stateful failover, the runner: on the active brain, every pass, it notes which
+//! cells it has seen go (since when, and their zone), asks the pure
+//! `lattice_specs::failover::decide` what to do with the failover volumes of lost
+//! cells, and asks the BBS to move each one (`FailOverVolume`, a compare-and-swap on
+//! the volume's cell and epoch, under the brain's fence). The BBS then has the new cell
+//! make the volume, refills it from the backup, and only then lets work mount it.
+//!
+//! A cell the brain has never seen (lost before it took the lead) counts as lost
+//! since the brain took the lead: a new leader waits a whole grace period.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lattice_bbs_client::BrainBbs;
+use lattice_specs::bbs_api::FailOverVolumeRequest;
+use lattice_specs::errors::ErrorName;
+use lattice_specs::failover::{decide, LostCell, Step, View};
+use lattice_specs::models::volume::Failover;
+use lattice_specs::models::{CellPresence, Volume};
+use tokio::sync::Notify;
+
+use crate::auctioneer::{bbs_err, BrainError};
+
+/// How often the active brain looks for volumes to fail over.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// What the brain remembers of cells between passes.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// When this brain took the lead (ns).
+    since: i64,
+    /// Present cells' zones, as last seen.
+    zones: HashMap<String, String>,
+    lost: HashMap<String, LostCell>,
+    /// Stuck volumes already reported, with why (reported again when why changes).
+    stuck: HashSet<(String, String)>,
+}
+
+impl Tracker {
+    pub fn new(now: i64) -> Tracker {
+        Tracker {
+            since: now,
+            ..Default::default()
+        }
+    }
+
+    /// Notes the cells present at `now`: cells seen before and gone now are lost
+    /// since now; cells that volumes name and that were never seen are lost since
+    /// the brain took the lead; cells back are no longer lost.
+    pub fn observe(&mut self, cells: &[CellPresence], volumes: &[Volume], now: i64) {
+        let present: HashSet<&str> = cells.iter().map(|c| c.cell_id.as_str()).collect();
+        self.lost.retain(|id, _| !present.contains(id.as_str()));
+        let gone: Vec<String> = self
+            .zones
+            .keys()
+            .filter(|id| !present.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            let zone = self.zones.remove(&id).unwrap_or_default();
+            self.lost.insert(id, LostCell { since: now, zone });
+        }
+        for c in cells {
+            self.zones.insert(c.cell_id.clone(), c.zone.clone());
+        }
+        for v in volumes {
+            if !v.cell_id.is_empty()
+                && !present.contains(v.cell_id.as_str())
+                && !self.lost.contains_key(&v.cell_id)
+            {
+                let since = self.since;
+                self.lost.insert(
+                    v.cell_id.clone(),
+                    LostCell {
+                        since,
+                        zone: String::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    pub fn lost(&self) -> &HashMap<String, LostCell> {
+        &self.lost
+    }
+}
+
+fn count(outcome: &str) {
+    crate::metrics::VOLUME_FAILOVERS
+        .with_label_values(&[outcome])
+        .inc();
+}
+
+/// One pass at `now` (ns): how many volumes it moved.
+pub async fn pass(bbs: &dyn BrainBbs, t: &mut Tracker, now: i64) -> Result<usize, BrainError> {
+    let cells = bbs.cells().await.map_err(bbs_err)?;
+    let volumes = bbs.volumes("").await.map_err(bbs_err)?;
+    t.observe(&cells, &volumes, now);
+    let waiting = volumes
+        .iter()
+        .any(|v| v.failover() != Failover::None && t.lost.contains_key(&v.cell_id));
+    if !waiting {
+        t.stuck.clear();
+        return Ok(0);
+    }
+    let backups = bbs.backups().await.map_err(bbs_err)?;
+    let steps = decide(&View {
+        volumes: &volumes,
+        cells: &cells,
+        lost: &t.lost,
+        backups: &backups,
+        now,
+    });
+    let mut moved = 0;
+    let mut stuck = HashSet::new();
+    for step in steps {
+        match step {
+            Step::Move {
+                volume,
+                from,
+                to,
+                epoch,
+                backup,
+                lost_at,
+            } => {
+                let req = FailOverVolumeRequest {
+                    name: volume.clone(),
+                    from_cell: from.clone(),
+                    to_cell: to.clone(),
+                    epoch,
+                    backup_id: backup.clone(),
+                    lost_at,
+                };
+                match bbs.fail_over_volume(&req).await {
+                    Ok(()) => {
+                        count("moved");
+                        moved += 1;
+                        tracing::warn!(%volume, %from, %to, %backup, "volume failed over");
+                    }
+                    Err(e) if e.name == Some(ErrorName::VolumeAlreadyPlaced) => {}
+                    Err(e) if e.is_lock_lost() => return Err(BrainError::LockLost),
+                    Err(e) => {
+                        count("refused");
+                        tracing::warn!(%volume, error = %e.message, "failing a volume over was refused; retrying");
+                    }
+                }
+            }
+            Step::Stuck { volume, why } => {
+                if !t.stuck.contains(&(volume.clone(), why.clone())) {
+                    count("stuck");
+                    tracing::warn!(%volume, "{why}");
+                }
+                stuck.insert((volume, why));
+            }
+        }
+    }
+    t.stuck = stuck;
+    Ok(moved)
+}
+
+/// Runs passes every `every` until the lock is lost; a move wakes the converger
+/// (`moved`), whose work waits for the volume.
+pub async fn run(
+    bbs: Arc<dyn BrainBbs>,
+    every: Duration,
+    moved: Arc<Notify>,
+) -> Result<(), BrainError> {
+    let mut t = Tracker::new(lattice_specs::now_nanos());
+    loop {
+        match pass(bbs.as_ref(), &mut t, lattice_specs::now_nanos()).await {
+            Ok(0) => {}
+            Ok(_) => moved.notify_one(),
+            Err(BrainError::LockLost) => return Err(BrainError::LockLost),
+            Err(e) => tracing::warn!(error = %e, "failover pass failed; retrying"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;
