@@ -154,6 +154,8 @@ pub struct Rep<R: Runtime = Executor> {
     /// The presence lease and when it was last granted or renewed, or why the cell
     /// holds none (see [`Rep::presence_held`]).
     lease: Mutex<Result<(i64, Instant), String>>,
+    /// The volume pool as last tended (its presence carries it), none before.
+    pool: Mutex<Option<crate::pool::Tended>>,
 }
 
 pub mod authz;
@@ -205,6 +207,7 @@ impl<R: Runtime> Rep<R> {
             evacuating: AtomicBool::new(false),
             sync_now: Notify::new(),
             lease: Mutex::new(Err("not registered with the BBS yet".into())),
+            pool: Mutex::new(None),
         })
     }
 

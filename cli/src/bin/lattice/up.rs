@@ -63,6 +63,13 @@ pub struct UpArgs {
     /// repeatable.
     #[arg(long, env = "LATTICE_EXTRA_CA", value_delimiter = ',')]
     extra_ca: Vec<PathBuf>,
+    /// The cell's volume pool size (as `lattice cell --volume-pool-size`).
+    #[arg(long)]
+    volume_pool_size: Option<String>,
+    /// The most the cell's volume pool grows to at its watermark (as `lattice cell
+    /// --volume-pool-max`).
+    #[arg(long)]
+    volume_pool_max: Option<String>,
     /// The router's HTTPS for the apps (as `lattice router` takes them).
     #[command(flatten)]
     https: crate::https::HttpsArgs,
@@ -192,6 +199,16 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
             .map(|f| format!("--extra-ca={}", f.display())),
     );
     forced.extend(cell_tls);
+    forced.extend(
+        a.volume_pool_size
+            .iter()
+            .map(|s| format!("--volume-pool-size={s}")),
+    );
+    forced.extend(
+        a.volume_pool_max
+            .iter()
+            .map(|s| format!("--volume-pool-max={s}")),
+    );
     let cell_args: CellArgs = component_args(config, "cell", &forced)?;
     let cell = lattice_cell::server::start(crate::cell::cell_config(&cell_args)?).await?;
     let cell_id = cell.rep.config().cell_id.clone();
