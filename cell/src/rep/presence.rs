@@ -198,13 +198,13 @@ fn held(lease: &Result<(i64, Instant), String>, ttl: Duration) -> Result<i64, St
 
 /// Whether the pool's figures changed enough since they were last published (`last`)
 /// to put the cell's presence again: its size, maximum or warning changed, or its use
-/// moved by a twentieth of its size (not every byte a volume writes).
+/// moved by a hundredth of its size (not every byte a volume writes).
 pub(super) fn pool_changed(last: Option<&crate::pool::Tended>, now: &crate::pool::Tended) -> bool {
     let Some(last) = last else { return true };
     last.size_bytes != now.size_bytes
         || last.max_bytes != now.max_bytes
         || last.warning != now.warning
-        || last.used_bytes.abs_diff(now.used_bytes) >= now.size_bytes / 20
+        || last.used_bytes.abs_diff(now.used_bytes) >= now.size_bytes / 100
 }
 
 /// Container slots a cell offers: `wanted`, but no more than its subnet has container
@@ -296,8 +296,9 @@ mod tests {
         };
         let last = pool(1000, 100, None);
         assert!(pool_changed(None, &last), "first figures");
-        assert!(!pool_changed(Some(&last), &pool(1000, 149, None)));
-        assert!(pool_changed(Some(&last), &pool(1000, 150, None)));
+        assert!(!pool_changed(Some(&last), &pool(1000, 109, None)));
+        assert!(pool_changed(Some(&last), &pool(1000, 110, None)));
+        assert!(pool_changed(Some(&last), &pool(1000, 90, None)));
         assert!(pool_changed(Some(&last), &pool(1500, 100, None)), "grown");
         assert!(pool_changed(Some(&last), &pool(1000, 100, Some("full"))));
         let mut raised = last.clone();

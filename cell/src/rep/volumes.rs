@@ -147,8 +147,9 @@ impl<R: Runtime> Rep<R> {
 
     /// Tends the pool (grows it at its watermark up to its maximum, see
     /// [`crate::pool`]) and publishes its and the volumes' figures: metrics, the cell's
-    /// presence when they changed enough ([`super::presence::pool_changed`]), and a
-    /// warning in the cell's log (`ltc debug-logs`) past the watermark at the maximum.
+    /// presence when they changed enough ([`super::presence::pool_changed`]), and each
+    /// new warning in the cell's log (`ltc debug-logs`): past the watermark at the
+    /// maximum, or a growth that failed.
     pub(super) async fn report_pool(&self, vols: &Arc<crate::volume::Volumes>) {
         let v = vols.clone();
         let max = self.exec.volumes().map_or(0, |d| d.pool_max());
@@ -195,15 +196,21 @@ impl<R: Runtime> Rep<R> {
         if pool.grow_failed.is_some() {
             m.volume_pool_growths.with_label_values(&["failed"]).inc();
         }
-        if let Some(w) = &pool.warning {
-            tracing::warn!(cell = %self.cfg.cell_id, "{w}");
-        }
-        let changed = {
+        let (changed, warned_before) = {
             let mut last = self.pool.lock().unwrap();
             let changed = super::presence::pool_changed(last.as_ref(), &pool);
-            *last = Some(pool);
-            changed
+            let warned_before = last.as_ref().and_then(|l| l.warning.clone());
+            *last = Some(pool.clone());
+            (changed, warned_before)
         };
+        // Once per new warning, not at every sync.
+        if let Some(w) = pool
+            .warning
+            .as_ref()
+            .filter(|w| Some(*w) != warned_before.as_ref())
+        {
+            tracing::warn!(cell = %self.cfg.cell_id, "{w}");
+        }
         if changed {
             self.republish_presence().await;
         }
