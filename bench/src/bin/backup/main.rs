@@ -21,8 +21,9 @@
 //! Failover time (issue 25's other number) is not measured here yet.
 //!
 //! `cargo build --release -p lattice-cell --bin lattice-shim -p lattice-bench --bin backup
-//! && sudo target/release/backup [--size MB] [--dir DIR] [--peer-only]`: `--dir` is
-//! where everything goes (default /var/tmp); `--peer-only` measures restic alone.
+//! && sudo target/release/backup [--size MB] [--dir DIR] [--shim PATH] [--peer-only]`:
+//! `--dir` is where everything goes (default /var/tmp); `--shim` the helper's binary
+//! (default: `lattice-shim` next to this one); `--peer-only` measures restic alone.
 
 mod data;
 
@@ -134,12 +135,13 @@ impl Restic {
 
 /// The cell's repository helper on a local repository, fed its job as the shim does.
 struct Ours {
+    shim: PathBuf,
     repo: PathBuf,
 }
 
 impl Ours {
     fn job(&self, job: serde_json::Value) -> (Duration, RepoOutcome) {
-        let mut c = Command::new(bin("lattice-shim"));
+        let mut c = Command::new(&self.shim);
         c.arg("--repo");
         let (time, out) = timed(&mut c, &serde_json::to_vec(&job).unwrap());
         let outcome: RepoOutcome = serde_json::from_str(out.trim())
@@ -297,6 +299,7 @@ fn main() {
     };
     restic.init();
     let ours = (!peer_only).then(|| Ours {
+        shim: flag("--shim").map_or_else(|| bin("lattice-shim"), PathBuf::from),
         repo: w.join("ours-repo"),
     });
     let mut peer = Side::default();
