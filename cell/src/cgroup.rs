@@ -222,6 +222,22 @@ pub fn cpu_nanos(cgroup: &str) -> Option<u64> {
     )
 }
 
+/// Moves process `pid` into this cgroup in every hierarchy where it exists (a helper
+/// the shim starts for a container's work, held to the container's limits); how many.
+pub fn enter(cgroup: &str, pid: u32) -> std::io::Result<usize> {
+    let dirs = existing(cgroup);
+    if dirs.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no cgroup {cgroup} in any hierarchy"),
+        ));
+    }
+    for dir in &dirs {
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+    }
+    Ok(dirs.len())
+}
+
 /// Directories of this cgroup path that exist in any hierarchy (leftover detection).
 pub fn existing(cgroup: &str) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = v1_hierarchies()

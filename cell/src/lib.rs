@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod network;
 pub mod pool;
 pub mod rep;
+pub mod repo;
 pub mod rootfs;
 pub mod scratch;
 pub mod server;

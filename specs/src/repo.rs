@@ -139,8 +139,9 @@ pub fn parse_named_store(s: &str) -> Result<(String, StoreUrl), String> {
     }
 }
 
-/// One job for the cell's repository helper.
+/// One job for the cell's repository helper (fields left out are empty).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RepoJob {
     pub op: Option<RepoOp>,
     /// `rest:https://USER:PASS@HOST:PORT/v1/repos/NAME/`, or a local directory (tests
@@ -153,6 +154,9 @@ pub struct RepoJob {
     /// backup: the directory backed up; restore: the directory restored into. Inside
     /// `root`.
     pub path: String,
+    /// backup: the path the snapshot records instead of `path` (the container's path,
+    /// e.g. `/data`, as restic's `--stdin-filename`/rustic's `--as-path`); "" = `path`.
+    pub as_path: String,
     pub snapshot: String,
     pub forget: Vec<String>,
     pub host: String,

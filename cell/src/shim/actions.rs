@@ -23,6 +23,8 @@ pub(crate) trait Steps {
     async fn download(&self, d: &models::DownloadAction) -> anyhow::Result<()>;
     /// Uploads a file of the container.
     async fn upload(&self, u: &models::UploadAction) -> anyhow::Result<()>;
+    /// Runs a repository operation (the repository helper) on the container's files.
+    async fn repository(&self, r: &models::RepositoryAction) -> anyhow::Result<()>;
     /// Reports an EmitProgress message to the rep.
     fn progress(&self, message: &str);
     /// Sends a line to the container's log, under `source` (the action's own; the
@@ -66,6 +68,13 @@ pub(crate) enum ActionError {
     /// An Upload that failed.
     #[error("upload {from} failed: {error}")]
     Upload { from: String, error: String },
+    /// A Repository action that failed.
+    #[error("repository {op} of {path} failed: {error}")]
+    Repository {
+        op: String,
+        path: String,
+        error: String,
+    },
     /// A Run that failed.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -115,11 +124,7 @@ pub(crate) fn run_action<'a, S: Steps>(
                     _ = cancel.cancelled() => Err(ActionError::Cancelled),
                 }
             }
-            // TODO(issue 25, helper A): the repository helper.
-            A::Repository(r) => Err(ActionError::Upload {
-                from: r.path.clone(),
-                error: "this cell cannot run repository actions yet".into(),
-            }),
+            A::Repository(r) => repository(steps, r, cancel).await,
         }
     }
     .boxed_local()
@@ -261,6 +266,27 @@ async fn download<S: Steps>(
             from: d.from.clone(),
             error: format!("{e:#}"),
         }),
+        _ = cancel.cancelled() => Err(ActionError::Cancelled),
+    }
+}
+
+/// A repository operation; a restore into a read-only volume is refused; cancellation
+/// abandons it (the step's helper dies with it).
+async fn repository<S: Steps>(
+    steps: &S,
+    r: &models::RepositoryAction,
+    cancel: CancellationToken,
+) -> ActionResult {
+    let fail = |error: String| ActionError::Repository {
+        op: r.op.clone(),
+        path: r.path.clone(),
+        error,
+    };
+    if r.op == "restore" && steps.read_only(&r.path) {
+        return Err(fail("it is on a read-only volume".into()));
+    }
+    tokio::select! {
+        res = steps.repository(r) => res.map_err(|e| fail(format!("{e:#}"))),
         _ = cancel.cancelled() => Err(ActionError::Cancelled),
     }
 }

@@ -224,6 +224,10 @@ impl Steps for Ctx {
         crate::transfer::upload(&http, self.cfg.host_path(&u.from).0, u).await
     }
 
+    async fn repository(&self, r: &models::RepositoryAction) -> anyhow::Result<()> {
+        super::repository::run(self, r).await
+    }
+
     fn progress(&self, message: &str) {
         self.emit(&ShimEvent::Progress {
             message: message.to_string(),

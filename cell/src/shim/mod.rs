@@ -27,6 +27,7 @@ mod events;
 mod fds;
 mod process;
 mod pty;
+mod repository;
 mod session;
 mod users;
 pub mod wire;
@@ -49,6 +50,10 @@ pub use users::lookup_user;
 
 /// The argument after DIR that makes the shim an exec session's helper.
 pub const SESSION_ARG: &str = "--session";
+
+/// The arguments between the program and the shim's own (`shim` for `lattice shim`):
+/// the shim runs its repository helper as the same program with these and `--repo`.
+static PREFIX_ARGS: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
 
 /// What the executor tells the shim (`DIR/shim.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,13 +137,20 @@ pub struct LogLine {
 
 /// The shim's entry point (`DIR`; `--stdin` to read DIR from stdin when it comes;
 /// `DIR --exec RUN_ACTION_JSON` for a command health check run in a container that
-/// already exists; or `DIR --session` for an exec session, see [`session`]): never
-/// returns.
+/// already exists; `DIR --session` for an exec session, see [`session`]; or `--repo`
+/// for the repository helper, see [`crate::repo`]): never returns.
 pub fn main(args: &[std::ffi::OsString]) -> ! {
     let Some(dir) = args.first().map(Path::new) else {
-        eprintln!("usage: lattice shim CONTAINER_DIR|--stdin [--exec RUN_ACTION_JSON | --session]");
+        eprintln!(
+            "usage: lattice shim CONTAINER_DIR|--stdin [--exec RUN_ACTION_JSON | --session] | --repo < JOB_JSON"
+        );
         std::process::exit(2);
     };
+    if dir == Path::new(crate::repo::REPO_ARG) {
+        crate::repo::main()
+    }
+    let all: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let _ = PREFIX_ARGS.set(all[..all.len().saturating_sub(args.len())].to_vec());
     if args.get(1).is_some_and(|a| a == SESSION_ARG) {
         session::main(dir)
     }

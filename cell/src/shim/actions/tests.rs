@@ -18,6 +18,8 @@ enum Did {
     Stopped(String),
     Downloaded(String),
     Uploaded(String),
+    /// A repository operation (op, path).
+    Repository(String, String),
     Progress(String),
     /// A log line: source (as the action names it), stream, line.
     Log(String, String, String),
@@ -78,6 +80,16 @@ impl Steps for Fake {
         tokio::time::sleep(TRANSFER).await;
         anyhow::ensure!(!u.from.contains("bad"), "connection refused");
         self.record(Did::Uploaded(u.from.clone()));
+        Ok(())
+    }
+
+    async fn repository(&self, r: &models::RepositoryAction) -> anyhow::Result<()> {
+        tokio::time::sleep(TRANSFER).await;
+        anyhow::ensure!(
+            !r.path.contains("bad"),
+            "the repository refused the cluster's backup key: wrong password"
+        );
+        self.record(Did::Repository(r.op.clone(), r.path.clone()));
         Ok(())
     }
 
@@ -504,4 +516,39 @@ fn durations_read_as_seconds_when_whole() {
     assert_eq!(humantime(Duration::from_secs(30)), "30s");
     assert_eq!(humantime(ms(2500)), "2500ms");
     assert_eq!(humantime(Duration::ZERO), "0s");
+}
+
+fn repository(op: &str, path: &str) -> models::Action {
+    models::Action {
+        action: Some(A::Repository(models::RepositoryAction {
+            op: op.into(),
+            path: path.into(),
+            repository: "rest:https://u:p@bbs/v1/repos/v/".into(),
+            ..Default::default()
+        })),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn repository_actions_run_fail_with_the_reason_and_never_restore_into_read_only() {
+    let (r, did, took) = interpret(&repository("backup", "/ro/data")).await;
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        did,
+        vec![Did::Repository("backup".into(), "/ro/data".into())]
+    );
+    assert_eq!(took, TRANSFER);
+
+    let (r, did, _) = interpret(&repository("restore", "/ro/data")).await;
+    assert_eq!(
+        r,
+        Err("repository restore of /ro/data failed: it is on a read-only volume".into())
+    );
+    assert!(did.is_empty());
+
+    let (r, _, _) = interpret(&repository("backup", "/bad")).await;
+    assert_eq!(
+        r,
+        Err("repository backup of /bad failed: the repository refused the cluster's backup key: wrong password".into())
+    );
 }

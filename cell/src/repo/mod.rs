@@ -1,0 +1,85 @@
+//! The repository helper (`lattice-shim --repo`, `lattice shim --repo`): one process per
+//! [`RepoJob`] (JSON on stdin) that backs a directory up into a restic-format repository,
+//! restores a snapshot, forgets snapshots and prunes, or checks a snapshot's data, with
+//! rustic_core, and prints one [`RepoOutcome`] line (JSON on stdout; its `error` set and
+//! the exit status non-zero when it failed). Progress and warnings go to stderr (the shim
+//! streams them into the task's log).
+//!
+//! A container's volume may be hostile (symlinks, races): when the job names a `root`,
+//! the helper chroots into it before it starts any thread, so every path it touches
+//! (rustic's reader and restorer threads included) resolves inside it; it therefore
+//! reads no host file and resolves no name afterwards (the job carries the CA roots and
+//! the repository host's addresses).
+//!
+//! Rooms: `job` the job's checks and the chroot; `ops` the four operations; `rest` the
+//! REST backend (restic's REST protocol v2); `locks` restic's lock files (stale ones
+//! removed, as `restic unlock`).
+
+mod job;
+mod locks;
+mod ops;
+mod rest;
+
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use lattice_specs::repo::{RepoJob, RepoOutcome};
+
+pub use job::{backends, RepoError};
+pub use locks::{is_stale, LockInfo, STALE_AFTER};
+pub use ops::run;
+
+/// The argument that makes the shim the repository helper.
+pub const REPO_ARG: &str = "--repo";
+
+/// The helper's entry point: reads the job from stdin, chroots, runs it, prints its
+/// outcome; never returns.
+pub fn main() -> ! {
+    let started = Instant::now();
+    let mut input = Vec::new();
+    let parsed = std::io::stdin()
+        .read_to_end(&mut input)
+        .map_err(|e| RepoError::Job(format!("reading the job from stdin: {e}")))
+        .and_then(|_| {
+            serde_json::from_slice::<RepoJob>(&input)
+                .map_err(|e| RepoError::Job(format!("the job on stdin is not a RepoJob: {e}")))
+        });
+    let outcome = parsed.and_then(|job| {
+        // Before any thread: every later path resolves inside the root.
+        job::enter_root(&job.root)?;
+        init_logging();
+        run(&job)
+    });
+    let mut outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("repository helper: {e}");
+            RepoOutcome {
+                error: Some(e.to_string()),
+                ..Default::default()
+            }
+        }
+    };
+    outcome.duration_ms = started.elapsed().as_millis() as u64;
+    let failed = outcome.error.is_some();
+    let line = serde_json::to_string(&outcome).unwrap_or_else(|e| {
+        format!(r#"{{"error":"the outcome could not be written as JSON: {e}"}}"#)
+    });
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    std::process::exit(if failed { 1 } else { 0 })
+}
+
+/// Warnings of rustic_core (it logs through `log`) and our own progress, to stderr.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATTICE_REPO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lattice_cell=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
