@@ -99,12 +99,33 @@ async fn create_volume(
     Ok(StatusCode::CREATED)
 }
 
+/// Each cell's volume pool warning, from its presence (cells without one left out).
+async fn pool_warnings(s: &ApiState) -> ApiResult<std::collections::HashMap<String, String>> {
+    let cells = s.db.cells().await.map_err(db_err)?;
+    Ok(cells
+        .into_iter()
+        .filter(|c| !c.volume_pool_warning.is_empty())
+        .map(|c| (c.cell_id, c.volume_pool_warning))
+        .collect())
+}
+
+/// A volume as the API shows it: its users, and its cell's pool warning.
+fn volume_response(
+    mut v: lattice_specs::models::Volume,
+    users: Vec<String>,
+    warnings: &std::collections::HashMap<String, String>,
+) -> VolumeResponse {
+    v.pool_warning = warnings.get(&v.cell_id).cloned().unwrap_or_default();
+    VolumeResponse::new(v, users)
+}
+
 async fn list_volumes(State(s): State<ApiState>) -> ApiResult<Json<Vec<VolumeResponse>>> {
     let volumes = s.db.volumes().await.map_err(db_err)?;
+    let warnings = pool_warnings(&s).await?;
     let mut out = Vec::with_capacity(volumes.len());
     for v in volumes {
         let users = s.db.volume_users(&v.name).await.map_err(db_err)?;
-        out.push(VolumeResponse::new(v, users));
+        out.push(volume_response(v, users, &warnings));
     }
     Ok(Json(out))
 }
@@ -115,7 +136,7 @@ async fn get_volume(
 ) -> ApiResult<Json<VolumeResponse>> {
     let v = s.db.volume(&name).await.map_err(db_err)?;
     let users = s.db.volume_users(&name).await.map_err(db_err)?;
-    Ok(Json(VolumeResponse::new(v, users)))
+    Ok(Json(volume_response(v, users, &pool_warnings(&s).await?)))
 }
 
 async fn grow_volume(

@@ -95,6 +95,11 @@ pub fn translate(c: &Change) -> Vec<Event> {
             (Some(cell), None) => vec![ev(Kind::CellDisappeared(CellDisappearedEvent {
                 cell: Some(cell),
             }))],
+            // Put again as it was (a registration under a new lease): nothing changed.
+            (Some(b), Some(a)) if b != a => vec![ev(Kind::CellChanged(CellChangedEvent {
+                before: Some(b),
+                after: Some(a),
+            }))],
             _ => vec![],
         }
     } else if k.starts_with(VOLUME) {
@@ -211,8 +216,53 @@ pub fn event_name(e: &Event) -> &'static str {
         Some(Kind::TaskRemoved(_)) => "task_removed",
         Some(Kind::CellAppeared(_)) => "cell_appeared",
         Some(Kind::CellDisappeared(_)) => "cell_disappeared",
+        Some(Kind::CellChanged(_)) => "cell_changed",
         Some(Kind::VolumeChanged(_)) => "volume_changed",
         Some(Kind::BackupChanged(_)) => "backup_changed",
         None => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, before: Option<&CellPresence>, after: &CellPresence) -> Change {
+        Change {
+            revision: 7,
+            key: key.into(),
+            value: Some(after.encode_to_vec()),
+            prev_value: before.map(|b| b.encode_to_vec()),
+        }
+    }
+
+    /// A cell whose pool figures changed is a `cell_changed` event carrying both; one
+    /// put again as it was (a new lease) is none.
+    #[test]
+    fn a_cell_put_again_with_other_figures_is_a_cell_changed_event() {
+        let key = crate::db::cell_key("cell-1");
+        let before = CellPresence {
+            cell_id: "cell-1".into(),
+            volume_pool_bytes: 10 << 30,
+            ..Default::default()
+        };
+        let after = CellPresence {
+            volume_pool_bytes: 15 << 30,
+            volume_pool_warning: "at its maximum".into(),
+            ..before.clone()
+        };
+        let events = translate(&put(&key, Some(&before), &after));
+        assert_eq!(events.len(), 1);
+        assert_eq!(event_name(&events[0]), "cell_changed");
+        let Some(Kind::CellChanged(c)) = &events[0].event else {
+            unreachable!()
+        };
+        assert_eq!(
+            (c.before.as_ref(), c.after.as_ref()),
+            (Some(&before), Some(&after))
+        );
+        assert!(translate(&put(&key, Some(&before), &before)).is_empty());
+        let appeared = translate(&put(&key, None, &before));
+        assert_eq!(event_name(&appeared[0]), "cell_appeared");
     }
 }

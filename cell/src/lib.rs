@@ -16,6 +16,7 @@ pub mod logs;
 pub mod metrics;
 pub mod monitor;
 pub mod network;
+pub mod pool;
 pub mod rep;
 pub mod repo;
 pub mod rootfs;

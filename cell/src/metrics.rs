@@ -19,8 +19,10 @@ pub struct Metrics {
     pub start_latency: Histogram,
     pub memory: GaugeVec,
     pub cpu: GaugeVec,
-    /// The volume pool: bytes by kind (size, used).
+    /// The volume pool: bytes by kind (size, used, max).
     pub volume_pool: IntGaugeVec,
+    /// The volume pool's growths at its watermark, by result (grown, failed).
+    pub volume_pool_growths: IntCounterVec,
     /// Each volume's bytes by kind (size, used).
     pub volumes: IntGaugeVec,
     /// Connections allowed by egress rules with `log: true`.
@@ -94,9 +96,17 @@ impl Metrics {
         let volume_pool = IntGaugeVec::new(
             Opts::new(
                 "cell_volume_pool_bytes",
-                "The local volume driver's pool, by kind (size, used); past 80% used the cell warns.",
+                "The local volume driver's pool, by kind (size, used, max); past 80% used it grows up to max, at max the cell warns.",
             ),
             &["kind"],
+        )
+        .unwrap();
+        let volume_pool_growths = IntCounterVec::new(
+            Opts::new(
+                "cell_volume_pool_growths_total",
+                "Growths of the local volume driver's pool at its watermark, by result (grown, failed).",
+            ),
+            &["result"],
         )
         .unwrap();
         let volumes = IntGaugeVec::new(
@@ -139,6 +149,7 @@ impl Metrics {
             Box::new(dns_queries.clone()),
             Box::new(overlay_peers.clone()),
             Box::new(volume_pool.clone()),
+            Box::new(volume_pool_growths.clone()),
             Box::new(volumes.clone()),
             Box::new(starts.clone()),
             Box::new(refused.clone()),
@@ -160,6 +171,7 @@ impl Metrics {
             memory,
             cpu,
             volume_pool,
+            volume_pool_growths,
             volumes,
             logged_connections,
             dns_queries,

@@ -134,6 +134,7 @@ impl TestExecutor {
             network: test_network(),
             grace,
             volume_pool_size: Some(8 << 30),
+            volume_pool_max: None,
             scratch_size: Some(4 << 30),
         };
         TestExecutor {

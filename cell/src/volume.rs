@@ -9,7 +9,8 @@
 //! fails with ENOSPC inside the container and nowhere else). A snapshot freezes the volume's filesystem, reflinks its image (copy-on-write:
 //! no data copied, time independent of size) and thaws it. Growth extends the image,
 //! refreshes the loop device and grows XFS while mounted (`xfs_growfs`; ext4's online
-//! resize would need CAP_SYS_RESOURCE, which containers-in-VMs often lack).
+//! resize would need CAP_SYS_RESOURCE, which containers-in-VMs often lack). The pool
+//! grows the same way at its watermark, up to its maximum (when to: [`crate::pool`]).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,28 @@ mod fence;
 
 fn is_mounted(path: &Path) -> bool {
     crate::rootfs::is_mounted(path)
+}
+
+/// Grows the loop-mounted XFS image `img` (mounted at `mnt`) to `size` bytes while
+/// mounted: the file, then its loop device, then the filesystem. Also when the image
+/// already has the size: a growth that failed midway is finished here (growing XFS to
+/// the size it has is a no-op).
+fn grow_image(img: &Path, mnt: &Path, size: u64) -> anyhow::Result<()> {
+    let f = std::fs::OpenOptions::new().write(true).open(img)?;
+    if size > f.metadata()?.len() {
+        f.set_len(size)?;
+    }
+    drop(f);
+    let dev = run("losetup", &["-j", img.to_str().unwrap()])?;
+    let dev = dev
+        .split(':')
+        .next()
+        .filter(|d| d.starts_with("/dev/loop"))
+        .with_context(|| format!("{} has no loop device", img.display()))?
+        .to_string();
+    run("losetup", &["-c", &dev])?;
+    run("xfs_growfs", &[mnt.to_str().unwrap()])?;
+    Ok(())
 }
 
 /// The volumes of one cell.
@@ -263,24 +286,7 @@ impl Volumes {
             "volume {name} is {} bytes; it can only grow",
             info.size_bytes
         );
-        let img = self.image(name);
-        if size > info.size_bytes {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&img)?
-                .set_len(size)?;
-        }
-        // Also when the image already has the size: a growth that failed midway is
-        // finished here (growing XFS to the size it has is a no-op).
-        let dev = run("losetup", &["-j", img.to_str().unwrap()])?;
-        let dev = dev
-            .split(':')
-            .next()
-            .filter(|d| d.starts_with("/dev/loop"))
-            .with_context(|| format!("volume {name} has no loop device"))?
-            .to_string();
-        run("losetup", &["-c", &dev])?;
-        run("xfs_growfs", &[self.path(name).to_str().unwrap()])
+        grow_image(&self.image(name), &self.path(name), size)
             .with_context(|| format!("growing volume {name}"))?;
         self.info(name)
     }
@@ -355,6 +361,12 @@ impl Volumes {
         })
     }
 
+    /// Grows the pool at its watermark up to `max` bytes, or warns (see
+    /// [`crate::pool`]).
+    pub fn tend_pool(&self, max: u64) -> anyhow::Result<crate::pool::Tended> {
+        crate::pool::tend(self, max)
+    }
+
     /// Unmounts every volume and the pool (a test's cleanup, or a cell going away).
     pub fn close(&self) -> anyhow::Result<()> {
         for n in self.names()? {
@@ -368,21 +380,42 @@ impl Volumes {
     }
 }
 
+/// The pool's file and its filesystem: its length, and what of it volumes cannot use.
+impl crate::pool::PoolDisk for Volumes {
+    fn figures(&self) -> anyhow::Result<crate::pool::PoolFigures> {
+        let size = std::fs::metadata(self.dir.join("pool.img"))?.len();
+        let st = nix::sys::statvfs::statvfs(&self.dir.join("pool"))?;
+        let free = st.blocks_free() * st.fragment_size();
+        Ok(crate::pool::PoolFigures {
+            size_bytes: size,
+            used_bytes: size.saturating_sub(free),
+        })
+    }
+
+    fn grow(&self, size: u64) -> anyhow::Result<()> {
+        grow_image(&self.dir.join("pool.img"), &self.dir.join("pool"), size)
+            .context("growing the volume pool")
+    }
+}
+
 /// The cell's `local` volume driver: the pool is made on first use (a cell that never
 /// holds a volume pays nothing), reopened with its volumes when the cell restarts.
 pub struct VolumeDriver {
     dir: PathBuf,
     pool_size: u64,
+    pool_max: u64,
     pool: std::sync::Mutex<Option<std::sync::Arc<Volumes>>>,
 }
 
 impl VolumeDriver {
-    /// A driver keeping its pool in `dir`; an existing pool is opened (and its volumes
-    /// mounted) now.
-    pub fn new(dir: &Path, pool_size: u64) -> anyhow::Result<VolumeDriver> {
+    /// A driver keeping its pool in `dir`, made `pool_size` bytes and grown at its
+    /// watermark up to `pool_max` (no growth when not above `pool_size`); an existing
+    /// pool is opened (and its volumes mounted) now.
+    pub fn new(dir: &Path, pool_size: u64, pool_max: u64) -> anyhow::Result<VolumeDriver> {
         let d = VolumeDriver {
             dir: dir.to_path_buf(),
             pool_size,
+            pool_max: pool_max.max(pool_size),
             pool: Default::default(),
         };
         if dir.join("pool.img").exists() {
@@ -402,6 +435,11 @@ impl VolumeDriver {
         );
         *pool = Some(v.clone());
         Ok(v)
+    }
+
+    /// The most the pool grows to.
+    pub fn pool_max(&self) -> u64 {
+        self.pool_max
     }
 
     /// The pool if it is open.

@@ -111,6 +111,55 @@ fn a_pool_past_80_percent_warns() {
     );
 }
 
+/// Issue 25: a pool given a maximum grows at its watermark while a volume fills it
+/// (thin: the volume is larger than the pool), the data stays whole, the growth
+/// survives reopening, and at the maximum it warns instead of growing.
+#[test]
+fn a_pool_grows_past_its_first_size_as_a_volume_fills_it_up_to_its_maximum() {
+    let (first, max) = (parse_size("600M").unwrap(), parse_size("1G").unwrap());
+    let mut pool = Pool::new("600M");
+    let v = pool.v().create("fill", 2 << 30).unwrap();
+    let mut sizes = vec![pool.v().tend_pool(max).unwrap().size_bytes];
+    assert_eq!(sizes[0], first);
+    let mut written = 0;
+    let warning = loop {
+        let t = pool.v().tend_pool(max).unwrap();
+        assert!(t.grow_failed.is_none(), "{t:?}");
+        if let Some(from) = t.grew_from {
+            assert_eq!(Some(&from), sizes.last(), "{t:?}");
+            assert!(t.size_bytes > from && t.size_bytes <= max, "{t:?}");
+            sizes.push(t.size_bytes);
+        }
+        if let Some(w) = t.warning.clone() {
+            assert_eq!(t.size_bytes, max, "warns only at its maximum: {t:?}");
+            assert!(t.used_bytes as f64 >= max as f64 * 0.8, "{t:?}");
+            break w;
+        }
+        assert!(written < 1024, "no warning after {written} MB: {t:?}");
+        write_mb(&v.path.join(format!("f{written}")), 40).unwrap_or_else(|e| {
+            panic!("the pool did not grow in time at {written} MB: {e} ({t:?})")
+        });
+        written += 40;
+    };
+    assert!(warning.contains("at its maximum (1G)"), "{warning}");
+    // 600M, then half again (900M), then capped at the maximum.
+    assert_eq!(sizes, vec![first, first * 3 / 2, max], "{sizes:?}");
+    // The filesystem grew with the file.
+    assert!(
+        pool.v().pool().unwrap().size_bytes > first,
+        "{:?}",
+        pool.v().pool()
+    );
+    for at in (0..written).step_by(40) {
+        let f = std::fs::read(v.path.join(format!("f{at}"))).unwrap();
+        assert!(f.len() == 40 << 20 && f.iter().all(|b| *b == 7), "f{at}");
+    }
+    pool.reopen();
+    let t = pool.v().tend_pool(max).unwrap();
+    assert_eq!((t.size_bytes, t.grew_from), (max, None));
+    assert!(t.warning.is_some(), "{t:?}");
+}
+
 #[test]
 fn the_size_is_a_hard_quota_and_grows_online() {
     let pool = Pool::new("10G");

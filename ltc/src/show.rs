@@ -264,10 +264,11 @@ pub fn cells(cells: &[CellResponse], actuals: &[ActualLrpResponse]) -> String {
                 } else {
                     c.subnet.clone()
                 },
+                volume_pool(c),
             ]
         })
         .collect();
-    table(
+    let mut out = table(
         &[
             "CELL",
             "ZONE",
@@ -277,9 +278,35 @@ pub fn cells(cells: &[CellResponse], actuals: &[ActualLrpResponse]) -> String {
             "IMAGES",
             "TAGS",
             "SUBNET",
+            "VOLUME_POOL",
         ],
         &rows,
-    )
+    );
+    for c in cells.iter().filter(|c| !c.volume_pool_warning.is_empty()) {
+        out.push_str(&format!("cell {}: {}\n", c.cell_id, c.volume_pool_warning));
+    }
+    out
+}
+
+/// A cell's volume pool as `USED/SIZE` and, when it may grow, `(max MAX)`; `-`
+/// before it is made (or on a cell without volumes).
+fn volume_pool(c: &CellResponse) -> String {
+    use lattice_specs::volume::format_size;
+    if c.volume_pool_bytes == 0 {
+        return "-".into();
+    }
+    let mut s = format!(
+        "{}/{}",
+        format_size(c.volume_pool_used_bytes),
+        format_size(c.volume_pool_bytes)
+    );
+    if c.volume_pool_max_bytes > c.volume_pool_bytes {
+        s.push_str(&format!(" (max {})", format_size(c.volume_pool_max_bytes)));
+    }
+    if !c.volume_pool_warning.is_empty() {
+        s.push_str(" !");
+    }
+    s
 }
 
 pub fn tasks(tasks: &[TaskResponse], now: i64) -> String {
@@ -397,9 +424,44 @@ mod tests {
         };
         let out = cells(&[leased, by_hand], &[]);
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines[0].ends_with("TAGS  SUBNET"), "{out}");
-        assert!(lines[1].starts_with("cell-a") && lines[1].ends_with("10.255.3.0/24"));
+        assert!(
+            lines[0].ends_with("TAGS  SUBNET         VOLUME_POOL"),
+            "{out}"
+        );
+        assert!(lines[1].starts_with("cell-a") && lines[1].contains(" 10.255.3.0/24 "));
         assert!(lines[2].starts_with("cell-b") && lines[2].ends_with(" -"));
+    }
+
+    #[test]
+    fn cells_show_their_volume_pool_its_maximum_and_warning() {
+        let cell = |id: &str, size: u64, max: u64, used: u64, warning: &str| CellResponse {
+            cell_id: id.into(),
+            volume_pool_bytes: size,
+            volume_pool_max_bytes: max,
+            volume_pool_used_bytes: used,
+            volume_pool_warning: warning.into(),
+            ..Default::default()
+        };
+        let out = cells(
+            &[
+                cell("grows", 20 << 30, 40 << 30, 2 << 30, ""),
+                cell(
+                    "full",
+                    10 << 30,
+                    10 << 30,
+                    9 << 30,
+                    "the volume pool is 90% full",
+                ),
+                cell("none", 0, 0, 0, ""),
+            ],
+            &[],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[1].ends_with(" 2G/20G (max 40G)"), "{out}");
+        assert!(lines[2].ends_with(" 9G/10G !"), "{out}");
+        assert!(lines[3].ends_with(" -"), "{out}");
+        assert_eq!(lines[4], "cell full: the volume pool is 90% full");
+        assert_eq!(lines.len(), 5, "{out}");
     }
 
     #[test]

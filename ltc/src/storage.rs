@@ -204,7 +204,7 @@ fn volumes_table(vs: &[VolumeResponse], now: i64) -> String {
             ]
         })
         .collect();
-    show::table(
+    let mut out = show::table(
         &[
             "VOLUME",
             "SIZE",
@@ -217,7 +217,19 @@ fn volumes_table(vs: &[VolumeResponse], now: i64) -> String {
             "FENCED COPIES",
         ],
         &rows,
-    )
+    );
+    // One line per cell whose pool warns, naming its volumes.
+    let mut warned: std::collections::BTreeMap<(&str, &str), Vec<&str>> = Default::default();
+    for v in vs.iter().filter(|v| !v.pool_warning.is_empty()) {
+        warned
+            .entry((&v.cell_id, &v.pool_warning))
+            .or_default()
+            .push(&v.name);
+    }
+    for ((cell, warning), names) in warned {
+        out.push_str(&format!("cell {cell} ({}): {warning}\n", names.join(", ")));
+    }
+    out
 }
 
 pub async fn volume(api: &Api, cmd: VolumeCmd) -> anyhow::Result<()> {
@@ -638,8 +650,48 @@ pub async fn backup(api: &Api, cmd: BackupCmd, now: i64) -> anyhow::Result<()> {
         }
         BackupCmd::Delete { backup } => {
             api.delete_backup(&backup).await?;
-            println!("Deleted backup {backup} and its archive.");
+            println!(
+                "Deleted backup {backup}: its archive at once, or its snapshot once a forget task has pruned it from the repository."
+            );
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_volume_list_says_which_cells_pool_warns() {
+        let v = |name: &str, cell: &str, warning: &str| VolumeResponse {
+            name: name.into(),
+            cell_id: cell.into(),
+            state: "READY".into(),
+            pool_warning: warning.into(),
+            ..Default::default()
+        };
+        let out = volumes_table(
+            &[
+                v(
+                    "db",
+                    "cell-a",
+                    "the volume pool is 91% full and at its maximum (10G)",
+                ),
+                v(
+                    "logs",
+                    "cell-a",
+                    "the volume pool is 91% full and at its maximum (10G)",
+                ),
+                v("web", "cell-b", ""),
+            ],
+            0,
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        assert_eq!(
+            lines[4],
+            "cell cell-a (db, logs): the volume pool is 91% full and at its maximum (10G)"
+        );
+    }
 }

@@ -752,6 +752,7 @@ fn destroy_cell_leftovers(
         network: network.clone(),
         grace: Duration::from_secs(1),
         volume_pool_size: None,
+        volume_pool_max: None,
         scratch_size: None,
     });
 }

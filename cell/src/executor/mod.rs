@@ -55,6 +55,9 @@ pub struct ExecutorConfig {
     pub grace: Duration,
     /// The `local` volume driver's pool size (in DATA/volumes); none: no volumes.
     pub volume_pool_size: Option<u64>,
+    /// The most the pool grows to at its watermark (none, or not above its size: it
+    /// does not grow).
+    pub volume_pool_max: Option<u64>,
     /// The size of the containers' own filesystem (DATA/containers, see
     /// [`crate::scratch`]), which enforces each container's `disk_mb`; none: containers
     /// write to the data directory's filesystem and `disk_mb` is not enforced.
@@ -220,6 +223,7 @@ impl Executor {
             Some(size) => Some(Arc::new(crate::volume::VolumeDriver::new(
                 &cfg.data_dir.join("volumes"),
                 size,
+                cfg.volume_pool_max.unwrap_or(size),
             )?)),
             None => None,
         };

@@ -157,6 +157,8 @@ pub struct Rep<R: Runtime = Executor> {
     /// This cell's volumes that ask for failover, as the last volume sync saw them
     /// (the self-fence, `fencing`, needs them when the BBS is out of reach).
     failover_volumes: Mutex<std::collections::HashSet<String>>,
+    /// The volume pool as last tended (its presence carries it), none before.
+    pool: Mutex<Option<crate::pool::Tended>>,
 }
 
 pub mod authz;
@@ -210,6 +212,7 @@ impl<R: Runtime> Rep<R> {
             sync_now: Notify::new(),
             lease: Mutex::new(Err("not registered with the BBS yet".into())),
             failover_volumes: Mutex::default(),
+            pool: Mutex::new(None),
         })
     }
 

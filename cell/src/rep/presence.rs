@@ -45,7 +45,32 @@ impl<R: Runtime> Rep<R> {
             },
             subnet: self.cfg.subnet.clone(),
             overlay_address: self.cfg.overlay_address.clone(),
+            ..self.pool_presence()
+        }
+    }
+
+    /// The presence's volume pool fields, from the pool as last tended.
+    fn pool_presence(&self) -> models::CellPresence {
+        let pool = self.pool.lock().unwrap();
+        let Some(p) = pool.as_ref() else {
+            return Default::default();
+        };
+        models::CellPresence {
+            volume_pool_bytes: p.size_bytes,
+            volume_pool_max_bytes: p.max_bytes,
+            volume_pool_used_bytes: p.used_bytes,
+            volume_pool_warning: p.warning.clone().unwrap_or_default(),
             ..Default::default()
+        }
+    }
+
+    /// Puts the cell's presence again under the lease it holds (its figures changed);
+    /// without one, the next registration carries them.
+    pub(super) async fn republish_presence(&self) {
+        let lease = self.lease.lock().unwrap().as_ref().map(|(id, _)| *id).ok();
+        let Some(lease_id) = lease else { return };
+        if let Err(e) = self.bbs.set_cell_presence(self.presence(), lease_id).await {
+            tracing::warn!(cell = %self.cfg.cell_id, "updating the cell's presence: {}", e.message);
         }
     }
 
@@ -171,6 +196,17 @@ fn held(lease: &Result<(i64, Instant), String>, ttl: Duration) -> Result<i64, St
     }
 }
 
+/// Whether the pool's figures changed enough since they were last published (`last`)
+/// to put the cell's presence again: its size, maximum or warning changed, or its use
+/// moved by a hundredth of its size (not every byte a volume writes).
+pub(super) fn pool_changed(last: Option<&crate::pool::Tended>, now: &crate::pool::Tended) -> bool {
+    let Some(last) = last else { return true };
+    last.size_bytes != now.size_bytes
+        || last.max_bytes != now.max_bytes
+        || last.warning != now.warning
+        || last.used_bytes.abs_diff(now.used_bytes) >= now.size_bytes / 100
+}
+
 /// Container slots a cell offers: `wanted`, but no more than its subnet has container
 /// addresses ([`crate::network::NetworkConfig::container_addresses`]).
 pub(super) fn container_slots(wanted: i32, net: &crate::network::NetworkConfig) -> i32 {
@@ -246,6 +282,28 @@ mod tests {
         held.await.unwrap();
         assert_eq!(presence_lease(&bbs).await, 0, "its lease revoked");
         assert_eq!(rep.presence_held(), Err("stopping".into()));
+    }
+
+    #[test]
+    fn the_presence_is_put_again_when_the_pool_grew_warned_or_filled_notably() {
+        let pool = |size: u64, used: u64, warning: Option<&str>| crate::pool::Tended {
+            size_bytes: size,
+            used_bytes: used,
+            max_bytes: 4000,
+            warning: warning.map(String::from),
+            grew_from: None,
+            grow_failed: None,
+        };
+        let last = pool(1000, 100, None);
+        assert!(pool_changed(None, &last), "first figures");
+        assert!(!pool_changed(Some(&last), &pool(1000, 109, None)));
+        assert!(pool_changed(Some(&last), &pool(1000, 110, None)));
+        assert!(pool_changed(Some(&last), &pool(1000, 90, None)));
+        assert!(pool_changed(Some(&last), &pool(1500, 100, None)), "grown");
+        assert!(pool_changed(Some(&last), &pool(1000, 100, Some("full"))));
+        let mut raised = last.clone();
+        raised.max_bytes = 8000;
+        assert!(pool_changed(Some(&last), &raised));
     }
 
     /// Issue 27 item 16: never more container slots than container addresses.

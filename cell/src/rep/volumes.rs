@@ -169,22 +169,35 @@ impl<R: Runtime> Rep<R> {
         Ok(())
     }
 
-    /// Publishes the pool's and the volumes' figures, warning (in the cell's log, which
-    /// `ltc debug-logs` shows) when the pool passes 80%.
+    /// Tends the pool (grows it at its watermark up to its maximum, see
+    /// [`crate::pool`]) and publishes its and the volumes' figures: metrics, the cell's
+    /// presence when they changed enough ([`super::presence::pool_changed`]), and each
+    /// new warning in the cell's log (`ltc debug-logs`): past the watermark at the
+    /// maximum, or a growth that failed.
     pub(super) async fn report_pool(&self, vols: &Arc<crate::volume::Volumes>) {
         let v = vols.clone();
-        let Ok(Ok((pool, list))) =
-            tokio::task::spawn_blocking(move || anyhow::Ok((v.pool()?, v.list()?))).await
-        else {
-            return;
+        let max = self.exec.volumes().map_or(0, |d| d.pool_max());
+        let tended =
+            tokio::task::spawn_blocking(move || anyhow::Ok((v.tend_pool(max)?, v.list()?))).await;
+        let (pool, list) = match tended {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                tracing::warn!(cell = %self.cfg.cell_id, "reading the volume pool: {e:#}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(cell = %self.cfg.cell_id, "reading the volume pool: {e}");
+                return;
+            }
         };
         let m = &self.metrics;
-        m.volume_pool
-            .with_label_values(&["size"])
-            .set(pool.size_bytes as i64);
-        m.volume_pool
-            .with_label_values(&["used"])
-            .set(pool.used_bytes as i64);
+        for (kind, bytes) in [
+            ("size", pool.size_bytes),
+            ("used", pool.used_bytes),
+            ("max", pool.max_bytes),
+        ] {
+            m.volume_pool.with_label_values(&[kind]).set(bytes as i64);
+        }
         m.volumes.reset();
         for v in &list {
             m.volumes
@@ -194,8 +207,36 @@ impl<R: Runtime> Rep<R> {
                 .with_label_values(&[&v.name, "used"])
                 .set(v.used_bytes as i64);
         }
-        if let Some(w) = &pool.warning {
+        if let Some(from) = pool.grew_from {
+            m.volume_pool_growths.with_label_values(&["grown"]).inc();
+            tracing::info!(
+                cell = %self.cfg.cell_id,
+                from,
+                to = pool.size_bytes,
+                max = pool.max_bytes,
+                "volume pool grown at its watermark"
+            );
+        }
+        if pool.grow_failed.is_some() {
+            m.volume_pool_growths.with_label_values(&["failed"]).inc();
+        }
+        let (changed, warned_before) = {
+            let mut last = self.pool.lock().unwrap();
+            let changed = super::presence::pool_changed(last.as_ref(), &pool);
+            let warned_before = last.as_ref().and_then(|l| l.warning.clone());
+            *last = Some(pool.clone());
+            (changed, warned_before)
+        };
+        // Once per new warning, not at every sync.
+        if let Some(w) = pool
+            .warning
+            .as_ref()
+            .filter(|w| Some(*w) != warned_before.as_ref())
+        {
             tracing::warn!(cell = %self.cfg.cell_id, "{w}");
+        }
+        if changed {
+            self.republish_presence().await;
         }
     }
 }

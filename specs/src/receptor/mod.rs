@@ -487,6 +487,12 @@ pub struct CellResponse {
     pub subnet: String,
     /// Where other cells send its overlay traffic (empty: no overlay).
     pub overlay_address: String,
+    /// Its `local` volume pool: size now, the most it grows to, bytes used, and its
+    /// warning ("" when none); all 0 before the pool is made.
+    pub volume_pool_bytes: u64,
+    pub volume_pool_max_bytes: u64,
+    pub volume_pool_used_bytes: u64,
+    pub volume_pool_warning: String,
 }
 
 impl From<CellPresence> for CellResponse {
@@ -511,6 +517,10 @@ impl From<CellPresence> for CellResponse {
             volume_drivers: c.volume_drivers,
             subnet: c.subnet,
             overlay_address: c.overlay_address,
+            volume_pool_bytes: c.volume_pool_bytes,
+            volume_pool_max_bytes: c.volume_pool_max_bytes,
+            volume_pool_used_bytes: c.volume_pool_used_bytes,
+            volume_pool_warning: c.volume_pool_warning,
         }
     }
 }
@@ -566,6 +576,9 @@ pub struct VolumeResponse {
     pub restoring: String,
     /// Copies fenced off on cells that came back ("CELL:PATH"), kept for the operator.
     pub fenced_copies: Vec<String>,
+    /// Its cell's volume pool warning (past the watermark at its maximum, or a growth
+    /// that failed), "" when none.
+    pub pool_warning: String,
 }
 
 impl VolumeResponse {
@@ -594,6 +607,7 @@ impl VolumeResponse {
             data_loss_window_ns: v.data_loss_window_ns,
             restoring: v.failover_restore_task,
             fenced_copies: v.fenced_copies,
+            pool_warning: v.pool_warning,
         }
     }
 }
@@ -922,6 +936,7 @@ impl EventPayload {
             K::TaskRemoved(v) => EventPayload::Task { task: t(&v.task) },
             K::CellAppeared(v) => EventPayload::Cell { cell: c(&v.cell) },
             K::CellDisappeared(v) => EventPayload::Cell { cell: c(&v.cell) },
+            K::CellChanged(v) => EventPayload::Cell { cell: c(&v.after) },
             K::BackupChanged(v) => EventPayload::Backup {
                 backup: v.after.clone().or(v.before.clone())?.into(),
             },

@@ -51,6 +51,10 @@ pub(crate) struct CellArgs {
     /// made when the first volume is; it costs what volumes write). 0: no volumes.
     #[arg(long, env = "LATTICE_CELL_VOLUME_POOL_SIZE", default_value = "20G")]
     volume_pool_size: String,
+    /// The most the pool grows to: past 80% used it grows by half its size up to this
+    /// (default: --volume-pool-size, no growth); at it, the cell warns.
+    #[arg(long, env = "LATTICE_CELL_VOLUME_POOL_MAX")]
+    volume_pool_max: Option<String>,
     /// A preloaded rootfs, NAME=DIR (repeatable). Without any, `busybox` is built from
     /// /bin/busybox (Debian's busybox-static) into the data directory.
     #[arg(long = "preloaded")]
@@ -178,6 +182,32 @@ fn read_extra_ca(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<String>> {
 }
 
 /// `lattice cell`'s flags as the cell's configuration.
+/// The pool's size (none: no volumes) and the most it grows to, from the flags.
+fn pool_sizes(a: &CellArgs) -> anyhow::Result<(Option<u64>, Option<u64>)> {
+    let size = lattice_specs::volume::parse_size(&a.volume_pool_size)
+        .map_err(|e| anyhow::anyhow!("--volume-pool-size: {e}"))?;
+    let max = match &a.volume_pool_max {
+        None => None,
+        Some(m) => Some(
+            lattice_specs::volume::parse_size(m)
+                .map_err(|e| anyhow::anyhow!("--volume-pool-max: {e}"))?,
+        ),
+    };
+    if let Some(max) = max {
+        anyhow::ensure!(
+            size > 0,
+            "--volume-pool-max: the cell has no volume pool (--volume-pool-size 0); drop --volume-pool-max or give the pool a size"
+        );
+        anyhow::ensure!(
+            max >= size,
+            "--volume-pool-max: {} is below --volume-pool-size {}; the pool only grows, give a maximum at least its size",
+            lattice_specs::volume::format_size(max),
+            lattice_specs::volume::format_size(size)
+        );
+    }
+    Ok(((size > 0).then_some(size), max))
+}
+
 pub(crate) fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::CellConfig> {
     use lattice_cell::{executor, network, rep, rootfs};
     let mut providers = rootfs::Providers {
@@ -210,6 +240,7 @@ pub(crate) fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::
     };
     let overlay = a.overlay.overlay(a.address, a.subnet.is_some())?;
     let exe = std::env::current_exe().context("finding the lattice binary for the shim")?;
+    let (volume_pool_size, volume_pool_max) = pool_sizes(a)?;
     let executor = executor::ExecutorConfig {
         data_dir: a.data_dir.clone(),
         providers,
@@ -224,12 +255,8 @@ pub(crate) fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::
             ..Default::default()
         },
         grace: Duration::from_secs(a.grace),
-        volume_pool_size: match lattice_specs::volume::parse_size(&a.volume_pool_size)
-            .map_err(|e| anyhow::anyhow!("--volume-pool-size: {e}"))?
-        {
-            0 => None,
-            n => Some(n),
-        },
+        volume_pool_size,
+        volume_pool_max,
         // The cell's disk is its containers' filesystem: each holds to its disk_mb.
         scratch_size: Some(a.disk_mb.max(1) as u64 * 1024 * 1024),
     };
@@ -346,5 +373,31 @@ mod tests {
             assert!(e.contains("HOST[:PORT]=USER:PASSWORD"), "{bad}: {e}");
             assert!(!e.contains(":p\""), "never echoes a password: {e}");
         }
+    }
+
+    #[test]
+    fn the_pool_maximum_is_checked_against_its_size() {
+        let sizes = |args: &[&str]| {
+            let argv = ["lattice", "cell"].iter().chain(args);
+            let Command::Cell(a) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("not the cell command")
+            };
+            pool_sizes(&a).map_err(|e| e.to_string())
+        };
+        let g = |n: u64| n << 30;
+        assert_eq!(sizes(&["--volume-pool-size=10G"]), Ok((Some(g(10)), None)));
+        assert_eq!(
+            sizes(&["--volume-pool-size=10G", "--volume-pool-max=40G"]),
+            Ok((Some(g(10)), Some(g(40))))
+        );
+        let e = sizes(&["--volume-pool-size=10G", "--volume-pool-max=5G"]).unwrap_err();
+        assert!(
+            e.starts_with("--volume-pool-max: 5G is below --volume-pool-size 10G"),
+            "{e}"
+        );
+        let e = sizes(&["--volume-pool-size=0", "--volume-pool-max=5G"]).unwrap_err();
+        assert!(e.contains("no volume pool"), "{e}");
+        let e = sizes(&["--volume-pool-max=lots"]).unwrap_err();
+        assert!(e.starts_with("--volume-pool-max: "), "{e}");
     }
 }

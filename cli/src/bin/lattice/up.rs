@@ -74,6 +74,13 @@ pub struct UpArgs {
         value_name = "[NAME=]URL"
     )]
     backup_stores: Vec<String>,
+    /// The cell's volume pool size (as `lattice cell --volume-pool-size`).
+    #[arg(long)]
+    volume_pool_size: Option<String>,
+    /// The most the cell's volume pool grows to at its watermark (as `lattice cell
+    /// --volume-pool-max`).
+    #[arg(long)]
+    volume_pool_max: Option<String>,
     /// The router's HTTPS for the apps (as `lattice router` takes them).
     #[command(flatten)]
     https: crate::https::HttpsArgs,
@@ -214,6 +221,16 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
             .map(|f| format!("--extra-ca={}", f.display())),
     );
     forced.extend(cell_tls);
+    forced.extend(
+        a.volume_pool_size
+            .iter()
+            .map(|s| format!("--volume-pool-size={s}")),
+    );
+    forced.extend(
+        a.volume_pool_max
+            .iter()
+            .map(|s| format!("--volume-pool-max={s}")),
+    );
     let cell_args: CellArgs = component_args(config, "cell", &forced)?;
     let cell = lattice_cell::server::start(crate::cell::cell_config(&cell_args)?).await?;
     let cell_id = cell.rep.config().cell_id.clone();
