@@ -11,13 +11,13 @@ use rustic_core::{
     RusticResult, SnapshotOptions,
 };
 
-use super::job::{backends, one_line, RepoError};
+use super::job::{one_line, Reach, RepoError};
 use super::locks;
 
 type Open = Repository<OpenStatus>;
 
-/// Runs `job` (already inside its root) and says what it did.
-pub fn run(job: &RepoJob) -> Result<RepoOutcome, RepoError> {
+/// Runs `job` (already inside its root) on its repository and says what it did.
+pub fn run(job: &RepoJob, reach: &Reach) -> Result<RepoOutcome, RepoError> {
     let op = job.op.ok_or_else(|| {
         RepoError::Job("op: missing; one of backup, restore, forget, check".into())
     })?;
@@ -27,7 +27,7 @@ pub fn run(job: &RepoJob) -> Result<RepoOutcome, RepoError> {
         ));
     }
     tracing::info!("{} of {}", op.as_str(), redact(&job.repository));
-    let (repo, stale) = open(job, op == RepoOp::Backup)?;
+    let (repo, stale) = open(job, reach, op == RepoOp::Backup)?;
     let mut outcome = match op {
         RepoOp::Backup => backup(job, repo)?,
         RepoOp::Restore => restore(job, repo)?,
@@ -51,10 +51,9 @@ fn redact(repository: &str) -> String {
 
 /// Opens the repository (initialising it when `init` and it has none) and removes its
 /// stale locks; the number removed.
-fn open(job: &RepoJob, init: bool) -> Result<(Open, u32), RepoError> {
-    let backends = backends(job)?;
+fn open(job: &RepoJob, reach: &Reach, init: bool) -> Result<(Open, u32), RepoError> {
     let opts = RepositoryOptions::default().no_cache(true);
-    let repo = Repository::new(&opts, &backends).map_err(RepoError::rustic)?;
+    let repo = Repository::new(&opts, &reach.backends).map_err(RepoError::rustic)?;
     let creds = Credentials::Password(job.password.clone());
     let exists = repo.config_id().map_err(RepoError::rustic)?.is_some();
     let repo = match (exists, init) {
@@ -71,7 +70,7 @@ fn open(job: &RepoJob, init: bool) -> Result<(Open, u32), RepoError> {
             )))
         }
     };
-    let removed = locks::remove_stale(job, &repo.key())?;
+    let removed = locks::remove_stale(job, reach, &repo.key())?;
     Ok((repo, removed))
 }
 
