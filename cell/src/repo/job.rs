@@ -33,9 +33,9 @@ pub enum RepoError {
     CheckFailed { snapshot: String, findings: String },
 }
 
-impl RepoError {
-    /// A rustic error, the wrong password told apart.
-    pub(crate) fn rustic(e: Box<RusticError>) -> RepoError {
+/// A rustic error, the wrong password told apart.
+impl From<Box<RusticError>> for RepoError {
+    fn from(e: Box<RusticError>) -> RepoError {
         if e.is_incorrect_password() {
             RepoError::WrongPassword
         } else {
@@ -112,7 +112,7 @@ pub fn reach(job: &RepoJob) -> Result<Reach, RepoError> {
         )));
     }
     let local =
-        rustic_backend::LocalBackend::new(repo, std::iter::empty()).map_err(RepoError::rustic)?;
+        rustic_backend::LocalBackend::new(repo, std::iter::empty()).map_err(RepoError::from)?;
     Ok(Reach {
         backends: RepositoryBackends::new(Arc::new(local), None),
         rest: None,

@@ -53,15 +53,15 @@ fn redact(repository: &str) -> String {
 /// stale locks; the number removed.
 fn open(job: &RepoJob, reach: &Reach, init: bool) -> Result<(Open, u32), RepoError> {
     let opts = RepositoryOptions::default().no_cache(true);
-    let repo = Repository::new(&opts, &reach.backends).map_err(RepoError::rustic)?;
+    let repo = Repository::new(&opts, &reach.backends).map_err(RepoError::from)?;
     let creds = Credentials::Password(job.password.clone());
-    let exists = repo.config_id().map_err(RepoError::rustic)?.is_some();
+    let exists = repo.config_id().map_err(RepoError::from)?.is_some();
     let repo = match (exists, init) {
-        (true, _) => repo.open(&creds).map_err(RepoError::rustic)?,
+        (true, _) => repo.open(&creds).map_err(RepoError::from)?,
         (false, true) => {
             tracing::info!("initialising the repository");
             repo.init(&creds, &KeyOptions::default(), &ConfigOptions::default())
-                .map_err(RepoError::rustic)?
+                .map_err(RepoError::from)?
         }
         (false, false) => {
             return Err(RepoError::Repository(format!(
@@ -75,7 +75,7 @@ fn open(job: &RepoJob, reach: &Reach, init: bool) -> Result<(Open, u32), RepoErr
 }
 
 fn rustic<T>(r: RusticResult<T>) -> Result<T, RepoError> {
-    r.map_err(RepoError::rustic)
+    r.map_err(RepoError::from)
 }
 
 /// Backs `path` up, recorded as `as_path` (the container's path) when given.
@@ -136,7 +136,7 @@ fn checked<'a>(
     entries: impl Iterator<Item = RusticResult<(PathBuf, Node)>> + 'a,
 ) -> impl Iterator<Item = Result<(PathBuf, Node), RepoError>> + 'a {
     entries.map(move |e| {
-        let (path, node) = e.map_err(RepoError::rustic)?;
+        let (path, node) = e.map_err(RepoError::from)?;
         if safe_entry(&path, &node) {
             Ok((path, node))
         } else {
