@@ -255,6 +255,18 @@ fn check(job: &RepoJob, repo: Open) -> Result<RepoOutcome, RepoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustic_core::repofile::{Metadata, NodeType};
+
+    #[test]
+    fn only_plain_names_are_restored() {
+        let node = |name: &str| Node::new_node(name.as_ref(), NodeType::File, Metadata::default());
+        assert!(safe_entry(Path::new("a/b"), &node("b")));
+        assert!(!safe_entry(Path::new("a/.."), &node("..")));
+        assert!(!safe_entry(Path::new("."), &node(".")));
+        assert!(!safe_entry(Path::new("a/x"), &node("x/../../etc")));
+        assert!(!safe_entry(Path::new("/etc/passwd"), &node("passwd")));
+        assert!(!safe_entry(Path::new("a/../b"), &node("b")));
+    }
 
     #[test]
     fn credentials_are_redacted() {
