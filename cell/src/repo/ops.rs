@@ -194,7 +194,8 @@ fn restore(job: &RepoJob, repo: Open) -> Result<RepoOutcome, RepoError> {
     })
 }
 
-/// Forgets the listed snapshots, then prunes what nothing uses any more.
+/// Forgets the listed snapshots, then prunes what nothing uses any more (`removed_bytes`:
+/// what this prune frees, now or, for packs it marks, at a later one).
 fn forget(job: &RepoJob, repo: Open) -> Result<RepoOutcome, RepoError> {
     if job.forget.is_empty() {
         return Err(RepoError::Job(
@@ -204,7 +205,10 @@ fn forget(job: &RepoJob, repo: Open) -> Result<RepoOutcome, RepoError> {
     let snaps = rustic(repo.get_snapshots(&job.forget))?;
     let ids: Vec<_> = snaps.iter().map(|s| s.id).collect();
     rustic(repo.delete_snapshots(&ids))?;
-    let opts = PruneOptions::default().instant_delete(true);
+    // Two-phase deletion (rustic's default): unused packs are marked now and deleted by
+    // a prune at least 23 hours later, so a backup running meanwhile (which takes no
+    // lock restic's way) never loses a pack it found and reused.
+    let opts = PruneOptions::default();
     let plan = rustic(repo.prune_plan(&opts))?;
     // Unused blobs removed (in packs deleted or repacked), and packs an earlier prune
     // marked for deletion.
