@@ -12,6 +12,14 @@
 //! (its thread shares the process's root, so it is confined too). Afterwards it reads
 //! no host file and resolves no name (the job carries the repository host's addresses).
 //!
+//! Outside any container (benchmarks, tests), with a local directory repository:
+//!
+//! ```text
+//! echo '{"op":"backup","repository":"/srv/repo","password":"KEY","path":"/srv/vol",
+//!        "as_path":"/data","host":"vol1"}' | lattice-shim --repo
+//! {"op":"backup","snapshot":"3bf0…","files":2,"total_bytes":3000016,"added_bytes":…}
+//! ```
+//!
 //! Rooms: `job` the job's checks and the chroot; `ops` the four operations; `rest` the
 //! REST backend (restic's REST protocol v2); `locks` restic's lock files (stale ones
 //! removed, as `restic unlock`).
