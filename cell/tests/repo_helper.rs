@@ -484,6 +484,13 @@ fn forget_prunes_and_check_finds_a_damaged_pack() {
     let snaps: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(snaps.as_array().unwrap().len(), 1);
     assert_eq!(snaps[0]["id"], second.snapshot.as_str());
+    // Packs marked for deletion (deleted by a later prune) do not trouble restic.
+    let check = restic(&repo, &["check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 
     let mut c = job(RepoOp::Check, &repo, Path::new(""));
     c.snapshot = second.snapshot.clone();

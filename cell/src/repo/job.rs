@@ -33,13 +33,14 @@ pub enum RepoError {
     CheckFailed { snapshot: String, findings: String },
 }
 
-impl RepoError {
-    /// A rustic error, the wrong password told apart.
-    pub(crate) fn rustic(e: Box<RusticError>) -> RepoError {
+/// A rustic error, the wrong password told apart.
+impl From<Box<RusticError>> for RepoError {
+    fn from(e: Box<RusticError>) -> RepoError {
         if e.is_incorrect_password() {
             RepoError::WrongPassword
         } else {
-            RepoError::Repository(one_line(&e.to_string()))
+            let log = e.display_log();
+            RepoError::Repository(one_line(log.strip_prefix("Error: ").unwrap_or(&log)))
         }
     }
 }
@@ -78,31 +79,42 @@ pub(crate) fn enter_root(root: &str) -> Result<(), RepoError> {
     nix::unistd::chdir("/").map_err(fail)
 }
 
+/// The job's repository, reachable: its backend for rustic_core, and the REST backend
+/// itself (locks are outside rustic's file types) when it is one. Made before the
+/// chroot, so that the HTTP client reads the host's CA roots; the one thread it starts
+/// shares the process's root and is confined with it.
+#[derive(Clone)]
+pub struct Reach {
+    pub(crate) backends: RepositoryBackends,
+    pub(crate) rest: Option<RestBackend>,
+}
+
 /// The backend the job's `repository` names: `rest:URL` (restic's REST protocol), or a
 /// local directory (inside the root).
-pub fn backends(job: &RepoJob) -> Result<RepositoryBackends, RepoError> {
+pub fn reach(job: &RepoJob) -> Result<Reach, RepoError> {
     let repo = job.repository.trim();
     if repo.is_empty() {
         return Err(RepoError::Job(
             "repository: empty; give `rest:https://…/v1/repos/NAME/` or a local directory".into(),
         ));
     }
-    let be: Arc<dyn rustic_core::WriteBackend> = if let Some(url) = repo.strip_prefix("rest:") {
-        Arc::new(RestBackend::new(
-            url,
-            &job.extra_ca_pem,
-            &job.resolve,
-            !job.root.is_empty(),
-        )?)
-    } else if repo.starts_with('/') {
-        Arc::new(
-            rustic_backend::LocalBackend::new(repo, std::iter::empty())
-                .map_err(RepoError::rustic)?,
-        )
-    } else {
+    if let Some(url) = repo.strip_prefix("rest:") {
+        let rest = RestBackend::new(url, &job.extra_ca_pem, &job.resolve, !job.root.is_empty())?;
+        let be: Arc<dyn rustic_core::WriteBackend> = Arc::new(rest.clone());
+        return Ok(Reach {
+            backends: RepositoryBackends::new(be, None),
+            rest: Some(rest),
+        });
+    }
+    if !repo.starts_with('/') {
         return Err(RepoError::Job(format!(
             "repository {repo:?}: expected `rest:URL` or an absolute directory"
         )));
-    };
-    Ok(RepositoryBackends::new(be, None))
+    }
+    let local =
+        rustic_backend::LocalBackend::new(repo, std::iter::empty()).map_err(RepoError::from)?;
+    Ok(Reach {
+        backends: RepositoryBackends::new(Arc::new(local), None),
+        rest: None,
+    })
 }

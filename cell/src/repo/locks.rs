@@ -14,7 +14,7 @@ use rustic_core::jiff;
 use rustic_core::repofile::MasterKey;
 use serde::Deserialize;
 
-use super::job::RepoError;
+use super::job::{Reach, RepoError};
 use super::rest::RestBackend;
 
 /// restic's age past which any lock is stale.
@@ -130,16 +130,18 @@ fn pid_alive(pid: i64) -> bool {
 
 /// Removes the job's repository's stale locks; how many. A lock that does not open
 /// with the repository's key is left alone (it is not ours to judge).
-pub(crate) fn remove_stale(job: &RepoJob, key: &MasterKey) -> Result<u32, RepoError> {
-    let repo = job.repository.trim();
-    let dir: Box<dyn LockDir> = match repo.strip_prefix("rest:") {
-        Some(url) => Box::new(RestBackend::new(
-            url,
-            &job.extra_ca_pem,
-            &job.resolve,
-            !job.root.is_empty(),
-        )?),
-        None => Box::new(LocalLocks(PathBuf::from(repo).join("locks"))),
+pub(crate) fn remove_stale(
+    job: &RepoJob,
+    reach: &Reach,
+    key: &MasterKey,
+) -> Result<u32, RepoError> {
+    let local;
+    let dir: &dyn LockDir = match &reach.rest {
+        Some(rest) => rest,
+        None => {
+            local = LocalLocks(PathBuf::from(job.repository.trim()).join("locks"));
+            &local
+        }
     };
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().to_string())

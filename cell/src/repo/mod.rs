@@ -6,10 +6,19 @@
 //! streams them into the task's log).
 //!
 //! A container's volume may be hostile (symlinks, races): when the job names a `root`,
-//! the helper chroots into it before it starts any thread, so every path it touches
-//! (rustic's reader and restorer threads included) resolves inside it; it therefore
-//! reads no host file and resolves no name afterwards (the job carries the CA roots and
-//! the repository host's addresses).
+//! the helper chroots into it before it touches any path of the job and before rustic
+//! starts its threads, so every path (rustic's reader and restorer threads included)
+//! resolves inside it. Only the HTTP client is made before, to read the host's CA roots
+//! (its thread shares the process's root, so it is confined too). Afterwards it reads
+//! no host file and resolves no name (the job carries the repository host's addresses).
+//!
+//! Outside any container (benchmarks, tests), with a local directory repository:
+//!
+//! ```text
+//! echo '{"op":"backup","repository":"/srv/repo","password":"KEY","path":"/srv/vol",
+//!        "as_path":"/data","host":"vol1"}' | lattice-shim --repo
+//! {"op":"backup","snapshot":"3bf0…","files":2,"total_bytes":3000016,"added_bytes":…}
+//! ```
 //!
 //! Rooms: `job` the job's checks and the chroot; `ops` the four operations; `rest` the
 //! REST backend (restic's REST protocol v2); `locks` restic's lock files (stale ones
@@ -25,7 +34,7 @@ use std::time::Instant;
 
 use lattice_specs::repo::{RepoJob, RepoOutcome};
 
-pub use job::{backends, RepoError};
+pub use job::{reach, Reach, RepoError};
 pub use locks::{is_stale, LockInfo, STALE_AFTER};
 pub use ops::run;
 
@@ -45,10 +54,11 @@ pub fn main() -> ! {
                 .map_err(|e| RepoError::Job(format!("the job on stdin is not a RepoJob: {e}")))
         });
     let outcome = parsed.and_then(|job| {
-        // Before any thread: every later path resolves inside the root.
+        let reach = reach(&job)?;
+        // Every path resolved from now on, by any thread, resolves inside the root.
         job::enter_root(&job.root)?;
         init_logging();
-        run(&job)
+        run(&job, &reach)
     });
     let mut outcome = match outcome {
         Ok(o) => o,

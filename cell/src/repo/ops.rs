@@ -11,13 +11,13 @@ use rustic_core::{
     RusticResult, SnapshotOptions,
 };
 
-use super::job::{backends, one_line, RepoError};
+use super::job::{one_line, Reach, RepoError};
 use super::locks;
 
 type Open = Repository<OpenStatus>;
 
-/// Runs `job` (already inside its root) and says what it did.
-pub fn run(job: &RepoJob) -> Result<RepoOutcome, RepoError> {
+/// Runs `job` (already inside its root) on its repository and says what it did.
+pub fn run(job: &RepoJob, reach: &Reach) -> Result<RepoOutcome, RepoError> {
     let op = job.op.ok_or_else(|| {
         RepoError::Job("op: missing; one of backup, restore, forget, check".into())
     })?;
@@ -27,7 +27,7 @@ pub fn run(job: &RepoJob) -> Result<RepoOutcome, RepoError> {
         ));
     }
     tracing::info!("{} of {}", op.as_str(), redact(&job.repository));
-    let (repo, stale) = open(job, op == RepoOp::Backup)?;
+    let (repo, stale) = open(job, reach, op == RepoOp::Backup)?;
     let mut outcome = match op {
         RepoOp::Backup => backup(job, repo)?,
         RepoOp::Restore => restore(job, repo)?,
@@ -51,18 +51,17 @@ fn redact(repository: &str) -> String {
 
 /// Opens the repository (initialising it when `init` and it has none) and removes its
 /// stale locks; the number removed.
-fn open(job: &RepoJob, init: bool) -> Result<(Open, u32), RepoError> {
-    let backends = backends(job)?;
+fn open(job: &RepoJob, reach: &Reach, init: bool) -> Result<(Open, u32), RepoError> {
     let opts = RepositoryOptions::default().no_cache(true);
-    let repo = Repository::new(&opts, &backends).map_err(RepoError::rustic)?;
+    let repo = Repository::new(&opts, &reach.backends).map_err(RepoError::from)?;
     let creds = Credentials::Password(job.password.clone());
-    let exists = repo.config_id().map_err(RepoError::rustic)?.is_some();
+    let exists = repo.config_id().map_err(RepoError::from)?.is_some();
     let repo = match (exists, init) {
-        (true, _) => repo.open(&creds).map_err(RepoError::rustic)?,
+        (true, _) => repo.open(&creds).map_err(RepoError::from)?,
         (false, true) => {
             tracing::info!("initialising the repository");
             repo.init(&creds, &KeyOptions::default(), &ConfigOptions::default())
-                .map_err(RepoError::rustic)?
+                .map_err(RepoError::from)?
         }
         (false, false) => {
             return Err(RepoError::Repository(format!(
@@ -71,12 +70,12 @@ fn open(job: &RepoJob, init: bool) -> Result<(Open, u32), RepoError> {
             )))
         }
     };
-    let removed = locks::remove_stale(job, &repo.key())?;
+    let removed = locks::remove_stale(job, reach, &repo.key())?;
     Ok((repo, removed))
 }
 
 fn rustic<T>(r: RusticResult<T>) -> Result<T, RepoError> {
-    r.map_err(RepoError::rustic)
+    r.map_err(RepoError::from)
 }
 
 /// Backs `path` up, recorded as `as_path` (the container's path) when given.
@@ -137,7 +136,7 @@ fn checked<'a>(
     entries: impl Iterator<Item = RusticResult<(PathBuf, Node)>> + 'a,
 ) -> impl Iterator<Item = Result<(PathBuf, Node), RepoError>> + 'a {
     entries.map(move |e| {
-        let (path, node) = e.map_err(RepoError::rustic)?;
+        let (path, node) = e.map_err(RepoError::from)?;
         if safe_entry(&path, &node) {
             Ok((path, node))
         } else {
@@ -195,7 +194,8 @@ fn restore(job: &RepoJob, repo: Open) -> Result<RepoOutcome, RepoError> {
     })
 }
 
-/// Forgets the listed snapshots, then prunes what nothing uses any more.
+/// Forgets the listed snapshots, then prunes what nothing uses any more (`removed_bytes`:
+/// what this prune frees, now or, for packs it marks, at a later one).
 fn forget(job: &RepoJob, repo: Open) -> Result<RepoOutcome, RepoError> {
     if job.forget.is_empty() {
         return Err(RepoError::Job(
@@ -205,7 +205,10 @@ fn forget(job: &RepoJob, repo: Open) -> Result<RepoOutcome, RepoError> {
     let snaps = rustic(repo.get_snapshots(&job.forget))?;
     let ids: Vec<_> = snaps.iter().map(|s| s.id).collect();
     rustic(repo.delete_snapshots(&ids))?;
-    let opts = PruneOptions::default().instant_delete(true);
+    // Two-phase deletion (rustic's default): unused packs are marked now and deleted by
+    // a prune at least 23 hours later, so a backup running meanwhile (which takes no
+    // lock restic's way) never loses a pack it found and reused.
+    let opts = PruneOptions::default();
     let plan = rustic(repo.prune_plan(&opts))?;
     // Unused blobs removed (in packs deleted or repacked), and packs an earlier prune
     // marked for deletion.
@@ -256,6 +259,18 @@ fn check(job: &RepoJob, repo: Open) -> Result<RepoOutcome, RepoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustic_core::repofile::{Metadata, NodeType};
+
+    #[test]
+    fn only_plain_names_are_restored() {
+        let node = |name: &str| Node::new_node(name.as_ref(), NodeType::File, Metadata::default());
+        assert!(safe_entry(Path::new("a/b"), &node("b")));
+        assert!(!safe_entry(Path::new("a/.."), &node("..")));
+        assert!(!safe_entry(Path::new("."), &node(".")));
+        assert!(!safe_entry(Path::new("a/x"), &node("x/../../etc")));
+        assert!(!safe_entry(Path::new("/etc/passwd"), &node("passwd")));
+        assert!(!safe_entry(Path::new("a/../b"), &node("b")));
+    }
 
     #[test]
     fn credentials_are_redacted() {

@@ -210,14 +210,25 @@ mod tests {
     }
 
     fn cfg() -> ShimConfig {
-        serde_json::from_value(serde_json::json!({
-            "id": "t", "state_root": "/run/s", "bundle": "/b", "rootfs": "/c/rootfs",
-            "env": [], "action": {}, "log_source": "TASK", "log_socket": "/l",
-            "grace_ms": 1, "cgroup": "lattice/t",
-            "binds": [{"host_path": "/pool/snap", "container_path": "/data", "read_only": true}],
-            "extra_ca": ["PEM"],
-        }))
-        .unwrap()
+        ShimConfig {
+            id: "t".into(),
+            state_root: "/run/s".into(),
+            bundle: "/b".into(),
+            rootfs: "/c/rootfs".into(),
+            env: Vec::new(),
+            action: models::Action::default(),
+            log_source: "TASK".into(),
+            log_socket: "/l".into(),
+            grace_ms: 1,
+            cgroup: "lattice/t".into(),
+            binds: vec![crate::bundle::Bind {
+                host_path: "/pool/snap".into(),
+                container_path: "/data".into(),
+                read_only: true,
+            }],
+            result_file: String::new(),
+            extra_ca: vec!["PEM".into()],
+        }
     }
 
     #[test]
