@@ -290,6 +290,8 @@ async fn list_backups(
     if let Some(v) = q.get("volume") {
         backups.retain(|b| &b.volume == v);
     }
+    // A backup being forgotten is deleted as far as its users are concerned.
+    backups.retain(|b| !b.forgetting);
     backups.sort_by_key(|b| b.created_at);
     Ok(Json(
         backups.into_iter().map(BackupResponse::from).collect(),

@@ -57,8 +57,10 @@ async fn the_api_answers_over_tls_by_alpn_and_refuses_plaintext_and_unknown_cas(
     let failures = lattice_bbs::metrics::API_TLS_HANDSHAKE_FAILURES.get();
 
     // HTTP/1.1, by name and by address, with a client trusting only the test CA.
+    // A client offering only HTTP/1.1 gets it.
     let client = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_der(&ca.der).unwrap()])
+        .http1_only()
         .build()
         .unwrap();
     for host in ["localhost", "127.0.0.1"] {

@@ -82,6 +82,15 @@ const LIST_TREE: &str = "cd \"$1\" && find . ! -name . | while read -r p; do \
     elif [ -d \"$p\" ]; then echo \"$p $(stat -c '%a %u:%g' \"$p\") dir\"; \
     else echo \"$p $(stat -c '%a %u:%g' \"$p\") $(sha256sum \"$p\" | cut -d' ' -f1)\"; fi; done";
 
+/// A shell line printing the number of entries of the tree at `$1` and the sha256 of
+/// its sorted listing (a task's result is too small for the listing itself), the
+/// listing kept in `$2`.
+const TREE_DIGEST: &str = "{ LIST; } | LC_ALL=C sort > \"$2\"; echo $(wc -l < \"$2\") $(sha256sum < \"$2\" | cut -d' ' -f1)";
+
+fn tree_digest_script() -> String {
+    TREE_DIGEST.replace("LIST", LIST_TREE)
+}
+
 fn list_host_tree(dir: &Path) -> BTreeMap<String, String> {
     let out = Command::new("sh")
         .args(["-c", LIST_TREE, "sh"])
@@ -91,6 +100,24 @@ fn list_host_tree(dir: &Path) -> BTreeMap<String, String> {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     tree_listing(&String::from_utf8(out.stdout).unwrap())
+}
+
+/// `TREE_DIGEST` of a host directory: (entries and digest, the listing itself).
+fn host_tree_digest(dir: &Path) -> (String, String) {
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new("sh")
+        .args(["-c", &tree_digest_script(), "sh"])
+        .arg(dir)
+        .arg(tmp.path())
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listing = std::fs::read_to_string(tmp.path()).unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        listing,
+    )
 }
 
 fn restic(repo: &Path, key_file: &Path, args: &[&str]) -> String {
@@ -160,9 +187,10 @@ fn an_incremental_backup_adds_the_change_and_restic_restores_it_byte_for_byte() 
     assert!(out.contains(&snapshot[..8]), "{out}");
 
     // What the volume holds, as a container sees it.
-    let script = LIST_TREE.replace("\"$1\"", "/data");
-    let in_container = tree_listing(&on_volume(&up, "list", "inc", &script));
-    assert!(in_container.len() > 212, "{in_container:?}");
+    let script = format!("set -- /data /tmp/tree\n{}", tree_digest_script());
+    let in_container = on_volume(&up, "list", "inc", &script).trim().to_string();
+    let entries: usize = in_container.split(' ').next().unwrap().parse().unwrap();
+    assert!(entries > 212, "{in_container}");
 
     // Debian's restic opens the repository where it lies, with the cluster's key.
     let key = up.ltc_ok(&["backup", "key", "export", "--quiet"]);
@@ -195,11 +223,12 @@ fn an_incremental_backup_adds_the_change_and_restic_restores_it_byte_for_byte() 
     } else {
         target.path().to_path_buf()
     };
-    let restored = list_host_tree(&root);
+    let (digest, listing) = host_tree_digest(&root);
     assert_eq!(
-        restored, in_container,
-        "restic restores our snapshot byte for byte, with modes, owners and links"
+        digest, in_container,
+        "restic restores our snapshot byte for byte, with modes, owners and links; restored:\n{listing}"
     );
+    let restored = list_host_tree(&root);
     assert_eq!(
         restored["./hello.txt"]
             .split(' ')

@@ -92,16 +92,21 @@ fn scheduled_verification_marks_a_corrupted_backup_and_retention_keeps_the_good_
     let left = ids(&backups(&up));
     assert!(left.contains(&a) && left.contains(&c), "{left:?}");
 
-    // The newest backup's archive goes bad in the store; the scheduled verification
-    // (due at once: its first slot) finds it.
-    let archive = up
-        .data_dir
-        .path()
-        .join(format!("lattice/blobs/backup-{c}.tgz"));
-    let mut bytes = std::fs::read(&archive).expect("the archive in the blob store");
-    let n = bytes.len();
-    bytes[n / 2] ^= 0xff;
-    std::fs::write(&archive, bytes).unwrap();
+    // The repository's packs go bad in the store (the newest backup's data among
+    // them); the scheduled verification (due at once: its first slot) finds it.
+    let data = up.data_dir.path().join("lattice/blobs/restic/pg/data");
+    let mut packs = 0;
+    for dir in std::fs::read_dir(&data).expect("the repository's data") {
+        for pack in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let pack = pack.unwrap().path();
+            let mut bytes = std::fs::read(&pack).unwrap();
+            let n = bytes.len();
+            bytes[n / 2] ^= 0xff;
+            std::fs::write(&pack, bytes).unwrap();
+            packs += 1;
+        }
+    }
+    assert!(packs > 0, "no pack in {}", data.display());
     let out = up.ltc_ok(&[
         "backup", "schedule", "pg", "--every", "1m", "--keep", "1", "--verify", "1m",
     ]);
@@ -116,10 +121,7 @@ fn scheduled_verification_marks_a_corrupted_backup_and_retention_keeps_the_good_
             })
         },
     );
-    assert!(
-        verdict.starts_with("failed: ") && verdict.contains("checksum mismatch"),
-        "{verdict}"
-    );
+    assert!(verdict.starts_with("failed: "), "{verdict}");
     let table = up.ltc_ok(&["backup", "schedules"]);
     assert!(
         table.contains("last 1") && table.contains(&format!("{c}: failed: ")),

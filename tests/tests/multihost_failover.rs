@@ -63,7 +63,13 @@ async fn a_restore_failover_volume_serves_its_backup_from_another_cell_and_the_o
 {
     let blobs = tempfile::tempdir().unwrap();
     let blob_dir = format!("--blob-dir={}", blobs.path().display());
-    let mut cluster = LanCluster::start_opts(2, 0, &["--basic-auth", "admin:pw", &blob_dir]);
+    // The backup goes into the blob store's repository, under the cluster's key.
+    let keys = tempfile::tempdir().unwrap();
+    let key = format!(
+        "--backup-key-file={}",
+        keys.path().join("backup.key").display()
+    );
+    let mut cluster = LanCluster::start_opts(2, 0, &["--basic-auth", "admin:pw", &blob_dir, &key]);
     let pool = ["--volume-pool-size", "3G"];
     cluster.start_cell(0, &[&pool[..], &["--zone", "z1"]].concat());
     let mut c = cluster.bbs.client().await;
