@@ -2,7 +2,9 @@
 //! killed and restarted like a crashing component would be; on loopback, or each
 //! component on a host of its own on a LAN ([`hosts`]).
 
+pub mod backups;
 pub mod hosts;
+pub mod images;
 pub mod lan_cluster;
 pub mod lrps;
 pub mod pki;

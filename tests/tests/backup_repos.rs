@@ -8,61 +8,16 @@
 //! output, takes no snapshot, and leaves the app running. Real processes, real
 //! containers, real repositories.
 //!
-//! Not here: an app with sqlite3 in its image (the tests' images are the preloaded
-//! busybox); the two-files app stands for it.
+//! An app with sqlite3 in its image, dumped by its pre hook under writes, is
+//! backup_sqlite.rs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use lattice_tests::backups::{backup, failed, json, on_volume, wait_hooks_ok};
 use lattice_tests::{wait_for, UpProcess};
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-/// Runs `script` (its stdout the result) in a task with `volume` at /data; the task
-/// once completed, which must not have failed.
-fn on_volume(up: &UpProcess, guid: &str, volume: &str, script: &str) -> String {
-    let file = up.data_dir.path().join(format!("{guid}.json"));
-    let task = serde_json::json!({
-        "task_guid": guid, "domain": "checks", "rootfs": "preloaded:busybox",
-        "memory_mb": 64, "cpu_weight": 10,
-        "action": {"run": {"path": "/bin/sh", "args": ["-c", format!("set -e; ( {script} ) > /tmp/r")], "user": "root"}},
-        "result_file": "/tmp/r",
-        "volume_mounts": [{"volume": volume, "container_path": "/data"}],
-    });
-    std::fs::write(&file, task.to_string()).unwrap();
-    up.ltc_ok(&["submit-task", file.to_str().unwrap()]);
-    let t = wait_for(&format!("task {guid}"), Duration::from_secs(120), || {
-        let t = json(&up.ltc_ok(&["task", guid, "--json"]));
-        (t["state"] == "COMPLETED").then_some(t)
-    });
-    assert_eq!(t["failed"], false, "{t}");
-    t["result"].as_str().unwrap().to_string()
-}
-
-/// `ltc backup create VOLUME ARGS…` and the backup it made (COMPLETED).
-fn backup(up: &UpProcess, volume: &str, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["backup", "create", volume];
-    all.extend_from_slice(args);
-    let out = up.ltc_ok(&all);
-    let id = out
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_else(|| panic!("Backup ID of …: {out}"))
-        .to_string();
-    let b = json(&up.ltc_ok(&["backup", "list", volume, "--json"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["id"] == id.as_str())
-        .cloned()
-        .unwrap_or_else(|| panic!("backup {id} listed"));
-    assert_eq!(b["state"], "COMPLETED", "{b}");
-    b
-}
 
 /// Every entry under the data as `PATH MODE UID:GID [SHA256|-> TARGET]`, by path
 /// (what a container printed with busybox, or the host's restore, alike).
@@ -279,14 +234,7 @@ fn hooks_freeze_an_app_for_a_consistent_backup_and_a_failing_pre_hook_takes_none
             "30s",
         ],
     );
-    let b = wait_for("the post hook ran", Duration::from_secs(60), || {
-        let all = json(&up.ltc_ok(&["backup", "list", "pair", "--json"]));
-        all.as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["id"] == b["id"] && x["hook_status"] == "hooks ok")
-            .cloned()
-    });
+    let b = wait_hooks_ok(&up, "pair", b["id"].as_str().unwrap());
     assert_eq!(b["hook_instance"], "writer/0", "{b}");
     let output = b["hook_output"].as_str().unwrap();
     assert!(
@@ -340,13 +288,9 @@ fn hooks_freeze_an_app_for_a_consistent_backup_and_a_failing_pre_hook_takes_none
         "{out:#?}"
     );
     assert_eq!(std::fs::read_dir(&snapshots).unwrap().count(), before);
-    let all = json(&up.ltc_ok(&["backup", "list", "pair", "--json"]));
-    let failed = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["state"] == "FAILED")
-        .unwrap_or_else(|| panic!("a FAILED backup: {all}"));
+    let failed = failed(&up, "pair");
+    assert_eq!(failed.len(), 1, "one FAILED backup: {failed:?}");
+    let failed = &failed[0];
     assert_eq!(failed["hook_status"], "pre hook failed", "{failed}");
     assert!(
         failed["hook_output"]
