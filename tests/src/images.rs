@@ -40,15 +40,12 @@ pub fn busybox_with_host_binaries(
     package: &str,
     config: &serde_json::Value,
 ) {
-    let root = tempfile::tempdir().unwrap();
-    let busybox = lattice_cell::testing::busybox_rootfs();
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(busybox.join("."))
-        .arg(root.path())
-        .output()
-        .expect("running cp");
-    assert!(out.status.success(), "copying busybox: {out:?}");
+    // Busybox built here, not the process's shared copy (`testing::busybox_rootfs`),
+    // which stays in /tmp after the test.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("rootfs");
+    lattice_cell::rootfs::build_busybox(Path::new("/bin/busybox"), &root)
+        .expect("building the busybox image (install busybox-static with scripts/setup.sh)");
     for binary in binaries {
         let binary = Path::new(binary);
         assert!(
@@ -57,13 +54,13 @@ pub fn busybox_with_host_binaries(
             binary.display()
         );
         for file in std::iter::once(binary.to_path_buf()).chain(shared_libraries(binary)) {
-            let to = root.path().join(file.strip_prefix("/").unwrap());
+            let to = root.join(file.strip_prefix("/").unwrap());
             std::fs::create_dir_all(to.parent().unwrap()).unwrap();
             // The file itself (a library's path is often a symlink to its version).
             std::fs::copy(&file, &to)
                 .unwrap_or_else(|e| panic!("copying {} into the image: {e}", file.display()));
         }
     }
-    lattice_cell::image::write_layout(layout, tag, Some(root.path()), &[], config)
+    lattice_cell::image::write_layout(layout, tag, Some(&root), &[], config)
         .expect("writing the image layout");
 }
