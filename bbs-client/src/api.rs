@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use lattice_specs::bbs_api::{FailOverVolumeRequest, LeaseCellSubnetResponse};
+use lattice_specs::bbs_api::{FailOverVolumeRequest, LeaseCellSubnetResponse, TendStandbyRequest};
 use lattice_specs::events::Event;
 use lattice_specs::models::{
     volume, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, CellPresence, Deployment,
@@ -225,6 +225,10 @@ pub trait VolumePlacement: Send + Sync {
     /// Moves a failover volume off its lost cell (`lattice_specs::failover::Step::Move`)
     /// to be refilled from its backup; `VolumeAlreadyPlaced` when it moved on.
     async fn fail_over_volume(&self, req: &FailOverVolumeRequest) -> Result<()>;
+    /// Places or refreshes a volume's standby copy
+    /// (`lattice_specs::failover::standby::StandbyStep`); `VolumeAlreadyPlaced` when
+    /// the volume moved on.
+    async fn tend_standby(&self, req: &TendStandbyRequest) -> Result<()>;
 }
 
 /// A cell's writes: its presence, the instances and tasks it runs, its volumes.

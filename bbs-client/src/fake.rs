@@ -13,7 +13,7 @@ use lattice_bbs::events::EventHub;
 use lattice_bbs::grpc::status_of;
 use lattice_bbs::schedules::Claimed;
 use lattice_bbs::store::embedded::EmbeddedStore;
-use lattice_specs::bbs_api::FailOverVolumeRequest;
+use lattice_specs::bbs_api::{FailOverVolumeRequest, TendStandbyRequest};
 use lattice_specs::models::{
     ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, Backup, CellPresence, Deployment,
     DesiredLrp, DesiredLrpGeneration, Domain, Schedule, Task, Volume,
@@ -416,6 +416,11 @@ impl VolumePlacement for FakeBbs {
         lattice_bbs::failover::fail_over(&self.writes, true, &m, &r.backup_id)
             .await
             .map(|_| ())
+            .map_err(refused)
+    }
+    async fn tend_standby(&self, r: &TendStandbyRequest) -> Result<()> {
+        lattice_bbs::standby::tend(None, &self.writes, r)
+            .await
             .map_err(refused)
     }
 }

@@ -498,6 +498,10 @@ impl VolumePlacement for GrpcBbs {
             .await?;
         Ok(())
     }
+    async fn tend_standby(&self, req: &TendStandbyRequest) -> Result<()> {
+        self.client().tend_standby(self.req(req.clone())).await?;
+        Ok(())
+    }
 }
 
 impl BrainBbs for GrpcBbs {

@@ -66,11 +66,6 @@ async fn create_volume(
     let r: VolumeCreateRequest = parse_body(&body)?;
     let failover = lattice_specs::failover::parse_mode(&r.failover)
         .map_err(|e| ApiError::invalid_request(format!("failover: {e}")))?;
-    if failover == lattice_specs::models::volume::Failover::Standby {
-        return Err(ApiError::invalid_request(
-            "failover: standby copies are not available yet: use restore (the volume is made again on another cell from its last good backup)",
-        ));
-    }
     if failover != lattice_specs::models::volume::Failover::None {
         lattice_specs::failover::check_grace(
             r.failover_grace_ns,
@@ -590,6 +585,10 @@ pub async fn settle(s: &ApiState, t: &Task) -> Result<(), DbError> {
         (&purpose, t.state >= TaskState::Completed as i32)
     {
         crate::failover::settle(s, t).await?;
+    } else if let (Some(plan::Purpose::Standby { .. }), true) =
+        (&purpose, t.state >= TaskState::Completed as i32)
+    {
+        crate::standby::settle(s, t).await?;
     } else if let (Some(plan::Purpose::Verify { id, .. }), true) =
         (&purpose, t.state >= TaskState::Completed as i32)
     {

@@ -132,6 +132,13 @@ pub static FAILOVERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["volume"],
     )
 });
+pub static STANDBY: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_volume_standby_total",
+        "Standby copies placed on a cell, refreshed from a backup, or whose refresh failed.",
+        &["event"],
+    )
+});
 pub static CERTIFICATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_certificates_issued_total",

@@ -1,6 +1,7 @@
 //! `POST /v1/volumes` with failover settings: a volume records its mode and grace,
-//! `GET` shows them; a bad mode, a standby (not available yet) or a grace shorter
-//! than the cells' presence TTL plus the fence margin is refused naming the field.
+//! `GET` shows them (a standby volume, where its copy is); a bad mode or a grace
+//! shorter than the cells' presence TTL plus the fence margin is refused naming the
+//! field.
 
 mod common;
 
@@ -33,10 +34,6 @@ async fn a_volume_takes_its_failover_mode_and_grace_and_bad_ones_are_refused() {
             "failover: failover \"hot\": use restore",
         ),
         (
-            volume("b", "standby", 0),
-            "failover: standby copies are not available yet",
-        ),
-        (
             volume("c", "restore", 20),
             "failover_grace_ns: failover grace 20s is shorter",
         ),
@@ -57,6 +54,17 @@ async fn a_volume_takes_its_failover_mode_and_grace_and_bad_ones_are_refused() {
     assert_eq!(v["failover_grace_ns"], 30_000_000_000i64, "{v}");
     assert_eq!(v["epoch"], 0, "{v}");
     assert_eq!(v["fenced_copies"], json!([]), "{v}");
+    let answer = api
+        .send("POST", "/v1/volumes", Some(volume("warm", "standby", 0)))
+        .await;
+    assert_eq!(answer.0, 201, "{}", answer.1);
+    let (_, v) = api.send("GET", "/v1/volumes/warm", None).await;
+    assert_eq!(v["failover"], "standby", "{v}");
+    assert_eq!(
+        v["standby_cell_id"], "",
+        "no copy until the brain places one: {v}"
+    );
+    assert_eq!(v["standby_ready"], false, "{v}");
     let answer = api
         .send("POST", "/v1/volumes", Some(volume("plain", "", 0)))
         .await;

@@ -323,7 +323,20 @@ impl Auctioneer {
     async fn volume_cells(&self) -> Result<HashMap<String, String>, BrainError> {
         let volumes = self.bbs.volumes("").await.map_err(bbs_err)?;
         let volumes = volume_placement::place_waiting(self.bbs.as_ref(), volumes).await?;
-        Ok(volumes.into_iter().map(|v| (v.name, v.cell_id)).collect())
+        // A standby copy lives on its own cell: only its refresh task mounts it.
+        let copies: Vec<(String, String)> = volumes
+            .iter()
+            .filter(|v| !v.standby_cell_id.is_empty())
+            .map(|v| {
+                let copy = lattice_specs::volume::standby_name(&v.name);
+                (copy, v.standby_cell_id.clone())
+            })
+            .collect();
+        Ok(volumes
+            .into_iter()
+            .map(|v| (v.name, v.cell_id))
+            .chain(copies)
+            .collect())
     }
 
     /// Every live cell's state, in parallel, each bounded by the fetch timeout: the

@@ -5,6 +5,10 @@
 //! the volume's cell and epoch, under the brain's fence). The BBS then has the new cell
 //! make the volume, refills it from the backup, and only then lets work mount it.
 //!
+//! Volumes with `--failover standby` have their standby copy placed on another cell
+//! and refreshed from each new good backup (`lattice_specs::failover::standby::tend`,
+//! the BBS's `TendStandby`).
+//!
 //! A cell the brain has never seen (lost before it took the lead) counts as lost
 //! since the brain took the lead: a new leader waits a whole grace period.
 
@@ -13,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_bbs_client::BrainBbs;
-use lattice_specs::bbs_api::FailOverVolumeRequest;
+use lattice_specs::bbs_api::{FailOverVolumeRequest, TendStandbyRequest};
 use lattice_specs::errors::ErrorName;
+use lattice_specs::failover::standby::{self, StandbyStep};
 use lattice_specs::failover::{decide, LostCell, Step, View};
 use lattice_specs::models::volume::Failover;
 use lattice_specs::models::{CellPresence, Volume};
@@ -92,7 +97,8 @@ fn count(outcome: &str) {
         .inc();
 }
 
-/// One pass at `now` (ns): how many volumes it moved.
+/// One pass at `now` (ns): how many volumes it moved. Standby copies are tended in
+/// passes that moved none (a move changes what they would be decided on).
 pub async fn pass(bbs: &dyn BrainBbs, t: &mut Tracker, now: i64) -> Result<usize, BrainError> {
     let cells = bbs.cells().await.map_err(bbs_err)?;
     let volumes = bbs.volumes("").await.map_err(bbs_err)?;
@@ -100,18 +106,42 @@ pub async fn pass(bbs: &dyn BrainBbs, t: &mut Tracker, now: i64) -> Result<usize
     let waiting = volumes
         .iter()
         .any(|v| v.failover() != Failover::None && t.lost.contains_key(&v.cell_id));
+    let standby = volumes.iter().any(|v| v.failover() == Failover::Standby);
     if !waiting {
         t.stuck.clear();
-        return Ok(0);
+        if !standby {
+            return Ok(0);
+        }
     }
     let backups = bbs.backups().await.map_err(bbs_err)?;
-    let steps = decide(&View {
+    let view = View {
         volumes: &volumes,
         cells: &cells,
         lost: &t.lost,
         backups: &backups,
         now,
-    });
+    };
+    let (moved, stuck) = if waiting {
+        move_volumes(bbs, &t.stuck, decide(&view)).await?
+    } else {
+        (0, HashSet::new())
+    };
+    if moved == 0 && standby {
+        tend_standby(bbs, standby::tend(&view)).await?;
+    }
+    if waiting {
+        t.stuck = stuck;
+    }
+    Ok(moved)
+}
+
+/// Asks the BBS for each move of `steps`; reports stuck volumes not in `reported`.
+/// Returns how many moved and the stuck ones.
+async fn move_volumes(
+    bbs: &dyn BrainBbs,
+    reported: &HashSet<(String, String)>,
+    steps: Vec<Step>,
+) -> Result<(usize, HashSet<(String, String)>), BrainError> {
     let mut moved = 0;
     let mut stuck = HashSet::new();
     for step in steps {
@@ -147,7 +177,7 @@ pub async fn pass(bbs: &dyn BrainBbs, t: &mut Tracker, now: i64) -> Result<usize
                 }
             }
             Step::Stuck { volume, why } => {
-                if !t.stuck.contains(&(volume.clone(), why.clone())) {
+                if !reported.contains(&(volume.clone(), why.clone())) {
                     count("stuck");
                     tracing::warn!(%volume, "{why}");
                 }
@@ -155,8 +185,40 @@ pub async fn pass(bbs: &dyn BrainBbs, t: &mut Tracker, now: i64) -> Result<usize
             }
         }
     }
-    t.stuck = stuck;
-    Ok(moved)
+    Ok((moved, stuck))
+}
+
+/// Asks the BBS to place or refresh each standby copy of `steps`.
+async fn tend_standby(bbs: &dyn BrainBbs, steps: Vec<StandbyStep>) -> Result<(), BrainError> {
+    for step in steps {
+        let req = match step {
+            StandbyStep::Place { volume, from, to } => TendStandbyRequest {
+                name: volume,
+                from_cell: from,
+                to_cell: to,
+                backup_id: String::new(),
+            },
+            StandbyStep::Refresh {
+                volume,
+                cell,
+                backup,
+            } => TendStandbyRequest {
+                name: volume,
+                from_cell: cell.clone(),
+                to_cell: cell,
+                backup_id: backup,
+            },
+        };
+        match bbs.tend_standby(&req).await {
+            Ok(()) => {}
+            Err(e) if e.name == Some(ErrorName::VolumeAlreadyPlaced) => {}
+            Err(e) if e.is_lock_lost() => return Err(BrainError::LockLost),
+            Err(e) => {
+                tracing::warn!(volume = %req.name, error = %e.message, "tending a standby copy was refused; retrying");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs passes every `every` until the lock is lost; a move wakes the converger

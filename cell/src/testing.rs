@@ -25,13 +25,26 @@ pub fn require_root() {
     );
 }
 
-/// The busybox image, built once per process from /bin/busybox.
+/// The per-process busybox image's directory.
+fn busybox_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("lattice-busybox-{}", std::process::id()))
+}
+
+/// Removes the process's busybox image when it exits (a test binary, a benchmark).
+extern "C" fn remove_busybox() {
+    let _ = std::fs::remove_dir_all(busybox_dir());
+}
+
+/// The busybox image, built once per process from /bin/busybox and removed when the
+/// process exits.
 pub fn busybox_rootfs() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("lattice-busybox-{}", std::process::id()));
+        let dir = busybox_dir();
         crate::rootfs::build_busybox(Path::new("/bin/busybox"), &dir)
             .expect("building the busybox image (install busybox-static with scripts/setup.sh)");
+        // SAFETY: registers a plain function with no captured state, once.
+        unsafe { libc::atexit(remove_busybox) };
         dir
     })
     .clone()

@@ -59,12 +59,14 @@ pub(crate) fn run(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Volume and snapshot names: what is safe as a file name and a mount point.
+/// Volume and snapshot names: what is safe as a file name and a mount point (a
+/// volume's, or its standby copy's `NAME.standby`).
 pub fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
-    lattice_specs::volume::check_name(kind, name).map_err(anyhow::Error::msg)
+    lattice_specs::volume::check_copy_name(kind, name).map_err(anyhow::Error::msg)
 }
 
 mod fence;
+mod standby;
 
 fn is_mounted(path: &Path) -> bool {
     crate::rootfs::is_mounted(path)

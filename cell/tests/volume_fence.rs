@@ -1,7 +1,7 @@
 //! Fencing a volume's copy off on real loop devices (as root): the copy is unmounted,
 //! moved out of the volumes (never listed or mounted again, also after the pool is
 //! reopened), its data kept for the operator; a volume made afresh at a newer epoch
-//! carries that epoch.
+//! carries that epoch; a standby copy taken over becomes the volume with its data.
 
 use std::path::PathBuf;
 
@@ -102,4 +102,42 @@ fn a_fenced_copy_is_never_mounted_again_and_keeps_its_data() {
     assert!(!again.path.join("row").exists());
     pool.v().remove("pg").unwrap();
     assert_eq!(pool.v().epoch("pg"), 0, "the marker goes with the volume");
+}
+
+#[test]
+fn a_standby_copy_becomes_the_volume_with_its_data() {
+    let pool = Pool::new("4G");
+    let copy = lattice_specs::volume::standby_name("pg");
+    let info = pool.v().create(&copy, 400 << 20).unwrap();
+    std::fs::write(info.path.join("row"), "restored from pg-1").unwrap();
+    assert!(pool.v().holds(&copy) && !pool.v().holds("pg"));
+    // Only a standby copy of a valid name is a name the pool takes.
+    assert!(pool.v().create("pg.other", 400 << 20).is_err());
+
+    let taken = pool.v().promote("pg").unwrap();
+    assert_eq!(taken.name, "pg");
+    assert_eq!(
+        std::fs::read_to_string(taken.path.join("row")).unwrap(),
+        "restored from pg-1"
+    );
+    assert!(!pool.v().holds(&copy), "the copy is the volume now");
+    assert!(
+        !lattice_cell::rootfs::is_mounted(&pool.v().path(&copy)),
+        "the copy's mount is gone"
+    );
+    let names: Vec<String> = pool
+        .v()
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["pg"]);
+    // Nothing to take over twice, and a volume is never overwritten by a copy.
+    assert!(pool.v().promote("pg").is_err());
+    pool.v().create(&copy, 400 << 20).unwrap();
+    let err = pool.v().promote("pg").unwrap_err().to_string();
+    assert!(err.contains("exists already"), "{err}");
+    pool.v().remove(&copy).unwrap();
+    pool.v().remove("pg").unwrap();
 }

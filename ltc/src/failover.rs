@@ -14,12 +14,35 @@ fn span(ns: i64) -> String {
     age(1, ns + 1)
 }
 
-/// `restore 60s`, `-` without failover.
+/// `restore 60s`, `standby 60s on cell-2 (backup B)`, `-` without failover.
 pub fn mode(v: &VolumeResponse) -> String {
     match v.failover.as_str() {
         "" | "none" => "-".into(),
+        "standby" => format!("standby {} {}", span(v.failover_grace_ns), standby(v)),
         m => format!("{m} {}", span(v.failover_grace_ns)),
     }
+}
+
+/// Where a standby copy is and what it holds.
+fn standby(v: &VolumeResponse) -> String {
+    if v.standby_cell_id.is_empty() {
+        return "(no standby cell yet)".into();
+    }
+    let holds = if !v.standby_refreshing.is_empty() {
+        format!("refreshing to backup {}", v.standby_refreshing)
+    } else if !v.standby_backup.is_empty() {
+        format!("backup {}", v.standby_backup)
+    } else if v.standby_ready {
+        "empty: waits for a backup".into()
+    } else {
+        "being made".into()
+    };
+    let why = if v.standby_reason.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", v.standby_reason)
+    };
+    format!("on {} ({holds}{why})", v.standby_cell_id)
 }
 
 /// `2m ago from cell-1 (backup B, lost 15s; refilling)`, `-` when it never failed over.
@@ -87,6 +110,23 @@ mod tests {
             "2m0s ago from cell-1 (backup pg-1, lost 15s; refilling)"
         );
         assert_eq!(fenced(&v), "cell-1:/x/pg@fenced-e0-1.img");
+        v.failover = "standby".into();
+        assert_eq!(mode(&v), "standby 1m0s (no standby cell yet)");
+        v.standby_cell_id = "cell-2".into();
+        assert_eq!(mode(&v), "standby 1m0s on cell-2 (being made)");
+        v.standby_ready = true;
+        assert_eq!(
+            mode(&v),
+            "standby 1m0s on cell-2 (empty: waits for a backup)"
+        );
+        v.standby_backup = "pg-1".into();
+        assert_eq!(mode(&v), "standby 1m0s on cell-2 (backup pg-1)");
+        v.standby_refreshing = "pg-2".into();
+        v.standby_reason = "refreshing the standby copy from backup pg-0 failed: x".into();
+        assert_eq!(
+            mode(&v),
+            "standby 1m0s on cell-2 (refreshing to backup pg-2; refreshing the standby copy from backup pg-0 failed: x)"
+        );
         assert_eq!(parse_mode("standby").unwrap(), "standby");
         assert!(parse_mode("hot")
             .unwrap_err()

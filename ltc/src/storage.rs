@@ -31,7 +31,8 @@ pub enum VolumeCmd {
         #[arg(long)]
         backup_store: Option<String>,
         /// When its cell is lost: `restore` (made again on another cell, another zone
-        /// first, from its last good backup); default none.
+        /// first, from its last good backup) or `standby` (a copy kept on another cell,
+        /// refreshed from every new backup, takes over); default none.
         #[arg(long)]
         failover: Option<String>,
         /// How long its cell must be gone before it fails over (default 60s; at least

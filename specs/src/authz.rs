@@ -199,6 +199,7 @@ calls! {
     DeleteTask = "DeleteTask", Brain, "delete a task";
     PlaceVolume = "PlaceVolume", Brain, "place a volume";
     FailOverVolume = "FailOverVolume", Brain, "fail a volume over";
+    TendStandby = "TendStandby", Brain, "tend a volume's standby copy";
     ClaimScheduleSlot = "ClaimScheduleSlot", Brain, "run a schedule's slot";
     DeleteBackup = "DeleteBackup", Brain, "delete a backup";
     ReplaceActualLrp = "ReplaceActualLRP", Brain, "replace an instance";
@@ -371,6 +372,8 @@ mod tests {
             (Call::PlaceVolume, &brain, None, true),
             (Call::FailOverVolume, &brain, None, true),
             (Call::FailOverVolume, &cell_a, None, false),
+            (Call::TendStandby, &brain, None, true),
+            (Call::TendStandby, &cell_a, None, false),
             (Call::VolumeFenced, &cell_a, a, true),
             (Call::VolumeFenced, &cell_a, b, false),
             // Rolling updates: the brain's; the history is readable by all.

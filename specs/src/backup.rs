@@ -19,6 +19,7 @@ const BACKUP_TASK: &str = "backup-";
 const RESTORE_TASK: &str = "restore-";
 const VERIFY_TASK: &str = "verify-";
 const FORGET_TASK: &str = "forget-";
+const STANDBY_TASK: &str = "standby-";
 
 /// What a task of the backup [`DOMAIN`] is for. Its guid carries it (so a task
 /// record needs no field of its own and old records read the same); this type is
@@ -35,6 +36,9 @@ pub enum Purpose {
     /// Forgets snapshots of `volume`'s repository and prunes it: retention's removal
     /// of repository backups (guid `forget-VOLUME-SUFFIX`).
     Forget { volume: String, suffix: String },
+    /// Restores a backup into `volume`'s standby copy on the cell keeping it
+    /// (`crate::failover::standby`; guid `standby-VOLUME-SUFFIX`).
+    Standby { volume: String, suffix: String },
 }
 
 impl Purpose {
@@ -45,6 +49,7 @@ impl Purpose {
             Purpose::Restore { volume, suffix } => format!("{RESTORE_TASK}{volume}-{suffix}"),
             Purpose::Verify { id, suffix } => format!("{VERIFY_TASK}{id}-{suffix}"),
             Purpose::Forget { volume, suffix } => format!("{FORGET_TASK}{volume}-{suffix}"),
+            Purpose::Standby { volume, suffix } => format!("{STANDBY_TASK}{volume}-{suffix}"),
         }
     }
 
@@ -63,6 +68,8 @@ impl Purpose {
             split(rest).map(|(volume, suffix)| Purpose::Restore { volume, suffix })
         } else if let Some(rest) = task_guid.strip_prefix(FORGET_TASK) {
             split(rest).map(|(volume, suffix)| Purpose::Forget { volume, suffix })
+        } else if let Some(rest) = task_guid.strip_prefix(STANDBY_TASK) {
+            split(rest).map(|(volume, suffix)| Purpose::Standby { volume, suffix })
         } else {
             None
         }

@@ -9,8 +9,14 @@
 //! is longer than the cell's presence TTL plus the time the cell takes to fence itself
 //! (it stops its containers mounting failover volumes once its presence lapses), so the
 //! old copy is no longer mounted when the new one is.
+//!
+//! A volume with `--failover standby` keeps a copy on another cell, refreshed from
+//! every new good backup ([`standby`]); it moves onto that cell, whose copy becomes the
+//! volume at once when it holds the newest good backup (refilled otherwise).
 
 use std::collections::HashMap;
+
+pub mod standby;
 
 use crate::errors::ErrorName;
 use crate::models::volume::{Failover, State as VolumeState};
@@ -197,7 +203,12 @@ pub fn decide(view: &View) -> Vec<Step> {
             });
             continue;
         };
-        let Some(to) = target(view.cells, &placed, v, &lost.zone) else {
+        let to = if standby::takes_over(v, view) {
+            view.cells.iter().find(|c| c.cell_id == v.standby_cell_id)
+        } else {
+            target(view.cells, &placed, v, &lost.zone)
+        };
+        let Some(to) = to else {
             steps.push(Step::Stuck {
                 volume: v.name.clone(),
                 why: format!(

@@ -346,7 +346,8 @@ fn check_volume_mounts(errs: &mut ValidationErrors, mounts: &[VolumeMount]) {
             }
         } else if m.volume.is_empty() {
             errs.add(format!("{f}.volume"), "is required");
-        } else if let Err(e) = crate::volume::check_name("volume", &m.volume) {
+        // (a standby copy is mounted only by the task refreshing it: the BBS checks)
+        } else if let Err(e) = crate::volume::check_copy_name("volume", &m.volume) {
             errs.add(format!("{f}.volume"), e);
         }
         if m.snapshot && !m.read_only {

@@ -22,6 +22,29 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// What a standby copy's name ends with on its cell: `NAME.standby` (a name no volume
+/// can have, `.` being refused in volume names).
+pub const STANDBY_SUFFIX: &str = ".standby";
+
+/// The name of volume `volume`'s standby copy on the cell that keeps it.
+pub fn standby_name(volume: &str) -> String {
+    format!("{volume}{STANDBY_SUFFIX}")
+}
+
+/// The volume whose standby copy `copy` is, if it names one.
+pub fn standby_of(copy: &str) -> Option<&str> {
+    copy.strip_suffix(STANDBY_SUFFIX)
+        .filter(|v| check_name("volume", v).is_ok())
+}
+
+/// A name a cell keeps a copy under: a volume's, or its standby copy's.
+pub fn check_copy_name(kind: &str, name: &str) -> Result<(), String> {
+    match standby_of(name) {
+        Some(_) => Ok(()),
+        None => check_name(kind, name),
+    }
+}
+
 /// Parses sizes like `10G`, `512M`, `1T`, `4096` (bytes).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -96,6 +119,14 @@ mod tests {
         assert_eq!(format_size(300 << 20), "300M");
         assert_eq!(format_size(12), "12B");
         check_name("volume", "pg-data_1").unwrap();
+        assert_eq!(standby_name("pg"), "pg.standby");
+        assert_eq!(standby_of("pg.standby"), Some("pg"));
+        for not in ["pg", ".standby", "a.b.standby", "../x.standby"] {
+            assert_eq!(standby_of(not), None, "{not}");
+        }
+        check_copy_name("volume", "pg.standby").unwrap();
+        assert!(check_copy_name("volume", "pg.other").is_err());
+        assert!(check_name("volume", "pg.standby").is_err());
         for bad in ["../x", "Big", "", "-a", "a.b", &"x".repeat(64)] {
             assert!(check_name("volume", bad).is_err(), "{bad}");
         }

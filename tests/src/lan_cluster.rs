@@ -134,6 +134,33 @@ impl LanCluster {
             .https_get(&self.bbs.api, path, &self.pki.to_api())
     }
 
+    /// `METHOD path` of the BBS's public API with `body` and an `Authorization`
+    /// header, from the outside host: (status, the JSON answer, or its text as a JSON
+    /// string).
+    pub fn api(
+        &self,
+        auth: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let (status, text) = self
+            .outside
+            .https_request(
+                &self.bbs.api,
+                method,
+                path,
+                &[("Authorization", auth)],
+                body,
+                &self.pki.to_api(),
+            )
+            .expect("the public API answers");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
     /// `GET /` of `app` through the router, from the outside host.
     pub fn get(&self, app: &str) -> Option<(u16, String)> {
         self.outside.http_get(

@@ -17,10 +17,14 @@ use std::time::{Duration, Instant};
 
 pub use lattice_bbs::testing::{free_port, EtcdServer};
 
-/// The `lattice` binary, built (or confirmed fresh) once per test process.
+/// The `lattice` binary, built (or confirmed fresh) once per test process; or the
+/// one `LATTICE_BIN` names (a benchmark's release build), as it is.
 pub fn lattice_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("LATTICE_BIN") {
+            return PathBuf::from(bin);
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .parent()

@@ -62,20 +62,41 @@ impl Db {
                 });
             }
             let now = now_nanos();
+            // A standby copy on the new cell becomes the volume: a switch, refilled only
+            // when it does not hold this backup (or a refresh was writing into it).
+            let promoted = v.failover() == Failover::Standby
+                && v.standby_cell_id == m.to
+                && !v.standby_backup.is_empty();
+            let refill = !(promoted && failover::standby::current(&v, &backup.id));
+            super::standby::forget_standby(&mut v);
             v.cell_id = m.to.to_string();
             v.epoch += 1;
             v.state = VolumeState::Pending as i32;
-            v.reason = format!(
-                "failed over from lost cell {}: refilling from backup {}",
-                m.from, backup.id
-            );
+            v.reason = match (promoted, refill) {
+                (true, false) => format!(
+                    "failed over from lost cell {}: its standby copy (backup {}) takes over",
+                    m.from, backup.id
+                ),
+                (true, true) => format!(
+                    "failed over from lost cell {}: its standby copy takes over, refilled from backup {}",
+                    m.from, backup.id
+                ),
+                _ => format!(
+                    "failed over from lost cell {}: refilling from backup {}",
+                    m.from, backup.id
+                ),
+            };
             v.used_bytes = 0;
             v.actual_size_bytes = 0;
             v.failed_over_at = now;
             v.failed_over_from = m.from.to_string();
             v.failed_over_backup = backup.id.clone();
             v.data_loss_window_ns = failover::data_loss_window_ns(backup, m.lost_at);
-            v.failover_restore_task = restore_task.to_string();
+            v.failover_restore_task = if refill {
+                restore_task.to_string()
+            } else {
+                String::new()
+            };
             v.updated_at = now;
             Ok((Write::Put(v.clone()), v))
         })
@@ -144,6 +165,13 @@ impl Db {
         work: &str,
     ) -> Result<()> {
         for m in mounts.iter().filter(|m| m.scratch_bytes == 0) {
+            if let Some(volume) = lattice_specs::volume::standby_of(&m.volume) {
+                let v = self.volume(volume).await?;
+                if let Some(refused) = super::standby::standby_mount_refusal(&v, cell, work) {
+                    return Err(refused);
+                }
+                continue;
+            }
             let v = self.volume(&m.volume).await?;
             if let Some((name, message)) = mount_refusal(&v, cell, work) {
                 return Err(DbError::Conflict { name, message });

@@ -17,7 +17,8 @@ impl Db {
         def: TaskDefinition,
     ) -> Result<Task> {
         validation::validate_task(task_guid, domain, &def)?;
-        self.check_mounts(&def.volume_mounts).await?;
+        let copies = domain == lattice_specs::backup::DOMAIN;
+        self.check_mounts_of(&def.volume_mounts, copies).await?;
         let task = task_sm::new_task(task_guid.into(), domain.into(), def, now_nanos());
         let key = task_key(task_guid);
         if self.create(&key, task.encode_to_vec(), 0).await?.is_none() {

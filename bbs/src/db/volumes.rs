@@ -15,8 +15,27 @@ use crate::store::{Op, Txn};
 impl Db {
     /// Every volume a container would mount exists and is usable.
     pub(super) async fn check_mounts(&self, mounts: &[VolumeMount]) -> Result<()> {
+        self.check_mounts_of(mounts, false).await
+    }
+
+    /// [`Db::check_mounts`]; with `copies`, standby copies (`NAME.standby`) of
+    /// existing volumes may be mounted too (the backup domain's refresh tasks).
+    pub(super) async fn check_mounts_of(&self, mounts: &[VolumeMount], copies: bool) -> Result<()> {
         // (scratch volumes have no record: the cell makes them)
         for m in mounts.iter().filter(|m| m.scratch_bytes == 0) {
+            if let Some(volume) = lattice_specs::volume::standby_of(&m.volume) {
+                if !copies {
+                    return Err(DbError::Conflict {
+                        name: ErrorName::InvalidRequest,
+                        message: format!(
+                            "{} is the standby copy of volume {volume}: only the cluster's own tasks mount it; mount {volume}",
+                            m.volume
+                        ),
+                    });
+                }
+                self.volume(volume).await?;
+                continue;
+            }
             let v = self.volume(&m.volume).await.map_err(|e| match e {
                 DbError::NotFound { .. } => DbError::Conflict {
                     name: ErrorName::VolumeNotFound,
@@ -258,6 +277,14 @@ impl Db {
         (size_bytes, used_bytes): (u64, u64),
         reason: &str,
     ) -> Result<()> {
+        // A standby copy's state is its volume's standby_ready.
+        if let Some(volume) = lattice_specs::volume::standby_of(name) {
+            let made = match state {
+                VolumeState::Ready => Ok(()),
+                _ => Err(reason),
+            };
+            return self.standby_made(volume, cell_id, made).await;
+        }
         self.modify(&format!("{VOLUME}{name}"), |cur: Option<Volume>| {
             let mut v = cur.ok_or_else(|| DbError::volume_not_found(name))?;
             if v.cell_id != cell_id || v.state() == VolumeState::Removing {

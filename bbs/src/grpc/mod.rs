@@ -628,6 +628,13 @@ impl Bbs for BbsGrpc {
         self.fail_over_volume_rpc(r).await
     }
 
+    async fn tend_standby(
+        &self,
+        r: Request<TendStandbyRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.tend_standby_rpc(r).await
+    }
+
     async fn volume_fenced(
         &self,
         r: Request<VolumeFencedRequest>,

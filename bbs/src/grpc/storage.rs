@@ -43,6 +43,15 @@ impl BbsGrpc {
                 &r.reason,
             )
             .await?;
+            // A standby copy its cell made gets the refresh recorded for it.
+            if let Some(volume) = lattice_specs::volume::standby_of(&r.name) {
+                if let (Some(api), VolumeState::Ready) = (&self.api, state) {
+                    if let Err(e) = crate::standby::ensure_refresh(api, volume).await {
+                        tracing::warn!(%volume, error = %e, "refreshing a standby copy");
+                    }
+                }
+                return Ok(Empty {});
+            }
             // A failed-over volume its new cell made is refilled from its backup now.
             if let (Some(api), VolumeState::Ready) = (&self.api, state) {
                 if let Err(e) = crate::failover::refill(api, &r.name).await {
@@ -71,6 +80,21 @@ impl BbsGrpc {
                 lost_at: r.lost_at,
             };
             crate::failover::fail_over(&db, keeps_backups, &m, &r.backup_id)
+                .await
+                .map(|_| Empty {})
+        })
+        .await
+    }
+
+    pub(super) async fn tend_standby_rpc(
+        &self,
+        r: Request<TendStandbyRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        call("TendStandby", async {
+            may(&r, Call::TendStandby)?;
+            let db = self.db_for(&r)?;
+            let r = r.into_inner();
+            crate::standby::tend(self.api.as_ref(), &db, &r)
                 .await
                 .map(|_| Empty {})
         })

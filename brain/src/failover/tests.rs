@@ -26,6 +26,11 @@ fn presence(id: &str, zone: &str) -> CellPresence {
 /// A BBS with cells `a` (zone z1, holding READY volume `pg` with `--failover
 /// restore`, backed up once) and `b` (zone z2): the lease of `a` is returned.
 async fn a_failover_volume() -> (FakeBbs, i64) {
+    a_volume_failing_over_by(Failover::Restore).await
+}
+
+/// [`a_failover_volume`] with failover `mode`.
+async fn a_volume_failing_over_by(mode: Failover) -> (FakeBbs, i64) {
     let bbs = FakeBbs::start().await;
     let mut lease_a = 0;
     for (id, zone) in [("a", "z1"), ("b", "z2")] {
@@ -44,7 +49,7 @@ async fn a_failover_volume() -> (FakeBbs, i64) {
         cell_id: "a".into(),
         ..Default::default()
     };
-    spec.set_failover(Failover::Restore);
+    spec.set_failover(mode);
     bbs.db().create_volume_as(spec).await.unwrap();
     bbs.db()
         .set_volume_state("pg", "a", VolumeState::Ready, (SIZE, 1 << 20), "")
@@ -153,4 +158,46 @@ fn cells_are_lost_from_when_they_went_or_from_the_lead() {
     );
     t.observe(&[presence("a", "z1"), presence("b", "z2")], &[], 140);
     assert!(!t.lost().contains_key("a"), "back");
+}
+
+#[tokio::test]
+async fn a_standby_copy_is_placed_refreshed_and_takes_over() {
+    let (bbs, lease_a) = a_volume_failing_over_by(Failover::Standby).await;
+    let db = bbs.db();
+    let mut t = Tracker::new(0);
+    assert_eq!(pass(&bbs, &mut t, 10 * S).await.unwrap(), 0);
+    let v = db.volume("pg").await.unwrap();
+    assert_eq!(v.standby_cell_id, "b", "placed on the other zone's cell");
+    // Its cell made it: the newest good backup is restored into it, once.
+    db.set_volume_state("pg.standby", "b", VolumeState::Ready, (SIZE, 0), "")
+        .await
+        .unwrap();
+    pass(&bbs, &mut t, 11 * S).await.unwrap();
+    let v = db.volume("pg").await.unwrap();
+    assert!(v.standby_task.starts_with("standby-pg-"), "{v:?}");
+    assert_eq!(v.standby_task_backup, "pg-1");
+    let task = v.standby_task.clone();
+    pass(&bbs, &mut t, 12 * S).await.unwrap();
+    assert_eq!(db.volume("pg").await.unwrap().standby_task, task);
+    db.standby_refreshed("pg", &task, Ok(())).await.unwrap();
+    pass(&bbs, &mut t, 13 * S).await.unwrap();
+    let v = db.volume("pg").await.unwrap();
+    assert_eq!(
+        (v.standby_backup.as_str(), v.standby_task.as_str()),
+        ("pg-1", "")
+    );
+
+    // Cell a is lost: after the grace the volume moves onto b's copy, no refill.
+    bbs.revoke_lease(lease_a).await.unwrap();
+    assert_eq!(pass(&bbs, &mut t, 20 * S).await.unwrap(), 0);
+    assert_eq!(pass(&bbs, &mut t, 80 * S).await.unwrap(), 1);
+    let v = db.volume("pg").await.unwrap();
+    assert_eq!((v.cell_id.as_str(), v.epoch), ("b", 1));
+    assert_eq!(v.failover_restore_task, "", "{}", v.reason);
+    // The next copy has no other cell to go to (a is gone): none is placed.
+    db.set_volume_state("pg", "b", VolumeState::Ready, (SIZE, 1 << 20), "")
+        .await
+        .unwrap();
+    assert_eq!(pass(&bbs, &mut t, 81 * S).await.unwrap(), 0);
+    assert_eq!(db.volume("pg").await.unwrap().standby_cell_id, "");
 }

@@ -176,6 +176,7 @@ mod perform;
 mod presence;
 mod readopt;
 mod runtime;
+mod standby;
 mod sync;
 mod tasks;
 mod volumes;

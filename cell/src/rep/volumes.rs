@@ -1,6 +1,8 @@
 //! The cell's volumes as the BBS wants them: created, removed, checked and reported;
 //! and [`VolumeSyncError`], why a volume sync stopped short.
 
+use lattice_specs::volume::standby_name;
+
 use super::bbs::VolumeReport;
 use super::*;
 
@@ -22,8 +24,9 @@ impl<R: Runtime> Rep<R> {
     /// Makes this cell's volumes what the BBS says: copies of volumes that live
     /// elsewhere now are fenced off (`fencing`), PENDING ones are created (at their
     /// epoch), REMOVING ones removed once no container mounts them, READY ones checked
-    /// and their use reported. Volumes here that the BBS does not know are left alone
-    /// (never deleted on a guess).
+    /// and their use reported; standby copies kept here are made, a PENDING volume
+    /// whose standby copy is here takes it over (`standby`). Volumes here that the BBS
+    /// does not know are left alone (never deleted on a guess).
     pub async fn sync_volumes(&self) -> Result<(), VolumeSyncError> {
         use models::volume::State as V;
         let Some(driver) = self.exec.volumes().cloned() else {
@@ -38,7 +41,8 @@ impl<R: Runtime> Rep<R> {
             .cloned()
             .collect();
         // (a pool this cell opened holds copies to check against the records)
-        if records.is_empty() && driver.opened().is_none() {
+        let keeps_standby = all.iter().any(|v| v.standby_cell_id == self.cfg.cell_id);
+        if records.is_empty() && !keeps_standby && driver.opened().is_none() {
             return Ok(());
         }
         // A pool that cannot be opened now says nothing about the volumes: retry later.
@@ -66,6 +70,16 @@ impl<R: Runtime> Rep<R> {
                     if vols.epoch(&name) < v.epoch && vols.info(&name).is_ok() =>
                 {
                     tracing::info!(volume = %name, "an older copy waits to be fenced before the volume is made here");
+                }
+                // The standby copy that becomes the volume is taken over once the
+                // task refreshing it (if one still runs) ended.
+                V::Pending
+                    if v.epoch > 0
+                        && vols.info(&name).is_err()
+                        && vols.holds(&standby_name(&name))
+                        && self.exec.uses_volume(&standby_name(&name)) =>
+                {
+                    tracing::info!(volume = %name, "the standby copy is taken over once the task refreshing it ended");
                 }
                 V::Pending | V::Ready => {
                     let (d, n, size, pending) = (
@@ -96,7 +110,15 @@ impl<R: Runtime> Rep<R> {
                             }
                             Ok(info) => Ok((info, None)),
                             Err(_) if pending => {
-                                let made = vols.create(&n, size)?;
+                                // (only a failed-over volume takes a copy over: a
+                                // volume made afresh never starts with old data)
+                                let made = if epoch > 0 && vols.holds(&standby_name(&n)) {
+                                    let taken = vols.promote(&n)?;
+                                    tracing::info!(volume = %n, "standby copy taken over");
+                                    taken
+                                } else {
+                                    vols.create(&n, size)?
+                                };
                                 if epoch > 0 {
                                     vols.set_epoch(&n, epoch)?;
                                 }
@@ -137,7 +159,7 @@ impl<R: Runtime> Rep<R> {
                 V::Failed | V::Invalid => {}
             }
         }
-        Ok(())
+        self.sync_standby_copies(&vols, &all).await
     }
 
     /// Removes volume `name` (a REMOVING one) once no container mounts it, and tells

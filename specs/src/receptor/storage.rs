@@ -50,6 +50,14 @@ pub struct VolumeResponse {
     pub data_loss_window_ns: i64,
     /// The task refilling it after a failover (nothing else mounts it meanwhile).
     pub restoring: String,
+    /// `standby`: the cell keeping its standby copy ("" none yet), whether that cell
+    /// made it, the backup it holds, the backup being restored into it, and why the
+    /// last refresh failed.
+    pub standby_cell_id: String,
+    pub standby_ready: bool,
+    pub standby_backup: String,
+    pub standby_refreshing: String,
+    pub standby_reason: String,
     /// Copies fenced off on cells that came back ("CELL:PATH"), kept for the operator.
     pub fenced_copies: Vec<String>,
     /// Its cell's volume pool warning (past the watermark at its maximum, or a growth
@@ -82,6 +90,11 @@ impl VolumeResponse {
             failed_over_backup: v.failed_over_backup,
             data_loss_window_ns: v.data_loss_window_ns,
             restoring: v.failover_restore_task,
+            standby_cell_id: v.standby_cell_id,
+            standby_ready: v.standby_ready,
+            standby_backup: v.standby_backup,
+            standby_refreshing: v.standby_task_backup,
+            standby_reason: v.standby_reason,
             fenced_copies: v.fenced_copies,
             pool_warning: v.pool_warning,
         }
