@@ -1,8 +1,16 @@
 //! Generates the protobuf messages (always) and the internal gRPC services (with the
 //! `grpc` feature) from `proto/`.
 
-/// The messages every build has: the model and its events.
-const MESSAGES: [&str; 2] = ["proto/models.proto", "proto/events.proto"];
+/// The messages every build has: the model and its events, and loggregator's
+/// dropsonde envelopes (package `events`, what doppler's read side sends).
+const MESSAGES: [&str; 6] = [
+    "proto/models.proto",
+    "proto/events.proto",
+    "proto/dropsonde/envelope.proto",
+    "proto/dropsonde/log.proto",
+    "proto/dropsonde/metric.proto",
+    "proto/dropsonde/error.proto",
+];
 /// The gRPC APIs (and their request and response messages), with the `grpc` feature.
 #[cfg(feature = "grpc")]
 const SERVICES: [&str; 2] = ["proto/bbs.proto", "proto/rep.proto"];

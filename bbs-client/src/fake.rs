@@ -77,6 +77,8 @@ impl FakeBbs {
                 lattice_bbs::repos::BackupKey::load_or_create(&dir.path().join("backup.key"))
                     .expect("a backup key"),
             ),
+            lattice_release: lattice_bbs::api::VERSION.into(),
+            cpu_samples: Default::default(),
         };
         FakeBbs {
             writes: db.clone(),

@@ -17,6 +17,7 @@ pub mod blobs;
 pub mod callbacks;
 pub mod cell_client;
 pub mod db;
+pub mod doppler;
 pub mod events;
 pub mod failover;
 pub mod grpc;

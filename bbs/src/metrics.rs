@@ -71,6 +71,19 @@ pub static API_EXEC_OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     REGISTRY.register(Box::new(g.clone())).unwrap();
     g
 });
+pub static DOPPLER_STREAMS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_doppler_streams_total",
+        "Doppler log streams (`ltc logs`, `ltc debug-logs` of the original ltc) ended, by how (closed_by_client, slow_client: a send waited too long and the client was dropped, ended: the BBS stops).",
+        &["outcome"],
+    )
+});
+pub static DOPPLER_STREAMS_OPEN: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    let g = prometheus::IntGauge::new("bbs_doppler_streams_open", "Doppler log streams open now.")
+        .unwrap();
+    REGISTRY.register(Box::new(g.clone())).unwrap();
+    g
+});
 pub static ROLLOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_rollout_changes_total",

@@ -123,6 +123,10 @@ pub struct BbsConfig {
     pub backup_key_file: Option<std::path::PathBuf>,
     /// How S3 backup stores reach S3 (`lattice bbs`: from its environment).
     pub s3: crate::repos::S3Settings,
+    /// What `/v1/version` says as `lattice_release` (default: this build's version;
+    /// an operator may set an original `ltc` build's, e.g. `v0.7.0`, so its `ltc
+    /// target` does not warn).
+    pub lattice_release: String,
 }
 
 impl BbsConfig {
@@ -149,6 +153,7 @@ impl BbsConfig {
             backup_stores: Vec::new(),
             backup_key_file: None,
             s3: Default::default(),
+            lattice_release: crate::api::VERSION.into(),
         }
     }
 }
@@ -245,6 +250,8 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
             Some(f) => Some(crate::repos::BackupKey::load_or_create(f)?),
             None => None,
         },
+        lattice_release: cfg.lattice_release.clone(),
+        cpu_samples: Default::default(),
     };
     let settler = crate::backups::spawn_settler(state.clone());
     let callbacks = crate::callbacks::spawn(

@@ -80,6 +80,26 @@ pub enum Changes {
 }
 
 impl HostEntry {
+    /// A host served by one fixed address (`ProxyConfig::fixed`): no access lines go
+    /// to any app's log (its log guid is empty).
+    pub fn fixed(name: &str, addr: SocketAddr) -> HostEntry {
+        HostEntry {
+            process_guids: vec![name.to_string()],
+            log_guid: String::new(),
+            endpoints: vec![Arc::new(Endpoint {
+                process_guid: name.to_string(),
+                index: 0,
+                instance_guid: name.to_string(),
+                addr,
+                log_guid: String::new(),
+                in_flight: Default::default(),
+                index_header: 0.into(),
+            })],
+            next: Default::default(),
+            metrics: Default::default(),
+        }
+    }
+
     /// A copy with its own reference count and metric handles, for one event
     /// loop's view (the round-robin position stays shared).
     pub fn copy_for_view(&self) -> HostEntry {

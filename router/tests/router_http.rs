@@ -550,3 +550,36 @@ async fn wait_for_routes(router: SocketAddr, apps: &[&str]) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_host_goes_to_its_address_whatever_the_apps_routes_say() {
+    let b = bbs().await;
+    // An app that claims the API's host name: it must not get its requests.
+    b.desire("thief", "receptor.lattice.localhost", 1).await;
+    b.run("thief", 0, backend("thief").await.port()).await;
+    b.desire("web", "web.lattice.localhost", 1).await;
+    b.run("web", 0, backend("web").await.port()).await;
+    let api = backend("api").await;
+    let cfg = ProxyConfig {
+        fixed: vec![lattice_router::proxy::FixedHost {
+            host: "receptor.lattice.localhost".into(),
+            addr: api,
+            name: "lattice-api".into(),
+        }],
+        ..Default::default()
+    };
+    let r = router(&b, cfg).await;
+    wait_for_routes(r.addr, &["web"]).await;
+    let resp = get(r.addr, "Receptor.Lattice.Localhost").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["seen-x-forwarded-for"], "127.0.0.1");
+    assert_eq!(resp.text().await.unwrap(), "api");
+    assert_eq!(
+        get(r.addr, "web.lattice.localhost")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "web"
+    );
+}

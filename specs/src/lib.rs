@@ -12,6 +12,7 @@ pub mod authz;
 pub mod backup;
 pub mod backup_hooks;
 pub mod containers;
+pub mod dropsonde;
 pub mod egress;
 pub mod errors;
 pub mod evacuation;

@@ -65,6 +65,26 @@ pub fn is_loopback(peer: Option<SocketAddr>) -> bool {
     peer.is_some_and(|p| p.ip().to_canonical().is_loopback())
 }
 
+/// The caller's address: the connection's peer, except that a peer on this host
+/// relaying for another (a router beside the API sending it `receptor.DOMAIN` and
+/// `doppler.DOMAIN`, which appends its client to `X-Forwarded-For`) stands for the
+/// last address it names. An unreadable one is unknown: not trusted.
+pub fn caller_address(
+    peer: Option<SocketAddr>,
+    forwarded_for: Option<&[u8]>,
+) -> Option<SocketAddr> {
+    let Some(forwarded) = forwarded_for.filter(|_| is_loopback(peer)) else {
+        return peer;
+    };
+    let last = std::str::from_utf8(forwarded)
+        .ok()?
+        .rsplit(',')
+        .next()?
+        .trim();
+    let ip: std::net::IpAddr = last.parse().ok()?;
+    Some(SocketAddr::new(ip, 0))
+}
+
 fn unauthorized(s: &ApiState, message: impl Into<String>) -> Response {
     let mut r =
         ApiError::new(StatusCode::UNAUTHORIZED, ErrorName::Unauthorized, message).into_response();
@@ -288,7 +308,12 @@ pub(super) async fn authenticate(
             .map(|v| v.to_str().unwrap_or_default().to_string()),
         method: req.method().clone(),
         path: req.uri().path().to_string(),
-        peer: peer.map(|p| p.0 .0),
+        peer: caller_address(
+            peer.map(|p| p.0 .0),
+            req.headers()
+                .get("x-forwarded-for")
+                .map(HeaderValue::as_bytes),
+        ),
     };
     let (caller, mut repo_access) = match identify(&s, &asked).await {
         Ok(c) => c,
@@ -352,7 +377,28 @@ pub(super) async fn authenticate(
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback;
+    use super::{caller_address, is_loopback};
+
+    #[test]
+    fn a_local_relay_stands_for_the_client_it_names_last() {
+        let at = |s: &str| Some(s.parse().unwrap());
+        let local = at("127.0.0.1:5000");
+        assert_eq!(caller_address(local, None), local);
+        assert!(is_loopback(caller_address(local, Some(b"127.0.0.1"))));
+        // A client far away, however it fills the header itself.
+        for far in [
+            &b"10.1.2.3"[..],
+            b"127.0.0.1, 10.1.2.3",
+            b"::1,2001:db8::1",
+            b"not an address",
+            b"",
+        ] {
+            assert!(!is_loopback(caller_address(local, Some(far))), "{far:?}");
+        }
+        // Only a relay on this host is believed.
+        let far = at("10.9.9.9:7");
+        assert_eq!(caller_address(far, Some(b"127.0.0.1")), far);
+    }
 
     #[test]
     fn only_this_host_is_loopback() {

@@ -8,9 +8,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use lattice_specs::errors::ErrorName;
-use lattice_specs::logs::decode_ndjson;
+use lattice_specs::logs::{decode_ndjson, LogMessage};
 
 use super::{ApiError, ApiState};
 
@@ -29,6 +30,30 @@ pub(super) async fn get_logs(
     Path(log_guid): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
+    let lines = lines_of(
+        &s,
+        &log_guid,
+        q.recent.unwrap_or(true),
+        q.follow.unwrap_or(true),
+    )
+    .await?
+    .map(|m| Ok::<_, Infallible>(Bytes::from(m.to_ndjson())));
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// A log guid's lines from every cell and the BBS's own buffer (`crate::logs::gather`):
+/// the recent ones in time order if `recent`, then new ones as they come if `follow`
+/// (until the BBS shuts down). What `/v1/logs` and doppler's read side serve.
+pub(super) async fn lines_of(
+    s: &ApiState,
+    log_guid: &str,
+    recent: bool,
+    follow: bool,
+) -> Result<BoxStream<'static, LogMessage>, ApiError> {
     let cells = s.cells.clone();
     let reps: Vec<String> =
         s.db.cells()
@@ -51,24 +76,19 @@ pub(super) async fn get_logs(
                 .unwrap_or_default()
         })
     });
-    let lines = crate::logs::gather(
+    Ok(crate::logs::gather(
         s.cells.http(),
         &s.logs,
         reps,
         Some(more_cells),
-        &log_guid,
-        q.recent.unwrap_or(true),
-        q.follow.unwrap_or(true),
+        log_guid,
+        recent,
+        follow,
     )
     .await
     // The BBS shutting down ends the stream.
     .take_until(s.hub.closing())
-    .map(|m| Ok::<_, Infallible>(Bytes::from(m.to_ndjson())));
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        axum::body::Body::from_stream(lines),
-    )
-        .into_response())
+    .boxed())
 }
 
 /// `POST /v1/logs`: newline-delimited JSON log messages into the BBS's buffer (how a

@@ -13,7 +13,9 @@
 //! One file per resource (`tasks`, `lrps`, `rollout` (an app's generations,
 //! rollback and promotion), `cells` with domains and events,
 //! `logs`, `blobs`, `tokens`, `exec` (`ltc ssh`: sessions inside instances and
-//! Tasks, over WebSockets); backups live in `crate::backups`), `errors` for how
+//! Tasks, over WebSockets), `doppler` (loggregator's read side for the original
+//! `ltc`: `/apps/GUID/stream|recentlogs|containermetrics`); backups live in
+//! `crate::backups`), `errors` for how
 //! the API says no; `auth` (who calls), `authz` (what each role may do, and on whose
 //! objects), `owners` (who owns what), `redact` (what a viewer does not see) and
 //! `audit` (the line every change leaves); this
@@ -25,6 +27,7 @@ pub mod authz;
 mod backup_key;
 mod blobs;
 mod cells;
+mod doppler;
 mod errors;
 mod exec;
 mod logs;
@@ -93,6 +96,10 @@ pub struct ApiState {
     pub stores: crate::repos::Stores,
     /// Every repository's password (none: this BBS serves no repository's password).
     pub backup_key: Option<crate::repos::BackupKey>,
+    /// `/v1/version`'s `lattice_release` (what `ltc target` compares with its own).
+    pub lattice_release: String,
+    /// The containers' last CPU samples, for doppler's container metrics.
+    pub cpu_samples: crate::doppler::CpuSamples,
 }
 
 impl ApiState {
@@ -142,8 +149,24 @@ fn domain_filter(q: &HashMap<String, String>) -> &str {
     q.get("domain").map(String::as_str).unwrap_or("")
 }
 
-async fn version() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "version": VERSION, "api": "receptor/v1" }))
+/// What the original `ltc version` shows as `Server:` (`lattice_release`) and the
+/// releases under it; the ones Lattice-rs has no counterpart of say so.
+async fn version(
+    axum::extract::State(s): axum::extract::State<ApiState>,
+) -> Json<serde_json::Value> {
+    const NONE: &str = "n/a (lattice-rs)";
+    Json(serde_json::json!({
+        "version": VERSION,
+        "api": "receptor/v1",
+        "lattice_release": s.lattice_release,
+        "lattice_release_image": NONE,
+        "cf_release": NONE,
+        "diego_release": format!("n/a (lattice-rs {VERSION}: Diego's model in Rust)"),
+        "garden_linux_release": "n/a (lattice-rs: youki's libcontainer)",
+        "cf_routing_release": format!("n/a (lattice-rs {VERSION} router)"),
+        "receptor": format!("lattice-rs {VERSION}"),
+        "ltc": "n/a (lattice-rs: no ltc sync)",
+    }))
 }
 
 async fn metrics() -> impl IntoResponse {
@@ -268,6 +291,7 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(v1)
+        .merge(doppler::routes(state.clone()))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, ErrorName::NotFound, "no such API path; see /v1/tasks, /v1/desired_lrps, /v1/actual_lrps, /v1/cells, /v1/domains, /v1/events") })
@@ -301,6 +325,8 @@ mod tests {
             public_url: "https://10.0.0.1:8888/".into(),
             stores,
             backup_key: key,
+            lattice_release: VERSION.into(),
+            cpu_samples: Default::default(),
         };
         (s, dir)
     }

@@ -129,6 +129,7 @@ impl Executor {
                     .lock()
                     .unwrap()
                     .insert(req.handle.clone(), info.clone());
+                tracing::info!(handle = %req.handle, rootfs = %req.rootfs, "container created");
                 Ok(info)
             }
             Err(e) => {

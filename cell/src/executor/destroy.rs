@@ -61,7 +61,10 @@ impl Executor {
             .remove(handle)
             .or_else(|| self.load(handle));
         match info {
-            Some(info) => self.teardown(&info),
+            Some(info) => {
+                self.teardown(&info);
+                tracing::info!(handle, "container destroyed");
+            }
             None => {
                 let _ = std::fs::remove_dir_all(self.dir(handle));
             }

@@ -81,6 +81,19 @@ pub struct ProxyConfig {
     pub logs: Option<crate::logs::LogSink>,
     /// Answer plain HTTP requests with a 308 to HTTPS on this port (`--redirect-http`).
     pub redirect_to_https: Option<u16>,
+    /// Hosts served by a fixed backend ahead of any app's route, e.g. `lattice up`'s
+    /// `receptor.DOMAIN` and `doppler.DOMAIN` to its API (an app cannot take them).
+    pub fixed: Vec<FixedHost>,
+}
+
+/// A host the router sends to one address, whatever the apps' routes say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedHost {
+    /// Lowercase, without a port.
+    pub host: String,
+    pub addr: SocketAddr,
+    /// Named so in metrics and the router's own log.
+    pub name: String,
 }
 
 impl Default for ProxyConfig {
@@ -96,6 +109,7 @@ impl Default for ProxyConfig {
             domain: "lattice.localhost".into(),
             logs: None,
             redirect_to_https: None,
+            fixed: Vec::new(),
         }
     }
 }
@@ -111,6 +125,8 @@ pub struct Client {
 pub struct Proxy {
     /// This event loop's view of the routes.
     routes: Arc<crate::emitter::View>,
+    /// `cfg.fixed` as host entries (looked up first).
+    fixed: HashMap<String, Arc<HostEntry>>,
     pool: Arc<Pool>,
     /// This loop's coarse clock for request timeouts.
     clock: Arc<Clock>,
@@ -135,8 +151,19 @@ fn full(status: StatusCode, msg: String) -> Response<Body> {
 
 impl Proxy {
     pub fn new(routes: Arc<Routes>, cfg: ProxyConfig) -> Arc<Proxy> {
+        let fixed = cfg
+            .fixed
+            .iter()
+            .map(|f| {
+                (
+                    f.host.to_ascii_lowercase(),
+                    Arc::new(HostEntry::fixed(&f.name, f.addr)),
+                )
+            })
+            .collect();
         Arc::new(Proxy {
             routes: routes.view(),
+            fixed,
             pool: Pool::new(Duration::from_secs(90), 1024),
             clock: Clock::new(),
             benched: Mutex::new(HashMap::new()),
@@ -312,7 +339,11 @@ impl Proxy {
                 return r;
             }
         }
-        let Some(entry) = self.routes.lookup(&host) else {
+        let entry = match self.fixed.get(host.as_ref()) {
+            Some(e) => Some(e.clone()),
+            None => self.routes.lookup(&host),
+        };
+        let Some(entry) = entry else {
             let a = Access {
                 started,
                 method: &parts.method,

@@ -15,13 +15,22 @@ pub struct DebugLogLayer {
     pub buffer: LogBuffer,
 }
 
-/// `BBS`, `BRAIN`, `CELL`, `RTR` or `LATTICE`, from an event's target.
+/// The cell's modules that make and run containers: its container runtime (what
+/// garden-linux was on Diego's cells; doppler's debug stream names them so).
+const EXECUTOR_MODULES: [&str; 9] = [
+    "executor", "shim", "bundle", "cgroup", "launcher", "rootfs", "image", "inroot", "network",
+];
+
+/// `BBS`, `BRAIN`, `CELL` (the rep), `EXECUTOR` (the cell's container runtime), `RTR`
+/// or `LATTICE`, from an event's target.
 fn component(target: &str) -> &'static str {
-    match target.split("::").next().unwrap_or("") {
-        "lattice_bbs" => "BBS",
-        "lattice_brain" => "BRAIN",
-        "lattice_cell" => "CELL",
-        "lattice_router" => "RTR",
+    let mut path = target.split("::");
+    match (path.next().unwrap_or(""), path.next()) {
+        ("lattice_bbs", _) => "BBS",
+        ("lattice_brain", _) => "BRAIN",
+        ("lattice_cell", Some(m)) if EXECUTOR_MODULES.contains(&m) => "EXECUTOR",
+        ("lattice_cell", _) => "CELL",
+        ("lattice_router", _) => "RTR",
         _ => "LATTICE",
     }
 }
@@ -84,16 +93,18 @@ mod tests {
         });
         tracing::subscriber::with_default(sub, || {
             tracing::info!(target: "lattice_cell::rep", lease_id = 7, "cell presence held");
+            tracing::info!(target: "lattice_cell::executor::create", "container created");
             tracing::warn!(target: "lattice_bbs::api", "slow store");
             tracing::debug!(target: "lattice_bbs::api", "not kept");
             tracing::info!(target: "rtr", "access line, not kept");
         });
         let lines = buffer.recent(DEBUG_LOG_GUID);
-        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines.len(), 3, "{lines:?}");
         assert_eq!(lines[0].source, "CELL");
         assert_eq!(lines[0].message, "INFO cell presence held lease_id=7");
+        assert_eq!(lines[1].source, "EXECUTOR");
         assert_eq!(
-            (lines[1].source.as_str(), lines[1].stream.as_str()),
+            (lines[2].source.as_str(), lines[2].stream.as_str()),
             ("BBS", "stderr")
         );
     }

@@ -246,6 +246,12 @@ struct BbsArgs {
     /// trusted too.
     #[arg(long, env = "LATTICE_BBS_CALLBACK_EXTRA_CA", value_delimiter = ',')]
     callback_extra_ca: Vec<std::path::PathBuf>,
+    /// What `GET /v1/version` says as `lattice_release` (default: this build's
+    /// version, as `lattice --version` says it). The original `ltc target` warns
+    /// unless it equals its own build's version: set that one (e.g. v0.7.0) to
+    /// silence it.
+    #[arg(long, env = "LATTICE_BBS_LATTICE_RELEASE")]
+    lattice_release: Option<String>,
 }
 
 /// `lattice bbs`'s completion callback flags as its settings.
@@ -352,6 +358,9 @@ async fn start_bbs(
         },
         join,
         callbacks,
+        lattice_release: a
+            .lattice_release
+            .unwrap_or_else(|| lattice_bbs::api::VERSION.to_string()),
     })
     .await
     .context("starting the BBS")
@@ -498,12 +507,15 @@ fn router_config(
     })
 }
 
-/// Starts a router with `lattice router`'s flags.
+/// Starts a router with `lattice router`'s flags, serving the `fixed` hosts ahead of
+/// the apps' routes.
 async fn start_router(
     a: &RouterArgs,
     logs: Option<lattice_router::logs::LogSink>,
+    fixed: Vec<lattice_router::proxy::FixedHost>,
 ) -> anyhow::Result<lattice_router::server::RunningRouter> {
-    let cfg = router_config(a, logs)?;
+    let mut cfg = router_config(a, logs)?;
+    cfg.proxy.fixed = fixed;
     let https = cfg.https.as_ref().map(|h| h.listen);
     lattice_router::server::start(cfg)
         .await
@@ -540,7 +552,7 @@ async fn run_router(mut a: RouterArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let router = start_router(&a, logs).await?;
+    let router = start_router(&a, logs, vec![]).await?;
     let metrics_addr = serve_metrics(
         a.metrics_listen,
         lattice_router::metrics::render,

@@ -84,6 +84,11 @@ pub struct UpArgs {
     /// The router's HTTPS for the apps (as `lattice router` takes them).
     #[command(flatten)]
     https: crate::https::HttpsArgs,
+    /// What `GET /v1/version` says as `lattice_release` (as `lattice bbs
+    /// --lattice-release`): an original `ltc` build's version (e.g. v0.7.0) keeps its
+    /// `ltc target` from warning.
+    #[arg(long, env = "LATTICE_LATTICE_RELEASE")]
+    lattice_release: Option<String>,
 }
 
 /// Parses a component's flags as `lattice NAME` would: the config file's `[NAME]`
@@ -170,6 +175,9 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     );
     if let Some(auth) = &a.basic_auth {
         forced.push(format!("--basic-auth={auth}"));
+    }
+    if let Some(release) = &a.lattice_release {
+        forced.push(format!("--lattice-release={release}"));
     }
     forced.extend(bbs_tls);
     // HTTPS completion callbacks trust what the cell's downloads trust.
@@ -259,7 +267,12 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
             buffer.push(m);
         }
     });
-    let router = crate::start_router(&router_args, Some(sink)).await?;
+    let router = crate::start_router(
+        &router_args,
+        Some(sink),
+        api_hosts(&a.domain, api, api_scheme),
+    )
+    .await?;
 
     let mut forced = vec![format!("--bbs={grpc}")];
     forced.extend(brain_tls);
@@ -311,6 +324,29 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
     bbs.shutdown().await;
     println!("lattice up: stopped");
     Ok(())
+}
+
+/// The hosts the router sends to the public API, as Lattice's router sent them to the
+/// receptor and loggregator's doppler (what the original `ltc` calls, port 80 of its
+/// target, e.g. through `http_proxy` to the router): `receptor.DOMAIN` and
+/// `doppler.DOMAIN`. Only to a plain-HTTP API (the router does not speak TLS to its
+/// backends; the original `ltc` speaks plain HTTP anyway).
+fn api_hosts(
+    domain: &str,
+    api: SocketAddr,
+    api_scheme: &str,
+) -> Vec<lattice_router::proxy::FixedHost> {
+    if api_scheme != "http" {
+        return vec![];
+    }
+    ["receptor", "doppler"]
+        .into_iter()
+        .map(|name| lattice_router::proxy::FixedHost {
+            host: format!("{name}.{domain}").to_ascii_lowercase(),
+            addr: api,
+            name: format!("lattice-api ({name})"),
+        })
+        .collect()
 }
 
 /// Where, in the data directory, the admin API token `lattice up` made is kept (0600).
