@@ -10,7 +10,8 @@ set -euo pipefail
 # xfsprogs: volumes are XFS images in an XFS pool with reflink (thin, cheap snapshots).
 # btrfs-progs: containers' writable layers live on a btrfs filesystem with a quota each (disk_mb).
 # nftables: each cell's firewall (containers may not open connections to the cell's host).
-PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 nftables btrfs-progs libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs restic "$@")
+# openssh-client: the tests log into diego-sshd with Debian's ssh (and make keys with ssh-keygen).
+PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 nftables btrfs-progs libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs restic openssh-client "$@")
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -37,6 +38,7 @@ command -v docker-registry >/dev/null || { echo "setup: docker-registry missing 
 command -v musl-gcc >/dev/null || { echo "setup: musl-gcc (musl-tools) missing after install" >&2; exit 1; }
 command -v mkfs.btrfs >/dev/null || { echo "setup: mkfs.btrfs (btrfs-progs) missing after install" >&2; exit 1; }
 command -v nft >/dev/null || { echo "setup: nft (nftables) missing after install" >&2; exit 1; }
+command -v ssh >/dev/null || { echo "setup: ssh (openssh-client) missing after install" >&2; exit 1; }
 command -v skopeo >/dev/null || { echo "setup: skopeo missing after install" >&2; exit 1; }
 [ -x /bin/busybox ] || { echo "setup: /bin/busybox (busybox-static) missing after install" >&2; exit 1; }
 
