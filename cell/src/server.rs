@@ -2,7 +2,8 @@
 //! (`/metrics`, `/readyz`, `/v1/logs/LOG_GUID`, `/v1/containers`, the exec and
 //! port-forward sessions of [`crate::sessions`]) on one listener,
 //! each call allowed by the caller's identity (see [`crate::rep::authz`]), plus the rep's
-//! presence, sync and event loops, the cell's DNS server (see [`crate::dns`]) and
+//! presence, sync and event loops, the cell's DNS server (see [`crate::dns`]), the
+//! lifecycle file server when it has lifecycle binaries (see [`crate::fileserver`]) and
 //! (with a leased subnet and an overlay) the overlay following the other cells.
 //! [`start`] brings a cell up from its [`CellConfig`].
 
