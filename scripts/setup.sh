@@ -11,7 +11,8 @@ set -euo pipefail
 # btrfs-progs: containers' writable layers live on a btrfs filesystem with a quota each (disk_mb).
 # nftables: each cell's firewall (containers may not open connections to the cell's host).
 # sqlite3: an app's image holds Debian's sqlite3 and its libraries for the backup hook test.
-PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 nftables btrfs-progs libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs restic sqlite3 "$@")
+# openssh-client: the tests log into diego-sshd with Debian's ssh (and make keys with ssh-keygen).
+PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 nftables btrfs-progs libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs restic sqlite3 openssh-client "$@")
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -38,6 +39,7 @@ command -v docker-registry >/dev/null || { echo "setup: docker-registry missing 
 command -v musl-gcc >/dev/null || { echo "setup: musl-gcc (musl-tools) missing after install" >&2; exit 1; }
 command -v mkfs.btrfs >/dev/null || { echo "setup: mkfs.btrfs (btrfs-progs) missing after install" >&2; exit 1; }
 command -v nft >/dev/null || { echo "setup: nft (nftables) missing after install" >&2; exit 1; }
+command -v ssh >/dev/null || { echo "setup: ssh (openssh-client) missing after install" >&2; exit 1; }
 command -v skopeo >/dev/null || { echo "setup: skopeo missing after install" >&2; exit 1; }
 [ -x /usr/bin/sqlite3 ] || { echo "setup: /usr/bin/sqlite3 (sqlite3) missing after install" >&2; exit 1; }
 [ -x /bin/busybox ] || { echo "setup: /bin/busybox (busybox-static) missing after install" >&2; exit 1; }

@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod cgroup;
 pub mod dns;
 pub mod executor;
+pub mod fileserver;
 pub mod image;
 pub mod inroot;
 pub mod launcher;

@@ -2,7 +2,8 @@
 //! (`/metrics`, `/readyz`, `/v1/logs/LOG_GUID`, `/v1/containers`, the exec and
 //! port-forward sessions of [`crate::sessions`]) on one listener,
 //! each call allowed by the caller's identity (see [`crate::rep::authz`]), plus the rep's
-//! presence, sync and event loops, the cell's DNS server (see [`crate::dns`]) and
+//! presence, sync and event loops, the cell's DNS server (see [`crate::dns`]), the
+//! lifecycle file server when it has lifecycle binaries (see [`crate::fileserver`]) and
 //! (with a leased subnet and an overlay) the overlay following the other cells.
 //! [`start`] brings a cell up from its [`CellConfig`].
 
@@ -31,6 +32,9 @@ pub struct RunningCell {
     pub rep: Arc<Rep>,
     /// The DNS server on the bridge's gateway address.
     dns: crate::dns::Dns,
+    /// The lifecycle file server on the bridge's gateway address, when the cell has
+    /// lifecycle binaries to serve.
+    file_server: Option<crate::fileserver::FileServer>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Reads the connections logged egress rules allow, into the apps' logs.
@@ -46,6 +50,9 @@ impl RunningCell {
             let _ = t.await;
         }
         self.dns.stop().await;
+        if let Some(f) = self.file_server {
+            f.stop().await;
+        }
         self.rep.close_executor();
     }
 
@@ -85,6 +92,10 @@ pub struct CellConfig {
     /// listener (which then requires a client certificate from the CA) and to the
     /// BBS. None: plaintext, allowed on a loopback `listen` only.
     pub tls: Option<lattice_tls::NodeTls>,
+    /// Diego's lifecycle binaries (`healthcheck`, `diego-sshd`) the cell serves to
+    /// its containers as `file-server.service.cf.internal:8080` (see
+    /// [`crate::fileserver`]); none: no file server.
+    pub lifecycle: Option<crate::fileserver::Binaries>,
 }
 
 /// How long a starting cell waits for an unreachable BBS to lease it a subnet.
@@ -120,6 +131,11 @@ pub async fn start(mut cfg: CellConfig) -> anyhow::Result<RunningCell> {
         exec.providers.preloaded.insert("busybox".into(), dir);
     }
     let exec = Executor::new(cfg.executor)?;
+    let gateway = exec.network().config().gateway;
+    let file_server = match cfg.lifecycle.take() {
+        Some(bins) => Some(start_file_server(&exec, bins).await?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding --listen {}", cfg.listen))?;
@@ -143,6 +159,12 @@ pub async fn start(mut cfg: CellConfig) -> anyhow::Result<RunningCell> {
     let listener = lattice_tls::server::Listener::new(listener, server_tls)
         .with_context(|| format!("serving --listen {}", cfg.listen))?;
     let mut cell = serve(cfg.rep, bbs.clone(), exec, listener).await?;
+    if let Some(f) = file_server {
+        cell.dns
+            .table()
+            .add_static(crate::fileserver::NAME, gateway);
+        cell.file_server = Some(f);
+    }
     if let Some(o) = overlay {
         let follow = overlay::follow(
             Arc::new(o),
@@ -155,6 +177,20 @@ pub async fn start(mut cfg: CellConfig) -> anyhow::Result<RunningCell> {
         cell.tasks.push(tokio::spawn(follow));
     }
     Ok(cell)
+}
+
+/// The lifecycle file server on the bridge's gateway (a free port), opened to the
+/// containers at the gateway's port 8080.
+async fn start_file_server(
+    exec: &Executor,
+    bins: crate::fileserver::Binaries,
+) -> anyhow::Result<crate::fileserver::FileServer> {
+    let gateway = exec.network().config().gateway;
+    let server = crate::fileserver::FileServer::start(gateway, bins)
+        .await
+        .with_context(|| format!("starting the lifecycle file server on {gateway}"))?;
+    exec.set_file_server(server.addr())?;
+    Ok(server)
 }
 
 /// The cell's subnet: leased from the BBS (filling the network's settings, the rep's
@@ -238,6 +274,7 @@ async fn serve(
         _logged: log_connections(&rep),
         rep,
         dns,
+        file_server: None,
         shutdown,
         tasks: vec![serve, run],
     })

@@ -539,6 +539,9 @@ mod ns_host {
         fn remove_egress(&self, bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
             self.inside(|| KernelHost.remove_egress(bridge, ip))
         }
+        fn open_file_server(&self, cfg: &NetworkConfig, port: u16) -> anyhow::Result<()> {
+            self.inside(|| KernelHost.open_file_server(cfg, port))
+        }
         fn set_up_overlay(&self, cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()> {
             self.inside(|| KernelHost.set_up_overlay(cfg, mac))
         }

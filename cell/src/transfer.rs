@@ -295,6 +295,29 @@ pub async fn upload(http: &reqwest::Client, src: Rooted, u: &UploadAction) -> an
     Ok(())
 }
 
+/// `url` fetched from another address when its `HOST:PORT` is one of `redirects`
+/// (the lifecycle file server's name, served by the cell itself: see
+/// [`crate::fileserver`]); any other URL as it is.
+pub fn redirect(url: &str, redirects: &[(String, std::net::SocketAddr)]) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return url.to_string();
+    };
+    let Some(host) = u.host_str().map(|h| h.to_ascii_lowercase()) else {
+        return url.to_string();
+    };
+    let authority = format!("{host}:{}", u.port_or_known_default().unwrap_or(0));
+    let Some((_, to)) = redirects
+        .iter()
+        .find(|(from, _)| from.eq_ignore_ascii_case(&authority))
+    else {
+        return url.to_string();
+    };
+    if u.set_ip_host(to.ip()).is_err() || u.set_port(Some(to.port())).is_err() {
+        return url.to_string();
+    }
+    u.to_string()
+}
+
 /// The HTTP client of Download and Upload actions: HTTPS servers are verified
 /// against the system's roots plus `extra_ca` (PEM texts of CA certificates: the
 /// cell's `--extra-ca` files).
@@ -421,6 +444,32 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+    }
+
+    #[test]
+    fn the_file_servers_name_goes_to_the_cells_own() {
+        let to: std::net::SocketAddr = "10.9.0.1:41234".parse().unwrap();
+        let r = vec![("file-server.service.cf.internal:8080".to_string(), to)];
+        assert_eq!(
+            redirect(
+                "http://file-server.service.cf.internal:8080/v1/static/buildpack_app_lifecycle/buildpack_app_lifecycle.tgz",
+                &r
+            ),
+            "http://10.9.0.1:41234/v1/static/buildpack_app_lifecycle/buildpack_app_lifecycle.tgz"
+        );
+        assert_eq!(
+            redirect("http://FILE-SERVER.service.cf.internal:8080/x?y=1", &r),
+            "http://10.9.0.1:41234/x?y=1"
+        );
+        for same in [
+            "http://file-server.service.cf.internal/x",
+            "http://file-server.service.cf.internal:8081/x",
+            "https://example.com/x.tgz",
+            "not a url",
+        ] {
+            assert_eq!(redirect(same, &r), same);
+        }
+        assert_eq!(redirect("http://a:1/x", &[]), "http://a:1/x");
     }
 
     #[test]

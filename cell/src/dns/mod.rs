@@ -64,6 +64,9 @@ fn bind_hint(e: &std::io::Error) -> &'static str {
 pub struct Table {
     domain: String,
     records: RwLock<Records>,
+    /// Fixed names outside the domain the cell answers itself (lowercase, no
+    /// trailing dot): `file-server.service.cf.internal`, see [`crate::fileserver`].
+    statics: RwLock<std::collections::BTreeMap<String, Ipv4Addr>>,
 }
 
 impl Table {
@@ -95,6 +98,7 @@ impl Table {
         Ok(Arc::new(Table {
             domain: trimmed.to_ascii_lowercase(),
             records: RwLock::new(Records::new()),
+            statics: Default::default(),
         }))
     }
 
@@ -103,9 +107,20 @@ impl Table {
         &self.domain
     }
 
-    /// The answer to a query name.
+    /// The answer to a query name: a fixed name's address, or the records'.
     pub fn answer(&self, name: &str) -> Answer {
+        let key = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(ip) = self.statics.read().unwrap().get(&key) {
+            return Answer::Addresses(vec![*ip]);
+        }
         self.records.read().unwrap().answer(name, &self.domain)
+    }
+
+    /// Answers `name` (case-insensitive, with or without the trailing dot) with `ip`
+    /// from now on, whatever the domain.
+    pub fn add_static(&self, name: &str, ip: Ipv4Addr) {
+        let key = name.trim_end_matches('.').to_ascii_lowercase();
+        self.statics.write().unwrap().insert(key, ip);
     }
 
     /// Changes the records.
@@ -252,6 +267,31 @@ mod tests {
             Table::new("Apps.Internal.").unwrap().domain(),
             "apps.internal"
         );
+    }
+
+    #[test]
+    fn fixed_names_answer_outside_the_domain() {
+        let t = Table::new("apps.internal").unwrap();
+        assert_eq!(
+            t.answer("file-server.service.cf.internal."),
+            Answer::Forward
+        );
+        t.add_static(
+            "File-Server.Service.CF.Internal",
+            Ipv4Addr::new(10, 9, 0, 1),
+        );
+        for name in [
+            "file-server.service.cf.internal.",
+            "FILE-SERVER.service.cf.internal",
+        ] {
+            assert_eq!(
+                t.answer(name),
+                Answer::Addresses(vec![Ipv4Addr::new(10, 9, 0, 1)]),
+                "{name}"
+            );
+        }
+        assert_eq!(t.answer("service.cf.internal"), Answer::Forward);
+        assert_eq!(t.answer("nope.apps.internal"), Answer::NxDomain);
     }
 
     #[test]

@@ -267,6 +267,7 @@ impl Executor {
             binds,
             result_file: req.tags.get("result_file").cloned().unwrap_or_default(),
             extra_ca: self.cfg.providers.extra_ca.clone(),
+            redirects: self.download_overrides(),
         };
         write_private(&dir.join("shim.json"), &serde_json::to_vec(&shim_cfg)?)?;
         Ok(merged)

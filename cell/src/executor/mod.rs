@@ -138,6 +138,9 @@ pub struct Executor {
     trash: crate::trash::Trash,
     /// The containers' filesystem with a disk quota each, when configured.
     scratch: Option<crate::scratch::Scratch>,
+    /// Where the cell's lifecycle file server listens, once it does: Download
+    /// actions from `file-server.service.cf.internal:8080` go there.
+    file_server: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// The cgroup every container's cgroup is made under.
@@ -241,7 +244,30 @@ impl Executor {
             trash: crate::trash::Trash::new(cfg.data_dir.join("containers/.trash")),
             scratch,
             cfg,
+            file_server: Default::default(),
         }))
+    }
+
+    /// Points the containers at the cell's lifecycle file server listening at `addr`
+    /// (on the gateway): their port 8080 on the gateway goes to it, and their
+    /// Download actions from its name fetch from it.
+    pub fn set_file_server(&self, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+        self.network.open_file_server(addr.port())?;
+        let _ = self.file_server.set(addr);
+        Ok(())
+    }
+
+    /// The names Download actions reach at a fixed address.
+    pub fn download_overrides(&self) -> Vec<(String, std::net::SocketAddr)> {
+        self.file_server
+            .get()
+            .map(|a| {
+                vec![(
+                    format!("{}:{}", crate::fileserver::NAME, crate::fileserver::PORT),
+                    *a,
+                )]
+            })
+            .unwrap_or_default()
     }
 
     pub fn config(&self) -> &ExecutorConfig {

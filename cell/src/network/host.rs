@@ -43,6 +43,9 @@ pub trait Host: Send + Sync {
     fn set_egress(&self, bridge: &str, chain: &EgressChain) -> anyhow::Result<()>;
     /// Removes the egress chain of the container at `ip`; none is fine.
     fn remove_egress(&self, bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()>;
+    /// Opens the cell's lifecycle file server, listening on the gateway at `port`,
+    /// to its containers at the gateway's port 8080 (see [`crate::fileserver`]).
+    fn open_file_server(&self, cfg: &NetworkConfig, port: u16) -> anyhow::Result<()>;
     /// The overlay's VXLAN device with hardware address `mac`, forwarding on (one
     /// left by an earlier run is made again).
     fn set_up_overlay(&self, cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()>;
@@ -137,6 +140,10 @@ impl Host for KernelHost {
         firewall::remove_egress(bridge, ip)
     }
 
+    fn open_file_server(&self, cfg: &NetworkConfig, port: u16) -> anyhow::Result<()> {
+        firewall::open_file_server(cfg, port)
+    }
+
     fn set_up_overlay(&self, cfg: &OverlayConfig, mac: [u8; 6]) -> anyhow::Result<()> {
         vxlan::create(cfg, mac)
     }
@@ -202,6 +209,8 @@ mod fake {
         /// The bridge, the container's address and its chain's rules.
         SetEgress(String, Ipv4Addr, Vec<String>),
         RemoveEgress(String, Ipv4Addr),
+        /// The bridge and the file server's port.
+        OpenFileServer(String, u16),
         SetUpOverlay(String, [u8; 6]),
         RemoveOverlay(String),
         AddOverlayPeer(String, Peer),
@@ -293,6 +302,11 @@ mod fake {
 
         fn remove_egress(&self, bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
             self.record(Call::RemoveEgress(bridge.into(), ip));
+            Ok(())
+        }
+
+        fn open_file_server(&self, cfg: &NetworkConfig, port: u16) -> anyhow::Result<()> {
+            self.record(Call::OpenFileServer(cfg.bridge.clone(), port));
             Ok(())
         }
 

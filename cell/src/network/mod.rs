@@ -355,6 +355,12 @@ impl Network {
         self.ports.lock().unwrap().free(port);
     }
 
+    /// Opens the cell's lifecycle file server (on the gateway at `port`) to the
+    /// containers, at the gateway's port 8080.
+    pub fn open_file_server(&self, port: u16) -> anyhow::Result<()> {
+        self.host.open_file_server(&self.cfg, port)
+    }
+
     /// Host ports in use (metrics, tests).
     pub fn published(&self) -> usize {
         self.forwarders.lock().unwrap().len()

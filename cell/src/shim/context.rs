@@ -216,7 +216,9 @@ impl Steps for Ctx {
     async fn download(&self, d: &models::DownloadAction) -> anyhow::Result<()> {
         let (dest, _) = self.cfg.host_path(&d.to);
         let http = crate::transfer::client(&self.cfg.extra_ca)?;
-        crate::transfer::download(&http, dest, &self.cfg.rootfs, d).await
+        let mut d = d.clone();
+        d.from = crate::transfer::redirect(&d.from, &self.cfg.redirects);
+        crate::transfer::download(&http, dest, &self.cfg.rootfs, &d).await
     }
 
     async fn upload(&self, u: &models::UploadAction) -> anyhow::Result<()> {

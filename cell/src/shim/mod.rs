@@ -89,6 +89,10 @@ pub struct ShimConfig {
     /// roots (the cell's `--extra-ca`).
     #[serde(default)]
     pub extra_ca: Vec<String>,
+    /// `HOST:PORT` of URLs that Download actions fetch from another address: the
+    /// lifecycle file server's name, at the cell's own (see [`crate::fileserver`]).
+    #[serde(default)]
+    pub redirects: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl ShimConfig {
@@ -353,6 +357,7 @@ mod tests {
             binds,
             result_file: String::new(),
             extra_ca: Vec::new(),
+            redirects: Vec::new(),
         }
     }
 

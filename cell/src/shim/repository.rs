@@ -228,6 +228,7 @@ mod tests {
             }],
             result_file: String::new(),
             extra_ca: vec!["PEM".into()],
+            redirects: Vec::new(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The cell's firewall, one nftables table per bridge (`inet lattice_BRIDGE`):
 //! - containers may not open connections to the cell's host (every service listening
-//!   on the host's addresses would be one connection away), except its DNS server on
-//!   the gateway;
+//!   on the host's addresses would be one connection away), except its DNS server and
+//!   its lifecycle file server (at port 8080, redirected) on the gateway;
 //! - containers' new outbound connections pass their egress rules (a chain per
 //!   container) or are refused at once; container-to-container traffic (the cluster's
 //!   container network, or the cell's subnet) passes;
@@ -106,6 +106,13 @@ pub fn set_egress(bridge: &str, chain: &EgressChain) -> anyhow::Result<()> {
 pub fn remove_egress(bridge: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
     nft(&egress::remove_script(&table_name(bridge), ip))
         .with_context(|| format!("removing the egress rules of {ip}"))
+}
+
+/// Opens the lifecycle file server on the gateway at `port` to the bridge's
+/// containers (at the gateway's port 8080), replacing what an earlier call did.
+pub fn open_file_server(cfg: &NetworkConfig, port: u16) -> anyhow::Result<()> {
+    nft(&table::file_server_script(cfg, port))
+        .with_context(|| format!("opening the lifecycle file server to {}", cfg.bridge))
 }
 
 /// Whether the bridge's table is installed.

@@ -40,6 +40,7 @@ pub fn script(cfg: &NetworkConfig, uplink: Option<&str>) -> String {
     let (inet, ilen) = internal(cfg);
     let map = egress::MAP;
     let dns = crate::dns::PORT;
+    let lifecycle = LIFECYCLE_CHAIN;
     // Containers of other cells (over the overlay) may open connections to this
     // cell's containers; nothing else may.
     // Only through the overlay's device, or the uplink from the cells routed directly
@@ -69,7 +70,13 @@ pub fn script(cfg: &NetworkConfig, uplink: Option<&str>) -> String {
          \t\ttype filter hook input priority filter; policy accept;\n\
          \t\tiifname \"{b}\" ct state established,related accept\n\
          \t\tiifname \"{b}\" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport {dns} accept comment \"the cell's DNS server\"\n\
+         \t\tiifname \"{b}\" ip daddr {gw} jump {lifecycle}\n\
          \t\tiifname \"{b}\" counter drop comment \"containers may not reach the cell's host\"\n\
+         \t}}\n\
+         \tchain {lifecycle} {{\n\
+         \t}}\n\
+         \tchain prerouting {{\n\
+         \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
          \t}}\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
@@ -88,6 +95,28 @@ pub fn script(cfg: &NetworkConfig, uplink: Option<&str>) -> String {
          \t\tip saddr {net}/{len} ip daddr != {inet}/{ilen} oifname != \"{b}\" masquerade\n\
          \t}}\n\
          }}\n"
+    )
+}
+
+/// The input chain that lets containers reach the cell's lifecycle file server
+/// (empty until [`file_server_script`] fills it).
+pub const LIFECYCLE_CHAIN: &str = "lifecycle";
+
+/// The nft script that opens the cell's lifecycle file server (listening on the
+/// gateway at `port`) to its containers: their connections to the gateway's port
+/// [`crate::fileserver::PORT`] go to it, and it accepts them (run again, it
+/// replaces what it did).
+pub fn file_server_script(cfg: &NetworkConfig, port: u16) -> String {
+    let t = table_name(&cfg.bridge);
+    let b = &cfg.bridge;
+    let gw = cfg.gateway;
+    let public = crate::fileserver::PORT;
+    let chain = LIFECYCLE_CHAIN;
+    format!(
+        "flush chain inet {t} {chain}\n\
+         flush chain inet {t} prerouting\n\
+         add rule inet {t} prerouting iifname \"{b}\" ip daddr {gw} tcp dport {public} redirect to :{port} comment \"the lifecycle file server\"\n\
+         add rule inet {t} {chain} tcp dport {port} accept comment \"the lifecycle file server\"\n"
     )
 }
 
@@ -116,8 +145,27 @@ mod tests {
         let drop = input.find("counter drop").unwrap();
         assert!(accept < drop, "answers pass before the drop");
         assert!(dns.unwrap() < drop, "DNS to the gateway passes");
-        assert_eq!(input.matches("iifname \"lt0\"").count(), 3);
+        assert_eq!(input.matches("iifname \"lt0\"").count(), 4);
+        let lifecycle = input.find("ip daddr 10.9.3.1 jump lifecycle").unwrap();
+        assert!(
+            lifecycle < drop,
+            "the file server's chain is asked before the drop"
+        );
+        assert!(r.contains("chain lifecycle {\n\t}"), "empty until opened");
+        assert!(r.contains("type nat hook prerouting priority dstnat"));
         assert!(r.starts_with("table inet lattice_lt0\ndelete table inet lattice_lt0\n"));
+    }
+
+    #[test]
+    fn the_file_server_is_reached_at_the_gateways_port_8080() {
+        let s = file_server_script(&cfg(None), 41234);
+        assert!(s.starts_with(
+            "flush chain inet lattice_lt0 lifecycle\nflush chain inet lattice_lt0 prerouting\n"
+        ));
+        assert!(s.contains(
+            "add rule inet lattice_lt0 prerouting iifname \"lt0\" ip daddr 10.9.3.1 tcp dport 8080 redirect to :41234"
+        ));
+        assert!(s.contains("add rule inet lattice_lt0 lifecycle tcp dport 41234 accept"));
     }
 
     #[test]

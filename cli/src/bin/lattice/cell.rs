@@ -295,7 +295,19 @@ pub(crate) fn cell_config(a: &CellArgs) -> anyhow::Result<lattice_cell::server::
         rep,
         lease_subnet: a.subnet.is_none(),
         tls,
+        lifecycle: Some(lifecycle_binaries()),
     })
+}
+
+/// Diego's lifecycle binaries, ours (the `lattice-lifecycle` crate), built static by
+/// build.rs: every cell serves them to its containers.
+fn lifecycle_binaries() -> lattice_cell::fileserver::Binaries {
+    static HEALTHCHECK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/healthcheck"));
+    static DIEGO_SSHD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/diego-sshd"));
+    lattice_cell::fileserver::Binaries {
+        healthcheck: bytes::Bytes::from_static(HEALTHCHECK),
+        diego_sshd: bytes::Bytes::from_static(DIEGO_SSHD),
+    }
 }
 
 pub(crate) async fn run_cell(mut a: CellArgs) -> anyhow::Result<()> {
