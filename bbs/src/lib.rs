@@ -16,6 +16,7 @@ pub mod backups;
 pub mod blobs;
 pub mod callbacks;
 pub mod cell_client;
+pub mod dav;
 pub mod db;
 pub mod events;
 pub mod failover;
@@ -27,6 +28,7 @@ pub mod repos;
 pub mod schedules;
 pub mod serve;
 pub mod server;
+pub mod sshproxy;
 pub mod store;
 /// A throwaway CA for tests of TLS (the `testing` feature).
 #[cfg(any(test, feature = "testing"))]
