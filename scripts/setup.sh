@@ -10,7 +10,8 @@ set -euo pipefail
 # xfsprogs: volumes are XFS images in an XFS pool with reflink (thin, cheap snapshots).
 # btrfs-progs: containers' writable layers live on a btrfs filesystem with a quota each (disk_mb).
 # nftables: each cell's firewall (containers may not open connections to the cell's host).
-PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 nftables btrfs-progs libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs restic "$@")
+# openssh-client: ssh and scp against the BBS's ssh proxy (Diego's, port 2222) in tests.
+PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 nftables btrfs-progs libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs restic openssh-client "$@")
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -38,6 +39,7 @@ command -v musl-gcc >/dev/null || { echo "setup: musl-gcc (musl-tools) missing a
 command -v mkfs.btrfs >/dev/null || { echo "setup: mkfs.btrfs (btrfs-progs) missing after install" >&2; exit 1; }
 command -v nft >/dev/null || { echo "setup: nft (nftables) missing after install" >&2; exit 1; }
 command -v skopeo >/dev/null || { echo "setup: skopeo missing after install" >&2; exit 1; }
+command -v ssh >/dev/null || { echo "setup: ssh (openssh-client) missing after install" >&2; exit 1; }
 [ -x /bin/busybox ] || { echo "setup: /bin/busybox (busybox-static) missing after install" >&2; exit 1; }
 
 # moto's S3-compatible server (PyPI): the backup-store tests start one on loopback

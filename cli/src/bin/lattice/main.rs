@@ -246,6 +246,22 @@ struct BbsArgs {
     /// trusted too.
     #[arg(long, env = "LATTICE_BBS_CALLBACK_EXTRA_CA", value_delimiter = ',')]
     callback_extra_ca: Vec<std::path::PathBuf>,
+    /// Serve Diego's ssh proxy here (the original Lattice `ltc ssh`, and
+    /// `ssh -p 2222 diego:APP/INDEX@HOST` with the API's credential as password);
+    /// none: no ssh proxy.
+    #[arg(long, env = "LATTICE_BBS_SSH_PROXY_LISTEN")]
+    ssh_proxy_listen: Option<SocketAddr>,
+    /// The ssh proxy's host key (ECDSA P-256, OpenSSH format), made (0600) when missing.
+    #[arg(
+        long,
+        env = "LATTICE_BBS_SSH_HOST_KEY_FILE",
+        default_value = "/var/lib/lattice/ssh_host_key"
+    )]
+    ssh_host_key_file: std::path::PathBuf,
+    /// Serve the blob store over WebDAV here (`/blobs/`: the original Lattice
+    /// droplet store `ltc target` checks, port 8444; needs --blob-dir); none: no WebDAV.
+    #[arg(long, env = "LATTICE_BBS_DAV_LISTEN")]
+    dav_listen: Option<SocketAddr>,
 }
 
 /// `lattice bbs`'s completion callback flags as its settings.
@@ -352,6 +368,10 @@ async fn start_bbs(
         },
         join,
         callbacks,
+        ssh_proxy: a
+            .ssh_proxy_listen
+            .map(|l| lattice_bbs::sshproxy::SshProxyConfig::new(l, a.ssh_host_key_file.clone())),
+        dav_listen: a.dav_listen,
     })
     .await
     .context("starting the BBS")
