@@ -93,6 +93,21 @@ pub fn multistatus(blobs: &[BlobInfo], depth_one: bool, now_nanos: i64) -> Strin
     out
 }
 
+/// A refusal: its status and why (answered as plain text).
+struct Refusal(StatusCode, String);
+
+impl Refusal {
+    fn new(status: StatusCode, why: impl Into<String>) -> Refusal {
+        Refusal(status, why.into())
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        plain(self.0, self.1)
+    }
+}
+
 fn plain(status: StatusCode, text: impl Into<String>) -> Response {
     let mut r = (status, format!("{}\n", text.into())).into_response();
     if status == StatusCode::UNAUTHORIZED {
@@ -112,7 +127,7 @@ async fn authorize(
     peer: Option<SocketAddr>,
     method: &Method,
     name: Option<&str>,
-) -> Result<Caller, Response> {
+) -> Result<Caller, Refusal> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -123,15 +138,15 @@ async fn authorize(
     };
     let caller = caller_of(s, credential(given), &path, peer)
         .await
-        .map_err(|e| plain(e.status(), e.message()))?;
+        .map_err(|e| Refusal::new(e.status(), e.message()))?;
     let Some(role) = caller.role else {
-        return Err(plain(
+        return Err(Refusal::new(
             StatusCode::FORBIDDEN,
             "a task's credential does not open the WebDAV blob store",
         ));
     };
     if let Decision::Deny(why) = api_authz(role, &api_method, Some(route)) {
-        return Err(plain(StatusCode::FORBIDDEN, why));
+        return Err(Refusal::new(StatusCode::FORBIDDEN, why));
     }
     let params = name
         .map(|n| [("name".to_string(), n.to_string())].into_iter().collect())
@@ -140,13 +155,13 @@ async fn authorize(
         let verb = verb_of(&api_method, route);
         owners::ensure_may_act(s, &caller, verb, &object)
             .await
-            .map_err(|e| plain(e.status(), e.message()))?;
+            .map_err(|e| Refusal::new(e.status(), e.message()))?;
     }
     Ok(caller)
 }
 
-fn store(s: &ApiState) -> Result<&crate::blobs::BlobStore, Response> {
-    crate::api::blob_store(s).map_err(|e| plain(e.status(), e.message()))
+fn store(s: &ApiState) -> Result<&crate::blobs::BlobStore, Refusal> {
+    crate::api::blob_store(s).map_err(|e| Refusal::new(e.status(), e.message()))
 }
 
 async fn collection(
@@ -156,7 +171,7 @@ async fn collection(
 ) -> Response {
     let method = req.method().clone();
     let r = match authorize(&s, req.headers(), peer.map(|p| p.0 .0), &method, None).await {
-        Err(r) => r,
+        Err(r) => r.into_response(),
         Ok(_) => match method.as_str() {
             "PROPFIND" => propfind(&s, req.headers()),
             "OPTIONS" => options(),
@@ -172,7 +187,7 @@ async fn collection(
 fn propfind(s: &ApiState, headers: &HeaderMap) -> Response {
     let store = match store(s) {
         Ok(st) => st,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let depth_one = headers
         .get("depth")
@@ -222,10 +237,10 @@ async fn blob(
     .await
     {
         Ok(c) => c,
-        Err(r) => return counted(&method, r),
+        Err(r) => return counted(&method, r.into_response()),
     };
     let r = match store(&s) {
-        Err(r) => r,
+        Err(r) => r.into_response(),
         Ok(st) => match method.as_str() {
             "GET" | "HEAD" => get(st, &name, method == Method::HEAD).await,
             "PUT" => put(st, &name, req.into_body()).await,
