@@ -223,6 +223,35 @@ async fn russh_sessions(up: &UpProcess) {
     let r = collect(&mut ch).await;
     assert!(r.stdout.is_empty(), "{r:?}");
 
+    // A client that goes away takes its process with it.
+    let gone = login(up, Default::default(), "diego:web/0", ":")
+        .await
+        .unwrap();
+    let ch = gone.channel_open_session().await.unwrap();
+    ch.exec(true, "sleep 4321").await.unwrap();
+    let count = "ps | grep -c '[s]leep 4321'";
+    let mut seen = String::new();
+    for _ in 0..60 {
+        seen = run(&h, count).await.stdout;
+        if seen.trim() == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(seen.trim(), "1", "the command runs");
+    gone.disconnect(russh::Disconnect::ByApplication, "bye", "")
+        .await
+        .unwrap();
+    drop(ch);
+    for _ in 0..60 {
+        seen = run(&h, count).await.stdout;
+        if seen.trim() == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(seen.trim(), "0", "the dropped client's process is gone");
+
     // Index 0 by default; an API token as the password.
     let token = std::fs::read_to_string(up.data_dir.path().join("lattice/admin.token")).unwrap();
     let h = login(up, Default::default(), "diego:web", token.trim())
