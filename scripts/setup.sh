@@ -11,7 +11,8 @@ set -euo pipefail
 # btrfs-progs: containers' writable layers live on a btrfs filesystem with a quota each (disk_mb).
 # nftables: each cell's firewall (containers may not open connections to the cell's host).
 # sqlite3: an app's image holds Debian's sqlite3 and its libraries for the backup hook test.
-# openssh-client: the tests log into diego-sshd with Debian's ssh (and make keys with ssh-keygen).
+# openssh-client: the tests log into diego-sshd and through the ssh proxy with Debian's ssh
+# (and make keys with ssh-keygen).
 PKGS=(protobuf-compiler libprotobuf-dev etcd-server busybox-static iproute2 nftables btrfs-progs libseccomp-dev pkg-config musl-tools docker-registry skopeo xfsprogs restic sqlite3 openssh-client "$@")
 
 missing=()

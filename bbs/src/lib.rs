@@ -16,6 +16,7 @@ pub mod backups;
 pub mod blobs;
 pub mod callbacks;
 pub mod cell_client;
+pub mod dav;
 pub mod db;
 pub mod doppler;
 pub mod events;
@@ -29,6 +30,7 @@ pub mod schedules;
 pub mod serve;
 pub mod server;
 pub mod standby;
+pub mod sshproxy;
 pub mod store;
 /// A throwaway CA for tests of TLS (the `testing` feature).
 #[cfg(any(test, feature = "testing"))]

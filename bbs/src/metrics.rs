@@ -59,6 +59,27 @@ pub static API_EXEC_SESSIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["kind", "outcome"],
     )
 });
+pub static SSH_LOGINS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_ssh_logins_total",
+        "Logins at the ssh proxy (Diego's, port 2222), by outcome (accepted, refused).",
+        &["outcome"],
+    )
+});
+pub static SSH_SESSIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_ssh_sessions_total",
+        "Channels through the ssh proxy, by kind (session, direct_tcpip) and outcome (exited, failed, closed_by_client, rep_broke, closed; not opened: refused, unsupported).",
+        &["kind", "outcome"],
+    )
+});
+pub static DAV_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_dav_requests_total",
+        "Requests to the WebDAV blob store (port 8444), by method and status.",
+        &["method", "status"],
+    )
+});
 pub static API_EXEC_OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     let g = IntGaugeVec::new(
         Opts::new(

@@ -127,6 +127,11 @@ pub struct BbsConfig {
     /// an operator may set an original `ltc` build's, e.g. `v0.7.0`, so its `ltc
     /// target` does not warn).
     pub lattice_release: String,
+    /// Diego's ssh proxy (`crate::sshproxy`) on this address, with this host key
+    /// file; None: no ssh proxy.
+    pub ssh_proxy: Option<crate::sshproxy::SshProxyConfig>,
+    /// The WebDAV face of the blob store (`crate::dav`) on this address; None: none.
+    pub dav_listen: Option<SocketAddr>,
 }
 
 impl BbsConfig {
@@ -154,6 +159,8 @@ impl BbsConfig {
             backup_key_file: None,
             s3: Default::default(),
             lattice_release: crate::api::VERSION.into(),
+            ssh_proxy: None,
+            dav_listen: None,
         }
     }
 }
@@ -161,6 +168,10 @@ impl BbsConfig {
 pub struct RunningBbs {
     pub grpc_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// The ssh proxy's address, when it serves.
+    pub ssh_addr: Option<SocketAddr>,
+    /// The WebDAV blob store's address, when it serves.
+    pub dav_addr: Option<SocketAddr>,
     pub db: Db,
     /// The log lines the BBS keeps itself (see [`crate::logs`]).
     pub logs: lattice_specs::logs::LogBuffer,
@@ -286,6 +297,23 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         }
     });
 
+    let mut tasks = vec![];
+    let ssh_addr = match &cfg.ssh_proxy {
+        Some(p) => {
+            let (addr, task) = crate::sshproxy::start(state.clone(), p, stopped.clone()).await?;
+            tasks.push(task);
+            Some(addr)
+        }
+        None => None,
+    };
+    let dav_addr = match cfg.dav_listen {
+        Some(listen) => {
+            let (addr, task) = crate::dav::start(state.clone(), listen, stopped.clone()).await?;
+            tasks.push(task);
+            Some(addr)
+        }
+        None => None,
+    };
     let app = api::router(state.clone());
     let (limits, opens, tls) = (
         cfg.api_limits.clone(),
@@ -304,15 +332,18 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
     });
 
     tracing::info!(%grpc_addr, %api_addr, store = backend, "bbs serving");
+    tasks.extend([grpc, http, settler, callbacks]);
     Ok(RunningBbs {
         grpc_addr,
         api_addr,
+        ssh_addr,
+        dav_addr,
         db,
         logs,
         api: state,
         hub,
         stop,
-        tasks: vec![grpc, http, settler, callbacks],
+        tasks,
     })
 }
 

@@ -530,7 +530,7 @@ impl Drop for CellProcess {
 }
 
 /// A chunked HTTP/1.1 body, decoded.
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+pub fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     let mut out = vec![];
     loop {
         let eol = b.windows(2).position(|w| w == b"\r\n")?;
@@ -572,6 +572,10 @@ pub struct UpProcess {
     pub cell: String,
     /// The brain's, router's and cell's /metrics, and /readyz (IP:PORT).
     pub metrics: String,
+    /// The ssh proxy (Diego's, for the original ltc): 127.0.0.1:PORT.
+    pub ssh: String,
+    /// The WebDAV blob store (the original ltc's droplet store): 127.0.0.1:PORT.
+    pub dav: String,
     pub data_dir: tempfile::TempDir,
     network: lattice_cell::network::NetworkConfig,
 }
@@ -608,6 +612,8 @@ impl UpProcess {
         let grpc = format!("127.0.0.1:{}", free_port());
         let cell = format!("127.0.0.1:{}", free_port());
         let metrics = format!("127.0.0.1:{}", free_port());
+        let ssh = format!("127.0.0.1:{}", free_port());
+        let dav = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = [
             "--config",
             config.to_str().unwrap(),
@@ -624,6 +630,10 @@ impl UpProcess {
             &cell,
             "--metrics-listen",
             &metrics,
+            "--ssh-proxy-listen",
+            &ssh,
+            "--dav-listen",
+            &dav,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -636,6 +646,8 @@ impl UpProcess {
             grpc,
             cell,
             metrics,
+            ssh,
+            dav,
             data_dir,
             network,
         }

@@ -183,6 +183,28 @@ async fn identify_caller(s: &ApiState, req: &Asked) -> Result<Caller, Response> 
     }
 }
 
+/// Who calls with `authorization` (an `Authorization` header's value, or none) from
+/// `peer`, as this middleware would identify a `GET path`: for the front doors
+/// outside the HTTP API (the ssh proxy, the WebDAV blob store). Err: the 401 (or 503)
+/// the API would answer, as its error name and message.
+pub(crate) async fn caller_of(
+    s: &ApiState,
+    authorization: Option<&str>,
+    path: &str,
+    peer: Option<SocketAddr>,
+) -> Result<Caller, ApiError> {
+    let asked = Asked {
+        authorization: authorization.map(str::to_string),
+        method: Method::GET,
+        path: path.to_string(),
+        peer,
+    };
+    match identify_caller(s, &asked).await {
+        Ok(c) => Ok(c),
+        Err(resp) => Err(ApiError::from_response(resp).await),
+    }
+}
+
 /// The caller an API token's secret names.
 async fn token_caller(s: &ApiState, secret: &str) -> Result<Caller, Response> {
     match s.db.token_by_secret(secret).await {

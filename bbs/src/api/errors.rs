@@ -49,6 +49,38 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, ErrorName::InvalidRequest, message)
     }
 
+    /// The error an API answer (an error response of this API) says.
+    pub(crate) async fn from_response(resp: Response) -> ApiError {
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        match serde_json::from_slice::<receptor::Error>(&body) {
+            Ok(e) => ApiError::new(
+                status,
+                e.name.parse().unwrap_or(ErrorName::Unknown),
+                e.message,
+            ),
+            Err(_) => ApiError::new(
+                status,
+                rejection_name(status),
+                String::from_utf8_lossy(&body).trim().to_string(),
+            ),
+        }
+    }
+
+    pub(crate) fn name(&self) -> ErrorName {
+        self.name
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// The same refusal as a BBS error (for code that answers with those).
     pub(crate) fn into_db(self) -> DbError {
         DbError::Conflict {

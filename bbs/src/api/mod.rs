@@ -21,7 +21,7 @@
 //! `audit` (the line every change leaves); this
 //! module holds the shared state, the router and the metrics middleware.
 
-mod audit;
+pub(crate) mod audit;
 mod auth;
 pub mod authz;
 mod backup_key;
@@ -29,7 +29,7 @@ mod blobs;
 mod cells;
 mod doppler;
 mod errors;
-mod exec;
+pub(crate) mod exec;
 mod logs;
 mod lrps;
 pub mod owners;
@@ -53,6 +53,7 @@ use lattice_specs::logs::LogBuffer;
 use crate::db::Db;
 use crate::events::EventHub;
 use auth::authenticate;
+pub(crate) use auth::caller_of;
 pub use auth::Caller;
 pub(crate) use blobs::blob_store;
 use blobs::{delete_blob, get_blob, list_blobs, put_blob};

@@ -25,12 +25,12 @@ use tracing::Instrument;
 
 use super::{audit, ApiError, ApiResult, ApiState, Caller};
 use crate::cell_client::RepSocketError;
-use relay::Kind;
-use target::{NoTarget, Target};
+pub(crate) use relay::Kind;
+pub(crate) use target::{NoTarget, Target};
 
 /// Who opens a session, as the rep's log line says it: the token's name, the Basic
 /// user, or `local` (the loopback caller without credentials).
-fn who(caller: &Caller) -> String {
+pub(crate) fn who(caller: &Caller) -> String {
     caller
         .name
         .strip_prefix("basic:")
@@ -57,6 +57,17 @@ fn refused(kind: Kind, t: NoTarget) -> ApiError {
 /// The running instance `index` of app `guid`.
 async fn lrp_target(s: &ApiState, kind: Kind, guid: &str, index: &str) -> ApiResult<Target> {
     let index = super::lrps::parse_index(index)?;
+    lrp_target_at(s, kind, guid, index).await
+}
+
+/// The running instance `index` of app `guid` (for the front doors besides the
+/// HTTP API: the ssh proxy).
+pub(crate) async fn lrp_target_at(
+    s: &ApiState,
+    kind: Kind,
+    guid: &str,
+    index: i32,
+) -> ApiResult<Target> {
     let invalid = |e| ApiError::from_db(e, ErrorName::InvalidRequest);
     let desired = s.db.desired_lrp(guid).await.map_err(invalid)?;
     let records =
@@ -170,6 +181,25 @@ fn rep_refusal(target: &Target, e: RepSocketError) -> (ApiError, &'static str) {
             "unreachable",
         ),
     }
+}
+
+/// The rep's end of a session of `kind` on `target` (`forward` for a port forward),
+/// opened; Err: the receptor error that says why not (counted as the API counts its
+/// own).
+pub(crate) async fn open_rep(
+    s: &ApiState,
+    kind: Kind,
+    target: &Target,
+    forward: Option<&ForwardQuery>,
+) -> ApiResult<crate::cell_client::RepSocket> {
+    let url = rep_url(s, target, kind, forward)
+        .await
+        .map_err(|e| not_opened(kind, "unreachable", e))?;
+    s.cells.websocket(&url).await.map_err(|e| {
+        tracing::warn!(target = %target.label, cell = %target.cell_id, error = %e, "the rep did not open a session");
+        let (e, outcome) = rep_refusal(target, e);
+        not_opened(kind, outcome, e)
+    })
 }
 
 /// One session about to open.

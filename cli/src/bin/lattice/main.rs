@@ -252,6 +252,22 @@ struct BbsArgs {
     /// silence it.
     #[arg(long, env = "LATTICE_BBS_LATTICE_RELEASE")]
     lattice_release: Option<String>,
+    /// Serve Diego's ssh proxy here (the original Lattice `ltc ssh`, and
+    /// `ssh -p 2222 diego:APP/INDEX@HOST` with the API's credential as password);
+    /// none: no ssh proxy.
+    #[arg(long, env = "LATTICE_BBS_SSH_PROXY_LISTEN")]
+    ssh_proxy_listen: Option<SocketAddr>,
+    /// The ssh proxy's host key (ECDSA P-256, OpenSSH format), made (0600) when missing.
+    #[arg(
+        long,
+        env = "LATTICE_BBS_SSH_HOST_KEY_FILE",
+        default_value = "/var/lib/lattice/ssh_host_key"
+    )]
+    ssh_host_key_file: std::path::PathBuf,
+    /// Serve the blob store over WebDAV here (`/blobs/`: the original Lattice
+    /// droplet store `ltc target` checks, port 8444; needs --blob-dir); none: no WebDAV.
+    #[arg(long, env = "LATTICE_BBS_DAV_LISTEN")]
+    dav_listen: Option<SocketAddr>,
 }
 
 /// `lattice bbs`'s completion callback flags as its settings.
@@ -361,6 +377,10 @@ async fn start_bbs(
         lattice_release: a
             .lattice_release
             .unwrap_or_else(|| lattice_bbs::api::VERSION.to_string()),
+        ssh_proxy: a
+            .ssh_proxy_listen
+            .map(|l| lattice_bbs::sshproxy::SshProxyConfig::new(l, a.ssh_host_key_file.clone())),
+        dav_listen: a.dav_listen,
     })
     .await
     .context("starting the BBS")

@@ -89,6 +89,14 @@ pub struct UpArgs {
     /// `ltc target` from warning.
     #[arg(long, env = "LATTICE_LATTICE_RELEASE")]
     lattice_release: Option<String>,
+    /// Diego's ssh proxy for the original Lattice `ltc ssh` (default: port 2222 of
+    /// --api-listen's address).
+    #[arg(long, env = "LATTICE_SSH_PROXY_LISTEN")]
+    ssh_proxy_listen: Option<SocketAddr>,
+    /// The blob store over WebDAV, the original `ltc`'s droplet store (default: port
+    /// 8444 of --api-listen's address).
+    #[arg(long, env = "LATTICE_DAV_LISTEN")]
+    dav_listen: Option<SocketAddr>,
 }
 
 /// Parses a component's flags as `lattice NAME` would: the config file's `[NAME]`
@@ -173,6 +181,19 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
             .iter()
             .map(|s| format!("--backup-store={s}")),
     );
+    // The original ltc's ssh proxy and droplet store, beside the API (Lattice's ports).
+    let beside_api = |port| SocketAddr::new(a.api_listen.ip(), port);
+    forced.extend([
+        format!(
+            "--ssh-proxy-listen={}",
+            a.ssh_proxy_listen.unwrap_or(beside_api(2222))
+        ),
+        format!(
+            "--ssh-host-key-file={}",
+            data_dir.join(SSH_HOST_KEY_FILE).display()
+        ),
+        format!("--dav-listen={}", a.dav_listen.unwrap_or(beside_api(8444))),
+    ]);
     if let Some(auth) = &a.basic_auth {
         forced.push(format!("--basic-auth={auth}"));
     }
@@ -306,6 +327,8 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
             cell_id: &cell_id,
             store: &store,
             metrics,
+            ssh: bbs.ssh_addr,
+            dav: bbs.dav_addr,
             began,
         },
     );
@@ -354,6 +377,9 @@ const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// The cluster's backup key, in DATA_DIR.
 const BACKUP_KEY_FILE: &str = "backup.key";
 
+/// The ssh proxy's host key, in the data directory.
+const SSH_HOST_KEY_FILE: &str = "ssh_host_key";
+
 /// Waits until the cell `cell_id` is present in the BBS (at most 5 s).
 async fn cell_announced(
     bbs: &lattice_bbs::server::RunningBbs,
@@ -387,6 +413,8 @@ struct Ready<'a> {
     cell_id: &'a str,
     store: &'a StoreUrl,
     metrics: SocketAddr,
+    ssh: Option<SocketAddr>,
+    dav: Option<SocketAddr>,
     began: Instant,
 }
 
@@ -400,6 +428,8 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
         cell_id,
         store,
         metrics,
+        ssh,
+        dav,
         began,
     } = r;
     // The exact `ltc target` line: ltc assumes lattice.localhost:8080 unless told.
@@ -439,6 +469,13 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
         "  the cell {} offers preloaded:busybox; metrics at http://{metrics}/metrics",
         cell_id
     );
+    if let (Some(ssh), Some(dav)) = (ssh, dav) {
+        println!(
+            "  the original Lattice ltc: ssh proxy at {ssh} (ssh -p {} diego:APP/0@{}), droplet store (WebDAV) at http://{dav}/blobs/",
+            ssh.port(),
+            ssh.ip()
+        );
+    }
     println!("  now run:  {target}");
     println!(
         "  (an admin API token is in {}: `ltc login --token-file` it where loopback is not enough)",
