@@ -29,8 +29,8 @@ pub mod repos;
 pub mod schedules;
 pub mod serve;
 pub mod server;
-pub mod standby;
 pub mod sshproxy;
+pub mod standby;
 pub mod store;
 /// A throwaway CA for tests of TLS (the `testing` feature).
 #[cfg(any(test, feature = "testing"))]
