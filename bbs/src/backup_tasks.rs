@@ -39,8 +39,11 @@ pub const MOUNT: &str = "/data";
 const RESULT_FILE: &str = "/tmp/lattice-result";
 const MANIFEST_FILE: &str = "/tmp/lattice-manifest";
 const OUTCOME_FILE: &str = "/tmp/lattice-outcome";
-/// The memory of a task whose repository helper chunks, compresses and encrypts.
-const REPOSITORY_MEMORY_MB: i32 = 512;
+/// The memory of a task whose repository helper chunks, compresses and encrypts, or
+/// restores: rustic_core's restorer reads with 20 threads and queues its writes
+/// unbounded, so a 1 GB restore held ~520 MB and was OOM-killed at 512 MB (the
+/// failover benchmark). A bounded restorer of our own is the real fix.
+const REPOSITORY_MEMORY_MB: i32 = 2048;
 const STAGING: &str = ".lattice-restore";
 const OLD: &str = ".lattice-old";
 
