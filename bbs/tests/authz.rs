@@ -451,6 +451,7 @@ async fn every_call_refuses_a_caller_without_a_client_certificate() {
         }),
         place_volume(PlaceVolumeRequest::default()),
         fail_over_volume(FailOverVolumeRequest::default()),
+        tend_standby(TendStandbyRequest::default()),
         volume_fenced(VolumeFencedRequest {
             cell_id: "cell-a".into(),
             ..Default::default()
