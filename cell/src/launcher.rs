@@ -176,7 +176,7 @@ impl Launcher {
             .command
             .split_first()
             .context("no shim command configured")?;
-        let mut child = tokio::process::Command::new(program)
+        let mut child = with_default_signals(&mut tokio::process::Command::new(program))
             .args(args)
             .arg(STDIN_ARG)
             .stdin(std::process::Stdio::piped())
@@ -199,6 +199,29 @@ impl Launcher {
             stdin: stdin.into(),
             pid,
             idle,
+        })
+    }
+}
+
+/// Gives a shim (and so every container process it starts) default signal
+/// dispositions and an empty signal mask, whatever the cell inherited: a cell started
+/// in the background by a non-interactive shell ignores SIGINT and SIGQUIT (POSIX), and
+/// ignored signals survive exec, so Ctrl-C in `ltc ssh` or an exec session's INT never
+/// reached the container's processes.
+pub fn with_default_signals(cmd: &mut tokio::process::Command) -> &mut tokio::process::Command {
+    // SAFETY: between fork and exec the closure calls only async-signal-safe functions
+    // (signal, sigemptyset, sigprocmask) and touches no memory of the parent's.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in 1..32 {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
         })
     }
 }

@@ -174,19 +174,20 @@ impl Executor {
         self.running(handle)?;
         let shim = &self.cfg.shim;
         let helper_err = |e: &dyn std::fmt::Display| SessionError::Helper(e.to_string());
-        let mut helper = tokio::process::Command::new(&shim[0])
-            .args(&shim[1..])
-            .arg(self.dir(handle))
-            .arg(crate::shim::SESSION_ARG)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: a signal for the rep's (Ctrl-C on `lattice up`)
-            // is not one for the helper, which must outlive the rep long enough to
-            // kill its process when its stdin closes.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| helper_err(&e))?;
+        let mut helper =
+            crate::launcher::with_default_signals(&mut tokio::process::Command::new(&shim[0]))
+                .args(&shim[1..])
+                .arg(self.dir(handle))
+                .arg(crate::shim::SESSION_ARG)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                // Its own process group: a signal for the rep's (Ctrl-C on `lattice up`)
+                // is not one for the helper, which must outlive the rep long enough to
+                // kill its process when its stdin closes.
+                .process_group(0)
+                .spawn()
+                .map_err(|e| helper_err(&e))?;
         let (Some(mut stdin), Some(stdout), Some(stderr)) = (
             helper.stdin.take(),
             helper.stdout.take(),

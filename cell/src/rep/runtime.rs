@@ -114,7 +114,7 @@ impl Runtime for Executor {
         let json = serde_json::to_string(&run).map_err(|e| e.to_string())?;
         let out = tokio::time::timeout(
             COMMAND_CHECK_TIMEOUT,
-            tokio::process::Command::new(&shim[0])
+            crate::launcher::with_default_signals(&mut tokio::process::Command::new(&shim[0]))
                 .args(&shim[1..])
                 .arg(self.dir(handle))
                 .arg("--exec")
