@@ -159,7 +159,8 @@ impl Volumes {
         self.dir.join("mnt").join(name)
     }
 
-    fn names(&self) -> anyhow::Result<Vec<String>> {
+    /// The copies in the pool by name (a directory read: no filesystem figures).
+    pub(crate) fn names(&self) -> anyhow::Result<Vec<String>> {
         let mut names: Vec<String> = std::fs::read_dir(self.dir.join("pool/volumes"))?
             .filter_map(|e| {
                 let n = e.ok()?.file_name().into_string().ok()?;

@@ -74,10 +74,10 @@ impl<R: Runtime> Rep<R> {
             self.bbs.set_volume_state(&report).await?;
         }
         let v = vols.clone();
-        let local = tokio::task::spawn_blocking(move || v.list())
+        let local = tokio::task::spawn_blocking(move || v.names())
             .await?
             .map_err(VolumeSyncError::Pool)?;
-        for copy in local.iter().map(|i| i.name.as_str()) {
+        for copy in local.iter().map(String::as_str) {
             let Some(volume) = standby_of(copy) else {
                 continue;
             };
