@@ -6,13 +6,13 @@ use std::path::{Component, Path, PathBuf};
 use lattice_specs::repo::{RepoJob, RepoOp, RepoOutcome};
 use rustic_core::repofile::{Node, SnapshotFile};
 use rustic_core::{
-    BackupOptions, CheckOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination,
-    LsOptions, OpenStatus, PathList, PruneOptions, Repository, RepositoryOptions, RestoreOptions,
-    RusticResult, SnapshotOptions,
+    BackupOptions, CheckOptions, ConfigOptions, Credentials, KeyOptions, LsOptions, OpenStatus,
+    PathList, PruneOptions, Repository, RepositoryOptions, RusticResult, SnapshotOptions,
 };
 
 use super::job::{one_line, Reach, RepoError};
 use super::locks;
+use super::restorer;
 
 type Open = Repository<OpenStatus>;
 
@@ -177,14 +177,24 @@ fn restore(job: &RepoJob, repo: Open) -> Result<RepoOutcome, RepoError> {
     let ls = rustic(repo.ls(&node, &LsOptions::default()))?;
     // Every entry is checked before anything is written.
     let entries: Vec<(PathBuf, Node)> = checked(&job.snapshot, ls).collect::<Result<_, _>>()?;
-    let files = entries.iter().filter(|(_, n)| !n.is_dir()).count() as u64;
-    let total_bytes = entries.iter().map(|(_, n)| n.meta.size).sum();
-    let dest = rustic(LocalDestination::new(&job.path, true, !node.is_dir()))?;
-    // Numeric owners: no user database is consulted inside the root.
-    let opts = RestoreOptions::default().numeric_id(true);
-    let stream = || entries.iter().cloned().map(Ok);
-    let plan = rustic(repo.prepare_restore(&opts, stream(), &dest, false))?;
-    rustic(repo.restore(plan, &opts, stream(), &dest))?;
+    if !node.is_dir() {
+        return Err(RepoError::Job(format!(
+            "snapshot {}: its data path is not a directory; only directories are restored",
+            job.snapshot
+        )));
+    }
+    std::fs::create_dir_all(target)
+        .map_err(|e| RepoError::Repository(format!("restore: making {}: {e}", target.display())))?;
+    // Our restorer, not rustic's: its memory stays bounded (see `restorer`).
+    let done = restorer::restore(&repo, &entries, target)?;
+    let (files, total_bytes) = (done.files, done.bytes);
+    if !done.skipped.is_empty() {
+        tracing::warn!(
+            "{} entries not restored (device nodes, sockets): {}",
+            done.skipped.len(),
+            done.skipped.join(", ")
+        );
+    }
     tracing::info!("snapshot {} restored: {files} files", job.snapshot);
     Ok(RepoOutcome {
         snapshot: snap.id.to_hex().to_string(),
