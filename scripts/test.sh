@@ -21,7 +21,7 @@ had_netns_mount=no; netns_mounted && had_netns_mount=yes
 cleanup() {
     rm -f "$log"
     echo "$had_forward" > /proc/sys/net/ipv4/ip_forward
-    rm -f /run/lattice/ip_forward.* /run/lattice/firewall.lock
+    rm -f /run/lattice/ip_forward.* /run/lattice/firewall.lock /run/lattice/cgroup.lock
     if [ -z "$had_parents" ]; then
         for d in $(cgroup_parents); do rmdir "$d" 2>/dev/null || true; done
     fi

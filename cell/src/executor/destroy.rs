@@ -19,9 +19,11 @@ impl Executor {
             scratch.close();
         }
         if idle {
-            // The parent of every container's cgroup; still in use (another cell on
-            // this host) it stays, as rmdir refuses a cgroup with children.
-            cgroup::remove(CGROUP_PARENT);
+            // The parent of every container's cgroup, unless another executor on this
+            // host still lives (it may be making a container under it right now).
+            self.parent.lock().unwrap().remove_if_last(|| {
+                cgroup::remove(CGROUP_PARENT);
+            });
         }
         let run = self.cfg.data_dir.join("run");
         if rootfs::is_mounted(&run) && std::fs::read_dir(&run).is_ok_and(|mut d| d.next().is_none())
