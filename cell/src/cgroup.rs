@@ -257,62 +257,49 @@ pub fn remove(cgroup: &str) -> bool {
         .all(|d| std::fs::remove_dir(d).is_ok() || !d.exists())
 }
 
-/// Held (a shared `flock`) by every live executor on this host. A closing executor
-/// removes the containers' parent cgroup only when it can then take the lock
-/// exclusively, i.e. when no other executor (another cell, in this process or another)
-/// still lives: one closing idle removed the parent while another created a container
-/// under it ("failed to create dir …/lattice/HANDLE: No such file or directory").
+/// Held (a shared `flock`) by every shim while it makes its container's cgroups under
+/// the parent; a closing executor removes the parent only when it can take the lock
+/// exclusively at once. A cell closing idle used to remove the parent while another
+/// cell on the host made a container under it ("failed to create dir
+/// …/lattice/HANDLE: No such file or directory").
 pub const PARENT_LOCK: &str = "/run/lattice/cgroup.lock";
 
-/// One executor's hold on the containers' parent cgroup (see [`PARENT_LOCK`]).
-pub struct ParentUse(Option<nix::fcntl::Flock<std::fs::File>>);
-
-impl ParentUse {
-    /// Takes a shared hold on `lock` (made if missing). Without it (the lock cannot be
-    /// made), the parent is never removed by this executor.
-    pub fn hold(lock: &Path) -> ParentUse {
-        let open = || -> std::io::Result<std::fs::File> {
-            if let Some(dir) = lock.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            // Root's alone: anyone who could lock it could stop cells from starting.
-            std::os::unix::fs::OpenOptionsExt::mode(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true),
-                0o600,
-            )
-            .open(lock)
-        };
-        let held = open().map_err(|e| e.to_string()).and_then(|f| {
-            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockShared)
-                .map_err(|(_, e)| e.to_string())
-        });
-        match held {
-            Ok(h) => ParentUse(Some(h)),
-            Err(e) => {
-                tracing::warn!(
-                    lock = %lock.display(),
-                    "{e}: the containers' parent cgroup will be left in place"
-                );
-                ParentUse(None)
-            }
+/// `lock` (made if missing, root's alone: anyone who could lock it could stop
+/// containers from being made), locked as `how`; `None` when it cannot be.
+fn lock_parent(lock: &Path, how: nix::fcntl::FlockArg) -> Option<nix::fcntl::Flock<std::fs::File>> {
+    let open = || -> std::io::Result<std::fs::File> {
+        if let Some(dir) = lock.parent() {
+            std::fs::create_dir_all(dir)?;
         }
-    }
+        std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+            0o600,
+        )
+        .open(lock)
+    };
+    let file = open()
+        .map_err(|e| tracing::warn!(lock = %lock.display(), "opening: {e}"))
+        .ok()?;
+    nix::fcntl::Flock::lock(file, how).ok()
+}
 
-    /// Runs `remove` if this is the last hold on the host (holding the lock exclusively
-    /// meanwhile, so that no executor starts using the parent); the hold ends either way.
-    pub fn remove_if_last(&mut self, remove: impl FnOnce()) -> bool {
-        let Some(h) = self.0.take() else { return false };
-        // Converting may drop the shared lock when it fails; the hold ends here anyway.
-        let last = h
-            .relock(nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .is_ok();
-        if last {
+/// Held while a container's cgroups are made under the parent (see [`PARENT_LOCK`]).
+pub fn making_under_parent(lock: &Path) -> Option<nix::fcntl::Flock<std::fs::File>> {
+    lock_parent(lock, nix::fcntl::FlockArg::LockShared)
+}
+
+/// Runs `remove` (of the parent) unless a container is being made under it right now;
+/// whether it ran.
+pub fn remove_parent_unless_in_use(lock: &Path, remove: impl FnOnce()) -> bool {
+    match lock_parent(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Some(_held) => {
             remove();
+            true
         }
-        last
+        None => false,
     }
 }
 
@@ -332,25 +319,23 @@ mod tests {
     }
 
     #[test]
-    fn only_the_last_holder_may_remove_the_parent() {
+    fn the_parent_is_not_removed_while_a_container_is_made_under_it() {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("run/cgroup.lock");
-        let (mut a, mut b) = (ParentUse::hold(&lock), ParentUse::hold(&lock));
         let mut removed = 0;
-        assert!(!a.remove_if_last(|| removed += 1), "b still holds it");
-        assert!(b.remove_if_last(|| removed += 1), "a has gone");
-        assert_eq!(removed, 1);
+        let making = making_under_parent(&lock).expect("a shared hold");
+        let other = making_under_parent(&lock).expect("shared holds go together");
+        assert!(!remove_parent_unless_in_use(&lock, || removed += 1));
+        drop(making);
         assert!(
-            !b.remove_if_last(|| removed += 1),
-            "a hold ends at its first try"
+            !remove_parent_unless_in_use(&lock, || removed += 1),
+            "one is left"
         );
-        // The exclusive lock went with it: a new hold is taken at once, and is alone.
-        let mut c = ParentUse::hold(&lock);
-        assert!(c.remove_if_last(|| removed += 1), "alone again");
-        assert_eq!(removed, 2);
-        // A hold that could not be taken never removes anything.
-        std::fs::write(dir.path().join("file"), "").unwrap();
-        assert!(!ParentUse::hold(&dir.path().join("file/x")).remove_if_last(|| removed += 1));
-        assert_eq!(removed, 2);
+        drop(other);
+        assert!(remove_parent_unless_in_use(&lock, || removed += 1));
+        assert_eq!(removed, 1);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&lock).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -1,5 +1,6 @@
 //! Stopping and removing a container, and closing the executor when the cell stops.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::{cgroup_path, ContainerInfo, Executor, CGROUP_PARENT};
@@ -19,9 +20,10 @@ impl Executor {
             scratch.close();
         }
         if idle {
-            // The parent of every container's cgroup, unless another executor on this
-            // host still lives (it may be making a container under it right now).
-            self.parent.lock().unwrap().remove_if_last(|| {
+            // The parent of every container's cgroup; still in use (another cell on
+            // this host) it stays, as rmdir refuses a cgroup with children, and it is
+            // left alone while a shim makes a container under it.
+            cgroup::remove_parent_unless_in_use(Path::new(cgroup::PARENT_LOCK), || {
                 cgroup::remove(CGROUP_PARENT);
             });
         }

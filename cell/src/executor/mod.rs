@@ -141,9 +141,6 @@ pub struct Executor {
     /// Where the cell's lifecycle file server listens, once it does: Download
     /// actions from `file-server.service.cf.internal:8080` go there.
     file_server: std::sync::OnceLock<std::net::SocketAddr>,
-    /// This executor's hold on the containers' parent cgroup: the last one on the host
-    /// to close removes it.
-    parent: Mutex<crate::cgroup::ParentUse>,
 }
 
 /// The cgroup every container's cgroup is made under.
@@ -248,9 +245,6 @@ impl Executor {
             scratch,
             cfg,
             file_server: Default::default(),
-            parent: Mutex::new(crate::cgroup::ParentUse::hold(std::path::Path::new(
-                crate::cgroup::PARENT_LOCK,
-            ))),
         }))
     }
 

@@ -83,6 +83,7 @@ async fn reap_all(init: i32, limit: Duration) {
 }
 
 pub(super) fn create(cfg: &ShimConfig) -> anyhow::Result<Container> {
+    let making = making_under_parent();
     let mut container = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
         .with_root_path(&cfg.state_root)?
         .with_stdin(null_fd()?)
@@ -93,9 +94,16 @@ pub(super) fn create(cfg: &ShimConfig) -> anyhow::Result<Container> {
         .with_systemd(false)
         .with_detach(true)
         .build()?;
+    drop(making);
     await_gate(crate::launcher::GO)?;
     container.start()?;
     Ok(container)
+}
+
+/// Held while libcontainer makes the container's cgroups, so that no closing cell
+/// removes their parent meanwhile (see [`crate::cgroup::PARENT_LOCK`]).
+fn making_under_parent() -> Option<nix::fcntl::Flock<std::fs::File>> {
+    crate::cgroup::making_under_parent(std::path::Path::new(crate::cgroup::PARENT_LOCK))
 }
 
 /// The Run and its process spec when the container's whole work is one Run action
@@ -135,6 +143,7 @@ pub(super) fn create_running(
     // shim keeps none, so the read end sees EOF once the command is exec'd.
     nix::unistd::dup2(report_w.as_raw_fd(), REPORT_FD)?;
     drop(report_w);
+    let making = making_under_parent();
     let built = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
         .with_root_path(&cfg.state_root)
         .and_then(|b| {
@@ -150,6 +159,7 @@ pub(super) fn create_running(
                 .with_detach(true)
                 .build()
         });
+    drop(making);
     // Back to /dev/null, closing the shim's copy of the write end.
     let null = null_fd()?;
     nix::unistd::dup2(null.as_raw_fd(), REPORT_FD)?;
