@@ -179,8 +179,13 @@ pub struct RunningBbs {
     pub api: ApiState,
     hub: EventHub,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The servers and loops `shutdown` waits for, by name.
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
+
+/// How long `shutdown` waits for the servers to finish what is in flight before it
+/// aborts what is left (a shutdown never hangs: a test run once did, for good).
+const SHUTDOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl RunningBbs {
     /// Stop serving and wait for in-flight requests to finish.
@@ -188,8 +193,15 @@ impl RunningBbs {
         // Event streams never end by themselves: close them so the servers can drain.
         self.hub.close();
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WITHIN;
+        for (name, mut t) in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                tracing::warn!(
+                    task = name,
+                    "still running {SHUTDOWN_WITHIN:?} after the shutdown began: aborted"
+                );
+                t.abort();
+            }
         }
     }
 }
@@ -301,7 +313,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
     let ssh_addr = match &cfg.ssh_proxy {
         Some(p) => {
             let (addr, task) = crate::sshproxy::start(state.clone(), p, stopped.clone()).await?;
-            tasks.push(task);
+            tasks.push(("the ssh proxy", task));
             Some(addr)
         }
         None => None,
@@ -309,7 +321,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
     let dav_addr = match cfg.dav_listen {
         Some(listen) => {
             let (addr, task) = crate::dav::start(state.clone(), listen, stopped.clone()).await?;
-            tasks.push(task);
+            tasks.push(("the WebDAV server", task));
             Some(addr)
         }
         None => None,
@@ -332,7 +344,12 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
     });
 
     tracing::info!(%grpc_addr, %api_addr, store = backend, "bbs serving");
-    tasks.extend([grpc, http, settler, callbacks]);
+    tasks.extend([
+        ("the gRPC server", grpc),
+        ("the API server", http),
+        ("the settler", settler),
+        ("the callbacks", callbacks),
+    ]);
     Ok(RunningBbs {
         grpc_addr,
         api_addr,
