@@ -117,8 +117,7 @@ fn wants_convergence(e: &Kind) -> bool {
 struct Wake {
     /// Convergence, for events that need it.
     converge_now: Arc<Notify>,
-    /// Convergence re-sending everything waiting, once the stream broke or a volume
-    /// became usable on a cell (work mounting it may have been turned away).
+    /// Convergence re-sending everything waiting, once the stream broke.
     resend: Arc<Notify>,
     /// Volume placement, for a volume that waits for a cell (and once the stream broke).
     place_volumes: Arc<Notify>,
@@ -156,9 +155,6 @@ async fn follow_events(
             }
             if volume_placement::announces_unplaced_volume(kind) {
                 wake.place_volumes.notify_one();
-            }
-            if volume_placement::announces_usable_volume(kind) {
-                wake.resend.notify_one();
             }
             match wakes_deployer(kind) {
                 Some(true) => wake.deploy.rescan.notify_one(),
