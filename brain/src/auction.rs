@@ -179,8 +179,9 @@ fn quote_list(items: &[String]) -> String {
 }
 
 /// Which cells can run work with these constraints, or why none can. No cell at all
-/// (none registered, or every one evacuating) is a matter of waiting, like no room: a
-/// cell whose lease lapsed registers again, an evacuated one is replaced.
+/// (none registered, or every one evacuating), or no live cell where the work's volume
+/// lives, is a matter of waiting, like no room: a cell whose lease lapsed registers
+/// again, an evacuated one is replaced, a volume with failover moves.
 fn compatible(cells: &[CellView], c: &Constraints) -> Result<Vec<bool>, Unplaced> {
     if cells.is_empty() {
         return Err(Unplaced::NoRoom(
@@ -192,6 +193,16 @@ fn compatible(cells: &[CellView], c: &Constraints) -> Result<Vec<bool>, Unplaced
         return Err(Unplaced::NoRoom(
             "found no compatible cell: every cell is evacuating".into(),
         ));
+    }
+    if let Some((cell_id, volumes)) = &c.volume_cell {
+        let here = |cell: &CellView| &cell.cell_id == cell_id && !cell.evacuating;
+        if !cell_id.is_empty() && !cells.iter().any(here) {
+            // A cell comes back once its lease is renewed; a volume with failover
+            // moves: waiting helps, so the work is tried again, not given up.
+            return Err(Unplaced::NoRoom(format!(
+                "{volumes} lives on cell {cell_id}, which is gone or evacuating: the work waits for the cell to return or the volume to move"
+            )));
+        }
     }
     compatible_live(cells, &live, c).map_err(Unplaced::Incompatible)
 }
@@ -269,7 +280,7 @@ fn compatible_live(
             .collect();
         if !on.iter().any(|x| *x) {
             return Err(format!(
-                "{volumes} lives on cell {cell_id}, which cannot take this work now (it is gone, evacuating, or lacks the rootfs or placement tags)"
+                "{volumes} lives on cell {cell_id}, which lacks the rootfs or placement tags this work needs"
             ));
         }
         return Ok(on);

@@ -19,7 +19,7 @@ use futures::FutureExt;
 use lattice_bbs_client::{apply_all, ActualLrpFilter, BbsError, BrainBbs, TaskFilter};
 use lattice_specs::models::actual_lrp::{Presence, State};
 use lattice_specs::models::Task;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::auction::{place, AuctionConfig, CellView, Outcome, WorkItem, WorkKind};
 use crate::cells::{view_of, CellClient, CellDirectory};
@@ -124,22 +124,27 @@ impl Auctioneer {
         Auctioneer { bbs, cells, cfg }
     }
 
-    /// Auction whatever arrives on `rx`, and the waiting work when it is due, until
-    /// the channel closes or the lock is lost.
+    /// Auction whatever arrives on `rx`, and the waiting work when it is due (all of
+    /// it at once when `retry_now` is notified: a volume became usable on a cell, so
+    /// work waiting for its cell can go now), until the channel closes or the lock is
+    /// lost.
     pub async fn run(
         &self,
         mut rx: mpsc::UnboundedReceiver<StartRequest>,
+        retry_now: Arc<Notify>,
     ) -> Result<(), BrainError> {
         let mut queue: Queue = HashMap::new();
         loop {
             let mut batch = HashSet::new();
             let next_due = queue.values().map(|(_, due)| *due).min();
-            let arrived = match next_due {
-                None => rx.recv().await.map(Some),
-                Some(due) => tokio::select! {
-                    r = rx.recv() => r.map(Some),
-                    _ = tokio::time::sleep_until(due.into()) => Some(None),
-                },
+            let arrived = tokio::select! {
+                r = rx.recv() => r.map(Some),
+                _ = tokio::time::sleep_until(next_due.unwrap_or_else(far_future).into()) => Some(None),
+                _ = retry_now.notified() => {
+                    let now = Instant::now();
+                    queue.values_mut().for_each(|(_, due)| *due = now);
+                    Some(None)
+                }
             };
             let Some(arrived) = arrived else {
                 return Ok(());
@@ -155,6 +160,9 @@ impl Auctioneer {
                     .filter(|(_, (_, due))| *due <= now)
                     .map(|(r, _)| r.clone()),
             );
+            if batch.is_empty() {
+                continue;
+            }
             // What is remembered of the batch's work leaves the queue; what is not
             // placed again comes back with the round's verdict.
             let mut known: HashMap<StartRequest, Waiting> = batch
@@ -485,4 +493,9 @@ impl Record {
             Record::Waits(r) | Record::GaveUp(r) => r,
         }
     }
+}
+
+/// A deadline that never comes in practice (the queue is empty).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
 }

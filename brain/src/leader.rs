@@ -121,6 +121,8 @@ struct Wake {
     resend: Arc<Notify>,
     /// Volume placement, for a volume that waits for a cell (and once the stream broke).
     place_volumes: Arc<Notify>,
+    /// The auctioneer's waiting work, for a volume that became usable on a cell.
+    retry_waiting: Arc<Notify>,
     /// The deployer, for apps and instances that changed (and once the stream broke).
     deploy: DeployWake,
 }
@@ -155,6 +157,9 @@ async fn follow_events(
             }
             if volume_placement::announces_unplaced_volume(kind) {
                 wake.place_volumes.notify_one();
+            }
+            if volume_placement::announces_usable_volume(kind) {
+                wake.retry_waiting.notify_one();
             }
             match wakes_deployer(kind) {
                 Some(true) => wake.deploy.rescan.notify_one(),
@@ -284,13 +289,16 @@ pub async fn run(
         let resend = Arc::new(Notify::new());
         let place_volumes = Arc::new(Notify::new());
         let (deploy_rescan, deploy_now) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let retry_waiting = Arc::new(Notify::new());
         let auctioneer = Auctioneer::new(fenced.clone(), cells.clone(), cfg.auctioneer);
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(async move { auctioneer.run(rx).await });
+        let auction_kick = retry_waiting.clone();
+        tasks.spawn(async move { auctioneer.run(rx, auction_kick).await });
         let wake = Wake {
             converge_now: converge_now.clone(),
             resend: resend.clone(),
             place_volumes: place_volumes.clone(),
+            retry_waiting,
             deploy: DeployWake {
                 rescan: deploy_rescan.clone(),
                 now: deploy_now.clone(),

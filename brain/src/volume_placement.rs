@@ -27,6 +27,27 @@ pub fn announces_unplaced_volume(e: &Kind) -> bool {
     }
 }
 
+/// Whether BBS event `e` shows a volume become usable where it was not: READY, and
+/// not waiting for a refill, on a cell where it was not so before (a new volume, or one
+/// a failover moved). Work that mounts it waits in the auctioneer's queue while its
+/// cell is gone, with a backoff of up to seconds: it is tried again at once instead.
+pub fn announces_usable_volume(e: &Kind) -> bool {
+    let Kind::VolumeChanged(c) = e else {
+        return false;
+    };
+    let usable = |v: &Volume| {
+        v.state() == lattice_specs::models::volume::State::Ready
+            && v.failover_restore_task.is_empty()
+    };
+    c.after.as_ref().is_some_and(|a| {
+        usable(a)
+            && !c
+                .before
+                .as_ref()
+                .is_some_and(|b| usable(b) && b.cell_id == a.cell_id)
+    })
+}
+
 /// Gives every volume of `volumes` that waits for a cell one: `volumes` as they
 /// are afterwards. A volume that moved on meanwhile (removed, or placed by a
 /// call that raced this one) keeps what the BBS says of it.
@@ -193,5 +214,44 @@ mod tests {
             Some(v("a"))
         )));
         assert!(!announces_unplaced_volume(&change(Some(v("")), None)));
+    }
+
+    #[test]
+    fn a_volume_usable_on_a_new_cell_is_announced_once() {
+        use lattice_specs::models::volume::State;
+        let v = |cell_id: &str, state: State, refill: &str| Volume {
+            name: "pg".into(),
+            cell_id: cell_id.into(),
+            state: state as i32,
+            failover_restore_task: refill.into(),
+            ..Default::default()
+        };
+        let change = |before: Volume, after: Volume| {
+            announces_usable_volume(&Kind::VolumeChanged(VolumeChangedEvent {
+                before: Some(before),
+                after: Some(after),
+            }))
+        };
+        let ready = |cell| v(cell, State::Ready, "");
+        // Made by its cell.
+        assert!(change(v("a", State::Pending, ""), ready("a")));
+        // Moved by a failover, then the standby copy promoted.
+        assert!(!change(ready("a"), v("b", State::Pending, "")));
+        assert!(change(v("b", State::Pending, ""), ready("b")));
+        // Refilled from a backup: usable once the refill is done, not before.
+        assert!(!change(
+            v("b", State::Pending, "t"),
+            v("b", State::Ready, "t")
+        ));
+        assert!(change(v("b", State::Ready, "t"), ready("b")));
+        // Its usage reported again: nothing new.
+        assert!(!change(ready("b"), ready("b")));
+        assert!(!change(ready("b"), v("b", State::Removing, "")));
+        assert!(!announces_usable_volume(&Kind::VolumeChanged(
+            VolumeChangedEvent {
+                before: Some(ready("b")),
+                after: None
+            }
+        )));
     }
 }

@@ -317,9 +317,24 @@ fn work_with_a_volume_goes_to_the_volumes_cell_or_says_why_not() {
         let o = place(&cells, &[on("b", 10)], &cfg);
         assert_eq!(o.placed[0].1, 1, "always cell b");
     }
+    // Its cell gone (or evacuating): the work waits for the cell or the volume to move.
     let o = place(&cells, &[on("gone", 10)], &cfg);
-    let why = o.reason_of(0).unwrap();
-    assert!(why.contains("volume pg lives on cell gone"), "{why}");
+    match &o.failed[0].1 {
+        Unplaced::NoRoom(why) => assert!(why.contains("volume pg lives on cell gone"), "{why}"),
+        other => panic!("a volume whose cell is gone was given up on: {other:?}"),
+    }
+    cells[1].evacuating = true;
+    let o = place(&cells, &[on("b", 10)], &cfg);
+    assert!(matches!(&o.failed[0].1, Unplaced::NoRoom(_)), "{o:?}");
+    cells[1].evacuating = false;
+    // Its cell there but unable to run it: waiting would not help.
+    let providers = std::mem::take(&mut cells[1].rootfs_providers);
+    let o = place(&cells, &[on("b", 10)], &cfg);
+    match &o.failed[0].1 {
+        Unplaced::Incompatible(why) => assert!(why.contains("lacks the rootfs"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    cells[1].rootfs_providers = providers;
     let o = place(&cells, &[on("b", 5000)], &cfg);
     let why = o.reason_of(0).unwrap();
     assert!(
