@@ -64,6 +64,9 @@ pub struct Constraints {
     /// The cell holding the work's volumes, and the volumes (for messages). An empty
     /// cell id: the volumes live on different cells, the message says which.
     pub volume_cell: Option<(String, String)>,
+    /// Why the work's volume cannot be mounted yet (a failover refills it from its
+    /// backup, and only the refilling task mounts it meanwhile): the work waits.
+    pub volume_wait: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +186,9 @@ fn quote_list(items: &[String]) -> String {
 /// lives, is a matter of waiting, like no room: a cell whose lease lapsed registers
 /// again, an evacuated one is replaced, a volume with failover moves.
 fn compatible(cells: &[CellView], c: &Constraints) -> Result<Vec<bool>, Unplaced> {
+    if let Some(why) = &c.volume_wait {
+        return Err(Unplaced::NoRoom(why.clone()));
+    }
     if cells.is_empty() {
         return Err(Unplaced::NoRoom(
             "found no compatible cell: no cell is registered".into(),

@@ -27,7 +27,7 @@ use crate::converger::LrpKey;
 use crate::metrics as m;
 use crate::retry::{self, RetryConfig, Setback, Verdict, Waiting};
 use crate::volume_placement;
-use work::{Batch, WaitingLrps};
+use work::{Batch, VolumeHome, WaitingLrps};
 
 /// Above this many distinct processes (or tasks) in a batch, the auction reads
 /// every desired LRP (or every task) in one call instead of one call each, and
@@ -328,21 +328,31 @@ impl Auctioneer {
 
     /// Where every volume lives: volume name → cell id. A volume that still waits
     /// for a cell is given one first, so work that mounts it can go with it.
-    async fn volume_cells(&self) -> Result<HashMap<String, String>, BrainError> {
+    async fn volume_cells(&self) -> Result<HashMap<String, VolumeHome>, BrainError> {
         let volumes = self.bbs.volumes("").await.map_err(bbs_err)?;
         let volumes = volume_placement::place_waiting(self.bbs.as_ref(), volumes).await?;
         // A standby copy lives on its own cell: only its refresh task mounts it.
-        let copies: Vec<(String, String)> = volumes
+        let copies: Vec<(String, VolumeHome)> = volumes
             .iter()
             .filter(|v| !v.standby_cell_id.is_empty())
             .map(|v| {
                 let copy = lattice_specs::volume::standby_name(&v.name);
-                (copy, v.standby_cell_id.clone())
+                let home = VolumeHome {
+                    cell: v.standby_cell_id.clone(),
+                    refilled_by: String::new(),
+                };
+                (copy, home)
             })
             .collect();
         Ok(volumes
             .into_iter()
-            .map(|v| (v.name, v.cell_id))
+            .map(|v| {
+                let home = VolumeHome {
+                    cell: v.cell_id,
+                    refilled_by: v.failover_restore_task,
+                };
+                (v.name, home)
+            })
             .chain(copies)
             .collect())
     }

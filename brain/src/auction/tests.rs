@@ -25,7 +25,7 @@ fn constraints(rootfs: &str, tags: &[&str]) -> Arc<Constraints> {
         rootfs: rootfs.into(),
         placement_tags: tags.iter().map(|t| t.to_string()).collect(),
         volume_drivers: vec![],
-        volume_cell: None,
+        ..Default::default()
     })
 }
 
@@ -210,7 +210,7 @@ fn rootfs_and_volume_driver_compatibility() {
             rootfs: rootfs.into(),
             placement_tags: vec![],
             volume_drivers: drivers.iter().map(|d| d.to_string()).collect(),
-            volume_cell: None,
+            ..Default::default()
         }),
         ..task("t", 10)
     };
@@ -335,6 +335,17 @@ fn work_with_a_volume_goes_to_the_volumes_cell_or_says_why_not() {
         other => panic!("{other:?}"),
     }
     cells[1].rootfs_providers = providers;
+    // Its volume being refilled after a failover: the work waits.
+    let mut refilling = on("b", 10);
+    refilling.constraints = Arc::new(Constraints {
+        volume_wait: Some("volume pg is being refilled".into()),
+        ..(*refilling.constraints).clone()
+    });
+    let o = place(&cells, &[refilling], &cfg);
+    assert!(
+        matches!(&o.failed[0].1, Unplaced::NoRoom(w) if w.contains("refilled")),
+        "{o:?}"
+    );
     let o = place(&cells, &[on("b", 5000)], &cfg);
     let why = o.reason_of(0).unwrap();
     assert!(

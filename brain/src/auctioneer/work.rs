@@ -36,6 +36,16 @@ pub struct Batch {
     pub task_of: Vec<Option<Task>>,
 }
 
+/// Where a volume lives, as the auction needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeHome {
+    /// Its cell (empty: it waits for one).
+    pub cell: String,
+    /// The task refilling it from its backup after a failover (empty: none). Only that
+    /// task may mount it meanwhile.
+    pub refilled_by: String,
+}
+
 /// Whether any of the work mounts volumes (then the auction needs their cells).
 pub fn mounts_volumes(waiting: &WaitingLrps, tasks: &[Task]) -> bool {
     waiting
@@ -50,12 +60,12 @@ pub fn mounts_volumes(waiting: &WaitingLrps, tasks: &[Task]) -> bool {
 }
 
 /// The work items of the instances in `lrp_keys` that still wait and of the PENDING
-/// `tasks` (`volumes`: volume name → its cell). Equal constraints are shared.
+/// `tasks` (`volumes`: volume name → where it lives). Equal constraints are shared.
 pub fn batch_of(
     lrp_keys: Vec<LrpKey>,
     waiting: &WaitingLrps,
     tasks: Vec<Task>,
-    volumes: &HashMap<String, String>,
+    volumes: &HashMap<String, VolumeHome>,
 ) -> Batch {
     let mut interned: HashMap<Constraints, Arc<Constraints>> = HashMap::new();
     let mut intern = |c: Constraints| {
@@ -110,6 +120,7 @@ pub fn batch_of(
                 placement_tags: def.placement_tags.clone(),
                 volume_drivers: drivers(&def.volume_mounts),
                 volume_cell: volume_cell(&def.volume_mounts, volumes),
+                volume_wait: volume_wait(&def.volume_mounts, volumes, &t.task_guid),
             }),
             avoid: vec![],
         });
@@ -119,19 +130,39 @@ pub fn batch_of(
     batch
 }
 
-fn constraints_of(d: &DesiredLrp, volumes: &HashMap<String, String>) -> Constraints {
+fn constraints_of(d: &DesiredLrp, volumes: &HashMap<String, VolumeHome>) -> Constraints {
     Constraints {
         rootfs: d.rootfs.clone(),
         placement_tags: d.placement_tags.clone(),
         volume_drivers: drivers(&d.volume_mounts),
         volume_cell: volume_cell(&d.volume_mounts, volumes),
+        volume_wait: volume_wait(&d.volume_mounts, volumes, &d.process_guid),
     }
 }
 
-/// The cell work must run on because its volumes live there (`volumes`: name → cell).
+/// Why work `work` (a task or process guid) cannot mount its volumes yet: one is
+/// being refilled by another task after a failover. Its cell would refuse the claim,
+/// so the work waits for the refill instead of being sent there.
+fn volume_wait(
+    mounts: &[VolumeMount],
+    volumes: &HashMap<String, VolumeHome>,
+    work: &str,
+) -> Option<String> {
+    mounts.iter().find_map(|m| {
+        let home = volumes.get(&m.volume)?;
+        (!home.refilled_by.is_empty() && home.refilled_by != work).then(|| {
+            format!(
+                "volume {} is being refilled from its backup after a failover (task {}): waiting for it",
+                m.volume, home.refilled_by
+            )
+        })
+    })
+}
+
+/// The cell work must run on because its volumes live there.
 fn volume_cell(
     mounts: &[VolumeMount],
-    volumes: &HashMap<String, String>,
+    volumes: &HashMap<String, VolumeHome>,
 ) -> Option<(String, String)> {
     // Scratch volumes are made wherever the work goes.
     let mut names: Vec<&str> = mounts
@@ -142,7 +173,7 @@ fn volume_cell(
     names.sort();
     names.dedup();
     let first = names.first()?;
-    let cell = |n: &str| volumes.get(n).cloned().unwrap_or_default();
+    let cell = |n: &str| volumes.get(n).map(|h| h.cell.clone()).unwrap_or_default();
     let list = |names: &[&str]| {
         if names.len() == 1 {
             format!("volume {}", names[0])
@@ -286,4 +317,77 @@ pub fn perform_setbacks(
         })
         .map(|req| (req, refused(format!("cell {cell_id} refused the work"))))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_specs::models::TaskDefinition;
+
+    fn mount(volume: &str) -> VolumeMount {
+        VolumeMount {
+            volume: volume.into(),
+            container_path: "/data".into(),
+            ..Default::default()
+        }
+    }
+
+    fn task(guid: &str) -> Task {
+        Task {
+            task_guid: guid.into(),
+            state: TaskState::Pending as i32,
+            definition: Some(TaskDefinition {
+                volume_mounts: vec![mount("pg")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_refilling_task_may_go_to_a_volume_being_refilled() {
+        let app = DesiredLrp {
+            process_guid: "app".into(),
+            instances: 1,
+            volume_mounts: vec![mount("pg")],
+            ..Default::default()
+        };
+        let waiting = WaitingLrps {
+            desired: [("app".to_string(), Arc::new(app))].into(),
+            unclaimed: [("app".to_string(), 0)].into(),
+            bulk: false,
+        };
+        let keys = || {
+            vec![LrpKey {
+                process_guid: "app".into(),
+                index: 0,
+            }]
+        };
+        let home = |refilled_by: &str| {
+            let h = VolumeHome {
+                cell: "b".into(),
+                refilled_by: refilled_by.into(),
+            };
+            HashMap::from([("pg".to_string(), h)])
+        };
+        let tasks = || vec![task("refill"), task("other")];
+
+        let b = batch_of(keys(), &waiting, tasks(), &home("refill"));
+        let waits: Vec<Option<&str>> = b
+            .items
+            .iter()
+            .map(|w| w.constraints.volume_wait.as_deref())
+            .collect();
+        assert!(waits[0].is_some_and(|w| w.contains("volume pg is being refilled")));
+        assert_eq!(waits[1], None, "the refilling task goes");
+        assert!(waits[2].is_some(), "another task waits");
+        assert!(b
+            .items
+            .iter()
+            .all(|w| w.constraints.volume_cell.as_ref().unwrap().0 == "b"));
+
+        // Refilled: everything may go to the volume's cell.
+        let b = batch_of(keys(), &waiting, tasks(), &home(""));
+        assert!(b.items.iter().all(|w| w.constraints.volume_wait.is_none()));
+    }
 }
