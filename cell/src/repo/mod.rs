@@ -22,11 +22,13 @@
 //!
 //! Rooms: `job` the job's checks and the chroot; `ops` the four operations; `rest` the
 //! REST backend (restic's REST protocol v2); `locks` restic's lock files (stale ones
-//! removed, as `restic unlock`); `restorer` a restore's writing, in bounded memory.
+//! removed, as `restic unlock`); `readahead` a backup's files read ahead of rustic's
+//! archiver; `restorer` a restore's writing, in bounded memory.
 
 mod job;
 mod locks;
 mod ops;
+mod readahead;
 mod rest;
 mod restorer;
 

@@ -1,17 +1,20 @@
 //! The four operations on a repository, with rustic_core: backup (initialising the
 //! repository when it has none), restore, forget + prune, check.
 
+use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 use lattice_specs::repo::{RepoJob, RepoOp, RepoOutcome};
 use rustic_core::repofile::{Node, SnapshotFile};
 use rustic_core::{
-    BackupOptions, CheckOptions, ConfigOptions, Credentials, KeyOptions, LsOptions, OpenStatus,
-    PathList, PruneOptions, Repository, RepositoryOptions, RusticResult, SnapshotOptions,
+    BackupOptions, CheckOptions, ConfigOptions, Credentials, IndexedIdsStatus, KeyOptions,
+    LocalSource, LsOptions, OpenStatus, PathList, PruneOptions, Repository, RepositoryOptions,
+    RusticResult, SnapshotOptions,
 };
 
 use super::job::{one_line, Reach, RepoError};
 use super::locks;
+use super::readahead::ReadAhead;
 use super::restorer;
 
 type Open = Repository<OpenStatus>;
@@ -98,10 +101,30 @@ fn backup(job: &RepoJob, repo: Open) -> Result<RepoOutcome, RepoError> {
     if !job.as_path.is_empty() {
         opts = opts.as_path(Some(PathBuf::from(&job.as_path)));
     }
-    let source = rustic(PathList::from_string(&job.path))?
+    let paths = rustic(PathList::from_string(&job.path))?
         .sanitize()
-        .map_err(|e| RepoError::Job(format!("path {:?}: {e}", job.path)))?;
-    let snap = rustic(repo.backup(&opts, &source, snap))?;
+        .map_err(|e| RepoError::Job(format!("path {:?}: {e}", job.path)))?
+        .paths();
+    // The parent rustic would choose, named to it: its start tells the read-ahead which
+    // files rustic will skip.
+    let recorded = if job.as_path.is_empty() {
+        paths.clone()
+    } else {
+        vec![PathBuf::from(&job.as_path)]
+    };
+    let parent = latest_of_group(&repo, &snap, &recorded);
+    if let Some(p) = &parent {
+        opts.parent_opts.parents = vec![p.id.to_string()];
+    }
+    // What `Repository::backup` does for local paths, with the files read ahead.
+    let source = rustic(LocalSource::new(
+        opts.ignore_save_opts,
+        &opts.excludes,
+        &opts.ignore_filter_opts,
+        &paths,
+    ))?;
+    let source = ReadAhead::new(source, &paths, parent.map(|p| p.time.timestamp()));
+    let snap = rustic(repo.archive(&opts, &source, snap, &paths))?;
     let summary = snap.summary.clone().unwrap_or_default();
     tracing::info!(
         "snapshot {} saved: {} files, {} bytes, {} bytes added",
@@ -117,6 +140,27 @@ fn backup(job: &RepoJob, repo: Open) -> Result<RepoOutcome, RepoError> {
         added_bytes: summary.data_added_packed,
         ..Default::default()
     })
+}
+
+/// The newest snapshot of `snap`'s group (rustic's default: same host, label and
+/// paths `recorded`), the parent rustic itself would choose; none when there is none
+/// or the snapshots cannot be read (rustic then looks for itself).
+fn latest_of_group(
+    repo: &Repository<IndexedIdsStatus>,
+    snap: &SnapshotFile,
+    recorded: &[PathBuf],
+) -> Option<SnapshotFile> {
+    let paths: Option<BTreeSet<&str>> = recorded.iter().map(|p| p.to_str()).collect();
+    let paths = paths?;
+    let same = |s: &SnapshotFile| {
+        s.hostname == snap.hostname
+            && s.label == snap.label
+            && s.paths.iter().map(String::as_str).collect::<BTreeSet<_>>() == paths
+    };
+    repo.get_matching_snapshots(same)
+        .ok()?
+        .into_iter()
+        .max_by(|a, b| a.time.cmp(&b.time))
 }
 
 /// A tree entry's path is safe when every part of it is a plain name.
