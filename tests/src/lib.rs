@@ -99,7 +99,11 @@ impl Process {
         }
         let mut child = cmd
             .args(&self.args)
-            .env("LATTICE_LOG", "warn")
+            // LATTICE_TEST_LOG (e.g. `info,lattice_brain=debug`) to see more.
+            .env(
+                "LATTICE_LOG",
+                std::env::var("LATTICE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

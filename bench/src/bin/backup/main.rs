@@ -8,7 +8,9 @@
 //! - ours: the cell's repository helper (`lattice-shim --repo`, rustic_core; the job
 //!   as the shim gives it, but no chroot and a local directory repository), the peer:
 //!   `restic -r DIR` (its default compression; ours uses its default too), the same
-//!   password; each repository in a directory on the same disk;
+//!   password, the same chunker polynomial (restic's repository is made with
+//!   `--copy-chunker-params` from ours, so both cut the same chunks); each repository in
+//!   a directory on the same disk;
 //! - timed, page caches dropped before each: first backup, second backup after a 1%
 //!   change (`data.rs`), full restore of the second snapshot into an empty directory
 //!   (both restores compared with the data: paths, contents, modes, owners, mtimes,
@@ -94,8 +96,20 @@ impl Restic {
         c
     }
 
-    fn init(&self) {
-        let st = self.command().arg("init").stdout(Stdio::null()).status();
+    /// Makes the repository; with `chunker_from`, with that repository's chunker
+    /// polynomial, so that both cut the data into the same chunks (each repository draws
+    /// its own at random, which made the sizes after a change differ by a few MiB either
+    /// way from run to run).
+    fn init(&self, chunker_from: Option<&Path>) {
+        let mut c = self.command();
+        c.arg("init");
+        if let Some(from) = chunker_from {
+            c.arg("--from-repo")
+                .arg(from)
+                .arg("--copy-chunker-params")
+                .env("RESTIC_FROM_PASSWORD", PASSWORD);
+        }
+        let st = c.stdout(Stdio::null()).status();
         assert!(
             st.expect("restic not found: scripts/setup.sh installs it")
                 .success(),
@@ -297,7 +311,6 @@ fn main() {
         repo: w.join("restic-repo"),
         cache: w.join("restic-cache"),
     };
-    restic.init();
     let ours = (!peer_only).then(|| Ours {
         shim: flag("--shim").map_or_else(|| bin("lattice-shim"), PathBuf::from),
         repo: w.join("ours-repo"),
@@ -309,6 +322,8 @@ fn main() {
         s.first = Some(o.backup(&data));
         s.repo.0 = data::tree_bytes(&o.repo);
     }
+    // Initialised untimed, with our repository's chunker when there is one.
+    restic.init(ours.as_ref().map(|o| o.repo.as_path()));
     peer.first = Some(restic.backup(&data));
     peer.repo.0 = data::tree_bytes(&restic.repo);
 
