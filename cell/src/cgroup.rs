@@ -264,26 +264,16 @@ pub fn remove(cgroup: &str) -> bool {
 /// …/lattice/HANDLE: No such file or directory").
 pub const PARENT_LOCK: &str = "/run/lattice/cgroup.lock";
 
-/// `lock` (made if missing, root's alone: anyone who could lock it could stop
-/// containers from being made), locked as `how`; `None` when it cannot be.
+/// `lock` (see [`crate::hostlock`]) locked as `how`; `None` when it cannot be (held
+/// elsewhere, for a non-blocking lock; any other failure is logged).
 fn lock_parent(lock: &Path, how: nix::fcntl::FlockArg) -> Option<nix::fcntl::Flock<std::fs::File>> {
-    let open = || -> std::io::Result<std::fs::File> {
-        if let Some(dir) = lock.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::os::unix::fs::OpenOptionsExt::mode(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true),
-            0o600,
-        )
-        .open(lock)
-    };
-    let file = open()
-        .map_err(|e| tracing::warn!(lock = %lock.display(), "opening: {e}"))
-        .ok()?;
-    nix::fcntl::Flock::lock(file, how).ok()
+    crate::hostlock::lock(lock, how)
+        .map_err(|e| {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                tracing::warn!(lock = %lock.display(), "locking: {e}");
+            }
+        })
+        .ok()
 }
 
 /// Held while a container's cgroups are made under the parent (see [`PARENT_LOCK`]).

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod dns;
 pub mod executor;
 pub mod fileserver;
+pub mod hostlock;
 pub mod image;
 pub mod inroot;
 pub mod launcher;

@@ -29,20 +29,7 @@ const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 /// Runs `work` holding [`LOCK`] (an exclusive `flock`, released when the file closes).
 pub(super) fn locked<T>(work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    let dir = Path::new(LOCK).parent().expect("a directory");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Root's alone: anyone who could lock it could hold every cell's firewall up.
-    let file = std::os::unix::fs::OpenOptionsExt::mode(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true),
-        0o600,
-    )
-    .open(LOCK)
-    .with_context(|| format!("opening {LOCK}"))?;
-    let _held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
+    let _held = crate::hostlock::lock(Path::new(LOCK), nix::fcntl::FlockArg::LockExclusive)
         .with_context(|| format!("locking {LOCK}"))?;
     work()
 }
