@@ -326,8 +326,9 @@ impl Auctioneer {
         Ok(tasks)
     }
 
-    /// Where every volume lives: volume name → cell id. A volume that still waits
-    /// for a cell is given one first, so work that mounts it can go with it.
+    /// Where every volume lives: volume name → its cell and the task refilling it, if
+    /// any. A volume that still waits for a cell is given one first, so work that
+    /// mounts it can go with it.
     async fn volume_cells(&self) -> Result<HashMap<String, VolumeHome>, BrainError> {
         let volumes = self.bbs.volumes("").await.map_err(bbs_err)?;
         let volumes = volume_placement::place_waiting(self.bbs.as_ref(), volumes).await?;

@@ -4,8 +4,10 @@
 //! restic at ~75%). [`ReadAhead`] walks the source a bounded window ahead of the
 //! archiver and asks the kernel to read those files in (`posix_fadvise(WILLNEED)`, from
 //! a few threads so their opens overlap too); the archiver then finds them in the page
-//! cache. Nothing read ahead is kept by us: the window bounds what is asked for (at most
-//! [`WINDOW_FILES`] files and [`WINDOW_BYTES`] bytes past what the archiver took).
+//! cache. Nothing read ahead is kept by us: the window bounds how far ahead files are
+//! asked for (at most [`WINDOW_FILES`] files and [`WINDOW_BYTES`] bytes past what the
+//! archiver took); asks the threads have not reached yet wait in their channel (a path
+//! each).
 //!
 //! In an incremental backup most files are unchanged since the parent snapshot and
 //! rustic does not read them: a file whose change time (and modification time) is
