@@ -18,6 +18,7 @@ pub mod callbacks;
 pub mod cell_client;
 pub mod dav;
 pub mod db;
+pub mod docker_v1;
 pub mod doppler;
 pub mod events;
 pub mod failover;

@@ -31,6 +31,13 @@ pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["api", "call", "error"],
     )
 });
+pub static DOCKER_V1_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bbs_docker_v1_requests_total",
+        "Requests to the Docker v1 registry face (`docker_v1`), by request (ping, images, tags, tag, json, ancestry, layer, unsupported, v2) and HTTP status.",
+        &["request", "status"],
+    )
+});
 pub static API_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_api_changes_total",

@@ -132,6 +132,9 @@ pub struct BbsConfig {
     pub ssh_proxy: Option<crate::sshproxy::SshProxyConfig>,
     /// The WebDAV face of the blob store (`crate::dav`) on this address; None: none.
     pub dav_listen: Option<SocketAddr>,
+    /// Docker's v1 registry API in front of a v2 registry (`crate::docker_v1`), for
+    /// the original `ltc create`; None: none.
+    pub docker_v1: Option<crate::docker_v1::serve::DockerV1Config>,
 }
 
 impl BbsConfig {
@@ -161,6 +164,7 @@ impl BbsConfig {
             lattice_release: crate::api::VERSION.into(),
             ssh_proxy: None,
             dav_listen: None,
+            docker_v1: None,
         }
     }
 }
@@ -172,6 +176,8 @@ pub struct RunningBbs {
     pub ssh_addr: Option<SocketAddr>,
     /// The WebDAV blob store's address, when it serves.
     pub dav_addr: Option<SocketAddr>,
+    /// The Docker v1 registry face's address, when it serves.
+    pub docker_v1_addr: Option<SocketAddr>,
     pub db: Db,
     /// The log lines the BBS keeps itself (see [`crate::logs`]).
     pub logs: lattice_specs::logs::LogBuffer,
@@ -326,6 +332,14 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         }
         None => None,
     };
+    let docker_v1_addr = match &cfg.docker_v1 {
+        Some(c) => {
+            let (addr, task) = crate::docker_v1::serve::start(c, stopped.clone()).await?;
+            tasks.push(("the Docker v1 registry face", task));
+            Some(addr)
+        }
+        None => None,
+    };
     let app = api::router(state.clone());
     let (limits, opens, tls) = (
         cfg.api_limits.clone(),
@@ -355,6 +369,7 @@ pub async fn start_with_store(store: Arc<dyn Store>, cfg: BbsConfig) -> anyhow::
         api_addr,
         ssh_addr,
         dav_addr,
+        docker_v1_addr,
         db,
         logs,
         api: state,

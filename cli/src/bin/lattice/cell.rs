@@ -66,7 +66,7 @@ pub(crate) struct CellArgs {
         env = "LATTICE_CELL_INSECURE_REGISTRIES",
         value_delimiter = ','
     )]
-    insecure_registries: Vec<String>,
+    pub insecure_registries: Vec<String>,
     /// Credentials for a registry that wants them: HOST[:PORT]=USER:PASSWORD
     /// (repeatable; LATTICE_CELL_REGISTRY_CREDENTIALS takes them newline separated).
     #[arg(

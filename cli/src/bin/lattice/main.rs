@@ -268,6 +268,24 @@ struct BbsArgs {
     /// droplet store `ltc target` checks, port 8444; needs --blob-dir); none: no WebDAV.
     #[arg(long, env = "LATTICE_BBS_DAV_LISTEN")]
     dav_listen: Option<SocketAddr>,
+    /// Answer Docker's v1 registry API (what the original Lattice `ltc create` asks a
+    /// registry for an image's command and ports) from this v2 registry,
+    /// `http://HOST:PORT` or `https://HOST[:PORT]`, and pass `/v2/` through to it;
+    /// served on --docker-v1-listen.
+    #[arg(
+        long,
+        env = "LATTICE_BBS_DOCKER_V1_UPSTREAM",
+        requires = "docker_v1_listen"
+    )]
+    docker_v1_upstream: Option<reqwest::Url>,
+    /// Where the Docker v1 registry face listens (plain HTTP; `ltc create
+    /// HOST:PORT/NAME` names it, and cells pull from it over v2).
+    #[arg(
+        long,
+        env = "LATTICE_BBS_DOCKER_V1_LISTEN",
+        requires = "docker_v1_upstream"
+    )]
+    docker_v1_listen: Option<SocketAddr>,
 }
 
 /// `lattice bbs`'s completion callback flags as its settings.
@@ -381,6 +399,15 @@ async fn start_bbs(
             .ssh_proxy_listen
             .map(|l| lattice_bbs::sshproxy::SshProxyConfig::new(l, a.ssh_host_key_file.clone())),
         dav_listen: a.dav_listen,
+        docker_v1: a
+            .docker_v1_upstream
+            .zip(a.docker_v1_listen)
+            .map(
+                |(upstream, listen)| lattice_bbs::docker_v1::serve::DockerV1Config {
+                    listen,
+                    upstream,
+                },
+            ),
     })
     .await
     .context("starting the BBS")

@@ -97,6 +97,15 @@ pub struct UpArgs {
     /// 8444 of --api-listen's address).
     #[arg(long, env = "LATTICE_DAV_LISTEN")]
     dav_listen: Option<SocketAddr>,
+    /// A v2 registry (`http://HOST:PORT` or `https://…`) to answer Docker's v1
+    /// registry API from, for the original Lattice `ltc create HOST:PORT/NAME` (it
+    /// asks for v1, which registries no longer serve); the face listens on
+    /// --docker-v1-listen and the cell pulls through it.
+    #[arg(long, env = "LATTICE_DOCKER_V1_UPSTREAM")]
+    docker_v1_upstream: Option<reqwest::Url>,
+    /// Where that face listens (default: port 5001 of --api-listen's address).
+    #[arg(long, env = "LATTICE_DOCKER_V1_LISTEN")]
+    docker_v1_listen: Option<SocketAddr>,
 }
 
 /// Parses a component's flags as `lattice NAME` would: the config file's `[NAME]`
@@ -194,6 +203,15 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
         ),
         format!("--dav-listen={}", a.dav_listen.unwrap_or(beside_api(8444))),
     ]);
+    if let Some(upstream) = &a.docker_v1_upstream {
+        forced.extend([
+            format!("--docker-v1-upstream={upstream}"),
+            format!(
+                "--docker-v1-listen={}",
+                a.docker_v1_listen.unwrap_or(beside_api(5001))
+            ),
+        ]);
+    }
     if let Some(auth) = &a.basic_auth {
         forced.push(format!("--basic-auth={auth}"));
     }
@@ -260,7 +278,13 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
             .iter()
             .map(|s| format!("--volume-pool-max={s}")),
     );
-    let cell_args: CellArgs = component_args(config, "cell", &forced)?;
+    let mut cell_args: CellArgs = component_args(config, "cell", &forced)?;
+    // The v1 face is plain HTTP: the cell pulls the images it names through it.
+    if let Some(face) = bbs.docker_v1_addr {
+        cell_args
+            .insecure_registries
+            .push(loopback(face).to_string());
+    }
     let cell = lattice_cell::server::start(crate::cell::cell_config(&cell_args)?).await?;
     let cell_id = cell.rep.config().cell_id.clone();
     cell_announced(&bbs, &cell_id).await?;
@@ -329,6 +353,7 @@ pub async fn run(a: UpArgs, config: &toml::Table, debug_logs: LogBuffer) -> anyh
             metrics,
             ssh: bbs.ssh_addr,
             dav: bbs.dav_addr,
+            docker_v1: bbs.docker_v1_addr,
             began,
         },
     );
@@ -415,6 +440,7 @@ struct Ready<'a> {
     metrics: SocketAddr,
     ssh: Option<SocketAddr>,
     dav: Option<SocketAddr>,
+    docker_v1: Option<SocketAddr>,
     began: Instant,
 }
 
@@ -430,6 +456,7 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
         metrics,
         ssh,
         dav,
+        docker_v1,
         began,
     } = r;
     // The exact `ltc target` line: ltc assumes lattice.localhost:8080 unless told.
@@ -474,6 +501,12 @@ fn print_ready(a: &UpArgs, r: Ready<'_>) {
             "  the original Lattice ltc: ssh proxy at {ssh} (ssh -p {} diego:APP/0@{}), droplet store (WebDAV) at http://{dav}/blobs/",
             ssh.port(),
             ssh.ip()
+        );
+    }
+    if let Some(face) = docker_v1 {
+        println!(
+            "  and a Docker v1 registry face at {face} (the original ltc: ltc create APP {}/IMAGE)",
+            loopback(face)
         );
     }
     println!("  now run:  {target}");
