@@ -3,7 +3,8 @@
 //! russh's client (public-key authentication with an RSA key, `exec` with its
 //! output, stderr and exit status, `env`, a pty shell with its size and a resize, a
 //! signal and its exit-signal, `direct-tcpip`, a refused subsystem, a wrong key
-//! refused, a dropped client taking its process along) and Debian's OpenSSH `ssh`.
+//! refused, a dropped client taking its process along) and Debian's OpenSSH `ssh`,
+//! `scp` and `sftp` (the sftp subsystem).
 
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
@@ -41,6 +42,15 @@ fn free_port() -> u16 {
 }
 
 fn sshd(extra: &[&str]) -> Sshd {
+    sshd_in(extra, std::path::Path::new("/root"))
+}
+
+/// A daemon whose HOME is `home`.
+fn sshd_with_home(home: &std::path::Path) -> Sshd {
+    sshd_in(&[], home)
+}
+
+fn sshd_in(extra: &[&str], home: &std::path::Path) -> Sshd {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut args = vec![
         format!("-address={addr}"),
@@ -50,7 +60,7 @@ fn sshd(extra: &[&str]) -> Sshd {
     args.extend(extra.iter().map(|s| s.to_string()));
     let child = Command::new(env!("CARGO_BIN_EXE_diego-sshd"))
         .args(&args)
-        .env("HOME", "/root")
+        .env("HOME", home)
         .env("USER", "root")
         .stdout(Stdio::null())
         .spawn()
@@ -247,7 +257,7 @@ async fn other_requests_and_keys_are_refused() {
     let (session, ok) = connect(&d.addr, CLIENT_KEY).await;
     assert!(ok);
     let mut ch = session.channel_open_session().await.unwrap();
-    ch.request_subsystem(true, "sftp").await.unwrap();
+    ch.request_subsystem(true, "netconf").await.unwrap();
     let reply = loop {
         match ch.wait().await {
             Some(ChannelMsg::Success) => break true,
@@ -256,7 +266,7 @@ async fn other_requests_and_keys_are_refused() {
             None => panic!("channel closed"),
         }
     };
-    assert!(!reply, "subsystems are refused (as Diego's sshd does)");
+    assert!(!reply, "subsystems other than sftp are refused");
     // The channel is still usable after the refusal.
     ch.exec(true, "exit 0").await.unwrap();
     assert_eq!(collect(&mut ch).await.status, Some(0));
@@ -350,4 +360,144 @@ fn openssh_runs_a_command_with_its_status() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// OpenSSH's `ssh` options for the test daemon, with `key`.
+fn openssh_opts(key: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = vec!["-F".into(), "/dev/null".into(), "-i".into()];
+    v.push(key.into());
+    for o in [
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "BatchMode=yes",
+        "IdentitiesOnly=yes",
+        "LogLevel=ERROR",
+    ] {
+        v.push("-o".into());
+        v.push(o.into());
+    }
+    v
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .expect("running an OpenSSH client (scripts/setup.sh installs openssh-client)");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Today's `scp` speaks SFTP: files go up and come back byte for byte, with their
+/// mode under `-p`; `sftp` lists, renames, makes and removes; relative paths start
+/// in the session's HOME.
+#[test]
+fn openssh_scp_and_sftp_move_files_through_the_sftp_subsystem() {
+    let home = tempfile::tempdir().unwrap();
+    let d = sshd_with_home(home.path());
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_rsa");
+    std::fs::write(&key, CLIENT_KEY).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let port = d.addr.rsplit(':').next().unwrap().to_string();
+    // 1 MiB and a bit, not a multiple of any buffer: several reads and writes.
+    let data: Vec<u8> = (0..(1 << 20) + 12345u32)
+        .map(|i| (i * 7 + i / 255) as u8)
+        .collect();
+    let local = dir.path().join("up.bin");
+    std::fs::write(&local, &data).unwrap();
+    std::fs::set_permissions(&local, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+
+    run(Command::new("scp")
+        .args(openssh_opts(&key))
+        .args(["-p", "-P", &port])
+        .arg(&local)
+        .arg("vcap@127.0.0.1:up.bin"));
+    let remote = home.path().join("up.bin");
+    assert_eq!(
+        std::fs::read(&remote).unwrap(),
+        data,
+        "uploaded into HOME byte for byte"
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&remote).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o640, "scp -p kept the mode");
+
+    let back = dir.path().join("back.bin");
+    run(Command::new("scp")
+        .args(openssh_opts(&key))
+        .args(["-P", &port])
+        .arg(format!("vcap@127.0.0.1:{}", remote.display()))
+        .arg(&back));
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        data,
+        "downloaded byte for byte"
+    );
+
+    let batch = dir.path().join("batch");
+    std::fs::write(
+        &batch,
+        "mkdir sub\nrename up.bin sub/moved.bin\nls -l sub\nsymlink sub/moved.bin link\nrm sub/moved.bin\nrmdir sub\n",
+    )
+    .unwrap();
+    let out = run(Command::new("sftp")
+        .args(openssh_opts(&key))
+        .args(["-P", &port, "-b"])
+        .arg(&batch)
+        .arg("vcap@127.0.0.1"));
+    assert!(
+        out.contains("moved.bin"),
+        "ls shows the renamed file: {out}"
+    );
+    assert!(!home.path().join("sub").exists(), "removed");
+    assert_eq!(
+        std::fs::read_link(home.path().join("link")).unwrap(),
+        std::path::PathBuf::from("sub/moved.bin"),
+        "a link named as OpenSSH's sftp names it"
+    );
+
+    // A file that is not there: scp fails with the reason, nothing is left behind.
+    let out = Command::new("scp")
+        .args(openssh_opts(&key))
+        .args(["-P", &port])
+        .arg("vcap@127.0.0.1:/nonexistent/file")
+        .arg(dir.path().join("none"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The sessions' servers are gone with them.
+    let t0 = Instant::now();
+    loop {
+        let left = Command::new("pgrep")
+            .args(["-f", "lattice-sftp-server"])
+            .output()
+            .unwrap();
+        let ours: Vec<String> = String::from_utf8_lossy(&left.stdout)
+            .lines()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .map(|s| s.contains(&format!("PPid:\t{}", d.child.id())))
+                    .unwrap_or(false)
+            })
+            .map(String::from)
+            .collect();
+        if ours.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "sftp servers left: {ours:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -24,8 +24,9 @@ pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 /// Where OpenSSH's SFTP server lives in the common images (Debian, Alpine, Fedora):
 /// the `sftp` subsystem (what today's `scp` speaks) runs the first one the
-/// instance's image has.
-const SFTP_SERVER: &str = "for s in /usr/lib/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/openssh/sftp-server /usr/libexec/sftp-server; do [ -x $s ] && exec $s; done; echo 'this instance has no sftp-server (openssh-sftp-server): scp -O uses its scp instead' >&2; exit 127";
+/// instance's image has; else the SFTP server of the lifecycle's `diego-sshd`, which
+/// the original `ltc create`'s instances download to /tmp.
+const SFTP_SERVER: &str = "for s in /usr/lib/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/openssh/sftp-server /usr/libexec/sftp-server; do [ -x $s ] && exec $s; done; [ -x /tmp/diego-sshd ] && exec /tmp/diego-sshd --lattice-sftp-server; echo 'this instance has no sftp-server (openssh-sftp-server) and no /tmp/diego-sshd: scp -O uses its scp instead' >&2; exit 127";
 
 /// The terminal a `pty-req` asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 //! keys), `-authorizedKey` (one authorized_keys line: the only key let in, by public
 //! key), `-allowUnauthenticatedClients`, `-inheritDaemonEnv`; `-debugAddr` and
 //! `-logLevel` are accepted and ignored. Channels: `session` (env, signal, pty-req,
-//! window-change, exec, shell; the rest refused) and `direct-tcpip`.
+//! window-change, exec, shell, subsystem `sftp` ([`sftp`]); the rest refused) and
+//! `direct-tcpip`.
 //!
 //! The rooms: this module reads the flags and keys; [`command`] decides what a
 //! session runs and with which environment, and how an exit is reported (pure);
@@ -15,6 +16,7 @@ pub mod command;
 pub mod pty;
 pub mod server;
 pub mod session;
+pub mod sftp;
 
 use russh::keys::{PrivateKey, PublicKey};
 

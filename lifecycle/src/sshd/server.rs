@@ -183,10 +183,15 @@ impl russh::server::Handler for Conn {
     async fn subsystem_request(
         &mut self,
         channel: ChannelId,
-        _name: &str,
+        name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)
+        // sftp only (`session` runs it); no other subsystem is offered.
+        if name == "sftp" {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
     }
 
     async fn x11_request(

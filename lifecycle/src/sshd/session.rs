@@ -103,6 +103,9 @@ pub async fn run(channel: Channel<Msg>, handle: Handle, cfg: Arc<SessionConfig>)
             ChannelMsg::RequestShell { .. } if running.is_none() => {
                 running = start(&cfg, &env, pty.as_ref(), None, &write, &handle).await;
             }
+            ChannelMsg::RequestSubsystem { name, .. } if name == "sftp" && running.is_none() => {
+                running = start_sftp(&cfg, &env, &write, &handle).await;
+            }
             ChannelMsg::Data { data } => {
                 if let Some(r) = &running {
                     if let Some(tx) = &r.stdin {
@@ -199,6 +202,34 @@ async fn start(
         Ok(s) => Some(supervise(s, write.clone(), handle.clone())),
         Err(e) => {
             fail(write, &format!("cannot run {}: {e}\n", argv[0]), 127).await;
+            None
+        }
+    }
+}
+
+/// The `sftp` subsystem: this binary again, as the SFTP server ([`super::sftp`]) on
+/// pipes, in the session's home (HOME when it is a directory, else the daemon's own
+/// working directory), with the session's environment.
+async fn start_sftp(
+    cfg: &SessionConfig,
+    env: &[(String, String)],
+    write: &Arc<ChannelWriteHalf<Msg>>,
+    handle: &Handle,
+) -> Option<Running> {
+    let child_env = command::environment(&cfg.daemon_env, cfg.inherit_daemon_env, env, None);
+    let mut cmd = tokio::process::Command::new("/proc/self/exe");
+    cmd.arg(super::sftp::SFTP_MODE)
+        .env_clear()
+        .envs(child_env.iter().map(|(k, v)| (k, v)));
+    if let Some((_, home)) = child_env.iter().find(|(k, _)| k == "HOME") {
+        if std::path::Path::new(home).is_dir() {
+            cmd.current_dir(home);
+        }
+    }
+    match spawn_pipes(cmd) {
+        Ok(s) => Some(supervise(s, write.clone(), handle.clone())),
+        Err(e) => {
+            fail(write, &format!("cannot start the sftp server: {e}\n"), 1).await;
             None
         }
     }
