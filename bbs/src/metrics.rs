@@ -76,7 +76,7 @@ pub static SSH_LOGINS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static SSH_SESSIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bbs_ssh_sessions_total",
-        "Channels through the ssh proxy, by kind (session, direct_tcpip) and outcome (exited, failed, closed_by_client, rep_broke, closed; not opened: refused, unsupported).",
+        "Channels through the ssh proxy, by kind (session, direct_tcpip over the exec path; relayed_session, relayed_direct_tcpip through the instance's own sshd) and outcome (exited, failed, closed_by_client, rep_broke, closed, closed_by_instance, instance_broke; not opened: refused, unsupported).",
         &["kind", "outcome"],
     )
 });

@@ -7,6 +7,7 @@ pub mod hosts;
 pub mod images;
 pub mod lan_cluster;
 pub mod lrps;
+pub mod openssh;
 pub mod pki;
 
 use std::io::{BufRead, BufReader};

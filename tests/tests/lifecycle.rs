@@ -6,12 +6,16 @@
 //! up RUNNING (the monitor passes), serve through the router, and Debian's `ssh`
 //! logs into the instance's `diego-sshd` with the authorized key: a command with its
 //! status, run as the LRP's user; from inside the container the file server's name
-//! resolves and answers (an unknown lifecycle 404s).
+//! resolves and answers (an unknown lifecycle 404s). `scp` (SFTP) into the daemon;
+//! through Diego's ssh proxy, sessions, `scp` and `-L` relayed into the instance's own
+//! `diego-sshd` when its LRP has a `diego-ssh` route, the exec path (with the
+//! downloaded daemon's SFTP server) when it has none.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use lattice_tests::openssh::{page_through, OpenSsh};
 use lattice_tests::{wait_for, UpProcess};
 use serde_json::{json, Value};
 
@@ -128,13 +132,14 @@ mod api {
     }
 }
 
-/// `ssh` (Debian's OpenSSH) into 127.0.0.1:`port` with `key`, running `command`:
-/// (exit status, stdout, stderr).
-fn ssh(key: &Path, port: u16, command: &str) -> (i32, String, String) {
-    let out = Command::new("ssh")
-        .args(["-F", "/dev/null", "-i"])
+/// Debian's OpenSSH `program` (`ssh` or `scp`) towards 127.0.0.1:`port` with `key`,
+/// any host key taken.
+fn openssh(program: &str, key: &Path, port: u16) -> Command {
+    let port_flag = if program == "scp" { "-P" } else { "-p" };
+    let mut c = Command::new(program);
+    c.args(["-F", "/dev/null", "-i"])
         .arg(key)
-        .args(["-p", &port.to_string()])
+        .args([port_flag, &port.to_string()])
         .args([
             "-o",
             "StrictHostKeyChecking=no",
@@ -146,9 +151,17 @@ fn ssh(key: &Path, port: u16, command: &str) -> (i32, String, String) {
             "IdentitiesOnly=yes",
             "-o",
             "ConnectTimeout=10",
-            "vcap@127.0.0.1",
-            command,
-        ])
+            "-o",
+            "LogLevel=ERROR",
+        ]);
+    c
+}
+
+/// `ssh` into 127.0.0.1:`port` with `key`, running `command`: (exit status, stdout,
+/// stderr).
+fn ssh(key: &Path, port: u16, command: &str) -> (i32, String, String) {
+    let out = openssh("ssh", key, port)
+        .args(["vcap@127.0.0.1", command])
         .output()
         .expect("running ssh (Debian's openssh-client: scripts/setup.sh installs it)");
     (
@@ -185,7 +198,7 @@ fn ltc_shaped_lrps_download_the_lifecycle_pass_healthcheck_and_take_ssh() {
         &format!("{}/v1/desired_lrps", up.api),
         Some(&port_lrp),
     );
-    let uri_lrp = ltc_lrp(
+    let mut uri_lrp = ltc_lrp(
         "lc-uri",
         app,
         &["-timeout", "5s", "-port", "8080", "-uri", "/health"],
@@ -193,6 +206,11 @@ fn ltc_shaped_lrps_download_the_lifecycle_pass_healthcheck_and_take_ssh() {
         &authorized,
         &proxy_key,
     );
+    // Without its diego-ssh route: the ssh proxy takes the exec path into this one.
+    uri_lrp["routes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("diego-ssh");
     api::send(
         reqwest::Method::POST,
         &format!("{}/v1/desired_lrps", up.api),
@@ -235,9 +253,83 @@ fn ltc_shaped_lrps_download_the_lifecycle_pass_healthcheck_and_take_ssh() {
     let (_, out, _) = ssh(&client_key, ssh_port, unknown);
     assert!(out.contains("404") && !out.contains("status=0"), "{out}");
 
+    // scp (SFTP, as today's OpenSSH speaks it) straight to the instance's diego-sshd.
+    let data: String = (0..40_000).map(|i| format!("{i}\n")).collect();
+    let local = keys.path().join("payload.txt");
+    std::fs::write(&local, &data).unwrap();
+    let direct = scp_direct(
+        &client_key,
+        ssh_port,
+        &[local.to_str().unwrap(), "nobody@127.0.0.1:/tmp/direct.txt"],
+    );
+    assert_eq!(direct.0, 0, "{}", direct.1);
+
+    // Through Diego's ssh proxy: lc-port has a diego-ssh route, so its sessions are
+    // relayed into its own diego-sshd (the shell is the daemon's child, as its user);
+    // lc-uri has none, so they take the exec path.
+    let proxy = OpenSsh::new(&up);
+    let (status, out, err) = proxy.run(
+        ":",
+        "diego:lc-port/0",
+        &[],
+        &["id -un; cat /proc/$PPID/comm; exit 3"],
+        b"",
+    );
+    assert_eq!((status, out.as_str()), (3, "nobody\ndiego-sshd\n"), "{err}");
+    let (_, out, _) = proxy.run(":", "diego:lc-uri/0", &[], &["cat /proc/$PPID/comm"], b"");
+    assert_ne!(out.trim(), "diego-sshd", "the exec path: {out}");
+    // scp both ways through each: the relayed one reaches the daemon's sftp
+    // subsystem, the exec path runs the downloaded diego-sshd's SFTP server (busybox
+    // has no sftp-server).
+    for app in ["lc-port", "lc-uri"] {
+        let back = keys.path().join(format!("back-{app}.txt"));
+        let user = format!("diego:{app}/0");
+        let up_to = [local.to_str().unwrap(), "127.0.0.1:/tmp/up.txt"];
+        let (status, err) = proxy.scp(":", &user, &up_to);
+        assert_eq!(status, 0, "{app}: {err}");
+        let down_from = ["127.0.0.1:/tmp/up.txt", back.to_str().unwrap()];
+        let (status, err) = proxy.scp(":", &user, &down_from);
+        assert_eq!(status, 0, "{app}: {err}");
+        assert_eq!(std::fs::read_to_string(&back).unwrap(), data, "{app}");
+    }
+    // -L through the relay: the daemon connects inside the instance.
+    let local_port = lattice_tests::free_port();
+    let mut fwd = proxy
+        .command(
+            ":",
+            "diego:lc-port/0",
+            &["-N", "-L", &format!("{local_port}:localhost:8080")],
+            &[],
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let page = wait_for(
+        "the relayed forward to answer",
+        Duration::from_secs(30),
+        || page_through(local_port, "hello-lc-port"),
+    );
+    assert!(page.contains("hello-lc-port"), "{page}");
+    fwd.kill().unwrap();
+    fwd.wait().unwrap();
+
     // A key other than the authorized one is refused.
     keypair(keys.path(), "other");
     let (code, _, err) = ssh(&keys.path().join("other"), ssh_port, "true");
     assert_eq!(code, 255, "{err}");
     assert!(err.contains("Permission denied"), "{err}");
+}
+
+/// `scp` to 127.0.0.1:`port` with `key`: (status, stderr).
+fn scp_direct(key: &Path, port: u16, args: &[&str]) -> (i32, String) {
+    let out = openssh("scp", key, port)
+        .args(args)
+        .output()
+        .expect("running scp (Debian's openssh-client: scripts/setup.sh installs it)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }

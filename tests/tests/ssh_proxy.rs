@@ -10,11 +10,12 @@
 //!   `Basic Og==` taken only when the API has no credentials.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use lattice_tests::openssh::{page_through, proxy_host_key, OpenSsh};
 use lattice_tests::{free_port, wait_for, UpProcess};
 use russh::client;
 use russh::keys::{PrivateKey, PublicKey};
@@ -34,15 +35,6 @@ fn with_web(up: &UpProcess, login: &[&str]) {
     );
     let out = up.ltc_ok(&["create", "web", "preloaded:busybox", "--", "sh", "-c", &cmd]);
     assert!(out.contains("App web is running"), "{out}");
-}
-
-/// The proxy's host key as `lattice up` keeps it.
-fn host_key(up: &UpProcess) -> PublicKey {
-    let pem = std::fs::read_to_string(up.data_dir.path().join("lattice/ssh_host_key")).unwrap();
-    PrivateKey::from_openssh(pem.as_bytes())
-        .unwrap()
-        .public_key()
-        .clone()
 }
 
 /// A client that trusts only the proxy's kept host key.
@@ -87,7 +79,7 @@ async fn login(
         preferred,
         ..Default::default()
     });
-    let mut h = client::connect(cfg, up.ssh.as_str(), Known(host_key(up)))
+    let mut h = client::connect(cfg, up.ssh.as_str(), Known(proxy_host_key(up)))
         .await
         .expect("the handshake (host key, algorithms)");
     let ok = h
@@ -275,82 +267,6 @@ async fn russh_sessions(up: &UpProcess) {
     }
 }
 
-/// Debian's OpenSSH `ssh` against the proxy, the password from an askpass script.
-struct OpenSsh {
-    dir: tempfile::TempDir,
-    port: String,
-}
-
-impl OpenSsh {
-    fn new(up: &UpProcess) -> OpenSsh {
-        let dir = tempfile::tempdir().unwrap();
-        let askpass = dir.path().join("askpass");
-        std::fs::write(
-            &askpass,
-            "#!/bin/sh\nprintf '%s\\n' \"$LATTICE_TEST_PASSWORD\"\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let port = up.ssh.rsplit(':').next().unwrap().to_string();
-        // The kept host key is the only one trusted.
-        let known = format!(
-            "[127.0.0.1]:{port} {}\n",
-            host_key(up).to_openssh().unwrap()
-        );
-        std::fs::write(dir.path().join("known_hosts"), known).unwrap();
-        OpenSsh { dir, port }
-    }
-
-    /// `ssh OPTS USER@127.0.0.1 REMOTE…`.
-    fn command(&self, password: &str, user: &str, opts: &[&str], remote: &[&str]) -> Command {
-        let mut c = Command::new("ssh");
-        c.args(["-F", "/dev/null", "-p", &self.port])
-            .args(["-o", "StrictHostKeyChecking=yes"])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.dir.path().join("known_hosts").display()
-            ))
-            .args(["-o", "PreferredAuthentications=password"])
-            .args(["-o", "NumberOfPasswordPrompts=1"])
-            .args(["-o", "LogLevel=ERROR"])
-            .args(opts)
-            .arg(format!("{user}@127.0.0.1"))
-            .args(remote)
-            .env("SSH_ASKPASS", self.dir.path().join("askpass"))
-            .env("SSH_ASKPASS_REQUIRE", "force")
-            .env("LATTICE_TEST_PASSWORD", password)
-            .env_remove("DISPLAY");
-        c
-    }
-
-    /// Runs ssh with `stdin`: (status, stdout, stderr).
-    fn run(
-        &self,
-        password: &str,
-        user: &str,
-        opts: &[&str],
-        remote: &[&str],
-        stdin: &[u8],
-    ) -> (i32, String, String) {
-        let mut child = self
-            .command(password, user, opts, remote)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running ssh (openssh-client: scripts/setup.sh installs it)");
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
-    }
-}
-
 fn openssh_sessions(up: &UpProcess) {
     let ssh = OpenSsh::new(up);
     let (status, out, err) = ssh.run(
@@ -389,16 +305,23 @@ fn openssh_sessions(up: &UpProcess) {
         .spawn()
         .unwrap();
     let page = wait_for("the forward to answer", Duration::from_secs(30), || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", local)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).ok()?;
-        body.contains("page-0").then_some(body)
+        page_through(local, "page-0")
     });
     assert!(page.contains("200"), "{page}");
     fwd.kill().unwrap();
     fwd.wait().unwrap();
+
+    // Today's scp speaks SFTP: busybox has no sftp-server and this instance (ours,
+    // not the original ltc's) no diego-sshd: refused, saying so.
+    let local = ssh.dir.path().join("up.txt");
+    std::fs::write(&local, "x").unwrap();
+    let (status, err) = ssh.scp(
+        ":",
+        "diego:web/0",
+        &[local.to_str().unwrap(), "127.0.0.1:/tmp/up.txt"],
+    );
+    assert_ne!(status, 0, "{err}");
+    assert!(err.contains("no sftp-server"), "{err}");
 
     // A host key other than the kept one is refused by ssh itself.
     std::fs::write(

@@ -2,7 +2,10 @@
 //! (LRPs, tasks, backups, events), every environment variable's value (in `env`
 //! lists at any depth: the definition's and each run action's) and the credentials
 //! of every URL (`scheme://USER:PASSWORD@host…`, wherever it appears in a string:
-//! Download/Upload actions, callback URLs, failure reasons).
+//! Download/Upload actions, callback URLs, failure reasons), and the SSH keys of
+//! Diego's lifecycle as the original `ltc` writes them: every `private_key` (the
+//! `diego-ssh` route's, which opens the instance's sshd) and a run action's
+//! `-hostKey=PEM` argument (its sshd's host key).
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -18,6 +21,12 @@ pub fn redact(v: &mut Value) {
             for (k, val) in map.iter_mut() {
                 if k == "env" {
                     hide_env_values(val);
+                }
+                if k == "private_key" && val.is_string() {
+                    *val = Value::String(HIDDEN.into());
+                }
+                if k == "args" {
+                    hide_host_key_args(val);
                 }
                 redact(val);
             }
@@ -53,6 +62,22 @@ pub async fn response(resp: Response) -> Response {
     redact(&mut v);
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, axum::body::Body::from(v.to_string()))
+}
+
+/// The value of a `-hostKey=…` (or `--hostKey=…`) argument hidden.
+fn hide_host_key_args(args: &mut Value) {
+    if let Value::Array(args) = args {
+        for a in args {
+            if let Some(s) = a.as_str() {
+                if let Some((flag, _)) = s
+                    .split_once('=')
+                    .filter(|(f, _)| f.trim_start_matches('-') == "hostKey")
+                {
+                    *a = Value::String(format!("{flag}={HIDDEN}"));
+                }
+            }
+        }
+    }
 }
 
 fn hide_env_values(env: &mut Value) {
@@ -123,6 +148,29 @@ mod tests {
             "POST http://[hidden]@h/x failed; see http://docs.example/y"
         );
         assert_eq!(v["instances"], 2);
+    }
+
+    #[test]
+    fn the_lifecycles_ssh_keys_are_hidden() {
+        let mut v = json!({
+            "action": {"parallel": {"actions": [
+                {"run": {"path": "/tmp/diego-sshd", "args": [
+                    "-address=0.0.0.0:2222",
+                    "-authorizedKey=ssh-rsa AAAA",
+                    "-hostKey=-----BEGIN RSA PRIVATE KEY-----\nMIIsecret\n-----END RSA PRIVATE KEY-----"
+                ]}}
+            ]}},
+            "routes": {"diego-ssh": {"container_port": 2222, "private_key": "-----BEGIN RSA PRIVATE KEY-----\nMIIother"}}
+        });
+        redact(&mut v);
+        let text = v.to_string();
+        assert!(!text.contains("MII"), "{text}");
+        let args = &v["action"]["parallel"]["actions"][0]["run"]["args"];
+        assert_eq!(args[0], "-address=0.0.0.0:2222");
+        assert_eq!(args[1], "-authorizedKey=ssh-rsa AAAA", "a public key stays");
+        assert_eq!(args[2], "-hostKey=[hidden]");
+        assert_eq!(v["routes"]["diego-ssh"]["private_key"], HIDDEN);
+        assert_eq!(v["routes"]["diego-ssh"]["container_port"], 2222);
     }
 
     #[test]

@@ -10,9 +10,12 @@
 //!   (`bbs_ssh_logins_total`) and leave an audit line in the debug log, like the API's
 //!   refusals; after a refusal russh waits out its constant rejection time.
 //! - **Channels**: `session` (`pty-req`, `env`, `shell`, `exec`, `subsystem sftp`,
-//!   `window-change`, `signal`; `session`) and `direct-tcpip` (`forward`), each carried
-//!   over the exec path to the rep of the instance's cell (`api::exec::open_rep`:
-//!   the BBS's mutual TLS to that cell), and audited as the API audits its sessions.
+//!   `window-change`, `signal`; `session`) and `direct-tcpip` (`forward`). Through the
+//!   instance's own `diego-sshd` when its LRP has a `diego-ssh` route and the daemon
+//!   takes the route's key at login (`relay`, as Diego's proxy); otherwise each is
+//!   carried over the exec path to the rep of the instance's cell
+//!   (`api::exec::open_rep`: the BBS's mutual TLS to that cell). Either way audited as
+//!   the API audits its sessions.
 //!   A client that goes away closes its rep end: the process is killed there.
 //! - **Algorithms**: the host key is ECDSA P-256 (`hostkey`); russh's defaults offer
 //!   `curve25519-sha256@libssh.org`, `aes128/192/256-ctr` and `hmac-sha2-256`, each
@@ -24,6 +27,7 @@
 mod forward;
 mod hostkey;
 mod login;
+mod relay;
 mod session;
 
 use std::net::SocketAddr;
@@ -165,6 +169,7 @@ pub async fn start(
                 s: state.clone(),
                 peer: Some(peer),
                 grant: None,
+                daemon: None,
                 authed: Some(authed_tx),
             };
             let config = config.clone();
@@ -236,6 +241,8 @@ struct Client {
     s: ApiState,
     peer: Option<SocketAddr>,
     grant: Option<Grant>,
+    /// The instance's own sshd, logged in to (`relay`); None: the exec path.
+    daemon: Option<Arc<russh::client::Handle<relay::Daemon>>>,
     /// Told once the client logged in.
     authed: Option<oneshot::Sender<()>>,
 }
@@ -287,6 +294,92 @@ impl Client {
             format!("ssh login refused: user={user} from={peer}: {why}"),
         ));
     }
+}
+
+/// The instance's own sshd, logged in to with its LRP's `diego-ssh` route; None (the
+/// exec path) when there is no route or the daemon does not take the key.
+async fn instance_sshd(
+    s: &ApiState,
+    login: &Login,
+) -> Option<Arc<russh::client::Handle<relay::Daemon>>> {
+    let desired = s.db.desired_lrp(&login.process_guid).await.ok()?;
+    let route = match relay::sshd_route(&desired.routes) {
+        Ok(Some(r)) => r,
+        Ok(None) => return None,
+        Err(why) => {
+            tracing::info!("ssh: {why}; the exec path instead");
+            return None;
+        }
+    };
+    let target = exec::lrp_target_at(s, Kind::Exec, &login.process_guid, login.index)
+        .await
+        .ok()?;
+    let records =
+        s.db.actual_lrps("", "", &login.process_guid, Some(login.index))
+            .await
+            .ok()?;
+    let addr = relay::sshd_addr(&records, &target.handle, route.container_port)?;
+    match relay::connect(addr, &route).await {
+        Ok(h) => {
+            tracing::info!(%addr, "ssh: through the instance's own sshd");
+            Some(Arc::new(h))
+        }
+        Err(e) => {
+            tracing::info!("ssh: {e}; the exec path instead");
+            None
+        }
+    }
+}
+
+/// A `session` channel relayed to the instance's own sshd.
+async fn relayed_session(
+    s: ApiState,
+    grant: Grant,
+    channel: Channel<Msg>,
+    server: russh::server::Handle,
+    daemon: Arc<russh::client::Handle<relay::Daemon>>,
+) {
+    audit_open(&s, &grant, Kind::Exec, &grant.path(Kind::Exec));
+    let started = Instant::now();
+    tracing::info!(who = %exec::who(&grant.caller), "ssh session opened (relayed)");
+    let ended = relay::session(channel, server, &daemon).await;
+    count("relayed_session", ended.as_str());
+    tracing::info!(
+        outcome = ended.as_str(),
+        seconds = started.elapsed().as_secs_f64(),
+        "ssh session ended"
+    );
+}
+
+/// A `direct-tcpip` channel relayed to the instance's own sshd: accepted once the
+/// daemon opened its end (a refusal there is a channel open failure here).
+#[allow(clippy::too_many_arguments)]
+async fn relayed_forward(
+    s: ApiState,
+    grant: Grant,
+    channel: Channel<Msg>,
+    reply: ChannelOpenHandle,
+    daemon: Arc<russh::client::Handle<relay::Daemon>>,
+    host: String,
+    port: u16,
+    originator: (String, u32),
+) {
+    let up = match daemon
+        .channel_open_direct_tcpip(host.clone(), u32::from(port), originator.0, originator.1)
+        .await
+    {
+        Ok(up) => up,
+        Err(e) => {
+            count("relayed_direct_tcpip", "refused");
+            tracing::info!("port forward refused by the instance's sshd: {e}");
+            return reply.reject(ChannelOpenFailure::ConnectFailed).await;
+        }
+    };
+    reply.accept().await;
+    let object = format!("{}?port={port}&host={host}", grant.path(Kind::Forward));
+    audit_open(&s, &grant, Kind::Forward, &object);
+    let ended = relay::forward(channel, up).await;
+    count("relayed_direct_tcpip", ended.as_str());
 }
 
 /// Audits a session being opened, as the API's exec route does.
@@ -400,6 +493,7 @@ impl russh::server::Handler for Client {
                     .with_label_values(&["accepted"])
                     .inc();
                 tracing::info!(%user, caller = %grant.caller.name, "ssh login");
+                self.daemon = instance_sshd(&self.s, &grant.login).await;
                 self.grant = Some(grant);
                 if let Some(tx) = self.authed.take() {
                     let _ = tx.send(());
@@ -417,7 +511,7 @@ impl russh::server::Handler for Client {
         &mut self,
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(grant) = self.grant.clone() else {
             reply
@@ -427,7 +521,13 @@ impl russh::server::Handler for Client {
         };
         reply.accept().await;
         let span = tracing::info_span!("ssh_session", channel = %channel.id());
-        tokio::spawn(exec_session(self.s.clone(), grant, channel).instrument(span));
+        match self.daemon.clone() {
+            Some(daemon) => tokio::spawn(
+                relayed_session(self.s.clone(), grant, channel, session.handle(), daemon)
+                    .instrument(span),
+            ),
+            None => tokio::spawn(exec_session(self.s.clone(), grant, channel).instrument(span)),
+        };
         Ok(())
     }
 
@@ -436,8 +536,8 @@ impl russh::server::Handler for Client {
         channel: Channel<Msg>,
         host_to_connect: &str,
         port_to_connect: u32,
-        _originator_address: &str,
-        _originator_port: u32,
+        originator_address: &str,
+        originator_port: u32,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
@@ -447,6 +547,29 @@ impl russh::server::Handler for Client {
                 .await;
             return Ok(());
         };
+        if let Some(daemon) = self.daemon.clone() {
+            // The daemon resolves what it is asked for (its /etc/hosts included).
+            let Some(port) = u16::try_from(port_to_connect).ok().filter(|p| *p > 0) else {
+                count("relayed_direct_tcpip", "unsupported");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                return Ok(());
+            };
+            let span = tracing::info_span!("ssh_forward", port);
+            tokio::spawn(
+                relayed_forward(
+                    self.s.clone(),
+                    grant,
+                    channel,
+                    reply,
+                    daemon,
+                    host_to_connect.to_string(),
+                    port,
+                    (originator_address.to_string(), originator_port),
+                )
+                .instrument(span),
+            );
+            return Ok(());
+        }
         let (host, port) = match forward::target(host_to_connect, port_to_connect) {
             Ok(t) => t,
             Err(e) => {
