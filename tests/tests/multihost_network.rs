@@ -159,6 +159,21 @@ async fn apps_on_two_cells_call_each_other_by_name_and_reach_the_outside_through
     )
     .await;
     assert_eq!(by_addr, want, "by address");
+    // Cell 1's host is closed to cell 0's containers as to its own: its DNS server on
+    // cell 1's gateway, reached over the overlay, does not answer them.
+    let gateway_1 = lattice_specs::subnets::gateway(subnets[1].parse().unwrap());
+    let other_dns = task_result(
+        &mut c,
+        "other-cells-host",
+        "a",
+        vec![],
+        &format!("nslookup server.apps.internal {gateway_1} > /dev/null 2>&1 && echo answered > /tmp/result || echo blocked > /tmp/result"),
+    )
+    .await;
+    assert_eq!(
+        other_dns, "blocked\n",
+        "cell 1's DNS server answered a container of cell 0"
+    );
     // An unknown app does not resolve (and fast: the Task is done within its bound).
     let unknown = task_result(
         &mut c,

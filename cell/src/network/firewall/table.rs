@@ -72,6 +72,7 @@ pub fn script(cfg: &NetworkConfig, uplink: Option<&str>) -> String {
          \t\tiifname \"{b}\" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport {dns} accept comment \"the cell's DNS server\"\n\
          \t\tiifname \"{b}\" ip daddr {gw} jump {lifecycle}\n\
          \t\tiifname \"{b}\" counter drop comment \"containers may not reach the cell's host\"\n\
+         \t\tiifname != {{ \"{b}\", \"lo\" }} ip saddr {inet}/{ilen} ct state new counter drop comment \"nor may containers beyond this bridge\"\n\
          \t}}\n\
          \tchain {lifecycle} {{\n\
          \t}}\n\
@@ -154,6 +155,23 @@ mod tests {
         assert!(r.contains("chain lifecycle {\n\t}"), "empty until opened");
         assert!(r.contains("type nat hook prerouting priority dstnat"));
         assert!(r.starts_with("table inet lattice_lt0\ndelete table inet lattice_lt0\n"));
+    }
+
+    #[test]
+    fn other_cells_containers_may_not_open_connections_to_the_host() {
+        let alone = script(&cfg(None), None);
+        assert!(alone.contains(
+            "iifname != { \"lt0\", \"lo\" } ip saddr 10.9.3.0/24 ct state new counter drop comment \"nor may containers beyond this bridge\""
+        ));
+        let cluster = script(&cfg(Some((Ipv4Addr::new(10, 255, 0, 0), 16))), None);
+        let input =
+            &cluster[cluster.find("chain input").unwrap()..cluster.find("chain forward").unwrap()];
+        assert!(
+            input.contains(
+                "iifname != { \"lt0\", \"lo\" } ip saddr 10.255.0.0/16 ct state new counter drop"
+            ),
+            "{input}"
+        );
     }
 
     #[test]
