@@ -74,7 +74,9 @@ impl OpenSsh {
         c
     }
 
-    /// Runs ssh with `stdin`: (status, stdout, stderr).
+    /// Runs ssh with `stdin` (written from a thread of its own while the output is
+    /// read: a large input and output do not wait on each other): (status, stdout,
+    /// stderr).
     pub fn run(
         &self,
         password: &str,
@@ -90,8 +92,13 @@ impl OpenSsh {
             .stderr(Stdio::piped())
             .spawn()
             .expect("running ssh (openssh-client: scripts/setup.sh installs it)");
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let stdin = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&stdin);
+        });
         let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into(),

@@ -228,14 +228,7 @@ fn the_face_refuses_what_it_does_not_serve_and_says_why() {
     let registry = Registry::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let cfg = lattice_bbs::docker_v1::serve::DockerV1Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            upstream: format!("http://{}", registry.addr).parse().unwrap(),
-        };
-        let (addr, task) = lattice_bbs::docker_v1::serve::start(&cfg, stop_rx)
-            .await
-            .unwrap();
+        let (addr, stop_tx, task) = face_on(&registry.addr).await;
         let http = reqwest::Client::new();
         let get = |path: String| {
             let http = http.clone();
@@ -282,6 +275,18 @@ fn the_face_refuses_what_it_does_not_serve_and_says_why() {
             assert_eq!(r.status(), 405, "{path}");
             assert!(r.text().await.unwrap().contains("read-only"));
         }
+        // `..` does not lead out of /v2/ (sent raw: HTTP clients resolve it first).
+        let raw = {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /v2/../v1/_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
+        assert!(raw.contains("only /v2/"), "{raw}");
         // The registry gone: a clear 502, not a hang.
         drop(registry);
         let (s, body) = get("/v1/repositories/myapp/tags".into()).await;
@@ -291,6 +296,77 @@ fn the_face_refuses_what_it_does_not_serve_and_says_why() {
             "{body}"
         );
         let _ = stop_tx.send(true);
+        let _ = task.await;
+    });
+}
+
+/// Starts the face on `upstream` (on a free loopback port): its address, its stop
+/// and its task.
+async fn face_on(
+    upstream: &str,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let cfg = lattice_bbs::docker_v1::serve::DockerV1Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream: format!("http://{upstream}").parse().unwrap(),
+    };
+    let (addr, task) = lattice_bbs::docker_v1::serve::start(&cfg, stop_rx)
+        .await
+        .unwrap();
+    (addr, stop_tx, task)
+}
+
+#[test]
+fn a_clients_credentials_serve_only_its_own_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    write_layout(
+        &layout,
+        "latest",
+        None,
+        &[vec![("hello", "private\n")]],
+        &json!({"config": {"Cmd": ["/hello"]}}),
+    )
+    .unwrap();
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let registry = Registry::start_with_htpasswd(Some(&format!("alice:{hash}")));
+    registry.push_with(
+        &layout,
+        "latest",
+        "private/app",
+        &["--dest-creds", "alice:s3cret"],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (addr, stop, task) = face_on(&registry.addr).await;
+        let http = reqwest::Client::new();
+        let tags = |auth: Option<&'static str>| {
+            let http = http.clone();
+            async move {
+                let mut r = http.get(format!("http://{addr}/v1/repositories/private/app/tags"));
+                if let Some(a) = auth {
+                    r = r.header("Authorization", a);
+                }
+                let r = r.send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        // base64("alice:s3cret")
+        let alice = Some("Basic YWxpY2U6czNjcmV0");
+        let (s, body) = tags(None).await;
+        assert_eq!(s, 401, "{body}");
+        assert!(body.contains("give its credentials"), "{body}");
+        let (s, body) = tags(alice).await;
+        assert_eq!(s, 200, "{body}");
+        assert!(body.contains("\"latest\""), "{body}");
+        // Alice's credentials are not kept for whoever comes next.
+        let (s, body) = tags(None).await;
+        assert_eq!(s, 401, "{body}");
+        let _ = stop.send(true);
         let _ = task.await;
     });
 }

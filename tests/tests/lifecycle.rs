@@ -276,6 +276,12 @@ fn ltc_shaped_lrps_download_the_lifecycle_pass_healthcheck_and_take_ssh() {
         b"",
     );
     assert_eq!((status, out.as_str()), (3, "nobody\ndiego-sshd\n"), "{err}");
+    // 8 MB up and back through the relay at once: neither direction waits on the other.
+    let big: Vec<u8> = (0..8u32 << 20).map(|i| (i % 95 + 32) as u8).collect();
+    let (status, out, err) = proxy.run(":", "diego:lc-port/0", &[], &["cat"], &big);
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(out.len(), big.len(), "all of it came back");
+    assert!(out.as_bytes() == &big[..], "as it went");
     let (_, out, _) = proxy.run(":", "diego:lc-uri/0", &[], &["cat /proc/$PPID/comm"], b"");
     assert_ne!(out.trim(), "diego-sshd", "the exec path: {out}");
     // scp both ways through each: the relayed one reaches the daemon's sftp

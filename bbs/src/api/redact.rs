@@ -64,17 +64,24 @@ pub async fn response(resp: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::from(v.to_string()))
 }
 
-/// The value of a `-hostKey=…` (or `--hostKey=…`) argument hidden.
+/// The value of a `-hostKey=…` argument hidden, and the argument after a bare
+/// `-hostKey` (Go's flags take both forms, with one or two dashes).
 fn hide_host_key_args(args: &mut Value) {
+    let is_flag = |f: &str| f.starts_with('-') && f.trim_start_matches('-') == "hostKey";
     if let Value::Array(args) = args {
+        let mut next_is_key = false;
         for a in args {
-            if let Some(s) = a.as_str() {
-                if let Some((flag, _)) = s
-                    .split_once('=')
-                    .filter(|(f, _)| f.trim_start_matches('-') == "hostKey")
-                {
-                    *a = Value::String(format!("{flag}={HIDDEN}"));
-                }
+            let Some(s) = a.as_str() else {
+                next_is_key = false;
+                continue;
+            };
+            if next_is_key {
+                *a = Value::String(HIDDEN.into());
+                next_is_key = false;
+            } else if is_flag(s) {
+                next_is_key = true;
+            } else if let Some((flag, _)) = s.split_once('=').filter(|(f, _)| is_flag(f)) {
+                *a = Value::String(format!("{flag}={HIDDEN}"));
             }
         }
     }
@@ -169,6 +176,9 @@ mod tests {
         assert_eq!(args[0], "-address=0.0.0.0:2222");
         assert_eq!(args[1], "-authorizedKey=ssh-rsa AAAA", "a public key stays");
         assert_eq!(args[2], "-hostKey=[hidden]");
+        let mut two = json!({"args": ["--hostKey", "-----BEGIN MIIsecret", "-address=x"]});
+        redact(&mut two);
+        assert_eq!(two["args"], json!(["--hostKey", "[hidden]", "-address=x"]));
         assert_eq!(v["routes"]["diego-ssh"]["private_key"], HIDDEN);
         assert_eq!(v["routes"]["diego-ssh"]["container_port"], 2222);
     }

@@ -300,6 +300,10 @@ async fn pass_through(face: &Face, req: Request) -> Response {
     let mut url = face.base.clone();
     url.set_path(req.uri().path());
     url.set_query(req.uri().query());
+    // `..` (or `%2e%2e`) is resolved by set_path: what is left must still be /v2/.
+    if !(url.path() == "/v2" || url.path().starts_with("/v2/")) {
+        return error(StatusCode::NOT_FOUND, "only /v2/ is passed to the registry");
+    }
     let mut up = face.pass.request(req.method().clone(), url);
     for h in PASSED_UP {
         for v in req.headers().get_all(&h) {
@@ -316,12 +320,29 @@ async fn pass_through(face: &Face, req: Request) -> Response {
         }
     };
     let mut out = Response::builder().status(answer.status().as_u16());
+    // Hop-by-hop headers are that connection's, not this one's: the standard ones and
+    // those its `Connection` names.
+    let named: Vec<String> = answer
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
     for (name, value) in answer.headers() {
-        // Hop-by-hop headers are this connection's, not the registry's.
-        if !matches!(
+        let hop = matches!(
             name.as_str(),
-            "connection" | "keep-alive" | "transfer-encoding" | "te" | "trailer" | "upgrade"
-        ) {
+            "connection"
+                | "keep-alive"
+                | "transfer-encoding"
+                | "te"
+                | "trailer"
+                | "upgrade"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+        ) || named.iter().any(|n| n == name.as_str());
+        if !hop {
             out = out.header(name.as_str(), value.as_bytes());
         }
     }

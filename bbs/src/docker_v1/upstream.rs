@@ -37,10 +37,12 @@ pub trait Upstream: Send + Sync {
     ) -> Result<serde_json::Value, UpstreamError>;
 }
 
-/// A real v2 registry at `host` (`HOST:PORT`), over HTTPS or plain HTTP.
+/// A real v2 registry at `host` (`HOST:PORT`), over HTTPS or plain HTTP. Each call
+/// has a client of its own: oci_client keeps the first credentials (and tokens) it
+/// is given per registry, and one caller's must never serve another.
 pub struct OciUpstream {
     host: String,
-    client: oci_client::Client,
+    protocol: ClientProtocol,
 }
 
 impl OciUpstream {
@@ -56,13 +58,21 @@ impl OciUpstream {
             "https" => ClientProtocol::Https,
             s => anyhow::bail!("the registry URL {url} is {s}: use http:// or https://"),
         };
-        let client = oci_client::Client::new(ClientConfig {
-            protocol,
+        anyhow::ensure!(
+            url.username().is_empty() && url.password().is_none(),
+            "the registry URL carries credentials, which are not used: the face passes on \
+             those of its clients (give the URL as http://HOST:PORT)"
+        );
+        Ok(OciUpstream { host, protocol })
+    }
+
+    fn client(&self) -> oci_client::Client {
+        oci_client::Client::new(ClientConfig {
+            protocol: self.protocol.clone(),
             connect_timeout: Some(std::time::Duration::from_secs(10)),
             read_timeout: Some(std::time::Duration::from_secs(30)),
             ..Default::default()
-        });
-        Ok(OciUpstream { host, client })
+        })
     }
 
     fn reference(
@@ -120,7 +130,7 @@ impl Upstream for OciUpstream {
     ) -> Result<Vec<String>, UpstreamError> {
         let r = self.reference(repository, "latest")?;
         let listed = self
-            .client
+            .client()
             .list_tags(&r, auth, None, None)
             .await
             .map_err(sorted)?;
@@ -135,7 +145,7 @@ impl Upstream for OciUpstream {
     ) -> Result<serde_json::Value, UpstreamError> {
         let r = self.reference(repository, tag)?;
         let (_, _, config) = self
-            .client
+            .client()
             .pull_manifest_and_config(&r, auth)
             .await
             .map_err(sorted)?;

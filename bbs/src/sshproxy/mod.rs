@@ -331,7 +331,8 @@ async fn instance_sshd(
     }
 }
 
-/// A `session` channel relayed to the instance's own sshd.
+/// A `session` channel relayed to the instance's own sshd; over the exec path when
+/// the daemon no longer takes one (the instance restarted since the login, say).
 async fn relayed_session(
     s: ApiState,
     grant: Grant,
@@ -339,10 +340,19 @@ async fn relayed_session(
     server: russh::server::Handle,
     daemon: Arc<russh::client::Handle<relay::Daemon>>,
 ) {
+    let up = match relay::open_session(&daemon).await {
+        Ok(up) => up,
+        Err(why) => {
+            tracing::info!(
+                "ssh: the instance's sshd took no session ({why}); the exec path instead"
+            );
+            return exec_session(s, grant, channel).await;
+        }
+    };
     audit_open(&s, &grant, Kind::Exec, &grant.path(Kind::Exec));
     let started = Instant::now();
     tracing::info!(who = %exec::who(&grant.caller), "ssh session opened (relayed)");
-    let ended = relay::session(channel, server, &daemon).await;
+    let ended = relay::session(channel, server, up).await;
     count("relayed_session", ended.as_str());
     tracing::info!(
         outcome = ended.as_str(),
@@ -364,10 +374,7 @@ async fn relayed_forward(
     port: u16,
     originator: (String, u32),
 ) {
-    let up = match daemon
-        .channel_open_direct_tcpip(host.clone(), u32::from(port), originator.0, originator.1)
-        .await
-    {
+    let up = match relay::open_forward(&daemon, &host, port, originator).await {
         Ok(up) => up,
         Err(e) => {
             count("relayed_direct_tcpip", "refused");
@@ -521,7 +528,7 @@ impl russh::server::Handler for Client {
         };
         reply.accept().await;
         let span = tracing::info_span!("ssh_session", channel = %channel.id());
-        match self.daemon.clone() {
+        match self.daemon.clone().filter(|d| !d.is_closed()) {
             Some(daemon) => tokio::spawn(
                 relayed_session(self.s.clone(), grant, channel, session.handle(), daemon)
                     .instrument(span),
@@ -547,7 +554,7 @@ impl russh::server::Handler for Client {
                 .await;
             return Ok(());
         };
-        if let Some(daemon) = self.daemon.clone() {
+        if let Some(daemon) = self.daemon.clone().filter(|d| !d.is_closed()) {
             // The daemon resolves what it is asked for (its /etc/hosts included).
             let Some(port) = u16::try_from(port_to_connect).ok().filter(|p| *p > 0) else {
                 count("relayed_direct_tcpip", "unsupported");

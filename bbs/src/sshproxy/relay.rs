@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use lattice_specs::models::actual_lrp::State;
 use lattice_specs::models::ActualLrp;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{client, server, Channel, ChannelMsg};
+use tokio::task::JoinHandle;
 
 /// The route name of an instance's own sshd (Diego's).
 pub const DIEGO_SSH_KEY: &str = "diego-ssh";
@@ -211,41 +213,102 @@ impl Ended {
     }
 }
 
-/// Relays one `session` channel between the client and the daemon until either ends.
+/// Opens a `session` channel at the daemon.
+pub async fn open_session(daemon: &client::Handle<Daemon>) -> Result<Channel<client::Msg>, String> {
+    match tokio::time::timeout(CONNECT_WITHIN, daemon.channel_open_session()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {CONNECT_WITHIN:?}")),
+    }
+}
+
+/// Opens a `direct-tcpip` channel at the daemon to `host`:`port`.
+pub async fn open_forward(
+    daemon: &client::Handle<Daemon>,
+    host: &str,
+    port: u16,
+    originator: (String, u32),
+) -> Result<Channel<client::Msg>, String> {
+    let open = daemon.channel_open_direct_tcpip(host, u32::from(port), originator.0, originator.1);
+    match tokio::time::timeout(CONNECT_WITHIN, open).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {CONNECT_WITHIN:?}")),
+    }
+}
+
+/// Waits for the first of the two directions to end, stops the other: its outcome.
+async fn first_of(mut up: JoinHandle<Ended>, mut down: JoinHandle<Ended>) -> Ended {
+    let ended = tokio::select! {
+        r = &mut up => { down.abort(); r }
+        r = &mut down => { up.abort(); r }
+    };
+    ended.unwrap_or(Ended::Broke)
+}
+
+/// Relays one `session` channel between the client and the daemon (its end `up`
+/// opened) until either side closes it. Each direction is a task of its own, so
+/// neither waits behind the other (a full window one way never stalls the other).
 pub async fn session(
     client_side: Channel<server::Msg>,
     server: server::Handle,
-    daemon: &client::Handle<Daemon>,
+    up: Channel<client::Msg>,
 ) -> Ended {
-    let up = match daemon.channel_open_session().await {
-        Ok(c) => c,
-        Err(e) => {
-            let line = format!("lattice: the instance's sshd refused a session: {e}\r\n");
-            let _ = client_side.extended_data_bytes(1, line.into_bytes()).await;
-            let _ = client_side.close().await;
-            return Ended::Broke;
-        }
-    };
     let id = client_side.id();
     let (mut from_client, to_client) = client_side.split();
     let (mut from_daemon, to_daemon) = up.split();
-    let ended = loop {
-        tokio::select! {
-            m = from_client.wait() => {
-                let Some(m) = m else { break Ended::ByClient };
+    let (to_client, to_daemon) = (Arc::new(to_client), Arc::new(to_daemon));
+    let eof_sent = Arc::new(AtomicBool::new(false));
+    let upward = {
+        let to_daemon = to_daemon.clone();
+        tokio::spawn(async move {
+            while let Some(m) = from_client.wait().await {
                 let sent = match m {
-                    ChannelMsg::Close => break Ended::ByClient,
-                    ChannelMsg::RequestPty { term, col_width, row_height, pix_width, pix_height, terminal_modes, .. } => {
-                        to_daemon.request_pty(false, &term, col_width, row_height, pix_width, pix_height, &terminal_modes).await
+                    ChannelMsg::Close => return Ended::ByClient,
+                    ChannelMsg::RequestPty {
+                        term,
+                        col_width,
+                        row_height,
+                        pix_width,
+                        pix_height,
+                        terminal_modes,
+                        ..
+                    } => {
+                        to_daemon
+                            .request_pty(
+                                false,
+                                &term,
+                                col_width,
+                                row_height,
+                                pix_width,
+                                pix_height,
+                                &terminal_modes,
+                            )
+                            .await
                     }
-                    ChannelMsg::SetEnv { variable_name, variable_value, .. } => {
-                        to_daemon.set_env(false, variable_name, variable_value).await
+                    ChannelMsg::SetEnv {
+                        variable_name,
+                        variable_value,
+                        ..
+                    } => {
+                        to_daemon
+                            .set_env(false, variable_name, variable_value)
+                            .await
                     }
                     ChannelMsg::RequestShell { .. } => to_daemon.request_shell(true).await,
                     ChannelMsg::Exec { command, .. } => to_daemon.exec(true, command).await,
-                    ChannelMsg::RequestSubsystem { name, .. } => to_daemon.request_subsystem(true, name).await,
-                    ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height } => {
-                        to_daemon.window_change(col_width, row_height, pix_width, pix_height).await
+                    ChannelMsg::RequestSubsystem { name, .. } => {
+                        to_daemon.request_subsystem(true, name).await
+                    }
+                    ChannelMsg::WindowChange {
+                        col_width,
+                        row_height,
+                        pix_width,
+                        pix_height,
+                    } => {
+                        to_daemon
+                            .window_change(col_width, row_height, pix_width, pix_height)
+                            .await
                     }
                     ChannelMsg::Signal { signal } => to_daemon.signal(signal).await,
                     ChannelMsg::Data { data } => to_daemon.data_bytes(data).await,
@@ -253,51 +316,119 @@ pub async fn session(
                     _ => Ok(()),
                 };
                 if sent.is_err() {
-                    break Ended::Broke;
+                    return Ended::Broke;
                 }
             }
-            m = from_daemon.wait() => {
-                let Some(m) = m else { break Ended::Broke };
+            Ended::ByClient
+        })
+    };
+    let downward = {
+        let (to_client, eof_sent) = (to_client.clone(), eof_sent.clone());
+        tokio::spawn(async move {
+            while let Some(m) = from_daemon.wait().await {
                 let sent = match m {
-                    ChannelMsg::Close => break Ended::ByInstance,
+                    ChannelMsg::Close => return Ended::ByInstance,
                     ChannelMsg::Data { data } => to_client.data_bytes(data).await,
-                    ChannelMsg::ExtendedData { data, ext } => to_client.extended_data_bytes(ext, data).await,
-                    ChannelMsg::ExitStatus { exit_status } => to_client.exit_status(exit_status).await,
-                    ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag } => server
+                    ChannelMsg::ExtendedData { data, ext } => {
+                        to_client.extended_data_bytes(ext, data).await
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        to_client.exit_status(exit_status).await
+                    }
+                    ChannelMsg::ExitSignal {
+                        signal_name,
+                        core_dumped,
+                        error_message,
+                        lang_tag,
+                    } => server
                         .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
                         .await
                         .map_err(|()| russh::Error::SendError),
-                    ChannelMsg::Eof => to_client.eof().await,
+                    ChannelMsg::Eof => {
+                        eof_sent.store(true, Ordering::SeqCst);
+                        to_client.eof().await
+                    }
                     // The client was told yes already (the proxy's handler): a
                     // refusal upstream ends the channel, saying so.
                     ChannelMsg::Failure => {
                         let _ = to_client
-                            .extended_data_bytes(1, &b"lattice: the instance's sshd refused the request\r\n"[..])
+                            .extended_data_bytes(
+                                1,
+                                &b"lattice: the instance's sshd refused the request\r\n"[..],
+                            )
                             .await;
-                        break Ended::ByInstance;
+                        return Ended::ByInstance;
                     }
                     _ => Ok(()),
                 };
                 if sent.is_err() {
-                    break Ended::ByClient;
+                    return Ended::ByClient;
                 }
             }
-        }
+            Ended::Broke
+        })
     };
+    let ended = first_of(upward, downward).await;
     let _ = to_daemon.close().await;
-    let _ = to_client.eof().await;
+    if !eof_sent.swap(true, Ordering::SeqCst) {
+        let _ = to_client.eof().await;
+    }
     let _ = to_client.close().await;
     ended
 }
 
-/// Relays one `direct-tcpip` channel (already opened at the daemon) as a byte stream.
+/// Relays one `direct-tcpip` channel (its daemon end `up` opened) as bytes both ways,
+/// each direction a task of its own: an EOF is passed on as a half close; a close
+/// from either side ends both (a client that leaves takes the connection along).
 pub async fn forward(client_side: Channel<server::Msg>, up: Channel<client::Msg>) -> Ended {
-    let mut a = client_side.into_stream();
-    let mut b = up.into_stream();
-    match tokio::io::copy_bidirectional(&mut a, &mut b).await {
-        Ok(_) => Ended::ByInstance,
-        Err(_) => Ended::Broke,
+    let (mut from_client, to_client) = client_side.split();
+    let (mut from_daemon, to_daemon) = up.split();
+    let (to_client, to_daemon) = (Arc::new(to_client), Arc::new(to_daemon));
+    let eof_sent = Arc::new(AtomicBool::new(false));
+    let upward = {
+        let to_daemon = to_daemon.clone();
+        tokio::spawn(async move {
+            while let Some(m) = from_client.wait().await {
+                let sent = match m {
+                    ChannelMsg::Close => return Ended::ByClient,
+                    ChannelMsg::Data { data } => to_daemon.data_bytes(data).await,
+                    ChannelMsg::Eof => to_daemon.eof().await,
+                    _ => Ok(()),
+                };
+                if sent.is_err() {
+                    return Ended::Broke;
+                }
+            }
+            Ended::ByClient
+        })
+    };
+    let downward = {
+        let (to_client, eof_sent) = (to_client.clone(), eof_sent.clone());
+        tokio::spawn(async move {
+            while let Some(m) = from_daemon.wait().await {
+                let sent = match m {
+                    ChannelMsg::Close => return Ended::ByInstance,
+                    ChannelMsg::Data { data } => to_client.data_bytes(data).await,
+                    ChannelMsg::Eof => {
+                        eof_sent.store(true, Ordering::SeqCst);
+                        to_client.eof().await
+                    }
+                    _ => Ok(()),
+                };
+                if sent.is_err() {
+                    return Ended::ByClient;
+                }
+            }
+            Ended::Broke
+        })
+    };
+    let ended = first_of(upward, downward).await;
+    let _ = to_daemon.close().await;
+    if !eof_sent.swap(true, Ordering::SeqCst) {
+        let _ = to_client.eof().await;
     }
+    let _ = to_client.close().await;
+    ended
 }
 
 #[cfg(test)]

@@ -20,8 +20,9 @@ pub const SFTP_MODE: &str = "--lattice-sftp-server";
 
 /// Handles one client may hold open at once.
 const MAX_HANDLES: usize = 256;
-/// The most one READ returns (OpenSSH asks for 32 KiB at a time).
-const MAX_READ: u32 = 256 * 1024;
+/// The most one READ returns (OpenSSH asks for 32 KiB at a time; its messages are at
+/// most 256 KiB, headers included).
+const MAX_READ: u32 = 255 * 1024;
 /// Directory entries per READDIR answer.
 const DIR_BATCH: usize = 128;
 
@@ -114,24 +115,45 @@ impl Files {
     }
 }
 
-/// Sets what `a` carries on `path` (or, with `file`, on that open file).
-async fn set_attrs(
-    path: &Path,
-    file: Option<&tokio::fs::File>,
-    a: &FileAttributes,
-) -> std::io::Result<()> {
+/// The access and modification times `a` carries, when it carries both.
+fn times_of(a: &FileAttributes) -> Option<std::fs::FileTimes> {
+    let at = |secs: u32| std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(secs));
+    Some(
+        std::fs::FileTimes::new()
+            .set_accessed(at(a.atime?))
+            .set_modified(at(a.mtime?)),
+    )
+}
+
+/// Sets what `a` carries (size, mode, owner, times) on the open file `f`.
+async fn set_attrs(f: &tokio::fs::File, a: &FileAttributes) -> std::io::Result<()> {
     if let Some(size) = a.size {
-        match file {
-            Some(f) => f.set_len(size).await?,
-            None => {
-                tokio::fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .await?
-                    .set_len(size)
-                    .await?
-            }
-        }
+        f.set_len(size).await?;
+    }
+    if let Some(mode) = a.permissions {
+        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
+            .await?;
+    }
+    let std = f.try_clone().await?.into_std().await;
+    if a.uid.is_some() || a.gid.is_some() {
+        std::os::unix::fs::fchown(&std, a.uid, a.gid)?;
+    }
+    if let Some(times) = times_of(a) {
+        std.set_times(times)?;
+    }
+    Ok(())
+}
+
+/// What `a` carries, set on the file at `path` by name (a directory or a FIFO too:
+/// nothing is opened but to truncate).
+async fn set_path_attrs(path: &Path, a: &FileAttributes) -> std::io::Result<()> {
+    if let Some(size) = a.size {
+        tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .await?
+            .set_len(size)
+            .await?;
     }
     if let Some(mode) = a.permissions {
         tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777)).await?;
@@ -140,16 +162,11 @@ async fn set_attrs(
         std::os::unix::fs::chown(path, a.uid, a.gid)?;
     }
     if let (Some(atime), Some(mtime)) = (a.atime, a.mtime) {
-        let times = [
-            libc::timespec {
-                tv_sec: atime as libc::time_t,
-                tv_nsec: 0,
-            },
-            libc::timespec {
-                tv_sec: mtime as libc::time_t,
-                tv_nsec: 0,
-            },
-        ];
+        let ts = |secs: u32| libc::timespec {
+            tv_sec: libc::time_t::from(secs),
+            tv_nsec: 0,
+        };
+        let times = [ts(atime), ts(mtime)];
         let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
         // SAFETY: a NUL-terminated path and two timespecs that outlive the call.
@@ -249,6 +266,8 @@ impl russh_sftp::server::Handler for Files {
             .await
             .map_err(reply)?;
         f.write_all(&data).await.map_err(reply)?;
+        // tokio hands the write to a thread: done (or failed) before it is answered.
+        f.flush().await.map_err(reply)?;
         Ok(ok(id))
     }
 
@@ -271,7 +290,9 @@ impl russh_sftp::server::Handler for Files {
     }
 
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, StatusReply> {
-        let m = self.file(&handle)?.metadata().await.map_err(reply)?;
+        let f = self.file(&handle)?;
+        f.flush().await.map_err(reply)?;
+        let m = f.metadata().await.map_err(reply)?;
         Ok(Attrs {
             id,
             attrs: attrs(&m),
@@ -284,7 +305,7 @@ impl russh_sftp::server::Handler for Files {
         path: String,
         attrs: FileAttributes,
     ) -> Result<Status, StatusReply> {
-        set_attrs(&self.path(&path), None, &attrs)
+        set_path_attrs(&self.path(&path), &attrs)
             .await
             .map_err(reply)?;
         Ok(ok(id))
@@ -297,10 +318,8 @@ impl russh_sftp::server::Handler for Files {
         attrs: FileAttributes,
     ) -> Result<Status, StatusReply> {
         let f = self.file(&handle)?;
-        // The file's own path, for the calls that take one.
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&*f);
-        let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
-        set_attrs(&path, Some(f), &attrs).await.map_err(reply)?;
+        f.flush().await.map_err(reply)?;
+        set_attrs(f, &attrs).await.map_err(reply)?;
         Ok(ok(id))
     }
 
