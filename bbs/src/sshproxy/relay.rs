@@ -18,7 +18,7 @@ use std::time::Duration;
 use lattice_specs::models::actual_lrp::State;
 use lattice_specs::models::ActualLrp;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
-use russh::{client, server, Channel, ChannelMsg};
+use russh::{client, server, Channel, ChannelMsg, ChannelWriteHalf};
 use tokio::task::JoinHandle;
 
 /// The route name of an instance's own sshd (Diego's).
@@ -246,6 +246,20 @@ async fn first_of(mut up: JoinHandle<Ended>, mut down: JoinHandle<Ended>) -> End
     ended.unwrap_or(Ended::Broke)
 }
 
+/// Ends a relayed channel once either direction did: the daemon's end closed, the
+/// client told EOF (once) and closed.
+async fn close_both(
+    to_daemon: &ChannelWriteHalf<client::Msg>,
+    to_client: &ChannelWriteHalf<server::Msg>,
+    eof_sent: &AtomicBool,
+) {
+    let _ = to_daemon.close().await;
+    if !eof_sent.swap(true, Ordering::SeqCst) {
+        let _ = to_client.eof().await;
+    }
+    let _ = to_client.close().await;
+}
+
 /// Relays one `session` channel between the client and the daemon (its end `up`
 /// opened) until either side closes it. Each direction is a task of its own, so
 /// neither waits behind the other (a full window one way never stalls the other).
@@ -369,11 +383,7 @@ pub async fn session(
         })
     };
     let ended = first_of(upward, downward).await;
-    let _ = to_daemon.close().await;
-    if !eof_sent.swap(true, Ordering::SeqCst) {
-        let _ = to_client.eof().await;
-    }
-    let _ = to_client.close().await;
+    close_both(&to_daemon, &to_client, &eof_sent).await;
     ended
 }
 
@@ -423,11 +433,7 @@ pub async fn forward(client_side: Channel<server::Msg>, up: Channel<client::Msg>
         })
     };
     let ended = first_of(upward, downward).await;
-    let _ = to_daemon.close().await;
-    if !eof_sent.swap(true, Ordering::SeqCst) {
-        let _ = to_client.eof().await;
-    }
-    let _ = to_client.close().await;
+    close_both(&to_daemon, &to_client, &eof_sent).await;
     ended
 }
 
