@@ -311,13 +311,19 @@ async fn instance_sshd(
             return None;
         }
     };
-    let target = exec::lrp_target_at(s, Kind::Exec, &login.process_guid, login.index)
-        .await
-        .ok()?;
+    // The records read once, the running one picked as the exec route picks it (the
+    // pure decision: a miss here is no API refusal to count).
     let records =
         s.db.actual_lrps("", "", &login.process_guid, Some(login.index))
             .await
             .ok()?;
+    let target = exec::target::lrp_target(
+        &login.process_guid,
+        login.index,
+        desired.instances,
+        &records,
+    )
+    .ok()?;
     let addr = relay::sshd_addr(&records, &target.handle, route.container_port)?;
     match relay::connect(addr, &route).await {
         Ok(h) => {

@@ -78,11 +78,6 @@ pub fn absolute(home: &Path, path: &str) -> PathBuf {
     out
 }
 
-/// The attributes of `m`, as `ls -l` in `longname` wants them.
-fn attrs(m: &std::fs::Metadata) -> FileAttributes {
-    FileAttributes::from(m)
-}
-
 impl Files {
     pub fn new(home: PathBuf) -> Files {
         Files {
@@ -277,7 +272,7 @@ impl russh_sftp::server::Handler for Files {
             .map_err(reply)?;
         Ok(Attrs {
             id,
-            attrs: attrs(&m),
+            attrs: FileAttributes::from(&m),
         })
     }
 
@@ -285,7 +280,7 @@ impl russh_sftp::server::Handler for Files {
         let m = tokio::fs::metadata(self.path(&path)).await.map_err(reply)?;
         Ok(Attrs {
             id,
-            attrs: attrs(&m),
+            attrs: FileAttributes::from(&m),
         })
     }
 
@@ -295,7 +290,7 @@ impl russh_sftp::server::Handler for Files {
         let m = f.metadata().await.map_err(reply)?;
         Ok(Attrs {
             id,
-            attrs: attrs(&m),
+            attrs: FileAttributes::from(&m),
         })
     }
 
@@ -344,7 +339,10 @@ impl russh_sftp::server::Handler for Files {
             let Ok(m) = tokio::fs::symlink_metadata(e.path()).await else {
                 continue;
             };
-            files.push(File::new(e.file_name().to_string_lossy(), attrs(&m)));
+            files.push(File::new(
+                e.file_name().to_string_lossy(),
+                FileAttributes::from(&m),
+            ));
         }
         if files.is_empty() {
             return Err(StatusReply::new(StatusCode::Eof));

@@ -9,7 +9,7 @@
 //! and counted in `bbs_api_exec_sessions_total{kind,outcome}`.
 
 mod relay;
-mod target;
+pub(crate) mod target;
 
 use std::collections::HashMap;
 
