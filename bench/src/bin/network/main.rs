@@ -7,7 +7,9 @@
 //!   container to container across the overlay, against the same between the two
 //!   host namespaces over their veth, in each round in turn; twice: the cells routing
 //!   each other directly (`direct_routing`, neighbours on one segment), then through
-//!   VXLAN (as cells beyond a router are reached);
+//!   VXLAN (as cells beyond a router are reached); each transfer also with each host
+//!   on a CPU of its own (its processes pinned there, its uplink's packets steered
+//!   there), as on machines of their own, beside the CPUs shared;
 //! - outbound connection set-up from a container through the bridge and the
 //!   masquerade to a listener in an "outside" namespace, against the same connect
 //!   from the host namespace itself;
@@ -125,12 +127,21 @@ struct Plan {
     rounds: usize,
     trips: usize,
     conns: usize,
+    /// Each transfer is also measured with each host on a CPU of its own, as if
+    /// on machines of their own (`Some((first host's CPU, second's))`, when there
+    /// are two CPUs): its processes pinned there and what arrives on its uplink
+    /// processed there (receive packet steering). Otherwise the sender's CPU does
+    /// most of the kernel work of both hosts, while the other CPU idles.
+    pin: probe::Pin,
 }
 
 /// One overlay mode's figures, each round's container path beside its host path.
 struct Paths {
     over: Vec<Transfer>,
     host: Vec<Transfer>,
+    /// The same transfers with each host a machine of its own (see [`Plan::pin`]).
+    over_pinned: Vec<Transfer>,
+    host_pinned: Vec<Transfer>,
     rt_over: Vec<Duration>,
     rt_host: Vec<Duration>,
     /// Outbound connection set-up, through the NAT and from the host (when asked).
@@ -143,6 +154,7 @@ struct Paths {
 /// `outside` (if any): connection set-up from the container through the NAT and from
 /// the host to it, in the same rounds. The cells are gone after.
 fn overlay_paths(
+    lab: &Lab,
     h: (&File, &File),
     direct: bool,
     plan: &Plan,
@@ -161,6 +173,8 @@ fn overlay_paths(
     let mut p = Paths {
         over: vec![],
         host: vec![],
+        over_pinned: vec![],
+        host_pinned: vec![],
         rt_over: vec![],
         rt_host: vec![],
         nat: vec![],
@@ -173,8 +187,18 @@ fn overlay_paths(
         p.rt_host
             .extend(probe::round_trips(h.0, (h2_addr, 9001).into(), trips));
         p.over
-            .push(probe::iperf3(&c1.container, &c2.container, a2, secs));
-        p.host.push(probe::iperf3(h.0, h.1, h2_addr, secs));
+            .push(probe::iperf3(&c1.container, &c2.container, a2, secs, None));
+        p.host.push(probe::iperf3(h.0, h.1, h2_addr, secs, None));
+        if let Some((cpu1, cpu2)) = plan.pin {
+            steer(lab, ("h1", "nb1"), Some(cpu1));
+            steer(lab, ("h2", "nb2"), Some(cpu2));
+            let (c, s) = (&c1.container, &c2.container);
+            p.over_pinned.push(probe::iperf3(c, s, a2, secs, plan.pin));
+            p.host_pinned
+                .push(probe::iperf3(h.0, h.1, h2_addr, secs, plan.pin));
+            steer(lab, ("h1", "nb1"), None);
+            steer(lab, ("h2", "nb2"), None);
+        }
         if let Some(to) = outside {
             let n = plan.conns / plan.rounds;
             p.nat.extend(probe::connects(&c1.container, to, n));
@@ -185,15 +209,31 @@ fn overlay_paths(
     p
 }
 
-/// Prints one overlay mode's throughput and round-trip figures.
-fn report(what: &str, p: &Paths, plan: &Plan) {
+/// What arrives on host `ns`'s uplink `dev` is processed on `cpu` (receive packet
+/// steering), or on the CPU it arrives on (`None`, the kernel's default). Through
+/// `ip netns exec`, whose /sys is the namespace's.
+fn steer(lab: &Lab, (ns, dev): (&str, &str), cpu: Option<usize>) {
+    let mask = cpu.map_or(0u64, |c| 1 << c);
+    let set = format!("echo {mask:x} > /sys/class/net/{dev}/queues/rx-0/rps_cpus");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.name(ns), "sh", "-c", &set])
+        .output()
+        .expect("running ip netns exec");
+    assert!(
+        out.status.success(),
+        "{set} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Prints the throughput of the container path against the host path, round by round.
+fn report_throughput(what: &str, over: &[Transfer], host: &[Transfer], plan: &Plan) {
     let gbit = |t: &[Transfer]| t.iter().map(|t| t.bps / 1e9).collect::<Vec<_>>();
-    let (o, h) = (gbit(&p.over), gbit(&p.host));
+    let (o, h) = (gbit(over), gbit(host));
     let ratios: Vec<f64> = o.iter().zip(&h).map(|(o, h)| o / h).collect();
-    let per_cpu: Vec<f64> = p
-        .over
+    let per_cpu: Vec<f64> = over
         .iter()
-        .zip(&p.host)
+        .zip(host)
         .map(|(o, h)| o.gbit_per_cpu_second() / h.gbit_per_cpu_second())
         .collect();
     let rounds: Vec<String> = o
@@ -201,16 +241,25 @@ fn report(what: &str, p: &Paths, plan: &Plan) {
         .zip(&h)
         .map(|(o, h)| format!("{o:.2}/{h:.2}"))
         .collect();
-    println!("  {what}");
     println!(
-        "    TCP throughput, container/host Gbit/s per round ({} s each): {}",
+        "    TCP throughput, {what}, container/host Gbit/s per round ({} s each): {}",
         plan.seconds,
         rounds.join(", ")
     );
     let (lo, mid, hi) = spread(ratios);
-    println!("    ratio min/median/max {lo:.2} / {mid:.2} / {hi:.2}x (target >= 0.9x)");
+    println!("      ratio min/median/max {lo:.2} / {mid:.2} / {hi:.2}x (target >= 0.9x)");
     let (lo, mid, hi) = spread(per_cpu);
-    println!("    per CPU-second of both iperf3 ends, ratio min/median/max {lo:.2} / {mid:.2} / {hi:.2}x");
+    println!("      per CPU-second of both iperf3 ends, ratio min/median/max {lo:.2} / {mid:.2} / {hi:.2}x");
+}
+
+/// Prints one overlay mode's throughput and round-trip figures.
+fn report(what: &str, p: &Paths, plan: &Plan) {
+    println!("  {what}");
+    report_throughput("the CPUs shared", &p.over, &p.host, plan);
+    if !p.over_pinned.is_empty() {
+        let each = "each host on a CPU of its own";
+        report_throughput(each, &p.over_pinned, &p.host_pinned, plan);
+    }
     let ((o50, o99), (h50, h99)) = (p50_p99(p.rt_over.clone()), p50_p99(p.rt_host.clone()));
     println!(
         "    TCP round trip ({} per path): host p50 {h50:.1} µs p99 {h99:.1} µs; container p50 {o50:.1} µs p99 {o99:.1} µs -> +{:.1} µs at p50",
@@ -227,6 +276,10 @@ async fn main() {
         rounds: arg("--rounds", 5),
         trips: arg("--trips", 5000),
         conns: arg("--connects", 2000),
+        pin: match std::thread::available_parallelism().map_or(1, |n| n.get()) {
+            1 => None,
+            _ => Some((0, 1)),
+        },
     };
     let qps = arg("--qps", 1000) as u64;
     let dns_seconds = arg("--dns-seconds", 6) as u64;
@@ -241,8 +294,8 @@ async fn main() {
     );
     let outside: SocketAddr = (Ipv4Addr::new(192, 168, 78, 2), 9000).into();
     let closer = Server::start(&out, outside, probe::close);
-    let direct = overlay_paths((&h1, &h2), true, &plan, Some(outside));
-    let vxlan = overlay_paths((&h1, &h2), false, &plan, None);
+    let direct = overlay_paths(&lab, (&h1, &h2), true, &plan, Some(outside));
+    let vxlan = overlay_paths(&lab, (&h1, &h2), false, &plan, None);
     drop(closer);
     drop((h1, h2, out));
     drop(lab);

@@ -147,14 +147,30 @@ impl Transfer {
     }
 }
 
+/// Where the two ends of a transfer run: anywhere (`None`), or the client on one CPU
+/// and the server on another (each "host" a machine of its own).
+pub type Pin = Option<(usize, usize)>;
+
+/// `iperf3`, or `taskset -c CPU iperf3` when it is pinned to `cpu`.
+fn iperf3_on(cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string(), "iperf3"]);
+            c
+        }
+        None => Command::new("iperf3"),
+    }
+}
+
 /// An iperf3 transfer of `seconds` from inside `from` to an iperf3 server started
-/// inside `server_ns` at `to`.
-pub fn iperf3(from: &File, server_ns: &File, to: Ipv4Addr, seconds: u64) -> Transfer {
+/// inside `server_ns` at `to`, the two ends placed as `pin` says.
+pub fn iperf3(from: &File, server_ns: &File, to: Ipv4Addr, seconds: u64, pin: Pin) -> Transfer {
     let port = "5201";
     let _server = Kill(
         spawn_in(
             server_ns,
-            Command::new("iperf3")
+            iperf3_on(pin.map(|p| p.1))
                 .args(["-s", "-1", "-p", port, "-B", &to.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
@@ -165,7 +181,7 @@ pub fn iperf3(from: &File, server_ns: &File, to: Ipv4Addr, seconds: u64) -> Tran
     loop {
         let out = spawn_in(
             from,
-            Command::new("iperf3")
+            iperf3_on(pin.map(|p| p.0))
                 .args(["-c", &to.to_string(), "-p", port, "-J", "-t"])
                 .arg(seconds.to_string())
                 .stdout(Stdio::piped())
