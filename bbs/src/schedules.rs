@@ -20,7 +20,7 @@ use lattice_specs::receptor::schedule::{
     RunResult as JsonResult, ScheduleCreateRequest, ScheduleKind, ScheduleResponse,
 };
 use lattice_specs::receptor::{BackupScheduleRequest, TaskResponse};
-use lattice_specs::retention::{self, BackupPolicy};
+use lattice_specs::retention;
 use lattice_specs::schedule as plan;
 
 use crate::api::{owners, parse_body, ApiError, ApiResult, ApiState, Caller};
@@ -319,21 +319,6 @@ fn backup_schedule(sc: Schedule, backups: &[Backup]) -> BackupScheduleRequest {
     }
 }
 
-/// The policy a `PUT /v1/backup_schedules/VOLUME` asks for.
-fn backup_policy(r: &BackupScheduleRequest) -> BackupPolicy {
-    BackupPolicy {
-        retention: Retention {
-            keep_last: r.keep,
-            keep_daily: r.keep_daily,
-            keep_weekly: r.keep_weekly,
-            keep_monthly: r.keep_monthly,
-        },
-        verify_every: r.verify.clone(),
-        smaller_ratio: r.smaller_than,
-        faster_ratio: r.faster_than,
-    }
-}
-
 async fn set_backup_schedule(
     State(s): State<ApiState>,
     Path(volume): Path<String>,
@@ -345,7 +330,7 @@ async fn set_backup_schedule(
         None => None,
     };
     crate::api::blob_store(&s)?;
-    let mut policy = backup_policy(&r);
+    let mut policy = r.policy();
     policy
         .check()
         .map_err(|(field, why)| ApiError::invalid_request(format!("{field}: {why}")))?;

@@ -455,23 +455,6 @@ impl Api {
         .await
     }
 
-    pub async fn set_schedule(
-        &self,
-        volume: &str,
-        every: &str,
-        keep: u32,
-        hooks: Option<BackupHooksRequest>,
-    ) -> anyhow::Result<()> {
-        self.set_backup_schedule(&BackupScheduleRequest {
-            volume: volume.into(),
-            every: every.into(),
-            keep,
-            hooks,
-            ..Default::default()
-        })
-        .await
-    }
-
     /// Sets a backup schedule with its retention, verification and thresholds.
     pub async fn set_backup_schedule(&self, r: &BackupScheduleRequest) -> anyhow::Result<()> {
         self.call(

@@ -212,3 +212,79 @@ fn a_changed_env_rolls_one_app_only() {
     let out = up.ltc_ok(&["apply", "-f", &file]);
     assert!(out.contains("Nothing to change"), "{out}");
 }
+
+/// What `ltc backup schedule` set beyond `every` and `keep` (retention by age, a
+/// restore test, a hook) survives `ltc apply` of a file that does not name it: the
+/// same file changes nothing, a changed `every` changes only that; a setting the
+/// file does name is applied.
+#[test]
+fn an_apply_keeps_the_schedule_settings_the_file_leaves_out() {
+    let up = UpProcess::start();
+    up.target();
+    let text = "name: store\nvolumes:\n  pg: {size: 300M}\nbackup_schedules:\n  pg: {every: daily, keep: 3}\n";
+    let file = write(&up, "store.yaml", text);
+    up.ltc_ok(&["apply", "-f", &file]);
+    up.ltc_ok(&[
+        "backup",
+        "schedule",
+        "pg",
+        "--every",
+        "daily",
+        "--keep",
+        "3",
+        "--keep-daily",
+        "7",
+        "--verify",
+        "daily",
+        "--pre",
+        "sync",
+    ]);
+    let schedule = || -> serde_json::Value {
+        let all: serde_json::Value =
+            serde_json::from_str(&up.ltc_ok(&["backup", "schedules", "--json"])).unwrap();
+        all.as_array().unwrap()[0].clone()
+    };
+    let out = up.ltc_ok(&["apply", "-f", &file]);
+    assert!(out.contains("Nothing to change"), "{out}");
+
+    let hourly = write(&up, "store.yaml", &text.replace("daily", "hourly"));
+    let out = up.ltc_ok(&["apply", "-f", &hourly]);
+    assert!(
+        out.contains("backup schedule of pg: every daily → hourly, keep 3 → 3\n"),
+        "{out}"
+    );
+    let s = schedule();
+    assert_eq!(
+        (
+            &s["every"],
+            &s["keep_daily"],
+            &s["verify"],
+            &s["hooks"]["pre"]
+        ),
+        (
+            &serde_json::json!("hourly"),
+            &serde_json::json!(7),
+            &serde_json::json!("daily"),
+            &serde_json::json!("sync")
+        ),
+        "{s}"
+    );
+
+    let named = write(
+        &up,
+        "store.yaml",
+        &text.replace("keep: 3}", "keep: 3, keep_daily: 2, hooks: {}}"),
+    );
+    let out = up.ltc_ok(&["apply", "-f", &named]);
+    assert!(
+        out.contains("keep_daily 7 → 2") && out.contains("hooks removed"),
+        "{out}"
+    );
+    let s = schedule();
+    assert_eq!(
+        (&s["keep_daily"], &s["verify"]),
+        (&serde_json::json!(2), &serde_json::json!("daily")),
+        "{s}"
+    );
+    assert!(s.get("hooks").is_none_or(|h| h.is_null()), "{s}");
+}

@@ -9,7 +9,7 @@ use lattice_specs::receptor::{DesiredLrpCreateRequest, TaskCreateRequest};
 use lattice_specs::volume::{format_size, parse_size};
 
 use super::build;
-use super::model::Manifest;
+use super::model::{Manifest, ScheduleSpec};
 use super::plan::Cluster;
 use crate::target::Target;
 
@@ -116,6 +116,31 @@ fn check_references(m: &Manifest, cluster: &Cluster, errors: &mut Vec<String>) {
                 "backup_schedules.{volume}.every: {:?}: {}",
                 e.every, e.reason
             ));
+        }
+        // The other settings, as the API would judge them.
+        let plain = ScheduleSpec {
+            hooks: None,
+            ..s.clone()
+        };
+        if let Ok(r) = super::schedule::desired(volume, &plain, None) {
+            if let Err((field, why)) = r.policy().check() {
+                errors.push(format!("backup_schedules.{volume}.{field}: {why}"));
+            }
+        }
+        match s.hooks.as_ref().map(super::schedule::hooks) {
+            Some(Err(e)) => errors.push(format!(
+                "backup_schedules.{volume}.hooks.timeout: {:?}: {e:#}",
+                s.hooks
+                    .as_ref()
+                    .map(|h| h.timeout.as_str())
+                    .unwrap_or_default()
+            )),
+            Some(Ok(Some(h))) => {
+                if let Err(e) = h.into_model() {
+                    errors.push(format!("backup_schedules.{volume}.hooks: {e}"));
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -9,6 +9,7 @@ mod check;
 mod model;
 mod plan;
 mod run;
+mod schedule;
 
 #[cfg(test)]
 mod tests;
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::api::Api;
-use model::{Format, Manifest, ScheduleSpec, VolumeSpec};
+use model::{Format, Manifest, VolumeSpec};
 use plan::{Cluster, Prune};
 
 #[derive(clap::Args, Debug)]
@@ -169,13 +170,8 @@ pub async fn export(api: &Api, a: &ExportArgs) -> anyhow::Result<()> {
     }
     for s in api.schedules().await? {
         if m.volumes.contains_key(&s.volume) {
-            m.backup_schedules.insert(
-                s.volume.clone(),
-                ScheduleSpec {
-                    every: s.every,
-                    keep: s.keep,
-                },
-            );
+            m.backup_schedules
+                .insert(s.volume.clone(), schedule::spec_of(&s));
         }
     }
     let format = match &a.output {

@@ -36,13 +36,54 @@ pub struct VolumeSpec {
     pub cell: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     /// hourly, daily, weekly, monthly, or a period like 1h, 30m, 2d.
     pub every: String,
     #[serde(default = "default_keep")]
     pub keep: u32,
+    // What follows is `ltc backup schedule`'s other settings. Each one the file
+    // names is applied; one it leaves out keeps what the cluster has (as set by
+    // `ltc backup schedule`), so a manifest written before them changes none of them.
+    /// restic's retention by age: the newest backup of each of the last N days,
+    /// weeks, months (0: no such rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    /// Restore-test the newest backup: daily, weekly, a cadence, or "" (never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<String>,
+    /// Alert when a backup is under this ratio of the previous one's size / time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smaller_than: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faster_than: Option<f64>,
+    /// Commands run in the app's instance around each backup's snapshot (an empty
+    /// table: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<HooksSpec>,
+}
+
+/// A backup schedule's hooks (`ltc backup schedule --pre/--post/--app`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksSpec {
+    /// `sh -c PRE` before the snapshot.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pre: String,
+    /// `sh -c POST` after it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub post: String,
+    /// The app whose instance runs them (default: the first running app mounting it).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub app: String,
+    /// Each hook's timeout, like 30s or 2m (default 60s).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub timeout: String,
 }
 
 fn default_keep() -> u32 {

@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::build;
 use super::check::Checked;
 use super::model::Manifest;
+use super::schedule;
 use crate::target::Target;
 
 /// What the last apply of a manifest declared, kept in the cluster: what `--prune`
@@ -68,11 +69,10 @@ pub enum Change {
         from: u64,
         to: u64,
     },
+    /// The whole schedule to PUT, and the cluster's before (none: a new one).
     SetSchedule {
-        volume: String,
-        every: String,
-        keep: u32,
-        old: Option<(String, u32)>,
+        request: Box<BackupScheduleRequest>,
+        old: Option<Box<BackupScheduleRequest>>,
     },
     CreateApp(Box<DesiredLrpCreateRequest>),
     UpdateApp {
@@ -272,7 +272,7 @@ fn app_change(
     })
 }
 
-fn storage(m: &Manifest, c: &Checked, cluster: &Cluster) -> Vec<Change> {
+fn storage(m: &Manifest, c: &Checked, cluster: &Cluster) -> anyhow::Result<Vec<Change>> {
     let mut out = vec![];
     for (name, size) in &c.volumes {
         match cluster.volumes.get(name) {
@@ -290,20 +290,17 @@ fn storage(m: &Manifest, c: &Checked, cluster: &Cluster) -> Vec<Change> {
         }
     }
     for (volume, s) in &m.backup_schedules {
-        let old = cluster
-            .schedules
-            .get(volume)
-            .map(|o| (o.every.clone(), o.keep));
-        if old.as_ref() != Some(&(s.every.clone(), s.keep)) {
+        let have = cluster.schedules.get(volume);
+        let request = schedule::desired(volume, s, have)?;
+        let old = have.map(schedule::settings);
+        if old.as_ref() != Some(&request) {
             out.push(Change::SetSchedule {
-                volume: volume.clone(),
-                every: s.every.clone(),
-                keep: s.keep,
-                old,
+                request: Box::new(request),
+                old: old.map(Box::new),
             });
         }
     }
-    out
+    Ok(out)
 }
 
 fn node(
@@ -495,7 +492,7 @@ pub fn plan(
     p: Prune,
 ) -> Result<Plan, Vec<String>> {
     let mut plan = Plan {
-        storage: storage(m, c, cluster),
+        storage: storage(m, c, cluster).map_err(|e| vec![format!("{e:#}")])?,
         ..Default::default()
     };
     let mut errors = vec![];
@@ -558,18 +555,19 @@ pub fn describe(c: &Change) -> String {
             format_size(*from),
             format_size(*to)
         ),
+        Change::SetSchedule { request, old: None } => format!(
+            "backup schedule of {}: create ({})",
+            request.volume,
+            schedule::created(request)
+        ),
         Change::SetSchedule {
-            volume,
-            every,
-            keep,
-            old: None,
-        } => format!("backup schedule of {volume}: create (every {every}, keep {keep})"),
-        Change::SetSchedule {
-            volume,
-            every,
-            keep,
-            old: Some((e, k)),
-        } => format!("backup schedule of {volume}: every {e} → {every}, keep {k} → {keep}"),
+            request,
+            old: Some(old),
+        } => format!(
+            "backup schedule of {}: {}",
+            request.volume,
+            schedule::differences(old, request).join(", ")
+        ),
         Change::CreateApp(r) => format!(
             "app {}: create ({} instance(s) of {})",
             r.process_guid, r.instances, r.rootfs

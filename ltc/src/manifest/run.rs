@@ -160,12 +160,7 @@ impl Effects for ApiEffects<'_> {
                 )
                 .await?;
             }
-            Change::SetSchedule {
-                volume,
-                every,
-                keep,
-                ..
-            } => api.set_schedule(volume, every, *keep, None).await?,
+            Change::SetSchedule { request, .. } => api.set_backup_schedule(request).await?,
             Change::CreateApp(r) => {
                 self.baselines
                     .insert(r.process_guid.clone(), Baseline::new());

@@ -202,6 +202,23 @@ pub struct BackupScheduleRequest {
     pub last_verification: String,
 }
 
+impl BackupScheduleRequest {
+    /// The retention, verification and alert thresholds it asks for.
+    pub fn policy(&self) -> crate::retention::BackupPolicy {
+        crate::retention::BackupPolicy {
+            retention: crate::models::Retention {
+                keep_last: self.keep,
+                keep_daily: self.keep_daily,
+                keep_weekly: self.keep_weekly,
+                keep_monthly: self.keep_monthly,
+            },
+            verify_every: self.verify.clone(),
+            smaller_ratio: self.smaller_than,
+            faster_ratio: self.faster_than,
+        }
+    }
+}
+
 fn is_zero_u32(v: &u32) -> bool {
     *v == 0
 }
