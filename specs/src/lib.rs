@@ -22,6 +22,7 @@ pub mod identity;
 pub mod join;
 pub mod logs;
 pub mod receptor;
+pub mod redact;
 pub mod repo;
 pub mod restart;
 pub mod retention;

@@ -11,8 +11,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use lattice_specs::redact::url_credentials as hide_url_credentials;
 /// What stands where a secret was.
-pub const HIDDEN: &str = "[hidden]";
+pub use lattice_specs::redact::HIDDEN;
 
 /// Hides environment values and URL credentials in `v`, in place.
 pub fn redact(v: &mut Value) {
@@ -97,32 +98,6 @@ fn hide_env_values(env: &mut Value) {
     }
 }
 
-/// `s` with the user information of every `scheme://…@host` in it hidden; None when
-/// there was none.
-pub fn hide_url_credentials(s: &str) -> Option<String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    let mut changed = false;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let authority_end = tail
-            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
-            .unwrap_or(tail.len());
-        match tail[..authority_end].rfind('@') {
-            Some(at) => {
-                out.push_str(HIDDEN);
-                out.push_str(&tail[at..authority_end]);
-                changed = true;
-            }
-            None => out.push_str(&tail[..authority_end]),
-        }
-        rest = &tail[authority_end..];
-    }
-    out.push_str(rest);
-    changed.then_some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,12 +156,5 @@ mod tests {
         assert_eq!(two["args"], json!(["--hostKey", "[hidden]", "-address=x"]));
         assert_eq!(v["routes"]["diego-ssh"]["private_key"], HIDDEN);
         assert_eq!(v["routes"]["diego-ssh"]["container_port"], 2222);
-    }
-
-    #[test]
-    fn strings_without_credentials_are_left_alone() {
-        for s in ["", "http://h:1/v1/blobs/x", "mail me@example.com", "a://b"] {
-            assert_eq!(hide_url_credentials(s), None, "{s}");
-        }
     }
 }

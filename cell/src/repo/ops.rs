@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
+use lattice_specs::redact;
 use lattice_specs::repo::{RepoJob, RepoOp, RepoOutcome};
 use rustic_core::repofile::{Node, SnapshotFile};
 use rustic_core::{
@@ -29,7 +30,7 @@ pub fn run(job: &RepoJob, reach: &Reach) -> Result<RepoOutcome, RepoError> {
             "password: empty; the caller passes the repository's password".into(),
         ));
     }
-    tracing::info!("{} of {}", op.as_str(), redact(&job.repository));
+    tracing::info!("{} of {}", op.as_str(), redact::urls(&job.repository));
     let (repo, stale) = open(job, reach, op == RepoOp::Backup)?;
     let mut outcome = match op {
         RepoOp::Backup => backup(job, repo)?,
@@ -40,16 +41,6 @@ pub fn run(job: &RepoJob, reach: &Reach) -> Result<RepoOutcome, RepoError> {
     outcome.op = Some(op);
     outcome.stale_locks_removed = stale;
     Ok(outcome)
-}
-
-/// The repository URL without its credential (for logs).
-fn redact(repository: &str) -> String {
-    match (repository.find("://"), repository.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            format!("{}***{}", &repository[..s + 3], &repository[at..])
-        }
-        _ => repository.to_string(),
-    }
 }
 
 /// Opens the repository (initialising it when `init` and it has none) and removes its
@@ -69,7 +60,7 @@ fn open(job: &RepoJob, reach: &Reach, init: bool) -> Result<(Open, u32), RepoErr
         (false, false) => {
             return Err(RepoError::Repository(format!(
                 "no repository at {} (no backup was ever taken into it)",
-                redact(&job.repository)
+                redact::urls(&job.repository)
             )))
         }
     };
@@ -324,14 +315,5 @@ mod tests {
         assert!(!safe_entry(Path::new("a/x"), &node("x/../../etc")));
         assert!(!safe_entry(Path::new("/etc/passwd"), &node("passwd")));
         assert!(!safe_entry(Path::new("a/../b"), &node("b")));
-    }
-
-    #[test]
-    fn credentials_are_redacted() {
-        assert_eq!(
-            redact("rest:https://lattice-task:s3cret@bbs:8889/v1/repos/v/"),
-            "rest:https://***@bbs:8889/v1/repos/v/"
-        );
-        assert_eq!(redact("/srv/repo"), "/srv/repo");
     }
 }

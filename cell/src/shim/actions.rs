@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use lattice_specs::models::{self, action::Action as A};
+use lattice_specs::redact;
 use tokio_util::sync::CancellationToken;
 
 use super::process::RunError;
@@ -119,7 +120,7 @@ pub(crate) fn run_action<'a, S: Steps>(
                 tokio::select! {
                     r = fut => r.map_err(|e| ActionError::Upload {
                         from: u.from.clone(),
-                        error: format!("{e:#}"),
+                        error: redact::urls(&format!("{e:#}")),
                     }),
                     _ = cancel.cancelled() => Err(ActionError::Cancelled),
                 }
@@ -263,8 +264,8 @@ async fn download<S: Steps>(
     let fut = steps.download(d);
     tokio::select! {
         r = fut => r.map_err(|e| ActionError::Download {
-            from: d.from.clone(),
-            error: format!("{e:#}"),
+            from: redact::urls(&d.from),
+            error: redact::urls(&format!("{e:#}")),
         }),
         _ = cancel.cancelled() => Err(ActionError::Cancelled),
     }
@@ -286,7 +287,7 @@ async fn repository<S: Steps>(
         return Err(fail("it is on a read-only volume".into()));
     }
     tokio::select! {
-        res = steps.repository(r) => res.map_err(|e| fail(format!("{e:#}"))),
+        res = steps.repository(r) => res.map_err(|e| fail(redact::urls(&format!("{e:#}")))),
         _ = cancel.cancelled() => Err(ActionError::Cancelled),
     }
 }

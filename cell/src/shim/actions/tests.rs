@@ -71,7 +71,12 @@ impl Steps for Fake {
 
     async fn download(&self, d: &models::DownloadAction) -> anyhow::Result<()> {
         tokio::time::sleep(TRANSFER).await;
-        anyhow::ensure!(!d.from.contains("bad"), "404 Not Found");
+        // As reqwest says it: with the URL.
+        anyhow::ensure!(
+            !d.from.contains("bad"),
+            "404 Not Found for url ({})",
+            d.from
+        );
         self.record(Did::Downloaded(d.from.clone()));
         Ok(())
     }
@@ -486,7 +491,13 @@ async fn downloads_into_the_container_but_not_into_a_read_only_volume() {
     let (r, _, _) = interpret(&download("http://blobs/bad", "/app")).await;
     assert_eq!(
         r,
-        Err("download http://blobs/bad failed: 404 Not Found".into())
+        Err("download http://blobs/bad failed: 404 Not Found for url (http://blobs/bad)".into())
+    );
+    // The reason is stored and shown: a URL's credentials are not in it.
+    let (r, _, _) = interpret(&download("https://u:t0ken@blobs/bad", "/app")).await;
+    assert_eq!(
+        r,
+        Err("download https://[hidden]@blobs/bad failed: 404 Not Found for url (https://[hidden]@blobs/bad)".into())
     );
 }
 
