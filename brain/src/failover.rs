@@ -35,8 +35,8 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub struct Tracker {
     /// When this brain took the lead (ns).
     since: i64,
-    /// Present cells' zones, as last seen.
-    zones: HashMap<String, String>,
+    /// Present cells as last seen: their zone and presence TTL (the lost record).
+    seen: HashMap<String, LostCell>,
     lost: HashMap<String, LostCell>,
     /// Stuck volumes already reported, with why (reported again when why changes).
     stuck: HashSet<(String, String)>,
@@ -57,17 +57,22 @@ impl Tracker {
         let present: HashSet<&str> = cells.iter().map(|c| c.cell_id.as_str()).collect();
         self.lost.retain(|id, _| !present.contains(id.as_str()));
         let gone: Vec<String> = self
-            .zones
+            .seen
             .keys()
             .filter(|id| !present.contains(id.as_str()))
             .cloned()
             .collect();
         for id in gone {
-            let zone = self.zones.remove(&id).unwrap_or_default();
-            self.lost.insert(id, LostCell { since: now, zone });
+            let last = self.seen.remove(&id).unwrap_or_default();
+            self.lost.insert(id, LostCell { since: now, ..last });
         }
         for c in cells {
-            self.zones.insert(c.cell_id.clone(), c.zone.clone());
+            let seen = LostCell {
+                since: 0,
+                zone: c.zone.clone(),
+                lease_ttl_ns: c.lease_ttl_ns,
+            };
+            self.seen.insert(c.cell_id.clone(), seen);
         }
         for v in volumes {
             if !v.cell_id.is_empty()
@@ -79,7 +84,7 @@ impl Tracker {
                     v.cell_id.clone(),
                     LostCell {
                         since,
-                        zone: String::new(),
+                        ..Default::default()
                     },
                 );
             }

@@ -78,11 +78,24 @@ pub fn parse_mode(s: &str) -> Result<Failover, String> {
     }
 }
 
-/// A cell the brain saw and no longer sees: since when, and its zone then.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A cell the brain saw and no longer sees: since when, its zone then, and the
+/// presence TTL it said it had (0: never seen, or not said).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LostCell {
     pub since: i64,
     pub zone: String,
+    pub lease_ttl_ns: i64,
+}
+
+/// How long volume `v` waits once `lost` is gone: its grace period (checked against
+/// the default presence TTL when it was set), but never less than the lost cell's
+/// own TTL plus the fence margin when it said one: a cell started with a longer
+/// `--lease-ttl` fences itself later.
+pub fn wait_ns(v: &Volume, lost: &LostCell) -> i64 {
+    match lost.lease_ttl_ns {
+        ttl if ttl > 0 => grace_ns(v).max(ttl.saturating_add(FENCE_MARGIN_NS)),
+        _ => grace_ns(v),
+    }
 }
 
 /// One thing to do.
@@ -187,7 +200,7 @@ pub fn decide(view: &View) -> Vec<Step> {
         .filter(|v| {
             view.lost
                 .get(&v.cell_id)
-                .is_some_and(|l| view.now - l.since >= grace_ns(v))
+                .is_some_and(|l| view.now - l.since >= wait_ns(v, l))
         })
         .collect();
     due.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));

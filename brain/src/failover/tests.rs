@@ -10,6 +10,7 @@ const SIZE: u64 = lattice_specs::volume::MIN_SIZE;
 
 fn presence(id: &str, zone: &str) -> CellPresence {
     CellPresence {
+        lease_ttl_ns: 7_000_000_000,
         cell_id: id.into(),
         zone: zone.into(),
         rep_address: "127.0.0.1:1800".into(),
@@ -138,7 +139,7 @@ fn cells_are_lost_from_when_they_went_or_from_the_lead() {
         t.lost().get("x"),
         Some(&LostCell {
             since: 100,
-            zone: String::new()
+            ..Default::default()
         }),
         "never seen: lost since the lead"
     );
@@ -147,8 +148,10 @@ fn cells_are_lost_from_when_they_went_or_from_the_lead() {
         t.lost().get("a"),
         Some(&LostCell {
             since: 120,
-            zone: "z1".into()
-        })
+            zone: "z1".into(),
+            lease_ttl_ns: 7_000_000_000,
+        }),
+        "its zone and lease as last seen"
     );
     t.observe(&[presence("b", "z2")], &[on("x")], 130);
     assert_eq!(

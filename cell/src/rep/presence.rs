@@ -8,6 +8,7 @@ impl<R: Runtime> Rep<R> {
     pub(super) fn presence(&self) -> models::CellPresence {
         let providers = self.exec.providers().names();
         models::CellPresence {
+            lease_ttl_ns: i64::try_from(self.cfg.lease_ttl.as_nanos()).unwrap_or(i64::MAX),
             cell_id: self.cfg.cell_id.clone(),
             rep_address: self.cfg.rep_address.clone(),
             zone: self.cfg.zone.clone(),

@@ -45,6 +45,7 @@ fn lost(cells: &[(&str, i64, &str)]) -> HashMap<String, LostCell> {
                 LostCell {
                     since: *since,
                     zone: zone.to_string(),
+                    ..Default::default()
                 },
             )
         })
@@ -122,6 +123,26 @@ fn the_grace_is_the_volumes_own_when_it_has_one() {
     let gone = lost(&[("a", 0, "")]);
     assert!(decide_at(&[v.clone()], &cells, &gone, &backups, 19 * S).is_empty());
     assert_eq!(decide_at(&[v], &cells, &gone, &backups, 20 * S).len(), 1);
+}
+
+#[test]
+fn a_cell_with_a_longer_lease_is_waited_for_past_the_grace() {
+    let cells = [cell("b", "")];
+    let mut v = volume("pg", "a", Failover::Restore);
+    v.failover_grace_ns = 25 * S;
+    let backups = [backup("b1", "pg", 0, "")];
+    let mut gone = lost(&[("a", 0, "")]);
+    gone.get_mut("a").unwrap().lease_ttl_ns = 60 * S;
+    // The cell may run its containers for 60 s after its last renewal, then fences.
+    assert!(decide_at(&[v.clone()], &cells, &gone, &backups, 69 * S).is_empty());
+    assert_eq!(
+        decide_at(&[v.clone()], &cells, &gone, &backups, 70 * S).len(),
+        1
+    );
+    // A shorter lease than the grace changes nothing.
+    gone.get_mut("a").unwrap().lease_ttl_ns = 3 * S;
+    assert!(decide_at(&[v.clone()], &cells, &gone, &backups, 24 * S).is_empty());
+    assert_eq!(decide_at(&[v], &cells, &gone, &backups, 25 * S).len(), 1);
 }
 
 #[test]

@@ -176,6 +176,7 @@ fn a_gone_standby_cell_is_replaced_after_the_grace_period() {
         LostCell {
             since: 100 * S,
             zone: "".into(),
+            ..Default::default()
         },
     )]
     .into();
@@ -205,6 +206,7 @@ fn a_lost_volume_moves_onto_its_standby_copy_when_it_holds_data() {
         LostCell {
             since: 0,
             zone: "z1".into(),
+            ..Default::default()
         },
     )]
     .into();
