@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use lattice_specs::redact::url_credentials as hide_url_credentials;
+use lattice_specs::redact::url_credentials;
 /// What stands where a secret was.
 pub use lattice_specs::redact::HIDDEN;
 
@@ -34,7 +34,7 @@ pub fn redact(v: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(redact),
         Value::String(s) => {
-            if let Some(clean) = hide_url_credentials(s) {
+            if let Some(clean) = url_credentials(s) {
                 *s = clean;
             }
         }

@@ -9,8 +9,9 @@ use lattice_specs::receptor::{DesiredLrpCreateRequest, TaskCreateRequest};
 use lattice_specs::volume::{format_size, parse_size};
 
 use super::build;
-use super::model::{Manifest, ScheduleSpec};
+use super::model::Manifest;
 use super::plan::Cluster;
+use super::schedule;
 use crate::target::Target;
 
 /// A manifest that passed every check.
@@ -118,29 +119,19 @@ fn check_references(m: &Manifest, cluster: &Cluster, errors: &mut Vec<String>) {
             ));
         }
         // The other settings, as the API would judge them.
-        let plain = ScheduleSpec {
-            hooks: None,
-            ..s.clone()
-        };
-        if let Ok(r) = super::schedule::desired(volume, &plain, None) {
-            if let Err((field, why)) = r.policy().check() {
-                errors.push(format!("backup_schedules.{volume}.{field}: {why}"));
-            }
+        if let Err((field, why)) = schedule::overlay(volume, s, None).policy().check() {
+            errors.push(format!("backup_schedules.{volume}.{field}: {why}"));
         }
-        match s.hooks.as_ref().map(super::schedule::hooks) {
-            Some(Err(e)) => errors.push(format!(
-                "backup_schedules.{volume}.hooks.timeout: {:?}: {e:#}",
-                s.hooks
-                    .as_ref()
-                    .map(|h| h.timeout.as_str())
-                    .unwrap_or_default()
-            )),
-            Some(Ok(Some(h))) => {
-                if let Err(e) = h.into_model() {
-                    errors.push(format!("backup_schedules.{volume}.hooks: {e}"));
+        if let Some(h) = &s.hooks {
+            match schedule::hooks(volume, h) {
+                Err(e) => errors.push(format!("{e:#}")),
+                Ok(Some(r)) => {
+                    if let Err(e) = r.into_model() {
+                        errors.push(format!("backup_schedules.{volume}.hooks: {e}"));
+                    }
                 }
+                Ok(None) => {}
             }
-            _ => {}
         }
     }
 }

@@ -24,47 +24,42 @@ pub fn desired(
     spec: &ScheduleSpec,
     have: Option<&BackupScheduleRequest>,
 ) -> anyhow::Result<BackupScheduleRequest> {
-    let mut r = have.map(settings).unwrap_or_default();
-    r.volume = volume.to_string();
-    r.every = spec.every.clone();
-    r.keep = spec.keep;
-    let set = |field: &mut u32, v: Option<u32>| {
-        if let Some(v) = v {
-            *field = v;
-        }
-    };
-    set(&mut r.keep_daily, spec.keep_daily);
-    set(&mut r.keep_weekly, spec.keep_weekly);
-    set(&mut r.keep_monthly, spec.keep_monthly);
-    if let Some(v) = &spec.verify {
-        r.verify = v.clone();
-    }
-    if let Some(v) = spec.smaller_than {
-        r.smaller_than = v;
-    }
-    if let Some(v) = spec.faster_than {
-        r.faster_than = v;
-    }
+    let mut r = overlay(volume, spec, have);
     if let Some(h) = &spec.hooks {
-        r.hooks = hooks(h).map_err(|e| {
-            anyhow::anyhow!(
-                "backup_schedules.{volume}.hooks.timeout: {:?}: {e}",
-                h.timeout
-            )
-        })?;
+        r.hooks = hooks(volume, h)?;
     }
     Ok(r)
 }
 
-/// The request's hooks for `h` (none for an empty table); a bad timeout is an error.
-pub fn hooks(h: &HooksSpec) -> anyhow::Result<Option<BackupHooksRequest>> {
+/// [`desired`] but for the hooks (kept as `have` has them): every other setting.
+pub fn overlay(
+    volume: &str,
+    spec: &ScheduleSpec,
+    have: Option<&BackupScheduleRequest>,
+) -> BackupScheduleRequest {
+    let mut r = have.map(settings).unwrap_or_default();
+    r.volume = volume.to_string();
+    r.every = spec.every.clone();
+    r.keep = spec.keep;
+    r.keep_daily = spec.keep_daily.unwrap_or(r.keep_daily);
+    r.keep_weekly = spec.keep_weekly.unwrap_or(r.keep_weekly);
+    r.keep_monthly = spec.keep_monthly.unwrap_or(r.keep_monthly);
+    r.verify = spec.verify.clone().unwrap_or(r.verify);
+    r.smaller_than = spec.smaller_than.unwrap_or(r.smaller_than);
+    r.faster_than = spec.faster_than.unwrap_or(r.faster_than);
+    r
+}
+
+/// The request's hooks for `h` of `volume`'s schedule (none for an empty table); a
+/// bad timeout is an error naming its field.
+pub fn hooks(volume: &str, h: &HooksSpec) -> anyhow::Result<Option<BackupHooksRequest>> {
     if *h == HooksSpec::default() {
         return Ok(None);
     }
     let timeout_ms = match h.timeout.as_str() {
         "" => 0,
         t => crate::app::parse_duration(t)
-            .map_err(anyhow::Error::msg)?
+            .map_err(|e| anyhow::anyhow!("backup_schedules.{volume}.hooks.timeout: {t:?}: {e}"))?
             .as_millis() as u64,
     };
     Ok(Some(BackupHooksRequest {
@@ -75,6 +70,23 @@ pub fn hooks(h: &HooksSpec) -> anyhow::Result<Option<BackupHooksRequest>> {
     }))
 }
 
+/// The settings a plan line names beyond every and keep, each as it reads.
+fn shown(r: &BackupScheduleRequest) -> [(&'static str, String); 6] {
+    let verify = if r.verify.is_empty() {
+        "never".to_string()
+    } else {
+        r.verify.clone()
+    };
+    [
+        ("keep_daily", r.keep_daily.to_string()),
+        ("keep_weekly", r.keep_weekly.to_string()),
+        ("keep_monthly", r.keep_monthly.to_string()),
+        ("verify", verify),
+        ("smaller_than", r.smaller_than.to_string()),
+        ("faster_than", r.faster_than.to_string()),
+    ]
+}
+
 /// How `new` differs from `old`, one "field old → new" each: every and keep always
 /// (as the plan has always said them), the other settings when they change.
 pub fn differences(old: &BackupScheduleRequest, new: &BackupScheduleRequest) -> Vec<String> {
@@ -82,44 +94,11 @@ pub fn differences(old: &BackupScheduleRequest, new: &BackupScheduleRequest) -> 
         format!("every {} → {}", old.every, new.every),
         format!("keep {} → {}", old.keep, new.keep),
     ];
-    let mut field = |name: &str, o: String, n: String| {
+    for ((name, o), (_, n)) in shown(old).into_iter().zip(shown(new)) {
         if o != n {
             out.push(format!("{name} {o} → {n}"));
         }
-    };
-    field(
-        "keep_daily",
-        old.keep_daily.to_string(),
-        new.keep_daily.to_string(),
-    );
-    field(
-        "keep_weekly",
-        old.keep_weekly.to_string(),
-        new.keep_weekly.to_string(),
-    );
-    field(
-        "keep_monthly",
-        old.keep_monthly.to_string(),
-        new.keep_monthly.to_string(),
-    );
-    let or_never = |v: &str| {
-        if v.is_empty() {
-            "never".to_string()
-        } else {
-            v.to_string()
-        }
-    };
-    field("verify", or_never(&old.verify), or_never(&new.verify));
-    field(
-        "smaller_than",
-        old.smaller_than.to_string(),
-        new.smaller_than.to_string(),
-    );
-    field(
-        "faster_than",
-        old.faster_than.to_string(),
-        new.faster_than.to_string(),
-    );
+    }
     if old.hooks != new.hooks {
         out.push(match &new.hooks {
             None => "hooks removed".to_string(),
@@ -146,27 +125,20 @@ fn hooks_summary(h: &BackupHooksRequest) -> String {
     s
 }
 
-/// What the plan says of a new schedule: every and keep, and each other setting it has.
+/// What the plan says of a new schedule: every and keep, each other setting it has
+/// (not at its default), and its hooks.
 pub fn created(r: &BackupScheduleRequest) -> String {
-    let base = BackupScheduleRequest {
-        every: r.every.clone(),
-        keep: r.keep,
-        ..Default::default()
-    };
-    let extra = differences(&base, r).split_off(2);
-    let mut s = format!("every {}, keep {}", r.every, r.keep);
-    for e in extra {
-        // "keep_daily 0 → 7" reads as "keep_daily 7" for something new.
-        let e = match e.split_once(" → ") {
-            Some((head, new)) if !head.starts_with("hooks") => {
-                format!("{} {new}", head.split(' ').next().unwrap_or(head))
-            }
-            _ => e,
-        };
-        s.push_str(", ");
-        s.push_str(&e);
+    let mut parts = vec![format!("every {}", r.every), format!("keep {}", r.keep)];
+    let defaults = shown(&BackupScheduleRequest::default());
+    for ((name, v), (_, d)) in shown(r).into_iter().zip(defaults) {
+        if v != d {
+            parts.push(format!("{name} {v}"));
+        }
     }
-    s
+    if let Some(h) = &r.hooks {
+        parts.push(format!("hooks set ({})", hooks_summary(h)));
+    }
+    parts.join(", ")
 }
 
 /// The file's form of the cluster's schedule `r`: each setting it has (zero and empty
